@@ -1,0 +1,97 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from utils import checkpoint as ckpt
+from utils.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    check_compatible,
+    checkpoint_name,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+def test_checkpoint_name_matches_the_original():
+    assert checkpoint_name("voc", "pafpn", "vgg16", 320, 24, True) == "VOC_pafpn_vgg16_size320_anchor24.0_MG.pth"
+    assert checkpoint_name("Shapes", "fssd", "resnet18", 256, 24.0, False) == "SHAPES_fssd_resnet18_size256_anchor24.0.pth"
+
+
+def _state(value: float) -> dict:
+    return {"format": FORMAT, "model": {"w": torch.full((2, 2), value)}, "iteration": 7, "config": {"lr": 0.01}}
+
+
+def test_save_and_load_roundtrip_with_weights_only(tmp_path):
+    path = tmp_path / "sub" / "run.pth"
+    save_checkpoint(_state(3.0) | {"rng": capture_rng_state()}, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.pth"]  # no temporary file left behind
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["model"]["w"], torch.full((2, 2), 3.0))
+    assert load_checkpoint(path)["iteration"] == 7
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "run.pth"
+    save_checkpoint(_state(1.0), path)
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(_state(2.0), path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2, 2), 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth"]
+
+
+def test_load_rejects_missing_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by main.py"):
+        load_checkpoint(foreign)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(garbage)
+
+
+def test_rng_state_roundtrip_through_a_file(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.randn()  # leaves a cached Gaussian in the NumPy state
+    path = tmp_path / "rng.pth"
+    save_checkpoint({"format": FORMAT, "rng": capture_rng_state()}, path)
+    expected = (random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    restore_rng_state(load_checkpoint(path)["rng"])
+    got = (random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
+    assert got[:3] == expected[:3]
+    assert torch.equal(got[3], expected[3])
+
+
+def test_check_compatible_names_the_flag_and_the_fix():
+    saved = {"version": "pafpn", "backbone": "vgg16", "size": 320, "base_anchor_size": 24.0}
+    classes = ["circle", "square"]
+    check_compatible("w.pth", saved, classes, {"version": None, "backbone": "VGG16", "size": 320}, classes)
+    with pytest.raises(CheckpointError) as info:
+        check_compatible("w.pth", saved, classes, {"backbone": "resnet18"}, classes)
+    assert str(info.value) == (
+        "w.pth was trained with --backbone vgg16, but --backbone resnet18 was given; "
+        "drop --backbone or pass a checkpoint trained with --backbone resnet18"
+    )
+    with pytest.raises(CheckpointError, match="--size 320, but --size 512"):
+        check_compatible("w.pth", saved, classes, {"size": 512}, classes)
+    with pytest.raises(CheckpointError, match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
+        check_compatible("w.pth", saved, classes, {}, ["circle"])

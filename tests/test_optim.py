@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from utils.optim import build_optimizer, build_param_groups, set_lr, warmup_cosine_lr
+
+
+def _tiny_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1, bias=False))
+
+
+def test_param_groups_exclude_biases_and_norm_weights_from_decay():
+    net = _tiny_net()
+    decay, no_decay = build_param_groups(net, weight_decay=5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(net[0].weight), id(net[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(net[0].bias), id(net[1].weight), id(net[1].bias)}
+
+
+def test_frozen_parameters_are_left_out():
+    net = _tiny_net()
+    net[0].weight.requires_grad_(False)
+    decay, _ = build_param_groups(net, weight_decay=5e-4)
+    assert [id(p) for p in decay["params"]] == [id(net[2].weight)]
+
+
+def test_optimizer_is_paper_sgd():
+    opt = build_optimizer(_tiny_net(), lr=0.01)
+    assert isinstance(opt, torch.optim.SGD)
+    assert [g["momentum"] for g in opt.param_groups] == [0.9, 0.9]
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+    set_lr(opt, 0.123)
+    assert [g["lr"] for g in opt.param_groups] == [0.123, 0.123]
+
+
+@pytest.mark.parametrize(
+    "iteration, expected",
+    [
+        (0, 1e-6),
+        (250, 1e-6 + (0.01 - 1e-6) * 0.5),
+        (500, 0.01),
+        (5250, 1e-6 + (0.01 - 1e-6) * 0.5),  # cosine midpoint of (500, 10000)
+        (10000, 1e-6),
+    ],
+)
+def test_warmup_cosine_values(iteration, expected):
+    assert warmup_cosine_lr(iteration, 0.01, 500, 10000) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_cosine_quarter_point():
+    lr = warmup_cosine_lr(500 + 2375, 0.01, 500, 10000)
+    assert lr == pytest.approx(1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_warmup_longer_than_run_is_rejected_with_the_flag_name():
+    with pytest.raises(ValueError, match="--warm_iter"):
+        warmup_cosine_lr(0, 0.01, 500, 400)

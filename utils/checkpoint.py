@@ -1,0 +1,148 @@
+"""Checkpoint naming, atomic saving, ``weights_only`` loading, RNG state capture and config checks.
+
+A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only, so that
+``torch.load(path, weights_only=True)`` reads it)::
+
+    {"model": state_dict, "optimizer": state_dict, "scaler": state_dict or {},
+     "iteration": completed iterations, "max_iter": int, "rng": capture_rng_state(),
+     "config": dict of plain values (the run's flags), "class_names": list[str], "format": FORMAT}
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+FORMAT = "mutual-guidance-checkpoint-v1"
+
+# Flags that fix the network; a checkpoint only loads into a model built with the same values.
+ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message is one line naming the file and the fix."""
+
+
+def checkpoint_name(
+    dataset: str, version: str, backbone: str, size: int, base_anchor_size: float, mutual_guide: bool
+) -> str:
+    """The original repository's file name, e.g. ``VOC_pafpn_vgg16_size320_anchor24.0_MG.pth``."""
+    suffix = "_MG" if mutual_guide else ""
+    return f"{dataset.upper()}_{version}_{backbone}_size{size}_anchor{float(base_anchor_size)}{suffix}.pth"
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A crash during the write leaves the previous checkpoint at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(dict(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path given to --trained_model/--resume")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} ({first_line}); it is damaged or not a torch file") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by main.py (no '{FORMAT}' marker); "
+            "pass a file from weights/ saved by this project"
+        )
+    return state
+
+
+def capture_rng_state() -> dict:
+    """The Python, NumPy, torch CPU and CUDA generator states, as tensors and plain numbers."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python_version": py_version,
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        "python_gauss": [] if py_gauss is None else [py_gauss],
+        "numpy_name": np_name,
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`; CUDA states are restored when the device count matches."""
+    gauss = state["python_gauss"][0] if state["python_gauss"] else None
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()), gauss))
+    np.random.set_state(
+        (
+            state["numpy_name"],
+            state["numpy"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    cuda_states = state["cuda"]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def check_compatible(
+    path: str | os.PathLike,
+    saved_config: Mapping[str, Any],
+    saved_classes: list[str],
+    requested: Mapping[str, Any],
+    class_names: list[str],
+) -> None:
+    """Refuse a checkpoint whose architecture or classes differ from the requested run.
+
+    ``requested`` maps the keys of :data:`ARCHITECTURE_KEYS` to the values given on the command line
+    (``None`` = not given, which always matches). Raises :class:`CheckpointError` with one line.
+    """
+    for key in ARCHITECTURE_KEYS:
+        wanted = requested.get(key)
+        have = saved_config.get(key)
+        if wanted is not None and have is not None and _differs(wanted, have):
+            raise CheckpointError(
+                f"{path} was trained with --{key} {have}, but --{key} {wanted} was given; "
+                f"drop --{key} or pass a checkpoint trained with --{key} {wanted}"
+            )
+    if list(saved_classes) != list(class_names):
+        raise CheckpointError(
+            f"{path} was trained on {len(saved_classes)} classes ({_preview(saved_classes)}), but the dataset has "
+            f"{len(class_names)} classes ({_preview(class_names)}); evaluate it on the dataset it was trained on"
+        )
+
+
+def _differs(wanted: Any, have: Any) -> bool:
+    if isinstance(wanted, (int, float)) and isinstance(have, (int, float)):
+        return float(wanted) != float(have)
+    return str(wanted).lower() != str(have).lower()
+
+
+def _preview(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (", ..." if len(names) > limit else "")
