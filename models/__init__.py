@@ -1,0 +1,12 @@
+"""Detectors of Mutual Guidance (ACCV 2020): VGG16-BN / ResNet18 backbones, FSSD / RetinaNet / RFBNet / PAFPN necks.
+
+    from models import build_detector
+    model = build_detector("pafpn", "vgg16", 320, num_classes=20, pretrained=True)
+    loc, conf = model(images)  # [B, 12750, 4], [B, 12750, 20]
+"""
+
+from models.builder import BACKBONES, NECKS, SIZES, build_detector, num_pyramid_levels
+from models.detector import Detector
+from models.pretrained import PretrainedWeightsError
+
+__all__ = ["BACKBONES", "NECKS", "SIZES", "Detector", "PretrainedWeightsError", "build_detector", "num_pyramid_levels"]

@@ -1,0 +1,27 @@
+"""The single-stage detector: backbone -> neck -> head."""
+
+from torch import Tensor, nn
+
+
+class Detector(nn.Module):
+    """images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C]), the same pair in train and eval mode.
+
+    images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image).
+    loc: offsets encoded against PriorBox(size=S) anchors with variances (0.1, 0.2); conf: per-class logits, no
+    background column. A follows PriorBox's order (level, row, column, anchor): 12,750 at 320 and 32,736 at 512.
+    `version`, `backbone_name`, `size` and `num_classes` record the build, for checkpoints.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, *, version: str, backbone_name: str,
+                 size: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.version = version
+        self.backbone_name = backbone_name
+        self.size = size
+        self.num_classes = num_classes
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.neck(self.backbone(images)))

@@ -1,0 +1,69 @@
+"""Loading ImageNet weights into a backbone: torchvision's weights API (and its cache) or a local file."""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+
+class PretrainedWeightsError(RuntimeError):
+    """The backbone weights could not be obtained or do not fit; the message is one line meant for the user."""
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where torchvision's weights API looks for `url`: torch.hub.get_dir()/checkpoints/<file name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathLike | None) -> None:
+    """Fill `backbone` with ImageNet weights, in place.
+
+    pretrained: True = the backbone's torchvision ImageNet weights (downloaded once into torch.hub's cache);
+    a path = a torchvision-format state dict saved with torch.save; False/None = keep the random init.
+    Every backbone key must be present (strict); only the keys under `backbone.dropped_prefixes` may be extra.
+    Raises PretrainedWeightsError with a one-line message on a failed download, a missing file or a key mismatch.
+    """
+    if pretrained is None or pretrained is False:
+        return
+    if pretrained is True:
+        weights = backbone.imagenet_weights
+        source = weights.url
+        try:
+            state_dict = weights.get_state_dict(progress=True, map_location="cpu")
+        except OSError as error:  # URLError, HTTPError, timeouts, no network
+            raise PretrainedWeightsError(
+                f"cannot download the ImageNet weights {weights.url} ({error}); place that file at "
+                f"{cached_weights_path(weights.url)}, or pass --pretrained PATH to a local state dict, "
+                f"or --no-pretrained to start from random weights"
+            ) from error
+    else:
+        source = os.fspath(pretrained)
+        if not os.path.isfile(source):
+            raise PretrainedWeightsError(
+                f"--pretrained {source}: no such file; give the path of a torchvision state dict "
+                f"(e.g. {os.path.basename(backbone.imagenet_weights.url)}) or pass --no-pretrained"
+            )
+        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        if not isinstance(state_dict, dict):
+            raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict (torch.save(model.state_dict())), "
+                                         f"got {type(state_dict).__name__}")
+    kept = {k: v for k, v in state_dict.items() if not k.startswith(backbone.dropped_prefixes)}
+    missing, unexpected = _key_mismatch(backbone, kept)
+    if missing or unexpected:
+        raise PretrainedWeightsError(
+            f"{source} does not fit the {type(backbone).__name__} backbone: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}; expected torchvision's {os.path.basename(backbone.imagenet_weights.url)} layout"
+        )
+    try:
+        backbone.load_state_dict(kept, strict=True)
+    except RuntimeError as error:  # a tensor of the wrong shape
+        raise PretrainedWeightsError(f"{source} does not fit the {type(backbone).__name__} backbone: "
+                                     f"{' '.join(str(error).split())}") from error
+
+
+def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """(missing keys, unexpected keys) of `state_dict` against `module.state_dict()`, each sorted."""
+    expected = set(module.state_dict())
+    return sorted(expected - state_dict.keys()), sorted(state_dict.keys() - expected)
