@@ -1,0 +1,214 @@
+"""VOC metric: hand-computed cases, and the vectorised evaluator against a plain devkit-style loop."""
+import numpy as np
+import pytest
+
+from data.voc_eval import evaluate_voc, read_voc_results, voc_ap, write_voc_results
+
+CLASSES = ["cat", "dog"]
+
+
+def dets(boxes, scores, labels):
+    """Detections in the project's frame: 0-based continuous pixels."""
+    return {
+        "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        "scores": np.array(scores, dtype=np.float32),
+        "labels": np.array(labels, dtype=np.int64),
+    }
+
+
+def gts(boxes, labels, difficult=None):
+    """Ground truth in the devkit frame: 1-based pixels as in the XML."""
+    labels = np.array(labels, dtype=np.int64)
+    return {
+        "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        "labels": labels,
+        "difficult": np.zeros(len(labels), bool) if difficult is None else np.array(difficult, bool),
+    }
+
+
+def test_perfect_detections_score_one_at_every_threshold():
+    gt = [gts([[11, 21, 60, 80], [100, 100, 150, 190]], [0, 1]), gts([[5, 5, 40, 40]], [1])]
+    det = [dets(np.asarray(g["boxes"]) - 1.0, [0.9] * len(g["labels"]), g["labels"]) for g in gt]
+    result = evaluate_voc(det, gt, CLASSES)
+    assert result["mAP"] == 1.0 and result["AP50"] == 1.0 and result["AP75"] == 1.0
+    assert result["VOC07_mAP50"] == 1.0
+    assert result["per_class_AP50"] == {"cat": 1.0, "dog": 1.0}
+
+
+def test_duplicate_detection_is_a_false_positive():
+    # One class, objects A and B. Detections: A (0.9), A again (0.8, duplicate), B (0.7).
+    # tp = [1, 0, 1], recall = [.5, .5, 1], precision = [1, .5, 2/3]
+    # 11-point: recall points 0..0.5 (6 of them) -> 1, points 0.6..1.0 (5) -> 2/3.
+    gt = [gts([[1, 1, 50, 50], [101, 101, 150, 150]], [0, 0])]
+    det = [dets([[0, 0, 49, 49], [0, 0, 49, 49], [100, 100, 149, 149]], [0.9, 0.8, 0.7], [0, 0, 0])]
+    result = evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))
+    assert result["AP50"] == pytest.approx((6 * 1.0 + 5 * 2.0 / 3.0) / 11.0, abs=1e-12)
+
+
+def test_detection_of_a_difficult_object_is_neither_tp_nor_fp():
+    # A is difficult, B is not. Detections: A (0.9), a miss (0.85), B (0.8).
+    # Ignored A: tp = [0, 0, 1], fp = [0, 1, 0], one positive -> recall reaches 1 at precision 0.5.
+    # (A as a true positive would give 0.848..., A as a false positive 1/3.)
+    gt = [gts([[1, 1, 50, 50], [101, 101, 150, 150]], [0, 0], difficult=[True, False])]
+    det = [dets([[0, 0, 49, 49], [300, 300, 340, 340], [100, 100, 149, 149]], [0.9, 0.85, 0.8], [0, 0, 0])]
+    result = evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))
+    assert result["AP50"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_match_needs_iou_strictly_above_threshold_with_plus_one_pixels():
+    # Devkit frame: gt [1, 1, 10, 10] covers 10x10 = 100 pixels; detection [1, 1, 10, 5] covers 10x5 = 50,
+    # all inside, so IoU = 50 / 100 = 0.5 exactly. In the project's 0-based frame the detection is [0, 0, 9, 4].
+    gt = [gts([[1, 1, 10, 10]], [0])]
+    det = [dets([[0, 0, 9, 4]], [0.9], [0])]
+    assert evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))["AP50"] == 0.0
+    assert evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.45, 0.5]))["per_threshold_AP"] == [[1.0], [0.0]]
+
+
+def test_eleven_point_interpolation_on_a_known_curve():
+    recall = np.array([0.25, 0.45, 0.45, 0.65, 0.85])
+    precision = np.array([1.0, 1.0, 0.67, 0.75, 0.5])
+    # points 0, .1, .2, .3, .4 -> 1.0; .5, .6 -> 0.75; .7, .8 -> 0.5; .9, 1.0 -> 0 (recall never reaches them)
+    assert voc_ap(recall, precision, use_07_metric=True) == pytest.approx(7.5 / 11.0, abs=1e-12)
+    # area under the envelope: .25 * 1 + .2 * 1 + .2 * .75 + .2 * .5
+    assert voc_ap(recall, precision, use_07_metric=False) == pytest.approx(0.7, abs=1e-12)
+
+
+def test_eleven_point_grid_is_the_devkits_arange():
+    # np.arange(0, 1.1, 0.1)[6] is 0.6000000000000001: a recall of exactly 3/5 reaches only points 0..0.5.
+    assert voc_ap(np.array([3 / 5]), np.array([1.0]), use_07_metric=True) == pytest.approx(6.0 / 11.0, abs=1e-12)
+    assert voc_ap(np.array([2 / 5]), np.array([1.0]), use_07_metric=True) == pytest.approx(5.0 / 11.0, abs=1e-12)
+
+
+def test_paper_summary_averages_the_ten_thresholds():
+    # One object, one detection with IoU 0.8 (devkit frame gt [1,1,10,10], detection [1,1,10,8]: 80/100).
+    # It is a match at 0.50..0.75 (6 thresholds) and a miss at 0.80..0.95 (4 thresholds).
+    gt = [gts([[1, 1, 10, 10]], [0])]
+    det = [dets([[0, 0, 9, 7]], [0.9], [0])]
+    result = evaluate_voc(det, gt, ["cat"])
+    assert result["mAP"] == pytest.approx(0.6, abs=1e-12)
+    assert result["AP50"] == 1.0 and result["AP75"] == 1.0 and result["VOC07_mAP50"] == 1.0
+
+
+def test_class_without_ground_truth_is_left_out_of_the_mean():
+    gt = [gts([[1, 1, 50, 50]], [0])]
+    det = [dets([[0, 0, 49, 49], [0, 0, 49, 49]], [0.9, 0.9], [0, 1])]
+    result = evaluate_voc(det, gt, CLASSES)
+    assert result["mAP"] == 1.0
+    assert np.isnan(result["per_class_AP50"]["dog"])
+
+
+def test_labels_outside_the_classes_are_rejected():
+    gt = [gts([[1, 1, 50, 50]], [0])]
+    with pytest.raises(ValueError, match="labels must be foreground indices 0..C-1"):
+        evaluate_voc([dets([[0, 0, 9, 9]], [0.5], [2])], gt, CLASSES)
+
+
+def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
+    """The VOC devkit's loop, written out plainly: one detection at a time, in score order."""
+    positives = sum(int(np.sum((g["labels"] == class_index) & ~g["difficult"])) for g in gt)
+    taken = [np.zeros(len(g["labels"]), bool) for g in gt]
+    rows = [
+        (float(d["scores"][k]), image, d["boxes"][k].astype(np.float64) + 1.0)
+        for image, d in enumerate(det)
+        for k in range(len(d["scores"]))
+        if d["labels"][k] == class_index
+    ]
+    rows.sort(key=lambda r: -r[0])  # stable: equal scores keep image order
+    tp, fp = np.zeros(len(rows)), np.zeros(len(rows))
+    for i, (_, image, bb) in enumerate(rows):
+        g = gt[image]
+        mine = np.flatnonzero(g["labels"] == class_index)
+        best, best_j = -np.inf, -1
+        for j in mine:
+            gb = g["boxes"][j]
+            iw = max(min(bb[2], gb[2]) - max(bb[0], gb[0]) + 1.0, 0.0)
+            ih = max(min(bb[3], gb[3]) - max(bb[1], gb[1]) + 1.0, 0.0)
+            union = (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0) + (gb[2] - gb[0] + 1.0) * (gb[3] - gb[1] + 1.0)
+            iou = iw * ih / (union - iw * ih)
+            if iou > best:
+                best, best_j = iou, j
+        if best > threshold:
+            if g["difficult"][best_j]:
+                continue
+            if not taken[image][best_j]:
+                tp[i], taken[image][best_j] = 1.0, True
+            else:
+                fp[i] = 1.0
+        else:
+            fp[i] = 1.0
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    recall = tp / positives
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if use_07_metric:
+        return np.mean([precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in np.arange(0.0, 1.1, 0.1)])
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+
+def random_case(seed, num_images=12, num_classes=3):
+    rng = np.random.default_rng(seed)
+    gt, det = [], []
+    for _ in range(num_images):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(1, 200, size=(n, 2)).round()
+        wh = rng.uniform(10, 120, size=(n, 2)).round()
+        boxes = np.concatenate([xy, xy + wh], axis=1)
+        gt.append(gts(boxes, rng.integers(0, num_classes, n), rng.random(n) < 0.2))
+        # detections: jittered copies of the objects (several per object: duplicates) plus random boxes
+        copies = np.repeat(boxes, rng.integers(0, 4, n), axis=0) if n else np.zeros((0, 4))
+        copies = copies - 1.0 + rng.normal(0, 6, copies.shape)
+        noise_xy = rng.uniform(0, 250, size=(int(rng.integers(0, 5)), 2))
+        noise = np.concatenate([noise_xy, noise_xy + rng.uniform(5, 100, noise_xy.shape)], axis=1)
+        boxes_d = np.concatenate([copies, noise])
+        labels_copy = np.repeat(gt[-1]["labels"], rng.integers(0, 4, n)) if n else np.zeros(0, np.int64)
+        labels_d = rng.integers(0, num_classes, len(boxes_d))
+        labels_d[: min(len(labels_copy), len(labels_d))] = labels_copy[: len(labels_d)]
+        det.append(dets(boxes_d, rng.random(len(boxes_d)), labels_d))
+    return det, gt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("use_07_metric", [True, False])
+def test_matches_plain_devkit_loop_on_random_detections(seed, use_07_metric):
+    det, gt = random_case(seed)
+    names = ["a", "b", "c"]
+    result = evaluate_voc(det, gt, names, use_07_metric=use_07_metric)
+    expected = np.array(
+        [[plain_devkit_ap(det, gt, c, t, use_07_metric) for c in range(3)] for t in np.arange(0.5, 0.96, 0.05)]
+    )
+    np.testing.assert_allclose(np.array(result["per_threshold_AP"]), expected, rtol=0, atol=1e-12)
+    assert result["mAP"] == pytest.approx(np.nanmean(expected, axis=1).mean(), abs=1e-12)
+    voc07 = [plain_devkit_ap(det, gt, c, 0.5, True) for c in range(3)]
+    assert list(result["per_class_AP50"].values()) == pytest.approx(voc07, abs=1e-12)
+    assert result["VOC07_mAP50"] == pytest.approx(np.mean(voc07), abs=1e-12)
+
+
+def test_devkit_files_round_trip(tmp_path):
+    det = [
+        dets([[0, 1.5, 20.25, 30], [5, 5, 9, 9.75]], [0.875, 0.5], [0, 1]),
+        dets(np.zeros((0, 4)), [], []),
+        dets([[10, 10, 40, 40]], [0.25], [1]),
+    ]
+    image_ids = ["000001", "000002", "000007"]
+    write_voc_results(det, image_ids, CLASSES, tmp_path)
+    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875000 1.00 2.50 21.25 31.00\n"
+    assert (tmp_path / "comp4_det_test_dog.txt").read_text().splitlines() == [
+        "000001 0.500000 6.00 6.00 10.00 10.75",
+        "000007 0.250000 11.00 11.00 41.00 41.00",
+    ]
+    back = read_voc_results(tmp_path, image_ids, CLASSES)
+    for original, read in zip(det, back):
+        order = np.argsort(read["labels"], kind="stable")
+        np.testing.assert_array_equal(read["boxes"][order], original["boxes"])
+        np.testing.assert_array_equal(read["scores"][order], original["scores"])
+        np.testing.assert_array_equal(read["labels"][order], original["labels"])
+
+
+def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_path):
+    (tmp_path / "comp4_det_test_cat.txt").write_text("000001 0.5 1 1 5 5\nxyz 0.5 1 1 5 5\n")
+    with pytest.raises(ValueError, match=r"comp4_det_test_cat.txt:2"):
+        read_voc_results(tmp_path, ["000001"], CLASSES)
