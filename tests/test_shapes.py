@@ -1,0 +1,207 @@
+"""The synthetic shapes dataset: geometry, VOC round trip, determinism, special images, atomic reuse."""
+import json
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import data.shapes as shapes
+from data.shapes import (
+    MANIFEST_NAME,
+    SHAPES_CLASSES,
+    ensure_shapes_dataset,
+    generate_shapes_dataset,
+    render_sample,
+    shape_mask,
+    split_layouts,
+)
+
+SEED = 3
+NUM_TRAINVAL, NUM_TEST = 30, 10
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return generate_shapes_dataset(
+        tmp_path_factory.mktemp("gen") / "shapes", seed=SEED, num_trainval=NUM_TRAINVAL, num_test=NUM_TEST
+    )
+
+
+def read_objects(xml_path: Path) -> tuple[tuple[int, int], list[dict]]:
+    root = ET.parse(xml_path).getroot()
+    size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
+    objects = [
+        {
+            "name": obj.findtext("name"),
+            "difficult": int(obj.findtext("difficult")),
+            "truncated": int(obj.findtext("truncated")),
+            "box": tuple(int(obj.findtext(f"bndbox/{key}")) for key in ("xmin", "ymin", "xmax", "ymax")),
+        }
+        for obj in root.iter("object")
+    ]
+    return size, objects
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_square_mask_spans_exactly_its_size():
+    mask = shape_mask("square", 21, 21)
+    assert mask.shape == (23, 23)
+    assert mask.sum() == 21 * 21
+    assert mask[1:22, 1:22].all()
+    np.testing.assert_array_equal(shape_mask("square", 21, 21, angle_deg=90.0), mask)
+
+
+def test_circle_and_ring_masks():
+    circle = shape_mask("circle", 21, 11)
+    rows, cols = np.nonzero(circle)
+    assert (cols.max() - cols.min() + 1, rows.max() - rows.min() + 1) == (21, 11)
+    ring = shape_mask("ring", 41, 41)
+    assert ring[20, 20] == 0 and ring[20, 2] == 1  # hole at the centre, filled near the rim
+    assert ring.sum() < shape_mask("circle", 41, 41).sum()
+
+
+def test_unknown_shape_is_rejected():
+    with pytest.raises(ValueError, match="unknown shape 'hexagon'"):
+        shape_mask("hexagon", 10, 10)
+
+
+def test_layout_files_and_manifest(dataset):
+    trainval = (dataset / "ImageSets/Main/trainval.txt").read_text().split()
+    test = (dataset / "ImageSets/Main/test.txt").read_text().split()
+    assert trainval == [f"{i:06d}" for i in range(1, NUM_TRAINVAL + 1)]
+    assert test == [f"{i:06d}" for i in range(NUM_TRAINVAL + 1, NUM_TRAINVAL + NUM_TEST + 1)]
+    for image_id in trainval + test:
+        assert (dataset / "JPEGImages" / f"{image_id}.jpg").is_file()
+        assert (dataset / "Annotations" / f"{image_id}.xml").is_file()
+    manifest = json.loads((dataset / MANIFEST_NAME).read_text())
+    assert (manifest["seed"], manifest["num_trainval"], manifest["num_test"]) == (SEED, NUM_TRAINVAL, NUM_TEST)
+    assert manifest["classes"] == list(SHAPES_CLASSES)
+
+
+def test_xml_boxes_equal_the_drawn_objects(dataset):
+    """Every XML box is the 1-based tight box of the object's visible pixels, and the JPEG shows the object there."""
+    number = 0
+    checked_colours = 0
+    for split, count in (("trainval", NUM_TRAINVAL), ("test", NUM_TEST)):
+        for index, layout in enumerate(split_layouts(SEED, split, count)):
+            number += 1
+            sample = render_sample(SEED, split, index, layout)
+            (width, height), objects = read_objects(dataset / "Annotations" / f"{number:06d}.xml")
+            image = cv2.imread(str(dataset / "JPEGImages" / f"{number:06d}.jpg"))
+            assert image.shape == (height, width, 3) == sample.image.shape
+            assert len(objects) == len(sample.objects)
+            for k, (written, drawn) in enumerate(zip(objects, sample.objects)):
+                assert written["name"] == drawn.name
+                assert written["difficult"] == int(drawn.difficult)
+                assert written["truncated"] == int(drawn.truncated)
+                x1, y1, x2, y2 = (v - 1 for v in written["box"])
+                rows, cols = np.nonzero(sample.instance_map == k)
+                assert (cols.min(), rows.min(), cols.max(), rows.max()) == (x1, y1, x2, y2)
+                # JPEG blurs colour near edges (4:2:0 chroma), so compare the mask's interior only.
+                interior = cv2.erode((sample.instance_map == k).astype(np.uint8), np.ones((5, 5), np.uint8))
+                if interior.sum() >= 30:
+                    pixels = image[interior.astype(bool)].astype(np.int32)
+                    error = np.abs(np.median(pixels, axis=0) - np.array(drawn.colour_bgr))
+                    assert error.max() < 40, (number, drawn)
+                    checked_colours += 1
+    assert checked_colours > 100
+
+
+def test_every_split_has_an_empty_and_a_crowded_image(dataset):
+    for split in ("trainval", "test"):
+        ids = (dataset / "ImageSets/Main" / f"{split}.txt").read_text().split()
+        counts = [len(read_objects(dataset / "Annotations" / f"{i}.xml")[1]) for i in ids]
+        assert min(counts) == 0
+        assert max(counts) >= 50
+
+
+def test_layouts_need_two_images():
+    with pytest.raises(ValueError, match="test split needs at least 2 images"):
+        split_layouts(0, "test", 1)
+    assert sorted(split_layouts(0, "trainval", 250)).count("crowded") == 2
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset, tmp_path):
+    again = generate_shapes_dataset(tmp_path / "again", seed=SEED, num_trainval=NUM_TRAINVAL, num_test=NUM_TEST)
+    assert all_files(again) == all_files(dataset)
+    other = generate_shapes_dataset(tmp_path / "other", seed=SEED + 1, num_trainval=2, num_test=2)
+    first = all_files(dataset)
+    assert (other / "Annotations/000001.xml").read_bytes() != first["Annotations/000001.xml"]
+    assert (other / "JPEGImages/000001.jpg").read_bytes() != first["JPEGImages/000001.jpg"]
+
+
+def test_statistics_cover_the_intended_range():
+    objects = [obj for index in range(150) for obj in render_sample(0, "trainval", index).objects]
+    sides = np.array([max(o.box[2] - o.box[0], o.box[3] - o.box[1]) + 1 for o in objects])
+    assert {o.name for o in objects} == set(SHAPES_CLASSES)
+    assert sides.min() <= 10 and sides.max() >= 200
+    assert 0.6 < np.mean((sides >= 16) & (sides <= 200)) < 0.95
+    assert 0.03 < np.mean([o.difficult for o in objects]) < 0.25
+    assert any(o.truncated for o in objects)
+    assert min(o.visible_fraction for o in objects) < 0.6  # some objects are partly hidden
+
+
+def test_ensure_generates_once_then_reuses(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "datasets" / "shapes"
+    assert ensure_shapes_dataset(root, seed=1, num_trainval=3, num_test=2) == root
+    assert "Generating the synthetic 'shapes' dataset (seed 1, 3 trainval + 2 test images)" in capsys.readouterr().out
+    before = all_files(root)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a complete dataset must be reused")
+
+    monkeypatch.setattr(shapes, "generate_shapes_dataset", must_not_run)
+    ensure_shapes_dataset(root, seed=1, num_trainval=3, num_test=2)
+    assert all_files(root) == before
+    assert list(root.parent.iterdir()) == [root]
+
+
+def test_ensure_regenerates_on_a_manifest_mismatch(tmp_path):
+    root = tmp_path / "shapes"
+    ensure_shapes_dataset(root, seed=1, num_trainval=3, num_test=2)
+    ensure_shapes_dataset(root, seed=2, num_trainval=2, num_test=2)
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    assert (manifest["seed"], manifest["num_trainval"]) == (2, 2)
+    assert len(list((root / "JPEGImages").iterdir())) == 4
+    assert list(tmp_path.iterdir()) == [root]
+
+
+def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    root = tmp_path / "shapes"
+    calls = []
+
+    def failing_render(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return render_sample(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "render_sample", failing_render)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_shapes_dataset(root, seed=0, num_trainval=3, num_test=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_folder_of_a_dead_process_is_removed(tmp_path):
+    dead_pid = 2**22 + 12345  # above the default pid_max, so no such process
+    with pytest.raises(ProcessLookupError):
+        os.kill(dead_pid, 0)
+    stale = tmp_path / f".shapes.tmp-{dead_pid}"
+    (stale / "JPEGImages").mkdir(parents=True)
+    ensure_shapes_dataset(tmp_path / "shapes", seed=0, num_trainval=2, num_test=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
+
+
+def test_foreign_folder_is_not_overwritten(tmp_path):
+    root = tmp_path / "shapes"
+    root.mkdir()
+    (root / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match=f"has no {MANIFEST_NAME}"):
+        ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
+    assert (root / "mine.txt").read_text() == "user data"
