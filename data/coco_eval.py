@@ -1,0 +1,146 @@
+"""COCO detection metric through pycocotools, and the official results format.
+
+Box convention: detections are ``x1y1x2y2`` in 0-based *continuous* pixels, the frame COCO's own
+``[x, y, w, h]`` annotations live in (a box covers ``x .. x + w``). The results file therefore
+holds ``[x1, y1, x2 - x1, y2 - y1]``. The authors wrote ``x2 - x1 + 1`` because their loader turned
+``[x, y, w, h]`` into the inclusive corners ``x2 = x + w - 1``; with continuous corners (``x2 = x + w``,
+the project's convention) the "+1" would make every box one pixel too wide and tall.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+STAT_NAMES = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+)
+STAT_LABELS = tuple(
+    f" {title:<18} ({short}) @[ IoU={iou:<9} | area={area:>6s} | maxDets={dets:>3d} ]"  # pycocotools' layout
+    for title, short, iou, area, dets in (
+        ("Average Precision", "AP", "0.50:0.95", "all", 100),
+        ("Average Precision", "AP", "0.50", "all", 100),
+        ("Average Precision", "AP", "0.75", "all", 100),
+        ("Average Precision", "AP", "0.50:0.95", "small", 100),
+        ("Average Precision", "AP", "0.50:0.95", "medium", 100),
+        ("Average Precision", "AP", "0.50:0.95", "large", 100),
+        ("Average Recall", "AR", "0.50:0.95", "all", 1),
+        ("Average Recall", "AR", "0.50:0.95", "all", 10),
+        ("Average Recall", "AR", "0.50:0.95", "all", 100),
+        ("Average Recall", "AR", "0.50:0.95", "small", 100),
+        ("Average Recall", "AR", "0.50:0.95", "medium", 100),
+        ("Average Recall", "AR", "0.50:0.95", "large", 100),
+    )
+)
+
+
+def detections_to_coco_results(
+    detections: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> list[dict]:
+    """Per-image detections -> the official COCO results list.
+
+    Args:
+        detections: one dict per image, ``{"boxes": [n, 4] x1y1x2y2 0-based continuous pixels,
+            "scores": [n], "labels": int [n] 0..C-1}``.
+        image_ids: the COCO image id of each entry of ``detections``.
+        category_ids: contiguous label -> COCO category id.
+
+    Returns:
+        ``[{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}, ...]``.
+    """
+    if len(detections) != len(image_ids):
+        raise ValueError(f"{len(detections)} detection entries but {len(image_ids)} image ids; pass one per image")
+    category_ids = np.asarray(category_ids, dtype=np.int64)
+    results = []
+    for image_id, det in zip(image_ids, detections):
+        boxes = np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(2)
+        categories = category_ids[np.asarray(det["labels"], dtype=np.int64)]
+        scores = np.asarray(det["scores"], dtype=np.float64).round(6)
+        results.extend(
+            {"image_id": int(image_id), "category_id": int(c), "bbox": b, "score": float(s)}
+            for c, b, s in zip(categories.tolist(), xywh.tolist(), scores.tolist())
+        )
+    return results
+
+
+def write_coco_results(results: list[dict], path: Path) -> Path:
+    """Writes a results list as JSON (the file pycocotools' ``loadRes`` and the COCO server read)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results))
+    return path
+
+
+def evaluate_coco(
+    results: str | Path | list[dict], coco_gt: COCO, image_ids: Sequence[int] | None = None
+) -> dict:
+    """Runs pycocotools' bbox evaluation (evaluate, accumulate, summarize).
+
+    Args:
+        results: a COCO results list or the path of a results JSON file.
+        coco_gt: the ground truth.
+        image_ids: images to evaluate; default all images of ``coco_gt``.
+
+    Returns:
+        The 12 standard numbers under ``STAT_NAMES`` (``"AP"``, ``"AP50"``, ... ``"AR_large"``) and as
+        ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
+        ``"per_class_AP"``: category name -> AP@[.50:.95] (area all, 100 detections; NaN for a
+        category without ground truth). With no detection at all every number is 0.
+    """
+    if isinstance(results, (str, Path)):
+        results = _load_results(Path(results))
+    categories = coco_gt.loadCats(coco_gt.getCatIds())
+    if not results:
+        return _metrics(np.zeros(12), {c["name"]: 0.0 for c in categories})
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the caller prints the table
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+
+    precision = evaluator.eval["precision"]  # [T IoU, R recall, K categories, A areas, M maxDets]
+    per_class = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        per_class[coco_gt.cats[category_id]["name"]] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
+    return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class)
+
+
+def format_coco_report(metrics: dict) -> str:
+    """The 12 standard lines, the per-class AP table and the ``mAP / AP50 / AP75`` headline."""
+    lines = [f"{label} = {value:0.3f}" for label, value in zip(STAT_LABELS, metrics["stats"])]
+    lines.append("per-class AP@[.50:.95]:")
+    width = max((len(name) for name in metrics["per_class_AP"]), default=0)
+    lines += [f"  {name:<{width}}  {ap:0.3f}" for name, ap in metrics["per_class_AP"].items()]
+    lines.append(f"COCO mAP = {metrics['mAP']:.4f}  AP50 = {metrics['AP50']:.4f}  AP75 = {metrics['AP75']:.4f}")
+    return "\n".join(lines)
+
+
+def _metrics(stats: np.ndarray, per_class: dict) -> dict:
+    metrics = {name: float(v) for name, v in zip(STAT_NAMES, stats)}
+    metrics.update(stats=[float(v) for v in stats], mAP=float(stats[0]), per_class_AP=per_class)
+    return metrics
+
+
+def _load_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO results file {path} does not exist")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a COCO results list") from None
+    if not isinstance(results, list):
+        raise ValueError(f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}")
+    return results

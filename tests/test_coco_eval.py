@@ -1,0 +1,146 @@
+"""COCO path: the project's numbers must be exactly pycocotools' on a tiny ground truth made here."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
+
+CATEGORY_IDS = [1, 3, 7]  # non-contiguous, as in COCO
+CATEGORY_NAMES = ["person", "car", "dog"]
+
+
+def make_ground_truth(seed=0, num_images=6):
+    """A COCO ground truth with boxes of every area range and one crowd box."""
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        images.append({"id": image_id * 10, "width": 640, "height": 480, "file_name": f"{image_id:012d}.jpg"})
+        for _ in range(int(rng.integers(1, 6))):
+            side = float(rng.choice([20.0, 60.0, 150.0])) * rng.uniform(0.8, 1.2)  # small, medium, large
+            x, y = rng.uniform(0, 400), rng.uniform(0, 300)
+            w, h = side, side * rng.uniform(0.6, 1.4)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id * 10, "category_id": int(rng.choice(CATEGORY_IDS)),
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(len(annotations) == 3),
+            })
+    dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n} for i, n in zip(CATEGORY_IDS, CATEGORY_NAMES)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    return coco
+
+
+def random_detections(coco, seed=0):
+    """Jittered copies of the objects, with labels sometimes wrong, plus random boxes."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for image_id in sorted(coco.getImgIds()):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        xywh = np.array([a["bbox"] for a in anns]).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = np.repeat(boxes, 2, axis=0) + rng.normal(0, 4, (2 * len(boxes), 4))
+        noise_xy = rng.uniform(0, 500, (3, 2))
+        boxes = np.concatenate([boxes, np.concatenate([noise_xy, noise_xy + rng.uniform(10, 120, (3, 2))], 1)])
+        labels = np.repeat([CATEGORY_IDS.index(a["category_id"]) for a in anns], 2)
+        labels = np.concatenate([labels, rng.integers(0, 3, 3)])
+        flip = rng.random(len(labels)) < 0.2
+        labels[flip] = rng.integers(0, 3, int(flip.sum()))
+        detections.append({"boxes": boxes.astype(np.float32), "scores": rng.random(len(labels)).astype(np.float32),
+                           "labels": labels.astype(np.int64)})
+    return detections
+
+
+def pycocotools_stats(coco, results, category_ids=None):
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+        if category_ids is not None:
+            evaluator.params.catIds = category_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numbers_are_exactly_pycocotools(seed, tmp_path):
+    coco = make_ground_truth(seed)
+    image_ids = sorted(coco.getImgIds())
+    results = detections_to_coco_results(random_detections(coco, seed), image_ids, CATEGORY_IDS)
+    expected = pycocotools_stats(coco, results)
+    assert 0.05 < expected[0] < 0.95  # a case that exercises the metric, not a degenerate 0 or 1
+
+    metrics = evaluate_coco(results, coco)
+    assert metrics["stats"] == expected.tolist()
+    assert (metrics["mAP"], metrics["AP50"], metrics["AP75"]) == tuple(expected[:3])
+    assert metrics["AR100"] == expected[8]
+    for category_id, name in zip(CATEGORY_IDS, CATEGORY_NAMES):
+        assert metrics["per_class_AP"][name] == pycocotools_stats(coco, results, [category_id])[0]
+
+    path = write_coco_results(results, tmp_path / "detections_val2017_results.json")
+    assert evaluate_coco(path, coco)["stats"] == expected.tolist()
+
+
+def test_results_format_maps_categories_and_uses_continuous_widths():
+    detections = [
+        {"boxes": np.array([[10.0, 20.0, 30.0, 60.0]]), "scores": np.array([0.75]), "labels": np.array([1])},
+        {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)},
+    ]
+    results = detections_to_coco_results(detections, [42, 43], CATEGORY_IDS)
+    assert results == [{"image_id": 42, "category_id": 3, "bbox": [10.0, 20.0, 20.0, 40.0], "score": 0.75}]
+
+
+def test_perfect_detections_of_small_boxes_score_one():
+    # With continuous corners a perfect 10x10 detection has IoU 1; the authors' "+1" width would
+    # make it 11x11 (IoU 100/121 = 0.83) and lose the thresholds 0.85..0.95.
+    coco = make_ground_truth(3)
+    image_ids = sorted(coco.getImgIds())
+    detections = []
+    for image_id in image_ids:
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)) if not a["iscrowd"]]
+        xywh = np.array([a["bbox"] for a in anns]).reshape(-1, 4)
+        detections.append({
+            "boxes": np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+            "scores": np.ones(len(anns)),
+            "labels": np.array([CATEGORY_IDS.index(a["category_id"]) for a in anns], dtype=np.int64),
+        })
+    metrics = evaluate_coco(detections_to_coco_results(detections, image_ids, CATEGORY_IDS), coco)
+    assert metrics["mAP"] == 1.0
+
+
+def test_no_detection_gives_zeros_and_a_report():
+    metrics = evaluate_coco([], make_ground_truth(0))
+    assert metrics["stats"] == [0.0] * 12
+    report = format_coco_report(metrics)
+    assert report.splitlines()[0] == " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.000"
+    assert report.splitlines()[-1] == "COCO mAP = 0.0000  AP50 = 0.0000  AP75 = 0.0000"
+
+
+def test_restricting_to_some_images(tmp_path):
+    coco = make_ground_truth(0)
+    image_ids = sorted(coco.getImgIds())
+    results = detections_to_coco_results(random_detections(coco, 0), image_ids, CATEGORY_IDS)
+    subset = [r for r in results if r["image_id"] in image_ids[:3]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(subset), iouType="bbox")
+        evaluator.params.imgIds = image_ids[:3]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluate_coco(subset, coco, image_ids=image_ids[:3])["stats"] == evaluator.stats.tolist()
+
+
+def test_malformed_results_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(ValueError, match="bad.json: expected a JSON list"):
+        evaluate_coco(path, make_ground_truth(0))
