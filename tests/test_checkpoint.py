@@ -10,6 +10,7 @@ from utils.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_compatible,
+    check_same_run,
     checkpoint_name,
     load_checkpoint,
     restore_rng_state,
@@ -95,3 +96,12 @@ def test_check_compatible_names_the_flag_and_the_fix():
         check_compatible("w.pth", saved, classes, {"size": 512}, classes)
     with pytest.raises(CheckpointError, match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
         check_compatible("w.pth", saved, classes, {}, ["circle"])
+
+
+def test_check_same_run_refuses_a_changed_schedule():
+    saved = {"dataset": "shapes", "batch_size": 8, "lr": 0.01, "world_size": 1, "mutual_guide": True}
+    check_same_run("w.pth", saved, dict(saved))
+    with pytest.raises(CheckpointError, match="with --batch_size 8, this run has 16; resume with the same flags"):
+        check_same_run("w.pth", saved, saved | {"batch_size": 16})
+    with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
+        check_same_run("w.pth", saved, saved | {"world_size": 2})

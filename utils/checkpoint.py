@@ -21,6 +21,8 @@ FORMAT = "mutual-guidance-checkpoint-v1"
 
 # Flags that fix the network; a checkpoint only loads into a model built with the same values.
 ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
+# Flags that fix the data stream and the schedule; ``--resume`` continues exactly only when they are unchanged.
+RUN_KEYS = ("dataset", "mutual_guide", "batch_size", "world_size", "lr", "warm_iter", "epochs", "max_iter", "seed")
 
 
 class CheckpointError(RuntimeError):
@@ -135,6 +137,17 @@ def check_compatible(
             f"{path} was trained on {len(saved_classes)} classes ({_preview(saved_classes)}), but the dataset has "
             f"{len(class_names)} classes ({_preview(class_names)}); evaluate it on the dataset it was trained on"
         )
+
+
+def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Refuse to resume with a schedule or data stream (:data:`RUN_KEYS`) other than the checkpoint's."""
+    for key in RUN_KEYS:
+        if key in saved_config and _differs(config.get(key), saved_config[key]):
+            flag = "number of processes" if key == "world_size" else f"--{key}"
+            raise CheckpointError(
+                f"{path} was saved by a run with {flag} {saved_config[key]}, this run has {config.get(key)}; "
+                f"resume with the same flags (an exact resume needs the same schedule and data order)"
+            )
 
 
 def _differs(wanted: Any, have: Any) -> bool:

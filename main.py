@@ -1,0 +1,361 @@
+"""Train and evaluate Mutual Guidance detectors (Zhang et al., ACCV 2020).
+
+Examples::
+
+    # the paper's PAFPN-VGG16 at 320 on VOC07+12 with Mutual Guidance (250 epochs, batch 32, SGD lr 1e-2)
+    python main.py --dataset voc --version pafpn --backbone vgg16 --size 320 --mutual_guide
+    # evaluate a checkpoint (architecture and classes are read from it) and print mAP/AP50/AP75
+    python main.py --dataset voc --trained_model weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth
+    # the offline synthetic set (generated on first use), CPU-friendly defaults
+    python main.py --dataset shapes --mutual_guide
+    # several GPUs: --batch_size images per GPU
+    torchrun --nproc_per_node=4 main.py --dataset coco --batch_size 8 --mutual_guide --amp
+
+Paper schedule (facts §6): SGD momentum 0.9, weight decay 5e-4 (none on biases and norm weights), linear
+warm-up from 1e-6 over 500 iterations then cosine to 1e-6, set every iteration; an epoch is
+len(dataset) // global batch iterations. Training ends with an evaluation, as in the authors' code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from data import DataError, build_dataset, build_loader, check_dataset, detection_collate
+from models import PretrainedWeightsError, build_detector
+from utils.box import PriorBox
+from utils.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    check_compatible,
+    check_same_run,
+    checkpoint_name,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from utils.distributed import (
+    DistributedContext,
+    cleanup_distributed,
+    init_distributed,
+    local_rank_from_env,
+    resolve_device,
+    unwrap_model,
+    wrap_model,
+)
+from utils.engine import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    TrainSettings,
+    build_train_loader,
+    format_metrics,
+    iterations_per_epoch,
+    train,
+)
+from utils.inference import PostProcessor, evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.logging import RunLog
+from utils.loss import MultiBoxLoss
+from utils.optim import build_optimizer
+
+DATASETS = ("voc", "coco", "shapes", "custom")
+
+# Defaults that depend on --dataset; a flag given on the command line always wins.
+DATASET_DEFAULTS = {
+    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, warm_iter=500, workers=4, pretrained=True),
+    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, warm_iter=500, workers=4, pretrained=True),
+    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, warm_iter=500, workers=4, pretrained=True),
+    "shapes": dict(version="fssd", backbone="resnet18", size=320, epochs=6, warm_iter=100, workers=2, pretrained=False),
+}
+ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
+
+# Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "Mutual Guidance detectors: train, then evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--version", type=str.lower, choices=("fssd", "retinanet", "rfbnet", "pafpn"), default=None,
+                       help="detector (default: pafpn; fssd for shapes; read from --trained_model)")
+    model.add_argument("--backbone", type=str.lower, choices=("vgg16", "resnet18"), default=None,
+                       help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
+    model.add_argument("--size", type=int, default=None,
+                       help="square input size, a multiple of 64 (default: 320; read from --trained_model)")
+    model.add_argument("--base_anchor_size", type=float, default=24.0, help="anchor side at stride 8 in pixels (default: 24)")
+    model.add_argument("--pretrained", type=str, default=None, metavar="PATH",
+                       help="ImageNet backbone state dict to start from (default: torchvision's ImageNet weights for "
+                            "voc/coco/custom, none for shapes)")
+    model.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                       help="start the backbone from random weights")
+    model.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun (CUDA only)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", type=str.lower, choices=DATASETS, default="voc",
+                      help="voc, coco, shapes (synthetic, generated offline) or custom (VOC layout); case-insensitive")
+    data.add_argument("--data_root", type=str, default=None,
+                      help="dataset folder (default: datasets/VOCdevkit, datasets/coco2017, datasets/shapes)")
+    data.add_argument("--classes", type=str, default=None,
+                      help="custom datasets: comma-separated class names or a file with one name per line")
+    data.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: 4; 2 for shapes)")
+    data.add_argument("--check_data", action="store_true", help="scan the dataset for problems, report them and exit")
+
+    schedule = parser.add_argument_group("training schedule (paper defaults)")
+    schedule.add_argument("--mutual_guide", action="store_true", help="train with Mutual Guidance assignment (default: IoU)")
+    schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
+    schedule.add_argument("--lr", type=float, default=1e-2, help="peak learning rate after warm-up (default: 1e-2)")
+    schedule.add_argument("--warm_iter", type=int, default=None,
+                          help="linear warm-up iterations from 1e-6 (default: 500; 100 for shapes)")
+    schedule.add_argument("--epochs", type=int, default=None,
+                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, shapes 6)")
+    schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
+    schedule.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation (default: 0)")
+    schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
+                          help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where supported")
+    schedule.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    run = parser.add_argument_group("checkpoints, logs and evaluation")
+    run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
+    run.add_argument("--run_dir", type=str, default=None,
+                     help="folder for log.txt and the metrics CSV/JSONL (default: runs/<checkpoint name>/)")
+    run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                     help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint)")
+    run.add_argument("--checkpoint_interval", type=int, default=500, help="save a checkpoint every N iterations (default: 500)")
+    run.add_argument("--log_interval", type=int, default=20, help="log losses and speed every N iterations (default: 20)")
+    run.add_argument("--eval_interval", type=int, default=0, help="evaluate every N epochs during training (default: 0 = at the end only)")
+    run.add_argument("--assign_stats", action="store_true", help="log assignment statistics (positives, IoUs) at log intervals")
+    run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
+                     help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
+    run.add_argument("--eval_results", type=str, default=None, metavar="FILE",
+                     help="evaluate a saved detection results file against the test split and exit")
+    run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold at evaluation (default: 0.5)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run what ``args`` asks for; returns the process exit code."""
+    ctx = DistributedContext()
+    log = RunLog(None)
+    try:
+        fill_dataset_defaults(args)
+        device = resolve_device(args.device, local_rank_from_env())
+        ctx = init_distributed(device)
+        log = RunLog(None, enabled=ctx.is_main)
+        if args.check_data:
+            return run_check_data(args)
+        if args.eval_results:
+            return run_eval_results(args, log)
+        if args.trained_model:
+            return run_evaluation_only(args, device, ctx)
+        return run_training(args, device, ctx)
+    except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
+        log_error(ctx, f"error: {error}")
+        return EXIT_BAD_INPUT
+    finally:
+        cleanup_distributed()
+
+
+def log_error(ctx: DistributedContext, message: str) -> None:
+    if ctx.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def fill_dataset_defaults(args: argparse.Namespace) -> None:
+    """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model)."""
+    defaults = DATASET_DEFAULTS[args.dataset]
+    keys = ("epochs", "warm_iter", "workers", "pretrained")
+    if not args.trained_model:
+        keys += ARCHITECTURE_DEFAULT_KEYS
+    for key in keys:
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    if args.dataset == "custom" and not args.trained_model and (args.data_root is None or args.classes is None):
+        raise ValueError("--dataset custom needs --data_root (a VOC-layout folder) and --classes (names or a file)")
+    for flag in ("batch_size", "log_interval", "checkpoint_interval"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.size is not None and args.size % 64:
+        raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
+
+
+def dataset_tag(args: argparse.Namespace) -> str:
+    """Upper-case dataset name used in checkpoint names and eval/ folders (VOC, COCO, SHAPES, CUSTOM)."""
+    return args.dataset.upper()
+
+
+def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16_ok else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
+    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes,
+                         augment=train, seed=args.seed)
+
+
+def run_check_data(args: argparse.Namespace) -> int:
+    problems = check_dataset(args.dataset, data_root=args.data_root, classes=args.classes)
+    return 1 if problems else 0
+
+
+def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
+    dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+    metrics = evaluate_results_file(args.eval_results, dataset)
+    log.info(f"{args.eval_results}: {format_metrics(metrics)}")
+    return 0
+
+
+def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, run_info: dict) -> dict | None:
+    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere)."""
+    loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
+                          seed=args.seed)
+    postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
+    model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
+    model.eval()
+    detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype)
+    detections = gather_detections(detections, len(dataset))
+    if not ctx.is_main:
+        return None
+    out_dir = Path("eval") / dataset_tag(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
+    log.info(f"{dataset_tag(args)} test: {format_metrics(metrics)}")
+    return metrics
+
+
+def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
+    state = load_checkpoint(args.trained_model)
+    config = state["config"]
+    requested = {key: getattr(args, key) for key in ARCHITECTURE_DEFAULT_KEYS} | {"base_anchor_size": None}
+    size = args.size or config["size"]
+    dataset = make_dataset(args, "test", size, train=False)
+    check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
+    model = build_detector(config["version"], config["backbone"], config["size"], dataset.num_classes, pretrained=False)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    priors = PriorBox(base_anchor_size=config["base_anchor_size"], size=config["size"]).forward().to(device)
+    log = RunLog(None, enabled=ctx.is_main)
+    log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) on {len(dataset)} images")
+    run_info = {"checkpoint": str(args.trained_model), "iteration": state["iteration"]}
+    evaluate(model, dataset, args, priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
+    return 0
+
+
+def run_config(args: argparse.Namespace, ctx: DistributedContext) -> dict:
+    """The flags as plain values (for the checkpoint), plus the world size."""
+    config = {key: value for key, value in vars(args).items()}
+    config["world_size"] = ctx.world_size
+    return config
+
+
+def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
+    name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
+    checkpoint_path = Path(args.save_folder) / name
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
+    log = RunLog(run_dir, enabled=ctx.is_main)
+    if args.sync_bn and device.type != "cuda":
+        raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
+
+    torch.manual_seed(args.seed)
+    dataset = make_dataset(args, "train", args.size, train=True)
+    epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
+    max_iter = args.max_iter or args.epochs * epoch_size
+    if not 0 <= args.warm_iter < max_iter:
+        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
+                         "lower --warm_iter or raise --epochs/--max_iter")
+
+    model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
+                           pretrained=args.pretrained).to(device)
+    amp_dtype = amp_dtype_for(args.amp, device)
+    channels_last = device.type == "cuda" and amp_dtype is not None
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    priors = PriorBox(base_anchor_size=args.base_anchor_size, size=args.size).forward().to(device)
+    loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide)
+    optimizer = build_optimizer(model, args.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    config = run_config(args, ctx)
+
+    start_iter = 0
+    if args.resume is not None:
+        resume_path = Path(args.resume) if args.resume else checkpoint_path
+        state = load_checkpoint(resume_path)
+        requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
+        check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
+        check_same_run(resume_path, state["config"], config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        start_iter = state["iteration"]
+        log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}")
+
+    def save(done: int) -> None:
+        if ctx.is_main:
+            save_checkpoint(
+                {
+                    "format": FORMAT,
+                    "model": unwrap_model(train_model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "iteration": done,
+                    "max_iter": max_iter,
+                    "rng": capture_rng_state(),
+                    "config": config,
+                    "class_names": dataset.class_names,
+                },
+                checkpoint_path,
+            )
+
+    test_dataset = make_dataset(args, "test", args.size, train=False)
+    run_info = {"checkpoint": str(checkpoint_path), "iteration": max_iter, "mutual_guide": args.mutual_guide}
+
+    def evaluate_during_training(done: int) -> None:
+        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info | {"iteration": done})
+        if metrics is not None:
+            log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
+
+    train_model = wrap_model(model, device, ctx, args.sync_bn)
+    loader = build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
+                                detection_collate, ctx, pin_memory=device.type == "cuda")
+    settings = TrainSettings(
+        max_iter=max_iter, epoch_size=epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
+        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
+        eval_interval=args.eval_interval * epoch_size, amp_dtype=amp_dtype, channels_last=channels_last,
+        assign_stats=args.assign_stats,
+    )
+    log.info(
+        f"training {name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} x{ctx.world_size}: "
+        f"{max_iter} iterations ({epoch_size} per epoch), batch {args.batch_size} per process, run folder {run_dir}"
+    )
+    try:
+        train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
+              evaluate_during_training)
+    except NonFiniteLossError as error:
+        kept = f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint was saved"
+        log_error(ctx, f"error: {error}; {kept}. Lower --lr, lengthen --warm_iter or check the data")
+        return EXIT_DIVERGED
+    except TrainingInterrupted as stop:
+        log.info(f"{stop}; checkpoint {checkpoint_path} saved, continue with the same command plus --resume")
+        return EXIT_INTERRUPTED
+    save(max_iter)
+    log.info(f"saved {checkpoint_path}")
+    metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+    if metrics is not None:
+        log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,119 @@
+"""Helpers for single-process and ``torchrun`` (DistributedDataParallel) runs.
+
+``torchrun --nproc_per_node=N main.py ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; every process then
+trains on its own ``--batch_size`` images (the global batch is ``N * --batch_size``). CUDA runs use NCCL, CPU runs gloo.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the job; ``world_size == 1`` for a plain ``python main.py`` run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group described by the ``torchrun`` environment (a no-op without it)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_rank_from_env() -> int:
+    """``LOCAL_RANK`` set by ``torchrun`` (0 otherwise); needed to pick the GPU before joining the group."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistributedContext) -> None:
+    if ctx.is_distributed:
+        dist.barrier()
+
+
+def all_reduce_max(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Elementwise maximum over all processes (in place, also returned)."""
+    if ctx.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Mean over all processes (in place, also returned); used for logged losses."""
+    if ctx.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= ctx.world_size
+    return tensor
+
+
+def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` when not distributed."""
+    if not ctx.is_distributed:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
+    """Rank 0's ``obj`` on every process."""
+    if not ctx.is_distributed:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def wrap_model(model: nn.Module, device: torch.device, ctx: DistributedContext, sync_bn: bool) -> nn.Module:
+    """DistributedDataParallel around ``model`` (optionally with SyncBatchNorm); ``model`` itself when not distributed."""
+    if not ctx.is_distributed:
+        return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,322 @@
+"""Training loop and evaluation entry of ``main.py``.
+
+The run is counted in iterations (facts §6): one epoch is ``len(dataset) // (batch_size * world_size)``
+iterations and the last partial batch is dropped. Everything random in the data stream is a pure function of
+``(seed, iteration)``: :class:`ResumableBatchSampler` draws the epoch's permutation from ``(seed, epoch)`` and
+tags every sample with its epoch, and :class:`SeededSamples` augments sample ``i`` of epoch ``e`` with
+``numpy.random.default_rng((seed, e, i))`` (the data module's convention). A run resumed at iteration ``k``
+therefore sees exactly the batches the uninterrupted run saw, with any number of workers or processes.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean
+from utils.logging import RunLog
+from utils.optim import set_lr, warmup_cosine_lr
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; ``iteration`` is the first (0-based) iteration where it did."""
+
+    def __init__(self, iteration: int):
+        super().__init__(f"the loss became NaN/inf at iteration {iteration}")
+        self.iteration = iteration
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped training after ``iteration`` completed iterations (a checkpoint was saved)."""
+
+    def __init__(self, iteration: int, signal_name: str):
+        super().__init__(f"{signal_name} received: stopped after iteration {iteration}")
+        self.iteration = iteration
+        self.signal_name = signal_name
+
+
+def iterations_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
+    """``num_images // (batch_size * world_size)``; at least one full global batch is required."""
+    epoch_size = num_images // (batch_size * world_size)
+    if epoch_size == 0:
+        raise ValueError(
+            f"the training set has {num_images} images, fewer than one global batch of {batch_size * world_size} "
+            f"(--batch_size {batch_size} x {world_size} processes); lower --batch_size"
+        )
+    return epoch_size
+
+
+class ResumableBatchSampler(Sampler):
+    """Batches for iterations ``start_iter .. max_iter - 1`` of a seeded, epoch-wise shuffled stream.
+
+    Iteration ``it`` belongs to epoch ``it // epoch_size``; the epoch's permutation is drawn from ``(seed, epoch)``.
+    Its step ``s`` takes the global batch ``perm[s*B*W : (s+1)*B*W]`` and this process (rank ``r``) takes every
+    ``W``-th item from position ``r``. Each item is ``(dataset index, epoch)``, for :class:`SeededSamples`.
+    """
+
+    def __init__(
+        self,
+        num_images: int,
+        batch_size: int,
+        seed: int,
+        start_iter: int,
+        max_iter: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.num_images = num_images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch_size = iterations_per_epoch(num_images, batch_size, world_size)
+
+    def __len__(self) -> int:
+        return max(self.max_iter - self.start_iter, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        global_batch = self.batch_size * self.world_size
+        epoch, permutation = -1, None
+        for iteration in range(self.start_iter, self.max_iter):
+            step = iteration % self.epoch_size
+            if iteration // self.epoch_size != epoch:
+                epoch = iteration // self.epoch_size
+                permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
+            positions = range(step * global_batch + self.rank, (step + 1) * global_batch, self.world_size)
+            yield [(int(permutation[p]), epoch) for p in positions]
+
+
+class SeededSamples(Dataset):
+    """A :class:`data.dataset.DetectionDataset` indexed by ``(index, epoch)`` instead of ``index``.
+
+    Item ``(i, e)`` is ``dataset[i]`` augmented with ``numpy.random.default_rng((seed, e, i))``: the epoch travels
+    with the sample, so no shared epoch counter can race with workers that prefetch across an epoch boundary.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, epoch = item
+        rng = np.random.default_rng((self.seed, epoch, index))
+        boxes, labels, _ = self.dataset.annotation(index)
+        image, target = self.dataset.transform(self.dataset.load_image(index), boxes, labels, rng)
+        return torch.from_numpy(image), torch.from_numpy(target), index
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def build_train_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    start_iter: int,
+    max_iter: int,
+    workers: int,
+    collate_fn: Callable,
+    ctx: DistributedContext,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """One DataLoader for the whole run (all epochs), starting at ``start_iter``."""
+    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, start_iter, max_iter, ctx.rank, ctx.world_size)
+    return DataLoader(
+        SeededSamples(dataset, seed),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
+class NonFiniteGuard:
+    """Records on the device the first iteration whose loss is not finite; :meth:`check` syncs and raises.
+
+    ``update`` costs two tiny kernels and no host sync, so CUDA runs check at log intervals and before every save,
+    and still name the exact iteration. On CPU there is nothing to overlap, so the loop checks every iteration.
+    """
+
+    NONE = torch.iinfo(torch.int64).max
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), self.NONE, dtype=torch.int64, device=device)
+
+    def update(self, loss: torch.Tensor, iteration: int) -> None:
+        bad_now = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad_now & (self.first_bad == self.NONE), iteration, self.first_bad)
+
+    def check(self, ctx: DistributedContext) -> None:
+        first_bad = -all_reduce_max(-self.first_bad.clone(), ctx)  # the earliest bad iteration over all processes
+        value = int(first_bad.item())
+        if value != self.NONE:
+            raise NonFiniteLossError(value)
+
+
+class StopSignal:
+    """Context manager: SIGINT/SIGTERM set ``received`` instead of killing the process; a second one kills."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignal":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            signal.signal(signum, self._previous[signum])
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The loop's knobs, resolved by ``main.py`` (iterations are 0-based, ``max_iter`` is exclusive)."""
+
+    max_iter: int
+    epoch_size: int
+    base_lr: float
+    warm_iter: int
+    log_interval: int
+    checkpoint_interval: int
+    eval_interval: int = 0  # iterations; 0 = only at the end (by main.py)
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    assign_stats: bool = False
+
+
+def train(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    priors: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loader: DataLoader,
+    start_iter: int,
+    settings: TrainSettings,
+    device: torch.device,
+    ctx: DistributedContext,
+    log: RunLog,
+    save: Callable[[int], None],
+    evaluate: Callable[[int], None] | None = None,
+) -> None:
+    """Train from ``start_iter`` to ``settings.max_iter``.
+
+    ``loader`` yields ``(images [B, 3, S, S], targets list of [n, 5], indices)`` for each remaining iteration
+    (see :func:`build_train_loader`); ``priors`` is ``[A, 4]`` cxcywh normalised on ``device``.
+    ``save(done)`` writes a checkpoint after ``done`` completed iterations; ``evaluate(done)`` runs every
+    ``eval_interval`` iterations. Raises :class:`NonFiniteLossError` (nothing is saved after a bad iteration) or
+    :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
+    """
+    model.train()
+    guard = NonFiniteGuard(device)
+    check_every_iteration = device.type == "cpu"
+    loss_sums = torch.zeros(2, device=device)
+    interval_start, interval_iters = time.perf_counter(), 0
+    bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
+    with StopSignal() as stop, bar:
+        for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), loader):
+            lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
+            set_lr(optimizer, lr)
+            loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device)
+            guard.update(loss_l + loss_c, iteration)
+            loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
+            interval_iters += 1
+            done = iteration + 1
+            bar.update(1)
+            if check_every_iteration:
+                guard.check(ctx)
+
+            at_log = done % settings.log_interval == 0 or done == settings.max_iter
+            stop_requested = stop.received is not None
+            if at_log:
+                guard.check(ctx)
+                if ctx.is_distributed:
+                    stop_requested = bool(all_reduce_max(torch.tensor([int(stop_requested)], device=device), ctx).item())
+                mean_losses = all_reduce_mean(loss_sums / interval_iters, ctx).tolist()
+                elapsed = time.perf_counter() - interval_start
+                images_per_s = interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9)
+                row = {
+                    "iteration": done,
+                    "epoch": iteration // settings.epoch_size,
+                    "loss_l": mean_losses[0],
+                    "loss_c": mean_losses[1],
+                    "lr": lr,
+                    "images_per_s": images_per_s,
+                }
+                if stats is not None:
+                    row.update({name: float(value) for name, value in stats.items()})
+                bar.set_postfix(loss_l=f"{mean_losses[0]:.4f}", loss_c=f"{mean_losses[1]:.4f}", lr=f"{lr:.2e}",
+                                img_s=f"{images_per_s:.1f}")
+                log.metrics("train", row)
+                loss_sums.zero_()
+                interval_start, interval_iters = time.perf_counter(), 0
+            elif ctx.is_distributed:
+                stop_requested = False  # processes agree on stopping only at log intervals
+
+            at_checkpoint = done % settings.checkpoint_interval == 0 and done < settings.max_iter
+            if at_checkpoint or stop_requested:
+                guard.check(ctx)
+                save(done)
+            if stop_requested:
+                raise TrainingInterrupted(done, stop.received or "SIGTERM")
+            if evaluate is not None and settings.eval_interval and done % settings.eval_interval == 0 and done < settings.max_iter:
+                evaluate(done)
+                model.train()
+    guard.check(ctx)
+
+
+def _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings: TrainSettings, device):
+    """One forward/backward/step; returns detached-free ``(loss_l, loss_c, stats or None)``."""
+    images = images.to(device, non_blocking=True)
+    if settings.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = [target.to(device, non_blocking=True) for target in targets]
+    with torch.autocast(device.type, dtype=settings.amp_dtype or torch.float32, enabled=settings.amp_dtype is not None):
+        loc, conf = model(images)
+    # Matching and the losses stay float32 under AMP.
+    outputs = (loc.float(), conf.float())
+    if settings.assign_stats:
+        loss_l, loss_c, stats = loss_fn(outputs, priors, targets, with_stats=True)
+    else:
+        (loss_l, loss_c), stats = loss_fn(outputs, priors, targets), None
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss_l + loss_c).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_l, loss_c, stats
+
+
+def format_metrics(metrics: dict) -> str:
+    """``mAP=0.4123 AP50=0.7012 AP75=0.4410`` (fractions, as the authors print them)."""
+    return " ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "AP50", "AP75") if key in metrics and _is_number(metrics[key]))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
