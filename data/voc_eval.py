@@ -22,8 +22,10 @@ threshold, the highest-scoring one is the true positive". That is what lets one 
 detection serve all thresholds at once.
 
 Coordinates: detections are ``x1y1x2y2`` 0-based continuous pixels of the original image (the
-project's convention); the ground truth is the XML's 1-based pixels. Detections are moved to the
-devkit frame by adding 1 to every coordinate, exactly as the devkit results files are written.
+project's convention: a box from 0 to 10 covers the ten pixels 0..9); the ground truth is the XML's
+1-based inclusive pixel indices (the same ten pixels are 1..10). ``to_devkit_pixels`` maps the first
+frame onto the second, ``(x1 + 1, y1 + 1, x2, y2)``, for matching and for the results files. (The
+authors added 1 to all four coordinates, which is right only for 0-based *inclusive* corners.)
 """
 from __future__ import annotations
 
@@ -34,6 +36,16 @@ import numpy as np
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
+
+
+def to_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` x1y1x2y2 0-based continuous -> 1-based inclusive pixel indices: ``(x1 + 1, y1 + 1, x2, y2)``."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def from_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
+    """The inverse of ``to_devkit_pixels``: ``(x1 - 1, y1 - 1, x2, y2)``."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - np.array([1.0, 1.0, 0.0, 0.0])
 
 
 def iou_plus_one(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -182,7 +194,7 @@ def evaluate_voc(
     det_boxes, det_scores, det_labels, det_image = _concatenate(detections, ("boxes", "scores", "labels"))
     gt_boxes, gt_labels, gt_difficult, gt_image = _concatenate(ground_truth, ("boxes", "labels", "difficult"))
     det_labels, gt_labels = det_labels.astype(np.int64), gt_labels.astype(np.int64)
-    det_boxes = det_boxes.reshape(-1, 4).astype(np.float64) + 1.0  # 0-based continuous -> devkit 1-based
+    det_boxes = to_devkit_pixels(det_boxes)
     gt_boxes = gt_boxes.reshape(-1, 4).astype(np.float64)
     gt_difficult = gt_difficult.astype(bool)
     _check_labels(det_labels, num_classes, "detections")
@@ -257,13 +269,13 @@ def write_voc_results(
     """Writes the VOC-devkit results files ``out_dir/comp4_det_test_<class>.txt``.
 
     One line per detection: ``image_id score x1 y1 x2 y2``, the box in the devkit's 1-based pixels
-    (0-based continuous coordinates + 1). Scores keep 6 decimals and coordinates 2, so
+    (``to_devkit_pixels``). Scores keep 6 decimals and coordinates 2, so
     ``read_voc_results`` gives back the detections to that precision. Returns the paths written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boxes, scores, labels, image = _concatenate(detections, ("boxes", "scores", "labels"))
-    boxes = boxes.astype(np.float64) + 1.0
+    boxes = to_devkit_pixels(boxes)
     labels = labels.astype(np.int64)
     paths = []
     for c, name in enumerate(class_names):
@@ -303,14 +315,14 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
                     f"dataset, got {line!r}"
                 )
             values = [float(v) for v in fields[1:]]
-            per_image[position[fields[0]]].append((values[0], [v - 1.0 for v in values[1:]], c))
+            per_image[position[fields[0]]].append((values[0], values[1:], c))
     if not found_any:
         raise FileNotFoundError(
             f"no {DEVKIT_RESULTS_TEMPLATE.format('<class>')} file in {folder}; pass the folder the evaluation wrote"
         )
     return [
         {
-            "boxes": np.array([d[1] for d in dets], dtype=np.float32).reshape(-1, 4),
+            "boxes": from_devkit_pixels(np.array([d[1] for d in dets])).astype(np.float32),
             "scores": np.array([d[0] for d in dets], dtype=np.float32),
             "labels": np.array([d[2] for d in dets], dtype=np.int64),
         }

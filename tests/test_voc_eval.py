@@ -8,7 +8,7 @@ CLASSES = ["cat", "dog"]
 
 
 def dets(boxes, scores, labels):
-    """Detections in the project's frame: 0-based continuous pixels."""
+    """Detections in the project's frame: 0-based continuous pixels (a box 0..10 covers devkit pixels 1..10)."""
     return {
         "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
         "scores": np.array(scores, dtype=np.float32),
@@ -28,7 +28,7 @@ def gts(boxes, labels, difficult=None):
 
 def test_perfect_detections_score_one_at_every_threshold():
     gt = [gts([[11, 21, 60, 80], [100, 100, 150, 190]], [0, 1]), gts([[5, 5, 40, 40]], [1])]
-    det = [dets(np.asarray(g["boxes"]) - 1.0, [0.9] * len(g["labels"]), g["labels"]) for g in gt]
+    det = [dets(np.asarray(g["boxes"]) - [1, 1, 0, 0], [0.9] * len(g["labels"]), g["labels"]) for g in gt]
     result = evaluate_voc(det, gt, CLASSES)
     assert result["mAP"] == 1.0 and result["AP50"] == 1.0 and result["AP75"] == 1.0
     assert result["VOC07_mAP50"] == 1.0
@@ -40,7 +40,7 @@ def test_duplicate_detection_is_a_false_positive():
     # tp = [1, 0, 1], recall = [.5, .5, 1], precision = [1, .5, 2/3]
     # 11-point: recall points 0..0.5 (6 of them) -> 1, points 0.6..1.0 (5) -> 2/3.
     gt = [gts([[1, 1, 50, 50], [101, 101, 150, 150]], [0, 0])]
-    det = [dets([[0, 0, 49, 49], [0, 0, 49, 49], [100, 100, 149, 149]], [0.9, 0.8, 0.7], [0, 0, 0])]
+    det = [dets([[0, 0, 50, 50], [0, 0, 50, 50], [100, 100, 150, 150]], [0.9, 0.8, 0.7], [0, 0, 0])]
     result = evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))
     assert result["AP50"] == pytest.approx((6 * 1.0 + 5 * 2.0 / 3.0) / 11.0, abs=1e-12)
 
@@ -50,16 +50,16 @@ def test_detection_of_a_difficult_object_is_neither_tp_nor_fp():
     # Ignored A: tp = [0, 0, 1], fp = [0, 1, 0], one positive -> recall reaches 1 at precision 0.5.
     # (A as a true positive would give 0.848..., A as a false positive 1/3.)
     gt = [gts([[1, 1, 50, 50], [101, 101, 150, 150]], [0, 0], difficult=[True, False])]
-    det = [dets([[0, 0, 49, 49], [300, 300, 340, 340], [100, 100, 149, 149]], [0.9, 0.85, 0.8], [0, 0, 0])]
+    det = [dets([[0, 0, 50, 50], [300, 300, 340, 340], [100, 100, 150, 150]], [0.9, 0.85, 0.8], [0, 0, 0])]
     result = evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))
     assert result["AP50"] == pytest.approx(0.5, abs=1e-12)
 
 
 def test_match_needs_iou_strictly_above_threshold_with_plus_one_pixels():
     # Devkit frame: gt [1, 1, 10, 10] covers 10x10 = 100 pixels; detection [1, 1, 10, 5] covers 10x5 = 50,
-    # all inside, so IoU = 50 / 100 = 0.5 exactly. In the project's 0-based frame the detection is [0, 0, 9, 4].
+    # all inside, so IoU = 50 / 100 = 0.5 exactly. In the project's continuous frame the detection is [0, 0, 10, 5].
     gt = [gts([[1, 1, 10, 10]], [0])]
-    det = [dets([[0, 0, 9, 4]], [0.9], [0])]
+    det = [dets([[0, 0, 10, 5]], [0.9], [0])]
     assert evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))["AP50"] == 0.0
     assert evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.45, 0.5]))["per_threshold_AP"] == [[1.0], [0.0]]
 
@@ -83,7 +83,7 @@ def test_paper_summary_averages_the_ten_thresholds():
     # One object, one detection with IoU 0.8 (devkit frame gt [1,1,10,10], detection [1,1,10,8]: 80/100).
     # It is a match at 0.50..0.75 (6 thresholds) and a miss at 0.80..0.95 (4 thresholds).
     gt = [gts([[1, 1, 10, 10]], [0])]
-    det = [dets([[0, 0, 9, 7]], [0.9], [0])]
+    det = [dets([[0, 0, 10, 8]], [0.9], [0])]
     result = evaluate_voc(det, gt, ["cat"])
     assert result["mAP"] == pytest.approx(0.6, abs=1e-12)
     assert result["AP50"] == 1.0 and result["AP75"] == 1.0 and result["VOC07_mAP50"] == 1.0
@@ -91,7 +91,7 @@ def test_paper_summary_averages_the_ten_thresholds():
 
 def test_class_without_ground_truth_is_left_out_of_the_mean():
     gt = [gts([[1, 1, 50, 50]], [0])]
-    det = [dets([[0, 0, 49, 49], [0, 0, 49, 49]], [0.9, 0.9], [0, 1])]
+    det = [dets([[0, 0, 50, 50], [0, 0, 50, 50]], [0.9, 0.9], [0, 1])]
     result = evaluate_voc(det, gt, CLASSES)
     assert result["mAP"] == 1.0
     assert np.isnan(result["per_class_AP50"]["dog"])
@@ -108,7 +108,7 @@ def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
     positives = sum(int(np.sum((g["labels"] == class_index) & ~g["difficult"])) for g in gt)
     taken = [np.zeros(len(g["labels"]), bool) for g in gt]
     rows = [
-        (float(d["scores"][k]), image, d["boxes"][k].astype(np.float64) + 1.0)
+        (float(d["scores"][k]), image, d["boxes"][k].astype(np.float64) + [1.0, 1.0, 0.0, 0.0])
         for image, d in enumerate(det)
         for k in range(len(d["scores"]))
         if d["labels"][k] == class_index
@@ -160,7 +160,7 @@ def random_case(seed, num_images=12, num_classes=3):
         gt.append(gts(boxes, rng.integers(0, num_classes, n), rng.random(n) < 0.2))
         # detections: jittered copies of the objects (several per object: duplicates) plus random boxes
         copies = np.repeat(boxes, rng.integers(0, 4, n), axis=0) if n else np.zeros((0, 4))
-        copies = copies - 1.0 + rng.normal(0, 6, copies.shape)
+        copies = copies - [1, 1, 0, 0] + rng.normal(0, 6, copies.shape)
         noise_xy = rng.uniform(0, 250, size=(int(rng.integers(0, 5)), 2))
         noise = np.concatenate([noise_xy, noise_xy + rng.uniform(5, 100, noise_xy.shape)], axis=1)
         boxes_d = np.concatenate([copies, noise])
@@ -195,10 +195,11 @@ def test_devkit_files_round_trip(tmp_path):
     ]
     image_ids = ["000001", "000002", "000007"]
     write_voc_results(det, image_ids, CLASSES, tmp_path)
-    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875000 1.00 2.50 21.25 31.00\n"
+    # devkit pixels: (x1 + 1, y1 + 1, x2, y2)
+    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875000 1.00 2.50 20.25 30.00\n"
     assert (tmp_path / "comp4_det_test_dog.txt").read_text().splitlines() == [
-        "000001 0.500000 6.00 6.00 10.00 10.75",
-        "000007 0.250000 11.00 11.00 41.00 41.00",
+        "000001 0.500000 6.00 6.00 9.00 9.75",
+        "000007 0.250000 11.00 11.00 40.00 40.00",
     ]
     back = read_voc_results(tmp_path, image_ids, CLASSES)
     for original, read in zip(det, back):
