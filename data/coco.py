@@ -1,0 +1,183 @@
+"""COCO-format detection (COCO 2017 or any ``instances``-style json + image folder), through pycocotools.
+
+Facts §5: labels are positions in the json's ``getCatIds()`` order (contiguous 0..C-1 here; ``category_ids`` maps
+back); boxes are cleaned as the authors do: ``x1 = max(0, x)``, ``y1 = max(0, y)``, ``x2 = min(W-1, x1 + max(0, w-1))``,
+``y2 = min(H-1, y1 + max(0, h-1))``, kept when ``area > 0`` and both sides exceed 6 px. Crowd boxes are trained on
+(the authors' choice, kept for reproduction; ``include_crowd=False`` drops them). The evaluator reads ``coco`` directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
+from data.errors import DataError, DatasetNotFoundError, format_problems
+
+MIN_BOX_SIDE_PIXELS = 6
+
+
+def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
+    """Load an instances json into a pycocotools ``COCO`` (quietly); :class:`DataError` names the file and the line
+    of a JSON syntax error or the missing top-level key."""
+    if not annotation_file.is_file():
+        raise DatasetNotFoundError(f"{annotation_file} not found: {download_hint}")
+    try:
+        with open(annotation_file, encoding="utf-8") as handle:
+            dataset = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{annotation_file}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key) if isinstance(dataset, dict) else None, list):
+            raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' cleaning of COCO ``[x, y, w, h]`` boxes ``[M, 4]`` in images of ``heights``/``widths`` ``[M]``.
+
+    Returns inclusive-pixel x1y1x2y2 float32 ``[M, 4]`` and the keep mask ``[M]`` (area > 0, sides > 6 px).
+    """
+    x1 = np.maximum(0, xywh[:, 0])
+    y1 = np.maximum(0, xywh[:, 1])
+    x2 = np.minimum(widths - 1, x1 + np.maximum(0, xywh[:, 2] - 1))
+    y2 = np.minimum(heights - 1, y1 + np.maximum(0, xywh[:, 3] - 1))
+    keep = (area > 0) & (x2 - x1 > MIN_BOX_SIDE_PIXELS) & (y2 - y1 > MIN_BOX_SIDE_PIXELS)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32), keep
+
+
+def _is_box(value: object) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+class COCODetection(DetectionDataset):
+    """Images of a COCO instances json, read from ``image_folder / file_name``.
+
+    Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
+    missing image size, missing image file) before any training. Raw boxes with ``w <= 0`` / ``h <= 0`` (dropped) or
+    reaching outside the image (clipped) give one counted :class:`DataWarning`; ``fixups`` holds the counts and
+    ``small_boxes_dropped`` the number removed by the authors' 6-pixel rule (expected, not warned).
+    ``drop_empty=True`` removes images left without boxes (the authors' COCO train set, ~117k images).
+    """
+
+    kind = "coco"
+
+    def __init__(
+        self,
+        annotation_file: Path,
+        image_folder: Path,
+        transform: Transform,
+        *,
+        drop_empty: bool = False,
+        include_crowd: bool = True,
+        download_hint: str = "check --data_root",
+        seed: int = 0,
+    ):
+        annotation_file, image_folder = Path(annotation_file), Path(image_folder)
+        coco = load_coco_json(annotation_file, download_hint)
+        if not image_folder.is_dir():
+            raise DatasetNotFoundError(f"{image_folder} not found: {download_hint}")
+        self.coco = coco
+        self.category_ids: list[int] = list(coco.getCatIds())
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        problems: list[str] = []
+        for image_id in coco.getImgIds():
+            info = coco.imgs[image_id]
+            if not all(isinstance(info.get(key), int) and info[key] > 0 for key in ("height", "width")):
+                problems.append(f"{annotation_file}: image id {image_id} has no positive integer height/width")
+            elif not isinstance(info.get("file_name"), str):
+                problems.append(f"{annotation_file}: image id {image_id} has no file_name")
+            elif not os.path.isfile(image_folder / info["file_name"]):
+                problems.append(f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})")
+        for annotation in coco.dataset["annotations"]:
+            where = f"{annotation_file}: annotation id {annotation.get('id')} (image id {annotation.get('image_id')})"
+            if annotation.get("category_id") not in label_of:
+                problems.append(f"{where}: category_id {annotation.get('category_id')!r} is not in the categories {self.category_ids}")
+            if annotation.get("image_id") not in coco.imgs:
+                problems.append(f"{where}: image_id is not in the images list")
+            if not _is_box(annotation.get("bbox")):
+                problems.append(f"{where}: bbox {annotation.get('bbox')!r} is not 4 finite numbers [x, y, w, h]")
+        if problems:
+            raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
+
+        fixups = FixupCounter()
+        annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a.get("iscrowd", 0)]
+        image_index = {image_id: index for index, image_id in enumerate(coco.getImgIds())}
+        heights = np.array([coco.imgs[i]["height"] for i in coco.getImgIds()], dtype=np.float64)
+        widths = np.array([coco.imgs[i]["width"] for i in coco.getImgIds()], dtype=np.float64)
+        owner = np.array([image_index[a["image_id"]] for a in annotations], dtype=np.int64)
+        xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+        area = np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in annotations], dtype=np.float64)
+        labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
+        degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+        outside = ~degenerate & (
+            (xywh[:, 0] < 0) | (xywh[:, 1] < 0)
+            | (xywh[:, 0] + xywh[:, 2] > widths[owner]) | (xywh[:, 1] + xywh[:, 3] > heights[owner])
+        )
+        for kind, mask in (("degenerate box dropped (w <= 0 or h <= 0)", degenerate), ("box clipped to the image", outside)):
+            examples = [f"{annotation_file} annotation id {annotations[i].get('id')}" for i in np.flatnonzero(mask)[:5]]
+            fixups.add(kind, int(mask.sum()), examples)
+        boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
+        self.small_boxes_dropped = int((~keep & ~degenerate).sum())
+        fixups.warn(f"COCO dataset {annotation_file}")
+        self.fixups = dict(fixups.counts)
+
+        owner, boxes, labels = owner[keep], boxes[keep], labels[keep]
+        order = np.argsort(owner, kind="stable")
+        owner, boxes, labels = owner[order], boxes[order], labels[order]
+        starts = np.searchsorted(owner, np.arange(len(image_index) + 1))
+        kept_images = [i for i in range(len(image_index)) if not drop_empty or starts[i + 1] > starts[i]]
+        image_ids = coco.getImgIds()
+        per_image = [slice(starts[i], starts[i + 1]) for i in kept_images]
+        super().__init__(
+            Annotations.from_images(
+                image_paths=[str(image_folder / coco.imgs[image_ids[i]]["file_name"]) for i in kept_images],
+                image_ids=[image_ids[i] for i in kept_images],
+                sizes=[(int(heights[i]), int(widths[i])) for i in kept_images],
+                boxes=[boxes[s] for s in per_image],
+                labels=[labels[s] for s in per_image],
+                difficult=[np.zeros(s.stop - s.start, dtype=bool) for s in per_image],
+            ),
+            [coco.cats[c]["name"] for c in self.category_ids],
+            transform,
+            seed,
+        )
+
+
+def find_coco_annotation(folder: Path, split: str) -> Path | None:
+    """``annotations/instances_<split>.json`` (split ``train``; ``test`` also accepts ``val``) or the single
+    ``instances_<split>*.json`` there, e.g. ``instances_train2017.json``. ``None`` when absent; an error when ambiguous."""
+    prefixes: Sequence[str] = ("train",) if split == "train" else ("test", "val")
+    annotations = folder / "annotations"
+    for prefix in prefixes:
+        exact = annotations / f"instances_{prefix}.json"
+        if exact.is_file():
+            return exact
+        matches = sorted(annotations.glob(f"instances_{prefix}*.json"))
+        if len(matches) > 1:
+            raise DataError(f"{annotations}: several {split} annotation files {[m.name for m in matches]}; keep one or rename it instances_{prefix}.json")
+        if matches:
+            return matches[0]
+    return None
+
+
+def image_folder_for(annotation_file: Path) -> Path | None:
+    """The image folder of ``<root>/annotations/instances_<name>.json``: ``<root>/<name>`` or ``<root>/images``."""
+    root = annotation_file.parent.parent
+    name = annotation_file.stem.removeprefix("instances_")
+    return next((folder for folder in (root / name, root / "images") if folder.is_dir()), None)

@@ -1,0 +1,197 @@
+"""The detection dataset shared by VOC and COCO: image reading, flat annotation storage and ``__getitem__``.
+
+Annotations are parsed once at construction (in ``data/voc.py`` / ``data/coco.py``) into a few flat NumPy arrays
+(:class:`Annotations`), so DataLoader workers forked from the main process share them without copy-on-write growth.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from data.errors import DataError, DataWarning
+
+_JPEG_START = b"\xff\xd8"
+_JPEG_END = b"\xff\xd9"
+_TRAILING_PADDING = b"\x00\r\n "
+
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def is_truncated_jpeg(data: np.ndarray) -> bool:
+    """True for a JPEG byte buffer that does not end with the end-of-image marker ``FFD9`` (trailing zero or
+    whitespace padding allowed). OpenCV decodes such files partially and only warns on stderr."""
+    if bytes(data[:2]) != _JPEG_START:
+        return False
+    return not bytes(data[-4096:]).rstrip(_TRAILING_PADDING).endswith(_JPEG_END)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as uint8 BGR ``[H, W, 3]`` (stored pixel order: EXIF orientation is ignored, as annotations are).
+
+    Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the image file ({error.strerror})") from None
+    if data.size == 0:
+        raise DataError(f"{path}: image file is empty")
+    if is_truncated_jpeg(data):
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker FFD9); re-download or re-encode the file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise DataError(f"{path}: OpenCV cannot decode the file as an image")
+    return image
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """All annotations of a split. Objects of image ``i`` are rows ``offsets[i]:offsets[i + 1]``.
+
+    - ``image_paths``: ``[N]`` str; ``image_ids``: ``N`` ids (str for VOC, int for COCO);
+    - ``sizes``: int64 ``[N, 2]`` (height, width) of the stored image;
+    - ``boxes``: float32 ``[M, 4]`` x1y1x2y2 pixels in the dataset's own convention (VOC: 1-based as in the XML;
+      COCO: the authors' inclusive ``x + w - 1``), ``labels``: int64 ``[M]`` 0..C-1, ``difficult``: bool ``[M]``.
+    """
+
+    image_paths: np.ndarray
+    image_ids: list
+    sizes: np.ndarray
+    offsets: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+
+    @classmethod
+    def from_images(
+        cls,
+        image_paths: Sequence[str],
+        image_ids: Sequence,
+        sizes: Sequence[tuple[int, int]],
+        boxes: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        difficult: Sequence[np.ndarray],
+    ) -> Annotations:
+        """Concatenate per-image arrays (``[n_i, 4]``, ``[n_i]``, ``[n_i]``) into the flat layout."""
+        counts = np.array([len(b) for b in boxes], dtype=np.int64)
+        return cls(
+            image_paths=np.array(image_paths, dtype=str),
+            image_ids=list(image_ids),
+            sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            boxes=np.concatenate([np.zeros((0, 4), np.float32), *boxes]).astype(np.float32),
+            labels=np.concatenate([np.zeros(0, np.int64), *labels]).astype(np.int64),
+            difficult=np.concatenate([np.zeros(0, bool), *difficult]).astype(bool),
+        )
+
+
+class FixupCounter:
+    """Counts recoverable box problems while annotations are parsed, and warns once with the total and examples."""
+
+    EXAMPLES_SHOWN = 5
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: list[str] = []
+
+    def add(self, kind: str, count: int, examples: Sequence[str] = ()) -> None:
+        """Count ``count`` fix-ups of ``kind``; ``examples`` name where they happened (the first few are kept)."""
+        if count <= 0:
+            return
+        self.counts[kind] = self.counts.get(kind, 0) + count
+        room = max(self.EXAMPLES_SHOWN - len(self.examples), 0)
+        self.examples += [f"{where} ({kind})" for where in examples[:room]]
+
+    def clip_and_drop(self, boxes: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
+        """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops boxes with
+        ``x2 <= x1`` or ``y2 <= y1`` after clipping. ``boxes`` is clipped in place; both fix-ups are counted."""
+        limits = np.array([width, height, width, height], dtype=boxes.dtype)
+        clipped = np.clip(boxes, 0, limits)
+        self.add("box clipped to the image", int((clipped != boxes).any(axis=1).sum()), [where])
+        boxes[:] = clipped
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        self.add("degenerate box dropped (x2 <= x1 or y2 <= y1)", int((~keep).sum()), [where])
+        return keep
+
+    def warn(self, dataset: str) -> None:
+        if not self.counts:
+            return
+        totals = ", ".join(f"{count} {kind}" for kind, count in self.counts.items())
+        warnings.warn(f"{dataset}: fixed up {totals}; e.g. {'; '.join(self.examples)}", DataWarning, stacklevel=3)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """``dataset[i] -> (image float32 [3, S, S] BGR minus mean, target float32 [n, 5], i)``; ``target`` rows are
+    x1y1x2y2 normalised by the (augmented) image width/height, then the class index 0..C-1; ``[0, 5]`` when empty.
+
+    Augmentation randomness is drawn from ``numpy.random.default_rng((seed, epoch, i))``: the same sample gets the same
+    augmentation whatever the number of workers, and :meth:`set_epoch` (called by the loader's sampler, see
+    ``data/loader.py``) changes it per epoch. ``(seed, epoch)`` live in a shared-memory tensor so that persistent
+    workers see the new epoch.
+    """
+
+    kind: str = ""
+
+    def __init__(self, annotations: Annotations, class_names: Sequence[str], transform: Transform, seed: int = 0):
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.annotations = annotations
+        self.class_names = list(class_names)
+        self.transform = transform
+        self._seed_epoch = torch.tensor([seed, 0], dtype=torch.int64).share_memory_()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_ids(self) -> list:
+        return self.annotations.image_ids
+
+    def __len__(self) -> int:
+        return len(self.annotations.image_paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (visible to already-running workers)."""
+        self._seed_epoch[1] = epoch
+
+    def image_path(self, index: int) -> Path:
+        return Path(self.annotations.image_paths[index])
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of the original image."""
+        height, width = self.annotations.sizes[index]
+        return int(height), int(width)
+
+    def annotation(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pixel boxes float32 ``[n, 4]``, labels int64 ``[n]`` and difficult flags bool ``[n]`` of image ``index``."""
+        start, stop = self.annotations.offsets[index], self.annotations.offsets[index + 1]
+        return self.annotations.boxes[start:stop], self.annotations.labels[start:stop], self.annotations.difficult[start:stop]
+
+    def load_image(self, index: int) -> np.ndarray:
+        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable or not the annotated size."""
+        path = self.image_path(index)
+        image = read_image(path)
+        if image.shape[:2] != self.image_size(index):
+            expected_h, expected_w = self.image_size(index)
+            raise DataError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation says "
+                f"{expected_w}x{expected_h}; fix the annotation's size"
+            )
+        return image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = self.load_image(index)
+        boxes, labels, _ = self.annotation(index)
+        seed, epoch = self._seed_epoch.tolist()
+        rng = np.random.default_rng((seed, epoch, index))
+        image, target = self.transform(image, boxes, labels, rng)
+        return torch.from_numpy(image), torch.from_numpy(target), index

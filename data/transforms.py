@@ -1,0 +1,215 @@
+"""Training augmentation and test transform of the paper (facts §5), one small step per function.
+
+Conventions used by every step:
+- ``image``: uint8 BGR ``[H, W, 3]`` (OpenCV order), never modified in place;
+- ``boxes``: float32 ``[n, 4]`` x1y1x2y2 in pixels of the image passed alongside; ``n`` may be 0;
+- ``labels``: int64 ``[n]`` foreground class indices 0..C-1;
+- ``rng``: an explicit ``numpy.random.Generator``, so every step is deterministic under test.
+
+The model input convention (BGR minus ``PIXEL_MEAN_BGR``, no scaling, CHW) lives only in
+:func:`normalize_image`.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PIXEL_MEAN_BGR = (104, 117, 123)
+
+# Crop modes of the authors' _crop: None = keep the image, otherwise the minimum IoU every GT box must
+# have with the crop window (-inf = no constraint).
+CROP_MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -np.inf)
+CROP_TRIES_PER_MODE = 50
+CROP_MAX_MODES = 20
+EXPAND_PROBABILITY = 0.6
+EXPAND_MAX_SCALE = 4.0
+EXPAND_TRIES = 50
+MIN_BOX_SIDE = 0.01
+RESIZE_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
+
+_MEAN_BGR_F32 = np.array(PIXEL_MEAN_BGR, dtype=np.float32)
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR ``[H, W, 3]`` -> float32 ``[3, H, W]`` BGR minus ``PIXEL_MEAN_BGR`` (no /255, no std)."""
+    return np.ascontiguousarray((image.astype(np.float32) - _MEAN_BGR_F32).transpose(2, 0, 1))
+
+
+def box_window_iou(boxes: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """IoU of each box ``[n, 4]`` with one window ``[4]`` (all x1y1x2y2, continuous pixels) -> ``[n]``."""
+    top_left = np.maximum(boxes[:, :2], window[:2])
+    bottom_right = np.minimum(boxes[:, 2:], window[2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area_boxes = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    area_window = np.prod(window[2:] - window[:2])
+    return inter / (area_boxes + area_window - inter)
+
+
+def random_crop(
+    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The authors' random crop, with a bound on the number of tries.
+
+    A mode is drawn uniformly from ``CROP_MODES``. For a constrained mode, up to ``CROP_TRIES_PER_MODE`` windows are
+    drawn (scale ``s ~ U(0.3, 1)``, aspect ``r = sqrt(U(max(0.5, s^2), min(2, 1/s^2)))``, size ``int(s r W) x int(s/r H)``,
+    uniform top-left corner); a window is accepted when every GT box has IoU >= the mode's minimum with it and at least
+    one box centre lies strictly inside it. Those boxes are kept and clipped to the window; the others are dropped.
+    When all tries of a mode fail a new mode is drawn; after ``CROP_MAX_MODES`` modes (the authors loop forever) the
+    image is returned uncropped. An image with no boxes accepts the first window drawn.
+    """
+    height, width = image.shape[:2]
+    for _ in range(CROP_MAX_MODES):
+        min_iou = CROP_MODES[rng.integers(len(CROP_MODES))]
+        if min_iou is None:
+            return image, boxes, labels
+        for _ in range(CROP_TRIES_PER_MODE):
+            scale = rng.uniform(0.3, 1.0)
+            ratio = np.sqrt(rng.uniform(max(0.5, scale * scale), min(2.0, 1.0 / (scale * scale))))
+            crop_w, crop_h = int(scale * ratio * width), int(scale / ratio * height)
+            if crop_w < 1 or crop_h < 1:
+                continue
+            left = int(rng.integers(width - crop_w + 1))
+            top = int(rng.integers(height - crop_h + 1))
+            window = np.array([left, top, left + crop_w, top + crop_h], dtype=np.float32)
+            cropped = image[top : top + crop_h, left : left + crop_w]
+            if len(boxes) == 0:
+                return cropped, boxes, labels
+            if box_window_iou(boxes, window).min() < min_iou:
+                continue
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            inside = ((window[:2] < centres) & (centres < window[2:])).all(axis=1)
+            if not inside.any():
+                continue
+            kept = boxes[inside].copy()
+            kept[:, :2] = np.maximum(kept[:, :2], window[:2]) - window[:2]
+            kept[:, 2:] = np.minimum(kept[:, 2:], window[2:]) - window[:2]
+            return cropped, kept, labels[inside]
+    return image, boxes, labels
+
+
+def _scale_shift_lut(alpha: float, beta: float) -> np.ndarray:
+    """uint8 lookup table of ``clip(v * alpha + beta, 0, 255)`` truncated to an integer, as the authors' float path."""
+    return np.clip(np.arange(256, dtype=np.float64) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The authors' _distort on uint8 BGR, in this fixed order, each step with probability 0.5:
+    brightness ``+ U(-32, 32)``; contrast ``* U(0.5, 1.5)``; (to HSV, OpenCV H in [0, 180)) hue ``+ randint(-18, 18) mod 180``;
+    saturation ``* U(0.5, 1.5)``; back to BGR. Values are clipped to [0, 255] after each step.
+    Implemented with lookup tables (bit-identical to the float arithmetic, several times faster).
+    """
+    if rng.random() < 0.5:
+        image = cv2.LUT(image, _scale_shift_lut(1.0, rng.uniform(-32, 32)))
+    if rng.random() < 0.5:
+        image = cv2.LUT(image, _scale_shift_lut(rng.uniform(0.5, 1.5), 0.0))
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    identity = np.arange(256, dtype=np.int64)
+    hue_lut = identity.astype(np.uint8)
+    if rng.random() < 0.5:
+        hue_lut = ((identity + rng.integers(-18, 19)) % 180).astype(np.uint8)
+    saturation_lut = identity.astype(np.uint8)
+    if rng.random() < 0.5:
+        saturation_lut = _scale_shift_lut(rng.uniform(0.5, 1.5), 0.0)
+    lut = np.stack([hue_lut, saturation_lut, identity.astype(np.uint8)], axis=1).reshape(256, 1, 3)
+    return cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
+
+
+def expand(
+    image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, fill: tuple[int, int, int] = PIXEL_MEAN_BGR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom out (always; the caller applies the 0.6 probability): place the image on a mean-filled canvas.
+
+    Scale ``s ~ U(1, 4)``, aspect ``r = sqrt(U(max(0.5, 1/s^2), min(2, s^2)))``, canvas ``int(s r W) x int(s/r H)``;
+    a draw with a side factor below 1 is retried, up to ``EXPAND_TRIES`` times, after which the image is unchanged.
+    The image goes to a uniform random position; boxes shift with it.
+    """
+    height, width, channels = image.shape
+    for _ in range(EXPAND_TRIES):
+        scale = rng.uniform(1.0, EXPAND_MAX_SCALE)
+        ratio = np.sqrt(rng.uniform(max(0.5, 1.0 / (scale * scale)), min(2.0, scale * scale)))
+        width_factor, height_factor = scale * ratio, scale / ratio
+        if width_factor < 1 or height_factor < 1:
+            continue
+        canvas_w, canvas_h = int(width_factor * width), int(height_factor * height)
+        left = int(rng.integers(canvas_w - width + 1))
+        top = int(rng.integers(canvas_h - height + 1))
+        canvas = np.empty((canvas_h, canvas_w, channels), dtype=image.dtype)
+        canvas[:] = np.asarray(fill, dtype=image.dtype)
+        canvas[top : top + height, left : left + width] = image
+        return canvas, boxes + np.array([left, top, left, top], dtype=boxes.dtype)
+    return image, boxes
+
+
+def mirror(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal flip: ``x1' = W - x2``, ``x2' = W - x1`` (the caller applies the 0.5 probability)."""
+    width = image.shape[1]
+    flipped = boxes.copy()
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return cv2.flip(image, 1), flipped
+
+
+def resize(image: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resize to ``size x size`` ignoring the aspect ratio."""
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def normalized_target(boxes: np.ndarray, labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel boxes ``[n, 4]`` + labels ``[n]`` -> float32 ``[n, 5]`` (x1y1x2y2 divided by the image W/H, then label)."""
+    scale = np.array([width, height, width, height], dtype=np.float32)
+    target = np.empty((len(boxes), 5), dtype=np.float32)
+    target[:, :4] = boxes / scale
+    target[:, 4] = labels
+    return target
+
+
+class TrainTransform:
+    """The authors' ``preproc``: crop -> distort -> expand (p 0.6) -> mirror (p 0.5) -> resize with a random
+    interpolation -> mean subtraction; boxes are normalised by the augmented image and those with
+    ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive, the sample falls back to the
+    un-augmented image (resize with a random interpolation + mean) with all its original normalised boxes.
+
+    ``__call__(image, boxes, labels, rng) -> (image float32 [3, S, S], target float32 [n, 5])``.
+    """
+
+    def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY):
+        self.size = size
+        self.expand_probability = expand_probability
+
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        original_image, original_boxes, original_labels = image, boxes, labels
+        image, boxes, labels = random_crop(image, boxes, labels, rng)
+        image = photometric_distort(image, rng)
+        if rng.random() < self.expand_probability:
+            image, boxes = expand(image, boxes, rng)
+        if rng.random() < 0.5:
+            image, boxes = mirror(image, boxes)
+        height, width = image.shape[:2]
+        target = normalized_target(boxes, labels, height, width)
+        sides = np.minimum(target[:, 2] - target[:, 0], target[:, 3] - target[:, 1])
+        target = target[sides > MIN_BOX_SIDE]
+        if len(target) == 0 and len(original_boxes) > 0:
+            image = original_image
+            height, width = image.shape[:2]
+            target = normalized_target(original_boxes, original_labels, height, width)
+        interpolation = RESIZE_INTERPOLATIONS[rng.integers(len(RESIZE_INTERPOLATIONS))]
+        return normalize_image(resize(image, self.size, interpolation)), target
+
+
+class TestTransform:
+    """The authors' ``BaseTransform``: resize ``S x S`` (INTER_LINEAR), mean subtraction, boxes normalised by the
+    original image. ``__call__(image, boxes, labels, rng=None) -> (image float32 [3, S, S], target float32 [n, 5])``.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        height, width = image.shape[:2]
+        return normalize_image(resize(image, self.size)), normalized_target(boxes, labels, height, width)

@@ -1,0 +1,200 @@
+"""Pascal VOC and any VOC-layout folder (``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/<list>.txt``).
+
+Facts §5: class names lowercased with '(group)' stripped; boxes are the XML values (1-based, no -1); difficult
+objects are training targets and are flagged in :meth:`VOCDetection.ground_truth` for the evaluator.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
+from data.errors import DataError, DatasetNotFoundError, format_problems
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def normalize_class_name(name: str) -> str:
+    """The authors' name cleaning: lowercase, '(group)' removed, surrounding spaces stripped."""
+    return name.lower().replace("(group)", "").strip()
+
+
+@dataclass
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]
+    difficult: bool
+
+
+@dataclass
+class VocAnnotation:
+    filename: str | None
+    height: int
+    width: int
+    objects: list[VocObject]
+
+
+def _number(element: ET.Element, tag: str, xml_path: Path, where: str) -> float:
+    text = element.findtext(tag)
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{xml_path}: {where} has no numeric <{tag}> (found {text!r})") from None
+
+
+def parse_voc_xml(xml_path: Path) -> VocAnnotation:
+    """Parse one VOC XML file. Missing/absent ``<size>`` gives height = width = 0 (the caller reads the image header).
+    Raises :class:`DataError` naming the file (and line for malformed XML)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        raise DataError(f"{xml_path}: annotation file not found") from None
+    except ET.ParseError as error:
+        line, column = error.position
+        raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error})") from None
+    size = root.find("size")
+    height = int(_number(size, "height", xml_path, "<size>")) if size is not None and size.find("height") is not None else 0
+    width = int(_number(size, "width", xml_path, "<size>")) if size is not None and size.find("width") is not None else 0
+    objects = []
+    for number, obj in enumerate(root.iter("object"), start=1):
+        where = f"object {number}"
+        name = obj.findtext("name")
+        if not name or not name.strip():
+            raise DataError(f"{xml_path}: {where} has no <name>")
+        box_element = obj.find("bndbox")
+        if box_element is None:
+            raise DataError(f"{xml_path}: {where} ({name.strip()}) has no <bndbox>")
+        box = tuple(_number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax"))
+        difficult_text = obj.findtext("difficult")
+        difficult = difficult_text is not None and difficult_text.strip() not in ("", "0")
+        objects.append(VocObject(normalize_class_name(name), box, difficult))
+    return VocAnnotation(root.findtext("filename"), height, width, objects)
+
+
+def _image_header_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header only (for XML files without a <size>)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"{path}: cannot read the image header ({error})") from None
+
+
+def _find_image(folder: Path, image_id: str, filename: str | None) -> Path | None:
+    images = folder / "JPEGImages"
+    candidates = [images / f"{image_id}.jpg"]
+    if filename:
+        candidates.append(images / filename)
+    candidates += [images / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def read_image_list(list_file: Path, download_hint: str) -> list[str]:
+    """Image ids of an ``ImageSets/Main/*.txt`` file (first token of each non-empty line)."""
+    if not list_file.is_file():
+        raise DatasetNotFoundError(f"{list_file} not found: {download_hint}")
+    return [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+
+
+def check_voc_folder(folder: Path, download_hint: str) -> None:
+    """Raise :class:`DatasetNotFoundError` when ``folder`` lacks the VOC layout."""
+    for part in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        if not (folder / part).is_dir():
+            raise DatasetNotFoundError(f"{folder / part} not found (VOC layout expected): {download_hint}")
+
+
+class VOCDetection(DetectionDataset):
+    """VOC-layout images listed by one or more ``(folder, list name)`` pairs, e.g.
+    ``[(VOCdevkit/VOC2007, "trainval"), (VOCdevkit/VOC2012, "trainval")]``.
+
+    Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name) raise one
+    :class:`DataError` listing them, before any training. An unknown class is skipped and counted instead with
+    ``skip_unknown_classes=True``. Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or
+    ``y2 <= y1`` dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts.
+    """
+
+    kind = "voc"
+
+    def __init__(
+        self,
+        image_sets: Sequence[tuple[Path, str]],
+        class_names: Sequence[str],
+        transform: Transform,
+        *,
+        skip_unknown_classes: bool = False,
+        download_hint: str = "check --data_root",
+        seed: int = 0,
+    ):
+        label_of = {normalize_class_name(name): label for label, name in enumerate(class_names)}
+        if len(label_of) != len(class_names):
+            raise DataError(f"duplicate class names in {list(class_names)}")
+        problems: list[str] = []
+        fixups = FixupCounter()
+        skipped: dict[str, int] = {}
+        paths, ids, sizes, boxes, labels, difficult = [], [], [], [], [], []
+        for folder, list_name in image_sets:
+            folder = Path(folder)
+            check_voc_folder(folder, download_hint)
+            list_file = folder / "ImageSets" / "Main" / f"{list_name}.txt"
+            for image_id in read_image_list(list_file, download_hint):
+                xml_path = folder / "Annotations" / f"{image_id}.xml"
+                try:
+                    parsed = parse_voc_xml(xml_path)
+                except DataError as error:
+                    problems.append(f"{error} (listed in {list_file})")
+                    continue
+                image_path = _find_image(folder, image_id, parsed.filename)
+                if image_path is None:
+                    problems.append(f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file})")
+                    continue
+                if parsed.height <= 0 or parsed.width <= 0:
+                    try:
+                        parsed.height, parsed.width = _image_header_size(image_path)
+                    except DataError as error:
+                        problems.append(str(error))
+                        continue
+                known = []
+                for obj in parsed.objects:
+                    if obj.name in label_of:
+                        known.append(obj)
+                    elif skip_unknown_classes:
+                        skipped[obj.name] = skipped.get(obj.name, 0) + 1
+                    else:
+                        problems.append(
+                            f"{xml_path}: unknown class {obj.name!r} (classes: {', '.join(label_of)}); "
+                            "add it to --classes or skip unknown classes"
+                        )
+                image_boxes = np.array([obj.box for obj in known], dtype=np.float32).reshape(-1, 4)
+                keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
+                paths.append(str(image_path))
+                ids.append(image_id)
+                sizes.append((parsed.height, parsed.width))
+                boxes.append(image_boxes[keep])
+                labels.append(np.array([label_of[obj.name] for obj in known], dtype=np.int64)[keep])
+                difficult.append(np.array([obj.difficult for obj in known], dtype=bool)[keep])
+        if problems:
+            raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
+        if skipped:
+            fixups.add("object of an unknown class skipped", sum(skipped.values()), [f"{name!r} x{count}" for name, count in skipped.items()])
+        fixups.warn("VOC dataset")
+        self.fixups = dict(fixups.counts)
+        super().__init__(Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed)
+
+    def ground_truth(self) -> list[dict[str, np.ndarray]]:
+        """Per image: ``{"boxes": float64 [n, 4] x1y1x2y2 as in the XML (1-based), "labels": int64 [n] 0..C-1,
+        "difficult": bool [n]}`` (after the documented fix-ups)."""
+        result = []
+        for index in range(len(self)):
+            boxes, labels, difficult = self.annotation(index)
+            result.append({"boxes": boxes.astype(np.float64), "labels": labels.copy(), "difficult": difficult.copy()})
+        return result
