@@ -5,8 +5,8 @@
     loc, conf = model(images)  # [B, 12750, 4], [B, 12750, 20]
 """
 
-from models.builder import BACKBONES, NECKS, SIZES, build_detector, num_pyramid_levels
+from models.builder import BACKBONES, NECKS, SIZES, build_detector
 from models.detector import Detector
 from models.pretrained import PretrainedWeightsError
 
-__all__ = ["BACKBONES", "NECKS", "SIZES", "Detector", "PretrainedWeightsError", "build_detector", "num_pyramid_levels"]
+__all__ = ["BACKBONES", "NECKS", "SIZES", "Detector", "PretrainedWeightsError", "build_detector"]

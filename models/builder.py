@@ -1,6 +1,7 @@
 """`build_detector`: pick a backbone and a neck from two dicts, add the head, return a `Detector`."""
 
 import os
+from collections.abc import Collection
 
 from torch import nn
 
@@ -9,15 +10,11 @@ from models.detector import Detector
 from models.head import DetectionHead
 from models.necks import FSSDNeck, PAFPNNeck, RetinaNetNeck, RFBNetNeck
 from models.pretrained import load_backbone_weights
+from utils.box.prior_box import num_levels
 
 BACKBONES: dict[str, type[nn.Module]] = {"vgg16": VGG16BN, "resnet18": ResNet18}
 NECKS: dict[str, type[nn.Module]] = {"fssd": FSSDNeck, "retinanet": RetinaNetNeck, "rfbnet": RFBNetNeck, "pafpn": PAFPNNeck}
 SIZES = (320, 512)
-
-
-def num_pyramid_levels(size: int) -> int:
-    """Levels at strides 8, 16, 32, 64 (and 128 from 512 on), as PriorBox lays its anchors (facts §1)."""
-    return 4 if size < 512 else 5
 
 
 def build_detector(version: str, backbone: str, size: int, num_classes: int,
@@ -36,12 +33,12 @@ def build_detector(version: str, backbone: str, size: int, num_classes: int,
         raise ValueError(f"num_classes must be >= 1 (foreground classes, no background); got {num_classes}")
     backbone_net = BACKBONES[backbone]()
     load_backbone_weights(backbone_net, pretrained)
-    neck = NECKS[version](backbone_net.out_channels, backbone_net.strides, num_pyramid_levels(size))
+    neck = NECKS[version](backbone_net.out_channels, backbone_net.strides, num_levels(size))  # PriorBox's level count
     head = DetectionHead(neck.out_channels, num_classes)
     return Detector(backbone_net, neck, head, version=version, backbone_name=backbone, size=size,
                     num_classes=num_classes)
 
 
-def _check_choice(name: str, value: object, choices) -> None:
+def _check_choice(name: str, value: object, choices: Collection[object]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")

@@ -1,0 +1,171 @@
+"""build_detector: every version x backbone x size builds, runs forward/backward and matches PriorBox; parameter counts."""
+
+import math
+
+import pytest
+import torch
+
+from models import BACKBONES, NECKS, SIZES, build_detector
+from models.blocks import check_strides
+from utils.box.prior_box import PriorBox
+
+COMBINATIONS = [(v, b, s) for v in NECKS for b in BACKBONES for s in SIZES]
+
+
+def expected_anchors(size: int) -> int:
+    """Facts §1: 6 anchors per cell over levels of side ceil(S / 2^(3+k)), 4 levels below 512, else 5."""
+    levels = 4 if size < 512 else 5
+    return 6 * sum(math.ceil(size / 2 ** (3 + k)) ** 2 for k in range(levels))
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_on_meta(version: str, backbone: str, size: int, num_classes: int) -> torch.nn.Module:
+    """Build without allocating or initialising memory: shapes and counts only."""
+    with torch.device("meta"):
+        return build_detector(version, backbone, size, num_classes)
+
+
+def test_expected_anchor_counts_match_facts_and_prior_box():
+    assert expected_anchors(320) == 12_750 == PriorBox(size=320).forward().shape[0]
+    assert expected_anchors(512) == 32_736 == PriorBox(size=512).forward().shape[0]
+
+
+@pytest.mark.parametrize("version,backbone,size", COMBINATIONS)
+def test_full_size_output_shapes_match_prior_box(version, backbone, size):
+    """Shape propagation at the real input size, forward and backward, on the meta device (no arithmetic)."""
+    model = build_on_meta(version, backbone, size, num_classes=20)
+    images = torch.empty(2, 3, size, size, device="meta")
+    loc, conf = model(images)
+    anchors = PriorBox(size=size).num_anchors
+    assert loc.shape == (2, anchors, 4)
+    assert conf.shape == (2, anchors, 20)
+    (loc.sum() + conf.sum()).backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+@pytest.mark.parametrize("version,backbone,size", COMBINATIONS)
+def test_cpu_forward_backward_reaches_every_parameter(version, backbone, size):
+    """Real CPU arithmetic at batch 2 on a 64 px input (levels 8, 4, 2, 1[, 1]) to keep the suite fast.
+
+    Individual gradients may be exactly 0 (a bias feeding a train-mode BN linearly cancels in the mean), so the
+    check is: every parameter takes part, and every part of the model gets a gradient.
+    """
+    torch.manual_seed(0)
+    model = build_detector(version, backbone, size, num_classes=3)
+    loc, conf = model(torch.randn(2, 3, 64, 64))
+    cells = [8, 4, 2, 1, 1][: len(model.head.loc)]
+    assert loc.shape == (2, 6 * sum(c * c for c in cells), 4)
+    assert conf.shape == (2, loc.shape[1], 3)
+    (loc.square().mean() + conf.sigmoid().mean()).backward()
+    for name, p in model.named_parameters():  # None would mean a parameter left out of the forward pass
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    for part in (model.backbone, model.neck, model.head):
+        assert sum(p.grad.abs().sum() for p in part.parameters()) > 0
+
+
+@pytest.mark.parametrize("version", list(NECKS))
+def test_cpu_full_size_resnet18_320(version):
+    """Real arithmetic at full size for the cheapest backbone: the outputs have PriorBox's anchor count."""
+    torch.manual_seed(0)
+    model = build_detector(version, "resnet18", 320, num_classes=20)
+    loc, conf = model(torch.randn(2, 3, 320, 320))
+    assert loc.shape == (2, 12_750, 4) and conf.shape == (2, 12_750, 20)
+    conf.mean().backward()
+    assert torch.isfinite(loc).all() and torch.isfinite(conf).all()
+
+
+def test_eval_mode_returns_the_same_pair():
+    model = build_detector("pafpn", "resnet18", 320, num_classes=2).eval()
+    with torch.no_grad():
+        loc, conf = model(torch.randn(1, 3, 128, 128))
+    assert loc.shape == (1, 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 4) and conf.shape == (1, loc.shape[1], 2)
+
+
+def test_detector_records_its_configuration():
+    model = build_on_meta("rfbnet", "resnet18", 512, num_classes=80)
+    assert (model.version, model.backbone_name, model.size, model.num_classes) == ("rfbnet", "resnet18", 512, 80)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("ssd", "vgg16", 320, 20), "unknown version 'ssd'; choose one of fssd, retinanet, rfbnet, pafpn"),
+        (("fssd", "resnet50", 320, 20), "unknown backbone 'resnet50'; choose one of vgg16, resnet18"),
+        (("fssd", "vgg16", 300, 20), "unknown size 300; choose one of 320, 512"),
+        (("fssd", "vgg16", 320, 0), "num_classes must be >= 1"),
+    ],
+)
+def test_bad_choices_raise_value_error_naming_the_choices(args, message):
+    with pytest.raises(ValueError, match=message):
+        build_detector(*args)
+
+
+def test_neck_rejects_backbone_strides_it_cannot_use():
+    with pytest.raises(ValueError, match=r"pafpn neck needs backbone outputs at strides 8, 16\[, 32, ...\]; got \(16, 32\)"):
+        check_strides((16, 32), "pafpn")
+
+
+# Exact parameter counts of our builds. Facts §3 gives the authors' counts (verified on 2dfba78) in millions with
+# two decimals: each exact count must round to that value. Combinations the authors never built have no facts value.
+PARAMETER_COUNTS = [
+    # version, backbone, size, classes, exact count, facts §3 (M)
+    ("fssd", "vgg16", 320, 20, 19_266_688, 19.27),
+    ("fssd", "vgg16", 512, 20, 20_189_200, 20.19),
+    ("fssd", "vgg16", 320, 80, 22_585_888, 22.59),
+    ("fssd", "vgg16", 512, 80, 24_338_200, 24.34),
+    ("fssd", "resnet18", 320, 20, 16_277_888, 16.28),
+    ("fssd", "resnet18", 512, 20, 17_200_400, 17.20),
+    ("retinanet", "vgg16", 320, 20, 21_894_272, 21.89),
+    ("retinanet", "vgg16", 512, 20, 23_473_680, 23.47),
+    ("retinanet", "vgg16", 320, 80, 25_213_472, 25.21),
+    ("retinanet", "vgg16", 512, 80, 27_622_680, 27.62),
+    ("rfbnet", "vgg16", 320, 20, 23_037_792, 23.04),
+    ("rfbnet", "vgg16", 512, 20, 23_681_472, 23.68),
+    ("rfbnet", "vgg16", 320, 80, 28_845_312, 28.85),
+    ("rfbnet", "vgg16", 512, 80, 30_318_792, 30.32),
+    ("pafpn", "vgg16", 320, 20, 25_570_432, 25.57),
+    ("pafpn", "vgg16", 512, 20, 28_331_024, 28.33),
+    ("pafpn", "vgg16", 320, 80, 28_889_632, 28.89),
+    ("pafpn", "vgg16", 512, 80, 32_480_024, 32.48),
+    # never built by the authors (channel mappings documented in models/necks/{pafpn,rfbnet}.py)
+    ("retinanet", "resnet18", 320, 20, 18_905_472, None),
+    ("rfbnet", "resnet18", 320, 20, 19_265_232, None),
+    ("pafpn", "resnet18", 320, 20, 21_991_808, None),
+]
+
+
+@pytest.mark.parametrize("version,backbone,size,classes,count,facts_millions", PARAMETER_COUNTS)
+def test_parameter_count(version, backbone, size, classes, count, facts_millions):
+    assert num_parameters(build_on_meta(version, backbone, size, classes)) == count
+    if facts_millions is not None:
+        assert round(count / 1e6, 2) == facts_millions
+
+
+def conv(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+def basic_conv(k: int, cin: int, cout: int) -> int:
+    return conv(k, cin, cout) + 2 * cout  # conv with bias + BN weight and bias
+
+
+VGG16_BN_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+                  (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+
+
+def test_fssd_and_pafpn_vgg16_320_counts_by_hand():
+    """The layer-by-layer sum of facts §2-§3, written out, for VOC at 320 (4 levels)."""
+    backbone = sum(basic_conv(3, cin, cout) for cin, cout in VGG16_BN_CONVS)
+    assert backbone == 14_723_136  # facts §2: 14.72 M
+    heads = 4 * (conv(3, 256, 6 * 4) + conv(3, 256, 6 * 20))
+    fssd = backbone + 2 * basic_conv(1, 512, 256) + basic_conv(3, 512, 256) + 3 * basic_conv(3, 256, 256) + heads
+    assert num_parameters(build_on_meta("fssd", "vgg16", 320, 20)) == fssd
+    cem = 3 * basic_conv(1, 512, 256)
+    extractor = 4 * basic_conv(3, 256, 256)
+    top_down = 4 * basic_conv(1, 256, 256) + 4 * basic_conv(3, 256, 256)
+    bottom_up_and_outputs = 3 * basic_conv(3, 256, 256) + 4 * basic_conv(3, 256, 256)
+    pafpn = backbone + cem + extractor + top_down + bottom_up_and_outputs + heads
+    assert num_parameters(build_on_meta("pafpn", "vgg16", 320, 20)) == pafpn

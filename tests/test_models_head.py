@@ -1,0 +1,77 @@
+"""Detection head: output order against PriorBox, the reshape helper, initialisation."""
+
+import math
+
+import torch
+
+from models.head import DetectionHead, flatten_level_output
+from utils.box.prior_box import PriorBox
+
+
+def test_flatten_level_output_moves_channel_a_k_of_cell_i_j_to_row_i_w_j_a():
+    height, width, anchors, k = 2, 3, 6, 4
+    x = torch.arange(anchors * k * height * width, dtype=torch.float32).reshape(1, anchors * k, height, width)
+    flat = flatten_level_output(x, k)
+    assert flat.shape == (1, height * width * anchors, k)
+    for i in range(height):
+        for j in range(width):
+            for a in range(anchors):
+                for c in range(k):
+                    assert flat[0, (i * width + j) * anchors + a, c] == x[0, a * k + c, i, j]
+
+
+def anchor_channel_map(side: int, base: float) -> torch.Tensor:
+    """A head-shaped map [1, 6 * 4, side, side] holding, in anchor a's 4 channels, the (cx, cy, w, h) of facts §1."""
+    r = math.sqrt(2.0)
+    shapes = [(base, base), (base * r, base / r), (base / r, base * r),
+              (base * r, base * r), (2 * base, base), (base, 2 * base)]
+    centres = (torch.arange(side, dtype=torch.float64) + 0.5) / side
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    channels = []
+    for w, h in shapes:
+        channels += [cx, cy, torch.full_like(cx, w), torch.full_like(cx, h)]
+    return torch.stack(channels)[None]
+
+
+def test_level_row_column_anchor_order_matches_prior_box():
+    """Flattening per-level maps of the anchors' own (cx, cy, w, h) and concatenating the levels gives PriorBox."""
+    for size, sides in ((320, [40, 20, 10, 5]), (512, [64, 32, 16, 8, 4])):
+        maps = [anchor_channel_map(side, 24.0 * 2**k / size) for k, side in enumerate(sides)]
+        flat = torch.cat([flatten_level_output(m, 4) for m in maps], dim=1)[0].clamp(0.0, 1.0)
+        torch.testing.assert_close(flat.float(), PriorBox(base_anchor_size=24.0, size=size).forward())
+
+
+def test_head_concatenates_levels_in_order():
+    """Level 0 fills the first 6 * H0 * W0 rows: a head that outputs its level index shows the boundaries."""
+    head = DetectionHead([8, 8], num_classes=3)
+    for level, (loc, conf) in enumerate(zip(head.loc, head.conf)):
+        torch.nn.init.zeros_(loc.weight)
+        torch.nn.init.constant_(loc.bias, float(level))
+        torch.nn.init.zeros_(conf.weight)
+        torch.nn.init.constant_(conf.bias, float(level))
+    loc, conf = head([torch.randn(2, 8, 4, 4), torch.randn(2, 8, 2, 2)])
+    assert loc.shape == (2, 6 * 20, 4) and conf.shape == (2, 6 * 20, 3)
+    expected = torch.cat([torch.zeros(6 * 16), torch.ones(6 * 4)])
+    assert torch.equal(loc[0, :, 0], expected) and torch.equal(conf[1, :, 2], expected)
+
+
+def test_head_initialisation():
+    torch.manual_seed(0)
+    head = DetectionHead([256, 256, 512], num_classes=20)
+    for conv in head.conf:
+        assert torch.equal(conv.bias, torch.full((6 * 20,), -math.log(99.0)))
+        assert abs(conv.bias[0].item() - (-4.59512)) < 1e-5
+    for conv in head.loc:
+        assert torch.equal(conv.bias, torch.zeros(6 * 4))
+    weights = torch.cat([conv.weight.flatten() for conv in [*head.loc, *head.conf]])
+    assert abs(weights.mean().item()) < 5e-4
+    assert abs(weights.std().item() - 0.01) < 1e-4
+    assert [conv.in_channels for conv in head.conf] == [256, 256, 512]
+
+
+def test_initial_scores_are_the_prior_probability():
+    """With zero features every logit is the bias, so sigmoid(conf) = 0.01 and loc = 0."""
+    head = DetectionHead([16], num_classes=2)
+    loc, conf = head([torch.zeros(1, 16, 3, 3)])
+    torch.testing.assert_close(conf.sigmoid(), torch.full((1, 54, 2), 0.01))
+    assert torch.equal(loc, torch.zeros(1, 54, 4))

@@ -1,0 +1,99 @@
+"""ImageNet backbone weights: torchvision cache, local files, and the one-line errors when they are missing."""
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from models import PretrainedWeightsError, build_detector
+from models.backbones import ResNet18, VGG16BN
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """An empty torch.hub directory: torchvision's weights API caches under <hub_dir>/checkpoints."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert torch.hub.get_dir() == str(tmp_path / "hub")
+    return tmp_path / "hub"
+
+
+def small_vgg16_bn_state_dict() -> dict[str, torch.Tensor]:
+    """A randomly initialised torchvision vgg16_bn state dict, its classifier (dropped on load) cut to 1 value per
+    tensor so the file stays small; every `features.*` tensor is the real one."""
+    state = torchvision.models.vgg16_bn().state_dict()
+    return {k: (v.flatten()[:1].clone() if k.startswith("classifier.") else v) for k, v in state.items()}
+
+
+def assert_backbone_equals(backbone: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_resnet18_from_torchvision_cache(hub_dir):
+    """pretrained=True goes through torchvision's weights API and finds the file already in its cache."""
+    state = torchvision.models.resnet18().state_dict()
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    torch.save(state, hub_dir / "checkpoints" / "resnet18-f37072fd.pth")
+    model = build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=True)
+    assert len(model.backbone.state_dict()) == len(state) - 2  # every key but fc.weight and fc.bias
+    assert_backbone_equals(model.backbone, state)
+
+
+def test_vgg16_from_local_file(tmp_path):
+    state = small_vgg16_bn_state_dict()
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(state, path)
+    model = build_detector("pafpn", "vgg16", 320, num_classes=20, pretrained=str(path))
+    kept = {k for k in state if not k.startswith("classifier.")}
+    assert set(model.backbone.state_dict()) == kept  # every feature key up to conv5_3, unchanged names
+    assert_backbone_equals(model.backbone, state)
+
+
+def test_offline_download_raises_one_line_instruction(hub_dir, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_detector("retinanet", "vgg16", 320, num_classes=20, pretrained=True)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth" in message
+    assert f"place that file at {hub_dir / 'checkpoints' / 'vgg16_bn-6c64b313.pth'}" in message
+    assert "--pretrained PATH" in message and "--no-pretrained" in message
+    assert isinstance(error.value, RuntimeError)
+
+
+def test_missing_local_file(tmp_path):
+    with pytest.raises(PretrainedWeightsError, match=r"--pretrained .*missing\.pth: no such file"):
+        build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=tmp_path / "missing.pth")
+
+
+def test_wrong_architecture_names_the_missing_keys(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match=r"does not fit the VGG16BN backbone: missing keys \['features\.0\.bias'"):
+        build_detector("fssd", "vgg16", 320, num_classes=20, pretrained=str(path))
+
+
+def test_wrong_shape_is_reported(tmp_path):
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    with pytest.raises(PretrainedWeightsError, match=r"size mismatch for conv1\.weight"):
+        build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
+
+
+def test_no_pretrained_keeps_random_init():
+    torch.manual_seed(0)
+    first = ResNet18().state_dict()
+    torch.manual_seed(0)
+    model = build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=False)
+    assert_backbone_equals(model.backbone, first)
+
+
+def test_backbone_urls_are_the_papers_checkpoints():
+    assert VGG16BN.imagenet_weights.url == "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+    assert ResNet18.imagenet_weights.url.startswith("https://download.pytorch.org/models/resnet18-")
