@@ -4,9 +4,9 @@
 ReLU(scale * ConvLinear(concat(branches)) + shortcut(x)), with a 1x1 shortcut.
 """
 
-from torch import Tensor, nn
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from models.blocks import BasicConv
 
