@@ -45,6 +45,7 @@ __all__ = [
     "ShapesSample",
     "shape_mask",
     "render_sample",
+    "voc_annotation_xml",
     "split_layouts",
     "generate_shapes_dataset",
     "ensure_shapes_dataset",
@@ -190,8 +191,14 @@ def shape_mask(kind: str, width: float, height: float, angle_deg: float = 0.0) -
 # Rendering one image
 # --------------------------------------------------------------------------------------------------
 
+def _split_number(split: str) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return SPLITS.index(split)
+
+
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), index])))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _split_number(split), index])))
 
 
 def split_layouts(seed: int, split: str, count: int) -> list[str]:
@@ -202,7 +209,7 @@ def split_layouts(seed: int, split: str, count: int) -> list[str]:
     if count < 2:
         raise ValueError(f"the {split} split needs at least 2 images (one empty, one crowded), got {count}")
     special = max(1, count // 100)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), 2**31])))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, _split_number(split), 2**31])))
     order = rng.permutation(count)
     layouts = ["normal"] * count
     for position in order[:special]:
@@ -259,6 +266,17 @@ def _draw_distractor(rng: np.random.Generator, image: np.ndarray) -> None:
         cv2.putText(image, text, centre, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.4, 1.4)), colour, int(rng.integers(1, 3)))
 
 
+def _object_count(rng: np.random.Generator, layout: str) -> int:
+    """Objects to attempt: none (empty), 1 + Poisson(3) capped at 15 (normal), 55-79 (crowded)."""
+    if layout == "empty":
+        return 0
+    if layout == "normal":
+        return min(1 + int(rng.poisson(3.0)), 15)
+    if layout == "crowded":
+        return int(rng.integers(55, 80))
+    raise ValueError(f"unknown layout {layout!r}; expected 'normal', 'empty' or 'crowded'")
+
+
 def _object_size(rng: np.random.Generator, layout: str, max_size: float) -> float:
     """Side of the unrotated shape box in px: log-uniform 16-200 px (80 %), 8-16 px (12 %), 200-max (8 %)."""
     if layout == "crowded":
@@ -301,6 +319,7 @@ def render_sample(seed: int, split: str, index: int, layout: str = "normal") -> 
     new shape inside the image or under ``MIN_VISIBLE_FRACTION`` of an earlier object visible.
     """
     rng = _image_rng(seed, split, index)
+    target = _object_count(rng, layout)
     side_low = 352 if layout == "crowded" else 256
     width, height = (int(v) for v in rng.integers(side_low, 385, size=2))
     canvas = _background(rng, height, width)
@@ -313,7 +332,6 @@ def render_sample(seed: int, split: str, index: int, layout: str = "normal") -> 
     names: list[str] = []
     colours: list[np.ndarray] = []
     truncated: list[bool] = []
-    target = {"empty": 0, "normal": min(1 + int(rng.poisson(3.0)), 15)}.get(layout, int(rng.integers(55, 80)))
     max_size = MAX_OBJECT_FRACTION * min(width, height)
     sizes = sorted((_object_size(rng, layout, max_size) for _ in range(target)), reverse=True)
     for size in sizes:

@@ -127,6 +127,13 @@ def test_layouts_need_two_images():
     assert sorted(split_layouts(0, "trainval", 250)).count("crowded") == 2
 
 
+def test_unknown_split_and_layout_are_rejected():
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        render_sample(0, "val", 0)
+    with pytest.raises(ValueError, match="unknown layout 'busy'"):
+        render_sample(0, "test", 0, "busy")
+
+
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset, tmp_path):
     again = generate_shapes_dataset(tmp_path / "again", seed=SEED, num_trainval=NUM_TRAINVAL, num_test=NUM_TEST)
     assert all_files(again) == all_files(dataset)
