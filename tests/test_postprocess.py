@@ -1,0 +1,182 @@
+"""Batched post-processing against a plain per-image, per-class reference."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou, nms
+
+from data.voc_eval import evaluate_voc
+from utils.box import BoxCoder, PriorBox
+from utils.postprocess import PRE_NMS_TOPK, PostProcessor
+
+IMAGE_SIZES = torch.tensor([[480, 640], [333, 500], [100, 90]])  # (height, width)
+
+
+def distinct_logits(generator, batch, anchors, classes, low=0.001, high=0.9):
+    """Logits whose sigmoids are distinct and well spaced in float32, so the score order has no ties."""
+    n = batch * anchors * classes
+    probabilities = low + (high - low) * (torch.randperm(n, generator=generator).double() + 1) / (n + 1)
+    return torch.logit(probabilities).float().reshape(batch, anchors, classes)
+
+
+def reference(loc, conf, priors, image_sizes, score_thresh=0.005, nms_thresh=0.5, max_per_image=300):
+    """One image and one class at a time, with the decode written out from facts §1."""
+    out = []
+    for b in range(len(loc)):
+        height, width = image_sizes[b].tolist()
+        t, a = loc[b].double(), priors.double()
+        cx, cy = a[:, 0] + 0.1 * t[:, 0] * a[:, 2], a[:, 1] + 0.1 * t[:, 1] * a[:, 3]
+        w, h = a[:, 2] * torch.exp(0.2 * t[:, 2]), a[:, 3] * torch.exp(0.2 * t[:, 3])
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).clamp(0, 1)
+        boxes = (boxes * torch.tensor([width, height, width, height])).float()
+        scores = torch.sigmoid(conf[b].float())
+        rows = []
+        for c in range(scores.shape[1]):
+            keep = scores[:, c] > score_thresh
+            class_boxes, class_scores = boxes[keep], scores[keep, c]
+            kept = nms(class_boxes, class_scores, nms_thresh)
+            rows += [(class_scores[i].item(), class_boxes[i], c) for i in kept.tolist()]
+        rows.sort(key=lambda r: -r[0])
+        rows = rows[:max_per_image]
+        out.append({
+            "boxes": torch.stack([r[1] for r in rows]) if rows else torch.zeros(0, 4),
+            "scores": torch.tensor([r[0] for r in rows]),
+            "labels": torch.tensor([r[2] for r in rows], dtype=torch.int64),
+        })
+    return out
+
+
+def assert_same_detections(actual, expected, atol=1e-4):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert len(a["scores"]) == len(e["scores"])
+        torch.testing.assert_close(a["scores"], e["scores"], rtol=0, atol=0)
+        torch.testing.assert_close(a["labels"], e["labels"], rtol=0, atol=0)
+        torch.testing.assert_close(a["boxes"], e["boxes"], rtol=0, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def priors():
+    return PriorBox(size=64).forward()  # [510, 4]
+
+
+@pytest.mark.parametrize("max_per_image", [300, 25])
+def test_batched_equals_per_image_per_class_reference(priors, max_per_image):
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 3, len(priors), 4)
+    post = PostProcessor(priors, pre_nms_topk=None, max_per_image=max_per_image)
+    actual = post(loc, conf, IMAGE_SIZES)
+    expected = reference(loc, conf, priors, IMAGE_SIZES, max_per_image=max_per_image)
+    assert [len(d["scores"]) for d in actual] == [max_per_image] * 3  # the cap is exercised
+    assert_same_detections(actual, expected)
+
+
+def test_output_types_caps_and_boxes_inside_each_image(priors):
+    generator = torch.Generator().manual_seed(1)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 3.0  # many boxes leave the image
+    conf = torch.randn(3, len(priors), 20, generator=generator)
+    for detections, (height, width) in zip(PostProcessor(priors)(loc, conf, IMAGE_SIZES), IMAGE_SIZES.tolist()):
+        assert detections["boxes"].dtype == torch.float32 and detections["labels"].dtype == torch.int64
+        assert len(detections["scores"]) == 300
+        assert torch.all(detections["scores"][:-1] >= detections["scores"][1:])
+        boxes = detections["boxes"]
+        assert boxes.min() >= 0 and torch.all(boxes[:, [0, 2]] <= width) and torch.all(boxes[:, [1, 3]] <= height)
+        assert torch.all(detections["scores"] > 0.005)
+
+
+def test_half_precision_inputs_give_float32_detections(priors):
+    generator = torch.Generator().manual_seed(2)
+    loc = (torch.randn(2, len(priors), 4, generator=generator) * 0.5).half()
+    conf = distinct_logits(generator, 2, len(priors), 3).half()
+    post = PostProcessor(priors, pre_nms_topk=None)
+    from_half = post(loc, conf, IMAGE_SIZES[:2])
+    assert from_half[0]["boxes"].dtype == torch.float32 and from_half[0]["scores"].dtype == torch.float32
+    assert_same_detections(from_half, post(loc.float(), conf.float(), IMAGE_SIZES[:2]), atol=0)
+
+
+def test_pre_nms_topk_is_exact_when_enough_boxes_survive_from_the_top(priors):
+    generator = torch.Generator().manual_seed(3)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 3, len(priors), 4)  # 2040 candidates per image, all above 0.005
+    with_topk = PostProcessor(priors, pre_nms_topk=300, max_per_image=100)(loc, conf, IMAGE_SIZES)
+    assert [len(d["scores"]) for d in with_topk] == [100] * 3  # >= max_per_image survivors from the top 300
+    assert_same_detections(with_topk, PostProcessor(priors, pre_nms_topk=None, max_per_image=100)(loc, conf, IMAGE_SIZES))
+
+
+def synthetic_detector_outputs(priors, gt_boxes, gt_labels, num_classes, generator):
+    """Head outputs of a plausible detector: anchors overlapping an object regress to a jittered copy of it
+    and score its class by their IoU; every other (anchor, class) pair scores around 0.004."""
+    coder = BoxCoder()
+    anchors_xyxy = torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], 1)
+    batch = len(gt_boxes)
+    loc = torch.randn(batch, len(priors), 4, generator=generator) * 0.5
+    conf = torch.randn(batch, len(priors), num_classes, generator=generator) * 0.6 - 5.5
+    for b in range(batch):
+        iou, best = box_iou(gt_boxes[b], anchors_xyxy).max(0)  # [A]
+        near = iou > 0.3
+        jitter = torch.randn(int(near.sum()), 4, generator=generator) * 0.01
+        target = (gt_boxes[b][best[near]] + jitter).clamp(0, 1)
+        loc[b, near] = coder.encode(target, priors[near])
+        conf[b, near, gt_labels[b][best[near]]] = 8 * iou[near] - 4 + torch.randn(int(near.sum()), generator=generator)
+    return loc, conf
+
+
+@pytest.fixture(scope="module")
+def synthetic_set():
+    """4 images of 6 objects (20 classes, 2040 anchors), head outputs and the exact (no top-k) evaluation."""
+    generator = torch.Generator().manual_seed(4)
+    priors = PriorBox(size=128).forward()
+    num_classes, batch = 20, 4
+    gt_boxes, gt_labels, ground_truth = [], [], []
+    image_sizes = torch.tensor([[375, 500]] * batch)
+    for _ in range(batch):
+        n = 6
+        xy = torch.rand(n, 2, generator=generator) * 0.6
+        boxes = torch.cat([xy, xy + 0.1 + torch.rand(n, 2, generator=generator) * 0.3], 1).clamp(max=1)
+        gt_boxes.append(boxes)
+        gt_labels.append(torch.randint(0, num_classes, (n,), generator=generator))
+        pixels = boxes.double() * torch.tensor([500, 375, 500, 375])
+        ground_truth.append({
+            "boxes": (pixels + torch.tensor([1.0, 1.0, 0.0, 0.0])).numpy(),  # continuous -> devkit pixels
+            "labels": gt_labels[-1].numpy(), "difficult": np.zeros(n, bool),
+        })
+    loc, conf = synthetic_detector_outputs(priors, gt_boxes, gt_labels, num_classes, generator)
+
+    def evaluate(pre_nms_topk):
+        detections = PostProcessor(priors, pre_nms_topk=pre_nms_topk)(loc, conf, image_sizes)
+        numpy_detections = [{k: v.numpy() for k, v in d.items()} for d in detections]
+        return evaluate_voc(numpy_detections, ground_truth, [str(c) for c in range(num_classes)]), detections
+
+    return conf, evaluate, evaluate(None)
+
+
+@pytest.mark.parametrize("pre_nms_topk", [PRE_NMS_TOPK, 150])
+def test_pre_nms_topk_leaves_map_unchanged_on_a_synthetic_set(synthetic_set, pre_nms_topk):
+    # Both values cut candidates; the default still returns exactly the exact detections here, and 150 changes
+    # the low-scoring tail of the detections but not the mAP.
+    conf, evaluate, (exact, exact_detections) = synthetic_set
+    assert (torch.sigmoid(conf) > 0.005).sum(dim=(1, 2)).min() > 10 * PRE_NMS_TOPK  # the top-k does cut
+    cut, cut_detections = evaluate(pre_nms_topk)
+    differ = [len(a["scores"]) != len(b["scores"]) or not torch.equal(a["scores"], b["scores"])
+              for a, b in zip(exact_detections, cut_detections)]
+    assert any(differ) == (pre_nms_topk < PRE_NMS_TOPK)
+    assert 0.5 < exact["mAP"] < 1.0
+    assert cut["mAP"] == exact["mAP"]
+    np.testing.assert_array_equal(cut["per_threshold_AP"], exact["per_threshold_AP"])  # NaN: classes without objects
+
+
+def test_mismatched_anchor_count_is_a_clear_error(priors):
+    with pytest.raises(ValueError, match="A = 510 anchors; build the priors with the model's --size"):
+        PostProcessor(priors)(torch.zeros(1, 100, 4), torch.zeros(1, 100, 3), IMAGE_SIZES[:1])
+
+
+def test_untrained_model_scores_pass_the_threshold():
+    # The prior-probability bias gives sigmoid = 0.01 > 0.005 everywhere: every pair is a candidate,
+    # which is the case the pre-NMS top-k bounds. With loc = 0 the boxes are the anchors themselves.
+    priors = PriorBox(size=64).forward()
+    loc, conf = torch.zeros(1, len(priors), 4), torch.full((1, len(priors), 2), -math.log((1 - 0.01) / 0.01))
+    detections = PostProcessor(priors)(loc, conf, IMAGE_SIZES[:1])[0]
+    assert 100 < len(detections["scores"]) <= 300
+    torch.testing.assert_close(detections["scores"], torch.full_like(detections["scores"], 0.01), rtol=1e-5, atol=0)
