@@ -102,7 +102,7 @@ def evaluate_coco(
         return _metrics(np.zeros(12), {c["name"]: 0.0 for c in categories})
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the caller prints the table
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)

@@ -1,0 +1,160 @@
+"""Batched inference over a DataLoader and dataset-level evaluation, with a fake model and tiny fake datasets."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from data.coco_eval import detections_to_coco_results, evaluate_coco
+from data.voc_eval import evaluate_voc
+from tests.test_coco_eval import CATEGORY_IDS, CATEGORY_NAMES, make_ground_truth, random_detections
+from utils.box import PriorBox
+from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.postprocess import PostProcessor
+
+SIZE, NUM_CLASSES, NUM_IMAGES = 64, 3, 7
+PRIORS = PriorBox(size=SIZE).forward()  # [510, 4]
+
+
+class FakeDetector(nn.Module):
+    """Fixed random outputs per image; image i is filled with the value i, which picks its outputs."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("loc", torch.randn(NUM_IMAGES, len(PRIORS), 4, generator=generator) * 0.5)
+        self.register_buffer("conf", torch.randn(NUM_IMAGES, len(PRIORS), NUM_CLASSES, generator=generator) - 2)
+
+    def forward(self, images):
+        index = images[:, 0, 0, 0].long()
+        return self.loc[index], self.conf[index]
+
+
+def collate(batch):
+    images, targets, indices = zip(*batch)
+    return torch.stack(images), list(targets), torch.tensor(indices)
+
+
+class FakeVocDataset(Dataset):
+    kind = "voc"
+    class_names = ["circle", "square", "star"]
+
+    def __init__(self):
+        self.image_ids = [f"{i:06d}" for i in range(NUM_IMAGES)]
+        self.sizes = [(100 + 10 * i, 200 - 5 * i) for i in range(NUM_IMAGES)]
+
+    def __len__(self):
+        return NUM_IMAGES
+
+    def __getitem__(self, i):
+        return torch.full((3, SIZE, SIZE), float(i)), torch.zeros(0, 5), i
+
+    def image_size(self, i):
+        return self.sizes[i]
+
+    def ground_truth(self):
+        """The fake model's 4 best detections per image, rounded to whole devkit pixels; the 4th is difficult."""
+        out = []
+        for d in per_image_reference(FakeDetector(), self)[: len(self)]:
+            boxes = (d["boxes"][:4].astype(np.float64) + [1, 1, 0, 0] + [3, 0, 0, 2]).round()
+            out.append({"boxes": boxes, "labels": d["labels"][:4], "difficult": np.arange(len(boxes)) == 3})
+        return out
+
+
+class FakeCocoDataset(FakeVocDataset):
+    kind = "coco"
+    class_names = CATEGORY_NAMES
+    category_ids = CATEGORY_IDS
+
+    def __init__(self):
+        super().__init__()
+        self.coco = make_ground_truth(0, num_images=NUM_IMAGES)
+        self.image_ids = sorted(self.coco.getImgIds())
+
+
+def per_image_reference(model, dataset):
+    post = PostProcessor(PRIORS)
+    out = []
+    for i in range(len(dataset)):
+        loc, conf = model(dataset[i][0][None])
+        result = post(loc, conf, torch.tensor([dataset.image_size(i)]))[0]
+        out.append({k: v.numpy() for k, v in result.items()})
+    return out
+
+
+def assert_detections_equal(actual, expected):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        for key in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(a[key], e[key])
+
+
+def test_batched_inference_equals_one_image_at_a_time_and_is_indexed_like_the_dataset():
+    dataset, model = FakeVocDataset(), FakeDetector().train()
+    loader = DataLoader(dataset, batch_size=3, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))
+    detections = run_inference(model, loader, PRIORS, torch.device("cpu"))
+    assert model.training  # the mode is restored
+    assert_detections_equal(detections, per_image_reference(model, dataset))
+    assert all(d["boxes"].dtype == np.float32 and d["labels"].dtype == np.int64 for d in detections)
+
+
+def test_distributed_share_leaves_other_images_empty_and_gather_is_a_no_op_without_ddp():
+    dataset, model = FakeVocDataset(), FakeDetector()
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
+    loader = DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate)
+    detections = gather_detections(run_inference(model, loader, PRIORS, torch.device("cpu")))
+    assert [i for i, d in enumerate(detections) if d is not None] == [0, 1, 3, 5]  # 7 images padded to 8
+    with pytest.raises(ValueError, match="3 missing; call gather_detections"):
+        evaluate_detections(dataset, detections, "unused", run_info={})
+
+
+def test_anchor_count_mismatch_names_the_flag():
+    loader = DataLoader(FakeVocDataset(), batch_size=2, collate_fn=collate)
+    with pytest.raises(ValueError, match="same --size"):
+        run_inference(FakeDetector(), loader, PriorBox(size=128).forward(), torch.device("cpu"),
+                      postprocessor=PostProcessor(PRIORS))
+
+
+def test_voc_evaluation_writes_devkit_files_summary_and_prints_both_protocols(tmp_path, capsys):
+    dataset, model = FakeVocDataset(), FakeDetector()
+    detections = run_inference(model, DataLoader(dataset, batch_size=4, collate_fn=collate), PRIORS, torch.device("cpu"))
+    run_info = {"dataset": "VOC", "split": "2007_test", "config": {"version": "pafpn", "size": 320},
+                "checkpoint": "weights/x.pth"}
+    metrics = evaluate_detections(dataset, detections, tmp_path, run_info=run_info)
+
+    expected = evaluate_voc(detections, dataset.ground_truth(), dataset.class_names)
+    assert json.dumps(metrics) == json.dumps(expected) and 0 < metrics["mAP"] < metrics["AP50"] < 1
+    printed = capsys.readouterr().out
+    assert "paper protocol: mean over IoU .50:.05:.95 of VOC07 11-point AP" in printed
+    assert f"standard VOC07 mAP@0.5 (11-point) = {expected['VOC07_mAP50']:.4f}" in printed
+    lines = (tmp_path / "comp4_det_test_star.txt").read_text().splitlines()
+    assert len(lines) == sum(int((d["labels"] == 2).sum()) for d in detections)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {k: summary[k] for k in ("dataset", "split", "config", "checkpoint", "num_images")} == {
+        **run_info, "num_images": NUM_IMAGES}
+    assert summary["metrics"]["mAP"] == metrics["mAP"] and "date" in summary
+
+    # the files keep 0.01 px and 6 score decimals (ties among rounded scores can reorder a few detections);
+    # the exact round trip on representable values is in test_voc_eval
+    from_files = evaluate_results_file(tmp_path, dataset)
+    assert from_files["mAP"] == pytest.approx(metrics["mAP"], abs=1e-2)
+    assert from_files["AP50"] == pytest.approx(metrics["AP50"], abs=1e-2)
+
+
+def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, capsys):
+    dataset = FakeCocoDataset()
+    detections = random_detections(dataset.coco, 0)
+    metrics = evaluate_detections(dataset, detections, tmp_path, run_info={"dataset": "COCO", "split": "val2017"})
+
+    results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
+    assert metrics["stats"] == evaluate_coco(results, dataset.coco)["stats"]
+    assert json.loads((tmp_path / "detections_val2017_results.json").read_text()) == results
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1].startswith(f"COCO mAP = {metrics['mAP']:.4f}")
+    assert evaluate_results_file(tmp_path / "detections_val2017_results.json", dataset)["stats"] == metrics["stats"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["metrics"]["stats"] == metrics["stats"] and summary["checkpoint"] is None

@@ -1,0 +1,187 @@
+"""Batched inference over a DataLoader and dataset-level evaluation (VOC devkit metric or COCO).
+
+``run_inference`` -> ``gather_detections`` (a no-op without torch.distributed) -> ``evaluate_detections``,
+which writes ``out_dir/comp4_det_test_<class>.txt`` (VOC) or ``out_dir/detections_<split>_results.json``
+(COCO), prints the tables and writes ``out_dir/summary.json``. ``evaluate_results_file`` re-evaluates
+those files without a model (``--eval_results``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
+from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
+from utils.postprocess import PostProcessor
+
+Detections = dict[str, np.ndarray]
+
+
+def run_inference(
+    model: nn.Module,
+    loader: DataLoader,
+    priors: Tensor,
+    device: torch.device,
+    *,
+    postprocessor: PostProcessor | None = None,
+    amp_dtype: torch.dtype | None = None,
+    desc: str = "Evaluating",
+) -> list[Detections | None]:
+    """Detections for the images the loader yields, in batches, under ``torch.inference_mode``.
+
+    Args:
+        model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``.
+        loader: yields ``(images, targets, indices)`` (``detection_collate``); its dataset has ``image_size(i)``.
+        priors: ``[A, 4]`` anchors, cxcywh normalised; checked against the model's A.
+        device: where the model runs.
+        postprocessor: default ``PostProcessor(priors)`` (score 0.005, NMS 0.5, 300 per image).
+        amp_dtype: ``torch.float16`` / ``torch.bfloat16`` to run the model under autocast; None for float32.
+        desc: the tqdm bar's label.
+
+    Returns:
+        A list indexed like ``loader.dataset``: ``{"boxes" float32 [n, 4] x1y1x2y2 0-based continuous pixels of
+        the original image, "scores" float32 [n], "labels" int64 [n]}`` for every image this process saw, ``None``
+        for the others (another rank's share under a ``DistributedSampler``; see ``gather_detections``).
+    """
+    dataset = loader.dataset
+    postprocessor = postprocessor or PostProcessor(priors)
+    detections: list[Detections | None] = [None] * len(dataset)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for images, _, indices in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True):
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loc, conf = model(images)
+            if loc.shape[1] != len(priors):
+                raise ValueError(
+                    f"run_inference: the model outputs {loc.shape[1]} anchors per image but priors has {len(priors)}; "
+                    "build PriorBox with the same --size as the model"
+                )
+            indices = [int(i) for i in indices]
+            image_sizes = torch.tensor([dataset.image_size(i) for i in indices], device=device)  # [B, 2] (h, w)
+            for index, result in zip(indices, postprocessor(loc, conf, image_sizes)):
+                detections[index] = {key: value.cpu().numpy() for key, value in result.items()}
+    model.train(was_training)
+    return detections
+
+
+def gather_detections(detections: list[Detections | None]) -> list[Detections | None]:
+    """Merges every rank's share of ``run_inference``'s list (``all_gather_object``); unchanged without DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return detections
+    shares: list[list[Detections | None] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, detections)
+    merged = list(detections)
+    for share in shares:
+        for index, result in enumerate(share):
+            if result is not None:
+                merged[index] = result
+    return merged
+
+
+def evaluate_detections(dataset, detections: list[Detections | None], out_dir: Path, *, run_info: dict) -> dict:
+    """Scores detections with the dataset's metric, prints the tables and writes the results files.
+
+    Args:
+        dataset: has ``kind`` ("voc" or "coco"), ``class_names``, ``image_ids`` and ``ground_truth()`` (VOC) or
+            ``coco`` and ``category_ids`` (COCO).
+        detections: one entry per dataset image (``run_inference`` + ``gather_detections``).
+        out_dir: e.g. ``eval/VOC``; created if needed.
+        run_info: what identifies the run in ``summary.json``: ``dataset``, ``split`` (also names the COCO results
+            file, default ``val2017``), ``config`` (dict), ``checkpoint``.
+
+    Returns:
+        The metric dict (``mAP``, ``AP50``, ``AP75`` as fractions, and the rest; see ``evaluate_voc`` /
+        ``evaluate_coco``).
+    """
+    missing = [i for i, d in enumerate(detections) if d is None]
+    if len(detections) != len(dataset) or missing:
+        raise ValueError(
+            f"evaluate_detections: need one entry per image of the dataset ({len(dataset)}), got {len(detections)} "
+            f"with {len(missing)} missing; call gather_detections after a distributed run_inference"
+        )
+    out_dir = Path(out_dir)
+    if dataset.kind == "voc":
+        write_voc_results(detections, dataset.image_ids, dataset.class_names, out_dir)
+        metrics = evaluate_voc(detections, dataset.ground_truth(), dataset.class_names)
+        print(format_voc_report(metrics))
+    elif dataset.kind == "coco":
+        results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
+        split = run_info.get("split", "val2017")
+        write_coco_results(results, out_dir / f"detections_{split}_results.json")
+        metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)
+        print(format_coco_report(metrics))
+    else:
+        raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
+    write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
+    return metrics
+
+
+def evaluate_results_file(path: Path, dataset) -> dict:
+    """Evaluates saved results without a model: a folder of VOC ``comp4_det_test_<class>.txt`` files or a COCO
+    results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict."""
+    path = Path(path)
+    if dataset.kind == "voc":
+        if not path.is_dir():
+            raise ValueError(f"--eval_results {path}: a VOC dataset needs the folder holding comp4_det_test_<class>.txt")
+        metrics = evaluate_voc(read_voc_results(path, dataset.image_ids, dataset.class_names),
+                               dataset.ground_truth(), dataset.class_names)
+        print(format_voc_report(metrics))
+    elif dataset.kind == "coco":
+        if not path.is_file():
+            raise ValueError(f"--eval_results {path}: a COCO dataset needs a results JSON file")
+        metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids)
+        print(format_coco_report(metrics))
+    else:
+        raise ValueError(f"evaluate_results_file: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
+    return metrics
+
+
+def format_voc_report(metrics: dict) -> str:
+    """The paper's protocol block, the standard VOC07 mAP@0.5 and the per-class AP@0.5 table."""
+    width = max((len(name) for name in metrics["per_class_AP50"]), default=0)
+    return "\n".join([
+        "VOC, paper protocol: mean over IoU .50:.05:.95 of VOC07 11-point AP (difficult ignored, +1 pixel)",
+        f"  mAP = {metrics['mAP']:.4f}  AP50 = {metrics['AP50']:.4f}  AP75 = {metrics['AP75']:.4f}",
+        f"standard VOC07 mAP@0.5 (11-point) = {metrics['VOC07_mAP50']:.4f}",
+        "per-class AP@0.5 (VOC07 11-point):",
+        *(f"  {name:<{width}}  {ap:.4f}" for name, ap in metrics["per_class_AP50"].items()),
+    ])
+
+
+def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) -> Path:
+    """``summary.json``: dataset, split, model config, checkpoint, date, image count and every metric (NaN -> null)."""
+    summary = {
+        "dataset": run_info.get("dataset"),
+        "split": run_info.get("split"),
+        "config": run_info.get("config"),
+        "checkpoint": None if run_info.get("checkpoint") is None else str(run_info["checkpoint"]),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "num_images": num_images,
+        "metrics": _json_safe(metrics),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path
+
+
+def _json_safe(value):
+    """Floats that JSON cannot hold (NaN, inf) become null, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
