@@ -1,0 +1,28 @@
+"""Anchor assignment: the IoU baseline and Mutual Guidance (facts §4), batched over images and objects."""
+from .assignment import (
+    IGNORE,
+    NEGATIVE,
+    POSITIVE,
+    Assignment,
+    PaddedTargets,
+    image_chunks,
+    pad_targets,
+)
+from .iou_assigner import IoUAssigner, assign_by_iou
+from .mutual_guidance import MutualGuidanceAssigner, MutualGuidanceAssignment
+from .quality import amplified_iou
+
+__all__ = [
+    "IGNORE",
+    "NEGATIVE",
+    "POSITIVE",
+    "Assignment",
+    "IoUAssigner",
+    "MutualGuidanceAssigner",
+    "MutualGuidanceAssignment",
+    "PaddedTargets",
+    "amplified_iou",
+    "assign_by_iou",
+    "image_chunks",
+    "pad_targets",
+]

@@ -1,0 +1,103 @@
+"""What every assigner returns, and the padded ground truth every assigner reads.
+
+Shapes: B images, A anchors, G padded object slots per image (``G = max(1, max_i n_i)``).
+Padded slots hold the zero box, whose IoU with any box is 0, so they never take part in an assignment.
+"""
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+IGNORE = -1
+NEGATIVE = 0
+POSITIVE = 1
+
+TARGET_COLUMNS = 5
+
+
+class Assignment(NamedTuple):
+    """Per-anchor result of an assigner.
+
+    gt_index: ``[B, A]`` int64, index of the matched object slot in ``[0, G)``; meaningful where
+        ``state != NEGATIVE`` and 0 elsewhere (so it is always a valid gather index).
+    state: ``[B, A]`` int8, one of ``IGNORE`` (-1, left out of the loss), ``NEGATIVE`` (0, background)
+        and ``POSITIVE`` (1, trained towards object ``gt_index``).
+    """
+
+    gt_index: Tensor
+    state: Tensor
+
+
+class PaddedTargets(NamedTuple):
+    """A batch of per-image targets padded to G slots.
+
+    boxes: ``[B, G, 4]`` float32 xyxy normalised; zero in padded slots.
+    labels: ``[B, G]`` int64 foreground class 0..C-1; zero in padded slots.
+    mask: ``[B, G]`` bool, True for real objects.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    mask: Tensor
+
+
+def pad_targets(
+    targets: Sequence[Tensor], num_classes: int | None = None, device: torch.device | str | None = None
+) -> PaddedTargets:
+    """Pad a list of B targets ``[n_i, 5]`` = ``(x1, y1, x2, y2, class 0..C-1)`` into :class:`PaddedTargets`.
+
+    Checks the shapes and, when ``num_classes`` is given, the class range (before moving to ``device``,
+    so targets that come from a CPU DataLoader are checked without a device sync). Images with no
+    object (``[0, 5]``) are valid.
+    """
+    if len(targets) == 0:
+        raise ValueError("pad_targets: got an empty list of targets; pass one [n_i, 5] tensor per image.")
+    for i, target in enumerate(targets):
+        if not isinstance(target, Tensor) or target.dim() != 2 or target.shape[1] != TARGET_COLUMNS:
+            shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+            raise ValueError(
+                f"pad_targets: targets[{i}] has shape {shape}; expected a float tensor [n, 5] = "
+                f"x1, y1, x2, y2 (normalised), class index (use a [0, 5] tensor for an image with no object)."
+            )
+    counts = torch.tensor([len(target) for target in targets])
+    padded = pad_sequence([target.float() for target in targets], batch_first=True)  # [B, n_max, 5]
+    if padded.shape[1] == 0:
+        padded = padded.new_zeros(len(targets), 1, TARGET_COLUMNS)
+    mask = torch.arange(padded.shape[1]) < counts.unsqueeze(1)  # [B, G]
+    labels = padded[..., 4].long()
+    if num_classes is not None:
+        _check_labels(padded[..., 4], mask.to(padded.device), num_classes)
+    return PaddedTargets(
+        boxes=padded[..., :4].to(device),
+        labels=labels.to(device),
+        mask=mask.to(device),
+    )
+
+
+def _check_labels(labels: Tensor, mask: Tensor, num_classes: int) -> None:
+    out_of_range = mask & ((labels < 0) | (labels > num_classes - 1) | (labels != labels.round()))
+    if bool(out_of_range.any()):
+        bad = labels[out_of_range][0].item()
+        raise ValueError(
+            f"targets hold class index {bad} but MultiBoxLoss(num_classes={num_classes}) expects foreground "
+            f"indices 0..{num_classes - 1} in column 4 (the authors' 1..C labels must be shifted by -1 in data/)."
+        )
+
+
+def image_chunks(num_images: int, num_objects: int, num_anchors: int, max_elements: int) -> list[slice]:
+    """Split the batch into runs of images whose ``[b, G, A]`` matrices hold at most ``max_elements``.
+
+    One image per chunk is the floor, so a single image larger than the budget is still processed whole.
+    """
+    per_image = max(num_objects * num_anchors, 1)
+    step = max(1, max_elements // per_image)
+    return [slice(start, min(start + step, num_images)) for start in range(0, num_images, step)]
+
+
+def concat_assignments(parts: Sequence[Assignment]) -> Assignment:
+    """Join per-chunk assignments along the image dimension."""
+    if len(parts) == 1:
+        return parts[0]
+    return Assignment(torch.cat([p.gt_index for p in parts]), torch.cat([p.state for p in parts]))

@@ -1,0 +1,80 @@
+"""The baseline IoU assigner (the authors' ``match``, facts §4), batched over images and objects.
+
+Steps, per image, on the anchor IoU matrix ``[G, A]``:
+    1. each anchor takes its best object (first object on ties);
+    2. each object's best anchor (first anchor on ties) is forced to that object with overlap 1.0;
+       when objects share a best anchor the later object wins, as in the authors' loop;
+    3. overlap >= 0.5 is positive, [0.4, 0.5) ignored, < 0.4 negative.
+Deviation from the authors' code: an object whose IoU with every anchor is 0 (a degenerate box) forces
+nothing, instead of forcing anchor 0 and then encoding ``log(0)`` (facts §11.7).
+"""
+import torch
+from torch import Tensor
+
+from utils.box import corner_form
+
+from .assignment import IGNORE, NEGATIVE, POSITIVE, Assignment, concat_assignments, image_chunks
+from .quality import anchor_iou
+
+DEFAULT_MAX_ELEMENTS = 2**25
+
+
+def assign_by_iou(iou: Tensor, positive_threshold: float = 0.5, ignore_threshold: float = 0.4) -> Assignment:
+    """Steps 1-3 above on a ``[B, G, A]`` IoU matrix (all-zero rows for padded slots) -> ``[B, A]``."""
+    num_images, num_objects, num_anchors = iou.shape
+    best_overlap, gt_index = iou.max(dim=1)  # [B, A]
+    row_best, best_anchor = iou.max(dim=2)  # [B, G]
+    object_index = torch.arange(num_objects, device=iou.device).expand(num_images, -1)
+    forcing_object = torch.where(row_best > 0, object_index, -1)
+    forced_to = torch.full((num_images, num_anchors), -1, dtype=torch.long, device=iou.device)
+    forced_to.scatter_reduce_(1, best_anchor, forcing_object, reduce="amax")  # later object wins
+    is_forced = forced_to >= 0
+    gt_index = torch.where(is_forced, forced_to, gt_index)
+    best_overlap = best_overlap.masked_fill(is_forced, 1.0)
+    state = torch.full_like(gt_index, NEGATIVE, dtype=torch.int8)
+    state.masked_fill_(best_overlap >= ignore_threshold, IGNORE).masked_fill_(best_overlap >= positive_threshold, POSITIVE)
+    return Assignment(gt_index.masked_fill(state == NEGATIVE, 0), state)
+
+
+class IoUAssigner:
+    """Assign anchors to objects by anchor IoU alone (the paper's baseline).
+
+    Args:
+        positive_threshold: IoU at or above which an anchor is positive (0.5).
+        ignore_threshold: IoU at or above which a non-positive anchor is ignored (0.4).
+        max_elements: images are processed in chunks whose ``[b, G, A]`` IoU matrix holds at most this many
+            entries, which bounds the peak memory for images with many objects.
+    """
+
+    def __init__(
+        self, positive_threshold: float = 0.5, ignore_threshold: float = 0.4, max_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> None:
+        if not 0 <= ignore_threshold <= positive_threshold <= 1:
+            raise ValueError(
+                f"IoUAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= positive_threshold ({positive_threshold}) <= 1."
+            )
+        self.positive_threshold = positive_threshold
+        self.ignore_threshold = ignore_threshold
+        self.max_elements = max_elements
+
+    @torch.no_grad()
+    def __call__(self, anchors: Tensor, gt_boxes: Tensor, gt_mask: Tensor) -> Assignment:
+        """Assign.
+
+        Args:
+            anchors: ``[A, 4]`` cxcywh normalised.
+            gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
+            gt_mask: ``[B, G]`` bool, True for real objects.
+
+        Returns:
+            :class:`Assignment` ``[B, A]``.
+        """
+        anchors_xyxy = corner_form(anchors.float())
+        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
+        return concat_assignments(
+            [
+                assign_by_iou(anchor_iou(gt_boxes[chunk], anchors_xyxy), self.positive_threshold, self.ignore_threshold)
+                for chunk in chunks
+            ]
+        )

@@ -1,0 +1,153 @@
+"""Mutual-Guidance assignment (Zhang et al., ACCV 2020; the authors' ``mutual_match``, facts §4), batched.
+
+Inputs are the current training forward's predictions, detached: ``loc`` offsets and ``conf`` logits.
+Steps, for every image and object at once (``[B, G, A]`` matrices):
+
+    1. Quality matrices:  A = IoU(object, anchor);  R = IoU(object, decoded prediction);
+       Q = A ** ((sigma - p) / sigma), p = sigmoid(conf) of the object's own class (sigma = 2), from A as is.
+    2. At least one anchor per object: in A, R and Q each object's best anchor is set to 1.0.
+    3. Each anchor keeps only its best object: entries below their column maximum become 0 (A', R', Q').
+    4. Quotas from the anchor IoU: K_pos = #{A' >= 0.5}, K_ign = #{A' >= 0.4} per object.
+    5. Localize to classify: in R' each object's K_pos best anchors are classification positives and the next
+       K_ign - K_pos are ignored; every other anchor is a classification negative.
+    6. Classify to localize: in Q' each object's K_pos best anchors are regression positives; the rest are
+       negatives (regression has no ignore set).
+    7. An anchor picked by several objects (ties in step 3) keeps the strongest mark, then the first object.
+
+The authors mark ranks with the values 3.0 (positive) and 2.0 (ignored); here they are the ``POSITIVE`` and
+``IGNORE`` states of an :class:`Assignment`, and step 5's positives are the K_pos highest of the K_ign.
+
+Fixes to the authors' code (2dfba78), on purpose:
+    * Zero-IoU top-k (facts §11.3): ``topk(K)`` there can pick entries that are 0 when K exceeds the non-zero
+      entries left in a row after step 3, turning anchors that do not touch the object into positives. Here
+      only non-zero entries are ranked, i.e. each quota is capped at the row's non-zero count (as 5b75dc5 does).
+    * An all-zero row (no prediction overlaps the object, or a degenerate box) is not forced in step 2; the
+      authors' argmax would force anchor 0, a corner anchor unrelated to the object. Such an object gets no
+      positive in that matrix for this step.
+    * Objects are padded per batch; padded slots hold the zero box and take no part.
+"""
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from utils.box import corner_form, decode
+
+from .assignment import Assignment, concat_assignments, image_chunks
+from .iou_assigner import DEFAULT_MAX_ELEMENTS, assign_by_iou
+from .quality import (
+    amplified_iou,
+    anchor_iou,
+    count_at_least,
+    force_best_anchor_,
+    keep_column_max,
+    own_class_probability,
+    predicted_iou,
+    select_top_ranked,
+)
+
+
+class MutualGuidanceAssignment(NamedTuple):
+    """cls: classification targets (positive / ignored / negative); reg: regression targets (positive / negative);
+    iou_baseline: the IoU assigner's result on the same anchor IoU matrix, when asked for (diagnostics), else None."""
+
+    cls: Assignment
+    reg: Assignment
+    iou_baseline: Assignment | None
+
+
+class MutualGuidanceAssigner:
+    """Assign classification and regression targets with Mutual Guidance (steps in the module docstring).
+
+    Args:
+        sigma: the sigma of ``Q = A ** ((sigma - p) / sigma)`` (2.0).
+        positive_threshold: anchor IoU giving the positive quota (0.5).
+        ignore_threshold: anchor IoU giving the ignored quota (0.4).
+        max_elements: images are processed in chunks whose ``[b, G, A]`` matrices hold at most this many
+            entries, which bounds the peak memory for images with many objects.
+    """
+
+    def __init__(
+        self,
+        sigma: float = 2.0,
+        positive_threshold: float = 0.5,
+        ignore_threshold: float = 0.4,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
+        if sigma < 1:
+            raise ValueError(f"MutualGuidanceAssigner: sigma={sigma} must be >= 1 so the exponent (sigma - p) / sigma stays > 0.")
+        if not 0 <= ignore_threshold <= positive_threshold <= 1:
+            raise ValueError(
+                f"MutualGuidanceAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= "
+                f"positive_threshold ({positive_threshold}) <= 1."
+            )
+        self.sigma = sigma
+        self.positive_threshold = positive_threshold
+        self.ignore_threshold = ignore_threshold
+        self.max_elements = max_elements
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor,
+        gt_mask: Tensor,
+        loc: Tensor,
+        conf: Tensor,
+        with_iou_baseline: bool = False,
+    ) -> MutualGuidanceAssignment:
+        """Assign, in float32 whatever the dtype of the predictions.
+
+        Args:
+            anchors: ``[A, 4]`` cxcywh normalised.
+            gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
+            gt_labels: ``[B, G]`` int64 class 0..C-1.
+            gt_mask: ``[B, G]`` bool, True for real objects.
+            loc: ``[B, A, 4]`` predicted offsets (detached here).
+            conf: ``[B, A, C]`` predicted logits (detached here).
+            with_iou_baseline: also return the IoU assigner's result from the same anchor IoU matrix.
+
+        Returns:
+            :class:`MutualGuidanceAssignment` of ``[B, A]`` assignments.
+        """
+        anchors = anchors.float()
+        anchors_xyxy = corner_form(anchors)
+        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
+        loc, conf = loc.detach().float(), conf.detach().float()
+        parts = [
+            self._assign_chunk(anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline)
+            for chunk in image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
+        ]
+        return MutualGuidanceAssignment(
+            cls=concat_assignments([part.cls for part in parts]),
+            reg=concat_assignments([part.reg for part in parts]),
+            iou_baseline=concat_assignments([part.iou_baseline for part in parts]) if with_iou_baseline else None,
+        )
+
+    def _assign_chunk(
+        self,
+        anchors: Tensor,
+        anchors_xyxy: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor,
+        loc: Tensor,
+        conf: Tensor,
+        with_iou_baseline: bool,
+    ) -> MutualGuidanceAssignment:
+        anchor_quality = anchor_iou(gt_boxes, anchors_xyxy)  # A  [b, G, A]
+        baseline = assign_by_iou(anchor_quality, self.positive_threshold, self.ignore_threshold) if with_iou_baseline else None
+        regression_quality = amplified_iou(anchor_quality, own_class_probability(conf, gt_labels), self.sigma)  # Q
+        classification_quality = predicted_iou(gt_boxes, decode(loc, anchors))  # R
+
+        anchor_quality = keep_column_max(force_best_anchor_(anchor_quality))
+        num_positive = count_at_least(anchor_quality, self.positive_threshold)  # [b, G]
+        num_ignored_or_positive = count_at_least(anchor_quality, self.ignore_threshold)
+        del anchor_quality
+
+        cls = select_top_ranked(
+            keep_column_max(force_best_anchor_(classification_quality)), num_positive, num_ignored_or_positive
+        )
+        del classification_quality
+        reg = select_top_ranked(keep_column_max(force_best_anchor_(regression_quality)), num_positive, num_positive)
+        return MutualGuidanceAssignment(cls, reg, baseline)

@@ -1,0 +1,150 @@
+"""The training criterion: assignment, then focal and balanced-L1 losses (facts §4).
+
+    loss_c = sum of focal loss over positive and negative anchors / max(N_pos_cls, 1)
+    loss_l = sum of balanced L1 over the 4 offsets of regression positives / (4 * max(N_pos_reg, 1))
+
+Positive counts are summed over the batch. With the IoU assigner the same anchors are classification and
+regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
+autocast region, whatever the dtype of the predictions.
+"""
+import torch
+from torch import Tensor, nn
+
+from utils.assign import (
+    IGNORE,
+    POSITIVE,
+    Assignment,
+    IoUAssigner,
+    MutualGuidanceAssigner,
+    pad_targets,
+)
+from utils.box import BoxCoder, corner_form, elementwise_box_iou
+
+from .balanced_l1_loss import balanced_l1_loss
+from .focal_loss import BACKGROUND, sigmoid_focal_loss
+
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.0
+BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA = 0.5, 1.5, 0.11
+
+
+def gather_per_anchor(per_object: Tensor, gt_index: Tensor) -> Tensor:
+    """Pick each anchor's object: ``[B, G, ...]`` and ``[B, A]`` int64 -> ``[B, A, ...]``."""
+    index = gt_index.view(*gt_index.shape, *([1] * (per_object.dim() - 2))).expand(-1, -1, *per_object.shape[2:])
+    return per_object.gather(1, index)
+
+
+class MultiBoxLoss(nn.Module):
+    """Focal + balanced-L1 loss with IoU or Mutual-Guidance assignment (the authors' name is kept).
+
+    Args:
+        num_classes: C, the number of foreground classes (no background column).
+        mutual_guide: use Mutual Guidance instead of the IoU baseline. A plain attribute: it may be switched
+            during training (e.g. MG after a warm-up).
+
+    Call ``loss_fn((loc, conf), priors, targets)`` with
+        loc: ``[B, A, 4]`` predicted offsets; conf: ``[B, A, C]`` logits (any float dtype);
+        priors: ``[A, 4]`` anchors cxcywh normalised (:class:`utils.box.PriorBox`);
+        targets: B float tensors ``[n_i, 5]`` = x1, y1, x2, y2 normalised, class 0..C-1 (``[0, 5]`` if no object).
+    It returns ``(loss_l, loss_c)`` 0-d float32 tensors, or ``(loss_l, loss_c, stats)`` with ``with_stats=True``;
+    ``stats`` holds 0-d float32 device tensors (no host sync): num_objects, num_pos_cls, num_pos_reg,
+    pos_per_object, cls_pos_anchor_iou, cls_pos_pred_iou, reg_pos_anchor_iou, reg_pos_pred_iou (mean IoU of
+    the anchor / the decoded prediction with the assigned object over the positives) and disagree_with_iou
+    (share of classification positives the IoU assigner would not make positive; 0 without MG).
+    """
+
+    def __init__(self, num_classes: int, mutual_guide: bool = False) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"MultiBoxLoss: num_classes={num_classes} must be >= 1 (foreground classes only).")
+        self.num_classes = num_classes
+        self.mutual_guide = mutual_guide
+        self.box_coder = BoxCoder()
+        self.iou_assigner = IoUAssigner()
+        self.mg_assigner = MutualGuidanceAssigner()
+
+    def forward(
+        self,
+        predictions: tuple[Tensor, Tensor],
+        priors: Tensor,
+        targets: list[Tensor],
+        with_stats: bool = False,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict[str, Tensor]]:
+        loc, conf = predictions
+        self._check_shapes(loc, conf, priors, targets)
+        with torch.autocast(device_type=loc.device.type, enabled=False):
+            loc, conf = loc.float(), conf.float()
+            anchors = priors.to(device=loc.device, dtype=torch.float32)
+            gt = pad_targets(targets, num_classes=self.num_classes, device=loc.device)
+            baseline = None
+            if self.mutual_guide:
+                assigned = self.mg_assigner(anchors, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=with_stats)
+                cls, reg, baseline = assigned.cls, assigned.reg, assigned.iou_baseline
+            else:
+                cls = reg = self.iou_assigner(anchors, gt.boxes, gt.mask)
+
+            cls_positive, reg_positive = cls.state == POSITIVE, reg.state == POSITIVE
+            num_pos_cls, num_pos_reg = cls_positive.sum(), reg_positive.sum()
+
+            labels = torch.where(cls_positive, gather_per_anchor(gt.labels, cls.gt_index), BACKGROUND)
+            focal = sigmoid_focal_loss(conf, labels, cls.state != IGNORE, FOCAL_ALPHA, FOCAL_GAMMA)
+            loss_c = focal / num_pos_cls.clamp(min=1)
+
+            # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
+            matched = torch.where(reg_positive.unsqueeze(2), gather_per_anchor(gt.boxes, reg.gt_index), corner_form(anchors))
+            box_loss = balanced_l1_loss(
+                loc, self.box_coder.encode(matched, anchors), BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA
+            )
+            loss_l = torch.where(reg_positive.unsqueeze(2), box_loss, 0.0).sum() / (4 * num_pos_reg.clamp(min=1))
+
+            if not with_stats:
+                return loss_l, loss_c
+            stats = self._assignment_stats(loc, anchors, gt.boxes, gt.mask, cls, reg, baseline)
+            return loss_l, loss_c, stats
+
+    @torch.no_grad()
+    def _assignment_stats(
+        self,
+        loc: Tensor,
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        gt_mask: Tensor,
+        cls: Assignment,
+        reg: Assignment,
+        baseline: Assignment | None,
+    ) -> dict[str, Tensor]:
+        anchors_xyxy = corner_form(anchors)
+        pred_boxes = self.box_coder.decode(loc, anchors)
+
+        def mean_over(mask: Tensor, values: Tensor) -> Tensor:
+            return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+        stats = {"num_objects": gt_mask.sum().float()}
+        for name, assignment in (("cls", cls), ("reg", reg)):
+            positive = assignment.state == POSITIVE
+            matched = gather_per_anchor(gt_boxes, assignment.gt_index)
+            stats[f"num_pos_{name}"] = positive.sum().float()
+            stats[f"{name}_pos_anchor_iou"] = mean_over(positive, elementwise_box_iou(anchors_xyxy, matched))
+            stats[f"{name}_pos_pred_iou"] = mean_over(positive, elementwise_box_iou(pred_boxes, matched))
+        stats["pos_per_object"] = stats["num_pos_cls"] / stats["num_objects"].clamp(min=1)
+        cls_positive = cls.state == POSITIVE
+        if baseline is None:
+            stats["disagree_with_iou"] = torch.zeros((), device=loc.device)
+        else:
+            stats["disagree_with_iou"] = mean_over(cls_positive, baseline.state != POSITIVE)
+        return stats
+
+    def _check_shapes(self, loc: Tensor, conf: Tensor, priors: Tensor, targets: list[Tensor]) -> None:
+        if loc.dim() != 3 or loc.shape[2] != 4:
+            raise ValueError(f"MultiBoxLoss: loc has shape {tuple(loc.shape)}; expected [B, A, 4] offsets.")
+        if conf.shape != (*loc.shape[:2], self.num_classes):
+            raise ValueError(
+                f"MultiBoxLoss: conf has shape {tuple(conf.shape)}; expected [B, A, C] = "
+                f"{(*loc.shape[:2], self.num_classes)} (num_classes={self.num_classes}, no background column)."
+            )
+        if priors.shape != (loc.shape[1], 4):
+            raise ValueError(
+                f"MultiBoxLoss: priors has shape {tuple(priors.shape)} but the model predicts {loc.shape[1]} anchors; "
+                f"build PriorBox with the model's input size."
+            )
+        if len(targets) != loc.shape[0]:
+            raise ValueError(f"MultiBoxLoss: got {len(targets)} targets for a batch of {loc.shape[0]} images.")
