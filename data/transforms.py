@@ -27,22 +27,37 @@ EXPAND_TRIES = 50
 MIN_BOX_SIDE = 0.01
 RESIZE_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
-_MEAN_BGR_F32 = np.array(PIXEL_MEAN_BGR, dtype=np.float32)
+_MEAN_BGR_F32 = np.array(PIXEL_MEAN_BGR, dtype=np.float32)  # [3]
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
     """uint8 BGR ``[H, W, 3]`` -> float32 ``[3, H, W]`` BGR minus ``PIXEL_MEAN_BGR`` (no /255, no std)."""
-    return np.ascontiguousarray((image.astype(np.float32) - _MEAN_BGR_F32).transpose(2, 0, 1))
+    chw = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    np.subtract(image.transpose(2, 0, 1), _MEAN_BGR_F32[:, None, None], out=chw)
+    return chw
 
 
-def box_window_iou(boxes: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """IoU of each box ``[n, 4]`` with one window ``[4]`` (all x1y1x2y2, continuous pixels) -> ``[n]``."""
-    top_left = np.maximum(boxes[:, :2], window[:2])
-    bottom_right = np.minimum(boxes[:, 2:], window[2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+def box_window_iou(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """IoU of boxes ``[n, 4]`` with windows ``[k, 4]`` (all x1y1x2y2, continuous pixels) -> ``[k, n]``."""
+    top_left = np.maximum(boxes[None, :, :2], windows[:, None, :2])
+    bottom_right = np.minimum(boxes[None, :, 2:], windows[:, None, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     area_boxes = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    area_window = np.prod(window[2:] - window[:2])
-    return inter / (area_boxes + area_window - inter)
+    area_windows = np.prod(windows[:, 2:] - windows[:, :2], axis=1)
+    return inter / (area_boxes[None, :] + area_windows[:, None] - inter)
+
+
+def sample_crop_windows(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` candidate crop windows, int64 ``[count, 4]`` x1y1x2y2 pixels: scale ``s ~ U(0.3, 1)``, aspect
+    ``r = sqrt(U(max(0.5, s^2), min(2, 1/s^2)))``, size ``int(s r W) x int(s/r H)``, uniform top-left corner.
+    A window of side 0 (tiny images) has x2 == x1 or y2 == y1."""
+    scale = rng.uniform(0.3, 1.0, count)
+    ratio = np.sqrt(rng.uniform(np.maximum(0.5, scale * scale), np.minimum(2.0, 1.0 / (scale * scale))))
+    crop_w = (scale * ratio * width).astype(np.int64)
+    crop_h = (scale / ratio * height).astype(np.int64)
+    left = rng.integers(0, width - crop_w + 1)
+    top = rng.integers(0, height - crop_h + 1)
+    return np.stack([left, top, left + crop_w, top + crop_h], axis=1)
 
 
 def random_crop(
@@ -50,40 +65,35 @@ def random_crop(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The authors' random crop, with a bound on the number of tries.
 
-    A mode is drawn uniformly from ``CROP_MODES``. For a constrained mode, up to ``CROP_TRIES_PER_MODE`` windows are
-    drawn (scale ``s ~ U(0.3, 1)``, aspect ``r = sqrt(U(max(0.5, s^2), min(2, 1/s^2)))``, size ``int(s r W) x int(s/r H)``,
-    uniform top-left corner); a window is accepted when every GT box has IoU >= the mode's minimum with it and at least
-    one box centre lies strictly inside it. Those boxes are kept and clipped to the window; the others are dropped.
-    When all tries of a mode fail a new mode is drawn; after ``CROP_MAX_MODES`` modes (the authors loop forever) the
-    image is returned uncropped. An image with no boxes accepts the first window drawn.
+    A mode is drawn uniformly from ``CROP_MODES``. For a constrained mode, ``CROP_TRIES_PER_MODE`` windows are drawn
+    (:func:`sample_crop_windows`) and the first acceptable one is used: every GT box has IoU >= the mode's minimum with
+    it and at least one box centre lies strictly inside it. Those boxes are kept and clipped to the window; the others
+    are dropped. When no window of a mode is acceptable a new mode is drawn; after ``CROP_MAX_MODES`` modes (the
+    authors loop forever) the image is returned uncropped. An image with no boxes takes the first non-empty window.
     """
     height, width = image.shape[:2]
     for _ in range(CROP_MAX_MODES):
         min_iou = CROP_MODES[rng.integers(len(CROP_MODES))]
         if min_iou is None:
             return image, boxes, labels
-        for _ in range(CROP_TRIES_PER_MODE):
-            scale = rng.uniform(0.3, 1.0)
-            ratio = np.sqrt(rng.uniform(max(0.5, scale * scale), min(2.0, 1.0 / (scale * scale))))
-            crop_w, crop_h = int(scale * ratio * width), int(scale / ratio * height)
-            if crop_w < 1 or crop_h < 1:
-                continue
-            left = int(rng.integers(width - crop_w + 1))
-            top = int(rng.integers(height - crop_h + 1))
-            window = np.array([left, top, left + crop_w, top + crop_h], dtype=np.float32)
-            cropped = image[top : top + crop_h, left : left + crop_w]
-            if len(boxes) == 0:
-                return cropped, boxes, labels
-            if box_window_iou(boxes, window).min() < min_iou:
-                continue
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            inside = ((window[:2] < centres) & (centres < window[2:])).all(axis=1)
-            if not inside.any():
-                continue
-            kept = boxes[inside].copy()
-            kept[:, :2] = np.maximum(kept[:, :2], window[:2]) - window[:2]
-            kept[:, 2:] = np.minimum(kept[:, 2:], window[2:]) - window[:2]
-            return cropped, kept, labels[inside]
+        windows = sample_crop_windows(height, width, CROP_TRIES_PER_MODE, rng)
+        acceptable = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])  # [k]
+        if len(boxes):
+            corners = windows.astype(np.float32)
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [n, 2]
+            inside = ((corners[:, None, :2] < centres) & (centres < corners[:, None, 2:])).all(axis=2)  # [k, n]
+            acceptable &= (box_window_iou(boxes, corners).min(axis=1) >= min_iou) & inside.any(axis=1)
+        if not acceptable.any():
+            continue
+        choice = int(np.argmax(acceptable))
+        left, top, right, bottom = windows[choice].tolist()
+        cropped = image[top:bottom, left:right]
+        if len(boxes) == 0:
+            return cropped, boxes, labels
+        kept = boxes[inside[choice]].copy()
+        kept[:, :2] = np.maximum(kept[:, :2], corners[choice, :2]) - corners[choice, :2]
+        kept[:, 2:] = np.minimum(kept[:, 2:], corners[choice, 2:]) - corners[choice, :2]
+        return cropped, kept, labels[inside[choice]]
     return image, boxes, labels
 
 
@@ -123,7 +133,7 @@ def expand(
     a draw with a side factor below 1 is retried, up to ``EXPAND_TRIES`` times, after which the image is unchanged.
     The image goes to a uniform random position; boxes shift with it.
     """
-    height, width, channels = image.shape
+    height, width = image.shape[:2]
     for _ in range(EXPAND_TRIES):
         scale = rng.uniform(1.0, EXPAND_MAX_SCALE)
         ratio = np.sqrt(rng.uniform(max(0.5, 1.0 / (scale * scale)), min(2.0, scale * scale)))
@@ -133,9 +143,9 @@ def expand(
         canvas_w, canvas_h = int(width_factor * width), int(height_factor * height)
         left = int(rng.integers(canvas_w - width + 1))
         top = int(rng.integers(canvas_h - height + 1))
-        canvas = np.empty((canvas_h, canvas_w, channels), dtype=image.dtype)
-        canvas[:] = np.asarray(fill, dtype=image.dtype)
-        canvas[top : top + height, left : left + width] = image
+        canvas = cv2.copyMakeBorder(
+            image, top, canvas_h - height - top, left, canvas_w - width - left, cv2.BORDER_CONSTANT, value=fill
+        )
         return canvas, boxes + np.array([left, top, left, top], dtype=boxes.dtype)
     return image, boxes
 

@@ -1,0 +1,192 @@
+"""Each augmentation step keeps boxes consistent with the pixels, on images whose pixels encode where they come from."""
+import cv2
+import numpy as np
+import pytest
+
+from data import transforms as T
+
+
+def coordinate_image(height: int, width: int) -> np.ndarray:
+    """Pixel (y, x) holds B = x, G = y, R = 0: any crop/shift/flip can be read back from the pixels (H, W < 256)."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[..., 0] = np.arange(width)[None, :]
+    image[..., 1] = np.arange(height)[:, None]
+    return image
+
+
+def gray_object_image(height: int, width: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Black image with a white filled box ``x1y1x2y2`` (pixels x1..x2-1, y1..y2-1)."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image
+
+
+def test_normalize_image_is_bgr_minus_mean_chw():
+    image = np.array([[[0, 1, 2], [104, 117, 123]]], dtype=np.uint8)  # H=1, W=2, BGR
+    out = T.normalize_image(image)
+    assert out.dtype == np.float32 and out.shape == (3, 1, 2)
+    np.testing.assert_array_equal(out[:, 0, 0], [-104, -116, -121])
+    np.testing.assert_array_equal(out[:, 0, 1], [0, 0, 0])
+
+
+def test_mirror_moves_box_with_pixels():
+    image = gray_object_image(40, 60, (5, 10, 20, 30))
+    flipped, boxes = T.mirror(image, np.array([[5, 10, 20, 30]], dtype=np.float32))
+    np.testing.assert_array_equal(boxes, [[40, 10, 55, 30]])  # x1' = 60 - 20, x2' = 60 - 5
+    assert (flipped[10:30, 40:55] == 255).all() and flipped.sum() == image.sum()
+
+
+def test_mirror_keeps_empty_boxes():
+    _, boxes = T.mirror(np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4), np.float32))
+    assert boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_expand_places_image_on_mean_canvas(seed):
+    image = coordinate_image(30, 50)
+    boxes = np.array([[10, 5, 20, 25]], dtype=np.float32)
+    canvas, moved = T.expand(image, boxes, np.random.default_rng(seed))
+    height, width = canvas.shape[:2]
+    assert 50 <= width <= 4 * 50 * np.sqrt(2) and 30 <= height <= 4 * 30 * np.sqrt(2)
+    rows, cols = np.nonzero(canvas[..., 2] == 0)  # image pixels have R = 0, the fill R = 123
+    top, left = rows.min(), cols.min()
+    np.testing.assert_array_equal(canvas[top : top + 30, left : left + 50], image)
+    np.testing.assert_array_equal(moved, boxes + [left, top, left, top])
+    outside = np.ones((height, width), bool)
+    outside[top : top + 30, left : left + 50] = False
+    assert (canvas[outside] == T.PIXEL_MEAN_BGR).all()
+
+
+def test_box_window_iou_by_hand():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], dtype=np.float32)
+    windows = np.array([[0, 0, 10, 10], [0, 0, 20, 20]], dtype=np.float32)
+    np.testing.assert_allclose(T.box_window_iou(boxes, windows), [[1.0, 25 / 175], [0.25, 0.25]])
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_crop_boxes_follow_pixels(seed):
+    image = coordinate_image(120, 200)
+    boxes = np.array([[20, 10, 90, 70], [120, 50, 190, 115], [60, 80, 70, 90]], dtype=np.float32)
+    labels = np.array([0, 1, 2])
+    cropped, kept, kept_labels = T.random_crop(image, boxes, labels, np.random.default_rng(seed))
+    left, top = int(cropped[0, 0, 0]), int(cropped[0, 0, 1])
+    h, w = cropped.shape[:2]
+    np.testing.assert_array_equal(cropped, image[top : top + h, left : left + w])
+    if (h, w) == image.shape[:2]:
+        np.testing.assert_array_equal(kept, boxes)
+        return
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (centres > [left, top]).all(1) & (centres < [left + w, top + h]).all(1)
+    expected = np.clip(boxes[inside] - [left, top, left, top], 0, [w, h, w, h])
+    np.testing.assert_array_equal(kept, expected)
+    np.testing.assert_array_equal(kept_labels, labels[inside])
+    assert len(kept) >= 1
+
+
+def test_random_crop_of_empty_target_keeps_it_empty():
+    for seed in range(10):
+        cropped, kept, labels = T.random_crop(
+            coordinate_image(50, 50), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.random.default_rng(seed)
+        )
+        assert kept.shape == (0, 4) and labels.shape == (0,) and cropped.size > 0
+
+
+def test_random_crop_is_bounded_when_no_window_fits():
+    """A 1x1 image has no crop window of side >= 1: the authors loop forever, this returns the image."""
+    image = np.full((1, 1, 3), 7, np.uint8)
+    boxes = np.array([[0, 0, 1, 1]], np.float32)
+    for seed in range(5):
+        out, kept, _ = T.random_crop(image, boxes, np.array([0]), np.random.default_rng(seed))
+        assert out is image and kept is boxes
+
+
+def reference_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The authors' float arithmetic, written plainly, with the same draw order as photometric_distort."""
+    image = image.copy()
+
+    def convert(channels, alpha=1.0, beta=0.0):
+        values = channels.astype(float) * alpha + beta
+        values[values < 0] = 0
+        values[values > 255] = 255
+        channels[:] = values
+
+    if rng.random() < 0.5:
+        convert(image, beta=rng.uniform(-32, 32))
+    if rng.random() < 0.5:
+        convert(image, alpha=rng.uniform(0.5, 1.5))
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    if rng.random() < 0.5:
+        image[:, :, 0] = (image[:, :, 0].astype(int) + rng.integers(-18, 19)) % 180
+    if rng.random() < 0.5:
+        convert(image[:, :, 1], alpha=rng.uniform(0.5, 1.5))
+    return cv2.cvtColor(image, cv2.COLOR_HSV2BGR)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_photometric_distort_matches_float_reference(seed):
+    image = np.random.default_rng(100 + seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = T.photometric_distort(image, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out, reference_distort(image, np.random.default_rng(seed)))
+    assert out.shape == image.shape and out.dtype == np.uint8
+
+
+def test_resize_is_square():
+    assert T.resize(np.zeros((30, 50, 3), np.uint8), 64, cv2.INTER_AREA).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_train_transform_boxes_cover_the_object(seed):
+    """A white box on black: after the whole pipeline the object's pixels are inside its target box and bright gray;
+    the pixels beyond it are dark background or the (non-gray) mean fill."""
+    size = 128
+    image = gray_object_image(150, 200, (20, 40, 100, 110))
+    boxes = np.array([[20, 40, 100, 110]], np.float32)
+    out, target = T.TrainTransform(size)(image, boxes, np.array([3]), np.random.default_rng(seed))
+    assert out.shape == (3, size, size) and out.dtype == np.float32 and target.shape == (1, 5)
+    assert target[0, 4] == 3
+    pixels = out.transpose(1, 2, 0) + np.array(T.PIXEL_MEAN_BGR, np.float32)
+    bright_gray = (pixels.min(axis=2) >= 90) & (pixels.max(axis=2) - pixels.min(axis=2) <= 2)
+    x1, y1, x2, y2 = target[0, :4] * size
+    margin = 2
+    inner = bright_gray[int(np.ceil(y1)) + margin : int(y2) - margin, int(np.ceil(x1)) + margin : int(x2) - margin]
+    assert inner.size > 0 and inner.all()
+    outer = np.ones((size, size), bool)
+    outer[max(int(y1) - margin, 0) : int(np.ceil(y2)) + margin, max(int(x1) - margin, 0) : int(np.ceil(x2)) + margin] = False
+    assert not bright_gray[outer].any()
+
+
+def test_train_transform_falls_back_to_original_when_no_box_survives():
+    """A 2-pixel box in a 400-pixel image is below the 0.01 minimum side after any augmentation."""
+    image = coordinate_image(200, 250)
+    boxes = np.array([[10, 10, 12, 12], [100, 100, 102, 101]], np.float32)
+    out, target = T.TrainTransform(64)(image, boxes, np.array([0, 1]), np.random.default_rng(0))
+    expected = [[10 / 250, 10 / 200, 12 / 250, 12 / 200, 0], [100 / 250, 100 / 200, 102 / 250, 101 / 200, 1]]
+    np.testing.assert_allclose(target, expected, rtol=1e-6)
+    undistorted = [T.normalize_image(T.resize(image, 64, method)) for method in T.RESIZE_INTERPOLATIONS]
+    assert any(np.array_equal(out, candidate) for candidate in undistorted)
+
+
+def test_train_transform_passes_empty_targets():
+    for seed in range(20):
+        out, target = T.TrainTransform(64)(
+            coordinate_image(60, 80), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.random.default_rng(seed)
+        )
+        assert out.shape == (3, 64, 64) and target.shape == (0, 5) and target.dtype == np.float32
+
+
+def test_train_transform_is_deterministic_per_generator():
+    image = coordinate_image(100, 120)
+    boxes = np.array([[10, 10, 60, 80]], np.float32)
+    a = T.TrainTransform(64)(image, boxes, np.array([0]), np.random.default_rng(5))
+    b = T.TrainTransform(64)(image, boxes, np.array([0]), np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_test_transform_is_linear_resize_and_normalised_boxes():
+    image = coordinate_image(50, 100)
+    out, target = T.TestTransform(32)(image, np.array([[10, 5, 60, 45]], np.float32), np.array([2]))
+    expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR).astype(np.float32) - [104, 117, 123]
+    np.testing.assert_array_equal(out, expected.transpose(2, 0, 1))
+    np.testing.assert_allclose(target, [[0.1, 0.1, 0.6, 0.9, 2]])
