@@ -22,6 +22,8 @@ from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
 from data.errors import DataError, DatasetNotFoundError, format_problems
 
 MIN_BOX_SIDE_PIXELS = 6
+# COCO float boxes often overshoot the image by a fraction of a pixel; only larger overshoots are worth a warning
+OUTSIDE_TOLERANCE_PIXELS = 1.0
 
 
 def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
@@ -70,7 +72,7 @@ class COCODetection(DetectionDataset):
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
     missing image size, missing image file) before any training. Raw boxes with ``w <= 0`` / ``h <= 0`` (dropped) or
-    reaching outside the image (clipped) give one counted :class:`DataWarning`; ``fixups`` holds the counts and
+    reaching more than 1 px outside the image (clipped) give one counted :class:`DataWarning`; ``fixups`` holds the counts and
     ``small_boxes_dropped`` the number removed by the authors' 6-pixel rule (expected, not warned).
     ``drop_empty=True`` removes images left without boxes (the authors' COCO train set, ~117k images).
     """
@@ -125,12 +127,13 @@ class COCODetection(DetectionDataset):
         area = np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in annotations], dtype=np.float64)
         labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
         degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+        tolerance = OUTSIDE_TOLERANCE_PIXELS
         outside = ~degenerate & (
-            (xywh[:, 0] < 0) | (xywh[:, 1] < 0)
-            | (xywh[:, 0] + xywh[:, 2] > widths[owner]) | (xywh[:, 1] + xywh[:, 3] > heights[owner])
+            (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
+            | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance) | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
         )
         for kind, mask in (("degenerate box dropped (w <= 0 or h <= 0)", degenerate), ("box clipped to the image", outside)):
-            examples = [f"{annotation_file} annotation id {annotations[i].get('id')}" for i in np.flatnonzero(mask)[:5]]
+            examples = [f"annotation id {annotations[i].get('id')}" for i in np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]]
             fixups.add(kind, int(mask.sum()), examples)
         boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
         self.small_boxes_dropped = int((~keep & ~degenerate).sum())

@@ -1,0 +1,129 @@
+"""COCO-format datasets on a tiny json written by the tests."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data import COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
+from data.transforms import TestTransform
+
+pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # asserted where they matter
+
+CATEGORIES = [{"id": 5, "name": "bus"}, {"id": 1, "name": "person"}, {"id": 90, "name": "toothbrush"}]
+
+
+def coco_json(annotations: list[dict], images: list[dict] | None = None) -> dict:
+    images = images or [
+        {"id": 7, "file_name": "000000000007.jpg", "height": 40, "width": 60},
+        {"id": 3, "file_name": "000000000003.jpg", "height": 50, "width": 50},
+        {"id": 9, "file_name": "000000000009.jpg", "height": 30, "width": 30},
+    ]
+    return {"images": images, "annotations": annotations, "categories": CATEGORIES}
+
+
+GOOD_ANNOTATIONS = [
+    {"id": 1, "image_id": 7, "category_id": 1, "bbox": [-2.0, 4.0, 30.0, 20.0], "area": 600.0, "iscrowd": 0},
+    {"id": 2, "image_id": 7, "category_id": 90, "bbox": [40.0, 10.0, 5.0, 5.0], "area": 25.0, "iscrowd": 0},
+    {"id": 3, "image_id": 3, "category_id": 5, "bbox": [10.5, 10.0, 20.0, 30.0], "area": 600.0, "iscrowd": 1},
+]
+
+
+def write_coco(root: Path, name: str, data: dict, image_folder: str | None = None) -> Path:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    folder = root / (image_folder or name)
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in data["images"]:
+        cv2.imwrite(str(folder / image["file_name"]), np.full((image["height"], image["width"], 3), 50, np.uint8))
+    path = root / "annotations" / f"instances_{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_labels_follow_get_cat_ids_and_boxes_are_cleaned_as_the_authors(tmp_path):
+    path = write_coco(tmp_path, "train2017", coco_json(GOOD_ANNOTATIONS))
+    with pytest.warns(DataWarning, match="1 box clipped to the image"):
+        dataset = COCODetection(path, tmp_path / "train2017", TestTransform(32))
+    assert dataset.class_names == ["bus", "person", "toothbrush"] and dataset.category_ids == [5, 1, 90]
+    assert dataset.image_ids == [7, 3, 9] and dataset.image_size(0) == (40, 60) and dataset.kind == "coco"
+    # person: x1 = max(0, -2) = 0, x2 = min(59, 0 + 29) = 29, y2 = 4 + 19 = 23; the 5 px toothbrush is dropped (<= 6 px)
+    boxes, labels, difficult = dataset.annotation(0)
+    np.testing.assert_array_equal(boxes, [[0, 4, 29, 23]])
+    assert labels.tolist() == [1] and difficult.tolist() == [False]
+    boxes, labels, _ = dataset.annotation(1)  # the crowd bus is kept, as the authors do
+    np.testing.assert_array_equal(boxes, [[10.5, 10, 29.5, 39]])
+    assert labels.tolist() == [0]
+    assert dataset.small_boxes_dropped == 1
+    _, target, _ = dataset[0]
+    np.testing.assert_allclose(target.numpy(), [[0, 4 / 40, 29 / 60, 23 / 40, 1]], rtol=1e-6)
+    _, target, _ = dataset[2]
+    assert target.shape == (0, 5)
+    assert dataset.coco.getAnnIds(imgIds=[7]) == [1, 2]  # the evaluator's ground truth is untouched
+
+
+def test_coco2017_train_drops_empty_images_and_test_keeps_all(tmp_path):
+    write_coco(tmp_path, "train2017", coco_json(GOOD_ANNOTATIONS))
+    write_coco(tmp_path, "val2017", coco_json(GOOD_ANNOTATIONS))
+    train = build_dataset("coco", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("coco", "test", 32, data_root=str(tmp_path))
+    assert train.image_ids == [7, 3] and test.image_ids == [7, 3, 9]
+
+
+def test_crowd_boxes_can_be_left_out(tmp_path):
+    path = write_coco(tmp_path, "x", coco_json(GOOD_ANNOTATIONS))
+    dataset = COCODetection(path, tmp_path / "x", TestTransform(32), include_crowd=False)
+    assert len(dataset.annotation(1)[0]) == 0
+
+
+def test_missing_coco_names_the_download_script(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"instances_train2017\.json not found: download it with `bash data/scripts/COCO2017\.sh`"):
+        build_dataset("coco", "train", 32, data_root=str(tmp_path))
+
+
+def test_custom_coco_folder_with_train_and_val_files(tmp_path):
+    write_coco(tmp_path, "train", coco_json(GOOD_ANNOTATIONS))
+    write_coco(tmp_path, "val_small", coco_json(GOOD_ANNOTATIONS[:1]), image_folder="images")
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert len(train) == 3 and len(test) == 3 and test.image_path(0) == tmp_path / "images" / "000000000007.jpg"
+    with pytest.raises(DataError, match="differ from the categories"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=["person", "bus", "toothbrush"])
+
+
+def test_custom_folder_of_neither_layout_says_both(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="neither a VOC-layout folder .* nor a COCO-layout folder"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+
+
+def test_bad_category_and_image_ids_are_listed_with_the_file(tmp_path):
+    bad = GOOD_ANNOTATIONS + [
+        {"id": 11, "image_id": 3, "category_id": 2, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0},
+        {"id": 12, "image_id": 404, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0},
+        {"id": 13, "image_id": 3, "category_id": 1, "bbox": [1, 1, 10], "area": 100, "iscrowd": 0},
+    ]
+    path = write_coco(tmp_path, "x", coco_json(bad))
+    with pytest.raises(DataError, match="3 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    message = str(error.value)
+    assert f"{path}: annotation id 11 (image id 3): category_id 2 is not in the categories [5, 1, 90]" in message
+    assert "annotation id 12 (image id 404): image_id is not in the images list" in message
+    assert "annotation id 13 (image id 3): bbox [1, 1, 10] is not 4 finite numbers" in message
+
+
+def test_missing_image_file_and_invalid_json(tmp_path):
+    path = write_coco(tmp_path, "x", coco_json(GOOD_ANNOTATIONS))
+    (tmp_path / "x" / "000000000003.jpg").unlink()
+    with pytest.raises(DataError, match=r"000000000003\.jpg: image file not found \(image id 3"):
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    path.write_text('{"images": [],\n "annotations": [,]}')
+    with pytest.raises(DataError, match=r"instances_x\.json:2:18: invalid JSON"):
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+
+
+def test_zero_width_box_is_a_counted_warning(tmp_path):
+    annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0, "iscrowd": 0}]
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    with pytest.warns(DataWarning, match=r"1 degenerate box dropped \(w <= 0 or h <= 0\).*annotation id 20"):
+        dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert len(dataset.annotation(2)[0]) == 0

@@ -1,0 +1,167 @@
+"""VOC-layout datasets: the synthetic shapes round trip, the VOCdevkit splits, custom folders and bad annotations."""
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data import VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list
+from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
+
+
+def voc_xml(width: int, height: int, objects: list[tuple[str, tuple, int]], size: bool = True) -> str:
+    size_xml = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>" if size else ""
+    body = "".join(
+        f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+        f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>"
+        for name, box, difficult in objects
+    )
+    return f"<annotation><filename>x.jpg</filename>{size_xml}{body}</annotation>"
+
+
+def write_voc_folder(root: Path, samples: dict, lists: dict[str, list[str]], size: tuple[int, int] = (48, 64)) -> Path:
+    """VOC layout under ``root``. ``samples``: id -> list of (name, (x1, y1, x2, y2), difficult) or a raw XML string.
+    Images are ``size`` (H, W) JPEGs whose pixels depend on the id."""
+    for part in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / part).mkdir(parents=True, exist_ok=True)
+    for number, (image_id, objects) in enumerate(samples.items()):
+        image = np.full((*size, 3), 10 * number % 256, np.uint8)
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image)
+        xml = objects if isinstance(objects, str) else voc_xml(size[1], size[0], objects)
+        (root / "Annotations" / f"{image_id}.xml").write_text(xml)
+    for name, ids in lists.items():
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    return ensure_shapes_dataset(tmp_path_factory.mktemp("shapes") / "shapes", seed=0, num_trainval=12, num_test=4)
+
+
+@pytest.mark.parametrize("split, list_name", [("train", "trainval"), ("test", "test")])
+def test_shapes_round_trip_matches_the_xml(shapes_root, split, list_name):
+    dataset = build_dataset("voc", split, 64, data_root=str(shapes_root), classes=list(SHAPES_CLASSES), augment=False)
+    ids = (shapes_root / "ImageSets/Main" / f"{list_name}.txt").read_text().split()
+    assert dataset.image_ids == ids and dataset.class_names == list(SHAPES_CLASSES) and dataset.kind == "voc"
+    ground_truth = dataset.ground_truth()
+    for index, image_id in enumerate(ids):
+        root = ET.parse(shapes_root / "Annotations" / f"{image_id}.xml").getroot()
+        objects = root.findall("object")
+        boxes = [[float(o.find("bndbox").findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")] for o in objects]
+        labels = [SHAPES_CLASSES.index(o.findtext("name")) for o in objects]
+        difficult = [o.findtext("difficult") == "1" for o in objects]
+        height, width = cv2.imread(str(shapes_root / "JPEGImages" / f"{image_id}.jpg")).shape[:2]
+        assert dataset.image_size(index) == (height, width)
+        np.testing.assert_array_equal(ground_truth[index]["boxes"], np.array(boxes).reshape(-1, 4))
+        np.testing.assert_array_equal(ground_truth[index]["labels"], labels)
+        np.testing.assert_array_equal(ground_truth[index]["difficult"], difficult)
+        image, target, item_index = dataset[index]
+        assert image.shape == (3, 64, 64) and item_index == index
+        expected = np.array(boxes).reshape(-1, 4) / [width, height, width, height]
+        np.testing.assert_allclose(target[:, :4].numpy(), expected, rtol=1e-6)
+        np.testing.assert_array_equal(target[:, 4].numpy(), labels)
+
+
+def test_shapes_has_an_empty_image_with_a_0x5_target(shapes_root):
+    dataset = build_dataset("voc", "train", 64, data_root=str(shapes_root), classes=list(SHAPES_CLASSES))
+    empty = [i for i, gt in enumerate(dataset.ground_truth()) if len(gt["labels"]) == 0]
+    assert empty, "the shapes generator promises at least one empty image per split"
+    _, target, _ = dataset[empty[0]]
+    assert target.shape == (0, 5) and target.dtype.is_floating_point
+
+
+def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_path):
+    people = [("Person", (2, 3, 30, 40), 0), ("dog", (10, 10, 20, 20), 1)]
+    write_voc_folder(tmp_path / "VOC2007", {"000001": people, "000002": [("tvmonitor", (1, 1, 64, 48), 0)]},
+                     {"trainval": ["000001"], "test": ["000002"]})
+    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]}, {"trainval": ["2008_000001"]})
+    train = build_dataset("VOC", "train", 64, data_root=str(tmp_path))
+    assert train.image_ids == ["000001", "2008_000001"] and train.class_names == list(VOC_CLASSES) and train.num_classes == 20
+    first = train.ground_truth()[0]
+    np.testing.assert_array_equal(first["labels"], [14, 11])  # person, dog (names are lowercased)
+    np.testing.assert_array_equal(first["difficult"], [False, True])
+    _, target, _ = train[0]
+    assert target.shape == (2, 5)  # difficult objects are training targets
+    test = build_dataset("voc", "test", 64, data_root=str(tmp_path))
+    assert test.image_ids == ["000002"] and test.ground_truth()[0]["labels"].tolist() == [19]
+
+
+def test_missing_voc2012_names_its_download_script(tmp_path):
+    write_voc_folder(tmp_path / "VOC2007", {"1": []}, {"trainval": ["1"], "test": ["1"]})
+    with pytest.raises(DatasetNotFoundError, match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012.sh`"):
+        build_dataset("voc", "train", 64, data_root=str(tmp_path))
+    assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
+
+
+def test_custom_voc_folder_needs_classes_and_reads_a_class_file(tmp_path):
+    root = write_voc_folder(tmp_path / "mine", {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("Dog", (2, 2, 8, 9), 0)]},
+                            {"train": ["a"], "val": ["b"]})
+    with pytest.raises(DataError, match="give its class names with --classes"):
+        build_dataset("custom", "train", 64, data_root=str(root))
+    (tmp_path / "classes.txt").write_text("dog\ncat\n\n")
+    classes = parse_class_list(str(tmp_path / "classes.txt"))
+    train = build_dataset("custom", "train", 64, data_root=str(root), classes=classes)
+    test = build_dataset("voc", "test", 64, data_root=str(root), classes=classes)  # val.txt when there is no test.txt
+    assert train.ground_truth()[0]["labels"].tolist() == [1] and test.ground_truth()[0]["labels"].tolist() == [0]
+
+
+def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    with pytest.warns(DataWarning, match="1 object of an unknown class skipped"):
+        dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"], skip_unknown_classes=True)
+    assert dataset.ground_truth()[0]["labels"].tolist() == [0]
+
+
+def test_malformed_xml_names_file_and_line(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": "<annotation>\n<object><name>cat</name>\n</annotation>"}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"a\.xml:3:\d+: malformed XML"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+
+
+def test_non_numeric_box_names_the_file(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", ("one", 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"a\.xml: object 1 <bndbox> has no numeric <xmin> \(found 'one'\)"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+
+
+def test_list_naming_missing_files_reports_each(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": []}, {"trainval": ["a", "b", "ghost"]})
+    (root / "JPEGImages" / "b.jpg").unlink()
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    assert "ghost.xml: annotation file not found" in str(error.value)
+    assert f"{root / 'JPEGImages' / 'b'}.jpg: image file not found" in str(error.value)
+
+
+def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
+    objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
+    with pytest.warns(DataWarning, match=r"1 box clipped to the image, 1 degenerate box dropped"):
+        dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 0, 64, 30], [3, 3, 9, 9]])
+    assert dataset.fixups == {"box clipped to the image": 1, "degenerate box dropped (x2 <= x1 or y2 <= y1)": 1}
+
+
+def test_xml_without_size_reads_the_image_header(tmp_path):
+    xml = voc_xml(0, 0, [("cat", (1, 1, 10, 10), 0)], size=False)
+    root = write_voc_folder(tmp_path, {"a": xml}, {"trainval": ["a"]}, size=(30, 70))
+    assert build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"]).image_size(0) == (30, 70)
+
+
+def test_parse_class_list():
+    assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
+    with pytest.raises(DataError, match="duplicate class names"):
+        parse_class_list("cat,Cat")
+    with pytest.raises(DataError, match="class list file not found"):
+        parse_class_list("missing_classes.txt")
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        build_dataset("imagenet", "train", 64)
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        build_dataset("voc", "val", 64)
