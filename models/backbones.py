@@ -25,7 +25,7 @@ class VGG16BN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = make_layers(cfgs["D"], batch_norm=True)[: VGG_CONV5_3_RELU + 1]
-        for module in self.features.modules():  # torchvision's VGG initialisation, without its 120 M-parameter classifier
+        for module in self.features.modules():  # torchvision VGG init, minus its 124 M-param classifier
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)

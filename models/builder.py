@@ -13,7 +13,9 @@ from models.pretrained import load_backbone_weights
 from utils.box.prior_box import num_levels
 
 BACKBONES: dict[str, type[nn.Module]] = {"vgg16": VGG16BN, "resnet18": ResNet18}
-NECKS: dict[str, type[nn.Module]] = {"fssd": FSSDNeck, "retinanet": RetinaNetNeck, "rfbnet": RFBNetNeck, "pafpn": PAFPNNeck}
+NECKS: dict[str, type[nn.Module]] = {
+    "fssd": FSSDNeck, "retinanet": RetinaNetNeck, "rfbnet": RFBNetNeck, "pafpn": PAFPNNeck,
+}
 SIZES = (320, 512)
 
 

@@ -47,14 +47,15 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             )
         state_dict = torch.load(source, map_location="cpu", weights_only=True)
         if not isinstance(state_dict, dict):
-            raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict (torch.save(model.state_dict())), "
-                                         f"got {type(state_dict).__name__}")
+            raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
+                                         f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")
     kept = {k: v for k, v in state_dict.items() if not k.startswith(backbone.dropped_prefixes)}
     missing, unexpected = _key_mismatch(backbone, kept)
     if missing or unexpected:
         raise PretrainedWeightsError(
             f"{source} does not fit the {type(backbone).__name__} backbone: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}; expected torchvision's {os.path.basename(backbone.imagenet_weights.url)} layout"
+            f"unexpected keys {unexpected[:5]}; expected the layout of torchvision's "
+            f"{os.path.basename(backbone.imagenet_weights.url)}"
         )
     try:
         backbone.load_state_dict(kept, strict=True)

@@ -1,4 +1,4 @@
-"""build_detector: every version x backbone x size builds, runs forward/backward and matches PriorBox; parameter counts."""
+"""build_detector: every version x backbone x size builds, runs forward/backward, matches PriorBox; parameter counts."""
 
 import math
 
@@ -104,7 +104,8 @@ def test_bad_choices_raise_value_error_naming_the_choices(args, message):
 
 
 def test_neck_rejects_backbone_strides_it_cannot_use():
-    with pytest.raises(ValueError, match=r"pafpn neck needs backbone outputs at strides 8, 16\[, 32, ...\]; got \(16, 32\)"):
+    message = r"pafpn neck needs backbone outputs at strides 8, 16\[, 32, ...\]; got \(16, 32\)"
+    with pytest.raises(ValueError, match=message):
         check_strides((16, 32), "pafpn")
 
 

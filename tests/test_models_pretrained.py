@@ -73,7 +73,8 @@ def test_missing_local_file(tmp_path):
 def test_wrong_architecture_names_the_missing_keys(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
-    with pytest.raises(PretrainedWeightsError, match=r"does not fit the VGG16BN backbone: missing keys \['features\.0\.bias'"):
+    message = r"does not fit the VGG16BN backbone: missing keys \['features\.0\.bias'"
+    with pytest.raises(PretrainedWeightsError, match=message):
         build_detector("fssd", "vgg16", 320, num_classes=20, pretrained=str(path))
 
 

@@ -16,7 +16,7 @@ from models.blocks import NECK_CHANNELS, BasicConv, PyramidExtractor, TopDownPat
 
 
 class ContextEnhancement(nn.Module):
-    """Sum of per-source 1x1 BasicConvs at stride 8 and a global-context term: -> [B, 256, S/8, S/8]; no ReLU after the sum."""
+    """Sum of per-source 1x1 BasicConvs at stride 8 and a global-context term -> [B, 256, S/8, S/8], no ReLU after."""
 
     def __init__(self, in_channels: Sequence[int], strides: Sequence[int], channels: int = NECK_CHANNELS) -> None:
         super().__init__()
