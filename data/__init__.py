@@ -119,7 +119,7 @@ def build_dataset(
     size: int,
     *,
     data_root: str | None = None,
-    classes: list[str] | None = None,
+    classes: list[str] | str | None = None,
     augment: bool | None = None,
     seed: int = 0,
     skip_unknown_classes: bool = False,
@@ -130,6 +130,7 @@ def build_dataset(
       VOC2007 test; or a single VOC-layout folder with ``classes``), ``coco`` (``datasets/coco2017``: train2017 with
       empty images dropped as the authors / val2017 with all images), ``shapes`` (generated on first use), ``custom``
       (``data_root`` in VOC layout with ``classes``, or COCO layout ``annotations/instances_<split>*.json``).
+    - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes``: skip VOC objects of other classes (counted) instead of
       raising.
@@ -142,6 +143,8 @@ def build_dataset(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose train or test")
     augment = split == "train" if augment is None else augment
+    if isinstance(classes, str):
+        classes = parse_class_list(classes)
     transform = TrainTransform(size) if augment else TestTransform(size)
     options = {"transform": transform, "seed": seed}
     if name == "coco":

@@ -103,7 +103,7 @@ def test_custom_voc_folder_needs_classes_and_reads_a_class_file(tmp_path):
     (tmp_path / "classes.txt").write_text("dog\ncat\n\n")
     classes = parse_class_list(str(tmp_path / "classes.txt"))
     train = build_dataset("custom", "train", 64, data_root=str(root), classes=classes)
-    test = build_dataset("voc", "test", 64, data_root=str(root), classes=classes)  # val.txt when there is no test.txt
+    test = build_dataset("voc", "test", 64, data_root=str(root), classes="dog,cat")  # val.txt as there is no test.txt
     assert train.ground_truth()[0]["labels"].tolist() == [1] and test.ground_truth()[0]["labels"].tolist() == [0]
 
 
