@@ -157,3 +157,22 @@ def reference_multibox_loss(
             box_sum = box_sum + plain_balanced_l1(loc[b][positive], offsets).sum()
         num_pos_reg += int(positive.sum())
     return box_sum / (4 * max(num_pos_reg, 1)), focal_sum / max(num_pos_cls, 1)
+
+
+def random_targets(num_objects: int, num_classes: int, generator: torch.Generator) -> Tensor:
+    """``[n, 5]`` random boxes (x1, y1, x2, y2 normalised, side 0.01-0.5) with classes 0..C-1.
+
+    When n >= 4 the last box repeats the first with another class (a duplicate annotation, so every column of
+    the two rows ties) and the third is a tiny box next to the second (both may share one best anchor).
+    """
+    top_left = torch.rand(num_objects, 2, generator=generator) * 0.9
+    sizes = torch.rand(num_objects, 2, generator=generator) * 0.49 + 0.01
+    boxes = torch.cat([top_left, (top_left + sizes).clamp(max=1.0)], dim=1)
+    labels = torch.randint(0, num_classes, (num_objects, 1), generator=generator).float()
+    if num_objects >= 4:
+        boxes[-1] = boxes[0]
+        labels[-1] = (labels[0] + 1) % num_classes
+        boxes[2, :2] = boxes[1, :2] + 0.002
+        boxes[2, 2:] = boxes[2, :2] + 0.012
+        boxes[1, 2:] = boxes[1, :2] + 0.01
+    return torch.cat([boxes, labels], dim=1)

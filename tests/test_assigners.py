@@ -1,0 +1,223 @@
+"""Batched IoU and Mutual-Guidance assignment (facts §4) against hand-worked cases and the per-image reference."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.mg_reference import random_targets, reference_iou_assign, reference_mg_assign
+from utils.assign import (
+    IGNORE,
+    NEGATIVE,
+    POSITIVE,
+    IoUAssigner,
+    MutualGuidanceAssigner,
+    amplified_iou,
+    assign_by_iou,
+    image_chunks,
+    pad_targets,
+)
+from utils.assign.quality import select_top_ranked
+from utils.box import PriorBox
+
+NUM_CLASSES = 20
+ANCHORS_320 = PriorBox(24.0, 320)()
+
+
+def random_batch(counts, seed, loc_scale=0.7):
+    generator = torch.Generator().manual_seed(seed)
+    targets = [random_targets(n, NUM_CLASSES, generator) for n in counts]
+    num_anchors = ANCHORS_320.shape[0]
+    loc = torch.randn(len(counts), num_anchors, 4, generator=generator) * loc_scale
+    conf = torch.randn(len(counts), num_anchors, NUM_CLASSES, generator=generator) * 2 - 3
+    return targets, loc, conf
+
+
+def assert_same_assignment(batched, b, reference):
+    gt_index, state = reference
+    assert torch.equal(batched.state[b].long(), state)
+    assigned = state != NEGATIVE
+    assert torch.equal(batched.gt_index[b][assigned], gt_index[assigned])
+
+
+def test_iou_assignment_by_hand():
+    iou = torch.tensor(
+        [
+            [  # image 0: object 1's best anchor (IoU 0.35) is forced positive; the all-zero row forces nothing
+                [0.60, 0.45, 0.10, 0.00, 0.00],
+                [0.20, 0.30, 0.00, 0.35, 0.00],
+                [0.00, 0.00, 0.00, 0.00, 0.00],
+            ],
+            [  # image 1: all three objects' best anchor is anchor 0; the later object wins it
+                [0.30, 0.10, 0.00, 0.00, 0.00],
+                [0.35, 0.20, 0.00, 0.00, 0.00],
+                [0.25, 0.00, 0.00, 0.00, 0.00],
+            ],
+        ]
+    )
+    result = assign_by_iou(iou)
+    assert result.state.dtype == torch.int8 and result.gt_index.dtype == torch.int64
+    assert result.state.tolist() == [[POSITIVE, IGNORE, NEGATIVE, POSITIVE, NEGATIVE], [POSITIVE] + [NEGATIVE] * 4]
+    assert result.gt_index.tolist() == [[0, 0, 0, 1, 0], [2, 0, 0, 0, 0]]
+
+
+def test_rank_selection_by_hand_caps_quota_at_nonzero_entries():
+    quality = torch.tensor(
+        [
+            [
+                [0.9, 0.0, 0.7, 0.0, 0.0, 0.3],  # quotas 2 positive / 5 with ignored, but only 3 non-zero entries
+                [0.0, 0.8, 0.0, 0.6, 0.0, 0.3],  # quotas 3 / 3; anchor 5 ties with object 0
+            ]
+        ]
+    )
+    result = select_top_ranked(quality, torch.tensor([[2, 3]]), torch.tensor([[5, 3]]))
+    # anchor 5: ignored for object 0, positive for object 1 -> positive for object 1.
+    # anchors 1, 3, 4 hold 0 for object 0: the authors' topk(5) could pick them; capped here (anchor 4 stays negative).
+    assert result.state.tolist() == [[POSITIVE, POSITIVE, POSITIVE, POSITIVE, NEGATIVE, POSITIVE]]
+    assert result.gt_index.tolist() == [[0, 1, 0, 1, 0, 1]]
+
+
+def test_sigma_property():
+    iou = torch.full((4,), 0.25)
+    probability = torch.tensor([0.0, 0.01, 0.5, 1.0])
+    amplified = amplified_iou(iou, probability, sigma=2.0)
+    torch.testing.assert_close(amplified, torch.tensor([0.25, 0.25**0.995, 0.25**0.75, 0.5]))
+    assert torch.all(amplified[1:] > amplified[:-1])
+    assert amplified_iou(torch.tensor([0.0]), torch.tensor([0.9]), 2.0).item() == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_assigners_match_per_image_reference(seed):
+    counts = [0, 60, 3, 1, 17] if seed == 0 else [5, 0, 9, 2]
+    targets, loc, conf = random_batch(counts, seed, loc_scale=0.7 if seed == 0 else 3.0)
+    gt = pad_targets(targets, NUM_CLASSES)
+    iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    assert torch.equal(mg.iou_baseline.state, iou.state) and torch.equal(mg.iou_baseline.gt_index, iou.gt_index)
+    for b, target in enumerate(targets):
+        boxes, labels = target[:, :4], target[:, 4].long()
+        assert_same_assignment(iou, b, reference_iou_assign(ANCHORS_320, boxes))
+        reference_cls, reference_reg = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        assert_same_assignment(mg.cls, b, reference_cls)
+        assert_same_assignment(mg.reg, b, reference_reg)
+    assert not torch.any(mg.reg.state == IGNORE)
+    assert int((mg.cls.state == POSITIVE).sum()) > 0
+
+
+def test_at_initialisation_mg_gives_the_iou_assignment():
+    """loc = 0 and conf at the prior (p = 0.01): R = A and Q = A^0.995, so the sets coincide (facts §4)."""
+    targets, _, _ = random_batch([3, 12, 1, 30], seed=3)
+    gt = pad_targets(targets, NUM_CLASSES)
+    loc = torch.zeros(4, ANCHORS_320.shape[0], 4)
+    conf = torch.full((4, ANCHORS_320.shape[0], NUM_CLASSES), -math.log((1 - 0.01) / 0.01))
+    iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    for state in (IGNORE, POSITIVE):
+        assert torch.equal((mg.cls.state == state).sum(1), (iou.state == state).sum(1))
+    assert torch.equal(mg.cls.state, iou.state)
+    assert torch.equal(mg.reg.state == POSITIVE, iou.state == POSITIVE)
+    assert int((iou.state == IGNORE).sum()) > 0
+
+
+def test_object_no_prediction_overlaps_gets_no_classification_positive():
+    """All predictions pushed far away: R is all zero, so no anchor is forced (the authors forced anchor 0)."""
+    targets = [torch.tensor([[0.4, 0.4, 0.6, 0.7, 3.0]])]
+    gt = pad_targets(targets, NUM_CLASSES)
+    loc = torch.zeros(1, ANCHORS_320.shape[0], 4)
+    loc[..., 0] = 1000.0
+    conf = torch.zeros(1, ANCHORS_320.shape[0], NUM_CLASSES)
+    mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert torch.all(mg.cls.state == NEGATIVE)
+    iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    assert torch.equal(mg.reg.state == POSITIVE, iou.state == POSITIVE)  # Q depends on anchors and conf only
+    assert int((mg.reg.state == POSITIVE).sum()) > 0
+
+
+def test_images_without_objects_are_all_negative():
+    targets = [torch.zeros(0, 5), torch.zeros(0, 5)]
+    gt = pad_targets(targets, NUM_CLASSES)
+    assert gt.boxes.shape == (2, 1, 4) and not gt.mask.any()
+    loc = torch.randn(2, ANCHORS_320.shape[0], 4)
+    conf = torch.randn(2, ANCHORS_320.shape[0], NUM_CLASSES)
+    mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    for assignment in (IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask), mg.cls, mg.reg, mg.iou_baseline):
+        assert torch.all(assignment.state == NEGATIVE) and torch.all(assignment.gt_index == 0)
+
+
+def test_padded_slots_with_garbage_boxes_are_masked():
+    targets, loc, conf = random_batch([4, 1], seed=5)
+    gt = pad_targets(targets, NUM_CLASSES)
+    garbage_boxes = torch.where(gt.mask.unsqueeze(2), gt.boxes, torch.tensor([0.1, 0.1, 0.9, 0.9]))
+    clean = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    masked = MutualGuidanceAssigner()(ANCHORS_320, garbage_boxes, gt.labels, gt.mask, loc, conf)
+    assert torch.equal(clean.cls.state, masked.cls.state) and torch.equal(clean.reg.gt_index, masked.reg.gt_index)
+
+
+def test_chunking_over_images_gives_the_same_result():
+    assert image_chunks(5, 3, 10, max_elements=60) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert image_chunks(3, 300, 32736, max_elements=2**25) == [slice(0, 3)]
+    assert image_chunks(4, 300, 32736, max_elements=2**22) == [slice(i, i + 1) for i in range(4)]
+    targets, loc, conf = random_batch([7, 0, 2, 11], seed=6)
+    gt = pad_targets(targets, NUM_CLASSES)
+    whole = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    one_by_one = MutualGuidanceAssigner(max_elements=1)(
+        ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True
+    )
+    for a, b in zip(whole, one_by_one):
+        assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
+    assert torch.equal(
+        IoUAssigner(max_elements=1)(ANCHORS_320, gt.boxes, gt.mask).state, IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask).state
+    )
+
+
+PEAK_SCRIPT = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from tests.mg_reference import random_targets
+from utils.assign import MutualGuidanceAssigner, pad_targets
+from utils.box import PriorBox
+torch.set_num_threads(1)
+anchors = PriorBox(24.0, 512)()
+g = torch.Generator().manual_seed(0)
+gt = pad_targets([random_targets(300, 80, g) for _ in range(3)], 80)
+loc = torch.randn(3, anchors.shape[0], 4, generator=g)
+conf = torch.randn(3, anchors.shape[0], 80, generator=g)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = MutualGuidanceAssigner(max_elements={max_elements})(anchors, gt.boxes, gt.labels, gt.mask, loc, conf)
+assert int((result.cls.state == 1).sum()) > 300
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_peak_memory_is_bounded_by_the_chunk_for_300_objects_at_512():
+    """3 images x 300 objects x 32,736 anchors: one image per chunk keeps the peak near 1/3 of the whole batch."""
+    per_image_matrix_bytes = 300 * 32736 * 4  # one [1, G, A] float32 matrix, 39 MB
+    script = PEAK_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), max_elements=300 * 32736)
+    growth = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert growth < 12 * per_image_matrix_bytes, f"peak grew by {growth / 2**20:.0f} MiB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_bounds_memory_for_300_objects_at_512():
+    anchors = PriorBox(24.0, 512)()
+    generator = torch.Generator().manual_seed(7)
+    targets = [random_targets(300, 80, generator) for _ in range(32)]
+    gt = pad_targets(targets, 80)
+    loc = torch.randn(32, anchors.shape[0], 4, generator=generator)
+    conf = torch.randn(32, anchors.shape[0], 80, generator=generator)
+    assigner = MutualGuidanceAssigner()
+    cpu = assigner(anchors, gt.boxes[:2], gt.labels[:2], gt.mask[:2], loc[:2], conf[:2])
+    device = torch.device("cuda")
+    inputs = [t.to(device) for t in (anchors, gt.boxes, gt.labels, gt.mask, loc, conf)]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    cuda = assigner(*inputs)
+    torch.cuda.synchronize()
+    growth = torch.cuda.max_memory_allocated() - start
+    chunk_images = image_chunks(32, 300, anchors.shape[0], assigner.max_elements)[0].stop
+    assert growth < 12 * chunk_images * 300 * anchors.shape[0] * 4, f"peak grew by {growth / 2**20:.0f} MiB"
+    for name in ("cls", "reg"):
+        assert torch.equal(getattr(cuda, name).state[:2].cpu(), getattr(cpu, name).state)

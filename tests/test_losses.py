@@ -1,0 +1,208 @@
+"""Focal and balanced-L1 losses against their formulas, and MultiBoxLoss against the per-image reference."""
+import math
+
+import pytest
+import torch
+from torchvision.ops import box_iou
+from torchvision.ops import sigmoid_focal_loss as dense_sigmoid_focal_loss
+
+from tests.mg_reference import (
+    POSITIVE,
+    plain_decode,
+    random_targets,
+    reference_iou_assign,
+    reference_mg_assign,
+    reference_multibox_loss,
+    to_corners,
+)
+from utils.box import PriorBox
+from utils.loss import BACKGROUND, MultiBoxLoss, balanced_l1_loss, sigmoid_focal_loss
+
+NUM_CLASSES = 20
+ANCHORS_320 = PriorBox(24.0, 320)()
+
+
+def focal_by_formula(x: float, t: int, alpha: float = 0.25, gamma: float = 1.0) -> float:
+    p = 1 / (1 + math.exp(-x))
+    bce = -(t * math.log(p) + (1 - t) * math.log(1 - p))
+    pt_bar = (1 - p) * t + p * (1 - t)
+    return bce * (alpha * t + (1 - alpha) * (1 - t)) * pt_bar**gamma
+
+
+def test_focal_loss_at_hand_picked_points():
+    # one anchor per row, 2 classes; label 1 means column 1 has target 1 and column 0 target 0
+    logits = torch.tensor([[0.0, 0.0], [2.0, -3.0], [-1.5, 4.0]])
+    labels = torch.tensor([1, BACKGROUND, 0])
+    expected = [
+        focal_by_formula(0.0, 0) + focal_by_formula(0.0, 1),
+        focal_by_formula(2.0, 0) + focal_by_formula(-3.0, 0),
+        focal_by_formula(-1.5, 1) + focal_by_formula(4.0, 0),
+    ]
+    assert focal_by_formula(0.0, 1) == pytest.approx(0.25 * 0.5 * math.log(2))
+    keep = torch.ones(3, dtype=torch.bool)
+    total = sigmoid_focal_loss(logits, labels, keep)
+    assert total.item() == pytest.approx(sum(expected), rel=1e-6)
+    keep[1] = False  # an ignored anchor takes no part
+    assert sigmoid_focal_loss(logits, labels, keep).item() == pytest.approx(expected[0] + expected[2], rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0])
+def test_focal_loss_equals_dense_torchvision_form(gamma):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, 7, generator=generator) * 3
+    labels = torch.randint(-1, 7, (3, 50), generator=generator)
+    keep = torch.rand(3, 50, generator=generator) > 0.2
+    one_hot = torch.zeros(3, 50, 7)
+    positive = labels >= 0
+    one_hot[positive, labels[positive]] = 1.0
+    dense = dense_sigmoid_focal_loss(logits[keep], one_hot[keep], alpha=0.25, gamma=gamma, reduction="sum")
+    torch.testing.assert_close(sigmoid_focal_loss(logits, labels, keep, 0.25, gamma), dense)
+
+
+def test_balanced_l1_at_hand_picked_points():
+    alpha, gamma, beta = 0.5, 1.5, 0.11
+    b = math.exp(3) - 1  # 19.0855
+    small = alpha / b * (b * 0.05 + 1) * math.log(b * 0.05 / beta + 1) - alpha * 0.05
+    diffs = torch.tensor([0.0, 0.05, -0.05, 0.11, 1.0, -2.5])
+    expected = torch.tensor(
+        [
+            0.0,
+            small,
+            small,
+            gamma * 0.11 + gamma / b - alpha * beta,
+            gamma * 1.0 + gamma / b - alpha * beta,
+            gamma * 2.5 + gamma / b - alpha * beta,
+        ]
+    )
+    torch.testing.assert_close(balanced_l1_loss(diffs, torch.zeros(6)), expected)
+    torch.testing.assert_close(balanced_l1_loss(diffs + 3.0, torch.full((6,), 3.0)), expected, atol=1e-5, rtol=1e-5)
+    # continuous at beta: both branches give gamma*beta + gamma/b - alpha*beta there
+    inner_at_beta = alpha / b * (b * beta + 1) * math.log(b + 1) - alpha * beta
+    assert inner_at_beta == pytest.approx(expected[3].item(), rel=1e-6)
+
+
+def random_predictions(counts, seed, loc_scale=0.7):
+    generator = torch.Generator().manual_seed(seed)
+    targets = [random_targets(n, NUM_CLASSES, generator) for n in counts]
+    loc = torch.randn(len(counts), ANCHORS_320.shape[0], 4, generator=generator) * loc_scale
+    conf = torch.randn(len(counts), ANCHORS_320.shape[0], NUM_CLASSES, generator=generator) * 2 - 3
+    return targets, loc, conf
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_multibox_loss_matches_per_image_reference(mutual_guide):
+    targets, loc, conf = random_predictions([0, 60, 3, 1, 17], seed=11)
+    loss_l, loss_c = MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, targets)
+    reference_l, reference_c = reference_multibox_loss(loc, conf, ANCHORS_320, targets, mutual_guide)
+    assert loss_l.dtype == loss_c.dtype == torch.float32 and loss_l.dim() == loss_c.dim() == 0
+    torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_c, reference_c, rtol=1e-5, atol=0)
+
+
+def test_gradients_match_reference_and_reach_only_regression_positives():
+    targets, loc, conf = random_predictions([4, 0, 9], seed=12)
+    loc.requires_grad_(True)
+    conf.requires_grad_(True)
+    loss_l, loss_c = MultiBoxLoss(NUM_CLASSES, mutual_guide=True)((loc, conf), ANCHORS_320, targets)
+    (loss_l + loss_c).backward()
+    loc_ref = loc.detach().clone().requires_grad_(True)
+    conf_ref = conf.detach().clone().requires_grad_(True)
+    sum(reference_multibox_loss(loc_ref, conf_ref, ANCHORS_320, targets, mutual_guide=True)).backward()
+    torch.testing.assert_close(loc.grad, loc_ref.grad, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(conf.grad, conf_ref.grad, rtol=1e-4, atol=1e-9)
+    assert torch.all(loc.grad[1] == 0)  # the image without objects has no regression positive
+
+
+def test_batch_without_objects_gives_zero_box_loss_and_finite_class_loss():
+    loc = torch.randn(2, ANCHORS_320.shape[0], 4, requires_grad=True)
+    conf = torch.randn(2, ANCHORS_320.shape[0], NUM_CLASSES, requires_grad=True)
+    targets = [torch.zeros(0, 5), torch.zeros(0, 5)]
+    for mutual_guide in (False, True):
+        loss_l, loss_c, stats = MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, targets, with_stats=True)
+        assert loss_l.item() == 0.0
+        # every anchor is a negative and the count of positives is clamped to 1: the plain sum of background terms
+        p = torch.sigmoid(conf.detach())
+        expected_c = (0.75 * torch.nn.functional.softplus(conf.detach()) * p).sum()
+        torch.testing.assert_close(loss_c, expected_c, rtol=1e-5, atol=0)
+        (loss_l + loss_c).backward()
+        assert torch.isfinite(conf.grad).all() and torch.isfinite(loc.grad).all()
+        assert all(torch.isfinite(v) for v in stats.values()) and stats["num_pos_cls"].item() == 0
+
+
+def test_stats_match_reference_assignment():
+    targets, loc, conf = random_predictions([6, 0, 2], seed=13)
+    _, _, stats = MultiBoxLoss(NUM_CLASSES, mutual_guide=True)((loc, conf), ANCHORS_320, targets, with_stats=True)
+    expected = {"num_objects": 8.0, "num_pos_cls": 0, "num_pos_reg": 0}
+    ious = {"cls_pos_anchor_iou": [], "cls_pos_pred_iou": [], "reg_pos_anchor_iou": [], "reg_pos_pred_iou": []}
+    disagree = 0
+    for b, target in enumerate(targets):
+        boxes, labels = target[:, :4], target[:, 4].long()
+        (cls_index, cls_state), (reg_index, reg_state) = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        _, iou_state = reference_iou_assign(ANCHORS_320, boxes)
+        for name, index, state in (("cls", cls_index, cls_state), ("reg", reg_index, reg_state)):
+            positive = state == POSITIVE
+            expected[f"num_pos_{name}"] += int(positive.sum())
+            matched = boxes[index[positive]]
+            anchors = to_corners(ANCHORS_320[positive])
+            predictions = plain_decode(loc[b][positive], ANCHORS_320[positive])
+            ious[f"{name}_pos_anchor_iou"] += [box_iou(m[None], a[None]).item() for m, a in zip(matched, anchors)]
+            ious[f"{name}_pos_pred_iou"] += [box_iou(m[None], p[None]).item() for m, p in zip(matched, predictions)]
+        disagree += int(((cls_state == POSITIVE) & (iou_state != POSITIVE)).sum())
+    for name, value in expected.items():
+        assert stats[name].item() == value
+    for name, values in ious.items():
+        assert stats[name].item() == pytest.approx(sum(values) / len(values), rel=1e-5)
+    assert stats["pos_per_object"].item() == pytest.approx(expected["num_pos_cls"] / 8)
+    assert stats["disagree_with_iou"].item() == pytest.approx(disagree / expected["num_pos_cls"])
+    assert 0 < stats["disagree_with_iou"].item() < 1
+
+
+def test_mutual_guide_can_be_switched_on_during_a_run():
+    targets, loc, conf = random_predictions([5, 2], seed=14)
+    loss_fn = MultiBoxLoss(NUM_CLASSES)
+    baseline = loss_fn((loc, conf), ANCHORS_320, targets)
+    loss_fn.mutual_guide = True
+    guided = loss_fn((loc, conf), ANCHORS_320, targets)
+    torch.testing.assert_close(guided[0], reference_multibox_loss(loc, conf, ANCHORS_320, targets, True)[0])
+    assert guided[0].item() != baseline[0].item()
+
+
+def test_half_precision_predictions_are_assigned_and_scored_in_float32():
+    targets, loc, conf = random_predictions([3, 8], seed=15)
+    loc16, conf16 = loc.bfloat16(), conf.bfloat16()
+    loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide=True)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        loss_l, loss_c = loss_fn((loc16, conf16), ANCHORS_320, targets)
+    assert loss_l.dtype == loss_c.dtype == torch.float32
+    expected_l, expected_c = loss_fn((loc16.float(), conf16.float()), ANCHORS_320, targets)
+    assert loss_l.item() == expected_l.item() and loss_c.item() == expected_c.item()
+
+
+def test_bad_inputs_raise_clear_errors():
+    loss_fn = MultiBoxLoss(NUM_CLASSES)
+    loc = torch.zeros(1, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(1, ANCHORS_320.shape[0], NUM_CLASSES)
+    good = [torch.tensor([[0.1, 0.1, 0.5, 0.5, 3.0]])]
+    with pytest.raises(ValueError, match="foreground indices 0..19"):
+        loss_fn((loc, conf), ANCHORS_320, [torch.tensor([[0.1, 0.1, 0.5, 0.5, 20.0]])])
+    with pytest.raises(ValueError, match=r"targets\[0\] has shape \(1, 4\)"):
+        loss_fn((loc, conf), ANCHORS_320, [torch.zeros(1, 4)])
+    with pytest.raises(ValueError, match="build PriorBox with the model's input size"):
+        loss_fn((loc, conf), PriorBox(24.0, 512)(), good)
+    with pytest.raises(ValueError, match="num_classes=20"):
+        loss_fn((loc, torch.zeros(1, ANCHORS_320.shape[0], 80)), ANCHORS_320, good)
+    with pytest.raises(ValueError, match="2 targets for a batch of 1"):
+        loss_fn((loc, conf), ANCHORS_320, good * 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_cuda_gives_the_cpu_losses(mutual_guide):
+    targets, loc, conf = random_predictions([0, 60, 3, 17], seed=16)
+    loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
+    cpu = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)
+    device = torch.device("cuda")
+    cuda = loss_fn((loc.to(device), conf.to(device)), ANCHORS_320.to(device), [t.to(device) for t in targets], with_stats=True)
+    torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=0)
+    assert cuda[2]["num_pos_cls"].item() == cpu[2]["num_pos_cls"].item()

@@ -1,0 +1,78 @@
+"""PriorBox against the anchors of the authors' code (facts §1), written out by hand."""
+import math
+
+import pytest
+import torch
+
+from utils.box import PriorBox, feature_map_sides
+
+R2 = math.sqrt(2.0)
+
+
+def test_counts_and_feature_maps():
+    assert feature_map_sides(320) == [40, 20, 10, 5]
+    assert feature_map_sides(512) == [64, 32, 16, 8, 4]
+    assert PriorBox(24.0, 320)().shape == (12750, 4)
+    assert PriorBox(24.0, 512)().shape == (32736, 4)
+    assert PriorBox(24.0, 320).num_anchors == 12750
+    assert PriorBox(24.0, 512).num_anchors == 32736
+
+
+def test_first_cell_at_320():
+    s = 24 / 320
+    expected = torch.tensor(
+        [
+            [0.0125, 0.0125, s, s],
+            [0.0125, 0.0125, s * R2, s / R2],
+            [0.0125, 0.0125, s / R2, s * R2],
+            [0.0125, 0.0125, s * R2, s * R2],
+            [0.0125, 0.0125, 2 * s, s],
+            [0.0125, 0.0125, s, 2 * s],
+        ]
+    )
+    anchors = PriorBox(24.0, 320)()
+    assert anchors.dtype == torch.float32
+    torch.testing.assert_close(anchors[:6], expected)
+    # pixel sizes at level 0 as the facts list them: 24, 33.94x16.97, 16.97x33.94, 33.94, 48x24, 24x48
+    torch.testing.assert_close(
+        anchors[:6, 2:] * 320,
+        torch.tensor([[24, 24], [33.94, 16.97], [16.97, 33.94], [33.94, 33.94], [48, 24], [24, 48]]),
+        atol=0.01,
+        rtol=0,
+    )
+
+
+def test_order_is_level_row_column_shape():
+    anchors = PriorBox(24.0, 320)()
+    torch.testing.assert_close(anchors[6, :2], torch.tensor([1.5 / 40, 0.5 / 40]))  # next column, same row
+    torch.testing.assert_close(anchors[6 * 40, :2], torch.tensor([0.5 / 40, 1.5 / 40]))  # next row
+    level1 = 6 * 40 * 40
+    torch.testing.assert_close(anchors[level1], torch.tensor([0.5 / 20, 0.5 / 20, 48 / 320, 48 / 320]))
+
+
+def test_last_anchor_is_clamped_in_centre_size_form():
+    # 320: level 3 (5x5, 192 px) last cell, shape (s, 2s) = 0.6 x 1.2 -> h clamped to 1.0
+    torch.testing.assert_close(PriorBox(24.0, 320)()[-1], torch.tensor([0.9, 0.9, 0.6, 1.0]))
+    # 512: level 4 (4x4, 384 px) last cell, 0.75 x 1.5 -> 0.75 x 1.0
+    torch.testing.assert_close(PriorBox(24.0, 512)()[-1], torch.tensor([0.875, 0.875, 0.75, 1.0]))
+
+
+def test_first_cell_at_512():
+    s = 24 / 512
+    c = 0.5 / 64
+    torch.testing.assert_close(
+        PriorBox(24.0, 512)()[:6],
+        torch.tensor([[c, c, s, s], [c, c, s * R2, s / R2], [c, c, s / R2, s * R2], [c, c, s * R2, s * R2], [c, c, 2 * s, s], [c, c, s, 2 * s]]),
+    )
+
+
+def test_other_multiples_of_64():
+    assert PriorBox(24.0, 384)().shape[0] == 6 * (48**2 + 24**2 + 12**2 + 6**2)
+    assert PriorBox(24.0, 576)().shape[0] == 6 * (72**2 + 36**2 + 18**2 + 9**2 + 5**2)  # ceil(576/128) = 5
+    assert PriorBox(24.0, 64)().shape[0] == 6 * (8**2 + 4**2 + 2**2 + 1)
+
+
+@pytest.mark.parametrize("size", [0, -64, 300, 320.0, True])
+def test_rejects_sizes_that_are_not_positive_multiples_of_64(size):
+    with pytest.raises(ValueError, match="multiple of 64"):
+        PriorBox(24.0, size)
