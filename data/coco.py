@@ -59,6 +59,10 @@ def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, wi
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32), keep
 
 
+def _is_positive_integer(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and float(value).is_integer()
+
+
 def _is_box(value: object) -> bool:
     return (
         isinstance(value, (list, tuple))
@@ -100,7 +104,7 @@ class COCODetection(DetectionDataset):
         problems: list[str] = []
         for image_id in coco.getImgIds():
             info = coco.imgs[image_id]
-            if not all(isinstance(info.get(key), int) and info[key] > 0 for key in ("height", "width")):
+            if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
                 problems.append(f"{annotation_file}: image id {image_id} has no positive integer height/width")
             elif not isinstance(info.get("file_name"), str):
                 problems.append(f"{annotation_file}: image id {image_id} has no file_name")

@@ -127,3 +127,13 @@ def test_zero_width_box_is_a_counted_warning(tmp_path):
     with pytest.warns(DataWarning, match=r"1 degenerate box dropped \(w <= 0 or h <= 0\).*annotation id 20"):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert len(dataset.annotation(2)[0]) == 0
+
+
+def test_image_without_size_is_reported(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 20}, {"id": 2, "file_name": "b.jpg", "height": 20, "width": 20}]
+    path = write_coco(tmp_path, "x", coco_json([], images))
+    data = json.loads(path.read_text())
+    del data["images"][1]["width"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"instances_x\.json: image id 2 has no positive integer height/width"):
+        COCODetection(path, tmp_path / "x", TestTransform(32))
