@@ -42,8 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="precision[-cl] entries, cl = channels_last; precisions: fp32, bf16, fp16 (autocast). "
                              "Default: fp32 fp32-cl bf16-cl on CPU, fp32 fp32-cl fp16-cl bf16-cl on CUDA")
     parser.add_argument("--num-classes", type=int, default=80, help="80 = COCO, as the paper's FPS")
-    parser.add_argument("--warmup", type=int, help="untimed batches per configuration (default 1 CPU, 10 CUDA)")
-    parser.add_argument("--iters", type=int, help="timed batches per configuration (default 2 CPU, 50 CUDA)")
+    parser.add_argument("--warmup", type=int, help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
+    parser.add_argument("--iters", type=int, help="timed batches per configuration (default 3 CPU, 50 CUDA)")
     parser.add_argument("--flops-only", action="store_true", help="FLOPs and parameters only, no timing")
     return parser
 
@@ -92,8 +92,8 @@ def main(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = True
     batch_sizes = args.batch_sizes or ([1, 32] if on_cuda else [1, 2])
     modes = args.modes or (["fp32", "fp32-cl", "fp16-cl", "bf16-cl"] if on_cuda else ["fp32", "fp32-cl", "bf16-cl"])
-    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 1)
-    iters = args.iters if args.iters is not None else (50 if on_cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
+    iters = args.iters if args.iters is not None else (50 if on_cuda else 3)
     print(f"# {datetime.date.today()} | {device_name(device)} | torch {torch.__version__} | "
           f"warmup {warmup}, iters {iters}, {args.num_classes} classes")
     if args.flops_only:
