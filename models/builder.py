@@ -16,21 +16,24 @@ BACKBONES: dict[str, type[nn.Module]] = {"vgg16": VGG16BN, "resnet18": ResNet18}
 NECKS: dict[str, type[nn.Module]] = {
     "fssd": FSSDNeck, "retinanet": RetinaNetNeck, "rfbnet": RFBNetNeck, "pafpn": PAFPNNeck,
 }
-SIZES = (320, 512)
+SIZES = (320, 512)  # the paper's sizes; any multiple of 64 from MIN_SIZE builds (4 levels below 512, 5 from 512)
+MIN_SIZE = 128
 
 
 def build_detector(version: str, backbone: str, size: int, num_classes: int,
                    pretrained: bool | str | os.PathLike | None = False) -> Detector:
     """Build `version` (fssd | retinanet | rfbnet | pafpn) on `backbone` (vgg16 | resnet18) for S x S input.
 
-    size: 320 or 512; num_classes: foreground classes (VOC 20, COCO 80).
+    size: the square input side, 320 or 512 in the paper; any multiple of 64 >= 128 works (smaller sizes suit
+    quick CPU runs on the synthetic set). num_classes: foreground classes (VOC 20, COCO 80).
     pretrained: True = torchvision ImageNet backbone weights (weights API and cache), a path = a local torchvision
     state dict, False/None = random init. Raises ValueError on an unknown choice, PretrainedWeightsError when the
     weights cannot be loaded.
     """
     _check_choice("version", version, NECKS)
     _check_choice("backbone", backbone, BACKBONES)
-    _check_choice("size", size, SIZES)
+    if not isinstance(size, int) or size < MIN_SIZE or size % 64:
+        raise ValueError(f"unknown size {size!r}; use a multiple of 64 >= {MIN_SIZE} (the paper uses 320 or 512)")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (foreground classes, no background); got {num_classes}")
     backbone_net = BACKBONES[backbone]()

@@ -94,7 +94,8 @@ def test_detector_records_its_configuration():
     [
         (("ssd", "vgg16", 320, 20), "unknown version 'ssd'; choose one of fssd, retinanet, rfbnet, pafpn"),
         (("fssd", "resnet50", 320, 20), "unknown backbone 'resnet50'; choose one of vgg16, resnet18"),
-        (("fssd", "vgg16", 300, 20), "unknown size 300; choose one of 320, 512"),
+        (("fssd", "vgg16", 300, 20), "unknown size 300; use a multiple of 64 >= 128"),
+        (("fssd", "vgg16", 64, 20), "unknown size 64; use a multiple of 64 >= 128"),
         (("fssd", "vgg16", 320, 0), "num_classes must be >= 1"),
     ],
 )
@@ -170,3 +171,12 @@ def test_fssd_and_pafpn_vgg16_320_counts_by_hand():
     bottom_up_and_outputs = 3 * basic_conv(3, 256, 256) + 4 * basic_conv(3, 256, 256)
     pafpn = backbone + cem + extractor + top_down + bottom_up_and_outputs + heads
     assert num_parameters(build_on_meta("pafpn", "vgg16", 320, 20)) == pafpn
+
+
+@pytest.mark.parametrize("version", list(NECKS))
+@pytest.mark.parametrize("size", [128, 256, 576])
+def test_any_multiple_of_64_builds_with_anchor_count_of_prior_box(version, size):
+    model = build_on_meta(version, "resnet18", size, num_classes=3).eval()
+    loc, conf = model(torch.empty(1, 3, size, size, device="meta"))
+    num_anchors = PriorBox(24.0, size).num_anchors
+    assert loc.shape == (1, num_anchors, 4) and conf.shape == (1, num_anchors, 3)
