@@ -84,7 +84,10 @@ def reference_iou_assign(anchors: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
     """One image. anchors [A, 4] cxcywh; boxes [n, 4] xyxy -> (gt_index [A], state [A])."""
     num_anchors = anchors.shape[0]
     if len(boxes) == 0:
-        return torch.zeros(num_anchors, dtype=torch.long), torch.full((num_anchors,), NEGATIVE)
+        return (
+            torch.zeros(num_anchors, dtype=torch.long, device=anchors.device),
+            torch.full((num_anchors,), NEGATIVE, device=anchors.device),
+        )
     iou = box_iou(boxes, to_corners(anchors))
     overlap, gt_index = iou.max(dim=0)
     for g in range(len(boxes)):
@@ -92,7 +95,7 @@ def reference_iou_assign(anchors: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
             best = iou[g].argmax()
             gt_index[best] = g
             overlap[best] = 1.0
-    state = torch.full((num_anchors,), NEGATIVE)
+    state = torch.full((num_anchors,), NEGATIVE, device=anchors.device)
     state[overlap >= 0.4] = IGNORE
     state[overlap >= 0.5] = POSITIVE
     return gt_index, state
@@ -104,7 +107,10 @@ def reference_mg_assign(
     """One image. -> ((cls gt_index, cls state), (reg gt_index, reg state)), each [A]."""
     num_anchors = anchors.shape[0]
     if len(boxes) == 0:
-        empty = (torch.zeros(num_anchors, dtype=torch.long), torch.full((num_anchors,), NEGATIVE))
+        empty = (
+            torch.zeros(num_anchors, dtype=torch.long, device=anchors.device),
+            torch.full((num_anchors,), NEGATIVE, device=anchors.device),
+        )
         return empty, empty
     anchor_iou = box_iou(boxes, to_corners(anchors))
     pred_iou = box_iou(boxes, plain_decode(loc, anchors))
@@ -115,8 +121,8 @@ def reference_mg_assign(
     pred_iou = keep_best_object_per_anchor(force_each_object(pred_iou))
     amplified = keep_best_object_per_anchor(force_each_object(amplified))
 
-    cls_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long)
-    reg_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long)
+    cls_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long, device=anchors.device)
+    reg_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long, device=anchors.device)
     for g in range(len(boxes)):
         num_pos = int((anchor_iou[g] >= 0.5).sum())
         num_ign = int((anchor_iou[g] >= 0.4).sum())
@@ -145,7 +151,7 @@ def reference_multibox_loss(
             cls_index, cls_state = reg_index, reg_state = reference_iou_assign(anchors, boxes)
 
         positive = cls_state == POSITIVE
-        one_hot = torch.zeros(anchors.shape[0], num_classes)
+        one_hot = torch.zeros(anchors.shape[0], num_classes, device=conf.device)
         one_hot[positive, labels[cls_index[positive]]] = 1.0
         kept = cls_state != IGNORE
         focal_sum = focal_sum + sigmoid_focal_loss(conf[b][kept], one_hot[kept], alpha=0.25, gamma=1.0, reduction="sum")

@@ -20,7 +20,7 @@ from utils.assign import (
     pad_targets,
 )
 from utils.assign.quality import select_top_ranked
-from utils.box import PriorBox
+from utils.box import PriorBox, encode
 
 NUM_CLASSES = 20
 ANCHORS_320 = PriorBox(24.0, 320)()
@@ -121,6 +121,26 @@ def test_at_initialisation_mg_gives_the_iou_assignment():
     assert int((iou.state == IGNORE).sum()) > 0
 
 
+def test_quota_is_capped_at_the_predictions_that_overlap_the_object():
+    """Only 3 predictions touch the object while its anchor-IoU quota is 16: exactly those 3 become positives
+    (the authors' topk(16) would add 13 anchors whose predicted IoU is 0), the same as the reference."""
+    object_box = torch.tensor([0.1, 0.3, 0.3, 0.5])
+    targets = [torch.cat([object_box, torch.tensor([4.0])]).unsqueeze(0)]
+    gt = pad_targets(targets, NUM_CLASSES)
+    far_box = torch.tensor([0.8, 0.8, 0.95, 0.95]).expand(ANCHORS_320.shape[0], 4)
+    loc = encode(far_box, ANCHORS_320)
+    on_object = torch.tensor([100, 2000, 12000])
+    loc[on_object] = encode(object_box.expand(3, 4), ANCHORS_320[on_object])
+    loc, conf = loc.unsqueeze(0), torch.zeros(1, ANCHORS_320.shape[0], NUM_CLASSES)
+    iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    assert int((iou.state == POSITIVE).sum()) == 16
+    mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert torch.equal(torch.nonzero(mg.cls.state[0] == POSITIVE).flatten(), on_object)
+    assert not torch.any(mg.cls.state == IGNORE)
+    reference_cls, _ = reference_mg_assign(ANCHORS_320, gt.boxes[0], gt.labels[0], loc[0], conf[0])
+    assert_same_assignment(mg.cls, 0, reference_cls)
+
+
 def test_object_no_prediction_overlaps_gets_no_classification_positive():
     """All predictions pushed far away: R is all zero, so no anchor is forced (the authors forced anchor 0)."""
     targets = [torch.tensor([[0.4, 0.4, 0.6, 0.7, 3.0]])]
@@ -167,9 +187,8 @@ def test_chunking_over_images_gives_the_same_result():
     )
     for a, b in zip(whole, one_by_one):
         assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
-    assert torch.equal(
-        IoUAssigner(max_elements=1)(ANCHORS_320, gt.boxes, gt.mask).state, IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask).state
-    )
+    one_by_one = IoUAssigner(max_elements=1)(ANCHORS_320, gt.boxes, gt.mask)
+    assert torch.equal(one_by_one.state, IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask).state)
 
 
 PEAK_SCRIPT = """
@@ -177,7 +196,7 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from tests.mg_reference import random_targets
 from utils.assign import MutualGuidanceAssigner, pad_targets
-from utils.box import PriorBox
+from utils.box import PriorBox, encode
 torch.set_num_threads(1)
 anchors = PriorBox(24.0, 512)()
 g = torch.Generator().manual_seed(0)

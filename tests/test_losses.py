@@ -118,7 +118,8 @@ def test_batch_without_objects_gives_zero_box_loss_and_finite_class_loss():
     conf = torch.randn(2, ANCHORS_320.shape[0], NUM_CLASSES, requires_grad=True)
     targets = [torch.zeros(0, 5), torch.zeros(0, 5)]
     for mutual_guide in (False, True):
-        loss_l, loss_c, stats = MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, targets, with_stats=True)
+        loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
+        loss_l, loss_c, stats = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)
         assert loss_l.item() == 0.0
         # every anchor is a negative and the count of positives is clamped to 1: the plain sum of background terms
         p = torch.sigmoid(conf.detach())
@@ -137,7 +138,8 @@ def test_stats_match_reference_assignment():
     disagree = 0
     for b, target in enumerate(targets):
         boxes, labels = target[:, :4], target[:, 4].long()
-        (cls_index, cls_state), (reg_index, reg_state) = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        cls, reg = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        (cls_index, cls_state), (reg_index, reg_state) = cls, reg
         _, iou_state = reference_iou_assign(ANCHORS_320, boxes)
         for name, index, state in (("cls", cls_index, cls_state), ("reg", reg_index, reg_state)):
             positive = state == POSITIVE
@@ -202,7 +204,8 @@ def test_cuda_gives_the_cpu_losses(mutual_guide):
     loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
     cpu = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)
     device = torch.device("cuda")
-    cuda = loss_fn((loc.to(device), conf.to(device)), ANCHORS_320.to(device), [t.to(device) for t in targets], with_stats=True)
+    cuda_targets = [t.to(device) for t in targets]
+    cuda = loss_fn((loc.to(device), conf.to(device)), ANCHORS_320.to(device), cuda_targets, with_stats=True)
     torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-4, atol=0)
     torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=0)
     assert cuda[2]["num_pos_cls"].item() == cpu[2]["num_pos_cls"].item()

@@ -32,7 +32,8 @@ def assign_by_iou(iou: Tensor, positive_threshold: float = 0.5, ignore_threshold
     gt_index = torch.where(is_forced, forced_to, gt_index)
     best_overlap = best_overlap.masked_fill(is_forced, 1.0)
     state = torch.full_like(gt_index, NEGATIVE, dtype=torch.int8)
-    state.masked_fill_(best_overlap >= ignore_threshold, IGNORE).masked_fill_(best_overlap >= positive_threshold, POSITIVE)
+    state.masked_fill_(best_overlap >= ignore_threshold, IGNORE)
+    state.masked_fill_(best_overlap >= positive_threshold, POSITIVE)
     return Assignment(gt_index.masked_fill(state == NEGATIVE, 0), state)
 
 
@@ -51,7 +52,8 @@ class IoUAssigner:
     ) -> None:
         if not 0 <= ignore_threshold <= positive_threshold <= 1:
             raise ValueError(
-                f"IoUAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= positive_threshold ({positive_threshold}) <= 1."
+                f"IoUAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= "
+                f"positive_threshold ({positive_threshold}) <= 1."
             )
         self.positive_threshold = positive_threshold
         self.ignore_threshold = ignore_threshold

@@ -75,7 +75,9 @@ class MutualGuidanceAssigner:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
     ) -> None:
         if sigma < 1:
-            raise ValueError(f"MutualGuidanceAssigner: sigma={sigma} must be >= 1 so the exponent (sigma - p) / sigma stays > 0.")
+            raise ValueError(
+                f"MutualGuidanceAssigner: sigma={sigma} must be >= 1 so the exponent (sigma - p) / sigma stays > 0."
+            )
         if not 0 <= ignore_threshold <= positive_threshold <= 1:
             raise ValueError(
                 f"MutualGuidanceAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= "
@@ -115,9 +117,12 @@ class MutualGuidanceAssigner:
         anchors_xyxy = corner_form(anchors)
         gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
         loc, conf = loc.detach().float(), conf.detach().float()
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
         parts = [
-            self._assign_chunk(anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline)
-            for chunk in image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
+            self._assign_chunk(
+                anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline
+            )
+            for chunk in chunks
         ]
         return MutualGuidanceAssignment(
             cls=concat_assignments([part.cls for part in parts]),
@@ -136,7 +141,9 @@ class MutualGuidanceAssigner:
         with_iou_baseline: bool,
     ) -> MutualGuidanceAssignment:
         anchor_quality = anchor_iou(gt_boxes, anchors_xyxy)  # A  [b, G, A]
-        baseline = assign_by_iou(anchor_quality, self.positive_threshold, self.ignore_threshold) if with_iou_baseline else None
+        baseline = None
+        if with_iou_baseline:
+            baseline = assign_by_iou(anchor_quality, self.positive_threshold, self.ignore_threshold)
         regression_quality = amplified_iou(anchor_quality, own_class_probability(conf, gt_labels), self.sigma)  # Q
         classification_quality = predicted_iou(gt_boxes, decode(loc, anchors))  # R
 

@@ -54,7 +54,9 @@ class PriorBox(nn.Module):
                 f"use an input size such as 320 or 512 (--size)."
             )
         if not base_anchor_size > 0:
-            raise ValueError(f"PriorBox: base_anchor_size={base_anchor_size!r} must be > 0 pixels (--base_anchor_size).")
+            raise ValueError(
+                f"PriorBox: base_anchor_size={base_anchor_size!r} must be > 0 pixels (--base_anchor_size)."
+            )
         self.base_anchor_size = float(base_anchor_size)
         self.size = size
         self.num_anchors = ANCHORS_PER_CELL * sum(side * side for side in feature_map_sides(size))

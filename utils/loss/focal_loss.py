@@ -2,13 +2,14 @@
 
 Per logit x with target t in {0, 1}, p = sigmoid(x):
     loss = BCEWithLogits(x, t) * (alpha t + (1 - alpha)(1 - t)) * ((1 - p) t + p (1 - t)) ** gamma,
-the same formula as ``torchvision.ops.sigmoid_focal_loss``. With a one-hot target over C classes almost every
-t is 0, so instead of materialising a ``[B, A, C]`` target the sum is taken as
+the same formula as ``torchvision.ops.sigmoid_focal_loss``. Written with f(x) = softplus(x) * sigmoid(x) ** gamma,
+the t = 0 loss is (1 - alpha) f(x) and the t = 1 loss is alpha f(-x). A one-hot target over C classes is almost
+all zeros, so instead of materialising a ``[B, A, C]`` target the sum is taken as
 
-    sum over kept anchors and classes of the t = 0 term,
-    plus, at each positive anchor's own class, (t = 1 term) - (t = 0 term),
+    (1 - alpha) * sum over kept anchors and all classes of f(x)
+    + sum over positive anchors, at their own class, of alpha f(-x) - (1 - alpha) f(x),
 
-which is exact and about three times cheaper in time and memory than the dense form.
+which is exact and needs a fraction of the dense form's passes over the logits.
 """
 import torch
 import torch.nn.functional as F
@@ -17,18 +18,10 @@ from torch import Tensor
 BACKGROUND = -1
 
 
-def _modulate(probability: Tensor, gamma: float) -> Tensor:
-    return probability if gamma == 1.0 else probability.pow(gamma)
-
-
-def _background_term(logits: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Focal loss of logits whose target is 0: ``(1 - alpha) * softplus(x) * sigmoid(x) ** gamma``."""
-    return (1.0 - alpha) * F.softplus(logits) * _modulate(torch.sigmoid(logits), gamma)
-
-
-def _foreground_term(logits: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Focal loss of logits whose target is 1: ``alpha * softplus(-x) * sigmoid(-x) ** gamma``."""
-    return alpha * F.softplus(-logits) * _modulate(torch.sigmoid(-logits), gamma)
+def _focal_term(logits: Tensor, gamma: float) -> Tensor:
+    """``softplus(x) * sigmoid(x) ** gamma``: the focal loss of target 0, before the alpha weight."""
+    probability = torch.sigmoid(logits)
+    return F.softplus(logits) * (probability if gamma == 1.0 else probability.pow(gamma))
 
 
 def sigmoid_focal_loss(
@@ -46,9 +39,10 @@ def sigmoid_focal_loss(
     Returns:
         0-d tensor, the loss summed over kept anchors and all classes (not normalised).
     """
-    background = _background_term(logits, alpha, gamma).sum(dim=-1)  # [...]
-    total = torch.where(keep, background, 0.0).sum()
+    num_classes = logits.shape[-1]
+    # sum over kept anchors as one vector-matrix product: [N] @ [N, C] -> [C]
+    kept_sum = keep.reshape(-1).to(logits.dtype) @ _focal_term(logits, gamma).reshape(-1, num_classes)
     is_positive = keep & (labels >= 0)
     own_logit = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [...]
-    correction = _foreground_term(own_logit, alpha, gamma) - _background_term(own_logit, alpha, gamma)
-    return total + torch.where(is_positive, correction, 0.0).sum()
+    correction = alpha * _focal_term(-own_logit, gamma) - (1.0 - alpha) * _focal_term(own_logit, gamma)
+    return (1.0 - alpha) * kept_sum.sum() + torch.where(is_positive, correction, 0.0).sum()

@@ -77,7 +77,9 @@ class MultiBoxLoss(nn.Module):
             gt = pad_targets(targets, num_classes=self.num_classes, device=loc.device)
             baseline = None
             if self.mutual_guide:
-                assigned = self.mg_assigner(anchors, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=with_stats)
+                assigned = self.mg_assigner(
+                    anchors, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=with_stats
+                )
                 cls, reg, baseline = assigned.cls, assigned.reg, assigned.iou_baseline
             else:
                 cls = reg = self.iou_assigner(anchors, gt.boxes, gt.mask)
@@ -90,7 +92,9 @@ class MultiBoxLoss(nn.Module):
             loss_c = focal / num_pos_cls.clamp(min=1)
 
             # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
-            matched = torch.where(reg_positive.unsqueeze(2), gather_per_anchor(gt.boxes, reg.gt_index), corner_form(anchors))
+            matched = torch.where(
+                reg_positive.unsqueeze(2), gather_per_anchor(gt.boxes, reg.gt_index), corner_form(anchors)
+            )
             box_loss = balanced_l1_loss(
                 loc, self.box_coder.encode(matched, anchors), BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA
             )
