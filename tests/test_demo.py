@@ -1,0 +1,184 @@
+"""Demo on images and folders: input collection, bad files, pixel-exact detections, drawn output, flags."""
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models import build_detector
+from tests.tiny_checkpoint import CLASS_NAMES, SIZE, write_tiny_checkpoint
+from utils.box import PriorBox
+from utils.checkpoint import CheckpointError
+from utils.demo import (
+    DemoInputError,
+    add_use_arguments,
+    collect_images,
+    default_demo_output,
+    output_names,
+    run_demo,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "SHAPES_tiny.pth")
+
+
+def write_image(path: Path, height: int, width: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    cv2.rectangle(image, (width // 4, height // 4), (width // 2, height // 2), (40, 200, 90), -1)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_image(folder / "wide.png", 150, 200, seed=1)
+    write_image(folder / "tall.jpg", 160, 90, seed=2)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_collect_images_from_file_folder_and_globs(photos):
+    nested = photos / "more"
+    nested.mkdir()
+    write_image(nested / "deep.bmp", 20, 30, seed=3)
+    assert collect_images(str(photos)) == [photos / "tall.jpg", photos / "wide.png"]  # sorted, .txt and folder left out
+    assert collect_images(photos / "wide.png") == [photos / "wide.png"]
+    assert collect_images(str(photos / "*.png")) == [photos / "wide.png"]
+    assert collect_images(str(photos / "**" / "*.*")) == [photos / "more" / "deep.bmp", photos / "tall.jpg",
+                                                          photos / "wide.png"]
+    # several sources (a shell-expanded glob) keep their order and drop repeats
+    assert collect_images([str(photos / "wide.png"), str(photos)]) == [photos / "wide.png", photos / "tall.jpg"]
+
+
+def test_collect_images_errors_name_the_input(tmp_path):
+    with pytest.raises(DemoInputError, match=r"--demo .*missing: no such file or folder"):
+        collect_images(str(tmp_path / "missing"))
+    empty = tmp_path / "docs"
+    empty.mkdir()
+    (empty / "a.txt").write_text("x")
+    with pytest.raises(DemoInputError, match=r"--demo .*docs: the folder holds no image files \(1 other files\)"):
+        collect_images(str(empty))
+    with pytest.raises(DemoInputError, match=r"the pattern matches no image files \(1 other files\)"):
+        collect_images(str(empty / "*"))
+    with pytest.raises(DemoInputError, match="no input given"):
+        collect_images([])
+
+
+def test_output_names_disambiguate_repeated_stems():
+    paths = [Path("a/cat.jpg"), Path("b/cat.jpg"), Path("a/cat.png"), Path("a/dog.jpeg"), Path("c/Cat.bmp")]
+    assert output_names(paths) == ["cat.jpg", "cat-2.jpg", "cat-3.jpg", "dog.jpg", "Cat-4.jpg"]
+
+
+def reference_top_detection(checkpoint: Path, image_path: Path) -> tuple[list[float], float, int]:
+    """The highest-scoring detection computed by hand: resize, mean, forward, decode, scale to pixels."""
+    state = torch.load(checkpoint, weights_only=True)
+    model = build_detector("fssd", "resnet18", SIZE, len(CLASS_NAMES))
+    model.load_state_dict(state["model"])
+    image = cv2.imread(str(image_path))
+    height, width = image.shape[:2]
+    net_input = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    net_input = torch.from_numpy((net_input - np.array([104, 117, 123], np.float32)).transpose(2, 0, 1))[None]
+    with torch.no_grad():
+        loc, conf = model.eval()(net_input)
+    scores = conf[0].sigmoid()
+    anchor, label = divmod(int(scores.argmax()), len(CLASS_NAMES))
+    a_cx, a_cy, a_w, a_h = PriorBox(24.0, SIZE).forward()[anchor].tolist()
+    t_x, t_y, t_w, t_h = loc[0, anchor].tolist()
+    cx, cy = a_cx + t_x * 0.1 * a_w, a_cy + t_y * 0.1 * a_h
+    w, h = a_w * np.exp(t_w * 0.2), a_h * np.exp(t_h * 0.2)
+    corners = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, 1) * [width, height, width, height]
+    return corners.tolist(), float(scores.max()), label
+
+
+def test_demo_writes_pixel_detections_and_drawn_images(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    summary = run_demo(checkpoint, str(photos), out, batch_size=2, score_thresh=0.0, max_per_image=5)
+    assert summary == {"images": 2, "unreadable": 0, "detections": 10, "output_dir": str(out),
+                       "json": str(out / "detections.json")}
+    report = json.loads((out / "detections.json").read_text())
+    assert report["class_names"] == CLASS_NAMES and report["input_size"] == SIZE
+    assert [(r["file"], r["output"], r["width"], r["height"]) for r in report["images"]] == [
+        (str(photos / "tall.jpg"), "tall.jpg", 90, 160), (str(photos / "wide.png"), "wide.jpg", 200, 150)]
+    for record in report["images"]:
+        image_path = Path(record["file"])
+        box, score, label = reference_top_detection(checkpoint, image_path)
+        top = record["detections"][0]
+        np.testing.assert_allclose(top["box"], box, atol=0.011)
+        assert top["score"] == pytest.approx(score, abs=1e-4)
+        assert (top["label"], top["class_name"]) == (label, CLASS_NAMES[label])
+        assert [d["score"] for d in record["detections"]] == sorted((d["score"] for d in record["detections"]), reverse=True)
+        drawn = cv2.imread(str(out / record["output"]))
+        original = cv2.imread(str(image_path))
+        assert drawn.shape == original.shape
+        assert np.abs(drawn.astype(int) - original.astype(int)).max() > 100  # boxes and captions are drawn
+    assert "10 detections in 2 images" in capsys.readouterr().err
+
+
+def test_demo_is_the_same_batched_and_one_by_one(checkpoint, photos, tmp_path):
+    for batch_size in (1, 2):
+        run_demo(checkpoint, str(photos), tmp_path / f"b{batch_size}", batch_size=batch_size, score_thresh=0.0,
+                 max_per_image=20)
+    one, two = (json.loads((tmp_path / f"b{b}" / "detections.json").read_text())["images"] for b in (1, 2))
+    for single, batched in zip(one, two):
+        assert [d["label"] for d in single["detections"]] == [d["label"] for d in batched["detections"]]
+        np.testing.assert_allclose([d["box"] for d in single["detections"]], [d["box"] for d in batched["detections"]],
+                                   atol=0.011)
+
+
+def test_demo_score_threshold_filters(checkpoint, photos, tmp_path):
+    summary = run_demo(checkpoint, str(photos), tmp_path / "none", score_thresh=0.99)
+    assert summary["detections"] == 0 and summary["images"] == 2
+    assert (tmp_path / "none" / "tall.jpg").is_file()
+
+
+def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsys):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (photos / "garbage.png").write_bytes(b"plain text, not a png")
+    summary = run_demo(checkpoint, str(photos), tmp_path / "out", batch_size=3, score_thresh=0.5)
+    assert (summary["images"], summary["unreadable"]) == (2, 2)
+    err = capsys.readouterr().err
+    assert f"skipped unreadable image: {photos / 'broken.jpg'}: truncated JPEG" in err
+    assert f"skipped unreadable image: {photos / 'garbage.png'}: OpenCV cannot decode" in err
+    report = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [u["file"] for u in report["unreadable"]] == [str(photos / "broken.jpg"), str(photos / "garbage.png")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "tall.jpg", "wide.jpg"]
+
+
+def test_demo_with_only_unreadable_files_fails_clearly(checkpoint, tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    with pytest.raises(DemoInputError, match=r"none of the 1 files could be read as an image"):
+        run_demo(checkpoint, str(tmp_path / "bad.jpg"), tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert report["unreadable"] == [{"file": str(tmp_path / "bad.jpg"), "error": f"{tmp_path / 'bad.jpg'}: image file is empty"}]
+
+
+def test_demo_rejects_bad_checkpoint_and_flags(photos, tmp_path, checkpoint):
+    fake = tmp_path / "fake.pth"
+    torch.save({"model": {}}, fake)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by main.py"):
+        run_demo(fake, str(photos), tmp_path / "out")
+    with pytest.raises(ValueError, match="--batch_size must be >= 1"):
+        run_demo(checkpoint, str(photos), tmp_path / "out", batch_size=0)
+    with pytest.raises(ValueError, match=r"--score_thresh 1.5 must be in \[0, 1\)"):
+        run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=1.5)
+
+
+def test_default_output_folder_and_flags():
+    assert default_demo_output("weights/SHAPES_fssd_resnet18_size320_anchor24.0_MG.pth") == Path(
+        "eval/demo/SHAPES_fssd_resnet18_size320_anchor24.0_MG")
+    parser = add_use_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--demo", "a.jpg", "photos/", "--demo_output", "out", "--score_thresh", "0.5",
+                              "--export", "ONNX", "--export_path", "m.onnx", "--opset", "13", "--export_nms"])
+    assert (args.demo, args.demo_output, args.score_thresh) == (["a.jpg", "photos/"], "out", 0.5)
+    assert (args.export, args.export_path, args.opset, args.export_nms) == ("onnx", "m.onnx", 13, True)
+    defaults = parser.parse_args([])
+    assert (defaults.demo, defaults.demo_output, defaults.score_thresh, defaults.export, defaults.opset) == (
+        None, None, 0.3, None, 17)

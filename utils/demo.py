@@ -1,0 +1,270 @@
+"""Run a trained detector on your own images: ``main.py --trained_model W --demo PATH [PATH ...]``.
+
+Each PATH is an image, a folder (its images, not sub-folders) or a glob (``'photos/**/*.jpg'``, quoted so the
+program expands it; an unquoted glob expanded by the shell works too). Images are read, resized to the
+checkpoint's input size, run through the network in batches and post-processed (``PostProcessor``: decode,
+score threshold, per-class NMS). The output folder receives
+
+- ``<image stem>.jpg``: the image with boxes, class names and scores drawn, one colour per class;
+- ``detections.json``: per image the file, its width and height and its detections
+  ``{"box": [x1, y1, x2, y2] 0-based continuous pixels of the original image, "score", "label", "class_name"}``.
+
+Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data.dataset import read_image
+from data.errors import DataError
+from data.transforms import normalize_image, resize
+from utils.draw import class_colours, draw_detections
+from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from utils.postprocess import PostProcessor
+from utils.trained_model import load_trained_detector
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+GLOB_CHARACTERS = "*?["
+DETECTIONS_FILE = "detections.json"
+JPEG_QUALITY = 95
+
+
+class DemoInputError(DataError):
+    """Nothing to run the demo on (missing path, folder without images, no readable image); one line with the fix."""
+
+
+def default_demo_output(checkpoint_path: str | os.PathLike) -> Path:
+    """``eval/demo/<checkpoint stem>/``."""
+    return Path("eval") / "demo" / Path(checkpoint_path).stem
+
+
+def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by ``sources``, in order, without duplicates.
+
+    A file is taken whatever its suffix (an unreadable one is reported later); a folder gives its files with an
+    image suffix (:data:`IMAGE_SUFFIXES`, any case), sorted; a glob gives its matching image files, sorted
+    (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a folder or glob
+    without images, or no source at all.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    found: dict[Path, None] = {}
+    for source in map(str, sources):
+        for path in _expand(source):
+            found.setdefault(path, None)
+    if not found:
+        raise DemoInputError("--demo: no input given; pass an image, a folder of images or a glob such as 'photos/*.jpg'")
+    return list(found)
+
+
+def _expand(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    suffixes = ", ".join(IMAGE_SUFFIXES)
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files); "
+                                 f"images need one of the suffixes {suffixes}")
+        return images
+    if any(character in source for character in GLOB_CHARACTERS):
+        matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
+        images = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise DemoInputError(f"--demo {source}: the pattern matches no image files ({len(matches)} other files); "
+                                 f"images need one of the suffixes {suffixes}")
+        return images
+    raise DemoInputError(f"--demo {source}: no such file or folder; check the path")
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """``<stem>.jpg`` per path; a stem met again (``a.png`` and ``a.jpg``, or two folders) gets ``-2``, ``-3``, ..."""
+    names, used = [], set()
+    for path in paths:
+        name, copy = f"{path.stem}.jpg", 1
+        while name.lower() in used:
+            copy += 1
+            name = f"{path.stem}-{copy}.jpg"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+class ImageFiles(Dataset):
+    """Reads image files for the network; a file that cannot be decoded yields its error instead of failing.
+
+    ``dataset[i]`` -> ``(input float32 [3, S, S] BGR minus PIXEL_MEAN_BGR or None, original uint8 BGR [H, W, 3]
+    or None, error message or None, i)``.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, np.ndarray | None, str | None, int]:
+        try:
+            image = read_image(self.paths[index])
+        except DataError as error:
+            return None, None, str(error), index
+        return torch.from_numpy(normalize_image(resize(image, self.size))), image, None, index
+
+
+def collate_image_files(batch: list) -> tuple[torch.Tensor | None, list[np.ndarray], list[int], list[tuple[int, str]]]:
+    """``(inputs [b, 3, S, S] or None when no file of the batch was readable, originals, their indices,
+    [(index, error)] of the unreadable files)``."""
+    readable = [item for item in batch if item[2] is None]
+    inputs = torch.stack([item[0] for item in readable]) if readable else None
+    failures = [(item[3], item[2]) for item in batch if item[2] is not None]
+    return inputs, [item[1] for item in readable], [item[3] for item in readable], failures
+
+
+def run_demo(
+    checkpoint_path: str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    score_thresh: float = 0.3,
+    nms_thresh: float = 0.5,
+    max_per_image: int = 100,
+    workers: int = 0,
+) -> dict:
+    """Detect objects in ``inputs`` (see :func:`collect_images`) and write drawn images and ``detections.json``.
+
+    Args:
+        checkpoint_path: a checkpoint saved by ``main.py``; architecture, anchors and class names are read from it.
+        output_dir: default :func:`default_demo_output`.
+        device: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
+        batch_size: images per forward pass; workers: DataLoader processes reading the images (0 = this one).
+        score_thresh: keep and draw detections scoring strictly above it; nms_thresh: per-class NMS IoU.
+        max_per_image: at most this many detections per image, the highest scores.
+
+    Returns:
+        ``{"images": readable images, "unreadable": skipped files, "detections": total detections,
+        "output_dir": str, "json": str}``.
+
+    Raises :class:`DemoInputError` when there is no image to read or none of the files could be read (after
+    writing the JSON), and ``CheckpointError`` for an unusable checkpoint.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= score_thresh < 1.0:
+        raise ValueError(f"--score_thresh {score_thresh} must be in [0, 1)")
+    paths = collect_images(inputs)
+    device = torch.device(device)
+    detector = load_trained_detector(checkpoint_path, device)
+    postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
+                                  max_per_image=max_per_image)
+    out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DemoInputError(f"--demo_output {out_dir}: cannot create the folder ({error.strerror})") from None
+
+    names = output_names(paths)
+    colours = class_colours(len(detector.class_names))
+    loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_image_files, pin_memory=device.type == "cuda")
+    records: list[dict | None] = [None] * len(paths)
+    unreadable: list[dict] = []
+    with torch.inference_mode(), tqdm(total=len(paths), desc="Detecting", unit="img", dynamic_ncols=True) as bar:
+        for images, originals, indices, failures in loader:
+            for index, message in failures:
+                tqdm.write(f"skipped unreadable image: {message}", file=sys.stderr)
+                unreadable.append({"file": str(paths[index]), "error": message})
+            if images is not None:
+                loc, conf = detector.model(images.to(device, non_blocking=True))
+                sizes = torch.tensor([original.shape[:2] for original in originals], device=device)  # [b, 2] (h, w)
+                for index, original, result in zip(indices, originals, postprocessor(loc, conf, sizes)):
+                    result = {key: value.cpu().numpy() for key, value in result.items()}
+                    drawn = draw_detections(original, result["boxes"], result["scores"], result["labels"],
+                                            detector.class_names, colours)
+                    _write_jpeg(out_dir / names[index], drawn)
+                    records[index] = _image_record(paths[index], names[index], original.shape, result,
+                                                   detector.class_names)
+            bar.update(len(indices) + len(failures))
+
+    images_done = [record for record in records if record is not None]
+    json_path = out_dir / DETECTIONS_FILE
+    report = {
+        "checkpoint": str(checkpoint_path),
+        "class_names": detector.class_names,
+        "input_size": detector.size,
+        "score_thresh": score_thresh,
+        "nms_thresh": nms_thresh,
+        "images": images_done,
+        "unreadable": unreadable,
+    }
+    json_path.write_text(json.dumps(report, indent=1))
+    summary = {
+        "images": len(images_done),
+        "unreadable": len(unreadable),
+        "detections": sum(len(record["detections"]) for record in images_done),
+        "output_dir": str(out_dir),
+        "json": str(json_path),
+    }
+    print(f"demo: {summary['detections']} detections in {summary['images']} images written to {out_dir}"
+          f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped", file=sys.stderr)
+    if not images_done:
+        raise DemoInputError(f"--demo: none of the {len(paths)} files could be read as an image; "
+                             f"see the reasons above and in {json_path}")
+    return summary
+
+
+def _image_record(path: Path, output_name: str, shape: tuple[int, ...], result: dict[str, np.ndarray],
+                  class_names: Sequence[str]) -> dict:
+    """One image of ``detections.json``: boxes in pixels rounded to 0.01, scores to 1e-4."""
+    detections = [
+        {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4), "label": int(label),
+         "class_name": class_names[int(label)]}
+        for box, score, label in zip(result["boxes"], result["scores"], result["labels"])
+    ]
+    return {"file": str(path), "output": output_name, "width": int(shape[1]), "height": int(shape[0]),
+            "detections": detections}
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DemoInputError(f"{path}: OpenCV could not encode the drawn image as JPEG")
+    encoded.tofile(str(path))
+
+
+def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``use a trained model`` flags (demo and export) to ``parser``; returns it."""
+    group = parser.add_argument_group("use a trained model (with --trained_model)")
+    group.add_argument("--demo", nargs="+", default=None, metavar="PATH",
+                       help="detect on images: files, folders or quoted globs ('photos/**/*.jpg'); writes drawn "
+                            "images and detections.json to --demo_output")
+    group.add_argument("--demo_output", type=str, default=None, metavar="DIR",
+                       help="folder for the demo results (default: eval/demo/<checkpoint stem>/)")
+    group.add_argument("--score_thresh", type=float, default=0.3,
+                       help="demo: keep and draw detections scoring above this (default: 0.3)")
+    group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,
+                       help="export the network with box decoding and sigmoid scores to ONNX and exit")
+    group.add_argument("--export_path", type=str, default=None, metavar="FILE",
+                       help="ONNX file to write (default: the checkpoint path with .onnx)")
+    group.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                       help=f"ONNX opset version, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
+    group.add_argument("--export_nms", action="store_true",
+                       help="include the score threshold (--score_thresh) and per-class NMS (--nms_thresh) in the "
+                            "ONNX graph, which then outputs detections")
+    return parser

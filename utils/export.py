@@ -1,0 +1,161 @@
+"""Export a trained detector to ONNX: ``main.py --trained_model W --export onnx [--export_path F] [--opset N]``.
+
+Two graphs, both with a dynamic batch axis and the input ``images`` float32 ``[B, 3, S, S]`` (BGR minus
+``PIXEL_MEAN_BGR`` = (104, 117, 123), no scaling; resize the picture to S x S first):
+
+- default (:class:`DecodedDetector`): network + box decoding. Outputs ``boxes`` ``[B, A, 4]`` x1y1x2y2 normalised
+  to [0, 1] (multiply by the original width/height for pixels) and ``scores`` ``[B, A, C]`` sigmoid
+  probabilities. Threshold and per-class NMS run after it, e.g. ``torchvision.ops.batched_nms`` or
+  ``utils.postprocess.PostProcessor`` (which takes the raw outputs) - as most deployment runtimes prefer.
+- ``include_nms`` (:class:`DetectorWithNMS`): adds the pre-NMS top-k, the score threshold and per-class NMS
+  (ONNX ``NonMaxSuppression``, from torchvision's exportable ``batched_nms``). Outputs ``detections`` ``[N, 6]``
+  (x1, y1, x2, y2 normalised, score, label as float) over the whole batch, highest scores first, and
+  ``batch_index`` int64 ``[N]``. Unlike ``PostProcessor`` there is no per-image cap after NMS (at most
+  ``pre_nms_topk`` per image); thresholds are fixed at export time.
+
+The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs no ``onnxscript`` and exports
+torchvision's NMS. Opset 17 by default; 11 is the lowest with ``NonMaxSuppression`` and dynamic ``TopK``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from utils.box import BoxCoder
+from utils.postprocess import PRE_NMS_TOPK
+from utils.trained_model import load_trained_detector
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 11
+MAX_OPSET = 20  # the newest opset PyTorch's TorchScript exporter writes
+
+
+class DecodedDetector(nn.Module):
+    """``images [B, 3, S, S]`` -> ``(boxes [B, A, 4] x1y1x2y2 normalised, clamped to [0, 1], scores [B, A, C] sigmoid)``.
+
+    The same decode and clamp as ``PostProcessor`` steps 1-2, before the scaling to pixels.
+    """
+
+    def __init__(self, model: nn.Module, priors: Tensor, box_coder: BoxCoder | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("priors", priors.float(), persistent=False)  # [A, 4] cxcywh normalised
+        self.box_coder = box_coder or BoxCoder()
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        loc, conf = self.model(images)
+        boxes = self.box_coder.decode(loc.float(), self.priors).clamp(0.0, 1.0)
+        return boxes, conf.float().sigmoid()
+
+
+class DetectorWithNMS(DecodedDetector):
+    """``images [B, 3, S, S]`` -> ``(detections [N, 6], batch_index int64 [N])``; see the module docstring.
+
+    Per image: the ``pre_nms_topk`` best (anchor, class) scores, those strictly above ``score_thresh``, then NMS at
+    ``nms_thresh`` within each (image, class) group. Rows are ordered by score over the whole batch.
+    """
+
+    def __init__(self, model: nn.Module, priors: Tensor, score_thresh: float = 0.005, nms_thresh: float = 0.5,
+                 pre_nms_topk: int = PRE_NMS_TOPK) -> None:
+        super().__init__(model, priors)
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.pre_nms_topk = pre_nms_topk
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, scores = super().forward(images)  # [B, A, 4], [B, A, C]
+        batch, num_anchors, num_classes = scores.shape
+        top_scores, top_columns = scores.flatten(1).topk(min(self.pre_nms_topk, num_anchors * num_classes), dim=1)
+        passed = top_scores > self.score_thresh  # [B, k]
+        batch_index = torch.arange(batch, device=images.device)[:, None].expand_as(top_columns)[passed]  # [N]
+        columns = top_columns[passed]  # column = anchor * C + class
+        labels = columns % num_classes
+        candidate_boxes = boxes[batch_index, torch.div(columns, num_classes, rounding_mode="floor")]  # [N, 4]
+        candidate_scores = top_scores[passed]
+        kept = batched_nms(candidate_boxes, candidate_scores, batch_index * num_classes + labels, self.nms_thresh)
+        detections = torch.cat([candidate_boxes[kept], candidate_scores[kept, None], labels[kept, None].float()], 1)
+        return detections, batch_index[kept]
+
+
+def export_onnx(
+    checkpoint_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    *,
+    opset: int | None = None,
+    include_nms: bool = False,
+    score_thresh: float = 0.005,
+    nms_thresh: float = 0.5,
+) -> Path:
+    """Write the checkpoint's detector as ONNX (see the module docstring) and return the file's path.
+
+    ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
+    ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. When the ``onnx`` package is
+    installed the file is checked with ``onnx.checker``; when ``onnxruntime`` is, the ONNX outputs are compared
+    with PyTorch's on two random images and the largest absolute difference is printed.
+    """
+    opset = DEFAULT_OPSET if opset is None else opset
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"--opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    detector = load_trained_detector(checkpoint_path, "cpu")
+    if include_nms:
+        graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
+        output_names = ["detections", "batch_index"]
+        dynamic_axes = {"images": {0: "batch"}, "detections": {0: "num_detections"}, "batch_index": {0: "num_detections"}}
+    else:
+        graph = DecodedDetector(detector.model, detector.priors).eval()
+        output_names = ["boxes", "scores"]
+        dynamic_axes = {"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}}
+    path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, 3, detector.size, detector.size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
+        warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
+        warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
+        torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+    graph.eval()  # the exporter restores the wrapper's original (training) flag
+    notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]"]
+    if _installed("onnx"):
+        import onnx
+
+        onnx.checker.check_model(str(path))
+        notes.append("onnx.checker passed")
+    if _installed("onnxruntime") and not include_nms:
+        images = torch.randn(2, 3, detector.size, detector.size, generator=torch.Generator().manual_seed(0)) * 60
+        notes.append(f"max abs diff vs PyTorch {onnx_max_abs_diff(path, graph, images):.2e} on 2 random images")
+    print(f"export: wrote {path} ({', '.join(notes)})", file=sys.stderr)
+    return path
+
+
+def run_onnx(path: str | os.PathLike, images: Tensor) -> list[np.ndarray]:
+    """The ONNX file's outputs for ``images`` ``[B, 3, S, S]``, run by onnxruntime on the CPU."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images.detach().cpu().numpy().astype(np.float32)})
+
+
+def onnx_max_abs_diff(path: str | os.PathLike, graph: DecodedDetector, images: Tensor) -> float:
+    """Largest absolute difference between the ONNX file's outputs (onnxruntime, CPU) and ``graph``'s on ``images``.
+    Outputs must have equal shapes (use it for the decode-only graph)."""
+    with torch.inference_mode():
+        expected = graph.eval()(images)
+    got = run_onnx(path, images)
+    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+
+
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,63 @@
+"""Rebuild a trained detector from a checkpoint alone: architecture, anchors and class names come from the file.
+
+A checkpoint written by ``main.py`` (``utils/checkpoint.py``) stores the run's flags in ``state["config"]``
+(``version``, ``backbone``, ``size``, ``base_anchor_size``, ...) and the class names in ``state["class_names"]``,
+so ``--trained_model W`` needs no other architecture flag.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from models import Detector, build_detector
+from utils.box import PriorBox
+from utils.checkpoint import CheckpointError, load_checkpoint
+
+REQUIRED_CONFIG_KEYS = ("version", "backbone", "size", "base_anchor_size")
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """A detector in eval mode with what is needed to read its outputs.
+
+    - ``model``: ``images [B, 3, S, S]`` (BGR minus ``PIXEL_MEAN_BGR``) -> ``(loc [B, A, 4], conf [B, A, C])``;
+    - ``priors``: ``[A, 4]`` anchors, cxcywh normalised, on the model's device;
+    - ``class_names``: ``C`` names, index = label 0..C-1;
+    - ``size``: the square input side S; ``config``: the checkpoint's stored flags.
+    """
+
+    model: Detector
+    priors: Tensor
+    class_names: list[str]
+    size: int
+    config: dict
+
+
+def load_trained_detector(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedDetector:
+    """Build the checkpoint's detector, load its weights and move it to ``device`` in eval mode.
+
+    Raises :class:`~utils.checkpoint.CheckpointError` (one line naming the file) when the file is missing, damaged,
+    not written by ``main.py``, lacks an architecture key or holds weights that do not fit the stored architecture.
+    """
+    path = Path(checkpoint_path)
+    state = load_checkpoint(path)
+    config = dict(state.get("config") or {})
+    missing = [key for key in REQUIRED_CONFIG_KEYS if config.get(key) is None]
+    class_names = list(state.get("class_names") or config.get("class_names") or [])
+    if missing or not class_names:
+        what = ", ".join(missing + ([] if class_names else ["class_names"]))
+        raise CheckpointError(f"{path} does not record {what}; pass a checkpoint saved by this project's main.py")
+    model = build_detector(config["version"], config["backbone"], int(config["size"]), len(class_names))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: the weights do not fit {config['version']}-{config['backbone']} "
+                              f"({first_line}); the file is damaged or was edited") from error
+    device = torch.device(device)
+    priors = PriorBox(base_anchor_size=float(config["base_anchor_size"]), size=int(config["size"])).forward()
+    return TrainedDetector(model.to(device).eval(), priors.to(device), class_names, int(config["size"]), config)
