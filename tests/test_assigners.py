@@ -16,6 +16,7 @@ from utils.assign import (
     MutualGuidanceAssigner,
     amplified_iou,
     assign_by_iou,
+    default_max_elements,
     image_chunks,
     pad_targets,
 )
@@ -177,18 +178,22 @@ def test_padded_slots_with_garbage_boxes_are_masked():
 
 def test_chunking_over_images_gives_the_same_result():
     assert image_chunks(5, 3, 10, max_elements=60) == [slice(0, 2), slice(2, 4), slice(4, 5)]
-    assert image_chunks(3, 300, 32736, max_elements=2**25) == [slice(0, 3)]
+    assert image_chunks(3, 300, 32736, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 3)]
+    assert image_chunks(32, 20, 12750, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 32)]
+    assert image_chunks(32, 20, 12750, max_elements=default_max_elements(torch.device("cpu")))[0] == slice(0, 4)
     assert image_chunks(4, 300, 32736, max_elements=2**22) == [slice(i, i + 1) for i in range(4)]
     targets, loc, conf = random_batch([7, 0, 2, 11], seed=6)
     gt = pad_targets(targets, NUM_CLASSES)
-    whole = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    whole = MutualGuidanceAssigner(max_elements=2**25)(
+        ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True
+    )
     one_by_one = MutualGuidanceAssigner(max_elements=1)(
         ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True
     )
     for a, b in zip(whole, one_by_one):
         assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
     one_by_one = IoUAssigner(max_elements=1)(ANCHORS_320, gt.boxes, gt.mask)
-    assert torch.equal(one_by_one.state, IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask).state)
+    assert torch.equal(one_by_one.state, IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask).state)
 
 
 PEAK_SCRIPT = """
@@ -226,7 +231,7 @@ def test_cuda_matches_cpu_and_bounds_memory_for_300_objects_at_512():
     gt = pad_targets(targets, 80)
     loc = torch.randn(32, anchors.shape[0], 4, generator=generator)
     conf = torch.randn(32, anchors.shape[0], 80, generator=generator)
-    assigner = MutualGuidanceAssigner()
+    assigner = MutualGuidanceAssigner(max_elements=default_max_elements(torch.device("cuda")))
     cpu = assigner(anchors, gt.boxes[:2], gt.labels[:2], gt.mask[:2], loc[:2], conf[:2])
     device = torch.device("cuda")
     inputs = [t.to(device) for t in (anchors, gt.boxes, gt.labels, gt.mask, loc, conf)]

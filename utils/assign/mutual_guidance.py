@@ -33,8 +33,8 @@ from torch import Tensor
 
 from utils.box import corner_form, decode
 
-from .assignment import Assignment, concat_assignments, image_chunks
-from .iou_assigner import DEFAULT_MAX_ELEMENTS, assign_by_iou
+from .assignment import Assignment, concat_assignments, default_max_elements, image_chunks
+from .iou_assigner import assign_by_iou
 from .quality import (
     amplified_iou,
     anchor_iou,
@@ -64,7 +64,8 @@ class MutualGuidanceAssigner:
         positive_threshold: anchor IoU giving the positive quota (0.5).
         ignore_threshold: anchor IoU giving the ignored quota (0.4).
         max_elements: images are processed in chunks whose ``[b, G, A]`` matrices hold at most this many
-            entries, which bounds the peak memory for images with many objects.
+            entries, which bounds the peak memory for images with many objects (None: by device,
+            see :func:`utils.assign.assignment.default_max_elements`).
     """
 
     def __init__(
@@ -72,7 +73,7 @@ class MutualGuidanceAssigner:
         sigma: float = 2.0,
         positive_threshold: float = 0.5,
         ignore_threshold: float = 0.4,
-        max_elements: int = DEFAULT_MAX_ELEMENTS,
+        max_elements: int | None = None,
     ) -> None:
         if sigma < 1:
             raise ValueError(
@@ -117,7 +118,8 @@ class MutualGuidanceAssigner:
         anchors_xyxy = corner_form(anchors)
         gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
         loc, conf = loc.detach().float(), conf.detach().float()
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], self.max_elements)
+        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], max_elements)
         parts = [
             self._assign_chunk(
                 anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline

@@ -16,6 +16,8 @@ from utils.assign import (
     Assignment,
     IoUAssigner,
     MutualGuidanceAssigner,
+    default_max_elements,
+    image_chunks,
     pad_targets,
 )
 from utils.box import BoxCoder, corner_form, elementwise_box_iou
@@ -88,7 +90,12 @@ class MultiBoxLoss(nn.Module):
             num_pos_cls, num_pos_reg = cls_positive.sum(), reg_positive.sum()
 
             labels = torch.where(cls_positive, gather_per_anchor(gt.labels, cls.gt_index), BACKGROUND)
-            focal = sigmoid_focal_loss(conf, labels, cls.state != IGNORE, FOCAL_ALPHA, FOCAL_GAMMA)
+            keep = cls.state != IGNORE
+            # one chunk on CUDA; blocks of about 2^20 logits on CPU, where that is faster (default_max_elements)
+            chunks = image_chunks(conf.shape[0], conf.shape[2], conf.shape[1], default_max_elements(conf.device))
+            focal = sum(
+                sigmoid_focal_loss(conf[c], labels[c], keep[c], FOCAL_ALPHA, FOCAL_GAMMA) for c in chunks
+            )
             loss_c = focal / num_pos_cls.clamp(min=1)
 
             # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
