@@ -177,11 +177,11 @@ def test_padded_slots_with_garbage_boxes_are_masked():
 
 
 def test_chunking_over_images_gives_the_same_result():
-    assert image_chunks(5, 3, 10, max_elements=60) == [slice(0, 2), slice(2, 4), slice(4, 5)]
-    assert image_chunks(3, 300, 32736, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 3)]
-    assert image_chunks(32, 20, 12750, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 32)]
-    assert image_chunks(32, 20, 12750, max_elements=default_max_elements(torch.device("cpu")))[0] == slice(0, 4)
-    assert image_chunks(4, 300, 32736, max_elements=2**22) == [slice(i, i + 1) for i in range(4)]
+    assert image_chunks(5, 3 * 10, max_elements=60) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert image_chunks(3, 300 * 32736, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 3)]
+    assert image_chunks(32, 20 * 12750, max_elements=default_max_elements(torch.device("cuda"))) == [slice(0, 32)]
+    assert image_chunks(32, 20 * 12750, max_elements=default_max_elements(torch.device("cpu")))[0] == slice(0, 4)
+    assert image_chunks(4, 300 * 32736, max_elements=2**22) == [slice(i, i + 1) for i in range(4)]
     targets, loc, conf = random_batch([7, 0, 2, 11], seed=6)
     gt = pad_targets(targets, NUM_CLASSES)
     whole = MutualGuidanceAssigner(max_elements=2**25)(
@@ -241,7 +241,7 @@ def test_cuda_matches_cpu_and_bounds_memory_for_300_objects_at_512():
     cuda = assigner(*inputs)
     torch.cuda.synchronize()
     growth = torch.cuda.max_memory_allocated() - start
-    chunk_images = image_chunks(32, 300, anchors.shape[0], assigner.max_elements)[0].stop
+    chunk_images = image_chunks(32, 300 * anchors.shape[0], assigner.max_elements)[0].stop
     assert growth < 12 * chunk_images * 300 * anchors.shape[0] * 4, f"peak grew by {growth / 2**20:.0f} MiB"
     for name in ("cls", "reg"):
         assert torch.equal(getattr(cuda, name).state[:2].cpu(), getattr(cpu, name).state)

@@ -96,13 +96,13 @@ def default_max_elements(device: torch.device) -> int:
     return 2**25 if device.type == "cuda" else 2**20
 
 
-def image_chunks(num_images: int, num_objects: int, num_anchors: int, max_elements: int) -> list[slice]:
-    """Split the batch into runs of images whose ``[b, G, A]`` matrices hold at most ``max_elements``.
+def image_chunks(num_images: int, entries_per_image: int, max_elements: int) -> list[slice]:
+    """Split the batch into runs of images holding at most ``max_elements`` entries together
+    (``entries_per_image`` is G * A for a quality matrix, A * C for the logits).
 
     One image per chunk is the floor, so a single image larger than the budget is still processed whole.
     """
-    per_image = max(num_objects * num_anchors, 1)
-    step = max(1, max_elements // per_image)
+    step = max(1, max_elements // max(entries_per_image, 1))
     return [slice(start, min(start + step, num_images)) for start in range(0, num_images, step)]
 
 

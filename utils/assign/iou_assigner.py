@@ -81,7 +81,7 @@ class IoUAssigner:
         anchors_xyxy = corner_form(anchors.float())
         gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
         max_elements = self.max_elements or default_max_elements(gt_boxes.device)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], max_elements)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
         return concat_assignments(
             [
                 assign_by_iou(anchor_iou(gt_boxes[chunk], anchors_xyxy), self.positive_threshold, self.ignore_threshold)

@@ -119,7 +119,7 @@ class MutualGuidanceAssigner:
         gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
         loc, conf = loc.detach().float(), conf.detach().float()
         max_elements = self.max_elements or default_max_elements(gt_boxes.device)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0], max_elements)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
         parts = [
             self._assign_chunk(
                 anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline

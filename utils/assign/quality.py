@@ -83,7 +83,7 @@ def select_top_ranked(quality: Tensor, num_positive: Tensor, num_ignored_or_posi
         :class:`Assignment` ``[B, A]``.
     """
     num_images, num_objects, num_anchors = quality.shape
-    k = int(num_ignored_or_positive.max().clamp(max=num_anchors))  # the only host sync: topk needs an int
+    k = int(num_ignored_or_positive.max().clamp(max=num_anchors))  # a host sync: topk needs an int
     top_value, top_anchor = quality.topk(k, dim=2)  # [B, G, k], sorted descending
     rank = torch.arange(k, device=quality.device)
     selected = top_value > 0

@@ -92,7 +92,7 @@ class MultiBoxLoss(nn.Module):
             labels = torch.where(cls_positive, gather_per_anchor(gt.labels, cls.gt_index), BACKGROUND)
             keep = cls.state != IGNORE
             # one chunk on CUDA; blocks of about 2^20 logits on CPU, where that is faster (default_max_elements)
-            chunks = image_chunks(conf.shape[0], conf.shape[2], conf.shape[1], default_max_elements(conf.device))
+            chunks = image_chunks(conf.shape[0], conf.shape[1] * conf.shape[2], default_max_elements(conf.device))
             focal = sum(
                 sigmoid_focal_loss(conf[c], labels[c], keep[c], FOCAL_ALPHA, FOCAL_GAMMA) for c in chunks
             )
