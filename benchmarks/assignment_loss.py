@@ -1,6 +1,6 @@
 """Assignment + loss speed: batched ``MultiBoxLoss`` against the plain per-image reference of the tests.
 
-    python benchmarks/assignment_loss.py [--batch 32] [--repeats 3] [--reference-repeats 1] [--devices cpu cuda]
+    python benchmarks/assignment_loss.py [--batch 32] [--repeats 4] [--reference-repeats 3] [--devices cpu cuda]
 
 One forward of the criterion (assignment, focal and balanced-L1 losses; no backward) on random head outputs,
 batch 32, 1-20 objects per image (uniform), sizes 320 and 512, C = 20 and 80, IoU and Mutual-Guidance
