@@ -1,0 +1,105 @@
+"""ONNX export: graph validity, dynamic batch, parity with PyTorch (onnxruntime, CPU), NMS graph == PostProcessor."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny_checkpoint import CLASS_NAMES, SIZE, write_tiny_checkpoint
+from utils.export import DecodedDetector, DetectorWithNMS, export_onnx, onnx_max_abs_diff, run_onnx
+from utils.postprocess import PostProcessor
+from utils.trained_model import load_trained_detector
+
+onnx = pytest.importorskip("onnx", reason="ONNX export tests need the optional 'onnx' package (requirements-export.txt)")
+pytest.importorskip("onnxruntime", reason="ONNX parity tests need the optional 'onnxruntime' package (requirements-export.txt)")
+
+NUM_ANCHORS = 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)  # PriorBox at 128: strides 8..64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "SHAPES_tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def detector(checkpoint):
+    return load_trained_detector(checkpoint)
+
+
+def random_images(batch: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 60
+
+
+def test_decode_graph_matches_pytorch_for_any_batch(checkpoint, detector, tmp_path, capsys):
+    path = export_onnx(checkpoint, tmp_path / "model.onnx", opset=17)
+    assert path == tmp_path / "model.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == 17
+    assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["boxes", "scores"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    graph = DecodedDetector(detector.model, detector.priors).eval()
+    for batch in (1, 3):
+        images = random_images(batch, seed=batch)
+        boxes, scores = run_onnx(path, images)
+        assert boxes.shape == (batch, NUM_ANCHORS, 4) and scores.shape == (batch, NUM_ANCHORS, len(CLASS_NAMES))
+        diff = onnx_max_abs_diff(path, graph, images)
+        print(f"ONNX vs PyTorch, batch {batch}: max abs diff {diff:.2e}")
+        assert diff < 1e-4
+    assert "onnx.checker passed, max abs diff vs PyTorch" in capsys.readouterr().err
+
+
+def test_decoded_outputs_are_postprocessor_inputs(detector):
+    """boxes = decode(loc) clamped to [0, 1] (PostProcessor step 1 before pixels), scores = sigmoid(conf)."""
+    images = random_images(2, seed=7)
+    with torch.no_grad():
+        loc, conf = detector.model(images)
+        boxes, scores = DecodedDetector(detector.model, detector.priors).eval()(images)
+    anchors = detector.priors
+    centres = anchors[:, :2] + loc[..., :2] * 0.1 * anchors[:, 2:]
+    sides = anchors[:, 2:] * torch.exp(loc[..., 2:] * 0.2)
+    expected = torch.cat([centres - sides / 2, centres + sides / 2], -1).clamp(0, 1)
+    torch.testing.assert_close(boxes, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores, torch.sigmoid(conf), rtol=0, atol=0)
+
+
+def per_image(detections: np.ndarray, batch_index: np.ndarray, image: int) -> np.ndarray:
+    """The rows of one image, highest score first ([n, 6]); ties across images may interleave in the raw output."""
+    rows = detections[batch_index == image]
+    return rows[np.argsort(-rows[:, 4], kind="stable")]
+
+
+def test_nms_graph_equals_postprocessor(checkpoint, detector, tmp_path):
+    path = export_onnx(checkpoint, tmp_path / "nms.onnx", opset=11, include_nms=True, score_thresh=0.02, nms_thresh=0.45)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["detections", "batch_index"]
+    images = random_images(3, seed=11)
+    onnx_outputs = run_onnx(path, images)
+    postprocessor = PostProcessor(detector.priors, score_thresh=0.02, nms_thresh=0.45, max_per_image=10_000)
+    with torch.no_grad():
+        expected = postprocessor(*detector.model(images), torch.tensor([[1, 1]] * 3))  # (h, w) = 1: normalised boxes
+        torch_outputs = [t.numpy() for t in DetectorWithNMS(detector.model, detector.priors, 0.02, 0.45).eval()(images)]
+    assert min(len(e["scores"]) for e in expected) > 0
+    for image, reference in enumerate(expected):
+        reference_rows = np.concatenate([reference["boxes"].numpy(), reference["scores"].numpy()[:, None],
+                                         reference["labels"].numpy()[:, None].astype(np.float32)], 1)
+        for name, (detections, batch_index) in (("onnx", onnx_outputs), ("torch", torch_outputs)):
+            rows = per_image(detections, batch_index, image)
+            assert rows.shape == reference_rows.shape, name
+            np.testing.assert_array_equal(rows[:, 5], reference_rows[:, 5])
+            assert np.abs(rows - reference_rows).max() < 1e-4, name
+
+
+def test_nms_graph_with_no_candidate_returns_empty(checkpoint, tmp_path):
+    path = export_onnx(checkpoint, tmp_path / "strict.onnx", include_nms=True, score_thresh=0.999)
+    detections, batch_index = run_onnx(path, random_images(2, seed=3))
+    assert detections.shape == (0, 6) and batch_index.shape == (0,)
+
+
+def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
+    copy = tmp_path / "SHAPES_copy.pth"
+    copy.write_bytes(checkpoint.read_bytes())
+    assert export_onnx(copy) == tmp_path / "SHAPES_copy.onnx"
+    assert onnx.load(str(tmp_path / "SHAPES_copy.onnx")).opset_import[0].version == 17
+    for opset in (10, 21):
+        with pytest.raises(ValueError, match=rf"--opset {opset} is not supported; use 11..20"):
+            export_onnx(checkpoint, tmp_path / "x.onnx", opset=opset)
