@@ -21,9 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import torch
 
-from data import DataError, build_dataset, build_loader, check_dataset, detection_collate
+from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, parse_class_list
 from models import PretrainedWeightsError, build_detector
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -55,10 +56,11 @@ from utils.engine import (
     iterations_per_epoch,
     train,
 )
-from utils.inference import PostProcessor, evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.optim import build_optimizer
+from utils.postprocess import PostProcessor
 
 DATASETS = ("voc", "coco", "shapes", "custom")
 
@@ -144,11 +146,15 @@ def main(args: argparse.Namespace) -> int:
     log = RunLog(None)
     try:
         fill_dataset_defaults(args)
+        if args.workers > 0:
+            # One OpenCV thread per DataLoader worker; set before any fork, as forking a live OpenCV thread pool
+            # can deadlock the workers.
+            cv2.setNumThreads(1)
         device = resolve_device(args.device, local_rank_from_env())
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
         if args.check_data:
-            return run_check_data(args)
+            return run_check_data(args, log)
         if args.eval_results:
             return run_eval_results(args, log)
         if args.trained_model:
@@ -199,13 +205,18 @@ def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | Non
 
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
-    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes,
+    classes = parse_class_list(args.classes) if args.classes else None
+    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed)
 
 
-def run_check_data(args: argparse.Namespace) -> int:
-    problems = check_dataset(args.dataset, data_root=args.data_root, classes=args.classes)
-    return 1 if problems else 0
+def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
+    """Decode every image of both splits and check every box; a problem raises DataError (exit code 2)."""
+    for split in ("train", "test"):
+        dataset = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+        report = check_dataset(dataset, workers=max(args.workers, 1))
+        log.info(f"{args.dataset} {split}: {report.summary()}")
+    return 0
 
 
 def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
@@ -223,11 +234,12 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     model.eval()
     detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype)
-    detections = gather_detections(detections, len(dataset))
+    detections = gather_detections(detections)
     if not ctx.is_main:
         return None
     out_dir = Path("eval") / dataset_tag(args)
     out_dir.mkdir(parents=True, exist_ok=True)
+    run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test"} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
     log.info(f"{dataset_tag(args)} test: {format_metrics(metrics)}")
     return metrics
@@ -246,7 +258,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     priors = PriorBox(base_anchor_size=config["base_anchor_size"], size=config["size"]).forward().to(device)
     log = RunLog(None, enabled=ctx.is_main)
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) on {len(dataset)} images")
-    run_info = {"checkpoint": str(args.trained_model), "iteration": state["iteration"]}
+    run_info = {"checkpoint": str(args.trained_model), "config": config}
     evaluate(model, dataset, args, priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
     return 0
 
@@ -319,10 +331,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             )
 
     test_dataset = make_dataset(args, "test", args.size, train=False)
-    run_info = {"checkpoint": str(checkpoint_path), "iteration": max_iter, "mutual_guide": args.mutual_guide}
+    run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
     def evaluate_during_training(done: int) -> None:
-        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info | {"iteration": done})
+        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
         if metrics is not None:
             log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
 

@@ -119,7 +119,10 @@ class SeededSamples(Dataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits."""
+    """DataLoader workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits.
+
+    (Workers still exit with the main process: PyTorch's worker loop watches its parent.)
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

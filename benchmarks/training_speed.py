@@ -1,0 +1,129 @@
+"""Training throughput (images/s) of one full training step: forward, MultiBoxLoss (IoU or Mutual Guidance
+assignment), backward and the SGD step, on random images with random boxes (3 objects per image).
+
+    python benchmarks/training_speed.py                       # every detector, 320 and 512, MG off/on, fp32 (+AMP on CUDA)
+    python benchmarks/training_speed.py --device cpu --batch_size 2 --iters 2 --versions fssd --sizes 320
+
+Prints a markdown table, the CPU model / GPU name, torch version and the date. CUDA timings synchronise.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_detector  # noqa: E402
+from utils.box import PriorBox  # noqa: E402
+from utils.loss import MultiBoxLoss  # noqa: E402
+from utils.optim import build_optimizer  # noqa: E402
+
+BACKBONE_OF = {"fssd": "vgg16", "retinanet": "vgg16", "rfbnet": "vgg16", "pafpn": "vgg16"}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def random_targets(batch: int, num_classes: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """3 boxes per image, x1y1x2y2 normalised, sides 0.1..0.5, labels 0..C-1."""
+    targets = []
+    for _ in range(batch):
+        xy = torch.rand(3, 2, generator=generator) * 0.5
+        wh = 0.1 + torch.rand(3, 2, generator=generator) * 0.4
+        labels = torch.randint(num_classes, (3, 1), generator=generator).float()
+        targets.append(torch.cat([xy, xy + wh, labels], dim=1))
+    return targets
+
+
+def images_per_second(version: str, backbone: str, size: int, mutual_guide: bool, amp_dtype: torch.dtype | None,
+                      device: torch.device, batch: int, iters: int, warmup: int, num_classes: int) -> float:
+    torch.manual_seed(0)
+    model = build_detector(version, backbone, size, num_classes).to(device)
+    channels_last = device.type == "cuda" and amp_dtype is not None
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    priors = PriorBox(base_anchor_size=24.0, size=size).forward().to(device)
+    loss_fn = MultiBoxLoss(num_classes, mutual_guide=mutual_guide)
+    optimizer = build_optimizer(model, lr=1e-3)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(batch, 3, size, size, generator=generator) * 255 - 117).to(device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = [t.to(device) for t in random_targets(batch, num_classes, generator)]
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loc, conf = model(images)
+        loss_l, loss_c = loss_fn((loc.float(), conf.float()), priors, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss_l + loss_c).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch * iters / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--versions", nargs="+", default=["fssd", "retinanet", "rfbnet", "pafpn"])
+    parser.add_argument("--backbone", default=None, help="vgg16 or resnet18 (default: vgg16, the paper's)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[320, 512])
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on CUDA (the paper's), 2 on CPU")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 20 on CUDA, 2 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--num_classes", type=int, default=20)
+    parser.add_argument("--amp", nargs="*", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="precisions to time (default: fp32 and bf16 on CUDA, fp32 on CPU)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    batch = args.batch_size or (32 if on_cuda else 2)
+    iters = args.iters or (20 if on_cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
+    precisions = args.amp or (["fp32", "bf16"] if on_cuda else ["fp32"])
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    where = torch.cuda.get_device_name(device) if on_cuda else f"{cpu_model()}, {torch.get_num_threads()} threads"
+    print(f"# training throughput, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"device: {where}; torch {torch.__version__}; batch {batch}, {warmup} warm-up + {iters} timed iterations")
+    print()
+    print("| detector | backbone | size | assignment | precision | images/s |")
+    print("|---|---|---|---|---|---|")
+    for version in args.versions:
+        backbone = args.backbone or BACKBONE_OF[version]
+        for size in args.sizes:
+            for mutual_guide in (False, True):
+                for precision in precisions:
+                    speed = images_per_second(version, backbone, size, mutual_guide, dtypes[precision], device,
+                                              batch, iters, warmup, args.num_classes)
+                    print(f"| {version} | {backbone} | {size} | {'MG' if mutual_guide else 'IoU'} | {precision} | "
+                          f"{speed:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

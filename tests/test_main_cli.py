@@ -1,0 +1,77 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(*argv: str):
+    return cli.get_args_parser().parse_args(list(argv))
+
+
+def test_help_explains_every_flag():
+    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    flags = ["--version", "--backbone", "--dataset", "--size", "--mutual_guide", "--trained_model", "--base_anchor_size",
+             "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
+             "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
+             "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
+             "--max_iter", "--sync_bn", "--run_dir"]
+    for flag in flags:
+        assert flag in result.stdout, flag
+
+
+def test_seed_defaults_of_the_original():
+    args = parse()
+    assert (args.base_anchor_size, args.nms_thresh, args.batch_size, args.lr, args.save_folder) == (24.0, 0.5, 32, 1e-2, "weights/")
+    assert args.mutual_guide is False and args.dataset == "voc"
+
+
+@pytest.mark.parametrize("name", ["VOC", "Coco", "SHAPES", "custom"])
+def test_dataset_names_are_case_insensitive(name):
+    assert parse("--dataset", name).dataset == name.lower()
+
+
+def test_dataset_defaults_fill_only_missing_flags():
+    voc = parse("--dataset", "VOC")
+    cli.fill_dataset_defaults(voc)
+    assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == ("pafpn", "vgg16", 320, 250, 500, True)
+    coco = parse("--dataset", "coco", "--size", "512", "--no-pretrained")
+    cli.fill_dataset_defaults(coco)
+    assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
+    shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
+    cli.fill_dataset_defaults(shapes)
+    assert (shapes.backbone, shapes.pretrained, shapes.workers) == ("resnet18", "r18.pth", 2)
+
+
+def test_trained_model_leaves_the_architecture_to_the_checkpoint():
+    args = parse("--trained_model", "w.pth")
+    cli.fill_dataset_defaults(args)
+    assert (args.version, args.backbone, args.size) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--size", "300"], "--size 300 is not a multiple of 64"),
+        (["--dataset", "custom"], "--dataset custom needs --data_root"),
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
+    assert cli.main(parse(*argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_amp_choice():
+    cpu = torch.device("cpu")
+    assert cli.amp_dtype_for(None, cpu) is None
+    assert cli.amp_dtype_for("auto", cpu) is torch.bfloat16
+    assert cli.amp_dtype_for("fp16", cpu) is torch.float16
+    assert parse("--amp").amp == "auto" and parse("--amp", "fp16").amp == "fp16"

@@ -1,0 +1,181 @@
+"""End-to-end runs of main.py on a tiny synthetic set (CPU): train, save, reload, evaluate, resume, guards."""
+import csv
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import main as cli
+import models.builder
+from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from utils.checkpoint import load_checkpoint
+
+SIZE = "128"  # a multiple of 64 small enough for CPU tests
+ITERS = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_cpu_runs():
+    """One intra-op thread (the CI CPU is shared; oversubscribed OpenMP threads are 10x slower) and a 128 px input."""
+    threads, sizes = torch.get_num_threads(), models.builder.SIZES
+    torch.set_num_threads(1)
+    models.builder.SIZES = (128, *sizes)
+    yield
+    torch.set_num_threads(threads)
+    models.builder.SIZES = sizes
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    """16 train + 6 test images of the shapes generator, used as a custom VOC-layout set."""
+    return generate_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", num_trainval=16, num_test=6)
+
+
+def base_args(root: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+        "--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained",
+        "--batch_size", "2", "--max_iter", str(ITERS), "--warm_iter", "2", "--lr", "0.01", "--workers", "0",
+        "--log_interval", "1", "--checkpoint_interval", "4", "--save_folder", "weights", "--run_dir", "run",
+        "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
+def run(workdir: Path, argv: list[str]) -> int:
+    old = Path.cwd()
+    os.chdir(workdir)
+    try:
+        return cli.main(cli.get_args_parser().parse_args(argv))
+    finally:
+        os.chdir(old)
+
+
+def logged_losses(run_dir: Path) -> list[tuple[int, float, float]]:
+    with open(run_dir / "train.csv", newline="") as handle:
+        return [(int(r["iteration"]), float(r["loss_l"]), float(r["loss_c"])) for r in csv.DictReader(handle)]
+
+
+CKPT = "CUSTOM_fssd_resnet18_size128_anchor24.0{}.pth"
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_root, tmp_path_factory):
+    """One short baseline run, shared by the tests that need a checkpoint."""
+    workdir = tmp_path_factory.mktemp("baseline")
+    assert run(workdir, base_args(shapes_root)) == 0
+    return workdir
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root, trained, tmp_path, capsys):
+    if mutual_guide:
+        workdir = tmp_path
+        assert run(workdir, base_args(shapes_root, "--mutual_guide", "--assign_stats")) == 0
+    else:
+        workdir = trained
+    checkpoint = workdir / "weights" / CKPT.format("_MG" if mutual_guide else "")
+    state = load_checkpoint(checkpoint)
+    assert state["iteration"] == ITERS and state["config"]["mutual_guide"] is mutual_guide
+    assert state["class_names"] == list(SHAPES_CLASSES)
+
+    losses = logged_losses(workdir / "run")
+    assert [it for it, _, _ in losses] == list(range(1, ITERS + 1))
+    totals = [l + c for _, l, c in losses]
+    assert all(math.isfinite(t) for t in totals)
+    assert sum(totals[-3:]) < sum(totals[:3]), totals
+    if mutual_guide:
+        header = (workdir / "run" / "train.csv").read_text().splitlines()[0]
+        assert "num_pos_cls" in header and "disagree_with_iou" in header
+
+    capsys.readouterr()
+    assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
+                         "--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu", "--batch_size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "mAP=" in out and "AP50=" in out and "AP75=" in out
+    assert (workdir / "eval" / "CUSTOM").is_dir()
+
+
+def test_trained_model_refuses_a_mismatch_with_one_line(shapes_root, trained, capsys):
+    checkpoint = str(trained / "weights" / CKPT.format(""))
+    common = ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", checkpoint, "--device", "cpu"]
+    capsys.readouterr()
+    assert run(trained, common + ["--classes", ",".join(SHAPES_CLASSES), "--backbone", "vgg16"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {checkpoint} was trained with --backbone resnet18, but --backbone vgg16 was given; "
+        "drop --backbone or pass a checkpoint trained with --backbone vgg16"
+    )
+    renamed = ",".join(reversed(SHAPES_CLASSES))
+    assert run(trained, common + ["--classes", renamed]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained on 6 classes (circle, square, triangle, star, ...)" in err
+
+
+class _SignalAt(cli.MultiBoxLoss):
+    """MultiBoxLoss that sends this process SIGINT during its ``at``-th call (0-based)."""
+
+    at = -1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        self.calls += 1
+        return super().forward(*args, **kwargs)
+
+
+def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_path, monkeypatch, capsys):
+    """SIGINT during iteration 2 (0-based) saves after 3 iterations; --resume (now with 2 workers) replays the rest."""
+    monkeypatch.setattr(_SignalAt, "at", 2)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_INTERRUPTED
+    assert "SIGINT received: stopped after iteration 3" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 3
+
+    monkeypatch.setattr(_SignalAt, "at", -1)
+    assert run(tmp_path, base_args(shapes_root, "--resume", "--workers", "2")) == 0
+    resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
+    assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
+    for (it, loss_l, loss_c), (_, ref_l, ref_c) in zip(resumed, reference):
+        assert loss_l == pytest.approx(ref_l, rel=1e-6, abs=1e-7), it
+        assert loss_c == pytest.approx(ref_c, rel=1e-6, abs=1e-7), it
+    final = load_checkpoint(tmp_path / "weights" / CKPT.format(""))["model"]
+    expected = load_checkpoint(trained / "weights" / CKPT.format(""))["model"]
+    for key, value in expected.items():
+        assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+
+
+def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):
+    capsys.readouterr()
+    assert run(trained, base_args(shapes_root, "--resume", "--lr", "0.02")) == 2
+    assert "was saved by a run with --lr 0.01, this run has 0.02" in capsys.readouterr().err
+
+
+class _NaNAt(cli.MultiBoxLoss):
+    """MultiBoxLoss whose loss_c is NaN from its 5th call on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        loss_l, loss_c = super().forward(*args, **kwargs)
+        self.calls += 1
+        return loss_l, loss_c * (float("nan") if self.calls > 5 else 1.0)
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_DIVERGED
+    checkpoint = tmp_path / "weights" / CKPT.format("")
+    assert f"the loss became NaN/inf at iteration 5; the last good checkpoint {Path('weights') / checkpoint.name} is kept" in (
+        capsys.readouterr().err
+    )
+    state = load_checkpoint(checkpoint)
+    assert state["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
