@@ -1,0 +1,47 @@
+"""``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered detections.
+
+Run as a script, this file is the torchrun entry point: it admits the 128 px test size, then calls ``main``.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
+    argv = [
+        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
+        "--batch_size", "2", "--max_iter", "3", "--warm_iter", "1", "--workers", "0",
+        "--log_interval", "1", "--checkpoint_interval", "2", "--save_folder", "weights", "--run_dir", "run",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
+    rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3  # header + one row per iteration, written once
+    assert result.stdout.count("CUSTOM test: mAP=") == 1
+    summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
+    assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
+
+
+if __name__ == "__main__":
+    import torch
+
+    import main as cli
+    import models.builder
+
+    torch.set_num_threads(1)
+    models.builder.SIZES = (128, *models.builder.SIZES)
+    sys.exit(cli.main(cli.get_args_parser().parse_args()))
