@@ -12,15 +12,18 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
 
 def detection_collate(
     batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """``[(image [3, S, S], target [n_i, 5], index), ...]`` -> ``(images [B, 3, S, S], [target [n_i, 5], ...], indices int64 [B])``."""
+    """``[(image [3, S, S], target [n_i, 5], index), ...]`` -> ``(images [B, 3, S, S], [target [n_i, 5], ...], indices int64 [B])``.
+
+    Images are stacked by ``default_collate``, which in a worker writes straight into shared memory (one copy fewer).
+    """
     images, targets, indices = zip(*batch)
-    return torch.stack(images), list(targets), torch.tensor(indices, dtype=torch.int64)
+    return default_collate(list(images)), list(targets), torch.tensor(indices, dtype=torch.int64)
 
 
 def _derived_seed(*values: int) -> int:
@@ -63,10 +66,20 @@ class EpochDistributedSampler(DistributedSampler):
         return super().__iter__()
 
 
+def single_thread_opencv() -> None:
+    """Run OpenCV single-threaded in this process: call it in the main process before DataLoader workers fork.
+
+    Each worker is one core's worth of augmentation, so OpenCV's own thread pool only oversubscribes the CPU; and a
+    pool inherited through ``fork`` can deadlock when a worker reconfigures it (``cv2.setNumThreads`` inside a worker
+    hung in ``pthread_cond_destroy`` in our tests), so the pool is shut down before forking, never inside a worker.
+    """
+    cv2.setNumThreads(0)
+
+
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker, and Python/NumPy global RNGs seeded from the
-    worker's torch seed (the loader's seed, the epoch's draw and ``worker_id``) for any code that uses them."""
-    cv2.setNumThreads(1)
+    """DataLoader ``worker_init_fn``: seeds the Python and NumPy global RNGs from the worker's torch seed (the
+    loader's seed, the epoch's draw and ``worker_id``) for any code that uses them. The augmentation itself draws
+    from ``(seed, epoch, index)`` per sample (see ``DetectionDataset``), so it does not depend on the worker."""
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
@@ -87,7 +100,8 @@ def build_loader(
     Train: shuffled per epoch from ``(seed, epoch)``, ``drop_last=True`` by default (an epoch is
     ``len(dataset) // batch_size`` steps, as the paper). Test: dataset order. ``distributed``: a
     ``DistributedSampler`` per rank (call ``loader.sampler.set_epoch(epoch)`` each epoch; at test time it pads the
-    last ranks with repeated images). Persistent workers when ``workers > 0``; pinned memory when CUDA is available.
+    last ranks with repeated images). Persistent workers when ``workers > 0`` (and OpenCV is made single-threaded in
+    this process first, see :func:`single_thread_opencv`); pinned memory when CUDA is available.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
@@ -96,6 +110,8 @@ def build_loader(
         raise ValueError(
             f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}: lower --batch_size"
         )
+    if workers > 0:
+        single_thread_opencv()
     if distributed:
         sampler: Sampler[int] = EpochDistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
     elif train:
