@@ -1,19 +1,16 @@
-"""``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered detections.
-
-Run as a script, this file is the torchrun entry point: it admits the 128 px test size, then calls ``main``.
-"""
+"""``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered detections."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
-    from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
-
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
     argv = [
         "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
@@ -22,7 +19,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "--log_interval", "1", "--checkpoint_interval", "2", "--save_folder", "weights", "--run_dir", "run",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, *argv]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"), *argv]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -35,13 +32,3 @@ def test_torchrun_two_cpu_processes(tmp_path):
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
     assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
 
-
-if __name__ == "__main__":
-    import torch
-
-    import main as cli
-    import models.builder
-
-    torch.set_num_threads(1)
-    models.builder.SIZES = (128, *models.builder.SIZES)
-    sys.exit(cli.main(cli.get_args_parser().parse_args()))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import main as cli
-import models.builder
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils.checkpoint import load_checkpoint
 
@@ -18,14 +17,12 @@ ITERS = 8
 
 
 @pytest.fixture(scope="module", autouse=True)
-def small_cpu_runs():
-    """One intra-op thread (the CI CPU is shared; oversubscribed OpenMP threads are 10x slower) and a 128 px input."""
-    threads, sizes = torch.get_num_threads(), models.builder.SIZES
+def one_thread():
+    """One intra-op thread: the CI CPU is shared, and oversubscribed OpenMP threads run 10x slower."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    models.builder.SIZES = (128, *sizes)
     yield
     torch.set_num_threads(threads)
-    models.builder.SIZES = sizes
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +91,13 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                          "--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu", "--batch_size", "4"]) == 0
     out = capsys.readouterr().out
-    assert "mAP=" in out and "AP50=" in out and "AP75=" in out
-    assert (workdir / "eval" / "CUSTOM").is_dir()
+    scores = out.split("CUSTOM test: ")[1].splitlines()[0]
+    assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
+
+    # the saved results files give the same numbers without the model
+    assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
+                         "--eval_results", "eval/CUSTOM", "--size", SIZE]) == 0
+    assert f"eval/CUSTOM: {scores}" in capsys.readouterr().out
 
 
 def test_trained_model_refuses_a_mismatch_with_one_line(shapes_root, trained, capsys):
@@ -179,3 +181,19 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     state = load_checkpoint(checkpoint)
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
+    assert run(tmp_path, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
+                          "--check_data", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "custom train: 16 images" in out and "custom test: 6 images" in out
+
+
+def test_bf16_autocast_run_on_cpu(shapes_root, tmp_path):
+    argv = base_args(shapes_root, "--amp", "bf16", "--max_iter", "2", "--warm_iter", "1")
+    assert run(tmp_path, argv) == 0
+    state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
+    assert state["iteration"] == 2 and state["config"]["amp"] == "bf16" and state["scaler"] == {}
+    assert all(math.isfinite(l) and math.isfinite(c) for _, l, c in logged_losses(tmp_path / "run"))
+    assert all(v.dtype != torch.bfloat16 for v in state["model"].values())  # weights stay float32
