@@ -80,7 +80,10 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         sets = {
-            "shapes (256-384 px)": (ensure_shapes_dataset(Path(tmp) / "shapes", num_trainval=args.images, num_test=2), list(SHAPES_CLASSES)),
+            "shapes (256-384 px)": (
+                ensure_shapes_dataset(Path(tmp) / "shapes", num_trainval=args.images, num_test=2),
+                list(SHAPES_CLASSES),
+            ),
             "VOC-sized (500x375)": (write_voc_sized_set(Path(tmp) / "voc_sized", args.images), ["thing"]),
         }
         rows = []

@@ -78,7 +78,9 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
         return VOCDetection(_voc_devkit_sets(root, split), classes or VOC_CLASSES, download_hint=hint, **options)
     if classes is None:
         if not VOC_YEAR_FOLDER.fullmatch(root.name):
-            raise DataError(f"--data_root {root} is a custom VOC-layout folder: give its class names with --classes a,b,c or a file")
+            raise DataError(
+                f"--data_root {root} is a custom VOC-layout folder: give its class names with --classes a,b,c or a file"
+            )
         classes = list(VOC_CLASSES)
     return VOCDetection([(root, _voc_folder_list(root, split))], classes, **options)
 

@@ -109,11 +109,14 @@ class COCODetection(DetectionDataset):
             elif not isinstance(info.get("file_name"), str):
                 problems.append(f"{annotation_file}: image id {image_id} has no file_name")
             elif not os.path.isfile(image_folder / info["file_name"]):
-                problems.append(f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})")
+                problems.append(
+                    f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
+                )
         for annotation in coco.dataset["annotations"]:
             where = f"{annotation_file}: annotation id {annotation.get('id')} (image id {annotation.get('image_id')})"
             if annotation.get("category_id") not in label_of:
-                problems.append(f"{where}: category_id {annotation.get('category_id')!r} is not in the categories {self.category_ids}")
+                category = annotation.get("category_id")
+                problems.append(f"{where}: category_id {category!r} is not in the categories {self.category_ids}")
             if annotation.get("image_id") not in coco.imgs:
                 problems.append(f"{where}: image_id is not in the images list")
             if not _is_box(annotation.get("bbox")):
@@ -177,7 +180,8 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
             return exact
         matches = sorted(annotations.glob(f"instances_{prefix}*.json"))
         if len(matches) > 1:
-            raise DataError(f"{annotations}: several {split} annotation files {[m.name for m in matches]}; keep one or rename it instances_{prefix}.json")
+            names = [m.name for m in matches]
+            raise DataError(f"{annotations}: several {split} annotation files {names}; keep one or rename it instances_{prefix}.json")
         if matches:
             return matches[0]
     return None

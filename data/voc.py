@@ -185,7 +185,8 @@ class VOCDetection(DetectionDataset):
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
         if skipped:
-            fixups.add("object of an unknown class skipped", sum(skipped.values()), [f"{name!r} x{count}" for name, count in skipped.items()])
+            examples = [f"{name!r} x{count}" for name, count in skipped.items()]
+            fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)
         fixups.warn("VOC dataset")
         self.fixups = dict(fixups.counts)
         super().__init__(Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed)

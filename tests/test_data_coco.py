@@ -77,7 +77,8 @@ def test_crowd_boxes_can_be_left_out(tmp_path):
 
 
 def test_missing_coco_names_the_download_script(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=r"instances_train2017\.json not found: download it with `bash data/scripts/COCO2017\.sh`"):
+    expected = r"instances_train2017\.json not found: download it with `bash data/scripts/COCO2017\.sh`"
+    with pytest.raises(DatasetNotFoundError, match=expected):
         build_dataset("coco", "train", 32, data_root=str(tmp_path))
 
 
