@@ -1,8 +1,10 @@
 """COCO-format detection (COCO 2017 or any ``instances``-style json + image folder), through pycocotools.
 
 Facts §5: labels are positions in the json's ``getCatIds()`` order (contiguous 0..C-1 here; ``category_ids`` maps
-back); boxes are cleaned as the authors do: ``x1 = max(0, x)``, ``y1 = max(0, y)``, ``x2 = min(W-1, x1 + max(0, w-1))``,
-``y2 = min(H-1, y1 + max(0, h-1))``, kept when ``area > 0`` and both sides exceed 6 px. Crowd boxes are trained on
+back). Boxes are cleaned as the authors do, in the project's 0-based continuous frame (COCO's own): ``[x, y, w, h]``
+becomes ``(x, y, x + w, y + h)`` clipped to the image, kept when ``area > 0`` and both sides exceed 6 px. The authors
+used the inclusive ``x2 = x1 + w - 1`` and wrote results with ``w + 1``; in the continuous frame both are exact
+without the +-1, which removes their 1-pixel shrink of every box. Crowd boxes are trained on
 (the authors' choice, kept for reproduction; ``include_crowd=False`` drops them). The evaluator reads ``coco`` directly.
 """
 from __future__ import annotations
@@ -49,12 +51,13 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
 def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The authors' cleaning of COCO ``[x, y, w, h]`` boxes ``[M, 4]`` in images of ``heights``/``widths`` ``[M]``.
 
-    Returns inclusive-pixel x1y1x2y2 float32 ``[M, 4]`` and the keep mask ``[M]`` (area > 0, sides > 6 px).
+    Returns 0-based continuous x1y1x2y2 float32 ``[M, 4]`` clipped to ``[0, W] x [0, H]`` and the keep mask ``[M]``
+    (area > 0, sides > 6 px after clipping).
     """
-    x1 = np.maximum(0, xywh[:, 0])
-    y1 = np.maximum(0, xywh[:, 1])
-    x2 = np.minimum(widths - 1, x1 + np.maximum(0, xywh[:, 2] - 1))
-    y2 = np.minimum(heights - 1, y1 + np.maximum(0, xywh[:, 3] - 1))
+    x1 = np.clip(xywh[:, 0], 0, widths)
+    y1 = np.clip(xywh[:, 1], 0, heights)
+    x2 = np.clip(xywh[:, 0] + np.maximum(0, xywh[:, 2]), 0, widths)
+    y2 = np.clip(xywh[:, 1] + np.maximum(0, xywh[:, 3]), 0, heights)
     keep = (area > 0) & (x2 - x1 > MIN_BOX_SIDE_PIXELS) & (y2 - y1 > MIN_BOX_SIDE_PIXELS)
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32), keep
 

@@ -58,8 +58,8 @@ class Annotations:
 
     - ``image_paths``: ``[N]`` str; ``image_ids``: ``N`` ids (str for VOC, int for COCO);
     - ``sizes``: int64 ``[N, 2]`` (height, width) of the stored image;
-    - ``boxes``: float32 ``[M, 4]`` x1y1x2y2 pixels in the dataset's own convention (VOC: 1-based as in the XML;
-      COCO: the authors' inclusive ``x + w - 1``), ``labels``: int64 ``[M]`` 0..C-1, ``difficult``: bool ``[M]``.
+    - ``boxes``: float32 ``[M, 4]`` x1y1x2y2 in 0-based continuous pixels (VOC: XML ``(x1 - 1, y1 - 1, x2, y2)``;
+      COCO: ``(x, y, x + w, y + h)``), ``labels``: int64 ``[M]`` 0..C-1, ``difficult``: bool ``[M]``.
     """
 
     image_paths: np.ndarray

@@ -1,7 +1,13 @@
 """Pascal VOC and any VOC-layout folder (``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/<list>.txt``).
 
-Facts §5: class names lowercased with '(group)' stripped; boxes are the XML values (1-based, no -1); difficult
-objects are training targets and are flagged in :meth:`VOCDetection.ground_truth` for the evaluator.
+Facts §5: class names lowercased with '(group)' stripped; difficult objects are training targets and are flagged in
+:meth:`VOCDetection.ground_truth` for the evaluator.
+
+Pixel frame: the XML holds 1-based inclusive pixel indices; a box covering XML pixels ``x1..x2`` spans the 0-based
+continuous interval ``[x1 - 1, x2]``. Boxes are stored and trained in that continuous frame (the project-wide
+convention, docs/architecture.md), so a predicted box maps back to the devkit as ``(x1 + 1, y1 + 1, x2, y2)``.
+The authors trained on the raw XML values and added 1 to every coordinate when writing results: a 1-pixel shift
+of x1/y1 that this fixes. :meth:`VOCDetection.ground_truth` returns the XML values for the devkit metric.
 """
 from __future__ import annotations
 
@@ -175,6 +181,7 @@ class VOCDetection(DetectionDataset):
                             "add it to --classes or skip unknown classes"
                         )
                 image_boxes = np.array([obj.box for obj in known], dtype=np.float32).reshape(-1, 4)
+                image_boxes[:, :2] -= 1  # XML 1-based inclusive -> 0-based continuous
                 keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
                 paths.append(str(image_path))
                 ids.append(image_id)
@@ -192,10 +199,12 @@ class VOCDetection(DetectionDataset):
         super().__init__(Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed)
 
     def ground_truth(self) -> list[dict[str, np.ndarray]]:
-        """Per image: ``{"boxes": float64 [n, 4] x1y1x2y2 as in the XML (1-based), "labels": int64 [n] 0..C-1,
-        "difficult": bool [n]}`` (after the documented fix-ups)."""
+        """Per image: ``{"boxes": float64 [n, 4] x1y1x2y2 devkit pixels as in the XML (1-based inclusive), "labels":
+        int64 [n] 0..C-1, "difficult": bool [n]}`` (after the documented fix-ups)."""
         result = []
         for index in range(len(self)):
             boxes, labels, difficult = self.annotation(index)
-            result.append({"boxes": boxes.astype(np.float64), "labels": labels.copy(), "difficult": difficult.copy()})
+            devkit_boxes = boxes.astype(np.float64)
+            devkit_boxes[:, :2] += 1  # 0-based continuous -> XML 1-based inclusive
+            result.append({"boxes": devkit_boxes, "labels": labels.copy(), "difficult": difficult.copy()})
         return result

@@ -41,22 +41,22 @@ def write_coco(root: Path, name: str, data: dict, image_folder: str | None = Non
     return path
 
 
-def test_labels_follow_get_cat_ids_and_boxes_are_cleaned_as_the_authors(tmp_path):
+def test_labels_follow_get_cat_ids_and_boxes_are_cleaned_in_the_continuous_frame(tmp_path):
     path = write_coco(tmp_path, "train2017", coco_json(GOOD_ANNOTATIONS))
     with pytest.warns(DataWarning, match="1 box clipped to the image"):
         dataset = COCODetection(path, tmp_path / "train2017", TestTransform(32))
     assert dataset.class_names == ["bus", "person", "toothbrush"] and dataset.category_ids == [5, 1, 90]
     assert dataset.image_ids == [7, 3, 9] and dataset.image_size(0) == (40, 60) and dataset.kind == "coco"
-    # person: x1 = max(0, -2) = 0, x2 = min(59, 0 + 29) = 29, y2 = 4 + 19 = 23; the 5 px toothbrush is dropped (<= 6 px)
+    # person [-2, 4, 30, 20]: x1 = clip(-2) = 0, x2 = -2 + 30 = 28, y2 = 4 + 20 = 24; the 5 px toothbrush is dropped
     boxes, labels, difficult = dataset.annotation(0)
-    np.testing.assert_array_equal(boxes, [[0, 4, 29, 23]])
+    np.testing.assert_array_equal(boxes, [[0, 4, 28, 24]])
     assert labels.tolist() == [1] and difficult.tolist() == [False]
     boxes, labels, _ = dataset.annotation(1)  # the crowd bus is kept, as the authors do
-    np.testing.assert_array_equal(boxes, [[10.5, 10, 29.5, 39]])
+    np.testing.assert_array_equal(boxes, [[10.5, 10, 30.5, 40]])
     assert labels.tolist() == [0]
     assert dataset.small_boxes_dropped == 1
     _, target, _ = dataset[0]
-    np.testing.assert_allclose(target.numpy(), [[0, 4 / 40, 29 / 60, 23 / 40, 1]], rtol=1e-6)
+    np.testing.assert_allclose(target.numpy(), [[0, 4 / 40, 28 / 60, 24 / 40, 1]], rtol=1e-6)
     _, target, _ = dataset[2]
     assert target.shape == (0, 5)
     assert dataset.coco.getAnnIds(imgIds=[7]) == [1, 2]  # the evaluator's ground truth is untouched

@@ -59,7 +59,8 @@ def test_shapes_round_trip_matches_the_xml(shapes_root, split, list_name):
         np.testing.assert_array_equal(ground_truth[index]["difficult"], difficult)
         image, target, item_index = dataset[index]
         assert image.shape == (3, 64, 64) and item_index == index
-        expected = np.array(boxes).reshape(-1, 4) / [width, height, width, height]
+        continuous = np.array(boxes).reshape(-1, 4) - [1, 1, 0, 0]  # XML 1-based inclusive -> 0-based continuous
+        expected = continuous / [width, height, width, height]
         np.testing.assert_allclose(target[:, :4].numpy(), expected, rtol=1e-6)
         np.testing.assert_array_equal(target[:, 4].numpy(), labels)
 
@@ -142,7 +143,8 @@ def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path)
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
     with pytest.warns(DataWarning, match=r"1 box clipped to the image, 1 degenerate box dropped"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
-    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 0, 64, 30], [3, 3, 9, 9]])
+    # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])
     assert dataset.fixups == {"box clipped to the image": 1, "degenerate box dropped (x2 <= x1 or y2 <= y1)": 1}
 
 
