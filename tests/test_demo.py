@@ -10,6 +10,7 @@ import torch
 
 from models import build_detector
 from tests.tiny_checkpoint import CLASS_NAMES, SIZE, write_tiny_checkpoint
+from data.errors import DataError
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError
 from utils.demo import (
@@ -59,8 +60,9 @@ def test_collect_images_from_file_folder_and_globs(photos):
 
 
 def test_collect_images_errors_name_the_input(tmp_path):
-    with pytest.raises(DemoInputError, match=r"--demo .*missing: no such file or folder"):
+    with pytest.raises(DemoInputError, match=r"--demo .*missing: no such file or folder") as error:
         collect_images(str(tmp_path / "missing"))
+    assert isinstance(error.value, DataError)  # main.py turns DataError into one line and exit code 2
     empty = tmp_path / "docs"
     empty.mkdir()
     (empty / "a.txt").write_text("x")

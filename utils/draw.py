@@ -54,7 +54,7 @@ def draw_detections(
         label = int(labels[index])
         colour = colours[label]
         x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[index])
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)  # axis-aligned: crisp without anti-aliasing
         caption = f"{class_names[label]} {float(scores[index]):.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(caption, FONT, font_scale, max(1, thickness - 1))
         # caption above the box when it fits, else inside its top edge; kept inside the image horizontally
