@@ -32,7 +32,7 @@ def test_draw_detections_draws_box_and_caption_in_class_colour():
     rows, cols = np.nonzero((drawn[:80] == dog).all(axis=2))
     assert (rows.max(), cols.min()) == (79, 50) and 60 < rows.min() < 75 and 80 < cols.max() < 110
     band = drawn[rows.min():80, 50:cols.max()]
-    assert (band == 255).all(axis=2).sum() > 20  # white text: the band (blue, luma 95) is dark
+    assert (band.min(axis=2) > 150).sum() > 20  # white (anti-aliased) text: the band (blue, luma 95) is dark
     # the second box touches the top border: its caption goes inside the box, from row 0, not off the image
     rows, cols = np.nonzero((drawn == class_colours(2)[0]).all(axis=2))
     assert (rows.min(), rows.max(), cols.min()) == (0, 30, 10) and cols.max() > 40  # caption wider than the box
