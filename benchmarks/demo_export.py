@@ -95,14 +95,16 @@ def main() -> None:
             start = time.perf_counter()
             run_demo(checkpoint, str(folder), tmp / f"out{batch_size}", device=device, batch_size=batch_size)
             seconds = time.perf_counter() - start
-            rows.append(("demo (end to end)", device.type, batch_size, 1000 * seconds / args.images, args.images / seconds))
+            rows.append(("demo (end to end)", device.type, batch_size, 1000 * seconds / args.images,
+                         args.images / seconds))
 
         start = time.perf_counter()
         onnx_path = export_onnx(checkpoint, tmp / "bench.onnx")
         export_seconds = time.perf_counter() - start
         start = time.perf_counter()
         detector = load_trained_detector(checkpoint, device)
-        rows.append(("load checkpoint + build model (once per run)", device.type, "-", 1000 * (time.perf_counter() - start), None))
+        load_ms = 1000 * (time.perf_counter() - start)
+        rows.append(("load checkpoint + build model (once per run)", device.type, "-", load_ms, None))
         graph = DecodedDetector(detector.model, detector.priors).eval()
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         for batch_size in args.batch_sizes:
@@ -110,12 +112,15 @@ def main() -> None:
             on_device = images.to(device)
             with torch.inference_mode():
                 seconds = timed(lambda: graph(on_device), args.repeats, 2, device)
-            rows.append(("pytorch decode graph", device.type, batch_size, 1000 * seconds / batch_size, batch_size / seconds))
+            rows.append(("pytorch decode graph", device.type, batch_size, 1000 * seconds / batch_size,
+                         batch_size / seconds))
             feed = {"images": images.numpy()}
             seconds = timed(lambda: session.run(None, feed), args.repeats, 2, torch.device("cpu"))
-            rows.append(("onnxruntime decode graph", "cpu", batch_size, 1000 * seconds / batch_size, batch_size / seconds))
+            rows.append(("onnxruntime decode graph", "cpu", batch_size, 1000 * seconds / batch_size,
+                         batch_size / seconds))
         cpu = load_trained_detector(checkpoint, "cpu")
-        diff = onnx_max_abs_diff(onnx_path, DecodedDetector(cpu.model, cpu.priors), torch.randn(2, 3, args.size, args.size) * 60)
+        cpu_graph = DecodedDetector(cpu.model, cpu.priors)
+        diff = onnx_max_abs_diff(onnx_path, cpu_graph, torch.randn(2, 3, args.size, args.size) * 60)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(f"\n{args.version}-{args.backbone} at {args.size}, {args.images} images; {datetime.date.today()}; "

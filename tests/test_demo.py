@@ -116,7 +116,8 @@ def test_demo_writes_pixel_detections_and_drawn_images(checkpoint, photos, tmp_p
         np.testing.assert_allclose(top["box"], box, atol=0.011)
         assert top["score"] == pytest.approx(score, abs=1e-4)
         assert (top["label"], top["class_name"]) == (label, CLASS_NAMES[label])
-        assert [d["score"] for d in record["detections"]] == sorted((d["score"] for d in record["detections"]), reverse=True)
+        scores = [d["score"] for d in record["detections"]]
+        assert scores == sorted(scores, reverse=True)
         drawn = cv2.imread(str(out / record["output"]))
         original = cv2.imread(str(image_path))
         assert drawn.shape == original.shape
@@ -159,7 +160,8 @@ def test_demo_with_only_unreadable_files_fails_clearly(checkpoint, tmp_path):
     with pytest.raises(DemoInputError, match=r"none of the 1 files could be read as an image"):
         run_demo(checkpoint, str(tmp_path / "bad.jpg"), tmp_path / "out")
     report = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert report["unreadable"] == [{"file": str(tmp_path / "bad.jpg"), "error": f"{tmp_path / 'bad.jpg'}: image file is empty"}]
+    bad = tmp_path / "bad.jpg"
+    assert report["unreadable"] == [{"file": str(bad), "error": f"{bad}: image file is empty"}]
 
 
 def test_demo_rejects_bad_checkpoint_and_flags(photos, tmp_path, checkpoint):

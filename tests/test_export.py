@@ -10,8 +10,8 @@ from utils.export import DecodedDetector, DetectorWithNMS, export_onnx, onnx_max
 from utils.postprocess import PostProcessor
 from utils.trained_model import load_trained_detector
 
-onnx = pytest.importorskip("onnx", reason="ONNX export tests need the optional 'onnx' package (requirements-export.txt)")
-pytest.importorskip("onnxruntime", reason="ONNX parity tests need the optional 'onnxruntime' package (requirements-export.txt)")
+onnx = pytest.importorskip("onnx", reason="ONNX tests need the optional 'onnx' package (requirements-export.txt)")
+pytest.importorskip("onnxruntime", reason="ONNX tests need the optional onnxruntime package (requirements-export.txt)")
 
 NUM_ANCHORS = 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2)  # PriorBox at 128: strides 8..64
 
@@ -36,7 +36,8 @@ def test_decode_graph_matches_pytorch_for_any_batch(checkpoint, detector, tmp_pa
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == 17
-    assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["boxes", "scores"]
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["boxes", "scores"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     graph = DecodedDetector(detector.model, detector.priors).eval()
     for batch in (1, 3):
@@ -70,7 +71,8 @@ def per_image(detections: np.ndarray, batch_index: np.ndarray, image: int) -> np
 
 
 def test_nms_graph_equals_postprocessor(checkpoint, detector, tmp_path):
-    path = export_onnx(checkpoint, tmp_path / "nms.onnx", opset=11, include_nms=True, score_thresh=0.02, nms_thresh=0.45)
+    path = export_onnx(checkpoint, tmp_path / "nms.onnx", opset=11, include_nms=True, score_thresh=0.02,
+                       nms_thresh=0.45)
     assert [o.name for o in onnx.load(str(path)).graph.output] == ["detections", "batch_index"]
     images = random_images(3, seed=11)
     onnx_outputs = run_onnx(path, images)

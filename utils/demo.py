@@ -65,7 +65,7 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         for path in _expand(source):
             found.setdefault(path, None)
     if not found:
-        raise DemoInputError("--demo: no input given; pass an image, a folder of images or a glob such as 'photos/*.jpg'")
+        raise DemoInputError("--demo: no input given; pass an image, a folder of images or a glob like 'photos/*.jpg'")
     return list(found)
 
 

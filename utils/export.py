@@ -38,7 +38,7 @@ MAX_OPSET = 20  # the newest opset PyTorch's TorchScript exporter writes
 
 
 class DecodedDetector(nn.Module):
-    """``images [B, 3, S, S]`` -> ``(boxes [B, A, 4] x1y1x2y2 normalised, clamped to [0, 1], scores [B, A, C] sigmoid)``.
+    """``images [B, 3, S, S]`` -> ``(boxes [B, A, 4] x1y1x2y2 normalised clamped to [0, 1], scores [B, A, C] sigmoid)``.
 
     The same decode and clamp as ``PostProcessor`` steps 1-2, before the scaling to pixels.
     """
@@ -107,7 +107,7 @@ def export_onnx(
     if include_nms:
         graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
         output_names = ["detections", "batch_index"]
-        dynamic_axes = {"images": {0: "batch"}, "detections": {0: "num_detections"}, "batch_index": {0: "num_detections"}}
+        dynamic_axes = {"images": {0: "batch"}, "detections": {0: "detections"}, "batch_index": {0: "detections"}}
     else:
         graph = DecodedDetector(detector.model, detector.priors).eval()
         output_names = ["boxes", "scores"]
