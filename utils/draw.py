@@ -43,13 +43,13 @@ def draw_detections(
         scores: ``[n]`` in [0, 1]; labels: ``[n]`` int 0..C-1 indexing ``class_names``.
         colours: BGR colour per class; default :func:`class_colours`.
 
-    Line width and text size grow with the image (2 px and 0.5 scale at 500 px).
+    Line width ``round((H + W) / 500)`` px (at least 1) and font scale ``max(0.4, (H + W) / 2000)`` follow the image size.
     """
     canvas = image.copy()
     height, width = canvas.shape[:2]
     colours = colours or class_colours(len(class_names))
     thickness = max(1, round((height + width) / 500))
-    font_scale = max(0.35, (height + width) / 2000)
+    font_scale = max(0.4, (height + width) / 2000)
     for index in np.argsort(scores, kind="stable"):
         label = int(labels[index])
         colour = colours[label]
