@@ -21,10 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, parse_class_list
+from data.loader import single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -69,7 +69,7 @@ DATASET_DEFAULTS = {
     "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, warm_iter=500, workers=4, pretrained=True),
     "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, warm_iter=500, workers=4, pretrained=True),
     "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, warm_iter=500, workers=4, pretrained=True),
-    "shapes": dict(version="fssd", backbone="resnet18", size=320, epochs=6, warm_iter=100, workers=2, pretrained=False),
+    "shapes": dict(version="fssd", backbone="resnet18", size=192, epochs=3, warm_iter=50, workers=2, pretrained=False),
 }
 ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 
@@ -89,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone", type=str.lower, choices=("vgg16", "resnet18"), default=None,
                        help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
     model.add_argument("--size", type=int, default=None,
-                       help="square input size, a multiple of 64 (default: 320; read from --trained_model)")
+                       help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from --trained_model)")
     model.add_argument("--base_anchor_size", type=float, default=24.0, help="anchor side at stride 8 in pixels (default: 24)")
     model.add_argument("--pretrained", type=str, default=None, metavar="PATH",
                        help="ImageNet backbone state dict to start from (default: torchvision's ImageNet weights for "
@@ -113,9 +113,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
     schedule.add_argument("--lr", type=float, default=1e-2, help="peak learning rate after warm-up (default: 1e-2)")
     schedule.add_argument("--warm_iter", type=int, default=None,
-                          help="linear warm-up iterations from 1e-6 (default: 500; 100 for shapes)")
+                          help="linear warm-up iterations from 1e-6 (default: 500; 50 for shapes)")
     schedule.add_argument("--epochs", type=int, default=None,
-                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, shapes 6)")
+                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, shapes 3)")
     schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
     schedule.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation (default: 0)")
     schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
@@ -134,8 +134,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--assign_stats", action="store_true", help="log assignment statistics (positives, IoUs) at log intervals")
     run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
                      help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
-    run.add_argument("--eval_results", type=str, default=None, metavar="FILE",
-                     help="evaluate a saved detection results file against the test split and exit")
+    run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
+                     help="score saved detections against the test split and exit: the eval/<DATASET> folder of "
+                          "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON")
     run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold at evaluation (default: 0.5)")
     return parser
 
@@ -147,9 +148,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         fill_dataset_defaults(args)
         if args.workers > 0:
-            # One OpenCV thread per DataLoader worker; set before any fork, as forking a live OpenCV thread pool
-            # can deadlock the workers.
-            cv2.setNumThreads(1)
+            single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
         device = resolve_device(args.device, local_rank_from_env())
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)

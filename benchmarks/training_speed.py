@@ -24,9 +24,6 @@ from utils.box import PriorBox  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
-BACKBONE_OF = {"fssd": "vgg16", "retinanet": "vgg16", "rfbnet": "vgg16", "pafpn": "vgg16"}
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--versions", nargs="+", default=["fssd", "retinanet", "rfbnet", "pafpn"])
-    parser.add_argument("--backbone", default=None, help="vgg16 or resnet18 (default: vgg16, the paper's)")
+    parser.add_argument("--backbone", default="vgg16", help="vgg16 (the paper's, default) or resnet18")
     parser.add_argument("--sizes", nargs="+", type=int, default=[320, 512])
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on CUDA (the paper's), 2 on CPU")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 20 on CUDA, 2 on CPU)")
@@ -115,7 +112,7 @@ def main() -> None:
     print("| detector | backbone | size | assignment | precision | images/s |")
     print("|---|---|---|---|---|---|")
     for version in args.versions:
-        backbone = args.backbone or BACKBONE_OF[version]
+        backbone = "vgg16" if version == "rfbnet" else args.backbone  # RFBNet is VGG16-only
         for size in args.sizes:
             for mutual_guide in (False, True):
                 for precision in precisions:
