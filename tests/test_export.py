@@ -102,6 +102,8 @@ def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
     copy.write_bytes(checkpoint.read_bytes())
     assert export_onnx(copy) == tmp_path / "SHAPES_copy.onnx"
     assert onnx.load(str(tmp_path / "SHAPES_copy.onnx")).opset_import[0].version == 17
+    with pytest.raises(ValueError, match="is the checkpoint itself"):
+        export_onnx(copy, copy)
     for opset in (10, 21):
         with pytest.raises(ValueError, match=rf"--opset {opset} is not supported; use 11..20"):
             export_onnx(checkpoint, tmp_path / "x.onnx", opset=opset)

@@ -113,6 +113,8 @@ def export_onnx(
         output_names = ["boxes", "scores"]
         dynamic_axes = {"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}}
     path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
+    if path.resolve() == Path(checkpoint_path).resolve():
+        raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
@@ -122,7 +124,6 @@ def export_onnx(
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
         torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
                           output_names=output_names, dynamic_axes=dynamic_axes)
-    graph.eval()  # the exporter restores the wrapper's original (training) flag
     notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]"]
     if _installed("onnx"):
         import onnx
