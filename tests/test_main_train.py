@@ -190,10 +190,14 @@ def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
     assert "custom train: 16 images" in out and "custom test: 6 images" in out
 
 
-def test_bf16_autocast_run_on_cpu(shapes_root, tmp_path):
-    argv = base_args(shapes_root, "--amp", "bf16", "--max_iter", "2", "--warm_iter", "1")
+def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path):
+    """bf16 autocast on CPU, batch 8 (2 iterations per epoch), --eval_interval 1: evaluates at iterations 2 and 3."""
+    argv = base_args(shapes_root, "--amp", "bf16", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1",
+                     "--eval_interval", "1")
     assert run(tmp_path, argv) == 0
     state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
-    assert state["iteration"] == 2 and state["config"]["amp"] == "bf16" and state["scaler"] == {}
+    assert state["iteration"] == 3 and state["config"]["amp"] == "bf16" and state["scaler"] == {}
     assert all(math.isfinite(l) and math.isfinite(c) for _, l, c in logged_losses(tmp_path / "run"))
     assert all(v.dtype != torch.bfloat16 for v in state["model"].values())  # weights stay float32
+    with open(tmp_path / "run" / "eval.csv", newline="") as handle:
+        assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [2, 3]
