@@ -261,21 +261,11 @@ def train(
                 guard.check(ctx)
                 if ctx.is_distributed:
                     stop_requested = bool(all_reduce_max(torch.tensor([int(stop_requested)], device=device), ctx).item())
-                mean_losses = all_reduce_mean(loss_sums / interval_iters, ctx).tolist()
                 elapsed = time.perf_counter() - interval_start
-                images_per_s = interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9)
-                row = {
-                    "iteration": done,
-                    "epoch": iteration // settings.epoch_size,
-                    "loss_l": mean_losses[0],
-                    "loss_c": mean_losses[1],
-                    "lr": lr,
-                    "images_per_s": images_per_s,
-                }
-                if stats is not None:
-                    row.update({name: float(value) for name, value in stats.items()})
-                bar.set_postfix(loss_l=f"{mean_losses[0]:.4f}", loss_c=f"{mean_losses[1]:.4f}", lr=f"{lr:.2e}",
-                                img_s=f"{images_per_s:.1f}")
+                row = _interval_row(done, settings, loss_sums / interval_iters, lr, stats, ctx,
+                                    images_per_s=interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9))
+                bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
+                                img_s=f"{row['images_per_s']:.1f}")
                 log.metrics("train", row)
                 loss_sums.zero_()
                 interval_start, interval_iters = time.perf_counter(), 0
@@ -294,8 +284,19 @@ def train(
     guard.check(ctx)
 
 
+def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,
+                  ctx: DistributedContext, images_per_s: float) -> dict:
+    """The metrics row of a log interval; losses are averaged over the interval and over the processes."""
+    loss_l, loss_c = all_reduce_mean(mean_losses, ctx).tolist()
+    row = {"iteration": done, "epoch": (done - 1) // settings.epoch_size, "loss_l": loss_l, "loss_c": loss_c,
+           "lr": lr, "images_per_s": images_per_s}
+    if stats is not None:  # assignment statistics of the interval's last iteration
+        row.update({name: float(value) for name, value in stats.items()})
+    return row
+
+
 def _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings: TrainSettings, device):
-    """One forward/backward/step; returns detached-free ``(loss_l, loss_c, stats or None)``."""
+    """One forward/backward/step; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced)."""
     images = images.to(device, non_blocking=True)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
