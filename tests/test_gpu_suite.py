@@ -1,0 +1,132 @@
+"""The GPU speed suite (benchmarks/gpu_suite.py): its CPU dry run end to end, and its bookkeeping with hand-made rows."""
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import gpu_suite
+from benchmarks.gpu_suite import Budget, PhaseClock, Report, Settings, check_targets, host_sync_sites, run_case
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_suite") / "gpu_suite.json"
+    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "cpu", "--out", str(out)])
+    returned = gpu_suite.main(args)
+    return returned, json.loads(out.read_text())
+
+
+def test_dry_run_measures_every_section_without_errors(dry_run):
+    returned, record = dry_run
+    assert record == json.loads(json.dumps(returned, default=str))  # the file holds what main returned
+    assert record["errors"] == [] and record["skipped"] == []
+    assert record["dry_run"] is True and record["environment"]["card"] is None
+    assert record["environment"]["torch"] == torch.__version__
+
+    train = {(row["assignment"], row["precision"]): row for row in record["train"]}
+    assert set(train) == {("IoU", "bf16"), ("MG", "bf16")}
+    for row in train.values():
+        assert row["images_per_s"] == pytest.approx(2 / (row["step_ms"] / 1e3))  # batch 2
+        assert row["peak_mem_mib"] is None and row["host_syncs_per_step"] is None  # CPU: no device memory, no syncs
+
+    assert [row["rung"] for row in record["ladder"]] == [gpu_suite.LADDER[0][0], gpu_suite.LADDER[5][0]]
+    assert "per-image loss loop" in record["ladder"][0]["options"] and "fused SGD" in record["ladder"][1]["options"]
+
+    modes = {(row["batch"], row["mode"]) for row in record["inference"]}
+    assert modes == {(b, m) for b in (1, 2) for m in ("end to end", "forward only", "post-processing only")}
+    assert all(row["images_per_s"] > 0 for row in record["inference"])
+
+    (loader,) = record["loader"]
+    assert loader["timed_iterations"] == 1 and loader["images_per_s"] > 0 and loader["loader_only_images_per_s"] > 0
+
+    profile = record["profile"]
+    assert list(profile["phase_ms"]) == ["forward", "loss", "backward", "optimizer"]
+    assert "convolution" in profile["table"] and profile["sorted_by"] == "self_cpu_time_total"
+    assert [t["target"] for t in record["targets"]][:3] == [
+        "MG training, AMP, images/s >= 1000",
+        "MG training, AMP, >= 5x the authors' 193 images/s",
+        "MG costs <= 5 % of the step over IoU (AMP)",
+    ]
+
+
+def test_full_run_needs_a_gpu():
+    args = gpu_suite.get_args_parser().parse_args(["--device", "cpu"])
+    with pytest.raises(SystemExit, match="--dry-run"):
+        gpu_suite.main(args)
+
+
+def test_budget_fits_only_what_is_left():
+    budget = Budget(60.0)
+    assert budget.fits(50.0)
+    assert not budget.fits(61.0)
+    assert not Budget(0.0).fits(0.001)
+
+
+def test_run_case_records_rows_skips_and_errors(tmp_path):
+    report = Report(tmp_path / "r.json", {"environment": {}})
+    cpu = torch.device("cpu")
+
+    def broken() -> dict:
+        raise RuntimeError("out of memory in case 2")
+
+    assert run_case(report, Budget(100.0), "train", {"case": 1}, 10.0, lambda: {"images_per_s": 5.0}, cpu) == {
+        "case": 1, "images_per_s": 5.0}
+    assert run_case(report, Budget(100.0), "train", {"case": 2}, 10.0, broken, cpu) is None
+    assert run_case(report, Budget(5.0), "train", {"case": 3}, 10.0, lambda: {"images_per_s": 1.0}, cpu) is None
+
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["train"] == [{"case": 1, "images_per_s": 5.0}]
+    assert saved["errors"][0]["case"] == 2 and saved["errors"][0]["error"] == "RuntimeError: out of memory in case 2"
+    assert saved["skipped"][0]["case"] == 3 and saved["skipped"][0]["reason"].startswith("budget")
+
+
+def test_check_targets_against_hand_made_rows(tmp_path):
+    report = Report(None, {"environment": {}})
+    common = {"version": "retinanet", "size": 320, "precision": "bf16"}
+    report.data["train"] = [common | {"assignment": "IoU", "step_ms": 25.6, "images_per_s": 1250.0},
+                            common | {"assignment": "MG", "step_ms": 26.67, "images_per_s": 1200.0}]
+    report.data["inference"] = [
+        {"version": "retinanet", "size": 320, "batch": 1, "mode": "end to end", "precision": "bf16, channels_last",
+         "images_per_s": 900.0},
+        {"version": "retinanet", "size": 320, "batch": 64, "mode": "end to end", "precision": "bf16, channels_last",
+         "images_per_s": 6000.0},
+    ]
+    check_targets(report, gpu_suite.FULL)
+    measured = {t["target"]: (t["measured"], t["met"]) for t in report.data["targets"]}
+    authors = 32 / 0.166  # 192.8 images/s: the authors' MG step, 166 ms per batch of 32
+    assert measured["MG training, AMP, images/s >= 1000"] == (1200.0, True)
+    assert measured["MG training, AMP, >= 5x the authors' 193 images/s"] == (pytest.approx(1200.0 / authors), True)
+    share, met = measured["MG costs <= 5 % of the step over IoU (AMP)"]
+    assert share == pytest.approx(1 - 25.6 / 26.67) and met  # 4.0 %
+    assert measured["inference, batch 1, end to end incl. NMS, AMP, images/s >= 1000"] == (900.0, False)
+    assert measured["inference, batch 64, end to end incl. NMS, AMP, images/s >= 5000"] == (6000.0, True)
+
+
+def test_phase_clock_reports_each_phase_in_order():
+    clock = PhaseClock(torch.device("cpu"))
+    for name in ("forward", "loss", "backward"):
+        sum(range(20_000))
+        clock.mark(name)
+    durations = clock.durations_ms()
+    assert list(durations) == ["forward", "loss", "backward"]
+    assert all(ms > 0 and math.isfinite(ms) for ms in durations.values())
+
+
+def test_settings_of_the_full_run_match_the_issue():
+    full: Settings = gpu_suite.FULL
+    assert (full.backbone, full.headline_size, full.batch) == ("vgg16", 320, 32)
+    assert full.sizes == (320, 512) and full.infer_batches == (1, 32, 64)
+    assert set(full.grid_versions) == {"fssd", "retinanet", "rfbnet", "pafpn"} and full.grid_precisions == ("fp32", "bf16")
+    assert full.ladder_rungs == tuple(range(len(gpu_suite.LADDER)))
+
+
+def test_host_syncs_are_not_counted_on_cpu():
+    assert host_sync_sites(lambda: torch.ones(3).sum().item(), torch.device("cpu")) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_syncs_are_counted_at_their_source_line():
+    x = torch.ones(3, device="cuda")
+    sites = host_sync_sites(lambda: x.sum().item(), torch.device("cuda"))
+    assert sum(sites.values()) == 1 and next(iter(sites)).startswith("tests/test_gpu_suite.py:")
