@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: 
 from utils.box import PriorBox  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import TrainSettings, build_train_loader, iterations_per_epoch, train  # noqa: E402
+from utils.inference import detections_to_numpy  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer, build_param_groups  # noqa: E402
 from utils.postprocess import PostProcessor  # noqa: E402
@@ -105,7 +107,7 @@ class Settings:
 
 FULL = Settings(
     backbone="vgg16", headline_size=320, sizes=(320, 512), batch=32, infer_batches=(1, 32, 64),
-    train_warmup=5, train_iters=15, latency_warmup=20, latency_iters=100, throughput_warmup=5, throughput_iters=20,
+    train_warmup=3, train_iters=10, latency_warmup=10, latency_iters=50, throughput_warmup=3, throughput_iters=10,
     per_image_loss_iters=3, loader_images=256, loader_log_interval=8, loader_intervals=5, profile_steps=3,
     headline_precisions=("fp32", "bf16"), ladder_rungs=tuple(range(6)), grid_versions=VERSIONS,
     grid_precisions=("fp32", "bf16"),
@@ -119,6 +121,7 @@ DRY = Settings(
     headline_precisions=("bf16",), ladder_rungs=(0, 5), grid_versions=("retinanet",), grid_precisions=("bf16",),
 )
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+SECTIONS = ("train", "inference", "profile", "ladder", "loader", "grid", "compile")
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,8 @@ COMPILED = ("+ torch.compile(model)", StepOptions(precision="bf16", fused_sgd=Tr
 
 # Estimated seconds per case on an H100/H200 (model build, cudnn autotuning, warm-up and timed steps); the
 # budget guard skips a case whose estimate no longer fits.
-ESTIMATE_S = {"train": 10.0, "train512": 16.0, "per_image": 30.0, "inference": 6.0, "profile": 25.0,
-              "loader": 60.0, "compile": 200.0}
+ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.0, "profile": 15.0,
+              "loader": 45.0, "compile": 150.0}
 
 
 class Budget:
@@ -179,13 +182,13 @@ class Report:
 
     def __init__(self, path: Path | None, header: dict):
         self.path = path
-        self.data = header | {"train": [], "ladder": [], "inference": [], "loader": [], "profile": None,
+        self.data = header | {"train": [], "inference": [], "profile": [], "ladder": [], "loader": [],
                               "skipped": [], "errors": [], "targets": []}
         self.save()
 
     def add(self, section: str, row: dict) -> None:
         self.data[section].append(row)
-        print(f"[{section}] " + ", ".join(f"{k}={_short(v)}" for k, v in row.items()), flush=True)
+        print(f"[{section}] " + ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "table"), flush=True)
         self.save()
 
     def save(self) -> None:
@@ -315,7 +318,7 @@ def host_sync_sites(function: Callable[[], object], device: torch.device) -> dic
 
     def record(message, category, filename, lineno, file=None, line=None):
         if "synchroniz" in str(message):
-            sites[_innermost_repo_frame()] += 1
+            sites[_innermost_repo_frame(traceback.extract_stack()[:-1])] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -329,10 +332,11 @@ def host_sync_sites(function: Callable[[], object], device: torch.device) -> dic
     return dict(sites)
 
 
-def _innermost_repo_frame() -> str:
-    for frame in reversed(traceback.extract_stack()):
-        path = Path(frame.filename)
-        if path.is_relative_to(REPO) and path.name != "gpu_suite.py":
+def _innermost_repo_frame(stack: traceback.StackSummary) -> str:
+    """``path:line`` of the innermost frame of ``stack`` that lies in this repository (relative path)."""
+    for frame in reversed(stack):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(REPO) and ".venv" not in path.parts:
             return f"{path.relative_to(REPO)}:{frame.lineno}"
     return "outside the repository"
 
@@ -392,7 +396,7 @@ class Inference:
 
     ``end_to_end()`` copies the batch to the device, runs the model (under autocast for bf16) and
     ``PostProcessor`` (score > 0.005, top-1000, per-class NMS 0.5, 300 per image), and copies the detections
-    to the host one image at a time, as ``utils.inference.run_inference`` does.
+    to the host with ``utils.inference.detections_to_numpy``, as ``run_inference`` does.
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,
@@ -419,14 +423,13 @@ class Inference:
             return self.model(images)
 
     @torch.inference_mode()
-    def detections_on_host(self, loc: torch.Tensor, conf: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        results = self.postprocessor(loc, conf, self.image_sizes)
-        return [{key: value.cpu() for key, value in result.items()} for result in results]
+    def detections_on_host(self, loc: torch.Tensor, conf: torch.Tensor) -> list[dict[str, np.ndarray]]:
+        return detections_to_numpy(self.postprocessor(loc, conf, self.image_sizes))
 
-    def end_to_end(self) -> list[dict[str, torch.Tensor]]:
+    def end_to_end(self) -> list[dict[str, np.ndarray]]:
         return self.detections_on_host(*self.forward(self.to_device(self.host_images)))
 
-    def graphed_end_to_end(self) -> Callable[[], list[dict[str, torch.Tensor]]]:
+    def graphed_end_to_end(self) -> Callable[[], list[dict[str, np.ndarray]]]:
         """``end_to_end`` with the model forward replayed from a CUDA graph (CUDA only); post-processing stays eager."""
         static_images = self.to_device(self.host_images)
         side = torch.cuda.Stream(self.device)
@@ -439,7 +442,7 @@ class Inference:
         with torch.cuda.graph(graph), torch.inference_mode(), autocast(self.device, self.precision, cache_enabled=False):
             static_loc, static_conf = self.model(static_images)
 
-        def run() -> list[dict[str, torch.Tensor]]:
+        def run() -> list[dict[str, np.ndarray]]:
             static_images.copy_(self.host_images, non_blocking=True)
             graph.replay()
             return self.detections_on_host(static_loc, static_conf)
@@ -650,8 +653,7 @@ def print_tables(report: Report) -> None:
         print(f"\n## {section}\n\n| " + " | ".join(names) + " |\n|" + "---|" * len(names))
         for row in report.data[section]:
             print("| " + " | ".join(_cell(row.get(name)) for name in names) + " |")
-    profile = report.data["profile"]
-    if profile:
+    for profile in report.data["profile"]:
         phases = ", ".join(f"{name} {ms:.1f} ms" for name, ms in profile["phase_ms"].items())
         print(f"\n## profile: {profile['config']}\n\nphases (mean per step): {phases}\n\n{profile['table']}")
     for target in report.data["targets"]:
@@ -678,7 +680,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; 0 in --dry-run)")
-    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile case")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="what to run, always in this order: " + " ".join(SECTIONS) + " (default: all; the dry run "
+                             "leaves out compile)")
     return parser
 
 
@@ -690,38 +694,40 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry-run to check the code paths")
     settings = DRY if args.dry_run else FULL
     workers = args.workers if args.workers is not None else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2)))
+    sections = set(args.sections)
     budget = Budget(args.budget_s)
     report = Report(args.out, {"environment": environment(device), "dry_run": args.dry_run,
                                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                "settings": dataclasses.asdict(settings) | {"workers": workers, "budget_s": args.budget_s},
                                "authors_reference": AUTHORS})
-    headline_version, size = "retinanet", settings.headline_size
+    headline, size = "retinanet", settings.headline_size
+    others = [v for v in settings.grid_versions if v != headline]
 
-    run_training_cases(report, budget, settings, device, [headline_version], [size], settings.headline_precisions,
-                       count_syncs=True)
-    run_inference_cases(report, budget, settings, device, [headline_version], headline_inference_modes(device),
-                        settings.headline_precisions)
-    if budget.fits(ESTIMATE_S["profile"]):
-        try:
-            report.data["profile"] = measure_profile(settings, device, settings.profile_steps)
-        except Exception as error:
-            report.data["errors"].append({"section": "profile", "error": f"{type(error).__name__}: {error}"[:600]})
-        report.save()
-        _free_memory(device)
-    run_ladder(report, budget, settings, device, [LADDER[i] for i in settings.ladder_rungs])
-    with tempfile.TemporaryDirectory() as tmp:
-        data_root = write_voc_sized_set(Path(tmp) / "voc_sized", settings.loader_images)
-        case = {"version": headline_version, "backbone": settings.backbone, "size": size, "batch": settings.batch,
-                "assignment": "MG", "precision": "bf16", "workers": workers}
-        run_case(report, budget, "loader", case, ESTIMATE_S["loader"],
-                 lambda: measure_loader(settings, device, workers, data_root), device)
-    others = [v for v in settings.grid_versions if v != headline_version]
-    run_training_cases(report, budget, settings, device, others, [size], settings.grid_precisions, count_syncs=False)
-    run_training_cases(report, budget, settings, device, settings.grid_versions, [s for s in settings.sizes if s != size],
-                       settings.grid_precisions, count_syncs=False)
-    run_inference_cases(report, budget, settings, device, others, lambda batch, precision: ["end to end"],
-                        settings.grid_precisions)
-    if not args.no_compile and not args.dry_run:
+    if "train" in sections:
+        run_training_cases(report, budget, settings, device, [headline], [size], settings.headline_precisions,
+                           count_syncs=True)
+    if "inference" in sections:
+        run_inference_cases(report, budget, settings, device, [headline], headline_inference_modes(device),
+                            settings.headline_precisions)
+    if "profile" in sections:
+        run_case(report, budget, "profile", {}, ESTIMATE_S["profile"],
+                 lambda: measure_profile(settings, device, settings.profile_steps), device)
+    if "ladder" in sections:
+        run_ladder(report, budget, settings, device, [LADDER[i] for i in settings.ladder_rungs])
+    if "loader" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_root = write_voc_sized_set(Path(tmp) / "voc_sized", settings.loader_images)
+            case = {"version": headline, "backbone": settings.backbone, "size": size, "batch": settings.batch,
+                    "assignment": "MG", "precision": "bf16", "workers": workers}
+            run_case(report, budget, "loader", case, ESTIMATE_S["loader"],
+                     lambda: measure_loader(settings, device, workers, data_root), device)
+    if "grid" in sections:
+        run_training_cases(report, budget, settings, device, others, [size], settings.grid_precisions, count_syncs=False)
+        run_training_cases(report, budget, settings, device, settings.grid_versions,
+                           [s for s in settings.sizes if s != size], settings.grid_precisions, count_syncs=False)
+        run_inference_cases(report, budget, settings, device, others, lambda batch, precision: ["end to end"],
+                            settings.grid_precisions)
+    if "compile" in sections and not args.dry_run:
         run_ladder(report, budget, settings, device, [COMPILED])
 
     check_targets(report, settings)

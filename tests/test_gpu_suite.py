@@ -1,12 +1,15 @@
 """The GPU speed suite (benchmarks/gpu_suite.py): its CPU dry run end to end, and its bookkeeping with hand-made rows."""
 import json
 import math
+import traceback
 
+import numpy as np
 import pytest
 import torch
 
 from benchmarks import gpu_suite
 from benchmarks.gpu_suite import Budget, PhaseClock, Report, Settings, check_targets, host_sync_sites, run_case
+from utils.inference import detections_to_numpy
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +43,23 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
     (loader,) = record["loader"]
     assert loader["timed_iterations"] == 1 and loader["images_per_s"] > 0 and loader["loader_only_images_per_s"] > 0
 
-    profile = record["profile"]
+    (profile,) = record["profile"]
     assert list(profile["phase_ms"]) == ["forward", "loss", "backward", "optimizer"]
     assert "convolution" in profile["table"] and profile["sorted_by"] == "self_cpu_time_total"
     assert [t["target"] for t in record["targets"]][:3] == [
+        "MG training, AMP, images/s >= 1000",
+        "MG training, AMP, >= 5x the authors' 193 images/s",
+        "MG costs <= 5 % of the step over IoU (AMP)",
+    ]
+
+
+def test_sections_choose_what_runs(tmp_path):
+    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "cpu", "--out", str(tmp_path / "r.json"),
+                                                   "--sections", "train"])
+    record = gpu_suite.main(args)
+    assert [(row["assignment"], row["precision"]) for row in record["train"]] == [("IoU", "bf16"), ("MG", "bf16")]
+    assert [len(record[key]) for key in ("inference", "profile", "ladder", "loader")] == [0, 0, 0, 0]
+    assert [t["target"] for t in record["targets"]] == [
         "MG training, AMP, images/s >= 1000",
         "MG training, AMP, >= 5x the authors' 193 images/s",
         "MG costs <= 5 % of the step over IoU (AMP)",
@@ -121,6 +137,13 @@ def test_settings_of_the_full_run_match_the_issue():
     assert full.ladder_rungs == tuple(range(len(gpu_suite.LADDER)))
 
 
+def test_sync_sites_are_named_by_the_innermost_repository_frame():
+    line = traceback.extract_stack()[-1].lineno
+    assert gpu_suite._innermost_repo_frame(traceback.extract_stack()) == f"tests/test_gpu_suite.py:{line + 1}"
+    assert gpu_suite._innermost_repo_frame(traceback.StackSummary.from_list([("/usr/lib/x.py", 3, "f", "")])) == (
+        "outside the repository")
+
+
 def test_host_syncs_are_not_counted_on_cpu():
     assert host_sync_sites(lambda: torch.ones(3).sum().item(), torch.device("cpu")) is None
 
@@ -130,3 +153,20 @@ def test_host_syncs_are_counted_at_their_source_line():
     x = torch.ones(3, device="cuda")
     sites = host_sync_sites(lambda: x.sum().item(), torch.device("cuda"))
     assert sum(sites.values()) == 1 and next(iter(sites)).startswith("tests/test_gpu_suite.py:")
+
+
+def test_detections_to_numpy_matches_per_image_copies():
+    results = [
+        {"boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]), "scores": torch.tensor([0.9, 0.2]),
+         "labels": torch.tensor([3, 0])},
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)},
+        {"boxes": torch.tensor([[0.5, 0.5, 9.0, 9.5]]), "scores": torch.tensor([0.7]), "labels": torch.tensor([19])},
+    ]
+    converted = detections_to_numpy(results)
+    assert len(converted) == 3
+    for got, expected in zip(converted, results):
+        assert set(got) == {"boxes", "scores", "labels"}
+        for key, value in expected.items():
+            assert got[key].dtype == value.numpy().dtype and got[key].shape == tuple(value.shape)
+            np.testing.assert_array_equal(got[key], value.numpy())
+    assert detections_to_numpy([]) == []

@@ -69,10 +69,23 @@ def run_inference(
                 )
             indices = [int(i) for i in indices]
             image_sizes = torch.tensor([dataset.image_size(i) for i in indices], device=device)  # [B, 2] (h, w)
-            for index, result in zip(indices, postprocessor(loc, conf, image_sizes)):
-                detections[index] = {key: value.cpu().numpy() for key, value in result.items()}
+            for index, result in zip(indices, detections_to_numpy(postprocessor(loc, conf, image_sizes))):
+                detections[index] = result
     model.train(was_training)
     return detections
+
+
+def detections_to_numpy(results: list[dict[str, Tensor]]) -> list[Detections]:
+    """``PostProcessor`` detections (tensors on any device) -> the same dicts of NumPy arrays.
+
+    One device-to-host copy per key for the whole batch instead of one per image and key: on CUDA each copy
+    waits for the device, so a batch of 64 costs 3 waits instead of 192.
+    """
+    if not results:
+        return []
+    bounds = np.cumsum([len(result["scores"]) for result in results])[:-1]  # shapes are known on the host
+    parts = {key: np.split(torch.cat([result[key] for result in results]).cpu().numpy(), bounds) for key in results[0]}
+    return [{key: parts[key][i] for key in parts} for i in range(len(results))]
 
 
 def gather_detections(detections: list[Detections | None]) -> list[Detections | None]:
