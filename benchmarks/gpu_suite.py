@@ -620,18 +620,19 @@ def check_targets(report: Report, settings: Settings) -> None:
     if mg_amp:
         authors = 32 / (AUTHORS["train_step_ms_batch32"]["MG"] / 1e3)
         targets.append({"target": "MG training, AMP, images/s >= 1000", "measured": mg_amp["images_per_s"],
-                        "met": mg_amp["images_per_s"] >= 1000})
+                        "unit": "images/s", "met": mg_amp["images_per_s"] >= 1000})
         targets.append({"target": f"MG training, AMP, >= 5x the authors' {authors:.0f} images/s",
-                        "measured": mg_amp["images_per_s"] / authors, "met": mg_amp["images_per_s"] >= 5 * authors})
+                        "measured": mg_amp["images_per_s"] / authors, "unit": "x", "met": mg_amp["images_per_s"] >= 5 * authors})
     if mg_amp and iou_amp:
         share = 1 - iou_amp["step_ms"] / mg_amp["step_ms"]
-        targets.append({"target": "MG costs <= 5 % of the step over IoU (AMP)", "measured": share, "met": share <= 0.05})
+        targets.append({"target": "MG costs <= 5 % of the step over IoU (AMP)", "measured": share, "unit": "fraction",
+                        "met": share <= 0.05})
     for infer_batch, goal in ((1, 1000), (64, 5000)):
         row = find("inference", version="retinanet", size=size, batch=infer_batch, mode="end to end",
                    precision="bf16, channels_last")
         if row:
             targets.append({"target": f"inference, batch {infer_batch}, end to end incl. NMS, AMP, images/s >= {goal}",
-                            "measured": row["images_per_s"], "met": row["images_per_s"] >= goal})
+                            "measured": row["images_per_s"], "unit": "images/s", "met": row["images_per_s"] >= goal})
     report.data["targets"] = targets
     report.save()
 
@@ -657,7 +658,9 @@ def print_tables(report: Report) -> None:
         phases = ", ".join(f"{name} {ms:.1f} ms" for name, ms in profile["phase_ms"].items())
         print(f"\n## profile: {profile['config']}\n\nphases (mean per step): {phases}\n\n{profile['table']}")
     for target in report.data["targets"]:
-        print(f"target: {target['target']}: measured {_cell(target['measured'])} -> {'MET' if target['met'] else 'NOT MET'}")
+        value, unit = target["measured"], target["unit"]
+        measured = f"{value:.1%}" if unit == "fraction" else f"{value:.2f}x" if unit == "x" else f"{value:.1f} {unit}"
+        print(f"target: {target['target']}: measured {measured} -> {'MET' if target['met'] else 'NOT MET'}")
     for key in ("skipped", "errors"):
         if report.data[key]:
             print(f"{key}: {len(report.data[key])} case(s), listed in the JSON")
