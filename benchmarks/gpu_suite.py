@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -575,6 +576,8 @@ def measure_loader(settings: Settings, device: torch.device, workers: int, data_
     max_iter = settings.loader_log_interval * settings.loader_intervals
     ctx = DistributedContext()
     pin_memory = device.type == "cuda"
+    if workers > 0:
+        cv2.setNumThreads(1)  # as main.py: one OpenCV thread per worker, set before forking (a live pool can deadlock)
 
     loader = build_train_loader(dataset, batch, 0, 0, max_iter, workers, detection_collate, ctx, pin_memory=pin_memory)
     iterator = iter(loader)
