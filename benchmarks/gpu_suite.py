@@ -680,7 +680,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"), help="JSON record (default: gpu_suite.json)")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes (ResNet18 at 128, batch 1-2), one timed iteration per case: checks the code "
-                             "paths on any device in well under a minute; the figures mean nothing")
+                             "paths on any device (90 s on a busy 2-core CPU); the figures mean nothing")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="skip the cases that no longer fit in this many seconds of wall time (default: 420)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
