@@ -110,6 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     schedule = parser.add_argument_group("training schedule (paper defaults)")
     schedule.add_argument("--mutual_guide", action="store_true", help="train with Mutual Guidance assignment (default: IoU)")
+    schedule.add_argument("--mutual_guide_from", type=int, default=None, metavar="ITER",
+                          help="with --mutual_guide: IoU assignment before iteration ITER, Mutual Guidance from it")
     schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
     schedule.add_argument("--lr", type=float, default=1e-2, help="peak learning rate after warm-up (default: 1e-2)")
     schedule.add_argument("--warm_iter", type=int, default=None,
@@ -126,6 +128,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
     run.add_argument("--run_dir", type=str, default=None,
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<checkpoint name>/)")
+    run.add_argument("--init_from", type=str, default=None, metavar="PATH",
+                     help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint)")
     run.add_argument("--checkpoint_interval", type=int, default=500, help="save a checkpoint every N iterations (default: 500)")
@@ -137,6 +141,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
                      help="score saved detections against the test split and exit: the eval/<DATASET> folder of "
                           "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON")
+    run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
+                     help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
     run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold at evaluation (default: 0.5)")
     return parser
 
@@ -150,6 +156,7 @@ def main(args: argparse.Namespace) -> int:
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
         device = resolve_device(args.device, local_rank_from_env())
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: autotuned kernels hold for every step
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
         if args.check_data:
@@ -185,6 +192,10 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for flag in ("batch_size", "log_interval", "checkpoint_interval"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.mutual_guide_from is not None and (not args.mutual_guide or args.mutual_guide_from < 0):
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
+    if args.init_from and args.resume is not None:
+        raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
     if args.size is not None and args.size % 64:
         raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
 
@@ -236,7 +247,7 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None
-    out_dir = Path("eval") / dataset_tag(args)
+    out_dir = Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test"} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
@@ -311,6 +322,12 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}")
+    elif args.init_from:
+        state = load_checkpoint(args.init_from)
+        requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
+        check_compatible(args.init_from, state["config"], state["class_names"], requested, dataset.class_names)
+        model.load_state_dict(state["model"])
+        log.info(f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule")
 
     def save(done: int) -> None:
         if ctx.is_main:
@@ -344,7 +361,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         max_iter=max_iter, epoch_size=epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
         log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
         eval_interval=args.eval_interval * epoch_size, amp_dtype=amp_dtype, channels_last=channels_last,
-        assign_stats=args.assign_stats,
+        assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
     )
     log.info(
         f"training {name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} x{ctx.world_size}: "

@@ -211,6 +211,7 @@ class TrainSettings:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     assign_stats: bool = False
+    mutual_guide_from: int | None = None  # IoU assignment before this iteration, Mutual Guidance from it
 
 
 def train(
@@ -240,12 +241,15 @@ def train(
     guard = NonFiniteGuard(device)
     check_every_iteration = device.type == "cpu"
     loss_sums = torch.zeros(2, device=device)
+    logged_stats: list[dict] = []
     interval_start, interval_iters = time.perf_counter(), 0
     bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
     with StopSignal() as stop, bar:
         for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), loader):
             lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
             set_lr(optimizer, lr)
+            if settings.mutual_guide_from is not None:
+                loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
             loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device)
             guard.update(loss_l + loss_c, iteration)
             loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
@@ -267,6 +271,8 @@ def train(
                 bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{row['images_per_s']:.1f}")
                 log.metrics("train", row)
+                if stats is not None:
+                    logged_stats.append({name: row[name] for name in stats})
                 loss_sums.zero_()
                 interval_start, interval_iters = time.perf_counter(), 0
             elif ctx.is_distributed:
@@ -282,6 +288,16 @@ def train(
                 evaluate(done)
                 model.train()
     guard.check(ctx)
+    if logged_stats:
+        _log_stats_summary(logged_stats, log)
+
+
+def _log_stats_summary(logged_stats: list[dict], log: RunLog) -> None:
+    """The assignment statistics averaged over the log intervals: one ``assign_summary`` metrics row and a line."""
+    summary = {name: sum(row[name] for row in logged_stats) / len(logged_stats) for name in logged_stats[0]}
+    log.metrics("assign_summary", {"log_intervals": len(logged_stats)} | summary)
+    log.info(f"assignment statistics, mean over {len(logged_stats)} log intervals: "
+             + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))
 
 
 def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,
@@ -300,7 +316,7 @@ def _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, sett
     images = images.to(device, non_blocking=True)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = [target.to(device, non_blocking=True) for target in targets]
+    # Targets stay on the host: the loss pads and checks them there and copies them in one transfer (no GPU sync).
     with torch.autocast(device.type, dtype=settings.amp_dtype or torch.float32, enabled=settings.amp_dtype is not None):
         loc, conf = model(images)
     # Matching and the losses stay float32 under AMP.
