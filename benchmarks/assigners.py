@@ -1,0 +1,217 @@
+"""Mutual Guidance against IoU assignment: a paired, multi-seed study with main.py's training and evaluation.
+
+For every seed the same detector is trained twice, once per assignment arm (IoU, MG), with the same seed, so the
+same initial weights, data order, augmentation and learning-rate schedule (main.py's loader is a pure function of
+``(seed, iteration)``). Both arms are evaluated with main.py's evaluation (the paper's VOC metric on VOC-layout
+sets) and the table gives, per arm, mean ± std over seeds of mAP and AP at every IoU threshold 0.50..0.95, the
+per-seed paired differences MG - IoU and their mean ± std, and the assignment statistics of ``--assign_stats``.
+
+Regimes (``--regime``, several allowed): ``scratch`` (random init, --iters), ``warm`` (one IoU-trained checkpoint of
+--warm_iters, trained with the first seed; for every seed both arms fork from it and train --iters more with a fresh
+schedule and that seed's data stream), ``switch`` (MG arm uses IoU
+for the first --warm_iters of --iters, then MG) and ``long`` (scratch for --long_factor x --iters).
+
+Examples::
+
+    # CPU, shapes subset (about 20 minutes per detector on 2 shared cores, scratch + warm)
+    python benchmarks/assigners.py --preset cpu --version retinanet --backbone resnet18 --regime scratch warm
+    # one CUDA device call (<= 8 minutes; not measured here)
+    python benchmarks/assigners.py --preset cuda --version retinanet --backbone resnet18 --regime warm
+    # VOC (download first with data/scripts/VOC2007.sh and VOC2012.sh), the paper's detector, ImageNet weights
+    python benchmarks/assigners.py --preset cuda --dataset voc --version pafpn --backbone vgg16 --size 320 \\
+        --pretrained --iters 5000 --regime scratch
+
+Results: ``<out_dir>/<regime>_<version>-<backbone>-<size>.md`` and ``.json``; every run's log, checkpoint and
+detections under ``<out_dir>/work/``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import main as cli  # noqa: E402
+from benchmarks.common import environment  # noqa: E402
+from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from utils.study import (  # noqa: E402
+    ARMS,
+    REGIMES,
+    format_table,
+    make_subset_root,
+    read_assign_summary,
+    read_eval_metrics,
+    regime_plan,
+    summarise,
+)
+
+# Flags left unset take these values; ``cpu`` was sized on 2 shared cores, ``cuda`` for one device call of <= 8 min.
+PRESETS = {
+    "tiny": dict(size=128, batch_size=2, iters=4, warm_iters=2, lr=1e-2, lr_warmup=1, num_train=8, num_test=4,
+                 workers=0, log_interval=2, amp=None, device="cpu"),
+    "cpu": dict(size=128, batch_size=4, iters=24, warm_iters=48, lr=5e-3, lr_warmup=8, num_train=400, num_test=50,
+                workers=0, log_interval=4, amp="bf16", device="cpu"),
+    "cuda": dict(size=320, batch_size=32, iters=300, warm_iters=300, lr=1e-2, lr_warmup=50, num_train=None,
+                 num_test=None, workers=8, log_interval=20, amp="bf16", device="cuda"),
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("IoU vs Mutual Guidance assignment study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="cpu", help="defaults for unset flags (default: cpu)")
+    parser.add_argument("--regime", nargs="+", choices=REGIMES, default=["scratch"], help="one or more regimes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--version", type=str.lower, default="retinanet", help="detector (default: retinanet)")
+    parser.add_argument("--backbone", type=str.lower, default="resnet18", help="backbone (default: resnet18)")
+    parser.add_argument("--size", type=int, default=None, help="input size")
+    parser.add_argument("--pretrained", action="store_true", help="ImageNet backbone weights (default: random init)")
+    parser.add_argument("--iters", type=int, default=None, help="iterations of each arm")
+    parser.add_argument("--warm_iters", type=int, default=None,
+                        help="warm: iterations of the shared IoU checkpoint; switch: IoU iterations before MG")
+    parser.add_argument("--long_factor", type=int, default=4, help="long: arms run long_factor x --iters (default: 4)")
+    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--lr_warmup", type=int, default=None, help="linear LR warm-up iterations of every run")
+    parser.add_argument("--dataset", type=str.lower, choices=("shapes", "voc", "coco", "custom"), default="shapes")
+    parser.add_argument("--data_root", type=str, default=None, help="dataset folder (main.py's default if unset)")
+    parser.add_argument("--classes", type=str, default=None, help="custom datasets: class names (main.py --classes)")
+    parser.add_argument("--num_train", type=int, default=None,
+                        help="train on the first N ids of a VOC-layout set (shapes/custom/a VOC folder)")
+    parser.add_argument("--num_test", type=int, default=None, help="evaluate on the first N test ids (VOC layout)")
+    parser.add_argument("--full_data", action="store_true", help="ignore the preset's subset sizes")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)")
+    parser.add_argument("--log_interval", type=int, default=None, help="assignment statistics every N iterations")
+    parser.add_argument("--amp", choices=("bf16", "fp16", "none"), default=None, help="mixed precision")
+    parser.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N")
+    parser.add_argument("--out_dir", type=str, default="runs/assigner_study", help="results folder")
+    return parser
+
+
+def fill_preset(args: argparse.Namespace) -> None:
+    for key, value in PRESETS[args.preset].items():
+        if key in ("num_train", "num_test") and args.full_data:
+            continue
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.amp == "none":
+        args.amp = None
+    if args.iters < 1:
+        raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    if not 0 <= args.lr_warmup < args.iters:
+        raise ValueError(f"--lr_warmup {args.lr_warmup} must be shorter than --iters {args.iters}")
+
+
+def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """main.py's data flags; a subset (--num_train/--num_test) becomes a custom VOC-layout folder of symlinks."""
+    root, classes = args.data_root, args.classes
+    if args.dataset == "shapes":
+        root = str(ensure_shapes_dataset(root or "datasets/shapes", seed=0))
+        classes = ",".join(SHAPES_CLASSES)
+    if args.num_train is None and args.num_test is None:
+        flags = ["--dataset", args.dataset]
+        return flags + (["--data_root", root] if root else []) + (["--classes", classes] if classes else [])
+    if args.dataset == "coco" or root is None or classes is None:
+        raise ValueError("--num_train/--num_test need a VOC-layout --data_root and --classes (or --dataset shapes); "
+                         "pass --full_data to use the whole set")
+    subset = make_subset_root(root, out_dir / "data" / f"train{args.num_train}_test{args.num_test}",
+                              args.num_train, args.num_test)
+    return ["--dataset", "custom", "--data_root", str(subset), "--classes", classes]
+
+
+def run_main(argv: list[str]) -> None:
+    """One main.py run in this process; a non-zero exit code raises."""
+    code = cli.main(cli.get_args_parser().parse_args(argv))
+    if code != 0:
+        raise RuntimeError(f"main.py {' '.join(argv)} exited with code {code}")
+
+
+def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
+                       extra: tuple[str, ...] = ()) -> dict:
+    """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds."""
+    argv = data + [
+        "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
+        "--batch_size", str(args.batch_size), "--max_iter", str(max_iter), "--warm_iter", str(args.lr_warmup),
+        "--lr", str(args.lr), "--workers", str(args.workers), "--seed", str(seed), "--device", args.device,
+        "--log_interval", str(args.log_interval), "--checkpoint_interval", str(max_iter), "--assign_stats",
+        "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
+        *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    run_main(argv)
+    return {
+        "metrics": read_eval_metrics(work / "eval" / "summary.json"),
+        "stats": read_assign_summary(work / "metrics.jsonl"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def checkpoint_in(work: Path) -> Path:
+    (checkpoint,) = work.glob("*.pth")
+    return checkpoint
+
+
+def run_seed(args: argparse.Namespace, data: list[str], regime: str, seed: int, work: Path,
+             init_from: Path | None) -> dict:
+    """Both arms of ``regime`` for one seed; ``init_from``: the shared warm checkpoint both arms fork from."""
+    init = ("--init_from", str(init_from)) if init_from else ()
+    return {plan.arm: train_and_evaluate(args, data, seed, plan.max_iter, work / plan.arm, plan.flags + init)
+            for plan in regime_plan(regime, args.iters, args.warm_iters, args.long_factor)}
+
+
+def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: Path) -> dict:
+    """Every seed of ``regime``; ``warm`` first trains the one IoU checkpoint (seed = the first seed) all forks share."""
+    tag = f"{args.version}-{args.backbone}-{args.size}"
+    work = out_dir / "work" / f"{regime}_{tag}"
+    warm, init_from = None, None
+    if regime_plan(regime, args.iters, args.warm_iters, args.long_factor)[0].fork:
+        warm = train_and_evaluate(args, data, args.seeds[0], args.warm_iters, work / "warm")
+        init_from = checkpoint_in(work / "warm")
+    per_seed = {seed: run_seed(args, data, regime, seed, work / f"seed{seed}", init_from) for seed in args.seeds}
+    summary = summarise(per_seed)
+    iters = args.iters * args.long_factor if regime == "long" else args.iters
+    title = (f"{regime}: {args.version}-{args.backbone} {args.size} px, {iters} iterations of batch {args.batch_size}"
+             + (f" from one shared IoU checkpoint of {args.warm_iters} iterations" if warm else "")
+             + (f", MG from iteration {args.warm_iters}" if regime == "switch" else "")
+             + f", seeds {' '.join(map(str, args.seeds))}")
+    table = format_table(title, list(args.seeds), summary)
+    if warm:
+        table += "\nThe shared IoU checkpoint before the fork: " + ", ".join(
+            f"{name} {warm['metrics'][name] * 100:.1f}" for name in ("mAP", "AP50", "AP75")) + "\n"
+    record = {"regime": regime, "title": title, "args": vars(args), "environment": environment(torch.device(args.device)),
+              "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "table": table}
+    stem = out_dir / f"{regime}_{tag}"
+    stem.with_suffix(".md").write_text(table)
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    fill_preset(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = data_flags(args, out_dir)
+    env = environment(torch.device(args.device))
+    print(f"# IoU vs MG study, {env['date']}, device {args.device} ({env['card'] or env['cpu']}), "
+          f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    records = []
+    for regime in args.regime:
+        record = run_regime(args, data, regime, out_dir)
+        print(record["table"], flush=True)
+        records.append(record)
+    print(f"finished {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; results in {out_dir}")
+    return records
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

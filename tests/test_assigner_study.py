@@ -1,0 +1,147 @@
+"""The IoU-vs-MG study (benchmarks/assigners.py, utils/study.py) and its main.py hooks, on a tiny CPU config."""
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import main as cli
+import utils.engine as engine
+from benchmarks import assigners
+from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the CI CPU is shared, and oversubscribed OpenMP threads run 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    return generate_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", num_trainval=12, num_test=6)
+
+
+@pytest.fixture
+def recorded_steps(monkeypatch):
+    """Every training step main.py takes: (whether MG was on, hash of the images and targets it saw)."""
+    steps: list[tuple[bool, str]] = []
+    original = engine._train_step
+
+    def recording_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device):
+        digest = hashlib.sha256(images.numpy().tobytes())
+        for target in targets:
+            digest.update(target.numpy().tobytes())
+        steps.append((bool(loss_fn.mutual_guide), digest.hexdigest()))
+        return original(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device)
+
+    monkeypatch.setattr(engine, "_train_step", recording_step)
+    return steps
+
+
+def study_args(root: Path, out_dir: Path, *extra: str):
+    return assigners.get_args_parser().parse_args([
+        "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "custom",
+        "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES), "--num_train", "8", "--num_test", "3",
+        "--seeds", "0", "1", "--iters", "4", "--warm_iters", "2", "--out_dir", str(out_dir), *extra,
+    ])  # fmt: skip
+
+
+def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, recorded_steps, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", "--regime", "switch"))
+
+    # 2 seeds x 2 arms x 4 iterations, in the order seed 0 IoU, seed 0 MG, seed 1 IoU, seed 1 MG
+    assert len(recorded_steps) == 16
+    runs = [recorded_steps[i : i + 4] for i in range(0, 16, 4)]
+    for iou_run, mg_run in ((runs[0], runs[1]), (runs[2], runs[3])):
+        assert [h for _, h in iou_run] == [h for _, h in mg_run]  # the same batches, iteration by iteration
+        assert [mg for mg, _ in iou_run] == [False] * 4
+        assert [mg for mg, _ in mg_run] == [False, False, True, True]  # switch: IoU for 2 warm-up iterations
+    assert [h for _, h in runs[0]] != [h for _, h in runs[2]]  # another seed, another data stream
+
+    summary = record["summary"]
+    assert set(summary["metrics"]) == {"mAP", "AP50", "AP75"} | {f"AP@{t / 100:.2f}" for t in range(50, 100, 5)}
+    for entry in summary["metrics"].values():
+        assert entry["diff"] == [mg - iou for mg, iou in zip(entry["MG"], entry["IoU"])]
+    assert summary["stats"]["disagree_with_iou"]["IoU"] == [0.0, 0.0]
+    table = (tmp_path / "out" / "switch_fssd-resnet18-128.md").read_text()
+    assert table == record["table"] and "| AP@0.95 |" in table and "| disagree_with_iou |" in table
+    saved = json.loads((tmp_path / "out" / "switch_fssd-resnet18-128.json").read_text())
+    assert sorted(saved["per_seed"]) == ["0", "1"]
+
+
+def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    forks = []
+    original_load = cli.load_checkpoint
+
+    def recording_load(path, *a, **kw):
+        forks.append(Path(path).name)
+        return original_load(path, *a, **kw)
+
+    monkeypatch.setattr(cli, "load_checkpoint", recording_load)
+    args = study_args(shapes_root, tmp_path / "out", "--regime", "warm", "--seeds", "3", "--iters", "3")
+    (record,) = assigners.main(args)
+
+    # warm-up (2 iterations, IoU), then IoU arm and MG arm (3 iterations each) from its checkpoint
+    assert [len(recorded_steps)] == [2 + 3 + 3]
+    assert [mg for mg, _ in recorded_steps] == [False] * 5 + [True] * 3
+    assert [h for _, h in recorded_steps[2:5]] == [h for _, h in recorded_steps[5:8]]
+    assert forks == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"] * 2
+    assert "mAP" in record["warm_checkpoint"]["metrics"] and list(record["per_seed"]) == [3]
+
+
+def test_mutual_guide_from_needs_mutual_guide():
+    args = cli.get_args_parser().parse_args(["--dataset", "shapes", "--mutual_guide_from", "5"])
+    with pytest.raises(ValueError, match="--mutual_guide_from 5 needs --mutual_guide"):
+        cli.fill_dataset_defaults(args)
+
+
+def test_regime_plan():
+    scratch = regime_plan("scratch", 100, 30, 4)
+    assert [(p.arm, p.max_iter, p.flags, p.fork) for p in scratch] == [("IoU", 100, (), False), ("MG", 100, ("--mutual_guide",), False)]
+    assert [p.fork for p in regime_plan("warm", 100, 30, 4)] == [True, True]
+    assert regime_plan("switch", 100, 30, 4)[1].flags == ("--mutual_guide", "--mutual_guide_from", "30")
+    assert [p.max_iter for p in regime_plan("long", 100, 30, 4)] == [400, 400]
+    with pytest.raises(ValueError, match="0 < --warm_iters"):
+        regime_plan("switch", 100, 100, 4)
+
+
+def test_subset_root_keeps_the_first_ids(shapes_root, tmp_path):
+    subset = make_subset_root(shapes_root, tmp_path / "subset", 5, 2)
+    assert (subset / "ImageSets" / "Main" / "trainval.txt").read_text().split() == ["000001", "000002", "000003", "000004", "000005"]
+    assert len((subset / "ImageSets" / "Main" / "test.txt").read_text().split()) == 2
+    assert (subset / "JPEGImages").resolve() == (shapes_root / "JPEGImages").resolve()
+    with pytest.raises(ValueError, match="asked for 13 trainval images, the list has 12"):
+        make_subset_root(shapes_root, tmp_path / "too_many", 13, 2)
+
+
+def test_read_eval_metrics_averages_classes_per_threshold(tmp_path):
+    summary = {"metrics": {"mAP": 0.3, "AP50": 0.5, "AP75": 0.25, "iou_thresholds": [0.5, 0.75],
+                           "per_threshold_AP": [[0.4, 0.6, None], [0.2, 0.3, None]]}}  # fmt: skip
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    metrics = read_eval_metrics(tmp_path / "summary.json")
+    assert metrics["mAP"] == 0.3 and metrics["AP@0.50"] == pytest.approx(0.5) and metrics["AP@0.75"] == pytest.approx(0.25)
+
+
+def test_summary_and_table_numbers():
+    per_seed = {
+        seed: {arm: {"metrics": {"mAP": value}, "stats": {"disagree_with_iou": 0.1 * (arm == "MG")}, "seconds": 10.0}
+               for arm, value in (("IoU", iou), ("MG", mg))}
+        for seed, (iou, mg) in {0: (0.10, 0.13), 1: (0.20, 0.21), 2: (0.30, 0.35)}.items()
+    }
+    summary = summarise(per_seed)
+    assert summary["metrics"]["mAP"]["diff"] == pytest.approx([0.03, 0.01, 0.05])
+    mean, std = mean_std([0.03, 0.01, 0.05])
+    assert (mean, std) == (pytest.approx(0.03), pytest.approx(0.02))
+    assert math.isnan(mean_std([0.5])[1])
+    table = format_table("t", [0, 1, 2], summary)
+    assert "| mAP | 20.0 ± 10.0 | 23.0 ± 11.1 | 3.0 ± 2.0 | +3.0 | +1.0 | +5.0 |" in table
+    assert "| disagree_with_iou | 0.000 ± 0.000 | 0.100 ± 0.000 | 0.100 ± 0.000 |" in table

@@ -1,0 +1,163 @@
+"""Reusable parts of the paired IoU-vs-Mutual-Guidance study (``benchmarks/assigners.py``).
+
+A study trains the same detector twice per seed, once per assignment *arm* (``IoU``, ``MG``), with ``main.py``'s
+training loop and evaluation, and compares the two arms seed by seed. This module holds what does not train:
+dataset subsets, the per-regime plan of runs, reading a run's results back and the summary table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ARMS = ("IoU", "MG")
+REGIMES = ("scratch", "warm", "switch", "long")
+# main.py logs these with --assign_stats (utils/loss/multibox_loss.py documents them)
+ASSIGN_STATS = (
+    "pos_per_object", "cls_pos_anchor_iou", "cls_pos_pred_iou", "reg_pos_anchor_iou", "reg_pos_pred_iou",
+    "disagree_with_iou",
+)  # fmt: skip
+TRAIN_LIST_NAMES, TEST_LIST_NAMES = ("trainval", "train"), ("test", "val")
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """One arm's run: ``max_iter`` iterations with extra ``main.py`` flags; ``fork`` = start from the warm checkpoint."""
+
+    arm: str
+    max_iter: int
+    flags: tuple[str, ...]
+    fork: bool = False
+
+
+def regime_plan(regime: str, iters: int, warm_iters: int, long_factor: int) -> list[ArmPlan]:
+    """The two arms of a regime (both see the same seed, data order and schedule).
+
+    - ``scratch``: random init, ``iters`` iterations.
+    - ``warm``: both arms fork from one IoU-trained checkpoint of ``warm_iters`` iterations (made by the caller)
+      and train ``iters`` more with a fresh optimizer and schedule (the caller trains it once, for all seeds).
+    - ``switch``: ``iters`` iterations; the MG arm assigns by IoU for the first ``warm_iters``, then by MG.
+    - ``long``: from scratch, ``long_factor * iters`` iterations.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"--regime {regime!r}: choose from {', '.join(REGIMES)}")
+    if regime == "switch" and not 0 < warm_iters < iters:
+        raise ValueError(f"--regime switch needs 0 < --warm_iters ({warm_iters}) < --iters ({iters})")
+    if regime == "warm" and warm_iters < 1:
+        raise ValueError(f"--regime warm needs --warm_iters >= 1 (the shared IoU checkpoint), got {warm_iters}")
+    max_iter = iters * long_factor if regime == "long" else iters
+    mg_flags = ("--mutual_guide",) + (("--mutual_guide_from", str(warm_iters)) if regime == "switch" else ())
+    fork = regime == "warm"
+    return [ArmPlan("IoU", max_iter, (), fork), ArmPlan("MG", max_iter, mg_flags, fork)]
+
+
+def _read_list(folder: Path, names: tuple[str, ...]) -> tuple[str, list[str]]:
+    for name in names:
+        path = folder / "ImageSets" / "Main" / f"{name}.txt"
+        if path.is_file():
+            return name, [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    raise FileNotFoundError(f"{folder}/ImageSets/Main/{names[0]}.txt not found: --data_root must be a VOC-layout folder")
+
+
+def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None, num_test: int | None) -> Path:
+    """A VOC-layout folder at ``dest`` holding the first ``num_train`` / ``num_test`` ids of ``source``'s lists.
+
+    ``Annotations`` and ``JPEGImages`` are symbolic links to ``source``'s folders (nothing is copied); ``None``
+    keeps a whole list. Returns ``dest``.
+    """
+    source, dest = Path(source).resolve(), Path(dest)
+    for folder in ("Annotations", "JPEGImages"):
+        if not (source / folder).is_dir():
+            raise FileNotFoundError(f"{source / folder} not found: --data_root must be a VOC-layout folder")
+    (dest / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    for names, count in ((TRAIN_LIST_NAMES, num_train), (TEST_LIST_NAMES, num_test)):
+        name, ids = _read_list(source, names)
+        if count is not None and not 0 < count <= len(ids):
+            raise ValueError(f"{source}: asked for {count} {name} images, the list has {len(ids)}")
+        (dest / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids[:count]) + "\n")
+    for folder in ("Annotations", "JPEGImages"):
+        link = dest / folder
+        if not link.exists():
+            os.symlink(source / folder, link, target_is_directory=True)
+    return dest
+
+
+def read_eval_metrics(summary_path: str | Path) -> dict[str, float]:
+    """``mAP``, ``AP50``, ``AP75`` and ``AP@t`` for every IoU threshold from an evaluation's ``summary.json``.
+
+    ``AP@t`` is the mean over classes (classes without ground truth left out) of the VOC AP at threshold ``t``.
+    """
+    metrics = json.loads(Path(summary_path).read_text())["metrics"]
+    result = {key: _float(metrics.get(key)) for key in ("mAP", "AP50", "AP75")}
+    for threshold, per_class in zip(metrics["iou_thresholds"], metrics["per_threshold_AP"]):
+        values = [_float(v) for v in per_class]
+        finite = [v for v in values if not math.isnan(v)]
+        result[f"AP@{threshold:.2f}"] = float(np.mean(finite)) if finite else math.nan
+    return result
+
+
+def read_assign_summary(metrics_jsonl: str | Path) -> dict[str, float]:
+    """The ``assign_summary`` row a ``--assign_stats`` run writes at its end (statistics averaged over log intervals)."""
+    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    summaries = [row for row in rows if row.get("kind") == "assign_summary"]
+    if not summaries:
+        raise ValueError(f"{metrics_jsonl} has no assign_summary row: train with --assign_stats")
+    return {name: float(summaries[-1][name]) for name in ASSIGN_STATS}
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN for one value)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan
+
+
+def _pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    mean, std = mean_std(values)
+    if math.isnan(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def summarise(per_seed: dict[int, dict[str, dict]]) -> dict:
+    """Per-arm mean ± std over seeds and the paired differences MG - IoU of every metric and statistic.
+
+    ``per_seed[seed][arm]`` is ``{"metrics": {...}, "stats": {...}, "seconds": float}``.
+    Returns ``{"metrics": {name: {"IoU": [..], "MG": [..], "diff": [..]}}, "stats": {...}, "seconds": {...}}``.
+    """
+    seeds = sorted(per_seed)
+    summary: dict[str, dict] = {}
+    for section in ("metrics", "stats"):
+        names = list(per_seed[seeds[0]]["IoU"][section])
+        summary[section] = {
+            name: {arm: [per_seed[s][arm][section][name] for s in seeds] for arm in ARMS} for name in names
+        }
+        for entry in summary[section].values():
+            entry["diff"] = [mg - iou for mg, iou in zip(entry["MG"], entry["IoU"])]
+    summary["seconds"] = {arm: [per_seed[s][arm]["seconds"] for s in seeds] for arm in ARMS}
+    return summary
+
+
+def format_table(title: str, seeds: list[int], summary: dict) -> str:
+    """The study's markdown: metrics (in %) per arm as mean ± std over seeds, then MG - IoU per seed and its mean ± std;
+    then the assignment statistics per arm and the training + evaluation time."""
+    seed_heads = " | ".join(f"seed {s}" for s in seeds)
+    lines = [f"### {title}", "",
+             f"| metric (%) | IoU | MG | MG − IoU | {seed_heads} |",
+             "|---|---|---|---|" + "---|" * len(seeds)]  # fmt: skip
+    for name, entry in summary["metrics"].items():
+        per_seed = " | ".join(f"{d * 100:+.1f}" for d in entry["diff"])
+        lines.append(f"| {name} | {_pm(entry['IoU'])} | {_pm(entry['MG'])} | {_pm(entry['diff'])} | {per_seed} |")
+    lines += ["", "| assignment statistic (mean over log intervals) | IoU | MG | MG − IoU |", "|---|---|---|---|"]
+    for name, entry in summary["stats"].items():
+        lines.append(f"| {name} | {_pm(entry['IoU'], 1, 3)} | {_pm(entry['MG'], 1, 3)} | {_pm(entry['diff'], 1, 3)} |")
+    seconds = summary["seconds"]
+    lines.append(f"| seconds per arm (train + eval) | {_pm(seconds['IoU'], 1, 0)} | {_pm(seconds['MG'], 1, 0)} | |")
+    return "\n".join(lines) + "\n"
