@@ -56,8 +56,8 @@ from utils.study import (  # noqa: E402
 PRESETS = {
     "tiny": dict(size=128, batch_size=2, iters=4, warm_iters=2, lr=1e-2, lr_warmup=1, num_train=8, num_test=4,
                  workers=0, log_interval=2, amp=None, device="cpu"),
-    "cpu": dict(size=128, batch_size=4, iters=24, warm_iters=48, lr=5e-3, lr_warmup=8, num_train=400, num_test=50,
-                workers=0, log_interval=4, amp="bf16", device="cpu"),
+    "cpu": dict(size=128, batch_size=8, iters=60, warm_iters=240, lr=1e-2, lr_warmup=20, num_train=None, num_test=100,
+                workers=0, log_interval=10, amp="bf16", device="cpu", threads=1),
     "cuda": dict(size=320, batch_size=32, iters=300, warm_iters=300, lr=1e-2, lr_warmup=50, num_train=None,
                  num_test=None, workers=8, log_interval=20, amp="bf16", device="cuda"),
 }

@@ -34,12 +34,12 @@ def recorded_steps(monkeypatch):
     steps: list[tuple[bool, str]] = []
     original = engine._train_step
 
-    def recording_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device):
+    def recording_step(model, loss_fn, priors, optimizer, scaler, images, targets, *rest):
         digest = hashlib.sha256(images.numpy().tobytes())
         for target in targets:
             digest.update(target.numpy().tobytes())
         steps.append((bool(loss_fn.mutual_guide), digest.hexdigest()))
-        return original(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device)
+        return original(model, loss_fn, priors, optimizer, scaler, images, targets, *rest)
 
     monkeypatch.setattr(engine, "_train_step", recording_step)
     return steps
@@ -75,6 +75,16 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
     assert table == record["table"] and "| AP@0.95 |" in table and "| disagree_with_iou |" in table
     saved = json.loads((tmp_path / "out" / "switch_fssd-resnet18-128.json").read_text())
     assert sorted(saved["per_seed"]) == ["0", "1"]
+
+    # the run's assign_summary row is the mean of the statistics logged at its log intervals (iterations 2 and 4)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "work" / "switch_fssd-resnet18-128" / "seed1" / "MG" /
+                                          "metrics.jsonl").read_text().splitlines()]
+    logged = [row for row in rows if row["kind"] == "train"]
+    (summary_row,) = [row for row in rows if row["kind"] == "assign_summary"]
+    assert [row["iteration"] for row in logged] == [2, 4] and logged[0]["disagree_with_iou"] == 0.0  # IoU until 2
+    for name in ("pos_per_object", "cls_pos_pred_iou", "disagree_with_iou"):
+        assert summary_row[name] == pytest.approx((logged[0][name] + logged[1][name]) / 2)
+    assert record["per_seed"][1]["MG"]["stats"]["disagree_with_iou"] == pytest.approx(summary_row["disagree_with_iou"])
 
 
 def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
