@@ -57,6 +57,8 @@ from utils.engine import (
     train,
 )
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.demo import add_use_arguments, run_demo
+from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.optim import build_optimizer
@@ -144,6 +146,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
     run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold at evaluation (default: 0.5)")
+    add_use_arguments(parser)
     return parser
 
 
@@ -163,6 +166,8 @@ def main(args: argparse.Namespace) -> int:
             return run_check_data(args, log)
         if args.eval_results:
             return run_eval_results(args, log)
+        if args.demo or args.export:
+            return run_use(args, device)
         if args.trained_model:
             return run_evaluation_only(args, device, ctx)
         return run_training(args, device, ctx)
@@ -218,6 +223,19 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
     classes = parse_class_list(args.classes) if args.classes else None
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed)
+
+
+def run_use(args: argparse.Namespace, device: torch.device) -> int:
+    """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
+    if not args.trained_model:
+        raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
+    if args.export:
+        export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
+                    score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
+    else:
+        run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
+                 score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, workers=args.workers)
+    return 0
 
 
 def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
