@@ -72,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", type=str.lower, default="retinanet", help="detector (default: retinanet)")
     parser.add_argument("--backbone", type=str.lower, default="resnet18", help="backbone (default: resnet18)")
     parser.add_argument("--size", type=int, default=None, help="input size")
-    parser.add_argument("--pretrained", action="store_true", help="ImageNet backbone weights (default: random init)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="keep main.py's backbone default (ImageNet weights for voc/coco/custom) instead of random init")
     parser.add_argument("--iters", type=int, default=None, help="iterations of each arm")
     parser.add_argument("--warm_iters", type=int, default=None,
                         help="warm: iterations of the shared IoU checkpoint; switch: IoU iterations before MG")
@@ -214,4 +215,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
