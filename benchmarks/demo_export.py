@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_model  # noqa: E402
 
 from data.shapes import SHAPES_CLASSES, render_sample  # noqa: E402
 from models import build_detector  # noqa: E402
@@ -36,13 +36,6 @@ from utils.checkpoint import FORMAT, save_checkpoint  # noqa: E402
 from utils.demo import run_demo  # noqa: E402
 from utils.export import DecodedDetector, export_onnx, onnx_max_abs_diff  # noqa: E402
 from utils.trained_model import load_trained_detector  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_checkpoint(path: Path, version: str, backbone: str, size: int) -> Path:

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import datetime
 import io
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from pycocotools.coco import COCO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_model  # noqa: E402
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco  # noqa: E402
 from data.voc_eval import evaluate_voc  # noqa: E402
@@ -82,10 +82,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
-    print(f"date {datetime.date.today()}  device {device} ({card})  CPU {cpu_model}  torch {torch.__version__}")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    print(f"date {datetime.date.today()}  device {device} ({card})  CPU {cpu_model()}  torch {torch.__version__}")
 
     rows = []
     priors = PriorBox(size=320).forward()

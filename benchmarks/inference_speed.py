@@ -15,7 +15,6 @@ matrix products only (BN, ReLU, upsampling and adds are not counted); 1 multiply
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/inference_speed.py`
+from benchmarks.common import cpu_model  # noqa: E402
 from models import BACKBONES, NECKS, SIZES, build_detector
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,9 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
-    return f"{model}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def model_cost(version: str, backbone: str, size: int, num_classes: int) -> tuple[int, int]:

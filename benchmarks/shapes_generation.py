@@ -18,17 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_model  # noqa: E402
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, SHAPES_CLASSES, generate_shapes_dataset  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def read_split(root: Path, split: str) -> list[list[dict]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -18,20 +17,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_model  # noqa: E402
 
 from models import build_detector  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def random_targets(batch: int, num_classes: int, generator: torch.Generator) -> list[torch.Tensor]:
