@@ -86,6 +86,14 @@ def _check_labels(labels: Tensor, mask: Tensor, num_classes: int) -> None:
         )
 
 
+def check_thresholds(owner: str, positive_threshold: float, ignore_threshold: float) -> None:
+    """Raise ValueError unless ``0 <= ignore_threshold <= positive_threshold <= 1`` (anchor-IoU thresholds)."""
+    if not 0 <= ignore_threshold <= positive_threshold <= 1:
+        raise ValueError(
+            f"{owner}: need 0 <= ignore_threshold ({ignore_threshold}) <= positive_threshold ({positive_threshold}) <= 1."
+        )
+
+
 def default_max_elements(device: torch.device) -> int:
     """Entries per ``[b, G, A]`` chunk when an assigner is not given one.
 

@@ -18,6 +18,7 @@ from .assignment import (
     NEGATIVE,
     POSITIVE,
     Assignment,
+    check_thresholds,
     concat_assignments,
     default_max_elements,
     image_chunks,
@@ -57,11 +58,7 @@ class IoUAssigner:
     def __init__(
         self, positive_threshold: float = 0.5, ignore_threshold: float = 0.4, max_elements: int | None = None
     ) -> None:
-        if not 0 <= ignore_threshold <= positive_threshold <= 1:
-            raise ValueError(
-                f"IoUAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= "
-                f"positive_threshold ({positive_threshold}) <= 1."
-            )
+        check_thresholds("IoUAssigner", positive_threshold, ignore_threshold)
         self.positive_threshold = positive_threshold
         self.ignore_threshold = ignore_threshold
         self.max_elements = max_elements

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from utils.box import corner_form, decode
 
-from .assignment import Assignment, concat_assignments, default_max_elements, image_chunks
+from .assignment import Assignment, check_thresholds, concat_assignments, default_max_elements, image_chunks
 from .iou_assigner import assign_by_iou
 from .quality import (
     amplified_iou,
@@ -79,11 +79,7 @@ class MutualGuidanceAssigner:
             raise ValueError(
                 f"MutualGuidanceAssigner: sigma={sigma} must be >= 1 so the exponent (sigma - p) / sigma stays > 0."
             )
-        if not 0 <= ignore_threshold <= positive_threshold <= 1:
-            raise ValueError(
-                f"MutualGuidanceAssigner: need 0 <= ignore_threshold ({ignore_threshold}) <= "
-                f"positive_threshold ({positive_threshold}) <= 1."
-            )
+        check_thresholds("MutualGuidanceAssigner", positive_threshold, ignore_threshold)
         self.sigma = sigma
         self.positive_threshold = positive_threshold
         self.ignore_threshold = ignore_threshold
