@@ -79,9 +79,16 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the flag (exit code 2), without the long usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "Mutual Guidance detectors: train, then evaluate",
+    parser = OneLineErrorParser(
+        "main.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

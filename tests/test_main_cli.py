@@ -75,3 +75,11 @@ def test_amp_choice():
     assert cli.amp_dtype_for("auto", cpu) is torch.bfloat16
     assert cli.amp_dtype_for("fp16", cpu) is torch.float16
     assert parse("--amp").amp == "auto" and parse("--amp", "fp16").amp == "fp16"
+
+
+def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.get_args_parser().parse_args(["--dataset", "imagenet"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dataset" in err[0] and "imagenet" in err[0] and "voc" in err[0]
