@@ -139,6 +139,9 @@ def test_read_eval_metrics_averages_classes_per_threshold(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     metrics = read_eval_metrics(tmp_path / "summary.json")
     assert metrics["mAP"] == 0.3 and metrics["AP@0.50"] == pytest.approx(0.5) and metrics["AP@0.75"] == pytest.approx(0.25)
+    coco = {"metrics": {"mAP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.05}}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    assert read_eval_metrics(tmp_path / "coco.json") == {"mAP": 0.2, "AP50": 0.4, "AP75": 0.1}
 
 
 def test_summary_and_table_numbers():

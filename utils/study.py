@@ -89,11 +89,12 @@ def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None
 def read_eval_metrics(summary_path: str | Path) -> dict[str, float]:
     """``mAP``, ``AP50``, ``AP75`` and ``AP@t`` for every IoU threshold from an evaluation's ``summary.json``.
 
-    ``AP@t`` is the mean over classes (classes without ground truth left out) of the VOC AP at threshold ``t``.
+    ``AP@t`` is the mean over classes (classes without ground truth left out) of the VOC AP at threshold ``t``;
+    COCO summaries have no per-threshold table, so they give ``mAP``, ``AP50`` and ``AP75`` only.
     """
     metrics = json.loads(Path(summary_path).read_text())["metrics"]
     result = {key: _float(metrics.get(key)) for key in ("mAP", "AP50", "AP75")}
-    for threshold, per_class in zip(metrics["iou_thresholds"], metrics["per_threshold_AP"]):
+    for threshold, per_class in zip(metrics.get("iou_thresholds", []), metrics.get("per_threshold_AP", [])):
         values = [_float(v) for v in per_class]
         finite = [v for v in values if not math.isnan(v)]
         result[f"AP@{threshold:.2f}"] = float(np.mean(finite)) if finite else math.nan
