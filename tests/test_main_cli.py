@@ -61,6 +61,8 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--size", "300"], "--size 300 is not a multiple of 64"),
         (["--dataset", "custom"], "--dataset custom needs --data_root"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--init_from", "a.pth", "--resume"], "--init_from starts a new run and --resume continues one"),
+        (["--mutual_guide_from", "100"], "--mutual_guide_from 100 needs --mutual_guide"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
