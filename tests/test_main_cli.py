@@ -28,6 +28,7 @@ def test_help_explains_every_flag():
 
 def test_seed_defaults_of_the_original():
     args = parse()
+    cli.fill_dataset_defaults(args)
     assert (args.base_anchor_size, args.nms_thresh, args.batch_size, args.lr, args.save_folder) == (24.0, 0.5, 32, 1e-2, "weights/")
     assert args.mutual_guide is False and args.dataset == "voc"
 
@@ -46,7 +47,10 @@ def test_dataset_defaults_fill_only_missing_flags():
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
     cli.fill_dataset_defaults(shapes)
-    assert (shapes.backbone, shapes.pretrained, shapes.workers) == ("resnet18", "r18.pth", 2)
+    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 2e-2, 7)
+    explicit = parse("--dataset", "shapes", "--lr", "0.005")
+    cli.fill_dataset_defaults(explicit)
+    assert explicit.lr == 0.005
 
 
 def test_trained_model_leaves_the_architecture_to_the_checkpoint():
