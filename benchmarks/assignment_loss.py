@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model  # noqa: E402
 
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
@@ -29,13 +28,7 @@ from utils.loss import MultiBoxLoss  # noqa: E402
 
 def call_ms(fn, device: torch.device) -> float:
     """Wall time of one ``fn()`` call in milliseconds, synchronising CUDA before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1000
+    return call_latencies(fn, device, warmup=0, iters=1)[0] * 1000
 
 
 def best_times(batched, reference, device: torch.device, repeats: int, reference_repeats: int) -> tuple[float, float]:

@@ -28,7 +28,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model  # noqa: E402
 
 from data.shapes import SHAPES_CLASSES, render_sample  # noqa: E402
 from models import build_detector  # noqa: E402
@@ -48,18 +48,7 @@ def write_checkpoint(path: Path, version: str, backbone: str, size: int) -> Path
 
 def timed(function, repeats: int, warmup: int, device: torch.device) -> float:
     """Median seconds of ``function()`` over ``repeats`` calls after ``warmup`` calls (CUDA synchronised)."""
-    for _ in range(warmup):
-        function()
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return statistics.median(call_latencies(function, device, warmup, repeats))
 
 
 def main() -> None:

@@ -1,7 +1,20 @@
-"""Shared pytest setup: run from the repository root so `models`, `data` and `utils` import."""
+"""Shared pytest setup: run from the repository root so `models`, `data` and `utils` import; shared fixtures."""
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of training runs: on a shared 2-core CPU, oversubscribed OpenMP threads
+    run about 10x slower. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import main as cli
 import utils.engine as engine
@@ -14,13 +13,7 @@ from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the CI CPU is shared, and oversubscribed OpenMP threads run 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ SIZE = "128"  # a multiple of 64 small enough for CPU tests
 ITERS = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the CI CPU is shared, and oversubscribed OpenMP threads run 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
