@@ -63,6 +63,7 @@ from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.optim import build_optimizer
 from utils.postprocess import PostProcessor
+from utils.trained_model import detector_from_state
 
 DATASETS = ("voc", "coco", "shapes", "custom")
 
@@ -292,14 +293,11 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     size = args.size or config["size"]
     dataset = make_dataset(args, "test", size, train=False)
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
-    model = build_detector(config["version"], config["backbone"], config["size"], dataset.num_classes, pretrained=False)
-    model.load_state_dict(state["model"])
-    model.to(device)
-    priors = PriorBox(base_anchor_size=config["base_anchor_size"], size=config["size"]).forward().to(device)
+    trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) on {len(dataset)} images")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
-    evaluate(model, dataset, args, priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
+    evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
     return 0
 
 

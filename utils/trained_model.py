@@ -43,8 +43,14 @@ def load_trained_detector(checkpoint_path: str | os.PathLike, device: str | torc
     Raises :class:`~utils.checkpoint.CheckpointError` (one line naming the file) when the file is missing, damaged,
     not written by ``main.py``, lacks an architecture key or holds weights that do not fit the stored architecture.
     """
+    return detector_from_state(load_checkpoint(checkpoint_path), checkpoint_path, device)
+
+
+def detector_from_state(state: dict, checkpoint_path: str | os.PathLike,
+                        device: str | torch.device = "cpu") -> TrainedDetector:
+    """:func:`load_trained_detector` for a checkpoint already read with ``load_checkpoint`` (``checkpoint_path``
+    only names the file in errors)."""
     path = Path(checkpoint_path)
-    state = load_checkpoint(path)
     config = dict(state.get("config") or {})
     missing = [key for key in REQUIRED_CONFIG_KEYS if config.get(key) is None]
     class_names = list(state.get("class_names") or config.get("class_names") or [])
