@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
-from utils.postprocess import PRE_NMS_TOPK
+from utils.postprocess import PRE_NMS_TOPK, top_candidates
 from utils.trained_model import load_trained_detector
 
 DEFAULT_OPSET = 17
@@ -71,14 +71,10 @@ class DetectorWithNMS(DecodedDetector):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         boxes, scores = super().forward(images)  # [B, A, 4], [B, A, C]
-        batch, num_anchors, num_classes = scores.shape
-        top_scores, top_columns = scores.flatten(1).topk(min(self.pre_nms_topk, num_anchors * num_classes), dim=1)
-        passed = top_scores > self.score_thresh  # [B, k]
-        batch_index = torch.arange(batch, device=images.device)[:, None].expand_as(top_columns)[passed]  # [N]
-        columns = top_columns[passed]  # column = anchor * C + class
-        labels = columns % num_classes
-        candidate_boxes = boxes[batch_index, torch.div(columns, num_classes, rounding_mode="floor")]  # [N, 4]
-        candidate_scores = top_scores[passed]
+        num_classes = scores.shape[2]
+        candidate_boxes, candidate_scores, labels, batch_index = top_candidates(
+            boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
+        )
         kept = batched_nms(candidate_boxes, candidate_scores, batch_index * num_classes + labels, self.nms_thresh)
         detections = torch.cat([candidate_boxes[kept], candidate_scores[kept, None], labels[kept, None].float()], 1)
         return detections, batch_index[kept]

@@ -33,6 +33,30 @@ from utils.box import BoxCoder
 PRE_NMS_TOPK = 1000
 
 
+def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh: float,
+                   pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Step 3 of the module docstring, for a batch: per image the ``pre_nms_topk`` highest (anchor, class) scores
+    (all when ``None``), then those strictly above ``score_thresh``.
+
+    Args:
+        boxes: ``[B, A, 4]`` x1y1x2y2 (any scale); scores: ``[B, A, C]`` probabilities.
+
+    Returns:
+        ``(boxes [N, 4], scores [N], labels int64 [N] 0..C-1, image_index int64 [N])``, image by image, each
+        image's candidates by descending score. NMS groups are ``image_index * C + labels``.
+    """
+    batch = scores.shape[0]
+    flat = scores.flatten(1)  # [B, A*C]; column = anchor * C + class
+    k = flat.shape[1] if pre_nms_topk is None else min(pre_nms_topk, flat.shape[1])
+    top_scores, top_columns = flat.topk(k, dim=1)  # [B, k], descending
+    passed = top_scores > score_thresh  # [B, k]
+    image_index = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)[passed]  # [N]
+    columns = top_columns[passed]
+    labels = columns % num_classes
+    anchors = torch.div(columns, num_classes, rounding_mode="floor")  # exportable floor division
+    return boxes[image_index, anchors], top_scores[passed], labels, image_index
+
+
 class PostProcessor:
     """Turns ``(loc, conf)`` of a batch into detections; see the module docstring for the steps.
 
@@ -90,17 +114,11 @@ class PostProcessor:
         boxes = self.box_coder.decode(loc.float(), self.priors.to(device)).clamp_(0.0, 1.0)  # [B, A, 4] normalised
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
         boxes = boxes * scale[:, None, :]  # [B, A, 4] pixels
-        scores = conf.float().sigmoid().flatten(1)  # [B, A*C]; column = anchor * C + class
+        scores = conf.float().sigmoid()  # [B, A, C]
 
-        k = scores.shape[1] if self.pre_nms_topk is None else min(self.pre_nms_topk, scores.shape[1])
-        top_scores, top_columns = scores.topk(k, dim=1)  # [B, k], descending
-        passed = top_scores > self.score_thresh  # [B, k]
-        image_index = torch.arange(batch, device=device)[:, None].expand(batch, k)[passed]  # [N]
-        columns = top_columns[passed]
-        labels = columns % num_classes
-        candidate_boxes = boxes[image_index, columns // num_classes]  # [N, 4]
-        candidate_scores = top_scores[passed]
-
+        candidate_boxes, candidate_scores, labels, image_index = top_candidates(
+            boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
+        )
         kept = batched_nms(candidate_boxes, candidate_scores, image_index * num_classes + labels, self.nms_thresh)
         kept = kept[torch.sort(image_index[kept], stable=True).indices]  # by image, scores still descending
         kept_image = image_index[kept]
