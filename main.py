@@ -114,7 +114,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", type=str.lower, choices=DATASETS, default="voc",
-                      help="voc, coco, shapes (synthetic, generated offline) or custom (VOC layout); case-insensitive")
+                      help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO layout); "
+                           "case-insensitive")
     data.add_argument("--data_root", type=str, default=None,
                       help="dataset folder (default: datasets/VOCdevkit, datasets/coco2017, datasets/shapes)")
     data.add_argument("--classes", type=str, default=None,
@@ -205,8 +206,6 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for key in keys:
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    if args.dataset == "custom" and not args.trained_model and (args.data_root is None or args.classes is None):
-        raise ValueError("--dataset custom needs --data_root (a VOC-layout folder) and --classes (names or a file)")
     for flag in ("batch_size", "log_interval", "checkpoint_interval"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")

@@ -89,3 +89,20 @@ def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--dataset" in err[0] and "imagenet" in err[0] and "voc" in err[0]
+
+
+def test_custom_coco_layout_needs_no_classes_flag(tmp_path):
+    import json
+
+    import cv2
+    import numpy as np
+
+    (tmp_path / "annotations").mkdir()
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0}],
+          "categories": [{"id": 3, "name": "kite"}]}
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        cv2.imwrite(str(tmp_path / split / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(gt))
+    assert cli.main(parse("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0")) == 0
