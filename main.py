@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, parse_class_list
-from data.loader import single_thread_opencv
+from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -69,9 +69,12 @@ DATASETS = ("voc", "coco", "shapes", "custom")
 
 # Defaults that depend on --dataset; a flag given on the command line always wins.
 DATASET_DEFAULTS = {
-    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=4, pretrained=True),
-    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, lr=1e-2, warm_iter=500, workers=4, pretrained=True),
-    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=4,
+    # workers=None: data.loader.default_workers(), from the cores of the machine
+    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=None,
+                pretrained=True),
+    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, lr=1e-2, warm_iter=500, workers=None,
+                 pretrained=True),
+    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=None,
                    pretrained=True),
     # A short from-scratch CPU run (about 11 minutes on 2 cores with --amp; docs/benchmarks.md): 7 epochs of
     # 2,000 images, and a peak lr of 4e-2, which trained faster than the paper's 1e-2 (and 2e-2) in that budget.
@@ -120,7 +123,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="dataset folder (default: datasets/VOCdevkit, datasets/coco2017, datasets/shapes)")
     data.add_argument("--classes", type=str, default=None,
                       help="custom datasets: comma-separated class names or a file with one name per line")
-    data.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: 4; 2 for shapes)")
+    data.add_argument("--workers", type=int, default=None,
+                      help="DataLoader worker processes (default: the cores per training process - 1, from 2 to 12; "
+                           "2 for shapes)")
     data.add_argument("--check_data", action="store_true", help="scan the dataset for problems, report them and exit")
 
     schedule = parser.add_argument_group("training schedule (paper defaults)")
@@ -139,6 +144,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
                           help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where supported")
     schedule.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    schedule.add_argument("--compile", action="store_true",
+                          help="torch.compile the model for training (CUDA; the first iterations compile for a while)")
 
     run = parser.add_argument_group("checkpoints, logs and evaluation")
     run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
@@ -206,6 +213,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for key in keys:
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
+    if args.workers is None:
+        args.workers = default_workers()
     for flag in ("batch_size", "log_interval", "checkpoint_interval"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -382,6 +391,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
 
     train_model = wrap_model(model, device, ctx, args.sync_bn)
+    if args.compile:
+        log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
+        train_model = torch.compile(train_model)
     loader = build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
                                 detection_collate, ctx, pin_memory=device.type == "cuda")
     settings = TrainSettings(

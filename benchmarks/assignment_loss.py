@@ -1,13 +1,17 @@
 """Assignment + loss speed: batched ``MultiBoxLoss`` against the plain per-image reference of the tests.
 
     python benchmarks/assignment_loss.py [--batch 32] [--repeats 4] [--reference-repeats 3] [--devices cpu cuda]
+                                         [--profile]
 
 One forward of the criterion (assignment, focal and balanced-L1 losses; no backward) on random head outputs,
 batch 32, 1-20 objects per image (uniform), sizes 320 and 512, C = 20 and 80, IoU and Mutual-Guidance
 assignment. The reference is ``tests/mg_reference.py``: a Python loop over images and objects, like the
 authors' code. Targets (issue 3): >= 15x faster than the reference on CPU; <= 3 ms per batch of 32 at 320 on
 an H100/H200. Times are the best (minimum) of the repeats after one warm-up call, the batched and reference
-calls interleaved: on a shared machine the minimum is the least disturbed by other jobs.
+calls interleaved: on a shared machine the minimum is the least disturbed by other jobs. The batched criterion gets
+the targets on the host, as in training (it copies them itself); the reference gets them on the device.
+``--profile`` adds, per device, torch.profiler's top operations of the Mutual-Guidance criterion at the first size
+and class count, by self device time.
 """
 from __future__ import annotations
 
@@ -48,10 +52,27 @@ def make_batch(batch: int, size: int, num_classes: int, device: torch.device, se
     generator = torch.Generator().manual_seed(seed)
     anchors = PriorBox(24.0, size)()
     counts = torch.randint(1, 21, (batch,), generator=generator).tolist()
-    targets = [random_targets(n, num_classes, generator).to(device) for n in counts]
+    targets = [random_targets(n, num_classes, generator) for n in counts]  # on the host, as from a DataLoader
     loc = (torch.randn(batch, anchors.shape[0], 4, generator=generator) * 0.5).to(device)
     conf = (torch.randn(batch, anchors.shape[0], num_classes, generator=generator) - 4.0).to(device)
     return loc, conf, anchors.to(device), targets
+
+
+def print_profile(loss_fn: MultiBoxLoss, loc, conf, anchors, targets, device: torch.device, calls: int = 5) -> None:
+    """torch.profiler's top operations of ``calls`` criterion calls, by self device (or CPU) time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    loss_fn((loc, conf), anchors, targets)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            loss_fn((loc, conf), anchors, targets)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile: {calls} calls of MultiBoxLoss(mutual_guide={loss_fn.mutual_guide}) on {device.type}, "
+          f"batch {loc.shape[0]}, {loc.shape[1]} anchors, C = {conf.shape[2]}")
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=30, max_name_column_width=70))
 
 
 def main() -> None:
@@ -62,6 +83,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="timed calls of the batched criterion")
     parser.add_argument("--reference-repeats", type=int, default=3, help="timed calls of the slow reference")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when unavailable")
+    parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
     args = parser.parse_args()
 
     devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
@@ -80,11 +102,12 @@ def main() -> None:
         for size in args.sizes:
             for num_classes in args.classes:
                 loc, conf, anchors, targets = make_batch(args.batch, size, num_classes, device)
+                device_targets = [t.to(device) for t in targets]
                 for mutual_guide in (False, True):
                     loss_fn = MultiBoxLoss(num_classes, mutual_guide)
                     batched, reference = best_times(
                         lambda: loss_fn((loc, conf), anchors, targets),
-                        lambda: reference_multibox_loss(loc, conf, anchors, targets, mutual_guide),
+                        lambda: reference_multibox_loss(loc, conf, anchors, device_targets, mutual_guide),
                         device,
                         args.repeats,
                         args.reference_repeats,
@@ -92,6 +115,10 @@ def main() -> None:
                     name = "MG" if mutual_guide else "IoU"
                     print(f"| {device.type} | {size} | {num_classes} | {name} | {batched:.1f} | {reference:.1f} | "
                           f"{reference / batched:.1f}x |", flush=True)
+    if args.profile:
+        for device in devices:
+            loc, conf, anchors, targets = make_batch(args.batch, args.sizes[0], args.classes[0], device)
+            print_profile(MultiBoxLoss(args.classes[0], mutual_guide=True), loc, conf, anchors, targets, device)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Sections, most important first. ``--budget-s`` (default 420) skips every case wh
 fits, and the JSON is rewritten after every case, so a run stopped early keeps what it measured.
 
 1. ``train``: RetinaNet-VGG16-320, batch 32, IoU / Mutual Guidance x fp32 / AMP (bf16): model, assignment,
-   losses, backward and SGD step on synthetic tensors (images on the device; targets copied from pinned host
-   memory every step, as the training loop does), plus the host syncs of one step and where they come from.
+   losses, backward and SGD step on synthetic tensors (images on the device; targets handed to the loss on the
+   host, as the training loop does), plus the host syncs of one step and where they come from.
 2. ``inference``: RetinaNet-VGG16-320 end to end (pinned host images -> device -> model -> decode, top-k, per-class
    NMS -> detections on the host), batch 1 / 32 / 64, fp32 and bf16 + channels_last; forward-only and
    post-processing-only rows; a CUDA-graph forward at batch 1.
@@ -18,8 +18,9 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
    code to bf16, channels_last and fused SGD: each option is kept only if its row shows a gain.
 5. ``loader``: real data through ``utils.engine.build_train_loader`` and ``utils.engine.train`` (JPEG decode and
    the paper's augmentation in worker processes, pinned memory), and the loader alone.
-6. the rest of the ``train`` grid (every version at 320 and 512) and of the ``inference`` grid (every version at 320).
-7. ``ladder`` + ``torch.compile`` (compile time reported).
+6. ``compile``: the best ``ladder`` rung + ``torch.compile(model)`` (compile time reported).
+7. ``grid``: the rest of the ``train`` grid (every version at 320 and 512) and of the ``inference`` grid (every
+   version at 320).
 
 Synthetic targets: 1-20 random boxes per image (``tests/mg_reference.random_targets``, as the assignment benchmark),
 20 classes, random weights (speed does not depend on their values). Under random weights every (anchor, class)
@@ -122,7 +123,7 @@ DRY = Settings(
     headline_precisions=("bf16",), ladder_rungs=(0, 5), grid_versions=("retinanet",), grid_precisions=("bf16",),
 )
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-SECTIONS = ("train", "inference", "profile", "ladder", "loader", "grid", "compile")
+SECTIONS = ("train", "inference", "profile", "ladder", "loader", "compile", "grid")
 
 
 @dataclass(frozen=True)
@@ -266,8 +267,8 @@ def pinned(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 class TrainingStep:
     """One training step of ``version``-``backbone`` at ``size`` under ``options``, on a fixed synthetic batch.
 
-    Images ``[B, 3, S, S]`` live on the device; targets (B tensors ``[n_i, 5]``) are copied from pinned host memory
-    every step with ``non_blocking=True``, as ``utils/engine.py`` does with the loader's batches.
+    Images ``[B, 3, S, S]`` live on the device; targets (B tensors ``[n_i, 5]``) stay on the host and the loss
+    copies them, as in ``utils/engine.py`` (the per-image reference loss gets them on the device).
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, mutual_guide: bool,
@@ -287,20 +288,20 @@ class TrainingStep:
         else:
             self.optimizer = build_optimizer(model, LR)
         self.images = (torch.randn(batch, 3, size, size, device=device) * 60).contiguous(memory_format=memory_format)
-        self.host_targets = [pinned(t, device) for t in synthetic_targets(batch)]
+        self.host_targets = synthetic_targets(batch)
         self.options = options
         self.device = device
 
     def __call__(self, mark: Callable[[str], None] = lambda phase: None) -> None:
         """One step; ``mark(phase)`` is called after each phase (forward, loss, backward, optimizer)."""
-        targets = [t.to(self.device, non_blocking=True) for t in self.host_targets]
         with autocast(self.device, self.options.precision):
             loc, conf = self.forward(self.images)
         mark("forward")
         if self.options.per_image_loss:
+            targets = [t.to(self.device) for t in self.host_targets]
             loss_l, loss_c = reference_multibox_loss(loc.float(), conf.float(), self.priors, targets, self.mutual_guide)
         else:
-            loss_l, loss_c = self.loss_fn((loc.float(), conf.float()), self.priors, targets)
+            loss_l, loss_c = self.loss_fn((loc.float(), conf.float()), self.priors, self.host_targets)
         mark("loss")
         self.optimizer.zero_grad(set_to_none=True)
         (loss_l + loss_c).backward()
@@ -310,24 +311,27 @@ class TrainingStep:
 
 
 def host_sync_sites(function: Callable[[], object], device: torch.device) -> dict[str, int] | None:
-    """Synchronising CUDA calls made by one ``function()`` call, counted per repository source line
-    (``torch.cuda.set_sync_debug_mode("warn")``); ``None`` on CPU, where nothing is asynchronous."""
+    """Synchronising CUDA calls made by one ``function()`` call, counted per repository source line (followed by the
+    file and line the warning names, in brackets) with ``torch.cuda.set_sync_debug_mode("warn")``; ``None`` on CPU,
+    where nothing is asynchronous."""
     if device.type != "cuda":
         return None
     synchronize(device)
     sites: Counter[str] = Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
-        if "synchroniz" in str(message):
-            sites[_innermost_repo_frame(traceback.extract_stack()[:-1])] += 1
+        if "synchroniz" in str(message):  # keyed by the repository line, then where Python placed the warning
+            sites[f"{_innermost_repo_frame(traceback.extract_stack()[:-1])} ({Path(filename).name}:{lineno})"] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = record
+        warnings.showwarning = lambda *args, **kwargs: None  # switching the mode on can itself warn, once per process
         torch.cuda.set_sync_debug_mode("warn")
+        warnings.showwarning = record
         try:
             function()
         finally:
+            warnings.showwarning = lambda *args, **kwargs: None
             torch.cuda.set_sync_debug_mode("default")
     synchronize(device)
     return dict(sites)
@@ -401,7 +405,7 @@ class Inference:
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,
-                 device: torch.device):
+                 device: torch.device, dense_nms: bool | None = None):
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         with torch.device(device):
@@ -409,7 +413,7 @@ class Inference:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format).eval()
         priors = PriorBox(base_anchor_size=24.0, size=size).forward().to(device)
-        self.postprocessor = PostProcessor(priors)
+        self.postprocessor = PostProcessor(priors, dense_nms=dense_nms)
         self.host_images = pinned(torch.randn(batch, 3, size, size) * 60, device)
         self.image_sizes = torch.tensor([[375, 500]] * batch, device=device)  # (height, width) of VOC-like images
         self.precision = precision
@@ -454,9 +458,11 @@ class Inference:
 def measure_inference(version: str, backbone: str, size: int, batch: int, precision: str, mode: str,
                       settings: Settings, device: torch.device) -> dict:
     """Median latency per batch and images/s of one inference ``mode``: ``end to end``, ``forward only``,
-    ``post-processing only`` or ``end to end, CUDA graph``. Batch 1 is timed call by call (latency);
+    ``post-processing only`` (the NMS PostProcessor picks), ``post-processing only, torchvision NMS`` / ``dense NMS``
+    or ``end to end, CUDA graph``. Batch 1 is timed call by call (latency);
     larger batches back to back (throughput)."""
-    inference = Inference(version, backbone, size, batch, precision, precision != "fp32", device)
+    dense_nms = {"torchvision NMS": False, "dense NMS": True}.get(mode.rpartition(", ")[2])  # None: PostProcessor picks
+    inference = Inference(version, backbone, size, batch, precision, precision != "fp32", device, dense_nms)
     if mode == "end to end":
         function = inference.end_to_end
     elif mode == "end to end, CUDA graph":
@@ -464,7 +470,7 @@ def measure_inference(version: str, backbone: str, size: int, batch: int, precis
     elif mode == "forward only":
         images = inference.to_device(inference.host_images)
         function = functools.partial(inference.forward, images)
-    elif mode == "post-processing only":
+    elif mode.startswith("post-processing only"):
         function = functools.partial(inference.detections_on_host, *inference.forward(inference.to_device(inference.host_images)))
     else:
         raise ValueError(f"unknown inference mode {mode!r}")
@@ -494,6 +500,7 @@ def headline_inference_modes(device: torch.device) -> Callable[[int, str], list[
         if precision == "fp32":
             return ["end to end"]
         extra = ["end to end, CUDA graph"] if batch == 1 and device.type == "cuda" else []
+        extra += ["post-processing only, torchvision NMS", "post-processing only, dense NMS"]
         return ["end to end", "forward only", "post-processing only"] + extra
     return modes
 
@@ -727,14 +734,14 @@ def main(args: argparse.Namespace) -> dict:
                     "assignment": "MG", "precision": "bf16", "workers": workers}
             run_case(report, budget, "loader", case, ESTIMATE_S["loader"],
                      lambda: measure_loader(settings, device, workers, data_root), device)
+    if "compile" in sections and not args.dry_run:
+        run_ladder(report, budget, settings, device, [COMPILED])
     if "grid" in sections:
         run_training_cases(report, budget, settings, device, others, [size], settings.grid_precisions, count_syncs=False)
         run_training_cases(report, budget, settings, device, settings.grid_versions,
                            [s for s in settings.sizes if s != size], settings.grid_precisions, count_syncs=False)
         run_inference_cases(report, budget, settings, device, others, lambda batch, precision: ["end to end"],
                             settings.grid_precisions)
-    if "compile" in sections and not args.dry_run:
-        run_ladder(report, budget, settings, device, [COMPILED])
 
     check_targets(report, settings)
     report.data["elapsed_s"] = budget.elapsed()

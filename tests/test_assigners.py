@@ -196,6 +196,22 @@ def test_chunking_over_images_gives_the_same_result():
     assert torch.equal(one_by_one.state, IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask).state)
 
 
+
+def test_quotas_computed_ahead_give_the_same_assignment():
+    # The CUDA loss computes the quotas on a side stream (utils/assign/prefetch.py) and hands them over.
+    targets, loc, conf = random_batch([7, 0, 2, 11, 60], seed=8)
+    gt = pad_targets(targets, NUM_CLASSES)
+    assigner = MutualGuidanceAssigner(max_elements=2 * 60 * ANCHORS_320.shape[0])  # three chunks
+    quotas = assigner.quotas(ANCHORS_320, gt.boxes, gt.mask)
+    assert quotas.num_positive.shape == quotas.num_ignored_or_positive.shape == gt.mask.shape
+    assert quotas.max_rank == int(quotas.num_ignored_or_positive.max()) > 0
+    assert torch.all(quotas.num_positive[~gt.mask] == 0) and torch.all(quotas.num_positive[gt.mask] >= 1)
+    inline = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    ahead = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, quotas=quotas)
+    for a, b in zip(inline[:2], ahead[:2]):
+        assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
+
+
 PEAK_SCRIPT = """
 import resource, sys, torch
 sys.path.insert(0, {root!r})

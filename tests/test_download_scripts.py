@@ -84,6 +84,7 @@ def test_script_syntax(name):
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_shellcheck_is_clean():
     paths = [str(SCRIPTS / name) for name in (*SCRIPT_NAMES, "download_common.sh")]
+    paths.append(str(SCRIPTS.parents[1] / "benchmarks" / "gpu_check.sh"))  # the project's other shell script
     result = subprocess.run(["shellcheck", "-x", *paths], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -37,7 +37,8 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
     assert "per-image loss loop" in record["ladder"][0]["options"] and "fused SGD" in record["ladder"][1]["options"]
 
     modes = {(row["batch"], row["mode"]) for row in record["inference"]}
-    assert modes == {(b, m) for b in (1, 2) for m in ("end to end", "forward only", "post-processing only")}
+    post_processing = [f"post-processing only{nms}" for nms in ("", ", torchvision NMS", ", dense NMS")]
+    assert modes == {(b, m) for b in (1, 2) for m in ["end to end", "forward only", *post_processing]}
     assert all(row["images_per_s"] > 0 for row in record["inference"])
 
     (loader,) = record["loader"]

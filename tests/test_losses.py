@@ -96,7 +96,8 @@ def test_multibox_loss_matches_per_image_reference(mutual_guide):
     reference_l, reference_c = reference_multibox_loss(loc, conf, ANCHORS_320, targets, mutual_guide)
     assert loss_l.dtype == loss_c.dtype == torch.float32 and loss_l.dim() == loss_c.dim() == 0
     torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
-    torch.testing.assert_close(loss_c, reference_c, rtol=1e-5, atol=0)
+    # float32 sums of ~10^6 focal terms, in another order than the reference's (which also varies with threads)
+    torch.testing.assert_close(loss_c, reference_c, rtol=5e-5, atol=0)
 
 
 def test_gradients_match_reference_and_reach_only_regression_positives():
@@ -199,13 +200,29 @@ def test_bad_inputs_raise_clear_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("mutual_guide", [False, True])
-def test_cuda_gives_the_cpu_losses(mutual_guide):
+@pytest.mark.parametrize("targets_on", ["cpu", "cuda"])  # the training loop hands over host targets
+def test_cuda_gives_the_cpu_losses(mutual_guide, targets_on):
     targets, loc, conf = random_predictions([0, 60, 3, 17], seed=16)
     loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
     cpu = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)
     device = torch.device("cuda")
-    cuda_targets = [t.to(device) for t in targets]
+    cuda_targets = [t.to(targets_on) for t in targets]
     cuda = loss_fn((loc.to(device), conf.to(device)), ANCHORS_320.to(device), cuda_targets, with_stats=True)
     torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-4, atol=0)
     torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=0)
     assert cuda[2]["num_pos_cls"].item() == cpu[2]["num_pos_cls"].item()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mutual_guide, expected_syncs", [(False, 0), (True, 1)])
+def test_cuda_loss_on_host_targets_waits_for_the_gpu_only_for_the_mg_quota(mutual_guide, expected_syncs):
+    # Host targets travel in one pinned, non-blocking copy; MG reads its largest quota once (topk needs an int).
+    from benchmarks.gpu_suite import host_sync_sites
+
+    targets, loc, conf = random_predictions([0, 60, 3, 17], seed=17)
+    device = torch.device("cuda")
+    loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
+    loc, conf, anchors = loc.to(device), conf.to(device), ANCHORS_320.to(device)
+    loss_fn((loc, conf), anchors, targets)  # warm-up: the pinned-memory pool and kernels
+    sites = host_sync_sites(lambda: loss_fn((loc, conf), anchors, targets), device)
+    assert sum(sites.values()) == expected_syncs, sites

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 import main as cli
+from data.loader import default_workers
+from utils.distributed import unwrap_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +24,7 @@ def test_help_explains_every_flag():
              "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
              "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
              "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
-             "--max_iter", "--sync_bn", "--run_dir"]
+             "--max_iter", "--sync_bn", "--run_dir", "--compile"]
     for flag in flags:
         assert flag in result.stdout, flag
 
@@ -106,3 +109,25 @@ def test_custom_coco_layout_needs_no_classes_flag(tmp_path):
         cv2.imwrite(str(tmp_path / split / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(gt))
     assert cli.main(parse("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0")) == 0
+
+
+def test_default_workers_share_the_cores_among_the_processes_of_the_node(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_workers() == 12  # 15 left for workers, capped at 12
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 3  # 4 cores per process, one for the process itself
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_workers() == 2  # never fewer than 2
+    voc = parse("--dataset", "voc")
+    cli.fill_dataset_defaults(voc)
+    assert voc.workers == 2
+    explicit = parse("--dataset", "voc", "--workers", "0")
+    cli.fill_dataset_defaults(explicit)
+    assert explicit.workers == 0
+
+
+def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
+    model = torch.nn.Linear(2, 3)
+    assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
+    assert list(unwrap_model(torch.compile(model)).state_dict()) == ["weight", "bias"]

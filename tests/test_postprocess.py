@@ -180,3 +180,44 @@ def test_untrained_model_scores_pass_the_threshold():
     detections = PostProcessor(priors)(loc, conf, IMAGE_SIZES[:1])[0]
     assert 100 < len(detections["scores"]) <= 300
     torch.testing.assert_close(detections["scores"], torch.full_like(detections["scores"], 0.01), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("max_per_image", [300, 25])
+def test_dense_nms_equals_the_per_image_per_class_reference(priors, max_per_image):
+    generator = torch.Generator().manual_seed(5)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 3, len(priors), 4)
+    post = PostProcessor(priors, pre_nms_topk=len(priors) * 4, max_per_image=max_per_image, dense_nms=True)
+    expected = reference(loc, conf, priors, IMAGE_SIZES, max_per_image=max_per_image)
+    assert_same_detections(post(loc, conf, IMAGE_SIZES), expected)
+
+
+def test_dense_and_torchvision_nms_give_the_same_detections_with_the_default_top_k(synthetic_set):
+    conf, _, _ = synthetic_set
+    priors = PriorBox(size=128).forward()
+    generator = torch.Generator().manual_seed(6)
+    loc = torch.randn(conf.shape[0], len(priors), 4, generator=generator) * 0.3
+    image_sizes = torch.tensor([[375, 500]] * conf.shape[0])
+    dense = PostProcessor(priors, dense_nms=True)(loc, conf, image_sizes)
+    assert_same_detections(dense, PostProcessor(priors, dense_nms=False)(loc, conf, image_sizes), atol=0)
+    assert [len(d["scores"]) for d in dense] == [300] * conf.shape[0]
+
+
+def test_dense_nms_needs_a_bounded_top_k(priors):
+    with pytest.raises(ValueError, match="dense_nms needs pre_nms_topk <= 4096"):
+        PostProcessor(priors, pre_nms_topk=None, dense_nms=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
+    generator = torch.Generator().manual_seed(7)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 3, len(priors), 20)
+    on_cpu = PostProcessor(priors)(loc, conf, IMAGE_SIZES)
+    post = PostProcessor(priors.cuda())
+    assert post._use_dense_nms(torch.device("cuda"))
+    on_cuda = [{k: v.cpu() for k, v in d.items()} for d in post(loc.cuda(), conf.cuda(), IMAGE_SIZES.cuda())]
+    for cuda_detections, cpu_detections in zip(on_cuda, on_cpu):  # the GPU's sigmoid may differ by one ulp
+        assert torch.equal(cuda_detections["labels"], cpu_detections["labels"])
+        torch.testing.assert_close(cuda_detections["scores"], cpu_detections["scores"], rtol=1e-6, atol=0)
+        torch.testing.assert_close(cuda_detections["boxes"], cpu_detections["boxes"], rtol=0, atol=1e-3)

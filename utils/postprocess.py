@@ -7,7 +7,9 @@ Steps, for the whole batch at once:
 2. ``scores = sigmoid(conf)``, one score per (anchor, class) pair;
 3. **pre-NMS top-k** (not in the authors' code): keep the ``pre_nms_topk`` highest (anchor, class) scores
    of each image, then those strictly above ``score_thresh`` (0.005, as the authors);
-4. per-class NMS at ``nms_thresh`` with ``torchvision.ops.batched_nms``, one group per (image, class);
+4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
+   (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
+   and give the same detections (``tests/test_postprocess.py``);
 5. at most ``max_per_image`` (300) detections per image, the highest scores first.
 
 Why top-k is harmless: greedy NMS decides a box only from boxes that score higher, so dropping the
@@ -29,8 +31,10 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
+from utils.nms import dense_batched_nms
 
 PRE_NMS_TOPK = 1000
+DENSE_NMS_MAX_CANDIDATES = 4096  # per image; the dense NMS holds a [B, k, k] matrix
 
 
 def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh: float,
@@ -46,15 +50,27 @@ def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh
         image's candidates by descending score. NMS groups are ``image_index * C + labels``.
     """
     batch = scores.shape[0]
+    top_scores, top_anchors, top_labels = ranked_pairs(scores, num_classes, pre_nms_topk)
+    k = top_scores.shape[1]
+    passed = top_scores > score_thresh  # [B, k]
+    image_index = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)[passed]  # [N]
+    return boxes[image_index, top_anchors[passed]], top_scores[passed], top_labels[passed], image_index
+
+
+def ranked_pairs(scores: Tensor, num_classes: int, pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image, the ``pre_nms_topk`` highest (anchor, class) scores (all when ``None``), by descending score.
+
+    Args:
+        scores: ``[B, A, C]`` probabilities.
+
+    Returns:
+        ``(scores [B, k], anchor index int64 [B, k], class int64 [B, k])``.
+    """
     flat = scores.flatten(1)  # [B, A*C]; column = anchor * C + class
     k = flat.shape[1] if pre_nms_topk is None else min(pre_nms_topk, flat.shape[1])
     top_scores, top_columns = flat.topk(k, dim=1)  # [B, k], descending
-    passed = top_scores > score_thresh  # [B, k]
-    image_index = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)[passed]  # [N]
-    columns = top_columns[passed]
-    labels = columns % num_classes
-    anchors = torch.div(columns, num_classes, rounding_mode="floor")  # exportable floor division
-    return boxes[image_index, anchors], top_scores[passed], labels, image_index
+    anchors = torch.div(top_columns, num_classes, rounding_mode="floor")  # exportable floor division
+    return top_scores, anchors, top_columns % num_classes
 
 
 class PostProcessor:
@@ -67,6 +83,8 @@ class PostProcessor:
         pre_nms_topk: candidates kept per image before NMS; ``None`` keeps all (exact, slow).
         max_per_image: detections kept per image after NMS.
         box_coder: decodes ``loc``; default ``BoxCoder()`` with variances (0.1, 0.2).
+        dense_nms: run NMS with :func:`utils.nms.dense_batched_nms` (True) or ``torchvision.ops.batched_nms``
+            (False); None picks dense on CUDA when ``pre_nms_topk`` is at most ``DENSE_NMS_MAX_CANDIDATES``.
     """
 
     def __init__(
@@ -77,6 +95,7 @@ class PostProcessor:
         pre_nms_topk: int | None = PRE_NMS_TOPK,
         max_per_image: int = 300,
         box_coder: BoxCoder | None = None,
+        dense_nms: bool | None = None,
     ) -> None:
         if priors.dim() != 2 or priors.shape[1] != 4:
             raise ValueError(f"PostProcessor: priors must be [A, 4] cxcywh, got shape {tuple(priors.shape)}")
@@ -88,6 +107,12 @@ class PostProcessor:
         self.pre_nms_topk = pre_nms_topk
         self.max_per_image = max_per_image
         self.box_coder = box_coder or BoxCoder()
+        if dense_nms and (pre_nms_topk is None or pre_nms_topk > DENSE_NMS_MAX_CANDIDATES):
+            raise ValueError(
+                f"PostProcessor: dense_nms needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES} (a [B, k, k] matrix), "
+                f"got {pre_nms_topk}"
+            )
+        self.dense_nms = dense_nms
 
     @torch.no_grad()
     def __call__(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -116,6 +141,8 @@ class PostProcessor:
         boxes = boxes * scale[:, None, :]  # [B, A, 4] pixels
         scores = conf.float().sigmoid()  # [B, A, C]
 
+        if self._use_dense_nms(device):
+            return self._dense_nms_detections(boxes, scores)
         candidate_boxes, candidate_scores, labels, image_index = top_candidates(
             boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
         )
@@ -132,4 +159,23 @@ class PostProcessor:
             for b, s, l in zip(
                 candidate_boxes[kept].split(per_image), candidate_scores[kept].split(per_image), labels[kept].split(per_image)
             )
+        ]
+
+    def _use_dense_nms(self, device: torch.device) -> bool:
+        if self.dense_nms is not None:
+            return self.dense_nms
+        return device.type == "cuda" and self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
+
+    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor) -> list[dict[str, Tensor]]:
+        """Steps 3-5 with :func:`utils.nms.dense_batched_nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``."""
+        top_scores, top_anchors, top_labels = ranked_pairs(scores, scores.shape[2], self.pre_nms_topk)
+        top_boxes = boxes.gather(1, top_anchors.unsqueeze(2).expand(-1, -1, 4))  # [B, k, 4]
+        kept = dense_batched_nms(top_boxes, top_labels, top_scores > self.score_thresh, self.nms_thresh)
+        kept &= kept.cumsum(dim=1) <= self.max_per_image  # candidates are by descending score already
+        index = kept.flatten().nonzero().squeeze(1)  # image by image, descending score within an image
+        per_image = kept.sum(dim=1).tolist()
+        return [
+            {"boxes": b, "scores": s, "labels": l}
+            for b, s, l in zip(top_boxes.flatten(0, 1)[index].split(per_image),
+                               top_scores.flatten()[index].split(per_image), top_labels.flatten()[index].split(per_image))
         ]

@@ -10,7 +10,8 @@ from .assignment import (
     pad_targets,
 )
 from .iou_assigner import IoUAssigner, assign_by_iou
-from .mutual_guidance import MutualGuidanceAssigner, MutualGuidanceAssignment
+from .mutual_guidance import MutualGuidanceAssigner, MutualGuidanceAssignment, Quotas
+from .prefetch import QuotaPrefetcher
 from .quality import amplified_iou
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "MutualGuidanceAssigner",
     "MutualGuidanceAssignment",
     "PaddedTargets",
+    "QuotaPrefetcher",
+    "Quotas",
     "amplified_iou",
     "assign_by_iou",
     "default_max_elements",

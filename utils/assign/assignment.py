@@ -66,14 +66,18 @@ def pad_targets(
     if padded.shape[1] == 0:
         padded = padded.new_zeros(len(targets), 1, TARGET_COLUMNS)
     mask = torch.arange(padded.shape[1]) < counts.unsqueeze(1)  # [B, G]
-    labels = padded[..., 4].long()
     if num_classes is not None:
         _check_labels(padded[..., 4], mask.to(padded.device), num_classes)
-    return PaddedTargets(
-        boxes=padded[..., :4].to(device),
-        labels=labels.to(device),
-        mask=mask.to(device),
-    )
+    packed = torch.cat([padded, mask.to(padded).unsqueeze(2)], dim=2)  # [B, G, 6]: box, class, mask
+    packed = _to_device(packed, torch.device(device) if device is not None else packed.device)
+    return PaddedTargets(boxes=packed[..., :4], labels=packed[..., 4].long(), mask=packed[..., 5] > 0)
+
+
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """One transfer; host to CUDA goes through pinned memory with ``non_blocking``, so it does not wait for the GPU."""
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _check_labels(labels: Tensor, mask: Tensor, num_classes: int) -> None:

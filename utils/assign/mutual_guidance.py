@@ -41,10 +41,23 @@ from .quality import (
     count_at_least,
     force_best_anchor_,
     keep_column_max,
+    largest_quota,
     own_class_probability,
     predicted_iou,
     select_top_ranked,
 )
+
+
+class Quotas(NamedTuple):
+    """Steps 2-4 on the anchor IoU: per object, how many anchors become positive and positive-or-ignored.
+
+    num_positive, num_ignored_or_positive: ``[B, G]`` int32 (0 in padded slots).
+    max_rank: the largest ``num_ignored_or_positive`` of the batch, capped at A (how many ranks ``topk`` reads).
+    """
+
+    num_positive: Tensor
+    num_ignored_or_positive: Tensor
+    max_rank: int
 
 
 class MutualGuidanceAssignment(NamedTuple):
@@ -95,6 +108,7 @@ class MutualGuidanceAssigner:
         loc: Tensor,
         conf: Tensor,
         with_iou_baseline: bool = False,
+        quotas: Quotas | None = None,
     ) -> MutualGuidanceAssignment:
         """Assign, in float32 whatever the dtype of the predictions.
 
@@ -106,6 +120,8 @@ class MutualGuidanceAssigner:
             loc: ``[B, A, 4]`` predicted offsets (detached here).
             conf: ``[B, A, C]`` predicted logits (detached here).
             with_iou_baseline: also return the IoU assigner's result from the same anchor IoU matrix.
+            quotas: :meth:`quotas` of these anchors and boxes, when computed ahead (e.g. on a side CUDA stream:
+                :class:`utils.assign.QuotaPrefetcher`); None computes them here, with one host sync per chunk.
 
         Returns:
             :class:`MutualGuidanceAssignment` of ``[B, A]`` assignments.
@@ -118,7 +134,15 @@ class MutualGuidanceAssigner:
         chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
         parts = [
             self._assign_chunk(
-                anchors, anchors_xyxy, gt_boxes[chunk], gt_labels[chunk], loc[chunk], conf[chunk], with_iou_baseline
+                anchors,
+                anchors_xyxy,
+                gt_boxes[chunk],
+                gt_labels[chunk],
+                loc[chunk],
+                conf[chunk],
+                with_iou_baseline,
+                None if quotas is None else Quotas(quotas.num_positive[chunk], quotas.num_ignored_or_positive[chunk],
+                                                   quotas.max_rank),
             )
             for chunk in chunks
         ]
@@ -137,6 +161,7 @@ class MutualGuidanceAssigner:
         loc: Tensor,
         conf: Tensor,
         with_iou_baseline: bool,
+        quotas: Quotas | None,
     ) -> MutualGuidanceAssignment:
         anchor_quality = anchor_iou(gt_boxes, anchors_xyxy)  # A  [b, G, A]
         baseline = None
@@ -144,15 +169,43 @@ class MutualGuidanceAssigner:
             baseline = assign_by_iou(anchor_quality, self.positive_threshold, self.ignore_threshold)
         regression_quality = amplified_iou(anchor_quality, own_class_probability(conf, gt_labels), self.sigma)  # Q
         classification_quality = predicted_iou(gt_boxes, decode(loc, anchors))  # R
-
-        anchor_quality = keep_column_max(force_best_anchor_(anchor_quality))
-        num_positive = count_at_least(anchor_quality, self.positive_threshold)  # [b, G]
-        num_ignored_or_positive = count_at_least(anchor_quality, self.ignore_threshold)
+        if quotas is None:
+            quotas = self._quotas_from(anchor_quality)
         del anchor_quality
 
+        num_positive, num_ignored_or_positive, max_rank = quotas
         cls = select_top_ranked(
-            keep_column_max(force_best_anchor_(classification_quality)), num_positive, num_ignored_or_positive
+            keep_column_max(force_best_anchor_(classification_quality)), num_positive, num_ignored_or_positive, max_rank
         )
         del classification_quality
-        reg = select_top_ranked(keep_column_max(force_best_anchor_(regression_quality)), num_positive, num_positive)
+        reg = select_top_ranked(
+            keep_column_max(force_best_anchor_(regression_quality)), num_positive, num_positive, max_rank
+        )
         return MutualGuidanceAssignment(cls, reg, baseline)
+
+    @torch.no_grad()
+    def quotas(self, anchors: Tensor, gt_boxes: Tensor, gt_mask: Tensor) -> Quotas:
+        """Steps 2-4 alone (they read the anchor IoU only, not the predictions); one host sync on CUDA.
+
+        Args:
+            anchors: ``[A, 4]`` cxcywh normalised.
+            gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
+            gt_mask: ``[B, G]`` bool, True for real objects.
+        """
+        anchors_xyxy = corner_form(anchors.float())
+        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
+        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
+        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
+        parts = [self._counts_from(anchor_iou(gt_boxes[chunk], anchors_xyxy)) for chunk in chunks]
+        num_positive = torch.cat([part[0] for part in parts])
+        num_ignored_or_positive = torch.cat([part[1] for part in parts])
+        return Quotas(num_positive, num_ignored_or_positive, largest_quota(num_ignored_or_positive, anchors.shape[0]))
+
+    def _quotas_from(self, anchor_quality: Tensor) -> Quotas:
+        num_positive, num_ignored_or_positive = self._counts_from(anchor_quality)
+        return Quotas(num_positive, num_ignored_or_positive, largest_quota(num_ignored_or_positive, anchor_quality.shape[2]))
+
+    def _counts_from(self, anchor_quality: Tensor) -> tuple[Tensor, Tensor]:
+        """Steps 2-4 on a ``[b, G, A]`` anchor IoU matrix (modified in place) -> two ``[b, G]`` int32 counts."""
+        anchor_quality = keep_column_max(force_best_anchor_(anchor_quality))
+        return count_at_least(anchor_quality, self.positive_threshold), count_at_least(anchor_quality, self.ignore_threshold)

@@ -66,7 +66,18 @@ def count_at_least(quality: Tensor, threshold: float) -> Tensor:
     return (quality >= threshold).sum(dim=2, dtype=torch.int32)
 
 
-def select_top_ranked(quality: Tensor, num_positive: Tensor, num_ignored_or_positive: Tensor) -> Assignment:
+def largest_quota(num_ignored_or_positive: Tensor, num_anchors: int) -> int:
+    """The largest per-object quota, capped at the anchor count: how many ranks :func:`select_top_ranked` reads.
+
+    A host sync on CUDA (``topk`` needs a Python int); the Mutual-Guidance assigner makes it once per chunk and
+    shares it between its two selections.
+    """
+    return int(num_ignored_or_positive.max().clamp(max=num_anchors))
+
+
+def select_top_ranked(
+    quality: Tensor, num_positive: Tensor, num_ignored_or_positive: Tensor, max_rank: int | None = None
+) -> Assignment:
     """Turn per-object quotas into a per-anchor assignment by rank in each object's row.
 
     In row ``(b, g)`` the anchors ranked ``< num_positive`` are positive for object g and those ranked in
@@ -78,12 +89,13 @@ def select_top_ranked(quality: Tensor, num_positive: Tensor, num_ignored_or_posi
         quality: ``[B, G, A]`` float, after forcing and column suppression.
         num_positive: ``[B, G]`` integer positive quota per object.
         num_ignored_or_positive: ``[B, G]`` integer quota of positive plus ignored anchors (>= num_positive).
+        max_rank: ranks to read, at least the largest quota (None: :func:`largest_quota`, a host sync on CUDA).
 
     Returns:
         :class:`Assignment` ``[B, A]``.
     """
     num_images, num_objects, num_anchors = quality.shape
-    k = int(num_ignored_or_positive.max().clamp(max=num_anchors))  # a host sync: topk needs an int
+    k = largest_quota(num_ignored_or_positive, num_anchors) if max_rank is None else min(max_rank, num_anchors)
     top_value, top_anchor = quality.topk(k, dim=2)  # [B, G, k], sorted descending
     rank = torch.arange(k, device=quality.device)
     selected = top_value > 0
