@@ -42,7 +42,6 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from utils.study import (  # noqa: E402
-    ARMS,
     REGIMES,
     format_table,
     make_subset_root,

@@ -11,18 +11,7 @@ nothing, instead of forcing anchor 0 and then encoding ``log(0)`` (facts §11.7)
 import torch
 from torch import Tensor
 
-from utils.box import corner_form
-
-from .assignment import (
-    IGNORE,
-    NEGATIVE,
-    POSITIVE,
-    Assignment,
-    check_thresholds,
-    concat_assignments,
-    default_max_elements,
-    image_chunks,
-)
+from .assignment import IGNORE, NEGATIVE, POSITIVE, Assignment, assigner_inputs, check_thresholds, concat_assignments
 from .quality import anchor_iou
 
 
@@ -75,10 +64,7 @@ class IoUAssigner:
         Returns:
             :class:`Assignment` ``[B, A]``.
         """
-        anchors_xyxy = corner_form(anchors.float())
-        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
-        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
+        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
         return concat_assignments(
             [
                 assign_by_iou(anchor_iou(gt_boxes[chunk], anchors_xyxy), self.positive_threshold, self.ignore_threshold)

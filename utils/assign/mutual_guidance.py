@@ -31,9 +31,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from utils.box import corner_form, decode
+from utils.box import decode
 
-from .assignment import Assignment, check_thresholds, concat_assignments, default_max_elements, image_chunks
+from .assignment import Assignment, assigner_inputs, check_thresholds, concat_assignments
 from .iou_assigner import assign_by_iou
 from .quality import (
     amplified_iou,
@@ -127,11 +127,8 @@ class MutualGuidanceAssigner:
             :class:`MutualGuidanceAssignment` of ``[B, A]`` assignments.
         """
         anchors = anchors.float()
-        anchors_xyxy = corner_form(anchors)
-        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
+        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
         loc, conf = loc.detach().float(), conf.detach().float()
-        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
         parts = [
             self._assign_chunk(
                 anchors,
@@ -192,10 +189,7 @@ class MutualGuidanceAssigner:
             gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
             gt_mask: ``[B, G]`` bool, True for real objects.
         """
-        anchors_xyxy = corner_form(anchors.float())
-        gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
-        max_elements = self.max_elements or default_max_elements(gt_boxes.device)
-        chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
+        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
         parts = [self._counts_from(anchor_iou(gt_boxes[chunk], anchors_xyxy)) for chunk in chunks]
         num_positive = torch.cat([part[0] for part in parts])
         num_ignored_or_positive = torch.cat([part[1] for part in parts])
