@@ -103,6 +103,7 @@ def test_check_targets_against_hand_made_rows(tmp_path):
     common = {"version": "retinanet", "size": 320, "precision": "bf16"}
     report.data["train"] = [common | {"assignment": "IoU", "step_ms": 25.6, "images_per_s": 1250.0},
                             common | {"assignment": "MG", "step_ms": 26.67, "images_per_s": 1200.0}]
+    report.data["ladder"] = [common | {"assignment": "MG", "rung": gpu_suite.COMPILED[0], "images_per_s": 950.0}]
     report.data["inference"] = [
         {"version": "retinanet", "size": 320, "batch": 1, "mode": "end to end", "precision": "bf16, channels_last",
          "images_per_s": 900.0},
@@ -114,6 +115,9 @@ def test_check_targets_against_hand_made_rows(tmp_path):
     authors = 32 / 0.166  # 192.8 images/s: the authors' MG step, 166 ms per batch of 32
     assert measured["MG training, AMP, images/s >= 1000"] == (1200.0, True)
     assert measured["MG training, AMP, >= 5x the authors' 193 images/s"] == (pytest.approx(1200.0 / authors), True)
+    assert measured["MG training, AMP + torch.compile, images/s >= 1000"] == (950.0, False)
+    assert measured["MG training, AMP + torch.compile, >= 5x the authors' 193 images/s"] == (
+        pytest.approx(950.0 / authors), False)
     share, met = measured["MG costs <= 5 % of the step over IoU (AMP)"]
     assert share == pytest.approx(1 - 25.6 / 26.67) and met  # 4.0 %
     assert measured["inference, batch 1, end to end incl. NMS, AMP, images/s >= 1000"] == (900.0, False)
