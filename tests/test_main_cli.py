@@ -50,7 +50,7 @@ def test_dataset_defaults_fill_only_missing_flags():
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
     cli.fill_dataset_defaults(shapes)
-    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 4e-2, 7)
+    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 4e-2, 12)
     explicit = parse("--dataset", "shapes", "--lr", "0.005")
     cli.fill_dataset_defaults(explicit)
     assert explicit.lr == 0.005
