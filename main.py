@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, parse_class_list
+from data import DataError, build_dataset, build_loader, check_dataset, detection_collate
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from utils.box import PriorBox
@@ -241,8 +241,7 @@ def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | Non
 
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
-    classes = parse_class_list(args.classes) if args.classes else None
-    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
+    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
                          augment=train, seed=args.seed)
 
 

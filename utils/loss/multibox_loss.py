@@ -78,18 +78,17 @@ class MultiBoxLoss(nn.Module):
         with torch.autocast(device_type=loc.device.type, enabled=False):
             loc, conf = loc.float(), conf.float()
             anchors = priors.to(device=loc.device, dtype=torch.float32)
+            if self.mutual_guide and loc.device.type == "cuda":  # the quotas' host sync skips the forward pass
+                gt, quotas = self.quota_prefetcher(self.mg_assigner, anchors, targets, self.num_classes)
+            else:
+                gt, quotas = pad_targets(targets, num_classes=self.num_classes, device=loc.device), None
             baseline = None
             if self.mutual_guide:
-                if loc.device.type == "cuda":  # the quotas' host sync does not wait for the forward pass
-                    gt, quotas = self.quota_prefetcher(self.mg_assigner, anchors, targets, self.num_classes)
-                else:
-                    gt, quotas = pad_targets(targets, num_classes=self.num_classes, device=loc.device), None
                 assigned = self.mg_assigner(
                     anchors, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=with_stats, quotas=quotas
                 )
                 cls, reg, baseline = assigned.cls, assigned.reg, assigned.iou_baseline
             else:
-                gt = pad_targets(targets, num_classes=self.num_classes, device=loc.device)
                 cls = reg = self.iou_assigner(anchors, gt.boxes, gt.mask)
 
             cls_positive, reg_positive = cls.state == POSITIVE, reg.state == POSITIVE
