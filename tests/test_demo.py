@@ -136,6 +136,19 @@ def test_demo_is_the_same_batched_and_one_by_one(checkpoint, photos, tmp_path):
                                    atol=0.011)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_demo_equals_the_eager_demo(checkpoint, photos, tmp_path):
+    for name, cuda_graph in (("eager", False), ("graph", True)):
+        run_demo(checkpoint, str(photos), tmp_path / name, device="cuda", batch_size=2, score_thresh=0.0,
+                 max_per_image=20, cuda_graph=cuda_graph)
+    eager, graph = (json.loads((tmp_path / name / "detections.json").read_text())["images"] for name in ("eager", "graph"))
+    assert len(eager) == len(graph) > 0
+    for want, got in zip(eager, graph):
+        assert [d["label"] for d in want["detections"]] == [d["label"] for d in got["detections"]]
+        np.testing.assert_allclose([d["box"] for d in want["detections"]], [d["box"] for d in got["detections"]],
+                                   atol=0.011)
+
+
 def test_demo_score_threshold_filters(checkpoint, photos, tmp_path):
     summary = run_demo(checkpoint, str(photos), tmp_path / "none", score_thresh=0.99)
     assert summary["detections"] == 0 and summary["images"] == 2

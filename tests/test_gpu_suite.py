@@ -38,7 +38,8 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
 
     modes = {(row["batch"], row["mode"]) for row in record["inference"]}
     post_processing = [f"post-processing only{nms}" for nms in ("", ", torchvision NMS", ", dense NMS")]
-    assert modes == {(b, m) for b in (1, 2) for m in ["end to end", "forward only", *post_processing]}
+    forward = ["forward only", "forward only, folded BatchNorm"]  # the CUDA-graph modes need CUDA
+    assert modes == {(b, m) for b in (1, 2) for m in ["end to end", *forward, *post_processing]}
     assert all(row["images_per_s"] > 0 for row in record["inference"])
 
     (loader,) = record["loader"]
@@ -107,6 +108,8 @@ def test_check_targets_against_hand_made_rows(tmp_path):
     report.data["inference"] = [
         {"version": "retinanet", "size": 320, "batch": 1, "mode": "end to end", "precision": "bf16, channels_last",
          "images_per_s": 900.0},
+        {"version": "retinanet", "size": 320, "batch": 1, "mode": "end to end, CUDA graph",
+         "precision": "bf16, channels_last", "images_per_s": 1100.0},
         {"version": "retinanet", "size": 320, "batch": 64, "mode": "end to end", "precision": "bf16, channels_last",
          "images_per_s": 6000.0},
     ]
@@ -121,7 +124,9 @@ def test_check_targets_against_hand_made_rows(tmp_path):
     share, met = measured["MG costs <= 5 % of the step over IoU (AMP)"]
     assert share == pytest.approx(1 - 25.6 / 26.67) and met  # 4.0 %
     assert measured["inference, batch 1, end to end incl. NMS, AMP, images/s >= 1000"] == (900.0, False)
+    assert measured["inference, batch 1, end to end, CUDA graph incl. NMS, AMP, images/s >= 1000"] == (1100.0, True)
     assert measured["inference, batch 64, end to end incl. NMS, AMP, images/s >= 5000"] == (6000.0, True)
+    assert "inference, batch 64, end to end, CUDA graph incl. NMS, AMP, images/s >= 5000" not in measured  # no row
 
 
 def test_phase_clock_reports_each_phase_in_order():

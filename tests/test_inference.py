@@ -102,6 +102,18 @@ def test_batched_inference_equals_one_image_at_a_time_and_is_indexed_like_the_da
     assert all(d["boxes"].dtype == np.float32 and d["labels"].dtype == np.int64 for d in detections)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_inference_equals_the_eager_cpu_path():
+    dataset = FakeVocDataset()
+    loader = DataLoader(dataset, batch_size=3, collate_fn=collate, pin_memory=True)  # batches of 3, 3 and 1
+    graphed = run_inference(FakeDetector().cuda(), loader, PRIORS.cuda(), torch.device("cuda"), cuda_graph=True)
+    eager = run_inference(FakeDetector(), loader, PRIORS, torch.device("cpu"))
+    for got, want in zip(graphed, eager):
+        np.testing.assert_array_equal(got["labels"], want["labels"])
+        np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6, atol=0)
+        np.testing.assert_allclose(got["boxes"], want["boxes"], rtol=0, atol=1e-3)
+
+
 def test_distributed_share_leaves_other_images_empty_and_gather_is_a_no_op_without_ddp():
     dataset, model = FakeVocDataset(), FakeDetector()
     sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)

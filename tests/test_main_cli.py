@@ -24,7 +24,7 @@ def test_help_explains_every_flag():
              "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
              "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
              "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
-             "--max_iter", "--sync_bn", "--run_dir", "--compile"]
+             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--cuda_graph"]
     for flag in flags:
         assert flag in result.stdout, flag
 
@@ -70,6 +70,7 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--batch_size", "0"], "--batch_size must be >= 1"),
         (["--init_from", "a.pth", "--resume"], "--init_from starts a new run and --resume continues one"),
         (["--mutual_guide_from", "100"], "--mutual_guide_from 100 needs --mutual_guide"),
+        (["--dataset", "shapes", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):

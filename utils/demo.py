@@ -30,8 +30,10 @@ from tqdm import tqdm
 from data.dataset import read_image
 from data.errors import DataError
 from data.transforms import normalize_image, resize
+from utils.cuda_graph import CUDAGraphDetector
 from utils.draw import class_colours, draw_detections
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from utils.inference import detections_to_numpy
 from utils.postprocess import PostProcessor
 from utils.trained_model import load_trained_detector
 
@@ -146,6 +148,7 @@ def run_demo(
     nms_thresh: float = 0.5,
     max_per_image: int = 100,
     workers: int = 0,
+    cuda_graph: bool = False,
 ) -> dict:
     """Detect objects in ``inputs`` (see :func:`collect_images`) and write drawn images and ``detections.json``.
 
@@ -156,6 +159,8 @@ def run_demo(
         batch_size: images per forward pass; workers: DataLoader processes reading the images (0 = this one).
         score_thresh: keep and draw detections scoring strictly above it; nms_thresh: per-class NMS IoU.
         max_per_image: at most this many detections per image, the highest scores.
+        cuda_graph: replay the network and post-processing from a CUDA graph of ``batch_size`` images
+            (:class:`utils.cuda_graph.CUDAGraphDetector`; CUDA devices only).
 
     Returns:
         ``{"images": readable images, "unreadable": skipped files, "detections": total detections,
@@ -173,6 +178,7 @@ def run_demo(
     detector = load_trained_detector(checkpoint_path, device)
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
+    graphed = CUDAGraphDetector(detector.model, postprocessor, batch_size, detector.size) if cuda_graph else None
     out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,10 +197,13 @@ def run_demo(
                 tqdm.write(f"skipped unreadable image: {message}", file=sys.stderr)
                 unreadable.append({"file": str(paths[index]), "error": message})
             if images is not None:
-                loc, conf = detector.model(images.to(device, non_blocking=True))
-                sizes = torch.tensor([original.shape[:2] for original in originals], device=device)  # [b, 2] (h, w)
-                for index, original, result in zip(indices, originals, postprocessor(loc, conf, sizes)):
-                    result = {key: value.cpu().numpy() for key, value in result.items()}
+                sizes = torch.tensor([original.shape[:2] for original in originals])  # [b, 2] (h, w)
+                if graphed is not None:
+                    results = graphed(images, sizes)
+                else:
+                    loc, conf = detector.model(images.to(device, non_blocking=True))
+                    results = detections_to_numpy(postprocessor(loc, conf, sizes.to(device)))
+                for index, original, result in zip(indices, originals, results):
                     drawn = draw_detections(original, result["boxes"], result["scores"], result["labels"],
                                             detector.class_names, colours)
                     _write_jpeg(out_dir / names[index], drawn)

@@ -12,6 +12,10 @@ Steps, for the whole batch at once:
    and give the same detections (``tests/test_postprocess.py``);
 5. at most ``max_per_image`` (300) detections per image, the highest scores first.
 
+``PostProcessor.padded`` runs the dense path into fixed-size tensors (:class:`PaddedDetections`) with no host
+sync when given a fixed number of NMS steps: what a CUDA graph can capture (``utils/cuda_graph.py``). A flag per
+image says whether those steps settled NMS; where they did not, the caller re-runs the exact path.
+
 Why top-k is harmless: greedy NMS decides a box only from boxes that score higher, so dropping the
 candidates ranked below k changes nothing above them. The result equals the exact one whenever an image
 keeps at least ``max_per_image`` detections from its top k, or has at most k candidates above the
@@ -26,15 +30,41 @@ authors' NumPy NMS added 1 pixel to widths and heights), and the per-image cap k
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
-from utils.nms import dense_batched_nms
+from utils.nms import nms_steps, settle_nms, suppression_matrix
 
 PRE_NMS_TOPK = 1000
 DENSE_NMS_MAX_CANDIDATES = 4096  # per image; the dense NMS holds a [B, k, k] matrix
+
+
+class PaddedDetections(NamedTuple):
+    """Detections of a batch in fixed-size tensors, M = min(max_per_image, pre-NMS candidates) rows per image.
+
+    boxes: ``[B, M, 4]`` float32 x1y1x2y2, 0-based continuous pixels of the original image;
+    scores: ``[B, M]`` float32, descending within an image; labels: ``[B, M]`` int64 0..C-1;
+    counts: ``[B]`` int64, detections per image: rows from ``counts[b]`` on are padding (boxes and scores 0, label -1);
+    settled: ``[B]`` bool, False where a fixed number of NMS steps did not finish an image's NMS (its rows are
+    then not greedy NMS's; see :meth:`PostProcessor.padded`).
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    counts: Tensor
+    settled: Tensor
+
+    def to_list(self) -> list[dict[str, Tensor]]:
+        """The ``PostProcessor.__call__`` form: B dicts of ``boxes [n, 4]``, ``scores [n]``, ``labels [n]`` (one host sync)."""
+        return [
+            {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
+            for i, n in enumerate(self.counts.tolist())
+        ]
 
 
 def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh: float,
@@ -127,22 +157,10 @@ class PostProcessor:
             ``B`` dicts on ``loc``'s device: ``"boxes"`` float32 ``[n, 4]`` x1y1x2y2 0-based continuous pixels
             of the original image, ``"scores"`` float32 ``[n]`` (descending), ``"labels"`` int64 ``[n]`` 0..C-1.
         """
-        batch, num_anchors, num_classes = conf.shape
-        if loc.shape != (batch, num_anchors, 4) or num_anchors != len(self.priors):
-            raise ValueError(
-                f"PostProcessor: loc {tuple(loc.shape)} and conf {tuple(conf.shape)} must be [B, A, 4] and [B, A, C] "
-                f"with A = {len(self.priors)} anchors; build the priors with the model's --size"
-            )
-        device = loc.device
-        image_sizes = torch.as_tensor(image_sizes, device=device).reshape(batch, 2)
-
-        boxes = self.box_coder.decode(loc.float(), self.priors.to(device)).clamp_(0.0, 1.0)  # [B, A, 4] normalised
-        scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
-        boxes = boxes * scale[:, None, :]  # [B, A, 4] pixels
-        scores = conf.float().sigmoid()  # [B, A, C]
-
+        boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
+        device, (batch, _, num_classes) = boxes.device, scores.shape
         if self._use_dense_nms(device):
-            return self._dense_nms_detections(boxes, scores)
+            return self._dense_nms_detections(boxes, scores, steps=None).to_list()
         candidate_boxes, candidate_scores, labels, image_index = top_candidates(
             boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
         )
@@ -161,21 +179,67 @@ class PostProcessor:
             )
         ]
 
+    @torch.no_grad()
+    def padded(self, loc: Tensor, conf: Tensor, image_sizes: Tensor, nms_steps: int | None = None) -> PaddedDetections:
+        """The dense-NMS detections of every image in fixed-size tensors.
+
+        Args:
+            loc, conf, image_sizes: as for ``__call__``; ``image_sizes`` a ``[B, 2]`` tensor on ``loc``'s device.
+            nms_steps: None runs NMS to its end (exact; a host sync every few steps on CUDA). A number runs that
+                many fixed-point steps and nothing else syncs with the host, so the call can be captured in a
+                CUDA graph; ``settled`` then says which images finished, and only those are exact.
+
+        Returns:
+            :class:`PaddedDetections`; with ``nms_steps=None`` every image is settled and the rows equal ``__call__``'s.
+        """
+        if self.pre_nms_topk is None or self.pre_nms_topk > DENSE_NMS_MAX_CANDIDATES:
+            raise ValueError(
+                f"PostProcessor.padded needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES}, got {self.pre_nms_topk}"
+            )
+        return self._dense_nms_detections(*self._boxes_and_scores(loc, conf, image_sizes), steps=nms_steps)
+
+    def _boxes_and_scores(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
+        """Steps 1-2: ``boxes [B, A, 4]`` float32 pixels of the original images and ``scores [B, A, C]``."""
+        batch, num_anchors, num_classes = conf.shape
+        if loc.shape != (batch, num_anchors, 4) or num_anchors != len(self.priors):
+            raise ValueError(
+                f"PostProcessor: loc {tuple(loc.shape)} and conf {tuple(conf.shape)} must be [B, A, 4] and [B, A, C] "
+                f"with A = {len(self.priors)} anchors; build the priors with the model's --size"
+            )
+        device = loc.device
+        if self.priors.device != device:
+            self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
+        image_sizes = torch.as_tensor(image_sizes, device=device).reshape(batch, 2)
+        boxes = self.box_coder.decode(loc.float(), self.priors).clamp_(0.0, 1.0)  # [B, A, 4] normalised
+        scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
+        return boxes * scale[:, None, :], conf.float().sigmoid()
+
     def _use_dense_nms(self, device: torch.device) -> bool:
         if self.dense_nms is not None:
             return self.dense_nms
         return device.type == "cuda" and self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
 
-    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor) -> list[dict[str, Tensor]]:
-        """Steps 3-5 with :func:`utils.nms.dense_batched_nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``."""
+    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, steps: int | None) -> PaddedDetections:
+        """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``;
+        ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
         top_scores, top_anchors, top_labels = ranked_pairs(scores, scores.shape[2], self.pre_nms_topk)
         top_boxes = boxes.gather(1, top_anchors.unsqueeze(2).expand(-1, -1, 4))  # [B, k, 4]
-        kept = dense_batched_nms(top_boxes, top_labels, top_scores > self.score_thresh, self.nms_thresh)
+        valid = top_scores > self.score_thresh
+        suppresses = suppression_matrix(top_boxes, top_labels, valid, self.nms_thresh)
+        if steps is None:
+            kept, settled = settle_nms(suppresses, valid), torch.ones_like(valid[:, 0])
+        else:
+            kept, settled = nms_steps(valid, suppresses, valid, steps)
         kept &= kept.cumsum(dim=1) <= self.max_per_image  # candidates are by descending score already
-        index = kept.flatten().nonzero().squeeze(1)  # image by image, descending score within an image
-        per_image = kept.sum(dim=1).tolist()
-        return [
-            {"boxes": b, "scores": s, "labels": l}
-            for b, s, l in zip(top_boxes.flatten(0, 1)[index].split(per_image),
-                               top_scores.flatten()[index].split(per_image), top_labels.flatten()[index].split(per_image))
-        ]
+        rows = min(self.max_per_image, kept.shape[1])
+        # kept candidates first, each group in score order (a stable sort), then the first `rows` of them
+        order = torch.sort(kept.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :rows]  # [B, M]
+        counts = kept.sum(dim=1)
+        is_row = torch.arange(rows, device=kept.device) < counts.unsqueeze(1)  # [B, M]
+        return PaddedDetections(
+            boxes=torch.where(is_row.unsqueeze(2), top_boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4)), 0.0),
+            scores=torch.where(is_row, top_scores.gather(1, order), 0.0),
+            labels=torch.where(is_row, top_labels.gather(1, order), -1),
+            counts=counts,
+            settled=settled,
+        )
