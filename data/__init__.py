@@ -12,7 +12,7 @@ from data.coco import COCODetection, find_coco_annotation, image_folder_for
 from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
-from data.transforms import PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
+from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
@@ -125,6 +125,7 @@ def build_dataset(
     augment: bool | None = None,
     seed: int = 0,
     skip_unknown_classes: bool = False,
+    expand_probability: float = EXPAND_PROBABILITY,
 ) -> DetectionDataset:
     """Build a dataset whose items are ``(image float32 [3, size, size], target float32 [n, 5], index)``.
 
@@ -135,7 +136,7 @@ def build_dataset(
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes``: skip VOC objects of other classes (counted) instead of
-      raising.
+      raising; ``expand_probability``: how often the augmentation zooms out (the paper's 0.6).
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`.
     """
@@ -147,7 +148,7 @@ def build_dataset(
     augment = split == "train" if augment is None else augment
     if isinstance(classes, str):
         classes = parse_class_list(classes)
-    transform = TrainTransform(size) if augment else TestTransform(size)
+    transform = TrainTransform(size, expand_probability) if augment else TestTransform(size)
     options = {"transform": transform, "seed": seed}
     if name == "coco":
         return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, **options)

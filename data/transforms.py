@@ -174,7 +174,7 @@ def normalized_target(boxes: np.ndarray, labels: np.ndarray, height: int, width:
 
 
 class TrainTransform:
-    """The authors' ``preproc``: crop -> distort -> expand (p 0.6) -> mirror (p 0.5) -> resize with a random
+    """The authors' ``preproc``: crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) -> resize with a random
     interpolation -> mean subtraction; boxes are normalised by the augmented image and those with
     ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive, the sample falls back to the
     un-augmented image (resize with a random interpolation + mean) with all its original normalised boxes.
@@ -183,6 +183,8 @@ class TrainTransform:
     """
 
     def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY):
+        if not 0.0 <= expand_probability <= 1.0:
+            raise ValueError(f"TrainTransform: expand_probability={expand_probability} must be in [0, 1]")
         self.size = size
         self.expand_probability = expand_probability
 

@@ -73,6 +73,14 @@ def test_shapes_has_an_empty_image_with_a_0x5_target(shapes_root):
     assert target.shape == (0, 5) and target.dtype.is_floating_point
 
 
+def test_build_dataset_passes_the_expand_probability_to_the_training_transform(shapes_root):
+    def transform(**options):
+        return build_dataset("voc", "train", 64, data_root=str(shapes_root), classes=list(SHAPES_CLASSES),
+                             **options).transform
+    assert transform().expand_probability == 0.6  # the paper's
+    assert transform(expand_probability=0.0).expand_probability == 0.0
+
+
 def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_path):
     people = [("Person", (2, 3, 30, 40), 0), ("dog", (10, 10, 20, 20), 1)]
     write_voc_folder(tmp_path / "VOC2007", {"000001": people, "000002": [("tvmonitor", (1, 1, 64, 48), 0)]},

@@ -24,7 +24,7 @@ def test_help_explains_every_flag():
              "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
              "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
              "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
-             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--cuda_graph"]
+             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--cuda_graph", "--expand_prob"]
     for flag in flags:
         assert flag in result.stdout, flag
 
@@ -45,12 +45,14 @@ def test_dataset_defaults_fill_only_missing_flags():
     voc = parse("--dataset", "VOC")
     cli.fill_dataset_defaults(voc)
     assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == ("pafpn", "vgg16", 320, 250, 500, True)
+    assert voc.expand_prob == 0.6  # the paper's zoom-out probability
     coco = parse("--dataset", "coco", "--size", "512", "--no-pretrained")
     cli.fill_dataset_defaults(coco)
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
     cli.fill_dataset_defaults(shapes)
-    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 4e-2, 12)
+    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 6e-2, 12)
+    assert shapes.expand_prob == 0.0
     explicit = parse("--dataset", "shapes", "--lr", "0.005")
     cli.fill_dataset_defaults(explicit)
     assert explicit.lr == 0.005
@@ -71,6 +73,7 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--init_from", "a.pth", "--resume"], "--init_from starts a new run and --resume continues one"),
         (["--mutual_guide_from", "100"], "--mutual_guide_from 100 needs --mutual_guide"),
         (["--dataset", "shapes", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),
+        (["--expand_prob", "1.5"], "--expand_prob 1.5 must be a probability in [0, 1]"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):

@@ -184,6 +184,27 @@ def test_train_transform_is_deterministic_per_generator():
     np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("probability, low, high", [(0.0, 0, 0), (T.EXPAND_PROBABILITY, 95, 145), (1.0, 200, 200)])
+def test_expand_probability_sets_how_often_the_image_zooms_out(monkeypatch, probability, low, high):
+    calls = []
+
+    def counting_expand(image, boxes, rng):
+        calls.append(1)
+        return image, boxes
+
+    monkeypatch.setattr(T, "expand", counting_expand)
+    transform = T.TrainTransform(64, expand_probability=probability)
+    image, boxes = coordinate_image(100, 120), np.array([[10, 10, 60, 80]], np.float32)
+    for seed in range(200):
+        transform(image, boxes, np.array([0]), np.random.default_rng(seed))
+    assert low <= len(calls) <= high  # the paper's 0.6: 120 expected of 200, 95..145 is about +-3.6 std
+
+
+def test_expand_probability_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="expand_probability=1.5 must be in"):
+        T.TrainTransform(64, expand_probability=1.5)
+
+
 def test_test_transform_is_linear_resize_and_normalised_boxes():
     image = coordinate_image(50, 100)
     out, target = T.TestTransform(32)(image, np.array([[10, 5, 60, 45]], np.float32), np.array([2]))

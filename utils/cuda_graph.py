@@ -27,7 +27,7 @@ class CUDAGraphDetector:
     """``model`` + ``postprocessor`` for batches of up to ``batch_size`` images, captured in one CUDA graph.
 
     Args:
-        model: ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])``, on a CUDA device; put in eval mode.
+        model: ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])``, on a CUDA device; this sets it to eval mode.
         postprocessor: its ``pre_nms_topk`` must be at most ``DENSE_NMS_MAX_CANDIDATES`` (the default 1000 is).
         batch_size: the captured batch; smaller batches are padded (the padding's outputs are dropped).
         image_size: S, the square input side.
