@@ -21,7 +21,7 @@ from utils.assign import (
     pad_targets,
 )
 from utils.assign.quality import select_top_ranked
-from utils.box import PriorBox, encode
+from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
 
 NUM_CLASSES = 20
 ANCHORS_320 = PriorBox(24.0, 320)()
@@ -197,18 +197,24 @@ def test_chunking_over_images_gives_the_same_result():
 
 
 
-def test_quotas_computed_ahead_give_the_same_assignment():
+@pytest.mark.parametrize("images_per_chunk", [2, 5])  # three chunks, one chunk
+def test_quotas_computed_ahead_give_the_same_assignment(images_per_chunk):
     # The CUDA loss computes the quotas on a side stream (utils/assign/prefetch.py) and hands them over.
     targets, loc, conf = random_batch([7, 0, 2, 11, 60], seed=8)
     gt = pad_targets(targets, NUM_CLASSES)
-    assigner = MutualGuidanceAssigner(max_elements=2 * 60 * ANCHORS_320.shape[0])  # three chunks
+    assigner = MutualGuidanceAssigner(max_elements=images_per_chunk * 60 * ANCHORS_320.shape[0])
     quotas = assigner.quotas(ANCHORS_320, gt.boxes, gt.mask)
     assert quotas.num_positive.shape == quotas.num_ignored_or_positive.shape == gt.mask.shape
     assert quotas.max_rank == int(quotas.num_ignored_or_positive.max()) > 0
     assert torch.all(quotas.num_positive[~gt.mask] == 0) and torch.all(quotas.num_positive[gt.mask] >= 1)
-    inline = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
-    ahead = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, quotas=quotas)
-    for a, b in zip(inline[:2], ahead[:2]):
+    if images_per_chunk == 5:  # one chunk: the raw anchor IoU comes along, unmodified by the counting
+        expected = pairwise_box_iou(gt.boxes * gt.mask.unsqueeze(2), corner_form(ANCHORS_320))
+        assert torch.equal(quotas.anchor_iou, expected)
+    else:  # split batches do not keep the whole matrix (the chunks bound the memory)
+        assert quotas.anchor_iou is None
+    inline = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    ahead = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True, quotas=quotas)
+    for a, b in zip(inline, ahead):
         assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
 
 
@@ -217,7 +223,7 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from tests.mg_reference import random_targets
 from utils.assign import MutualGuidanceAssigner, pad_targets
-from utils.box import PriorBox, encode
+from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
 torch.set_num_threads(1)
 anchors = PriorBox(24.0, 512)()
 g = torch.Generator().manual_seed(0)

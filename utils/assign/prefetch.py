@@ -50,8 +50,9 @@ class QuotaPrefetcher:
             gt = pad_targets(targets, num_classes=num_classes, device=device)
             quotas = assigner.quotas(anchors, gt.boxes, gt.mask)  # syncs with the side stream only
         main.wait_stream(side)
-        for tensor in (*gt, quotas.num_positive, quotas.num_ignored_or_positive):
-            tensor.record_stream(main)  # made on the side stream, used and freed on the main one
+        for tensor in (*gt, quotas.num_positive, quotas.num_ignored_or_positive, quotas.anchor_iou):
+            if tensor is not None:
+                tensor.record_stream(main)  # made on the side stream, used and freed on the main one
         return gt, quotas
 
     def _stream(self, device: torch.device) -> torch.cuda.Stream:
