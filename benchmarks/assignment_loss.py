@@ -1,7 +1,7 @@
 """Assignment + loss speed: batched ``MultiBoxLoss`` against the plain per-image reference of the tests.
 
     python benchmarks/assignment_loss.py [--batch 32] [--repeats 4] [--reference-repeats 3] [--devices cpu cuda]
-                                         [--profile]
+                                         [--profile] [--focal-bound]
 
 One forward of the criterion (assignment, focal and balanced-L1 losses; no backward) on random head outputs,
 batch 32, 1-20 objects per image (uniform), sizes 320 and 512, C = 20 and 80, IoU and Mutual-Guidance
@@ -11,7 +11,9 @@ an H100/H200. Times are the best (minimum) of the repeats after one warm-up call
 calls interleaved: on a shared machine the minimum is the least disturbed by other jobs. The batched criterion gets
 the targets on the host, as in training (it copies them itself); the reference gets them on the device.
 ``--profile`` adds, per device, torch.profiler's top operations of the Mutual-Guidance criterion at the first size
-and class count, by self device time.
+and class count, by self device time. ``--focal-bound`` adds, per device, the time of the one term every criterion
+must compute over all ``[B, A, C]`` logits (the target-0 focal loss, summed), eager and fused by ``torch.compile``
+(needs a C++ compiler on CPU): reference time / that time bounds the speed-up of any batched criterion.
 """
 from __future__ import annotations
 
@@ -75,6 +77,42 @@ def print_profile(loss_fn: MultiBoxLoss, loc, conf, anchors, targets, device: to
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=30, max_name_column_width=70))
 
 
+def focal_term_sum(logits: torch.Tensor) -> torch.Tensor:
+    """``sum(softplus(x) * sigmoid(x))`` over every logit, from one ``exp(-|x|)``: the focal loss of target 0
+    (gamma 1), which no assignment can skip."""
+    e = torch.exp(-logits.abs())
+    inverse = 1 / (1 + e)
+    probability = torch.where(logits >= 0, inverse, e * inverse)
+    return ((logits.clamp(min=0) + torch.log1p(e)) * probability).sum()
+
+
+def eager_focal_term_sum(logits: torch.Tensor) -> torch.Tensor:
+    """The same sum as the loss computes it in eager mode (fewer passes than :func:`focal_term_sum` unfused)."""
+    return (torch.nn.functional.softplus(logits) * torch.sigmoid(logits)).sum()
+
+
+def print_focal_bound(batch: int, size: int, num_classes: int, device: torch.device, repeats: int) -> None:
+    """Best time of :func:`focal_term_sum` eager and compiled, next to the reference criterion's."""
+    loc, conf, anchors, targets = make_batch(batch, size, num_classes, device)
+    device_targets = [t.to(device) for t in targets]
+    reference_ms = min(call_ms(lambda: reference_multibox_loss(loc, conf, anchors, device_targets, False), device)
+                       for _ in range(2))
+    rows = [("eager: softplus(x) * sigmoid(x), as utils/loss/focal_loss.py", eager_focal_term_sum)]
+    try:
+        compiled = torch.compile(focal_term_sum)
+        compiled(conf)
+        rows.append(("torch.compile: one fused pass from exp(-|x|)", compiled))
+    except Exception as error:  # no C++ compiler / Triton: report the eager bound only
+        print(f"torch.compile unavailable here ({type(error).__name__}); eager bound only")
+    print(f"\nfocal-term bound on {device.type}, batch {batch}, {size}, C = {num_classes}: IoU reference criterion "
+          f"{reference_ms:.1f} ms")
+    print("| focal term | ms | bound on the speed-up |\n|---|---:|---:|")
+    for name, function in rows:
+        function(conf)
+        ms = min(call_ms(lambda: function(conf), device) for _ in range(repeats))
+        print(f"| {name} | {ms:.1f} | {reference_ms / ms:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
@@ -84,6 +122,8 @@ def main() -> None:
     parser.add_argument("--reference-repeats", type=int, default=3, help="timed calls of the slow reference")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when unavailable")
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
+    parser.add_argument("--focal-bound", action="store_true",
+                        help="time the all-logits focal term alone (eager and torch.compile): the bound on any speed-up")
     args = parser.parse_args()
 
     devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
@@ -115,6 +155,9 @@ def main() -> None:
                     name = "MG" if mutual_guide else "IoU"
                     print(f"| {device.type} | {size} | {num_classes} | {name} | {batched:.1f} | {reference:.1f} | "
                           f"{reference / batched:.1f}x |", flush=True)
+    if args.focal_bound:
+        for device in devices:
+            print_focal_bound(args.batch, args.sizes[0], args.classes[0], device, args.repeats)
     if args.profile:
         for device in devices:
             loc, conf, anchors, targets = make_batch(args.batch, args.sizes[0], args.classes[0], device)

@@ -226,3 +226,13 @@ def test_cuda_loss_on_host_targets_waits_for_the_gpu_only_for_the_mg_quota(mutua
     loss_fn((loc, conf), anchors, targets)  # warm-up: the pinned-memory pool and kernels
     sites = host_sync_sites(lambda: loss_fn((loc, conf), anchors, targets), device)
     assert sum(sites.values()) == expected_syncs, sites
+
+
+def test_the_fused_focal_term_of_the_bound_benchmark_equals_the_loss_formula():
+    # benchmarks/assignment_loss.py --focal-bound times this one-exp form; it must be the loss's target-0 term
+    from benchmarks.assignment_loss import eager_focal_term_sum, focal_term_sum
+
+    logits = torch.cat([torch.linspace(-30, 30, 601), torch.randn(2000) * 4]).double()
+    expected = sum(math.log1p(math.exp(x)) / (1 + math.exp(-x)) for x in logits.tolist())
+    assert focal_term_sum(logits).item() == pytest.approx(expected, rel=1e-12)
+    assert eager_focal_term_sum(logits).item() == pytest.approx(expected, rel=1e-9)  # softplus is linear above 20
