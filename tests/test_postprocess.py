@@ -206,6 +206,9 @@ def test_dense_and_torchvision_nms_give_the_same_detections_with_the_default_top
 def test_dense_nms_needs_a_bounded_top_k(priors):
     with pytest.raises(ValueError, match="dense_nms needs pre_nms_topk <= 4096"):
         PostProcessor(priors, pre_nms_topk=None, dense_nms=True)
+    unbounded = PostProcessor(priors, pre_nms_topk=5000)
+    with pytest.raises(ValueError, match="padded needs pre_nms_topk <= 4096"):
+        unbounded.padded(torch.zeros(1, len(priors), 4), torch.zeros(1, len(priors), 3), IMAGE_SIZES[:1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -73,7 +73,7 @@ class DetectorWithNMS(DecodedDetector):
         boxes, scores = super().forward(images)  # [B, A, 4], [B, A, C]
         num_classes = scores.shape[2]
         candidate_boxes, candidate_scores, labels, batch_index = top_candidates(
-            boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
+            boxes, scores, self.score_thresh, self.pre_nms_topk
         )
         kept = batched_nms(candidate_boxes, candidate_scores, batch_index * num_classes + labels, self.nms_thresh)
         detections = torch.cat([candidate_boxes[kept], candidate_scores[kept, None], labels[kept, None].float()], 1)

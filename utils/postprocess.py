@@ -67,7 +67,7 @@ class PaddedDetections(NamedTuple):
         ]
 
 
-def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh: float,
+def top_candidates(boxes: Tensor, scores: Tensor, score_thresh: float,
                    pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Step 3 of the module docstring, for a batch: per image the ``pre_nms_topk`` highest (anchor, class) scores
     (all when ``None``), then those strictly above ``score_thresh``.
@@ -80,14 +80,14 @@ def top_candidates(boxes: Tensor, scores: Tensor, num_classes: int, score_thresh
         image's candidates by descending score. NMS groups are ``image_index * C + labels``.
     """
     batch = scores.shape[0]
-    top_scores, top_anchors, top_labels = ranked_pairs(scores, num_classes, pre_nms_topk)
+    top_scores, top_anchors, top_labels = ranked_pairs(scores, pre_nms_topk)
     k = top_scores.shape[1]
     passed = top_scores > score_thresh  # [B, k]
     image_index = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)[passed]  # [N]
     return boxes[image_index, top_anchors[passed]], top_scores[passed], top_labels[passed], image_index
 
 
-def ranked_pairs(scores: Tensor, num_classes: int, pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor]:
+def ranked_pairs(scores: Tensor, pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """Per image, the ``pre_nms_topk`` highest (anchor, class) scores (all when ``None``), by descending score.
 
     Args:
@@ -96,6 +96,7 @@ def ranked_pairs(scores: Tensor, num_classes: int, pre_nms_topk: int | None) -> 
     Returns:
         ``(scores [B, k], anchor index int64 [B, k], class int64 [B, k])``.
     """
+    num_classes = scores.shape[2]
     flat = scores.flatten(1)  # [B, A*C]; column = anchor * C + class
     k = flat.shape[1] if pre_nms_topk is None else min(pre_nms_topk, flat.shape[1])
     top_scores, top_columns = flat.topk(k, dim=1)  # [B, k], descending
@@ -137,12 +138,9 @@ class PostProcessor:
         self.pre_nms_topk = pre_nms_topk
         self.max_per_image = max_per_image
         self.box_coder = box_coder or BoxCoder()
-        if dense_nms and (pre_nms_topk is None or pre_nms_topk > DENSE_NMS_MAX_CANDIDATES):
-            raise ValueError(
-                f"PostProcessor: dense_nms needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES} (a [B, k, k] matrix), "
-                f"got {pre_nms_topk}"
-            )
         self.dense_nms = dense_nms
+        if dense_nms:
+            self._check_fits_dense_nms("dense_nms")
 
     @torch.no_grad()
     def __call__(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -162,7 +160,7 @@ class PostProcessor:
         if self._use_dense_nms(device):
             return self._dense_nms_detections(boxes, scores, steps=None).to_list()
         candidate_boxes, candidate_scores, labels, image_index = top_candidates(
-            boxes, scores, num_classes, self.score_thresh, self.pre_nms_topk
+            boxes, scores, self.score_thresh, self.pre_nms_topk
         )
         kept = batched_nms(candidate_boxes, candidate_scores, image_index * num_classes + labels, self.nms_thresh)
         kept = kept[torch.sort(image_index[kept], stable=True).indices]  # by image, scores still descending
@@ -192,10 +190,7 @@ class PostProcessor:
         Returns:
             :class:`PaddedDetections`; with ``nms_steps=None`` every image is settled and the rows equal ``__call__``'s.
         """
-        if self.pre_nms_topk is None or self.pre_nms_topk > DENSE_NMS_MAX_CANDIDATES:
-            raise ValueError(
-                f"PostProcessor.padded needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES}, got {self.pre_nms_topk}"
-            )
+        self._check_fits_dense_nms("padded")
         return self._dense_nms_detections(*self._boxes_and_scores(loc, conf, image_sizes), steps=nms_steps)
 
     def _boxes_and_scores(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
@@ -217,12 +212,23 @@ class PostProcessor:
     def _use_dense_nms(self, device: torch.device) -> bool:
         if self.dense_nms is not None:
             return self.dense_nms
-        return device.type == "cuda" and self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
+        return device.type == "cuda" and self._fits_dense_nms()
+
+    def _fits_dense_nms(self) -> bool:
+        """Whether the dense NMS can take the pre-NMS candidates: it holds a ``[B, k, k]`` matrix."""
+        return self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
+
+    def _check_fits_dense_nms(self, what: str) -> None:
+        if not self._fits_dense_nms():
+            raise ValueError(
+                f"PostProcessor: {what} needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES} (a [B, k, k] matrix), "
+                f"got {self.pre_nms_topk}"
+            )
 
     def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, steps: int | None) -> PaddedDetections:
         """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``;
         ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
-        top_scores, top_anchors, top_labels = ranked_pairs(scores, scores.shape[2], self.pre_nms_topk)
+        top_scores, top_anchors, top_labels = ranked_pairs(scores, self.pre_nms_topk)
         top_boxes = boxes.gather(1, top_anchors.unsqueeze(2).expand(-1, -1, 4))  # [B, k, 4]
         valid = top_scores > self.score_thresh
         suppresses = suppression_matrix(top_boxes, top_labels, valid, self.nms_thresh)

@@ -203,14 +203,11 @@ class MutualGuidanceAssigner:
         anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
         if len(chunks) == 1:
             matrix = anchor_iou(gt_boxes, anchors_xyxy)
-            num_positive, num_ignored_or_positive = self._counts_from(matrix.clone())  # counting modifies its input
-        else:
-            matrix = None
-            parts = [self._counts_from(anchor_iou(gt_boxes[chunk], anchors_xyxy)) for chunk in chunks]
-            num_positive = torch.cat([part[0] for part in parts])
-            num_ignored_or_positive = torch.cat([part[1] for part in parts])
-        max_rank = largest_quota(num_ignored_or_positive, anchors.shape[0])
-        return Quotas(num_positive, num_ignored_or_positive, max_rank, matrix)
+            return self._quotas_from(matrix.clone())._replace(anchor_iou=matrix)  # counting modifies its input
+        parts = [self._counts_from(anchor_iou(gt_boxes[chunk], anchors_xyxy)) for chunk in chunks]
+        num_ignored_or_positive = torch.cat([part[1] for part in parts])
+        return Quotas(torch.cat([part[0] for part in parts]), num_ignored_or_positive,
+                      largest_quota(num_ignored_or_positive, anchors.shape[0]))
 
     def _quotas_from(self, anchor_quality: Tensor) -> Quotas:
         num_positive, num_ignored_or_positive = self._counts_from(anchor_quality)
