@@ -14,6 +14,8 @@ the targets on the host, as in training (it copies them itself); the reference g
 and class count, by self device time. ``--focal-bound`` adds, per device, the time of the one term every criterion
 must compute over all ``[B, A, C]`` logits (the target-0 focal loss, summed), eager and fused by ``torch.compile``
 (needs a C++ compiler on CPU): reference time / that time bounds the speed-up of any batched criterion.
+``--compile`` adds ``MultiBoxLoss(..., compile=True)`` (what ``main.py --compile`` trains with): its best time after
+the compiling call, and how long that first call took; ``--profile`` then profiles it too.
 """
 from __future__ import annotations
 
@@ -72,8 +74,8 @@ def print_profile(loss_fn: MultiBoxLoss, loc, conf, anchors, targets, device: to
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"\nprofile: {calls} calls of MultiBoxLoss(mutual_guide={loss_fn.mutual_guide}) on {device.type}, "
-          f"batch {loc.shape[0]}, {loc.shape[1]} anchors, C = {conf.shape[2]}")
+    print(f"\nprofile: {calls} calls of MultiBoxLoss(mutual_guide={loss_fn.mutual_guide}, compile={loss_fn.compiled}) "
+          f"on {device.type}, batch {loc.shape[0]}, {loc.shape[1]} anchors, C = {conf.shape[2]}")
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=30, max_name_column_width=70))
 
 
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
     parser.add_argument("--focal-bound", action="store_true",
                         help="time the all-logits focal term alone (eager and torch.compile): the bound on any speed-up")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time MultiBoxLoss(compile=True), as main.py --compile trains")
     args = parser.parse_args()
 
     devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
@@ -136,11 +140,13 @@ def main() -> None:
     print(f"batch {args.batch}, 1-20 objects per image; best of {args.repeats} (batched) / "
           f"{args.reference_repeats} (reference) calls after a warm-up; forward only")
     print()
-    print("| device | size | C | assigner | batched ms | reference ms | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    compiled_columns = " compiled ms | compiled speed-up | first compiled call s |" if args.compile else ""
+    print(f"| device | size | C | assigner | batched ms | reference ms | speed-up |{compiled_columns}")
+    print("|---|---|---|---|---|---|---|" + "---|" * 3 * args.compile)
     for device in devices:
-        for size in args.sizes:
-            for num_classes in args.classes:
+        for num_classes in args.classes:
+            compiled = {mg: MultiBoxLoss(num_classes, mg, compile=True) for mg in (False, True)} if args.compile else {}
+            for size in args.sizes:
                 loc, conf, anchors, targets = make_batch(args.batch, size, num_classes, device)
                 device_targets = [t.to(device) for t in targets]
                 for mutual_guide in (False, True):
@@ -153,15 +159,24 @@ def main() -> None:
                         args.reference_repeats,
                     )
                     name = "MG" if mutual_guide else "IoU"
-                    print(f"| {device.type} | {size} | {num_classes} | {name} | {batched:.1f} | {reference:.1f} | "
-                          f"{reference / batched:.1f}x |", flush=True)
+                    row = f"| {device.type} | {size} | {num_classes} | {name} | {batched:.1f} | {reference:.1f} | " \
+                          f"{reference / batched:.1f}x |"
+                    if args.compile:
+                        compiled_fn = compiled[mutual_guide]
+                        first_s = call_ms(lambda: compiled_fn((loc, conf), anchors, targets), device) / 1000
+                        best = min(call_ms(lambda: compiled_fn((loc, conf), anchors, targets), device)
+                                   for _ in range(args.repeats))
+                        row += f" {best:.1f} | {reference / best:.1f}x | {first_s:.1f} |"
+                    print(row, flush=True)
     if args.focal_bound:
         for device in devices:
             print_focal_bound(args.batch, args.sizes[0], args.classes[0], device, args.repeats)
     if args.profile:
         for device in devices:
             loc, conf, anchors, targets = make_batch(args.batch, args.sizes[0], args.classes[0], device)
-            print_profile(MultiBoxLoss(args.classes[0], mutual_guide=True), loc, conf, anchors, targets, device)
+            for compile in (False, True)[: 1 + args.compile]:
+                loss_fn = MultiBoxLoss(args.classes[0], mutual_guide=True, compile=compile)
+                print_profile(loss_fn, loc, conf, anchors, targets, device)
 
 
 if __name__ == "__main__":

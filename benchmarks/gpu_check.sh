@@ -17,5 +17,5 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 "$python" -m pytest -q -p no:cacheprovider -rs -k "cuda or host_syncs" \
     tests/test_assigners.py tests/test_losses.py tests/test_postprocess.py tests/test_cuda_graph.py tests/test_inference.py tests/test_demo.py tests/test_gpu_suite.py 2>&1 \
     | tee "$out/cuda_tests.txt"
-"$python" benchmarks/assignment_loss.py --devices cuda --profile 2>&1 | tee "$out/assignment_loss.txt"
+"$python" benchmarks/assignment_loss.py --devices cuda --profile --compile 2>&1 | tee "$out/assignment_loss.txt"
 "$python" benchmarks/gpu_suite.py --out "$out/gpu_suite.json" "$@" 2>&1 | tee "$out/gpu_suite.txt"

@@ -198,6 +198,50 @@ def test_bad_inputs_raise_clear_errors():
         loss_fn((loc, conf), ANCHORS_320, good * 2)
 
 
+def compiled_and_eager_losses(device: torch.device) -> list[tuple[tuple, tuple]]:
+    """Losses of ``MultiBoxLoss(compile=True)`` and of the eager criterion, both modes, on batches whose object
+    count, batch size and largest quota all change (small anchors and 3 classes keep the compilation short)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    anchors = PriorBox(24.0, 128)().to(device)
+    generator = torch.Generator().manual_seed(21)
+    compiled, eager = MultiBoxLoss(3, compile=True), MultiBoxLoss(3)
+    results = []
+    for mutual_guide, with_stats, counts in [
+        (True, False, [4, 0, 6, 1]),
+        (True, False, [9, 2, 0, 5, 7]),
+        (True, False, [13, 1, 8, 0]),  # a new object count, batch size and quota: no new graph
+        (True, True, [5, 11, 0, 2]),
+        (False, False, [6, 0, 3, 2]),
+    ]:
+        targets = [random_targets(n, 3, generator) for n in counts]
+        loc = (torch.randn(len(counts), anchors.shape[0], 4, generator=generator) * 0.7).to(device)
+        conf = (torch.randn(len(counts), anchors.shape[0], 3, generator=generator) * 2 - 3).to(device)
+        compiled.mutual_guide = eager.mutual_guide = mutual_guide
+        graphs_before = counters["stats"]["unique_graphs"]
+        results.append((
+            compiled((loc, conf), anchors, targets, with_stats=with_stats),
+            eager((loc, conf), anchors, targets, with_stats=with_stats),
+        ))
+        if counts == [13, 1, 8, 0]:
+            assert counters["stats"]["unique_graphs"] == graphs_before, "a new object count recompiled"
+    return results
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+])
+def test_compiled_criterion_gives_the_eager_losses_and_stats(device):
+    for compiled, eager in compiled_and_eager_losses(torch.device(device)):
+        torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled[1], eager[1], rtol=1e-5, atol=1e-6)
+        if len(eager) == 3:
+            assert compiled[2].keys() == eager[2].keys()
+            for name in eager[2]:
+                torch.testing.assert_close(compiled[2][name], eager[2][name], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("mutual_guide", [False, True])
 @pytest.mark.parametrize("targets_on", ["cpu", "cuda"])  # the training loop hands over host targets

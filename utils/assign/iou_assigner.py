@@ -65,9 +65,9 @@ class IoUAssigner:
             :class:`Assignment` ``[B, A]``.
         """
         anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
-        return concat_assignments(
-            [
-                assign_by_iou(anchor_iou(gt_boxes[chunk], anchors_xyxy), self.positive_threshold, self.ignore_threshold)
-                for chunk in chunks
-            ]
-        )
+        return concat_assignments([self.assign_chunk(anchors_xyxy, gt_boxes[chunk]) for chunk in chunks])
+
+    def assign_chunk(self, anchors_xyxy: Tensor, gt_boxes: Tensor) -> Assignment:
+        """One run of images at once, without splitting it: ``anchors_xyxy`` ``[A, 4]`` corner form float32,
+        ``gt_boxes`` ``[b, G, 4]`` xyxy with padded slots zeroed -> :class:`Assignment` ``[b, A]``."""
+        return assign_by_iou(anchor_iou(gt_boxes, anchors_xyxy), self.positive_threshold, self.ignore_threshold)

@@ -133,7 +133,7 @@ class MutualGuidanceAssigner:
         anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
         loc, conf = loc.detach().float(), conf.detach().float()
         parts = [
-            self._assign_chunk(
+            self.assign_chunk(
                 anchors,
                 anchors_xyxy,
                 gt_boxes[chunk],
@@ -154,7 +154,7 @@ class MutualGuidanceAssigner:
             iou_baseline=concat_assignments([part.iou_baseline for part in parts]) if with_iou_baseline else None,
         )
 
-    def _assign_chunk(
+    def assign_chunk(
         self,
         anchors: Tensor,
         anchors_xyxy: Tensor,
@@ -165,6 +165,13 @@ class MutualGuidanceAssigner:
         with_iou_baseline: bool,
         quotas: Quotas | None,
     ) -> MutualGuidanceAssignment:
+        """Steps 1-7 on one run of images at once, without splitting it (what ``__call__`` does per chunk).
+
+        Inputs as :meth:`__call__`'s, already prepared: ``anchors`` ``[A, 4]`` cxcywh and ``anchors_xyxy`` the same
+        in corner form, float32; ``gt_boxes`` ``[b, G, 4]`` xyxy with padded slots zeroed; ``loc``, ``conf`` float32
+        and not requiring grad. With ``quotas`` given, nothing here depends on tensor values, so ``torch.compile``
+        traces it as one graph; without them, the quotas are computed here (one host sync on CUDA).
+        """
         if quotas is not None and quotas.anchor_iou is not None:
             anchor_quality = quotas.anchor_iou  # A  [b, G, A], computed with the quotas
         else:

@@ -7,6 +7,8 @@ Positive counts are summed over the batch. With the IoU assigner the same anchor
 regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
 autocast region, whatever the dtype of the predictions.
 """
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
@@ -16,11 +18,14 @@ from utils.assign import (
     Assignment,
     IoUAssigner,
     MutualGuidanceAssigner,
+    PaddedTargets,
     QuotaPrefetcher,
+    Quotas,
     default_max_elements,
     image_chunks,
     pad_targets,
 )
+from utils.assign.assignment import assigner_inputs, concat_assignments
 from utils.box import BoxCoder, corner_form, elementwise_box_iou
 
 from .balanced_l1_loss import balanced_l1_loss
@@ -36,6 +41,23 @@ def gather_per_anchor(per_object: Tensor, gt_index: Tensor) -> Tensor:
     return per_object.gather(1, index)
 
 
+class ChunkTerms(NamedTuple):
+    """The criterion on one run of images, before normalisation.
+
+    focal, box: 0-d float32 sums of the focal loss (kept anchors, all classes) and of the balanced L1 loss
+    (regression positives, 4 offsets); num_pos_cls, num_pos_reg: 0-d int64 positive counts;
+    cls, reg, iou_baseline: the ``[b, A]`` assignments (iou_baseline only with Mutual Guidance and when asked for).
+    """
+
+    focal: Tensor
+    num_pos_cls: Tensor
+    box: Tensor
+    num_pos_reg: Tensor
+    cls: Assignment
+    reg: Assignment
+    iou_baseline: Assignment | None
+
+
 class MultiBoxLoss(nn.Module):
     """Focal + balanced-L1 loss with IoU or Mutual-Guidance assignment (the authors' name is kept).
 
@@ -43,6 +65,11 @@ class MultiBoxLoss(nn.Module):
         num_classes: C, the number of foreground classes (no background column).
         mutual_guide: use Mutual Guidance instead of the IoU baseline. A plain attribute: it may be switched
             during training (e.g. MG after a warm-up).
+        compile: run the assignment and losses of each run of images as one ``torch.compile`` graph (dynamic
+            shapes, so a new object count or batch size does not recompile). Fewer, fused kernels; the first call
+            compiles for a while (about 30 s on a CPU), and so does the first call in each new mode (MG on/off,
+            with stats). Results equal the eager criterion's up to float rounding. The quotas' host sync and the
+            target padding stay outside the graph.
 
     Call ``loss_fn((loc, conf), priors, targets)`` with
         loc: ``[B, A, 4]`` predicted offsets; conf: ``[B, A, C]`` logits (any float dtype);
@@ -53,9 +80,13 @@ class MultiBoxLoss(nn.Module):
     pos_per_object, cls_pos_anchor_iou, cls_pos_pred_iou, reg_pos_anchor_iou, reg_pos_pred_iou (mean IoU of
     the anchor / the decoded prediction with the assigned object over the positives) and disagree_with_iou
     (share of classification positives the IoU assigner would not make positive; 0 without MG).
+
+    The batch is processed in runs of images whose ``[b, G, A]`` quality matrices and ``[b, A, C]`` logits hold at
+    most the active assigner's ``max_elements`` entries (one run on CUDA at the usual sizes; see
+    :func:`utils.assign.assignment.default_max_elements`); sums and positive counts are added over the runs.
     """
 
-    def __init__(self, num_classes: int, mutual_guide: bool = False) -> None:
+    def __init__(self, num_classes: int, mutual_guide: bool = False, compile: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"MultiBoxLoss: num_classes={num_classes} must be >= 1 (foreground classes only).")
@@ -65,6 +96,8 @@ class MultiBoxLoss(nn.Module):
         self.iou_assigner = IoUAssigner()
         self.mg_assigner = MutualGuidanceAssigner()
         self.quota_prefetcher = QuotaPrefetcher()
+        self.compiled = compile
+        self._chunk_terms = torch.compile(self._terms, dynamic=True, fullgraph=True) if compile else self._terms
 
     def forward(
         self,
@@ -82,40 +115,86 @@ class MultiBoxLoss(nn.Module):
                 gt, quotas = self.quota_prefetcher(self.mg_assigner, anchors, targets, self.num_classes)
             else:
                 gt, quotas = pad_targets(targets, num_classes=self.num_classes, device=loc.device), None
-            baseline = None
-            if self.mutual_guide:
-                assigned = self.mg_assigner(
-                    anchors, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=with_stats, quotas=quotas
+            anchors_xyxy, gt_boxes, _ = assigner_inputs(anchors, gt.boxes, gt.mask, None)
+            num_images, num_anchors, num_classes = conf.shape
+            chunks = image_chunks(num_images, num_anchors * max(gt_boxes.shape[1], num_classes), self._max_elements(loc))
+            parts = [
+                self._chunk_terms(
+                    anchors,
+                    anchors_xyxy,
+                    gt_boxes[chunk],
+                    gt.labels[chunk],
+                    loc[chunk],
+                    conf[chunk],
+                    self._chunk_quotas(anchors, gt, quotas, chunk, whole=len(chunks) == 1),
+                    with_stats,
                 )
-                cls, reg, baseline = assigned.cls, assigned.reg, assigned.iou_baseline
-            else:
-                cls = reg = self.iou_assigner(anchors, gt.boxes, gt.mask)
-
-            cls_positive, reg_positive = cls.state == POSITIVE, reg.state == POSITIVE
-            num_pos_cls, num_pos_reg = cls_positive.sum(), reg_positive.sum()
-
-            labels = torch.where(cls_positive, gather_per_anchor(gt.labels, cls.gt_index), BACKGROUND)
-            keep = cls.state != IGNORE
-            # one chunk on CUDA; blocks of about 2^20 logits on CPU, where that is faster (default_max_elements)
-            chunks = image_chunks(conf.shape[0], conf.shape[1] * conf.shape[2], default_max_elements(conf.device))
-            focal = sum(
-                sigmoid_focal_loss(conf[c], labels[c], keep[c], FOCAL_ALPHA, FOCAL_GAMMA) for c in chunks
-            )
-            loss_c = focal / num_pos_cls.clamp(min=1)
-
-            # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
-            matched = torch.where(
-                reg_positive.unsqueeze(2), gather_per_anchor(gt.boxes, reg.gt_index), corner_form(anchors)
-            )
-            box_loss = balanced_l1_loss(
-                loc, self.box_coder.encode(matched, anchors), BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA
-            )
-            loss_l = torch.where(reg_positive.unsqueeze(2), box_loss, 0.0).sum() / (4 * num_pos_reg.clamp(min=1))
-
+                for chunk in chunks
+            ]
+            num_pos_cls = sum(part.num_pos_cls for part in parts)
+            num_pos_reg = sum(part.num_pos_reg for part in parts)
+            loss_c = sum(part.focal for part in parts) / num_pos_cls.clamp(min=1)
+            loss_l = sum(part.box for part in parts) / (4 * num_pos_reg.clamp(min=1))
             if not with_stats:
                 return loss_l, loss_c
+            cls = concat_assignments([part.cls for part in parts])
+            reg = concat_assignments([part.reg for part in parts])
+            baseline = concat_assignments([part.iou_baseline for part in parts]) if self.mutual_guide else None
             stats = self._assignment_stats(loc, anchors, gt.boxes, gt.mask, cls, reg, baseline)
             return loss_l, loss_c, stats
+
+    def _max_elements(self, loc: Tensor) -> int:
+        assigner = self.mg_assigner if self.mutual_guide else self.iou_assigner
+        return assigner.max_elements or default_max_elements(loc.device)
+
+    def _chunk_quotas(
+        self, anchors: Tensor, gt: PaddedTargets, quotas: Quotas | None, chunk: slice, whole: bool
+    ) -> Quotas | None:
+        """The Mutual-Guidance quotas of one run of images, computed ahead of its assignment (None for IoU)."""
+        if not self.mutual_guide:
+            return None
+        if quotas is None:
+            return self.mg_assigner.quotas(anchors, gt.boxes[chunk], gt.mask[chunk])
+        if whole:
+            return quotas
+        return Quotas(quotas.num_positive[chunk], quotas.num_ignored_or_positive[chunk], quotas.max_rank)
+
+    def _terms(
+        self,
+        anchors: Tensor,
+        anchors_xyxy: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor,
+        loc: Tensor,
+        conf: Tensor,
+        quotas: Quotas | None,
+        with_iou_baseline: bool,
+    ) -> ChunkTerms:
+        """Assignment and loss sums of one run of b images (the part ``compile=True`` compiles).
+
+        anchors, anchors_xyxy: ``[A, 4]`` cxcywh and xyxy; gt_boxes ``[b, G, 4]`` xyxy, padded slots zeroed;
+        gt_labels ``[b, G]``; loc ``[b, A, 4]``, conf ``[b, A, C]`` float32; quotas as :meth:`_chunk_quotas`.
+        """
+        baseline = None
+        with torch.no_grad():
+            if self.mutual_guide:
+                cls, reg, baseline = self.mg_assigner.assign_chunk(
+                    anchors, anchors_xyxy, gt_boxes, gt_labels, loc.detach(), conf.detach(), with_iou_baseline, quotas
+                )
+            else:
+                cls = reg = self.iou_assigner.assign_chunk(anchors_xyxy, gt_boxes)
+        cls_positive, reg_positive = cls.state == POSITIVE, reg.state == POSITIVE
+
+        labels = torch.where(cls_positive, gather_per_anchor(gt_labels, cls.gt_index), BACKGROUND)
+        focal = sigmoid_focal_loss(conf, labels, cls.state != IGNORE, FOCAL_ALPHA, FOCAL_GAMMA)
+
+        # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
+        matched = torch.where(reg_positive.unsqueeze(2), gather_per_anchor(gt_boxes, reg.gt_index), anchors_xyxy)
+        box_loss = balanced_l1_loss(
+            loc, self.box_coder.encode(matched, anchors), BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA
+        )
+        box = torch.where(reg_positive.unsqueeze(2), box_loss, 0.0).sum()
+        return ChunkTerms(focal, cls_positive.sum(), box, reg_positive.sum(), cls, reg, baseline)
 
     @torch.no_grad()
     def _assignment_stats(
