@@ -8,7 +8,7 @@ from torchvision.ops import box_iou, nms
 
 from data.voc_eval import evaluate_voc
 from utils.box import BoxCoder, PriorBox
-from utils.postprocess import PRE_NMS_TOPK, PostProcessor
+from utils.postprocess import MAX_PRE_NMS_TOPK, PRE_NMS_TOPK, PostProcessor
 
 IMAGE_SIZES = torch.tensor([[480, 640], [333, 500], [100, 90]])  # (height, width)
 
@@ -144,27 +144,83 @@ def synthetic_set():
         })
     loc, conf = synthetic_detector_outputs(priors, gt_boxes, gt_labels, num_classes, generator)
 
-    def evaluate(pre_nms_topk):
-        detections = PostProcessor(priors, pre_nms_topk=pre_nms_topk)(loc, conf, image_sizes)
+    def evaluate(pre_nms_topk, max_pre_nms_topk=MAX_PRE_NMS_TOPK):
+        post = PostProcessor(priors, pre_nms_topk=pre_nms_topk, max_pre_nms_topk=max_pre_nms_topk)
+        detections = post(loc, conf, image_sizes)
         numpy_detections = [{k: v.numpy() for k, v in d.items()} for d in detections]
         return evaluate_voc(numpy_detections, ground_truth, [str(c) for c in range(num_classes)]), detections
 
     return conf, evaluate, evaluate(None)
 
 
+def same_scores(a, b):
+    return len(a["scores"]) == len(b["scores"]) and torch.equal(a["scores"], b["scores"])
+
+
+def same_detections(a, b):
+    """Equal detections, up to the order of equal scores (ties may come out in either order)."""
+    if not same_scores(a, b):
+        return False
+    order_a, order_b = (np.lexsort((d["labels"].numpy(), -d["scores"].numpy())) for d in (a, b))
+    return torch.equal(a["labels"][order_a], b["labels"][order_b]) and torch.equal(a["boxes"][order_a], b["boxes"][order_b])
+
+
 @pytest.mark.parametrize("pre_nms_topk", [PRE_NMS_TOPK, 150])
-def test_pre_nms_topk_leaves_map_unchanged_on_a_synthetic_set(synthetic_set, pre_nms_topk):
-    # Both values cut candidates; the default still returns exactly the exact detections here, and 150 changes
-    # the low-scoring tail of the detections but not the mAP.
+def test_pre_nms_topk_gives_the_exact_detections_on_a_synthetic_set(synthetic_set, pre_nms_topk):
+    # Both values cut candidates. The default returns the exact detections at once; 150 leaves images whose
+    # result the cut changed, which the re-runs with more candidates make exact.
     conf, evaluate, (exact, exact_detections) = synthetic_set
     assert (torch.sigmoid(conf) > 0.005).sum(dim=(1, 2)).min() > 10 * PRE_NMS_TOPK  # the top-k does cut
-    cut, cut_detections = evaluate(pre_nms_topk)
-    differ = [len(a["scores"]) != len(b["scores"]) or not torch.equal(a["scores"], b["scores"])
-              for a, b in zip(exact_detections, cut_detections)]
-    assert any(differ) == (pre_nms_topk < PRE_NMS_TOPK)
+    plain, plain_detections = evaluate(pre_nms_topk, max_pre_nms_topk=pre_nms_topk)  # no re-run
+    assert all(map(same_scores, exact_detections, plain_detections)) == (pre_nms_topk == PRE_NMS_TOPK)
     assert 0.5 < exact["mAP"] < 1.0
-    assert cut["mAP"] == exact["mAP"]
-    np.testing.assert_array_equal(cut["per_threshold_AP"], exact["per_threshold_AP"])  # NaN: classes without objects
+    assert plain["mAP"] == exact["mAP"]  # here the plain cut drops only the low-scoring tail
+    np.testing.assert_array_equal(plain["per_threshold_AP"], exact["per_threshold_AP"])  # NaN: no-object classes
+    _, detections = evaluate(pre_nms_topk)
+    assert all(map(same_detections, detections, exact_detections))
+
+
+def crowded_image_outputs(priors, num_classes=5):
+    """One image where 4 classes score high (0.95-0.98) on 300 overlapping small anchors, 1,200 pairs in all,
+    and class 4 scores 0.5 on one large anchor elsewhere: below rank 1,000, and fewer than 300 boxes survive
+    NMS among the 1,200, so a plain top-1,000 loses that detection."""
+    loc = torch.zeros(1, len(priors), 4)
+    conf = torch.full((1, len(priors), num_classes), -10.0)
+    conf[0, :300, :4] = torch.linspace(3.0, 4.0, 1200).view(300, 4)
+    lone = int(torch.argmax(priors[:, 2] * priors[:, 3] - priors[:, 0] - priors[:, 1]))  # a large anchor, low right
+    conf[0, lone, 4] = 0.0
+    return loc, conf, lone
+
+
+def test_re_runs_recover_a_detection_a_plain_top_k_loses(priors):
+    loc, conf, lone = crowded_image_outputs(priors)
+    sizes = IMAGE_SIZES[:1]
+    exact = PostProcessor(priors, pre_nms_topk=None)(loc, conf, sizes)[0]
+    plain = PostProcessor(priors, max_pre_nms_topk=PRE_NMS_TOPK)(loc, conf, sizes)[0]
+    assert len(exact["scores"]) < 300 and 4 in exact["labels"].tolist()
+    assert 4 not in plain["labels"].tolist()
+    assert same_detections(PostProcessor(priors)(loc, conf, sizes)[0], exact)
+    dense = PostProcessor(priors, dense_nms=True)(loc, conf, sizes)[0]  # the CUDA path's NMS, run on the CPU
+    assert same_detections(dense, exact)
+    padded = PostProcessor(priors, dense_nms=True).padded(loc, conf, sizes)
+    assert padded.complete.tolist() == [False] and padded.settled.tolist() == [True]
+
+
+def test_non_finite_boxes_are_no_candidates(priors):
+    # A diverged model's NaN box must not poison NMS (torchvision's batched_nms offsets boxes by their maximum)
+    generator = torch.Generator().manual_seed(9)
+    loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
+    conf = distinct_logits(generator, 1, len(priors), 3)
+    best = int(conf[0].max(dim=1).values.argmax())  # the anchor of the top candidate
+    broken = loc.clone()
+    broken[0, best] = float("nan")
+    without = conf.clone()
+    without[0, best] = -30.0  # the same anchor, scoring nothing
+    expected = PostProcessor(priors)(loc, without, IMAGE_SIZES[:1])[0]
+    for dense_nms in (False, True):
+        detections = PostProcessor(priors, dense_nms=dense_nms)(broken, conf, IMAGE_SIZES[:1])[0]
+        assert torch.isfinite(detections["boxes"]).all()
+        assert same_detections(detections, expected)
 
 
 def test_mismatched_anchor_count_is_a_clear_error(priors):
@@ -218,7 +274,7 @@ def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
     conf = distinct_logits(generator, 3, len(priors), 20)
     on_cpu = PostProcessor(priors)(loc, conf, IMAGE_SIZES)
     post = PostProcessor(priors.cuda())
-    assert post._use_dense_nms(torch.device("cuda"))
+    assert post._use_dense_nms(torch.device("cuda"), post.pre_nms_topk)
     on_cuda = [{k: v.cpu() for k, v in d.items()} for d in post(loc.cuda(), conf.cuda(), IMAGE_SIZES.cuda())]
     for cuda_detections, cpu_detections in zip(on_cuda, on_cpu):  # the GPU's sigmoid may differ by one ulp
         assert torch.equal(cuda_detections["labels"], cpu_detections["labels"])

@@ -5,9 +5,10 @@ batch 1 on an H200 when eager PyTorch launches its few hundred kernels one by on
 replays them (docs/benchmarks.md). :class:`CUDAGraphDetector` captures the model and
 :meth:`utils.postprocess.PostProcessor.padded` (fixed-size outputs, a fixed number of NMS steps, no host sync)
 once, then each call copies the images in, replays the graph and copies the detections out: one host sync per
-batch. An image whose NMS the fixed steps did not finish (rare: 12 steps settled every image of untrained
-detectors, whose 1,000 candidates per image all pass the score threshold) is post-processed again by the exact
-path, so results always equal :class:`~utils.postprocess.PostProcessor`'s dense NMS.
+batch. When an image's NMS the fixed steps did not finish (rare: 12 steps settled every image of untrained
+detectors, whose 1,000 candidates per image all pass the score threshold), or its pre-NMS top-k may have changed
+its detections (``PaddedDetections.complete``), the batch is post-processed again by
+:class:`~utils.postprocess.PostProcessor` itself, so results always equal its own.
 """
 from __future__ import annotations
 
@@ -91,8 +92,10 @@ class CUDAGraphDetector:
         self.image_sizes[:count].copy_(torch.as_tensor(image_sizes).reshape(count, 2), non_blocking=True)
         self.graph.replay()
         outputs = self._to_host(self.outputs)
-        if not bool(outputs.settled[:count].all()):  # the fixed NMS steps left an image unfinished: exact path
-            outputs = self._to_host(self.postprocessor.padded(self.loc, self.conf, self.image_sizes))
+        if not bool((outputs.settled[:count] & outputs.complete[:count]).all()):
+            # the fixed NMS steps left an image unfinished, or its top-k was not exact: the exact path
+            exact = self.postprocessor(self.loc[:count], self.conf[:count], self.image_sizes[:count])
+            return [{key: value.cpu().numpy() for key, value in detections.items()} for detections in exact]
         return [
             {key: getattr(outputs, key)[i, :n].numpy().copy() for key in ("boxes", "scores", "labels")}
             for i, n in enumerate(outputs.counts[:count].tolist())

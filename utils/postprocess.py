@@ -6,23 +6,28 @@ Steps, for the whole batch at once:
    original (width, height, width, height): 0-based continuous pixels, inside the image;
 2. ``scores = sigmoid(conf)``, one score per (anchor, class) pair;
 3. **pre-NMS top-k** (not in the authors' code): keep the ``pre_nms_topk`` highest (anchor, class) scores
-   of each image, then those strictly above ``score_thresh`` (0.005, as the authors);
+   of each image, then those strictly above ``score_thresh`` (0.005, as the authors); a box that is not finite
+   (a diverged model's NaN) is no candidate;
 4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
    (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
-5. at most ``max_per_image`` (300) detections per image, the highest scores first.
+5. at most ``max_per_image`` (300) detections per image, the highest scores first;
+6. images whose result the top-k may have changed are run again with 4x the candidates (see below).
 
 ``PostProcessor.padded`` runs the dense path into fixed-size tensors (:class:`PaddedDetections`) with no host
 sync when given a fixed number of NMS steps: what a CUDA graph can capture (``utils/cuda_graph.py``). A flag per
 image says whether those steps settled NMS; where they did not, the caller re-runs the exact path.
 
-Why top-k is harmless: greedy NMS decides a box only from boxes that score higher, so dropping the
-candidates ranked below k changes nothing above them. The result equals the exact one whenever an image
-keeps at least ``max_per_image`` detections from its top k, or has at most k candidates above the
-threshold. The default k = 1000 per image (detectron2 and mmdetection keep 1000 per pyramid level)
-bounds the NMS input at 1000 * B boxes: without it an untrained or weak model passes all A * C pairs
-(1,020,000 per image on COCO at 320) and NMS takes minutes. ``tests/test_postprocess.py`` checks the
-lossless case exactly and that mAP is unchanged on a synthetic set where the top-k cuts candidates.
+When the top-k is exact: greedy NMS decides a box only from boxes that score higher, so dropping the
+candidates ranked below k changes nothing above them. An image's detections equal the exact ones (NMS over
+every candidate, as the authors) when it keeps at least ``max_per_image`` detections from its top k, or has
+at most k candidates above the threshold. Where neither holds (e.g. many overlapping high scores around
+large objects push a small object's box below rank k), the image is post-processed again with 4x the
+candidates, until one of the two holds or k reaches ``max_pre_nms_topk`` (16,000; None: all candidates).
+So ``__call__`` is exact for every image with at most 16,000 candidates above the threshold, and the first
+pass with k = 1000 (detectron2 and mmdetection keep 1000 per pyramid level) keeps the common case fast: with no
+top-k at all, an untrained or weak model passes all A * C pairs (1,020,000 per image on COCO at 320) to NMS,
+which then takes minutes. ``PaddedDetections.complete`` tells which images the first pass already got exactly.
 
 Differences from the authors, on purpose: torchvision's NMS measures IoU on continuous coordinates (the
 authors' NumPy NMS added 1 pixel to widths and heights), and the per-image cap keeps exactly 300 boxes
@@ -40,6 +45,8 @@ from utils.box import BoxCoder
 from utils.nms import nms_steps, settle_nms, suppression_matrix
 
 PRE_NMS_TOPK = 1000
+MAX_PRE_NMS_TOPK = 16_000  # the re-runs' largest top-k (step 6)
+TOPK_GROWTH = 4
 DENSE_NMS_MAX_CANDIDATES = 4096  # per image; the dense NMS holds a [B, k, k] matrix
 
 
@@ -50,7 +57,9 @@ class PaddedDetections(NamedTuple):
     scores: ``[B, M]`` float32, descending within an image; labels: ``[B, M]`` int64 0..C-1;
     counts: ``[B]`` int64, detections per image: rows from ``counts[b]`` on are padding (boxes and scores 0, label -1);
     settled: ``[B]`` bool, False where a fixed number of NMS steps did not finish an image's NMS (its rows are
-    then not greedy NMS's; see :meth:`PostProcessor.padded`).
+    then not greedy NMS's; see :meth:`PostProcessor.padded`);
+    complete: ``[B]`` bool, False where candidates below the pre-NMS top-k could change the image's detections
+    (``PostProcessor.__call__`` runs those images again with more candidates).
     """
 
     boxes: Tensor
@@ -58,6 +67,7 @@ class PaddedDetections(NamedTuple):
     labels: Tensor
     counts: Tensor
     settled: Tensor
+    complete: Tensor
 
     def to_list(self) -> list[dict[str, Tensor]]:
         """The ``PostProcessor.__call__`` form: B dicts of ``boxes [n, 4]``, ``scores [n]``, ``labels [n]`` (one host sync)."""
@@ -111,8 +121,10 @@ class PostProcessor:
         priors: ``[A, 4]`` anchors, cxcywh normalised (``PriorBox().forward()``).
         score_thresh: keep scores strictly above this.
         nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
-        pre_nms_topk: candidates kept per image before NMS; ``None`` keeps all (exact, slow).
+        pre_nms_topk: candidates kept per image before NMS in the first pass; ``None`` keeps all (exact, slow).
         max_per_image: detections kept per image after NMS.
+        max_pre_nms_topk: the largest top-k of the re-runs that make ``__call__`` exact (module docstring, step 6);
+            ``None``: up to every candidate; ``pre_nms_topk`` itself: no re-run (a plain top-k).
         box_coder: decodes ``loc``; default ``BoxCoder()`` with variances (0.1, 0.2).
         dense_nms: run NMS with :func:`utils.nms.dense_batched_nms` (True) or ``torchvision.ops.batched_nms``
             (False); None picks dense on CUDA when ``pre_nms_topk`` is at most ``DENSE_NMS_MAX_CANDIDATES``.
@@ -127,6 +139,7 @@ class PostProcessor:
         max_per_image: int = 300,
         box_coder: BoxCoder | None = None,
         dense_nms: bool | None = None,
+        max_pre_nms_topk: int | None = MAX_PRE_NMS_TOPK,
     ) -> None:
         if priors.dim() != 2 or priors.shape[1] != 4:
             raise ValueError(f"PostProcessor: priors must be [A, 4] cxcywh, got shape {tuple(priors.shape)}")
@@ -137,6 +150,7 @@ class PostProcessor:
         self.nms_thresh = nms_thresh
         self.pre_nms_topk = pre_nms_topk
         self.max_per_image = max_per_image
+        self.max_pre_nms_topk = max_pre_nms_topk
         self.box_coder = box_coder or BoxCoder()
         self.dense_nms = dense_nms
         if dense_nms:
@@ -156,26 +170,51 @@ class PostProcessor:
             of the original image, ``"scores"`` float32 ``[n]`` (descending), ``"labels"`` int64 ``[n]`` 0..C-1.
         """
         boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
-        device, (batch, _, num_classes) = boxes.device, scores.shape
-        if self._use_dense_nms(device):
-            return self._dense_nms_detections(boxes, scores, steps=None).to_list()
-        candidate_boxes, candidate_scores, labels, image_index = top_candidates(
-            boxes, scores, self.score_thresh, self.pre_nms_topk
-        )
+        k = self.pre_nms_topk
+        detections, complete = self._detections(boxes, scores, k)
+        while not bool(complete.all()) and (k := self._wider_topk(k, scores)) is not None:
+            redo = torch.nonzero(~complete).squeeze(1)
+            again, complete[redo] = self._detections(boxes[redo], scores[redo], k)
+            for image, result in zip(redo.tolist(), again):
+                detections[image] = result
+        return detections
+
+    def _wider_topk(self, k: int | None, scores: Tensor) -> int | None:
+        """The next re-run's top-k (step 6), or None when no re-run may go further."""
+        largest = self.max_pre_nms_topk or scores.shape[1] * scores.shape[2]
+        if k is None or k >= largest:
+            return None
+        return min(k * TOPK_GROWTH, largest)
+
+    def _detections(self, boxes: Tensor, scores: Tensor, k: int | None) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """Steps 3-5 with top-k ``k``: the detections of each image and its ``[B]`` bool ``complete`` flag."""
+        if self._use_dense_nms(boxes.device, k):
+            padded = self._dense_nms_detections(boxes, scores, k, steps=None)
+            return padded.to_list(), padded.complete
+        batch, _, num_classes = scores.shape
+        candidate_boxes, candidate_scores, labels, image_index = top_candidates(boxes, scores, self.score_thresh, k)
         kept = batched_nms(candidate_boxes, candidate_scores, image_index * num_classes + labels, self.nms_thresh)
         kept = kept[torch.sort(image_index[kept], stable=True).indices]  # by image, scores still descending
         kept_image = image_index[kept]
         counts = torch.bincount(kept_image, minlength=batch)  # [B]
-        rank = torch.arange(len(kept), device=device) - (counts.cumsum(0) - counts)[kept_image]
+        rank = torch.arange(len(kept), device=boxes.device) - (counts.cumsum(0) - counts)[kept_image]
         kept = kept[rank < self.max_per_image]
 
         per_image = counts.clamp(max=self.max_per_image).tolist()
-        return [
+        detections = [
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(
                 candidate_boxes[kept].split(per_image), candidate_scores[kept].split(per_image), labels[kept].split(per_image)
             )
         ]
+        return detections, self._complete(scores, k, counts)
+
+    def _complete(self, scores: Tensor, k: int | None, counts: Tensor) -> Tensor:
+        """``[B]`` bool: the top-k result is exact (at most k candidates above the threshold, or a full image)."""
+        if k is None:
+            return torch.ones_like(counts, dtype=torch.bool)
+        above = (scores > self.score_thresh).sum(dim=(1, 2))
+        return (above <= k) | (counts >= self.max_per_image)
 
     @torch.no_grad()
     def padded(self, loc: Tensor, conf: Tensor, image_sizes: Tensor, nms_steps: int | None = None) -> PaddedDetections:
@@ -191,7 +230,8 @@ class PostProcessor:
             :class:`PaddedDetections`; with ``nms_steps=None`` every image is settled and the rows equal ``__call__``'s.
         """
         self._check_fits_dense_nms("padded")
-        return self._dense_nms_detections(*self._boxes_and_scores(loc, conf, image_sizes), steps=nms_steps)
+        boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
+        return self._dense_nms_detections(boxes, scores, self.pre_nms_topk, steps=nms_steps)
 
     def _boxes_and_scores(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
         """Steps 1-2: ``boxes [B, A, 4]`` float32 pixels of the original images and ``scores [B, A, C]``."""
@@ -206,29 +246,32 @@ class PostProcessor:
             self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
         image_sizes = torch.as_tensor(image_sizes, device=device).reshape(batch, 2)
         boxes = self.box_coder.decode(loc.float(), self.priors).clamp_(0.0, 1.0)  # [B, A, 4] normalised
+        finite = torch.isfinite(boxes).all(dim=2, keepdim=True)  # [B, A, 1]; NaN survives the clamp
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
-        return boxes * scale[:, None, :], conf.float().sigmoid()
+        boxes = torch.where(finite, boxes, 0.0) * scale[:, None, :]
+        return boxes, torch.where(finite, conf.float().sigmoid(), 0.0)
 
-    def _use_dense_nms(self, device: torch.device) -> bool:
-        if self.dense_nms is not None:
-            return self.dense_nms
-        return device.type == "cuda" and self._fits_dense_nms()
+    def _use_dense_nms(self, device: torch.device, k: int | None) -> bool:
+        if not self._fits_dense_nms(k):
+            return False
+        return self.dense_nms if self.dense_nms is not None else device.type == "cuda"
 
-    def _fits_dense_nms(self) -> bool:
-        """Whether the dense NMS can take the pre-NMS candidates: it holds a ``[B, k, k]`` matrix."""
-        return self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
+    @staticmethod
+    def _fits_dense_nms(k: int | None) -> bool:
+        """Whether the dense NMS can take a top-k of ``k`` (None: all) candidates: it holds a ``[B, k, k]`` matrix."""
+        return k is not None and k <= DENSE_NMS_MAX_CANDIDATES
 
     def _check_fits_dense_nms(self, what: str) -> None:
-        if not self._fits_dense_nms():
+        if not self._fits_dense_nms(self.pre_nms_topk):
             raise ValueError(
                 f"PostProcessor: {what} needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES} (a [B, k, k] matrix), "
                 f"got {self.pre_nms_topk}"
             )
 
-    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, steps: int | None) -> PaddedDetections:
-        """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``;
-        ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
-        top_scores, top_anchors, top_labels = ranked_pairs(scores, self.pre_nms_topk)
+    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, k: int, steps: int | None) -> PaddedDetections:
+        """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``,
+        top-k ``k``; ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
+        top_scores, top_anchors, top_labels = ranked_pairs(scores, k)
         top_boxes = boxes.gather(1, top_anchors.unsqueeze(2).expand(-1, -1, 4))  # [B, k, 4]
         valid = top_scores > self.score_thresh
         suppresses = suppression_matrix(top_boxes, top_labels, valid, self.nms_thresh)
@@ -248,4 +291,5 @@ class PostProcessor:
             labels=torch.where(is_row, top_labels.gather(1, order), -1),
             counts=counts,
             settled=settled,
+            complete=self._complete(scores, k, counts),
         )
