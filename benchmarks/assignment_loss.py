@@ -14,7 +14,7 @@ the targets on the host, as in training (it copies them itself); the reference g
 and class count, by self device time. ``--focal-bound`` adds, per device, the time of the one term every criterion
 must compute over all ``[B, A, C]`` logits (the target-0 focal loss, summed), eager and fused by ``torch.compile``
 (needs a C++ compiler on CPU): reference time / that time bounds the speed-up of any batched criterion.
-``--compile`` adds ``MultiBoxLoss(..., compile=True)`` (what ``main.py --compile`` trains with): its best time after
+``--compile`` adds ``MultiBoxLoss(..., compile=True)`` (assignment + losses as one graph): its best time after
 the compiling call, and how long that first call took; ``--profile`` then profiles it too.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--focal-bound", action="store_true",
                         help="time the all-logits focal term alone (eager and torch.compile): the bound on any speed-up")
     parser.add_argument("--compile", action="store_true",
-                        help="also time MultiBoxLoss(compile=True), as main.py --compile trains")
+                        help="also time MultiBoxLoss(compile=True): assignment + losses as one torch.compile graph")
     args = parser.parse_args()
 
     devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]

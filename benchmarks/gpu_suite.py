@@ -21,7 +21,7 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
 5. ``loader``: real data through ``utils.engine.build_train_loader`` and ``utils.engine.train`` (JPEG decode and
    the paper's augmentation in worker processes, pinned memory), and the loader alone.
 6. ``compile``: the best ``ladder`` rung + ``torch.compile(model)``, then + the compiled criterion
-   (``MultiBoxLoss(compile=True)``; the two together are ``main.py --compile``), compile times reported.
+   (``MultiBoxLoss(compile=True)``, not yet in ``main.py --compile``), compile times reported.
 7. ``grid``: the rest of the ``train`` grid (every version at 320 and 512) and of the ``inference`` grid (every
    version at 320).
 
@@ -164,7 +164,7 @@ LADDER = (
     ("+ fused SGD", StepOptions(precision="bf16", fused_sgd=True)),
 )
 COMPILED = ("+ torch.compile(model)", StepOptions(precision="bf16", fused_sgd=True, compile=True))
-COMPILED_LOSS = ("+ compiled criterion (main.py --compile)",
+COMPILED_LOSS = ("+ compiled criterion",
                  StepOptions(precision="bf16", fused_sgd=True, compile=True, compile_loss=True))
 
 # Estimated seconds per case on an H100/H200 (model build, cudnn autotuning, warm-up and timed steps); the
