@@ -105,3 +105,9 @@ def test_check_same_run_refuses_a_changed_schedule():
         check_same_run("w.pth", saved, saved | {"batch_size": 16})
     with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
         check_same_run("w.pth", saved, saved | {"world_size": 2})
+    saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None}
+    for changed in ({"expand_prob": 0.0}, {"mutual_guide_from": 500}, {"amp": "bf16"}):
+        key = next(iter(changed))
+        with pytest.raises(CheckpointError, match=f"with --{key} .*, this run has {changed[key]}"):
+            check_same_run("w.pth", saved, saved | changed)
+    check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})

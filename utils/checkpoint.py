@@ -21,8 +21,12 @@ FORMAT = "mutual-guidance-checkpoint-v1"
 
 # Flags that fix the network; a checkpoint only loads into a model built with the same values.
 ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
-# Flags that fix the data stream and the schedule; ``--resume`` continues exactly only when they are unchanged.
-RUN_KEYS = ("dataset", "mutual_guide", "batch_size", "world_size", "lr", "warm_iter", "epochs", "max_iter", "seed")
+# Flags that fix the data stream, the schedule and the arithmetic; ``--resume`` continues exactly only when they are
+# unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
+RUN_KEYS = (
+    "dataset", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter", "epochs",
+    "max_iter", "seed", "expand_prob", "amp",
+)
 
 
 class CheckpointError(RuntimeError):
