@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, detection_collate
+from data.errors import original_message
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from utils.box import PriorBox
@@ -121,9 +123,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO layout); "
                            "case-insensitive")
     data.add_argument("--data_root", type=str, default=None,
-                      help="dataset folder (default: datasets/VOCdevkit, datasets/coco2017, datasets/shapes)")
+                      help="dataset folder (default: the repository's datasets/VOCdevkit, datasets/coco2017, "
+                           "datasets/shapes, wherever main.py is run from)")
     data.add_argument("--classes", type=str, default=None,
                       help="custom datasets: comma-separated class names or a file with one name per line")
+    data.add_argument("--skip_unknown_classes", action="store_true",
+                      help="VOC-layout data: leave out the objects whose class is not in --classes (counted in one "
+                           "warning) instead of stopping with an error; e.g. to train on a few of the VOC classes")
     data.add_argument("--workers", type=int, default=None,
                       help="DataLoader worker processes (default: the cores per training process - 1, from 2 to 12; "
                            "2 for shapes)")
@@ -202,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
             return run_evaluation_only(args, device, ctx)
         return run_training(args, device, ctx)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
-        log_error(ctx, f"error: {error}")
+        log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
     finally:
         cleanup_distributed()
@@ -253,7 +259,8 @@ def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | Non
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
-                         augment=train, seed=args.seed, expand_probability=args.expand_prob)
+                         augment=train, seed=args.seed, expand_probability=args.expand_prob,
+                         skip_unknown_classes=args.skip_unknown_classes)
 
 
 def run_use(args: argparse.Namespace, device: torch.device) -> int:
@@ -274,6 +281,8 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     """Decode every image of both splits and check every box; a problem raises DataError (exit code 2)."""
     for split in ("train", "test"):
         dataset = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+        for note in dataset.notes:
+            log.info(note)
         report = check_dataset(dataset, workers=max(args.workers, 1))
         log.info(f"{args.dataset} {split}: {report.summary()}")
     return 0
@@ -328,6 +337,20 @@ def run_config(args: argparse.Namespace, ctx: DistributedContext) -> dict:
     return config
 
 
+class BatchCounter:
+    """Iterates a training loader and counts the batches handed out. The loop asks for a batch only after finishing
+    the previous iteration, so when loading one fails, ``delivered`` iterations of this run are complete."""
+
+    def __init__(self, loader: Iterable):
+        self.loader = loader
+        self.delivered = 0
+
+    def __iter__(self) -> Iterator:
+        for batch in self.loader:
+            yield batch
+            self.delivered += 1
+
+
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
     name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
@@ -338,6 +361,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
 
     torch.manual_seed(args.seed)
     dataset = make_dataset(args, "train", args.size, train=True)
+    for note in dataset.notes:
+        log.info(note)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size
     if not 0 <= args.warm_iter < max_iter:
@@ -406,8 +431,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if args.compile:
         log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
         train_model = torch.compile(train_model)
-    loader = build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
-                                detection_collate, ctx, pin_memory=device.type == "cuda")
+    loader = BatchCounter(build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
+                                             detection_collate, ctx, pin_memory=device.type == "cuda"))
     settings = TrainSettings(
         max_iter=max_iter, epoch_size=epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
         log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
@@ -428,6 +453,22 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     except TrainingInterrupted as stop:
         log.info(f"{stop}; checkpoint {checkpoint_path} saved, continue with the same command plus --resume")
         return EXIT_INTERRUPTED
+    except DataError as error:  # an image that fails to load (found by --check_data before training)
+        log_error(ctx, f"error: {original_message(error)}")
+        # torch's re-raise of a worker's error makes a reference cycle (exception -> traceback -> frame -> exception)
+        # that keeps the abandoned loader and its workers alive; they ignore SIGTERM, so the exit would wait forever
+        error.__traceback__ = None
+        done = start_iter + loader.delivered
+        finite = all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point())
+        if done > start_iter and finite:
+            save(done)
+            outcome = f"saved {checkpoint_path} after iteration {done}"
+        else:
+            kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint was saved"
+            outcome = kept if finite else f"the weights are not finite, so {kept}"
+        log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then continue with the same "
+                 "command plus --resume (--check_data scans every image)")
+        return EXIT_BAD_INPUT
     save(max_iter)
     log.info(f"saved {checkpoint_path}")
     metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)

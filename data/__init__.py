@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from data.checks import DataReport, check_dataset
@@ -13,7 +14,7 @@ from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -23,9 +24,11 @@ __all__ = [
 
 DATASET_NAMES = ("voc", "coco", "shapes", "custom")
 SPLITS = ("train", "test")
-DEFAULT_ROOTS = {"voc": "datasets/VOCdevkit", "coco": "datasets/coco2017", "shapes": "datasets/shapes"}
+# the repository's datasets/ (where data/scripts/*.sh download), whatever the current folder
+DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
+DEFAULT_ROOTS = {"voc": DATASETS_DIR / "VOCdevkit", "coco": DATASETS_DIR / "coco2017", "shapes": DATASETS_DIR / "shapes"}
 VOC_YEAR_FOLDER = re.compile(r"VOC\d{4}")
-# list files of a single VOC-layout folder, by preference
+# list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the test list)
 VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 
 
@@ -54,16 +57,53 @@ def _voc_devkit_sets(root: Path, split: str) -> list[tuple[Path, str]]:
     return [(root / "VOC2007", "test")]
 
 
-def _voc_folder_list(folder: Path, split: str) -> str:
-    for name in VOC_LISTS[split]:
-        if (folder / "ImageSets" / "Main" / f"{name}.txt").is_file():
-            return name
-    expected = " or ".join(f"{folder}/ImageSets/Main/{name}.txt" for name in VOC_LISTS[split])
-    raise DatasetNotFoundError(f"{expected} not found: list the {split} image ids there, one per line")
+def _voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
+    """The list (``ImageSets/Main/<name>.txt``) that ``split`` reads in one VOC-layout folder, and a note for the run
+    log when the choice needs explaining.
+
+    test: ``test.txt``, else ``val.txt``. train: ``trainval.txt``, else ``train.txt``; but ``train.txt`` whenever the
+    test split reads ``val.txt``, since in the VOC layout ``trainval = train + val`` would train on the test images.
+    """
+    lists = folder / "ImageSets" / "Main"
+    present = [name for name in (*VOC_LISTS["train"], *VOC_LISTS["test"]) if (lists / f"{name}.txt").is_file()]
+    test = next((name for name in VOC_LISTS["test"] if name in present), None)
+    if split == "train" and test == "val" and "train" in present:
+        note = None
+        if "trainval" in present:
+            note = (f"{lists}: there is no test.txt, so val.txt is the test split and training reads train.txt "
+                    "instead of trainval.txt (which also holds the val images)")
+        return "train", note
+    chosen = test if split == "test" else next((name for name in VOC_LISTS["train"] if name in present), None)
+    if chosen is None:
+        expected = " or ".join(f"{lists}/{name}.txt" for name in VOC_LISTS[split])
+        raise DatasetNotFoundError(f"{expected} not found: list the {split} image ids there, one per line")
+    return chosen, None
 
 
 def _is_voc_folder(folder: Path) -> bool:
     return (folder / "Annotations").is_dir() and (folder / "JPEGImages").is_dir()
+
+
+def _voc_image_sets(root: Path, split: str, devkit: bool) -> tuple[list[tuple[Path, str]], str | None]:
+    """``(folder, list name)`` pairs of ``split`` for a VOCdevkit ``root`` or a single VOC-layout folder, and a note."""
+    if devkit:
+        return _voc_devkit_sets(root, split), None
+    name, note = _voc_folder_list(root, split)
+    return [(root, name)], note
+
+
+def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], **options) -> VOCDetection:
+    """The VOC-layout dataset of ``split``, after checking that no image of the test split is in the train split."""
+    image_sets, note = _voc_image_sets(root, split, devkit)
+    try:
+        other_sets, _ = _voc_image_sets(root, "test" if split == "train" else "train", devkit)
+    except DatasetNotFoundError:  # reported when that split is built
+        other_sets = []
+    check_disjoint_splits(*((image_sets, other_sets) if split == "train" else (other_sets, image_sets)))
+    dataset = VOCDetection(image_sets, classes, **options)
+    if note:
+        dataset.notes.append(note)
+    return dataset
 
 
 def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> VOCDetection:
@@ -75,14 +115,14 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
                     "(or pass --data_root a VOCdevkit or VOC-layout folder)"
                 )
         hint = "re-run data/scripts/VOC2007.sh and VOC2012.sh"
-        return VOCDetection(_voc_devkit_sets(root, split), classes or VOC_CLASSES, download_hint=hint, **options)
+        return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)
     if classes is None:
         if not VOC_YEAR_FOLDER.fullmatch(root.name):
             raise DataError(
                 f"--data_root {root} is a custom VOC-layout folder: give its class names with --classes a,b,c or a file"
             )
         classes = list(VOC_CLASSES)
-    return VOCDetection([(root, _voc_folder_list(root, split))], classes, **options)
+    return _voc_dataset(root, split, False, classes, **options)
 
 
 def _build_coco(root: Path, split: str, **options) -> COCODetection:
@@ -97,7 +137,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
     if _is_voc_folder(root):
         if classes is None:
             raise DataError(f"--data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c or a file")
-        return VOCDetection([(root, _voc_folder_list(root, split))], classes, **options)
+        return _voc_dataset(root, split, False, classes, **options)
     annotation_file = find_coco_annotation(root, split)
     if annotation_file is None:
         raise DatasetNotFoundError(
@@ -129,14 +169,18 @@ def build_dataset(
 ) -> DetectionDataset:
     """Build a dataset whose items are ``(image float32 [3, size, size], target float32 [n, 5], index)``.
 
-    - ``name`` (case-insensitive): ``voc`` (default root ``datasets/VOCdevkit``: train = VOC2007+2012 trainval, test =
-      VOC2007 test; or a single VOC-layout folder with ``classes``), ``coco`` (``datasets/coco2017``: train2017 with
-      empty images dropped as the authors / val2017 with all images), ``shapes`` (generated on first use), ``custom``
-      (``data_root`` in VOC layout with ``classes``, or COCO layout ``annotations/instances_<split>*.json``).
+    - ``name`` (case-insensitive): ``voc`` (default root: the repository's ``datasets/VOCdevkit``, whatever the
+      current folder: train = VOC2007+2012 trainval, test = VOC2007 test; or a single VOC-layout folder with
+      ``classes``), ``coco`` (``datasets/coco2017``: train2017 with empty images dropped as the authors / val2017 with
+      all images), ``shapes`` (generated on first use), ``custom`` (``data_root`` in VOC layout with ``classes``, or
+      COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
+      ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a VOC-layout train split that shares
+      an image with the test split raises :class:`DataError`.
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
-    - ``seed``: the augmentation seed; ``skip_unknown_classes``: skip VOC objects of other classes (counted) instead of
-      raising; ``expand_probability``: how often the augmentation zooms out (the paper's 0.6).
+    - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of
+      classes not in ``classes`` (counted in one warning) instead of raising; ``expand_probability``: how often the
+      augmentation zooms out (the paper's 0.6).
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`.
     """
@@ -159,7 +203,7 @@ def build_dataset(
         from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 
         root = ensure_shapes_dataset(data_root or DEFAULT_ROOTS["shapes"], seed=0)
-        return VOCDetection([(Path(root), _voc_folder_list(Path(root), split))], SHAPES_CLASSES, **options)
+        return _voc_dataset(Path(root), split, False, SHAPES_CLASSES, **options)
     if data_root is None:
         raise DataError("--dataset custom needs --data_root (a VOC-layout or COCO-layout folder)")
     return _build_custom(Path(data_root), split, classes, **options)

@@ -1,14 +1,24 @@
 """``--check_data``: decode every image of a dataset and verify it against its annotation before training."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.dataset import DetectionDataset
 from data.errors import DataError, format_problems
+from data.loader import single_thread_opencv
+
+# libjpeg's warnings for damaged entropy-coded data; it prints them on stderr and OpenCV still returns an image
+LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+CHECK_BATCH = 32  # images per task handed to a checking process
 
 
 @dataclass
@@ -31,12 +41,57 @@ class DataReport:
         )
 
 
-def _image_problem(dataset: DetectionDataset, index: int) -> str | None:
-    try:
-        dataset.load_image(index)
-    except DataError as error:
-        return str(error)
+@contextlib.contextmanager
+def captured_stderr_fd() -> Iterator[list[str]]:
+    """Collect, as lines, what is written to file descriptor 2 inside the block, where C libraries such as libjpeg
+    print their warnings. The descriptor belongs to the whole process: use it where no other thread writes to it."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += capture.read().decode("utf-8", "replace").splitlines()
+
+
+def image_problem(dataset: DetectionDataset, index: int) -> str | None:
+    """Decode image ``index`` as training does and return its problem (or ``None``): missing, empty, truncated or
+    undecodable file, a size other than its annotation's, or JPEG data that libjpeg reports as corrupt (OpenCV then
+    returns damaged pixels and only warns on stderr). Not thread-safe: it captures the process's stderr."""
+    with captured_stderr_fd() as lines:
+        try:
+            dataset.load_image(index)
+        except DataError as error:
+            return str(error)
+    corrupt = [line for line in lines if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
+    other = [line for line in lines if line not in corrupt]
+    if other:
+        print("\n".join(other), file=sys.stderr, flush=True)
+    if corrupt:
+        return (
+            f"{dataset.image_path(index)}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
+            "re-download or re-encode the file"
+        )
     return None
+
+
+class _ImageProblems(Dataset):
+    """Item ``i``: the problem of image ``i`` or ``""``; decoded in DataLoader worker processes, so that each capture
+    of stderr sees one decoder only."""
+
+    def __init__(self, dataset: DetectionDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> str:
+        return image_problem(self.dataset, index) or ""
 
 
 def _annotation_problems(dataset: DetectionDataset) -> list[str]:
@@ -53,16 +108,21 @@ def _annotation_problems(dataset: DetectionDataset) -> list[str]:
 
 
 def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = True) -> DataReport:
-    """Decode every image (threads; OpenCV releases the GIL) and check boxes and labels.
+    """Decode every image (in ``workers`` processes; 0 = in this one) and check boxes and labels.
 
     Raises one :class:`DataError` listing the first problems with their file names and the total count
-    (missing, unreadable or truncated images, images whose size differs from the annotation, invalid boxes/labels);
-    otherwise returns a :class:`DataReport`. Annotation-file problems were already raised when the dataset was built.
+    (missing, empty, truncated, undecodable or corrupt images, images whose size differs from the annotation, invalid
+    boxes/labels); otherwise returns a :class:`DataReport`. Annotation-file problems were already raised when the
+    dataset was built.
     """
     problems = _annotation_problems(dataset)
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        results = pool.map(lambda index: _image_problem(dataset, index), range(len(dataset)))
-        problems += [p for p in tqdm(results, total=len(dataset), desc="checking images", disable=not progress) if p]
+    if workers > 0:
+        single_thread_opencv()  # before the checking processes fork (see data/loader.py)
+    loader = DataLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
+    with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
+        for batch in loader:
+            problems += [problem for problem in batch if problem]
+            bar.update(len(batch))
     if problems:
         raise DataError(format_problems(f"--check_data on {len(dataset)} images", problems))
     annotations = dataset.annotations

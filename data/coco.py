@@ -2,10 +2,13 @@
 
 Facts §5: labels are positions in the json's ``getCatIds()`` order (contiguous 0..C-1 here; ``category_ids`` maps
 back). Boxes are cleaned as the authors do, in the project's 0-based continuous frame (COCO's own): ``[x, y, w, h]``
-becomes ``(x, y, x + w, y + h)`` clipped to the image, kept when ``area > 0`` and both sides exceed 6 px. The authors
+becomes ``(x, y, x + w, y + h)`` clipped to the image, kept when ``area > 0`` and both sides exceed 7 px. The authors
 used the inclusive ``x2 = x1 + w - 1`` and wrote results with ``w + 1``; in the continuous frame both are exact
-without the +-1, which removes their 1-pixel shrink of every box. Crowd boxes are trained on
-(the authors' choice, kept for reproduction; ``include_crowd=False`` drops them). The evaluator reads ``coco`` directly.
+without the +-1, which removes their 1-pixel shrink of every box. Their filter ``x2 - x1 > 6`` on that inclusive
+frame is ``side - 1 > 6``, i.e. ``side > 7`` here: the same boxes are dropped (inside the image; for a box reaching
+past the left/top edge they kept ``w - 1`` from the clipped ``x1``, here the part inside the image counts). Crowd
+boxes are trained on (the authors' choice, kept for reproduction; ``include_crowd=False`` drops them). The evaluator
+reads ``coco`` directly.
 """
 from __future__ import annotations
 
@@ -23,7 +26,12 @@ from pycocotools.coco import COCO
 from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
 from data.errors import DataError, DatasetNotFoundError, format_problems
 
-MIN_BOX_SIDE_PIXELS = 6
+# a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
+MIN_BOX_SIDE_PIXELS = 7
+# the keys every entry of each list needs: pycocotools' index and this module read them
+REQUIRED_KEYS = {
+    "images": ("id",), "annotations": ("id", "image_id", "category_id", "bbox"), "categories": ("id", "name"),
+}
 # COCO float boxes often overshoot the image by a fraction of a pixel; only larger overshoots are worth a warning
 OUTSIDE_TOLERANCE_PIXELS = 1.0
 
@@ -41,6 +49,9 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key) if isinstance(dataset, dict) else None, list):
             raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
+    problems = [f"{annotation_file}: {problem}" for problem in entry_problems(dataset)]
+    if problems:
+        raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -48,11 +59,50 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     return coco
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def entry_problems(dataset: dict) -> list[str]:
+    """Structure problems of a COCO json's ``images`` / ``annotations`` / ``categories`` lists, checked before
+    pycocotools indexes them (it fails on these with a bare ``KeyError`` / ``TypeError``): an entry that is not an
+    object, a missing key of :data:`REQUIRED_KEYS`, an id that is not an integer, a category name that is not a
+    non-empty string, an id used twice in ``images``, ``categories`` or ``annotations``. Each names the list and
+    the position."""
+    problems = []
+    for list_name, keys in REQUIRED_KEYS.items():
+        first_position: dict[object, int] = {}
+        for position, entry in enumerate(dataset[list_name]):
+            where = f"{list_name}[{position}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{where} is {type(entry).__name__} {entry!r:.40}, not an object {{...}}")
+                continue
+            missing = [key for key in keys if key not in entry]
+            if missing:
+                problems.append(f"{where} has no {', '.join(repr(k) for k in missing)} (needs {', '.join(keys)})")
+                continue
+            bad_ids = [key for key in ("id", "image_id", "category_id") if key in keys and not _is_id(entry[key])]
+            if bad_ids:
+                problems += [f"{where} {key!r} is {entry[key]!r:.40}, not an integer id" for key in bad_ids]
+                continue
+            if list_name == "categories" and not (isinstance(entry["name"], str) and entry["name"].strip()):
+                problems.append(f"{where} 'name' is {entry['name']!r:.40}, not a class name")
+            if entry["id"] in first_position:
+                problems.append(
+                    f"{where} repeats id {entry['id']!r} of {list_name}[{first_position[entry['id']]}]; "
+                    f"give every entry of '{list_name}' its own id"
+                )
+            else:
+                first_position[entry["id"]] = position
+    return problems
+
+
 def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The authors' cleaning of COCO ``[x, y, w, h]`` boxes ``[M, 4]`` in images of ``heights``/``widths`` ``[M]``.
 
     Returns 0-based continuous x1y1x2y2 float32 ``[M, 4]`` clipped to ``[0, W] x [0, H]`` and the keep mask ``[M]``
-    (area > 0, sides > 6 px after clipping).
+    (area > 0, sides > :data:`MIN_BOX_SIDE_PIXELS` = 7 px after clipping: the authors' ``x2 - x1 > 6`` on inclusive
+    pixel indices, whose side is one less).
     """
     x1 = np.clip(xywh[:, 0], 0, widths)
     y1 = np.clip(xywh[:, 1], 0, heights)
@@ -80,7 +130,7 @@ class COCODetection(DetectionDataset):
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
     missing image size, missing image file) before any training. Raw boxes with ``w <= 0`` / ``h <= 0`` (dropped) or
     reaching more than 1 px outside the image (clipped) give one counted :class:`DataWarning`; ``fixups`` holds the counts and
-    ``small_boxes_dropped`` the number removed by the authors' 6-pixel rule (expected, not warned).
+    ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side <= 7 px; expected, not warned).
     ``drop_empty=True`` removes images left without boxes (the authors' COCO train set, ~117k images).
     """
 

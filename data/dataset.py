@@ -19,6 +19,8 @@ from data.errors import DataError, DataWarning
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _TRAILING_PADDING = b"\x00\r\n "
+EXIF_ORIENTATION_TAG = 0x0112
+EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -50,6 +52,33 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode the file as an image")
     return image
+
+
+def exif_orientation(path: str | Path) -> int | None:
+    """The EXIF orientation tag (1-8) of an image file, ``None`` when it has none or cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(EXIF_ORIENTATION_TAG)
+    except (OSError, UnidentifiedImageError, SyntaxError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def size_mismatch_message(path: str | Path, stored_hw: tuple[int, int], annotated_hw: tuple[int, int]) -> str:
+    """The error for an image whose stored size differs from its annotation's; names an EXIF rotation when the
+    annotation has the size of the rotated view (the annotation was made on what viewers show, not the stored pixels)."""
+    (height, width), (expected_h, expected_w) = stored_hw, annotated_hw
+    message = f"{path}: image is {width}x{height} (WxH) but its annotation says {expected_w}x{expected_h}"
+    orientation = exif_orientation(path) if (width, height) == (expected_h, expected_w) else None
+    if orientation in EXIF_TRANSPOSING_ORIENTATIONS:
+        return (
+            f"{message}, the size after its EXIF orientation {orientation} (a 90-degree turn) that viewers apply; "
+            "images are read in their stored pixel order, as VOC and COCO annotate them: save the image turned "
+            "upright without the EXIF orientation tag, or annotate the stored pixels"
+        )
+    return f"{message}; fix the annotation's size"
 
 
 @dataclass(frozen=True)
@@ -135,7 +164,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     Augmentation randomness is drawn from ``numpy.random.default_rng((seed, epoch, i))``: the same sample gets the same
     augmentation whatever the number of workers, and :meth:`set_epoch` (called by the loader's sampler, see
     ``data/loader.py``) changes it per epoch. ``(seed, epoch)`` live in a shared-memory tensor so that persistent
-    workers see the new epoch.
+    workers see the new epoch. ``notes``: plain-word lines on how the split was chosen, for the run log.
     """
 
     kind: str = ""
@@ -143,6 +172,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __init__(self, annotations: Annotations, class_names: Sequence[str], transform: Transform, seed: int = 0):
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        self.notes: list[str] = []
         self.annotations = annotations
         self.class_names = list(class_names)
         self.transform = transform
@@ -181,11 +211,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         path = self.image_path(index)
         image = read_image(path)
         if image.shape[:2] != self.image_size(index):
-            expected_h, expected_w = self.image_size(index)
-            raise DataError(
-                f"{path}: image is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation says "
-                f"{expected_w}x{expected_h}; fix the annotation's size"
-            )
+            raise DataError(size_mismatch_message(path, image.shape[:2], self.image_size(index)))
         return image
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -1,9 +1,12 @@
 """Errors and warnings raised for bad or missing data. Every message names the file and the problem."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 PROBLEMS_SHOWN = 10
+# how torch.utils.data re-raises an exception of a DataLoader worker: its type, with this text and the traceback
+_WORKER_WRAPPED = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 
 
 class DataError(Exception):
@@ -25,3 +28,15 @@ def format_problems(header: str, problems: Sequence[str], limit: int = PROBLEMS_
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
+
+
+def original_message(error: BaseException) -> str:
+    """The message ``error`` was raised with, also when a DataLoader worker raised it: PyTorch then re-raises the
+    same type with "Caught DataError in DataLoader worker process N. Original Traceback ..." and the worker's
+    traceback, whose last entry is ``<module>.<type>: <original message>``."""
+    text = str(error)
+    if not _WORKER_WRAPPED.match(text):
+        return text
+    last_entry = f"\n{type(error).__module__}.{type(error).__qualname__}: "
+    start = text.rfind(last_entry)
+    return text[start + len(last_entry):].rstrip("\n") if start >= 0 else text

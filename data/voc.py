@@ -11,6 +11,7 @@ of x1/y1 that this fixes. :meth:`VOCDetection.ground_truth` returns the XML valu
 """
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,13 +97,59 @@ def _image_header_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot read the image header ({error})") from None
 
 
-def _find_image(folder: Path, image_id: str, filename: str | None) -> Path | None:
-    images = folder / "JPEGImages"
-    candidates = [images / f"{image_id}.jpg"]
-    if filename:
-        candidates.append(images / filename)
-    candidates += [images / f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]
-    return next((path for path in candidates if path.is_file()), None)
+class ImageFinder:
+    """Finds the image of an annotation in a ``JPEGImages`` folder, whatever the letter case of its extension or name.
+
+    Exact names are tried first (one ``stat`` each); the folder's listing is read once, on the first miss.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._by_lower_name: dict[str, str] | None = None
+
+    @staticmethod
+    def candidates(image_id: str, filename: str | None) -> list[str]:
+        """File names tried for ``image_id``, by preference: ``<id>.jpg``, the XML's ``<filename>``, other extensions."""
+        names = [f"{image_id}{IMAGE_EXTENSIONS[0]}"]
+        if filename:
+            names.append(filename)
+        return list(dict.fromkeys(names + [f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]))
+
+    def find(self, names: Sequence[str]) -> Path | None:
+        """The first of ``names`` present in the folder, matched exactly, else ignoring letter case; ``None`` if absent."""
+        exact = next((self.folder / name for name in names if (self.folder / name).is_file()), None)
+        if exact is not None:
+            return exact
+        if self._by_lower_name is None:
+            with os.scandir(self.folder) as entries:
+                self._by_lower_name = {entry.name.lower(): entry.name for entry in entries if entry.is_file()}
+        found = next((self._by_lower_name[n.lower()] for n in names if n.lower() in self._by_lower_name), None)
+        return None if found is None else self.folder / found
+
+
+def check_disjoint_splits(train_sets: Sequence[tuple[Path, str]], test_sets: Sequence[tuple[Path, str]]) -> None:
+    """Raise :class:`DataError` naming both list files when a ``(folder, image id)`` is in a train and a test list.
+
+    Lists that do not exist are skipped (they are reported when their split is built).
+    """
+    for test_folder, test_name in test_sets:
+        test_list = Path(test_folder) / "ImageSets" / "Main" / f"{test_name}.txt"
+        if not test_list.is_file():
+            continue
+        test_ids = set(read_image_list(test_list, ""))
+        for train_folder, train_name in train_sets:
+            train_list = Path(train_folder) / "ImageSets" / "Main" / f"{train_name}.txt"
+            if Path(train_folder).resolve() != Path(test_folder).resolve() or not train_list.is_file():
+                continue
+            shared = [image_id for image_id in read_image_list(train_list, "") if image_id in test_ids]
+            if shared:
+                examples = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+                raise DataError(
+                    f"{train_list} and {test_list} share {len(shared)} image id(s) ({examples}), so the model would be "
+                    f"tested on images it trained on: remove them from {train_list.name} (in the VOC layout "
+                    "train.txt + val.txt = trainval.txt; a folder tested on val.txt trains on train.txt) or list "
+                    "held-out images in test.txt"
+                )
 
 
 def read_image_list(list_file: Path, download_hint: str) -> list[str]:
@@ -152,6 +199,7 @@ class VOCDetection(DetectionDataset):
             folder = Path(folder)
             check_voc_folder(folder, download_hint)
             list_file = folder / "ImageSets" / "Main" / f"{list_name}.txt"
+            finder = ImageFinder(folder / "JPEGImages")
             for image_id in read_image_list(list_file, download_hint):
                 xml_path = folder / "Annotations" / f"{image_id}.xml"
                 try:
@@ -159,9 +207,13 @@ class VOCDetection(DetectionDataset):
                 except DataError as error:
                     problems.append(f"{error} (listed in {list_file})")
                     continue
-                image_path = _find_image(folder, image_id, parsed.filename)
+                names = ImageFinder.candidates(image_id, parsed.filename)
+                image_path = finder.find(names)
                 if image_path is None:
-                    problems.append(f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file})")
+                    problems.append(
+                        f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file}); "
+                        f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case"
+                    )
                     continue
                 if parsed.height <= 0 or parsed.width <= 0:
                     try:
@@ -178,7 +230,8 @@ class VOCDetection(DetectionDataset):
                     else:
                         problems.append(
                             f"{xml_path}: unknown class {obj.name!r} (classes: {', '.join(label_of)}); "
-                            "add it to --classes or skip unknown classes"
+                            "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
+                            "(counted in one warning)"
                         )
                 image_boxes = np.array([obj.box for obj in known], dtype=np.float32).reshape(-1, 4)
                 image_boxes[:, :2] -= 1  # XML 1-based inclusive -> 0-based continuous

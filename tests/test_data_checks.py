@@ -2,10 +2,13 @@
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
+from torch.utils.data import DataLoader
 
 from data import DataError, build_dataset, check_dataset
 from data.dataset import read_image
-from tests.test_data_voc import write_voc_folder
+from data.errors import original_message
+from tests.test_data_voc import voc_xml, write_voc_folder
 
 
 def write_jpeg(path, height=40, width=50):
@@ -74,3 +77,53 @@ def test_check_dataset_lists_every_bad_image(tmp_path):
     message = str(error.value)
     assert f"{cut}: truncated JPEG" in message
     assert "c.jpg: image is 50x41 (WxH) but its annotation says 50x40" in message
+
+
+def corrupt_the_middle(path):
+    """Insert a restart marker in the middle of the entropy-coded data: libjpeg warns "Corrupt JPEG data: premature
+    end of data segment" on stderr and OpenCV still returns an image (with damaged pixels)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + b"\xff\xd0" + data[len(data) // 2:])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_check_dataset_reports_a_jpeg_corrupt_in_the_middle(tmp_path, workers, capfd):
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    assert read_image(bad).shape == (40, 50, 3)  # training reads it: the check is --check_data's
+    capfd.readouterr()
+    with pytest.raises(DataError, match="1 problem") as error:
+        check_dataset(dataset, workers=workers, progress=False)
+    assert (f"{bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment); it decodes with "
+            "damaged pixels: re-download or re-encode the file") in str(error.value)
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # reported once, in the error, not also on stderr
+
+
+def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": voc_xml(40, 60, []), "b": voc_xml(40, 60, [])}, {"trainval": ["a", "b"]})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn it 90 degrees: 60x40 stored, 40x60 shown
+    Image.new("RGB", (60, 40)).save(root / "JPEGImages" / "a.jpg", exif=exif)
+    Image.new("RGB", (60, 40)).save(root / "JPEGImages" / "b.jpg")
+    dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    with pytest.raises(DataError) as error:
+        dataset.load_image(0)
+    assert str(error.value) == (
+        f"{root / 'JPEGImages/a.jpg'}: image is 60x40 (WxH) but its annotation says 40x60, the size after its EXIF "
+        "orientation 6 (a 90-degree turn) that viewers apply; images are read in their stored pixel order, as VOC and "
+        "COCO annotate them: save the image turned upright without the EXIF orientation tag, or annotate the stored pixels"
+    )
+    with pytest.raises(DataError, match=r"b\.jpg: image is 60x40 \(WxH\) but its annotation says 40x60; fix the annotation's"):
+        dataset.load_image(1)
+
+
+def test_original_message_of_an_error_raised_in_a_dataloader_worker(tmp_path):
+    root, dataset = make_dataset(tmp_path)
+    (root / "JPEGImages" / "b.jpg").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        list(DataLoader(dataset, batch_size=None, num_workers=1))
+    assert str(error.value).startswith("Caught DataError in DataLoader worker process 0.")
+    assert original_message(error.value) == f"{root / 'JPEGImages/b.jpg'}: image file is empty"
+    assert original_message(DataError("a\nb")) == "a\nb"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data import COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
+from data.coco import clean_coco_boxes
 from data.transforms import TestTransform
 
 pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # asserted where they matter
@@ -138,3 +139,68 @@ def test_image_without_size_is_reported(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"instances_x\.json: image id 2 has no positive integer height/width"):
         COCODetection(path, tmp_path / "x", TestTransform(32))
+
+
+@pytest.mark.parametrize(
+    "list_name, position, change, problem",
+    [
+        ("annotations", 1, lambda e: e.pop("id"), "has no 'id' (needs id, image_id, category_id, bbox)"),
+        ("annotations", 0, lambda e: e.pop("image_id"), "has no 'image_id'"),
+        ("annotations", 2, lambda e: e.pop("category_id"), "has no 'category_id'"),
+        ("annotations", 2, lambda e: e.pop("bbox"), "has no 'bbox'"),
+        ("annotations", 0, lambda e: e.update(image_id=[7]), "'image_id' is [7], not an integer id"),
+        ("images", 1, lambda e: e.pop("id"), "has no 'id' (needs id)"),
+        ("images", 2, lambda e: e.update(id="9"), "'id' is '9', not an integer id"),
+        ("categories", 0, lambda e: e.pop("id"), "has no 'id' (needs id, name)"),
+        ("categories", 2, lambda e: e.pop("name"), "has no 'name'"),
+        ("categories", 1, lambda e: e.update(name=""), "'name' is '', not a class name"),
+    ],
+)
+def test_missing_keys_name_the_file_list_position_and_key(tmp_path, list_name, position, change, problem):
+    data = json.loads(json.dumps(coco_json(GOOD_ANNOTATIONS)))  # a deep copy
+    change(data[list_name][position])
+    path = write_coco(tmp_path, "x", data)
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert f"{path}: {list_name}[{position}] {problem}" in str(error.value)
+
+
+def test_entries_that_are_not_objects_and_repeated_ids_are_listed(tmp_path):
+    data = coco_json(["person", *GOOD_ANNOTATIONS, [1, 7, 1], GOOD_ANNOTATIONS[0]])
+    data["images"].append({"id": 3, "file_name": "000000000003.jpg", "height": 50, "width": 50})
+    data["categories"] = CATEGORIES + [{"id": 1, "name": "rider"}]
+    path = write_coco(tmp_path, "x", data)
+    with pytest.raises(DataError, match="5 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    message = str(error.value)
+    assert f"{path}: annotations[0] is str 'person', not an object {{...}}" in message
+    assert f"{path}: annotations[4] is list [1, 7, 1], not an object" in message
+    assert f"{path}: annotations[5] repeats id 1 of annotations[1]; give every entry of 'annotations' its own id" in message
+    assert f"{path}: images[3] repeats id 3 of images[1]; give every entry of 'images' its own id" in message
+    assert f"{path}: categories[3] repeats id 1 of categories[1]; give every entry of 'categories' its own id" in message
+
+
+def authors_keep(x: float, w: float, width: float) -> bool:
+    """Facts §5 for one axis: x1 = max(0, x), x2 = min(W - 1, x1 + max(0, w - 1)), kept when x2 - x1 > 6."""
+    x1 = max(0.0, x)
+    return min(width - 1, x1 + max(0.0, w - 1)) - x1 > 6
+
+
+@pytest.mark.parametrize("side, kept", [(6.5, False), (7.0, False), (7.01, True), (8.0, True)])
+def test_small_box_rule_is_the_authors_at_the_boundary(tmp_path, side, kept):
+    xywh = np.array([[10, 10, side, 20], [10, 10, 20, side], [100 - side, 5, side, 20]])  # the last ends at the border
+    _, keep = clean_coco_boxes(xywh, np.full(3, 100.0), np.full(3, 50.0), np.full(3, 100.0))
+    assert keep.tolist() == [kept] * 3
+    assert [authors_keep(10, side, 100), authors_keep(100 - side, side, 100)] == [kept] * 2
+    annotations = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10.0, 10.0, side, side], "area": 50.0, "iscrowd": 0}]
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert len(dataset.annotation(0)[0]) == int(kept) and dataset.small_boxes_dropped == int(not kept)
+
+
+def test_small_box_rule_agrees_with_the_authors_for_boxes_inside_the_image():
+    rng = np.random.default_rng(0)
+    x, w = rng.uniform(0, 60, 2000), rng.choice(np.concatenate([rng.uniform(0, 16, 1500), np.arange(0, 16, 0.5)]), 2000)
+    y, h = np.full(2000, 5.0), np.full(2000, 30.0)
+    _, keep = clean_coco_boxes(np.stack([x, y, w, h], 1), np.full(2000, 1.0), np.full(2000, 50.0), np.full(2000, 80.0))
+    assert keep.tolist() == [authors_keep(a, b, 80) for a, b in zip(x, w)]

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data import VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list
+from data import (
+    DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
+)
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 
 
@@ -98,7 +100,7 @@ def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_p
 
 
 def test_missing_voc2012_names_its_download_script(tmp_path):
-    write_voc_folder(tmp_path / "VOC2007", {"1": []}, {"trainval": ["1"], "test": ["1"]})
+    write_voc_folder(tmp_path / "VOC2007", {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
     with pytest.raises(DatasetNotFoundError, match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012.sh`"):
         build_dataset("voc", "train", 64, data_root=str(tmp_path))
     assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
@@ -116,9 +118,91 @@ def test_custom_voc_folder_needs_classes_and_reads_a_class_file(tmp_path):
     assert train.ground_truth()[0]["labels"].tolist() == [1] and test.ground_truth()[0]["labels"].tolist() == [0]
 
 
+def test_folder_tested_on_val_trains_on_train_not_trainval(tmp_path):
+    """VOC2012's layout: trainval = train + val and no test.txt. Testing on val must not train on val's images."""
+    samples = {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (2, 2, 9, 9), 0)], "c": []}
+    lists = {"trainval": ["a", "b", "c"], "train": ["a", "c"], "val": ["b"]}
+    for root, classes in ((write_voc_folder(tmp_path / "mine", samples, lists), ["cat"]),
+                          (write_voc_folder(tmp_path / "VOC2012", samples, lists), None)):
+        train = build_dataset("custom" if classes else "voc", "train", 64, data_root=str(root), classes=classes)
+        test = build_dataset("custom" if classes else "voc", "test", 64, data_root=str(root), classes=classes)
+        assert train.image_ids == ["a", "c"] and test.image_ids == ["b"]
+        assert train.notes == [
+            f"{root / 'ImageSets/Main'}: there is no test.txt, so val.txt is the test split and training reads "
+            "train.txt instead of trainval.txt (which also holds the val images)"
+        ]
+        assert test.notes == []
+
+
+def test_folder_with_test_txt_keeps_trainval(tmp_path):
+    samples = {"a": [], "b": [], "c": []}
+    root = write_voc_folder(tmp_path, samples, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"], "test": ["c"]})
+    train = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert train.image_ids == ["a", "b"] and train.notes == []
+
+
+@pytest.mark.parametrize(
+    "lists, train_list, test_list",
+    [
+        ({"trainval": ["a", "b", "c"], "val": ["b", "c"]}, "trainval", "val"),  # no train.txt to fall back to
+        ({"trainval": ["a", "b"], "test": ["b", "c"]}, "trainval", "test"),
+        ({"train": ["a", "b"], "val": ["b"]}, "train", "val"),
+    ],
+)
+def test_train_and_test_lists_sharing_an_image_are_an_error_naming_both_lists(tmp_path, lists, train_list, test_list):
+    root = write_voc_folder(tmp_path, {"a": [], "b": [], "c": []}, lists)
+    folder = root / "ImageSets" / "Main"
+    shared = sorted(set(lists[train_list]) & set(lists[test_list]))
+    expected = (f"{folder / train_list}.txt and {folder / test_list}.txt share {len(shared)} image id(s) "
+                f"({', '.join(shared)}), so the model would be tested on images it trained on: remove them from "
+                f"{train_list}.txt")
+    for split in ("train", "test"):
+        with pytest.raises(DataError) as error:
+            build_dataset("custom", split, 64, data_root=str(root), classes=["cat"])
+        assert str(error.value).startswith(expected)
+
+
+def test_voc_devkit_sharing_an_image_between_2007_trainval_and_test_is_an_error(tmp_path):
+    write_voc_folder(tmp_path / "VOC2007", {"1": [], "2": []}, {"trainval": ["1", "2"], "test": ["2"]})
+    write_voc_folder(tmp_path / "VOC2012", {"2": []}, {"trainval": ["2"]})  # another folder: another image
+    with pytest.raises(DataError, match=r"VOC2007/ImageSets/Main/trainval\.txt and .*VOC2007/ImageSets/Main/test\.txt "
+                                        r"share 1 image id\(s\) \(2\)"):
+        build_dataset("voc", "train", 64, data_root=str(tmp_path))
+
+
+def test_image_extensions_match_in_any_letter_case(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [], "c": []}, {"trainval": ["a", "b", "c"]})
+    images = root / "JPEGImages"
+    (images / "a.jpg").rename(images / "a.JPG")  # the XML's <filename> (x.jpg) does not name it
+    cv2.imwrite(str(images / "b.Png"), np.zeros((48, 64, 3), np.uint8))
+    (images / "b.jpg").unlink()
+    (images / "c.jpg").unlink()
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert f"{images / 'c'}.jpg: image file not found (listed in {root / 'ImageSets/Main/trainval.txt'}); tried c.jpg, " \
+           f"x.jpg, c.jpeg, c.png, c.bmp in {images}, in any letter case" in str(error.value)
+    cv2.imwrite(str(images / "c.jpeg"), np.zeros((48, 64, 3), np.uint8))
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert [dataset.image_path(i).name for i in range(3)] == ["a.JPG", "b.Png", "c.jpeg"]
+    assert dataset[0][0].shape == (3, 64, 64)
+
+
+def test_default_roots_are_the_repository_datasets_folder_whatever_the_current_folder(tmp_path, monkeypatch):
+    repository = Path(__file__).resolve().parents[1]
+    assert DEFAULT_ROOTS == {"voc": repository / "datasets/VOCdevkit", "coco": repository / "datasets/coco2017",
+                             "shapes": repository / "datasets/shapes"}
+    # a decoy in the current folder's datasets/ is not read
+    write_voc_folder(tmp_path / "datasets/VOCdevkit/VOC2007", {"1": []}, {"trainval": ["1"], "test": []})
+    monkeypatch.chdir(tmp_path)
+    if (repository / "datasets/VOCdevkit").exists():
+        pytest.skip("the repository's datasets/VOCdevkit exists: the not-found message cannot be observed")
+    with pytest.raises(DatasetNotFoundError, match=f"^{repository / 'datasets/VOCdevkit/VOC2007'} not found"):
+        build_dataset("voc", "train", 64)
+
+
 def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]}, {"trainval": ["a"]})
-    with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'"):
+    with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'.*pass --skip_unknown_classes to leave"):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     with pytest.warns(DataWarning, match="1 object of an unknown class skipped"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"], skip_unknown_classes=True)

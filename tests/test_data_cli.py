@@ -1,0 +1,102 @@
+"""main.py on bad or tricky data: --skip_unknown_classes, --check_data's image scan, a bad image met in training,
+the notes on which image lists a VOC-layout folder uses."""
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import main as cli
+from data import DataWarning
+from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from tests.test_data_checks import corrupt_the_middle, write_jpeg
+from tests.test_data_voc import write_voc_folder
+from utils.checkpoint import load_checkpoint
+from utils.engine import ResumableBatchSampler
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def run(workdir: Path, *argv: str) -> int:
+    old = Path.cwd()
+    os.chdir(workdir)
+    try:
+        return cli.main(cli.get_args_parser().parse_args(list(argv)))
+    finally:
+        os.chdir(old)
+
+
+def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, capsys):
+    samples = {"a": [("cat", (1, 1, 30, 30), 0), ("dog", (5, 5, 40, 40), 0)], "b": [("zebra", (2, 2, 20, 20), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    common = ["--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data", "--workers", "0"]
+    assert run(tmp_path, *common) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'Annotations/a.xml'}: unknown class 'dog' (classes: cat); add it to --classes, or pass " \
+           "--skip_unknown_classes to leave such objects out (counted in one warning)" in err
+    with pytest.warns(DataWarning) as warned:
+        assert run(tmp_path, *common, "--skip_unknown_classes") == 0
+    assert [str(w.message) for w in warned if w.category is DataWarning] == [  # one per split
+        f"VOC dataset: fixed up 1 object of an unknown class skipped; e.g. '{name}' x1 (object of an unknown class skipped)"
+        for name in ("dog", "zebra")
+    ]
+    out = capsys.readouterr().out
+    assert "custom train: 1 images, 1 objects" in out and "objects per class: cat 1" in out
+    assert "custom test: 1 images, 0 objects" in out
+    assert "--skip_unknown_classes" in cli.get_args_parser().format_help()
+
+
+def test_check_data_names_every_bad_image(tmp_path, capsys):
+    samples = {name: [] for name in ("ok", "resized", "cut", "empty", "text", "corrupt", "held_out")}
+    root = write_voc_folder(tmp_path / "data", samples, {"train": list(samples)[:-1], "test": ["held_out"]}, size=(40, 50))
+    images = root / "JPEGImages"
+    write_jpeg(images / "resized.jpg", 41, 50)
+    write_jpeg(images / "cut.jpg")
+    (images / "cut.jpg").write_bytes((images / "cut.jpg").read_bytes()[:300])
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "text.jpg").write_text("not an image")
+    write_jpeg(images / "corrupt.jpg")
+    corrupt_the_middle(images / "corrupt.jpg")
+    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data", "--workers", "2"]
+    assert run(tmp_path, *argv) == 2
+    err = capsys.readouterr().err
+    assert "--check_data on 6 images: 5 problem(s)" in err
+    for expected in (f"{images / 'resized.jpg'}: image is 50x41 (WxH) but its annotation says 50x40",
+                     f"{images / 'cut.jpg'}: truncated JPEG", f"{images / 'empty.jpg'}: image file is empty",
+                     f"{images / 'text.jpg'}: OpenCV cannot decode the file", f"{images / 'corrupt.jpg'}: corrupt JPEG data"):
+        assert expected in err
+
+
+def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, capsys):
+    root = write_voc_folder(tmp_path / "data", {"a": [], "b": []}, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"]})
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data",
+               "--workers", "0") == 0
+    out = capsys.readouterr().out
+    assert "val.txt is the test split and training reads train.txt instead of trainval.txt" in out
+    assert "custom train: 1 images" in out and "custom test: 1 images" in out
+
+
+def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp_path, capsys):
+    """The first image of iteration 2's batch is resized behind the annotation's back: a DataLoader worker meets
+    it; main prints the worker's message alone and saves the state after the 2 completed iterations."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=2)
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    first_of_iteration_2 = next(iter(ResumableBatchSampler(len(ids), 2, 0, 2, 3)))[0][0]
+    bad = root / "JPEGImages" / f"{ids[first_of_iteration_2]}.jpg"
+    height, width = cv2.imread(str(bad)).shape[:2]
+    cv2.imwrite(str(bad), np.zeros((height + 1, width, 3), np.uint8))
+    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+            "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--batch_size", "2",
+            "--max_iter", "4", "--warm_iter", "1", "--workers", "1", "--checkpoint_interval", "100", "--device", "cpu",
+            "--save_folder", "weights", "--run_dir", "run"]
+    assert run(tmp_path, *argv) == 2
+    captured = capsys.readouterr()
+    message = f"error: {bad}: image is {width}x{height + 1} (WxH) but its annotation says {width}x{height}; fix the"
+    assert f"{message} annotation's size" in captured.err.splitlines()
+    assert "Traceback" not in captured.err and "DataLoader worker" not in captured.err
+    checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
+    assert load_checkpoint(checkpoint)["iteration"] == 2
+    logged = (tmp_path / "run" / "log.txt").read_text()
+    assert f"training stopped by a data error: saved {Path('weights') / checkpoint.name} after iteration 2; fix or " \
+           "replace the file, then continue with the same command plus --resume" in logged
