@@ -455,9 +455,6 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}")
-        # torch's re-raise of a worker's error makes a reference cycle (exception -> traceback -> frame -> exception)
-        # that keeps the abandoned loader and its workers alive; they ignore SIGTERM, so the exit would wait forever
-        error.__traceback__ = None
         done = start_iter + loader.delivered
         finite = all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point())
         if done > start_iter and finite:

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
+from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from utils.study import (  # noqa: E402
     REGIMES,
@@ -114,7 +115,7 @@ def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
     """main.py's data flags; a subset (--num_train/--num_test) becomes a custom VOC-layout folder of symlinks."""
     root, classes = args.data_root, args.classes
     if args.dataset == "shapes":
-        root = str(ensure_shapes_dataset(root or "datasets/shapes", seed=0))
+        root = str(ensure_shapes_dataset(root or DEFAULT_ROOTS["shapes"], seed=0))
         classes = ",".join(SHAPES_CLASSES)
     if args.num_train is None and args.num_test is None:
         flags = ["--dataset", args.dataset]

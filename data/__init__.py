@@ -57,7 +57,7 @@ def _voc_devkit_sets(root: Path, split: str) -> list[tuple[Path, str]]:
     return [(root / "VOC2007", "test")]
 
 
-def _voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
+def voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
     """The list (``ImageSets/Main/<name>.txt``) that ``split`` reads in one VOC-layout folder, and a note for the run
     log when the choice needs explaining.
 
@@ -88,7 +88,7 @@ def _voc_image_sets(root: Path, split: str, devkit: bool) -> tuple[list[tuple[Pa
     """``(folder, list name)`` pairs of ``split`` for a VOCdevkit ``root`` or a single VOC-layout folder, and a note."""
     if devkit:
         return _voc_devkit_sets(root, split), None
-    name, note = _voc_folder_list(root, split)
+    name, note = voc_folder_list(root, split)
     return [(root, name)], note
 
 

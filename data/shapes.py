@@ -528,7 +528,7 @@ def _remove_stale_temp_dirs(root: Path) -> None:
 
 
 def ensure_shapes_dataset(
-    root: str | Path = "datasets/shapes",
+    root: str | Path,
     seed: int = 0,
     num_trainval: int = DEFAULT_NUM_TRAINVAL,
     num_test: int = DEFAULT_NUM_TEST,

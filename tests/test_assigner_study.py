@@ -126,6 +126,23 @@ def test_subset_root_keeps_the_first_ids(shapes_root, tmp_path):
         make_subset_root(shapes_root, tmp_path / "too_many", 13, 2)
 
 
+def test_subset_of_a_folder_without_test_list_trains_on_train_not_trainval(shapes_root, tmp_path):
+    # VOC2012-style lists: trainval = train + val, no test.txt; the subset must not train on its test images
+    source = tmp_path / "voc2012_like"
+    (source / "ImageSets" / "Main").mkdir(parents=True)
+    for folder in ("Annotations", "JPEGImages"):
+        (source / folder).symlink_to(shapes_root / folder, target_is_directory=True)
+    ids = (shapes_root / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    lists = {"trainval": ids, "train": ids[:8], "val": ids[8:]}
+    for name, listed in lists.items():
+        (source / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(listed) + "\n")
+    subset = make_subset_root(source, tmp_path / "subset", 4, 2)
+    written = sorted(path.stem for path in (subset / "ImageSets" / "Main").glob("*.txt"))
+    assert written == ["train", "val"]
+    assert (subset / "ImageSets" / "Main" / "train.txt").read_text().split() == ids[:4]
+    assert (subset / "ImageSets" / "Main" / "val.txt").read_text().split() == ids[8:10]
+
+
 def test_read_eval_metrics_averages_classes_per_threshold(tmp_path):
     summary = {"metrics": {"mAP": 0.3, "AP50": 0.5, "AP75": 0.25, "iou_thresholds": [0.5, 0.75],
                            "per_threshold_AP": [[0.4, 0.6, None], [0.2, 0.3, None]]}}  # fmt: skip

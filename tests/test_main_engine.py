@@ -1,5 +1,8 @@
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +102,36 @@ def test_stop_signal_turns_sigint_and_sigterm_into_a_flag_and_restores_handlers(
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)  # a second signal stops at once
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+WORKER_ERROR_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from torch.utils.data import Dataset
+from data.errors import DataError
+from utils.distributed import DistributedContext
+from utils.engine import build_train_loader
+
+class Unreadable(Dataset):
+    def __len__(self):
+        return 64
+
+    def annotation(self, index):
+        raise DataError(f"image {{index}}: cannot be read")
+
+def first_batch():
+    loader = build_train_loader(Unreadable(), 4, 0, 0, 10, 2, lambda batch: batch, DistributedContext())
+    iterator = iter(loader)  # kept alive by the traceback of the error it re-raises
+    next(iterator)
+
+first_batch()
+"""
+
+
+def test_an_error_from_a_training_worker_does_not_hang_the_exit():
+    # Training workers ignore SIGTERM; without the exit hook, multiprocessing would wait for them forever.
+    script = WORKER_ERROR_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "DataError: image" in result.stderr and "cannot be read" in result.stderr
+    assert "killed by signal" not in result.stderr

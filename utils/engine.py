@@ -9,7 +9,9 @@ therefore sees exactly the batches the uninterrupted run saw, with any number of
 """
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import signal
 import time
 from dataclasses import dataclass
@@ -121,10 +123,29 @@ class SeededSamples(Dataset):
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits.
 
-    (Workers still exit with the main process: PyTorch's worker loop watches its parent.)
+    (Workers still exit with the main process: PyTorch's worker loop watches its parent, and
+    :func:`_kill_daemon_children` covers the exit after an error.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _kill_daemon_children() -> None:
+    """At exit, SIGKILL the worker processes still alive.
+
+    An error raised in a worker and re-raised by the loader keeps the loader alive through its traceback, so its
+    workers are never told to stop; multiprocessing's own exit handler then sends them SIGTERM, which training
+    workers ignore, and waits for them forever. Registered after multiprocessing's handler, this one runs first.
+    PyTorch's SIGCHLD handler, which reports a killed worker as an error, is reset first: the process is exiting.
+    """
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+
+
+atexit.register(_kill_daemon_children)
 
 
 def build_train_loader(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data import voc_folder_list
+
 ARMS = ("IoU", "MG")
 REGIMES = ("scratch", "warm", "switch", "long")
 # main.py logs these with --assign_stats (utils/loss/multibox_loss.py documents them)
@@ -21,7 +23,6 @@ ASSIGN_STATS = (
     "pos_per_object", "cls_pos_anchor_iou", "cls_pos_pred_iou", "reg_pos_anchor_iou", "reg_pos_pred_iou",
     "disagree_with_iou",
 )  # fmt: skip
-TRAIN_LIST_NAMES, TEST_LIST_NAMES = ("trainval", "train"), ("test", "val")
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,6 @@ def regime_plan(regime: str, iters: int, warm_iters: int, long_factor: int) -> l
     return [ArmPlan("IoU", max_iter, (), fork), ArmPlan("MG", max_iter, mg_flags, fork)]
 
 
-def _read_list(folder: Path, names: tuple[str, ...]) -> tuple[str, list[str]]:
-    for name in names:
-        path = folder / "ImageSets" / "Main" / f"{name}.txt"
-        if path.is_file():
-            return name, [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    raise FileNotFoundError(f"{folder}/ImageSets/Main/{names[0]}.txt not found: --data_root must be a VOC-layout folder")
-
-
 def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None, num_test: int | None) -> Path:
     """A VOC-layout folder at ``dest`` holding the first ``num_train`` / ``num_test`` ids of ``source``'s lists.
 
@@ -74,8 +67,10 @@ def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None
         if not (source / folder).is_dir():
             raise FileNotFoundError(f"{source / folder} not found: --data_root must be a VOC-layout folder")
     (dest / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    for names, count in ((TRAIN_LIST_NAMES, num_train), (TEST_LIST_NAMES, num_test)):
-        name, ids = _read_list(source, names)
+    for split, count in (("train", num_train), ("test", num_test)):
+        name, _ = voc_folder_list(source, split)  # the lists main.py would read (never train on the test images)
+        ids = [line.strip() for line in (source / "ImageSets" / "Main" / f"{name}.txt").read_text().splitlines()]
+        ids = [image_id for image_id in ids if image_id]
         if count is not None and not 0 < count <= len(ids):
             raise ValueError(f"{source}: asked for {count} {name} images, the list has {len(ids)}")
         (dest / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids[:count]) + "\n")
