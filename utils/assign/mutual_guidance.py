@@ -62,6 +62,12 @@ class Quotas(NamedTuple):
     max_rank: int
     anchor_iou: Tensor | None = None
 
+    def of_images(self, images: slice, whole: bool) -> "Quotas":
+        """The quotas of a run of images; the anchor-IoU matrix goes along only when the run is the whole batch."""
+        if whole:
+            return self
+        return Quotas(self.num_positive[images], self.num_ignored_or_positive[images], self.max_rank)
+
 
 class MutualGuidanceAssignment(NamedTuple):
     """cls: classification targets (positive / ignored / negative); reg: regression targets (positive / negative);
@@ -141,10 +147,7 @@ class MutualGuidanceAssigner:
                 loc[chunk],
                 conf[chunk],
                 with_iou_baseline,
-                None if quotas is None else Quotas(
-                    quotas.num_positive[chunk], quotas.num_ignored_or_positive[chunk], quotas.max_rank,
-                    quotas.anchor_iou if len(chunks) == 1 else None,
-                ),
+                None if quotas is None else quotas.of_images(chunk, whole=len(chunks) == 1),
             )
             for chunk in chunks
         ]

@@ -155,9 +155,7 @@ class MultiBoxLoss(nn.Module):
             return None
         if quotas is None:
             return self.mg_assigner.quotas(anchors, gt.boxes[chunk], gt.mask[chunk])
-        if whole:
-            return quotas
-        return Quotas(quotas.num_positive[chunk], quotas.num_ignored_or_positive[chunk], quotas.max_rank)
+        return quotas.of_images(chunk, whole)
 
     def _terms(
         self,
