@@ -230,9 +230,18 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
             setattr(args, key, defaults[key])
     if args.workers is None:
         args.workers = default_workers()
-    for flag in ("batch_size", "log_interval", "checkpoint_interval"):
-        if getattr(args, flag) < 1:
+    for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("workers", "warm_iter", "eval_interval"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0.0 < args.nms_thresh <= 1.0:
+        raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
+    if not 0.0 <= args.score_thresh < 1.0:
+        raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
     if args.mutual_guide_from is not None and (not args.mutual_guide or args.mutual_guide_from < 0):
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
     if args.init_from and args.resume is not None:

@@ -74,6 +74,13 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--mutual_guide_from", "100"], "--mutual_guide_from 100 needs --mutual_guide"),
         (["--dataset", "shapes", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),
         (["--expand_prob", "1.5"], "--expand_prob 1.5 must be a probability in [0, 1]"),
+        (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+        (["--max_iter", "-5"], "--max_iter must be >= 1, got -5"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--workers", "-2"], "--workers must be >= 0, got -2"),
+        (["--warm_iter", "-1"], "--warm_iter must be >= 0, got -1"),
+        (["--nms_thresh", "1.5"], "--nms_thresh 1.5 must be an IoU in (0, 1]"),
+        (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
