@@ -214,9 +214,12 @@ def main(args: argparse.Namespace) -> int:
         cleanup_distributed()
 
 
-def log_error(ctx: DistributedContext, message: str) -> None:
-    if ctx.is_main:
-        print(message, file=sys.stderr, flush=True)
+def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
+    """Print ``message`` on stderr from the main process, or from every process (prefixed with its rank under
+    ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch."""
+    if ctx.is_main or every_process:
+        prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
+        print(prefix + message, file=sys.stderr, flush=True)
 
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
@@ -463,7 +466,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         log.info(f"{stop}; checkpoint {checkpoint_path} saved, continue with the same command plus --resume")
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
-        log_error(ctx, f"error: {original_message(error)}")
+        log_error(ctx, f"error: {original_message(error)}", every_process=True)
         done = start_iter + loader.delivered
         finite = all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point())
         if done > start_iter and finite:

@@ -142,3 +142,15 @@ def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
     model = torch.nn.Linear(2, 3)
     assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
     assert list(unwrap_model(torch.compile(model)).state_dict()) == ["weight", "bias"]
+
+
+def test_errors_one_process_may_meet_alone_are_printed_by_every_process(capsys):
+    from utils.distributed import DistributedContext
+
+    second = DistributedContext(rank=1, world_size=2)
+    cli.log_error(second, "error: bad flag")
+    assert capsys.readouterr().err == ""  # every process meets it: the main one says it
+    cli.log_error(second, "error: img.jpg: cannot be read", every_process=True)
+    assert capsys.readouterr().err == "[rank 1] error: img.jpg: cannot be read\n"
+    cli.log_error(DistributedContext(), "error: img.jpg: cannot be read", every_process=True)
+    assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
