@@ -45,7 +45,9 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
     (loader,) = record["loader"]
     assert loader["timed_iterations"] == 1 and loader["images_per_s"] > 0 and loader["loader_only_images_per_s"] > 0
 
-    (profile,) = record["profile"]
+    inference_profile, profile = record["profile"]  # the inference section runs first
+    assert inference_profile["mode"] == "inference" and "batch 2" in inference_profile["config"]
+    assert "inference batch" in inference_profile["table"] and "phase_ms" not in inference_profile
     assert list(profile["phase_ms"]) == ["forward", "loss", "backward", "optimizer"]
     assert "convolution" in profile["table"] and profile["sorted_by"] == "self_cpu_time_total"
     assert [t["target"] for t in record["targets"]][:3] == [
