@@ -274,7 +274,7 @@ def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
     conf = distinct_logits(generator, 3, len(priors), 20)
     on_cpu = PostProcessor(priors)(loc, conf, IMAGE_SIZES)
     post = PostProcessor(priors.cuda())
-    assert post._use_dense_nms(torch.device("cuda"), post.pre_nms_topk)
+    assert post._use_dense_nms(torch.device("cuda"))
     on_cuda = [{k: v.cpu() for k, v in d.items()} for d in post(loc.cuda(), conf.cuda(), IMAGE_SIZES.cuda())]
     for cuda_detections, cpu_detections in zip(on_cuda, on_cpu):  # the GPU's sigmoid may differ by one ulp
         assert torch.equal(cuda_detections["labels"], cpu_detections["labels"])

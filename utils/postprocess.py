@@ -12,7 +12,8 @@ Steps, for the whole batch at once:
    (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
 5. at most ``max_per_image`` (300) detections per image, the highest scores first;
-6. images whose result the top-k may have changed are run again with 4x the candidates (see below).
+6. images whose result the top-k may have changed are run again with 4x the candidates (see below), with
+   ``torchvision.ops.batched_nms`` (the dense NMS's ``[B, k, k]`` matrix grows with k^2).
 
 ``PostProcessor.padded`` runs the dense path into fixed-size tensors (:class:`PaddedDetections`) with no host
 sync when given a fixed number of NMS steps: what a CUDA graph can capture (``utils/cuda_graph.py``). A flag per
@@ -171,10 +172,10 @@ class PostProcessor:
         """
         boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
         k = self.pre_nms_topk
-        detections, complete = self._detections(boxes, scores, k)
+        detections, complete = self._first_pass(boxes, scores)
         while not bool(complete.all()) and (k := self._wider_topk(k, scores)) is not None:
-            redo = torch.nonzero(~complete).squeeze(1)
-            again, complete[redo] = self._detections(boxes[redo], scores[redo], k)
+            redo = torch.nonzero(~complete).squeeze(1)  # torchvision's NMS: the dense one's memory grows with k^2
+            again, complete[redo] = self._torchvision_detections(boxes[redo], scores[redo], k)
             for image, result in zip(redo.tolist(), again):
                 detections[image] = result
         return detections
@@ -186,11 +187,17 @@ class PostProcessor:
             return None
         return min(k * TOPK_GROWTH, largest)
 
-    def _detections(self, boxes: Tensor, scores: Tensor, k: int | None) -> tuple[list[dict[str, Tensor]], Tensor]:
-        """Steps 3-5 with top-k ``k``: the detections of each image and its ``[B]`` bool ``complete`` flag."""
-        if self._use_dense_nms(boxes.device, k):
-            padded = self._dense_nms_detections(boxes, scores, k, steps=None)
+    def _first_pass(self, boxes: Tensor, scores: Tensor) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """Steps 3-5 with ``pre_nms_topk``: the detections of each image and its ``[B]`` bool ``complete`` flag."""
+        if self._use_dense_nms(boxes.device):
+            padded = self._dense_nms_detections(boxes, scores, self.pre_nms_topk, steps=None)
             return padded.to_list(), padded.complete
+        return self._torchvision_detections(boxes, scores, self.pre_nms_topk)
+
+    def _torchvision_detections(
+        self, boxes: Tensor, scores: Tensor, k: int | None
+    ) -> tuple[list[dict[str, Tensor]], Tensor]:
+        """Steps 3-5 with top-k ``k`` and ``torchvision.ops.batched_nms``, as :meth:`_first_pass` returns them."""
         batch, _, num_classes = scores.shape
         candidate_boxes, candidate_scores, labels, image_index = top_candidates(boxes, scores, self.score_thresh, k)
         kept = batched_nms(candidate_boxes, candidate_scores, image_index * num_classes + labels, self.nms_thresh)
@@ -251,10 +258,10 @@ class PostProcessor:
         boxes = torch.where(finite, boxes, 0.0) * scale[:, None, :]
         return boxes, torch.where(finite, conf.float().sigmoid(), 0.0)
 
-    def _use_dense_nms(self, device: torch.device, k: int | None) -> bool:
-        if not self._fits_dense_nms(k):
-            return False
-        return self.dense_nms if self.dense_nms is not None else device.type == "cuda"
+    def _use_dense_nms(self, device: torch.device) -> bool:
+        if self.dense_nms is not None:
+            return self.dense_nms
+        return device.type == "cuda" and self._fits_dense_nms(self.pre_nms_topk)
 
     @staticmethod
     def _fits_dense_nms(k: int | None) -> bool:
