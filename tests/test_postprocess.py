@@ -280,3 +280,9 @@ def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
         assert torch.equal(cuda_detections["labels"], cpu_detections["labels"])
         torch.testing.assert_close(cuda_detections["scores"], cpu_detections["scores"], rtol=1e-6, atol=0)
         torch.testing.assert_close(cuda_detections["boxes"], cpu_detections["boxes"], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["pre_nms_topk", "max_pre_nms_topk"])
+def test_top_k_counts_must_be_positive(priors, name):
+    with pytest.raises(ValueError, match=f"{name}=0 must be a positive count or None"):
+        PostProcessor(priors, **{name: 0})

@@ -144,8 +144,9 @@ class PostProcessor:
     ) -> None:
         if priors.dim() != 2 or priors.shape[1] != 4:
             raise ValueError(f"PostProcessor: priors must be [A, 4] cxcywh, got shape {tuple(priors.shape)}")
-        if pre_nms_topk is not None and pre_nms_topk < 1:
-            raise ValueError(f"PostProcessor: pre_nms_topk={pre_nms_topk} must be a positive count or None")
+        for name, value in (("pre_nms_topk", pre_nms_topk), ("max_pre_nms_topk", max_pre_nms_topk)):
+            if value is not None and value < 1:
+                raise ValueError(f"PostProcessor: {name}={value} must be a positive count or None")
         self.priors = priors.float()
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
