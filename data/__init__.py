@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.checks import DataReport, check_dataset
-from data.coco import COCODetection, find_coco_annotation, image_folder_for
+from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
 from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
@@ -149,6 +149,9 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
+    other_file = find_coco_annotation(root, "test" if split == "train" else "train")
+    if other_file is not None:
+        check_disjoint_coco_splits(*((annotation_file, other_file) if split == "train" else (other_file, annotation_file)))
     dataset = COCODetection(annotation_file, image_folder, **options)
     if classes is not None and [c.lower() for c in classes] != [c.lower() for c in dataset.class_names]:
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}")
@@ -174,8 +177,8 @@ def build_dataset(
       ``classes``), ``coco`` (``datasets/coco2017``: train2017 with empty images dropped as the authors / val2017 with
       all images), ``shapes`` (generated on first use), ``custom`` (``data_root`` in VOC layout with ``classes``, or
       COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
-      ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a VOC-layout train split that shares
-      an image with the test split raises :class:`DataError`.
+      ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a train split that shares an image
+      with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises :class:`DataError`.
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of

@@ -240,6 +240,23 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
     return None
 
 
+def check_disjoint_coco_splits(train_file: Path, test_file: Path) -> None:
+    """Raise :class:`DataError` naming both files when a custom COCO-layout train and test json list the same image
+    file (same image folder and ``file_name``); splits whose image folders differ are not compared."""
+    folder = image_folder_for(train_file)
+    if folder is None or folder.resolve() != (image_folder_for(test_file) or Path()).resolve():
+        return
+    test_names = {info["file_name"] for info in load_coco_json(test_file, "").dataset["images"]}
+    shared = sorted(info["file_name"] for info in load_coco_json(train_file, "").dataset["images"]
+                    if info["file_name"] in test_names)
+    if shared:
+        examples = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+        raise DataError(
+            f"{train_file} and {test_file} share {len(shared)} image(s) of {folder} ({examples}), so the model would be "
+            f"tested on images it trained on: list each image in one of the two files only"
+        )
+
+
 def image_folder_for(annotation_file: Path) -> Path | None:
     """The image folder of ``<root>/annotations/instances_<name>.json``: ``<root>/<name>`` or ``<root>/images``."""
     root = annotation_file.parent.parent

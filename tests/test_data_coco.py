@@ -93,6 +93,18 @@ def test_custom_coco_folder_with_train_and_val_files(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=["person", "bus", "toothbrush"])
 
 
+def test_custom_coco_splits_sharing_an_image_are_an_error(tmp_path):
+    both = coco_json(GOOD_ANNOTATIONS)
+    write_coco(tmp_path, "train", both | {"images": both["images"][:2]}, image_folder="images")
+    write_coco(tmp_path, "val", both | {"images": both["images"][2:], "annotations": []}, image_folder="images")
+    assert len(build_dataset("custom", "train", 32, data_root=str(tmp_path))) == 2  # images 7, 3 / 9: disjoint
+    write_coco(tmp_path, "val", both | {"images": both["images"][1:], "annotations": []}, image_folder="images")
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match=r"instances_train\.json and .*instances_val\.json share 1 image\(s\) of "
+                                            r".*images \(000000000003\.jpg\), so the model would be tested on images"):
+            build_dataset("custom", split, 32, data_root=str(tmp_path))
+
+
 def test_custom_folder_of_neither_layout_says_both(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="neither a VOC-layout folder .* nor a COCO-layout folder"):
         build_dataset("custom", "train", 32, data_root=str(tmp_path))
