@@ -1,5 +1,6 @@
 """Focal and balanced-L1 losses against their formulas, and MultiBoxLoss against the per-image reference."""
 import math
+import shutil
 
 import pytest
 import torch
@@ -230,7 +231,9 @@ def compiled_and_eager_losses(device: torch.device) -> list[tuple[tuple, tuple]]
 
 
 @pytest.mark.parametrize("device", [
-    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+    pytest.param("cpu", marks=pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                                                 reason="torch.compile on a CPU needs a C++ compiler")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ])
 def test_compiled_criterion_gives_the_eager_losses_and_stats(device):
     for compiled, eager in compiled_and_eager_losses(torch.device(device)):
