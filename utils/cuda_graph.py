@@ -7,7 +7,7 @@ replays them (docs/benchmarks.md). :class:`CUDAGraphDetector` captures the model
 once, then each call copies the images in, replays the graph and copies the detections out: one host sync per
 batch. When an image's NMS the fixed steps did not finish (rare: 12 steps settled every image of untrained
 detectors, whose 1,000 candidates per image all pass the score threshold), or its pre-NMS top-k may have changed
-its detections (``PaddedDetections.complete``), the batch is post-processed again by
+its detections (``PaddedDetections.complete``), that image is post-processed again by
 :class:`~utils.postprocess.PostProcessor` itself, so results always equal its own.
 """
 from __future__ import annotations
@@ -92,14 +92,18 @@ class CUDAGraphDetector:
         self.image_sizes[:count].copy_(torch.as_tensor(image_sizes).reshape(count, 2), non_blocking=True)
         self.graph.replay()
         outputs = self._to_host(self.outputs)
-        if not bool((outputs.settled[:count] & outputs.complete[:count]).all()):
-            # the fixed NMS steps left an image unfinished, or its top-k was not exact: the exact path
-            exact = self.postprocessor(self.loc[:count], self.conf[:count], self.image_sizes[:count])
-            return [{key: value.cpu().numpy() for key, value in detections.items()} for detections in exact]
-        return [
+        results = [
             {key: getattr(outputs, key)[i, :n].numpy().copy() for key in ("boxes", "scores", "labels")}
             for i, n in enumerate(outputs.counts[:count].tolist())
         ]
+        # images the fixed NMS steps left unfinished, or whose top-k may have changed their detections: the exact path
+        redo = torch.nonzero(~(outputs.settled[:count] & outputs.complete[:count])).squeeze(1)
+        if len(redo):
+            on_device = redo.to(self.device)
+            exact = self.postprocessor(self.loc[on_device], self.conf[on_device], self.image_sizes[on_device])
+            for image, detections in zip(redo.tolist(), exact):
+                results[image] = {key: value.cpu().numpy() for key, value in detections.items()}
+        return results
 
     def _forward_and_postprocess(self) -> tuple[Tensor, Tensor, PaddedDetections]:
         with torch.inference_mode(), torch.autocast(
