@@ -69,7 +69,7 @@ from utils.box import PriorBox  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import TrainSettings, build_train_loader, iterations_per_epoch, train  # noqa: E402
-from utils.inference import detections_to_numpy  # noqa: E402
+from utils.postprocess import detections_to_numpy  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer, build_param_groups  # noqa: E402
 from utils.postprocess import PostProcessor  # noqa: E402
@@ -410,7 +410,7 @@ class Inference:
 
     ``end_to_end()`` copies the batch to the device, runs the model (under autocast for bf16) and
     ``PostProcessor`` (score > 0.005, top-1000, per-class NMS 0.5, 300 per image), and copies the detections
-    to the host with ``utils.inference.detections_to_numpy``, as ``run_inference`` does.
+    to the host with ``utils.postprocess.detections_to_numpy``, as ``run_inference`` does.
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,

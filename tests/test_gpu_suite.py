@@ -9,7 +9,7 @@ import torch
 
 from benchmarks import gpu_suite
 from benchmarks.gpu_suite import Budget, PhaseClock, Report, Settings, check_targets, host_sync_sites, run_case
-from utils.inference import detections_to_numpy
+from utils.postprocess import detections_to_numpy
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from utils.postprocess import PaddedDetections, PostProcessor
+from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
 
 GRAPH_NMS_STEPS = 16  # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
 WARMUP_CALLS = 3  # eager calls before the capture: cudnn autotuning and the allocator's first blocks
@@ -39,7 +39,7 @@ class CUDAGraphDetector:
 
     Call it with ``images [b, 3, S, S]`` (b <= batch_size, any device; pinned host memory copies asynchronously)
     and ``image_sizes [b, 2]`` (height, width) of the original images; it returns b dicts of NumPy arrays
-    ``boxes [n, 4]`` x1y1x2y2 pixels, ``scores [n]``, ``labels [n]``, as ``utils.inference.detections_to_numpy``.
+    ``boxes [n, 4]`` x1y1x2y2 pixels, ``scores [n]``, ``labels [n]``, as ``utils.postprocess.detections_to_numpy``.
     The graph owns its input, output and work memory for the object's lifetime. It reads the model's weights where
     they are, so it stays valid while they are updated in place (e.g. by an optimizer between evaluations).
     """
@@ -101,8 +101,8 @@ class CUDAGraphDetector:
         if len(redo):
             on_device = redo.to(self.device)
             exact = self.postprocessor(self.loc[on_device], self.conf[on_device], self.image_sizes[on_device])
-            for image, detections in zip(redo.tolist(), exact):
-                results[image] = {key: value.cpu().numpy() for key, value in detections.items()}
+            for image, detections in zip(redo.tolist(), detections_to_numpy(exact)):
+                results[image] = detections
         return results
 
     def _forward_and_postprocess(self) -> tuple[Tensor, Tensor, PaddedDetections]:

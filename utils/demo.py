@@ -33,8 +33,7 @@ from data.transforms import normalize_image, resize
 from utils.cuda_graph import CUDAGraphDetector
 from utils.draw import class_colours, draw_detections
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from utils.inference import detections_to_numpy
-from utils.postprocess import PostProcessor
+from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.trained_model import load_trained_detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")

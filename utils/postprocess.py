@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -76,6 +77,19 @@ class PaddedDetections(NamedTuple):
             {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
             for i, n in enumerate(self.counts.tolist())
         ]
+
+
+def detections_to_numpy(results: list[dict[str, Tensor]]) -> list[dict[str, np.ndarray]]:
+    """``PostProcessor`` detections (tensors on any device) -> the same dicts of NumPy arrays.
+
+    One device-to-host copy per key for the whole batch instead of one per image and key: on CUDA each copy
+    waits for the device, so a batch of 64 costs 3 waits instead of 192.
+    """
+    if not results:
+        return []
+    bounds = np.cumsum([len(result["scores"]) for result in results])[:-1]  # shapes are known on the host
+    parts = {key: np.split(torch.cat([result[key] for result in results]).cpu().numpy(), bounds) for key in results[0]}
+    return [{key: parts[key][i] for key in parts} for i in range(len(results))]
 
 
 def top_candidates(boxes: Tensor, scores: Tensor, score_thresh: float,
