@@ -12,8 +12,9 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
 2. ``inference``: RetinaNet-VGG16-320 end to end (pinned host images -> device -> model -> decode, top-k, per-class
    NMS -> detections on the host), batch 1 / 32 / 64, fp32 and bf16 + channels_last; forward-only and
    post-processing-only rows; on CUDA, the forward pass and post-processing replayed from one CUDA graph
-   (``utils.cuda_graph.CUDAGraphDetector``, as ``main.py --cuda_graph``), also with BatchNorm folded into the
-   convolutions (``torch.fx.experimental.optimization.fuse``; a candidate, not in ``main.py``).
+   (``utils.cuda_graph.CUDAGraphDetector``, as ``main.py --cuda_graph``). BatchNorm is folded into the
+   convolutions, as in ``run_inference`` (``models.fold``); one row without folding, and at the largest batch one
+   row with the model through ``torch.compile`` (not in ``main.py``).
 3. ``profile``: torch.profiler top ops by device time, and the device time of each phase (forward, loss, backward,
    optimizer) of the RetinaNet-320 MG AMP step.
 4. ``ladder``: the MG step with one speed option added at a time, from the per-image loss loop of the authors'
@@ -21,7 +22,7 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
 5. ``loader``: real data through ``utils.engine.build_train_loader`` and ``utils.engine.train`` (JPEG decode and
    the paper's augmentation in worker processes, pinned memory), and the loader alone.
 6. ``compile``: the best ``ladder`` rung + ``torch.compile(model)``, then + the compiled criterion
-   (``MultiBoxLoss(compile=True)``, not yet in ``main.py --compile``), compile times reported.
+   (``MultiBoxLoss(compile=True)``: both are ``main.py --compile``), compile times reported.
 7. ``grid``: the rest of the ``train`` grid (every version at 320 and 512) and of the ``inference`` grid (every
    version at 320).
 
@@ -54,7 +55,6 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
-from torch.fx.experimental.optimization import fuse as fold_batchnorm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -64,15 +64,15 @@ from benchmarks.data_loading import write_voc_sized_set  # noqa: E402
 from benchmarks.inference_speed import model_cost  # noqa: E402
 from data import build_dataset, detection_collate  # noqa: E402
 from models import build_detector  # noqa: E402
+from models.fold import fold_batchnorm  # noqa: E402
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
 from utils.engine import TrainSettings, build_train_loader, iterations_per_epoch, train  # noqa: E402
-from utils.postprocess import detections_to_numpy  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer, build_param_groups  # noqa: E402
-from utils.postprocess import PostProcessor  # noqa: E402
+from utils.postprocess import PostProcessor, detections_to_numpy  # noqa: E402
 
 # The authors' code as the issue measured it: H200, PyTorch 2.11, fp32, RetinaNet-VGG16-320, 20 classes.
 AUTHORS = {
@@ -169,7 +169,7 @@ COMPILED_LOSS = ("+ compiled criterion",
 
 # Estimated seconds per case on an H100/H200 (model build, cudnn autotuning, warm-up and timed steps); the
 # budget guard skips a case whose estimate no longer fits.
-ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.0, "profile": 15.0,
+ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.0, "inference_compile": 60.0, "profile": 15.0,
               "loader": 45.0, "compile": 150.0}
 
 
@@ -408,21 +408,22 @@ def run_ladder(report, budget, settings: Settings, device, rungs) -> None:
 class Inference:
     """Inference of ``version`` at ``size`` on a fixed batch of preprocessed images in pinned host memory.
 
-    ``end_to_end()`` copies the batch to the device, runs the model (under autocast for bf16) and
-    ``PostProcessor`` (score > 0.005, top-1000, per-class NMS 0.5, 300 per image), and copies the detections
-    to the host with ``utils.postprocess.detections_to_numpy``, as ``run_inference`` does.
+    ``end_to_end()`` copies the batch to the device, runs the model (under autocast for bf16; BatchNorm folded into
+    the convolutions unless ``fold=False``) and ``PostProcessor`` (score > 0.005, top-1000, per-class NMS 0.5, 300
+    per image), and copies the detections to the host with ``utils.postprocess.detections_to_numpy``, as
+    ``run_inference`` does. ``compile_model`` runs the model through ``torch.compile`` (not in ``main.py``).
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,
-                 device: torch.device, dense_nms: bool | None = None, folded_batchnorm: bool = False):
+                 device: torch.device, dense_nms: bool | None = None, fold: bool = True, compile_model: bool = False):
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         with torch.device(device):
             model = build_detector(version, backbone, size, NUM_CLASSES).eval()
-        if folded_batchnorm:
-            model = fold_batchnorm(model)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(memory_format=self.memory_format)
+        model = model.to(memory_format=self.memory_format)
+        model = fold_batchnorm(model) if fold else model
+        self.model = torch.compile(model) if compile_model else model
         priors = PriorBox(base_anchor_size=24.0, size=size).forward().to(device)
         self.postprocessor = PostProcessor(priors, dense_nms=dense_nms)
         self.host_images = pinned(torch.randn(batch, 3, size, size) * 60, device)
@@ -456,14 +457,15 @@ class Inference:
 
 def measure_inference(version: str, backbone: str, size: int, batch: int, precision: str, mode: str,
                       settings: Settings, device: torch.device) -> dict:
-    """Median latency per batch and images/s of one inference ``mode``: ``end to end``, ``forward only``,
-    ``post-processing only`` (the NMS PostProcessor picks), ``post-processing only, torchvision NMS`` / ``dense NMS``
-    ``forward only, folded BatchNorm``, ``end to end, CUDA graph`` or ``end to end, CUDA graph, folded BatchNorm``. Batch 1 is timed call by call
-    (latency); larger batches back to back (throughput)."""
+    """Median latency per batch and images/s of one inference ``mode``: ``end to end`` (what ``run_inference`` runs),
+    ``end to end, BatchNorm not folded``, ``end to end, torch.compile``, ``forward only``, ``post-processing only``
+    (the NMS PostProcessor picks), ``post-processing only, torchvision NMS`` / ``dense NMS`` or ``end to end, CUDA
+    graph`` (``main.py --cuda_graph``). Batch 1 is timed call by call (latency); larger batches back to back
+    (throughput)."""
     dense_nms = {"torchvision NMS": False, "dense NMS": True}.get(mode.rpartition(", ")[2])  # None: PostProcessor picks
     inference = Inference(version, backbone, size, batch, precision, precision != "fp32", device, dense_nms,
-                          folded_batchnorm=mode.endswith("folded BatchNorm"))
-    if mode == "end to end":
+                          fold=not mode.endswith("BatchNorm not folded"), compile_model=mode.endswith("torch.compile"))
+    if mode in ("end to end", "end to end, BatchNorm not folded", "end to end, torch.compile"):
         function = inference.end_to_end
     elif mode.startswith("end to end, CUDA graph"):
         function = inference.graphed_end_to_end()
@@ -490,18 +492,20 @@ def run_inference_cases(report, budget, settings: Settings, device, versions, mo
                     case = {"version": version, "backbone": settings.backbone, "size": settings.headline_size,
                             "batch": batch, "precision": precision + ("" if precision == "fp32" else ", channels_last"),
                             "mode": mode}
-                    run_case(report, budget, "inference", case, ESTIMATE_S["inference"],
+                    estimate = ESTIMATE_S["inference_compile" if mode.endswith("torch.compile") else "inference"]
+                    run_case(report, budget, "inference", case, estimate,
                              lambda: measure_inference(version, settings.backbone, settings.headline_size, batch,
                                                        precision, mode, settings, device), device)
 
 
-def headline_inference_modes(device: torch.device) -> Callable[[int, str], list[str]]:
+def headline_inference_modes(device: torch.device, largest_batch: int) -> Callable[[int, str], list[str]]:
     def modes(batch: int, precision: str) -> list[str]:
         if precision == "fp32":
             return ["end to end"]
-        extra = ["end to end, CUDA graph", "end to end, CUDA graph, folded BatchNorm"] if device.type == "cuda" else []
+        extra = ["end to end, CUDA graph"] if device.type == "cuda" else []
+        extra += ["end to end, torch.compile"] if device.type == "cuda" and batch == largest_batch else []
         extra += ["post-processing only, torchvision NMS", "post-processing only, dense NMS"]
-        return ["end to end", "forward only", "forward only, folded BatchNorm", "post-processing only"] + extra
+        return ["end to end", "end to end, BatchNorm not folded", "forward only", "post-processing only"] + extra
     return modes
 
 
@@ -659,7 +663,7 @@ def check_targets(report: Report, settings: Settings) -> None:
         targets.append({"target": "MG costs <= 5 % of the step over IoU (AMP)", "measured": share, "unit": "fraction",
                         "met": share <= 0.05})
     for infer_batch, goal in ((1, 1000), (64, 5000)):
-        for mode in ("end to end", "end to end, CUDA graph"):
+        for mode in ("end to end", "end to end, CUDA graph", "end to end, torch.compile"):
             row = find("inference", version="retinanet", size=size, batch=infer_batch, mode=mode,
                        precision="bf16, channels_last")
             if row:
@@ -743,7 +747,7 @@ def main(args: argparse.Namespace) -> dict:
         run_training_cases(report, budget, settings, device, [headline], [size], settings.headline_precisions,
                            count_syncs=True)
     if "inference" in sections:
-        run_inference_cases(report, budget, settings, device, [headline], headline_inference_modes(device),
+        run_inference_cases(report, budget, settings, device, [headline], headline_inference_modes(device, max(settings.infer_batches)),
                             settings.headline_precisions)
         run_case(report, budget, "profile", {"mode": "inference"}, ESTIMATE_S["profile"],
                  lambda: measure_inference_profile(settings, device, settings.profile_steps), device)

@@ -9,9 +9,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import build_detector
+from models.fold import stores_channels_last
 from tests.test_postprocess import IMAGE_SIZES, assert_same_detections, distinct_logits
 from utils.box import PriorBox
-from utils.cuda_graph import CUDAGraphDetector, stores_channels_last
+from utils.cuda_graph import CUDAGraphDetector
 from utils.postprocess import PostProcessor
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -137,12 +138,17 @@ def on_graph_outputs(graphed, post, sizes):
 
 
 def assert_network_outputs_match(graphed, model, images, amp_dtype=None, memory_format=torch.contiguous_format):
+    """The graph's network outputs equal the eager model's, within the rounding of the precision in use.
+
+    cuDNN may pick other kernels for the graph's padded batch than for ``images`` alone, and float32 convolutions
+    run in TF32 by default (10-bit mantissa), so the tolerance is relative to the outputs' magnitude."""
     with torch.inference_mode(), torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
         loc, conf = model(images.cuda().contiguous(memory_format=memory_format))
-    tolerance = 2e-2 if amp_dtype else 1e-4
+    relative = 2e-2 if amp_dtype else 2e-3
     count = len(images)
-    torch.testing.assert_close(graphed.loc[:count].float(), loc.float(), rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(graphed.conf[:count].float(), conf.float(), rtol=tolerance, atol=tolerance)
+    for graphed_output, eager_output in ((graphed.loc[:count], loc), (graphed.conf[:count], conf)):
+        scale = eager_output.float().abs().max().item()
+        torch.testing.assert_close(graphed_output.float(), eager_output.float(), rtol=relative, atol=relative * scale)
 
 
 def as_tensors(results):
@@ -196,15 +202,19 @@ def test_graph_detector_reads_weights_updated_in_place(cuda_detector):
     model, priors, images = cuda_detector
     post = PostProcessor(priors)
     graphed = CUDAGraphDetector(model, post, batch_size=1, image_size=128)
-    before = as_tensors(graphed(images[:1], IMAGE_SIZES[:1]))
-    head_bias = [p for name, p in model.named_parameters() if name.endswith("bias")][-1]
+    graphed(images[:1], IMAGE_SIZES[:1])
+    conf_before = graphed.conf.clone()
+    head_bias = model.head.conf[-1].bias  # the class logits of the last head level
     with torch.no_grad():
-        head_bias.add_(1.0)  # every class logit of one head level moves
+        head_bias.add_(1.0)
     try:
         after = as_tensors(graphed(images[:1], IMAGE_SIZES[:1]))
         assert_network_outputs_match(graphed, model, images[:1])
         assert_same_detections(after, on_graph_outputs(graphed, post, IMAGE_SIZES[:1]), atol=0)
-        assert not torch.equal(after[0]["scores"], before[0]["scores"])
+        moved = (graphed.conf - conf_before).float()
+        last_level = moved.abs().amax(dim=(0, 2)) > 0.5  # [A]: the anchors whose logits the update moved
+        assert 0 < int(last_level.sum()) < moved.shape[1]
+        torch.testing.assert_close(moved[:, last_level], torch.ones_like(moved[:, last_level]), rtol=0, atol=1e-3)
     finally:
         with torch.no_grad():
             head_bias.sub_(1.0)

@@ -38,8 +38,8 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
 
     modes = {(row["batch"], row["mode"]) for row in record["inference"]}
     post_processing = [f"post-processing only{nms}" for nms in ("", ", torchvision NMS", ", dense NMS")]
-    forward = ["forward only", "forward only, folded BatchNorm"]  # the CUDA-graph modes need CUDA
-    assert modes == {(b, m) for b in (1, 2) for m in ["end to end", *forward, *post_processing]}
+    end_to_end = ["end to end", "end to end, BatchNorm not folded"]  # the CUDA-graph and torch.compile rows: CUDA only
+    assert modes == {(b, m) for b in (1, 2) for m in [*end_to_end, "forward only", *post_processing]}
     assert all(row["images_per_s"] > 0 for row in record["inference"])
 
     (loader,) = record["loader"]

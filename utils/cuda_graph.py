@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.fold import stores_channels_last
 from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
 
 GRAPH_NMS_STEPS = 16  # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
@@ -128,10 +129,3 @@ class CUDAGraphDetector:
         torch.cuda.current_stream(self.device).synchronize()
         return self.host_outputs
 
-
-def stores_channels_last(model: nn.Module) -> bool:
-    """Whether the model's first spatial convolution weight is stored channels-last."""
-    for parameter in model.parameters():
-        if parameter.dim() == 4 and parameter.shape[2] * parameter.shape[3] > 1:
-            return parameter.is_contiguous(memory_format=torch.channels_last)
-    return False

@@ -1,0 +1,60 @@
+"""BatchNorm folded into convolutions for inference (models.fold): same outputs, no BatchNorm left, input untouched."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from models import BACKBONES, NECKS, build_detector
+from models.fold import fold_batchnorm, stores_channels_last
+
+SIZE = 128
+
+
+def detector_with_trained_like_batchnorm(version: str, backbone: str) -> nn.Module:
+    """A detector whose BatchNorm statistics and affine parameters are far from the identity, as after training."""
+    torch.manual_seed(0)
+    model = build_detector(version, backbone, SIZE, 3)
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(torch.rand(channels, generator=generator) * 2 - 1)
+            module.running_var.copy_(torch.rand(channels, generator=generator) * 1.5 + 0.5)
+            module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(channels, generator=generator) - 0.5)
+    return model
+
+
+def batchnorm_count(model: nn.Module) -> int:
+    return sum(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+
+
+@pytest.mark.parametrize("version, backbone", list(itertools.product(NECKS, BACKBONES)))
+def test_folded_detector_gives_the_same_outputs_without_batchnorm(version, backbone, one_torch_thread):
+    model = detector_with_trained_like_batchnorm(version, backbone).train()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert batchnorm_count(model) > 0 and batchnorm_count(folded) == 0
+    assert model.training and not folded.training  # the caller's mode is kept; the copy is for inference
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) * 50
+    with torch.no_grad():
+        expected = model.eval()(images)
+        got = folded(images)
+    for got_output, expected_output in zip(got, expected):
+        assert got_output.shape == expected_output.shape
+        scale = expected_output.abs().max()
+        torch.testing.assert_close(got_output, expected_output, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_folding_keeps_channels_last_weights(one_torch_thread):
+    model = detector_with_trained_like_batchnorm("fssd", "resnet18").to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(model)
+    assert stores_channels_last(folded)
+    assert not stores_channels_last(fold_batchnorm(detector_with_trained_like_batchnorm("fssd", "resnet18")))
+
+
+def test_a_model_without_batchnorm_is_returned_as_is():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert fold_batchnorm(model) is model
