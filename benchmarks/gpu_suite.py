@@ -13,8 +13,8 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
    NMS -> detections on the host), batch 1 / 32 / 64, fp32 and bf16 + channels_last; forward-only and
    post-processing-only rows; on CUDA, the forward pass and post-processing replayed from one CUDA graph
    (``utils.cuda_graph.CUDAGraphDetector``, as ``main.py --cuda_graph``). BatchNorm is folded into the
-   convolutions, as in ``run_inference`` (``models.fold``); one row without folding, and at the largest batch one
-   row with the model through ``torch.compile`` (not in ``main.py``).
+   convolutions, as in ``run_inference`` (``models.fold``); one row without folding, and on CUDA at the largest
+   batch one row with the model through ``torch.compile`` (not in ``main.py``).
 3. ``profile``: torch.profiler top ops by device time, and the device time of each phase (forward, loss, backward,
    optimizer) of the RetinaNet-320 MG AMP step.
 4. ``ladder``: the MG step with one speed option added at a time, from the per-image loss loop of the authors'
@@ -22,7 +22,7 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
 5. ``loader``: real data through ``utils.engine.build_train_loader`` and ``utils.engine.train`` (JPEG decode and
    the paper's augmentation in worker processes, pinned memory), and the loader alone.
 6. ``compile``: the best ``ladder`` rung + ``torch.compile(model)``, then + the compiled criterion
-   (``MultiBoxLoss(compile=True)``: both are ``main.py --compile``), compile times reported.
+   (``MultiBoxLoss(compile=True)``; ``main.py --compile`` and ``--compile_loss``), compile times reported.
 7. ``grid``: the rest of the ``train`` grid (every version at 320 and 512) and of the ``inference`` grid (every
    version at 320).
 

@@ -24,7 +24,7 @@ def test_help_explains_every_flag():
              "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
              "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
              "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
-             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--cuda_graph", "--expand_prob"]
+             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--compile_loss", "--cuda_graph", "--expand_prob"]
     for flag in flags:
         assert flag in result.stdout, flag
 

@@ -200,14 +200,14 @@ def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path):
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_run_follows_the_eager_run(shapes_root, tmp_path):
-    """--compile compiles the model and the MG criterion (assignment + losses): the first two iterations' losses equal
-    the eager run's (later ones drift apart with float rounding, as any two kernel orders do)."""
+    """--compile --compile_loss compile the model and the MG criterion (assignment + losses): the first two iterations'
+    losses equal the eager run's (later ones drift apart with float rounding, as any two kernel orders do)."""
     eager_dir, compiled_dir = tmp_path / "eager", tmp_path / "compiled"
-    for workdir, extra in ((eager_dir, ()), (compiled_dir, ("--compile",))):
+    for workdir, extra in ((eager_dir, ()), (compiled_dir, ("--compile", "--compile_loss"))):
         workdir.mkdir()
         assert run(workdir, base_args(shapes_root, "--mutual_guide", "--max_iter", "2", "--warm_iter", "1",
                                           *extra)) == 0
     eager, compiled = logged_losses(eager_dir / "run"), logged_losses(compiled_dir / "run")
     assert [row[0] for row in compiled] == [row[0] for row in eager] == [1, 2]
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)
-    assert load_checkpoint(compiled_dir / "weights" / CKPT.format("_MG"))["config"]["compile"] is True
+    assert load_checkpoint(compiled_dir / "weights" / CKPT.format("_MG"))["config"]["compile_loss"] is True
