@@ -27,7 +27,8 @@ def detector_with_trained_like_batchnorm(version: str, backbone: str) -> nn.Modu
 
 
 def batchnorm_count(model: nn.Module) -> int:
-    return sum(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    """BatchNorm layers of any kind (BatchNorm2d, SyncBatchNorm)."""
+    return sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 
 @pytest.mark.parametrize("version, backbone", list(itertools.product(NECKS, BACKBONES)))
@@ -58,3 +59,15 @@ def test_folding_keeps_channels_last_weights(one_torch_thread):
 def test_a_model_without_batchnorm_is_returned_as_is():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     assert fold_batchnorm(model) is model
+
+
+def test_sync_batchnorm_folds_too(one_torch_thread):
+    """--sync_bn trains with SyncBatchNorm; its evaluation folds the same way (SyncBatchNorm evaluates on a CPU)."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(detector_with_trained_like_batchnorm("fssd", "resnet18")).eval()
+    folded = fold_batchnorm(model)
+    assert batchnorm_count(folded) == 0
+    assert sum(isinstance(module, nn.SyncBatchNorm) for module in model.modules()) == batchnorm_count(model) > 0
+    images = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 50
+    with torch.no_grad():
+        for got, expected in zip(folded(images), model(images)):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
