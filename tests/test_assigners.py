@@ -20,7 +20,7 @@ from utils.assign import (
     image_chunks,
     pad_targets,
 )
-from utils.assign.quality import select_top_ranked
+from utils.assign.quality import anchor_iou, select_top_ranked
 from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
 
 NUM_CLASSES = 20
@@ -216,6 +216,27 @@ def test_quotas_computed_ahead_give_the_same_assignment(images_per_chunk):
     ahead = assigner(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True, quotas=quotas)
     for a, b in zip(inline, ahead):
         assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
+
+
+def test_a_split_assignment_reads_its_anchor_iou_from_quotas_computed_whole(monkeypatch):
+    # MultiBoxLoss splits a batch by its logits too ([b, A, C]), so it may split a batch whose quotas (and anchor IoU
+    # matrix) were computed in one piece on the side stream: each run of images then reads its rows of that matrix.
+    import utils.assign.mutual_guidance as mutual_guidance
+
+    targets, loc, conf = random_batch([7, 0, 2, 11, 60], seed=9)
+    gt = pad_targets(targets, NUM_CLASSES)
+    quotas = MutualGuidanceAssigner(max_elements=2**25).quotas(ANCHORS_320, gt.boxes, gt.mask)  # one piece
+    assert quotas.anchor_iou is not None
+    split = MutualGuidanceAssigner(max_elements=2 * 60 * ANCHORS_320.shape[0])  # runs of 2, 2 and 1 images
+    inline = split(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    calls = []
+    monkeypatch.setattr(mutual_guidance, "anchor_iou", lambda *args: calls.append(args) or anchor_iou(*args))
+    ahead = split(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, quotas=quotas)
+    assert calls == []
+    for a, b in zip(inline, ahead):
+        if a is not None:
+            assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
+    assert int((ahead.cls.state == 1).sum()) > 80
 
 
 PEAK_SCRIPT = """

@@ -120,24 +120,25 @@ def image_chunks(num_images: int, entries_per_image: int, max_elements: int) -> 
     return [slice(start, min(start + step, num_images)) for start in range(0, num_images, step)]
 
 
-def assigner_inputs(
-    anchors: Tensor, gt_boxes: Tensor, gt_mask: Tensor, max_elements: int | None
-) -> tuple[Tensor, Tensor, list[slice]]:
+def matrix_chunks(gt_boxes: Tensor, num_anchors: int, max_elements: int | None) -> list[slice]:
+    """Runs of images whose ``[b, G, A]`` matrices hold at most ``max_elements`` entries (None:
+    :func:`default_max_elements` of the boxes' device); ``gt_boxes`` is ``[B, G, 4]``."""
+    max_elements = max_elements or default_max_elements(gt_boxes.device)
+    return image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * num_anchors, max_elements)
+
+
+def assigner_inputs(anchors: Tensor, gt_boxes: Tensor, gt_mask: Tensor) -> tuple[Tensor, Tensor]:
     """What every assigner starts from.
 
     Args:
         anchors: ``[A, 4]`` cxcywh normalised.
         gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
         gt_mask: ``[B, G]`` bool, True for real objects.
-        max_elements: entries per ``[b, G, A]`` chunk (None: :func:`default_max_elements` of the boxes' device).
 
     Returns:
-        ``(anchors [A, 4] xyxy float32, gt_boxes [B, G, 4] float32 with padded slots zeroed, image chunks)``.
+        ``(anchors [A, 4] xyxy float32, gt_boxes [B, G, 4] float32 with padded slots zeroed)``.
     """
-    gt_boxes = gt_boxes.float() * gt_mask.unsqueeze(2)
-    max_elements = max_elements or default_max_elements(gt_boxes.device)
-    chunks = image_chunks(gt_boxes.shape[0], gt_boxes.shape[1] * anchors.shape[0], max_elements)
-    return corner_form(anchors.float()), gt_boxes, chunks
+    return corner_form(anchors.float()), gt_boxes.float() * gt_mask.unsqueeze(2)
 
 
 def concat_assignments(parts: Sequence[Assignment]) -> Assignment:

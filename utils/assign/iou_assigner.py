@@ -11,7 +11,16 @@ nothing, instead of forcing anchor 0 and then encoding ``log(0)`` (facts §11.7)
 import torch
 from torch import Tensor
 
-from .assignment import IGNORE, NEGATIVE, POSITIVE, Assignment, assigner_inputs, check_thresholds, concat_assignments
+from .assignment import (
+    IGNORE,
+    NEGATIVE,
+    POSITIVE,
+    Assignment,
+    assigner_inputs,
+    check_thresholds,
+    concat_assignments,
+    matrix_chunks,
+)
 from .quality import anchor_iou
 
 
@@ -64,7 +73,8 @@ class IoUAssigner:
         Returns:
             :class:`Assignment` ``[B, A]``.
         """
-        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
+        anchors_xyxy, gt_boxes = assigner_inputs(anchors, gt_boxes, gt_mask)
+        chunks = matrix_chunks(gt_boxes, anchors.shape[0], self.max_elements)
         return concat_assignments([self.assign_chunk(anchors_xyxy, gt_boxes[chunk]) for chunk in chunks])
 
     def assign_chunk(self, anchors_xyxy: Tensor, gt_boxes: Tensor) -> Assignment:

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from utils.box import decode
 
-from .assignment import Assignment, assigner_inputs, check_thresholds, concat_assignments
+from .assignment import Assignment, assigner_inputs, check_thresholds, concat_assignments, matrix_chunks
 from .iou_assigner import assign_by_iou
 from .quality import (
     amplified_iou,
@@ -55,6 +55,8 @@ class Quotas(NamedTuple):
     max_rank: the largest ``num_ignored_or_positive`` of the batch, capped at A (how many ranks ``topk`` reads).
     anchor_iou: the step-1 matrix A ``[B, G, A]`` (before forcing and suppression) when the batch was a single chunk,
         so that the assignment reuses it instead of computing it again; None when the batch was split (memory bound).
+        An assignment that splits the batch by another rule (e.g. :class:`MultiBoxLoss` also bounds the logits) reads
+        its runs of images from it.
     """
 
     num_positive: Tensor
@@ -62,11 +64,10 @@ class Quotas(NamedTuple):
     max_rank: int
     anchor_iou: Tensor | None = None
 
-    def of_images(self, images: slice, whole: bool) -> "Quotas":
-        """The quotas of a run of images; the anchor-IoU matrix goes along only when the run is the whole batch."""
-        if whole:
-            return self
-        return Quotas(self.num_positive[images], self.num_ignored_or_positive[images], self.max_rank)
+    def of_images(self, images: slice) -> "Quotas":
+        """The quotas of a run of images (views; ``max_rank`` stays the batch's, an upper bound for the run)."""
+        anchor_iou = None if self.anchor_iou is None else self.anchor_iou[images]
+        return Quotas(self.num_positive[images], self.num_ignored_or_positive[images], self.max_rank, anchor_iou)
 
 
 class MutualGuidanceAssignment(NamedTuple):
@@ -136,7 +137,8 @@ class MutualGuidanceAssigner:
             :class:`MutualGuidanceAssignment` of ``[B, A]`` assignments.
         """
         anchors = anchors.float()
-        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
+        anchors_xyxy, gt_boxes = assigner_inputs(anchors, gt_boxes, gt_mask)
+        chunks = matrix_chunks(gt_boxes, anchors.shape[0], self.max_elements)
         loc, conf = loc.detach().float(), conf.detach().float()
         parts = [
             self.assign_chunk(
@@ -147,7 +149,7 @@ class MutualGuidanceAssigner:
                 loc[chunk],
                 conf[chunk],
                 with_iou_baseline,
-                None if quotas is None else quotas.of_images(chunk, whole=len(chunks) == 1),
+                None if quotas is None else quotas.of_images(chunk),
             )
             for chunk in chunks
         ]
@@ -210,7 +212,8 @@ class MutualGuidanceAssigner:
             gt_boxes: ``[B, G, 4]`` xyxy normalised, padded.
             gt_mask: ``[B, G]`` bool, True for real objects.
         """
-        anchors_xyxy, gt_boxes, chunks = assigner_inputs(anchors, gt_boxes, gt_mask, self.max_elements)
+        anchors_xyxy, gt_boxes = assigner_inputs(anchors, gt_boxes, gt_mask)
+        chunks = matrix_chunks(gt_boxes, anchors.shape[0], self.max_elements)
         if len(chunks) == 1:
             matrix = anchor_iou(gt_boxes, anchors_xyxy)
             return self._quotas_from(matrix.clone())._replace(anchor_iou=matrix)  # counting modifies its input

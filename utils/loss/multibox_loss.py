@@ -115,7 +115,7 @@ class MultiBoxLoss(nn.Module):
                 gt, quotas = self.quota_prefetcher(self.mg_assigner, anchors, targets, self.num_classes)
             else:
                 gt, quotas = pad_targets(targets, num_classes=self.num_classes, device=loc.device), None
-            anchors_xyxy, gt_boxes, _ = assigner_inputs(anchors, gt.boxes, gt.mask, None)
+            anchors_xyxy, gt_boxes = assigner_inputs(anchors, gt.boxes, gt.mask)
             num_images, num_anchors, num_classes = conf.shape
             chunks = image_chunks(num_images, num_anchors * max(gt_boxes.shape[1], num_classes), self._max_elements(loc))
             parts = [
@@ -126,7 +126,7 @@ class MultiBoxLoss(nn.Module):
                     gt.labels[chunk],
                     loc[chunk],
                     conf[chunk],
-                    self._chunk_quotas(anchors, gt, quotas, chunk, whole=len(chunks) == 1),
+                    self._chunk_quotas(anchors, gt, quotas, chunk),
                     with_stats,
                 )
                 for chunk in chunks
@@ -147,15 +147,13 @@ class MultiBoxLoss(nn.Module):
         assigner = self.mg_assigner if self.mutual_guide else self.iou_assigner
         return assigner.max_elements or default_max_elements(loc.device)
 
-    def _chunk_quotas(
-        self, anchors: Tensor, gt: PaddedTargets, quotas: Quotas | None, chunk: slice, whole: bool
-    ) -> Quotas | None:
+    def _chunk_quotas(self, anchors: Tensor, gt: PaddedTargets, quotas: Quotas | None, chunk: slice) -> Quotas | None:
         """The Mutual-Guidance quotas of one run of images, computed ahead of its assignment (None for IoU)."""
         if not self.mutual_guide:
             return None
         if quotas is None:
             return self.mg_assigner.quotas(anchors, gt.boxes[chunk], gt.mask[chunk])
-        return quotas.of_images(chunk, whole)
+        return quotas.of_images(chunk)
 
     def _terms(
         self,
