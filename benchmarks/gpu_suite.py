@@ -412,10 +412,14 @@ class Inference:
     the convolutions unless ``fold=False``) and ``PostProcessor`` (score > 0.005, top-1000, per-class NMS 0.5, 300
     per image), and copies the detections to the host with ``utils.postprocess.detections_to_numpy``, as
     ``run_inference`` does. ``compile_model`` runs the model through ``torch.compile`` (not in ``main.py``).
+    ``cast_weights`` (bf16 only) stores the network's weights in bf16 and feeds it bf16 images instead of using
+    autocast, which casts the weights again at every call (not in ``main.py``; the same outputs, since the detectors
+    use no operation that autocast keeps in float32).
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,
-                 device: torch.device, dense_nms: bool | None = None, fold: bool = True, compile_model: bool = False):
+                 device: torch.device, dense_nms: bool | None = None, fold: bool = True, compile_model: bool = False,
+                 cast_weights: bool = False):
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         with torch.device(device):
@@ -423,6 +427,10 @@ class Inference:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=self.memory_format)
         model = fold_batchnorm(model) if fold else model
+        self.weights_dtype = AMP_DTYPES[precision] if cast_weights else None
+        if cast_weights and self.weights_dtype is None:
+            raise ValueError("Inference: cast_weights needs a reduced precision (bf16), not fp32")
+        model = model.to(self.weights_dtype) if cast_weights else model
         self.model = torch.compile(model) if compile_model else model
         priors = PriorBox(base_anchor_size=24.0, size=size).forward().to(device)
         self.postprocessor = PostProcessor(priors, dense_nms=dense_nms)
@@ -436,6 +444,8 @@ class Inference:
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.weights_dtype is not None:
+            return self.model(images.to(self.weights_dtype))
         with autocast(self.device, self.precision):
             return self.model(images)
 
@@ -458,14 +468,16 @@ class Inference:
 def measure_inference(version: str, backbone: str, size: int, batch: int, precision: str, mode: str,
                       settings: Settings, device: torch.device) -> dict:
     """Median latency per batch and images/s of one inference ``mode``: ``end to end`` (what ``run_inference`` runs),
-    ``end to end, BatchNorm not folded``, ``end to end, torch.compile``, ``forward only``, ``post-processing only``
+    ``end to end, BatchNorm not folded``, ``end to end, torch.compile``, ``end to end, bf16 weights`` (no autocast),
+    ``forward only``, ``post-processing only``
     (the NMS PostProcessor picks), ``post-processing only, torchvision NMS`` / ``dense NMS`` or ``end to end, CUDA
     graph`` (``main.py --cuda_graph``). Batch 1 is timed call by call (latency); larger batches back to back
     (throughput)."""
     dense_nms = {"torchvision NMS": False, "dense NMS": True}.get(mode.rpartition(", ")[2])  # None: PostProcessor picks
     inference = Inference(version, backbone, size, batch, precision, precision != "fp32", device, dense_nms,
-                          fold=not mode.endswith("BatchNorm not folded"), compile_model=mode.endswith("torch.compile"))
-    if mode in ("end to end", "end to end, BatchNorm not folded", "end to end, torch.compile"):
+                          fold=not mode.endswith("BatchNorm not folded"), compile_model=mode.endswith("torch.compile"),
+                          cast_weights=mode.endswith("bf16 weights"))
+    if mode in ("end to end", "end to end, BatchNorm not folded", "end to end, torch.compile", "end to end, bf16 weights"):
         function = inference.end_to_end
     elif mode.startswith("end to end, CUDA graph"):
         function = inference.graphed_end_to_end()
@@ -505,7 +517,8 @@ def headline_inference_modes(device: torch.device, largest_batch: int) -> Callab
         extra = ["end to end, CUDA graph"] if device.type == "cuda" else []
         extra += ["end to end, torch.compile"] if device.type == "cuda" and batch == largest_batch else []
         extra += ["post-processing only, torchvision NMS", "post-processing only, dense NMS"]
-        return ["end to end", "end to end, BatchNorm not folded", "forward only", "post-processing only"] + extra
+        return ["end to end", "end to end, BatchNorm not folded", "end to end, bf16 weights", "forward only",
+                "post-processing only"] + extra
     return modes
 
 
@@ -663,7 +676,7 @@ def check_targets(report: Report, settings: Settings) -> None:
         targets.append({"target": "MG costs <= 5 % of the step over IoU (AMP)", "measured": share, "unit": "fraction",
                         "met": share <= 0.05})
     for infer_batch, goal in ((1, 1000), (64, 5000)):
-        for mode in ("end to end", "end to end, CUDA graph", "end to end, torch.compile"):
+        for mode in ("end to end", "end to end, bf16 weights", "end to end, CUDA graph", "end to end, torch.compile"):
             row = find("inference", version="retinanet", size=size, batch=infer_batch, mode=mode,
                        precision="bf16, channels_last")
             if row:

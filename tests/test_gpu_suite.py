@@ -38,7 +38,7 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
 
     modes = {(row["batch"], row["mode"]) for row in record["inference"]}
     post_processing = [f"post-processing only{nms}" for nms in ("", ", torchvision NMS", ", dense NMS")]
-    end_to_end = ["end to end", "end to end, BatchNorm not folded"]  # the CUDA-graph and torch.compile rows: CUDA only
+    end_to_end = ["end to end", "end to end, BatchNorm not folded", "end to end, bf16 weights"]  # graph, compile: CUDA
     assert modes == {(b, m) for b in (1, 2) for m in [*end_to_end, "forward only", *post_processing]}
     assert all(row["images_per_s"] > 0 for row in record["inference"])
 
@@ -68,6 +68,20 @@ def test_sections_choose_what_runs(tmp_path):
         "MG training, AMP, >= 5x the authors' 193 images/s",
         "MG costs <= 5 % of the step over IoU (AMP)",
     ]
+
+
+def test_bf16_weights_give_the_autocast_outputs_exactly():
+    # The "bf16 weights" rows store the folded network in bf16 instead of casting its weights under autocast at every
+    # call: the detectors use no operation that autocast keeps in float32, so the outputs are the same bits.
+    cpu = torch.device("cpu")
+    autocast = gpu_suite.Inference("pafpn", "resnet18", 128, 2, "bf16", True, cpu)
+    cast = gpu_suite.Inference("pafpn", "resnet18", 128, 2, "bf16", True, cpu, cast_weights=True)
+    assert {p.dtype for p in cast.model.parameters()} == {torch.bfloat16}
+    images = autocast.to_device(autocast.host_images)
+    for expected, actual in zip(autocast.forward(images), cast.forward(images)):
+        assert actual.dtype == expected.dtype == torch.bfloat16 and torch.equal(actual, expected)
+    with pytest.raises(ValueError, match="bf16"):
+        gpu_suite.Inference("pafpn", "resnet18", 128, 2, "fp32", False, cpu, cast_weights=True)
 
 
 def test_full_run_needs_a_gpu():
