@@ -28,6 +28,7 @@ from data import DataError, build_dataset, build_loader, check_dataset, detectio
 from data.errors import original_message
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
+from models.memory_format import prefers_channels_last
 from utils.box import PriorBox
 from utils.checkpoint import (
     FORMAT,
@@ -388,7 +389,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
                            pretrained=args.pretrained).to(device)
     amp_dtype = amp_dtype_for(args.amp, device)
-    channels_last = device.type == "cuda" and amp_dtype is not None
+    channels_last = prefers_channels_last(device, amp_dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     priors = PriorBox(base_anchor_size=args.base_anchor_size, size=args.size).forward().to(device)

@@ -3,6 +3,9 @@ assignment), backward and the SGD step, on random images with random boxes (3 ob
 
     python benchmarks/training_speed.py                       # every detector, 320 and 512, MG off/on, fp32 (+AMP on CUDA)
     python benchmarks/training_speed.py --device cpu --batch_size 2 --iters 2 --versions fssd --sizes 320
+    python benchmarks/training_speed.py --device cpu --memory_format nchw channels_last   # compare the layouts
+
+``--memory_format auto`` (the default) is what ``main.py`` picks: channels-last on the CPU and under autocast on CUDA.
 
 Prints a markdown table, the CPU model / GPU name, torch version and the date. CUDA timings synchronise.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import cpu_model  # noqa: E402
 
 from models import build_detector  # noqa: E402
+from models.memory_format import prefers_channels_last  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
@@ -37,10 +42,12 @@ def random_targets(batch: int, num_classes: int, generator: torch.Generator) -> 
 
 
 def images_per_second(version: str, backbone: str, size: int, mutual_guide: bool, amp_dtype: torch.dtype | None,
-                      device: torch.device, batch: int, iters: int, warmup: int, num_classes: int) -> float:
+                      device: torch.device, batch: int, iters: int, warmup: int, num_classes: int,
+                      channels_last: bool | None = None) -> float:
+    """Images/s of the training step; ``channels_last`` None follows ``main.py`` (``prefers_channels_last``)."""
     torch.manual_seed(0)
     model = build_detector(version, backbone, size, num_classes).to(device)
-    channels_last = device.type == "cuda" and amp_dtype is not None
+    channels_last = prefers_channels_last(device, amp_dtype) if channels_last is None else channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -75,6 +82,15 @@ def images_per_second(version: str, backbone: str, size: int, mutual_guide: bool
     return batch * iters / (time.perf_counter() - start)
 
 
+LAYOUTS = {"auto": None, "nchw": False, "channels_last": True}
+
+
+def layout_name(layout: str, device: torch.device, amp_dtype: torch.dtype | None) -> str:
+    if layout != "auto":
+        return layout
+    return f"auto ({'channels_last' if prefers_channels_last(device, amp_dtype) else 'nchw'})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -87,6 +103,10 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=20)
     parser.add_argument("--amp", nargs="*", default=None, choices=["fp32", "bf16", "fp16"],
                         help="precisions to time (default: fp32 and bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--memory_format", nargs="+", default=["auto"], choices=list(LAYOUTS),
+                        help="layouts to time: auto (main.py's choice), nchw, channels_last")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time each row this many times, rows interleaved, and print the median (shared machines)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -100,17 +120,22 @@ def main() -> None:
     print(f"# training throughput, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"device: {where}; torch {torch.__version__}; batch {batch}, {warmup} warm-up + {iters} timed iterations")
     print()
-    print("| detector | backbone | size | assignment | precision | images/s |")
-    print("|---|---|---|---|---|---|")
+    print("| detector | backbone | size | assignment | precision | memory format | images/s |")
+    print("|---|---|---|---|---|---|---|")
     for version in args.versions:
-        backbone = "vgg16" if version == "rfbnet" else args.backbone  # RFBNet is VGG16-only
         for size in args.sizes:
             for mutual_guide in (False, True):
                 for precision in precisions:
-                    speed = images_per_second(version, backbone, size, mutual_guide, dtypes[precision], device,
-                                              batch, iters, warmup, args.num_classes)
-                    print(f"| {version} | {backbone} | {size} | {'MG' if mutual_guide else 'IoU'} | {precision} | "
-                          f"{speed:.1f} |", flush=True)
+                    speeds = {layout: [] for layout in args.memory_format}
+                    for _ in range(args.repeats):
+                        for layout in args.memory_format:
+                            speeds[layout].append(images_per_second(
+                                version, args.backbone, size, mutual_guide, dtypes[precision], device, batch, iters,
+                                warmup, args.num_classes, LAYOUTS[layout]))
+                    for layout, values in speeds.items():
+                        shown = layout_name(layout, device, dtypes[precision])
+                        print(f"| {version} | {args.backbone} | {size} | {'MG' if mutual_guide else 'IoU'} | {precision} "
+                              f"| {shown} | {statistics.median(values):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,23 +15,25 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from models.memory_format import memory_format, stores_channels_last
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+
+def fold_batchnorm(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
     """A copy of ``model`` for inference with each BatchNorm folded into the convolution it follows.
 
-    ``model`` is left as it is. The copy is in evaluation mode (folding uses the running statistics) and keeps the
-    model's weight memory format (channels-last or not) and device. It is a ``torch.fx.GraphModule`` with the same
-    ``forward``: ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])`` for this project's detectors.
-    ``SyncBatchNorm`` layers (``--sync_bn``) fold like ``BatchNorm2d``. A model without BatchNorm is returned
-    unchanged (not copied): there is nothing to fold.
+    ``model`` is left as it is. The copy is in evaluation mode (folding uses the running statistics), on the model's
+    device, with its weights channels-last when ``channels_last`` is True, contiguous (NCHW) when False, and as the
+    model stores them when None. It is a ``torch.fx.GraphModule`` with the same ``forward``:
+    ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])`` for this project's detectors. ``SyncBatchNorm``
+    layers (``--sync_bn``) fold like ``BatchNorm2d``. A model without BatchNorm has nothing to fold: it is returned
+    unchanged (not copied) when its memory format is kept, and as a copy in the asked format otherwise.
     """
+    keep_format = channels_last is None or channels_last == stores_channels_last(model)
+    channels_last = stores_channels_last(model) if channels_last is None else channels_last
     if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
-        return model
+        return model if keep_format else copy.deepcopy(model).to(memory_format=memory_format(channels_last))
     plain = _with_plain_batchnorm(copy.deepcopy(model)).eval()  # fx folds BatchNorm2d, not SyncBatchNorm (--sync_bn)
-    folded = fuse(plain, inplace=True)
-    if stores_channels_last(model):
-        folded = folded.to(memory_format=torch.channels_last)
-    return folded.eval()
+    return fuse(plain, inplace=True).to(memory_format=memory_format(channels_last)).eval()
 
 
 def _with_plain_batchnorm(module: nn.Module) -> nn.Module:
@@ -46,11 +48,3 @@ def _with_plain_batchnorm(module: nn.Module) -> nn.Module:
         else:
             _with_plain_batchnorm(child)
     return module
-
-
-def stores_channels_last(model: nn.Module) -> bool:
-    """Whether the model's first spatial convolution weight is stored channels-last."""
-    for parameter in model.parameters():
-        if parameter.dim() == 4 and parameter.shape[2] * parameter.shape[3] > 1:
-            return parameter.is_contiguous(memory_format=torch.channels_last)
-    return False

@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import build_detector
-from models.fold import stores_channels_last
+from models.memory_format import stores_channels_last
 from tests.test_postprocess import IMAGE_SIZES, assert_same_detections, distinct_logits
 from utils.box import PriorBox
 from utils.cuda_graph import CUDAGraphDetector

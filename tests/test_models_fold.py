@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from models import BACKBONES, NECKS, build_detector
-from models.fold import fold_batchnorm, stores_channels_last
+from models.fold import fold_batchnorm
+from models.memory_format import prefers_channels_last, stores_channels_last
 
 SIZE = 128
 
@@ -56,9 +57,29 @@ def test_folding_keeps_channels_last_weights(one_torch_thread):
     assert not stores_channels_last(fold_batchnorm(detector_with_trained_like_batchnorm("fssd", "resnet18")))
 
 
-def test_a_model_without_batchnorm_is_returned_as_is():
+def test_folding_into_an_asked_memory_format_leaves_the_model_as_it_is(one_torch_thread):
+    model = detector_with_trained_like_batchnorm("fssd", "resnet18").eval()
+    folded = fold_batchnorm(model, channels_last=True)
+    assert stores_channels_last(folded) and not stores_channels_last(model)
+    assert not stores_channels_last(fold_batchnorm(model.to(memory_format=torch.channels_last), channels_last=False))
+    images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) * 50
+    with torch.no_grad():
+        for got, expected in zip(folded(images.contiguous(memory_format=torch.channels_last)), model(images)):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_a_model_without_batchnorm_is_returned_as_is_unless_another_format_is_asked():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    assert fold_batchnorm(model) is model
+    assert fold_batchnorm(model) is model and fold_batchnorm(model, channels_last=False) is model
+    converted = fold_batchnorm(model, channels_last=True)
+    assert converted is not model and stores_channels_last(converted) and not stores_channels_last(model)
+
+
+def test_channels_last_is_preferred_on_the_cpu_and_under_autocast_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert prefers_channels_last(cpu, None) and prefers_channels_last(cpu, torch.bfloat16)
+    assert prefers_channels_last(cuda, torch.bfloat16) and prefers_channels_last(cuda, torch.float16)
+    assert not prefers_channels_last(cuda, None)
 
 
 def test_sync_batchnorm_folds_too(one_torch_thread):

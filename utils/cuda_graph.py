@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.fold import stores_channels_last
+from models.memory_format import stores_channels_last
 from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
 
 GRAPH_NMS_STEPS = 16  # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)

@@ -31,6 +31,7 @@ from data.dataset import read_image
 from data.errors import DataError
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
+from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
 from utils.draw import class_colours, draw_detections
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
@@ -178,7 +179,8 @@ def run_demo(
     detector = load_trained_detector(checkpoint_path, device)
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
-    network = fold_batchnorm(detector.model)
+    channels_last = prefers_channels_last(device, None)
+    network = fold_batchnorm(detector.model, channels_last)
     graphed = CUDAGraphDetector(network, postprocessor, batch_size, detector.size) if cuda_graph else None
     out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
     try:
@@ -202,7 +204,8 @@ def run_demo(
                 if graphed is not None:
                     results = graphed(images, sizes)
                 else:
-                    loc, conf = network(images.to(device, non_blocking=True))
+                    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last))
+                    loc, conf = network(images)
                     results = detections_to_numpy(postprocessor(loc, conf, sizes.to(device)))
                 for index, original, result in zip(indices, originals, results):
                     drawn = draw_detections(original, result["boxes"], result["scores"], result["labels"],
