@@ -102,6 +102,44 @@ def test_batched_inference_equals_one_image_at_a_time_and_is_indexed_like_the_da
     assert all(d["boxes"].dtype == np.float32 and d["labels"].dtype == np.int64 for d in detections)
 
 
+class RandomImages(FakeVocDataset):
+    """The fake dataset's sizes with random images at 128 px, for a real detector."""
+
+    def __getitem__(self, i):
+        return torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(i)) * 50, torch.zeros(0, 5), i
+
+
+def test_a_real_detector_runs_channels_last_on_the_cpu_and_leaves_the_callers_model(one_torch_thread, monkeypatch):
+    # run_inference evaluates a folded channels-last copy on the CPU (models/memory_format.py); the caller's model,
+    # still training and NCHW, must not change, and the detections are the plain model's up to float rounding.
+    import utils.inference
+    from models import build_detector
+    from models.fold import fold_batchnorm
+    from models.memory_format import stores_channels_last
+
+    networks = []
+    def recording_fold(*args):
+        networks.append(fold_batchnorm(*args))
+        return networks[-1]
+
+    monkeypatch.setattr(utils.inference, "fold_batchnorm", recording_fold)
+    torch.manual_seed(0)
+    model = build_detector("fssd", "resnet18", 128, NUM_CLASSES).train()
+    priors = PriorBox(size=128).forward()
+    dataset = RandomImages()
+    loader = DataLoader(dataset, batch_size=4, collate_fn=collate)
+    detections = run_inference(model, loader, priors, torch.device("cpu"))
+    assert model.training and not stores_channels_last(model)
+    assert len(networks) == 1 and stores_channels_last(networks[0])
+    post = PostProcessor(priors)
+    with torch.no_grad():
+        expected = post(*model.eval()(torch.stack([dataset[i][0] for i in range(len(dataset))])),
+                        torch.tensor([dataset.image_size(i) for i in range(len(dataset))]))
+    for got, want in zip(detections, expected):
+        assert len(got["scores"]) == len(want["scores"]) > 0
+        np.testing.assert_allclose(got["scores"][:20], want["scores"][:20].numpy(), rtol=1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_inference_equals_the_eager_cpu_path():
     dataset = FakeVocDataset()
