@@ -149,10 +149,10 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
+    dataset = COCODetection(annotation_file, image_folder, **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
-        check_disjoint_coco_splits(*((annotation_file, other_file) if split == "train" else (other_file, annotation_file)))
-    dataset = COCODetection(annotation_file, image_folder, **options)
+        check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
     if classes is not None and [c.lower() for c in classes] != [c.lower() for c in dataset.class_names]:
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}")
     return dataset

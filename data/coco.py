@@ -240,15 +240,20 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
     return None
 
 
-def check_disjoint_coco_splits(train_file: Path, test_file: Path) -> None:
+def check_disjoint_coco_splits(split: str, split_file: Path, split_coco: COCO, other_file: Path) -> None:
     """Raise :class:`DataError` naming both files when a custom COCO-layout train and test json list the same image
-    file (same image folder and ``file_name``); splits whose image folders differ are not compared."""
-    folder = image_folder_for(train_file)
-    if folder is None or folder.resolve() != (image_folder_for(test_file) or Path()).resolve():
+    file (same image folder and ``file_name``); splits whose image folders differ are not compared.
+
+    ``split_coco`` is ``split_file`` (of ``split``, train or test) as the dataset already loaded it; ``other_file``,
+    the other split's json, is read only when both splits use one image folder.
+    """
+    folder = image_folder_for(split_file)
+    if folder is None or folder.resolve() != (image_folder_for(other_file) or Path()).resolve():
         return
-    test_names = {info["file_name"] for info in load_coco_json(test_file, "").dataset["images"]}
-    shared = sorted(info["file_name"] for info in load_coco_json(train_file, "").dataset["images"]
-                    if info["file_name"] in test_names)
+    pairs = [(split_file, split_coco), (other_file, load_coco_json(other_file, ""))]
+    (train_file, train_coco), (test_file, test_coco) = pairs if split == "train" else pairs[::-1]
+    test_names = {info["file_name"] for info in test_coco.dataset["images"]}
+    shared = sorted(info["file_name"] for info in train_coco.dataset["images"] if info["file_name"] in test_names)
     if shared:
         examples = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
         raise DataError(
