@@ -205,7 +205,7 @@ class PostProcessor:
     def _first_pass(self, boxes: Tensor, scores: Tensor) -> tuple[list[dict[str, Tensor]], Tensor]:
         """Steps 3-5 with ``pre_nms_topk``: the detections of each image and its ``[B]`` bool ``complete`` flag."""
         if self._use_dense_nms(boxes.device):
-            padded = self._dense_nms_detections(boxes, scores, self.pre_nms_topk, steps=None)
+            padded = self._dense_nms_detections(boxes, scores, steps=None)
             return padded.to_list(), padded.complete
         return self._torchvision_detections(boxes, scores, self.pre_nms_topk)
 
@@ -253,7 +253,7 @@ class PostProcessor:
         """
         self._check_fits_dense_nms("padded")
         boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
-        return self._dense_nms_detections(boxes, scores, self.pre_nms_topk, steps=nms_steps)
+        return self._dense_nms_detections(boxes, scores, steps=nms_steps)
 
     def _boxes_and_scores(self, loc: Tensor, conf: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
         """Steps 1-2: ``boxes [B, A, 4]`` float32 pixels of the original images and ``scores [B, A, C]``."""
@@ -276,24 +276,23 @@ class PostProcessor:
     def _use_dense_nms(self, device: torch.device) -> bool:
         if self.dense_nms is not None:
             return self.dense_nms
-        return device.type == "cuda" and self._fits_dense_nms(self.pre_nms_topk)
+        return device.type == "cuda" and self._fits_dense_nms()
 
-    @staticmethod
-    def _fits_dense_nms(k: int | None) -> bool:
-        """Whether the dense NMS can take a top-k of ``k`` (None: all) candidates: it holds a ``[B, k, k]`` matrix."""
-        return k is not None and k <= DENSE_NMS_MAX_CANDIDATES
+    def _fits_dense_nms(self) -> bool:
+        """Whether the dense NMS can take the pre-NMS candidates: it holds a ``[B, k, k]`` matrix."""
+        return self.pre_nms_topk is not None and self.pre_nms_topk <= DENSE_NMS_MAX_CANDIDATES
 
     def _check_fits_dense_nms(self, what: str) -> None:
-        if not self._fits_dense_nms(self.pre_nms_topk):
+        if not self._fits_dense_nms():
             raise ValueError(
                 f"PostProcessor: {what} needs pre_nms_topk <= {DENSE_NMS_MAX_CANDIDATES} (a [B, k, k] matrix), "
                 f"got {self.pre_nms_topk}"
             )
 
-    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, k: int, steps: int | None) -> PaddedDetections:
-        """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``,
-        top-k ``k``; ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
-        top_scores, top_anchors, top_labels = ranked_pairs(scores, k)
+    def _dense_nms_detections(self, boxes: Tensor, scores: Tensor, steps: int | None) -> PaddedDetections:
+        """Steps 3-5 with the dense NMS of :mod:`utils.nms`: ``boxes [B, A, 4]`` pixels, ``scores [B, A, C]``;
+        ``steps`` fixed NMS steps, or None to settle (see :meth:`padded`)."""
+        top_scores, top_anchors, top_labels = ranked_pairs(scores, self.pre_nms_topk)
         top_boxes = boxes.gather(1, top_anchors.unsqueeze(2).expand(-1, -1, 4))  # [B, k, 4]
         valid = top_scores > self.score_thresh
         suppresses = suppression_matrix(top_boxes, top_labels, valid, self.nms_thresh)
@@ -313,5 +312,5 @@ class PostProcessor:
             labels=torch.where(is_row, top_labels.gather(1, order), -1),
             counts=counts,
             settled=settled,
-            complete=self._complete(scores, k, counts),
+            complete=self._complete(scores, self.pre_nms_topk, counts),
         )
