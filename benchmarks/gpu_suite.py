@@ -65,6 +65,7 @@ from benchmarks.inference_speed import model_cost  # noqa: E402
 from data import build_dataset, detection_collate  # noqa: E402
 from models import build_detector  # noqa: E402
 from models.fold import fold_batchnorm  # noqa: E402
+from models.memory_format import memory_format  # noqa: E402
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
@@ -286,8 +287,8 @@ class TrainingStep:
         torch.manual_seed(0)
         with torch.device(device):
             model = build_detector(version, backbone, size, NUM_CLASSES)
-        memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-        self.model = model.to(memory_format=memory_format).train()
+        layout = memory_format(options.channels_last)
+        self.model = model.to(memory_format=layout).train()
         self.forward = torch.compile(self.model) if options.compile else self.model
         self.priors = PriorBox(base_anchor_size=24.0, size=size).forward().to(device)
         self.loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide, compile=options.compile_loss)
@@ -296,7 +297,7 @@ class TrainingStep:
             self.optimizer = torch.optim.SGD(build_param_groups(model, 5e-4), lr=LR, momentum=0.9, fused=True)
         else:
             self.optimizer = build_optimizer(model, LR)
-        self.images = (torch.randn(batch, 3, size, size, device=device) * 60).contiguous(memory_format=memory_format)
+        self.images = (torch.randn(batch, 3, size, size, device=device) * 60).contiguous(memory_format=layout)
         self.host_targets = synthetic_targets(batch)
         self.options = options
         self.device = device
@@ -424,7 +425,7 @@ class Inference:
         torch.manual_seed(0)
         with torch.device(device):
             model = build_detector(version, backbone, size, NUM_CLASSES).eval()
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
         model = model.to(memory_format=self.memory_format)
         model = fold_batchnorm(model) if fold else model
         self.weights_dtype = AMP_DTYPES[precision] if cast_weights else None

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/inference_speed.py`
 from benchmarks.common import cpu_model  # noqa: E402
 from models import BACKBONES, NECKS, SIZES, build_detector
+from models.memory_format import memory_format
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -114,9 +115,9 @@ def main(args: argparse.Namespace) -> None:
                     images = torch.randn(batch, 3, size, size, device=device)
                     for mode in modes:
                         precision, _, layout = mode.partition("-")
-                        memory_format = torch.channels_last if layout == "cl" else torch.contiguous_format
-                        model = model.to(memory_format=memory_format)
-                        times = time_forward(model, images.to(memory_format=memory_format), precision, warmup, iters)
+                        model = model.to(memory_format=memory_format(layout == "cl"))
+                        times = time_forward(model, images.to(memory_format=memory_format(layout == "cl")), precision,
+                                             warmup, iters)
                         latency = statistics.median(times)
                         print(f"| {version}-{backbone}-{size} | {gflops:.1f} | {params:.2f} | {batch} | {mode} | "
                               f"{latency * 1e3:.1f} | {batch / latency:.1f} |", flush=True)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.memory_format import stores_channels_last
+from models.memory_format import memory_format, stores_channels_last
 from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
 
 GRAPH_NMS_STEPS = 16  # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
@@ -69,9 +69,8 @@ class CUDAGraphDetector:
         self.amp_dtype = amp_dtype
         if channels_last is None:
             channels_last = stores_channels_last(model)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.images = torch.zeros(batch_size, 3, image_size, image_size, device=device).contiguous(
-            memory_format=memory_format
+            memory_format=memory_format(channels_last)
         )
         self.image_sizes = torch.full((batch_size, 2), image_size, dtype=torch.int64, device=device)
         self.nms_steps = nms_steps
