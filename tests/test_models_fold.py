@@ -1,4 +1,5 @@
 """BatchNorm folded into convolutions for inference (models.fold): same outputs, no BatchNorm left, input untouched."""
+import copy
 import itertools
 
 import pytest
@@ -61,7 +62,8 @@ def test_folding_into_an_asked_memory_format_leaves_the_model_as_it_is(one_torch
     model = detector_with_trained_like_batchnorm("fssd", "resnet18").eval()
     folded = fold_batchnorm(model, channels_last=True)
     assert stores_channels_last(folded) and not stores_channels_last(model)
-    assert not stores_channels_last(fold_batchnorm(model.to(memory_format=torch.channels_last), channels_last=False))
+    channels_last_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert not stores_channels_last(fold_batchnorm(channels_last_model, channels_last=False))
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) * 50
     with torch.no_grad():
         for got, expected in zip(folded(images.contiguous(memory_format=torch.channels_last)), model(images)):
