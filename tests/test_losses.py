@@ -60,6 +60,17 @@ def test_focal_loss_equals_dense_torchvision_form(gamma):
     torch.testing.assert_close(sigmoid_focal_loss(logits, labels, keep, 0.25, gamma), dense)
 
 
+def test_focal_sum_over_a_whole_batch_stays_float32_exact():
+    # the background sum of a batch of 32 at 320 (408,000 anchors x 20 classes) against a float64 sum
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(32 * 12750, 20, generator=generator) * 2 - 3
+    labels = torch.full((len(logits),), BACKGROUND)
+    keep = torch.rand(len(logits), generator=generator) > 0.01
+    p = torch.sigmoid(logits.double())
+    expected = (0.75 * torch.nn.functional.softplus(logits.double()) * p)[keep].sum()
+    assert sigmoid_focal_loss(logits, labels, keep).double().item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_balanced_l1_at_hand_picked_points():
     alpha, gamma, beta = 0.5, 1.5, 0.11
     b = math.exp(3) - 1  # 19.0855
