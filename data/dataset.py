@@ -5,6 +5,7 @@ Annotations are parsed once at construction (in ``data/voc.py`` / ``data/coco.py
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,11 @@ import torch
 from data.errors import DataError, DataWarning
 
 _JPEG_START = b"\xff\xd8"
-_JPEG_END = b"\xff\xd9"
-_TRAILING_PADDING = b"\x00\r\n "
+# inside entropy-coded scan data a 0xFF byte is followed by 0x00 (stuffing), a restart marker 0xD0-0xD7 or fill 0xFF;
+# anything else is the next marker
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_END_OF_IMAGE, _START_OF_SCAN = 0xD9, 0xDA
+_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a length field
 EXIF_ORIENTATION_TAG = 0x0112
 EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
 
@@ -26,11 +30,39 @@ Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], 
 
 
 def is_truncated_jpeg(data: np.ndarray) -> bool:
-    """True for a JPEG byte buffer that does not end with the end-of-image marker ``FFD9`` (trailing zero or
-    whitespace padding allowed). OpenCV decodes such files partially and only warns on stderr."""
-    if bytes(data[:2]) != _JPEG_START:
+    """True for a JPEG byte buffer whose data ends before the end-of-image marker ``FFD9`` of its main image.
+
+    Walks the marker segments from the start as a decoder does: length-prefixed segments (an EXIF thumbnail's own
+    ``FFD9`` included) are skipped, the entropy-coded data after each start-of-scan runs to the next marker, and
+    bytes between segments are skipped up to the next ``FF``. Bytes after the end-of-image marker (padding, a camera's
+    trailer) are allowed. OpenCV decodes a truncated file partially and only warns on stderr.
+    """
+    buffer = data.tobytes()
+    if not buffer.startswith(_JPEG_START):
         return False
-    return not bytes(data[-4096:]).rstrip(_TRAILING_PADDING).endswith(_JPEG_END)
+    position, size = 2, len(buffer)
+    while True:
+        position = buffer.find(b"\xff", position)  # a marker, after any stray bytes between segments
+        if position < 0:
+            return True
+        while position < size and buffer[position] == 0xFF:  # fill bytes before the marker code
+            position += 1
+        if position >= size:
+            return True
+        code = buffer[position]
+        position += 1
+        if code == _END_OF_IMAGE:
+            return False
+        if code in _STANDALONE_MARKERS:
+            continue
+        if position + 2 > size:
+            return True
+        position += int.from_bytes(buffer[position:position + 2], "big")  # the length counts its own 2 bytes
+        if code == _START_OF_SCAN:
+            scan_end = _SCAN_END.search(buffer, position)
+            if scan_end is None:
+                return True
+            position = scan_end.start()
 
 
 def read_image(path: str | Path) -> np.ndarray:

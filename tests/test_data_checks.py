@@ -41,6 +41,40 @@ def test_jpeg_with_trailing_zero_padding_is_accepted(tmp_path):
     assert read_image(path).shape == image.shape
 
 
+def test_jpeg_with_a_camera_trailer_after_its_end_marker_is_accepted(tmp_path):
+    path = tmp_path / "trailer.jpg"
+    image = write_jpeg(path)
+    path.write_bytes(path.read_bytes() + b"SEFT" + bytes(range(256)) + b"\xff\xd8\xff")
+    np.testing.assert_array_equal(read_image(path), cv2.imread(str(path)))
+    assert image.shape == (40, 50, 3)
+
+
+def with_embedded_thumbnail(data: bytes) -> bytes:
+    """The JPEG ``data`` with a comment segment holding a small JPEG (as an EXIF thumbnail sits in APP1): an ``FFD9``
+    inside a length-prefixed segment, before the main image's scan."""
+    ok, thumbnail = cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))
+    assert ok and thumbnail.tobytes().endswith(b"\xff\xd9")
+    segment = b"\xff\xfe" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail.tobytes()
+    return data[:2] + segment + data[2:]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [[], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]],
+    ids=["baseline", "progressive", "restart markers"],
+)
+def test_truncation_is_found_past_an_embedded_thumbnail_in_every_jpeg_kind(tmp_path, params):
+    image = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image, params)
+    data = with_embedded_thumbnail(encoded.tobytes())
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) - 200])
+    np.testing.assert_array_equal(read_image(whole), cv2.imdecode(encoded, cv2.IMREAD_COLOR))
+    with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG"):
+        read_image(cut)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [(None, "image file not found"), (b"", "image file is empty"), (b"not an image at all", "OpenCV cannot decode")],
