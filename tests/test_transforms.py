@@ -84,6 +84,19 @@ def test_random_crop_boxes_follow_pixels(seed):
     assert len(kept) >= 1
 
 
+def test_crop_windows_follow_the_authors_sampling():
+    height, width = 60, 90
+    windows = T.sample_crop_windows(height, width, 20_000, np.random.default_rng(0))
+    w, h = windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1]
+    # w = int(s r W), h = int(s / r H): s^2 in [0.09, 1] and r^2 in [0.5, 2], up to the truncation of each side
+    assert np.all(w * h <= width * height) and np.all((w + 1) * (h + 1) > 0.09 * width * height)
+    assert np.all((w / width) / ((h + 1) / height) < 2.0) and np.all(((w + 1) / width) / (h / height) > 0.5)
+    # corners uniform in [0, W - w): randrange(W - w), so a window ends flush with the edge only when it spans it
+    assert windows[:, 0].min() == 0 and windows[:, 1].min() == 0
+    assert np.all((windows[:, 2] < width) | (w == width)) and np.all((windows[:, 3] < height) | (h == height))
+    assert windows[:, 2].max() == width - 1 and windows[:, 3].max() == height - 1
+
+
 def test_random_crop_of_empty_target_keeps_it_empty():
     for seed in range(10):
         cropped, kept, labels = T.random_crop(
