@@ -18,6 +18,7 @@ len(dataset) // global batch iterations. Training ends with an evaluation, as in
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,10 +37,12 @@ from utils.checkpoint import (
     capture_rng_state,
     check_compatible,
     check_same_run,
+    check_writable_folder,
     checkpoint_name,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    set_aside_earlier_checkpoint,
 )
 from utils.distributed import (
     DistributedContext,
@@ -194,6 +197,9 @@ def main(args: argparse.Namespace) -> int:
     ctx = DistributedContext()
     log = RunLog(None)
     try:
+        ignored = check_flag_combinations(args)
+        if ignored:
+            log.info(f"with --trained_model the training flags {', '.join(ignored)} are ignored")
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
@@ -227,6 +233,29 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
         print(prefix + message, file=sys.stderr, flush=True)
 
 
+# flags that only training reads, with their "not given" values: with --trained_model they are ignored (and said so)
+TRAINING_ONLY_FLAGS = {
+    "mutual_guide": False, "mutual_guide_from": None, "lr": None, "warm_iter": None, "epochs": None, "max_iter": None,
+    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False,
+}
+
+
+def check_flag_combinations(args: argparse.Namespace) -> list[str]:
+    """Refuse flags that contradict each other; returns the training-only flags given with ``--trained_model``."""
+    modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
+    if len(modes) > 1:
+        raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
+    if args.init_from and args.resume is not None:
+        raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
+    if not args.trained_model:
+        return []
+    for flag in ("resume", "init_from"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} trains, --trained_model evaluates a checkpoint without training; "
+                             "give only one of them")
+    return [f"--{flag}" for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
+
+
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
     """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model)."""
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -244,16 +273,14 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for flag in ("workers", "warm_iter", "eval_interval"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0.0 < args.nms_thresh <= 1.0:
         raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
     if not 0.0 <= args.score_thresh < 1.0:
         raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
     if args.mutual_guide_from is not None and (not args.mutual_guide or args.mutual_guide_from < 0):
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
-    if args.init_from and args.resume is not None:
-        raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
     if not 0.0 <= args.expand_prob <= 1.0:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and args.size % 64:
@@ -347,11 +374,37 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     return 0
 
 
-def run_config(args: argparse.Namespace, ctx: DistributedContext) -> dict:
-    """The flags as plain values (for the checkpoint), plus the world size."""
+def run_config(args: argparse.Namespace, ctx: DistributedContext, train_images: int) -> dict:
+    """The flags as plain values (for the checkpoint), plus the world size and the training set's image count."""
     config = {key: value for key, value in vars(args).items()}
     config["world_size"] = ctx.world_size
+    config["train_images"] = train_images
     return config
+
+
+class EvaluationDataError(DataError):
+    """A data error met by an evaluation during training, after ``iteration`` completed iterations."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
+
+
+def check_test_split(train_dataset, test_dataset, log: RunLog) -> None:
+    """Before training: the test split must have images and the training split's classes, in the same order (the
+    model's label i is scored as the test split's class i); a split with no object to score gets a warning."""
+    if train_dataset.class_names != test_dataset.class_names:
+        raise DataError(
+            f"the training split's classes {train_dataset.class_names} differ from the test split's "
+            f"{test_dataset.class_names}: give both splits the same classes in the same order (for COCO-layout "
+            "data, the same categories in both jsons)"
+        )
+    if len(test_dataset) == 0:
+        raise DataError("the test split has no images, so training could not be evaluated: list its images "
+                        "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
+    if test_dataset.annotations.difficult.all():
+        log.info(f"warning: the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
+                 "difficult): its AP will be undefined (nan)")
 
 
 class BatchCounter:
@@ -372,6 +425,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
+    if ctx.is_main:  # found now, not at the first save hundreds of iterations later
+        check_writable_folder(checkpoint_path.parent, "--save_folder")
+        check_writable_folder(run_dir, "--run_dir")
     log = RunLog(run_dir, enabled=ctx.is_main)
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
@@ -396,7 +452,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide, compile=args.compile_loss)
     optimizer = build_optimizer(model, args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    config = run_config(args, ctx)
+    config = run_config(args, ctx, len(dataset))
 
     start_iter = 0
     if args.resume is not None:
@@ -437,10 +493,14 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             )
 
     test_dataset = make_dataset(args, "test", args.size, train=False)
+    check_test_split(dataset, test_dataset, log)
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
     def evaluate_during_training(done: int) -> None:
-        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+        try:
+            metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+        except DataError as error:
+            raise EvaluationDataError(original_message(error), done) from error
         if metrics is not None:
             log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
 
@@ -462,6 +522,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         f"training {name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} x{ctx.world_size}: "
         f"{max_iter} iterations ({epoch_size} per epoch), batch {args.batch_size} per process, run folder {run_dir}"
     )
+    if ctx.is_main and args.resume is None and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
+        log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training)
@@ -474,7 +536,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
-        done = start_iter + loader.delivered
+        done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
         finite = all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point())
         if done > start_iter and finite:
             save(done)
@@ -487,7 +549,14 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return EXIT_BAD_INPUT
     save(max_iter)
     log.info(f"saved {checkpoint_path}")
-    metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+    try:
+        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+    except DataError as error:
+        log_error(ctx, f"error: {original_message(error)}", every_process=True)
+        log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "
+                 f"file, then evaluate with --dataset {args.dataset} --trained_model {checkpoint_path} (and the same "
+                 "--data_root / --classes)")
+        return EXIT_BAD_INPUT
     if metrics is not None:
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0

@@ -1,4 +1,6 @@
+import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -11,10 +13,12 @@ from utils.checkpoint import (
     capture_rng_state,
     check_compatible,
     check_same_run,
+    check_writable_folder,
     checkpoint_name,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    set_aside_earlier_checkpoint,
 )
 
 
@@ -24,7 +28,8 @@ def test_checkpoint_name_matches_the_original():
 
 
 def _state(value: float) -> dict:
-    return {"format": FORMAT, "model": {"w": torch.full((2, 2), value)}, "iteration": 7, "config": {"lr": 0.01}}
+    return {"format": FORMAT, "model": {"w": torch.full((2, 2), value)}, "iteration": 7, "max_iter": 9,
+            "config": {"lr": 0.01}, "class_names": ["cat"]}
 
 
 def test_save_and_load_roundtrip_with_weights_only(tmp_path):
@@ -65,13 +70,48 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
         load_checkpoint(garbage)
 
 
+def test_load_names_a_folder_and_a_hand_edited_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder; pass the .pth file inside it"):
+        load_checkpoint(tmp_path)
+    for edit, named in ((lambda state: state.pop("config"), r"'config' \(dict\)"),
+                        (lambda state: state.update(class_names="cat"), r"'class_names' \(list\)")):
+        state = _state(1.0)
+        edit(state)
+        save_checkpoint(state, tmp_path / "edited.pth")
+        with pytest.raises(CheckpointError, match=rf"edited\.pth lacks {named} or holds another type"):
+            load_checkpoint(tmp_path / "edited.pth")
+
+
+def test_an_earlier_checkpoint_is_set_aside_under_its_save_time(tmp_path):
+    path = tmp_path / "VOC_fssd_vgg16_size320_anchor24.0.pth"
+    assert set_aside_earlier_checkpoint(path) is None
+    saved_at = 1_790_000_000  # 2026-09-21 UTC
+    for value in (1.0, 2.0):
+        save_checkpoint(_state(value), path)
+        os.utime(path, (saved_at, saved_at))
+        kept = set_aside_earlier_checkpoint(path)
+        assert not path.exists() and torch.equal(load_checkpoint(kept)["model"]["w"], torch.full((2, 2), value))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(saved_at))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}-2.pth", f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}.pth"
+    ]
+
+
+def test_an_unwritable_folder_is_named_with_its_flag(tmp_path):
+    check_writable_folder(tmp_path / "new" / "weights", "--save_folder")
+    assert (tmp_path / "new" / "weights").is_dir() and not any((tmp_path / "new" / "weights").iterdir())
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"--save_folder .*afile/sub: cannot write there .*give a writable folder"):
+        check_writable_folder(tmp_path / "afile" / "sub", "--save_folder")
+
+
 def test_rng_state_roundtrip_through_a_file(tmp_path):
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
     np.random.randn()  # leaves a cached Gaussian in the NumPy state
     path = tmp_path / "rng.pth"
-    save_checkpoint({"format": FORMAT, "rng": capture_rng_state()}, path)
+    save_checkpoint(_state(0.0) | {"rng": capture_rng_state()}, path)
     expected = (random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
     random.seed(99)
     np.random.seed(99)
@@ -111,3 +151,7 @@ def test_check_same_run_refuses_a_changed_schedule():
         with pytest.raises(CheckpointError, match=f"with --{key} .*, this run has {changed[key]}"):
             check_same_run("w.pth", saved, saved | changed)
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
+    saved["train_images"] = 8
+    with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: the training set changed, .* "
+                                              r"start a new run from its weights with --init_from w\.pth"):
+        check_same_run("w.pth", saved, saved | {"train_images": 16})

@@ -84,8 +84,10 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
 
     capsys.readouterr()
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
-                         "--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu", "--batch_size", "4"]) == 0
+                         "--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu", "--batch_size", "4",
+                         "--lr", "0.02", "--max_iter", "3"]) == 0
     out = capsys.readouterr().out
+    assert "with --trained_model the training flags --lr, --max_iter are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
     assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
 
@@ -211,3 +213,70 @@ def test_compiled_run_follows_the_eager_run(shapes_root, tmp_path):
     assert [row[0] for row in compiled] == [row[0] for row in eager] == [1, 2]
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)
     assert load_checkpoint(compiled_dir / "weights" / CKPT.format("_MG"))["config"]["compile_loss"] is True
+
+
+def copy_of(shapes_root: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    return root
+
+
+def test_a_fresh_run_keeps_the_earlier_runs_checkpoint(shapes_root, trained, tmp_path, capsys):
+    (tmp_path / "weights").mkdir()
+    earlier = tmp_path / "weights" / CKPT.format("")
+    shutil.copy(trained / "weights" / CKPT.format(""), earlier)
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == 0
+    kept = [path for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
+    assert len(kept) == 1 and f"an earlier run's checkpoint was at weights/{earlier.name}: kept as" in capsys.readouterr().out
+    assert load_checkpoint(kept[0])["iteration"] == ITERS and load_checkpoint(earlier)["iteration"] == 2
+
+
+def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_path, capsys):
+    root = copy_of(shapes_root, tmp_path)
+    trainval = root / "ImageSets" / "Main" / "trainval.txt"
+    trainval.write_text("\n".join(trainval.read_text().split()[:12]) + "\n")
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    assert run(tmp_path, base_args(root, "--resume")) == 2
+    assert "was saved by a run on 16 training images, this run has 12: the training set changed" in capsys.readouterr().err
+
+
+def break_first_test_image(root: Path) -> Path:
+    first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
+    image = root / "JPEGImages" / f"{first}.jpg"
+    image.write_bytes(b"not an image")
+    return image
+
+
+def test_a_data_error_in_an_evaluation_during_training_saves_the_iterations_done(shapes_root, tmp_path, capsys):
+    """Batch 8 of 16 images: 2 iterations an epoch; the evaluation after iteration 2 meets an undecodable test image."""
+    image = break_first_test_image(copy_of(shapes_root, tmp_path))
+    argv = base_args(tmp_path / "data", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1", "--eval_interval", "1")
+    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
+    assert "saved weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth after iteration 2" in captured.out
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
+
+
+def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, capsys):
+    image = break_first_test_image(copy_of(shapes_root, tmp_path))
+    assert run(tmp_path, base_args(tmp_path / "data", "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
+    assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
+            f"the file, then evaluate with --dataset custom --trained_model weights/{CKPT.format('')}") in captured.out
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
+
+
+def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, tmp_path, capsys):
+    root = copy_of(shapes_root, tmp_path)
+    (root / "ImageSets" / "Main" / "test.txt").write_text("")
+    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert "error: the test split has no images, so training could not be evaluated" in capsys.readouterr().err
+    assert not (tmp_path / "weights" / CKPT.format("")).exists()
+
+
+def test_an_unwritable_save_folder_stops_before_training(shapes_root, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert run(tmp_path, base_args(shapes_root, "--save_folder", "afile/weights")) == cli.EXIT_BAD_INPUT
+    assert "error: --save_folder afile/weights: cannot write there" in capsys.readouterr().err

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,9 +26,11 @@ ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
 # Flags that fix the data stream, the schedule and the arithmetic; ``--resume`` continues exactly only when they are
 # unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
-    "dataset", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter", "epochs",
-    "max_iter", "seed", "expand_prob", "amp",
+    "dataset", "train_images", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter",
+    "epochs", "max_iter", "seed", "expand_prob", "amp",
 )
+# what evaluation, --demo and --export read from a checkpoint, with the type each must have
+REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +43,32 @@ def checkpoint_name(
     """The original repository's file name, e.g. ``VOC_pafpn_vgg16_size320_anchor24.0_MG.pth``."""
     suffix = "_MG" if mutual_guide else ""
     return f"{dataset.upper()}_{version}_{backbone}_size{size}_anchor{float(base_anchor_size)}{suffix}.pth"
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """Create ``folder`` (and its parents) and write a probe file in it; raises ``ValueError`` naming ``flag`` when
+    that fails (a file in the way, no permission, a read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{flag} {folder}: cannot write there ({error.strerror or error}); give a writable folder") from None
+
+
+def set_aside_earlier_checkpoint(path: Path) -> Path | None:
+    """Rename a checkpoint that an earlier run left at ``path`` to ``<stem>.earlier-<its save time><suffix>``, so that a
+    new run never overwrites it. Returns the new name, or None when ``path`` does not exist."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    target = path.with_name(f"{path.stem}.earlier-{stamp}{path.suffix}")
+    copy = 1
+    while target.exists():
+        copy += 1
+        target = path.with_name(f"{path.stem}.earlier-{stamp}-{copy}{path.suffix}")
+    path.rename(target)
+    return target
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -63,6 +93,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth file inside it (e.g. from weights/)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path given to --trained_model/--resume")
     try:
@@ -75,6 +107,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is not a checkpoint written by main.py (no '{FORMAT}' marker); "
             "pass a file from weights/ saved by this project"
         )
+    broken = [f"{key!r} ({kind.__name__})" for key, kind in REQUIRED_ENTRIES.items() if not isinstance(state.get(key), kind)]
+    if broken:
+        raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or damaged: "
+                              "use a checkpoint as main.py saved it")
     return state
 
 
@@ -146,12 +182,19 @@ def check_compatible(
 def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Refuse to resume with a schedule or data stream (:data:`RUN_KEYS`) other than the checkpoint's."""
     for key in RUN_KEYS:
-        if key in saved_config and _differs(config.get(key), saved_config[key]):
-            flag = "number of processes" if key == "world_size" else f"--{key}"
+        if key not in saved_config or not _differs(config.get(key), saved_config[key]):
+            continue
+        if key == "train_images":
             raise CheckpointError(
-                f"{path} was saved by a run with {flag} {saved_config[key]}, this run has {config.get(key)}; "
-                f"resume with the same flags (an exact resume needs the same schedule and data order)"
+                f"{path} was saved by a run on {saved_config[key]} training images, this run has {config.get(key)}: "
+                f"the training set changed, so the run cannot continue exactly; restore that set, or start a new run "
+                f"from its weights with --init_from {path}"
             )
+        flag = "number of processes" if key == "world_size" else f"--{key}"
+        raise CheckpointError(
+            f"{path} was saved by a run with {flag} {saved_config[key]}, this run has {config.get(key)}; "
+            f"resume with the same flags (an exact resume needs the same schedule and data order)"
+        )
 
 
 def _differs(wanted: Any, have: Any) -> bool:
