@@ -14,7 +14,7 @@ from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -33,10 +33,10 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 
 
 def parse_class_list(arg: str) -> list[str]:
-    """``--classes``: a comma-separated list (``cat,dog``) or the path of a text file with one name per line."""
+    """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line."""
     path = Path(arg)
     if path.is_file():
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in read_utf8_text(path).splitlines() if line.strip()]
         source = str(path)
     elif "," not in arg and path.suffix in (".txt", ".names"):
         raise DataError(f"--classes {arg}: class list file not found")

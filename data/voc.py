@@ -11,6 +11,7 @@ of x1/y1 that this fixes. :meth:`VOCDetection.ground_truth` returns the XML valu
 """
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": True}
+CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 
 
 def normalize_class_name(name: str) -> str:
@@ -49,24 +52,73 @@ class VocAnnotation:
     objects: list[VocObject]
 
 
+def read_utf8_text(path: Path) -> str:
+    """The text of ``path``, decoded as UTF-8 with an optional byte-order mark removed.
+
+    Raises :class:`DataError` naming the file when it is not UTF-8.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def _number(element: ET.Element, tag: str, xml_path: Path, where: str) -> float:
+    """The finite number in ``element``'s child ``tag``; :class:`DataError` naming the file and ``where`` otherwise."""
     text = element.findtext(tag)
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         raise DataError(f"{xml_path}: {where} has no numeric <{tag}> (found {text!r})") from None
+    if not math.isfinite(value):
+        raise DataError(f"{xml_path}: {where} has a non-finite <{tag}> ({text!r}); give a pixel coordinate")
+    return value
 
 
-def parse_voc_xml(xml_path: Path) -> VocAnnotation:
-    """Parse one VOC XML file. Missing/absent ``<size>`` gives height = width = 0 (the caller reads the image header).
-    Raises :class:`DataError` naming the file (and line for malformed XML)."""
+def _difficult(obj: ET.Element, xml_path: Path, where: str) -> bool:
+    """``<difficult>``: 1/true or 0/false in any letter case; empty or missing is 0. :class:`DataError` otherwise."""
+    text = obj.findtext("difficult")
+    value = (text or "").strip().lower()
+    if value not in DIFFICULT_VALUES:
+        raise DataError(f"{xml_path}: {where} has <difficult>{text}</difficult>; use 0 or 1 (or false / true)")
+    return DIFFICULT_VALUES[value]
+
+
+def _not_utf8_hint(xml_path: Path) -> str:
+    """A hint for a parse error caused by a file in another encoding that does not declare it ("" otherwise)."""
+    try:
+        xml_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return '; the file is not UTF-8: save it as UTF-8 or declare its encoding in <?xml ... encoding="..."?>'
+    return ""
+
+
+def _xml_root(xml_path: Path) -> ET.Element:
+    """The ``<annotation>`` root of ``xml_path``; :class:`DataError` naming the file (and line) when it is unreadable,
+    malformed, in an unknown encoding or not a VOC annotation."""
     try:
         root = ET.parse(xml_path).getroot()
     except FileNotFoundError:
         raise DataError(f"{xml_path}: annotation file not found") from None
     except ET.ParseError as error:
         line, column = error.position
-        raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error})") from None
+        raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error}){_not_utf8_hint(xml_path)}") from None
+    except LookupError as error:
+        raise DataError(f"{xml_path}: {error} in the XML declaration; save the file as UTF-8") from None
+    except OSError as error:
+        raise DataError(f"{xml_path}: cannot read the annotation file ({error.strerror})") from None
+    if root.tag != "annotation":
+        raise DataError(f"{xml_path}: the root element is <{root.tag}>, not <annotation>: not a VOC annotation file")
+    return root
+
+
+def parse_voc_xml(xml_path: Path) -> VocAnnotation:
+    """Parse one VOC XML file. Missing/absent ``<size>`` gives height = width = 0 (the caller reads the image header).
+    Raises :class:`DataError` naming the file (and line for malformed XML)."""
+    root = _xml_root(xml_path)
     size = root.find("size")
     height = int(_number(size, "height", xml_path, "<size>")) if size is not None and size.find("height") is not None else 0
     width = int(_number(size, "width", xml_path, "<size>")) if size is not None and size.find("width") is not None else 0
@@ -80,9 +132,7 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
         if box_element is None:
             raise DataError(f"{xml_path}: {where} ({name.strip()}) has no <bndbox>")
         box = tuple(_number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax"))
-        difficult_text = obj.findtext("difficult")
-        difficult = difficult_text is not None and difficult_text.strip() not in ("", "0")
-        objects.append(VocObject(normalize_class_name(name), box, difficult))
+        objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where)))
     return VocAnnotation(root.findtext("filename"), height, width, objects)
 
 
@@ -153,10 +203,33 @@ def check_disjoint_splits(train_sets: Sequence[tuple[Path, str]], test_sets: Seq
 
 
 def read_image_list(list_file: Path, download_hint: str) -> list[str]:
-    """Image ids of an ``ImageSets/Main/*.txt`` file (first token of each non-empty line)."""
+    """Image ids of an ``ImageSets/Main/*.txt`` file: one ``<id>`` or ``<id> <-1|0|1>`` (a class-specific list) per
+    non-empty line, UTF-8 with or without a byte-order mark.
+
+    Raises :class:`DatasetNotFoundError` when the file is missing and one :class:`DataError` listing the lines of
+    another form and the ids listed more than once (which would count their objects twice in the test split).
+    """
     if not list_file.is_file():
         raise DatasetNotFoundError(f"{list_file} not found: {download_hint}")
-    return [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    lines_of: dict[str, list[int]] = {}
+    problems = []
+    for line_number, line in enumerate(read_utf8_text(list_file).splitlines(), start=1):
+        fields = line.split()
+        if len(fields) > 2 or (len(fields) == 2 and fields[1] not in CLASS_LIST_FLAGS):
+            problems.append(
+                f"{list_file}:{line_number}: expected '<image id>' or '<image id> <-1|0|1>', got {line!r}; "
+                "image ids cannot contain spaces: rename the files"
+            )
+        elif fields:
+            lines_of.setdefault(fields[0], []).append(line_number)
+    problems += [
+        f"{list_file}: image id {image_id!r} is listed on lines {', '.join(map(str, numbers))}; remove the repeats"
+        for image_id, numbers in lines_of.items()
+        if len(numbers) > 1
+    ]
+    if problems:
+        raise DataError(format_problems(f"image list {list_file}", problems))
+    return list(lines_of)
 
 
 def check_voc_folder(folder: Path, download_hint: str) -> None:

@@ -34,6 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
+from data.errors import DataError, format_problems
+from data.voc import read_utf8_text
+
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
 
@@ -293,33 +296,35 @@ def write_voc_results(
 def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequence[str]) -> list[dict]:
     """Reads ``comp4_det_test_<class>.txt`` files back into per-image detections (0-based pixels).
 
-    A missing class file means no detection of that class. Raises ``ValueError`` naming the file and
-    line for a malformed line or an image id that is not in ``image_ids``.
+    A missing class file means no detection of that class. Raises :class:`DataError` naming the folder when it holds
+    no file of these classes, and one listing every file and line that is not ``image_id score x1 y1 x2 y2`` with an
+    image id of ``image_ids`` and finite numbers.
     """
     folder = Path(folder)
+    paths = {c: folder / DEVKIT_RESULTS_TEMPLATE.format(name) for c, name in enumerate(class_names)}
+    paths = {c: path for c, path in paths.items() if path.is_file()}
+    if not paths:
+        expected = [DEVKIT_RESULTS_TEMPLATE.format(name) for name in class_names[:3]] + ["..."] * (len(class_names) > 3)
+        raise DataError(
+            f"{folder}: no results file of this dataset's classes ({', '.join(expected)}); "
+            "pass the folder the evaluation wrote"
+        )
     position = {str(image_id): i for i, image_id in enumerate(image_ids)}
     per_image: list[list[tuple[float, list[float], int]]] = [[] for _ in image_ids]
-    found_any = False
-    for c, name in enumerate(class_names):
-        path = folder / DEVKIT_RESULTS_TEMPLATE.format(name)
-        if not path.is_file():
-            continue
-        found_any = True
-        for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    problems: list[str] = []
+    for c, path in paths.items():
+        for line_number, line in enumerate(read_utf8_text(path).splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != 6 or fields[0] not in position:
-                raise ValueError(
-                    f"{path}:{line_number}: expected 'image_id score x1 y1 x2 y2' with an image id of this "
-                    f"dataset, got {line!r}"
-                )
-            values = [float(v) for v in fields[1:]]
+            problem = _results_line_problem(fields, position)
+            if problem:
+                problems.append(f"{path}:{line_number}: {problem} in {line!r}; write 'image_id score x1 y1 x2 y2'")
+                continue
+            values = [float(field) for field in fields[1:]]
             per_image[position[fields[0]]].append((values[0], values[1:], c))
-    if not found_any:
-        raise FileNotFoundError(
-            f"no {DEVKIT_RESULTS_TEMPLATE.format('<class>')} file in {folder}; pass the folder the evaluation wrote"
-        )
+    if problems:
+        raise DataError(format_problems(f"VOC results in {folder}", problems))
     return [
         {
             "boxes": from_devkit_pixels(np.array([d[1] for d in dets])).astype(np.float32),
@@ -328,3 +333,16 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
         }
         for dets in per_image
     ]
+
+
+def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> str | None:
+    """What is wrong with the fields of a results line, or ``None`` when it is right."""
+    if len(fields) != 6:
+        return f"{len(fields)} fields instead of 6"
+    if fields[0] not in position:
+        return f"image id {fields[0]!r} is not in this dataset"
+    try:
+        values = [float(field) for field in fields[1:]]
+    except ValueError:
+        return "the score and coordinates must be numbers"
+    return None if all(np.isfinite(values)) else "the score and coordinates must be finite"

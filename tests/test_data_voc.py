@@ -1,4 +1,5 @@
 """VOC-layout datasets: the synthetic shapes round trip, the VOCdevkit splits, custom folders and bad annotations."""
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -259,3 +260,80 @@ def test_unknown_names_are_rejected():
         build_dataset("imagenet", "train", 64)
     with pytest.raises(ValueError, match="unknown split 'val'"):
         build_dataset("voc", "val", 64)
+
+
+@pytest.mark.parametrize("split, list_name", [("train", "trainval"), ("test", "test")])
+def test_an_id_listed_twice_is_an_error_naming_the_list_and_lines(tmp_path, split, list_name):
+    samples = {"a": [("cat", (1, 1, 10, 10), 0)], "b": [], "c": []}
+    root = write_voc_folder(tmp_path, samples, {"trainval": ["a"], "test": ["b"]})
+    (root / "ImageSets/Main" / f"{list_name}.txt").write_text("c\nb\n\nb\nc\n" if split == "test" else "c\na\na\n")
+    expected = r"'b' is listed on lines 2, 4; remove the repeats" if split == "test" else r"'a' is listed on lines 2, 3"
+    with pytest.raises(DataError, match=rf"{list_name}\.txt: image id {expected}"):
+        build_dataset("custom", split, 64, data_root=str(root), classes=["cat"])
+
+
+def test_byte_order_marks_are_ignored_in_list_and_class_files(tmp_path):
+    root = write_voc_folder(tmp_path / "voc", {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    (root / "ImageSets/Main/trainval.txt").write_bytes(b"\xef\xbb\xbfa\n")
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\n")
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=str(classes))
+    assert dataset.image_ids == ["a"] and dataset.class_names == ["cat", "dog"]
+
+
+def test_list_and_class_files_that_are_not_utf8_are_errors_naming_the_file(tmp_path):
+    root = write_voc_folder(tmp_path / "voc", {"a": []}, {"trainval": ["a"]})
+    (root / "ImageSets/Main/trainval.txt").write_bytes("café\n".encode("latin-1"))
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("chaté\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{classes}: not UTF-8 text \(byte 0xe9 .*save the file as UTF-8"):
+        parse_class_list(str(classes))
+    with pytest.raises(DataError, match=r"trainval\.txt: not UTF-8 text .*save the file as UTF-8"):
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+
+
+def test_xml_encodings_declared_are_read_and_undeclared_ones_name_the_file(tmp_path):
+    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?>' + voc_xml(64, 48, [("chaté", (1, 1, 10, 10), 0)])
+    root = write_voc_folder(tmp_path, {"a": "", "b": "", "c": ""}, {"trainval": ["a"], "test": ["b", "c"]})
+    (root / "Annotations/a.xml").write_bytes(latin1.encode("latin-1"))
+    assert build_dataset("custom", "train", 64, data_root=str(root), classes=["chaté"]).ground_truth()[0]["labels"] == [0]
+    (root / "Annotations/b.xml").write_bytes(voc_xml(64, 48, [("chaté", (1, 1, 10, 10), 0)]).encode("latin-1"))
+    (root / "Annotations/c.xml").write_text('<?xml version="1.0" encoding="klingon"?><annotation/>')
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "test", 64, data_root=str(root), classes=["chaté"])
+    assert re.search(r"b\.xml:1:\d+: malformed XML .*the file is not UTF-8", str(error.value))
+    assert re.search(r"c\.xml: unknown encoding: klingon in the XML declaration", str(error.value))
+
+
+@pytest.mark.parametrize("text, difficult", [("1", True), (" TRUE ", True), ("false", False), ("0", False), ("", False)])
+def test_difficult_accepts_0_1_true_false(tmp_path, text, difficult):
+    xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<difficult>0</difficult>", f"<difficult>{text}</difficult>")
+    root = write_voc_folder(tmp_path, {"a": xml}, {"trainval": ["a"]})
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert dataset.ground_truth()[0]["difficult"].tolist() == [difficult]
+
+
+def test_bad_difficult_other_root_and_non_finite_boxes_are_errors_naming_file_and_object(tmp_path):
+    samples = {
+        "a": voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<difficult>0", "<difficult>maybe"),
+        "b": "<foo/>",
+        "c": [("cat", (1, 1, 10, 10), 0), ("cat", (1, 1, "inf", 10), 0)],
+        "d": [("cat", (1, "nan", 10, 10), 0)],
+    }
+    root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)})
+    with pytest.raises(DataError, match="4 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    message = str(error.value)
+    assert "a.xml: object 1 has <difficult>maybe</difficult>; use 0 or 1" in message
+    assert "b.xml: the root element is <foo>, not <annotation>" in message
+    assert "c.xml: object 2 <bndbox> has a non-finite <xmax> ('inf')" in message
+    assert "d.xml: object 1 <bndbox> has a non-finite <ymin> ('nan')" in message
+
+
+def test_list_lines_are_an_id_or_an_id_and_a_class_flag(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [], "b": [], "my img": []}, {})
+    (root / "ImageSets/Main/trainval.txt").write_text("a  1\nb -1\nmy img\n")
+    with pytest.raises(DataError, match=r"trainval\.txt:3: expected .* got 'my img'; image ids cannot contain spaces"):
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    (root / "ImageSets/Main/trainval.txt").write_text("a  1\nb -1\n")
+    assert build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"]).image_ids == ["a", "b"]

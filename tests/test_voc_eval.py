@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from data.errors import DataError
 from data.voc_eval import evaluate_voc, read_voc_results, voc_ap, write_voc_results
 
 CLASSES = ["cat", "dog"]
@@ -211,5 +212,20 @@ def test_devkit_files_round_trip(tmp_path):
 
 def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_path):
     (tmp_path / "comp4_det_test_cat.txt").write_text("000001 0.5 1 1 5 5\nxyz 0.5 1 1 5 5\n")
-    with pytest.raises(ValueError, match=r"comp4_det_test_cat.txt:2"):
+    with pytest.raises(DataError, match=r"comp4_det_test_cat.txt:2: image id 'xyz' is not in this dataset"):
         read_voc_results(tmp_path, ["000001"], CLASSES)
+
+
+def test_reading_a_folder_without_results_files_names_the_folder(tmp_path):
+    (tmp_path / "comp4_det_test_zebra.txt").write_text("000001 0.5 1 1 5 5\n")
+    with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes \(comp4_det_test_cat"):
+        read_voc_results(tmp_path, ["000001"], CLASSES)
+
+
+def test_reading_results_lines_with_bad_numbers_names_each_file_and_line(tmp_path):
+    (tmp_path / "comp4_det_test_cat.txt").write_text("000001 abc 1 1 5 5\n000001 0.5 1 1 5 5\n")
+    (tmp_path / "comp4_det_test_dog.txt").write_bytes(b"\xef\xbb\xbf000001 0.5 1 1 5 5\n\n000001 0.5 1 1 nan 5\n")
+    with pytest.raises(DataError, match="2 problem") as error:
+        read_voc_results(tmp_path, ["000001"], CLASSES)
+    assert "comp4_det_test_cat.txt:1: the score and coordinates must be numbers in '000001 abc 1 1 5 5'" in str(error.value)
+    assert "comp4_det_test_dog.txt:3: the score and coordinates must be finite" in str(error.value)
