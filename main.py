@@ -322,13 +322,16 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
-    """Decode every image of both splits and check every box; a problem raises DataError (exit code 2)."""
+    """Decode every image of both splits and check every box, then what training checks of the test split
+    (:func:`check_test_split`); a problem raises DataError (exit code 2)."""
+    splits = {}
     for split in ("train", "test"):
-        dataset = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
-        for note in dataset.notes:
+        splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+        for note in splits[split].notes:
             log.info(note)
-        report = check_dataset(dataset, workers=max(args.workers, 1))
+        report = check_dataset(splits[split], workers=max(args.workers, 1))
         log.info(f"{args.dataset} {split}: {report.summary()}")
+    check_test_split(splits["train"], splits["test"], log)
     return 0
 
 

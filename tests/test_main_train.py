@@ -274,6 +274,9 @@ def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, t
     assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
     assert "error: the test split has no images, so training could not be evaluated" in capsys.readouterr().err
     assert not (tmp_path / "weights" / CKPT.format("")).exists()
+    check = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES), "--check_data"]
+    assert run(tmp_path, check + ["--workers", "0"]) == cli.EXIT_BAD_INPUT
+    assert "error: the test split has no images" in capsys.readouterr().err
 
 
 def test_an_unwritable_save_folder_stops_before_training(shapes_root, tmp_path, capsys):
