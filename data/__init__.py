@@ -149,7 +149,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
-    dataset = COCODetection(annotation_file, image_folder, **options)
+    dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)

@@ -8,7 +8,7 @@ without the +-1, which removes their 1-pixel shrink of every box. Their filter `
 frame is ``side - 1 > 6``, i.e. ``side > 7`` here: the same boxes are dropped (inside the image; for a box reaching
 past the left/top edge they kept ``w - 1`` from the clipped ``x1``, here the part inside the image counts). Crowd
 boxes are trained on (the authors' choice, kept for reproduction; ``include_crowd=False`` drops them). The evaluator
-reads ``coco`` directly.
+reads ``coco`` directly (a missing ``area`` / ``iscrowd`` filled in as ``w * h`` / 0).
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key) if isinstance(dataset, dict) else None, list):
             raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
-    problems = [f"{annotation_file}: {problem}" for problem in entry_problems(dataset)]
+    problems = entry_problems(dataset) or category_problems(dataset["categories"])
+    problems = [f"{annotation_file}: {problem}" for problem in problems]
     if problems:
         raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
     coco = COCO()
@@ -97,6 +98,25 @@ def entry_problems(dataset: dict) -> list[str]:
     return problems
 
 
+def category_problems(categories: list[dict]) -> list[str]:
+    """Problems of a well-formed ``categories`` list: it is empty, or two categories have one name (compared
+    case-insensitively, as reports and ``--classes`` compare them), which reports would merge into one class."""
+    if not categories:
+        return ['has no categories; list the classes as "categories": [{"id": 1, "name": "..."}, ...]']
+    by_name: dict[str, list[dict]] = {}
+    for category in categories:
+        by_name.setdefault(category["name"].strip().lower(), []).append(category)
+    return [
+        f"categories {' and '.join(map(_id_and_name, same))} have the same name (compared "
+        f"case-insensitively); give each category its own name, or merge them into one id"
+        for same in by_name.values() if len(same) > 1
+    ]
+
+
+def _id_and_name(category: dict) -> str:
+    return f"id {category['id']} {category['name']!r}"
+
+
 def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The authors' cleaning of COCO ``[x, y, w, h]`` boxes ``[M, 4]`` in images of ``heights``/``widths`` ``[M]``.
 
@@ -116,22 +136,65 @@ def _is_positive_integer(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and float(value).is_integer()
 
 
-def _is_box(value: object) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    )
+def is_number(value: object) -> bool:
+    """A finite JSON number (``true`` / ``false`` are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_box(value: object) -> bool:
+    """A COCO ``[x, y, w, h]``: a list of 4 finite numbers."""
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(is_number(v) for v in value)
+
+
+def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict) -> list[str]:
+    """What is wrong with one well-formed annotation: an unknown ``category_id`` / ``image_id``, a ``bbox`` that is
+    not 4 finite numbers, an ``area`` that is not a number or an ``iscrowd`` that is not 0 / 1 (both may be absent
+    or null: they are filled in by :func:`fill_area_and_crowd`)."""
+    problems = []
+    if annotation["category_id"] not in label_of:
+        problems.append(f"category_id {annotation['category_id']!r} is not in the categories {list(label_of)}")
+    if annotation["image_id"] not in images:
+        problems.append("image_id is not in the images list")
+    if not is_box(annotation["bbox"]):
+        problems.append(f"bbox {annotation['bbox']!r} is not 4 finite numbers [x, y, w, h]")
+    area, crowd = annotation.get("area"), annotation.get("iscrowd")
+    if area is not None and not is_number(area):
+        problems.append(f"area {area!r:.40} is not a finite number; give the object's area in pixels or leave it out")
+    if crowd is not None and not (isinstance(crowd, (int, float)) and crowd in (0, 1)):
+        problems.append(f"iscrowd {crowd!r:.40} is not 0 or 1")
+    return problems
+
+
+def fill_area_and_crowd(annotations: list[dict], fixups: FixupCounter) -> None:
+    """Give every annotation the ``area`` and ``iscrowd`` that pycocotools' ``COCOeval`` reads (it fails with a
+    ``KeyError`` at the end of training otherwise), in place, so the evaluator's ground truth has them too: a missing
+    or null ``area`` becomes the box's ``w * h``, a missing or null ``iscrowd`` 0. Each is a counted fix-up."""
+    missing_area = [a for a in annotations if a.get("area") is None]
+    for annotation in missing_area:
+        width, height = annotation["bbox"][2:]
+        annotation["area"] = max(width, 0) * max(height, 0)
+    missing_crowd = [a for a in annotations if a.get("iscrowd") is None]
+    for annotation in missing_crowd:
+        annotation["iscrowd"] = 0
+    fixups.add("missing area set to the box's w * h", len(missing_area), _annotation_names(missing_area))
+    fixups.add("missing iscrowd set to 0", len(missing_crowd), _annotation_names(missing_crowd))
+
+
+def _annotation_names(annotations: Sequence[dict]) -> list[str]:
+    return [f"annotation id {a['id']}" for a in annotations[:FixupCounter.EXAMPLES_SHOWN]]
 
 
 class COCODetection(DetectionDataset):
     """Images of a COCO instances json, read from ``image_folder / file_name``.
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
-    missing image size, missing image file) before any training. Raw boxes with ``w <= 0`` / ``h <= 0`` (dropped) or
-    reaching more than 1 px outside the image (clipped) give one counted :class:`DataWarning`; ``fixups`` holds the counts and
-    ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side <= 7 px; expected, not warned).
-    ``drop_empty=True`` removes images left without boxes (the authors' COCO train set, ~117k images).
+    non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing image size, missing image file) before any training.
+    Raw boxes with ``w <= 0`` / ``h <= 0`` or ``area <= 0`` (dropped), reaching more than 1 px outside the image
+    (clipped), or without ``area`` / ``iscrowd`` (filled in, also in ``coco``) give one counted :class:`DataWarning`;
+    ``fixups`` holds the counts and ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side
+    <= 7 px; expected, not warned). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
+    set, ~117k images). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
+    ``require_boxes`` is set (a train split with nothing to train on).
     """
 
     kind = "coco"
@@ -143,6 +206,7 @@ class COCODetection(DetectionDataset):
         transform: Transform,
         *,
         drop_empty: bool = False,
+        require_boxes: bool = False,
         include_crowd: bool = True,
         download_hint: str = "check --data_root",
         seed: int = 0,
@@ -166,39 +230,44 @@ class COCODetection(DetectionDataset):
                     f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
                 )
         for annotation in coco.dataset["annotations"]:
-            where = f"{annotation_file}: annotation id {annotation.get('id')} (image id {annotation.get('image_id')})"
-            if annotation.get("category_id") not in label_of:
-                category = annotation.get("category_id")
-                problems.append(f"{where}: category_id {category!r} is not in the categories {self.category_ids}")
-            if annotation.get("image_id") not in coco.imgs:
-                problems.append(f"{where}: image_id is not in the images list")
-            if not _is_box(annotation.get("bbox")):
-                problems.append(f"{where}: bbox {annotation.get('bbox')!r} is not 4 finite numbers [x, y, w, h]")
+            where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
+            problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]
         if problems:
             raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
 
         fixups = FixupCounter()
-        annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a.get("iscrowd", 0)]
+        fill_area_and_crowd(coco.dataset["annotations"], fixups)
+        annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
         image_index = {image_id: index for index, image_id in enumerate(coco.getImgIds())}
         heights = np.array([coco.imgs[i]["height"] for i in coco.getImgIds()], dtype=np.float64)
         widths = np.array([coco.imgs[i]["width"] for i in coco.getImgIds()], dtype=np.float64)
         owner = np.array([image_index[a["image_id"]] for a in annotations], dtype=np.int64)
         xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
-        area = np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in annotations], dtype=np.float64)
+        area = np.array([a["area"] for a in annotations], dtype=np.float64)
         labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
         degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+        no_area = ~degenerate & (area <= 0)
         tolerance = OUTSIDE_TOLERANCE_PIXELS
         outside = ~degenerate & (
             (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
             | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance) | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
         )
-        for kind, mask in (("degenerate box dropped (w <= 0 or h <= 0)", degenerate), ("box clipped to the image", outside)):
-            examples = [f"annotation id {annotations[i].get('id')}" for i in np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]]
-            fixups.add(kind, int(mask.sum()), examples)
+        for kind, mask in (
+            ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
+            ("box dropped for its area <= 0", no_area),
+            ("box clipped to the image", outside),
+        ):
+            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in np.flatnonzero(mask)]))
         boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
-        self.small_boxes_dropped = int((~keep & ~degenerate).sum())
+        self.small_boxes_dropped = int((~keep & ~degenerate & ~no_area).sum())
         fixups.warn(f"COCO dataset {annotation_file}")
         self.fixups = dict(fixups.counts)
+        if (drop_empty or require_boxes) and not keep.any():
+            raise DataError(
+                f"{annotation_file}: no image has a box to train on ({len(annotations)} annotation(s)"
+                f"{'' if include_crowd else ' not crowd'}, none left after dropping boxes with w, h or area <= 0 or a "
+                f"side <= {MIN_BOX_SIDE_PIXELS} px); annotate the training images"
+            )
 
         owner, boxes, labels = owner[keep], boxes[keep], labels[keep]
         order = np.argsort(owner, kind="stable")

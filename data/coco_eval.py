@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from data.coco import is_box, is_number
+from data.errors import DataError, format_problems
+
+RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 STAT_NAMES = (
     "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -85,7 +91,8 @@ def evaluate_coco(
     """Runs pycocotools' bbox evaluation (evaluate, accumulate, summarize).
 
     Args:
-        results: a COCO results list or the path of a results JSON file.
+        results: a COCO results list or the path of a results JSON file (checked first: :class:`DataError`
+            lists its entries that pycocotools would fail on, see :func:`result_problem`).
         coco_gt: the ground truth.
         image_ids: images to evaluate; default all images of ``coco_gt``.
 
@@ -96,7 +103,7 @@ def evaluate_coco(
         category without ground truth). With no detection at all every number is 0.
     """
     if isinstance(results, (str, Path)):
-        results = _load_results(Path(results))
+        results = _load_results(Path(results), coco_gt)
     categories = coco_gt.loadCats(coco_gt.getCatIds())
     if not results:
         return _metrics(np.zeros(12), {c["name"]: 0.0 for c in categories})
@@ -134,13 +141,43 @@ def _metrics(stats: np.ndarray, per_class: dict) -> dict:
     return metrics
 
 
-def _load_results(path: Path) -> list[dict]:
+def result_problem(entry: object, coco_gt: COCO) -> str | None:
+    """What is wrong with one entry of a results list, ``None`` when nothing: not an object, a key of
+    :data:`RESULT_KEYS` missing, an ``image_id`` or ``category_id`` not in ``coco_gt``, a ``bbox`` that is not 4
+    finite numbers, a ``score`` that is not a finite number (pycocotools fails on these with a bare AssertionError
+    or KeyError)."""
+    if not isinstance(entry, dict):
+        return f"{type(entry).__name__} {entry!r:.40} is not an object {{image_id, category_id, bbox, score}}"
+    missing = [key for key in RESULT_KEYS if key not in entry]
+    if missing:
+        return f"no {', '.join(repr(key) for key in missing)} (needs {', '.join(RESULT_KEYS)})"
+    image_id, category_id = entry["image_id"], entry["category_id"]
+    if not (isinstance(image_id, Hashable) and image_id in coco_gt.imgs):
+        return f"image_id {image_id!r:.40} is not an image of the ground truth; were the results made on another split?"
+    if not (isinstance(category_id, Hashable) and category_id in coco_gt.cats):
+        return f"category_id {category_id!r:.40} is not in the categories {coco_gt.getCatIds()}"
+    if not is_box(entry["bbox"]):
+        return f"bbox {entry['bbox']!r:.60} is not 4 finite numbers [x, y, w, h]"
+    if not is_number(entry["score"]):
+        return f"score {entry['score']!r:.40} is not a finite number"
+    return None
+
+
+def _load_results(path: Path, coco_gt: COCO) -> list[dict]:
+    """The results list of a JSON file; :class:`DataError` names the file and each bad entry's index."""
     if not path.is_file():
         raise FileNotFoundError(f"COCO results file {path} does not exist")
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a COCO results list") from None
+        raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a COCO results list") from None
     if not isinstance(results, list):
-        raise ValueError(f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}")
+        raise DataError(f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}")
+    problems = []
+    for index, entry in enumerate(results):
+        problem = result_problem(entry, coco_gt)
+        if problem is not None:
+            problems.append(f"{path}: entry {index}: {problem}")
+    if problems:
+        raise DataError(format_problems(f"COCO results {path}", problems))
     return results

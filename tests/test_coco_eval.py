@@ -8,7 +8,11 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from data.coco import COCODetection
 from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
+from data.errors import DataError, DataWarning
+from data.transforms import TestTransform
+from tests.test_data_coco import write_coco
 
 CATEGORY_IDS = [1, 3, 7]  # non-contiguous, as in COCO
 CATEGORY_NAMES = ["person", "car", "dog"]
@@ -142,5 +146,45 @@ def test_restricting_to_some_images(tmp_path):
 def test_malformed_results_file_names_the_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"not": "a list"}))
-    with pytest.raises(ValueError, match="bad.json: expected a JSON list"):
+    with pytest.raises(DataError, match="bad.json: expected a JSON list"):
         evaluate_coco(path, make_ground_truth(0))
+
+
+def test_bad_results_entries_name_the_file_entry_and_problem(tmp_path):
+    coco = make_ground_truth(0)
+    good = {"image_id": 10, "category_id": 3, "bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.5}
+    entries = [good, good | {"image_id": 999}, {k: v for k, v in good.items() if k != "score"}, good | {"category_id": 2},
+               [10, 3], good | {"bbox": [1, 2, 3]}, good | {"score": "high"}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(DataError, match="6 problem") as error:
+        evaluate_coco(path, coco)
+    assert str(error.value).splitlines()[1:] == [
+        f"  - {path}: entry 1: image_id 999 is not an image of the ground truth; were the results made on another split?",
+        f"  - {path}: entry 2: no 'score' (needs image_id, category_id, bbox, score)",
+        f"  - {path}: entry 3: category_id 2 is not in the categories [1, 3, 7]",
+        f"  - {path}: entry 4: list [10, 3] is not an object {{image_id, category_id, bbox, score}}",
+        f"  - {path}: entry 5: bbox [1, 2, 3] is not 4 finite numbers [x, y, w, h]",
+        f"  - {path}: entry 6: score 'high' is not a finite number",
+    ]
+
+
+def test_ground_truth_without_area_and_iscrowd_scores_as_pycocotools_with_them(tmp_path):
+    full = make_ground_truth(0).dataset
+    for annotation in full["annotations"]:
+        annotation.update(area=annotation["bbox"][2] * annotation["bbox"][3], iscrowd=0)
+    stripped = json.loads(json.dumps(full))
+    for annotation in stripped["annotations"]:
+        del annotation["area"], annotation["iscrowd"]
+    path = write_coco(tmp_path, "val", stripped)
+    with pytest.warns(DataWarning, match="missing area set to the box's w \\* h, .* missing iscrowd set to 0"):
+        dataset = COCODetection(path, tmp_path / "val", TestTransform(32))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = full
+        coco.createIndex()
+    image_ids = sorted(coco.getImgIds())
+    results = detections_to_coco_results(random_detections(coco, 0), image_ids, CATEGORY_IDS)
+    expected = pycocotools_stats(coco, results)
+    assert 0.05 < expected[0] < 0.95
+    assert evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)["stats"] == expected.tolist()

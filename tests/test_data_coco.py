@@ -216,3 +216,75 @@ def test_small_box_rule_agrees_with_the_authors_for_boxes_inside_the_image():
     y, h = np.full(2000, 5.0), np.full(2000, 30.0)
     _, keep = clean_coco_boxes(np.stack([x, y, w, h], 1), np.full(2000, 1.0), np.full(2000, 50.0), np.full(2000, 80.0))
     assert keep.tolist() == [authors_keep(a, b, 80) for a, b in zip(x, w)]
+
+
+def test_missing_or_null_area_and_iscrowd_are_filled_in_the_ground_truth_and_counted(tmp_path):
+    annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))  # a deep copy
+    del annotations[0]["area"], annotations[0]["iscrowd"], annotations[2]["iscrowd"]
+    annotations[1]["area"] = None
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    expected = r"2 missing area set to the box's w \* h, 2 missing iscrowd set to 0.*annotation id 1"
+    with pytest.warns(DataWarning, match=expected):
+        dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert [(a["area"], a["iscrowd"]) for a in dataset.coco.loadAnns([1, 2, 3])] == [(600.0, 0), (25.0, 0), (600.0, 0)]
+    assert dataset.fixups["missing area set to the box's w * h"] == 2 and len(dataset.annotation(0)[0]) == 1
+
+
+def test_zero_area_drops_the_box_as_a_counted_fix_up(tmp_path):
+    annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
+    annotations[2]["area"] = 0
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    with pytest.warns(DataWarning, match=r"1 box dropped for its area <= 0.*annotation id 3 \(box dropped"):
+        dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert len(dataset.annotation(1)[0]) == 0 and dataset.small_boxes_dropped == 1  # the 5 px toothbrush only
+
+
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("area", "big", "area 'big' is not a finite number; give the object's area in pixels or leave it out"),
+        ("area", float("nan"), "area nan is not a finite number"),
+        ("iscrowd", "yes", "iscrowd 'yes' is not 0 or 1"),
+    ],
+)
+def test_non_numeric_area_or_iscrowd_names_the_file_and_annotation(tmp_path, key, value, problem):
+    annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
+    annotations[1][key] = value
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert f"{path}: annotation id 2 (image id 7): {problem}" in str(error.value)
+
+
+def test_categories_sharing_a_name_are_an_error(tmp_path):
+    data = coco_json(GOOD_ANNOTATIONS)
+    data["categories"] = [{"id": 5, "name": "bus"}, {"id": 1, "name": "person"}, {"id": 90, "name": "Bus "}]
+    path = write_coco(tmp_path, "x", data)
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert f"{path}: categories id 5 'bus' and id 90 'Bus ' have the same name (compared case-insensitively)" in str(error.value)
+
+
+def test_json_without_categories_is_an_error(tmp_path):
+    path = write_coco(tmp_path, "x", coco_json([]) | {"categories": []})
+    with pytest.raises(DataError, match=f"{path}: has no categories"):
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+
+
+def test_train_split_without_any_box_is_an_error_and_the_test_split_is_not(tmp_path):
+    small = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 20], "area": 100, "iscrowd": 0}]
+    write_coco(tmp_path, "train2017", coco_json(small))
+    write_coco(tmp_path, "val2017", coco_json([]))
+    expected = r"instances_train2017\.json: no image has a box to train on \(1 annotation\(s\), none left after"
+    with pytest.raises(DataError, match=expected):
+        build_dataset("coco", "train", 32, data_root=str(tmp_path))
+    assert len(build_dataset("coco", "test", 32, data_root=str(tmp_path))) == 3  # val2017 keeps images without boxes
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    with pytest.raises(DataError, match=r"instances_val2017\.json: no image has a box to train on \(0 annotation"):
+        COCODetection(path, tmp_path / "val2017", TestTransform(32), require_boxes=True)
+    custom = tmp_path / "custom"
+    write_coco(custom, "train", coco_json(small))
+    write_coco(custom, "val", coco_json([]))
+    with pytest.raises(DataError, match=r"instances_train\.json: no image has a box to train on"):
+        build_dataset("custom", "train", 32, data_root=str(custom))
+    assert len(build_dataset("custom", "test", 32, data_root=str(custom))) == 3

@@ -110,7 +110,7 @@ def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
     assert len(err) == 1 and "--dataset" in err[0] and "imagenet" in err[0] and "voc" in err[0]
 
 
-def test_custom_coco_layout_needs_no_classes_flag(tmp_path):
+def test_custom_coco_layout_needs_no_classes_flag(tmp_path, capsys):
     import json
 
     import cv2
@@ -125,6 +125,11 @@ def test_custom_coco_layout_needs_no_classes_flag(tmp_path):
         cv2.imwrite(str(tmp_path / split / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(gt))
     assert cli.main(parse("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0")) == 0
+    # the same category id under another name in the test json: the model's labels would be scored as other classes
+    gt["categories"] = [{"id": 3, "name": "bird"}]
+    (tmp_path / "annotations" / "instances_val.json").write_text(json.dumps(gt))
+    assert cli.main(parse("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0")) == 2
+    assert "the training split's classes ['kite'] differ from the test split's ['bird']" in capsys.readouterr().err
 
 
 def test_default_workers_share_the_cores_among_the_processes_of_the_node(monkeypatch):
