@@ -286,3 +286,37 @@ def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
 def test_top_k_counts_must_be_positive(priors, name):
     with pytest.raises(ValueError, match=f"{name}=0 must be a positive count or None"):
         PostProcessor(priors, **{name: 0})
+
+
+def test_nan_logits_are_no_candidates(priors):
+    # NaN sorts above every score in a top-k: 40 anchors of NaN logits (120 pairs) would fill a top-50 first pass,
+    # and with only 30 real candidates above the threshold that pass would look exact
+    generator = torch.Generator().manual_seed(4)
+    loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
+    anchors = torch.randperm(len(priors), generator=generator)
+    without = torch.full((1, len(priors), 3), -30.0)
+    without[0, anchors[:30], torch.arange(30) % 3] = distinct_logits(generator, 1, 30, 1).flatten()
+    broken = without.clone()
+    broken[0, anchors[30:70]] = float("nan")
+    expected = reference(loc, without, priors, IMAGE_SIZES[:1])[0]
+    assert len(expected["scores"]) > 10
+    for dense_nms in (False, True):
+        post = PostProcessor(priors, pre_nms_topk=50, dense_nms=dense_nms)
+        assert_same_detections(post(loc, broken, IMAGE_SIZES[:1]), [expected])
+
+
+def test_an_image_gets_the_same_detections_alone_and_at_the_end_of_a_large_batch(priors):
+    """Two 12 px boxes of class 79 in image 7 of a batch of 8 large images, IoU 0.509 > 0.5: the lower one is
+    suppressed. torchvision's batched NMS may shift each (image, class) group by group * (largest coordinate + 1),
+    here 639 * 4001 = 2.6e6 px, where float32 rounds to 0.25 px: the IoU would become exactly 0.5, keeping both."""
+    batch, classes, size = 8, 80, torch.tensor([3000, 4000])
+    pixels = torch.tensor([[100.0, 100.0, 112.0, 112.0], [103.9, 100.0, 115.9, 112.0], [0.0, 0.0, 4000.0, 3000.0]])
+    scale = torch.tensor([4000.0, 3000.0, 4000.0, 3000.0])
+    loc = torch.zeros(batch, len(priors), 4)
+    loc[7, :3] = BoxCoder().encode(pixels / scale, priors[:3])
+    conf = torch.full((batch, len(priors), classes), -30.0)
+    conf[7, 0, 79], conf[7, 1, 79], conf[7, 2, 0] = 2.0, 1.0, 0.5
+    sizes = size.expand(batch, 2)
+    alone = PostProcessor(priors)(loc[7:], conf[7:], sizes[7:])[0]
+    assert alone["labels"].tolist() == [79, 0]  # the 0.509-IoU box is suppressed
+    assert_same_detections(PostProcessor(priors)(loc, conf, sizes)[7:], [alone])

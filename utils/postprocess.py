@@ -6,8 +6,8 @@ Steps, for the whole batch at once:
    original (width, height, width, height): 0-based continuous pixels, inside the image;
 2. ``scores = sigmoid(conf)``, one score per (anchor, class) pair;
 3. **pre-NMS top-k** (not in the authors' code): keep the ``pre_nms_topk`` highest (anchor, class) scores
-   of each image, then those strictly above ``score_thresh`` (0.005, as the authors); a box that is not finite
-   (a diverged model's NaN) is no candidate;
+   of each image, then those strictly above ``score_thresh`` (0.005, as the authors); a box or a logit that is not
+   finite (a diverged model's NaN) is no candidate;
 4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
    (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
@@ -215,7 +215,10 @@ class PostProcessor:
         """Steps 3-5 with top-k ``k`` and ``torchvision.ops.batched_nms``, as :meth:`_first_pass` returns them."""
         batch, _, num_classes = scores.shape
         candidate_boxes, candidate_scores, labels, image_index = top_candidates(boxes, scores, self.score_thresh, k)
-        kept = batched_nms(candidate_boxes, candidate_scores, image_index * num_classes + labels, self.nms_thresh)
+        # float64: torchvision may separate the groups by shifting boxes (group * (largest coordinate + 1)), which in
+        # float32 would round a large batch's pixel coordinates by up to a quarter pixel
+        groups = image_index * num_classes + labels
+        kept = batched_nms(candidate_boxes.double(), candidate_scores.double(), groups, self.nms_thresh)
         kept = kept[torch.sort(image_index[kept], stable=True).indices]  # by image, scores still descending
         kept_image = image_index[kept]
         counts = torch.bincount(kept_image, minlength=batch)  # [B]
@@ -271,7 +274,8 @@ class PostProcessor:
         finite = torch.isfinite(boxes).all(dim=2, keepdim=True)  # [B, A, 1]; NaN survives the clamp
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
         boxes = torch.where(finite, boxes, 0.0) * scale[:, None, :]
-        return boxes, torch.where(finite, conf.float().sigmoid(), 0.0)
+        # a NaN logit would outrank every real score in the top-k: like a non-finite box, it is no candidate
+        return boxes, torch.where(finite, conf.float().sigmoid().nan_to_num(nan=0.0), 0.0)
 
     def _use_dense_nms(self, device: torch.device) -> bool:
         if self.dense_nms is not None:
