@@ -26,7 +26,9 @@ def test_draw_detections_draws_box_and_caption_in_class_colour():
     drawn = draw_detections(image, boxes, np.array([0.9, 0.6]), np.array([1, 0]), ["cat", "dog"])
     assert not image.any()  # input untouched
     dog = class_colours(2)[1]
-    assert tuple(drawn[130, 50]) == dog and tuple(drawn[180, 100]) == dog  # left and bottom edges (1 px line at 500)
+    # the box covers pixels 50..149 x 80..179: its 1 px lines (at 500 px) are on its first and last pixels
+    assert tuple(drawn[130, 50]) == dog and tuple(drawn[130, 149]) == dog and tuple(drawn[179, 100]) == dog
+    assert tuple(drawn[130, 150]) == tuple(drawn[180, 100]) == (0, 0, 0)  # nothing outside the box
     assert tuple(drawn[130, 100]) == (0, 0, 0)  # the inside stays clear
     # the caption "cat 0.90" sits on a filled band just above the box, starting at its left edge
     rows, cols = np.nonzero((drawn[:80] == dog).all(axis=2))
@@ -35,7 +37,7 @@ def test_draw_detections_draws_box_and_caption_in_class_colour():
     assert (band.min(axis=2) > 150).sum() > 20  # white (anti-aliased) text: the band (blue, luma 95) is dark
     # the second box touches the top border: its caption goes inside the box, from row 0, not off the image
     rows, cols = np.nonzero((drawn == class_colours(2)[0]).all(axis=2))
-    assert (rows.min(), rows.max(), cols.min()) == (0, 30, 10) and cols.max() > 40  # caption wider than the box
+    assert (rows.min(), rows.max(), cols.min()) == (0, 29, 10) and cols.max() > 40  # caption wider than the box
 
 
 def test_draw_detections_without_detections_returns_a_copy():

@@ -54,6 +54,7 @@ def draw_detections(
         label = int(labels[index])
         colour = colours[label]
         x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[index])
+        x2, y2 = max(x2 - 1, x1), max(y2 - 1, y1)  # continuous [x1, x2) ends on pixel x2 - 1; cv2 draws pt2 inclusive
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)  # axis-aligned: crisp without anti-aliasing
         caption = f"{class_names[label]} {float(scores[index]):.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(caption, FONT, font_scale, max(1, thickness - 1))
