@@ -49,6 +49,11 @@ def test_warmup_cosine_values(iteration, expected):
     assert warmup_cosine_lr(iteration, 0.01, 500, 10000) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
+def test_without_warm_up_the_run_starts_at_the_base_rate():
+    assert warmup_cosine_lr(0, 0.01, 0, 100) == 0.01
+    assert warmup_cosine_lr(50, 0.01, 0, 100) == pytest.approx(1e-6 + (0.01 - 1e-6) * 0.5)
+
+
 def test_cosine_quarter_point():
     lr = warmup_cosine_lr(500 + 2375, 0.01, 500, 10000)
     assert lr == pytest.approx(1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 4)))

@@ -47,16 +47,16 @@ def warmup_cosine_lr(
 ) -> float:
     """Learning rate of (0-based) ``iteration`` in a run of ``max_iter`` iterations.
 
-    ``iteration <= warm_iter``: ``min_lr + (base_lr - min_lr) * iteration / warm_iter``;
-    afterwards: ``min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (iteration - warm_iter) / (max_iter - warm_iter)))``.
+    ``iteration < warm_iter``: ``min_lr + (base_lr - min_lr) * iteration / warm_iter``;
+    from ``warm_iter`` on (both forms give ``base_lr`` there; without warm-up the run starts at ``base_lr``): ``min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (iteration - warm_iter) / (max_iter - warm_iter)))``.
     """
     if not 0 <= warm_iter < max_iter:
         raise ValueError(
             f"warm-up ({warm_iter} iterations) must be shorter than the run ({max_iter} iterations); "
             "lower --warm_iter or raise --epochs/--max_iter"
         )
-    if iteration <= warm_iter:
-        return min_lr + (base_lr - min_lr) * iteration / max(warm_iter, 1)
+    if iteration < warm_iter:
+        return min_lr + (base_lr - min_lr) * iteration / warm_iter
     progress = (iteration - warm_iter) / (max_iter - warm_iter)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
