@@ -168,6 +168,25 @@ def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "tall.jpg", "wide.jpg"]
 
 
+def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
+    before = {path.name: path.read_bytes() for path in photos.iterdir()}
+    with pytest.raises(DemoInputError, match=rf"--demo_output {photos} holds input images \(tall\.jpg, \.\.\.\): the drawn "
+                                             "copies would replace them"):
+        run_demo(checkpoint, str(photos), photos)
+    assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
+
+
+def test_an_image_too_wide_for_jpeg_keeps_its_detections_without_a_drawn_copy(checkpoint, photos, tmp_path, capsys):
+    write_image(photos / "panorama.png", 8, 70_000, seed=3)  # JPEG allows at most 65,500 px a side
+    summary = run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=0.0)
+    assert (summary["images"], summary["unreadable"]) == (3, 0)
+    assert "OpenCV cannot encode a 70000x8 image as JPEG (at most 65,500 px a side)" in capsys.readouterr().err
+    records = {Path(r["file"]).name: r for r in json.loads((tmp_path / "out" / "detections.json").read_text())["images"]}
+    assert records["panorama.png"]["output"] is None and records["panorama.png"]["width"] == 70_000
+    assert records["panorama.png"]["detections"] and records["tall.jpg"]["output"] == "tall.jpg"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "tall.jpg", "wide.jpg"]
+
+
 def test_demo_with_only_unreadable_files_fails_clearly(checkpoint, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"")
     with pytest.raises(DemoInputError, match=r"none of the 1 files could be read as an image"):

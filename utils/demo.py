@@ -9,7 +9,9 @@ score threshold, per-class NMS). The output folder receives
 - ``detections.json``: per image the file, its width and height and its detections
   ``{"box": [x1, y1, x2, y2] 0-based continuous pixels of the original image, "score", "label", "class_name"}``.
 
-Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON.
+Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON. An image
+whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
+The output folder must not hold input images: the drawn copies would replace them.
 """
 from __future__ import annotations
 
@@ -189,6 +191,7 @@ def run_demo(
         raise DemoInputError(f"--demo_output {out_dir}: cannot create the folder ({error.strerror})") from None
 
     names = output_names(paths)
+    check_output_folder(out_dir, paths)
     colours = class_colours(len(detector.class_names))
     loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_image_files, pin_memory=device.type == "cuda")
@@ -210,9 +213,11 @@ def run_demo(
                 for index, original, result in zip(indices, originals, results):
                     drawn = draw_detections(original, result["boxes"], result["scores"], result["labels"],
                                             detector.class_names, colours)
-                    _write_jpeg(out_dir / names[index], drawn)
-                    records[index] = _image_record(paths[index], names[index], original.shape, result,
-                                                   detector.class_names)
+                    problem = _write_jpeg(out_dir / names[index], drawn)
+                    if problem:
+                        tqdm.write(f"drawn image not written for {paths[index]}: {problem}", file=sys.stderr)
+                    records[index] = _image_record(paths[index], None if problem else names[index], original.shape,
+                                                   result, detector.class_names)
             bar.update(len(indices) + len(failures))
 
     images_done = [record for record in records if record is not None]
@@ -242,7 +247,7 @@ def run_demo(
     return summary
 
 
-def _image_record(path: Path, output_name: str, shape: tuple[int, ...], result: dict[str, np.ndarray],
+def _image_record(path: Path, output_name: str | None, shape: tuple[int, ...], result: dict[str, np.ndarray],
                   class_names: Sequence[str]) -> dict:
     """One image of ``detections.json``: boxes in pixels rounded to 0.01, scores to 1e-4."""
     detections = [
@@ -254,11 +259,32 @@ def _image_record(path: Path, output_name: str, shape: tuple[int, ...], result: 
             "detections": detections}
 
 
-def _write_jpeg(path: Path, image: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+def check_output_folder(out_dir: Path, paths: Sequence[Path]) -> None:
+    """Raise :class:`DemoInputError` when ``out_dir`` holds one of the input images ``paths``: a drawn copy could
+    replace it, and a later run on the folder would read the drawn copies as inputs."""
+    folder = out_dir.resolve()
+    inside = [path for path in paths if path.resolve().parent == folder]
+    if inside:
+        raise DemoInputError(
+            f"--demo_output {out_dir} holds input images ({inside[0].name}{', ...' if len(inside) > 1 else ''}): the "
+            "drawn copies would replace them; choose another --demo_output folder"
+        )
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> str | None:
+    """Write ``image`` to ``path`` as a JPEG; returns why it could not be written, or None."""
+    try:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    except cv2.error:
+        ok = False
     if not ok:
-        raise DemoInputError(f"{path}: OpenCV could not encode the drawn image as JPEG")
-    encoded.tofile(str(path))
+        height, width = image.shape[:2]
+        return f"OpenCV cannot encode a {width}x{height} image as JPEG (at most 65,500 px a side)"
+    try:
+        encoded.tofile(str(path))
+    except OSError as error:
+        return f"cannot write {path} ({error.strerror})"
+    return None
 
 
 def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

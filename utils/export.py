@@ -93,8 +93,8 @@ def export_onnx(
 
     ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
     ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. When the ``onnx`` package is
-    installed the file is checked with ``onnx.checker``; when ``onnxruntime`` is, the ONNX outputs are compared
-    with PyTorch's on two random images and the largest absolute difference is printed.
+    installed the file is checked with ``onnx.checker``; when ``onnxruntime`` is, the outputs of the graph without
+    NMS are compared with PyTorch's on two random images and the largest absolute difference is printed.
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
