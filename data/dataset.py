@@ -80,7 +80,11 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: image file is empty")
     if is_truncated_jpeg(data):
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker FFD9); re-download or re-encode the file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
+        reason = error.err.strip() if getattr(error, "err", None) else str(error).strip().splitlines()[-1]
+        raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); shrink or re-encode the image") from None
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode the file as an image")
     return image

@@ -1,4 +1,6 @@
 """Image reading errors and the whole-dataset scan behind --check_data."""
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -73,6 +75,17 @@ def test_truncation_is_found_past_an_embedded_thumbnail_in_every_jpeg_kind(tmp_p
     np.testing.assert_array_equal(read_image(whole), cv2.imdecode(encoded, cv2.IMREAD_COLOR))
     with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG"):
         read_image(cut)
+
+
+def test_an_image_above_opencvs_pixel_limit_is_an_error_naming_the_file(tmp_path):
+    ok, encoded = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[16:24] = (33_000).to_bytes(4, "big") * 2  # the header's width and height: 1.1e9 pixels, above 2^30
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"huge\.png: OpenCV refuses to decode the file \(.*CV_IO_MAX_IMAGE_PIXELS"):
+        read_image(path)
 
 
 @pytest.mark.parametrize(

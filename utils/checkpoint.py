@@ -175,7 +175,7 @@ def check_compatible(
     if list(saved_classes) != list(class_names):
         raise CheckpointError(
             f"{path} was trained on {len(saved_classes)} classes ({_preview(saved_classes)}), but the dataset has "
-            f"{len(class_names)} classes ({_preview(class_names)}); evaluate it on the dataset it was trained on"
+            f"{len(class_names)} classes ({_preview(class_names)}); use it with the classes it was trained on"
         )
 
 
