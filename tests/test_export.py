@@ -104,6 +104,11 @@ def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
     assert onnx.load(str(tmp_path / "SHAPES_copy.onnx")).opset_import[0].version == 17
     with pytest.raises(ValueError, match="is the checkpoint itself"):
         export_onnx(copy, copy)
+    with pytest.raises(ValueError, match=rf"--export_path {tmp_path} is a folder; give a file name ending in \.onnx"):
+        export_onnx(copy, tmp_path)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"afile/x\.onnx: cannot create its folder"):
+        export_onnx(copy, tmp_path / "afile" / "x.onnx")
     for opset in (10, 21):
         with pytest.raises(ValueError, match=rf"--opset {opset} is not supported; use 11..20"):
             export_onnx(checkpoint, tmp_path / "x.onnx", opset=opset)

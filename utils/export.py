@@ -111,7 +111,12 @@ def export_onnx(
     path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
     if path.resolve() == Path(checkpoint_path).resolve():
         raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"--export_path {path} is a folder; give a file name ending in .onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--export_path {path}: cannot create its folder ({error.strerror}); give a writable path") from None
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
