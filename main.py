@@ -23,9 +23,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from data import DataError, build_dataset, build_loader, check_dataset, detection_collate
+from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, reads_class_list
 from data.errors import original_message
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
@@ -247,6 +248,11 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
     if args.init_from and args.resume is not None:
         raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
+    if args.demo and args.export:
+        raise ValueError("--demo and --export each run alone; give only one of them")
+    for flag, needs in (("demo_output", "demo"), ("export_path", "export"), ("export_nms", "export")):
+        if getattr(args, flag) and not getattr(args, needs):
+            raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
     if not args.trained_model:
         return []
     for flag in ("resume", "init_from"):
@@ -322,8 +328,8 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
 
 
 def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
-    """Decode every image of both splits and check every box, then what training checks of the test split
-    (:func:`check_test_split`); a problem raises DataError (exit code 2)."""
+    """Decode every image of both splits and check every box, then what training checks of the two splits
+    (:func:`check_splits`); a problem raises DataError (exit code 2)."""
     splits = {}
     for split in ("train", "test"):
         splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
@@ -331,7 +337,7 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
             log.info(note)
         report = check_dataset(splits[split], workers=max(args.workers, 1))
         log.info(f"{args.dataset} {split}: {report.summary()}")
-    check_test_split(splits["train"], splits["test"], log)
+    check_splits(splits["train"], splits["test"], log)
     return 0
 
 
@@ -354,7 +360,7 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None
-    out_dir = Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
+    out_dir = eval_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test"} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
@@ -362,11 +368,20 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     return metrics
 
 
+def eval_folder(args: argparse.Namespace) -> Path:
+    """Where evaluations write their detections and ``summary.json``: ``--eval_dir``, else ``eval/<DATASET>``."""
+    return Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
+
+
 def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
     state = load_checkpoint(args.trained_model)
     config = state["config"]
     requested = {key: getattr(args, key) for key in ARCHITECTURE_DEFAULT_KEYS} | {"base_anchor_size": None}
     size = args.size or config["size"]
+    if ctx.is_main:
+        check_writable_folder(eval_folder(args), "--eval_dir")
+    if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
+        args.classes = ",".join(state["class_names"])
     dataset = make_dataset(args, "test", size, train=False)
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
     trained = detector_from_state(state, args.trained_model, device)
@@ -377,11 +392,13 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     return 0
 
 
-def run_config(args: argparse.Namespace, ctx: DistributedContext, train_images: int) -> dict:
-    """The flags as plain values (for the checkpoint), plus the world size and the training set's image count."""
+def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset) -> dict:
+    """The flags as plain values (for the checkpoint), plus the world size and the training set's image count and
+    annotation fingerprint."""
     config = {key: value for key, value in vars(args).items()}
     config["world_size"] = ctx.world_size
-    config["train_images"] = train_images
+    config["train_images"] = len(dataset)
+    config["train_fingerprint"] = dataset.fingerprint()
     return config
 
 
@@ -393,9 +410,10 @@ class EvaluationDataError(DataError):
         self.iteration = iteration
 
 
-def check_test_split(train_dataset, test_dataset, log: RunLog) -> None:
-    """Before training: the test split must have images and the training split's classes, in the same order (the
-    model's label i is scored as the test split's class i); a split with no object to score gets a warning."""
+def check_splits(train_dataset, test_dataset, log: RunLog) -> None:
+    """Before training: both splits have the same classes in the same order (the model's label i is scored as the
+    test split's class i), the training split has objects and the test split has objects to score (not difficult).
+    Classes without a training object get a warning: the model cannot learn them."""
     if train_dataset.class_names != test_dataset.class_names:
         raise DataError(
             f"the training split's classes {train_dataset.class_names} differ from the test split's "
@@ -406,8 +424,16 @@ def check_test_split(train_dataset, test_dataset, log: RunLog) -> None:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
     if test_dataset.annotations.difficult.all():
-        log.info(f"warning: the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
-                 "difficult): its AP will be undefined (nan)")
+        raise DataError(f"the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
+                        "difficult), so every AP would be undefined: annotate the test images")
+    per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
+    if not per_class.any():
+        raise DataError(f"the training split's {len(train_dataset)} images hold no object: there is nothing to learn; "
+                        "annotate the training images")
+    missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
+    if missing:
+        log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
+                 "(their AP will be 0 or undefined)")
 
 
 class BatchCounter:
@@ -428,9 +454,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
-    if ctx.is_main:  # found now, not at the first save hundreds of iterations later
+    if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
+        check_writable_folder(eval_folder(args), "--eval_dir")
     log = RunLog(run_dir, enabled=ctx.is_main)
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
@@ -455,7 +482,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide, compile=args.compile_loss)
     optimizer = build_optimizer(model, args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    config = run_config(args, ctx, len(dataset))
+    config = run_config(args, ctx, dataset)
 
     start_iter = 0
     if args.resume is not None:
@@ -496,7 +523,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             )
 
     test_dataset = make_dataset(args, "test", args.size, train=False)
-    check_test_split(dataset, test_dataset, log)
+    check_splits(dataset, test_dataset, log)
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
     def evaluate_during_training(done: int) -> None:
@@ -552,14 +579,18 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return EXIT_BAD_INPUT
     save(max_iter)
     log.info(f"saved {checkpoint_path}")
+    evaluate_later = (f"evaluate it with --dataset {args.dataset} --trained_model {checkpoint_path} (and the same "
+                      "--data_root / --classes)")
     try:
         metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
     except DataError as error:
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "
-                 f"file, then evaluate with --dataset {args.dataset} --trained_model {checkpoint_path} (and the same "
-                 "--data_root / --classes)")
+                 f"file, then {evaluate_later}")
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
+        return EXIT_INTERRUPTED
     if metrics is not None:
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0

@@ -19,7 +19,7 @@ from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
     "DetectionDataset", "VOCDetection", "build_dataset", "build_loader", "check_dataset", "detection_collate",
-    "normalize_image", "parse_class_list",
+    "normalize_image", "parse_class_list", "reads_class_list",
 ]  # fmt: skip
 
 DATASET_NAMES = ("voc", "coco", "shapes", "custom")
@@ -49,6 +49,13 @@ def parse_class_list(arg: str) -> list[str]:
     if duplicates:
         raise DataError(f"{source}: duplicate class names {duplicates}")
     return names
+
+
+def reads_class_list(name: str, data_root: str | None) -> bool:
+    """Whether dataset ``name`` at ``data_root`` takes its class names from ``classes`` (``--classes``): VOC and
+    VOC-layout custom folders, whose XML names each object's class. COCO layouts and ``shapes`` list their own."""
+    name = name.lower()
+    return name == "voc" or (name == "custom" and data_root is not None and _is_voc_folder(Path(data_root)))
 
 
 def _voc_devkit_sets(root: Path, split: str) -> list[tuple[Path, str]]:

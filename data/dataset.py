@@ -5,6 +5,7 @@ Annotations are parsed once at construction (in ``data/voc.py`` / ``data/coco.py
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -224,6 +225,15 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.annotations.image_paths)
+
+    def fingerprint(self) -> str:
+        """16 hex digits that change when an image id, an image size, a box, a label or a difficult flag changes (the
+        class names too); the same for the same annotations wherever the files live."""
+        digest = hashlib.sha1("\n".join(map(str, [*self.class_names, *self.image_ids])).encode())
+        for array in (self.annotations.sizes, self.annotations.offsets, self.annotations.boxes,
+                      self.annotations.labels, self.annotations.difficult):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (visible to already-running workers)."""

@@ -29,12 +29,13 @@ authors added 1 to all four coordinates, which is right only for 0-based *inclus
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from data.errors import DataError, format_problems
+from data.errors import DataError, DataWarning, format_problems
 from data.voc import read_utf8_text
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
@@ -296,13 +297,18 @@ def write_voc_results(
 def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequence[str]) -> list[dict]:
     """Reads ``comp4_det_test_<class>.txt`` files back into per-image detections (0-based pixels).
 
-    A missing class file means no detection of that class. Raises :class:`DataError` naming the folder when it holds
+    A missing class file means no detection of that class, with a :class:`DataWarning` naming the classes
+    (:func:`write_voc_results` writes a file for every class, even an empty one). Raises :class:`DataError` naming the folder when it holds
     no file of these classes, and one listing every file and line that is not ``image_id score x1 y1 x2 y2`` with an
     image id of ``image_ids`` and finite numbers.
     """
     folder = Path(folder)
     paths = {c: folder / DEVKIT_RESULTS_TEMPLATE.format(name) for c, name in enumerate(class_names)}
+    missing = [class_names[c] for c, path in paths.items() if not path.is_file()]
     paths = {c: path for c, path in paths.items() if path.is_file()}
+    if missing and paths:
+        warnings.warn(f"{folder}: no {DEVKIT_RESULTS_TEMPLATE.format('<class>')} file for the classes {missing}: "
+                      "scored as no detections of them (AP 0)", DataWarning, stacklevel=2)
     if not paths:
         expected = [DEVKIT_RESULTS_TEMPLATE.format(name) for name in class_names[:3]] + ["..."] * (len(class_names) > 3)
         raise DataError(

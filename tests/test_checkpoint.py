@@ -155,3 +155,7 @@ def test_check_same_run_refuses_a_changed_schedule():
     with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: the training set changed, .* "
                                               r"start a new run from its weights with --init_from w\.pth"):
         check_same_run("w.pth", saved, saved | {"train_images": 16})
+    saved["train_fingerprint"] = "0123456789abcdef"
+    with pytest.raises(CheckpointError, match=r"saved by a run on other training annotations \(images, boxes or labels\): "
+                                              "the training set changed"):
+        check_same_run("w.pth", saved, saved | {"train_fingerprint": "fedcba9876543210"})

@@ -2,6 +2,7 @@
 import csv
 import math
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -83,9 +84,9 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
         assert "num_pos_cls" in header and "disagree_with_iou" in header
 
     capsys.readouterr()
-    assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
-                         "--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu", "--batch_size", "4",
-                         "--lr", "0.02", "--max_iter", "3"]) == 0
+    # a VOC-layout folder without --classes: the checkpoint's class names read the XML
+    assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", str(checkpoint),
+                         "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02", "--max_iter", "3"]) == 0
     out = capsys.readouterr().out
     assert "with --trained_model the training flags --lr, --max_iter are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
@@ -238,6 +239,15 @@ def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_p
     shutil.copytree(trained / "weights", tmp_path / "weights")
     assert run(tmp_path, base_args(root, "--resume")) == 2
     assert "was saved by a run on 16 training images, this run has 12: the training set changed" in capsys.readouterr().err
+    # the same images, one object relabelled
+    shutil.copy(shapes_root / "ImageSets" / "Main" / "trainval.txt", trainval)
+    first = (root / "Annotations" / f"{trainval.read_text().split()[0]}.xml")
+    xml = first.read_text()
+    name = xml.split("<name>")[1].split("</name>")[0]
+    other = next(c for c in SHAPES_CLASSES if c != name)
+    first.write_text(xml.replace(f"<name>{name}</name>", f"<name>{other}</name>", 1))
+    assert run(tmp_path, base_args(root, "--resume")) == 2
+    assert "was saved by a run on other training annotations" in capsys.readouterr().err
 
 
 def break_first_test_image(root: Path) -> Path:
@@ -264,7 +274,7 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
-            f"the file, then evaluate with --dataset custom --trained_model weights/{CKPT.format('')}") in captured.out
+            f"the file, then evaluate it with --dataset custom --trained_model weights/{CKPT.format('')}") in captured.out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
 
@@ -279,7 +289,51 @@ def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, t
     assert "error: the test split has no images" in capsys.readouterr().err
 
 
-def test_an_unwritable_save_folder_stops_before_training(shapes_root, tmp_path, capsys):
+def test_unwritable_output_folders_stop_before_training(shapes_root, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
-    assert run(tmp_path, base_args(shapes_root, "--save_folder", "afile/weights")) == cli.EXIT_BAD_INPUT
-    assert "error: --save_folder afile/weights: cannot write there" in capsys.readouterr().err
+    for flag in ("--save_folder", "--run_dir", "--eval_dir"):
+        assert run(tmp_path, base_args(shapes_root) + [flag, "afile/sub"]) == cli.EXIT_BAD_INPUT
+        assert f"error: {flag} afile/sub: cannot write there" in capsys.readouterr().err
+    assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
+
+
+def test_ctrl_c_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "evaluate", interrupted)
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == cli.EXIT_INTERRUPTED
+    assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with "
+            f"--dataset custom --trained_model weights/{CKPT.format('')}") in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 1
+
+
+def rewrite_annotations(root: Path, split_list: str, edit) -> None:
+    """Apply ``edit`` (XML text -> XML text) to the annotation of every image of ``ImageSets/Main/<split_list>``."""
+    for image_id in (root / "ImageSets" / "Main" / split_list).read_text().split():
+        xml = root / "Annotations" / f"{image_id}.xml"
+        xml.write_text(edit(xml.read_text()))
+
+
+def test_splits_with_nothing_to_learn_or_score_stop_before_training(shapes_root, tmp_path, capsys):
+    root = copy_of(shapes_root, tmp_path)
+    rewrite_annotations(root, "test.txt", lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
+    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert "error: the test split's 6 images hold no object to score (none, or all marked difficult)" in (
+        capsys.readouterr().err
+    )
+    shutil.rmtree(root)
+    root = copy_of(shapes_root, tmp_path)
+    rewrite_annotations(root, "trainval.txt", lambda xml: re.sub(r"<object>.*?</object>", "", xml, flags=re.S))
+    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert "error: the training split's 16 images hold no object: there is nothing to learn" in capsys.readouterr().err
+    assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
+
+
+def test_a_class_without_training_objects_is_warned_about(shapes_root, tmp_path, capsys):
+    argv = base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")
+    argv[argv.index("--classes") + 1] += ",hexagon"
+    assert run(tmp_path, argv) == 0
+    assert "warning: no training image holds an object of the classes ['hexagon']: the model cannot learn them" in (
+        capsys.readouterr().out
+    )

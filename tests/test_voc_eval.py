@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data.errors import DataError
+from data.errors import DataError, DataWarning
 from data.voc_eval import evaluate_voc, read_voc_results, voc_ap, write_voc_results
 
 CLASSES = ["cat", "dog"]
@@ -220,6 +220,13 @@ def test_reading_a_folder_without_results_files_names_the_folder(tmp_path):
     (tmp_path / "comp4_det_test_zebra.txt").write_text("000001 0.5 1 1 5 5\n")
     with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes \(comp4_det_test_cat"):
         read_voc_results(tmp_path, ["000001"], CLASSES)
+
+
+def test_a_missing_class_file_is_scored_as_no_detections_with_a_warning(tmp_path):
+    (tmp_path / "comp4_det_test_cat.txt").write_text("000001 0.5 1 1 5 5\n")
+    with pytest.warns(DataWarning, match=r"no comp4_det_test_<class>\.txt file for the classes \['dog'\]: scored as no"):
+        detections = read_voc_results(tmp_path, ["000001"], CLASSES)
+    assert detections[0]["labels"].tolist() == [0]
 
 
 def test_reading_results_lines_with_bad_numbers_names_each_file_and_line(tmp_path):

@@ -26,7 +26,7 @@ ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
 # Flags that fix the data stream, the schedule and the arithmetic; ``--resume`` continues exactly only when they are
 # unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
-    "dataset", "train_images", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter",
+    "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter",
     "epochs", "max_iter", "seed", "expand_prob", "amp",
 )
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
@@ -184,11 +184,12 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
     for key in RUN_KEYS:
         if key not in saved_config or not _differs(config.get(key), saved_config[key]):
             continue
-        if key == "train_images":
+        if key in ("train_images", "train_fingerprint"):
+            change = (f"a run on {saved_config[key]} training images, this run has {config.get(key)}"
+                      if key == "train_images" else "a run on other training annotations (images, boxes or labels)")
             raise CheckpointError(
-                f"{path} was saved by a run on {saved_config[key]} training images, this run has {config.get(key)}: "
-                f"the training set changed, so the run cannot continue exactly; restore that set, or start a new run "
-                f"from its weights with --init_from {path}"
+                f"{path} was saved by {change}: the training set changed, so the run cannot continue exactly; "
+                f"restore that set, or start a new run from its weights with --init_from {path}"
             )
         flag = "number of processes" if key == "world_size" else f"--{key}"
         raise CheckpointError(
