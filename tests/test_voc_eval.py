@@ -212,6 +212,7 @@ def test_devkit_files_round_trip(tmp_path):
 
 def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_path):
     (tmp_path / "comp4_det_test_cat.txt").write_text("000001 0.5 1 1 5 5\nxyz 0.5 1 1 5 5\n")
+    (tmp_path / "comp4_det_test_dog.txt").write_text("")
     with pytest.raises(DataError, match=r"comp4_det_test_cat.txt:2: image id 'xyz' is not in this dataset"):
         read_voc_results(tmp_path, ["000001"], CLASSES)
 
