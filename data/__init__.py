@@ -33,10 +33,14 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 
 
 def parse_class_list(arg: str) -> list[str]:
-    """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line."""
+    """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
+    (lines starting with ``#`` are comments)."""
     path = Path(arg)
+    if path.is_dir():
+        raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
     if path.is_file():
-        names = [line.strip() for line in read_utf8_text(path).splitlines() if line.strip()]
+        lines = [line.strip() for line in read_utf8_text(path).splitlines()]
+        names = [line for line in lines if line and not line.startswith("#")]
         source = str(path)
     elif "," not in arg and path.suffix in (".txt", ".names"):
         raise DataError(f"--classes {arg}: class list file not found")

@@ -247,8 +247,12 @@ def test_xml_without_size_reads_the_image_header(tmp_path):
     assert build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"]).image_size(0) == (30, 70)
 
 
-def test_parse_class_list():
+def test_parse_class_list(tmp_path):
     assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
+    (tmp_path / "classes.txt").write_text("# my classes\ncat\n\n  dog  \n#bird\n")
+    assert parse_class_list(str(tmp_path / "classes.txt")) == ["cat", "dog"]
+    with pytest.raises(DataError, match=rf"--classes {tmp_path} is a folder; give the class names"):
+        parse_class_list(str(tmp_path))
     with pytest.raises(DataError, match="duplicate class names"):
         parse_class_list("cat,Cat")
     with pytest.raises(DataError, match="class list file not found"):
