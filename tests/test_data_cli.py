@@ -28,7 +28,8 @@ def run(workdir: Path, *argv: str) -> int:
 
 
 def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, capsys):
-    samples = {"a": [("cat", (1, 1, 30, 30), 0), ("dog", (5, 5, 40, 40), 0)], "b": [("zebra", (2, 2, 20, 20), 0)]}
+    samples = {"a": [("cat", (1, 1, 30, 30), 0), ("dog", (5, 5, 40, 40), 0)],
+               "b": [("zebra", (2, 2, 20, 20), 0), ("cat", (3, 3, 25, 25), 0)]}
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
     common = ["--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data", "--workers", "0"]
     assert run(tmp_path, *common) == 2
@@ -43,7 +44,7 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     ]
     out = capsys.readouterr().out
     assert "custom train: 1 images, 1 objects" in out and "objects per class: cat 1" in out
-    assert "custom test: 1 images, 0 objects" in out
+    assert "custom test: 1 images, 1 objects" in out
     assert "--skip_unknown_classes" in cli.get_args_parser().format_help()
 
 
@@ -69,7 +70,8 @@ def test_check_data_names_every_bad_image(tmp_path, capsys):
 
 
 def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, capsys):
-    root = write_voc_folder(tmp_path / "data", {"a": [], "b": []}, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"]})
+    samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"]})
     assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data",
                "--workers", "0") == 0
     out = capsys.readouterr().out
