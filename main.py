@@ -47,6 +47,7 @@ from utils.checkpoint import (
 )
 from utils.distributed import (
     DistributedContext,
+    all_reduce_max,
     cleanup_distributed,
     init_distributed,
     local_rank_from_env,
@@ -355,8 +356,16 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     model.eval()
-    detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype,
-                               cuda_graph=args.cuda_graph)
+    try:
+        detections, failure = run_inference(model, loader, priors, device, postprocessor=postprocessor,
+                                            amp_dtype=amp_dtype, cuda_graph=args.cuda_graph), None
+    except DataError as error:  # one process's shard: the others must not wait for it in the gather
+        detections, failure = None, error
+    failed = all_reduce_max(torch.tensor([int(failure is not None)], device=device), ctx)
+    if failure is not None:
+        raise failure
+    if failed.item():
+        raise DataError("another process met a data error in its share of the evaluation (its message says which file)")
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None

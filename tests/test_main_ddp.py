@@ -32,3 +32,23 @@ def test_torchrun_two_cpu_processes(tmp_path):
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
     assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
 
+
+
+def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process(tmp_path):
+    """An undecodable test image lies in one process's shard: both processes stop with an error instead of the
+    other one waiting for it in the gather."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=4)
+    first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
+    (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not an image")
+    argv = [
+        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
+        "--batch_size", "2", "--max_iter", "1", "--warm_iter", "0", "--workers", "0", "--save_folder", "weights",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"), *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert result.returncode != 0
+    assert f"{first}.jpg: OpenCV cannot decode the file as an image" in result.stderr
+    assert "another process met a data error in its share of the evaluation" in result.stderr
+    assert "training is complete and saved in weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth" in result.stdout
