@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, reads_class_list
-from data.errors import original_message
+from data.errors import DataWarning, original_message
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.memory_format import prefers_channels_last
@@ -605,5 +606,19 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     return 0
 
 
+def one_line_data_warnings(show: Callable) -> Callable:
+    """A ``warnings.showwarning`` that prints a :class:`DataWarning` as one ``warning: ...`` line on stderr (what was
+    fixed up in the data, for the user; not Python's file, line and source excerpt) and passes others to ``show``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 if __name__ == "__main__":
+    warnings.showwarning = one_line_data_warnings(warnings.showwarning)
     sys.exit(main(get_args_parser().parse_args()))

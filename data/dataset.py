@@ -162,19 +162,19 @@ class Annotations:
 class FixupCounter:
     """Counts recoverable box problems while annotations are parsed, and warns once with the total and examples."""
 
-    EXAMPLES_SHOWN = 5
+    EXAMPLES_SHOWN = 3  # per kind
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
-        self.examples: list[str] = []
+        self.examples: dict[str, list[str]] = {}
 
     def add(self, kind: str, count: int, examples: Sequence[str] = ()) -> None:
         """Count ``count`` fix-ups of ``kind``; ``examples`` name where they happened (the first few are kept)."""
         if count <= 0:
             return
         self.counts[kind] = self.counts.get(kind, 0) + count
-        room = max(self.EXAMPLES_SHOWN - len(self.examples), 0)
-        self.examples += [f"{where} ({kind})" for where in examples[:room]]
+        shown = self.examples.setdefault(kind, [])
+        shown += [where for where in examples if where not in shown][: self.EXAMPLES_SHOWN - len(shown)]
 
     def clip_and_drop(self, boxes: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
         """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops boxes with
@@ -190,8 +190,9 @@ class FixupCounter:
     def warn(self, dataset: str) -> None:
         if not self.counts:
             return
-        totals = ", ".join(f"{count} {kind}" for kind, count in self.counts.items())
-        warnings.warn(f"{dataset}: fixed up {totals}; e.g. {'; '.join(self.examples)}", DataWarning, stacklevel=3)
+        kinds = [f"{count} {kind}" + (f" (e.g. {', '.join(self.examples[kind])})" if self.examples[kind] else "")
+                 for kind, count in self.counts.items()]
+        warnings.warn(f"{dataset}: fixed up {'; '.join(kinds)}", DataWarning, stacklevel=3)
 
 
 class DetectionDataset(torch.utils.data.Dataset):

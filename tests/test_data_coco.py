@@ -223,7 +223,8 @@ def test_missing_or_null_area_and_iscrowd_are_filled_in_the_ground_truth_and_cou
     del annotations[0]["area"], annotations[0]["iscrowd"], annotations[2]["iscrowd"]
     annotations[1]["area"] = None
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    expected = r"2 missing area set to the box's w \* h, 2 missing iscrowd set to 0.*annotation id 1"
+    expected = (r"fixed up 2 missing area set to the box's w \* h \(e\.g\. annotation id 1, annotation id 2\); "
+                r"2 missing iscrowd set to 0 \(e\.g\. annotation id 1, annotation id 3\)")
     with pytest.warns(DataWarning, match=expected):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert [(a["area"], a["iscrowd"]) for a in dataset.coco.loadAnns([1, 2, 3])] == [(600.0, 0), (25.0, 0), (600.0, 0)]
@@ -234,7 +235,7 @@ def test_zero_area_drops_the_box_as_a_counted_fix_up(tmp_path):
     annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
     annotations[2]["area"] = 0
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    with pytest.warns(DataWarning, match=r"1 box dropped for its area <= 0.*annotation id 3 \(box dropped"):
+    with pytest.warns(DataWarning, match=r"1 box dropped for its area <= 0 \(e\.g\. annotation id 3\)"):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert len(dataset.annotation(1)[0]) == 0 and dataset.small_boxes_dropped == 1  # the 5 px toothbrush only
 

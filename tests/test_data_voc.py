@@ -234,7 +234,7 @@ def test_list_naming_missing_files_reports_each(tmp_path):
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
-    with pytest.warns(DataWarning, match=r"1 box clipped to the image, 1 degenerate box dropped"):
+    with pytest.warns(DataWarning, match=r"1 box clipped to the image \(e\.g\. .*a\.xml\); 1 degenerate box dropped"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
     np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])

@@ -1,12 +1,14 @@
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 import main as cli
+from data import DataWarning
 from data.loader import default_workers
 from utils.distributed import unwrap_model
 
@@ -167,3 +169,15 @@ def test_errors_one_process_may_meet_alone_are_printed_by_every_process(capsys):
     assert capsys.readouterr().err == "[rank 1] error: img.jpg: cannot be read\n"
     cli.log_error(DistributedContext(), "error: img.jpg: cannot be read", every_process=True)
     assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
+
+
+def test_data_warnings_are_one_line_for_the_user(capsys):
+    passed = []
+    show = cli.one_line_data_warnings(lambda *args: passed.append(args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        warnings.warn("VOC dataset: fixed up 2 box clipped to the image (e.g. a.xml)", DataWarning)
+        warnings.warn("something else", UserWarning)
+    assert capsys.readouterr().err == "warning: VOC dataset: fixed up 2 box clipped to the image (e.g. a.xml)\n"
+    assert len(passed) == 1 and passed[0][1] is UserWarning
