@@ -177,7 +177,8 @@ def test_ground_truth_without_area_and_iscrowd_scores_as_pycocotools_with_them(t
     for annotation in stripped["annotations"]:
         del annotation["area"], annotation["iscrowd"]
     path = write_coco(tmp_path, "val", stripped)
-    with pytest.warns(DataWarning, match="missing area set to the box's w \\* h, .* missing iscrowd set to 0"):
+    fixed = r"22 missing area set to the box's w \* h \(e\.g\. annotation id 1, .*\); 22 missing iscrowd set to 0"
+    with pytest.warns(DataWarning, match=fixed):
         dataset = COCODetection(path, tmp_path / "val", TestTransform(32))
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
