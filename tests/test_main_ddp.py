@@ -35,8 +35,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
 
 
 def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process(tmp_path):
-    """An undecodable test image lies in one process's shard: both processes stop with an error instead of the
-    other one waiting for it in the gather."""
+    """An undecodable test image lies in one process's shard: every process stops with a message saying why (the
+    other process used to wait for it in the gather until torchrun killed it, without a word)."""
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=4)
     first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
     (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not an image")
