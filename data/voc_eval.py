@@ -298,9 +298,9 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
     """Reads ``comp4_det_test_<class>.txt`` files back into per-image detections (0-based pixels).
 
     A missing class file means no detection of that class, with a :class:`DataWarning` naming the classes
-    (:func:`write_voc_results` writes a file for every class, even an empty one). Raises :class:`DataError` naming the folder when it holds
-    no file of these classes, and one listing every file and line that is not ``image_id score x1 y1 x2 y2`` with an
-    image id of ``image_ids`` and finite numbers.
+    (:func:`write_voc_results` writes a file for every class, even an empty one). Raises :class:`DataError` naming
+    the folder when it holds no file of these classes, and one listing every file and line that is not
+    ``image_id score x1 y1 x2 y2`` with an image id of ``image_ids`` and finite numbers.
     """
     folder = Path(folder)
     paths = {c: folder / DEVKIT_RESULTS_TEMPLATE.format(name) for c, name in enumerate(class_names)}
@@ -323,11 +323,10 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
             fields = line.split()
             if not fields:
                 continue
-            problem = _results_line_problem(fields, position)
+            values, problem = _parse_results_line(fields, position)
             if problem:
                 problems.append(f"{path}:{line_number}: {problem} in {line!r}; write 'image_id score x1 y1 x2 y2'")
                 continue
-            values = [float(field) for field in fields[1:]]
             per_image[position[fields[0]]].append((values[0], values[1:], c))
     if problems:
         raise DataError(format_problems(f"VOC results in {folder}", problems))
@@ -341,14 +340,15 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
     ]
 
 
-def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> str | None:
-    """What is wrong with the fields of a results line, or ``None`` when it is right."""
+def _parse_results_line(fields: Sequence[str], position: dict[str, int]) -> tuple[list[float], str | None]:
+    """The score and box ``[score, x1, y1, x2, y2]`` of a results line's fields and ``None``, or ``[]`` and what is
+    wrong with them."""
     if len(fields) != 6:
-        return f"{len(fields)} fields instead of 6"
+        return [], f"{len(fields)} fields instead of 6"
     if fields[0] not in position:
-        return f"image id {fields[0]!r} is not in this dataset"
+        return [], f"image id {fields[0]!r} is not in this dataset"
     try:
         values = [float(field) for field in fields[1:]]
     except ValueError:
-        return "the score and coordinates must be numbers"
-    return None if all(np.isfinite(values)) else "the score and coordinates must be finite"
+        return [], "the score and coordinates must be numbers"
+    return (values, None) if all(np.isfinite(values)) else ([], "the score and coordinates must be finite")
