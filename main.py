@@ -357,15 +357,16 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
     postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     model.eval()
+    failure = None
     try:
-        detections, failure = run_inference(model, loader, priors, device, postprocessor=postprocessor,
-                                            amp_dtype=amp_dtype, cuda_graph=args.cuda_graph), None
-    except DataError as error:  # one process's shard: the others must not wait for it in the gather
-        detections, failure = None, error
-    failed = all_reduce_max(torch.tensor([int(failure is not None)], device=device), ctx)
+        detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype,
+                                   cuda_graph=args.cuda_graph)
+    except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
+        failure = error
+    any_failed = all_reduce_max(torch.tensor([int(failure is not None)], device=device), ctx).item()
     if failure is not None:
         raise failure
-    if failed.item():
+    if any_failed:
         raise DataError("another process met a data error in its share of the evaluation (its message says which file)")
     detections = gather_detections(detections)
     if not ctx.is_main:
@@ -476,6 +477,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     dataset = make_dataset(args, "train", args.size, train=True)
     for note in dataset.notes:
         log.info(note)
+    test_dataset = make_dataset(args, "test", args.size, train=False)
+    check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size
     if not 0 <= args.warm_iter < max_iter:
@@ -532,8 +535,6 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
                 checkpoint_path,
             )
 
-    test_dataset = make_dataset(args, "test", args.size, train=False)
-    check_splits(dataset, test_dataset, log)
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
     def evaluate_during_training(done: int) -> None:
