@@ -257,7 +257,8 @@ class COCODetection(DetectionDataset):
             ("box dropped for its area <= 0", no_area),
             ("box clipped to the image", outside),
         ):
-            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in np.flatnonzero(mask)]))
+            shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
+            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
         boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
         self.small_boxes_dropped = int((~keep & ~degenerate & ~no_area).sum())
         fixups.warn(f"COCO dataset {annotation_file}")
