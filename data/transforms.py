@@ -50,7 +50,8 @@ def box_window_iou(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:
 def sample_crop_windows(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` candidate crop windows, int64 ``[count, 4]`` x1y1x2y2 pixels: scale ``s ~ U(0.3, 1)``, aspect
     ``r = sqrt(U(max(0.5, s^2), min(2, 1/s^2)))``, size ``int(s r W) x int(s/r H)``, top-left corner uniform in
-    ``[0, W - w) x [0, H - h)`` (0 for a window as wide or high as the image). A window of side 0 (tiny images) has x2 == x1 or y2 == y1."""
+    ``[0, W - w) x [0, H - h)`` (0 for a window as wide or high as the image). A window of side 0 (tiny images) has
+    x2 == x1 or y2 == y1."""
     scale = rng.uniform(0.3, 1.0, count)
     ratio = np.sqrt(rng.uniform(np.maximum(0.5, scale * scale), np.minimum(2.0, 1.0 / (scale * scale))))
     crop_w = (scale * ratio * width).astype(np.int64)

@@ -26,8 +26,8 @@ ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
 # Flags that fix the data stream, the schedule and the arithmetic; ``--resume`` continues exactly only when they are
 # unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
-    "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size", "lr", "warm_iter",
-    "epochs", "max_iter", "seed", "expand_prob", "amp",
+    "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size",
+    "lr", "warm_iter", "epochs", "max_iter", "seed", "expand_prob", "amp",
 )
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
