@@ -492,7 +492,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     priors = PriorBox(base_anchor_size=args.base_anchor_size, size=args.size).forward().to(device)
-    loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide, compile=args.compile_loss)
+    loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide, compile=args.compile_loss,
+                           sync_positives=ctx.is_distributed)
     optimizer = build_optimizer(model, args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     config = run_config(args, ctx, dataset)
@@ -563,6 +564,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         f"training {name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} x{ctx.world_size}: "
         f"{max_iter} iterations ({epoch_size} per epoch), batch {args.batch_size} per process, run folder {run_dir}"
     )
+    if ctx.is_distributed:
+        log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
+                 f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
     if ctx.is_main and args.resume is None and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
         log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
     try:

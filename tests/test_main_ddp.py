@@ -26,6 +26,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
+    assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert len(rows) == 1 + 3  # header + one row per iteration, written once
     assert result.stdout.count("CUSTOM test: mAP=") == 1

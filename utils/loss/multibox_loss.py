@@ -3,13 +3,15 @@
     loss_c = sum of focal loss over positive and negative anchors / max(N_pos_cls, 1)
     loss_l = sum of balanced L1 over the 4 offsets of regression positives / (4 * max(N_pos_reg, 1))
 
-Positive counts are summed over the batch. With the IoU assigner the same anchors are classification and
+Positive counts are summed over the batch; with ``sync_positives`` under ``torchrun`` over the global batch (every
+process's images), so N processes of B images train like one process of N x B images. With the IoU assigner the same anchors are classification and
 regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
 autocast region, whatever the dtype of the predictions.
 """
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from utils.assign import (
@@ -70,6 +72,12 @@ class MultiBoxLoss(nn.Module):
             compiles for a while (about 30 s on a CPU), and so does the first call in each new mode (MG on/off,
             with stats). Results equal the eager criterion's up to float rounding. The quotas' host sync and the
             target padding stay outside the graph.
+        sync_positives: when a ``torch.distributed`` process group is initialised, normalise by the positive counts
+            of the global batch: the counts are summed over the processes (one all-reduce of two numbers, on the
+            device, no host sync) and each process's loss is its sums divided by ``max(N_global, 1) / world_size``.
+            DistributedDataParallel averages the gradients over the processes, so the update is that of one
+            process holding the whole global batch (the paper trains on one GPU with the batch's counts, facts §4
+            and §6). Without it each process normalises by its own positives. No effect without a process group.
 
     Call ``loss_fn((loc, conf), priors, targets)`` with
         loc: ``[B, A, 4]`` predicted offsets; conf: ``[B, A, C]`` logits (any float dtype);
@@ -86,7 +94,9 @@ class MultiBoxLoss(nn.Module):
     :func:`utils.assign.assignment.default_max_elements`); sums and positive counts are added over the runs.
     """
 
-    def __init__(self, num_classes: int, mutual_guide: bool = False, compile: bool = False) -> None:
+    def __init__(
+        self, num_classes: int, mutual_guide: bool = False, compile: bool = False, sync_positives: bool = False
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"MultiBoxLoss: num_classes={num_classes} must be >= 1 (foreground classes only).")
@@ -97,6 +107,7 @@ class MultiBoxLoss(nn.Module):
         self.mg_assigner = MutualGuidanceAssigner()
         self.quota_prefetcher = QuotaPrefetcher()
         self.compiled = compile
+        self.sync_positives = sync_positives
         self._chunk_terms = torch.compile(self._terms, dynamic=True, fullgraph=True) if compile else self._terms
 
     def forward(
@@ -131,10 +142,11 @@ class MultiBoxLoss(nn.Module):
                 )
                 for chunk in chunks
             ]
-            num_pos_cls = sum(part.num_pos_cls for part in parts)
-            num_pos_reg = sum(part.num_pos_reg for part in parts)
-            loss_c = sum(part.focal for part in parts) / num_pos_cls.clamp(min=1)
-            loss_l = sum(part.box for part in parts) / (4 * num_pos_reg.clamp(min=1))
+            cls_normalizer, reg_normalizer = self._normalizers(
+                sum(part.num_pos_cls for part in parts), sum(part.num_pos_reg for part in parts)
+            )
+            loss_c = sum(part.focal for part in parts) / cls_normalizer
+            loss_l = sum(part.box for part in parts) / (4 * reg_normalizer)
             if not with_stats:
                 return loss_l, loss_c
             cls = concat_assignments([part.cls for part in parts])
@@ -142,6 +154,15 @@ class MultiBoxLoss(nn.Module):
             baseline = concat_assignments([part.iou_baseline for part in parts]) if self.mutual_guide else None
             stats = self._assignment_stats(loc, anchors, gt.boxes, gt.mask, cls, reg, baseline)
             return loss_l, loss_c, stats
+
+    def _normalizers(self, num_pos_cls: Tensor, num_pos_reg: Tensor) -> Tensor:
+        """``[2]`` float32: ``max(N_pos_cls, 1)`` and ``max(N_pos_reg, 1)`` of this batch, or with
+        ``sync_positives`` in a process group, the global batch's counts over the number of processes."""
+        counts = torch.stack([num_pos_cls, num_pos_reg]).float()
+        if not (self.sync_positives and dist.is_available() and dist.is_initialized()):
+            return counts.clamp(min=1)
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return counts.clamp(min=1) / dist.get_world_size()
 
     def _max_elements(self, loc: Tensor) -> int:
         assigner = self.mg_assigner if self.mutual_guide else self.iou_assigner

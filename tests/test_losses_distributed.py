@@ -1,0 +1,93 @@
+"""``MultiBoxLoss(sync_positives=True)`` in a two-process gloo group: the update equals one process's on the whole batch.
+
+Each process takes half of a batch whose halves hold very different object counts, computes the criterion, and
+backpropagates. DistributedDataParallel would average the gradients over the processes; the test does that average
+by hand and compares it, and the mean of the logged losses, with the criterion run on the whole batch in one process.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from utils.box import PriorBox
+from utils.loss import MultiBoxLoss
+
+WORLD_SIZE = 2
+NUM_CLASSES = 3
+OBJECTS_PER_IMAGE = (1, 2, 9, 0)  # process 0: images 0-1 (3 objects), process 1: images 2-3 (9 objects)
+
+
+def make_batch(num_anchors: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``loc [4, A, 4]``, ``conf [4, A, 3]`` and targets (x1, y1, x2, y2 normalised, class), fixed by a seed."""
+    generator = torch.Generator().manual_seed(7)
+    loc = 0.3 * torch.randn(len(OBJECTS_PER_IMAGE), num_anchors, 4, generator=generator)
+    conf = torch.randn(len(OBJECTS_PER_IMAGE), num_anchors, NUM_CLASSES, generator=generator) - 2.0
+    targets = []
+    for count in OBJECTS_PER_IMAGE:
+        corner = 0.6 * torch.rand(count, 2, generator=generator)
+        extent = 0.1 + 0.3 * torch.rand(count, 2, generator=generator)
+        labels = torch.randint(0, NUM_CLASSES, (count, 1), generator=generator).float()
+        targets.append(torch.cat([corner, corner + extent, labels], dim=1))
+    return loc, conf, targets
+
+
+def criterion_and_gradients(loss_fn: MultiBoxLoss, loc, conf, targets, priors):
+    """``(loss_l, loss_c, d(loss_l + loss_c)/d loc, d(...)/d conf)`` for the given images."""
+    loc, conf = loc.clone().requires_grad_(), conf.clone().requires_grad_()
+    loss_l, loss_c = loss_fn((loc, conf), priors, targets)
+    (loss_l + loss_c).backward()
+    return loss_l.detach(), loss_c.detach(), loc.grad, conf.grad
+
+
+def run_process(rank: int, init_file: str, out_dir: str, mutual_guide: bool) -> None:
+    """Criterion and gradients of this process's two images, with and without ``sync_positives``."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        priors = PriorBox(size=128).forward()
+        loc, conf, targets = make_batch(priors.shape[0])
+        mine = slice(2 * rank, 2 * rank + 2)
+        for sync_positives in (True, False):
+            loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide, sync_positives=sync_positives)
+            result = criterion_and_gradients(loss_fn, loc[mine], conf[mine], targets[mine], priors)
+            torch.save(result, Path(out_dir) / f"sync{int(sync_positives)}_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True], ids=["iou", "mg"])
+def test_two_processes_update_like_one_process_holding_the_whole_batch(tmp_path, mutual_guide):
+    mp.spawn(run_process, args=(str(tmp_path / "init"), str(tmp_path), mutual_guide), nprocs=WORLD_SIZE, join=True)
+
+    def per_process(sync_positives: bool) -> list[tuple[torch.Tensor, ...]]:
+        names = [f"sync{int(sync_positives)}_rank{rank}.pt" for rank in range(WORLD_SIZE)]
+        return [torch.load(tmp_path / name, weights_only=True) for name in names]
+
+    priors = PriorBox(size=128).forward()
+    loc, conf, targets = make_batch(priors.shape[0])
+    whole = criterion_and_gradients(MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide), loc, conf, targets, priors)
+
+    def as_ddp(results):
+        """What DDP logs and applies: the losses and the gradients averaged over the processes, images in order."""
+        losses = [sum(r[i] for r in results) / WORLD_SIZE for i in (0, 1)]
+        grads = [torch.cat([r[i] for r in results]) / WORLD_SIZE for i in (2, 3)]
+        return losses + grads
+
+    synced = as_ddp(per_process(sync_positives=True))
+    for got, expected in zip(synced, whole):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-9)
+
+    local = as_ddp(per_process(sync_positives=False))  # each process by its own positives: another update
+    assert not torch.allclose(local[1], whole[1], rtol=1e-2)
+    assert not torch.allclose(local[3], whole[3], rtol=1e-2)
+
+
+def test_without_a_process_group_sync_positives_changes_nothing():
+    priors = PriorBox(size=128).forward()
+    loc, conf, targets = make_batch(priors.shape[0])
+    for mutual_guide in (False, True):
+        plain = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide)((loc, conf), priors, targets)
+        synced = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide, sync_positives=True)((loc, conf), priors, targets)
+        assert torch.equal(plain[0], synced[0]) and torch.equal(plain[1], synced[1])
