@@ -470,6 +470,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         check_writable_folder(run_dir, "--run_dir")
         check_writable_folder(eval_folder(args), "--eval_dir")
     log = RunLog(run_dir, enabled=ctx.is_main)
+    if args.resume is None and (earlier_logs := log.set_aside_earlier_run()):
+        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
 
@@ -511,7 +513,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
-        log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}")
+        dropped = log.rewind(start_iter)
+        repeated = f"; {dropped} log rows of later iterations, which this run repeats, removed" if dropped else ""
+        log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
     elif args.init_from:
         state = load_checkpoint(args.init_from)
         requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
@@ -521,20 +525,27 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
 
     def save(done: int) -> None:
         if ctx.is_main:
-            save_checkpoint(
-                {
-                    "format": FORMAT,
-                    "model": unwrap_model(train_model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "iteration": done,
-                    "max_iter": max_iter,
-                    "rng": capture_rng_state(),
-                    "config": config,
-                    "class_names": dataset.class_names,
-                },
-                checkpoint_path,
-            )
+            try:
+                write_checkpoint(done)
+            except CheckpointError as error:
+                again = "the same command with --resume" if checkpoint_path.is_file() else "the same command"
+                raise CheckpointError(f"{error}. Free space (or fix the folder) and run {again}") from error
+
+    def write_checkpoint(done: int) -> None:
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "model": unwrap_model(train_model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "iteration": done,
+                "max_iter": max_iter,
+                "rng": capture_rng_state(),
+                "config": config,
+                "class_names": dataset.class_names,
+            },
+            checkpoint_path,
+        )
 
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 

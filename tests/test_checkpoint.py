@@ -1,5 +1,7 @@
+import errno
 import os
 import random
+import re
 import time
 
 import numpy as np
@@ -47,11 +49,15 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     def broken_save(obj, handle):
         handle.write(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    message = f"cannot write checkpoint {path} (No space left on device); the checkpoint already at {path} is untouched"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         save_checkpoint(_state(2.0), path)
+    first = tmp_path / "first.pth"
+    with pytest.raises(CheckpointError, match=re.escape(f"{first} (No space left on device); no checkpoint is there yet")):
+        save_checkpoint(_state(2.0), first)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2, 2), 1.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth"]

@@ -1,5 +1,6 @@
 """End-to-end runs of main.py on a tiny synthetic set (CPU): train, save, reload, evaluate, resume, guards."""
 import csv
+import errno
 import math
 import os
 import re
@@ -12,6 +13,7 @@ import torch
 
 import main as cli
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from utils import checkpoint as checkpoint_module
 from utils.checkpoint import load_checkpoint
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -181,6 +183,34 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(shapes_root, trained, tmp_path,
+                                                                              monkeypatch, capsys):
+    """The save after iteration 8 meets a full disk: the run stops (exit 2) naming the file and the reason, the
+    checkpoint of iteration 4 is kept, and --resume finishes the run as if nothing had happened."""
+    real_save = torch.save
+    saves = []
+
+    def save_on_a_disk_that_fills_up(obj, handle):
+        saves.append(obj["iteration"])
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, handle)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_on_a_disk_that_fills_up)
+    assert run(tmp_path, base_args(shapes_root)) == 2
+    monkeypatch.undo()
+    path = Path("weights") / CKPT.format("")
+    assert saves == [4, 8]
+    assert (f"error: cannot write checkpoint {path} (No space left on device); the checkpoint already at {path} is "
+            "untouched. Free space (or fix the folder) and run the same command with --resume") in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / path)["iteration"] == 4
+
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
+    assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
+    assert resumed[-1][1:] == pytest.approx(reference[-1][1:], rel=1e-6, abs=1e-7)
+
+
 def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
     assert run(tmp_path, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                           "--check_data", "--workers", "1"]) == 0
@@ -222,14 +252,20 @@ def copy_of(shapes_root: Path, tmp_path: Path) -> Path:
     return root
 
 
-def test_a_fresh_run_keeps_the_earlier_runs_checkpoint(shapes_root, trained, tmp_path, capsys):
+def test_a_fresh_run_keeps_the_earlier_runs_checkpoint_and_logs(shapes_root, trained, tmp_path, capsys):
     (tmp_path / "weights").mkdir()
     earlier = tmp_path / "weights" / CKPT.format("")
     shutil.copy(trained / "weights" / CKPT.format(""), earlier)
+    shutil.copytree(trained / "run", tmp_path / "run")
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == 0
     kept = [path for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
-    assert len(kept) == 1 and f"an earlier run's checkpoint was at weights/{earlier.name}: kept as" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert len(kept) == 1 and f"an earlier run's checkpoint was at weights/{earlier.name}: kept as" in out
     assert load_checkpoint(kept[0])["iteration"] == ITERS and load_checkpoint(earlier)["iteration"] == 2
+    earlier_logs = [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
+    assert len(earlier_logs) == 1 and f"an earlier run's logs were in run: moved to {Path('run') / earlier_logs[0].name}" in out
+    assert [it for it, _, _ in logged_losses(tmp_path / "run")] == [1, 2]
+    assert logged_losses(earlier_logs[0]) == logged_losses(trained / "run")
 
 
 def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_path, capsys):

@@ -74,17 +74,21 @@ def set_aside_earlier_checkpoint(path: Path) -> Path | None:
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A crash during the write leaves the previous checkpoint at ``path`` untouched.
+    A crash during the write leaves the previous checkpoint at ``path`` untouched. A failed write (a full disk, a
+    folder gone or made read-only) raises :class:`CheckpointError` naming the file, the reason and what is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             torch.save(dict(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        kept = f"the checkpoint already at {path} is untouched" if path.is_file() else "no checkpoint is there yet"
+        raise CheckpointError(f"cannot write checkpoint {path} ({error.strerror or error}); {kept}") from error
     finally:
         if tmp.exists():
             tmp.unlink()
