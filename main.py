@@ -94,7 +94,7 @@ DATASET_DEFAULTS = {
 ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -224,8 +224,17 @@ def main(args: argparse.Namespace) -> int:
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
+    except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
+        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again (a "
+                       "training run continues from its last checkpoint with --resume)", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()
+
+
+def refused_file_operation(error: OSError) -> str:
+    """``runs/x/train.csv: No space left on device``: the file and the system's reason, in one line."""
+    return f"{error.filename}: {error.strerror or error}" if error.filename else str(error.strerror or error)
 
 
 def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
@@ -525,27 +534,20 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
 
     def save(done: int) -> None:
         if ctx.is_main:
-            try:
-                write_checkpoint(done)
-            except CheckpointError as error:
-                again = "the same command with --resume" if checkpoint_path.is_file() else "the same command"
-                raise CheckpointError(f"{error}. Free space (or fix the folder) and run {again}") from error
-
-    def write_checkpoint(done: int) -> None:
-        save_checkpoint(
-            {
-                "format": FORMAT,
-                "model": unwrap_model(train_model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "iteration": done,
-                "max_iter": max_iter,
-                "rng": capture_rng_state(),
-                "config": config,
-                "class_names": dataset.class_names,
-            },
-            checkpoint_path,
-        )
+            save_checkpoint(
+                {
+                    "format": FORMAT,
+                    "model": unwrap_model(train_model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "iteration": done,
+                    "max_iter": max_iter,
+                    "rng": capture_rng_state(),
+                    "config": config,
+                    "class_names": dataset.class_names,
+                },
+                checkpoint_path,
+            )
 
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
@@ -617,6 +619,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     except KeyboardInterrupt:
         log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
         return EXIT_INTERRUPTED
+    except OSError as error:  # reported on stderr alone: a full disk would refuse log.txt too
+        log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
+                       f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
     if metrics is not None:
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0

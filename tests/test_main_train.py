@@ -14,6 +14,7 @@ import torch
 import main as cli
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils import checkpoint as checkpoint_module
+from utils import inference as inference_module
 from utils.checkpoint import load_checkpoint
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -185,7 +186,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
 
 def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(shapes_root, trained, tmp_path,
                                                                               monkeypatch, capsys):
-    """The save after iteration 8 meets a full disk: the run stops (exit 2) naming the file and the reason, the
+    """The save after iteration 8 meets a full disk: the run stops (exit 1) naming the file and the reason, the
     checkpoint of iteration 4 is kept, and --resume finishes the run as if nothing had happened."""
     real_save = torch.save
     saves = []
@@ -197,12 +198,13 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
         real_save(obj, handle)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save_on_a_disk_that_fills_up)
-    assert run(tmp_path, base_args(shapes_root)) == 2
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM == 1
     monkeypatch.undo()
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 8]
-    assert (f"error: cannot write checkpoint {path} (No space left on device); the checkpoint already at {path} is "
-            "untouched. Free space (or fix the folder) and run the same command with --resume") in capsys.readouterr().err
+    assert (f"error: {path}: No space left on device; the checkpoint already at {path} is untouched; free space or "
+            "fix the folder, then run again (a training run continues from its last checkpoint with --resume)\n"
+            ) in capsys.readouterr().err
     assert load_checkpoint(tmp_path / path)["iteration"] == 4
 
     assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
@@ -311,6 +313,20 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
             f"the file, then evaluate it with --dataset custom --trained_model weights/{CKPT.format('')}") in captured.out
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
+
+
+def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch,
+                                                                                capsys):
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(inference_module, "write_summary", full_disk)
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
+    summary = Path("eval") / "CUSTOM" / "summary.json"
+    assert (f"error: {summary}: No space left on device; training is complete and saved in weights/{CKPT.format('')}, "
+            "but its evaluation stopped: free space or fix the folder, then evaluate it with --dataset custom "
+            f"--trained_model weights/{CKPT.format('')}") in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
 

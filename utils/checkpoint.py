@@ -75,7 +75,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
     A crash during the write leaves the previous checkpoint at ``path`` untouched. A failed write (a full disk, a
-    folder gone or made read-only) raises :class:`CheckpointError` naming the file, the reason and what is kept.
+    folder gone or made read-only) raises ``OSError`` with ``path`` as its file name and what is kept in its reason.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -88,7 +88,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     except OSError as error:
         kept = f"the checkpoint already at {path} is untouched" if path.is_file() else "no checkpoint is there yet"
-        raise CheckpointError(f"cannot write checkpoint {path} ({error.strerror or error}); {kept}") from error
+        raise OSError(error.errno, f"{error.strerror or error}; {kept}", str(path)) from error
     finally:
         if tmp.exists():
             tmp.unlink()
