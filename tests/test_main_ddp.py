@@ -17,18 +17,21 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
         "--batch_size", "2", "--max_iter", "3", "--warm_iter", "1", "--workers", "0",
         "--log_interval", "1", "--checkpoint_interval", "2", "--save_folder", "weights", "--run_dir", "run",
+        "--mutual_guide", "--assign_stats",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"), *argv]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"]
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
     assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert len(rows) == 1 + 3  # header + one row per iteration, written once
+    assert "num_pos_cls" in rows[0] and "disagree_with_iou" in rows[0]  # MG statistics, averaged over the processes
+    assert "assignment statistics, mean over 3 log intervals" in log
     assert result.stdout.count("CUSTOM test: mAP=") == 1
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
     assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2

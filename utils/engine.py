@@ -323,12 +323,14 @@ def _log_stats_summary(logged_stats: list[dict], log: RunLog) -> None:
 
 def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,
                   ctx: DistributedContext, images_per_s: float) -> dict:
-    """The metrics row of a log interval; losses are averaged over the interval and over the processes."""
+    """The metrics row of a log interval; losses are averaged over the interval and over the processes, assignment
+    statistics (those of the interval's last iteration) over the processes."""
     loss_l, loss_c = all_reduce_mean(mean_losses, ctx).tolist()
     row = {"iteration": done, "epoch": (done - 1) // settings.epoch_size, "loss_l": loss_l, "loss_c": loss_c,
            "lr": lr, "images_per_s": images_per_s}
-    if stats is not None:  # assignment statistics of the interval's last iteration
-        row.update({name: float(value) for name, value in stats.items()})
+    if stats is not None:
+        values = all_reduce_mean(torch.stack([value.float() for value in stats.values()]), ctx).tolist()
+        row.update(zip(stats, values))
     return row
 
 
