@@ -149,11 +149,14 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         if classes is None:
             raise DataError(f"--data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c or a file")
         return _voc_dataset(root, split, False, classes, **options)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
     annotation_file = find_coco_annotation(root, split)
     if annotation_file is None:
+        jsons = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
         raise DatasetNotFoundError(
             f"{root}: neither a VOC-layout folder (Annotations/, JPEGImages/, ImageSets/Main/) nor a COCO-layout "
-            f"folder (annotations/instances_{VOC_LISTS[split][0]}*.json + an image folder)"
+            f"folder (annotations/{jsons} + an image folder)"
         )
     image_folder = image_folder_for(annotation_file)
     if image_folder is None:

@@ -273,8 +273,10 @@ def write_voc_results(
     """Writes the VOC-devkit results files ``out_dir/comp4_det_test_<class>.txt``.
 
     One line per detection: ``image_id score x1 y1 x2 y2``, the box in the devkit's 1-based pixels
-    (``to_devkit_pixels``). Scores keep 6 decimals and coordinates 2, so
-    ``read_voc_results`` gives back the detections to that precision. Returns the paths written.
+    (``to_devkit_pixels``). Numbers are written with every digit they need (9 significant digits for the float32
+    score, the shortest exact form of the float64 devkit coordinate), so ``read_voc_results`` gives back the very float32 detections
+    and re-scoring the files (``--eval_results``) reproduces the evaluation that wrote them, ties included.
+    Returns the paths written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +287,8 @@ def write_voc_results(
     for c, name in enumerate(class_names):
         rows = np.flatnonzero(labels == c)
         lines = [
-            f"{image_ids[image[i]]} {scores[i]:.6f} {boxes[i, 0]:.2f} {boxes[i, 1]:.2f} {boxes[i, 2]:.2f} {boxes[i, 3]:.2f}\n"
-            for i in rows
+            f"{image_ids[i]} {score:.9g} {x1!r} {y1!r} {x2!r} {y2!r}\n"
+            for i, score, (x1, y1, x2, y2) in zip(image[rows].tolist(), scores[rows].tolist(), boxes[rows].tolist())
         ]
         path = out_dir / DEVKIT_RESULTS_TEMPLATE.format(name)
         path.write_text("".join(lines))

@@ -110,6 +110,19 @@ def test_custom_folder_of_neither_layout_says_both(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path))
 
 
+def test_custom_folder_of_neither_layout_names_the_jsons_each_split_reads(tmp_path):
+    """The names find_coco_annotation looks for (instances_trainval.json was once named for the train split)."""
+    with pytest.raises(DatasetNotFoundError, match=r"\(annotations/instances_train\*\.json \+ an image folder\)"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match=r"annotations/instances_test\*\.json or instances_val\*\.json"):
+        build_dataset("custom", "test", 32, data_root=str(tmp_path))
+
+
+def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"--data_root .*missing not found"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path / "missing"))
+
+
 def test_bad_category_and_image_ids_are_listed_with_the_file(tmp_path):
     bad = GOOD_ANNOTATIONS + [
         {"id": 11, "image_id": 3, "category_id": 2, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0},

@@ -188,11 +188,8 @@ def test_voc_evaluation_writes_devkit_files_summary_and_prints_both_protocols(tm
         **run_info, "num_images": NUM_IMAGES}
     assert summary["metrics"]["mAP"] == metrics["mAP"] and "date" in summary
 
-    # the files keep 0.01 px and 6 score decimals (ties among rounded scores can reorder a few detections);
-    # the exact round trip on representable values is in test_voc_eval
-    from_files = evaluate_results_file(tmp_path, dataset)
-    assert from_files["mAP"] == pytest.approx(metrics["mAP"], abs=1e-2)
-    assert from_files["AP50"] == pytest.approx(metrics["AP50"], abs=1e-2)
+    # the files hold every digit of the float32 detections: re-scoring them gives the same numbers exactly
+    assert json.dumps(evaluate_results_file(tmp_path, dataset)) == json.dumps(metrics)
 
 
 def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, capsys):
@@ -208,3 +205,15 @@ def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, c
     assert evaluate_results_file(tmp_path / "detections_val2017_results.json", dataset)["stats"] == metrics["stats"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["metrics"]["stats"] == metrics["stats"] and summary["checkpoint"] is None
+
+
+def test_coco_results_folder_is_read_through_its_one_results_json(tmp_path):
+    """--eval_results eval/COCO (the folder, as for VOC) scores the results JSON the evaluation wrote there; with
+    two results files it names them."""
+    dataset = FakeCocoDataset()
+    metrics = evaluate_detections(dataset, random_detections(dataset.coco, 0), tmp_path, run_info={"split": "val2017"})
+    assert evaluate_results_file(tmp_path, dataset)["stats"] == metrics["stats"]
+    evaluate_detections(dataset, random_detections(dataset.coco, 1), tmp_path, run_info={"split": "minival"})
+    with pytest.raises(ValueError, match=r"needs a results JSON file: one of .*detections_minival_results\.json, "
+                                         r".*detections_val2017_results\.json"):
+        evaluate_results_file(tmp_path, dataset)

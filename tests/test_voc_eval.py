@@ -197,10 +197,10 @@ def test_devkit_files_round_trip(tmp_path):
     image_ids = ["000001", "000002", "000007"]
     write_voc_results(det, image_ids, CLASSES, tmp_path)
     # devkit pixels: (x1 + 1, y1 + 1, x2, y2)
-    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875000 1.00 2.50 20.25 30.00\n"
+    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875 1.0 2.5 20.25 30.0\n"
     assert (tmp_path / "comp4_det_test_dog.txt").read_text().splitlines() == [
-        "000001 0.500000 6.00 6.00 9.00 9.75",
-        "000007 0.250000 11.00 11.00 40.00 40.00",
+        "000001 0.5 6.0 6.0 9.0 9.75",
+        "000007 0.25 11.0 11.0 40.0 40.0",
     ]
     back = read_voc_results(tmp_path, image_ids, CLASSES)
     for original, read in zip(det, back):
@@ -208,6 +208,31 @@ def test_devkit_files_round_trip(tmp_path):
         np.testing.assert_array_equal(read["boxes"][order], original["boxes"])
         np.testing.assert_array_equal(read["scores"][order], original["scores"])
         np.testing.assert_array_equal(read["labels"][order], original["labels"])
+
+
+def test_devkit_files_give_back_the_very_float32_detections(tmp_path):
+    """Scores and coordinates of no short decimal form (float32 thirds, boxes at 0 and at 1e-3 px) survive the
+    files bit for bit, so re-scoring the files reproduces the evaluation, ties in score included."""
+    generator = np.random.default_rng(3)
+    det = []
+    for count in (40, 0, 25):
+        corner = generator.uniform(0, 500, (count, 2))
+        boxes = np.concatenate([corner, corner + generator.uniform(0.01, 200, (count, 2))], axis=1).astype(np.float32)
+        boxes[:3, :2] = np.float32(0.0)
+        boxes[3:6, 0] = np.float32(1e-3)
+        scores = (generator.integers(1, 30, count) / np.float32(3)).astype(np.float32) / 10  # many equal scores
+        det.append(dets(boxes, scores, generator.integers(0, 2, count)))
+    image_ids = ["a", "b", "c"]
+    write_voc_results(det, image_ids, CLASSES, tmp_path)
+    back = read_voc_results(tmp_path, image_ids, CLASSES)
+    for original, read in zip(det, back):
+        order = np.argsort(original["labels"], kind="stable")  # the files group each image's detections by class
+        assert read["boxes"].dtype == np.float32 and read["scores"].dtype == np.float32
+        np.testing.assert_array_equal(read["boxes"], original["boxes"][order])
+        np.testing.assert_array_equal(read["scores"], original["scores"][order])
+        np.testing.assert_array_equal(read["labels"], original["labels"][order])
+    gt = [gts([[0, 0, 50, 50], [100, 100, 300, 260]], [0, 1]), gts([[5, 5, 60, 90]], [1]), gts([[0, 0, 500, 500]], [0])]
+    assert evaluate_voc(back, gt, CLASSES) == evaluate_voc(det, gt, CLASSES)
 
 
 def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_path):

@@ -296,7 +296,8 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     group.add_argument("--demo_output", type=str, default=None, metavar="DIR",
                        help="folder for the demo results (default: eval/demo/<checkpoint stem>/)")
     group.add_argument("--score_thresh", type=float, default=0.3,
-                       help="demo: keep and draw detections scoring above this (default: 0.3)")
+                       help="--demo: keep and draw detections scoring above this; --export_nms: the graph's score "
+                            "threshold (default: 0.3)")
     group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,
                        help="export the network with box decoding and sigmoid scores to ONNX and exit")
     group.add_argument("--export_path", type=str, default=None, metavar="FILE",

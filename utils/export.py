@@ -14,7 +14,8 @@ Two graphs, both with a dynamic batch axis and the input ``images`` float32 ``[B
   ``pre_nms_topk`` per image); thresholds are fixed at export time.
 
 The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs no ``onnxscript`` and exports
-torchvision's NMS. Opset 17 by default; 11 is the lowest with ``NonMaxSuppression`` and dynamic ``TopK``.
+torchvision's NMS, but it imports the ``onnx`` package to write the file (without it, a ValueError says what to
+install). Opset 17 by default; 11 is the lowest with ``NonMaxSuppression`` and dynamic ``TopK``.
 """
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ def export_onnx(
     """Write the checkpoint's detector as ONNX (see the module docstring) and return the file's path.
 
     ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
-    ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. When the ``onnx`` package is
-    installed the file is checked with ``onnx.checker``; when ``onnxruntime`` is, the outputs of the graph without
-    NMS are compared with PyTorch's on two random images and the largest absolute difference is printed.
+    ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. The ``onnx`` package is required
+    (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing) and the file is
+    checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS are
+    compared with PyTorch's on two random images and the largest absolute difference is printed.
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -123,8 +125,15 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
-        torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
-                          output_names=output_names, dynamic_axes=dynamic_axes)
+        try:
+            torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+                              output_names=output_names, dynamic_axes=dynamic_axes)
+        except Exception as error:  # the TorchScript exporter imports onnx to assemble the file (torch.onnx's errors)
+            if _installed("onnx"):
+                raise
+            raise ValueError(f"--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the "
+                             f"file ({type(error).__name__}: {error}); install it with "
+                             "`pip install -r requirements-export.txt`") from None
     notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]"]
     if _installed("onnx"):
         import onnx

@@ -165,8 +165,12 @@ def evaluate_results_file(path: Path, dataset) -> dict:
                                dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))
     elif dataset.kind == "coco":
+        found = sorted(path.glob("detections_*_results.json")) if path.is_dir() else []
+        if len(found) == 1:  # the folder an evaluation wrote, as for VOC
+            path = found[0]
         if not path.is_file():
-            raise ValueError(f"--eval_results {path}: a COCO dataset needs a results JSON file")
+            hint = f": one of {', '.join(str(p) for p in found)}" if found else ""
+            raise ValueError(f"--eval_results {path}: a COCO dataset needs a results JSON file{hint}")
         metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids)
         print(format_coco_report(metrics))
     else:
