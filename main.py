@@ -173,7 +173,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--run_dir", type=str, default=None,
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<checkpoint name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",
-                     help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork)")
+                     help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
+                          "--version/--backbone/--size default to the checkpoint's)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint)")
     run.add_argument("--checkpoint_interval", type=int, default=500, help="save a checkpoint every N iterations (default: 500)")
@@ -187,7 +188,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON")
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
-    run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold at evaluation (default: 0.5)")
+    run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold of evaluation, --demo and --export_nms "
+                                                                     "(default: 0.5)")
     run.add_argument("--cuda_graph", action="store_true",
                      help="evaluation and --demo on CUDA: replay the network and post-processing from one CUDA graph "
                           "per batch (fewer kernel launches, the same detections; CUDA only)")
@@ -203,6 +205,8 @@ def main(args: argparse.Namespace) -> int:
         ignored = check_flag_combinations(args)
         if ignored:
             log.info(f"with --trained_model the training flags {', '.join(ignored)} are ignored")
+        if args.init_from:
+            take_architecture_from_checkpoint(args, args.init_from)
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
@@ -271,6 +275,15 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--{flag} trains, --trained_model evaluates a checkpoint without training; "
                              "give only one of them")
     return [f"--{flag}" for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
+
+
+def take_architecture_from_checkpoint(args: argparse.Namespace, path: str) -> None:
+    """Set the architecture flags not given (``--version``, ``--backbone``, ``--size``) to the checkpoint's, as
+    ``--trained_model`` does: ``--init_from W`` alone continues W's architecture, not the dataset's default."""
+    config = load_checkpoint(path)["config"]
+    for key in ARCHITECTURE_DEFAULT_KEYS:
+        if getattr(args, key) is None:
+            setattr(args, key, config[key])
 
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:

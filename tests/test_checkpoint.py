@@ -105,11 +105,15 @@ def test_an_earlier_checkpoint_is_set_aside_under_its_save_time(tmp_path):
 
 
 def test_an_unwritable_folder_is_named_with_its_flag(tmp_path):
-    check_writable_folder(tmp_path / "new" / "weights", "--save_folder")
-    assert (tmp_path / "new" / "weights").is_dir() and not any((tmp_path / "new" / "weights").iterdir())
+    check_writable_folder(tmp_path / "new" / "weights", "--save_folder")  # checked, not created (nor any probe left)
+    check_writable_folder(tmp_path, "--save_folder")
+    assert not any(tmp_path.iterdir())
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(ValueError, match=r"--save_folder .*afile/sub: cannot write there .*give a writable folder"):
+    with pytest.raises(ValueError, match=r"--save_folder .*afile/sub: cannot write there \(.*afile is a file\); "
+                                         r"give a writable folder"):
         check_writable_folder(tmp_path / "afile" / "sub", "--save_folder")
+    with pytest.raises(ValueError, match=r"--eval_dir .*afile: cannot write there"):
+        check_writable_folder(tmp_path / "afile", "--eval_dir")
 
 
 def test_rng_state_roundtrip_through_a_file(tmp_path):

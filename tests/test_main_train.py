@@ -153,6 +153,24 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
         assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
 
 
+def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path, capsys):
+    """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
+    checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were."""
+    argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE)]
+    source = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
+    assert f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule" in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / CKPT.format("")), load_checkpoint(source)
+    assert state["iteration"] == 1
+    assert {k: state["config"][k] for k in ("version", "backbone", "size")} == {"version": "fssd", "backbone": "resnet18",
+                                                                              "size": int(SIZE)}
+    weights = [key for key in start["model"] if key.endswith(".weight")]
+    assert len(weights) > 20
+    for key in weights:
+        torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
+
+
 def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):
     capsys.readouterr()
     assert run(trained, base_args(shapes_root, "--resume", "--lr", "0.02")) == 2

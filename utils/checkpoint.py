@@ -9,6 +9,7 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only, so t
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -46,11 +47,16 @@ def checkpoint_name(
 
 
 def check_writable_folder(folder: Path, flag: str) -> None:
-    """Create ``folder`` (and its parents) and write a probe file in it; raises ``ValueError`` naming ``flag`` when
-    that fails (a file in the way, no permission, a read-only disk)."""
+    """Check that ``folder`` can be written, or created, without creating it: a probe file is written (and removed)
+    in the folder or, when it does not exist yet, in its nearest existing parent. Raises ``ValueError`` naming
+    ``flag`` when that fails (a file in the way, no permission, a read-only disk)."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise ValueError(f"{flag} {folder}: cannot write there ({error.strerror or error}); give a writable folder") from None
