@@ -288,3 +288,23 @@ def test_cuda_matches_cpu_and_bounds_memory_for_300_objects_at_512():
     assert growth < 12 * chunk_images * 300 * anchors.shape[0] * 4, f"peak grew by {growth / 2**20:.0f} MiB"
     for name in ("cls", "reg"):
         assert torch.equal(getattr(cuda, name).state[:2].cpu(), getattr(cpu, name).state)
+
+
+def test_thresholds_are_inclusive_at_exactly_0_5_and_0_4():
+    """One object [0, 0, 0.5, 0.5] (area 0.25) and four anchors with IoU 1, 0.5, 0.4 and 0 with it, all exact in
+    float32: [0, 0, 1, 0.5] covers it (0.25 / 0.5), [0, 0, 0.5, 0.2] lies inside it (0.1 / 0.25). Facts §4: positive
+    if IoU >= 0.5, ignored if 0.4 <= IoU < 0.5, and the MG quotas count A' >= 0.5 and A' >= 0.4."""
+    anchors = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.25, 1.0, 0.5], [0.25, 0.1, 0.5, 0.2], [0.95, 0.95, 0.1, 0.1]])
+    targets = [torch.tensor([[0.0, 0.0, 0.5, 0.5, 7.0]])]
+    gt = pad_targets(targets, NUM_CLASSES)
+    assert anchor_iou(gt.boxes, corner_form(anchors)).tolist() == [[[1.0, 0.5, pytest.approx(0.4, abs=1e-7), 0.0]]]
+    iou = IoUAssigner()(anchors, gt.boxes, gt.mask)
+    assert iou.state.tolist() == [[POSITIVE, POSITIVE, IGNORE, NEGATIVE]]
+    quotas = MutualGuidanceAssigner().quotas(anchors, gt.boxes, gt.mask)
+    assert quotas.num_positive.tolist() == [[2]] and quotas.num_ignored_or_positive.tolist() == [[3]]
+    # predictions at their initial values (loc 0, p = 0.01): MG picks the same anchors
+    loc = torch.zeros(1, 4, 4)
+    conf = torch.full((1, 4, NUM_CLASSES), -math.log(99.0))
+    mg = MutualGuidanceAssigner()(anchors, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert mg.cls.state.tolist() == [[POSITIVE, POSITIVE, IGNORE, NEGATIVE]]
+    assert mg.reg.state.tolist() == [[POSITIVE, POSITIVE, NEGATIVE, NEGATIVE]]

@@ -59,6 +59,12 @@ def test_elementwise_iou_by_hand_and_zero_area():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
     b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(elementwise_box_iou(a, b), torch.tensor([1 / 7, 0.0]))
+    # the same at the scale of small normalised boxes (a 3 px object at 320, union ~1e-4): no floor on the union
+    small = torch.tensor([[0.0, 0.0, 0.01, 0.01], [0.5, 0.5, 0.51, 0.51]])
+    torch.testing.assert_close(
+        elementwise_box_iou(small, torch.tensor([[0.0, 0.0, 0.01, 0.005], [0.505, 0.505, 0.515, 0.515]])),
+        torch.tensor([0.5, 0.25 / 1.75]),
+    )
 
 
 def test_iou_is_differentiable():

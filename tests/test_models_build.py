@@ -180,3 +180,24 @@ def test_any_multiple_of_64_builds_with_anchor_count_of_prior_box(version, size)
     loc, conf = model(torch.empty(1, 3, size, size, device="meta"))
     num_anchors = PriorBox(24.0, size).num_anchors
     assert loc.shape == (1, num_anchors, 4) and conf.shape == (1, num_anchors, 3)
+
+
+def test_vgg16_outputs_are_torchvision_vgg16_bn_features_up_to_conv4_3_and_conv5_3():
+    """Facts §2: conv4_3 = features[0..32] (after its BN and ReLU, before pool4), conv5_3 = features[33..42]
+    (after its ReLU, pool5 dropped); checked against torchvision's own vgg16_bn with the same weights."""
+    import torchvision
+
+    from models.backbones import VGG16BN
+
+    torch.manual_seed(0)
+    backbone = VGG16BN().eval()
+    reference = torchvision.models.vgg16_bn().eval()
+    missing, unexpected = reference.load_state_dict(backbone.state_dict(), strict=False)
+    assert unexpected == [] and all(key.startswith("classifier.") for key in missing)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        conv4_3, conv5_3 = backbone(images)
+        torch.testing.assert_close(conv4_3, reference.features[:33](images))
+        torch.testing.assert_close(conv5_3, reference.features[:43](images))
+    assert conv4_3.shape == (1, 512, 8, 8) and conv5_3.shape == (1, 512, 4, 4)
+    assert conv4_3.min() == 0 and conv5_3.min() == 0  # ReLU outputs

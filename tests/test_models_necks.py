@@ -91,3 +91,94 @@ def test_basic_conv_is_conv_bn_relu_upsample():
     out = block(torch.randn(2, 3, 5, 5))
     assert out.shape == (2, 4, 10, 10) and (out >= 0).all()
     torch.testing.assert_close(out[:, :, ::2, ::2], out[:, :, 1::2, 1::2])  # nearest neighbour
+
+
+def test_top_down_upsamples_with_nearest_neighbour():
+    """A non-constant coarse level: each of its values must fill a 2 x 2 block of the finer level (no blending)."""
+    path = TopDownPath(num_levels=2, channels=1)
+    path.lateral = nn.ModuleList(nn.Identity() for _ in range(2))
+    path.output = nn.ModuleList(nn.Identity() for _ in range(2))
+    coarse = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    fine, top = path([torch.full((1, 1, 4, 4), 10.0), coarse])
+    expected = torch.tensor([[11, 11, 12, 12], [11, 11, 12, 12], [13, 13, 14, 14], [13, 13, 14, 14]], dtype=torch.float32)
+    assert torch.equal(fine[0, 0], expected) and torch.equal(top, coarse)
+
+
+def test_pyramid_levels_are_conv_bn_relu():
+    """Facts §3: the extractor is a 3x3 BasicConv then chained 3x3 stride-2 BasicConvs, each with BN and ReLU."""
+    neck = FSSDNeck(*VGG, num_levels=4)
+    layers = neck.extractor.layers
+    assert [(b.conv.kernel_size, b.conv.stride, b.conv.padding, b.relu) for b in layers] == (
+        [((3, 3), (1, 1), (1, 1), True)] + [((3, 3), (2, 2), (1, 1), True)] * 3
+    )
+    torch.manual_seed(0)
+    levels = neck([torch.randn(2, 512, 8, 8), torch.randn(2, 512, 4, 4)])
+    assert [tuple(x.shape[-2:]) for x in levels] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    assert all((x >= 0).all() and (x == 0).any() for x in levels[:3])  # ReLU outputs (a 1x1 level may be all > 0)
+
+
+def conv_spec(block: BasicConv) -> tuple:
+    """(in, out, kernel, stride, padding, dilation, ReLU) of a BasicConv."""
+    c = block.conv
+    return (c.in_channels, c.out_channels, c.kernel_size, c.stride[0], c.padding, c.dilation[0], block.relu)
+
+
+def test_rfb_branches_follow_the_facts():
+    """Facts §3, BasicRFB(in, out, s) with i = in // 8, and BasicRFB_c, written out layer by layer."""
+    cin, cout, s = 512, 256, 2
+    i, t = cin // 8, 3 * (cin // 8 // 2)
+    expected = [
+        [(cin, 2 * i, (1, 1), s, (0, 0), 1, True), (2 * i, 2 * i, (3, 3), 1, (1, 1), 1, False)],
+        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, 2 * i, (3, 3), s, (1, 1), 1, True),
+         (2 * i, 2 * i, (3, 3), 1, (3, 3), 3, False)],
+        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (3, 3), 1, (1, 1), 1, True), (t, 2 * i, (3, 3), s, (1, 1), 1, True),
+         (2 * i, 2 * i, (3, 3), 1, (5, 5), 5, False)],
+        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (1, 7), 1, (0, 3), 1, True), (t, 2 * i, (7, 1), s, (3, 0), 1, True),
+         (2 * i, 2 * i, (3, 3), 1, (7, 7), 7, False)],
+    ]
+    block = BasicRFB(cin, cout, stride=s)
+    assert [[conv_spec(layer) for layer in branch] for branch in block.branches] == expected
+    assert conv_spec(block.linear) == (8 * i, cout, (1, 1), 1, (0, 0), 1, False)
+    assert conv_spec(block.shortcut) == (cin, cout, (1, 1), s, (0, 0), 1, False)
+    compact = BasicRFB(cin, cout, stride=s, compact=True)  # BasicRFB_c: branches 0, 1 and the 1x7/7x1 one
+    assert [[conv_spec(layer) for layer in branch] for branch in compact.branches] == [expected[0], expected[1], expected[3]]
+    assert compact.linear.conv.in_channels == 6 * i
+
+
+def test_rfb_a_branches_follow_the_facts():
+    cin, i = 512, 64
+    h, q = i // 2, 3 * (i // 4)
+
+    def asym(first, dilation):
+        layers = [(cin, i, (1, 1), 1, (0, 0), 1, True)]
+        if first is not None:
+            layers.append((i, i, first, 1, (first[0] // 2, first[1] // 2), 1, True))
+        return layers + [(i, i, (3, 3), 1, (dilation, dilation), dilation, False)]
+
+    def factorised(k1, k2):
+        return [(cin, h, (1, 1), 1, (0, 0), 1, True), (h, q, k1, 1, (k1[0] // 2, k1[1] // 2), 1, True),
+                (q, i, k2, 1, (k2[0] // 2, k2[1] // 2), 1, True), (i, i, (3, 3), 1, (7, 7), 7, False)]
+
+    expected = [asym(None, 1), asym((3, 1), 3), asym((1, 3), 3), asym((3, 1), 5), asym((1, 3), 5),
+                factorised((1, 3), (3, 1)), factorised((3, 1), (1, 3))]
+    block = BasicRFBa(cin, 512)
+    assert [[conv_spec(layer) for layer in branch] for branch in block.branches] == expected
+    assert conv_spec(block.linear) == (7 * i, 512, (1, 1), 1, (0, 0), 1, False)
+    assert conv_spec(block.shortcut) == (cin, 512, (1, 1), 1, (0, 0), 1, False)
+
+
+def test_rfb_output_is_relu_of_linear_plus_shortcut_with_scale_1():
+    """Facts §3: y = ReLU(1.0 * ConvLinear(concat) + shortcut) in every RFB block (the original RFBNet used 0.1)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 6, 6)
+    for block in (BasicRFB(64, 32, stride=2), BasicRFB(64, 32, stride=2, compact=True), BasicRFBa(64, 48)):
+        block.eval()
+        for module in block.modules():  # non-trivial BN statistics, so a missing or extra scale shows
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        with torch.no_grad():
+            merged = block.linear(torch.cat([branch(x) for branch in block.branches], dim=1))
+            expected = torch.relu(merged + block.shortcut(x))
+            torch.testing.assert_close(block(x), expected)
+            assert merged.abs().mean() > 0.1 * block.shortcut(x).abs().mean()  # the branch term is not negligible

@@ -61,3 +61,14 @@ def test_no_candidates_and_degenerate_boxes():
     keep = dense_batched_nms(point, torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.bool), 0.5)
     expected = nms(point[0], torch.tensor([0.9, 0.8]), 0.5)
     assert keep.tolist() == [[True, True]] and expected.tolist() == [0, 1]
+
+
+def test_a_pair_at_exactly_the_threshold_is_not_suppressed():
+    # [0, 0, 10, 10] and [0, 0, 10, 5]: intersection 50, union 100, IoU 0.5 exactly. Suppression needs IoU strictly
+    # above the threshold (torchvision's rule, and the authors' NumPy NMS keeps boxes with IoU <= thresh).
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 6.0]]])
+    labels = torch.zeros(1, 3, dtype=torch.long)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    # box 2 has IoU 0.6 with box 0 (suppressed) and 50 / 60 = 0.83 with box 1
+    assert dense_batched_nms(boxes, labels, valid, 0.5).tolist() == [[True, True, False]]
+    assert nms(boxes[0], torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 1]

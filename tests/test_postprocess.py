@@ -320,3 +320,20 @@ def test_an_image_gets_the_same_detections_alone_and_at_the_end_of_a_large_batch
     alone = PostProcessor(priors)(loc[7:], conf[7:], sizes[7:])[0]
     assert alone["labels"].tolist() == [79, 0]  # the 0.509-IoU box is suppressed
     assert_same_detections(PostProcessor(priors)(loc, conf, sizes)[7:], [alone])
+
+
+def test_a_score_equal_to_the_threshold_is_no_candidate(priors):
+    # sigmoid(0) = 1 / (1 + 1) = 0.5 exactly in float32: with score_thresh 0.5 that pair must be dropped (the authors
+    # keep scores strictly above the threshold), while sigmoid(0.25) = 0.562 passes. The two boxes are far apart.
+    loc = torch.zeros(1, len(priors), 4)
+    conf = torch.full((1, len(priors), 2), -30.0)
+    conf[0, 0, 0] = 0.0  # anchor 0 (top left), score 0.5
+    conf[0, len(priors) - 1, 1] = 0.25  # the last anchor (bottom right), score 0.562
+    expected_score = 1 / (1 + math.exp(-0.25))
+    for dense_nms in (False, True):
+        post = PostProcessor(priors, score_thresh=0.5, dense_nms=dense_nms)
+        detections = post(loc, conf, IMAGE_SIZES[:1])[0]
+        assert detections["labels"].tolist() == [1]
+        assert detections["scores"].tolist() == pytest.approx([expected_score], rel=1e-6)
+    padded = PostProcessor(priors, score_thresh=0.5, dense_nms=True).padded(loc, conf, IMAGE_SIZES[:1])
+    assert padded.counts.tolist() == [1] and padded.labels[0, 0].item() == 1

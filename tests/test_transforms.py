@@ -58,6 +58,26 @@ def test_expand_places_image_on_mean_canvas(seed):
     assert (canvas[outside] == T.PIXEL_MEAN_BGR).all()
 
 
+def test_expand_canvas_follows_the_authors_sampling():
+    """Canvas (s r W) x (s/r H) with s ~ U(1, 4), r^2 in [0.5, 2]: area s^2 W H up to 16x; uniform position."""
+    height, width = 30, 50
+    image = coordinate_image(height, width)
+    areas, ratios, left_fraction, top_fraction = [], [], [], []
+    for seed in range(300):
+        canvas, moved = T.expand(image, np.zeros((1, 4), np.float32), np.random.default_rng(seed))
+        canvas_h, canvas_w = canvas.shape[:2]
+        left, top = moved[0, :2]
+        assert canvas_w >= width and canvas_h >= height
+        areas.append(canvas_w * canvas_h / (width * height))
+        ratios.append((canvas_w / width) / (canvas_h / height))
+        left_fraction.append(left / max(canvas_w - width, 1))
+        top_fraction.append(top / max(canvas_h - height, 1))
+    assert max(areas) <= 16 and max(areas) > 12 and min(areas) < 1.5  # P(s > 3.46) = 18 % per draw
+    assert 0.5 * 0.95 < min(ratios) and max(ratios) < 2.0 * 1.05  # up to the truncation of each side
+    assert 0.4 < np.mean(left_fraction) < 0.6 and 0.4 < np.mean(top_fraction) < 0.6
+    assert min(left_fraction) < 0.05 and max(left_fraction) > 0.95
+
+
 def test_box_window_iou_by_hand():
     boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], dtype=np.float32)
     windows = np.array([[0, 0, 10, 10], [0, 0, 20, 20]], dtype=np.float32)
@@ -95,6 +115,37 @@ def test_crop_windows_follow_the_authors_sampling():
     assert windows[:, 0].min() == 0 and windows[:, 1].min() == 0
     assert np.all((windows[:, 2] < width) | (w == width)) and np.all((windows[:, 3] < height) | (h == height))
     assert windows[:, 2].max() == width - 1 and windows[:, 3].max() == height - 1
+    # s ~ U(0.3, 1): w * h <= s^2 W H, so the smallest of 20,000 windows is near 0.09 of the image (P(s < 0.31) = 1.4 %)
+    # and the largest near all of it
+    area = w * h / (width * height)
+    assert area.min() < 0.1 and area.max() > 0.93
+
+
+def test_crop_modes_are_the_authors_seven():
+    # facts §5: no crop, min IoU 0.1, 0.3, 0.5, 0.7, 0.9, no constraint; drawn uniformly
+    assert T.CROP_MODES[:6] == (None, 0.1, 0.3, 0.5, 0.7, 0.9) and T.CROP_MODES[6] == -np.inf and len(T.CROP_MODES) == 7
+    assert T.CROP_TRIES_PER_MODE == 50  # windows per mode before a new mode is drawn
+
+
+@pytest.mark.parametrize("min_iou", [0.5, 0.7])
+def test_random_crop_window_has_the_minimum_iou_with_every_box(monkeypatch, min_iou):
+    """With the constrained mode alone, every crop window has IoU >= min_iou with every ground-truth box."""
+    monkeypatch.setattr(T, "CROP_MODES", (min_iou,))
+    image = coordinate_image(120, 200)
+    boxes = np.array([[10, 10, 190, 110], [40, 20, 170, 100]], dtype=np.float32)  # 75 % and 43 % of the image
+    cropped_seeds = 0
+    for seed in range(30):
+        cropped, _, _ = T.random_crop(image, boxes, np.array([0, 1]), np.random.default_rng(seed))
+        h, w = cropped.shape[:2]
+        if (h, w) == image.shape[:2]:
+            continue
+        cropped_seeds += 1
+        left, top = int(cropped[0, 0, 0]), int(cropped[0, 0, 1])
+        for x1, y1, x2, y2 in boxes.tolist():
+            inter = max(min(x2, left + w) - max(x1, left), 0) * max(min(y2, top + h) - max(y1, top), 0)
+            iou = inter / ((x2 - x1) * (y2 - y1) + w * h - inter)
+            assert iou >= min_iou, (seed, (left, top, w, h), iou)
+    assert cropped_seeds >= 20  # the constraint is met often enough that the check is not vacuous
 
 
 def test_random_crop_of_empty_target_keeps_it_empty():
@@ -211,6 +262,32 @@ def test_expand_probability_sets_how_often_the_image_zooms_out(monkeypatch, prob
     for seed in range(200):
         transform(image, boxes, np.array([0]), np.random.default_rng(seed))
     assert low <= len(calls) <= high  # the paper's 0.6: 120 expected of 200, 95..145 is about +-3.6 std
+
+
+def test_boxes_with_a_normalised_side_of_at_most_0_01_are_dropped(monkeypatch):
+    """Facts §5 step 6, with crop, expand and mirror switched off: on a 1000 x 200 image, a box 10 px wide (0.01)
+    is dropped, 15 px (0.015) kept; 2 px high (0.01) dropped, 3 px (0.015) kept."""
+    monkeypatch.setattr(T, "random_crop", lambda image, boxes, labels, rng: (image, boxes, labels))
+    monkeypatch.setattr(T, "mirror", lambda image, boxes: (image, boxes))
+    image = np.zeros((200, 1000, 3), np.uint8)
+    boxes = np.array([[0, 0, 10, 100], [0, 0, 15, 100], [0, 0, 500, 2], [0, 0, 500, 3]], np.float32)
+    _, target = T.TrainTransform(32, expand_probability=0.0)(image, boxes, np.arange(4), np.random.default_rng(0))
+    np.testing.assert_array_equal(target[:, 4], [1, 3])
+    np.testing.assert_allclose(target[:, :4], [[0, 0, 0.015, 0.5], [0, 0, 0.5, 0.015]], rtol=1e-6)
+
+
+def test_mirror_happens_half_of_the_time(monkeypatch):
+    calls = []
+
+    def counting_mirror(image, boxes):
+        calls.append(1)
+        return image, boxes
+
+    monkeypatch.setattr(T, "mirror", counting_mirror)
+    image, boxes = coordinate_image(100, 120), np.array([[10, 10, 60, 80]], np.float32)
+    for seed in range(200):
+        T.TrainTransform(64)(image, boxes, np.array([0]), np.random.default_rng(seed))
+    assert 70 <= len(calls) <= 130  # p = 0.5: 100 expected of 200, 70..130 is about +-4.2 std
 
 
 def test_expand_probability_outside_0_1_is_refused():

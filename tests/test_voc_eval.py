@@ -90,6 +90,20 @@ def test_paper_summary_averages_the_ten_thresholds():
     assert result["AP50"] == 1.0 and result["AP75"] == 1.0 and result["VOC07_mAP50"] == 1.0
 
 
+def test_ap50_and_ap75_are_the_thresholds_0_50_and_0_75():
+    # One object, one detection with IoU 0.72 (devkit frame gt [1,1,10,10] = 100 pixels, detection [1,1,9,8] = 9 x 8
+    # = 72 pixels inside it). A match at 0.50, 0.55, 0.60, 0.65 and 0.70 (5 of 10 thresholds), a miss from 0.75 on:
+    # AP50 = 1, AP75 = 0 (a neighbour threshold would give 1 at 0.70 or 0 at 0.80), mAP = 5 / 10.
+    gt = [gts([[1, 1, 10, 10]], [0])]
+    det = [dets([[0, 0, 9, 8]], [0.9], [0])]
+    result = evaluate_voc(det, gt, ["cat"])
+    assert result["per_threshold_AP"] == [[1.0]] * 5 + [[0.0]] * 5
+    assert result["AP50"] == 1.0 and result["AP75"] == 0.0 and result["mAP"] == pytest.approx(0.5, abs=1e-12)
+    # and an IoU of 0.8 (detection [1,1,10,8]) is a match at 0.75 but not at 0.80
+    result = evaluate_voc([dets([[0, 0, 10, 8]], [0.9], [0])], gt, ["cat"], iou_thresholds=np.array([0.75, 0.8]))
+    assert result["AP75"] == 1.0 and result["per_threshold_AP"] == [[1.0], [0.0]] and np.isnan(result["AP50"])
+
+
 def test_class_without_ground_truth_is_left_out_of_the_mean():
     gt = [gts([[1, 1, 50, 50]], [0])]
     det = [dets([[0, 0, 50, 50], [0, 0, 50, 50]], [0.9, 0.9], [0, 1])]
