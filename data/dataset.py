@@ -190,7 +190,7 @@ class FixupCounter:
     def warn(self, dataset: str) -> None:
         if not self.counts:
             return
-        kinds = [f"{count} {kind}" + (f" (e.g. {', '.join(self.examples[kind])})" if self.examples[kind] else "")
+        kinds = [f"{kind}: {count}" + (f" (e.g. {', '.join(self.examples[kind])})" if self.examples[kind] else "")
                  for kind, count in self.counts.items()]
         warnings.warn(f"{dataset}: fixed up {'; '.join(kinds)}", DataWarning, stacklevel=3)
 

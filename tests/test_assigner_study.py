@@ -97,7 +97,7 @@ def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, 
     assert [len(recorded_steps)] == [2 + 3 + 3]
     assert [mg for mg, _ in recorded_steps] == [False] * 5 + [True] * 3
     assert [h for _, h in recorded_steps[2:5]] == [h for _, h in recorded_steps[5:8]]
-    assert forks == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"] * 2
+    assert forks == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"] * 4  # per arm: its architecture, then its weights
     assert "mAP" in record["warm_checkpoint"]["metrics"] and list(record["per_seed"]) == [3]
 
 

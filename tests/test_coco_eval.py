@@ -177,7 +177,7 @@ def test_ground_truth_without_area_and_iscrowd_scores_as_pycocotools_with_them(t
     for annotation in stripped["annotations"]:
         del annotation["area"], annotation["iscrowd"]
     path = write_coco(tmp_path, "val", stripped)
-    fixed = r"22 missing area set to the box's w \* h \(e\.g\. annotation id 1, .*\); 22 missing iscrowd set to 0"
+    fixed = r"missing area set to the box's w \* h: 22 \(e\.g\. annotation id 1, .*\); missing iscrowd set to 0: 22"
     with pytest.warns(DataWarning, match=fixed):
         dataset = COCODetection(path, tmp_path / "val", TestTransform(32))
     with contextlib.redirect_stdout(io.StringIO()):

@@ -39,7 +39,7 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     with pytest.warns(DataWarning) as warned:
         assert run(tmp_path, *common, "--skip_unknown_classes") == 0
     assert [str(w.message) for w in warned if w.category is DataWarning] == [  # one per split
-        f"VOC dataset: fixed up 1 object of an unknown class skipped (e.g. '{name}' x1)"
+        f"VOC dataset: fixed up object of an unknown class skipped: 1 (e.g. '{name}' x1)"
         for name in ("dog", "zebra")
     ]
     out = capsys.readouterr().out

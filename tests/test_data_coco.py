@@ -44,7 +44,7 @@ def write_coco(root: Path, name: str, data: dict, image_folder: str | None = Non
 
 def test_labels_follow_get_cat_ids_and_boxes_are_cleaned_in_the_continuous_frame(tmp_path):
     path = write_coco(tmp_path, "train2017", coco_json(GOOD_ANNOTATIONS))
-    with pytest.warns(DataWarning, match="1 box clipped to the image"):
+    with pytest.warns(DataWarning, match="box clipped to the image: 1"):
         dataset = COCODetection(path, tmp_path / "train2017", TestTransform(32))
     assert dataset.class_names == ["bus", "person", "toothbrush"] and dataset.category_ids == [5, 1, 90]
     assert dataset.image_ids == [7, 3, 9] and dataset.image_size(0) == (40, 60) and dataset.kind == "coco"
@@ -151,7 +151,7 @@ def test_missing_image_file_and_invalid_json(tmp_path):
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0, "iscrowd": 0}]
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    with pytest.warns(DataWarning, match=r"1 degenerate box dropped \(w <= 0 or h <= 0\).*annotation id 20"):
+    with pytest.warns(DataWarning, match=r"degenerate box dropped \(w <= 0 or h <= 0\): 1.*annotation id 20"):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert len(dataset.annotation(2)[0]) == 0
 
@@ -236,8 +236,8 @@ def test_missing_or_null_area_and_iscrowd_are_filled_in_the_ground_truth_and_cou
     del annotations[0]["area"], annotations[0]["iscrowd"], annotations[2]["iscrowd"]
     annotations[1]["area"] = None
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    expected = (r"fixed up 2 missing area set to the box's w \* h \(e\.g\. annotation id 1, annotation id 2\); "
-                r"2 missing iscrowd set to 0 \(e\.g\. annotation id 1, annotation id 3\)")
+    expected = (r"fixed up missing area set to the box's w \* h: 2 \(e\.g\. annotation id 1, annotation id 2\); "
+                r"missing iscrowd set to 0: 2 \(e\.g\. annotation id 1, annotation id 3\)")
     with pytest.warns(DataWarning, match=expected):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert [(a["area"], a["iscrowd"]) for a in dataset.coco.loadAnns([1, 2, 3])] == [(600.0, 0), (25.0, 0), (600.0, 0)]
@@ -248,7 +248,7 @@ def test_zero_area_drops_the_box_as_a_counted_fix_up(tmp_path):
     annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
     annotations[2]["area"] = 0
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    with pytest.warns(DataWarning, match=r"1 box dropped for its area <= 0 \(e\.g\. annotation id 3\)"):
+    with pytest.warns(DataWarning, match=r"box dropped for its area <= 0: 1 \(e\.g\. annotation id 3\)"):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert len(dataset.annotation(1)[0]) == 0 and dataset.small_boxes_dropped == 1  # the 5 px toothbrush only
 

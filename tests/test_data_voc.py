@@ -205,7 +205,7 @@ def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]}, {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'.*pass --skip_unknown_classes to leave"):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
-    with pytest.warns(DataWarning, match="1 object of an unknown class skipped"):
+    with pytest.warns(DataWarning, match="object of an unknown class skipped: 1"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"], skip_unknown_classes=True)
     assert dataset.ground_truth()[0]["labels"].tolist() == [0]
 
@@ -234,7 +234,7 @@ def test_list_naming_missing_files_reports_each(tmp_path):
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
-    with pytest.warns(DataWarning, match=r"1 box clipped to the image \(e\.g\. .*a\.xml\); 1 degenerate box dropped"):
+    with pytest.warns(DataWarning, match=r"box clipped to the image: 1 \(e\.g\. .*a\.xml\); degenerate box dropped \(x2 <= x1 or y2 <= y1\): 1"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
     np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])

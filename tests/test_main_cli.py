@@ -177,7 +177,7 @@ def test_data_warnings_are_one_line_for_the_user(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
-        warnings.warn("VOC dataset: fixed up 2 box clipped to the image (e.g. a.xml)", DataWarning)
+        warnings.warn("VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)", DataWarning)
         warnings.warn("something else", UserWarning)
-    assert capsys.readouterr().err == "warning: VOC dataset: fixed up 2 box clipped to the image (e.g. a.xml)\n"
+    assert capsys.readouterr().err == "warning: VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)\n"
     assert len(passed) == 1 and passed[0][1] is UserWarning
