@@ -19,6 +19,7 @@ def jsonl_rows(path) -> list[dict]:
 
 def test_rows_go_to_the_jsonl_and_to_one_csv_per_kind_with_the_first_rows_columns(tmp_path, capsys):
     log = RunLog(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # created by the first line written, not by a start that fails earlier
     log.info("starting")
     log.metrics("train", {"iteration": 1, "loss": 0.5})
     log.metrics("train", {"iteration": 2, "loss": 0.25, "extra": 3})

@@ -19,9 +19,7 @@ class RunLog:
 
     def __init__(self, run_dir: str | Path | None, enabled: bool = True):
         self.enabled = enabled
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        if self.enabled and self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # created at the first line written
 
     def info(self, message: str) -> None:
         """Print ``message`` (without breaking a tqdm bar) and append it to ``log.txt``."""
@@ -30,6 +28,7 @@ class RunLog:
         tqdm.write(message)
         if self.run_dir is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "log.txt", "a", encoding="utf-8") as handle:
                 handle.write(f"{stamp} {message}\n")
 
@@ -101,6 +100,7 @@ class RunLog:
         if not self.enabled or self.run_dir is None:
             return
         row = {key: _plain(value) for key, value in row.items()}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"kind": kind, **row}) + "\n")
         csv_path = self.run_dir / f"{kind}.csv"
