@@ -170,3 +170,39 @@ def test_check_same_run_refuses_a_changed_schedule():
     with pytest.raises(CheckpointError, match=r"saved by a run on other training annotations \(images, boxes or labels\): "
                                               "the training set changed"):
         check_same_run("w.pth", saved, saved | {"train_fingerprint": "fedcba9876543210"})
+
+
+def test_three_earlier_checkpoints_of_one_second_keep_three_files(tmp_path):
+    path = tmp_path / "VOC_fssd_vgg16_size320_anchor24.0.pth"
+    saved_at = 1_790_000_000
+    for value in (1.0, 2.0, 3.0):
+        save_checkpoint(_state(value), path)
+        os.utime(path, (saved_at, saved_at))
+        set_aside_earlier_checkpoint(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(saved_at))
+    kept = {suffix: load_checkpoint(tmp_path / f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}{suffix}.pth")
+            for suffix in ("", "-2", "-3")}
+    assert {suffix: state["model"]["w"][0, 0].item() for suffix, state in kept.items()} == {"": 1.0, "-2": 2.0, "-3": 3.0}
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+@pytest.mark.parametrize("key, saved_value, new_value", [
+    ("dataset", "shapes", "voc"), ("mutual_guide", True, False), ("lr", 0.01, 0.011), ("warm_iter", 500, 50),
+    ("epochs", 250, 140), ("max_iter", 1000, 2000), ("seed", 0, 1),
+])  # fmt: skip
+def test_check_same_run_refuses_each_changed_schedule_and_data_order_flag(key, saved_value, new_value):
+    saved = {"dataset": "shapes", "mutual_guide": True, "lr": 0.01, "warm_iter": 500, "epochs": 250, "max_iter": 1000,
+             "seed": 0, "batch_size": 8, "world_size": 1}
+    check_same_run("w.pth", saved, dict(saved))
+    with pytest.raises(CheckpointError, match=f"with --{key} {saved_value}, this run has {new_value}; resume"):
+        check_same_run("w.pth", saved, saved | {key: new_value})
+
+
+def test_check_compatible_refuses_another_anchor_size_and_accepts_a_checkpoint_without_a_key():
+    classes = ["circle", "square"]
+    saved = {"version": "pafpn", "backbone": "vgg16", "size": 320, "base_anchor_size": 24.0}
+    with pytest.raises(CheckpointError, match="--base_anchor_size 24.0, but --base_anchor_size 32"):
+        check_compatible("w.pth", saved, classes, {"base_anchor_size": 32}, classes)
+    check_compatible("w.pth", saved, classes, {"base_anchor_size": 24}, classes)  # 24 == 24.0
+    older = {"version": "pafpn", "backbone": "vgg16", "size": 320}  # saved before a key existed: nothing to compare
+    check_compatible("w.pth", older, classes, {"version": "pafpn", "base_anchor_size": 24.0}, classes)

@@ -341,3 +341,63 @@ def test_list_lines_are_an_id_or_an_id_and_a_class_flag(tmp_path):
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     (root / "ImageSets/Main/trainval.txt").write_text("a  1\nb -1\n")
     assert build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"]).image_ids == ["a", "b"]
+
+
+def test_fingerprint_follows_the_annotations_not_the_folder(tmp_path):
+    """The resume check's training-set fingerprint: the same annotations in another folder give the same value; a
+    difficult flag, a 1-pixel box change or a label change each give another."""
+    objects = [("cat", (2, 3, 30, 40), 0), ("dog", (10, 10, 20, 20), 0)]
+    variants = {
+        "same": objects,
+        "difficult": [objects[0], ("dog", (10, 10, 20, 20), 1)],
+        "box": [("cat", (2, 3, 31, 40), 0), objects[1]],
+        "label": [("dog", (2, 3, 30, 40), 0), objects[1]],
+    }
+    prints = {}
+    for name, variant in {"original": objects, **variants}.items():
+        root = write_voc_folder(tmp_path / name, {"a": variant}, {"trainval": ["a"]})
+        prints[name] = build_dataset("custom", "train", 64, data_root=str(root), classes="cat,dog").fingerprint()
+    assert all(re.fullmatch(r"[0-9a-f]{16}", value) for value in prints.values())
+    assert prints["same"] == prints["original"]
+    assert len({prints[name] for name in ("original", "difficult", "box", "label")}) == 4
+
+
+def test_boxes_of_zero_width_or_height_are_dropped_and_one_pixel_boxes_kept(tmp_path):
+    # XML xmax = xmin - 1 -> continuous (xmin - 1, xmax) of width 0; xmin == xmax is one pixel wide (width 1)
+    objects = [("cat", (6, 5, 5, 20), 0), ("cat", (5, 9, 20, 8), 0), ("cat", (7, 7, 7, 7), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
+    with pytest.warns(DataWarning, match=r"degenerate box dropped \(x2 <= x1 or y2 <= y1\): 2"):
+        dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    boxes, labels, _ = dataset.annotation(0)
+    np.testing.assert_array_equal(boxes, [[6, 6, 7, 7]])
+    assert labels.tolist() == [0]
+
+
+def test_voc_devkit_years_may_reuse_an_image_id(tmp_path):
+    """The train/test overlap check compares lists of one folder: VOC2012 trainval may name an image 000002 like a
+    VOC2007 test image, and they are different images."""
+    write_voc_folder(tmp_path / "VOC2007", {"000001": [("cat", (2, 3, 30, 40), 0)], "000002": [("dog", (1, 1, 9, 9), 0)]},
+                     {"trainval": ["000001"], "test": ["000002"]})
+    write_voc_folder(tmp_path / "VOC2012", {"000002": [("bird", (5, 5, 9, 9), 0)]}, {"trainval": ["000002"]})
+    train = build_dataset("voc", "train", 64, data_root=str(tmp_path))
+    assert train.image_ids == ["000001", "000002"]
+    assert [gt["labels"].tolist() for gt in train.ground_truth()] == [[7], [2]]  # cat, bird
+
+
+def test_group_suffix_and_letter_case_of_class_names_are_dropped(tmp_path):
+    objects = [("Dog(group)", (10, 10, 20, 20), 0), ("PERSON (group)", (2, 3, 30, 40), 0)]
+    write_voc_folder(tmp_path / "VOC2007", {"000001": objects}, {"trainval": ["000001"], "test": []})
+    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]}, {"trainval": ["2008_000001"]})
+    train = build_dataset("voc", "train", 64, data_root=str(tmp_path))
+    assert train.ground_truth()[0]["labels"].tolist() == [11, 14]  # dog, person
+
+
+def test_the_test_split_is_not_augmented(tmp_path):
+    """The test split's target is the annotation normalised by the image size, whatever the seed: XML (2, 3, 30, 40)
+    in a 64 x 48 image is (1, 2, 30, 40) in the continuous frame."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (2, 3, 30, 40), 0)]}, {"test": ["a"], "train": []}, size=(48, 64))
+    for seed in (0, 1, 2):
+        dataset = build_dataset("custom", "test", 64, data_root=str(root), classes="cat", seed=seed)
+        image, target, _ = dataset[0]
+        assert image.shape == (3, 64, 64)
+        np.testing.assert_allclose(target.numpy(), [[1 / 64, 2 / 48, 30 / 64, 40 / 48, 0]], rtol=1e-6)

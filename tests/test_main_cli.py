@@ -89,6 +89,8 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["--workers", "-2"], "--workers must be >= 0, got -2"),
         (["--warm_iter", "-1"], "--warm_iter must be >= 0, got -1"),
+        (["--eval_interval", "-1"], "--eval_interval must be >= 0, got -1"),
+        (["--checkpoint_interval", "0"], "--checkpoint_interval must be >= 1, got 0"),
         (["--nms_thresh", "1.5"], "--nms_thresh 1.5 must be an IoU in (0, 1]"),
         (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
     ],

@@ -1,3 +1,5 @@
+import json
+import math
 import os
 import signal
 import subprocess
@@ -7,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from utils.distributed import DistributedContext
 from utils.engine import (
@@ -15,8 +18,11 @@ from utils.engine import (
     ResumableBatchSampler,
     SeededSamples,
     StopSignal,
+    TrainSettings,
     iterations_per_epoch,
+    train,
 )
+from utils.logging import RunLog
 
 
 def test_iterations_per_epoch_drops_the_partial_batch_and_rejects_tiny_sets():
@@ -135,3 +141,110 @@ def test_an_error_from_a_training_worker_does_not_hang_the_exit():
     assert result.returncode == 1
     assert "DataError: image" in result.stderr and "cannot be read" in result.stderr
     assert "killed by signal" not in result.stderr
+
+
+class _OneWeight(nn.Module):
+    """The smallest "detector": one weight, ``(loc [1, 1, 4], conf [1, 1, 2])`` that depend on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, images):
+        return torch.zeros(1, 1, 4) + self.w * images.mean(), torch.zeros(1, 1, 2) + self.w
+
+
+class _ScriptedLoss(nn.Module):
+    """Call k (0-based) returns loss_l = k + 1 and loss_c = 10 (k + 1), or NaN from call ``nan_from`` on; records the
+    learning rate the optimizer holds and the ``mutual_guide`` switch at each call."""
+
+    def __init__(self, nan_from: int | None = None):
+        super().__init__()
+        self.calls, self.nan_from, self.optimizer = 0, nan_from, None
+        self.lrs, self.guides = [], []
+        self.mutual_guide = False
+
+    def forward(self, outputs, priors, targets):
+        loc, conf = outputs
+        self.lrs.append([group["lr"] for group in self.optimizer.param_groups])
+        self.guides.append(self.mutual_guide)
+        k, self.calls = self.calls, self.calls + 1
+        value = float("nan") if self.nan_from is not None and k >= self.nan_from else float(k + 1)
+        return loc.sum() * 0 + value, conf.sum() * 0 + 10 * value
+
+
+def _run_loop(tmp_path, settings: TrainSettings, loss_fn: _ScriptedLoss, start_iter: int = 0):
+    model = _OneWeight()
+    optimizer = torch.optim.SGD([{"params": [model.w]}, {"params": [], "weight_decay": 0.0}], lr=0.0, momentum=0.9)
+    loss_fn.optimizer = optimizer
+    batches = [(torch.ones(2, 3, 4, 4), [torch.zeros(0, 5)] * 2, [0, 1])] * (settings.max_iter - start_iter)
+    saves, evaluations = [], []
+    error = None
+    try:
+        train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches,
+              start_iter, settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path), saves.append,
+              evaluations.append)
+    except NonFiniteLossError as raised:
+        error = raised
+    jsonl = tmp_path / "metrics.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.is_file() else []
+    return rows, saves, evaluations, error
+
+
+def _paper_lr(iteration: int, base_lr: float, warm_iter: int, max_iter: int) -> float:
+    """facts §6, written out here: linear warm-up from 1e-6, then a cosine down to 1e-6."""
+    if iteration < warm_iter:
+        return 1e-6 + (base_lr - 1e-6) * iteration / warm_iter
+    return 1e-6 + (base_lr - 1e-6) * 0.5 * (1 + math.cos(math.pi * (iteration - warm_iter) / (max_iter - warm_iter)))
+
+
+def test_train_loop_sets_the_lr_logs_interval_means_and_saves_and_evaluates_at_their_intervals(tmp_path):
+    """9 iterations of 3 per epoch: logs after 4, 8 and the last (9); saves and evaluations after 3 and 6, not 9
+    (main.py saves and evaluates the finished run itself)."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4,
+                             checkpoint_interval=3, eval_interval=3)
+    loss_fn = _ScriptedLoss()
+    rows, saves, evaluations, error = _run_loop(tmp_path, settings, loss_fn)
+    assert error is None
+    expected_lrs = [_paper_lr(it, 0.1, 2, 9) for it in range(9)]
+    assert expected_lrs[:3] == pytest.approx([1e-6, 0.0500005, 0.1], rel=1e-12)
+    assert [lrs for lrs in loss_fn.lrs] == [pytest.approx([lr, lr], rel=1e-12) for lr in expected_lrs]
+    assert saves == [3, 6] and evaluations == [3, 6]
+    assert [row["kind"] for row in rows] == ["train"] * 3
+    assert [row["iteration"] for row in rows] == [4, 8, 9]
+    assert [row["epoch"] for row in rows] == [1, 2, 2]  # the epoch of the interval's last iteration (0-based)
+    # losses averaged over the interval: iterations 0-3 give 1..4, 4-7 give 5..8, 8 gives 9
+    assert [row["loss_l"] for row in rows] == pytest.approx([2.5, 6.5, 9.0])
+    assert [row["loss_c"] for row in rows] == pytest.approx([25.0, 65.0, 90.0])
+    assert [row["lr"] for row in rows] == pytest.approx([expected_lrs[3], expected_lrs[7], expected_lrs[8]], rel=1e-12)
+    assert all(row["images_per_s"] > 0 for row in rows)
+    csv_rows = (tmp_path / "train.csv").read_text().splitlines()
+    assert csv_rows[0].split(",")[:4] == ["iteration", "epoch", "loss_l", "loss_c"] and len(csv_rows) == 4
+
+
+def test_train_loop_resumed_mid_interval_continues_the_schedule(tmp_path):
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4,
+                             checkpoint_interval=3, eval_interval=3)
+    loss_fn = _ScriptedLoss()
+    rows, saves, evaluations, _ = _run_loop(tmp_path, settings, loss_fn, start_iter=5)
+    assert [lrs[0] for lrs in loss_fn.lrs] == pytest.approx([_paper_lr(it, 0.1, 2, 9) for it in range(5, 9)], rel=1e-12)
+    assert saves == [6] and evaluations == [6]
+    assert [row["iteration"] for row in rows] == [8, 9]
+    assert [row["loss_l"] for row in rows] == pytest.approx([2.0, 4.0])  # iterations 5-7 (calls 1-3), then 8
+
+
+def test_train_loop_stops_at_the_first_nan_and_saves_nothing_after_it(tmp_path):
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=2,
+                             checkpoint_interval=1, eval_interval=3)
+    rows, saves, evaluations, error = _run_loop(tmp_path, settings, _ScriptedLoss(nan_from=4))
+    assert error is not None and error.iteration == 4
+    assert saves == [1, 2, 3, 4] and evaluations == [3]
+    assert [row["iteration"] for row in rows] == [2, 4]
+
+
+def test_train_loop_switches_to_mutual_guidance_at_the_given_iteration(tmp_path):
+    settings = TrainSettings(max_iter=5, epoch_size=5, base_lr=0.1, warm_iter=0, log_interval=5,
+                             checkpoint_interval=10, mutual_guide_from=2)
+    loss_fn = _ScriptedLoss()
+    _run_loop(tmp_path, settings, loss_fn)
+    assert loss_fn.guides == [False, False, True, True, True]

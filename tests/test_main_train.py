@@ -142,6 +142,7 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
 
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path, base_args(shapes_root, "--resume", "--workers", "2")) == 0
+    assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]  # resumed, not set aside
     resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
     for (it, loss_l, loss_c), (_, ref_l, ref_c) in zip(resumed, reference):
@@ -407,3 +408,14 @@ def test_a_class_without_training_objects_is_warned_about(shapes_root, tmp_path,
     assert "warning: no training image holds an object of the classes ['hexagon']: the model cannot learn them" in (
         capsys.readouterr().out
     )
+
+
+def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_path):
+    """16 training images in batches of 8: --epochs 2 is 4 iterations, logged as epochs 0, 0, 1, 1."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--epochs", "2")
+    del argv[argv.index("--max_iter"):argv.index("--max_iter") + 2]
+    assert run(tmp_path, argv) == 0
+    state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
+    assert (state["iteration"], state["max_iter"]) == (4, 4)
+    with open(tmp_path / "run" / "train.csv", newline="") as handle:
+        assert [(int(row["iteration"]), int(row["epoch"])) for row in csv.DictReader(handle)] == [(1, 0), (2, 0), (3, 1), (4, 1)]

@@ -62,3 +62,9 @@ def test_cosine_quarter_point():
 def test_warmup_longer_than_run_is_rejected_with_the_flag_name():
     with pytest.raises(ValueError, match="--warm_iter"):
         warmup_cosine_lr(0, 0.01, 500, 400)
+
+
+def test_warmup_as_long_as_the_run_is_rejected():
+    with pytest.raises(ValueError, match="--warm_iter"):
+        warmup_cosine_lr(0, 0.01, 100, 100)
+    assert warmup_cosine_lr(99, 0.01, 99, 100) == 0.01  # the last iteration of a run warmed up until then

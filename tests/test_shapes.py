@@ -212,3 +212,23 @@ def test_foreign_folder_is_not_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match=f"has no {MANIFEST_NAME}"):
         ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
     assert (root / "mine.txt").read_text() == "user data"
+
+
+def test_difficult_rule_at_its_boundaries():
+    """An object is difficult when its visible box's shorter side is below 10 px or less than half of its pixels are
+    visible; an object with no visible pixel is dropped and the instance map renumbered."""
+    instance_map = np.full((40, 60), -1, np.int16)
+    instance_map[0:9, 0:12] = 0  # 12 x 9 px box: shorter side 9 -> difficult
+    instance_map[10:20, 0:10] = 1  # 10 x 10, all 100 pixels visible
+    instance_map[10:20, 20:30] = 2  # 10 x 10 visible of 201 -> 100/201 < 0.5 -> difficult
+    instance_map[25:35, 0:10] = 3  # 10 x 10 visible of 200 -> exactly half -> not difficult
+    # object 4 is fully hidden
+    instance_map[25:35, 40:50] = 5  # 10 x 10 of 100, after the hidden one
+    names = ["circle", "square", "triangle", "star", "ring", "cross"]
+    colours = [np.zeros(3, np.float32)] * 6
+    objects, renumbered = shapes._annotate(instance_map, names, colours, [False] * 6, [108, 100, 201, 200, 50, 100])
+    assert [o.name for o in objects] == ["circle", "square", "triangle", "star", "cross"]
+    assert [o.box for o in objects] == [(0, 0, 11, 8), (0, 10, 9, 19), (20, 10, 29, 19), (0, 25, 9, 34), (40, 25, 49, 34)]
+    assert [o.difficult for o in objects] == [True, False, True, False, False]
+    assert [o.visible_fraction for o in objects] == pytest.approx([1.0, 1.0, 100 / 201, 0.5, 1.0])
+    assert renumbered[30, 45] == 4 and renumbered[39, 59] == -1 and renumbered[0, 0] == 0
