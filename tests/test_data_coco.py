@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data import COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
-from data.coco import clean_coco_boxes
+from data.coco import clean_coco_boxes, find_coco_annotation
 from data.transforms import TestTransform
 
 pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # asserted where they matter
@@ -302,3 +302,19 @@ def test_train_split_without_any_box_is_an_error_and_the_test_split_is_not(tmp_p
     with pytest.raises(DataError, match=r"instances_train\.json: no image has a box to train on"):
         build_dataset("custom", "train", 32, data_root=str(custom))
     assert len(build_dataset("custom", "test", 32, data_root=str(custom))) == 3
+
+
+def test_the_test_split_prefers_a_test_json_over_a_val_json(tmp_path):
+    """Custom COCO layout: the test split reads instances_test*.json when there is one, else instances_val*.json
+    (the train split never reads either)."""
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    for name in ("instances_val2017.json", "instances_test-dev.json", "instances_train2017.json"):
+        (annotations / name).write_text("{}")
+    assert find_coco_annotation(tmp_path, "test") == annotations / "instances_test-dev.json"
+    assert find_coco_annotation(tmp_path, "train") == annotations / "instances_train2017.json"
+    (annotations / "instances_test-dev.json").unlink()
+    assert find_coco_annotation(tmp_path, "test") == annotations / "instances_val2017.json"
+    (annotations / "instances_val.json").write_text("{}")  # the exact name wins over the single prefixed one
+    assert find_coco_annotation(tmp_path, "test") == annotations / "instances_val.json"
+

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import main as cli
+from data import DataError
+from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils import checkpoint as checkpoint_module
 from utils import inference as inference_module
@@ -323,6 +325,43 @@ def test_a_data_error_in_an_evaluation_during_training_saves_the_iterations_done
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert "saved weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth after iteration 2" in captured.out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
+
+
+def image_reader_failing_from(call: int, monkeypatch) -> None:
+    """Make the dataset's image reader fail (a DataError naming the file) from its ``call``-th call (1-based) on."""
+    calls = []
+    real_read = dataset_module.read_image
+
+    def read(path):
+        calls.append(path)
+        if len(calls) >= call:
+            raise DataError(f"{path}: cannot be read (the test's broken disk)")
+        return real_read(path)
+
+    monkeypatch.setattr(dataset_module, "read_image", read)
+
+
+@pytest.mark.parametrize("failing_read, saved", [(1, None), (7, 3)], ids=["first batch", "fourth iteration"])
+def test_a_data_error_during_training_saves_the_iterations_done_and_resume_continues(
+        failing_read, saved, shapes_root, trained, tmp_path, monkeypatch, capsys):
+    """Batch 2, no workers: reads 1-2 are iteration 1, so read 7 fails in iteration 4 (3 done) and read 1 in the first,
+    where there is nothing to save."""
+    image_reader_failing_from(failing_read, monkeypatch)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert "(the test's broken disk)" in captured.err
+    checkpoint = tmp_path / "weights" / CKPT.format("")
+    if saved is None:
+        assert "training stopped by a data error: no checkpoint was saved" in captured.out and not checkpoint.exists()
+        return
+    assert f"training stopped by a data error: saved weights/{CKPT.format('')} after iteration {saved}" in captured.out
+    assert load_checkpoint(checkpoint)["iteration"] == saved
+    monkeypatch.undo()
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
+    assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
+    assert [loss for row in resumed for loss in row[1:]] == pytest.approx(
+        [loss for row in reference for loss in row[1:]], rel=1e-6, abs=1e-7)
 
 
 def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""``MultiBoxLoss(sync_positives=True)`` in a two-process gloo group: the update equals one process's on the whole batch.
+"""A two-process gloo group on the CPU: the reduction helpers of ``utils.distributed``, and
+``MultiBoxLoss(sync_positives=True)``, whose update equals one process's on the whole batch.
 
 Each process takes half of a batch whose halves hold very different object counts, computes the criterion, and
 backpropagates. DistributedDataParallel would average the gradients over the processes; the test does that average
@@ -12,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from utils.box import PriorBox
+from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean
 from utils.loss import MultiBoxLoss
 
 WORLD_SIZE = 2
@@ -53,6 +55,10 @@ def run_process(rank: int, init_file: str, out_dir: str, mutual_guide: bool) -> 
             loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide, sync_positives=sync_positives)
             result = criterion_and_gradients(loss_fn, loc[mine], conf[mine], targets[mine], priors)
             torch.save(result, Path(out_dir) / f"sync{int(sync_positives)}_rank{rank}.pt")
+        ctx = DistributedContext(rank=rank, world_size=WORLD_SIZE)
+        mean = all_reduce_mean(torch.tensor([rank + 1.0, 10.0 * rank]), ctx)
+        largest = all_reduce_max(torch.tensor([rank, 5 - rank]), ctx)
+        torch.save((mean, largest), Path(out_dir) / f"reduced_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -74,6 +80,10 @@ def test_two_processes_update_like_one_process_holding_the_whole_batch(tmp_path,
         losses = [sum(r[i] for r in results) / WORLD_SIZE for i in (0, 1)]
         grads = [torch.cat([r[i] for r in results]) / WORLD_SIZE for i in (2, 3)]
         return losses + grads
+
+    for rank in range(WORLD_SIZE):  # logged losses are means over the processes; the stop flag is their maximum
+        mean, largest = torch.load(tmp_path / f"reduced_rank{rank}.pt", weights_only=True)
+        assert mean.tolist() == [1.5, 5.0] and largest.tolist() == [1, 5]
 
     synced = as_ddp(per_process(sync_positives=True))
     for got, expected in zip(synced, whole):
