@@ -68,6 +68,24 @@ def test_rewind_drops_the_rows_after_the_checkpoint_iteration_from_every_file(tm
     ]  # fmt: skip
 
 
+def test_rewind_drops_a_last_line_that_a_crash_cut_short(tmp_path):
+    """A kill during a write leaves '1' of a row of iteration 12 (it would read as iteration 1) and half a JSON line;
+    the resumed run's rows must start on lines of their own."""
+    run = tmp_path / "run"
+    log = RunLog(run)
+    for iteration in (4, 8):
+        log.metrics("train", {"iteration": iteration, "loss": 0.5})
+    with open(run / "train.csv", "a", newline="") as handle:
+        handle.write("1")
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"kind": "train", "itera')
+    assert RunLog(run).rewind(8) == 0  # no complete row to drop; the cut lines go
+    log.metrics("train", {"iteration": 12, "loss": 0.25})
+    assert csv_rows(run / "train.csv") == [{"iteration": "4", "loss": "0.5"}, {"iteration": "8", "loss": "0.5"},
+                                           {"iteration": "12", "loss": "0.25"}]
+    assert [row["iteration"] for row in jsonl_rows(run / "metrics.jsonl")] == [4, 8, 12]
+
+
 def test_a_new_run_moves_an_earlier_runs_logs_into_a_subfolder(tmp_path):
     run = tmp_path / "run"
     earlier = RunLog(run)

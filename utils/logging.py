@@ -56,8 +56,9 @@ class RunLog:
         """Drop the metric rows of iterations after ``iteration`` from ``metrics.jsonl`` and the CSVs.
 
         A run resumed from the checkpoint of ``iteration`` repeats the iterations after it; their rows from the
-        attempt that stopped would otherwise appear twice. Rows without an iteration are kept, and so is ``log.txt``
-        (the story of every attempt). Returns the number of rows dropped from the CSVs.
+        attempt that stopped would otherwise appear twice. A last line without its newline (a write cut short by a
+        crash) is dropped too. Rows without an iteration are kept, and so is ``log.txt`` (the story of every
+        attempt). Returns the number of rows dropped from the CSVs.
         """
         if not self.enabled or self.run_dir is None:
             return 0
@@ -65,22 +66,23 @@ class RunLog:
         for csv_path in self._logged_files()[2:]:
             if not csv_path.is_file():
                 continue
-            with open(csv_path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
+            text = _read_text(csv_path)
+            rows = list(csv.reader(io.StringIO(_complete_lines(text), newline="")))
             if not rows or "iteration" not in rows[0]:
                 continue
             column = rows[0].index("iteration")
             kept = [rows[0]] + [row for row in rows[1:] if not _after(row[column] if column < len(row) else "", iteration)]
-            if len(kept) < len(rows):
-                text = io.StringIO(newline="")
-                csv.writer(text).writerows(kept)
-                _replace_text(csv_path, text.getvalue())
+            if len(kept) < len(rows) or _complete_lines(text) != text:
+                rewritten = io.StringIO(newline="")
+                csv.writer(rewritten).writerows(kept)
+                _replace_text(csv_path, rewritten.getvalue())
                 dropped += len(rows) - len(kept)
         jsonl_path = self.run_dir / "metrics.jsonl"
         if jsonl_path.is_file():
-            lines = jsonl_path.read_text(encoding="utf-8").splitlines(keepends=True)
+            text = _read_text(jsonl_path)
+            lines = _complete_lines(text).splitlines(keepends=True)
             kept_lines = [line for line in lines if not _after(_row_of(line).get("iteration"), iteration)]
-            if len(kept_lines) < len(lines):
+            if len(kept_lines) < len(lines) or _complete_lines(text) != text:
                 _replace_text(jsonl_path, "".join(kept_lines))
         return dropped
 
@@ -138,6 +140,17 @@ def _after(value: Any, iteration: int) -> bool:
         return int(value) > iteration
     except (TypeError, ValueError):
         return False
+
+
+def _read_text(path: Path) -> str:
+    """The file's text with its line endings as written (``\\r\\n`` in the CSVs)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _complete_lines(text: str) -> str:
+    """``text`` up to its last newline: a last line without one is a write that a crash cut short."""
+    return text[: text.rfind("\n") + 1]
 
 
 def _replace_text(path: Path, text: str) -> None:
