@@ -229,6 +229,8 @@ def main(args: argparse.Namespace) -> int:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
+        if error.filename is None:  # not about a file (a network error, say): the traceback tells more
+            raise
         log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again (a "
                        "training run continues from its last checkpoint with --resume)", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
@@ -238,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
 
 def refused_file_operation(error: OSError) -> str:
     """``runs/x/train.csv: No space left on device``: the file and the system's reason, in one line."""
-    return f"{error.filename}: {error.strerror or error}" if error.filename else str(error.strerror or error)
+    return f"{error.filename}: {error.strerror or error}"
 
 
 def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
@@ -633,6 +635,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
         return EXIT_INTERRUPTED
     except OSError as error:  # reported on stderr alone: a full disk would refuse log.txt too
+        if error.filename is None:
+            raise
         log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
                        f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM

@@ -183,3 +183,20 @@ def test_data_warnings_are_one_line_for_the_user(capsys):
         warnings.warn("something else", UserWarning)
     assert capsys.readouterr().err == "warning: VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)\n"
     assert len(passed) == 1 and passed[0][1] is UserWarning
+
+
+def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_traceback(monkeypatch, capsys):
+    args = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu"])
+
+    def refuse(error):
+        def run_training(*_):
+            raise error
+        monkeypatch.setattr(cli, "run_training", run_training)
+
+    refuse(PermissionError(13, "Permission denied", "runs/x/log.txt"))
+    assert cli.main(args) == cli.EXIT_REFUSED_BY_SYSTEM == 1
+    assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then run "
+                                       "again (a training run continues from its last checkpoint with --resume)\n")
+    refuse(ConnectionRefusedError(111, "Connection refused"))  # not a file: not this message
+    with pytest.raises(ConnectionRefusedError):
+        cli.main(args)
