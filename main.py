@@ -493,9 +493,11 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
         check_writable_folder(eval_folder(args), "--eval_dir")
-    log = RunLog(run_dir, enabled=ctx.is_main)
-    if args.resume is None and (earlier_logs := log.set_aside_earlier_run()):
-        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
+    resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
+    # resuming the run's own checkpoint continues its logs; any other start (a fresh one, or --resume of another
+    # file) begins new ones, setting the folder's earlier logs and the checkpoint at the run's path aside
+    continues_run = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
+    log = RunLog(run_dir, enabled=ctx.is_main, new_run=not continues_run)
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
 
@@ -525,8 +527,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     config = run_config(args, ctx, dataset)
 
     start_iter = 0
-    if args.resume is not None:
-        resume_path = Path(args.resume) if args.resume else checkpoint_path
+    if resume_path is not None:
         state = load_checkpoint(resume_path)
         requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
@@ -537,8 +538,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
-        dropped = log.rewind(start_iter)
-        repeated = f"; {dropped} log rows of later iterations, which this run repeats, removed" if dropped else ""
+        dropped = log.rewind(start_iter, redo_evaluation=start_iter == max_iter) if continues_run else 0
+        repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
     elif args.init_from:
         state = load_checkpoint(args.init_from)
@@ -595,8 +596,11 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if ctx.is_distributed:
         log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
                  f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
-    if ctx.is_main and args.resume is None and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
-        log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
+    if not continues_run:  # after every process has read --resume / --init_from (wrap_model synchronises them)
+        if earlier_logs := log.begin_new_run():
+            log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
+        if ctx.is_main and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
+            log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training)

@@ -21,6 +21,7 @@ from pycocotools.cocoeval import COCOeval
 
 from data.coco import is_box, is_number
 from data.errors import DataError, format_problems
+from utils.files import write_text
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
@@ -81,7 +82,7 @@ def write_coco_results(results: list[dict], path: Path) -> Path:
     """Writes a results list as JSON (the file pycocotools' ``loadRes`` and the COCO server read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results))
+    write_text(path, json.dumps(results))
     return path
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from data.errors import DataError, DataWarning, format_problems
 from data.voc import read_utf8_text
+from utils.files import write_text
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
@@ -291,7 +292,7 @@ def write_voc_results(
             for i, score, (x1, y1, x2, y2) in zip(image[rows].tolist(), scores[rows].tolist(), boxes[rows].tolist())
         ]
         path = out_dir / DEVKIT_RESULTS_TEMPLATE.format(name)
-        path.write_text("".join(lines))
+        write_text(path, "".join(lines))
         paths.append(path)
     return paths
 

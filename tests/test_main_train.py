@@ -16,7 +16,6 @@ from data import DataError
 from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils import checkpoint as checkpoint_module
-from utils import inference as inference_module
 from utils.checkpoint import load_checkpoint
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -374,18 +373,72 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
 
-def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch,
-                                                                                capsys):
-    def full_disk(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (always full)")
 
-    monkeypatch.setattr(inference_module, "write_summary", full_disk)
-    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
+
+@needs_dev_full
+def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, capsys):
+    """summary.json on a full disk: the write() itself is refused (an OSError without a file name from Python)."""
     summary = Path("eval") / "CUSTOM" / "summary.json"
+    (tmp_path / summary).parent.mkdir(parents=True)
+    (tmp_path / summary).symlink_to("/dev/full")
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {summary}: No space left on device; training is complete and saved in weights/{CKPT.format('')}, "
             "but its evaluation stopped: free space or fix the folder, then evaluate it with --dataset custom "
             f"--trained_model weights/{CKPT.format('')}") in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
+
+
+@needs_dev_full
+def test_a_full_disk_under_the_run_log_stops_with_one_line_naming_it(shapes_root, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.txt").symlink_to("/dev/full")
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert (f"error: {Path('run') / 'log.txt'}: No space left on device; free space or fix the folder, then run again"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "weights").exists()
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_fresh_start_that_fails_before_training_changes_no_file(shapes_root, trained, tmp_path, capsys):
+    """The earlier run's logs and checkpoint are set aside together, and only when training starts."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    before = folder_contents(tmp_path)
+    assert run(tmp_path, base_args(shapes_root, "--warm_iter", "20")) == cli.EXIT_BAD_INPUT
+    assert "--warm_iter 20 must be shorter than the run (8 iterations)" in capsys.readouterr().err
+    assert folder_contents(tmp_path) == before
+
+
+def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(shapes_root, trained, tmp_path, capsys):
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    assert "resumed from weights/" in capsys.readouterr().out
+    assert (tmp_path / "run" / "train.csv").read_bytes() == (trained / "run" / "train.csv").read_bytes()
+    with open(tmp_path / "run" / "eval.csv", newline="") as handle:
+        assert [row["iteration"] for row in csv.DictReader(handle)] == [str(ITERS)]
+    assert not [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
+
+
+def test_resume_of_another_file_begins_new_logs_and_keeps_the_runs_checkpoint(shapes_root, trained, tmp_path, capsys):
+    """--resume PATH of a file that is not the run's checkpoint (a copy, a set-aside one) continues that training but
+    not this folder's logs: they are set aside, and so is the checkpoint at the run's path, before anything is
+    overwritten."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    shutil.copy(trained / "weights" / CKPT.format(""), tmp_path / "copy.pth")
+    assert run(tmp_path, base_args(shapes_root, "--resume", "copy.pth")) == 0
+    out = capsys.readouterr().out
+    assert "resumed from copy.pth at iteration 8/8" in out and "an earlier run's logs were in run: moved to" in out
+    earlier_logs = [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
+    assert len(earlier_logs) == 1 and logged_losses(earlier_logs[0]) == logged_losses(trained / "run")
+    assert not (tmp_path / "run" / "train.csv").exists()  # no iteration trained in this run
+    kept = [path for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == (trained / "weights" / CKPT.format("")).read_bytes()
 
 
 def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, tmp_path, capsys):

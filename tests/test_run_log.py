@@ -1,9 +1,12 @@
 """utils.logging.RunLog: the run folder's files, resuming (rows of repeated iterations dropped) and a new run in a
 folder that holds an earlier run's logs (moved aside)."""
 import csv
+import errno
 import json
 import os
 import time
+
+import pytest
 
 from utils.logging import RunLog
 
@@ -115,3 +118,82 @@ def test_a_start_that_logged_no_metrics_is_not_an_earlier_run(tmp_path):
     RunLog(run).info("a start that stopped on bad data")
     assert RunLog(run).set_aside_earlier_run() is None
     assert sorted(path.name for path in run.iterdir()) == ["log.txt"]
+
+
+def test_a_new_runs_lines_wait_for_begin_new_run_which_sets_the_earlier_run_aside_first(tmp_path, capsys):
+    """A start that fails before begin_new_run changes no file; after it, the held lines open the new log.txt."""
+    run = tmp_path / "run"
+    earlier = RunLog(run)
+    earlier.info("the earlier run")
+    earlier.metrics("train", {"iteration": 1, "loss": 0.5})
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+
+    failed = RunLog(run, new_run=True)
+    failed.info("a start that fails on bad data")
+    assert "a start that fails on bad data" in capsys.readouterr().out  # printed at once
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+    with pytest.raises(RuntimeError, match="begin_new_run"):
+        failed.metrics("train", {"iteration": 1, "loss": 0.25})
+
+    log = RunLog(run, new_run=True)
+    log.info("loading the data")
+    log.info("training")
+    moved = log.begin_new_run()
+    assert moved is not None and (moved / "log.txt").read_text().endswith(" the earlier run\n")
+    log.info("iteration 1")
+    lines = (run / "log.txt").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == ["loading the data", "training", "iteration 1"]
+    log.metrics("train", {"iteration": 1, "loss": 0.25})
+    assert csv_rows(run / "train.csv") == [{"iteration": "1", "loss": "0.25"}]
+
+
+def test_rewind_with_redo_evaluation_drops_the_eval_rows_of_the_checkpoint_iteration_too(tmp_path):
+    """A finished run resumed evaluates again at its last iteration: that eval row is replaced, not repeated; the
+    training rows of that iteration are not repeated, so they stay."""
+    run = tmp_path / "run"
+    log = RunLog(run)
+    for iteration in (4, 8):
+        log.metrics("train", {"iteration": iteration, "loss": 0.5})
+        log.metrics("eval", {"iteration": iteration, "mAP": iteration / 10})
+    assert RunLog(run).rewind(8, redo_evaluation=True) == 1
+    assert csv_rows(run / "eval.csv") == [{"iteration": "4", "mAP": "0.4"}]
+    assert [row["iteration"] for row in csv_rows(run / "train.csv")] == ["4", "8"]
+    assert [(row["kind"], row["iteration"]) for row in jsonl_rows(run / "metrics.jsonl")] == [
+        ("train", 4), ("eval", 4), ("train", 8)]
+
+
+def test_rewind_empties_a_csv_whose_header_was_cut_and_cuts_rows_of_csvs_without_iterations(tmp_path):
+    run = tmp_path / "run"
+    log = RunLog(run)
+    log.metrics("train", {"iteration": 4, "loss": 0.5})
+    log.metrics("assign_summary", {"log_intervals": 6})
+    (run / "train.csv").write_text("itera")  # the crash cut the header itself
+    with open(run / "assign_summary.csv", "a", newline="") as handle:
+        handle.write("7")
+    assert RunLog(run).rewind(4) == 0
+    assert (run / "train.csv").read_text() == ""
+    log.metrics("train", {"iteration": 5, "loss": 0.25})
+    log.metrics("assign_summary", {"log_intervals": 8})
+    assert csv_rows(run / "train.csv") == [{"iteration": "5", "loss": "0.25"}]
+    assert csv_rows(run / "assign_summary.csv") == [{"log_intervals": "6"}, {"log_intervals": "8"}]
+
+
+def test_row_kinds_that_are_not_plain_names_neither_write_nor_rewind_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "results.csv").write_text("iteration,x\n9,outside the run folder\n")
+    (run / "metrics.jsonl").write_text('{"kind": "../results", "iteration": 9}\n{"kind": 3}\n')
+    assert RunLog(run).rewind(4) == 0
+    assert (tmp_path / "results.csv").read_text() == "iteration,x\n9,outside the run folder\n"
+    with pytest.raises(ValueError, match="row kind '../results' must be letters, digits and underscores"):
+        RunLog(run).metrics("../results", {"iteration": 1})
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
+def test_a_full_disk_names_the_log_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.txt").symlink_to("/dev/full")
+    with pytest.raises(OSError) as raised:
+        RunLog(run).info("a line")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(run / "log.txt")

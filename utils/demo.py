@@ -35,6 +35,7 @@ from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
+from utils.files import write_text
 from utils.draw import class_colours, draw_detections
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from utils.postprocess import PostProcessor, detections_to_numpy
@@ -231,7 +232,7 @@ def run_demo(
         "images": images_done,
         "unreadable": unreadable,
     }
-    json_path.write_text(json.dumps(report, indent=1))
+    write_text(json_path, json.dumps(report, indent=1))
     summary = {
         "images": len(images_done),
         "unreadable": len(unreadable),

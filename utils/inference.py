@@ -24,6 +24,7 @@ from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
+from utils.files import write_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 
 Detections = dict[str, np.ndarray]
@@ -203,7 +204,7 @@ def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) ->
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return path
 
 

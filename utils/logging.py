@@ -6,31 +6,74 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tqdm import tqdm
 
+from utils.files import append_text, replace_text
+
+ROW_KIND = re.compile(r"[A-Za-z0-9_]+")  # a row kind names its CSV file: no separators, no dots
+
 
 class RunLog:
-    """Print and record a run's messages and metrics under ``run_dir``; appends on resume."""
+    """Print and record a run's messages and metrics under ``run_dir``; appends on resume.
 
-    def __init__(self, run_dir: str | Path | None, enabled: bool = True):
+    With ``new_run`` the run replaces what the folder holds: lines are printed at once but written only when
+    :meth:`begin_new_run` has set the earlier run's files aside, so a start that fails before it changes no file.
+    """
+
+    def __init__(self, run_dir: str | Path | None, enabled: bool = True, new_run: bool = False):
         self.enabled = enabled
         self.run_dir = Path(run_dir) if run_dir is not None else None  # created at the first line written
+        self._held_lines: list[str] | None = [] if new_run else None
 
     def info(self, message: str) -> None:
         """Print ``message`` (without breaking a tqdm bar) and append it to ``log.txt``."""
         if not self.enabled:
             return
         tqdm.write(message)
-        if self.run_dir is not None:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self._held_lines is not None:
+            self._held_lines.append(line)
+        elif self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "log.txt", "a", encoding="utf-8") as handle:
-                handle.write(f"{stamp} {message}\n")
+            append_text(self.run_dir / "log.txt", line)
+
+    def begin_new_run(self) -> Path | None:
+        """Set the earlier run's logs aside (:meth:`set_aside_earlier_run`), then write the lines held so far.
+        Returns the folder the earlier logs moved to, or None."""
+        earlier = self.set_aside_earlier_run()
+        held, self._held_lines = self._held_lines or [], None
+        if held and self.enabled and self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            append_text(self.run_dir / "log.txt", "".join(held))
+        return earlier
+
+    def metrics(self, kind: str, row: Mapping[str, Any]) -> None:
+        """Append ``row`` to ``metrics.jsonl`` (with ``kind``) and to ``<kind>.csv``.
+
+        The CSV's columns are those of its first row; later keys that are not columns are kept in the JSONL only.
+        """
+        if not ROW_KIND.fullmatch(kind):
+            raise ValueError(f"row kind {kind!r} must be letters, digits and underscores (it names {kind}.csv)")
+        if self._held_lines is not None:
+            raise RuntimeError("a new run's metrics come after begin_new_run(), which sets the earlier run aside")
+        if not self.enabled or self.run_dir is None:
+            return
+        row = {key: _plain(value) for key, value in row.items()}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        append_text(self.run_dir / "metrics.jsonl", json.dumps({"kind": kind, **row}) + "\n")
+        csv_path = self.run_dir / f"{kind}.csv"
+        columns = _csv_header(csv_path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns or list(row), extrasaction="ignore", restval="")
+        if not columns:
+            writer.writeheader()
+        writer.writerow(row)
+        append_text(csv_path, text.getvalue())
 
     def set_aside_earlier_run(self) -> Path | None:
         """Move the logs of an earlier run in ``run_dir`` (one that logged metrics) into ``run_dir/earlier-<time of
@@ -39,9 +82,9 @@ class RunLog:
         Only this class's files move (``log.txt``, ``metrics.jsonl`` and the CSV of each row kind it lists); a start
         that stopped before logging metrics leaves its ``log.txt`` lines to the next attempt.
         """
-        if not self.enabled or self.run_dir is None or not (self.run_dir / "metrics.jsonl").is_file():
+        if not self.enabled or self.run_dir is None or not self._jsonl_path.is_file():
             return None
-        files = [path for path in self._logged_files() if path.is_file()]
+        files = [path for path in [self.run_dir / "log.txt", self._jsonl_path, *self._csv_paths()] if path.is_file()]
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(path.stat().st_mtime for path in files)))
         target, copy = self.run_dir / f"earlier-{stamp}", 1
         while target.exists():
@@ -52,71 +95,76 @@ class RunLog:
             path.rename(target / path.name)
         return target
 
-    def rewind(self, iteration: int) -> int:
+    def rewind(self, iteration: int, redo_evaluation: bool = False) -> int:
         """Drop the metric rows of iterations after ``iteration`` from ``metrics.jsonl`` and the CSVs.
 
         A run resumed from the checkpoint of ``iteration`` repeats the iterations after it; their rows from the
-        attempt that stopped would otherwise appear twice. A last line without its newline (a write cut short by a
-        crash) is dropped too. Rows without an iteration are kept, and so is ``log.txt`` (the story of every
-        attempt). Returns the number of rows dropped from the CSVs.
+        attempt that stopped would otherwise appear twice. With ``redo_evaluation`` (a finished run resumed: its final
+        evaluation runs again) the ``eval`` rows of ``iteration`` go too. A last line without its newline (a write cut
+        short by a crash) is dropped, in every file. Rows without an iteration are kept, and so is ``log.txt`` (the
+        story of every attempt). Returns the number of rows dropped from the CSVs.
         """
         if not self.enabled or self.run_dir is None:
             return 0
-        dropped = 0
-        for csv_path in self._logged_files()[2:]:
-            if not csv_path.is_file():
-                continue
-            text = _read_text(csv_path)
-            rows = list(csv.reader(io.StringIO(_complete_lines(text), newline="")))
-            if not rows or "iteration" not in rows[0]:
-                continue
-            column = rows[0].index("iteration")
-            kept = [rows[0]] + [row for row in rows[1:] if not _after(row[column] if column < len(row) else "", iteration)]
-            if len(kept) < len(rows) or _complete_lines(text) != text:
-                rewritten = io.StringIO(newline="")
-                csv.writer(rewritten).writerows(kept)
-                _replace_text(csv_path, rewritten.getvalue())
-                dropped += len(rows) - len(kept)
-        jsonl_path = self.run_dir / "metrics.jsonl"
-        if jsonl_path.is_file():
-            text = _read_text(jsonl_path)
-            lines = _complete_lines(text).splitlines(keepends=True)
-            kept_lines = [line for line in lines if not _after(_row_of(line).get("iteration"), iteration)]
-            if len(kept_lines) < len(lines) or _complete_lines(text) != text:
-                _replace_text(jsonl_path, "".join(kept_lines))
+
+        def repeated(kind: Any, logged_iteration: Any) -> bool:
+            last_kept = iteration - 1 if redo_evaluation and kind == "eval" else iteration
+            return _after(logged_iteration, last_kept)
+
+        dropped = sum(_rewind_csv(path, lambda value, kind=path.stem: repeated(kind, value))
+                      for path in self._csv_paths())
+        _rewind_jsonl(self._jsonl_path, lambda row: repeated(row.get("kind"), row.get("iteration")))
         return dropped
 
-    def _logged_files(self) -> list[Path]:
-        """``log.txt``, ``metrics.jsonl`` and ``<kind>.csv`` for each row kind that ``metrics.jsonl`` lists."""
+    @property
+    def _jsonl_path(self) -> Path:
         assert self.run_dir is not None
-        jsonl_path = self.run_dir / "metrics.jsonl"
-        lines = jsonl_path.read_text(encoding="utf-8").splitlines() if jsonl_path.is_file() else []
-        kinds = dict.fromkeys(str(kind) for line in lines if (kind := _row_of(line).get("kind")) is not None)
-        return [self.run_dir / "log.txt", jsonl_path] + [self.run_dir / f"{kind}.csv" for kind in kinds]
+        return self.run_dir / "metrics.jsonl"
 
-    def metrics(self, kind: str, row: Mapping[str, Any]) -> None:
-        """Append ``row`` to ``metrics.jsonl`` (with ``kind``) and to ``<kind>.csv``.
+    def _csv_paths(self) -> list[Path]:
+        """``<kind>.csv`` for each row kind that ``metrics.jsonl`` lists (kinds that could not name a file skipped)."""
+        text = _read_text(self._jsonl_path) if self._jsonl_path.is_file() else ""
+        kinds = (_row_of(line).get("kind") for line in text.splitlines())
+        assert self.run_dir is not None
+        return [self.run_dir / f"{kind}.csv" for kind in dict.fromkeys(kinds)
+                if isinstance(kind, str) and ROW_KIND.fullmatch(kind)]
 
-        The CSV's columns are those of its first row; later keys that are not columns are kept in the JSONL only.
-        """
-        if not self.enabled or self.run_dir is None:
-            return
-        row = {key: _plain(value) for key, value in row.items()}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"kind": kind, **row}) + "\n")
-        csv_path = self.run_dir / f"{kind}.csv"
-        if csv_path.exists() and csv_path.stat().st_size > 0:
-            with open(csv_path, newline="", encoding="utf-8") as handle:
-                columns = next(csv.reader(handle))
-            write_header = False
-        else:
-            columns, write_header = list(row), True
-        with open(csv_path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", restval="")
-            if write_header:
-                writer.writeheader()
-            writer.writerow(row)
+
+def _rewind_csv(path: Path, repeated: Callable[[str], bool]) -> int:
+    """Rewrite the CSV at ``path`` without its cut-short last line and the rows whose ``iteration`` cell is
+    ``repeated``; a header cut short leaves the file empty (the next row writes a new one). Returns rows dropped."""
+    if not path.is_file():
+        return 0
+    text = _read_text(path)
+    rows = list(csv.reader(io.StringIO(_complete_lines(text), newline="")))
+    kept = rows
+    if rows and "iteration" in rows[0]:
+        column = rows[0].index("iteration")
+        kept = rows[:1] + [row for row in rows[1:] if not repeated(row[column] if column < len(row) else "")]
+    if len(kept) < len(rows) or _complete_lines(text) != text:
+        rewritten = io.StringIO(newline="")
+        csv.writer(rewritten).writerows(kept)
+        replace_text(path, rewritten.getvalue())
+    return len(rows) - len(kept)
+
+
+def _rewind_jsonl(path: Path, repeated: Callable[[dict], bool]) -> None:
+    """Rewrite ``metrics.jsonl`` without its cut-short last line and the rows that are ``repeated``."""
+    if not path.is_file():
+        return
+    text = _read_text(path)
+    lines = _complete_lines(text).splitlines(keepends=True)
+    kept = [line for line in lines if not repeated(_row_of(line))]
+    if len(kept) < len(lines) or _complete_lines(text) != text:
+        replace_text(path, "".join(kept))
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The columns of the CSV at ``path`` ([] when it does not exist or is empty)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _plain(value: Any) -> Any:
@@ -151,10 +199,3 @@ def _read_text(path: Path) -> str:
 def _complete_lines(text: str) -> str:
     """``text`` up to its last newline: a last line without one is a write that a crash cut short."""
     return text[: text.rfind("\n") + 1]
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a crash keeps the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)

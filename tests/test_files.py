@@ -1,0 +1,51 @@
+"""utils.files: a refused write names its file; a replaced file is the old one or the new one, whole."""
+import errno
+import os
+
+import pytest
+
+from utils import files
+from utils.files import append_text, naming_file, replace_text, write_text
+
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (always full)")
+
+
+@needs_dev_full
+@pytest.mark.parametrize("write", [write_text, append_text])
+def test_a_write_refused_by_a_full_disk_names_the_file(write, tmp_path):
+    path = tmp_path / "results.txt"
+    path.symlink_to("/dev/full")
+    with pytest.raises(OSError) as raised:
+        write(path, "x" * 100_000)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    assert str(raised.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{path}'"
+
+
+def test_an_error_that_names_its_file_already_is_left_as_it_is(tmp_path):
+    with pytest.raises(OSError) as raised, naming_file(tmp_path / "other"):
+        open(tmp_path / "missing" / "file.txt")
+    assert raised.value.filename == str(tmp_path / "missing" / "file.txt")
+
+
+def test_write_and_append_keep_utf8_text_and_line_endings(tmp_path):
+    path = tmp_path / "a.csv"
+    write_text(path, "image,é\r\n")
+    append_text(path, "2007_000027,ü\r\n")
+    assert path.read_bytes() == "image,é\r\n2007_000027,ü\r\n".encode()
+
+
+def test_a_refused_replace_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "train.csv"
+    path.write_text("old\n")
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full_disk)
+    with pytest.raises(OSError) as raised:
+        replace_text(path, "new\n")
+    assert raised.value.filename == str(path)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
+    monkeypatch.undo()
+    replace_text(path, "new\n")
+    assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]

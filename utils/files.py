@@ -1,0 +1,50 @@
+"""Writing the project's text outputs (logs, results, summaries) so that a refused write names its file.
+
+``open()`` refused (no permission, no folder) raises an ``OSError`` that names the file, but a ``write()`` or
+``close()`` refused (a full disk, a quota, an I/O error) raises one with no file name. Writes here re-raise those with
+the file's path, so the user reads which file could not be written, not a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an ``OSError`` raised inside the block without a file name as the same error naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` (UTF-8, line endings as given), replacing it; a refused write names ``path``."""
+    with naming_file(path), open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` (UTF-8, line endings as given); a refused write names ``path``."""
+    with naming_file(path), open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+
+
+def replace_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in its folder, fsync and a rename, so a crash or a refused
+    write leaves the old file or the new one, whole (the temporary file is removed on failure)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with naming_file(path), open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
