@@ -21,7 +21,8 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ from data.errors import DataWarning, original_message
 from data.loader import default_workers, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.memory_format import prefers_channels_last
-from utils.box import PriorBox
+from utils.box import DEFAULT_BASE_ANCHOR_SIZE, PriorBox
 from utils.checkpoint import (
+    ARCHITECTURE_KEYS,
     FORMAT,
     CheckpointError,
     capture_rng_state,
@@ -117,7 +119,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
     model.add_argument("--size", type=int, default=None,
                        help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from --trained_model)")
-    model.add_argument("--base_anchor_size", type=float, default=24.0, help="anchor side at stride 8 in pixels (default: 24)")
+    model.add_argument("--base_anchor_size", type=float, default=None,
+                       help="anchor side at stride 8 in pixels (default: 24, or the checkpoint's with --trained_model "
+                            "and --init_from)")
     model.add_argument("--pretrained", type=str, default=None, metavar="PATH",
                        help="ImageNet backbone state dict to start from (default: torchvision's ImageNet weights for "
                             "voc/coco/custom, none for shapes)")
@@ -205,8 +209,9 @@ def main(args: argparse.Namespace) -> int:
         ignored = check_flag_combinations(args)
         if ignored:
             log.info(f"with --trained_model the training flags {', '.join(ignored)} are ignored")
-        if args.init_from:
-            take_architecture_from_checkpoint(args, args.init_from)
+        init_state = load_checkpoint(args.init_from) if args.init_from else None
+        if init_state is not None:
+            take_architecture_from_checkpoint(args, init_state["config"])
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
@@ -224,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
             return run_use(args, device)
         if args.trained_model:
             return run_evaluation_only(args, device, ctx)
-        return run_training(args, device, ctx)
+        return run_training(args, device, ctx, init_state)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
@@ -279,13 +284,13 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
     return [f"--{flag}" for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
 
 
-def take_architecture_from_checkpoint(args: argparse.Namespace, path: str) -> None:
-    """Set the architecture flags not given (``--version``, ``--backbone``, ``--size``) to the checkpoint's, as
-    ``--trained_model`` does: ``--init_from W`` alone continues W's architecture, not the dataset's default."""
-    config = load_checkpoint(path)["config"]
-    for key in ARCHITECTURE_DEFAULT_KEYS:
+def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> None:
+    """Set the architecture flags not given (``--version``, ``--backbone``, ``--size``, ``--base_anchor_size``) to
+    those of a checkpoint's ``config``, as ``--trained_model`` does: ``--init_from W`` alone continues W's
+    architecture, not the dataset's default."""
+    for key in ARCHITECTURE_KEYS:
         if getattr(args, key) is None:
-            setattr(args, key, config[key])
+            setattr(args, key, config.get(key))
 
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
@@ -297,6 +302,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for key in keys:
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
+    if args.base_anchor_size is None and not args.trained_model:
+        args.base_anchor_size = DEFAULT_BASE_ANCHOR_SIZE
     if args.workers is None:
         args.workers = default_workers()
     for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
@@ -411,7 +418,7 @@ def eval_folder(args: argparse.Namespace) -> Path:
 def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
     state = load_checkpoint(args.trained_model)
     config = state["config"]
-    requested = {key: getattr(args, key) for key in ARCHITECTURE_DEFAULT_KEYS} | {"base_anchor_size": None}
+    requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
     size = args.size or config["size"]
     if ctx.is_main:
         check_writable_folder(eval_folder(args), "--eval_dir")
@@ -485,7 +492,9 @@ class BatchCounter:
             self.delivered += 1
 
 
-def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
+def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
+                 init_state: dict | None = None) -> int:
+    """Train as ``args`` asks (``init_state``: the ``--init_from`` checkpoint, loaded); returns the exit code."""
     name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
@@ -529,7 +538,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     start_iter = 0
     if resume_path is not None:
         state = load_checkpoint(resume_path)
-        requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
+        requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
         check_same_run(resume_path, state["config"], config)
         model.load_state_dict(state["model"])
@@ -541,9 +550,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         dropped = log.rewind(start_iter, redo_evaluation=start_iter == max_iter) if continues_run else 0
         repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
-    elif args.init_from:
-        state = load_checkpoint(args.init_from)
-        requested = {key: getattr(args, key) for key in ("version", "backbone", "size", "base_anchor_size")}
+    elif init_state is not None:
+        state = init_state
+        requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
         check_compatible(args.init_from, state["config"], state["class_names"], requested, dataset.class_names)
         model.load_state_dict(state["model"])
         log.info(f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule")

@@ -173,6 +173,28 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture
         torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
 
 
+def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
+        shapes_root, trained, tmp_path, capsys):
+    state = load_checkpoint(trained / "weights" / CKPT.format(""))
+    state["config"]["base_anchor_size"] = 32.0  # the head's shapes do not depend on it
+    source = tmp_path / "anchor32.pth"
+    checkpoint_module.save_checkpoint(state, source)
+    argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--eval_interval", "0")
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE)]
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
+    saved = load_checkpoint(tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor32.0.pth")
+    assert saved["config"]["base_anchor_size"] == 32.0
+    capsys.readouterr()
+
+    assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24"]) == cli.EXIT_BAD_INPUT
+    assert (f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given"
+            ) in capsys.readouterr().err
+    evaluate = ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
+                "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
+    assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == cli.EXIT_BAD_INPUT
+    assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in capsys.readouterr().err
+
+
 def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):
     capsys.readouterr()
     assert run(trained, base_args(shapes_root, "--resume", "--lr", "0.02")) == 2

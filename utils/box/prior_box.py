@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 ANCHORS_PER_CELL = 6
 SIZE_MULTIPLE = 64
+DEFAULT_BASE_ANCHOR_SIZE = 24.0  # the original's --base_anchor_size: the first anchor's side at stride 8, in pixels
 
 
 def num_levels(size: int) -> int:
@@ -46,7 +47,7 @@ class PriorBox(nn.Module):
     (12,750 at S = 320, 32,736 at S = 512). ``num_anchors`` holds A.
     """
 
-    def __init__(self, base_anchor_size: float = 24.0, size: int = 320) -> None:
+    def __init__(self, base_anchor_size: float = DEFAULT_BASE_ANCHOR_SIZE, size: int = 320) -> None:
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SIZE_MULTIPLE:
             raise ValueError(
