@@ -18,6 +18,7 @@ from tests.mg_reference import (
 )
 from utils.box import PriorBox
 from utils.loss import BACKGROUND, MultiBoxLoss, balanced_l1_loss, sigmoid_focal_loss
+from utils.loss.stats import stats_from_sums, summable_stats
 
 NUM_CLASSES = 20
 ANCHORS_320 = PriorBox(24.0, 320)()
@@ -170,6 +171,24 @@ def test_stats_match_reference_assignment():
     assert stats["pos_per_object"].item() == pytest.approx(expected["num_pos_cls"] / 8)
     assert stats["disagree_with_iou"].item() == pytest.approx(disagree / expected["num_pos_cls"])
     assert 0 < stats["disagree_with_iou"].item() < 1
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_stats_of_processes_combine_into_the_stats_of_their_whole_batch(mutual_guide):
+    """What torchrun logs (each process's stats made summable, summed, turned back) is what one process holding every
+    image would log: counts add up, ratios are global ratios (not means of the processes' ratios). The second
+    "process" has no object: its ratios are 0 over no positive and must weigh nothing."""
+    targets, loc, conf = random_predictions([6, 1, 9, 0, 0], seed=14)
+    loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide)
+    whole = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)[2]
+    shares = [slice(0, 1), slice(3, 5), slice(1, 3)]
+    per_process = [loss_fn((loc[s], conf[s]), ANCHORS_320, targets[s], with_stats=True)[2] for s in shares]
+    assert per_process[1]["num_pos_cls"].item() == 0
+    assert per_process[0]["pos_per_object"].item() != pytest.approx(whole["pos_per_object"].item())
+    combined = stats_from_sums(list(whole), sum(summable_stats(stats) for stats in per_process))
+    assert list(combined) == list(whole)
+    for name, value in whole.items():
+        assert combined[name] == pytest.approx(value.item(), rel=1e-6, abs=1e-12), name
 
 
 def test_mutual_guide_can_be_switched_on_during_a_run():

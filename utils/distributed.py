@@ -86,10 +86,17 @@ def all_reduce_max(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tenso
     return tensor
 
 
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
+    """Elementwise sum over all processes (in place, also returned)."""
+    if ctx.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Mean over all processes (in place, also returned); used for logged losses."""
     if ctx.is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        all_reduce_sum(tensor, ctx)
         tensor /= ctx.world_size
     return tensor
 

@@ -23,8 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean
+from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum
 from utils.logging import RunLog
+from utils.loss.stats import stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
 
 
@@ -324,13 +325,12 @@ def _log_stats_summary(logged_stats: list[dict], log: RunLog) -> None:
 def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,
                   ctx: DistributedContext, images_per_s: float) -> dict:
     """The metrics row of a log interval; losses are averaged over the interval and over the processes, assignment
-    statistics (those of the interval's last iteration) over the processes."""
+    statistics (those of the interval's last iteration) are those of the global batch (:mod:`utils.loss.stats`)."""
     loss_l, loss_c = all_reduce_mean(mean_losses, ctx).tolist()
     row = {"iteration": done, "epoch": (done - 1) // settings.epoch_size, "loss_l": loss_l, "loss_c": loss_c,
            "lr": lr, "images_per_s": images_per_s}
     if stats is not None:
-        values = all_reduce_mean(torch.stack([value.float() for value in stats.values()]), ctx).tolist()
-        row.update(zip(stats, values))
+        row.update(stats_from_sums(list(stats), all_reduce_sum(summable_stats(stats), ctx)))
     return row
 
 

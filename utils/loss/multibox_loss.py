@@ -4,8 +4,8 @@
     loss_l = sum of balanced L1 over the 4 offsets of regression positives / (4 * max(N_pos_reg, 1))
 
 Positive counts are summed over the batch; with ``sync_positives`` under ``torchrun`` over the global batch (every
-process's images), so N processes of B images train like one process of N x B images. With the IoU assigner the same anchors are classification and
-regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
+process's images), so N processes of B images train like one process of N x B images. With the IoU assigner the
+same anchors are classification and regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
 autocast region, whatever the dtype of the predictions.
 """
 from typing import NamedTuple
