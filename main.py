@@ -236,8 +236,10 @@ def main(args: argparse.Namespace) -> int:
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again (a "
-                       "training run continues from its last checkpoint with --resume)", every_process=True)
+        trains = not (args.trained_model or args.eval_results or args.check_data)
+        resume = " (training continues from its last checkpoint with --resume)" if trains else ""
+        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again{resume}",
+                  every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()

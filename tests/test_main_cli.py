@@ -196,7 +196,16 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
     refuse(PermissionError(13, "Permission denied", "runs/x/log.txt"))
     assert cli.main(args) == cli.EXIT_REFUSED_BY_SYSTEM == 1
     assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then run "
-                                       "again (a training run continues from its last checkpoint with --resume)\n")
+                                       "again (training continues from its last checkpoint with --resume)\n")
     refuse(ConnectionRefusedError(111, "Connection refused"))  # not a file: not this message
     with pytest.raises(ConnectionRefusedError):
         cli.main(args)
+
+    def evaluation_on_a_full_disk(*_):
+        raise OSError(28, "No space left on device", "eval/SHAPES/summary.json")
+
+    monkeypatch.setattr(cli, "run_evaluation_only", evaluation_on_a_full_disk)
+    evaluate = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth"])
+    assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix the "
+                                       "folder, then run again\n")  # nothing to resume

@@ -245,7 +245,7 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 8]
     assert (f"error: {path}: No space left on device; the checkpoint already at {path} is untouched; free space or "
-            "fix the folder, then run again (a training run continues from its last checkpoint with --resume)\n"
+            "fix the folder, then run again (training continues from its last checkpoint with --resume)\n"
             ) in capsys.readouterr().err
     assert load_checkpoint(tmp_path / path)["iteration"] == 4
 

@@ -94,13 +94,16 @@ def export_onnx(
 
     ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
     ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. The ``onnx`` package is required
-    (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing) and the file is
-    checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS are
+    (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing, before any work) and
+    the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS are
     compared with PyTorch's on two random images and the largest absolute difference is printed.
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    if not _installed("onnx"):  # PyTorch's TorchScript exporter imports it to assemble the file
+        raise ValueError("--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the file; "
+                         "install it with `pip install -r requirements-export.txt`")
     detector = load_trained_detector(checkpoint_path, "cpu")
     if include_nms:
         graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
@@ -125,21 +128,12 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
-        try:
-            torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
-                              output_names=output_names, dynamic_axes=dynamic_axes)
-        except Exception as error:  # the TorchScript exporter imports onnx to assemble the file (torch.onnx's errors)
-            if _installed("onnx"):
-                raise
-            raise ValueError(f"--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the "
-                             f"file ({type(error).__name__}: {error}); install it with "
-                             "`pip install -r requirements-export.txt`") from None
-    notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]"]
-    if _installed("onnx"):
-        import onnx
+        torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+    import onnx
 
-        onnx.checker.check_model(str(path))
-        notes.append("onnx.checker passed")
+    onnx.checker.check_model(str(path))
+    notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]", "onnx.checker passed"]
     if _installed("onnxruntime") and not include_nms:
         images = torch.randn(2, 3, detector.size, detector.size, generator=torch.Generator().manual_seed(0)) * 60
         notes.append(f"max abs diff vs PyTorch {onnx_max_abs_diff(path, graph, images):.2e} on 2 random images")
