@@ -34,7 +34,7 @@ class DataReport:
 
     def summary(self) -> str:
         per_class = ", ".join(f"{name} {count}" for name, count in self.objects_per_class.items())
-        fixed = "; fixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
+        fixed = "\nfixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
         return (
             f"{self.num_images} images, {self.num_objects} objects ({self.num_difficult} difficult), "
             f"{self.empty_images} images without objects{fixed}\nobjects per class: {per_class}"

@@ -111,7 +111,11 @@ def test_check_dataset_reports_a_clean_set(tmp_path):
     report = check_dataset(dataset, workers=2, progress=False)
     assert (report.num_images, report.num_objects, report.num_difficult, report.empty_images) == (3, 3, 1, 1)
     assert report.objects_per_class == {"cat": 2, "dog": 1, "bird": 0}
-    assert "3 images, 3 objects (1 difficult), 1 images without objects" in report.summary()
+    assert report.summary() == ("3 images, 3 objects (1 difficult), 1 images without objects\n"
+                                "objects per class: cat 2, dog 1, bird 0")
+    report.fixups = {"box clipped to the image": 2, "degenerate box dropped (x2 <= x1 or y2 <= y1)": 1}
+    assert report.summary().splitlines()[1] == ("fixed up: box clipped to the image: 2; degenerate box dropped "
+                                                "(x2 <= x1 or y2 <= y1): 1")
 
 
 def test_check_dataset_lists_every_bad_image(tmp_path):
