@@ -118,7 +118,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone", type=str.lower, choices=("vgg16", "resnet18"), default=None,
                        help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
     model.add_argument("--size", type=int, default=None,
-                       help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from --trained_model)")
+                       help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from "
+                            "--trained_model)")
     model.add_argument("--base_anchor_size", type=float, default=None,
                        help="anchor side at stride 8 in pixels (default: 24, or the checkpoint's with --trained_model "
                             "and --init_from)")
@@ -131,8 +132,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", type=str.lower, choices=DATASETS, default="voc",
-                      help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO layout); "
-                           "case-insensitive")
+                      help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO "
+                           "layout); case-insensitive")
     data.add_argument("--data_root", type=str, default=None,
                       help="dataset folder (default: the repository's datasets/VOCdevkit, datasets/coco2017, "
                            "datasets/shapes, wherever main.py is run from)")
@@ -150,7 +151,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--check_data", action="store_true", help="scan the dataset for problems, report them and exit")
 
     schedule = parser.add_argument_group("training schedule (paper defaults)")
-    schedule.add_argument("--mutual_guide", action="store_true", help="train with Mutual Guidance assignment (default: IoU)")
+    schedule.add_argument("--mutual_guide", action="store_true",
+                          help="train with Mutual Guidance assignment (default: IoU)")
     schedule.add_argument("--mutual_guide_from", type=int, default=None, metavar="ITER",
                           help="with --mutual_guide: IoU assignment before iteration ITER, Mutual Guidance from it")
     schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
@@ -159,14 +161,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--warm_iter", type=int, default=None,
                           help="linear warm-up iterations from 1e-6 (default: 500; 50 for shapes)")
     schedule.add_argument("--epochs", type=int, default=None,
-                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, shapes 12)")
+                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, "
+                               "shapes 12)")
     schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
-    schedule.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation (default: 0)")
+    schedule.add_argument("--seed", type=int, default=0,
+                          help="seed of model init, data order and augmentation (default: 0)")
     schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
-                          help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where supported")
+                          help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where "
+                               "supported")
     schedule.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     schedule.add_argument("--compile", action="store_true",
-                          help="torch.compile the model for training (on an H200: +29 %% images/s after about 45 s of compiling)")
+                          help="torch.compile the model for training (on an H200: +29 %% images/s after about 45 s "
+                               "of compiling)")
     schedule.add_argument("--compile_loss", action="store_true",
                           help="torch.compile the criterion too (assignment + losses as one graph; experimental: "
                                "+17 %% images/s over --compile alone in the GPU suite's step on an H200, but not yet "
@@ -178,13 +184,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<checkpoint name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
-                          "--version/--backbone/--size default to the checkpoint's)")
+                          "--version/--backbone/--size/--base_anchor_size default to the checkpoint's)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint)")
-    run.add_argument("--checkpoint_interval", type=int, default=500, help="save a checkpoint every N iterations (default: 500)")
-    run.add_argument("--log_interval", type=int, default=20, help="log losses and speed every N iterations (default: 20)")
-    run.add_argument("--eval_interval", type=int, default=0, help="evaluate every N epochs during training (default: 0 = at the end only)")
-    run.add_argument("--assign_stats", action="store_true", help="log assignment statistics (positives, IoUs) at log intervals")
+    run.add_argument("--checkpoint_interval", type=int, default=500,
+                     help="save a checkpoint every N iterations (default: 500)")
+    run.add_argument("--log_interval", type=int, default=20,
+                     help="log losses and speed every N iterations (default: 20)")
+    run.add_argument("--eval_interval", type=int, default=0,
+                     help="evaluate every N epochs during training (default: 0 = at the end only)")
+    run.add_argument("--assign_stats", action="store_true",
+                     help="log assignment statistics (positives, IoUs) at log intervals")
     run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
                      help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
     run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
@@ -192,8 +202,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON")
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
-    run.add_argument("--nms_thresh", type=float, default=0.5, help="per-class NMS IoU threshold of evaluation, --demo and --export_nms "
-                                                                     "(default: 0.5)")
+    run.add_argument("--nms_thresh", type=float, default=0.5,
+                     help="per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: 0.5)")
     run.add_argument("--cuda_graph", action="store_true",
                      help="evaluation and --demo on CUDA: replay the network and post-processing from one CUDA graph "
                           "per batch (fewer kernel launches, the same detections; CUDA only)")
@@ -430,7 +440,8 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
     trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)
-    log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) on {len(dataset)} images")
+    log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
+             f"on {len(dataset)} images")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
     evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
     return 0
@@ -497,7 +508,8 @@ class BatchCounter:
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
                  init_state: dict | None = None) -> int:
     """Train as ``args`` asks (``init_state``: the ``--init_from`` checkpoint, loaded); returns the exit code."""
-    name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
+    name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size,
+                           args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
@@ -591,7 +603,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
         train_model = torch.compile(train_model)
     if args.compile_loss:
-        log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it compiles")
+        log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it "
+                 "compiles")
     loader = BatchCounter(build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
                                              detection_collate, ctx, pin_memory=device.type == "cuda"))
     settings = TrainSettings(
@@ -616,7 +629,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training)
     except NonFiniteLossError as error:
-        kept = f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint was saved"
+        kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
+                else "no checkpoint was saved")
         log_error(ctx, f"error: {error}; {kept}. Lower --lr, lengthen --warm_iter or check the data")
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
@@ -630,7 +644,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             save(done)
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
-            kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint was saved"
+            kept = (f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
+                    else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
         log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then continue with the same "
                  "command plus --resume (--check_data scans every image)")
@@ -653,7 +668,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         if error.filename is None:
             raise
         log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}", every_process=True)
+                       f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}",
+                  every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     if metrics is not None:
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})

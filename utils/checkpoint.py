@@ -59,7 +59,8 @@ def check_writable_folder(folder: Path, flag: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise ValueError(f"{flag} {folder}: cannot write there ({error.strerror or error}); give a writable folder") from None
+        raise ValueError(f"{flag} {folder}: cannot write there ({error.strerror or error}); "
+                         "give a writable folder") from None
 
 
 def set_aside_earlier_checkpoint(path: Path) -> Path | None:
@@ -111,16 +112,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} ({first_line}); it is damaged or not a torch file") from error
+        raise CheckpointError(f"cannot read checkpoint {path} ({first_line}); "
+                              "it is damaged or not a torch file") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a checkpoint written by main.py (no '{FORMAT}' marker); "
             "pass a file from weights/ saved by this project"
         )
-    broken = [f"{key!r} ({kind.__name__})" for key, kind in REQUIRED_ENTRIES.items() if not isinstance(state.get(key), kind)]
+    broken = [f"{key!r} ({kind.__name__})" for key, kind in REQUIRED_ENTRIES.items()
+              if not isinstance(state.get(key), kind)]
     if broken:
-        raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or damaged: "
-                              "use a checkpoint as main.py saved it")
+        raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or "
+                              "damaged: use a checkpoint as main.py saved it")
     return state
 
 

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from models.memory_format import memory_format, stores_channels_last
 from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
 
-GRAPH_NMS_STEPS = 16  # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
+# fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
+GRAPH_NMS_STEPS = 16
 WARMUP_CALLS = 3  # eager calls before the capture: cudnn autotuning and the allocator's first blocks
 
 
@@ -85,7 +86,8 @@ class CUDAGraphDetector:
         count = images.shape[0]
         if not 1 <= count <= self.batch_size or images.shape[1:] != self.images.shape[1:]:
             raise ValueError(
-                f"CUDAGraphDetector: images {tuple(images.shape)}; expected [b, 3, {self.image_size}, {self.image_size}] "
+                f"CUDAGraphDetector: images {tuple(images.shape)}; "
+                f"expected [b, 3, {self.image_size}, {self.image_size}] "
                 f"with 1 <= b <= {self.batch_size} (the captured batch)"
             )
         self.images[:count].copy_(images, non_blocking=True)

@@ -60,7 +60,7 @@ def init_distributed(device: torch.device) -> DistributedContext:
         return DistributedContext()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank_from_env())
 
 
 def local_rank_from_env() -> int:
@@ -120,7 +120,8 @@ def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
 
 
 def wrap_model(model: nn.Module, device: torch.device, ctx: DistributedContext, sync_bn: bool) -> nn.Module:
-    """DistributedDataParallel around ``model`` (optionally with SyncBatchNorm); ``model`` itself when not distributed."""
+    """DistributedDataParallel around ``model`` (optionally with SyncBatchNorm); ``model`` itself when not
+    distributed."""
     if not ctx.is_distributed:
         return model
     if sync_bn:

@@ -43,7 +43,8 @@ def draw_detections(
         scores: ``[n]`` in [0, 1]; labels: ``[n]`` int 0..C-1 indexing ``class_names``.
         colours: BGR colour per class; default :func:`class_colours`.
 
-    Line width ``round((H + W) / 500)`` px (at least 1) and font scale ``max(0.4, (H + W) / 2000)`` follow the image size.
+    Line width ``round((H + W) / 500)`` px (at least 1) and font scale ``max(0.4, (H + W) / 2000)`` follow the
+    image size.
     """
     canvas = image.copy()
     height, width = canvas.shape[:2]

@@ -272,7 +272,8 @@ def train(
             set_lr(optimizer, lr)
             if settings.mutual_guide_from is not None:
                 loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
-            loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings, device)
+            loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
+                                                device)
             guard.update(loss_l + loss_c, iteration)
             loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
             interval_iters += 1
@@ -286,7 +287,8 @@ def train(
             if at_log:
                 guard.check(ctx)
                 if ctx.is_distributed:
-                    stop_requested = bool(all_reduce_max(torch.tensor([int(stop_requested)], device=device), ctx).item())
+                    flag = torch.tensor([int(stop_requested)], device=device)
+                    stop_requested = bool(all_reduce_max(flag, ctx).item())
                 elapsed = time.perf_counter() - interval_start
                 row = _interval_row(done, settings, loss_sums / interval_iters, lr, stats, ctx,
                                     images_per_s=interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9))
@@ -306,7 +308,8 @@ def train(
                 save(done)
             if stop_requested:
                 raise TrainingInterrupted(done, stop.received or "SIGTERM")
-            if evaluate is not None and settings.eval_interval and done % settings.eval_interval == 0 and done < settings.max_iter:
+            at_evaluation = settings.eval_interval and done % settings.eval_interval == 0 and done < settings.max_iter
+            if evaluate is not None and at_evaluation:
                 evaluate(done)
                 model.train()
     guard.check(ctx)
@@ -357,7 +360,8 @@ def _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, sett
 
 def format_metrics(metrics: dict) -> str:
     """``mAP=0.4123 AP50=0.7012 AP75=0.4410`` (fractions, as the authors print them)."""
-    return " ".join(f"{key}={metrics[key]:.4f}" for key in ("mAP", "AP50", "AP75") if key in metrics and _is_number(metrics[key]))
+    shown = [key for key in ("mAP", "AP50", "AP75") if key in metrics and _is_number(metrics[key])]
+    return " ".join(f"{key}={metrics[key]:.4f}" for key in shown)
 
 
 def _is_number(value) -> bool:

@@ -95,8 +95,8 @@ def export_onnx(
     ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
     ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. The ``onnx`` package is required
     (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing, before any work) and
-    the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS are
-    compared with PyTorch's on two random images and the largest absolute difference is printed.
+    the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS
+    are compared with PyTorch's on two random images and the largest absolute difference is printed.
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -121,7 +121,8 @@ def export_onnx(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--export_path {path}: cannot create its folder ({error.strerror}); give a writable path") from None
+        raise ValueError(f"--export_path {path}: cannot create its folder ({error.strerror}); "
+                         "give a writable path") from None
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")

@@ -161,7 +161,8 @@ def evaluate_results_file(path: Path, dataset) -> dict:
     path = Path(path)
     if dataset.kind == "voc":
         if not path.is_dir():
-            raise ValueError(f"--eval_results {path}: a VOC dataset needs the folder holding comp4_det_test_<class>.txt")
+            raise ValueError(f"--eval_results {path}: a VOC dataset needs the folder holding "
+                             "comp4_det_test_<class>.txt")
         metrics = evaluate_voc(read_voc_results(path, dataset.image_ids, dataset.class_names),
                                dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))

@@ -48,7 +48,8 @@ def warmup_cosine_lr(
     """Learning rate of (0-based) ``iteration`` in a run of ``max_iter`` iterations.
 
     ``iteration < warm_iter``: ``min_lr + (base_lr - min_lr) * iteration / warm_iter``;
-    from ``warm_iter`` on (both forms give ``base_lr`` there; without warm-up the run starts at ``base_lr``): ``min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (iteration - warm_iter) / (max_iter - warm_iter)))``.
+    from ``warm_iter`` on (both forms give ``base_lr`` there; without warm-up the run starts at ``base_lr``):
+    ``min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (iteration - warm_iter) / (max_iter - warm_iter)))``.
     """
     if not 0 <= warm_iter < max_iter:
         raise ValueError(

@@ -72,7 +72,8 @@ class PaddedDetections(NamedTuple):
     complete: Tensor
 
     def to_list(self) -> list[dict[str, Tensor]]:
-        """The ``PostProcessor.__call__`` form: B dicts of ``boxes [n, 4]``, ``scores [n]``, ``labels [n]`` (one host sync)."""
+        """The ``PostProcessor.__call__`` form: B dicts of ``boxes [n, 4]``, ``scores [n]``, ``labels [n]`` (one host
+        sync)."""
         return [
             {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
             for i, n in enumerate(self.counts.tolist())
@@ -229,7 +230,9 @@ class PostProcessor:
         detections = [
             {"boxes": b, "scores": s, "labels": l}
             for b, s, l in zip(
-                candidate_boxes[kept].split(per_image), candidate_scores[kept].split(per_image), labels[kept].split(per_image)
+                candidate_boxes[kept].split(per_image),
+                candidate_scores[kept].split(per_image),
+                labels[kept].split(per_image),
             )
         ]
         return detections, self._complete(scores, k, counts)

@@ -27,7 +27,8 @@ ASSIGN_STATS = (
 
 @dataclass(frozen=True)
 class ArmPlan:
-    """One arm's run: ``max_iter`` iterations with extra ``main.py`` flags; ``fork`` = start from the warm checkpoint."""
+    """One arm's run: ``max_iter`` iterations with extra ``main.py`` flags; ``fork`` = start from the warm
+    checkpoint."""
 
     arm: str
     max_iter: int
@@ -97,7 +98,8 @@ def read_eval_metrics(summary_path: str | Path) -> dict[str, float]:
 
 
 def read_assign_summary(metrics_jsonl: str | Path) -> dict[str, float]:
-    """The ``assign_summary`` row a ``--assign_stats`` run writes at its end (statistics averaged over log intervals)."""
+    """The ``assign_summary`` row a ``--assign_stats`` run writes at its end (statistics averaged over log
+    intervals)."""
     rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
     summaries = [row for row in rows if row.get("kind") == "assign_summary"]
     if not summaries:

@@ -96,7 +96,8 @@ def check_thresholds(owner: str, positive_threshold: float, ignore_threshold: fl
     """Raise ValueError unless ``0 <= ignore_threshold <= positive_threshold <= 1`` (anchor-IoU thresholds)."""
     if not 0 <= ignore_threshold <= positive_threshold <= 1:
         raise ValueError(
-            f"{owner}: need 0 <= ignore_threshold ({ignore_threshold}) <= positive_threshold ({positive_threshold}) <= 1."
+            f"{owner}: need 0 <= ignore_threshold ({ignore_threshold}) <= positive_threshold "
+            f"({positive_threshold}) <= 1."
         )
 
 

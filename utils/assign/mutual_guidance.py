@@ -224,9 +224,11 @@ class MutualGuidanceAssigner:
 
     def _quotas_from(self, anchor_quality: Tensor) -> Quotas:
         num_positive, num_ignored_or_positive = self._counts_from(anchor_quality)
-        return Quotas(num_positive, num_ignored_or_positive, largest_quota(num_ignored_or_positive, anchor_quality.shape[2]))
+        largest = largest_quota(num_ignored_or_positive, anchor_quality.shape[2])
+        return Quotas(num_positive, num_ignored_or_positive, largest)
 
     def _counts_from(self, anchor_quality: Tensor) -> tuple[Tensor, Tensor]:
         """Steps 2-4 on a ``[b, G, A]`` anchor IoU matrix (modified in place) -> two ``[b, G]`` int32 counts."""
         anchor_quality = keep_column_max(force_best_anchor_(anchor_quality))
-        return count_at_least(anchor_quality, self.positive_threshold), count_at_least(anchor_quality, self.ignore_threshold)
+        return (count_at_least(anchor_quality, self.positive_threshold),
+                count_at_least(anchor_quality, self.ignore_threshold))

@@ -5,8 +5,8 @@
 
 Positive counts are summed over the batch; with ``sync_positives`` under ``torchrun`` over the global batch (every
 process's images), so N processes of B images train like one process of N x B images. With the IoU assigner the
-same anchors are classification and regression positives; with Mutual Guidance they differ. Assignment and losses run in float32, outside any
-autocast region, whatever the dtype of the predictions.
+same anchors are classification and regression positives; with Mutual Guidance they differ. Assignment and losses
+run in float32, outside any autocast region, whatever the dtype of the predictions.
 """
 from typing import NamedTuple
 
@@ -128,7 +128,8 @@ class MultiBoxLoss(nn.Module):
                 gt, quotas = pad_targets(targets, num_classes=self.num_classes, device=loc.device), None
             anchors_xyxy, gt_boxes = assigner_inputs(anchors, gt.boxes, gt.mask)
             num_images, num_anchors, num_classes = conf.shape
-            chunks = image_chunks(num_images, num_anchors * max(gt_boxes.shape[1], num_classes), self._max_elements(loc))
+            per_image = num_anchors * max(gt_boxes.shape[1], num_classes)
+            chunks = image_chunks(num_images, per_image, self._max_elements(loc))
             parts = [
                 self._chunk_terms(
                     anchors,
