@@ -66,14 +66,16 @@ PRESETS = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("IoU vs Mutual Guidance assignment study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=tuple(PRESETS), default="cpu", help="defaults for unset flags (default: cpu)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="cpu",
+                        help="defaults for unset flags (default: cpu)")
     parser.add_argument("--regime", nargs="+", choices=REGIMES, default=["scratch"], help="one or more regimes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--version", type=str.lower, default="retinanet", help="detector (default: retinanet)")
     parser.add_argument("--backbone", type=str.lower, default="resnet18", help="backbone (default: resnet18)")
     parser.add_argument("--size", type=int, default=None, help="input size")
     parser.add_argument("--pretrained", action="store_true",
-                        help="keep main.py's backbone default (ImageNet weights for voc/coco/custom) instead of random init")
+                        help="keep main.py's backbone default (ImageNet weights for voc/coco/custom) "
+                             "instead of random init")
     parser.add_argument("--iters", type=int, default=None, help="iterations of each arm")
     parser.add_argument("--warm_iters", type=int, default=None,
                         help="warm: iterations of the shared IoU checkpoint; switch: IoU iterations before MG")
@@ -169,7 +171,8 @@ def run_seed(args: argparse.Namespace, data: list[str], regime: str, seed: int, 
 
 
 def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: Path) -> dict:
-    """Every seed of ``regime``; ``warm`` first trains the one IoU checkpoint (seed = the first seed) all forks share."""
+    """Every seed of ``regime``; ``warm`` first trains the one IoU checkpoint (seed = the first seed) all forks
+    share."""
     tag = f"{args.version}-{args.backbone}-{args.size}"
     work = out_dir / "work" / f"{regime}_{tag}"
     warm, init_from = None, None
@@ -187,7 +190,8 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     if warm:
         table += "\nThe shared IoU checkpoint before the fork: " + ", ".join(
             f"{name} {warm['metrics'][name] * 100:.1f}" for name in ("mAP", "AP50", "AP75")) + "\n"
-    record = {"regime": regime, "title": title, "args": vars(args), "environment": environment(torch.device(args.device)),
+    record = {"regime": regime, "title": title, "args": vars(args),
+              "environment": environment(torch.device(args.device)),
               "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "table": table}
     stem = out_dir / f"{regime}_{tag}"
     stem.with_suffix(".md").write_text(table)
@@ -210,7 +214,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         record = run_regime(args, data, regime, out_dir)
         print(record["table"], flush=True)
         records.append(record)
-    print(f"finished {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; results in {out_dir}")
+    print(f"finished {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; "
+          f"results in {out_dir}")
     return records
 
 

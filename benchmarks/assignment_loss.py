@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when unavailable")
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
     parser.add_argument("--focal-bound", action="store_true",
-                        help="time the all-logits focal term alone (eager and torch.compile): the bound on any speed-up")
+                        help="time the all-logits focal term alone (eager and torch.compile): the bound on any "
+                             "speed-up")
     parser.add_argument("--compile", action="store_true",
                         help="also time MultiBoxLoss(compile=True): assignment + losses as one torch.compile graph")
     args = parser.parse_args()

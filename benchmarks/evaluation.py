@@ -104,15 +104,18 @@ def main() -> None:
         seconds, _ = timed(run, args.batches)
         rows.append((f"post-process, batch 32, A=12750, C={num_classes}, top-k {PRE_NMS_TOPK}", seconds))
 
-    for name, num_classes, dets in (("VOC metric (paper: 10 IoUs x 11-point)", 20, 300), ("COCO metric (pycocotools)", 80, 100)):
+    for name, num_classes, dets in (("VOC metric (paper: 10 IoUs x 11-point)", 20, 300),
+                                    ("COCO metric (pycocotools)", 80, 100)):
         ground_truth, detections = synthetic_set(args.images, num_classes, dets)
         if num_classes == 20:
-            gt = [{"boxes": b + [1, 1, 0, 0], "labels": l, "difficult": np.zeros(len(l), bool)} for b, l in ground_truth]
+            gt = [{"boxes": b + [1, 1, 0, 0], "labels": l, "difficult": np.zeros(len(l), bool)}
+                  for b, l in ground_truth]
             seconds, metrics = timed(lambda: evaluate_voc(detections, gt, [str(c) for c in range(num_classes)]))
         else:
             coco = coco_ground_truth(ground_truth, num_classes)
             seconds, metrics = timed(lambda: evaluate_coco(
-                detections_to_coco_results(detections, list(range(args.images)), list(range(1, num_classes + 1))), coco))
+                detections_to_coco_results(detections, list(range(args.images)), list(range(1, num_classes + 1))),
+                coco))
         total = sum(len(d["scores"]) for d in detections)
         rows.append((f"{name}, {args.images} images, {total:,} detections (mAP {metrics['mAP']:.3f})", seconds))
 

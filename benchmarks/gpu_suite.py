@@ -170,8 +170,8 @@ COMPILED_LOSS = ("+ compiled criterion",
 
 # Estimated seconds per case on an H100/H200 (model build, cudnn autotuning, warm-up and timed steps); the
 # budget guard skips a case whose estimate no longer fits.
-ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.0, "inference_compile": 60.0, "profile": 15.0,
-              "loader": 45.0, "compile": 150.0}
+ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.0, "inference_compile": 60.0,
+              "profile": 15.0, "loader": 45.0, "compile": 150.0}
 
 
 class Budget:
@@ -398,8 +398,10 @@ def run_ladder(report, budget, settings: Settings, device, rungs) -> None:
     for name, options in rungs:
         iters = settings.per_image_loss_iters if options.per_image_loss else settings.train_iters
         warmup = min(settings.train_warmup, 2) if options.per_image_loss else settings.train_warmup
-        estimate = ESTIMATE_S["compile" if options.compile or options.compile_loss else "per_image" if options.per_image_loss else "train"]
-        case = train_case("retinanet", settings.headline_size, settings.batch, True, options.precision, settings.backbone)
+        estimate = ESTIMATE_S["compile" if options.compile or options.compile_loss
+                              else "per_image" if options.per_image_loss else "train"]
+        case = train_case("retinanet", settings.headline_size, settings.batch, True, options.precision,
+                          settings.backbone)
         case |= {"rung": name, "options": options.label()}
         run_case(report, budget, "ladder", case, estimate,
                  lambda: measure_training("retinanet", settings.backbone, settings.headline_size, settings.batch, True,
@@ -478,7 +480,8 @@ def measure_inference(version: str, backbone: str, size: int, batch: int, precis
     inference = Inference(version, backbone, size, batch, precision, precision != "fp32", device, dense_nms,
                           fold=not mode.endswith("BatchNorm not folded"), compile_model=mode.endswith("torch.compile"),
                           cast_weights=mode.endswith("bf16 weights"))
-    if mode in ("end to end", "end to end, BatchNorm not folded", "end to end, torch.compile", "end to end, bf16 weights"):
+    if mode in ("end to end", "end to end, BatchNorm not folded", "end to end, torch.compile",
+                "end to end, bf16 weights"):
         function = inference.end_to_end
     elif mode.startswith("end to end, CUDA graph"):
         function = inference.graphed_end_to_end()
@@ -486,7 +489,8 @@ def measure_inference(version: str, backbone: str, size: int, batch: int, precis
         images = inference.to_device(inference.host_images)
         function = functools.partial(inference.forward, images)
     elif mode.startswith("post-processing only"):
-        function = functools.partial(inference.detections_on_host, *inference.forward(inference.to_device(inference.host_images)))
+        function = functools.partial(inference.detections_on_host,
+                                     *inference.forward(inference.to_device(inference.host_images)))
     else:
         raise ValueError(f"unknown inference mode {mode!r}")
     if batch == 1:
@@ -554,7 +558,8 @@ class PhaseClock:
 
 def measure_profile(settings: Settings, device: torch.device, steps: int) -> dict:
     """Phase times (mean over ``steps`` steps) and the torch.profiler table of the RetinaNet MG AMP step."""
-    step = TrainingStep("retinanet", settings.backbone, settings.headline_size, settings.batch, True, StepOptions(), device)
+    step = TrainingStep("retinanet", settings.backbone, settings.headline_size, settings.batch, True, StepOptions(),
+                        device)
     for _ in range(settings.train_warmup):
         step()
     phases: dict[str, list[float]] = {}
@@ -649,7 +654,8 @@ def measure_loader(settings: Settings, device: torch.device, workers: int, data_
           save=lambda done: None)
     timed_rows = log.rows[1:]  # the first interval holds worker start-up and cudnn autotuning
     return {"images_per_s": statistics.mean(row["images_per_s"] for row in timed_rows),
-            "loader_only_images_per_s": loader_images_per_s, "timed_iterations": len(timed_rows) * settings.loader_log_interval,
+            "loader_only_images_per_s": loader_images_per_s,
+            "timed_iterations": len(timed_rows) * settings.loader_log_interval,
             "peak_mem_mib": peak_memory_mib(device)}
 
 
@@ -671,7 +677,8 @@ def check_targets(report: Report, settings: Settings) -> None:
             targets.append({"target": f"MG training, {name}, images/s >= 1000", "measured": row["images_per_s"],
                             "unit": "images/s", "met": row["images_per_s"] >= 1000})
             targets.append({"target": f"MG training, {name}, >= 5x the authors' {authors:.0f} images/s",
-                            "measured": row["images_per_s"] / authors, "unit": "x", "met": row["images_per_s"] >= 5 * authors})
+                            "measured": row["images_per_s"] / authors, "unit": "x",
+                            "met": row["images_per_s"] >= 5 * authors})
     if mg_amp and iou_amp:
         share = 1 - iou_amp["step_ms"] / mg_amp["step_ms"]
         targets.append({"target": "MG costs <= 5 % of the step over IoU (AMP)", "measured": share, "unit": "fraction",
@@ -682,7 +689,8 @@ def check_targets(report: Report, settings: Settings) -> None:
                        precision="bf16, channels_last")
             if row:
                 targets.append({"target": f"inference, batch {infer_batch}, {mode} incl. NMS, AMP, images/s >= {goal}",
-                                "measured": row["images_per_s"], "unit": "images/s", "met": row["images_per_s"] >= goal})
+                                "measured": row["images_per_s"], "unit": "images/s",
+                                "met": row["images_per_s"] >= goal})
     report.data["targets"] = targets
     report.save()
 
@@ -690,11 +698,13 @@ def check_targets(report: Report, settings: Settings) -> None:
 def print_tables(report: Report) -> None:
     env = report.data["environment"]
     print(f"\n# GPU speed suite, {env['date']}: {env['card'] or 'no GPU'} (driver {env['driver']}, CUDA {env['cuda']}, "
-          f"cuDNN {env['cudnn']}), torch {env['torch']}, CPU {env['cpu']}{' [DRY RUN]' if report.data['dry_run'] else ''}")
+          f"cuDNN {env['cudnn']}), torch {env['torch']}, CPU {env['cpu']}"
+          f"{' [DRY RUN]' if report.data['dry_run'] else ''}")
     columns = {
-        "train": ["version", "backbone", "size", "batch", "assignment", "precision", "step_ms", "images_per_s", "tflops",
-                  "peak_mem_mib", "host_syncs_per_step"],
-        "ladder": ["rung", "precision", "step_ms", "images_per_s", "peak_mem_mib", "first_step_s", "host_syncs_per_step"],
+        "train": ["version", "backbone", "size", "batch", "assignment", "precision", "step_ms", "images_per_s",
+                  "tflops", "peak_mem_mib", "host_syncs_per_step"],
+        "ladder": ["rung", "precision", "step_ms", "images_per_s", "peak_mem_mib", "first_step_s",
+                   "host_syncs_per_step"],
         "inference": ["version", "size", "batch", "precision", "mode", "latency_ms", "images_per_s", "peak_mem_mib"],
         "loader": ["version", "size", "batch", "workers", "images_per_s", "loader_only_images_per_s", "peak_mem_mib"],
     }
@@ -725,7 +735,8 @@ def _cell(value) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"), help="JSON record (default: gpu_suite.json)")
+    parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"),
+                        help="JSON record (default: gpu_suite.json)")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes (ResNet18 at 128, batch 1-2), one timed iteration per case: checks the code "
                              "paths on any device (90 s on a busy 2-core CPU); the figures mean nothing")
@@ -733,7 +744,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="skip the cases that no longer fit in this many seconds of wall time (default: 420)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; 0 in --dry-run)")
+                        help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; "
+                             "0 in --dry-run)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to run, always in this order: " + " ".join(SECTIONS) + " (default: all; the dry run "
                              "leaves out compile)")
@@ -747,12 +759,14 @@ def main(args: argparse.Namespace) -> dict:
     if device.type == "cpu" and not args.dry_run:
         raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry-run to check the code paths")
     settings = DRY if args.dry_run else FULL
-    workers = args.workers if args.workers is not None else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2)))
+    workers = (args.workers if args.workers is not None
+               else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2))))
     sections = set(args.sections)
     budget = Budget(args.budget_s)
     report = Report(args.out, {"environment": environment(device), "dry_run": args.dry_run,
                                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                               "settings": dataclasses.asdict(settings) | {"workers": workers, "budget_s": args.budget_s},
+                               "settings": dataclasses.asdict(settings) | {"workers": workers,
+                                                                           "budget_s": args.budget_s},
                                "authors_reference": AUTHORS})
     headline, size = "retinanet", settings.headline_size
     others = [v for v in settings.grid_versions if v != headline]
@@ -761,8 +775,8 @@ def main(args: argparse.Namespace) -> dict:
         run_training_cases(report, budget, settings, device, [headline], [size], settings.headline_precisions,
                            count_syncs=True)
     if "inference" in sections:
-        run_inference_cases(report, budget, settings, device, [headline], headline_inference_modes(device, max(settings.infer_batches)),
-                            settings.headline_precisions)
+        run_inference_cases(report, budget, settings, device, [headline],
+                            headline_inference_modes(device, max(settings.infer_batches)), settings.headline_precisions)
         run_case(report, budget, "profile", {"mode": "inference"}, ESTIMATE_S["profile"],
                  lambda: measure_inference_profile(settings, device, settings.profile_steps), device)
     if "profile" in sections:
@@ -780,7 +794,8 @@ def main(args: argparse.Namespace) -> dict:
     if "compile" in sections and not args.dry_run:
         run_ladder(report, budget, settings, device, [COMPILED, COMPILED_LOSS])
     if "grid" in sections:
-        run_training_cases(report, budget, settings, device, others, [size], settings.grid_precisions, count_syncs=False)
+        run_training_cases(report, budget, settings, device, others, [size], settings.grid_precisions,
+                           count_syncs=False)
         run_training_cases(report, budget, settings, device, settings.grid_versions,
                            [s for s in settings.sizes if s != size], settings.grid_precisions, count_syncs=False)
         run_inference_cases(report, budget, settings, device, others, lambda batch, precision: ["end to end"],

@@ -45,7 +45,11 @@ def read_split(root: Path, split: str) -> list[list[dict]]:
 
 
 def print_statistics(root: Path) -> None:
-    header = "| split | images | objects | objects/image (max) | empty | >= 50 obj | difficult | truncated | " + " | ".join(SHAPES_CLASSES) + " |"
+    header = (
+        "| split | images | objects | objects/image (max) | empty | >= 50 obj | difficult | truncated | "
+        + " | ".join(SHAPES_CLASSES)
+        + " |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for split in ("trainval", "test"):
@@ -60,13 +64,23 @@ def print_statistics(root: Path) -> None:
             + " | ".join(str(per_class[name]) for name in SHAPES_CLASSES)
             + " |"
         )
-    sides = np.array([obj["side"] for split in ("trainval", "test") for image in read_split(root, split) for obj in image])
+    sides = np.array(
+        [obj["side"] for split in ("trainval", "test") for image in read_split(root, split) for obj in image]
+    )
     edges = [0, 16, 32, 64, 128, 256, 10_000]
     histogram, _ = np.histogram(sides, bins=edges)
     print("\nLonger box side (px), all splits:\n")
-    print("| " + " | ".join(f"{lo}-{hi - 1}" if hi < 10_000 else f">= {lo}" for lo, hi in zip(edges[:-1], edges[1:])) + " | min | median | max |")
+    print(
+        "| "
+        + " | ".join(f"{lo}-{hi - 1}" if hi < 10_000 else f">= {lo}" for lo, hi in zip(edges[:-1], edges[1:]))
+        + " | min | median | max |"
+    )
     print("|" + "---|" * (len(edges) + 2))
-    print("| " + " | ".join(f"{n / len(sides):.1%}" for n in histogram) + f" | {sides.min()} | {int(np.median(sides))} | {sides.max()} |")
+    print(
+        "| "
+        + " | ".join(f"{n / len(sides):.1%}" for n in histogram)
+        + f" | {sides.min()} | {int(np.median(sides))} | {sides.max()} |"
+    )
 
 
 def main() -> None:
@@ -78,10 +92,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as temp:
         start, cpu_start = time.perf_counter(), time.process_time()
-        root = generate_shapes_dataset(Path(temp) / "shapes", seed=args.seed, num_trainval=args.num_trainval, num_test=args.num_test)
+        root = generate_shapes_dataset(
+            Path(temp) / "shapes", seed=args.seed, num_trainval=args.num_trainval, num_test=args.num_test
+        )
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         total = args.num_trainval + args.num_test
-        print(f"\n{datetime.date.today().isoformat()} | {cpu_model()} | 1 process | python {platform.python_version()}\n")
+        print(
+            f"\n{datetime.date.today().isoformat()} | {cpu_model()} | 1 process | "
+            f"python {platform.python_version()}\n"
+        )
         print("| images | wall seconds | CPU seconds | images/s (wall) | target |")
         print("|---|---|---|---|---|")
         print(f"| {total} | {seconds:.1f} | {cpu_seconds:.1f} | {total / seconds:.0f} | default size < 60 s |\n")

@@ -1,7 +1,7 @@
 """Training throughput (images/s) of one full training step: forward, MultiBoxLoss (IoU or Mutual Guidance
 assignment), backward and the SGD step, on random images with random boxes (3 objects per image).
 
-    python benchmarks/training_speed.py                       # every detector, 320 and 512, MG off/on, fp32 (+AMP on CUDA)
+    python benchmarks/training_speed.py   # every detector, 320 and 512, MG off/on, fp32 (+AMP on CUDA)
     python benchmarks/training_speed.py --device cpu --batch_size 2 --iters 2 --versions fssd --sizes 320
     python benchmarks/training_speed.py --device cpu --memory_format nchw channels_last   # compare the layouts
 
@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[320, 512])
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on CUDA (the paper's), 2 on CPU")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 20 on CUDA, 2 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed iterations first (default: 5 on CUDA, 1 on CPU)")
     parser.add_argument("--num_classes", type=int, default=20)
     parser.add_argument("--amp", nargs="*", default=None, choices=["fp32", "bf16", "fp16"],
                         help="precisions to time (default: fp32 and bf16 on CUDA, fp32 on CPU)")
@@ -134,7 +135,8 @@ def main() -> None:
                                 warmup, args.num_classes, LAYOUTS[layout]))
                     for layout, values in speeds.items():
                         shown = layout_name(layout, device, dtypes[precision])
-                        print(f"| {version} | {args.backbone} | {size} | {'MG' if mutual_guide else 'IoU'} | {precision} "
+                        print(f"| {version} | {args.backbone} | {size} | "
+                              f"{'MG' if mutual_guide else 'IoU'} | {precision} "
                               f"| {shown} | {statistics.median(values):.1f} |", flush=True)
 
 

@@ -26,9 +26,12 @@ DATASET_NAMES = ("voc", "coco", "shapes", "custom")
 SPLITS = ("train", "test")
 # the repository's datasets/ (where data/scripts/*.sh download), whatever the current folder
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
-DEFAULT_ROOTS = {"voc": DATASETS_DIR / "VOCdevkit", "coco": DATASETS_DIR / "coco2017", "shapes": DATASETS_DIR / "shapes"}
+DEFAULT_ROOTS = {
+    "voc": DATASETS_DIR / "VOCdevkit", "coco": DATASETS_DIR / "coco2017", "shapes": DATASETS_DIR / "shapes"
+}
 VOC_YEAR_FOLDER = re.compile(r"VOC\d{4}")
-# list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the test list)
+# list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the
+# test list)
 VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 
 
@@ -140,14 +143,17 @@ def _build_coco(root: Path, split: str, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
     hint = "download it with `bash data/scripts/COCO2017.sh` (or pass --data_root)"
     return COCODetection(
-        root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint, **options
+        root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
+        **options
     )
 
 
 def _build_custom(root: Path, split: str, classes: list[str] | None, **options) -> DetectionDataset:
     if _is_voc_folder(root):
         if classes is None:
-            raise DataError(f"--data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c or a file")
+            raise DataError(
+                f"--data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c or a file"
+            )
         return _voc_dataset(root, split, False, classes, **options)
     if not root.is_dir():
         raise DatasetNotFoundError(f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
@@ -192,7 +198,8 @@ def build_dataset(
       all images), ``shapes`` (generated on first use), ``custom`` (``data_root`` in VOC layout with ``classes``, or
       COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
       ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a train split that shares an image
-      with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises :class:`DataError`.
+      with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises
+      :class:`DataError`.
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of

@@ -117,7 +117,9 @@ def _id_and_name(category: dict) -> str:
     return f"id {category['id']} {category['name']!r}"
 
 
-def clean_coco_boxes(xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def clean_coco_boxes(
+    xywh: np.ndarray, area: np.ndarray, heights: np.ndarray, widths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The authors' cleaning of COCO ``[x, y, w, h]`` boxes ``[M, 4]`` in images of ``heights``/``widths`` ``[M]``.
 
     Returns 0-based continuous x1y1x2y2 float32 ``[M, 4]`` clipped to ``[0, W] x [0, H]`` and the keep mask ``[M]``
@@ -227,7 +229,8 @@ class COCODetection(DetectionDataset):
                 problems.append(f"{annotation_file}: image id {image_id} has no file_name")
             elif not os.path.isfile(image_folder / info["file_name"]):
                 problems.append(
-                    f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
+                    f"{image_folder / info['file_name']}: image file not found "
+                    f"(image id {image_id} in {annotation_file})"
                 )
         for annotation in coco.dataset["annotations"]:
             where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
@@ -250,7 +253,8 @@ class COCODetection(DetectionDataset):
         tolerance = OUTSIDE_TOLERANCE_PIXELS
         outside = ~degenerate & (
             (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
-            | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance) | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
+            | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance)
+            | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
         )
         for kind, mask in (
             ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
@@ -294,7 +298,8 @@ class COCODetection(DetectionDataset):
 
 def find_coco_annotation(folder: Path, split: str) -> Path | None:
     """``annotations/instances_<split>.json`` (split ``train``; ``test`` also accepts ``val``) or the single
-    ``instances_<split>*.json`` there, e.g. ``instances_train2017.json``. ``None`` when absent; an error when ambiguous."""
+    ``instances_<split>*.json`` there, e.g. ``instances_train2017.json``. ``None`` when absent; an error when
+    ambiguous."""
     prefixes: Sequence[str] = ("train",) if split == "train" else ("test", "val")
     annotations = folder / "annotations"
     for prefix in prefixes:
@@ -304,7 +309,10 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
         matches = sorted(annotations.glob(f"instances_{prefix}*.json"))
         if len(matches) > 1:
             names = [m.name for m in matches]
-            raise DataError(f"{annotations}: several {split} annotation files {names}; keep one or rename it instances_{prefix}.json")
+            raise DataError(
+                f"{annotations}: several {split} annotation files {names}; "
+                f"keep one or rename it instances_{prefix}.json"
+            )
         if matches:
             return matches[0]
     return None
@@ -327,8 +335,8 @@ def check_disjoint_coco_splits(split: str, split_file: Path, split_coco: COCO, o
     if shared:
         examples = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
         raise DataError(
-            f"{train_file} and {test_file} share {len(shared)} image(s) of {folder} ({examples}), so the model would be "
-            f"tested on images it trained on: list each image in one of the two files only"
+            f"{train_file} and {test_file} share {len(shared)} image(s) of {folder} ({examples}), "
+            f"so the model would be tested on images it trained on: list each image in one of the two files only"
         )
 
 

@@ -173,7 +173,9 @@ def _load_results(path: Path, coco_gt: COCO) -> list[dict]:
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a COCO results list") from None
     if not isinstance(results, list):
-        raise DataError(f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}")
+        raise DataError(
+            f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}"
+        )
     problems = []
     for index, entry in enumerate(results):
         problem = result_problem(entry, coco_gt)

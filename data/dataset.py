@@ -85,7 +85,9 @@ def read_image(path: str | Path) -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
         reason = error.err.strip() if getattr(error, "err", None) else str(error).strip().splitlines()[-1]
-        raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); shrink or re-encode the image") from None
+        raise DataError(
+            f"{path}: OpenCV refuses to decode the file ({reason}); shrink or re-encode the image"
+        ) from None
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode the file as an image")
     return image
@@ -105,7 +107,8 @@ def exif_orientation(path: str | Path) -> int | None:
 
 def size_mismatch_message(path: str | Path, stored_hw: tuple[int, int], annotated_hw: tuple[int, int]) -> str:
     """The error for an image whose stored size differs from its annotation's; names an EXIF rotation when the
-    annotation has the size of the rotated view (the annotation was made on what viewers show, not the stored pixels)."""
+    annotation has the size of the rotated view (the annotation was made on what viewers show, not the stored
+    pixels)."""
     (height, width), (expected_h, expected_w) = stored_hw, annotated_hw
     message = f"{path}: image is {width}x{height} (WxH) but its annotation says {expected_w}x{expected_h}"
     orientation = exif_orientation(path) if (width, height) == (expected_h, expected_w) else None
@@ -251,10 +254,14 @@ class DetectionDataset(torch.utils.data.Dataset):
     def annotation(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pixel boxes float32 ``[n, 4]``, labels int64 ``[n]`` and difficult flags bool ``[n]`` of image ``index``."""
         start, stop = self.annotations.offsets[index], self.annotations.offsets[index + 1]
-        return self.annotations.boxes[start:stop], self.annotations.labels[start:stop], self.annotations.difficult[start:stop]
+        return (
+            self.annotations.boxes[start:stop], self.annotations.labels[start:stop],
+            self.annotations.difficult[start:stop],
+        )
 
     def load_image(self, index: int) -> np.ndarray:
-        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable or not the annotated size."""
+        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable or not the annotated
+        size."""
         path = self.image_path(index)
         image = read_image(path)
         if image.shape[:2] != self.image_size(index):

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 def detection_collate(
     batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """``[(image [3, S, S], target [n_i, 5], index), ...]`` -> ``(images [B, 3, S, S], [target [n_i, 5], ...], indices int64 [B])``.
+    """``[(image [3, S, S], target [n_i, 5], index), ...]`` ->
+    ``(images [B, 3, S, S], [target [n_i, 5], ...], indices int64 [B])``.
 
     Images are stacked by ``default_collate``, which in a worker writes straight into shared memory (one copy fewer).
     """

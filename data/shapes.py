@@ -157,8 +157,8 @@ _UNIT_OUTLINES: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
 def shape_mask(kind: str, width: float, height: float, angle_deg: float = 0.0) -> np.ndarray:
     """Binary mask of one shape centred on the mask's centre pixel.
 
-    The shape's unit outline is scaled to span ``width x height`` pixel centres and rotated by ``angle_deg`` about its centre,
-    with vertices in pixel-centre coordinates (pixel ``(r, r)`` is the centre). The mask is square,
+    The shape's unit outline is scaled to span ``width x height`` pixel centres and rotated by ``angle_deg`` about
+    its centre, with vertices in pixel-centre coordinates (pixel ``(r, r)`` is the centre). The mask is square,
     ``[2r+1, 2r+1]`` uint8 with values {0, 1}, ``r = ceil(circumradius) + 1``. Example: ``shape_mask("square", 21, 21)``
     is 23 x 23 with the 21 x 21 block ``[1:22, 1:22]`` set.
     """
@@ -260,10 +260,14 @@ def _draw_distractor(rng: np.random.Generator, image: np.ndarray) -> None:
     elif kind == 3:  # grey-ish rotated rectangle of any aspect
         size = (float(rng.uniform(8, 120)), float(rng.uniform(8, 120)))
         corners = cv2.boxPoints((centre, size, float(rng.uniform(0, 90))))
-        cv2.fillPoly(image, [np.round(corners).astype(np.int32)], tuple(float(c) for c in _desaturate(np.array(colour), 0.2)))
+        cv2.fillPoly(
+            image, [np.round(corners).astype(np.int32)], tuple(float(c) for c in _desaturate(np.array(colour), 0.2))
+        )
     else:
         text = "".join(chr(int(c)) for c in rng.integers(65, 91, size=int(rng.integers(2, 7))))
-        cv2.putText(image, text, centre, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.4, 1.4)), colour, int(rng.integers(1, 3)))
+        cv2.putText(
+            image, text, centre, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.4, 1.4)), colour, int(rng.integers(1, 3))
+        )
 
 
 def _object_count(rng: np.random.Generator, layout: str) -> int:
@@ -493,9 +497,13 @@ def generate_shapes_dataset(
         image_id = f"{number:06d}"
         sample = render_sample(seed, split, index, layout)
         height, width = sample.image.shape[:2]
-        if not cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), sample.image, [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]):
+        if not cv2.imwrite(
+            str(root / "JPEGImages" / f"{image_id}.jpg"), sample.image, [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]
+        ):
             raise OSError(f"could not write {root / 'JPEGImages' / image_id}.jpg")
-        (root / "Annotations" / f"{image_id}.xml").write_text(voc_annotation_xml(image_id, width, height, sample.objects))
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            voc_annotation_xml(image_id, width, height, sample.objects)
+        )
         ids[split].append(image_id)
         num_objects += len(sample.objects)
     for split in SPLITS:

@@ -106,8 +106,9 @@ def _scale_shift_lut(alpha: float, beta: float) -> np.ndarray:
 
 def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The authors' _distort on uint8 BGR, in this fixed order, each step with probability 0.5:
-    brightness ``+ U(-32, 32)``; contrast ``* U(0.5, 1.5)``; (to HSV, OpenCV H in [0, 180)) hue ``+ randint(-18, 18) mod 180``;
-    saturation ``* U(0.5, 1.5)``; back to BGR. Values are clipped to [0, 255] after each step.
+    brightness ``+ U(-32, 32)``; contrast ``* U(0.5, 1.5)``; (to HSV, OpenCV H in [0, 180)) hue
+    ``+ randint(-18, 18) mod 180``; saturation ``* U(0.5, 1.5)``; back to BGR. Values are clipped to [0, 255] after
+    each step.
     Implemented with lookup tables (bit-identical to the float arithmetic, several times faster).
     """
     if rng.random() < 0.5:
@@ -176,8 +177,8 @@ def normalized_target(boxes: np.ndarray, labels: np.ndarray, height: int, width:
 
 
 class TrainTransform:
-    """The authors' ``preproc``: crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) -> resize with a random
-    interpolation -> mean subtraction; boxes are normalised by the augmented image and those with
+    """The authors' ``preproc``: crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) ->
+    resize with a random interpolation -> mean subtraction; boxes are normalised by the augmented image and those with
     ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive, the sample falls back to the
     un-augmented image (resize with a random interpolation + mean) with all its original normalised boxes.
 

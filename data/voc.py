@@ -120,8 +120,12 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
     Raises :class:`DataError` naming the file (and line for malformed XML)."""
     root = _xml_root(xml_path)
     size = root.find("size")
-    height = int(_number(size, "height", xml_path, "<size>")) if size is not None and size.find("height") is not None else 0
-    width = int(_number(size, "width", xml_path, "<size>")) if size is not None and size.find("width") is not None else 0
+    height = (
+        int(_number(size, "height", xml_path, "<size>")) if size is not None and size.find("height") is not None else 0
+    )
+    width = (
+        int(_number(size, "width", xml_path, "<size>")) if size is not None and size.find("width") is not None else 0
+    )
     objects = []
     for number, obj in enumerate(root.iter("object"), start=1):
         where = f"object {number}"
@@ -131,7 +135,9 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
         box_element = obj.find("bndbox")
         if box_element is None:
             raise DataError(f"{xml_path}: {where} ({name.strip()}) has no <bndbox>")
-        box = tuple(_number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax"))
+        box = tuple(
+            _number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax")
+        )
         objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where)))
     return VocAnnotation(root.findtext("filename"), height, width, objects)
 
@@ -159,14 +165,16 @@ class ImageFinder:
 
     @staticmethod
     def candidates(image_id: str, filename: str | None) -> list[str]:
-        """File names tried for ``image_id``, by preference: ``<id>.jpg``, the XML's ``<filename>``, other extensions."""
+        """File names tried for ``image_id``, by preference: ``<id>.jpg``, the XML's ``<filename>``, other
+        extensions."""
         names = [f"{image_id}{IMAGE_EXTENSIONS[0]}"]
         if filename:
             names.append(filename)
         return list(dict.fromkeys(names + [f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]))
 
     def find(self, names: Sequence[str]) -> Path | None:
-        """The first of ``names`` present in the folder, matched exactly, else ignoring letter case; ``None`` if absent."""
+        """The first of ``names`` present in the folder, matched exactly, else ignoring letter case; ``None`` if
+        absent."""
         exact = next((self.folder / name for name in names if (self.folder / name).is_file()), None)
         if exact is not None:
             return exact
@@ -322,7 +330,9 @@ class VOCDetection(DetectionDataset):
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)
         fixups.warn("VOC dataset")
         self.fixups = dict(fixups.counts)
-        super().__init__(Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed)
+        super().__init__(
+            Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed
+        )
 
     def ground_truth(self) -> list[dict[str, np.ndarray]]:
         """Per image: ``{"boxes": float64 [n, 4] x1y1x2y2 devkit pixels as in the XML (1-based inclusive), "labels":

@@ -208,7 +208,9 @@ def evaluate_voc(
     gt_order = np.lexsort((gt_image, gt_labels))  # group by class, then by image
     gt_boxes, gt_labels, gt_difficult, gt_image = (a[gt_order] for a in (gt_boxes, gt_labels, gt_difficult, gt_image))
     det_order = np.argsort(det_labels, kind="stable")
-    det_boxes, det_scores, det_labels, det_image = (a[det_order] for a in (det_boxes, det_scores, det_labels, det_image))
+    det_boxes, det_scores, det_labels, det_image = (
+        a[det_order] for a in (det_boxes, det_scores, det_labels, det_image)
+    )
     gt_bounds = np.searchsorted(gt_labels, np.arange(num_classes + 1))
     det_bounds = np.searchsorted(det_labels, np.arange(num_classes + 1))
 
@@ -275,8 +277,9 @@ def write_voc_results(
 
     One line per detection: ``image_id score x1 y1 x2 y2``, the box in the devkit's 1-based pixels
     (``to_devkit_pixels``). Numbers are written with every digit they need (9 significant digits for the float32
-    score, the shortest exact form of the float64 devkit coordinate), so ``read_voc_results`` gives back the very float32 detections
-    and re-scoring the files (``--eval_results``) reproduces the evaluation that wrote them, ties included.
+    score, the shortest exact form of the float64 devkit coordinate), so ``read_voc_results`` gives back the very
+    float32 detections and re-scoring the files (``--eval_results``) reproduces the evaluation that wrote them, ties
+    included.
     Returns the paths written.
     """
     out_dir = Path(out_dir)

@@ -40,7 +40,9 @@ def _with_plain_batchnorm(module: nn.Module) -> nn.Module:
     running statistics (the same function in evaluation mode)."""
     for name, child in module.named_children():
         if isinstance(child, nn.SyncBatchNorm):
-            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            plain = nn.BatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             state = child.state_dict()
             plain.load_state_dict(state)
             setattr(module, name, plain.to(next(iter(state.values())).device) if state else plain)

@@ -294,7 +294,8 @@ def test_thresholds_are_inclusive_at_exactly_0_5_and_0_4():
     """One object [0, 0, 0.5, 0.5] (area 0.25) and four anchors with IoU 1, 0.5, 0.4 and 0 with it, all exact in
     float32: [0, 0, 1, 0.5] covers it (0.25 / 0.5), [0, 0, 0.5, 0.2] lies inside it (0.1 / 0.25). Facts §4: positive
     if IoU >= 0.5, ignored if 0.4 <= IoU < 0.5, and the MG quotas count A' >= 0.5 and A' >= 0.4."""
-    anchors = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.25, 1.0, 0.5], [0.25, 0.1, 0.5, 0.2], [0.95, 0.95, 0.1, 0.1]])
+    anchors = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.25, 1.0, 0.5], [0.25, 0.1, 0.5, 0.2],
+                            [0.95, 0.95, 0.1, 0.1]])
     targets = [torch.tensor([[0.0, 0.0, 0.5, 0.5, 7.0]])]
     gt = pad_targets(targets, NUM_CLASSES)
     assert anchor_iou(gt.boxes, corner_form(anchors)).tolist() == [[[1.0, 0.5, pytest.approx(0.4, abs=1e-7), 0.0]]]

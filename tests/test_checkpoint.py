@@ -26,7 +26,8 @@ from utils.checkpoint import (
 
 def test_checkpoint_name_matches_the_original():
     assert checkpoint_name("voc", "pafpn", "vgg16", 320, 24, True) == "VOC_pafpn_vgg16_size320_anchor24.0_MG.pth"
-    assert checkpoint_name("Shapes", "fssd", "resnet18", 256, 24.0, False) == "SHAPES_fssd_resnet18_size256_anchor24.0.pth"
+    assert (checkpoint_name("Shapes", "fssd", "resnet18", 256, 24.0, False)
+            == "SHAPES_fssd_resnet18_size256_anchor24.0.pth")
 
 
 def _state(value: float) -> dict:
@@ -100,7 +101,8 @@ def test_an_earlier_checkpoint_is_set_aside_under_its_save_time(tmp_path):
         assert not path.exists() and torch.equal(load_checkpoint(kept)["model"]["w"], torch.full((2, 2), value))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(saved_at))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}-2.pth", f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}.pth"
+        f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}-2.pth",
+        f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}.pth",
     ]
 
 
@@ -145,7 +147,8 @@ def test_check_compatible_names_the_flag_and_the_fix():
     )
     with pytest.raises(CheckpointError, match="--size 320, but --size 512"):
         check_compatible("w.pth", saved, classes, {"size": 512}, classes)
-    with pytest.raises(CheckpointError, match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
+    with pytest.raises(CheckpointError,
+                       match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
         check_compatible("w.pth", saved, classes, {}, ["circle"])
 
 
@@ -163,11 +166,13 @@ def test_check_same_run_refuses_a_changed_schedule():
             check_same_run("w.pth", saved, saved | changed)
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
     saved["train_images"] = 8
-    with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: the training set changed, .* "
+    with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: "
+                                              r"the training set changed, .* "
                                               r"start a new run from its weights with --init_from w\.pth"):
         check_same_run("w.pth", saved, saved | {"train_images": 16})
     saved["train_fingerprint"] = "0123456789abcdef"
-    with pytest.raises(CheckpointError, match=r"saved by a run on other training annotations \(images, boxes or labels\): "
+    with pytest.raises(CheckpointError, match=r"saved by a run on other training annotations "
+                                              r"\(images, boxes or labels\): "
                                               "the training set changed"):
         check_same_run("w.pth", saved, saved | {"train_fingerprint": "fedcba9876543210"})
 
@@ -182,7 +187,8 @@ def test_three_earlier_checkpoints_of_one_second_keep_three_files(tmp_path):
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(saved_at))
     kept = {suffix: load_checkpoint(tmp_path / f"VOC_fssd_vgg16_size320_anchor24.0.earlier-{stamp}{suffix}.pth")
             for suffix in ("", "-2", "-3")}
-    assert {suffix: state["model"]["w"][0, 0].item() for suffix, state in kept.items()} == {"": 1.0, "-2": 2.0, "-3": 3.0}
+    assert ({suffix: state["model"]["w"][0, 0].item() for suffix, state in kept.items()}
+            == {"": 1.0, "-2": 2.0, "-3": 3.0})
     assert len(list(tmp_path.iterdir())) == 3
 
 

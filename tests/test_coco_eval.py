@@ -153,14 +153,15 @@ def test_malformed_results_file_names_the_file(tmp_path):
 def test_bad_results_entries_name_the_file_entry_and_problem(tmp_path):
     coco = make_ground_truth(0)
     good = {"image_id": 10, "category_id": 3, "bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.5}
-    entries = [good, good | {"image_id": 999}, {k: v for k, v in good.items() if k != "score"}, good | {"category_id": 2},
-               [10, 3], good | {"bbox": [1, 2, 3]}, good | {"score": "high"}]
+    entries = [good, good | {"image_id": 999}, {k: v for k, v in good.items() if k != "score"},
+               good | {"category_id": 2}, [10, 3], good | {"bbox": [1, 2, 3]}, good | {"score": "high"}]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(entries))
     with pytest.raises(DataError, match="6 problem") as error:
         evaluate_coco(path, coco)
     assert str(error.value).splitlines()[1:] == [
-        f"  - {path}: entry 1: image_id 999 is not an image of the ground truth; were the results made on another split?",
+        f"  - {path}: entry 1: image_id 999 is not an image of the ground truth; "
+        "were the results made on another split?",
         f"  - {path}: entry 2: no 'score' (needs image_id, category_id, bbox, score)",
         f"  - {path}: entry 3: category_id 2 is not in the categories [1, 3, 7]",
         f"  - {path}: entry 4: list [10, 3] is not an object {{image_id, category_id, bbox, score}}",

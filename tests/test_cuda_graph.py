@@ -66,8 +66,8 @@ def test_padded_equals_the_exact_detections_with_fixed_size_rows(priors):
     padded = post.padded(loc, conf, IMAGE_SIZES)
     assert padded.boxes.shape == (3, 200, 4) and padded.scores.shape == (3, 200) and padded.labels.shape == (3, 200)
     assert padded.settled.tolist() == [True] * 3
-    assert_same_detections(padded.to_list(), PostProcessor(priors, max_per_image=200, dense_nms=False)(loc, conf, IMAGE_SIZES),
-                           atol=0)
+    assert_same_detections(padded.to_list(),
+                           PostProcessor(priors, max_per_image=200, dense_nms=False)(loc, conf, IMAGE_SIZES), atol=0)
     counts = padded.counts.tolist()
     assert 0 < min(counts) and max(counts) <= 200
     for b, n in enumerate(counts):  # padding rows: zero boxes and scores, label -1
@@ -81,8 +81,8 @@ def test_padded_with_fewer_candidates_than_rows(priors):
     padded = post.padded(loc, conf, IMAGE_SIZES[:1])
     assert padded.boxes.shape == (1, 50, 4)  # min(max_per_image, pre_nms_topk) rows
     assert padded.counts.tolist() == [20]  # every other box of the chain
-    assert_same_detections(padded.to_list(), PostProcessor(priors, pre_nms_topk=50, dense_nms=False)(loc, conf, IMAGE_SIZES[:1]),
-                           atol=0)
+    assert_same_detections(padded.to_list(),
+                           PostProcessor(priors, pre_nms_topk=50, dense_nms=False)(loc, conf, IMAGE_SIZES[:1]), atol=0)
 
 
 def test_fixed_nms_steps_flag_the_images_they_leave_unfinished(priors):

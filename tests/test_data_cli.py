@@ -50,7 +50,8 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
 
 def test_check_data_names_every_bad_image(tmp_path, capsys):
     samples = {name: [] for name in ("ok", "resized", "cut", "empty", "text", "corrupt", "held_out")}
-    root = write_voc_folder(tmp_path / "data", samples, {"train": list(samples)[:-1], "test": ["held_out"]}, size=(40, 50))
+    root = write_voc_folder(tmp_path / "data", samples, {"train": list(samples)[:-1], "test": ["held_out"]},
+                            size=(40, 50))
     images = root / "JPEGImages"
     write_jpeg(images / "resized.jpg", 41, 50)
     write_jpeg(images / "cut.jpg")
@@ -65,7 +66,8 @@ def test_check_data_names_every_bad_image(tmp_path, capsys):
     assert "--check_data on 6 images: 5 problem(s)" in err
     for expected in (f"{images / 'resized.jpg'}: image is 50x41 (WxH) but its annotation says 50x40",
                      f"{images / 'cut.jpg'}: truncated JPEG", f"{images / 'empty.jpg'}: image file is empty",
-                     f"{images / 'text.jpg'}: OpenCV cannot decode the file", f"{images / 'corrupt.jpg'}: corrupt JPEG data"):
+                     f"{images / 'text.jpg'}: OpenCV cannot decode the file",
+                     f"{images / 'corrupt.jpg'}: corrupt JPEG data"):
         assert expected in err
 
 

@@ -149,7 +149,8 @@ def test_missing_image_file_and_invalid_json(tmp_path):
 
 
 def test_zero_width_box_is_a_counted_warning(tmp_path):
-    annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0, "iscrowd": 0}]
+    annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
+                                           "iscrowd": 0}]
     path = write_coco(tmp_path, "x", coco_json(annotations))
     with pytest.warns(DataWarning, match=r"degenerate box dropped \(w <= 0 or h <= 0\): 1.*annotation id 20"):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
@@ -157,7 +158,8 @@ def test_zero_width_box_is_a_counted_warning(tmp_path):
 
 
 def test_image_without_size_is_reported(tmp_path):
-    images = [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 20}, {"id": 2, "file_name": "b.jpg", "height": 20, "width": 20}]
+    images = [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 20},
+              {"id": 2, "file_name": "b.jpg", "height": 20, "width": 20}]
     path = write_coco(tmp_path, "x", coco_json([], images))
     data = json.loads(path.read_text())
     del data["images"][1]["width"]
@@ -200,9 +202,11 @@ def test_entries_that_are_not_objects_and_repeated_ids_are_listed(tmp_path):
     message = str(error.value)
     assert f"{path}: annotations[0] is str 'person', not an object {{...}}" in message
     assert f"{path}: annotations[4] is list [1, 7, 1], not an object" in message
-    assert f"{path}: annotations[5] repeats id 1 of annotations[1]; give every entry of 'annotations' its own id" in message
+    assert (f"{path}: annotations[5] repeats id 1 of annotations[1]; give every entry of 'annotations' its own id"
+            in message)
     assert f"{path}: images[3] repeats id 3 of images[1]; give every entry of 'images' its own id" in message
-    assert f"{path}: categories[3] repeats id 1 of categories[1]; give every entry of 'categories' its own id" in message
+    assert (f"{path}: categories[3] repeats id 1 of categories[1]; give every entry of 'categories' its own id"
+            in message)
 
 
 def authors_keep(x: float, w: float, width: float) -> bool:
@@ -217,7 +221,8 @@ def test_small_box_rule_is_the_authors_at_the_boundary(tmp_path, side, kept):
     _, keep = clean_coco_boxes(xywh, np.full(3, 100.0), np.full(3, 50.0), np.full(3, 100.0))
     assert keep.tolist() == [kept] * 3
     assert [authors_keep(10, side, 100), authors_keep(100 - side, side, 100)] == [kept] * 2
-    annotations = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10.0, 10.0, side, side], "area": 50.0, "iscrowd": 0}]
+    annotations = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10.0, 10.0, side, side], "area": 50.0,
+                    "iscrowd": 0}]
     path = write_coco(tmp_path, "x", coco_json(annotations))
     dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
     assert len(dataset.annotation(0)[0]) == int(kept) and dataset.small_boxes_dropped == int(not kept)
@@ -276,7 +281,8 @@ def test_categories_sharing_a_name_are_an_error(tmp_path):
     path = write_coco(tmp_path, "x", data)
     with pytest.raises(DataError, match="1 problem") as error:
         COCODetection(path, tmp_path / "x", TestTransform(32))
-    assert f"{path}: categories id 5 'bus' and id 90 'Bus ' have the same name (compared case-insensitively)" in str(error.value)
+    assert (f"{path}: categories id 5 'bus' and id 90 'Bus ' have the same name (compared case-insensitively)"
+            in str(error.value))
 
 
 def test_json_without_categories_is_an_error(tmp_path):

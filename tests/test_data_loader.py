@@ -10,7 +10,8 @@ NUM_IMAGES = 10
 
 @pytest.fixture
 def voc_root(tmp_path):
-    samples = {f"{i:03d}": [("cat", (2 + i, 3, 30 + i, 40), 0), ("dog", (5, 6, 50, 44), 0)][: i % 3] for i in range(NUM_IMAGES)}
+    samples = {f"{i:03d}": [("cat", (2 + i, 3, 30 + i, 40), 0), ("dog", (5, 6, 50, 44), 0)][: i % 3]
+               for i in range(NUM_IMAGES)}
     held_out = {f"t{name}": objects for name, objects in samples.items()}  # the same objects, other images
     return write_voc_folder(tmp_path, samples | held_out, {"trainval": list(samples), "test": list(held_out)})
 

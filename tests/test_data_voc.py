@@ -16,7 +16,8 @@ from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 def voc_xml(width: int, height: int, objects: list[tuple[str, tuple, int]], size: bool = True) -> str:
     size_xml = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>" if size else ""
     body = "".join(
-        f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+        f"<object><name>{name}</name><difficult>{difficult}</difficult>"
+        f"<bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
         f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>"
         for name, box, difficult in objects
     )
@@ -88,9 +89,11 @@ def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_p
     people = [("Person", (2, 3, 30, 40), 0), ("dog", (10, 10, 20, 20), 1)]
     write_voc_folder(tmp_path / "VOC2007", {"000001": people, "000002": [("tvmonitor", (1, 1, 64, 48), 0)]},
                      {"trainval": ["000001"], "test": ["000002"]})
-    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]}, {"trainval": ["2008_000001"]})
+    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]},
+                     {"trainval": ["2008_000001"]})
     train = build_dataset("VOC", "train", 64, data_root=str(tmp_path))
-    assert train.image_ids == ["000001", "2008_000001"] and train.class_names == list(VOC_CLASSES) and train.num_classes == 20
+    assert (train.image_ids == ["000001", "2008_000001"] and train.class_names == list(VOC_CLASSES)
+            and train.num_classes == 20)
     first = train.ground_truth()[0]
     np.testing.assert_array_equal(first["labels"], [14, 11])  # person, dog (names are lowercased)
     np.testing.assert_array_equal(first["difficult"], [False, True])
@@ -102,7 +105,8 @@ def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_p
 
 def test_missing_voc2012_names_its_download_script(tmp_path):
     write_voc_folder(tmp_path / "VOC2007", {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
-    with pytest.raises(DatasetNotFoundError, match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012.sh`"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012.sh`"):
         build_dataset("voc", "train", 64, data_root=str(tmp_path))
     assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
 
@@ -172,7 +176,8 @@ def test_voc_devkit_sharing_an_image_between_2007_trainval_and_test_is_an_error(
 
 
 def test_image_extensions_match_in_any_letter_case(tmp_path):
-    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [], "c": []}, {"trainval": ["a", "b", "c"]})
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [], "c": []},
+                            {"trainval": ["a", "b", "c"]})
     images = root / "JPEGImages"
     (images / "a.jpg").rename(images / "a.JPG")  # the XML's <filename> (x.jpg) does not name it
     cv2.imwrite(str(images / "b.Png"), np.zeros((48, 64, 3), np.uint8))
@@ -180,8 +185,8 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
     (images / "c.jpg").unlink()
     with pytest.raises(DataError, match="1 problem") as error:
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
-    assert f"{images / 'c'}.jpg: image file not found (listed in {root / 'ImageSets/Main/trainval.txt'}); tried c.jpg, " \
-           f"x.jpg, c.jpeg, c.png, c.bmp in {images}, in any letter case" in str(error.value)
+    assert f"{images / 'c'}.jpg: image file not found (listed in {root / 'ImageSets/Main/trainval.txt'}); " \
+           f"tried c.jpg, x.jpg, c.jpeg, c.png, c.bmp in {images}, in any letter case" in str(error.value)
     cv2.imwrite(str(images / "c.jpeg"), np.zeros((48, 64, 3), np.uint8))
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert [dataset.image_path(i).name for i in range(3)] == ["a.JPG", "b.Png", "c.jpeg"]
@@ -202,7 +207,8 @@ def test_default_roots_are_the_repository_datasets_folder_whatever_the_current_f
 
 
 def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
-    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]}, {"trainval": ["a"]})
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]},
+                            {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'.*pass --skip_unknown_classes to leave"):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     with pytest.warns(DataWarning, match="object of an unknown class skipped: 1"):
@@ -211,7 +217,8 @@ def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
 
 
 def test_malformed_xml_names_file_and_line(tmp_path):
-    root = write_voc_folder(tmp_path, {"a": "<annotation>\n<object><name>cat</name>\n</annotation>"}, {"trainval": ["a"]})
+    root = write_voc_folder(tmp_path, {"a": "<annotation>\n<object><name>cat</name>\n</annotation>"},
+                            {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"a\.xml:3:\d+: malformed XML"):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
 
@@ -234,7 +241,8 @@ def test_list_naming_missing_files_reports_each(tmp_path):
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
-    with pytest.warns(DataWarning, match=r"box clipped to the image: 1 \(e\.g\. .*a\.xml\); degenerate box dropped \(x2 <= x1 or y2 <= y1\): 1"):
+    with pytest.warns(DataWarning, match=r"box clipped to the image: 1 \(e\.g\. .*a\.xml\); "
+                                         r"degenerate box dropped \(x2 <= x1 or y2 <= y1\): 1"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
     np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])
@@ -300,7 +308,8 @@ def test_xml_encodings_declared_are_read_and_undeclared_ones_name_the_file(tmp_p
     latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?>' + voc_xml(64, 48, [("chaté", (1, 1, 10, 10), 0)])
     root = write_voc_folder(tmp_path, {"a": "", "b": "", "c": ""}, {"trainval": ["a"], "test": ["b", "c"]})
     (root / "Annotations/a.xml").write_bytes(latin1.encode("latin-1"))
-    assert build_dataset("custom", "train", 64, data_root=str(root), classes=["chaté"]).ground_truth()[0]["labels"] == [0]
+    assert (build_dataset("custom", "train", 64, data_root=str(root), classes=["chaté"]).ground_truth()[0]["labels"]
+            == [0])
     (root / "Annotations/b.xml").write_bytes(voc_xml(64, 48, [("chaté", (1, 1, 10, 10), 0)]).encode("latin-1"))
     (root / "Annotations/c.xml").write_text('<?xml version="1.0" encoding="klingon"?><annotation/>')
     with pytest.raises(DataError) as error:
@@ -309,9 +318,11 @@ def test_xml_encodings_declared_are_read_and_undeclared_ones_name_the_file(tmp_p
     assert re.search(r"c\.xml: unknown encoding: klingon in the XML declaration", str(error.value))
 
 
-@pytest.mark.parametrize("text, difficult", [("1", True), (" TRUE ", True), ("false", False), ("0", False), ("", False)])
+@pytest.mark.parametrize("text, difficult",
+                         [("1", True), (" TRUE ", True), ("false", False), ("0", False), ("", False)])
 def test_difficult_accepts_0_1_true_false(tmp_path, text, difficult):
-    xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<difficult>0</difficult>", f"<difficult>{text}</difficult>")
+    xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<difficult>0</difficult>",
+                                                               f"<difficult>{text}</difficult>")
     root = write_voc_folder(tmp_path, {"a": xml}, {"trainval": ["a"]})
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert dataset.ground_truth()[0]["difficult"].tolist() == [difficult]
@@ -376,7 +387,8 @@ def test_boxes_of_zero_width_or_height_are_dropped_and_one_pixel_boxes_kept(tmp_
 def test_voc_devkit_years_may_reuse_an_image_id(tmp_path):
     """The train/test overlap check compares lists of one folder: VOC2012 trainval may name an image 000002 like a
     VOC2007 test image, and they are different images."""
-    write_voc_folder(tmp_path / "VOC2007", {"000001": [("cat", (2, 3, 30, 40), 0)], "000002": [("dog", (1, 1, 9, 9), 0)]},
+    write_voc_folder(tmp_path / "VOC2007",
+                     {"000001": [("cat", (2, 3, 30, 40), 0)], "000002": [("dog", (1, 1, 9, 9), 0)]},
                      {"trainval": ["000001"], "test": ["000002"]})
     write_voc_folder(tmp_path / "VOC2012", {"000002": [("bird", (5, 5, 9, 9), 0)]}, {"trainval": ["000002"]})
     train = build_dataset("voc", "train", 64, data_root=str(tmp_path))
@@ -387,7 +399,8 @@ def test_voc_devkit_years_may_reuse_an_image_id(tmp_path):
 def test_group_suffix_and_letter_case_of_class_names_are_dropped(tmp_path):
     objects = [("Dog(group)", (10, 10, 20, 20), 0), ("PERSON (group)", (2, 3, 30, 40), 0)]
     write_voc_folder(tmp_path / "VOC2007", {"000001": objects}, {"trainval": ["000001"], "test": []})
-    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]}, {"trainval": ["2008_000001"]})
+    write_voc_folder(tmp_path / "VOC2012", {"2008_000001": [("aeroplane", (5, 5, 9, 9), 0)]},
+                     {"trainval": ["2008_000001"]})
     train = build_dataset("voc", "train", 64, data_root=str(tmp_path))
     assert train.ground_truth()[0]["labels"].tolist() == [11, 14]  # dog, person
 

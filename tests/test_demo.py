@@ -141,7 +141,8 @@ def test_cuda_graph_demo_equals_the_eager_demo(checkpoint, photos, tmp_path):
     for name, cuda_graph in (("eager", False), ("graph", True)):
         run_demo(checkpoint, str(photos), tmp_path / name, device="cuda", batch_size=2, score_thresh=0.0,
                  max_per_image=20, cuda_graph=cuda_graph)
-    eager, graph = (json.loads((tmp_path / name / "detections.json").read_text())["images"] for name in ("eager", "graph"))
+    eager, graph = (json.loads((tmp_path / name / "detections.json").read_text())["images"]
+                    for name in ("eager", "graph"))
     assert len(eager) == len(graph) > 0
     for want, got in zip(eager, graph):
         assert [d["label"] for d in want["detections"]] == [d["label"] for d in got["detections"]]
@@ -170,8 +171,8 @@ def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsy
 
 def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
     before = {path.name: path.read_bytes() for path in photos.iterdir()}
-    with pytest.raises(DemoInputError, match=rf"--demo_output {photos} holds input images \(tall\.jpg, \.\.\.\): the drawn "
-                                             "copies would replace them"):
+    with pytest.raises(DemoInputError, match=rf"--demo_output {photos} holds input images \(tall\.jpg, \.\.\.\): "
+                                             "the drawn copies would replace them"):
         run_demo(checkpoint, str(photos), photos)
     assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
 
@@ -181,7 +182,8 @@ def test_an_image_too_wide_for_jpeg_keeps_its_detections_without_a_drawn_copy(ch
     summary = run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=0.0)
     assert (summary["images"], summary["unreadable"]) == (3, 0)
     assert "OpenCV cannot encode a 70000x8 image as JPEG (at most 65,500 px a side)" in capsys.readouterr().err
-    records = {Path(r["file"]).name: r for r in json.loads((tmp_path / "out" / "detections.json").read_text())["images"]}
+    records = {Path(r["file"]).name: r
+               for r in json.loads((tmp_path / "out" / "detections.json").read_text())["images"]}
     assert records["panorama.png"]["output"] is None and records["panorama.png"]["width"] == 70_000
     assert records["panorama.png"]["detections"] and records["tall.jpg"]["output"] == "tall.jpg"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "tall.jpg", "wide.jpg"]

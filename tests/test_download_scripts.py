@@ -13,7 +13,8 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "data" / "scripts"
 SCRIPT_NAMES = ("VOC2007.sh", "VOC2012.sh", "COCO2017.sh")
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the scripts download with curl; curl is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None,
+                                reason="the scripts download with curl; curl is not installed")
 
 
 def make_tar(path: Path, files: dict[str, bytes]) -> bytes:
@@ -81,7 +82,8 @@ def test_script_syntax(name):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_shellcheck_is_clean():
     paths = [str(SCRIPTS / name) for name in (*SCRIPT_NAMES, "download_common.sh")]
     paths.append(str(SCRIPTS.parents[1] / "benchmarks" / "gpu_check.sh"))  # the project's other shell script
@@ -136,7 +138,8 @@ def test_checksum_mismatch_stops_before_extraction(tmp_path, voc2007_server):
 def test_missing_archive_fails_with_the_url(tmp_path):
     result = run_script("VOC2012.sh", tmp_path / "datasets", {"VOC_BASE_URL": (tmp_path / "empty").as_uri()})
     assert result.returncode != 0
-    assert f"error: download of {(tmp_path / 'empty').as_uri()}/voc2012/VOCtrainval_11-May-2012.tar failed" in result.stderr
+    assert (f"error: download of {(tmp_path / 'empty').as_uri()}/voc2012/VOCtrainval_11-May-2012.tar failed"
+            in result.stderr)
 
 
 def test_voc2012(tmp_path):

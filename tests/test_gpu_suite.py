@@ -1,4 +1,5 @@
-"""The GPU speed suite (benchmarks/gpu_suite.py): its CPU dry run end to end, and its bookkeeping with hand-made rows."""
+"""The GPU speed suite (benchmarks/gpu_suite.py): its CPU dry run end to end, and its bookkeeping with hand-made
+rows."""
 import json
 import math
 import traceback
@@ -159,7 +160,8 @@ def test_settings_of_the_full_run_match_the_issue():
     full: Settings = gpu_suite.FULL
     assert (full.backbone, full.headline_size, full.batch) == ("vgg16", 320, 32)
     assert full.sizes == (320, 512) and full.infer_batches == (1, 32, 64)
-    assert set(full.grid_versions) == {"fssd", "retinanet", "rfbnet", "pafpn"} and full.grid_precisions == ("fp32", "bf16")
+    assert (set(full.grid_versions) == {"fssd", "retinanet", "rfbnet", "pafpn"}
+            and full.grid_precisions == ("fp32", "bf16"))
     assert full.ladder_rungs == tuple(range(len(gpu_suite.LADDER)))
 
 

@@ -171,7 +171,8 @@ def test_anchor_count_mismatch_names_the_flag():
 
 def test_voc_evaluation_writes_devkit_files_summary_and_prints_both_protocols(tmp_path, capsys):
     dataset, model = FakeVocDataset(), FakeDetector()
-    detections = run_inference(model, DataLoader(dataset, batch_size=4, collate_fn=collate), PRIORS, torch.device("cpu"))
+    detections = run_inference(model, DataLoader(dataset, batch_size=4, collate_fn=collate), PRIORS,
+                               torch.device("cpu"))
     run_info = {"dataset": "VOC", "split": "2007_test", "config": {"version": "pafpn", "size": 320},
                 "checkpoint": "weights/x.pth"}
     metrics = evaluate_detections(dataset, detections, tmp_path, run_info=run_info)

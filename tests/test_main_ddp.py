@@ -1,4 +1,5 @@
-"""``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered detections."""
+"""``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered
+detections."""
 import json
 import os
 import subprocess
@@ -20,11 +21,13 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "--mutual_guide", "--assign_stats",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"), *argv]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "main.py"), *argv]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"]
+    assert (sorted(p.name for p in (tmp_path / "weights").iterdir())
+            == ["CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"])
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
     assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
@@ -50,7 +53,8 @@ def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process
         "--batch_size", "2", "--max_iter", "1", "--warm_iter", "0", "--workers", "0", "--save_folder", "weights",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "main.py"), *argv]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "main.py"), *argv]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode != 0
     assert f"{first}.jpg: OpenCV cannot decode the file as an image" in result.stderr

@@ -40,7 +40,8 @@ def test_sampler_epochs_are_permutations_without_the_remainder():
         indices = [index for index, _ in items]
         assert len(set(indices)) == 9 and set(indices) <= set(range(10))
         assert {e for _, e in items} == {epoch}
-    assert [i for i, _ in batches[0]] != [i for i, _ in batches[3]] or [i for i, _ in batches[1]] != [i for i, _ in batches[4]]
+    assert ([i for i, _ in batches[0]] != [i for i, _ in batches[3]]
+            or [i for i, _ in batches[1]] != [i for i, _ in batches[4]])
 
 
 def test_sampler_resumed_mid_epoch_replays_the_same_tail():

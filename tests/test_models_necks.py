@@ -100,7 +100,8 @@ def test_top_down_upsamples_with_nearest_neighbour():
     path.output = nn.ModuleList(nn.Identity() for _ in range(2))
     coarse = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
     fine, top = path([torch.full((1, 1, 4, 4), 10.0), coarse])
-    expected = torch.tensor([[11, 11, 12, 12], [11, 11, 12, 12], [13, 13, 14, 14], [13, 13, 14, 14]], dtype=torch.float32)
+    expected = torch.tensor([[11, 11, 12, 12], [11, 11, 12, 12], [13, 13, 14, 14], [13, 13, 14, 14]],
+                            dtype=torch.float32)
     assert torch.equal(fine[0, 0], expected) and torch.equal(top, coarse)
 
 
@@ -131,17 +132,18 @@ def test_rfb_branches_follow_the_facts():
         [(cin, 2 * i, (1, 1), s, (0, 0), 1, True), (2 * i, 2 * i, (3, 3), 1, (1, 1), 1, False)],
         [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, 2 * i, (3, 3), s, (1, 1), 1, True),
          (2 * i, 2 * i, (3, 3), 1, (3, 3), 3, False)],
-        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (3, 3), 1, (1, 1), 1, True), (t, 2 * i, (3, 3), s, (1, 1), 1, True),
-         (2 * i, 2 * i, (3, 3), 1, (5, 5), 5, False)],
-        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (1, 7), 1, (0, 3), 1, True), (t, 2 * i, (7, 1), s, (3, 0), 1, True),
-         (2 * i, 2 * i, (3, 3), 1, (7, 7), 7, False)],
+        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (3, 3), 1, (1, 1), 1, True),
+         (t, 2 * i, (3, 3), s, (1, 1), 1, True), (2 * i, 2 * i, (3, 3), 1, (5, 5), 5, False)],
+        [(cin, i, (1, 1), 1, (0, 0), 1, True), (i, t, (1, 7), 1, (0, 3), 1, True),
+         (t, 2 * i, (7, 1), s, (3, 0), 1, True), (2 * i, 2 * i, (3, 3), 1, (7, 7), 7, False)],
     ]
     block = BasicRFB(cin, cout, stride=s)
     assert [[conv_spec(layer) for layer in branch] for branch in block.branches] == expected
     assert conv_spec(block.linear) == (8 * i, cout, (1, 1), 1, (0, 0), 1, False)
     assert conv_spec(block.shortcut) == (cin, cout, (1, 1), s, (0, 0), 1, False)
     compact = BasicRFB(cin, cout, stride=s, compact=True)  # BasicRFB_c: branches 0, 1 and the 1x7/7x1 one
-    assert [[conv_spec(layer) for layer in branch] for branch in compact.branches] == [expected[0], expected[1], expected[3]]
+    assert ([[conv_spec(layer) for layer in branch] for branch in compact.branches]
+            == [expected[0], expected[1], expected[3]])
     assert compact.linear.conv.in_channels == 6 * i
 
 

@@ -102,7 +102,8 @@ def test_pre_nms_topk_is_exact_when_enough_boxes_survive_from_the_top(priors):
     conf = distinct_logits(generator, 3, len(priors), 4)  # 2040 candidates per image, all above 0.005
     with_topk = PostProcessor(priors, pre_nms_topk=300, max_per_image=100)(loc, conf, IMAGE_SIZES)
     assert [len(d["scores"]) for d in with_topk] == [100] * 3  # >= max_per_image survivors from the top 300
-    assert_same_detections(with_topk, PostProcessor(priors, pre_nms_topk=None, max_per_image=100)(loc, conf, IMAGE_SIZES))
+    assert_same_detections(with_topk,
+                           PostProcessor(priors, pre_nms_topk=None, max_per_image=100)(loc, conf, IMAGE_SIZES))
 
 
 def synthetic_detector_outputs(priors, gt_boxes, gt_labels, num_classes, generator):
@@ -162,7 +163,8 @@ def same_detections(a, b):
     if not same_scores(a, b):
         return False
     order_a, order_b = (np.lexsort((d["labels"].numpy(), -d["scores"].numpy())) for d in (a, b))
-    return torch.equal(a["labels"][order_a], b["labels"][order_b]) and torch.equal(a["boxes"][order_a], b["boxes"][order_b])
+    return (torch.equal(a["labels"][order_a], b["labels"][order_b])
+            and torch.equal(a["boxes"][order_a], b["boxes"][order_b]))
 
 
 @pytest.mark.parametrize("pre_nms_topk", [PRE_NMS_TOPK, 150])

@@ -63,7 +63,8 @@ def test_first_cell_at_512():
     torch.testing.assert_close(
         PriorBox(24.0, 512)()[:6],
         torch.tensor(
-            [[c, c, s, s], [c, c, s * R2, s / R2], [c, c, s / R2, s * R2], [c, c, s * R2, s * R2], [c, c, 2 * s, s], [c, c, s, 2 * s]]
+            [[c, c, s, s], [c, c, s * R2, s / R2], [c, c, s / R2, s * R2], [c, c, s * R2, s * R2], [c, c, 2 * s, s],
+             [c, c, s, 2 * s]]
         ),
     )
 

@@ -228,7 +228,8 @@ def test_difficult_rule_at_its_boundaries():
     colours = [np.zeros(3, np.float32)] * 6
     objects, renumbered = shapes._annotate(instance_map, names, colours, [False] * 6, [108, 100, 201, 200, 50, 100])
     assert [o.name for o in objects] == ["circle", "square", "triangle", "star", "cross"]
-    assert [o.box for o in objects] == [(0, 0, 11, 8), (0, 10, 9, 19), (20, 10, 29, 19), (0, 25, 9, 34), (40, 25, 49, 34)]
+    assert [o.box for o in objects] == [(0, 0, 11, 8), (0, 10, 9, 19), (20, 10, 29, 19), (0, 25, 9, 34),
+                                        (40, 25, 49, 34)]
     assert [o.difficult for o in objects] == [True, False, True, False, False]
     assert [o.visible_fraction for o in objects] == pytest.approx([1.0, 1.0, 100 / 201, 0.5, 1.0])
     assert renumbered[30, 45] == 4 and renumbered[39, 59] == -1 and renumbered[0, 0] == 0

@@ -216,7 +216,8 @@ def test_train_transform_boxes_cover_the_object(seed):
     inner = bright_gray[int(np.ceil(y1)) + margin : int(y2) - margin, int(np.ceil(x1)) + margin : int(x2) - margin]
     assert inner.size > 0 and inner.all()
     outer = np.ones((size, size), bool)
-    outer[max(int(y1) - margin, 0) : int(np.ceil(y2)) + margin, max(int(x1) - margin, 0) : int(np.ceil(x2)) + margin] = False
+    outer[max(int(y1) - margin, 0) : int(np.ceil(y2)) + margin,
+          max(int(x1) - margin, 0) : int(np.ceil(x2)) + margin] = False
     assert not bright_gray[outer].any()
 
 

@@ -258,13 +258,15 @@ def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_pa
 
 def test_reading_a_folder_without_results_files_names_the_folder(tmp_path):
     (tmp_path / "comp4_det_test_zebra.txt").write_text("000001 0.5 1 1 5 5\n")
-    with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes \(comp4_det_test_cat"):
+    with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes "
+                                        r"\(comp4_det_test_cat"):
         read_voc_results(tmp_path, ["000001"], CLASSES)
 
 
 def test_a_missing_class_file_is_scored_as_no_detections_with_a_warning(tmp_path):
     (tmp_path / "comp4_det_test_cat.txt").write_text("000001 0.5 1 1 5 5\n")
-    with pytest.warns(DataWarning, match=r"no comp4_det_test_<class>\.txt file for the classes \['dog'\]: scored as no"):
+    with pytest.warns(DataWarning, match=r"no comp4_det_test_<class>\.txt file for the classes \['dog'\]: "
+                                         r"scored as no"):
         detections = read_voc_results(tmp_path, ["000001"], CLASSES)
     assert detections[0]["labels"].tolist() == [0]
 
@@ -274,5 +276,6 @@ def test_reading_results_lines_with_bad_numbers_names_each_file_and_line(tmp_pat
     (tmp_path / "comp4_det_test_dog.txt").write_bytes(b"\xef\xbb\xbf000001 0.5 1 1 5 5\n\n000001 0.5 1 1 nan 5\n")
     with pytest.raises(DataError, match="2 problem") as error:
         read_voc_results(tmp_path, ["000001"], CLASSES)
-    assert "comp4_det_test_cat.txt:1: the score and coordinates must be numbers in '000001 abc 1 1 5 5'" in str(error.value)
+    assert ("comp4_det_test_cat.txt:1: the score and coordinates must be numbers in '000001 abc 1 1 5 5'"
+            in str(error.value))
     assert "comp4_det_test_dog.txt:3: the score and coordinates must be finite" in str(error.value)
