@@ -97,7 +97,7 @@ def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, 
     assert [len(recorded_steps)] == [2 + 3 + 3]
     assert [mg for mg, _ in recorded_steps] == [False] * 5 + [True] * 3
     assert [h for _, h in recorded_steps[2:5]] == [h for _, h in recorded_steps[5:8]]
-    assert forks == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"] * 4  # per arm: its architecture, then its weights
+    assert forks == ["CUSTOM_fssd_resnet18_size128_anchor24.0.pth"] * 2  # per arm, read once: architecture and weights
     assert "mAP" in record["warm_checkpoint"]["metrics"] and list(record["per_seed"]) == [3]
 
 
@@ -109,7 +109,8 @@ def test_mutual_guide_from_needs_mutual_guide():
 
 def test_regime_plan():
     scratch = regime_plan("scratch", 100, 30, 4)
-    assert [(p.arm, p.max_iter, p.flags, p.fork) for p in scratch] == [("IoU", 100, (), False), ("MG", 100, ("--mutual_guide",), False)]
+    assert [(p.arm, p.max_iter, p.flags, p.fork) for p in scratch] == [
+        ("IoU", 100, (), False), ("MG", 100, ("--mutual_guide",), False)]
     assert [p.fork for p in regime_plan("warm", 100, 30, 4)] == [True, True]
     assert regime_plan("switch", 100, 30, 4)[1].flags == ("--mutual_guide", "--mutual_guide_from", "30")
     assert [p.max_iter for p in regime_plan("long", 100, 30, 4)] == [400, 400]
@@ -119,7 +120,8 @@ def test_regime_plan():
 
 def test_subset_root_keeps_the_first_ids(shapes_root, tmp_path):
     subset = make_subset_root(shapes_root, tmp_path / "subset", 5, 2)
-    assert (subset / "ImageSets" / "Main" / "trainval.txt").read_text().split() == ["000001", "000002", "000003", "000004", "000005"]
+    assert (subset / "ImageSets" / "Main" / "trainval.txt").read_text().split() == [
+        "000001", "000002", "000003", "000004", "000005"]
     assert len((subset / "ImageSets" / "Main" / "test.txt").read_text().split()) == 2
     assert (subset / "JPEGImages").resolve() == (shapes_root / "JPEGImages").resolve()
     with pytest.raises(ValueError, match="asked for 13 trainval images, the list has 12"):
@@ -148,7 +150,8 @@ def test_read_eval_metrics_averages_classes_per_threshold(tmp_path):
                            "per_threshold_AP": [[0.4, 0.6, None], [0.2, 0.3, None]]}}  # fmt: skip
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     metrics = read_eval_metrics(tmp_path / "summary.json")
-    assert metrics["mAP"] == 0.3 and metrics["AP@0.50"] == pytest.approx(0.5) and metrics["AP@0.75"] == pytest.approx(0.25)
+    assert metrics["mAP"] == 0.3
+    assert metrics["AP@0.50"] == pytest.approx(0.5) and metrics["AP@0.75"] == pytest.approx(0.25)
     coco = {"metrics": {"mAP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.05}}
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     assert read_eval_metrics(tmp_path / "coco.json") == {"mAP": 0.2, "AP50": 0.4, "AP75": 0.1}

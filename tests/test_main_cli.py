@@ -22,11 +22,12 @@ def parse(*argv: str):
 def test_help_explains_every_flag():
     result = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    flags = ["--version", "--backbone", "--dataset", "--size", "--mutual_guide", "--trained_model", "--base_anchor_size",
-             "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs", "--device", "--workers",
-             "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained", "--no-pretrained",
-             "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval", "--checkpoint_interval",
-             "--max_iter", "--sync_bn", "--run_dir", "--compile", "--compile_loss", "--cuda_graph", "--expand_prob"]
+    flags = ["--version", "--backbone", "--dataset", "--size", "--mutual_guide", "--trained_model",
+             "--base_anchor_size", "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs",
+             "--device", "--workers", "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained",
+             "--no-pretrained", "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval",
+             "--checkpoint_interval", "--max_iter", "--sync_bn", "--run_dir", "--compile", "--compile_loss",
+             "--cuda_graph", "--expand_prob", "--init_from"]
     for flag in flags:
         assert flag in result.stdout, flag
 
@@ -34,7 +35,8 @@ def test_help_explains_every_flag():
 def test_seed_defaults_of_the_original():
     args = parse()
     cli.fill_dataset_defaults(args)
-    assert (args.base_anchor_size, args.nms_thresh, args.batch_size, args.lr, args.save_folder) == (24.0, 0.5, 32, 1e-2, "weights/")
+    assert (args.base_anchor_size, args.nms_thresh, args.batch_size, args.lr, args.save_folder) == (
+        24.0, 0.5, 32, 1e-2, "weights/")
     assert args.mutual_guide is False and args.dataset == "voc"
 
 
@@ -46,14 +48,16 @@ def test_dataset_names_are_case_insensitive(name):
 def test_dataset_defaults_fill_only_missing_flags():
     voc = parse("--dataset", "VOC")
     cli.fill_dataset_defaults(voc)
-    assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == ("pafpn", "vgg16", 320, 250, 500, True)
+    assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == (
+        "pafpn", "vgg16", 320, 250, 500, True)
     assert voc.expand_prob == 0.6  # the paper's zoom-out probability
     coco = parse("--dataset", "coco", "--size", "512", "--no-pretrained")
     cli.fill_dataset_defaults(coco)
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
     cli.fill_dataset_defaults(shapes)
-    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 2, 6e-2, 12)
+    assert (shapes.backbone, shapes.pretrained, shapes.workers, shapes.lr, shapes.epochs) == (
+        "resnet18", "r18.pth", 2, 6e-2, 12)
     assert shapes.expand_prob == 0.0
     explicit = parse("--dataset", "shapes", "--lr", "0.005")
     cli.fill_dataset_defaults(explicit)
@@ -81,7 +85,8 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--device", "gpu"], "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
         (["--trained_model", "w.pth", "--resume"], "--resume trains, --trained_model evaluates a checkpoint"),
         (["--trained_model", "w.pth", "--init_from", "a.pth"], "--init_from trains, --trained_model evaluates"),
-        (["--trained_model", "w.pth", "--eval_results", "eval/VOC"], "--trained_model and --eval_results each run alone"),
+        (["--trained_model", "w.pth", "--eval_results", "eval/VOC"],
+         "--trained_model and --eval_results each run alone"),
         (["--trained_model", "w.pth", "--demo", "a.jpg", "--export", "onnx"], "--demo and --export each run alone"),
         (["--demo_output", "out"], "--demo_output applies to --demo, which was not given"),
         (["--trained_model", "w.pth", "--export_nms"], "--export_nms applies to --export, which was not given"),
@@ -125,7 +130,8 @@ def test_custom_coco_layout_needs_no_classes_flag(tmp_path, capsys):
 
     (tmp_path / "annotations").mkdir()
     gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "area": 400,
+                           "iscrowd": 0}],
           "categories": [{"id": 3, "name": "kite"}]}
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
@@ -195,8 +201,8 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
 
     refuse(PermissionError(13, "Permission denied", "runs/x/log.txt"))
     assert cli.main(args) == cli.EXIT_REFUSED_BY_SYSTEM == 1
-    assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then run "
-                                       "again (training continues from its last checkpoint with --resume)\n")
+    assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then "
+                                       "run again (training continues from its last checkpoint with --resume)\n")
     refuse(ConnectionRefusedError(111, "Connection refused"))  # not a file: not this message
     with pytest.raises(ConnectionRefusedError):
         cli.main(args)
@@ -207,5 +213,5 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
     monkeypatch.setattr(cli, "run_evaluation_only", evaluation_on_a_full_disk)
     evaluate = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth"])
     assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
-    assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix the "
-                                       "folder, then run again\n")  # nothing to resume
+    assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix "
+                                       "the folder, then run again\n")  # nothing to resume

@@ -90,7 +90,8 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     capsys.readouterr()
     # a VOC-layout folder without --classes: the checkpoint's class names read the XML
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", str(checkpoint),
-                         "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02", "--max_iter", "3"]) == 0
+                         "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02",
+                         "--max_iter", "3"]) == 0
     out = capsys.readouterr().out
     assert "with --trained_model the training flags --lr, --max_iter are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
@@ -143,7 +144,8 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
 
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path, base_args(shapes_root, "--resume", "--workers", "2")) == 0
-    assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]  # resumed, not set aside
+    # resumed, not set aside
+    assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
     resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
     for (it, loss_l, loss_c), (_, ref_l, ref_c) in zip(resumed, reference):
@@ -155,7 +157,8 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
         assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
 
 
-def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path, capsys):
+def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path,
+                                                                                   capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
     checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were."""
     argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
@@ -165,8 +168,8 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture
     assert f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule" in capsys.readouterr().out
     state, start = load_checkpoint(tmp_path / "weights" / CKPT.format("")), load_checkpoint(source)
     assert state["iteration"] == 1
-    assert {k: state["config"][k] for k in ("version", "backbone", "size")} == {"version": "fssd", "backbone": "resnet18",
-                                                                              "size": int(SIZE)}
+    assert {k: state["config"][k] for k in ("version", "backbone", "size")} == {
+        "version": "fssd", "backbone": "resnet18", "size": int(SIZE)}
     weights = [key for key in start["model"] if key.endswith(".weight")]
     assert len(weights) > 20
     for key in weights:
@@ -192,7 +195,8 @@ def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_mo
     evaluate = ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                 "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
     assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == cli.EXIT_BAD_INPUT
-    assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in err
 
 
 def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):
@@ -218,9 +222,8 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
     assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
-    assert f"the loss became NaN/inf at iteration 5; the last good checkpoint {Path('weights') / checkpoint.name} is kept" in (
-        capsys.readouterr().err
-    )
+    assert (f"the loss became NaN/inf at iteration 5; the last good checkpoint {Path('weights') / checkpoint.name} "
+            "is kept") in capsys.readouterr().err
     state = load_checkpoint(checkpoint)
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -275,7 +278,8 @@ def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path):
         assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [2, 3]
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_run_follows_the_eager_run(shapes_root, tmp_path):
     """--compile --compile_loss compile the model and the MG criterion (assignment + losses): the first two iterations'
     losses equal the eager run's (later ones drift apart with float rounding, as any two kernel orders do)."""
@@ -307,7 +311,8 @@ def test_a_fresh_run_keeps_the_earlier_runs_checkpoint_and_logs(shapes_root, tra
     assert len(kept) == 1 and f"an earlier run's checkpoint was at weights/{earlier.name}: kept as" in out
     assert load_checkpoint(kept[0])["iteration"] == ITERS and load_checkpoint(earlier)["iteration"] == 2
     earlier_logs = [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
-    assert len(earlier_logs) == 1 and f"an earlier run's logs were in run: moved to {Path('run') / earlier_logs[0].name}" in out
+    assert len(earlier_logs) == 1
+    assert f"an earlier run's logs were in run: moved to {Path('run') / earlier_logs[0].name}" in out
     assert [it for it, _, _ in logged_losses(tmp_path / "run")] == [1, 2]
     assert logged_losses(earlier_logs[0]) == logged_losses(trained / "run")
 
@@ -318,7 +323,8 @@ def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_p
     trainval.write_text("\n".join(trainval.read_text().split()[:12]) + "\n")
     shutil.copytree(trained / "weights", tmp_path / "weights")
     assert run(tmp_path, base_args(root, "--resume")) == 2
-    assert "was saved by a run on 16 training images, this run has 12: the training set changed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was saved by a run on 16 training images, this run has 12: the training set changed" in err
     # the same images, one object relabelled
     shutil.copy(shapes_root / "ImageSets" / "Main" / "trainval.txt", trainval)
     first = (root / "Annotations" / f"{trainval.read_text().split()[0]}.xml")
@@ -340,7 +346,8 @@ def break_first_test_image(root: Path) -> Path:
 def test_a_data_error_in_an_evaluation_during_training_saves_the_iterations_done(shapes_root, tmp_path, capsys):
     """Batch 8 of 16 images: 2 iterations an epoch; the evaluation after iteration 2 meets an undecodable test image."""
     image = break_first_test_image(copy_of(shapes_root, tmp_path))
-    argv = base_args(tmp_path / "data", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1", "--eval_interval", "1")
+    argv = base_args(tmp_path / "data", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1",
+                     "--eval_interval", "1")
     assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
@@ -391,7 +398,8 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
-            f"the file, then evaluate it with --dataset custom --trained_model weights/{CKPT.format('')}") in captured.out
+            f"the file, then evaluate it with --dataset custom --trained_model weights/{CKPT.format('')}"
+            ) in captured.out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
 
@@ -502,7 +510,8 @@ def rewrite_annotations(root: Path, split_list: str, edit) -> None:
 
 def test_splits_with_nothing_to_learn_or_score_stop_before_training(shapes_root, tmp_path, capsys):
     root = copy_of(shapes_root, tmp_path)
-    rewrite_annotations(root, "test.txt", lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
+    rewrite_annotations(root, "test.txt",
+                        lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
     assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
     assert "error: the test split's 6 images hold no object to score (none, or all marked difficult)" in (
         capsys.readouterr().err
@@ -532,4 +541,5 @@ def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_p
     state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
     assert (state["iteration"], state["max_iter"]) == (4, 4)
     with open(tmp_path / "run" / "train.csv", newline="") as handle:
-        assert [(int(row["iteration"]), int(row["epoch"])) for row in csv.DictReader(handle)] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+        assert [(int(row["iteration"]), int(row["epoch"])) for row in csv.DictReader(handle)] == [
+            (1, 0), (2, 0), (3, 1), (4, 1)]

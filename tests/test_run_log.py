@@ -29,7 +29,8 @@ def test_rows_go_to_the_jsonl_and_to_one_csv_per_kind_with_the_first_rows_column
     log.metrics("eval", {"iteration": 2, "mAP": 0.125})
     assert "starting" in capsys.readouterr().out
     assert (tmp_path / "run" / "log.txt").read_text().endswith(" starting\n")
-    assert csv_rows(tmp_path / "run" / "train.csv") == [{"iteration": "1", "loss": "0.5"}, {"iteration": "2", "loss": "0.25"}]
+    assert csv_rows(tmp_path / "run" / "train.csv") == [
+        {"iteration": "1", "loss": "0.5"}, {"iteration": "2", "loss": "0.25"}]
     assert jsonl_rows(tmp_path / "run" / "metrics.jsonl") == [
         {"kind": "train", "iteration": 1, "loss": 0.5},
         {"kind": "train", "iteration": 2, "loss": 0.25, "extra": 3},
