@@ -362,6 +362,10 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
     """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
     if not args.trained_model:
         raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
+    requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+    if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
+        state = load_checkpoint(args.trained_model)
+        check_compatible(args.trained_model, state["config"], state["class_names"], requested, state["class_names"])
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
                     score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
@@ -561,7 +565,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
-        dropped = log.rewind(start_iter, redo_evaluation=start_iter == max_iter) if continues_run else 0
+        dropped = log.rewind(start_iter) if continues_run else 0
         repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
     elif init_state is not None:
@@ -672,6 +676,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
                   every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     if metrics is not None:
+        if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one
+            log.rewind(max_iter, redo_evaluation=True)
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0
 

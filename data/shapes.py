@@ -25,6 +25,7 @@ pixel is column 0 and rightmost column 9 is written ``xmin=1, xmax=10``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -35,6 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from data.errors import DataError
+from utils.files import write_text
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -482,7 +486,7 @@ def generate_shapes_dataset(
     """
     root = Path(root)
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; the shapes generator writes only into a new or empty folder")
+        raise DataError(f"{root} is not empty; the shapes generator writes only into a new or empty folder")
     for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (root / folder).mkdir(parents=True, exist_ok=True)
 
@@ -500,16 +504,15 @@ def generate_shapes_dataset(
         if not cv2.imwrite(
             str(root / "JPEGImages" / f"{image_id}.jpg"), sample.image, [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]
         ):
-            raise OSError(f"could not write {root / 'JPEGImages' / image_id}.jpg")
-        (root / "Annotations" / f"{image_id}.xml").write_text(
-            voc_annotation_xml(image_id, width, height, sample.objects)
-        )
+            raise OSError(errno.EIO, "OpenCV could not write the image", str(root / "JPEGImages" / f"{image_id}.jpg"))
+        annotation = voc_annotation_xml(image_id, width, height, sample.objects)
+        write_text(root / "Annotations" / f"{image_id}.xml", annotation)
         ids[split].append(image_id)
         num_objects += len(sample.objects)
     for split in SPLITS:
-        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids[split]))
+        write_text(root / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids[split]))
     manifest = _manifest(seed, num_trainval, num_test) | {"num_objects": num_objects}
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return root
 
 
@@ -546,14 +549,14 @@ def ensure_shapes_dataset(
     Reuses ``root`` when its manifest matches (seed, counts, generator version, classes). Otherwise it
     generates into a temp folder beside ``root`` and renames it into place, so an interrupted run never
     leaves a folder that looks complete. A ``root`` made by this generator with other arguments is replaced;
-    a non-empty ``root`` without a manifest is not touched (``FileExistsError``).
+    a non-empty ``root`` without a manifest is not touched (:class:`DataError`).
     """
     root = Path(root)
     expected = _manifest(seed, num_trainval, num_test)
     if _is_complete(root, expected):
         return root
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST_NAME).exists():
-        raise FileExistsError(
+        raise DataError(
             f"{root} exists but has no {MANIFEST_NAME}, so it was not made by the shapes generator; "
             "move it away or pass another --data_root"
         )

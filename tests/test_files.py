@@ -49,3 +49,12 @@ def test_a_refused_replace_keeps_the_old_file_and_leaves_no_temporary_file(tmp_p
     monkeypatch.undo()
     replace_text(path, "new\n")
     assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
+
+
+def test_a_refused_rename_names_the_file_not_the_temporary_one(tmp_path):
+    path = tmp_path / "train.csv"
+    path.mkdir()  # a folder in the way: the rename onto it is refused
+    with pytest.raises(OSError) as raised:
+        replace_text(path, "new\n")
+    assert raised.value.filename == str(path) and raised.value.errno == errno.EISDIR
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]

@@ -443,9 +443,19 @@ def test_a_fresh_start_that_fails_before_training_changes_no_file(shapes_root, t
     assert folder_contents(tmp_path) == before
 
 
-def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(shapes_root, trained, tmp_path, capsys):
+def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(shapes_root, trained, tmp_path,
+                                                                               monkeypatch, capsys):
+    """The final eval row is replaced only by a new one: an evaluation stopped by Ctrl-C leaves the earlier row."""
     shutil.copytree(trained / "weights", tmp_path / "weights")
     shutil.copytree(trained / "run", tmp_path / "run")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "evaluate", interrupted)
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_INTERRUPTED
+    assert (tmp_path / "run" / "eval.csv").read_bytes() == (trained / "run" / "eval.csv").read_bytes()
+    monkeypatch.undo()
     assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
     assert "resumed from weights/" in capsys.readouterr().out
     assert (tmp_path / "run" / "train.csv").read_bytes() == (trained / "run" / "train.csv").read_bytes()

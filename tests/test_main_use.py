@@ -1,5 +1,6 @@
 """main.py wiring of --demo and --export (the modules themselves are tested in test_demo.py / test_export.py)."""
 import json
+import os
 
 import cv2
 import numpy as np
@@ -50,3 +51,28 @@ def test_export_through_main_writes_an_onnx_file(tmp_path):
     assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--export_path", str(target),
                     "--workers", "0") == 0
     assert target.stat().st_size > 1_000_000  # the FSSD-ResNet18 weights are in the file
+
+
+def test_export_to_a_full_disk_is_one_line_and_exit_1(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="onnx is a test/export dependency (requirements-export.txt)")
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (always full)")
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    target = tmp_path / "tiny.onnx"
+    target.symlink_to("/dev/full")
+    assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--export_path", str(target),
+                    "--workers", "0") == 1
+    assert capsys.readouterr().err == (f"error: {target}: No space left on device; free space or fix the folder, "
+                                       "then run again\n")
+    assert not target.is_symlink()  # the partial file is removed
+
+
+def test_architecture_flags_given_with_demo_or_export_must_match_the_checkpoint(tmp_path, capsys):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--base_anchor_size", "99",
+                    "--export_path", str(tmp_path / "x.onnx")) == 2
+    assert (f"{checkpoint} was trained with --base_anchor_size 24.0, but --base_anchor_size 99.0 was given"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    assert run_main("--trained_model", str(checkpoint), "--demo", str(tmp_path), "--size", "512") == 2
+    assert "but --size 512 was given" in capsys.readouterr().err

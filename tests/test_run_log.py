@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,42 @@ def test_a_full_disk_names_the_log_file(tmp_path):
     with pytest.raises(OSError) as raised:
         RunLog(run).info("a line")
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(run / "log.txt")
+
+
+def test_a_set_aside_cut_short_is_completed_by_the_next_new_run(tmp_path, monkeypatch):
+    """metrics.jsonl, which marks an earlier run, moves last: after a move stopped half-way the next new run moves the
+    rest, instead of appending its rows to the earlier run's train.csv."""
+    run = tmp_path / "run"
+    earlier = RunLog(run)
+    earlier.metrics("train", {"iteration": 1, "loss": 1.0})
+    earlier.metrics("eval", {"iteration": 1, "mAP": 0.5})
+    real_rename, renames = Path.rename, []
+
+    def rename_then_stop(self, target):
+        renames.append(self.name)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        RunLog(run).set_aside_earlier_run()
+    monkeypatch.undo()
+    assert renames == ["train.csv", "eval.csv"] and (run / "metrics.jsonl").is_file()
+
+    log = RunLog(run, new_run=True)
+    log.begin_new_run()
+    log.metrics("train", {"iteration": 1, "loss": 3.0, "other": 2})
+    assert csv_rows(run / "train.csv") == [{"iteration": "1", "loss": "3.0", "other": "2"}]
+    moved = sorted(path.name for folder in run.iterdir() if folder.is_dir() for path in folder.iterdir())
+    assert moved == ["eval.csv", "metrics.jsonl", "train.csv"]
+
+
+def test_standard_output_refused_is_named(tmp_path, monkeypatch):
+    def full_disk(message, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("utils.logging.tqdm.write", full_disk)
+    with pytest.raises(OSError) as raised:
+        RunLog(tmp_path / "run").info("a line")
+    assert raised.value.filename == "<standard output>" and raised.value.errno == errno.ENOSPC

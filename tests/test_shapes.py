@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import data.shapes as shapes
+from data import DataError
 from data.shapes import (
     MANIFEST_NAME,
     SHAPES_CLASSES,
@@ -209,7 +210,8 @@ def test_foreign_folder_is_not_overwritten(tmp_path):
     root = tmp_path / "shapes"
     root.mkdir()
     (root / "mine.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match=f"has no {MANIFEST_NAME}"):
+    with pytest.raises(DataError, match=f"has no {MANIFEST_NAME}, so it was not made by the shapes generator; move it "
+                                        "away or pass another --data_root"):
         ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
     assert (root / "mine.txt").read_text() == "user data"
 

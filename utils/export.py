@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
+from utils.files import naming_file
 from utils.postprocess import PRE_NMS_TOPK, top_candidates
 from utils.trained_model import load_trained_detector
 
@@ -129,8 +130,13 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
-        torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
-                          output_names=output_names, dynamic_axes=dynamic_axes)
+        try:
+            with naming_file(path):  # a full disk: one line naming the file, not a traceback
+                torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset,
+                                  input_names=["images"], output_names=output_names, dynamic_axes=dynamic_axes)
+        except OSError:
+            path.unlink(missing_ok=True)  # a partial file is not a model
+            raise
     import onnx
 
     onnx.checker.check_model(str(path))

@@ -37,14 +37,17 @@ def append_text(path: str | os.PathLike, text: str) -> None:
 
 def replace_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in its folder, fsync and a rename, so a crash or a refused
-    write leaves the old file or the new one, whole (the temporary file is removed on failure)."""
+    write leaves the old file or the new one, whole. A refused step raises an ``OSError`` naming ``path`` (not the
+    temporary file, which is removed)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with naming_file(path), open(tmp, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     finally:
         tmp.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from tqdm import tqdm
 
-from utils.files import append_text, replace_text
+from utils.files import append_text, naming_file, replace_text
 
 ROW_KIND = re.compile(r"[A-Za-z0-9_]+")  # a row kind names its CSV file: no separators, no dots
 
@@ -34,7 +34,8 @@ class RunLog:
         """Print ``message`` (without breaking a tqdm bar) and append it to ``log.txt``."""
         if not self.enabled:
             return
-        tqdm.write(message)
+        with naming_file("<standard output>"):  # redirected to a full disk, say
+            tqdm.write(message)
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
         if self._held_lines is not None:
             self._held_lines.append(line)
@@ -84,7 +85,8 @@ class RunLog:
         """
         if not self.enabled or self.run_dir is None or not self._jsonl_path.is_file():
             return None
-        files = [path for path in [self.run_dir / "log.txt", self._jsonl_path, *self._csv_paths()] if path.is_file()]
+        # metrics.jsonl last: it marks an earlier run, so an interrupted move is completed by the next new run
+        files = [path for path in [self.run_dir / "log.txt", *self._csv_paths(), self._jsonl_path] if path.is_file()]
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(path.stat().st_mtime for path in files)))
         target, copy = self.run_dir / f"earlier-{stamp}", 1
         while target.exists():
