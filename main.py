@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import uuid
 import warnings
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -51,6 +52,7 @@ from utils.checkpoint import (
 from utils.distributed import (
     DistributedContext,
     all_reduce_max,
+    broadcast_object,
     cleanup_distributed,
     init_distributed,
     local_rank_from_env,
@@ -521,10 +523,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         check_writable_folder(run_dir, "--run_dir")
         check_writable_folder(eval_folder(args), "--eval_dir")
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
-    # resuming the run's own checkpoint continues its logs; any other start (a fresh one, or --resume of another
-    # file) begins new ones, setting the folder's earlier logs and the checkpoint at the run's path aside
-    continues_run = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
-    log = RunLog(run_dir, enabled=ctx.is_main, new_run=not continues_run)
+    # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
+    # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)
+    continues_checkpoint = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
+    log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
 
@@ -553,7 +555,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     config = run_config(args, ctx, dataset)
 
-    start_iter = 0
+    start_iter, continues_logs = 0, False
     if resume_path is not None:
         state = load_checkpoint(resume_path)
         requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
@@ -565,10 +567,14 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
-        dropped = log.rewind(start_iter) if continues_run else 0
+        config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
+        continues_logs = log.run_id() == config["run_id"] if config["run_id"] else continues_checkpoint
+        dropped = log.continue_run(start_iter) if continues_logs else 0
         repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
-    elif init_state is not None:
+    else:  # a new run: its id marks its checkpoints and its run folder
+        config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
+    if init_state is not None:
         state = init_state
         requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
         check_compatible(args.init_from, state["config"], state["class_names"], requested, dataset.class_names)
@@ -624,11 +630,11 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if ctx.is_distributed:
         log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
                  f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
-    if not continues_run:  # after every process has read --resume / --init_from (wrap_model synchronises them)
-        if earlier_logs := log.begin_new_run():
-            log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
-        if ctx.is_main and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
-            log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
+    # after every process has read --resume / --init_from (wrap_model synchronises them)
+    if not continues_logs and (earlier_logs := log.begin_new_run(config["run_id"])):
+        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
+    if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
+        log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training)

@@ -464,21 +464,44 @@ def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(s
     assert not [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
 
 
-def test_resume_of_another_file_begins_new_logs_and_keeps_the_runs_checkpoint(shapes_root, trained, tmp_path, capsys):
-    """--resume PATH of a file that is not the run's checkpoint (a copy, a set-aside one) continues that training but
-    not this folder's logs: they are set aside, and so is the checkpoint at the run's path, before anything is
-    overwritten."""
+def test_resume_of_a_copy_continues_the_runs_logs_and_keeps_the_checkpoint_at_the_runs_path(shapes_root, trained,
+                                                                                            tmp_path, capsys):
+    """Logs follow the run (its id in the checkpoint and the run folder), not the file: --resume of a copy continues
+    the folder's logs; the checkpoint at the run's path, another file, is set aside before it is overwritten."""
     shutil.copytree(trained / "weights", tmp_path / "weights")
     shutil.copytree(trained / "run", tmp_path / "run")
     shutil.copy(trained / "weights" / CKPT.format(""), tmp_path / "copy.pth")
     assert run(tmp_path, base_args(shapes_root, "--resume", "copy.pth")) == 0
     out = capsys.readouterr().out
-    assert "resumed from copy.pth at iteration 8/8" in out and "an earlier run's logs were in run: moved to" in out
-    earlier_logs = [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
-    assert len(earlier_logs) == 1 and logged_losses(earlier_logs[0]) == logged_losses(trained / "run")
-    assert not (tmp_path / "run" / "train.csv").exists()  # no iteration trained in this run
+    assert "resumed from copy.pth at iteration 8/8" in out and "an earlier run's logs" not in out
+    assert not [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
+    assert (tmp_path / "run" / "train.csv").read_bytes() == (trained / "run" / "train.csv").read_bytes()
+    with open(tmp_path / "run" / "eval.csv", newline="") as handle:
+        assert [row["iteration"] for row in csv.DictReader(handle)] == [str(ITERS)]  # replaced, not repeated
     kept = [path for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
     assert len(kept) == 1 and kept[0].read_bytes() == (trained / "weights" / CKPT.format("")).read_bytes()
+
+
+def test_a_run_resumed_after_another_run_used_its_folder_begins_new_logs(shapes_root, trained, tmp_path, capsys):
+    """Run A finished; run B (Mutual Guidance, same --run_dir) set A's logs aside; A resumed must not rewind or
+    replace B's rows: B's logs are set aside in turn. A's checkpoint, B's being another file, stays in place."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--max_iter", "2", "--warm_iter", "1")) == 0
+    b_eval = (tmp_path / "run" / "eval.csv").read_bytes()
+    capsys.readouterr()
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    assert "an earlier run's logs were in run: moved to" in capsys.readouterr().out
+    folders = sorted(path for path in (tmp_path / "run").iterdir() if path.is_dir())
+    assert len(folders) == 2
+    set_aside = {folder: (folder / "eval.csv").read_bytes() for folder in folders}
+    assert b_eval in set_aside.values()  # B's evaluation, intact
+    assert (trained / "run" / "eval.csv").read_bytes() in set_aside.values()  # A's rows before B started
+    with open(tmp_path / "run" / "eval.csv", newline="") as handle:
+        assert [row["iteration"] for row in csv.DictReader(handle)] == [str(ITERS)]
+    assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
+    assert (tmp_path / "run" / "run_id.txt").read_text().strip() == load_checkpoint(
+        tmp_path / "weights" / CKPT.format(""))["config"]["run_id"]
 
 
 def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, tmp_path, capsys):

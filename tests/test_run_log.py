@@ -130,23 +130,43 @@ def test_a_new_runs_lines_wait_for_begin_new_run_which_sets_the_earlier_run_asid
     earlier.metrics("train", {"iteration": 1, "loss": 0.5})
     before = {path.name: path.read_bytes() for path in run.iterdir()}
 
-    failed = RunLog(run, new_run=True)
+    failed = RunLog(run, hold_lines=True)
     failed.info("a start that fails on bad data")
     assert "a start that fails on bad data" in capsys.readouterr().out  # printed at once
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
     with pytest.raises(RuntimeError, match="begin_new_run"):
         failed.metrics("train", {"iteration": 1, "loss": 0.25})
 
-    log = RunLog(run, new_run=True)
+    log = RunLog(run, hold_lines=True)
     log.info("loading the data")
     log.info("training")
-    moved = log.begin_new_run()
+    assert log.run_id() is None  # the earlier run recorded none
+    moved = log.begin_new_run("0123abcd")
     assert moved is not None and (moved / "log.txt").read_text().endswith(" the earlier run\n")
     log.info("iteration 1")
     lines = (run / "log.txt").read_text().splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == ["loading the data", "training", "iteration 1"]
     log.metrics("train", {"iteration": 1, "loss": 0.25})
     assert csv_rows(run / "train.csv") == [{"iteration": "1", "loss": "0.25"}]
+    assert log.run_id() == RunLog(run).run_id() == "0123abcd"
+
+
+def test_continue_run_rewinds_then_writes_the_held_lines_and_set_aside_moves_the_run_id(tmp_path):
+    run = tmp_path / "run"
+    first = RunLog(run, hold_lines=True)
+    first.begin_new_run("run-a")
+    for iteration in (1, 2, 3):
+        first.metrics("train", {"iteration": iteration, "loss": 1.0})
+    resumed = RunLog(run, hold_lines=True)
+    resumed.info("resuming")
+    assert not (run / "log.txt").exists()  # held
+    assert resumed.run_id() == "run-a" and resumed.continue_run(2) == 1
+    assert (run / "log.txt").read_text().endswith(" resuming\n")
+    assert [row["iteration"] for row in csv_rows(run / "train.csv")] == ["1", "2"]
+
+    moved = RunLog(run, hold_lines=True).begin_new_run("run-b")
+    assert (moved / "run_id.txt").read_text() == "run-a\n" and (run / "run_id.txt").read_text() == "run-b\n"
+    assert sorted(path.name for path in moved.iterdir()) == ["log.txt", "metrics.jsonl", "run_id.txt", "train.csv"]
 
 
 def test_rewind_with_redo_evaluation_drops_the_eval_rows_of_the_checkpoint_iteration_too(tmp_path):
@@ -222,7 +242,7 @@ def test_a_set_aside_cut_short_is_completed_by_the_next_new_run(tmp_path, monkey
     monkeypatch.undo()
     assert renames == ["train.csv", "eval.csv"] and (run / "metrics.jsonl").is_file()
 
-    log = RunLog(run, new_run=True)
+    log = RunLog(run, hold_lines=True)
     log.begin_new_run()
     log.metrics("train", {"iteration": 1, "loss": 3.0, "other": 2})
     assert csv_rows(run / "train.csv") == [{"iteration": "1", "loss": "3.0", "other": "2"}]

@@ -13,22 +13,24 @@ from typing import Any, Callable, Mapping
 
 from tqdm import tqdm
 
-from utils.files import append_text, naming_file, replace_text
+from utils.files import append_text, naming_file, replace_text, write_text
 
 ROW_KIND = re.compile(r"[A-Za-z0-9_]+")  # a row kind names its CSV file: no separators, no dots
+RUN_ID_FILE = "run_id.txt"  # the id of the run whose logs the folder holds (the checkpoint's config["run_id"])
 
 
 class RunLog:
     """Print and record a run's messages and metrics under ``run_dir``; appends on resume.
 
-    With ``new_run`` the run replaces what the folder holds: lines are printed at once but written only when
-    :meth:`begin_new_run` has set the earlier run's files aside, so a start that fails before it changes no file.
+    With ``hold_lines`` lines are printed at once but written only when the run has said whose logs the folder holds:
+    :meth:`begin_new_run` (a new run: the earlier run's files are set aside) or :meth:`continue_run` (the folder's
+    run resumed), so a start that fails before either changes no file.
     """
 
-    def __init__(self, run_dir: str | Path | None, enabled: bool = True, new_run: bool = False):
+    def __init__(self, run_dir: str | Path | None, enabled: bool = True, hold_lines: bool = False):
         self.enabled = enabled
         self.run_dir = Path(run_dir) if run_dir is not None else None  # created at the first line written
-        self._held_lines: list[str] | None = [] if new_run else None
+        self._held_lines: list[str] | None = [] if hold_lines else None
 
     def info(self, message: str) -> None:
         """Print ``message`` (without breaking a tqdm bar) and append it to ``log.txt``."""
@@ -43,15 +45,34 @@ class RunLog:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             append_text(self.run_dir / "log.txt", line)
 
-    def begin_new_run(self) -> Path | None:
-        """Set the earlier run's logs aside (:meth:`set_aside_earlier_run`), then write the lines held so far.
-        Returns the folder the earlier logs moved to, or None."""
+    def begin_new_run(self, run_id: str | None = None) -> Path | None:
+        """Set the earlier run's logs aside (:meth:`set_aside_earlier_run`), record ``run_id`` as the folder's run and
+        write the lines held so far. Returns the folder the earlier logs moved to, or None."""
         earlier = self.set_aside_earlier_run()
+        if run_id is not None and self.enabled and self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / RUN_ID_FILE, run_id + "\n")
+        self._write_held_lines()
+        return earlier
+
+    def continue_run(self, iteration: int) -> int:
+        """The folder's run resumed from its checkpoint of ``iteration``: :meth:`rewind` to it, then write the lines
+        held so far. Returns the number of CSV rows dropped."""
+        dropped = self.rewind(iteration)
+        self._write_held_lines()
+        return dropped
+
+    def run_id(self) -> str | None:
+        """The id of the run whose logs the folder holds, as :meth:`begin_new_run` recorded it (None: none)."""
+        if not self.enabled or self.run_dir is None or not (self.run_dir / RUN_ID_FILE).is_file():
+            return None
+        return _read_text(self.run_dir / RUN_ID_FILE).strip() or None
+
+    def _write_held_lines(self) -> None:
         held, self._held_lines = self._held_lines or [], None
         if held and self.enabled and self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             append_text(self.run_dir / "log.txt", "".join(held))
-        return earlier
 
     def metrics(self, kind: str, row: Mapping[str, Any]) -> None:
         """Append ``row`` to ``metrics.jsonl`` (with ``kind``) and to ``<kind>.csv``.
@@ -61,7 +82,8 @@ class RunLog:
         if not ROW_KIND.fullmatch(kind):
             raise ValueError(f"row kind {kind!r} must be letters, digits and underscores (it names {kind}.csv)")
         if self._held_lines is not None:
-            raise RuntimeError("a new run's metrics come after begin_new_run(), which sets the earlier run aside")
+            raise RuntimeError("metrics come after begin_new_run() or continue_run(), which say whose logs the "
+                               "folder holds")
         if not self.enabled or self.run_dir is None:
             return
         row = {key: _plain(value) for key, value in row.items()}
@@ -80,13 +102,14 @@ class RunLog:
         """Move the logs of an earlier run in ``run_dir`` (one that logged metrics) into ``run_dir/earlier-<time of
         its last entry>/``, so a new run's files hold that run alone. Returns the new folder, or None (nothing moved).
 
-        Only this class's files move (``log.txt``, ``metrics.jsonl`` and the CSV of each row kind it lists); a start
-        that stopped before logging metrics leaves its ``log.txt`` lines to the next attempt.
+        Only this class's files move (``log.txt``, the run id, ``metrics.jsonl`` and the CSV of each row kind it
+        lists); a start that stopped before logging metrics leaves its ``log.txt`` lines to the next attempt.
         """
         if not self.enabled or self.run_dir is None or not self._jsonl_path.is_file():
             return None
         # metrics.jsonl last: it marks an earlier run, so an interrupted move is completed by the next new run
-        files = [path for path in [self.run_dir / "log.txt", *self._csv_paths(), self._jsonl_path] if path.is_file()]
+        files = [self.run_dir / "log.txt", self.run_dir / RUN_ID_FILE, *self._csv_paths(), self._jsonl_path]
+        files = [path for path in files if path.is_file()]
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(path.stat().st_mtime for path in files)))
         target, copy = self.run_dir / f"earlier-{stamp}", 1
         while target.exists():
