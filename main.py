@@ -635,9 +635,12 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
         log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
+    at_evaluation = settings.eval_interval and 0 < start_iter < max_iter and start_iter % settings.eval_interval == 0
+    # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
+    evaluate_first = bool(at_evaluation) and not broadcast_object(log.has_row("eval", start_iter), ctx)
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
-              evaluate_during_training)
+              evaluate_during_training, evaluate_first)
     except NonFiniteLossError as error:
         kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
                 else "no checkpoint was saved")

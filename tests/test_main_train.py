@@ -157,6 +157,27 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
         assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
 
 
+def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_root, tmp_path, monkeypatch, capsys):
+    """Batch 8: 2 iterations per epoch, --eval_interval 1 evaluates at 2 and 4. SIGINT during iteration 4 saves it
+    and stops before its evaluation; --resume evaluates iteration 4 first, then goes on (6: the final one)."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--max_iter", "6", "--warm_iter", "1", "--eval_interval", "1")
+    monkeypatch.setattr(_SignalAt, "at", 3)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path, argv) == cli.EXIT_INTERRUPTED
+    assert "SIGINT received: stopped after iteration 4" in capsys.readouterr().out
+
+    def eval_iterations() -> list[int]:
+        with open(tmp_path / "run" / "eval.csv", newline="") as handle:
+            return [int(row["iteration"]) for row in csv.DictReader(handle)]
+
+    assert eval_iterations() == [2]
+    monkeypatch.setattr(_SignalAt, "at", -1)
+    assert run(tmp_path, argv + ["--resume"]) == 0
+    assert eval_iterations() == [2, 4, 6]
+    assert run(tmp_path, argv + ["--resume"]) == 0  # the run is finished: its evaluation of 4 is not repeated
+    assert eval_iterations() == [2, 4, 6]
+
+
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path,
                                                                                    capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the

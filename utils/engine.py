@@ -250,14 +250,16 @@ def train(
     log: RunLog,
     save: Callable[[int], None],
     evaluate: Callable[[int], None] | None = None,
+    evaluate_first: bool = False,
 ) -> None:
     """Train from ``start_iter`` to ``settings.max_iter``.
 
     ``loader`` yields ``(images [B, 3, S, S], targets list of [n, 5], indices)`` for each remaining iteration
     (see :func:`build_train_loader`); ``priors`` is ``[A, 4]`` cxcywh normalised on ``device``.
     ``save(done)`` writes a checkpoint after ``done`` completed iterations; ``evaluate(done)`` runs every
-    ``eval_interval`` iterations. Raises :class:`NonFiniteLossError` (nothing is saved after a bad iteration) or
-    :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
+    ``eval_interval`` iterations, and first, at ``start_iter``, with ``evaluate_first`` (a resumed run whose
+    stopped attempt saved that iteration but did not evaluate it). Raises :class:`NonFiniteLossError` (nothing is
+    saved after a bad iteration) or :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
     """
     model.train()
     guard = NonFiniteGuard(device)
@@ -267,6 +269,9 @@ def train(
     interval_start, interval_iters = time.perf_counter(), 0
     bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
     with StopSignal() as stop, bar:
+        if evaluate is not None and evaluate_first:
+            evaluate(start_iter)
+            model.train()
         for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), loader):
             lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
             set_lr(optimizer, lr)

@@ -68,6 +68,13 @@ class RunLog:
             return None
         return _read_text(self.run_dir / RUN_ID_FILE).strip() or None
 
+    def has_row(self, kind: str, iteration: int) -> bool:
+        """Whether ``metrics.jsonl`` holds a ``kind`` row of ``iteration``."""
+        if not self.enabled or self.run_dir is None or not self._jsonl_path.is_file():
+            return False
+        rows = (_row_of(line) for line in _read_text(self._jsonl_path).splitlines())
+        return any(row.get("kind") == kind and row.get("iteration") == iteration for row in rows)
+
     def _write_held_lines(self) -> None:
         held, self._held_lines = self._held_lines or [], None
         if held and self.enabled and self.run_dir is not None:
