@@ -568,7 +568,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         restore_rng_state(state["rng"])
         start_iter = state["iteration"]
         config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
-        continues_logs = log.run_id() == config["run_id"] if config["run_id"] else continues_checkpoint
+        folder_run = broadcast_object(log.run_id(), ctx)  # rank 0's logs decide, on every process
+        continues_logs = folder_run == config["run_id"] if config["run_id"] else (
+            continues_checkpoint and folder_run is None)
         dropped = log.continue_run(start_iter) if continues_logs else 0
         repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")

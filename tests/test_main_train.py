@@ -525,6 +525,27 @@ def test_a_run_resumed_after_another_run_used_its_folder_begins_new_logs(shapes_
         tmp_path / "weights" / CKPT.format(""))["config"]["run_id"]
 
 
+def test_a_checkpoint_from_before_run_ids_continues_its_own_logs_only(shapes_root, trained, tmp_path, capsys):
+    """A checkpoint without a run id continues the logs at its run folder unless another run (with an id) has
+    written there since; then those are set aside, not rewritten."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    path = tmp_path / "weights" / CKPT.format("")
+    state = load_checkpoint(path)
+    del state["config"]["run_id"]
+    checkpoint_module.save_checkpoint(state, path)
+    (tmp_path / "run" / "run_id.txt").unlink()
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    assert not [folder for folder in (tmp_path / "run").iterdir() if folder.is_dir()]  # its own logs: continued
+
+    assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--max_iter", "2", "--warm_iter", "1")) == 0
+    other_eval = (tmp_path / "run" / "eval.csv").read_bytes()
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
+    folders = [folder for folder in (tmp_path / "run").iterdir() if folder.is_dir()]
+    assert len(folders) == 2 and other_eval in {(folder / "eval.csv").read_bytes() for folder in folders}
+    capsys.readouterr()
+
+
 def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, tmp_path, capsys):
     root = copy_of(shapes_root, tmp_path)
     (root / "ImageSets" / "Main" / "test.txt").write_text("")
