@@ -22,9 +22,9 @@ import math
 import sys
 import uuid
 import warnings
-from typing import Any
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -298,6 +298,11 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
     return [f"--{flag}" for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
 
 
+def requested_architecture(args: argparse.Namespace) -> dict[str, Any]:
+    """The architecture flags (:data:`ARCHITECTURE_KEYS`) as given, ``None`` where not, for ``check_compatible``."""
+    return {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+
+
 def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> None:
     """Set the architecture flags not given (``--version``, ``--backbone``, ``--size``, ``--base_anchor_size``) to
     those of a checkpoint's ``config``, as ``--trained_model`` does: ``--init_from W`` alone continues W's
@@ -364,7 +369,7 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
     """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
     if not args.trained_model:
         raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
-    requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+    requested = requested_architecture(args)
     if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
         state = load_checkpoint(args.trained_model)
         check_compatible(args.trained_model, state["config"], state["class_names"], requested, state["class_names"])
@@ -436,7 +441,7 @@ def eval_folder(args: argparse.Namespace) -> Path:
 def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
     state = load_checkpoint(args.trained_model)
     config = state["config"]
-    requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+    requested = requested_architecture(args)
     size = args.size or config["size"]
     if ctx.is_main:
         check_writable_folder(eval_folder(args), "--eval_dir")
@@ -558,7 +563,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     start_iter, continues_logs = 0, False
     if resume_path is not None:
         state = load_checkpoint(resume_path)
-        requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+        requested = requested_architecture(args)
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
         check_same_run(resume_path, state["config"], config)
         model.load_state_dict(state["model"])
@@ -578,7 +583,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
     if init_state is not None:
         state = init_state
-        requested = {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+        requested = requested_architecture(args)
         check_compatible(args.init_from, state["config"], state["class_names"], requested, dataset.class_names)
         model.load_state_dict(state["model"])
         log.info(f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule")
@@ -637,9 +642,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
         log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
-    at_evaluation = settings.eval_interval and 0 < start_iter < max_iter and start_iter % settings.eval_interval == 0
     # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
-    evaluate_first = bool(at_evaluation) and not broadcast_object(log.has_row("eval", start_iter), ctx)
+    evaluate_first = settings.evaluates_after(start_iter) and not broadcast_object(log.has_row("eval", start_iter), ctx)
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training, evaluate_first)

@@ -235,6 +235,10 @@ class TrainSettings:
     assign_stats: bool = False
     mutual_guide_from: int | None = None  # IoU assignment before this iteration, Mutual Guidance from it
 
+    def evaluates_after(self, done: int) -> bool:
+        """Whether the loop evaluates after ``done`` completed iterations (the final evaluation is main.py's)."""
+        return bool(self.eval_interval) and 0 < done < self.max_iter and done % self.eval_interval == 0
+
 
 def train(
     model: nn.Module,
@@ -313,8 +317,7 @@ def train(
                 save(done)
             if stop_requested:
                 raise TrainingInterrupted(done, stop.received or "SIGTERM")
-            at_evaluation = settings.eval_interval and done % settings.eval_interval == 0 and done < settings.max_iter
-            if evaluate is not None and at_evaluation:
+            if evaluate is not None and settings.evaluates_after(done):
                 evaluate(done)
                 model.train()
     guard.check(ctx)
