@@ -176,9 +176,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                           help="torch.compile the model for training (on an H200: +29 %% images/s after about 45 s "
                                "of compiling)")
     schedule.add_argument("--compile_loss", action="store_true",
-                          help="torch.compile the criterion too (assignment + losses as one graph; experimental: "
-                               "+17 %% images/s over --compile alone in the GPU suite's step on an H200, but not yet "
-                               "checked in a full main.py run on a GPU; see README)")
+                          help="torch.compile the criterion too (assignment + losses as one graph): +17 %% "
+                               "images/s over --compile alone for RetinaNet-VGG16-320 on an H200, after about a "
+                               "minute more of compiling; see README")
 
     run = parser.add_argument_group("checkpoints, logs and evaluation")
     run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
