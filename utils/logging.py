@@ -42,16 +42,14 @@ class RunLog:
         if self._held_lines is not None:
             self._held_lines.append(line)
         elif self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            append_text(self.run_dir / "log.txt", line)
+            append_text(self._file("log.txt"), line)
 
     def begin_new_run(self, run_id: str | None = None) -> Path | None:
         """Set the earlier run's logs aside (:meth:`set_aside_earlier_run`), record ``run_id`` as the folder's run and
         write the lines held so far. Returns the folder the earlier logs moved to, or None."""
         earlier = self.set_aside_earlier_run()
         if run_id is not None and self.enabled and self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / RUN_ID_FILE, run_id + "\n")
+            write_text(self._file(RUN_ID_FILE), run_id + "\n")
         self._write_held_lines()
         return earlier
 
@@ -75,11 +73,15 @@ class RunLog:
         rows = (_row_of(line) for line in _read_text(self._jsonl_path).splitlines())
         return any(row.get("kind") == kind and row.get("iteration") == iteration for row in rows)
 
+    def _file(self, name: str) -> Path:
+        """``run_dir / name``, creating ``run_dir`` first: the run folder appears with the first file written."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return self.run_dir / name
+
     def _write_held_lines(self) -> None:
         held, self._held_lines = self._held_lines or [], None
         if held and self.enabled and self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            append_text(self.run_dir / "log.txt", "".join(held))
+            append_text(self._file("log.txt"), "".join(held))
 
     def metrics(self, kind: str, row: Mapping[str, Any]) -> None:
         """Append ``row`` to ``metrics.jsonl`` (with ``kind``) and to ``<kind>.csv``.
@@ -94,9 +96,8 @@ class RunLog:
         if not self.enabled or self.run_dir is None:
             return
         row = {key: _plain(value) for key, value in row.items()}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        append_text(self.run_dir / "metrics.jsonl", json.dumps({"kind": kind, **row}) + "\n")
-        csv_path = self.run_dir / f"{kind}.csv"
+        append_text(self._file("metrics.jsonl"), json.dumps({"kind": kind, **row}) + "\n")
+        csv_path = self._file(f"{kind}.csv")
         columns = _csv_header(csv_path)
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=columns or list(row), extrasaction="ignore", restval="")
