@@ -99,6 +99,7 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -248,13 +249,35 @@ def main(args: argparse.Namespace) -> int:
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise
-        trains = not (args.trained_model or args.eval_results or args.check_data)
-        resume = " (training continues from its last checkpoint with --resume)" if trains else ""
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again{resume}",
-                  every_process=True)
+        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again"
+                       f"{resume_hint(args)}", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        log_error(ctx, f"error: out of memory ({first_line(error)}); lower --batch_size or --size, then run again"
+                       f"{resume_hint(args)}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """How a stopped training run continues; empty for the other modes."""
+    trains = not (args.trained_model or args.eval_results or args.check_data or args.demo or args.export)
+    return " (training continues from its last checkpoint with --resume)" if trains else ""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
+    CPU allocator's RuntimeError."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message (its type name when it has none)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def refused_file_operation(error: OSError) -> str:
@@ -331,6 +354,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for flag in ("workers", "warm_iter", "eval_interval"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     if not 0.0 < args.nms_thresh <= 1.0:

@@ -45,7 +45,13 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
                 f"--pretrained {source}: no such file; give the path of a torchvision state dict "
                 f"(e.g. {os.path.basename(backbone.imagenet_weights.url)}) or pass --no-pretrained"
             )
-        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
+                                         f"({type(error).__name__}: {first_line}); give a torchvision state dict, "
+                                         "or pass --no-pretrained") from error
         if not isinstance(state_dict, dict):
             raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
                                          f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")

@@ -98,6 +98,8 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--checkpoint_interval", "0"], "--checkpoint_interval must be >= 1, got 0"),
         (["--nms_thresh", "1.5"], "--nms_thresh 1.5 must be an IoU in (0, 1]"),
         (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+        (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
@@ -215,3 +217,29 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
     assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix "
                                        "the folder, then run again\n")  # nothing to resume
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 102400000000 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\nSee documentation for Memory Management"),
+])
+def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, error):
+    def run_training(*_):
+        raise error
+
+    monkeypatch.setattr(cli, "run_training", run_training)
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu")) == cli.EXIT_REFUSED_BY_SYSTEM
+    err = capsys.readouterr().err
+    first = str(error).splitlines()[0]
+    assert err == (f"error: out of memory ({first}); lower --batch_size or --size, then run again (training continues "
+                   "from its last checkpoint with --resume)\n")
+
+
+def test_other_runtime_errors_keep_their_traceback(monkeypatch):
+    def run_training(*_):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "run_training", run_training)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(parse("--dataset", "shapes", "--device", "cpu"))

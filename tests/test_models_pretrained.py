@@ -70,6 +70,17 @@ def test_missing_local_file(tmp_path):
         build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=tmp_path / "missing.pth")
 
 
+@pytest.mark.parametrize("content", [b"hello, these are not weights\n", b"", b"PK\x03\x04 broken zip"])
+def test_a_file_that_torch_cannot_read_is_one_line_naming_it(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
+    message = str(error.value)
+    assert message.startswith(f"--pretrained {path} is not a file saved by torch.save (")
+    assert message.endswith("); give a torchvision state dict, or pass --no-pretrained") and "\n" not in message
+
+
 def test_wrong_architecture_names_the_missing_keys(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
