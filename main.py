@@ -134,9 +134,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun (CUDA only)")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", type=str.lower, choices=DATASETS, default="voc",
+    data.add_argument("--dataset", type=str.lower, choices=DATASETS, default=None,
                       help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO "
-                           "layout); case-insensitive")
+                           "layout); case-insensitive (default: voc; with --trained_model, the checkpoint's, with its "
+                           "--data_root)")
     data.add_argument("--data_root", type=str, default=None,
                       help="dataset folder (default: the repository's datasets/VOCdevkit, datasets/coco2017, "
                            "datasets/shapes, wherever main.py is run from)")
@@ -225,6 +226,10 @@ def main(args: argparse.Namespace) -> int:
         init_state = load_checkpoint(args.init_from) if args.init_from else None
         if init_state is not None:
             take_architecture_from_checkpoint(args, init_state["config"])
+        evaluated_state, taken = None, ""
+        if args.trained_model and not (args.demo or args.export):
+            evaluated_state = load_checkpoint(args.trained_model)
+            taken = take_evaluation_settings_from_checkpoint(args, evaluated_state["config"])
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
@@ -234,6 +239,8 @@ def main(args: argparse.Namespace) -> int:
         torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: autotuned kernels hold for every step
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
+        if taken:
+            log.info(f"evaluating as the checkpoint was trained: {taken}")
         if args.check_data:
             return run_check_data(args, log)
         if args.eval_results:
@@ -241,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
         if args.demo or args.export:
             return run_use(args, device)
         if args.trained_model:
-            return run_evaluation_only(args, device, ctx)
+            return run_evaluation_only(args, device, ctx, evaluated_state)
         return run_training(args, device, ctx, init_state)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
@@ -335,8 +342,28 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
             setattr(args, key, config.get(key))
 
 
+def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+    """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
+    ``--dataset``, its dataset and ``--data_root``; without ``--amp``, its mixed precision (the printed metrics then
+    equal those of the training run's final evaluation). Returns what was taken, for the log ("" when nothing)."""
+    taken = []
+    if args.dataset is None and config.get("dataset") in DATASETS:
+        args.dataset = config["dataset"]
+        taken.append(f"--dataset {args.dataset}")
+        if args.data_root is None and config.get("data_root") is not None:
+            args.data_root = config["data_root"]
+            taken.append(f"--data_root {args.data_root}")
+    if args.amp is None and config.get("amp") is not None:
+        args.amp = config["amp"]
+        taken.append(f"--amp {args.amp}")
+    return ", ".join(taken)
+
+
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
-    """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model)."""
+    """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model;
+    ``--dataset`` itself defaults to voc)."""
+    if args.dataset is None:
+        args.dataset = "voc"
     defaults = DATASET_DEFAULTS[args.dataset]
     keys = ("epochs", "lr", "warm_iter", "workers", "pretrained", "expand_prob")
     if not args.trained_model:
@@ -463,8 +490,9 @@ def eval_folder(args: argparse.Namespace) -> Path:
     return Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
 
 
-def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext) -> int:
-    state = load_checkpoint(args.trained_model)
+def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
+                        state: dict) -> int:
+    """``--trained_model``: evaluate the checkpoint ``state`` (read from that file) on the test split."""
     config = state["config"]
     requested = requested_architecture(args)
     size = args.size or config["size"]

@@ -213,6 +213,7 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
         raise OSError(28, "No space left on device", "eval/SHAPES/summary.json")
 
     monkeypatch.setattr(cli, "run_evaluation_only", evaluation_on_a_full_disk)
+    monkeypatch.setattr(cli, "load_checkpoint", lambda path: {"config": {"dataset": "shapes"}})
     evaluate = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth"])
     assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix "

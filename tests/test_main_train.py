@@ -286,11 +286,19 @@ def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
     assert "custom train: 16 images" in out and "custom test: 6 images" in out
 
 
-def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path):
-    """bf16 autocast on CPU, batch 8 (2 iterations per epoch), --eval_interval 1: evaluates at iterations 2 and 3."""
+def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path, capsys):
+    """bf16 autocast on CPU, batch 8 (2 iterations per epoch), --eval_interval 1: evaluates at iterations 2 and 3.
+    --trained_model alone then evaluates as the run was trained (its dataset, data root and bf16) and prints the
+    final evaluation's scores again."""
     argv = base_args(shapes_root, "--amp", "bf16", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1",
                      "--eval_interval", "1")
     assert run(tmp_path, argv) == 0
+    final_scores = capsys.readouterr().out.split("CUSTOM test: ")[-1].splitlines()[0]
+    checkpoint = tmp_path / "weights" / CKPT.format("")
+    assert run(tmp_path, ["--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"evaluating as the checkpoint was trained: --dataset custom, --data_root {shapes_root}, --amp bf16" in out
+    assert out.split("CUSTOM test: ")[-1].splitlines()[0] == final_scores
     state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
     assert state["iteration"] == 3 and state["config"]["amp"] == "bf16" and state["scaler"] == {}
     assert all(math.isfinite(l) and math.isfinite(c) for _, l, c in logged_losses(tmp_path / "run"))
