@@ -4,14 +4,14 @@ Examples::
 
     # the paper's PAFPN-VGG16 at 320 on VOC07+12 with Mutual Guidance (250 epochs, batch 32, SGD lr 1e-2)
     python main.py --dataset voc --version pafpn --backbone vgg16 --size 320 --mutual_guide
-    # evaluate a checkpoint (architecture and classes are read from it) and print mAP/AP50/AP75
-    python main.py --dataset voc --trained_model weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth
+    # evaluate a checkpoint (architecture, classes, dataset and --amp are read from it) and print mAP/AP50/AP75
+    python main.py --trained_model weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth
     # the offline synthetic set (generated on first use), CPU-friendly defaults
     python main.py --dataset shapes --mutual_guide
     # several GPUs: --batch_size images per GPU
     torchrun --nproc_per_node=4 main.py --dataset coco --batch_size 8 --mutual_guide --amp
 
-Paper schedule (facts §6): SGD momentum 0.9, weight decay 5e-4 (none on biases and norm weights), linear
+The paper's schedule (the authors' code): SGD momentum 0.9, weight decay 5e-4 (none on biases and norm weights), linear
 warm-up from 1e-6 over 500 iterations then cosine to 1e-6, set every iteration; an epoch is
 len(dataset) // global batch iterations. Training ends with an evaluation, as in the authors' code.
 """
@@ -241,6 +241,9 @@ def main(args: argparse.Namespace) -> int:
         log = RunLog(None, enabled=ctx.is_main)
         if taken:
             log.info(f"evaluating as the checkpoint was trained: {taken}")
+        if args.amp == "fp16" and device.type == "cpu":
+            log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
+                     "use --amp bf16, or bare --amp, which picks bf16 here")
         if args.check_data:
             return run_check_data(args, log)
         if args.eval_results:

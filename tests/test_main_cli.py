@@ -244,3 +244,11 @@ def test_other_runtime_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(cli, "run_training", run_training)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(parse("--dataset", "shapes", "--device", "cpu"))
+
+
+def test_fp16_on_the_cpu_gets_a_warning_naming_the_faster_choice(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_training", lambda *_: 0)
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--amp", "fp16")) == 0
+    assert "warning: --amp fp16 on the CPU runs many times slower than bf16" in capsys.readouterr().out
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--amp", "bf16")) == 0
+    assert "warning" not in capsys.readouterr().out
