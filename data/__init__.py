@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,25 +38,43 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
-    (lines starting with ``#`` are comments)."""
+    (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
+    empty or repeating list or a name with a control character."""
     path = Path(arg)
     if path.is_dir():
         raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
     if path.is_file():
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]
-        names = [line for line in lines if line and not line.startswith("#")]
+        numbered = [(f"{path}:{number}", line) for number, line in enumerate(lines, 1)]
+        names = _checked_class_names([(where, line) for where, line in numbered if line and not line.startswith("#")])
         source = str(path)
     elif "," not in arg and path.suffix in (".txt", ".names"):
         raise DataError(f"--classes {arg}: class list file not found")
     else:
-        names = [name.strip() for name in arg.split(",") if name.strip()]
-        source = f"--classes {arg}"
+        source = f"--classes {arg!r}" if _control_characters(arg) else f"--classes {arg}"
+        names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
     if not names:
         raise DataError(f"{source}: no class names given")
     duplicates = sorted({name for name in names if [n.lower() for n in names].count(name.lower()) > 1})
     if duplicates:
         raise DataError(f"{source}: duplicate class names {duplicates}")
     return names
+
+
+def _control_characters(text: str) -> list[str]:
+    """The control characters (Unicode category Cc: NUL, escape, ...) in ``text``, as ``U+XXXX``."""
+    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if unicodedata.category(char) == "Cc"]
+
+
+def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
+    """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
+    (a file in another encoding, or a stray escape), which no annotation can match and no log can print."""
+    for where, name in names:
+        found = _control_characters(name)
+        if found:
+            raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "
+                            "give plain names (a class file must be UTF-8 text, one name per line)")
+    return [name for _, name in names]
 
 
 def reads_class_list(name: str, data_root: str | None) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.dataset import DetectionDataset
+from data.dataset import DetectionDataset, has_extent
 from data.errors import DataError, format_problems
 from data.loader import single_thread_opencv
 
@@ -98,11 +98,13 @@ def _annotation_problems(dataset: DetectionDataset) -> list[str]:
     annotations = dataset.annotations
     owner = np.repeat(np.arange(len(dataset)), np.diff(annotations.offsets))
     boxes, labels = annotations.boxes, annotations.labels
-    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    height, width = annotations.sizes[owner, 0], annotations.sizes[owner, 1]
+    bad = ~np.isfinite(boxes).all(axis=1) | ~has_extent(boxes, height, width)
     bad |= (labels < 0) | (labels >= dataset.num_classes)
     return [
         f"{dataset.image_path(owner[row])}: object box {boxes[row].tolist()} label {labels[row]} is invalid "
-        f"(needs x2 > x1, y2 > y1 and a label in 0..{dataset.num_classes - 1})"
+        f"(needs x2 > x1 and y2 > y1, also once normalised by the image size, and a label in "
+        f"0..{dataset.num_classes - 1})"
         for row in np.flatnonzero(bad)
     ]
 

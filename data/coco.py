@@ -17,7 +17,8 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from pycocotools.coco import COCO
 
 from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
 from data.errors import DataError, DatasetNotFoundError, format_problems
+from data.voc import read_utf8_text
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -34,18 +36,45 @@ REQUIRED_KEYS = {
 }
 # COCO float boxes often overshoot the image by a fraction of a pixel; only larger overshoots are worth a warning
 OUTSIDE_TOLERANCE_PIXELS = 1.0
+# the largest image side and box coordinate accepted (pixels): beyond it a number is corrupt, and int64 / float
+# arithmetic on it would overflow; ids must fit in 64 bits (numpy arrays hold them)
+MAX_PIXELS = 2**31 - 1
+ID_RANGE = range(-(2**63), 2**63)
+# what COCO's metric scores: objects with iscrowd 0 (crowd regions only excuse detections), as VOC's non-difficult ones
+NO_OBJECT_TO_SCORE = (
+    "hold no object to score (none, or all marked iscrowd=1, which COCO's metric ignores), so every AP would be "
+    "undefined: annotate the test images (objects with iscrowd 0)"
+)
+
+
+def read_json_file(path: Path) -> object:
+    """The JSON value of a UTF-8 file (a byte-order mark is fine). :class:`DataError` names the file: not UTF-8 (e.g.
+    UTF-16 or Latin-1), a syntax error (with its line and column), nesting too deep to parse, an integer too long."""
+    text = read_utf8_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+    except RecursionError:
+        raise DataError(
+            f"{path}: invalid JSON (arrays or objects nested more than about {sys.getrecursionlimit()} deep); "
+            "a COCO instances file nests 4 levels: re-export the file"
+        ) from None
+    except ValueError:  # Python's limit on the digits of an integer
+        raise DataError(
+            f"{path}: invalid JSON (a number of more than {sys.get_int_max_str_digits()} digits); re-export the file"
+        ) from None
 
 
 def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     """Load an instances json into a pycocotools ``COCO`` (quietly); :class:`DataError` names the file and the line
-    of a JSON syntax error or the missing top-level key."""
+    of a JSON syntax error, a text that is not UTF-8, a folder in place of the file or the missing top-level key.
+    The file's path is kept as ``coco.source_file`` (the evaluator's messages name it)."""
+    if annotation_file.is_dir():
+        raise DataError(f"{annotation_file} is a folder, not a COCO instances json file: put the json file there")
     if not annotation_file.is_file():
         raise DatasetNotFoundError(f"{annotation_file} not found: {download_hint}")
-    try:
-        with open(annotation_file, encoding="utf-8") as handle:
-            dataset = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{annotation_file}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+    dataset = read_json_file(annotation_file)
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key) if isinstance(dataset, dict) else None, list):
             raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
@@ -57,11 +86,15 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
+    coco.source_file = str(annotation_file)
     return coco
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _id_problem(value: object) -> str | None:
+    """Why ``value`` is not a COCO id (an integer that fits in 64 bits), ``None`` when it is one."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "not an integer id"
+    return None if value in ID_RANGE else "an integer id beyond the 64-bit range"
 
 
 def entry_problems(dataset: dict) -> list[str]:
@@ -82,9 +115,10 @@ def entry_problems(dataset: dict) -> list[str]:
             if missing:
                 problems.append(f"{where} has no {', '.join(repr(k) for k in missing)} (needs {', '.join(keys)})")
                 continue
-            bad_ids = [key for key in ("id", "image_id", "category_id") if key in keys and not _is_id(entry[key])]
+            bad_ids = {key: _id_problem(entry[key]) for key in ("id", "image_id", "category_id") if key in keys}
+            bad_ids = {key: problem for key, problem in bad_ids.items() if problem}
             if bad_ids:
-                problems += [f"{where} {key!r} is {entry[key]!r:.40}, not an integer id" for key in bad_ids]
+                problems += [f"{where} {key!r} is {entry[key]!r:.40}, {problem}" for key, problem in bad_ids.items()]
                 continue
             if list_name == "categories" and not (isinstance(entry["name"], str) and entry["name"].strip()):
                 problems.append(f"{where} 'name' is {entry['name']!r:.40}, not a class name")
@@ -134,18 +168,41 @@ def clean_coco_boxes(
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32), keep
 
 
-def _is_positive_integer(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and float(value).is_integer()
-
-
 def is_number(value: object) -> bool:
-    """A finite JSON number (``true`` / ``false`` are not numbers)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (``true`` / ``false`` are not numbers; nor is an integer beyond the float range)."""
+    if not _is_int_or_float(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _is_int_or_float(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_positive_integer(value: object) -> bool:
+    """An int > 0 (however large) or a float > 0 with no fraction, e.g. ``640.0``."""
+    if not (_is_int_or_float(value) and value > 0):
+        return False
+    return isinstance(value, int) or (math.isfinite(value) and value.is_integer())
+
+
+def box_problem(value: object) -> str | None:
+    """What is wrong with a COCO ``[x, y, w, h]`` (``bbox ... is not ...``), ``None`` when it is 4 finite numbers
+    within :data:`MAX_PIXELS`."""
+    numbers = isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_int_or_float(v) for v in value)
+    if not numbers or not all(math.isfinite(v) for v in value if isinstance(v, float)):
+        return f"bbox {value!r:.80} is not 4 finite numbers [x, y, w, h]"
+    if any(abs(v) > MAX_PIXELS for v in value):
+        return f"bbox {value!r:.80} has a number beyond {MAX_PIXELS} px; give the box in the image's pixels"
+    return None
 
 
 def is_box(value: object) -> bool:
-    """A COCO ``[x, y, w, h]``: a list of 4 finite numbers."""
-    return isinstance(value, (list, tuple)) and len(value) == 4 and all(is_number(v) for v in value)
+    """A COCO ``[x, y, w, h]``: a list of 4 finite numbers, none beyond :data:`MAX_PIXELS` in size."""
+    return box_problem(value) is None
 
 
 def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict) -> list[str]:
@@ -157,8 +214,8 @@ def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict
         problems.append(f"category_id {annotation['category_id']!r} is not in the categories {list(label_of)}")
     if annotation["image_id"] not in images:
         problems.append("image_id is not in the images list")
-    if not is_box(annotation["bbox"]):
-        problems.append(f"bbox {annotation['bbox']!r} is not 4 finite numbers [x, y, w, h]")
+    if box_problem(annotation["bbox"]):
+        problems.append(box_problem(annotation["bbox"]))
     area, crowd = annotation.get("area"), annotation.get("iscrowd")
     if area is not None and not is_number(area):
         problems.append(f"area {area!r:.40} is not a finite number; give the object's area in pixels or leave it out")
@@ -186,17 +243,85 @@ def _annotation_names(annotations: Sequence[dict]) -> list[str]:
     return [f"annotation id {a['id']}" for a in annotations[:FixupCounter.EXAMPLES_SHOWN]]
 
 
+def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -> str | None:
+    """What is wrong with one well-formed ``images`` entry, ``None`` when nothing: a height / width that is not a
+    positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name``, no such image file."""
+    image_id = info["id"]
+    if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
+        return f"{annotation_file}: image id {image_id} has no positive integer height/width"
+    too_large = [f"{key} {info[key]!r:.40}" for key in ("height", "width") if info[key] > MAX_PIXELS]
+    if too_large:
+        return (f"{annotation_file}: image id {image_id} has {' and '.join(too_large)}, beyond {MAX_PIXELS} px; "
+                "give the image's size in pixels")
+    if not isinstance(info.get("file_name"), str):
+        return f"{annotation_file}: image id {image_id} has no file_name"
+    if not os.path.isfile(image_folder / info["file_name"]):
+        return f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
+    return None
+
+
+def resolved_image_paths(image_folder: Path, images: Iterable[object]) -> list[tuple[str, dict]]:
+    """``(real path, entry)`` of each ``images`` entry with a string ``file_name``: ``image_folder / file_name`` with
+    ``..``, symlinked folders and a symlinked file resolved (an entry whose name the OS refuses, e.g. with a NUL
+    byte, is left out). Each folder is resolved once: ``os.path.realpath`` of every file of a 100k-image split would
+    take seconds."""
+    real_folders: dict[str, str] = {}
+    paths = []
+    for info in images:
+        name = info.get("file_name") if isinstance(info, dict) else None
+        if not isinstance(name, str):
+            continue
+        folder, base = os.path.split(os.path.join(image_folder, name))
+        try:
+            if folder not in real_folders:
+                real_folders[folder] = os.path.realpath(folder)
+            path = os.path.normpath(os.path.join(real_folders[folder], base))
+            paths.append((os.path.realpath(path) if os.path.islink(path) else path, info))
+        except (OSError, ValueError):
+            continue
+    return paths
+
+
+def shared_file_problems(images: list[dict], image_folder: Path, annotation_file: Path) -> list[str]:
+    """One problem per image entry whose file (resolved, see :func:`resolved_image_paths`) an earlier entry of the
+    same json already uses: that file would be trained with both images' boxes, each time with one image's only."""
+    first: dict[str, dict] = {}
+    problems = []
+    for path, info in resolved_image_paths(image_folder, images):
+        if path not in first:
+            first[path] = info
+            continue
+        names = {first[path]["file_name"], info["file_name"]}
+        problems.append(
+            f"{annotation_file}: image ids {first[path]['id']} and {info['id']} both use the image file {path} "
+            f"(file_name {' / '.join(repr(n) for n in sorted(names))}), so it would be trained with the boxes of one "
+            "image at a time: list each image once, with all its annotations under one image id"
+        )
+    return problems
+
+
+def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> int:
+    """The annotations that COCO's metric scores (``iscrowd`` 0 or absent) on ``image_ids`` (default: all images)."""
+    wanted = None if image_ids is None else set(image_ids)
+    return sum(
+        1 for a in coco.dataset["annotations"] if not a.get("iscrowd") and (wanted is None or a["image_id"] in wanted)
+    )
+
+
 class COCODetection(DetectionDataset):
     """Images of a COCO instances json, read from ``image_folder / file_name``.
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
-    non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing image size, missing image file) before any training.
+    non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image file, one
+    file used by two image ids) before any training.
     Raw boxes with ``w <= 0`` / ``h <= 0`` or ``area <= 0`` (dropped), reaching more than 1 px outside the image
     (clipped), or without ``area`` / ``iscrowd`` (filled in, also in ``coco``) give one counted :class:`DataWarning`;
     ``fixups`` holds the counts and ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side
     <= 7 px; expected, not warned). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
     set, ~117k images). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
-    ``require_boxes`` is set (a train split with nothing to train on).
+    ``require_boxes`` is set (a train split with nothing to train on), and when ``require_objects_to_score`` is set
+    (default: neither of those, i.e. a split built for evaluation) and every annotation is ``iscrowd`` 1, which COCO's
+    metric ignores (a split without any annotation is left to the caller, as for VOC).
     """
 
     kind = "coco"
@@ -212,6 +337,7 @@ class COCODetection(DetectionDataset):
         include_crowd: bool = True,
         download_hint: str = "check --data_root",
         seed: int = 0,
+        require_objects_to_score: bool | None = None,
     ):
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
         coco = load_coco_json(annotation_file, download_hint)
@@ -220,18 +346,9 @@ class COCODetection(DetectionDataset):
         self.coco = coco
         self.category_ids: list[int] = list(coco.getCatIds())
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        problems: list[str] = []
-        for image_id in coco.getImgIds():
-            info = coco.imgs[image_id]
-            if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
-                problems.append(f"{annotation_file}: image id {image_id} has no positive integer height/width")
-            elif not isinstance(info.get("file_name"), str):
-                problems.append(f"{annotation_file}: image id {image_id} has no file_name")
-            elif not os.path.isfile(image_folder / info["file_name"]):
-                problems.append(
-                    f"{image_folder / info['file_name']}: image file not found "
-                    f"(image id {image_id} in {annotation_file})"
-                )
+        problems = [image_entry_problem(coco.imgs[i], image_folder, annotation_file) for i in coco.getImgIds()]
+        problems = [problem for problem in problems if problem]
+        problems += shared_file_problems(coco.dataset["images"], image_folder, annotation_file)
         for annotation in coco.dataset["annotations"]:
             where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
             problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]
@@ -240,6 +357,10 @@ class COCODetection(DetectionDataset):
 
         fixups = FixupCounter()
         fill_area_and_crowd(coco.dataset["annotations"], fixups)
+        if require_objects_to_score is None:
+            require_objects_to_score = not (drop_empty or require_boxes)
+        if require_objects_to_score and coco.dataset["annotations"] and not count_objects_to_score(coco):
+            raise DataError(f"{annotation_file}: the test split's {len(coco.imgs)} images {NO_OBJECT_TO_SCORE}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
         image_index = {image_id: index for index, image_id in enumerate(coco.getImgIds())}
         heights = np.array([coco.imgs[i]["height"] for i in coco.getImgIds()], dtype=np.float64)
@@ -320,24 +441,46 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
 
 def check_disjoint_coco_splits(split: str, split_file: Path, split_coco: COCO, other_file: Path) -> None:
     """Raise :class:`DataError` naming both files when a custom COCO-layout train and test json list the same image
-    file (same image folder and ``file_name``); splits whose image folders differ are not compared.
+    file: their ``image folder / file_name`` paths are compared resolved (``..``, symlinks), so a train
+    ``file_name`` like ``../test/0005.jpg`` is caught as well as one image folder shared by both jsons.
 
     ``split_coco`` is ``split_file`` (of ``split``, train or test) as the dataset already loaded it; ``other_file``,
-    the other split's json, is read only when both splits use one image folder.
+    the other split's json, is only read here: a problem of it is reported when that split is built.
     """
-    folder = image_folder_for(split_file)
-    if folder is None or folder.resolve() != (image_folder_for(other_file) or Path()).resolve():
+    folders = image_folder_for(split_file), image_folder_for(other_file)
+    if None in folders:
         return
-    pairs = [(split_file, split_coco), (other_file, load_coco_json(other_file, ""))]
-    (train_file, train_coco), (test_file, test_coco) = pairs if split == "train" else pairs[::-1]
-    test_names = {info["file_name"] for info in test_coco.dataset["images"]}
-    shared = sorted(info["file_name"] for info in train_coco.dataset["images"] if info["file_name"] in test_names)
+    try:
+        other = read_json_file(other_file)
+    except DataError:
+        return
+    other_images = other.get("images") if isinstance(other, dict) else None
+    pairs = [(split_file, split_coco.dataset["images"]), (other_file, other_images)]
+    (train_file, train_images), (test_file, test_images) = pairs if split == "train" else pairs[::-1]
+    train_folder, test_folder = folders if split == "train" else folders[::-1]
+    if not isinstance(train_images, list) or not isinstance(test_images, list):
+        return
+    test_names = {path: info["file_name"] for path, info in resolved_image_paths(test_folder, test_images)}
+    shared = sorted(
+        (path, info["file_name"], test_names[path]) for path, info in resolved_image_paths(train_folder, train_images)
+        if path in test_names
+    )
     if shared:
-        examples = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
-        raise DataError(
-            f"{train_file} and {test_file} share {len(shared)} image(s) of {folder} ({examples}), "
-            f"so the model would be tested on images it trained on: list each image in one of the two files only"
-        )
+        raise DataError(_shared_images_message(train_file, test_file, shared))
+
+
+def _shared_images_message(train_file: Path, test_file: Path, shared: list[tuple[str, str, str]]) -> str:
+    """The error for images ``(real path, train file_name, test file_name)`` listed by both splits."""
+    folder = os.path.commonpath([os.path.dirname(path) for path, _, _ in shared])
+    examples = [
+        os.path.relpath(path, folder) + ("" if train == test else f" as train {train!r}, test {test!r}")
+        for path, train, test in shared[:3]
+    ]
+    return (
+        f"{train_file} and {test_file} share {len(shared)} image(s) of {folder} "
+        f"({', '.join(examples)}{', ...' if len(shared) > 3 else ''}), "
+        f"so the model would be tested on images it trained on: list each image in one of the two files only"
+    )
 
 
 def image_folder_for(annotation_file: Path) -> Path | None:

@@ -19,7 +19,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from data.coco import is_box, is_number
+from data.coco import NO_OBJECT_TO_SCORE, box_problem, count_objects_to_score, is_number, read_json_file
 from data.errors import DataError, format_problems
 from utils.files import write_text
 
@@ -102,13 +102,18 @@ def evaluate_coco(
         ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
         ``"per_class_AP"``: category name -> AP@[.50:.95] (area all, 100 detections; NaN for a
         category without ground truth). With no detection at all every number is 0.
+
+    Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
+    (none, or all ``iscrowd`` 1): every AP would be undefined (pycocotools prints -1).
     """
     if isinstance(results, (str, Path)):
         results = _load_results(Path(results), coco_gt)
+    check_objects_to_score(coco_gt, image_ids)
     categories = coco_gt.loadCats(coco_gt.getCatIds())
     if not results:
         return _metrics(np.zeros(12), {c["name"]: 0.0 for c in categories})
 
+    coco_gt = with_positive_annotation_ids(coco_gt)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the caller prints the table
         coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
@@ -124,6 +129,32 @@ def evaluate_coco(
         p = precision[:, :, k, 0, -1]
         per_class[coco_gt.cats[category_id]["name"]] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
     return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class)
+
+
+def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None) -> None:
+    """Raise :class:`DataError` naming ``coco_gt``'s file when its images ``image_ids`` (default all) hold no
+    annotation that COCO's metric scores (one with ``iscrowd`` 0), as the VOC path does for difficult-only splits."""
+    if count_objects_to_score(coco_gt, image_ids):
+        return
+    source = getattr(coco_gt, "source_file", "the COCO ground truth")
+    count = len(coco_gt.imgs) if image_ids is None else len(image_ids)
+    raise DataError(f"{source}: the {count} evaluated images {NO_OBJECT_TO_SCORE}")
+
+
+def with_positive_annotation_ids(coco_gt: COCO) -> COCO:
+    """``coco_gt``, or when an annotation id is <= 0 or repeated, a copy whose annotations are numbered 1..N (all
+    else shared). pycocotools' ``COCOeval`` records a detection's match as the matched annotation's id and counts it
+    only when that id is > 0, so an object with id 0 (many converters number from 0) could never be detected, and
+    ``loadAnns`` gives one of two annotations sharing an id twice."""
+    annotations = coco_gt.dataset["annotations"]
+    ids = [annotation.get("id") for annotation in annotations]
+    if all(isinstance(i, (int, float)) and i > 0 for i in ids) and len(set(ids)) == len(ids):
+        return coco_gt
+    renumbered = COCO()
+    renumbered.dataset = dict(coco_gt.dataset, annotations=[dict(a, id=n) for n, a in enumerate(annotations, 1)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        renumbered.createIndex()
+    return renumbered
 
 
 def format_coco_report(metrics: dict) -> str:
@@ -157,21 +188,21 @@ def result_problem(entry: object, coco_gt: COCO) -> str | None:
         return f"image_id {image_id!r:.40} is not an image of the ground truth; were the results made on another split?"
     if not (isinstance(category_id, Hashable) and category_id in coco_gt.cats):
         return f"category_id {category_id!r:.40} is not in the categories {coco_gt.getCatIds()}"
-    if not is_box(entry["bbox"]):
-        return f"bbox {entry['bbox']!r:.60} is not 4 finite numbers [x, y, w, h]"
+    if box_problem(entry["bbox"]):
+        return box_problem(entry["bbox"])
     if not is_number(entry["score"]):
         return f"score {entry['score']!r:.40} is not a finite number"
     return None
 
 
 def _load_results(path: Path, coco_gt: COCO) -> list[dict]:
-    """The results list of a JSON file; :class:`DataError` names the file and each bad entry's index."""
+    """The results list of a JSON file (UTF-8, a byte-order mark is fine); :class:`DataError` names the file and each
+    bad entry's index, or why the file cannot be read as JSON."""
+    if path.is_dir():
+        raise DataError(f"COCO results file {path} is a folder; give the results JSON file in it")
     if not path.is_file():
         raise FileNotFoundError(f"COCO results file {path} does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); expected a COCO results list") from None
+    results = read_json_file(path)
     if not isinstance(results, list):
         raise DataError(
             f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, got {type(results).__name__}"

@@ -5,18 +5,25 @@ Annotations are parsed once at construction (in ``data/voc.py`` / ``data/coco.py
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import stat
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
 from data.errors import DataError, DataWarning
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 _JPEG_START = b"\xff\xd8"
 # inside entropy-coded scan data a 0xFF byte is followed by 0x00 (stuffing), a restart marker 0xD0-0xD7 or fill 0xFF;
@@ -26,6 +33,10 @@ _END_OF_IMAGE, _START_OF_SCAN = 0xD9, 0xDA
 _STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a length field
 EXIF_ORIENTATION_TAG = 0x0112
 EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
+OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
+_PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
+
+DEGENERATE_BOX_DROPPED = "degenerate box dropped (x2 <= x1 or y2 <= y1, in pixels or once normalised)"
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -84,13 +95,72 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            raise DataError(pixel_limit_message(path, opencv_pixel_limit())) from None
         reason = error.err.strip() if getattr(error, "err", None) else str(error).strip().splitlines()[-1]
-        raise DataError(
-            f"{path}: OpenCV refuses to decode the file ({reason}); shrink or re-encode the image"
-        ) from None
+        raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); re-encode the image") from None
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode the file as an image")
     return image
+
+
+def opencv_pixel_limit() -> int:
+    """The most pixels OpenCV decodes in one image: ``OPENCV_IO_MAX_IMAGE_PIXELS`` when it is a plain number, else
+    OpenCV's default 2^30."""
+    value = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else OPENCV_PIXEL_LIMIT
+
+
+def pixel_limit_message(path: str | Path, limit: int, pixels: int | None = None) -> str:
+    """The one-line error for an image (or an annotated image size) of more pixels than the decoder accepts."""
+    count = f"{pixels:,} pixels; " if pixels else ""
+    return (f"{path}: the image is over the decoder's pixel limit ({count}the limit is {limit:,} pixels); "
+            "resize the image (and scale its boxes to match)")
+
+
+def file_type_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a data file: missing, or not a regular file (a folder, a named pipe, which
+    reading would wait on forever, a device or socket); ``None`` for a regular file (also through a symbolic link)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+    return f"is {kind}, not a regular file: replace it with the file itself"
+
+
+@contextlib.contextmanager
+def _pil_header(path: str | Path) -> Iterator[PIL.Image.Image]:
+    """``PIL.Image.open(path)`` without PIL's decompression-bomb warning, which only the decoding of pixels that
+    this project leaves to OpenCV concerns. Raises PIL's errors, among them ``DecompressionBombError``."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
+def image_header_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the image header only (for annotations that do not give the size).
+
+    Raises :class:`DataError` naming the file when the header is unreadable or gives more pixels than PIL's limit.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _pil_header(path) as image:
+            return image.height, image.width
+    except Image.DecompressionBombError as error:
+        numbers = _PIL_BOMB_PIXELS.search(str(error))
+        pixels, limit = (int(numbers[1]), int(numbers[2])) if numbers else (None, 2 * (Image.MAX_IMAGE_PIXELS or 0))
+        raise DataError(pixel_limit_message(path, limit, pixels)) from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read the image header ({error})") from None
 
 
 def exif_orientation(path: str | Path) -> int | None:
@@ -98,9 +168,9 @@ def exif_orientation(path: str | Path) -> int | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with _pil_header(path) as image:
             value = image.getexif().get(EXIF_ORIENTATION_TAG)
-    except (OSError, UnidentifiedImageError, SyntaxError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     return value if isinstance(value, int) else None
 
@@ -162,6 +232,18 @@ class Annotations:
         )
 
 
+def has_extent(boxes: np.ndarray, height: int | np.ndarray, width: int | np.ndarray) -> np.ndarray:
+    """bool ``[n]``: pixel boxes ``[n, 4]`` with ``x2 > x1`` and ``y2 > y1`` both in pixels and once stored as
+    float32 and normalised by the image size (a number, or ``[n]`` per box) as training targets are
+    (``data/transforms.py``): a box narrower than float32 resolution there would be a target of zero width or height.
+    """
+    scale = np.stack(np.broadcast_arrays(width, height, width, height), axis=-1).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        normalised = boxes.astype(np.float32) / scale
+    return ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            & (normalised[:, 2] > normalised[:, 0]) & (normalised[:, 3] > normalised[:, 1]))
+
+
 class FixupCounter:
     """Counts recoverable box problems while annotations are parsed, and warns once with the total and examples."""
 
@@ -180,14 +262,15 @@ class FixupCounter:
         shown += [where for where in examples if where not in shown][: self.EXAMPLES_SHOWN - len(shown)]
 
     def clip_and_drop(self, boxes: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
-        """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops boxes with
-        ``x2 <= x1`` or ``y2 <= y1`` after clipping. ``boxes`` is clipped in place; both fix-ups are counted."""
+        """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops degenerate
+        boxes (:func:`has_extent`). ``boxes`` (float64 holds any finite coordinate) is clipped in place; both fix-ups
+        are counted."""
         limits = np.array([width, height, width, height], dtype=boxes.dtype)
         clipped = np.clip(boxes, 0, limits)
         self.add("box clipped to the image", int((clipped != boxes).any(axis=1).sum()), [where])
         boxes[:] = clipped
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        self.add("degenerate box dropped (x2 <= x1 or y2 <= y1)", int((~keep).sum()), [where])
+        keep = has_extent(boxes, height, width)
+        self.add(DEGENERATE_BOX_DROPPED, int((~keep).sum()), [where])
         return keep
 
     def warn(self, dataset: str) -> None:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
+from data.dataset import (
+    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size, opencv_pixel_limit,
+)
 from data.errors import DataError, DatasetNotFoundError, format_problems
 
 VOC_CLASSES = (
@@ -30,6 +32,7 @@ VOC_CLASSES = (
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": True}
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
+UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def normalize_class_name(name: str) -> str:
@@ -55,15 +58,24 @@ class VocAnnotation:
 def read_utf8_text(path: Path) -> str:
     """The text of ``path``, decoded as UTF-8 with an optional byte-order mark removed.
 
-    Raises :class:`DataError` naming the file when it is not UTF-8.
+    Raises :class:`DataError` naming the file when it is not UTF-8 text: bytes that are not UTF-8, or a NUL byte
+    (UTF-16 text without a byte-order mark decodes as UTF-8 with a NUL after each ASCII letter).
     """
+    data = Path(path).read_bytes()
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        utf16 = ", a UTF-16 byte-order mark" if data.startswith(UTF16_BYTE_ORDER_MARKS) else ""
         raise DataError(
-            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}{utf16}); "
             "save the file as UTF-8"
         ) from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (a NUL byte, as in UTF-16 text or binary data); save the file as UTF-8"
+        )
+    return text
 
 
 def _number(element: ET.Element, tag: str, xml_path: Path, where: str) -> float:
@@ -97,8 +109,12 @@ def _not_utf8_hint(xml_path: Path) -> str:
 
 
 def _xml_root(xml_path: Path) -> ET.Element:
-    """The ``<annotation>`` root of ``xml_path``; :class:`DataError` naming the file (and line) when it is unreadable,
-    malformed, in an unknown encoding or not a VOC annotation."""
+    """The ``<annotation>`` root of ``xml_path``; :class:`DataError` naming the file (and line) when it is missing,
+    not a regular file (a named pipe would block the read forever), unreadable, malformed, in an unknown encoding or
+    not a VOC annotation."""
+    problem = file_type_problem(xml_path)
+    if problem is not None:
+        raise DataError(f"{xml_path}: annotation file {problem}")
     try:
         root = ET.parse(xml_path).getroot()
     except FileNotFoundError:
@@ -115,17 +131,30 @@ def _xml_root(xml_path: Path) -> ET.Element:
     return root
 
 
+def _size_side(size: ET.Element | None, tag: str, xml_path: Path) -> float:
+    """``<size>``'s ``<width>`` or ``<height>`` as given, 0 when absent (the caller then reads the image header)."""
+    return _number(size, tag, xml_path, "<size>") if size is not None and size.find(tag) is not None else 0
+
+
+def _image_size(root: ET.Element, xml_path: Path) -> tuple[int, int]:
+    """(height, width) of ``<size>`` in whole pixels; 0 for a side that is absent or not positive. :class:`DataError`
+    naming the file when it gives more pixels than the decoder reads (no image that big can be loaded)."""
+    size = root.find("size")
+    height, width = _size_side(size, "height", xml_path), _size_side(size, "width", xml_path)
+    limit = opencv_pixel_limit()
+    if height > 0 and width > 0 and int(height) * int(width) > limit:
+        raise DataError(
+            f"{xml_path}: <size> is {width:g}x{height:g} (WxH), over the decoder's pixel limit ({limit:,} pixels): "
+            "fix the <width> and <height> (or resize the image)"
+        )
+    return max(int(height), 0), max(int(width), 0)
+
+
 def parse_voc_xml(xml_path: Path) -> VocAnnotation:
     """Parse one VOC XML file. Missing/absent ``<size>`` gives height = width = 0 (the caller reads the image header).
     Raises :class:`DataError` naming the file (and line for malformed XML)."""
     root = _xml_root(xml_path)
-    size = root.find("size")
-    height = (
-        int(_number(size, "height", xml_path, "<size>")) if size is not None and size.find("height") is not None else 0
-    )
-    width = (
-        int(_number(size, "width", xml_path, "<size>")) if size is not None and size.find("width") is not None else 0
-    )
+    height, width = _image_size(root, xml_path)
     objects = []
     for number, obj in enumerate(root.iter("object"), start=1):
         where = f"object {number}"
@@ -140,17 +169,6 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
         )
         objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where)))
     return VocAnnotation(root.findtext("filename"), height, width, objects)
-
-
-def _image_header_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header only (for XML files without a <size>)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"{path}: cannot read the image header ({error})") from None
 
 
 class ImageFinder:
@@ -173,9 +191,9 @@ class ImageFinder:
         return list(dict.fromkeys(names + [f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]))
 
     def find(self, names: Sequence[str]) -> Path | None:
-        """The first of ``names`` present in the folder, matched exactly, else ignoring letter case; ``None`` if
-        absent."""
-        exact = next((self.folder / name for name in names if (self.folder / name).is_file()), None)
+        """The first of ``names`` present in the folder as a regular file, matched exactly, else ignoring letter case;
+        ``None`` if absent (or a name the system cannot look up, such as one too long)."""
+        exact = next((self.folder / name for name in names if file_type_problem(self.folder / name) is None), None)
         if exact is not None:
             return exact
         if self._by_lower_name is None:
@@ -185,18 +203,25 @@ class ImageFinder:
         return None if found is None else self.folder / found
 
 
+def _list_file(folder: Path, list_name: str) -> Path:
+    """``<folder>/ImageSets/Main/<list_name>.txt``."""
+    return Path(folder) / "ImageSets" / "Main" / f"{list_name}.txt"
+
+
 def check_disjoint_splits(train_sets: Sequence[tuple[Path, str]], test_sets: Sequence[tuple[Path, str]]) -> None:
-    """Raise :class:`DataError` naming both list files when a ``(folder, image id)`` is in a train and a test list.
+    """Raise :class:`DataError` naming both list files when a ``(folder, image id)`` is in a train and a test list,
+    or when a train and a test annotation use the same image file (an XML whose ``<id>.jpg`` is missing names its
+    image in ``<filename>``, which may be another id's image, also in another folder).
 
     Lists that do not exist are skipped (they are reported when their split is built).
     """
     for test_folder, test_name in test_sets:
-        test_list = Path(test_folder) / "ImageSets" / "Main" / f"{test_name}.txt"
+        test_list = _list_file(test_folder, test_name)
         if not test_list.is_file():
             continue
         test_ids = set(read_image_list(test_list, ""))
         for train_folder, train_name in train_sets:
-            train_list = Path(train_folder) / "ImageSets" / "Main" / f"{train_name}.txt"
+            train_list = _list_file(train_folder, train_name)
             if Path(train_folder).resolve() != Path(test_folder).resolve() or not train_list.is_file():
                 continue
             shared = [image_id for image_id in read_image_list(train_list, "") if image_id in test_ids]
@@ -208,6 +233,57 @@ def check_disjoint_splits(train_sets: Sequence[tuple[Path, str]], test_sets: Seq
                     "train.txt + val.txt = trainval.txt; a folder tested on val.txt trains on train.txt) or list "
                     "held-out images in test.txt"
                 )
+    _check_disjoint_image_files(train_sets, test_sets)
+
+
+def _check_disjoint_image_files(train_sets: Sequence[tuple[Path, str]], test_sets: Sequence[tuple[Path, str]]) -> None:
+    """Raise :class:`DataError` naming both annotations and lists when a train and a test annotation use the same
+    image file (compared by device and inode: links and different spellings of one path are the same file)."""
+    test_images = _image_files(test_sets)
+    if not test_images:
+        return
+    for key, (train_xml, train_list, image) in _image_files(train_sets).items():
+        if key in test_images:
+            test_xml, test_list, _ = test_images[key]
+            raise DataError(
+                f"{train_xml} (listed in {train_list}) and {test_xml} (listed in {test_list}) use the same image "
+                f"{image}, so the model would be tested on an image it trained on: give each annotation its own "
+                "image (JPEGImages/<id>.jpg, or a <filename> naming it) or remove one of them from its list"
+            )
+
+
+def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int], tuple[Path, Path, Path]]:
+    """``(st_dev, st_ino)`` of each listed image file -> ``(annotation, list file, image)``. Ids whose list, XML or
+    image is missing or unreadable are skipped (reported when their split is built)."""
+    files = {}
+    for folder, list_name in image_sets:
+        folder, list_file = Path(folder), _list_file(folder, list_name)
+        if not list_file.is_file() or not (folder / "JPEGImages").is_dir():
+            continue
+        finder = ImageFinder(folder / "JPEGImages")
+        for image_id in read_image_list(list_file, ""):
+            xml_path = folder / "Annotations" / f"{image_id}.xml"
+            image = _listed_image(finder, image_id, xml_path)
+            try:
+                status = os.stat(image) if image is not None else None
+            except OSError:
+                continue
+            if status is not None:
+                files.setdefault((status.st_dev, status.st_ino), (xml_path, list_file, image))
+    return files
+
+
+def _listed_image(finder: ImageFinder, image_id: str, xml_path: Path) -> Path | None:
+    """The image that :class:`VOCDetection` reads for ``image_id``; the XML is parsed only when ``<id>.jpg`` is
+    missing (its ``<filename>`` is then a candidate). ``None`` when not found or the XML is bad."""
+    first = finder.folder / ImageFinder.candidates(image_id, None)[0]
+    if file_type_problem(first) is None:
+        return first
+    try:
+        filename = parse_voc_xml(xml_path).filename
+    except DataError:
+        return None
+    return finder.find(ImageFinder.candidates(image_id, filename))
 
 
 def read_image_list(list_file: Path, download_hint: str) -> list[str]:
@@ -254,7 +330,8 @@ class VOCDetection(DetectionDataset):
     Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name) raise one
     :class:`DataError` listing them, before any training. An unknown class is skipped and counted instead with
     ``skip_unknown_classes=True``. Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or
-    ``y2 <= y1`` dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts.
+    ``y2 <= y1`` (in pixels, or once normalised by the image size) dropped, with one counted :class:`DataWarning`;
+    ``fixups`` holds the counts.
     """
 
     kind = "voc"
@@ -298,7 +375,7 @@ class VOCDetection(DetectionDataset):
                     continue
                 if parsed.height <= 0 or parsed.width <= 0:
                     try:
-                        parsed.height, parsed.width = _image_header_size(image_path)
+                        parsed.height, parsed.width = image_header_size(image_path)
                     except DataError as error:
                         problems.append(str(error))
                         continue
@@ -314,13 +391,14 @@ class VOCDetection(DetectionDataset):
                             "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
                             "(counted in one warning)"
                         )
-                image_boxes = np.array([obj.box for obj in known], dtype=np.float32).reshape(-1, 4)
+                # float64 until clipped: any finite coordinate (1e300 too) is clipped, not cast to float32 inf
+                image_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
                 image_boxes[:, :2] -= 1  # XML 1-based inclusive -> 0-based continuous
                 keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
                 paths.append(str(image_path))
                 ids.append(image_id)
                 sizes.append((parsed.height, parsed.width))
-                boxes.append(image_boxes[keep])
+                boxes.append(image_boxes[keep].astype(np.float32))
                 labels.append(np.array([label_of[obj.name] for obj in known], dtype=np.int64)[keep])
                 difficult.append(np.array([obj.difficult for obj in known], dtype=bool)[keep])
         if problems:

@@ -1,4 +1,5 @@
 """Image reading errors and the whole-dataset scan behind --check_data."""
+import warnings
 import zlib
 
 import cv2
@@ -8,9 +9,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from data import DataError, build_dataset, check_dataset
-from data.dataset import read_image
+from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import original_message
-from tests.test_data_voc import voc_xml, write_voc_folder
+from tests.test_data_voc import voc_xml, write_png_header, write_voc_folder
 
 
 def write_jpeg(path, height=40, width=50):
@@ -84,8 +85,10 @@ def test_an_image_above_opencvs_pixel_limit_is_an_error_naming_the_file(tmp_path
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     path = tmp_path / "huge.png"
     path.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"huge\.png: OpenCV refuses to decode the file \(.*CV_IO_MAX_IMAGE_PIXELS"):
+    with pytest.raises(DataError) as error:
         read_image(path)
+    assert str(error.value) == (f"{path}: the image is over the decoder's pixel limit (the limit is 1,073,741,824 "
+                                "pixels); resize the image (and scale its boxes to match)")
 
 
 @pytest.mark.parametrize(
@@ -113,9 +116,9 @@ def test_check_dataset_reports_a_clean_set(tmp_path):
     assert report.objects_per_class == {"cat": 2, "dog": 1, "bird": 0}
     assert report.summary() == ("3 images, 3 objects (1 difficult), 1 images without objects\n"
                                 "objects per class: cat 2, dog 1, bird 0")
-    report.fixups = {"box clipped to the image": 2, "degenerate box dropped (x2 <= x1 or y2 <= y1)": 1}
+    report.fixups = {"box clipped to the image": 2, DEGENERATE_BOX_DROPPED: 1}
     assert report.summary().splitlines()[1] == ("fixed up: box clipped to the image: 2; degenerate box dropped "
-                                                "(x2 <= x1 or y2 <= y1): 1")
+                                                "(x2 <= x1 or y2 <= y1, in pixels or once normalised): 1")
 
 
 def test_check_dataset_lists_every_bad_image(tmp_path):
@@ -170,6 +173,34 @@ def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
     with pytest.raises(DataError,
                        match=r"b\.jpg: image is 60x40 \(WxH\) but its annotation says 40x60; fix the annotation's"):
         dataset.load_image(1)
+
+
+def test_check_dataset_reports_boxes_without_width_once_normalised(tmp_path):
+    """A dataset built by another loader (COCO's does not drop them) may hold a box wider than 0 px whose float32
+    target divided by the image width has no width: --check_data lists it as invalid."""
+    root, _ = make_dataset(tmp_path)
+    paths = [str(root / "JPEGImages" / name) for name in ("a.jpg", "b.jpg")]
+    write_jpeg(paths[0], 40, 96)
+    boxes = [np.array([[12.219999, 10, 12.22, 30], [1, 1, 20, 30]], np.float32), np.zeros((0, 4), np.float32)]
+    annotations = Annotations.from_images(paths, ["a", "b"], [(40, 96), (40, 50)], boxes,
+                                          [np.zeros(2, np.int64), np.zeros(0, np.int64)], [np.zeros(2, bool)] * 2)
+    with pytest.raises(DataError) as error:
+        check_dataset(DetectionDataset(annotations, ["cat"], transform=None), workers=0, progress=False)
+    assert str(error.value) == (
+        "--check_data on 2 images: 1 problem(s)\n"
+        f"  - {paths[0]}: object box [12.219999313354492, 10.0, 12.220000267028809, 30.0] label 0 is invalid (needs "
+        "x2 > x1 and y2 > y1, also once normalised by the image size, and a label in 0..0)"
+    )
+
+
+def test_exif_orientation_of_a_header_over_pils_pixel_limit_is_unknown_without_a_warning(tmp_path):
+    path = tmp_path / "huge.png"
+    write_png_header(path, 20_000, 20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert exif_orientation(path) is None
+        write_png_header(path, 10_000, 10_000)  # between PIL's warning and error limits
+        assert exif_orientation(path) is None
 
 
 def test_original_message_of_an_error_raised_in_a_dataloader_worker(tmp_path):

@@ -1,6 +1,9 @@
 """VOC-layout datasets: the synthetic shapes round trip, the VOCdevkit splits, custom folders and bad annotations."""
+import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import cv2
@@ -10,6 +13,7 @@ import pytest
 from data import (
     DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
 )
+from data.dataset import DEGENERATE_BOX_DROPPED
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 
 
@@ -242,11 +246,12 @@ def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path)
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
     with pytest.warns(DataWarning, match=r"box clipped to the image: 1 \(e\.g\. .*a\.xml\); "
-                                         r"degenerate box dropped \(x2 <= x1 or y2 <= y1\): 1"):
+                                         r"degenerate box dropped \(x2 <= x1 or y2 <= y1, in pixels or once "
+                                         r"normalised\): 1"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
     np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])
-    assert dataset.fixups == {"box clipped to the image": 1, "degenerate box dropped (x2 <= x1 or y2 <= y1)": 1}
+    assert dataset.fixups == {"box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 1}
 
 
 def test_xml_without_size_reads_the_image_header(tmp_path):
@@ -377,11 +382,24 @@ def test_boxes_of_zero_width_or_height_are_dropped_and_one_pixel_boxes_kept(tmp_
     # XML xmax = xmin - 1 -> continuous (xmin - 1, xmax) of width 0; xmin == xmax is one pixel wide (width 1)
     objects = [("cat", (6, 5, 5, 20), 0), ("cat", (5, 9, 20, 8), 0), ("cat", (7, 7, 7, 7), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
-    with pytest.warns(DataWarning, match=r"degenerate box dropped \(x2 <= x1 or y2 <= y1\): 2"):
+    with pytest.warns(DataWarning, match=rf"{re.escape(DEGENERATE_BOX_DROPPED)}: 2"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     boxes, labels, _ = dataset.annotation(0)
     np.testing.assert_array_equal(boxes, [[6, 6, 7, 7]])
     assert labels.tolist() == [0]
+
+
+def test_a_box_of_zero_width_once_normalised_is_dropped_as_degenerate(tmp_path):
+    """XML x 13.219999313354492..12.220000267028809 is 1e-6 px wide in the continuous frame, 0 wide once divided by a
+    96 px width in float32 (the training target): a target without width trains nothing, so it is dropped."""
+    objects = [("cat", (13.219999313354492, 10, 12.220000267028809, 60), 0), ("cat", (20, 10, 50, 60), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"test": ["a"], "train": []}, size=(80, 96))
+    with pytest.warns(DataWarning, match=rf"{re.escape(DEGENERATE_BOX_DROPPED)}: 1 \(e\.g\. .*a\.xml\)"):
+        dataset = build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
+    assert dataset.fixups == {DEGENERATE_BOX_DROPPED: 1}
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[20, 10, 50, 60]])
+    target = dataset[0][1].numpy()
+    assert (target[:, 2] > target[:, 0]).all() and (target[:, 3] > target[:, 1]).all()
 
 
 def test_voc_devkit_years_may_reuse_an_image_id(tmp_path):
@@ -414,3 +432,137 @@ def test_the_test_split_is_not_augmented(tmp_path):
         image, target, _ = dataset[0]
         assert image.shape == (3, 64, 64)
         np.testing.assert_allclose(target.numpy(), [[1 / 64, 2 / 48, 30 / 64, 40 / 48, 0]], rtol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_an_annotation_that_is_a_named_pipe_is_an_error_not_a_hang(tmp_path):
+    """Reading a FIFO waits for a writer forever; it is refused from its file type without opening it."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": []}, {"trainval": ["a", "b"]})
+    xml = root / "Annotations/a.xml"
+    xml.unlink()
+    os.mkfifo(xml)
+    (root / "Annotations/b.xml").unlink()
+    (root / "Annotations/b.xml").mkdir()
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    message = str(error.value)
+    assert (f"{xml}: annotation file is a named pipe (FIFO), not a regular file: replace it with the file itself "
+            f"(listed in {root / 'ImageSets/Main/trainval.txt'})") in message
+    assert f"{root / 'Annotations/b.xml'}: annotation file is a folder, not a regular file" in message
+
+
+@pytest.mark.parametrize("width", ["1e30", "40000"])
+def test_a_size_over_the_decoders_pixel_limit_is_an_error_naming_the_xml(tmp_path, width):
+    xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<width>64</width>", f"<width>{width}</width>")
+    root = write_voc_folder(tmp_path, {"a": xml.replace("<height>48</height>", "<height>40000</height>")},
+                            {"trainval": ["a"]})
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert (f"{root / 'Annotations/a.xml'}: <size> is {float(width):g}x40000 (WxH), over the decoder's pixel limit "
+            "(1,073,741,824 pixels): fix the <width> and <height> (or resize the image)") in str(error.value)
+
+
+def test_huge_coordinates_are_clipped_like_other_boxes_outside_the_image(tmp_path):
+    """1e300 overflows float32 (a raw numpy RuntimeWarning before): it is clipped to the image in float64."""
+    objects = [("cat", (10, 10, 1e300, 30), 0), ("cat", (-1e300, 5, 20, 30), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.warns(DataWarning, match=r"box clipped to the image: 2 \(e\.g\. .*a\.xml\)"):
+            dataset = build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    np.testing.assert_array_equal(dataset.annotation(0)[0], [[9, 9, 64, 30], [0, 4, 20, 30]])
+
+
+def write_png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` pixels (with no pixel data behind it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+
+
+def test_an_image_header_over_pils_pixel_limit_is_an_error_naming_the_image(tmp_path):
+    """Without <size> the header is read with PIL, whose DecompressionBombError (a traceback before) becomes one
+    line; between PIL's warning and error limits its DecompressionBombWarning is not shown (only the header is read)."""
+    xml = voc_xml(0, 0, [("cat", (1, 1, 10, 10), 0)], size=False)
+    root = write_voc_folder(tmp_path, {"a": xml, "b": xml}, {"trainval": ["a", "b"]})
+    for image_id, side in (("a", 20_000), ("b", 10_000)):
+        (root / f"JPEGImages/{image_id}.jpg").unlink()
+        write_png_header(root / f"JPEGImages/{image_id}.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="1 problem") as error:
+            build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert (f"{root / 'JPEGImages/a.png'}: the image is over the decoder's pixel limit (400,000,000 pixels; the limit "
+            "is 178,956,970 pixels); resize the image (and scale its boxes to match)") in str(error.value)
+    (root / "ImageSets/Main/trainval.txt").write_text("b\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert dataset.image_size(0) == (10_000, 10_000)
+
+
+@pytest.mark.parametrize(
+    "content, where, detail",
+    [
+        ("a\nb\n".encode("utf-16-le"), ":1", "a NUL byte, as in UTF-16 text or binary data"),
+        (b"a\nb\x00\n", ":2", "a NUL byte, as in UTF-16 text or binary data"),
+        ("a\nb\n".encode("utf-16"), "", "byte 0xff at offset 0, a UTF-16 byte-order mark"),
+    ],
+    ids=["utf16le-without-bom", "nul", "utf16-with-bom"],
+)
+def test_an_image_list_in_utf16_or_with_a_nul_byte_is_an_error_naming_the_list(tmp_path, content, where, detail):
+    root = write_voc_folder(tmp_path, {"a": [], "b": []}, {"test": ["a"]})
+    list_file = root / "ImageSets/Main/trainval.txt"
+    list_file.write_bytes(content)
+    for split in ("train", "test"):  # the test split's overlap check reads the train list too
+        with pytest.raises(DataError) as error:
+            build_dataset("custom", split, 64, data_root=str(root), classes="cat")
+        assert str(error.value) == f"{list_file}{where}: not UTF-8 text ({detail}); save the file as UTF-8"
+
+
+@pytest.mark.parametrize(
+    "content, where, found",
+    [
+        ("cat\ndog\n".encode("utf-16-le"), ":1", "a NUL byte"),
+        (b"cat\nd\x1bog\n", ":2: class name 'd\\x1bog'", "the control character(s) U+001B"),
+    ],
+)
+def test_a_class_file_with_nul_or_control_characters_is_an_error_naming_the_file(tmp_path, content, where, found):
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes(content)
+    with pytest.raises(DataError, match=rf"^{re.escape(f'{classes}{where}')}.*{re.escape(found)}"):
+        parse_class_list(str(classes))
+    with pytest.raises(DataError, match=r"^--classes 'cat,d\\x07og': class name 'd\\x07og' contains the control "
+                                        r"character\(s\) U\+0007; give plain names"):
+        parse_class_list("cat,d\x07og")
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "symlink"])
+def test_a_train_annotation_using_a_test_image_through_its_filename_is_an_error(tmp_path, how):
+    """a.jpg is missing, so a.xml's <filename> names its image: the test image b.jpg (by name, by absolute path, or a
+    link to it in another folder). The id lists do not overlap, the image files do."""
+    root = write_voc_folder(tmp_path / "voc", {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (1, 1, 10, 10), 0)]},
+                            {"trainval": ["a"], "test": ["b"]})
+    (root / "JPEGImages/a.jpg").unlink()
+    test_image = root / "JPEGImages/b.jpg"
+    filename = {"relative": "b.jpg", "absolute": str(test_image), "symlink": str(tmp_path / "other/copy.jpg")}[how]
+    if how == "symlink":
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other/copy.jpg").symlink_to(test_image)
+    xml = root / "Annotations/a.xml"
+    xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", f"<filename>{filename}</filename>"))
+    lists = root / "ImageSets/Main"
+    for split in ("train", "test"):
+        with pytest.raises(DataError) as error:
+            build_dataset("custom", split, 64, data_root=str(root), classes="cat")
+        assert str(error.value) == (
+            f"{xml} (listed in {lists / 'trainval.txt'}) and {root / 'Annotations/b.xml'} (listed in "
+            f"{lists / 'test.txt'}) use the same image {root / 'JPEGImages' / filename}, so the model would be tested "
+            "on an image it trained on: give each annotation its own image (JPEGImages/<id>.jpg, or a <filename> "
+            "naming it) or remove one of them from its list"
+        )
+    (root / "JPEGImages/a.jpg").write_bytes(test_image.read_bytes())  # its own image (a copy): <filename> unused
+    assert build_dataset("custom", "train", 64, data_root=str(root), classes="cat").image_ids == ["a"]
