@@ -39,11 +39,15 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list or a name with a control character."""
+    empty or repeating list or a name with a control character or a slash."""
     path = Path(arg)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError:  # a long comma list is too long a name to look up as a file
+        is_dir = is_file = False
+    if is_dir:
         raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
-    if path.is_file():
+    if is_file:
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]
         numbered = [(f"{path}:{number}", line) for number, line in enumerate(lines, 1)]
         names = _checked_class_names([(where, line) for where, line in numbered if line and not line.startswith("#")])
@@ -74,6 +78,9 @@ def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
         if found:
             raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "
                             "give plain names (a class file must be UTF-8 text, one name per line)")
+        if "/" in name or "\\" in name:
+            raise DataError(f"{where}: class name {name!r} contains a slash, but each class names a VOC results "
+                            "file (comp4_det_test_<class>.txt); rename the class in --classes and in the XML files")
     return [name for _, name in names]
 
 

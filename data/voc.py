@@ -348,7 +348,8 @@ class VOCDetection(DetectionDataset):
     ):
         label_of = {normalize_class_name(name): label for label, name in enumerate(class_names)}
         if len(label_of) != len(class_names):
-            raise DataError(f"duplicate class names in {list(class_names)}")
+            raise DataError(f"the class names {list(class_names)} repeat a name once compared as the XML's names "
+                            "are (case ignored, '(group)' removed): give --classes each class once")
         problems: list[str] = []
         fixups = FixupCounter()
         skipped: dict[str, int] = {}

@@ -270,6 +270,19 @@ def test_parse_class_list(tmp_path):
         parse_class_list("cat,Cat")
     with pytest.raises(DataError, match="class list file not found"):
         parse_class_list("missing_classes.txt")
+    many = [f"class_number_{i}" for i in range(40)]  # longer than a file name may be: a list, not a path
+    assert parse_class_list(",".join(many)) == many
+    for name in ("cat/x", "cat\\x"):
+        with pytest.raises(DataError, match=r"--classes .*: class name .* contains a slash, but each class names a "
+                                            r"VOC results file \(comp4_det_test_<class>\.txt\)"):
+            parse_class_list(f"{name},dog")
+
+
+def test_class_names_that_repeat_once_normalised_are_one_error_saying_so(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"the class names \['cat', 'Cat \(group\)'\] repeat a name once compared "
+                                        r"as the XML's names are \(case ignored, '\(group\)' removed\)"):
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat", "Cat (group)"])
 
 
 def test_unknown_names_are_rejected():
