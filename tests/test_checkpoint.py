@@ -157,6 +157,9 @@ def test_check_same_run_refuses_a_changed_schedule():
     check_same_run("w.pth", saved, dict(saved))
     with pytest.raises(CheckpointError, match="with --batch_size 8, this run has 16; resume with the same flags"):
         check_same_run("w.pth", saved, saved | {"batch_size": 16})
+    with pytest.raises(CheckpointError, match=r"or start a new run from its weights with --init_from w\.pth \(a fresh "
+                                              r"optimizer and schedule, to train longer, say\)$"):
+        check_same_run("w.pth", saved | {"max_iter": 100}, saved | {"max_iter": 200})
     with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
         check_same_run("w.pth", saved, saved | {"world_size": 2})
     saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None}

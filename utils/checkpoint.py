@@ -207,7 +207,8 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
         flag = "number of processes" if key == "world_size" else f"--{key}"
         raise CheckpointError(
             f"{path} was saved by a run with {flag} {saved_config[key]}, this run has {config.get(key)}; "
-            f"resume with the same flags (an exact resume needs the same schedule and data order)"
+            f"resume with the same flags (an exact resume needs the same schedule and data order), or start a new "
+            f"run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
         )
 
 
