@@ -40,11 +40,13 @@ from utils.checkpoint import (
     FORMAT,
     CheckpointError,
     capture_rng_state,
+    check_architecture,
     check_compatible,
     check_same_run,
     check_writable_folder,
     checkpoint_name,
     load_checkpoint,
+    preview_names,
     restore_rng_state,
     save_checkpoint,
     set_aside_earlier_checkpoint,
@@ -427,7 +429,7 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
     requested = requested_architecture(args)
     if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
         state = load_checkpoint(args.trained_model)
-        check_compatible(args.trained_model, state["config"], state["class_names"], requested, state["class_names"])
+        check_architecture(args.trained_model, state["config"], requested)
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
                     score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
@@ -512,6 +514,26 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     run_info = {"checkpoint": str(args.trained_model), "config": config}
     evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
     return 0
+
+
+def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Namespace, class_names: list[str],
+                         log: RunLog) -> None:
+    """``--init_from``: the checkpoint ``state``'s weights into ``model`` (its architecture: a differing flag is
+    refused). On another class list every weight but the classification layers is taken, and those start afresh
+    (fine-tuning on new classes)."""
+    check_architecture(args.init_from, state["config"], requested_architecture(args))
+    source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
+    if state["class_names"] == class_names:
+        model.load_state_dict(state["model"])
+        log.info(source)
+        return
+    try:
+        fresh = model.load_all_but_classifier(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{args.init_from}: {error}; the file is damaged or was edited") from error
+    log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
+             f" this dataset has {len(class_names)} ({preview_names(class_names)}): its {len(fresh)} classification "
+             "weights start afresh, the rest comes from the checkpoint")
 
 
 def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset) -> dict:
@@ -638,11 +660,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     else:  # a new run: its id marks its checkpoints and its run folder
         config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
     if init_state is not None:
-        state = init_state
-        requested = requested_architecture(args)
-        check_compatible(args.init_from, state["config"], state["class_names"], requested, dataset.class_names)
-        model.load_state_dict(state["model"])
-        log.info(f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule")
+        load_initial_weights(model, init_state, args, dataset.class_names, log)
 
     def save(done: int) -> None:
         if ctx.is_main:

@@ -1,6 +1,10 @@
 """The single-stage detector: backbone -> neck -> head."""
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
+
+CLASSIFIER_PREFIX = "head.conf."  # the head's per-class layers: their output channels depend on the class count
 
 
 class Detector(nn.Module):
@@ -25,3 +29,14 @@ class Detector(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.head(self.neck(self.backbone(images)))
+
+    def load_all_but_classifier(self, state_dict: Mapping[str, Tensor]) -> list[str]:
+        """Load every weight of ``state_dict`` (a detector of the same architecture, any class count) except the
+        classification layers (``head.conf``), which keep their initialisation: fine-tuning on another class list.
+        Returns the keys left at their initialisation; raises RuntimeError when any other key is missing or extra."""
+        kept = {key: value for key, value in state_dict.items() if not key.startswith(CLASSIFIER_PREFIX)}
+        missing, unexpected = self.load_state_dict(kept, strict=False)
+        other = [key for key in missing if not key.startswith(CLASSIFIER_PREFIX)] + list(unexpected)
+        if other:
+            raise RuntimeError(f"the weights do not fit this detector outside its classifier: {sorted(other)[:5]}")
+        return sorted(missing)

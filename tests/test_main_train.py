@@ -197,6 +197,29 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture
         torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
 
 
+def test_init_from_on_another_class_list_fine_tunes_with_a_fresh_classifier(shapes_root, trained, tmp_path, capsys):
+    """--init_from a 6-class checkpoint on a 2-class dataset: every weight but the classification layers comes from
+    the checkpoint (at lr 1e-12 one step leaves them there), and those start from the head's initialisation."""
+    argv = base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12", "--skip_unknown_classes")
+    argv[argv.index("--classes") + 1] = "circle,ring"
+    source = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
+    assert (f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule; it was trained on 6 "
+            "classes (circle, square, triangle, star, ...), this dataset has 2 (circle, ring): its 8 classification "
+            "weights start afresh, the rest comes from the checkpoint") in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / CKPT.format("")), load_checkpoint(source)
+    assert state["class_names"] == ["circle", "ring"]
+    classifier = sorted(key for key in state["model"] if key.startswith("head.conf."))
+    assert len(classifier) == 8 and state["model"]["head.conf.0.weight"].shape[0] == 6 * 2
+    assert start["model"]["head.conf.0.weight"].shape[0] == 6 * 6
+    torch.testing.assert_close(state["model"]["head.conf.0.bias"], torch.full((12,), -math.log(99)), rtol=0,
+                               atol=1e-6)  # the focal prior, untouched by a step of lr 1e-12
+    learned = [key for key in start["model"] if key.endswith((".weight", ".bias")) and not key.startswith("head.conf.")]
+    assert len(learned) > 40  # (BatchNorm's running statistics move in a training step whatever the lr)
+    for key in learned:
+        torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
+
+
 def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
         shapes_root, trained, tmp_path, capsys):
     state = load_checkpoint(trained / "weights" / CKPT.format(""))

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from models import build_detector
 from models.head import DetectionHead, flatten_level_output
 from utils.box.prior_box import PriorBox
 
@@ -75,3 +77,18 @@ def test_initial_scores_are_the_prior_probability():
     loc, conf = head([torch.zeros(1, 16, 3, 3)])
     torch.testing.assert_close(conf.sigmoid(), torch.full((1, 54, 2), 0.01))
     assert torch.equal(loc, torch.zeros(1, 54, 4))
+
+
+def test_load_all_but_classifier_takes_every_other_weight_and_refuses_another_architecture():
+    torch.manual_seed(0)
+    source = build_detector("fssd", "resnet18", 128, num_classes=6, pretrained=False)
+    target = build_detector("fssd", "resnet18", 128, num_classes=2, pretrained=False)
+    initial_classifier = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("head.conf.")}
+    fresh = target.load_all_but_classifier(source.state_dict())
+    assert fresh == sorted(initial_classifier) and len(fresh) == 8
+    for key, value in target.state_dict().items():
+        expected = initial_classifier[key] if key.startswith("head.conf.") else source.state_dict()[key]
+        assert torch.equal(value, expected), key
+    other = build_detector("retinanet", "resnet18", 128, num_classes=6, pretrained=False)
+    with pytest.raises(RuntimeError, match="the weights do not fit this detector outside its classifier"):
+        target.load_all_but_classifier(other.state_dict())

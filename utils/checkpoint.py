@@ -177,6 +177,17 @@ def check_compatible(
     ``requested`` maps the keys of :data:`ARCHITECTURE_KEYS` to the values given on the command line
     (``None`` = not given, which always matches). Raises :class:`CheckpointError` with one line.
     """
+    check_architecture(path, saved_config, requested)
+    if list(saved_classes) != list(class_names):
+        raise CheckpointError(
+            f"{path} was trained on {len(saved_classes)} classes ({preview_names(saved_classes)}), but the dataset "
+            f"has {len(class_names)} classes ({preview_names(class_names)}); use it with the classes it was trained on"
+        )
+
+
+def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
+    """The architecture half of :func:`check_compatible`: refuse a requested architecture flag that differs from the
+    checkpoint's (``None`` = not given, which always matches)."""
     for key in ARCHITECTURE_KEYS:
         wanted = requested.get(key)
         have = saved_config.get(key)
@@ -185,11 +196,6 @@ def check_compatible(
                 f"{path} was trained with --{key} {have}, but --{key} {wanted} was given; "
                 f"drop --{key} or pass a checkpoint trained with --{key} {wanted}"
             )
-    if list(saved_classes) != list(class_names):
-        raise CheckpointError(
-            f"{path} was trained on {len(saved_classes)} classes ({_preview(saved_classes)}), but the dataset has "
-            f"{len(class_names)} classes ({_preview(class_names)}); use it with the classes it was trained on"
-        )
 
 
 def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -218,6 +224,6 @@ def _differs(wanted: Any, have: Any) -> bool:
     return str(wanted).lower() != str(have).lower()
 
 
-def _preview(names: list[str], limit: int = 4) -> str:
+def preview_names(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (", ..." if len(names) > limit else "")
