@@ -69,6 +69,7 @@ from utils.engine import (
     build_train_loader,
     format_metrics,
     iterations_per_epoch,
+    termination_as_interrupt,
     train,
 )
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
@@ -748,7 +749,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     evaluate_later = (f"evaluate it with --dataset {args.dataset} --trained_model {checkpoint_path} (and the same "
                       "--data_root / --classes)")
     try:
-        metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+        with termination_as_interrupt():
+            metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
     except DataError as error:
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -596,15 +597,24 @@ def test_unwritable_output_folders_stop_before_training(shapes_root, tmp_path, c
     assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
 
 
-def test_ctrl_c_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stop_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch, capsys,
+                                                                           stop):
+    """Ctrl-C, or SIGTERM (a scheduler's stop), during the final evaluation: exit 130 with the command that evaluates
+    the saved run, and SIGTERM's own handler back afterwards."""
     def interrupted(*args, **kwargs):
+        if stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "evaluate", interrupted)
+    handler = signal.getsignal(signal.SIGTERM)
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == cli.EXIT_INTERRUPTED
     assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with "
             f"--dataset custom --trained_model weights/{CKPT.format('')}") in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 1
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def rewrite_annotations(root: Path, split_list: str, edit) -> None:

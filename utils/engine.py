@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -217,6 +218,20 @@ class StopSignal:
             signal.signal(signum, self._previous[signum])
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
+
+
+@contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM (a scheduler's stop, ``kill``) raises KeyboardInterrupt as Ctrl-C does, so work that
+    has no clean stopping point ends with the caller's interrupt message instead of a silent kill."""
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
