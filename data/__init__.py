@@ -167,7 +167,9 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
 
 def _build_coco(root: Path, split: str, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
-    hint = "download it with `bash data/scripts/COCO2017.sh` (or pass --data_root)"
+    hint = ("download it with `bash data/scripts/COCO2017.sh`, or pass --data_root a COCO 2017 folder "
+            "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use "
+            "--dataset custom")
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
         **options

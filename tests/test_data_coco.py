@@ -324,3 +324,12 @@ def test_the_test_split_prefers_a_test_json_over_a_val_json(tmp_path):
     (annotations / "instances_val.json").write_text("{}")  # the exact name wins over the single prefixed one
     assert find_coco_annotation(tmp_path, "test") == annotations / "instances_val.json"
 
+
+
+def test_a_missing_coco_2017_folder_names_the_file_and_both_ways_out(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("coco", "train", 64, data_root=str(tmp_path))
+    assert str(error.value) == (
+        f"{tmp_path}/annotations/instances_train2017.json not found: download it with `bash data/scripts/COCO2017.sh`, "
+        "or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for "
+        "your own COCO-format data use --dataset custom")
