@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import main as cli
-from data import DataError
+from data import DataError, DataWarning
 from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils import checkpoint as checkpoint_module
@@ -204,7 +204,8 @@ def test_init_from_on_another_class_list_fine_tunes_with_a_fresh_classifier(shap
     argv = base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12", "--skip_unknown_classes")
     argv[argv.index("--classes") + 1] = "circle,ring"
     source = trained / "weights" / CKPT.format("")
-    assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
+    with pytest.warns(DataWarning, match="object of an unknown class skipped"):
+        assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
     assert (f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule; it was trained on 6 "
             "classes (circle, square, triangle, star, ...), this dataset has 2 (circle, ring): its 8 classification "
             "weights start afresh, the rest comes from the checkpoint") in capsys.readouterr().out
