@@ -77,6 +77,7 @@ from utils.demo import add_use_arguments, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
+from utils.messages import first_line
 from utils.optim import build_optimizer
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
@@ -285,12 +286,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
     CPU allocator's RuntimeError."""
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of ``error``'s message (its type name when it has none)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def refused_file_operation(error: OSError) -> str:

@@ -200,11 +200,6 @@ def box_problem(value: object) -> str | None:
     return None
 
 
-def is_box(value: object) -> bool:
-    """A COCO ``[x, y, w, h]``: a list of 4 finite numbers, none beyond :data:`MAX_PIXELS` in size."""
-    return box_problem(value) is None
-
-
 def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict) -> list[str]:
     """What is wrong with one well-formed annotation: an unknown ``category_id`` / ``image_id``, a ``bbox`` that is
     not 4 finite numbers, an ``area`` that is not a number or an ``iscrowd`` that is not 0 / 1 (both may be absent
@@ -214,8 +209,8 @@ def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict
         problems.append(f"category_id {annotation['category_id']!r} is not in the categories {list(label_of)}")
     if annotation["image_id"] not in images:
         problems.append("image_id is not in the images list")
-    if box_problem(annotation["bbox"]):
-        problems.append(box_problem(annotation["bbox"]))
+    if problem := box_problem(annotation["bbox"]):
+        problems.append(problem)
     area, crowd = annotation.get("area"), annotation.get("iscrowd")
     if area is not None and not is_number(area):
         problems.append(f"area {area!r:.40} is not a finite number; give the object's area in pixels or leave it out")

@@ -188,8 +188,8 @@ def result_problem(entry: object, coco_gt: COCO) -> str | None:
         return f"image_id {image_id!r:.40} is not an image of the ground truth; were the results made on another split?"
     if not (isinstance(category_id, Hashable) and category_id in coco_gt.cats):
         return f"category_id {category_id!r:.40} is not in the categories {coco_gt.getCatIds()}"
-    if box_problem(entry["bbox"]):
-        return box_problem(entry["bbox"])
+    if problem := box_problem(entry["bbox"]):
+        return problem
     if not is_number(entry["score"]):
         return f"score {entry['score']!r:.40} is not a finite number"
     return None

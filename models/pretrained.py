@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from utils.messages import first_line
+
 
 class PretrainedWeightsError(RuntimeError):
     """The backbone weights could not be obtained or do not fit; the message is one line meant for the user."""
@@ -48,10 +50,9 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
         try:
             state_dict = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
-                                         f"({type(error).__name__}: {first_line}); give a torchvision state dict, "
-                                         "or pass --no-pretrained") from error
+                                         f"({type(error).__name__}: {first_line(error)}); give a torchvision state "
+                                         "dict, or pass --no-pretrained") from error
         if not isinstance(state_dict, dict):
             raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
                                          f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")

@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from utils.messages import first_line
+
 FORMAT = "mutual-guidance-checkpoint-v1"
 
 # Flags that fix the network; a checkpoint only loads into a model built with the same values.
@@ -111,8 +113,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} ({first_line}); "
+        raise CheckpointError(f"cannot read checkpoint {path} ({first_line(error)}); "
                               "it is damaged or not a torch file") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

@@ -16,6 +16,7 @@ from torch import Tensor
 from models import Detector, build_detector
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.messages import first_line
 
 REQUIRED_CONFIG_KEYS = ("version", "backbone", "size", "base_anchor_size")
 
@@ -61,9 +62,8 @@ def detector_from_state(state: dict, checkpoint_path: str | os.PathLike,
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: the weights do not fit {config['version']}-{config['backbone']} "
-                              f"({first_line}); the file is damaged or was edited") from error
+                              f"({first_line(error)}); the file is damaged or was edited") from error
     device = torch.device(device)
     priors = PriorBox(base_anchor_size=float(config["base_anchor_size"]), size=int(config["size"])).forward()
     return TrainedDetector(model.to(device).eval(), priors.to(device), class_names, int(config["size"]), config)
