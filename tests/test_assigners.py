@@ -196,7 +196,6 @@ def test_chunking_over_images_gives_the_same_result():
     assert torch.equal(one_by_one.state, IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask).state)
 
 
-
 @pytest.mark.parametrize("images_per_chunk", [2, 5])  # three chunks, one chunk
 def test_quotas_computed_ahead_give_the_same_assignment(images_per_chunk):
     # The CUDA loss computes the quotas on a side stream (utils/assign/prefetch.py) and hands them over.

@@ -325,7 +325,6 @@ def test_the_test_split_prefers_a_test_json_over_a_val_json(tmp_path):
     assert find_coco_annotation(tmp_path, "test") == annotations / "instances_val.json"
 
 
-
 def test_a_missing_coco_2017_folder_names_the_file_and_both_ways_out(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         build_dataset("coco", "train", 64, data_root=str(tmp_path))

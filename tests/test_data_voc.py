@@ -340,7 +340,7 @@ def test_xml_encodings_declared_are_read_and_undeclared_ones_name_the_file(tmp_p
                          [("1", True), (" TRUE ", True), ("false", False), ("0", False), ("", False)])
 def test_difficult_accepts_0_1_true_false(tmp_path, text, difficult):
     xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]).replace("<difficult>0</difficult>",
-                                                               f"<difficult>{text}</difficult>")
+                                                                f"<difficult>{text}</difficult>")
     root = write_voc_folder(tmp_path, {"a": xml}, {"trainval": ["a"]})
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert dataset.ground_truth()[0]["difficult"].tolist() == [difficult]

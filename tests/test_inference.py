@@ -118,6 +118,7 @@ def test_a_real_detector_runs_channels_last_on_the_cpu_and_leaves_the_callers_mo
     from models.memory_format import stores_channels_last
 
     networks = []
+
     def recording_fold(*args):
         networks.append(fold_batchnorm(*args))
         return networks[-1]

@@ -40,7 +40,6 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
 
 
-
 def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process(tmp_path):
     """An undecodable test image lies in one process's shard: every process stops with a message saying why (the
     other process used to wait for it in the gather until torchrun killed it, without a word)."""

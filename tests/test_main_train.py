@@ -180,7 +180,7 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
 
 
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path,
-                                                                                   capsys):
+                                                                                 capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
     checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were."""
     argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
@@ -341,7 +341,7 @@ def test_compiled_run_follows_the_eager_run(shapes_root, tmp_path):
     for workdir, extra in ((eager_dir, ()), (compiled_dir, ("--compile", "--compile_loss"))):
         workdir.mkdir()
         assert run(workdir, base_args(shapes_root, "--mutual_guide", "--max_iter", "2", "--warm_iter", "1",
-                                          *extra)) == 0
+                                      *extra)) == 0
     eager, compiled = logged_losses(eager_dir / "run"), logged_losses(compiled_dir / "run")
     assert [row[0] for row in compiled] == [row[0] for row in eager] == [1, 2]
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)

@@ -129,4 +129,3 @@ class CUDAGraphDetector:
             host.copy_(source, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return self.host_outputs
-

@@ -389,4 +389,3 @@ def format_metrics(metrics: dict) -> str:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value)
-

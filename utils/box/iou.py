@@ -19,6 +19,7 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     union = ((x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b)).sub_(inter).clamp_(min=_MIN_UNION)
     return inter.div_(union)
 
+
 def pairwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of every pair, per image.
 
