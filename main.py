@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from data import DataError, build_dataset, build_loader, check_dataset, detection_collate, reads_class_list
+from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
 from data.errors import DataWarning, original_message
-from data.loader import default_workers, single_thread_opencv
+from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.memory_format import prefers_channels_last
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE, PriorBox
@@ -66,9 +66,7 @@ from utils.engine import (
     NonFiniteLossError,
     TrainingInterrupted,
     TrainSettings,
-    build_train_loader,
     format_metrics,
-    iterations_per_epoch,
     termination_as_interrupt,
     train,
 )
@@ -460,7 +458,7 @@ def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
 def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, run_info: dict) -> dict | None:
     """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere)."""
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
-                          seed=args.seed)
+                          seed=args.seed, pin_memory=device.type == "cuda")
     postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     model.eval()
@@ -552,8 +550,8 @@ class EvaluationDataError(DataError):
 
 def check_splits(train_dataset, test_dataset, log: RunLog) -> None:
     """Before training: both splits have the same classes in the same order (the model's label i is scored as the
-    test split's class i), the training split has objects and the test split has objects to score (not difficult).
-    Classes without a training object get a warning: the model cannot learn them."""
+    test split's class i), the training split has objects and the test split has objects to score (not difficult,
+    not crowd). Classes without a training object get a warning: the model cannot learn them."""
     if train_dataset.class_names != test_dataset.class_names:
         raise DataError(
             f"the training split's classes {train_dataset.class_names} differ from the test split's "
@@ -563,9 +561,9 @@ def check_splits(train_dataset, test_dataset, log: RunLog) -> None:
     if len(test_dataset) == 0:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
-    if test_dataset.annotations.difficult.all():
+    if test_dataset.objects_to_score() == 0:
         raise DataError(f"the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
-                        "difficult), so every AP would be undefined: annotate the test images")
+                        "difficult or iscrowd), so every AP would be undefined: annotate the test images")
     per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
     if not per_class.any():
         raise DataError(f"the training split's {len(train_dataset)} images hold no object: there is nothing to learn; "
@@ -692,8 +690,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if args.compile_loss:
         log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it "
                  "compiles")
-    loader = BatchCounter(build_train_loader(dataset, args.batch_size, args.seed, start_iter, max_iter, args.workers,
-                                             detection_collate, ctx, pin_memory=device.type == "cuda"))
+    loader = BatchCounter(build_loader(dataset, args.batch_size, train=True, workers=args.workers,
+                                       distributed=ctx.is_distributed, seed=args.seed, start_iter=start_iter,
+                                       max_iter=max_iter, pin_memory=device.type == "cuda"))
     settings = TrainSettings(
         max_iter=max_iter, epoch_size=epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
         log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,

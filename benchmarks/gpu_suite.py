@@ -19,7 +19,7 @@ fits, and the JSON is rewritten after every case, so a run stopped early keeps w
    optimizer) of the RetinaNet-320 MG AMP step.
 4. ``ladder``: the MG step with one speed option added at a time, from the per-image loss loop of the authors'
    code to bf16, channels_last and fused SGD: each option is kept only if its row shows a gain.
-5. ``loader``: real data through ``utils.engine.build_train_loader`` and ``utils.engine.train`` (JPEG decode and
+5. ``loader``: real data through ``data.build_loader(train=True)`` and ``utils.engine.train`` (JPEG decode and
    the paper's augmentation in worker processes, pinned memory), and the loader alone.
 6. ``compile``: the best ``ladder`` rung + ``torch.compile(model)``, then + the compiled criterion
    (``MultiBoxLoss(compile=True)``; ``main.py --compile`` and ``--compile_loss``), compile times reported.
@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
@@ -62,7 +61,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import call_latencies, environment, seconds_per_call, synchronize  # noqa: E402
 from benchmarks.data_loading import write_voc_sized_set  # noqa: E402
 from benchmarks.inference_speed import model_cost  # noqa: E402
-from data import build_dataset, detection_collate  # noqa: E402
+from data import build_dataset, build_loader  # noqa: E402
+from data.loader import iterations_per_epoch  # noqa: E402
 from models import build_detector  # noqa: E402
 from models.fold import fold_batchnorm  # noqa: E402
 from models.memory_format import memory_format  # noqa: E402
@@ -70,7 +70,7 @@ from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: 
 from utils.box import PriorBox  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
 from utils.distributed import DistributedContext  # noqa: E402
-from utils.engine import TrainSettings, build_train_loader, iterations_per_epoch, train  # noqa: E402
+from utils.engine import TrainSettings, train  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer, build_param_groups  # noqa: E402
 from utils.postprocess import PostProcessor, detections_to_numpy  # noqa: E402
@@ -623,10 +623,7 @@ def measure_loader(settings: Settings, device: torch.device, workers: int, data_
     max_iter = settings.loader_log_interval * settings.loader_intervals
     ctx = DistributedContext()
     pin_memory = device.type == "cuda"
-    if workers > 0:
-        cv2.setNumThreads(1)  # as main.py: one OpenCV thread per worker, set before forking (a live pool can deadlock)
-
-    loader = build_train_loader(dataset, batch, 0, 0, max_iter, workers, detection_collate, ctx, pin_memory=pin_memory)
+    loader = build_loader(dataset, batch, train=True, workers=workers, max_iter=max_iter, pin_memory=pin_memory)
     iterator = iter(loader)
     next(iterator)  # worker start-up
     start, images = time.perf_counter(), 0
@@ -648,7 +645,7 @@ def measure_loader(settings: Settings, device: torch.device, workers: int, data_
         amp_dtype=AMP_DTYPES[options.precision], channels_last=True,
     )
     log = MetricsLog()
-    loader = build_train_loader(dataset, batch, 0, 0, max_iter, workers, detection_collate, ctx, pin_memory=pin_memory)
+    loader = build_loader(dataset, batch, train=True, workers=workers, max_iter=max_iter, pin_memory=pin_memory)
     train(model, MultiBoxLoss(dataset.num_classes, mutual_guide=True), priors, optimizer,
           torch.amp.GradScaler(device.type, enabled=False), loader, 0, train_settings, device, ctx, log,
           save=lambda done: None)

@@ -411,6 +411,11 @@ class COCODetection(DetectionDataset):
             seed,
         )
 
+    def objects_to_score(self) -> int:
+        """How many objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on this dataset's images,
+        including the boxes too small to train on (pycocotools scores them)."""
+        return count_objects_to_score(self.coco, self.image_ids)
+
 
 def find_coco_annotation(folder: Path, split: str) -> Path | None:
     """``annotations/instances_<split>.json`` (split ``train``; ``test`` also accepts ``val``) or the single

@@ -101,7 +101,8 @@ def evaluate_coco(
         The 12 standard numbers under ``STAT_NAMES`` (``"AP"``, ``"AP50"``, ... ``"AR_large"``) and as
         ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
         ``"per_class_AP"``: category name -> AP@[.50:.95] (area all, 100 detections; NaN for a
-        category without ground truth). With no detection at all every number is 0.
+        category without ground truth). With no detection at all, pycocotools' numbers for an empty result set: 0
+        where there are objects to find, -1 (stats) or NaN (per class) where there are none.
 
     Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
     (none, or all ``iscrowd`` 1): every AP would be undefined (pycocotools prints -1).
@@ -109,13 +110,10 @@ def evaluate_coco(
     if isinstance(results, (str, Path)):
         results = _load_results(Path(results), coco_gt)
     check_objects_to_score(coco_gt, image_ids)
-    categories = coco_gt.loadCats(coco_gt.getCatIds())
-    if not results:
-        return _metrics(np.zeros(12), {c["name"]: 0.0 for c in categories})
-
     coco_gt = with_positive_annotation_ids(coco_gt)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the caller prints the table
-        coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts it gets
+        # loadRes adds keys to the dicts it gets, and fails on an empty list
+        coco_dt = coco_gt.loadRes([dict(r) for r in results]) if results else _no_results(coco_gt)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
@@ -139,6 +137,15 @@ def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None
     source = getattr(coco_gt, "source_file", "the COCO ground truth")
     count = len(coco_gt.imgs) if image_ids is None else len(image_ids)
     raise DataError(f"{source}: the {count} evaluated images {NO_OBJECT_TO_SCORE}")
+
+
+def _no_results(coco_gt: COCO) -> COCO:
+    """An empty detection set over ``coco_gt``'s images and categories (what ``loadRes`` would give for ``[]``)."""
+    empty = COCO()
+    empty.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                     "annotations": []}
+    empty.createIndex()
+    return empty
 
 
 def with_positive_annotation_ids(coco_gt: COCO) -> COCO:

@@ -285,10 +285,10 @@ class DetectionDataset(torch.utils.data.Dataset):
     """``dataset[i] -> (image float32 [3, S, S] BGR minus mean, target float32 [n, 5], i)``; ``target`` rows are
     x1y1x2y2 normalised by the (augmented) image width/height, then the class index 0..C-1; ``[0, 5]`` when empty.
 
-    Augmentation randomness is drawn from ``numpy.random.default_rng((seed, epoch, i))``: the same sample gets the same
-    augmentation whatever the number of workers, and :meth:`set_epoch` (called by the loader's sampler, see
-    ``data/loader.py``) changes it per epoch. ``(seed, epoch)`` live in a shared-memory tensor so that persistent
-    workers see the new epoch. ``notes``: plain-word lines on how the split was chosen, for the run log.
+    Augmentation randomness is drawn from ``numpy.random.default_rng((seed, epoch, i))`` (:meth:`sample`;
+    ``dataset[i]`` is epoch 0): the same sample gets the same augmentation whatever the number of workers, and the
+    training loader asks for each epoch's (``data/loader.py``). ``notes``: plain-word lines on how the split was
+    chosen, for the run log.
     """
 
     kind: str = ""
@@ -300,7 +300,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.annotations = annotations
         self.class_names = list(class_names)
         self.transform = transform
-        self._seed_epoch = torch.tensor([seed, 0], dtype=torch.int64).share_memory_()
+        self.seed = seed
 
     @property
     def num_classes(self) -> int:
@@ -322,9 +322,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:16]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (visible to already-running workers)."""
-        self._seed_epoch[1] = epoch
+    def objects_to_score(self) -> int:
+        """How many objects the evaluation scores: those not marked difficult (VOC)."""
+        return int((~self.annotations.difficult).sum())
 
     def image_path(self, index: int) -> Path:
         return Path(self.annotations.image_paths[index])
@@ -351,10 +351,13 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise DataError(size_mismatch_message(path, image.shape[:2], self.image_size(index)))
         return image
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def sample(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Item ``index`` transformed with ``numpy.random.default_rng((seed, epoch, index))``:
+        ``(image float32 [3, S, S], target float32 [n, 5], index)``."""
         image = self.load_image(index)
         boxes, labels, _ = self.annotation(index)
-        seed, epoch = self._seed_epoch.tolist()
-        rng = np.random.default_rng((seed, epoch, index))
-        image, target = self.transform(image, boxes, labels, rng)
+        image, target = self.transform(image, boxes, labels, np.random.default_rng((self.seed, epoch, index)))
         return torch.from_numpy(image), torch.from_numpy(target), index
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.sample(index)

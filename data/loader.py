@@ -1,18 +1,25 @@
-"""Collate and DataLoader construction.
+"""Collate, the training data stream and DataLoader construction.
 
-Reproducibility: the augmentation of sample ``i`` is drawn from ``(seed, epoch, i)`` (see ``DetectionDataset``), and the
-train samplers below tell the dataset the epoch when an epoch starts; so two runs with the same seeds see identical
-batches whatever the number of workers, and a run resumed at epoch ``e`` sees what the uninterrupted run saw.
+Training data is one stream per run, counted in iterations (facts §6): one epoch is
+``len(dataset) // (batch_size * world_size)`` iterations and the last partial batch is dropped. Everything random in
+it is a pure function of ``(seed, iteration)``: :class:`ResumableBatchSampler` draws each epoch's permutation from
+``(seed, epoch)`` and tags every sample with its epoch, and :class:`EpochSamples` augments sample ``i`` of epoch ``e``
+with ``numpy.random.default_rng((dataset seed, e, i))`` (:meth:`data.dataset.DetectionDataset.sample`). A run resumed
+at iteration ``k`` therefore sees exactly the batches the uninterrupted run saw, with any number of workers or
+processes, and no epoch counter is shared with the workers.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
-import random
+import signal
 from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
 
@@ -28,44 +35,100 @@ def detection_collate(
     return default_collate(list(images)), list(targets), torch.tensor(indices, dtype=torch.int64)
 
 
-def _derived_seed(*values: int) -> int:
-    return int(np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)[0] >> 1)
+def iterations_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
+    """``num_images // (batch_size * world_size)``; at least one full global batch is required."""
+    epoch_size = num_images // (batch_size * world_size)
+    if epoch_size == 0:
+        raise ValueError(
+            f"the training set has {num_images} images, fewer than one global batch of {batch_size * world_size} "
+            f"(--batch_size {batch_size} x {world_size} processes); lower --batch_size"
+        )
+    return epoch_size
 
 
-def _announce_epoch(dataset: Dataset, epoch: int) -> None:
-    set_epoch = getattr(dataset, "set_epoch", None)
-    if set_epoch is not None:
-        set_epoch(epoch)
+class ResumableBatchSampler(Sampler):
+    """Batches for iterations ``start_iter .. max_iter - 1`` of a seeded, epoch-wise shuffled stream.
 
+    Iteration ``it`` belongs to epoch ``it // epoch_size``; the epoch's permutation is drawn from ``(seed, epoch)``.
+    Its step ``s`` takes the global batch ``perm[s*B*W : (s+1)*B*W]`` and this process (rank ``r``) takes every
+    ``W``-th item from position ``r``. Each item is ``(dataset index, epoch)``, for :class:`EpochSamples`.
+    """
 
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation per epoch, drawn from ``(seed, epoch)``. The epoch advances by one on each pass unless
-    :meth:`set_epoch` chose it; the dataset is told the epoch (its augmentation stream) when a pass starts."""
-
-    def __init__(self, dataset: Dataset, seed: int = 0):
-        self.dataset = dataset
+    def __init__(
+        self,
+        num_images: int,
+        batch_size: int,
+        seed: int,
+        start_iter: int,
+        max_iter: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.num_images = num_images
+        self.batch_size = batch_size
         self.seed = seed
-        self.epoch = 0
+        self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch_size = iterations_per_epoch(num_images, batch_size, world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __len__(self) -> int:
+        return max(self.max_iter - self.start_iter, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        global_batch = self.batch_size * self.world_size
+        epoch, permutation = -1, None
+        for iteration in range(self.start_iter, self.max_iter):
+            step = iteration % self.epoch_size
+            if iteration // self.epoch_size != epoch:
+                epoch = iteration // self.epoch_size
+                permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
+            positions = range(step * global_batch + self.rank, (step + 1) * global_batch, self.world_size)
+            yield [(int(permutation[p]), epoch) for p in positions]
+
+
+class EpochSamples(Dataset):
+    """A dataset indexed by ``(index, epoch)`` instead of ``index``: item ``(i, e)`` is ``dataset.sample(i, e)``,
+    sample ``i`` with epoch ``e``'s augmentation. The epoch travels with the sample, so no shared epoch counter can
+    race with workers that prefetch across an epoch boundary."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __iter__(self) -> Iterator[int]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        _announce_epoch(self.dataset, epoch)
-        generator = torch.Generator().manual_seed(_derived_seed(self.seed, epoch))
-        yield from torch.randperm(len(self.dataset), generator=generator).tolist()
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, epoch = item
+        return self.dataset.sample(index, epoch)
 
 
-class EpochDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` (the caller calls ``set_epoch``) that also tells the dataset the epoch."""
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Training workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits (``main.py``).
 
-    def __iter__(self) -> Iterator[int]:
-        _announce_epoch(self.dataset, self.epoch)
-        return super().__iter__()
+    (Workers still exit with the main process: PyTorch's worker loop watches its parent.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _kill_daemon_children() -> None:
+    """At exit, SIGKILL the worker processes still alive.
+
+    An error raised in a worker and re-raised by the loader keeps the loader alive through its traceback, so its
+    workers are never told to stop; multiprocessing's own exit handler then sends them SIGTERM, which training
+    workers ignore, and waits for them forever. Registered after multiprocessing's handler, this one runs first.
+    PyTorch's SIGCHLD handler, which reports a killed worker as an error, is reset first: the process is exiting.
+    """
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children and hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+
+
+atexit.register(_kill_daemon_children)
 
 
 def single_thread_opencv() -> None:
@@ -90,15 +153,6 @@ def default_workers() -> int:
     return max(2, min(12, per_process - 1))
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seeds the Python and NumPy global RNGs from the worker's torch seed (the
-    loader's seed, the epoch's draw and ``worker_id``) for any code that uses them. The augmentation itself draws
-    from ``(seed, epoch, index)`` per sample (see ``DetectionDataset``), so it does not depend on the worker."""
-    worker_seed = torch.initial_seed() % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
-
-
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -107,40 +161,48 @@ def build_loader(
     workers: int,
     distributed: bool = False,
     seed: int = 0,
-    drop_last: bool | None = None,
+    start_iter: int = 0,
+    max_iter: int | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """DataLoader yielding ``detection_collate`` batches.
 
-    Train: shuffled per epoch from ``(seed, epoch)``, ``drop_last=True`` by default (an epoch is
-    ``len(dataset) // batch_size`` steps, as the paper). Test: dataset order. ``distributed``: a
-    ``DistributedSampler`` per rank (call ``loader.sampler.set_epoch(epoch)`` each epoch; at test time it pads the
-    last ranks with repeated images). Persistent workers when ``workers > 0`` (and OpenCV is made single-threaded in
-    this process first, see :func:`single_thread_opencv`); pinned memory when CUDA is available.
+    Train: one loader for the whole run, the batches of iterations ``start_iter .. max_iter - 1`` (default: one
+    epoch) of the stream in the module docstring, order from ``seed``, augmentation from the dataset's seed; with
+    ``distributed``, this process's share of each global batch (``batch_size`` per process; rank and world size from
+    the initialised ``torch.distributed`` group). Workers ignore Ctrl-C/SIGTERM (the main process stops the run).
+    Test: every image in dataset order; ``distributed``: a ``DistributedSampler`` per rank (it pads the last ranks
+    with repeated images), with persistent workers.
+
+    ``workers > 0`` makes OpenCV single-threaded in this process first (:func:`single_thread_opencv`);
+    ``pin_memory`` defaults to whether CUDA is available.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    drop_last = train if drop_last is None else drop_last
-    if drop_last and len(dataset) < batch_size:
-        raise ValueError(
-            f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}: lower --batch_size"
-        )
     if workers > 0:
         single_thread_opencv()
-    if distributed:
-        sampler: Sampler[int] = EpochDistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
-    elif train:
-        sampler = EpochShuffleSampler(dataset, seed=seed)
-    else:
-        sampler = SequentialSampler(dataset)
+    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+    if train:
+        rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        epoch_size = iterations_per_epoch(len(dataset), batch_size, world_size)
+        max_iter = start_iter + epoch_size if max_iter is None else max_iter
+        return DataLoader(
+            EpochSamples(dataset),
+            batch_sampler=ResumableBatchSampler(len(dataset), batch_size, seed, start_iter, max_iter, rank, world_size),
+            num_workers=workers,
+            collate_fn=detection_collate,
+            pin_memory=pin_memory,
+            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    sampler = DistributedSampler(dataset, shuffle=False, drop_last=False) if distributed else SequentialSampler(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         collate_fn=detection_collate,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
+        pin_memory=pin_memory,
         persistent_workers=workers > 0,
-        worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -71,7 +71,8 @@ def random_crop(
     (:func:`sample_crop_windows`) and the first acceptable one is used: every GT box has IoU >= the mode's minimum with
     it and at least one box centre lies strictly inside it. Those boxes are kept and clipped to the window; the others
     are dropped. When no window of a mode is acceptable a new mode is drawn; after ``CROP_MAX_MODES`` modes (the
-    authors loop forever) the image is returned uncropped. An image with no boxes takes the first non-empty window.
+    authors loop forever) the image is returned uncropped. An image with no boxes is cut to the first non-empty window
+    of the constrained mode drawn (the no-crop mode leaves it whole, as any image).
     """
     height, width = image.shape[:2]
     for _ in range(CROP_MAX_MODES):

@@ -25,7 +25,8 @@ def fold_batchnorm(model: nn.Module, channels_last: bool | None = None) -> nn.Mo
     model stores them when None. It is a ``torch.fx.GraphModule`` with the same ``forward``:
     ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])`` for this project's detectors. ``SyncBatchNorm``
     layers (``--sync_bn``) fold like ``BatchNorm2d``. A model without BatchNorm has nothing to fold: it is returned
-    unchanged (not copied) when its memory format is kept, and as a copy in the asked format otherwise.
+    unchanged (not copied, in its own training or evaluation mode) when its memory format is kept, and as a copy in
+    the asked format otherwise; the caller sets the mode.
     """
     keep_format = channels_last is None or channels_last == stores_channels_last(model)
     channels_last = stores_channels_last(model) if channels_last is None else channels_last

@@ -157,6 +157,18 @@ def test_crowd_only_test_split_stops_check_data_with_exit_code_2(tmp_path, capsy
     assert "the test split's 3 images hold no object to score" in err and "Traceback" not in err
 
 
+def test_a_test_split_of_objects_too_small_to_train_on_is_still_scored(tmp_path, capsys):
+    """Boxes with a side <= 7 px are left out of training (facts §5), not out of COCO's metric: a test split holding
+    only such objects has objects to score, and training on the other split may start."""
+    tiny = [dict(obj, bbox=[obj["bbox"][0], obj["bbox"][1], 6.0, 5.0]) for obj in OBJECTS]
+    write_coco(tmp_path, "train", coco_json(annotations_with_ids([1, 2, 3, 4])))
+    write_coco(tmp_path, "val", coco_json([dict(a, id=i, area=30.0, iscrowd=0) for i, a in enumerate(tiny, 1)]))
+    test_split = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert len(test_split.annotations.labels) == 0 and test_split.objects_to_score() == 4
+    assert run_main("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0") == 0
+    assert "hold no object to score" not in capsys.readouterr().err
+
+
 # -- 3. split leaks and shared files ------------------------------------------------------------------------------
 
 

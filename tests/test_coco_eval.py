@@ -129,6 +129,23 @@ def test_no_detection_gives_zeros_and_a_report():
     assert report.splitlines()[-1] == "COCO mAP = 0.0000  AP50 = 0.0000  AP75 = 0.0000"
 
 
+def test_no_detection_scores_as_pycocotools_scores_a_detection_that_finds_nothing():
+    """Categories and area ranges without objects stay undefined (NaN per class, -1 in the stats) when nothing is
+    detected, as pycocotools reports them for a result set whose one detection overlaps no object."""
+    full = make_ground_truth(0)
+    kept = [a for a in full.dataset["annotations"] if a["category_id"] != 7 and a["area"] > 32 ** 2]
+    coco = COCO()
+    coco.dataset = dict(full.dataset, annotations=kept)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    finds_nothing = [{"image_id": 10, "category_id": 1, "bbox": [630.0, 470.0, 5.0, 5.0], "score": 0.5}]
+    empty, reference = evaluate_coco([], coco), evaluate_coco(finds_nothing, coco)
+    assert empty["stats"] == reference["stats"]
+    assert empty["stats"][3] == -1.0 and empty["stats"][0] == 0.0  # no small object; AP 0 over all areas
+    assert np.isnan(empty["per_class_AP"]["dog"]) and np.isnan(reference["per_class_AP"]["dog"])
+    assert empty["per_class_AP"]["person"] == reference["per_class_AP"]["person"] == 0.0
+
+
 def test_restricting_to_some_images(tmp_path):
     coco = make_ground_truth(0)
     image_ids = sorted(coco.getImgIds())

@@ -13,7 +13,7 @@ from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from tests.test_data_checks import corrupt_the_middle, write_jpeg
 from tests.test_data_voc import write_voc_folder
 from utils.checkpoint import load_checkpoint
-from utils.engine import ResumableBatchSampler
+from data.loader import ResumableBatchSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,8 +1,15 @@
-"""Collate, samplers and DataLoader construction: shapes, determinism, empty targets, errors from workers."""
+"""Collate, the training stream (sampler, per-epoch augmentation) and DataLoader construction: shapes, determinism,
+resuming mid-run, sharding, empty targets, errors from workers."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from data import DataError, build_dataset, build_loader, detection_collate
+from data.loader import EpochSamples, ResumableBatchSampler, iterations_per_epoch
 from tests.test_data_voc import write_voc_folder
 
 NUM_IMAGES = 10
@@ -20,8 +27,8 @@ def train_set(root, seed=0):
     return build_dataset("voc", "train", 64, data_root=str(root), classes=["cat", "dog"], seed=seed)
 
 
-def batches(loader, epochs=2):
-    return [(images, list(targets), indices) for _ in range(epochs) for images, targets, indices in loader]
+def batches(loader):
+    return [(images, list(targets), indices) for images, targets, indices in loader]
 
 
 def assert_same_batches(a, b):
@@ -39,10 +46,58 @@ def test_collate_stacks_images_and_keeps_targets_as_a_list():
     assert indices.dtype == torch.int64 and indices.tolist() == [4, 1]
 
 
+def test_iterations_per_epoch_drops_the_partial_batch_and_rejects_tiny_sets():
+    assert iterations_per_epoch(16551, 32) == 517  # VOC07+12 (facts §6)
+    assert iterations_per_epoch(100, 8, world_size=2) == 6
+    with pytest.raises(ValueError, match="lower --batch_size"):
+        iterations_per_epoch(20, 32)
+
+
+def test_sampler_epochs_are_permutations_without_the_remainder():
+    batches = list(ResumableBatchSampler(10, 3, seed=0, start_iter=0, max_iter=6))
+    assert len(batches) == 6 and all(len(b) == 3 for b in batches)
+    for epoch in range(2):
+        items = [item for batch in batches[3 * epoch: 3 * epoch + 3] for item in batch]
+        indices = [index for index, _ in items]
+        assert len(set(indices)) == 9 and set(indices) <= set(range(10))
+        assert {e for _, e in items} == {epoch}
+        assert indices == np.random.default_rng([0, epoch]).permutation(10)[:9].tolist()
+    assert ([i for i, _ in batches[0]] != [i for i, _ in batches[3]]
+            or [i for i, _ in batches[1]] != [i for i, _ in batches[4]])
+
+
+def test_sampler_resumed_mid_epoch_replays_the_same_tail():
+    full = list(ResumableBatchSampler(23, 4, seed=5, start_iter=0, max_iter=13))
+    resumed = list(ResumableBatchSampler(23, 4, seed=5, start_iter=7, max_iter=13))
+    assert resumed == full[7:]
+    assert list(ResumableBatchSampler(23, 4, seed=6, start_iter=0, max_iter=13)) != full
+
+
+def test_sampler_ranks_split_the_single_process_global_batch():
+    single = list(ResumableBatchSampler(40, 4, seed=1, start_iter=0, max_iter=12))
+    rank0 = list(ResumableBatchSampler(40, 2, seed=1, start_iter=0, max_iter=12, rank=0, world_size=2))
+    rank1 = list(ResumableBatchSampler(40, 2, seed=1, start_iter=0, max_iter=12, rank=1, world_size=2))
+    for whole, part0, part1 in zip(single, rank0, rank1):
+        assert part0 == whole[0::2] and part1 == whole[1::2]
+
+
+def test_epoch_samples_augment_with_the_dataset_seed_the_epoch_and_the_index(voc_root):
+    dataset = train_set(voc_root, seed=3)
+    image, target, index = EpochSamples(dataset)[(2, 1)]
+    boxes, labels, _ = dataset.annotation(2)
+    expected_image, expected_target = dataset.transform(dataset.load_image(2), boxes, labels,
+                                                        np.random.default_rng((3, 1, 2)))
+    assert index == 2
+    assert torch.equal(image, torch.from_numpy(expected_image))
+    assert torch.equal(target, torch.from_numpy(expected_target))
+    assert not torch.equal(EpochSamples(dataset)[(2, 0)][0], image)  # another epoch, another augmentation
+    assert torch.equal(dataset[2][0], EpochSamples(dataset)[(2, 0)][0])  # dataset[i] is epoch 0
+
+
 def test_train_loader_drops_the_last_partial_batch_and_keeps_empty_images(voc_root):
     loader = build_loader(train_set(voc_root), 4, train=True, workers=0)
     epoch = list(loader)
-    assert len(loader) == NUM_IMAGES // 4 == len(epoch)
+    assert len(loader) == NUM_IMAGES // 4 == len(epoch)  # one epoch by default
     seen = torch.cat([indices for _, _, indices in epoch])
     assert len(set(seen.tolist())) == 8
     for images, targets, indices in epoch:
@@ -59,27 +114,36 @@ def test_test_loader_keeps_order_and_every_image(voc_root):
 
 
 def test_same_seed_same_batches_and_epochs_differ(voc_root):
-    first = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=3))
-    second = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=3))
+    first = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=3, max_iter=4))
+    second = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=3, max_iter=4))
+    assert len(first) == 4
     assert_same_batches(first, second)
     epoch_0, epoch_1 = first[:2], first[2:]
     assert not torch.equal(torch.cat([b[2] for b in epoch_0]), torch.cat([b[2] for b in epoch_1]))
-    other_seed = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=4))
+    other_seed = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=4, max_iter=4))
     assert not torch.equal(first[0][0], other_seed[0][0])
 
 
 def test_workers_give_the_same_batches_as_the_main_process(voc_root):
-    in_process = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=1))
-    loader = build_loader(train_set(voc_root), 4, train=True, workers=2, seed=1)
-    assert loader.persistent_workers and loader.pin_memory == torch.cuda.is_available()
+    in_process = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=1, max_iter=4))
+    loader = build_loader(train_set(voc_root), 4, train=True, workers=2, seed=1, max_iter=4)
+    assert loader.num_workers == 2 and loader.pin_memory == torch.cuda.is_available()
     assert_same_batches(in_process, batches(loader))
 
 
-def test_set_epoch_selects_the_epoch_to_replay(voc_root):
-    full = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2), epochs=3)
-    resumed = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2)
-    resumed.sampler.set_epoch(2)
-    assert_same_batches(full[4:], batches(resumed, epochs=1))
+def test_a_loader_started_mid_run_replays_the_same_batches(voc_root):
+    full = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2, max_iter=6))
+    resumed = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2, start_iter=3, max_iter=6)
+    assert_same_batches(full[3:], batches(resumed))  # from the middle of epoch 1
+
+
+def test_a_distributed_train_loader_takes_its_rank_share_of_the_global_batch(voc_root, monkeypatch):
+    single = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=0, max_iter=2))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    rank1 = batches(build_loader(train_set(voc_root), 2, train=True, workers=0, distributed=True, seed=0, max_iter=2))
+    for (_, _, whole), (_, _, share) in zip(single, rank1):
+        assert share.tolist() == whole[1::2].tolist()
 
 
 def test_a_corrupt_image_in_a_worker_is_reported_with_its_file(voc_root):
@@ -92,18 +156,37 @@ def test_a_corrupt_image_in_a_worker_is_reported_with_its_file(voc_root):
 
 
 def test_too_small_dataset_for_one_batch(voc_root):
-    with pytest.raises(ValueError, match="fewer than one batch of 32"):
+    with pytest.raises(ValueError, match="fewer than one global batch of 32"):
         build_loader(train_set(voc_root), 32, train=True, workers=0)
 
 
-def test_distributed_loader_shards_the_epoch(voc_root, tmp_path):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        loader = build_loader(train_set(voc_root), 4, train=True, workers=0, distributed=True, seed=0)
-        loader.sampler.set_epoch(1)
-        indices = torch.cat([i for _, _, i in loader]).tolist()
-    finally:
-        torch.distributed.destroy_process_group()
-    assert len(indices) == 8 and len(set(indices)) == 8
-    expected = torch.randperm(NUM_IMAGES, generator=torch.Generator().manual_seed(0 + 1)).tolist()[:8]
-    assert indices == expected
+WORKER_ERROR_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from torch.utils.data import Dataset
+from data import build_loader
+from data.errors import DataError
+
+class Unreadable(Dataset):
+    def __len__(self):
+        return 64
+
+    def sample(self, index, epoch):
+        raise DataError(f"image {{index}}: cannot be read")
+
+def first_batch():
+    loader = build_loader(Unreadable(), 4, train=True, workers=2, max_iter=10)
+    iterator = iter(loader)  # kept alive by the traceback of the error it re-raises
+    next(iterator)
+
+first_batch()
+"""
+
+
+def test_an_error_from_a_training_worker_does_not_hang_the_exit():
+    # Training workers ignore SIGTERM; without the exit hook, multiprocessing would wait for them forever.
+    script = WORKER_ERROR_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "DataError: image" in result.stderr and "cannot be read" in result.stderr
+    assert "killed by signal" not in result.stderr

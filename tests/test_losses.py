@@ -74,24 +74,20 @@ def test_focal_sum_over_a_whole_batch_stays_float32_exact():
 
 def test_balanced_l1_at_hand_picked_points():
     alpha, gamma, beta = 0.5, 1.5, 0.11
-    b = math.exp(3) - 1  # 19.0855
-    small = alpha / b * (b * 0.05 + 1) * math.log(b * 0.05 / beta + 1) - alpha * 0.05
-    diffs = torch.tensor([0.0, 0.05, -0.05, 0.11, 1.0, -2.5])
-    expected = torch.tensor(
-        [
-            0.0,
-            small,
-            small,
-            gamma * 0.11 + gamma / b - alpha * beta,
-            gamma * 1.0 + gamma / b - alpha * beta,
-            gamma * 2.5 + gamma / b - alpha * beta,
-        ]
-    )
-    torch.testing.assert_close(balanced_l1_loss(diffs, torch.zeros(6)), expected)
-    torch.testing.assert_close(balanced_l1_loss(diffs + 3.0, torch.full((6,), 3.0)), expected, atol=1e-5, rtol=1e-5)
-    # continuous at beta: both branches give gamma*beta + gamma/b - alpha*beta there
-    inner_at_beta = alpha / b * (b * beta + 1) * math.log(b + 1) - alpha * beta
-    assert inner_at_beta == pytest.approx(expected[3].item(), rel=1e-6)
+    b = math.exp(3) - 1  # 19.0855, from alpha * log(b + 1) = gamma
+
+    def inner(d):  # |d| < beta
+        return alpha / b * (b * d + 1) * math.log(b * d / beta + 1) - alpha * d
+
+    def outer(d):  # |d| >= beta
+        return gamma * d + gamma / b - alpha * beta
+
+    # either side of beta (0.10, 0.12), and the two branches meet at beta (continuity, by the choice of b)
+    diffs = torch.tensor([0.0, 0.05, -0.05, 0.10, 0.12, 1.0, -2.5])
+    expected = torch.tensor([0.0, inner(0.05), inner(0.05), inner(0.10), outer(0.12), outer(1.0), outer(2.5)])
+    torch.testing.assert_close(balanced_l1_loss(diffs, torch.zeros(7)), expected)
+    torch.testing.assert_close(balanced_l1_loss(diffs + 3.0, torch.full((7,), 3.0)), expected, atol=1e-5, rtol=1e-5)
+    assert inner(beta) == pytest.approx(outer(beta), rel=1e-12)
 
 
 def random_predictions(counts, seed, loc_scale=0.7):
@@ -197,7 +193,9 @@ def test_mutual_guide_can_be_switched_on_during_a_run():
     baseline = loss_fn((loc, conf), ANCHORS_320, targets)
     loss_fn.mutual_guide = True
     guided = loss_fn((loc, conf), ANCHORS_320, targets)
-    torch.testing.assert_close(guided[0], reference_multibox_loss(loc, conf, ANCHORS_320, targets, True)[0])
+    expected_l, expected_c = reference_multibox_loss(loc, conf, ANCHORS_320, targets, True)
+    torch.testing.assert_close(guided[0], expected_l)
+    torch.testing.assert_close(guided[1], expected_c)
     assert guided[0].item() != baseline[0].item()
 
 

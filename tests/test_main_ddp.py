@@ -33,7 +33,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert len(rows) == 1 + 3  # header + one row per iteration, written once
-    assert "num_pos_cls" in rows[0] and "disagree_with_iou" in rows[0]  # MG statistics, averaged over the processes
+    assert "num_pos_cls" in rows[0] and "disagree_with_iou" in rows[0]  # MG statistics, global batch
     assert "assignment statistics, mean over 3 log intervals" in log
     assert result.stdout.count("CUSTOM test: mAP=") == 1
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())

@@ -84,6 +84,16 @@ def test_box_window_iou_by_hand():
     np.testing.assert_allclose(T.box_window_iou(boxes, windows), [[1.0, 25 / 175], [0.25, 0.25]])
 
 
+def test_random_crop_crops_often():
+    """The no-crop mode is 1 of the 7 modes; with these boxes the constrained modes find a window about half the time,
+    so well over a third of the draws must crop (the test below checks the boxes of those that do)."""
+    image = coordinate_image(120, 200)
+    boxes = np.array([[20, 10, 90, 70], [120, 50, 190, 115], [60, 80, 70, 90]], dtype=np.float32)
+    shapes = [T.random_crop(image, boxes, np.array([0, 1, 2]), np.random.default_rng(seed))[0].shape[:2]
+              for seed in range(200)]
+    assert sum(shape != image.shape[:2] for shape in shapes) >= 200 // 3
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_random_crop_boxes_follow_pixels(seed):
     image = coordinate_image(120, 200)
@@ -247,6 +257,8 @@ def test_train_transform_is_deterministic_per_generator():
     b = T.TrainTransform(64)(image, boxes, np.array([0]), np.random.default_rng(5))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+    other = T.TrainTransform(64)(image, boxes, np.array([0]), np.random.default_rng(6))
+    assert not np.array_equal(a[0], other[0])  # the generator, not a fixed draw, decides
 
 
 @pytest.mark.parametrize("probability, low, high", [(0.0, 0, 0), (T.EXPAND_PROBABILITY, 95, 145), (1.0, 200, 200)])

@@ -1,27 +1,21 @@
 """Training loop and evaluation entry of ``main.py``.
 
-The run is counted in iterations (facts §6): one epoch is ``len(dataset) // (batch_size * world_size)``
-iterations and the last partial batch is dropped. Everything random in the data stream is a pure function of
-``(seed, iteration)``: :class:`ResumableBatchSampler` draws the epoch's permutation from ``(seed, epoch)`` and
-tags every sample with its epoch, and :class:`SeededSamples` augments sample ``i`` of epoch ``e`` with
-``numpy.random.default_rng((seed, e, i))`` (the data module's convention). A run resumed at iteration ``k``
-therefore sees exactly the batches the uninterrupted run saw, with any number of workers or processes.
+The run is counted in iterations (facts §6); its batches come from ``data.loader.build_loader(train=True)``, a pure
+function of ``(seed, iteration)``, so a run resumed at iteration ``k`` sees exactly the batches the uninterrupted run
+saw.
 """
 from __future__ import annotations
 
-import atexit
 import math
-import multiprocessing
 import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum
@@ -45,133 +39,6 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(f"{signal_name} received: stopped after iteration {iteration}")
         self.iteration = iteration
         self.signal_name = signal_name
-
-
-def iterations_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
-    """``num_images // (batch_size * world_size)``; at least one full global batch is required."""
-    epoch_size = num_images // (batch_size * world_size)
-    if epoch_size == 0:
-        raise ValueError(
-            f"the training set has {num_images} images, fewer than one global batch of {batch_size * world_size} "
-            f"(--batch_size {batch_size} x {world_size} processes); lower --batch_size"
-        )
-    return epoch_size
-
-
-class ResumableBatchSampler(Sampler):
-    """Batches for iterations ``start_iter .. max_iter - 1`` of a seeded, epoch-wise shuffled stream.
-
-    Iteration ``it`` belongs to epoch ``it // epoch_size``; the epoch's permutation is drawn from ``(seed, epoch)``.
-    Its step ``s`` takes the global batch ``perm[s*B*W : (s+1)*B*W]`` and this process (rank ``r``) takes every
-    ``W``-th item from position ``r``. Each item is ``(dataset index, epoch)``, for :class:`SeededSamples`.
-    """
-
-    def __init__(
-        self,
-        num_images: int,
-        batch_size: int,
-        seed: int,
-        start_iter: int,
-        max_iter: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.num_images = num_images
-        self.batch_size = batch_size
-        self.seed = seed
-        self.start_iter = start_iter
-        self.max_iter = max_iter
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch_size = iterations_per_epoch(num_images, batch_size, world_size)
-
-    def __len__(self) -> int:
-        return max(self.max_iter - self.start_iter, 0)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        global_batch = self.batch_size * self.world_size
-        epoch, permutation = -1, None
-        for iteration in range(self.start_iter, self.max_iter):
-            step = iteration % self.epoch_size
-            if iteration // self.epoch_size != epoch:
-                epoch = iteration // self.epoch_size
-                permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
-            positions = range(step * global_batch + self.rank, (step + 1) * global_batch, self.world_size)
-            yield [(int(permutation[p]), epoch) for p in positions]
-
-
-class SeededSamples(Dataset):
-    """A :class:`data.dataset.DetectionDataset` indexed by ``(index, epoch)`` instead of ``index``.
-
-    Item ``(i, e)`` is ``dataset[i]`` augmented with ``numpy.random.default_rng((seed, e, i))``: the epoch travels
-    with the sample, so no shared epoch counter can race with workers that prefetch across an epoch boundary.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index, epoch = item
-        rng = np.random.default_rng((self.seed, epoch, index))
-        boxes, labels, _ = self.dataset.annotation(index)
-        image, target = self.dataset.transform(self.dataset.load_image(index), boxes, labels, rng)
-        return torch.from_numpy(image), torch.from_numpy(target), index
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits.
-
-    (Workers still exit with the main process: PyTorch's worker loop watches its parent, and
-    :func:`_kill_daemon_children` covers the exit after an error.)
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _kill_daemon_children() -> None:
-    """At exit, SIGKILL the worker processes still alive.
-
-    An error raised in a worker and re-raised by the loader keeps the loader alive through its traceback, so its
-    workers are never told to stop; multiprocessing's own exit handler then sends them SIGTERM, which training
-    workers ignore, and waits for them forever. Registered after multiprocessing's handler, this one runs first.
-    PyTorch's SIGCHLD handler, which reports a killed worker as an error, is reset first: the process is exiting.
-    """
-    children = [child for child in multiprocessing.active_children() if child.daemon]
-    if children and hasattr(signal, "SIGCHLD"):
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for child in children:
-        child.kill()
-
-
-atexit.register(_kill_daemon_children)
-
-
-def build_train_loader(
-    dataset: Dataset,
-    batch_size: int,
-    seed: int,
-    start_iter: int,
-    max_iter: int,
-    workers: int,
-    collate_fn: Callable,
-    ctx: DistributedContext,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """One DataLoader for the whole run (all epochs), starting at ``start_iter``."""
-    sampler = ResumableBatchSampler(len(dataset), batch_size, seed, start_iter, max_iter, ctx.rank, ctx.world_size)
-    return DataLoader(
-        SeededSamples(dataset, seed),
-        batch_sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_fn,
-        pin_memory=pin_memory,
-        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
-        persistent_workers=False,
-    )
 
 
 class NonFiniteGuard:
@@ -274,7 +141,8 @@ def train(
     """Train from ``start_iter`` to ``settings.max_iter``.
 
     ``loader`` yields ``(images [B, 3, S, S], targets list of [n, 5], indices)`` for each remaining iteration
-    (see :func:`build_train_loader`); ``priors`` is ``[A, 4]`` cxcywh normalised on ``device``.
+    (``data.build_loader(train=True, start_iter=..., max_iter=...)``); ``priors`` is ``[A, 4]`` cxcywh normalised on
+    ``device``.
     ``save(done)`` writes a checkpoint after ``done`` completed iterations; ``evaluate(done)`` runs every
     ``eval_interval`` iterations, and first, at ``start_iter``, with ``evaluate_first`` (a resumed run whose
     stopped attempt saved that iteration but did not evaluate it). Raises :class:`NonFiniteLossError` (nothing is
