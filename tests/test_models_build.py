@@ -132,7 +132,8 @@ PARAMETER_COUNTS = [
     ("pafpn", "vgg16", 512, 20, 28_331_024, 28.33),
     ("pafpn", "vgg16", 320, 80, 28_889_632, 28.89),
     ("pafpn", "vgg16", 512, 80, 32_480_024, 32.48),
-    # never built by the authors (channel mappings documented in models/necks/{pafpn,rfbnet}.py)
+    # never built by the authors (channel mappings documented in models/necks/{pafpn,rfbnet}.py); summed layer by
+    # layer in test_resnet18_builds_count_by_hand
     ("retinanet", "resnet18", 320, 20, 18_905_472, None),
     ("rfbnet", "resnet18", 320, 20, 19_265_232, None),
     ("pafpn", "resnet18", 320, 20, 21_991_808, None),
@@ -171,6 +172,85 @@ def test_fssd_and_pafpn_vgg16_320_counts_by_hand():
     bottom_up_and_outputs = 3 * basic_conv(3, 256, 256) + 4 * basic_conv(3, 256, 256)
     pafpn = backbone + cem + extractor + top_down + bottom_up_and_outputs + heads
     assert num_parameters(build_on_meta("pafpn", "vgg16", 320, 20)) == pafpn
+
+
+def rect_basic_conv(kh: int, kw: int, cin: int, cout: int) -> int:
+    return kh * kw * cin * cout + cout + 2 * cout  # basic_conv with a kh x kw kernel (RFB's 1x3, 3x1, 1x7, 7x1)
+
+
+def basic_rfb(cin: int, cout: int) -> int:
+    """Facts §3 BasicRFB(in, out), i = in // 8 (the stride changes no count)."""
+    i = cin // 8
+    branch0 = basic_conv(1, cin, 2 * i) + basic_conv(3, 2 * i, 2 * i)
+    branch1 = basic_conv(1, cin, i) + basic_conv(3, i, 2 * i) + basic_conv(3, 2 * i, 2 * i)  # last: dilation 3
+    branch2 = (basic_conv(1, cin, i) + basic_conv(3, i, 3 * (i // 2)) + basic_conv(3, 3 * (i // 2), 2 * i)
+               + basic_conv(3, 2 * i, 2 * i))  # last: dilation 5
+    branch3 = (basic_conv(1, cin, i) + rect_basic_conv(1, 7, i, 3 * (i // 2))
+               + rect_basic_conv(7, 1, 3 * (i // 2), 2 * i) + basic_conv(3, 2 * i, 2 * i))  # last: dilation 7
+    conv_linear, shortcut = basic_conv(1, 8 * i, cout), basic_conv(1, cin, cout)
+    return branch0 + branch1 + branch2 + branch3 + conv_linear + shortcut
+
+
+def basic_rfb_a(cin: int, cout: int) -> int:
+    """Facts §3 BasicRFB_a(in, out), i = in // 8, seven branches (concatenation 7i)."""
+    i = cin // 8
+    b0 = basic_conv(1, cin, i) + basic_conv(3, i, i)
+    b1_to_b4 = 4 * (basic_conv(1, cin, i) + rect_basic_conv(3, 1, i, i) + basic_conv(3, i, i))  # 3x1 / 1x3, dilated
+    b5_b6 = 2 * (basic_conv(1, cin, i // 2) + rect_basic_conv(1, 3, i // 2, 3 * (i // 4))
+                 + rect_basic_conv(3, 1, 3 * (i // 4), i) + basic_conv(3, i, i))  # 1x3 then 3x1 (or 3x1 then 1x3)
+    return b0 + b1_to_b4 + b5_b6 + basic_conv(1, 7 * i, cout) + basic_conv(1, cin, cout)
+
+
+def test_resnet18_builds_count_by_hand():
+    """The four detectors on ResNet18 at 320 (4 levels), 20 classes, summed layer by layer.
+
+    Backbone: torchvision's own resnet18 (stem, layer1, and layer2-4 whose outputs the necks take; avgpool/fc dropped).
+    Necks and heads: facts §3 (BasicConv = conv with bias + BN, RFB blocks, heads) with the ResNet18 channel mapping of
+    facts §3 / README "Combinations the paper never built" / models/necks docstrings: layer2, layer3, layer4 =
+    128, 256, 512 ch at strides 8, 16, 32, each reduced to 256 ch (768 ch concatenated); RFB extras from layer3.
+    """
+    import torchvision
+
+    with torch.device("meta"):
+        reference = torchvision.models.resnet18()
+    stages = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+    backbone = sum(num_parameters(getattr(reference, name)) for name in stages)
+    assert backbone == num_parameters(reference) - conv(1, 512, 1000)  # all of it but the fc classifier
+    assert backbone == 11_176_512
+
+    def heads(channels: list[int]) -> int:  # facts §3: per level one 3x3 conv each for loc (6 x 4) and conf (6 x C)
+        return sum(conv(3, c, 6 * 4) + conv(3, c, 6 * 20) for c in channels)
+
+    # 1x1 to 256 ch per map: layer2 (x1), layer3 (x2 upsampled), layer4 (x4 upsampled)
+    reduce = basic_conv(1, 128, 256) + basic_conv(1, 256, 256) + basic_conv(1, 512, 256)
+    extractor_768 = basic_conv(3, 768, 256) + 3 * basic_conv(3, 256, 256)  # level 0 on the concat, then 3 x stride 2
+    top_down = 4 * basic_conv(1, 256, 256) + 4 * basic_conv(3, 256, 256)  # lateral 1x1 and output 3x3 per level
+
+    fssd = backbone + reduce + extractor_768 + heads([256] * 4)
+    assert num_parameters(build_on_meta("fssd", "resnet18", 320, 20)) == fssd
+    assert round(fssd / 1e6, 2) == 16.28  # facts §3: ResNet18 FSSD VOC 16.28 M
+
+    retinanet = backbone + reduce + extractor_768 + top_down + heads([256] * 4)
+    assert num_parameters(build_on_meta("retinanet", "resnet18", 320, 20)) == retinanet
+
+    cem = reduce + basic_conv(1, 512, 256)  # a + b over the three maps (summed, 256 ch), c: global context of layer4
+    extractor_256 = basic_conv(3, 256, 256) + 3 * basic_conv(3, 256, 256)
+    bottom_up_and_outputs = 3 * basic_conv(3, 256, 256) + 4 * basic_conv(3, 256, 256)  # 3x3 s2 per step, pafpn_convs
+    pafpn = backbone + cem + extractor_256 + top_down + bottom_up_and_outputs + heads([256] * 4)
+    assert num_parameters(build_on_meta("pafpn", "resnet18", 320, 20)) == pafpn
+
+    # The RFB terms, checked first on the authors' own VGG16 build (facts §3: 23.04 M) ...
+    vgg16_rfbnet = (14_723_136 + 2 * basic_conv(1, 512, 256) + basic_rfb_a(512, 512) + basic_rfb(512, 512)
+                    + basic_rfb(512, 512) + basic_rfb(512, 256) + heads([512, 512, 512, 256]))
+    assert vgg16_rfbnet == num_parameters(build_on_meta("rfbnet", "vgg16", 320, 20))
+    assert round(vgg16_rfbnet / 1e6, 2) == 23.04
+    # ... then on ResNet18: level 0 = BasicRFB_a(768 -> 512); extras RFB(256 -> 512, s1), RFB(512 -> 512, s2),
+    # RFB(512 -> 256, s2) from layer3
+    rfbnet = (backbone + reduce + basic_rfb_a(768, 512) + basic_rfb(256, 512) + basic_rfb(512, 512)
+              + basic_rfb(512, 256) + heads([512, 512, 512, 256]))
+    assert num_parameters(build_on_meta("rfbnet", "resnet18", 320, 20)) == rfbnet
+
+    assert (fssd, retinanet, rfbnet, pafpn) == (16_277_888, 18_905_472, 19_265_232, 21_991_808)  # PARAMETER_COUNTS
 
 
 @pytest.mark.parametrize("version", list(NECKS))
