@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import uuid
 import warnings
@@ -102,6 +103,7 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -186,8 +188,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("checkpoints, logs and evaluation")
     run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
+    run.add_argument("--name", type=str, default=None,
+                     help="the run's name: its checkpoint is <save_folder>/NAME.pth and its logs runs/NAME/ (default: "
+                          "from dataset and architecture, e.g. VOC_pafpn_vgg16_size320_anchor24.0_MG); give each "
+                          "experiment its own, e.g. per seed or learning rate; letters, digits and . _ - + = @")
     run.add_argument("--run_dir", type=str, default=None,
-                     help="folder for log.txt and the metrics CSV/JSONL (default: runs/<checkpoint name>/)")
+                     help="folder for log.txt and the metrics CSV/JSONL (default: runs/<run name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
                           "--version/--backbone/--size/--base_anchor_size default to the checkpoint's)")
@@ -302,7 +308,7 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
 # flags that only training reads, with their "not given" values: with --trained_model they are ignored (and said so)
 TRAINING_ONLY_FLAGS = {
     "mutual_guide": False, "mutual_guide_from": None, "lr": None, "warm_iter": None, "epochs": None, "max_iter": None,
-    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False,
+    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False, "name": None,
 }
 
 
@@ -394,6 +400,11 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and args.size % 64:
         raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
+    if args.name is not None:
+        args.name = args.name.removesuffix(".pth")
+        if not RUN_NAME.fullmatch(args.name):
+            raise ValueError(f"--name {args.name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter "
+                             "or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
 
 
 def dataset_tag(args: argparse.Namespace) -> str:
@@ -591,8 +602,8 @@ class BatchCounter:
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
                  init_state: dict | None = None) -> int:
     """Train as ``args`` asks (``init_state``: the ``--init_from`` checkpoint, loaded); returns the exit code."""
-    name = checkpoint_name(args.dataset, args.version, args.backbone, args.size, args.base_anchor_size,
-                           args.mutual_guide)
+    name = f"{args.name}.pth" if args.name else checkpoint_name(
+        args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later

@@ -27,7 +27,7 @@ def test_help_explains_every_flag():
              "--device", "--workers", "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained",
              "--no-pretrained", "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval",
              "--checkpoint_interval", "--max_iter", "--sync_bn", "--run_dir", "--compile", "--compile_loss",
-             "--cuda_graph", "--expand_prob", "--init_from"]
+             "--cuda_graph", "--expand_prob", "--init_from", "--name"]
     for flag in flags:
         assert flag in result.stdout, flag
 
@@ -100,6 +100,10 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
         (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
         (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
+        (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
+        (["--name", ".pth"], "--name '': use 1-200 letters"),
+        (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
+        (["--name", "x" * 201], "--name 'xxxx"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):

@@ -650,6 +650,20 @@ def test_a_class_without_training_objects_is_warned_about(shapes_root, tmp_path,
     )
 
 
+def test_a_named_run_has_its_own_checkpoint_and_logs(shapes_root, trained, tmp_path, capsys):
+    """--name keeps several experiments of one architecture (seeds, learning rates) apart: none sets another aside."""
+    argv = [a for a in base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1") if a not in ("--run_dir", "run")]
+    assert run(tmp_path, [*argv, "--name", "fssd_seed1.pth", "--seed", "1"]) == 0
+    assert run(tmp_path, [*argv, "--name", "fssd_seed2", "--seed", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["fssd_seed1.pth", "fssd_seed2.pth"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["fssd_seed1", "fssd_seed2"]
+    assert load_checkpoint(tmp_path / "weights" / "fssd_seed1.pth")["config"]["seed"] == 1
+    assert "fssd_seed1" in (tmp_path / "runs" / "fssd_seed1" / "log.txt").read_text()
+    capsys.readouterr()
+    assert run(tmp_path, [*argv, "--name", "fssd_seed1", "--seed", "1", "--resume"]) == 0  # the named run's file
+    assert "resumed" in capsys.readouterr().out.lower()
+
+
 def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_path):
     """16 training images in batches of 8: --epochs 2 is 4 iterations, logged as epochs 0, 0, 1, 1."""
     argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--epochs", "2")
