@@ -18,6 +18,7 @@ len(dataset) // global batch iterations. Training ends with an evaluation, as in
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -162,7 +163,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--mutual_guide", action="store_true",
                           help="train with Mutual Guidance assignment (default: IoU)")
     schedule.add_argument("--mutual_guide_from", type=int, default=None, metavar="ITER",
-                          help="with --mutual_guide: IoU assignment before iteration ITER, Mutual Guidance from it")
+                          help="with --mutual_guide: IoU assignment for the first ITER iterations, Mutual Guidance "
+                               "after them (the logs' iterations ITER+1 on)")
     schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
     schedule.add_argument("--lr", type=float, default=None,
                           help="peak learning rate after warm-up (default: 1e-2, the paper's; 6e-2 for shapes)")
@@ -211,7 +213,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
     run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
                      help="score saved detections against the test split and exit: the eval/<DATASET> folder of "
-                          "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON")
+                          "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON; without --dataset, "
+                          "the dataset of the summary.json beside them")
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
     run.add_argument("--nms_thresh", type=float, default=0.5,
@@ -231,13 +234,18 @@ def main(args: argparse.Namespace) -> int:
         ignored = check_flag_combinations(args)
         if ignored:
             log.info(f"with --trained_model the training flags {', '.join(ignored)} are ignored")
-        init_state = load_checkpoint(args.init_from) if args.init_from else None
+        init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
         if init_state is not None:
             take_architecture_from_checkpoint(args, init_state["config"])
+        resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
+        if resume_state is not None:  # an explicit PATH continues its run's architecture unless flags say otherwise
+            take_architecture_from_checkpoint(args, resume_state["config"])
         evaluated_state, taken = None, ""
         if args.trained_model and not (args.demo or args.export):
-            evaluated_state = load_checkpoint(args.trained_model)
+            evaluated_state = load_checkpoint(args.trained_model, source="--trained_model")
             taken = take_evaluation_settings_from_checkpoint(args, evaluated_state["config"])
+        if args.eval_results:
+            taken = take_dataset_from_summary(args)
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
@@ -248,7 +256,8 @@ def main(args: argparse.Namespace) -> int:
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
         if taken:
-            log.info(f"evaluating as the checkpoint was trained: {taken}")
+            source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
+            log.info(f"evaluating as {source}: {taken}")
         if args.amp == "fp16" and device.type == "cpu":
             log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
                      "use --amp bf16, or bare --amp, which picks bf16 here")
@@ -260,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
             return run_use(args, device)
         if args.trained_model:
             return run_evaluation_only(args, device, ctx, evaluated_state)
-        return run_training(args, device, ctx, init_state)
+        return run_training(args, device, ctx, init_state, resume_state)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
@@ -308,7 +317,9 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
 # flags that only training reads, with their "not given" values: with --trained_model they are ignored (and said so)
 TRAINING_ONLY_FLAGS = {
     "mutual_guide": False, "mutual_guide_from": None, "lr": None, "warm_iter": None, "epochs": None, "max_iter": None,
-    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False, "name": None,
+    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False, "name": None, "seed": 0,
+    "save_folder": "weights/", "run_dir": None, "checkpoint_interval": 500, "log_interval": 20, "eval_interval": 0,
+    "pretrained": None, "sync_bn": False,
 }
 
 
@@ -319,10 +330,14 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
     if args.init_from and args.resume is not None:
         raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
+    if args.init_from and args.pretrained:
+        raise ValueError("--pretrained is not used with --init_from, whose checkpoint holds the backbone weights; "
+                         "drop --pretrained")
     if args.demo and args.export:
         raise ValueError("--demo and --export each run alone; give only one of them")
-    for flag, needs in (("demo_output", "demo"), ("export_path", "export"), ("export_nms", "export")):
-        if getattr(args, flag) and not getattr(args, needs):
+    for flag, needs in (("demo_output", "demo"), ("export_path", "export"), ("export_nms", "export"),
+                        ("opset", "export")):
+        if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
             raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
     if not args.trained_model:
         return []
@@ -330,7 +345,8 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag} trains, --trained_model evaluates a checkpoint without training; "
                              "give only one of them")
-    return [f"--{flag}" for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
+    given = [flag for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
+    return ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
 
 
 def requested_architecture(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,8 +365,9 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
 
 def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
     """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
-    ``--dataset``, its dataset and ``--data_root``; without ``--amp``, its mixed precision (the printed metrics then
-    equal those of the training run's final evaluation). Returns what was taken, for the log ("" when nothing)."""
+    ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
+    (the printed metrics then equal those of the training run's final evaluation). Returns what was taken, for the
+    log ("" when nothing)."""
     taken = []
     if args.dataset is None and config.get("dataset") in DATASETS:
         args.dataset = config["dataset"]
@@ -358,10 +375,40 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
         if args.data_root is None and config.get("data_root") is not None:
             args.data_root = config["data_root"]
             taken.append(f"--data_root {args.data_root}")
+        if not args.skip_unknown_classes and config.get("skip_unknown_classes") is True:
+            args.skip_unknown_classes = True  # the test split the training run evaluated on
+            taken.append("--skip_unknown_classes")
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]
         taken.append(f"--amp {args.amp}")
     return ", ".join(taken)
+
+
+def take_dataset_from_summary(args: argparse.Namespace) -> str:
+    """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
+    ``--skip_unknown_classes`` of the evaluation that wrote the results, from the ``summary.json`` beside them.
+    Returns what was taken, for the log ("" when nothing: no such file, or ``--dataset`` given)."""
+    results = Path(args.eval_results)
+    summary_file = (results if results.is_dir() else results.parent) / "summary.json"
+    if args.dataset is not None or not summary_file.is_file():
+        return ""
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(summary, dict) or summary.get("dataset") not in DATASETS:
+        return ""
+    args.dataset = summary["dataset"]
+    taken = [f"--dataset {args.dataset}"]
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    for key in ("data_root", "classes"):
+        if getattr(args, key) is None and isinstance(config.get(key), str):
+            setattr(args, key, config[key])
+            taken.append(f"--{key} {config[key]}")
+    if not args.skip_unknown_classes and config.get("skip_unknown_classes") is True:
+        args.skip_unknown_classes = True
+        taken.append("--skip_unknown_classes")
+    return f"{', '.join(taken)} (from {summary_file})"
 
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
@@ -370,6 +417,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     if args.dataset is None:
         args.dataset = "voc"
     defaults = DATASET_DEFAULTS[args.dataset]
+    if args.init_from and args.pretrained is None:
+        args.pretrained = False  # the checkpoint's weights replace the backbone's: nothing to download
     keys = ("epochs", "lr", "warm_iter", "workers", "pretrained", "expand_prob")
     if not args.trained_model:
         keys += ARCHITECTURE_DEFAULT_KEYS
@@ -400,6 +449,9 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and args.size % 64:
         raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
+    if args.classes and args.dataset in ("shapes", "coco"):
+        raise ValueError(f"--classes is for VOC and custom data; --dataset {args.dataset} has its own classes: "
+                         "drop --classes")
     if args.name is not None:
         args.name = args.name.removesuffix(".pth")
         if not RUN_NAME.fullmatch(args.name):
@@ -433,7 +485,7 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
         raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
     requested = requested_architecture(args)
     if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
-        state = load_checkpoint(args.trained_model)
+        state = load_checkpoint(args.trained_model, source="--trained_model")
         check_architecture(args.trained_model, state["config"], requested)
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
@@ -537,8 +589,8 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     except RuntimeError as error:
         raise CheckpointError(f"{args.init_from}: {error}; the file is damaged or was edited") from error
     log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
-             f" this dataset has {len(class_names)} ({preview_names(class_names)}): its {len(fresh)} classification "
-             "weights start afresh, the rest comes from the checkpoint")
+             f" this dataset has {len(class_names)} ({preview_names(class_names)}): its classification "
+             f"layers ({len(fresh)} tensors) start afresh, the rest comes from the checkpoint")
 
 
 def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset) -> dict:
@@ -600,8 +652,9 @@ class BatchCounter:
 
 
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                 init_state: dict | None = None) -> int:
-    """Train as ``args`` asks (``init_state``: the ``--init_from`` checkpoint, loaded); returns the exit code."""
+                 init_state: dict | None = None, resume_state: dict | None = None) -> int:
+    """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
+    checkpoints, loaded); returns the exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
@@ -629,6 +682,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     if not 0 <= args.warm_iter < max_iter:
         raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
                          "lower --warm_iter or raise --epochs/--max_iter")
+    if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
+                         "iterations), so Mutual Guidance would never be used; lower it or raise --epochs/--max_iter")
 
     model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
                            pretrained=args.pretrained).to(device)
@@ -645,7 +701,9 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
 
     start_iter, continues_logs = 0, False
     if resume_path is not None:
-        state = load_checkpoint(resume_path)
+        state = resume_state or load_checkpoint(resume_path, source=(
+            "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
+            "architecture flags): give the same flags as the run, or --resume PATH"))
         requested = requested_architecture(args)
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
         check_same_run(resume_path, state["config"], config)
@@ -660,7 +718,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         continues_logs = folder_run == config["run_id"] if config["run_id"] else (
             continues_checkpoint and folder_run is None)
         dropped = log.continue_run(start_iter) if continues_logs else 0
-        repeated = f"; {dropped} log rows of iterations that this run repeats removed" if dropped else ""
+        repeated = f"; {dropped} log row(s) of iterations that this run repeats removed" if dropped else ""
         log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
     else:  # a new run: its id marks its checkpoints and its run folder
         config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
@@ -746,13 +804,16 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             kept = (f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
                     else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
-        log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then continue with the same "
-                 "command plus --resume (--check_data scans every image)")
+        then = ("continue with the same command plus --resume" if checkpoint_path.exists()
+                else "run the same command again")
+        log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then {then} (--check_data "
+                 "scans every image)")
         return EXIT_BAD_INPUT
     save(max_iter)
     log.info(f"saved {checkpoint_path}")
-    evaluate_later = (f"evaluate it with --dataset {args.dataset} --trained_model {checkpoint_path} (and the same "
-                      "--data_root / --classes)")
+    # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
+    evaluate_later = (f"evaluate it with: python main.py --trained_model {checkpoint_path}"
+                      + (f" --eval_dir {args.eval_dir}" if args.eval_dir else ""))
     try:
         with termination_as_interrupt():
             metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)

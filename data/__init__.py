@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -52,8 +53,8 @@ def parse_class_list(arg: str) -> list[str]:
         numbered = [(f"{path}:{number}", line) for number, line in enumerate(lines, 1)]
         names = _checked_class_names([(where, line) for where, line in numbered if line and not line.startswith("#")])
         source = str(path)
-    elif "," not in arg and path.suffix in (".txt", ".names"):
-        raise DataError(f"--classes {arg}: class list file not found")
+    elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
+        raise DataError(f"--classes {arg}: class list file not found (a class name cannot hold a slash)")
     else:
         source = f"--classes {arg!r}" if _control_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])

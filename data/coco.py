@@ -312,7 +312,8 @@ class COCODetection(DetectionDataset):
     Raw boxes with ``w <= 0`` / ``h <= 0`` or ``area <= 0`` (dropped), reaching more than 1 px outside the image
     (clipped), or without ``area`` / ``iscrowd`` (filled in, also in ``coco``) give one counted :class:`DataWarning`;
     ``fixups`` holds the counts and ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side
-    <= 7 px; expected, not warned). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
+    <= 7 px; counted in the warning of a training split, whose images they leave out of training; a test split's are
+    still scored by COCO's metric). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
     set, ~117k images). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
     ``require_boxes`` is set (a train split with nothing to train on), and when ``require_objects_to_score`` is set
     (default: neither of those, i.e. a split built for evaluation) and every annotation is ``iscrowd`` 1, which COCO's
@@ -380,7 +381,12 @@ class COCODetection(DetectionDataset):
             shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
             fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
         boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
-        self.small_boxes_dropped = int((~keep & ~degenerate & ~no_area).sum())
+        small = ~keep & ~degenerate & ~no_area
+        self.small_boxes_dropped = int(small.sum())
+        if drop_empty or require_boxes:  # training; a test split's small objects are still scored (pycocotools)
+            shown = np.flatnonzero(small)[:FixupCounter.EXAMPLES_SHOWN]
+            fixups.add(f"box with a side <= {MIN_BOX_SIDE_PIXELS} px left out of training (the authors' rule)",
+                       self.small_boxes_dropped, _annotation_names([annotations[i] for i in shown]))
         fixups.warn(f"COCO dataset {annotation_file}")
         self.fixups = dict(fixups.counts)
         if (drop_empty or require_boxes) and not keep.any():

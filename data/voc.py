@@ -407,7 +407,7 @@ class VOCDetection(DetectionDataset):
         if skipped:
             examples = [f"{name!r} x{count}" for name, count in skipped.items()]
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)
-        fixups.warn("VOC dataset")
+        fixups.warn("VOC dataset " + ", ".join(str(_list_file(folder, name)) for folder, name in image_sets))
         self.fixups = dict(fixups.counts)
         super().__init__(
             Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed

@@ -66,8 +66,8 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_load_rejects_missing_and_foreign_files(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="nope.pth does not exist; check --init_from$"):
+        load_checkpoint(tmp_path / "nope.pth", source="--init_from")
     foreign = tmp_path / "foreign.pth"
     torch.save({"conv.weight": torch.zeros(1)}, foreign)
     with pytest.raises(CheckpointError, match="not a checkpoint written by main.py"):
@@ -76,6 +76,16 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
     garbage.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(garbage)
+    text = tmp_path / "README.md"
+    text.write_text("# not a checkpoint\n")
+    with pytest.raises(CheckpointError) as error:  # torch.load refuses it (weights_only=True)
+        load_checkpoint(text)
+    assert str(error.value) == (f"cannot read checkpoint {text}: it is not a file torch.save wrote, or holds objects "
+                                "other than tensors and plain values; pass a .pth file saved by main.py")
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"format": "x", "optimizer": torch.optim.SGD}, pickled)  # a class: refused by weights_only
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        load_checkpoint(pickled)
 
 
 def test_load_names_a_folder_and_a_hand_edited_checkpoint(tmp_path):

@@ -39,8 +39,8 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     with pytest.warns(DataWarning) as warned:
         assert run(tmp_path, *common, "--skip_unknown_classes") == 0
     assert [str(w.message) for w in warned if w.category is DataWarning] == [  # one per split
-        f"VOC dataset: fixed up object of an unknown class skipped: 1 (e.g. '{name}' x1)"
-        for name in ("dog", "zebra")
+        f"VOC dataset {root / 'ImageSets/Main' / split}.txt: fixed up object of an unknown class skipped: 1 "
+        f"(e.g. '{name}' x1)" for split, name in (("trainval", "dog"), ("test", "zebra"))
     ]
     out = capsys.readouterr().out
     assert "custom train: 1 images, 1 objects" in out and "objects per class: cat 1" in out
@@ -81,20 +81,39 @@ def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, ca
     assert "custom train: 1 images" in out and "custom test: 1 images" in out
 
 
+def resize_behind_the_annotation(root: Path, iteration: int) -> tuple[Path, int, int]:
+    """Make the first image of ``iteration``'s batch (batch 2, seed 0) one row taller than its annotation says."""
+    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
+    first = next(iter(ResumableBatchSampler(len(ids), 2, 0, iteration, iteration + 1)))[0][0]
+    bad = root / "JPEGImages" / f"{ids[first]}.jpg"
+    height, width = cv2.imread(str(bad)).shape[:2]
+    cv2.imwrite(str(bad), np.zeros((height + 1, width, 3), np.uint8))
+    return bad, height, width
+
+
+def bad_image_argv(root: Path) -> list[str]:
+    return ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+            "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--batch_size", "2",
+            "--max_iter", "4", "--warm_iter", "1", "--workers", "1", "--checkpoint_interval", "100", "--device", "cpu",
+            "--save_folder", "weights", "--run_dir", "run"]
+
+
+def test_a_bad_image_in_the_first_batch_says_to_run_again_not_to_resume(tmp_path, capsys):
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=2)
+    resize_behind_the_annotation(root, 0)
+    assert run(tmp_path, *bad_image_argv(root)) == 2
+    logged = (tmp_path / "run" / "log.txt").read_text()
+    assert ("training stopped by a data error: no checkpoint was saved; fix or replace the file, then run the same "
+            "command again") in logged
+    assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())
+
+
 def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp_path, capsys):
     """The first image of iteration 2's batch is resized behind the annotation's back: a DataLoader worker meets
     it; main prints the worker's message alone and saves the state after the 2 completed iterations."""
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=2)
-    ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
-    first_of_iteration_2 = next(iter(ResumableBatchSampler(len(ids), 2, 0, 2, 3)))[0][0]
-    bad = root / "JPEGImages" / f"{ids[first_of_iteration_2]}.jpg"
-    height, width = cv2.imread(str(bad)).shape[:2]
-    cv2.imwrite(str(bad), np.zeros((height + 1, width, 3), np.uint8))
-    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-            "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--batch_size", "2",
-            "--max_iter", "4", "--warm_iter", "1", "--workers", "1", "--checkpoint_interval", "100", "--device", "cpu",
-            "--save_folder", "weights", "--run_dir", "run"]
-    assert run(tmp_path, *argv) == 2
+    bad, height, width = resize_behind_the_annotation(root, 2)
+    assert run(tmp_path, *bad_image_argv(root)) == 2
     captured = capsys.readouterr()
     message = f"error: {bad}: image is {width}x{height + 1} (WxH) but its annotation says {width}x{height}; fix the"
     assert f"{message} annotation's size" in captured.err.splitlines()

@@ -270,6 +270,8 @@ def test_parse_class_list(tmp_path):
         parse_class_list("cat,Cat")
     with pytest.raises(DataError, match="class list file not found"):
         parse_class_list("missing_classes.txt")
+    with pytest.raises(DataError, match=r"obj\.name: class list file not found \(a class name cannot hold a slash\)"):
+        parse_class_list(str(tmp_path / "obj.name"))  # a mistyped path, whatever its suffix
     many = [f"class_number_{i}" for i in range(40)]  # longer than a file name may be: a list, not a path
     assert parse_class_list(",".join(many)) == many
     for name in ("cat/x", "cat\\x"):

@@ -219,4 +219,4 @@ def test_default_output_folder_and_flags():
     assert (args.export, args.export_path, args.opset, args.export_nms) == ("onnx", "m.onnx", 13, True)
     defaults = parser.parse_args([])
     assert (defaults.demo, defaults.demo_output, defaults.score_thresh, defaults.export, defaults.opset) == (
-        None, None, 0.3, None, 17)
+        None, None, 0.3, None, None)  # --opset not given: export_onnx's DEFAULT_OPSET (17)

@@ -90,6 +90,7 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--trained_model", "w.pth", "--demo", "a.jpg", "--export", "onnx"], "--demo and --export each run alone"),
         (["--demo_output", "out"], "--demo_output applies to --demo, which was not given"),
         (["--trained_model", "w.pth", "--export_nms"], "--export_nms applies to --export, which was not given"),
+        (["--trained_model", "w.pth", "--opset", "13"], "--opset applies to --export, which was not given"),
         (["--max_iter", "-5"], "--max_iter must be >= 1, got -5"),
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["--workers", "-2"], "--workers must be >= 0, got -2"),
@@ -100,6 +101,9 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
         (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
         (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
+        (["--init_from", "w.pth", "--pretrained", "r18.pth"], "--pretrained is not used with --init_from"),
+        (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; --dataset shapes has its "
+                                                      "own classes: drop --classes"),
         (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
         (["--name", ".pth"], "--name '': use 1-200 letters"),
         (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
@@ -217,7 +221,7 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
         raise OSError(28, "No space left on device", "eval/SHAPES/summary.json")
 
     monkeypatch.setattr(cli, "run_evaluation_only", evaluation_on_a_full_disk)
-    monkeypatch.setattr(cli, "load_checkpoint", lambda path: {"config": {"dataset": "shapes"}})
+    monkeypatch.setattr(cli, "load_checkpoint", lambda path, source: {"config": {"dataset": "shapes"}})
     evaluate = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth"])
     assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix "

@@ -92,9 +92,9 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     # a VOC-layout folder without --classes: the checkpoint's class names read the XML
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", str(checkpoint),
                          "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02",
-                         "--max_iter", "3"]) == 0
+                         "--max_iter", "3", "--seed", "4", "--no-pretrained"]) == 0
     out = capsys.readouterr().out
-    assert "with --trained_model the training flags --lr, --max_iter are ignored" in out
+    assert "with --trained_model the training flags --lr, --max_iter, --seed, --no-pretrained are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
     assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
 
@@ -102,6 +102,12 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                          "--eval_results", "eval/CUSTOM", "--size", SIZE]) == 0
     assert f"eval/CUSTOM: {scores}" in capsys.readouterr().out
+    # and without the dataset flags, read from the summary.json the evaluation wrote beside them
+    assert run(workdir, ["--eval_results", "eval/CUSTOM"]) == 0
+    out = capsys.readouterr().out
+    assert (f"evaluating as the evaluation that wrote them: --dataset custom, --data_root {shapes_root}, --classes "
+            f"{','.join(SHAPES_CLASSES)} (from {Path('eval/CUSTOM/summary.json')})") in out
+    assert f"eval/CUSTOM: {scores}" in out
 
 
 def test_trained_model_refuses_a_mismatch_with_one_line(shapes_root, trained, capsys):
@@ -182,9 +188,10 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path,
                                                                                  capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
-    checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were."""
+    checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were. Without
+    --no-pretrained too: the ImageNet weights a custom dataset starts from by default are not fetched (offline here)."""
     argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
-            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE)]
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
     source = trained / "weights" / CKPT.format("")
     assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
     assert f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule" in capsys.readouterr().out
@@ -207,8 +214,8 @@ def test_init_from_on_another_class_list_fine_tunes_with_a_fresh_classifier(shap
     with pytest.warns(DataWarning, match="object of an unknown class skipped"):
         assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
     assert (f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule; it was trained on 6 "
-            "classes (circle, square, triangle, star, ...), this dataset has 2 (circle, ring): its 8 classification "
-            "weights start afresh, the rest comes from the checkpoint") in capsys.readouterr().out
+            "classes (circle, square, triangle, star, ...), this dataset has 2 (circle, ring): its classification "
+            "layers (8 tensors) start afresh, the rest comes from the checkpoint") in capsys.readouterr().out
     state, start = load_checkpoint(tmp_path / "weights" / CKPT.format("")), load_checkpoint(source)
     assert state["class_names"] == ["circle", "ring"]
     classifier = sorted(key for key in state["model"] if key.startswith("head.conf."))
@@ -220,6 +227,11 @@ def test_init_from_on_another_class_list_fine_tunes_with_a_fresh_classifier(shap
     assert len(learned) > 40  # (BatchNorm's running statistics move in a training step whatever the lr)
     for key in learned:
         torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
+    # evaluated alone, the checkpoint's test split is read as in training (its classes, unknown ones skipped)
+    with pytest.warns(DataWarning, match="object of an unknown class skipped"):
+        assert run(tmp_path, ["--trained_model", str(tmp_path / "weights" / CKPT.format("")), "--workers", "0",
+                              "--device", "cpu"]) == 0
+    assert "--skip_unknown_classes" in capsys.readouterr().out
 
 
 def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
@@ -268,7 +280,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
     assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
-    assert (f"the loss became NaN/inf at iteration 5; the last good checkpoint {Path('weights') / checkpoint.name} "
+    assert (f"the loss became NaN/inf at iteration 6; the last good checkpoint {Path('weights') / checkpoint.name} "
             "is kept") in capsys.readouterr().err
     state = load_checkpoint(checkpoint)
     assert state["iteration"] == 4
@@ -452,7 +464,7 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
-            f"the file, then evaluate it with --dataset custom --trained_model weights/{CKPT.format('')}"
+            f"the file, then evaluate it with: python main.py --trained_model weights/{CKPT.format('')}"
             ) in captured.out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
@@ -468,7 +480,7 @@ def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(
     (tmp_path / summary).symlink_to("/dev/full")
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {summary}: No space left on device; training is complete and saved in weights/{CKPT.format('')}, "
-            "but its evaluation stopped: free space or fix the folder, then evaluate it with --dataset custom "
+            "but its evaluation stopped: free space or fix the folder, then evaluate it with: python main.py "
             f"--trained_model weights/{CKPT.format('')}") in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
@@ -495,6 +507,9 @@ def test_a_fresh_start_that_fails_before_training_changes_no_file(shapes_root, t
     assert run(tmp_path, base_args(shapes_root, "--warm_iter", "20")) == cli.EXIT_BAD_INPUT
     assert "--warm_iter 20 must be shorter than the run (8 iterations)" in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
+    assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "8")) == cli.EXIT_BAD_INPUT
+    assert ("--mutual_guide_from 8 is not before the end of the run (8 iterations), so Mutual Guidance would never be "
+            "used") in capsys.readouterr().err
 
 
 def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(shapes_root, trained, tmp_path,
@@ -521,11 +536,14 @@ def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(s
 def test_resume_of_a_copy_continues_the_runs_logs_and_keeps_the_checkpoint_at_the_runs_path(shapes_root, trained,
                                                                                             tmp_path, capsys):
     """Logs follow the run (its id in the checkpoint and the run folder), not the file: --resume of a copy continues
-    the folder's logs; the checkpoint at the run's path, another file, is set aside before it is overwritten."""
+    the folder's logs; the checkpoint at the run's path, another file, is set aside before it is overwritten. A
+    --resume PATH without the architecture flags continues the checkpoint's architecture (not the dataset's default)."""
     shutil.copytree(trained / "weights", tmp_path / "weights")
     shutil.copytree(trained / "run", tmp_path / "run")
     shutil.copy(trained / "weights" / CKPT.format(""), tmp_path / "copy.pth")
-    assert run(tmp_path, base_args(shapes_root, "--resume", "copy.pth")) == 0
+    argv = [arg for arg in base_args(shapes_root, "--resume", "copy.pth")
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE)]
+    assert run(tmp_path, argv) == 0
     out = capsys.readouterr().out
     assert "resumed from copy.pth at iteration 8/8" in out and "an earlier run's logs" not in out
     assert not [path for path in (tmp_path / "run").iterdir() if path.is_dir()]
@@ -612,8 +630,8 @@ def test_a_stop_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shape
     monkeypatch.setattr(cli, "evaluate", interrupted)
     handler = signal.getsignal(signal.SIGTERM)
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == cli.EXIT_INTERRUPTED
-    assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with "
-            f"--dataset custom --trained_model weights/{CKPT.format('')}") in capsys.readouterr().out
+    assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with: "
+            f"python main.py --trained_model weights/{CKPT.format('')}") in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 1
     assert signal.getsignal(signal.SIGTERM) is handler
 
@@ -630,7 +648,7 @@ def test_splits_with_nothing_to_learn_or_score_stop_before_training(shapes_root,
     rewrite_annotations(root, "test.txt",
                         lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
     assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
-    assert "error: the test split's 6 images hold no object to score (none, or all marked difficult)" in (
+    assert "error: the test split's 6 images hold no object to score (none, or all marked difficult or iscrowd)" in (
         capsys.readouterr().err
     )
     shutil.rmtree(root)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -103,16 +104,22 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", source: str = "the checkpoint path given"
+) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``; ``source`` says where ``path``
+    came from (e.g. ``--trained_model``), for the message when it does not exist."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth file inside it (e.g. from weights/)")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path given to --trained_model/--resume")
+        raise CheckpointError(f"checkpoint {path} does not exist; check {source}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
+    except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a checkpoint
+        raise CheckpointError(f"cannot read checkpoint {path}: it is not a file torch.save wrote, or holds objects "
+                              "other than tensors and plain values; pass a .pth file saved by main.py") from error
+    except Exception as error:  # noqa: BLE001 - any other failure means "not a usable checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path} ({first_line(error)}); "
                               "it is damaged or not a torch file") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -126,6 +133,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or "
                               "damaged: use a checkpoint as main.py saved it")
     return state
+
+
+def _flag_value(value: Any) -> str:
+    """A flag's value as a user reads it: ``None`` (not given) as "none"."""
+    return "none" if value is None else str(value)
 
 
 def capture_rng_state() -> dict:
@@ -213,7 +225,8 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
             )
         flag = "number of processes" if key == "world_size" else f"--{key}"
         raise CheckpointError(
-            f"{path} was saved by a run with {flag} {saved_config[key]}, this run has {config.get(key)}; "
+            f"{path} was saved by a run with {flag} {_flag_value(saved_config[key])}, this run has "
+            f"{_flag_value(config.get(key))}; "
             f"resume with the same flags (an exact resume needs the same schedule and data order), or start a new "
             f"run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
         )

@@ -303,7 +303,7 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="export the network with box decoding and sigmoid scores to ONNX and exit")
     group.add_argument("--export_path", type=str, default=None, metavar="FILE",
                        help="ONNX file to write (default: the checkpoint path with .onnx)")
-    group.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    group.add_argument("--opset", type=int, default=None,
                        help=f"ONNX opset version, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
     group.add_argument("--export_nms", action="store_true",
                        help="include the score threshold (--score_thresh) and per-class NMS (--nms_thresh) in the "

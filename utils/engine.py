@@ -25,10 +25,11 @@ from utils.optim import set_lr, warmup_cosine_lr
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; ``iteration`` is the first (0-based) iteration where it did."""
+    """The loss became NaN or infinite; ``iteration`` is the first (0-based) iteration where it did. The message
+    counts from 1, as the logs and the checkpoints do (iteration k is the k-th, after which k are done)."""
 
     def __init__(self, iteration: int):
-        super().__init__(f"the loss became NaN/inf at iteration {iteration}")
+        super().__init__(f"the loss became NaN/inf at iteration {iteration + 1}")
         self.iteration = iteration
 
 

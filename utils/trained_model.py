@@ -44,7 +44,7 @@ def load_trained_detector(checkpoint_path: str | os.PathLike, device: str | torc
     Raises :class:`~utils.checkpoint.CheckpointError` (one line naming the file) when the file is missing, damaged,
     not written by ``main.py``, lacks an architecture key or holds weights that do not fit the stored architecture.
     """
-    return detector_from_state(load_checkpoint(checkpoint_path), checkpoint_path, device)
+    return detector_from_state(load_checkpoint(checkpoint_path, source="--trained_model"), checkpoint_path, device)
 
 
 def detector_from_state(state: dict, checkpoint_path: str | os.PathLike,
