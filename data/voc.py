@@ -380,18 +380,18 @@ class VOCDetection(DetectionDataset):
                     except DataError as error:
                         problems.append(str(error))
                         continue
-                known = []
-                for obj in parsed.objects:
-                    if obj.name in label_of:
-                        known.append(obj)
-                    elif skip_unknown_classes:
-                        skipped[obj.name] = skipped.get(obj.name, 0) + 1
-                    else:
-                        problems.append(
-                            f"{xml_path}: unknown class {obj.name!r} (classes: {', '.join(label_of)}); "
-                            "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
-                            "(counted in one warning)"
-                        )
+                known = [obj for obj in parsed.objects if obj.name in label_of]
+                unknown = [obj.name for obj in parsed.objects if obj.name not in label_of]
+                for name in dict.fromkeys(unknown):  # each unknown class once per file, with its count
+                    if skip_unknown_classes:
+                        skipped[name] = skipped.get(name, 0) + unknown.count(name)
+                        continue
+                    times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
+                    problems.append(
+                        f"{xml_path}: unknown class {name!r}{times} (classes: {', '.join(label_of)}); "
+                        "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
+                        "(counted in one warning)"
+                    )
                 # float64 until clipped: any finite coordinate (1e300 too) is clipped, not cast to float32 inf
                 image_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
                 image_boxes[:, :2] -= 1  # XML 1-based inclusive -> 0-based continuous

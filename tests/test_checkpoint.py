@@ -177,6 +177,8 @@ def test_check_same_run_refuses_a_changed_schedule():
         key = next(iter(changed))
         with pytest.raises(CheckpointError, match=f"with --{key} .*, this run has {changed[key]}"):
             check_same_run("w.pth", saved, saved | changed)
+    with pytest.raises(CheckpointError, match="with --amp none, this run has bf16"):  # not given: "none", not None
+        check_same_run("w.pth", saved, saved | {"amp": "bf16"})
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
     saved["train_images"] = 8
     with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: "

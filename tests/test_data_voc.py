@@ -211,11 +211,13 @@ def test_default_roots_are_the_repository_datasets_folder_whatever_the_current_f
 
 
 def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
-    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0)]},
-                            {"trainval": ["a"]})
-    with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra'.*pass --skip_unknown_classes to leave"):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("zebra", (2, 2, 9, 9), 0),
+                                             ("zebra", (3, 3, 9, 9), 0)]}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"a\.xml: unknown class 'zebra' \(2 objects\).*pass --skip_unknown_classes") \
+            as error:
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
-    with pytest.warns(DataWarning, match="object of an unknown class skipped: 1"):
+    assert str(error.value).count("unknown class") == 1  # once per file and class
+    with pytest.warns(DataWarning, match="object of an unknown class skipped: 2"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"], skip_unknown_classes=True)
     assert dataset.ground_truth()[0]["labels"].tolist() == [0]
 

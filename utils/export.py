@@ -122,8 +122,9 @@ def export_onnx(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--export_path {path}: cannot create its folder ({error.strerror}); "
-                         "give a writable path") from None
+        in_the_way = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{in_the_way} is a file" if in_the_way else error.strerror
+        raise ValueError(f"--export_path {path}: cannot create its folder ({reason}); give a writable path") from None
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
