@@ -76,6 +76,7 @@ from utils.inference import evaluate_detections, evaluate_results_file, gather_d
 from utils.demo import add_use_arguments, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
+from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
 from utils.messages import first_line
 from utils.optim import build_optimizer
@@ -654,11 +655,18 @@ class BatchCounter:
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
                  init_state: dict | None = None, resume_state: dict | None = None) -> int:
     """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
-    checkpoints, loaded); returns the exit code."""
+    checkpoints, loaded), while no other run on this machine writes the same checkpoint; returns the exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(name).stem
+    with exclusive_run(checkpoint_path, enabled=ctx.is_main):
+        return train_and_evaluate(args, device, ctx, checkpoint_path, init_state, resume_state)
+
+
+def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
+                       init_state: dict | None, resume_state: dict | None) -> int:
+    """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path``."""
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / checkpoint_path.stem
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
@@ -769,7 +777,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
     )
     log.info(
-        f"training {name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} x{ctx.world_size}: "
+        f"training {checkpoint_path.name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} "
+        f"x{ctx.world_size}: "
         f"{max_iter} iterations ({epoch_size} per epoch), batch {args.batch_size} per process, run folder {run_dir}"
     )
     if ctx.is_distributed:

@@ -18,6 +18,7 @@ from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import load_checkpoint
+from utils.run_lock import exclusive_run
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
 ITERS = 8
@@ -680,6 +681,19 @@ def test_a_named_run_has_its_own_checkpoint_and_logs(shapes_root, trained, tmp_p
     capsys.readouterr()
     assert run(tmp_path, [*argv, "--name", "fssd_seed1", "--seed", "1", "--resume"]) == 0  # the named run's file
     assert "resumed" in capsys.readouterr().out.lower()
+
+
+def test_a_run_of_a_checkpoint_another_run_is_writing_stops_before_touching_anything(
+        shapes_root, trained, tmp_path, capsys):
+    """Two runs started with the same flags (two GPUs, say) would set each other's files aside: the second stops."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    shutil.copytree(trained / "run", tmp_path / "run")
+    before = folder_contents(tmp_path)
+    with exclusive_run(tmp_path / "weights" / CKPT.format("")):  # the first run, still training
+        assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+    assert (f"error: {Path('weights') / CKPT.format('')} is the checkpoint of a run still going on (process "
+            f"{os.getpid()}): give this run another --name") in capsys.readouterr().err
+    assert folder_contents(tmp_path) == before
 
 
 def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_path):

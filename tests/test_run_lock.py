@@ -1,0 +1,47 @@
+"""One training run per checkpoint path at a time: the lock main.py holds while it trains."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.run_lock import exclusive_run, lock_file_for
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+
+
+def test_a_second_run_of_one_checkpoint_is_refused_until_the_first_ends(tmp_path):
+    checkpoint = tmp_path / "weights" / "VOC_pafpn_vgg16_size320_anchor24.0_MG.pth"
+    with exclusive_run(checkpoint):
+        with pytest.raises(ValueError, match=rf"{checkpoint} is the checkpoint of a run still going on \(process "
+                                             rf"{os.getpid()}\): give this run another --name"):
+            with exclusive_run(checkpoint):
+                pass
+        with exclusive_run(tmp_path / "weights" / "other.pth"):  # another checkpoint: no conflict
+            pass
+        with exclusive_run(checkpoint, enabled=False):  # torchrun's other processes do not lock
+            pass
+    with exclusive_run(checkpoint):  # released when the first run ended
+        pass
+
+
+def test_the_lock_is_keyed_by_the_resolved_path_and_lives_outside_the_run_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert lock_file_for("weights/a.pth") == lock_file_for(tmp_path / "weights" / ".." / "weights" / "a.pth")
+    assert lock_file_for("weights/a.pth") != lock_file_for("weights/b.pth")
+    with exclusive_run("weights/a.pth"):
+        assert not (tmp_path / "weights").exists()
+
+
+def test_a_run_that_dies_releases_its_lock(tmp_path):
+    checkpoint = tmp_path / "w.pth"
+    script = (f"import sys, os; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from utils.run_lock import exclusive_run\n"
+              f"with exclusive_run({str(checkpoint)!r}):\n"
+              "    print('locked', flush=True)\n"
+              "    os._exit(9)  # no clean-up: the lock goes with the process\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 9 and result.stdout == "locked\n"
+    with exclusive_run(checkpoint):
+        pass
