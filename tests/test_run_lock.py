@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.run_lock import exclusive_run, lock_file_for
+from utils.run_lock import exclusive_run, lock_file_for, one_writer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 
@@ -45,3 +45,26 @@ def test_a_run_that_dies_releases_its_lock(tmp_path):
     assert result.returncode == 9 and result.stdout == "locked\n"
     with exclusive_run(checkpoint):
         pass
+
+
+def test_an_evaluation_waits_for_another_writing_the_same_folder(tmp_path, capsys):
+    folder, finished = tmp_path / "eval" / "VOC", tmp_path / "first-finished"
+    script = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from pathlib import Path\n"
+              "from utils.run_lock import one_writer\n"
+              f"with one_writer({str(folder)!r}):\n"
+              "    print('writing', flush=True)\n"
+              "    time.sleep(1.0)\n"
+              f"    Path({str(finished)!r}).write_text('')\n")
+    first = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "writing\n"
+        with one_writer(folder):
+            assert finished.exists()  # the first evaluation's files were all written before this one started
+        assert f"waiting for another evaluation (process {first.pid}) to finish writing to {folder}" in (
+            capsys.readouterr().err)
+    finally:
+        first.wait(timeout=60)
+    with one_writer(folder):  # free again: no wait, no message
+        pass
+    assert capsys.readouterr().err == ""

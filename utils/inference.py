@@ -26,6 +26,7 @@ from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
 from utils.files import write_text
 from utils.postprocess import PostProcessor, detections_to_numpy
+from utils.run_lock import one_writer
 
 Detections = dict[str, np.ndarray]
 
@@ -140,18 +141,20 @@ def evaluate_detections(dataset, detections: list[Detections | None], out_dir: P
         )
     out_dir = Path(out_dir)
     if dataset.kind == "voc":
-        write_voc_results(detections, dataset.image_ids, dataset.class_names, out_dir)
         metrics = evaluate_voc(detections, dataset.ground_truth(), dataset.class_names)
+        with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
+            write_voc_results(detections, dataset.image_ids, dataset.class_names, out_dir)
+            write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
         print(format_voc_report(metrics))
     elif dataset.kind == "coco":
         results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
-        split = run_info.get("split", "val2017")
-        write_coco_results(results, out_dir / f"detections_{split}_results.json")
         metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)
+        with one_writer(out_dir):
+            write_coco_results(results, out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json")
+            write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
         print(format_coco_report(metrics))
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
-    write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
     return metrics
 
 

@@ -1,19 +1,22 @@
-"""One training run per checkpoint path at a time on this machine.
+"""Runs that must not write the same files at once on this machine.
 
 Two runs writing one checkpoint (two GPUs started with the same flags, say) would set each other's checkpoint and
-logs aside and overwrite them. ``main.py`` holds an advisory lock (``flock``) while it trains: a lock file named
-after the checkpoint's absolute path, in a per-user folder of the system's temporary folder (so a start that fails
-changes none of the run's own folders). The lock goes with the process, however it ends. Where ``flock`` is missing
-(Windows) or the temporary folder cannot be written, runs go unguarded.
+logs aside and overwrite them, and two evaluations writing one folder (``eval/VOC`` at the end of two trainings)
+would leave it holding some results files of each. Advisory locks (``flock``) prevent both: a lock file named after
+the path's absolute form, in a per-user folder of the system's temporary folder (so taking a lock changes none of
+the run's own folders). A lock goes with the process, however it ends. Where ``flock`` is missing (Windows) or the
+temporary folder cannot be written, nothing is locked.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 try:
     import fcntl
@@ -21,9 +24,9 @@ except ImportError:  # Windows
     fcntl = None
 
 
-def lock_file_for(checkpoint_path: str | os.PathLike) -> Path:
-    """The lock file of a checkpoint path (its absolute, resolved form), in the user's lock folder."""
-    key = hashlib.sha1(str(Path(checkpoint_path).resolve()).encode()).hexdigest()[:20]
+def lock_file_for(path: str | os.PathLike) -> Path:
+    """The lock file of a path (its absolute, resolved form), in the user's lock folder."""
+    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
     user = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"mutual-guidance-runs-{user}" / f"{key}.lock"
 
@@ -32,31 +35,63 @@ def lock_file_for(checkpoint_path: str | os.PathLike) -> Path:
 def exclusive_run(checkpoint_path: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
     """Hold the lock of ``checkpoint_path`` for the block; raise ``ValueError`` naming the process that holds it
     when another run does. No lock when not ``enabled`` (the processes other than rank 0 under torchrun)."""
-    if not enabled or fcntl is None:
+    with _locked(checkpoint_path, enabled) as handle:
+        if handle is not None and not _try_lock(handle):
+            raise ValueError(
+                f"{checkpoint_path} is the checkpoint of a run still going on ({_holder(handle)}): give this run "
+                "another --name (or --save_folder), or wait for that run to end"
+            )
         yield
+
+
+@contextmanager
+def one_writer(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of ``folder`` for the block, waiting (and saying so on stderr) while another process holds it."""
+    with _locked(folder, True) as handle:
+        if handle is not None and not _try_lock(handle):
+            print(f"waiting for another evaluation ({_holder(handle)}) to finish writing to {folder}", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _claim(handle)
+        yield
+
+
+@contextmanager
+def _locked(path: str | os.PathLike, enabled: bool) -> Iterator[IO[str] | None]:
+    """The open lock file of ``path`` (None: nothing to lock), unlocked when the block ends."""
+    if not enabled or fcntl is None:
+        yield None
         return
-    lock_path = lock_file_for(checkpoint_path)
+    lock_path = lock_file_for(path)
     try:
         lock_path.parent.mkdir(mode=0o700, exist_ok=True)
         handle = open(lock_path, "a+", encoding="utf-8")
-    except OSError:  # an unwritable temporary folder: train unguarded rather than not at all
-        yield
+    except OSError:  # an unwritable temporary folder: run unguarded rather than not at all
+        yield None
         return
     with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(
-                f"{checkpoint_path} is the checkpoint of a run still going on ({holder}): give this run another "
-                "--name (or --save_folder), or wait for that run to end"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}")
-        handle.flush()
-        try:
-            yield
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    _claim(handle)
+    return True
+
+
+def _claim(handle: IO[str]) -> None:
+    """Record this process as the holder, for the message another process shows."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}")
+    handle.flush()
+
+
+def _holder(handle: IO[str]) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "another process"
