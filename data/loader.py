@@ -52,6 +52,9 @@ class ResumableBatchSampler(Sampler):
     Iteration ``it`` belongs to epoch ``it // epoch_size``; the epoch's permutation is drawn from ``(seed, epoch)``.
     Its step ``s`` takes the global batch ``perm[s*B*W : (s+1)*B*W]`` and this process (rank ``r``) takes every
     ``W``-th item from position ``r``. Each item is ``(dataset index, epoch)``, for :class:`EpochSamples`.
+
+    With ``max_iter=None`` each pass yields one epoch, for loops over epochs: the first pass from ``start_iter`` to the
+    end of its epoch, each later pass the next epoch, unless :meth:`set_epoch` picks one.
     """
 
     def __init__(
@@ -60,7 +63,7 @@ class ResumableBatchSampler(Sampler):
         batch_size: int,
         seed: int,
         start_iter: int,
-        max_iter: int,
+        max_iter: int | None,
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -72,14 +75,29 @@ class ResumableBatchSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch_size = iterations_per_epoch(num_images, batch_size, world_size)
+        self._next_pass = (start_iter, (start_iter // self.epoch_size + 1) * self.epoch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """With ``max_iter=None``: the next pass yields epoch ``epoch`` (whole)."""
+        self._next_pass = (epoch * self.epoch_size, (epoch + 1) * self.epoch_size)
 
     def __len__(self) -> int:
+        if self.max_iter is None:
+            return self._next_pass[1] - self._next_pass[0]
         return max(self.max_iter - self.start_iter, 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.max_iter is None:
+            first, stop = self._next_pass
+            self._next_pass = (stop, stop + self.epoch_size)
+        else:
+            first, stop = self.start_iter, self.max_iter
+        return self._batches(first, stop)
+
+    def _batches(self, first: int, stop: int) -> Iterator[list[tuple[int, int]]]:
         global_batch = self.batch_size * self.world_size
         epoch, permutation = -1, None
-        for iteration in range(self.start_iter, self.max_iter):
+        for iteration in range(first, stop):
             step = iteration % self.epoch_size
             if iteration // self.epoch_size != epoch:
                 epoch = iteration // self.epoch_size
@@ -167,8 +185,10 @@ def build_loader(
 ) -> DataLoader:
     """DataLoader yielding ``detection_collate`` batches.
 
-    Train: one loader for the whole run, the batches of iterations ``start_iter .. max_iter - 1`` (default: one
-    epoch) of the stream in the module docstring, order from ``seed``, augmentation from the dataset's seed; with
+    Train: one loader for the whole run, the batches of iterations ``start_iter .. max_iter - 1`` of the stream in the
+    module docstring, order from ``seed``, augmentation from the dataset's seed; without ``max_iter``, one epoch per
+    pass over the loader, the next epoch at each pass (``for epoch in range(E): for batch in loader`` sees epoch
+    ``e``'s order and augmentation; ``loader.batch_sampler.set_epoch(e)`` picks one); with
     ``distributed``, this process's share of each global batch (``batch_size`` per process; rank and world size from
     the initialised ``torch.distributed`` group). Workers ignore Ctrl-C/SIGTERM (the main process stops the run).
     Test: every image in dataset order; ``distributed``: a ``DistributedSampler`` per rank (it pads the last ranks
@@ -184,8 +204,6 @@ def build_loader(
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     if train:
         rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        epoch_size = iterations_per_epoch(len(dataset), batch_size, world_size)
-        max_iter = start_iter + epoch_size if max_iter is None else max_iter
         return DataLoader(
             EpochSamples(dataset),
             batch_sampler=ResumableBatchSampler(len(dataset), batch_size, seed, start_iter, max_iter, rank, world_size),

@@ -131,6 +131,22 @@ def test_workers_give_the_same_batches_as_the_main_process(voc_root):
     assert_same_batches(in_process, batches(loader))
 
 
+def test_an_epoch_loop_over_a_loader_without_max_iter_sees_the_next_epoch_at_each_pass(voc_root):
+    """``for epoch in range(E): for batch in loader`` (the usual PyTorch loop) walks the same stream as one loader of
+    E epochs; ``batch_sampler.set_epoch`` picks an epoch, and a loader started mid-epoch first finishes that epoch."""
+    whole_run = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5, max_iter=6))  # 3 epochs
+    per_epoch = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5)
+    assert len(per_epoch) == 2
+    assert_same_batches(whole_run, [batch for _ in range(3) for batch in batches(per_epoch)])
+    per_epoch.batch_sampler.set_epoch(1)
+    assert_same_batches(whole_run[2:4], batches(per_epoch))
+    assert_same_batches(whole_run[4:6], batches(per_epoch))  # and on from there
+    resumed = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5, start_iter=3)
+    assert len(resumed) == 1
+    assert_same_batches(whole_run[3:4], batches(resumed))  # the rest of epoch 1
+    assert_same_batches(whole_run[4:6], batches(resumed))  # then epoch 2
+
+
 def test_a_loader_started_mid_run_replays_the_same_batches(voc_root):
     full = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2, max_iter=6))
     resumed = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=2, start_iter=3, max_iter=6)
