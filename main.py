@@ -21,10 +21,12 @@ import argparse
 import json
 import math
 import re
+import shlex
 import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,7 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
+DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
 
@@ -201,7 +204,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
                           "--version/--backbone/--size/--base_anchor_size default to the checkpoint's)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                     help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint)")
+                     help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint; "
+                          "a PATH given also supplies --version/--backbone/--size/--base_anchor_size)")
     run.add_argument("--checkpoint_interval", type=int, default=500,
                      help="save a checkpoint every N iterations (default: 500)")
     run.add_argument("--log_interval", type=int, default=20,
@@ -218,7 +222,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "the dataset of the summary.json beside them")
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
-    run.add_argument("--nms_thresh", type=float, default=0.5,
+    run.add_argument("--nms_thresh", type=float, default=DEFAULT_NMS_THRESH,
                      help="per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: 0.5)")
     run.add_argument("--cuda_graph", action="store_true",
                      help="evaluation and --demo on CUDA: replay the network and post-processing from one CUDA graph "
@@ -387,8 +391,9 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
 
 def take_dataset_from_summary(args: argparse.Namespace) -> str:
     """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
-    ``--skip_unknown_classes`` of the evaluation that wrote the results, from the ``summary.json`` beside them.
-    Returns what was taken, for the log ("" when nothing: no such file, or ``--dataset`` given)."""
+    ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
+    (its ``evaluated_with``). Returns what was taken, for the log ("" when nothing: no such file or entry, or
+    ``--dataset`` given)."""
     results = Path(args.eval_results)
     summary_file = (results if results.is_dir() else results.parent) / "summary.json"
     if args.dataset is not None or not summary_file.is_file():
@@ -397,16 +402,16 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
-    if not isinstance(summary, dict) or summary.get("dataset") not in DATASETS:
+    settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
+    if not isinstance(settings, dict) or settings.get("dataset") not in DATASETS:
         return ""
-    args.dataset = summary["dataset"]
+    args.dataset = settings["dataset"]
     taken = [f"--dataset {args.dataset}"]
-    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
     for key in ("data_root", "classes"):
-        if getattr(args, key) is None and isinstance(config.get(key), str):
-            setattr(args, key, config[key])
-            taken.append(f"--{key} {config[key]}")
-    if not args.skip_unknown_classes and config.get("skip_unknown_classes") is True:
+        if getattr(args, key) is None and isinstance(settings.get(key), str):
+            setattr(args, key, settings[key])
+            taken.append(f"--{key} {settings[key]}")
+    if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
         args.skip_unknown_classes = True
         taken.append("--skip_unknown_classes")
     return f"{', '.join(taken)} (from {summary_file})"
@@ -451,9 +456,9 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     if args.size is not None and args.size % 64:
         raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
     if args.classes and args.dataset in ("shapes", "coco"):
-        raise ValueError(f"--classes is for VOC and custom data; --dataset {args.dataset} has its own classes: "
+        raise ValueError(f"--classes is for VOC and custom data; the {args.dataset} dataset has its own classes: "
                          "drop --classes")
-    if args.name is not None:
+    if args.name is not None and not (args.trained_model or args.eval_results or args.check_data):  # names a run
         args.name = args.name.removesuffix(".pth")
         if not RUN_NAME.fullmatch(args.name):
             raise ValueError(f"--name {args.name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter "
@@ -542,7 +547,9 @@ def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, 
         return None
     out_dir = eval_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test"} | run_info
+    evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
+    run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
+                "evaluated_with": evaluated_with} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
     log.info(f"{dataset_tag(args)} test: {format_metrics(metrics)}")
     return metrics
@@ -659,7 +666,16 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
-    with exclusive_run(checkpoint_path, enabled=ctx.is_main):
+    with ExitStack() as held:
+        refusal = None
+        if ctx.is_main:  # the main process holds the lock; every process stops when it cannot
+            try:
+                held.enter_context(exclusive_run(checkpoint_path))
+            except ValueError as error:
+                refusal = str(error)
+        refusal = broadcast_object(refusal, ctx)
+        if refusal:
+            raise ValueError(refusal)
         return train_and_evaluate(args, device, ctx, checkpoint_path, init_state, resume_state)
 
 
@@ -821,8 +837,10 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     save(max_iter)
     log.info(f"saved {checkpoint_path}")
     # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
-    evaluate_later = (f"evaluate it with: python main.py --trained_model {checkpoint_path}"
-                      + (f" --eval_dir {args.eval_dir}" if args.eval_dir else ""))
+    command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
+    command += ["--eval_dir", args.eval_dir] if args.eval_dir else []
+    command += ["--nms_thresh", str(args.nms_thresh)] if args.nms_thresh != DEFAULT_NMS_THRESH else []
+    evaluate_later = f"evaluate it with: {shlex.join(command)}"
     try:
         with termination_as_interrupt():
             metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)

@@ -53,8 +53,8 @@ class ResumableBatchSampler(Sampler):
     Its step ``s`` takes the global batch ``perm[s*B*W : (s+1)*B*W]`` and this process (rank ``r``) takes every
     ``W``-th item from position ``r``. Each item is ``(dataset index, epoch)``, for :class:`EpochSamples`.
 
-    With ``max_iter=None`` each pass yields one epoch, for loops over epochs: the first pass from ``start_iter`` to the
-    end of its epoch, each later pass the next epoch, unless :meth:`set_epoch` picks one.
+    With ``max_iter=None`` each pass yields one epoch, for loops over epochs: epoch ``start_iter // epoch_size`` first
+    (``start_iter`` must then begin an epoch), each later pass the next one, unless :meth:`set_epoch` picks one.
     """
 
     def __init__(
@@ -75,24 +75,27 @@ class ResumableBatchSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch_size = iterations_per_epoch(num_images, batch_size, world_size)
-        self._next_pass = (start_iter, (start_iter // self.epoch_size + 1) * self.epoch_size)
+        if max_iter is None and start_iter % self.epoch_size:
+            raise ValueError(f"start_iter {start_iter} is inside epoch {start_iter // self.epoch_size} of "
+                             f"{self.epoch_size} iterations: without max_iter each pass is a whole epoch; give "
+                             "max_iter to start mid-epoch")
+        self._next_epoch = start_iter // self.epoch_size
 
     def set_epoch(self, epoch: int) -> None:
-        """With ``max_iter=None``: the next pass yields epoch ``epoch`` (whole)."""
-        self._next_pass = (epoch * self.epoch_size, (epoch + 1) * self.epoch_size)
+        """With ``max_iter=None``: the next pass yields epoch ``epoch``."""
+        if self.max_iter is not None:
+            raise ValueError("set_epoch: this sampler yields iterations start_iter..max_iter-1; build it without "
+                             "max_iter to pass over it one epoch at a time")
+        self._next_epoch = epoch
 
     def __len__(self) -> int:
-        if self.max_iter is None:
-            return self._next_pass[1] - self._next_pass[0]
-        return max(self.max_iter - self.start_iter, 0)
+        return self.epoch_size if self.max_iter is None else max(self.max_iter - self.start_iter, 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.max_iter is None:
-            first, stop = self._next_pass
-            self._next_pass = (stop, stop + self.epoch_size)
-        else:
-            first, stop = self.start_iter, self.max_iter
-        return self._batches(first, stop)
+            epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+            return self._batches(epoch * self.epoch_size, (epoch + 1) * self.epoch_size)
+        return self._batches(self.start_iter, self.max_iter)
 
     def _batches(self, first: int, stop: int) -> Iterator[list[tuple[int, int]]]:
         global_batch = self.batch_size * self.world_size
@@ -188,7 +191,7 @@ def build_loader(
     Train: one loader for the whole run, the batches of iterations ``start_iter .. max_iter - 1`` of the stream in the
     module docstring, order from ``seed``, augmentation from the dataset's seed; without ``max_iter``, one epoch per
     pass over the loader, the next epoch at each pass (``for epoch in range(E): for batch in loader`` sees epoch
-    ``e``'s order and augmentation; ``loader.batch_sampler.set_epoch(e)`` picks one); with
+    ``e``'s order and augmentation; ``loader.batch_sampler.set_epoch(e)`` picks one; persistent workers); with
     ``distributed``, this process's share of each global batch (``batch_size`` per process; rank and world size from
     the initialised ``torch.distributed`` group). Workers ignore Ctrl-C/SIGTERM (the main process stops the run).
     Test: every image in dataset order; ``distributed``: a ``DistributedSampler`` per rank (it pads the last ranks
@@ -211,6 +214,7 @@ def build_loader(
             collate_fn=detection_collate,
             pin_memory=pin_memory,
             worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+            persistent_workers=workers > 0 and max_iter is None,  # one pass per epoch: keep the workers between
             generator=torch.Generator().manual_seed(seed),
         )
     sampler = DistributedSampler(dataset, shuffle=False, drop_last=False) if distributed else SequentialSampler(dataset)

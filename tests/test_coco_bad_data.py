@@ -4,6 +4,7 @@ import io
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import main as cli
-from data import COCODetection, DataError, build_dataset
+from data import COCODetection, DataError, DataWarning, build_dataset
 from data.coco_eval import detections_to_coco_results, evaluate_coco, with_positive_annotation_ids
 from data.transforms import TestTransform
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
@@ -163,8 +164,13 @@ def test_a_test_split_of_objects_too_small_to_train_on_is_still_scored(tmp_path,
     tiny = [dict(obj, bbox=[obj["bbox"][0], obj["bbox"][1], 6.0, 5.0]) for obj in OBJECTS]
     write_coco(tmp_path, "train", coco_json(annotations_with_ids([1, 2, 3, 4])))
     write_coco(tmp_path, "val", coco_json([dict(a, id=i, area=30.0, iscrowd=0) for i, a in enumerate(tiny, 1)]))
-    test_split = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # nothing is left out of a test split's scoring: no warning
+        test_split = build_dataset("custom", "test", 32, data_root=str(tmp_path))
     assert len(test_split.annotations.labels) == 0 and test_split.objects_to_score() == 4
+    with pytest.raises(DataError, match="no image has a box to train on"):  # the same json as a training split
+        COCODetection(tmp_path / "annotations" / "instances_val.json", tmp_path / "val", TestTransform(32),
+                      drop_empty=True)
     assert run_main("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0") == 0
     assert "hold no object to score" not in capsys.readouterr().err
 

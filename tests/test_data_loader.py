@@ -133,7 +133,7 @@ def test_workers_give_the_same_batches_as_the_main_process(voc_root):
 
 def test_an_epoch_loop_over_a_loader_without_max_iter_sees_the_next_epoch_at_each_pass(voc_root):
     """``for epoch in range(E): for batch in loader`` (the usual PyTorch loop) walks the same stream as one loader of
-    E epochs; ``batch_sampler.set_epoch`` picks an epoch, and a loader started mid-epoch first finishes that epoch."""
+    E epochs; ``batch_sampler.set_epoch`` picks an epoch; a start inside an epoch needs ``max_iter``."""
     whole_run = batches(build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5, max_iter=6))  # 3 epochs
     per_epoch = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5)
     assert len(per_epoch) == 2
@@ -141,10 +141,13 @@ def test_an_epoch_loop_over_a_loader_without_max_iter_sees_the_next_epoch_at_eac
     per_epoch.batch_sampler.set_epoch(1)
     assert_same_batches(whole_run[2:4], batches(per_epoch))
     assert_same_batches(whole_run[4:6], batches(per_epoch))  # and on from there
-    resumed = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5, start_iter=3)
-    assert len(resumed) == 1
-    assert_same_batches(whole_run[3:4], batches(resumed))  # the rest of epoch 1
-    assert_same_batches(whole_run[4:6], batches(resumed))  # then epoch 2
+    from_epoch_1 = build_loader(train_set(voc_root), 4, train=True, workers=0, seed=5, start_iter=2)
+    assert_same_batches(whole_run[2:6], batches(from_epoch_1) + batches(from_epoch_1))
+    with pytest.raises(ValueError, match="start_iter 3 is inside epoch 1 of 2 iterations: .* give max_iter"):
+        build_loader(train_set(voc_root), 4, train=True, workers=0, start_iter=3)
+    with pytest.raises(ValueError, match="set_epoch: this sampler yields iterations start_iter..max_iter-1"):
+        build_loader(train_set(voc_root), 4, train=True, workers=0, max_iter=6).batch_sampler.set_epoch(1)
+    assert build_loader(train_set(voc_root), 4, train=True, workers=1).persistent_workers  # kept between epochs
 
 
 def test_a_loader_started_mid_run_replays_the_same_batches(voc_root):

@@ -102,8 +102,8 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
         (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
         (["--init_from", "w.pth", "--pretrained", "r18.pth"], "--pretrained is not used with --init_from"),
-        (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; --dataset shapes has its "
-                                                      "own classes: drop --classes"),
+        (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; the shapes dataset has "
+                                                      "its own classes: drop --classes"),
         (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
         (["--name", ".pth"], "--name '': use 1-200 letters"),
         (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),

@@ -90,8 +90,10 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
         assert "num_pos_cls" in header and "disagree_with_iou" in header
 
     capsys.readouterr()
-    # a VOC-layout folder without --classes: the checkpoint's class names read the XML
-    assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", str(checkpoint),
+    # a VOC-layout folder without --classes: the checkpoint's class names read the XML; a copy of the training data,
+    # so that --eval_results below must take the evaluation's --data_root, not the training run's
+    evaluated_root = copy_of(shapes_root, tmp_path)
+    assert run(workdir, ["--dataset", "custom", "--data_root", str(evaluated_root), "--trained_model", str(checkpoint),
                          "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02",
                          "--max_iter", "3", "--seed", "4", "--no-pretrained"]) == 0
     out = capsys.readouterr().out
@@ -106,7 +108,7 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     # and without the dataset flags, read from the summary.json the evaluation wrote beside them
     assert run(workdir, ["--eval_results", "eval/CUSTOM"]) == 0
     out = capsys.readouterr().out
-    assert (f"evaluating as the evaluation that wrote them: --dataset custom, --data_root {shapes_root}, --classes "
+    assert (f"evaluating as the evaluation that wrote them: --dataset custom, --data_root {evaluated_root}, --classes "
             f"{','.join(SHAPES_CLASSES)} (from {Path('eval/CUSTOM/summary.json')})") in out
     assert f"eval/CUSTOM: {scores}" in out
 

@@ -68,3 +68,28 @@ def test_an_evaluation_waits_for_another_writing_the_same_folder(tmp_path, capsy
     with one_writer(folder):  # free again: no wait, no message
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_a_lock_folder_others_can_write_is_not_trusted(tmp_path, monkeypatch):
+    """Another user could plant a link named after a checkpoint in a shared folder: such a folder locks nothing."""
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    checkpoint = tmp_path / "w.pth"
+    folder = lock_file_for(checkpoint).parent
+    folder.mkdir(mode=0o700)
+    with exclusive_run(checkpoint):
+        with pytest.raises(ValueError, match="still going on"):
+            with exclusive_run(checkpoint):
+                pass
+    folder.chmod(0o777)
+    with exclusive_run(checkpoint):
+        with exclusive_run(checkpoint):  # unguarded rather than trusting the folder
+            pass
+    folder.chmod(0o700)
+    lock = lock_file_for(checkpoint)
+    lock.unlink()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    lock.symlink_to(target)
+    with exclusive_run(checkpoint):  # a link in place of the lock file is not followed (nor written through)
+        pass
+    assert target.read_text() == "keep me"

@@ -196,10 +196,13 @@ def format_voc_report(metrics: dict) -> str:
 
 
 def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) -> Path:
-    """``summary.json``: dataset, split, model config, checkpoint, date, image count and every metric (NaN -> null)."""
+    """``summary.json``: dataset, split, the data flags it was evaluated with (``evaluated_with``: dataset, data_root,
+    classes, skip_unknown_classes, which ``--eval_results`` reuses), model config, checkpoint, date, image count and
+    every metric (NaN -> null)."""
     summary = {
         "dataset": run_info.get("dataset"),
         "split": run_info.get("split"),
+        "evaluated_with": run_info.get("evaluated_with"),
         "config": run_info.get("config"),
         "checkpoint": None if run_info.get("checkpoint") is None else str(run_info["checkpoint"]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

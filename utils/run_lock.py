@@ -4,13 +4,15 @@ Two runs writing one checkpoint (two GPUs started with the same flags, say) woul
 logs aside and overwrite them, and two evaluations writing one folder (``eval/VOC`` at the end of two trainings)
 would leave it holding some results files of each. Advisory locks (``flock``) prevent both: a lock file named after
 the path's absolute form, in a per-user folder of the system's temporary folder (so taking a lock changes none of
-the run's own folders). A lock goes with the process, however it ends. Where ``flock`` is missing (Windows) or the
-temporary folder cannot be written, nothing is locked.
+the run's own folders). A lock goes with the process, however it ends (and with its DataLoader workers, which exit a
+few seconds after it). Where ``flock`` is missing (Windows), or there is no temporary folder this user alone owns,
+nothing is locked.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -39,7 +41,8 @@ def exclusive_run(checkpoint_path: str | os.PathLike, enabled: bool = True) -> I
         if handle is not None and not _try_lock(handle):
             raise ValueError(
                 f"{checkpoint_path} is the checkpoint of a run still going on ({_holder(handle)}): give this run "
-                "another --name (or --save_folder), or wait for that run to end"
+                "another --name (or --save_folder), or wait for that run to end (a run just stopped releases it "
+                "within seconds)"
             )
         yield
 
@@ -58,14 +61,8 @@ def one_writer(folder: str | os.PathLike) -> Iterator[None]:
 @contextmanager
 def _locked(path: str | os.PathLike, enabled: bool) -> Iterator[IO[str] | None]:
     """The open lock file of ``path`` (None: nothing to lock), unlocked when the block ends."""
-    if not enabled or fcntl is None:
-        yield None
-        return
-    lock_path = lock_file_for(path)
-    try:
-        lock_path.parent.mkdir(mode=0o700, exist_ok=True)
-        handle = open(lock_path, "a+", encoding="utf-8")
-    except OSError:  # an unwritable temporary folder: run unguarded rather than not at all
+    handle = _open_lock_file(path) if enabled and fcntl is not None else None
+    if handle is None:
         yield None
         return
     with handle:
@@ -73,6 +70,24 @@ def _locked(path: str | os.PathLike, enabled: bool) -> Iterator[IO[str] | None]:
             yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: str | os.PathLike) -> IO[str] | None:
+    """The lock file of ``path``, opened for reading and writing; None (run unguarded rather than not at all) when
+    there is no temporary folder, when the lock folder is not a private folder of this user's (another user could
+    have planted links there), or when it cannot be written."""
+    try:
+        lock_path = lock_file_for(path)
+        if lock_path.parent.parent.resolve() == Path.cwd().resolve():  # tempfile's last resort: not the run's folder
+            return None
+        lock_path.parent.mkdir(mode=0o700, exist_ok=True)
+        folder = os.lstat(lock_path.parent)
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid() or folder.st_mode & 0o077:
+            return None
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    return os.fdopen(descriptor, "r+", encoding="utf-8")
 
 
 def _try_lock(handle: IO[str]) -> bool:
