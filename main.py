@@ -373,16 +373,7 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
     ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
     (the printed metrics then equal those of the training run's final evaluation). Returns what was taken, for the
     log ("" when nothing)."""
-    taken = []
-    if args.dataset is None and config.get("dataset") in DATASETS:
-        args.dataset = config["dataset"]
-        taken.append(f"--dataset {args.dataset}")
-        if args.data_root is None and config.get("data_root") is not None:
-            args.data_root = config["data_root"]
-            taken.append(f"--data_root {args.data_root}")
-        if not args.skip_unknown_classes and config.get("skip_unknown_classes") is True:
-            args.skip_unknown_classes = True  # the test split the training run evaluated on
-            taken.append("--skip_unknown_classes")
+    taken = take_data_flags(args, config, ("data_root",))  # the test split the training run evaluated on
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]
         taken.append(f"--amp {args.amp}")
@@ -403,18 +394,26 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
     except (OSError, ValueError):
         return ""
     settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
-    if not isinstance(settings, dict) or settings.get("dataset") not in DATASETS:
-        return ""
+    taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
+    return f"{', '.join(taken)} (from {summary_file})" if taken else ""
+
+
+def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
+    """Without ``--dataset``: ``settings``' dataset and, where the flags do not give them, its string ``flags`` (e.g.
+    ``data_root``) and ``skip_unknown_classes``. Returns what was taken (``--flag value``); nothing when ``--dataset``
+    was given or ``settings`` names no known dataset."""
+    if args.dataset is not None or settings.get("dataset") not in DATASETS:
+        return []
     args.dataset = settings["dataset"]
     taken = [f"--dataset {args.dataset}"]
-    for key in ("data_root", "classes"):
+    for key in flags:
         if getattr(args, key) is None and isinstance(settings.get(key), str):
             setattr(args, key, settings[key])
             taken.append(f"--{key} {settings[key]}")
     if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
         args.skip_unknown_classes = True
         taken.append("--skip_unknown_classes")
-    return f"{', '.join(taken)} (from {summary_file})"
+    return taken
 
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:

@@ -353,8 +353,9 @@ class COCODetection(DetectionDataset):
 
         fixups = FixupCounter()
         fill_area_and_crowd(coco.dataset["annotations"], fixups)
+        training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
         if require_objects_to_score is None:
-            require_objects_to_score = not (drop_empty or require_boxes)
+            require_objects_to_score = not training
         if require_objects_to_score and coco.dataset["annotations"] and not count_objects_to_score(coco):
             raise DataError(f"{annotation_file}: the test split's {len(coco.imgs)} images {NO_OBJECT_TO_SCORE}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
@@ -373,23 +374,23 @@ class COCODetection(DetectionDataset):
             | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance)
             | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
         )
-        for kind, mask in (
-            ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
-            ("box dropped for its area <= 0", no_area),
-            ("box clipped to the image", outside),
-        ):
-            shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
-            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
         boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
         small = ~keep & ~degenerate & ~no_area
         self.small_boxes_dropped = int(small.sum())
-        if drop_empty or require_boxes:  # training; a test split's small objects are still scored (pycocotools)
-            shown = np.flatnonzero(small)[:FixupCounter.EXAMPLES_SHOWN]
-            fixups.add(f"box with a side <= {MIN_BOX_SIDE_PIXELS} px left out of training (the authors' rule)",
-                       self.small_boxes_dropped, _annotation_names([annotations[i] for i in shown]))
+        counted = [
+            ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
+            ("box dropped for its area <= 0", no_area),
+            ("box clipped to the image", outside),
+        ]
+        if training:  # a test split's small objects are still scored (pycocotools)
+            counted.append((f"box with a side <= {MIN_BOX_SIDE_PIXELS} px left out of training (the authors' rule)",
+                            small))
+        for kind, mask in counted:
+            shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
+            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
         fixups.warn(f"COCO dataset {annotation_file}")
         self.fixups = dict(fixups.counts)
-        if (drop_empty or require_boxes) and not keep.any():
+        if training and not keep.any():
             raise DataError(
                 f"{annotation_file}: no image has a box to train on ({len(annotations)} annotation(s)"
                 f"{'' if include_crowd else ' not crowd'}, none left after dropping boxes with w, h or area <= 0 or a "

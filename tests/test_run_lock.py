@@ -20,8 +20,6 @@ def test_a_second_run_of_one_checkpoint_is_refused_until_the_first_ends(tmp_path
                 pass
         with exclusive_run(tmp_path / "weights" / "other.pth"):  # another checkpoint: no conflict
             pass
-        with exclusive_run(checkpoint, enabled=False):  # torchrun's other processes do not lock
-            pass
     with exclusive_run(checkpoint):  # released when the first run ended
         pass
 

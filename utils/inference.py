@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +143,20 @@ def evaluate_detections(dataset, detections: list[Detections | None], out_dir: P
     out_dir = Path(out_dir)
     if dataset.kind == "voc":
         metrics = evaluate_voc(detections, dataset.ground_truth(), dataset.class_names)
-        with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
-            write_voc_results(detections, dataset.image_ids, dataset.class_names, out_dir)
-            write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
-        print(format_voc_report(metrics))
+        write_results = partial(write_voc_results, detections, dataset.image_ids, dataset.class_names, out_dir)
+        report = format_voc_report(metrics)
     elif dataset.kind == "coco":
         results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
         metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)
-        with one_writer(out_dir):
-            write_coco_results(results, out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json")
-            write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
-        print(format_coco_report(metrics))
+        write_results = partial(write_coco_results, results,
+                                out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json")
+        report = format_coco_report(metrics)
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
+    with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
+        write_results()
+        write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
+    print(report)
     return metrics
 
 

@@ -34,10 +34,10 @@ def lock_file_for(path: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def exclusive_run(checkpoint_path: str | os.PathLike, enabled: bool = True) -> Iterator[None]:
+def exclusive_run(checkpoint_path: str | os.PathLike) -> Iterator[None]:
     """Hold the lock of ``checkpoint_path`` for the block; raise ``ValueError`` naming the process that holds it
-    when another run does. No lock when not ``enabled`` (the processes other than rank 0 under torchrun)."""
-    with _locked(checkpoint_path, enabled) as handle:
+    when another run does (under torchrun the main process alone takes it, see ``main.run_training``)."""
+    with _locked(checkpoint_path) as handle:
         if handle is not None and not _try_lock(handle):
             raise ValueError(
                 f"{checkpoint_path} is the checkpoint of a run still going on ({_holder(handle)}): give this run "
@@ -50,7 +50,7 @@ def exclusive_run(checkpoint_path: str | os.PathLike, enabled: bool = True) -> I
 @contextmanager
 def one_writer(folder: str | os.PathLike) -> Iterator[None]:
     """Hold the lock of ``folder`` for the block, waiting (and saying so on stderr) while another process holds it."""
-    with _locked(folder, True) as handle:
+    with _locked(folder) as handle:
         if handle is not None and not _try_lock(handle):
             print(f"waiting for another evaluation ({_holder(handle)}) to finish writing to {folder}", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -59,9 +59,9 @@ def one_writer(folder: str | os.PathLike) -> Iterator[None]:
 
 
 @contextmanager
-def _locked(path: str | os.PathLike, enabled: bool) -> Iterator[IO[str] | None]:
+def _locked(path: str | os.PathLike) -> Iterator[IO[str] | None]:
     """The open lock file of ``path`` (None: nothing to lock), unlocked when the block ends."""
-    handle = _open_lock_file(path) if enabled and fcntl is not None else None
+    handle = _open_lock_file(path) if fcntl is not None else None
     if handle is None:
         yield None
         return
