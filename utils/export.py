@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
+from utils.checkpoint import check_writable_folder
 from utils.files import naming_file
 from utils.postprocess import PRE_NMS_TOPK, top_candidates
 from utils.trained_model import load_trained_detector
@@ -119,12 +120,8 @@ def export_onnx(
         raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
     if path.is_dir():
         raise ValueError(f"--export_path {path} is a folder; give a file name ending in .onnx")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        in_the_way = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
-        reason = f"{in_the_way} is a file" if in_the_way else error.strerror
-        raise ValueError(f"--export_path {path}: cannot create its folder ({reason}); give a writable path") from None
+    check_writable_folder(path.parent, f"--export_path {path}: its folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
