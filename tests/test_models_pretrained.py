@@ -50,6 +50,16 @@ def test_vgg16_from_local_file(tmp_path):
     assert_backbone_equals(model.backbone, state)
 
 
+def test_resnet18_from_a_file_in_the_legacy_format(tmp_path):
+    """The authors' resnet18-5c106cde.pth predates PyTorch's zip format; --pretrained reads such a file."""
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "resnet18-5c106cde.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert not path.read_bytes().startswith(b"PK")  # not a zip archive
+    model = build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
+    assert_backbone_equals(model.backbone, state)
+
+
 def test_offline_download_raises_one_line_instruction(hub_dir, monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
