@@ -3,8 +3,9 @@
 Written to be read next to facts §4, not to be fast: one image at a time, one object at a time,
 ``torchvision.ops`` for IoU and the dense focal loss, and the box coding written out again. The batched
 code in ``utils/`` must agree with it (``tests/test_assigners.py``, ``tests/test_losses.py``); the
-benchmark ``benchmarks/assignment_loss.py`` times it as the baseline. It includes the same two fixes as the
-package: quotas are capped at a row's non-zero entries and all-zero rows are not forced.
+benchmark ``benchmarks/assignment_loss.py`` times it as the baseline. It includes the same three fixes as the
+package: quotas are capped at a row's non-zero entries, all-zero rows are not forced, and a predicted box with an
+infinite side and a zero one (an overflowing size offset) has IoU 0, where ``box_iou`` gives NaN (``inf * 0``).
 """
 import math
 
@@ -113,7 +114,7 @@ def reference_mg_assign(
         )
         return empty, empty
     anchor_iou = box_iou(boxes, to_corners(anchors))
-    pred_iou = box_iou(boxes, plain_decode(loc, anchors))
+    pred_iou = box_iou(boxes, plain_decode(loc, anchors)).nan_to_num(nan=0.0)
     own_prob = torch.sigmoid(conf[:, labels]).T  # [n, A]
     amplified = anchor_iou ** ((sigma - own_prob) / sigma)
 

@@ -67,6 +67,17 @@ def test_elementwise_iou_by_hand_and_zero_area():
     )
 
 
+def test_iou_of_a_box_with_an_infinite_side_and_a_zero_one_is_zero():
+    """Decoding a size offset above ~443 overflows exp to inf; such a box of width inf and height 0 has area inf * 0
+    (NaN), but meets no box: its IoU is 0 (NaN would outrank every anchor in the assigner's top-k)."""
+    line = torch.tensor([[-math.inf, 0.9, math.inf, 0.9], [0.2, -math.inf, 0.2, math.inf]])
+    box = torch.tensor([[0.1, 0.1, 0.95, 0.95]])
+    assert torch.equal(elementwise_box_iou(line, box), torch.zeros(2))
+    assert torch.equal(pairwise_box_iou(box.unsqueeze(0), line), torch.zeros(1, 1, 2))
+    band = torch.tensor([[-math.inf, 0.0, math.inf, 0.5]])  # infinite area: finite intersection over inf
+    assert torch.equal(elementwise_box_iou(band, box), torch.zeros(1))
+
+
 def test_iou_is_differentiable():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]], requires_grad=True)
     elementwise_box_iou(a, torch.tensor([[1.0, 1.0, 3.0, 3.0]])).sum().backward()

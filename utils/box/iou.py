@@ -2,7 +2,8 @@
 
 ``torchvision.ops.box_iou`` handles one image (``[N, 4] x [M, 4] -> [N, M]``); the assigners need the same
 quantity for a whole padded batch at once (``[B, G, 4] x [B, A, 4] -> [B, G, A]``), and the diagnostics need
-it for matched pairs only. Both are the broadcasting function below. Boxes of zero area give IoU 0.
+it for matched pairs only. Both are the broadcasting function below. Boxes of zero area give IoU 0, also a box
+with an infinite side and a zero one.
 """
 from torch import Tensor
 
@@ -16,8 +17,15 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     # in-place steps on fresh tensors: fewer full-size temporaries, and autograd still tracks them
     inter = x2a.minimum(x2b).sub_(x1a.maximum(x1b)).clamp_(min=0)
     inter.mul_(y2a.minimum(y2b).sub_(y1a.maximum(y1b)).clamp_(min=0))
-    union = ((x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b)).sub_(inter).clamp_(min=_MIN_UNION)
+    union = (_area(x1a, y1a, x2a, y2a) + _area(x1b, y1b, x2b, y2b)).sub_(inter).clamp_(min=_MIN_UNION)
     return inter.div_(union)
+
+
+def _area(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) -> Tensor:
+    """Box areas, 0 where the product is NaN: a box with an infinite side and a zero one (``inf * 0``), as a predicted
+    box decoded from an overflowing size offset can be. Its intersection with any box is 0, and so is its IoU."""
+    area = (x2 - x1) * (y2 - y1)
+    return area.masked_fill(area.isnan(), 0.0)
 
 
 def pairwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
