@@ -693,6 +693,10 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
+    if args.version == "pafpn" and args.batch_size == 1 and not (args.sync_bn and ctx.world_size > 1):
+        raise ValueError("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of "
+                         "its global-context branch normalises one pooled value per image); raise --batch_size, or "
+                         "add --sync_bn under torchrun with several GPUs")
 
     torch.manual_seed(args.seed)
     dataset = make_dataset(args, "train", args.size, train=True)

@@ -513,6 +513,10 @@ def test_a_fresh_start_that_fails_before_training_changes_no_file(shapes_root, t
     assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "8")) == cli.EXIT_BAD_INPUT
     assert ("--mutual_guide_from 8 is not before the end of the run (8 iterations), so Mutual Guidance would never be "
             "used") in capsys.readouterr().err
+    assert run(tmp_path, base_args(shapes_root, "--version", "pafpn", "--batch_size", "1")) == cli.EXIT_BAD_INPUT
+    assert ("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of its "
+            "global-context branch") in capsys.readouterr().err
+    assert folder_contents(tmp_path) == before
 
 
 def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(shapes_root, trained, tmp_path,
