@@ -52,6 +52,7 @@ from utils.checkpoint import (
     load_checkpoint,
     preview_names,
     restore_rng_state,
+    same_classes,
     save_checkpoint,
     set_aside_earlier_checkpoint,
 )
@@ -135,11 +136,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--base_anchor_size", type=float, default=None,
                        help="anchor side at stride 8 in pixels (default: 24, or the checkpoint's with --trained_model "
                             "and --init_from)")
-    model.add_argument("--pretrained", type=str, default=None, metavar="PATH",
-                       help="ImageNet backbone state dict to start from (default: torchvision's ImageNet weights for "
-                            "voc/coco/custom, none for shapes)")
-    model.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                       help="start the backbone from random weights")
+    starting_weights = model.add_mutually_exclusive_group()
+    starting_weights.add_argument("--pretrained", type=str, default=None, metavar="PATH",
+                                  help="ImageNet backbone state dict to start from (default: torchvision's ImageNet "
+                                       "weights for voc/coco/custom, none for shapes)")
+    starting_weights.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                                  help="start the backbone from random weights")
     model.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun (CUDA only)")
 
     data = parser.add_argument_group("data")
@@ -383,16 +385,22 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
 def take_dataset_from_summary(args: argparse.Namespace) -> str:
     """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
     ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
-    (its ``evaluated_with``). Returns what was taken, for the log ("" when nothing: no such file or entry, or
-    ``--dataset`` given)."""
+    (its ``evaluated_with``). Returns what was taken, for the log ("" when nothing: no such entry, or ``--dataset``
+    given). Raises ``ValueError`` when the results path does not exist, or without ``--dataset`` when the
+    ``summary.json`` is missing or unreadable."""
     results = Path(args.eval_results)
+    if not results.exists():
+        raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
+                         "evaluation wrote (or its results file)")
     summary_file = (results if results.is_dir() else results.parent) / "summary.json"
-    if args.dataset is not None or not summary_file.is_file():
+    if args.dataset is not None:
         return ""
     try:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
+    except (OSError, ValueError) as error:
+        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
+        raise ValueError(f"--eval_results {results}: {summary_file} {reason}, so the dataset the results are of is "
+                         "unknown; give --dataset (and --data_root, --classes as the evaluation had them)") from None
     settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
     taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
     return f"{', '.join(taken)} (from {summary_file})" if taken else ""
@@ -454,6 +462,10 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and args.size % 64:
         raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
+    if args.base_anchor_size is not None and args.size is not None and not 1 <= args.base_anchor_size < args.size:
+        raise ValueError(f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' side in pixels must be "
+                         f"from 1 to below the --size {args.size} input (at or above it every anchor covers the whole "
+                         f"image); the default is {DEFAULT_BASE_ANCHOR_SIZE:g}")
     if args.classes and args.dataset in ("shapes", "coco"):
         raise ValueError(f"--classes is for VOC and custom data; the {args.dataset} dataset has its own classes: "
                          "drop --classes")
@@ -587,7 +599,7 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     (fine-tuning on new classes)."""
     check_architecture(args.init_from, state["config"], requested_architecture(args))
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
-    if state["class_names"] == class_names:
+    if same_classes(state["class_names"], class_names):
         model.load_state_dict(state["model"])
         log.info(source)
         return

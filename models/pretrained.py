@@ -43,8 +43,9 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
     else:
         source = os.fspath(pretrained)
         if not os.path.isfile(source):
+            problem = "a folder" if os.path.isdir(source) else "no such file"
             raise PretrainedWeightsError(
-                f"--pretrained {source}: no such file; give the path of a torchvision state dict "
+                f"--pretrained {source}: {problem}; give the path of a torchvision state dict "
                 f"(e.g. {os.path.basename(backbone.imagenet_weights.url)}) or pass --no-pretrained"
             )
         try:
@@ -56,6 +57,10 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
         if not isinstance(state_dict, dict):
             raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
                                          f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")
+        if {"model", "config"} <= state_dict.keys():
+            raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
+                                         f"a backbone's ImageNet weights: start from its weights with --init_from "
+                                         f"{source}, or continue its run with --resume {source}")
     kept = {k: v for k, v in state_dict.items() if not k.startswith(backbone.dropped_prefixes)}
     missing, unexpected = _key_mismatch(backbone, kept)
     if missing or unexpected:

@@ -160,6 +160,9 @@ def test_check_compatible_names_the_flag_and_the_fix():
     with pytest.raises(CheckpointError,
                        match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
         check_compatible("w.pth", saved, classes, {}, ["circle"])
+    check_compatible("w.pth", saved, classes, {}, ["Circle", "SQUARE"])  # the VOC loader ignores letter case
+    with pytest.raises(CheckpointError, match=r"trained on 2 classes \(circle, square\), but the dataset has 2 "):
+        check_compatible("w.pth", saved, classes, {}, ["square", "circle"])  # the order is the labels
 
 
 def test_check_same_run_refuses_a_changed_schedule():

@@ -177,6 +177,14 @@ def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
     assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
 
 
+def test_demo_output_under_a_file_is_refused(checkpoint, photos, tmp_path):
+    in_the_way = tmp_path / "out"
+    in_the_way.write_text("")
+    with pytest.raises(ValueError, match=rf"--demo_output {in_the_way}/drawn: cannot write there \({in_the_way} is a "
+                                         r"file\); give a writable folder"):
+        run_demo(checkpoint, str(photos), in_the_way / "drawn")
+
+
 def test_an_image_too_wide_for_jpeg_keeps_its_detections_without_a_drawn_copy(checkpoint, photos, tmp_path, capsys):
     write_image(photos / "panorama.png", 8, 70_000, seed=3)  # JPEG allows at most 65,500 px a side
     summary = run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=0.0)

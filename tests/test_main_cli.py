@@ -108,12 +108,41 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--name", ".pth"], "--name '': use 1-200 letters"),
         (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
         (["--name", "x" * 201], "--name 'xxxx"),
+        (["--base_anchor_size", "320"], "--base_anchor_size 320: the smallest anchors' side in pixels must be from 1 "
+                                        "to below the --size 320 input (at or above it every anchor covers the whole "
+                                        "image); the default is 24"),
+        (["--base_anchor_size", "0.5", "--size", "512"], "--base_anchor_size 0.5: the smallest anchors' side in pixels "
+                                                         "must be from 1 to below the --size 512 input"),
+        (["--base_anchor_size", "nan"], "--base_anchor_size nan: the smallest anchors' side"),
+        (["--eval_results", "no/such/eval"], "--eval_results no/such/eval: no such file or folder; give the "
+                                             "eval/<DATASET> folder an evaluation wrote (or its results file)"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert cli.main(parse(*argv)) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, capsys):
+    folder = tmp_path / "eval" / "VOC"
+    folder.mkdir(parents=True)
+    assert cli.main(parse("--eval_results", str(folder))) == 2
+    assert (f"--eval_results {folder}: {folder / 'summary.json'} not found, so the dataset the results are of is "
+            "unknown; give --dataset (and --data_root, --classes as the evaluation had them)"
+            ) in capsys.readouterr().err
+    (folder / "summary.json").write_text("{")
+    assert cli.main(parse("--eval_results", str(folder))) == 2
+    assert f"{folder / 'summary.json'} unreadable (" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", [("--pretrained", "r18.pth", "--no-pretrained"),
+                                   ("--no-pretrained", "--pretrained", "r18.pth")])
+def test_pretrained_and_no_pretrained_together_are_refused(order, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.get_args_parser().parse_args(list(order))
+    assert stop.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_amp_choice():

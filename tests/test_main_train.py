@@ -192,9 +192,11 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture
                                                                                  capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
     checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were. Without
-    --no-pretrained too: the ImageNet weights a custom dataset starts from by default are not fetched (offline here)."""
+    --no-pretrained too: the ImageNet weights a custom dataset starts from by default are not fetched (offline here).
+    --classes in capitals name the same classes (the XML's names are matched ignoring case): the classifier is kept."""
     argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
             if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
+    argv[argv.index("--classes") + 1] = ",".join(SHAPES_CLASSES).upper()
     source = trained / "weights" / CKPT.format("")
     assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
     assert f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule" in capsys.readouterr().out

@@ -78,6 +78,18 @@ def test_offline_download_raises_one_line_instruction(hub_dir, monkeypatch):
 def test_missing_local_file(tmp_path):
     with pytest.raises(PretrainedWeightsError, match=r"--pretrained .*missing\.pth: no such file"):
         build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=tmp_path / "missing.pth")
+    with pytest.raises(PretrainedWeightsError, match=rf"--pretrained {tmp_path}: a folder; give the path of a "):
+        build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=tmp_path)
+
+
+def test_a_detector_checkpoint_is_pointed_to_init_from(tmp_path):
+    path = tmp_path / "VOC_fssd.pth"
+    torch.save({"model": {}, "config": {"version": "fssd"}, "iteration": 10}, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
+    assert str(error.value) == (f"--pretrained {path} is a detector checkpoint (main.py saves these), not a "
+                                f"backbone's ImageNet weights: start from its weights with --init_from {path}, or "
+                                f"continue its run with --resume {path}")
 
 
 @pytest.mark.parametrize("content", [b"hello, these are not weights\n", b"", b"PK\x03\x04 broken zip"])

@@ -16,7 +16,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -191,11 +191,17 @@ def check_compatible(
     (``None`` = not given, which always matches). Raises :class:`CheckpointError` with one line.
     """
     check_architecture(path, saved_config, requested)
-    if list(saved_classes) != list(class_names):
+    if not same_classes(saved_classes, class_names):
         raise CheckpointError(
             f"{path} was trained on {len(saved_classes)} classes ({preview_names(saved_classes)}), but the dataset "
             f"has {len(class_names)} classes ({preview_names(class_names)}); use it with the classes it was trained on"
         )
+
+
+def same_classes(names: Sequence[str], others: Sequence[str]) -> bool:
+    """Whether two class lists name the same classes in the same order, letter case aside (as the VOC loader matches
+    ``--classes`` to the XML's names)."""
+    return [name.lower() for name in names] == [name.lower() for name in others]
 
 
 def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:

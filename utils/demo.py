@@ -34,6 +34,7 @@ from data.errors import DataError
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
+from utils.checkpoint import check_writable_folder
 from utils.cuda_graph import CUDAGraphDetector
 from utils.files import write_text
 from utils.draw import class_colours, draw_detections
@@ -178,6 +179,8 @@ def run_demo(
     if not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"--score_thresh {score_thresh} must be in [0, 1)")
     paths = collect_images(inputs)
+    out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
+    check_writable_folder(out_dir, "--demo_output")
     device = torch.device(device)
     detector = load_trained_detector(checkpoint_path, device)
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
@@ -185,11 +188,7 @@ def run_demo(
     channels_last = prefers_channels_last(device, None)
     network = fold_batchnorm(detector.model, channels_last)
     graphed = CUDAGraphDetector(network, postprocessor, batch_size, detector.size) if cuda_graph else None
-    out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DemoInputError(f"--demo_output {out_dir}: cannot create the folder ({error.strerror})") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     names = output_names(paths)
     check_output_folder(out_dir, paths)
