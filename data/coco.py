@@ -206,7 +206,11 @@ def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict
     or null: they are filled in by :func:`fill_area_and_crowd`)."""
     problems = []
     if annotation["category_id"] not in label_of:
-        problems.append(f"category_id {annotation['category_id']!r} is not in the categories {list(label_of)}")
+        category = annotation["category_id"]
+        problems.append(
+            f"category_id {category!r} is not in the categories {list(label_of)}; add category {category!r} to "
+            "'categories' or remove the annotation (--skip_unknown_classes applies to VOC-layout data only)"
+        )
     if annotation["image_id"] not in images:
         problems.append("image_id is not in the images list")
     if problem := box_problem(annotation["bbox"]):
