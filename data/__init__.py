@@ -40,7 +40,7 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list or a name with a control character or a slash."""
+    empty or repeating list, a name with a control character or a slash, or a file's line holding a comma."""
     path = Path(arg)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -73,8 +73,11 @@ def _control_characters(text: str) -> list[str]:
 
 def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
-    (a file in another encoding, or a stray escape), which no annotation can match and no log can print."""
+    (a file in another encoding, or a stray escape), which no annotation can match and no log can print, or with a
+    comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name goes)."""
     for where, name in names:
+        if "," in name:
+            raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line")
         found = _control_characters(name)
         if found:
             raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "

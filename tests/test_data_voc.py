@@ -282,6 +282,14 @@ def test_parse_class_list(tmp_path):
             parse_class_list(f"{name},dog")
 
 
+def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# pets\ncat,dog\n")
+    with pytest.raises(DataError) as error:
+        parse_class_list(str(classes))
+    assert str(error.value) == f"{classes}:2: 'cat,dog' holds a comma; the file takes one class name per line"
+
+
 def test_class_names_that_repeat_once_normalised_are_one_error_saying_so(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"the class names \['cat', 'Cat \(group\)'\] repeat a name once compared "
