@@ -238,13 +238,17 @@ def build_dataset(
       classes not in ``classes`` (counted in one warning) instead of raising; ``expand_probability``: how often the
       augmentation zooms out (the paper's 0.6).
 
-    Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`.
+    Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
+    (also for a ``data_root`` that is a file).
     """
     name = name.lower()
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose train or test")
+    if data_root is not None and Path(data_root).is_file():
+        raise DataError(f"--data_root {data_root} is a file, not a dataset folder: pass the folder that holds the "
+                        "dataset (its Annotations/ or annotations/ and its images)")
     augment = split == "train" if augment is None else augment
     if isinstance(classes, str):
         classes = parse_class_list(classes)

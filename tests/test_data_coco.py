@@ -127,6 +127,16 @@ def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path / "missing"))
 
 
+@pytest.mark.parametrize("name", ["custom", "voc", "coco", "shapes"])
+def test_a_data_root_that_is_a_file_says_so(tmp_path, name):
+    path = tmp_path / "data.zip"
+    path.write_bytes(b"PK")
+    with pytest.raises(DataError) as error:
+        build_dataset(name, "train", 32, data_root=str(path), classes="cat")
+    assert str(error.value) == (f"--data_root {path} is a file, not a dataset folder: pass the folder that holds the "
+                                "dataset (its Annotations/ or annotations/ and its images)")
+
+
 def test_bad_category_and_image_ids_are_listed_with_the_file(tmp_path):
     bad = GOOD_ANNOTATIONS + [
         {"id": 11, "image_id": 3, "category_id": 2, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0},
