@@ -108,17 +108,29 @@ def _not_utf8_hint(xml_path: Path) -> str:
     return ""
 
 
+def _annotation_not_found(xml_path: Path) -> DataError:
+    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id ends with an image extension (a list
+    of file names, ``000001.jpg``, where image ids go)."""
+    stem, extension = os.path.splitext(xml_path.name.removesuffix(".xml"))
+    hint = ""
+    if stem and extension.lower() in IMAGE_EXTENSIONS:
+        hint = f" (image ids are file names without extension: write {stem})"
+    return DataError(f"{xml_path}: annotation file not found{hint}")
+
+
 def _xml_root(xml_path: Path) -> ET.Element:
     """The ``<annotation>`` root of ``xml_path``; :class:`DataError` naming the file (and line) when it is missing,
     not a regular file (a named pipe would block the read forever), unreadable, malformed, in an unknown encoding or
     not a VOC annotation."""
     problem = file_type_problem(xml_path)
+    if problem == "not found":
+        raise _annotation_not_found(xml_path)
     if problem is not None:
         raise DataError(f"{xml_path}: annotation file {problem}")
     try:
         root = ET.parse(xml_path).getroot()
     except FileNotFoundError:
-        raise DataError(f"{xml_path}: annotation file not found") from None
+        raise _annotation_not_found(xml_path) from None
     except ET.ParseError as error:
         line, column = error.position
         raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error}){_not_utf8_hint(xml_path)}") from None

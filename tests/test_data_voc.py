@@ -244,6 +244,16 @@ def test_list_naming_missing_files_reports_each(tmp_path):
     assert f"{root / 'JPEGImages' / 'b'}.jpg: image file not found" in str(error.value)
 
 
+def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
+    root = write_voc_folder(tmp_path, {"000001": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["000001.JPG", "a.b"]})
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    listed = f"(listed in {root / 'ImageSets/Main/trainval.txt'})"
+    assert (f"{root / 'Annotations/000001.JPG.xml'}: annotation file not found (image ids are file names without "
+            f"extension: write 000001) {listed}\n") in str(error.value)
+    assert str(error.value).endswith(f"{root / 'Annotations/a.b.xml'}: annotation file not found {listed}")
+
+
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
