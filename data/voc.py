@@ -339,11 +339,11 @@ class VOCDetection(DetectionDataset):
     """VOC-layout images listed by one or more ``(folder, list name)`` pairs, e.g.
     ``[(VOCdevkit/VOC2007, "trainval"), (VOCdevkit/VOC2012, "trainval")]``.
 
-    Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name) raise one
-    :class:`DataError` listing them, before any training. An unknown class is skipped and counted instead with
-    ``skip_unknown_classes=True``. Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or
-    ``y2 <= y1`` (in pixels, or once normalised by the image size) dropped, with one counted :class:`DataWarning`;
-    ``fixups`` holds the counts.
+    Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name, a list of no
+    image id) raise one :class:`DataError` listing them, before any training. An unknown class is skipped and counted
+    instead with ``skip_unknown_classes=True``. Boxes partly outside the image are clipped to it and boxes with
+    ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once normalised by the image size) dropped, with one counted
+    :class:`DataWarning`; ``fixups`` holds the counts.
     """
 
     kind = "voc"
@@ -371,7 +371,10 @@ class VOCDetection(DetectionDataset):
             check_voc_folder(folder, download_hint)
             list_file = folder / "ImageSets" / "Main" / f"{list_name}.txt"
             finder = ImageFinder(folder / "JPEGImages")
-            for image_id in read_image_list(list_file, download_hint):
+            image_ids = read_image_list(list_file, download_hint)
+            if not image_ids:
+                problems.append(f"{list_file} lists no image id: add the ids of the split's images, one per line")
+            for image_id in image_ids:
                 xml_path = folder / "Annotations" / f"{image_id}.xml"
                 try:
                     parsed = parse_voc_xml(xml_path)

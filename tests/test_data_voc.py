@@ -254,6 +254,17 @@ def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
     assert str(error.value).endswith(f"{root / 'Annotations/a.b.xml'}: annotation file not found {listed}")
 
 
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_a_list_of_no_image_id_is_an_error_naming_the_list(tmp_path, content):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": [], "test": ["a"]})
+    list_file = root / "ImageSets/Main/trainval.txt"
+    list_file.write_text(content)
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(f"{list_file} lists no image id: add the ids of the split's images, one per line")
+    assert build_dataset("voc", "test", 64, data_root=str(root), classes=["cat"]).image_ids == ["a"]
+
+
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
     objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))

@@ -16,6 +16,7 @@ import main as cli
 from data import DataError, DataWarning
 from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import load_checkpoint
 from utils.run_lock import exclusive_run
@@ -608,13 +609,23 @@ def test_a_checkpoint_from_before_run_ids_continues_its_own_logs_only(shapes_roo
 
 def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, tmp_path, capsys):
     root = copy_of(shapes_root, tmp_path)
-    (root / "ImageSets" / "Main" / "test.txt").write_text("")
+    test_list = root / "ImageSets" / "Main" / "test.txt"
+    test_list.write_text("")
+    empty_list = f"{test_list} lists no image id: add the ids of the split's images, one per line"
     assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
-    assert "error: the test split has no images, so training could not be evaluated" in capsys.readouterr().err
+    assert empty_list in capsys.readouterr().err
     assert not (tmp_path / "weights" / CKPT.format("")).exists()
     check = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES), "--check_data"]
     assert run(tmp_path, check + ["--workers", "0"]) == cli.EXIT_BAD_INPUT
-    assert "error: the test split has no images" in capsys.readouterr().err
+    assert empty_list in capsys.readouterr().err
+    coco = tmp_path / "coco"  # a COCO-layout test json listing no image
+    write_coco(coco, "train", coco_json(GOOD_ANNOTATIONS), image_folder="images")
+    write_coco(coco, "val", coco_json([]) | {"images": []}, image_folder="images")
+    with pytest.warns(DataWarning):  # the train json's boxes clipped or too small
+        assert run(tmp_path, ["--dataset", "custom", "--data_root", str(coco), "--check_data", "--workers", "0"]) == (
+            cli.EXIT_BAD_INPUT
+        )
+    assert "error: the test split has no images, so training could not be evaluated" in capsys.readouterr().err
 
 
 def test_unwritable_output_folders_stop_before_training(shapes_root, tmp_path, capsys):
