@@ -33,6 +33,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": True}
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
+BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def normalize_class_name(name: str) -> str:
@@ -176,11 +177,21 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
         box_element = obj.find("bndbox")
         if box_element is None:
             raise DataError(f"{xml_path}: {where} ({name.strip()}) has no <bndbox>")
-        box = tuple(
-            _number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax")
-        )
+        box = tuple(_number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in BOX_TAGS)
         objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where)))
     return VocAnnotation(root.findtext("filename"), height, width, objects)
+
+
+def _normalised_coordinates_problem(parsed: VocAnnotation, xml_path: Path) -> str | None:
+    """The problem of an annotation whose boxes are normalised to [0, 1] instead of in pixels: every coordinate
+    <= 1 and one at least with a fraction (whole coordinates <= 1 are a box of the top-left pixel); ``None`` else."""
+    coordinates = [(tag, value) for obj in parsed.objects for tag, value in zip(BOX_TAGS, obj.box)]
+    fractional = next(((tag, value) for tag, value in coordinates if not value.is_integer()), None)
+    if fractional is None or any(value > 1 for _, value in coordinates):
+        return None
+    return (f"{xml_path}: every box coordinate is <= 1 (e.g. {fractional[0]} {fractional[1]}): VOC XML takes pixel "
+            "coordinates (1-based), not coordinates normalised to [0, 1]; multiply them by the image's width and "
+            "height")
 
 
 class ImageFinder:
@@ -381,6 +392,8 @@ class VOCDetection(DetectionDataset):
                 except DataError as error:
                     problems.append(f"{error} (listed in {list_file})")
                     continue
+                if problem := _normalised_coordinates_problem(parsed, xml_path):
+                    problems.append(problem)
                 names = ImageFinder.candidates(image_id, parsed.filename)
                 image_path = finder.find(names)
                 if image_path is None:

@@ -277,6 +277,25 @@ def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path)
     assert dataset.fixups == {"box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 1}
 
 
+def test_boxes_normalised_to_0_1_are_an_error_and_whole_coordinates_up_to_1_are_not(tmp_path):
+    samples = {
+        "normalised": [("cat", (1, 1, 1, 1), 0), ("cat", (0.325, 0.1, 0.6, 0.9), 0)],
+        "top_left_pixel": [("cat", (0, 0, 1, 1), 0)],
+        "pixels": [("cat", (0.5, 0.5, 20, 20), 0)],
+    }
+    root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)})
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(
+        f"{root / 'Annotations/normalised.xml'}: every box coordinate is <= 1 (e.g. xmin 0.325): VOC XML takes pixel "
+        "coordinates (1-based), not coordinates normalised to [0, 1]; multiply them by the image's width and height"
+    )
+    (root / "ImageSets/Main/trainval.txt").write_text("top_left_pixel\npixels\n")
+    with pytest.warns(DataWarning, match=r"box clipped to the image: 2"):  # 0 is left of the 1-based first pixel
+        dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[1, 1, 1, 1]])
+
+
 def test_xml_without_size_reads_the_image_header(tmp_path):
     xml = voc_xml(0, 0, [("cat", (1, 1, 10, 10), 0)], size=False)
     root = write_voc_folder(tmp_path, {"a": xml}, {"trainval": ["a"]}, size=(30, 70))
