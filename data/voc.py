@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,26 +259,40 @@ def check_disjoint_splits(train_sets: Sequence[tuple[Path, str]], test_sets: Seq
     _check_disjoint_image_files(train_sets, test_sets)
 
 
+@dataclass(frozen=True)
+class ListedImage:
+    """The image file an annotation of an image list uses."""
+
+    annotation: Path
+    list_file: Path
+    image: Path
+
+
 def _check_disjoint_image_files(train_sets: Sequence[tuple[Path, str]], test_sets: Sequence[tuple[Path, str]]) -> None:
     """Raise :class:`DataError` naming both annotations and lists when a train and a test annotation use the same
     image file (compared by device and inode: links and different spellings of one path are the same file)."""
     test_images = _image_files(test_sets)
     if not test_images:
         return
-    for key, (train_xml, train_list, image) in _image_files(train_sets).items():
+    for key, train in _image_files(train_sets).items():
         if key in test_images:
-            test_xml, test_list, _ = test_images[key]
             raise DataError(
-                f"{train_xml} (listed in {train_list}) and {test_xml} (listed in {test_list}) use the same image "
-                f"{image}, so the model would be tested on an image it trained on: give each annotation its own "
-                "image (JPEGImages/<id>.jpg, or a <filename> naming it) or remove one of them from its list"
+                f"{_same_image(train, test_images[key])}, so the model would be tested on an image it trained on: "
+                "give each annotation its own image (JPEGImages/<id>.jpg, or a <filename> naming it) or remove one "
+                "of them from its list"
             )
 
 
-def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int], tuple[Path, Path, Path]]:
-    """``(st_dev, st_ino)`` of each listed image file -> ``(annotation, list file, image)``. Ids whose list, XML or
-    image is missing or unreadable are skipped (reported when their split is built)."""
-    files = {}
+def _same_image(first: ListedImage, second: ListedImage) -> str:
+    """``<xml> (listed in <list>) and <xml> (listed in <list>) use the same image <first's image>``."""
+    return (f"{first.annotation} (listed in {first.list_file}) and {second.annotation} (listed in {second.list_file}) "
+            f"use the same image {first.image}")
+
+
+def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int], ListedImage]:
+    """``(st_dev, st_ino)`` of each listed image file -> the first annotation using it. Ids whose list, XML or image is
+    missing or unreadable are skipped (reported when their split is built)."""
+    listed = []
     for folder, list_name in image_sets:
         folder, list_file = Path(folder), _list_file(folder, list_name)
         if not list_file.is_file() or not (folder / "JPEGImages").is_dir():
@@ -287,13 +301,38 @@ def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int]
         for image_id in read_image_list(list_file, ""):
             xml_path = folder / "Annotations" / f"{image_id}.xml"
             image = _listed_image(finder, image_id, xml_path)
-            try:
-                status = os.stat(image) if image is not None else None
-            except OSError:
-                continue
-            if status is not None:
-                files.setdefault((status.st_dev, status.st_ino), (xml_path, list_file, image))
+            if image is not None:
+                listed.append(ListedImage(xml_path, list_file, image))
+    files: dict[tuple[int, int], ListedImage] = {}
+    for key, entry in _keyed_by_file(listed):
+        files.setdefault(key, entry)
     return files
+
+
+def _keyed_by_file(listed: Sequence[ListedImage]) -> Iterator[tuple[tuple[int, int], ListedImage]]:
+    """``((st_dev, st_ino) of the image, entry)`` for each entry, one ``os.stat`` each; images that cannot be
+    ``stat``-ed are skipped (reported where they are read)."""
+    for entry in listed:
+        try:
+            status = os.stat(entry.image)
+        except OSError:
+            continue
+        yield (status.st_dev, status.st_ino), entry
+
+
+def _shared_image_problems(listed: Sequence[ListedImage]) -> list[str]:
+    """One problem per annotation of a split whose image file (compared as in :func:`_check_disjoint_image_files`)
+    an earlier annotation of the split already uses: the image would be trained with one annotation's boxes at a time
+    (an XML whose ``<id>.jpg`` is missing names its image in ``<filename>``, which may be another id's)."""
+    first: dict[tuple[int, int], ListedImage] = {}
+    problems = []
+    for key, entry in _keyed_by_file(listed):
+        if key in first:
+            problems.append(f"{_same_image(first[key], entry)}, so it would be trained with the boxes of one "
+                            "annotation at a time: give each annotation its own image, or fix the <filename>")
+        else:
+            first[key] = entry
+    return problems
 
 
 def _listed_image(finder: ImageFinder, image_id: str, xml_path: Path) -> Path | None:
@@ -351,10 +390,10 @@ class VOCDetection(DetectionDataset):
     ``[(VOCdevkit/VOC2007, "trainval"), (VOCdevkit/VOC2012, "trainval")]``.
 
     Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name, a list of no
-    image id) raise one :class:`DataError` listing them, before any training. An unknown class is skipped and counted
-    instead with ``skip_unknown_classes=True``. Boxes partly outside the image are clipped to it and boxes with
-    ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once normalised by the image size) dropped, with one counted
-    :class:`DataWarning`; ``fixups`` holds the counts.
+    image id, boxes normalised to [0, 1], two annotations using one image file) raise one :class:`DataError` listing
+    them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``.
+    Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
+    normalised by the image size) dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts.
     """
 
     kind = "voc"
@@ -377,6 +416,7 @@ class VOCDetection(DetectionDataset):
         fixups = FixupCounter()
         skipped: dict[str, int] = {}
         paths, ids, sizes, boxes, labels, difficult = [], [], [], [], [], []
+        listed: list[ListedImage] = []
         for folder, list_name in image_sets:
             folder = Path(folder)
             check_voc_folder(folder, download_hint)
@@ -402,6 +442,7 @@ class VOCDetection(DetectionDataset):
                         f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case"
                     )
                     continue
+                listed.append(ListedImage(xml_path, list_file, image_path))
                 if parsed.height <= 0 or parsed.width <= 0:
                     try:
                         parsed.height, parsed.width = image_header_size(image_path)
@@ -430,6 +471,7 @@ class VOCDetection(DetectionDataset):
                 boxes.append(image_boxes[keep].astype(np.float32))
                 labels.append(np.array([label_of[obj.name] for obj in known], dtype=np.int64)[keep])
                 difficult.append(np.array([obj.difficult for obj in known], dtype=bool)[keep])
+        problems += _shared_image_problems(listed)
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
         if skipped:

@@ -631,3 +631,29 @@ def test_a_train_annotation_using_a_test_image_through_its_filename_is_an_error(
         )
     (root / "JPEGImages/a.jpg").write_bytes(test_image.read_bytes())  # its own image (a copy): <filename> unused
     assert build_dataset("custom", "train", 64, data_root=str(root), classes="cat").image_ids == ["a"]
+
+
+@pytest.mark.parametrize("across_folders", [False, True])
+def test_two_annotations_of_a_split_using_one_image_file_are_an_error(tmp_path, across_folders):
+    """1.jpg is missing, so 1.xml's <filename> names its image: 2.jpg, which 2.xml of the same split uses (in the
+    same folder, or in VOC2012 while 1.xml is in VOC2007)."""
+    samples = {"1": [("cat", (1, 1, 10, 10), 0)], "3": []}
+    write_voc_folder(tmp_path / "VOC2007", samples, {"trainval": ["1"], "test": ["3"]})
+    write_voc_folder(tmp_path / "VOC2012", {"4": []}, {"trainval": ["4"]})
+    other = tmp_path / ("VOC2012" if across_folders else "VOC2007")
+    write_voc_folder(other, {"2": [("dog", (2, 2, 9, 9), 0)]}, {})
+    with open(other / "ImageSets/Main/trainval.txt", "a") as trainval:
+        trainval.write("2\n")
+    (tmp_path / "VOC2007/JPEGImages/1.jpg").unlink()
+    xml = tmp_path / "VOC2007/Annotations/1.xml"
+    xml.write_text(xml.read_text().replace("x.jpg", f"{other / 'JPEGImages/2.jpg'}"))
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(tmp_path))
+    assert str(error.value).endswith(
+        f"{xml} (listed in {tmp_path / 'VOC2007/ImageSets/Main/trainval.txt'}) and {other / 'Annotations/2.xml'} "
+        f"(listed in {other / 'ImageSets/Main/trainval.txt'}) use the same image {other / 'JPEGImages/2.jpg'}, so it "
+        "would be trained with the boxes of one annotation at a time: give each annotation its own image, or fix the "
+        "<filename>"
+    )
+    (tmp_path / "VOC2007/JPEGImages/1.jpg").write_bytes((other / "JPEGImages/2.jpg").read_bytes())  # its own copy
+    assert len(build_dataset("voc", "train", 64, data_root=str(tmp_path))) == 3
