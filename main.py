@@ -385,9 +385,9 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
 def take_dataset_from_summary(args: argparse.Namespace) -> str:
     """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
     ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
-    (its ``evaluated_with``). Returns what was taken, for the log ("" when nothing: no such entry, or ``--dataset``
-    given). Raises ``ValueError`` when the results path does not exist, or without ``--dataset`` when the
-    ``summary.json`` is missing or unreadable."""
+    (its ``evaluated_with``). Returns what was taken, for the log ("" when ``--dataset`` is given). Raises
+    ``ValueError`` when the results path does not exist, or without ``--dataset`` when the ``summary.json`` is
+    missing, unreadable or names no dataset."""
     results = Path(args.eval_results)
     if not results.exists():
         raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
@@ -403,7 +403,11 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
                          "unknown; give --dataset (and --data_root, --classes as the evaluation had them)") from None
     settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
     taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
-    return f"{', '.join(taken)} (from {summary_file})" if taken else ""
+    if not taken:
+        raise ValueError(f"--eval_results {results}: {summary_file} names no dataset (no 'evaluated_with' entry), so "
+                         "the dataset the results are of is unknown; give --dataset (and --data_root, --classes as "
+                         "the evaluation had them)")
+    return f"{', '.join(taken)} (from {summary_file})"
 
 
 def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:

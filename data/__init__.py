@@ -246,7 +246,7 @@ def build_dataset(
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose train or test")
-    if data_root is not None and Path(data_root).is_file():
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
         raise DataError(f"--data_root {data_root} is a file, not a dataset folder: pass the folder that holds the "
                         "dataset (its Annotations/ or annotations/ and its images)")
     augment = split == "train" if augment is None else augment

@@ -315,8 +315,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def fingerprint(self) -> str:
         """16 hex digits that change when an image id, an image size, a box, a label or a difficult flag changes (the
-        class names too); the same for the same annotations wherever the files live."""
-        digest = hashlib.sha1("\n".join(map(str, [*self.class_names, *self.image_ids])).encode())
+        class names too, but not their letter case, which the loaders ignore); the same for the same annotations
+        wherever the files live."""
+        names = [name.lower() for name in self.class_names]
+        digest = hashlib.sha1("\n".join(map(str, [*names, *self.image_ids])).encode())
         for array in (self.annotations.sizes, self.annotations.offsets, self.annotations.boxes,
                       self.annotations.labels, self.annotations.difficult):
             digest.update(np.ascontiguousarray(array).tobytes())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,29 +304,24 @@ def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int]
             if image is not None:
                 listed.append(ListedImage(xml_path, list_file, image))
     files: dict[tuple[int, int], ListedImage] = {}
-    for key, entry in _keyed_by_file(listed):
-        files.setdefault(key, entry)
-    return files
-
-
-def _keyed_by_file(listed: Sequence[ListedImage]) -> Iterator[tuple[tuple[int, int], ListedImage]]:
-    """``((st_dev, st_ino) of the image, entry)`` for each entry, one ``os.stat`` each; images that cannot be
-    ``stat``-ed are skipped (reported where they are read)."""
     for entry in listed:
         try:
             status = os.stat(entry.image)
-        except OSError:
+        except OSError:  # reported where the image is read
             continue
-        yield (status.st_dev, status.st_ino), entry
+        files.setdefault((status.st_dev, status.st_ino), entry)
+    return files
 
 
 def _shared_image_problems(listed: Sequence[ListedImage]) -> list[str]:
-    """One problem per annotation of a split whose image file (compared as in :func:`_check_disjoint_image_files`)
-    an earlier annotation of the split already uses: the image would be trained with one annotation's boxes at a time
-    (an XML whose ``<id>.jpg`` is missing names its image in ``<filename>``, which may be another id's)."""
-    first: dict[tuple[int, int], ListedImage] = {}
+    """One problem per annotation of a split whose image path an earlier annotation of the split already uses: the
+    image would be trained with one annotation's boxes at a time (an XML whose ``<id>.jpg`` is missing names its
+    image in ``<filename>``, which may be another id's). Paths, not files, are compared: two ids whose images are
+    links to one stored copy (git-annex, DVC, a hub cache) are two images of the same pixels, as two copies would be."""
+    first: dict[str, ListedImage] = {}
     problems = []
-    for key, entry in _keyed_by_file(listed):
+    for entry in listed:
+        key = os.path.normcase(os.path.abspath(entry.image))
         if key in first:
             problems.append(f"{_same_image(first[key], entry)}, so it would be trained with the boxes of one "
                             "annotation at a time: give each annotation its own image, or fix the <filename>")

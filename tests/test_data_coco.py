@@ -1,5 +1,6 @@
 """COCO-format datasets on a tiny json written by the tests."""
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -128,9 +129,11 @@ def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["custom", "voc", "coco", "shapes"])
-def test_a_data_root_that_is_a_file_says_so(tmp_path, name):
-    path = tmp_path / "data.zip"
-    path.write_bytes(b"PK")
+@pytest.mark.parametrize("kind", ["regular file", "device"])
+def test_a_data_root_that_is_a_file_says_so(tmp_path, name, kind):
+    path = tmp_path / "data.zip" if kind == "regular file" else Path(os.devnull)
+    if kind == "regular file":
+        path.write_bytes(b"PK")
     with pytest.raises(DataError) as error:
         build_dataset(name, "train", 32, data_root=str(path), classes="cat")
     assert str(error.value) == (f"--data_root {path} is a file, not a dataset folder: pass the folder that holds the "

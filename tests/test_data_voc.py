@@ -657,3 +657,7 @@ def test_two_annotations_of_a_split_using_one_image_file_are_an_error(tmp_path, 
     )
     (tmp_path / "VOC2007/JPEGImages/1.jpg").write_bytes((other / "JPEGImages/2.jpg").read_bytes())  # its own copy
     assert len(build_dataset("voc", "train", 64, data_root=str(tmp_path))) == 3
+    # or its own link to one stored copy of the same pixels (git-annex, DVC): its own image path, accepted as well
+    (tmp_path / "VOC2007/JPEGImages/1.jpg").unlink()
+    (tmp_path / "VOC2007/JPEGImages/1.jpg").symlink_to(other / "JPEGImages/2.jpg")
+    assert len(build_dataset("voc", "train", 64, data_root=str(tmp_path))) == 3

@@ -108,13 +108,13 @@ def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=rf"--export_path {tmp_path} is a folder; give a file name ending in \.onnx"):
         export_onnx(copy, tmp_path)
     (tmp_path / "afile").write_text("")
-    with pytest.raises(ValueError, match=rf"afile/x\.onnx: its folder {tmp_path}/afile: cannot write there "
+    with pytest.raises(ValueError, match=rf"the folder of --export_path {tmp_path}/afile: cannot write there "
                                          rf"\({tmp_path}/afile is a file\); give a writable folder"):
         export_onnx(copy, tmp_path / "afile" / "x.onnx")
     if os.geteuid() != 0:  # root writes anywhere
         read_only = tmp_path / "read_only"
         read_only.mkdir(mode=0o555)
-        with pytest.raises(ValueError, match=r"read_only/x\.onnx: its folder .*read_only: cannot write there"):
+        with pytest.raises(ValueError, match=r"the folder of --export_path .*read_only: cannot write there"):
             export_onnx(copy, read_only / "x.onnx")
     for opset in (10, 21):
         with pytest.raises(ValueError, match=rf"--opset {opset} is not supported; use 11..20"):

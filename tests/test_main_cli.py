@@ -134,6 +134,10 @@ def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, ca
     (folder / "summary.json").write_text("{")
     assert cli.main(parse("--eval_results", str(folder))) == 2
     assert f"{folder / 'summary.json'} unreadable (" in capsys.readouterr().err
+    (folder / "summary.json").write_text('{"metrics": {}}')  # written by hand, or by another tool
+    assert cli.main(parse("--eval_results", str(folder))) == 2
+    assert (f"{folder / 'summary.json'} names no dataset (no 'evaluated_with' entry), so the dataset the results are "
+            "of is unknown; give --dataset") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("order", [("--pretrained", "r18.pth", "--no-pretrained"),

@@ -408,6 +408,18 @@ def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_p
     assert "was saved by a run on other training annotations" in capsys.readouterr().err
 
 
+def test_resume_with_the_classes_in_capitals_continues(shapes_root, trained, tmp_path, capsys):
+    """The loaders match --classes to the XML's names ignoring letter case: the same classes, the same training set."""
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    argv = base_args(shapes_root, "--resume")
+    argv[argv.index("--classes") + 1] = ",".join(SHAPES_CLASSES).upper()
+    # a longer run is another schedule: refused for --max_iter, not for the classes
+    assert run(tmp_path, argv + ["--max_iter", str(ITERS + 1)]) == 2
+    assert f"was saved by a run with --max_iter {ITERS}, this run has {ITERS + 1}" in capsys.readouterr().err
+    assert run(tmp_path, argv) == 0  # the finished run is evaluated again
+    assert "the training set changed" not in capsys.readouterr().err
+
+
 def break_first_test_image(root: Path) -> Path:
     first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
     image = root / "JPEGImages" / f"{first}.jpg"

@@ -199,8 +199,8 @@ def check_compatible(
 
 
 def same_classes(names: Sequence[str], others: Sequence[str]) -> bool:
-    """Whether two class lists name the same classes in the same order, letter case aside (as the VOC loader matches
-    ``--classes`` to the XML's names)."""
+    """Whether two class lists name the same classes in the same order, letter case aside (the loaders match
+    ``--classes`` to the annotations' names ignoring it)."""
     return [name.lower() for name in names] == [name.lower() for name in others]
 
 

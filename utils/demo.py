@@ -172,7 +172,8 @@ def run_demo(
         "output_dir": str, "json": str}``.
 
     Raises :class:`DemoInputError` when there is no image to read or none of the files could be read (after
-    writing the JSON), and ``CheckpointError`` for an unusable checkpoint.
+    writing the JSON), ``CheckpointError`` for an unusable checkpoint, and ``ValueError`` for a bad argument or an
+    ``output_dir`` that cannot be written (found before the checkpoint loads).
     """
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")

@@ -120,7 +120,7 @@ def export_onnx(
         raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
     if path.is_dir():
         raise ValueError(f"--export_path {path} is a folder; give a file name ending in .onnx")
-    check_writable_folder(path.parent, f"--export_path {path}: its folder")
+    check_writable_folder(path.parent, "the folder of --export_path")
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():

@@ -23,7 +23,8 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 def _area(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) -> Tensor:
     """Box areas, 0 where the product is NaN: a box with an infinite side and a zero one (``inf * 0``), as a predicted
-    box decoded from an overflowing size offset can be. Its intersection with any box is 0, and so is its IoU."""
+    box decoded from an overflowing size offset can be. Its intersection with a finite box is 0, and so is their
+    IoU."""
     area = (x2 - x1) * (y2 - y1)
     return area.masked_fill(area.isnan(), 0.0)
 
