@@ -60,7 +60,9 @@ def detections_to_coco_results(
         category_ids: contiguous label -> COCO category id.
 
     Returns:
-        ``[{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}, ...]``.
+        ``[{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}, ...]``, every digit kept
+        (as detectron2 and mmdetection write them): rounding would move boxes across IoU thresholds and tie scores,
+        so the file would score other numbers than the detections.
     """
     if len(detections) != len(image_ids):
         raise ValueError(f"{len(detections)} detection entries but {len(image_ids)} image ids; pass one per image")
@@ -68,9 +70,9 @@ def detections_to_coco_results(
     results = []
     for image_id, det in zip(image_ids, detections):
         boxes = np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4)
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(2)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         categories = category_ids[np.asarray(det["labels"], dtype=np.int64)]
-        scores = np.asarray(det["scores"], dtype=np.float64).round(6)
+        scores = np.asarray(det["scores"], dtype=np.float64)
         results.extend(
             {"image_id": int(image_id), "category_id": int(c), "bbox": b, "score": float(s)}
             for c, b, s in zip(categories.tolist(), xywh.tolist(), scores.tolist())

@@ -411,6 +411,7 @@ class VOCDetection(DetectionDataset):
         fixups = FixupCounter()
         skipped: dict[str, int] = {}
         paths, ids, sizes, boxes, labels, difficult = [], [], [], [], [], []
+        scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         listed: list[ListedImage] = []
         for folder, list_name in image_sets:
             folder = Path(folder)
@@ -457,15 +458,18 @@ class VOCDetection(DetectionDataset):
                         "(counted in one warning)"
                     )
                 # float64 until clipped: any finite coordinate (1e300 too) is clipped, not cast to float32 inf
-                image_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
-                image_boxes[:, :2] -= 1  # XML 1-based inclusive -> 0-based continuous
+                xml_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
+                image_labels = np.array([label_of[obj.name] for obj in known], dtype=np.int64)
+                image_difficult = np.array([obj.difficult for obj in known], dtype=bool)
+                scored.append((xml_boxes, image_labels, image_difficult))  # the devkit scores the XML as written
+                image_boxes = xml_boxes - np.array([1.0, 1.0, 0.0, 0.0])  # 1-based inclusive -> 0-based continuous
                 keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
                 paths.append(str(image_path))
                 ids.append(image_id)
                 sizes.append((parsed.height, parsed.width))
                 boxes.append(image_boxes[keep].astype(np.float32))
-                labels.append(np.array([label_of[obj.name] for obj in known], dtype=np.int64)[keep])
-                difficult.append(np.array([obj.difficult for obj in known], dtype=bool)[keep])
+                labels.append(image_labels[keep])
+                difficult.append(image_difficult[keep])
         problems += _shared_image_problems(listed)
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
@@ -474,17 +478,19 @@ class VOCDetection(DetectionDataset):
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)
         fixups.warn("VOC dataset " + ", ".join(str(_list_file(folder, name)) for folder, name in image_sets))
         self.fixups = dict(fixups.counts)
+        self._scored_objects = scored
         super().__init__(
             Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed
         )
 
     def ground_truth(self) -> list[dict[str, np.ndarray]]:
-        """Per image: ``{"boxes": float64 [n, 4] x1y1x2y2 devkit pixels as in the XML (1-based inclusive), "labels":
-        int64 [n] 0..C-1, "difficult": bool [n]}`` (after the documented fix-ups)."""
-        result = []
-        for index in range(len(self)):
-            boxes, labels, difficult = self.annotation(index)
-            devkit_boxes = boxes.astype(np.float64)
-            devkit_boxes[:, :2] += 1  # 0-based continuous -> XML 1-based inclusive
-            result.append({"boxes": devkit_boxes, "labels": labels.copy(), "difficult": difficult.copy()})
-        return result
+        """Per image, the objects the evaluation scores, as the XML writes them (the devkit reads the XML: boxes
+        outside the image or degenerate, which training clips or drops, are scored unchanged): ``{"boxes": float64
+        [n, 4] x1y1x2y2 devkit pixels (1-based inclusive), "labels": int64 [n] 0..C-1, "difficult": bool [n]}``;
+        objects of classes outside ``class_names`` (``skip_unknown_classes``) are not scored."""
+        return [{"boxes": boxes.copy(), "labels": labels.copy(), "difficult": difficult.copy()}
+                for boxes, labels, difficult in self._scored_objects]
+
+    def objects_to_score(self) -> int:
+        """How many objects the evaluation scores: those of :meth:`ground_truth` not marked difficult."""
+        return sum(int((~difficult).sum()) for _, _, difficult in self._scored_objects)

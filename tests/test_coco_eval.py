@@ -103,6 +103,43 @@ def test_results_format_maps_categories_and_uses_continuous_widths():
     assert results == [{"image_id": 42, "category_id": 3, "bbox": [10.0, 20.0, 20.0, 40.0], "score": 0.75}]
 
 
+def one_category_ground_truth(boxes_per_image: list[list[list[float]]]) -> COCO:
+    """Images of 640 x 480 px (ids 1, 2, ...) holding the given ``[x, y, w, h]`` objects of category 1."""
+    images = [{"id": i, "width": 640, "height": 480, "file_name": f"{i}.jpg"}
+              for i in range(1, len(boxes_per_image) + 1)]
+    annotations = [{"id": len(images) * 100 + n, "image_id": image_id, "category_id": 1, "bbox": box,
+                    "area": box[2] * box[3], "iscrowd": 0}
+                   for image_id, boxes in enumerate(boxes_per_image, 1) for n, box in enumerate(boxes)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cat"}]}
+        coco.createIndex()
+    return coco
+
+
+def test_results_keep_every_digit_so_the_file_scores_the_detections():
+    """A box of IoU 0.49996 with its object stays below 0.5 (to 2 decimals its height 49.996 would be 50.0: IoU 0.5,
+    a match); a true positive scored 3e-7 above a false positive stays ahead of it (to 6 decimals they would tie and
+    the list order would put the false positive first)."""
+    coco = one_category_ground_truth([[[0.0, 0.0, 100.0, 100.0]]])
+    below = [{"boxes": np.array([[0.0, 0.0, 100.0, 49.996]]), "scores": np.array([0.9]), "labels": np.array([0])}]
+    results = detections_to_coco_results(below, [1], [1])
+    assert results[0]["bbox"] == [0.0, 0.0, 100.0, 49.996]
+    assert evaluate_coco(results, coco)["AP50"] == 0.0
+
+    coco = one_category_ground_truth([[[0.0, 0.0, 100.0, 100.0]], [[0.0, 0.0, 100.0, 100.0]]])
+    scores = np.array([0.1234561, 0.1234564], dtype=np.float32)
+    detections = [
+        {"boxes": np.array([[300.0, 300.0, 350.0, 350.0]], np.float32), "scores": scores[:1], "labels": np.array([0])},
+        {"boxes": np.array([[0.0, 0.0, 100.0, 100.0]], np.float32), "scores": scores[1:], "labels": np.array([0])},
+    ]
+    results = detections_to_coco_results(detections, [1, 2], [1])
+    assert [r["score"] for r in results] == scores.astype(np.float64).tolist()
+    metrics = evaluate_coco(results, coco)
+    assert metrics["AP50"] == pytest.approx(51 / 101)  # recall 1/2 at precision 1: 51 of the 101 recall points
+    assert metrics["stats"] == pycocotools_stats(coco, results).tolist()
+
+
 def test_perfect_detections_of_small_boxes_score_one():
     # With continuous corners a perfect 10x10 detection has IoU 1; the authors' "+1" width would
     # make it 11x11 (IoU 100/121 = 0.83) and lose the thresholds 0.85..0.95.

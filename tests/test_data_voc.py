@@ -14,6 +14,7 @@ from data import (
     DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
 )
 from data.dataset import DEGENERATE_BOX_DROPPED
+from data.voc_eval import evaluate_voc, from_devkit_pixels
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 
 
@@ -272,9 +273,27 @@ def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path)
                                          r"degenerate box dropped \(x2 <= x1 or y2 <= y1, in pixels or once "
                                          r"normalised\): 1"):
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
-    # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) -> devkit (50, 1, 64, 30)
-    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[50, 1, 64, 30], [3, 3, 9, 9]])
+    # XML (50, -4, 80, 30) -> continuous (49, -5, 80, 30) -> clipped (49, 0, 64, 30) for training
+    np.testing.assert_array_equal(dataset.annotation(0)[0], [[49, 0, 64, 30], [2, 2, 9, 9]])
     assert dataset.fixups == {"box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 1}
+    # the evaluation scores the XML as written, as the devkit does: all three boxes, unchanged
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[10, 10, 5, 20], [50, -4, 80, 30], [3, 3, 9, 9]])
+    assert dataset.objects_to_score() == 3
+
+
+def test_the_evaluation_scores_the_xml_boxes_as_written_as_the_devkit_does(tmp_path):
+    """A box past the image edge and a degenerate one: training clips and drops them, the devkit scores the XML. A
+    detection equal to the first box is a true positive at every threshold (clipped, its IoU at 0.95 would be 0.5);
+    the degenerate box stays a positive that no detection can find: recall 1/2, 11-point AP 6/11 everywhere."""
+    objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"test": ["a"], "train": []}, size=(48, 64))
+    with pytest.warns(DataWarning, match="box clipped to the image: 1"):
+        dataset = build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
+    detection = {"boxes": from_devkit_pixels(np.array([[50, -4, 80, 30]])), "scores": np.array([0.9]),
+                 "labels": np.array([0])}
+    metrics = evaluate_voc([detection], dataset.ground_truth(), dataset.class_names)
+    assert metrics["AP50"] == metrics["AP75"] == pytest.approx(6 / 11, abs=1e-15)
+    assert metrics["mAP"] == pytest.approx(6 / 11, abs=1e-15)  # the mean of ten equal APs
 
 
 def test_boxes_normalised_to_0_1_are_an_error_and_whole_coordinates_up_to_1_are_not(tmp_path):
@@ -293,7 +312,7 @@ def test_boxes_normalised_to_0_1_are_an_error_and_whole_coordinates_up_to_1_are_
     (root / "ImageSets/Main/trainval.txt").write_text("top_left_pixel\npixels\n")
     with pytest.warns(DataWarning, match=r"box clipped to the image: 2"):  # 0 is left of the 1-based first pixel
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
-    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[1, 1, 1, 1]])
+    np.testing.assert_array_equal(dataset.annotation(0)[0], [[0, 0, 1, 1]])  # the top-left pixel
 
 
 def test_xml_without_size_reads_the_image_header(tmp_path):
@@ -462,7 +481,7 @@ def test_a_box_of_zero_width_once_normalised_is_dropped_as_degenerate(tmp_path):
     with pytest.warns(DataWarning, match=rf"{re.escape(DEGENERATE_BOX_DROPPED)}: 1 \(e\.g\. .*a\.xml\)"):
         dataset = build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
     assert dataset.fixups == {DEGENERATE_BOX_DROPPED: 1}
-    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[20, 10, 50, 60]])
+    np.testing.assert_array_equal(dataset.annotation(0)[0], [[19, 9, 50, 60]])
     target = dataset[0][1].numpy()
     assert (target[:, 2] > target[:, 0]).all() and (target[:, 3] > target[:, 1]).all()
 
