@@ -44,6 +44,32 @@ def test_save_and_load_roundtrip_with_weights_only(tmp_path):
     assert load_checkpoint(path)["iteration"] == 7
 
 
+def test_a_full_disk_inside_torchs_zip_writer_is_the_os_error_naming_the_file(tmp_path, monkeypatch):
+    """torch.save's zip writer meets ENOSPC while writing, then raises a RuntimeError when it closes."""
+    path = tmp_path / "run.pth"
+
+    def full_disk(obj, handle):
+        try:
+            handle.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 77961728 vs 77961616")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    with pytest.raises(OSError) as failed:
+        save_checkpoint(_state(2.0), path)
+    assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, str(path))
+    assert failed.value.strerror == "No space left on device; no checkpoint is there yet"
+    assert list(tmp_path.iterdir()) == []  # the partial temporary file is removed
+
+    def other_failure(obj, handle):
+        raise RuntimeError("a bug, not the disk")
+
+    monkeypatch.setattr(ckpt.torch, "save", other_failure)
+    with pytest.raises(RuntimeError, match="a bug, not the disk"):
+        save_checkpoint(_state(2.0), path)
+
+
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "run.pth"
     save_checkpoint(_state(1.0), path)

@@ -96,12 +96,25 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as failure:
+        error = _os_error_in(failure)
+        if error is None:
+            raise
         kept = f"the checkpoint already at {path} is untouched" if path.is_file() else "no checkpoint is there yet"
         raise OSError(error.errno, f"{error.strerror or error}; {kept}", str(path)) from error
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """``error`` itself or the first ``OSError`` it was raised from or during: torch's zip writer turns a failed
+    write (a full disk) into a ``RuntimeError`` ("unexpected pos ...") when it closes, with the ``OSError`` as its
+    context."""
+    seen = error
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def load_checkpoint(
