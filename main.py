@@ -81,7 +81,7 @@ from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
-from utils.messages import first_line
+from utils.messages import first_line, joined_lines
 from utils.optim import build_optimizer
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
@@ -604,16 +604,39 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     check_architecture(args.init_from, state["config"], requested_architecture(args))
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
     if same_classes(state["class_names"], class_names):
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
         log.info(source)
         return
     try:
         fresh = model.load_all_but_classifier(state["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"{args.init_from}: {error}; the file is damaged or was edited") from error
+        raise CheckpointError(f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
     log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
              f" this dataset has {len(class_names)} ({preview_names(class_names)}): its classification "
              f"layers ({len(fresh)} tensors) start afresh, the rest comes from the checkpoint")
+
+
+def restore_training_state(state: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler) -> None:
+    """``--resume``: the checkpoint ``state``'s model, optimizer, AMP scaler and random states; a
+    :class:`CheckpointError` naming ``path`` when an entry is missing or does not fit (a damaged or edited file)."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+    except KeyError as error:
+        raise CheckpointError(f"{path} cannot be resumed: it has no {error.args[0]!r} entry (a damaged or edited "
+                              "file); resume an earlier checkpoint with --resume PATH, or start a new run from its "
+                              f"weights with --init_from {path}") from error
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} cannot be resumed ({joined_lines(error)}; a damaged or edited file); resume an "
+                              "earlier checkpoint with --resume PATH") from error
 
 
 def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset) -> dict:
@@ -750,11 +773,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         requested = requested_architecture(args)
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
         check_same_run(resume_path, state["config"], config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
+        restore_training_state(state, resume_path, model, optimizer, scaler)
         start_iter = state["iteration"]
         config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
         folder_run = broadcast_object(log.run_id(), ctx)  # rank 0's logs decide, on every process

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from utils.messages import first_line
+from utils.messages import first_line, joined_lines
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -73,7 +73,7 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
         backbone.load_state_dict(kept, strict=True)
     except RuntimeError as error:  # a tensor of the wrong shape
         raise PretrainedWeightsError(f"{source} does not fit the {type(backbone).__name__} backbone: "
-                                     f"{' '.join(str(error).split())}") from error
+                                     f"{joined_lines(error)}") from error
 
 
 def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

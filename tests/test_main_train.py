@@ -420,6 +420,24 @@ def test_resume_with_the_classes_in_capitals_continues(shapes_root, trained, tmp
     assert "the training set changed" not in capsys.readouterr().err
 
 
+def test_a_checkpoint_missing_an_entry_or_weights_is_one_line_with_resume_and_init_from(
+        shapes_root, trained, tmp_path, capsys):
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    path = tmp_path / "weights" / CKPT.format("")
+    state = load_checkpoint(path)
+    del state["optimizer"]
+    torch.save(state, path)
+    before = folder_contents(tmp_path)
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_BAD_INPUT
+    assert (f"{Path('weights') / path.name} cannot be resumed: it has no 'optimizer' entry (a damaged or edited "
+            "file)") in capsys.readouterr().err
+    del state["model"]["head.conf.0.bias"]
+    torch.save(state, path)
+    assert run(tmp_path, base_args(shapes_root, "--name", "fresh", "--init_from", str(path))) == cli.EXIT_BAD_INPUT
+    assert 'Missing key(s) in state_dict: "head.conf.0.bias"' in capsys.readouterr().err
+    assert folder_contents(tmp_path).keys() == before.keys()
+
+
 def break_first_test_image(root: Path) -> Path:
     first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
     image = root / "JPEGImages" / f"{first}.jpg"
