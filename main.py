@@ -302,6 +302,15 @@ def resume_hint(args: argparse.Namespace) -> str:
     return " (training continues from its last checkpoint with --resume)" if trains else ""
 
 
+def how_to_continue(args: argparse.Namespace, checkpoint_path: Path) -> str:
+    """The advice that continues a stopped training run from ``checkpoint_path``: the same command with ``--resume``
+    (a run started ``--init_from`` another file continues from its own checkpoint instead)."""
+    if args.init_from:
+        return (f"continue with the same command, --init_from {shlex.quote(str(args.init_from))} replaced by "
+                f"--resume {shlex.quote(str(checkpoint_path))}")
+    return "continue with the same command plus --resume"
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
     CPU allocator's RuntimeError."""
@@ -434,7 +443,7 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     if args.dataset is None:
         args.dataset = "voc"
     defaults = DATASET_DEFAULTS[args.dataset]
-    if args.init_from and args.pretrained is None:
+    if (args.init_from or args.resume is not None) and args.pretrained is None:
         args.pretrained = False  # the checkpoint's weights replace the backbone's: nothing to download
     keys = ("epochs", "lr", "warm_iter", "workers", "pretrained", "expand_prob")
     if not args.trained_model:
@@ -854,7 +863,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log_error(ctx, f"error: {error}; {kept}. Lower --lr, lengthen --warm_iter or check the data")
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
-        log.info(f"{stop}; checkpoint {checkpoint_path} saved, continue with the same command plus --resume")
+        log.info(f"{stop}; checkpoint {checkpoint_path} saved, {how_to_continue(args, checkpoint_path)}")
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
@@ -867,8 +876,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             kept = (f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
                     else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
-        then = ("continue with the same command plus --resume" if checkpoint_path.exists()
-                else "run the same command again")
+        then = how_to_continue(args, checkpoint_path) if checkpoint_path.exists() else "run the same command again"
         log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then {then} (--check_data "
                  "scans every image)")
         return EXIT_BAD_INPUT

@@ -168,6 +168,24 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
         assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
 
 
+def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(shapes_root, trained, tmp_path,
+                                                                              monkeypatch, capsys):
+    """No architecture flags and no --no-pretrained: --resume PATH takes the checkpoint's architecture and fetches no
+    ImageNet weights (offline here), as --init_from did."""
+    argv = [arg for arg in base_args(shapes_root, "--name", "tuned")
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
+    source = trained / "weights" / CKPT.format("")
+    monkeypatch.setattr(_SignalAt, "at", 2)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == cli.EXIT_INTERRUPTED
+    checkpoint = Path("weights") / "tuned.pth"
+    assert (f"continue with the same command, --init_from {source} replaced by --resume {checkpoint}"
+            ) in capsys.readouterr().out
+    monkeypatch.setattr(_SignalAt, "at", -1)
+    assert run(tmp_path, argv + ["--resume", str(checkpoint)]) == 0
+    assert load_checkpoint(tmp_path / checkpoint)["iteration"] == ITERS
+
+
 def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_root, tmp_path, monkeypatch, capsys):
     """Batch 8: 2 iterations per epoch, --eval_interval 1 evaluates at 2 and 4. SIGINT during iteration 4 saves it
     and stops before its evaluation; --resume evaluates iteration 4 first, then goes on (6: the final one)."""
