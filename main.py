@@ -713,23 +713,25 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / checkpoint_path.stem
     with ExitStack() as held:
         refusal = None
-        if ctx.is_main:  # the main process holds the lock; every process stops when it cannot
+        if ctx.is_main:  # the main process holds the locks; every process stops when it cannot
             try:
                 held.enter_context(exclusive_run(checkpoint_path))
+                held.enter_context(exclusive_run(run_dir, "the log folder",
+                                                 "give this run another --run_dir (or --name)"))
             except ValueError as error:
                 refusal = str(error)
         refusal = broadcast_object(refusal, ctx)
         if refusal:
             raise ValueError(refusal)
-        return train_and_evaluate(args, device, ctx, checkpoint_path, init_state, resume_state)
+        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state)
 
 
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
-                       init_state: dict | None, resume_state: dict | None) -> int:
-    """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path``."""
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / checkpoint_path.stem
+                       run_dir: Path, init_state: dict | None, resume_state: dict | None) -> int:
+    """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")

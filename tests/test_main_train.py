@@ -761,6 +761,12 @@ def test_a_run_of_a_checkpoint_another_run_is_writing_stops_before_touching_anyt
     assert (f"error: {Path('weights') / CKPT.format('')} is the checkpoint of a run still going on (process "
             f"{os.getpid()}): give this run another --name") in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
+    # following the advice half-way, another --save_folder but the same log folder, would mix the two runs' logs
+    with exclusive_run(tmp_path / "weights" / CKPT.format("")), exclusive_run(tmp_path / "run"):
+        assert run(tmp_path, base_args(shapes_root, "--save_folder", "weights2")) == cli.EXIT_BAD_INPUT
+    assert (f"error: run is the log folder of a run still going on (process {os.getpid()}): give this run another "
+            "--run_dir (or --name)") in capsys.readouterr().err
+    assert folder_contents(tmp_path) == before
 
 
 def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_path):

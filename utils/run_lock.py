@@ -34,15 +34,19 @@ def lock_file_for(path: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def exclusive_run(checkpoint_path: str | os.PathLike) -> Iterator[None]:
-    """Hold the lock of ``checkpoint_path`` for the block; raise ``ValueError`` naming the process that holds it
-    when another run does (under torchrun the main process alone takes it, see ``main.run_training``)."""
-    with _locked(checkpoint_path) as handle:
+def exclusive_run(
+    path: str | os.PathLike,
+    what: str = "the checkpoint",
+    advice: str = "give this run another --name (or --save_folder)",
+) -> Iterator[None]:
+    """Hold the lock of ``path`` (a run's checkpoint, or its log folder) for the block; raise ``ValueError`` naming
+    the process that holds it when another run does, with ``advice`` (under torchrun the main process alone takes it,
+    see ``main.run_training``)."""
+    with _locked(path) as handle:
         if handle is not None and not _try_lock(handle):
             raise ValueError(
-                f"{checkpoint_path} is the checkpoint of a run still going on ({_holder(handle)}): give this run "
-                "another --name (or --save_folder), or wait for that run to end (a run just stopped releases it "
-                "within seconds)"
+                f"{path} is {what} of a run still going on ({_holder(handle)}): {advice}, or wait for that run to end "
+                "(a run just stopped releases it within seconds)"
             )
         yield
 
