@@ -51,6 +51,7 @@ from utils.checkpoint import (
     checkpoint_name,
     load_checkpoint,
     preview_names,
+    remove_partial_checkpoints,
     restore_rng_state,
     same_classes,
     save_checkpoint,
@@ -854,6 +855,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
         log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
+    if ctx.is_main and (partial := remove_partial_checkpoints(checkpoint_path)):
+        log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
+                 f"{', '.join(map(str, partial))}")
     # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
     evaluate_first = settings.evaluates_after(start_iter) and not broadcast_object(log.has_row("eval", start_iter), ctx)
     try:

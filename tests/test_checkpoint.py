@@ -18,6 +18,7 @@ from utils.checkpoint import (
     check_writable_folder,
     checkpoint_name,
     load_checkpoint,
+    remove_partial_checkpoints,
     restore_rng_state,
     save_checkpoint,
     set_aside_earlier_checkpoint,
@@ -68,6 +69,18 @@ def test_a_full_disk_inside_torchs_zip_writer_is_the_os_error_naming_the_file(tm
     monkeypatch.setattr(ckpt.torch, "save", other_failure)
     with pytest.raises(RuntimeError, match="a bug, not the disk"):
         save_checkpoint(_state(2.0), path)
+
+
+def test_partial_files_of_a_killed_save_are_removed_and_nothing_else(tmp_path):
+    path = tmp_path / "run [seed 1].pth"  # glob characters in the name match only themselves
+    save_checkpoint(_state(1.0), path)
+    partial = [tmp_path / ".run [seed 1].pth.tmp4242", tmp_path / ".run [seed 1].pth.tmp7"]
+    kept = [tmp_path / ".run [seed 1].pth.tmpfile", tmp_path / ".run s.pth.tmp5", tmp_path / ".other.pth.tmp5"]
+    for leftover in partial + kept:
+        leftover.write_bytes(b"partial")
+    assert remove_partial_checkpoints(path) == sorted(partial)
+    assert sorted(tmp_path.iterdir()) == sorted([path, *kept])
+    assert remove_partial_checkpoints(tmp_path / "none.pth") == []
 
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):

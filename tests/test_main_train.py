@@ -154,7 +154,11 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 3
 
     monkeypatch.setattr(_SignalAt, "at", -1)
+    partial = tmp_path / "weights" / f".{CKPT.format('')}.tmp99999"  # a save killed half-way by another attempt
+    partial.write_bytes(b"PK half a checkpoint")
     assert run(tmp_path, base_args(shapes_root, "--resume", "--workers", "2")) == 0
+    assert "removed 1 partial checkpoint file(s) of a save that was cut short" in capsys.readouterr().out
+    assert not partial.exists()
     # resumed, not set aside
     assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
     resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")

@@ -15,6 +15,7 @@ import pickle
 import random
 import tempfile
 import time
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -105,6 +106,16 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_partial_checkpoints(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`save_checkpoint` left next to ``path`` when a process writing it was killed
+    (``.<name>.tmp<pid>``); call it only while holding the run's lock (no other process writes them). Returns them."""
+    path = Path(path)
+    partial = sorted(path.parent.glob(f".{glob_escape(path.name)}.tmp[0-9]*"))
+    for leftover in partial:
+        leftover.unlink(missing_ok=True)
+    return partial
 
 
 def _os_error_in(error: BaseException) -> OSError | None:
