@@ -19,6 +19,7 @@ from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import load_checkpoint
+from utils.logging import RunLog
 from utils.run_lock import exclusive_run
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -188,6 +189,23 @@ def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(sh
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path, argv + ["--resume", str(checkpoint)]) == 0
     assert load_checkpoint(tmp_path / checkpoint)["iteration"] == ITERS
+
+
+def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes_root, tmp_path, monkeypatch):
+    """--assign_stats: stopped after iteration 3 and resumed, the run's assign_summary row is the uninterrupted run's
+    (the mean over all 8 log intervals, not over the 5 of the last attempt), once."""
+    argv = base_args(shapes_root, "--mutual_guide", "--assign_stats")
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "cut").mkdir()
+    assert run(tmp_path / "whole", argv) == 0
+    monkeypatch.setattr(_SignalAt, "at", 2)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path / "cut", argv) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(_SignalAt, "at", -1)
+    assert run(tmp_path / "cut", argv + ["--resume"]) == 0
+    summaries = [RunLog(tmp_path / name / "run").rows("assign_summary") for name in ("whole", "cut")]
+    assert len(summaries[1]) == 1 and summaries[1][0]["log_intervals"] == ITERS
+    assert summaries[1] == summaries[0]
 
 
 def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_root, tmp_path, monkeypatch, capsys):

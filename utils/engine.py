@@ -153,7 +153,7 @@ def train(
     guard = NonFiniteGuard(device)
     check_every_iteration = device.type == "cpu"
     loss_sums = torch.zeros(2, device=device)
-    logged_stats: list[dict] = []
+    stats_names: list[str] = []
     interval_start, interval_iters = time.perf_counter(), 0
     bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
     with StopSignal() as stop, bar:
@@ -189,7 +189,7 @@ def train(
                                 img_s=f"{row['images_per_s']:.1f}")
                 log.metrics("train", row)
                 if stats is not None:
-                    logged_stats.append({name: row[name] for name in stats})
+                    stats_names = list(stats)
                 loss_sums.zero_()
                 interval_start, interval_iters = time.perf_counter(), 0
             elif ctx.is_distributed:
@@ -205,15 +205,20 @@ def train(
                 evaluate(done)
                 model.train()
     guard.check(ctx)
-    if logged_stats:
-        _log_stats_summary(logged_stats, log)
+    if stats_names:
+        _log_stats_summary(stats_names, settings.max_iter, log)
 
 
-def _log_stats_summary(logged_stats: list[dict], log: RunLog) -> None:
-    """The assignment statistics averaged over the log intervals: one ``assign_summary`` metrics row and a line."""
-    summary = {name: sum(row[name] for row in logged_stats) / len(logged_stats) for name in logged_stats[0]}
-    log.metrics("assign_summary", {"log_intervals": len(logged_stats)} | summary)
-    log.info(f"assignment statistics, mean over {len(logged_stats)} log intervals: "
+def _log_stats_summary(names: list[str], max_iter: int, log: RunLog) -> None:
+    """The assignment statistics ``names`` averaged over the run's log intervals, from its ``train`` rows (those of
+    the attempts before a resume too): one ``assign_summary`` metrics row at ``max_iter`` (so a resume from an earlier
+    checkpoint drops it with the rows it repeats) and a line."""
+    logged = [row for row in log.rows("train") if all(name in row for name in names)]
+    if not logged:  # another process than the main one, which alone reads and writes the logs
+        return
+    summary = {name: sum(row[name] for row in logged) / len(logged) for name in names}
+    log.metrics("assign_summary", {"iteration": max_iter, "log_intervals": len(logged)} | summary)
+    log.info(f"assignment statistics, mean over {len(logged)} log intervals: "
              + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))
 
 

@@ -68,10 +68,14 @@ class RunLog:
 
     def has_row(self, kind: str, iteration: int) -> bool:
         """Whether ``metrics.jsonl`` holds a ``kind`` row of ``iteration``."""
+        return any(row.get("iteration") == iteration for row in self.rows(kind))
+
+    def rows(self, kind: str) -> list[dict]:
+        """The ``kind`` rows of ``metrics.jsonl``, in order (without their ``kind``); [] where nothing is written."""
         if not self.enabled or self.run_dir is None or not self._jsonl_path.is_file():
-            return False
+            return []
         rows = (_row_of(line) for line in _read_text(self._jsonl_path).splitlines())
-        return any(row.get("kind") == kind and row.get("iteration") == iteration for row in rows)
+        return [{key: value for key, value in row.items() if key != "kind"} for row in rows if row.get("kind") == kind]
 
     def _file(self, name: str) -> Path:
         """``run_dir / name``, creating ``run_dir`` first: the run folder appears with the first file written."""
