@@ -70,6 +70,7 @@ from utils.distributed import (
 )
 from utils.engine import (
     NonFiniteLossError,
+    StopSignal,
     TrainingInterrupted,
     TrainSettings,
     format_metrics,
@@ -886,7 +887,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then {then} (--check_data "
                  "scans every image)")
         return EXIT_BAD_INPUT
-    save(max_iter)
+    with StopSignal() as stop:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
+        save(max_iter)
     log.info(f"saved {checkpoint_path}")
     # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
     command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
@@ -895,6 +897,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     evaluate_later = f"evaluate it with: {shlex.join(command)}"
     try:
         with termination_as_interrupt():
+            if stop.received:
+                raise KeyboardInterrupt
             metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
     except DataError as error:
         log_error(ctx, f"error: {original_message(error)}", every_process=True)

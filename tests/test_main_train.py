@@ -208,6 +208,24 @@ def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes
     assert summaries[1] == summaries[0]
 
 
+def test_a_signal_during_the_final_save_lets_it_finish_then_stops_before_the_evaluation(shapes_root, tmp_path,
+                                                                                        monkeypatch, capsys):
+    real_save = cli.save_checkpoint
+
+    def save_after_a_signal(state, path):
+        if state["iteration"] == ITERS:
+            os.kill(os.getpid(), signal.SIGINT)  # handled before the write below starts
+        real_save(state, path)
+
+    monkeypatch.setattr(cli, "save_checkpoint", save_after_a_signal)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_INTERRUPTED
+    checkpoint = Path("weights") / CKPT.format("")
+    assert (f"evaluation interrupted; training is complete and saved in {checkpoint}: evaluate it with: python "
+            f"main.py --trained_model {checkpoint}") in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / checkpoint)["iteration"] == ITERS
+    assert not (tmp_path / "eval").exists()
+
+
 def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_root, tmp_path, monkeypatch, capsys):
     """Batch 8: 2 iterations per epoch, --eval_interval 1 evaluates at 2 and 4. SIGINT during iteration 4 saves it
     and stops before its evaluation; --resume evaluates iteration 4 first, then goes on (6: the final one)."""
