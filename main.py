@@ -46,6 +46,7 @@ from utils.checkpoint import (
     capture_rng_state,
     check_architecture,
     check_compatible,
+    check_same_length,
     check_same_run,
     check_writable_folder,
     checkpoint_name,
@@ -786,6 +787,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         requested = requested_architecture(args)
         check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
         check_same_run(resume_path, state["config"], config)
+        check_same_length(resume_path, state["max_iter"], max_iter)
         restore_training_state(state, resume_path, model, optimizer, scaler)
         start_iter = state["iteration"]
         config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path

@@ -14,6 +14,7 @@ from utils.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_compatible,
+    check_same_length,
     check_same_run,
     check_writable_folder,
     checkpoint_name,
@@ -211,7 +212,7 @@ def test_check_same_run_refuses_a_changed_schedule():
         check_same_run("w.pth", saved, saved | {"batch_size": 16})
     with pytest.raises(CheckpointError, match=r"or start a new run from its weights with --init_from w\.pth \(a fresh "
                                               r"optimizer and schedule, to train longer, say\)$"):
-        check_same_run("w.pth", saved | {"max_iter": 100}, saved | {"max_iter": 200})
+        check_same_run("w.pth", saved | {"lr": 0.01}, saved | {"lr": 0.02})
     with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
         check_same_run("w.pth", saved, saved | {"world_size": 2})
     saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None}
@@ -251,7 +252,7 @@ def test_three_earlier_checkpoints_of_one_second_keep_three_files(tmp_path):
 
 @pytest.mark.parametrize("key, saved_value, new_value", [
     ("dataset", "shapes", "voc"), ("mutual_guide", True, False), ("lr", 0.01, 0.011), ("warm_iter", 500, 50),
-    ("epochs", 250, 140), ("max_iter", 1000, 2000), ("seed", 0, 1),
+    ("seed", 0, 1),
 ])  # fmt: skip
 def test_check_same_run_refuses_each_changed_schedule_and_data_order_flag(key, saved_value, new_value):
     saved = {"dataset": "shapes", "mutual_guide": True, "lr": 0.01, "warm_iter": 500, "epochs": 250, "max_iter": 1000,
@@ -259,6 +260,13 @@ def test_check_same_run_refuses_each_changed_schedule_and_data_order_flag(key, s
     check_same_run("w.pth", saved, dict(saved))
     with pytest.raises(CheckpointError, match=f"with --{key} {saved_value}, this run has {new_value}; resume"):
         check_same_run("w.pth", saved, saved | {key: new_value})
+
+
+def test_check_same_length_compares_iterations_however_given():
+    check_same_length("w.pth", 1000, 1000)  # --epochs 2 of 500 iterations, resumed as --max_iter 1000
+    with pytest.raises(CheckpointError, match=r"^w\.pth was saved by a run of 1000 iterations, this run has 2000 "
+                                              r"\(--epochs or --max_iter\); resume with the same run length"):
+        check_same_length("w.pth", 1000, 2000)
 
 
 def test_check_compatible_refuses_another_anchor_size_and_accepts_a_checkpoint_without_a_key():

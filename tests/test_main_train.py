@@ -473,7 +473,8 @@ def test_resume_with_the_classes_in_capitals_continues(shapes_root, trained, tmp
     argv[argv.index("--classes") + 1] = ",".join(SHAPES_CLASSES).upper()
     # a longer run is another schedule: refused for --max_iter, not for the classes
     assert run(tmp_path, argv + ["--max_iter", str(ITERS + 1)]) == 2
-    assert f"was saved by a run with --max_iter {ITERS}, this run has {ITERS + 1}" in capsys.readouterr().err
+    assert (f"was saved by a run of {ITERS} iterations, this run has {ITERS + 1} (--epochs or --max_iter); resume with "
+            "the same run length") in capsys.readouterr().err
     assert run(tmp_path, argv) == 0  # the finished run is evaluated again
     assert "the training set changed" not in capsys.readouterr().err
 
@@ -819,3 +820,6 @@ def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_p
     with open(tmp_path / "run" / "train.csv", newline="") as handle:
         assert [(int(row["iteration"]), int(row["epoch"])) for row in csv.DictReader(handle)] == [
             (1, 0), (2, 0), (3, 1), (4, 1)]
+    # the same length given as --max_iter resumes (the finished run is evaluated again); another is refused
+    assert run(tmp_path, argv[:argv.index("--epochs")] + ["--max_iter", "4", "--resume"]) == 0
+    assert run(tmp_path, argv[:argv.index("--epochs")] + ["--epochs", "3", "--resume"]) == cli.EXIT_BAD_INPUT

@@ -32,8 +32,8 @@ ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
 # unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
     "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size",
-    "lr", "warm_iter", "epochs", "max_iter", "seed", "expand_prob", "amp",
-)
+    "lr", "warm_iter", "seed", "expand_prob", "amp",
+)  # and the run's length in iterations, however given (--epochs or --max_iter): see check_same_length
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 
@@ -259,6 +259,17 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
             f"{_flag_value(config.get(key))}; "
             f"resume with the same flags (an exact resume needs the same schedule and data order), or start a new "
             f"run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
+        )
+
+
+def check_same_length(path: str | os.PathLike, saved_max_iter: int, max_iter: int) -> None:
+    """Refuse to resume a run of ``saved_max_iter`` iterations as one of ``max_iter``: the learning rate's cosine
+    spans the whole run. The same length given another way (``--epochs`` instead of ``--max_iter``) continues."""
+    if saved_max_iter != max_iter:
+        raise CheckpointError(
+            f"{path} was saved by a run of {saved_max_iter} iterations, this run has {max_iter} (--epochs or "
+            f"--max_iter); resume with the same run length (the learning rate's schedule spans the run), or start a "
+            f"new run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
         )
 
 
