@@ -36,6 +36,16 @@ UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 
 
+def to_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` x1y1x2y2 0-based continuous -> 1-based inclusive pixel indices: ``(x1 + 1, y1 + 1, x2, y2)``."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def from_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
+    """The inverse of ``to_devkit_pixels``: ``(x1 - 1, y1 - 1, x2, y2)``."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - np.array([1.0, 1.0, 0.0, 0.0])
+
+
 def normalize_class_name(name: str) -> str:
     """The authors' name cleaning: lowercase, '(group)' removed, surrounding spaces stripped."""
     return name.lower().replace("(group)", "").strip()
@@ -462,7 +472,7 @@ class VOCDetection(DetectionDataset):
                 image_labels = np.array([label_of[obj.name] for obj in known], dtype=np.int64)
                 image_difficult = np.array([obj.difficult for obj in known], dtype=bool)
                 scored.append((xml_boxes, image_labels, image_difficult))  # the devkit scores the XML as written
-                image_boxes = xml_boxes - np.array([1.0, 1.0, 0.0, 0.0])  # 1-based inclusive -> 0-based continuous
+                image_boxes = from_devkit_pixels(xml_boxes)  # the XML's 1-based inclusive -> 0-based continuous
                 keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
                 paths.append(str(image_path))
                 ids.append(image_id)

@@ -36,21 +36,11 @@ from typing import Sequence
 import numpy as np
 
 from data.errors import DataError, DataWarning, format_problems
-from data.voc import read_utf8_text
+from data.voc import from_devkit_pixels, read_utf8_text, to_devkit_pixels
 from utils.files import write_text
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
-
-
-def to_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
-    """``[N, 4]`` x1y1x2y2 0-based continuous -> 1-based inclusive pixel indices: ``(x1 + 1, y1 + 1, x2, y2)``."""
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + np.array([1.0, 1.0, 0.0, 0.0])
-
-
-def from_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
-    """The inverse of ``to_devkit_pixels``: ``(x1 - 1, y1 - 1, x2, y2)``."""
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - np.array([1.0, 1.0, 0.0, 0.0])
 
 
 def iou_plus_one(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:

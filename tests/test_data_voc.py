@@ -14,8 +14,9 @@ from data import (
     DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
 )
 from data.dataset import DEGENERATE_BOX_DROPPED
-from data.voc_eval import evaluate_voc, from_devkit_pixels
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
+from data.voc import from_devkit_pixels
+from data.voc_eval import evaluate_voc
 
 
 def voc_xml(width: int, height: int, objects: list[tuple[str, tuple, int]], size: bool = True) -> str:
