@@ -407,18 +407,17 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
     summary_file = (results if results.is_dir() else results.parent) / "summary.json"
     if args.dataset is not None:
         return ""
+    taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
     try:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        reason = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
-        raise ValueError(f"--eval_results {results}: {summary_file} {reason}, so the dataset the results are of is "
-                         "unknown; give --dataset (and --data_root, --classes as the evaluation had them)") from None
-    settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
-    taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
+        problem = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
+    else:
+        settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
+        taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
     if not taken:
-        raise ValueError(f"--eval_results {results}: {summary_file} names no dataset (no 'evaluated_with' entry), so "
-                         "the dataset the results are of is unknown; give --dataset (and --data_root, --classes as "
-                         "the evaluation had them)")
+        raise ValueError(f"--eval_results {results}: {summary_file} {problem}, so the dataset the results are of is "
+                         "unknown; give --dataset (and --data_root, --classes as the evaluation had them)")
     return f"{', '.join(taken)} (from {summary_file})"
 
 
@@ -615,18 +614,17 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     (fine-tuning on new classes)."""
     check_architecture(args.init_from, state["config"], requested_architecture(args))
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
-    if same_classes(state["class_names"], class_names):
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
-        log.info(source)
-        return
+    same = same_classes(state["class_names"], class_names)
     try:
-        fresh = model.load_all_but_classifier(state["model"])
+        if same:
+            model.load_state_dict(state["model"])
+        else:
+            fresh = model.load_all_but_classifier(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
+    if same:
+        log.info(source)
+        return
     log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
              f" this dataset has {len(class_names)} ({preview_names(class_names)}): its classification "
              f"layers ({len(fresh)} tensors) start afresh, the rest comes from the checkpoint")

@@ -89,7 +89,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     folder gone or made read-only) raises ``OSError`` with ``path`` as its file name and what is kept in its reason.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f"{_partial_prefix(path)}{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
@@ -112,10 +112,15 @@ def remove_partial_checkpoints(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files :func:`save_checkpoint` left next to ``path`` when a process writing it was killed
     (``.<name>.tmp<pid>``); call it only while holding the run's lock (no other process writes them). Returns them."""
     path = Path(path)
-    partial = sorted(path.parent.glob(f".{glob_escape(path.name)}.tmp[0-9]*"))
+    partial = sorted(path.parent.glob(f"{glob_escape(_partial_prefix(path))}[0-9]*"))
     for leftover in partial:
         leftover.unlink(missing_ok=True)
     return partial
+
+
+def _partial_prefix(path: Path) -> str:
+    """The name of :func:`save_checkpoint`'s temporary file for ``path``, without the writing process's id."""
+    return f".{path.name}.tmp"
 
 
 def _os_error_in(error: BaseException) -> OSError | None:
@@ -257,8 +262,7 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
         raise CheckpointError(
             f"{path} was saved by a run with {flag} {_flag_value(saved_config[key])}, this run has "
             f"{_flag_value(config.get(key))}; "
-            f"resume with the same flags (an exact resume needs the same schedule and data order), or start a new "
-            f"run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
+            f"resume with the same flags (an exact resume needs the same schedule and data order), or {_fork(path)}"
         )
 
 
@@ -268,9 +272,15 @@ def check_same_length(path: str | os.PathLike, saved_max_iter: int, max_iter: in
     if saved_max_iter != max_iter:
         raise CheckpointError(
             f"{path} was saved by a run of {saved_max_iter} iterations, this run has {max_iter} (--epochs or "
-            f"--max_iter); resume with the same run length (the learning rate's schedule spans the run), or start a "
-            f"new run from its weights with --init_from {path} (a fresh optimizer and schedule, to train longer, say)"
+            f"--max_iter); resume with the same run length (the learning rate's schedule spans the run), or "
+            f"{_fork(path)}"
         )
+
+
+def _fork(path: str | os.PathLike) -> str:
+    """The advice for a checkpoint that cannot be resumed with this run's flags."""
+    return (f"start a new run from its weights with --init_from {path} (a fresh optimizer and schedule, to train "
+            "longer, say)")
 
 
 def _differs(wanted: Any, have: Any) -> bool:
