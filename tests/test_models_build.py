@@ -281,3 +281,14 @@ def test_vgg16_outputs_are_torchvision_vgg16_bn_features_up_to_conv4_3_and_conv5
         torch.testing.assert_close(conv5_3, reference.features[:43](images))
     assert conv4_3.shape == (1, 512, 8, 8) and conv5_3.shape == (1, 512, 4, 4)
     assert conv4_3.min() == 0 and conv5_3.min() == 0  # ReLU outputs
+
+
+def test_pafpn_training_on_one_image_is_refused_with_advice_and_inference_is_not():
+    """The global-context BatchNorm sees one value per channel for a batch of 1 (torch's own error says only that)."""
+    model = build_detector("pafpn", "resnet18", 128, num_classes=2).train()
+    with pytest.raises(ValueError, match="PAFPN trains on at least 2 images per batch: .* call model.eval"):
+        model(torch.randn(1, 3, 128, 128))
+    loc, conf = model(torch.randn(2, 3, 128, 128))
+    assert loc.shape == (2, 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 4) and conf.shape == (2, loc.shape[1], 2)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 128, 128))[0].shape == (1, loc.shape[1], 4)

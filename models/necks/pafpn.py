@@ -10,6 +10,7 @@ The bottom-up additions are out of place (the authors' in-place add breaks backw
 
 from collections.abc import Sequence
 
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from models.blocks import NECK_CHANNELS, BasicConv, PyramidExtractor, TopDownPath, check_strides
@@ -27,11 +28,23 @@ class ContextEnhancement(nn.Module):
         self.context = BasicConv(in_channels[-1], channels, 1)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
+        if self.training and features[-1].shape[0] == 1 and not _normalises_across_processes(self.context.bn):
+            raise ValueError(
+                "PAFPN trains on at least 2 images per batch: the BatchNorm of its global-context branch normalises "
+                "one pooled value per image, so a batch of 1 has nothing to normalise over; give batches of 2 or "
+                "more, use SyncBatchNorm across several processes, or call model.eval() for inference"
+            )
         reduced = [reduce(x) for reduce, x in zip(self.reduce, features)]
         fused = reduced[0]
         for x in reduced[1:]:
             fused = fused + x
         return fused + self.context(self.pool(features[-1]))  # [B, 256, 1, 1] broadcast over the map
+
+
+def _normalises_across_processes(norm: nn.Module) -> bool:
+    """Whether ``norm`` is a SyncBatchNorm whose statistics span more than one process."""
+    return isinstance(norm, nn.SyncBatchNorm) and dist.is_available() and dist.is_initialized() \
+        and dist.get_world_size(norm.process_group) > 1
 
 
 class PAFPNNeck(nn.Module):
