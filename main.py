@@ -649,10 +649,12 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
                               "earlier checkpoint with --resume PATH") from error
 
 
-def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset) -> dict:
-    """The flags as plain values (for the checkpoint), plus the world size and the training set's image count and
+def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset, amp_dtype: torch.dtype | None) -> dict:
+    """The flags as plain values (for the checkpoint), plus the mixed precision that ``--amp`` chose on this device
+    ("bf16", "fp16" or None: bare ``--amp`` is either), the world size and the training set's image count and
     annotation fingerprint."""
     config = {key: value for key, value in vars(args).items()}
+    config["amp_dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
     config["world_size"] = ctx.world_size
     config["train_images"] = len(dataset)
     config["train_fingerprint"] = dataset.fingerprint()
@@ -775,7 +777,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                            sync_positives=ctx.is_distributed)
     optimizer = build_optimizer(model, args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    config = run_config(args, ctx, dataset)
+    config = run_config(args, ctx, dataset, amp_dtype)
 
     start_iter, continues_logs = 0, False
     if resume_path is not None:

@@ -215,13 +215,17 @@ def test_check_same_run_refuses_a_changed_schedule():
         check_same_run("w.pth", saved | {"lr": 0.01}, saved | {"lr": 0.02})
     with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
         check_same_run("w.pth", saved, saved | {"world_size": 2})
-    saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None}
-    for changed in ({"expand_prob": 0.0}, {"mutual_guide_from": 500}, {"amp": "bf16"}):
+    saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None, "amp_dtype": None}
+    for changed in ({"expand_prob": 0.0}, {"mutual_guide_from": 500}):
         key = next(iter(changed))
         with pytest.raises(CheckpointError, match=f"with --{key} .*, this run has {changed[key]}"):
             check_same_run("w.pth", saved, saved | changed)
-    with pytest.raises(CheckpointError, match="with --amp none, this run has bf16"):  # not given: "none", not None
-        check_same_run("w.pth", saved, saved | {"amp": "bf16"})
+    with pytest.raises(CheckpointError, match=r"with mixed precision \(--amp\) none, this run has bf16"):  # not None
+        check_same_run("w.pth", saved, saved | {"amp": "bf16", "amp_dtype": "bf16"})
+    # the precision is compared, not the spelling: bare --amp ("auto") chose bf16 here, as --amp bf16 does
+    check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "bf16"}, saved | {"amp": "bf16", "amp_dtype": "bf16"})
+    with pytest.raises(CheckpointError, match=r"with mixed precision \(--amp\) fp16, this run has bf16"):
+        check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "fp16"}, saved | {"amp": "auto", "amp_dtype": "bf16"})
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
     saved["train_images"] = 8
     with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: "

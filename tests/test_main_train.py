@@ -402,6 +402,7 @@ def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path, ca
     assert out.split("CUSTOM test: ")[-1].splitlines()[0] == final_scores
     state = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
     assert state["iteration"] == 3 and state["config"]["amp"] == "bf16" and state["scaler"] == {}
+    assert state["config"]["amp_dtype"] == "bf16"  # what --resume compares (bare --amp would read the same here)
     assert all(math.isfinite(l) and math.isfinite(c) for _, l, c in logged_losses(tmp_path / "run"))
     assert all(v.dtype != torch.bfloat16 for v in state["model"].values())  # weights stay float32
     with open(tmp_path / "run" / "eval.csv", newline="") as handle:

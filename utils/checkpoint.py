@@ -32,8 +32,10 @@ ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
 # unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
     "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size",
-    "lr", "warm_iter", "seed", "expand_prob", "amp",
+    "lr", "warm_iter", "seed", "expand_prob", "amp_dtype",
 )  # and the run's length in iterations, however given (--epochs or --max_iter): see check_same_length
+# how check_same_run names a RUN_KEYS entry that is not a flag of its own
+_RUN_KEY_NAMES = {"world_size": "number of processes", "amp_dtype": "mixed precision (--amp)"}
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 
@@ -258,7 +260,7 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
                 f"{path} was saved by {change}: the training set changed, so the run cannot continue exactly; "
                 f"restore that set, or start a new run from its weights with --init_from {path}"
             )
-        flag = "number of processes" if key == "world_size" else f"--{key}"
+        flag = _RUN_KEY_NAMES.get(key, f"--{key}")
         raise CheckpointError(
             f"{path} was saved by a run with {flag} {_flag_value(saved_config[key])}, this run has "
             f"{_flag_value(config.get(key))}; "
