@@ -79,3 +79,36 @@ def test_other_multiples_of_64():
 def test_rejects_sizes_that_are_not_positive_multiples_of_64(size):
     with pytest.raises(ValueError, match="multiple of 64"):
         PriorBox(24.0, size)
+
+
+def plain_anchors(base_anchor_size: float, size: int) -> torch.Tensor:
+    """Facts §1 as plain loops: ``[A, 4]`` float32 (cx, cy, w, h) normalised, in level, row, column, shape order,
+    each value clamped to [0, 1]. Level k has side ceil(size / 2^(3+k)) and base side base_anchor_size * 2^k px."""
+    rows = []
+    for k in range(4 if size < 512 else 5):
+        side = math.ceil(size / 2 ** (3 + k))
+        small = base_anchor_size * 2**k / size
+        large = small * R2
+        shapes = [(small, small), (small * R2, small / R2), (small / R2, small * R2),
+                  (large, large), (large * R2, large / R2), (large / R2, large * R2)]
+        for row in range(side):
+            for column in range(side):
+                for w, h in shapes:
+                    rows.append([min(max(v, 0.0), 1.0) for v in ((column + 0.5) / side, (row + 0.5) / side, w, h)])
+    return torch.tensor(rows, dtype=torch.float64).float()
+
+
+@pytest.mark.parametrize("base_anchor_size, size", [(32.0, 320), (16.5, 512)])
+def test_base_anchor_size_scales_the_anchors_of_every_level(base_anchor_size, size):
+    """--base_anchor_size other than the default 24 (every other test uses 24): the whole tensor against the loops."""
+    anchors = PriorBox(base_anchor_size, size)()
+    torch.testing.assert_close(anchors, plain_anchors(base_anchor_size, size))
+    if base_anchor_size == 32.0:  # by hand: 32 px at 320 is 0.1; level 1 starts at 64 px (0.2)
+        torch.testing.assert_close(anchors[0], torch.tensor([0.0125, 0.0125, 0.1, 0.1]))
+        torch.testing.assert_close(anchors[6 * 40 * 40], torch.tensor([0.025, 0.025, 0.2, 0.2]))
+
+
+@pytest.mark.parametrize("base_anchor_size", [0.0, -24.0, math.nan])
+def test_rejects_a_base_anchor_size_that_is_not_positive(base_anchor_size):
+    with pytest.raises(ValueError, match="must be > 0 pixels"):
+        PriorBox(base_anchor_size, 320)
