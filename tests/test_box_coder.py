@@ -1,6 +1,7 @@
 """Box formats and the (0.1, 0.2)-variance coding of facts §1."""
 import math
 
+import pytest
 import torch
 
 from utils.box import BoxCoder, center_form, corner_form, decode, elementwise_box_iou, encode, pairwise_box_iou
@@ -22,6 +23,26 @@ def test_encode_by_hand():
     torch.testing.assert_close(
         BoxCoder().encode(gt_double, anchors), torch.tensor([[[0.0, 0.0, math.log(2) / 0.2, math.log(2) / 0.2]]])
     )
+
+
+def test_other_variances_encode_and_decode_by_hand():
+    """BoxCoder's variances (every other test uses the default (0.1, 0.2)): centre (0.55, 0.55), twice the anchor's
+    size, with variances (0.2, 0.5) -> t = (0.05 / (0.2 * 0.2), 0.05 / (0.2 * 0.4), ln 2 / 0.5, ln 2 / 0.5)."""
+    anchors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
+    gt = torch.tensor([[[0.35, 0.15, 0.75, 0.95]]])
+    offsets = torch.tensor([[[0.05 / 0.04, 0.05 / 0.08, math.log(2) / 0.5, math.log(2) / 0.5]]])
+    coder = BoxCoder((0.2, 0.5))
+    assert coder.variances == (0.2, 0.5)
+    torch.testing.assert_close(coder.encode(gt, anchors), offsets)
+    torch.testing.assert_close(coder.decode(offsets, anchors), gt)
+    torch.testing.assert_close(encode(gt, anchors, (0.2, 0.5)), offsets)
+    torch.testing.assert_close(decode(offsets, anchors, (0.2, 0.5)), gt)
+
+
+@pytest.mark.parametrize("variances", [(0.1,), (0.1, 0.2, 0.3), (0.1, 0.0), (-0.1, 0.2)])
+def test_box_coder_rejects_variances_that_are_not_two_positive_numbers(variances):
+    with pytest.raises(ValueError, match="must be two positive numbers"):
+        BoxCoder(variances)
 
 
 def test_decode_of_zero_offsets_gives_the_anchor():
