@@ -81,7 +81,9 @@ def marks_to_assignment(marks: Tensor) -> tuple[Tensor, Tensor]:
     return gt_index, state
 
 
-def reference_iou_assign(anchors: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+def reference_iou_assign(
+    anchors: Tensor, boxes: Tensor, positive_threshold: float = 0.5, ignore_threshold: float = 0.4
+) -> tuple[Tensor, Tensor]:
     """One image. anchors [A, 4] cxcywh; boxes [n, 4] xyxy -> (gt_index [A], state [A])."""
     num_anchors = anchors.shape[0]
     if len(boxes) == 0:
@@ -97,13 +99,14 @@ def reference_iou_assign(anchors: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor
             gt_index[best] = g
             overlap[best] = 1.0
     state = torch.full((num_anchors,), NEGATIVE, device=anchors.device)
-    state[overlap >= 0.4] = IGNORE
-    state[overlap >= 0.5] = POSITIVE
+    state[overlap >= ignore_threshold] = IGNORE
+    state[overlap >= positive_threshold] = POSITIVE
     return gt_index, state
 
 
 def reference_mg_assign(
-    anchors: Tensor, boxes: Tensor, labels: Tensor, loc: Tensor, conf: Tensor, sigma: float = 2.0
+    anchors: Tensor, boxes: Tensor, labels: Tensor, loc: Tensor, conf: Tensor, sigma: float = 2.0,
+    positive_threshold: float = 0.5, ignore_threshold: float = 0.4,
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """One image. -> ((cls gt_index, cls state), (reg gt_index, reg state)), each [A]."""
     num_anchors = anchors.shape[0]
@@ -125,8 +128,8 @@ def reference_mg_assign(
     cls_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long, device=anchors.device)
     reg_marks = torch.zeros(len(boxes), num_anchors, dtype=torch.long, device=anchors.device)
     for g in range(len(boxes)):
-        num_pos = int((anchor_iou[g] >= 0.5).sum())
-        num_ign = int((anchor_iou[g] >= 0.4).sum())
+        num_pos = int((anchor_iou[g] >= positive_threshold).sum())
+        num_ign = int((anchor_iou[g] >= ignore_threshold).sum())
         cls_marks[g, top_nonzero_anchors(pred_iou[g], num_ign)] = 1
         cls_marks[g, top_nonzero_anchors(pred_iou[g], num_pos)] = 2
         reg_marks[g, top_nonzero_anchors(amplified[g], num_pos)] = 2

@@ -107,6 +107,47 @@ def test_batched_assigners_match_per_image_reference(seed):
     assert int((mg.cls.state == POSITIVE).sum()) > 0
 
 
+def test_non_default_thresholds_and_sigma_match_the_per_image_reference():
+    """The assigners' thresholds and sigma (every other test uses 0.5 / 0.4 / 2): IoU 0.6 / 0.3 and sigma 4 against
+    the reference with the same values, and each setting changes the assignment (it is not ignored)."""
+    counts = [5, 0, 12]
+    targets, loc, conf = random_batch(counts, seed=10)
+    gt = pad_targets(targets, NUM_CLASSES)
+    iou = IoUAssigner(positive_threshold=0.6, ignore_threshold=0.3)(ANCHORS_320, gt.boxes, gt.mask)
+    mg = MutualGuidanceAssigner(sigma=4.0, positive_threshold=0.6, ignore_threshold=0.3)(
+        ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True
+    )
+    assert torch.equal(mg.iou_baseline.state, iou.state) and torch.equal(mg.iou_baseline.gt_index, iou.gt_index)
+    for b, target in enumerate(targets):
+        boxes, labels = target[:, :4], target[:, 4].long()
+        assert_same_assignment(iou, b, reference_iou_assign(ANCHORS_320, boxes, 0.6, 0.3))
+        reference_cls, reference_reg = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b], 4.0, 0.6, 0.3)
+        assert_same_assignment(mg.cls, b, reference_cls)
+        assert_same_assignment(mg.reg, b, reference_reg)
+    default_iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    assert not torch.equal(iou.state, default_iou.state)
+    default_mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert not torch.equal(mg.cls.state, default_mg.cls.state)  # the quotas follow the thresholds
+    sigma_only = MutualGuidanceAssigner(sigma=4.0)(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert torch.equal(sigma_only.cls.state, default_mg.cls.state)  # sigma enters Q (regression) only
+    assert not torch.equal(sigma_only.reg.state, default_mg.reg.state)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: IoUAssigner(positive_threshold=0.4, ignore_threshold=0.5),
+    lambda: IoUAssigner(positive_threshold=1.5),
+    lambda: MutualGuidanceAssigner(ignore_threshold=-0.1),
+])
+def test_thresholds_out_of_order_are_refused(make):
+    with pytest.raises(ValueError, match=r"need 0 <= ignore_threshold .* <= positive_threshold .* <= 1"):
+        make()
+
+
+def test_sigma_below_one_is_refused():
+    with pytest.raises(ValueError, match="sigma=0.5 must be >= 1"):
+        MutualGuidanceAssigner(sigma=0.5)
+
+
 def test_at_initialisation_mg_gives_the_iou_assignment():
     """loc = 0 and conf at the prior (p = 0.01): R = A and Q = A^0.995, so the sets coincide (facts §4)."""
     targets, _, _ = random_batch([3, 12, 1, 30], seed=3)
