@@ -73,6 +73,21 @@ def test_batched_equals_per_image_per_class_reference(priors, max_per_image):
     assert_same_detections(actual, expected)
 
 
+@pytest.mark.parametrize("dense_nms", [False, True])
+def test_other_score_and_nms_thresholds_equal_the_reference(priors, dense_nms):
+    """score_thresh and nms_thresh other than the defaults (0.005, 0.5) reach both NMS paths and the re-runs: 0.3 keeps
+    about 2/3 of the pairs, IoU 0.3 suppresses more than 0.5 does."""
+    generator = torch.Generator().manual_seed(10)
+    loc = torch.randn(3, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 3, len(priors), 4)
+    post = PostProcessor(priors, score_thresh=0.3, nms_thresh=0.3, pre_nms_topk=200, dense_nms=dense_nms)
+    actual = post(loc, conf, IMAGE_SIZES)
+    assert_same_detections(actual, reference(loc, conf, priors, IMAGE_SIZES, score_thresh=0.3, nms_thresh=0.3))
+    assert all(d["scores"].min() > 0.3 for d in actual)
+    default_nms = reference(loc, conf, priors, IMAGE_SIZES, score_thresh=0.3)
+    assert sum(map(len, (d["scores"] for d in actual))) < sum(map(len, (d["scores"] for d in default_nms)))
+
+
 def test_output_types_caps_and_boxes_inside_each_image(priors):
     generator = torch.Generator().manual_seed(1)
     loc = torch.randn(3, len(priors), 4, generator=generator) * 3.0  # many boxes leave the image
