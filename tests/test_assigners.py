@@ -209,12 +209,18 @@ def test_images_without_objects_are_all_negative():
 
 
 def test_padded_slots_with_garbage_boxes_are_masked():
+    """Image 1 has 3 padded slots; a large box in them (which would take many anchors) changes no assignment."""
     targets, loc, conf = random_batch([4, 1], seed=5)
     gt = pad_targets(targets, NUM_CLASSES)
     garbage_boxes = torch.where(gt.mask.unsqueeze(2), gt.boxes, torch.tensor([0.1, 0.1, 0.9, 0.9]))
-    clean = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
-    masked = MutualGuidanceAssigner()(ANCHORS_320, garbage_boxes, gt.labels, gt.mask, loc, conf)
-    assert torch.equal(clean.cls.state, masked.cls.state) and torch.equal(clean.reg.gt_index, masked.reg.gt_index)
+    assert not torch.equal(garbage_boxes, gt.boxes)
+    clean = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf, with_iou_baseline=True)
+    masked = MutualGuidanceAssigner()(ANCHORS_320, garbage_boxes, gt.labels, gt.mask, loc, conf,
+                                      with_iou_baseline=True)
+    masked_iou = IoUAssigner()(ANCHORS_320, garbage_boxes, gt.mask)
+    for got, expected in (*zip(masked, clean), (masked_iou, clean.iou_baseline)):
+        assert torch.equal(got.state, expected.state) and torch.equal(got.gt_index, expected.gt_index)
+    assert_same_assignment(masked_iou, 1, reference_iou_assign(ANCHORS_320, targets[1][:, :4]))
 
 
 def test_chunking_over_images_gives_the_same_result():
@@ -234,7 +240,8 @@ def test_chunking_over_images_gives_the_same_result():
     for a, b in zip(whole, one_by_one):
         assert torch.equal(a.state, b.state) and torch.equal(a.gt_index, b.gt_index)
     one_by_one = IoUAssigner(max_elements=1)(ANCHORS_320, gt.boxes, gt.mask)
-    assert torch.equal(one_by_one.state, IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask).state)
+    whole = IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask)
+    assert torch.equal(one_by_one.state, whole.state) and torch.equal(one_by_one.gt_index, whole.gt_index)
 
 
 @pytest.mark.parametrize("images_per_chunk", [2, 5])  # three chunks, one chunk
