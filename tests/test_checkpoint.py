@@ -43,7 +43,11 @@ def test_save_and_load_roundtrip_with_weights_only(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.pth"]  # no temporary file left behind
     loaded = torch.load(path, weights_only=True)
     assert torch.equal(loaded["model"]["w"], torch.full((2, 2), 3.0))
-    assert load_checkpoint(path)["iteration"] == 7
+    state = load_checkpoint(path)
+    assert sorted(state) == ["class_names", "config", "format", "iteration", "max_iter", "model", "rng"]
+    assert {key: state[key] for key in ("format", "iteration", "max_iter", "config", "class_names")} == {
+        "format": FORMAT, "iteration": 7, "max_iter": 9, "config": {"lr": 0.01}, "class_names": ["cat"]}
+    assert torch.equal(state["model"]["w"], torch.full((2, 2), 3.0))
 
 
 def test_a_full_disk_inside_torchs_zip_writer_is_the_os_error_naming_the_file(tmp_path, monkeypatch):
@@ -173,16 +177,18 @@ def test_rng_state_roundtrip_through_a_file(tmp_path):
     np.random.seed(2)
     torch.manual_seed(3)
     np.random.randn()  # leaves a cached Gaussian in the NumPy state
+    random.gauss(0.0, 1.0)  # and one in Python's (random.gauss draws two at a time)
     path = tmp_path / "rng.pth"
     save_checkpoint(_state(0.0) | {"rng": capture_rng_state()}, path)
-    expected = (random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
+    expected = (random.gauss(0.0, 1.0), random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
+    random.gauss(0.0, 1.0)  # another cached Gaussian, which the restore must replace
     restore_rng_state(load_checkpoint(path)["rng"])
-    got = (random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
-    assert got[:3] == expected[:3]
-    assert torch.equal(got[3], expected[3])
+    got = (random.gauss(0.0, 1.0), random.random(), np.random.randn(), np.random.rand(), torch.rand(3))
+    assert got[:4] == expected[:4]
+    assert torch.equal(got[4], expected[4])
 
 
 def test_check_compatible_names_the_flag_and_the_fix():
