@@ -108,9 +108,19 @@ def test_train_loader_drops_the_last_partial_batch_and_keeps_empty_images(voc_ro
 
 
 def test_test_loader_keeps_order_and_every_image(voc_root):
+    """Every image once, in order, unaugmented: targets are the XML boxes (image i holds i % 3 of cat (2 + i, 3,
+    30 + i, 40) and dog (5, 6, 50, 44) in a 64 x 48 image) in the continuous frame, normalised."""
     dataset = build_dataset("voc", "test", 64, data_root=str(voc_root), classes=["cat", "dog"])
     loader = build_loader(dataset, 4, train=False, workers=0)
-    assert torch.cat([indices for _, _, indices in loader]).tolist() == list(range(NUM_IMAGES))
+    batches = list(loader)
+    assert [len(indices) for _, _, indices in batches] == [4, 4, 2]  # the last partial batch is kept
+    assert torch.cat([indices for _, _, indices in batches]).tolist() == list(range(NUM_IMAGES))
+    for images, targets, indices in batches:
+        for image, target, index in zip(images, targets, indices.tolist()):
+            assert torch.equal(image, dataset[index][0])
+            xml = np.array([(2 + index, 3, 30 + index, 40, 0), (5, 6, 50, 44, 1)][: index % 3], np.float64)
+            expected = (xml - [1, 1, 0, 0, 0]) / [64, 48, 64, 48, 1] if len(xml) else np.zeros((0, 5))
+            np.testing.assert_allclose(target.numpy(), expected.reshape(-1, 5), rtol=1e-6)
 
 
 def test_same_seed_same_batches_and_epochs_differ(voc_root):
