@@ -157,17 +157,24 @@ def test_batch_without_objects_gives_zero_box_loss_and_finite_class_loss():
         assert all(torch.isfinite(v) for v in stats.values()) and stats["num_pos_cls"].item() == 0
 
 
-def test_stats_match_reference_assignment():
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_stats_match_reference_assignment(mutual_guide):
+    """The logged statistics against the reference assignment, for both modes (IoU: one assignment for both heads,
+    so disagree_with_iou is 0)."""
     targets, loc, conf = random_predictions([6, 0, 2], seed=13)
-    _, _, stats = MultiBoxLoss(NUM_CLASSES, mutual_guide=True)((loc, conf), ANCHORS_320, targets, with_stats=True)
+    loss_fn = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide)
+    _, _, stats = loss_fn((loc, conf), ANCHORS_320, targets, with_stats=True)
     expected = {"num_objects": 8.0, "num_pos_cls": 0, "num_pos_reg": 0}
     ious = {"cls_pos_anchor_iou": [], "cls_pos_pred_iou": [], "reg_pos_anchor_iou": [], "reg_pos_pred_iou": []}
     disagree = 0
     for b, target in enumerate(targets):
         boxes, labels = target[:, :4], target[:, 4].long()
-        cls, reg = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        iou_index, iou_state = reference_iou_assign(ANCHORS_320, boxes)
+        if mutual_guide:
+            cls, reg = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        else:
+            cls = reg = iou_index, iou_state
         (cls_index, cls_state), (reg_index, reg_state) = cls, reg
-        _, iou_state = reference_iou_assign(ANCHORS_320, boxes)
         for name, index, state in (("cls", cls_index, cls_state), ("reg", reg_index, reg_state)):
             positive = state == POSITIVE
             expected[f"num_pos_{name}"] += int(positive.sum())
@@ -183,7 +190,10 @@ def test_stats_match_reference_assignment():
         assert stats[name].item() == pytest.approx(sum(values) / len(values), rel=1e-5)
     assert stats["pos_per_object"].item() == pytest.approx(expected["num_pos_cls"] / 8)
     assert stats["disagree_with_iou"].item() == pytest.approx(disagree / expected["num_pos_cls"])
-    assert 0 < stats["disagree_with_iou"].item() < 1
+    if mutual_guide:
+        assert 0 < stats["disagree_with_iou"].item() < 1
+    else:
+        assert stats["disagree_with_iou"].item() == 0 and expected["num_pos_cls"] == expected["num_pos_reg"]
 
 
 @pytest.mark.parametrize("mutual_guide", [False, True])
