@@ -163,6 +163,29 @@ def test_distributed_share_leaves_other_images_empty_and_gather_is_a_no_op_witho
         evaluate_detections(dataset, detections, "unused", run_info={})
 
 
+def test_gather_gives_each_image_its_own_detections_from_whichever_process_ran_it(monkeypatch):
+    """Two ranks' shares of the 7 images (padded to 8: rank 1 runs image 0 again) merged by ``gather_detections``,
+    with ``all_gather_object`` simulated in this process: every image's detections at its own index, as one process
+    computing them image by image (the test above only sees the no-op without a process group)."""
+    dataset, model = FakeVocDataset(), FakeDetector()
+    shares = []
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        loader = DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate)
+        shares.append(run_inference(model, loader, PRIORS, torch.device("cpu")))
+    assert [[i for i, d in enumerate(share) if d is not None] for share in shares] == [[0, 2, 4, 6], [0, 1, 3, 5]]
+
+    def all_gather_object(output: list, share: list) -> None:
+        assert share is shares[0]  # this process is rank 0
+        output[:] = shares
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    merged = gather_detections(shares[0])
+    assert_detections_equal(merged, per_image_reference(model, dataset))
+
+
 def test_anchor_count_mismatch_names_the_flag():
     loader = DataLoader(FakeVocDataset(), batch_size=2, collate_fn=collate)
     with pytest.raises(ValueError, match="same --size"):
