@@ -28,12 +28,13 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
+from data.dataset import DetectionDataset
 from data.errors import DataWarning, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
@@ -118,7 +119,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and fold
 class OneLineErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming the flag (exit code 2), without the long usage block."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -505,7 +506,8 @@ def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
-def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool):
+def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool) -> DetectionDataset:
+    """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``."""
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes)
@@ -550,7 +552,9 @@ def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
     return 0
 
 
-def evaluate(model, dataset, args, priors, device, ctx, amp_dtype, log: RunLog, run_info: dict) -> dict | None:
+def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.Namespace, priors: torch.Tensor,
+             device: torch.device, ctx: DistributedContext, amp_dtype: torch.dtype | None, log: RunLog,
+             run_info: dict) -> dict | None:
     """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere)."""
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
                           seed=args.seed, pin_memory=device.type == "cuda")
@@ -649,7 +653,8 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
                               "earlier checkpoint with --resume PATH") from error
 
 
-def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset, amp_dtype: torch.dtype | None) -> dict:
+def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: DetectionDataset,
+               amp_dtype: torch.dtype | None) -> dict:
     """The flags as plain values (for the checkpoint), plus the mixed precision that ``--amp`` chose on this device
     ("bf16", "fp16" or None: bare ``--amp`` is either), the world size and the training set's image count and
     annotation fingerprint."""
@@ -669,7 +674,7 @@ class EvaluationDataError(DataError):
         self.iteration = iteration
 
 
-def check_splits(train_dataset, test_dataset, log: RunLog) -> None:
+def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:
     """Before training: both splits have the same classes in the same order (the model's label i is scored as the
     test split's class i), the training split has objects and the test split has objects to score (not difficult,
     not crowd). Classes without a training object get a warning: the model cannot learn them."""
@@ -928,7 +933,8 @@ def one_line_data_warnings(show: Callable) -> Callable:
     """A ``warnings.showwarning`` that prints a :class:`DataWarning` as one ``warning: ...`` line on stderr (what was
     fixed up in the data, for the user; not Python's file, line and source excerpt) and passes others to ``show``."""
 
-    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:

@@ -11,7 +11,8 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from types import FrameType
+from typing import Callable, Iterator, NoReturn
 
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ class StopSignal:
 def termination_as_interrupt() -> Iterator[None]:
     """Inside the block SIGTERM (a scheduler's stop, ``kill``) raises KeyboardInterrupt as Ctrl-C does, so work that
     has no clean stopping point ends with the caller's interrupt message instead of a silent kill."""
-    def interrupt(signum: int, frame) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

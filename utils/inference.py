@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
+from data.dataset import DetectionDataset
 from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
@@ -119,7 +120,8 @@ def gather_detections(detections: list[Detections | None]) -> list[Detections | 
     return merged
 
 
-def evaluate_detections(dataset, detections: list[Detections | None], out_dir: Path, *, run_info: dict) -> dict:
+def evaluate_detections(dataset: DetectionDataset, detections: list[Detections | None], out_dir: Path, *,
+                        run_info: dict) -> dict:
     """Scores detections with the dataset's metric, prints the tables and writes the results files.
 
     Args:
@@ -160,7 +162,7 @@ def evaluate_detections(dataset, detections: list[Detections | None], out_dir: P
     return metrics
 
 
-def evaluate_results_file(path: Path, dataset) -> dict:
+def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
     """Evaluates saved results without a model: a folder of VOC ``comp4_det_test_<class>.txt`` files or a COCO
     results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict."""
     path = Path(path)
