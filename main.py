@@ -124,6 +124,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The CLI's flags; a default of None means "the dataset's default" (:data:`DATASET_DEFAULTS`) or "the
+    checkpoint's", settled in :func:`main` (:func:`fill_dataset_defaults` and the checkpoint readers)."""
     parser = OneLineErrorParser(
         "main.py",
         description=__doc__,
@@ -498,6 +500,8 @@ def dataset_tag(args: argparse.Namespace) -> str:
 
 
 def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp choice`` on ``device``: None without ``--amp``; bare ``--amp`` ("auto") is bf16
+    where the device has it (CPUs, CUDA GPUs from Ampere on), else fp16."""
     if choice is None:
         return None
     if choice == "auto":
@@ -546,6 +550,7 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
 
 
 def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
+    """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics."""
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")

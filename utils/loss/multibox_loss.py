@@ -117,6 +117,7 @@ class MultiBoxLoss(nn.Module):
         targets: list[Tensor],
         with_stats: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(loss_l, loss_c)`` (and ``stats`` with ``with_stats``) of one batch, as the class docstring states."""
         loc, conf = predictions
         self._check_shapes(loc, conf, priors, targets)
         with torch.autocast(device_type=loc.device.type, enabled=False):
