@@ -13,6 +13,7 @@ from utils.engine import (
     NonFiniteLossError,
     StopSignal,
     TrainSettings,
+    non_finite_weights,
     train,
 )
 from utils.logging import RunLog
@@ -55,11 +56,12 @@ class _OneWeight(nn.Module):
 
 class _ScriptedLoss(nn.Module):
     """Call k (0-based) returns loss_l = k + 1 and loss_c = 10 (k + 1), or NaN from call ``nan_from`` on; records the
-    learning rate the optimizer holds and the ``mutual_guide`` switch at each call."""
+    learning rate the optimizer holds and the ``mutual_guide`` switch at each call. At call ``overflow_at`` the loss
+    stays finite but its gradient overflows float32 (4 x 3e38 on the weight), so an unscaled step makes it -inf."""
 
-    def __init__(self, nan_from: int | None = None):
+    def __init__(self, nan_from: int | None = None, overflow_at: int | None = None):
         super().__init__()
-        self.calls, self.nan_from, self.optimizer = 0, nan_from, None
+        self.calls, self.nan_from, self.overflow_at, self.optimizer = 0, nan_from, overflow_at, None
         self.lrs, self.guides = [], []
         self.mutual_guide = False
 
@@ -69,18 +71,21 @@ class _ScriptedLoss(nn.Module):
         self.guides.append(self.mutual_guide)
         k, self.calls = self.calls, self.calls + 1
         value = float("nan") if self.nan_from is not None and k >= self.nan_from else float(k + 1)
-        return loc.sum() * 0 + value, conf.sum() * 0 + 10 * value
+        slope = 3e38 if k == self.overflow_at else 0.0  # the weight is 0 there, so the loss is unchanged
+        return loc.sum() * slope + value, conf.sum() * 0 + 10 * value
 
 
-def _run_loop(tmp_path, settings: TrainSettings, loss_fn: _ScriptedLoss, start_iter: int = 0):
-    model = _OneWeight()
+def _run_loop(tmp_path, settings: TrainSettings, loss_fn: _ScriptedLoss, start_iter: int = 0,
+              scaler: torch.amp.GradScaler | None = None, model: _OneWeight | None = None):
+    model = model or _OneWeight()
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     optimizer = torch.optim.SGD([{"params": [model.w]}, {"params": [], "weight_decay": 0.0}], lr=0.0, momentum=0.9)
     loss_fn.optimizer = optimizer
     batches = [(torch.ones(2, 3, 4, 4), [torch.zeros(0, 5)] * 2, [0, 1])] * (settings.max_iter - start_iter)
     saves, evaluations = [], []
     error = None
     try:
-        train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches,
+        train(model, loss_fn, torch.zeros(1, 4), optimizer, scaler, batches,
               start_iter, settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path), saves.append,
               evaluations.append)
     except NonFiniteLossError as raised:
@@ -139,6 +144,40 @@ def test_train_loop_stops_at_the_first_nan_and_saves_nothing_after_it(tmp_path):
     assert error is not None and error.iteration == 4
     assert saves == [1, 2, 3, 4] and evaluations == [3]
     assert [row["iteration"] for row in rows] == [2, 4]
+
+
+@pytest.mark.parametrize("overflow_at, expected_saves", [(2, [1, 2]), (8, [1, 2, 3, 4, 5, 6, 7, 8])])
+def test_weights_an_overflowing_gradient_made_non_finite_are_never_saved(tmp_path, overflow_at, expected_saves):
+    """A finite loss whose gradient overflows makes the weights -inf: the loop stops before the save after it (at
+    iteration 3), or before returning to main.py's final save (at the last iteration, 9), naming the weights."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=1)
+    _, saves, _, error = _run_loop(tmp_path, settings, _ScriptedLoss(overflow_at=overflow_at))
+    assert saves == expected_saves
+    assert error is not None and error.iteration == overflow_at
+    assert str(error) == (f"the weights hold NaN/inf after iteration {overflow_at + 1} although every loss was finite "
+                          "(w): a gradient, the update or a BatchNorm running statistic overflowed float32")
+
+
+def test_non_finite_weights_names_parameters_and_buffers_through_wrappers():
+    """A BatchNorm running variance overflows in the forward pass without touching the training loss (it uses the
+    batch statistics): the check reads buffers too, and names them as the checkpoint's state dict does."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    assert non_finite_weights(model) == []
+    model[1].running_var[1] = float("inf")
+    model[0].weight.data[0] = float("nan")
+    assert non_finite_weights(torch.compile(model)) == ["0.weight", "1.running_var"]
+
+
+def test_an_fp16_gradient_overflow_skips_the_step_and_training_goes_on(tmp_path):
+    """Under --amp fp16 the GradScaler skips the step of an overflowing gradient and halves its scale: the weights
+    stay finite, nothing is mistaken for divergence, every checkpoint is saved."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=1)
+    scaler, model = torch.amp.GradScaler("cpu", init_scale=2.0**16), _OneWeight()
+    _, saves, _, error = _run_loop(tmp_path, settings, _ScriptedLoss(overflow_at=2), scaler=scaler, model=model)
+    assert error is None and saves == list(range(1, 9))
+    assert model.w.item() == 0.0 and scaler.get_scale() == 2.0**15
 
 
 def test_train_loop_switches_to_mutual_guidance_at_the_given_iteration(tmp_path):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum
+from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum, unwrap_model
 from utils.logging import RunLog
 from utils.loss.stats import stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
@@ -29,9 +29,23 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; ``iteration`` is the first (0-based) iteration where it did. The message
     counts from 1, as the logs and the checkpoints do (iteration k is the k-th, after which k are done)."""
 
-    def __init__(self, iteration: int):
-        super().__init__(f"the loss became NaN/inf at iteration {iteration + 1}")
+    def __init__(self, iteration: int, message: str | None = None):
+        super().__init__(message or f"the loss became NaN/inf at iteration {iteration + 1}")
         self.iteration = iteration
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The weights hold NaN or inf after ``done`` completed iterations although every loss was finite: a gradient,
+    the update or a BatchNorm running variance (a buffer, updated by the forward pass, that the training loss does
+    not read) overflowed float32; under fp16 the GradScaler skips a step of overflowing gradients. ``names`` are the
+    tensors."""
+
+    def __init__(self, done: int, names: list[str]):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(done - 1, f"the weights hold NaN/inf after iteration {done} although every loss was finite "
+                                   f"({shown}): a gradient, the update or a BatchNorm running statistic overflowed "
+                                   "float32")
+        self.names = names
 
 
 class TrainingInterrupted(RuntimeError):
@@ -64,6 +78,26 @@ class NonFiniteGuard:
         value = int(first_bad.item())
         if value != self.NONE:
             raise NonFiniteLossError(value)
+
+
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinity (one host sync)."""
+    tensors = {name: value for name, value in unwrap_model(model).state_dict().items() if value.is_floating_point()}
+    if not tensors:
+        return []
+    finite = torch.stack([value.isfinite().all() for value in tensors.values()]).tolist()
+    return [name for name, ok in zip(tensors, finite) if not ok]
+
+
+def check_finite(guard: NonFiniteGuard, model: nn.Module, done: int, ctx: DistributedContext) -> None:
+    """Before a save, an evaluation or the end of training, after ``done`` completed iterations: raise
+    :class:`NonFiniteLossError` for the first non-finite loss, else :class:`NonFiniteWeightsError` when the weights
+    are not finite (every process raises when one does)."""
+    guard.check(ctx)
+    bad = non_finite_weights(model)
+    flag = torch.tensor([float(bool(bad))], device=guard.first_bad.device)
+    if all_reduce_max(flag, ctx).item():
+        raise NonFiniteWeightsError(done, bad or ["on another process"])
 
 
 class StopSignal:
@@ -148,7 +182,9 @@ def train(
     ``save(done)`` writes a checkpoint after ``done`` completed iterations; ``evaluate(done)`` runs every
     ``eval_interval`` iterations, and first, at ``start_iter``, with ``evaluate_first`` (a resumed run whose
     stopped attempt saved that iteration but did not evaluate it). Raises :class:`NonFiniteLossError` (nothing is
-    saved after a bad iteration) or :class:`TrainingInterrupted` after saving on SIGINT/SIGTERM.
+    saved or evaluated after a bad iteration; :class:`NonFiniteWeightsError` for weights that a finite loss's step made
+    NaN/inf, found before each save, evaluation and the return) or :class:`TrainingInterrupted` after saving on
+    SIGINT/SIGTERM.
     """
     model.train()
     guard = NonFiniteGuard(device)
@@ -198,14 +234,15 @@ def train(
 
             at_checkpoint = done % settings.checkpoint_interval == 0 and done < settings.max_iter
             if at_checkpoint or stop_requested:
-                guard.check(ctx)
+                check_finite(guard, model, done, ctx)
                 save(done)
             if stop_requested:
                 raise TrainingInterrupted(done, stop.received or "SIGTERM")
             if evaluate is not None and settings.evaluates_after(done):
+                check_finite(guard, model, done, ctx)
                 evaluate(done)
                 model.train()
-    guard.check(ctx)
+    check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
     if stats_names:
         _log_stats_summary(stats_names, settings.max_iter, log)
 
