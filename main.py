@@ -86,7 +86,7 @@ from utils.logging import RunLog
 from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
 from utils.messages import first_line, joined_lines
-from utils.optim import build_optimizer
+from utils.optim import build_optimizer, warmup_cosine_lr
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
 
@@ -812,7 +812,10 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     if init_state is not None:
         load_initial_weights(model, init_state, args, dataset.class_names, log)
 
+    last_saved = start_iter if continues_checkpoint else None  # the iteration the file at checkpoint_path holds
+
     def save(done: int) -> None:
+        nonlocal last_saved
         if ctx.is_main:
             save_checkpoint(
                 {
@@ -828,6 +831,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                 },
                 checkpoint_path,
             )
+        last_saved = done
 
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
@@ -877,9 +881,10 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training, evaluate_first)
     except NonFiniteLossError as error:
-        kept = (f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
-                else "no checkpoint was saved")
-        log_error(ctx, f"error: {error}; {kept}. Lower --lr, lengthen --warm_iter or check the data")
+        lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
+        kept = (f"the checkpoint of iteration {last_saved}, {checkpoint_path}, is kept (finite weights)"
+                if last_saved is not None and checkpoint_path.exists() else "no checkpoint was saved")
+        log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}")
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
         log.info(f"{stop}; checkpoint {checkpoint_path} saved, {how_to_continue(args, checkpoint_path)}")
@@ -932,6 +937,16 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             log.rewind(max_iter, redo_evaluation=True)
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0
+
+
+def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> str:
+    """What to change after a NaN/inf loss or weights: the learning rate, the warm-up, the precision, the data."""
+    precision = {
+        torch.float16: ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)",
+        torch.bfloat16: ", train in float32 (no --amp)",
+    }.get(amp_dtype, "")
+    return (f"Start again with a lower --lr (peak {args.lr:g}) or a longer --warm_iter ({args.warm_iter}){precision}, "
+            "or check the data with --check_data")
 
 
 def one_line_data_warnings(show: Callable) -> Callable:

@@ -344,11 +344,25 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
     assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
-    assert (f"the loss became NaN/inf at iteration 6; the last good checkpoint {Path('weights') / checkpoint.name} "
-            "is kept") in capsys.readouterr().err
+    # iteration 6 of 8 after a warm-up of 2: lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + cos(pi * 3 / 6)) = 0.005
+    assert (f"error: the loss became NaN/inf at iteration 6 (lr 0.005); the checkpoint of iteration 4, "
+            f"{Path('weights') / checkpoint.name}, is kept (finite weights). Start again with a lower --lr (peak 0.01) "
+            "or a longer --warm_iter (2), or check the data with --check_data\n") in capsys.readouterr().err
     state = load_checkpoint(checkpoint)
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("amp_dtype, precision", [
+    (None, ""),
+    (torch.bfloat16, ", train in float32 (no --amp)"),
+    (torch.float16, ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)"),
+])
+def test_the_divergence_advice_names_the_flags_to_change(amp_dtype, precision):
+    args = cli.get_args_parser().parse_args(["--lr", "0.05", "--warm_iter", "100"])
+    assert cli.divergence_advice(args, amp_dtype) == (
+        f"Start again with a lower --lr (peak 0.05) or a longer --warm_iter (100){precision}, or check the data with "
+        "--check_data")
 
 
 def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(shapes_root, trained, tmp_path,
