@@ -144,6 +144,20 @@ def test_load_names_a_folder_and_a_hand_edited_checkpoint(tmp_path):
             load_checkpoint(tmp_path / "edited.pth")
 
 
+def test_load_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
+    """What a diverged run saved before training checked the weights (e.g. inf BatchNorm running variances at
+    --lr 100) is refused by --trained_model, --resume and --init_from alike, naming the tensors."""
+    state = _state(1.0)
+    state["model"] |= {"bn.running_var": torch.tensor([1.0, float("inf")]), "bn.num_batches_tracked": torch.tensor(3),
+                       "head.bias": torch.tensor([float("nan")])}
+    save_checkpoint(state, tmp_path / "diverged.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "diverged.pth")
+    assert str(error.value) == (f"{tmp_path / 'diverged.pth'} holds NaN/inf weights (bn.running_var, head.bias): its "
+                                "run had diverged when it was saved; use an earlier checkpoint, or train again with a "
+                                "lower --lr or a longer --warm_iter")
+
+
 def test_an_earlier_checkpoint_is_set_aside_under_its_save_time(tmp_path):
     path = tmp_path / "VOC_fssd_vgg16_size320_anchor24.0.pth"
     assert set_aside_earlier_checkpoint(path) is None

@@ -163,7 +163,19 @@ def load_checkpoint(
     if broken:
         raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or "
                               "damaged: use a checkpoint as main.py saved it")
+    _check_finite_weights(path, state["model"])
     return state
+
+
+def _check_finite_weights(path: Path, model_state: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose model weights or BatchNorm statistics hold NaN/inf (saved by a diverged run before
+    training checked them before each save): evaluating, resuming or forking it gives no usable model."""
+    bad = [name for name, value in model_state.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{path} holds NaN/inf weights ({shown}): its run had diverged when it was saved; use "
+                              "an earlier checkpoint, or train again with a lower --lr or a longer --warm_iter")
 
 
 def _flag_value(value: Any) -> str:
