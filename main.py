@@ -52,7 +52,6 @@ from utils.checkpoint import (
     check_writable_folder,
     checkpoint_name,
     load_checkpoint,
-    preview_names,
     remove_partial_checkpoints,
     restore_rng_state,
     same_classes,
@@ -85,7 +84,7 @@ from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
-from utils.messages import first_line, joined_lines
+from utils.messages import first_line, joined_lines, preview_names
 from utils.optim import build_optimizer, warmup_cosine_lr
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state

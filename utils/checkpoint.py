@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from utils.messages import first_line
+from utils.messages import first_line, preview_names
 
 FORMAT = "mutual-guidance-checkpoint-v1"
 
@@ -173,9 +173,9 @@ def _check_finite_weights(path: Path, model_state: Mapping[str, Any]) -> None:
     bad = [name for name, value in model_state.items()
            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())]
     if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise CheckpointError(f"{path} holds NaN/inf weights ({shown}): its run had diverged when it was saved; use "
-                              "an earlier checkpoint, or train again with a lower --lr or a longer --warm_iter")
+        raise CheckpointError(f"{path} holds NaN/inf weights ({preview_names(bad, 3)}): its run had diverged when it "
+                              "was saved; use an earlier checkpoint, or train again with a lower --lr or a longer "
+                              "--warm_iter")
 
 
 def _flag_value(value: Any) -> str:
@@ -301,8 +301,3 @@ def _differs(wanted: Any, have: Any) -> bool:
     if isinstance(wanted, (int, float)) and isinstance(have, (int, float)):
         return float(wanted) != float(have)
     return str(wanted).lower() != str(have).lower()
-
-
-def preview_names(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (", ..." if len(names) > limit else "")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum, unwrap_model
 from utils.logging import RunLog
+from utils.messages import preview_names
 from utils.loss.stats import stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
 
@@ -41,10 +42,9 @@ class NonFiniteWeightsError(NonFiniteLossError):
     tensors."""
 
     def __init__(self, done: int, names: list[str]):
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         super().__init__(done - 1, f"the weights hold NaN/inf after iteration {done} although every loss was finite "
-                                   f"({shown}): a gradient, the update or a BatchNorm running statistic overflowed "
-                                   "float32")
+                                   f"({preview_names(names, 3)}): a gradient, the update or a BatchNorm running "
+                                   "statistic overflowed float32")
         self.names = names
 
 
