@@ -53,9 +53,13 @@ def normalize_class_name(name: str) -> str:
 
 @dataclass
 class VocObject:
+    """One ``<object>``: ``name`` as compared with the classes (:func:`normalize_class_name`), ``written_name`` as the
+    XML writes it (for messages), ``box`` the XML's 1-based inclusive x1, y1, x2, y2."""
+
     name: str
     box: tuple[float, float, float, float]
     difficult: bool
+    written_name: str
 
 
 @dataclass
@@ -188,7 +192,7 @@ def parse_voc_xml(xml_path: Path) -> VocAnnotation:
         if box_element is None:
             raise DataError(f"{xml_path}: {where} ({name.strip()}) has no <bndbox>")
         box = tuple(_number(box_element, tag, xml_path, f"{where} <bndbox>") for tag in BOX_TAGS)
-        objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where)))
+        objects.append(VocObject(normalize_class_name(name), box, _difficult(obj, xml_path, where), name.strip()))
     return VocAnnotation(root.findtext("filename"), height, width, objects)
 
 
@@ -457,13 +461,16 @@ class VOCDetection(DetectionDataset):
                         continue
                 known = [obj for obj in parsed.objects if obj.name in label_of]
                 unknown = [obj.name for obj in parsed.objects if obj.name not in label_of]
+                written = {obj.name: obj.written_name for obj in reversed(parsed.objects)}  # each name's first form
                 for name in dict.fromkeys(unknown):  # each unknown class once per file, with its count
                     if skip_unknown_classes:
                         skipped[name] = skipped.get(name, 0) + unknown.count(name)
                         continue
                     times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
+                    compared = f", compared as {name!r}" if written[name] != name else ""
                     problems.append(
-                        f"{xml_path}: unknown class {name!r}{times} (classes: {', '.join(label_of)}); "
+                        f"{xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
+                        f"{', '.join(label_of)}); "
                         "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
                         "(counted in one warning)"
                     )

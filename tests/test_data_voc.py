@@ -224,6 +224,15 @@ def test_unknown_class_is_an_error_naming_file_and_class(tmp_path):
     assert dataset.ground_truth()[0]["labels"].tolist() == [0]
 
 
+def test_unknown_class_is_named_as_the_xml_writes_it(tmp_path):
+    """Names are compared in lower case; the message quotes the XML's spelling (what a user searches the file for)."""
+    root = write_voc_folder(tmp_path, {"a": [("Cat", (1, 1, 10, 10), 0), ("Zebra", (2, 2, 9, 9), 0),
+                                             ("ZEBRA", (3, 3, 9, 9), 0)]}, {"trainval": ["a"]})
+    with pytest.raises(DataError, match=r"a\.xml: unknown class 'Zebra' \(2 objects\), compared as 'zebra' "
+                                        r"\(classes: cat\)"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+
+
 def test_malformed_xml_names_file_and_line(tmp_path):
     root = write_voc_folder(tmp_path, {"a": "<annotation>\n<object><name>cat</name>\n</annotation>"},
                             {"trainval": ["a"]})
