@@ -180,6 +180,33 @@ def _build_coco(root: Path, split: str, **options) -> COCODetection:
     )
 
 
+def _layout_hint(root: Path, split: str) -> str:
+    """What a ``--data_root`` of neither layout holds that comes close to one, as a clause for the error: jsons in
+    ``annotations/`` under other names, half a VOC layout, or a parent or sub-folder that is a dataset (``--data_root``
+    one level off). Empty when nothing comes close."""
+    jsons = sorted(path.name for path in (root / "annotations").glob("*.json"))
+    if jsons:
+        wanted = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
+        listed = ", ".join(jsons[:5]) + (", ..." if len(jsons) > 5 else "")
+        return f"; {root / 'annotations'} holds {listed}: name the {split} json {wanted}"
+    if (root / "Annotations").is_dir() != (root / "JPEGImages").is_dir():
+        has, lacks = ("Annotations", "JPEGImages") if (root / "Annotations").is_dir() else ("JPEGImages", "Annotations")
+        return f"; it has {has}/ but no {lacks}/ (the VOC layout's folder names, letter case included)"
+    def is_dataset(folder: Path) -> bool:
+        return _is_voc_folder(folder) or any((folder / "annotations").glob("instances_*.json"))
+
+    if is_dataset(root.parent):
+        return f"; it is a folder of the dataset {root.parent}: pass --data_root {root.parent}"
+    try:
+        subfolders = sorted(path for path in root.iterdir() if path.is_dir())
+    except OSError:
+        return ""
+    for sub in subfolders:
+        if is_dataset(sub):
+            return f"; its sub-folder {sub.name}/ is one: pass --data_root {sub}"
+    return ""
+
+
 def _build_custom(root: Path, split: str, classes: list[str] | None, **options) -> DetectionDataset:
     if _is_voc_folder(root):
         if classes is None:
@@ -194,7 +221,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         jsons = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
         raise DatasetNotFoundError(
             f"{root}: neither a VOC-layout folder (Annotations/, JPEGImages/, ImageSets/Main/) nor a COCO-layout "
-            f"folder (annotations/{jsons} + an image folder)"
+            f"folder (annotations/{jsons} + an image folder){_layout_hint(root, split)}"
         )
     image_folder = image_folder_for(annotation_file)
     if image_folder is None:

@@ -123,6 +123,26 @@ def test_custom_folder_of_neither_layout_names_the_jsons_each_split_reads(tmp_pa
         build_dataset("custom", "test", 32, data_root=str(tmp_path))
 
 
+def test_custom_folder_of_neither_layout_says_what_comes_close(tmp_path):
+    """The common slips of a hand-made folder: jsons under other names, JPEGImages/ under another name, --data_root
+    one level too high or too low."""
+    coco = tmp_path / "coco"
+    write_coco(coco, "train", coco_json(GOOD_ANNOTATIONS)).rename(coco / "annotations" / "train.json")
+    with pytest.raises(DatasetNotFoundError, match=r"coco/annotations holds train\.json: name the train json "
+                                                   r"instances_train\*\.json$"):
+        build_dataset("custom", "train", 32, data_root=str(coco))
+    voc = tmp_path / "voc"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "images").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"it has Annotations/ but no JPEGImages/"):
+        build_dataset("custom", "train", 32, data_root=str(voc))
+    (voc / "images").rename(voc / "JPEGImages")
+    with pytest.raises(DatasetNotFoundError, match=r"its sub-folder voc/ is one: pass --data_root .*voc$"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match=r"it is a folder of the dataset .*voc: pass --data_root .*voc$"):
+        build_dataset("custom", "train", 32, data_root=str(voc / "JPEGImages"))
+
+
 def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"--data_root .*missing not found"):
         build_dataset("custom", "train", 32, data_root=str(tmp_path / "missing"))
