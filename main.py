@@ -182,8 +182,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--warm_iter", type=int, default=None,
                           help="linear warm-up iterations from 1e-6 (default: 500; 50 for shapes)")
     schedule.add_argument("--epochs", type=int, default=None,
-                          help="epochs of len(dataset) // global batch iterations (default: voc 250, coco 140, "
-                               "shapes 12)")
+                          help="epochs of len(dataset) // global batch iterations (default: voc and custom 250, "
+                               "coco 140, shapes 12)")
     schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
     schedule.add_argument("--seed", type=int, default=0,
                           help="seed of model init, data order and augmentation (default: 0)")
