@@ -54,7 +54,10 @@ def parse_class_list(arg: str) -> list[str]:
         names = _checked_class_names([(where, line) for where, line in numbered if line and not line.startswith("#")])
         source = str(path)
     elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
-        raise DataError(f"--classes {arg}: class list file not found (a class name cannot hold a slash)")
+        slash = "/" in arg or os.sep in arg
+        why = "a class name cannot hold a slash" if slash else f"a name ending in {path.suffix} is read as a file"
+        where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
+        raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
     else:
         source = f"--classes {arg!r}" if _control_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])

@@ -339,7 +339,8 @@ def test_parse_class_list(tmp_path):
         parse_class_list(str(tmp_path))
     with pytest.raises(DataError, match="duplicate class names"):
         parse_class_list("cat,Cat")
-    with pytest.raises(DataError, match="class list file not found"):
+    with pytest.raises(DataError, match=r"missing_classes\.txt: class list file not found \(a name ending in \.txt is "
+                                        r"read as a file; looked for in /"):  # where, not a slash it does not hold
         parse_class_list("missing_classes.txt")
     with pytest.raises(DataError, match=r"obj\.name: class list file not found \(a class name cannot hold a slash\)"):
         parse_class_list(str(tmp_path / "obj.name"))  # a mistyped path, whatever its suffix
