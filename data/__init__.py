@@ -236,7 +236,8 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
     if classes is not None and [c.lower() for c in classes] != [c.lower() for c in dataset.class_names]:
-        raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}")
+        raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}; "
+                        "a COCO-layout set takes its classes from its json: leave out --classes")
     return dataset
 
 
