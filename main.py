@@ -158,7 +158,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="dataset folder (default: the repository's datasets/VOCdevkit, datasets/coco2017, "
                            "datasets/shapes, wherever main.py is run from)")
     data.add_argument("--classes", type=str, default=None,
-                      help="custom datasets: comma-separated class names or a file with one name per line")
+                      help="VOC and custom data: comma-separated class names or a file with one name per line "
+                           "(default: voc's 20; a COCO-layout folder's json; a VOC-layout custom folder needs it)")
     data.add_argument("--skip_unknown_classes", action="store_true",
                       help="VOC-layout data: leave out the objects whose class is not in --classes (counted in one "
                            "warning) instead of stopping with an error; e.g. to train on a few of the VOC classes")
