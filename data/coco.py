@@ -255,7 +255,11 @@ def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -
     if not isinstance(info.get("file_name"), str):
         return f"{annotation_file}: image id {image_id} has no file_name"
     if not os.path.isfile(image_folder / info["file_name"]):
-        return f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
+        problem = f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
+        base = os.path.basename(info["file_name"])
+        if base and base != info["file_name"] and os.path.isfile(image_folder / base):
+            problem += f"; file_name is read in {image_folder}, which holds {base}: write \"file_name\": \"{base}\""
+        return problem
     return None
 
 

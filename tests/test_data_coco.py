@@ -187,6 +187,22 @@ def test_missing_image_file_and_invalid_json(tmp_path):
         COCODetection(path, tmp_path / "x", TestTransform(32))
 
 
+def test_file_name_with_a_folder_the_image_folder_already_is_says_what_to_write(tmp_path):
+    """Some exporters write file_name relative to the dataset (x/000000000007.jpg) or as an absolute path elsewhere;
+    the loader reads it inside the image folder, which holds the file under its base name."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    data["images"][0]["file_name"] = "x/000000000007.jpg"
+    data["images"][1]["file_name"] = "/elsewhere/000000000003.jpg"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert 'x/000000000007.jpg: image file not found (image id 7 in ' in str(error.value)
+    assert f'; file_name is read in {tmp_path / "x"}, which holds 000000000007.jpg: write "file_name": ' \
+           '"000000000007.jpg"' in str(error.value)
+    assert 'which holds 000000000003.jpg: write "file_name": "000000000003.jpg"' in str(error.value)
+
+
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
                                            "iscrowd": 0}]
