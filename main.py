@@ -742,6 +742,16 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state)
 
 
+def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
+    """``ValueError`` when ``--warm_iter`` or ``--mutual_guide_from`` does not fit a run of ``max_iter`` iterations."""
+    if not 0 <= args.warm_iter < max_iter:
+        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
+                         "lower --warm_iter or raise --epochs/--max_iter")
+    if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
+                         "iterations), so Mutual Guidance would never be used; lower it or raise --epochs/--max_iter")
+
+
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
                        run_dir: Path, init_state: dict | None, resume_state: dict | None) -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
@@ -761,6 +771,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                          "its global-context branch normalises one pooled value per image); raise --batch_size, or "
                          "add --sync_bn under torchrun with several GPUs")
 
+    if args.max_iter:  # known without the data: refused before it is read (or the shapes set generated)
+        check_run_length(args, args.max_iter)
     torch.manual_seed(args.seed)
     dataset = make_dataset(args, "train", args.size, train=True)
     for note in dataset.notes:
@@ -769,12 +781,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size
-    if not 0 <= args.warm_iter < max_iter:
-        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
-                         "lower --warm_iter or raise --epochs/--max_iter")
-    if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
-        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
-                         "iterations), so Mutual Guidance would never be used; lower it or raise --epochs/--max_iter")
+    check_run_length(args, max_iter)
 
     model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
                            pretrained=args.pretrained).to(device)

@@ -605,6 +605,23 @@ def test_a_full_disk_under_the_run_log_stops_with_one_line_naming_it(shapes_root
     assert not (tmp_path / "weights").exists()
 
 
+def test_a_warm_up_longer_than_max_iter_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    """--max_iter 3 with shapes' default --warm_iter 50: refused at once, not after generating 2,500 images."""
+    import data.shapes
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the shapes set was generated before the flags were checked")
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", no_generation)
+    argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--max_iter", "3", "--device", "cpu",
+            "--save_folder", "weights", "--run_dir", "run", "--eval_dir", "eval"]
+    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    assert "--warm_iter 50 must be shorter than the run (3 iterations)" in capsys.readouterr().err
+    argv += ["--warm_iter", "1", "--mutual_guide", "--mutual_guide_from", "3"]
+    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    assert "--mutual_guide_from 3 is not before the end of the run (3 iterations)" in capsys.readouterr().err
+
+
 def folder_contents(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
