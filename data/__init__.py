@@ -17,6 +17,7 @@ from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text
+from utils.messages import preview_names
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -190,11 +191,11 @@ def _layout_hint(root: Path, split: str) -> str:
     jsons = sorted(path.name for path in (root / "annotations").glob("*.json"))
     if jsons:
         wanted = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
-        listed = ", ".join(jsons[:5]) + (", ..." if len(jsons) > 5 else "")
-        return f"; {root / 'annotations'} holds {listed}: name the {split} json {wanted}"
+        return f"; {root / 'annotations'} holds {preview_names(jsons, 5)}: name the {split} json {wanted}"
     if (root / "Annotations").is_dir() != (root / "JPEGImages").is_dir():
         has, lacks = ("Annotations", "JPEGImages") if (root / "Annotations").is_dir() else ("JPEGImages", "Annotations")
         return f"; it has {has}/ but no {lacks}/ (the VOC layout's folder names, letter case included)"
+
     def is_dataset(folder: Path) -> bool:
         return _is_voc_folder(folder) or any((folder / "annotations").glob("instances_*.json"))
 

@@ -245,7 +245,8 @@ def test_check_same_run_refuses_a_changed_schedule():
     # the precision is compared, not the spelling: bare --amp ("auto") chose bf16 here, as --amp bf16 does
     check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "bf16"}, saved | {"amp": "bf16", "amp_dtype": "bf16"})
     with pytest.raises(CheckpointError, match=r"with mixed precision \(--amp\) fp16, this run has bf16"):
-        check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "fp16"}, saved | {"amp": "auto", "amp_dtype": "bf16"})
+        check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "fp16"},
+                       saved | {"amp": "auto", "amp_dtype": "bf16"})
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
     saved["train_images"] = 8
     with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: "

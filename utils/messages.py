@@ -1,5 +1,5 @@
-"""Exceptions turned into the one line a user reads, and short previews of lists for messages (a leaf module: models/
-and utils/ import it)."""
+"""Exceptions turned into the one line a user reads, and short previews of lists for messages (a leaf module: data/,
+models/ and utils/ import it)."""
 
 from collections.abc import Sequence
 
