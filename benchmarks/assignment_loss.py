@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,12 +35,13 @@ from utils.box import PriorBox  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 
 
-def call_ms(fn, device: torch.device) -> float:
+def call_ms(fn: Callable[[], object], device: torch.device) -> float:
     """Wall time of one ``fn()`` call in milliseconds, synchronising CUDA before and after."""
     return call_latencies(fn, device, warmup=0, iters=1)[0] * 1000
 
 
-def best_times(batched, reference, device: torch.device, repeats: int, reference_repeats: int) -> tuple[float, float]:
+def best_times(batched: Callable[[], object], reference: Callable[[], object], device: torch.device, repeats: int,
+               reference_repeats: int) -> tuple[float, float]:
     """Best (minimum) times of the two functions after a warm-up each, calls interleaved so that a burst of
     load from other jobs hits both alike."""
     batched(), reference()
@@ -52,7 +54,10 @@ def best_times(batched, reference, device: torch.device, repeats: int, reference
     return min(batched_ms), min(reference_ms)
 
 
-def make_batch(batch: int, size: int, num_classes: int, device: torch.device, seed: int = 0):
+def make_batch(batch: int, size: int, num_classes: int, device: torch.device,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A random batch: ``loc [B, A, 4]`` offsets, ``conf [B, A, C]`` logits near the focal prior, the anchors
+    ``[A, 4]`` cxcywh normalised (on ``device``) and 1-20 random objects per image on the host (``[n, 5]``)."""
     generator = torch.Generator().manual_seed(seed)
     anchors = PriorBox(24.0, size)()
     counts = torch.randint(1, 21, (batch,), generator=generator).tolist()
@@ -62,7 +67,8 @@ def make_batch(batch: int, size: int, num_classes: int, device: torch.device, se
     return loc, conf, anchors.to(device), targets
 
 
-def print_profile(loss_fn: MultiBoxLoss, loc, conf, anchors, targets, device: torch.device, calls: int = 5) -> None:
+def print_profile(loss_fn: MultiBoxLoss, loc: torch.Tensor, conf: torch.Tensor, anchors: torch.Tensor,
+                  targets: list[torch.Tensor], device: torch.device, calls: int = 5) -> None:
     """torch.profiler's top operations of ``calls`` criterion calls, by self device (or CPU) time."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":

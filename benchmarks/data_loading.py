@@ -15,6 +15,7 @@ import datetime
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -51,7 +52,7 @@ def write_voc_sized_set(root: Path, count: int) -> Path:
     return root
 
 
-def images_per_second(step, count: int, seconds: float) -> float:
+def images_per_second(step: Callable[[int], object], count: int, seconds: float) -> float:
     """Calls of ``step(i)`` (indices ``0..count-1`` cyclically) per second of this process's CPU time, over about
     ``seconds`` of CPU time after a warm-up of 10 calls. CPU time, not wall time, so that other load on a shared
     machine does not count (with one thread it is the time of one core)."""

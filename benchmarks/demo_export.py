@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,7 @@ def write_checkpoint(path: Path, version: str, backbone: str, size: int) -> Path
     return path
 
 
-def timed(function, repeats: int, warmup: int, device: torch.device) -> float:
+def timed(function: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
     """Median seconds of ``function()`` over ``repeats`` calls after ``warmup`` calls (CUDA synchronised)."""
     return statistics.median(call_latencies(function, device, warmup, repeats))
 

@@ -15,6 +15,7 @@ import datetime
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ from utils.box import PriorBox  # noqa: E402
 from utils.postprocess import PRE_NMS_TOPK, PostProcessor  # noqa: E402
 
 
-def synthetic_set(num_images: int, num_classes: int, dets_per_image: int, seed: int = 0):
+def synthetic_set(num_images: int, num_classes: int, dets_per_image: int,
+                  seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Ground truth (x1y1x2y2 continuous pixels, labels) and detections per image, COCO-like counts."""
     rng = np.random.default_rng(seed)
     ground_truth, detections = [], []
@@ -50,7 +52,8 @@ def synthetic_set(num_images: int, num_classes: int, dets_per_image: int, seed: 
     return ground_truth, detections
 
 
-def coco_ground_truth(ground_truth, num_classes: int) -> COCO:
+def coco_ground_truth(ground_truth: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> COCO:
+    """``synthetic_set``'s ground truth as an in-memory pycocotools COCO of 640x640 images (categories 1..C)."""
     annotations = []
     for image_id, (boxes, labels) in enumerate(ground_truth):
         for box, label in zip(boxes, labels):
@@ -66,7 +69,8 @@ def coco_ground_truth(ground_truth, num_classes: int) -> COCO:
     return coco
 
 
-def timed(fn, repeat: int = 1) -> tuple[float, object]:
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    """The best of ``repeat`` wall times of ``fn()`` in seconds, and the last call's result."""
     best, result = float("inf"), None
     for _ in range(repeat):
         start = time.perf_counter()
@@ -94,7 +98,7 @@ def main() -> None:
         sizes = torch.tensor([[480, 640]] * 32, device=device)
         post = PostProcessor(priors)
 
-        def run():
+        def run() -> list[dict[str, torch.Tensor]]:
             out = post(loc, conf, sizes)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

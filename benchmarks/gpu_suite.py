@@ -47,7 +47,8 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from contextlib import nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -256,7 +257,8 @@ def forward_gflops(version: str, backbone: str, size: int) -> float:
     return model_cost(version, backbone, size, NUM_CLASSES)[0] / 1e9
 
 
-def autocast(device: torch.device, precision: str, cache_enabled: bool = True):
+def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> AbstractContextManager:
+    """``torch.autocast`` to ``precision``'s dtype on ``device`` ("fp32": no autocast)."""
     dtype = AMP_DTYPES[precision]
     if dtype is None:
         return nullcontext()
@@ -329,7 +331,8 @@ def host_sync_sites(function: Callable[[], object], device: torch.device) -> dic
     synchronize(device)
     sites: Counter[str] = Counter()
 
-    def record(message, category, filename, lineno, file=None, line=None):
+    def record(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+               line: str | None = None) -> None:
         if "synchroniz" in str(message):  # keyed by the repository line, then where Python placed the warning
             sites[f"{_innermost_repo_frame(traceback.extract_stack()[:-1])} ({Path(filename).name}:{lineno})"] += 1
 
@@ -380,7 +383,10 @@ def train_case(version: str, size: int, batch: int, mutual_guide: bool, precisio
             "assignment": "MG" if mutual_guide else "IoU", "precision": precision}
 
 
-def run_training_cases(report, budget, settings: Settings, device, versions, sizes, precisions, count_syncs) -> None:
+def run_training_cases(report: Report, budget: Budget, settings: Settings, device: torch.device,
+                       versions: Sequence[str], sizes: Sequence[int], precisions: Sequence[str],
+                       count_syncs: bool) -> None:
+    """Training steps of every version x size x precision x assigner (IoU, MG) into ``report``."""
     for version in versions:
         for size in sizes:
             for precision in precisions:
@@ -394,7 +400,9 @@ def run_training_cases(report, budget, settings: Settings, device, versions, siz
                                                       count_syncs), device)
 
 
-def run_ladder(report, budget, settings: Settings, device, rungs) -> None:
+def run_ladder(report: Report, budget: Budget, settings: Settings, device: torch.device,
+               rungs: Sequence[tuple[str, StepOptions]]) -> None:
+    """Training steps of the headline model under each rung's options (name, :class:`StepOptions`) into ``report``."""
     for name, options in rungs:
         iters = settings.per_image_loss_iters if options.per_image_loss else settings.train_iters
         warmup = min(settings.train_warmup, 2) if options.per_image_loss else settings.train_warmup
@@ -500,8 +508,10 @@ def measure_inference(version: str, backbone: str, size: int, batch: int, precis
     return {"latency_ms": 1e3 * seconds, "images_per_s": batch / seconds, "peak_mem_mib": peak_memory_mib(device)}
 
 
-def run_inference_cases(report, budget, settings: Settings, device, versions, modes_for,
-                        precisions=("fp32", "bf16")) -> None:
+def run_inference_cases(report: Report, budget: Budget, settings: Settings, device: torch.device,
+                        versions: Sequence[str], modes_for: Callable[[int, str], list[str]],
+                        precisions: Sequence[str] = ("fp32", "bf16")) -> None:
+    """Inference of every version x batch x precision x mode (``modes_for(batch, precision)``) into ``report``."""
     for version in versions:
         for batch in settings.infer_batches:
             for precision in precisions:
