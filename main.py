@@ -75,6 +75,7 @@ from utils.engine import (
     TrainingInterrupted,
     TrainSettings,
     format_metrics,
+    non_finite_weights,
     termination_as_interrupt,
     train,
 )
@@ -289,32 +290,40 @@ def main(args: argparse.Namespace) -> int:
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again"
-                       f"{resume_hint(args)}", every_process=True)
+        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again",
+                  every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        log_error(ctx, f"error: out of memory ({first_line(error)}); lower --batch_size or --size, then run again"
-                       f"{resume_hint(args)}", every_process=True)
+        log_error(ctx, f"error: out of memory ({first_line(error)}); lower --batch_size or --size, then run again",
+                  every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()
 
 
-def resume_hint(args: argparse.Namespace) -> str:
-    """How a stopped training run continues; empty for the other modes."""
-    trains = not (args.trained_model or args.eval_results or args.check_data or args.demo or args.export)
-    return " (training continues from its last checkpoint with --resume)" if trains else ""
-
-
 def how_to_continue(args: argparse.Namespace, checkpoint_path: Path) -> str:
-    """The advice that continues a stopped training run from ``checkpoint_path``: the same command with ``--resume``
-    (a run started ``--init_from`` another file continues from its own checkpoint instead)."""
+    """The advice that continues a stopped training run from ``checkpoint_path``, its own checkpoint: the same command
+    with ``--resume`` in place of ``--init_from`` or ``--resume`` of another file, or added; the same command when it
+    already resumes that file."""
+    quoted = shlex.quote(str(checkpoint_path))
     if args.init_from:
         return (f"continue with the same command, --init_from {shlex.quote(str(args.init_from))} replaced by "
-                f"--resume {shlex.quote(str(checkpoint_path))}")
-    return "continue with the same command plus --resume"
+                f"--resume {quoted}")
+    if args.resume is None:
+        return "continue with the same command plus --resume"
+    if not args.resume or Path(args.resume).resolve() == checkpoint_path.resolve():
+        return "continue with the same command"
+    return f"continue with the same command, --resume {shlex.quote(args.resume)} replaced by --resume {quoted}"
+
+
+def stopped_run_advice(args: argparse.Namespace, checkpoint_path: Path, last_saved: int | None) -> str:
+    """How a training run stopped by the system (a full disk, no memory) goes on: from its checkpoint of iteration
+    ``last_saved``, or from the start when it has saved none (``None``)."""
+    if last_saved is None:
+        return "run the same command again"
+    return f"{how_to_continue(args, checkpoint_path)} (from iteration {last_saved})"
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -887,6 +896,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     try:
         train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
               evaluate_during_training, evaluate_first)
+        with StopSignal() as stop:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
+            save(max_iter)
     except NonFiniteLossError as error:
         lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
         kept = (f"the checkpoint of iteration {last_saved}, {checkpoint_path}, is kept (finite weights)"
@@ -899,7 +910,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
-        finite = all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point())
+        finite = not non_finite_weights(model)
         if done > start_iter and finite:
             save(done)
             outcome = f"saved {checkpoint_path} after iteration {done}"
@@ -907,12 +918,24 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             kept = (f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
                     else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
-        then = how_to_continue(args, checkpoint_path) if checkpoint_path.exists() else "run the same command again"
+        then = stopped_run_advice(args, checkpoint_path, last_saved)
         log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then {then} (--check_data "
                  "scans every image)")
         return EXIT_BAD_INPUT
-    with StopSignal() as stop:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
-        save(max_iter)
+    except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
+        if error.filename is None:
+            raise
+        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then "
+                       f"{stopped_run_advice(args, checkpoint_path, last_saved)}", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        advice = ("lower --batch_size or --size, then run again" if last_saved is None else
+                  f"free the memory, then {stopped_run_advice(args, checkpoint_path, last_saved)}; or start again "
+                  "with a lower --batch_size or --size")
+        log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
     log.info(f"saved {checkpoint_path}")
     # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
     command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
@@ -938,6 +961,14 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
                        f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}",
                   every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        smaller = shlex.join(command + ["--batch_size", str(max(args.batch_size // 2, 1))])
+        log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
+                       f"{checkpoint_path}, but its evaluation stopped: evaluate it with fewer images per batch: "
+                       f"{smaller}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     if metrics is not None:
         if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one

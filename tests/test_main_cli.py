@@ -244,8 +244,9 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
 
     refuse(PermissionError(13, "Permission denied", "runs/x/log.txt"))
     assert cli.main(args) == cli.EXIT_REFUSED_BY_SYSTEM == 1
+    # raised before training (a run_training that saved nothing): no checkpoint of this run to resume
     assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then "
-                                       "run again (training continues from its last checkpoint with --resume)\n")
+                                       "run again\n")
     refuse(ConnectionRefusedError(111, "Connection refused"))  # not a file: not this message
     with pytest.raises(ConnectionRefusedError):
         cli.main(args)
@@ -274,8 +275,22 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
     assert cli.main(parse("--dataset", "shapes", "--device", "cpu")) == cli.EXIT_REFUSED_BY_SYSTEM
     err = capsys.readouterr().err
     first = str(error).splitlines()[0]
-    assert err == (f"error: out of memory ({first}); lower --batch_size or --size, then run again (training continues "
-                   "from its last checkpoint with --resume)\n")
+    assert err == f"error: out of memory ({first}); lower --batch_size or --size, then run again\n"
+
+
+@pytest.mark.parametrize("flags,advice", [
+    ((), "continue with the same command plus --resume"),
+    (("--resume",), "continue with the same command"),
+    (("--resume", "weights/run.pth"), "continue with the same command"),
+    (("--resume", "weights/run.earlier-1.pth"),
+     "continue with the same command, --resume weights/run.earlier-1.pth replaced by --resume weights/run.pth"),
+    (("--init_from", "voc model.pth"), "continue with the same command, --init_from 'voc model.pth' replaced by "
+                                       "--resume weights/run.pth"),
+])
+def test_how_to_continue_names_the_run_s_own_checkpoint(flags, advice):
+    assert cli.how_to_continue(parse(*flags), Path("weights/run.pth")) == advice
+    assert cli.stopped_run_advice(parse(*flags), Path("weights/run.pth"), 500) == f"{advice} (from iteration 500)"
+    assert cli.stopped_run_advice(parse(*flags), Path("weights/run.pth"), None) == "run the same command again"
 
 
 def test_other_runtime_errors_keep_their_traceback(monkeypatch):

@@ -353,6 +353,44 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+class _OutOfMemoryAt(cli.MultiBoxLoss):
+    """MultiBoxLoss that runs out of CUDA memory at its 6th call (iteration 6, after the checkpoint of iteration 4)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 6:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nSee documentation")
+        return super().forward(*args, **kwargs)
+
+
+def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "MultiBoxLoss", _OutOfMemoryAt)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert capsys.readouterr().err.endswith(
+        "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue with "
+        "the same command plus --resume (from iteration 4); or start again with a lower --batch_size or --size\n")
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
+
+
+def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_in_smaller_batches(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
+
+    monkeypatch.setattr(cli, "evaluate", out_of_memory)
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
+    checkpoint = Path("weights") / CKPT.format("")
+    assert capsys.readouterr().err.endswith(
+        f"error: out of memory (CUDA out of memory. Tried to allocate 1.00 GiB.); training is complete and saved in "
+        f"{checkpoint}, but its evaluation stopped: evaluate it with fewer images per batch: python main.py "
+        f"--trained_model {checkpoint} --batch_size 1\n")
+    assert load_checkpoint(tmp_path / checkpoint)["iteration"] == 2
+
+
 @pytest.mark.parametrize("amp_dtype, precision", [
     (None, ""),
     (torch.bfloat16, ", train in float32 (no --amp)"),
@@ -384,7 +422,7 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 8]
     assert (f"error: {path}: No space left on device; the checkpoint already at {path} is untouched; free space or "
-            "fix the folder, then run again (training continues from its last checkpoint with --resume)\n"
+            "fix the folder, then continue with the same command plus --resume (from iteration 4)\n"
             ) in capsys.readouterr().err
     assert load_checkpoint(tmp_path / path)["iteration"] == 4
 
