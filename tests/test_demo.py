@@ -20,6 +20,7 @@ from utils.demo import (
     default_demo_output,
     output_names,
     run_demo,
+    upright,
 )
 
 
@@ -123,6 +124,44 @@ def test_demo_writes_pixel_detections_and_drawn_images(checkpoint, photos, tmp_p
         assert drawn.shape == original.shape
         assert np.abs(drawn.astype(int) - original.astype(int)).max() > 100  # boxes and captions are drawn
     assert "10 detections in 2 images" in capsys.readouterr().err
+
+
+def save_with_orientation(path: Path, image_bgr: np.ndarray, orientation: int) -> Path:
+    """``image_bgr`` stored as is, with the EXIF orientation tag ``orientation`` (lossless for .png)."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1]))
+    exif = picture.getexif()
+    exif[0x0112] = orientation
+    picture.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_turns_as_image_viewers_do(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    from data.dataset import exif_orientation, read_image
+
+    path = save_with_orientation(tmp_path / "a.png", np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8),
+                                 orientation)
+    with Image.open(path) as picture:
+        viewed = np.asarray(ImageOps.exif_transpose(picture).convert("RGB"))[..., ::-1]
+    np.testing.assert_array_equal(upright(read_image(path), exif_orientation(path)), viewed)
+
+
+def test_demo_reads_a_rotated_phone_photo_upright(checkpoint, tmp_path):
+    """A photo stored sideways with EXIF orientation 6 gives the detections, size and drawing of its upright view."""
+    stored = cv2.imread(str(write_image(tmp_path / "stored.png", 90, 160, seed=4)))  # [90, 160]: sideways
+    view = np.ascontiguousarray(np.rot90(stored, -1))  # [160, 90]: what viewers show for orientation 6
+    (tmp_path / "in").mkdir()
+    save_with_orientation(tmp_path / "in" / "phone.png", stored, 6)
+    assert cv2.imwrite(str(tmp_path / "in" / "view.png"), view)
+    run_demo(checkpoint, str(tmp_path / "in"), tmp_path / "out", score_thresh=0.0, max_per_image=5)
+    phone, plain = json.loads((tmp_path / "out" / "detections.json").read_text())["images"]
+    assert (phone["width"], phone["height"]) == (plain["width"], plain["height"]) == (90, 160)
+    assert phone["detections"] == plain["detections"]
+    assert cv2.imread(str(tmp_path / "out" / "phone.jpg")).shape == (160, 90, 3)
 
 
 def test_demo_is_the_same_batched_and_one_by_one(checkpoint, photos, tmp_path):

@@ -1,13 +1,15 @@
 """Run a trained detector on your own images: ``main.py --trained_model W --demo PATH [PATH ...]``.
 
 Each PATH is an image, a folder (its images, not sub-folders) or a glob (``'photos/**/*.jpg'``, quoted so the
-program expands it; an unquoted glob expanded by the shell works too). Images are read, resized to the
-checkpoint's input size, run through the network in batches and post-processed (``PostProcessor``: decode,
-score threshold, per-class NMS). The output folder receives
+program expands it; an unquoted glob expanded by the shell works too). Images are read upright, as image viewers show
+them (an EXIF orientation tag is applied, :func:`upright`), resized to the checkpoint's input size, run through
+the network in batches and post-processed (``PostProcessor``: decode, score threshold, per-class NMS). The output
+folder receives
 
 - ``<image stem>.jpg``: the image with boxes, class names and scores drawn, one colour per class;
 - ``detections.json``: per image the file, its width and height and its detections
-  ``{"box": [x1, y1, x2, y2] 0-based continuous pixels of the original image, "score", "label", "class_name"}``.
+  ``{"box": [x1, y1, x2, y2] 0-based continuous pixels of the upright original image, "score", "label",
+  "class_name"}``.
 
 Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON. An image
 whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
@@ -29,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.dataset import read_image
+from data.dataset import exif_orientation, read_image
 from data.errors import DataError
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
@@ -111,11 +113,29 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-class ImageFiles(Dataset):
-    """Reads image files for the network; a file that cannot be decoded yields its error instead of failing.
+def upright(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """``image`` ``[H, W, ...]`` in stored pixel order turned as EXIF ``orientation`` (1-8) tells viewers to show it:
+    ``[H, W, ...]`` for 1-4, ``[W, H, ...]`` for 5-8 (a 90-degree turn); ``image`` itself for 1, ``None`` or an
+    unknown value. The same turns as ``PIL.ImageOps.exif_transpose``."""
+    turns = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # 180 degrees
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # stored 90 degrees counter-clockwise: turn clockwise
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transverse
+        8: lambda a: np.rot90(a, 1),  # stored 90 degrees clockwise: turn counter-clockwise
+    }
+    turn = turns.get(orientation) if isinstance(orientation, int) else None
+    return np.ascontiguousarray(turn(image)) if turn else image
 
-    ``dataset[i]`` -> ``(input float32 [3, S, S] BGR minus PIXEL_MEAN_BGR or None, original uint8 BGR [H, W, 3]
-    or None, error message or None, i)``.
+
+class ImageFiles(Dataset):
+    """Reads image files for the network, upright (:func:`upright`); a file that cannot be decoded yields its error
+    instead of failing.
+
+    ``dataset[i]`` -> ``(input float32 [3, S, S] BGR minus PIXEL_MEAN_BGR or None, upright original uint8 BGR
+    [H, W, 3] or None, error message or None, i)``.
     """
 
     def __init__(self, paths: Sequence[Path], size: int) -> None:
@@ -127,7 +147,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, np.ndarray | None, str | None, int]:
         try:
-            image = read_image(self.paths[index])
+            image = upright(read_image(self.paths[index]), exif_orientation(self.paths[index]))
         except DataError as error:
             return None, None, str(error), index
         return torch.from_numpy(normalize_image(resize(image, self.size))), image, None, index
