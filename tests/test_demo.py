@@ -75,6 +75,12 @@ def test_collect_images_errors_name_the_input(tmp_path):
         collect_images([])
 
 
+def test_collect_images_keeps_one_file_named_twice_once(photos, monkeypatch):
+    monkeypatch.chdir(photos.parent)
+    same = ["photos/wide.png", str(photos / "wide.png"), "photos/../photos/wide.png", "./photos"]
+    assert collect_images(same) == [Path("photos/wide.png"), Path("photos/tall.jpg")]
+
+
 def test_output_names_disambiguate_repeated_stems():
     paths = [Path("a/cat.jpg"), Path("b/cat.jpg"), Path("a/cat.png"), Path("a/dog.jpeg"), Path("c/Cat.bmp")]
     assert output_names(paths) == ["cat.jpg", "cat-2.jpg", "cat-3.jpg", "dog.jpg", "Cat-4.jpg"]

@@ -60,7 +60,8 @@ def default_demo_output(checkpoint_path: str | os.PathLike) -> Path:
 
 
 def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """The image files named by ``sources``, in order, without duplicates.
+    """The image files named by ``sources``, in order, without duplicates (one file named twice, also as
+    ``photos/a.jpg`` and ``/home/me/photos/a.jpg`` or through a link, is kept once, as first named).
 
     A file is taken whatever its suffix (an unreadable one is reported later); a folder gives its files with an
     image suffix (:data:`IMAGE_SUFFIXES`, any case), sorted; a glob gives its matching image files, sorted
@@ -69,13 +70,13 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # resolved path -> the path as first named
     for source in map(str, sources):
         for path in _expand(source):
-            found.setdefault(path, None)
+            found.setdefault(path.resolve(), path)
     if not found:
         raise DemoInputError("--demo: no input given; pass an image, a folder of images or a glob like 'photos/*.jpg'")
-    return list(found)
+    return list(found.values())
 
 
 def _expand(source: str) -> list[Path]:
