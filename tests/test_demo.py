@@ -81,6 +81,16 @@ def test_collect_images_keeps_one_file_named_twice_once(photos, monkeypatch):
     assert collect_images(same) == [Path("photos/wide.png"), Path("photos/tall.jpg")]
 
 
+def test_collect_images_names_a_path_it_may_not_look_into(photos, monkeypatch):
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refused)  # a folder without read permission (chmod has no effect on root)
+    with pytest.raises(DemoInputError, match=rf"^--demo {photos}: cannot look into {photos} \(Permission denied\); "
+                                             "fix its permissions or leave it out$"):
+        collect_images(str(photos))
+
+
 def test_output_names_disambiguate_repeated_stems():
     paths = [Path("a/cat.jpg"), Path("b/cat.jpg"), Path("a/cat.png"), Path("a/dog.jpeg"), Path("c/Cat.bmp")]
     assert output_names(paths) == ["cat.jpg", "cat-2.jpg", "cat-3.jpg", "dog.jpg", "Cat-4.jpg"]

@@ -65,14 +65,19 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
 
     A file is taken whatever its suffix (an unreadable one is reported later); a folder gives its files with an
     image suffix (:data:`IMAGE_SUFFIXES`, any case), sorted; a glob gives its matching image files, sorted
-    (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a folder or glob
-    without images, or no source at all.
+    (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a path the system does
+    not let us look into (no permission), a folder or glob without images, or no source at all.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     found: dict[Path, Path] = {}  # resolved path -> the path as first named
     for source in map(str, sources):
-        for path in _expand(source):
+        try:
+            paths = _expand(source)
+        except OSError as error:  # e.g. a folder without read or search permission
+            raise DemoInputError(f"--demo {source}: cannot look into {error.filename or source} "
+                                 f"({error.strerror or error}); fix its permissions or leave it out") from None
+        for path in paths:
             found.setdefault(path.resolve(), path)
     if not found:
         raise DemoInputError("--demo: no input given; pass an image, a folder of images or a glob like 'photos/*.jpg'")
