@@ -132,6 +132,20 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
         load_checkpoint(pickled)
 
 
+def test_load_of_a_file_without_read_permission_names_the_permission(tmp_path, monkeypatch):
+    path = tmp_path / "run.pth"
+    save_checkpoint({"format": FORMAT, "model": {}}, path)
+
+    def refused(file, *args, **kwargs):  # chmod 000 has no effect on root, who runs some test machines
+        raise PermissionError(errno.EACCES, "Permission denied", str(file))
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (f"cannot read checkpoint {path} (Permission denied); check that the file is readable "
+                                "(its permissions, the disk)")
+
+
 def test_load_names_a_folder_and_a_hand_edited_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="is a folder; pass the .pth file inside it"):
         load_checkpoint(tmp_path)

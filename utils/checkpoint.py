@@ -150,6 +150,9 @@ def load_checkpoint(
     except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a checkpoint
         raise CheckpointError(f"cannot read checkpoint {path}: it is not a file torch.save wrote, or holds objects "
                               "other than tensors and plain values; pass a .pth file saved by main.py") from error
+    except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
+        raise CheckpointError(f"cannot read checkpoint {path} ({error.strerror or first_line(error)}); "
+                              "check that the file is readable (its permissions, the disk)") from error
     except Exception as error:  # noqa: BLE001 - any other failure means "not a usable checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path} ({first_line(error)}); "
                               "it is damaged or not a torch file") from error
