@@ -14,6 +14,7 @@ from data.errors import DataError
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError
 from utils.demo import (
+    DETECTIONS_FILE,
     DemoInputError,
     add_use_arguments,
     collect_images,
@@ -230,6 +231,33 @@ def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
                                              "the drawn copies would replace them"):
         run_demo(checkpoint, str(photos), photos)
     assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
+
+
+def test_demo_never_replaces_a_file_it_did_not_draw(checkpoint, photos, tmp_path):
+    from PIL import Image
+
+    run_demo(checkpoint, str(photos), tmp_path / "out")
+    with Image.open(tmp_path / "out" / "wide.jpg") as drawn:  # a plain JPEG that other programs read
+        assert drawn.format == "JPEG" and drawn.size == (200, 150)
+    (tmp_path / "out" / DETECTIONS_FILE).unlink()
+    run_demo(checkpoint, str(photos), tmp_path / "out")  # a rerun replaces its own drawn copies
+    out = tmp_path / "pictures"
+    out.mkdir()
+    users_photo = write_image(out / "tall.jpg", 30, 40, seed=9).read_bytes()
+    with pytest.raises(DemoInputError, match=rf"^--demo_output {out} holds tall\.jpg, which no demo run wrote: the "
+                                             rf"drawn copy of {photos / 'tall.jpg'} would replace it; choose another "
+                                             r"--demo_output folder \(a new or empty one\)$"):
+        run_demo(checkpoint, str(photos), out)
+    assert (out / "tall.jpg").read_bytes() == users_photo
+
+
+def test_demo_replaces_unmarked_drawn_copies_its_detections_json_lists(checkpoint, photos, tmp_path):
+    """Drawn copies of a run from before the copies were marked are known from the folder's detections.json."""
+    out = tmp_path / "out"
+    run_demo(checkpoint, str(photos), out)
+    assert cv2.imwrite(str(out / "tall.jpg"), np.zeros((4, 4, 3), np.uint8))  # no mark, as before
+    run_demo(checkpoint, str(photos), out)
+    assert cv2.imread(str(out / "tall.jpg")).shape == (160, 90, 3)
 
 
 def test_demo_output_under_a_file_is_refused(checkpoint, photos, tmp_path):

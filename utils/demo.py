@@ -13,7 +13,8 @@ folder receives
 
 Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON. An image
 whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
-The output folder must not hold input images: the drawn copies would replace them.
+The output folder must not hold input images, nor other files named as a drawn copy that no demo run wrote (each
+drawn copy carries a JPEG comment saying so): the drawn copies would replace them.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 GLOB_CHARACTERS = "*?["
 DETECTIONS_FILE = "detections.json"
 JPEG_QUALITY = 95
+DRAWN_MARK = b"drawn by main.py --demo"  # a JPEG comment in every drawn copy: the files a later run may replace
 
 
 class DemoInputError(DataError):
@@ -208,6 +210,8 @@ def run_demo(
     paths = collect_images(inputs)
     out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
     check_writable_folder(out_dir, "--demo_output")
+    names = output_names(paths)
+    check_output_folder(out_dir, paths, names)
     device = torch.device(device)
     detector = load_trained_detector(checkpoint_path, device)
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
@@ -217,8 +221,6 @@ def run_demo(
     graphed = CUDAGraphDetector(network, postprocessor, batch_size, detector.size) if cuda_graph else None
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    names = output_names(paths)
-    check_output_folder(out_dir, paths)
     colours = class_colours(len(detector.class_names))
     loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_image_files, pin_memory=device.type == "cuda")
@@ -286,9 +288,11 @@ def _image_record(path: Path, output_name: str | None, shape: tuple[int, ...], r
             "detections": detections}
 
 
-def check_output_folder(out_dir: Path, paths: Sequence[Path]) -> None:
+def check_output_folder(out_dir: Path, paths: Sequence[Path], names: Sequence[str]) -> None:
     """Raise :class:`DemoInputError` when ``out_dir`` holds one of the input images ``paths``: a drawn copy could
-    replace it, and a later run on the folder would read the drawn copies as inputs."""
+    replace it, and a later run on the folder would read the drawn copies as inputs; or when it holds a file named as
+    a drawn copy (``names``, one per path) that no demo run wrote (neither :func:`drawn_by_demo` nor in
+    :func:`listed_outputs`), such as a photo of the user's own: the drawn copy would replace it."""
     folder = out_dir.resolve()
     inside = [path for path in paths if path.resolve().parent == folder]
     if inside:
@@ -296,6 +300,44 @@ def check_output_folder(out_dir: Path, paths: Sequence[Path]) -> None:
             f"--demo_output {out_dir} holds input images ({inside[0].name}{', ...' if len(inside) > 1 else ''}): the "
             "drawn copies would replace them; choose another --demo_output folder"
         )
+    taken = [(path, name) for path, name in zip(paths, names) if (out_dir / name).exists()]
+    listed = listed_outputs(out_dir) if taken else set()
+    foreign = [(path, name) for path, name in taken if name not in listed and not drawn_by_demo(out_dir / name)]
+    if foreign:
+        (path, name), more = foreign[0], f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise DemoInputError(
+            f"--demo_output {out_dir} holds {name}{more}, which no demo run wrote: the drawn copy of {path} would "
+            "replace it; choose another --demo_output folder (a new or empty one)"
+        )
+
+
+def listed_outputs(out_dir: Path) -> set[str]:
+    """The drawn copies (``"output"`` names) that ``out_dir``'s ``detections.json`` lists: an earlier run's, including
+    one from before drawn copies were marked; empty when the file is missing or unreadable."""
+    try:
+        images = json.loads((out_dir / DETECTIONS_FILE).read_text(encoding="utf-8"))["images"]
+        return {image["output"] for image in images if isinstance(image.get("output"), str)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
+
+
+def drawn_by_demo(path: Path) -> bool:
+    """Whether ``path`` is a drawn copy a demo run wrote: its first bytes hold :data:`DRAWN_MARK` (a JPEG comment)."""
+    try:
+        with open(path, "rb") as file:
+            return DRAWN_MARK in file.read(256)
+    except OSError:
+        return False
+
+
+def mark_drawn(jpeg: bytes) -> bytes:
+    """``jpeg`` (a whole JPEG file) with a comment segment (COM, ``FF FE``) holding :data:`DRAWN_MARK` right after
+    its start marker and JFIF header (APP0, which must come first)."""
+    start = 2  # after SOI (FF D8)
+    if jpeg[start:start + 2] == b"\xff\xe0":
+        start += 2 + int.from_bytes(jpeg[start + 2:start + 4], "big")
+    comment = b"\xff\xfe" + (len(DRAWN_MARK) + 2).to_bytes(2, "big") + DRAWN_MARK
+    return jpeg[:start] + comment + jpeg[start:]
 
 
 def _write_jpeg(path: Path, image: np.ndarray) -> str | None:
@@ -308,7 +350,7 @@ def _write_jpeg(path: Path, image: np.ndarray) -> str | None:
         height, width = image.shape[:2]
         return f"OpenCV cannot encode a {width}x{height} image as JPEG (at most 65,500 px a side)"
     try:
-        encoded.tofile(str(path))
+        path.write_bytes(mark_drawn(encoded.tobytes()))
     except OSError as error:
         return f"cannot write {path} ({error.strerror})"
     return None
