@@ -60,7 +60,9 @@ from utils.checkpoint import (
 )
 from utils.distributed import (
     DistributedContext,
+    StoppedByAnotherProcess,
     all_reduce_max,
+    any_process,
     broadcast_object,
     cleanup_distributed,
     init_distributed,
@@ -287,6 +289,9 @@ def main(args: argparse.Namespace) -> int:
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
         return EXIT_BAD_INPUT
+    except StoppedByAnotherProcess as error:
+        log_error(ctx, f"stopped: {error}", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise
@@ -830,23 +835,35 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
 
     last_saved = start_iter if continues_checkpoint else None  # the iteration the file at checkpoint_path holds
 
+    def write_checkpoint(done: int) -> None:
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "model": unwrap_model(train_model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "iteration": done,
+                "max_iter": max_iter,
+                "rng": capture_rng_state(),
+                "config": config,
+                "class_names": dataset.class_names,
+            },
+            checkpoint_path,
+        )
+
     def save(done: int) -> None:
+        """Rank 0 writes the checkpoint of ``done`` iterations; every process learns whether it could, so none trains
+        on alone after a failed save, nor exits (and has torchrun stop the others) while the file is written."""
         nonlocal last_saved
+        failure = None
         if ctx.is_main:
-            save_checkpoint(
-                {
-                    "format": FORMAT,
-                    "model": unwrap_model(train_model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                    "iteration": done,
-                    "max_iter": max_iter,
-                    "rng": capture_rng_state(),
-                    "config": config,
-                    "class_names": dataset.class_names,
-                },
-                checkpoint_path,
-            )
+            try:
+                write_checkpoint(done)
+            except Exception as error:  # noqa: BLE001 - re-raised below, once every process knows
+                failure = error
+        if any_process(failure is not None, ctx):
+            raise failure or StoppedByAnotherProcess("the main process could not save the checkpoint (its message "
+                                                     "says why)")
         last_saved = done
 
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
@@ -910,7 +927,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
-        finite = not non_finite_weights(model)
+        finite = not any_process(bool(non_finite_weights(model)), ctx)  # as every process sees it
         if done > start_iter and finite:
             save(done)
             outcome = f"saved {checkpoint_path} after iteration {done}"

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from data.loader import ResumableBatchSampler
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +62,36 @@ def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process
     assert f"{first}.jpg: OpenCV cannot decode the file as an image" in result.stderr
     assert "another process met a data error in its share of the evaluation" in result.stderr
     assert "training is complete and saved in weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth" in result.stdout
+
+
+def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_every_process(tmp_path):
+    """Only process 1 reads the bad image, in the 3rd batch: both processes learn it before the step (process 0 used
+    to wait for it in DDP's collectives and die with gloo's 'Connection closed by peer' traceback), rank 0 saves the
+    2 iterations done and says how to continue."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=4)
+    ids = (root / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    shares = [list(ResumableBatchSampler(16, 2, seed=0, start_iter=0, max_iter=3, rank=rank, world_size=2))
+              for rank in (0, 1)]
+    read_before = {index for rank, batches in enumerate(shares) for batch in batches[:3 if rank == 0 else 2]
+                   for index, _ in batch}
+    bad = next(ids[index] for index, _ in shares[1][2] if index not in read_before)
+    (root / "JPEGImages" / f"{bad}.jpg").write_bytes(b"not an image")
+    argv = [
+        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
+        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
+        "--batch_size", "2", "--max_iter", "3", "--warm_iter", "1", "--workers", "0", "--save_folder", "weights",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "main.py"), *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert result.returncode != 0
+    assert f"[rank 1] error: {root}/JPEGImages/{bad}.jpg: OpenCV cannot decode the file as an image" in result.stderr
+    assert "[rank 0] error: another process met a data error in its share of the batch" in result.stderr
+    assert "Connection closed by peer" not in result.stderr and "[rank0]: Traceback" not in result.stderr
+    checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
+    assert (f"training stopped by a data error: saved {checkpoint.relative_to(tmp_path)} after iteration 2; "
+            "fix or replace the file, then continue with the same command plus --resume (from iteration 2)"
+            in result.stdout)
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]  # no partial file

@@ -6,7 +6,7 @@ trains on its own ``--batch_size`` images (the global batch is ``N * --batch_siz
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +21,9 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # the group of host-side flags (:func:`any_process`): None, the default group, under gloo; a gloo side group
+    # under NCCL, so that agreeing on a flag never waits for the GPU
+    host_group: Any = field(default=None, compare=False)
 
     @property
     def is_distributed(self) -> bool:
@@ -29,6 +32,11 @@ class DistributedContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+class StoppedByAnotherProcess(Exception):
+    """Another process met an error that stops the run and reports it; this one stops too (one line, prefixed with its
+    rank, that points to that message)."""
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -60,7 +68,9 @@ def init_distributed(device: torch.device) -> DistributedContext:
         return DistributedContext()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank_from_env())
+    host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None  # every process creates it
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank_from_env(),
+                              host_group=host_group)
 
 
 def local_rank_from_env() -> int:
@@ -99,6 +109,16 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tens
         all_reduce_sum(tensor, ctx)
         tensor /= ctx.world_size
     return tensor
+
+
+def any_process(flag: bool, ctx: DistributedContext) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself when not distributed): an all-reduce of one CPU integer
+    in ``ctx.host_group``, which costs no GPU sync, so the training loop can agree on a flag every iteration."""
+    if not ctx.is_distributed:
+        return flag
+    tensor = torch.tensor([int(flag)])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=ctx.host_group)
+    return bool(tensor.item())
 
 
 def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:

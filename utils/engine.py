@@ -12,14 +12,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Iterator, NoReturn
+from typing import Callable, Iterable, Iterator, NoReturn
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean, all_reduce_sum, unwrap_model
+from data.errors import DataError
+from utils.distributed import (
+    DistributedContext,
+    all_reduce_max,
+    all_reduce_mean,
+    all_reduce_sum,
+    StoppedByAnotherProcess,
+    any_process,
+    unwrap_model,
+)
 from utils.logging import RunLog
 from utils.messages import preview_names
 from utils.loss.stats import stats_from_sums, summable_stats
@@ -197,7 +206,7 @@ def train(
         if evaluate is not None and evaluate_first:
             evaluate(start_iter)
             model.train()
-        for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), loader):
+        for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), agreed_batches(loader, ctx)):
             lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
             set_lr(optimizer, lr)
             if settings.mutual_guide_from is not None:
@@ -245,6 +254,33 @@ def train(
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
     if stats_names:
         _log_stats_summary(stats_names, settings.max_iter, log)
+
+
+def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
+    """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
+    unreadable image) in one process's share raises in every process before any of them enters the step, whose
+    collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
+    a lost connection with a traceback). A process that has already stopped raises :class:`StoppedByAnotherProcess`."""
+    batches = iter(loader)
+    while True:
+        failure = None
+        try:
+            batch = next(batches)
+        except StopIteration:  # every process's loader yields the same number of batches
+            return
+        except DataError as error:
+            failure = error
+        try:
+            failed = any_process(failure is not None, ctx)
+        except RuntimeError as error:  # a process is gone: gloo reports the closed connection
+            raise StoppedByAnotherProcess("another process stopped during training (its message, or torchrun's "
+                                          "summary, says why)") from error
+        if failed:
+            if failure is not None:
+                raise failure
+            raise DataError("another process met a data error in its share of the batch (its message says which "
+                            "file)")
+        yield batch
 
 
 def _log_stats_summary(names: list[str], max_iter: int, log: RunLog) -> None:
