@@ -247,8 +247,12 @@ def test_check_same_run_refuses_a_changed_schedule():
     with pytest.raises(CheckpointError, match=r"or start a new run from its weights with --init_from w\.pth \(a fresh "
                                               r"optimizer and schedule, to train longer, say\)$"):
         check_same_run("w.pth", saved | {"lr": 0.01}, saved | {"lr": 0.02})
-    with pytest.raises(CheckpointError, match="number of processes 1, this run has 2"):
+    with pytest.raises(CheckpointError, match=r"saved by a run of 1 process\(es\), this run has 2; resume it with "
+                                              "`python main.py ...` and the same flags"):
         check_same_run("w.pth", saved, saved | {"world_size": 2})
+    with pytest.raises(CheckpointError, match=r"run of 2 process\(es\), this run has 3; resume it with "
+                                              "`torchrun --nproc_per_node=2 main.py ...`"):
+        check_same_run("w.pth", saved | {"world_size": 2}, saved | {"world_size": 3})
     saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None, "amp_dtype": None}
     for changed in ({"expand_prob": 0.0}, {"mutual_guide_from": 500}):
         key = next(iter(changed))

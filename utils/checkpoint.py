@@ -35,7 +35,7 @@ RUN_KEYS = (
     "lr", "warm_iter", "seed", "expand_prob", "amp_dtype",
 )  # and the run's length in iterations, however given (--epochs or --max_iter): see check_same_length
 # how check_same_run names a RUN_KEYS entry that is not a flag of its own
-_RUN_KEY_NAMES = {"world_size": "number of processes", "amp_dtype": "mixed precision (--amp)"}
+_RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 
@@ -275,12 +275,22 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
                 f"{path} was saved by {change}: the training set changed, so the run cannot continue exactly; "
                 f"restore that set, or start a new run from its weights with --init_from {path}"
             )
+        if key == "world_size":
+            raise CheckpointError(_other_process_count(path, saved_config[key], config.get(key)))
         flag = _RUN_KEY_NAMES.get(key, f"--{key}")
         raise CheckpointError(
             f"{path} was saved by a run with {flag} {_flag_value(saved_config[key])}, this run has "
             f"{_flag_value(config.get(key))}; "
             f"resume with the same flags (an exact resume needs the same schedule and data order), or {_fork(path)}"
         )
+
+
+def _other_process_count(path: str | os.PathLike, saved: int, now: int) -> str:
+    """The refusal of a checkpoint of ``saved`` processes resumed by ``now``: the launch command that resumes it."""
+    launch = "python main.py" if saved == 1 else f"torchrun --nproc_per_node={saved} main.py"
+    return (f"{path} was saved by a run of {saved} process(es), this run has {now}; resume it with `{launch} ...` and "
+            f"the same flags (the global batch and the data order depend on the number of processes), or "
+            f"{_fork(path)}")
 
 
 def check_same_length(path: str | os.PathLike, saved_max_iter: int, max_iter: int) -> None:
