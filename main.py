@@ -63,6 +63,7 @@ from utils.distributed import (
     StoppedByAnotherProcess,
     all_reduce_max,
     any_process,
+    broadcast_buffers,
     broadcast_object,
     cleanup_distributed,
     init_distributed,
@@ -579,6 +580,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
                           seed=args.seed, pin_memory=device.type == "cuda")
     postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
+    broadcast_buffers(model, ctx)  # rank 0's BatchNorm statistics, those of the checkpoint, on every shard
     model.eval()
     failure = None
     try:

@@ -29,8 +29,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    assert (sorted(p.name for p in (tmp_path / "weights").iterdir())
-            == ["CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"])
+    checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
     assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
@@ -41,6 +41,26 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert result.stdout.count("CUSTOM test: mAP=") == 1
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
     assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
+
+    # one process evaluating the checkpoint finds the same detections (float rounding aside: other batches): process 1
+    # scored its shard with rank 0's BatchNorm statistics, the checkpoint's, not those its own last batch left (scores
+    # 10 % apart)
+    single = subprocess.run([sys.executable, str(ROOT / "main.py"), "--trained_model", str(checkpoint), "--device",
+                             "cpu", "--batch_size", "2", "--workers", "0", "--eval_dir", "single"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    detections = sorted((tmp_path / "eval" / "CUSTOM").glob("comp4_det_test_*.txt"))
+    assert len(detections) == len(SHAPES_CLASSES)
+    for path in detections:
+        ids, values = read_detections(path)
+        single_ids, single_values = read_detections(tmp_path / "single" / path.name)
+        assert ids == single_ids and torch.allclose(values, single_values, rtol=1e-4, atol=1e-3), path.name
+
+
+def read_detections(path: Path) -> tuple[list[str], torch.Tensor]:
+    """A ``comp4_det_test_<class>.txt``'s image ids and ``[n, 5]`` (score, x1, y1, x2, y2)."""
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return [row[0] for row in rows], torch.tensor([[float(v) for v in row[1:]] for row in rows]).reshape(-1, 5)
 
 
 def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process(tmp_path):

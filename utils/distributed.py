@@ -139,6 +139,15 @@ def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     return holder[0]
 
 
+def broadcast_buffers(model: nn.Module, ctx: DistributedContext) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process, as DDP's next forward makes them: after a
+    step each process holds the statistics of its own share of the batch, and the checkpoint holds rank 0's. An
+    evaluation during training calls it so that every shard is scored with the model that is saved."""
+    if ctx.is_distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def wrap_model(model: nn.Module, device: torch.device, ctx: DistributedContext, sync_bn: bool) -> nn.Module:
     """DistributedDataParallel around ``model`` (optionally with SyncBatchNorm); ``model`` itself when not
     distributed."""
