@@ -22,10 +22,10 @@ from tqdm import tqdm
 from data.errors import DataError
 from utils.distributed import (
     DistributedContext,
+    StoppedByAnotherProcess,
     all_reduce_max,
     all_reduce_mean,
     all_reduce_sum,
-    StoppedByAnotherProcess,
     any_process,
     unwrap_model,
 )
