@@ -14,19 +14,25 @@ from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
-    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
+def train_with_two_processes(workdir: Path, root: Path, *flags: str) -> subprocess.CompletedProcess:
+    """``main.py`` under ``torchrun --nproc_per_node=2`` in ``workdir``: FSSD-ResNet18 at 128 px on the shapes folder
+    ``root`` as custom data, CPU, 2 images per process, checkpoints in ``weights/``, plus ``flags``."""
     argv = [
         "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
         "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
-        "--batch_size", "2", "--max_iter", "3", "--warm_iter", "1", "--workers", "0",
-        "--log_interval", "1", "--checkpoint_interval", "2", "--save_folder", "weights", "--run_dir", "run",
-        "--mutual_guide", "--assign_stats",
+        "--batch_size", "2", "--workers", "0", "--save_folder", "weights", *flags,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "main.py"), *argv]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=170)
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
+    result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1", "--log_interval", "1",
+                                      "--checkpoint_interval", "2", "--run_dir", "run", "--mutual_guide",
+                                      "--assign_stats")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"
@@ -47,7 +53,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     # 10 % apart)
     single = subprocess.run([sys.executable, str(ROOT / "main.py"), "--trained_model", str(checkpoint), "--device",
                              "cpu", "--batch_size", "2", "--workers", "0", "--eval_dir", "single"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                            capture_output=True, text=True, timeout=120)
     assert single.returncode == 0, single.stderr[-3000:]
     detections = sorted((tmp_path / "eval" / "CUSTOM").glob("comp4_det_test_*.txt"))
     assert len(detections) == len(SHAPES_CLASSES)
@@ -69,15 +76,7 @@ def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=4)
     first = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
     (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not an image")
-    argv = [
-        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
-        "--batch_size", "2", "--max_iter", "1", "--warm_iter", "0", "--workers", "0", "--save_folder", "weights",
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "main.py"), *argv]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    result = train_with_two_processes(tmp_path, root, "--max_iter", "1", "--warm_iter", "0")
     assert result.returncode != 0
     assert f"{first}.jpg: OpenCV cannot decode the file as an image" in result.stderr
     assert "another process met a data error in its share of the evaluation" in result.stderr
@@ -96,15 +95,7 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
                    for index, _ in batch}
     bad = next(ids[index] for index, _ in shares[1][2] if index not in read_before)
     (root / "JPEGImages" / f"{bad}.jpg").write_bytes(b"not an image")
-    argv = [
-        "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
-        "--batch_size", "2", "--max_iter", "3", "--warm_iter", "1", "--workers", "0", "--save_folder", "weights",
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "main.py"), *argv]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1")
     assert result.returncode != 0
     assert f"[rank 1] error: {root}/JPEGImages/{bad}.jpg: OpenCV cannot decode the file as an image" in result.stderr
     assert "[rank 0] error: another process met a data error in its share of the batch" in result.stderr
