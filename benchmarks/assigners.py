@@ -107,6 +107,8 @@ def fill_preset(args: argparse.Namespace) -> None:
             setattr(args, key, value)
     if args.amp == "none":
         args.amp = None
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: every seed once (a repeated seed repeats its runs)")
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
     if not 0 <= args.lr_warmup < args.iters:

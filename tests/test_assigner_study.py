@@ -171,3 +171,18 @@ def test_summary_and_table_numbers():
     table = format_table("t", [0, 1, 2], summary)
     assert "| mAP | 20.0 ± 10.0 | 23.0 ± 11.1 | 3.0 ± 2.0 | +3.0 | +1.0 | +5.0 |" in table
     assert "| disagree_with_iou | 0.000 ± 0.000 | 0.100 ± 0.000 | 0.100 ± 0.000 |" in table
+
+
+def test_table_columns_follow_the_seeds_as_given():
+    # --seeds 2 0: the column headed "seed 2" holds seed 2's difference (summarise kept --seeds' order)
+    per_seed = {seed: {arm: {"metrics": {"mAP": value}, "stats": {}, "seconds": 1.0}
+                       for arm, value in (("IoU", 0.1), ("MG", mg))}
+                for seed, mg in ((2, 0.3), (0, 0.05))}  # fmt: skip
+    table = format_table("t", [2, 0], summarise(per_seed))
+    assert "| metric (%) | IoU | MG | MG − IoU | seed 2 | seed 0 |" in table
+    assert table.splitlines()[4].endswith("| +20.0 | -5.0 |")
+
+
+def test_repeated_seed_is_refused(shapes_root, tmp_path):
+    with pytest.raises(ValueError, match="--seeds 0 1 0: every seed once"):
+        assigners.fill_preset(study_args(shapes_root, tmp_path, "--seeds", "0", "1", "0"))

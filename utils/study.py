@@ -128,9 +128,10 @@ def summarise(per_seed: dict[int, dict[str, dict]]) -> dict:
     """Per-arm mean ± std over seeds and the paired differences MG - IoU of every metric and statistic.
 
     ``per_seed[seed][arm]`` is ``{"metrics": {...}, "stats": {...}, "seconds": float}``.
-    Returns ``{"metrics": {name: {"IoU": [..], "MG": [..], "diff": [..]}}, "stats": {...}, "seconds": {...}}``.
+    Returns ``{"metrics": {name: {"IoU": [..], "MG": [..], "diff": [..]}}, "stats": {...}, "seconds": {...}}``,
+    every list in ``per_seed``'s order (the order of ``--seeds``, which :func:`format_table`'s columns follow).
     """
-    seeds = sorted(per_seed)
+    seeds = list(per_seed)
     summary: dict[str, dict] = {}
     for section in ("metrics", "stats"):
         names = list(per_seed[seeds[0]]["IoU"][section])
