@@ -108,11 +108,29 @@ def fill_preset(args: argparse.Namespace) -> None:
     if args.amp == "none":
         args.amp = None
     if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: every seed once (a repeated seed repeats its runs)")
+        seeds = " ".join(map(str, args.seeds))
+        raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
     if not 0 <= args.lr_warmup < args.iters:
         raise ValueError(f"--lr_warmup {args.lr_warmup} must be shorter than --iters {args.iters}")
+    check_regimes(args)
+
+
+def check_regimes(args: argparse.Namespace) -> None:
+    """``ValueError`` for a flag that a run of some ``--regime`` would refuse: found before the first run trains,
+    not after the earlier regimes (hours on VOC) have run."""
+    for seed in args.seeds:
+        if not 0 <= seed <= cli.MAX_SEED:
+            raise ValueError(f"--seeds: every seed must be from 0 to {cli.MAX_SEED}, got {seed}")
+    if "long" in args.regime and args.long_factor < 1:
+        raise ValueError(f"--regime long needs --long_factor >= 1, got {args.long_factor}")
+    for regime in args.regime:
+        regime_plan(regime, args.iters, args.warm_iters, args.long_factor)
+    if "warm" in args.regime and args.lr_warmup >= args.warm_iters:
+        raise ValueError(f"--regime warm: --lr_warmup {args.lr_warmup} must be shorter than --warm_iters "
+                         f"{args.warm_iters} (the shared IoU checkpoint's run); lower --lr_warmup or raise "
+                         "--warm_iters")
 
 
 def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:

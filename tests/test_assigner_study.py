@@ -184,5 +184,17 @@ def test_table_columns_follow_the_seeds_as_given():
 
 
 def test_repeated_seed_is_refused(shapes_root, tmp_path):
-    with pytest.raises(ValueError, match="--seeds 0 1 0: every seed once"):
+    with pytest.raises(ValueError, match="--seeds 0 1 0: give every seed once"):
         assigners.fill_preset(study_args(shapes_root, tmp_path, "--seeds", "0", "1", "0"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--regime", "scratch", "switch", "--warm_iters", "4"), r"--regime switch needs 0 < --warm_iters \(4\) < --iters"),
+    (("--regime", "warm", "--warm_iters", "2", "--lr_warmup", "2"), "--lr_warmup 2 must be shorter than --warm_iters"),
+    (("--regime", "long", "--long_factor", "0"), "--regime long needs --long_factor >= 1, got 0"),
+    (("--seeds", "-1"), "every seed must be from 0 to"),
+])  # fmt: skip
+def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, message, monkeypatch):
+    monkeypatch.setattr(assigners, "run_main", lambda argv: pytest.fail(f"a run started: {argv}"))
+    with pytest.raises(ValueError, match=message):
+        assigners.main(study_args(shapes_root, tmp_path, *flags))
