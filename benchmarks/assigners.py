@@ -178,8 +178,11 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
 
 
 def checkpoint_in(work: Path) -> Path:
-    (checkpoint,) = work.glob("*.pth")
-    return checkpoint
+    """The checkpoint the run in ``work`` just saved; main.py renames an earlier run's to ``*.earlier-*.pth``."""
+    checkpoints = [path for path in work.glob("*.pth") if ".earlier-" not in path.name]
+    if len(checkpoints) != 1:
+        raise ValueError(f"{work}: expected one checkpoint of the run, found {len(checkpoints)}; use another --out_dir")
+    return checkpoints[0]
 
 
 def run_seed(args: argparse.Namespace, data: list[str], regime: str, seed: int, work: Path,

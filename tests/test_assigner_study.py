@@ -198,3 +198,10 @@ def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, mess
     monkeypatch.setattr(assigners, "run_main", lambda argv: pytest.fail(f"a run started: {argv}"))
     with pytest.raises(ValueError, match=message):
         assigners.main(study_args(shapes_root, tmp_path, *flags))
+
+
+def test_warm_checkpoint_is_found_when_an_earlier_run_set_its_own_aside(tmp_path):
+    # a rerun into the same --out_dir: main.py kept the first run's checkpoint as *.earlier-<time>.pth
+    (tmp_path / "CUSTOM_fssd.earlier-20260101-000000.pth").write_bytes(b"")
+    (tmp_path / "CUSTOM_fssd.pth").write_bytes(b"")
+    assert assigners.checkpoint_in(tmp_path) == tmp_path / "CUSTOM_fssd.pth"
