@@ -42,6 +42,7 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from utils.logging import RUN_ID_FILE  # noqa: E402
 from utils.study import (  # noqa: E402
     REGIMES,
     format_table,
@@ -61,6 +62,7 @@ PRESETS = {
     "cuda": dict(size=320, batch_size=32, iters=300, warm_iters=300, lr=1e-2, lr_warmup=50, num_train=None,
                  num_test=None, workers=8, log_interval=20, amp="bf16", device="cuda"),
 }
+RESULT_FILE = "study_result.json"  # a finished run's result and the flags it ran with, in its folder
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -150,16 +152,34 @@ def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
     return ["--dataset", "custom", "--data_root", str(subset), "--classes", classes]
 
 
-def run_main(argv: list[str]) -> None:
-    """One main.py run in this process; a non-zero exit code raises."""
+class RunFailed(RuntimeError):
+    """A main.py run of the study exited with an error (main.py printed it)."""
+
+
+def run_main(argv: list[str], work: Path) -> None:
+    """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
     code = cli.main(cli.get_args_parser().parse_args(argv))
     if code != 0:
-        raise RuntimeError(f"main.py {' '.join(argv)} exited with code {code}")
+        raise RunFailed(f"the run in {work} stopped (main.py exit code {code}, its error is above, its log "
+                        f"{work / 'log.txt'}); the finished runs are kept: the same command continues with this run")
+
+
+def finished_result(work: Path, key: dict) -> dict | None:
+    """The result of the run in ``work`` when it finished with the same ``key`` (main.py flags, warm run); else None."""
+    path = work / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("key") == key else None
 
 
 def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
-                       extra: tuple[str, ...] = ()) -> dict:
-    """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds."""
+                       extra: tuple[str, ...] = (), fork_of: str | None = None) -> dict:
+    """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds.
+
+    A run that finished earlier in ``work`` with the same main.py flags (and, for a fork, from the same warm run, id
+    ``fork_of``) is not trained again: its saved result is returned.
+    """
     argv = data + [
         "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
         "--batch_size", str(args.batch_size), "--max_iter", str(max_iter), "--warm_iter", str(args.lr_warmup),
@@ -168,13 +188,20 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
         *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
     ]  # fmt: skip
+    key = {"argv": argv, "fork_of": fork_of}
+    if (result := finished_result(work, key)) is not None:
+        print(f"{work}: finished earlier with the same flags, its result is reused", flush=True)
+        return result
+    (work / RESULT_FILE).unlink(missing_ok=True)  # the folder's checkpoint and logs are no longer that run's
     start = time.perf_counter()
-    run_main(argv)
-    return {
+    run_main(argv, work)
+    result = {
         "metrics": read_eval_metrics(work / "eval" / "summary.json"),
         "stats": read_assign_summary(work / "metrics.jsonl"),
         "seconds": time.perf_counter() - start,
     }
+    (work / RESULT_FILE).write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result
 
 
 def checkpoint_in(work: Path) -> Path:
@@ -186,10 +213,11 @@ def checkpoint_in(work: Path) -> Path:
 
 
 def run_seed(args: argparse.Namespace, data: list[str], regime: str, seed: int, work: Path,
-             init_from: Path | None) -> dict:
-    """Both arms of ``regime`` for one seed; ``init_from``: the shared warm checkpoint both arms fork from."""
+             init_from: Path | None, fork_of: str | None = None) -> dict:
+    """Both arms of ``regime`` for one seed; ``init_from``: the shared warm checkpoint both arms fork from, saved by
+    the run of id ``fork_of``."""
     init = ("--init_from", str(init_from)) if init_from else ()
-    return {plan.arm: train_and_evaluate(args, data, seed, plan.max_iter, work / plan.arm, plan.flags + init)
+    return {plan.arm: train_and_evaluate(args, data, seed, plan.max_iter, work / plan.arm, plan.flags + init, fork_of)
             for plan in regime_plan(regime, args.iters, args.warm_iters, args.long_factor)}
 
 
@@ -198,11 +226,13 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     share."""
     tag = f"{args.version}-{args.backbone}-{args.size}"
     work = out_dir / "work" / f"{regime}_{tag}"
-    warm, init_from = None, None
+    warm, init_from, fork_of = None, None, None
     if regime_plan(regime, args.iters, args.warm_iters, args.long_factor)[0].fork:
         warm = train_and_evaluate(args, data, args.seeds[0], args.warm_iters, work / "warm")
         init_from = checkpoint_in(work / "warm")
-    per_seed = {seed: run_seed(args, data, regime, seed, work / f"seed{seed}", init_from) for seed in args.seeds}
+        fork_of = (work / "warm" / RUN_ID_FILE).read_text().strip()  # a new warm checkpoint: every fork trains again
+    per_seed = {seed: run_seed(args, data, regime, seed, work / f"seed{seed}", init_from, fork_of)
+                for seed in args.seeds}
     summary = summarise(per_seed)
     iters = args.iters * args.long_factor if regime == "long" else args.iters
     title = (f"{regime}: {args.version}-{args.backbone} {args.size} px, {iters} iterations of batch {args.batch_size}"
@@ -245,5 +275,5 @@ def main(args: argparse.Namespace) -> list[dict]:
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RunFailed) as error:
         sys.exit(f"error: {error}")

@@ -195,7 +195,7 @@ def test_repeated_seed_is_refused(shapes_root, tmp_path):
     (("--seeds", "-1"), "every seed must be from 0 to"),
 ])  # fmt: skip
 def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, message, monkeypatch):
-    monkeypatch.setattr(assigners, "run_main", lambda argv: pytest.fail(f"a run started: {argv}"))
+    monkeypatch.setattr(assigners, "run_main", lambda *run: pytest.fail(f"a run started: {run}"))
     with pytest.raises(ValueError, match=message):
         assigners.main(study_args(shapes_root, tmp_path, *flags))
 
@@ -205,3 +205,23 @@ def test_warm_checkpoint_is_found_when_an_earlier_run_set_its_own_aside(tmp_path
     (tmp_path / "CUSTOM_fssd.earlier-20260101-000000.pth").write_bytes(b"")
     (tmp_path / "CUSTOM_fssd.pth").write_bytes(b"")
     assert assigners.checkpoint_in(tmp_path) == tmp_path / "CUSTOM_fssd.pth"
+
+
+def test_failed_run_is_reported_and_the_same_command_continues_with_it(shapes_root, tmp_path, recorded_steps,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    original_main = cli.main
+    monkeypatch.setattr(cli, "main", lambda args: 3 if args.mutual_guide else original_main(args))  # MG fails
+    flags = ("--regime", "scratch", "--seeds", "0", "--iters", "2", "--lr_warmup", "0")
+    with pytest.raises(assigners.RunFailed, match=r"seed0/MG stopped \(main.py exit code 3.*same command continues"):
+        assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+    assert len(recorded_steps) == 2  # the IoU arm finished
+
+    monkeypatch.setattr(cli, "main", original_main)
+    (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+    assert [mg for mg, _ in recorded_steps] == [False, False, True, True]  # only the MG arm trained again
+    assert set(record["per_seed"][0]) == {"IoU", "MG"}
+
+    # other settings: nothing is reused, so the table never mixes them
+    assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.02"))
+    assert len(recorded_steps) == 4 + 4
