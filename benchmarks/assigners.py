@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -147,13 +148,21 @@ def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
     if args.dataset == "coco" or root is None or classes is None:
         raise ValueError("--num_train/--num_test need a VOC-layout --data_root and --classes (or --dataset shapes); "
                          "pass --full_data to use the whole set")
-    subset = make_subset_root(root, out_dir / "data" / f"train{args.num_train}_test{args.num_test}",
+    subset = make_subset_root(root, out_dir / "data" / subset_name(root, args.num_train, args.num_test),
                               args.num_train, args.num_test)
     return ["--dataset", "custom", "--data_root", str(subset), "--classes", classes]
 
 
 class RunFailed(RuntimeError):
     """A main.py run of the study exited with an error (main.py printed it)."""
+
+
+def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
+    """The subset folder's name: its sizes and its source folder (name and a hash of its path), so that subsets of
+    different sets never share a folder, nor a run of one the flags of a run of another."""
+    source = Path(root).resolve()
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:8]
+    return f"{source.name}-{digest}_train{num_train}_test{num_test}"
 
 
 def run_main(argv: list[str], work: Path) -> None:

@@ -225,3 +225,25 @@ def test_failed_run_is_reported_and_the_same_command_continues_with_it(shapes_ro
     # other settings: nothing is reused, so the table never mixes them
     assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.02"))
     assert len(recorded_steps) == 4 + 4
+
+
+def test_subset_of_another_set_under_the_same_name_links_the_new_images(shapes_root, tmp_path):
+    # --out_dir reused with another --data_root and the same --num_train/--num_test: one subset folder name
+    other = generate_shapes_dataset(tmp_path / "other", num_trainval=6, num_test=3, seed=1)
+    make_subset_root(shapes_root, tmp_path / "subset", 4, 2)
+    subset = make_subset_root(other, tmp_path / "subset", 4, 2)
+    for folder in ("Annotations", "JPEGImages"):
+        assert (subset / folder).resolve() == (other / folder).resolve()
+
+
+def test_subsets_of_different_sets_get_different_folders(shapes_root, tmp_path):
+    # so a finished run on one set is never reused for the other (main.py's flags name the subset folder)
+    args = study_args(shapes_root, tmp_path)
+    assigners.fill_preset(args)
+    flags = assigners.data_flags(args, tmp_path)
+    args.data_root = str(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "ImageSets").symlink_to(shapes_root / "ImageSets", target_is_directory=True)
+    for folder in ("Annotations", "JPEGImages"):
+        (tmp_path / "other" / folder).symlink_to(shapes_root / folder, target_is_directory=True)
+    assert assigners.data_flags(args, tmp_path) != flags

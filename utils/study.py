@@ -77,6 +77,8 @@ def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None
         (dest / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids[:count]) + "\n")
     for folder in ("Annotations", "JPEGImages"):
         link = dest / folder
+        if link.is_symlink() and link.resolve() != (source / folder).resolve():
+            link.unlink()  # a subset of another set made earlier under this name: its ids are gone, so its images too
         if not link.exists():
             os.symlink(source / folder, link, target_is_directory=True)
     return dest
