@@ -43,6 +43,7 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
 from utils.study import (  # noqa: E402
     REGIMES,
@@ -257,7 +258,7 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
               "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "table": table}
     stem = out_dir / f"{regime}_{tag}"
     stem.with_suffix(".md").write_text(table)
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(json_safe(record), indent=2, default=str) + "\n")
     return record
 
 

@@ -66,7 +66,8 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
     assert summary["stats"]["disagree_with_iou"]["IoU"] == [0.0, 0.0]
     table = (tmp_path / "out" / "switch_fssd-resnet18-128.md").read_text()
     assert table == record["table"] and "| AP@0.95 |" in table and "| disagree_with_iou |" in table
-    saved = json.loads((tmp_path / "out" / "switch_fssd-resnet18-128.json").read_text())
+    saved = json.loads((tmp_path / "out" / "switch_fssd-resnet18-128.json").read_text(),
+                       parse_constant=lambda name: pytest.fail(f"{name} in the JSON: strict readers reject it"))
     assert sorted(saved["per_seed"]) == ["0", "1"]
 
     # the run's assign_summary row is the mean of the statistics logged at its log intervals (iterations 2 and 4)
@@ -168,8 +169,8 @@ def test_summary_and_table_numbers():
     mean, std = mean_std([0.03, 0.01, 0.05])
     assert (mean, std) == (pytest.approx(0.03), pytest.approx(0.02))
     assert math.isnan(mean_std([0.5])[1])
-    table = format_table("t", [0, 1, 2], summary)
-    assert "| mAP | 20.0 ± 10.0 | 23.0 ± 11.1 | 3.0 ± 2.0 | +3.0 | +1.0 | +5.0 |" in table
+    table = format_table("t", [0, 1, 2], summary)  # seeds where MG scored higher: 3 of 3
+    assert "| mAP | 20.0 ± 10.0 | 23.0 ± 11.1 | 3.0 ± 2.0 | 3/3 | +3.0 | +1.0 | +5.0 |" in table
     assert "| disagree_with_iou | 0.000 ± 0.000 | 0.100 ± 0.000 | 0.100 ± 0.000 |" in table
 
 
@@ -179,8 +180,8 @@ def test_table_columns_follow_the_seeds_as_given():
                        for arm, value in (("IoU", 0.1), ("MG", mg))}
                 for seed, mg in ((2, 0.3), (0, 0.05))}  # fmt: skip
     table = format_table("t", [2, 0], summarise(per_seed))
-    assert "| metric (%) | IoU | MG | MG − IoU | seed 2 | seed 0 |" in table
-    assert table.splitlines()[4].endswith("| +20.0 | -5.0 |")
+    assert "| metric (%) | IoU | MG | MG − IoU | seeds MG > IoU | seed 2 | seed 0 |" in table
+    assert table.splitlines()[4].endswith("| 1/2 | +20.0 | -5.0 |")
 
 
 def test_repeated_seed_is_refused(shapes_root, tmp_path):
@@ -207,8 +208,8 @@ def test_warm_checkpoint_is_found_when_an_earlier_run_set_its_own_aside(tmp_path
     assert assigners.checkpoint_in(tmp_path) == tmp_path / "CUSTOM_fssd.pth"
 
 
-def test_failed_run_is_reported_and_the_same_command_continues_with_it(shapes_root, tmp_path, recorded_steps,
-                                                                        monkeypatch):
+def test_failed_run_is_reported_and_the_same_command_continues_with_it(
+        shapes_root, tmp_path, recorded_steps, monkeypatch):
     monkeypatch.chdir(tmp_path)
     original_main = cli.main
     monkeypatch.setattr(cli, "main", lambda args: 3 if args.mutual_guide else original_main(args))  # MG fails

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from utils import files
-from utils.files import append_text, naming_file, replace_text, write_text
+from utils.files import append_text, json_safe, naming_file, replace_text, write_text
 
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (always full)")
 
@@ -58,3 +58,8 @@ def test_a_refused_rename_names_the_file_not_the_temporary_one(tmp_path):
         replace_text(path, "new\n")
     assert raised.value.filename == str(path) and raised.value.errno == errno.EISDIR
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv"]
+
+
+def test_json_safe_makes_nan_and_inf_null_at_any_depth():
+    value = {"mAP": float("nan"), 3: [1.5, float("inf"), (float("-inf"), "x")], "ok": {"n": 2, "f": 0.25}}
+    assert json_safe(value) == {"mAP": None, "3": [1.5, None, [None, "x"]], "ok": {"n": 2, "f": 0.25}}

@@ -7,9 +7,11 @@ the file's path, so the user reads which file could not be written, not a traceb
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -51,3 +53,15 @@ def replace_text(path: str | os.PathLike, text: str) -> None:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with the floats that JSON cannot hold (NaN, inf) made ``None`` (null), in nested dicts (keys made
+    strings), lists and tuples; strict JSON readers reject the ``NaN`` that ``json.dumps`` writes by default."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
-from utils.files import write_text
+from utils.files import json_safe, write_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.run_lock import one_writer
 
@@ -211,20 +210,9 @@ def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) ->
         "checkpoint": None if run_info.get("checkpoint") is None else str(run_info["checkpoint"]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "num_images": num_images,
-        "metrics": _json_safe(metrics),
+        "metrics": json_safe(metrics),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return path
-
-
-def _json_safe(value):
-    """Floats that JSON cannot hold (NaN, inf) become null, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
