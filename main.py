@@ -984,10 +984,11 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        smaller = shlex.join(command + ["--batch_size", str(max(args.batch_size // 2, 1))])
+        then = (f"evaluate it with fewer images per batch: "
+                f"{shlex.join(command + ['--batch_size', str(args.batch_size // 2)])}" if args.batch_size > 1
+                else f"free the memory, then {evaluate_later}")  # one image per batch already: no fewer to give
         log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
-                       f"{checkpoint_path}, but its evaluation stopped: evaluate it with fewer images per batch: "
-                       f"{smaller}", every_process=True)
+                       f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     if metrics is not None:
         if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one

@@ -391,6 +391,20 @@ def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_
     assert load_checkpoint(tmp_path / checkpoint)["iteration"] == 2
 
 
+def test_out_of_memory_in_the_final_evaluation_of_batches_of_one_does_not_advise_fewer_images(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
+
+    monkeypatch.setattr(cli, "evaluate", out_of_memory)
+    argv = base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1", "--batch_size", "1")
+    assert run(tmp_path, argv) == cli.EXIT_REFUSED_BY_SYSTEM
+    checkpoint = Path("weights") / CKPT.format("")
+    assert capsys.readouterr().err.endswith(
+        f"but its evaluation stopped: free the memory, then evaluate it with: python main.py --trained_model "
+        f"{checkpoint}\n")
+
+
 @pytest.mark.parametrize("amp_dtype, precision", [
     (None, ""),
     (torch.bfloat16, ", train in float32 (no --amp)"),
