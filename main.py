@@ -61,7 +61,6 @@ from utils.checkpoint import (
 from utils.distributed import (
     DistributedContext,
     StoppedByAnotherProcess,
-    all_reduce_max,
     any_process,
     broadcast_buffers,
     broadcast_object,
@@ -588,7 +587,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
                                    cuda_graph=args.cuda_graph)
     except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
         failure = error
-    any_failed = all_reduce_max(torch.tensor([int(failure is not None)], device=device), ctx).item()
+    any_failed = any_process(failure is not None, ctx)
     if failure is not None:
         raise failure
     if any_failed:

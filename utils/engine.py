@@ -104,8 +104,7 @@ def check_finite(guard: NonFiniteGuard, model: nn.Module, done: int, ctx: Distri
     are not finite (every process raises when one does)."""
     guard.check(ctx)
     bad = non_finite_weights(model)
-    flag = torch.tensor([float(bool(bad))], device=guard.first_bad.device)
-    if all_reduce_max(flag, ctx).item():
+    if any_process(bool(bad), ctx):
         raise NonFiniteWeightsError(done, bad or ["on another process"])
 
 
@@ -225,9 +224,7 @@ def train(
             stop_requested = stop.received is not None
             if at_log:
                 guard.check(ctx)
-                if ctx.is_distributed:
-                    flag = torch.tensor([int(stop_requested)], device=device)
-                    stop_requested = bool(all_reduce_max(flag, ctx).item())
+                stop_requested = any_process(stop_requested, ctx)
                 elapsed = time.perf_counter() - interval_start
                 row = _interval_row(done, settings, loss_sums / interval_iters, lr, stats, ctx,
                                     images_per_s=interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9))
@@ -260,7 +257,8 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
     """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
     unreadable image) in one process's share raises in every process before any of them enters the step, whose
     collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
-    a lost connection with a traceback). A process that has already stopped raises :class:`StoppedByAnotherProcess`."""
+    a lost connection with a traceback). When another process has already stopped (its connection closed), this one
+    raises :class:`StoppedByAnotherProcess`."""
     batches = iter(loader)
     while True:
         failure = None
