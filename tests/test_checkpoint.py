@@ -265,6 +265,11 @@ def test_check_same_run_refuses_a_changed_schedule():
     with pytest.raises(CheckpointError, match=r"with mixed precision \(--amp\) fp16, this run has bf16"):
         check_same_run("w.pth", saved | {"amp": "auto", "amp_dtype": "fp16"},
                        saved | {"amp": "auto", "amp_dtype": "bf16"})
+    # a checkpoint from before amp_dtype was recorded: its --amp as given is compared, as it was then
+    legacy = {key: value for key, value in saved.items() if key != "amp_dtype"}
+    with pytest.raises(CheckpointError, match=r"with --amp fp16, this run has none"):
+        check_same_run("w.pth", legacy | {"amp": "fp16"}, saved)
+    check_same_run("w.pth", legacy | {"amp": "bf16"}, saved | {"amp": "bf16", "amp_dtype": "bf16"})
     check_same_run("w.pth", saved, saved | {"data_root": "/moved/datasets", "workers": 8})
     saved["train_images"] = 8
     with pytest.raises(CheckpointError, match=r"run on 8 training images, this run has 16: "

@@ -266,6 +266,8 @@ def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
 def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Refuse to resume with a schedule or data stream (:data:`RUN_KEYS`) other than the checkpoint's."""
     for key in RUN_KEYS:
+        if key == "amp_dtype" and key not in saved_config:  # saved before amp_dtype was recorded: its --amp as given
+            key = "amp"
         if key not in saved_config or not _differs(config.get(key), saved_config[key]):
             continue
         if key in ("train_images", "train_fingerprint"):
