@@ -937,8 +937,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                     else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
         then = stopped_run_advice(args, checkpoint_path, last_saved)
-        log.info(f"training stopped by a data error: {outcome}; fix or replace the file, then {then} (--check_data "
-                 "scans every image)")
+        log.info(f"training stopped by a data error: {outcome}; fix or replace the file (--check_data scans every "
+                 f"image), then {then}")
         return EXIT_BAD_INPUT
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:

@@ -103,8 +103,8 @@ def test_a_bad_image_in_the_first_batch_says_to_run_again_not_to_resume(tmp_path
     resize_behind_the_annotation(root, 0)
     assert run(tmp_path, *bad_image_argv(root)) == 2
     logged = (tmp_path / "run" / "log.txt").read_text()
-    assert ("training stopped by a data error: no checkpoint was saved; fix or replace the file, then run the same "
-            "command again") in logged
+    assert ("training stopped by a data error: no checkpoint was saved; fix or replace the file (--check_data scans "
+            "every image), then run the same command again\n") in logged
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())
 
 
@@ -122,4 +122,5 @@ def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp
     assert load_checkpoint(checkpoint)["iteration"] == 2
     logged = (tmp_path / "run" / "log.txt").read_text()
     assert f"training stopped by a data error: saved {Path('weights') / checkpoint.name} after iteration 2; fix or " \
-           "replace the file, then continue with the same command plus --resume" in logged
+           "replace the file (--check_data scans every image), then continue with the same command plus --resume " \
+           "(from iteration 2)\n" in logged

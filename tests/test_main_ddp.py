@@ -102,7 +102,8 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
     assert "Connection closed by peer" not in result.stderr and "[rank0]: Traceback" not in result.stderr
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
     assert (f"training stopped by a data error: saved {checkpoint.relative_to(tmp_path)} after iteration 2; "
-            "fix or replace the file, then continue with the same command plus --resume (from iteration 2)"
+            "fix or replace the file (--check_data scans every image), then continue with the same command plus "
+            "--resume (from iteration 2)"
             in result.stdout)
     assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]  # no partial file
