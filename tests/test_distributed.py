@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from utils.box import PriorBox
-from utils.distributed import DistributedContext, all_reduce_max, all_reduce_mean
+from utils.distributed import DistributedContext, StoppedByAnotherProcess, all_reduce_max, all_reduce_mean, any_process
 from utils.loss import MultiBoxLoss
 
 WORLD_SIZE = 2
@@ -101,3 +101,24 @@ def test_without_a_process_group_sync_positives_changes_nothing():
         plain = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide)((loc, conf), priors, targets)
         synced = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide, sync_positives=True)((loc, conf), priors, targets)
         assert torch.equal(plain[0], synced[0]) and torch.equal(plain[1], synced[1])
+
+
+def test_any_process_agrees_on_a_flag_and_a_lost_process_is_one_line(monkeypatch):
+    """Without a process group the flag is its own answer; with one, the all-reduce's maximum; a peer that has gone
+    (gloo raises RuntimeError on the closed connection) becomes StoppedByAnotherProcess, which main.py prints."""
+    assert any_process(True, DistributedContext()) is True and any_process(False, DistributedContext()) is False
+    two = DistributedContext(rank=0, world_size=2)
+
+    def peer_says_yes(tensor, op, group):
+        assert op == dist.ReduceOp.MAX and tensor.device.type == "cpu"  # a host integer: no GPU sync
+        tensor.fill_(1)
+
+    monkeypatch.setattr(dist, "all_reduce", peer_says_yes)
+    assert any_process(False, two) is True
+
+    def connection_closed(tensor, op, group):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+
+    monkeypatch.setattr(dist, "all_reduce", connection_closed)
+    with pytest.raises(StoppedByAnotherProcess, match=r"^another process stopped \(its message, or torchrun's summary"):
+        any_process(False, two)

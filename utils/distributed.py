@@ -113,11 +113,16 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tens
 
 def any_process(flag: bool, ctx: DistributedContext) -> bool:
     """Whether ``flag`` is true on any process (``flag`` itself when not distributed): an all-reduce of one CPU integer
-    in ``ctx.host_group``, which costs no GPU sync, so the training loop can agree on a flag every iteration."""
+    in ``ctx.host_group``, which costs no GPU sync, so the training loop can agree on a flag every iteration. Raises
+    :class:`StoppedByAnotherProcess` when a process has already stopped (gloo reports its closed connection)."""
     if not ctx.is_distributed:
         return flag
     tensor = torch.tensor([int(flag)])
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=ctx.host_group)
+    try:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=ctx.host_group)
+    except RuntimeError as error:
+        raise StoppedByAnotherProcess("another process stopped (its message, or torchrun's summary, says why)") \
+            from error
     return bool(tensor.item())
 
 

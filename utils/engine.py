@@ -22,7 +22,6 @@ from tqdm import tqdm
 from data.errors import DataError
 from utils.distributed import (
     DistributedContext,
-    StoppedByAnotherProcess,
     all_reduce_max,
     all_reduce_mean,
     all_reduce_sum,
@@ -257,8 +256,8 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
     """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
     unreadable image) in one process's share raises in every process before any of them enters the step, whose
     collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
-    a lost connection with a traceback). When another process has already stopped (its connection closed), this one
-    raises :class:`StoppedByAnotherProcess`."""
+    a lost connection with a traceback). When another process has already stopped, :func:`any_process` raises
+    :class:`StoppedByAnotherProcess`."""
     batches = iter(loader)
     while True:
         failure = None
@@ -268,12 +267,7 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
             return
         except DataError as error:
             failure = error
-        try:
-            failed = any_process(failure is not None, ctx)
-        except RuntimeError as error:  # a process is gone: gloo reports the closed connection
-            raise StoppedByAnotherProcess("another process stopped during training (its message, or torchrun's "
-                                          "summary, says why)") from error
-        if failed:
+        if any_process(failure is not None, ctx):
             if failure is not None:
                 raise failure
             raise DataError("another process met a data error in its share of the batch (its message says which "
