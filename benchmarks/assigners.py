@@ -171,7 +171,8 @@ def run_main(argv: list[str], work: Path) -> None:
     code = cli.main(cli.get_args_parser().parse_args(argv))
     if code != 0:
         raise RunFailed(f"the run in {work} stopped (main.py exit code {code}, its error is above, its log "
-                        f"{work / 'log.txt'}); the finished runs are kept: the same command continues with this run")
+                        f"{work / 'log.txt'}; main.py's --warm_iter there is this script's --lr_warmup); the finished "
+                        "runs are kept: the same command continues with this run")
 
 
 def finished_result(work: Path, key: dict) -> dict | None:

@@ -214,7 +214,8 @@ def test_failed_run_is_reported_and_the_same_command_continues_with_it(
     original_main = cli.main
     monkeypatch.setattr(cli, "main", lambda args: 3 if args.mutual_guide else original_main(args))  # MG fails
     flags = ("--regime", "scratch", "--seeds", "0", "--iters", "2", "--lr_warmup", "0")
-    with pytest.raises(assigners.RunFailed, match=r"seed0/MG stopped \(main.py exit code 3.*same command continues"):
+    with pytest.raises(assigners.RunFailed, match=r"seed0/MG stopped \(main.py exit code 3, .*; main.py's --warm_iter "
+                                                  r"there is this script's --lr_warmup\); .*same command continues"):
         assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
     assert len(recorded_steps) == 2  # the IoU arm finished
 
