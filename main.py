@@ -796,7 +796,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size
-    check_run_length(args, max_iter)
+    if not args.max_iter:  # a given --max_iter was checked before the data was read
+        check_run_length(args, max_iter)
 
     model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
                            pretrained=args.pretrained).to(device)

@@ -170,11 +170,21 @@ def load_checkpoint(
     return state
 
 
+def non_finite_entries(model_state: Mapping[str, Any]) -> list[str]:
+    """Names of a state dict's floating-point tensors (weights, BatchNorm statistics) that hold a NaN or an infinity;
+    one host sync for all of them."""
+    floats = {name: value for name, value in model_state.items()
+              if isinstance(value, torch.Tensor) and value.is_floating_point()}
+    if not floats:
+        return []
+    finite = torch.stack([value.isfinite().all() for value in floats.values()]).tolist()
+    return [name for name, ok in zip(floats, finite) if not ok]
+
+
 def _check_finite_weights(path: Path, model_state: Mapping[str, Any]) -> None:
     """Refuse a checkpoint whose model weights or BatchNorm statistics hold NaN/inf (saved by a diverged run before
     training checked them before each save): evaluating, resuming or forking it gives no usable model."""
-    bad = [name for name, value in model_state.items()
-           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())]
+    bad = non_finite_entries(model_state)
     if bad:
         raise CheckpointError(f"{path} holds NaN/inf weights ({preview_names(bad, 3)}): its run had diverged when it "
                               "was saved; use an earlier checkpoint, or train again with a lower --lr or a longer "

@@ -28,6 +28,7 @@ from utils.distributed import (
     any_process,
     unwrap_model,
 )
+from utils.checkpoint import non_finite_entries
 from utils.logging import RunLog
 from utils.messages import preview_names
 from utils.loss.stats import stats_from_sums, summable_stats
@@ -89,12 +90,9 @@ class NonFiniteGuard:
 
 
 def non_finite_weights(model: nn.Module) -> list[str]:
-    """Names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinity (one host sync)."""
-    tensors = {name: value for name, value in unwrap_model(model).state_dict().items() if value.is_floating_point()}
-    if not tensors:
-        return []
-    finite = torch.stack([value.isfinite().all() for value in tensors.values()]).tolist()
-    return [name for name, ok in zip(tensors, finite) if not ok]
+    """Names of ``model``'s floating-point parameters and buffers that hold a NaN or an infinity (one host sync), as
+    its checkpoint's state dict names them."""
+    return non_finite_entries(unwrap_model(model).state_dict())
 
 
 def check_finite(guard: NonFiniteGuard, model: nn.Module, done: int, ctx: DistributedContext) -> None:
