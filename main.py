@@ -930,16 +930,24 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
         finite = not any_process(bool(non_finite_weights(model)), ctx)  # as every process sees it
+        fix_the_file = "fix or replace the file (--check_data scans every image)"
         if done > start_iter and finite:
-            save(done)
+            try:
+                save(done)
+            except OSError as refused:  # the image and a full disk: both to mend before going on
+                if refused.filename is None:
+                    raise
+                log_error(ctx, f"error: {refused_file_operation(refused)}; free space or fix the folder, "
+                               f"{fix_the_file}, then {stopped_run_advice(args, checkpoint_path, last_saved)}",
+                          every_process=True)
+                return EXIT_REFUSED_BY_SYSTEM
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
-            kept = (f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.exists()
+            kept = (f"the checkpoint of iteration {last_saved}, {checkpoint_path}, is kept" if last_saved is not None
                     else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
         then = stopped_run_advice(args, checkpoint_path, last_saved)
-        log.info(f"training stopped by a data error: {outcome}; fix or replace the file (--check_data scans every "
-                 f"image), then {then}")
+        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {then}")
         return EXIT_BAD_INPUT
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:

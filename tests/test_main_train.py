@@ -446,6 +446,58 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
     assert resumed[-1][1:] == pytest.approx(reference[-1][1:], rel=1e-6, abs=1e-7)
 
 
+def test_a_data_error_whose_save_meets_a_full_disk_says_both_and_resumes_from_the_kept_checkpoint(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    """Read 11 fails in iteration 6 (checkpoint of 4 saved): the save of the 5 done iterations meets a full disk. The
+    one line names the refused file, both fixes and --resume from iteration 4, not main()'s generic "run again"."""
+    image_reader_failing_from(11, monkeypatch)
+    real_save, saves = torch.save, []
+
+    def save_on_a_disk_that_fills_up(obj, handle):
+        saves.append(obj["iteration"])
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, handle)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_on_a_disk_that_fills_up)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    path = Path("weights") / CKPT.format("")
+    assert saves == [4, 5]
+    assert (f"error: {path}: No space left on device; the checkpoint already at {path} is untouched; free space or fix "
+            "the folder, fix or replace the file (--check_data scans every image), then continue with the same command "
+            "plus --resume (from iteration 4)\n") in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / path)["iteration"] == 4
+
+
+def test_a_data_error_with_non_finite_weights_keeps_the_last_checkpoint_and_names_its_iteration(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    """Read 11 fails in iteration 6 after the checkpoint of 4; the weights are then found not finite: nothing is saved
+    and the line names the kept checkpoint's iteration, the one --resume continues from."""
+    image_reader_failing_from(11, monkeypatch)
+    real_check = cli.non_finite_weights
+    failed = []
+    real_read = dataset_module.read_image
+
+    def read(path):
+        try:
+            return real_read(path)
+        except DataError:
+            failed.append(path)
+            raise
+
+    def poisoned_after_the_data_error(model):
+        return ["head.loc.weight"] if failed else real_check(model)
+
+    monkeypatch.setattr(dataset_module, "read_image", read)
+    monkeypatch.setattr(cli, "non_finite_weights", poisoned_after_the_data_error)
+    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+    path = Path("weights") / CKPT.format("")
+    assert (f"training stopped by a data error: the weights are not finite, so the checkpoint of iteration 4, {path}, "
+            "is kept; fix or replace the file (--check_data scans every image), then continue with the same command "
+            "plus --resume (from iteration 4)\n") in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / path)["iteration"] == 4
+
+
 def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
     assert run(tmp_path, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                           "--check_data", "--workers", "1"]) == 0
