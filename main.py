@@ -39,6 +39,7 @@ from data.errors import DataWarning, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.memory_format import prefers_channels_last
+from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path, is_best_checkpoint
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE, PriorBox
 from utils.checkpoint import (
     ARCHITECTURE_KEYS,
@@ -222,7 +223,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--log_interval", type=int, default=20,
                      help="log losses and speed every N iterations (default: 20)")
     run.add_argument("--eval_interval", type=int, default=0,
-                     help="evaluate every N epochs during training (default: 0 = at the end only)")
+                     help="evaluate every N epochs during training and keep the best evaluation's weights in "
+                          "<save_folder>/<run name>_best.pth (default: 0 = at the end only, no best file)")
     run.add_argument("--assign_stats", action="store_true",
                      help="log assignment statistics (positives, IoUs) at log intervals")
     run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
@@ -658,6 +660,10 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
                            scaler: torch.amp.GradScaler) -> None:
     """``--resume``: the checkpoint ``state``'s model, optimizer, AMP scaler and random states; a
     :class:`CheckpointError` naming ``path`` when an entry is missing or does not fit (a damaged or edited file)."""
+    if is_best_checkpoint(state):
+        raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
+                              f"{state['iteration']}), not a training state to resume: --resume the run's own "
+                              f"checkpoint, or start a new run from these weights with --init_from {path}")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -853,20 +859,42 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             checkpoint_path,
         )
 
-    def save(done: int) -> None:
-        """Rank 0 writes the checkpoint of ``done`` iterations; every process learns whether it could, so none trains
-        on alone after a failed save, nor exits (and has torchrun stop the others) while the file is written."""
-        nonlocal last_saved
+    def agreed_write(write: Callable[[], None], what: str) -> None:
+        """Rank 0 runs ``write``; every process learns whether it could, so none trains on alone after a failed save,
+        nor exits (and has torchrun stop the others) while the file is written."""
         failure = None
         if ctx.is_main:
             try:
-                write_checkpoint(done)
+                write()
             except Exception as error:  # noqa: BLE001 - re-raised below, once every process knows
                 failure = error
         if any_process(failure is not None, ctx):
-            raise failure or StoppedByAnotherProcess("the main process could not save the checkpoint (its message "
-                                                     "says why)")
+            raise failure or StoppedByAnotherProcess(f"the main process could not save {what} (its message says why)")
+
+    def save(done: int) -> None:
+        """The checkpoint of ``done`` iterations, written by rank 0 (see ``agreed_write``)."""
+        nonlocal last_saved
+        agreed_write(lambda: write_checkpoint(done), "the checkpoint")
         last_saved = done
+
+    best = BestEvaluation(best_checkpoint_path(checkpoint_path))  # read on rank 0 below, before training starts
+    keeps_best = False
+
+    def keep_if_best(done: int, metrics: dict | None) -> None:
+        """After the evaluation ``metrics`` (rank 0's; ``None`` elsewhere) of ``done`` iterations: write the best
+        checkpoint when it scores higher than every earlier evaluation of the run. Called before the evaluation's
+        row is logged, so that a run stopped by a failed write evaluates that iteration again when resumed."""
+        def write() -> None:
+            if metrics is None or not best.improves(metrics):
+                return
+            state = best.checkpoint(unwrap_model(train_model).state_dict(), done, max_iter, config,
+                                    dataset.class_names, metrics)
+            save_checkpoint(state, best.path)
+            best.record(metrics, done)
+            log.info(f"best evaluation so far ({SCORE} {best.score:.4f} after iteration {done}): saved {best.path}")
+
+        if keeps_best:
+            agreed_write(write, "the best checkpoint")
 
     run_info = {"checkpoint": str(checkpoint_path), "config": config}
 
@@ -875,6 +903,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
         except DataError as error:
             raise EvaluationDataError(original_message(error), done) from error
+        keep_if_best(done, metrics)
         if metrics is not None:
             log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
 
@@ -907,7 +936,12 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
         log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
-    if ctx.is_main and (partial := remove_partial_checkpoints(checkpoint_path)):
+    if ctx.is_main:  # a resumed run goes on comparing with its best evaluation; another run's best file is set aside
+        best = BestEvaluation.of_run(best.path, config["run_id"])
+        if best.score is None and (earlier_best := set_aside_earlier_checkpoint(best.path)):
+            log.info(f"an earlier run's best checkpoint was at {best.path}: kept as {earlier_best}")
+    keeps_best = broadcast_object(args.eval_interval > 0 or best.score is not None, ctx)
+    if ctx.is_main and (partial := remove_partial_checkpoints(checkpoint_path) + remove_partial_checkpoints(best.path)):
         log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
                  f"{', '.join(map(str, partial))}")
     # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
@@ -998,6 +1032,18 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
                        f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
+    try:
+        keep_if_best(max_iter, metrics)
+    except OSError as error:
+        if error.filename is None:
+            raise
+        log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
+                       f"and its final evaluation, which scored higher than the earlier ones, is in its log: free "
+                       f"space or fix the folder, then {how_to_continue(args, checkpoint_path)} to evaluate it again "
+                       f"and save the best checkpoint", every_process=True)
+        return EXIT_REFUSED_BY_SYSTEM
+    if keeps_best and best.iteration is not None:
+        log.info(f"best evaluation: {SCORE} {best.score:.4f} after iteration {best.iteration}, saved in {best.path}")
     if metrics is not None:
         if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one
             log.rewind(max_iter, redo_evaluation=True)

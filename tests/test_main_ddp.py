@@ -32,13 +32,15 @@ def test_torchrun_two_cpu_processes(tmp_path):
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
     result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1", "--log_interval", "1",
                                       "--checkpoint_interval", "2", "--run_dir", "run", "--mutual_guide",
-                                      "--assign_stats")
+                                      "--assign_stats", "--eval_interval", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"
-    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]
+    best = checkpoint.with_name(f"{checkpoint.stem}_best.pth")  # the final evaluation, the run's only one (4 per epoch)
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name, best.name]
+    assert torch.load(best, weights_only=True)["iteration"] == 3
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "on cpu x2" in log and log.count("saved weights/") == 1  # rank 0 alone logs and saves
+    assert "on cpu x2" in log and log.count("saved weights/") == 2  # rank 0 alone logs and saves, the run and its best
     assert "global batch 4: the losses are normalised by its positive anchors (summed over the 2 processes)" in log
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert len(rows) == 1 + 3  # header + one row per iteration, written once

@@ -1,6 +1,7 @@
 """End-to-end runs of main.py on a tiny synthetic set (CPU): train, save, reload, evaluate, resume, guards."""
 import csv
 import errno
+import json
 import math
 import os
 import re
@@ -245,6 +246,123 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
     assert eval_iterations() == [2, 4, 6]
     assert run(tmp_path, argv + ["--resume"]) == 0  # the run is finished: its evaluation of 4 is not repeated
     assert eval_iterations() == [2, 4, 6]
+
+
+BEST = "CUSTOM_fssd_resnet18_size128_anchor24.0_best.pth"
+
+
+def scripted_scores(monkeypatch, scores: list[float]) -> list[dict]:
+    """Make the evaluations during and at the end of training report ``scores`` as their mAP, in order (the real
+    evaluation runs; AP50/AP75 are its own). Returns, per evaluation, the weights it evaluated."""
+    real_evaluate, evaluated = cli.evaluate, []
+
+    def evaluate(model, *args, **kwargs):
+        evaluated.append({k: v.clone() for k, v in cli.unwrap_model(model).state_dict().items()})
+        metrics = real_evaluate(model, *args, **kwargs)
+        return dict(metrics, mAP=scores[len(evaluated) - 1])
+
+    monkeypatch.setattr(cli, "evaluate", evaluate)
+    return evaluated
+
+
+def eval_rows(run_dir: Path) -> list[tuple[int, float]]:
+    return [(row["iteration"], row["mAP"]) for row in RunLog(run_dir).rows("eval")]
+
+
+def test_the_best_evaluation_is_kept_as_its_own_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
+    """Batch 8: --eval_interval 1 evaluates after iterations 2, 4, 6 and 8 (the final one). The second scores highest:
+    <name>_best.pth holds the weights it evaluated, its iteration and scores; --trained_model evaluates it; --resume
+    of it is refused with the way forward."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1")
+    evaluated = scripted_scores(monkeypatch, [0.2, 0.5, 0.3, 0.4])
+    assert run(tmp_path, argv) == 0
+    out = capsys.readouterr().out
+    assert eval_rows(tmp_path / "run") == [(2, 0.2), (4, 0.5), (6, 0.3), (8, 0.4)]
+    best = load_checkpoint(tmp_path / "weights" / BEST)
+    assert (best["iteration"], best["max_iter"], best["best_metrics"]["mAP"]) == (4, ITERS, 0.5)
+    assert set(best["best_metrics"]) == {"mAP", "AP50", "AP75"} and "optimizer" not in best
+    assert best["config"]["run_id"] == load_checkpoint(tmp_path / "weights" / CKPT.format(""))["config"]["run_id"]
+    assert best["model"].keys() == evaluated[1].keys()
+    assert all(torch.equal(best["model"][key], evaluated[1][key]) for key in evaluated[1])
+    assert not all(torch.equal(best["model"][key], evaluated[3][key]) for key in evaluated[3])
+    path = Path("weights") / BEST
+    assert f"best evaluation so far (mAP 0.5000 after iteration 4): saved {path}\n" in out
+    assert f"best evaluation: mAP 0.5000 after iteration 4, saved in {path}\n" in out
+    assert "best evaluation so far (mAP 0.4000" not in out
+
+    monkeypatch.undo()
+    assert run(tmp_path, ["--trained_model", str(tmp_path / path), "--device", "cpu", "--eval_dir", "again"]) == 0
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["metrics"]["AP50"] == pytest.approx(best["best_metrics"]["AP50"], abs=1e-12)
+    capsys.readouterr()
+    assert run(tmp_path, argv + ["--resume", str(tmp_path / path)]) == cli.EXIT_BAD_INPUT
+    assert (f"{tmp_path / path} holds the weights of its run's best evaluation (after iteration 4), not a training "
+            "state to resume: --resume the run's own checkpoint, or start a new run from these weights with "
+            f"--init_from {tmp_path / path}") in capsys.readouterr().err
+
+
+def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_best_aside(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    """SIGINT in iteration 6 stops the run after evaluations at 2 (0.2) and 4 (0.5); resumed, 6 (0.3) and 8 (0.45)
+    score lower, so the best checkpoint stays that of 4. A new run of the same name sets it aside and keeps its own
+    (a run of 2 iterations: its final evaluation is its best)."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1")
+    scripted_scores(monkeypatch, [0.2, 0.5])
+    monkeypatch.setattr(_SignalAt, "at", 5)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path, argv) == cli.EXIT_INTERRUPTED
+    assert load_checkpoint(tmp_path / "weights" / BEST)["iteration"] == 4
+    monkeypatch.undo()
+    scripted_scores(monkeypatch, [0.3, 0.45])
+    assert run(tmp_path, argv + ["--resume"]) == 0
+    assert eval_rows(tmp_path / "run") == [(2, 0.2), (4, 0.5), (6, 0.3), (8, 0.45)]
+    best = load_checkpoint(tmp_path / "weights" / BEST)
+    assert (best["iteration"], best["best_metrics"]["mAP"]) == (4, 0.5)
+    assert f"best evaluation: mAP 0.5000 after iteration 4, saved in {Path('weights') / BEST}\n" in \
+        capsys.readouterr().out
+
+    monkeypatch.undo()
+    scripted_scores(monkeypatch, [0.1])
+    assert run(tmp_path, argv + ["--max_iter", "2"]) == 0  # one evaluation, the final one
+    out = capsys.readouterr().out
+    earlier = [p for p in (tmp_path / "weights").iterdir() if p.name.startswith(f"{Path(BEST).stem}.earlier-")]
+    assert len(earlier) == 1 and load_checkpoint(earlier[0])["iteration"] == 4
+    kept_as = Path("weights") / earlier[0].name
+    assert f"an earlier run's best checkpoint was at {Path('weights') / BEST}: kept as {kept_as}" in out
+    best = load_checkpoint(tmp_path / "weights" / BEST)
+    assert (best["iteration"], best["best_metrics"]["mAP"]) == (2, 0.1)
+
+
+def test_a_best_checkpoint_that_meets_a_full_disk_is_written_when_the_run_resumes(shapes_root, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """The checkpoint of iteration 2 is saved, its evaluation's best checkpoint meets a full disk: the run stops before
+    logging that evaluation, so --resume evaluates iteration 2 again and writes it."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1", "--max_iter", "4",
+                     "--checkpoint_interval", "2")
+    real_save = cli.save_checkpoint
+
+    def no_space_for_the_best(state, path):
+        if Path(path).name == BEST:
+            raise OSError(errno.ENOSPC, "No space left on device; no checkpoint is there yet", str(path))
+        real_save(state, path)
+
+    monkeypatch.setattr(cli, "save_checkpoint", no_space_for_the_best)
+    assert run(tmp_path, argv) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert (f"error: {Path('weights') / BEST}: No space left on device; no checkpoint is there yet; free space or fix "
+            "the folder, then continue with the same command plus --resume (from iteration 2)\n"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "run" / "eval.csv").exists() and not (tmp_path / "weights" / BEST).exists()
+    monkeypatch.undo()
+    assert run(tmp_path, argv + ["--resume"]) == 0
+    rows = eval_rows(tmp_path / "run")
+    assert [iteration for iteration, _ in rows] == [2, 4]
+    best = load_checkpoint(tmp_path / "weights" / BEST)
+    assert best["best_metrics"]["mAP"] == max(score for _, score in rows)
+    assert best["iteration"] == next(iteration for iteration, score in rows if score == best["best_metrics"]["mAP"])
+
+
+def test_no_best_checkpoint_without_evaluations_during_training(shapes_root, trained):
+    assert not (trained / "weights" / BEST).exists()
 
 
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture(shapes_root, trained, tmp_path,
