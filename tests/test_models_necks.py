@@ -1,10 +1,12 @@
 """Necks and blocks: channel/stride contracts, the CEM sum, the top-down and bottom-up passes, RFB shapes."""
 
+import pytest
 import torch
 from torch import nn
 
+from models import build_detector
 from models.blocks import BasicConv, TopDownPath
-from models.necks import FSSDNeck, PAFPNNeck, RFBNetNeck
+from models.necks import FSSDNeck, PAFPNNeck, RetinaNetNeck, RFBNetNeck
 from models.rfb_blocks import BasicRFB, BasicRFBa
 
 VGG = ((512, 512), (8, 16))
@@ -184,3 +186,43 @@ def test_rfb_output_is_relu_of_linear_plus_shortcut_with_scale_1():
             expected = torch.relu(merged + block.shortcut(x))
             torch.testing.assert_close(block(x), expected)
             assert merged.abs().mean() > 0.1 * block.shortcut(x).abs().mean()  # the branch term is not negligible
+
+
+def layer_spec(block: BasicConv) -> tuple:
+    """(kernel, stride, padding, ReLU, upsample factor) of a BasicConv."""
+    c = block.conv
+    return (c.kernel_size, c.stride[0], c.padding, block.relu, block.upsample)
+
+
+def test_fpn_and_pafpn_layers_follow_the_facts():
+    """Facts §3 layer by layer (channels are pinned by the parameter counts): the feature transform's and CEM's 1x1
+    convs with ReLU, nearest x1 / x2 to stride 8; lateral 1x1 and output 3x3 convs of the top-down pass with ReLU;
+    PAFPN's bottom-up 3x3 stride-2 convs and its final 3x3 convs, all with ReLU."""
+    one_by_one, three_by_three = ((1, 1), 1, (0, 0), True, 1), ((3, 3), 1, (1, 1), True, 1)
+    retinanet = RetinaNetNeck(*VGG, num_levels=4)
+    assert [layer_spec(b) for b in retinanet.transform.reduce] == [one_by_one, ((1, 1), 1, (0, 0), True, 2)]
+    assert [layer_spec(b) for b in retinanet.top_down.lateral] == [one_by_one] * 4
+    assert [layer_spec(b) for b in retinanet.top_down.output] == [three_by_three] * 4
+    pafpn = PAFPNNeck(*VGG, num_levels=5)
+    assert [layer_spec(b) for b in pafpn.cem.reduce] == [one_by_one, ((1, 1), 1, (0, 0), True, 2)]
+    assert layer_spec(pafpn.cem.context) == one_by_one and isinstance(pafpn.cem.pool, nn.AdaptiveAvgPool2d)
+    assert [layer_spec(b) for b in pafpn.top_down.lateral] == [one_by_one] * 5
+    assert [layer_spec(b) for b in pafpn.top_down.output] == [three_by_three] * 5
+    assert [layer_spec(b) for b in pafpn.downsample] == [((3, 3), 2, (1, 1), True, 1)] * 4
+    assert [layer_spec(b) for b in pafpn.output] == [three_by_three] * 5
+
+
+@pytest.mark.parametrize("version", ["fssd", "retinanet", "rfbnet", "pafpn"])
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
+def test_batchnorm_momentum_and_nothing_frozen(version, backbone):
+    """Facts §2-§3, §11.11: every neck BatchNorm has momentum 0.01 (eps 1e-5, affine), every backbone BatchNorm
+    PyTorch's default 0.1 (13 in VGG16-BN); no parameter is frozen."""
+    with torch.device("meta"):
+        model = build_detector(version, backbone, 320, num_classes=20)
+    neck_bns = [m for m in model.neck.modules() if isinstance(m, nn.BatchNorm2d)]
+    backbone_bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert neck_bns and all((m.momentum, m.eps, m.affine) == (0.01, 1e-5, True) for m in neck_bns)
+    assert all((m.momentum, m.eps, m.affine) == (0.1, 1e-5, True) for m in backbone_bns)
+    assert len(backbone_bns) == (13 if backbone == "vgg16" else 20)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.head.modules())
+    assert all(p.requires_grad for p in model.parameters())

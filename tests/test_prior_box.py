@@ -112,3 +112,14 @@ def test_base_anchor_size_scales_the_anchors_of_every_level(base_anchor_size, si
 def test_rejects_a_base_anchor_size_that_is_not_positive(base_anchor_size):
     with pytest.raises(ValueError, match="must be > 0 pixels"):
         PriorBox(base_anchor_size, 320)
+
+
+@pytest.mark.parametrize("size", [320, 512])
+def test_default_anchors_equal_the_facts_written_as_loops(size):
+    """The paper's anchors (base 24 px) as a whole against facts §1 written as loops; at 320 the largest level's
+    (2s, s) anchor is 384 x 192 px, whose width the centre-size clamp caps at 1.0 (the corners stick out)."""
+    anchors = PriorBox(24.0, size)()
+    torch.testing.assert_close(anchors, plain_anchors(24.0, size))
+    if size == 320:
+        level3 = 6 * (40 * 40 + 20 * 20 + 10 * 10)
+        torch.testing.assert_close(anchors[level3 + 4], torch.tensor([0.1, 0.1, 1.0, 0.6]))
