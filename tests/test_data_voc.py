@@ -509,6 +509,14 @@ def test_voc_devkit_years_may_reuse_an_image_id(tmp_path):
     assert [gt["labels"].tolist() for gt in train.ground_truth()] == [[7], [2]]  # cat, bird
 
 
+def test_voc_classes_are_the_authors_twenty_in_their_order():
+    """Facts §5: labels 0..19 here are the authors' 1..20 (their 0 was '__background__'), in this order."""
+    assert VOC_CLASSES == (
+        "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    )
+
+
 def test_group_suffix_and_letter_case_of_class_names_are_dropped(tmp_path):
     objects = [("Dog(group)", (10, 10, 20, 20), 0), ("PERSON (group)", (2, 3, 30, 40), 0)]
     write_voc_folder(tmp_path / "VOC2007", {"000001": objects}, {"trainval": ["000001"], "test": []})

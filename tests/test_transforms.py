@@ -314,3 +314,34 @@ def test_test_transform_is_linear_resize_and_normalised_boxes():
     expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR).astype(np.float32) - [104, 117, 123]
     np.testing.assert_array_equal(out, expected.transpose(2, 0, 1))
     np.testing.assert_allclose(target, [[0.1, 0.1, 0.6, 0.9, 2]])
+
+
+def test_train_transform_runs_the_authors_steps_in_their_order(monkeypatch):
+    """Facts §5 (and §11.14, kept on purpose): crop -> distort -> expand -> mirror -> resize, crop before expand (the
+    reverse of SSD's order); the resize draws its interpolation uniformly among the authors' five, in their order."""
+    assert T.RESIZE_INTERPOLATIONS == (
+        cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
+    calls: list[str] = []
+    interpolations: list[int] = []
+
+    def recording(name, step):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            if name == "resize":
+                interpolations.append(args[2])
+            return step(*args, **kwargs)
+        return wrapped
+
+    for name in ("random_crop", "photometric_distort", "expand", "mirror", "resize"):
+        monkeypatch.setattr(T, name, recording(name, getattr(T, name)))
+    transform = T.TrainTransform(64, expand_probability=1.0)
+    image, boxes = coordinate_image(100, 120), np.array([[10, 10, 90, 80]], np.float32)
+    sequences = set()
+    for seed in range(60):
+        calls.clear()
+        transform(image, boxes, np.array([0]), np.random.default_rng(seed))
+        sequences.add(tuple(calls))
+    steps = ("random_crop", "photometric_distort", "expand")
+    assert sequences == {(*steps, "mirror", "resize"), (*steps, "resize")}
+    counts = np.bincount([T.RESIZE_INTERPOLATIONS.index(i) for i in interpolations], minlength=5)
+    assert len(interpolations) == 60 and counts.min() >= 4  # 12 expected per method
