@@ -10,7 +10,8 @@ Two numbers come out of the same matching (facts §8, §11.10):
 Matching follows the VOC devkit (``VOCevaldet``) exactly, in the devkit's 1-based pixel frame:
 
 * IoU uses the "+1" pixel convention (a box from x1 to x2 covers ``x2 - x1 + 1`` pixels);
-* each detection, in descending score order, looks at the ground truth of its image and class
+* each detection, in descending score order (equal scores in the results file's order: images in dataset order,
+  as ``VOCevaldet``'s stable ``sort``), looks at the ground truth of its image and class
   with the highest IoU (ties: the first box). It is a true positive if that IoU is strictly above
   the threshold and the box is not yet taken, a false positive if the IoU is not above the threshold
   or the box is taken (a duplicate), and **neither** if the box is marked difficult;

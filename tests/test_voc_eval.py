@@ -112,6 +112,39 @@ def test_class_without_ground_truth_is_left_out_of_the_mean():
     assert np.isnan(result["per_class_AP50"]["dog"])
 
 
+def test_equal_scores_are_taken_in_dataset_order_as_the_devkit_reads_the_results_file():
+    """Scores tie often (bf16 logits have 8 bits): the devkit sorts the results file stably, so tied detections count
+    in the file's order, images in dataset order. 20 images with one cat each. Even images: a hit at 0.9. Odd images
+    1-9: a miss at 0.5; odd images 11-19: a hit at 0.5. Every image also has a 0.7 dog (no dog object: AP NaN, left
+    out), so the classes interleave. In order: 10 hits (recall .5, precision 1), 5 misses, 5 hits (recall .75,
+    precision 15/20): the 11 points are 1 up to recall .5 (6 points), 3/4 at .6 and .7 (the devkit's 0.6 and 0.7 are a
+    hair above 12/20 and 14/20), 0 above: AP 7.5/11. The reversed dataset puts the tied hits first: 8/11."""
+    gt, det = [], []
+    for i in range(20):
+        gt.append(gts([[1, 1, 10, 10]], [0]))
+        score, box = (0.9, [0, 0, 10, 10]) if i % 2 == 0 else (0.5, [50, 50, 60, 60] if i < 10 else [0, 0, 10, 10])
+        det.append(dets([box, [20, 20, 30, 30]], [score, 0.7], [0, 1]))
+    result = evaluate_voc(det, gt, CLASSES)
+    assert [row[0] for row in result["per_threshold_AP"]] == pytest.approx([7.5 / 11] * 10, abs=1e-12)
+    assert result["mAP"] == pytest.approx(7.5 / 11, abs=1e-12) and np.isnan(result["per_class_AP50"]["dog"])
+    assert evaluate_voc(det[::-1], gt[::-1], CLASSES)["mAP"] == pytest.approx(8 / 11, abs=1e-12)
+    # area under the envelope: recall .5 at precision 1, then .25 more at precision 3/4
+    assert evaluate_voc(det, gt, CLASSES, use_07_metric=False)["AP50"] == pytest.approx(0.5 + 0.25 * 0.75, abs=1e-12)
+
+
+def test_a_detection_equally_close_to_two_objects_is_matched_to_the_first_as_np_argmax():
+    """Devkit frame: objects A [1, 1, 10, 10] then B [2, 1, 11, 10] (XML order). Detection 1 (0.9) is A itself: a
+    true positive, A taken. Detection 2 (0.8) is [2, 1, 10, 10]: 90 pixels, all inside A and inside B, IoU 0.9 with
+    both. The devkit takes the first maximum, A, already taken: a false positive, so recall stops at 1/2 and the
+    11-point AP is 6/11 at every threshold (above 0.85 detection 2 misses anyway). With B written first, detection 2
+    goes to B, a true positive: AP 1 at the 8 thresholds 0.50..0.85, 6/11 at 0.90 and 0.95."""
+    det = [dets([[0, 0, 10, 10], [1, 0, 10, 10]], [0.9, 0.8], [0, 0])]
+    result = evaluate_voc(det, [gts([[1, 1, 10, 10], [2, 1, 11, 10]], [0, 0])], ["cat"])
+    assert np.ravel(result["per_threshold_AP"]) == pytest.approx([6 / 11] * 10, abs=1e-12)
+    swapped = evaluate_voc(det, [gts([[2, 1, 11, 10], [1, 1, 10, 10]], [0, 0])], ["cat"])
+    assert np.ravel(swapped["per_threshold_AP"]) == pytest.approx([1.0] * 8 + [6 / 11] * 2, abs=1e-12)
+
+
 def test_labels_outside_the_classes_are_rejected():
     gt = [gts([[1, 1, 50, 50]], [0])]
     with pytest.raises(ValueError, match="labels must be foreground indices 0..C-1"):
