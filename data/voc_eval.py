@@ -52,14 +52,16 @@ def iou_plus_one(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
         gt_boxes: ``[N, 4]`` x1y1x2y2 in 1-based pixels, paired with ``boxes`` row by row.
 
     Returns:
-        ``[N]`` float64 IoU of each pair.
+        ``[N]`` float64 IoU of each pair; 0 for a pair without positive union (two degenerate boxes, which can only
+        come from an annotation: the devkit's 0/0 there matches nothing either).
     """
     inter_w = np.minimum(boxes[:, 2], gt_boxes[:, 2]) - np.maximum(boxes[:, 0], gt_boxes[:, 0]) + 1.0
     inter_h = np.minimum(boxes[:, 3], gt_boxes[:, 3]) - np.maximum(boxes[:, 1], gt_boxes[:, 1]) + 1.0
     inter = np.maximum(inter_w, 0.0) * np.maximum(inter_h, 0.0)
     area = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
     gt_area = (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0)
-    return inter / (area + gt_area - inter)
+    union = area + gt_area - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:

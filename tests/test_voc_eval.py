@@ -1,9 +1,11 @@
 """VOC metric: hand-computed cases, and the vectorised evaluator against a plain devkit-style loop."""
+import warnings
+
 import numpy as np
 import pytest
 
 from data.errors import DataError, DataWarning
-from data.voc_eval import evaluate_voc, read_voc_results, voc_ap, write_voc_results
+from data.voc_eval import evaluate_voc, iou_plus_one, read_voc_results, voc_ap, write_voc_results
 
 CLASSES = ["cat", "dog"]
 
@@ -312,3 +314,13 @@ def test_reading_results_lines_with_bad_numbers_names_each_file_and_line(tmp_pat
     assert ("comp4_det_test_cat.txt:1: the score and coordinates must be numbers in '000001 abc 1 1 5 5'"
             in str(error.value))
     assert "comp4_det_test_dog.txt:3: the score and coordinates must be finite" in str(error.value)
+
+
+def test_two_degenerate_boxes_have_iou_zero_without_a_numpy_warning():
+    """Boxes of zero +1-pixel width (x2 = x1 - 1, only an annotation can hold one): the union is 0, the devkit's 0/0
+    matches nothing; the IoU is 0, with no RuntimeWarning from numpy."""
+    degenerate = np.array([[10.0, 10.0, 9.0, 20.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert iou_plus_one(degenerate, degenerate).tolist() == [0.0]
+    assert iou_plus_one(np.array([[1.0, 1.0, 10.0, 10.0]]), np.array([[1.0, 1.0, 10.0, 5.0]])).tolist() == [0.5]
