@@ -535,12 +535,10 @@ def test_the_divergence_advice_names_the_flags_to_change(amp_dtype, precision):
         "--check_data")
 
 
-def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(shapes_root, trained, tmp_path,
-                                                                              monkeypatch, capsys):
-    """The save after iteration 8 meets a full disk: the run stops (exit 1) naming the file and the reason, the
-    checkpoint of iteration 4 is kept, and --resume finishes the run as if nothing had happened."""
-    real_save = torch.save
-    saves = []
+def disk_full_after_the_first_save(monkeypatch) -> list[int]:
+    """Make every checkpoint write after the first meet a full disk (ENOSPC inside torch.save). Returns the list that
+    records the iteration of each write tried."""
+    real_save, saves = torch.save, []
 
     def save_on_a_disk_that_fills_up(obj, handle):
         saves.append(obj["iteration"])
@@ -549,6 +547,14 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
         real_save(obj, handle)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save_on_a_disk_that_fills_up)
+    return saves
+
+
+def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(shapes_root, trained, tmp_path,
+                                                                              monkeypatch, capsys):
+    """The save after iteration 8 meets a full disk: the run stops (exit 1) naming the file and the reason, the
+    checkpoint of iteration 4 is kept, and --resume finishes the run as if nothing had happened."""
+    saves = disk_full_after_the_first_save(monkeypatch)
     assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM == 1
     monkeypatch.undo()
     path = Path("weights") / CKPT.format("")
@@ -569,15 +575,7 @@ def test_a_data_error_whose_save_meets_a_full_disk_says_both_and_resumes_from_th
     """Read 11 fails in iteration 6 (checkpoint of 4 saved): the save of the 5 done iterations meets a full disk. The
     one line names the refused file, both fixes and --resume from iteration 4, not main()'s generic "run again"."""
     image_reader_failing_from(11, monkeypatch)
-    real_save, saves = torch.save, []
-
-    def save_on_a_disk_that_fills_up(obj, handle):
-        saves.append(obj["iteration"])
-        if len(saves) > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, handle)
-
-    monkeypatch.setattr(checkpoint_module.torch, "save", save_on_a_disk_that_fills_up)
+    saves = disk_full_after_the_first_save(monkeypatch)
     assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 5]
