@@ -1,7 +1,7 @@
 """Drawing detections: per-class colours, readable captions, the input left untouched."""
 import numpy as np
 
-from utils.draw import class_colours, draw_detections, text_colour
+from utils.draw import class_colours, draw_detections, text_colour, undrawable_names
 
 
 def test_class_colours_are_distinct_and_fixed():
@@ -44,3 +44,8 @@ def test_draw_detections_without_detections_returns_a_copy():
     image = np.full((20, 30, 3), 7, np.uint8)
     drawn = draw_detections(image, np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), ["a"])
     assert drawn is not image and (drawn == image).all()
+
+
+def test_undrawable_names_are_those_beyond_printable_ascii():
+    names = ["cat", "traffic light", "a-b_c (1)~", "café", "狗", "tab\there", "Straße"]
+    assert undrawable_names(names) == ["café", "狗", "tab\there", "Straße"]

@@ -40,8 +40,9 @@ from models.memory_format import memory_format, prefers_channels_last
 from utils.checkpoint import check_writable_folder
 from utils.cuda_graph import CUDAGraphDetector
 from utils.files import write_text
-from utils.draw import class_colours, draw_detections
+from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from utils.messages import preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.trained_model import load_trained_detector
 
@@ -222,6 +223,10 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     colours = class_colours(len(detector.class_names))
+    if undrawable := undrawable_names(detector.class_names):
+        print(f"warning: OpenCV's font draws ASCII only: the captions of {preview_names(undrawable)} show '?' for "
+              f"their other characters in the drawn images; {DETECTIONS_FILE} holds the names as written",
+              file=sys.stderr)
     loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_image_files, pin_memory=device.type == "cuda")
     records: list[dict | None] = [None] * len(paths)

@@ -27,6 +27,12 @@ def text_colour(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else (255, 255, 255)
 
 
+def undrawable_names(class_names: Sequence[str]) -> list[str]:
+    """The class names holding a character OpenCV's Hershey font cannot draw (anything but printable ASCII, e.g.
+    "café", "狗"): :func:`draw_detections` captions show "?" in its place."""
+    return [name for name in class_names if not all(" " <= char <= "~" for char in name)]
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
