@@ -27,6 +27,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -776,24 +777,103 @@ def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
                        run_dir: Path, init_state: dict | None, resume_state: dict | None) -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
-    if ctx.is_main:  # found now, not at the first save or the evaluation hours later
-        check_writable_folder(checkpoint_path.parent, "--save_folder")
-        check_writable_folder(run_dir, "--run_dir")
-        check_writable_folder(eval_folder(args), "--eval_dir")
+    check_training_flags(args, device, ctx, checkpoint_path, run_dir)
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
     # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
     # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)
     continues_checkpoint = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
+    setup = build_training(args, device, ctx, log)
+    if resume_path is not None:
+        start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)
+    else:  # a new run: its id marks its checkpoints and its run folder
+        start_iter, continues_logs = 0, False
+        setup.config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
+    if init_state is not None:
+        load_initial_weights(setup.model, init_state, args, setup.dataset.class_names, log)
+
+    train_model = wrap_model(setup.model, device, ctx, args.sync_bn)
+    if args.compile:
+        log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
+        train_model = torch.compile(train_model)
+    if args.compile_loss:
+        log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it "
+                 "compiles")
+    loader = BatchCounter(build_loader(setup.dataset, args.batch_size, train=True, workers=args.workers,
+                                       distributed=ctx.is_distributed, seed=args.seed, start_iter=start_iter,
+                                       max_iter=setup.max_iter, pin_memory=device.type == "cuda"))
+    settings = TrainSettings(
+        max_iter=setup.max_iter, epoch_size=setup.epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
+        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
+        eval_interval=args.eval_interval * setup.epoch_size, amp_dtype=setup.amp_dtype,
+        channels_last=setup.channels_last, assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
+    )
+    log.info(
+        f"training {checkpoint_path.name} on {len(setup.dataset)} images ({setup.dataset.num_classes} classes) on "
+        f"{device} x{ctx.world_size}: {setup.max_iter} iterations ({setup.epoch_size} per epoch), batch "
+        f"{args.batch_size} per process, run folder {run_dir}"
+    )
+    if ctx.is_distributed:
+        log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
+                 f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
+    last_saved = start_iter if continues_checkpoint else None  # the iteration the file at checkpoint_path holds
+    checkpoints = RunCheckpoints(checkpoint_path, setup, train_model, ctx, log, last_saved)
+    evaluation = RunEvaluation(args, device, ctx, log, setup, train_model, checkpoints)
+    # after every process has read --resume / --init_from (wrap_model synchronises them)
+    if not continues_logs and (earlier_logs := log.begin_new_run(setup.config["run_id"])):
+        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
+    checkpoints.prepare(continues_checkpoint, args.eval_interval)
+    final_save = StopSignal()  # Ctrl-C or SIGTERM during the final save: the evaluation after it is skipped
+    stopped = train_to_the_end(args, device, ctx, log, setup, train_model, loader, settings, start_iter, checkpoints,
+                               evaluation, final_save)
+    if stopped is not None:
+        return stopped
+    log.info(f"saved {checkpoint_path}")
+    return evaluate_at_the_end(args, ctx, log, start_iter, setup.max_iter, checkpoints, evaluation, final_save)
+
+
+def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
+                         checkpoint_path: Path, run_dir: Path) -> None:
+    """Before any data is read: a ``ValueError`` when the folders the run writes (``checkpoint_path``'s, ``run_dir``,
+    the evaluation's; checked on rank 0) cannot be written, or the flags do not fit this device or a given
+    ``--max_iter``."""
+    if ctx.is_main:  # found now, not at the first save or the evaluation hours later
+        check_writable_folder(checkpoint_path.parent, "--save_folder")
+        check_writable_folder(run_dir, "--run_dir")
+        check_writable_folder(eval_folder(args), "--eval_dir")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.version == "pafpn" and args.batch_size == 1 and not (args.sync_bn and ctx.world_size > 1):
         raise ValueError("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of "
                          "its global-context branch normalises one pooled value per image); raise --batch_size, or "
                          "add --sync_bn under torchrun with several GPUs")
-
     if args.max_iter:  # known without the data: refused before it is read (or the shapes set generated)
         check_run_length(args, args.max_iter)
+
+
+@dataclass
+class TrainingSetup:
+    """What :func:`build_training` makes of the flags for a training run."""
+
+    dataset: DetectionDataset  # the training split
+    test_dataset: DetectionDataset
+    epoch_size: int  # iterations per epoch
+    max_iter: int  # the run's length in iterations
+    model: torch.nn.Module  # on the device, not wrapped (DDP, torch.compile) for training
+    amp_dtype: torch.dtype | None  # --amp's choice on this device
+    channels_last: bool  # the model's memory format
+    priors: torch.Tensor  # [A, 4] anchors (cx, cy, w, h) normalised to [0, 1], on the device
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # enabled for float16 AMP alone
+    config: dict  # run_config's, plus "run_id" once the run is started or resumed
+
+
+def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
+                   log: RunLog) -> TrainingSetup:
+    """The splits (checked to fit training, :func:`check_splits`, before the model is built), the run's length, then
+    the detector, anchors, criterion, optimizer and AMP scaler that ``args`` ask for on ``device``; seeded by
+    ``--seed``."""
     torch.manual_seed(args.seed)
     dataset = make_dataset(args, "train", args.size, train=True)
     for note in dataset.notes:
@@ -817,144 +897,182 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     optimizer = build_optimizer(model, args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     config = run_config(args, ctx, dataset, amp_dtype)
+    return TrainingSetup(dataset, test_dataset, epoch_size, max_iter, model, amp_dtype, channels_last, priors, loss_fn,
+                         optimizer, scaler, config)
 
-    start_iter, continues_logs = 0, False
-    if resume_path is not None:
-        state = resume_state or load_checkpoint(resume_path, source=(
-            "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
-            "architecture flags): give the same flags as the run, or --resume PATH"))
-        requested = requested_architecture(args)
-        check_compatible(resume_path, state["config"], state["class_names"], requested, dataset.class_names)
-        check_same_run(resume_path, state["config"], config)
-        check_same_length(resume_path, state["max_iter"], max_iter)
-        restore_training_state(state, resume_path, model, optimizer, scaler)
-        start_iter = state["iteration"]
-        config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
-        folder_run = broadcast_object(log.run_id(), ctx)  # rank 0's logs decide, on every process
-        continues_logs = folder_run == config["run_id"] if config["run_id"] else (
-            continues_checkpoint and folder_run is None)
-        dropped = log.continue_run(start_iter) if continues_logs else 0
-        repeated = f"; {dropped} log row(s) of iterations that this run repeats removed" if dropped else ""
-        log.info(f"resumed from {resume_path} at iteration {start_iter}/{max_iter}{repeated}")
-    else:  # a new run: its id marks its checkpoints and its run folder
-        config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
-    if init_state is not None:
-        load_initial_weights(model, init_state, args, dataset.class_names, log)
 
-    last_saved = start_iter if continues_checkpoint else None  # the iteration the file at checkpoint_path holds
+def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, setup: TrainingSetup,
+               resume_path: Path, resume_state: dict | None, continues_checkpoint: bool) -> tuple[int, bool]:
+    """``--resume``: the checkpoint at ``resume_path`` (``resume_state`` when ``--resume PATH`` has read it already),
+    checked to belong to this run, into ``setup``'s model, optimizer and AMP scaler, and its run id into
+    ``setup.config``. The run folder's logs continue when they are that run's (for a checkpoint saved before run ids:
+    when it is the run's own file, ``continues_checkpoint``, and the folder records no run). Returns the iteration the
+    run goes on from and whether its logs continue."""
+    state = resume_state or load_checkpoint(resume_path, source=(
+        "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
+        "architecture flags): give the same flags as the run, or --resume PATH"))
+    requested = requested_architecture(args)
+    check_compatible(resume_path, state["config"], state["class_names"], requested, setup.dataset.class_names)
+    check_same_run(resume_path, state["config"], setup.config)
+    check_same_length(resume_path, state["max_iter"], setup.max_iter)
+    restore_training_state(state, resume_path, setup.model, setup.optimizer, setup.scaler)
+    start_iter = state["iteration"]
+    setup.config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
+    folder_run = broadcast_object(log.run_id(), ctx)  # rank 0's logs decide, on every process
+    continues_logs = folder_run == setup.config["run_id"] if setup.config["run_id"] else (
+        continues_checkpoint and folder_run is None)
+    dropped = log.continue_run(start_iter) if continues_logs else 0
+    repeated = f"; {dropped} log row(s) of iterations that this run repeats removed" if dropped else ""
+    log.info(f"resumed from {resume_path} at iteration {start_iter}/{setup.max_iter}{repeated}")
+    return start_iter, continues_logs
 
-    def write_checkpoint(done: int) -> None:
-        save_checkpoint(
-            {
-                "format": FORMAT,
-                "model": unwrap_model(train_model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "iteration": done,
-                "max_iter": max_iter,
-                "rng": capture_rng_state(),
-                "config": config,
-                "class_names": dataset.class_names,
-            },
-            checkpoint_path,
-        )
 
-    def agreed_write(write: Callable[[], None], what: str) -> None:
+class RunCheckpoints:
+    """The checkpoints of a training run: its own at ``path`` (the training state, which ``--resume`` continues;
+    ``last_saved``: the iteration that file holds, ``None`` while it holds none of this run) and, when the run keeps
+    one, its best evaluation's at ``best.path``. Rank 0 writes them; every process learns whether it could."""
+
+    def __init__(self, path: Path, setup: TrainingSetup, train_model: torch.nn.Module, ctx: DistributedContext,
+                 log: RunLog, last_saved: int | None):
+        self.path = path
+        self.setup = setup
+        self.train_model = train_model
+        self.ctx = ctx
+        self.log = log
+        self.last_saved = last_saved
+        self.best = BestEvaluation(best_checkpoint_path(path))  # read on rank 0 by prepare, before training starts
+        self.keeps_best = False
+
+    def prepare(self, continues_checkpoint: bool, eval_interval: int) -> None:
+        """Before training: set aside another run's checkpoint (unless the run continues the file at ``path``,
+        ``continues_checkpoint``) and best checkpoint, read this run's best evaluation, decide whether the run keeps
+        a best checkpoint (it evaluates every ``eval_interval`` epochs, or has one) and remove partial files."""
+        ctx, log = self.ctx, self.log
+        if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(self.path)):
+            log.info(f"an earlier run's checkpoint was at {self.path}: kept as {earlier}")
+        if ctx.is_main:  # a resumed run goes on comparing with its best evaluation; another run's best is set aside
+            self.best = BestEvaluation.of_run(self.best.path, self.setup.config["run_id"])
+            if self.best.score is None and (earlier_best := set_aside_earlier_checkpoint(self.best.path)):
+                log.info(f"an earlier run's best checkpoint was at {self.best.path}: kept as {earlier_best}")
+        self.keeps_best = broadcast_object(eval_interval > 0 or self.best.score is not None, ctx)
+        if ctx.is_main and (partial := remove_partial_checkpoints(self.path)
+                            + remove_partial_checkpoints(self.best.path)):
+            log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
+                     f"{', '.join(map(str, partial))}")
+
+    def save(self, done: int) -> None:
+        """The checkpoint of ``done`` iterations, written by rank 0 (see :meth:`_agreed_write`)."""
+        self._agreed_write(lambda: self._write_checkpoint(done), "the checkpoint")
+        self.last_saved = done
+
+    def keep_if_best(self, done: int, metrics: dict | None) -> None:
+        """After the evaluation ``metrics`` (rank 0's; ``None`` elsewhere) of ``done`` iterations: write the best
+        checkpoint when it scores higher than every earlier evaluation of the run. Called before the evaluation's
+        row is logged, so that a run stopped by a failed write evaluates that iteration again when resumed."""
+        if self.keeps_best:
+            self._agreed_write(lambda: self._write_if_best(done, metrics), "the best checkpoint")
+
+    def log_best(self) -> None:
+        """At the end of the run: its best evaluation and where it is saved, when the run keeps one."""
+        if self.keeps_best and self.best.iteration is not None:
+            self.log.info(f"best evaluation: {SCORE} {self.best.score:.4f} after iteration {self.best.iteration}, "
+                          f"saved in {self.best.path}")
+
+    def _agreed_write(self, write: Callable[[], None], what: str) -> None:
         """Rank 0 runs ``write``; every process learns whether it could, so none trains on alone after a failed save,
         nor exits (and has torchrun stop the others) while the file is written."""
         failure = None
-        if ctx.is_main:
+        if self.ctx.is_main:
             try:
                 write()
             except Exception as error:  # noqa: BLE001 - re-raised below, once every process knows
                 failure = error
-        if any_process(failure is not None, ctx):
+        if any_process(failure is not None, self.ctx):
             raise failure or StoppedByAnotherProcess(f"the main process could not save {what} (its message says why)")
 
-    def save(done: int) -> None:
-        """The checkpoint of ``done`` iterations, written by rank 0 (see ``agreed_write``)."""
-        nonlocal last_saved
-        agreed_write(lambda: write_checkpoint(done), "the checkpoint")
-        last_saved = done
+    def _write_checkpoint(self, done: int) -> None:
+        """The training state after ``done`` iterations into the file at ``path``."""
+        setup = self.setup
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "model": unwrap_model(self.train_model).state_dict(),
+                "optimizer": setup.optimizer.state_dict(),
+                "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else {},
+                "iteration": done,
+                "max_iter": setup.max_iter,
+                "rng": capture_rng_state(),
+                "config": setup.config,
+                "class_names": setup.dataset.class_names,
+            },
+            self.path,
+        )
 
-    best = BestEvaluation(best_checkpoint_path(checkpoint_path))  # read on rank 0 below, before training starts
-    keeps_best = False
+    def _write_if_best(self, done: int, metrics: dict | None) -> None:
+        """The best checkpoint of ``done`` iterations, when ``metrics`` score higher than the best so far."""
+        best = self.best
+        if metrics is None or not best.improves(metrics):
+            return
+        state = best.checkpoint(unwrap_model(self.train_model).state_dict(), done, self.setup.max_iter,
+                                self.setup.config, self.setup.dataset.class_names, metrics)
+        save_checkpoint(state, best.path)
+        best.record(metrics, done)
+        self.log.info(f"best evaluation so far ({SCORE} {best.score:.4f} after iteration {done}): saved {best.path}")
 
-    def keep_if_best(done: int, metrics: dict | None) -> None:
-        """After the evaluation ``metrics`` (rank 0's; ``None`` elsewhere) of ``done`` iterations: write the best
-        checkpoint when it scores higher than every earlier evaluation of the run. Called before the evaluation's
-        row is logged, so that a run stopped by a failed write evaluates that iteration again when resumed."""
-        def write() -> None:
-            if metrics is None or not best.improves(metrics):
-                return
-            state = best.checkpoint(unwrap_model(train_model).state_dict(), done, max_iter, config,
-                                    dataset.class_names, metrics)
-            save_checkpoint(state, best.path)
-            best.record(metrics, done)
-            log.info(f"best evaluation so far ({SCORE} {best.score:.4f} after iteration {done}): saved {best.path}")
 
-        if keeps_best:
-            agreed_write(write, "the best checkpoint")
+class RunEvaluation:
+    """Evaluations on the test split of the weights being trained, ``train_model``; their results name the run's
+    checkpoint and config."""
 
-    run_info = {"checkpoint": str(checkpoint_path), "config": config}
+    def __init__(self, args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
+                 setup: TrainingSetup, train_model: torch.nn.Module, checkpoints: RunCheckpoints):
+        self.args = args
+        self.device = device
+        self.ctx = ctx
+        self.log = log
+        self.setup = setup
+        self.train_model = train_model
+        self.checkpoints = checkpoints
+        self.run_info = {"checkpoint": str(checkpoints.path), "config": setup.config}
 
-    def evaluate_during_training(done: int) -> None:
+    def metrics(self) -> dict | None:
+        """Evaluate the weights as they are now: rank 0's metrics, ``None`` on the other processes."""
+        return evaluate(self.train_model, self.setup.test_dataset, self.args, self.setup.priors, self.device, self.ctx,
+                        self.setup.amp_dtype, self.log, self.run_info)
+
+    def during_training(self, done: int) -> None:
+        """The ``--eval_interval`` evaluation after ``done`` iterations: the best checkpoint kept if it scores highest,
+        then its row logged; a data error is raised as an :class:`EvaluationDataError` of that iteration."""
         try:
-            metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+            metrics = self.metrics()
         except DataError as error:
             raise EvaluationDataError(original_message(error), done) from error
-        keep_if_best(done, metrics)
+        self.checkpoints.keep_if_best(done, metrics)
         if metrics is not None:
-            log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
+            self.log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75")
+                                                            if k in metrics})
 
-    train_model = wrap_model(model, device, ctx, args.sync_bn)
-    if args.compile:
-        log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
-        train_model = torch.compile(train_model)
-    if args.compile_loss:
-        log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it "
-                 "compiles")
-    loader = BatchCounter(build_loader(dataset, args.batch_size, train=True, workers=args.workers,
-                                       distributed=ctx.is_distributed, seed=args.seed, start_iter=start_iter,
-                                       max_iter=max_iter, pin_memory=device.type == "cuda"))
-    settings = TrainSettings(
-        max_iter=max_iter, epoch_size=epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
-        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
-        eval_interval=args.eval_interval * epoch_size, amp_dtype=amp_dtype, channels_last=channels_last,
-        assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
-    )
-    log.info(
-        f"training {checkpoint_path.name} on {len(dataset)} images ({dataset.num_classes} classes) on {device} "
-        f"x{ctx.world_size}: "
-        f"{max_iter} iterations ({epoch_size} per epoch), batch {args.batch_size} per process, run folder {run_dir}"
-    )
-    if ctx.is_distributed:
-        log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
-                 f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
-    # after every process has read --resume / --init_from (wrap_model synchronises them)
-    if not continues_logs and (earlier_logs := log.begin_new_run(config["run_id"])):
-        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
-    if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(checkpoint_path)):
-        log.info(f"an earlier run's checkpoint was at {checkpoint_path}: kept as {earlier}")
-    if ctx.is_main:  # a resumed run goes on comparing with its best evaluation; another run's best file is set aside
-        best = BestEvaluation.of_run(best.path, config["run_id"])
-        if best.score is None and (earlier_best := set_aside_earlier_checkpoint(best.path)):
-            log.info(f"an earlier run's best checkpoint was at {best.path}: kept as {earlier_best}")
-    keeps_best = broadcast_object(args.eval_interval > 0 or best.score is not None, ctx)
-    if ctx.is_main and (partial := remove_partial_checkpoints(checkpoint_path) + remove_partial_checkpoints(best.path)):
-        log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
-                 f"{', '.join(map(str, partial))}")
+
+def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
+                     setup: TrainingSetup, train_model: torch.nn.Module, loader: BatchCounter, settings: TrainSettings,
+                     start_iter: int, checkpoints: RunCheckpoints, evaluation: RunEvaluation,
+                     final_save: StopSignal) -> int | None:
+    """Train from ``start_iter`` to the end of the run, then save its checkpoint (a signal during that save, which
+    ``final_save`` receives, takes effect once the file is whole). ``None`` when done; else the exit code, once what
+    stopped training (a NaN/inf loss, Ctrl-C or SIGTERM, a data error, a refused file operation, no memory) and how
+    to go on are printed (after a data error, the iterations done are saved first when the weights are finite)."""
+    checkpoint_path, max_iter, amp_dtype = checkpoints.path, setup.max_iter, setup.amp_dtype
     # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
     evaluate_first = settings.evaluates_after(start_iter) and not broadcast_object(log.has_row("eval", start_iter), ctx)
     try:
-        train(train_model, loss_fn, priors, optimizer, scaler, loader, start_iter, settings, device, ctx, log, save,
-              evaluate_during_training, evaluate_first)
-        with StopSignal() as stop:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
-            save(max_iter)
+        train(train_model, setup.loss_fn, setup.priors, setup.optimizer, setup.scaler, loader, start_iter, settings,
+              device, ctx, log, checkpoints.save, evaluation.during_training, evaluate_first)
+        with final_save:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
+            checkpoints.save(max_iter)
     except NonFiniteLossError as error:
         lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
-        kept = (f"the checkpoint of iteration {last_saved}, {checkpoint_path}, is kept (finite weights)"
-                if last_saved is not None and checkpoint_path.exists() else "no checkpoint was saved")
+        kept = (f"the checkpoint of iteration {checkpoints.last_saved}, {checkpoint_path}, is kept (finite weights)"
+                if checkpoints.last_saved is not None and checkpoint_path.exists() else "no checkpoint was saved")
         log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}")
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
@@ -963,51 +1081,67 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
-        finite = not any_process(bool(non_finite_weights(model)), ctx)  # as every process sees it
+        finite = not any_process(bool(non_finite_weights(setup.model)), ctx)  # as every process sees it
         fix_the_file = "fix or replace the file (--check_data scans every image)"
         if done > start_iter and finite:
             try:
-                save(done)
+                checkpoints.save(done)
             except OSError as refused:  # the image and a full disk: both to mend before going on
                 if refused.filename is None:
                     raise
+                then = stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)
                 log_error(ctx, f"error: {refused_file_operation(refused)}; free space or fix the folder, "
-                               f"{fix_the_file}, then {stopped_run_advice(args, checkpoint_path, last_saved)}",
-                          every_process=True)
+                               f"{fix_the_file}, then {then}", every_process=True)
                 return EXIT_REFUSED_BY_SYSTEM
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
-            kept = (f"the checkpoint of iteration {last_saved}, {checkpoint_path}, is kept" if last_saved is not None
-                    else "no checkpoint was saved")
+            kept = (f"the checkpoint of iteration {checkpoints.last_saved}, {checkpoint_path}, is kept"
+                    if checkpoints.last_saved is not None else "no checkpoint was saved")
             outcome = kept if finite else f"the weights are not finite, so {kept}"
-        then = stopped_run_advice(args, checkpoint_path, last_saved)
+        then = stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)
         log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {then}")
         return EXIT_BAD_INPUT
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:
             raise
         log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then "
-                       f"{stopped_run_advice(args, checkpoint_path, last_saved)}", every_process=True)
+                       f"{stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        advice = ("lower --batch_size or --size, then run again" if last_saved is None else
-                  f"free the memory, then {stopped_run_advice(args, checkpoint_path, last_saved)}; or start again "
-                  "with a lower --batch_size or --size")
+        advice = ("lower --batch_size or --size, then run again" if checkpoints.last_saved is None else
+                  f"free the memory, then {stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)}; or "
+                  "start again with a lower --batch_size or --size")
         log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
-    log.info(f"saved {checkpoint_path}")
+    return None
+
+
+def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[str]:
+    """The command that evaluates the run's checkpoint ``checkpoint_path`` as the run's end does."""
     # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
     command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
     command += ["--eval_dir", args.eval_dir] if args.eval_dir else []
     command += ["--nms_thresh", str(args.nms_thresh)] if args.nms_thresh != DEFAULT_NMS_THRESH else []
+    return command
+
+
+def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, start_iter: int,
+                        max_iter: int, checkpoints: RunCheckpoints, evaluation: RunEvaluation,
+                        final_save: StopSignal) -> int:
+    """The finished run's evaluation (taken as interrupted when ``final_save`` received a signal), its best
+    checkpoint kept if it scores highest, the run's best evaluation and the evaluation's row logged; returns the exit
+    code, once what stopped the evaluation (a data error, Ctrl-C or SIGTERM, a refused file operation, no memory) and
+    how to evaluate the saved checkpoint are printed."""
+    checkpoint_path = checkpoints.path
+    command = evaluation_command(args, checkpoint_path)
     evaluate_later = f"evaluate it with: {shlex.join(command)}"
     try:
         with termination_as_interrupt():
-            if stop.received:
+            if final_save.received:
                 raise KeyboardInterrupt
-            metrics = evaluate(train_model, test_dataset, args, priors, device, ctx, amp_dtype, log, run_info)
+            metrics = evaluation.metrics()
     except DataError as error:
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
         log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "
@@ -1033,7 +1167,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                        f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     try:
-        keep_if_best(max_iter, metrics)
+        checkpoints.keep_if_best(max_iter, metrics)
     except OSError as error:
         if error.filename is None:
             raise
@@ -1042,8 +1176,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                        f"space or fix the folder, then {how_to_continue(args, checkpoint_path)} to evaluate it again "
                        f"and save the best checkpoint", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
-    if keeps_best and best.iteration is not None:
-        log.info(f"best evaluation: {SCORE} {best.score:.4f} after iteration {best.iteration}, saved in {best.path}")
+    checkpoints.log_best()
     if metrics is not None:
         if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one
             log.rewind(max_iter, redo_evaluation=True)
