@@ -235,9 +235,23 @@ class ImageFinder:
             return exact
         if self._by_lower_name is None:
             with os.scandir(self.folder) as entries:
-                self._by_lower_name = {entry.name.lower(): entry.name for entry in entries if entry.is_file()}
+                self._by_lower_name = {entry.name.lower(): entry.name for entry in entries if _is_file(entry)}
         found = next((self._by_lower_name[n.lower()] for n in names if n.lower() in self._by_lower_name), None)
         return None if found is None else self.folder / found
+
+    def unusable(self, names: Sequence[str]) -> list[str]:
+        """``<name> is a folder, not a regular file: ...`` (or another :func:`file_type_problem` but "not found") for
+        each of ``names`` present in the folder that cannot be read as an image file."""
+        problems = [(name, file_type_problem(self.folder / name)) for name in names]
+        return [f"{name} {problem}" for name, problem in problems if problem not in (None, "not found")]
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """``entry.is_file()``, False for an entry that cannot be looked at (a symbolic link loop raises ``OSError``)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _list_file(folder: Path, list_name: str) -> Path:
@@ -447,9 +461,10 @@ class VOCDetection(DetectionDataset):
                 names = ImageFinder.candidates(image_id, parsed.filename)
                 image_path = finder.find(names)
                 if image_path is None:
+                    unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
                     problems.append(
                         f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file}); "
-                        f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case"
+                        f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case{unusable}"
                     )
                     continue
                 listed.append(ListedImage(xml_path, list_file, image_path))

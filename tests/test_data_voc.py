@@ -199,6 +199,34 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
     assert dataset[0][0].shape == (3, 64, 64)
 
 
+def test_a_symlink_loop_among_the_images_is_skipped_and_a_listed_one_named_with_the_reason(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (1, 1, 10, 10), 0)]},
+                            {"trainval": ["a", "b"]})
+    images = root / "JPEGImages"
+    (images / "a.jpg").rename(images / "a.JPG")  # found through the folder's listing, which meets the loop
+    os.symlink("loop.jpg", images / "loop.jpg")
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert [dataset.image_path(i).name for i in range(2)] == ["a.JPG", "b.jpg"]
+    (images / "b.jpg").unlink()
+    os.symlink("b.jpg", images / "b.jpg")
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(f"{images / 'b'}.jpg: image file not found (listed in "
+                                     f"{root / 'ImageSets/Main/trainval.txt'}); tried b.jpg, x.jpg, b.jpeg, b.png, "
+                                     f"b.bmp in {images}, in any letter case; b.jpg cannot be read (Too many levels "
+                                     "of symbolic links)")
+
+
+def test_a_folder_named_as_the_image_is_named_as_a_folder(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    (root / "JPEGImages" / "a.jpg").unlink()
+    (root / "JPEGImages" / "a.jpg").mkdir()
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert "in any letter case; a.jpg is a folder, not a regular file: replace it with the file itself" \
+        in str(error.value)
+
+
 def test_default_roots_are_the_repository_datasets_folder_whatever_the_current_folder(tmp_path, monkeypatch):
     repository = Path(__file__).resolve().parents[1]
     assert DEFAULT_ROOTS == {"voc": repository / "datasets/VOCdevkit", "coco": repository / "datasets/coco2017",
