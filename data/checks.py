@@ -1,11 +1,7 @@
 """``--check_data``: decode every image of a dataset and verify it against its annotation before training."""
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,11 +9,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data.dataset import DetectionDataset, has_extent
-from data.errors import DataError, format_problems
+from data.errors import CorruptImageWarning, DataError, format_problems
 from data.loader import single_thread_opencv
 
-# libjpeg's warnings for damaged entropy-coded data; it prints them on stderr and OpenCV still returns an image
-LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
 CHECK_BATCH = 32  # images per task handed to a checking process
 
 
@@ -41,43 +35,21 @@ class DataReport:
         )
 
 
-@contextlib.contextmanager
-def captured_stderr_fd() -> Iterator[list[str]]:
-    """Collect, as lines, what is written to file descriptor 2 inside the block, where C libraries such as libjpeg
-    print their warnings. The descriptor belongs to the whole process: use it where no other thread writes to it."""
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines += capture.read().decode("utf-8", "replace").splitlines()
-
-
 def image_problem(dataset: DetectionDataset, index: int) -> str | None:
     """Decode image ``index`` as training does and return its problem (or ``None``): missing, empty, truncated or
     undecodable file, a size other than its annotation's, or JPEG data that libjpeg reports as corrupt (OpenCV then
-    returns damaged pixels and only warns on stderr). Not thread-safe: it captures the process's stderr."""
-    with captured_stderr_fd() as lines:
+    returns damaged pixels; training only warns, :class:`CorruptImageWarning`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CorruptImageWarning)
         try:
             dataset.load_image(index)
         except DataError as error:
             return str(error)
-    corrupt = [line for line in lines if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
-    other = [line for line in lines if line not in corrupt]
-    if other:
-        print("\n".join(other), file=sys.stderr, flush=True)
-    if corrupt:
-        return (
-            f"{dataset.image_path(index)}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
-            "re-download or re-encode the file"
-        )
-    return None
+    corrupt = [warning for warning in caught if issubclass(warning.category, CorruptImageWarning)]
+    for warning in caught:
+        if warning not in corrupt:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return str(corrupt[0].message) if corrupt else None
 
 
 class _ImageProblems(Dataset):

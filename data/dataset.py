@@ -10,6 +10,9 @@ import hashlib
 import os
 import re
 import stat
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import DataError, DataWarning
+from data.errors import CorruptImageWarning, DataError, DataWarning
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -35,6 +38,10 @@ EXIF_ORIENTATION_TAG = 0x0112
 EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
 OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
+
+# libjpeg's warnings for damaged entropy-coded data; it prints them on stderr and OpenCV still returns an image
+LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+_STDERR_CAPTURE_FILES: dict[int, int] = {}  # process id -> descriptor (a forked child must not share its offset)
 
 DEGENERATE_BOX_DROPPED = "degenerate box dropped (x2 <= x1 or y2 <= y1, in pixels or once normalised)"
 
@@ -77,10 +84,39 @@ def is_truncated_jpeg(data: np.ndarray) -> bool:
             position = scan_end.start()
 
 
+@contextlib.contextmanager
+def captured_stderr_fd() -> Iterator[list[str]]:
+    """Collect, as lines, what is written to file descriptor 2 inside the block, where C libraries such as libjpeg
+    print their warnings. The descriptor belongs to the whole process: use it where no other thread writes to it.
+    Each process reuses one unlinked temporary file (a few microseconds per block)."""
+    capture = _STDERR_CAPTURE_FILES.get(os.getpid())
+    if capture is None:
+        with tempfile.TemporaryFile() as file:
+            capture = _STDERR_CAPTURE_FILES[os.getpid()] = os.dup(file.fileno())
+    lines: list[str] = []
+    start = os.lseek(capture, 0, os.SEEK_END)  # > 0 inside an enclosing block, whose lines stay its own
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(capture, 2)
+    try:
+        yield lines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        written = os.lseek(capture, 0, os.SEEK_END) - start
+        if written:
+            lines += os.pread(capture, written, start).decode("utf-8", "replace").splitlines()
+            os.ftruncate(capture, start)
+            os.lseek(capture, start, os.SEEK_SET)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as uint8 BGR ``[H, W, 3]`` (stored pixel order: EXIF orientation is ignored, as annotations are).
 
-    Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable.
+    Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable. A JPEG whose
+    data libjpeg reports as corrupt (it then decodes with damaged pixels and only prints a line without the file's
+    name on stderr) gives a :class:`CorruptImageWarning` naming the file instead of that line (in a process's main
+    thread: other threads leave libjpeg's line as it is, since the capture redirects the whole process's stderr).
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -92,15 +128,27 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: image file is empty")
     if is_truncated_jpeg(data):
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker FFD9); re-download or re-encode the file")
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
-        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
-            raise DataError(pixel_limit_message(path, opencv_pixel_limit())) from None
-        reason = error.err.strip() if getattr(error, "err", None) else str(error).strip().splitlines()[-1]
-        raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); re-encode the image") from None
+    refused = None
+    # the capture redirects the process's stderr: only the main thread (of a process, or a DataLoader worker) does so
+    main_thread = threading.current_thread() is threading.main_thread()
+    with captured_stderr_fd() if main_thread else contextlib.nullcontext([]) as messages:
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
+            image, refused = None, error
+    corrupt = [line for line in messages if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
+    if other := [line for line in messages if line not in corrupt]:
+        print("\n".join(other), file=sys.stderr, flush=True)
+    if refused is not None:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(refused):
+            raise DataError(pixel_limit_message(path, opencv_pixel_limit()))
+        reason = refused.err.strip() if getattr(refused, "err", None) else str(refused).strip().splitlines()[-1]
+        raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); re-encode the image")
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode the file as an image")
+    if corrupt:
+        warnings.warn(f"{path}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
+                      "re-download or re-encode the file", CorruptImageWarning, stacklevel=2)
     return image
 
 

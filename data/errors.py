@@ -21,6 +21,10 @@ class DataWarning(UserWarning):
     """A recoverable annotation problem was fixed up (e.g. a box clipped to the image); the message counts them."""
 
 
+class CorruptImageWarning(DataWarning):
+    """An image decoded with damaged pixels (libjpeg reported corrupt data); the message names the file."""
+
+
 def format_problems(header: str, problems: Sequence[str], limit: int = PROBLEMS_SHOWN) -> str:
     """``header`` + the first ``limit`` problems, one per line, + how many more there are."""
     lines = [f"{header}: {len(problems)} problem(s)"]

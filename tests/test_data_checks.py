@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from data import DataError, build_dataset, check_dataset
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
-from data.errors import original_message
+from data.errors import CorruptImageWarning, original_message
+from main import one_line_data_warnings
 from tests.test_data_voc import voc_xml, write_png_header, write_voc_folder
 
 
@@ -146,13 +147,31 @@ def test_check_dataset_reports_a_jpeg_corrupt_in_the_middle(tmp_path, workers, c
     bad = root / "JPEGImages" / "b.jpg"
     write_jpeg(bad, 40, 50)
     corrupt_the_middle(bad)
-    assert read_image(bad).shape == (40, 50, 3)  # training reads it: the check is --check_data's
+    with pytest.warns(CorruptImageWarning):
+        assert read_image(bad).shape == (40, 50, 3)  # training reads it, with a warning: the check is --check_data's
     capfd.readouterr()
     with pytest.raises(DataError, match="1 problem") as error:
         check_dataset(dataset, workers=workers, progress=False)
     assert (f"{bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment); it decodes with "
             "damaged pixels: re-download or re-encode the file") in str(error.value)
     assert "Corrupt JPEG" not in capfd.readouterr().err  # reported once, in the error, not also on stderr
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_jpeg_read_in_training_is_a_warning_naming_the_file(tmp_path, workers, capfd):
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    capfd.readouterr()
+    with warnings.catch_warnings():  # as main.py shows warnings, also in the DataLoader's worker processes
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        batches = list(DataLoader(dataset, batch_size=3, num_workers=workers, collate_fn=list))
+    assert [item[2] for item in batches[0]] == [0, 1, 2]  # the damaged image is trained on
+    err = capfd.readouterr().err
+    assert err == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment); "
+                   "it decodes with damaged pixels: re-download or re-encode the file\n")  # not libjpeg's bare line
 
 
 def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
