@@ -1,4 +1,6 @@
 """Each augmentation step keeps boxes consistent with the pixels, on images whose pixels encode where they come from."""
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
@@ -217,6 +219,12 @@ def test_train_transform_boxes_cover_the_object(seed):
     image = gray_object_image(150, 200, (20, 40, 100, 110))
     boxes = np.array([[20, 40, 100, 110]], np.float32)
     out, target = T.TrainTransform(size)(image, boxes, np.array([3]), np.random.default_rng(seed))
+    assert_target_box_covers_the_object(out, target, size)
+
+
+def assert_target_box_covers_the_object(out: np.ndarray, target: np.ndarray, size: int) -> None:
+    """``out [3, S, S]`` shows one white object on black, ``target [1, 5]`` its box of label 3: the pixels inside
+    the box are bright gray, those beyond it dark background or the (non-gray) mean fill."""
     assert out.shape == (3, size, size) and out.dtype == np.float32 and target.shape == (1, 5)
     assert target[0, 4] == 3
     pixels = out.transpose(1, 2, 0) + np.array(T.PIXEL_MEAN_BGR, np.float32)
@@ -229,6 +237,29 @@ def test_train_transform_boxes_cover_the_object(seed):
     outer[max(int(y1) - margin, 0) : int(np.ceil(y2)) + margin,
           max(int(x1) - margin, 0) : int(np.ceil(x2)) + margin] = False
     assert not bright_gray[outer].any()
+
+
+def test_a_training_image_far_larger_than_the_input_is_shrunk_first_with_its_boxes(monkeypatch):
+    """The zoom-out canvas of a large photo is up to 16x its area (7.9 GB for 10000 x 10000): an image longer than
+    max(TRAIN_MAX_SIDE, 4 x size) is first scaled down to that side; its boxes still cover the object."""
+    monkeypatch.setattr(T, "TRAIN_MAX_SIDE", 64)
+    size = 64  # images are shrunk to a longer side of 256
+    image = gray_object_image(900, 1200, (150, 300, 750, 825))
+    boxes = np.array([[150, 300, 750, 825]], np.float32)
+    assert [a.shape for a in T.shrink(image, boxes, 256)] == [(192, 256, 3), (1, 4)]
+    np.testing.assert_allclose(T.shrink(image, boxes, 256)[1], [[32, 64, 160, 176]])
+    assert T.shrink(image, boxes, 1200)[0] is image
+    tracemalloc.start()
+    try:
+        peak = 0
+        for seed in range(12):
+            tracemalloc.reset_peak()
+            out, target = T.TrainTransform(size)(image, boxes, np.array([3]), np.random.default_rng(seed))
+            peak = max(peak, tracemalloc.get_traced_memory()[1])
+            assert_target_box_covers_the_object(out, target, size)
+    finally:
+        tracemalloc.stop()
+    assert peak < 5e6  # the 3.2 MB image zoomed out at full size: up to 52 MB
 
 
 def test_train_transform_falls_back_to_original_when_no_box_survives():
