@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform
+from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem
 from data.errors import DataError, DatasetNotFoundError, format_problems
 from data.voc import read_utf8_text
 
@@ -252,15 +252,22 @@ def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -
     if too_large:
         return (f"{annotation_file}: image id {image_id} has {' and '.join(too_large)}, beyond {MAX_PIXELS} px; "
                 "give the image's size in pixels")
-    if not isinstance(info.get("file_name"), str):
+    if not isinstance(info.get("file_name"), str) or not info["file_name"].strip():
         return f"{annotation_file}: image id {image_id} has no file_name"
-    if not os.path.isfile(image_folder / info["file_name"]):
-        problem = f"{image_folder / info['file_name']}: image file not found (image id {image_id} in {annotation_file})"
-        base = os.path.basename(info["file_name"])
-        if base and base != info["file_name"] and os.path.isfile(image_folder / base):
-            problem += f"; file_name is read in {image_folder}, which holds {base}: write \"file_name\": \"{base}\""
-        return problem
-    return None
+    name = info["file_name"]
+    kind = file_type_problem(image_folder / name)
+    if kind is None:
+        return None
+    if kind != "not found":  # a folder (file_name "." or a sub-folder's name), a named pipe, a link loop
+        return f"{image_folder / name}: image file {kind} (image id {image_id} in {annotation_file})"
+    problem = f"{image_folder / name}: image file not found (image id {image_id} in {annotation_file})"
+    base = os.path.basename(name)
+    slashed = name.replace("\\", "/")
+    if base and base != name and os.path.isfile(image_folder / base):
+        problem += f"; file_name is read in {image_folder}, which holds {base}: write \"file_name\": \"{base}\""
+    elif slashed != name and os.path.isfile(image_folder / slashed):
+        problem += f"; folders in file_name are separated by /, not \\ (a Windows path): write \"{slashed}\""
+    return problem
 
 
 def resolved_image_paths(image_folder: Path, images: Iterable[object]) -> list[tuple[str, dict]]:

@@ -343,3 +343,24 @@ def test_folder_in_place_of_the_json_says_so(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path))
     with pytest.raises(DataError, match=r"COCO results file .*train is a folder; give the results JSON file in it"):
         evaluate_coco(tmp_path / "train", in_memory_coco(annotations_with_ids([1, 2, 3, 4])))
+
+
+@pytest.mark.parametrize("file_name, problem", [
+    (".", "{folder}: image file is a folder, not a regular file: replace it with the file itself"),
+    ("loop.jpg", "{folder}/loop.jpg: image file cannot be read (Too many levels of symbolic links)"),
+    ("sub\\a.jpg", "{folder}/sub\\a.jpg: image file not found (image id 5 in {json}); folders in file_name are "
+                   "separated by /, not \\ (a Windows path): write \"sub/a.jpg\""),
+    (" ", "{json}: image id 5 has no file_name"),
+])
+def test_a_file_name_naming_no_image_file_says_what_it_names(tmp_path, file_name, problem):
+    path = write_coco(tmp_path, "test", coco_json(annotations_with_ids([1, 2, 3, 4]), TEST_IMAGES))
+    folder = tmp_path / "test"
+    (folder / "sub").mkdir()
+    (folder / "000000000003.jpg").rename(folder / "sub" / "a.jpg")
+    os.symlink("loop.jpg", folder / "loop.jpg")
+    data = json.loads(path.read_text())
+    data["images"].append({"id": 5, "file_name": file_name, "height": 40, "width": 60})
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError) as error:
+        COCODetection(path, folder, TestTransform(32))
+    assert problem.format(folder=folder, json=path) in str(error.value)
