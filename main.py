@@ -39,6 +39,7 @@ from data.dataset import DetectionDataset
 from data.errors import DataWarning, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
+from models.builder import MIN_SIZE
 from models.memory_format import prefers_channels_last
 from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path, is_best_checkpoint
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE, PriorBox
@@ -495,8 +496,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
     if not 0.0 <= args.expand_prob <= 1.0:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
-    if args.size is not None and args.size % 64:
-        raise ValueError(f"--size {args.size} is not a multiple of 64; use e.g. 320 or 512")
+    if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
+        raise ValueError(f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or 512")
     if args.base_anchor_size is not None and args.size is not None and not 1 <= args.base_anchor_size < args.size:
         raise ValueError(f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' side in pixels must be "
                          f"from 1 to below the --size {args.size} input (at or above it every anchor covers the whole "

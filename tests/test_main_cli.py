@@ -73,7 +73,10 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--size", "300"], "--size 300 is not a multiple of 64"),
+        (["--size", "300"], "--size 300 is not a multiple of 64 from 128; use e.g. 320 or 512"),
+        (["--size", "64"], "--size 64 is not a multiple of 64 from 128; use e.g. 320 or 512"),
+        (["--size", "0"], "--size 0 is not a multiple of 64 from 128; use e.g. 320 or 512"),
+        (["--size", "-64"], "--size -64 is not a multiple of 64 from 128; use e.g. 320 or 512"),
         (["--dataset", "custom"], "--dataset custom needs --data_root"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
         (["--init_from", "a.pth", "--resume"], "--init_from starts a new run and --resume continues one"),
