@@ -36,7 +36,7 @@ import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
-from data.errors import DataWarning, original_message
+from data.errors import DatasetNotFoundError, DataWarning, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.builder import MIN_SIZE
@@ -555,14 +555,23 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
 
 def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     """Decode every image of both splits and check every box, then what training checks of the two splits
-    (:func:`check_splits`); a problem raises DataError (exit code 2)."""
-    splits = {}
+    (:func:`check_splits`). Problems raise one DataError (exit code 2) listing those of both splits: the test split is
+    checked even when the train split has problems, so one run reports everything to fix."""
+    splits, problems = {}, []
     for split in ("train", "test"):
-        splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
-        for note in splits[split].notes:
-            log.info(note)
-        report = check_dataset(splits[split], workers=max(args.workers, 1))
+        try:
+            splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+            for note in splits[split].notes:
+                log.info(note)
+            report = check_dataset(splits[split], workers=max(args.workers, 1))
+        except DataError as error:
+            if isinstance(error, DatasetNotFoundError) and not problems:  # one line: missing for both splits
+                raise
+            problems.append(original_message(error))
+            continue
         log.info(f"{args.dataset} {split}: {report.summary()}")
+    if problems:
+        raise DataError("\n".join(problems))
     check_splits(splits["train"], splits["test"], log)
     return 0
 

@@ -71,6 +71,26 @@ def test_check_data_names_every_bad_image(tmp_path, capsys):
         assert expected in err
 
 
+def test_check_data_reports_the_problems_of_both_splits_in_one_run(tmp_path, capsys):
+    samples = {"a": [("dog", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b.jpg"]})
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data",
+               "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'Annotations/a.xml'}: unknown class 'dog'" in err  # the train split's problem
+    assert f"{root / 'Annotations/b.jpg.xml'}: annotation file not found (image ids are file names without " \
+           "extension: write b)" in err  # and the test split's, in the same run
+    assert err.count("error:") == 1
+
+
+def test_check_data_names_a_missing_dataset_in_one_line(tmp_path, capsys):
+    (tmp_path / "coco").mkdir()  # neither instances_train2017.json nor instances_val2017.json
+    assert run(tmp_path, "--dataset", "coco", "--data_root", str(tmp_path / "coco"), "--check_data",
+               "--workers", "0") == 2
+    err = capsys.readouterr().err.strip()
+    assert "instances_train2017.json not found" in err and len(err.splitlines()) == 1
+
+
 def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, capsys):
     samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"]})
