@@ -1,5 +1,6 @@
 """Batched inference over a DataLoader and dataset-level evaluation, with a fake model and tiny fake datasets."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -238,7 +239,27 @@ def test_coco_results_folder_is_read_through_its_one_results_json(tmp_path):
     dataset = FakeCocoDataset()
     metrics = evaluate_detections(dataset, random_detections(dataset.coco, 0), tmp_path, run_info={"split": "val2017"})
     assert evaluate_results_file(tmp_path, dataset)["stats"] == metrics["stats"]
-    evaluate_detections(dataset, random_detections(dataset.coco, 1), tmp_path, run_info={"split": "minival"})
+    shutil.copy(tmp_path / "detections_val2017_results.json", tmp_path / "detections_minival_results.json")
     with pytest.raises(ValueError, match=r"needs a results JSON file: one of .*detections_minival_results\.json, "
                                          r".*detections_val2017_results\.json"):
         evaluate_results_file(tmp_path, dataset)
+
+
+
+def test_an_evaluation_folder_holds_the_latest_evaluations_results_only(tmp_path):
+    """eval/<DATASET> after an evaluation holds its files alone: the results of an earlier one of other classes or of
+    the other layout (a custom VOC-layout folder, then a COCO-layout one) are removed, other files are left."""
+    voc = FakeVocDataset()
+    voc_detections = run_inference(FakeDetector(), DataLoader(voc, batch_size=4, collate_fn=collate), PRIORS,
+                                   torch.device("cpu"))
+    evaluate_detections(voc, voc_detections, tmp_path, run_info={"split": "test"})
+    voc_files = sorted(tmp_path.glob("comp4_det_test_*.txt"))
+    assert len(voc_files) == len(voc.class_names)
+    (tmp_path / "notes.txt").write_text("mine")
+    coco = FakeCocoDataset()
+    evaluate_detections(coco, random_detections(coco.coco, 0), tmp_path, run_info={"split": "test"})
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "detections_test_results.json", "notes.txt", "summary.json"]
+    evaluate_detections(voc, voc_detections, tmp_path, run_info={"split": "test"})
+    assert sorted(tmp_path.glob("comp4_det_test_*.txt")) == voc_files
+    assert not list(tmp_path.glob("detections_*_results.json"))

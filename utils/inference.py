@@ -155,10 +155,26 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
     with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
-        write_results()
+        written = write_results()
+        remove_earlier_results(out_dir, keep=[written] if isinstance(written, Path) else written)
         write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
     print(report)
     return metrics
+
+
+RESULTS_FILE_PATTERNS = ("comp4_det_test_*.txt", "detections_*_results.json")  # what evaluate_detections writes
+
+
+def remove_earlier_results(out_dir: Path, keep: list[Path]) -> list[Path]:
+    """Deletes the results files (``RESULTS_FILE_PATTERNS``) in ``out_dir`` other than ``keep``: those an earlier
+    evaluation wrote for classes, a layout or a split this one does not have, which would otherwise sit beside its
+    own files (and be read by the devkit or ``--eval_results`` as if they were its). Returns the paths deleted."""
+    kept = {Path(path).resolve() for path in keep}
+    removed = [path for pattern in RESULTS_FILE_PATTERNS for path in sorted(Path(out_dir).glob(pattern))
+               if path.resolve() not in kept and path.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
