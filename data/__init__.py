@@ -259,7 +259,8 @@ def build_dataset(
     - ``name`` (case-insensitive): ``voc`` (default root: the repository's ``datasets/VOCdevkit``, whatever the
       current folder: train = VOC2007+2012 trainval, test = VOC2007 test; or a single VOC-layout folder with
       ``classes``), ``coco`` (``datasets/coco2017``: train2017 with empty images dropped as the authors / val2017 with
-      all images), ``shapes`` (generated on first use), ``custom`` (``data_root`` in VOC layout with ``classes``, or
+      all images), ``shapes`` (generated on first use; a ``data_root`` holding a set generated with other arguments,
+      e.g. a small one, is used as it is), ``custom`` (``data_root`` in VOC layout with ``classes``, or
       COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
       ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a train split that shares an image
       with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises
@@ -292,9 +293,11 @@ def build_dataset(
     if name == "voc":
         return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
     if name == "shapes":
-        from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
+        from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, generated_set_arguments
 
-        root = ensure_shapes_dataset(data_root or DEFAULT_ROOTS["shapes"], seed=0)
+        # a set the user generated in a folder of their choice (a small one, say) is used as it is, not replaced
+        arguments = (generated_set_arguments(data_root) if data_root else None) or {"seed": 0}
+        root = ensure_shapes_dataset(data_root or DEFAULT_ROOTS["shapes"], **arguments)
         return _voc_dataset(Path(root), split, False, SHAPES_CLASSES, **options)
     if data_root is None:
         raise DataError("--dataset custom needs --data_root (a VOC-layout or COCO-layout folder)")

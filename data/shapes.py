@@ -53,6 +53,7 @@ __all__ = [
     "split_layouts",
     "generate_shapes_dataset",
     "ensure_shapes_dataset",
+    "generated_set_arguments",
 ]
 
 GENERATOR_VERSION = 1
@@ -536,6 +537,18 @@ def _remove_stale_temp_dirs(root: Path) -> None:
             shutil.rmtree(temp, ignore_errors=True)
         except PermissionError:
             pass
+
+
+def generated_set_arguments(root: str | Path) -> dict | None:
+    """``{"seed", "num_trainval", "num_test"}`` of the complete set in ``root`` made by this generator version with
+    these classes (read from its manifest, which generation writes last), e.g. a small one from
+    :func:`generate_shapes_dataset`; None when ``root`` holds no such set."""
+    try:
+        manifest = json.loads((Path(root) / MANIFEST_NAME).read_text())
+        arguments = {key: manifest[key] for key in ("seed", "num_trainval", "num_test")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return arguments if _is_complete(Path(root), _manifest(**arguments)) else None
 
 
 def ensure_shapes_dataset(

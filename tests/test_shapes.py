@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+import data
 import data.shapes as shapes
-from data import DataError
+from data import DataError, build_dataset
 from data.shapes import (
     MANIFEST_NAME,
     SHAPES_CLASSES,
@@ -178,6 +179,28 @@ def test_ensure_regenerates_on_a_manifest_mismatch(tmp_path):
     assert (manifest["seed"], manifest["num_trainval"]) == (2, 2)
     assert len(list((root / "JPEGImages").iterdir())) == 4
     assert list(tmp_path.iterdir()) == [root]
+
+
+def test_a_data_root_holding_a_set_generated_with_other_arguments_is_used_as_it_is(tmp_path, monkeypatch):
+    """--dataset shapes --data_root DIR on a small set made with generate_shapes_dataset (docs/shapes.md) trains on it
+    instead of replacing it by the 2,500 images of seed 0; the default folder still follows seed 0's defaults."""
+    root = generate_shapes_dataset(tmp_path / "tiny", seed=1, num_trainval=3, num_test=2)
+    before = all_files(root)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the user's set must not be regenerated")
+
+    monkeypatch.setattr(shapes, "generate_shapes_dataset", must_not_run)
+    train = build_dataset("shapes", "train", 64, data_root=str(root))
+    test = build_dataset("shapes", "test", 64, data_root=str(root))
+    assert (len(train), len(test)) == (3, 2) and train.class_names == list(SHAPES_CLASSES)
+    assert all_files(root) == before
+
+    requested = []
+    monkeypatch.setattr(shapes, "ensure_shapes_dataset", lambda root, **arguments: requested.append(arguments) or root)
+    monkeypatch.setitem(data.DEFAULT_ROOTS, "shapes", root)
+    build_dataset("shapes", "train", 64)  # the default folder: seed 0's set, whatever it holds
+    assert requested == [{"seed": 0}]
 
 
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
