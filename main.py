@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -611,6 +612,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     out_dir = eval_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
+    evaluated_with |= absolute_data_paths(args)
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
                 "evaluated_with": evaluated_with} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
@@ -695,12 +697,24 @@ def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: Detec
     """The flags as plain values (for the checkpoint), plus the mixed precision that ``--amp`` chose on this device
     ("bf16", "fp16" or None: bare ``--amp`` is either), the world size and the training set's image count and
     annotation fingerprint."""
-    config = {key: value for key, value in vars(args).items()}
+    config = {key: value for key, value in vars(args).items()} | absolute_data_paths(args)
     config["amp_dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
     config["world_size"] = ctx.world_size
     config["train_images"] = len(dataset)
     config["train_fingerprint"] = dataset.fingerprint()
     return config
+
+
+def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
+    """``--data_root`` and a ``--classes`` file as absolute paths, for the checkpoint's config and ``summary.json``:
+    ``--trained_model`` and ``--eval_results`` take them from there, maybe run from another folder."""
+    paths = {"data_root": os.path.abspath(args.data_root)} if args.data_root else {}
+    try:
+        if args.classes and Path(args.classes).is_file():
+            paths["classes"] = os.path.abspath(args.classes)
+    except OSError:  # a comma list too long to be a file name
+        pass
+    return paths
 
 
 class EvaluationDataError(DataError):

@@ -1075,3 +1075,25 @@ def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_p
     # the same length given as --max_iter resumes (the finished run is evaluated again); another is refused
     assert run(tmp_path, argv[:argv.index("--epochs")] + ["--max_iter", "4", "--resume"]) == 0
     assert run(tmp_path, argv[:argv.index("--epochs")] + ["--epochs", "3", "--resume"]) == cli.EXIT_BAD_INPUT
+
+
+def test_relative_data_paths_are_found_again_from_another_folder(shapes_root, tmp_path, capsys):
+    """A run given --data_root and a --classes file relative to its folder: --trained_model and --eval_results, run
+    from another folder, still find the data (the checkpoint and summary.json hold the paths as absolute ones)."""
+    workdir, elsewhere = tmp_path / "work", tmp_path / "elsewhere" / "deeper"
+    workdir.mkdir()
+    elsewhere.mkdir(parents=True)
+    (workdir / "classes.txt").write_text("\n".join(SHAPES_CLASSES) + "\n")
+    argv = base_args(Path(os.path.relpath(shapes_root, workdir)), "--max_iter", "1", "--warm_iter", "0")
+    argv[argv.index("--classes") + 1] = "classes.txt"
+    assert run(workdir, argv + ["--eval_dir", str(workdir / "eval")]) == 0
+    final_scores = capsys.readouterr().out.split("CUSTOM test: ")[-1].splitlines()[0]
+    checkpoint = workdir / "weights" / CKPT.format("")
+    assert run(elsewhere, ["--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"evaluating as the checkpoint was trained: --dataset custom, --data_root {shapes_root}" in out
+    assert out.split("CUSTOM test: ")[-1].splitlines()[0] == final_scores
+    assert run(elsewhere, ["--eval_results", str(workdir / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert f"--data_root {shapes_root}, --classes {workdir / 'classes.txt'}" in out
+    assert out.splitlines()[-1].endswith(final_scores)
