@@ -478,6 +478,10 @@ def test_list_lines_are_an_id_or_an_id_and_a_class_flag(tmp_path):
     (root / "ImageSets/Main/trainval.txt").write_text("a  1\nb -1\nmy img\n")
     with pytest.raises(DataError, match=r"trainval\.txt:3: expected .* got 'my img'; image ids cannot contain spaces"):
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    (root / "ImageSets/Main/trainval.txt").write_text(" # my training images\na  1\nb -1\n")
+    with pytest.raises(DataError, match=r"trainval\.txt:1: expected .* got ' # my training images'; it looks like a "
+                                        r"comment, which an image list cannot hold: remove the line"):
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     (root / "ImageSets/Main/trainval.txt").write_text("a  1\nb -1\n")
     assert build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"]).image_ids == ["a", "b"]
 
