@@ -587,8 +587,9 @@ def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
 
 def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.Namespace, priors: torch.Tensor,
              device: torch.device, ctx: DistributedContext, amp_dtype: torch.dtype | None, log: RunLog,
-             run_info: dict) -> dict | None:
-    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere)."""
+             run_info: dict, after: int | None = None) -> dict | None:
+    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere);
+    ``after``: the iterations a training run has done, for its log line (evaluations during training)."""
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
                           seed=args.seed, pin_memory=device.type == "cuda")
     postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
@@ -616,7 +617,8 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
                 "evaluated_with": evaluated_with} | run_info
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
-    log.info(f"{dataset_tag(args)} test: {format_metrics(metrics)}")
+    when = "" if after is None else f" after iteration {after}"
+    log.info(f"{dataset_tag(args)} test{when}: {format_metrics(metrics)}")
     return metrics
 
 
@@ -948,6 +950,9 @@ def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, s
     dropped = log.continue_run(start_iter) if continues_logs else 0
     repeated = f"; {dropped} log row(s) of iterations that this run repeats removed" if dropped else ""
     log.info(f"resumed from {resume_path} at iteration {start_iter}/{setup.max_iter}{repeated}")
+    if start_iter == setup.max_iter:
+        log.info("the run was already complete: it is evaluated again, and this evaluation replaces its final one in "
+                 "the logs")
     return start_iter, continues_logs
 
 
@@ -1059,16 +1064,17 @@ class RunEvaluation:
         self.checkpoints = checkpoints
         self.run_info = {"checkpoint": str(checkpoints.path), "config": setup.config}
 
-    def metrics(self) -> dict | None:
-        """Evaluate the weights as they are now: rank 0's metrics, ``None`` on the other processes."""
+    def metrics(self, after: int | None = None) -> dict | None:
+        """Evaluate the weights as they are now (``after`` that many iterations, during training): rank 0's metrics,
+        ``None`` on the other processes."""
         return evaluate(self.train_model, self.setup.test_dataset, self.args, self.setup.priors, self.device, self.ctx,
-                        self.setup.amp_dtype, self.log, self.run_info)
+                        self.setup.amp_dtype, self.log, self.run_info, after)
 
     def during_training(self, done: int) -> None:
         """The ``--eval_interval`` evaluation after ``done`` iterations: the best checkpoint kept if it scores highest,
         then its row logged; a data error is raised as an :class:`EvaluationDataError` of that iteration."""
         try:
-            metrics = self.metrics()
+            metrics = self.metrics(after=done)
         except DataError as error:
             raise EvaluationDataError(original_message(error), done) from error
         self.checkpoints.keep_if_best(done, metrics)

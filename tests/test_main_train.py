@@ -244,8 +244,13 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path, argv + ["--resume"]) == 0
     assert eval_iterations() == [2, 4, 6]
+    assert "CUSTOM test after iteration 4: mAP=" in capsys.readouterr().out  # evaluations during training say when
     assert run(tmp_path, argv + ["--resume"]) == 0  # the run is finished: its evaluation of 4 is not repeated
     assert eval_iterations() == [2, 4, 6]
+    out = capsys.readouterr().out
+    assert ("resumed from weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth at iteration 6/6\nthe run was already "
+            "complete: it is evaluated again, and this evaluation replaces its final one in the logs\n") in out
+    assert "CUSTOM test: mAP=" in out and "CUSTOM test after" not in out
 
 
 BEST = "CUSTOM_fssd_resnet18_size128_anchor24.0_best.pth"
