@@ -148,7 +148,7 @@ def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], *
     except DatasetNotFoundError:  # reported when that split is built
         other_sets = []
     check_disjoint_splits(*((image_sets, other_sets) if split == "train" else (other_sets, image_sets)))
-    dataset = VOCDetection(image_sets, classes, **options)
+    dataset = VOCDetection(image_sets, classes, test_split=split == "test", **options)
     if note:
         dataset.notes.append(note)
     return dataset

@@ -403,7 +403,7 @@ class COCODetection(DetectionDataset):
         for kind, mask in counted:
             shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
             fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
-        fixups.warn(f"COCO dataset {annotation_file}")
+        fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
         self.fixups = dict(fixups.counts)
         if training and not keep.any():
             raise DataError(

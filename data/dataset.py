@@ -321,12 +321,20 @@ class FixupCounter:
         self.add(DEGENERATE_BOX_DROPPED, int((~keep).sum()), [where])
         return keep
 
-    def warn(self, dataset: str) -> None:
+    def warn(self, dataset: str, test_split: bool = False) -> None:
+        """One :class:`DataWarning` counting the fix-ups of ``dataset`` by kind, with examples. For a ``test_split``,
+        whose boxes the evaluation scores as the annotations write them, it says that the box fix-ups change only the
+        loader's targets, not the score."""
         if not self.counts:
             return
         kinds = [f"{kind}: {count}" + (f" (e.g. {', '.join(self.examples[kind])})" if self.examples[kind] else "")
                  for kind, count in self.counts.items()]
-        warnings.warn(f"{dataset}: fixed up {'; '.join(kinds)}", DataWarning, stacklevel=3)
+        scored = ""
+        if test_split and any(kind.startswith(("box clipped", "degenerate box", "box dropped")) for kind in self.counts):
+            scored = (". The evaluation scores the test split's boxes as the annotations write them (these fix-ups "
+                      "change only the loader's targets): a box without extent can never be matched and lowers the "
+                      "AP; fix the annotations")
+        warnings.warn(f"{dataset}: fixed up {'; '.join(kinds)}{scored}", DataWarning, stacklevel=3)
 
 
 class DetectionDataset(torch.utils.data.Dataset):

@@ -416,7 +416,8 @@ class VOCDetection(DetectionDataset):
     image id, boxes normalised to [0, 1], two annotations using one image file) raise one :class:`DataError` listing
     them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``.
     Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
-    normalised by the image size) dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts.
+    normalised by the image size) dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts. For a
+    ``test_split`` the warning adds that the evaluation scores the boxes as the XML writes them.
     """
 
     kind = "voc"
@@ -430,6 +431,7 @@ class VOCDetection(DetectionDataset):
         skip_unknown_classes: bool = False,
         download_hint: str = "check --data_root",
         seed: int = 0,
+        test_split: bool = False,
     ):
         label_of = {normalize_class_name(name): label for label, name in enumerate(class_names)}
         if len(label_of) != len(class_names):
@@ -508,7 +510,8 @@ class VOCDetection(DetectionDataset):
         if skipped:
             examples = [f"{name!r} x{count}" for name, count in skipped.items()]
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)
-        fixups.warn("VOC dataset " + ", ".join(str(_list_file(folder, name)) for folder, name in image_sets))
+        fixups.warn("VOC dataset " + ", ".join(str(_list_file(folder, name)) for folder, name in image_sets),
+                    test_split)
         self.fixups = dict(fixups.counts)
         self._scored_objects = scored
         super().__init__(

@@ -387,3 +387,19 @@ def test_a_missing_coco_2017_folder_names_the_file_and_both_ways_out(tmp_path):
         f"{tmp_path}/annotations/instances_train2017.json not found: download it with `bash data/scripts/COCO2017.sh`, "
         "or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for "
         "your own COCO-format data use --dataset custom")
+
+
+def test_only_the_test_splits_box_warning_says_that_pycocotools_scores_the_boxes_as_written(tmp_path):
+    """Annotation 1 starts 2 px left of the image: clipped for the loader. pycocotools scores the json as written, so
+    the test split's warning says so; a train split's does not (its targets are what training uses)."""
+    path = write_coco(tmp_path, "x", coco_json(GOOD_ANNOTATIONS))
+    with pytest.warns(DataWarning) as caught:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert [str(w.message) for w in caught] == [
+        f"COCO dataset {path}: fixed up box clipped to the image: 1 (e.g. annotation id 1). The evaluation scores the "
+        "test split's boxes as the annotations write them (these fix-ups change only the loader's targets): a box "
+        "without extent can never be matched and lowers the AP; fix the annotations"]
+    with pytest.warns(DataWarning) as caught:
+        COCODetection(path, tmp_path / "x", TestTransform(32), require_boxes=True)
+    assert all("evaluation" not in str(w.message) for w in caught) and "box clipped to the image: 1" in str(
+        caught[0].message)

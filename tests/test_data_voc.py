@@ -516,6 +516,28 @@ def test_boxes_of_zero_width_or_height_are_dropped_and_one_pixel_boxes_kept(tmp_
     assert labels.tolist() == [0]
 
 
+def test_the_test_split_warning_says_that_the_evaluation_scores_the_boxes_as_written(tmp_path):
+    """The same XML as a test split and as a train split: only the test split's warning says that its box fix-ups
+    change the loader's targets, not the score (the devkit reads the XML)."""
+    objects = [("cat", (6, 5, 5, 20), 0), ("cat", (5, 9, 70, 30), 0)]  # a degenerate box, a box beyond x 64
+    root = write_voc_folder(tmp_path, {"a": objects, "b": [("cat", (5, 5, 20, 20), 0)]}, {"test": ["a"], "train": ["b"]},
+                            size=(48, 64))
+    clause = ("The evaluation scores the test split's boxes as the annotations write them (these fix-ups change only "
+              "the loader's targets): a box without extent can never be matched and lowers the AP; fix the "
+              "annotations")
+    with pytest.warns(DataWarning) as caught:
+        build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
+    assert [str(w.message) for w in caught] == [
+        f"VOC dataset {root / 'ImageSets/Main/test.txt'}: fixed up box clipped to the image: 1 (e.g. "
+        f"{root / 'Annotations/a.xml'}); {DEGENERATE_BOX_DROPPED}: 1 (e.g. {root / 'Annotations/a.xml'}). {clause}"]
+    (root / "ImageSets/Main/train.txt").write_text("a\n")
+    (root / "ImageSets/Main/test.txt").write_text("b\n")
+    with pytest.warns(DataWarning) as caught:
+        build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert len(caught) == 1 and "fixed up box clipped to the image: 1" in str(caught[0].message)
+    assert "evaluation" not in str(caught[0].message)
+
+
 def test_a_box_of_zero_width_once_normalised_is_dropped_as_degenerate(tmp_path):
     """XML x 13.219999313354492..12.220000267028809 is 1e-6 px wide in the continuous frame, 0 wide once divided by a
     96 px width in float32 (the training target): a target without width trains nothing, so it is dropped."""
