@@ -23,7 +23,7 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -217,9 +217,7 @@ def run_demo(
     detector = load_trained_detector(checkpoint_path, device)
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
-    channels_last = prefers_channels_last(device, None)
-    network = fold_batchnorm(detector.model, channels_last)
-    graphed = CUDAGraphDetector(network, postprocessor, batch_size, detector.size) if cuda_graph else None
+    detect = _batch_detector(detector.model, postprocessor, device, batch_size, detector.size, cuda_graph)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     colours = class_colours(len(detector.class_names))
@@ -237,13 +235,7 @@ def run_demo(
                 tqdm.write(f"skipped unreadable image: {message}", file=sys.stderr)
                 unreadable.append({"file": str(paths[index]), "error": message})
             if images is not None:
-                sizes = torch.tensor([original.shape[:2] for original in originals])  # [b, 2] (h, w)
-                if graphed is not None:
-                    results = graphed(images, sizes)
-                else:
-                    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last))
-                    loc, conf = network(images)
-                    results = detections_to_numpy(postprocessor(loc, conf, sizes.to(device)))
+                results = detect(images, originals)
                 for index, original, result in zip(indices, originals, results):
                     drawn = draw_detections(original, result["boxes"], result["scores"], result["labels"],
                                             detector.class_names, colours)
@@ -256,16 +248,9 @@ def run_demo(
 
     images_done = [record for record in records if record is not None]
     json_path = out_dir / DETECTIONS_FILE
-    report = {
-        "checkpoint": str(checkpoint_path),
-        "class_names": detector.class_names,
-        "input_size": detector.size,
-        "score_thresh": score_thresh,
-        "nms_thresh": nms_thresh,
-        "images": images_done,
-        "unreadable": unreadable,
-    }
-    write_text(json_path, json.dumps(report, indent=1))
+    settings = {"checkpoint": str(checkpoint_path), "class_names": detector.class_names, "input_size": detector.size,
+                "score_thresh": score_thresh, "nms_thresh": nms_thresh}
+    write_text(json_path, json.dumps(settings | {"images": images_done, "unreadable": unreadable}, indent=1))
     summary = {
         "images": len(images_done),
         "unreadable": len(unreadable),
@@ -279,6 +264,26 @@ def run_demo(
         raise DemoInputError(f"--demo: none of the {len(paths)} files could be read as an image; "
                              f"see the reasons above and in {json_path}")
     return summary
+
+
+def _batch_detector(model: torch.nn.Module, postprocessor: PostProcessor, device: torch.device, batch_size: int,
+                    size: int, cuda_graph: bool) -> Callable[[torch.Tensor, list[np.ndarray]], list[dict]]:
+    """``detect(images [b, 3, S, S] on the host, originals) -> [per-image dict of numpy boxes (pixels of the
+    original), scores, labels]``: ``model`` with its BatchNorm folded, in the memory format this device prefers, or
+    replayed from a CUDA graph of ``batch_size`` images (``cuda_graph``)."""
+    channels_last = prefers_channels_last(device, None)
+    network = fold_batchnorm(model, channels_last)
+    graphed = CUDAGraphDetector(network, postprocessor, batch_size, size) if cuda_graph else None
+
+    def detect(images: torch.Tensor, originals: list[np.ndarray]) -> list[dict]:
+        sizes = torch.tensor([original.shape[:2] for original in originals])  # [b, 2] (h, w)
+        if graphed is not None:
+            return graphed(images, sizes)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last))
+        loc, conf = network(images)
+        return detections_to_numpy(postprocessor(loc, conf, sizes.to(device)))
+
+    return detect
 
 
 def _image_record(path: Path, output_name: str | None, shape: tuple[int, ...], result: dict[str, np.ndarray],
