@@ -408,6 +408,143 @@ def check_voc_folder(folder: Path, download_hint: str) -> None:
             raise DatasetNotFoundError(f"{folder / part} not found (VOC layout expected): {download_hint}")
 
 
+@dataclass
+class _ReadImage:
+    """A listed image whose XML parsed and whose image file was found; ``parsed`` holds the image's size in pixels
+    (from ``<size>``, else the image header)."""
+
+    image_id: str
+    xml_path: Path
+    parsed: VocAnnotation
+    image_path: Path
+
+
+@dataclass
+class _TrainingImage:
+    """One image as the loader trains on it: ``boxes`` float32 ``[n, 4]`` x1y1x2y2 in 0-based continuous pixels,
+    clipped to the image and without degenerate boxes; ``labels`` int64 ``[n]`` 0..C-1; ``difficult`` bool ``[n]``;
+    ``size`` (height, width)."""
+
+    path: str
+    image_id: str
+    size: tuple[int, int]
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+
+
+def _class_labels(class_names: Sequence[str]) -> dict[str, int]:
+    """Each class name as the XML's names are compared (:func:`normalize_class_name`) -> its label 0..C-1;
+    :class:`DataError` when two names are one once compared."""
+    label_of = {normalize_class_name(name): label for label, name in enumerate(class_names)}
+    if len(label_of) != len(class_names):
+        raise DataError(f"the class names {list(class_names)} repeat a name once compared as the XML's names "
+                        "are (case ignored, '(group)' removed): give --classes each class once")
+    return label_of
+
+
+def _listed_ids(folder: Path, list_name: str, download_hint: str, problems: list[str]) -> tuple[Path, list[str]]:
+    """The list file ``ImageSets/Main/<list_name>.txt`` of the VOC-layout ``folder`` and its image ids; a list of no
+    id is appended to ``problems``. :class:`DatasetNotFoundError` when the layout or the list is missing."""
+    check_voc_folder(folder, download_hint)
+    list_file = _list_file(folder, list_name)
+    image_ids = read_image_list(list_file, download_hint)
+    if not image_ids:
+        problems.append(f"{list_file} lists no image id: add the ids of the split's images, one per line")
+    return list_file, image_ids
+
+
+def _read_listed_image(
+    folder: Path, finder: ImageFinder, list_file: Path, image_id: str, problems: list[str], listed: list[ListedImage]
+) -> _ReadImage | None:
+    """Parse ``Annotations/<image_id>.xml`` of ``folder``, find its image with ``finder`` and read the image's size
+    when the XML does not give it. Each problem found is appended to ``problems`` (boxes normalised to [0, 1] do not
+    stop the reading); ``None`` when the XML, the image file or its size cannot be read. The image found is appended
+    to ``listed`` (for :func:`_shared_image_problems`), also when its size cannot be read."""
+    xml_path = folder / "Annotations" / f"{image_id}.xml"
+    try:
+        parsed = parse_voc_xml(xml_path)
+    except DataError as error:
+        problems.append(f"{error} (listed in {list_file})")
+        return None
+    if problem := _normalised_coordinates_problem(parsed, xml_path):
+        problems.append(problem)
+    names = ImageFinder.candidates(image_id, parsed.filename)
+    image_path = finder.find(names)
+    if image_path is None:
+        unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
+        problems.append(
+            f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file}); "
+            f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case{unusable}"
+        )
+        return None
+    listed.append(ListedImage(xml_path, list_file, image_path))
+    if parsed.height <= 0 or parsed.width <= 0:
+        try:
+            parsed.height, parsed.width = image_header_size(image_path)
+        except DataError as error:
+            problems.append(str(error))
+            return None
+    return _ReadImage(image_id, xml_path, parsed, image_path)
+
+
+def _unknown_class_problems(
+    image: _ReadImage, label_of: dict[str, int], skip_unknown_classes: bool, skipped: dict[str, int]
+) -> list[str]:
+    """One problem per class of ``image``'s objects that is not in ``label_of`` (with its count and its name as the
+    XML first writes it); with ``skip_unknown_classes`` none, the objects are counted per class in ``skipped``."""
+    objects = image.parsed.objects
+    unknown = [obj.name for obj in objects if obj.name not in label_of]
+    written = {obj.name: obj.written_name for obj in reversed(objects)}  # each name's first form
+    problems = []
+    for name in dict.fromkeys(unknown):  # each unknown class once per file, with its count
+        if skip_unknown_classes:
+            skipped[name] = skipped.get(name, 0) + unknown.count(name)
+            continue
+        times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
+        compared = f", compared as {name!r}" if written[name] != name else ""
+        problems.append(
+            f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
+            f"{', '.join(label_of)}); "
+            "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
+            "(counted in one warning)"
+        )
+    return problems
+
+
+def _known_objects(
+    objects: Sequence[VocObject], label_of: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The objects of a class in ``label_of`` as the XML writes them: boxes float64 ``[n, 4]`` x1y1x2y2 1-based
+    inclusive (float64 until clipped: any finite coordinate, 1e300 too, is clipped, not cast to float32 inf), labels
+    int64 ``[n]`` 0..C-1, difficult bool ``[n]``."""
+    known = [obj for obj in objects if obj.name in label_of]
+    xml_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
+    labels = np.array([label_of[obj.name] for obj in known], dtype=np.int64)
+    difficult = np.array([obj.difficult for obj in known], dtype=bool)
+    return xml_boxes, labels, difficult
+
+
+def _training_image(
+    image: _ReadImage, xml_boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, fixups: FixupCounter
+) -> _TrainingImage:
+    """``image``'s objects (:func:`_known_objects`) as training targets: boxes moved from the XML's 1-based inclusive
+    pixels to 0-based continuous ones, clipped to the image and degenerate ones dropped, counted in ``fixups``."""
+    height, width = image.parsed.height, image.parsed.width
+    boxes = from_devkit_pixels(xml_boxes)
+    keep = fixups.clip_and_drop(boxes, height, width, str(image.xml_path))
+    return _TrainingImage(str(image.image_path), image.image_id, (height, width), boxes[keep].astype(np.float32),
+                          labels[keep], difficult[keep])
+
+
+def _annotations(images: Sequence[_TrainingImage]) -> Annotations:
+    """The flat :class:`Annotations` of ``images``, in their order."""
+    return Annotations.from_images(
+        [image.path for image in images], [image.image_id for image in images], [image.size for image in images],
+        [image.boxes for image in images], [image.labels for image in images], [image.difficult for image in images],
+    )
+
+
 class VOCDetection(DetectionDataset):
     """VOC-layout images listed by one or more ``(folder, list name)`` pairs, e.g.
     ``[(VOCdevkit/VOC2007, "trainval"), (VOCdevkit/VOC2012, "trainval")]``.
@@ -433,77 +570,25 @@ class VOCDetection(DetectionDataset):
         seed: int = 0,
         test_split: bool = False,
     ):
-        label_of = {normalize_class_name(name): label for label, name in enumerate(class_names)}
-        if len(label_of) != len(class_names):
-            raise DataError(f"the class names {list(class_names)} repeat a name once compared as the XML's names "
-                            "are (case ignored, '(group)' removed): give --classes each class once")
+        label_of = _class_labels(class_names)
         problems: list[str] = []
         fixups = FixupCounter()
         skipped: dict[str, int] = {}
-        paths, ids, sizes, boxes, labels, difficult = [], [], [], [], [], []
         scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         listed: list[ListedImage] = []
+        training: list[_TrainingImage] = []
         for folder, list_name in image_sets:
             folder = Path(folder)
-            check_voc_folder(folder, download_hint)
-            list_file = folder / "ImageSets" / "Main" / f"{list_name}.txt"
+            list_file, image_ids = _listed_ids(folder, list_name, download_hint, problems)
             finder = ImageFinder(folder / "JPEGImages")
-            image_ids = read_image_list(list_file, download_hint)
-            if not image_ids:
-                problems.append(f"{list_file} lists no image id: add the ids of the split's images, one per line")
             for image_id in image_ids:
-                xml_path = folder / "Annotations" / f"{image_id}.xml"
-                try:
-                    parsed = parse_voc_xml(xml_path)
-                except DataError as error:
-                    problems.append(f"{error} (listed in {list_file})")
+                image = _read_listed_image(folder, finder, list_file, image_id, problems, listed)
+                if image is None:
                     continue
-                if problem := _normalised_coordinates_problem(parsed, xml_path):
-                    problems.append(problem)
-                names = ImageFinder.candidates(image_id, parsed.filename)
-                image_path = finder.find(names)
-                if image_path is None:
-                    unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
-                    problems.append(
-                        f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file}); "
-                        f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case{unusable}"
-                    )
-                    continue
-                listed.append(ListedImage(xml_path, list_file, image_path))
-                if parsed.height <= 0 or parsed.width <= 0:
-                    try:
-                        parsed.height, parsed.width = image_header_size(image_path)
-                    except DataError as error:
-                        problems.append(str(error))
-                        continue
-                known = [obj for obj in parsed.objects if obj.name in label_of]
-                unknown = [obj.name for obj in parsed.objects if obj.name not in label_of]
-                written = {obj.name: obj.written_name for obj in reversed(parsed.objects)}  # each name's first form
-                for name in dict.fromkeys(unknown):  # each unknown class once per file, with its count
-                    if skip_unknown_classes:
-                        skipped[name] = skipped.get(name, 0) + unknown.count(name)
-                        continue
-                    times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
-                    compared = f", compared as {name!r}" if written[name] != name else ""
-                    problems.append(
-                        f"{xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
-                        f"{', '.join(label_of)}); "
-                        "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
-                        "(counted in one warning)"
-                    )
-                # float64 until clipped: any finite coordinate (1e300 too) is clipped, not cast to float32 inf
-                xml_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
-                image_labels = np.array([label_of[obj.name] for obj in known], dtype=np.int64)
-                image_difficult = np.array([obj.difficult for obj in known], dtype=bool)
-                scored.append((xml_boxes, image_labels, image_difficult))  # the devkit scores the XML as written
-                image_boxes = from_devkit_pixels(xml_boxes)  # the XML's 1-based inclusive -> 0-based continuous
-                keep = fixups.clip_and_drop(image_boxes, parsed.height, parsed.width, str(xml_path))
-                paths.append(str(image_path))
-                ids.append(image_id)
-                sizes.append((parsed.height, parsed.width))
-                boxes.append(image_boxes[keep].astype(np.float32))
-                labels.append(image_labels[keep])
-                difficult.append(image_difficult[keep])
+                problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped)
+                objects = _known_objects(image.parsed.objects, label_of)
+                scored.append(objects)  # the devkit scores the XML as written
+                training.append(_training_image(image, *objects, fixups))
         problems += _shared_image_problems(listed)
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
@@ -514,9 +599,7 @@ class VOCDetection(DetectionDataset):
                     test_split)
         self.fixups = dict(fixups.counts)
         self._scored_objects = scored
-        super().__init__(
-            Annotations.from_images(paths, ids, sizes, boxes, labels, difficult), class_names, transform, seed
-        )
+        super().__init__(_annotations(training), class_names, transform, seed)
 
     def ground_truth(self) -> list[dict[str, np.ndarray]]:
         """Per image, the objects the evaluation scores, as the XML writes them (the devkit reads the XML: boxes
