@@ -318,6 +318,108 @@ def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -
     )
 
 
+def _coco_problems(coco: COCO, label_of: dict[int, int], image_folder: Path, annotation_file: Path) -> list[str]:
+    """Every problem of a loaded json, each naming ``annotation_file``, in this order: its image entries
+    (:func:`image_entry_problem`), image files used by two entries, then its annotations
+    (:func:`annotation_problems`)."""
+    problems = [image_entry_problem(coco.imgs[i], image_folder, annotation_file) for i in coco.getImgIds()]
+    problems = [problem for problem in problems if problem]
+    problems += shared_file_problems(coco.dataset["images"], image_folder, annotation_file)
+    for annotation in coco.dataset["annotations"]:
+        where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
+        problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]
+    return problems
+
+
+def _image_sizes(coco: COCO) -> tuple[np.ndarray, np.ndarray]:
+    """Heights and widths float64 ``[I]`` of the images, in ``coco.getImgIds()`` order."""
+    heights = np.array([coco.imgs[i]["height"] for i in coco.getImgIds()], dtype=np.float64)
+    widths = np.array([coco.imgs[i]["width"] for i in coco.getImgIds()], dtype=np.float64)
+    return heights, widths
+
+
+def _annotation_arrays(
+    coco: COCO, annotations: Sequence[dict], label_of: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``annotations`` (``M``) as arrays: the position of each one's image in ``coco.getImgIds()`` int64 ``[M]``,
+    its raw ``bbox`` float64 ``[M, 4]`` x, y, w, h in 0-based continuous pixels, ``area`` float64 ``[M]`` and label
+    int64 ``[M]`` 0..C-1."""
+    image_index = {image_id: index for index, image_id in enumerate(coco.getImgIds())}
+    owner = np.array([image_index[a["image_id"]] for a in annotations], dtype=np.int64)
+    xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
+    area = np.array([a["area"] for a in annotations], dtype=np.float64)
+    labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
+    return owner, xywh, area, labels
+
+
+def _clean_and_count_boxes(
+    annotations: Sequence[dict],
+    xywh: np.ndarray,
+    area: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    training: bool,
+    fixups: FixupCounter,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`clean_coco_boxes` of ``annotations``' boxes ``xywh`` ``[M, 4]`` (``area`` ``[M]``) in images of
+    ``heights`` / ``widths`` ``[M]``, counting in ``fixups`` the boxes dropped for w, h or area <= 0, those clipped
+    by more than :data:`OUTSIDE_TOLERANCE_PIXELS` and, in a ``training`` split, those dropped for a side <= 7 px.
+    Returns the boxes float32 ``[M, 4]`` x1y1x2y2 0-based continuous, the keep mask ``[M]`` and the number of boxes
+    dropped for a side <= 7 px alone."""
+    degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+    no_area = ~degenerate & (area <= 0)
+    tolerance = OUTSIDE_TOLERANCE_PIXELS
+    outside = ~degenerate & (
+        (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
+        | (xywh[:, 0] + xywh[:, 2] > widths + tolerance)
+        | (xywh[:, 1] + xywh[:, 3] > heights + tolerance)
+    )
+    boxes, keep = clean_coco_boxes(xywh, area, heights, widths)
+    small = ~keep & ~degenerate & ~no_area
+    counted = [
+        ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
+        ("box dropped for its area <= 0", no_area),
+        ("box clipped to the image", outside),
+    ]
+    if training:  # a test split's small objects are still scored (pycocotools)
+        counted.append((f"box with a side <= {MIN_BOX_SIDE_PIXELS} px left out of training (the authors' rule)",
+                        small))
+    for kind, mask in counted:
+        shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
+        fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
+    return boxes, keep, int(small.sum())
+
+
+def _per_image_annotations(
+    coco: COCO,
+    image_folder: Path,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    owner: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    drop_empty: bool,
+) -> Annotations:
+    """The flat :class:`Annotations` of the images of ``coco.getImgIds()`` (``heights`` / ``widths`` ``[I]``), read
+    from ``image_folder / file_name``, given the kept boxes float32 ``[K, 4]`` x1y1x2y2 0-based continuous, their
+    labels ``[K]`` and their image's position ``owner`` ``[K]``; ``drop_empty`` leaves out the images without a box.
+    No box is difficult (COCO has no such flag)."""
+    order = np.argsort(owner, kind="stable")
+    owner, boxes, labels = owner[order], boxes[order], labels[order]
+    image_ids = coco.getImgIds()
+    starts = np.searchsorted(owner, np.arange(len(image_ids) + 1))
+    kept_images = [i for i in range(len(image_ids)) if not drop_empty or starts[i + 1] > starts[i]]
+    per_image = [slice(starts[i], starts[i + 1]) for i in kept_images]
+    return Annotations.from_images(
+        image_paths=[str(image_folder / coco.imgs[image_ids[i]]["file_name"]) for i in kept_images],
+        image_ids=[image_ids[i] for i in kept_images],
+        sizes=[(int(heights[i]), int(widths[i])) for i in kept_images],
+        boxes=[boxes[s] for s in per_image],
+        labels=[labels[s] for s in per_image],
+        difficult=[np.zeros(s.stop - s.start, dtype=bool) for s in per_image],
+    )
+
+
 class COCODetection(DetectionDataset):
     """Images of a COCO instances json, read from ``image_folder / file_name``.
 
@@ -357,12 +459,7 @@ class COCODetection(DetectionDataset):
         self.coco = coco
         self.category_ids: list[int] = list(coco.getCatIds())
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        problems = [image_entry_problem(coco.imgs[i], image_folder, annotation_file) for i in coco.getImgIds()]
-        problems = [problem for problem in problems if problem]
-        problems += shared_file_problems(coco.dataset["images"], image_folder, annotation_file)
-        for annotation in coco.dataset["annotations"]:
-            where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
-            problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]
+        problems = _coco_problems(coco, label_of, image_folder, annotation_file)
         if problems:
             raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
 
@@ -374,35 +471,11 @@ class COCODetection(DetectionDataset):
         if require_objects_to_score and coco.dataset["annotations"] and not count_objects_to_score(coco):
             raise DataError(f"{annotation_file}: the test split's {len(coco.imgs)} images {NO_OBJECT_TO_SCORE}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
-        image_index = {image_id: index for index, image_id in enumerate(coco.getImgIds())}
-        heights = np.array([coco.imgs[i]["height"] for i in coco.getImgIds()], dtype=np.float64)
-        widths = np.array([coco.imgs[i]["width"] for i in coco.getImgIds()], dtype=np.float64)
-        owner = np.array([image_index[a["image_id"]] for a in annotations], dtype=np.int64)
-        xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
-        area = np.array([a["area"] for a in annotations], dtype=np.float64)
-        labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
-        degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
-        no_area = ~degenerate & (area <= 0)
-        tolerance = OUTSIDE_TOLERANCE_PIXELS
-        outside = ~degenerate & (
-            (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
-            | (xywh[:, 0] + xywh[:, 2] > widths[owner] + tolerance)
-            | (xywh[:, 1] + xywh[:, 3] > heights[owner] + tolerance)
+        heights, widths = _image_sizes(coco)
+        owner, xywh, area, labels = _annotation_arrays(coco, annotations, label_of)
+        boxes, keep, self.small_boxes_dropped = _clean_and_count_boxes(
+            annotations, xywh, area, heights[owner], widths[owner], training, fixups
         )
-        boxes, keep = clean_coco_boxes(xywh, area, heights[owner], widths[owner])
-        small = ~keep & ~degenerate & ~no_area
-        self.small_boxes_dropped = int(small.sum())
-        counted = [
-            ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
-            ("box dropped for its area <= 0", no_area),
-            ("box clipped to the image", outside),
-        ]
-        if training:  # a test split's small objects are still scored (pycocotools)
-            counted.append((f"box with a side <= {MIN_BOX_SIDE_PIXELS} px left out of training (the authors' rule)",
-                            small))
-        for kind, mask in counted:
-            shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
-            fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
         self.fixups = dict(fixups.counts)
         if training and not keep.any():
@@ -411,22 +484,9 @@ class COCODetection(DetectionDataset):
                 f"{'' if include_crowd else ' not crowd'}, none left after dropping boxes with w, h or area <= 0 or a "
                 f"side <= {MIN_BOX_SIDE_PIXELS} px); annotate the training images"
             )
-
-        owner, boxes, labels = owner[keep], boxes[keep], labels[keep]
-        order = np.argsort(owner, kind="stable")
-        owner, boxes, labels = owner[order], boxes[order], labels[order]
-        starts = np.searchsorted(owner, np.arange(len(image_index) + 1))
-        kept_images = [i for i in range(len(image_index)) if not drop_empty or starts[i + 1] > starts[i]]
-        image_ids = coco.getImgIds()
-        per_image = [slice(starts[i], starts[i + 1]) for i in kept_images]
         super().__init__(
-            Annotations.from_images(
-                image_paths=[str(image_folder / coco.imgs[image_ids[i]]["file_name"]) for i in kept_images],
-                image_ids=[image_ids[i] for i in kept_images],
-                sizes=[(int(heights[i]), int(widths[i])) for i in kept_images],
-                boxes=[boxes[s] for s in per_image],
-                labels=[labels[s] for s in per_image],
-                difficult=[np.zeros(s.stop - s.start, dtype=bool) for s in per_image],
+            _per_image_annotations(
+                coco, image_folder, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
             ),
             [coco.cats[c]["name"] for c in self.category_ids],
             transform,
