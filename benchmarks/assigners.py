@@ -43,6 +43,7 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
 from utils.study import (  # noqa: E402
@@ -111,6 +112,7 @@ def fill_preset(args: argparse.Namespace) -> None:
             setattr(args, key, value)
     if args.amp == "none":
         args.amp = None
+    resolve_device(args.device)  # ValueError naming --device for a name that is no device, or CUDA without CUDA
     if len(set(args.seeds)) != len(args.seeds):
         seeds = " ".join(map(str, args.seeds))
         raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")

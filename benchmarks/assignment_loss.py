@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import call_latencies, cpu_model  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least  # noqa: E402
 
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
@@ -123,11 +123,12 @@ def print_focal_bound(batch: int, size: int, num_classes: int, device: torch.dev
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[320, 512])
-    parser.add_argument("--classes", type=int, nargs="+", default=[20, 80])
-    parser.add_argument("--repeats", type=int, default=4, help="timed calls of the batched criterion")
-    parser.add_argument("--reference-repeats", type=int, default=3, help="timed calls of the slow reference")
+    parser.add_argument("--batch", type=int_at_least(1), default=32)
+    parser.add_argument("--sizes", type=input_size, nargs="+", default=[320, 512])
+    parser.add_argument("--classes", type=int_at_least(1), nargs="+", default=[20, 80])
+    parser.add_argument("--repeats", type=int_at_least(1), default=4, help="timed calls of the batched criterion")
+    parser.add_argument("--reference-repeats", type=int_at_least(1), default=3,
+                        help="timed calls of the slow reference")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when unavailable")
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
     parser.add_argument("--focal-bound", action="store_true",
@@ -137,7 +138,7 @@ def main() -> None:
                         help="also time MultiBoxLoss(compile=True): assignment + losses as one torch.compile graph")
     args = parser.parse_args()
 
-    devices = [torch.device(d) for d in args.devices if d != "cuda" or torch.cuda.is_available()]
+    devices = [device_flag(parser, d, "--devices") for d in args.devices if d != "cuda" or torch.cuda.is_available()]
     print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}, torch {torch.__version__}, "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():

@@ -1,10 +1,11 @@
-"""Helpers shared by the benchmark scripts: what machine ran them, and synchronised timers.
+"""Helpers shared by the benchmark scripts: what machine ran them, synchronised timers, and flag checks.
 
 Timers synchronise CUDA before reading the clock, so a figure covers the device work of the timed calls,
 not only their launch. On CPU the synchronisation is a no-op.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import platform
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from models.builder import MIN_SIZE
+from utils.distributed import resolve_device
 
 
 def cpu_model() -> str:
@@ -97,3 +101,46 @@ def call_latencies(function: Callable[[], object], device: torch.device, warmup:
         synchronize(device)
         latencies.append(time.perf_counter() - start)
     return latencies
+
+
+def device_flag(parser: argparse.ArgumentParser, requested: str, flag: str = "--device") -> torch.device:
+    """The device a device flag names (cpu, cuda or cuda:N; ``auto``: CUDA when available). A name that is no
+    device, or CUDA on a machine without it, ends the script through ``parser.error``: one line naming the flag and
+    the fix, before any work starts."""
+    try:
+        return resolve_device(requested)
+    except ValueError as error:
+        parser.error(str(error).replace("--device", flag, 1))
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum``, else argparse's one-line error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a number > 0, else argparse's one-line error naming the flag."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def input_size(text: str) -> int:
+    """An argparse ``type``: a detector input size (a multiple of 64 from ``models.builder.MIN_SIZE``)."""
+    value = int_at_least(1)(text)
+    if value < MIN_SIZE or value % 64:
+        raise argparse.ArgumentTypeError(f"{value} is not an input size; use 320 or 512 (the paper's) or another "
+                                         f"multiple of 64 >= {MIN_SIZE}")
+    return value

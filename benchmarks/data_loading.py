@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least, positive_float  # noqa: E402
 
 from data import build_dataset, detection_collate  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
@@ -67,8 +67,8 @@ def images_per_second(step: Callable[[int], object], count: int, seconds: float)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200, help="images per synthetic set")
-    parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    parser.add_argument("--images", type=int_at_least(2), default=200, help="images per synthetic set (>= 2)")
+    parser.add_argument("--seconds", type=positive_float, default=5.0, help="time per measurement")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

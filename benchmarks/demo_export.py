@@ -29,10 +29,10 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import call_latencies, cpu_model  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least  # noqa: E402
 
 from data.shapes import SHAPES_CLASSES, render_sample  # noqa: E402
-from models import build_detector  # noqa: E402
+from models import BACKBONES, NECKS, build_detector  # noqa: E402
 from utils.checkpoint import FORMAT, save_checkpoint  # noqa: E402
 from utils.demo import run_demo  # noqa: E402
 from utils.export import DecodedDetector, export_onnx, onnx_max_abs_diff  # noqa: E402
@@ -54,15 +54,16 @@ def timed(function: Callable[[], object], repeats: int, warmup: int, device: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", default="fssd")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--size", type=int, default=320)
-    parser.add_argument("--images", type=int, default=16, help="images given to the demo (default: 16)")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the graph benchmarks (default: 5)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--version", default="fssd", choices=list(NECKS))
+    parser.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    parser.add_argument("--size", type=input_size, default=320)
+    parser.add_argument("--images", type=int_at_least(1), default=16, help="images given to the demo (default: 16)")
+    parser.add_argument("--batch_sizes", type=int_at_least(1), nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int_at_least(1), default=5,
+                        help="timed runs of the graph benchmarks (default: 5)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = device_flag(parser, args.device)
     torch.manual_seed(0)
 
     rows = []

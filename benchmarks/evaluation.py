@@ -23,7 +23,7 @@ import torch
 from pycocotools.coco import COCO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, int_at_least  # noqa: E402
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco  # noqa: E402
 from data.voc_eval import evaluate_voc  # noqa: E402
@@ -81,11 +81,11 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--batches", type=int, default=3, help="post-processing batches timed (best of)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int_at_least(1), default=5000)
+    parser.add_argument("--batches", type=int_at_least(1), default=3, help="post-processing batches timed (best of)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = device_flag(parser, args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"date {datetime.date.today()}  device {device} ({card})  CPU {cpu_model()}  torch {torch.__version__}")
 

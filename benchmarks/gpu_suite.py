@@ -70,7 +70,7 @@ from models.memory_format import memory_format  # noqa: E402
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
-from utils.distributed import DistributedContext  # noqa: E402
+from utils.distributed import DistributedContext, resolve_device  # noqa: E402
 from utils.engine import TrainSettings, train  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer, build_param_groups  # noqa: E402
@@ -749,7 +749,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "paths on any device (90 s on a busy 2-core CPU); the figures mean nothing")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="skip the cases that no longer fit in this many seconds of wall time (default: 420)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; "
                              "0 in --dry-run)")
@@ -760,9 +760,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here; run with --device cpu --dry-run")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     if device.type == "cpu" and not args.dry_run:
         raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry-run to check the code paths")
     settings = DRY if args.dry_run else FULL

@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/inference_speed.py`
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, int_at_least  # noqa: E402
 from models import BACKBONES, NECKS, SIZES, build_detector
 from models.memory_format import memory_format
 
@@ -34,19 +34,28 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
     parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
     parser.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(BACKBONES))
     parser.add_argument("--sizes", nargs="+", type=int, default=[320], choices=list(SIZES))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: 1 2 on CPU, 1 32 on CUDA")
-    parser.add_argument("--modes", nargs="+",
+    parser.add_argument("--batch-sizes", nargs="+", type=int_at_least(1), help="default: 1 2 on CPU, 1 32 on CUDA")
+    parser.add_argument("--modes", nargs="+", type=mode,
                         help="precision[-cl] entries, cl = channels_last; precisions: fp32, bf16, fp16 (autocast). "
                              "Default: fp32 fp32-cl bf16-cl on CPU, fp32 fp32-cl fp16-cl bf16-cl on CUDA")
-    parser.add_argument("--num-classes", type=int, default=80, help="80 = COCO, as the paper's FPS")
-    parser.add_argument("--warmup", type=int, help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
-    parser.add_argument("--iters", type=int, help="timed batches per configuration (default 3 CPU, 50 CUDA)")
+    parser.add_argument("--num-classes", type=int_at_least(1), default=80, help="80 = COCO, as the paper's FPS")
+    parser.add_argument("--warmup", type=int_at_least(0), help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
+    parser.add_argument("--iters", type=int_at_least(1), help="timed batches per configuration (default 3 CPU, 50 CUDA)")
     parser.add_argument("--flops-only", action="store_true", help="FLOPs and parameters only, no timing")
     return parser
+
+
+def mode(text: str) -> str:
+    """An argparse ``type`` for a ``--modes`` entry: a precision of ``PRECISIONS``, optionally ``-cl``."""
+    precision, dash, layout = text.partition("-")
+    if precision not in PRECISIONS or (dash and layout != "cl"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a mode; use fp32, bf16 or fp16, each optionally with -cl "
+                                         "(channels_last), e.g. bf16-cl")
+    return text
 
 
 def device_name(device: torch.device) -> str:
@@ -85,7 +94,7 @@ def time_forward(model: torch.nn.Module, images: torch.Tensor, precision: str, w
 
 
 def main(args: argparse.Namespace) -> None:
-    device = torch.device(args.device)
+    device = device_flag(get_args_parser(), args.device)
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least  # noqa: E402
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, SHAPES_CLASSES, generate_shapes_dataset  # noqa: E402
 
 
@@ -86,8 +86,10 @@ def print_statistics(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_trainval", type=int, default=DEFAULT_NUM_TRAINVAL)
-    parser.add_argument("--num_test", type=int, default=DEFAULT_NUM_TEST)
+    parser.add_argument("--num_trainval", type=int_at_least(2), default=DEFAULT_NUM_TRAINVAL,
+                        help=f"at least 2 (one empty image, one crowded); default {DEFAULT_NUM_TRAINVAL}")
+    parser.add_argument("--num_test", type=int_at_least(2), default=DEFAULT_NUM_TEST,
+                        help=f"at least 2 (one empty image, one crowded); default {DEFAULT_NUM_TEST}")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temp:

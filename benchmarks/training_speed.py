@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, input_size, int_at_least  # noqa: E402
 
-from models import build_detector  # noqa: E402
+from models import BACKBONES, NECKS, build_detector  # noqa: E402
 from models.memory_format import prefers_channels_last  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
 from utils.loss import MultiBoxLoss  # noqa: E402
@@ -93,24 +93,27 @@ def layout_name(layout: str, device: torch.device, amp_dtype: torch.dtype | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--versions", nargs="+", default=["fssd", "retinanet", "rfbnet", "pafpn"])
-    parser.add_argument("--backbone", default="vgg16", help="vgg16 (the paper's, default) or resnet18")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[320, 512])
-    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on CUDA (the paper's), 2 on CPU")
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 20 on CUDA, 2 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
+    parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
+    parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES),
+                        help="vgg16 (the paper's, default) or resnet18")
+    parser.add_argument("--sizes", nargs="+", type=input_size, default=[320, 512])
+    parser.add_argument("--batch_size", type=int_at_least(1), default=None,
+                        help="default: 32 on CUDA (the paper's), 2 on CPU")
+    parser.add_argument("--iters", type=int_at_least(1), default=None,
+                        help="timed iterations (default: 20 on CUDA, 2 on CPU)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=None,
                         help="untimed iterations first (default: 5 on CUDA, 1 on CPU)")
-    parser.add_argument("--num_classes", type=int, default=20)
+    parser.add_argument("--num_classes", type=int_at_least(1), default=20)
     parser.add_argument("--amp", nargs="*", default=None, choices=["fp32", "bf16", "fp16"],
                         help="precisions to time (default: fp32 and bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--memory_format", nargs="+", default=["auto"], choices=list(LAYOUTS),
                         help="layouts to time: auto (main.py's choice), nchw, channels_last")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=int_at_least(1), default=1,
                         help="time each row this many times, rows interleaved, and print the median (shared machines)")
     args = parser.parse_args()
 
-    device = torch.device(args.device)
+    device = device_flag(parser, args.device)
     on_cuda = device.type == "cuda"
     batch = args.batch_size or (32 if on_cuda else 2)
     iters = args.iters or (20 if on_cuda else 2)

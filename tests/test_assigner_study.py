@@ -194,6 +194,7 @@ def test_repeated_seed_is_refused(shapes_root, tmp_path):
     (("--regime", "warm", "--warm_iters", "2", "--lr_warmup", "2"), "--lr_warmup 2 must be shorter than --warm_iters"),
     (("--regime", "long", "--long_factor", "0"), "--regime long needs --long_factor >= 1, got 0"),
     (("--seeds", "-1"), "every seed must be from 0 to"),
+    (("--device", "gpu"), "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
 ])  # fmt: skip
 def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, message, monkeypatch):
     monkeypatch.setattr(assigners, "run_main", lambda *run: pytest.fail(f"a run started: {run}"))

@@ -91,6 +91,13 @@ def test_full_run_needs_a_gpu():
         gpu_suite.main(args)
 
 
+def test_unknown_device_is_refused_in_one_line(tmp_path):
+    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "gpu", "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="^--device gpu is not a device this program runs on; use auto, cpu, cuda"):
+        gpu_suite.main(args)
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_budget_fits_only_what_is_left():
     budget = Budget(60.0)
     assert budget.fits(50.0)

@@ -1,0 +1,67 @@
+"""The benchmark scripts refuse bad flags with argparse's one-line error naming the flag, before any work starts."""
+import sys
+
+import pytest
+import torch
+
+from benchmarks import assignment_loss, data_loading, evaluation, inference_speed, shapes_generation, training_speed
+
+SCRIPTS = {
+    "assignment_loss": assignment_loss.main,
+    "data_loading": data_loading.main,
+    "evaluation": evaluation.main,
+    "inference_speed": lambda: inference_speed.main(inference_speed.get_args_parser().parse_args()),
+    "shapes_generation": shapes_generation.main,
+    "training_speed": training_speed.main,
+}
+NO_CUDA = "CUDA is not available on this machine; use --device cpu"
+
+
+def run_script(name: str, flags: list[str], monkeypatch) -> None:
+    if name == "demo_export":
+        pytest.importorskip("onnxruntime")
+        from benchmarks import demo_export
+        main = demo_export.main
+    else:
+        main = SCRIPTS[name]
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *flags])
+    main()
+
+
+@pytest.mark.parametrize("name, flags, message", [
+    ("shapes_generation", ["--num_trainval", "1"], "argument --num_trainval: must be at least 2, got 1"),
+    ("data_loading", ["--images", "0"], "argument --images: must be at least 2, got 0"),
+    ("data_loading", ["--seconds", "0"], "argument --seconds: must be above 0, got 0"),
+    ("evaluation", ["--batches", "0"], "argument --batches: must be at least 1, got 0"),
+    ("evaluation", ["--images", "x"], "argument --images: 'x' is not a whole number"),
+    ("evaluation", ["--device", "gpu"],
+     "error: --device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
+    ("inference_speed", ["--modes", "fp33"], "argument --modes: 'fp33' is not a mode; use fp32, bf16 or fp16"),
+    ("inference_speed", ["--modes", "bf16-nhwc"], "argument --modes: 'bf16-nhwc' is not a mode"),
+    ("inference_speed", ["--iters", "0"], "argument --iters: must be at least 1, got 0"),
+    ("training_speed", ["--versions", "fsd"], "argument --versions: invalid choice: 'fsd'"),
+    ("training_speed", ["--sizes", "320", "200"], "argument --sizes: 200 is not an input size; use 320 or 512"),
+    ("training_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ("demo_export", ["--size", "64"], "argument --size: 64 is not an input size"),
+    ("demo_export", ["--backbone", "resnet19"], "argument --backbone: invalid choice: 'resnet19'"),
+    ("assignment_loss", ["--devices", "cpu", "gpu"], "error: --devices gpu is not a device this program runs on"),
+    ("assignment_loss", ["--reference-repeats", "0"], "argument --reference-repeats: must be at least 1, got 0"),
+])  # fmt: skip
+def test_bad_flag_is_one_line_naming_it(name, flags, message, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(name, flags, monkeypatch)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran: no header, no table
+    *usage, error = captured.err.strip().splitlines()
+    assert error.startswith(f"{name}.py: error: ") and message in error
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("name", ["evaluation", "inference_speed", "training_speed", "demo_export"])
+def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(name, ["--device", "cuda"], monkeypatch)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{name}.py: error: --device cuda: {NO_CUDA}"
