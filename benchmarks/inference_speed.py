@@ -33,7 +33,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
     parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
     parser.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(BACKBONES))

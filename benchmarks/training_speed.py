@@ -92,7 +92,7 @@ def layout_name(layout: str, device: torch.device, amp_dtype: torch.dtype | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
     parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
     parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES),

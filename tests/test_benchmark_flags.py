@@ -65,3 +65,16 @@ def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
         run_script(name, ["--device", "cuda"], monkeypatch)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"{name}.py: error: --device cuda: {NO_CUDA}"
+
+
+@pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "evaluation", "inference_speed",
+                                  "shapes_generation", "training_speed", "demo_export"])
+def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(name, ["--help"], monkeypatch)
+    assert exit_info.value.code == 0
+    module = sys.modules[f"benchmarks.{name}"]
+    doc_lines = [line.strip() for line in module.__doc__.strip().splitlines() if line.strip()]
+    shown = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert [line for line in doc_lines if line not in shown] == []  # every line, the example commands included
+    assert any(line.startswith(f"python benchmarks/{name}.py") for line in doc_lines)
