@@ -256,8 +256,10 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     if warm:
         table += "\nThe shared IoU checkpoint before the fork: " + ", ".join(
             f"{name} {warm['metrics'][name] * 100:.1f}" for name in ("mAP", "AP50", "AP75")) + "\n"
-    record = {"regime": regime, "title": title, "args": vars(args),
-              "environment": environment(torch.device(args.device)),
+    env = environment(torch.device(args.device))
+    table += (f"\nMeasured {env['date']} on {env['card'] or env['cpu']} ({args.device}, {torch.get_num_threads()} "
+              f"threads), torch {env['torch']}.\n")
+    record = {"regime": regime, "title": title, "args": vars(args), "environment": env,
               "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "table": table}
     stem = out_dir / f"{regime}_{tag}"
     stem.with_suffix(".md").write_text(table)
@@ -274,7 +276,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     data = data_flags(args, out_dir)
     env = environment(torch.device(args.device))
     print(f"# IoU vs MG study, {env['date']}, device {args.device} ({env['card'] or env['cpu']}), "
-          f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+          f"torch {env['torch']}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     records = []
     for regime in args.regime:
         record = run_regime(args, data, regime, out_dir)

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 import main as cli
 import utils.engine as engine
@@ -66,6 +67,9 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
     assert summary["stats"]["disagree_with_iou"]["IoU"] == [0.0, 0.0]
     table = (tmp_path / "out" / "switch_fssd-resnet18-128.md").read_text()
     assert table == record["table"] and "| AP@0.95 |" in table and "| disagree_with_iou |" in table
+    env = record["environment"]  # the results file says when, where and with which torch it was measured
+    assert table.splitlines()[-1] == (f"Measured {env['date']} on {env['cpu']} (cpu, {torch.get_num_threads()} "
+                                      f"threads), torch {torch.__version__}.")
     saved = json.loads((tmp_path / "out" / "switch_fssd-resnet18-128.json").read_text(),
                        parse_constant=lambda name: pytest.fail(f"{name} in the JSON: strict readers reject it"))
     assert sorted(saved["per_seed"]) == ["0", "1"]
