@@ -386,7 +386,7 @@ def _clean_and_count_boxes(
                         small))
     for kind, mask in counted:
         shown = np.flatnonzero(mask)[:FixupCounter.EXAMPLES_SHOWN]
-        fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]))
+        fixups.add(kind, int(mask.sum()), _annotation_names([annotations[i] for i in shown]), changes_boxes=True)
     return boxes, keep, int(small.sum())
 
 
