@@ -149,14 +149,15 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
     elif dataset.kind == "coco":
         results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
         metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)
-        write_results = partial(write_coco_results, results,
-                                out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json")
+        results_file = out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json"
+
+        def write_results() -> list[Path]:
+            return [write_coco_results(results, results_file)]
         report = format_coco_report(metrics)
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
     with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
-        written = write_results()
-        remove_earlier_results(out_dir, keep=[written] if isinstance(written, Path) else written)
+        remove_earlier_results(out_dir, keep=write_results())
         write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
     print(report)
     return metrics
