@@ -976,18 +976,18 @@ class RunCheckpoints:
         """Before training: set aside another run's checkpoint (unless the run continues the file at ``path``,
         ``continues_checkpoint``) and best checkpoint, read this run's best evaluation, decide whether the run keeps
         a best checkpoint (it evaluates every ``eval_interval`` epochs, or has one) and remove partial files."""
-        ctx, log = self.ctx, self.log
-        if ctx.is_main and not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(self.path)):
-            log.info(f"an earlier run's checkpoint was at {self.path}: kept as {earlier}")
-        if ctx.is_main:  # a resumed run goes on comparing with its best evaluation; another run's best is set aside
+        log = self.log
+        if self.ctx.is_main:  # the files are rank 0's to read, move and remove
+            if not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(self.path)):
+                log.info(f"an earlier run's checkpoint was at {self.path}: kept as {earlier}")
+            # a resumed run goes on comparing with its best evaluation; another run's best is set aside
             self.best = BestEvaluation.of_run(self.best.path, self.setup.config["run_id"])
             if self.best.score is None and (earlier_best := set_aside_earlier_checkpoint(self.best.path)):
                 log.info(f"an earlier run's best checkpoint was at {self.best.path}: kept as {earlier_best}")
-        self.keeps_best = broadcast_object(eval_interval > 0 or self.best.score is not None, ctx)
-        if ctx.is_main and (partial := remove_partial_checkpoints(self.path)
-                            + remove_partial_checkpoints(self.best.path)):
-            log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
-                     f"{', '.join(map(str, partial))}")
+            if partial := remove_partial_checkpoints(self.path) + remove_partial_checkpoints(self.best.path):
+                log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
+                         f"{', '.join(map(str, partial))}")
+        self.keeps_best = broadcast_object(eval_interval > 0 or self.best.score is not None, self.ctx)
 
     def save(self, done: int) -> None:
         """The checkpoint of ``done`` iterations, written by rank 0 (see :meth:`_agreed_write`)."""
