@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from utils import engine
 from utils.distributed import DistributedContext
 from utils.engine import (
     NonFiniteGuard,
@@ -124,6 +125,18 @@ def test_train_loop_sets_the_lr_logs_interval_means_and_saves_and_evaluates_at_t
     assert all(row["images_per_s"] > 0 for row in rows)
     csv_rows = (tmp_path / "train.csv").read_text().splitlines()
     assert csv_rows[0].split(",")[:4] == ["iteration", "epoch", "loss_l", "loss_c"] and len(csv_rows) == 4
+
+
+def test_weights_are_scanned_for_nan_once_per_iteration_that_saves_or_evaluates(tmp_path, monkeypatch):
+    """The NaN/inf scan of the weights (one host sync) runs once for an iteration that both saves and evaluates:
+    saves after 2, 4, 6, 8, evaluations after 4 and 8 (the last iteration, 9, is main.py's), then once at the end."""
+    scanned = []
+    monkeypatch.setattr(engine, "non_finite_weights", lambda model: scanned.append(1) or [])
+    settings = TrainSettings(max_iter=9, epoch_size=4, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=2, eval_interval=4)
+    _, saves, evaluations, error = _run_loop(tmp_path, settings, _ScriptedLoss())
+    assert error is None and saves == [2, 4, 6, 8] and evaluations == [4, 8]
+    assert len(scanned) == 4 + 1
 
 
 def test_train_loop_resumed_mid_interval_continues_the_schedule(tmp_path):

@@ -236,13 +236,14 @@ def train(
                 stop_requested = False  # processes agree on stopping only at log intervals
 
             at_checkpoint = done % settings.checkpoint_interval == 0 and done < settings.max_iter
+            evaluates = evaluate is not None and settings.evaluates_after(done)
+            if at_checkpoint or stop_requested or evaluates:
+                check_finite(guard, model, done, ctx)  # once for the save and the evaluation of the same iteration
             if at_checkpoint or stop_requested:
-                check_finite(guard, model, done, ctx)
                 save(done)
             if stop_requested:
                 raise TrainingInterrupted(done, stop.received or "SIGTERM")
-            if evaluate is not None and settings.evaluates_after(done):
-                check_finite(guard, model, done, ctx)
+            if evaluates:
                 evaluate(done)
                 model.train()
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
