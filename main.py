@@ -37,7 +37,7 @@ import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
-from data.errors import DatasetNotFoundError, DataWarning, original_message
+from data.errors import DatasetNotFoundError, DataWarning, data_error_elsewhere, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.builder import MIN_SIZE
@@ -71,6 +71,7 @@ from utils.distributed import (
     cleanup_distributed,
     init_distributed,
     local_rank_from_env,
+    raise_if_any_process_failed,
     resolve_device,
     unwrap_model,
     wrap_model,
@@ -602,11 +603,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
                                    cuda_graph=args.cuda_graph)
     except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
         failure = error
-    any_failed = any_process(failure is not None, ctx)
-    if failure is not None:
-        raise failure
-    if any_failed:
-        raise DataError("another process met a data error in its share of the evaluation (its message says which file)")
+    raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the evaluation"))
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None
@@ -1007,6 +1004,17 @@ class RunCheckpoints:
             self.log.info(f"best evaluation: {SCORE} {self.best.score:.4f} after iteration {self.best.iteration}, "
                           f"saved in {self.best.path}")
 
+    def kept(self, note: str = "") -> str:
+        """What a stopped run leaves to go on from: its checkpoint of iteration ``last_saved`` (with ``note``), when
+        the run has saved one and it is still there."""
+        if self.last_saved is None or not self.path.exists():
+            return "no checkpoint was saved"
+        return f"the checkpoint of iteration {self.last_saved}, {self.path}, is kept{note}"
+
+    def how_to_go_on(self, args: argparse.Namespace) -> str:
+        """How the run, stopped by the system (a full disk, no memory), goes on: from its last checkpoint, if any."""
+        return stopped_run_advice(args, self.path, self.last_saved)
+
     def _agreed_write(self, write: Callable[[], None], what: str) -> None:
         """Rank 0 runs ``write``; every process learns whether it could, so none trains on alone after a failed save,
         nor exits (and has torchrun stop the others) while the file is written."""
@@ -1016,8 +1024,8 @@ class RunCheckpoints:
                 write()
             except Exception as error:  # noqa: BLE001 - re-raised below, once every process knows
                 failure = error
-        if any_process(failure is not None, self.ctx):
-            raise failure or StoppedByAnotherProcess(f"the main process could not save {what} (its message says why)")
+        raise_if_any_process_failed(failure, self.ctx, lambda: StoppedByAnotherProcess(
+            f"the main process could not save {what} (its message says why)"))
 
     def _write_checkpoint(self, done: int) -> None:
         """The training state after ``done`` iterations into the file at ``path``."""
@@ -1101,8 +1109,7 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
             checkpoints.save(max_iter)
     except NonFiniteLossError as error:
         lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
-        kept = (f"the checkpoint of iteration {checkpoints.last_saved}, {checkpoint_path}, is kept (finite weights)"
-                if checkpoints.last_saved is not None and checkpoint_path.exists() else "no checkpoint was saved")
+        kept = checkpoints.kept(" (finite weights)")
         log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}")
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
@@ -1119,29 +1126,25 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
             except OSError as refused:  # the image and a full disk: both to mend before going on
                 if refused.filename is None:
                     raise
-                then = stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)
                 log_error(ctx, f"error: {refused_file_operation(refused)}; free space or fix the folder, "
-                               f"{fix_the_file}, then {then}", every_process=True)
+                               f"{fix_the_file}, then {checkpoints.how_to_go_on(args)}", every_process=True)
                 return EXIT_REFUSED_BY_SYSTEM
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
-            kept = (f"the checkpoint of iteration {checkpoints.last_saved}, {checkpoint_path}, is kept"
-                    if checkpoints.last_saved is not None else "no checkpoint was saved")
-            outcome = kept if finite else f"the weights are not finite, so {kept}"
-        then = stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)
-        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {then}")
+            outcome = checkpoints.kept() if finite else f"the weights are not finite, so {checkpoints.kept()}"
+        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {checkpoints.how_to_go_on(args)}")
         return EXIT_BAD_INPUT
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:
             raise
         log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then "
-                       f"{stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)}", every_process=True)
+                       f"{checkpoints.how_to_go_on(args)}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
         advice = ("lower --batch_size or --size, then run again" if checkpoints.last_saved is None else
-                  f"free the memory, then {stopped_run_advice(args, checkpoint_path, checkpoints.last_saved)}; or "
+                  f"free the memory, then {checkpoints.how_to_go_on(args)}; or "
                   "start again with a lower --batch_size or --size")
         log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM

@@ -25,6 +25,12 @@ class CorruptImageWarning(DataWarning):
     """An image decoded with damaged pixels (libjpeg reported corrupt data); the message names the file."""
 
 
+def data_error_elsewhere(share: str) -> DataError:
+    """The error of a process whose own ``share`` (of a batch, of an evaluation) loaded, when another process's
+    share met a data error: that process's message names the file."""
+    return DataError(f"another process met a data error in its share of {share} (its message says which file)")
+
+
 def format_problems(header: str, problems: Sequence[str], limit: int = PROBLEMS_SHOWN) -> str:
     """``header`` + the first ``limit`` problems, one per line, + how many more there are."""
     lines = [f"{header}: {len(problems)} problem(s)"]

@@ -13,7 +13,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from utils.box import PriorBox
-from utils.distributed import DistributedContext, StoppedByAnotherProcess, all_reduce_max, all_reduce_mean, any_process
+from utils.distributed import (
+    DistributedContext,
+    StoppedByAnotherProcess,
+    all_reduce_max,
+    all_reduce_mean,
+    any_process,
+    raise_if_any_process_failed,
+)
 from utils.loss import MultiBoxLoss
 
 WORLD_SIZE = 2
@@ -122,3 +129,22 @@ def test_any_process_agrees_on_a_flag_and_a_lost_process_is_one_line(monkeypatch
     monkeypatch.setattr(dist, "all_reduce", connection_closed)
     with pytest.raises(StoppedByAnotherProcess, match=r"^another process stopped \(its message, or torchrun's summary"):
         any_process(False, two)
+
+
+def test_a_failure_on_any_process_is_raised_on_every_process(monkeypatch):
+    """Each process raises its own failure; one whose share went well raises ``elsewhere()`` when a peer failed, and
+    returns when none did (the all-reduce says whether any process failed)."""
+    own, elsewhere = ValueError("my image"), (lambda: RuntimeError("a peer's image"))
+    alone = DistributedContext()
+    assert raise_if_any_process_failed(None, alone, elsewhere) is None
+    with pytest.raises(ValueError, match="my image"):
+        raise_if_any_process_failed(own, alone, elsewhere)
+    two = DistributedContext(rank=1, world_size=2)
+    peer_failed = [0]
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op, group: tensor.clamp_(min=peer_failed[0]))
+    assert raise_if_any_process_failed(None, two, elsewhere) is None
+    with pytest.raises(ValueError, match="my image"):
+        raise_if_any_process_failed(own, two, elsewhere)
+    peer_failed[0] = 1
+    with pytest.raises(RuntimeError, match="a peer's image"):
+        raise_if_any_process_failed(None, two, elsewhere)

@@ -6,6 +6,7 @@ trains on its own ``--batch_size`` images (the global batch is ``N * --batch_siz
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,15 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tens
         all_reduce_sum(tensor, ctx)
         tensor /= ctx.world_size
     return tensor
+
+
+def raise_if_any_process_failed(failure: BaseException | None, ctx: DistributedContext,
+                                elsewhere: Callable[[], BaseException]) -> None:
+    """Every process calls this with its own ``failure`` (``None`` when it had none), so that none goes on alone into
+    a collective the others left: when any process failed, each raises its own failure, or ``elsewhere()`` when only
+    another process failed. Returns when none did."""
+    if any_process(failure is not None, ctx):
+        raise failure if failure is not None else elsewhere()
 
 
 def any_process(flag: bool, ctx: DistributedContext) -> bool:

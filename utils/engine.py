@@ -19,13 +19,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.errors import DataError
+from data.errors import DataError, data_error_elsewhere
 from utils.distributed import (
     DistributedContext,
     all_reduce_max,
     all_reduce_mean,
     all_reduce_sum,
     any_process,
+    raise_if_any_process_failed,
     unwrap_model,
 )
 from utils.checkpoint import non_finite_entries
@@ -266,11 +267,7 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
             return
         except DataError as error:
             failure = error
-        if any_process(failure is not None, ctx):
-            if failure is not None:
-                raise failure
-            raise DataError("another process met a data error in its share of the batch (its message says which "
-                            "file)")
+        raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the batch"))
         yield batch
 
 
