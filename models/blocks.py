@@ -16,6 +16,8 @@ NECK_BN_MOMENTUM = 0.01  # the authors' neck BN momentum (facts §3); backbones 
 class BasicConv(nn.Module):
     """Conv2d (with bias) -> BatchNorm2d -> optional ReLU -> optional nearest upsampling.
 
+    ``[B, in_channels, H, W]`` -> ``[B, out_channels, H' * upsample, W' * upsample]``, where ``H' x W'`` is the
+    Conv2d output size for ``kernel_size``, ``stride``, ``padding`` and ``dilation``.
     The conv bias before BN is redundant but kept: the authors' parameter counts include it (facts §3).
     """
 
@@ -72,7 +74,7 @@ class FeatureTransform(nn.Module):
 class PyramidExtractor(nn.Module):
     """A 3x3 BasicConv to level 0 (stride 8), then chained 3x3 stride-2 BasicConvs for levels 1..L-1.
 
-    Output: L maps of [B, channels, ceil(S / 2^(3+k)), same].
+    Input: one map [B, in_channels, S/8, S/8]; output: L maps of [B, channels, ceil(S / 2^(3+k)), same], k = 0..L-1.
     """
 
     def __init__(self, in_channels: int, num_levels: int, channels: int = NECK_CHANNELS) -> None:
@@ -89,7 +91,11 @@ class PyramidExtractor(nn.Module):
 
 
 class TopDownPath(nn.Module):
-    """FPN top-down pass: lateral 1x1 per level, coarse-to-fine nearest-upsample-and-add, output 3x3 per level."""
+    """FPN top-down pass: lateral 1x1 per level, coarse-to-fine nearest-upsample-and-add, output 3x3 per level.
+
+    L maps [B, channels, H_k, W_k], finest (stride 8) first -> L maps of the same shapes; each coarser map is
+    nearest-upsampled to the exact size of the finer one before the add.
+    """
 
     def __init__(self, num_levels: int, channels: int = NECK_CHANNELS) -> None:
         super().__init__()
