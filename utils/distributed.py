@@ -28,10 +28,12 @@ class DistributedContext:
 
     @property
     def is_distributed(self) -> bool:
+        """Whether this process is one of several (``torchrun`` with more than one process)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the process that logs and writes checkpoints."""
         return self.rank == 0
 
 
@@ -86,6 +88,7 @@ def cleanup_distributed() -> None:
 
 
 def barrier(ctx: DistributedContext) -> None:
+    """Wait until every process reaches this point (a no-op when not distributed)."""
     if ctx.is_distributed:
         dist.barrier()
 

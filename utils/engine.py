@@ -40,7 +40,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; ``iteration`` is the first (0-based) iteration where it did. The message
     counts from 1, as the logs and the checkpoints do (iteration k is the k-th, after which k are done)."""
 
-    def __init__(self, iteration: int, message: str | None = None):
+    def __init__(self, iteration: int, message: str | None = None) -> None:
         super().__init__(message or f"the loss became NaN/inf at iteration {iteration + 1}")
         self.iteration = iteration
 
@@ -51,7 +51,7 @@ class NonFiniteWeightsError(NonFiniteLossError):
     not read) overflowed float32; under fp16 the GradScaler skips a step of overflowing gradients. ``names`` are the
     tensors."""
 
-    def __init__(self, done: int, names: list[str]):
+    def __init__(self, done: int, names: list[str]) -> None:
         super().__init__(done - 1, f"the weights hold NaN/inf after iteration {done} although every loss was finite "
                                    f"({preview_names(names, 3)}): a gradient, the update or a BatchNorm running "
                                    "statistic overflowed float32")
@@ -61,7 +61,7 @@ class NonFiniteWeightsError(NonFiniteLossError):
 class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM stopped training after ``iteration`` completed iterations (a checkpoint was saved)."""
 
-    def __init__(self, iteration: int, signal_name: str):
+    def __init__(self, iteration: int, signal_name: str) -> None:
         super().__init__(f"{signal_name} received: stopped after iteration {iteration}")
         self.iteration = iteration
         self.signal_name = signal_name
@@ -76,14 +76,16 @@ class NonFiniteGuard:
 
     NONE = torch.iinfo(torch.int64).max
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device) -> None:
         self.first_bad = torch.full((), self.NONE, dtype=torch.int64, device=device)
 
     def update(self, loss: torch.Tensor, iteration: int) -> None:
+        """Record ``iteration`` (0-based) if the 0-d ``loss`` is NaN/inf and no earlier iteration was; no host sync."""
         bad_now = ~torch.isfinite(loss.detach())
         self.first_bad = torch.where(bad_now & (self.first_bad == self.NONE), iteration, self.first_bad)
 
     def check(self, ctx: DistributedContext) -> None:
+        """Raise :class:`NonFiniteLossError` naming the earliest iteration any process recorded, if one did (a sync)."""
         first_bad = -all_reduce_max(-self.first_bad.clone(), ctx)  # the earliest bad iteration over all processes
         value = int(first_bad.item())
         if value != self.NONE:
@@ -109,7 +111,7 @@ def check_finite(guard: NonFiniteGuard, model: nn.Module, done: int, ctx: Distri
 class StopSignal:
     """Context manager: SIGINT/SIGTERM set ``received`` instead of killing the process; a second one kills."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict[int, object] = {}
 
@@ -296,8 +298,19 @@ def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor,
     return row
 
 
-def _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings: TrainSettings, device):
-    """One forward/backward/step; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced)."""
+def _train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    priors: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: torch.Tensor,
+    targets: list[torch.Tensor],
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+    """One forward/backward/step on ``images [B, 3, S, S]`` (host or device) and ``targets`` (host, ``[n_i, 5]`` each)
+    with ``priors [A, 4]`` cxcywh normalised; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced)."""
     images = images.to(device, non_blocking=True)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)

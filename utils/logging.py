@@ -27,7 +27,7 @@ class RunLog:
     run resumed), so a start that fails before either changes no file.
     """
 
-    def __init__(self, run_dir: str | Path | None, enabled: bool = True, hold_lines: bool = False):
+    def __init__(self, run_dir: str | Path | None, enabled: bool = True, hold_lines: bool = False) -> None:
         self.enabled = enabled
         self.run_dir = Path(run_dir) if run_dir is not None else None  # created at the first line written
         self._held_lines: list[str] | None = [] if hold_lines else None
