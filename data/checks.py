@@ -27,6 +27,7 @@ class DataReport:
     fixups: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """The report as printed by ``--check_data``: counts, then the fix-ups (if any), then objects per class."""
         per_class = ", ".join(f"{name} {count}" for name, count in self.objects_per_class.items())
         fixed = "\nfixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
         return (
@@ -56,7 +57,7 @@ class _ImageProblems(Dataset):
     """Item ``i``: the problem of image ``i`` or ``""``; decoded in DataLoader worker processes, so that each capture
     of stderr sees one decoder only."""
 
-    def __init__(self, dataset: DetectionDataset):
+    def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

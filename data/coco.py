@@ -451,7 +451,7 @@ class COCODetection(DetectionDataset):
         download_hint: str = "check --data_root",
         seed: int = 0,
         require_objects_to_score: bool | None = None,
-    ):
+    ) -> None:
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
         coco = load_coco_json(annotation_file, download_hint)
         if not image_folder.is_dir():

@@ -250,7 +250,7 @@ class Annotations:
     """
 
     image_paths: np.ndarray
-    image_ids: list
+    image_ids: list[str | int]
     sizes: np.ndarray
     offsets: np.ndarray
     boxes: np.ndarray
@@ -261,7 +261,7 @@ class Annotations:
     def from_images(
         cls,
         image_paths: Sequence[str],
-        image_ids: Sequence,
+        image_ids: Sequence[str | int],
         sizes: Sequence[tuple[int, int]],
         boxes: Sequence[np.ndarray],
         labels: Sequence[np.ndarray],
@@ -353,7 +353,9 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     kind: str = ""
 
-    def __init__(self, annotations: Annotations, class_names: Sequence[str], transform: Transform, seed: int = 0):
+    def __init__(
+        self, annotations: Annotations, class_names: Sequence[str], transform: Transform, seed: int = 0
+    ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.notes: list[str] = []
@@ -364,10 +366,12 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int:
+        """C, the number of foreground classes (labels are 0..C-1)."""
         return len(self.class_names)
 
     @property
-    def image_ids(self) -> list:
+    def image_ids(self) -> list[str | int]:
+        """One id per image, in order: for VOC layouts the image-set line (the XML stem, str), for COCO the image id."""
         return self.annotations.image_ids
 
     def __len__(self) -> int:
@@ -389,6 +393,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         return int((~self.annotations.difficult).sum())
 
     def image_path(self, index: int) -> Path:
+        """The image file of item ``index``."""
         return Path(self.annotations.image_paths[index])
 
     def image_size(self, index: int) -> tuple[int, int]:

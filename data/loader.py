@@ -66,7 +66,7 @@ class ResumableBatchSampler(Sampler):
         max_iter: int | None,
         rank: int = 0,
         world_size: int = 1,
-    ):
+    ) -> None:
         self.num_images = num_images
         self.batch_size = batch_size
         self.seed = seed
@@ -114,7 +114,7 @@ class EpochSamples(Dataset):
     sample ``i`` with epoch ``e``'s augmentation. The epoch travels with the sample, so no shared epoch counter can
     race with workers that prefetch across an epoch boundary."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

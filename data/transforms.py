@@ -207,7 +207,7 @@ class TrainTransform:
     ``__call__(image, boxes, labels, rng) -> (image float32 [3, S, S], target float32 [n, 5])``.
     """
 
-    def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY):
+    def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY) -> None:
         if not 0.0 <= expand_probability <= 1.0:
             raise ValueError(f"TrainTransform: expand_probability={expand_probability} must be in [0, 1]")
         self.size = size
@@ -243,7 +243,7 @@ class TestTransform:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self.size = size
 
     def __call__(

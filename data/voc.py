@@ -64,6 +64,9 @@ class VocObject:
 
 @dataclass
 class VocAnnotation:
+    """One parsed XML file: ``<filename>`` (None when absent), ``<size>`` height and width in pixels (0 when absent:
+    the caller reads the image header), and its objects in file order."""
+
     filename: str | None
     height: int
     width: int
@@ -214,7 +217,7 @@ class ImageFinder:
     Exact names are tried first (one ``stat`` each); the folder's listing is read once, on the first miss.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._by_lower_name: dict[str, str] | None = None
 
@@ -569,7 +572,7 @@ class VOCDetection(DetectionDataset):
         download_hint: str = "check --data_root",
         seed: int = 0,
         test_split: bool = False,
-    ):
+    ) -> None:
         label_of = _class_labels(class_names)
         problems: list[str] = []
         fixups = FixupCounter()
