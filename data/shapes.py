@@ -88,7 +88,6 @@ MAX_ASPECT = 1.67  # width / height of the unrotated shape lies in [1 / MAX_ASPE
 MIN_IN_IMAGE_FRACTION = 0.5  # truncation limit: at least this share of a new shape lies inside the image
 MIN_VISIBLE_FRACTION = 0.35  # occlusion limit: no object keeps less than this share of its pixels
 PLACEMENT_TRIES = 20
-CROWDED_MIN_OBJECTS = 50
 
 # `difficult` rule (VOC evaluation ignores these objects).
 DIFFICULT_MIN_SIDE = 10  # px: a visible box with a shorter side below this is difficult

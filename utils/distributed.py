@@ -139,15 +139,6 @@ def any_process(flag: bool, ctx: DistributedContext) -> bool:
     return bool(tensor.item())
 
 
-def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]``; ``[obj]`` when not distributed."""
-    if not ctx.is_distributed:
-        return [obj]
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
 def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     """Rank 0's ``obj`` on every process."""
     if not ctx.is_distributed:
