@@ -1,8 +1,17 @@
 """The user-facing documentation (README.md, docs/*.md) against the code it describes."""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
+import importlib
+import importlib.util
+import io
 import re
+import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO / "docs" / "architecture.md"
@@ -28,3 +37,148 @@ def test_module_map_names_every_module_of_the_tree():
     unlisted = [module for module in modules
                 if not any(module == path or (path.endswith("/") and module.startswith(path)) for path in listed)]
     assert unlisted == []
+
+
+# --- links, paths, flags and commands of README.md and docs/*.md ---
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+# flags of other programs that the pages show (torchrun, timeout, pip)
+OTHER_PROGRAMS_FLAGS = {"--nproc_per_node", "--foreground", "--no-deps", "--only-binary", "--python-version",
+                        "--implementation", "--platform", "--no-index", "--target"}
+OPTIONAL_DEPENDENCIES = {"demo_export": ("onnxruntime",)}
+SCRIPT = re.compile(r"(?:^|\s)(?:main\.py|benchmarks/(\w+)\.py)(?=\s|$)")
+
+
+def page_text(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation but ``-`` and ``_`` dropped, spaces -> ``-``."""
+    text = FENCE.sub("", page_text(page))
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        count = sum(anchor == slug or re.fullmatch(re.escape(slug) + r"-\d+", anchor) is not None
+                    for anchor in anchors)
+        anchors.add(f"{slug}-{count}" if count else slug)
+    return anchors
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = []
+    for page in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page_text(page)):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_every_repository_path_named_exists():
+    """Paths under the project's folders that the pages name (datasets/ is generated, so it is left out)."""
+    missing = set()
+    for page in DOCS:
+        for path in re.findall(r"(?<![\w/.-])((?:utils|models|data|tests|benchmarks|docs|\.ci)/[\w./-]*\w)",
+                               page_text(page)):
+            if not (REPO / path.split("::")[0]).exists():
+                missing.add(f"{page.name}: {path}")
+    assert sorted(missing) == []
+
+
+@functools.cache
+def project_parsers() -> dict[str, argparse.ArgumentParser]:
+    """main.py's and every benchmark script's argument parser, by script name (``main`` or the benchmark's); a
+    script whose optional dependency is not installed (demo_export.py without onnxruntime) is left out."""
+    import main
+
+    parsers = {"main": main.get_args_parser()}
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        if script.stem == "common" or any(importlib.util.find_spec(package) is None
+                                          for package in OPTIONAL_DEPENDENCIES.get(script.stem, ())):
+            continue
+        module = importlib.import_module(f"benchmarks.{script.stem}")
+        if hasattr(module, "get_args_parser"):
+            parsers[script.stem] = module.get_args_parser()
+        else:  # the parser is built inside main(): stop it there
+            parsers[script.stem] = parser_built_by(module.main)
+    return parsers
+
+
+class ParserBuilt(Exception):
+    """Raised in place of ``parse_args`` by :func:`parser_built_by`, carrying the parser."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+
+def parser_built_by(script_main: Callable[[], object]) -> argparse.ArgumentParser:
+    """The parser ``script_main`` builds, taken when it parses its arguments (nothing after that runs)."""
+
+    def stop(parser: argparse.ArgumentParser, args: object = None, namespace: object = None) -> NoReturn:
+        raise ParserBuilt(parser)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = stop
+    try:
+        script_main()
+    except ParserBuilt as built:
+        return built.parser
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    raise AssertionError(f"{script_main.__module__}.main() parsed no arguments")
+
+
+def test_every_flag_named_exists():
+    """Every ``--flag`` the pages name is a flag of main.py or of a benchmark script."""
+    flags = {flag for parser in project_parsers().values() for action in parser._actions
+             for flag in action.option_strings}
+    unknown = set()
+    for page in DOCS:
+        for flag in re.findall(r"(?<![\w-])(--[A-Za-z][\w-]*)", page_text(page)):
+            if flag not in flags | OTHER_PROGRAMS_FLAGS:
+                unknown.add(f"{page.name}: {flag}")
+    assert sorted(unknown) == []
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+    """``(page, script, arguments)`` of every main.py or benchmark command in a code block or in an inline
+    ``python ...`` span; ``[--flag value]`` (an optional part) counts as given, a command with ``...`` is left out."""
+    commands = []
+    for page in DOCS:
+        text = page_text(page)
+        lines = [line for block in FENCE.findall(text) for line in block.replace("\\\n", " ").splitlines()]
+        lines += [span for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", FENCE.sub("", text).replace("\n", " "))
+                  if re.match(r"(\S+=\S+\s+)*(\S*/)?(python3?|torchrun)\s", span)]
+        for line in lines:
+            line = re.split(r"\s#\s|\s*&&|\s\|\s", line)[0]
+            found = SCRIPT.search(line)
+            if not found or not re.match(r"\s*(\S+=\S+\s+)*(\S*/)?(python3?|torchrun)\s", line) or "..." in line:
+                continue
+            arguments = shlex.split(line[found.end():].replace("[", " ").replace("]", " "))
+            commands.append((page.name, found.group(1) or "main", arguments))
+    return commands
+
+
+def test_every_command_shown_parses():
+    parsers = project_parsers()
+    commands = shown_commands()
+    assert len(commands) > 40  # the pages show many; a parsing slip here would silently check none
+    refused = []
+    for page, script, arguments in commands:
+        assert script == "main" or (REPO / "benchmarks" / f"{script}.py").exists(), f"{page}: no benchmarks/{script}.py"
+        if script not in parsers:  # an optional dependency is missing
+            continue
+        try:
+            with contextlib.redirect_stderr(io.StringIO()) as stderr, contextlib.redirect_stdout(io.StringIO()):
+                parsers[script].parse_args(arguments)
+        except SystemExit as stop:
+            if stop.code != 0:  # --help exits 0
+                refused.append(f"{page}: {script} {' '.join(arguments)}: {stderr.getvalue().strip()}")
+    assert refused == []
