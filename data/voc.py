@@ -161,28 +161,38 @@ def _xml_root(xml_path: Path) -> ET.Element:
     return root
 
 
-def _size_side(size: ET.Element | None, tag: str, xml_path: Path) -> float:
-    """``<size>``'s ``<width>`` or ``<height>`` as given, 0 when absent (the caller then reads the image header)."""
-    return _number(size, tag, xml_path, "<size>") if size is not None and size.find(tag) is not None else 0
+def _size_side(size: ET.Element | None, tag: str, xml_path: Path) -> int:
+    """``<size>``'s ``<width>`` or ``<height>`` in whole pixels (``128`` or ``128.0``), 0 when absent (the caller then
+    reads the image header). :class:`DataError` naming the file and the tag for a fraction or a negative size, which
+    no image has."""
+    if size is None or size.find(tag) is None:
+        return 0
+    value = _number(size, tag, xml_path, "<size>")
+    problem = "a negative size" if value < 0 else None if value.is_integer() else "not a whole number of pixels"
+    if problem:
+        raise DataError(f"{xml_path}: <size> has <{tag}>{size.findtext(tag)}</{tag}>, {problem}: write the image's "
+                        f"{tag} in pixels, or 0 to read it from the image")
+    return int(value)
 
 
 def _image_size(root: ET.Element, xml_path: Path) -> tuple[int, int]:
-    """(height, width) of ``<size>`` in whole pixels; 0 for a side that is absent or not positive. :class:`DataError`
-    naming the file when it gives more pixels than the decoder reads (no image that big can be loaded)."""
+    """(height, width) of ``<size>`` in whole pixels; 0 for a side that is absent or 0. :class:`DataError` naming the
+    file for a side that is a fraction or negative (:func:`_size_side`), or when it gives more pixels than the decoder
+    reads (no image that big can be loaded)."""
     size = root.find("size")
     height, width = _size_side(size, "height", xml_path), _size_side(size, "width", xml_path)
     limit = opencv_pixel_limit()
-    if height > 0 and width > 0 and int(height) * int(width) > limit:
+    if height * width > limit:
         raise DataError(
             f"{xml_path}: <size> is {width:g}x{height:g} (WxH), over the decoder's pixel limit ({limit:,} pixels): "
             "fix the <width> and <height> (or resize the image)"
         )
-    return max(int(height), 0), max(int(width), 0)
+    return height, width
 
 
 def parse_voc_xml(xml_path: Path) -> VocAnnotation:
-    """Parse one VOC XML file. Missing/absent ``<size>`` gives height = width = 0 (the caller reads the image header).
-    Raises :class:`DataError` naming the file (and line for malformed XML)."""
+    """Parse one VOC XML file. An absent ``<size>``, or side of it, and a side of 0 give height = width = 0 (the caller
+    reads the image header). Raises :class:`DataError` naming the file (and line for malformed XML)."""
     root = _xml_root(xml_path)
     height, width = _image_size(root, xml_path)
     objects = []

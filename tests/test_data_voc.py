@@ -359,6 +359,27 @@ def test_xml_without_size_reads_the_image_header(tmp_path):
     assert build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"]).image_size(0) == (30, 70)
 
 
+def test_a_size_written_as_a_float_is_read_and_a_fractional_or_negative_one_is_an_error(tmp_path):
+    """LabelImg and CVAT write whole numbers, some tools "128.0": both are read. A fraction (truncated before) or a
+    negative side (the image header read before) is a size no image has: an error naming the XML and the tag."""
+    xml = voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)])
+    samples = {"float": xml.replace("<width>64</width>", "<width>64.0</width>").replace("48<", "48.0<"),
+               "zero": xml.replace("<width>64</width>", "<width>0</width>"),
+               "fraction": xml.replace("<width>64</width>", "<width>63.6</width>"),
+               "negative": xml.replace("<height>48</height>", "<height>-48</height>")}
+    root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)}, size=(48, 64))
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    listed = f"(listed in {root / 'ImageSets/Main/trainval.txt'})"
+    assert (f"{root / 'Annotations/fraction.xml'}: <size> has <width>63.6</width>, not a whole number of pixels: write "
+            f"the image's width in pixels, or 0 to read it from the image {listed}") in str(error.value)
+    assert (f"{root / 'Annotations/negative.xml'}: <size> has <height>-48</height>, a negative size: write the "
+            f"image's height in pixels, or 0 to read it from the image {listed}") in str(error.value)
+    (root / "ImageSets/Main/trainval.txt").write_text("float\nzero\n")
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert [dataset.image_size(i) for i in range(2)] == [(48, 64), (48, 64)]  # "zero": from the image header
+
+
 def test_parse_class_list(tmp_path):
     assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
     (tmp_path / "classes.txt").write_text("# my classes\ncat\n\n  dog  \n#bird\n")
