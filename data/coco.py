@@ -26,7 +26,7 @@ from pycocotools.coco import COCO
 
 from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem
 from data.errors import DataError, DatasetNotFoundError, format_problems
-from data.voc import read_utf8_text
+from data.voc import ImageFinder, read_utf8_text
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -242,10 +242,39 @@ def _annotation_names(annotations: Sequence[dict]) -> list[str]:
     return [f"annotation id {a['id']}" for a in annotations[:FixupCounter.EXAMPLES_SHOWN]]
 
 
-def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -> str | None:
+class ImageFiles:
+    """The image files that ``file_name``s name in ``folder``: ``folder / file_name``, else a file of that folder
+    whose name differs in letter case only (a json written on Windows or macOS, whose file systems ignore it), as
+    VOC-layout images are found (:class:`data.voc.ImageFinder`: a folder's listing is read once, on its first miss).
+    Each name is looked up once (the checks and the dataset ask for every name)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._finders: dict[Path, ImageFinder] = {}
+        self._paths: dict[str, Path] = {}
+
+    def path(self, file_name: str) -> Path:
+        """The file read for ``file_name``; ``folder / file_name`` when no file matches (the caller reports it)."""
+        if file_name not in self._paths:
+            self._paths[file_name] = self._find(file_name)
+        return self._paths[file_name]
+
+    def _find(self, file_name: str) -> Path:
+        exact = self.folder / file_name
+        if file_type_problem(exact) != "not found" or not exact.parent.is_dir():
+            return exact
+        finder = self._finders.setdefault(exact.parent, ImageFinder(exact.parent))
+        try:
+            return finder.find([exact.name]) or exact
+        except OSError:  # a folder that cannot be listed
+            return exact
+
+
+def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) -> str | None:
     """What is wrong with one well-formed ``images`` entry, ``None`` when nothing: a height / width that is not a
-    positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name``, no such image file."""
-    image_id = info["id"]
+    positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name``, no such image file in
+    ``files.folder`` (in any letter case)."""
+    image_id, image_folder = info["id"], files.folder
     if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
         return f"{annotation_file}: image id {image_id} has no positive integer height/width"
     too_large = [f"{key} {info[key]!r:.40}" for key in ("height", "width") if info[key] > MAX_PIXELS]
@@ -255,7 +284,7 @@ def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -
     if not isinstance(info.get("file_name"), str) or not info["file_name"].strip():
         return f"{annotation_file}: image id {image_id} has no file_name"
     name = info["file_name"]
-    kind = file_type_problem(image_folder / name)
+    kind = file_type_problem(files.path(name))
     if kind is None:
         return None
     if kind != "not found":  # a folder (file_name "." or a sub-folder's name), a named pipe, a link loop
@@ -270,9 +299,9 @@ def image_entry_problem(info: dict, image_folder: Path, annotation_file: Path) -
     return problem
 
 
-def resolved_image_paths(image_folder: Path, images: Iterable[object]) -> list[tuple[str, dict]]:
-    """``(real path, entry)`` of each ``images`` entry with a string ``file_name``: ``image_folder / file_name`` with
-    ``..``, symlinked folders and a symlinked file resolved (an entry whose name the OS refuses, e.g. with a NUL
+def resolved_image_paths(files: ImageFiles, images: Iterable[object]) -> list[tuple[str, dict]]:
+    """``(real path, entry)`` of each ``images`` entry with a string ``file_name``: its file (:meth:`ImageFiles.path`)
+    with ``..``, symlinked folders and a symlinked file resolved (an entry whose name the OS refuses, e.g. with a NUL
     byte, is left out). Each folder is resolved once: ``os.path.realpath`` of every file of a 100k-image split would
     take seconds."""
     real_folders: dict[str, str] = {}
@@ -281,8 +310,8 @@ def resolved_image_paths(image_folder: Path, images: Iterable[object]) -> list[t
         name = info.get("file_name") if isinstance(info, dict) else None
         if not isinstance(name, str):
             continue
-        folder, base = os.path.split(os.path.join(image_folder, name))
         try:
+            folder, base = os.path.split(files.path(name))
             if folder not in real_folders:
                 real_folders[folder] = os.path.realpath(folder)
             path = os.path.normpath(os.path.join(real_folders[folder], base))
@@ -292,12 +321,12 @@ def resolved_image_paths(image_folder: Path, images: Iterable[object]) -> list[t
     return paths
 
 
-def shared_file_problems(images: list[dict], image_folder: Path, annotation_file: Path) -> list[str]:
+def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file: Path) -> list[str]:
     """One problem per image entry whose file (resolved, see :func:`resolved_image_paths`) an earlier entry of the
     same json already uses: that file would be trained with both images' boxes, each time with one image's only."""
     first: dict[str, dict] = {}
     problems = []
-    for path, info in resolved_image_paths(image_folder, images):
+    for path, info in resolved_image_paths(files, images):
         if path not in first:
             first[path] = info
             continue
@@ -318,13 +347,13 @@ def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -
     )
 
 
-def _coco_problems(coco: COCO, label_of: dict[int, int], image_folder: Path, annotation_file: Path) -> list[str]:
+def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path) -> list[str]:
     """Every problem of a loaded json, each naming ``annotation_file``, in this order: its image entries
     (:func:`image_entry_problem`), image files used by two entries, then its annotations
     (:func:`annotation_problems`)."""
-    problems = [image_entry_problem(coco.imgs[i], image_folder, annotation_file) for i in coco.getImgIds()]
+    problems = [image_entry_problem(coco.imgs[i], files, annotation_file) for i in coco.getImgIds()]
     problems = [problem for problem in problems if problem]
-    problems += shared_file_problems(coco.dataset["images"], image_folder, annotation_file)
+    problems += shared_file_problems(coco.dataset["images"], files, annotation_file)
     for annotation in coco.dataset["annotations"]:
         where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
         problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]
@@ -392,7 +421,7 @@ def _clean_and_count_boxes(
 
 def _per_image_annotations(
     coco: COCO,
-    image_folder: Path,
+    files: ImageFiles,
     heights: np.ndarray,
     widths: np.ndarray,
     owner: np.ndarray,
@@ -401,9 +430,9 @@ def _per_image_annotations(
     drop_empty: bool,
 ) -> Annotations:
     """The flat :class:`Annotations` of the images of ``coco.getImgIds()`` (``heights`` / ``widths`` ``[I]``), read
-    from ``image_folder / file_name``, given the kept boxes float32 ``[K, 4]`` x1y1x2y2 0-based continuous, their
-    labels ``[K]`` and their image's position ``owner`` ``[K]``; ``drop_empty`` leaves out the images without a box.
-    No box is difficult (COCO has no such flag)."""
+    from their ``file_name``'s files (:meth:`ImageFiles.path`), given the kept boxes float32 ``[K, 4]`` x1y1x2y2
+    0-based continuous, their labels ``[K]`` and their image's position ``owner`` ``[K]``; ``drop_empty`` leaves out
+    the images without a box. No box is difficult (COCO has no such flag)."""
     order = np.argsort(owner, kind="stable")
     owner, boxes, labels = owner[order], boxes[order], labels[order]
     image_ids = coco.getImgIds()
@@ -411,7 +440,7 @@ def _per_image_annotations(
     kept_images = [i for i in range(len(image_ids)) if not drop_empty or starts[i + 1] > starts[i]]
     per_image = [slice(starts[i], starts[i + 1]) for i in kept_images]
     return Annotations.from_images(
-        image_paths=[str(image_folder / coco.imgs[image_ids[i]]["file_name"]) for i in kept_images],
+        image_paths=[str(files.path(coco.imgs[image_ids[i]]["file_name"])) for i in kept_images],
         image_ids=[image_ids[i] for i in kept_images],
         sizes=[(int(heights[i]), int(widths[i])) for i in kept_images],
         boxes=[boxes[s] for s in per_image],
@@ -421,7 +450,8 @@ def _per_image_annotations(
 
 
 class COCODetection(DetectionDataset):
-    """Images of a COCO instances json, read from ``image_folder / file_name``.
+    """Images of a COCO instances json, read from ``image_folder / file_name`` (in any letter case of the file's
+    name, :class:`ImageFiles`).
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
     non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image file, one
@@ -459,7 +489,8 @@ class COCODetection(DetectionDataset):
         self.coco = coco
         self.category_ids: list[int] = list(coco.getCatIds())
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        problems = _coco_problems(coco, label_of, image_folder, annotation_file)
+        files = ImageFiles(image_folder)
+        problems = _coco_problems(coco, label_of, files, annotation_file)
         if problems:
             raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
 
@@ -486,7 +517,7 @@ class COCODetection(DetectionDataset):
             )
         super().__init__(
             _per_image_annotations(
-                coco, image_folder, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
+                coco, files, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
             ),
             [coco.cats[c]["name"] for c in self.category_ids],
             transform,
@@ -542,10 +573,10 @@ def check_disjoint_coco_splits(split: str, split_file: Path, split_coco: COCO, o
     train_folder, test_folder = folders if split == "train" else folders[::-1]
     if not isinstance(train_images, list) or not isinstance(test_images, list):
         return
-    test_names = {path: info["file_name"] for path, info in resolved_image_paths(test_folder, test_images)}
+    test_names = {path: info["file_name"] for path, info in resolved_image_paths(ImageFiles(test_folder), test_images)}
     shared = sorted(
-        (path, info["file_name"], test_names[path]) for path, info in resolved_image_paths(train_folder, train_images)
-        if path in test_names
+        (path, info["file_name"], test_names[path])
+        for path, info in resolved_image_paths(ImageFiles(train_folder), train_images) if path in test_names
     )
     if shared:
         raise DataError(_shared_images_message(train_file, test_file, shared))

@@ -203,6 +203,29 @@ def test_file_name_with_a_folder_the_image_folder_already_is_says_what_to_write(
     assert 'which holds 000000000003.jpg: write "file_name": "000000000003.jpg"' in str(error.value)
 
 
+def test_a_file_name_in_another_letter_case_reads_the_file_as_voc_layout_data_does(tmp_path):
+    """A json written on Windows or macOS, whose file systems ignore letter case, may say IMG3.JPG for Img3.jpg: the
+    file is found (the exact name first), as VOC-layout images are; two entries naming one file in two letter cases
+    use one file."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    folder = tmp_path / "x"
+    (folder / "000000000007.jpg").rename(folder / "000000000007.JPG")
+    (folder / "sub").mkdir()
+    (folder / "000000000003.jpg").rename(folder / "sub" / "Img3.jpg")
+    data["images"][1]["file_name"] = "sub/IMG3.JPG"
+    path.write_text(json.dumps(data))
+    dataset = COCODetection(path, folder, TestTransform(32))
+    assert [dataset.image_path(i) for i in range(3)] == [
+        folder / "000000000007.JPG", folder / "sub" / "Img3.jpg", folder / "000000000009.jpg"]
+    assert dataset.load_image(1).shape == (50, 50, 3)
+    data["images"][2].update(file_name="000000000007.JPG", height=40, width=60)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, folder, TestTransform(32))
+    assert f"image ids 7 and 9 both use the image file {folder / '000000000007.JPG'}" in str(error.value)
+
+
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
                                            "iscrowd": 0}]
