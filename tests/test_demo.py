@@ -121,7 +121,7 @@ def reference_top_detection(checkpoint: Path, image_path: Path) -> tuple[list[fl
 def test_demo_writes_pixel_detections_and_drawn_images(checkpoint, photos, tmp_path, capsys):
     out = tmp_path / "out"
     summary = run_demo(checkpoint, str(photos), out, batch_size=2, score_thresh=0.0, max_per_image=5)
-    assert summary == {"images": 2, "unreadable": 0, "detections": 10, "output_dir": str(out),
+    assert summary == {"images": 2, "unreadable": 0, "detections": 10, "removed": 0, "output_dir": str(out),
                        "json": str(out / "detections.json")}
     report = json.loads((out / "detections.json").read_text())
     assert report["class_names"] == CLASS_NAMES and report["input_size"] == SIZE
@@ -258,6 +258,25 @@ def test_demo_replaces_unmarked_drawn_copies_its_detections_json_lists(checkpoin
     assert cv2.imwrite(str(out / "tall.jpg"), np.zeros((4, 4, 3), np.uint8))  # no mark, as before
     run_demo(checkpoint, str(photos), out)
     assert cv2.imread(str(out / "tall.jpg")).shape == (160, 90, 3)
+
+
+def test_a_rerun_deletes_the_drawn_copies_an_earlier_run_left_and_no_other_file(checkpoint, photos, tmp_path, capsys):
+    """As eval/<DATASET>/ holds the latest evaluation's files alone, the demo folder holds the latest run's drawn
+    copies: an earlier run's copy that this run does not rewrite is deleted if it carries the drawn mark; a photo of
+    the user's, another file, an unmarked copy (from before copies were marked) and a link to a drawn copy are kept."""
+    out = tmp_path / "out"
+    run_demo(checkpoint, str(photos), out)
+    (out / "tall.jpg").rename(out / "interrupted.jpg")  # a drawn copy of a run stopped before its detections.json
+    users_photo = write_image(out / "mine.jpg", 20, 30, seed=4).read_bytes()
+    assert cv2.imwrite(str(out / "unmarked.jpg"), np.zeros((4, 4, 3), np.uint8))
+    (out / "notes.txt").write_text("kept")
+    (out / "link.jpg").symlink_to(out / "wide.jpg")
+    capsys.readouterr()
+    summary = run_demo(checkpoint, str(photos / "tall.jpg"), out)
+    assert sorted(path.name for path in out.iterdir()) == [
+        DETECTIONS_FILE, "link.jpg", "mine.jpg", "notes.txt", "tall.jpg", "unmarked.jpg"]
+    assert (out / "mine.jpg").read_bytes() == users_photo and summary["removed"] == 2
+    assert "; 2 drawn copies of earlier runs deleted (interrupted.jpg, wide.jpg)" in capsys.readouterr().err
 
 
 def test_demo_output_under_a_file_is_refused(checkpoint, photos, tmp_path):

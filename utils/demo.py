@@ -14,7 +14,9 @@ folder receives
 Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON. An image
 whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
 The output folder must not hold input images, nor other files named as a drawn copy that no demo run wrote (each
-drawn copy carries a JPEG comment saying so): the drawn copies would replace them.
+drawn copy carries a JPEG comment saying so): the drawn copies would replace them. Like ``eval/<DATASET>/``, it holds
+the latest run's results alone: the drawn copies of earlier runs that a run does not rewrite are deleted (files that
+carry that comment only).
 """
 from __future__ import annotations
 
@@ -197,8 +199,8 @@ def run_demo(
             (:class:`utils.cuda_graph.CUDAGraphDetector`; CUDA devices only).
 
     Returns:
-        ``{"images": readable images, "unreadable": skipped files, "detections": total detections,
-        "output_dir": str, "json": str}``.
+        ``{"images": readable images, "unreadable": skipped files, "detections": total detections, "removed": drawn
+        copies of earlier runs deleted (:func:`remove_earlier_drawn_copies`), "output_dir": str, "json": str}``.
 
     Raises :class:`DemoInputError` when there is no image to read or none of the files could be read (after
     writing the JSON), ``CheckpointError`` for an unusable checkpoint, and ``ValueError`` for a bad argument or an
@@ -251,15 +253,19 @@ def run_demo(
     settings = {"checkpoint": str(checkpoint_path), "class_names": detector.class_names, "input_size": detector.size,
                 "score_thresh": score_thresh, "nms_thresh": nms_thresh}
     write_text(json_path, json.dumps(settings | {"images": images_done, "unreadable": unreadable}, indent=1))
+    removed = remove_earlier_drawn_copies(out_dir, keep={record["output"] for record in images_done})
     summary = {
         "images": len(images_done),
         "unreadable": len(unreadable),
         "detections": sum(len(record["detections"]) for record in images_done),
+        "removed": len(removed),
         "output_dir": str(out_dir),
         "json": str(json_path),
     }
+    deleted = (f"; {len(removed)} drawn {'copy' if len(removed) == 1 else 'copies'} of earlier runs deleted "
+               f"({preview_names([path.name for path in removed])})" if removed else "")
     print(f"demo: {summary['detections']} detections in {summary['images']} images written to {out_dir}"
-          f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped", file=sys.stderr)
+          f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped{deleted}", file=sys.stderr)
     if not images_done:
         raise DemoInputError(f"--demo: none of the {len(paths)} files could be read as an image; "
                              f"see the reasons above and in {json_path}")
@@ -329,6 +335,19 @@ def listed_outputs(out_dir: Path) -> set[str]:
         return {image["output"] for image in images if isinstance(image.get("output"), str)}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return set()
+
+
+def remove_earlier_drawn_copies(out_dir: Path, keep: set[str | None]) -> list[Path]:
+    """Delete the drawn copies in ``out_dir`` other than ``keep`` (this run's, by name): ``*.jpg`` regular files (not
+    links) that carry :data:`DRAWN_MARK`, left by earlier runs on other images (also by a run stopped before it wrote
+    its ``detections.json``), which would sit beside this run's as if they were its. No other file is touched, an
+    unmarked copy listed by an earlier ``detections.json`` included (it may since have been replaced by a file of the
+    user's). Returns the paths deleted, sorted."""
+    removed = [path for path in sorted(out_dir.glob("*.jpg")) if path.name not in keep and not path.is_symlink()
+               and path.is_file() and drawn_by_demo(path)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def drawn_by_demo(path: Path) -> bool:
