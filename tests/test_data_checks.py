@@ -174,6 +174,25 @@ def test_a_corrupt_jpeg_read_in_training_is_a_warning_naming_the_file(tmp_path, 
                    "it decodes with damaged pixels: re-download or re-encode the file\n")  # not libjpeg's bare line
 
 
+def test_a_corrupt_jpeg_is_named_once_per_run_whatever_the_worker_processes_reading_it(tmp_path, capfd):
+    """Each DataLoader worker has its own warning registry: every worker reading the file (and every evaluation's new
+    workers) showed the line again. The workers forked after main.py installs its warning display share one record."""
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        for _ in range(2):  # as a training loader and then an evaluation's, each with its own workers
+            loader = DataLoader(dataset, batch_size=1, sampler=[1, 1, 1, 1], num_workers=2, collate_fn=list)
+            assert [batch[0][2] for batch in loader] == [1, 1, 1, 1]  # both workers read it, twice each
+    assert capfd.readouterr().err == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end "
+                                      "of data segment); it decodes with damaged pixels: re-download or re-encode the "
+                                      "file\n")
+
+
 def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
     root = write_voc_folder(tmp_path, {"a": voc_xml(40, 60, []), "b": voc_xml(40, 60, [])}, {"trainval": ["a", "b"]})
     exif = Image.Exif()

@@ -1,6 +1,8 @@
-"""Exceptions turned into the one line a user reads, and short previews of lists for messages (a leaf module: data/,
-models/ and utils/ import it)."""
+"""Exceptions turned into the one line a user reads, short previews of lists for messages, and a record of the lines
+already shown that forked processes share (a leaf module: data/, models/ and utils/ import it)."""
 
+import hashlib
+import mmap
 from collections.abc import Sequence
 
 
@@ -21,3 +23,29 @@ def joined_lines(error: BaseException, limit: int = 400) -> str:
     messages whose first line says little, such as ``load_state_dict``'s "Error(s) in loading state_dict for X:"."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SharedSeen:
+    """The texts already shown, shared by this process and the processes it forks afterwards (DataLoader workers:
+    made before they start, one record for the run): :meth:`first` is True for the first asking about a text.
+
+    A table of ``slots`` 8-byte hashes in anonymous shared memory, without a lock: two processes asking at the same
+    instant may both get True (a line shown twice, never one lost); a full table answers True. Only processes forked
+    after it share it (not those started by ``spawn``).
+    """
+
+    def __init__(self, slots: int = 4096) -> None:
+        self._hashes = memoryview(mmap.mmap(-1, 8 * slots)).cast("Q")
+
+    def first(self, text: str) -> bool:
+        """Whether ``text`` is asked about for the first time (and record it)."""
+        key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") or 1  # 0: empty
+        slots = len(self._hashes)
+        for probe in range(slots):
+            slot = (key + probe) % slots
+            if self._hashes[slot] == key:
+                return False
+            if self._hashes[slot] == 0:
+                self._hashes[slot] = key
+                return True
+        return True
