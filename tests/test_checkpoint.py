@@ -325,3 +325,36 @@ def test_check_compatible_refuses_another_anchor_size_and_accepts_a_checkpoint_w
     check_compatible("w.pth", saved, classes, {"base_anchor_size": 24}, classes)  # 24 == 24.0
     older = {"version": "pafpn", "backbone": "vgg16", "size": 320}  # saved before a key existed: nothing to compare
     check_compatible("w.pth", older, classes, {"version": "pafpn", "base_anchor_size": 24.0}, classes)
+
+
+@pytest.mark.parametrize("class_names, problem", [
+    ([], "an empty class list"),
+    ([1, 2], "class names that are not text (1, 2)"),
+    (["cat", None], "class names that are not text (None)"),
+    (["cat", " "], "an empty class name"),
+    (["cat", "dog", "Cat"], "the class name 'Cat' twice"),  # the loaders match names ignoring letter case
+])
+def test_load_refuses_class_names_main_py_never_writes(tmp_path, class_names, problem):
+    """Non-text names crashed evaluation (AttributeError: 'int' object has no attribute 'lower') and the demo; empty
+    and repeated ones were drawn and exported as they were."""
+    save_checkpoint(_state(1.0) | {"class_names": class_names}, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "edited.pth")
+    assert str(error.value) == (f"{tmp_path / 'edited.pth'} holds {problem} in 'class_names'; it was edited or "
+                                "damaged: use a checkpoint as main.py saved it")
+
+
+def test_load_refuses_class_names_of_another_count_than_the_classifier(tmp_path):
+    """--trained_model blamed the dataset ("was trained on 3 classes, but the dataset has 6") and --init_from
+    fine-tuned from such a file as if it were trained on other classes."""
+    state = _state(1.0) | {"class_names": ["cat", "dog"]}
+    state["model"] |= {"head.conf.0.weight": torch.zeros(6 * 3, 4, 3, 3), "head.conf.0.bias": torch.zeros(6 * 3)}
+    save_checkpoint(state, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "edited.pth")
+    assert str(error.value) == (f"{tmp_path / 'edited.pth'} names 2 classes (cat, dog), but its classification layers "
+                                "score 3 (head.conf.0.weight: 18 outputs, 6 anchors per cell); it was edited or "
+                                "damaged: use a checkpoint as main.py saved it")
+    state["class_names"] = ["cat", "dog", "bird"]
+    save_checkpoint(state, tmp_path / "whole.pth")
+    assert load_checkpoint(tmp_path / "whole.pth")["class_names"] == ["cat", "dog", "bird"]

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from models.detector import CLASSIFIER_PREFIX
+from models.head import ANCHORS_PER_CELL
 from utils.messages import first_line, preview_names
 
 FORMAT = "mutual-guidance-checkpoint-v1"
@@ -38,6 +40,8 @@ RUN_KEYS = (
 _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
+# the end of the message for a checkpoint whose content main.py never writes
+_EDITED = "it was edited or damaged: use a checkpoint as main.py saved it"
 
 
 class CheckpointError(RuntimeError):
@@ -164,10 +168,35 @@ def load_checkpoint(
     broken = [f"{key!r} ({kind.__name__})" for key, kind in REQUIRED_ENTRIES.items()
               if not isinstance(state.get(key), kind)]
     if broken:
-        raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; it was edited or "
-                              "damaged: use a checkpoint as main.py saved it")
+        raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; {_EDITED}")
+    _check_class_names(path, state["class_names"], state["model"])
     _check_finite_weights(path, state["model"])
     return state
+
+
+def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, Any]) -> None:
+    """Refuse a class list main.py never writes (empty, a name that is not text or is blank, a name twice ignoring
+    letter case, as the loaders refuse them) or of another length than the classes the classification layers
+    (``head.conf.*``, ``ANCHORS_PER_CELL`` x C outputs) score."""
+    not_text = [repr(name) for name in class_names if not isinstance(name, str)]
+    folded = [str(name).strip().lower() for name in class_names]
+    twice = [name for index, name in enumerate(class_names) if folded[index] in folded[:index]]
+    problem = ("an empty class list" if not class_names
+               else f"class names that are not text ({preview_names(not_text, 3)})" if not_text
+               else "an empty class name" if "" in folded
+               else f"the class name {twice[0]!r} twice" if twice else None)
+    if problem:
+        raise CheckpointError(f"{path} holds {problem} in 'class_names'; {_EDITED}")
+    classifier = next((key for key in sorted(model_state) if key.startswith(CLASSIFIER_PREFIX)
+                       and key.endswith(".weight") and isinstance(model_state[key], torch.Tensor)), None)
+    if classifier is None:
+        return
+    outputs = model_state[classifier].shape[0]
+    if outputs != ANCHORS_PER_CELL * len(class_names):
+        raise CheckpointError(
+            f"{path} names {len(class_names)} classes ({preview_names(class_names)}), but its classification layers "
+            f"score {outputs / ANCHORS_PER_CELL:g} ({classifier}: {outputs} outputs, {ANCHORS_PER_CELL} anchors per "
+            f"cell); {_EDITED}")
 
 
 def non_finite_entries(model_state: Mapping[str, Any]) -> list[str]:
