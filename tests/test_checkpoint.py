@@ -32,9 +32,12 @@ def test_checkpoint_name_matches_the_original():
             == "SHAPES_fssd_resnet18_size256_anchor24.0.pth")
 
 
+ARCHITECTURE = {"version": "fssd", "backbone": "resnet18", "size": 128, "base_anchor_size": 24.0}
+
+
 def _state(value: float) -> dict:
     return {"format": FORMAT, "model": {"w": torch.full((2, 2), value)}, "iteration": 7, "max_iter": 9,
-            "config": {"lr": 0.01}, "class_names": ["cat"]}
+            "config": ARCHITECTURE | {"lr": 0.01}, "class_names": ["cat"]}
 
 
 def test_save_and_load_roundtrip_with_weights_only(tmp_path):
@@ -46,7 +49,7 @@ def test_save_and_load_roundtrip_with_weights_only(tmp_path):
     state = load_checkpoint(path)
     assert sorted(state) == ["class_names", "config", "format", "iteration", "max_iter", "model", "rng"]
     assert {key: state[key] for key in ("format", "iteration", "max_iter", "config", "class_names")} == {
-        "format": FORMAT, "iteration": 7, "max_iter": 9, "config": {"lr": 0.01}, "class_names": ["cat"]}
+        "format": FORMAT, "iteration": 7, "max_iter": 9, "config": ARCHITECTURE | {"lr": 0.01}, "class_names": ["cat"]}
     assert torch.equal(state["model"]["w"], torch.full((2, 2), 3.0))
 
 
@@ -358,3 +361,32 @@ def test_load_refuses_class_names_of_another_count_than_the_classifier(tmp_path)
     state["class_names"] = ["cat", "dog", "bird"]
     save_checkpoint(state, tmp_path / "whole.pth")
     assert load_checkpoint(tmp_path / "whole.pth")["class_names"] == ["cat", "dog", "bird"]
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("version", None, "no --version"),
+    ("version", "yolo", "--version 'yolo', not one of fssd, retinanet, rfbnet, pafpn"),
+    ("backbone", "resnet50", "--backbone 'resnet50', not one of vgg16, resnet18"),
+    ("size", 100, "--size 100, not a multiple of 64 from 128"),
+    ("size", 128.7, "--size 128.7, not a multiple of 64 from 128"),
+    ("size", "128", "--size '128', not a multiple of 64 from 128"),
+    ("base_anchor_size", -5.0, "--base_anchor_size -5.0, not from 1 to below its --size 128"),
+    ("base_anchor_size", 1000.0, "--base_anchor_size 1000.0, not from 1 to below its --size 128"),
+    ("base_anchor_size", float("nan"), "--base_anchor_size nan, not from 1 to below its --size 128"),
+    ("base_anchor_size", "abc", "--base_anchor_size 'abc', not from 1 to below its --size 128"),
+])
+def test_load_refuses_an_architecture_main_py_never_writes(tmp_path, key, value, problem):
+    """Such values stopped the readers with build_detector's or PriorBox's words and no file ("unknown backbone
+    'resnet50'; choose one of ..."), with a traceback (a string anchor size under --resume and --init_from, a float
+    size in --trained_model's resize), blamed a flag the user did not give (--resume: "trained with --size 100, but
+    --size 128 was given"), or evaluated anchors larger than the image."""
+    state = _state(1.0)
+    if value is None:
+        del state["config"][key]
+    else:
+        state["config"][key] = value
+    save_checkpoint(state, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "edited.pth")
+    assert str(error.value) == (f"{tmp_path / 'edited.pth'} records {problem}; it was edited or damaged: "
+                                "use a checkpoint as main.py saved it")

@@ -10,6 +10,7 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only, so t
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pickle
 import random
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
 from utils.messages import first_line, preview_names
@@ -169,9 +171,31 @@ def load_checkpoint(
               if not isinstance(state.get(key), kind)]
     if broken:
         raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; {_EDITED}")
+    _check_architecture_config(path, state["config"])
     _check_class_names(path, state["class_names"], state["model"])
     _check_finite_weights(path, state["model"])
     return state
+
+
+def _check_architecture_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose architecture flags (:data:`ARCHITECTURE_KEYS`, which every reader builds the model
+    from) are missing or hold a value ``main.py`` refuses: an unknown version or backbone, a size that is not an
+    integer multiple of 64 from ``MIN_SIZE``, an anchor size that is not a number from 1 to below the size."""
+    version, backbone, size, anchor = (config.get(key) for key in ARCHITECTURE_KEYS)
+    size_ok = type(size) is int and size >= MIN_SIZE and size % 64 == 0
+    anchor_ok = type(anchor) in (int, float) and math.isfinite(anchor) and (not size_ok or 1 <= anchor < size)
+    problems = {
+        "version": None if version in NECKS else f"--version {version!r}, not one of {', '.join(NECKS)}",
+        "backbone": None if backbone in BACKBONES else f"--backbone {backbone!r}, not one of {', '.join(BACKBONES)}",
+        "size": None if size_ok else f"--size {size!r}, not a multiple of 64 from {MIN_SIZE}",
+        "base_anchor_size": None if anchor_ok else (f"--base_anchor_size {anchor!r}, not from 1 to below its "
+                                                    f"--size {size}"),
+    }
+    for key, problem in problems.items():
+        if key not in config:
+            raise CheckpointError(f"{path} records no --{key}; {_EDITED}")
+        if problem:
+            raise CheckpointError(f"{path} records {problem}; {_EDITED}")
 
 
 def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, Any]) -> None:

@@ -18,9 +18,6 @@ from utils.box import PriorBox
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.messages import first_line
 
-REQUIRED_CONFIG_KEYS = ("version", "backbone", "size", "base_anchor_size")
-
-
 @dataclass(frozen=True)
 class TrainedDetector:
     """A detector in eval mode with what is needed to read its outputs.
@@ -52,18 +49,13 @@ def detector_from_state(state: dict, checkpoint_path: str | os.PathLike,
     """:func:`load_trained_detector` for a checkpoint already read with ``load_checkpoint`` (``checkpoint_path``
     only names the file in errors)."""
     path = Path(checkpoint_path)
-    config = dict(state.get("config") or {})
-    missing = [key for key in REQUIRED_CONFIG_KEYS if config.get(key) is None]
-    class_names = list(state.get("class_names") or config.get("class_names") or [])
-    if missing or not class_names:
-        what = ", ".join(missing + ([] if class_names else ["class_names"]))
-        raise CheckpointError(f"{path} does not record {what}; pass a checkpoint saved by this project's main.py")
-    model = build_detector(config["version"], config["backbone"], int(config["size"]), len(class_names))
+    config, class_names = dict(state["config"]), list(state["class_names"])
+    model = build_detector(config["version"], config["backbone"], config["size"], len(class_names))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit {config['version']}-{config['backbone']} "
                               f"({first_line(error)}); the file is damaged or was edited") from error
     device = torch.device(device)
-    priors = PriorBox(base_anchor_size=float(config["base_anchor_size"]), size=int(config["size"])).forward()
-    return TrainedDetector(model.to(device).eval(), priors.to(device), class_names, int(config["size"]), config)
+    priors = PriorBox(base_anchor_size=float(config["base_anchor_size"]), size=config["size"]).forward()
+    return TrainedDetector(model.to(device).eval(), priors.to(device), class_names, config["size"], config)
