@@ -390,3 +390,25 @@ def test_load_refuses_an_architecture_main_py_never_writes(tmp_path, key, value,
         load_checkpoint(tmp_path / "edited.pth")
     assert str(error.value) == (f"{tmp_path / 'edited.pth'} records {problem}; it was edited or damaged: "
                                 "use a checkpoint as main.py saved it")
+
+
+def test_load_refuses_weights_that_are_not_floating_point_tensors(tmp_path):
+    """load_state_dict copies an integer or boolean tensor into a float parameter without a word: every reader
+    evaluated, demoed, exported and resumed such truncated weights (the export's parity check printed nan)."""
+    state = _state(1.0)
+    state["model"] |= {"conv.weight": torch.ones(2, dtype=torch.int32),
+                       "bn.running_var": torch.ones(2, dtype=torch.bool), "bn.num_batches_tracked": torch.tensor(3),
+                       "half.weight": torch.ones(2, dtype=torch.float16)}
+    save_checkpoint(state, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "edited.pth")
+    assert str(error.value) == (f"{tmp_path / 'edited.pth'} holds weights that are not floating point (conv.weight "
+                                "torch.int32, bn.running_var torch.bool); it was edited or damaged: use a checkpoint "
+                                "as main.py saved it")
+    state["model"] = {"w": torch.ones(2), "bn.num_batches_tracked": torch.tensor(3), "scale": 2.0}
+    save_checkpoint(state, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError, match=r"edited\.pth holds entries in 'model' that are not tensors \(scale\); "):
+        load_checkpoint(tmp_path / "edited.pth")
+    del state["model"]["scale"]  # BatchNorm's batch counters are integers, half precision converts on loading
+    save_checkpoint(state, tmp_path / "whole.pth")
+    assert load_checkpoint(tmp_path / "whole.pth")["model"]["bn.num_batches_tracked"].item() == 3

@@ -42,6 +42,8 @@ RUN_KEYS = (
 _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
+# BatchNorm's count of training batches: the one integer tensor of a model's state dict
+_BATCH_COUNTER = "num_batches_tracked"
 # the end of the message for a checkpoint whose content main.py never writes
 _EDITED = "it was edited or damaged: use a checkpoint as main.py saved it"
 
@@ -173,6 +175,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; {_EDITED}")
     _check_architecture_config(path, state["config"])
     _check_class_names(path, state["class_names"], state["model"])
+    _check_weight_types(path, state["model"])
     _check_finite_weights(path, state["model"])
     return state
 
@@ -232,6 +235,20 @@ def non_finite_entries(model_state: Mapping[str, Any]) -> list[str]:
         return []
     finite = torch.stack([value.isfinite().all() for value in floats.values()]).tolist()
     return [name for name, ok in zip(floats, finite) if not ok]
+
+
+def _check_weight_types(path: Path, model_state: Mapping[str, Any]) -> None:
+    """Refuse model entries that are not tensors, or not floating point (but BatchNorm's integer batch counters):
+    ``load_state_dict`` would copy an integer or boolean tensor into a float weight without a word."""
+    not_tensors = [name for name, value in model_state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path} holds entries in 'model' that are not tensors "
+                              f"({preview_names(not_tensors, 3)}); {_EDITED}")
+    not_float = [f"{name} {value.dtype}" for name, value in model_state.items()
+                 if not value.is_floating_point() and not name.endswith(_BATCH_COUNTER)]
+    if not_float:
+        raise CheckpointError(f"{path} holds weights that are not floating point ({preview_names(not_float, 3)}); "
+                              f"{_EDITED}")
 
 
 def _check_finite_weights(path: Path, model_state: Mapping[str, Any]) -> None:
