@@ -16,7 +16,7 @@ from torch import Tensor
 from models import Detector, build_detector
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.messages import first_line
+from utils.messages import joined_lines
 
 @dataclass(frozen=True)
 class TrainedDetector:
@@ -55,7 +55,7 @@ def detector_from_state(state: dict, checkpoint_path: str | os.PathLike,
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: the weights do not fit {config['version']}-{config['backbone']} "
-                              f"({first_line(error)}); the file is damaged or was edited") from error
+                              f"({joined_lines(error)}); the file is damaged or was edited") from error
     device = torch.device(device)
     priors = PriorBox(base_anchor_size=float(config["base_anchor_size"]), size=config["size"]).forward()
     return TrainedDetector(model.to(device).eval(), priors.to(device), class_names, config["size"], config)
