@@ -412,3 +412,17 @@ def test_load_refuses_weights_that_are_not_floating_point_tensors(tmp_path):
     del state["model"]["scale"]  # BatchNorm's batch counters are integers, half precision converts on loading
     save_checkpoint(state, tmp_path / "whole.pth")
     assert load_checkpoint(tmp_path / "whole.pth")["model"]["bn.num_batches_tracked"].item() == 3
+
+
+@pytest.mark.parametrize("iteration, max_iter", [(-3, 9), (10, 9), (True, 9), (0, 0)])
+def test_load_refuses_an_iteration_count_main_py_never_writes(tmp_path, iteration, max_iter):
+    """--resume crashed on a negative iteration (TypeError: 'NoneType' object is not subscriptable), took one past
+    the run's end as a finished run and saved it as iteration max_iter, and read True as iteration 1."""
+    save_checkpoint(_state(1.0) | {"iteration": iteration, "max_iter": max_iter}, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "edited.pth")
+    assert str(error.value) == (f"{tmp_path / 'edited.pth'} records iteration {iteration!r} of a run of {max_iter!r} "
+                                "(whole numbers, 0 <= iteration <= max_iter, max_iter >= 1); it was edited or damaged: "
+                                "use a checkpoint as main.py saved it")
+    save_checkpoint(_state(1.0) | {"iteration": 0, "max_iter": 1}, tmp_path / "start.pth")  # Ctrl-C before a step
+    assert load_checkpoint(tmp_path / "start.pth")["iteration"] == 0

@@ -173,6 +173,10 @@ def load_checkpoint(
               if not isinstance(state.get(key), kind)]
     if broken:
         raise CheckpointError(f"{path} lacks {', '.join(broken)} or holds another type there; {_EDITED}")
+    iteration, max_iter = state["iteration"], state["max_iter"]
+    if type(iteration) is not int or type(max_iter) is not int or not 0 <= iteration <= max_iter or max_iter < 1:
+        raise CheckpointError(f"{path} records iteration {iteration!r} of a run of {max_iter!r} (whole numbers, "
+                              f"0 <= iteration <= max_iter, max_iter >= 1); {_EDITED}")
     _check_architecture_config(path, state["config"])
     _check_class_names(path, state["class_names"], state["model"])
     _check_weight_types(path, state["model"])
