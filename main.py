@@ -51,6 +51,7 @@ from utils.checkpoint import (
     capture_rng_state,
     check_architecture,
     check_compatible,
+    check_optimizer_state,
     check_same_length,
     check_same_run,
     check_writable_folder,
@@ -689,6 +690,7 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
     except (RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} cannot be resumed ({joined_lines(error)}; a damaged or edited file); resume an "
                               "earlier checkpoint with --resume PATH") from error
+    check_optimizer_state(path, model, optimizer)
 
 
 def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: DetectionDataset,

@@ -14,6 +14,7 @@ from utils.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_compatible,
+    check_optimizer_state,
     check_same_length,
     check_same_run,
     check_writable_folder,
@@ -426,3 +427,35 @@ def test_load_refuses_an_iteration_count_main_py_never_writes(tmp_path, iteratio
                                 "use a checkpoint as main.py saved it")
     save_checkpoint(_state(1.0) | {"iteration": 0, "max_iter": 1}, tmp_path / "start.pth")  # Ctrl-C before a step
     assert load_checkpoint(tmp_path / "start.pth")["iteration"] == 0
+
+
+def _sgd_after_loading(buffer: torch.Tensor) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A model and its SGD optimizer after load_state_dict of a state whose one momentum buffer is ``buffer``."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3, 5, 5)).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    state["state"][0]["momentum_buffer"] = buffer
+    optimizer.load_state_dict(state)  # torch checks the parameter groups, not the buffers' shapes
+    return model, optimizer
+
+
+def test_an_optimizer_state_that_does_not_fit_its_model_is_refused():
+    """--resume went on to the first step, which stopped with a traceback (RuntimeError: The size of tensor a (3)
+    must match the size of tensor b (7)), or, for a NaN momentum buffer, blamed the schedule ("the loss became
+    NaN/inf at iteration 4 ... Start again with a lower --lr")."""
+    check_optimizer_state("w.pth", *_sgd_after_loading(torch.full((4, 3, 3, 3), 0.5)))
+    with pytest.raises(CheckpointError) as error:
+        check_optimizer_state("w.pth", *_sgd_after_loading(torch.zeros(1, 2, 3)))
+    assert str(error.value) == ("w.pth cannot be resumed: its optimizer state does not fit the model (momentum_buffer "
+                                "of 0.weight has shape [1, 2, 3], the parameter [4, 3, 3, 3]); a damaged or edited "
+                                "file: resume an earlier checkpoint with --resume PATH, or start a new run from its "
+                                "weights with --init_from w.pth")
+    buffer = torch.zeros(4, 3, 3, 3)
+    buffer[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CheckpointError) as error:
+        check_optimizer_state("w.pth", *_sgd_after_loading(buffer))
+    assert str(error.value) == ("w.pth cannot be resumed: its optimizer state holds NaN/inf (momentum_buffer of "
+                                "0.weight); a damaged or edited file: resume an earlier checkpoint with --resume "
+                                "PATH, or start a new run from its weights with --init_from w.pth")

@@ -730,6 +730,12 @@ def test_a_checkpoint_missing_an_entry_or_weights_is_one_line_with_resume_and_in
     assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_BAD_INPUT
     assert (f"{Path('weights') / path.name} cannot be resumed: it has no 'optimizer' entry (a damaged or edited "
             "file)") in capsys.readouterr().err
+    state["optimizer"] = load_checkpoint(trained / "weights" / CKPT.format(""))["optimizer"]
+    next(iter(state["optimizer"]["state"].values()))["momentum_buffer"].fill_(float("nan"))
+    torch.save(state, path)
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_BAD_INPUT  # not a divergence at its 1st step
+    assert (f"{Path('weights') / path.name} cannot be resumed: its optimizer state holds NaN/inf (momentum_buffer of "
+            "backbone.conv1.weight)") in capsys.readouterr().err
     del state["model"]["head.conf.0.bias"]
     torch.save(state, path)
     assert run(tmp_path, base_args(shapes_root, "--name", "fresh", "--init_from", str(path))) == cli.EXIT_BAD_INPUT

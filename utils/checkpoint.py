@@ -265,6 +265,26 @@ def _check_finite_weights(path: Path, model_state: Mapping[str, Any]) -> None:
                               "--warm_iter")
 
 
+def check_optimizer_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """``--resume``, after ``optimizer.load_state_dict``: refuse per-parameter state (SGD's momentum buffers) of
+    another shape than its parameter, or holding NaN/inf, which torch loads without a check; the first training step
+    would stop with a traceback, or its loss become NaN as if the schedule diverged. Raises :class:`CheckpointError`."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    buffers = {f"{key} of {names.get(id(parameter), '?')}": (value, parameter)
+               for parameter, state in optimizer.state.items() for key, value in state.items()
+               if isinstance(value, torch.Tensor) and value.dim() > 0}
+    advice = ("a damaged or edited file: resume an earlier checkpoint with --resume PATH, or start a new run from its "
+              f"weights with --init_from {path}")
+    for what, (value, parameter) in buffers.items():
+        if value.shape != parameter.shape:
+            raise CheckpointError(f"{path} cannot be resumed: its optimizer state does not fit the model ({what} has "
+                                  f"shape {list(value.shape)}, the parameter {list(parameter.shape)}); {advice}")
+    bad = non_finite_entries({what: value for what, (value, _) in buffers.items()})
+    if bad:
+        raise CheckpointError(f"{path} cannot be resumed: its optimizer state holds NaN/inf ({preview_names(bad, 3)}); "
+                              f"{advice}")
+
+
 def _flag_value(value: Any) -> str:
     """A flag's value as a user reads it: ``None`` (not given) as "none"."""
     return "none" if value is None else str(value)
