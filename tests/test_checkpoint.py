@@ -459,3 +459,14 @@ def test_an_optimizer_state_that_does_not_fit_its_model_is_refused():
     assert str(error.value) == ("w.pth cannot be resumed: its optimizer state holds NaN/inf (momentum_buffer of "
                                 "0.weight); a damaged or edited file: resume an earlier checkpoint with --resume "
                                 "PATH, or start a new run from its weights with --init_from w.pth")
+
+
+def test_a_checkpoint_of_another_format_version_says_so(tmp_path):
+    """It was called 'not a checkpoint written by main.py', sending the user to look for another file when the code
+    is what has to change."""
+    save_checkpoint(_state(1.0) | {"format": "mutual-guidance-checkpoint-v2"}, tmp_path / "newer.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "newer.pth")
+    assert str(error.value) == (f"{tmp_path / 'newer.pth'} was written by another version of this project (format "
+                                f"'mutual-guidance-checkpoint-v2'; this one reads '{FORMAT}'); read it with the "
+                                "version that wrote it, or pass a checkpoint saved by this one")

@@ -28,7 +28,8 @@ from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
 from utils.messages import first_line, preview_names
 
-FORMAT = "mutual-guidance-checkpoint-v1"
+_FORMAT_FAMILY = "mutual-guidance-checkpoint-"  # then the version of the format
+FORMAT = f"{_FORMAT_FAMILY}v1"
 
 # Flags that fix the network; a checkpoint only loads into a model built with the same values.
 ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
@@ -164,7 +165,12 @@ def load_checkpoint(
     except Exception as error:  # noqa: BLE001 - any other failure means "not a usable checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path} ({first_line(error)}); "
                               "it is damaged or not a torch file") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    written_as = state.get("format") if isinstance(state, dict) else None
+    if isinstance(written_as, str) and written_as != FORMAT and written_as.startswith(_FORMAT_FAMILY):
+        raise CheckpointError(f"{path} was written by another version of this project (format {written_as!r}; this one "
+                              f"reads {FORMAT!r}); read it with the version that wrote it, or pass a checkpoint saved "
+                              "by this one")
+    if written_as != FORMAT:
         raise CheckpointError(
             f"{path} is not a checkpoint written by main.py (no '{FORMAT}' marker); "
             "pass a file from weights/ saved by this project"
