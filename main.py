@@ -99,6 +99,7 @@ from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
 
 DATASETS = ("voc", "coco", "shapes", "custom")
+AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
 
 # Defaults that depend on --dataset; a flag given on the command line always wins.
 DATASET_DEFAULTS = {
@@ -197,7 +198,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
     schedule.add_argument("--seed", type=int, default=0,
                           help="seed of model init, data order and augmentation (default: 0)")
-    schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
+    schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=AMP_CHOICES,
                           help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where "
                                "supported")
     schedule.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -410,7 +411,18 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
     """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
     ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
     (the printed metrics then equal those of the training run's final evaluation). Returns what was taken, for the
-    log ("" when nothing)."""
+    log ("" when nothing). Raises :class:`CheckpointError` when a value it would take is not one main.py writes."""
+    problems = {}  # the values that would be taken, and are not ones main.py writes
+    if args.dataset is None and "dataset" in config and config["dataset"] not in DATASETS:
+        problems["dataset"] = f"not one of {', '.join(DATASETS)}"
+    if args.dataset is None and args.data_root is None and not isinstance(config.get("data_root"), (str, type(None))):
+        problems["data_root"] = "not a path"
+    if args.amp is None and config.get("amp") not in (None, *AMP_CHOICES):
+        problems["amp"] = f"not one of {', '.join(AMP_CHOICES)}"
+    if problems:
+        key, problem = next(iter(problems.items()))
+        raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
+                              f"damaged: give --{key} to evaluate with, or use a checkpoint as main.py saved it")
     taken = take_data_flags(args, config, ("data_root",))  # the test split the training run evaluated on
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]

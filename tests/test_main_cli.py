@@ -10,6 +10,7 @@ import torch
 import main as cli
 from data import DataWarning
 from data.loader import default_workers
+from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,3 +312,24 @@ def test_fp16_on_the_cpu_gets_a_warning_naming_the_faster_choice(monkeypatch, ca
     assert "warning: --amp fp16 on the CPU runs many times slower than bf16" in capsys.readouterr().out
     assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--amp", "bf16")) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value, problem", [
+    ("--dataset", "foo", "not one of voc, coco, shapes, custom"),
+    ("--dataset", 5, "not one of voc, coco, shapes, custom"),
+    ("--amp", "fp8", "not one of auto, bf16, fp16"),
+    ("--data_root", 7, "not a path"),
+])
+def test_trained_model_refuses_evaluation_settings_main_py_never_writes(flag, value, problem):
+    """Without --dataset an unknown dataset fell back to voc ("datasets/VOCdevkit/VOC2007 not found: download it"),
+    a data_root that is no path to the dataset's default root (generating a fresh shapes set there), and an unknown
+    --amp stopped with a traceback (KeyError: 'fp8')."""
+    config = {"dataset": "shapes", "data_root": "/data/shapes", "amp": None, flag[2:]: value}
+    with pytest.raises(CheckpointError) as error:
+        cli.take_evaluation_settings_from_checkpoint(parse("--trained_model", "w.pth"), config)
+    assert str(error.value) == (f"w.pth records {flag} {value!r}, {problem}; it was edited or damaged: give {flag} "
+                                "to evaluate with, or use a checkpoint as main.py saved it")
+    given = {"--dataset": "shapes", "--amp": "bf16", "--data_root": "/data/shapes"}[flag]
+    args = parse("--trained_model", "w.pth", flag, given)
+    cli.take_evaluation_settings_from_checkpoint(args, config)  # the flag given replaces the file's value
+    assert getattr(args, flag[2:]) == given
