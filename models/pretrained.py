@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from utils.messages import first_line, joined_lines
+from utils.messages import first_line, joined_lines, preview_names
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -69,11 +69,29 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             f"unexpected keys {unexpected[:5]}; expected the layout of torchvision's "
             f"{os.path.basename(backbone.imagenet_weights.url)}"
         )
+    _check_float_weights(source if pretrained is True else f"--pretrained {source}", kept)
     try:
         backbone.load_state_dict(kept, strict=True)
     except RuntimeError as error:  # a tensor of the wrong shape
         raise PretrainedWeightsError(f"{source} does not fit the {type(backbone).__name__} backbone: "
                                      f"{joined_lines(error)}") from error
+
+
+def _check_float_weights(source: str, state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors that are not floating point (BatchNorm's batch counters aside), which load_state_dict would
+    copy into the float weights without a word, and NaN/inf values, which the first training step would report as a
+    divergence of the schedule."""
+    tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
+    not_float = [f"{key} {value.dtype}" for key, value in tensors.items()
+                 if not value.is_floating_point() and not key.endswith("num_batches_tracked")]
+    if not_float:
+        raise PretrainedWeightsError(f"{source} holds weights that are not floating point "
+                                     f"({preview_names(not_float, 3)}): the file is damaged or was converted; give "
+                                     "torchvision's float weights, or pass --no-pretrained")
+    non_finite = [key for key, value in tensors.items() if value.is_floating_point() and not value.isfinite().all()]
+    if non_finite:
+        raise PretrainedWeightsError(f"{source} holds NaN/inf weights ({preview_names(non_finite, 3)}): the file is "
+                                     "damaged; download it again, or pass --no-pretrained")
 
 
 def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

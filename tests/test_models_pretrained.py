@@ -8,6 +8,7 @@ import torchvision
 
 from models import PretrainedWeightsError, build_detector
 from models.backbones import ResNet18, VGG16BN
+from models.pretrained import load_backbone_weights
 
 
 @pytest.fixture
@@ -131,3 +132,34 @@ def test_no_pretrained_keeps_random_init():
 def test_backbone_urls_are_the_papers_checkpoints():
     assert VGG16BN.imagenet_weights.url == "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
     assert ResNet18.imagenet_weights.url.startswith("https://download.pytorch.org/models/resnet18-")
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda state: state["conv1.weight"].view(-1)[:1].fill_(float("nan")), "conv1.weight"),
+    (lambda state: state["bn1.running_var"].fill_(float("inf")), "bn1.running_var"),
+])
+def test_non_finite_weights_are_refused_naming_them(tmp_path, edit, named):
+    """They were loaded, and the first step stopped the run as a divergence of the schedule ("the loss became NaN/inf
+    at iteration 1 ... Start again with a lower --lr", or "a BatchNorm running statistic overflowed")."""
+    state = torchvision.models.resnet18().state_dict()
+    edit(state)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value) == (f"--pretrained {path} holds NaN/inf weights ({named}): the file is damaged; download "
+                                "it again, or pass --no-pretrained")
+
+
+def test_weights_that_are_not_floating_point_are_refused(tmp_path):
+    """load_state_dict copied integer tensors into the float weights without a word: training started from
+    truncated weights."""
+    state = {key: value.to(torch.int32) if value.is_floating_point() else value
+             for key, value in torchvision.models.resnet18().state_dict().items()}
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value) == (f"--pretrained {path} holds weights that are not floating point (conv1.weight "
+                                "torch.int32, bn1.weight torch.int32, bn1.bias torch.int32, ...): the file is damaged "
+                                "or was converted; give torchvision's float weights, or pass --no-pretrained")
