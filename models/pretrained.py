@@ -1,6 +1,7 @@
 """Loading ImageNet weights into a backbone: torchvision's weights API (and its cache) or a local file."""
 
 import os
+import pickle
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -50,6 +51,10 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             )
         try:
             state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download
+            raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
+                                         "objects other than tensors and plain values, which are not loaded); give "
+                                         "a torchvision state dict, or pass --no-pretrained") from error
         except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
                                          f"({type(error).__name__}: {first_line(error)}); give a torchvision state "

@@ -163,3 +163,16 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path):
     assert str(error.value) == (f"--pretrained {path} holds weights that are not floating point (conv1.weight "
                                 "torch.int32, bn1.weight torch.int32, bn1.bias torch.int32, ...): the file is damaged "
                                 "or was converted; give torchvision's float weights, or pass --no-pretrained")
+
+
+def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false(tmp_path):
+    """torch's first line ("Weights only load failed. This file can still be loaded, to do so you have two options,
+    <bold>do those steps only if you trust the source of the checkpoint<reset>.") was the reason given: advice the
+    CLI cannot follow, cut before the options, with terminal escape codes."""
+    path = tmp_path / "resnet18.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "optimizer": torch.optim.SGD}, path)  # a class: refused by weights_only
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value) == (f"--pretrained {path} is not a file saved by torch.save (or it holds objects other "
+                                "than tensors and plain values, which are not loaded); give a torchvision state dict, "
+                                "or pass --no-pretrained")
