@@ -470,3 +470,17 @@ def test_a_checkpoint_of_another_format_version_says_so(tmp_path):
     assert str(error.value) == (f"{tmp_path / 'newer.pth'} was written by another version of this project (format "
                                 f"'mutual-guidance-checkpoint-v2'; this one reads '{FORMAT}'); read it with the "
                                 "version that wrote it, or pass a checkpoint saved by this one")
+
+
+@pytest.mark.parametrize("keys", [("backbone.conv1.weight", "head.conf.0.weight"), ("module.conv1.weight",),
+                                  ("conv1.weight", "fc.weight")])
+def test_a_bare_state_dict_is_named_as_such(tmp_path, keys):
+    """A model.state_dict() saved on its own (the authors' code saves its detectors so; torchvision's ImageNet files
+    are such) was refused as any foreign file, without saying what it lacks or where backbone weights go."""
+    torch.save({key: torch.zeros(2) for key in keys}, tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "bare.pth")
+    assert str(error.value) == (f"{tmp_path / 'bare.pth'} is a bare state dict ({len(keys)} tensors), not a checkpoint "
+                                "written by main.py: it records no architecture or class names to rebuild the model "
+                                "from; pass a file from weights/ saved by this project (ImageNet backbone weights go "
+                                "to --pretrained PATH)")

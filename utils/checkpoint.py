@@ -170,6 +170,11 @@ def load_checkpoint(
         raise CheckpointError(f"{path} was written by another version of this project (format {written_as!r}; this one "
                               f"reads {FORMAT!r}); read it with the version that wrote it, or pass a checkpoint saved "
                               "by this one")
+    if isinstance(state, dict) and state and all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(f"{path} is a bare state dict ({len(state)} tensors), not a checkpoint written by "
+                              "main.py: it records no architecture or class names to rebuild the model from; pass a "
+                              "file from weights/ saved by this project (ImageNet backbone weights go to "
+                              "--pretrained PATH)")
     if written_as != FORMAT:
         raise CheckpointError(
             f"{path} is not a checkpoint written by main.py (no '{FORMAT}' marker); "
