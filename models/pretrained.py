@@ -55,6 +55,10 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
                                          "objects other than tensors and plain values, which are not loaded); give "
                                          "a torchvision state dict, or pass --no-pretrained") from error
+        except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
+            reason = error.strerror or first_line(error)
+            raise PretrainedWeightsError(f"--pretrained {source}: cannot read it ({reason}); check that the file is "
+                                         "readable (its permissions, the disk)") from error
         except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
                                          f"({type(error).__name__}: {first_line(error)}); give a torchvision state "

@@ -176,3 +176,19 @@ def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false
     assert str(error.value) == (f"--pretrained {path} is not a file saved by torch.save (or it holds objects other "
                                 "than tensors and plain values, which are not loaded); give a torchvision state dict, "
                                 "or pass --no-pretrained")
+
+
+def test_a_file_the_system_refuses_to_read_is_not_called_damaged(tmp_path, monkeypatch):
+    """A file without read permission was reported as 'not a file saved by torch.save (PermissionError: ...)',
+    sending the user for another copy of a file that is fine."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+
+    def refused(file, *args, **kwargs):  # chmod 000 has no effect on root, who runs some test machines
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(torch, "load", refused)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value) == (f"--pretrained {path}: cannot read it (Permission denied); check that the file is "
+                                "readable (its permissions, the disk)")
