@@ -44,7 +44,8 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
     else:
         source = os.fspath(pretrained)
         if not os.path.isfile(source):
-            problem = "a folder" if os.path.isdir(source) else "no such file"
+            problem = ("a folder" if os.path.isdir(source) else "no such file" if not os.path.exists(source)
+                       else "not a regular file (a pipe, a device or a socket)")
             raise PretrainedWeightsError(
                 f"--pretrained {source}: {problem}; give the path of a torchvision state dict "
                 f"(e.g. {os.path.basename(backbone.imagenet_weights.url)}) or pass --no-pretrained"

@@ -484,3 +484,13 @@ def test_a_bare_state_dict_is_named_as_such(tmp_path, keys):
                                 "written by main.py: it records no architecture or class names to rebuild the model "
                                 "from; pass a file from weights/ saved by this project (ImageNet backbone weights go "
                                 "to --pretrained PATH)")
+
+
+def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
+    """A named pipe, a device or a socket was reported as 'does not exist'."""
+    pipe = tmp_path / "run.pth"
+    os.mkfifo(pipe)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(pipe, source="--trained_model")
+    assert str(error.value) == (f"checkpoint {pipe} is not a regular file (a pipe, a device or a socket); pass the "
+                                ".pth file main.py saved")

@@ -1,5 +1,6 @@
 """ImageNet backbone weights: torchvision cache, local files, and the one-line errors when they are missing."""
 
+import os
 import urllib.error
 
 import pytest
@@ -192,3 +193,12 @@ def test_a_file_the_system_refuses_to_read_is_not_called_damaged(tmp_path, monke
         load_backbone_weights(ResNet18(), str(path))
     assert str(error.value) == (f"--pretrained {path}: cannot read it (Permission denied); check that the file is "
                                 "readable (its permissions, the disk)")
+
+
+def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
+    pipe = tmp_path / "resnet18.pth"
+    os.mkfifo(pipe)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(pipe))
+    assert str(error.value) == (f"--pretrained {pipe}: not a regular file (a pipe, a device or a socket); give the "
+                                "path of a torchvision state dict (e.g. resnet18-f37072fd.pth) or pass --no-pretrained")

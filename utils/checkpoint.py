@@ -152,6 +152,9 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth file inside it (e.g. from weights/)")
+    if path.exists() and not path.is_file():  # never read: a pipe would wait for a writer, a device never end
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a pipe, a device or a socket); pass the .pth "
+                              "file main.py saved")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check {source}")
     try:
