@@ -148,7 +148,14 @@ def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", source: str = "the checkpoint path given"
 ) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``; ``source`` says where ``path``
-    came from (e.g. ``--trained_model``), for the message when it does not exist."""
+    came from (e.g. ``--trained_model``), for the message when it does not exist.
+
+    Raises :class:`CheckpointError`, one line naming the file and what to do, for a path that is missing or not a
+    regular file, a file that cannot be read or is not one main.py wrote (a bare state dict, another format version),
+    and content main.py never writes: a missing or mistyped entry, an iteration outside 0..max_iter, architecture
+    flags it would refuse, class names that are not distinct text or not as many as the classifier scores, model
+    entries that are not floating-point tensors (BatchNorm's batch counters aside) or hold NaN/inf.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth file inside it (e.g. from weights/)")
