@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -121,6 +120,7 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
+MAX_LR = float(torch.finfo(torch.float32).max)  # the weights are float32: SGD's step scales by -lr in float32
 DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
@@ -501,8 +501,8 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not 0 < args.lr <= MAX_LR:  # nan too; above float32's largest, SGD's first update of the weights overflows
+        raise ValueError(f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got {args.lr}")
     if not 0.0 < args.nms_thresh <= 1.0:
         raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
     if not 0.0 <= args.score_thresh < 1.0:

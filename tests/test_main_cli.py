@@ -84,8 +84,10 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--mutual_guide_from", "100"], "--mutual_guide_from 100 needs --mutual_guide"),
         (["--dataset", "shapes", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),
         (["--expand_prob", "1.5"], "--expand_prob 1.5 must be a probability in [0, 1]"),
-        (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
-        (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["--lr", "-1"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got -1.0"),
+        (["--lr", "inf"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got inf"),
+        # a float64 above float32's largest: SGD's update of the float32 weights would overflow at the first step
+        (["--lr", "1e308"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got 1e+308"),
         (["--device", "gpu"], "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
         (["--trained_model", "w.pth", "--resume"], "--resume trains, --trained_model evaluates a checkpoint"),
         (["--trained_model", "w.pth", "--init_from", "a.pth"], "--init_from trains, --trained_model evaluates"),
