@@ -37,7 +37,7 @@ import torch
 from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
 from data.errors import CorruptImageWarning, DatasetNotFoundError, DataWarning, data_error_elsewhere, original_message
-from data.loader import default_workers, iterations_per_epoch, single_thread_opencv
+from data.loader import default_workers, iterations_per_epoch, single_thread_opencv, usable_cores
 from models import PretrainedWeightsError, build_detector
 from models.builder import MIN_SIZE
 from models.memory_format import prefers_channels_last
@@ -119,6 +119,7 @@ ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+WORKERS_PER_CORE = 4  # --workers' upper bound per usable core: more only compete for the cores (and memory)
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
 MAX_LR = float(torch.finfo(torch.float32).max)  # the weights are float32: SGD's step scales by -lr in float32
 DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
@@ -174,8 +175,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="VOC-layout data: leave out the objects whose class is not in --classes (counted in one "
                            "warning) instead of stopping with an error; e.g. to train on a few of the VOC classes")
     data.add_argument("--workers", type=int, default=None,
-                      help="DataLoader worker processes (default: the cores per training process - 1, from 2 to 12; "
-                           "2 for shapes)")
+                      help="DataLoader worker processes, at most 4 per core (default: the cores per training "
+                           "process - 1, from 2 to 12; 2 for shapes)")
     data.add_argument("--expand_prob", type=float, default=None, metavar="P",
                       help="probability of the paper's zoom-out augmentation (expand) per training image "
                            "(default: 0.6, the paper's; 0 for shapes)")
@@ -499,6 +500,12 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     for flag in ("workers", "warm_iter", "eval_interval"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    cores = usable_cores()
+    if args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking them
+        default = DATASET_DEFAULTS[args.dataset]["workers"] or default_workers()
+        raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
+                         f"of the {cores} this process may use (each worker is a process of its own; the default, "
+                         f"{default} here, suits most runs)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if not 0 < args.lr <= MAX_LR:  # nan too; above float32's largest, SGD's first update of the weights overflows

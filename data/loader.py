@@ -162,6 +162,11 @@ def single_thread_opencv() -> None:
     cv2.setNumThreads(0)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system has one, else the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+
+
 def default_workers() -> int:
     """DataLoader workers when ``--workers`` is not given: the cores this process may use, shared among the
     processes of the node (``LOCAL_WORLD_SIZE`` under torchrun), less one for the training process, from 2 to 12.
@@ -169,8 +174,7 @@ def default_workers() -> int:
     On a 16-core H200 machine the paper's augmentation at 320 yields about 90 images/s per worker (12 workers:
     1,057 images/s, docs/benchmarks.md), so a fast GPU needs many more than the 4 of the authors' default.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    per_process = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(2, min(12, per_process - 1))
 
 

@@ -210,6 +210,23 @@ def test_default_workers_share_the_cores_among_the_processes_of_the_node(monkeyp
     assert explicit.workers == 0
 
 
+def test_more_workers_than_four_per_core_are_refused_at_start(monkeypatch, capsys):
+    # 10**12 workers were accepted: the run wrote its log folder, then hung forking DataLoader processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(cli, "run_training", lambda *_: 0)
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--workers", str(10**12))) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --workers {10**12}: at most 8, 4 per core of the 2 this process may use (each worker is a "
+                   "process of its own; the default, 2 here, suits most runs)\n")
+    for workers, allowed in ((8, True), (9, False)):
+        args = parse("--dataset", "shapes", "--workers", str(workers))
+        if allowed:
+            cli.fill_dataset_defaults(args)
+        else:
+            with pytest.raises(ValueError, match="--workers 9: at most 8"):
+                cli.fill_dataset_defaults(args)
+
+
 def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
     model = torch.nn.Linear(2, 3)
     assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
