@@ -380,6 +380,8 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
                          "drop --pretrained")
     if args.demo and args.export:
         raise ValueError("--demo and --export each run alone; give only one of them")
+    if (args.demo or args.export) and not args.trained_model:  # before --check_data or --eval_results runs instead
+        raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
     for flag, needs in (("demo_output", "demo"), ("export_path", "export"), ("export_nms", "export"),
                         ("opset", "export")):
         if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
@@ -559,8 +561,6 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool) -
 
 def run_use(args: argparse.Namespace, device: torch.device) -> int:
     """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
-    if not args.trained_model:
-        raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
     requested = requested_architecture(args)
     if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
         state = load_checkpoint(args.trained_model, source="--trained_model")

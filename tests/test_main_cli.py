@@ -95,6 +95,9 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
          "--trained_model and --eval_results each run alone"),
         (["--trained_model", "w.pth", "--demo", "a.jpg", "--export", "onnx"], "--demo and --export each run alone"),
         (["--demo_output", "out"], "--demo_output applies to --demo, which was not given"),
+        # without --trained_model, --check_data and --eval_results ran and --demo / --export were silently ignored
+        (["--demo", "a.jpg", "--eval_results", "eval/VOC"], "--demo and --export need --trained_model PATH"),
+        (["--export", "onnx", "--check_data"], "--demo and --export need --trained_model PATH"),
         (["--trained_model", "w.pth", "--export_nms"], "--export_nms applies to --export, which was not given"),
         (["--trained_model", "w.pth", "--opset", "13"], "--opset applies to --export, which was not given"),
         (["--max_iter", "-5"], "--max_iter must be >= 1, got -5"),
