@@ -368,6 +368,11 @@ TRAINING_ONLY_FLAGS = {
 }
 
 
+# what each mode that does not train does, for the refusal of --resume and --init_from with it
+MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores saved detections",
+             "check_data": "checks the data"}
+
+
 def check_flag_combinations(args: argparse.Namespace) -> list[str]:
     """Refuse flags that contradict each other; returns the training-only flags given with ``--trained_model``."""
     modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
@@ -386,12 +391,12 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
                         ("opset", "export")):
         if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
             raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
+    for flag in ("resume", "init_from"):
+        if modes and getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} trains, --{modes[0]} {MODE_WORK[modes[0]]} without training; "
+                             "give only one of them")
     if not args.trained_model:
         return []
-    for flag in ("resume", "init_from"):
-        if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag} trains, --trained_model evaluates a checkpoint without training; "
-                             "give only one of them")
     given = [flag for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
     return ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
 

@@ -91,6 +91,11 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--device", "gpu"], "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
         (["--trained_model", "w.pth", "--resume"], "--resume trains, --trained_model evaluates a checkpoint"),
         (["--trained_model", "w.pth", "--init_from", "a.pth"], "--init_from trains, --trained_model evaluates"),
+        # the checkpoint was read (minutes for a large one), then ignored by the data check or the scoring
+        (["--check_data", "--resume", "w.pth"], "--resume trains, --check_data checks the data without training; "
+                                                "give only one of them"),
+        (["--eval_results", "eval/VOC", "--init_from", "a.pth"],
+         "--init_from trains, --eval_results scores saved detections without training; give only one of them"),
         (["--trained_model", "w.pth", "--eval_results", "eval/VOC"],
          "--trained_model and --eval_results each run alone"),
         (["--trained_model", "w.pth", "--demo", "a.jpg", "--export", "onnx"], "--demo and --export each run alone"),
