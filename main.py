@@ -87,7 +87,7 @@ from utils.engine import (
     train,
 )
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
-from utils.demo import add_use_arguments, run_demo
+from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_lock import exclusive_run
@@ -123,6 +123,7 @@ WORKERS_PER_CORE = 4  # --workers' upper bound per usable core: more only compet
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
 MAX_LR = float(torch.finfo(torch.float32).max)  # the weights are float32: SGD's step scales by -lr in float32
 DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
+EVAL_SCORE_THRESH = 0.005  # evaluation keeps the detections scoring above it, as the authors' code
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
 
@@ -391,6 +392,12 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
                         ("opset", "export")):
         if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
             raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
+    if args.score_thresh != DEFAULT_SCORE_THRESH and not (args.demo or args.export_nms):
+        raise ValueError("--score_thresh applies to --demo and --export_nms, neither of which was given (evaluation "
+                         f"keeps every detection scoring above {EVAL_SCORE_THRESH:g}); add one or drop --score_thresh")
+    if args.export and not args.export_nms and args.nms_thresh != DEFAULT_NMS_THRESH:
+        raise ValueError("--nms_thresh with --export applies to --export_nms, which was not given (the graph without "
+                         "it outputs the boxes and scores of every anchor); add --export_nms or drop --nms_thresh")
     for flag in ("resume", "init_from"):
         if modes and getattr(args, flag) is not None:
             raise ValueError(f"--{flag} trains, --{modes[0]} {MODE_WORK[modes[0]]} without training; "
@@ -618,7 +625,8 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     ``after``: the iterations a training run has done, for its log line (evaluations during training)."""
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
                           seed=args.seed, pin_memory=device.type == "cuda")
-    postprocessor = PostProcessor(priors, score_thresh=0.005, nms_thresh=args.nms_thresh, max_per_image=300)
+    postprocessor = PostProcessor(priors, score_thresh=EVAL_SCORE_THRESH, nms_thresh=args.nms_thresh,
+                                  max_per_image=300)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     broadcast_buffers(model, ctx)  # rank 0's BatchNorm statistics, those of the checkpoint, on every shard
     model.eval()

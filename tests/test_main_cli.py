@@ -112,7 +112,18 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--eval_interval", "-1"], "--eval_interval must be >= 0, got -1"),
         (["--checkpoint_interval", "0"], "--checkpoint_interval must be >= 1, got 0"),
         (["--nms_thresh", "1.5"], "--nms_thresh 1.5 must be an IoU in (0, 1]"),
-        (["--score_thresh", "2"], "--score_thresh 2.0 must be a probability in [0, 1)"),
+        (["--trained_model", "w.pth", "--demo", "a.jpg", "--score_thresh", "2"],
+         "--score_thresh 2.0 must be a probability in [0, 1)"),
+        # read by --demo and --export_nms alone: training, evaluation and --export without NMS ignored it silently
+        (["--score_thresh", "0.5"], "--score_thresh applies to --demo and --export_nms, neither of which was given "
+                                    "(evaluation keeps every detection scoring above 0.005); add one or drop "
+                                    "--score_thresh"),
+        (["--trained_model", "w.pth", "--score_thresh", "0.5"], "--score_thresh applies to --demo and --export_nms"),
+        (["--trained_model", "w.pth", "--export", "onnx", "--score_thresh", "0.5"],
+         "--score_thresh applies to --demo and --export_nms"),
+        (["--trained_model", "w.pth", "--export", "onnx", "--nms_thresh", "0.6"],
+         "--nms_thresh with --export applies to --export_nms, which was not given (the graph without it outputs the "
+         "boxes and scores of every anchor); add --export_nms or drop --nms_thresh"),
         (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
         (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
         (["--init_from", "w.pth", "--pretrained", "r18.pth"], "--pretrained is not used with --init_from"),

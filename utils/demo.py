@@ -52,6 +52,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 GLOB_CHARACTERS = "*?["
 DETECTIONS_FILE = "detections.json"
 JPEG_QUALITY = 95
+DEFAULT_SCORE_THRESH = 0.3  # --score_thresh: --demo's and --export_nms' score threshold
 DRAWN_MARK = b"drawn by main.py --demo"  # a JPEG comment in every drawn copy: the files a later run may replace
 
 
@@ -180,7 +181,7 @@ def run_demo(
     *,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
-    score_thresh: float = 0.3,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
     nms_thresh: float = 0.5,
     max_per_image: int = 100,
     workers: int = 0,
@@ -393,9 +394,9 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                             "images and detections.json to --demo_output")
     group.add_argument("--demo_output", type=str, default=None, metavar="DIR",
                        help="folder for the demo results (default: eval/demo/<checkpoint stem>/)")
-    group.add_argument("--score_thresh", type=float, default=0.3,
+    group.add_argument("--score_thresh", type=float, default=DEFAULT_SCORE_THRESH,
                        help="--demo: keep and draw detections scoring above this; --export_nms: the graph's score "
-                            "threshold (default: 0.3)")
+                            f"threshold (default: {DEFAULT_SCORE_THRESH:g})")
     group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,
                        help="export the network with box decoding and sigmoid scores to ONNX and exit")
     group.add_argument("--export_path", type=str, default=None, metavar="FILE",
