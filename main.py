@@ -259,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         ignored = check_flag_combinations(args)
         if ignored:
-            log.info(f"with --trained_model the training flags {', '.join(ignored)} are ignored")
+            log.info(ignored)
         init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
         if init_state is not None:
             take_architecture_from_checkpoint(args, init_state["config"])
@@ -360,12 +360,22 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
         print(prefix + message, file=sys.stderr, flush=True)
 
 
-# flags that only training reads, with their "not given" values: with --trained_model they are ignored (and said so)
-TRAINING_ONLY_FLAGS = {
-    "mutual_guide": False, "mutual_guide_from": None, "lr": None, "warm_iter": None, "epochs": None, "max_iter": None,
-    "expand_prob": None, "compile": False, "compile_loss": False, "assign_stats": False, "name": None, "seed": 0,
-    "save_folder": "weights/", "run_dir": None, "checkpoint_interval": 500, "log_interval": 20, "eval_interval": 0,
-    "pretrained": None, "sync_bn": False,
+# flags that only training reads
+TRAINING_ONLY_FLAGS = (
+    "mutual_guide", "mutual_guide_from", "lr", "warm_iter", "epochs", "max_iter", "expand_prob", "compile",
+    "compile_loss", "assign_stats", "name", "seed", "save_folder", "run_dir", "checkpoint_interval", "log_interval",
+    "eval_interval", "pretrained", "sync_bn",
+)
+DATA_FLAGS = ("dataset", "data_root", "classes", "skip_unknown_classes")
+EVALUATION_FLAGS = ("batch_size", "amp", "eval_dir", "nms_thresh", "cuda_graph")
+# the flags each mode that does not train leaves unread: given with it, they are ignored, and the run says so
+UNREAD_FLAGS = {
+    "trained_model": TRAINING_ONLY_FLAGS,
+    "demo": (*TRAINING_ONLY_FLAGS, *DATA_FLAGS, "amp", "eval_dir"),
+    "export": (*TRAINING_ONLY_FLAGS, *DATA_FLAGS, "device", "workers", "batch_size", "amp", "eval_dir", "cuda_graph"),
+    "check_data": (*TRAINING_ONLY_FLAGS, "version", "backbone", "base_anchor_size", "device", *EVALUATION_FLAGS),
+    "eval_results": (*TRAINING_ONLY_FLAGS, "version", "backbone", "base_anchor_size", "device", "workers",
+                     *EVALUATION_FLAGS),
 }
 
 
@@ -374,8 +384,10 @@ MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores 
              "check_data": "checks the data"}
 
 
-def check_flag_combinations(args: argparse.Namespace) -> list[str]:
-    """Refuse flags that contradict each other; returns the training-only flags given with ``--trained_model``."""
+def check_flag_combinations(args: argparse.Namespace) -> str:
+    """Refuse flags that contradict each other; returns a line naming the flags given that the mode asked for
+    (``--trained_model``, ``--demo``, ``--export``, ``--check_data``, ``--eval_results``) does not read, "" when
+    none (or when training, which reads them all)."""
     modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
     if len(modes) > 1:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
@@ -402,10 +414,15 @@ def check_flag_combinations(args: argparse.Namespace) -> list[str]:
         if modes and getattr(args, flag) is not None:
             raise ValueError(f"--{flag} trains, --{modes[0]} {MODE_WORK[modes[0]]} without training; "
                              "give only one of them")
-    if not args.trained_model:
-        return []
-    given = [flag for flag, unset in TRAINING_ONLY_FLAGS.items() if getattr(args, flag) != unset]
-    return ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
+    mode = "demo" if args.demo else "export" if args.export else modes[0] if modes else None
+    if mode is None:
+        return ""
+    unset = get_args_parser().parse_args([])
+    given = [flag for flag in vars(args) if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != getattr(unset, flag)]
+    names = ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
+    if len(names) == 1:
+        return f"with --{mode} the flag {names[0]} is ignored"
+    return f"with --{mode} the flags {', '.join(names)} are ignored" if names else ""
 
 
 def requested_architecture(args: argparse.Namespace) -> dict[str, Any]:

@@ -149,6 +149,27 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, notice", [
+    (["--trained_model", "w.pth", "--lr", "0.1", "--seed", "3", "--amp", "bf16"],
+     "with --trained_model the flags --lr, --seed are ignored"),
+    # these modes said nothing of the flags they do not read
+    (["--check_data", "--mutual_guide", "--lr", "0.1", "--nms_thresh", "0.6", "--workers", "0"],
+     "with --check_data the flags --mutual_guide, --lr, --nms_thresh are ignored"),
+    (["--eval_results", "eval/VOC", "--name", "x", "--eval_dir", "zz", "--dataset", "voc"],
+     "with --eval_results the flags --name, --eval_dir are ignored"),
+    (["--trained_model", "w.pth", "--demo", "a.jpg", "--dataset", "coco", "--amp", "bf16", "--batch_size", "4"],
+     "with --demo the flags --dataset, --amp are ignored"),
+    (["--trained_model", "w.pth", "--export", "onnx", "--batch_size", "4", "--epochs", "3"],
+     "with --export the flags --batch_size, --epochs are ignored"),
+    (["--trained_model", "w.pth", "--export", "onnx", "--no-pretrained"], "with --export the flag --no-pretrained is "
+                                                                          "ignored"),
+    (["--check_data", "--dataset", "shapes", "--data_root", "d", "--workers", "0", "--size", "128"], ""),
+    (["--dataset", "shapes", "--amp", "bf16", "--eval_dir", "e", "--batch_size", "4"], ""),  # training reads them all
+])
+def test_flags_a_mode_does_not_read_are_named(argv, notice):
+    assert cli.check_flag_combinations(parse(*argv)) == notice
+
+
 def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, capsys):
     folder = tmp_path / "eval" / "VOC"
     folder.mkdir(parents=True)

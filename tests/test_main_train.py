@@ -100,7 +100,7 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
                          "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02",
                          "--max_iter", "3", "--seed", "4", "--no-pretrained"]) == 0
     out = capsys.readouterr().out
-    assert "with --trained_model the training flags --lr, --max_iter, --seed, --no-pretrained are ignored" in out
+    assert "with --trained_model the flags --no-pretrained, --lr, --max_iter, --seed are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
     assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
 
