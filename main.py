@@ -159,7 +159,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                        "weights for voc/coco/custom, none for shapes)")
     starting_weights.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                                   help="start the backbone from random weights")
-    model.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across GPUs under torchrun (CUDA only)")
+    model.add_argument("--sync_bn", action="store_true",
+                       help="SyncBatchNorm across GPUs under torchrun with several processes (CUDA only)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", type=str.lower, choices=DATASETS, default=None,
@@ -917,6 +918,9 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
         check_writable_folder(eval_folder(args), "--eval_dir")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
+    if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
+        raise ValueError("--sync_bn synchronises BatchNorm across the processes of torchrun, and this run is a single "
+                         "process: start it with torchrun --nproc_per_node=N (N > 1) or drop --sync_bn")
     if args.version == "pafpn" and args.batch_size == 1 and not (args.sync_bn and ctx.world_size > 1):
         raise ValueError("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of "
                          "its global-context branch normalises one pooled value per image); raise --batch_size, or "

@@ -267,6 +267,24 @@ def test_more_workers_than_four_per_core_are_refused_at_start(monkeypatch, capsy
                 cli.fill_dataset_defaults(args)
 
 
+def test_sync_bn_in_one_process_is_refused_at_start(tmp_path):
+    from utils.distributed import DistributedContext
+
+    args = parse("--dataset", "shapes", "--sync_bn", "--eval_dir", str(tmp_path / "e"))
+    cli.fill_dataset_defaults(args)
+    folders = (tmp_path / "w" / "run.pth", tmp_path / "r")
+    cuda = torch.device("cuda", 0)  # only compared, never used: no GPU needed
+    # one CUDA process: SyncBatchNorm had nothing to synchronise with and the flag was silently ignored
+    with pytest.raises(ValueError, match=r"^--sync_bn synchronises BatchNorm across the processes of torchrun, and "
+                                         r"this run is a single process: start it with torchrun --nproc_per_node=N "
+                                         r"\(N > 1\) or drop --sync_bn$"):
+        cli.check_training_flags(args, cuda, DistributedContext(), *folders)
+    cli.check_training_flags(args, cuda, DistributedContext(rank=0, world_size=2), *folders)
+    with pytest.raises(ValueError, match="--sync_bn needs CUDA devices"):
+        cli.check_training_flags(args, torch.device("cpu"), DistributedContext(), *folders)
+    assert list(tmp_path.iterdir()) == []  # checked, nothing created
+
+
 def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
     model = torch.nn.Linear(2, 3)
     assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
