@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data.errors import DataError
+from data.errors import DataError, DatasetNotFoundError
 from utils.files import write_text
 
 __all__ = [
@@ -561,7 +561,8 @@ def ensure_shapes_dataset(
     Reuses ``root`` when its manifest matches (seed, counts, generator version, classes). Otherwise it
     generates into a temp folder beside ``root`` and renames it into place, so an interrupted run never
     leaves a folder that looks complete. A ``root`` made by this generator with other arguments is replaced;
-    a non-empty ``root`` without a manifest is not touched (:class:`DataError`).
+    a non-empty ``root`` without a manifest is not touched (:class:`DataError`). A ``root`` whose folder cannot be
+    created or written raises :class:`DatasetNotFoundError`, one line naming it.
     """
     root = Path(root)
     expected = _manifest(seed, num_trainval, num_test)
@@ -572,10 +573,17 @@ def ensure_shapes_dataset(
             f"{root} exists but has no {MANIFEST_NAME}, so it was not made by the shapes generator; "
             "move it away or pass another --data_root"
         )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_dirs(root)
     temp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_dirs(root)
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+    except OSError as error:  # a file in the way, no permission: missing and not to be made there (bad input)
+        existing = next(folder for folder in (root, *root.parents) if folder.exists())
+        reason = f"{existing} is not a folder" if not existing.is_dir() else error.strerror or str(error)
+        raise DatasetNotFoundError(f"{root}: the shapes dataset cannot be generated there ({reason}); pass --data_root a "
+                        "folder that can be created and written") from None
     print(
         f"Generating the synthetic 'shapes' dataset (seed {seed}, {num_trainval} trainval + {num_test} test images) "
         f"into {root}",

@@ -285,6 +285,17 @@ def test_sync_bn_in_one_process_is_refused_at_start(tmp_path):
     assert list(tmp_path.iterdir()) == []  # checked, nothing created
 
 
+def test_a_shapes_folder_that_cannot_be_created_is_bad_input_naming_data_root(tmp_path, capsys):
+    (tmp_path / "file").write_text("in the way")
+    root = tmp_path / "file" / "shapes"
+    # was exit code 1 naming a temp folder the user never gave: 'error: .../file/.shapes.tmp-123: Not a directory'
+    assert cli.main(parse("--dataset", "shapes", "--data_root", str(root), "--check_data", "--workers", "0")) == 2
+    assert capsys.readouterr().err == (f"error: {root}: the shapes dataset cannot be generated there "
+                                       f"({tmp_path / 'file'} is not a folder); pass --data_root a folder that can be "
+                                       "created and written\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
 def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
     model = torch.nn.Linear(2, 3)
     assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
