@@ -394,8 +394,9 @@ def check_flag_combinations(args: argparse.Namespace) -> str:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
     if args.init_from and args.resume is not None:
         raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
-    if args.init_from and args.pretrained:
-        raise ValueError("--pretrained is not used with --init_from, whose checkpoint holds the backbone weights; "
+    if args.pretrained and (args.init_from or args.resume is not None):  # the checkpoint replaces every weight
+        source = "--init_from" if args.init_from else "--resume"
+        raise ValueError(f"--pretrained is not used with {source}, whose checkpoint holds the backbone weights; "
                          "drop --pretrained")
     if args.demo and args.export:
         raise ValueError("--demo and --export each run alone; give only one of them")

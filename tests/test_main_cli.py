@@ -127,6 +127,9 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
         (["--seed", str(2**64)], f"--seed must be an integer from 0 to 4294967295, got {2**64}"),
         (["--init_from", "w.pth", "--pretrained", "r18.pth"], "--pretrained is not used with --init_from"),
+        # --resume replaces every weight too: the file was read (and a missing one stopped the run), then overwritten
+        (["--resume", "--pretrained", "r18.pth"], "--pretrained is not used with --resume, whose checkpoint holds the "
+                                                  "backbone weights; drop --pretrained"),
         (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; the shapes dataset has "
                                                       "its own classes: drop --classes"),
         (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
