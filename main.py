@@ -858,6 +858,10 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
     # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)
     continues_checkpoint = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
+    if resume_path is not None and resume_state is None:  # bare --resume: its checkpoint read before the data is
+        resume_state = load_checkpoint(resume_path, source=(
+            "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
+            "architecture flags): give the same flags as the run, or --resume PATH"))
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     setup = build_training(args, device, ctx, log)
     if resume_path is not None:
@@ -981,15 +985,12 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
 
 
 def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, setup: TrainingSetup,
-               resume_path: Path, resume_state: dict | None, continues_checkpoint: bool) -> tuple[int, bool]:
-    """``--resume``: the checkpoint at ``resume_path`` (``resume_state`` when ``--resume PATH`` has read it already),
-    checked to belong to this run, into ``setup``'s model, optimizer and AMP scaler, and its run id into
-    ``setup.config``. The run folder's logs continue when they are that run's (for a checkpoint saved before run ids:
-    when it is the run's own file, ``continues_checkpoint``, and the folder records no run). Returns the iteration the
-    run goes on from and whether its logs continue."""
-    state = resume_state or load_checkpoint(resume_path, source=(
-        "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
-        "architecture flags): give the same flags as the run, or --resume PATH"))
+               resume_path: Path, state: dict, continues_checkpoint: bool) -> tuple[int, bool]:
+    """``--resume``: the checkpoint ``state`` read from ``resume_path``, checked to belong to this run, into
+    ``setup``'s model, optimizer and AMP scaler, and its run id into ``setup.config``. The run folder's logs continue
+    when they are that run's (for a checkpoint saved before run ids: when it is the run's own file,
+    ``continues_checkpoint``, and the folder records no run). Returns the iteration the run goes on from and whether
+    its logs continue."""
     requested = requested_architecture(args)
     check_compatible(resume_path, state["config"], state["class_names"], requested, setup.dataset.class_names)
     check_same_run(resume_path, state["config"], setup.config)

@@ -299,6 +299,18 @@ def test_a_shapes_folder_that_cannot_be_created_is_bad_input_naming_data_root(tm
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
+def test_bare_resume_without_a_checkpoint_stops_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    def build_training(*_):
+        raise AssertionError("the data was read (and the model built) before the checkpoint")
+
+    monkeypatch.setattr(cli, "build_training", build_training)
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e")]
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--resume", *folders)) == 2
+    assert capsys.readouterr().err.startswith(f"error: checkpoint {tmp_path / 'w'}/SHAPES_fssd_resnet18_size192_"
+                                              "anchor24.0.pth does not exist; check --resume without PATH")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_checkpoints_hold_the_plain_module_of_a_compiled_model():
     model = torch.nn.Linear(2, 3)
     assert unwrap_model(torch.compile(model)) is model and unwrap_model(model) is model
