@@ -276,7 +276,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     data = data_flags(args, out_dir)
     env = environment(torch.device(args.device))
     print(f"# IoU vs MG study, {env['date']}, device {args.device} ({env['card'] or env['cpu']}), "
-          f"torch {env['torch']}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+          f"torch {env['torch']}, {torch.get_num_threads()} threads, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     records = []
     for regime in args.regime:
         record = run_regime(args, data, regime, out_dir)

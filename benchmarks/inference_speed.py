@@ -43,8 +43,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="precision[-cl] entries, cl = channels_last; precisions: fp32, bf16, fp16 (autocast). "
                              "Default: fp32 fp32-cl bf16-cl on CPU, fp32 fp32-cl fp16-cl bf16-cl on CUDA")
     parser.add_argument("--num-classes", type=int_at_least(1), default=80, help="80 = COCO, as the paper's FPS")
-    parser.add_argument("--warmup", type=int_at_least(0), help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
-    parser.add_argument("--iters", type=int_at_least(1), help="timed batches per configuration (default 3 CPU, 50 CUDA)")
+    parser.add_argument("--warmup", type=int_at_least(0),
+                        help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
+    parser.add_argument("--iters", type=int_at_least(1),
+                        help="timed batches per configuration (default 3 CPU, 50 CUDA)")
     parser.add_argument("--flops-only", action="store_true", help="FLOPs and parameters only, no timing")
     return parser
 

@@ -582,8 +582,8 @@ def ensure_shapes_dataset(
     except OSError as error:  # a file in the way, no permission: missing and not to be made there (bad input)
         existing = next(folder for folder in (root, *root.parents) if folder.exists())
         reason = f"{existing} is not a folder" if not existing.is_dir() else error.strerror or str(error)
-        raise DatasetNotFoundError(f"{root}: the shapes dataset cannot be generated there ({reason}); pass --data_root a "
-                        "folder that can be created and written") from None
+        raise DatasetNotFoundError(f"{root}: the shapes dataset cannot be generated there ({reason}); pass "
+                                   "--data_root a folder that can be created and written") from None
     print(
         f"Generating the synthetic 'shapes' dataset (seed {seed}, {num_trainval} trainval + {num_test} test images) "
         f"into {root}",

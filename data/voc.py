@@ -398,7 +398,8 @@ def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     for line_number, line in enumerate(read_utf8_text(list_file).splitlines(), start=1):
         fields = line.split()
         if len(fields) > 2 or (len(fields) == 2 and fields[1] not in CLASS_LIST_FLAGS):
-            fix = ("it looks like a comment, which an image list cannot hold: remove the line" if line.lstrip()[:1] == "#"
+            is_comment = line.lstrip()[:1] == "#"
+            fix = ("it looks like a comment, which an image list cannot hold: remove the line" if is_comment
                    else "image ids cannot contain spaces: rename the files")
             problems.append(f"{list_file}:{line_number}: expected '<image id>' or '<image id> <-1|0|1>', got {line!r}; "
                             f"{fix}")

@@ -541,8 +541,8 @@ def test_the_test_split_warning_says_that_the_evaluation_scores_the_boxes_as_wri
     """The same XML as a test split and as a train split: only the test split's warning says that its box fix-ups
     change the loader's targets, not the score (the devkit reads the XML)."""
     objects = [("cat", (6, 5, 5, 20), 0), ("cat", (5, 9, 70, 30), 0)]  # a degenerate box, a box beyond x 64
-    root = write_voc_folder(tmp_path, {"a": objects, "b": [("cat", (5, 5, 20, 20), 0)]}, {"test": ["a"], "train": ["b"]},
-                            size=(48, 64))
+    root = write_voc_folder(tmp_path, {"a": objects, "b": [("cat", (5, 5, 20, 20), 0)]},
+                            {"test": ["a"], "train": ["b"]}, size=(48, 64))
     clause = ("The evaluation scores the test split's boxes as the annotations write them (these fix-ups change only "
               "the loader's targets): a box without extent can never be matched and lowers the AP; fix the "
               "annotations")

@@ -245,7 +245,6 @@ def test_coco_results_folder_is_read_through_its_one_results_json(tmp_path):
         evaluate_results_file(tmp_path, dataset)
 
 
-
 def test_an_evaluation_folder_holds_the_latest_evaluations_results_only(tmp_path):
     """eval/<DATASET> after an evaluation holds its files alone: the results of an earlier one of other classes or of
     the other layout (a custom VOC-layout folder, then a COCO-layout one) are removed, other files are left."""

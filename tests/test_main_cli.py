@@ -304,7 +304,8 @@ def test_bare_resume_without_a_checkpoint_stops_before_the_data_is_read(tmp_path
         raise AssertionError("the data was read (and the model built) before the checkpoint")
 
     monkeypatch.setattr(cli, "build_training", build_training)
-    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e")]
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
     assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--resume", *folders)) == 2
     assert capsys.readouterr().err.startswith(f"error: checkpoint {tmp_path / 'w'}/SHAPES_fssd_resnet18_size192_"
                                               "anchor24.0.pth does not exist; check --resume without PATH")

@@ -24,7 +24,8 @@ def save(path, weights: dict) -> None:
 @pytest.mark.parametrize("edit, named", [
     (lambda w: w.update({"backbone.conv1.weight": torch.zeros(64, 3, 3, 3)}),
      "size mismatch for backbone.conv1.weight: copying a param with shape torch.Size([64, 3, 3, 3]) from checkpoint"),
-    (lambda w: w.pop("neck.transform.reduce.0.conv.weight"), 'Missing key(s) in state_dict: "neck.transform.reduce.0.conv.weight"'),
+    (lambda w: w.pop("neck.transform.reduce.0.conv.weight"),
+     'Missing key(s) in state_dict: "neck.transform.reduce.0.conv.weight"'),
     (lambda w: w.update({"head.extra.weight": torch.zeros(1)}), 'Unexpected key(s) in state_dict: "head.extra.weight"'),
 ])
 def test_weights_that_do_not_fit_are_named(tmp_path, weights, edit, named):

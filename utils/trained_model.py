@@ -18,6 +18,7 @@ from utils.box import PriorBox
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.messages import joined_lines
 
+
 @dataclass(frozen=True)
 class TrainedDetector:
     """A detector in eval mode with what is needed to read its outputs.
