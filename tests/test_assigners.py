@@ -46,9 +46,10 @@ def assert_same_assignment(batched, b, reference):
 def test_iou_assignment_by_hand():
     iou = torch.tensor(
         [
-            [  # image 0: object 1's best anchor (IoU 0.35) is forced positive; the all-zero row forces nothing
-                [0.60, 0.45, 0.10, 0.00, 0.00],
-                [0.20, 0.30, 0.00, 0.35, 0.00],
+            [  # image 0: object 1's best anchor (IoU 0.35) is forced positive; the all-zero row forces nothing.
+                # Unforced: anchor 2 (0.52) is positive, anchor 1 (0.45) ignored, anchor 4 (0.33) negative
+                [0.60, 0.45, 0.52, 0.00, 0.00],
+                [0.20, 0.30, 0.00, 0.35, 0.33],
                 [0.00, 0.00, 0.00, 0.00, 0.00],
             ],
             [  # image 1: all three objects' best anchor is anchor 0; the later object wins it
@@ -58,10 +59,15 @@ def test_iou_assignment_by_hand():
             ],
         ]
     )
-    result = assign_by_iou(iou)
+    result = assign_by_iou(iou)  # the function's own thresholds: 0.5 / 0.4, as facts §4
     assert result.state.dtype == torch.int8 and result.gt_index.dtype == torch.int64
-    assert result.state.tolist() == [[POSITIVE, IGNORE, NEGATIVE, POSITIVE, NEGATIVE], [POSITIVE] + [NEGATIVE] * 4]
+    assert result.state.tolist() == [[POSITIVE, IGNORE, POSITIVE, POSITIVE, NEGATIVE], [POSITIVE] + [NEGATIVE] * 4]
     assert result.gt_index.tolist() == [[0, 0, 0, 1, 0], [2, 0, 0, 0, 0]]
+    # a forced anchor's overlap is 1.0, so it stays positive under any positive threshold up to 1 (here 0.95),
+    # while no unforced entry reaches 0.9
+    strict = assign_by_iou(iou, positive_threshold=0.95, ignore_threshold=0.9)
+    assert strict.state.tolist() == [[POSITIVE, NEGATIVE, NEGATIVE, POSITIVE, NEGATIVE], [POSITIVE] + [NEGATIVE] * 4]
+    assert strict.gt_index.tolist() == [[0, 0, 0, 1, 0], [2, 0, 0, 0, 0]]
 
 
 def test_rank_selection_by_hand_caps_quota_at_nonzero_entries():
