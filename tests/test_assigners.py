@@ -20,7 +20,7 @@ from utils.assign import (
     image_chunks,
     pad_targets,
 )
-from utils.assign.quality import anchor_iou, select_top_ranked
+from utils.assign.quality import anchor_iou, force_best_anchor_, keep_column_max, select_top_ranked
 from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
 
 NUM_CLASSES = 20
@@ -95,6 +95,36 @@ def test_sigma_property():
     assert amplified_iou(torch.tensor([0.0]), torch.tensor([0.9]), 2.0).item() == 0.0
 
 
+def test_an_object_keeps_its_forced_best_anchor_against_an_object_overlapping_it_more():
+    """Facts §4: each object's best anchor is set to 1.0 *before* each anchor keeps only its best object. All boxes
+    span y 0.2..0.3, so IoU is the 1-D IoU in x. Anchor X = x 0.16..0.5 has IoU 0.37 with object A (x 0.3..0.7, its
+    best anchor) and 0.85 with object B (x 0.1..0.5), whose best is anchor Y = x 0.1..0.46 (0.9). Forced to 1.0, A
+    keeps X (1.0 > 0.85) and B keeps only Y: one positive each, in both branches. Forcing to less than B's 0.85 would
+    hand X to B and leave A without an anchor."""
+    def box(x1, x2):
+        return [(x1 + x2) / 2, 0.25, x2 - x1, 0.1]
+
+    anchors = torch.tensor([box(0.16, 0.5), box(0.1, 0.46), box(0.8, 0.9)])  # X, Y, and Z touching no object
+    targets = [torch.tensor([[0.3, 0.2, 0.7, 0.3, 1.0], [0.1, 0.2, 0.5, 0.3, 2.0]])]  # A, B
+    gt = pad_targets(targets, NUM_CLASSES)
+    matrix = anchor_iou(gt.boxes, corner_form(anchors))
+    torch.testing.assert_close(matrix, torch.tensor([[[0.2 / 0.54, 0.16 / 0.6, 0.0], [0.85, 0.9, 0.0]]]))
+    assert keep_column_max(force_best_anchor_(matrix)).tolist() == [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]
+    loc = torch.zeros(1, 3, 4)  # R = A
+    conf = torch.full((1, 3, NUM_CLASSES), -math.log(99.0))  # p = 0.01: Q = A ** 0.995
+    mg = MutualGuidanceAssigner()(anchors, gt.boxes, gt.labels, gt.mask, loc, conf)
+    for assignment in (mg.cls, mg.reg):
+        assert assignment.state.tolist() == [[POSITIVE, POSITIVE, NEGATIVE]]
+        assert assignment.gt_index.tolist() == [[0, 1, 0]]
+
+
+def test_column_suppression_by_hand():
+    """Each anchor keeps its best object: entries below the column maximum become exactly 0 (ties all stay, an
+    all-zero column stays 0), so a suppressed entry can never be ranked as a non-zero quality."""
+    quality = torch.tensor([[[0.3, 0.6, 0.0, 0.2], [0.5, 0.6, 0.0, 0.1]]])
+    assert torch.equal(keep_column_max(quality), torch.tensor([[[0.0, 0.6, 0.0, 0.2], [0.5, 0.6, 0.0, 0.0]]]))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_batched_assigners_match_per_image_reference(seed):
     counts = [0, 60, 3, 1, 17] if seed == 0 else [5, 0, 9, 2]
@@ -162,6 +192,7 @@ def test_at_initialisation_mg_gives_the_iou_assignment():
     conf = torch.full((4, ANCHORS_320.shape[0], NUM_CLASSES), -math.log((1 - 0.01) / 0.01))
     iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
     mg = MutualGuidanceAssigner()(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert mg.iou_baseline is None  # only computed when asked for
     for state in (IGNORE, POSITIVE):
         assert torch.equal((mg.cls.state == state).sum(1), (iou.state == state).sum(1))
     assert torch.equal(mg.cls.state, iou.state)
