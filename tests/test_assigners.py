@@ -179,9 +179,27 @@ def test_thresholds_out_of_order_are_refused(make):
         make()
 
 
-def test_sigma_below_one_is_refused():
-    with pytest.raises(ValueError, match="sigma=0.5 must be >= 1"):
-        MutualGuidanceAssigner(sigma=0.5)
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_sigma_of_one_or_less_is_refused(sigma):
+    """At sigma = 1 the exponent (sigma - p) / sigma is 0 for a confident class (sigmoid is exactly 1.0 in float32 from
+    a logit of about 17), and 0 ** 0 = 1: every anchor not touching the object would get Q = 1 and could become one
+    of its regression positives."""
+    with pytest.raises(ValueError, match=f"sigma={sigma} must be > 1"):
+        MutualGuidanceAssigner(sigma=sigma)
+
+
+def test_a_confident_class_keeps_regression_positives_on_the_object():
+    """p = 1.0 exactly (logit 20): with sigma 1.5, Q = A ** (1/3) ranks the anchors as A does, so the regression
+    positives are the IoU assigner's, all overlapping the object; zero IoU stays zero."""
+    targets = [torch.tensor([[0.4, 0.4, 0.6, 0.7, 3.0]])]
+    gt = pad_targets(targets, NUM_CLASSES)
+    loc = torch.zeros(1, ANCHORS_320.shape[0], 4)
+    conf = torch.full((1, ANCHORS_320.shape[0], NUM_CLASSES), 20.0)
+    assert torch.sigmoid(conf[0, 0, 0]).item() == 1.0
+    mg = MutualGuidanceAssigner(sigma=1.5)(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    iou = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    assert torch.equal(mg.reg.state == POSITIVE, iou.state == POSITIVE)
+    assert int((mg.reg.state == POSITIVE).sum()) > 0
 
 
 def test_at_initialisation_mg_gives_the_iou_assignment():

@@ -83,7 +83,7 @@ class MutualGuidanceAssigner:
     """Assign classification and regression targets with Mutual Guidance (steps in the module docstring).
 
     Args:
-        sigma: the sigma of ``Q = A ** ((sigma - p) / sigma)`` (2.0).
+        sigma: the sigma of ``Q = A ** ((sigma - p) / sigma)`` (2.0), > 1.
         positive_threshold: anchor IoU giving the positive quota (0.5).
         ignore_threshold: anchor IoU giving the ignored quota (0.4).
         max_elements: images are processed in chunks whose ``[b, G, A]`` matrices hold at most this many
@@ -98,9 +98,11 @@ class MutualGuidanceAssigner:
         ignore_threshold: float = 0.4,
         max_elements: int | None = None,
     ) -> None:
-        if sigma < 1:
+        if not sigma > 1:
             raise ValueError(
-                f"MutualGuidanceAssigner: sigma={sigma} must be >= 1 so the exponent (sigma - p) / sigma stays > 0."
+                f"MutualGuidanceAssigner: sigma={sigma} must be > 1 so the exponent (sigma - p) / sigma stays > 0 up to "
+                f"p = 1 (a confident sigmoid is exactly 1.0 in float32, and 0 ** 0 = 1 would rank anchors that do not "
+                f"touch the object); the paper uses 2."
             )
         check_thresholds("MutualGuidanceAssigner", positive_threshold, ignore_threshold)
         self.sigma = sigma

@@ -40,7 +40,8 @@ def amplified_iou(anchor_iou_matrix: Tensor, class_probability: Tensor, sigma: f
     """Classify to localize: ``Q = IoU_anchor ** ((sigma - p) / sigma)``.
 
     With sigma = 2 the exponent lies in (0.5, 1], so at a fixed anchor IoU a higher probability p of the
-    object's class gives a higher quality (up to sqrt(IoU) at p = 1). Zero IoU stays zero.
+    object's class gives a higher quality (up to sqrt(IoU) at p = 1). Zero IoU stays zero for sigma > 1 (at
+    sigma = 1 and p = 1 the exponent is 0, and 0 ** 0 = 1).
     """
     return anchor_iou_matrix.pow(torch.rsub(class_probability, 1.0, alpha=1.0 / sigma))
 
