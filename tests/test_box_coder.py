@@ -12,6 +12,10 @@ def test_corner_and_center_form_are_inverse():
     xyxy = torch.tensor([[0.4, 0.3, 0.6, 0.7], [-0.05, 0.85, 0.25, 0.95]])
     torch.testing.assert_close(corner_form(cxcywh), xyxy)
     torch.testing.assert_close(center_form(xyxy), cxcywh)
+    # batched [B, N, 4] (the docstrings' [..., 4]): converted along the last dimension, image by image
+    batched = torch.stack([cxcywh, cxcywh.flip(0)])
+    torch.testing.assert_close(corner_form(batched), torch.stack([xyxy, xyxy.flip(0)]))
+    torch.testing.assert_close(center_form(torch.stack([xyxy, xyxy.flip(0)])), batched)
 
 
 def test_encode_by_hand():
