@@ -90,6 +90,13 @@ def test_balanced_l1_at_hand_picked_points():
     assert inner(beta) == pytest.approx(outer(beta), rel=1e-12)
 
 
+@pytest.mark.parametrize("beta", [0.0, -0.11])
+def test_balanced_l1_refuses_a_beta_that_is_not_positive(beta):
+    # at beta = 0 the d < beta branch divides by 0: NaN that torch.where drops from the loss but not from its gradient
+    with pytest.raises(ValueError, match=f"beta={beta} must be > 0"):
+        balanced_l1_loss(torch.zeros(3), torch.ones(3), beta=beta)
+
+
 def random_predictions(counts, seed, loc_scale=0.7):
     generator = torch.Generator().manual_seed(seed)
     targets = [random_targets(n, NUM_CLASSES, generator) for n in counts]
@@ -107,6 +114,21 @@ def test_multibox_loss_matches_per_image_reference(mutual_guide):
     torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
     # float32 sums of ~10^6 focal terms, in another order than the reference's (which also varies with threads)
     torch.testing.assert_close(loss_c, reference_c, rtol=5e-5, atol=0)
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_a_single_class_detector_matches_the_per_image_reference(mutual_guide):
+    """C = 1 (e.g. ``--classes person``): conf is [B, A, 1] and every object is class 0."""
+    generator = torch.Generator().manual_seed(18)
+    targets = [random_targets(n, 1, generator) for n in (3, 0, 5)]
+    loc = torch.randn(3, ANCHORS_320.shape[0], 4, generator=generator) * 0.7
+    conf = torch.randn(3, ANCHORS_320.shape[0], 1, generator=generator) * 2 - 3
+    loss_l, loss_c = MultiBoxLoss(1, mutual_guide)((loc, conf), ANCHORS_320, targets)
+    reference_l, reference_c = reference_multibox_loss(loc, conf, ANCHORS_320, targets, mutual_guide)
+    torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_c, reference_c, rtol=5e-5, atol=0)
+    with pytest.raises(ValueError, match="num_classes=0 must be >= 1"):
+        MultiBoxLoss(0)
 
 
 def test_an_overflowing_size_offset_changes_no_other_anchor_assignment():
