@@ -236,6 +236,33 @@ def test_stats_of_processes_combine_into_the_stats_of_their_whole_batch(mutual_g
         assert combined[name] == pytest.approx(value.item(), rel=1e-6, abs=1e-12), name
 
 
+def test_stats_over_one_positive_and_over_none():
+    """Image 0 holds one 0.02 x 0.02 object: no anchor reaches IoU 0.4 with it, so its best anchor (forced) is the
+    only positive, and the mean IoUs are that anchor's (and its prediction's) IoU with the object. Image 1 holds no
+    object: its ratios are 0, also after the torchrun round trip (summable_stats, stats_from_sums) with no positive."""
+    box = torch.tensor([0.31, 0.52, 0.33, 0.54])
+    targets = [torch.cat([box, torch.tensor([5.0])]).unsqueeze(0), torch.zeros(0, 5)]
+    generator = torch.Generator().manual_seed(19)
+    loc = torch.randn(2, ANCHORS_320.shape[0], 4, generator=generator) * 0.7
+    conf = torch.randn(2, ANCHORS_320.shape[0], NUM_CLASSES, generator=generator)
+    loss_fn = MultiBoxLoss(NUM_CLASSES)
+    _, _, stats = loss_fn((loc[:1], conf[:1]), ANCHORS_320, targets[:1], with_stats=True)
+    _, state = reference_iou_assign(ANCHORS_320, box[None])
+    (anchor,) = torch.nonzero(state == POSITIVE).flatten().tolist()
+    anchor_iou = box_iou(box[None], to_corners(ANCHORS_320[anchor][None])).item()
+    pred_iou = box_iou(box[None], plain_decode(loc[0, anchor][None], ANCHORS_320[anchor][None])).item()
+    assert 0 < anchor_iou < 0.4
+    assert stats["num_pos_cls"].item() == stats["num_pos_reg"].item() == 1 and stats["pos_per_object"].item() == 1
+    for name in ("cls", "reg"):
+        assert stats[f"{name}_pos_anchor_iou"].item() == pytest.approx(anchor_iou, rel=1e-5)
+        assert stats[f"{name}_pos_pred_iou"].item() == pytest.approx(pred_iou, rel=1e-5, abs=1e-7)
+    combined = stats_from_sums(list(stats), summable_stats(stats))
+    assert combined == pytest.approx({name: value.item() for name, value in stats.items()}, rel=1e-6)
+    _, _, empty = loss_fn((loc[1:], conf[1:]), ANCHORS_320, targets[1:], with_stats=True)
+    assert all(value.item() == 0 for value in empty.values())
+    assert all(value == 0 for value in stats_from_sums(list(empty), summable_stats(empty)).values())
+
+
 def test_mutual_guide_can_be_switched_on_during_a_run():
     targets, loc, conf = random_predictions([5, 2], seed=14)
     loss_fn = MultiBoxLoss(NUM_CLASSES)
