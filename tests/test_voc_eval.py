@@ -72,6 +72,7 @@ def test_eleven_point_interpolation_on_a_known_curve():
     precision = np.array([1.0, 1.0, 0.67, 0.75, 0.5])
     # points 0, .1, .2, .3, .4 -> 1.0; .5, .6 -> 0.75; .7, .8 -> 0.5; .9, 1.0 -> 0 (recall never reaches them)
     assert voc_ap(recall, precision, use_07_metric=True) == pytest.approx(7.5 / 11.0, abs=1e-12)
+    assert voc_ap(recall, precision) == voc_ap(recall, precision, use_07_metric=True)  # VOC07 unless asked otherwise
     # area under the envelope: .25 * 1 + .2 * 1 + .2 * .75 + .2 * .5
     assert voc_ap(recall, precision, use_07_metric=False) == pytest.approx(0.7, abs=1e-12)
 
@@ -145,6 +146,17 @@ def test_a_detection_equally_close_to_two_objects_is_matched_to_the_first_as_np_
     assert np.ravel(result["per_threshold_AP"]) == pytest.approx([6 / 11] * 10, abs=1e-12)
     swapped = evaluate_voc(det, [gts([[2, 1, 11, 10], [1, 1, 10, 10]], [0, 0])], ["cat"])
     assert np.ravel(swapped["per_threshold_AP"]) == pytest.approx([1.0] * 8 + [6 / 11] * 2, abs=1e-12)
+
+
+def test_a_false_detection_in_an_image_without_objects_of_its_class():
+    """The only cat is in image 0; image 1 holds a dog only. A cat detection in image 1 (0.9, no cat to match: a false
+    positive) ranks above the hit in image 0 (0.8): precision 0 then 1/2 at recall 1, so the 11-point AP is 1/2 at
+    every threshold (and 1 for the dog, detected exactly)."""
+    gt = [gts([[1, 1, 10, 10]], [0]), gts([[21, 21, 40, 40]], [1])]
+    det = [dets([[0, 0, 10, 10]], [0.8], [0]), dets([[20, 20, 40, 40], [0, 0, 10, 10]], [0.7, 0.9], [1, 0])]
+    result = evaluate_voc(det, gt, CLASSES)
+    assert result["per_threshold_AP"] == [[0.5, 1.0]] * 10
+    assert result["mAP"] == pytest.approx(0.75, abs=1e-12)
 
 
 def test_labels_outside_the_classes_are_rejected():
@@ -244,14 +256,16 @@ def test_devkit_files_round_trip(tmp_path):
         dets([[10, 10, 40, 40]], [0.25], [1]),
     ]
     image_ids = ["000001", "000002", "000007"]
-    write_voc_results(det, image_ids, CLASSES, tmp_path)
+    out_dir = tmp_path / "results" / "VOC2007" / "Main"  # made, parents included
+    written = write_voc_results(det, image_ids, CLASSES, out_dir)
+    assert written == [out_dir / "comp4_det_test_cat.txt", out_dir / "comp4_det_test_dog.txt"]
     # devkit pixels: (x1 + 1, y1 + 1, x2, y2)
-    assert (tmp_path / "comp4_det_test_cat.txt").read_text() == "000001 0.875 1.0 2.5 20.25 30.0\n"
-    assert (tmp_path / "comp4_det_test_dog.txt").read_text().splitlines() == [
+    assert (out_dir / "comp4_det_test_cat.txt").read_text() == "000001 0.875 1.0 2.5 20.25 30.0\n"
+    assert (out_dir / "comp4_det_test_dog.txt").read_text().splitlines() == [
         "000001 0.5 6.0 6.0 9.0 9.75",
         "000007 0.25 11.0 11.0 40.0 40.0",
     ]
-    back = read_voc_results(tmp_path, image_ids, CLASSES)
+    back = read_voc_results(out_dir, image_ids, CLASSES)
     for original, read in zip(det, back):
         order = np.argsort(read["labels"], kind="stable")
         np.testing.assert_array_equal(read["boxes"][order], original["boxes"])
@@ -324,3 +338,12 @@ def test_two_degenerate_boxes_have_iou_zero_without_a_numpy_warning():
         warnings.simplefilter("error")
         assert iou_plus_one(degenerate, degenerate).tolist() == [0.0]
     assert iou_plus_one(np.array([[1.0, 1.0, 10.0, 10.0]]), np.array([[1.0, 1.0, 10.0, 5.0]])).tolist() == [0.5]
+
+
+def test_iou_plus_one_of_boxes_side_by_side_and_of_a_one_pixel_box():
+    """Devkit frame: [1, 1, 10, 10] and [12, 1, 20, 10] share rows but no column (a negative +1 width overlap), and
+    [1, 12, 10, 20] shares its columns but no row: IoU 0. A one-pixel box [5, 5, 5, 5] (area 1 with the +1 convention)
+    with itself: IoU 1."""
+    boxes = np.array([[1.0, 1.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [5.0, 5.0, 5.0, 5.0]])
+    others = np.array([[12.0, 1.0, 20.0, 10.0], [1.0, 12.0, 10.0, 20.0], [5.0, 5.0, 5.0, 5.0]])
+    assert iou_plus_one(boxes, others).tolist() == [0.0, 0.0, 1.0]
