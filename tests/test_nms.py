@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from utils.nms import dense_batched_nms
+from utils.nms import dense_batched_nms, nms_steps, suppression_matrix
 
 
 def per_group_reference(boxes, scores, labels, valid, iou_threshold):
@@ -44,6 +44,25 @@ def test_long_suppression_chain_is_resolved_exactly():
     boxes = torch.stack([x, torch.zeros(k), x + 10.0, torch.full((k,), 10.0)], dim=1).unsqueeze(0)
     keep = dense_batched_nms(boxes, torch.zeros(1, k, dtype=torch.long), torch.ones(1, k, dtype=torch.bool), 0.5)
     assert torch.equal(keep[0], torch.arange(k) % 2 == 0)
+    # the same chain next to an image holding a single candidate, settled at the first check: the batch is done only
+    # when every image is
+    batch = torch.cat([boxes, boxes])
+    valid = torch.ones(2, k, dtype=torch.bool)
+    valid[1, 1:] = False
+    keep = dense_batched_nms(batch, torch.zeros(2, k, dtype=torch.long), valid, 0.5)
+    assert torch.equal(keep[0], torch.arange(k) % 2 == 0) and keep[1].tolist() == [True] + [False] * (k - 1)
+
+
+def test_fixed_steps_must_be_at_least_one():
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0]]])
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    suppresses = suppression_matrix(boxes, torch.zeros(1, 2, dtype=torch.long), valid, 0.5)
+    with pytest.raises(ValueError, match="steps=0 must be >= 1"):
+        nms_steps(valid, suppresses, valid, 0)
+    keep, settled = nms_steps(valid, suppresses, valid, 1)  # one step from "all kept": box 1 is suppressed
+    assert keep.tolist() == [[True, False]] and settled.tolist() == [False]
+    keep, settled = nms_steps(keep, suppresses, valid, 1)
+    assert keep.tolist() == [[True, False]] and settled.tolist() == [True]
 
 
 def test_padding_never_suppresses_and_is_never_kept():
