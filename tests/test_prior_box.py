@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from utils.box import PriorBox, feature_map_sides
+from utils.box import DEFAULT_BASE_ANCHOR_SIZE, PriorBox, feature_map_sides
 
 R2 = math.sqrt(2.0)
 
@@ -98,9 +98,10 @@ def plain_anchors(base_anchor_size: float, size: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64).float()
 
 
-@pytest.mark.parametrize("base_anchor_size, size", [(32.0, 320), (16.5, 512)])
+@pytest.mark.parametrize("base_anchor_size, size", [(32.0, 320), (16.5, 512), (0.5, 64)])
 def test_base_anchor_size_scales_the_anchors_of_every_level(base_anchor_size, size):
-    """--base_anchor_size other than the default 24 (every other test uses 24): the whole tensor against the loops."""
+    """--base_anchor_size other than the default 24 (every other test uses 24): the whole tensor against the loops;
+    any size above 0 is accepted, a sub-pixel one too."""
     anchors = PriorBox(base_anchor_size, size)()
     torch.testing.assert_close(anchors, plain_anchors(base_anchor_size, size))
     if base_anchor_size == 32.0:  # by hand: 32 px at 320 is 0.1; level 1 starts at 64 px (0.2)
@@ -123,3 +124,10 @@ def test_default_anchors_equal_the_facts_written_as_loops(size):
     if size == 320:
         level3 = 6 * (40 * 40 + 20 * 20 + 10 * 10)
         torch.testing.assert_close(anchors[level3 + 4], torch.tensor([0.1, 0.1, 1.0, 0.6]))
+
+
+def test_defaults_are_the_papers_base_24_at_320():
+    assert DEFAULT_BASE_ANCHOR_SIZE == 24.0
+    default = PriorBox()
+    assert (default.base_anchor_size, default.size, default.num_anchors) == (24.0, 320, 12750)
+    torch.testing.assert_close(default(), plain_anchors(24.0, 320))
