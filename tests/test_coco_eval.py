@@ -140,6 +140,19 @@ def test_results_keep_every_digit_so_the_file_scores_the_detections():
     assert metrics["stats"] == pycocotools_stats(coco, results).tolist()
 
 
+def test_per_class_ap_counts_up_to_100_detections_per_image():
+    """One object and twelve detections in its image: eleven boxes far from it score 0.9 down to 0.4, the exact box
+    0.3, twelfth. With maxDets 100 (the per-class table's column, as stats[0]) it is found at precision 1/12 at every
+    IoU: AP 1/12; the maxDets-10 column would have cut it (AP 0)."""
+    coco = one_category_ground_truth([[[0.0, 0.0, 50.0, 50.0]]])
+    far = np.array([[300.0 + 20 * i, 300.0, 315.0 + 20 * i, 315.0] for i in range(11)])
+    detections = [{"boxes": np.concatenate([far, [[0.0, 0.0, 50.0, 50.0]]]),
+                   "scores": np.concatenate([np.linspace(0.9, 0.4, 11), [0.3]]), "labels": np.zeros(12, np.int64)}]
+    metrics = evaluate_coco(detections_to_coco_results(detections, [1], [1]), coco)
+    assert metrics["per_class_AP"] == {"cat": pytest.approx(1 / 12, abs=1e-12)}
+    assert metrics["mAP"] == pytest.approx(1 / 12, abs=1e-12) and metrics["AR10"] == 0.0
+
+
 def test_perfect_detections_of_small_boxes_score_one():
     # With continuous corners a perfect 10x10 detection has IoU 1; the authors' "+1" width would
     # make it 11x11 (IoU 100/121 = 0.83) and lose the thresholds 0.85..0.95.
@@ -156,6 +169,26 @@ def test_perfect_detections_of_small_boxes_score_one():
         })
     metrics = evaluate_coco(detections_to_coco_results(detections, image_ids, CATEGORY_IDS), coco)
     assert metrics["mAP"] == 1.0
+
+
+def test_report_is_pycocotools_summary_then_the_per_class_table(tmp_path):
+    """The 12 lines as pycocotools' own summarize() prints them, then one line per category."""
+    coco = make_ground_truth(1)
+    results = detections_to_coco_results(random_detections(coco, 1), sorted(coco.getImgIds()), CATEGORY_IDS)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        evaluator = COCOeval(coco, coco.loadRes([dict(r) for r in results]), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    summary = [line for line in printed.getvalue().splitlines() if line.startswith(" Average")]
+    metrics = evaluate_coco(results, coco)
+    lines = format_coco_report(metrics).splitlines()
+    assert len(summary) == 12 and lines[:12] == summary
+    per_class = metrics["per_class_AP"]
+    assert lines[12:] == ["per-class AP@[.50:.95]:", *(f"  {name:<6}  {per_class[name]:0.3f}" for name in CATEGORY_NAMES),
+                          f"COCO mAP = {metrics['mAP']:.4f}  AP50 = {metrics['AP50']:.4f}  AP75 = {metrics['AP75']:.4f}"]
+    path = write_coco_results(results, tmp_path / "eval" / "COCO" / "detections_val2017_results.json")  # parents made
+    assert json.loads(path.read_text()) == results
 
 
 def test_no_detection_gives_zeros_and_a_report():
