@@ -221,16 +221,19 @@ def test_re_runs_recover_a_detection_a_plain_top_k_loses(priors):
     assert same_detections(dense, exact)
     padded = PostProcessor(priors, dense_nms=True).padded(loc, conf, sizes)
     assert padded.complete.tolist() == [False] and padded.settled.tolist() == [True]
+    # max_pre_nms_topk=None: re-runs may grow up to every (anchor, class) pair (here 510 x 5 = 2,550)
+    assert same_detections(PostProcessor(priors, max_pre_nms_topk=None)(loc, conf, sizes)[0], exact)
 
 
-def test_non_finite_boxes_are_no_candidates(priors):
+@pytest.mark.parametrize("nan_offsets", [[0, 1, 2, 3], [0]])  # a NaN x offset leaves y1 and y2 finite
+def test_non_finite_boxes_are_no_candidates(priors, nan_offsets):
     # A diverged model's NaN box must not poison NMS (torchvision's batched_nms offsets boxes by their maximum)
     generator = torch.Generator().manual_seed(9)
     loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
     conf = distinct_logits(generator, 1, len(priors), 3)
     best = int(conf[0].max(dim=1).values.argmax())  # the anchor of the top candidate
     broken = loc.clone()
-    broken[0, best] = float("nan")
+    broken[0, best, nan_offsets] = float("nan")
     without = conf.clone()
     without[0, best] = -30.0  # the same anchor, scoring nothing
     expected = PostProcessor(priors)(loc, without, IMAGE_SIZES[:1])[0]
@@ -354,3 +357,19 @@ def test_a_score_equal_to_the_threshold_is_no_candidate(priors):
         assert detections["scores"].tolist() == pytest.approx([expected_score], rel=1e-6)
     padded = PostProcessor(priors, score_thresh=0.5, dense_nms=True).padded(loc, conf, IMAGE_SIZES[:1])
     assert padded.counts.tolist() == [1] and padded.labels[0, 0].item() == 1
+
+
+def test_an_image_with_exactly_k_candidates_above_the_threshold_is_complete(priors):
+    """score_thresh 0.5: three pairs above it (logits 1, 2, 3 on three far-apart anchors) and one at exactly 0.5 (logit
+    0), which is no candidate. A top-3 then holds every candidate, so the first pass is exact (complete); a top-2 is
+    not."""
+    loc = torch.zeros(1, len(priors), 4)
+    conf = torch.full((1, len(priors), 2), -30.0)
+    anchors = [0, len(priors) // 2, len(priors) - 1, 200]
+    conf[0, anchors, 0] = torch.tensor([1.0, 2.0, 3.0, 0.0])
+    for k, complete in ((3, True), (2, False)):
+        padded = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=k, dense_nms=True).padded(loc, conf,
+                                                                                               IMAGE_SIZES[:1])
+        assert padded.complete.tolist() == [complete] and padded.counts.tolist() == [k]
+    detections = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=2)(loc, conf, IMAGE_SIZES[:1])[0]
+    assert detections["scores"].tolist() == pytest.approx([1 / (1 + math.exp(-x)) for x in (3.0, 2.0, 1.0)])
