@@ -357,6 +357,12 @@ def test_a_score_equal_to_the_threshold_is_no_candidate(priors):
         assert detections["scores"].tolist() == pytest.approx([expected_score], rel=1e-6)
     padded = PostProcessor(priors, score_thresh=0.5, dense_nms=True).padded(loc, conf, IMAGE_SIZES[:1])
     assert padded.counts.tolist() == [1] and padded.labels[0, 0].item() == 1
+    # the rows after the count are padding: boxes and scores 0, label -1 (PaddedDetections)
+    assert padded.boxes.shape == (1, 300, 4) and not padded.boxes[0, 1:].any() and not padded.scores[0, 1:].any()
+    assert torch.all(padded.labels[0, 1:] == -1)
+    # a top-1 (a [B, 1, 1] suppression matrix) keeps the same single detection
+    single = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=1).padded(loc, conf, IMAGE_SIZES[:1])
+    assert single.counts.tolist() == [1] and single.labels.tolist() == [[1]] and single.settled.tolist() == [True]
 
 
 def test_an_image_with_exactly_k_candidates_above_the_threshold_is_complete(priors):
