@@ -299,6 +299,22 @@ def test_chunking_over_images_gives_the_same_result():
     assert torch.equal(one_by_one.state, whole.state) and torch.equal(one_by_one.gt_index, whole.gt_index)
 
 
+def test_iou_assigner_splits_the_batch_by_its_element_bound(monkeypatch):
+    """max_elements = 2 images' [G, A] matrices: a batch of 5 is assigned in runs of 2, 2 and 1 images (the peak-memory
+    bound), with the same result as in one piece."""
+    targets, _, _ = random_batch([7, 0, 2, 11, 3], seed=11)
+    gt = pad_targets(targets, NUM_CLASSES)
+    assigner = IoUAssigner(max_elements=2 * gt.boxes.shape[1] * ANCHORS_320.shape[0])
+    runs = []
+    assign_chunk = assigner.assign_chunk
+    monkeypatch.setattr(assigner, "assign_chunk", lambda anchors, boxes: runs.append(len(boxes)) or
+                        assign_chunk(anchors, boxes))
+    split = assigner(ANCHORS_320, gt.boxes, gt.mask)
+    assert runs == [2, 2, 1]
+    whole = IoUAssigner(max_elements=2**25)(ANCHORS_320, gt.boxes, gt.mask)
+    assert torch.equal(split.state, whole.state) and torch.equal(split.gt_index, whole.gt_index)
+
+
 @pytest.mark.parametrize("images_per_chunk", [2, 5])  # three chunks, one chunk
 def test_quotas_computed_ahead_give_the_same_assignment(images_per_chunk):
     # The CUDA loss computes the quotas on a side stream (utils/assign/prefetch.py) and hands them over.
