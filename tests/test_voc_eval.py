@@ -163,6 +163,12 @@ def test_labels_outside_the_classes_are_rejected():
     gt = [gts([[1, 1, 50, 50]], [0])]
     with pytest.raises(ValueError, match="labels must be foreground indices 0..C-1"):
         evaluate_voc([dets([[0, 0, 9, 9]], [0.5], [2])], gt, CLASSES)
+    # one bad label among good ones is enough, at either end of the range
+    with pytest.raises(ValueError, match="detections labels span 0..2 but there are 2 classes"):
+        evaluate_voc([dets([[0, 0, 9, 9], [0, 0, 9, 9]], [0.5, 0.4], [0, 2])], gt, CLASSES)
+    with pytest.raises(ValueError, match="ground truth labels span -1..1 but there are 2 classes"):
+        evaluate_voc([dets([[0, 0, 9, 9]], [0.5], [0])], [gts([[1, 1, 50, 50], [1, 1, 9, 9], [2, 2, 9, 9]],
+                                                              [0, -1, 1])], CLASSES)
 
 
 def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
@@ -265,7 +271,9 @@ def test_devkit_files_round_trip(tmp_path):
         "000001 0.5 6.0 6.0 9.0 9.75",
         "000007 0.25 11.0 11.0 40.0 40.0",
     ]
-    back = read_voc_results(out_dir, image_ids, CLASSES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class file is there: no warning
+        back = read_voc_results(out_dir, image_ids, CLASSES)
     for original, read in zip(det, back):
         order = np.argsort(read["labels"], kind="stable")
         np.testing.assert_array_equal(read["boxes"][order], original["boxes"])
