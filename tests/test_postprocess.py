@@ -243,6 +243,24 @@ def test_non_finite_boxes_are_no_candidates(priors, nan_offsets):
         assert same_detections(detections, expected)
 
 
+def test_default_score_threshold_is_0_005(priors):
+    """Facts §7: scores strictly above 0.005. A pair scoring 0.0055 is kept by default, one scoring 0.0045 is not."""
+    loc = torch.zeros(1, len(priors), 4)
+    conf = torch.full((1, len(priors), 2), -30.0)
+    conf[0, 0, 0] = math.log(0.0055 / 0.9945)
+    conf[0, len(priors) - 1, 1] = math.log(0.0045 / 0.9955)
+    for dense_nms in (False, True):
+        detections = PostProcessor(priors, dense_nms=dense_nms)(loc, conf, IMAGE_SIZES[:1])[0]
+        assert detections["labels"].tolist() == [0]
+        assert detections["scores"].tolist() == pytest.approx([0.0055], rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(510, 5), (510,)])
+def test_priors_that_are_not_a_by_4_are_a_clear_error(shape):
+    with pytest.raises(ValueError, match=r"priors must be \[A, 4\] cxcywh"):
+        PostProcessor(torch.zeros(shape))
+
+
 def test_mismatched_anchor_count_is_a_clear_error(priors):
     with pytest.raises(ValueError, match="A = 510 anchors; build the priors with the model's --size"):
         PostProcessor(priors)(torch.zeros(1, 100, 4), torch.zeros(1, 100, 3), IMAGE_SIZES[:1])
