@@ -4,10 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import batched_nms, box_iou, nms
 
 from data.voc_eval import evaluate_voc
 from utils.box import BoxCoder, PriorBox
+from utils.nms import suppression_matrix
 from utils.postprocess import MAX_PRE_NMS_TOPK, PRE_NMS_TOPK, PostProcessor
 
 IMAGE_SIZES = torch.tensor([[480, 640], [333, 500], [100, 90]])  # (height, width)
@@ -295,6 +296,25 @@ def test_dense_and_torchvision_nms_give_the_same_detections_with_the_default_top
     dense = PostProcessor(priors, dense_nms=True)(loc, conf, image_sizes)
     assert_same_detections(dense, PostProcessor(priors, dense_nms=False)(loc, conf, image_sizes), atol=0)
     assert [len(d["scores"]) for d in dense] == [300] * conf.shape[0]
+
+
+@pytest.mark.parametrize("dense_nms, expected", [(True, "dense"), (False, "torchvision"), (None, "torchvision")])
+def test_the_nms_path_follows_dense_nms(priors, monkeypatch, dense_nms, expected):
+    """dense_nms=True runs utils.nms on any device, False runs torchvision's batched_nms, None picks dense on CUDA only
+    (so torchvision here, on the CPU). One image whose first pass is complete: no re-run."""
+    import utils.postprocess as postprocess
+
+    calls = []
+    monkeypatch.setattr(postprocess, "batched_nms",
+                        lambda *args: calls.append("torchvision") or batched_nms(*args))
+    monkeypatch.setattr(postprocess, "suppression_matrix",
+                        lambda *args: calls.append("dense") or suppression_matrix(*args))
+    generator = torch.Generator().manual_seed(12)
+    loc = torch.randn(1, len(priors), 4, generator=generator) * 0.7
+    conf = distinct_logits(generator, 1, len(priors), 2)
+    detections = PostProcessor(priors, pre_nms_topk=len(priors) * 2, dense_nms=dense_nms)(loc, conf, IMAGE_SIZES[:1])
+    assert calls == [expected]
+    assert_same_detections(detections, reference(loc, conf, priors, IMAGE_SIZES[:1]))
 
 
 def test_dense_nms_needs_a_bounded_top_k(priors):
