@@ -185,8 +185,9 @@ def test_report_is_pycocotools_summary_then_the_per_class_table(tmp_path):
     lines = format_coco_report(metrics).splitlines()
     assert len(summary) == 12 and lines[:12] == summary
     per_class = metrics["per_class_AP"]
-    assert lines[12:] == ["per-class AP@[.50:.95]:", *(f"  {name:<6}  {per_class[name]:0.3f}" for name in CATEGORY_NAMES),
-                          f"COCO mAP = {metrics['mAP']:.4f}  AP50 = {metrics['AP50']:.4f}  AP75 = {metrics['AP75']:.4f}"]
+    per_class_lines = [f"  {name:<6}  {per_class[name]:0.3f}" for name in CATEGORY_NAMES]
+    last = f"COCO mAP = {metrics['mAP']:.4f}  AP50 = {metrics['AP50']:.4f}  AP75 = {metrics['AP75']:.4f}"
+    assert lines[12:] == ["per-class AP@[.50:.95]:", *per_class_lines, last]
     path = write_coco_results(results, tmp_path / "eval" / "COCO" / "detections_val2017_results.json")  # parents made
     assert json.loads(path.read_text()) == results
 

@@ -412,8 +412,8 @@ def test_an_image_with_exactly_k_candidates_above_the_threshold_is_complete(prio
     anchors = [0, len(priors) // 2, len(priors) - 1, 200]
     conf[0, anchors, 0] = torch.tensor([1.0, 2.0, 3.0, 0.0])
     for k, complete in ((3, True), (2, False)):
-        padded = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=k, dense_nms=True).padded(loc, conf,
-                                                                                               IMAGE_SIZES[:1])
+        postprocessor = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=k, dense_nms=True)
+        padded = postprocessor.padded(loc, conf, IMAGE_SIZES[:1])
         assert padded.complete.tolist() == [complete] and padded.counts.tolist() == [k]
     detections = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=2)(loc, conf, IMAGE_SIZES[:1])[0]
     assert detections["scores"].tolist() == pytest.approx([1 / (1 + math.exp(-x)) for x in (3.0, 2.0, 1.0)])

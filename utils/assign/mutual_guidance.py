@@ -100,9 +100,9 @@ class MutualGuidanceAssigner:
     ) -> None:
         if not sigma > 1:
             raise ValueError(
-                f"MutualGuidanceAssigner: sigma={sigma} must be > 1 so the exponent (sigma - p) / sigma stays > 0 up to "
-                f"p = 1 (a confident sigmoid is exactly 1.0 in float32, and 0 ** 0 = 1 would rank anchors that do not "
-                f"touch the object); the paper uses 2."
+                f"MutualGuidanceAssigner: sigma={sigma} must be > 1 so the exponent (sigma - p) / sigma stays > 0 up "
+                "to p = 1 (a confident sigmoid is exactly 1.0 in float32, and 0 ** 0 = 1 would rank anchors that do "
+                "not touch the object); the paper uses 2."
             )
         check_thresholds("MutualGuidanceAssigner", positive_threshold, ignore_threshold)
         self.sigma = sigma
