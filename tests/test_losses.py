@@ -293,6 +293,10 @@ def test_bad_inputs_raise_clear_errors():
     good = [torch.tensor([[0.1, 0.1, 0.5, 0.5, 3.0]])]
     with pytest.raises(ValueError, match="foreground indices 0..19"):
         loss_fn((loc, conf), ANCHORS_320, [torch.tensor([[0.1, 0.1, 0.5, 0.5, 20.0]])])
+    with pytest.raises(ValueError, match="class index -1.0 but"):  # one bad object among good ones
+        loss_fn((loc, conf), ANCHORS_320, [torch.tensor([[0.1, 0.1, 0.5, 0.5, 3.0], [0.2, 0.2, 0.6, 0.6, -1.0]])])
+    with pytest.raises(ValueError, match=r"loc has shape \(1, 12750, 5\); expected \[B, A, 4\]"):
+        loss_fn((torch.zeros(1, ANCHORS_320.shape[0], 5), conf), ANCHORS_320, good)
     with pytest.raises(ValueError, match=r"targets\[0\] has shape \(1, 4\)"):
         loss_fn((loc, conf), ANCHORS_320, [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match="build PriorBox with the model's input size"):
