@@ -179,6 +179,22 @@ def test_thresholds_out_of_order_are_refused(make):
         make()
 
 
+def test_thresholds_at_the_ends_of_their_range_are_accepted():
+    """0 <= ignore <= positive <= 1 is inclusive: equal thresholds (no ignore band) and 0 / 1 are valid settings."""
+    targets, loc, conf = random_batch([5, 2], seed=14)
+    gt = pad_targets(targets, NUM_CLASSES)
+    no_band = IoUAssigner(positive_threshold=0.5, ignore_threshold=0.5)(ANCHORS_320, gt.boxes, gt.mask)
+    default = IoUAssigner()(ANCHORS_320, gt.boxes, gt.mask)
+    assert not torch.any(no_band.state == IGNORE) and torch.any(default.state == IGNORE)
+    assert torch.equal(no_band.state == POSITIVE, default.state == POSITIVE)
+    # positive threshold 1: only each object's forced anchor counts (K_pos = 1); ignore threshold 0: every other
+    # anchor the object keeps in the column step counts towards K_ign
+    extremes = MutualGuidanceAssigner(positive_threshold=1.0, ignore_threshold=0.0)
+    assert extremes.quotas(ANCHORS_320, gt.boxes, gt.mask).num_positive.tolist() == [[1] * 5, [1, 1, 0, 0, 0]]
+    mg = extremes(ANCHORS_320, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert 0 < int((mg.reg.state == POSITIVE).sum()) <= 7 and int((mg.cls.state == POSITIVE).sum()) <= 7
+
+
 @pytest.mark.parametrize("sigma", [0.5, 1.0])
 def test_sigma_of_one_or_less_is_refused(sigma):
     """At sigma = 1 the exponent (sigma - p) / sigma is 0 for a confident class (sigmoid is exactly 1.0 in float32 from
