@@ -110,6 +110,26 @@ def test_without_a_process_group_sync_positives_changes_nothing():
         assert torch.equal(plain[0], synced[0]) and torch.equal(plain[1], synced[1])
 
 
+def test_synced_counts_are_clamped_at_one_like_a_single_process(tmp_path):
+    """In a one-process group the synced criterion is the plain one, also where the global batch has no positive (the
+    counts are clamped at 1: a zero box loss and the plain background sum, not 0/0) or exactly one (the forced anchor
+    of a 0.02 x 0.02 object)."""
+    priors = PriorBox(size=128).forward()
+    loc, conf, _ = make_batch(priors.shape[0])
+    batches = [[torch.zeros(0, 5)] * 4,
+               [torch.tensor([[0.31, 0.52, 0.33, 0.54, 1.0]])] + [torch.zeros(0, 5)] * 3]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        for targets, positives in zip(batches, (0, 1)):
+            plain = MultiBoxLoss(NUM_CLASSES)((loc, conf), priors, targets, with_stats=True)
+            synced = MultiBoxLoss(NUM_CLASSES, sync_positives=True)((loc, conf), priors, targets)
+            assert plain[2]["num_pos_cls"].item() == plain[2]["num_pos_reg"].item() == positives
+            assert torch.equal(plain[0], synced[0]) and torch.equal(plain[1], synced[1])
+            assert (synced[0].item() == 0.0) == (positives == 0) and torch.isfinite(synced[1])
+    finally:
+        dist.destroy_process_group()
+
+
 def test_any_process_agrees_on_a_flag_and_a_lost_process_is_one_line(monkeypatch):
     """Without a process group the flag is its own answer; with one, the all-reduce's maximum; a peer that has gone
     (gloo raises RuntimeError on the closed connection) becomes StoppedByAnotherProcess, which main.py prints."""
