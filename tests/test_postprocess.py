@@ -318,6 +318,7 @@ def test_the_nms_path_follows_dense_nms(priors, monkeypatch, dense_nms, expected
 
 
 def test_dense_nms_needs_a_bounded_top_k(priors):
+    assert PostProcessor(priors, pre_nms_topk=4096, dense_nms=True).dense_nms  # the bound itself is accepted
     with pytest.raises(ValueError, match="dense_nms needs pre_nms_topk <= 4096"):
         PostProcessor(priors, pre_nms_topk=None, dense_nms=True)
     unbounded = PostProcessor(priors, pre_nms_topk=5000)
