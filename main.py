@@ -109,7 +109,7 @@ DATASET_DEFAULTS = {
                  pretrained=True, expand_prob=0.6),
     "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=None,
                    pretrained=True, expand_prob=0.6),
-    # A short from-scratch CPU run (10-17 minutes on 2 cores with --amp; docs/benchmarks.md): 12 epochs of
+    # A short from-scratch CPU run (10-21 minutes on 2 cores with --amp; docs/benchmarks.md): 12 epochs of
     # 2,000 images, a peak lr of 6e-2, which trained faster than the paper's 1e-2 (and 2e-2, 4e-2) in that budget, and
     # no zoom-out augmentation, which shrinks the many small shapes further (AP50 0.46 with it, 0.51 without, at 4e-2).
     "shapes": dict(version="fssd", backbone="resnet18", size=192, epochs=12, lr=6e-2, warm_iter=50, workers=2,
