@@ -102,17 +102,16 @@ AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
 
 # Defaults that depend on --dataset; a flag given on the command line always wins.
 DATASET_DEFAULTS = {
-    # workers=None: data.loader.default_workers(), from the cores of the machine
-    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=None,
+    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500,
                 pretrained=True, expand_prob=0.6),
-    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, lr=1e-2, warm_iter=500, workers=None,
+    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, lr=1e-2, warm_iter=500,
                  pretrained=True, expand_prob=0.6),
-    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500, workers=None,
+    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500,
                    pretrained=True, expand_prob=0.6),
     # A short from-scratch CPU run (10-21 minutes on 2 cores with --amp; docs/benchmarks.md): 12 epochs of
     # 2,000 images, a peak lr of 6e-2, which trained faster than the paper's 1e-2 (and 2e-2, 4e-2) in that budget, and
     # no zoom-out augmentation, which shrinks the many small shapes further (AP50 0.46 with it, 0.51 without, at 4e-2).
-    "shapes": dict(version="fssd", backbone="resnet18", size=192, epochs=12, lr=6e-2, warm_iter=50, workers=2,
+    "shapes": dict(version="fssd", backbone="resnet18", size=192, epochs=12, lr=6e-2, warm_iter=50,
                    pretrained=False, expand_prob=0.0),
 }
 ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
@@ -178,7 +177,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "warning) instead of stopping with an error; e.g. to train on a few of the VOC classes")
     data.add_argument("--workers", type=int, default=None,
                       help="DataLoader worker processes, at most 4 per core (default: the cores per training "
-                           "process - 1, from 2 to 12; 2 for shapes)")
+                           "process - 1, from 2 to 12)")
     data.add_argument("--expand_prob", type=float, default=None, metavar="P",
                       help="probability of the paper's zoom-out augmentation (expand) per training image "
                            "(default: 0.6, the paper's; 0 for shapes)")
@@ -517,7 +516,7 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     defaults = DATASET_DEFAULTS[args.dataset]
     if (args.init_from or args.resume is not None) and args.pretrained is None:
         args.pretrained = False  # the checkpoint's weights replace the backbone's: nothing to download
-    keys = ("epochs", "lr", "warm_iter", "workers", "pretrained", "expand_prob")
+    keys = ("epochs", "lr", "warm_iter", "pretrained", "expand_prob")
     if not args.trained_model:
         keys += ARCHITECTURE_DEFAULT_KEYS
     for key in keys:
@@ -535,10 +534,9 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     cores = usable_cores()
     if args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking them
-        default = DATASET_DEFAULTS[args.dataset]["workers"] or default_workers()
         raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
                          f"of the {cores} this process may use (each worker is a process of its own; the default, "
-                         f"{default} here, suits most runs)")
+                         f"{default_workers()} here, suits most runs)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if not 0 < args.lr <= MAX_LR:  # nan too; above float32's largest, SGD's first update of the weights overflows
