@@ -4,13 +4,17 @@ import sys
 import pytest
 import torch
 
-from benchmarks import assignment_loss, data_loading, evaluation, inference_speed, shapes_generation, training_speed
+from data.shapes import ensure_shapes_dataset
+
+from benchmarks import (assignment_loss, data_loading, evaluation, inference_speed, loader_workers, shapes_generation,
+                        training_speed)
 
 SCRIPTS = {
     "assignment_loss": assignment_loss.main,
     "data_loading": data_loading.main,
     "evaluation": evaluation.main,
     "inference_speed": lambda: inference_speed.main(inference_speed.get_args_parser().parse_args()),
+    "loader_workers": lambda: loader_workers.main(loader_workers.get_args_parser().parse_args()),
     "shapes_generation": shapes_generation.main,
     "training_speed": training_speed.main,
 }
@@ -46,6 +50,9 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("demo_export", ["--backbone", "resnet19"], "argument --backbone: invalid choice: 'resnet19'"),
     ("assignment_loss", ["--devices", "cpu", "gpu"], "error: --devices gpu is not a device this program runs on"),
     ("assignment_loss", ["--reference-repeats", "0"], "argument --reference-repeats: must be at least 1, got 0"),
+    ("loader_workers", ["--workers", "4", "0"], "argument --workers: must be at least 1, got 0"),
+    ("loader_workers", ["--size", "200"], "argument --size: 200 is not an input size"),
+    ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
 ])  # fmt: skip
 def test_bad_flag_is_one_line_naming_it(name, flags, message, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -68,7 +75,7 @@ def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "evaluation", "inference_speed",
-                                  "shapes_generation", "training_speed", "demo_export"])
+                                  "loader_workers", "shapes_generation", "training_speed", "demo_export"])
 def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_script(name, ["--help"], monkeypatch)
@@ -78,3 +85,30 @@ def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, c
     shown = [line.strip() for line in capsys.readouterr().out.splitlines()]
     assert [line for line in doc_lines if line not in shown] == []  # every line, the example commands included
     assert any(line.startswith(f"python benchmarks/{name}.py") for line in doc_lines)
+
+
+def test_loader_workers_times_each_worker_count(tmp_path, monkeypatch, capsys):
+    root = ensure_shapes_dataset(tmp_path / "shapes", seed=0, num_trainval=8, num_test=2)
+    capsys.readouterr()  # the generator's lines
+    flags = ["--data_root", str(root), "--workers", "1", "2", "--batches", "2", "--batch_size", "4"]
+    run_script("loader_workers", flags, monkeypatch)
+    header, columns, rule, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("# training loader alone: shapes (8 images) at 192 px, batch 4; ")
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2"]
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
+
+
+def test_loader_workers_names_a_missing_set_and_a_set_smaller_than_a_batch(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "VOCdevkit"
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("loader_workers", ["--dataset", "voc", "--data_root", str(missing)], monkeypatch)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("loader_workers.py: error: ") and str(missing) in error and "\n" not in error
+    root = ensure_shapes_dataset(tmp_path / "shapes", seed=0, num_trainval=8, num_test=2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("loader_workers", ["--data_root", str(root)], monkeypatch)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "loader_workers.py: error: the set has 8 training images, fewer than --batch_size 32")
