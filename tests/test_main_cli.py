@@ -9,6 +9,7 @@ import torch
 
 import main as cli
 from data import DataWarning
+from data.errors import CorruptImageWarning
 from data.loader import default_workers
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
@@ -343,6 +344,22 @@ def test_data_warnings_are_one_line_for_the_user(capsys):
         warnings.warn("something else", UserWarning)
     assert capsys.readouterr().err == "warning: VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)\n"
     assert len(passed) == 1 and passed[0][1] is UserWarning
+
+
+def test_a_corrupt_image_whose_path_is_not_utf8_is_named_once_and_does_not_stop_the_run(tmp_path, capfd):
+    """A file name with bytes that are not UTF-8 (a Linux path from another encoding) reaches Python as lone
+    surrogates; recording the line as shown encoded it as strict UTF-8, and the UnicodeEncodeError escaped from
+    warnings.warn inside read_image, stopping training with a traceback."""
+    path = tmp_path / os.fsdecode(b"caf\xe9.jpg")
+    message = f"{path}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
+        for _ in range(2):
+            warnings.warn(message, CorruptImageWarning)
+    err = capfd.readouterr().err  # stderr shows the undecodable byte as it can
+    assert err.count("\n") == 1 and err.startswith(f"warning: {tmp_path}/caf") and err.endswith(
+        ".jpg: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment)\n")
 
 
 def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_traceback(monkeypatch, capsys):

@@ -39,7 +39,8 @@ class SharedSeen:
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
-        key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") or 1  # 0: empty
+        data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
+        key = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1  # 0: empty
         slots = len(self._hashes)
         for probe in range(slots):
             slot = (key + probe) % slots
