@@ -279,6 +279,20 @@ def test_a_rerun_deletes_the_drawn_copies_an_earlier_run_left_and_no_other_file(
     assert "; 2 drawn copies of earlier runs deleted (interrupted.jpg, wide.jpg)" in capsys.readouterr().err
 
 
+def test_a_rerun_keeps_its_own_drawn_copy_that_the_folder_lists_under_an_earlier_runs_letter_case(checkpoint, photos,
+                                                                                                  tmp_path):
+    """On a case-insensitive disk (macOS, Windows) writing tall.jpg over an earlier run's Tall.jpg keeps the name
+    Tall.jpg, which the clean-up then deleted as an earlier run's copy: this run's own drawn copy, listed in its
+    detections.json, was gone. A hard link stands in for that second name of the same file here."""
+    out = tmp_path / "out"
+    run_demo(checkpoint, str(photos / "tall.jpg"), out)
+    (out / "tall.jpg").rename(out / "Tall.jpg")  # as an earlier run on Tall.png left it
+    (out / "tall.jpg").hardlink_to(out / "Tall.jpg")  # the name this run opens reaches the same file
+    summary = run_demo(checkpoint, str(photos / "tall.jpg"), out)
+    assert summary["removed"] == 0 and (out / "Tall.jpg").is_file()
+    assert cv2.imread(str(out / "Tall.jpg")).shape == (160, 90, 3)
+
+
 def test_demo_output_under_a_file_is_refused(checkpoint, photos, tmp_path):
     in_the_way = tmp_path / "out"
     in_the_way.write_text("")
