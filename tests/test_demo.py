@@ -293,6 +293,26 @@ def test_a_rerun_keeps_its_own_drawn_copy_that_the_folder_lists_under_an_earlier
     assert cv2.imread(str(out / "Tall.jpg")).shape == (160, 90, 3)
 
 
+def test_demo_never_writes_through_a_link_named_as_its_drawn_copy(checkpoint, photos, tmp_path):
+    """A link where a drawn copy goes was taken for a drawn copy (its target carries the mark, or an earlier
+    detections.json lists the name), and the new copy was written through it, into the file it points to: here the
+    user's own photo in another folder. A link is never a file a demo run wrote: the run is refused."""
+    out = tmp_path / "out"
+    run_demo(checkpoint, str(photos), out)
+    mine = write_image(tmp_path / "mine.jpg", 30, 40, seed=9)
+    users_photo = mine.read_bytes()
+    (out / "tall.jpg").unlink()
+    (out / "tall.jpg").symlink_to(mine)  # detections.json still lists tall.jpg
+    with pytest.raises(DemoInputError, match=r"holds tall\.jpg, which no demo run wrote"):
+        run_demo(checkpoint, str(photos), out)
+    assert mine.read_bytes() == users_photo and (out / "tall.jpg").is_symlink()
+    (out / "tall.jpg").unlink()
+    (out / "tall.jpg").symlink_to(tmp_path / "elsewhere.jpg")  # a link to no file: the copy would create it there
+    with pytest.raises(DemoInputError, match=r"holds tall\.jpg, which no demo run wrote"):
+        run_demo(checkpoint, str(photos), out)
+    assert not (tmp_path / "elsewhere.jpg").exists()
+
+
 def test_demo_output_under_a_file_is_refused(checkpoint, photos, tmp_path):
     in_the_way = tmp_path / "out"
     in_the_way.write_text("")

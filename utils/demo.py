@@ -309,7 +309,8 @@ def check_output_folder(out_dir: Path, paths: Sequence[Path], names: Sequence[st
     """Raise :class:`DemoInputError` when ``out_dir`` holds one of the input images ``paths``: a drawn copy could
     replace it, and a later run on the folder would read the drawn copies as inputs; or when it holds a file named as
     a drawn copy (``names``, one per path) that no demo run wrote (neither :func:`drawn_by_demo` nor in
-    :func:`listed_outputs`), such as a photo of the user's own: the drawn copy would replace it."""
+    :func:`listed_outputs`), such as a photo of the user's own: the drawn copy would replace it; or a link (a demo run
+    writes none), which the drawn copy would be written through, into the file it points to."""
     folder = out_dir.resolve()
     inside = [path for path in paths if path.resolve().parent == folder]
     if inside:
@@ -317,9 +318,11 @@ def check_output_folder(out_dir: Path, paths: Sequence[Path], names: Sequence[st
             f"--demo_output {out_dir} holds input images ({inside[0].name}{', ...' if len(inside) > 1 else ''}): the "
             "drawn copies would replace them; choose another --demo_output folder"
         )
-    taken = [(path, name) for path, name in zip(paths, names) if (out_dir / name).exists()]
+    taken = [(path, name) for path, name in zip(paths, names)
+             if (out_dir / name).exists() or (out_dir / name).is_symlink()]
     listed = listed_outputs(out_dir) if taken else set()
-    foreign = [(path, name) for path, name in taken if name not in listed and not drawn_by_demo(out_dir / name)]
+    foreign = [(path, name) for path, name in taken if (out_dir / name).is_symlink()  # it would write through it
+               or name not in listed and not drawn_by_demo(out_dir / name)]
     if foreign:
         (path, name), more = foreign[0], f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise DemoInputError(
