@@ -33,13 +33,19 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
     if pretrained is True:
         weights = backbone.imagenet_weights
         source = weights.url
+        instead = "--pretrained PATH to a local state dict, or --no-pretrained to start from random weights"
         try:
             state_dict = weights.get_state_dict(progress=True, map_location="cpu")
         except OSError as error:  # URLError, HTTPError, timeouts, no network
             raise PretrainedWeightsError(
                 f"cannot download the ImageNet weights {weights.url} ({error}); place that file at "
-                f"{cached_weights_path(weights.url)}, or pass --pretrained PATH to a local state dict, "
-                f"or --no-pretrained to start from random weights"
+                f"{cached_weights_path(weights.url)}, or pass {instead}"
+            ) from error
+        except Exception as error:  # noqa: BLE001 - a cached file (placed by hand, or damaged) torch cannot load
+            raise PretrainedWeightsError(
+                f"the cached ImageNet weights {cached_weights_path(weights.url)} cannot be read "
+                f"({type(error).__name__}: {first_line(error)}): the file is damaged; delete it so that it is "
+                f"downloaded again, or pass {instead}"
             ) from error
     else:
         source = os.fspath(pretrained)

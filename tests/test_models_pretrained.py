@@ -77,6 +77,23 @@ def test_offline_download_raises_one_line_instruction(hub_dir, monkeypatch):
     assert isinstance(error.value, RuntimeError)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not torch"])
+def test_a_damaged_file_in_the_cache_is_one_line_naming_it(hub_dir, damage):
+    """A file placed in the cache by hand (as the offline message asks) or damaged on disk is read by torchvision
+    without a download; its RuntimeError or UnpicklingError escaped as a traceback."""
+    cached = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"<html>not found</html>")
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), True)
+    message = str(error.value)
+    assert message.startswith(f"the cached ImageNet weights {cached} cannot be read (") and "\n" not in message
+    assert message.endswith("): the file is damaged; delete it so that it is downloaded again, or pass --pretrained "
+                            "PATH to a local state dict, or --no-pretrained to start from random weights")
+
+
 def test_missing_local_file(tmp_path):
     with pytest.raises(PretrainedWeightsError, match=r"--pretrained .*missing\.pth: no such file"):
         build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=tmp_path / "missing.pth")
