@@ -85,7 +85,13 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             f"unexpected keys {unexpected[:5]}; expected the layout of torchvision's "
             f"{os.path.basename(backbone.imagenet_weights.url)}"
         )
-    _check_float_weights(source if pretrained is True else f"--pretrained {source}", kept)
+    if pretrained is True:  # torchvision reads the cached file again on every run: only deleting it downloads anew
+        redownload = "delete it so that it is downloaded again"
+        _check_float_weights(kept, f"the cached ImageNet weights {cached_weights_path(source)} hold", redownload,
+                             redownload)
+    else:
+        _check_float_weights(kept, f"--pretrained {source} holds", "download it again",
+                             "give torchvision's float weights")
     try:
         backbone.load_state_dict(kept, strict=True)
     except RuntimeError as error:  # a tensor of the wrong shape
@@ -93,21 +99,23 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
                                      f"{joined_lines(error)}") from error
 
 
-def _check_float_weights(source: str, state_dict: dict[str, torch.Tensor]) -> None:
+def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, fix_damaged: str,
+                         fix_converted: str) -> None:
     """Refuse tensors that are not floating point (BatchNorm's batch counters aside), which load_state_dict would
     copy into the float weights without a word, and NaN/inf values, which the first training step would report as a
-    divergence of the schedule."""
+    divergence of the schedule. ``file_holds`` names the file (``"--pretrained W holds"``); ``fix_damaged`` and
+    ``fix_converted`` say what to do about NaN/inf and about other types."""
     tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     not_float = [f"{key} {value.dtype}" for key, value in tensors.items()
                  if not value.is_floating_point() and not key.endswith("num_batches_tracked")]
     if not_float:
-        raise PretrainedWeightsError(f"{source} holds weights that are not floating point "
-                                     f"({preview_names(not_float, 3)}): the file is damaged or was converted; give "
-                                     "torchvision's float weights, or pass --no-pretrained")
+        raise PretrainedWeightsError(f"{file_holds} weights that are not floating point "
+                                     f"({preview_names(not_float, 3)}): the file is damaged or was converted; "
+                                     f"{fix_converted}, or pass --no-pretrained")
     non_finite = [key for key, value in tensors.items() if value.is_floating_point() and not value.isfinite().all()]
     if non_finite:
-        raise PretrainedWeightsError(f"{source} holds NaN/inf weights ({preview_names(non_finite, 3)}): the file is "
-                                     "damaged; download it again, or pass --no-pretrained")
+        raise PretrainedWeightsError(f"{file_holds} NaN/inf weights ({preview_names(non_finite, 3)}): the file is "
+                                     f"damaged; {fix_damaged}, or pass --no-pretrained")
 
 
 def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -169,6 +169,20 @@ def test_non_finite_weights_are_refused_naming_them(tmp_path, edit, named):
                                 "it again, or pass --no-pretrained")
 
 
+def test_non_finite_weights_in_the_cache_name_the_cached_file_to_delete(hub_dir):
+    """The message named the download URL and said "download it again", but torchvision reads the cached file
+    again on every run: only deleting it gets a new download."""
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"].view(-1)[:1].fill_(float("nan"))
+    cached = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), True)
+    assert str(error.value) == (f"the cached ImageNet weights {cached} hold NaN/inf weights (conv1.weight): the file "
+                                "is damaged; delete it so that it is downloaded again, or pass --no-pretrained")
+
+
 def test_weights_that_are_not_floating_point_are_refused(tmp_path):
     """load_state_dict copied integer tensors into the float weights without a word: training started from
     truncated weights."""
