@@ -262,3 +262,19 @@ def test_an_evaluation_folder_holds_the_latest_evaluations_results_only(tmp_path
     evaluate_detections(voc, voc_detections, tmp_path, run_info={"split": "test"})
     assert sorted(tmp_path.glob("comp4_det_test_*.txt")) == voc_files
     assert not list(tmp_path.glob("detections_*_results.json"))
+
+
+def test_an_evaluation_keeps_its_own_results_file_that_the_folder_lists_under_an_earlier_letter_case(tmp_path):
+    """On a case-insensitive disk (macOS, Windows) writing comp4_det_test_star.txt over an earlier evaluation's
+    comp4_det_test_Star.txt keeps the name ..._Star.txt, which the clean-up then deleted as an earlier evaluation's
+    file: the class's results were gone. A hard link stands in for that second name of the same file here."""
+    voc = FakeVocDataset()
+    detections = run_inference(FakeDetector(), DataLoader(voc, batch_size=4, collate_fn=collate), PRIORS,
+                               torch.device("cpu"))
+    evaluate_detections(voc, detections, tmp_path, run_info={"split": "test"})
+    name = f"comp4_det_test_{voc.class_names[0]}.txt"
+    earlier = tmp_path / name.replace(voc.class_names[0], voc.class_names[0].upper())
+    (tmp_path / name).rename(earlier)
+    (tmp_path / name).hardlink_to(earlier)
+    evaluate_detections(voc, detections, tmp_path, run_info={"split": "test"})
+    assert earlier.is_file() and (tmp_path / name).samefile(earlier)

@@ -41,7 +41,7 @@ from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.checkpoint import check_writable_folder
 from utils.cuda_graph import CUDAGraphDetector
-from utils.files import write_text
+from utils.files import file_identity, write_text
 from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from utils.messages import preview_names
@@ -348,21 +348,12 @@ def remove_earlier_drawn_copies(out_dir: Path, keep: set[str | None]) -> list[Pa
     unmarked copy listed by an earlier ``detections.json`` included (it may since have been replaced by a file of the
     user's), nor a name of a kept file (on a case-insensitive disk, an earlier ``Tall.jpg`` that this run's
     ``tall.jpg`` was written into). Returns the paths deleted, sorted."""
-    kept = {_file_identity(out_dir / name) for name in keep if name is not None} - {None}
+    kept = {file_identity(out_dir / name) for name in keep if name is not None} - {None}
     removed = [path for path in sorted(out_dir.glob("*.jpg")) if path.name not in keep and not path.is_symlink()
-               and path.is_file() and _file_identity(path) not in kept and drawn_by_demo(path)]
+               and path.is_file() and file_identity(path) not in kept and drawn_by_demo(path)]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """``(device, inode)`` of the file at ``path``, the same for every name of one file; None when it is not there."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 def drawn_by_demo(path: Path) -> bool:

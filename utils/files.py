@@ -55,6 +55,16 @@ def replace_text(path: str | os.PathLike, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path`` (links followed), the same for every name of one file, such as
+    ``Cat.txt`` and ``cat.txt`` on a case-insensitive disk; None when there is no file there."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with the floats that JSON cannot hold (NaN, inf) made ``None`` (null), in nested dicts (keys made
     strings), lists and tuples; strict JSON readers reject the ``NaN`` that ``json.dumps`` writes by default."""

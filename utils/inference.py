@@ -25,7 +25,7 @@ from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
-from utils.files import json_safe, write_text
+from utils.files import file_identity, json_safe, write_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.run_lock import one_writer
 
@@ -169,10 +169,12 @@ RESULTS_FILE_PATTERNS = ("comp4_det_test_*.txt", "detections_*_results.json")  #
 def remove_earlier_results(out_dir: Path, keep: list[Path]) -> list[Path]:
     """Deletes the results files (``RESULTS_FILE_PATTERNS``) in ``out_dir`` other than ``keep``: those an earlier
     evaluation wrote for classes, a layout or a split this one does not have, which would otherwise sit beside its
-    own files (and be read by the devkit or ``--eval_results`` as if they were its). Returns the paths deleted."""
-    kept = {Path(path).resolve() for path in keep}
+    own files (and be read by the devkit or ``--eval_results`` as if they were its). A file of ``keep`` is kept under
+    any of its names (on a case-insensitive disk, an earlier ``..._Cat.txt`` that this evaluation's ``..._cat.txt``
+    was written into). Returns the paths deleted."""
+    kept = {file_identity(Path(path)) for path in keep} - {None}
     removed = [path for pattern in RESULTS_FILE_PATTERNS for path in sorted(Path(out_dir).glob(pattern))
-               if path.resolve() not in kept and path.is_file()]
+               if path.is_file() and file_identity(path) not in kept]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
