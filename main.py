@@ -156,8 +156,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     starting_weights.add_argument("--pretrained", type=str, default=None, metavar="PATH",
                                   help="ImageNet backbone state dict to start from (default: torchvision's ImageNet "
                                        "weights for voc/coco/custom, none for shapes)")
-    starting_weights.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                                  help="start the backbone from random weights")
+    starting_weights.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                                  help="start the backbone from random weights")  # unset (None) as --pretrained
     model.add_argument("--sync_bn", action="store_true",
                        help="SyncBatchNorm across GPUs under torchrun with several processes (CUDA only)")
 
@@ -252,12 +252,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run what ``args`` asks for; returns the process exit code."""
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run what ``args`` asks for; returns the process exit code. ``parser``: the parser that read ``args`` (its
+    defaults tell the flags given from those left out), :func:`get_args_parser`'s when not given."""
     ctx = DistributedContext()
     log = RunLog(None)
     try:
-        ignored = check_flag_combinations(args)
+        ignored = check_flag_combinations(args, parser or get_args_parser())
         if ignored:
             log.info(ignored)
         init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
@@ -384,10 +385,10 @@ MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores 
              "check_data": "checks the data"}
 
 
-def check_flag_combinations(args: argparse.Namespace) -> str:
-    """Refuse flags that contradict each other; returns a line naming the flags given that the mode asked for
-    (``--trained_model``, ``--demo``, ``--export``, ``--check_data``, ``--eval_results``) does not read, "" when
-    none (or when training, which reads them all)."""
+def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """Refuse flags that contradict each other; returns a line naming the flags given (those off ``parser``'s default,
+    ``parser`` having read ``args``) that the mode asked for (``--trained_model``, ``--demo``, ``--export``,
+    ``--check_data``, ``--eval_results``) does not read, "" when none (or when training, which reads them all)."""
     modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
     if len(modes) > 1:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
@@ -418,8 +419,8 @@ def check_flag_combinations(args: argparse.Namespace) -> str:
     mode = "demo" if args.demo else "export" if args.export else modes[0] if modes else None
     if mode is None:
         return ""
-    unset = get_args_parser().parse_args([])
-    given = [flag for flag in vars(args) if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != getattr(unset, flag)]
+    given = [flag for flag in vars(args)
+             if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != parser.get_default(flag)]
     names = ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
     if len(names) == 1:
         return f"with --{mode} the flag {names[0]} is ignored"
@@ -1303,4 +1304,5 @@ def one_line_data_warnings(show: Callable) -> Callable:
 
 if __name__ == "__main__":
     warnings.showwarning = one_line_data_warnings(warnings.showwarning)
-    sys.exit(main(get_args_parser().parse_args()))
+    cli_parser = get_args_parser()
+    sys.exit(main(cli_parser.parse_args(), cli_parser))

@@ -170,7 +170,8 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     (["--dataset", "shapes", "--amp", "bf16", "--eval_dir", "e", "--batch_size", "4"], ""),  # training reads them all
 ])
 def test_flags_a_mode_does_not_read_are_named(argv, notice):
-    assert cli.check_flag_combinations(parse(*argv)) == notice
+    parser = cli.get_args_parser()
+    assert cli.check_flag_combinations(parser.parse_args(argv), parser) == notice
 
 
 def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, capsys):
