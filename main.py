@@ -197,7 +197,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--epochs", type=int, default=None,
                           help="epochs of len(dataset) // global batch iterations (default: voc and custom 250, "
                                "coco 140, shapes 12)")
-    schedule.add_argument("--max_iter", type=int, default=None, help="total iterations; overrides --epochs")
+    schedule.add_argument("--max_iter", type=int, default=None,
+                          help="total iterations; overrides --epochs (a run given both says it ignores --epochs)")
     schedule.add_argument("--seed", type=int, default=0,
                           help="seed of model init, data order and augmentation (default: 0)")
     schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=AMP_CHOICES,
@@ -388,7 +389,8 @@ MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores 
 def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     """Refuse flags that contradict each other; returns a line naming the flags given (those off ``parser``'s default,
     ``parser`` having read ``args``) that the mode asked for (``--trained_model``, ``--demo``, ``--export``,
-    ``--check_data``, ``--eval_results``) does not read, "" when none (or when training, which reads them all)."""
+    ``--check_data``, ``--eval_results``) does not read, or, training, ``--epochs`` given beside ``--max_iter``; ""
+    when none."""
     modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
     if len(modes) > 1:
         raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
@@ -417,8 +419,8 @@ def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentP
             raise ValueError(f"--{flag} trains, --{modes[0]} {MODE_WORK[modes[0]]} without training; "
                              "give only one of them")
     mode = "demo" if args.demo else "export" if args.export else modes[0] if modes else None
-    if mode is None:
-        return ""
+    if mode is None:  # training reads every flag, but --max_iter sets the run's length in place of --epochs
+        return "with --max_iter the flag --epochs is ignored" if None not in (args.max_iter, args.epochs) else ""
     given = [flag for flag in vars(args)
              if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != parser.get_default(flag)]
     names = ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]

@@ -168,6 +168,11 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
                                                                           "ignored"),
     (["--check_data", "--dataset", "shapes", "--data_root", "d", "--workers", "0", "--size", "128"], ""),
     (["--dataset", "shapes", "--amp", "bf16", "--eval_dir", "e", "--batch_size", "4"], ""),  # training reads them all
+    # --max_iter sets the run's length: a training run dropped --epochs without a word
+    (["--dataset", "shapes", "--epochs", "3", "--max_iter", "100"], "with --max_iter the flag --epochs is ignored"),
+    (["--dataset", "shapes", "--max_iter", "100"], ""),
+    (["--trained_model", "w.pth", "--epochs", "3", "--max_iter", "100"],
+     "with --trained_model the flags --epochs, --max_iter are ignored"),
 ])
 def test_flags_a_mode_does_not_read_are_named(argv, notice):
     parser = cli.get_args_parser()
