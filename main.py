@@ -201,10 +201,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                           help="total iterations; overrides --epochs (a run given both says it ignores --epochs)")
     schedule.add_argument("--seed", type=int, default=0,
                           help="seed of model init, data order and augmentation (default: 0)")
-    schedule.add_argument("--amp", nargs="?", const="auto", default=None, choices=AMP_CHOICES,
-                          help="mixed precision: bf16, or fp16 with a GradScaler; bare --amp picks bf16 where "
-                               "supported")
-    schedule.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    schedule.add_argument("--amp", nargs="?", const="auto", default=None, type=str.lower, choices=AMP_CHOICES,
+                          help="mixed precision: bf16, or fp16 with a GradScaler (case-insensitive); bare --amp picks "
+                               "bf16 where supported")
+    schedule.add_argument("--device", type=str.lower, default="auto",
+                          help="auto, cpu, cuda or cuda:N; case-insensitive (default: auto)")
     schedule.add_argument("--compile", action="store_true",
                           help="torch.compile the model for training (on an H200: +29 %% images/s after about 45 s "
                                "of compiling)")

@@ -212,6 +212,35 @@ def test_amp_choice():
     assert parse("--amp").amp == "auto" and parse("--amp", "fp16").amp == "fp16"
 
 
+@pytest.mark.parametrize("argv, amp, device", [
+    (["--amp", "BF16", "--device", "CPU"], "bf16", "cpu"),  # refused while --dataset VOC, --version PAFPN were taken
+    (["--amp", "Fp16", "--device", "CUDA:1"], "fp16", "cuda:1"),
+    (["--amp", "AUTO", "--device", "Auto"], "auto", "auto"),
+    (["--amp", "--device", "Cuda"], "auto", "cuda"),
+])
+def test_amp_and_device_take_any_letter_case(argv, amp, device):
+    args = parse(*argv)
+    assert (args.amp, args.device) == (amp, device)
+
+
+def test_cpu_in_capitals_runs_on_the_cpu(monkeypatch):
+    devices = []
+    monkeypatch.setattr(cli, "run_training", lambda args, device, *_: devices.append(device) or 0)
+    assert cli.main(parse("--dataset", "shapes", "--device", "CPU", "--amp", "BF16", "--workers", "0")) == 0
+    assert devices == [torch.device("cpu")]
+
+
+def test_unknown_amp_or_device_names_the_flag_and_the_accepted_values(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse("--amp", "BF32")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument --amp: invalid choice: 'bf32' (choose from 'auto', 'bf16', 'fp16')" in err[0]
+    assert cli.main(parse("--device", "GPU")) == 2
+    assert capsys.readouterr().err == ("error: --device gpu is not a device this program runs on; use auto, cpu, cuda "
+                                       "or cuda:N\n")
+
+
 def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.get_args_parser().parse_args(["--dataset", "imagenet"])
