@@ -263,6 +263,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         ignored = check_flag_combinations(args, parser or get_args_parser())
         if ignored:
             log.info(ignored)
+        check_flag_values(args)  # the values given, and the device, before any checkpoint is read
+        device = resolve_device(args.device, local_rank_from_env())
+        if args.cuda_graph and device.type != "cuda":
+            raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
         init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
         if init_state is not None:
             take_architecture_from_checkpoint(args, init_state["config"])
@@ -278,9 +282,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
-        device = resolve_device(args.device, local_rank_from_env())
-        if args.cuda_graph and device.type != "cuda":
-            raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
         torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: autotuned kernels hold for every step
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
@@ -514,7 +515,8 @@ def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags
 
 def fill_dataset_defaults(args: argparse.Namespace) -> None:
     """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model;
-    ``--dataset`` itself defaults to voc)."""
+    ``--dataset`` itself defaults to voc), then check every value (:func:`check_flag_values`); a run's ``--name``
+    loses a ``.pth`` suffix."""
     if args.dataset is None:
         args.dataset = "voc"
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -530,20 +532,37 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         args.base_anchor_size = DEFAULT_BASE_ANCHOR_SIZE
     if args.workers is None:
         args.workers = default_workers()
+    check_flag_values(args)
+    if args.name is not None and names_a_run(args):
+        args.name = args.name.removesuffix(".pth")
+
+
+def names_a_run(args: argparse.Namespace) -> bool:
+    """Whether ``--name`` names the run's checkpoint and log folder (training), not a flag the mode ignores."""
+    return not (args.trained_model or args.eval_results or args.check_data)
+
+
+def check_flag_values(args: argparse.Namespace) -> None:
+    """A ``ValueError`` naming the flag for a value out of its range; a flag still ``None`` (not given, and not yet
+    filled from the dataset's defaults or a checkpoint) is left alone. :func:`main` calls it before it reads any
+    checkpoint, so a bad value given beside ``--trained_model``, ``--init_from`` or ``--resume PATH`` is reported at
+    once (not after minutes of reading, nor hidden by a missing file's error); :func:`fill_dataset_defaults` calls it
+    again on the flags filled."""
     for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     for flag in ("workers", "warm_iter", "eval_interval"):
-        if getattr(args, flag) < 0:
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     cores = usable_cores()
-    if args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking them
+    if args.workers is not None and args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking
         raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
                          f"of the {cores} this process may use (each worker is a process of its own; the default, "
                          f"{default_workers()} here, suits most runs)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
-    if not 0 < args.lr <= MAX_LR:  # nan too; above float32's largest, SGD's first update of the weights overflows
+    # nan too; above float32's largest, SGD's first update of the weights overflows
+    if args.lr is not None and not 0 < args.lr <= MAX_LR:
         raise ValueError(f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got {args.lr}")
     if not 0.0 < args.nms_thresh <= 1.0:
         raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
@@ -551,7 +570,7 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
     if args.mutual_guide_from is not None and (not args.mutual_guide or args.mutual_guide_from < 0):
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
-    if not 0.0 <= args.expand_prob <= 1.0:
+    if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
         raise ValueError(f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or 512")
@@ -562,11 +581,10 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
     if args.classes and args.dataset in ("shapes", "coco"):
         raise ValueError(f"--classes is for VOC and custom data; the {args.dataset} dataset has its own classes: "
                          "drop --classes")
-    if args.name is not None and not (args.trained_model or args.eval_results or args.check_data):  # names a run
-        args.name = args.name.removesuffix(".pth")
-        if not RUN_NAME.fullmatch(args.name):
-            raise ValueError(f"--name {args.name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter "
-                             "or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
+    name = None if args.name is None else args.name.removesuffix(".pth")
+    if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
+        raise ValueError(f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter or digit "
+                         "(it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
 
 
 def dataset_tag(args: argparse.Namespace) -> str:

@@ -152,6 +152,25 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    # reported only after the checkpoint was read (minutes for a large one), or hidden by its missing-file error
+    (["--trained_model", "no/such.pth", "--nms_thresh", "2"], "--nms_thresh 2.0 must be an IoU in (0, 1]"),
+    (["--init_from", "no/such.pth", "--lr", "-1"], "--lr must be a number > 0 and at most 3.4e+38"),
+    (["--resume", "no/such.pth", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+    (["--init_from", "no/such.pth", "--size", "300"], "--size 300 is not a multiple of 64 from 128"),
+    (["--resume", "no/such.pth", "--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
+    (["--trained_model", "no/such.pth", "--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom"),
+    (["--trained_model", "no/such.pth", "--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    (["--trained_model", "no/such.pth", "--device", "gpu"], "--device gpu is not a device this program runs on"),
+    (["--trained_model", "no/such.pth", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),
+    (["--trained_model", "no/such.pth", "--nms_thresh", "0.4"], "checkpoint no/such.pth does not exist"),
+])
+def test_flag_values_are_checked_before_a_checkpoint_is_read(argv, message, capsys):
+    assert cli.main(parse(*argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, notice", [
     (["--trained_model", "w.pth", "--lr", "0.1", "--seed", "3", "--amp", "bf16"],
      "with --trained_model the flags --lr, --seed are ignored"),
