@@ -126,8 +126,17 @@ EVAL_SCORE_THRESH = 0.005  # evaluation keeps the detections scoring above it, a
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
 
+# a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and read -1e-3 or -inf as a flag
+NEGATIVE_NUMBER = re.compile(r"-((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf|infinity|nan)\Z", re.IGNORECASE)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line naming the flag (exit code 2), without the long usage block."""
+    """An ArgumentParser whose errors are one line naming the flag (exit code 2), without the long usage block, and
+    that reads any negative number (-1e-3, -inf) as a flag's value, where argparse saw an unknown flag in it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's test of "a negative number, not a flag"
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")

@@ -88,6 +88,12 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--lr", "inf"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got inf"),
         # a float64 above float32's largest: SGD's update of the float32 weights would overflow at the first step
         (["--lr", "1e308"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got 1e+308"),
+        # argparse took -inf and -1e-3 for flags: "argument --lr: expected one argument"
+        (["--lr", "-inf"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got -inf"),
+        (["--lr", "-1e-3"], "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got -0.001"),
+        (["--nms_thresh", "-1E-3"], "--nms_thresh -0.001 must be an IoU in (0, 1]"),
+        (["--base_anchor_size", "-Infinity"], "--base_anchor_size -inf: the smallest anchors' side"),
+        (["--nms_thresh", "-NaN"], "--nms_thresh nan must be an IoU in (0, 1]"),
         (["--device", "gpu"], "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
         (["--trained_model", "w.pth", "--resume"], "--resume trains, --trained_model evaluates a checkpoint"),
         (["--trained_model", "w.pth", "--init_from", "a.pth"], "--init_from trains, --trained_model evaluates"),
@@ -258,6 +264,13 @@ def test_unknown_amp_or_device_names_the_flag_and_the_accepted_values(capsys):
     assert cli.main(parse("--device", "GPU")) == 2
     assert capsys.readouterr().err == ("error: --device gpu is not a device this program runs on; use auto, cpu, cuda "
                                        "or cuda:N\n")
+
+
+def test_a_dash_word_that_is_no_number_is_still_read_as_a_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse("--lr", "-info")  # -inf and more: not a number, so a flag (unknown), as argparse reads it
+    assert stop.value.code == 2
+    assert "argument --lr: expected one argument" in capsys.readouterr().err
 
 
 def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
