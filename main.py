@@ -649,7 +649,8 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
         except DataError as error:
             if isinstance(error, DatasetNotFoundError) and not problems:  # one line: missing for both splits
                 raise
-            problems.append(original_message(error))
+            if original_message(error) not in problems:  # a problem of both splits (no --classes, say) once
+                problems.append(original_message(error))
             continue
         log.info(f"{args.dataset} {split}: {report.summary()}")
     if problems:

@@ -83,6 +83,16 @@ def test_check_data_reports_the_problems_of_both_splits_in_one_run(tmp_path, cap
     assert err.count("error:") == 1
 
 
+def test_check_data_states_a_problem_of_both_splits_once(tmp_path, capsys):
+    """A VOC-layout folder without --classes fails for the train and the test split alike: one line, not two."""
+    samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--check_data", "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c "
+                   "or a file\n")
+
+
 def test_check_data_names_a_missing_dataset_in_one_line(tmp_path, capsys):
     (tmp_path / "coco").mkdir()  # neither instances_train2017.json nor instances_val2017.json
     assert run(tmp_path, "--dataset", "coco", "--data_root", str(tmp_path / "coco"), "--check_data",
