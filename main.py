@@ -87,7 +87,7 @@ from utils.engine import (
     train,
 )
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
-from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, run_demo
+from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, default_demo_output, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_lock import exclusive_run
@@ -629,9 +629,16 @@ def run_use(args: argparse.Namespace, device: torch.device) -> int:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
                     score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
     else:
-        run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
-                 score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
-                 cuda_graph=args.cuda_graph)
+        try:
+            with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
+                run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
+                         score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
+                         cuda_graph=args.cuda_graph)
+        except KeyboardInterrupt:
+            out_dir = args.demo_output or default_demo_output(args.trained_model)
+            print(f"--demo interrupted: {out_dir} holds the drawn copies written so far, without this run's "
+                  "detections.json; run the same command again (it replaces them)", file=sys.stderr)
+            return EXIT_INTERRUPTED
     return 0
 
 
@@ -723,7 +730,14 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
              f"on {len(dataset)} images")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
-    evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log, run_info)
+    try:
+        with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
+            evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log,
+                     run_info)
+    except KeyboardInterrupt:
+        log.info(f"evaluation of {args.trained_model} interrupted before its results were written; run the same "
+                 "command again")
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -1,12 +1,14 @@
 """main.py wiring of --demo and --export (the modules themselves are tested in test_demo.py / test_export.py)."""
 import json
 import os
+import signal
 
 import cv2
 import numpy as np
 import pytest
 
 from main import get_args_parser, main
+from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
 
 
@@ -81,3 +83,49 @@ def test_architecture_flags_given_with_demo_or_export_must_match_the_checkpoint(
     assert not (tmp_path / "x.onnx").exists()
     assert run_main("--trained_model", str(checkpoint), "--demo", str(tmp_path), "--size", "512") == 2
     assert "but --size 512 was given" in capsys.readouterr().err
+
+
+def stop_there(signum: int):
+    """A stand-in for the work of --demo / --trained_model that receives ``signum`` as a terminal or a scheduler
+    sends it: the handler the process holds then is called as Python calls it (Ctrl-C without one raises
+    KeyboardInterrupt; SIGTERM without one would kill the test process, so a missing handler fails the test)."""
+    def stopped(*args, **kwargs):
+        handler = signal.getsignal(signum)
+        if handler is signal.default_int_handler or not callable(handler):
+            assert signum == signal.SIGINT, f"{signal.Signals(signum).name} would kill the process without a word"
+            raise KeyboardInterrupt
+        handler(signum, None)
+        raise AssertionError("the handler returned: the work would go on")
+    return stopped
+
+
+def run_main_interrupted(*argv: str) -> int:
+    try:
+        return run_main(*argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main(): the user sees a traceback")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_demo_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch, signum):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    monkeypatch.setattr("main.run_demo", stop_there(signum))
+    code = run_main_interrupted("--trained_model", str(checkpoint), "--demo", str(tmp_path), "--workers", "0")
+    assert code == 130
+    err = capsys.readouterr().err.strip()  # where the demo's final line goes
+    assert err == (f"--demo interrupted: {os.path.join('eval', 'demo', 'tiny')} holds the drawn copies written so "
+                   "far, without this run's detections.json; run the same command again (it replaces them)")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_evaluation_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch, signum):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    samples = {"a": [(CLASS_NAMES[0], (1, 1, 30, 30), 0)], "b": [(CLASS_NAMES[1], (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    monkeypatch.setattr("main.run_inference", stop_there(signum))
+    code = run_main_interrupted("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
+                    "--eval_dir", str(tmp_path / "eval"), "--workers", "0")
+    assert code == 130
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"evaluation of {checkpoint} interrupted before its results were written; run the same command again")
+    assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())
