@@ -265,7 +265,9 @@ def run_demo(
     }
     deleted = (f"; {len(removed)} drawn {'copy' if len(removed) == 1 else 'copies'} of earlier runs deleted "
                f"({preview_names([path.name for path in removed])})" if removed else "")
-    print(f"demo: {summary['detections']} detections in {summary['images']} images written to {out_dir}"
+    none_kept = (f" (no box scored above --score_thresh {score_thresh:g}: a lower one shows weaker detections)"
+                 if images_done and not summary["detections"] else "")
+    print(f"demo: {summary['detections']} detections in {summary['images']} images{none_kept} written to {out_dir}"
           f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped{deleted}", file=sys.stderr)
     if not images_done:
         raise DemoInputError(f"--demo: none of the {len(paths)} files could be read as an image; "
