@@ -524,6 +524,10 @@ class COCODetection(DetectionDataset):
             seed,
         )
 
+    def annotation_source(self, index: int) -> str:
+        """``image id <id> in <json>``: the entry that gives item ``index``'s size and boxes."""
+        return f"image id {self.image_ids[index]} in {self.coco.source_file}"
+
     def objects_to_score(self) -> int:
         """How many objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on this dataset's images,
         including the boxes too small to train on (pycocotools scores them)."""

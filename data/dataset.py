@@ -223,12 +223,15 @@ def exif_orientation(path: str | Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def size_mismatch_message(path: str | Path, stored_hw: tuple[int, int], annotated_hw: tuple[int, int]) -> str:
-    """The error for an image whose stored size differs from its annotation's; names an EXIF rotation when the
-    annotation has the size of the rotated view (the annotation was made on what viewers show, not the stored
-    pixels)."""
+def size_mismatch_message(
+    path: str | Path, stored_hw: tuple[int, int], annotated_hw: tuple[int, int], annotation: str | None = None
+) -> str:
+    """The error for an image whose stored size differs from its annotation's; names the ``annotation`` that gives
+    the size when known (:meth:`DetectionDataset.annotation_source`), and an EXIF rotation when the annotation has the
+    size of the rotated view (the annotation was made on what viewers show, not the stored pixels)."""
     (height, width), (expected_h, expected_w) = stored_hw, annotated_hw
-    message = f"{path}: image is {width}x{height} (WxH) but its annotation says {expected_w}x{expected_h}"
+    source = f" ({annotation})" if annotation else ""
+    message = f"{path}: image is {width}x{height} (WxH) but its annotation says {expected_w}x{expected_h}{source}"
     orientation = exif_orientation(path) if (width, height) == (expected_h, expected_w) else None
     if orientation in EXIF_TRANSPOSING_ORIENTATIONS:
         return (
@@ -396,6 +399,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         """The image file of item ``index``."""
         return Path(self.annotations.image_paths[index])
 
+    def annotation_source(self, index: int) -> str | None:
+        """Where the annotation of item ``index`` is written, for messages (the XML file, or an image id in a json);
+        ``None`` when not known."""
+        return None
+
     def image_size(self, index: int) -> tuple[int, int]:
         """(height, width) of the original image."""
         height, width = self.annotations.sizes[index]
@@ -410,12 +418,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
 
     def load_image(self, index: int) -> np.ndarray:
-        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable or not the annotated
-        size."""
+        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable, and the file and its
+        annotation (:meth:`annotation_source`) when it is not the annotated size."""
         path = self.image_path(index)
         image = read_image(path)
         if image.shape[:2] != self.image_size(index):
-            raise DataError(size_mismatch_message(path, image.shape[:2], self.image_size(index)))
+            raise DataError(size_mismatch_message(path, image.shape[:2], self.image_size(index),
+                                                  self.annotation_source(index)))
         return image
 
     def sample(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -435,11 +435,12 @@ class _ReadImage:
 
 @dataclass
 class _TrainingImage:
-    """One image as the loader trains on it: ``boxes`` float32 ``[n, 4]`` x1y1x2y2 in 0-based continuous pixels,
-    clipped to the image and without degenerate boxes; ``labels`` int64 ``[n]`` 0..C-1; ``difficult`` bool ``[n]``;
-    ``size`` (height, width)."""
+    """One image as the loader trains on it: ``path`` its image file, ``xml_path`` its annotation; ``boxes`` float32
+    ``[n, 4]`` x1y1x2y2 in 0-based continuous pixels, clipped to the image and without degenerate boxes; ``labels``
+    int64 ``[n]`` 0..C-1; ``difficult`` bool ``[n]``; ``size`` (height, width)."""
 
     path: str
+    xml_path: str
     image_id: str
     size: tuple[int, int]
     boxes: np.ndarray
@@ -547,8 +548,8 @@ def _training_image(
     height, width = image.parsed.height, image.parsed.width
     boxes = from_devkit_pixels(xml_boxes)
     keep = fixups.clip_and_drop(boxes, height, width, str(image.xml_path))
-    return _TrainingImage(str(image.image_path), image.image_id, (height, width), boxes[keep].astype(np.float32),
-                          labels[keep], difficult[keep])
+    return _TrainingImage(str(image.image_path), str(image.xml_path), image.image_id, (height, width),
+                          boxes[keep].astype(np.float32), labels[keep], difficult[keep])
 
 
 def _annotations(images: Sequence[_TrainingImage]) -> Annotations:
@@ -613,7 +614,12 @@ class VOCDetection(DetectionDataset):
                     test_split)
         self.fixups = dict(fixups.counts)
         self._scored_objects = scored
+        self._xml_paths = np.array([image.xml_path for image in training], dtype=str)  # [N], as image_paths
         super().__init__(_annotations(training), class_names, transform, seed)
+
+    def annotation_source(self, index: int) -> str:
+        """The XML file of item ``index`` (``<folder>/Annotations/<image id>.xml``)."""
+        return str(self._xml_paths[index])
 
     def ground_truth(self) -> list[dict[str, np.ndarray]]:
         """Per image, the objects the evaluation scores, as the XML writes them (the devkit reads the XML: boxes

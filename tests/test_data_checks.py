@@ -203,13 +203,13 @@ def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
     with pytest.raises(DataError) as error:
         dataset.load_image(0)
     assert str(error.value) == (
-        f"{root / 'JPEGImages/a.jpg'}: image is 60x40 (WxH) but its annotation says 40x60, the size after its EXIF "
-        "orientation 6 (a 90-degree turn) that viewers apply; images are read in their stored pixel order, as VOC and "
-        "COCO annotate them: save the image turned upright without the EXIF orientation tag, or annotate the stored "
-        "pixels"
+        f"{root / 'JPEGImages/a.jpg'}: image is 60x40 (WxH) but its annotation says 40x60 "
+        f"({root / 'Annotations/a.xml'}), the size after its EXIF orientation 6 (a 90-degree turn) that viewers "
+        "apply; images are read in their stored pixel order, as VOC and COCO annotate them: save the image turned "
+        "upright without the EXIF orientation tag, or annotate the stored pixels"
     )
-    with pytest.raises(DataError,
-                       match=r"b\.jpg: image is 60x40 \(WxH\) but its annotation says 40x60; fix the annotation's"):
+    with pytest.raises(DataError, match=r"b\.jpg: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*b\.xml\); "
+                                        "fix the annotation's"):
         dataset.load_image(1)
 
 

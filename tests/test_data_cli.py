@@ -145,8 +145,9 @@ def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp
     bad, height, width = resize_behind_the_annotation(root, 2)
     assert run(tmp_path, *bad_image_argv(root)) == 2
     captured = capsys.readouterr()
-    message = f"error: {bad}: image is {width}x{height + 1} (WxH) but its annotation says {width}x{height}; fix the"
-    assert f"{message} annotation's size" in captured.err.splitlines()
+    xml = root / "Annotations" / f"{bad.stem}.xml"
+    message = f"error: {bad}: image is {width}x{height + 1} (WxH) but its annotation says {width}x{height} ({xml}); fix"
+    assert f"{message} the annotation's size" in captured.err.splitlines()
     assert "Traceback" not in captured.err and "DataLoader worker" not in captured.err
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
     assert load_checkpoint(checkpoint)["iteration"] == 2

@@ -226,6 +226,21 @@ def test_a_file_name_in_another_letter_case_reads_the_file_as_voc_layout_data_do
     assert f"image ids 7 and 9 both use the image file {folder / '000000000007.JPG'}" in str(error.value)
 
 
+def test_a_size_that_disagrees_with_the_image_names_the_json_and_the_image_id(tmp_path):
+    """height/width swapped in the json: the image's first load names the image file, the json and the image id (the
+    image alone left the user to find the entry to fix)."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    data["images"][0].update(height=60, width=40)
+    path.write_text(json.dumps(data))
+    dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert dataset.load_image(1).shape == (50, 50, 3)
+    with pytest.raises(DataError) as error:
+        dataset[0]
+    assert str(error.value) == (f"{tmp_path / 'x' / '000000000007.jpg'}: image is 60x40 (WxH) but its annotation says "
+                                f"40x60 (image id 7 in {path}); fix the annotation's size")
+
+
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
                                            "iscrowd": 0}]

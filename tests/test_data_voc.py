@@ -380,6 +380,19 @@ def test_a_size_written_as_a_float_is_read_and_a_fractional_or_negative_one_is_a
     assert [dataset.image_size(i) for i in range(2)] == [(48, 64), (48, 64)]  # "zero": from the image header
 
 
+def test_a_size_that_disagrees_with_the_image_names_the_xml_file_and_the_image(tmp_path):
+    """The XML says 500x375 for a 375x500 image: its first load (training, evaluation, --check_data) stops with an
+    error naming both files (the image alone left the user to find which XML to fix, in which folder)."""
+    samples = {"a": voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)]), "b": voc_xml(48, 64, [("cat", (1, 1, 10, 10), 0)])}
+    root = write_voc_folder(tmp_path, samples, {"trainval": ["a", "b"]}, size=(48, 64))
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes="cat", augment=False)
+    assert dataset.load_image(0).shape == (48, 64, 3)
+    with pytest.raises(DataError) as error:
+        dataset[1]
+    assert str(error.value) == (f"{root / 'JPEGImages/b.jpg'}: image is 64x48 (WxH) but its annotation says 48x64 "
+                                f"({root / 'Annotations/b.xml'}); fix the annotation's size")
+
+
 def test_parse_class_list(tmp_path):
     assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
     (tmp_path / "classes.txt").write_text("# my classes\ncat\n\n  dog  \n#bird\n")
