@@ -270,10 +270,22 @@ class ImageFiles:
             return exact
 
 
+def _unusable_name(name: str) -> str | None:
+    """Why no file can have the name ``name`` that a json may hold (``os.stat`` raises ``ValueError`` for it), ``None``
+    when a file can: a NUL character (``\\u0000``) or a lone surrogate (``\\ud800``, half of a UTF-16 pair)."""
+    if "\x00" in name:
+        return "which holds a NUL character"
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError as error:
+        return f"which holds {error.object[error.start]!r}, half of a UTF-16 surrogate pair and not a character"
+    return None
+
+
 def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) -> str | None:
     """What is wrong with one well-formed ``images`` entry, ``None`` when nothing: a height / width that is not a
-    positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name``, no such image file in
-    ``files.folder`` (in any letter case)."""
+    positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name`` (or one no file can have, a NUL
+    in it), no such image file in ``files.folder`` (in any letter case)."""
     image_id, image_folder = info["id"], files.folder
     if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
         return f"{annotation_file}: image id {image_id} has no positive integer height/width"
@@ -284,6 +296,9 @@ def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) ->
     if not isinstance(info.get("file_name"), str) or not info["file_name"].strip():
         return f"{annotation_file}: image id {image_id} has no file_name"
     name = info["file_name"]
+    if unusable := _unusable_name(name):
+        return (f"{annotation_file}: image id {image_id} has file_name {name!r:.80}, {unusable}: write the image "
+                "file's name")
     kind = file_type_problem(files.path(name))
     if kind is None:
         return None

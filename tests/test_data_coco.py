@@ -241,6 +241,23 @@ def test_a_size_that_disagrees_with_the_image_names_the_json_and_the_image_id(tm
                                 f"40x60 (image id 7 in {path}); fix the annotation's size")
 
 
+@pytest.mark.parametrize("name, written, unusable", [
+    ("000000000009.jpg\x00", "'000000000009.jpg\\x00'", "holds a NUL character"),
+    ("\ud800.jpg", "'\\ud800.jpg'", "holds '\\ud800', half of a UTF-16 surrogate pair and not a character"),
+])
+def test_a_file_name_no_file_can_have_is_a_problem_naming_the_entry(tmp_path, name, written, unusable):
+    """JSON may escape a NUL (\\u0000) or a lone surrogate (\\ud800) into a file_name, which no file system accepts:
+    it was a ValueError traceback ('embedded null byte', 'surrogates not allowed') from the image lookup."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    data["images"][2]["file_name"] = name
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert str(error.value).endswith(f"{path}: image id 9 has file_name {written}, which {unusable}: write the image "
+                                     "file's name")
+
+
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
                                            "iscrowd": 0}]
