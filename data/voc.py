@@ -64,8 +64,8 @@ class VocObject:
 
 @dataclass
 class VocAnnotation:
-    """One parsed XML file: ``<filename>`` (None when absent), ``<size>`` height and width in pixels (0 when absent:
-    the caller reads the image header), and its objects in file order."""
+    """One parsed XML file: ``<filename>`` (None when absent), ``<size>`` height and width in pixels (0 for a side
+    that is absent or 0: the caller reads the image header), and its objects in file order."""
 
     filename: str | None
     height: int
@@ -191,8 +191,9 @@ def _image_size(root: ET.Element, xml_path: Path) -> tuple[int, int]:
 
 
 def parse_voc_xml(xml_path: Path) -> VocAnnotation:
-    """Parse one VOC XML file. An absent ``<size>``, or side of it, and a side of 0 give height = width = 0 (the caller
-    reads the image header). Raises :class:`DataError` naming the file (and line for malformed XML)."""
+    """Parse one VOC XML file. An absent ``<size>`` gives height = width = 0, an absent side or a side of 0 gives that
+    side 0 (the caller then reads both from the image header). Raises :class:`DataError` naming the file (and line for
+    malformed XML)."""
     root = _xml_root(xml_path)
     height, width = _image_size(root, xml_path)
     objects = []
