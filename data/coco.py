@@ -248,7 +248,7 @@ class ImageFiles:
     VOC-layout images are found (:class:`data.voc.ImageFinder`: a folder's listing is read once, on its first miss).
     Each name is looked up once (the checks and the dataset ask for every name)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._finders: dict[Path, ImageFinder] = {}
         self._paths: dict[str, Path] = {}
