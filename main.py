@@ -4,6 +4,8 @@ Examples::
 
     # the paper's PAFPN-VGG16 at 320 on VOC07+12 with Mutual Guidance (250 epochs, batch 32, SGD lr 1e-2)
     python main.py --dataset voc --version pafpn --backbone vgg16 --size 320 --mutual_guide
+    # continue a stopped run from its checkpoint alone (the flags not given are read from it)
+    python main.py --resume weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth
     # evaluate a checkpoint (architecture, classes, dataset and --amp are read from it) and print mAP/AP50/AP75
     python main.py --trained_model weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth
     # the offline synthetic set (generated on first use), CPU-friendly defaults
@@ -115,6 +117,19 @@ DATASET_DEFAULTS = {
                    pretrained=False, expand_prob=0.0),
 }
 ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
+# Defaults of the flags that --resume PATH takes from its checkpoint when not given (None until then: "not given").
+RUN_DEFAULTS = dict(mutual_guide=False, batch_size=32, seed=0, save_folder="weights/", eval_interval=0,
+                    checkpoint_interval=500, log_interval=20)
+# The run flags --resume PATH takes from its checkpoint's config when not given, with the values main.py writes there
+# (a type, or the choices); the data flags only for the checkpoint's dataset. The run's length, --max_iter or --epochs
+# as saved, and the architecture (ARCHITECTURE_KEYS) are taken too.
+RESUMED_FLAGS: dict[str, Any] = {
+    "dataset": DATASETS, "data_root": str, "classes": str, "skip_unknown_classes": bool, "mutual_guide": bool,
+    "mutual_guide_from": int, "batch_size": int, "lr": float, "warm_iter": int, "seed": int, "expand_prob": float,
+    "amp": AMP_CHOICES, "name": str, "save_folder": str, "run_dir": str, "eval_interval": int,
+    "checkpoint_interval": int, "log_interval": int, "assign_stats": bool,
+}
+RESUMED_DATA_FLAGS = ("data_root", "classes", "skip_unknown_classes")
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -193,12 +208,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--check_data", action="store_true", help="scan the dataset for problems, report them and exit")
 
     schedule = parser.add_argument_group("training schedule (paper defaults)")
-    schedule.add_argument("--mutual_guide", action="store_true",
+    schedule.add_argument("--mutual_guide", action="store_true", default=None,  # None: not given (see --resume)
                           help="train with Mutual Guidance assignment (default: IoU)")
     schedule.add_argument("--mutual_guide_from", type=int, default=None, metavar="ITER",
                           help="with --mutual_guide: IoU assignment for the first ITER iterations, Mutual Guidance "
                                "after them (the logs' iterations ITER+1 on)")
-    schedule.add_argument("--batch_size", type=int, default=32, help="images per iteration per process (default: 32)")
+    schedule.add_argument("--batch_size", type=int, default=None, help="images per iteration per process (default: 32)")
     schedule.add_argument("--lr", type=float, default=None,
                           help="peak learning rate after warm-up (default: 1e-2, the paper's; 6e-2 for shapes)")
     schedule.add_argument("--warm_iter", type=int, default=None,
@@ -208,7 +223,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                "coco 140, shapes 12)")
     schedule.add_argument("--max_iter", type=int, default=None,
                           help="total iterations; overrides --epochs (a run given both says it ignores --epochs)")
-    schedule.add_argument("--seed", type=int, default=0,
+    schedule.add_argument("--seed", type=int, default=None,
                           help="seed of model init, data order and augmentation (default: 0)")
     schedule.add_argument("--amp", nargs="?", const="auto", default=None, type=str.lower, choices=AMP_CHOICES,
                           help="mixed precision: bf16, or fp16 with a GradScaler (case-insensitive); bare --amp picks "
@@ -224,7 +239,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                "minute more of compiling; see README")
 
     run = parser.add_argument_group("checkpoints, logs and evaluation")
-    run.add_argument("--save_folder", type=str, default="weights/", help="checkpoint folder (default: weights/)")
+    run.add_argument("--save_folder", type=str, default=None, help="checkpoint folder (default: weights/)")
     run.add_argument("--name", type=str, default=None,
                      help="the run's name: its checkpoint is <save_folder>/NAME.pth and its logs runs/NAME/ (default: "
                           "from dataset and architecture, e.g. VOC_pafpn_vgg16_size320_anchor24.0_MG); give each "
@@ -235,13 +250,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
                           "--version/--backbone/--size/--base_anchor_size default to the checkpoint's)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                     help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint; "
-                          "a PATH given also supplies --version/--backbone/--size/--base_anchor_size)")
-    run.add_argument("--checkpoint_interval", type=int, default=500,
+                     help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint, "
+                          "found from the run's flags); a PATH given also supplies every run flag not given (dataset, "
+                          "data, architecture, schedule, precision, --name, --save_folder, --run_dir, the intervals)")
+    run.add_argument("--checkpoint_interval", type=int, default=None,
                      help="save a checkpoint every N iterations (default: 500)")
-    run.add_argument("--log_interval", type=int, default=20,
+    run.add_argument("--log_interval", type=int, default=None,
                      help="log losses and speed every N iterations (default: 20)")
-    run.add_argument("--eval_interval", type=int, default=0,
+    run.add_argument("--eval_interval", type=int, default=None,
                      help="evaluate every N epochs during training and keep the best evaluation's weights in "
                           "<save_folder>/<run name>_best.pth (default: 0 = at the end only, no best file)")
     run.add_argument("--assign_stats", action="store_true",
@@ -280,8 +296,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         if init_state is not None:
             take_architecture_from_checkpoint(args, init_state["config"])
         resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
-        if resume_state is not None:  # an explicit PATH continues its run's architecture unless flags say otherwise
-            take_architecture_from_checkpoint(args, resume_state["config"])
+        resumed_with = ""
+        if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
+            resumed_with = take_run_from_checkpoint(args, resume_state["config"])
         evaluated_state, taken = None, ""
         if args.trained_model and not (args.demo or args.export):
             evaluated_state = load_checkpoint(args.trained_model, source="--trained_model")
@@ -294,6 +311,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: autotuned kernels hold for every step
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
+        if resumed_with:
+            log.info(f"resuming {args.resume} with its run's flags not given here: {resumed_with}")
         if taken:
             source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
             log.info(f"evaluating as {source}: {taken}")
@@ -454,6 +473,41 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
             setattr(args, key, config.get(key))
 
 
+def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+    """``--resume PATH``: set every run flag not given (:data:`RESUMED_FLAGS`, the architecture, the run's length as
+    ``--max_iter`` or ``--epochs`` as saved) to the checkpoint ``config``'s, so that ``--resume PATH`` alone continues
+    the run; a flag given keeps its value (``resume_run`` refuses one that differs). The data flags are taken only for
+    the checkpoint's dataset. Returns what was taken, for the log ("" when nothing). Raises :class:`CheckpointError`
+    for a value to take that main.py never writes (an edited or damaged file)."""
+    taken = [f"--{key} {config[key]}" for key in ARCHITECTURE_KEYS if getattr(args, key) is None]
+    take_architecture_from_checkpoint(args, config)
+    expected = dict(RESUMED_FLAGS)
+    if args.max_iter is None and args.epochs is None:  # the length as the run gave it
+        expected["max_iter" if config.get("max_iter") is not None else "epochs"] = int
+    if args.dataset is not None and args.dataset != config.get("dataset"):  # another dataset: its own data flags
+        expected = {key: kind for key, kind in expected.items() if key not in RESUMED_DATA_FLAGS}
+    for key, kind in expected.items():
+        value, given = config.get(key), getattr(args, key)
+        if (given is not None and given is not False) or value is None:  # given (a store_true flag: True), or unset
+            continue
+        if not _written_by_main(value, kind):
+            raise CheckpointError(f"{args.resume} records --{key} {value!r}, which main.py never writes; it was edited "
+                                  f"or damaged: give --{key} to resume with, or use a checkpoint as main.py saved it")
+        setattr(args, key, value)
+        if value is not False:
+            taken.append(f"--{key}" if value is True else f"--{key} {value}")
+    return ", ".join(taken)
+
+
+def _written_by_main(value: Any, kind: Any) -> bool:
+    """Whether a checkpoint's flag ``value`` is one main.py writes for a flag of ``kind``: a type, or the choices."""
+    if isinstance(kind, tuple):
+        return value in kind
+    if kind is float:
+        return type(value) in (int, float)
+    return type(value) is kind
+
+
 def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
     """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
     ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
@@ -539,6 +593,9 @@ def fill_dataset_defaults(args: argparse.Namespace) -> None:
             setattr(args, key, defaults[key])
     if args.base_anchor_size is None and not args.trained_model:
         args.base_anchor_size = DEFAULT_BASE_ANCHOR_SIZE
+    for key, default in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if args.workers is None:
         args.workers = default_workers()
     check_flag_values(args)
@@ -568,7 +625,7 @@ def check_flag_values(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
                          f"of the {cores} this process may use (each worker is a process of its own; the default, "
                          f"{default_workers()} here, suits most runs)")
-    if not 0 <= args.seed <= MAX_SEED:
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     # nan too; above float32's largest, SGD's first update of the weights overflows
     if args.lr is not None and not 0 < args.lr <= MAX_LR:
@@ -577,7 +634,8 @@ def check_flag_values(args: argparse.Namespace) -> None:
         raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
     if not 0.0 <= args.score_thresh < 1.0:
         raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
-    if args.mutual_guide_from is not None and (not args.mutual_guide or args.mutual_guide_from < 0):
+    # --mutual_guide still None: not given, and maybe taken from a --resume PATH checkpoint
+    if args.mutual_guide_from is not None and (args.mutual_guide is False or args.mutual_guide_from < 0):
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
     if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")

@@ -65,6 +65,45 @@ def test_dataset_defaults_fill_only_missing_flags():
     assert explicit.lr == 0.005
 
 
+SAVED_RUN = dict(version="fssd", backbone="resnet18", size=128, base_anchor_size=24.0, dataset="custom",
+                 data_root="/data/x", classes="a,b,c", skip_unknown_classes=True, mutual_guide=True,
+                 mutual_guide_from=10, batch_size=4, lr=0.02, warm_iter=5, seed=7, expand_prob=0.3, amp="bf16",
+                 name="mine", save_folder="w/", run_dir=None, eval_interval=2, checkpoint_interval=10, log_interval=5,
+                 assign_stats=False, epochs=250, max_iter=40, workers=3, device="cuda")
+
+
+def test_resume_path_takes_the_run_flags_not_given_from_the_checkpoint():
+    args = parse("--resume", "r.pth", "--seed", "0", "--warm_iter", "0", "--workers", "0")
+    taken = cli.take_run_from_checkpoint(args, SAVED_RUN)
+    cli.fill_dataset_defaults(args)
+    assert (args.dataset, args.data_root, args.classes, args.skip_unknown_classes, args.mutual_guide,
+            args.mutual_guide_from, args.batch_size, args.lr, args.expand_prob, args.amp, args.max_iter) == (
+        "custom", "/data/x", "a,b,c", True, True, 10, 4, 0.02, 0.3, "bf16", 40)
+    assert (args.name, args.save_folder, args.run_dir, args.eval_interval, args.checkpoint_interval,
+            args.log_interval, args.assign_stats) == ("mine", "w/", None, 2, 10, 5, False)
+    assert (args.seed, args.warm_iter, args.workers, args.device, args.epochs) == (0, 0, 0, "auto", 250)  # given
+    assert taken.startswith("--version fssd, --backbone resnet18, --size 128, --base_anchor_size 24.0, --dataset "
+                            "custom, --data_root /data/x, --classes a,b,c, --skip_unknown_classes, --mutual_guide, ")
+    assert "--seed" not in taken and "--warm_iter" not in taken and taken.endswith("--max_iter 40")
+
+
+def test_resume_path_takes_the_length_as_saved_and_no_data_flags_for_another_dataset():
+    by_epochs = parse("--resume", "r.pth", "--dataset", "voc")
+    cli.take_run_from_checkpoint(by_epochs, SAVED_RUN | {"max_iter": None})
+    assert (by_epochs.max_iter, by_epochs.epochs, by_epochs.dataset) == (None, 250, "voc")
+    assert (by_epochs.data_root, by_epochs.classes, by_epochs.skip_unknown_classes) == (None, None, False)
+    assert by_epochs.batch_size == 4  # refused later, with the other dataset, by check_same_run
+    given_length = parse("--resume", "r.pth", "--epochs", "3")
+    cli.take_run_from_checkpoint(given_length, SAVED_RUN)
+    assert (given_length.max_iter, given_length.epochs) == (None, 3)
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", "4"), ("mutual_guide", 1), ("amp", "fp8"), ("dataset", "kitti")])
+def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
+    with pytest.raises(CheckpointError, match=rf"r\.pth records --{key} {value!r}, which main\.py never writes"):
+        cli.take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
+
+
 def test_trained_model_leaves_the_architecture_to_the_checkpoint():
     args = parse("--trained_model", "w.pth")
     cli.fill_dataset_defaults(args)

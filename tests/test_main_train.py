@@ -192,6 +192,50 @@ def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(sh
     assert load_checkpoint(tmp_path / checkpoint)["iteration"] == ITERS
 
 
+def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_root, tmp_path, monkeypatch, capsys):
+    """A run of non-default flags (custom data, Mutual Guidance after iteration 2, seed, zoom-out, bf16, its own --name
+    and run folder) stopped after iteration 3 continues with `--resume PATH` alone (and --workers 0, not a run flag):
+    every run flag comes from the checkpoint, and the losses and final weights are those of the uninterrupted run."""
+    argv = base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "2", "--seed", "5", "--expand_prob", "0.5",
+                     "--amp", "bf16", "--name", "mine")
+    argv[argv.index("--run_dir") + 1] = "mine_run"
+    for name in ("whole", "cut"):
+        (tmp_path / name).mkdir()
+    assert run(tmp_path / "whole", argv) == 0
+    monkeypatch.setattr(_SignalAt, "at", 2)
+    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    assert run(tmp_path / "cut", argv) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(_SignalAt, "at", -1)
+    capsys.readouterr()
+    assert run(tmp_path / "cut", ["--resume", str(Path("weights") / "mine.pth"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert (f"resuming {Path('weights') / 'mine.pth'} with its run's flags not given here: --version fssd, --backbone "
+            f"resnet18, --size 128, --base_anchor_size 24.0, --dataset custom, --data_root {shapes_root}, --classes "
+            f"{','.join(SHAPES_CLASSES)}, --mutual_guide, --mutual_guide_from 2, --batch_size 2, --lr 0.01, "
+            "--warm_iter 2, --seed 5, --expand_prob 0.5, --amp bf16, --name mine, --save_folder weights, "
+            f"--run_dir mine_run, --eval_interval 0, --checkpoint_interval 4, --log_interval 1, --max_iter {ITERS}\n"
+            ) in out
+    assert f"resumed from {Path('weights') / 'mine.pth'} at iteration 3/{ITERS}" in out
+    resumed, reference = logged_losses(tmp_path / "cut" / "mine_run"), logged_losses(tmp_path / "whole" / "mine_run")
+    assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
+    assert [loss for row in resumed for loss in row[1:]] == pytest.approx(
+        [loss for row in reference for loss in row[1:]], rel=1e-6, abs=1e-7)
+    final = load_checkpoint(tmp_path / "cut" / "weights" / "mine.pth")
+    expected = load_checkpoint(tmp_path / "whole" / "weights" / "mine.pth")
+    assert final["iteration"] == ITERS and final["config"]["mutual_guide_from"] == 2
+    for key, value in expected["model"].items():
+        assert torch.allclose(final["model"][key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+
+
+def test_resume_path_refuses_a_flag_given_that_differs_from_its_run(shapes_root, trained, tmp_path, capsys):
+    """The flags given with --resume PATH keep their value: one that differs from the run's is refused as before."""
+    checkpoint = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, ["--resume", str(checkpoint), "--batch_size", "4", "--workers", "0"]) == cli.EXIT_BAD_INPUT
+    assert (f"{checkpoint} was saved by a run with --batch_size 2, this run has 4; resume with the same flags"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "weights").exists()
+
+
 def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes_root, tmp_path, monkeypatch):
     """--assign_stats: stopped after iteration 3 and resumed, the run's assign_summary row is the uninterrupted run's
     (the mean over all 8 log intervals, not over the 5 of the last attempt), once."""
