@@ -141,7 +141,8 @@ EVAL_SCORE_THRESH = 0.005  # evaluation keeps the detections scoring above it, a
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
 
-# a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and read -1e-3 or -inf as a flag
+# a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
+# a flag
 NEGATIVE_NUMBER = re.compile(r"-((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf|infinity|nan)\Z", re.IGNORECASE)
 
 

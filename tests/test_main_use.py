@@ -124,7 +124,7 @@ def test_an_interrupted_evaluation_is_one_line_and_exit_130(tmp_path, capsys, mo
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
     monkeypatch.setattr("main.run_inference", stop_there(signum))
     code = run_main_interrupted("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
-                    "--eval_dir", str(tmp_path / "eval"), "--workers", "0")
+                                "--eval_dir", str(tmp_path / "eval"), "--workers", "0")
     assert code == 130
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"evaluation of {checkpoint} interrupted before its results were written; run the same command again")
