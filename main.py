@@ -722,6 +722,7 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     if problems:
         raise DataError("\n".join(problems))
     check_splits(splits["train"], splits["test"], log)
+    log.info(f"--check_data found no problem: {args.dataset} can be trained and evaluated on")
     return 0
 
 
@@ -947,10 +948,17 @@ def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
     """``ValueError`` when ``--warm_iter`` or ``--mutual_guide_from`` does not fit a run of ``max_iter`` iterations."""
     if not 0 <= args.warm_iter < max_iter:
         raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
-                         "lower --warm_iter or raise --epochs/--max_iter")
+                         f"lower --warm_iter or raise {run_length_flag(args)}")
     if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
         raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
-                         "iterations), so Mutual Guidance would never be used; lower it or raise --epochs/--max_iter")
+                         f"iterations), so Mutual Guidance would never be used; lower it or raise "
+                         f"{run_length_flag(args)}")
+
+
+def run_length_flag(args: argparse.Namespace) -> str:
+    """The flag that sets the run's length: ``--max_iter`` when given (it overrides ``--epochs``), else ``--epochs``
+    (given, or the dataset's default)."""
+    return "--max_iter" if args.max_iter else "--epochs"
 
 
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,

@@ -31,9 +31,14 @@ class DataReport:
         per_class = ", ".join(f"{name} {count}" for name, count in self.objects_per_class.items())
         fixed = "\nfixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
         return (
-            f"{self.num_images} images, {self.num_objects} objects ({self.num_difficult} difficult), "
-            f"{self.empty_images} images without objects{fixed}\nobjects per class: {per_class}"
+            f"{_count(self.num_images, 'image')}, {_count(self.num_objects, 'object')} ({self.num_difficult} "
+            f"difficult), {_count(self.empty_images, 'image')} without objects{fixed}\nobjects per class: {per_class}"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless ``number`` is 1: "1 image", "3 images"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def image_problem(dataset: DetectionDataset, index: int) -> str | None:

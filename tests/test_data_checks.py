@@ -115,8 +115,10 @@ def test_check_dataset_reports_a_clean_set(tmp_path):
     report = check_dataset(dataset, workers=2, progress=False)
     assert (report.num_images, report.num_objects, report.num_difficult, report.empty_images) == (3, 3, 1, 1)
     assert report.objects_per_class == {"cat": 2, "dog": 1, "bird": 0}
-    assert report.summary() == ("3 images, 3 objects (1 difficult), 1 images without objects\n"
+    assert report.summary() == ("3 images, 3 objects (1 difficult), 1 image without objects\n"
                                 "objects per class: cat 2, dog 1, bird 0")
+    report.num_objects, report.empty_images = 1, 2
+    assert report.summary().splitlines()[0] == "3 images, 1 object (1 difficult), 2 images without objects"
     report.fixups = {"box clipped to the image": 2, DEGENERATE_BOX_DROPPED: 1}
     assert report.summary().splitlines()[1] == ("fixed up: box clipped to the image: 2; degenerate box dropped "
                                                 "(x2 <= x1 or y2 <= y1, in pixels or once normalised): 1")

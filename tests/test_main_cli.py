@@ -563,3 +563,14 @@ def test_trained_model_refuses_evaluation_settings_main_py_never_writes(flag, va
     args = parse("--trained_model", "w.pth", flag, given)
     cli.take_evaluation_settings_from_checkpoint(args, config)  # the flag given replaces the file's value
     assert getattr(args, flag[2:]) == given
+
+
+def test_a_run_too_short_for_its_warm_up_names_the_flag_that_sets_its_length():
+    # beside --max_iter the advice was "raise --epochs/--max_iter", and raising --epochs changes nothing there
+    for flags, length_flag in ((["--max_iter", "10"], "--max_iter"), (["--epochs", "1"], "--epochs"), ([], "--epochs")):
+        args = parse("--dataset", "shapes", "--warm_iter", "20", *flags)
+        cli.fill_dataset_defaults(args)
+        with pytest.raises(ValueError) as error:
+            cli.check_run_length(args, 10)
+        assert str(error.value) == ("--warm_iter 20 must be shorter than the run (10 iterations); lower --warm_iter "
+                                    f"or raise {length_flag}")

@@ -668,6 +668,7 @@ def test_check_data_scans_both_splits(shapes_root, tmp_path, capsys):
                           "--check_data", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "custom train: 16 images" in out and "custom test: 6 images" in out
+    assert out.splitlines()[-1] == "--check_data found no problem: custom can be trained and evaluated on"
 
 
 def test_bf16_autocast_run_with_evaluation_every_epoch(shapes_root, tmp_path, capsys):
@@ -891,10 +892,12 @@ def test_a_warm_up_longer_than_max_iter_is_refused_before_the_data_is_read(tmp_p
     argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--max_iter", "3", "--device", "cpu",
             "--save_folder", "weights", "--run_dir", "run", "--eval_dir", "eval"]
     assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
-    assert "--warm_iter 50 must be shorter than the run (3 iterations)" in capsys.readouterr().err
+    assert ("--warm_iter 50 must be shorter than the run (3 iterations); lower --warm_iter or raise --max_iter"
+            in capsys.readouterr().err)  # --epochs would change nothing beside --max_iter
     argv += ["--warm_iter", "1", "--mutual_guide", "--mutual_guide_from", "3"]
     assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
-    assert "--mutual_guide_from 3 is not before the end of the run (3 iterations)" in capsys.readouterr().err
+    assert ("--mutual_guide_from 3 is not before the end of the run (3 iterations), so Mutual Guidance would never be "
+            "used; lower it or raise --max_iter") in capsys.readouterr().err
 
 
 def folder_contents(folder: Path) -> dict[str, bytes]:
