@@ -98,8 +98,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)")
     parser.add_argument("--log_interval", type=int, default=None, help="assignment statistics every N iterations")
-    parser.add_argument("--amp", choices=("bf16", "fp16", "none"), default=None, help="mixed precision")
-    parser.add_argument("--device", type=str, default=None, help="cpu, cuda or cuda:N")
+    parser.add_argument("--amp", type=str.lower, choices=("bf16", "fp16", "none"), default=None,
+                        help="mixed precision (case-insensitive)")
+    parser.add_argument("--device", type=str.lower, default=None, help="cpu, cuda or cuda:N (case-insensitive)")
     parser.add_argument("--out_dir", type=str, default="runs/assigner_study", help="results folder")
     return parser
 

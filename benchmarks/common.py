@@ -104,11 +104,11 @@ def call_latencies(function: Callable[[], object], device: torch.device, warmup:
 
 
 def device_flag(parser: argparse.ArgumentParser, requested: str, flag: str = "--device") -> torch.device:
-    """The device a device flag names (cpu, cuda or cuda:N; ``auto``: CUDA when available). A name that is no
-    device, or CUDA on a machine without it, ends the script through ``parser.error``: one line naming the flag and
-    the fix, before any work starts."""
+    """The device a device flag names (cpu, cuda or cuda:N, in any letter case, as ``main.py --device``; ``auto``:
+    CUDA when available). A name that is no device, or CUDA on a machine without it, ends the script through
+    ``parser.error``: one line naming the flag and the fix, before any work starts."""
     try:
-        return resolve_device(requested)
+        return resolve_device(requested.lower())
     except ValueError as error:
         parser.error(str(error).replace("--device", flag, 1))
 

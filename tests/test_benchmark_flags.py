@@ -112,3 +112,17 @@ def test_loader_workers_names_a_missing_set_and_a_set_smaller_than_a_batch(tmp_p
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "loader_workers.py: error: the set has 8 training images, fewer than --batch_size 32")
+
+
+def test_device_and_precision_flags_take_any_letter_case_as_main_py_does(monkeypatch, capsys):
+    import argparse
+
+    from benchmarks import assigners
+    from benchmarks.common import device_flag
+
+    assert device_flag(argparse.ArgumentParser(), "CPU") == torch.device("cpu")
+    args = assigners.get_args_parser().parse_args(["--amp", "BF16", "--device", "CPU"])
+    assert (args.amp, args.device) == ("bf16", "cpu")
+    with pytest.raises(SystemExit):  # --amp BF16 is read; the error is the next flag's
+        run_script("training_speed", ["--amp", "BF16", "--repeats", "0"], monkeypatch)
+    assert "argument --repeats: must be at least 1, got 0" in capsys.readouterr().err
