@@ -1078,6 +1078,10 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     max_iter = args.max_iter or args.epochs * epoch_size
     if not args.max_iter:  # a given --max_iter was checked before the data was read
         check_run_length(args, max_iter)
+    if args.eval_interval and args.eval_interval * epoch_size >= max_iter:
+        log.info(f"warning: --eval_interval {args.eval_interval} epochs ({args.eval_interval * epoch_size} iterations) "
+                 f"is not shorter than the run ({max_iter} iterations): only the final evaluation runs, and the best "
+                 "checkpoint is the final model; lower --eval_interval to evaluate during training")
 
     model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
                            pretrained=args.pretrained).to(device)
