@@ -43,8 +43,8 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
         f"(e.g. '{name}' x1)" for split, name in (("trainval", "dog"), ("test", "zebra"))
     ]
     out = capsys.readouterr().out
-    assert "custom train: 1 images, 1 objects" in out and "objects per class: cat 1" in out
-    assert "custom test: 1 images, 1 objects" in out
+    assert "custom train: 1 image, 1 object" in out and "objects per class: cat 1" in out
+    assert "custom test: 1 image, 1 object" in out
     assert "--skip_unknown_classes" in cli.get_args_parser().format_help()
 
 
@@ -108,7 +108,7 @@ def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, ca
                "--workers", "0") == 0
     out = capsys.readouterr().out
     assert "val.txt is the test split and training reads train.txt instead of trainval.txt" in out
-    assert "custom train: 1 images" in out and "custom test: 1 images" in out
+    assert "custom train: 1 image," in out and "custom test: 1 image," in out
 
 
 def resize_behind_the_annotation(root: Path, iteration: int) -> tuple[Path, int, int]:
