@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
-from data.errors import CorruptImageWarning, DatasetNotFoundError, DataWarning, data_error_elsewhere, original_message
+from data.errors import DatasetNotFoundError, data_error_elsewhere, one_line_data_warnings, original_message
 from data.loader import default_workers, iterations_per_epoch, single_thread_opencv, usable_cores
 from models import PretrainedWeightsError, build_detector
 from models.builder import MIN_SIZE
@@ -94,7 +94,7 @@ from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
-from utils.messages import SharedSeen, first_line, joined_lines, preview_names
+from utils.messages import first_line, joined_lines, preview_names
 from utils.optim import build_optimizer, warmup_cosine_lr
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
@@ -1397,25 +1397,6 @@ def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -
     }.get(amp_dtype, "")
     return (f"Start again with a lower --lr (peak {args.lr:g}) or a longer --warm_iter ({args.warm_iter}){precision}, "
             "or check the data with --check_data")
-
-
-def one_line_data_warnings(show: Callable) -> Callable:
-    """A ``warnings.showwarning`` that prints a :class:`DataWarning` as one ``warning: ...`` line on stderr (what was
-    fixed up in the data, for the user; not Python's file, line and source excerpt) and passes others to ``show``.
-    A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers forked after this call share
-    the record of the lines shown (:class:`SharedSeen`), where each worker, and each evaluation's new ones, would
-    show it again."""
-    shown = SharedSeen()
-
-    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                    file: TextIO | None = None, line: str | None = None) -> None:
-        if issubclass(category, DataWarning):
-            if not issubclass(category, CorruptImageWarning) or shown.first(str(message)):
-                print(f"warning: {message}", file=sys.stderr, flush=True)
-        else:
-            show(message, category, filename, lineno, file, line)
-
-    return showwarning
 
 
 if __name__ == "__main__":

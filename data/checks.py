@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from data.dataset import DetectionDataset, has_extent
 from data.errors import CorruptImageWarning, DataError, format_problems
-from data.loader import single_thread_opencv
+from data.loader import single_thread_opencv, worker_init_fn
 
 CHECK_BATCH = 32  # images per task handed to a checking process
 
@@ -98,7 +98,8 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     problems = _annotation_problems(dataset)
     if workers > 0:
         single_thread_opencv()  # before the checking processes fork (see data/loader.py)
-    loader = DataLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
+    loader = DataLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list,
+                        worker_init_fn=worker_init_fn())
     with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
             problems += [problem for problem in batch if problem]

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from utils.messages import SharedSeen
 
 PROBLEMS_SHOWN = 10
 # how torch.utils.data re-raises an exception of a DataLoader worker: its type, with this text and the traceback
@@ -50,3 +55,31 @@ def original_message(error: BaseException) -> str:
     last_entry = f"\n{type(error).__module__}.{type(error).__qualname__}: "
     start = text.rfind(last_entry)
     return text[start + len(last_entry):].rstrip("\n") if start >= 0 else text
+
+
+def one_line_data_warnings(show: Callable) -> Callable:
+    """A ``warnings.showwarning`` that prints a :class:`DataWarning` as one ``warning: ...`` line on stderr (what was
+    fixed up in the data, for the user; not Python's file, line and source excerpt) and passes others to ``show``.
+    ``main.py`` installs it; DataLoader workers started by ``spawn`` or ``forkserver`` install their own
+    (:func:`data.loader.worker_init_fn`).
+
+    A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers forked after this call share
+    the record of the lines shown (:class:`SharedSeen`), where each worker, and each evaluation's new ones, would
+    show it again. Workers started by ``spawn``/``forkserver`` have their own record: once per worker there."""
+    shown = SharedSeen()
+
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, DataWarning):
+            if not issubclass(category, CorruptImageWarning) or shown.first(str(message)):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    showwarning.shows_data_warnings_on_one_line = True
+    return showwarning
+
+
+def data_warnings_on_one_line() -> bool:
+    """Whether this process shows data warnings by :func:`one_line_data_warnings`."""
+    return getattr(warnings.showwarning, "shows_data_warnings_on_one_line", False)

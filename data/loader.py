@@ -11,9 +11,11 @@ processes, and no epoch counter is shared with the workers.
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
 import os
 import signal
+import warnings
 from collections.abc import Iterator, Sequence
 
 import cv2
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
+
+from data.errors import data_warnings_on_one_line, one_line_data_warnings
 
 
 def detection_collate(
@@ -125,13 +129,26 @@ class EpochSamples(Dataset):
         return self.dataset.sample(index, epoch)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Training workers leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint and exits (``main.py``).
+def _init_worker(one_line_warnings: bool, ignore_stop_signals: bool, worker_id: int) -> None:
+    """Set up a DataLoader worker process (see :func:`worker_init_fn`)."""
+    if one_line_warnings and not data_warnings_on_one_line():
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+    if ignore_stop_signals:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    (Workers still exit with the main process: PyTorch's worker loop watches its parent.)
+
+def worker_init_fn(*, ignore_stop_signals: bool = False) -> functools.partial:
+    """The ``worker_init_fn`` of the project's DataLoaders, made in the main process.
+
+    Data warnings: where this process shows them on one line (``main.py``, :func:`data.errors.one_line_data_warnings`),
+    the workers do too. Forked workers inherit the display (and its once-per-run record); workers started by
+    ``spawn`` (macOS, Windows) or ``forkserver`` (Linux from Python 3.14) install their own, so a corrupt image is
+    shown once per such worker. ``ignore_stop_signals``: training workers leave Ctrl-C/SIGTERM to the main process,
+    which saves a checkpoint and exits (``main.py``; workers still exit with the main process: PyTorch's worker loop
+    watches its parent).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return functools.partial(_init_worker, data_warnings_on_one_line(), ignore_stop_signals)
 
 
 def _kill_daemon_children() -> None:
@@ -217,7 +234,7 @@ def build_loader(
             num_workers=workers,
             collate_fn=detection_collate,
             pin_memory=pin_memory,
-            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+            worker_init_fn=worker_init_fn(ignore_stop_signals=True),
             persistent_workers=workers > 0 and max_iter is None,  # one pass per epoch: keep the workers between
             generator=torch.Generator().manual_seed(seed),
         )
@@ -229,6 +246,7 @@ def build_loader(
         num_workers=workers,
         collate_fn=detection_collate,
         pin_memory=pin_memory,
+        worker_init_fn=worker_init_fn(),
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from data.dataset import exif_orientation, read_image
 from data.errors import DataError
+from data.loader import worker_init_fn
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
@@ -229,7 +230,8 @@ def run_demo(
               f"their other characters in the drawn images; {DETECTIONS_FILE} holds the names as written",
               file=sys.stderr)
     loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_image_files, pin_memory=device.type == "cuda")
+                        collate_fn=collate_image_files, pin_memory=device.type == "cuda",
+                        worker_init_fn=worker_init_fn())
     records: list[dict | None] = [None] * len(paths)
     unreadable: list[dict] = []
     with torch.inference_mode(), tqdm(total=len(paths), desc="Detecting", unit="img", dynamic_ncols=True) as bar:
