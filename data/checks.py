@@ -5,12 +5,12 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.dataset import DetectionDataset, has_extent
 from data.errors import CorruptImageWarning, DataError, format_problems
-from data.loader import single_thread_opencv, worker_init_fn
+from data.loader import WorkerLoader, single_thread_opencv
 
 CHECK_BATCH = 32  # images per task handed to a checking process
 
@@ -98,8 +98,7 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     problems = _annotation_problems(dataset)
     if workers > 0:
         single_thread_opencv()  # before the checking processes fork (see data/loader.py)
-    loader = DataLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list,
-                        worker_init_fn=worker_init_fn())
+    loader = WorkerLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
     with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
             problems += [problem for problem in batch if problem]

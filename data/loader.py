@@ -17,6 +17,7 @@ import os
 import signal
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -129,26 +130,57 @@ class EpochSamples(Dataset):
         return self.dataset.sample(index, epoch)
 
 
-def _init_worker(one_line_warnings: bool, ignore_stop_signals: bool, worker_id: int) -> None:
+def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
     """Set up a DataLoader worker process (see :func:`worker_init_fn`)."""
     if one_line_warnings and not data_warnings_on_one_line():
         warnings.showwarning = one_line_data_warnings(warnings.showwarning)
-    if ignore_stop_signals:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def worker_init_fn(*, ignore_stop_signals: bool = False) -> functools.partial:
-    """The ``worker_init_fn`` of the project's DataLoaders, made in the main process.
+def worker_init_fn() -> functools.partial:
+    """The ``worker_init_fn`` of :class:`WorkerLoader`, made in the main process.
 
     Data warnings: where this process shows them on one line (``main.py``, :func:`data.errors.one_line_data_warnings`),
     the workers do too. Forked workers inherit the display (and its once-per-run record); workers started by
     ``spawn`` (macOS, Windows) or ``forkserver`` (Linux from Python 3.14) install their own, so a corrupt image is
-    shown once per such worker. ``ignore_stop_signals``: training workers leave Ctrl-C/SIGTERM to the main process,
-    which saves a checkpoint and exits (``main.py``; workers still exit with the main process: PyTorch's worker loop
-    watches its parent).
+    shown once per such worker. Workers ignore Ctrl-C/SIGTERM (see :class:`WorkerLoader`).
     """
-    return functools.partial(_init_worker, data_warnings_on_one_line(), ignore_stop_signals)
+    return functools.partial(_init_worker, data_warnings_on_one_line())
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Inside the block SIGINT/SIGTERM wait (blocked) in this thread; the processes it starts inherit the block."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class WorkerLoader(DataLoader):
+    """A DataLoader whose worker processes leave Ctrl-C/SIGTERM to the main process, from their start.
+
+    Ctrl-C reaches every process of the terminal's group; the main process stops the run (training saves a
+    checkpoint and exits, ``main.py``), and a worker that died of it would make the main process fail with "DataLoader
+    worker exited unexpectedly" instead. Workers are started with the two signals blocked (a worker started by
+    ``spawn`` runs its ``worker_init_fn`` only seconds later, once it has imported torch), then ignore them
+    (:func:`worker_init_fn`); a signal that arrives while they start waits for the main process. Workers still exit
+    with the main process: PyTorch's worker loop watches its parent. Its ``worker_init_fn`` is :func:`worker_init_fn`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, worker_init_fn=worker_init_fn(), **kwargs)
+
+    def __iter__(self) -> Iterator:
+        if self.num_workers == 0:
+            return super().__iter__()
+        with _stop_signals_blocked():
+            return super().__iter__()
 
 
 def _kill_daemon_children() -> None:
@@ -214,9 +246,10 @@ def build_loader(
     pass over the loader, the next epoch at each pass (``for epoch in range(E): for batch in loader`` sees epoch
     ``e``'s order and augmentation; ``loader.batch_sampler.set_epoch(e)`` picks one; persistent workers); with
     ``distributed``, this process's share of each global batch (``batch_size`` per process; rank and world size from
-    the initialised ``torch.distributed`` group). Workers ignore Ctrl-C/SIGTERM (the main process stops the run).
+    the initialised ``torch.distributed`` group).
     Test: every image in dataset order; ``distributed``: a ``DistributedSampler`` per rank (it pads the last ranks
     with repeated images), with persistent workers.
+    Workers leave Ctrl-C/SIGTERM to the main process (:class:`WorkerLoader`).
 
     ``workers > 0`` makes OpenCV single-threaded in this process first (:func:`single_thread_opencv`);
     ``pin_memory`` defaults to whether CUDA is available.
@@ -228,25 +261,23 @@ def build_loader(
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
     if train:
         rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        return DataLoader(
+        return WorkerLoader(
             EpochSamples(dataset),
             batch_sampler=ResumableBatchSampler(len(dataset), batch_size, seed, start_iter, max_iter, rank, world_size),
             num_workers=workers,
             collate_fn=detection_collate,
             pin_memory=pin_memory,
-            worker_init_fn=worker_init_fn(ignore_stop_signals=True),
             persistent_workers=workers > 0 and max_iter is None,  # one pass per epoch: keep the workers between
             generator=torch.Generator().manual_seed(seed),
         )
     sampler = DistributedSampler(dataset, shuffle=False, drop_last=False) if distributed else SequentialSampler(dataset)
-    return DataLoader(
+    return WorkerLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         collate_fn=detection_collate,
         pin_memory=pin_memory,
-        worker_init_fn=worker_init_fn(),
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )

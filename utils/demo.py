@@ -31,12 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.dataset import exif_orientation, read_image
 from data.errors import DataError
-from data.loader import worker_init_fn
+from data.loader import WorkerLoader
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
@@ -229,9 +229,8 @@ def run_demo(
         print(f"warning: OpenCV's font draws ASCII only: the captions of {preview_names(undrawable)} show '?' for "
               f"their other characters in the drawn images; {DETECTIONS_FILE} holds the names as written",
               file=sys.stderr)
-    loader = DataLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_image_files, pin_memory=device.type == "cuda",
-                        worker_init_fn=worker_init_fn())
+    loader = WorkerLoader(ImageFiles(paths, detector.size), batch_size=batch_size, num_workers=workers,
+                          collate_fn=collate_image_files, pin_memory=device.type == "cuda")
     records: list[dict | None] = [None] * len(paths)
     unreadable: list[dict] = []
     with torch.inference_mode(), tqdm(total=len(paths), desc="Detecting", unit="img", dynamic_ncols=True) as bar:
