@@ -72,6 +72,7 @@ from utils.distributed import (
     broadcast_object,
     cleanup_distributed,
     init_distributed,
+    launch_context,
     local_rank_from_env,
     raise_if_any_process_failed,
     resolve_device,
@@ -155,7 +156,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's test of "a negative number, not a flag"
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        # every torchrun process reads the same flags: rank 0 alone says why they are refused
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n" if launch_context().is_main else None)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -283,8 +285,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Run what ``args`` asks for; returns the process exit code. ``parser``: the parser that read ``args`` (its
     defaults tell the flags given from those left out), :func:`get_args_parser`'s when not given."""
-    ctx = DistributedContext()
-    log = RunLog(None)
+    ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
+    log = RunLog(None, enabled=ctx.is_main)
     try:
         ignored = check_flag_combinations(args, parser or get_args_parser())
         if ignored:

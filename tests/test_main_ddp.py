@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from data.loader import ResumableBatchSampler
@@ -109,3 +110,29 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
             in result.stdout)
     assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]  # no partial file
+
+
+def test_a_start_refused_before_the_processes_join_says_it_once(tmp_path):
+    """Flags are read and checked before the processes join their group: every process refuses them, but only rank 0
+    prints the refusal (and the line naming an ignored flag), as it prints everything after they join; each line
+    used to come once per process."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=4, num_test=2)
+    result = train_with_two_processes(tmp_path, root, "--epochs", "3", "--max_iter", "2", "--lr", "-1")
+    assert result.returncode != 0
+    assert result.stdout.count("with --max_iter the flag --epochs is ignored") == 1, result.stdout
+    assert result.stderr.count("error: --lr must be a number > 0") == 1, result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr and "exitcode  : 1" not in result.stderr  # every process: bad input
+
+
+
+def test_the_flag_parser_refuses_once_under_torchrun(monkeypatch, capsys):
+    """The parser runs in every process before main(): rank 0 alone prints the refusal, every process exits 2."""
+    from main import get_args_parser
+
+    for rank, printed in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(SystemExit) as stopped:
+            get_args_parser().parse_args(["--size", "big"])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.count("error: argument --size: invalid int value: 'big' (see --help)") == printed

@@ -76,6 +76,14 @@ def init_distributed(device: torch.device) -> DistributedContext:
                               host_group=host_group)
 
 
+def launch_context() -> DistributedContext:
+    """Where ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) places this process, before it joins
+    the process group (no collective may use it): it tells which process prints the messages of a start, such as a
+    refused flag, that every process meets alike. A plain ``python main.py`` run: rank 0 of 1."""
+    return DistributedContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                              local_rank=local_rank_from_env())
+
+
 def local_rank_from_env() -> int:
     """``LOCAL_RANK`` set by ``torchrun`` (0 otherwise); needed to pick the GPU before joining the group."""
     return int(os.environ.get("LOCAL_RANK", "0"))
