@@ -751,7 +751,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     failure = None
     try:
         detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype,
-                                   cuda_graph=args.cuda_graph)
+                                   cuda_graph=args.cuda_graph, progress=ctx.is_main)
     except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
         failure = error
     raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the evaluation"))
