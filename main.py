@@ -1085,8 +1085,7 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
                  f"is not shorter than the run ({max_iter} iterations): only the final evaluation runs, and the best "
                  "checkpoint is the final model; lower --eval_interval to evaluate during training")
 
-    model = build_detector(args.version, args.backbone, args.size, dataset.num_classes,
-                           pretrained=args.pretrained).to(device)
+    model = build_detector_fetching_once(args, dataset.num_classes, ctx).to(device)
     amp_dtype = amp_dtype_for(args.amp, device)
     channels_last = prefers_channels_last(device, amp_dtype)
     if channels_last:
@@ -1099,6 +1098,30 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     config = run_config(args, ctx, dataset, amp_dtype)
     return TrainingSetup(dataset, test_dataset, epoch_size, max_iter, model, amp_dtype, channels_last, priors, loss_fn,
                          optimizer, scaler, config)
+
+
+def build_detector_fetching_once(args: argparse.Namespace, num_classes: int,
+                                 ctx: DistributedContext) -> torch.nn.Module:
+    """``build_detector`` as ``args`` ask. With torchvision's ImageNet weights (``--pretrained`` by default) under
+    ``torchrun``, each machine's first process (``LOCAL_RANK`` 0) builds it first, downloading the weights into
+    torch.hub's cache, and the other processes then read that file: started together, every process found no file
+    and downloaded it (N times the traffic, N progress bars). Raises :class:`PretrainedWeightsError` on every process
+    when one could not get the weights."""
+    def build() -> torch.nn.Module:
+        return build_detector(args.version, args.backbone, args.size, num_classes, pretrained=args.pretrained)
+
+    if not (ctx.is_distributed and args.pretrained is True):
+        return build()
+    model, failure = None, None
+    if ctx.local_rank == 0:
+        try:
+            model = build()
+        except PretrainedWeightsError as error:  # every process must learn it before the others read the cache
+            failure = error
+    raise_if_any_process_failed(failure, ctx, lambda: PretrainedWeightsError(
+        "another process of this job could not get the ImageNet weights on its machine; place them in its torch.hub "
+        "cache, or pass --pretrained PATH to a local state dict, or --no-pretrained to start from random weights"))
+    return model if model is not None else build()
 
 
 def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, setup: TrainingSetup,

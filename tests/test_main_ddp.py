@@ -1,5 +1,6 @@
 """``torchrun --nproc_per_node=2 main.py`` on CPU (gloo): trains, saves once on rank 0, evaluates gathered
 detections."""
+import argparse
 import json
 import os
 import subprocess
@@ -137,3 +138,52 @@ def test_the_flag_parser_refuses_once_under_torchrun(monkeypatch, capsys):
             get_args_parser().parse_args(["--size", "big"])
         assert stopped.value.code == 2
         assert capsys.readouterr().err.count("error: argument --size: invalid int value: 'big' (see --help)") == printed
+
+
+def fetch_backbone_in_a_group(rank: int, init_file: str, torch_home: str) -> None:
+    """Process ``rank`` of 2 (gloo) builds FSSD-ResNet18 with its ImageNet weights, as ``main.py`` does under
+    ``torchrun``; the download is faked (0.5 s, then the file in torch.hub's cache) and logged in ``downloads.txt``."""
+    import time
+
+    import torch.distributed as dist
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    from main import build_detector_fetching_once
+    from models.pretrained import cached_weights_path
+    from utils.distributed import DistributedContext
+
+    os.environ["TORCH_HOME"] = torch_home
+
+    def download_once(weights, **kwargs):  # torch.hub's logic: download when the cache holds no file
+        cached = cached_weights_path(weights.url)
+        if not cached.exists():
+            with open(Path(torch_home) / "downloads.txt", "a") as log:
+                log.write(f"rank {rank}\n")
+            time.sleep(0.5)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(torchvision.models.resnet18().state_dict(), f"{cached}.{rank}.partial")
+            os.replace(f"{cached}.{rank}.partial", cached)
+        return torch.load(cached, weights_only=True)
+
+    WeightsEnum.get_state_dict = download_once
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        args = argparse.Namespace(version="fssd", backbone="resnet18", size=128, pretrained=True)
+        model = build_detector_fetching_once(args, 3, DistributedContext(rank=rank, world_size=2, local_rank=rank))
+        torch.save(model.state_dict(), Path(torch_home) / f"model{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_imagenet_weights_are_downloaded_once_per_machine(tmp_path):
+    """Both processes started together used to find no cached file and download it each; process 0 now downloads it
+    and process 1 reads the cached file: one download, the same backbone weights in both."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(fetch_backbone_in_a_group, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "downloads.txt").read_text() == "rank 0\n"
+    models = [torch.load(tmp_path / f"model{rank}.pt", weights_only=True) for rank in (0, 1)]
+    backbone = [key for key in models[0] if key.startswith("backbone.")]
+    assert backbone and all(torch.equal(models[0][key], models[1][key]) for key in backbone)
