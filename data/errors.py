@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from utils.distributed import launch_context
 from utils.messages import SharedSeen
 
 PROBLEMS_SHOWN = 10
@@ -65,13 +66,16 @@ def one_line_data_warnings(show: Callable) -> Callable:
 
     A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers forked after this call share
     the record of the lines shown (:class:`SharedSeen`), where each worker, and each evaluation's new ones, would
-    show it again. Workers started by ``spawn``/``forkserver`` have their own record: once per worker there."""
+    show it again. Workers started by ``spawn``/``forkserver`` have their own record: once per worker there. Under
+    ``torchrun`` a warning about the dataset as a whole (its fix-ups, which every process meets as it reads the
+    annotations) is printed by rank 0 alone, a corrupt image by the process that read it."""
     shown = SharedSeen()
+    prints_dataset_warnings = launch_context().is_main
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
-            if not issubclass(category, CorruptImageWarning) or shown.first(str(message)):
+            if shown.first(str(message)) if issubclass(category, CorruptImageWarning) else prints_dataset_warnings:
                 print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             show(message, category, filename, lineno, file, line)

@@ -452,6 +452,22 @@ def test_data_warnings_are_one_line_for_the_user(capsys):
     assert len(passed) == 1 and passed[0][1] is UserWarning
 
 
+def test_under_torchrun_a_warning_about_the_whole_dataset_comes_from_rank_0_alone(monkeypatch, capsys):
+    """Every process reads the annotations and meets their fix-ups alike: rank 0 alone says so (each process used to
+    print the same lines). A corrupt image is read by one process's share of a batch: that process says it."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, expected in (("0", 2), ("1", 1)):
+        monkeypatch.setenv("RANK", rank)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
+            warnings.warn("VOC dataset: fixed up object of an unknown class skipped: 30", DataWarning)
+            warnings.warn(f"img{rank}.jpg: corrupt JPEG data (libjpeg: premature end)", CorruptImageWarning)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == expected
+        assert lines[-1] == f"warning: img{rank}.jpg: corrupt JPEG data (libjpeg: premature end)"
+
+
 def test_a_corrupt_image_whose_path_is_not_utf8_is_named_once_and_does_not_stop_the_run(tmp_path, capfd):
     """A file name with bytes that are not UTF-8 (a Linux path from another encoding) reaches Python as lone
     surrogates; recording the line as shown encoded it as strict UTF-8, and the UnicodeEncodeError escaped from
