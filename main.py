@@ -76,6 +76,7 @@ from utils.distributed import (
     local_rank_from_env,
     raise_if_any_process_failed,
     resolve_device,
+    say_start_refusal,
     unwrap_model,
     wrap_model,
 )
@@ -156,8 +157,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's test of "a negative number, not a flag"
 
     def error(self, message: str) -> NoReturn:
-        # every torchrun process reads the same flags: rank 0 alone says why they are refused
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n" if launch_context().is_main else None)
+        say_start_refusal(f"{self.prog}: error: {message} (see --help)")  # under torchrun: rank 0 alone
+        self.exit(EXIT_BAD_INPUT)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -332,7 +333,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             return run_evaluation_only(args, device, ctx, evaluated_state)
         return run_training(args, device, ctx, init_state, resume_state)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
-        log_error(ctx, f"error: {original_message(error)}")  # a DataLoader worker's error without its traceback
+        message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            log_error(ctx, message)
+        else:  # before the processes join: each refuses alike, and none may exit before rank 0 has said why
+            say_start_refusal(message)
         return EXIT_BAD_INPUT
     except StoppedByAnotherProcess as error:
         log_error(ctx, f"stopped: {error}", every_process=True)

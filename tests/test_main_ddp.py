@@ -126,18 +126,25 @@ def test_a_start_refused_before_the_processes_join_says_it_once(tmp_path):
     assert "exitcode  : 2" in result.stderr and "exitcode  : 1" not in result.stderr  # every process: bad input
 
 
-
 def test_the_flag_parser_refuses_once_under_torchrun(monkeypatch, capsys):
-    """The parser runs in every process before main(): rank 0 alone prints the refusal, every process exits 2."""
+    """The parser runs in every process before main(): rank 0 prints the refusal at once; another process waits
+    first (torchrun stops it once rank 0 has refused alike and exited: exiting first, it would make torchrun stop
+    rank 0 before it printed), and prints it with its rank if it is still running then. Every process exits 2."""
+    import utils.distributed
     from main import get_args_parser
 
-    for rank, printed in (("0", 1), ("1", 0)):
+    waits = []
+    monkeypatch.setattr(utils.distributed.time, "sleep", waits.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    refusal = "main.py: error: argument --size: invalid int value: 'big' (see --help)"
+    for rank, printed, waited in (("0", refusal, []), ("1", f"[rank 1] {refusal}", [10.0])):
         monkeypatch.setenv("RANK", rank)
-        monkeypatch.setenv("WORLD_SIZE", "2")
+        waits.clear()
         with pytest.raises(SystemExit) as stopped:
             get_args_parser().parse_args(["--size", "big"])
         assert stopped.value.code == 2
-        assert capsys.readouterr().err.count("error: argument --size: invalid int value: 'big' (see --help)") == printed
+        assert capsys.readouterr().err == printed + "\n"
+        assert waits == waited
 
 
 def fetch_backbone_in_a_group(rank: int, init_file: str, torch_home: str) -> None:

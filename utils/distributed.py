@@ -6,6 +6,8 @@ trains on its own ``--batch_size`` images (the global batch is ``N * --batch_siz
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +84,26 @@ def launch_context() -> DistributedContext:
     refused flag, that every process meets alike. A plain ``python main.py`` run: rank 0 of 1."""
     return DistributedContext(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
                               local_rank=local_rank_from_env())
+
+
+# how long a process other than rank 0 waits before saying why its start was refused (see say_start_refusal)
+START_REFUSAL_WAIT_S = 10.0
+
+
+def say_start_refusal(message: str) -> None:
+    """Print ``message``, why this process's start is refused before the processes join their group, on stderr.
+
+    Every ``torchrun`` process reads the same flags and files and meets the same refusal, so rank 0 alone says it at
+    once. The others wait :data:`START_REFUSAL_WAIT_S` first: torchrun stops every process as soon as one exits, and a
+    process exiting before rank 0 has printed would make torchrun stop rank 0 before it says anything. Once rank 0
+    has refused alike and exited, torchrun ends the wait; a process still running after it met a refusal of its own,
+    and says it, naming its rank."""
+    ctx = launch_context()
+    if ctx.is_main:
+        print(message, file=sys.stderr, flush=True)
+        return
+    time.sleep(START_REFUSAL_WAIT_S)
+    print(f"[rank {ctx.rank}] {message}", file=sys.stderr, flush=True)
 
 
 def local_rank_from_env() -> int:
