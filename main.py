@@ -302,7 +302,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
         resumed_with = ""
         if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
-            resumed_with = take_run_from_checkpoint(args, resume_state["config"])
+            taken_flags = take_run_from_checkpoint(args, resume_state["config"])
+            if taken_flags:
+                resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
         evaluated_state, taken = None, ""
         if args.trained_model and not (args.demo or args.export):
             evaluated_state = load_checkpoint(args.trained_model, source="--trained_model")
@@ -316,7 +318,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         ctx = init_distributed(device)
         log = RunLog(None, enabled=ctx.is_main)
         if resumed_with:
-            log.info(f"resuming {args.resume} with its run's flags not given here: {resumed_with}")
+            log.info(resumed_with)  # now, before the data is read; the run's log.txt records it too
         if taken:
             source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
             log.info(f"evaluating as {source}: {taken}")
@@ -331,7 +333,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             return run_use(args, device)
         if args.trained_model:
             return run_evaluation_only(args, device, ctx, evaluated_state)
-        return run_training(args, device, ctx, init_state, resume_state)
+        return run_training(args, device, ctx, init_state, resume_state, resumed_with)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -929,9 +931,10 @@ class BatchCounter:
 
 
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                 init_state: dict | None = None, resume_state: dict | None = None) -> int:
+                 init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "") -> int:
     """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
-    checkpoints, loaded), while no other run on this machine writes the same checkpoint; returns the exit code."""
+    checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` took from its
+    checkpoint), while no other run on this machine writes the same checkpoint; returns the exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
@@ -948,7 +951,7 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         refusal = broadcast_object(refusal, ctx)
         if refusal:
             raise ValueError(refusal)
-        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state)
+        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with)
 
 
 def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
@@ -969,7 +972,8 @@ def run_length_flag(args: argparse.Namespace) -> str:
 
 
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
-                       run_dir: Path, init_state: dict | None, resume_state: dict | None) -> int:
+                       run_dir: Path, init_state: dict | None, resume_state: dict | None,
+                       resumed_with: str = "") -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
     check_training_flags(args, device, ctx, checkpoint_path, run_dir)
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
@@ -981,6 +985,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
             "architecture flags): give the same flags as the run, or --resume PATH"))
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
+    if resumed_with:
+        log.record(resumed_with)
     setup = build_training(args, device, ctx, log)
     if resume_path is not None:
         start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)

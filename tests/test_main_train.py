@@ -216,6 +216,10 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
             f"--run_dir mine_run, --eval_interval 0, --checkpoint_interval 4, --log_interval 1, --max_iter {ITERS}\n"
             ) in out
     assert f"resumed from {Path('weights') / 'mine.pth'} at iteration 3/{ITERS}" in out
+    log_lines = (tmp_path / "cut" / "mine_run" / "log.txt").read_text().splitlines()
+    taken = [line for line in log_lines if "with its run's flags not given here: " in line]
+    assert len(taken) == 1 and taken[0].endswith(f"--log_interval 1, --max_iter {ITERS}")  # printed once, recorded
+    assert out.count("with its run's flags not given here: ") == 1
     resumed, reference = logged_losses(tmp_path / "cut" / "mine_run"), logged_losses(tmp_path / "whole" / "mine_run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
     assert [loss for row in resumed for loss in row[1:]] == pytest.approx(

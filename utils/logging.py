@@ -38,6 +38,12 @@ class RunLog:
             return
         with naming_file("<standard output>"):  # redirected to a full disk, say
             tqdm.write(message)
+        self.record(message)
+
+    def record(self, message: str) -> None:
+        """Append ``message`` to ``log.txt`` without printing it: a line printed before the run folder was known."""
+        if not self.enabled:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
         if self._held_lines is not None:
             self._held_lines.append(line)
