@@ -72,6 +72,7 @@ from utils.distributed import (
     broadcast_object,
     cleanup_distributed,
     init_distributed,
+    joined_group,
     launch_context,
     local_rank_from_env,
     raise_if_any_process_failed,
@@ -336,7 +337,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         return run_training(args, device, ctx, init_state, resume_state, resumed_with)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if joined_group():
             log_error(ctx, message)
         else:  # before the processes join: each refuses alike, and none may exit before rank 0 has said why
             say_start_refusal(message)

@@ -111,9 +111,15 @@ def local_rank_from_env() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def joined_group() -> bool:
+    """Whether this process has joined a ``torch.distributed`` process group (under ``torchrun``, after
+    :func:`init_distributed`)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def cleanup_distributed() -> None:
     """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
+    if joined_group():
         dist.destroy_process_group()
 
 

@@ -25,6 +25,7 @@ from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
+from utils.distributed import joined_group
 from utils.files import file_identity, json_safe, write_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.run_lock import one_writer
@@ -109,7 +110,7 @@ def _detect(model: nn.Module, images: Tensor, priors: Tensor, postprocessor: Pos
 
 def gather_detections(detections: list[Detections | None]) -> list[Detections | None]:
     """Merges every rank's share of ``run_inference``'s list (``all_gather_object``); unchanged without DDP."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not joined_group():
         return detections
     shares: list[list[Detections | None] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(shares, detections)
