@@ -46,6 +46,7 @@ from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
+from utils.run_flags import MAX_SEED  # noqa: E402
 from utils.study import (  # noqa: E402
     REGIMES,
     format_table,
@@ -128,8 +129,8 @@ def check_regimes(args: argparse.Namespace) -> None:
     """``ValueError`` for a flag that a run of some ``--regime`` would refuse: found before the first run trains,
     not after the earlier regimes (hours on VOC) have run."""
     for seed in args.seeds:
-        if not 0 <= seed <= cli.MAX_SEED:
-            raise ValueError(f"--seeds: every seed must be from 0 to {cli.MAX_SEED}, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"--seeds: every seed must be from 0 to {MAX_SEED}, got {seed}")
     if "long" in args.regime and args.long_factor < 1:
         raise ValueError(f"--regime long needs --long_factor >= 1, got {args.long_factor}")
     for regime in args.regime:

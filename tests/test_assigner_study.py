@@ -11,6 +11,7 @@ import main as cli
 import utils.engine as engine
 from benchmarks import assigners
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from utils.run_flags import fill_dataset_defaults
 from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
 
 
@@ -109,7 +110,7 @@ def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, 
 def test_mutual_guide_from_needs_mutual_guide():
     args = cli.get_args_parser().parse_args(["--dataset", "shapes", "--mutual_guide_from", "5"])
     with pytest.raises(ValueError, match="--mutual_guide_from 5 needs --mutual_guide"):
-        cli.fill_dataset_defaults(args)
+        fill_dataset_defaults(args)
 
 
 def test_regime_plan():

@@ -13,6 +13,14 @@ from data.errors import CorruptImageWarning
 from data.loader import default_workers
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
+from utils.run_flags import (
+    amp_dtype_for,
+    check_flag_combinations,
+    check_run_length,
+    fill_dataset_defaults,
+    take_evaluation_settings_from_checkpoint,
+    take_run_from_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +44,7 @@ def test_help_explains_every_flag():
 
 def test_seed_defaults_of_the_original():
     args = parse()
-    cli.fill_dataset_defaults(args)
+    fill_dataset_defaults(args)
     assert (args.base_anchor_size, args.nms_thresh, args.batch_size, args.lr, args.save_folder) == (
         24.0, 0.5, 32, 1e-2, "weights/")
     assert args.mutual_guide is False and args.dataset == "voc"
@@ -49,19 +57,19 @@ def test_dataset_names_are_case_insensitive(name):
 
 def test_dataset_defaults_fill_only_missing_flags():
     voc = parse("--dataset", "VOC")
-    cli.fill_dataset_defaults(voc)
+    fill_dataset_defaults(voc)
     assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == (
         "pafpn", "vgg16", 320, 250, 500, True)
     assert voc.expand_prob == 0.6  # the paper's zoom-out probability
     coco = parse("--dataset", "coco", "--size", "512", "--no-pretrained")
-    cli.fill_dataset_defaults(coco)
+    fill_dataset_defaults(coco)
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
-    cli.fill_dataset_defaults(shapes)
+    fill_dataset_defaults(shapes)
     assert (shapes.backbone, shapes.pretrained, shapes.lr, shapes.epochs) == ("resnet18", "r18.pth", 6e-2, 12)
     assert shapes.expand_prob == 0.0
     explicit = parse("--dataset", "shapes", "--lr", "0.005")
-    cli.fill_dataset_defaults(explicit)
+    fill_dataset_defaults(explicit)
     assert explicit.lr == 0.005
 
 
@@ -74,8 +82,8 @@ SAVED_RUN = dict(version="fssd", backbone="resnet18", size=128, base_anchor_size
 
 def test_resume_path_takes_the_run_flags_not_given_from_the_checkpoint():
     args = parse("--resume", "r.pth", "--seed", "0", "--warm_iter", "0", "--workers", "0")
-    taken = cli.take_run_from_checkpoint(args, SAVED_RUN)
-    cli.fill_dataset_defaults(args)
+    taken = take_run_from_checkpoint(args, SAVED_RUN)
+    fill_dataset_defaults(args)
     assert (args.dataset, args.data_root, args.classes, args.skip_unknown_classes, args.mutual_guide,
             args.mutual_guide_from, args.batch_size, args.lr, args.expand_prob, args.amp, args.max_iter) == (
         "custom", "/data/x", "a,b,c", True, True, 10, 4, 0.02, 0.3, "bf16", 40)
@@ -89,24 +97,24 @@ def test_resume_path_takes_the_run_flags_not_given_from_the_checkpoint():
 
 def test_resume_path_takes_the_length_as_saved_and_no_data_flags_for_another_dataset():
     by_epochs = parse("--resume", "r.pth", "--dataset", "voc")
-    cli.take_run_from_checkpoint(by_epochs, SAVED_RUN | {"max_iter": None})
+    take_run_from_checkpoint(by_epochs, SAVED_RUN | {"max_iter": None})
     assert (by_epochs.max_iter, by_epochs.epochs, by_epochs.dataset) == (None, 250, "voc")
     assert (by_epochs.data_root, by_epochs.classes, by_epochs.skip_unknown_classes) == (None, None, False)
     assert by_epochs.batch_size == 4  # refused later, with the other dataset, by check_same_run
     given_length = parse("--resume", "r.pth", "--epochs", "3")
-    cli.take_run_from_checkpoint(given_length, SAVED_RUN)
+    take_run_from_checkpoint(given_length, SAVED_RUN)
     assert (given_length.max_iter, given_length.epochs) == (None, 3)
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", "4"), ("mutual_guide", 1), ("amp", "fp8"), ("dataset", "kitti")])
 def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
     with pytest.raises(CheckpointError, match=rf"r\.pth records --{key} {value!r}, which main\.py never writes"):
-        cli.take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
+        take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
 
 
 def test_trained_model_leaves_the_architecture_to_the_checkpoint():
     args = parse("--trained_model", "w.pth")
-    cli.fill_dataset_defaults(args)
+    fill_dataset_defaults(args)
     assert (args.version, args.backbone, args.size) == (None, None, None)
 
 
@@ -240,7 +248,7 @@ def test_flag_values_are_checked_before_a_checkpoint_is_read(argv, message, caps
 ])
 def test_flags_a_mode_does_not_read_are_named(argv, notice):
     parser = cli.get_args_parser()
-    assert cli.check_flag_combinations(parser.parse_args(argv), parser) == notice
+    assert check_flag_combinations(parser.parse_args(argv), parser) == notice
 
 
 def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, capsys):
@@ -270,9 +278,9 @@ def test_pretrained_and_no_pretrained_together_are_refused(order, capsys):
 
 def test_amp_choice():
     cpu = torch.device("cpu")
-    assert cli.amp_dtype_for(None, cpu) is None
-    assert cli.amp_dtype_for("auto", cpu) is torch.bfloat16
-    assert cli.amp_dtype_for("fp16", cpu) is torch.float16
+    assert amp_dtype_for(None, cpu) is None
+    assert amp_dtype_for("auto", cpu) is torch.bfloat16
+    assert amp_dtype_for("fp16", cpu) is torch.float16
     assert parse("--amp").amp == "auto" and parse("--amp", "fp16").amp == "fp16"
 
 
@@ -349,17 +357,17 @@ def test_default_workers_share_the_cores_among_the_processes_of_the_node(monkeyp
     assert default_workers() == 12  # 15 left for workers, capped at 12
     for dataset in ("voc", "shapes"):  # shapes had 2 workers anywhere: the loader alone gave 581 images/s on an H200
         args = parse("--dataset", dataset)  # machine, where its training loop runs at 1,040-1,290 with 8-12
-        cli.fill_dataset_defaults(args)
+        fill_dataset_defaults(args)
         assert args.workers == 12, dataset
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert default_workers() == 3  # 4 cores per process, one for the process itself
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_workers() == 2  # never fewer than 2
     voc = parse("--dataset", "voc")
-    cli.fill_dataset_defaults(voc)
+    fill_dataset_defaults(voc)
     assert voc.workers == 2
     explicit = parse("--dataset", "voc", "--workers", "0")
-    cli.fill_dataset_defaults(explicit)
+    fill_dataset_defaults(explicit)
     assert explicit.workers == 0
 
 
@@ -374,17 +382,17 @@ def test_more_workers_than_four_per_core_are_refused_at_start(monkeypatch, capsy
     for workers, allowed in ((8, True), (9, False)):
         args = parse("--dataset", "shapes", "--workers", str(workers))
         if allowed:
-            cli.fill_dataset_defaults(args)
+            fill_dataset_defaults(args)
         else:
             with pytest.raises(ValueError, match="--workers 9: at most 8"):
-                cli.fill_dataset_defaults(args)
+                fill_dataset_defaults(args)
 
 
 def test_sync_bn_in_one_process_is_refused_at_start(tmp_path):
     from utils.distributed import DistributedContext
 
     args = parse("--dataset", "shapes", "--sync_bn", "--eval_dir", str(tmp_path / "e"))
-    cli.fill_dataset_defaults(args)
+    fill_dataset_defaults(args)
     folders = (tmp_path / "w" / "run.pth", tmp_path / "r")
     cuda = torch.device("cuda", 0)  # only compared, never used: no GPU needed
     # one CUDA process: SyncBatchNorm had nothing to synchronise with and the flag was silently ignored
@@ -572,12 +580,12 @@ def test_trained_model_refuses_evaluation_settings_main_py_never_writes(flag, va
     --amp stopped with a traceback (KeyError: 'fp8')."""
     config = {"dataset": "shapes", "data_root": "/data/shapes", "amp": None, flag[2:]: value}
     with pytest.raises(CheckpointError) as error:
-        cli.take_evaluation_settings_from_checkpoint(parse("--trained_model", "w.pth"), config)
+        take_evaluation_settings_from_checkpoint(parse("--trained_model", "w.pth"), config)
     assert str(error.value) == (f"w.pth records {flag} {value!r}, {problem}; it was edited or damaged: give {flag} "
                                 "to evaluate with, or use a checkpoint as main.py saved it")
     given = {"--dataset": "shapes", "--amp": "bf16", "--data_root": "/data/shapes"}[flag]
     args = parse("--trained_model", "w.pth", flag, given)
-    cli.take_evaluation_settings_from_checkpoint(args, config)  # the flag given replaces the file's value
+    take_evaluation_settings_from_checkpoint(args, config)  # the flag given replaces the file's value
     assert getattr(args, flag[2:]) == given
 
 
@@ -585,8 +593,8 @@ def test_a_run_too_short_for_its_warm_up_names_the_flag_that_sets_its_length():
     # beside --max_iter the advice was "raise --epochs/--max_iter", and raising --epochs changes nothing there
     for flags, length_flag in ((["--max_iter", "10"], "--max_iter"), (["--epochs", "1"], "--epochs"), ([], "--epochs")):
         args = parse("--dataset", "shapes", "--warm_iter", "20", *flags)
-        cli.fill_dataset_defaults(args)
+        fill_dataset_defaults(args)
         with pytest.raises(ValueError) as error:
-            cli.check_run_length(args, 10)
+            check_run_length(args, 10)
         assert str(error.value) == ("--warm_iter 20 must be shorter than the run (10 iterations); lower --warm_iter "
                                     f"or raise {length_flag}")

@@ -1,0 +1,352 @@
+"""main.py's flags after parsing: the defaults that depend on ``--dataset``, the checks of their values and
+combinations, and the flags not given taken from a checkpoint (``--resume PATH``, ``--init_from``,
+``--trained_model``) or from the ``summary.json`` of saved detections (``--eval_results``).
+
+A flag left at ``None`` by the parser means "not given": :func:`fill_dataset_defaults` settles it from
+:data:`DATASET_DEFAULTS` and :data:`RUN_DEFAULTS` once the checkpoint readers have taken theirs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.loader import default_workers, usable_cores
+from models.builder import MIN_SIZE
+from utils.box import DEFAULT_BASE_ANCHOR_SIZE
+from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
+from utils.demo import DEFAULT_SCORE_THRESH
+from utils.messages import first_line
+
+DATASETS = ("voc", "coco", "shapes", "custom")
+AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
+
+# Defaults that depend on --dataset; a flag given on the command line always wins.
+DATASET_DEFAULTS = {
+    "voc": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500,
+                pretrained=True, expand_prob=0.6),
+    "coco": dict(version="pafpn", backbone="vgg16", size=320, epochs=140, lr=1e-2, warm_iter=500,
+                 pretrained=True, expand_prob=0.6),
+    "custom": dict(version="pafpn", backbone="vgg16", size=320, epochs=250, lr=1e-2, warm_iter=500,
+                   pretrained=True, expand_prob=0.6),
+    # A short from-scratch CPU run (10-21 minutes on 2 cores with --amp; docs/benchmarks.md): 12 epochs of
+    # 2,000 images, a peak lr of 6e-2, which trained faster than the paper's 1e-2 (and 2e-2, 4e-2) in that budget, and
+    # no zoom-out augmentation, which shrinks the many small shapes further (AP50 0.46 with it, 0.51 without, at 4e-2).
+    "shapes": dict(version="fssd", backbone="resnet18", size=192, epochs=12, lr=6e-2, warm_iter=50,
+                   pretrained=False, expand_prob=0.0),
+}
+ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
+# Defaults of the flags that --resume PATH takes from its checkpoint when not given (None until then: "not given").
+RUN_DEFAULTS = dict(mutual_guide=False, batch_size=32, seed=0, save_folder="weights/", eval_interval=0,
+                    checkpoint_interval=500, log_interval=20)
+# The run flags --resume PATH takes from its checkpoint's config when not given, with the values main.py writes there
+# (a type, or the choices); the data flags only for the checkpoint's dataset. The run's length, --max_iter or --epochs
+# as saved, and the architecture (ARCHITECTURE_KEYS) are taken too.
+RESUMED_FLAGS: dict[str, Any] = {
+    "dataset": DATASETS, "data_root": str, "classes": str, "skip_unknown_classes": bool, "mutual_guide": bool,
+    "mutual_guide_from": int, "batch_size": int, "lr": float, "warm_iter": int, "seed": int, "expand_prob": float,
+    "amp": AMP_CHOICES, "name": str, "save_folder": str, "run_dir": str, "eval_interval": int,
+    "checkpoint_interval": int, "log_interval": int, "assign_stats": bool,
+}
+RESUMED_DATA_FLAGS = ("data_root", "classes", "skip_unknown_classes")
+
+WORKERS_PER_CORE = 4  # --workers' upper bound per usable core: more only compete for the cores (and memory)
+MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
+MAX_LR = float(torch.finfo(torch.float32).max)  # the weights are float32: SGD's step scales by -lr in float32
+DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
+EVAL_SCORE_THRESH = 0.005  # evaluation keeps the detections scoring above it, as the authors' code
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
+
+# flags that only training reads
+TRAINING_ONLY_FLAGS = (
+    "mutual_guide", "mutual_guide_from", "lr", "warm_iter", "epochs", "max_iter", "expand_prob", "compile",
+    "compile_loss", "assign_stats", "name", "seed", "save_folder", "run_dir", "checkpoint_interval", "log_interval",
+    "eval_interval", "pretrained", "sync_bn",
+)
+DATA_FLAGS = ("dataset", "data_root", "classes", "skip_unknown_classes")
+EVALUATION_FLAGS = ("batch_size", "amp", "eval_dir", "nms_thresh", "cuda_graph")
+# the flags each mode that does not train leaves unread: given with it, they are ignored, and the run says so
+UNREAD_FLAGS = {
+    "trained_model": TRAINING_ONLY_FLAGS,
+    "demo": (*TRAINING_ONLY_FLAGS, *DATA_FLAGS, "amp", "eval_dir"),
+    "export": (*TRAINING_ONLY_FLAGS, *DATA_FLAGS, "device", "workers", "batch_size", "amp", "eval_dir", "cuda_graph"),
+    "check_data": (*TRAINING_ONLY_FLAGS, "version", "backbone", "base_anchor_size", "device", *EVALUATION_FLAGS),
+    "eval_results": (*TRAINING_ONLY_FLAGS, "version", "backbone", "base_anchor_size", "device", "workers",
+                     *EVALUATION_FLAGS),
+}
+
+
+# what each mode that does not train does, for the refusal of --resume and --init_from with it
+MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores saved detections",
+             "check_data": "checks the data"}
+
+
+def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """Refuse flags that contradict each other; returns a line naming the flags given (those off ``parser``'s default,
+    ``parser`` having read ``args``) that the mode asked for (``--trained_model``, ``--demo``, ``--export``,
+    ``--check_data``, ``--eval_results``) does not read, or, training, ``--epochs`` given beside ``--max_iter``; ""
+    when none."""
+    modes = [flag for flag in ("trained_model", "eval_results", "check_data") if getattr(args, flag)]
+    if len(modes) > 1:
+        raise ValueError(f"--{modes[0]} and --{modes[1]} each run alone; give only one of them")
+    if args.init_from and args.resume is not None:
+        raise ValueError("--init_from starts a new run and --resume continues one; give only one of them")
+    if args.pretrained and (args.init_from or args.resume is not None):  # the checkpoint replaces every weight
+        source = "--init_from" if args.init_from else "--resume"
+        raise ValueError(f"--pretrained is not used with {source}, whose checkpoint holds the backbone weights; "
+                         "drop --pretrained")
+    if args.demo and args.export:
+        raise ValueError("--demo and --export each run alone; give only one of them")
+    if (args.demo or args.export) and not args.trained_model:  # before --check_data or --eval_results runs instead
+        raise ValueError("--demo and --export need --trained_model PATH (a checkpoint saved by main.py)")
+    for flag, needs in (("demo_output", "demo"), ("export_path", "export"), ("export_nms", "export"),
+                        ("opset", "export")):
+        if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
+            raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
+    if args.score_thresh != DEFAULT_SCORE_THRESH and not (args.demo or args.export_nms):
+        raise ValueError("--score_thresh applies to --demo and --export_nms, neither of which was given (evaluation "
+                         f"keeps every detection scoring above {EVAL_SCORE_THRESH:g}); add one or drop --score_thresh")
+    if args.export and not args.export_nms and args.nms_thresh != DEFAULT_NMS_THRESH:
+        raise ValueError("--nms_thresh with --export applies to --export_nms, which was not given (the graph without "
+                         "it outputs the boxes and scores of every anchor); add --export_nms or drop --nms_thresh")
+    for flag in ("resume", "init_from"):
+        if modes and getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} trains, --{modes[0]} {MODE_WORK[modes[0]]} without training; "
+                             "give only one of them")
+    mode = "demo" if args.demo else "export" if args.export else modes[0] if modes else None
+    if mode is None:  # training reads every flag, but --max_iter sets the run's length in place of --epochs
+        return "with --max_iter the flag --epochs is ignored" if None not in (args.max_iter, args.epochs) else ""
+    given = [flag for flag in vars(args)
+             if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != parser.get_default(flag)]
+    names = ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
+    if len(names) == 1:
+        return f"with --{mode} the flag {names[0]} is ignored"
+    return f"with --{mode} the flags {', '.join(names)} are ignored" if names else ""
+
+
+def requested_architecture(args: argparse.Namespace) -> dict[str, Any]:
+    """The architecture flags (:data:`ARCHITECTURE_KEYS`) as given, ``None`` where not, for ``check_compatible``."""
+    return {key: getattr(args, key) for key in ARCHITECTURE_KEYS}
+
+
+def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> None:
+    """Set the architecture flags not given (``--version``, ``--backbone``, ``--size``, ``--base_anchor_size``) to
+    those of a checkpoint's ``config``, as ``--trained_model`` does: ``--init_from W`` alone continues W's
+    architecture, not the dataset's default."""
+    for key in ARCHITECTURE_KEYS:
+        if getattr(args, key) is None:
+            setattr(args, key, config.get(key))
+
+
+def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+    """``--resume PATH``: set every run flag not given (:data:`RESUMED_FLAGS`, the architecture, the run's length as
+    ``--max_iter`` or ``--epochs`` as saved) to the checkpoint ``config``'s, so that ``--resume PATH`` alone continues
+    the run; a flag given keeps its value (``resume_run`` refuses one that differs). The data flags are taken only for
+    the checkpoint's dataset. Returns what was taken, for the log ("" when nothing). Raises :class:`CheckpointError`
+    for a value to take that main.py never writes (an edited or damaged file)."""
+    taken = [f"--{key} {config[key]}" for key in ARCHITECTURE_KEYS if getattr(args, key) is None]
+    take_architecture_from_checkpoint(args, config)
+    expected = dict(RESUMED_FLAGS)
+    if args.max_iter is None and args.epochs is None:  # the length as the run gave it
+        expected["max_iter" if config.get("max_iter") is not None else "epochs"] = int
+    if args.dataset is not None and args.dataset != config.get("dataset"):  # another dataset: its own data flags
+        expected = {key: kind for key, kind in expected.items() if key not in RESUMED_DATA_FLAGS}
+    for key, kind in expected.items():
+        value, given = config.get(key), getattr(args, key)
+        if (given is not None and given is not False) or value is None:  # given (a store_true flag: True), or unset
+            continue
+        if not _written_by_main(value, kind):
+            raise CheckpointError(f"{args.resume} records --{key} {value!r}, which main.py never writes; it was edited "
+                                  f"or damaged: give --{key} to resume with, or use a checkpoint as main.py saved it")
+        setattr(args, key, value)
+        if value is not False:
+            taken.append(f"--{key}" if value is True else f"--{key} {value}")
+    return ", ".join(taken)
+
+
+def _written_by_main(value: Any, kind: Any) -> bool:
+    """Whether a checkpoint's flag ``value`` is one main.py writes for a flag of ``kind``: a type, or the choices."""
+    if isinstance(kind, tuple):
+        return value in kind
+    if kind is float:
+        return type(value) in (int, float)
+    return type(value) is kind
+
+
+def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+    """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
+    ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
+    (the printed metrics then equal those of the training run's final evaluation). Returns what was taken, for the
+    log ("" when nothing). Raises :class:`CheckpointError` when a value it would take is not one main.py writes."""
+    problems = {}  # the values that would be taken, and are not ones main.py writes
+    if args.dataset is None and "dataset" in config and config["dataset"] not in DATASETS:
+        problems["dataset"] = f"not one of {', '.join(DATASETS)}"
+    if args.dataset is None and args.data_root is None and not isinstance(config.get("data_root"), (str, type(None))):
+        problems["data_root"] = "not a path"
+    if args.amp is None and config.get("amp") not in (None, *AMP_CHOICES):
+        problems["amp"] = f"not one of {', '.join(AMP_CHOICES)}"
+    if problems:
+        key, problem = next(iter(problems.items()))
+        raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
+                              f"damaged: give --{key} to evaluate with, or use a checkpoint as main.py saved it")
+    taken = take_data_flags(args, config, ("data_root",))  # the test split the training run evaluated on
+    if args.amp is None and config.get("amp") is not None:
+        args.amp = config["amp"]
+        taken.append(f"--amp {args.amp}")
+    return ", ".join(taken)
+
+
+def take_dataset_from_summary(args: argparse.Namespace) -> str:
+    """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
+    ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
+    (its ``evaluated_with``). Returns what was taken, for the log ("" when ``--dataset`` is given). Raises
+    ``ValueError`` when the results path does not exist, or without ``--dataset`` when the ``summary.json`` is
+    missing, unreadable or names no dataset."""
+    results = Path(args.eval_results)
+    if not results.exists():
+        raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
+                         "evaluation wrote (or its results file)")
+    summary_file = (results if results.is_dir() else results.parent) / "summary.json"
+    if args.dataset is not None:
+        return ""
+    taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        problem = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
+    else:
+        settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
+        taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
+    if not taken:
+        raise ValueError(f"--eval_results {results}: {summary_file} {problem}, so the dataset the results are of is "
+                         "unknown; give --dataset (and --data_root, --classes as the evaluation had them)")
+    return f"{', '.join(taken)} (from {summary_file})"
+
+
+def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
+    """Without ``--dataset``: ``settings``' dataset and, where the flags do not give them, its string ``flags`` (e.g.
+    ``data_root``) and ``skip_unknown_classes``. Returns what was taken (``--flag value``); nothing when ``--dataset``
+    was given or ``settings`` names no known dataset."""
+    if args.dataset is not None or settings.get("dataset") not in DATASETS:
+        return []
+    args.dataset = settings["dataset"]
+    taken = [f"--dataset {args.dataset}"]
+    for key in flags:
+        if getattr(args, key) is None and isinstance(settings.get(key), str):
+            setattr(args, key, settings[key])
+            taken.append(f"--{key} {settings[key]}")
+    if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
+        args.skip_unknown_classes = True
+        taken.append("--skip_unknown_classes")
+    return taken
+
+
+def fill_dataset_defaults(args: argparse.Namespace) -> None:
+    """Fill the flags left at ``None`` from :data:`DATASET_DEFAULTS` (architecture flags wait for --trained_model;
+    ``--dataset`` itself defaults to voc), then check every value (:func:`check_flag_values`); a run's ``--name``
+    loses a ``.pth`` suffix."""
+    if args.dataset is None:
+        args.dataset = "voc"
+    defaults = DATASET_DEFAULTS[args.dataset]
+    if (args.init_from or args.resume is not None) and args.pretrained is None:
+        args.pretrained = False  # the checkpoint's weights replace the backbone's: nothing to download
+    keys = ("epochs", "lr", "warm_iter", "pretrained", "expand_prob")
+    if not args.trained_model:
+        keys += ARCHITECTURE_DEFAULT_KEYS
+    for key in keys:
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    if args.base_anchor_size is None and not args.trained_model:
+        args.base_anchor_size = DEFAULT_BASE_ANCHOR_SIZE
+    for key, default in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if args.workers is None:
+        args.workers = default_workers()
+    check_flag_values(args)
+    if args.name is not None and names_a_run(args):
+        args.name = args.name.removesuffix(".pth")
+
+
+def names_a_run(args: argparse.Namespace) -> bool:
+    """Whether ``--name`` names the run's checkpoint and log folder (training), not a flag the mode ignores."""
+    return not (args.trained_model or args.eval_results or args.check_data)
+
+
+def check_flag_values(args: argparse.Namespace) -> None:
+    """A ``ValueError`` naming the flag for a value out of its range; a flag still ``None`` (not given, and not yet
+    filled from the dataset's defaults or a checkpoint) is left alone. :func:`main.main` calls it before it reads any
+    checkpoint, so a bad value given beside ``--trained_model``, ``--init_from`` or ``--resume PATH`` is reported at
+    once (not after minutes of reading, nor hidden by a missing file's error); :func:`fill_dataset_defaults` calls it
+    again on the flags filled."""
+    for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("workers", "warm_iter", "eval_interval"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    cores = usable_cores()
+    if args.workers is not None and args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking
+        raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
+                         f"of the {cores} this process may use (each worker is a process of its own; the default, "
+                         f"{default_workers()} here, suits most runs)")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+    # nan too; above float32's largest, SGD's first update of the weights overflows
+    if args.lr is not None and not 0 < args.lr <= MAX_LR:
+        raise ValueError(f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got {args.lr}")
+    if not 0.0 < args.nms_thresh <= 1.0:
+        raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
+    if not 0.0 <= args.score_thresh < 1.0:
+        raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
+    # --mutual_guide still None: not given, and maybe taken from a --resume PATH checkpoint
+    if args.mutual_guide_from is not None and (args.mutual_guide is False or args.mutual_guide_from < 0):
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
+    if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
+        raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
+    if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
+        raise ValueError(f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or 512")
+    if args.base_anchor_size is not None and args.size is not None and not 1 <= args.base_anchor_size < args.size:
+        raise ValueError(f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' side in pixels must be "
+                         f"from 1 to below the --size {args.size} input (at or above it every anchor covers the whole "
+                         f"image); the default is {DEFAULT_BASE_ANCHOR_SIZE:g}")
+    if args.classes and args.dataset in ("shapes", "coco"):
+        raise ValueError(f"--classes is for VOC and custom data; the {args.dataset} dataset has its own classes: "
+                         "drop --classes")
+    name = None if args.name is None else args.name.removesuffix(".pth")
+    if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
+        raise ValueError(f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter or digit "
+                         "(it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
+
+
+def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp choice`` on ``device``: None without ``--amp``; bare ``--amp`` ("auto") is bf16
+    where the device has it (CPUs, CUDA GPUs from Ampere on), else fp16."""
+    if choice is None:
+        return None
+    if choice == "auto":
+        bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16_ok else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
+    """``ValueError`` when ``--warm_iter`` or ``--mutual_guide_from`` does not fit a run of ``max_iter`` iterations."""
+    if not 0 <= args.warm_iter < max_iter:
+        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
+                         f"lower --warm_iter or raise {run_length_flag(args)}")
+    if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
+                         f"iterations), so Mutual Guidance would never be used; lower it or raise "
+                         f"{run_length_flag(args)}")
+
+
+def run_length_flag(args: argparse.Namespace) -> str:
+    """The flag that sets the run's length: ``--max_iter`` when given (it overrides ``--epochs``), else ``--epochs``
+    (given, or the dataset's default)."""
+    return "--max_iter" if args.max_iter else "--epochs"
