@@ -92,6 +92,19 @@ from utils.inference import evaluate_detections, evaluate_results_file, gather_d
 from utils.demo import add_use_arguments, default_demo_output, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
+from utils.run_exit import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED_BY_SYSTEM,
+    divergence_advice,
+    evaluation_command,
+    how_to_continue,
+    is_out_of_memory,
+    log_error,
+    refused_file_operation,
+    stopped_run_advice,
+)
 from utils.run_flags import (
     AMP_CHOICES,
     DATASETS,
@@ -115,10 +128,6 @@ from utils.messages import first_line, joined_lines, preview_names
 from utils.optim import build_optimizer, warmup_cosine_lr
 from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
-
-# Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
-EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
-
 
 # a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
 # a flag
@@ -335,48 +344,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()
-
-
-def how_to_continue(args: argparse.Namespace, checkpoint_path: Path) -> str:
-    """The advice that continues a stopped training run from ``checkpoint_path``, its own checkpoint: the same command
-    with ``--resume`` in place of ``--init_from`` or ``--resume`` of another file, or added; the same command when it
-    already resumes that file."""
-    quoted = shlex.quote(str(checkpoint_path))
-    if args.init_from:
-        return (f"continue with the same command, --init_from {shlex.quote(str(args.init_from))} replaced by "
-                f"--resume {quoted}")
-    if args.resume is None:
-        return "continue with the same command plus --resume"
-    if not args.resume or Path(args.resume).resolve() == checkpoint_path.resolve():
-        return "continue with the same command"
-    return f"continue with the same command, --resume {shlex.quote(args.resume)} replaced by --resume {quoted}"
-
-
-def stopped_run_advice(args: argparse.Namespace, checkpoint_path: Path, last_saved: int | None) -> str:
-    """How a training run stopped by the system (a full disk, no memory) goes on: from its checkpoint of iteration
-    ``last_saved``, or from the start when it has saved none (``None``)."""
-    if last_saved is None:
-        return "run the same command again"
-    return f"{how_to_continue(args, checkpoint_path)} (from iteration {last_saved})"
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
-    CPU allocator's RuntimeError."""
-    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
-
-
-def refused_file_operation(error: OSError) -> str:
-    """``runs/x/train.csv: No space left on device``: the file and the system's reason, in one line."""
-    return f"{error.filename}: {error.strerror or error}"
-
-
-def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
-    """Print ``message`` on stderr from the main process, or from every process (prefixed with its rank under
-    ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch."""
-    if ctx.is_main or every_process:
-        prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
-        print(prefix + message, file=sys.stderr, flush=True)
 
 
 def dataset_tag(args: argparse.Namespace) -> str:
@@ -1046,15 +1013,6 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
     return None
 
 
-def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[str]:
-    """The command that evaluates the run's checkpoint ``checkpoint_path`` as the run's end does."""
-    # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
-    command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
-    command += ["--eval_dir", args.eval_dir] if args.eval_dir else []
-    command += ["--nms_thresh", str(args.nms_thresh)] if args.nms_thresh != DEFAULT_NMS_THRESH else []
-    return command
-
-
 def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, start_iter: int,
                         max_iter: int, checkpoints: RunCheckpoints, evaluation: RunEvaluation,
                         final_save: StopSignal) -> int:
@@ -1110,16 +1068,6 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
             log.rewind(max_iter, redo_evaluation=True)
         log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0
-
-
-def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> str:
-    """What to change after a NaN/inf loss or weights: the learning rate, the warm-up, the precision, the data."""
-    precision = {
-        torch.float16: ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)",
-        torch.bfloat16: ", train in float32 (no --amp)",
-    }.get(amp_dtype, "")
-    return (f"Start again with a lower --lr (peak {args.lr:g}) or a longer --warm_iter ({args.warm_iter}){precision}, "
-            "or check the data with --check_data")
 
 
 if __name__ == "__main__":

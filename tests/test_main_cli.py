@@ -13,6 +13,7 @@ from data.errors import CorruptImageWarning
 from data.loader import default_workers
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
+from utils.run_exit import EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
 from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
@@ -440,11 +441,11 @@ def test_errors_one_process_may_meet_alone_are_printed_by_every_process(capsys):
     from utils.distributed import DistributedContext
 
     second = DistributedContext(rank=1, world_size=2)
-    cli.log_error(second, "error: bad flag")
+    log_error(second, "error: bad flag")
     assert capsys.readouterr().err == ""  # every process meets it: the main one says it
-    cli.log_error(second, "error: img.jpg: cannot be read", every_process=True)
+    log_error(second, "error: img.jpg: cannot be read", every_process=True)
     assert capsys.readouterr().err == "[rank 1] error: img.jpg: cannot be read\n"
-    cli.log_error(DistributedContext(), "error: img.jpg: cannot be read", every_process=True)
+    log_error(DistributedContext(), "error: img.jpg: cannot be read", every_process=True)
     assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
 
 
@@ -501,7 +502,7 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
         monkeypatch.setattr(cli, "run_training", run_training)
 
     refuse(PermissionError(13, "Permission denied", "runs/x/log.txt"))
-    assert cli.main(args) == cli.EXIT_REFUSED_BY_SYSTEM == 1
+    assert cli.main(args) == EXIT_REFUSED_BY_SYSTEM == 1
     # raised before training (a run_training that saved nothing): no checkpoint of this run to resume
     assert capsys.readouterr().err == ("error: runs/x/log.txt: Permission denied; free space or fix the folder, then "
                                        "run again\n")
@@ -515,7 +516,7 @@ def test_a_refused_file_operation_is_one_line_and_other_os_errors_keep_their_tra
     monkeypatch.setattr(cli, "run_evaluation_only", evaluation_on_a_full_disk)
     monkeypatch.setattr(cli, "load_checkpoint", lambda path, source: {"config": {"dataset": "shapes"}})
     evaluate = cli.get_args_parser().parse_args(["--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth"])
-    assert cli.main(evaluate) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert cli.main(evaluate) == EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err == ("error: eval/SHAPES/summary.json: No space left on device; free space or fix "
                                        "the folder, then run again\n")  # nothing to resume
 
@@ -530,7 +531,7 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
         raise error
 
     monkeypatch.setattr(cli, "run_training", run_training)
-    assert cli.main(parse("--dataset", "shapes", "--device", "cpu")) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu")) == EXIT_REFUSED_BY_SYSTEM
     err = capsys.readouterr().err
     first = str(error).splitlines()[0]
     assert err == f"error: out of memory ({first}); lower --batch_size or --size, then run again\n"
@@ -546,9 +547,9 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
                                        "--resume weights/run.pth"),
 ])
 def test_how_to_continue_names_the_run_s_own_checkpoint(flags, advice):
-    assert cli.how_to_continue(parse(*flags), Path("weights/run.pth")) == advice
-    assert cli.stopped_run_advice(parse(*flags), Path("weights/run.pth"), 500) == f"{advice} (from iteration 500)"
-    assert cli.stopped_run_advice(parse(*flags), Path("weights/run.pth"), None) == "run the same command again"
+    assert how_to_continue(parse(*flags), Path("weights/run.pth")) == advice
+    assert stopped_run_advice(parse(*flags), Path("weights/run.pth"), 500) == f"{advice} (from iteration 500)"
+    assert stopped_run_advice(parse(*flags), Path("weights/run.pth"), None) == "run the same command again"
 
 
 def test_other_runtime_errors_keep_their_traceback(monkeypatch):

@@ -21,6 +21,7 @@ from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import load_checkpoint
 from utils.logging import RunLog
+from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, divergence_advice
 from utils.run_lock import exclusive_run
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -151,7 +152,7 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
     """SIGINT during iteration 2 (0-based) saves after 3 iterations; --resume (now with 2 workers) replays the rest."""
     monkeypatch.setattr(_SignalAt, "at", 2)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_INTERRUPTED
     assert "SIGINT received: stopped after iteration 3" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 3
 
@@ -183,7 +184,7 @@ def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(sh
     source = trained / "weights" / CKPT.format("")
     monkeypatch.setattr(_SignalAt, "at", 2)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path, argv + ["--init_from", str(source)]) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == EXIT_INTERRUPTED
     checkpoint = Path("weights") / "tuned.pth"
     assert (f"continue with the same command, --init_from {source} replaced by --resume {checkpoint}"
             ) in capsys.readouterr().out
@@ -204,7 +205,7 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
     assert run(tmp_path / "whole", argv) == 0
     monkeypatch.setattr(_SignalAt, "at", 2)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path / "cut", argv) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path / "cut", argv) == EXIT_INTERRUPTED
     monkeypatch.setattr(_SignalAt, "at", -1)
     capsys.readouterr()
     assert run(tmp_path / "cut", ["--resume", str(Path("weights") / "mine.pth"), "--workers", "0"]) == 0
@@ -234,7 +235,7 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
 def test_resume_path_refuses_a_flag_given_that_differs_from_its_run(shapes_root, trained, tmp_path, capsys):
     """The flags given with --resume PATH keep their value: one that differs from the run's is refused as before."""
     checkpoint = trained / "weights" / CKPT.format("")
-    assert run(tmp_path, ["--resume", str(checkpoint), "--batch_size", "4", "--workers", "0"]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, ["--resume", str(checkpoint), "--batch_size", "4", "--workers", "0"]) == EXIT_BAD_INPUT
     assert (f"{checkpoint} was saved by a run with --batch_size 2, this run has 4; resume with the same flags"
             ) in capsys.readouterr().err
     assert not (tmp_path / "weights").exists()
@@ -249,7 +250,7 @@ def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes
     assert run(tmp_path / "whole", argv) == 0
     monkeypatch.setattr(_SignalAt, "at", 2)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path / "cut", argv) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path / "cut", argv) == EXIT_INTERRUPTED
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path / "cut", argv + ["--resume"]) == 0
     summaries = [RunLog(tmp_path / name / "run").rows("assign_summary") for name in ("whole", "cut")]
@@ -267,7 +268,7 @@ def test_a_signal_during_the_final_save_lets_it_finish_then_stops_before_the_eva
         real_save(state, path)
 
     monkeypatch.setattr(cli, "save_checkpoint", save_after_a_signal)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_INTERRUPTED
     checkpoint = Path("weights") / CKPT.format("")
     assert (f"evaluation interrupted; training is complete and saved in {checkpoint}: evaluate it with: python "
             f"main.py --trained_model {checkpoint}") in capsys.readouterr().out
@@ -281,7 +282,7 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
     argv = base_args(shapes_root, "--batch_size", "8", "--max_iter", "6", "--warm_iter", "1", "--eval_interval", "1")
     monkeypatch.setattr(_SignalAt, "at", 3)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path, argv) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, argv) == EXIT_INTERRUPTED
     assert "SIGINT received: stopped after iteration 4" in capsys.readouterr().out
 
     def eval_iterations() -> list[int]:
@@ -348,7 +349,7 @@ def test_the_best_evaluation_is_kept_as_its_own_checkpoint(shapes_root, tmp_path
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert summary["metrics"]["AP50"] == pytest.approx(best["best_metrics"]["AP50"], abs=1e-12)
     capsys.readouterr()
-    assert run(tmp_path, argv + ["--resume", str(tmp_path / path)]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv + ["--resume", str(tmp_path / path)]) == EXIT_BAD_INPUT
     assert (f"{tmp_path / path} holds the weights of its run's best evaluation (after iteration 4), not a training "
             "state to resume: --resume the run's own checkpoint, or start a new run from these weights with "
             f"--init_from {tmp_path / path}") in capsys.readouterr().err
@@ -363,7 +364,7 @@ def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_
     scripted_scores(monkeypatch, [0.2, 0.5])
     monkeypatch.setattr(_SignalAt, "at", 5)
     monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
-    assert run(tmp_path, argv) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, argv) == EXIT_INTERRUPTED
     assert load_checkpoint(tmp_path / "weights" / BEST)["iteration"] == 4
     monkeypatch.undo()
     scripted_scores(monkeypatch, [0.3, 0.45])
@@ -400,7 +401,7 @@ def test_a_best_checkpoint_that_meets_a_full_disk_is_written_when_the_run_resume
         real_save(state, path)
 
     monkeypatch.setattr(cli, "save_checkpoint", no_space_for_the_best)
-    assert run(tmp_path, argv) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {Path('weights') / BEST}: No space left on device; no checkpoint is there yet; free space or fix "
             "the folder, then continue with the same command plus --resume (from iteration 2)\n"
             ) in capsys.readouterr().err
@@ -482,12 +483,12 @@ def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_mo
     assert saved["config"]["base_anchor_size"] == 32.0
     capsys.readouterr()
 
-    assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24"]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24"]) == EXIT_BAD_INPUT
     assert (f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given"
             ) in capsys.readouterr().err
     evaluate = ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                 "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
-    assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in err
 
@@ -513,7 +514,7 @@ class _NaNAt(cli.MultiBoxLoss):
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_DIVERGED
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
     # iteration 6 of 8 after a warm-up of 2: lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + cos(pi * 3 / 6)) = 0.005
     assert (f"error: the loss became NaN/inf at iteration 6 (lr 0.005); the checkpoint of iteration 4, "
@@ -540,7 +541,7 @@ class _OutOfMemoryAt(cli.MultiBoxLoss):
 
 def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "MultiBoxLoss", _OutOfMemoryAt)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err.endswith(
         "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue with "
         "the same command plus --resume (from iteration 4); or start again with a lower --batch_size or --size\n")
@@ -553,7 +554,7 @@ def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
 
     monkeypatch.setattr(cli, "evaluate", out_of_memory)
-    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == EXIT_REFUSED_BY_SYSTEM
     checkpoint = Path("weights") / CKPT.format("")
     assert capsys.readouterr().err.endswith(
         f"error: out of memory (CUDA out of memory. Tried to allocate 1.00 GiB.); training is complete and saved in "
@@ -569,7 +570,7 @@ def test_out_of_memory_in_the_final_evaluation_of_batches_of_one_does_not_advise
 
     monkeypatch.setattr(cli, "evaluate", out_of_memory)
     argv = base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1", "--batch_size", "1")
-    assert run(tmp_path, argv) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     checkpoint = Path("weights") / CKPT.format("")
     assert capsys.readouterr().err.endswith(
         f"but its evaluation stopped: free the memory, then evaluate it with: python main.py --trained_model "
@@ -583,7 +584,7 @@ def test_out_of_memory_in_the_final_evaluation_of_batches_of_one_does_not_advise
 ])
 def test_the_divergence_advice_names_the_flags_to_change(amp_dtype, precision):
     args = cli.get_args_parser().parse_args(["--lr", "0.05", "--warm_iter", "100"])
-    assert cli.divergence_advice(args, amp_dtype) == (
+    assert divergence_advice(args, amp_dtype) == (
         f"Start again with a lower --lr (peak 0.05) or a longer --warm_iter (100){precision}, or check the data with "
         "--check_data")
 
@@ -608,7 +609,7 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_resume_continues(sh
     """The save after iteration 8 meets a full disk: the run stops (exit 1) naming the file and the reason, the
     checkpoint of iteration 4 is kept, and --resume finishes the run as if nothing had happened."""
     saves = disk_full_after_the_first_save(monkeypatch)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM == 1
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM == 1
     monkeypatch.undo()
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 8]
@@ -629,7 +630,7 @@ def test_a_data_error_whose_save_meets_a_full_disk_says_both_and_resumes_from_th
     one line names the refused file, both fixes and --resume from iteration 4, not main()'s generic "run again"."""
     image_reader_failing_from(11, monkeypatch)
     saves = disk_full_after_the_first_save(monkeypatch)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
     path = Path("weights") / CKPT.format("")
     assert saves == [4, 5]
     assert (f"error: {path}: No space left on device; the checkpoint already at {path} is untouched; free space or fix "
@@ -659,7 +660,7 @@ def test_a_data_error_with_non_finite_weights_keeps_the_last_checkpoint_and_name
 
     monkeypatch.setattr(dataset_module, "read_image", read)
     monkeypatch.setattr(cli, "non_finite_weights", poisoned_after_the_data_error)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_BAD_INPUT
     path = Path("weights") / CKPT.format("")
     assert (f"training stopped by a data error: the weights are not finite, so the checkpoint of iteration 4, {path}, "
             "is kept; fix or replace the file (--check_data scans every image), then continue with the same command "
@@ -776,18 +777,18 @@ def test_a_checkpoint_missing_an_entry_or_weights_is_one_line_with_resume_and_in
     del state["optimizer"]
     torch.save(state, path)
     before = folder_contents(tmp_path)
-    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == EXIT_BAD_INPUT
     assert (f"{Path('weights') / path.name} cannot be resumed: it has no 'optimizer' entry (a damaged or edited "
             "file)") in capsys.readouterr().err
     state["optimizer"] = load_checkpoint(trained / "weights" / CKPT.format(""))["optimizer"]
     next(iter(state["optimizer"]["state"].values()))["momentum_buffer"].fill_(float("nan"))
     torch.save(state, path)
-    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_BAD_INPUT  # not a divergence at its 1st step
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == EXIT_BAD_INPUT  # not a divergence at its 1st step
     assert (f"{Path('weights') / path.name} cannot be resumed: its optimizer state holds NaN/inf (momentum_buffer of "
             "backbone.conv1.weight)") in capsys.readouterr().err
     del state["model"]["head.conf.0.bias"]
     torch.save(state, path)
-    assert run(tmp_path, base_args(shapes_root, "--name", "fresh", "--init_from", str(path))) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root, "--name", "fresh", "--init_from", str(path))) == EXIT_BAD_INPUT
     assert 'Missing key(s) in state_dict: "head.conf.0.bias"' in capsys.readouterr().err
     assert folder_contents(tmp_path).keys() == before.keys()
 
@@ -804,7 +805,7 @@ def test_a_data_error_in_an_evaluation_during_training_saves_the_iterations_done
     image = break_first_test_image(copy_of(shapes_root, tmp_path))
     argv = base_args(tmp_path / "data", "--batch_size", "8", "--max_iter", "3", "--warm_iter", "1",
                      "--eval_interval", "1")
-    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert "saved weights/CUSTOM_fssd_resnet18_size128_anchor24.0.pth after iteration 2" in captured.out
@@ -831,7 +832,7 @@ def test_a_data_error_during_training_saves_the_iterations_done_and_resume_conti
     """Batch 2, no workers: reads 1-2 are iteration 1, so read 7 fails in iteration 4 (3 done) and read 1 in the first,
     where there is nothing to save."""
     image_reader_failing_from(failing_read, monkeypatch)
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert "(the test's broken disk)" in captured.err
     checkpoint = tmp_path / "weights" / CKPT.format("")
@@ -850,7 +851,7 @@ def test_a_data_error_during_training_saves_the_iterations_done_and_resume_conti
 
 def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, capsys):
     image = break_first_test_image(copy_of(shapes_root, tmp_path))
-    assert run(tmp_path, base_args(tmp_path / "data", "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(tmp_path / "data", "--max_iter", "2", "--warm_iter", "1")) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
@@ -868,7 +869,7 @@ def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(
     summary = Path("eval") / "CUSTOM" / "summary.json"
     (tmp_path / summary).parent.mkdir(parents=True)
     (tmp_path / summary).symlink_to("/dev/full")
-    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {summary}: No space left on device; training is complete and saved in weights/{CKPT.format('')}, "
             "but its evaluation stopped: free space or fix the folder, then evaluate it with: python main.py "
             f"--trained_model weights/{CKPT.format('')}") in capsys.readouterr().err
@@ -879,7 +880,7 @@ def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(
 def test_a_full_disk_under_the_run_log_stops_with_one_line_naming_it(shapes_root, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.txt").symlink_to("/dev/full")
-    assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_REFUSED_BY_SYSTEM
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {Path('run') / 'log.txt'}: No space left on device; free space or fix the folder, then run again"
             ) in capsys.readouterr().err
     assert not (tmp_path / "weights").exists()
@@ -895,11 +896,11 @@ def test_a_warm_up_longer_than_max_iter_is_refused_before_the_data_is_read(tmp_p
     monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", no_generation)
     argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--max_iter", "3", "--device", "cpu",
             "--save_folder", "weights", "--run_dir", "run", "--eval_dir", "eval"]
-    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv) == EXIT_BAD_INPUT
     assert ("--warm_iter 50 must be shorter than the run (3 iterations); lower --warm_iter or raise --max_iter"
             in capsys.readouterr().err)  # --epochs would change nothing beside --max_iter
     argv += ["--warm_iter", "1", "--mutual_guide", "--mutual_guide_from", "3"]
-    assert run(tmp_path, argv) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv) == EXIT_BAD_INPUT
     assert ("--mutual_guide_from 3 is not before the end of the run (3 iterations), so Mutual Guidance would never be "
             "used; lower it or raise --max_iter") in capsys.readouterr().err
 
@@ -913,13 +914,13 @@ def test_a_fresh_start_that_fails_before_training_changes_no_file(shapes_root, t
     shutil.copytree(trained / "weights", tmp_path / "weights")
     shutil.copytree(trained / "run", tmp_path / "run")
     before = folder_contents(tmp_path)
-    assert run(tmp_path, base_args(shapes_root, "--warm_iter", "20")) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root, "--warm_iter", "20")) == EXIT_BAD_INPUT
     assert "--warm_iter 20 must be shorter than the run (8 iterations)" in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
-    assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "8")) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "8")) == EXIT_BAD_INPUT
     assert ("--mutual_guide_from 8 is not before the end of the run (8 iterations), so Mutual Guidance would never be "
             "used") in capsys.readouterr().err
-    assert run(tmp_path, base_args(shapes_root, "--version", "pafpn", "--batch_size", "1")) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(shapes_root, "--version", "pafpn", "--batch_size", "1")) == EXIT_BAD_INPUT
     assert ("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of its "
             "global-context branch") in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
@@ -935,7 +936,7 @@ def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(s
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "evaluate", interrupted)
-    assert run(tmp_path, base_args(shapes_root, "--resume")) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, base_args(shapes_root, "--resume")) == EXIT_INTERRUPTED
     assert (tmp_path / "run" / "eval.csv").read_bytes() == (trained / "run" / "eval.csv").read_bytes()
     monkeypatch.undo()
     assert run(tmp_path, base_args(shapes_root, "--resume")) == 0
@@ -1015,18 +1016,18 @@ def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, t
     test_list = root / "ImageSets" / "Main" / "test.txt"
     test_list.write_text("")
     empty_list = f"{test_list} lists no image id: add the ids of the split's images, one per line"
-    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(root)) == EXIT_BAD_INPUT
     assert empty_list in capsys.readouterr().err
     assert not (tmp_path / "weights" / CKPT.format("")).exists()
     check = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES), "--check_data"]
-    assert run(tmp_path, check + ["--workers", "0"]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, check + ["--workers", "0"]) == EXIT_BAD_INPUT
     assert empty_list in capsys.readouterr().err
     coco = tmp_path / "coco"  # a COCO-layout test json listing no image
     write_coco(coco, "train", coco_json(GOOD_ANNOTATIONS), image_folder="images")
     write_coco(coco, "val", coco_json([]) | {"images": []}, image_folder="images")
     with pytest.warns(DataWarning):  # the train json's boxes clipped or too small
         assert run(tmp_path, ["--dataset", "custom", "--data_root", str(coco), "--check_data", "--workers", "0"]) == (
-            cli.EXIT_BAD_INPUT
+            EXIT_BAD_INPUT
         )
     assert "error: the test split has no images, so training could not be evaluated" in capsys.readouterr().err
 
@@ -1034,7 +1035,7 @@ def test_a_test_split_that_cannot_be_scored_stops_before_training(shapes_root, t
 def test_unwritable_output_folders_stop_before_training(shapes_root, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     for flag in ("--save_folder", "--run_dir", "--eval_dir"):
-        assert run(tmp_path, base_args(shapes_root) + [flag, "afile/sub"]) == cli.EXIT_BAD_INPUT
+        assert run(tmp_path, base_args(shapes_root) + [flag, "afile/sub"]) == EXIT_BAD_INPUT
         assert f"error: {flag} afile/sub: cannot write there" in capsys.readouterr().err
     assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
 
@@ -1052,7 +1053,7 @@ def test_a_stop_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shape
 
     monkeypatch.setattr(cli, "evaluate", interrupted)
     handler = signal.getsignal(signal.SIGTERM)
-    assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == cli.EXIT_INTERRUPTED
+    assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == EXIT_INTERRUPTED
     assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with: "
             f"python main.py --trained_model weights/{CKPT.format('')}") in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 1
@@ -1070,14 +1071,14 @@ def test_splits_with_nothing_to_learn_or_score_stop_before_training(shapes_root,
     root = copy_of(shapes_root, tmp_path)
     rewrite_annotations(root, "test.txt",
                         lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
-    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(root)) == EXIT_BAD_INPUT
     assert "error: the test split's 6 images hold no object to score (none, or all marked difficult or iscrowd)" in (
         capsys.readouterr().err
     )
     shutil.rmtree(root)
     root = copy_of(shapes_root, tmp_path)
     rewrite_annotations(root, "trainval.txt", lambda xml: re.sub(r"<object>.*?</object>", "", xml, flags=re.S))
-    assert run(tmp_path, base_args(root)) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, base_args(root)) == EXIT_BAD_INPUT
     assert "error: the training split's 16 images hold no object: there is nothing to learn" in capsys.readouterr().err
     assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
 
@@ -1112,13 +1113,13 @@ def test_a_run_of_a_checkpoint_another_run_is_writing_stops_before_touching_anyt
     shutil.copytree(trained / "run", tmp_path / "run")
     before = folder_contents(tmp_path)
     with exclusive_run(tmp_path / "weights" / CKPT.format("")):  # the first run, still training
-        assert run(tmp_path, base_args(shapes_root)) == cli.EXIT_BAD_INPUT
+        assert run(tmp_path, base_args(shapes_root)) == EXIT_BAD_INPUT
     assert (f"error: {Path('weights') / CKPT.format('')} is the checkpoint of a run still going on (process "
             f"{os.getpid()}): give this run another --name") in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
     # following the advice half-way, another --save_folder but the same log folder, would mix the two runs' logs
     with exclusive_run(tmp_path / "weights" / CKPT.format("")), exclusive_run(tmp_path / "run"):
-        assert run(tmp_path, base_args(shapes_root, "--save_folder", "weights2")) == cli.EXIT_BAD_INPUT
+        assert run(tmp_path, base_args(shapes_root, "--save_folder", "weights2")) == EXIT_BAD_INPUT
     assert (f"error: run is the log folder of a run still going on (process {os.getpid()}): give this run another "
             "--run_dir (or --name)") in capsys.readouterr().err
     assert folder_contents(tmp_path) == before
@@ -1136,7 +1137,7 @@ def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_p
             (1, 0), (2, 0), (3, 1), (4, 1)]
     # the same length given as --max_iter resumes (the finished run is evaluated again); another is refused
     assert run(tmp_path, argv[:argv.index("--epochs")] + ["--max_iter", "4", "--resume"]) == 0
-    assert run(tmp_path, argv[:argv.index("--epochs")] + ["--epochs", "3", "--resume"]) == cli.EXIT_BAD_INPUT
+    assert run(tmp_path, argv[:argv.index("--epochs")] + ["--epochs", "3", "--resume"]) == EXIT_BAD_INPUT
 
 
 def test_relative_data_paths_are_found_again_from_another_folder(shapes_root, tmp_path, capsys):

@@ -1,0 +1,78 @@
+"""How a main.py run that stops says so: its exit code, the error as one line on stderr, and the advice that goes on
+from what it kept (the same command with ``--resume``, the command that evaluates the saved checkpoint, what to
+change after a diverged loss)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from utils.distributed import DistributedContext
+from utils.run_flags import DEFAULT_NMS_THRESH
+
+# Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
+EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def how_to_continue(args: argparse.Namespace, checkpoint_path: Path) -> str:
+    """The advice that continues a stopped training run from ``checkpoint_path``, its own checkpoint: the same command
+    with ``--resume`` in place of ``--init_from`` or ``--resume`` of another file, or added; the same command when it
+    already resumes that file."""
+    quoted = shlex.quote(str(checkpoint_path))
+    if args.init_from:
+        return (f"continue with the same command, --init_from {shlex.quote(str(args.init_from))} replaced by "
+                f"--resume {quoted}")
+    if args.resume is None:
+        return "continue with the same command plus --resume"
+    if not args.resume or Path(args.resume).resolve() == checkpoint_path.resolve():
+        return "continue with the same command"
+    return f"continue with the same command, --resume {shlex.quote(args.resume)} replaced by --resume {quoted}"
+
+
+def stopped_run_advice(args: argparse.Namespace, checkpoint_path: Path, last_saved: int | None) -> str:
+    """How a training run stopped by the system (a full disk, no memory) goes on: from its checkpoint of iteration
+    ``last_saved``, or from the start when it has saved none (``None``)."""
+    if last_saved is None:
+        return "run the same command again"
+    return f"{how_to_continue(args, checkpoint_path)} (from iteration {last_saved})"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
+    CPU allocator's RuntimeError."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
+
+
+def refused_file_operation(error: OSError) -> str:
+    """``runs/x/train.csv: No space left on device``: the file and the system's reason, in one line."""
+    return f"{error.filename}: {error.strerror or error}"
+
+
+def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
+    """Print ``message`` on stderr from the main process, or from every process (prefixed with its rank under
+    ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch."""
+    if ctx.is_main or every_process:
+        prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
+        print(prefix + message, file=sys.stderr, flush=True)
+
+
+def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[str]:
+    """The command that evaluates the run's checkpoint ``checkpoint_path`` as the run's end does."""
+    # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
+    command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
+    command += ["--eval_dir", args.eval_dir] if args.eval_dir else []
+    command += ["--nms_thresh", str(args.nms_thresh)] if args.nms_thresh != DEFAULT_NMS_THRESH else []
+    return command
+
+
+def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> str:
+    """What to change after a NaN/inf loss or weights: the learning rate, the warm-up, the precision, the data."""
+    precision = {
+        torch.float16: ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)",
+        torch.bfloat16: ", train in float32 (no --amp)",
+    }.get(amp_dtype, "")
+    return (f"Start again with a lower --lr (peak {args.lr:g}) or a longer --warm_iter ({args.warm_iter}){precision}, "
+            "or check the data with --check_data")
