@@ -20,7 +20,6 @@ len(dataset) // global batch iterations. Training ends with an evaluation, as in
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import sys
@@ -32,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 import torch
 
-from data import DataError, build_dataset, build_loader, check_dataset, reads_class_list
+from data import DataError, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
 from data.errors import DatasetNotFoundError, data_error_elsewhere, one_line_data_warnings, original_message
 from data.loader import iterations_per_epoch, single_thread_opencv
@@ -92,6 +90,7 @@ from utils.inference import evaluate_detections, evaluate_results_file, gather_d
 from utils.demo import add_use_arguments, default_demo_output, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
+from utils.run_data import absolute_data_paths, check_splits, make_dataset
 from utils.run_exit import (
     EXIT_BAD_INPUT,
     EXIT_DIVERGED,
@@ -351,13 +350,6 @@ def dataset_tag(args: argparse.Namespace) -> str:
     return args.dataset.upper()
 
 
-def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool) -> DetectionDataset:
-    """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``."""
-    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
-                         augment=train, seed=args.seed, expand_probability=args.expand_prob,
-                         skip_unknown_classes=args.skip_unknown_classes)
-
-
 def run_use(args: argparse.Namespace, device: torch.device) -> int:
     """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
     requested = requested_architecture(args)
@@ -541,50 +533,12 @@ def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: Detec
     return config
 
 
-def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
-    """``--data_root`` and a ``--classes`` file as absolute paths, for the checkpoint's config and ``summary.json``:
-    ``--trained_model`` and ``--eval_results`` take them from there, maybe run from another folder."""
-    paths = {"data_root": os.path.abspath(args.data_root)} if args.data_root else {}
-    try:
-        if args.classes and Path(args.classes).is_file():
-            paths["classes"] = os.path.abspath(args.classes)
-    except OSError:  # a comma list too long to be a file name
-        pass
-    return paths
-
-
 class EvaluationDataError(DataError):
     """A data error met by an evaluation during training, after ``iteration`` completed iterations."""
 
     def __init__(self, message: str, iteration: int):
         super().__init__(message)
         self.iteration = iteration
-
-
-def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:
-    """Before training: both splits have the same classes in the same order (the model's label i is scored as the
-    test split's class i), the training split has objects and the test split has objects to score (not difficult,
-    not crowd). Classes without a training object get a warning: the model cannot learn them."""
-    if train_dataset.class_names != test_dataset.class_names:
-        raise DataError(
-            f"the training split's classes {train_dataset.class_names} differ from the test split's "
-            f"{test_dataset.class_names}: give both splits the same classes in the same order (for COCO-layout "
-            "data, the same categories in both jsons)"
-        )
-    if len(test_dataset) == 0:
-        raise DataError("the test split has no images, so training could not be evaluated: list its images "
-                        "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
-    if test_dataset.objects_to_score() == 0:
-        raise DataError(f"the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
-                        "difficult or iscrowd), so every AP would be undefined: annotate the test images")
-    per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
-    if not per_class.any():
-        raise DataError(f"the training split's {len(train_dataset)} images hold no object: there is nothing to learn; "
-                        "annotate the training images")
-    missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
-    if missing:
-        log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
-                 "(their AP will be 0 or undefined)")
 
 
 class BatchCounter:
