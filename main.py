@@ -35,7 +35,7 @@ import torch
 
 from data import DataError, build_loader, check_dataset, reads_class_list
 from data.dataset import DetectionDataset
-from data.errors import DatasetNotFoundError, data_error_elsewhere, one_line_data_warnings, original_message
+from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message
 from data.loader import iterations_per_epoch, single_thread_opencv
 from models import PretrainedWeightsError, build_detector
 from models.memory_format import prefers_channels_last
@@ -63,7 +63,6 @@ from utils.distributed import (
     DistributedContext,
     StoppedByAnotherProcess,
     any_process,
-    broadcast_buffers,
     broadcast_object,
     cleanup_distributed,
     init_distributed,
@@ -86,11 +85,12 @@ from utils.engine import (
     termination_as_interrupt,
     train,
 )
-from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.inference import evaluate_results_file
 from utils.demo import add_use_arguments, default_demo_output, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
 from utils.run_data import absolute_data_paths, check_splits, make_dataset
+from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
     EXIT_BAD_INPUT,
     EXIT_DIVERGED,
@@ -109,7 +109,6 @@ from utils.run_flags import (
     DATASETS,
     DATASET_DEFAULTS,
     DEFAULT_NMS_THRESH,
-    EVAL_SCORE_THRESH,
     amp_dtype_for,
     check_flag_combinations,
     check_flag_values,
@@ -125,7 +124,6 @@ from utils.run_lock import exclusive_run
 from utils.loss import MultiBoxLoss
 from utils.messages import first_line, joined_lines, preview_names
 from utils.optim import build_optimizer, warmup_cosine_lr
-from utils.postprocess import PostProcessor
 from utils.trained_model import detector_from_state
 
 # a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
@@ -345,11 +343,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         cleanup_distributed()
 
 
-def dataset_tag(args: argparse.Namespace) -> str:
-    """Upper-case dataset name used in checkpoint names and eval/ folders (VOC, COCO, SHAPES, CUSTOM)."""
-    return args.dataset.upper()
-
-
 def run_use(args: argparse.Namespace, device: torch.device) -> int:
     """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
     requested = requested_architecture(args)
@@ -404,45 +397,6 @@ def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")
     return 0
-
-
-def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.Namespace, priors: torch.Tensor,
-             device: torch.device, ctx: DistributedContext, amp_dtype: torch.dtype | None, log: RunLog,
-             run_info: dict, after: int | None = None) -> dict | None:
-    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere);
-    ``after``: the iterations a training run has done, for its log line (evaluations during training)."""
-    loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
-                          seed=args.seed, pin_memory=device.type == "cuda")
-    postprocessor = PostProcessor(priors, score_thresh=EVAL_SCORE_THRESH, nms_thresh=args.nms_thresh,
-                                  max_per_image=300)
-    model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
-    broadcast_buffers(model, ctx)  # rank 0's BatchNorm statistics, those of the checkpoint, on every shard
-    model.eval()
-    failure = None
-    try:
-        detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype,
-                                   cuda_graph=args.cuda_graph, progress=ctx.is_main)
-    except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
-        failure = error
-    raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the evaluation"))
-    detections = gather_detections(detections)
-    if not ctx.is_main:
-        return None
-    out_dir = eval_folder(args)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
-    evaluated_with |= absolute_data_paths(args)
-    run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
-                "evaluated_with": evaluated_with} | run_info
-    metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
-    when = "" if after is None else f" after iteration {after}"
-    log.info(f"{dataset_tag(args)} test{when}: {format_metrics(metrics)}")
-    return metrics
-
-
-def eval_folder(args: argparse.Namespace) -> Path:
-    """Where evaluations write their detections and ``summary.json``: ``--eval_dir``, else ``eval/<DATASET>``."""
-    return Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
 
 
 def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,

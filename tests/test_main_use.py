@@ -122,7 +122,7 @@ def test_an_interrupted_evaluation_is_one_line_and_exit_130(tmp_path, capsys, mo
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
     samples = {"a": [(CLASS_NAMES[0], (1, 1, 30, 30), 0)], "b": [(CLASS_NAMES[1], (3, 3, 25, 25), 0)]}
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
-    monkeypatch.setattr("main.run_inference", stop_there(signum))
+    monkeypatch.setattr("utils.run_evaluation.run_inference", stop_there(signum))
     code = run_main_interrupted("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
                                 "--eval_dir", str(tmp_path / "eval"), "--workers", "0")
     assert code == 130

@@ -1,0 +1,64 @@
+"""A main.py run's evaluation on the test split: every process's shard of it through the detector, the detections
+gathered and scored on rank 0, written under the run's evaluation folder and logged (``--trained_model``, and the
+evaluations of a training run)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from data import DataError, build_loader
+from data.dataset import DetectionDataset
+from data.errors import data_error_elsewhere
+from utils.distributed import DistributedContext, broadcast_buffers, raise_if_any_process_failed, unwrap_model
+from utils.engine import format_metrics
+from utils.inference import evaluate_detections, gather_detections, run_inference
+from utils.logging import RunLog
+from utils.postprocess import PostProcessor
+from utils.run_data import absolute_data_paths
+from utils.run_flags import EVAL_SCORE_THRESH
+
+
+def dataset_tag(args: argparse.Namespace) -> str:
+    """Upper-case dataset name used in checkpoint names and eval/ folders (VOC, COCO, SHAPES, CUSTOM)."""
+    return args.dataset.upper()
+
+
+def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.Namespace, priors: torch.Tensor,
+             device: torch.device, ctx: DistributedContext, amp_dtype: torch.dtype | None, log: RunLog,
+             run_info: dict, after: int | None = None) -> dict | None:
+    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere);
+    ``after``: the iterations a training run has done, for its log line (evaluations during training)."""
+    loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
+                          seed=args.seed, pin_memory=device.type == "cuda")
+    postprocessor = PostProcessor(priors, score_thresh=EVAL_SCORE_THRESH, nms_thresh=args.nms_thresh,
+                                  max_per_image=300)
+    model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
+    broadcast_buffers(model, ctx)  # rank 0's BatchNorm statistics, those of the checkpoint, on every shard
+    model.eval()
+    failure = None
+    try:
+        detections = run_inference(model, loader, priors, device, postprocessor=postprocessor, amp_dtype=amp_dtype,
+                                   cuda_graph=args.cuda_graph, progress=ctx.is_main)
+    except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
+        failure = error
+    raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the evaluation"))
+    detections = gather_detections(detections)
+    if not ctx.is_main:
+        return None
+    out_dir = eval_folder(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
+    evaluated_with |= absolute_data_paths(args)
+    run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
+                "evaluated_with": evaluated_with} | run_info
+    metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
+    when = "" if after is None else f" after iteration {after}"
+    log.info(f"{dataset_tag(args)} test{when}: {format_metrics(metrics)}")
+    return metrics
+
+
+def eval_folder(args: argparse.Namespace) -> Path:
+    """Where evaluations write their detections and ``summary.json``: ``--eval_dir``, else ``eval/<DATASET>``."""
+    return Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
