@@ -27,35 +27,26 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
 from data import DataError, build_loader, check_dataset, reads_class_list
-from data.dataset import DetectionDataset
 from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message
-from data.loader import iterations_per_epoch, single_thread_opencv
-from models import PretrainedWeightsError, build_detector
-from models.memory_format import prefers_channels_last
-from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path, is_best_checkpoint
-from utils.box import PriorBox
+from data.loader import single_thread_opencv
+from models import PretrainedWeightsError
+from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path
 from utils.checkpoint import (
     FORMAT,
     CheckpointError,
     capture_rng_state,
     check_architecture,
     check_compatible,
-    check_optimizer_state,
-    check_same_length,
-    check_same_run,
     check_writable_folder,
     checkpoint_name,
     load_checkpoint,
     remove_partial_checkpoints,
-    restore_rng_state,
-    same_classes,
     save_checkpoint,
     set_aside_earlier_checkpoint,
 )
@@ -89,7 +80,7 @@ from utils.inference import evaluate_results_file
 from utils.demo import add_use_arguments, default_demo_output, run_demo
 from utils.export import export_onnx
 from utils.logging import RunLog
-from utils.run_data import absolute_data_paths, check_splits, make_dataset
+from utils.run_data import check_splits, make_dataset
 from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
     EXIT_BAD_INPUT,
@@ -112,7 +103,6 @@ from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
     check_flag_values,
-    check_run_length,
     fill_dataset_defaults,
     requested_architecture,
     take_architecture_from_checkpoint,
@@ -121,10 +111,10 @@ from utils.run_flags import (
     take_run_from_checkpoint,
 )
 from utils.run_lock import exclusive_run
-from utils.loss import MultiBoxLoss
-from utils.messages import first_line, joined_lines, preview_names
-from utils.optim import build_optimizer, warmup_cosine_lr
+from utils.messages import first_line
+from utils.optim import warmup_cosine_lr
 from utils.trained_model import detector_from_state
+from utils.training_setup import TrainingSetup, build_training, check_training_flags, load_initial_weights, resume_run
 
 # a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
 # a flag
@@ -427,66 +417,6 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     return 0
 
 
-def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Namespace, class_names: list[str],
-                         log: RunLog) -> None:
-    """``--init_from``: the checkpoint ``state``'s weights into ``model`` (its architecture: a differing flag is
-    refused). On another class list every weight but the classification layers is taken, and those start afresh
-    (fine-tuning on new classes)."""
-    check_architecture(args.init_from, state["config"], requested_architecture(args))
-    source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
-    same = same_classes(state["class_names"], class_names)
-    try:
-        if same:
-            model.load_state_dict(state["model"])
-        else:
-            fresh = model.load_all_but_classifier(state["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
-    if same:
-        log.info(source)
-        return
-    log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
-             f" this dataset has {len(class_names)} ({preview_names(class_names)}): its classification "
-             f"layers ({len(fresh)} tensors) start afresh, the rest comes from the checkpoint")
-
-
-def restore_training_state(state: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scaler: torch.amp.GradScaler) -> None:
-    """``--resume``: the checkpoint ``state``'s model, optimizer, AMP scaler and random states; a
-    :class:`CheckpointError` naming ``path`` when an entry is missing or does not fit (a damaged or edited file)."""
-    if is_best_checkpoint(state):
-        raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
-                              f"{state['iteration']}), not a training state to resume: --resume the run's own "
-                              f"checkpoint, or start a new run from these weights with --init_from {path}")
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-    except KeyError as error:
-        raise CheckpointError(f"{path} cannot be resumed: it has no {error.args[0]!r} entry (a damaged or edited "
-                              "file); resume an earlier checkpoint with --resume PATH, or start a new run from its "
-                              f"weights with --init_from {path}") from error
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{path} cannot be resumed ({joined_lines(error)}; a damaged or edited file); resume an "
-                              "earlier checkpoint with --resume PATH") from error
-    check_optimizer_state(path, model, optimizer)
-
-
-def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: DetectionDataset,
-               amp_dtype: torch.dtype | None) -> dict:
-    """The flags as plain values (for the checkpoint), plus the mixed precision that ``--amp`` chose on this device
-    ("bf16", "fp16" or None: bare ``--amp`` is either), the world size and the training set's image count and
-    annotation fingerprint."""
-    config = {key: value for key, value in vars(args).items()} | absolute_data_paths(args)
-    config["amp_dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
-    config["world_size"] = ctx.world_size
-    config["train_images"] = len(dataset)
-    config["train_fingerprint"] = dataset.fingerprint()
-    return config
-
-
 class EvaluationDataError(DataError):
     """A data error met by an evaluation during training, after ``iteration`` completed iterations."""
 
@@ -596,131 +526,6 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         return stopped
     log.info(f"saved {checkpoint_path}")
     return evaluate_at_the_end(args, ctx, log, start_iter, setup.max_iter, checkpoints, evaluation, final_save)
-
-
-def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                         checkpoint_path: Path, run_dir: Path) -> None:
-    """Before any data is read: a ``ValueError`` when the folders the run writes (``checkpoint_path``'s, ``run_dir``,
-    the evaluation's; checked on rank 0) cannot be written, or the flags do not fit this device or a given
-    ``--max_iter``."""
-    if ctx.is_main:  # found now, not at the first save or the evaluation hours later
-        check_writable_folder(checkpoint_path.parent, "--save_folder")
-        check_writable_folder(run_dir, "--run_dir")
-        check_writable_folder(eval_folder(args), "--eval_dir")
-    if args.sync_bn and device.type != "cuda":
-        raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
-    if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
-        raise ValueError("--sync_bn synchronises BatchNorm across the processes of torchrun, and this run is a single "
-                         "process: start it with torchrun --nproc_per_node=N (N > 1) or drop --sync_bn")
-    if args.version == "pafpn" and args.batch_size == 1 and not (args.sync_bn and ctx.world_size > 1):
-        raise ValueError("--batch_size 1: --version pafpn trains on at least 2 images per process (the BatchNorm of "
-                         "its global-context branch normalises one pooled value per image); raise --batch_size, or "
-                         "add --sync_bn under torchrun with several GPUs")
-    if args.max_iter:  # known without the data: refused before it is read (or the shapes set generated)
-        check_run_length(args, args.max_iter)
-
-
-@dataclass
-class TrainingSetup:
-    """What :func:`build_training` makes of the flags for a training run."""
-
-    dataset: DetectionDataset  # the training split
-    test_dataset: DetectionDataset
-    epoch_size: int  # iterations per epoch
-    max_iter: int  # the run's length in iterations
-    model: torch.nn.Module  # on the device, not wrapped (DDP, torch.compile) for training
-    amp_dtype: torch.dtype | None  # --amp's choice on this device
-    channels_last: bool  # the model's memory format
-    priors: torch.Tensor  # [A, 4] anchors (cx, cy, w, h) normalised to [0, 1], on the device
-    loss_fn: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler  # enabled for float16 AMP alone
-    config: dict  # run_config's, plus "run_id" once the run is started or resumed
-
-
-def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                   log: RunLog) -> TrainingSetup:
-    """The splits (checked to fit training, :func:`check_splits`, before the model is built), the run's length, then
-    the detector, anchors, criterion, optimizer and AMP scaler that ``args`` ask for on ``device``; seeded by
-    ``--seed``."""
-    torch.manual_seed(args.seed)
-    dataset = make_dataset(args, "train", args.size, train=True)
-    for note in dataset.notes:
-        log.info(note)
-    test_dataset = make_dataset(args, "test", args.size, train=False)
-    check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
-    epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
-    max_iter = args.max_iter or args.epochs * epoch_size
-    if not args.max_iter:  # a given --max_iter was checked before the data was read
-        check_run_length(args, max_iter)
-    if args.eval_interval and args.eval_interval * epoch_size >= max_iter:
-        log.info(f"warning: --eval_interval {args.eval_interval} epochs ({args.eval_interval * epoch_size} iterations) "
-                 f"is not shorter than the run ({max_iter} iterations): only the final evaluation runs, and the best "
-                 "checkpoint is the final model; lower --eval_interval to evaluate during training")
-
-    model = build_detector_fetching_once(args, dataset.num_classes, ctx).to(device)
-    amp_dtype = amp_dtype_for(args.amp, device)
-    channels_last = prefers_channels_last(device, amp_dtype)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    priors = PriorBox(base_anchor_size=args.base_anchor_size, size=args.size).forward().to(device)
-    loss_fn = MultiBoxLoss(dataset.num_classes, mutual_guide=args.mutual_guide, compile=args.compile_loss,
-                           sync_positives=ctx.is_distributed)
-    optimizer = build_optimizer(model, args.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    config = run_config(args, ctx, dataset, amp_dtype)
-    return TrainingSetup(dataset, test_dataset, epoch_size, max_iter, model, amp_dtype, channels_last, priors, loss_fn,
-                         optimizer, scaler, config)
-
-
-def build_detector_fetching_once(args: argparse.Namespace, num_classes: int,
-                                 ctx: DistributedContext) -> torch.nn.Module:
-    """``build_detector`` as ``args`` ask. With torchvision's ImageNet weights (``--pretrained`` by default) under
-    ``torchrun``, each machine's first process (``LOCAL_RANK`` 0) builds it first, downloading the weights into
-    torch.hub's cache, and the other processes then read that file: started together, every process found no file
-    and downloaded it (N times the traffic, N progress bars). Raises :class:`PretrainedWeightsError` on every process
-    when one could not get the weights."""
-    def build() -> torch.nn.Module:
-        return build_detector(args.version, args.backbone, args.size, num_classes, pretrained=args.pretrained)
-
-    if not (ctx.is_distributed and args.pretrained is True):
-        return build()
-    model, failure = None, None
-    if ctx.local_rank == 0:
-        try:
-            model = build()
-        except PretrainedWeightsError as error:  # every process must learn it before the others read the cache
-            failure = error
-    raise_if_any_process_failed(failure, ctx, lambda: PretrainedWeightsError(
-        "another process of this job could not get the ImageNet weights on its machine; place them in its torch.hub "
-        "cache, or pass --pretrained PATH to a local state dict, or --no-pretrained to start from random weights"))
-    return model if model is not None else build()
-
-
-def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, setup: TrainingSetup,
-               resume_path: Path, state: dict, continues_checkpoint: bool) -> tuple[int, bool]:
-    """``--resume``: the checkpoint ``state`` read from ``resume_path``, checked to belong to this run, into
-    ``setup``'s model, optimizer and AMP scaler, and its run id into ``setup.config``. The run folder's logs continue
-    when they are that run's (for a checkpoint saved before run ids: when it is the run's own file,
-    ``continues_checkpoint``, and the folder records no run). Returns the iteration the run goes on from and whether
-    its logs continue."""
-    requested = requested_architecture(args)
-    check_compatible(resume_path, state["config"], state["class_names"], requested, setup.dataset.class_names)
-    check_same_run(resume_path, state["config"], setup.config)
-    check_same_length(resume_path, state["max_iter"], setup.max_iter)
-    restore_training_state(state, resume_path, setup.model, setup.optimizer, setup.scaler)
-    start_iter = state["iteration"]
-    setup.config["run_id"] = state["config"].get("run_id")  # None: saved before run ids, judged by its path
-    folder_run = broadcast_object(log.run_id(), ctx)  # rank 0's logs decide, on every process
-    continues_logs = folder_run == setup.config["run_id"] if setup.config["run_id"] else (
-        continues_checkpoint and folder_run is None)
-    dropped = log.continue_run(start_iter) if continues_logs else 0
-    repeated = f"; {dropped} log row(s) of iterations that this run repeats removed" if dropped else ""
-    log.info(f"resumed from {resume_path} at iteration {start_iter}/{setup.max_iter}{repeated}")
-    if start_iter == setup.max_iter:
-        log.info("the run was already complete: it is evaluated again, and this evaluation replaces its final one in "
-                 "the logs")
-    return start_iter, continues_logs
 
 
 class RunCheckpoints:

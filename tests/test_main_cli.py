@@ -22,6 +22,7 @@ from utils.run_flags import (
     take_evaluation_settings_from_checkpoint,
     take_run_from_checkpoint,
 )
+from utils.training_setup import check_training_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -400,10 +401,10 @@ def test_sync_bn_in_one_process_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match=r"^--sync_bn synchronises BatchNorm across the processes of torchrun, and "
                                          r"this run is a single process: start it with torchrun --nproc_per_node=N "
                                          r"\(N > 1\) or drop --sync_bn$"):
-        cli.check_training_flags(args, cuda, DistributedContext(), *folders)
-    cli.check_training_flags(args, cuda, DistributedContext(rank=0, world_size=2), *folders)
+        check_training_flags(args, cuda, DistributedContext(), *folders)
+    check_training_flags(args, cuda, DistributedContext(rank=0, world_size=2), *folders)
     with pytest.raises(ValueError, match="--sync_bn needs CUDA devices"):
-        cli.check_training_flags(args, torch.device("cpu"), DistributedContext(), *folders)
+        check_training_flags(args, torch.device("cpu"), DistributedContext(), *folders)
     assert list(tmp_path.iterdir()) == []  # checked, nothing created
 
 

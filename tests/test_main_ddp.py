@@ -156,9 +156,9 @@ def fetch_backbone_in_a_group(rank: int, init_file: str, torch_home: str) -> Non
     import torchvision
     from torchvision.models._api import WeightsEnum
 
-    from main import build_detector_fetching_once
     from models.pretrained import cached_weights_path
     from utils.distributed import DistributedContext
+    from utils.training_setup import build_detector_fetching_once
 
     os.environ["TORCH_HOME"] = torch_home
 

@@ -19,8 +19,10 @@ from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
+from utils import training_setup
 from utils.checkpoint import load_checkpoint
 from utils.logging import RunLog
+from utils.loss import MultiBoxLoss
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, divergence_advice
 from utils.run_lock import exclusive_run
 
@@ -132,7 +134,7 @@ def test_trained_model_refuses_a_mismatch_with_one_line(shapes_root, trained, ca
     assert len(err.splitlines()) == 1 and "trained on 6 classes (circle, square, triangle, star, ...)" in err
 
 
-class _SignalAt(cli.MultiBoxLoss):
+class _SignalAt(MultiBoxLoss):
     """MultiBoxLoss that sends this process SIGINT during its ``at``-th call (0-based)."""
 
     at = -1
@@ -151,7 +153,7 @@ class _SignalAt(cli.MultiBoxLoss):
 def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_path, monkeypatch, capsys):
     """SIGINT during iteration 2 (0-based) saves after 3 iterations; --resume (now with 2 workers) replays the rest."""
     monkeypatch.setattr(_SignalAt, "at", 2)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_INTERRUPTED
     assert "SIGINT received: stopped after iteration 3" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 3
@@ -183,7 +185,7 @@ def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(sh
             if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
     source = trained / "weights" / CKPT.format("")
     monkeypatch.setattr(_SignalAt, "at", 2)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path, argv + ["--init_from", str(source)]) == EXIT_INTERRUPTED
     checkpoint = Path("weights") / "tuned.pth"
     assert (f"continue with the same command, --init_from {source} replaced by --resume {checkpoint}"
@@ -204,7 +206,7 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
         (tmp_path / name).mkdir()
     assert run(tmp_path / "whole", argv) == 0
     monkeypatch.setattr(_SignalAt, "at", 2)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path / "cut", argv) == EXIT_INTERRUPTED
     monkeypatch.setattr(_SignalAt, "at", -1)
     capsys.readouterr()
@@ -249,7 +251,7 @@ def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes
     (tmp_path / "cut").mkdir()
     assert run(tmp_path / "whole", argv) == 0
     monkeypatch.setattr(_SignalAt, "at", 2)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path / "cut", argv) == EXIT_INTERRUPTED
     monkeypatch.setattr(_SignalAt, "at", -1)
     assert run(tmp_path / "cut", argv + ["--resume"]) == 0
@@ -281,7 +283,7 @@ def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_roo
     and stops before its evaluation; --resume evaluates iteration 4 first, then goes on (6: the final one)."""
     argv = base_args(shapes_root, "--batch_size", "8", "--max_iter", "6", "--warm_iter", "1", "--eval_interval", "1")
     monkeypatch.setattr(_SignalAt, "at", 3)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path, argv) == EXIT_INTERRUPTED
     assert "SIGINT received: stopped after iteration 4" in capsys.readouterr().out
 
@@ -363,7 +365,7 @@ def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_
     argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1")
     scripted_scores(monkeypatch, [0.2, 0.5])
     monkeypatch.setattr(_SignalAt, "at", 5)
-    monkeypatch.setattr(cli, "MultiBoxLoss", _SignalAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path, argv) == EXIT_INTERRUPTED
     assert load_checkpoint(tmp_path / "weights" / BEST)["iteration"] == 4
     monkeypatch.undo()
@@ -499,7 +501,7 @@ def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):
     assert "was saved by a run with --lr 0.01, this run has 0.02" in capsys.readouterr().err
 
 
-class _NaNAt(cli.MultiBoxLoss):
+class _NaNAt(MultiBoxLoss):
     """MultiBoxLoss whose loss_c is NaN from its 5th call on."""
 
     def __init__(self, *args, **kwargs):
@@ -513,7 +515,7 @@ class _NaNAt(cli.MultiBoxLoss):
 
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "MultiBoxLoss", _NaNAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _NaNAt)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
     # iteration 6 of 8 after a warm-up of 2: lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + cos(pi * 3 / 6)) = 0.005
@@ -525,7 +527,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-class _OutOfMemoryAt(cli.MultiBoxLoss):
+class _OutOfMemoryAt(MultiBoxLoss):
     """MultiBoxLoss that runs out of CUDA memory at its 6th call (iteration 6, after the checkpoint of iteration 4)."""
 
     def __init__(self, *args, **kwargs):
@@ -540,7 +542,7 @@ class _OutOfMemoryAt(cli.MultiBoxLoss):
 
 
 def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "MultiBoxLoss", _OutOfMemoryAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _OutOfMemoryAt)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
     assert capsys.readouterr().err.endswith(
         "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue with "
