@@ -21,79 +21,49 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import sys
-import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
-from data import DataError, build_loader, check_dataset, reads_class_list
+from data import DataError, check_dataset, reads_class_list
 from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message
 from data.loader import single_thread_opencv
 from models import PretrainedWeightsError
-from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path
 from utils.checkpoint import (
-    FORMAT,
     CheckpointError,
-    capture_rng_state,
     check_architecture,
     check_compatible,
     check_writable_folder,
-    checkpoint_name,
     load_checkpoint,
-    remove_partial_checkpoints,
-    save_checkpoint,
-    set_aside_earlier_checkpoint,
 )
+from utils.demo import add_use_arguments, default_demo_output, run_demo
 from utils.distributed import (
     DistributedContext,
     StoppedByAnotherProcess,
-    any_process,
-    broadcast_object,
     cleanup_distributed,
     init_distributed,
     joined_group,
     launch_context,
     local_rank_from_env,
-    raise_if_any_process_failed,
     resolve_device,
     say_start_refusal,
-    unwrap_model,
-    wrap_model,
 )
-from utils.engine import (
-    NonFiniteLossError,
-    StopSignal,
-    TrainingInterrupted,
-    TrainSettings,
-    format_metrics,
-    non_finite_weights,
-    termination_as_interrupt,
-    train,
-)
-from utils.inference import evaluate_results_file
-from utils.demo import add_use_arguments, default_demo_output, run_demo
+from utils.engine import format_metrics, termination_as_interrupt
 from utils.export import export_onnx
+from utils.inference import evaluate_results_file
 from utils.logging import RunLog
+from utils.messages import first_line
 from utils.run_data import check_splits, make_dataset
 from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
     EXIT_BAD_INPUT,
-    EXIT_DIVERGED,
     EXIT_INTERRUPTED,
     EXIT_REFUSED_BY_SYSTEM,
-    divergence_advice,
-    evaluation_command,
-    how_to_continue,
     is_out_of_memory,
     log_error,
     refused_file_operation,
-    stopped_run_advice,
 )
 from utils.run_flags import (
     AMP_CHOICES,
@@ -110,11 +80,8 @@ from utils.run_flags import (
     take_evaluation_settings_from_checkpoint,
     take_run_from_checkpoint,
 )
-from utils.run_lock import exclusive_run
-from utils.messages import first_line
-from utils.optim import warmup_cosine_lr
 from utils.trained_model import detector_from_state
-from utils.training_setup import TrainingSetup, build_training, check_training_flags, load_initial_weights, resume_run
+from utils.training_run import run_training
 
 # a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
 # a flag
@@ -414,372 +381,6 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
         log.info(f"evaluation of {args.trained_model} interrupted before its results were written; run the same "
                  "command again")
         return EXIT_INTERRUPTED
-    return 0
-
-
-class EvaluationDataError(DataError):
-    """A data error met by an evaluation during training, after ``iteration`` completed iterations."""
-
-    def __init__(self, message: str, iteration: int):
-        super().__init__(message)
-        self.iteration = iteration
-
-
-class BatchCounter:
-    """Iterates a training loader and counts the batches handed out. The loop asks for a batch only after finishing
-    the previous iteration, so when loading one fails, ``delivered`` iterations of this run are complete."""
-
-    def __init__(self, loader: Iterable):
-        self.loader = loader
-        self.delivered = 0
-
-    def __iter__(self) -> Iterator:
-        for batch in self.loader:
-            yield batch
-            self.delivered += 1
-
-
-def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                 init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "") -> int:
-    """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
-    checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` took from its
-    checkpoint), while no other run on this machine writes the same checkpoint; returns the exit code."""
-    name = f"{args.name}.pth" if args.name else checkpoint_name(
-        args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
-    checkpoint_path = Path(args.save_folder) / name
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / checkpoint_path.stem
-    with ExitStack() as held:
-        refusal = None
-        if ctx.is_main:  # the main process holds the locks; every process stops when it cannot
-            try:
-                held.enter_context(exclusive_run(checkpoint_path))
-                held.enter_context(exclusive_run(run_dir, "the log folder",
-                                                 "give this run another --run_dir (or --name)"))
-            except ValueError as error:
-                refusal = str(error)
-        refusal = broadcast_object(refusal, ctx)
-        if refusal:
-            raise ValueError(refusal)
-        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with)
-
-
-def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
-                       run_dir: Path, init_state: dict | None, resume_state: dict | None,
-                       resumed_with: str = "") -> int:
-    """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
-    check_training_flags(args, device, ctx, checkpoint_path, run_dir)
-    resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
-    # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
-    # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)
-    continues_checkpoint = resume_path is not None and resume_path.resolve() == checkpoint_path.resolve()
-    if resume_path is not None and resume_state is None:  # bare --resume: its checkpoint read before the data is
-        resume_state = load_checkpoint(resume_path, source=(
-            "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
-            "architecture flags): give the same flags as the run, or --resume PATH"))
-    log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
-    if resumed_with:
-        log.record(resumed_with)
-    setup = build_training(args, device, ctx, log)
-    if resume_path is not None:
-        start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)
-    else:  # a new run: its id marks its checkpoints and its run folder
-        start_iter, continues_logs = 0, False
-        setup.config["run_id"] = broadcast_object(uuid.uuid4().hex[:12], ctx)
-    if init_state is not None:
-        load_initial_weights(setup.model, init_state, args, setup.dataset.class_names, log)
-
-    train_model = wrap_model(setup.model, device, ctx, args.sync_bn)
-    if args.compile:
-        log.info("compiling the model with torch.compile; the first iterations are slow while it compiles")
-        train_model = torch.compile(train_model)
-    if args.compile_loss:
-        log.info("compiling the criterion (assignment + losses) with torch.compile; its first calls are slow while it "
-                 "compiles")
-    loader = BatchCounter(build_loader(setup.dataset, args.batch_size, train=True, workers=args.workers,
-                                       distributed=ctx.is_distributed, seed=args.seed, start_iter=start_iter,
-                                       max_iter=setup.max_iter, pin_memory=device.type == "cuda"))
-    settings = TrainSettings(
-        max_iter=setup.max_iter, epoch_size=setup.epoch_size, base_lr=args.lr, warm_iter=args.warm_iter,
-        log_interval=args.log_interval, checkpoint_interval=args.checkpoint_interval,
-        eval_interval=args.eval_interval * setup.epoch_size, amp_dtype=setup.amp_dtype,
-        channels_last=setup.channels_last, assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
-    )
-    log.info(
-        f"training {checkpoint_path.name} on {len(setup.dataset)} images ({setup.dataset.num_classes} classes) on "
-        f"{device} x{ctx.world_size}: {setup.max_iter} iterations ({setup.epoch_size} per epoch), batch "
-        f"{args.batch_size} per process, run folder {run_dir}"
-    )
-    if ctx.is_distributed:
-        log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
-                 f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
-    last_saved = start_iter if continues_checkpoint else None  # the iteration the file at checkpoint_path holds
-    checkpoints = RunCheckpoints(checkpoint_path, setup, train_model, ctx, log, last_saved)
-    evaluation = RunEvaluation(args, device, ctx, log, setup, train_model, checkpoints)
-    # after every process has read --resume / --init_from (wrap_model synchronises them)
-    if not continues_logs and (earlier_logs := log.begin_new_run(setup.config["run_id"])):
-        log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
-    checkpoints.prepare(continues_checkpoint, args.eval_interval)
-    final_save = StopSignal()  # Ctrl-C or SIGTERM during the final save: the evaluation after it is skipped
-    stopped = train_to_the_end(args, device, ctx, log, setup, train_model, loader, settings, start_iter, checkpoints,
-                               evaluation, final_save)
-    if stopped is not None:
-        return stopped
-    log.info(f"saved {checkpoint_path}")
-    return evaluate_at_the_end(args, ctx, log, start_iter, setup.max_iter, checkpoints, evaluation, final_save)
-
-
-class RunCheckpoints:
-    """The checkpoints of a training run: its own at ``path`` (the training state, which ``--resume`` continues;
-    ``last_saved``: the iteration that file holds, ``None`` while it holds none of this run) and, when the run keeps
-    one, its best evaluation's at ``best.path``. Rank 0 writes them; every process learns whether it could."""
-
-    def __init__(self, path: Path, setup: TrainingSetup, train_model: torch.nn.Module, ctx: DistributedContext,
-                 log: RunLog, last_saved: int | None):
-        self.path = path
-        self.setup = setup
-        self.train_model = train_model
-        self.ctx = ctx
-        self.log = log
-        self.last_saved = last_saved
-        self.best = BestEvaluation(best_checkpoint_path(path))  # read on rank 0 by prepare, before training starts
-        self.keeps_best = False
-
-    def prepare(self, continues_checkpoint: bool, eval_interval: int) -> None:
-        """Before training: set aside another run's checkpoint (unless the run continues the file at ``path``,
-        ``continues_checkpoint``) and best checkpoint, read this run's best evaluation, decide whether the run keeps
-        a best checkpoint (it evaluates every ``eval_interval`` epochs, or has one) and remove partial files."""
-        log = self.log
-        if self.ctx.is_main:  # the files are rank 0's to read, move and remove
-            if not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(self.path)):
-                log.info(f"an earlier run's checkpoint was at {self.path}: kept as {earlier}")
-            # a resumed run goes on comparing with its best evaluation; another run's best is set aside
-            self.best = BestEvaluation.of_run(self.best.path, self.setup.config["run_id"])
-            if self.best.score is None and (earlier_best := set_aside_earlier_checkpoint(self.best.path)):
-                log.info(f"an earlier run's best checkpoint was at {self.best.path}: kept as {earlier_best}")
-            if partial := remove_partial_checkpoints(self.path) + remove_partial_checkpoints(self.best.path):
-                log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
-                         f"{', '.join(map(str, partial))}")
-        self.keeps_best = broadcast_object(eval_interval > 0 or self.best.score is not None, self.ctx)
-
-    def save(self, done: int) -> None:
-        """The checkpoint of ``done`` iterations, written by rank 0 (see :meth:`_agreed_write`)."""
-        self._agreed_write(lambda: self._write_checkpoint(done), "the checkpoint")
-        self.last_saved = done
-
-    def keep_if_best(self, done: int, metrics: dict | None) -> None:
-        """After the evaluation ``metrics`` (rank 0's; ``None`` elsewhere) of ``done`` iterations: write the best
-        checkpoint when it scores higher than every earlier evaluation of the run. Called before the evaluation's
-        row is logged, so that a run stopped by a failed write evaluates that iteration again when resumed."""
-        if self.keeps_best:
-            self._agreed_write(lambda: self._write_if_best(done, metrics), "the best checkpoint")
-
-    def log_best(self) -> None:
-        """At the end of the run: its best evaluation and where it is saved, when the run keeps one."""
-        if self.keeps_best and self.best.iteration is not None:
-            self.log.info(f"best evaluation: {SCORE} {self.best.score:.4f} after iteration {self.best.iteration}, "
-                          f"saved in {self.best.path}")
-
-    def kept(self, note: str = "") -> str:
-        """What a stopped run leaves to go on from: its checkpoint of iteration ``last_saved`` (with ``note``), when
-        the run has saved one and it is still there."""
-        if self.last_saved is None or not self.path.exists():
-            return "no checkpoint was saved"
-        return f"the checkpoint of iteration {self.last_saved}, {self.path}, is kept{note}"
-
-    def how_to_go_on(self, args: argparse.Namespace) -> str:
-        """How the run, stopped by the system (a full disk, no memory), goes on: from its last checkpoint, if any."""
-        return stopped_run_advice(args, self.path, self.last_saved)
-
-    def _agreed_write(self, write: Callable[[], None], what: str) -> None:
-        """Rank 0 runs ``write``; every process learns whether it could, so none trains on alone after a failed save,
-        nor exits (and has torchrun stop the others) while the file is written."""
-        failure = None
-        if self.ctx.is_main:
-            try:
-                write()
-            except Exception as error:  # noqa: BLE001 - re-raised below, once every process knows
-                failure = error
-        raise_if_any_process_failed(failure, self.ctx, lambda: StoppedByAnotherProcess(
-            f"the main process could not save {what} (its message says why)"))
-
-    def _write_checkpoint(self, done: int) -> None:
-        """The training state after ``done`` iterations into the file at ``path``."""
-        setup = self.setup
-        save_checkpoint(
-            {
-                "format": FORMAT,
-                "model": unwrap_model(self.train_model).state_dict(),
-                "optimizer": setup.optimizer.state_dict(),
-                "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else {},
-                "iteration": done,
-                "max_iter": setup.max_iter,
-                "rng": capture_rng_state(),
-                "config": setup.config,
-                "class_names": setup.dataset.class_names,
-            },
-            self.path,
-        )
-
-    def _write_if_best(self, done: int, metrics: dict | None) -> None:
-        """The best checkpoint of ``done`` iterations, when ``metrics`` score higher than the best so far."""
-        best = self.best
-        if metrics is None or not best.improves(metrics):
-            return
-        state = best.checkpoint(unwrap_model(self.train_model).state_dict(), done, self.setup.max_iter,
-                                self.setup.config, self.setup.dataset.class_names, metrics)
-        save_checkpoint(state, best.path)
-        best.record(metrics, done)
-        self.log.info(f"best evaluation so far ({SCORE} {best.score:.4f} after iteration {done}): saved {best.path}")
-
-
-class RunEvaluation:
-    """Evaluations on the test split of the weights being trained, ``train_model``; their results name the run's
-    checkpoint and config."""
-
-    def __init__(self, args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
-                 setup: TrainingSetup, train_model: torch.nn.Module, checkpoints: RunCheckpoints):
-        self.args = args
-        self.device = device
-        self.ctx = ctx
-        self.log = log
-        self.setup = setup
-        self.train_model = train_model
-        self.checkpoints = checkpoints
-        self.run_info = {"checkpoint": str(checkpoints.path), "config": setup.config}
-
-    def metrics(self, after: int | None = None) -> dict | None:
-        """Evaluate the weights as they are now (``after`` that many iterations, during training): rank 0's metrics,
-        ``None`` on the other processes."""
-        return evaluate(self.train_model, self.setup.test_dataset, self.args, self.setup.priors, self.device, self.ctx,
-                        self.setup.amp_dtype, self.log, self.run_info, after)
-
-    def during_training(self, done: int) -> None:
-        """The ``--eval_interval`` evaluation after ``done`` iterations: the best checkpoint kept if it scores highest,
-        then its row logged; a data error is raised as an :class:`EvaluationDataError` of that iteration."""
-        try:
-            metrics = self.metrics(after=done)
-        except DataError as error:
-            raise EvaluationDataError(original_message(error), done) from error
-        self.checkpoints.keep_if_best(done, metrics)
-        if metrics is not None:
-            self.log.metrics("eval", {"iteration": done} | {k: metrics[k] for k in ("mAP", "AP50", "AP75")
-                                                            if k in metrics})
-
-
-def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
-                     setup: TrainingSetup, train_model: torch.nn.Module, loader: BatchCounter, settings: TrainSettings,
-                     start_iter: int, checkpoints: RunCheckpoints, evaluation: RunEvaluation,
-                     final_save: StopSignal) -> int | None:
-    """Train from ``start_iter`` to the end of the run, then save its checkpoint (a signal during that save, which
-    ``final_save`` receives, takes effect once the file is whole). ``None`` when done; else the exit code, once what
-    stopped training (a NaN/inf loss, Ctrl-C or SIGTERM, a data error, a refused file operation, no memory) and how
-    to go on are printed (after a data error, the iterations done are saved first when the weights are finite)."""
-    checkpoint_path, max_iter, amp_dtype = checkpoints.path, setup.max_iter, setup.amp_dtype
-    # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
-    evaluate_first = settings.evaluates_after(start_iter) and not broadcast_object(log.has_row("eval", start_iter), ctx)
-    try:
-        train(train_model, setup.loss_fn, setup.priors, setup.optimizer, setup.scaler, loader, start_iter, settings,
-              device, ctx, log, checkpoints.save, evaluation.during_training, evaluate_first)
-        with final_save:  # Ctrl-C or SIGTERM during the final save takes effect once the checkpoint is whole
-            checkpoints.save(max_iter)
-    except NonFiniteLossError as error:
-        lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
-        kept = checkpoints.kept(" (finite weights)")
-        log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}")
-        return EXIT_DIVERGED
-    except TrainingInterrupted as stop:
-        log.info(f"{stop}; checkpoint {checkpoint_path} saved, {how_to_continue(args, checkpoint_path)}")
-        return EXIT_INTERRUPTED
-    except DataError as error:  # an image that fails to load (found by --check_data before training)
-        log_error(ctx, f"error: {original_message(error)}", every_process=True)
-        done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
-        finite = not any_process(bool(non_finite_weights(setup.model)), ctx)  # as every process sees it
-        fix_the_file = "fix or replace the file (--check_data scans every image)"
-        if done > start_iter and finite:
-            try:
-                checkpoints.save(done)
-            except OSError as refused:  # the image and a full disk: both to mend before going on
-                if refused.filename is None:
-                    raise
-                log_error(ctx, f"error: {refused_file_operation(refused)}; free space or fix the folder, "
-                               f"{fix_the_file}, then {checkpoints.how_to_go_on(args)}", every_process=True)
-                return EXIT_REFUSED_BY_SYSTEM
-            outcome = f"saved {checkpoint_path} after iteration {done}"
-        else:
-            outcome = checkpoints.kept() if finite else f"the weights are not finite, so {checkpoints.kept()}"
-        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {checkpoints.how_to_go_on(args)}")
-        return EXIT_BAD_INPUT
-    except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
-        if error.filename is None:
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then "
-                       f"{checkpoints.how_to_go_on(args)}", every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    except (RuntimeError, MemoryError) as error:
-        if not is_out_of_memory(error):
-            raise
-        advice = ("lower --batch_size or --size, then run again" if checkpoints.last_saved is None else
-                  f"free the memory, then {checkpoints.how_to_go_on(args)}; or "
-                  "start again with a lower --batch_size or --size")
-        log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    return None
-
-
-def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, start_iter: int,
-                        max_iter: int, checkpoints: RunCheckpoints, evaluation: RunEvaluation,
-                        final_save: StopSignal) -> int:
-    """The finished run's evaluation (taken as interrupted when ``final_save`` received a signal), its best
-    checkpoint kept if it scores highest, the run's best evaluation and the evaluation's row logged; returns the exit
-    code, once what stopped the evaluation (a data error, Ctrl-C or SIGTERM, a refused file operation, no memory) and
-    how to evaluate the saved checkpoint are printed."""
-    checkpoint_path = checkpoints.path
-    command = evaluation_command(args, checkpoint_path)
-    evaluate_later = f"evaluate it with: {shlex.join(command)}"
-    try:
-        with termination_as_interrupt():
-            if final_save.received:
-                raise KeyboardInterrupt
-            metrics = evaluation.metrics()
-    except DataError as error:
-        log_error(ctx, f"error: {original_message(error)}", every_process=True)
-        log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "
-                 f"file, then {evaluate_later}")
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
-        return EXIT_INTERRUPTED
-    except OSError as error:  # reported on stderr alone: a full disk would refuse log.txt too
-        if error.filename is None:
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}",
-                  every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    except (RuntimeError, MemoryError) as error:
-        if not is_out_of_memory(error):
-            raise
-        then = (f"evaluate it with fewer images per batch: "
-                f"{shlex.join(command + ['--batch_size', str(args.batch_size // 2)])}" if args.batch_size > 1
-                else f"free the memory, then {evaluate_later}")  # one image per batch already: no fewer to give
-        log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
-                       f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    try:
-        checkpoints.keep_if_best(max_iter, metrics)
-    except OSError as error:
-        if error.filename is None:
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"and its final evaluation, which scored higher than the earlier ones, is in its log: free "
-                       f"space or fix the folder, then {how_to_continue(args, checkpoint_path)} to evaluate it again "
-                       f"and save the best checkpoint", every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    checkpoints.log_best()
-    if metrics is not None:
-        if start_iter == max_iter:  # a finished run resumed: this evaluation replaces its earlier final one
-            log.rewind(max_iter, redo_evaluation=True)
-        log.metrics("eval", {"iteration": max_iter} | {k: metrics[k] for k in ("mAP", "AP50", "AP75") if k in metrics})
     return 0
 
 

@@ -11,6 +11,7 @@ import main as cli
 from data import DataWarning
 from data.errors import CorruptImageWarning
 from data.loader import default_workers
+from utils import training_run
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
 from utils.run_exit import EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
@@ -423,7 +424,7 @@ def test_bare_resume_without_a_checkpoint_stops_before_the_data_is_read(tmp_path
     def build_training(*_):
         raise AssertionError("the data was read (and the model built) before the checkpoint")
 
-    monkeypatch.setattr(cli, "build_training", build_training)
+    monkeypatch.setattr(training_run, "build_training", build_training)
     folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
                "--eval_dir", str(tmp_path / "e")]
     assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--resume", *folders)) == 2

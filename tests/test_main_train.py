@@ -19,8 +19,9 @@ from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
-from utils import training_setup
+from utils import training_run, training_setup
 from utils.checkpoint import load_checkpoint
+from utils.distributed import unwrap_model
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, divergence_advice
@@ -262,14 +263,14 @@ def test_the_assignment_summary_of_a_resumed_run_is_that_of_the_whole_run(shapes
 
 def test_a_signal_during_the_final_save_lets_it_finish_then_stops_before_the_evaluation(shapes_root, tmp_path,
                                                                                         monkeypatch, capsys):
-    real_save = cli.save_checkpoint
+    real_save = training_run.save_checkpoint
 
     def save_after_a_signal(state, path):
         if state["iteration"] == ITERS:
             os.kill(os.getpid(), signal.SIGINT)  # handled before the write below starts
         real_save(state, path)
 
-    monkeypatch.setattr(cli, "save_checkpoint", save_after_a_signal)
+    monkeypatch.setattr(training_run, "save_checkpoint", save_after_a_signal)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_INTERRUPTED
     checkpoint = Path("weights") / CKPT.format("")
     assert (f"evaluation interrupted; training is complete and saved in {checkpoint}: evaluate it with: python "
@@ -310,14 +311,14 @@ BEST = "CUSTOM_fssd_resnet18_size128_anchor24.0_best.pth"
 def scripted_scores(monkeypatch, scores: list[float]) -> list[dict]:
     """Make the evaluations during and at the end of training report ``scores`` as their mAP, in order (the real
     evaluation runs; AP50/AP75 are its own). Returns, per evaluation, the weights it evaluated."""
-    real_evaluate, evaluated = cli.evaluate, []
+    real_evaluate, evaluated = training_run.evaluate, []
 
     def evaluate(model, *args, **kwargs):
-        evaluated.append({k: v.clone() for k, v in cli.unwrap_model(model).state_dict().items()})
+        evaluated.append({k: v.clone() for k, v in unwrap_model(model).state_dict().items()})
         metrics = real_evaluate(model, *args, **kwargs)
         return dict(metrics, mAP=scores[len(evaluated) - 1])
 
-    monkeypatch.setattr(cli, "evaluate", evaluate)
+    monkeypatch.setattr(training_run, "evaluate", evaluate)
     return evaluated
 
 
@@ -395,14 +396,14 @@ def test_a_best_checkpoint_that_meets_a_full_disk_is_written_when_the_run_resume
     logging that evaluation, so --resume evaluates iteration 2 again and writes it."""
     argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1", "--max_iter", "4",
                      "--checkpoint_interval", "2")
-    real_save = cli.save_checkpoint
+    real_save = training_run.save_checkpoint
 
     def no_space_for_the_best(state, path):
         if Path(path).name == BEST:
             raise OSError(errno.ENOSPC, "No space left on device; no checkpoint is there yet", str(path))
         real_save(state, path)
 
-    monkeypatch.setattr(cli, "save_checkpoint", no_space_for_the_best)
+    monkeypatch.setattr(training_run, "save_checkpoint", no_space_for_the_best)
     assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {Path('weights') / BEST}: No space left on device; no checkpoint is there yet; free space or fix "
             "the folder, then continue with the same command plus --resume (from iteration 2)\n"
@@ -555,7 +556,7 @@ def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_
     def out_of_memory(*_):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
 
-    monkeypatch.setattr(cli, "evaluate", out_of_memory)
+    monkeypatch.setattr(training_run, "evaluate", out_of_memory)
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == EXIT_REFUSED_BY_SYSTEM
     checkpoint = Path("weights") / CKPT.format("")
     assert capsys.readouterr().err.endswith(
@@ -570,7 +571,7 @@ def test_out_of_memory_in_the_final_evaluation_of_batches_of_one_does_not_advise
     def out_of_memory(*_):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
 
-    monkeypatch.setattr(cli, "evaluate", out_of_memory)
+    monkeypatch.setattr(training_run, "evaluate", out_of_memory)
     argv = base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1", "--batch_size", "1")
     assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     checkpoint = Path("weights") / CKPT.format("")
@@ -646,7 +647,7 @@ def test_a_data_error_with_non_finite_weights_keeps_the_last_checkpoint_and_name
     """Read 11 fails in iteration 6 after the checkpoint of 4; the weights are then found not finite: nothing is saved
     and the line names the kept checkpoint's iteration, the one --resume continues from."""
     image_reader_failing_from(11, monkeypatch)
-    real_check = cli.non_finite_weights
+    real_check = training_run.non_finite_weights
     failed = []
     real_read = dataset_module.read_image
 
@@ -661,7 +662,7 @@ def test_a_data_error_with_non_finite_weights_keeps_the_last_checkpoint_and_name
         return ["head.loc.weight"] if failed else real_check(model)
 
     monkeypatch.setattr(dataset_module, "read_image", read)
-    monkeypatch.setattr(cli, "non_finite_weights", poisoned_after_the_data_error)
+    monkeypatch.setattr(training_run, "non_finite_weights", poisoned_after_the_data_error)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_BAD_INPUT
     path = Path("weights") / CKPT.format("")
     assert (f"training stopped by a data error: the weights are not finite, so the checkpoint of iteration 4, {path}, "
@@ -937,7 +938,7 @@ def test_resuming_a_finished_run_evaluates_it_again_without_repeating_its_rows(s
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "evaluate", interrupted)
+    monkeypatch.setattr(training_run, "evaluate", interrupted)
     assert run(tmp_path, base_args(shapes_root, "--resume")) == EXIT_INTERRUPTED
     assert (tmp_path / "run" / "eval.csv").read_bytes() == (trained / "run" / "eval.csv").read_bytes()
     monkeypatch.undo()
@@ -1053,7 +1054,7 @@ def test_a_stop_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shape
             time.sleep(5)  # the handler raises before this ends
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "evaluate", interrupted)
+    monkeypatch.setattr(training_run, "evaluate", interrupted)
     handler = signal.getsignal(signal.SIGTERM)
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")) == EXIT_INTERRUPTED
     assert (f"evaluation interrupted; training is complete and saved in weights/{CKPT.format('')}: evaluate it with: "

@@ -41,7 +41,7 @@ def exclusive_run(
 ) -> Iterator[None]:
     """Hold the lock of ``path`` (a run's checkpoint, or its log folder) for the block; raise ``ValueError`` naming
     the process that holds it when another run does, with ``advice`` (under torchrun the main process alone takes it,
-    see ``main.run_training``)."""
+    see ``utils.training_run.run_training``)."""
     with _locked(path) as handle:
         if handle is not None and not _try_lock(handle):
             raise ValueError(
