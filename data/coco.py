@@ -466,7 +466,8 @@ def _per_image_annotations(
 
 class COCODetection(DetectionDataset):
     """Images of a COCO instances json, read from ``image_folder / file_name`` (in any letter case of the file's
-    name, :class:`ImageFiles`).
+    name, :class:`ImageFiles`). ``class_names`` are the categories' names without surrounding spaces (as VOC object
+    names are read), in ``category_ids`` order.
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
     non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image file, one
@@ -534,7 +535,7 @@ class COCODetection(DetectionDataset):
             _per_image_annotations(
                 coco, files, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
             ),
-            [coco.cats[c]["name"] for c in self.category_ids],
+            [coco.cats[c]["name"].strip() for c in self.category_ids],
             transform,
             seed,
         )

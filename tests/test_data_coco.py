@@ -395,6 +395,21 @@ def test_categories_sharing_a_name_are_an_error(tmp_path):
             in str(error.value))
 
 
+def test_category_names_lose_surrounding_spaces_as_voc_object_names_do(tmp_path):
+    # one json written with "person " (a trailing space) and the other without: the same class in both splits,
+    # named without the space in reports, the checkpoint and the demo's drawings
+    train_data, test_data = coco_json(GOOD_ANNOTATIONS), coco_json(GOOD_ANNOTATIONS)
+    train_data["categories"] = [
+        {"id": 5, "name": " bus"}, {"id": 1, "name": "person "}, {"id": 90, "name": "toothbrush"}
+    ]
+    write_coco(tmp_path, "train", train_data)
+    write_coco(tmp_path, "test", test_data, image_folder="test")
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert train.class_names == test.class_names == ["bus", "person", "toothbrush"]
+    assert train.category_ids == [5, 1, 90]
+
+
 def test_json_without_categories_is_an_error(tmp_path):
     path = write_coco(tmp_path, "x", coco_json([]) | {"categories": []})
     with pytest.raises(DataError, match=f"{path}: has no categories"):
