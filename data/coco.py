@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from data.dataset import Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem
+from data.dataset import (
+    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
+)
 from data.errors import DataError, DatasetNotFoundError, format_problems
 from data.voc import ImageFinder, read_utf8_text
 
@@ -287,8 +289,9 @@ def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) ->
     positive whole number of pixels up to :data:`MAX_PIXELS`, no string ``file_name`` (or one no file can have, a NUL
     in it), no such image file in ``files.folder`` (in any letter case)."""
     image_id, image_folder = info["id"], files.folder
-    if not all(_is_positive_integer(info.get(key)) for key in ("height", "width")):
-        return f"{annotation_file}: image id {image_id} has no positive integer height/width"
+    if size_problem := _image_size_problem(info, files):
+        name = f" ({info['file_name']!r:.80})" if isinstance(info.get("file_name"), str) else ""
+        return f"{annotation_file}: image id {image_id}{name} {size_problem}"
     too_large = [f"{key} {info[key]!r:.40}" for key in ("height", "width") if info[key] > MAX_PIXELS]
     if too_large:
         return (f"{annotation_file}: image id {image_id} has {' and '.join(too_large)}, beyond {MAX_PIXELS} px; "
@@ -312,6 +315,28 @@ def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) ->
     elif slashed != name and os.path.isfile(image_folder / slashed):
         problem += f"; folders in file_name are separated by /, not \\ (a Windows path): write \"{slashed}\""
     return problem
+
+
+def _image_size_problem(info: dict, files: ImageFiles) -> str | None:
+    """What is wrong with an ``images`` entry's ``height`` / ``width`` (absent, or not a whole number of pixels > 0)
+    and what to write: the size in the image file's header when it can be read. ``None`` when both are right."""
+    bad = [
+        f"{key} {info[key]!r:.40}, not a whole number of pixels > 0" if key in info else f"no {key}"
+        for key in ("height", "width") if not _is_positive_integer(info.get(key))
+    ]
+    if not bad:
+        return None
+    example = 'e.g. "height": 480, "width": 640'
+    name = info.get("file_name")
+    if isinstance(name, str) and name.strip() and not _unusable_name(name):
+        path = files.path(name)
+        try:  # a regular file only: reading a named pipe would block
+            height, width = image_header_size(path) if file_type_problem(path) is None else (0, 0)
+        except DataError:  # unreadable: the file's problem is reported once the size is written
+            height = width = 0
+        if height and width:
+            example = f'its file is {width}x{height} (WxH): "height": {height}, "width": {width}'
+    return f"has {' and '.join(bad)}: write the image's size in pixels, {example}"
 
 
 def resolved_image_paths(files: ImageFiles, images: Iterable[object]) -> list[tuple[str, dict]]:

@@ -267,15 +267,26 @@ def test_zero_width_box_is_a_counted_warning(tmp_path):
     assert len(dataset.annotation(2)[0]) == 0
 
 
-def test_image_without_size_is_reported(tmp_path):
+def test_image_without_size_is_reported_with_the_size_to_write(tmp_path):
     images = [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 20},
-              {"id": 2, "file_name": "b.jpg", "height": 20, "width": 20}]
+              {"id": 2, "file_name": "b.jpg", "height": 20, "width": 30},
+              {"id": 3, "file_name": "c.jpg", "height": 20, "width": 20}]
     path = write_coco(tmp_path, "x", coco_json([], images))
     data = json.loads(path.read_text())
+    data["images"][0]["height"] = 20.5
     del data["images"][1]["width"]
+    data["images"][2]["width"] = None
     path.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"instances_x\.json: image id 2 has no positive integer height/width"):
+    (tmp_path / "x" / "c.jpg").unlink()
+    with pytest.raises(DataError, match="3 problem") as error:
         COCODetection(path, tmp_path / "x", TestTransform(32))
+    # what is missing or wrong, which file the entry is, and what to write: the file's size when it can be read
+    assert (f"{path}: image id 1 ('a.jpg') has height 20.5, not a whole number of pixels > 0: write the image's "
+            'size in pixels, its file is 20x20 (WxH): "height": 20, "width": 20') in str(error.value)
+    assert (f"{path}: image id 2 ('b.jpg') has no width: write the image's size in pixels, its file is 30x20 (WxH): "
+            '"height": 20, "width": 30') in str(error.value)
+    assert (f"{path}: image id 3 ('c.jpg') has width None, not a whole number of pixels > 0: write the image's size "
+            'in pixels, e.g. "height": 480, "width": 640') in str(error.value)
 
 
 @pytest.mark.parametrize(
