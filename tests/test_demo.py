@@ -72,6 +72,18 @@ def test_collect_images_errors_name_the_input(tmp_path):
         collect_images(str(empty))
     with pytest.raises(DemoInputError, match=r"the pattern matches no image files \(1 other files\)"):
         collect_images(str(empty / "*"))
+    # images in sub-folders only (a dataset's train/ and test/): the message says where they are and what to pass
+    for sub, count in (("train", 2), ("test", 1)):
+        (empty / sub).mkdir()
+        for number in range(count):
+            cv2.imwrite(str(empty / sub / f"{number}.jpg"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DemoInputError) as error:
+        collect_images(str(empty))
+    assert str(error.value) == (
+        f"--demo {empty}: the folder holds no image files (1 other files), but its sub-folders hold 3 (test/, train/): "
+        f"pass '{empty}/**/*' (quoted) for all of them, or one sub-folder"
+    )
+    assert len(collect_images(f"{empty}/**/*")) == 3
     with pytest.raises(DemoInputError, match="no input given"):
         collect_images([])
 

@@ -100,8 +100,8 @@ def _expand(source: str) -> list[Path]:
         files = [p for p in sorted(path.iterdir()) if p.is_file()]
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
-            raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files); "
-                                 f"images need one of the suffixes {suffixes}")
+            raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files)"
+                                 + (_images_below(path) or f"; images need one of the suffixes {suffixes}"))
         return images
     if any(character in source for character in GLOB_CHARACTERS):
         matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
@@ -111,6 +111,20 @@ def _expand(source: str) -> list[Path]:
                                  f"images need one of the suffixes {suffixes}")
         return images
     raise DemoInputError(f"--demo {source}: no such file or folder; check the path")
+
+
+def _images_below(folder: Path) -> str:
+    """For a folder without images of its own: a clause saying how many images its sub-folders hold and the glob that
+    takes them (a dataset folder with ``train/`` and ``test/``, say); empty when they hold none."""
+    counts = {
+        sub.name: sum(1 for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for sub in sorted(folder.iterdir()) if sub.is_dir()
+    }
+    holding = [f"{name}/" for name, count in counts.items() if count]
+    if not holding:
+        return ""
+    return (f", but its sub-folders hold {sum(counts.values())} ({preview_names(holding)}): "
+            f"pass '{folder}/**/*' (quoted) for all of them, or one sub-folder")
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
