@@ -124,8 +124,23 @@ def voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
     chosen = test if split == "test" else next((name for name in VOC_LISTS["train"] if name in present), None)
     if chosen is None:
         expected = " or ".join(f"{lists}/{name}.txt" for name in VOC_LISTS[split])
-        raise DatasetNotFoundError(f"{expected} not found: list the {split} image ids there, one per line")
+        raise DatasetNotFoundError(f"{expected} not found: list the {split} image ids there, one per line"
+                                   f"{_list_in_other_case(lists, VOC_LISTS[split])}")
     return chosen, None
+
+
+def _list_in_other_case(lists: Path, names: Sequence[str]) -> str:
+    """A hint for a list file written in another letter case (``Test.txt`` from Windows, where ``test.txt`` is read):
+    `` (<lists> holds Test.txt: ... rename it test.txt)``, or "" when there is none."""
+    try:
+        files = sorted(path.name for path in lists.iterdir() if path.is_file())
+    except OSError:
+        return ""
+    for name in names:
+        found = next((file for file in files if file.lower() == f"{name}.txt"), None)
+        if found:
+            return f" ({lists} holds {found}: list names are read in lower case, rename it {name}.txt)"
+    return ""
 
 
 def _is_voc_folder(folder: Path) -> bool:

@@ -145,6 +145,18 @@ def test_folder_tested_on_val_trains_on_train_not_trainval(tmp_path):
         assert test.notes == []
 
 
+def test_a_missing_list_names_a_list_written_in_another_letter_case(tmp_path):
+    root = write_voc_folder(tmp_path, {"a": [], "b": []}, {"TrainVal": ["a"], "Test": ["b"]})
+    lists = root / "ImageSets" / "Main"
+    for split, found, expected in (("train", "TrainVal.txt", "trainval.txt"), ("test", "Test.txt", "test.txt")):
+        with pytest.raises(DatasetNotFoundError) as error:
+            build_dataset("custom", split, 64, data_root=str(root), classes=["cat"])
+        assert str(error.value).endswith(
+            f"not found: list the {split} image ids there, one per line ({lists} holds {found}: list names are "
+            f"read in lower case, rename it {expected})"
+        )
+
+
 def test_folder_with_test_txt_keeps_trainval(tmp_path):
     samples = {"a": [], "b": [], "c": []}
     root = write_voc_folder(tmp_path, samples, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"], "test": ["c"]})
