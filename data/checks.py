@@ -17,7 +17,8 @@ CHECK_BATCH = 32  # images per task handed to a checking process
 
 @dataclass
 class DataReport:
-    """What a clean dataset holds (returned by :func:`check_dataset`)."""
+    """What a clean dataset holds (returned by :func:`check_dataset`). ``num_crowd``: the ``iscrowd`` boxes of
+    COCO-layout data, which has no difficult flag (``None`` for VOC-layout data)."""
 
     num_images: int
     num_objects: int
@@ -25,14 +26,16 @@ class DataReport:
     empty_images: int
     objects_per_class: dict[str, int]
     fixups: dict[str, int] = field(default_factory=dict)
+    num_crowd: int | None = None
 
     def summary(self) -> str:
         """The report as printed by ``--check_data``: counts, then the fix-ups (if any), then objects per class."""
         per_class = ", ".join(f"{name} {count}" for name, count in self.objects_per_class.items())
         fixed = "\nfixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
+        flagged = f"{self.num_difficult} difficult" if self.num_crowd is None else f"{self.num_crowd} iscrowd"
         return (
-            f"{_count(self.num_images, 'image')}, {_count(self.num_objects, 'object')} ({self.num_difficult} "
-            f"difficult), {_count(self.empty_images, 'image')} without objects{fixed}\nobjects per class: {per_class}"
+            f"{_count(self.num_images, 'image')}, {_count(self.num_objects, 'object')} ({flagged}), "
+            f"{_count(self.empty_images, 'image')} without objects{fixed}\nobjects per class: {per_class}"
         )
 
 
@@ -114,4 +117,5 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
         empty_images=int((np.diff(annotations.offsets) == 0).sum()),
         objects_per_class=dict(zip(dataset.class_names, counts.tolist())),
         fixups=dict(getattr(dataset, "fixups", {})),
+        num_crowd=dataset.crowd_objects if dataset.kind == "coco" else None,
     )

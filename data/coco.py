@@ -548,6 +548,8 @@ class COCODetection(DetectionDataset):
         boxes, keep, self.small_boxes_dropped = _clean_and_count_boxes(
             annotations, xywh, area, heights[owner], widths[owner], training, fixups
         )
+        # the kept iscrowd boxes: trained on, ignored by COCO's metric (counted by --check_data)
+        self.crowd_objects = sum(bool(a["iscrowd"]) for a, kept in zip(annotations, keep) if kept)
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
         self.fixups = dict(fixups.counts)
         if training and not keep.any():

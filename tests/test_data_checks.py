@@ -12,6 +12,7 @@ from data import DataError, build_dataset, check_dataset
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import CorruptImageWarning, original_message
 from main import one_line_data_warnings
+from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from tests.test_data_voc import voc_xml, write_png_header, write_voc_folder
 
 
@@ -122,6 +123,16 @@ def test_check_dataset_reports_a_clean_set(tmp_path):
     report.fixups = {"box clipped to the image": 2, DEGENERATE_BOX_DROPPED: 1}
     assert report.summary().splitlines()[1] == ("fixed up: box clipped to the image: 2; degenerate box dropped "
                                                 "(x2 <= x1 or y2 <= y1, in pixels or once normalised): 1")
+
+
+@pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # the person box reaching past the image edge
+def test_check_dataset_counts_crowd_boxes_not_difficult_ones_for_coco_data(tmp_path):
+    """COCO has no difficult flag; its metric ignores iscrowd boxes instead, so the report counts those."""
+    write_coco(tmp_path, "train", coco_json(GOOD_ANNOTATIONS))
+    report = check_dataset(build_dataset("custom", "train", 64, data_root=str(tmp_path)), workers=0, progress=False)
+    # person (iscrowd 0) and the crowd bus; the 5 px toothbrush is left out of training
+    assert report.num_objects == 2 and report.num_crowd == 1
+    assert report.summary().splitlines()[0] == "3 images, 2 objects (1 iscrowd), 1 image without objects"
 
 
 def test_check_dataset_lists_every_bad_image(tmp_path):
