@@ -173,9 +173,12 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
     if (root / "VOC2007").is_dir() or not _is_voc_folder(root):
         for folder, _ in _voc_devkit_sets(root, split):
             if not folder.is_dir():
+                coco = any((root / "annotations").glob("instances_*.json"))
                 raise DatasetNotFoundError(
                     f"{folder} not found: download it with `bash data/scripts/{folder.name}.sh` "
                     "(or pass --data_root a VOCdevkit or VOC-layout folder)"
+                    + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
+                       "custom" if coco else "")
                 )
         hint = "re-run data/scripts/VOC2007.sh and VOC2012.sh"
         return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)

@@ -117,6 +117,17 @@ def test_missing_voc2012_names_its_download_script(tmp_path):
     assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
 
 
+def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_train.json").write_text("{}")
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "train", 64, data_root=str(tmp_path))
+    assert str(error.value).endswith(
+        f"(or pass --data_root a VOCdevkit or VOC-layout folder); {tmp_path} is a COCO-layout folder "
+        f"(annotations/instances_*.json): read it with --dataset custom"
+    )
+
+
 def test_custom_voc_folder_needs_classes_and_reads_a_class_file(tmp_path):
     root = write_voc_folder(tmp_path / "mine", {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("Dog", (2, 2, 8, 9), 0)]},
                             {"train": ["a"], "val": ["b"]})
