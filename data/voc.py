@@ -470,6 +470,18 @@ def _listed_ids(folder: Path, list_name: str, download_hint: str, problems: list
     return list_file, image_ids
 
 
+def _image_without_xml_hint(xml_path: Path, finder: ImageFinder, image_id: str) -> str:
+    """For a missing XML whose image is there (annotation tools such as LabelImg save no XML for an image without
+    boxes): a clause saying that such an image needs one too; "" otherwise."""
+    if file_type_problem(xml_path) != "not found":
+        return ""
+    image_path = finder.find(ImageFinder.candidates(image_id, None))
+    if image_path is None:
+        return ""
+    return (f"; its image {image_path} is there: an image without objects needs an XML too, with its <size> and no "
+            "<object> (or leave the id out of the list)")
+
+
 def _read_listed_image(
     folder: Path, finder: ImageFinder, list_file: Path, image_id: str, problems: list[str], listed: list[ListedImage]
 ) -> _ReadImage | None:
@@ -481,7 +493,7 @@ def _read_listed_image(
     try:
         parsed = parse_voc_xml(xml_path)
     except DataError as error:
-        problems.append(f"{error} (listed in {list_file})")
+        problems.append(f"{error} (listed in {list_file}){_image_without_xml_hint(xml_path, finder, image_id)}")
         return None
     if problem := _normalised_coordinates_problem(parsed, xml_path):
         problems.append(problem)

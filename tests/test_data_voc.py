@@ -306,6 +306,19 @@ def test_list_naming_missing_files_reports_each(tmp_path):
     assert f"{root / 'JPEGImages' / 'b'}.jpg: image file not found" in str(error.value)
 
 
+def test_an_image_without_its_xml_says_that_an_image_without_objects_needs_one_too(tmp_path):
+    """Annotation tools (LabelImg) save no XML for an image without boxes; the list still names the image."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": []}, {"trainval": ["a", "b"]})
+    (root / "Annotations" / "b.xml").unlink()
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(
+        f"{root / 'Annotations/b.xml'}: annotation file not found (listed in {root / 'ImageSets/Main/trainval.txt'}); "
+        f"its image {root / 'JPEGImages/b.jpg'} is there: an image without objects needs an XML too, with its <size> "
+        "and no <object> (or leave the id out of the list)"
+    )
+
+
 def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
     root = write_voc_folder(tmp_path, {"000001": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["000001.JPG", "a.b"]})
     with pytest.raises(DataError, match="2 problem") as error:
