@@ -354,6 +354,29 @@ def test_custom_coco_layout_needs_no_classes_flag(tmp_path, capsys):
     assert "the training split's classes ['kite'] differ from the test split's ['bird']" in capsys.readouterr().err
 
 
+@pytest.mark.xfail(strict=True, reason="main.check_splits compares the splits' class names in their letter case; "
+                   "the README and the loaders compare class names ignoring it")
+def test_custom_coco_jsons_naming_a_category_in_another_letter_case_are_one_class_list(tmp_path, capsys):
+    """A train json naming category 3 'kite' and a test json naming it 'Kite' (written by another tool) list the same
+    classes: category names are compared ignoring letter case everywhere else (--classes, a json's repeated names,
+    checkpoints against data)."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    (tmp_path / "annotations").mkdir()
+    for split, name in (("train", "kite"), ("val", "Kite")):
+        gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+              "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "area": 400,
+                               "iscrowd": 0}],
+              "categories": [{"id": 3, "name": name}]}
+        (tmp_path / split).mkdir()
+        cv2.imwrite(str(tmp_path / split / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(gt))
+    assert cli.main(parse("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0")) == 0
+
+
 def test_default_workers_share_the_cores_among_the_processes_of_the_node(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
