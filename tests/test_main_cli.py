@@ -354,8 +354,6 @@ def test_custom_coco_layout_needs_no_classes_flag(tmp_path, capsys):
     assert "the training split's classes ['kite'] differ from the test split's ['bird']" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="main.check_splits compares the splits' class names in their letter case; "
-                   "the README and the loaders compare class names ignoring it")
 def test_custom_coco_jsons_naming_a_category_in_another_letter_case_are_one_class_list(tmp_path, capsys):
     """A train json naming category 3 'kite' and a test json naming it 'Kite' (written by another tool) list the same
     classes: category names are compared ignoring letter case everywhere else (--classes, a json's repeated names,
