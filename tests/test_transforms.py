@@ -123,6 +123,9 @@ def test_crop_windows_follow_the_authors_sampling():
     # w = int(s r W), h = int(s / r H): s^2 in [0.09, 1] and r^2 in [0.5, 2], up to the truncation of each side
     assert np.all(w * h <= width * height) and np.all((w + 1) * (h + 1) > 0.09 * width * height)
     assert np.all((w / width) / ((h + 1) / height) < 2.0) and np.all(((w + 1) / width) / (h / height) > 0.5)
+    # and r^2 reaches both ends of [0.5, 2] (for s <= 1/sqrt(2)): the relative aspect (w / W) / (h / H) is r^2
+    aspect = (w / width) / (h / height)
+    assert aspect.min() < 0.53 and aspect.max() > 1.95
     # corners uniform in [0, W - w): randrange(W - w), so a window ends flush with the edge only when it spans it
     assert windows[:, 0].min() == 0 and windows[:, 1].min() == 0
     assert np.all((windows[:, 2] < width) | (w == width)) and np.all((windows[:, 3] < height) | (h == height))
@@ -158,6 +161,67 @@ def test_random_crop_window_has_the_minimum_iou_with_every_box(monkeypatch, min_
             iou = inter / ((x2 - x1) * (y2 - y1) + w * h - inter)
             assert iou >= min_iou, (seed, (left, top, w, h), iou)
     assert cropped_seeds >= 20  # the constraint is met often enough that the check is not vacuous
+
+
+def fixed_windows(*windows):
+    """A stand-in for ``sample_crop_windows`` that proposes these x1y1x2y2 windows, in this order, at every draw."""
+    def sample(height, width, count, rng):
+        return np.array(windows, dtype=np.int64)
+    return sample
+
+
+def test_a_crop_window_at_exactly_the_minimum_iou_is_taken_and_the_first_acceptable_one_wins(monkeypatch):
+    """Facts §5: a window is acceptable when min IoU(GT, window) >= the mode's minimum. Box [0, 0, 40, 50] (2000 px)
+    in a 100 x 100 image; windows in order: [0, 0, 41, 100] (IoU 2000 / 4100 = 0.488, rejected), [0, 0, 40, 100]
+    (IoU 2000 / 4000 = 0.5 exactly, the first acceptable), [0, 0, 40, 50] (IoU 1, acceptable but later)."""
+    monkeypatch.setattr(T, "CROP_MODES", (0.5,))
+    monkeypatch.setattr(T, "sample_crop_windows", fixed_windows([0, 0, 41, 100], [0, 0, 40, 100], [0, 0, 40, 50]))
+    image = coordinate_image(100, 100)
+    cropped, kept, labels = T.random_crop(image, np.array([[0, 0, 40, 50]], np.float32), np.array([4]),
+                                          np.random.default_rng(0))
+    np.testing.assert_array_equal(cropped, image[0:100, 0:40])
+    np.testing.assert_array_equal(kept, [[0, 0, 40, 50]])
+    assert labels.tolist() == [4]
+
+
+def test_a_crop_keeps_the_boxes_whose_centre_is_strictly_inside_the_window(monkeypatch):
+    """Facts §5: boxes whose centre lies strictly inside the crop are kept and clipped. Window [10, 20, 50, 80] of a
+    100 x 120 image, no IoU constraint: the boxes centred on its left, right, top and bottom edges are dropped, the two
+    centred half a pixel inside are kept, clipped to the window and shifted by its corner."""
+    monkeypatch.setattr(T, "CROP_MODES", (-np.inf,))
+    monkeypatch.setattr(T, "sample_crop_windows", fixed_windows([10, 20, 50, 80]))
+    image = coordinate_image(100, 120)
+    boxes = np.array([
+        [0, 30, 20, 40],   # centre (10, 35): on the left edge
+        [10, 30, 29, 40],  # centre (19.5, 35): inside
+        [30, 30, 70, 40],  # centre (50, 35): on the right edge
+        [20, 10, 30, 30],  # centre (25, 20): on the top edge
+        [20, 70, 30, 90],  # centre (25, 80): on the bottom edge
+        [0, 50, 21, 90],   # centre (10.5, 70): inside, reaching past the left and bottom edges
+    ], np.float32)
+    cropped, kept, labels = T.random_crop(image, boxes, np.arange(6), np.random.default_rng(0))
+    np.testing.assert_array_equal(cropped, image[20:80, 10:50])
+    np.testing.assert_array_equal(kept, [[0, 10, 19, 20], [0, 30, 11, 60]])
+    assert labels.tolist() == [1, 5]
+
+
+def test_crop_modes_are_drawn_uniformly(monkeypatch):
+    """Facts §5: the mode is drawn uniformly from the seven. Every window proposed is acceptable here, so each call
+    draws one mode: 700 calls give each about 100 (65..135 is about +-3.7 std)."""
+    drawn = []
+
+    class RecordingModes(tuple):
+        def __getitem__(self, index):
+            drawn.append(int(index))
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(T, "CROP_MODES", RecordingModes(T.CROP_MODES))
+    monkeypatch.setattr(T, "sample_crop_windows", fixed_windows([0, 0, 99, 60]))
+    image, boxes = coordinate_image(60, 100), np.array([[1, 1, 99, 59]], np.float32)  # IoU 0.96 with the window
+    for seed in range(700):
+        T.random_crop(image, boxes, np.array([0]), np.random.default_rng(seed))
+    counts = np.bincount(drawn, minlength=7)
+    assert len(drawn) == 700 and len(counts) == 7 and counts.min() >= 65 and counts.max() <= 135, counts
 
 
 def test_random_crop_of_empty_target_keeps_it_empty():
