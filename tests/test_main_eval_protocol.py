@@ -1,0 +1,63 @@
+"""main.py's evaluation applies the authors' post-processing (facts §7): at most 300 detections per image, per-class
+NMS at --nms_thresh 0.5, boxes in each original image's pixels. The post-processing itself is tested in
+test_postprocess.py; this checks what main.py hands it, through the devkit files a --trained_model run writes."""
+from pathlib import Path
+
+import numpy as np
+
+from data.voc import from_devkit_pixels
+from main import get_args_parser, main
+from tests.test_data_voc import write_voc_folder
+from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
+
+SIZES = {"a": (48, 64), "b": (90, 40)}  # (height, width), one per image
+
+
+def read_devkit_files(folder: Path) -> dict[str, list[tuple[str, float, np.ndarray]]]:
+    """Class name -> its lines ``(image id, score, box x1y1x2y2 in 0-based continuous pixels)``."""
+    detections = {}
+    for name in CLASS_NAMES:
+        lines = [line.split() for line in (folder / f"comp4_det_test_{name}.txt").read_text().splitlines()]
+        detections[name] = [(line[0], float(line[1]), from_devkit_pixels(np.array([line[2:]], float))[0])
+                            for line in lines]
+    return detections
+
+
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """``[n, 4]`` continuous boxes -> ``[n, n]`` IoU (the diagonal set to 0)."""
+    top_left = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    np.fill_diagonal(iou, 0.0)
+    return iou
+
+
+def test_trained_model_evaluation_keeps_300_detections_per_image_after_per_class_nms(tmp_path):
+    """The tiny checkpoint's random weights score thousands of (anchor, class) pairs per image far above 0.005, so
+    more than 300 boxes survive NMS in each image (about 1,300 without the cap) and the cap decides the count:
+    exactly 300 per image, whatever the image's size."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    root = tmp_path / "data"
+    for image_id, size in SIZES.items():
+        write_voc_folder(root, {image_id: [("circle", (5, 6, 30, 40), 0)]}, {"test": list(SIZES), "train": []},
+                         size=size)
+    eval_dir = tmp_path / "eval"
+    code = main(get_args_parser().parse_args([
+        "--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root), "--workers", "0",
+        "--device", "cpu", "--batch_size", "2", "--eval_dir", str(eval_dir),
+    ]))
+    assert code == 0
+    detections = read_devkit_files(eval_dir)
+    for image_id, (height, width) in SIZES.items():
+        per_class = {name: [d for d in rows if d[0] == image_id] for name, rows in detections.items()}
+        assert sum(map(len, per_class.values())) == 300, {name: len(rows) for name, rows in per_class.items()}
+        for rows in per_class.values():
+            boxes = np.array([box for _, _, box in rows])
+            assert (boxes >= -1e-4).all() and (boxes[:, [0, 2]] <= width + 1e-4).all()
+            assert (boxes[:, [1, 3]] <= height + 1e-4).all()  # scaled to this image's own (height, width)
+            iou = pairwise_iou(boxes)
+            assert iou.max() <= 0.5 + 1e-5  # per-class NMS at 0.5: no two kept boxes of a class overlap more
+            assert iou.max() > 0.4  # and not a stricter one
+        assert min(score for rows in per_class.values() for _, score, _ in rows) > 0.005
