@@ -58,18 +58,18 @@ def original_message(error: BaseException) -> str:
     return text[start + len(last_entry):].rstrip("\n") if start >= 0 else text
 
 
-def one_line_data_warnings(show: Callable) -> Callable:
+def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> Callable:
     """A ``warnings.showwarning`` that prints a :class:`DataWarning` as one ``warning: ...`` line on stderr (what was
     fixed up in the data, for the user; not Python's file, line and source excerpt) and passes others to ``show``.
-    ``main.py`` installs it; DataLoader workers started by ``spawn`` or ``forkserver`` install their own
-    (:func:`data.loader.worker_init_fn`).
+    ``main.py`` installs it; DataLoader workers started by ``spawn`` or ``forkserver`` install their own with the main
+    process's ``shown`` (:func:`data.loader.worker_init_fn`).
 
-    A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers forked after this call share
-    the record of the lines shown (:class:`SharedSeen`), where each worker, and each evaluation's new ones, would
-    show it again. Workers started by ``spawn``/``forkserver`` have their own record: once per worker there. Under
-    ``torchrun`` a warning about the dataset as a whole (its fix-ups, which every process meets as it reads the
-    annotations) is printed by rank 0 alone, a corrupt image by the process that read it."""
-    shown = SharedSeen()
+    A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers started after this call,
+    forked or spawned, share ``shown``, the record of the lines shown (:class:`SharedSeen`, a new one by default),
+    where each worker, and each evaluation's new ones, would show it again. Under ``torchrun``, where each process
+    makes its own record, a warning about the dataset as a whole (its fix-ups, which every process meets as it reads
+    the annotations) is printed by rank 0 alone, a corrupt image by each process that read it."""
+    shown = SharedSeen() if shown is None else shown
     prints_dataset_warnings = launch_context().is_main
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -80,10 +80,11 @@ def one_line_data_warnings(show: Callable) -> Callable:
         else:
             show(message, category, filename, lineno, file, line)
 
-    showwarning.shows_data_warnings_on_one_line = True
+    showwarning.data_warnings_shown = shown
     return showwarning
 
 
-def data_warnings_on_one_line() -> bool:
-    """Whether this process shows data warnings by :func:`one_line_data_warnings`."""
-    return getattr(warnings.showwarning, "shows_data_warnings_on_one_line", False)
+def data_warnings_shown() -> SharedSeen | None:
+    """The record of the lines shown by this process's :func:`one_line_data_warnings` display; None where data
+    warnings are not shown on one line."""
+    return getattr(warnings.showwarning, "data_warnings_shown", None)

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
-from data.errors import data_warnings_on_one_line, one_line_data_warnings
+from data.errors import data_warnings_shown, one_line_data_warnings
+from utils.messages import SharedSeen
 
 
 def detection_collate(
@@ -130,10 +131,10 @@ class EpochSamples(Dataset):
         return self.dataset.sample(index, epoch)
 
 
-def _init_worker(one_line_warnings: bool, worker_id: int) -> None:
+def _init_worker(shown: SharedSeen | None, worker_id: int) -> None:
     """Set up a DataLoader worker process (see :func:`worker_init_fn`)."""
-    if one_line_warnings and not data_warnings_on_one_line():
-        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+    if shown is not None and data_warnings_shown() is None:
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning, shown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -142,11 +143,12 @@ def worker_init_fn() -> functools.partial:
     """The ``worker_init_fn`` of :class:`WorkerLoader`, made in the main process.
 
     Data warnings: where this process shows them on one line (``main.py``, :func:`data.errors.one_line_data_warnings`),
-    the workers do too. Forked workers inherit the display (and its once-per-run record); workers started by
-    ``spawn`` (macOS, Windows) or ``forkserver`` (Linux from Python 3.14) install their own, so a corrupt image is
-    shown once per such worker. Workers ignore Ctrl-C/SIGTERM (see :class:`WorkerLoader`).
+    the workers do too. Forked workers inherit the display; workers started by ``spawn`` (macOS, Windows) or
+    ``forkserver`` (Linux from Python 3.14) install their own with the main process's record of the lines shown,
+    which this function carries to them: a corrupt image is shown once per run whatever the start method. Workers
+    ignore Ctrl-C/SIGTERM (see :class:`WorkerLoader`).
     """
-    return functools.partial(_init_worker, data_warnings_on_one_line())
+    return functools.partial(_init_worker, data_warnings_shown())
 
 
 @contextmanager

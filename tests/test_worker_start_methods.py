@@ -9,8 +9,10 @@ from contextlib import contextmanager
 import pytest
 
 from data import build_loader
+from data.loader import WorkerLoader
 from main import one_line_data_warnings
 from tests.test_data_checks import corrupt_the_middle, make_dataset, write_jpeg
+from utils.messages import SharedSeen
 
 
 @contextmanager
@@ -24,20 +26,40 @@ def default_start_method(method: str):
         multiprocessing.set_start_method(previous, force=True)
 
 
-def test_a_spawned_worker_shows_a_corrupt_jpeg_on_one_line_as_the_main_process_does(tmp_path, capfd):
-    """Without main.py's display, the worker printed Python's warning: file, line number and source excerpt."""
+@pytest.mark.parametrize("method", [method for method in ("spawn", "forkserver")
+                                    if method in multiprocessing.get_all_start_methods()])
+def test_workers_that_do_not_fork_name_a_corrupt_jpeg_on_one_line_once_per_run(tmp_path, capfd, method):
+    """Without main.py's display, a spawned worker printed Python's warning: file, line number and source excerpt.
+    With it, each worker made its own record of the lines shown: every worker that read the file printed the line
+    again (and every evaluation's new workers again)."""
     root, dataset = make_dataset(tmp_path)
     bad = root / "JPEGImages" / "b.jpg"
     write_jpeg(bad, 40, 50)
     corrupt_the_middle(bad)
     capfd.readouterr()
-    with warnings.catch_warnings(), default_start_method("spawn"):
+    with warnings.catch_warnings(), default_start_method(method):
+        warnings.simplefilter("always")
         warnings.showwarning = one_line_data_warnings(warnings.showwarning)
-        indices = [index for _, _, batch in build_loader(dataset, 1, train=False, workers=1) for index in batch]
-    assert indices == [0, 1, 2]
-    assert capfd.readouterr().err == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end "
-                                      "of data segment); it decodes with damaged pixels: re-download or re-encode the "
-                                      "file\n")
+        loader = WorkerLoader(dataset, batch_size=1, sampler=[1, 1, 1, 1], num_workers=2, collate_fn=list)
+        assert [batch[0][2] for batch in loader] == [1, 1, 1, 1]  # both workers read it, twice each
+        assert capfd.readouterr().err == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: "
+                                          "premature end of data segment); it decodes with damaged pixels: "
+                                          "re-download or re-encode the file\n")
+        assert dataset.load_image(1).shape == (40, 50, 3)  # the workers recorded it in the main process's record,
+        assert capfd.readouterr().err == ""  # which the next evaluation's workers get as these did
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_a_record_made_while_the_start_method_was_fork_reaches_a_spawned_process():
+    """A lock made for fork has no name a spawned process could open: the record's pickling raised "A SemLock created
+    in a fork context is being shared with a process in a spawn context" and the process did not start."""
+    with default_start_method("fork"):
+        seen = SharedSeen()
+    process = multiprocessing.get_context("spawn").Process(target=seen.first, args=("b.jpg: corrupt JPEG data",))
+    process.start()
+    process.join()
+    assert process.exitcode == 0
+    assert not seen.first("b.jpg: corrupt JPEG data")  # the spawned process recorded it in this one's table
 
 
 @pytest.mark.parametrize("train", [True, False])

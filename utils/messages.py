@@ -1,8 +1,9 @@
 """Exceptions turned into the one line a user reads, short previews of lists for messages, and a record of the lines
-already shown that forked processes share (a leaf module: data/, models/ and utils/ import it)."""
+already shown that the processes started after it share (a leaf module: data/, models/ and utils/ import it)."""
 
+import contextlib
 import hashlib
-import mmap
+import multiprocessing
 from collections.abc import Sequence
 
 
@@ -26,27 +27,39 @@ def joined_lines(error: BaseException, limit: int = 400) -> str:
 
 
 class SharedSeen:
-    """The texts already shown, shared by this process and the processes it forks afterwards (DataLoader workers:
-    made before they start, one record for the run): :meth:`first` is True for the first asking about a text.
+    """The texts already shown, shared by this process and the processes it starts afterwards, forked or spawned
+    (DataLoader workers: made before they start, one record for the run; :func:`data.loader.worker_init_fn` hands it
+    to those started by ``spawn`` or ``forkserver``): :meth:`first` is True for the first asking about a text.
 
-    A table of ``slots`` 8-byte hashes in anonymous shared memory, without a lock: two processes asking at the same
-    instant may both get True (a line shown twice, never one lost); a full table answers True. Only processes forked
-    after it share it (not those started by ``spawn``).
+    A table of ``slots`` 8-byte hashes in shared memory (:func:`multiprocessing.RawArray`, which pickles into a
+    process being started), under a lock of the start method in use when it is made: whatever the processes asking
+    at once, one gets True. A full table answers True (a line shown again, never lost). A process started by
+    ``spawn``/``forkserver`` from a record made while the start method was ``fork`` (changed in between) shares the
+    table without the lock, which a spawned process cannot open: two processes asking at the same instant may then
+    both get True.
     """
 
     def __init__(self, slots: int = 4096) -> None:
-        self._hashes = memoryview(mmap.mmap(-1, 8 * slots)).cast("Q")
+        self._hashes = multiprocessing.RawArray("Q", slots)
+        # the start method the workers will use, without fixing it as multiprocessing.Lock() would
+        self._method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+        self._lock = multiprocessing.get_context(self._method).Lock()
+
+    def __getstate__(self) -> dict:
+        # pickled only into a process being started by spawn/forkserver, which cannot open a lock made for fork
+        return {**self.__dict__, "_lock": contextlib.nullcontext() if self._method == "fork" else self._lock}
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
         data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
         key = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1  # 0: empty
         slots = len(self._hashes)
-        for probe in range(slots):
-            slot = (key + probe) % slots
-            if self._hashes[slot] == key:
-                return False
-            if self._hashes[slot] == 0:
-                self._hashes[slot] = key
-                return True
+        with self._lock:
+            for probe in range(slots):
+                slot = (key + probe) % slots
+                if self._hashes[slot] == key:
+                    return False
+                if self._hashes[slot] == 0:
+                    self._hashes[slot] = key
+                    return True
         return True
