@@ -18,6 +18,7 @@ import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 
 import cv2
 import numpy as np
@@ -152,11 +153,18 @@ def worker_init_fn() -> functools.partial:
 
 
 @contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Inside the block SIGINT/SIGTERM wait (blocked) in this thread; the processes it starts inherit the block."""
+def _stop_signals_blocked(start_method: str) -> Iterator[None]:
+    """Inside the block SIGINT/SIGTERM wait (blocked) in this thread; the processes it starts by ``start_method``
+    inherit the block.
+
+    Processes started by ``spawn``/``forkserver`` need multiprocessing's resource tracker, whose first start unblocks
+    the two signals in this thread as it ends: it is started before the block, not inside it.
+    """
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
+    if start_method != "fork":
+        resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
@@ -181,7 +189,8 @@ class WorkerLoader(DataLoader):
     def __iter__(self) -> Iterator:
         if self.num_workers == 0:
             return super().__iter__()
-        with _stop_signals_blocked():
+        context = self.multiprocessing_context or multiprocessing
+        with _stop_signals_blocked(context.get_start_method()):
             return super().__iter__()
 
 
