@@ -316,16 +316,20 @@ class FixupCounter:
         shown = self.examples.setdefault(kind, [])
         shown += [where for where in examples if where not in shown][: self.EXAMPLES_SHOWN - len(shown)]
 
-    def clip_and_drop(self, boxes: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
+    def clip_and_drop(
+        self, boxes: np.ndarray, height: int, width: int, where: str, counted: np.ndarray | None = None
+    ) -> np.ndarray:
         """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops degenerate
         boxes (:func:`has_extent`). ``boxes`` (float64 holds any finite coordinate) is clipped in place; both fix-ups
-        are counted."""
+        are counted, but for the boxes without extent that ``counted`` (bool ``[n]``) marks: the caller counted
+        their drop under a kind of its own."""
         limits = np.array([width, height, width, height], dtype=boxes.dtype)
         clipped = np.clip(boxes, 0, limits)
         self.add("box clipped to the image", int((clipped != boxes).any(axis=1).sum()), [where], changes_boxes=True)
         boxes[:] = clipped
         keep = has_extent(boxes, height, width)
-        self.add(DEGENERATE_BOX_DROPPED, int((~keep).sum()), [where], changes_boxes=True)
+        uncounted = ~keep if counted is None else ~keep & ~counted
+        self.add(DEGENERATE_BOX_DROPPED, int(uncounted.sum()), [where], changes_boxes=True)
         return keep
 
     def warn(self, dataset: str, test_split: bool = False) -> None:

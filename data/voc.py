@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data.dataset import (
-    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size, opencv_pixel_limit,
+    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, has_extent, image_header_size,
+    opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
 
@@ -34,6 +35,8 @@ DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": Tr
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+SWAPPED_BOX_DROPPED = ("box with swapped coordinates dropped (xmin > xmax + 1 or ymin > ymax + 1 in the XML's 1-based "
+                       "pixels: swap them)")
 
 
 def to_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
@@ -542,25 +545,54 @@ def _unknown_class_problems(
 
 def _known_objects(
     objects: Sequence[VocObject], label_of: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The objects of a class in ``label_of`` as the XML writes them: boxes float64 ``[n, 4]`` x1y1x2y2 1-based
     inclusive (float64 until clipped: any finite coordinate, 1e300 too, is clipped, not cast to float32 inf), labels
-    int64 ``[n]`` 0..C-1, difficult bool ``[n]``."""
-    known = [obj for obj in objects if obj.name in label_of]
+    int64 ``[n]`` 0..C-1, difficult bool ``[n]`` and each one's place among the XML's objects, int64 ``[n]`` from 1."""
+    places = [place for place, obj in enumerate(objects, start=1) if obj.name in label_of]
+    known = [objects[place - 1] for place in places]
     xml_boxes = np.array([obj.box for obj in known], dtype=np.float64).reshape(-1, 4)
     labels = np.array([label_of[obj.name] for obj in known], dtype=np.int64)
     difficult = np.array([obj.difficult for obj in known], dtype=bool)
-    return xml_boxes, labels, difficult
+    return xml_boxes, labels, difficult, np.array(places, dtype=np.int64)
+
+
+def _swapped_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """bool ``[n]``: 0-based continuous pixel boxes ``[n, 4]`` that are inside out (``x2 < x1`` or ``y2 < y1``; in
+    the XML's 1-based inclusive pixels ``xmin > xmax + 1`` or ``ymin > ymax + 1``, as ``xmax = xmin - 1`` is a box
+    of no width) and that, with each axis's two coordinates in order and clipped to the image, have extent
+    (:func:`has_extent`): boxes whose coordinates look swapped."""
+    ordered = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+    ordered = np.clip(ordered, 0, np.array([width, height, width, height], dtype=np.float64))
+    inside_out = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    return inside_out & has_extent(ordered, height, width)
+
+
+def _swapped_box_name(image: _ReadImage, place: int) -> str:
+    """The XML file and object ``place`` (from 1) of ``image``, with its class and the swapped XML values, e.g.
+    ``Annotations/a.xml object 2 'dog' (xmin 40 > xmax 20)``."""
+    obj = image.parsed.objects[place - 1]
+    xmin, ymin, xmax, ymax = obj.box
+    swapped = [f"{low} {first:g} > {high} {second:g}"
+               for low, first, high, second in (("xmin", xmin, "xmax", xmax), ("ymin", ymin, "ymax", ymax))
+               if first - 1 > second]
+    return f"{image.xml_path} object {place} {obj.written_name!r} ({', '.join(swapped)})"
 
 
 def _training_image(
-    image: _ReadImage, xml_boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, fixups: FixupCounter
+    image: _ReadImage, xml_boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, places: np.ndarray,
+    fixups: FixupCounter,
 ) -> _TrainingImage:
     """``image``'s objects (:func:`_known_objects`) as training targets: boxes moved from the XML's 1-based inclusive
-    pixels to 0-based continuous ones, clipped to the image and degenerate ones dropped, counted in ``fixups``."""
+    pixels to 0-based continuous ones, clipped to the image and degenerate ones dropped, counted in ``fixups`` (those
+    whose coordinates look swapped, :func:`_swapped_boxes`, as such, named by their XML object)."""
     height, width = image.parsed.height, image.parsed.width
     boxes = from_devkit_pixels(xml_boxes)
-    keep = fixups.clip_and_drop(boxes, height, width, str(image.xml_path))
+    swapped = _swapped_boxes(boxes, height, width)
+    shown = places[swapped][:FixupCounter.EXAMPLES_SHOWN]
+    fixups.add(SWAPPED_BOX_DROPPED, int(swapped.sum()), [_swapped_box_name(image, place) for place in shown],
+               changes_boxes=True)
+    keep = fixups.clip_and_drop(boxes, height, width, str(image.xml_path), counted=swapped)
     return _TrainingImage(str(image.image_path), str(image.xml_path), image.image_id, (height, width),
                           boxes[keep].astype(np.float32), labels[keep], difficult[keep])
 
@@ -581,8 +613,9 @@ class VOCDetection(DetectionDataset):
     image id, boxes normalised to [0, 1], two annotations using one image file) raise one :class:`DataError` listing
     them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``.
     Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
-    normalised by the image size) dropped, with one counted :class:`DataWarning`; ``fixups`` holds the counts. For a
-    ``test_split`` the warning adds that the evaluation scores the boxes as the XML writes them.
+    normalised by the image size) dropped, with one counted :class:`DataWarning` (boxes whose coordinates look swapped
+    counted apart, named by XML file and object); ``fixups`` holds the counts. For a ``test_split`` the warning adds
+    that the evaluation scores the boxes as the XML writes them.
     """
 
     kind = "voc"
@@ -614,9 +647,9 @@ class VOCDetection(DetectionDataset):
                 if image is None:
                     continue
                 problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped)
-                objects = _known_objects(image.parsed.objects, label_of)
-                scored.append(objects)  # the devkit scores the XML as written
-                training.append(_training_image(image, *objects, fixups))
+                xml_boxes, labels, difficult, places = _known_objects(image.parsed.objects, label_of)
+                scored.append((xml_boxes, labels, difficult))  # the devkit scores the XML as written
+                training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))
         problems += _shared_image_problems(listed)
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))

@@ -15,7 +15,7 @@ from data import (
 )
 from data.dataset import DEGENERATE_BOX_DROPPED
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
-from data.voc import from_devkit_pixels
+from data.voc import SWAPPED_BOX_DROPPED, from_devkit_pixels
 from data.voc_eval import evaluate_voc
 
 
@@ -341,7 +341,7 @@ def test_a_list_of_no_image_id_is_an_error_naming_the_list(tmp_path, content):
 
 
 def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path):
-    objects = [("cat", (10, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]
+    objects = [("cat", (6, 10, 5, 20), 0), ("cat", (50, -4, 80, 30), 0), ("cat", (3, 3, 9, 9), 0)]  # 0 px, outside
     root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
     with pytest.warns(DataWarning, match=r"box clipped to the image: 1 \(e\.g\. .*a\.xml\); "
                                          r"degenerate box dropped \(x2 <= x1 or y2 <= y1, in pixels or once "
@@ -351,8 +351,28 @@ def test_degenerate_and_outside_boxes_are_fixed_with_a_counted_warning(tmp_path)
     np.testing.assert_array_equal(dataset.annotation(0)[0], [[49, 0, 64, 30], [2, 2, 9, 9]])
     assert dataset.fixups == {"box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 1}
     # the evaluation scores the XML as written, as the devkit does: all three boxes, unchanged
-    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[10, 10, 5, 20], [50, -4, 80, 30], [3, 3, 9, 9]])
+    np.testing.assert_array_equal(dataset.ground_truth()[0]["boxes"], [[6, 10, 5, 20], [50, -4, 80, 30], [3, 3, 9, 9]])
     assert dataset.objects_to_score() == 3
+
+
+def test_a_box_whose_coordinates_look_swapped_is_dropped_with_a_warning_naming_the_xml_and_the_object(tmp_path):
+    """XML xmin 40 > xmax 20 (object 2) and ymin 30 > ymax 10 (object 4): in order they are boxes of the image, so the
+    warning says they look swapped, with the XML file, the object's place and class and the values. A box of zero
+    width in the devkit's 1-based pixels (xmin 6, xmax 5) and one that lies outside the image once swapped (xmin 200 >
+    xmax 100, width 64) stay degenerate boxes: swapping them gives no box to train on."""
+    objects = [("cat", (3, 3, 9, 9), 0), ("Dog", (40, 10, 20, 30), 0), ("cat", (6, 5, 5, 20), 0),
+               ("cat", (5, 30, 20, 10), 0), ("dog", (200, 5, 100, 20), 0)]
+    root = write_voc_folder(tmp_path, {"a": objects}, {"trainval": ["a"]}, size=(48, 64))
+    xml = root / "Annotations/a.xml"
+    with pytest.warns(DataWarning) as caught:
+        dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat", "dog"])
+    assert [str(w.message) for w in caught] == [
+        f"VOC dataset {root / 'ImageSets/Main/trainval.txt'}: fixed up {SWAPPED_BOX_DROPPED}: 2 (e.g. {xml} object 2 "
+        f"'Dog' (xmin 40 > xmax 20), {xml} object 4 'cat' (ymin 30 > ymax 10)); box clipped to the image: 1 (e.g. "
+        f"{xml}); {DEGENERATE_BOX_DROPPED}: 2 (e.g. {xml})"]
+    assert dataset.fixups == {SWAPPED_BOX_DROPPED: 2, "box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 2}
+    np.testing.assert_array_equal(dataset.annotation(0)[0], [[2, 2, 9, 9]])  # the one box in order is kept
+    assert len(dataset.ground_truth()[0]["boxes"]) == 5  # the evaluation still scores the XML as written
 
 
 def test_the_evaluation_scores_the_xml_boxes_as_written_as_the_devkit_does(tmp_path):
