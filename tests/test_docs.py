@@ -182,3 +182,20 @@ def test_every_command_shown_parses():
             if stop.code != 0:  # --help exits 0
                 refused.append(f"{page}: {script} {' '.join(arguments)}: {stderr.getvalue().strip()}")
     assert refused == []
+
+
+def test_the_custom_data_commands_name_their_run_and_read_its_checkpoint():
+    """README's custom-data block: its training command gives ``--name`` (without it every custom dataset's run of
+    one architecture writes ``weights/CUSTOM_<architecture>.pth``, and the next one sets the previous one's aside),
+    and the commands after it read the checkpoint that run writes, ``<save_folder>/NAME.pth``."""
+    block = next(block for block in FENCE.findall(page_text(REPO / "README.md")) if "--dataset custom" in block)
+    parser = project_parsers()["main"]
+    commands = [parser.parse_args(shlex.split(re.split(r"\s#\s", line)[0].split("main.py", 1)[1]))
+                for line in block.splitlines() if "main.py" in line]
+    training = [args for args in commands if args.dataset == "custom" and not args.check_data]
+    assert len(training) == 1 and training[0].name
+    from utils.run_flags import RUN_DEFAULTS
+
+    checkpoint = str(Path(training[0].save_folder or RUN_DEFAULTS["save_folder"]) / f"{training[0].name}.pth")
+    readers = [args.trained_model for args in commands if args.trained_model is not None]
+    assert len(readers) >= 2 and set(readers) == {checkpoint}
