@@ -149,6 +149,12 @@ def category_problems(categories: list[dict]) -> list[str]:
     ]
 
 
+def coco_class_names(coco: COCO) -> list[str]:
+    """The class names of a COCO ground truth, in label order (0..C-1, the json's ``getCatIds()`` order): its
+    categories' names without surrounding spaces, as VOC object names are read."""
+    return [coco.cats[category_id]["name"].strip() for category_id in coco.getCatIds()]
+
+
 def _id_and_name(category: dict) -> str:
     return f"id {category['id']} {category['name']!r}"
 
@@ -562,7 +568,7 @@ class COCODetection(DetectionDataset):
             _per_image_annotations(
                 coco, files, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
             ),
-            [coco.cats[c]["name"].strip() for c in self.category_ids],
+            coco_class_names(coco),
             transform,
             seed,
         )

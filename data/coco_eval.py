@@ -19,7 +19,9 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from data.coco import NO_OBJECT_TO_SCORE, box_problem, count_objects_to_score, is_number, read_json_file
+from data.coco import (
+    NO_OBJECT_TO_SCORE, box_problem, coco_class_names, count_objects_to_score, is_number, read_json_file,
+)
 from data.errors import DataError, format_problems
 from utils.files import write_text
 
@@ -102,8 +104,9 @@ def evaluate_coco(
     Returns:
         The 12 standard numbers under ``STAT_NAMES`` (``"AP"``, ``"AP50"``, ... ``"AR_large"``) and as
         ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
-        ``"per_class_AP"``: category name -> AP@[.50:.95] (area all, 100 detections; NaN for a
-        category without ground truth). With no detection at all, pycocotools' numbers for an empty result set: 0
+        ``"per_class_AP"``: class name -> AP@[.50:.95] (area all, 100 detections; NaN for a category without
+        ground truth), in the model's class order with its names (:func:`data.coco.coco_class_names`: the json's
+        order, names without surrounding spaces), not pycocotools' order of ascending category id. With no detection at all, pycocotools' numbers for an empty result set: 0
         where there are objects to find, -1 (stats) or NaN (per class) where there are none.
 
     Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
@@ -123,11 +126,12 @@ def evaluate_coco(
         evaluator.accumulate()
         evaluator.summarize()
 
-    precision = evaluator.eval["precision"]  # [T IoU, R recall, K categories, A areas, M maxDets]
+    precision = evaluator.eval["precision"]  # [T IoU, R recall, K categories (params.catIds), A areas, M maxDets]
+    column = {category_id: k for k, category_id in enumerate(evaluator.params.catIds)}  # ascending ids
     per_class = {}
-    for k, category_id in enumerate(evaluator.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        per_class[coco_gt.cats[category_id]["name"]] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
+    for name, category_id in zip(coco_class_names(coco_gt), coco_gt.getCatIds()):  # the labels' order
+        p = precision[:, :, column[category_id], 0, -1]
+        per_class[name] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
     return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class)
 
 

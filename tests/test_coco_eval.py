@@ -192,6 +192,26 @@ def test_report_is_pycocotools_summary_then_the_per_class_table(tmp_path):
     assert json.loads(path.read_text()) == results
 
 
+def test_the_per_class_table_follows_the_model_class_order_and_names(tmp_path):
+    """Categories listed out of id order (7, 1, 3) and a name with spaces, as a hand-written json may have them: the
+    labels follow the json's order and strip the names (data/coco.py), and so do the per-class AP table and its dict,
+    as the VOC table and --check_data do; each value stays pycocotools' AP of that category alone."""
+    coco = make_ground_truth(0)
+    order = [2, 0, 1]  # dog, person, car
+    coco.dataset["categories"] = [{"id": CATEGORY_IDS[i], "name": f" {CATEGORY_NAMES[i]} " if i == 2 else
+                                   CATEGORY_NAMES[i]} for i in order]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    results = detections_to_coco_results(random_detections(coco, 0), sorted(coco.getImgIds()), CATEGORY_IDS)
+    metrics = evaluate_coco(results, coco)
+    assert list(metrics["per_class_AP"]) == ["dog", "person", "car"]
+    for i in order:
+        assert metrics["per_class_AP"][CATEGORY_NAMES[i]] == pycocotools_stats(coco, results, [CATEGORY_IDS[i]])[0]
+    per_class = metrics["per_class_AP"]
+    table = format_coco_report(metrics).splitlines()[13:16]
+    assert table == [f"  {name:<6}  {per_class[name]:0.3f}" for name in ("dog", "person", "car")]
+
+
 def test_no_detection_gives_zeros_and_a_report():
     metrics = evaluate_coco([], make_ground_truth(0))
     assert metrics["stats"] == [0.0] * 12
