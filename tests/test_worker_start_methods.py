@@ -1,6 +1,7 @@
 """DataLoader workers started by 'spawn' (macOS, Windows) or 'forkserver' (Linux from Python 3.14) instead of 'fork':
 they inherit nothing of the main process's Python state (its warning display, its signal handlers)."""
 import multiprocessing
+import os
 import subprocess
 import sys
 import warnings
@@ -91,3 +92,41 @@ def test_the_first_workers_of_a_run_leave_ctrl_c_to_the_main_process_from_their_
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, "3\n"), result.stderr
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+
+
+NO_WORKER_RUN = """
+import multiprocessing, os, runpy, sys, warnings
+multiprocessing.set_start_method(sys.argv[1])
+sys.argv = ["main.py", "--help"]
+try:
+    runpy.run_path("main.py", run_name="__main__")  # installs the warning display, prints the help, exits
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+from data import build_dataset
+dataset = build_dataset("voc", "train", 64, data_root=os.environ["ROOT"], classes=["cat", "dog", "bird"])
+warnings.simplefilter("always")
+dataset.load_image(1), dataset.load_image(1)  # a corrupt JPEG met twice in this process, no worker started
+try:
+    print("child process:", os.waitpid(-1, os.WNOHANG), file=sys.stderr)
+except ChildProcessError:
+    print("no child process", file=sys.stderr)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no resource tracker")
+def test_a_run_that_starts_no_worker_starts_no_resource_tracker(tmp_path):
+    """The record of the lines shown made its lock when main.py installed its warning display; a lock for spawn or
+    forkserver (macOS, Linux from Python 3.14; one code path) is a named semaphore, whose making starts
+    multiprocessing's resource tracker process: `main.py --help`, and every run without DataLoader workers, started
+    one for nothing."""
+    root, _ = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    result = subprocess.run([sys.executable, "-c", NO_WORKER_RUN, "spawn"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "ROOT": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: main.py")
+    assert result.stderr == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data "
+                             "segment); it decodes with damaged pixels: re-download or re-encode the file\n"
+                             "no child process\n")

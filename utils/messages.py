@@ -33,28 +33,37 @@ class SharedSeen:
 
     A table of ``slots`` 8-byte hashes in shared memory (:func:`multiprocessing.RawArray`, which pickles into a
     process being started), under a lock of the start method in use when it is made: whatever the processes asking
-    at once, one gets True. A full table answers True (a line shown again, never lost). A process started by
-    ``spawn``/``forkserver`` from a record made while the start method was ``fork`` (changed in between) shares the
-    table without the lock, which a spawned process cannot open: two processes asking at the same instant may then
-    both get True.
+    at once, one gets True. A full table answers True (a line shown again, never lost). A lock for ``spawn`` or
+    ``forkserver`` is a named semaphore, whose making starts multiprocessing's resource tracker (a process): it is
+    made when the record is first pickled into a process being started, so that a run that starts none starts no
+    tracker either (until then no other process shares the table). A process started by another start method than
+    the one in use when the record was made (changed in between) shares the table without the lock, which it could
+    not open (``fork`` to ``spawn``) or which is not made yet (``spawn`` to ``fork``): two processes asking at the same
+    instant may then both get True.
     """
 
     def __init__(self, slots: int = 4096) -> None:
         self._hashes = multiprocessing.RawArray("Q", slots)
         # the start method the workers will use, without fixing it as multiprocessing.Lock() would
         self._method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
-        self._lock = multiprocessing.get_context(self._method).Lock()
+        # a lock for fork is made now, for the processes forked later to inherit (it starts no process)
+        self._lock = multiprocessing.get_context("fork").Lock() if self._method == "fork" else None
 
     def __getstate__(self) -> dict:
-        # pickled only into a process being started by spawn/forkserver, which cannot open a lock made for fork
-        return {**self.__dict__, "_lock": contextlib.nullcontext() if self._method == "fork" else self._lock}
+        # pickled only into a process being started by spawn/forkserver: the first such process gets the lock made
+        # now, in this process, before any other process shares the table; one made for fork it could not open
+        if self._method == "fork":
+            return {**self.__dict__, "_lock": None}
+        if self._lock is None:
+            self._lock = multiprocessing.get_context(self._method).Lock()
+        return dict(self.__dict__)
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
         data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
         key = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1  # 0: empty
         slots = len(self._hashes)
-        with self._lock:
+        with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
             for probe in range(slots):
                 slot = (key + probe) % slots
                 if self._hashes[slot] == key:
