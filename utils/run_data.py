@@ -36,7 +36,8 @@ def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
 def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:
     """Before training: both splits have the same classes in the same order, compared ignoring letter case as
     everywhere else (the model's label i is scored as the test split's class i), the training split has objects and
-    the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning: the model cannot learn them."""
+    the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning:
+    the model cannot learn them."""
     if [name.lower() for name in train_dataset.class_names] != [name.lower() for name in test_dataset.class_names]:
         raise DataError(
             f"the training split's classes {train_dataset.class_names} differ from the test split's "
