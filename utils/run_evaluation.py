@@ -21,7 +21,8 @@ from utils.run_flags import EVAL_SCORE_THRESH
 
 
 def dataset_tag(args: argparse.Namespace) -> str:
-    """Upper-case dataset name used in checkpoint names and eval/ folders (VOC, COCO, SHAPES, CUSTOM)."""
+    """The upper-case dataset name (VOC, COCO, SHAPES, CUSTOM) that names the default ``eval/`` folder and starts the
+    evaluation's log line (checkpoint names spell it alike, :func:`utils.checkpoint.checkpoint_name`)."""
     return args.dataset.upper()
 
 
