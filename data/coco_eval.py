@@ -106,8 +106,9 @@ def evaluate_coco(
         ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
         ``"per_class_AP"``: class name -> AP@[.50:.95] (area all, 100 detections; NaN for a category without
         ground truth), in the model's class order with its names (:func:`data.coco.coco_class_names`: the json's
-        order, names without surrounding spaces), not pycocotools' order of ascending category id. With no detection at all, pycocotools' numbers for an empty result set: 0
-        where there are objects to find, -1 (stats) or NaN (per class) where there are none.
+        order, names without surrounding spaces), not pycocotools' order of ascending category id. With no
+        detection at all, pycocotools' numbers for an empty result set: 0 where there are objects to find, -1
+        (stats) or NaN (per class) where there are none.
 
     Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
     (none, or all ``iscrowd`` 1): every AP would be undefined (pycocotools prints -1).

@@ -12,7 +12,7 @@ from data.coco import COCODetection
 from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
 from data.errors import DataError, DataWarning
 from data.transforms import TestTransform
-from tests.test_data_coco import write_coco
+from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 
 CATEGORY_IDS = [1, 3, 7]  # non-contiguous, as in COCO
 CATEGORY_NAMES = ["person", "car", "dog"]
@@ -210,6 +210,22 @@ def test_the_per_class_table_follows_the_model_class_order_and_names(tmp_path):
     per_class = metrics["per_class_AP"]
     table = format_coco_report(metrics).splitlines()[13:16]
     assert table == [f"  {name:<6}  {per_class[name]:0.3f}" for name in ("dog", "person", "car")]
+
+
+def test_per_class_ap_names_a_category_as_the_dataset_reads_it(tmp_path):
+    """A category named with a surrounding space (" bus", "person ": a hand-edited or exported json) is read without
+    it (the dataset's class names, --check_data, the checkpoint, the demo); the evaluation's per-class table and
+    summary.json kept the space, so a class name of the checkpoint was no key of its per-class AP."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    data["categories"] = [{"id": 5, "name": " bus"}, {"id": 1, "name": "person "}, {"id": 90, "name": "toothbrush"}]
+    path = write_coco(tmp_path, "val", data)
+    with pytest.warns(DataWarning):  # the person box reaching past the image edge, clipped
+        dataset = COCODetection(path, tmp_path / "val", TestTransform(32))
+    assert dataset.class_names == ["bus", "person", "toothbrush"]
+    metrics = evaluate_coco([], dataset.coco)
+    assert list(metrics["per_class_AP"]) == ["bus", "person", "toothbrush"]
+    assert format_coco_report(metrics).splitlines()[13:16] == [  # in the model's class order
+        "  bus         nan", "  person      0.000", "  toothbrush  0.000"]  # bus: a crowd box alone
 
 
 def test_no_detection_gives_zeros_and_a_report():
