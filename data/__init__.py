@@ -147,6 +147,10 @@ def _is_voc_folder(folder: Path) -> bool:
     return (folder / "Annotations").is_dir() and (folder / "JPEGImages").is_dir()
 
 
+def _is_coco_folder(folder: Path) -> bool:
+    return any((folder / "annotations").glob("instances_*.json"))
+
+
 def _voc_image_sets(root: Path, split: str, devkit: bool) -> tuple[list[tuple[Path, str]], str | None]:
     """``(folder, list name)`` pairs of ``split`` for a VOCdevkit ``root`` or a single VOC-layout folder, and a note."""
     if devkit:
@@ -173,12 +177,11 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
     if (root / "VOC2007").is_dir() or not _is_voc_folder(root):
         for folder, _ in _voc_devkit_sets(root, split):
             if not folder.is_dir():
-                coco = any((root / "annotations").glob("instances_*.json"))
                 raise DatasetNotFoundError(
                     f"{folder} not found: download it with `bash data/scripts/{folder.name}.sh` "
                     "(or pass --data_root a VOCdevkit or VOC-layout folder)"
                     + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
-                       "custom" if coco else "")
+                       "custom" if _is_coco_folder(root) else "")
                 )
         hint = "re-run data/scripts/VOC2007.sh and VOC2012.sh"
         return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)
@@ -215,7 +218,7 @@ def _layout_hint(root: Path, split: str) -> str:
         return f"; it has {has}/ but no {lacks}/ (the VOC layout's folder names, letter case included)"
 
     def is_dataset(folder: Path) -> bool:
-        return _is_voc_folder(folder) or any((folder / "annotations").glob("instances_*.json"))
+        return _is_voc_folder(folder) or _is_coco_folder(folder)
 
     if is_dataset(root.parent):
         return f"; it is a folder of the dataset {root.parent}: pass --data_root {root.parent}"

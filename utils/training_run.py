@@ -67,7 +67,7 @@ from utils.training_setup import TrainingSetup, build_training, check_training_f
 class EvaluationDataError(DataError):
     """A data error met by an evaluation during training, after ``iteration`` completed iterations."""
 
-    def __init__(self, message: str, iteration: int):
+    def __init__(self, message: str, iteration: int) -> None:
         super().__init__(message)
         self.iteration = iteration
 
@@ -76,7 +76,7 @@ class BatchCounter:
     """Iterates a training loader and counts the batches handed out. The loop asks for a batch only after finishing
     the previous iteration, so when loading one fails, ``delivered`` iterations of this run are complete."""
 
-    def __init__(self, loader: Iterable):
+    def __init__(self, loader: Iterable) -> None:
         self.loader = loader
         self.delivered = 0
 
@@ -181,7 +181,7 @@ class RunCheckpoints:
     one, its best evaluation's at ``best.path``. Rank 0 writes them; every process learns whether it could."""
 
     def __init__(self, path: Path, setup: TrainingSetup, train_model: torch.nn.Module, ctx: DistributedContext,
-                 log: RunLog, last_saved: int | None):
+                 log: RunLog, last_saved: int | None) -> None:
         self.path = path
         self.setup = setup
         self.train_model = train_model
@@ -284,7 +284,7 @@ class RunEvaluation:
     checkpoint and config."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
-                 setup: TrainingSetup, train_model: torch.nn.Module, checkpoints: RunCheckpoints):
+                 setup: TrainingSetup, train_model: torch.nn.Module, checkpoints: RunCheckpoints) -> None:
         self.args = args
         self.device = device
         self.ctx = ctx
