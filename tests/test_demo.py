@@ -61,7 +61,7 @@ def test_collect_images_from_file_folder_and_globs(photos):
     assert collect_images([str(photos / "wide.png"), str(photos)]) == [photos / "wide.png", photos / "tall.jpg"]
 
 
-def test_collect_images_errors_name_the_input(tmp_path):
+def test_collect_images_errors_name_the_input(tmp_path, monkeypatch):
     with pytest.raises(DemoInputError, match=r"--demo .*missing: no such file or folder") as error:
         collect_images(str(tmp_path / "missing"))
     assert isinstance(error.value, DataError)  # main.py turns DataError into one line and exit code 2
@@ -84,6 +84,10 @@ def test_collect_images_errors_name_the_input(tmp_path):
         f"pass '{empty}/**/*' (quoted) for all of them, or one sub-folder"
     )
     assert len(collect_images(f"{empty}/**/*")) == 3
+    # a huge tree below (--demo ~): the hint stops looking after SUBFOLDER_SCAN_LIMIT entries and says "at least"
+    monkeypatch.setattr("utils.demo.SUBFOLDER_SCAN_LIMIT", 2)  # test/0.jpg, train/0.jpg looked at; train/1.jpg not
+    with pytest.raises(DemoInputError, match=r"but its sub-folders hold at least 2 \(test/, train/\): pass"):
+        collect_images(str(empty))
     with pytest.raises(DemoInputError, match="no input given"):
         collect_images([])
 

@@ -51,6 +51,7 @@ from utils.trained_model import load_trained_detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GLOB_CHARACTERS = "*?["
+SUBFOLDER_SCAN_LIMIT = 10_000  # entries below a folder without images that the "its sub-folders hold" hint looks at
 DETECTIONS_FILE = "detections.json"
 JPEG_QUALITY = 95
 DEFAULT_SCORE_THRESH = 0.3  # --score_thresh: --demo's and --export_nms' score threshold
@@ -115,15 +116,24 @@ def _expand(source: str) -> list[Path]:
 
 def _images_below(folder: Path) -> str:
     """For a folder without images of its own: a clause saying how many images its sub-folders hold and the glob that
-    takes them (a dataset folder with ``train/`` and ``test/``, say); empty when they hold none."""
-    counts = {
-        sub.name: sum(1 for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        for sub in sorted(folder.iterdir()) if sub.is_dir()
-    }
+    takes them (a dataset folder with ``train/`` and ``test/``, say); empty when they hold none. It looks at
+    :data:`SUBFOLDER_SCAN_LIMIT` entries at most (``--demo ~`` would walk a whole home folder), then says "at least"."""
+    counts, looked_at = {}, 0
+    for sub in sorted(path for path in folder.iterdir() if path.is_dir()):
+        counts[sub.name] = 0
+        for path in sub.rglob("*"):
+            looked_at += 1
+            if looked_at > SUBFOLDER_SCAN_LIMIT:
+                break
+            counts[sub.name] += path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        if looked_at > SUBFOLDER_SCAN_LIMIT:
+            break
     holding = [f"{name}/" for name, count in counts.items() if count]
     if not holding:
         return ""
-    return (f", but its sub-folders hold {sum(counts.values())} ({preview_names(holding)}): "
+    total = sum(counts.values())
+    amount = f"at least {total}" if looked_at > SUBFOLDER_SCAN_LIMIT else str(total)
+    return (f", but its sub-folders hold {amount} ({preview_names(holding)}): "
             f"pass '{folder}/**/*' (quoted) for all of them, or one sub-folder")
 
 
