@@ -63,6 +63,15 @@ def test_a_record_made_while_the_start_method_was_fork_reaches_a_spawned_process
     assert not seen.first("b.jpg: corrupt JPEG data")  # the spawned process recorded it in this one's table
 
 
+def test_a_full_record_answers_first_rather_than_lose_a_line():
+    """Two slots: two texts fill the table; a text met before is still known, a third text (no slot left) is shown,
+    again and again, rather than never (a line repeated, none lost)."""
+    seen = SharedSeen(slots=2)
+    assert seen.first("a.jpg") and seen.first("b.jpg")
+    assert not seen.first("a.jpg") and not seen.first("b.jpg")
+    assert seen.first("c.jpg") and seen.first("c.jpg")
+
+
 CTRL_C_AT_THE_FIRST_WORKERS_START = """
 import multiprocessing, os, signal, sys
 multiprocessing.set_start_method(sys.argv[1])
