@@ -159,7 +159,12 @@ def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
 
 
 class RunFailed(RuntimeError):
-    """A main.py run of the study exited with an error (main.py printed it)."""
+    """A main.py run of the study exited with an error (main.py printed it); ``exit_code`` is main.py's, which the
+    study exits with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
@@ -173,10 +178,14 @@ def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
 def run_main(argv: list[str], work: Path) -> None:
     """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
     code = cli.main(cli.get_args_parser().parse_args(argv))
+    if code == 2:  # bad input (a flag, the data): refused before training, the same command would stop again
+        raise RunFailed(f"main.py refused the flags or data of the run in {work} (exit code 2, its error is above): "
+                        "fix what it names (main.py's --warm_iter is this script's --lr_warmup) and run the command "
+                        "again; the finished runs are kept", code)
     if code != 0:
         raise RunFailed(f"the run in {work} stopped (main.py exit code {code}, its error is above, its log "
                         f"{work / 'log.txt'}; main.py's --warm_iter there is this script's --lr_warmup); the finished "
-                        "runs are kept: the same command continues with this run")
+                        "runs are kept: the same command continues with this run", code)
 
 
 def finished_result(work: Path, key: dict) -> dict | None:
@@ -293,5 +302,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError, RunFailed) as error:
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")

@@ -255,3 +255,16 @@ def test_subsets_of_different_sets_get_different_folders(shapes_root, tmp_path):
     for folder in ("Annotations", "JPEGImages"):
         (tmp_path / "other" / folder).symlink_to(shapes_root / folder, target_is_directory=True)
     assert assigners.data_flags(args, tmp_path) != flags
+
+
+def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(shapes_root, tmp_path, monkeypatch, capsys):
+    # --size 100 passes the study's own checks; main.py refuses it (exit code 2) before the first run reads any data
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(assigners.RunFailed) as failure:
+        assigners.main(study_args(shapes_root, tmp_path / "out", "--regime", "scratch", "--size", "100"))
+    message = str(failure.value)
+    assert "--size 100 is not a multiple of 64" in capsys.readouterr().err  # main.py's line, above the study's
+    assert message.startswith("main.py refused the flags or data of the run in ")
+    assert "seed0/IoU (exit code 2, its error is above): fix what it names" in message
+    assert "continues" not in message  # the same command would stop at the same place
+    assert failure.value.exit_code == 2
