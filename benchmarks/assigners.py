@@ -43,6 +43,7 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
@@ -67,6 +68,7 @@ PRESETS = {
                  num_test=None, workers=8, log_interval=20, amp="bf16", device="cuda"),
 }
 RESULT_FILE = "study_result.json"  # a finished run's result and the flags it ran with, in its folder
+ATTEMPT_FILE = "study_attempt.json"  # a stopped run's flags, run id and seconds: the next call resumes it
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -185,7 +187,8 @@ def run_main(argv: list[str], work: Path) -> None:
     if code != 0:
         raise RunFailed(f"the run in {work} stopped (main.py exit code {code}, its error is above, its log "
                         f"{work / 'log.txt'}; main.py's --warm_iter there is this script's --lr_warmup); the finished "
-                        "runs are kept: the same command continues with this run", code)
+                        "runs are kept: the same command continues, and resumes this run from the checkpoint main.py "
+                        "saved (or trains it again when it saved none)", code)
 
 
 def finished_result(work: Path, key: dict) -> dict | None:
@@ -197,12 +200,41 @@ def finished_result(work: Path, key: dict) -> dict | None:
     return saved["result"] if saved.get("key") == key else None
 
 
+def run_id_in(work: Path) -> str | None:
+    """The id of the run whose logs are in ``work`` (main.py writes it when a run starts training), or None."""
+    path = work / RUN_ID_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
+
+
+def stopped_run(work: Path, key: dict) -> tuple[Path | None, float]:
+    """The checkpoint of the run that stopped in ``work`` with the same ``key`` (main.py saves one on Ctrl-C or
+    SIGTERM, and keeps the last one after a later error) and the seconds it ran; ``(None, 0.0)`` when there is none to
+    resume (the run stopped before training or before its first save, or the folder's checkpoint is another run's)."""
+    path = work / ATTEMPT_FILE
+    attempt = json.loads(path.read_text()) if path.is_file() else {}
+    checkpoints = [path for path in work.glob("*.pth") if ".earlier-" not in path.name]
+    if attempt.get("key") != key or attempt.get("run_id") is None or len(checkpoints) != 1:
+        return None, 0.0
+    try:
+        run_id = load_checkpoint(checkpoints[0])["config"].get("run_id")
+    except CheckpointError:  # main.py sets an unreadable file aside when the run is trained again
+        return None, 0.0
+    return (checkpoints[0], attempt["seconds"]) if run_id == attempt["run_id"] else (None, 0.0)
+
+
+def without_init_from(argv: list[str]) -> list[str]:
+    """``argv`` without ``--init_from PATH``: a run started from a checkpoint continues with ``--resume`` alone."""
+    index = argv.index("--init_from") if "--init_from" in argv else None
+    return argv if index is None else argv[:index] + argv[index + 2:]
+
+
 def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
                        extra: tuple[str, ...] = (), fork_of: str | None = None) -> dict:
     """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds.
 
     A run that finished earlier in ``work`` with the same main.py flags (and, for a fork, from the same warm run, id
-    ``fork_of``) is not trained again: its saved result is returned.
+    ``fork_of``) is not trained again: its saved result is returned. One that stopped there with the same flags after
+    saving a checkpoint (Ctrl-C) continues from it (``main.py --resume``: the same batches and learning rates).
     """
     argv = data + [
         "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
@@ -217,14 +249,28 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         print(f"{work}: finished earlier with the same flags, its result is reused", flush=True)
         return result
     (work / RESULT_FILE).unlink(missing_ok=True)  # the folder's checkpoint and logs are no longer that run's
-    start = time.perf_counter()
-    run_main(argv, work)
+    resume_from, seconds_before = stopped_run(work, key)
+    if resume_from is not None:
+        print(f"{work}: the run stopped there earlier with the same flags, it continues from {resume_from.name}",
+              flush=True)
+    run_argv = argv if resume_from is None else without_init_from(argv) + ["--resume", str(resume_from)]
+    run_id_before, start = run_id_in(work), time.perf_counter()
+    try:
+        run_main(run_argv, work)
+    except RunFailed as failure:
+        if failure.exit_code == 2 or (resume_from is None and run_id_in(work) == run_id_before):
+            (work / ATTEMPT_FILE).unlink(missing_ok=True)  # refused, or stopped before training: nothing to resume
+            raise
+        attempt = {"key": key, "run_id": run_id_in(work), "seconds": seconds_before + time.perf_counter() - start}
+        (work / ATTEMPT_FILE).write_text(json.dumps(attempt, indent=2) + "\n")
+        raise
     result = {
         "metrics": read_eval_metrics(work / "eval" / "summary.json"),
         "stats": read_assign_summary(work / "metrics.jsonl"),
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds_before + time.perf_counter() - start,
     }
     (work / RESULT_FILE).write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    (work / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
 
 

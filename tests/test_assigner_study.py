@@ -2,6 +2,8 @@
 import hashlib
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -268,3 +270,33 @@ def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(sha
     assert "seed0/IoU (exit code 2, its error is above): fix what it names" in message
     assert "continues" not in message  # the same command would stop at the same place
     assert failure.value.exit_code == 2
+
+
+def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
+    # Ctrl-C in the MG arm's 2nd iteration: main.py saves it after 2 of 4 iterations and exits 130; the same command
+    # continues that run from its checkpoint (main.py --resume: the same batches), not from iteration 0
+    monkeypatch.chdir(tmp_path)
+    original_step = engine._train_step  # recorded_steps' recording step
+    interrupt = [True]
+
+    def interrupting_step(model, loss_fn, *rest):
+        result = original_step(model, loss_fn, *rest)
+        if loss_fn.mutual_guide and interrupt[0] and sum(mg for mg, _ in recorded_steps) == 2:
+            interrupt[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(engine, "_train_step", interrupting_step)
+    flags = ("--regime", "scratch", "--seeds", "0", "--iters", "4", "--lr_warmup", "0")
+    with pytest.raises(assigners.RunFailed, match="main.py exit code 130") as failure:
+        assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+    assert failure.value.exit_code == 130
+    (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+
+    iou, mg = recorded_steps[:4], recorded_steps[4:]
+    assert [on for on, _ in mg] == [True] * 4  # 2 before the stop, 2 after it: iterations 3 and 4 alone trained again
+    assert [h for _, h in mg] == [h for _, h in iou]  # the resumed run went on with the batches it had not seen
+    work = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / "MG"
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in rows if row["kind"] == "train"] == [2, 4]  # one run's logs, continued
+    assert record["per_seed"][0]["MG"]["seconds"] > 0
