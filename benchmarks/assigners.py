@@ -148,10 +148,11 @@ def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
     root, classes = args.data_root, args.classes
     if args.dataset == "shapes":
         root = str(ensure_shapes_dataset(root or DEFAULT_ROOTS["shapes"], seed=0))
-        classes = ",".join(SHAPES_CLASSES)
-    if args.num_train is None and args.num_test is None:
+    if args.num_train is None and args.num_test is None:  # the set itself (shapes has its own classes)
         flags = ["--dataset", args.dataset]
         return flags + (["--data_root", root] if root else []) + (["--classes", classes] if classes else [])
+    if args.dataset == "shapes":  # the subset is a custom VOC-layout folder, which needs the names
+        classes = ",".join(SHAPES_CLASSES)
     if args.dataset == "coco" or root is None or classes is None:
         raise ValueError("--num_train/--num_test need a VOC-layout --data_root and --classes (or --dataset shapes); "
                          "pass --full_data to use the whole set")

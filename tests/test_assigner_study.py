@@ -300,3 +300,21 @@ def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, r
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows if row["kind"] == "train"] == [2, 4]  # one run's logs, continued
     assert record["per_seed"][0]["MG"]["seconds"] > 0
+
+
+
+def test_whole_shapes_splits_are_trained_as_shapes(shapes_root, tmp_path, monkeypatch):
+    # --full_data (and the cuda preset, which sets no subset) hands main.py the shapes set itself, which takes no
+    # --classes (main.py refuses them: the set has its own)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    args = assigners.get_args_parser().parse_args([
+        "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "shapes", "--full_data",
+        "--seeds", "0", "--iters", "2", "--lr_warmup", "0", "--regime", "scratch", "--out_dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    (record,) = assigners.main(args)
+    assert set(record["per_seed"][0]) == {"IoU", "MG"}
+    for arm in ("IoU", "MG"):
+        summary = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / arm / "eval" / "summary.json"
+        config = json.loads(summary.read_text())["config"]
+        assert (config["dataset"], config["data_root"], config["train_images"]) == ("shapes", str(shapes_root), 12)
