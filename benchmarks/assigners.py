@@ -47,7 +47,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
-from utils.run_flags import MAX_SEED  # noqa: E402
+from utils.run_flags import DATASET_DEFAULTS, MAX_SEED  # noqa: E402
 from utils.study import (  # noqa: E402
     REGIMES,
     format_table,
@@ -98,6 +98,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="train on the first N ids of a VOC-layout set (shapes/custom/a VOC folder)")
     parser.add_argument("--num_test", type=int, default=None, help="evaluate on the first N test ids (VOC layout)")
     parser.add_argument("--full_data", action="store_true", help="ignore the preset's subset sizes")
+    parser.add_argument("--expand_prob", type=float, default=None,
+                        help="zoom-out probability of every run (default: main.py's for --dataset, 0 for shapes, "
+                             "also for its subsets; 0.6 for the others)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)")
     parser.add_argument("--log_interval", type=int, default=None, help="assignment statistics every N iterations")
@@ -122,6 +125,8 @@ def fill_preset(args: argparse.Namespace) -> None:
         raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
+        raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if not 0 <= args.lr_warmup < args.iters:
         raise ValueError(f"--lr_warmup {args.lr_warmup} must be shorter than --iters {args.iters}")
     check_regimes(args)
@@ -144,7 +149,17 @@ def check_regimes(args: argparse.Namespace) -> None:
 
 
 def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
-    """main.py's data flags; a subset (--num_train/--num_test) becomes a custom VOC-layout folder of symlinks."""
+    """main.py's data flags; a subset (--num_train/--num_test) becomes a custom VOC-layout folder of symlinks, trained
+    with the augmentation of ``--dataset`` (``--expand_prob``: main.py's default for it unless given)."""
+    flags = dataset_flags(args, out_dir)
+    expand_prob = DATASET_DEFAULTS[args.dataset]["expand_prob"] if args.expand_prob is None else args.expand_prob
+    if expand_prob != DATASET_DEFAULTS[flags[1]]["expand_prob"]:  # given only where main.py would choose another
+        flags += ["--expand_prob", str(expand_prob)]
+    return flags
+
+
+def dataset_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """``--dataset`` (``custom`` for a subset), ``--data_root`` and ``--classes`` of main.py."""
     root, classes = args.data_root, args.classes
     if args.dataset == "shapes":
         root = str(ensure_shapes_dataset(root or DEFAULT_ROOTS["shapes"], seed=0))

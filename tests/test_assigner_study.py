@@ -318,3 +318,36 @@ def test_whole_shapes_splits_are_trained_as_shapes(shapes_root, tmp_path, monkey
         summary = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / arm / "eval" / "summary.json"
         config = json.loads(summary.read_text())["config"]
         assert (config["dataset"], config["data_root"], config["train_images"]) == ("shapes", str(shapes_root), 12)
+
+
+def test_shapes_subsets_train_with_the_shapes_augmentation(shapes_root, tmp_path, monkeypatch):
+    # a subset (--num_train/--num_test; the cpu preset's 100 test images) is read as a custom VOC-layout folder, whose
+    # main.py default is zoom-out with p 0.6; a study of shapes trains as main.py trains shapes: without zoom-out
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    args = assigners.get_args_parser().parse_args([
+        "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "shapes", "--num_train", "8",
+        "--num_test", "3", "--seeds", "0", "--iters", "2", "--lr_warmup", "0", "--out_dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assigners.main(args)
+    for arm in ("IoU", "MG"):
+        summary = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / arm / "eval" / "summary.json"
+        config = json.loads(summary.read_text())["config"]
+        assert (config["dataset"], config["train_images"], config["expand_prob"]) == ("custom", 8, 0.0)
+
+
+def test_expand_prob_goes_to_every_run_where_it_differs_from_main_py_default(shapes_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    args = study_args(shapes_root, tmp_path, "--dataset", "shapes")  # a subset: custom data, main.py's default 0.6
+    assigners.fill_preset(args)
+    assert assigners.data_flags(args, tmp_path)[-4:] == ["--classes", ",".join(SHAPES_CLASSES), "--expand_prob", "0.0"]
+    args.expand_prob = 0.6  # as docs/assigner_study.md's tables ran: the flags (and so the finished runs) of before
+    assert assigners.data_flags(args, tmp_path)[-2:] == ["--classes", ",".join(SHAPES_CLASSES)]
+    args = study_args(shapes_root, tmp_path, "--expand_prob", "0.3")  # custom data, main.py's default 0.6
+    assigners.fill_preset(args)
+    assert assigners.data_flags(args, tmp_path)[-2:] == ["--expand_prob", "0.3"]
+    args = study_args(shapes_root, tmp_path)  # custom data at main.py's default: the flags (and results) of before
+    assigners.fill_preset(args)
+    assert "--expand_prob" not in assigners.data_flags(args, tmp_path)
+    with pytest.raises(ValueError, match=r"--expand_prob 1.5 must be a probability in \[0, 1\]"):
+        assigners.fill_preset(study_args(shapes_root, tmp_path, "--expand_prob", "1.5"))
