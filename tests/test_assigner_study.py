@@ -351,3 +351,16 @@ def test_expand_prob_goes_to_every_run_where_it_differs_from_main_py_default(sha
     assert "--expand_prob" not in assigners.data_flags(args, tmp_path)
     with pytest.raises(ValueError, match=r"--expand_prob 1.5 must be a probability in \[0, 1\]"):
         assigners.fill_preset(study_args(shapes_root, tmp_path, "--expand_prob", "1.5"))
+
+
+def test_table_says_what_its_numbers_are():
+    per_seed = {seed: {arm: {"metrics": {"mAP": value}, "stats": {}, "seconds": 1.0}
+                       for arm, value in (("IoU", 0.1), ("MG", mg))}
+                for seed, mg in ((0, 0.3), (1, 0.1000001))}  # fmt: skip
+    table = format_table("t", [0, 1], summarise(per_seed))
+    assert ("IoU, MG: mean ± sample std (ddof 1) over the 2 seeds; MG − IoU: mean ± sample std of the per-seed "
+            "paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value is higher (a difference "
+            "shown as +0.0 may count)") in table
+    assert "| 2/2 | +20.0 | +0.0 |" in table
+    one_seed = format_table("t", [0], summarise({0: per_seed[0]}))
+    assert "IoU, MG and MG − IoU: the values of the one seed (no std)" in one_seed

@@ -148,8 +148,8 @@ def summarise(per_seed: dict[int, dict[str, dict]]) -> dict:
 
 def format_table(title: str, seeds: list[int], summary: dict) -> str:
     """The study's markdown: metrics (in %) per arm as mean ± std over seeds, then MG - IoU: its mean ± std, the
-    number of seeds where MG scored higher, and its value per seed; then the assignment statistics per arm and the
-    training + evaluation time."""
+    number of seeds where MG scored higher, and its value per seed; a line saying what these are; then the
+    assignment statistics per arm and the training + evaluation time."""
     seed_heads = " | ".join(f"seed {s}" for s in seeds)
     lines = [f"### {title}", "",
              f"| metric (%) | IoU | MG | MG − IoU | seeds MG > IoU | {seed_heads} |",
@@ -159,6 +159,12 @@ def format_table(title: str, seeds: list[int], summary: dict) -> str:
         higher = f"{sum(d > 0 for d in entry['diff'])}/{len(entry['diff'])}"
         lines.append(f"| {name} | {_pm(entry['IoU'])} | {_pm(entry['MG'])} | {_pm(entry['diff'])} | {higher} | "
                      f"{per_seed} |")
+    if len(seeds) > 1:
+        lines += ["", f"IoU, MG: mean ± sample std (ddof 1) over the {len(seeds)} seeds; MG − IoU: mean ± sample std of "
+                      "the per-seed paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value is "
+                      "higher (a difference shown as +0.0 may count)."]
+    else:
+        lines += ["", "IoU, MG and MG − IoU: the values of the one seed (no std)."]
     lines += ["", "| assignment statistic (mean over log intervals) | IoU | MG | MG − IoU |", "|---|---|---|---|"]
     for name, entry in summary["stats"].items():
         lines.append(f"| {name} | {_pm(entry['IoU'], 1, 3)} | {_pm(entry['MG'], 1, 3)} | {_pm(entry['diff'], 1, 3)} |")
