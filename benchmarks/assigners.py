@@ -49,6 +49,7 @@ from utils.files import json_safe  # noqa: E402
 from utils.logging import RUN_ID_FILE  # noqa: E402
 from utils.run_flags import DATASET_DEFAULTS, MAX_SEED  # noqa: E402
 from utils.study import (  # noqa: E402
+    ASSIGN_STATS,
     REGIMES,
     format_table,
     make_subset_root,
@@ -213,7 +214,9 @@ def finished_result(work: Path, key: dict) -> dict | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    return saved["result"] if saved.get("key") == key else None
+    if saved.get("key") != key or set(ASSIGN_STATS) - set(saved["result"]["stats"]):
+        return None  # other flags, or a run of an earlier version that logged fewer statistics
+    return saved["result"]
 
 
 def run_id_in(work: Path) -> str | None:

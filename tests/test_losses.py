@@ -211,6 +211,9 @@ def test_stats_match_reference_assignment(mutual_guide):
     for name, values in ious.items():
         assert stats[name].item() == pytest.approx(sum(values) / len(values), rel=1e-5)
     assert stats["pos_per_object"].item() == pytest.approx(expected["num_pos_cls"] / 8)
+    assert stats["num_images"].item() == 3  # positives per image: the empty image counts
+    assert stats["cls_pos_per_image"].item() == pytest.approx(expected["num_pos_cls"] / 3)
+    assert stats["reg_pos_per_image"].item() == pytest.approx(expected["num_pos_reg"] / 3)
     assert stats["disagree_with_iou"].item() == pytest.approx(disagree / expected["num_pos_cls"])
     if mutual_guide:
         assert 0 < stats["disagree_with_iou"].item() < 1
@@ -259,8 +262,9 @@ def test_stats_over_one_positive_and_over_none():
     combined = stats_from_sums(list(stats), summable_stats(stats))
     assert combined == pytest.approx({name: value.item() for name, value in stats.items()}, rel=1e-6)
     _, _, empty = loss_fn((loc[1:], conf[1:]), ANCHORS_320, targets[1:], with_stats=True)
-    assert all(value.item() == 0 for value in empty.values())
-    assert all(value == 0 for value in stats_from_sums(list(empty), summable_stats(empty)).values())
+    combined = stats_from_sums(list(empty), summable_stats(empty))
+    assert empty.pop("num_images").item() == combined.pop("num_images") == 1  # positives per image: 0 of 1 image
+    assert all(value.item() == 0 for value in empty.values()) and all(value == 0 for value in combined.values())
 
 
 def test_mutual_guide_can_be_switched_on_during_a_run():

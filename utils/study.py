@@ -20,7 +20,7 @@ ARMS = ("IoU", "MG")
 REGIMES = ("scratch", "warm", "switch", "long")
 # main.py logs these with --assign_stats (utils/loss/multibox_loss.py documents them)
 ASSIGN_STATS = (
-    "pos_per_object", "cls_pos_anchor_iou", "cls_pos_pred_iou", "reg_pos_anchor_iou", "reg_pos_pred_iou",
+    "pos_per_object", "cls_pos_per_image", "reg_pos_per_image", "cls_pos_anchor_iou", "cls_pos_pred_iou", "reg_pos_anchor_iou", "reg_pos_pred_iou",
     "disagree_with_iou",
 )  # fmt: skip
 

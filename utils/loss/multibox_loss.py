@@ -85,7 +85,8 @@ class MultiBoxLoss(nn.Module):
         targets: B float tensors ``[n_i, 5]`` = x1, y1, x2, y2 normalised, class 0..C-1 (``[0, 5]`` if no object).
     It returns ``(loss_l, loss_c)`` 0-d float32 tensors, or ``(loss_l, loss_c, stats)`` with ``with_stats=True``;
     ``stats`` holds 0-d float32 device tensors (no host sync): num_objects, num_pos_cls, num_pos_reg,
-    pos_per_object, cls_pos_anchor_iou, cls_pos_pred_iou, reg_pos_anchor_iou, reg_pos_pred_iou (mean IoU of
+    pos_per_object (classification positives per object), num_images, cls_pos_per_image, reg_pos_per_image
+    (classification / regression positives per image, images without objects included), cls_pos_anchor_iou, cls_pos_pred_iou, reg_pos_anchor_iou, reg_pos_pred_iou (mean IoU of
     the anchor / the decoded prediction with the assigned object over the positives) and disagree_with_iou
     (share of classification positives the IoU assigner would not make positive; 0 without MG).
 
@@ -240,6 +241,9 @@ class MultiBoxLoss(nn.Module):
             stats[f"{name}_pos_anchor_iou"] = mean_over(positive, elementwise_box_iou(anchors_xyxy, matched))
             stats[f"{name}_pos_pred_iou"] = mean_over(positive, elementwise_box_iou(pred_boxes, matched))
         stats["pos_per_object"] = stats["num_pos_cls"] / stats["num_objects"].clamp(min=1)
+        stats["num_images"] = torch.tensor(float(loc.shape[0]), device=loc.device)
+        stats["cls_pos_per_image"] = stats["num_pos_cls"] / stats["num_images"]
+        stats["reg_pos_per_image"] = stats["num_pos_reg"] / stats["num_images"]
         cls_positive = cls.state == POSITIVE
         if baseline is None:
             stats["disagree_with_iou"] = torch.zeros((), device=loc.device)

@@ -14,6 +14,8 @@ from torch import Tensor
 # each ratio statistic -> the count it is a mean over
 RATIO_COUNTS = {
     "pos_per_object": "num_objects",
+    "cls_pos_per_image": "num_images",
+    "reg_pos_per_image": "num_images",
     "cls_pos_anchor_iou": "num_pos_cls",
     "cls_pos_pred_iou": "num_pos_cls",
     "reg_pos_anchor_iou": "num_pos_reg",
