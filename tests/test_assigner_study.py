@@ -78,6 +78,14 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
                        parse_constant=lambda name: pytest.fail(f"{name} in the JSON: strict readers reject it"))
     assert sorted(saved["per_seed"]) == ["0", "1"]
 
+    # each run's log names its assignment; the switch arm's says when MG takes over
+    work = tmp_path / "out" / "work" / "switch_fssd-resnet18-128" / "seed1"
+    iou_line = "assignment: IoU (anchor IoU >= 0.5 positive, [0.4, 0.5) ignored, each object's best anchor positive)"
+    assert iou_line in (work / "IoU" / "log.txt").read_text()
+    assert (f"{iou_line} for iterations 1-2, then Mutual Guidance (sigma 2): per object, as many positives (and "
+            "ignored anchors) as IoU assignment would make, chosen by their predicted box's IoU for classification "
+            "and by anchor IoU ** ((2 - p) / 2) for regression, p the predicted probability of the object's class"
+            ) in (work / "MG" / "log.txt").read_text()
     # the run's assign_summary row is the mean of the statistics logged at its log intervals (iterations 2 and 4)
     rows = [json.loads(line) for line in (tmp_path / "out" / "work" / "switch_fssd-resnet18-128" / "seed1" / "MG" /
                                           "metrics.jsonl").read_text().splitlines()]

@@ -166,6 +166,18 @@ class TrainSettings:
         return bool(self.eval_interval) and 0 < done < self.max_iter and done % self.eval_interval == 0
 
 
+def assignment_line(mutual_guide: bool, mutual_guide_from: int | None) -> str:
+    """The log's line naming a run's anchor assignment (``mutual_guide_from``: IoU before that iteration)."""
+    iou = "IoU (anchor IoU >= 0.5 positive, [0.4, 0.5) ignored, each object's best anchor positive)"
+    mg = ("Mutual Guidance (sigma 2): per object, as many positives (and ignored anchors) as IoU assignment would "
+          "make, chosen by their predicted box's IoU for classification and by anchor IoU ** ((2 - p) / 2) for "
+          "regression, p the predicted probability of the object's class")
+    if not mutual_guide:
+        return f"assignment: {iou}"
+    return f"assignment: {iou} for iterations 1-{mutual_guide_from}, then {mg}" if mutual_guide_from else (
+        f"assignment: {mg}")
+
+
 def train(
     model: nn.Module,
     loss_fn: nn.Module,

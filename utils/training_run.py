@@ -39,6 +39,7 @@ from utils.engine import (
     StopSignal,
     TrainingInterrupted,
     TrainSettings,
+    assignment_line,
     non_finite_weights,
     termination_as_interrupt,
     train,
@@ -156,6 +157,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         f"{device} x{ctx.world_size}: {setup.max_iter} iterations ({setup.epoch_size} per epoch), batch "
         f"{args.batch_size} per process, run folder {run_dir}"
     )
+    log.info(assignment_line(args.mutual_guide, args.mutual_guide_from))
     if ctx.is_distributed:
         log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
                  f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
