@@ -124,11 +124,14 @@ def fill_preset(args: argparse.Namespace) -> None:
     if len(set(args.seeds)) != len(args.seeds):
         seeds = " ".join(map(str, args.seeds))
         raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")
-    if args.iters < 1:
-        raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    for flag in ("iters", "threads", "num_train", "num_test"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.lr_warmup < 0:
+        raise ValueError(f"--lr_warmup must be >= 0, got {args.lr_warmup}")
     if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
-    if not 0 <= args.lr_warmup < args.iters:
+    if args.lr_warmup >= args.iters:
         raise ValueError(f"--lr_warmup {args.lr_warmup} must be shorter than --iters {args.iters}")
     check_regimes(args)
 

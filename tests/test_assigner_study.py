@@ -141,7 +141,7 @@ def test_subset_root_keeps_the_first_ids(shapes_root, tmp_path):
         "000001", "000002", "000003", "000004", "000005"]
     assert len((subset / "ImageSets" / "Main" / "test.txt").read_text().split()) == 2
     assert (subset / "JPEGImages").resolve() == (shapes_root / "JPEGImages").resolve()
-    with pytest.raises(ValueError, match="asked for 13 trainval images, the list has 12"):
+    with pytest.raises(ValueError, match="--num_train 13: .* lists 12 trainval images; give at most 12"):
         make_subset_root(shapes_root, tmp_path / "too_many", 13, 2)
 
 
@@ -211,6 +211,11 @@ def test_repeated_seed_is_refused(shapes_root, tmp_path):
     (("--regime", "long", "--long_factor", "0"), "--regime long needs --long_factor >= 1, got 0"),
     (("--seeds", "-1"), "every seed must be from 0 to"),
     (("--device", "gpu"), "--device gpu is not a device this program runs on; use auto, cpu, cuda or cuda:N"),
+    (("--threads", "-1"), "--threads must be >= 1, got -1"),
+    (("--threads", "0"), "--threads must be >= 1, got 0"),
+    (("--lr_warmup", "-1"), "--lr_warmup must be >= 0, got -1"),
+    (("--num_train", "0"), "--num_train must be >= 1, got 0"),
+    (("--num_test", "99"), r"--num_test 99: .* lists 6 test images; give at most 6, or --full_data"),
 ])  # fmt: skip
 def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, message, monkeypatch):
     monkeypatch.setattr(assigners, "run_main", lambda *run: pytest.fail(f"a run started: {run}"))
