@@ -273,7 +273,8 @@ def test_subsets_of_different_sets_get_different_folders(shapes_root, tmp_path):
     assert assigners.data_flags(args, tmp_path) != flags
 
 
-def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(shapes_root, tmp_path, monkeypatch, capsys):
+def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(shapes_root, tmp_path, monkeypatch,
+                                                                               capsys):
     # --size 100 passes the study's own checks; main.py refuses it (exit code 2) before the first run reads any data
     monkeypatch.chdir(tmp_path)
     with pytest.raises(assigners.RunFailed) as failure:

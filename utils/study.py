@@ -20,8 +20,8 @@ ARMS = ("IoU", "MG")
 REGIMES = ("scratch", "warm", "switch", "long")
 # main.py logs these with --assign_stats (utils/loss/multibox_loss.py documents them)
 ASSIGN_STATS = (
-    "pos_per_object", "cls_pos_per_image", "reg_pos_per_image", "cls_pos_anchor_iou", "cls_pos_pred_iou", "reg_pos_anchor_iou", "reg_pos_pred_iou",
-    "disagree_with_iou",
+    "pos_per_object", "cls_pos_per_image", "reg_pos_per_image", "cls_pos_anchor_iou", "cls_pos_pred_iou",
+    "reg_pos_anchor_iou", "reg_pos_pred_iou", "disagree_with_iou",
 )  # fmt: skip
 
 
@@ -161,8 +161,8 @@ def format_table(title: str, seeds: list[int], summary: dict) -> str:
         lines.append(f"| {name} | {_pm(entry['IoU'])} | {_pm(entry['MG'])} | {_pm(entry['diff'])} | {higher} | "
                      f"{per_seed} |")
     if len(seeds) > 1:
-        lines += ["", f"IoU, MG: mean ± sample std (ddof 1) over the {len(seeds)} seeds; MG − IoU: mean ± sample std of "
-                      "the per-seed paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value is "
+        lines += ["", f"IoU, MG: mean ± sample std (ddof 1) over the {len(seeds)} seeds; MG − IoU: mean ± sample "
+                      "std of the per-seed paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value is "
                       "higher (a difference shown as +0.0 may count)."]
     else:
         lines += ["", "IoU, MG and MG − IoU: the values of the one seed (no std)."]
