@@ -88,7 +88,8 @@ class MultiBoxLoss(nn.Module):
     pos_per_object (classification positives per object), num_images, cls_pos_per_image, reg_pos_per_image
     (classification / regression positives per image, images without objects included), cls_pos_anchor_iou,
     cls_pos_pred_iou, reg_pos_anchor_iou, reg_pos_pred_iou (mean IoU of the anchor / the decoded prediction with the
-    assigned object over the positives) and disagree_with_iou (share of classification positives the IoU assigner would not make positive; 0 without MG).
+    assigned object over the positives) and disagree_with_iou (share of classification positives the IoU assigner
+    would not make positive; 0 without MG).
 
     The batch is processed in runs of images whose ``[b, G, A]`` quality matrices and ``[b, A, C]`` logits hold at
     most the active assigner's ``max_elements`` entries (one run on CUDA at the usual sizes; see
