@@ -46,7 +46,8 @@ from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe  # noqa: E402
-from utils.logging import RUN_ID_FILE  # noqa: E402
+from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
+from utils.run_exit import EXIT_BAD_INPUT  # noqa: E402
 from utils.run_flags import DATASET_DEFAULTS, MAX_SEED  # noqa: E402
 from utils.study import (  # noqa: E402
     ASSIGN_STATS,
@@ -200,10 +201,10 @@ def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
 def run_main(argv: list[str], work: Path) -> None:
     """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
     code = cli.main(cli.get_args_parser().parse_args(argv))
-    if code == 2:  # bad input (a flag, the data): refused before training, the same command would stop again
-        raise RunFailed(f"main.py refused the flags or data of the run in {work} (exit code 2, its error is above): "
-                        "fix what it names (main.py's --warm_iter is this script's --lr_warmup) and run the command "
-                        "again; the finished runs are kept", code)
+    if code == EXIT_BAD_INPUT:  # a flag or the data refused before training: the same command would stop again
+        raise RunFailed(f"main.py refused the flags or data of the run in {work} (exit code {code}, its error is "
+                        "above): fix what it names (main.py's --warm_iter is this script's --lr_warmup) and run the "
+                        "command again; the finished runs are kept", code)
     if code != 0:
         raise RunFailed(f"the run in {work} stopped (main.py exit code {code}, its error is above, its log "
                         f"{work / 'log.txt'}; main.py's --warm_iter there is this script's --lr_warmup); the finished "
@@ -220,12 +221,6 @@ def finished_result(work: Path, key: dict) -> dict | None:
     if saved.get("key") != key or set(ASSIGN_STATS) - set(saved["result"]["stats"]):
         return None  # other flags, or a run of an earlier version that logged fewer statistics
     return saved["result"]
-
-
-def run_id_in(work: Path) -> str | None:
-    """The id of the run whose logs are in ``work`` (main.py writes it when a run starts training), or None."""
-    path = work / RUN_ID_FILE
-    return (path.read_text().strip() or None) if path.is_file() else None
 
 
 def stopped_run(work: Path, key: dict) -> tuple[Path | None, float]:
@@ -276,14 +271,14 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         print(f"{work}: the run stopped there earlier with the same flags, it continues from {resume_from.name}",
               flush=True)
     run_argv = argv if resume_from is None else without_init_from(argv) + ["--resume", str(resume_from)]
-    run_id_before, start = run_id_in(work), time.perf_counter()
+    run_id_before, start = logged_run_id(work), time.perf_counter()
     try:
         run_main(run_argv, work)
     except RunFailed as failure:
-        if failure.exit_code == 2 or (resume_from is None and run_id_in(work) == run_id_before):
+        if failure.exit_code == EXIT_BAD_INPUT or (resume_from is None and logged_run_id(work) == run_id_before):
             (work / ATTEMPT_FILE).unlink(missing_ok=True)  # refused, or stopped before training: nothing to resume
             raise
-        attempt = {"key": key, "run_id": run_id_in(work), "seconds": seconds_before + time.perf_counter() - start}
+        attempt = {"key": key, "run_id": logged_run_id(work), "seconds": seconds_before + time.perf_counter() - start}
         (work / ATTEMPT_FILE).write_text(json.dumps(attempt, indent=2) + "\n")
         raise
     result = {

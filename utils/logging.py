@@ -19,6 +19,13 @@ ROW_KIND = re.compile(r"[A-Za-z0-9_]+")  # a row kind names its CSV file: no sep
 RUN_ID_FILE = "run_id.txt"  # the id of the run whose logs the folder holds (the checkpoint's config["run_id"])
 
 
+def logged_run_id(folder: Path) -> str | None:
+    """The id of the run whose logs ``folder`` holds (its :data:`RUN_ID_FILE`, written when the run starts
+    training), or None."""
+    path = folder / RUN_ID_FILE
+    return (_read_text(path).strip() or None) if path.is_file() else None
+
+
 class RunLog:
     """Print and record a run's messages and metrics under ``run_dir``; appends on resume.
 
@@ -68,9 +75,7 @@ class RunLog:
 
     def run_id(self) -> str | None:
         """The id of the run whose logs the folder holds, as :meth:`begin_new_run` recorded it (None: none)."""
-        if not self.enabled or self.run_dir is None or not (self.run_dir / RUN_ID_FILE).is_file():
-            return None
-        return _read_text(self.run_dir / RUN_ID_FILE).strip() or None
+        return logged_run_id(self.run_dir) if self.enabled and self.run_dir is not None else None
 
     def has_row(self, kind: str, iteration: int) -> bool:
         """Whether ``metrics.jsonl`` holds a ``kind`` row of ``iteration``."""
