@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -118,21 +120,17 @@ def _images_below(folder: Path) -> str:
     """For a folder without images of its own: a clause saying how many images its sub-folders hold and the glob that
     takes them (a dataset folder with ``train/`` and ``test/``, say); empty when they hold none. It looks at
     :data:`SUBFOLDER_SCAN_LIMIT` entries at most (``--demo ~`` would walk a whole home folder), then says "at least"."""
-    counts, looked_at = {}, 0
-    for sub in sorted(path for path in folder.iterdir() if path.is_dir()):
-        counts[sub.name] = 0
-        for path in sub.rglob("*"):
-            looked_at += 1
-            if looked_at > SUBFOLDER_SCAN_LIMIT:
-                break
-            counts[sub.name] += path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        if looked_at > SUBFOLDER_SCAN_LIMIT:
-            break
-    holding = [f"{name}/" for name, count in counts.items() if count]
-    if not holding:
+    subfolders = sorted(path for path in folder.iterdir() if path.is_dir())
+    entries = itertools.islice(((sub.name, path) for sub in subfolders for path in sub.rglob("*")),
+                               SUBFOLDER_SCAN_LIMIT + 1)  # one more: whether the walk stopped early
+    looked_at = list(entries)
+    counts = Counter(name for name, path in looked_at[:SUBFOLDER_SCAN_LIMIT]
+                     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    if not counts:
         return ""
     total = sum(counts.values())
-    amount = f"at least {total}" if looked_at > SUBFOLDER_SCAN_LIMIT else str(total)
+    amount = f"at least {total}" if len(looked_at) > SUBFOLDER_SCAN_LIMIT else str(total)
+    holding = [f"{name}/" for name in counts]  # in the sub-folders' order
     return (f", but its sub-folders hold {amount} ({preview_names(holding)}): "
             f"pass '{folder}/**/*' (quoted) for all of them, or one sub-folder")
 
