@@ -311,6 +311,20 @@ def test_bad_inputs_raise_clear_errors():
         loss_fn((loc, conf), ANCHORS_320, good * 2)
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_box_coordinate_that_is_not_finite_is_refused(value):
+    """A NaN coordinate made every IoU of its image NaN: torch.max then returned NaN for every anchor, which silently
+    turned the other objects' 34 positives into 1 (IoU) or 18 (MG) with a finite loss. A non-finite box is refused
+    like an out-of-range class, naming the image and the object."""
+    loc = torch.zeros(2, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(2, ANCHORS_320.shape[0], NUM_CLASSES)
+    bad = torch.tensor([[0.1, 0.1, 0.4, 0.4, 1.0], [0.5, 0.5, 0.9, 0.9, 2.0]])
+    bad[1, 1] = value
+    for mutual_guide in (False, True):
+        with pytest.raises(ValueError, match=r"targets\[1\] row 1 has box .* not all finite"):
+            MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, [torch.zeros(0, 5), bad])
+
+
 def compiled_and_eager_losses(device: torch.device) -> list[tuple[tuple, tuple]]:
     """Losses of ``MultiBoxLoss(compile=True)`` and of the eager criterion, both modes, on batches whose object
     count, batch size and largest quota all change (small anchors and 3 classes keep the compilation short)."""

@@ -50,9 +50,9 @@ def pad_targets(
 ) -> PaddedTargets:
     """Pad a list of B targets ``[n_i, 5]`` = ``(x1, y1, x2, y2, class 0..C-1)`` into :class:`PaddedTargets`.
 
-    Checks the shapes and, when ``num_classes`` is given, the class range (before moving to ``device``,
-    so targets that come from a CPU DataLoader are checked without a device sync). Images with no
-    object (``[0, 5]``) are valid.
+    Checks the shapes, that every box coordinate is finite and, when ``num_classes`` is given, the class range
+    (before moving to ``device``, so targets that come from a CPU DataLoader are checked without a device sync).
+    Images with no object (``[0, 5]``) are valid.
     """
     if len(targets) == 0:
         raise ValueError("pad_targets: got an empty list of targets; pass one [n_i, 5] tensor per image.")
@@ -68,8 +68,7 @@ def pad_targets(
     if padded.shape[1] == 0:
         padded = padded.new_zeros(len(targets), 1, TARGET_COLUMNS)
     mask = torch.arange(padded.shape[1]) < counts.unsqueeze(1)  # [B, G]
-    if num_classes is not None:
-        _check_labels(padded[..., 4], mask.to(padded.device), num_classes)
+    _check_values(padded, mask.to(padded.device), num_classes)
     packed = torch.cat([padded, mask.to(padded).unsqueeze(2)], dim=2)  # [B, G, 6]: box, class, mask
     packed = _to_device(packed, torch.device(device) if device is not None else packed.device)
     return PaddedTargets(boxes=packed[..., :4], labels=packed[..., 4].long(), mask=packed[..., 5] > 0)
@@ -82,14 +81,30 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
     return tensor.to(device)
 
 
-def _check_labels(labels: Tensor, mask: Tensor, num_classes: int) -> None:
-    out_of_range = mask & ((labels < 0) | (labels > num_classes - 1) | (labels != labels.round()))
-    if bool(out_of_range.any()):
-        bad = labels[out_of_range][0].item()
+def _check_values(padded: Tensor, mask: Tensor, num_classes: int | None) -> None:
+    """Raise ValueError naming the first real object (``mask`` ``[B, G]``) of ``padded`` ``[B, G, 5]`` whose box has a
+    coordinate that is not finite (a NaN one made every IoU of its image NaN, which silently emptied the other
+    objects' assignments) or, with ``num_classes``, whose class is not an integer in 0..C-1. One host sync on a GPU."""
+    boxes, labels = padded[..., :4], padded[..., 4]
+    bad_box = ~torch.isfinite(boxes).all(dim=2)
+    bad_label = torch.zeros_like(bad_box)
+    if num_classes is not None:
+        bad_label = (labels < 0) | (labels > num_classes - 1) | (labels != labels.round())
+    bad = mask & (bad_box | bad_label)
+    if not bool(bad.any()):
+        return
+    image, row = bad.nonzero()[0].tolist()
+    where = f"targets[{image}] row {row}"
+    if bool(bad_box[image, row]):
         raise ValueError(
-            f"targets hold class index {bad} but MultiBoxLoss(num_classes={num_classes}) expects foreground "
-            f"indices 0..{num_classes - 1} in column 4 (the authors' 1..C labels must be shifted by -1 in data/)."
+            f"{where} has box {boxes[image, row].tolist()} whose coordinates are not all finite; each object needs "
+            f"finite x1, y1, x2, y2 normalised by the image size in columns 0-3 (fix or drop it in the dataset)."
         )
+    raise ValueError(
+        f"{where} holds class index {labels[image, row].item()} but MultiBoxLoss(num_classes={num_classes}) "
+        f"expects foreground indices 0..{num_classes - 1} in column 4 (the authors' 1..C labels must be shifted by -1 "
+        f"in data/)."
+    )
 
 
 def check_thresholds(owner: str, positive_threshold: float, ignore_threshold: float) -> None:
