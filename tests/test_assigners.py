@@ -20,8 +20,14 @@ from utils.assign import (
     image_chunks,
     pad_targets,
 )
-from utils.assign.quality import anchor_iou, force_best_anchor_, keep_column_max, select_top_ranked
-from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
+from utils.assign.quality import (
+    anchor_iou,
+    force_best_anchor_,
+    keep_column_max,
+    predicted_iou,
+    select_top_ranked,
+)
+from utils.box import PriorBox, corner_form, decode, encode, pairwise_box_iou
 
 NUM_CLASSES = 20
 ANCHORS_320 = PriorBox(24.0, 320)()
@@ -116,6 +122,19 @@ def test_an_object_keeps_its_forced_best_anchor_against_an_object_overlapping_it
     for assignment in (mg.cls, mg.reg):
         assert assignment.state.tolist() == [[POSITIVE, POSITIVE, NEGATIVE]]
         assert assignment.gt_index.tolist() == [[0, 1, 0]]
+
+
+def test_a_prediction_with_a_nan_corner_meets_no_object():
+    """Offsets that are all infinite (an fp16 head output that overflowed, cast to float32) decode to the corners
+    (inf - inf, inf - inf, inf, inf) = (NaN, NaN, inf, inf); a NaN offset gives NaN corners too. Such a prediction
+    has IoU 0 with every object, as tests/mg_reference.py has it; the other predictions keep theirs."""
+    anchors = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.2, 0.2]])
+    loc = torch.tensor([[[math.inf] * 4, [0.0, 0.0, 0.0, 0.0], [math.nan, 0.0, 0.0, 0.0]]])
+    predictions = decode(loc, anchors)
+    assert predictions[0, 0, :2].isnan().all() and predictions[0, 0, 2:].isinf().all()
+    gt_boxes = torch.tensor([[[0.1, 0.1, 0.95, 0.95], [0.3, 0.3, 0.7, 0.7]]])
+    expected = torch.tensor([[[0.0, 0.16 / 0.7225, 0.0], [0.0, 1.0, 0.0]]])
+    torch.testing.assert_close(predicted_iou(gt_boxes, predictions), expected)
 
 
 def test_column_suppression_by_hand():
@@ -378,7 +397,7 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from tests.mg_reference import random_targets
 from utils.assign import MutualGuidanceAssigner, pad_targets
-from utils.box import PriorBox, corner_form, encode, pairwise_box_iou
+from utils.box import PriorBox, corner_form, decode, encode, pairwise_box_iou
 torch.set_num_threads(1)
 anchors = PriorBox(24.0, 512)()
 g = torch.Generator().manual_seed(0)

@@ -18,8 +18,14 @@ def anchor_iou(gt_boxes: Tensor, anchors_xyxy: Tensor) -> Tensor:
 
 
 def predicted_iou(gt_boxes: Tensor, pred_boxes: Tensor) -> Tensor:
-    """IoU of each object with each decoded prediction: ``[B, G, 4]`` x ``[B, A, 4]`` (xyxy) -> ``[B, G, A]``."""
-    return pairwise_box_iou(gt_boxes, pred_boxes)
+    """IoU of each object with each decoded prediction: ``[B, G, 4]`` x ``[B, A, 4]`` (xyxy) -> ``[B, G, A]``.
+
+    A prediction with a NaN corner (offsets that are all infinite, e.g. an fp16 head output that overflowed, decode
+    to ``inf - inf``) meets no object: it is replaced by the zero box, IoU 0. A NaN IoU would outrank every anchor in
+    the top-k and block each object's forcing.
+    """
+    meets_nothing = pred_boxes.isnan().any(dim=-1, keepdim=True)  # [B, A, 1]
+    return pairwise_box_iou(gt_boxes, pred_boxes.masked_fill(meets_nothing, 0.0))
 
 
 def own_class_probability(conf: Tensor, gt_labels: Tensor) -> Tensor:
