@@ -179,6 +179,27 @@ def test_gradients_match_reference_and_reach_only_regression_positives():
     assert torch.all(loc.grad[1] == 0)  # the image without objects has no regression positive
 
 
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_a_wild_offset_on_an_anchor_that_is_not_a_regression_positive_gets_no_gradient(mutual_guide):
+    """The box loss covers regression positives only, also in its gradient: an anchor whose offsets are inf (an fp16
+    overflow) or 1e37 but which regresses nothing gets gradient 0, as in the reference (and the authors' code), which
+    index the positives. Masking the loss after computing it gave 0 * inf = NaN there, and NaN in every weight of the
+    head behind a finite loss."""
+    targets, loc, conf = random_predictions([3, 6], seed=20)
+    loc[0, -1] = math.inf
+    loc[1, -1] = 1e37
+    loc.requires_grad_(True)
+    loss_l, loss_c = MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, targets)
+    loss_l.backward()
+    loc_ref = loc.detach().clone().requires_grad_(True)
+    reference_l, reference_c = reference_multibox_loss(loc_ref, conf, ANCHORS_320, targets, mutual_guide)
+    reference_l.backward()
+    assert torch.isfinite(loss_l) and torch.isfinite(loss_c)
+    torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
+    assert torch.equal(loc.grad[:, -1], torch.zeros(2, 4))
+    torch.testing.assert_close(loc.grad, loc_ref.grad, rtol=1e-4, atol=1e-9)
+
+
 def test_batch_without_objects_gives_zero_box_loss_and_finite_class_loss():
     loc = torch.randn(2, ANCHORS_320.shape[0], 4, requires_grad=True)
     conf = torch.randn(2, ANCHORS_320.shape[0], NUM_CLASSES, requires_grad=True)

@@ -209,12 +209,14 @@ class MultiBoxLoss(nn.Module):
         labels = torch.where(cls_positive, gather_per_anchor(gt_labels, cls.gt_index), BACKGROUND)
         focal = sigmoid_focal_loss(conf, labels, cls.state != IGNORE, FOCAL_ALPHA, FOCAL_GAMMA)
 
-        # non-positives regress onto their own anchor, a finite stand-in that the mask then drops
-        matched = torch.where(reg_positive.unsqueeze(2), gather_per_anchor(gt_boxes, reg.gt_index), anchors_xyxy)
-        box_loss = balanced_l1_loss(
-            loc, self.box_coder.encode(matched, anchors), BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA
-        )
-        box = torch.where(reg_positive.unsqueeze(2), box_loss, 0.0).sum()
+        # A non-positive anchor takes its own anchor as target (finite offsets) and that target as prediction: loss 0
+        # and gradient 0 whatever it predicted. Masking the loss afterwards gave NaN gradients (0 * inf) where a
+        # prediction was inf, e.g. after an fp16 overflow; the authors' code indexes the positives and gives 0 there.
+        is_positive = reg_positive.unsqueeze(2)
+        matched = torch.where(is_positive, gather_per_anchor(gt_boxes, reg.gt_index), anchors_xyxy)
+        target = self.box_coder.encode(matched, anchors)
+        prediction = torch.where(is_positive, loc, target)
+        box = balanced_l1_loss(prediction, target, BALANCED_L1_ALPHA, BALANCED_L1_GAMMA, BALANCED_L1_BETA).sum()
         return ChunkTerms(focal, cls_positive.sum(), box, reg_positive.sum(), cls, reg, baseline)
 
     @torch.no_grad()
