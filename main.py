@@ -56,7 +56,7 @@ from utils.inference import evaluate_results_file
 from utils.logging import RunLog
 from utils.messages import first_line
 from utils.run_data import check_splits, make_dataset
-from utils.run_evaluation import eval_folder, evaluate
+from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name
 from utils.run_exit import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -185,8 +185,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("checkpoints, logs and evaluation")
     run.add_argument("--save_folder", type=str, default=None, help="checkpoint folder (default: weights/)")
     run.add_argument("--name", type=str, default=None,
-                     help="the run's name: its checkpoint is <save_folder>/NAME.pth and its logs runs/NAME/ (default: "
-                          "from dataset and architecture, e.g. VOC_pafpn_vgg16_size320_anchor24.0_MG); give each "
+                     help="the run's name: its checkpoint is <save_folder>/NAME.pth, its logs runs/NAME/ and its "
+                          "evaluations eval/<DATASET>/NAME/ (default: from dataset and architecture, e.g. "
+                          "VOC_pafpn_vgg16_size320_anchor24.0_MG, evaluated in eval/VOC/); give each "
                           "experiment its own, e.g. per seed or learning rate; letters, digits and . _ - + = @")
     run.add_argument("--run_dir", type=str, default=None,
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<run name>/)")
@@ -209,11 +210,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
                      help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
     run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
-                     help="score saved detections against the test split and exit: the eval/<DATASET> folder of "
-                          "comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON; without --dataset, "
-                          "the dataset of the summary.json beside them")
+                     help="score saved detections against the test split and exit: the folder an evaluation wrote "
+                          "(see --eval_dir) of comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON; "
+                          "without --dataset, the dataset of the summary.json beside them")
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
-                     help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>)")
+                     help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>/NAME for "
+                          "a run given --name NAME, and for --trained_model of its checkpoint, NAME_best of its best "
+                          "checkpoint; else eval/<DATASET>)")
     run.add_argument("--nms_thresh", type=float, default=DEFAULT_NMS_THRESH,
                      help="per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: 0.5)")
     run.add_argument("--cuda_graph", action="store_true",
@@ -362,8 +365,9 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     config = state["config"]
     requested = requested_architecture(args)
     size = args.size or config["size"]
+    out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model))  # a named run's: eval/<DATASET>/<name>
     if ctx.is_main:
-        check_writable_folder(eval_folder(args), "--eval_dir")
+        check_writable_folder(out_dir, "--eval_dir")
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
         args.classes = ",".join(state["class_names"])
     dataset = make_dataset(args, "test", size, train=False)
@@ -371,12 +375,12 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
-             f"on {len(dataset)} images")
+             f"on {len(dataset)} images, results to {out_dir}")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
     try:
         with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
             evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log,
-                     run_info)
+                     run_info, out_dir)
     except KeyboardInterrupt:
         log.info(f"evaluation of {args.trained_model} interrupted before its results were written; run the same "
                  "command again")

@@ -14,6 +14,7 @@ from data.loader import default_workers
 from utils import training_run
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
+from utils.run_evaluation import eval_folder, evaluated_run_name
 from utils.run_exit import EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
 from utils.run_flags import (
     amp_dtype_for,
@@ -113,6 +114,27 @@ def test_resume_path_takes_the_length_as_saved_and_no_data_flags_for_another_dat
 def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
     with pytest.raises(CheckpointError, match=rf"r\.pth records --{key} {value!r}, which main\.py never writes"):
         take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
+
+
+@pytest.mark.parametrize("argv, run_name, folder", [
+    (["--dataset", "voc"], None, "eval/VOC"),  # the runs without --name: the original code's folders
+    (["--dataset", "coco"], None, "eval/COCO"),
+    (["--dataset", "custom"], "pets", "eval/CUSTOM/pets"),
+    (["--dataset", "voc", "--eval_dir", "mine"], "pets", "mine"),  # given: it wins
+])
+def test_evaluation_folder_follows_the_run_name(argv, run_name, folder):
+    assert eval_folder(parse(*argv), run_name) == Path(folder)
+
+
+def test_trained_model_evaluates_under_the_name_of_the_checkpoints_run():
+    assert evaluated_run_name({"config": {"name": None}}, "w.pth") is None
+    assert evaluated_run_name({"config": {}}, "w.pth") is None  # saved before --name
+    assert evaluated_run_name({"config": {"name": "pets"}}, "w.pth") == "pets"
+    assert evaluated_run_name({"config": {"name": "pets"}, "best_metrics": {"mAP": 0.5}}, "w.pth") == "pets_best"
+    for edited in ("../elsewhere", "", 3):  # would write outside eval/<DATASET>/, or is not a name
+        with pytest.raises(CheckpointError, match=rf"^w\.pth records --name {edited!r}, which main\.py never writes; "
+                                                  r"it was edited or damaged: give --eval_dir"):
+            evaluated_run_name({"config": {"name": edited}}, "w.pth")
 
 
 def test_trained_model_leaves_the_architecture_to_the_checkpoint():

@@ -19,7 +19,7 @@ from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
-from utils import training_run, training_setup
+from utils import run_evaluation, training_run, training_setup
 from utils.checkpoint import load_checkpoint
 from utils.distributed import unwrap_model
 from utils.logging import RunLog
@@ -356,6 +356,42 @@ def test_the_best_evaluation_is_kept_as_its_own_checkpoint(shapes_root, tmp_path
     assert (f"{tmp_path / path} holds the weights of its run's best evaluation (after iteration 4), not a training "
             "state to resume: --resume the run's own checkpoint, or start a new run from these weights with "
             f"--init_from {tmp_path / path}") in capsys.readouterr().err
+
+
+def test_named_runs_evaluate_into_folders_of_their_own(shapes_root, trained, tmp_path, monkeypatch, capsys):
+    """Two runs on one dataset given --name (an IoU and an MG run to compare) wrote their evaluations to one
+    eval/CUSTOM, the second's replacing the first's: each writes eval/CUSTOM/<name>/, its --eval_interval evaluation
+    and its final one alike, and --trained_model of its checkpoint evaluates there again (of its best checkpoint, in
+    <name>_best/). A run without --name keeps eval/CUSTOM."""
+    real_evaluate_detections, folders = run_evaluation.evaluate_detections, []
+
+    def evaluate_detections(dataset, detections, out_dir, **kwargs):
+        folders.append(out_dir)
+        return real_evaluate_detections(dataset, detections, out_dir, **kwargs)
+
+    monkeypatch.setattr(run_evaluation, "evaluate_detections", evaluate_detections)
+    for name, assignment in (("iou", []), ("mg", ["--mutual_guide"])):  # 2 iterations per epoch: evaluated at 2, 4
+        argv = base_args(shapes_root, "--name", name, "--batch_size", "8", "--max_iter", "4", "--warm_iter", "1",
+                         "--eval_interval", "1", *assignment)
+        argv[argv.index("--run_dir") + 1] = f"run_{name}"
+        assert run(tmp_path, argv) == 0
+        assert f"run folder run_{name}, evaluations in {Path('eval', 'CUSTOM', name)}\n" in capsys.readouterr().out
+    assert folders == [Path("eval", "CUSTOM", "iou")] * 2 + [Path("eval", "CUSTOM", "mg")] * 2
+    for name, mutual_guide in (("iou", False), ("mg", True)):
+        summary = json.loads((tmp_path / "eval" / "CUSTOM" / name / "summary.json").read_text())
+        assert summary["checkpoint"] == str(Path("weights") / f"{name}.pth")
+        assert summary["config"]["mutual_guide"] is mutual_guide
+    assert sorted(path.name for path in (tmp_path / "eval" / "CUSTOM").iterdir()) == ["iou", "mg"]
+
+    for checkpoint, folder in (("iou.pth", "iou"), ("iou_best.pth", "iou_best")):
+        path = tmp_path / "weights" / checkpoint
+        assert run(tmp_path, ["--trained_model", str(path), "--device", "cpu", "--workers", "0"]) == 0
+        assert f"on 6 images, results to {Path('eval', 'CUSTOM', folder)}\n" in capsys.readouterr().out
+        summary = json.loads((tmp_path / "eval" / "CUSTOM" / folder / "summary.json").read_text())
+        assert summary["checkpoint"] == str(path)
+    # the run without --name (and --trained_model of its checkpoint, which another test may have run since)
+    assert json.loads((trained / "eval" / "CUSTOM" / "summary.json").read_text())["checkpoint"].endswith(
+        str(Path("weights") / CKPT.format("")))
 
 
 def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_best_aside(

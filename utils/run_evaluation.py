@@ -4,33 +4,39 @@ evaluations of a training run)."""
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from data import DataError, build_loader
 from data.dataset import DetectionDataset
 from data.errors import data_error_elsewhere
+from utils.best_checkpoint import is_best_checkpoint
+from utils.checkpoint import CheckpointError
 from utils.distributed import DistributedContext, broadcast_buffers, raise_if_any_process_failed, unwrap_model
 from utils.engine import format_metrics
 from utils.inference import evaluate_detections, gather_detections, run_inference
 from utils.logging import RunLog
 from utils.postprocess import PostProcessor
 from utils.run_data import absolute_data_paths
-from utils.run_flags import EVAL_SCORE_THRESH
+from utils.run_flags import EVAL_SCORE_THRESH, RUN_NAME
 
 
 def dataset_tag(args: argparse.Namespace) -> str:
-    """The upper-case dataset name (VOC, COCO, SHAPES, CUSTOM) that names the default ``eval/`` folder and starts the
+    """The upper-case dataset name (VOC, COCO, SHAPES, CUSTOM) that names the default ``eval/`` folders and starts the
     evaluation's log line (checkpoint names spell it alike, :func:`utils.checkpoint.checkpoint_name`)."""
     return args.dataset.upper()
 
 
 def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.Namespace, priors: torch.Tensor,
              device: torch.device, ctx: DistributedContext, amp_dtype: torch.dtype | None, log: RunLog,
-             run_info: dict, after: int | None = None) -> dict | None:
-    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there (``None`` elsewhere);
-    ``after``: the iterations a training run has done, for its log line (evaluations during training)."""
+             run_info: dict, out_dir: Path, after: int | None = None) -> dict | None:
+    """Inference on every process's shard of ``dataset``, gathered on rank 0, scored there and written under
+    ``out_dir`` (:func:`eval_folder`) (``None`` elsewhere); ``after``: the iterations a training run has done, for its
+    log line (evaluations during training)."""
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
                           seed=args.seed, pin_memory=device.type == "cuda")
     postprocessor = PostProcessor(priors, score_thresh=EVAL_SCORE_THRESH, nms_thresh=args.nms_thresh,
@@ -48,7 +54,6 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None
-    out_dir = eval_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
     evaluated_with |= absolute_data_paths(args)
@@ -60,6 +65,25 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     return metrics
 
 
-def eval_folder(args: argparse.Namespace) -> Path:
-    """Where evaluations write their detections and ``summary.json``: ``--eval_dir``, else ``eval/<DATASET>``."""
-    return Path(args.eval_dir) if args.eval_dir else Path("eval") / dataset_tag(args)
+def eval_folder(args: argparse.Namespace, run_name: str | None = None) -> Path:
+    """Where an evaluation writes its detections and ``summary.json``: ``--eval_dir`` when given, else
+    ``eval/<DATASET>/<run_name>`` for a named run (a training run's ``--name``; for ``--trained_model``,
+    :func:`evaluated_run_name`), else ``eval/<DATASET>`` (the runs named after their dataset and architecture)."""
+    if args.eval_dir:
+        return Path(args.eval_dir)
+    folder = Path("eval") / dataset_tag(args)
+    return folder / run_name if run_name else folder
+
+
+def evaluated_run_name(state: Mapping[str, Any], path: str | os.PathLike) -> str | None:
+    """The run name under which ``--trained_model`` evaluates the checkpoint ``state`` read from ``path`` (see
+    :func:`eval_folder`): as the run named its files, ``NAME`` for the checkpoint of a run trained with ``--name NAME``
+    and ``NAME_best`` for its best checkpoint; ``None`` for a run without ``--name``. Raises
+    :class:`CheckpointError` for a name main.py never writes (not a file name: the folder would be elsewhere)."""
+    name = state["config"].get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise CheckpointError(f"{path} records --name {name!r}, which main.py never writes; it was edited or damaged: "
+                              "give --eval_dir to write the evaluation to, or use a checkpoint as main.py saved it")
+    return f"{name}_best" if is_best_checkpoint(state) else name

@@ -47,7 +47,7 @@ from utils.engine import (
 from utils.logging import RunLog
 from utils.messages import first_line
 from utils.optim import warmup_cosine_lr
-from utils.run_evaluation import evaluate
+from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
     EXIT_BAD_INPUT,
     EXIT_DIVERGED,
@@ -155,7 +155,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     log.info(
         f"training {checkpoint_path.name} on {len(setup.dataset)} images ({setup.dataset.num_classes} classes) on "
         f"{device} x{ctx.world_size}: {setup.max_iter} iterations ({setup.epoch_size} per epoch), batch "
-        f"{args.batch_size} per process, run folder {run_dir}"
+        f"{args.batch_size} per process, run folder {run_dir}, evaluations in {eval_folder(args, args.name)}"
     )
     log.info(assignment_line(args.mutual_guide, args.mutual_guide_from))
     if ctx.is_distributed:
@@ -282,8 +282,9 @@ class RunCheckpoints:
 
 
 class RunEvaluation:
-    """Evaluations on the test split of the weights being trained, ``train_model``; their results name the run's
-    checkpoint and config."""
+    """Evaluations on the test split of the weights being trained, ``train_model``, written to the run's evaluation
+    folder ``out_dir`` (``--eval_dir``, else named after the run's ``--name`` when it has one: :func:`eval_folder`);
+    their results name the run's checkpoint and config."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
                  setup: TrainingSetup, train_model: torch.nn.Module, checkpoints: RunCheckpoints) -> None:
@@ -295,12 +296,13 @@ class RunEvaluation:
         self.train_model = train_model
         self.checkpoints = checkpoints
         self.run_info = {"checkpoint": str(checkpoints.path), "config": setup.config}
+        self.out_dir = eval_folder(args, args.name)
 
     def metrics(self, after: int | None = None) -> dict | None:
         """Evaluate the weights as they are now (``after`` that many iterations, during training): rank 0's metrics,
         ``None`` on the other processes."""
         return evaluate(self.train_model, self.setup.test_dataset, self.args, self.setup.priors, self.device, self.ctx,
-                        self.setup.amp_dtype, self.log, self.run_info, after)
+                        self.setup.amp_dtype, self.log, self.run_info, self.out_dir, after)
 
     def during_training(self, done: int) -> None:
         """The ``--eval_interval`` evaluation after ``done`` iterations: the best checkpoint kept if it scores highest,

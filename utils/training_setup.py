@@ -104,7 +104,7 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
-        check_writable_folder(eval_folder(args), "--eval_dir")
+        check_writable_folder(eval_folder(args, args.name), "--eval_dir")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
