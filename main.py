@@ -197,7 +197,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint, "
                           "found from the run's flags); a PATH given also supplies every run flag not given (dataset, "
-                          "data, architecture, schedule, precision, --name, --save_folder, --run_dir, the intervals)")
+                          "data, architecture, schedule, precision, --name, --save_folder, --run_dir, the intervals, "
+                          "--eval_dir, --nms_thresh)")
     run.add_argument("--checkpoint_interval", type=int, default=None,
                      help="save a checkpoint every N iterations (default: 500)")
     run.add_argument("--log_interval", type=int, default=None,
@@ -217,8 +218,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>/NAME for "
                           "a run given --name NAME, and for --trained_model of its checkpoint, NAME_best of its best "
                           "checkpoint; else eval/<DATASET>)")
-    run.add_argument("--nms_thresh", type=float, default=DEFAULT_NMS_THRESH,
-                     help="per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: 0.5)")
+    run.add_argument("--nms_thresh", type=float, default=None,
+                     help=f"per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: "
+                          f"{DEFAULT_NMS_THRESH:g}; with --resume PATH, its run's)")
     run.add_argument("--cuda_graph", action="store_true",
                      help="evaluation and --demo on CUDA: replay the network and post-processing from one CUDA graph "
                           "per batch (fewer kernel launches, the same detections; CUDA only)")

@@ -110,7 +110,30 @@ def test_resume_path_takes_the_length_as_saved_and_no_data_flags_for_another_dat
     assert (given_length.max_iter, given_length.epochs) == (None, 3)
 
 
-@pytest.mark.parametrize("key, value", [("batch_size", "4"), ("mutual_guide", 1), ("amp", "fp8"), ("dataset", "kitti")])
+def test_resume_path_takes_the_evaluation_folder_and_nms_threshold_of_its_run():
+    """A resumed run's evaluations go on where they were written and with the same NMS: --eval_dir and --nms_thresh
+    were left at their defaults, so a run trained with --nms_thresh 0.6 evaluated at 0.5 once resumed. Given, they
+    keep their value, as --name and the intervals do (they change no training step: nothing to refuse)."""
+    saved = SAVED_RUN | {"eval_dir": "e/mine", "nms_thresh": 0.6}
+    args = parse("--resume", "r.pth")
+    taken = take_run_from_checkpoint(args, saved)
+    fill_dataset_defaults(args)
+    assert (args.eval_dir, args.nms_thresh) == ("e/mine", 0.6)
+    assert ", --eval_dir e/mine, --nms_thresh 0.6, " in taken
+    for argv in (["--eval_dir", "other", "--nms_thresh", "0.45"], ["--eval_dir", "e/mine", "--nms_thresh", "0.5"]):
+        given = parse("--resume", "r.pth", *argv)  # 0.5, the default, given: given all the same
+        taken = take_run_from_checkpoint(given, saved)
+        fill_dataset_defaults(given)
+        assert (given.eval_dir, given.nms_thresh) == (argv[1], float(argv[3]))
+        assert "--eval_dir" not in taken and "--nms_thresh" not in taken
+    unset = parse("--resume", "r.pth")
+    take_run_from_checkpoint(unset, SAVED_RUN | {"eval_dir": None})  # a run without --eval_dir: eval/<DATASET>...
+    fill_dataset_defaults(unset)
+    assert (unset.eval_dir, unset.nms_thresh) == (None, 0.5)
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", "4"), ("mutual_guide", 1), ("amp", "fp8"), ("dataset", "kitti"),
+                                        ("nms_thresh", "0.6"), ("eval_dir", 3)])
 def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
     with pytest.raises(CheckpointError, match=rf"r\.pth records --{key} {value!r}, which main\.py never writes"):
         take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})

@@ -217,12 +217,13 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
             f"resnet18, --size 128, --base_anchor_size 24.0, --dataset custom, --data_root {shapes_root}, --classes "
             f"{','.join(SHAPES_CLASSES)}, --mutual_guide, --mutual_guide_from 2, --batch_size 2, --lr 0.01, "
             "--warm_iter 2, --seed 5, --expand_prob 0.5, --amp bf16, --name mine, --save_folder weights, "
-            f"--run_dir mine_run, --eval_interval 0, --checkpoint_interval 4, --log_interval 1, --max_iter {ITERS}\n"
+            f"--run_dir mine_run, --eval_interval 0, --checkpoint_interval 4, --log_interval 1, --nms_thresh 0.5, "
+            f"--max_iter {ITERS}\n"
             ) in out
     assert f"resumed from {Path('weights') / 'mine.pth'} at iteration 3/{ITERS}" in out
     log_lines = (tmp_path / "cut" / "mine_run" / "log.txt").read_text().splitlines()
     taken = [line for line in log_lines if "with its run's flags not given here: " in line]
-    assert len(taken) == 1 and taken[0].endswith(f"--log_interval 1, --max_iter {ITERS}")  # printed once, recorded
+    assert len(taken) == 1 and taken[0].endswith(f"--nms_thresh 0.5, --max_iter {ITERS}")  # printed once, recorded
     assert out.count("with its run's flags not given here: ") == 1
     resumed, reference = logged_losses(tmp_path / "cut" / "mine_run"), logged_losses(tmp_path / "whole" / "mine_run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
@@ -233,6 +234,28 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
     assert final["iteration"] == ITERS and final["config"]["mutual_guide_from"] == 2
     for key, value in expected["model"].items():
         assert torch.allclose(final["model"][key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+
+
+def test_resume_path_evaluates_where_and_as_its_run_did(shapes_root, tmp_path, capsys):
+    """A finished run of --eval_dir ev --nms_thresh 0.6 resumed by `--resume PATH` alone (evaluated again) wrote to
+    eval/CUSTOM/ (eval/CUSTOM/x/ since evaluations follow --name) at NMS 0.5: it now takes both from the checkpoint.
+    Given with --resume, another folder and threshold are used, not refused (as another --name or interval)."""
+    argv = base_args(shapes_root, "--name", "x", "--max_iter", "2", "--warm_iter", "1", "--eval_dir", "ev",
+                     "--nms_thresh", "0.6")
+    assert run(tmp_path, argv) == 0
+    shutil.rmtree(tmp_path / "ev")
+    capsys.readouterr()
+    resume = ["--resume", str(Path("weights") / "x.pth"), "--workers", "0"]
+    assert run(tmp_path, resume) == 0
+    assert ", --eval_dir ev, --nms_thresh 0.6, --max_iter 2\n" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert (summary["config"]["eval_dir"], summary["config"]["nms_thresh"]) == ("ev", 0.6)
+    assert not (tmp_path / "eval").exists()
+
+    assert run(tmp_path, resume + ["--eval_dir", "ev2", "--nms_thresh", "0.45"]) == 0
+    summary = json.loads((tmp_path / "ev2" / "summary.json").read_text())
+    assert (summary["config"]["eval_dir"], summary["config"]["nms_thresh"]) == ("ev2", 0.45)
+    assert load_checkpoint(tmp_path / "weights" / "x.pth")["config"]["nms_thresh"] == 0.45  # the run's from now on
 
 
 def test_resume_path_refuses_a_flag_given_that_differs_from_its_run(shapes_root, trained, tmp_path, capsys):

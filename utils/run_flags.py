@@ -41,9 +41,10 @@ DATASET_DEFAULTS = {
                    pretrained=False, expand_prob=0.0),
 }
 ARCHITECTURE_DEFAULT_KEYS = ("version", "backbone", "size")
+DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
 # Defaults of the flags that --resume PATH takes from its checkpoint when not given (None until then: "not given").
 RUN_DEFAULTS = dict(mutual_guide=False, batch_size=32, seed=0, save_folder="weights/", eval_interval=0,
-                    checkpoint_interval=500, log_interval=20)
+                    checkpoint_interval=500, log_interval=20, nms_thresh=DEFAULT_NMS_THRESH)
 # The run flags --resume PATH takes from its checkpoint's config when not given, with the values main.py writes there
 # (a type, or the choices); the data flags only for the checkpoint's dataset. The run's length, --max_iter or --epochs
 # as saved, and the architecture (ARCHITECTURE_KEYS) are taken too.
@@ -51,14 +52,13 @@ RESUMED_FLAGS: dict[str, Any] = {
     "dataset": DATASETS, "data_root": str, "classes": str, "skip_unknown_classes": bool, "mutual_guide": bool,
     "mutual_guide_from": int, "batch_size": int, "lr": float, "warm_iter": int, "seed": int, "expand_prob": float,
     "amp": AMP_CHOICES, "name": str, "save_folder": str, "run_dir": str, "eval_interval": int,
-    "checkpoint_interval": int, "log_interval": int, "assign_stats": bool,
+    "checkpoint_interval": int, "log_interval": int, "assign_stats": bool, "eval_dir": str, "nms_thresh": float,
 }
 RESUMED_DATA_FLAGS = ("data_root", "classes", "skip_unknown_classes")
 
 WORKERS_PER_CORE = 4  # --workers' upper bound per usable core: more only compete for the cores (and memory)
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
 MAX_LR = float(torch.finfo(torch.float32).max)  # the weights are float32: SGD's step scales by -lr in float32
-DEFAULT_NMS_THRESH = 0.5  # facts §7: per-class NMS at IoU 0.5
 EVAL_SCORE_THRESH = 0.005  # evaluation keeps the detections scoring above it, as the authors' code
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")  # a file and folder name on every file system
 
@@ -111,7 +111,7 @@ def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentP
     if args.score_thresh != DEFAULT_SCORE_THRESH and not (args.demo or args.export_nms):
         raise ValueError("--score_thresh applies to --demo and --export_nms, neither of which was given (evaluation "
                          f"keeps every detection scoring above {EVAL_SCORE_THRESH:g}); add one or drop --score_thresh")
-    if args.export and not args.export_nms and args.nms_thresh != DEFAULT_NMS_THRESH:
+    if args.export and not args.export_nms and args.nms_thresh is not None:
         raise ValueError("--nms_thresh with --export applies to --export_nms, which was not given (the graph without "
                          "it outputs the boxes and scores of every anchor); add --export_nms or drop --nms_thresh")
     for flag in ("resume", "init_from"):
@@ -146,9 +146,11 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
 def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
     """``--resume PATH``: set every run flag not given (:data:`RESUMED_FLAGS`, the architecture, the run's length as
     ``--max_iter`` or ``--epochs`` as saved) to the checkpoint ``config``'s, so that ``--resume PATH`` alone continues
-    the run; a flag given keeps its value (``resume_run`` refuses one that differs). The data flags are taken only for
-    the checkpoint's dataset. Returns what was taken, for the log ("" when nothing). Raises :class:`CheckpointError`
-    for a value to take that main.py never writes (an edited or damaged file)."""
+    the run, its evaluations written where they were (``--eval_dir``) with the same ``--nms_thresh``; a flag given
+    keeps its value (``resume_run`` refuses one that changes the schedule, data stream or precision,
+    :data:`utils.checkpoint.RUN_KEYS`; another ``--name``, folder, interval or ``--nms_thresh`` applies from then on).
+    The data flags are taken only for the checkpoint's dataset. Returns what was taken, for the log ("" when nothing).
+    Raises :class:`CheckpointError` for a value to take that main.py never writes (an edited or damaged file)."""
     taken = [f"--{key} {config[key]}" for key in ARCHITECTURE_KEYS if getattr(args, key) is None]
     take_architecture_from_checkpoint(args, config)
     expected = dict(RESUMED_FLAGS)
@@ -300,7 +302,7 @@ def check_flag_values(args: argparse.Namespace) -> None:
     # nan too; above float32's largest, SGD's first update of the weights overflows
     if args.lr is not None and not 0 < args.lr <= MAX_LR:
         raise ValueError(f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got {args.lr}")
-    if not 0.0 < args.nms_thresh <= 1.0:
+    if args.nms_thresh is not None and not 0.0 < args.nms_thresh <= 1.0:
         raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
     if not 0.0 <= args.score_thresh < 1.0:
         raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
