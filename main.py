@@ -220,7 +220,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "checkpoint; else eval/<DATASET>)")
     run.add_argument("--nms_thresh", type=float, default=None,
                      help=f"per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: "
-                          f"{DEFAULT_NMS_THRESH:g}; with --resume PATH, its run's)")
+                          f"{DEFAULT_NMS_THRESH:g}; with --resume PATH and --trained_model, its run's)")
     run.add_argument("--cuda_graph", action="store_true",
                      help="evaluation and --demo on CUDA: replay the network and post-processing from one CUDA graph "
                           "per batch (fewer kernel launches, the same detections; CUDA only)")

@@ -642,6 +642,9 @@ def test_fp16_on_the_cpu_gets_a_warning_naming_the_faster_choice(monkeypatch, ca
     ("--dataset", 5, "not one of voc, coco, shapes, custom"),
     ("--amp", "fp8", "not one of auto, bf16, fp16"),
     ("--data_root", 7, "not a path"),
+    ("--nms_thresh", "0.6", "not an IoU in (0, 1]"),
+    ("--nms_thresh", 0.0, "not an IoU in (0, 1]"),
+    ("--nms_thresh", True, "not an IoU in (0, 1]"),
 ])
 def test_trained_model_refuses_evaluation_settings_main_py_never_writes(flag, value, problem):
     """Without --dataset an unknown dataset fell back to voc ("datasets/VOCdevkit/VOC2007 not found: download it"),
@@ -652,10 +655,27 @@ def test_trained_model_refuses_evaluation_settings_main_py_never_writes(flag, va
         take_evaluation_settings_from_checkpoint(parse("--trained_model", "w.pth"), config)
     assert str(error.value) == (f"w.pth records {flag} {value!r}, {problem}; it was edited or damaged: give {flag} "
                                 "to evaluate with, or use a checkpoint as main.py saved it")
-    given = {"--dataset": "shapes", "--amp": "bf16", "--data_root": "/data/shapes"}[flag]
+    given = {"--dataset": "shapes", "--amp": "bf16", "--data_root": "/data/shapes", "--nms_thresh": "0.4"}[flag]
     args = parse("--trained_model", "w.pth", flag, given)
     take_evaluation_settings_from_checkpoint(args, config)  # the flag given replaces the file's value
-    assert getattr(args, flag[2:]) == given
+    assert str(getattr(args, flag[2:])) == given
+
+
+def test_trained_model_evaluates_at_the_nms_threshold_of_its_run():
+    """A run trained with --nms_thresh 0.6 evaluated at 0.6; --trained_model of its checkpoint evaluated at 0.5, so it
+    did not print the run's final scores again. It takes the run's threshold, naming it unless it is the default."""
+    config = {"dataset": "shapes", "data_root": "/data/shapes", "amp": None}
+    for saved, expected, named in ((0.6, 0.6, "--nms_thresh 0.6"), (0.5, 0.5, ""), (None, None, "")):
+        args = parse("--trained_model", "w.pth")
+        taken = take_evaluation_settings_from_checkpoint(args, config | {"nms_thresh": saved})
+        data = "--dataset shapes, --data_root /data/shapes"
+        assert args.nms_thresh == expected and taken == ", ".join(filter(None, [data, named]))
+    args = parse("--trained_model", "w.pth", "--nms_thresh", "0.5")  # given: the flag wins
+    assert take_evaluation_settings_from_checkpoint(args, config | {"nms_thresh": 0.6}) == (
+        "--dataset shapes, --data_root /data/shapes")
+    assert args.nms_thresh == 0.5
+    fill_dataset_defaults(no_record := parse("--trained_model", "w.pth"))  # a checkpoint without it: the default
+    assert no_record.nms_thresh == 0.5
 
 
 def test_a_run_too_short_for_its_warm_up_names_the_flag_that_sets_its_length():

@@ -258,6 +258,25 @@ def test_resume_path_evaluates_where_and_as_its_run_did(shapes_root, tmp_path, c
     assert load_checkpoint(tmp_path / "weights" / "x.pth")["config"]["nms_thresh"] == 0.45  # the run's from now on
 
 
+def test_trained_model_evaluates_at_its_runs_nms_threshold(shapes_root, tmp_path, monkeypatch, capsys):
+    """--trained_model alone of a run trained with --nms_thresh 0.6 ran NMS at 0.5, so it did not print the run's
+    final scores again as the README says: it takes the run's threshold, and says so."""
+    real_postprocessor, thresholds = run_evaluation.PostProcessor, []
+
+    def postprocessor(*args, **kwargs):
+        thresholds.append(kwargs["nms_thresh"])
+        return real_postprocessor(*args, **kwargs)
+
+    monkeypatch.setattr(run_evaluation, "PostProcessor", postprocessor)
+    argv = base_args(shapes_root, "--name", "n", "--max_iter", "2", "--warm_iter", "1", "--nms_thresh", "0.6")
+    assert run(tmp_path, argv) == 0
+    capsys.readouterr()
+    assert run(tmp_path, ["--trained_model", str(Path("weights") / "n.pth"), "--workers", "0", "--device", "cpu"]) == 0
+    assert (f"evaluating as the checkpoint was trained: --dataset custom, --data_root {shapes_root}, --nms_thresh "
+            "0.6\n") in capsys.readouterr().out
+    assert thresholds == [0.6, 0.6]
+
+
 def test_resume_path_refuses_a_flag_given_that_differs_from_its_run(shapes_root, trained, tmp_path, capsys):
     """The flags given with --resume PATH keep their value: one that differs from the run's is refused as before."""
     checkpoint = trained / "weights" / CKPT.format("")

@@ -182,9 +182,10 @@ def _written_by_main(value: Any, kind: Any) -> bool:
 
 def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
     """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
-    ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision
-    (the printed metrics then equal those of the training run's final evaluation). Returns what was taken, for the
-    log ("" when nothing). Raises :class:`CheckpointError` when a value it would take is not one main.py writes."""
+    ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision;
+    without ``--nms_thresh``, its NMS threshold (the printed metrics then equal those of the training run's final
+    evaluation). Returns what was taken, for the log ("" when nothing; the default NMS threshold is not named). Raises
+    :class:`CheckpointError` when a value it would take is not one main.py writes."""
     problems = {}  # the values that would be taken, and are not ones main.py writes
     if args.dataset is None and "dataset" in config and config["dataset"] not in DATASETS:
         problems["dataset"] = f"not one of {', '.join(DATASETS)}"
@@ -192,6 +193,10 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
         problems["data_root"] = "not a path"
     if args.amp is None and config.get("amp") not in (None, *AMP_CHOICES):
         problems["amp"] = f"not one of {', '.join(AMP_CHOICES)}"
+    nms_thresh = config.get("nms_thresh")
+    if args.nms_thresh is None and nms_thresh is not None and not (
+            type(nms_thresh) in (int, float) and 0.0 < nms_thresh <= 1.0):
+        problems["nms_thresh"] = "not an IoU in (0, 1]"
     if problems:
         key, problem = next(iter(problems.items()))
         raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
@@ -200,6 +205,10 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]
         taken.append(f"--amp {args.amp}")
+    if args.nms_thresh is None and nms_thresh is not None:
+        args.nms_thresh = float(nms_thresh)
+        if args.nms_thresh != DEFAULT_NMS_THRESH:
+            taken.append(f"--nms_thresh {args.nms_thresh:g}")
     return ", ".join(taken)
 
 
