@@ -22,7 +22,8 @@ Examples::
         --pretrained --iters 5000 --regime scratch
 
 Results: ``<out_dir>/<regime>_<version>-<backbone>-<size>.md`` and ``.json``; every run's log, checkpoint and
-detections under ``<out_dir>/work/``.
+detections under ``<out_dir>/work/``. After a stop (Ctrl-C, an error, a kill) the same command continues: finished
+runs are reused and a stopped run resumes from its last checkpoint (saved every --checkpoint_interval iterations).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,10 +47,10 @@ from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
-from utils.files import json_safe  # noqa: E402
+from utils.files import json_safe, replace_text  # noqa: E402
 from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
 from utils.run_exit import EXIT_BAD_INPUT  # noqa: E402
-from utils.run_flags import DATASET_DEFAULTS, MAX_SEED  # noqa: E402
+from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, RUN_DEFAULTS  # noqa: E402
 from utils.study import (  # noqa: E402
     ASSIGN_STATS,
     REGIMES,
@@ -70,7 +72,9 @@ PRESETS = {
                  num_test=None, workers=8, log_interval=20, amp="bf16", device="cuda"),
 }
 RESULT_FILE = "study_result.json"  # a finished run's result and the flags it ran with, in its folder
-ATTEMPT_FILE = "study_attempt.json"  # a stopped run's flags, run id and seconds: the next call resumes it
+# written before each attempt at a run (its flags, its run id, its seconds before, its start), so that the next call
+# resumes the run however the attempt ended, a SIGKILL included
+ATTEMPT_FILE = "study_attempt.json"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,6 +110,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)")
     parser.add_argument("--log_interval", type=int, default=None, help="assignment statistics every N iterations")
+    parser.add_argument("--checkpoint_interval", type=int, default=RUN_DEFAULTS["checkpoint_interval"],
+                        help="main.py saves each run every N iterations and at its end, over the run's one checkpoint "
+                             "file; a run killed without a chance to save (SIGKILL, the OOM killer, a reboot) resumes "
+                             "from its last save (default: main.py's, %(default)s; no effect on the results)")
     parser.add_argument("--amp", type=str.lower, choices=("bf16", "fp16", "none"), default=None,
                         help="mixed precision (case-insensitive)")
     parser.add_argument("--device", type=str.lower, default=None, help="cpu, cuda or cuda:N (case-insensitive)")
@@ -125,7 +133,7 @@ def fill_preset(args: argparse.Namespace) -> None:
     if len(set(args.seeds)) != len(args.seeds):
         seeds = " ".join(map(str, args.seeds))
         raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")
-    for flag in ("iters", "threads", "num_train", "num_test"):
+    for flag in ("iters", "threads", "num_train", "num_test", "checkpoint_interval"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.lr_warmup < 0:
@@ -218,30 +226,56 @@ def finished_result(work: Path, key: dict) -> dict | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("key") != key or set(ASSIGN_STATS) - set(saved["result"]["stats"]):
+    if result_key(saved["key"]) != key or set(ASSIGN_STATS) - set(saved["result"]["stats"]):
         return None  # other flags, or a run of an earlier version that logged fewer statistics
     return saved["result"]
 
 
-def stopped_run(work: Path, key: dict) -> tuple[Path | None, float]:
-    """The checkpoint of the run that stopped in ``work`` with the same ``key`` (main.py saves one on Ctrl-C or
-    SIGTERM, and keeps the last one after a later error) and the seconds it ran; ``(None, 0.0)`` when there is none to
-    resume (the run stopped before training or before its first save, or the folder's checkpoint is another run's)."""
+def result_key(key: dict) -> dict:
+    """A saved run's ``key`` less ``--checkpoint_interval``, which earlier versions recorded in it (as the run's
+    length): when a run saves does not change its result."""
+    return {"argv": without_flag(key["argv"], "--checkpoint_interval"), "fork_of": key["fork_of"]}
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A run that stopped in its folder before its end: its last checkpoint, its main.py run id and the seconds it
+    ran up to that checkpoint (the time after it is spent again)."""
+
+    checkpoint: Path
+    run_id: str
+    seconds: float
+
+
+def stopped_run(work: Path, key: dict) -> StoppedRun | None:
+    """The run that an earlier attempt with the same ``key`` trained in ``work`` and left unfinished, to resume from
+    its last checkpoint: main.py saves one every ``--checkpoint_interval`` iterations and on Ctrl-C or SIGTERM, and
+    keeps the last one after an error or a kill (SIGKILL, the OOM killer, a reboot). None when there is none: no
+    attempt with ``key`` is recorded, it stopped before training or before its first save, or the folder's checkpoint
+    is another run's (or unreadable)."""
     path = work / ATTEMPT_FILE
     attempt = json.loads(path.read_text()) if path.is_file() else {}
+    if attempt.get("key") != key:
+        return None
+    run_id = attempt["run_id"]  # the run it resumed, else the one main.py started there: a new id in run_id.txt
+    if run_id is None and logged_run_id(work) != attempt["earlier_run_id"]:
+        run_id = logged_run_id(work)
     checkpoints = [path for path in work.glob("*.pth") if ".earlier-" not in path.name]
-    if attempt.get("key") != key or attempt.get("run_id") is None or len(checkpoints) != 1:
-        return None, 0.0
+    if run_id is None or len(checkpoints) != 1:
+        return None
     try:
-        run_id = load_checkpoint(checkpoints[0])["config"].get("run_id")
+        saved_run_id = load_checkpoint(checkpoints[0])["config"].get("run_id")
     except CheckpointError:  # main.py sets an unreadable file aside when the run is trained again
-        return None, 0.0
-    return (checkpoints[0], attempt["seconds"]) if run_id == attempt["run_id"] else (None, 0.0)
+        return None
+    if saved_run_id != run_id:
+        return None
+    ran = max(0.0, checkpoints[0].stat().st_mtime - attempt["started"])  # 0: the attempt saved nothing new
+    return StoppedRun(checkpoints[0], run_id, attempt["seconds"] + ran)
 
 
-def without_init_from(argv: list[str]) -> list[str]:
-    """``argv`` without ``--init_from PATH``: a run started from a checkpoint continues with ``--resume`` alone."""
-    index = argv.index("--init_from") if "--init_from" in argv else None
+def without_flag(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value."""
+    index = argv.index(flag) if flag in argv else None
     return argv if index is None else argv[:index] + argv[index + 2:]
 
 
@@ -251,13 +285,14 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
 
     A run that finished earlier in ``work`` with the same main.py flags (and, for a fork, from the same warm run, id
     ``fork_of``) is not trained again: its saved result is returned. One that stopped there with the same flags after
-    saving a checkpoint (Ctrl-C) continues from it (``main.py --resume``: the same batches and learning rates).
+    saving a checkpoint (Ctrl-C, an error, a kill after a periodic save) continues from it (``main.py --resume``: the
+    same batches and learning rates; a run started ``--init_from`` resumes its own checkpoint instead).
     """
     argv = data + [
         "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
         "--batch_size", str(args.batch_size), "--max_iter", str(max_iter), "--warm_iter", str(args.lr_warmup),
         "--lr", str(args.lr), "--workers", str(args.workers), "--seed", str(seed), "--device", args.device,
-        "--log_interval", str(args.log_interval), "--checkpoint_interval", str(max_iter), "--assign_stats",
+        "--log_interval", str(args.log_interval), "--assign_stats",
         "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
         *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
     ]  # fmt: skip
@@ -266,27 +301,25 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         print(f"{work}: finished earlier with the same flags, its result is reused", flush=True)
         return result
     (work / RESULT_FILE).unlink(missing_ok=True)  # the folder's checkpoint and logs are no longer that run's
-    resume_from, seconds_before = stopped_run(work, key)
-    if resume_from is not None:
-        print(f"{work}: the run stopped there earlier with the same flags, it continues from {resume_from.name}",
-              flush=True)
-    run_argv = argv if resume_from is None else without_init_from(argv) + ["--resume", str(resume_from)]
-    run_id_before, start = logged_run_id(work), time.perf_counter()
-    try:
-        run_main(run_argv, work)
-    except RunFailed as failure:
-        if failure.exit_code == EXIT_BAD_INPUT or (resume_from is None and logged_run_id(work) == run_id_before):
-            (work / ATTEMPT_FILE).unlink(missing_ok=True)  # refused, or stopped before training: nothing to resume
-            raise
-        attempt = {"key": key, "run_id": logged_run_id(work), "seconds": seconds_before + time.perf_counter() - start}
-        (work / ATTEMPT_FILE).write_text(json.dumps(attempt, indent=2) + "\n")
-        raise
+    stopped = stopped_run(work, key)
+    run_argv = argv + ["--checkpoint_interval", str(args.checkpoint_interval)]
+    if stopped is None:  # a new run: main.py gives it an id of its own once it starts training
+        attempt = {"key": key, "run_id": None, "earlier_run_id": logged_run_id(work), "seconds": 0.0}
+    else:
+        print(f"{work}: the run stopped there earlier with the same flags, it continues from "
+              f"{stopped.checkpoint.name}", flush=True)
+        run_argv = without_flag(run_argv, "--init_from") + ["--resume", str(stopped.checkpoint)]
+        attempt = {"key": key, "run_id": stopped.run_id, "earlier_run_id": None, "seconds": stopped.seconds}
+    work.mkdir(parents=True, exist_ok=True)
+    replace_text(work / ATTEMPT_FILE, json.dumps(attempt | {"started": time.time()}, indent=2) + "\n")
+    start = time.perf_counter()
+    run_main(run_argv, work)
     result = {
         "metrics": read_eval_metrics(work / "eval" / "summary.json"),
         "stats": read_assign_summary(work / "metrics.jsonl"),
-        "seconds": seconds_before + time.perf_counter() - start,
+        "seconds": attempt["seconds"] + time.perf_counter() - start,
     }
-    (work / RESULT_FILE).write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    replace_text(work / RESULT_FILE, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     (work / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
 

@@ -4,6 +4,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,12 +44,16 @@ def recorded_steps(monkeypatch):
     return steps
 
 
-def study_args(root: Path, out_dir: Path, *extra: str):
-    return assigners.get_args_parser().parse_args([
+def study_argv(root: Path, out_dir: Path, *extra: str) -> list[str]:
+    return [
         "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "custom",
         "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES), "--num_train", "8", "--num_test", "3",
         "--seeds", "0", "1", "--iters", "4", "--warm_iters", "2", "--out_dir", str(out_dir), *extra,
-    ])  # fmt: skip
+    ]  # fmt: skip
+
+
+def study_args(root: Path, out_dir: Path, *extra: str):
+    return assigners.get_args_parser().parse_args(study_argv(root, out_dir, *extra))
 
 
 def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, recorded_steps, monkeypatch):
@@ -316,6 +322,64 @@ def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, r
     assert [row["iteration"] for row in rows if row["kind"] == "train"] == [2, 4]  # one run's logs, continued
     assert record["per_seed"][0]["MG"]["seconds"] > 0
 
+
+# the study in a process of its own that SIGKILLs itself (no handler runs, as under the OOM killer) after the MG arm's
+# third iteration
+KILLED_STUDY = """
+import os, signal, sys
+import torch
+import utils.engine as engine
+from benchmarks import assigners
+
+original_step, mg_steps = engine._train_step, []
+
+def killing_step(model, loss_fn, *rest):
+    result = original_step(model, loss_fn, *rest)
+    mg_steps.append(loss_fn.mutual_guide)
+    if sum(mg_steps) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+engine._train_step = killing_step
+torch.set_num_threads(1)
+assigners.main(assigners.get_args_parser().parse_args(sys.argv[1:]))
+"""
+
+
+def test_killed_run_resumes_from_its_last_periodic_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
+    # a run killed with no chance to save (SIGKILL) in its 3rd of 4 iterations continues from the checkpoint main.py
+    # saved after iteration 2 (--checkpoint_interval 2), not from iteration 0
+    monkeypatch.chdir(tmp_path)
+    flags = ("--regime", "scratch", "--seeds", "0", "--iters", "4", "--lr_warmup", "0", "--checkpoint_interval", "2")
+    argv = study_argv(shapes_root, tmp_path / "out", *flags)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_STUDY, *argv], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    work = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0"
+    checkpoint = work / "MG" / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth"
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
+    attempt = json.loads((work / "MG" / assigners.ATTEMPT_FILE).read_text())
+    ran_before_the_save = checkpoint.stat().st_mtime - attempt["started"]
+
+    (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+    assert recorded_steps == [(True, h) for _, h in recorded_steps]  # the IoU arm's result was reused
+    assert len(recorded_steps) == 2  # iterations 3 and 4 alone trained again
+    rows = [json.loads(line) for line in (work / "MG" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in rows if row["kind"] == "train"] == [2, 4]  # one run's logs, continued
+    assert f"resumed from {checkpoint} at iteration 2/4" in (work / "MG" / "log.txt").read_text()
+    assert record["per_seed"][0]["MG"]["seconds"] > ran_before_the_save > 0  # the killed attempt's time counts
+    assert not (work / "MG" / assigners.ATTEMPT_FILE).exists()
+
+
+def test_finished_runs_are_reused_whatever_their_checkpoint_interval(tmp_path):
+    # when a run saves does not change its result: earlier versions recorded the run's length as its interval
+    key = {"argv": ["--max_iter", "60", "--log_interval", "10"], "fork_of": None}
+    result = {"metrics": {"mAP": 0.25}, "stats": dict.fromkeys(assigners.ASSIGN_STATS, 0.5), "seconds": 9.0}
+    earlier = {"argv": ["--max_iter", "60", "--log_interval", "10", "--checkpoint_interval", "60"], "fork_of": None}
+    (tmp_path / assigners.RESULT_FILE).write_text(json.dumps({"key": earlier, "result": result}))
+    assert assigners.finished_result(tmp_path, key) == result
+    assert assigners.finished_result(tmp_path, key | {"argv": ["--max_iter", "80", "--log_interval", "10"]}) is None
 
 
 def test_whole_shapes_splits_are_trained_as_shapes(shapes_root, tmp_path, monkeypatch):
