@@ -49,7 +49,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe, replace_text  # noqa: E402
 from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
-from utils.run_exit import EXIT_BAD_INPUT  # noqa: E402
+from utils.run_exit import EXIT_BAD_INPUT, continued_by  # noqa: E402
 from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, RUN_DEFAULTS  # noqa: E402
 from utils.study import (  # noqa: E402
     ASSIGN_STATS,
@@ -75,6 +75,9 @@ RESULT_FILE = "study_result.json"  # a finished run's result and the flags it ra
 # written before each attempt at a run (its flags, its run id, its seconds before, its start), so that the next call
 # resumes the run however the attempt ended, a SIGKILL included
 ATTEMPT_FILE = "study_attempt.json"
+# what main.py's advice after a stop names, in place of its own commands (main.py --resume, --trained_model): the study
+# goes on from the run itself, and a main.py command run by hand would not complete the study
+CONTINUE_COMMAND = "the same benchmarks/assigners.py command (it goes on from this run's checkpoint)"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -208,7 +211,8 @@ def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
 
 def run_main(argv: list[str], work: Path) -> None:
     """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
-    code = cli.main(cli.get_args_parser().parse_args(argv))
+    with continued_by(CONTINUE_COMMAND):
+        code = cli.main(cli.get_args_parser().parse_args(argv))
     if code == EXIT_BAD_INPUT:  # a flag or the data refused before training: the same command would stop again
         raise RunFailed(f"main.py refused the flags or data of the run in {work} (exit code {code}, its error is "
                         "above): fix what it names (main.py's --warm_iter is this script's --lr_warmup) and run the "

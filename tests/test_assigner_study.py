@@ -13,8 +13,10 @@ import torch
 
 import main as cli
 import utils.engine as engine
+import utils.training_run as training_run
 from benchmarks import assigners
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from utils.run_exit import continued_by, how_to_continue, how_to_evaluate, outer_command, stopped_run_advice
 from utils.run_flags import fill_dataset_defaults
 from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
 
@@ -293,7 +295,7 @@ def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(sha
     assert failure.value.exit_code == 2
 
 
-def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
+def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch, capsys):
     # Ctrl-C in the MG arm's 2nd iteration: main.py saves it after 2 of 4 iterations and exits 130; the same command
     # continues that run from its checkpoint (main.py --resume: the same batches), not from iteration 0
     monkeypatch.chdir(tmp_path)
@@ -312,6 +314,14 @@ def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, r
     with pytest.raises(assigners.RunFailed, match="main.py exit code 130") as failure:
         assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
     assert failure.value.exit_code == 130
+    # main.py's line names the study's command, as the study's own line does, not main.py's --resume
+    printed = capsys.readouterr()
+    checkpoint = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / "MG" / (
+        "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth")
+    assert (f"SIGINT received: stopped after iteration 2; checkpoint {checkpoint} saved, continue with the same "
+            "benchmarks/assigners.py command (it goes on from this run's checkpoint)\n") in printed.out
+    assert "--resume" not in printed.out + printed.err and "same command continues" in str(failure.value)
+    assert outer_command() is None  # main.py run alone again gives its own advice
     (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
 
     iou, mg = recorded_steps[:4], recorded_steps[4:]
@@ -321,6 +331,38 @@ def test_interrupted_run_is_resumed_from_its_checkpoint(shapes_root, tmp_path, r
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows if row["kind"] == "train"] == [2, 4]  # one run's logs, continued
     assert record["per_seed"][0]["MG"]["seconds"] > 0
+
+
+
+def test_out_of_memory_in_a_final_evaluation_of_the_study_names_the_study_command(shapes_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    # main.py alone would give a main.py --trained_model command, which would not complete the study
+    monkeypatch.chdir(tmp_path)
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB.")
+
+    monkeypatch.setattr(training_run, "evaluate", out_of_memory)
+    flags = ("--regime", "scratch", "--seeds", "0", "--iters", "2", "--lr_warmup", "0")
+    with pytest.raises(assigners.RunFailed, match="main.py exit code 1,"):
+        assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
+    err = capsys.readouterr().err
+    assert err.endswith("but its evaluation stopped: free the memory, then continue with the same "
+                        "benchmarks/assigners.py command (it goes on from this run's checkpoint)\n")
+    assert "main.py --trained_model" not in err
+
+
+def test_main_py_advice_names_the_command_of_the_program_it_runs_in():
+    args = cli.get_args_parser().parse_args(["--dataset", "shapes", "--init_from", "a.pth"])
+    checkpoint = Path("weights/run.pth")
+    with continued_by("the same study command"):
+        assert how_to_continue(args, checkpoint) == "continue with the same study command"
+        assert stopped_run_advice(args, checkpoint, 500) == "continue with the same study command (from iteration 500)"
+        assert stopped_run_advice(args, checkpoint, None) == "run the same command again"
+        assert how_to_evaluate(args, checkpoint) == "continue with the same study command"
+    assert how_to_continue(args, checkpoint) == ("continue with the same command, --init_from a.pth replaced by "
+                                                 "--resume weights/run.pth")
+    assert how_to_evaluate(args, checkpoint) == "evaluate it with: python main.py --trained_model weights/run.pth"
 
 
 # the study in a process of its own that SIGKILLs itself (no handler runs, as under the OOM killer) after the MG arm's

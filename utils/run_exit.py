@@ -4,8 +4,11 @@ change after a diverged loss)."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,12 +18,38 @@ from utils.run_flags import DEFAULT_NMS_THRESH
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+# Set (by :func:`continued_by`) while a program that runs main.py in-process and goes on from its stopped runs itself
+# runs it: the command that continues, which main.py's advice names in place of its own (main.py --resume,
+# --trained_model). Not a user setting.
+CONTINUE_COMMAND_ENV = "MG_CONTINUE_COMMAND"
+
+
+@contextmanager
+def continued_by(command: str) -> Iterator[None]:
+    """Inside the block, main.py's advice to go on from a stopped run is "continue with ``command``" (e.g. "the same
+    benchmarks/assigners.py command"), the caller's, which resumes the run itself, instead of a main.py command."""
+    previous = os.environ.get(CONTINUE_COMMAND_ENV)
+    os.environ[CONTINUE_COMMAND_ENV] = command
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[CONTINUE_COMMAND_ENV]
+        else:
+            os.environ[CONTINUE_COMMAND_ENV] = previous
+
+
+def outer_command() -> str | None:
+    """The command of the program that runs main.py and continues its runs (see :func:`continued_by`), or None."""
+    return os.environ.get(CONTINUE_COMMAND_ENV) or None
 
 
 def how_to_continue(args: argparse.Namespace, checkpoint_path: Path) -> str:
     """The advice that continues a stopped training run from ``checkpoint_path``, its own checkpoint: the same command
     with ``--resume`` in place of ``--init_from`` or ``--resume`` of another file, or added; the same command when it
-    already resumes that file."""
+    already resumes that file; the outer program's command when main.py runs inside one (:func:`continued_by`)."""
+    if (outer := outer_command()) is not None:
+        return f"continue with {outer}"
     quoted = shlex.quote(str(checkpoint_path))
     if args.init_from:
         return (f"continue with the same command, --init_from {shlex.quote(str(args.init_from))} replaced by "
@@ -57,6 +86,14 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
     if ctx.is_main or every_process:
         prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
         print(prefix + message, file=sys.stderr, flush=True)
+
+
+def how_to_evaluate(args: argparse.Namespace, checkpoint_path: Path) -> str:
+    """The advice that evaluates a finished run whose final evaluation stopped: :func:`evaluation_command`, or the
+    outer program's command, which resumes the finished run and so evaluates it, when main.py runs inside one."""
+    if (outer := outer_command()) is not None:
+        return f"continue with {outer}"
+    return f"evaluate it with: {shlex.join(evaluation_command(args, checkpoint_path))}"
 
 
 def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[str]:

@@ -56,8 +56,10 @@ from utils.run_exit import (
     divergence_advice,
     evaluation_command,
     how_to_continue,
+    how_to_evaluate,
     is_out_of_memory,
     log_error,
+    outer_command,
     refused_file_operation,
     stopped_run_advice,
 )
@@ -385,8 +387,7 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
     code, once what stopped the evaluation (a data error, Ctrl-C or SIGTERM, a refused file operation, no memory) and
     how to evaluate the saved checkpoint are printed."""
     checkpoint_path = checkpoints.path
-    command = evaluation_command(args, checkpoint_path)
-    evaluate_later = f"evaluate it with: {shlex.join(command)}"
+    evaluate_later = how_to_evaluate(args, checkpoint_path)
     try:
         with termination_as_interrupt():
             if final_save.received:
@@ -410,9 +411,10 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        then = (f"evaluate it with fewer images per batch: "
-                f"{shlex.join(command + ['--batch_size', str(args.batch_size // 2)])}" if args.batch_size > 1
-                else f"free the memory, then {evaluate_later}")  # one image per batch already: no fewer to give
+        # one image per batch already, or inside a program whose command continues the run: no fewer to give
+        fewer = evaluation_command(args, checkpoint_path) + ["--batch_size", str(args.batch_size // 2)]
+        then = (f"evaluate it with fewer images per batch: {shlex.join(fewer)}"
+                if args.batch_size > 1 and outer_command() is None else f"free the memory, then {evaluate_later}")
         log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
                        f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
