@@ -121,7 +121,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{path}: image file {_broken_link_problem(path) or 'not found'}") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read the image file ({error.strerror})") from None
     if data.size == 0:
@@ -167,18 +167,31 @@ def pixel_limit_message(path: str | Path, limit: int, pixels: int | None = None)
 
 
 def file_type_problem(path: str | Path) -> str | None:
-    """Why ``path`` cannot be read as a data file: missing, or not a regular file (a folder, a named pipe, which
+    """Why ``path`` cannot be read as a data file: missing ("not found"), a symbolic link to a missing file (a
+    git-annex or DVC dataset whose files were not fetched), or not a regular file (a folder, a named pipe, which
     reading would wait on forever, a device or socket); ``None`` for a regular file (also through a symbolic link)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        return "not found"
+        return _broken_link_problem(path) or "not found"
     except OSError as error:
         return f"cannot be read ({error.strerror})"
     if stat.S_ISREG(mode):
         return None
     kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
     return f"is {kind}, not a regular file: replace it with the file itself"
+
+
+def _broken_link_problem(path: str | Path) -> str | None:
+    """``is a broken symbolic link (to <target>, which does not exist): ...`` when ``path`` is a symbolic link whose
+    target is missing (a relative target shown resolved from the link's folder); ``None`` otherwise."""
+    try:
+        target = os.readlink(path)
+    except (OSError, ValueError):  # not a link, or not there at all
+        return None
+    target = os.path.normpath(os.path.join(os.path.dirname(os.fspath(path)), target))
+    return (f"is a broken symbolic link (to {target}, which does not exist): fetch or copy its target, or replace the "
+            "link with the file itself")
 
 
 @contextlib.contextmanager

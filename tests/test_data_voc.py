@@ -13,7 +13,7 @@ import pytest
 from data import (
     DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
 )
-from data.dataset import DEGENERATE_BOX_DROPPED
+from data.dataset import DEGENERATE_BOX_DROPPED, read_image
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 from data.voc import SWAPPED_BOX_DROPPED, from_devkit_pixels
 from data.voc_eval import evaluate_voc
@@ -238,6 +238,25 @@ def test_a_symlink_loop_among_the_images_is_skipped_and_a_listed_one_named_with_
                                      f"{root / 'ImageSets/Main/trainval.txt'}); tried b.jpg, x.jpg, b.jpeg, b.png, "
                                      f"b.bmp in {images}, in any letter case; b.jpg cannot be read (Too many levels "
                                      "of symbolic links)")
+
+
+def test_broken_symbolic_links_are_named_as_such_with_their_target(tmp_path):
+    """A dataset under git-annex or DVC whose files were not fetched holds links to missing files: `ls` shows them, so
+    "not found" alone would puzzle; the problem says the link is broken and where it points."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (1, 1, 10, 10), 0)]},
+                            {"trainval": ["a", "b"]})
+    (root / "JPEGImages" / "a.jpg").unlink()
+    os.symlink("../.git/annex/objects/a.jpg", root / "JPEGImages" / "a.jpg")
+    (root / "Annotations" / "b.xml").unlink()
+    os.symlink(tmp_path / "missing" / "b.xml", root / "Annotations" / "b.xml")
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert (f"in any letter case; a.jpg is a broken symbolic link (to {root / '.git/annex/objects/a.jpg'}, which "
+            "does not exist): fetch or copy its target, or replace the link with the file itself") in str(error.value)
+    assert (f"{root / 'Annotations/b.xml'}: annotation file is a broken symbolic link (to "
+            f"{tmp_path / 'missing/b.xml'}, which does not exist)") in str(error.value)
+    with pytest.raises(DataError, match=r"a\.jpg: image file is a broken symbolic link \(to "):
+        read_image(root / "JPEGImages" / "a.jpg")
 
 
 def test_a_folder_named_as_the_image_is_named_as_a_folder(tmp_path):
