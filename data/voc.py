@@ -130,11 +130,11 @@ def _not_utf8_hint(xml_path: Path) -> str:
 
 
 def _annotation_not_found(xml_path: Path) -> DataError:
-    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id ends with an image extension (a list
-    of file names, ``000001.jpg``, where image ids go)."""
+    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id ends with an image or XML extension
+    (a list of file names, ``000001.jpg`` or ``000001.xml`` as ``ls`` writes them, where image ids go)."""
     stem, extension = os.path.splitext(xml_path.name.removesuffix(".xml"))
     hint = ""
-    if stem and extension.lower() in IMAGE_EXTENSIONS:
+    if stem and extension.lower() in (*IMAGE_EXTENSIONS, ".xml"):
         hint = f" (image ids are file names without extension: write {stem})"
     return DataError(f"{xml_path}: annotation file not found{hint}")
 

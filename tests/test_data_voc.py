@@ -339,12 +339,16 @@ def test_an_image_without_its_xml_says_that_an_image_without_objects_needs_one_t
 
 
 def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
-    root = write_voc_folder(tmp_path, {"000001": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["000001.JPG", "a.b"]})
-    with pytest.raises(DataError, match="2 problem") as error:
+    """Also the XML's extension: `ls Annotations > trainval.txt` writes 000002.xml."""
+    root = write_voc_folder(tmp_path, {"000001": [("cat", (1, 1, 10, 10), 0)], "000002": [("cat", (1, 1, 9, 9), 0)]},
+                            {"trainval": ["000001.JPG", "000002.xml", "a.b"]})
+    with pytest.raises(DataError, match="3 problem") as error:
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
     listed = f"(listed in {root / 'ImageSets/Main/trainval.txt'})"
     assert (f"{root / 'Annotations/000001.JPG.xml'}: annotation file not found (image ids are file names without "
             f"extension: write 000001) {listed}\n") in str(error.value)
+    assert (f"{root / 'Annotations/000002.xml.xml'}: annotation file not found (image ids are file names without "
+            f"extension: write 000002) {listed}\n") in str(error.value)
     assert str(error.value).endswith(f"{root / 'Annotations/a.b.xml'}: annotation file not found {listed}")
 
 
