@@ -16,7 +16,7 @@ from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, compose_name, read_utf8_text
 from utils.messages import preview_names
 
 __all__ = [
@@ -64,6 +64,7 @@ def parse_class_list(arg: str) -> list[str]:
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
     if not names:
         raise DataError(f"{source}: no class names given")
+    names = [compose_name(name) for name in names]
     duplicates = sorted({name for name in names if [n.lower() for n in names].count(name.lower()) > 1})
     if duplicates:
         raise DataError(f"{source}: duplicate class names {duplicates}")

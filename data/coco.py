@@ -28,7 +28,7 @@ from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
-from data.voc import ImageFinder, read_utf8_text
+from data.voc import ImageFinder, compose_name, read_utf8_text
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -141,7 +141,7 @@ def category_problems(categories: list[dict]) -> list[str]:
         return ['has no categories; list the classes as "categories": [{"id": 1, "name": "..."}, ...]']
     by_name: dict[str, list[dict]] = {}
     for category in categories:
-        by_name.setdefault(category["name"].strip().lower(), []).append(category)
+        by_name.setdefault(compose_name(category["name"].strip().lower()), []).append(category)
     return [
         f"categories {' and '.join(map(_id_and_name, same))} have the same name (compared "
         f"case-insensitively); give each category its own name, or merge them into one id"
@@ -151,8 +151,8 @@ def category_problems(categories: list[dict]) -> list[str]:
 
 def coco_class_names(coco: COCO) -> list[str]:
     """The class names of a COCO ground truth, in label order (0..C-1, the json's ``getCatIds()`` order): its
-    categories' names without surrounding spaces, as VOC object names are read."""
-    return [coco.cats[category_id]["name"].strip() for category_id in coco.getCatIds()]
+    categories' names without surrounding spaces and in Unicode's composed form, as VOC object names are read."""
+    return [compose_name(coco.cats[category_id]["name"].strip()) for category_id in coco.getCatIds()]
 
 
 def _id_and_name(category: dict) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,8 +51,15 @@ def from_devkit_pixels(boxes: np.ndarray) -> np.ndarray:
 
 
 def normalize_class_name(name: str) -> str:
-    """The authors' name cleaning: lowercase, '(group)' removed, surrounding spaces stripped."""
-    return name.lower().replace("(group)", "").strip()
+    """The authors' name cleaning: lowercase, '(group)' removed, surrounding spaces stripped; then Unicode's composed
+    form (NFC), so that an accented letter written as a letter and a combining accent (NFD, as in names that went
+    through a macOS file system) is the same name."""
+    return compose_name(name.lower().replace("(group)", "").strip())
+
+
+def compose_name(name: str) -> str:
+    """``name`` in Unicode's composed normal form (NFC): ``"cafe\\u0301"`` -> ``"caf\\u00e9"``, which prints alike."""
+    return unicodedata.normalize("NFC", name)
 
 
 @dataclass

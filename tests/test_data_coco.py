@@ -396,6 +396,27 @@ def test_non_numeric_area_or_iscrowd_names_the_file_and_annotation(tmp_path, key
     assert f"{path}: annotation id 2 (image id 7): {problem}" in str(error.value)
 
 
+def test_category_names_match_whatever_their_unicode_normal_form(tmp_path):
+    """A json whose category is "café" with a combining accent (NFD) and one or --classes with the composed é
+    (NFC) name one class, as VOC object names do; two categories so named are one name twice."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    train_data, test_data = coco_json(GOOD_ANNOTATIONS), coco_json(GOOD_ANNOTATIONS)
+    train_data["categories"] = [{**category} for category in CATEGORIES]
+    test_data["categories"] = [{**category} for category in CATEGORIES]
+    train_data["categories"][0]["name"] = decomposed
+    test_data["categories"][0]["name"] = composed
+    write_coco(tmp_path, "train", train_data)
+    write_coco(tmp_path, "test", test_data, image_folder="test")
+    classes = [composed] + [c["name"] for c in test_data["categories"][1:]]
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=classes)
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert train.class_names[0] == test.class_names[0] == composed
+    train_data["categories"][1]["name"] = composed
+    write_coco(tmp_path, "train", train_data)
+    with pytest.raises(DataError, match="have the same name"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+
+
 def test_categories_sharing_a_name_are_an_error(tmp_path):
     data = coco_json(GOOD_ANNOTATIONS)
     data["categories"] = [{"id": 5, "name": "bus"}, {"id": 1, "name": "person"}, {"id": 90, "name": "Bus "}]

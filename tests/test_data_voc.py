@@ -693,6 +693,22 @@ def test_group_suffix_and_letter_case_of_class_names_are_dropped(tmp_path):
     assert train.ground_truth()[0]["labels"].tolist() == [11, 14]  # dog, person
 
 
+def test_class_names_match_whatever_their_unicode_normal_form(tmp_path):
+    """"café" is one composed character é in text typed on most systems (NFC) and e + a combining accent in names
+    that went through a macOS file system (NFD): both print alike, so a mismatch would say "unknown class 'café'
+    (classes: café)". Names are compared, reported and saved in the composed form."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    root = write_voc_folder(tmp_path, {"a": [(decomposed, (1, 1, 10, 10), 0), ("dog", (2, 2, 9, 9), 0)]},
+                            {"trainval": ["a"]})
+    (tmp_path / "classes.txt").write_text(f"{decomposed}\ndog\n", encoding="utf-8")
+    for classes in (composed, f"{decomposed},dog", str(tmp_path / "classes.txt")):
+        dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=classes, skip_unknown_classes=True)
+        assert dataset.ground_truth()[0]["labels"].tolist()[0] == 0
+        assert dataset.class_names[0] == composed
+    with pytest.raises(DataError, match="duplicate class names"):
+        parse_class_list(f"{composed},{decomposed}")
+
+
 def test_the_test_split_is_not_augmented(tmp_path):
     """The test split's target is the annotation normalised by the image size, whatever the seed: XML (2, 3, 30, 40)
     in a 64 x 48 image is (1, 2, 30, 40) in the continuous frame."""
