@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import CorruptImageWarning, DataError, DataWarning
+from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -39,6 +39,9 @@ EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width
 OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
 
+# OpenCV's log line prefix, e.g. "[ WARN:0@2.989] global grfmt_png.cpp:793 readFromStreamOrBuffer ": level, thread,
+# time, source file and function, which mean nothing to a user
+_OPENCV_LOG_PREFIX = re.compile(r"^\[\s*[A-Z]+:[^\]]*\]\s+(?:global\s+)?\S+:\d+\s+\S+\s+")
 # libjpeg's warnings for damaged entropy-coded data; it prints them on stderr and OpenCV still returns an image
 LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
 _STDERR_CAPTURE_FILES: dict[int, int] = {}  # process id -> descriptor (a forked child must not share its offset)
@@ -113,10 +116,12 @@ def captured_stderr_fd() -> Iterator[list[str]]:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as uint8 BGR ``[H, W, 3]`` (stored pixel order: EXIF orientation is ignored, as annotations are).
 
-    Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable. A JPEG whose
-    data libjpeg reports as corrupt (it then decodes with damaged pixels and only prints a line without the file's
-    name on stderr) gives a :class:`CorruptImageWarning` naming the file instead of that line (in a process's main
-    thread: other threads leave libjpeg's line as it is, since the capture redirects the whole process's stderr).
+    Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable (with what the
+    decoder printed about it, e.g. libpng's reason). A JPEG whose data libjpeg reports as corrupt (it then decodes
+    with damaged pixels and only prints a line without the file's name on stderr) gives a :class:`CorruptImageWarning`
+    naming the file instead of that line, and other lines a decoder prints about a file it decodes (libpng's warning
+    about a broken colour profile) an :class:`ImageDecoderWarning` naming it (in a process's main thread: other
+    threads leave the decoder's lines as they are, since the capture redirects the whole process's stderr).
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -137,15 +142,20 @@ def read_image(path: str | Path) -> np.ndarray:
         except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
             image, refused = None, error
     corrupt = [line for line in messages if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
-    if other := [line for line in messages if line not in corrupt]:
-        print("\n".join(other), file=sys.stderr, flush=True)
+    other = list(dict.fromkeys(_OPENCV_LOG_PREFIX.sub("OpenCV: ", line.strip())
+                               for line in messages if line not in corrupt and line.strip()))
     if refused is not None:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(refused):
             raise DataError(pixel_limit_message(path, opencv_pixel_limit()))
         reason = refused.err.strip() if getattr(refused, "err", None) else str(refused).strip().splitlines()[-1]
         raise DataError(f"{path}: OpenCV refuses to decode the file ({reason}); re-encode the image")
     if image is None:
-        raise DataError(f"{path}: OpenCV cannot decode the file as an image")
+        said = f" ({'; '.join(other)})" if other else ""
+        raise DataError(f"{path}: OpenCV cannot decode the file as an image{said}; re-download or re-encode the file")
+    if other:
+        said = "; ".join(repr(line) for line in other)
+        warnings.warn(f"{path}: the image decoder says {said} (the image is read; re-save it to silence this)",
+                      ImageDecoderWarning, stacklevel=2)
     if corrupt:
         warnings.warn(f"{path}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
                       "re-download or re-encode the file", CorruptImageWarning, stacklevel=2)

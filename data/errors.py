@@ -27,8 +27,17 @@ class DataWarning(UserWarning):
     """A recoverable annotation problem was fixed up (e.g. a box clipped to the image); the message counts them."""
 
 
-class CorruptImageWarning(DataWarning):
+class ImageWarning(DataWarning):
+    """A warning about one image file, met at every read of it: shown once per run. The message names the file."""
+
+
+class CorruptImageWarning(ImageWarning):
     """An image decoded with damaged pixels (libjpeg reported corrupt data); the message names the file."""
+
+
+class ImageDecoderWarning(ImageWarning):
+    """A decoder printed a warning about an image it decoded (e.g. libpng's about a broken colour profile); the
+    message names the file and quotes the decoder's line."""
 
 
 def data_error_elsewhere(share: str) -> DataError:
@@ -64,18 +73,19 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     ``main.py`` installs it; DataLoader workers started by ``spawn`` or ``forkserver`` install their own with the main
     process's ``shown`` (:func:`data.loader.worker_init_fn`).
 
-    A :class:`CorruptImageWarning` line is printed once per run: the DataLoader workers started after this call,
-    forked or spawned, share ``shown``, the record of the lines shown (:class:`SharedSeen`, a new one by default),
-    where each worker, and each evaluation's new ones, would show it again. Under ``torchrun``, where each process
-    makes its own record, a warning about the dataset as a whole (its fix-ups, which every process meets as it reads
-    the annotations) is printed by rank 0 alone, a corrupt image by each process that read it."""
+    An :class:`ImageWarning` line (a corrupt JPEG, a decoder's warning about a file) is printed once per run: the
+    DataLoader workers started after this call, forked or spawned, share ``shown``, the record of the lines shown
+    (:class:`SharedSeen`, a new one by default), where each worker, and each evaluation's new ones, would show it
+    again. Under ``torchrun``, where each process makes its own record, a warning about the dataset as a whole (its
+    fix-ups, which every process meets as it reads the annotations) is printed by rank 0 alone, an image's by each
+    process that read it."""
     shown = SharedSeen() if shown is None else shown
     prints_dataset_warnings = launch_context().is_main
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
-            if shown.first(str(message)) if issubclass(category, CorruptImageWarning) else prints_dataset_warnings:
+            if shown.first(str(message)) if issubclass(category, ImageWarning) else prints_dataset_warnings:
                 print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             show(message, category, filename, lineno, file, line)

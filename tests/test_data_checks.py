@@ -1,4 +1,5 @@
 """Image reading errors and the whole-dataset scan behind --check_data."""
+import re
 import warnings
 import zlib
 
@@ -103,6 +104,36 @@ def test_unreadable_files_name_the_file(tmp_path, content, message):
         path.write_bytes(content)
     with pytest.raises(DataError, match=rf"bad\.jpg: {message}"):
         read_image(path)
+
+
+def test_a_decoder_error_is_part_of_the_error_naming_the_file(tmp_path, capfd):
+    """libpng prints why it cannot decode a file (a truncated PNG) on stderr, without the file's name."""
+    path = tmp_path / "cut.png"
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    data = cv2.imencode(".png", image)[1].tobytes()
+    path.write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    with pytest.raises(DataError) as error:
+        read_image(path)
+    # libpng's line or OpenCV's own (without its log prefix), by where the data stops
+    assert re.fullmatch(rf"{re.escape(str(path))}: OpenCV cannot decode the file as an image \((libpng error|OpenCV): "
+                        r"PNG input buffer is incomplete\); re-download or re-encode the file", str(error.value))
+    assert capfd.readouterr().err == ""  # not libpng's bare line
+
+
+def test_a_decoder_warning_about_an_image_that_decodes_names_the_file_once(tmp_path, capfd):
+    """A PNG with a broken colour profile (iCCP chunk) decodes, and libpng prints a warning line without the file's
+    name at every read: every epoch, for every such image. It is a warning naming the file, shown once per run."""
+    path = tmp_path / "profile.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path, icc_profile=b"\0" * 300)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        for _ in range(3):
+            assert read_image(path).shape == (20, 30, 3)
+    assert capfd.readouterr().err == (f"warning: {path}: the image decoder says 'libpng warning: iCCP: too short' "
+                                      "(the image is read; re-save it to silence this)\n")
 
 
 def make_dataset(tmp_path):
