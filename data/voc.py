@@ -398,7 +398,8 @@ def _listed_image(finder: ImageFinder, image_id: str, xml_path: Path) -> Path | 
 
 def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     """Image ids of an ``ImageSets/Main/*.txt`` file: one ``<id>`` or ``<id> <-1|0|1>`` (a class-specific list) per
-    non-empty line, UTF-8 with or without a byte-order mark.
+    non-empty line, UTF-8 with or without a byte-order mark. A line such as ``photo 1`` whose whole text names an
+    annotation (``Annotations/photo 1.xml``) is an id with a space, which the format cannot hold, not a class flag.
 
     Raises :class:`DatasetNotFoundError` when the file is missing and one :class:`DataError` listing the lines of
     another form and the ids listed more than once (which would count their objects twice in the test split).
@@ -409,7 +410,8 @@ def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     problems = []
     for line_number, line in enumerate(read_utf8_text(list_file).splitlines(), start=1):
         fields = line.split()
-        if len(fields) > 2 or (len(fields) == 2 and fields[1] not in CLASS_LIST_FLAGS):
+        spaced_id = len(fields) == 2 and _annotation_named(list_file, line.strip())  # "photo 1": not a class flag
+        if len(fields) > 2 or (len(fields) == 2 and fields[1] not in CLASS_LIST_FLAGS) or spaced_id:
             is_comment = line.lstrip()[:1] == "#"
             fix = ("it looks like a comment, which an image list cannot hold: remove the line" if is_comment
                    else "image ids cannot contain spaces: rename the files")
@@ -425,6 +427,12 @@ def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     if problems:
         raise DataError(format_problems(f"image list {list_file}", problems))
     return list(lines_of)
+
+
+def _annotation_named(list_file: Path, name: str) -> bool:
+    """Whether the VOC-layout folder of ``list_file`` (``<folder>/ImageSets/Main/<list>.txt``) has an annotation
+    ``Annotations/<name>.xml``."""
+    return (Path(list_file).parent.parent.parent / "Annotations" / f"{name}.xml").is_file()
 
 
 def check_voc_folder(folder: Path, download_hint: str) -> None:

@@ -599,6 +599,20 @@ def test_list_lines_are_an_id_or_an_id_and_a_class_flag(tmp_path):
     assert build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"]).image_ids == ["a", "b"]
 
 
+def test_an_id_with_a_space_that_reads_as_an_id_and_a_class_flag_says_ids_cannot_hold_spaces(tmp_path):
+    """Files "photo 0.jpg", "photo 1.jpg" listed as they are read as id "photo" with the flags 0 and 1 of a
+    class-specific list: the error said that id 'photo' was listed twice. An annotation named after the whole line
+    shows that it is one id with a space."""
+    root = write_voc_folder(tmp_path, {"photo 0": [], "photo 1": [], "a": []}, {})
+    (root / "ImageSets/Main/trainval.txt").write_text("photo 0\nphoto 1\na 1\n")
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    for number, line in ((1, "photo 0"), (2, "photo 1")):
+        assert (f"trainval.txt:{number}: expected '<image id>' or '<image id> <-1|0|1>', got {line!r}; image ids "
+                "cannot contain spaces: rename the files") in str(error.value)
+    assert "listed on lines" not in str(error.value)
+
+
 def test_fingerprint_follows_the_annotations_not_the_folder(tmp_path):
     """The resume check's training-set fingerprint: the same annotations in another folder give the same value; a
     difficult flag, a 1-pixel box change or a label change each give another."""
