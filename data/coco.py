@@ -102,7 +102,8 @@ def _id_problem(value: object) -> str | None:
 def entry_problems(dataset: dict) -> list[str]:
     """Structure problems of a COCO json's ``images`` / ``annotations`` / ``categories`` lists, checked before
     pycocotools indexes them (it fails on these with a bare ``KeyError`` / ``TypeError``): an entry that is not an
-    object, a missing key of :data:`REQUIRED_KEYS`, an id that is not an integer, a category name that is not a
+    object, a missing key of :data:`REQUIRED_KEYS` (a missing ``bbox`` beside a ``segmentation`` says how to add
+    it), an id that is not an integer, a category name that is not a
     non-empty string, an id used twice in ``images``, ``categories`` or ``annotations``. Each names the list and
     the position."""
     problems = []
@@ -115,7 +116,12 @@ def entry_problems(dataset: dict) -> list[str]:
                 continue
             missing = [key for key in keys if key not in entry]
             if missing:
-                problems.append(f"{where} has no {', '.join(repr(k) for k in missing)} (needs {', '.join(keys)})")
+                hint = ""
+                if "bbox" in missing and entry.get("segmentation"):  # a segmentation-only export
+                    hint = ("; it has a 'segmentation': add the box around it as \"bbox\": [x, y, w, h] in pixels "
+                            "(pycocotools.mask.toBbox computes it from a segmentation)")
+                problems.append(f"{where} has no {', '.join(repr(k) for k in missing)} (needs {', '.join(keys)})"
+                                f"{hint}")
                 continue
             bad_ids = {key: _id_problem(entry[key]) for key in ("id", "image_id", "category_id") if key in keys}
             bad_ids = {key: problem for key, problem in bad_ids.items() if problem}

@@ -296,6 +296,9 @@ def test_image_without_size_is_reported_with_the_size_to_write(tmp_path):
         ("annotations", 0, lambda e: e.pop("image_id"), "has no 'image_id'"),
         ("annotations", 2, lambda e: e.pop("category_id"), "has no 'category_id'"),
         ("annotations", 2, lambda e: e.pop("bbox"), "has no 'bbox'"),
+        ("annotations", 1, lambda e: (e.pop("bbox"), e.update(segmentation=[[40, 10, 45, 10, 45, 15]])),
+         "has no 'bbox' (needs id, image_id, category_id, bbox); it has a 'segmentation': add the box around it as "
+         "\"bbox\": [x, y, w, h] in pixels (pycocotools.mask.toBbox computes it from a segmentation)"),
         ("annotations", 0, lambda e: e.update(image_id=[7]), "'image_id' is [7], not an integer id"),
         ("images", 1, lambda e: e.pop("id"), "has no 'id' (needs id)"),
         ("images", 2, lambda e: e.update(id="9"), "'id' is '9', not an integer id"),
