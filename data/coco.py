@@ -70,15 +70,19 @@ def read_json_file(path: Path) -> object:
 
 def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     """Load an instances json into a pycocotools ``COCO`` (quietly); :class:`DataError` names the file and the line
-    of a JSON syntax error, a text that is not UTF-8, a folder in place of the file or the missing top-level key.
+    of a JSON syntax error, a text that is not UTF-8, a folder in place of the file, a value that is not an object
+    (a results file's array says so) or the missing top-level key.
     The file's path is kept as ``coco.source_file`` (the evaluator's messages name it)."""
     if annotation_file.is_dir():
         raise DataError(f"{annotation_file} is a folder, not a COCO instances json file: put the json file there")
     if not annotation_file.is_file():
         raise DatasetNotFoundError(f"{annotation_file} not found: {download_hint}")
     dataset = read_json_file(annotation_file)
+    if not isinstance(dataset, dict):
+        raise DataError(f"{annotation_file}: not a COCO instances file: it holds {_json_kind(dataset)}, not an object "
+                        '{"images": [...], "annotations": [...], "categories": [...]}')
     for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key) if isinstance(dataset, dict) else None, list):
+        if not isinstance(dataset.get(key), list):
             raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
     problems = entry_problems(dataset) or category_problems(dataset["categories"])
     problems = [f"{annotation_file}: {problem}" for problem in problems]
@@ -90,6 +94,18 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
         coco.createIndex()
     coco.source_file = str(annotation_file)
     return coco
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value that is not an object is, for messages: ``a JSON array of 3 entries, as a detections results
+    file holds (entries with a 'score')``, ``a JSON string``."""
+    if not isinstance(value, list):
+        kinds = {str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+        return f"a JSON {kinds.get(type(value), type(value).__name__)}"
+    entries = f"a JSON array of {len(value)} {'entry' if len(value) == 1 else 'entries'}"
+    if value and all(isinstance(entry, dict) and "score" in entry for entry in value):
+        entries += ", as a detections results file holds (entries with a 'score')"
+    return entries
 
 
 def _id_problem(value: object) -> str | None:

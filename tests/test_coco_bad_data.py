@@ -345,6 +345,23 @@ def test_folder_in_place_of_the_json_says_so(tmp_path):
         evaluate_coco(tmp_path / "train", in_memory_coco(annotations_with_ids([1, 2, 3, 4])))
 
 
+@pytest.mark.parametrize("content, what", [
+    ([{"image_id": 7, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9}],
+     "a JSON array of 1 entry, as a detections results file holds (entries with a 'score'), not"),
+    ([], "a JSON array of 0 entries, not"),
+    ("instances", "a JSON string, not"),
+])
+def test_a_json_that_is_not_an_object_says_what_it_holds(tmp_path, content, what):
+    """A results file, or another tool's export, passed where an instances file goes: "no 'images' list" would
+    suggest that one key is missing from an instances file."""
+    write_coco(tmp_path, "train", coco_json(GOOD_ANNOTATIONS)).write_text(json.dumps(content))
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert str(error.value) == (f"{tmp_path / 'annotations/instances_train.json'}: not a COCO instances file: it "
+                                f"holds {what} an object {{\"images\": [...], \"annotations\": [...], "
+                                "\"categories\": [...]}")
+
+
 @pytest.mark.parametrize("file_name, problem", [
     (".", "{folder}: image file is a folder, not a regular file: replace it with the file itself"),
     ("loop.jpg", "{folder}/loop.jpg: image file cannot be read (Too many levels of symbolic links)"),
