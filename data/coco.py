@@ -599,10 +599,14 @@ class COCODetection(DetectionDataset):
         """``image id <id> in <json>``: the entry that gives item ``index``'s size and boxes."""
         return f"image id {self.image_ids[index]} in {self.coco.source_file}"
 
-    def objects_to_score(self) -> int:
-        """How many objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on this dataset's images,
-        including the boxes too small to train on (pycocotools scores them)."""
-        return count_objects_to_score(self.coco, self.image_ids)
+    def objects_to_score_per_class(self) -> np.ndarray:
+        """int64 ``[C]``: per class, the objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on
+        this dataset's images, including the boxes too small to train on (pycocotools scores them)."""
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        images = set(self.image_ids)
+        labels = [label_of[a["category_id"]] for a in self.coco.dataset["annotations"]
+                  if not a.get("iscrowd") and a["image_id"] in images]
+        return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)
 
 
 def find_coco_annotation(folder: Path, split: str) -> Path | None:

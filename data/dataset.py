@@ -419,8 +419,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         return digest.hexdigest()[:16]
 
     def objects_to_score(self) -> int:
-        """How many objects the evaluation scores: those not marked difficult (VOC)."""
-        return int((~self.annotations.difficult).sum())
+        """How many objects the evaluation scores (:meth:`objects_to_score_per_class`)."""
+        return int(self.objects_to_score_per_class().sum())
+
+    def objects_to_score_per_class(self) -> np.ndarray:
+        """int64 ``[C]``: per class, the objects the evaluation scores: those not marked difficult (VOC)."""
+        labels = self.annotations.labels[~self.annotations.difficult]
+        return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
 
     def image_path(self, index: int) -> Path:
         """The image file of item ``index``."""

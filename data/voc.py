@@ -691,6 +691,8 @@ class VOCDetection(DetectionDataset):
         return [{"boxes": boxes.copy(), "labels": labels.copy(), "difficult": difficult.copy()}
                 for boxes, labels, difficult in self._scored_objects]
 
-    def objects_to_score(self) -> int:
-        """How many objects the evaluation scores: those of :meth:`ground_truth` not marked difficult."""
-        return sum(int((~difficult).sum()) for _, _, difficult in self._scored_objects)
+    def objects_to_score_per_class(self) -> np.ndarray:
+        """int64 ``[C]``: per class, the objects the evaluation scores: those of :meth:`ground_truth` not marked
+        difficult."""
+        labels = [labels[~difficult] for _, labels, difficult in self._scored_objects]
+        return np.bincount(np.concatenate([np.zeros(0, np.int64), *labels]), minlength=self.num_classes)

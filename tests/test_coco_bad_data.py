@@ -158,6 +158,15 @@ def test_crowd_only_test_split_stops_check_data_with_exit_code_2(tmp_path, capsy
     assert "the test split's 3 images hold no object to score" in err and "Traceback" not in err
 
 
+def test_objects_to_score_are_counted_per_class_without_crowd_ones(tmp_path):
+    objects = annotations_with_ids([1, 2, 3, 4])
+    objects[1]["iscrowd"] = 1  # the one toothbrush
+    write_coco(tmp_path, "val", coco_json(objects))
+    test_split = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert test_split.class_names == ["bus", "person", "toothbrush"]
+    assert test_split.objects_to_score_per_class().tolist() == [1, 2, 0] and test_split.objects_to_score() == 3
+
+
 def test_a_test_split_of_objects_too_small_to_train_on_is_still_scored(tmp_path, capsys):
     """Boxes with a side <= 7 px are left out of training (facts §5), not out of COCO's metric: a test split holding
     only such objects has objects to score, and training on the other split may start."""

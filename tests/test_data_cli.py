@@ -71,6 +71,21 @@ def test_check_data_names_every_bad_image(tmp_path, capsys):
         assert expected in err
 
 
+def test_check_data_warns_about_a_class_without_an_object_to_score_in_the_test_split(tmp_path, capsys):
+    """A rare class of a small set that a random split left out of the test images (or left there difficult only):
+    its AP is undefined and left out of the means, which the per-class table shows only after training."""
+    samples = {"a": [("cat", (1, 1, 30, 30), 0), ("dog", (5, 5, 40, 40), 0)],
+               "b": [("cat", (3, 3, 25, 25), 0), ("dog", (2, 2, 20, 20), 1)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", "cat,dog,bird", "--check_data",
+            "--workers", "0"]
+    assert run(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert ("warning: the test split holds no object to score of the classes ['dog', 'bird'] (none, or all marked "
+            "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
+            "images to the test split") in out
+
+
 def test_check_data_reports_the_problems_of_both_splits_in_one_run(tmp_path, capsys):
     samples = {"a": [("dog", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b.jpg"]})

@@ -37,7 +37,7 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     """Before training: both splits have the same classes in the same order, compared ignoring letter case as
     everywhere else (the model's label i is scored as the test split's class i), the training split has objects and
     the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning:
-    the model cannot learn them."""
+    the model cannot learn them; so do classes without an object to score in the test split: their AP is undefined."""
     if [name.lower() for name in train_dataset.class_names] != [name.lower() for name in test_dataset.class_names]:
         raise DataError(
             f"the training split's classes {train_dataset.class_names} differ from the test split's "
@@ -47,9 +47,15 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     if len(test_dataset) == 0:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
-    if test_dataset.objects_to_score() == 0:
+    scored = test_dataset.objects_to_score_per_class()
+    if not scored.any():
         raise DataError(f"the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
                         "difficult or iscrowd), so every AP would be undefined: annotate the test images")
+    unscored = [name for name, count in zip(test_dataset.class_names, scored) if count == 0]
+    if unscored:
+        log.info(f"warning: the test split holds no object to score of the classes {unscored} (none, or all marked "
+                 "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
+                 "images to the test split")
     per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
     if not per_class.any():
         raise DataError(f"the training split's {len(train_dataset)} images hold no object: there is nothing to learn; "
