@@ -274,9 +274,10 @@ def _annotation_names(annotations: Sequence[dict]) -> list[str]:
 
 class ImageFiles:
     """The image files that ``file_name``s name in ``folder``: ``folder / file_name``, else a file of that folder
-    whose name differs in letter case only (a json written on Windows or macOS, whose file systems ignore it), as
-    VOC-layout images are found (:class:`data.voc.ImageFinder`: a folder's listing is read once, on its first miss).
-    Each name is looked up once (the checks and the dataset ask for every name)."""
+    whose name differs in letter case only (a json written on Windows or macOS, whose file systems ignore it) or in
+    the Unicode normal form of its accents, as VOC-layout images are found (:class:`data.voc.ImageFinder`: a
+    folder's listing is read once, on its first miss). Each name is looked up once (the checks and the dataset ask
+    for every name)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

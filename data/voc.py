@@ -234,14 +234,16 @@ def _normalised_coordinates_problem(parsed: VocAnnotation, xml_path: Path) -> st
 
 
 class ImageFinder:
-    """Finds the image of an annotation in a ``JPEGImages`` folder, whatever the letter case of its extension or name.
+    """Finds the image of an annotation in a ``JPEGImages`` folder, whatever the letter case of its extension or name
+    and the Unicode normal form of its name (an accent written as a combining character, as a macOS file system
+    keeps names, or composed with its letter: they print alike).
 
     Exact names are tried first (one ``stat`` each); the folder's listing is read once, on the first miss.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._by_lower_name: dict[str, str] | None = None
+        self._by_folded_name: dict[str, str] | None = None
 
     @staticmethod
     def candidates(image_id: str, filename: str | None) -> list[str]:
@@ -253,15 +255,15 @@ class ImageFinder:
         return list(dict.fromkeys(names + [f"{image_id}{ext}" for ext in IMAGE_EXTENSIONS[1:]]))
 
     def find(self, names: Sequence[str]) -> Path | None:
-        """The first of ``names`` present in the folder as a regular file, matched exactly, else ignoring letter case;
-        ``None`` if absent (or a name the system cannot look up, such as one too long)."""
+        """The first of ``names`` present in the folder as a regular file, matched exactly, else ignoring letter case
+        and Unicode normal form; ``None`` if absent (or a name the system cannot look up, such as one too long)."""
         exact = next((self.folder / name for name in names if file_type_problem(self.folder / name) is None), None)
         if exact is not None:
             return exact
-        if self._by_lower_name is None:
+        if self._by_folded_name is None:
             with os.scandir(self.folder) as entries:
-                self._by_lower_name = {entry.name.lower(): entry.name for entry in entries if _is_file(entry)}
-        found = next((self._by_lower_name[n.lower()] for n in names if n.lower() in self._by_lower_name), None)
+                self._by_folded_name = {_folded(entry.name): entry.name for entry in entries if _is_file(entry)}
+        found = next((self._by_folded_name[_folded(n)] for n in names if _folded(n) in self._by_folded_name), None)
         return None if found is None else self.folder / found
 
     def unusable(self, names: Sequence[str]) -> list[str]:
@@ -269,6 +271,11 @@ class ImageFinder:
         each of ``names`` present in the folder that cannot be read as an image file."""
         problems = [(name, file_type_problem(self.folder / name)) for name in names]
         return [f"{name} {problem}" for name, problem in problems if problem not in (None, "not found")]
+
+
+def _folded(name: str) -> str:
+    """``name`` as :class:`ImageFinder` compares file names: composed (NFC) and lowercase."""
+    return compose_name(name).lower()
 
 
 def _is_file(entry: os.DirEntry) -> bool:

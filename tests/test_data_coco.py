@@ -203,6 +203,20 @@ def test_file_name_with_a_folder_the_image_folder_already_is_says_what_to_write(
     assert 'which holds 000000000003.jpg: write "file_name": "000000000003.jpg"' in str(error.value)
 
 
+def test_a_file_name_in_another_unicode_normal_form_reads_the_file(tmp_path):
+    """Images unpacked from a macOS archive keep names with a combining accent (NFD, "cafe\u0301.jpg") where a json
+    written elsewhere has the composed é (NFC): both print alike, so "image file not found" would name a file that
+    `ls` shows."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    folder = tmp_path / "x"
+    (folder / "000000000007.jpg").rename(folder / "cafe\u0301.jpg")
+    data["images"][0]["file_name"] = "caf\u00e9.jpg"
+    path.write_text(json.dumps(data))
+    dataset = COCODetection(path, folder, TestTransform(32))
+    assert dataset.image_path(0) == folder / "cafe\u0301.jpg" and dataset.load_image(0).shape == (40, 60, 3)
+
+
 def test_a_file_name_in_another_letter_case_reads_the_file_as_voc_layout_data_does(tmp_path):
     """A json written on Windows or macOS, whose file systems ignore letter case, may say IMG3.JPG for Img3.jpg: the
     file is found (the exact name first), as VOC-layout images are; two entries naming one file in two letter cases

@@ -222,6 +222,16 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
     assert dataset[0][0].shape == (3, 64, 64)
 
 
+def test_an_image_name_in_another_unicode_normal_form_is_found(tmp_path):
+    """An image copied from a macOS file system keeps a name with a combining accent (NFD) where the list and the XML
+    have the composed é (NFC): the names print alike, and the image is found as one in another letter case is."""
+    root = write_voc_folder(tmp_path, {"caf\u00e9": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["caf\u00e9"]})
+    images = root / "JPEGImages"
+    (images / "caf\u00e9.jpg").rename(images / "CAFE\u0301.jpg")
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert dataset.image_path(0) == images / "CAFE\u0301.jpg"
+
+
 def test_a_symlink_loop_among_the_images_is_skipped_and_a_listed_one_named_with_the_reason(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (1, 1, 10, 10), 0)]},
                             {"trainval": ["a", "b"]})
