@@ -556,7 +556,7 @@ def _unknown_class_problems(
             skipped[name] = skipped.get(name, 0) + unknown.count(name)
             continue
         times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
-        compared = f", compared as {name!r}" if written[name] != name else ""
+        compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         problems.append(
             f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
             f"{', '.join(label_of)}); "

@@ -731,6 +731,9 @@ def test_class_names_match_whatever_their_unicode_normal_form(tmp_path):
         assert dataset.class_names[0] == composed
     with pytest.raises(DataError, match="duplicate class names"):
         parse_class_list(f"{composed},{decomposed}")
+    with pytest.raises(DataError) as error:  # no "compared as" a name that prints the same
+        build_dataset("custom", "train", 64, data_root=str(root), classes="dog")
+    assert f"{root / 'Annotations/a.xml'}: unknown class {decomposed!r} (classes: dog)" in str(error.value)
 
 
 def test_the_test_split_is_not_augmented(tmp_path):
