@@ -1,0 +1,47 @@
+"""The benchmarks' timers wait for the device before reading the clock (README, fixes to the authors' code, item 12:
+the authors timed CUDA work unsynchronised, so their figures covered the kernel launches, not the work)."""
+from types import SimpleNamespace
+
+import torch
+
+from benchmarks import common
+
+CUDA = torch.device("cuda", 0)  # a device object only: synchronize is replaced, so no GPU is needed
+
+
+def recorded_timer(monkeypatch) -> list[str]:
+    """Replace the device synchronisation and the clock that ``benchmarks.common`` reads by recorders; the clock
+    reads 0, 1, 2, ... Returns the list the events are appended to, in order."""
+    events: list[str] = []
+    ticks = iter(range(100))
+
+    def clock() -> float:
+        events.append("clock")
+        return float(next(ticks))
+
+    monkeypatch.setattr(common, "synchronize", lambda device: events.append(f"sync {device}"))
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=clock))
+    return events
+
+
+def test_throughput_timer_synchronises_before_each_clock_reading(monkeypatch):
+    events = recorded_timer(monkeypatch)
+    seconds = common.seconds_per_call(lambda: events.append("call"), CUDA, warmup=1, iters=2)
+    assert events == ["call", "sync cuda:0", "clock", "call", "call", "sync cuda:0", "clock"]
+    assert seconds == 0.5  # clock 0 -> 1 over two calls
+
+
+def test_latency_timer_synchronises_around_every_call(monkeypatch):
+    events = recorded_timer(monkeypatch)
+    latencies = common.call_latencies(lambda: events.append("call"), CUDA, warmup=1, iters=2)
+    assert events == ["call"] + ["sync cuda:0", "clock", "call", "sync cuda:0", "clock"] * 2
+    assert latencies == [1.0, 1.0]
+
+
+def test_synchronize_waits_for_a_cuda_device_and_is_a_no_op_on_cpu(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", waited.append)
+    common.synchronize(torch.device("cpu"))
+    assert waited == []
+    common.synchronize(CUDA)
+    assert waited == [CUDA]
