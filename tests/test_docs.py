@@ -199,3 +199,38 @@ def test_the_custom_data_commands_name_their_run_and_read_its_checkpoint():
     checkpoint = str(Path(training[0].save_folder or RUN_DEFAULTS["save_folder"]) / f"{training[0].name}.pth")
     readers = [args.trained_model for args in commands if args.trained_model is not None]
     assert len(readers) >= 2 and set(readers) == {checkpoint}
+
+
+READING_FLAGS = ("trained_model", "resume", "init_from")
+NOT_TRAINING = ("trained_model", "eval_results", "check_data", "demo", "export", "resume")
+
+
+def written_checkpoint(args: argparse.Namespace) -> str:
+    """The checkpoint a training command of the pages writes, as ``utils/training_run.py`` names it, with main.py's
+    defaults for the flags not given (``DATASET_DEFAULTS``, ``RUN_DEFAULTS``)."""
+    from utils.box import DEFAULT_BASE_ANCHOR_SIZE
+    from utils.checkpoint import checkpoint_name
+    from utils.run_flags import DATASET_DEFAULTS, RUN_DEFAULTS
+
+    dataset = args.dataset or "voc"
+    version, backbone, size = (getattr(args, key) or DATASET_DEFAULTS[dataset][key]
+                               for key in ("version", "backbone", "size"))
+    name = f"{args.name.removesuffix('.pth')}.pth" if args.name else checkpoint_name(
+        dataset, version, backbone, size, args.base_anchor_size or DEFAULT_BASE_ANCHOR_SIZE, bool(args.mutual_guide))
+    return str(Path(args.save_folder or RUN_DEFAULTS["save_folder"]) / name)
+
+
+def test_every_checkpoint_a_command_reads_is_one_a_command_of_the_pages_writes():
+    """A ``weights/NAME.pth`` that a command shown reads (``--trained_model``, ``--resume``, ``--init_from``) is the
+    checkpoint of a training command shown on some page, with main.py's defaults: a changed default (the shapes
+    set's size, say) or a renamed run would leave the pages pointing at a file no command makes. All-capital names
+    (``weights/RUN.pth``) are placeholders."""
+    parser = project_parsers()["main"]
+    commands = [(page, parser.parse_args(arguments)) for page, script, arguments in shown_commands()
+                if script == "main" and "--help" not in arguments]
+    written = {written_checkpoint(args) for _, args in commands
+               if not any(getattr(args, flag) for flag in NOT_TRAINING)}
+    read = {(page, path) for page, args in commands for path in (getattr(args, flag) for flag in READING_FLAGS)
+            if path and path.startswith("weights/") and not re.fullmatch(r"[A-Z]+", Path(path).stem)}
+    assert len(read) >= 4
+    assert sorted(f"{page}: {path}" for page, path in read if path not in written) == []
