@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from utils.distributed import DistributedContext
-from utils.run_flags import DEFAULT_NMS_THRESH
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -98,11 +97,9 @@ def how_to_evaluate(args: argparse.Namespace, checkpoint_path: Path) -> str:
 
 def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[str]:
     """The command that evaluates the run's checkpoint ``checkpoint_path`` as the run's end does."""
-    # --trained_model alone evaluates on the checkpoint's dataset, data folder and classes
+    # --trained_model alone evaluates on the checkpoint's dataset, data folder, classes and NMS threshold
     command = ["python", "main.py", "--trained_model", str(checkpoint_path)]
-    command += ["--eval_dir", args.eval_dir] if args.eval_dir else []
-    command += ["--nms_thresh", str(args.nms_thresh)] if args.nms_thresh != DEFAULT_NMS_THRESH else []
-    return command
+    return command + (["--eval_dir", args.eval_dir] if args.eval_dir else [])
 
 
 def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> str:
