@@ -44,26 +44,36 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def image_problem(dataset: DetectionDataset, index: int) -> str | None:
+ShownWarning = tuple[Warning, type[Warning], str, int]  # what ``warnings.warn_explicit`` takes to show it again
+
+
+def image_problem(dataset: DetectionDataset, index: int) -> tuple[str | None, list[ShownWarning]]:
     """Decode image ``index`` as training does and return its problem (or ``None``): missing, empty, truncated or
     undecodable file, a size other than its annotation's, or JPEG data that libjpeg reports as corrupt (OpenCV then
-    returns damaged pixels; training only warns, :class:`CorruptImageWarning`)."""
+    returns damaged pixels; training only warns, :class:`CorruptImageWarning`); and the other warnings met while
+    decoding, for the caller to show (:func:`_show`)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CorruptImageWarning)
         try:
             dataset.load_image(index)
         except DataError as error:
-            return str(error)
+            return str(error), []
     corrupt = [warning for warning in caught if issubclass(warning.category, CorruptImageWarning)]
-    for warning in caught:
-        if warning not in corrupt:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return str(corrupt[0].message) if corrupt else None
+    others = [(warning.message, warning.category, warning.filename, warning.lineno)
+              for warning in caught if warning not in corrupt]
+    return (str(corrupt[0].message) if corrupt else None), others
+
+
+def _show(caught: list[ShownWarning]) -> None:
+    """Show again, in this process, the warnings :func:`image_problem` returned."""
+    for message, category, filename, lineno in caught:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 class _ImageProblems(Dataset):
-    """Item ``i``: the problem of image ``i`` or ``""``; decoded in DataLoader worker processes, so that each capture
-    of stderr sees one decoder only."""
+    """Item ``i``: the problem of image ``i`` or ``""``, and the other warnings met decoding it; decoded in
+    DataLoader worker processes, so that each capture of stderr sees one decoder only. The warnings are shown by the
+    main process, whose display lifts the progress bar off the line (:func:`data.errors.one_line_data_warnings`)."""
 
     def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset
@@ -71,8 +81,9 @@ class _ImageProblems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> str:
-        return image_problem(self.dataset, index) or ""
+    def __getitem__(self, index: int) -> tuple[str, list[ShownWarning]]:
+        problem, others = image_problem(self.dataset, index)
+        return problem or "", others
 
 
 def _annotation_problems(dataset: DetectionDataset) -> list[str]:
@@ -104,7 +115,9 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     loader = WorkerLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
     with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
-            problems += [problem for problem in batch if problem]
+            for problem, others in batch:
+                _show(others)
+                problems += [problem] if problem else []
             bar.update(len(batch))
     if problems:
         raise DataError(format_problems(f"--check_data on {len(dataset)} images", problems))

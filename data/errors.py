@@ -1,11 +1,14 @@
 """Errors and warnings raised for bad or missing data. Every message names the file and the problem."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO
+
+from tqdm import tqdm
 
 from utils.distributed import launch_context
 from utils.messages import SharedSeen
@@ -78,15 +81,23 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     (:class:`SharedSeen`, a new one by default), where each worker, and each evaluation's new ones, would show it
     again. Under ``torchrun``, where each process makes its own record, a warning about the dataset as a whole (its
     fix-ups, which every process meets as it reads the annotations) is printed by rank 0 alone, an image's by each
-    process that read it."""
+    process that read it.
+
+    In the process that made it the line goes through ``tqdm.write``, which lifts that process's progress bars
+    (``--check_data``'s, the training bar) off the line and redraws them below it, instead of gluing the line to a
+    bar. A forked DataLoader worker prints it plainly: its copy of tqdm's bar registry would redraw stale bars."""
     shown = SharedSeen() if shown is None else shown
     prints_dataset_warnings = launch_context().is_main
+    owner = os.getpid()
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
             if shown.first(str(message)) if issubclass(category, ImageWarning) else prints_dataset_warnings:
-                print(f"warning: {message}", file=sys.stderr, flush=True)
+                if os.getpid() == owner:
+                    tqdm.write(f"warning: {message}", file=sys.stderr)
+                else:
+                    print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             show(message, category, filename, lineno, file, line)
 

@@ -293,3 +293,25 @@ def test_original_message_of_an_error_raised_in_a_dataloader_worker(tmp_path):
     assert str(error.value).startswith("Caught DataError in DataLoader worker process 0.")
     assert original_message(error.value) == f"{root / 'JPEGImages/b.jpg'}: image file is empty"
     assert original_message(DataError("a\nb")) == "a\nb"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_check_dataset_shows_a_decoder_warning_on_a_line_of_its_own_not_glued_to_the_progress_bar(
+        tmp_path, workers, capfd):
+    """--check_data's bar is drawn by the main process; the decoding (in worker processes) met a warning and printed
+    it there, right after the bar's text on the same line. The main process now shows it, lifting the bar off."""
+    root, dataset = make_dataset(tmp_path)
+    path = root / "JPEGImages" / "b.jpg"  # the decoder reads the content, a PNG with a broken colour profile
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path, format="PNG", icc_profile=b"\0" * 300)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        check_dataset(dataset, workers=workers, progress=True)
+    err = capfd.readouterr().err
+    line = (f"warning: {path}: the image decoder says 'libpng warning: iCCP: too short' (the image is read; re-save "
+            "it to silence this)\n")
+    assert err.count(line) == 1
+    before = err[: err.index(line)]
+    assert before.endswith("\r")  # tqdm cleared the bar's line before the warning was written
+    assert before.rstrip(" \r").endswith("checking images:   0%|          | 0/3 [00:00<?, ?it/s]")
