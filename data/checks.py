@@ -31,7 +31,8 @@ class DataReport:
     def summary(self) -> str:
         """The report as printed by ``--check_data``: counts, then the fix-ups (if any), then objects per class."""
         per_class = ", ".join(f"{name} {count}" for name, count in self.objects_per_class.items())
-        fixed = "\nfixed up: " + "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items()) if self.fixups else ""
+        fixups = "; ".join(f"{kind}: {n}" for kind, n in self.fixups.items())
+        fixed = f"\nannotations fixed on reading: {fixups}" if fixups else ""
         flagged = f"{self.num_difficult} difficult" if self.num_crowd is None else f"{self.num_crowd} iscrowd"
         return (
             f"{_count(self.num_images, 'image')}, {_count(self.num_objects, 'object')} ({flagged}), "

@@ -368,7 +368,7 @@ class FixupCounter:
             scored = (". The evaluation scores the test split's boxes as the annotations write them (these fix-ups "
                       "change only the loader's targets): a box without extent can never be matched and lowers the "
                       "AP; fix the annotations")
-        warnings.warn(f"{dataset}: fixed up {'; '.join(kinds)}{scored}", DataWarning, stacklevel=3)
+        warnings.warn(f"{dataset}: annotations fixed on reading: {'; '.join(kinds)}{scored}", DataWarning, stacklevel=3)
 
 
 class DetectionDataset(torch.utils.data.Dataset):

@@ -152,8 +152,9 @@ def test_check_dataset_reports_a_clean_set(tmp_path):
     report.num_objects, report.empty_images = 1, 2
     assert report.summary().splitlines()[0] == "3 images, 1 object (1 difficult), 2 images without objects"
     report.fixups = {"box clipped to the image": 2, DEGENERATE_BOX_DROPPED: 1}
-    assert report.summary().splitlines()[1] == ("fixed up: box clipped to the image: 2; degenerate box dropped "
-                                                "(x2 <= x1 or y2 <= y1, in pixels or once normalised): 1")
+    assert report.summary().splitlines()[1] == ("annotations fixed on reading: box clipped to the image: 2; "
+                                                "degenerate box dropped (x2 <= x1 or y2 <= y1, in pixels or once "
+                                                "normalised): 1")
 
 
 @pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # the person box reaching past the image edge

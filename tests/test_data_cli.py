@@ -39,8 +39,9 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     with pytest.warns(DataWarning) as warned:
         assert run(tmp_path, *common, "--skip_unknown_classes") == 0
     assert [str(w.message) for w in warned if w.category is DataWarning] == [  # one per split
-        f"VOC dataset {root / 'ImageSets/Main' / split}.txt: fixed up object of an unknown class skipped: 1 "
-        f"(e.g. '{name}' x1)" for split, name in (("trainval", "dog"), ("test", "zebra"))
+        f"VOC dataset {root / 'ImageSets/Main' / split}.txt: annotations fixed on reading: "
+        f"object of an unknown class skipped: 1 (e.g. '{name}' x1)"
+        for split, name in (("trainval", "dog"), ("test", "zebra"))
     ]
     out = capsys.readouterr().out
     assert "custom train: 1 image, 1 object" in out and "objects per class: cat 1" in out

@@ -379,7 +379,8 @@ def test_missing_or_null_area_and_iscrowd_are_filled_in_the_ground_truth_and_cou
     del annotations[0]["area"], annotations[0]["iscrowd"], annotations[2]["iscrowd"]
     annotations[1]["area"] = None
     path = write_coco(tmp_path, "x", coco_json(annotations))
-    expected = (r"fixed up missing area set to the box's w \* h: 2 \(e\.g\. annotation id 1, annotation id 2\); "
+    expected = (r"annotations fixed on reading: missing area set to the box's w \* h: 2 "
+                r"\(e\.g\. annotation id 1, annotation id 2\); "
                 r"missing iscrowd set to 0: 2 \(e\.g\. annotation id 1, annotation id 3\)")
     with pytest.warns(DataWarning, match=expected):
         dataset = COCODetection(path, tmp_path / "x", TestTransform(32))
@@ -515,9 +516,9 @@ def test_only_the_test_splits_box_warning_says_that_pycocotools_scores_the_boxes
     with pytest.warns(DataWarning) as caught:
         COCODetection(path, tmp_path / "x", TestTransform(32))
     assert [str(w.message) for w in caught] == [
-        f"COCO dataset {path}: fixed up box clipped to the image: 1 (e.g. annotation id 1). The evaluation scores the "
-        "test split's boxes as the annotations write them (these fix-ups change only the loader's targets): a box "
-        "without extent can never be matched and lowers the AP; fix the annotations"]
+        f"COCO dataset {path}: annotations fixed on reading: box clipped to the image: 1 (e.g. annotation id 1). "
+        "The evaluation scores the test split's boxes as the annotations write them (these fix-ups change only the "
+        "loader's targets): a box without extent can never be matched and lowers the AP; fix the annotations"]
     with pytest.warns(DataWarning) as caught:
         COCODetection(path, tmp_path / "x", TestTransform(32), require_boxes=True)
     assert all("evaluation" not in str(w.message) for w in caught) and "box clipped to the image: 1" in str(

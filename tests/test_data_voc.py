@@ -400,9 +400,9 @@ def test_a_box_whose_coordinates_look_swapped_is_dropped_with_a_warning_naming_t
     with pytest.warns(DataWarning) as caught:
         dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat", "dog"])
     assert [str(w.message) for w in caught] == [
-        f"VOC dataset {root / 'ImageSets/Main/trainval.txt'}: fixed up {SWAPPED_BOX_DROPPED}: 2 (e.g. {xml} object 2 "
-        f"'Dog' (xmin 40 > xmax 20), {xml} object 4 'cat' (ymin 30 > ymax 10)); box clipped to the image: 1 (e.g. "
-        f"{xml}); {DEGENERATE_BOX_DROPPED}: 2 (e.g. {xml})"]
+        f"VOC dataset {root / 'ImageSets/Main/trainval.txt'}: annotations fixed on reading: {SWAPPED_BOX_DROPPED}: 2 "
+        f"(e.g. {xml} object 2 'Dog' (xmin 40 > xmax 20), {xml} object 4 'cat' (ymin 30 > ymax 10)); "
+        f"box clipped to the image: 1 (e.g. {xml}); {DEGENERATE_BOX_DROPPED}: 2 (e.g. {xml})"]
     assert dataset.fixups == {SWAPPED_BOX_DROPPED: 2, "box clipped to the image": 1, DEGENERATE_BOX_DROPPED: 2}
     np.testing.assert_array_equal(dataset.annotation(0)[0], [[2, 2, 9, 9]])  # the one box in order is kept
     assert len(dataset.ground_truth()[0]["boxes"]) == 5  # the evaluation still scores the XML as written
@@ -665,13 +665,15 @@ def test_the_test_split_warning_says_that_the_evaluation_scores_the_boxes_as_wri
     with pytest.warns(DataWarning) as caught:
         build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
     assert [str(w.message) for w in caught] == [
-        f"VOC dataset {root / 'ImageSets/Main/test.txt'}: fixed up box clipped to the image: 1 (e.g. "
-        f"{root / 'Annotations/a.xml'}); {DEGENERATE_BOX_DROPPED}: 1 (e.g. {root / 'Annotations/a.xml'}). {clause}"]
+        f"VOC dataset {root / 'ImageSets/Main/test.txt'}: annotations fixed on reading: box clipped to the image: 1 "
+        f"(e.g. {root / 'Annotations/a.xml'}); {DEGENERATE_BOX_DROPPED}: 1 (e.g. {root / 'Annotations/a.xml'}). "
+        f"{clause}"]
     (root / "ImageSets/Main/train.txt").write_text("a\n")
     (root / "ImageSets/Main/test.txt").write_text("b\n")
     with pytest.warns(DataWarning) as caught:
         build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
-    assert len(caught) == 1 and "fixed up box clipped to the image: 1" in str(caught[0].message)
+    assert len(caught) == 1
+    assert "annotations fixed on reading: box clipped to the image: 1" in str(caught[0].message)
     assert "evaluation" not in str(caught[0].message)
 
 

@@ -520,12 +520,13 @@ def test_errors_one_process_may_meet_alone_are_printed_by_every_process(capsys):
 def test_data_warnings_are_one_line_for_the_user(capsys):
     passed = []
     show = cli.one_line_data_warnings(lambda *args: passed.append(args))
+    fixed = "VOC dataset: annotations fixed on reading: box clipped to the image: 2 (e.g. a.xml)"
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
-        warnings.warn("VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)", DataWarning)
+        warnings.warn(fixed, DataWarning)
         warnings.warn("something else", UserWarning)
-    assert capsys.readouterr().err == "warning: VOC dataset: fixed up box clipped to the image: 2 (e.g. a.xml)\n"
+    assert capsys.readouterr().err == f"warning: {fixed}\n"
     assert len(passed) == 1 and passed[0][1] is UserWarning
 
 
@@ -538,7 +539,8 @@ def test_under_torchrun_a_warning_about_the_whole_dataset_comes_from_rank_0_alon
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
-            warnings.warn("VOC dataset: fixed up object of an unknown class skipped: 30", DataWarning)
+            warnings.warn("VOC dataset: annotations fixed on reading: object of an unknown class skipped: 30",
+                          DataWarning)
             warnings.warn(f"img{rank}.jpg: corrupt JPEG data (libjpeg: premature end)", CorruptImageWarning)
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == expected
