@@ -242,7 +242,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         if args.cuda_graph and device.type != "cuda":
             raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
         init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
-        if init_state is not None:
+        if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
+            check_architecture(args.init_from, init_state["config"], requested_architecture(args))
             take_architecture_from_checkpoint(args, init_state["config"])
         resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
         resumed_with = ""

@@ -567,6 +567,10 @@ def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_mo
     assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24"]) == EXIT_BAD_INPUT
     assert (f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given"
             ) in capsys.readouterr().err
+    absent = [str(tmp_path / "absent") if arg == str(shapes_root) else arg for arg in argv]
+    assert run(tmp_path, absent + ["--init_from", str(source), "--base_anchor_size", "24"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err  # refused at the start, before the data (here absent) is read
+    assert f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given" in err
     evaluate = ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                 "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
     assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == EXIT_BAD_INPUT

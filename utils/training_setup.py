@@ -17,7 +17,6 @@ from utils.best_checkpoint import is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
     CheckpointError,
-    check_architecture,
     check_compatible,
     check_optimizer_state,
     check_same_length,
@@ -38,10 +37,9 @@ from utils.run_flags import amp_dtype_for, check_run_length, requested_architect
 
 def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Namespace, class_names: list[str],
                          log: RunLog) -> None:
-    """``--init_from``: the checkpoint ``state``'s weights into ``model`` (its architecture: a differing flag is
-    refused). On another class list every weight but the classification layers is taken, and those start afresh
-    (fine-tuning on new classes)."""
-    check_architecture(args.init_from, state["config"], requested_architecture(args))
+    """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture (main.py
+    refused a differing architecture flag before reading the data). On another class list every weight but the
+    classification layers is taken, and those start afresh (fine-tuning on new classes)."""
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
     same = same_classes(state["class_names"], class_names)
     try:
