@@ -8,14 +8,22 @@
 #      running: `timeout --foreground` signals main.py alone, not Inductor's compile workers (pytorch#189290),
 #   4. benchmarks/gpu_suite.py (issue 8: training and inference speed), with any extra arguments given.
 # Usage: bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]; each step's output lands in OUT_DIR.
-# ASSIGNMENT_ARGS replaces the assignment benchmark's arguments; MAIN_TIMEOUT_S=0 skips step 3.
+# ASSIGNMENT_ARGS replaces the assignment benchmark's arguments; MAIN_TIMEOUT_S=0 skips step 3. PYTHON names the
+# interpreter; by default the repository's .venv/bin/python where it exists (README's setup), else python3.
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]}
 shift
 mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 1
 export PYTHONUNBUFFERED=1
-python=${PYTHON:-python3}
 cd "$(dirname "$0")/.." || exit 1
+if [ -n "${PYTHON:-}" ]; then
+    python=$PYTHON
+elif [ -x .venv/bin/python ]; then
+    python=.venv/bin/python
+else
+    python=python3
+fi
+echo "python: $python"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/nvidia_smi.txt"
 "$python" -m pytest -q -p no:cacheprovider -rs -k "cuda or host_syncs" \
