@@ -186,20 +186,26 @@ def resize(image: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) 
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
+def normalized_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel boxes ``[n, 4]`` x1y1x2y2 -> float64 ``[n, 4]`` divided by the image W/H, in the authors' float64
+    arithmetic (the ``MIN_BOX_SIDE`` rule on a box exactly 1 % of the image wide depends on its rounding)."""
+    return boxes.astype(np.float64) / np.array([width, height, width, height], dtype=np.float64)
+
+
 def normalized_target(boxes: np.ndarray, labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pixel boxes ``[n, 4]`` + labels ``[n]`` -> float32 ``[n, 5]`` (x1y1x2y2 divided by the image W/H, then label)."""
-    scale = np.array([width, height, width, height], dtype=np.float32)
     target = np.empty((len(boxes), 5), dtype=np.float32)
-    target[:, :4] = boxes / scale
+    target[:, :4] = normalized_boxes(boxes, height, width)
     target[:, 4] = labels
     return target
 
 
 class TrainTransform:
     """The authors' ``preproc``: crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) ->
-    resize with a random interpolation -> mean subtraction; boxes are normalised by the augmented image and those with
-    ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive, the sample falls back to the
-    un-augmented image (resize with a random interpolation + mean) with all its original normalised boxes.
+    resize with a random interpolation -> mean subtraction; boxes are normalised by the augmented image (in float64, as
+    the authors) and those with ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive,
+    the sample falls back to the un-augmented image (resize with a random interpolation + mean) with all its original
+    normalised boxes.
     An image whose longer side exceeds ``max(TRAIN_MAX_SIDE, TRAIN_MAX_SIDE_PER_SIZE * S)`` (2048 px up to S = 512;
     none of VOC's or COCO's) is first shrunk to that side (:func:`shrink`), which bounds the memory and time of the
     steps above (the authors' code augments it at full size).
@@ -225,9 +231,10 @@ class TrainTransform:
         if rng.random() < 0.5:
             image, boxes = mirror(image, boxes)
         height, width = image.shape[:2]
-        target = normalized_target(boxes, labels, height, width)
-        sides = np.minimum(target[:, 2] - target[:, 0], target[:, 3] - target[:, 1])
-        target = target[sides > MIN_BOX_SIDE]
+        normalized = normalized_boxes(boxes, height, width)  # [n, 4] float64
+        sides = np.minimum(normalized[:, 2] - normalized[:, 0], normalized[:, 3] - normalized[:, 1])
+        keep = sides > MIN_BOX_SIDE
+        target = normalized_target(boxes[keep], labels[keep], height, width)
         if len(target) == 0 and len(original_boxes) > 0:
             image = original_image
             height, width = image.shape[:2]

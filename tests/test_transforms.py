@@ -442,3 +442,18 @@ def test_train_transform_runs_the_authors_steps_in_their_order(monkeypatch):
     assert sequences == {(*steps, "mirror", "resize"), (*steps, "resize")}
     counts = np.bincount([T.RESIZE_INTERPOLATIONS.index(i) for i in interpolations], minlength=5)
     assert len(interpolations) == 60 and counts.min() >= 4  # 12 expected per method
+
+
+def test_the_minimum_side_rule_uses_the_authors_float64_arithmetic(monkeypatch):
+    """Facts §5 step 6: the authors divide float64 pixel boxes by W and H, then keep ``x2/W - x1/W > 0.01``. A box
+    exactly 1 % of the image wide is kept or dropped by that rounding: on a 500 px image the 5 px boxes at x1 = 3 and
+    21 give 0.009999999999999995..0.01 (dropped), at x1 = 9 and 15 0.010000000000000002 (kept); float32 arithmetic
+    decided 3 and 21 kept, 15 dropped."""
+    monkeypatch.setattr(T, "random_crop", lambda image, boxes, labels, rng: (image, boxes, labels))
+    monkeypatch.setattr(T, "mirror", lambda image, boxes: (image, boxes))
+    image = np.zeros((500, 500, 3), np.uint8)
+    boxes = np.array([[x1, 100, x1 + 5, 300] for x1 in (3, 9, 15, 21)], np.float32)
+    _, target = T.TrainTransform(32, expand_probability=0.0)(image, boxes, np.arange(4), np.random.default_rng(0))
+    np.testing.assert_array_equal(target[:, 4], [1, 2])
+    assert target.dtype == np.float32
+    np.testing.assert_array_equal(target[:, :4], np.float32([[9 / 500, 0.2, 14 / 500, 0.6], [0.03, 0.2, 0.04, 0.6]]))
