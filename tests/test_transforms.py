@@ -457,3 +457,34 @@ def test_the_minimum_side_rule_uses_the_authors_float64_arithmetic(monkeypatch):
     np.testing.assert_array_equal(target[:, 4], [1, 2])
     assert target.dtype == np.float32
     np.testing.assert_array_equal(target[:, :4], np.float32([[9 / 500, 0.2, 14 / 500, 0.6], [0.03, 0.2, 0.04, 0.6]]))
+
+
+class ScriptedDraws:
+    """Stands in for ``numpy.random.Generator`` in :class:`T.TrainTransform` once crop and distortion are switched off:
+    ``random()`` returns the scripted uniforms in turn, ``integers(n)`` 0 (the first resize interpolation)."""
+
+    def __init__(self, uniforms: list[float]) -> None:
+        self.uniforms = list(uniforms)
+
+    def random(self) -> float:
+        return self.uniforms.pop(0)
+
+    def integers(self, high: int) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("expand_draw, mirror_draw, expected", [
+    (0.599, 0.499, ["expand", "mirror"]), (0.601, 0.499, ["mirror"]), (0.599, 0.501, ["expand"]), (0.601, 0.501, []),
+])
+def test_zoom_out_has_probability_0_6_and_the_mirror_0_5(monkeypatch, expand_draw, mirror_draw, expected):
+    """Facts §5 steps 3 and 4, exactly: the zoom-out runs when its uniform draw is below 0.6 (the default
+    ``expand_probability``), the mirror when its draw is below 0.5; crop and distortion take no draw here."""
+    assert T.EXPAND_PROBABILITY == 0.6
+    steps: list[str] = []
+    monkeypatch.setattr(T, "random_crop", lambda image, boxes, labels, rng: (image, boxes, labels))
+    monkeypatch.setattr(T, "photometric_distort", lambda image, rng: image)
+    monkeypatch.setattr(T, "expand", lambda image, boxes, rng: (steps.append("expand"), (image, boxes))[1])
+    monkeypatch.setattr(T, "mirror", lambda image, boxes: (steps.append("mirror"), (image, boxes))[1])
+    draws = ScriptedDraws([expand_draw, mirror_draw])
+    T.TrainTransform(32)(coordinate_image(40, 50), np.array([[5, 5, 30, 30]], np.float32), np.array([0]), draws)
+    assert steps == expected and draws.uniforms == []
