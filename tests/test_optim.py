@@ -19,6 +19,26 @@ def test_param_groups_exclude_biases_and_norm_weights_from_decay():
     assert {id(p) for p in no_decay["params"]} == {id(net[0].bias), id(net[1].weight), id(net[1].bias)}
 
 
+def test_a_parameter_named_bias_gets_no_decay_whatever_its_shape():
+    """Facts §6, the authors' rule: 1-D parameters *and* every ``.bias`` are undecayed (a 2-D bias too)."""
+    net = nn.Sequential(nn.Linear(3, 2))
+    net[0].bias = nn.Parameter(torch.zeros(2, 1))  # named "0.bias"
+    decay, no_decay = build_param_groups(net, weight_decay=5e-4)
+    assert [id(p) for p in decay["params"]] == [id(net[0].weight)]
+    assert [id(p) for p in no_decay["params"]] == [id(net[0].bias)]
+
+
+@pytest.mark.parametrize("dataset, epochs", [("voc", 250), ("coco", 140)])
+def test_the_paper_datasets_train_on_the_authors_schedule(dataset, epochs):
+    """Facts §6: batch 32, lr 1e-2, 500 warm-up iterations, 250 epochs (VOC) / 140 (COCO), zoom-out probability 0.6."""
+    import main as cli
+    from utils.run_flags import fill_dataset_defaults
+
+    args = cli.get_args_parser().parse_args(["--dataset", dataset])
+    fill_dataset_defaults(args)
+    assert (args.batch_size, args.lr, args.warm_iter, args.epochs, args.expand_prob) == (32, 1e-2, 500, epochs, 0.6)
+
+
 def test_frozen_parameters_are_left_out():
     net = _tiny_net()
     net[0].weight.requires_grad_(False)
@@ -30,6 +50,7 @@ def test_optimizer_is_paper_sgd():
     opt = build_optimizer(_tiny_net(), lr=0.01)
     assert isinstance(opt, torch.optim.SGD)
     assert [g["momentum"] for g in opt.param_groups] == [0.9, 0.9]
+    assert [(g["nesterov"], g["dampening"]) for g in opt.param_groups] == [(False, 0), (False, 0)]  # plain momentum
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
     set_lr(opt, 0.123)
     assert [g["lr"] for g in opt.param_groups] == [0.123, 0.123]
