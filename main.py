@@ -249,6 +249,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         resumed_with = ""
         if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
             taken_flags = take_run_from_checkpoint(args, resume_state["config"])
+            check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
             if taken_flags:
                 resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
         evaluated_state, taken = None, ""

@@ -120,6 +120,17 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert f"eval/CUSTOM: {scores}" in out
 
 
+def test_resume_path_refuses_another_architecture_before_reading_the_data(trained, tmp_path, capsys):
+    checkpoint = str(trained / "weights" / CKPT.format(""))
+    capsys.readouterr()
+    argv = ["--resume", checkpoint, "--backbone", "vgg16", "--data_root", str(tmp_path / "absent"), "--device", "cpu"]
+    assert run(trained, argv) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == (
+        f"error: {checkpoint} was trained with --backbone resnet18, but --backbone vgg16 was given; "
+        "drop --backbone or pass a checkpoint trained with --backbone vgg16"
+    )
+
+
 def test_trained_model_refuses_a_mismatch_with_one_line(shapes_root, trained, capsys):
     checkpoint = str(trained / "weights" / CKPT.format(""))
     common = ["--dataset", "custom", "--data_root", str(shapes_root), "--trained_model", checkpoint, "--device", "cpu"]
