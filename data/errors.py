@@ -94,8 +94,10 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
                     file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
             if shown.first(str(message)) if issubclass(category, ImageWarning) else prints_dataset_warnings:
+                # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource
+                # tracker in a run without workers; the bars are drawn by this thread too
                 if os.getpid() == owner:
-                    tqdm.write(f"warning: {message}", file=sys.stderr)
+                    tqdm.write(f"warning: {message}", file=sys.stderr, nolock=True)
                 else:
                     print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
