@@ -28,7 +28,7 @@ from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
-from data.voc import ImageFinder, compose_name, read_utf8_text
+from data.voc import FileFinder, compose_name, read_utf8_text
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -275,13 +275,13 @@ def _annotation_names(annotations: Sequence[dict]) -> list[str]:
 class ImageFiles:
     """The image files that ``file_name``s name in ``folder``: ``folder / file_name``, else a file of that folder
     whose name differs in letter case only (a json written on Windows or macOS, whose file systems ignore it) or in
-    the Unicode normal form of its accents, as VOC-layout images are found (:class:`data.voc.ImageFinder`: a
+    the Unicode normal form of its accents, as VOC-layout images are found (:class:`data.voc.FileFinder`: a
     folder's listing is read once, on its first miss). Each name is looked up once (the checks and the dataset ask
     for every name)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._finders: dict[Path, ImageFinder] = {}
+        self._finders: dict[Path, FileFinder] = {}
         self._paths: dict[str, Path] = {}
 
     def path(self, file_name: str) -> Path:
@@ -294,7 +294,7 @@ class ImageFiles:
         exact = self.folder / file_name
         if file_type_problem(exact) != "not found" or not exact.parent.is_dir():
             return exact
-        finder = self._finders.setdefault(exact.parent, ImageFinder(exact.parent))
+        finder = self._finders.setdefault(exact.parent, FileFinder(exact.parent))
         try:
             return finder.find([exact.name]) or exact
         except OSError:  # a folder that cannot be listed

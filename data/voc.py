@@ -233,10 +233,11 @@ def _normalised_coordinates_problem(parsed: VocAnnotation, xml_path: Path) -> st
             "height")
 
 
-class ImageFinder:
-    """Finds the image of an annotation in a ``JPEGImages`` folder, whatever the letter case of its extension or name
-    and the Unicode normal form of its name (an accent written as a combining character, as a macOS file system
-    keeps names, or composed with its letter: they print alike).
+class FileFinder:
+    """Finds a file in one folder (the image of an annotation in ``JPEGImages``, an annotation ``<id>.xml`` in
+    ``Annotations``), whatever the letter case of its extension or name and the Unicode normal form of its name (an
+    accent written as a combining character, as a macOS file system keeps names, or composed with its letter: they
+    print alike).
 
     Exact names are tried first (one ``stat`` each); the folder's listing is read once, on the first miss.
     """
@@ -274,8 +275,16 @@ class ImageFinder:
 
 
 def _folded(name: str) -> str:
-    """``name`` as :class:`ImageFinder` compares file names: composed (NFC) and lowercase."""
+    """``name`` as :class:`FileFinder` compares file names: composed (NFC) and lowercase."""
     return compose_name(name).lower()
+
+
+def _annotation_path(annotations: FileFinder, image_id: str) -> Path:
+    """The annotation of ``image_id`` in the ``Annotations`` folder of ``annotations``: ``<image_id>.xml`` in any
+    letter case and Unicode normal form, as images are found; the exact path when there is none (whose reading then
+    reports it not found)."""
+    name = f"{image_id}.xml"
+    return annotations.find([name]) or annotations.folder / name
 
 
 def _is_file(entry: os.DirEntry) -> bool:
@@ -355,11 +364,11 @@ def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int]
     listed = []
     for folder, list_name in image_sets:
         folder, list_file = Path(folder), _list_file(folder, list_name)
-        if not list_file.is_file() or not (folder / "JPEGImages").is_dir():
+        if not list_file.is_file() or not (folder / "JPEGImages").is_dir() or not (folder / "Annotations").is_dir():
             continue
-        finder = ImageFinder(folder / "JPEGImages")
+        finder, annotations = FileFinder(folder / "JPEGImages"), FileFinder(folder / "Annotations")
         for image_id in read_image_list(list_file, ""):
-            xml_path = folder / "Annotations" / f"{image_id}.xml"
+            xml_path = _annotation_path(annotations, image_id)
             image = _listed_image(finder, image_id, xml_path)
             if image is not None:
                 listed.append(ListedImage(xml_path, list_file, image))
@@ -390,17 +399,17 @@ def _shared_image_problems(listed: Sequence[ListedImage]) -> list[str]:
     return problems
 
 
-def _listed_image(finder: ImageFinder, image_id: str, xml_path: Path) -> Path | None:
+def _listed_image(finder: FileFinder, image_id: str, xml_path: Path) -> Path | None:
     """The image that :class:`VOCDetection` reads for ``image_id``; the XML is parsed only when ``<id>.jpg`` is
     missing (its ``<filename>`` is then a candidate). ``None`` when not found or the XML is bad."""
-    first = finder.folder / ImageFinder.candidates(image_id, None)[0]
+    first = finder.folder / FileFinder.candidates(image_id, None)[0]
     if file_type_problem(first) is None:
         return first
     try:
         filename = parse_voc_xml(xml_path).filename
     except DataError:
         return None
-    return finder.find(ImageFinder.candidates(image_id, filename))
+    return finder.find(FileFinder.candidates(image_id, filename))
 
 
 def read_image_list(list_file: Path, download_hint: str) -> list[str]:
@@ -496,12 +505,12 @@ def _listed_ids(folder: Path, list_name: str, download_hint: str, problems: list
     return list_file, image_ids
 
 
-def _image_without_xml_hint(xml_path: Path, finder: ImageFinder, image_id: str) -> str:
+def _image_without_xml_hint(xml_path: Path, finder: FileFinder, image_id: str) -> str:
     """For a missing XML whose image is there (annotation tools such as LabelImg save no XML for an image without
     boxes): a clause saying that such an image needs one too; "" otherwise."""
     if file_type_problem(xml_path) != "not found":
         return ""
-    image_path = finder.find(ImageFinder.candidates(image_id, None))
+    image_path = finder.find(FileFinder.candidates(image_id, None))
     if image_path is None:
         return ""
     return (f"; its image {image_path} is there: an image without objects needs an XML too, with its <size> and no "
@@ -509,13 +518,16 @@ def _image_without_xml_hint(xml_path: Path, finder: ImageFinder, image_id: str) 
 
 
 def _read_listed_image(
-    folder: Path, finder: ImageFinder, list_file: Path, image_id: str, problems: list[str], listed: list[ListedImage]
+    folder: Path, finders: tuple[FileFinder, FileFinder], list_file: Path, image_id: str, problems: list[str],
+    listed: list[ListedImage],
 ) -> _ReadImage | None:
-    """Parse ``Annotations/<image_id>.xml`` of ``folder``, find its image with ``finder`` and read the image's size
-    when the XML does not give it. Each problem found is appended to ``problems`` (boxes normalised to [0, 1] do not
+    """Parse ``Annotations/<image_id>.xml`` of ``folder`` (found as :func:`_annotation_path` finds it), find its image
+    and read the image's size when the XML does not give it; ``finders``: those of ``JPEGImages`` and
+    ``Annotations``. Each problem found is appended to ``problems`` (boxes normalised to [0, 1] do not
     stop the reading); ``None`` when the XML, the image file or its size cannot be read. The image found is appended
     to ``listed`` (for :func:`_shared_image_problems`), also when its size cannot be read."""
-    xml_path = folder / "Annotations" / f"{image_id}.xml"
+    finder, annotations = finders
+    xml_path = _annotation_path(annotations, image_id)
     try:
         parsed = parse_voc_xml(xml_path)
     except DataError as error:
@@ -523,7 +535,7 @@ def _read_listed_image(
         return None
     if problem := _normalised_coordinates_problem(parsed, xml_path):
         problems.append(problem)
-    names = ImageFinder.candidates(image_id, parsed.filename)
+    names = FileFinder.candidates(image_id, parsed.filename)
     image_path = finder.find(names)
     if image_path is None:
         unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
@@ -664,9 +676,9 @@ class VOCDetection(DetectionDataset):
         for folder, list_name in image_sets:
             folder = Path(folder)
             list_file, image_ids = _listed_ids(folder, list_name, download_hint, problems)
-            finder = ImageFinder(folder / "JPEGImages")
+            finders = FileFinder(folder / "JPEGImages"), FileFinder(folder / "Annotations")
             for image_id in image_ids:
-                image = _read_listed_image(folder, finder, list_file, image_id, problems, listed)
+                image = _read_listed_image(folder, finders, list_file, image_id, problems, listed)
                 if image is None:
                     continue
                 problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped)

@@ -232,6 +232,20 @@ def test_an_image_name_in_another_unicode_normal_form_is_found(tmp_path):
     assert dataset.image_path(0) == images / "CAFE\u0301.jpg"
 
 
+def test_an_annotation_name_in_another_letter_case_or_unicode_normal_form_is_found(tmp_path):
+    """The list's id finds its XML as it finds its image: ``A.XML`` for ``a``, and ``cafe\u0301.xml`` (NFD, as a macOS
+    file system keeps it) for the list's composed ``caf\u00e9``; the dataset names the file it read."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "caf\u00e9": [("dog", (2, 2, 9, 9), 0)]},
+                            {"trainval": ["a", "caf\u00e9"]})
+    annotations = root / "Annotations"
+    (annotations / "a.xml").rename(annotations / "A.XML")
+    (annotations / "caf\u00e9.xml").rename(annotations / "cafe\u0301.xml")
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat", "dog"])
+    assert [dataset.annotation_source(i) for i in range(2)] == [str(annotations / "A.XML"),
+                                                                 str(annotations / "cafe\u0301.xml")]
+    assert dataset.annotations.labels.tolist() == [0, 1]
+
+
 def test_a_symlink_loop_among_the_images_is_skipped_and_a_listed_one_named_with_the_reason(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)], "b": [("cat", (1, 1, 10, 10), 0)]},
                             {"trainval": ["a", "b"]})
