@@ -16,8 +16,9 @@ from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, compose_name, read_utf8_text
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text
 from utils.messages import preview_names
+from utils.names import compose_name, folded_name, same_classes
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -65,7 +66,7 @@ def parse_class_list(arg: str) -> list[str]:
     if not names:
         raise DataError(f"{source}: no class names given")
     names = [compose_name(name) for name in names]
-    duplicates = sorted({name for name in names if [n.lower() for n in names].count(name.lower()) > 1})
+    duplicates = sorted({name for name in names if [folded_name(n) for n in names].count(folded_name(name)) > 1})
     if duplicates:
         raise DataError(f"{source}: duplicate class names {duplicates}")
     return names
@@ -258,7 +259,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
-    if classes is not None and [c.lower() for c in classes] != [c.lower() for c in dataset.class_names]:
+    if classes is not None and not same_classes(classes, dataset.class_names):
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}; "
                         "a COCO-layout set takes its classes from its json: leave out --classes")
     return dataset

@@ -28,7 +28,8 @@ from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
-from data.voc import FileFinder, compose_name, read_utf8_text
+from data.voc import FileFinder, read_utf8_text
+from utils.names import compose_name, folded_name
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -163,7 +164,7 @@ def category_problems(categories: list[dict]) -> list[str]:
         return ['has no categories; list the classes as "categories": [{"id": 1, "name": "..."}, ...]']
     by_name: dict[str, list[dict]] = {}
     for category in categories:
-        by_name.setdefault(compose_name(category["name"].strip().lower()), []).append(category)
+        by_name.setdefault(folded_name(category["name"].strip()), []).append(category)
     return [
         f"categories {' and '.join(map(_id_and_name, same))} have the same name (compared "
         f"case-insensitively); give each category its own name, or merge them into one id"

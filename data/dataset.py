@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning
+from utils.names import folded_name
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -411,7 +412,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         """16 hex digits that change when an image id, an image size, a box, a label or a difficult flag changes (the
         class names too, but not their letter case, which the loaders ignore); the same for the same annotations
         wherever the files live."""
-        names = [name.lower() for name in self.class_names]
+        names = [folded_name(name) for name in self.class_names]
         digest = hashlib.sha1("\n".join(map(str, [*names, *self.image_ids])).encode())
         for array in (self.annotations.sizes, self.annotations.offsets, self.annotations.boxes,
                       self.annotations.labels, self.annotations.difficult):

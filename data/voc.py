@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from data.dataset import (
     opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
+from utils.names import compose_name, folded_name
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -54,12 +54,7 @@ def normalize_class_name(name: str) -> str:
     """The authors' name cleaning: lowercase, '(group)' removed, surrounding spaces stripped; then Unicode's composed
     form (NFC), so that an accented letter written as a letter and a combining accent (NFD, as in names that went
     through a macOS file system) is the same name."""
-    return compose_name(name.lower().replace("(group)", "").strip())
-
-
-def compose_name(name: str) -> str:
-    """``name`` in Unicode's composed normal form (NFC): ``"cafe\\u0301"`` -> ``"caf\\u00e9"``, which prints alike."""
-    return unicodedata.normalize("NFC", name)
+    return folded_name(name).replace("(group)", "").strip()
 
 
 @dataclass
@@ -263,8 +258,9 @@ class FileFinder:
             return exact
         if self._by_folded_name is None:
             with os.scandir(self.folder) as entries:
-                self._by_folded_name = {_folded(entry.name): entry.name for entry in entries if _is_file(entry)}
-        found = next((self._by_folded_name[_folded(n)] for n in names if _folded(n) in self._by_folded_name), None)
+                self._by_folded_name = {folded_name(entry.name): entry.name for entry in entries if _is_file(entry)}
+        folded = self._by_folded_name
+        found = next((folded[folded_name(n)] for n in names if folded_name(n) in folded), None)
         return None if found is None else self.folder / found
 
     def unusable(self, names: Sequence[str]) -> list[str]:
@@ -272,11 +268,6 @@ class FileFinder:
         each of ``names`` present in the folder that cannot be read as an image file."""
         problems = [(name, file_type_problem(self.folder / name)) for name in names]
         return [f"{name} {problem}" for name, problem in problems if problem not in (None, "not found")]
-
-
-def _folded(name: str) -> str:
-    """``name`` as :class:`FileFinder` compares file names: composed (NFC) and lowercase."""
-    return compose_name(name).lower()
 
 
 def _annotation_path(annotations: FileFinder, image_id: str) -> Path:

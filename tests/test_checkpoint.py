@@ -243,6 +243,19 @@ def test_check_compatible_names_the_flag_and_the_fix():
         check_compatible("w.pth", saved, classes, {}, ["square", "circle"])  # the order is the labels
 
 
+def test_a_checkpoint_saved_with_a_decomposed_accent_has_the_composed_class(tmp_path):
+    """The loaders read class names composed (NFC) since a name written with a combining accent (NFD, as a macOS file
+    system keeps a class file's text) stopped matching its XML's; a checkpoint saved before holds the decomposed name,
+    which --resume, --init_from and --trained_model compared by letter case only, refusing the run's own classes."""
+    path = tmp_path / "nfd.pth"
+    save_checkpoint(_state(1.0) | {"class_names": ["Cafe\u0301", "dog"]}, path)
+    state = load_checkpoint(path)
+    assert state["class_names"] == ["Cafe\u0301", "dog"]
+    check_compatible(path, state["config"], state["class_names"], {}, ["caf\u00e9", "dog"])
+    with pytest.raises(CheckpointError, match=r"trained on 2 classes \(Cafe\u0301, dog\), but the dataset has 2 "):
+        check_compatible(path, state["config"], state["class_names"], {}, ["cafe", "dog"])  # no accent: another name
+
+
 def test_check_same_run_refuses_a_changed_schedule():
     saved = {"dataset": "shapes", "batch_size": 8, "lr": 0.01, "world_size": 1, "mutual_guide": True}
     check_same_run("w.pth", saved, dict(saved))
@@ -337,6 +350,7 @@ def test_check_compatible_refuses_another_anchor_size_and_accepts_a_checkpoint_w
     (["cat", None], "class names that are not text (None)"),
     (["cat", " "], "an empty class name"),
     (["cat", "dog", "Cat"], "the class name 'Cat' twice"),  # the loaders match names ignoring letter case
+    (["caf\u00e9", "dog", "Cafe\u0301"], "the class name 'Cafe\u0301' twice"),  # ... and the accents' Unicode form
 ])
 def test_load_refuses_class_names_main_py_never_writes(tmp_path, class_names, problem):
     """Non-text names crashed evaluation (AttributeError: 'int' object has no attribute 'lower') and the demo; empty

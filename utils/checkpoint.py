@@ -18,7 +18,7 @@ import tempfile
 import time
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
 from utils.messages import first_line, preview_names
+from utils.names import folded_name, same_classes
 
 _FORMAT_FAMILY = "mutual-guidance-checkpoint-"  # then the version of the format
 FORMAT = f"{_FORMAT_FAMILY}v1"
@@ -231,7 +232,7 @@ def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, 
     letter case, as the loaders refuse them) or of another length than the classes the classification layers
     (``head.conf.*``, ``ANCHORS_PER_CELL`` x C outputs) score."""
     not_text = [repr(name) for name in class_names if not isinstance(name, str)]
-    folded = [str(name).strip().lower() for name in class_names]
+    folded = [folded_name(str(name).strip()) for name in class_names]
     twice = [name for index, name in enumerate(class_names) if folded[index] in folded[:index]]
     problem = ("an empty class list" if not class_names
                else f"class names that are not text ({preview_names(not_text, 3)})" if not_text
@@ -367,12 +368,6 @@ def check_compatible(
             f"{path} was trained on {len(saved_classes)} classes ({preview_names(saved_classes)}), but the dataset "
             f"has {len(class_names)} classes ({preview_names(class_names)}); use it with the classes it was trained on"
         )
-
-
-def same_classes(names: Sequence[str], others: Sequence[str]) -> bool:
-    """Whether two class lists name the same classes in the same order, letter case aside (the loaders match
-    ``--classes`` to the annotations' names ignoring it)."""
-    return [name.lower() for name in names] == [name.lower() for name in others]
 
 
 def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any], requested: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from data import DataError, build_dataset
 from data.dataset import DetectionDataset
 from utils.logging import RunLog
+from utils.names import same_classes
 
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool) -> DetectionDataset:
@@ -38,7 +39,7 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     everywhere else (the model's label i is scored as the test split's class i), the training split has objects and
     the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning:
     the model cannot learn them; so do classes without an object to score in the test split: their AP is undefined."""
-    if [name.lower() for name in train_dataset.class_names] != [name.lower() for name in test_dataset.class_names]:
+    if not same_classes(train_dataset.class_names, test_dataset.class_names):
         raise DataError(
             f"the training split's classes {train_dataset.class_names} differ from the test split's "
             f"{test_dataset.class_names}: give both splits the same classes in the same order (for COCO-layout "

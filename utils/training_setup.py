@@ -23,12 +23,12 @@ from utils.checkpoint import (
     check_same_run,
     check_writable_folder,
     restore_rng_state,
-    same_classes,
 )
 from utils.distributed import DistributedContext, broadcast_object, raise_if_any_process_failed
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.messages import joined_lines, preview_names
+from utils.names import same_classes
 from utils.optim import build_optimizer
 from utils.run_data import absolute_data_paths, check_splits, make_dataset
 from utils.run_evaluation import eval_folder
