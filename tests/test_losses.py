@@ -328,6 +328,10 @@ def test_bad_inputs_raise_clear_errors():
         loss_fn((loc, conf), ANCHORS_320, [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match="build PriorBox with the model's input size"):
         loss_fn((loc, conf), PriorBox(24.0, 512)(), good)
+    two = (torch.zeros(2, ANCHORS_320.shape[0], 4), torch.zeros(2, ANCHORS_320.shape[0], NUM_CLASSES))
+    with pytest.raises(ValueError, match=r"targets\[1\] is on meta, targets\[0\] on cpu; give a batch's targets on one "
+                                         "device"):  # torch's pad_sequence failed with its own error
+        loss_fn(two, ANCHORS_320, good + [good[0].to("meta")])
     with pytest.raises(ValueError, match="num_classes=20"):
         loss_fn((loc, torch.zeros(1, ANCHORS_320.shape[0], 80)), ANCHORS_320, good)
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):

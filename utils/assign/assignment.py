@@ -50,8 +50,9 @@ def pad_targets(
 ) -> PaddedTargets:
     """Pad a list of B targets ``[n_i, 5]`` = ``(x1, y1, x2, y2, class 0..C-1)`` into :class:`PaddedTargets`.
 
-    Checks the shapes, that every box coordinate is finite and, when ``num_classes`` is given, the class range
-    (before moving to ``device``, so targets that come from a CPU DataLoader are checked without a device sync).
+    Checks the shapes, that all targets are on one device, that every box coordinate is finite and, when
+    ``num_classes`` is given, the class range (before moving to ``device``, so targets that come from a CPU
+    DataLoader are checked without a device sync).
     Images with no object (``[0, 5]``) are valid.
     """
     if len(targets) == 0:
@@ -62,6 +63,11 @@ def pad_targets(
             raise ValueError(
                 f"pad_targets: targets[{i}] has shape {shape}; expected a float tensor [n, 5] = "
                 f"x1, y1, x2, y2 (normalised), class index (use a [0, 5] tensor for an image with no object)."
+            )
+        if target.device != targets[0].device:  # an attribute: no device sync
+            raise ValueError(
+                f"pad_targets: targets[{i}] is on {target.device}, targets[0] on {targets[0].device}; give a batch's "
+                "targets on one device (the DataLoader gives them on the host; ``device`` moves them together)."
             )
     counts = torch.tensor([len(target) for target in targets])
     padded = pad_sequence([target.float() for target in targets], batch_first=True)  # [B, n_max, 5]
