@@ -24,6 +24,8 @@ Examples::
 Results: ``<out_dir>/<regime>_<version>-<backbone>-<size>.md`` and ``.json``; every run's log, checkpoint and
 detections under ``<out_dir>/work/``. After a stop (Ctrl-C, an error, a kill) the same command continues: finished
 runs are reused and a stopped run resumes from its last checkpoint (saved every --checkpoint_interval iterations).
+A diverged run (NaN/inf loss) is not resumed, as it would diverge again: rerun with a lower --lr or a longer
+--lr_warmup, which trains every run again.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe, replace_text  # noqa: E402
 from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
-from utils.run_exit import EXIT_BAD_INPUT, continued_by  # noqa: E402
+from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, continued_by  # noqa: E402
 from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, RUN_DEFAULTS  # noqa: E402
 from utils.study import (  # noqa: E402
     ASSIGN_STATS,
@@ -209,10 +211,12 @@ def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
     return f"{source.name}-{digest}_train{num_train}_test{num_test}"
 
 
-def run_main(argv: list[str], work: Path) -> None:
+def run_main(argv: list[str], work: Path, args: argparse.Namespace) -> None:
     """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
     with continued_by(CONTINUE_COMMAND):
         code = cli.main(cli.get_args_parser().parse_args(argv))
+    if code == EXIT_DIVERGED:  # resuming its checkpoint with the same flags would repeat the same batches
+        raise RunFailed(diverged_advice(args, work, "its error is above"), code)
     if code == EXIT_BAD_INPUT:  # a flag or the data refused before training: the same command would stop again
         raise RunFailed(f"main.py refused the flags or data of the run in {work} (exit code {code}, its error is "
                         "above): fix what it names (main.py's --warm_iter is this script's --lr_warmup) and run the "
@@ -222,6 +226,27 @@ def run_main(argv: list[str], work: Path) -> None:
                         f"{work / 'log.txt'}; main.py's --warm_iter there is this script's --lr_warmup); the finished "
                         "runs are kept: the same command continues, and resumes this run from the checkpoint main.py "
                         "saved (or trains it again when it saved none)", code)
+
+
+def diverged_advice(args: argparse.Namespace, work: Path, error: str) -> str:
+    """What to do after the run in ``work`` diverged (main.py exit code 3): the study's flags to change, as main.py's
+    advice names its own (--warm_iter is the study's --lr_warmup, no --amp is the study's --amp none); ``error`` says
+    where main.py's error is."""
+    changes = [f"a lower --lr (now {args.lr:g})", f"a longer --lr_warmup (now {args.lr_warmup})"]
+    changes += {"bf16": ["--amp none (float32)"],
+                "fp16": ["--amp bf16 or none (float16 overflows above 65504)"]}.get(args.amp or "", [])
+    return (f"the run in {work} diverged (a NaN/inf loss, main.py exit code {EXIT_DIVERGED}, {error}, its log "
+            f"{work / 'log.txt'}): with the same flags it would diverge again on the same batches, so the same "
+            f"command will not resume it; run the command again with {', '.join(changes[:-1])} or {changes[-1]}, "
+            "which trains every run of the study afresh with the new flags (both arms must share them), or delete "
+            f"{work} to train this run again with the same flags")
+
+
+def diverged_earlier(work: Path, key: dict) -> bool:
+    """Whether the last attempt at the run in ``work`` had the flags ``key`` and diverged."""
+    path = work / ATTEMPT_FILE
+    attempt = json.loads(path.read_text()) if path.is_file() else {}
+    return attempt.get("key") == key and attempt.get("diverged", False)
 
 
 def finished_result(work: Path, key: dict) -> dict | None:
@@ -305,6 +330,8 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         print(f"{work}: finished earlier with the same flags, its result is reused", flush=True)
         return result
     (work / RESULT_FILE).unlink(missing_ok=True)  # the folder's checkpoint and logs are no longer that run's
+    if diverged_earlier(work, key):
+        raise RunFailed(diverged_advice(args, work, "in an earlier call of this command"), EXIT_DIVERGED)
     stopped = stopped_run(work, key)
     run_argv = argv + ["--checkpoint_interval", str(args.checkpoint_interval)]
     if stopped is None:  # a new run: main.py gives it an id of its own once it starts training
@@ -315,9 +342,15 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         run_argv = without_flag(run_argv, "--init_from") + ["--resume", str(stopped.checkpoint)]
         attempt = {"key": key, "run_id": stopped.run_id, "earlier_run_id": None, "seconds": stopped.seconds}
     work.mkdir(parents=True, exist_ok=True)
-    replace_text(work / ATTEMPT_FILE, json.dumps(attempt | {"started": time.time()}, indent=2) + "\n")
+    attempt["started"] = time.time()
+    replace_text(work / ATTEMPT_FILE, json.dumps(attempt, indent=2) + "\n")
     start = time.perf_counter()
-    run_main(run_argv, work)
+    try:
+        run_main(run_argv, work, args)
+    except RunFailed as failure:
+        if failure.exit_code == EXIT_DIVERGED:  # the next call with these flags says so instead of resuming it
+            replace_text(work / ATTEMPT_FILE, json.dumps(attempt | {"diverged": True}, indent=2) + "\n")
+        raise
     result = {
         "metrics": read_eval_metrics(work / "eval" / "summary.json"),
         "stats": read_assign_summary(work / "metrics.jsonl"),

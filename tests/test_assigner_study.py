@@ -242,9 +242,10 @@ def test_failed_run_is_reported_and_the_same_command_continues_with_it(
         shapes_root, tmp_path, recorded_steps, monkeypatch):
     monkeypatch.chdir(tmp_path)
     original_main = cli.main
-    monkeypatch.setattr(cli, "main", lambda args: 3 if args.mutual_guide else original_main(args))  # MG fails
+    # MG stops as after a full disk (exit code 1; a diverged run, exit code 3, is not continued: test below)
+    monkeypatch.setattr(cli, "main", lambda args: 1 if args.mutual_guide else original_main(args))
     flags = ("--regime", "scratch", "--seeds", "0", "--iters", "2", "--lr_warmup", "0")
-    with pytest.raises(assigners.RunFailed, match=r"seed0/MG stopped \(main.py exit code 3, .*; main.py's --warm_iter "
+    with pytest.raises(assigners.RunFailed, match=r"seed0/MG stopped \(main.py exit code 1, .*; main.py's --warm_iter "
                                                   r"there is this script's --lr_warmup\); .*same command continues"):
         assigners.main(study_args(shapes_root, tmp_path / "out", *flags))
     assert len(recorded_steps) == 2  # the IoU arm finished
@@ -485,3 +486,50 @@ def test_table_says_what_its_numbers_are():
     assert "| 2/2 | +20.0 | +0.0 |" in table
     one_seed = format_table("t", [0], summarise({0: per_seed[0]}))
     assert "IoU, MG and MG − IoU: the values of the one seed (no std)" in one_seed
+
+
+def test_diverged_run_is_not_resumed_by_the_same_command_and_a_lower_lr_trains_it_afresh(shapes_root, tmp_path,
+                                                                                        monkeypatch, capsys):
+    # the MG arm's loss becomes NaN in its 3rd iteration, after main.py saved iteration 2 (--checkpoint_interval 2):
+    # resuming that checkpoint with the same flags repeats the same batches and learning rates, so diverges again
+    monkeypatch.chdir(tmp_path)
+    steps: list[bool] = []
+    diverging = [True]
+    original = engine._train_step
+
+    def nan_in_the_third_mg_step(model, loss_fn, *rest):
+        loss_l, loss_c, stats = original(model, loss_fn, *rest)
+        steps.append(bool(loss_fn.mutual_guide))
+        if diverging[0] and loss_fn.mutual_guide and steps.count(True) == 3:
+            loss_l = loss_l * float("nan")
+        return loss_l, loss_c, stats
+
+    monkeypatch.setattr(engine, "_train_step", nan_in_the_third_mg_step)
+    flags = ("--regime", "scratch", "--seeds", "0", "--iters", "4", "--lr_warmup", "0", "--checkpoint_interval", "2")
+    work = tmp_path / "out" / "work" / "scratch_fssd-resnet18-128" / "seed0" / "MG"
+    advice = (f"its log {work / 'log.txt'}): with the same flags it would diverge again on the same batches, so the "
+              "same command will not resume it; run the command again with a lower --lr (now 0.02) or a longer "
+              "--lr_warmup (now 0), which trains every run of the study afresh with the new flags (both arms must "
+              f"share them), or delete {work} to train this run again with the same flags")
+    diverged = f"the run in {work} diverged (a NaN/inf loss, main.py exit code 3, "
+    with pytest.raises(assigners.RunFailed) as failure:
+        assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.02"))
+    assert (failure.value.exit_code, str(failure.value)) == (3, diverged + "its error is above, " + advice)
+    assert (work / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth").is_file()  # iteration 2, finite
+    capsys.readouterr()
+
+    # the same command: refused at once with the same advice, nothing trained (the IoU arm's result is reused)
+    steps.clear()
+    with pytest.raises(assigners.RunFailed) as failure:
+        assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.02"))
+    assert (failure.value.exit_code, str(failure.value)) == (3, diverged + "in an earlier call of this command, "
+                                                             + advice)
+    assert steps == [] and "it continues from" not in capsys.readouterr().out
+
+    # a lower --lr: every run trains again from iteration 0, the diverged checkpoint set aside, not resumed
+    diverging[0] = False
+    (record,) = assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.01"))
+    assert steps == [False] * 4 + [True] * 4
+    assert "resumed from" not in (work / "log.txt").read_text()
+    assert len(list(work.glob("*.earlier-*.pth"))) == 1
+    assert not (work / assigners.ATTEMPT_FILE).exists() and record["per_seed"][0]["MG"]["metrics"]["mAP"] >= 0
