@@ -741,9 +741,13 @@ def test_class_names_match_whatever_their_unicode_normal_form(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [(decomposed, (1, 1, 10, 10), 0), ("dog", (2, 2, 9, 9), 0)]},
                             {"trainval": ["a"]})
     (tmp_path / "classes.txt").write_text(f"{decomposed}\ndog\n", encoding="utf-8")
-    for classes in (composed, f"{decomposed},dog", str(tmp_path / "classes.txt")):
-        dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=classes, skip_unknown_classes=True)
-        assert dataset.ground_truth()[0]["labels"].tolist()[0] == 0
+    with pytest.warns(DataWarning, match="object of an unknown class skipped: 1 \\(e.g. 'dog' x1\\)"):
+        dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=composed, skip_unknown_classes=True)
+    assert dataset.ground_truth()[0]["labels"].tolist() == [0]
+    assert dataset.class_names == [composed]
+    for classes in (f"{decomposed},dog", str(tmp_path / "classes.txt")):
+        dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=classes)
+        assert dataset.ground_truth()[0]["labels"].tolist() == [0, 1]
         assert dataset.class_names[0] == composed
     with pytest.raises(DataError, match="duplicate class names"):
         parse_class_list(f"{composed},{decomposed}")
