@@ -242,10 +242,20 @@ def diverged_advice(args: argparse.Namespace, work: Path, error: str) -> str:
             f"{work} to train this run again with the same flags")
 
 
+def recorded_attempt(work: Path) -> dict:
+    """The last attempt at the run in ``work`` as :data:`ATTEMPT_FILE` records it, ``{}`` when none is."""
+    path = work / ATTEMPT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_json(path: Path, value: dict) -> None:
+    """``value`` as indented JSON in ``path``, replaced whole (a kill mid-write leaves the old file or the new one)."""
+    replace_text(path, json.dumps(value, indent=2) + "\n")
+
+
 def diverged_earlier(work: Path, key: dict) -> bool:
     """Whether the last attempt at the run in ``work`` had the flags ``key`` and diverged."""
-    path = work / ATTEMPT_FILE
-    attempt = json.loads(path.read_text()) if path.is_file() else {}
+    attempt = recorded_attempt(work)
     return attempt.get("key") == key and attempt.get("diverged", False)
 
 
@@ -282,8 +292,7 @@ def stopped_run(work: Path, key: dict) -> StoppedRun | None:
     keeps the last one after an error or a kill (SIGKILL, the OOM killer, a reboot). None when there is none: no
     attempt with ``key`` is recorded, it stopped before training or before its first save, or the folder's checkpoint
     is another run's (or unreadable)."""
-    path = work / ATTEMPT_FILE
-    attempt = json.loads(path.read_text()) if path.is_file() else {}
+    attempt = recorded_attempt(work)
     if attempt.get("key") != key:
         return None
     run_id = attempt["run_id"]  # the run it resumed, else the one main.py started there: a new id in run_id.txt
@@ -343,20 +352,20 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         attempt = {"key": key, "run_id": stopped.run_id, "earlier_run_id": None, "seconds": stopped.seconds}
     work.mkdir(parents=True, exist_ok=True)
     attempt["started"] = time.time()
-    replace_text(work / ATTEMPT_FILE, json.dumps(attempt, indent=2) + "\n")
+    write_json(work / ATTEMPT_FILE, attempt)
     start = time.perf_counter()
     try:
         run_main(run_argv, work, args)
     except RunFailed as failure:
         if failure.exit_code == EXIT_DIVERGED:  # the next call with these flags says so instead of resuming it
-            replace_text(work / ATTEMPT_FILE, json.dumps(attempt | {"diverged": True}, indent=2) + "\n")
+            write_json(work / ATTEMPT_FILE, attempt | {"diverged": True})
         raise
     result = {
         "metrics": read_eval_metrics(work / "eval" / "summary.json"),
         "stats": read_assign_summary(work / "metrics.jsonl"),
         "seconds": attempt["seconds"] + time.perf_counter() - start,
     }
-    replace_text(work / RESULT_FILE, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    write_json(work / RESULT_FILE, {"key": key, "result": result})
     (work / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
 
