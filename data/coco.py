@@ -18,7 +18,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -409,12 +409,16 @@ def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file:
     return problems
 
 
-def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> int:
+def annotations_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> Iterator[dict]:
     """The annotations that COCO's metric scores (``iscrowd`` 0 or absent) on ``image_ids`` (default: all images)."""
     wanted = None if image_ids is None else set(image_ids)
-    return sum(
-        1 for a in coco.dataset["annotations"] if not a.get("iscrowd") and (wanted is None or a["image_id"] in wanted)
-    )
+    return (annotation for annotation in coco.dataset["annotations"]
+            if not annotation.get("iscrowd") and (wanted is None or annotation["image_id"] in wanted))
+
+
+def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> int:
+    """How many annotations COCO's metric scores on ``image_ids`` (:func:`annotations_to_score`)."""
+    return sum(1 for _ in annotations_to_score(coco, image_ids))
 
 
 def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path) -> list[str]:
@@ -605,9 +609,7 @@ class COCODetection(DetectionDataset):
         """int64 ``[C]``: per class, the objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on
         this dataset's images, including the boxes too small to train on (pycocotools scores them)."""
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        images = set(self.image_ids)
-        labels = [label_of[a["category_id"]] for a in self.coco.dataset["annotations"]
-                  if not a.get("iscrowd") and a["image_id"] in images]
+        labels = [label_of[a["category_id"]] for a in annotations_to_score(self.coco, self.image_ids)]
         return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)
 
 
