@@ -132,8 +132,9 @@ PARAMETER_COUNTS = [
     ("pafpn", "vgg16", 512, 20, 28_331_024, 28.33),
     ("pafpn", "vgg16", 320, 80, 28_889_632, 28.89),
     ("pafpn", "vgg16", 512, 80, 32_480_024, 32.48),
-    # never built by the authors (channel mappings documented in models/necks/{pafpn,rfbnet}.py); summed layer by
-    # layer in test_resnet18_builds_count_by_hand
+    # no facts value: RetinaNet-ResNet18 runs in the authors' code (facts §2) but its count was not recorded;
+    # PAFPN-/RFBNet-ResNet18 were never built by the authors (channel mappings in models/necks/{pafpn,rfbnet}.py).
+    # All three are summed layer by layer in test_resnet18_builds_count_by_hand
     ("retinanet", "resnet18", 320, 20, 18_905_472, None),
     ("rfbnet", "resnet18", 320, 20, 19_265_232, None),
     ("pafpn", "resnet18", 320, 20, 21_991_808, None),
