@@ -8,6 +8,7 @@ from models import build_detector
 from models.blocks import BasicConv, TopDownPath
 from models.necks import FSSDNeck, PAFPNNeck, RetinaNetNeck, RFBNetNeck
 from models.rfb_blocks import BasicRFB, BasicRFBa
+from utils.box.prior_box import feature_map_sides
 
 VGG = ((512, 512), (8, 16))
 RESNET18 = ((128, 256, 512), (8, 16, 32))
@@ -226,3 +227,16 @@ def test_batchnorm_momentum_and_nothing_frozen(version, backbone):
     assert len(backbone_bns) == (13 if backbone == "vgg16" else 20)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.head.modules())
     assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("version", ["fssd", "retinanet", "rfbnet", "pafpn"])
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet18"])
+@pytest.mark.parametrize("size", [128, 192])
+def test_neck_levels_come_finest_first_with_priorbox_sides(version, backbone, size):
+    """The head flattens levels in the neck's order and PriorBox lays anchors out finest level first, so each
+    level's [B, channels, s, s] map must have PriorBox's side s at the same position (the total anchor count
+    alone would not catch levels returned in reverse)."""
+    model = build_detector(version, backbone, size, num_classes=3).eval()
+    with torch.no_grad():
+        levels = model.neck(model.backbone(torch.zeros(1, 3, size, size)))
+    assert [tuple(level.shape[2:]) for level in levels] == [(side, side) for side in feature_map_sides(size)]
