@@ -1,14 +1,18 @@
 """main.py's evaluation applies the authors' post-processing (facts §7): at most 300 detections per image, per-class
 NMS at --nms_thresh 0.5, boxes in each original image's pixels. The post-processing itself is tested in
 test_postprocess.py; this checks what main.py hands it, through the devkit files a --trained_model run writes."""
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from data.voc import from_devkit_pixels
 from main import get_args_parser, main
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 SIZES = {"a": (48, 64), "b": (90, 40)}  # (height, width), one per image
 
@@ -61,3 +65,38 @@ def test_trained_model_evaluation_keeps_300_detections_per_image_after_per_class
             assert iou.max() <= 0.5 + 1e-5  # per-class NMS at 0.5: no two kept boxes of a class overlap more
             assert iou.max() > 0.4  # and not a stricter one
         assert min(score for rows in per_class.values() for _, score, _ in rows) > 0.005
+
+
+def with_constant_scores(checkpoint: Path, score: float, path: Path) -> Path:
+    """``checkpoint`` with a classification head that scores every (anchor, class) pair ``score`` (zero weights,
+    bias ``logit(score)``), saved to ``path``."""
+    state = load_checkpoint(checkpoint)
+    model = dict(state["model"])
+    for key in [k for k in model if k.startswith("head.conf.")]:
+        model[key] = torch.full_like(model[key], math.log(score / (1 - score)) if key.endswith("bias") else 0.0)
+    save_checkpoint({**state, "model": model}, path)
+    return path
+
+
+def test_trained_model_evaluation_keeps_the_scores_above_0_005(tmp_path):
+    """Facts §7: the evaluation keeps the (anchor, class) pairs scoring above 0.005. The test above cannot see the
+    threshold (its scores are far above any); here every pair scores 0.0051 (then detections are written) or 0.0049
+    (then none is), so main.py's evaluation must threshold between the two."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    root = tmp_path / "data"
+    for image_id, size in SIZES.items():
+        write_voc_folder(root, {image_id: [("circle", (5, 6, 30, 40), 0)]}, {"test": list(SIZES), "train": []},
+                         size=size)
+    counts = {}
+    for score in (0.0051, 0.0049):
+        eval_dir = tmp_path / f"eval_{score}"
+        code = main(get_args_parser().parse_args([
+            "--trained_model", str(with_constant_scores(checkpoint, score, tmp_path / f"{score}.pth")),
+            "--dataset", "custom", "--data_root", str(root), "--workers", "0", "--device", "cpu",
+            "--batch_size", "2", "--eval_dir", str(eval_dir),
+        ]))
+        assert code == 0
+        detections = read_devkit_files(eval_dir)
+        counts[score] = sum(map(len, detections.values()))
+        assert all(found == pytest.approx(score, abs=1e-4) for rows in detections.values() for _, found, _ in rows)
+    assert counts[0.0051] > 0 and counts[0.0049] == 0
