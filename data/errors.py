@@ -11,7 +11,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from utils.distributed import launch_context
-from utils.messages import SharedSeen
+from utils.messages import SharedLines, SharedSeen
 
 PROBLEMS_SHOWN = 10
 # how torch.utils.data re-raises an exception of a DataLoader worker: its type, with this text and the traceback
@@ -85,26 +85,54 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
 
     In the process that made it the line goes through ``tqdm.write``, which lifts that process's progress bars
     (``--check_data``'s, the training bar) off the line and redraws them below it, instead of gluing the line to a
-    bar. A forked DataLoader worker prints it plainly: its copy of tqdm's bar registry would redraw stale bars."""
+    bar. A DataLoader worker of a :class:`data.loader.WorkerLoader` hands its lines, and Python's text of its other
+    warnings, to the main process, which prints them so as it receives the batches (:func:`relay_worker_lines`);
+    another process started by this one (whose copy of tqdm's bar registry would redraw stale bars) prints them
+    plainly."""
     shown = SharedSeen() if shown is None else shown
     prints_dataset_warnings = launch_context().is_main
     owner = os.getpid()
+
+    def show_line(text: str) -> None:
+        if _worker_lines is not None and _worker_lines.put(text):
+            return
+        if os.getpid() == owner:
+            # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource
+            # tracker in a run without workers; the bars are drawn by this thread too
+            tqdm.write(text, file=sys.stderr, nolock=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
         if issubclass(category, DataWarning):
             if shown.first(str(message)) if issubclass(category, ImageWarning) else prints_dataset_warnings:
-                # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource
-                # tracker in a run without workers; the bars are drawn by this thread too
-                if os.getpid() == owner:
-                    tqdm.write(f"warning: {message}", file=sys.stderr, nolock=True)
-                else:
-                    print(f"warning: {message}", file=sys.stderr, flush=True)
+                show_line(f"warning: {message}")
+        elif _worker_lines is not None:  # a worker: Python's text of the warning, without its final newline
+            show_line(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"))
         else:
             show(message, category, filename, lineno, file, line)
 
     showwarning.data_warnings_shown = shown
     return showwarning
+
+
+# in a DataLoader worker of a WorkerLoader: where its warning lines go (relay_worker_lines); None elsewhere
+_worker_lines: SharedLines | None = None
+
+
+def relay_worker_lines(lines: SharedLines) -> None:
+    """In a DataLoader worker: hand the lines of the :func:`one_line_data_warnings` display to the main process
+    through ``lines``, which it prints with :func:`show_worker_lines` (a line that does not fit is printed here)."""
+    global _worker_lines
+    _worker_lines = lines
+
+
+def show_worker_lines(lines: SharedLines) -> None:
+    """In the main process: print the lines its workers handed over in ``lines`` through ``tqdm.write`` (one line of
+    their own, the progress bars redrawn below them); nothing to do, the common case, reads one shared integer."""
+    for text in lines.take():
+        tqdm.write(text, file=sys.stderr, nolock=True)  # nolock: see one_line_data_warnings
 
 
 def data_warnings_shown() -> SharedSeen | None:

@@ -26,8 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
-from data.errors import data_warnings_shown, one_line_data_warnings
-from utils.messages import SharedSeen
+from data.errors import data_warnings_shown, one_line_data_warnings, relay_worker_lines, show_worker_lines
+from utils.messages import SharedLines, SharedSeen
 
 
 def detection_collate(
@@ -132,24 +132,27 @@ class EpochSamples(Dataset):
         return self.dataset.sample(index, epoch)
 
 
-def _init_worker(shown: SharedSeen | None, worker_id: int) -> None:
+def _init_worker(shown: SharedSeen | None, lines: SharedLines | None, worker_id: int) -> None:
     """Set up a DataLoader worker process (see :func:`worker_init_fn`)."""
     if shown is not None and data_warnings_shown() is None:
         warnings.showwarning = one_line_data_warnings(warnings.showwarning, shown)
+    if lines is not None:
+        relay_worker_lines(lines)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def worker_init_fn() -> functools.partial:
+def worker_init_fn(lines: SharedLines | None = None) -> functools.partial:
     """The ``worker_init_fn`` of :class:`WorkerLoader`, made in the main process.
 
     Data warnings: where this process shows them on one line (``main.py``, :func:`data.errors.one_line_data_warnings`),
     the workers do too. Forked workers inherit the display; workers started by ``spawn`` (macOS, Windows) or
     ``forkserver`` (Linux from Python 3.14) install their own with the main process's record of the lines shown,
-    which this function carries to them: a corrupt image is shown once per run whatever the start method. Workers
-    ignore Ctrl-C/SIGTERM (see :class:`WorkerLoader`).
+    which this function carries to them: a corrupt image is shown once per run whatever the start method. With
+    ``lines``, the workers hand their warning lines to the main process through it (:func:`data.errors.
+    relay_worker_lines`) instead of printing them. Workers ignore Ctrl-C/SIGTERM (see :class:`WorkerLoader`).
     """
-    return functools.partial(_init_worker, data_warnings_shown())
+    return functools.partial(_init_worker, data_warnings_shown(), lines)
 
 
 @contextmanager
@@ -181,17 +184,39 @@ class WorkerLoader(DataLoader):
     ``spawn`` runs its ``worker_init_fn`` only seconds later, once it has imported torch), then ignore them
     (:func:`worker_init_fn`); a signal that arrives while they start waits for the main process. Workers still exit
     with the main process: PyTorch's worker loop watches its parent. Its ``worker_init_fn`` is :func:`worker_init_fn`.
+
+    Where data warnings are shown on one line (``main.py``), the workers hand their warning lines to this process,
+    which prints them through tqdm as the batches come (:func:`_showing_worker_lines`): a worker printing to stderr
+    itself continued the line of a progress bar drawn here.
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, worker_init_fn=worker_init_fn(), **kwargs)
+        # where main.py shows data warnings on one line, the workers' lines are printed by this process (__iter__)
+        shows_lines = data_warnings_shown() is not None and kwargs.get("num_workers", 0) > 0
+        self._worker_lines = SharedLines() if shows_lines else None
+        super().__init__(*args, worker_init_fn=worker_init_fn(self._worker_lines), **kwargs)
 
     def __iter__(self) -> Iterator:
         if self.num_workers == 0:
             return super().__iter__()
         context = self.multiprocessing_context or multiprocessing
         with _stop_signals_blocked(context.get_start_method()):
-            return super().__iter__()
+            batches = super().__iter__()  # starts the workers (when not persistent ones already started)
+        return batches if self._worker_lines is None else _showing_worker_lines(batches, self._worker_lines)
+
+
+def _showing_worker_lines(batches: Iterator, lines: SharedLines) -> Iterator:
+    """``batches``, each after the warning lines that the workers handed over in ``lines`` until it came, printed
+    through tqdm (:func:`data.errors.show_worker_lines`): a worker hands a sample's lines over before the batch, so
+    they come before it; so do those before a worker's error, and after the last batch those left."""
+    try:
+        for batch in batches:
+            show_worker_lines(lines)
+            yield batch
+    except Exception:
+        show_worker_lines(lines)
+        raise
+    show_worker_lines(lines)
 
 
 def _kill_daemon_children() -> None:

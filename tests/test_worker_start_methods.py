@@ -8,12 +8,14 @@ import warnings
 from contextlib import contextmanager
 
 import pytest
+import torch
+from tqdm import tqdm
 
 from data.loader import WorkerLoader
 from main import one_line_data_warnings
 from tests.conftest import ROOT
 from tests.test_data_checks import corrupt_the_middle, make_dataset, write_jpeg
-from utils.messages import SharedSeen
+from utils.messages import SharedLines, SharedSeen
 
 
 @contextmanager
@@ -70,6 +72,19 @@ def test_a_full_record_answers_first_rather_than_lose_a_line():
     assert seen.first("a.jpg") and seen.first("b.jpg")
     assert not seen.first("a.jpg") and not seen.first("b.jpg")
     assert seen.first("c.jpg") and seen.first("c.jpg")
+
+
+def test_lines_handed_over_come_out_in_order_and_a_line_that_does_not_fit_is_refused():
+    """Each line takes 4 bytes plus its UTF-8 bytes; a line too long for the room left is refused (its process prints
+    it) and a taken mailbox has its room again. Several lines and a path's undecodable bytes (lone surrogates) come
+    out as they went in."""
+    lines = SharedLines(capacity=44)
+    assert lines.take() == []
+    assert lines.put("a\udcff.jpg: bad\n  detail") and lines.put("é")  # 4 + 22 bytes (a surrogate: 3), 4 + 2 bytes
+    assert not lines.put("x" * 9)  # 32 + 13 > 44
+    assert lines.put("x" * 8)  # 32 + 12 = 44
+    assert lines.take() == ["a\udcff.jpg: bad\n  detail", "é", "x" * 8]
+    assert lines.take() == [] and lines.put("x" * 40) and lines.take() == ["x" * 40]
 
 
 CTRL_C_AT_THE_FIRST_WORKERS_START = """
@@ -139,3 +154,59 @@ def test_a_run_that_starts_no_worker_starts_no_resource_tracker(tmp_path):
     assert result.stderr == (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data "
                              "segment); it decodes with damaged pixels: re-download or re-encode the file\n"
                              "no child process\n")
+
+
+class _WarnsToo(torch.utils.data.Dataset):
+    """``dataset``'s samples; sample 0 also raises a Python warning that is not a data warning."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index == 0:
+            warnings.warn("sample 0 is odd", RuntimeWarning)
+        return self.dataset[index]
+
+
+def on_screen(text: str) -> list[str]:
+    """The lines a terminal shows for ``text``: each carriage return goes back to the start of the line, where the
+    next characters overwrite those there (a progress bar redraws itself so)."""
+    lines = []
+    for line in text.split("\n"):
+        screen = ""
+        for part in line.split("\r"):
+            screen = part + screen[len(part):]
+        lines.append(screen.rstrip())
+    return lines
+
+
+@pytest.mark.parametrize("method", [method for method in ("fork", "spawn")
+                                    if method in multiprocessing.get_all_start_methods()])
+def test_a_warning_in_a_worker_gets_a_line_of_its_own_below_the_progress_bar(tmp_path, capfd, method):
+    """A worker printed its warning straight to stderr, where it continued the line of the training bar: the terminal
+    showed `  0%|          | 0/3 [00:00<?, ?it/s]warning: ...b.jpg: corrupt JPEG data ...`. The main process now
+    prints the workers' lines (a data warning's line, another warning's Python text) through tqdm, which lifts the bar
+    off the line first and redraws it below."""
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    capfd.readouterr()
+    with warnings.catch_warnings(), default_start_method(method):
+        warnings.simplefilter("always")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        loader = WorkerLoader(_WarnsToo(dataset), batch_size=1, sampler=[1, 0, 2], num_workers=1, collate_fn=list)
+        with tqdm(total=3, file=sys.stderr) as bar:
+            for _ in loader:
+                bar.update(1)
+    screen = on_screen(capfd.readouterr().err)
+    corrupt = (f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment); it "
+               "decodes with damaged pixels: re-download or re-encode the file")
+    assert screen.count(corrupt) == 1, screen
+    odd = [i for i, line in enumerate(screen) if line.endswith("RuntimeWarning: sample 0 is odd")]
+    assert len(odd) == 1 and screen[odd[0] + 1] == '  warnings.warn("sample 0 is odd", RuntimeWarning)', screen
+    assert screen.index(corrupt) < odd[0]  # in the order the worker met them, before the batches they came with
+    assert screen[-2].startswith("100%|") and screen[-1] == ""  # the bar, drawn last

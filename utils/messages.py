@@ -1,5 +1,6 @@
-"""Exceptions turned into the one line a user reads, short previews of lists for messages, and a record of the lines
-already shown that the processes started after it share (a leaf module: data/, models/ and utils/ import it)."""
+"""Exceptions turned into the one line a user reads, short previews of lists for messages, a record of the lines
+already shown that the processes started after it share, and the lines that those processes hand to it to show (a
+leaf module: data/, models/ and utils/ import it)."""
 
 import contextlib
 import hashlib
@@ -26,24 +27,20 @@ def joined_lines(error: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class SharedSeen:
-    """The texts already shown, shared by this process and the processes it starts afterwards, forked or spawned
-    (DataLoader workers: made before they start, one record for the run; :func:`data.loader.worker_init_fn` hands it
-    to those started by ``spawn`` or ``forkserver``): :meth:`first` is True for the first asking about a text.
+class _SharedWithLaterProcesses:
+    """Shared memory that this process and the processes it starts afterwards, forked or spawned, use under one lock.
 
-    A table of ``slots`` 8-byte hashes in shared memory (:func:`multiprocessing.RawArray`, which pickles into a
-    process being started), under a lock of the start method in use when it is made: whatever the processes asking
-    at once, one gets True. A full table answers True (a line shown again, never lost). A lock for ``spawn`` or
+    The memory is :func:`multiprocessing.RawArray` / ``RawValue`` made by the subclass, which pickle into a process
+    being started; the lock is of the start method in use when the object is made. A lock for ``spawn`` or
     ``forkserver`` is a named semaphore, whose making starts multiprocessing's resource tracker (a process): it is
-    made when the record is first pickled into a process being started, so that a run that starts none starts no
-    tracker either (until then no other process shares the table). A process started by another start method than
-    the one in use when the record was made (changed in between) shares the table without the lock, which it could
-    not open (``fork`` to ``spawn``) or which is not made yet (``spawn`` to ``fork``): two processes asking at the same
-    instant may then both get True.
+    made when the object is first pickled into a process being started, so that a run that starts none starts no
+    tracker either (until then no other process shares the memory). A process started by another start method than
+    the one in use when the object was made (changed in between) has no lock (``_lock`` None): it could not open
+    the one made for ``fork`` (``fork`` to ``spawn``), and the one for ``spawn`` is not made yet (``spawn`` to
+    ``fork``).
     """
 
-    def __init__(self, slots: int = 4096) -> None:
-        self._hashes = multiprocessing.RawArray("Q", slots)
+    def __init__(self) -> None:
         # the start method the workers will use, without fixing it as multiprocessing.Lock() would
         self._method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
         # a lock for fork is made now, for the processes forked later to inherit (it starts no process)
@@ -51,12 +48,28 @@ class SharedSeen:
 
     def __getstate__(self) -> dict:
         # pickled only into a process being started by spawn/forkserver: the first such process gets the lock made
-        # now, in this process, before any other process shares the table; one made for fork it could not open
+        # now, in this process, before any other process shares the memory; one made for fork it could not open
         if self._method == "fork":
             return {**self.__dict__, "_lock": None}
         if self._lock is None:
             self._lock = multiprocessing.get_context(self._method).Lock()
         return dict(self.__dict__)
+
+
+class SharedSeen(_SharedWithLaterProcesses):
+    """The texts already shown, shared by this process and the processes it starts afterwards, forked or spawned
+    (DataLoader workers: made before they start, one record for the run; :func:`data.loader.worker_init_fn` hands it
+    to those started by ``spawn`` or ``forkserver``): :meth:`first` is True for the first asking about a text.
+
+    A table of ``slots`` 8-byte hashes in shared memory, under the lock of :class:`_SharedWithLaterProcesses`:
+    whatever the processes asking at once, one gets True. A full table answers True (a line shown again, never
+    lost). A process without the lock (started by another start method than the one in use when the record was
+    made) shares the table without it: two processes asking at the same instant may then both get True.
+    """
+
+    def __init__(self, slots: int = 4096) -> None:
+        super().__init__()
+        self._hashes = multiprocessing.RawArray("Q", slots)
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
@@ -72,3 +85,46 @@ class SharedSeen:
                     self._hashes[slot] = key
                     return True
         return True
+
+
+class SharedLines(_SharedWithLaterProcesses):
+    """Lines that processes started after it (DataLoader workers) hand to the process that made it, to be shown there:
+    :meth:`put` in a worker, :meth:`take` in the main process, which prints them where its progress bars allow.
+
+    ``capacity`` bytes of shared memory, each line a 4-byte length and its UTF-8 bytes, under the lock of
+    :class:`_SharedWithLaterProcesses`. :meth:`put` never waits for the main process: it returns False when the
+    memory is full, or in a process without the lock, and the caller then prints the line itself. Handing a line
+    over costs no system call, and :meth:`take` with nothing handed over reads one shared integer.
+    """
+
+    def __init__(self, capacity: int = 65536) -> None:
+        super().__init__()
+        self._data = multiprocessing.RawArray("c", capacity)
+        self._end = multiprocessing.RawValue("q", 0)  # bytes in use
+
+    def put(self, line: str) -> bool:
+        """Hand ``line`` (any text, several lines too) over; False when it did not fit or this process has no lock."""
+        data = line.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
+        record = len(data).to_bytes(4, "little") + data
+        if self._lock is None:
+            return False
+        with self._lock:
+            end = self._end.value
+            if end + len(record) > len(self._data):
+                return False
+            self._data[end:end + len(record)] = record
+            self._end.value = end + len(record)
+        return True
+
+    def take(self) -> list[str]:
+        """The lines handed over since the last call, in the order they were put, and forget them."""
+        if not self._end.value:  # the common case: no lock taken, nothing copied
+            return []
+        with contextlib.nullcontext() if self._lock is None else self._lock:  # None: nothing was put (see put)
+            data, self._end.value = self._data[:self._end.value], 0
+        lines, start = [], 0
+        while start < len(data):
+            size = int.from_bytes(data[start:start + 4], "little")
+            lines.append(data[start + 4:start + 4 + size].decode("utf-8", "surrogatepass"))
+            start += 4 + size
+        return lines
