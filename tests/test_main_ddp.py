@@ -31,7 +31,8 @@ def train_with_two_processes(workdir: Path, root: Path, *flags: str) -> subproce
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
-    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=6)
+    # 5 test images: the DistributedSampler pads process 1's shard with image 0, scored once all the same
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=5)
     result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1", "--log_interval", "1",
                                       "--checkpoint_interval", "2", "--run_dir", "run", "--mutual_guide",
                                       "--assign_stats", "--eval_interval", "1")
@@ -51,7 +52,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert result.stdout.count("CUSTOM test: mAP=") == 1
     assert result.stderr.count("Evaluating:   0%") == 1  # one progress bar, rank 0's: not one per process
     summary = json.loads((tmp_path / "eval" / "CUSTOM" / "summary.json").read_text())
-    assert summary["num_images"] == 6 and summary["config"]["world_size"] == 2
+    assert summary["num_images"] == 5 and summary["config"]["world_size"] == 2
 
     # one process evaluating the checkpoint finds the same detections (float rounding aside: other batches): process 1
     # scored its shard with rank 0's BatchNorm statistics, the checkpoint's, not those its own last batch left (scores
@@ -91,7 +92,8 @@ def test_a_data_error_in_one_process_share_of_the_evaluation_stops_every_process
 def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_every_process(tmp_path):
     """Only process 1 reads the bad image, in the 3rd batch: both processes learn it before the step (process 0 used
     to wait for it in DDP's collectives and die with gloo's 'Connection closed by peer' traceback), rank 0 saves the
-    2 iterations done and says how to continue."""
+    2 iterations done and says how to continue. Continued so, with the file fixed, the run goes on with the batches
+    of the uninterrupted run, into the next epoch (4 iterations each): the same losses and weights."""
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=4)
     ids = (root / "ImageSets" / "Main" / "trainval.txt").read_text().split()
     shares = [list(ResumableBatchSampler(16, 2, seed=0, start_iter=0, max_iter=3, rank=rank, world_size=2))
@@ -99,8 +101,11 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
     read_before = {index for rank, batches in enumerate(shares) for batch in batches[:3 if rank == 0 else 2]
                    for index, _ in batch}
     bad = next(ids[index] for index, _ in shares[1][2] if index not in read_before)
-    (root / "JPEGImages" / f"{bad}.jpg").write_bytes(b"not an image")
-    result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1")
+    image = root / "JPEGImages" / f"{bad}.jpg"
+    good = image.read_bytes()
+    image.write_bytes(b"not an image")
+    flags = ("--max_iter", "6", "--warm_iter", "1", "--log_interval", "1", "--checkpoint_interval", "100")
+    result = train_with_two_processes(tmp_path, root, *flags)
     assert result.returncode != 0
     assert f"[rank 1] error: {root}/JPEGImages/{bad}.jpg: OpenCV cannot decode the file as an image" in result.stderr
     assert "[rank 0] error: another process met a data error in its share of the batch" in result.stderr
@@ -112,6 +117,28 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
             in result.stdout)
     assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [checkpoint.name]  # no partial file
+
+    image.write_bytes(good)
+    resumed = train_with_two_processes(tmp_path, root, *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (tmp_path / "uninterrupted").mkdir()
+    reference = train_with_two_processes(tmp_path / "uninterrupted", root, *flags)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run = Path("runs") / checkpoint.stem
+    rows = (tmp_path / run / "train.csv").read_text().splitlines()
+    expected = (tmp_path / "uninterrupted" / run / "train.csv").read_text().splitlines()
+    columns = rows[0].split(",")
+    assert rows[0] == expected[0] and len(rows) == len(expected) == 1 + 6
+    for row, expected_row in zip(rows[1:], expected[1:]):  # the same batches: the same losses
+        values, expected_values = dict(zip(columns, row.split(","))), dict(zip(columns, expected_row.split(",")))
+        for key in ("iteration", "epoch", "lr"):
+            assert values[key] == expected_values[key]
+        for key in ("loss_l", "loss_c"):
+            assert float(values[key]) == pytest.approx(float(expected_values[key]), rel=1e-5), (row, expected_row)
+    weights = torch.load(checkpoint, weights_only=True)["model"]
+    expected_weights = torch.load(tmp_path / "uninterrupted" / "weights" / checkpoint.name, weights_only=True)["model"]
+    for key, value in expected_weights.items():
+        assert torch.allclose(weights[key].float(), value.float(), rtol=1e-4, atol=1e-6), key
 
 
 def test_a_start_refused_before_the_processes_join_says_it_once(tmp_path):
