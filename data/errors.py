@@ -85,8 +85,9 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
 
     In the process that made it the line goes through ``tqdm.write``, which lifts that process's progress bars
     (``--check_data``'s, the training bar) off the line and redraws them below it, instead of gluing the line to a
-    bar. A DataLoader worker of a :class:`data.loader.WorkerLoader` hands its lines, and Python's text of its other
-    warnings, to the main process, which prints them so as it receives the batches (:func:`relay_worker_lines`);
+    bar (also to rank 0's under ``torchrun``: :func:`write_line`). A DataLoader worker of a
+    :class:`data.loader.WorkerLoader` hands its lines, and Python's text of its other warnings, to the main process,
+    which prints them so as it receives the batches (:func:`relay_worker_lines`);
     another process started by this one (whose copy of tqdm's bar registry would redraw stale bars) prints them
     plainly."""
     shown = SharedSeen() if shown is None else shown
@@ -97,9 +98,7 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
         if _worker_lines is not None and _worker_lines.put(text):
             return
         if os.getpid() == owner:
-            # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource
-            # tracker in a run without workers; the bars are drawn by this thread too
-            tqdm.write(text, file=sys.stderr, nolock=True)
+            write_line(text)
         else:
             print(text, file=sys.stderr, flush=True)
 
@@ -132,7 +131,17 @@ def show_worker_lines(lines: SharedLines) -> None:
     """In the main process: print the lines its workers handed over in ``lines`` through ``tqdm.write`` (one line of
     their own, the progress bars redrawn below them); nothing to do, the common case, reads one shared integer."""
     for text in lines.take():
-        tqdm.write(text, file=sys.stderr, nolock=True)  # nolock: see one_line_data_warnings
+        write_line(text)
+
+
+def write_line(text: str) -> None:
+    """Print ``text`` on stderr on a line of its own through ``tqdm.write``, which lifts this process's progress bars
+    off the line and redraws them below it. Under ``torchrun`` the processes share a terminal where rank 0 alone
+    draws bars, which another process's line would continue: there it starts with a newline, which ends rank 0's bar
+    line (that bar stays above; rank 0 redraws it below)."""
+    # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource tracker in a
+    # run without workers; the bars are drawn by this thread too
+    tqdm.write(text if launch_context().is_main else "\n" + text, file=sys.stderr, nolock=True)
 
 
 def data_warnings_shown() -> SharedSeen | None:

@@ -210,3 +210,26 @@ def test_a_warning_in_a_worker_gets_a_line_of_its_own_below_the_progress_bar(tmp
     assert len(odd) == 1 and screen[odd[0] + 1] == '  warnings.warn("sample 0 is odd", RuntimeWarning)', screen
     assert screen.index(corrupt) < odd[0]  # in the order the worker met them, before the batches they came with
     assert screen[-2].startswith("100%|") and screen[-1] == ""  # the bar, drawn last
+
+
+def test_under_torchrun_another_process_line_does_not_continue_rank_0s_bar(tmp_path, capfd, monkeypatch):
+    """The processes of torchrun share one terminal, where rank 0 alone draws the progress bar; process 1's line about
+    an image in its share continued the bar's line: `  50%|█████     | 2/4warning: ...`. It now starts on a line of
+    its own (the bar as it was stays above it; rank 0 redraws it below)."""
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        sys.stderr.write(" 50%|█████     | 2/4")  # rank 0's bar, as its process drew it in the terminal
+        sys.stderr.flush()
+        assert dataset.load_image(1).shape == (40, 50, 3)
+    assert on_screen(capfd.readouterr().err) == [
+        " 50%|█████     | 2/4",
+        f"warning: {bad}: corrupt JPEG data (libjpeg: Corrupt JPEG data: premature end of data segment); it decodes "
+        "with damaged pixels: re-download or re-encode the file", ""]
