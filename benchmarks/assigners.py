@@ -213,7 +213,9 @@ def subset_name(root: str, num_train: int | None, num_test: int | None) -> str:
 
 def run_main(argv: list[str], work: Path, args: argparse.Namespace) -> None:
     """One main.py run in this process, logging to ``work``; a non-zero exit code raises :class:`RunFailed`."""
-    with continued_by(CONTINUE_COMMAND):
+    diverged = (f"Run the same benchmarks/assigners.py command again with {divergence_changes(args)}, which trains "
+                "every run of the study afresh")
+    with continued_by(CONTINUE_COMMAND, diverged):
         code = cli.main(cli.get_args_parser().parse_args(argv))
     if code == EXIT_DIVERGED:  # resuming its checkpoint with the same flags would repeat the same batches
         raise RunFailed(diverged_advice(args, work, "its error is above"), code)
@@ -229,17 +231,23 @@ def run_main(argv: list[str], work: Path, args: argparse.Namespace) -> None:
 
 
 def diverged_advice(args: argparse.Namespace, work: Path, error: str) -> str:
-    """What to do after the run in ``work`` diverged (main.py exit code 3): the study's flags to change, as main.py's
-    advice names its own (--warm_iter is the study's --lr_warmup, no --amp is the study's --amp none); ``error`` says
-    where main.py's error is."""
+    """What to do after the run in ``work`` diverged (main.py exit code 3): the study's flags to change
+    (:func:`divergence_changes`); ``error`` says where main.py's error is."""
+    return (f"the run in {work} diverged (a NaN/inf loss, main.py exit code {EXIT_DIVERGED}, {error}, its log "
+            f"{work / 'log.txt'}): with the same flags it would diverge again on the same batches, so the same "
+            f"command will not resume it; run the command again with {divergence_changes(args)}, "
+            "which trains every run of the study afresh with the new flags (both arms must share them), or delete "
+            f"{work} to train this run again with the same flags")
+
+
+def divergence_changes(args: argparse.Namespace) -> str:
+    """The study's flags to change after a diverged run, as main.py's advice names its own (--warm_iter is the study's
+    --lr_warmup, no --amp is the study's --amp none), e.g. "a lower --lr (now 0.01) or a longer --lr_warmup (now
+    20)"."""
     changes = [f"a lower --lr (now {args.lr:g})", f"a longer --lr_warmup (now {args.lr_warmup})"]
     changes += {"bf16": ["--amp none (float32)"],
                 "fp16": ["--amp bf16 or none (float16 overflows above 65504)"]}.get(args.amp or "", [])
-    return (f"the run in {work} diverged (a NaN/inf loss, main.py exit code {EXIT_DIVERGED}, {error}, its log "
-            f"{work / 'log.txt'}): with the same flags it would diverge again on the same batches, so the same "
-            f"command will not resume it; run the command again with {', '.join(changes[:-1])} or {changes[-1]}, "
-            "which trains every run of the study afresh with the new flags (both arms must share them), or delete "
-            f"{work} to train this run again with the same flags")
+    return f"{', '.join(changes[:-1])} or {changes[-1]}"
 
 
 def recorded_attempt(work: Path) -> dict:

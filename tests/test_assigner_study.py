@@ -16,7 +16,14 @@ import utils.engine as engine
 import utils.training_run as training_run
 from benchmarks import assigners
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
-from utils.run_exit import continued_by, how_to_continue, how_to_evaluate, outer_command, stopped_run_advice
+from utils.run_exit import (
+    continued_by,
+    divergence_advice,
+    how_to_continue,
+    how_to_evaluate,
+    outer_command,
+    stopped_run_advice,
+)
 from utils.run_flags import fill_dataset_defaults
 from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
 
@@ -356,14 +363,19 @@ def test_out_of_memory_in_a_final_evaluation_of_the_study_names_the_study_comman
 def test_main_py_advice_names_the_command_of_the_program_it_runs_in():
     args = cli.get_args_parser().parse_args(["--dataset", "shapes", "--init_from", "a.pth"])
     checkpoint = Path("weights/run.pth")
-    with continued_by("the same study command"):
+    with continued_by("the same study command", "Run the study with a lower --study_lr"):
         assert how_to_continue(args, checkpoint) == "continue with the same study command"
+        assert divergence_advice(args, torch.bfloat16) == "Run the study with a lower --study_lr"
         assert stopped_run_advice(args, checkpoint, 500) == "continue with the same study command (from iteration 500)"
         assert stopped_run_advice(args, checkpoint, None) == "run the same command again"
         assert how_to_evaluate(args, checkpoint) == "continue with the same study command"
     assert how_to_continue(args, checkpoint) == ("continue with the same command, --init_from a.pth replaced by "
                                                  "--resume weights/run.pth")
     assert how_to_evaluate(args, checkpoint) == "evaluate it with: python main.py --trained_model weights/run.pth"
+    fill_dataset_defaults(args)
+    assert divergence_advice(args, None) == ("Start again with a lower --lr (peak 0.06) or a longer --warm_iter (50), "
+                                             "or check the data with --check_data")
+    assert "MG_CONTINUE_COMMAND" not in os.environ and "MG_DIVERGED_ADVICE" not in os.environ
 
 
 # the study in a process of its own that SIGKILLs itself (no handler runs, as under the OOM killer) after the MG arm's
@@ -516,7 +528,12 @@ def test_diverged_run_is_not_resumed_by_the_same_command_and_a_lower_lr_trains_i
         assigners.main(study_args(shapes_root, tmp_path / "out", *flags, "--lr", "0.02"))
     assert (failure.value.exit_code, str(failure.value)) == (3, diverged + "its error is above, " + advice)
     assert (work / "CUSTOM_fssd_resnet18_size128_anchor24.0_MG.pth").is_file()  # iteration 2, finite
-    capsys.readouterr()
+    # main.py's own line names the study's flags, not main.py's --warm_iter or --check_data, which the study lacks
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(
+        "is kept (finite weights). Run the same benchmarks/assigners.py command again with a lower --lr (now 0.02) "
+        "or a longer --lr_warmup (now 0), which trains every run of the study afresh")
+    assert "--warm_iter" not in err and "--check_data" not in err
 
     # the same command: refused at once with the same advice, nothing trained (the IoU arm's result is reused)
     steps.clear()

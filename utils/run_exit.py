@@ -19,23 +19,27 @@ from utils.distributed import DistributedContext
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 # Set (by :func:`continued_by`) while a program that runs main.py in-process and goes on from its stopped runs itself
 # runs it: the command that continues, which main.py's advice names in place of its own (main.py --resume,
-# --trained_model). Not a user setting.
+# --trained_model), and what to change after a diverged loss, in that program's flags (main.py's --warm_iter or
+# --check_data may be none of its own). Not user settings.
 CONTINUE_COMMAND_ENV = "MG_CONTINUE_COMMAND"
+DIVERGED_ADVICE_ENV = "MG_DIVERGED_ADVICE"
 
 
 @contextmanager
-def continued_by(command: str) -> Iterator[None]:
+def continued_by(command: str, diverged: str) -> Iterator[None]:
     """Inside the block, main.py's advice to go on from a stopped run is "continue with ``command``" (e.g. "the same
-    benchmarks/assigners.py command"), the caller's, which resumes the run itself, instead of a main.py command."""
-    previous = os.environ.get(CONTINUE_COMMAND_ENV)
-    os.environ[CONTINUE_COMMAND_ENV] = command
+    benchmarks/assigners.py command"), the caller's, which resumes the run itself, instead of a main.py command; and
+    its advice after a diverged loss is ``diverged``, which names the caller's flags to change, not main.py's."""
+    previous = {name: os.environ.get(name) for name in (CONTINUE_COMMAND_ENV, DIVERGED_ADVICE_ENV)}
+    os.environ[CONTINUE_COMMAND_ENV], os.environ[DIVERGED_ADVICE_ENV] = command, diverged
     try:
         yield
     finally:
-        if previous is None:
-            del os.environ[CONTINUE_COMMAND_ENV]
-        else:
-            os.environ[CONTINUE_COMMAND_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def outer_command() -> str | None:
@@ -103,7 +107,10 @@ def evaluation_command(args: argparse.Namespace, checkpoint_path: Path) -> list[
 
 
 def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -> str:
-    """What to change after a NaN/inf loss or weights: the learning rate, the warm-up, the precision, the data."""
+    """What to change after a NaN/inf loss or weights: the learning rate, the warm-up, the precision, the data; the
+    outer program's advice, in its own flags, when main.py runs inside one (:func:`continued_by`)."""
+    if outer := os.environ.get(DIVERGED_ADVICE_ENV):
+        return outer
     precision = {
         torch.float16: ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)",
         torch.bfloat16: ", train in float32 (no --amp)",
