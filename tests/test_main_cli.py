@@ -139,6 +139,40 @@ def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
         take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
 
 
+@pytest.mark.parametrize("key, value, problem", [
+    ("nms_thresh", 2.0, "--nms_thresh 2.0 must be an IoU in (0, 1]"),
+    ("nms_thresh", float("nan"), "--nms_thresh nan must be an IoU in (0, 1]"),
+    ("nms_thresh", 0, "--nms_thresh 0 must be an IoU in (0, 1]"),
+    ("lr", -0.01, "--lr must be a number > 0 and at most 3.4e+38 (float32's largest), got -0.01"),
+    ("batch_size", 0, "--batch_size must be >= 1, got 0"),
+    ("expand_prob", 1.5, "--expand_prob 1.5 must be a probability in [0, 1]"),
+    ("seed", -1, "--seed must be an integer from 0 to 4294967295, got -1"),
+    ("name", "../elsewhere", "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting with a letter "
+                             "or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1"),
+    ("mutual_guide", False, "--mutual_guide_from 10 needs --mutual_guide and a value >= 0"),
+])
+def test_resume_path_refuses_a_run_flag_value_out_of_its_range(key, value, problem):
+    """A value main.py would refuse given as a flag was taken from the checkpoint unchecked, then refused as if given
+    ("error: --nms_thresh 2.0 must be an IoU in (0, 1]" for a run given no --nms_thresh): it names the file now, as
+    --trained_model does."""
+    with pytest.raises(CheckpointError) as error:
+        take_run_from_checkpoint(parse("--resume", "r.pth"), SAVED_RUN | {key: value})
+    flag = "mutual_guide_from" if key == "mutual_guide" else key
+    assert str(error.value).startswith(f"r.pth records --{flag} ")
+    assert str(error.value).endswith(f", which main.py never writes ({problem}); it was edited or damaged: give "
+                                     f"--{flag} to resume with, or use a checkpoint as main.py saved it")
+    given = {"nms_thresh": "0.4", "lr": "0.01", "batch_size": "2", "expand_prob": "0.5", "seed": "3", "name": "mine",
+             "mutual_guide": None}[key]
+    if given is not None:  # the flag given replaces the file's value
+        args = parse("--resume", "r.pth", f"--{key}", given)
+        take_run_from_checkpoint(args, SAVED_RUN | {key: value})
+        assert str(getattr(args, key)) == given
+    # given beside the file's values, a flag out of range with them is the flag's error, not the file's
+    with pytest.raises(ValueError, match=r"^--base_anchor_size 200: the smallest anchors' side") as error:
+        take_run_from_checkpoint(parse("--resume", "r.pth", "--base_anchor_size", "200"), SAVED_RUN)
+    assert not isinstance(error.value, CheckpointError)
+
+
 @pytest.mark.parametrize("argv, run_name, folder", [
     (["--dataset", "voc"], None, "eval/VOC"),  # the runs without --name: the original code's folders
     (["--dataset", "coco"], None, "eval/COCO"),

@@ -86,6 +86,14 @@ MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores 
              "check_data": "checks the data"}
 
 
+class FlagValueError(ValueError):
+    """A flag's value out of its range (:func:`check_flag_values`); ``flag`` names it, without the dashes."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(message)
+        self.flag = flag
+
+
 def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     """Refuse flags that contradict each other; returns a line naming the flags given (those off ``parser``'s default,
     ``parser`` having read ``args``) that the mode asked for (``--trained_model``, ``--demo``, ``--export``,
@@ -150,7 +158,9 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
     keeps its value (``resume_run`` refuses one that changes the schedule, data stream or precision,
     :data:`utils.checkpoint.RUN_KEYS`; another ``--name``, folder, interval or ``--nms_thresh`` applies from then on).
     The data flags are taken only for the checkpoint's dataset. Returns what was taken, for the log ("" when nothing).
-    Raises :class:`CheckpointError` for a value to take that main.py never writes (an edited or damaged file)."""
+    Raises :class:`CheckpointError` for a value to take that main.py never writes (an edited or damaged file: of
+    another type, or out of the flag's range, e.g. ``--nms_thresh 2.0``), :class:`FlagValueError` for a flag given
+    that is out of range with the values taken (``--base_anchor_size`` of another ``--size``)."""
     taken = [f"--{key} {config[key]}" for key in ARCHITECTURE_KEYS if getattr(args, key) is None]
     take_architecture_from_checkpoint(args, config)
     expected = dict(RESUMED_FLAGS)
@@ -158,6 +168,7 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
         expected["max_iter" if config.get("max_iter") is not None else "epochs"] = int
     if args.dataset is not None and args.dataset != config.get("dataset"):  # another dataset: its own data flags
         expected = {key: kind for key, kind in expected.items() if key not in RESUMED_DATA_FLAGS}
+    taken_keys = []  # the run flags taken (not the architecture, which load_checkpoint checked)
     for key, kind in expected.items():
         value, given = config.get(key), getattr(args, key)
         if (given is not None and given is not False) or value is None:  # given (a store_true flag: True), or unset
@@ -166,8 +177,17 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
             raise CheckpointError(f"{args.resume} records --{key} {value!r}, which main.py never writes; it was edited "
                                   f"or damaged: give --{key} to resume with, or use a checkpoint as main.py saved it")
         setattr(args, key, value)
+        taken_keys.append(key)
         if value is not False:
             taken.append(f"--{key}" if value is True else f"--{key} {value}")
+    try:
+        check_flag_values(args)  # the values taken, in the ranges of the flags given
+    except FlagValueError as error:
+        if error.flag not in taken_keys:  # a flag given, out of range with the values taken: the flag's error
+            raise
+        raise CheckpointError(f"{args.resume} records --{error.flag} {config[error.flag]!r}, which main.py never "
+                              f"writes ({error}); it was edited or damaged: give --{error.flag} to resume with, or "
+                              "use a checkpoint as main.py saved it") from None
     return ", ".join(taken)
 
 
@@ -290,49 +310,54 @@ def names_a_run(args: argparse.Namespace) -> bool:
 
 
 def check_flag_values(args: argparse.Namespace) -> None:
-    """A ``ValueError`` naming the flag for a value out of its range; a flag still ``None`` (not given, and not yet
-    filled from the dataset's defaults or a checkpoint) is left alone. :func:`main.main` calls it before it reads any
-    checkpoint, so a bad value given beside ``--trained_model``, ``--init_from`` or ``--resume PATH`` is reported at
-    once (not after minutes of reading, nor hidden by a missing file's error); :func:`fill_dataset_defaults` calls it
-    again on the flags filled."""
+    """A :class:`FlagValueError` naming the flag for a value out of its range; a flag still ``None`` (not given, and
+    not yet filled from the dataset's defaults or a checkpoint) is left alone. :func:`main.main` calls it before it
+    reads any checkpoint, so a bad value given beside ``--trained_model``, ``--init_from`` or ``--resume PATH`` is
+    reported at once (not after minutes of reading, nor hidden by a missing file's error); :func:`fill_dataset_defaults`
+    calls it again on the flags filled, and :func:`take_run_from_checkpoint` on the values it took."""
     for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+            raise FlagValueError(flag, f"--{flag} must be >= 1, got {getattr(args, flag)}")
     for flag in ("workers", "warm_iter", "eval_interval"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
-            raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+            raise FlagValueError(flag, f"--{flag} must be >= 0, got {getattr(args, flag)}")
     cores = usable_cores()
     if args.workers is not None and args.workers > WORKERS_PER_CORE * cores:  # e.g. 10**12: the run would hang forking
-        raise ValueError(f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, {WORKERS_PER_CORE} per core "
-                         f"of the {cores} this process may use (each worker is a process of its own; the default, "
-                         f"{default_workers()} here, suits most runs)")
+        raise FlagValueError("workers", f"--workers {args.workers}: at most {WORKERS_PER_CORE * cores}, "
+                                        f"{WORKERS_PER_CORE} per core of the {cores} this process may use (each worker "
+                                        f"is a process of its own; the default, {default_workers()} here, suits most "
+                                        "runs)")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
-        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+        raise FlagValueError("seed", f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     # nan too; above float32's largest, SGD's first update of the weights overflows
     if args.lr is not None and not 0 < args.lr <= MAX_LR:
-        raise ValueError(f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got {args.lr}")
+        raise FlagValueError("lr", f"--lr must be a number > 0 and at most {MAX_LR:.2g} (float32's largest), got "
+                                   f"{args.lr}")
     if args.nms_thresh is not None and not 0.0 < args.nms_thresh <= 1.0:
-        raise ValueError(f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
+        raise FlagValueError("nms_thresh", f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
     if not 0.0 <= args.score_thresh < 1.0:
-        raise ValueError(f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
+        raise FlagValueError("score_thresh", f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
     # --mutual_guide still None: not given, and maybe taken from a --resume PATH checkpoint
     if args.mutual_guide_from is not None and (args.mutual_guide is False or args.mutual_guide_from < 0):
-        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide and a value >= 0")
+        raise FlagValueError("mutual_guide_from", f"--mutual_guide_from {args.mutual_guide_from} needs --mutual_guide "
+                                                  "and a value >= 0")
     if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
-        raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
+        raise FlagValueError("expand_prob", f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
-        raise ValueError(f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or 512")
+        raise FlagValueError("size", f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or "
+                                     "512")
     if args.base_anchor_size is not None and args.size is not None and not 1 <= args.base_anchor_size < args.size:
-        raise ValueError(f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' side in pixels must be "
-                         f"from 1 to below the --size {args.size} input (at or above it every anchor covers the whole "
-                         f"image); the default is {DEFAULT_BASE_ANCHOR_SIZE:g}")
+        raise FlagValueError("base_anchor_size", f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' "
+                                                 f"side in pixels must be from 1 to below the --size {args.size} input "
+                                                 "(at or above it every anchor covers the whole image); the default is "
+                                                 f"{DEFAULT_BASE_ANCHOR_SIZE:g}")
     if args.classes and args.dataset in ("shapes", "coco"):
-        raise ValueError(f"--classes is for VOC and custom data; the {args.dataset} dataset has its own classes: "
-                         "drop --classes")
+        raise FlagValueError("classes", f"--classes is for VOC and custom data; the {args.dataset} dataset has its "
+                                        "own classes: drop --classes")
     name = None if args.name is None else args.name.removesuffix(".pth")
     if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
-        raise ValueError(f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a letter or digit "
-                         "(it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
+        raise FlagValueError("name", f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a "
+                                     "letter or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
 
 
 def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | None:
