@@ -73,6 +73,7 @@ from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
     check_flag_values,
+    check_no_empty_values,
     fill_dataset_defaults,
     requested_architecture,
     take_architecture_from_checkpoint,
@@ -234,6 +235,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
     try:
+        check_no_empty_values(args)
         ignored = check_flag_combinations(args, parser or get_args_parser())
         if ignored:
             log.info(ignored)

@@ -287,6 +287,28 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("flag, argv, run", [
+    # each ran a training run: --trained_model '' trained instead of evaluating, --init_from '' from random weights
+    ("--trained_model", [], "a checkpoint file"),
+    ("--eval_results", [], "the folder or file of saved detections"),
+    ("--init_from", [], "a checkpoint file"),
+    ("--pretrained", [], "a backbone state dict file, or --no-pretrained"),  # random backbone weights
+    ("--data_root", [], "the dataset folder"),  # the default folder
+    ("--classes", [], "class names (cat,dog) or a file of them"),  # voc's 20
+    ("--save_folder", [], "a folder"),  # the current folder
+    ("--run_dir", [], "a folder"),
+    ("--eval_dir", [], "a folder"),
+    ("--demo", ["--trained_model", "w.pth", "--demo_output", "d", "--demo", "a.jpg"], "image files or folders"),
+    ("--demo_output", ["--trained_model", "w.pth", "--demo", "a.jpg"], "a folder"),
+    ("--export_path", ["--trained_model", "w.pth", "--export", "onnx"], "a file name ending in .onnx"),
+])
+def test_an_empty_path_is_refused_not_taken_for_the_default(flag, argv, run, monkeypatch, capsys):
+    for mode in ("run_training", "run_evaluation_only", "run_eval_results", "run_use"):
+        monkeypatch.setattr(cli, mode, lambda *_: pytest.fail("an empty value was taken for no flag"))
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", *argv, flag, "")) == 2
+    assert capsys.readouterr().err == f"error: {flag} '' is empty: give {run}, or leave {flag} out\n"
+
+
 @pytest.mark.parametrize("argv, message", [
     # reported only after the checkpoint was read (minutes for a large one), or hidden by its missing-file error
     (["--trained_model", "no/such.pth", "--nms_thresh", "2"], "--nms_thresh 2.0 must be an IoU in (0, 1]"),

@@ -81,6 +81,17 @@ UNREAD_FLAGS = {
 }
 
 
+# the flags of a path or a list, and what each takes: an empty value ('') was taken for the flag not given (the
+# default folder, voc's classes, random backbone weights, training in place of --trained_model's evaluation)
+NON_EMPTY_FLAGS = {
+    "trained_model": "a checkpoint file", "eval_results": "the folder or file of saved detections",
+    "init_from": "a checkpoint file", "pretrained": "a backbone state dict file, or --no-pretrained",
+    "data_root": "the dataset folder", "classes": "class names (cat,dog) or a file of them", "save_folder": "a folder",
+    "run_dir": "a folder", "eval_dir": "a folder", "demo": "image files or folders", "demo_output": "a folder",
+    "export_path": "a file name ending in .onnx",
+}
+
+
 # what each mode that does not train does, for the refusal of --resume and --init_from with it
 MODE_WORK = {"trained_model": "evaluates a checkpoint", "eval_results": "scores saved detections",
              "check_data": "checks the data"}
@@ -92,6 +103,15 @@ class FlagValueError(ValueError):
     def __init__(self, flag: str, message: str) -> None:
         super().__init__(message)
         self.flag = flag
+
+
+def check_no_empty_values(args: argparse.Namespace) -> None:
+    """A ``ValueError`` naming the flag given an empty value (``--data_root ''``, one of ``--demo``'s paths), which
+    would otherwise be taken for the flag left out (:data:`NON_EMPTY_FLAGS`); ``--resume ''`` is bare ``--resume``."""
+    for flag, takes in NON_EMPTY_FLAGS.items():
+        value = getattr(args, flag)
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise ValueError(f"--{flag} '' is empty: give {takes}, or leave --{flag} out")
 
 
 def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
