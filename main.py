@@ -257,6 +257,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         evaluated_state, taken = None, ""
         if args.trained_model and not (args.demo or args.export):
             evaluated_state = load_checkpoint(args.trained_model, source="--trained_model")
+            # a given architecture flag that differs is refused now, not after the test split is read
+            check_architecture(args.trained_model, evaluated_state["config"], requested_architecture(args))
             taken = take_evaluation_settings_from_checkpoint(args, evaluated_state["config"])
         if args.eval_results:
             taken = take_dataset_from_summary(args)

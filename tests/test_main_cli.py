@@ -328,6 +328,35 @@ def test_flag_values_are_checked_before_a_checkpoint_is_read(argv, message, caps
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "256"], "tiny.pth was trained with --size 128, but --size 256 was given; drop --size or pass a "
+                        "checkpoint trained with --size 256"),
+    (["--version", "retinanet"], "tiny.pth was trained with --version fssd, but --version retinanet was given"),
+    (["--base_anchor_size", "32"], "tiny.pth was trained with --base_anchor_size 24.0, but --base_anchor_size 32.0 "
+                                   "was given"),
+    # was refused as trained with 24, "pass a checkpoint trained with --base_anchor_size -5.0"
+    (["--base_anchor_size", "-5"], "--base_anchor_size -5: the smallest anchors' side in pixels must be from 1 to "
+                                   "below the input size (at or above it every anchor covers the whole image); the "
+                                   "default is 24"),
+    (["--base_anchor_size", "inf"], "--base_anchor_size inf: the smallest anchors' side in pixels must be from 1 to "
+                                    "below the input size"),
+])
+def test_trained_model_refuses_another_architecture_before_reading_the_data(argv, message, tmp_path, monkeypatch,
+                                                                             capsys):
+    """The test split was read first (a shapes set of 2,500 images generated at a --data_root that did not exist),
+    then the architecture flags were compared with the checkpoint's."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    monkeypatch.setattr(cli, "make_dataset", lambda *_, **__: pytest.fail("the dataset was read"))
+    root = tmp_path / "shapes"
+    assert cli.main(parse("--trained_model", str(checkpoint), "--data_root", str(root), "--device", "cpu",
+                          *argv)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not root.exists()
+
+
 @pytest.mark.parametrize("argv, notice", [
     (["--trained_model", "w.pth", "--lr", "0.1", "--seed", "3", "--amp", "bf16"],
      "with --trained_model the flags --lr, --seed are ignored"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -366,10 +367,12 @@ def check_flag_values(args: argparse.Namespace) -> None:
     if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
         raise FlagValueError("size", f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or "
                                      "512")
-    if args.base_anchor_size is not None and args.size is not None and not 1 <= args.base_anchor_size < args.size:
+    # --size still None: not given, and maybe read from --trained_model's checkpoint
+    if args.base_anchor_size is not None and not 1 <= args.base_anchor_size < (args.size or math.inf):
+        size = "the input size" if args.size is None else f"the --size {args.size} input"
         raise FlagValueError("base_anchor_size", f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' "
-                                                 f"side in pixels must be from 1 to below the --size {args.size} input "
-                                                 "(at or above it every anchor covers the whole image); the default is "
+                                                 f"side in pixels must be from 1 to below {size} (at or above it every "
+                                                 "anchor covers the whole image); the default is "
                                                  f"{DEFAULT_BASE_ANCHOR_SIZE:g}")
     if args.classes and args.dataset in ("shapes", "coco"):
         raise FlagValueError("classes", f"--classes is for VOC and custom data; the {args.dataset} dataset has its "
