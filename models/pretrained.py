@@ -20,6 +20,19 @@ def cached_weights_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+def check_pretrained_file(source: str | os.PathLike, backbone_class: type[nn.Module]) -> None:
+    """Raise PretrainedWeightsError (one line naming ``--pretrained``) when ``source`` is not a regular file: missing,
+    a folder, a pipe. ``backbone_class`` (e.g. ``ResNet18``) names its torchvision file in the advice."""
+    source = os.fspath(source)
+    if not os.path.isfile(source):
+        problem = ("a folder" if os.path.isdir(source) else "no such file" if not os.path.exists(source)
+                   else "not a regular file (a pipe, a device or a socket)")
+        raise PretrainedWeightsError(
+            f"--pretrained {source}: {problem}; give the path of a torchvision state dict "
+            f"(e.g. {os.path.basename(backbone_class.imagenet_weights.url)}) or pass --no-pretrained"
+        )
+
+
 def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathLike | None) -> None:
     """Fill `backbone` with ImageNet weights, in place.
 
@@ -49,13 +62,7 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
             ) from error
     else:
         source = os.fspath(pretrained)
-        if not os.path.isfile(source):
-            problem = ("a folder" if os.path.isdir(source) else "no such file" if not os.path.exists(source)
-                       else "not a regular file (a pipe, a device or a socket)")
-            raise PretrainedWeightsError(
-                f"--pretrained {source}: {problem}; give the path of a torchvision state dict "
-                f"(e.g. {os.path.basename(backbone.imagenet_weights.url)}) or pass --no-pretrained"
-            )
+        check_pretrained_file(source, type(backbone))
         try:
             state_dict = torch.load(source, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download

@@ -571,6 +571,22 @@ def test_a_shapes_folder_that_cannot_be_created_is_bad_input_naming_data_root(tm
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
+@pytest.mark.parametrize("path, problem", [("absent.pth", "no such file"), ("folder", "a folder")])
+def test_a_pretrained_file_that_cannot_be_read_stops_before_the_data_is_read(path, problem, tmp_path, monkeypatch,
+                                                                            capsys):
+    # found when the model was built, after both splits were read (here: a shapes set generated at --data_root)
+    monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
+    (tmp_path / "folder").mkdir()
+    root, weights = tmp_path / "shapes", tmp_path / path
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    assert cli.main(parse("--dataset", "shapes", "--data_root", str(root), "--device", "cpu", "--pretrained",
+                          str(weights), *folders)) == 2
+    assert capsys.readouterr().err == (f"error: --pretrained {weights}: {problem}; give the path of a torchvision "
+                                       "state dict (e.g. resnet18-f37072fd.pth) or pass --no-pretrained\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
 def test_bare_resume_without_a_checkpoint_stops_before_the_data_is_read(tmp_path, monkeypatch, capsys):
     def build_training(*_):
         raise AssertionError("the data was read (and the model built) before the checkpoint")

@@ -12,7 +12,9 @@ import torch
 from data.dataset import DetectionDataset
 from data.loader import iterations_per_epoch
 from models import PretrainedWeightsError, build_detector
+from models.builder import BACKBONES
 from models.memory_format import prefers_channels_last
+from models.pretrained import check_pretrained_file
 from utils.best_checkpoint import is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -98,11 +100,13 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
                          checkpoint_path: Path, run_dir: Path) -> None:
     """Before any data is read: a ``ValueError`` when the folders the run writes (``checkpoint_path``'s, ``run_dir``,
     the evaluation's; checked on rank 0) cannot be written, or the flags do not fit this device or a given
-    ``--max_iter``."""
+    ``--max_iter``; a ``PretrainedWeightsError`` when ``--pretrained PATH`` is no file."""
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
         check_writable_folder(eval_folder(args, args.name), "--eval_dir")
+    if isinstance(args.pretrained, str):  # read when the model is built, after the data
+        check_pretrained_file(args.pretrained, BACKBONES[args.backbone])
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
