@@ -267,6 +267,12 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
                                                   "backbone weights; drop --pretrained"),
         (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; the shapes dataset has "
                                                       "its own classes: drop --classes"),
+        # did nothing: the coco and shapes readers leave no object out
+        (["--dataset", "coco", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC and custom data; the coco "
+                                                          "dataset has no objects of classes it does not know: drop "
+                                                          "--skip_unknown_classes"),
+        (["--dataset", "shapes", "--check_data", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC and "
+                                                                            "custom data; the shapes dataset has"),
         (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
         (["--name", ".pth"], "--name '': use 1-200 letters"),
         (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),

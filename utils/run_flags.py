@@ -377,6 +377,10 @@ def check_flag_values(args: argparse.Namespace) -> None:
     if args.classes and args.dataset in ("shapes", "coco"):
         raise FlagValueError("classes", f"--classes is for VOC and custom data; the {args.dataset} dataset has its "
                                         "own classes: drop --classes")
+    if args.skip_unknown_classes and args.dataset in ("shapes", "coco"):  # their readers leave no object out
+        raise FlagValueError("skip_unknown_classes", f"--skip_unknown_classes is for VOC and custom data; the "
+                                                     f"{args.dataset} dataset has no objects of classes it does not "
+                                                     "know: drop --skip_unknown_classes")
     name = None if args.name is None else args.name.removesuffix(".pth")
     if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
         raise FlagValueError("name", f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a "
