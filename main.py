@@ -52,7 +52,7 @@ from utils.distributed import (
 )
 from utils.engine import format_metrics, termination_as_interrupt
 from utils.export import export_onnx
-from utils.inference import evaluate_results_file
+from utils.inference import evaluate_results_file, results_to_score
 from utils.logging import RunLog
 from utils.messages import first_line
 from utils.run_data import check_splits, make_dataset
@@ -361,6 +361,9 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
 
 def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
     """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics."""
+    layout = {"voc": "voc", "shapes": "voc", "coco": "coco"}.get(args.dataset)  # custom: known once its split is read
+    if layout is not None:  # results of the wrong kind refused before the test split is read
+        results_to_score(args.eval_results, layout)
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")

@@ -406,6 +406,22 @@ def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, ca
             "of is unknown; give --dataset") in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dataset, results, message", [
+    ("shapes", "detections.json", "a VOC dataset needs the folder holding comp4_det_test_<class>.txt"),
+    ("voc", "detections.json", "a VOC dataset needs the folder holding comp4_det_test_<class>.txt"),
+    ("coco", "eval", "a COCO dataset needs a results JSON file"),
+])
+def test_eval_results_of_the_wrong_kind_stop_before_the_test_split_is_read(dataset, results, message, tmp_path,
+                                                                           monkeypatch, capsys):
+    # the test split was read first (with --dataset shapes, 2,500 images generated at an absent --data_root)
+    monkeypatch.setattr(cli, "make_dataset", lambda *_, **__: pytest.fail("the dataset was read"))
+    (tmp_path / "detections.json").write_text("[]")
+    (tmp_path / "eval").mkdir()
+    path = tmp_path / results
+    assert cli.main(parse("--eval_results", str(path), "--dataset", dataset, "--data_root", str(tmp_path / "d"))) == 2
+    assert capsys.readouterr().err == f"error: --eval_results {path}: {message}\n"
+
+
 @pytest.mark.parametrize("order", [("--pretrained", "r18.pth", "--no-pretrained"),
                                    ("--no-pretrained", "--pretrained", "r18.pth")])
 def test_pretrained_and_no_pretrained_together_are_refused(order, capsys):

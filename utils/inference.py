@@ -186,26 +186,36 @@ def remove_earlier_results(out_dir: Path, keep: list[Path]) -> list[Path]:
 def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
     """Evaluates saved results without a model: a folder of VOC ``comp4_det_test_<class>.txt`` files or a COCO
     results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict."""
-    path = Path(path)
+    path = results_to_score(path, dataset.kind)
     if dataset.kind == "voc":
-        if not path.is_dir():
-            raise ValueError(f"--eval_results {path}: a VOC dataset needs the folder holding "
-                             "comp4_det_test_<class>.txt")
         metrics = evaluate_voc(read_voc_results(path, dataset.image_ids, dataset.class_names),
                                dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))
-    elif dataset.kind == "coco":
-        found = sorted(path.glob("detections_*_results.json")) if path.is_dir() else []
-        if len(found) == 1:  # the folder an evaluation wrote, as for VOC
-            path = found[0]
-        if not path.is_file():
-            hint = f": one of {', '.join(str(p) for p in found)}" if found else ""
-            raise ValueError(f"--eval_results {path}: a COCO dataset needs a results JSON file{hint}")
+    else:
         metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids)
         print(format_coco_report(metrics))
-    else:
-        raise ValueError(f"evaluate_results_file: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
     return metrics
+
+
+def results_to_score(path: str | Path, kind: str) -> Path:
+    """What ``--eval_results path`` scores on a dataset of ``kind``: for "voc", the folder of
+    ``comp4_det_test_<class>.txt`` files; for "coco", a results JSON file, or the one such file in the folder an
+    evaluation wrote. A ``ValueError`` naming ``--eval_results`` when ``path`` is not of that kind."""
+    path = Path(path)
+    if kind == "voc":
+        if not path.is_dir():
+            raise ValueError(f"--eval_results {path}: a VOC dataset needs the folder holding "
+                             "comp4_det_test_<class>.txt")
+        return path
+    if kind != "coco":
+        raise ValueError(f"results_to_score: kind={kind!r}; expected 'voc' or 'coco'")
+    found = sorted(path.glob("detections_*_results.json")) if path.is_dir() else []
+    if len(found) == 1:  # the folder an evaluation wrote, as for VOC
+        path = found[0]
+    if not path.is_file():
+        hint = f": one of {', '.join(str(p) for p in found)}" if found else ""
+        raise ValueError(f"--eval_results {path}: a COCO dataset needs a results JSON file{hint}")
+    return path
 
 
 def format_voc_report(metrics: dict) -> str:
