@@ -609,6 +609,34 @@ def test_a_pretrained_file_that_cannot_be_read_stops_before_the_data_is_read(pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
 
 
+@pytest.mark.parametrize("argv, change", [
+    (["--lr", "0.5"], "was saved by a run with --lr 0.02, this run has 0.5; resume with the same flags"),
+    (["--seed", "3"], "was saved by a run with --seed 7, this run has 3; resume with the same flags"),
+    (["--batch_size", "8"], "was saved by a run with --batch_size 4, this run has 8; resume with the same flags"),
+    (["--mutual_guide"], "was saved by a run with --mutual_guide False, this run has True; resume with the same"),
+    (["--max_iter", "80"], "was saved by a run of 40 iterations, this run has 80 (--epochs or --max_iter)"),
+])
+def test_resume_path_refuses_another_schedule_before_reading_the_data(argv, change, tmp_path, monkeypatch, capsys):
+    """A flag that changes the schedule or data stream was refused by resume_run, after both splits were read and the
+    model built (here: a shapes set generated at an absent --data_root)."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    state = load_checkpoint(checkpoint)
+    state["config"] |= dict(batch_size=4, lr=0.02, warm_iter=5, seed=7, mutual_guide=False, mutual_guide_from=None,
+                            expand_prob=0.0, world_size=1, max_iter=40, epochs=12, data_root=str(tmp_path / "shapes"))
+    state["max_iter"] = 40
+    save_checkpoint(state, checkpoint)
+    monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    assert cli.main(parse("--resume", str(checkpoint), "--device", "cpu", "--workers", "0", *folders, *argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint} {change}") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pth"]
+
+
 def test_bare_resume_without_a_checkpoint_stops_before_the_data_is_read(tmp_path, monkeypatch, capsys):
     def build_training(*_):
         raise AssertionError("the data was read (and the model built) before the checkpoint")

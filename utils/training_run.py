@@ -64,7 +64,14 @@ from utils.run_exit import (
     stopped_run_advice,
 )
 from utils.run_lock import exclusive_run
-from utils.training_setup import TrainingSetup, build_training, check_training_flags, load_initial_weights, resume_run
+from utils.training_setup import (
+    TrainingSetup,
+    build_training,
+    check_resumed_flags,
+    check_training_flags,
+    load_initial_weights,
+    resume_run,
+)
 
 
 class EvaluationDataError(DataError):
@@ -126,6 +133,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         resume_state = load_checkpoint(resume_path, source=(
             "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
             "architecture flags): give the same flags as the run, or --resume PATH"))
+    if resume_state is not None:
+        check_resumed_flags(resume_path, resume_state, args, ctx)
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     if resumed_with:
         log.record(resumed_with)

@@ -18,6 +18,7 @@ from models.pretrained import check_pretrained_file
 from utils.best_checkpoint import is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
+    RUN_KEYS,
     CheckpointError,
     check_compatible,
     check_optimizer_state,
@@ -118,6 +119,18 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
                          "add --sync_bn under torchrun with several GPUs")
     if args.max_iter:  # known without the data: refused before it is read (or the shapes set generated)
         check_run_length(args, args.max_iter)
+
+
+def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext) -> None:
+    """Before any data is read: a :class:`CheckpointError` for a flag of ``args`` that changes the schedule, the data
+    stream or the process count of the run the checkpoint ``state`` (read from ``path``) continues, or a
+    ``--max_iter`` of another length. What only the data (its images, ``--epochs``' length) or the device (``--amp``'s
+    precision) tell is checked by :func:`resume_run`."""
+    saved = state["config"]
+    given = {key: getattr(args, key) for key in RUN_KEYS if hasattr(args, key)} | {"world_size": ctx.world_size}
+    check_same_run(path, saved, dict(saved) | given)
+    if args.max_iter:
+        check_same_length(path, state["max_iter"], args.max_iter)
 
 
 @dataclass
