@@ -831,6 +831,26 @@ def test_trained_model_evaluates_at_the_nms_threshold_of_its_run():
     assert no_record.nms_thresh == 0.5
 
 
+def test_a_run_too_long_for_the_data_loader_names_the_flag_that_sets_its_length(tmp_path, monkeypatch, capsys):
+    """A run of 2**63 iterations or more stopped with a traceback once the data was read: the batch sampler's len()
+    is an index-sized integer ("OverflowError: cannot fit 'int' into an index-sized integer")."""
+    for flags, length, length_flag in ((["--max_iter", str(2**63)], 2**63, "--max_iter"),
+                                       (["--epochs", str(2**62)], 2**63, "--epochs")):
+        args = parse("--dataset", "shapes", *flags)
+        fill_dataset_defaults(args)
+        with pytest.raises(ValueError) as error:
+            check_run_length(args, length)  # --epochs: 2 iterations per epoch
+        assert str(error.value) == (f"the run's {length} iterations are more than the {2**63 - 1} the data loader "
+                                    f"counts; lower {length_flag}")
+    check_run_length(parse("--warm_iter", "0"), 2**63 - 1)
+    monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu", "--max_iter", str(2**63), *folders)) == 2
+    assert capsys.readouterr().err == (f"error: the run's {2**63} iterations are more than the {2**63 - 1} the data "
+                                       "loader counts; lower --max_iter\n")
+
+
 def test_a_run_too_short_for_its_warm_up_names_the_flag_that_sets_its_length():
     # beside --max_iter the advice was "raise --epochs/--max_iter", and raising --epochs changes nothing there
     for flags, length_flag in ((["--max_iter", "10"], "--max_iter"), (["--epochs", "1"], "--epochs"), ([], "--epochs")):

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -399,7 +400,11 @@ def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | Non
 
 
 def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
-    """``ValueError`` when ``--warm_iter`` or ``--mutual_guide_from`` does not fit a run of ``max_iter`` iterations."""
+    """``ValueError`` when ``--warm_iter`` or ``--mutual_guide_from`` does not fit a run of ``max_iter`` iterations, or
+    the run is longer than the data loader counts (its batch sampler's length is an index-sized integer)."""
+    if max_iter > sys.maxsize:
+        raise ValueError(f"the run's {max_iter} iterations are more than the {sys.maxsize} the data loader counts; "
+                         f"lower {run_length_flag(args)}")
     if not 0 <= args.warm_iter < max_iter:
         raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
                          f"lower --warm_iter or raise {run_length_flag(args)}")
