@@ -47,12 +47,13 @@ import main as cli  # noqa: E402
 from benchmarks.common import environment  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from models.builder import BACKBONES, NECKS  # noqa: E402
 from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe, replace_text  # noqa: E402
 from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, continued_by  # noqa: E402
-from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, RUN_DEFAULTS  # noqa: E402
+from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, NON_EMPTY_FLAGS, RUN_DEFAULTS  # noqa: E402
 from utils.study import (  # noqa: E402
     ASSIGN_STATS,
     REGIMES,
@@ -89,8 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="defaults for unset flags (default: cpu)")
     parser.add_argument("--regime", nargs="+", choices=REGIMES, default=["scratch"], help="one or more regimes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
-    parser.add_argument("--version", type=str.lower, default="retinanet", help="detector (default: retinanet)")
-    parser.add_argument("--backbone", type=str.lower, default="resnet18", help="backbone (default: resnet18)")
+    parser.add_argument("--version", type=str.lower, choices=tuple(NECKS), default="retinanet",
+                        help="detector (default: retinanet)")
+    parser.add_argument("--backbone", type=str.lower, choices=tuple(BACKBONES), default="resnet18",
+                        help="backbone (default: resnet18)")
     parser.add_argument("--size", type=int, default=None, help="input size")
     parser.add_argument("--pretrained", action="store_true",
                         help="keep main.py's backbone default (ImageNet weights for voc/coco/custom) "
@@ -127,6 +130,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def fill_preset(args: argparse.Namespace) -> None:
+    """Fill the flags left unset from ``--preset``, then refuse a value no run of the study could use (``ValueError``
+    naming the flag), before any data is made or run trained."""
+    for flag, takes in (("out_dir", "a folder for the results"), ("data_root", NON_EMPTY_FLAGS["data_root"]),
+                        ("classes", NON_EMPTY_FLAGS["classes"])):
+        if getattr(args, flag) == "":  # else taken for the flag left out: the current folder, the default data
+            raise ValueError(f"--{flag} '' is empty: give {takes}, or leave --{flag} out")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f"--out_dir {args.out_dir} is a file; give a folder for the results")
     for key, value in PRESETS[args.preset].items():
         if key in ("num_train", "num_test") and args.full_data:
             continue

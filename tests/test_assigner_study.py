@@ -231,11 +231,30 @@ def test_repeated_seed_is_refused(shapes_root, tmp_path):
     (("--lr_warmup", "-1"), "--lr_warmup must be >= 0, got -1"),
     (("--num_train", "0"), "--num_train must be >= 1, got 0"),
     (("--num_test", "99"), r"--num_test 99: .* lists 6 test images; give at most 6, or --full_data"),
+    # a traceback (FileExistsError) when the study made its folder
+    (("--out_dir", "{tmp}/afile"), r"^--out_dir .*/afile is a file; give a folder for the results$"),
+    # taken for the flag left out: the current folder, the default data folder
+    (("--out_dir", ""), r"^--out_dir '' is empty: give a folder for the results, or leave --out_dir out$"),
+    (("--data_root", ""), r"^--data_root '' is empty: give the dataset folder, or leave --data_root out$"),
+    (("--classes", ""), r"^--classes '' is empty: give class names \(cat,dog\) or a file of them, or leave --classes "
+                        "out$"),
 ])  # fmt: skip
 def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, message, monkeypatch):
     monkeypatch.setattr(assigners, "run_main", lambda *run: pytest.fail(f"a run started: {run}"))
+    (tmp_path / "afile").write_text("in the way")
+    argv = study_argv(shapes_root, tmp_path, *(flag.format(tmp=tmp_path) for flag in flags))
     with pytest.raises(ValueError, match=message):
-        assigners.main(study_args(shapes_root, tmp_path, *flags))
+        assigners.main(assigners.get_args_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("flag, value, choices", [("--version", "fsd", "'fssd', 'retinanet', 'rfbnet', 'pafpn'"),
+                                                  ("--backbone", "resnet19", "'vgg16', 'resnet18'")])
+def test_an_unknown_detector_is_refused_by_the_study_s_parser(flag, value, choices, capsys):
+    # main.py's parser refused it in the first run, exiting the study with main.py's usage error (see main.py --help)
+    with pytest.raises(SystemExit) as stop:
+        assigners.get_args_parser().parse_args([flag, value])
+    assert stop.value.code == 2
+    assert f"argument {flag}: invalid choice: '{value}' (choose from {choices})" in capsys.readouterr().err
 
 
 def test_warm_checkpoint_is_found_when_an_earlier_run_set_its_own_aside(tmp_path):
