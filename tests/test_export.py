@@ -98,6 +98,18 @@ def test_nms_graph_with_no_candidate_returns_empty(checkpoint, tmp_path):
     assert detections.shape == (0, 6) and batch_index.shape == (0,)
 
 
+@pytest.mark.parametrize("name", ["SHAPES_other.pth", "model", "model.ONNX.txt"])
+def test_an_export_path_not_ending_in_onnx_is_refused_and_left_alone(checkpoint, tmp_path, name):
+    # another checkpoint given as --export_path (a slip between flags) was replaced by the ONNX graph
+    target = tmp_path / name
+    target.write_bytes(b"an earlier run's checkpoint")
+    with pytest.raises(ValueError, match=rf"^--export_path {target} does not end in \.onnx; give a file name ending "
+                                         r"in \.onnx$"):
+        export_onnx(checkpoint, target)
+    assert target.read_bytes() == b"an earlier run's checkpoint"
+    assert export_onnx(checkpoint, tmp_path / "upper.ONNX") == tmp_path / "upper.ONNX"  # any letter case
+
+
 def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
     copy = tmp_path / "SHAPES_copy.pth"
     copy.write_bytes(checkpoint.read_bytes())

@@ -430,7 +430,7 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,
                        help="export the network with box decoding and sigmoid scores to ONNX and exit")
     group.add_argument("--export_path", type=str, default=None, metavar="FILE",
-                       help="ONNX file to write (default: the checkpoint path with .onnx)")
+                       help="ONNX file to write, ending in .onnx (default: the checkpoint path with .onnx)")
     group.add_argument("--opset", type=int, default=None,
                        help=f"ONNX opset version, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
     group.add_argument("--export_nms", action="store_true",

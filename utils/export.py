@@ -94,7 +94,8 @@ def export_onnx(
 ) -> Path:
     """Write the checkpoint's detector as ONNX (see the module docstring) and return the file's path.
 
-    ``output_path`` defaults to the checkpoint path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
+    ``output_path`` (a name ending in ``.onnx``, checked before the checkpoint is read) defaults to the checkpoint
+    path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
     ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. The ``onnx`` package is required
     (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing, before any work) and
     the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS
@@ -106,6 +107,14 @@ def export_onnx(
     if not _installed("onnx"):  # PyTorch's TorchScript exporter imports it to assemble the file
         raise ValueError("--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the file; "
                          "install it with `pip install -r requirements-export.txt`")
+    path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
+    if path.resolve() == Path(checkpoint_path).resolve():
+        raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
+    if path.is_dir():
+        raise ValueError(f"--export_path {path} is a folder; give a file name ending in .onnx")
+    if path.suffix.lower() != ".onnx":  # e.g. another checkpoint, which the graph would replace
+        raise ValueError(f"--export_path {path} does not end in .onnx; give a file name ending in .onnx")
+    check_writable_folder(path.parent, "the folder of --export_path")
     detector = load_trained_detector(checkpoint_path, "cpu")
     if include_nms:
         graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
@@ -115,12 +124,6 @@ def export_onnx(
         graph = DecodedDetector(detector.model, detector.priors).eval()
         output_names = ["boxes", "scores"]
         dynamic_axes = {"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}}
-    path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
-    if path.resolve() == Path(checkpoint_path).resolve():
-        raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
-    if path.is_dir():
-        raise ValueError(f"--export_path {path} is a folder; give a file name ending in .onnx")
-    check_writable_folder(path.parent, "the folder of --export_path")
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, detector.size, detector.size)
     with warnings.catch_warnings():
