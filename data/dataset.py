@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning
+from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError
 from utils.names import folded_name
 
 if TYPE_CHECKING:
@@ -451,12 +451,13 @@ class DetectionDataset(torch.utils.data.Dataset):
         )
 
     def load_image(self, index: int) -> np.ndarray:
-        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable, and the file and its
-        annotation (:meth:`annotation_source`) when it is not the annotated size."""
+        """uint8 BGR ``[H, W, 3]``; :class:`DataError` naming the file when it is unreadable, and
+        :class:`ImageSizeError` naming the file and its annotation (:meth:`annotation_source`) when it is not the
+        annotated size."""
         path = self.image_path(index)
         image = read_image(path)
         if image.shape[:2] != self.image_size(index):
-            raise DataError(size_mismatch_message(path, image.shape[:2], self.image_size(index),
+            raise ImageSizeError(size_mismatch_message(path, image.shape[:2], self.image_size(index),
                                                   self.annotation_source(index)))
         return image
 

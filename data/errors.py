@@ -22,6 +22,10 @@ class DataError(Exception):
     """A dataset file is missing, unreadable or inconsistent. The message names the file and how to fix it."""
 
 
+class ImageSizeError(DataError):
+    """An image whose stored size differs from the size its annotation gives. The message names both files."""
+
+
 class DatasetNotFoundError(DataError):
     """A dataset folder or annotation file is missing. One line: the expected path and the script that provides it."""
 

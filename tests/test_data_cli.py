@@ -154,6 +154,28 @@ def test_a_bad_image_in_the_first_batch_says_to_run_again_not_to_resume(tmp_path
     assert not (tmp_path / "weights").exists() or not any((tmp_path / "weights").iterdir())
 
 
+def test_a_size_mismatch_met_in_training_says_which_fix_resume_accepts(tmp_path, capsys):
+    """An image resized behind its annotation's back stops training at iteration 2. The line offers both fixes,
+    each as it goes on: correcting the annotation's <size> changes the training set, which --resume refuses, so that
+    fix needs a new run; restoring the image's annotated size resumes (both checked)."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=8, num_test=2)
+    bad, height, width = resize_behind_the_annotation(root, 2)
+    assert run(tmp_path, *bad_image_argv(root)) == 2
+    logged = (tmp_path / "run" / "log.txt").read_text()
+    checkpoint = Path("weights") / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
+    assert (f"training stopped by a data error: saved {checkpoint} after iteration 2; give the image the size its annotation says (--check_data scans every image), then continue "
+            "with the same command plus --resume (from iteration 2); correcting the annotation instead changes the "
+            "training set, which --resume refuses: then run the same command again\n") in logged
+    xml = root / "Annotations" / f"{bad.stem}.xml"
+    xml.write_text(xml.read_text().replace(f"<height>{height}</height>", f"<height>{height + 1}</height>"))
+    capsys.readouterr()
+    assert run(tmp_path, *bad_image_argv(root), "--resume") == 2
+    assert "the training set changed, so the run cannot continue exactly" in capsys.readouterr().err
+    xml.write_text(xml.read_text().replace(f"<height>{height + 1}</height>", f"<height>{height}</height>"))
+    cv2.imwrite(str(bad), np.zeros((height, width, 3), np.uint8))
+    assert run(tmp_path, *bad_image_argv(root), "--resume") == 0
+
+
 def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp_path, capsys):
     """The first image of iteration 2's batch is resized behind the annotation's back: a DataLoader worker meets
     it; main prints the worker's message alone and saves the state after the 2 completed iterations."""
@@ -167,7 +189,3 @@ def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp
     assert "Traceback" not in captured.err and "DataLoader worker" not in captured.err
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
     assert load_checkpoint(checkpoint)["iteration"] == 2
-    logged = (tmp_path / "run" / "log.txt").read_text()
-    assert f"training stopped by a data error: saved {Path('weights') / checkpoint.name} after iteration 2; fix or " \
-           "replace the file (--check_data scans every image), then continue with the same command plus --resume " \
-           "(from iteration 2)\n" in logged

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from data import DataError, build_loader
-from data.errors import original_message
+from data.errors import ImageSizeError, original_message
 from utils.best_checkpoint import SCORE, BestEvaluation, best_checkpoint_path
 from utils.checkpoint import (
     FORMAT,
@@ -357,6 +357,8 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
         finite = not any_process(bool(non_finite_weights(setup.model)), ctx)  # as every process sees it
         fix_the_file = "fix or replace the file (--check_data scans every image)"
+        # a training image of another size than its annotation's: correcting the annotation changes the training set
+        annotated_size = any_process(isinstance(error, ImageSizeError), ctx)
         if done > start_iter and finite:
             try:
                 checkpoints.save(done)
@@ -369,7 +371,12 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
             outcome = checkpoints.kept() if finite else f"the weights are not finite, so {checkpoints.kept()}"
-        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {checkpoints.how_to_go_on(args)}")
+        go_on = checkpoints.how_to_go_on(args)
+        if annotated_size and checkpoints.last_saved is not None:  # only the image's fix keeps --resume possible
+            fix_the_file = "give the image the size its annotation says (--check_data scans every image)"
+            go_on += ("; correcting the annotation instead changes the training set, which --resume refuses: then run "
+                      "the same command again")
+        log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {go_on}")
         return EXIT_BAD_INPUT
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:
