@@ -19,7 +19,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -291,6 +291,18 @@ class ImageFiles:
             self._paths[file_name] = self._find(file_name)
         return self._paths[file_name]
 
+    def same_stem(self, file_name: str) -> list[str]:
+        """The names of the files beside ``folder / file_name`` with its stem and any extension (as
+        :meth:`data.voc.FileFinder.same_stem`): for the message of a ``file_name`` whose image has another extension
+        (images converted after the json was written); ``[]`` when its folder cannot be listed."""
+        exact = self.folder / file_name
+        if not exact.parent.is_dir():
+            return []
+        try:
+            return self._finders.setdefault(exact.parent, FileFinder(exact.parent)).same_stem(exact.stem)
+        except OSError:  # a folder that cannot be listed
+            return []
+
     def _find(self, file_name: str) -> Path:
         exact = self.folder / file_name
         if file_type_problem(exact) != "not found" or not exact.parent.is_dir():
@@ -344,6 +356,10 @@ def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) ->
         problem += f"; file_name is read in {image_folder}, which holds {base}: write \"file_name\": \"{base}\""
     elif slashed != name and os.path.isfile(image_folder / slashed):
         problem += f"; folders in file_name are separated by /, not \\ (a Windows path): write \"{slashed}\""
+    elif other_extensions := files.same_stem(name):  # the images converted to another format
+        written = str(PurePosixPath(slashed).with_name(other_extensions[0]))
+        problem += (f"; {(image_folder / name).parent} holds {', '.join(other_extensions)}: write "
+                    f"\"file_name\": \"{written}\"")
     return problem
 
 

@@ -256,12 +256,23 @@ class FileFinder:
         exact = next((self.folder / name for name in names if file_type_problem(self.folder / name) is None), None)
         if exact is not None:
             return exact
+        folded = self._listing()
+        found = next((folded[folded_name(n)] for n in names if folded_name(n) in folded), None)
+        return None if found is None else self.folder / found
+
+    def same_stem(self, stem: str) -> list[str]:
+        """The names of the folder's files ``<stem>.<any extension>`` (the stem in any letter case and Unicode normal
+        form), sorted: for the message of an image not found, one in an extension that is not tried."""
+        folded = folded_name(stem)
+        return sorted(name for key, name in self._listing().items()
+                      if os.path.splitext(key)[0] == folded and os.path.splitext(key)[1])
+
+    def _listing(self) -> dict[str, str]:
+        """The folder's regular files, name by :func:`folded_name`; listed once."""
         if self._by_folded_name is None:
             with os.scandir(self.folder) as entries:
                 self._by_folded_name = {folded_name(entry.name): entry.name for entry in entries if _is_file(entry)}
-        folded = self._by_folded_name
-        found = next((folded[folded_name(n)] for n in names if folded_name(n) in folded), None)
-        return None if found is None else self.folder / found
+        return self._by_folded_name
 
     def unusable(self, names: Sequence[str]) -> list[str]:
         """``<name> is a folder, not a regular file: ...`` (or another :func:`file_type_problem` but "not found") for
@@ -530,6 +541,9 @@ def _read_listed_image(
     image_path = finder.find(names)
     if image_path is None:
         unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
+        if other_extensions := finder.same_stem(image_id):  # e.g. a.tif
+            unusable += (f"; {finder.folder} holds {', '.join(other_extensions)}: write "
+                         f"<filename>{other_extensions[0]}</filename> in {xml_path}")
         problems.append(
             f"{folder / 'JPEGImages' / image_id}.jpg: image file not found (listed in {list_file}); "
             f"tried {', '.join(names)} in {folder / 'JPEGImages'}, in any letter case{unusable}"

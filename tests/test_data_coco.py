@@ -203,6 +203,19 @@ def test_file_name_with_a_folder_the_image_folder_already_is_says_what_to_write(
     assert 'which holds 000000000003.jpg: write "file_name": "000000000003.jpg"' in str(error.value)
 
 
+
+def test_a_file_name_whose_image_has_another_extension_says_what_to_write(tmp_path):
+    """The images were converted to PNG after the json was written: its file_name names a .jpg no longer there."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    path = write_coco(tmp_path, "x", data)
+    folder = tmp_path / "x"
+    cv2.imwrite(str(folder / "000000000007.png"), cv2.imread(str(folder / "000000000007.jpg")))
+    (folder / "000000000007.jpg").unlink()
+    with pytest.raises(DataError) as error:
+        COCODetection(path, folder, TestTransform(32))
+    assert f"{folder / '000000000007.jpg'}: image file not found (image id 7 in {path}); {folder} holds " \
+           '000000000007.png: write "file_name": "000000000007.png"' in str(error.value)
+
 def test_a_file_name_in_another_unicode_normal_form_reads_the_file(tmp_path):
     """Images unpacked from a macOS archive keep names with a combining accent (NFD, "cafe\u0301.jpg") where a json
     written elsewhere has the composed é (NFC): both print alike, so "image file not found" would name a file that

@@ -222,6 +222,23 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
     assert dataset[0][0].shape == (3, 64, 64)
 
 
+
+def test_an_image_of_an_extension_not_tried_is_named_with_the_filename_to_write(tmp_path):
+    """Images converted to TIFF (or WebP) beside XMLs naming a .jpg: the images are there, in an extension the
+    loader does not try; the error names the file found and the <filename> that reads it (which works)."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    images = root / "JPEGImages"
+    cv2.imwrite(str(images / "a.TIF"), cv2.imread(str(images / "a.jpg")))
+    (images / "a.jpg").unlink()
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    xml = root / "Annotations" / "a.xml"
+    assert f"tried a.jpg, x.jpg, a.jpeg, a.png, a.bmp in {images}, in any letter case; {images} holds a.TIF: write " \
+           f"<filename>a.TIF</filename> in {xml}" in str(error.value)
+    xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", "<filename>a.TIF</filename>"))
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert dataset.image_path(0).name == "a.TIF" and dataset[0][0].shape == (3, 64, 64)
+
 def test_an_image_name_in_another_unicode_normal_form_is_found(tmp_path):
     """An image copied from a macOS file system keeps a name with a combining accent (NFD) where the list and the XML
     have the composed é (NFC): the names print alike, and the image is found as one in another letter case is."""
