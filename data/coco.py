@@ -643,8 +643,9 @@ def find_coco_annotation(folder: Path, split: str) -> Path | None:
         if len(matches) > 1:
             names = [m.name for m in matches]
             raise DataError(
-                f"{annotations}: several {split} annotation files {names}; "
-                f"keep one or rename it instances_{prefix}.json"
+                f"{annotations}: several {split} annotation files {names}; keep one (move the others out of that "
+                f"folder), or name the one to read instances_{prefix}.json and its image folder {folder / prefix} "
+                f"(or {folder / 'images'})"
             )
         if matches:
             return matches[0]

@@ -98,6 +98,24 @@ def test_custom_coco_folder_with_train_and_val_files(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=["person", "bus", "toothbrush"])
 
 
+
+def test_several_train_jsons_say_how_to_choose_one_and_the_advice_works(tmp_path):
+    """A backup beside the train json makes the choice ambiguous. Naming the one to use instances_train.json settles
+    it, but its images are then read in train/ (or images/), not train2017/: the message says so, and following it
+    loads the set."""
+    path = write_coco(tmp_path, "train2017", coco_json(GOOD_ANNOTATIONS))
+    (tmp_path / "annotations" / "instances_train2017_old.json").write_text(path.read_text())
+    write_coco(tmp_path, "val", coco_json(GOOD_ANNOTATIONS[:1]))
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert str(error.value) == (
+        f"{tmp_path / 'annotations'}: several train annotation files ['instances_train2017.json', "
+        f"'instances_train2017_old.json']; keep one (move the others out of that folder), or name the one to read "
+        f"instances_train.json and its image folder {tmp_path / 'train'} (or {tmp_path / 'images'})")
+    path.rename(tmp_path / "annotations" / "instances_train.json")
+    (tmp_path / "train2017").rename(tmp_path / "train")
+    assert len(build_dataset("custom", "train", 32, data_root=str(tmp_path))) == 3
+
 def test_custom_coco_splits_sharing_an_image_are_an_error(tmp_path):
     both = coco_json(GOOD_ANNOTATIONS)
     write_coco(tmp_path, "train", both | {"images": both["images"][:2]}, image_folder="images")
