@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -576,11 +577,23 @@ def _unknown_class_problems(
         compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         problems.append(
             f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
-            f"{', '.join(label_of)}); "
+            f"{', '.join(label_of)}){_one_class_of_several_names(name, label_of)}; "
             "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
             "(counted in one warning)"
         )
     return problems
+
+
+def _one_class_of_several_names(name: str, classes: Iterable[str]) -> str:
+    """For an unknown class ``name`` that is a word of a class name (``cat`` of ``cat dog``, several names written
+    on one line of a class file, or separated by ``;``): a clause saying that this is one class name and how to give
+    several; "" otherwise."""
+    for known in classes:
+        words = [word for word in re.split(r"[\s;]+", known) if word]
+        if len(words) > 1 and name in words:
+            return (f"; {known!r} is one class name: give one name per line of a class file (or {','.join(words)} "
+                    "on the command line)")
+    return ""
 
 
 def _known_objects(

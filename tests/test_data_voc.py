@@ -344,6 +344,23 @@ def test_unknown_class_is_named_as_the_xml_writes_it(tmp_path):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
 
 
+
+def test_class_names_written_on_one_line_of_a_class_file_are_one_class_and_the_error_says_so(tmp_path):
+    """"cat dog" on one line is one class name (a name may hold a space: COCO's "traffic light"), so every cat and
+    dog is unknown; the message says which class holds them and how to list them, and following it loads the set."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0), ("dog", (2, 2, 9, 9), 0)]},
+                            {"trainval": ["a"]})
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("cat dog\n")
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=parse_class_list(str(class_file)))
+    assert f"{root / 'Annotations/a.xml'}: unknown class 'cat' (classes: cat dog); 'cat dog' is one class name: " \
+           "give one name per line of a class file (or cat,dog on the command line); add it to --classes" \
+           in str(error.value)
+    class_file.write_text("cat\ndog\n")
+    dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=parse_class_list(str(class_file)))
+    assert dataset.ground_truth()[0]["labels"].tolist() == [0, 1]
+
 def test_malformed_xml_names_file_and_line(tmp_path):
     root = write_voc_folder(tmp_path, {"a": "<annotation>\n<object><name>cat</name>\n</annotation>"},
                             {"trainval": ["a"]})
