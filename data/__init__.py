@@ -52,8 +52,9 @@ def parse_class_list(arg: str) -> list[str]:
         raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
     if is_file:
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]
-        numbered = [(f"{path}:{number}", line) for number, line in enumerate(lines, 1)]
-        names = _checked_class_names([(where, line) for where, line in numbered if line and not line.startswith("#")])
+        numbered = [(number, line) for number, line in enumerate(lines, 1) if line and not line.startswith("#")]
+        names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered])
+        line_numbers = [number for number, _ in numbered]
         source = str(path)
     elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
         slash = "/" in arg or os.sep in arg
@@ -63,12 +64,19 @@ def parse_class_list(arg: str) -> list[str]:
     else:
         source = f"--classes {arg!r}" if _control_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
+        line_numbers = None
     if not names:
         raise DataError(f"{source}: no class names given")
     names = [compose_name(name) for name in names]
-    duplicates = sorted({name for name in names if [folded_name(n) for n in names].count(folded_name(name)) > 1})
-    if duplicates:
-        raise DataError(f"{source}: duplicate class names {duplicates}")
+    folded = [folded_name(name) for name in names]
+    repeated = [key for key in dict.fromkeys(folded) if folded.count(key) > 1]
+    if repeated:
+        def where(key: str) -> str:
+            """`` (lines 1, 4)``: the class file's lines holding the name ``key`` (folded); "" for a comma list."""
+            found = [str(number) for number, name in zip(line_numbers or [], folded) if name == key]
+            return f" (lines {', '.join(found)})" if found else ""
+        described = ", ".join(f"{names[folded.index(key)]!r}{where(key)}" for key in repeated)
+        raise DataError(f"{source}: duplicate class names {described}; list each class once (letter case is ignored)")
     return names
 
 

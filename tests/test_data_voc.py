@@ -551,6 +551,21 @@ def test_parse_class_list(tmp_path):
             parse_class_list(f"{name},dog")
 
 
+
+def test_a_class_file_repeating_a_name_names_the_lines(tmp_path):
+    """Blank lines and spaces around names are ignored; a name repeated (in any letter case, as the XML's names are
+    compared) is an error naming the file and the lines to merge, and the comma list's error says the same."""
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("cat  \n\n dog\nCat\t\nbird\ndog\n\n")
+    with pytest.raises(DataError) as error:
+        parse_class_list(str(class_file))
+    assert str(error.value) == (f"{class_file}: duplicate class names 'cat' (lines 1, 4), 'dog' (lines 3, 6); "
+                                "list each class once (letter case is ignored)")
+    with pytest.raises(DataError) as error:
+        parse_class_list("cat,dog,Cat")
+    assert str(error.value) == "--classes cat,dog,Cat: duplicate class names 'cat'; list each class once (letter " \
+                               "case is ignored)"
+
 def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("# pets\ncat,dog\n")
