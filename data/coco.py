@@ -28,7 +28,7 @@ from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
-from data.voc import FileFinder, read_utf8_text
+from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.names import compose_name, folded_name
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
@@ -57,6 +57,8 @@ def read_json_file(path: Path) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
+        if not text.strip():  # 0 bytes or blank lines: "Expecting value" at 1:1 hides it
+            raise DataError(f"{path}: {EMPTY_FILE.format('JSON')}") from None
         raise DataError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
     except RecursionError:
         raise DataError(

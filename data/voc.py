@@ -33,6 +33,7 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+EMPTY_FILE = "the file is empty, not {} (an interrupted copy or export?): write it again"
 DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": True}
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
@@ -157,6 +158,9 @@ def _xml_root(xml_path: Path) -> ET.Element:
     except FileNotFoundError:
         raise _annotation_not_found(xml_path) from None
     except ET.ParseError as error:
+        if not xml_path.read_bytes().strip():  # 0 bytes or blank lines: "no element found" hides it
+            raise DataError(f"{xml_path}: {EMPTY_FILE.format('XML')} (an image without objects needs <annotation> too, with its "
+                            "<size> and no <object>)") from None
         line, column = error.position
         raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error}){_not_utf8_hint(xml_path)}") from None
     except LookupError as error:

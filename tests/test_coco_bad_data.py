@@ -371,6 +371,17 @@ def test_a_json_that_is_not_an_object_says_what_it_holds(tmp_path, content, what
                                 "\"categories\": [...]}")
 
 
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_json_says_it_is_empty(tmp_path, content):
+    """A 0-byte (or blank) json, as an interrupted copy or export leaves: "invalid JSON (Expecting value)" at line
+    1 column 1 hides that there is nothing to read."""
+    path = write_coco(tmp_path, "train", coco_json(GOOD_ANNOTATIONS))
+    path.write_text(content)
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert str(error.value) == f"{path}: the file is empty, not JSON (an interrupted copy or export?): write it again"
+
 @pytest.mark.parametrize("file_name, problem", [
     (".", "{folder}: image file is a folder, not a regular file: replace it with the file itself"),
     ("loop.jpg", "{folder}/loop.jpg: image file cannot be read (Too many levels of symbolic links)"),

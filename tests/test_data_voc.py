@@ -368,6 +368,16 @@ def test_malformed_xml_names_file_and_line(tmp_path):
         build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
 
 
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_an_empty_xml_says_it_is_empty_and_what_an_image_without_objects_needs(tmp_path, content):
+    root = write_voc_folder(tmp_path, {"a": content}, {"trainval": ["a"]})
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    assert f"{root / 'Annotations/a.xml'}: the file is empty, not XML (an interrupted copy or export?): write it " \
+           "again (an image without objects needs <annotation> too, with its <size> and no <object>) (listed in " \
+           f"{root / 'ImageSets/Main/trainval.txt'})" in str(error.value)
+
 def test_non_numeric_box_names_the_file(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", ("one", 1, 10, 10), 0)]}, {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"a\.xml: object 1 <bndbox> has no numeric <xmin> \(found 'one'\)"):
