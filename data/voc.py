@@ -546,7 +546,12 @@ def _read_listed_image(
     image_path = finder.find(names)
     if image_path is None:
         unusable = "".join(f"; {problem}" for problem in finder.unusable(names))
-        if other_extensions := finder.same_stem(image_id):  # e.g. a.tif
+        base = re.split(r"[\\/]", parsed.filename or "")[-1]  # of a path that a tool wrote in <filename>
+        in_folder = finder.find([base]) if base and base != parsed.filename else None
+        if in_folder is not None:
+            unusable += (f"; <filename> is read in {finder.folder}, which holds {in_folder.name}: write "
+                         f"<filename>{in_folder.name}</filename> in {xml_path}")
+        elif other_extensions := finder.same_stem(image_id):  # e.g. a.tif
             unusable += (f"; {finder.folder} holds {', '.join(other_extensions)}: write "
                          f"<filename>{other_extensions[0]}</filename> in {xml_path}")
         problems.append(

@@ -239,6 +239,21 @@ def test_an_image_of_an_extension_not_tried_is_named_with_the_filename_to_write(
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert dataset.image_path(0).name == "a.TIF" and dataset[0][0].shape == (3, 64, 64)
 
+
+@pytest.mark.parametrize("filename", ["/home/me/data/JPEGImages/photo.jpg", "JPEGImages/photo.jpg",
+                                      "C:\\data\\photo.jpg"])
+def test_a_filename_with_folders_says_that_it_is_read_in_jpegimages(tmp_path, filename):
+    """Some tools write the image's path in <filename>: it is read in JPEGImages, which holds the file under its base
+    name; the error says what to write there, as the COCO loader does for a file_name with folders."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    images, xml = root / "JPEGImages", root / "Annotations" / "a.xml"
+    (images / "a.jpg").rename(images / "photo.jpg")
+    xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", f"<filename>{filename}</filename>"))
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert f"in {images}, in any letter case; <filename> is read in {images}, which holds photo.jpg: write " \
+           f"<filename>photo.jpg</filename> in {xml}" in str(error.value)
+
 def test_an_image_name_in_another_unicode_normal_form_is_found(tmp_path):
     """An image copied from a macOS file system keeps a name with a combining accent (NFD) where the list and the XML
     have the composed é (NFC): the names print alike, and the image is found as one in another letter case is."""
