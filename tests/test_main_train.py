@@ -1064,6 +1064,26 @@ def test_resume_of_a_copy_continues_the_runs_logs_and_keeps_the_checkpoint_at_th
     assert len(kept) == 1 and kept[0].read_bytes() == (trained / "weights" / CKPT.format("")).read_bytes()
 
 
+
+def test_resume_of_a_checkpoint_saved_from_another_folder_says_where_the_run_continues(shapes_root, trained, tmp_path,
+                                                                                       capsys):
+    """--save_folder weights and --run_dir run are relative: resumed from another current folder, the run goes on in
+    that folder's weights/ and run/, apart from its own files. A note says so and where to run from instead; run
+    from there, it continues in place without the note."""
+    shutil.copytree(trained / "weights", tmp_path / "a" / "weights")
+    shutil.copytree(trained / "run", tmp_path / "a" / "run")
+    (tmp_path / "b").mkdir()
+    checkpoint = tmp_path / "a" / "weights" / CKPT.format("")
+    resume = ["--resume", str(checkpoint), "--workers", "0", "--device", "cpu"]
+    assert run(tmp_path / "b", resume) == 0
+    assert (f"note: {checkpoint} was saved by this run in {tmp_path / 'a'}, but its relative folders (--save_folder "
+            f"weights, --run_dir run) are taken in the current folder, {tmp_path / 'b'}: it continues there, apart "
+            f"from its files; run the command from {tmp_path / 'a'} to continue them\n") in capsys.readouterr().out
+    assert (tmp_path / "b" / "weights" / checkpoint.name).is_file()
+    assert run(tmp_path / "a", resume) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert not [path for path in (tmp_path / "a" / "weights").iterdir() if ".earlier-" in path.name]
+
 def test_a_run_resumed_after_another_run_used_its_folder_begins_new_logs(shapes_root, trained, tmp_path, capsys):
     """Run A finished; run B (Mutual Guidance, same --run_dir) set A's logs aside; A resumed must not rewind or
     replace B's rows: B's logs are set aside in turn. A's checkpoint, B's being another file, stays in place."""

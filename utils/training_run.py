@@ -5,6 +5,7 @@ turned into one line and an exit code (:func:`train_to_the_end`), and the final 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -120,6 +121,22 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with)
 
 
+def folder_saved_in(resume_path: Path, save_folder: str, checkpoint_path: Path) -> Path | None:
+    """The folder, other than the current one, that the run's relative ``save_folder`` was taken in when
+    ``resume_path`` is that run's checkpoint there (``<folder>/<save_folder>/<checkpoint name>``); ``None`` otherwise
+    (an absolute ``save_folder``, a copy of another name, the run's own file)."""
+    folder = Path(os.path.normpath(save_folder))
+    found = resume_path.resolve()
+    if folder.is_absolute() or ".." in folder.parts or found.name != checkpoint_path.name:
+        return None
+    depth = 0 if folder == Path(".") else len(folder.parts)
+    parent = found.parent
+    if depth and parent.parts[-depth:] != folder.parts:
+        return None
+    base = Path(*parent.parts[:len(parent.parts) - depth])
+    return None if base == Path.cwd().resolve() else base
+
+
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
                        run_dir: Path, init_state: dict | None, resume_state: dict | None,
                        resumed_with: str = "") -> int:
@@ -138,6 +155,12 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     if resumed_with:
         log.record(resumed_with)
+    saved_in = None if resume_path is None else folder_saved_in(resume_path, args.save_folder, checkpoint_path)
+    if saved_in is not None:
+        relative = [f"--save_folder {args.save_folder}"] + [f"--run_dir {run_dir}"] * (not run_dir.is_absolute())
+        log.info(f"note: {resume_path} was saved by this run in {saved_in}, but its relative folders "
+                 f"({', '.join(relative)}) are taken in the current folder, {Path.cwd()}: it continues there, apart "
+                 f"from its files; run the command from {saved_in} to continue them")
     setup = build_training(args, device, ctx, log)
     if resume_path is not None:
         start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)
