@@ -159,8 +159,8 @@ def _xml_root(xml_path: Path) -> ET.Element:
         raise _annotation_not_found(xml_path) from None
     except ET.ParseError as error:
         if not xml_path.read_bytes().strip():  # 0 bytes or blank lines: "no element found" hides it
-            raise DataError(f"{xml_path}: {EMPTY_FILE.format('XML')} (an image without objects needs <annotation> too, with its "
-                            "<size> and no <object>)") from None
+            raise DataError(f"{xml_path}: {EMPTY_FILE.format('XML')} (an image without objects needs <annotation> "
+                            "too, with its <size> and no <object>)") from None
         line, column = error.position
         raise DataError(f"{xml_path}:{line}:{column}: malformed XML ({error}){_not_utf8_hint(xml_path)}") from None
     except LookupError as error:

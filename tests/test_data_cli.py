@@ -163,9 +163,10 @@ def test_a_size_mismatch_met_in_training_says_which_fix_resume_accepts(tmp_path,
     assert run(tmp_path, *bad_image_argv(root)) == 2
     logged = (tmp_path / "run" / "log.txt").read_text()
     checkpoint = Path("weights") / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
-    assert (f"training stopped by a data error: saved {checkpoint} after iteration 2; give the image the size its annotation says (--check_data scans every image), then continue "
-            "with the same command plus --resume (from iteration 2); correcting the annotation instead changes the "
-            "training set, which --resume refuses: then run the same command again\n") in logged
+    assert (f"training stopped by a data error: saved {checkpoint} after iteration 2; give the image the size its "
+            "annotation says (--check_data scans every image), then continue with the same command plus --resume "
+            "(from iteration 2); correcting the annotation instead changes the training set, which --resume refuses: "
+            "then run the same command again\n") in logged
     xml = root / "Annotations" / f"{bad.stem}.xml"
     xml.write_text(xml.read_text().replace(f"<height>{height}</height>", f"<height>{height + 1}</height>"))
     capsys.readouterr()
