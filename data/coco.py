@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +28,7 @@ from pycocotools.coco import COCO
 from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
-from data.errors import DataError, DatasetNotFoundError, format_problems
+from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.names import compose_name, folded_name
 
@@ -511,6 +512,25 @@ def _clean_and_count_boxes(
     return boxes, keep, int(small.sum())
 
 
+def corner_boxes_hint(xywh: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> str | None:
+    """For boxes ``xywh`` float64 ``[M, 4]`` (x, y, w, h pixels) in images of ``heights`` / ``widths`` ``[M]`` that
+    look written as corners [x1, y1, x2, y2] (a converter's mistake): what to check, when at least 3 boxes, and a
+    tenth of those with extent, overflow their image's right or bottom edge by more than
+    :data:`OUTSIDE_TOLERANCE_PIXELS` and every one of them fits the image read as corners; ``None`` otherwise."""
+    x, y, w, h = xywh.T
+    tolerance = OUTSIDE_TOLERANCE_PIXELS
+    sized = (w > 0) & (h > 0)
+    outside = sized & ((x + w > widths + tolerance) | (y + h > heights + tolerance))
+    as_corners = (x >= -tolerance) & (y >= -tolerance) & (w > x) & (h > y) & (w <= widths + tolerance) & (
+        h <= heights + tolerance)
+    count, total = int(outside.sum()), int(sized.sum())
+    if count < 3 or count * 10 < total or not as_corners[outside].all():
+        return None
+    return (f"{count} of the {total} boxes extend past their image, and each fits it read as [x1, y1, x2, y2]: "
+            "COCO's bbox is [x, y, width, height]; if the json holds corners, write width = x2 - x1 and height = "
+            "y2 - y1")
+
+
 def _per_image_annotations(
     coco: COCO,
     files: ImageFiles,
@@ -603,6 +623,8 @@ class COCODetection(DetectionDataset):
         # the kept iscrowd boxes: trained on, ignored by COCO's metric (counted by --check_data)
         self.crowd_objects = sum(bool(a["iscrowd"]) for a, kept in zip(annotations, keep) if kept)
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
+        if hint := corner_boxes_hint(xywh, heights[owner], widths[owner]):
+            warnings.warn(f"{annotation_file}: {hint}", DataWarning, stacklevel=2)
         self.fixups = dict(fixups.counts)
         if training and not keep.any():
             raise DataError(

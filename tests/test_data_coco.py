@@ -303,6 +303,26 @@ def test_a_file_name_no_file_can_have_is_a_problem_naming_the_entry(tmp_path, na
                                      "file's name")
 
 
+
+def test_boxes_written_as_corners_get_a_warning_saying_what_coco_bbox_holds(tmp_path):
+    """A converter that writes [x1, y1, x2, y2] where COCO's bbox is [x, y, width, height]: boxes away from the
+    top-left corner overflow their image and are clipped, each a fix-up of its own. Every one of them fits its image
+    read as corners, which the warning says (a legitimate box clipped by a pixel or two, id 1 of GOOD_ANNOTATIONS
+    starting at x = -2, does not)."""
+    corners = [[20, 10, 55, 35], [5, 5, 15, 12], [10, 20, 40, 45], [8, 8, 28, 26]]  # images 60x40, 60x40, 50x50, 30x30
+    annotations = [{"id": i + 1, "image_id": image_id, "category_id": 1, "bbox": box, "area": 100.0, "iscrowd": 0}
+                   for i, (image_id, box) in enumerate(zip([7, 7, 3, 9], corners))]
+    path = write_coco(tmp_path, "train", coco_json(annotations))
+    with pytest.warns(DataWarning) as warned:
+        COCODetection(path, tmp_path / "train", TestTransform(32))
+    assert f"{path}: 3 of the 4 boxes extend past their image, and each fits it read as [x1, y1, x2, y2]: COCO's " \
+           "bbox is [x, y, width, height]; if the json holds corners, write width = x2 - x1 and height = y2 - y1" \
+           in [str(warning.message) for warning in warned]
+    path.write_text(json.dumps(coco_json(GOOD_ANNOTATIONS)))
+    with pytest.warns(DataWarning) as warned:
+        COCODetection(path, tmp_path / "train", TestTransform(32))
+    assert not [warning for warning in warned if "[x1, y1, x2, y2]" in str(warning.message)]
+
 def test_zero_width_box_is_a_counted_warning(tmp_path):
     annotations = GOOD_ANNOTATIONS[1:] + [{"id": 20, "image_id": 9, "category_id": 1, "bbox": [3, 3, 0, 9], "area": 0,
                                            "iscrowd": 0}]
