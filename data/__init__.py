@@ -42,7 +42,8 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list, a name with a control character or a slash, or a file's line holding a comma."""
+    empty or repeating list, a name with a control character or a slash, or a file's line holding a comma or a
+    comment after its name."""
     path = Path(arg)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -53,6 +54,10 @@ def parse_class_list(arg: str) -> list[str]:
     if is_file:
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]
         numbered = [(number, line) for number, line in enumerate(lines, 1) if line and not line.startswith("#")]
+        for number, line in numbered:
+            if re.search(r"\s#", line):  # "dog  # puppies": only lines starting with # are comments
+                raise DataError(f"{path}:{number}: {line!r} holds a comment after the name; a comment takes a line of "
+                                "its own, starting with #")
         names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered])
         line_numbers = [number for number, _ in numbered]
         source = str(path)

@@ -599,6 +599,18 @@ def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(
     assert str(error.value) == f"{classes}:2: 'cat,dog' holds a comma; the file takes one class name per line"
 
 
+
+def test_a_comment_after_a_class_name_is_an_error_naming_the_file_and_line(tmp_path):
+    """Only whole lines starting with # are comments: "dog  # the pets" would be a class of that name, which no
+    object has, so every dog would be an unknown class."""
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# pets\ncat\ndog  # and puppies\n")
+    with pytest.raises(DataError) as error:
+        parse_class_list(str(classes))
+    assert str(error.value) == (f"{classes}:3: 'dog  # and puppies' holds a comment after the name; a comment takes "
+                                "a line of its own, starting with #")
+    assert parse_class_list("c#,f#") == ["c#", "f#"]  # a # inside a name is a name
+
 def test_class_names_that_repeat_once_normalised_are_one_error_saying_so(tmp_path):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
     with pytest.raises(DataError, match=r"the class names \['cat', 'Cat \(group\)'\] repeat a name once compared "
