@@ -458,7 +458,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         image = read_image(path)
         if image.shape[:2] != self.image_size(index):
             raise ImageSizeError(size_mismatch_message(path, image.shape[:2], self.image_size(index),
-                                                  self.annotation_source(index)))
+                                                       self.annotation_source(index)))
         return image
 
     def sample(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
