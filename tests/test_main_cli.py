@@ -693,9 +693,12 @@ def test_under_torchrun_a_warning_about_the_whole_dataset_comes_from_rank_0_alon
             warnings.warn("VOC dataset: annotations fixed on reading: object of an unknown class skipped: 30",
                           DataWarning)
             warnings.warn(f"img{rank}.jpg: corrupt JPEG data (libjpeg: premature end)", CorruptImageWarning)
-        lines = capsys.readouterr().err.splitlines()
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line]
         assert len(lines) == expected
         assert lines[-1] == f"warning: img{rank}.jpg: corrupt JPEG data (libjpeg: premature end)"
+        # rank 1's line starts on a new line, below rank 0's progress bar on the terminal they share
+        assert err.startswith("\n") == (rank == "1")
 
 
 def test_a_corrupt_image_whose_path_is_not_utf8_is_named_once_and_does_not_stop_the_run(tmp_path, capfd):
