@@ -236,12 +236,18 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
 
 
 def exif_orientation(path: str | Path) -> int | None:
-    """The EXIF orientation tag (1-8) of an image file, ``None`` when it has none or cannot be read."""
+    """The EXIF orientation tag (1-8) of an image file, ``None`` when it has none or cannot be read.
+
+    Read from what PIL parses with the header (EXIF segment or chunk, TIFF tags, XMP), not from the pixels: PIL's
+    ``PngImageFile.getexif`` would decode the whole image to look for an eXIf chunk after the pixel data (the PNG
+    specification puts it before), i.e. every PNG without EXIF, which is then decoded again by OpenCV. So an eXIf
+    chunk misplaced after the pixel data is not read (OpenCV, which reads it, would turn such a file).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _pil_header(path) as image:
-            value = image.getexif().get(EXIF_ORIENTATION_TAG)
+            value = Image.Image.getexif(image).get(EXIF_ORIENTATION_TAG)  # the base method: no PNG decoding
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     return value if isinstance(value, int) else None

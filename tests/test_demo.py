@@ -183,6 +183,23 @@ def test_upright_turns_as_image_viewers_do(tmp_path, orientation):
     np.testing.assert_array_equal(upright(read_image(path), exif_orientation(path)), viewed)
 
 
+def test_the_orientation_of_a_png_is_read_without_decoding_its_pixels(tmp_path, monkeypatch):
+    """PIL's ``PngImageFile.getexif`` decodes the whole image when no eXIf chunk precedes the pixel data (most PNGs
+    have none): the demo read every such PNG twice, once by PIL for nothing. The header's chunks are enough."""
+    from PIL import PngImagePlugin
+
+    from data.dataset import exif_orientation
+
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)
+    assert cv2.imwrite(str(tmp_path / "plain.png"), image)
+    rotated = save_with_orientation(tmp_path / "rotated.png", image, 6)
+    decoded = []
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: decoded.append(self.filename))
+    assert exif_orientation(tmp_path / "plain.png") is None
+    assert exif_orientation(rotated) == 6
+    assert decoded == []
+
+
 def test_demo_reads_a_rotated_phone_photo_upright(checkpoint, tmp_path):
     """A photo stored sideways with EXIF orientation 6 gives the detections, size and drawing of its upright view."""
     stored = cv2.imread(str(write_image(tmp_path / "stored.png", 90, 160, seed=4)))  # [90, 160]: sideways
