@@ -205,15 +205,30 @@ def _broken_link_problem(path: str | Path) -> str | None:
             "link with the file itself")
 
 
+_PIL_LIMIT_LOCK = threading.Lock()  # held while _pil_header(pixel_limit=False) has lifted PIL's pixel limit
+
+
 @contextlib.contextmanager
-def _pil_header(path: str | Path) -> Iterator[PIL.Image.Image]:
+def _pil_header(path: str | Path, pixel_limit: bool = True) -> Iterator[PIL.Image.Image]:
     """``PIL.Image.open(path)`` without PIL's decompression-bomb warning, which only the decoding of pixels that
-    this project leaves to OpenCV concerns. Raises PIL's errors, among them ``DecompressionBombError``."""
+    this project leaves to OpenCV concerns. Raises PIL's errors, among them ``DecompressionBombError`` (over
+    2 x ``PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) unless ``pixel_limit`` is False: then the limit is lifted while the
+    header is read (for what it says besides the size, such as the EXIF orientation of a 200 MP phone photo, which
+    OpenCV decodes up to its own limit of 2^30 pixels)."""
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
+        if pixel_limit:
+            opened = Image.open(path)
+        else:
+            with _PIL_LIMIT_LOCK:
+                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    opened = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+        with opened as image:
             yield image
 
 
@@ -238,7 +253,8 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
 def exif_orientation(path: str | Path) -> int | None:
     """The EXIF orientation tag (1-8) of an image file, ``None`` when it has none or cannot be read.
 
-    Read from what PIL parses with the header (EXIF segment or chunk, TIFF tags, XMP), not from the pixels: PIL's
+    Read from what PIL parses with the header (EXIF segment or chunk, TIFF tags, XMP), not from the pixels, whatever
+    the number of pixels the header gives (:func:`_pil_header` with ``pixel_limit=False``): PIL's
     ``PngImageFile.getexif`` would decode the whole image to look for an eXIf chunk after the pixel data (the PNG
     specification puts it before), i.e. every PNG without EXIF, which is then decoded again by OpenCV. So an eXIf
     chunk misplaced after the pixel data is not read (OpenCV, which reads it, would turn such a file).
@@ -246,9 +262,9 @@ def exif_orientation(path: str | Path) -> int | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _pil_header(path) as image:
+        with _pil_header(path, pixel_limit=False) as image:
             value = Image.Image.getexif(image).get(EXIF_ORIENTATION_TAG)  # the base method: no PNG decoding
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         return None
     return value if isinstance(value, int) else None
 

@@ -214,6 +214,28 @@ def test_demo_reads_a_rotated_phone_photo_upright(checkpoint, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "phone.jpg")).shape == (160, 90, 3)
 
 
+def test_a_rotated_photo_over_pils_pixel_limit_is_still_read_upright(checkpoint, tmp_path, monkeypatch):
+    """PIL refuses to open a header of over 2 x ``MAX_IMAGE_PIXELS`` (179 MP: a 200 MP phone photo), which OpenCV
+    decodes; its EXIF orientation is still read (only the header is), so the demo sees the upright view. The limit is
+    lowered here to 1,000 so that a 90 x 160 photo is over it."""
+    from PIL import Image
+
+    from data.dataset import exif_orientation
+
+    stored = cv2.imread(str(write_image(tmp_path / "stored.png", 90, 160, seed=4)))  # [90, 160]: sideways
+    (tmp_path / "in").mkdir()
+    phone = save_with_orientation(tmp_path / "in" / "phone.jpg", stored, 6)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(phone)
+    assert exif_orientation(phone) == 6
+    assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's limit is as it was for other readers
+    run_demo(checkpoint, str(tmp_path / "in"), tmp_path / "out", score_thresh=0.0, max_per_image=5)
+    record = json.loads((tmp_path / "out" / "detections.json").read_text())["images"][0]
+    assert (record["width"], record["height"]) == (90, 160)
+    assert cv2.imread(str(tmp_path / "out" / "phone.jpg")).shape == (160, 90, 3)
+
+
 def test_demo_is_the_same_batched_and_one_by_one(checkpoint, photos, tmp_path):
     for batch_size in (1, 2):
         run_demo(checkpoint, str(photos), tmp_path / f"b{batch_size}", batch_size=batch_size, score_thresh=0.0,
