@@ -426,7 +426,7 @@ def test_default_output_folder_and_flags():
 def test_class_names_opencv_cannot_draw_get_one_warning_and_stay_intact_in_the_json(checkpoint, photos, tmp_path,
                                                                                     capsys):
     """OpenCV's Hershey font draws printable ASCII only: a checkpoint whose classes are "café" and "狗" says so once;
-    detections.json keeps the names as written (UTF-8)."""
+    detections.json keeps the names as written (ASCII JSON escapes)."""
     state = torch.load(checkpoint, weights_only=True)
     renamed = tmp_path / "renamed.pth"
     torch.save(dict(state, class_names=["café", "square", "狗"]), renamed)
@@ -435,7 +435,9 @@ def test_class_names_opencv_cannot_draw_get_one_warning_and_stay_intact_in_the_j
     err = capsys.readouterr().err
     assert err.count("warning: OpenCV's font draws ASCII only: the captions of café, 狗 show '?' for their other "
                      "characters in the drawn images; detections.json holds the names as written") == 1
-    report = json.loads((out / "detections.json").read_text(encoding="utf-8"))
+    text = (out / "detections.json").read_text(encoding="utf-8")
+    assert text.isascii() and '"caf\\u00e9"' in text  # ASCII JSON, as docs/demo.md says
+    report = json.loads(text)
     assert report["class_names"] == ["café", "square", "狗"]
     assert {d["class_name"] for r in report["images"] for d in r["detections"]} == {"café", "square", "狗"}
     run_demo(checkpoint, str(photos), tmp_path / "ascii", score_thresh=0.0, max_per_image=5)
