@@ -79,6 +79,7 @@ from utils.run_flags import (
     take_architecture_from_checkpoint,
     take_dataset_from_summary,
     take_evaluation_settings_from_checkpoint,
+    take_nms_thresh_from_checkpoint,
     take_run_from_checkpoint,
 )
 from utils.trained_model import detector_from_state
@@ -260,6 +261,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             # a given architecture flag that differs is refused now, not after the test split is read
             check_architecture(args.trained_model, evaluated_state["config"], requested_architecture(args))
             taken = take_evaluation_settings_from_checkpoint(args, evaluated_state["config"])
+        elif args.trained_model and (args.demo or args.export_nms) and args.nms_thresh is None:
+            taken = take_nms_thresh_from_checkpoint(
+                args, load_checkpoint(args.trained_model, source="--trained_model")["config"])
         if args.eval_results:
             taken = take_dataset_from_summary(args)
         fill_dataset_defaults(args)
@@ -272,7 +276,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             log.info(resumed_with)  # now, before the data is read; the run's log.txt records it too
         if taken:
             source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
-            log.info(f"evaluating as {source}: {taken}")
+            doing = "detecting" if args.demo else "exporting" if args.export else "evaluating"
+            log.info(f"{doing} as {source}: {taken}")
         if args.amp == "fp16" and device.type == "cpu":
             log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
                      "use --amp bf16, or bare --amp, which picks bf16 here")

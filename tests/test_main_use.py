@@ -85,6 +85,45 @@ def test_architecture_flags_given_with_demo_or_export_must_match_the_checkpoint(
     assert "but --size 512 was given" in capsys.readouterr().err
 
 
+def test_demo_and_export_nms_use_the_nms_threshold_the_checkpoint_was_trained_with(tmp_path, capsys):
+    """--nms_thresh defaults, with --trained_model, to the run's threshold (--help), as evaluation takes it: --demo
+    and --export_nms ran NMS at 0.5 whatever the run's, so the demo's boxes were not those of its evaluation."""
+    import torch
+
+    onnx = pytest.importorskip("onnx", reason="onnx is a test/export dependency (requirements-export.txt)")
+    state = torch.load(write_tiny_checkpoint(tmp_path / "tiny.pth"), weights_only=True)
+    checkpoint = tmp_path / "trained_at_0.3.pth"
+    torch.save(state | {"config": state["config"] | {"nms_thresh": 0.3}}, checkpoint)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+
+    def demo_nms_thresh(*flags: str) -> float:
+        out = tmp_path / "out"
+        assert run_main("--trained_model", str(checkpoint), "--demo", str(tmp_path / "in"), "--demo_output", str(out),
+                        "--workers", "0", *flags) == 0
+        return json.loads((out / "detections.json").read_text())["nms_thresh"]
+
+    def exported_nms_thresh(*flags: str) -> float:
+        path = tmp_path / "nms.onnx"
+        assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--export_nms", "--export_path",
+                        str(path), *flags) == 0
+        graphs, nodes = [onnx.load(str(path)).graph], []
+        while graphs:  # the NMS sits in a sub-graph (the If of batched_nms's empty-input branch)
+            graph = graphs.pop()
+            nodes += graph.node
+            graphs += [a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+        nms = next(node for node in nodes if node.op_type == "NonMaxSuppression")
+        constants = {node.output[0]: node.attribute[0].t for node in nodes if node.op_type == "Constant"}
+        return float(onnx.numpy_helper.to_array(constants[nms.input[3]]).item())  # input 3: iou_threshold
+
+    assert demo_nms_thresh() == 0.3
+    assert "detecting as the checkpoint was trained: --nms_thresh 0.3\n" in capsys.readouterr().out
+    assert demo_nms_thresh("--nms_thresh", "0.5") == 0.5  # given, it applies
+    assert exported_nms_thresh() == pytest.approx(0.3)
+    assert "exporting as the checkpoint was trained: --nms_thresh 0.3\n" in capsys.readouterr().out
+    assert exported_nms_thresh("--nms_thresh", "0.6") == pytest.approx(0.6)
+
+
 def stop_there(signum: int):
     """A stand-in for the work of --demo / --trained_model that receives ``signum`` as a terminal or a scheduler
     sends it: the handler the process holds then is called as Python calls it (Ctrl-C without one raises

@@ -235,23 +235,49 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
         problems["data_root"] = "not a path"
     if args.amp is None and config.get("amp") not in (None, *AMP_CHOICES):
         problems["amp"] = f"not one of {', '.join(AMP_CHOICES)}"
-    nms_thresh = config.get("nms_thresh")
-    if args.nms_thresh is None and nms_thresh is not None and not (
-            type(nms_thresh) in (int, float) and 0.0 < nms_thresh <= 1.0):
-        problems["nms_thresh"] = "not an IoU in (0, 1]"
+    if problem := _stored_nms_thresh_problem(args, config):
+        problems["nms_thresh"] = problem
     if problems:
-        key, problem = next(iter(problems.items()))
-        raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
-                              f"damaged: give --{key} to evaluate with, or use a checkpoint as main.py saved it")
+        _refuse_stored_value(args, config, *next(iter(problems.items())))
     taken = take_data_flags(args, config, ("data_root",))  # the test split the training run evaluated on
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]
         taken.append(f"--amp {args.amp}")
-    if args.nms_thresh is None and nms_thresh is not None:
-        args.nms_thresh = float(nms_thresh)
-        if args.nms_thresh != DEFAULT_NMS_THRESH:
-            taken.append(f"--nms_thresh {args.nms_thresh:g}")
-    return ", ".join(taken)
+    return ", ".join(taken + _take_nms_thresh(args, config))
+
+
+def take_nms_thresh_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+    """``--demo`` and ``--export --export_nms`` with ``--trained_model``: without ``--nms_thresh``, the NMS threshold
+    of the checkpoint's run, as its evaluation takes it (:func:`take_evaluation_settings_from_checkpoint`), so the
+    demo's detections are those its evaluation scored. Returns what was taken, for the log ("" when nothing or the
+    default). Raises :class:`CheckpointError` for a stored value main.py never writes."""
+    if problem := _stored_nms_thresh_problem(args, config):
+        _refuse_stored_value(args, config, "nms_thresh", problem)
+    return ", ".join(_take_nms_thresh(args, config))
+
+
+def _stored_nms_thresh_problem(args: argparse.Namespace, config: Mapping[str, Any]) -> str | None:
+    """Why the checkpoint's ``nms_thresh``, which would be taken (``--nms_thresh`` not given), is not one main.py
+    writes; None when it is, or is absent."""
+    nms_thresh = config.get("nms_thresh")
+    if args.nms_thresh is None and nms_thresh is not None and not (
+            type(nms_thresh) in (int, float) and 0.0 < nms_thresh <= 1.0):
+        return "not an IoU in (0, 1]"
+    return None
+
+
+def _refuse_stored_value(args: argparse.Namespace, config: Mapping[str, Any], key: str, problem: str) -> None:
+    use = "detect with" if args.demo else "export with" if args.export else "evaluate with"
+    raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
+                          f"damaged: give --{key} to {use}, or use a checkpoint as main.py saved it")
+
+
+def _take_nms_thresh(args: argparse.Namespace, config: Mapping[str, Any]) -> list[str]:
+    """Sets ``args.nms_thresh`` to the checkpoint's when not given; returns the flag taken, unless the default."""
+    if args.nms_thresh is not None or config.get("nms_thresh") is None:
+        return []
+    args.nms_thresh = float(config["nms_thresh"])
+    return [f"--nms_thresh {args.nms_thresh:g}"] if args.nms_thresh != DEFAULT_NMS_THRESH else []
 
 
 def take_dataset_from_summary(args: argparse.Namespace) -> str:
