@@ -16,6 +16,7 @@ from utils.checkpoint import CheckpointError
 from utils.demo import (
     DETECTIONS_FILE,
     DemoInputError,
+    ImageFiles,
     add_use_arguments,
     collect_images,
     default_demo_output,
@@ -198,6 +199,17 @@ def test_the_orientation_of_a_png_is_read_without_decoding_its_pixels(tmp_path, 
     assert exif_orientation(tmp_path / "plain.png") is None
     assert exif_orientation(rotated) == 6
     assert decoded == []
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiff_is_turned_upright_once(tmp_path, orientation):
+    """OpenCV's TIFF decoder applies the orientation tag itself, whatever IMREAD_IGNORE_ORIENTATION says: the demo
+    turned such a TIFF a second time (a tag 6 TIFF came out sideways, a mirrored one as stored)."""
+    stored = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
+    path = save_with_orientation(tmp_path / "scan.tif", stored, orientation)
+    _, original, error, _ = ImageFiles([path], SIZE)[0]
+    assert error is None
+    np.testing.assert_array_equal(original, upright(stored, orientation))
 
 
 def test_demo_reads_a_rotated_phone_photo_upright(checkpoint, tmp_path):
