@@ -92,6 +92,28 @@ def test_nms_graph_equals_postprocessor(checkpoint, detector, tmp_path):
             assert np.abs(rows - reference_rows).max() < 1e-4, name
 
 
+def test_nms_graph_keeps_its_top_1000_where_postprocessor_looks_further(checkpoint, detector, tmp_path):
+    """With more than PRE_NMS_TOPK candidates above the threshold, the graph runs NMS on its top 1000 (docs/demo.md):
+    PostProcessor with that plain top-k gives the same detections, the exact PostProcessor (which widens its top-k)
+    finds more."""
+    from utils.postprocess import PRE_NMS_TOPK
+
+    path = export_onnx(checkpoint, tmp_path / "nms0.onnx", include_nms=True, score_thresh=0.0)
+    images = random_images(1, seed=5)
+    detections, _ = run_onnx(path, images)
+    with torch.no_grad():
+        loc, conf = detector.model(images)
+    assert int((conf.sigmoid() > 0.0).sum()) > PRE_NMS_TOPK
+    size = torch.tensor([[1, 1]])
+    plain = PostProcessor(detector.priors, score_thresh=0.0, max_per_image=10_000, max_pre_nms_topk=PRE_NMS_TOPK)
+    exact = PostProcessor(detector.priors, score_thresh=0.0, max_per_image=10_000)
+    expected, widened = plain(loc, conf, size)[0], exact(loc, conf, size)[0]
+    assert len(detections) == len(expected["scores"]) < len(widened["scores"])
+    np.testing.assert_allclose(np.sort(detections[:, 4]), np.sort(expected["scores"].numpy()), atol=1e-5)
+    assert np.bincount(detections[:, 5].astype(int), minlength=3).tolist() == np.bincount(
+        expected["labels"].numpy(), minlength=3).tolist()
+
+
 def test_nms_graph_with_no_candidate_returns_empty(checkpoint, tmp_path):
     path = export_onnx(checkpoint, tmp_path / "strict.onnx", include_nms=True, score_thresh=0.999)
     detections, batch_index = run_onnx(path, random_images(2, seed=3))
