@@ -80,6 +80,36 @@ def test_a_full_disk_inside_torchs_zip_writer_is_the_os_error_naming_the_file(tm
         save_checkpoint(_state(2.0), path)
 
 
+def test_a_second_ctrl_c_inside_torchs_zip_writer_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C while torch.save writes: its zip writer, closing, raises a RuntimeError ("unexpected pos") with the
+    KeyboardInterrupt as its context. The interrupt goes on as itself, the earlier checkpoint is untouched."""
+    path = tmp_path / "run.pth"
+    save_checkpoint(_state(1.0), path)
+    real_save = torch.save
+
+    class InterruptedFile:
+        """The checkpoint's file, where a Ctrl-C arrives during the third write."""
+
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt
+            return self.handle.write(data)
+
+        def flush(self):
+            self.handle.flush()
+
+    monkeypatch.setattr(ckpt.torch, "save", lambda obj, handle: real_save(obj, InterruptedFile(handle)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(_state(2.0) | {"big": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pth"]  # the partial temporary file is removed
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((2, 2), 1.0))
+
+
 def test_partial_files_of_a_killed_save_are_removed_and_nothing_else(tmp_path):
     path = tmp_path / "run [seed 1].pth"  # glob characters in the name match only themselves
     save_checkpoint(_state(1.0), path)

@@ -332,6 +332,42 @@ def test_a_signal_during_the_final_save_lets_it_finish_then_stops_before_the_eva
     assert not (tmp_path / "eval").exists()
 
 
+def test_a_second_signal_during_a_save_stops_at_once_with_one_line_keeping_the_last_checkpoint(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    """SIGINT during iteration 6 (1-based) stops after it, saving it; a second SIGINT while torch.save writes that
+    checkpoint (the impatient Ctrl-C) stops at once: the checkpoint of iteration 4 stays, no partial file, and one
+    line says so and how to continue (it was a RuntimeError traceback of torch's zip writer and exit code 1)."""
+    monkeypatch.setattr(_SignalAt, "at", 5)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
+    real_save = checkpoint_module.torch.save
+
+    class SignalledFile:
+        """The checkpoint's file, where a second SIGINT arrives during the third write."""
+
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.handle.write(data)
+
+        def flush(self):
+            self.handle.flush()
+
+    def save(state, handle):
+        real_save(state, SignalledFile(handle) if state["iteration"] == 6 else handle)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_INTERRUPTED
+    checkpoint = Path("weights") / CKPT.format("")
+    assert (f"interrupted again: stopped at once, without saving; the checkpoint of iteration 4, {checkpoint}, is "
+            "kept; continue with the same command plus --resume (from iteration 4)\n") in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "weights").iterdir()) == [CKPT.format("")]
+    assert load_checkpoint(tmp_path / checkpoint)["iteration"] == 4
+
+
 def test_an_evaluation_that_an_interrupt_skipped_runs_first_on_resume(shapes_root, tmp_path, monkeypatch, capsys):
     """Batch 8: 2 iterations per epoch, --eval_interval 1 evaluates at 2 and 4. SIGINT during iteration 4 saves it
     and stops before its evaluation; --resume evaluates iteration 4 first, then goes on (6: the final one)."""

@@ -98,7 +98,8 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
 
     A crash during the write leaves the previous checkpoint at ``path`` untouched. A failed write (a full disk, a
-    folder gone or made read-only) raises ``OSError`` with ``path`` as its file name and what is kept in its reason.
+    folder gone or made read-only) raises ``OSError`` with ``path`` as its file name and what is kept in its reason;
+    a Ctrl-C during the write raises ``KeyboardInterrupt``, and the partial file is removed.
     """
     path = Path(path)
     tmp = path.with_name(f"{_partial_prefix(path)}{os.getpid()}")
@@ -110,8 +111,10 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as failure:
-        error = _os_error_in(failure)
-        if error is None:
+        if isinstance(interrupt := _first_in_chain(failure, KeyboardInterrupt), KeyboardInterrupt):
+            raise interrupt from None  # a Ctrl-C inside torch's zip writer, which its closing turns into a RuntimeError
+        error = _first_in_chain(failure, OSError)
+        if not isinstance(error, OSError):
             raise
         kept = f"the checkpoint already at {path} is untouched" if path.is_file() else "no checkpoint is there yet"
         raise OSError(error.errno, f"{error.strerror or error}; {kept}", str(path)) from error
@@ -135,12 +138,12 @@ def _partial_prefix(path: Path) -> str:
     return f".{path.name}.tmp"
 
 
-def _os_error_in(error: BaseException) -> OSError | None:
-    """``error`` itself or the first ``OSError`` it was raised from or during: torch's zip writer turns a failed
-    write (a full disk) into a ``RuntimeError`` ("unexpected pos ...") when it closes, with the ``OSError`` as its
-    context."""
+def _first_in_chain(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``error`` itself or the first exception of type ``kind`` it was raised from or during: torch's zip writer turns
+    what stopped a write (an ``OSError`` of a full disk, the ``KeyboardInterrupt`` of a Ctrl-C) into a
+    ``RuntimeError`` ("unexpected pos ...") when it closes, with that exception as its context."""
     seen = error
-    while seen is not None and not isinstance(seen, OSError):
+    while seen is not None and not isinstance(seen, kind):
         seen = seen.__cause__ or seen.__context__
     return seen
 

@@ -357,8 +357,9 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
                      final_save: StopSignal) -> int | None:
     """Train from ``start_iter`` to the end of the run, then save its checkpoint (a signal during that save, which
     ``final_save`` receives, takes effect once the file is whole). ``None`` when done; else the exit code, once what
-    stopped training (a NaN/inf loss, Ctrl-C or SIGTERM, a data error, a refused file operation, no memory) and how
-    to go on are printed (after a data error, the iterations done are saved first when the weights are finite)."""
+    stopped training (a NaN/inf loss, Ctrl-C or SIGTERM, a second one, which stops at once, a data error, a refused
+    file operation, no memory) and how to go on are printed (after a data error, the iterations done are saved first
+    when the weights are finite)."""
     checkpoint_path, max_iter, amp_dtype = checkpoints.path, setup.max_iter, setup.amp_dtype
     # a resumed attempt stopped at an evaluation's iteration before evaluating it (Ctrl-C, a crash): evaluate it first
     evaluate_first = settings.evaluates_after(start_iter) and not broadcast_object(log.has_row("eval", start_iter), ctx)
@@ -374,6 +375,10 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
         log.info(f"{stop}; checkpoint {checkpoint_path} saved, {how_to_continue(args, checkpoint_path)}")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM (StopSignal): during a step, an evaluation or a save
+        log.info(f"interrupted again: stopped at once, without saving; {checkpoints.kept()}; "
+                 f"{checkpoints.how_to_go_on(args)}")
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
         log_error(ctx, f"error: {original_message(error)}", every_process=True)
