@@ -1277,6 +1277,23 @@ def test_a_run_of_a_checkpoint_another_run_is_writing_stops_before_touching_anyt
     assert folder_contents(tmp_path) == before
 
 
+def test_a_run_whose_best_checkpoint_is_the_checkpoint_of_a_running_run_stops_before_touching_it(
+        shapes_root, tmp_path, capsys):
+    """--name foo keeps its best evaluation in weights/foo_best.pth, the checkpoint of a run named foo_best: while that
+    run trains, a run named foo set that file aside at its start, then replaced it with its best checkpoint."""
+    (tmp_path / "weights").mkdir()
+    other = tmp_path / "weights" / "foo_best.pth"
+    other.write_bytes(b"the checkpoint of the run named foo_best")
+    argv = base_args(shapes_root, "--name", "foo", "--eval_interval", "1", "--max_iter", "2", "--warm_iter", "1")
+    with exclusive_run(other):  # that run, still training
+        assert run(tmp_path, argv) == EXIT_BAD_INPUT
+    assert (f"error: {Path('weights') / 'foo_best.pth'} is a checkpoint of a run still going on (process "
+            f"{os.getpid()}): this run would keep its best evaluation there; give this run another --name (or "
+            "--save_folder), or wait for that run to end") in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "weights").iterdir()] == ["foo_best.pth"]
+    assert other.read_bytes() == b"the checkpoint of the run named foo_best"
+
+
 def test_epochs_set_the_run_length_when_max_iter_is_not_given(shapes_root, tmp_path):
     """16 training images in batches of 8: --epochs 2 is 4 iterations, logged as epochs 0, 0, 1, 1."""
     argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--epochs", "2")

@@ -101,7 +101,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
                  init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "") -> int:
     """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
     checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` took from its
-    checkpoint), while no other run on this machine writes the same checkpoint; returns the exit code."""
+    checkpoint), while no other run on this machine writes the same checkpoint, best checkpoint or log folder;
+    returns the exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
@@ -111,6 +112,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
         if ctx.is_main:  # the main process holds the locks; every process stops when it cannot
             try:
                 held.enter_context(exclusive_run(checkpoint_path))
+                # the best checkpoint's name is that of a run named <name>_best, whose checkpoint it would replace
+                held.enter_context(exclusive_run(best_checkpoint_path(checkpoint_path), "a checkpoint",
+                                                 "this run would keep its best evaluation there; give this run "
+                                                 "another --name (or --save_folder)"))
                 held.enter_context(exclusive_run(run_dir, "the log folder",
                                                  "give this run another --run_dir (or --name)"))
             except ValueError as error:
