@@ -122,6 +122,23 @@ def test_partial_files_of_a_killed_save_are_removed_and_nothing_else(tmp_path):
     assert remove_partial_checkpoints(tmp_path / "none.pth") == []
 
 
+def test_a_missing_checkpoint_whose_first_save_was_cut_short_says_to_train_again(tmp_path):
+    """A run killed (SIGKILL, the OOM killer) while writing its first checkpoint leaves only the partial file: its
+    `--resume` was told to check the flags it gave, which were right; nothing can be resumed, the run starts again."""
+    path = tmp_path / "run.pth"
+    partial = tmp_path / ".run.pth.tmp4242"
+    partial.write_bytes(b"PK half a checkpoint")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path, source="--resume without PATH, which reads this run's checkpoint")
+    assert str(refused.value) == (
+        f"checkpoint {path} does not exist, only the partial file of a save that was cut short ({partial}): there is "
+        "no checkpoint of its run to read; train it again with the run's command without --resume (which removes "
+        "that file)")
+    partial.unlink()
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {path} does not exist; check --trained_model")):
+        load_checkpoint(path, source="--trained_model")
+
+
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "run.pth"
     save_checkpoint(_state(1.0), path)

@@ -126,11 +126,17 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
 def remove_partial_checkpoints(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files :func:`save_checkpoint` left next to ``path`` when a process writing it was killed
     (``.<name>.tmp<pid>``); call it only while holding the run's lock (no other process writes them). Returns them."""
-    path = Path(path)
-    partial = sorted(path.parent.glob(f"{glob_escape(_partial_prefix(path))}[0-9]*"))
+    partial = partial_checkpoints(path)
     for leftover in partial:
         leftover.unlink(missing_ok=True)
     return partial
+
+
+def partial_checkpoints(path: str | os.PathLike) -> list[Path]:
+    """The temporary files that :func:`save_checkpoint` of ``path`` left when a process writing it was killed, sorted
+    (in a run that holds the lock of ``path``, no save of it is under way)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob_escape(_partial_prefix(path))}[0-9]*"))
 
 
 def _partial_prefix(path: Path) -> str:
@@ -166,6 +172,10 @@ def load_checkpoint(
     if path.exists() and not path.is_file():  # never read: a pipe would wait for a writer, a device never end
         raise CheckpointError(f"checkpoint {path} is not a regular file (a pipe, a device or a socket); pass the .pth "
                               "file main.py saved")
+    if not path.is_file() and (partial := partial_checkpoints(path)):  # a run killed in its first save (SIGKILL)
+        raise CheckpointError(f"checkpoint {path} does not exist, only the partial file of a save that was cut short "
+                              f"({partial[0]}): there is no checkpoint of its run to read; train it again with the "
+                              "run's command without --resume (which removes that file)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check {source}")
     try:
