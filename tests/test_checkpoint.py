@@ -1,8 +1,10 @@
 import errno
 import os
+import pickle
 import random
 import re
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -181,6 +183,20 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
     torch.save({"format": "x", "optimizer": torch.optim.SGD}, pickled)  # a class: refused by weights_only
     with pytest.raises(CheckpointError, match="holds objects other than tensors"):
         load_checkpoint(pickled)
+
+
+def test_a_plain_pickle_file_is_refused_in_one_line_without_torchs_warning(tmp_path):
+    """pickle.dump's file (protocol 4, Python's default) made torch.load warn first, on stderr, that it "detected
+    pickle protocol 4" and to "please file an issue", before the refusal: two lines of noise naming torch's code."""
+    path = tmp_path / "stats.pth"
+    path.write_bytes(pickle.dumps({"lr": 0.01}, protocol=4))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(path)
+    assert [str(warning.message) for warning in seen] == []
+    assert str(error.value) == (f"cannot read checkpoint {path}: it is not a file torch.save wrote, or holds objects "
+                                "other than tensors and plain values; pass a .pth file saved by main.py")
 
 
 def test_load_of_a_file_without_read_permission_names_the_permission(tmp_path, monkeypatch):

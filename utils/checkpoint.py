@@ -16,6 +16,7 @@ import pickle
 import random
 import tempfile
 import time
+import warnings
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Mapping
@@ -179,7 +180,9 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check {source}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a file it then refuses (a plain pickle): one line says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a checkpoint
         raise CheckpointError(f"cannot read checkpoint {path}: it is not a file torch.save wrote, or holds objects "
                               "other than tensors and plain values; pass a .pth file saved by main.py") from error
