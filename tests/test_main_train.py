@@ -543,6 +543,41 @@ def test_a_best_checkpoint_that_meets_a_full_disk_is_written_when_the_run_resume
     assert best["iteration"] == next(iteration for iteration, score in rows if score == best["best_metrics"]["mAP"])
 
 
+class _Terminated(Exception):
+    """What SIGTERM's default action (the process ends at once, no word) stands for in a test."""
+
+
+def test_sigterm_while_the_final_evaluations_best_checkpoint_is_saved_stops_with_one_line(shapes_root, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """A scheduler's SIGTERM after the final evaluation, while its best checkpoint is written, ended the process at
+    once without a word (exit -15, the partial file left): SIGTERM was taken as Ctrl-C during the evaluation alone."""
+    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1", "--max_iter", "2")
+    real_save = training_run.save_checkpoint
+
+    def terminated_while_saving_the_best(state, path):
+        if Path(path).name == BEST:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        real_save(state, path)
+
+    def default_action(signum, frame):
+        raise _Terminated
+
+    monkeypatch.setattr(training_run, "save_checkpoint", terminated_while_saving_the_best)
+    previous = signal.signal(signal.SIGTERM, default_action)
+    try:
+        assert run(tmp_path, argv) == EXIT_INTERRUPTED
+        assert signal.getsignal(signal.SIGTERM) is default_action
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    checkpoint = Path("weights") / CKPT.format("")
+    assert (f"interrupted after the final evaluation, before its row and best checkpoint were saved; training is "
+            f"complete and saved in {checkpoint}: continue with the same command plus --resume to evaluate it again"
+            ) in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "weights").iterdir()) == [CKPT.format("")]
+    assert not (tmp_path / "run" / "eval.csv").exists()
+
+
 def test_no_best_checkpoint_without_evaluations_during_training(shapes_root, trained):
     assert not (trained / "weights" / BEST).exists()
 

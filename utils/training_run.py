@@ -433,8 +433,8 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
                         final_save: StopSignal) -> int:
     """The finished run's evaluation (taken as interrupted when ``final_save`` received a signal), its best
     checkpoint kept if it scores highest, the run's best evaluation and the evaluation's row logged; returns the exit
-    code, once what stopped the evaluation (a data error, Ctrl-C or SIGTERM, a refused file operation, no memory) and
-    how to evaluate the saved checkpoint are printed."""
+    code, once what stopped the evaluation or the save of its best checkpoint (a data error, Ctrl-C or SIGTERM, a
+    refused file operation, no memory) and how to evaluate the saved checkpoint are printed."""
     checkpoint_path = checkpoints.path
     evaluate_later = how_to_evaluate(args, checkpoint_path)
     try:
@@ -468,7 +468,13 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
                        f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     try:
-        checkpoints.keep_if_best(max_iter, metrics)
+        with termination_as_interrupt():  # a scheduler's SIGTERM while the best checkpoint is written: as Ctrl-C
+            checkpoints.keep_if_best(max_iter, metrics)
+    except KeyboardInterrupt:
+        log.info(f"interrupted after the final evaluation, before its row and best checkpoint were saved; training is "
+                 f"complete and saved in {checkpoint_path}: {how_to_continue(args, checkpoint_path)} to evaluate it "
+                 "again")
+        return EXIT_INTERRUPTED
     except OSError as error:
         if error.filename is None:
             raise
