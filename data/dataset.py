@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -37,6 +38,8 @@ _END_OF_IMAGE, _START_OF_SCAN = 0xD9, 0xDA
 _STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a length field
 EXIF_ORIENTATION_TAG = 0x0112
 EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
+_TIFF_INTEGER_TYPES = {3: "H", 4: "I"}  # SHORT (the specification's type for the orientation) and LONG
 OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
 
@@ -88,6 +91,39 @@ def is_truncated_jpeg(data: np.ndarray) -> bool:
             position = scan_end.start()
 
 
+def tiff_in_stored_order(data: np.ndarray) -> np.ndarray:
+    """The bytes ``data`` of an image file (uint8 ``[N]``) to decode in stored pixel order: for a TIFF or BigTIFF
+    (told by its first bytes, whatever its suffix) whose first image's orientation tag is not 1 (top-left), a copy
+    with the tag set to 1, as OpenCV's TIFF decoder applies the tag whatever ``IMREAD_IGNORE_ORIENTATION`` says;
+    ``data`` itself otherwise (a TIFF whose directory cannot be walked is left to the decoder's own error)."""
+    signature = data[:4].tobytes()
+    if signature not in TIFF_SIGNATURES:
+        return data
+    order = "<" if signature.startswith(b"II") else ">"
+    big = signature in (b"II+\x00", b"MM\x00+")
+    # classic TIFF: 4-byte directory offset at byte 4, 2-byte entry count, 12-byte entries with a 4-byte count;
+    # BigTIFF: 8-byte offset at byte 8, 8-byte count, 20-byte entries with an 8-byte count
+    offset_format, entry_size = (order + "Q", 20) if big else (order + "I", 12)
+    try:
+        directory = struct.unpack_from(offset_format, data, 8 if big else 4)[0]
+        entries = struct.unpack_from(order + ("Q" if big else "H"), data, directory)[0]
+        first = directory + (8 if big else 2)
+        for entry in range(first, min(first + entries * entry_size, data.size - entry_size + 1), entry_size):
+            tag, kind = struct.unpack_from(order + "HH", data, entry)
+            value_format = _TIFF_INTEGER_TYPES.get(kind)
+            if tag != EXIF_ORIENTATION_TAG or value_format is None:
+                continue
+            value_at = entry + (12 if big else 8)
+            if struct.unpack_from(order + value_format, data, value_at)[0] == 1:
+                return data
+            stored_order = data.copy()
+            struct.pack_into(order + value_format, stored_order, value_at, 1)
+            return stored_order
+    except struct.error:  # a directory offset or count past the end of the file
+        pass
+    return data
+
+
 @contextlib.contextmanager
 def captured_stderr_fd() -> Iterator[list[str]]:
     """Collect, as lines, what is written to file descriptor 2 inside the block, where C libraries such as libjpeg
@@ -115,7 +151,8 @@ def captured_stderr_fd() -> Iterator[list[str]]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 BGR ``[H, W, 3]`` (stored pixel order: EXIF orientation is ignored, as annotations are).
+    """Read an image as uint8 BGR ``[H, W, 3]`` (stored pixel order: EXIF orientation is ignored, as annotations are;
+    a TIFF's orientation tag too, which OpenCV would apply: :func:`tiff_in_stored_order`).
 
     Raises :class:`DataError` naming the file when it is missing, empty, a truncated JPEG or undecodable (with what the
     decoder printed about it, e.g. libpng's reason). A JPEG whose data libjpeg reports as corrupt (it then decodes
@@ -139,7 +176,7 @@ def read_image(path: str | Path) -> np.ndarray:
     main_thread = threading.current_thread() is threading.main_thread()
     with captured_stderr_fd() if main_thread else contextlib.nullcontext([]) as messages:
         try:
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            image = cv2.imdecode(tiff_in_stored_order(data), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
             image, refused = None, error
     corrupt = [line for line in messages if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]

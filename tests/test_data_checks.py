@@ -1,5 +1,6 @@
 """Image reading errors and the whole-dataset scan behind --check_data."""
 import re
+import struct
 import warnings
 import zlib
 
@@ -96,7 +97,9 @@ def test_an_image_above_opencvs_pixel_limit_is_an_error_naming_the_file(tmp_path
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "image file not found"), (b"", "image file is empty"), (b"not an image at all", "OpenCV cannot decode")],
+    [(None, "image file not found"), (b"", "image file is empty"), (b"not an image at all", "OpenCV cannot decode"),
+     (b"II*\x00\xff\xff\x00\x00", "OpenCV cannot decode"),  # a TIFF header whose directory is past the end
+     (b"MM\x00*\x00\x00\x00\x08\x00\x03\x01\x12", "OpenCV cannot decode")],  # cut inside its first entry
 )
 def test_unreadable_files_name_the_file(tmp_path, content, message):
     path = tmp_path / "bad.jpg"
@@ -316,3 +319,75 @@ def test_check_dataset_shows_a_decoder_warning_on_a_line_of_its_own_not_glued_to
     before = err[: err.index(line)]
     assert before.endswith("\r")  # tqdm cleared the bar's line before the warning was written
     assert before.rstrip(" \r").endswith("checking images:   0%|          | 0/3 [00:00<?, ?it/s]")
+
+
+def handmade_tiff(image_rgb: np.ndarray, orientation: int, byte_order: str = "<", orientation_type: int = 3) -> bytes:
+    """A baseline uncompressed RGB TIFF of ``image_rgb`` uint8 ``[H, W, 3]`` with the orientation tag, written by hand
+    for what PIL does not write: big-endian byte order (``">"``) and an orientation of type LONG (4), not SHORT (3)."""
+    height, width = image_rgb.shape[:2]
+    pixels = image_rgb.tobytes()
+    bits_at = 8 + 2 + 10 * 12 + 4  # after the header and the IFD of 10 entries
+    pixels_at = bits_at + 6
+    short, long = (lambda v: struct.pack(byte_order + "HH", v, 0)), (lambda v: struct.pack(byte_order + "I", v))
+    entries = [(256, 4, 1, long(width)), (257, 4, 1, long(height)), (258, 3, 3, long(bits_at)), (259, 3, 1, short(1)),
+               (262, 3, 1, short(2)), (273, 4, 1, long(pixels_at)),
+               (274, orientation_type, 1, (short if orientation_type == 3 else long)(orientation)),
+               (277, 3, 1, short(3)), (278, 4, 1, long(height)), (279, 4, 1, long(len(pixels)))]
+    header = (b"II*\x00" if byte_order == "<" else b"MM\x00*") + struct.pack(byte_order + "I", 8)
+    ifd = struct.pack(byte_order + "H", len(entries)) + b"".join(
+        struct.pack(byte_order + "HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+    return header + ifd + struct.pack(byte_order + "I", 0) + struct.pack(byte_order + "3H", 8, 8, 8) + pixels
+
+
+def save_tiff(path, image_bgr: np.ndarray, orientation: int, kind: str = "lzw"):
+    """``image_bgr`` stored as is in a TIFF with orientation tag ``orientation``: ``kind`` "lzw" (PIL, little-endian,
+    LZW), "bigtiff" (PIL), or handmade (:func:`handmade_tiff`) "big-endian" or "long tag"."""
+    rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+    if kind in ("lzw", "bigtiff"):
+        Image.fromarray(rgb).save(path, compression="tiff_lzw" if kind == "lzw" else None,
+                                  big_tiff=kind == "bigtiff", tiffinfo={0x0112: orientation})
+    else:
+        path.write_bytes(handmade_tiff(rgb, orientation, ">" if kind == "big-endian" else "<",
+                                       4 if kind == "long tag" else 3))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["lzw", "bigtiff", "big-endian", "long tag"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_read_image_returns_a_tiffs_stored_pixels_whatever_its_orientation_tag(tmp_path, orientation, kind):
+    """OpenCV's TIFF decoder applies the orientation tag itself, whatever IMREAD_IGNORE_ORIENTATION says: a TIFF with
+    a tag other than 1 was read turned, mirrored or transposed, away from the stored pixels its annotations are on."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), np.uint8)
+    path = save_tiff(tmp_path / "a.tif", stored, orientation, kind)
+    with Image.open(path) as picture:
+        assert picture.tag_v2[0x0112] == orientation
+    np.testing.assert_array_equal(read_image(path), stored)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_box_on_a_tiffs_stored_pixels_lines_up_and_a_size_of_its_turned_view_is_named(tmp_path, orientation):
+    """A TIFF annotated on its stored pixels passes the size check and its box holds the object, whatever its
+    orientation tag; one annotated with the size of the view after a 90-degree tag is refused, naming the tag."""
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[4:30, 5:20] = 255  # the object: x 5..20, y 4..30 in stored pixels
+    box = [("cat", (6, 5, 20, 30), 0)]
+    xmls = {"a": voc_xml(60, 40, box), "b": voc_xml(40, 60, box)}
+    root = write_voc_folder(tmp_path, xmls, {"trainval": ["a", "b"]})
+    for name in xmls:
+        (root / "JPEGImages" / f"{name}.jpg").unlink()
+        save_tiff(root / "JPEGImages" / f"{name}.tif", stored, orientation)
+        xml = root / "Annotations" / f"{name}.xml"
+        xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", f"<filename>{name}.tif</filename>"))
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    image = dataset.load_image(0)
+    (x1, y1, x2, y2), = dataset.annotation(0)[0].astype(int)
+    assert (x1, y1, x2, y2) == (5, 4, 20, 30)
+    assert (image[y1:y2, x1:x2] == 255).all() and image.sum() == 26 * 15 * 3 * 255
+    if orientation in (5, 6, 7, 8):
+        with pytest.raises(DataError, match=rf"b\.tif: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*\), "
+                                            rf"the size after its EXIF orientation {orientation} \(a 90-degree turn\)"):
+            dataset.load_image(1)
+    else:
+        with pytest.raises(DataError, match=r"b\.tif: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*\); "
+                                            "fix the annotation's size"):
+            dataset.load_image(1)

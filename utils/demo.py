@@ -165,25 +165,9 @@ def upright(image: np.ndarray, orientation: int | None) -> np.ndarray:
     return np.ascontiguousarray(turn(image)) if turn else image
 
 
-TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
-
-
-def orientation_to_apply(path: Path) -> int | None:
-    """The EXIF orientation (:func:`exif_orientation`) that ``read_image``'s pixels of ``path`` still need to be
-    upright: ``None`` for a TIFF (told by its first bytes, whatever its suffix), whose orientation tag OpenCV's TIFF
-    decoder applies itself, whatever ``IMREAD_IGNORE_ORIENTATION`` says."""
-    try:
-        with open(path, "rb") as file:
-            if file.read(4) in TIFF_SIGNATURES:
-                return None
-    except OSError:
-        return None
-    return exif_orientation(path)
-
-
 class ImageFiles(Dataset):
-    """Reads image files for the network, upright (:func:`upright`, :func:`orientation_to_apply`); a file that
-    cannot be decoded yields its error instead of failing.
+    """Reads image files for the network, upright (:func:`upright` turns ``read_image``'s stored pixels, a TIFF's
+    too, as :func:`exif_orientation` says); a file that cannot be decoded yields its error instead of failing.
 
     ``dataset[i]`` -> ``(input float32 [3, S, S] BGR minus PIXEL_MEAN_BGR or None, upright original uint8 BGR
     [H, W, 3] or None, error message or None, i)``.
@@ -198,7 +182,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, np.ndarray | None, str | None, int]:
         try:
-            image = upright(read_image(self.paths[index]), orientation_to_apply(self.paths[index]))
+            image = upright(read_image(self.paths[index]), exif_orientation(self.paths[index]))
         except DataError as error:
             return None, None, str(error), index
         return torch.from_numpy(normalize_image(resize(image, self.size))), image, None, index
