@@ -39,6 +39,7 @@ _STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # markers without a
 EXIF_ORIENTATION_TAG = 0x0112
 EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width and height
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
+_TIFF_IMAGE_WIDTH, _TIFF_IMAGE_LENGTH = 256, 257
 _TIFF_INTEGER_TYPES = {3: "H", 4: "I"}  # SHORT (the specification's type for the orientation) and LONG
 OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
@@ -270,7 +271,8 @@ def _pil_header(path: str | Path, pixel_limit: bool = True) -> Iterator[PIL.Imag
 
 
 def image_header_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the image header only (for annotations that do not give the size).
+    """(height, width) of the stored pixels from the image header only (for annotations that do not give the size):
+    for a TIFF, its width and length tags, as Pillow 11 and later give the size after the orientation tag instead.
 
     Raises :class:`DataError` naming the file when the header is unreadable or gives more pixels than PIL's limit.
     """
@@ -278,6 +280,8 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
 
     try:
         with _pil_header(path) as image:
+            if image.format == "TIFF":
+                return image.tag_v2[_TIFF_IMAGE_LENGTH], image.tag_v2[_TIFF_IMAGE_WIDTH]
             return image.height, image.width
     except Image.DecompressionBombError as error:
         numbers = _PIL_BOMB_PIXELS.search(str(error))

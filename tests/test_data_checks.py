@@ -1,4 +1,5 @@
 """Image reading errors and the whole-dataset scan behind --check_data."""
+import json
 import re
 import struct
 import warnings
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data import DataError, build_dataset, check_dataset
+from data import COCODetection, DataError, TestTransform, build_dataset, check_dataset
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import CorruptImageWarning, original_message
 from main import one_line_data_warnings
@@ -366,23 +367,26 @@ def test_read_image_returns_a_tiffs_stored_pixels_whatever_its_orientation_tag(t
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_a_box_on_a_tiffs_stored_pixels_lines_up_and_a_size_of_its_turned_view_is_named(tmp_path, orientation):
-    """A TIFF annotated on its stored pixels passes the size check and its box holds the object, whatever its
-    orientation tag; one annotated with the size of the view after a 90-degree tag is refused, naming the tag."""
+    """A TIFF annotated on its stored pixels (or without a size: its header's is read) passes the size check and its
+    box holds the object, whatever its orientation tag; one annotated with the size of the view after a 90-degree tag
+    is refused, naming the tag."""
     stored = np.zeros((40, 60, 3), np.uint8)
     stored[4:30, 5:20] = 255  # the object: x 5..20, y 4..30 in stored pixels
     box = [("cat", (6, 5, 20, 30), 0)]
-    xmls = {"a": voc_xml(60, 40, box), "b": voc_xml(40, 60, box)}
-    root = write_voc_folder(tmp_path, xmls, {"trainval": ["a", "b"]})
+    xmls = {"a": voc_xml(60, 40, box), "b": voc_xml(40, 60, box), "c": voc_xml(0, 0, box, size=False)}
+    root = write_voc_folder(tmp_path, xmls, {"trainval": ["a", "b", "c"]})
     for name in xmls:
         (root / "JPEGImages" / f"{name}.jpg").unlink()
         save_tiff(root / "JPEGImages" / f"{name}.tif", stored, orientation)
         xml = root / "Annotations" / f"{name}.xml"
         xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", f"<filename>{name}.tif</filename>"))
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
-    image = dataset.load_image(0)
-    (x1, y1, x2, y2), = dataset.annotation(0)[0].astype(int)
-    assert (x1, y1, x2, y2) == (5, 4, 20, 30)
-    assert (image[y1:y2, x1:x2] == 255).all() and image.sum() == 26 * 15 * 3 * 255
+    assert dataset.image_size(2) == (40, 60)
+    for index in (0, 2):
+        image = dataset.load_image(index)
+        (x1, y1, x2, y2), = dataset.annotation(index)[0].astype(int)
+        assert (x1, y1, x2, y2) == (5, 4, 20, 30)
+        assert (image[y1:y2, x1:x2] == 255).all() and image.sum() == 26 * 15 * 3 * 255
     if orientation in (5, 6, 7, 8):
         with pytest.raises(DataError, match=rf"b\.tif: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*\), "
                                             rf"the size after its EXIF orientation {orientation} \(a 90-degree turn\)"):
@@ -391,3 +395,19 @@ def test_a_box_on_a_tiffs_stored_pixels_lines_up_and_a_size_of_its_turned_view_i
         with pytest.raises(DataError, match=r"b\.tif: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*\); "
                                             "fix the annotation's size"):
             dataset.load_image(1)
+
+
+
+def test_a_coco_image_without_size_is_told_the_stored_size_of_its_tiff(tmp_path):
+    """The error for an image entry without a size suggests its file's size: the stored one, also for a TIFF with a
+    90-degree orientation tag, as annotations are on the stored pixels (Pillow 11+ gives the turned view's size)."""
+    path = write_coco(tmp_path, "x", coco_json([], [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}]))
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "a.tif"
+    del data["images"][0]["width"]
+    path.write_text(json.dumps(data))
+    save_tiff(tmp_path / "x" / "a.tif", np.zeros((40, 60, 3), np.uint8), 6)
+    with pytest.raises(DataError, match="1 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert (f"{path}: image id 1 ('a.tif') has no width: write the image's size in pixels, its file is 60x40 (WxH): "
+            '"height": 40, "width": 60') in str(error.value)
