@@ -212,6 +212,23 @@ def test_a_tiff_is_turned_upright_once(tmp_path, orientation):
     np.testing.assert_array_equal(original, upright(stored, orientation))
 
 
+
+@pytest.mark.parametrize("suffix, under_transparent", [(".png", (10, 30, 200)), (".webp", (10, 30, 200)),
+                                                       (".tif", (0, 0, 0))])
+def test_the_alpha_channel_is_dropped_as_docs_demo_md_says(tmp_path, suffix, under_transparent):
+    """A transparent PNG or WebP gives the network the colour stored under its transparent pixels, not a background;
+    OpenCV's TIFF decoder multiplies the colour by the alpha instead (docs/demo.md)."""
+    from PIL import Image
+
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., :3] = (200, 30, 10)  # RGB
+    rgba[:, 3:, 3] = 255  # left half transparent, right half opaque
+    path = tmp_path / f"a{suffix}"
+    Image.fromarray(rgba).save(path, **({"lossless": True, "exact": True} if suffix == ".webp" else {}))
+    _, original, error, _ = ImageFiles([path], SIZE)[0]
+    assert error is None and original.shape == (4, 6, 3)
+    assert (original[:, :3] == under_transparent).all() and (original[:, 3:] == (10, 30, 200)).all()  # BGR
+
 def test_demo_reads_a_rotated_phone_photo_upright(checkpoint, tmp_path):
     """A photo stored sideways with EXIF orientation 6 gives the detections, size and drawing of its upright view."""
     stored = cv2.imread(str(write_image(tmp_path / "stored.png", 90, 160, seed=4)))  # [90, 160]: sideways
