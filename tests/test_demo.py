@@ -290,12 +290,14 @@ def test_cuda_graph_demo_equals_the_eager_demo(checkpoint, photos, tmp_path):
                                    atol=0.011)
 
 
-def test_demo_score_threshold_filters(checkpoint, photos, tmp_path, capsys):
-    summary = run_demo(checkpoint, str(photos), tmp_path / "none", score_thresh=0.99)
+@pytest.mark.parametrize("score_thresh", ["0.99", "0.9999999"])
+def test_demo_score_threshold_filters(checkpoint, photos, tmp_path, capsys, score_thresh):
+    """The final line names the threshold as given (``:g`` printed 0.9999999 as 1, a threshold that cannot be)."""
+    summary = run_demo(checkpoint, str(photos), tmp_path / "none", score_thresh=float(score_thresh))
     assert summary["detections"] == 0 and summary["images"] == 2
     assert (tmp_path / "none" / "tall.jpg").is_file()
-    assert ("demo: 0 detections in 2 images (no box scored above --score_thresh 0.99: a lower one shows weaker "
-            "detections) written to") in capsys.readouterr().err  # what to change, not just a count of 0
+    assert (f"demo: 0 detections in 2 images (no box scored above --score_thresh {score_thresh}: a lower one shows "
+            "weaker detections) written to") in capsys.readouterr().err  # what to change, not just a count of 0
 
 
 def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsys):

@@ -288,7 +288,7 @@ def run_demo(
     }
     deleted = (f"; {len(removed)} drawn {'copy' if len(removed) == 1 else 'copies'} of earlier runs deleted "
                f"({preview_names([path.name for path in removed])})" if removed else "")
-    none_kept = (f" (no box scored above --score_thresh {score_thresh:g}: a lower one shows weaker detections)"
+    none_kept = (f" (no box scored above --score_thresh {score_thresh}: a lower one shows weaker detections)"
                  if images_done and not summary["detections"] else "")
     print(f"demo: {summary['detections']} detections in {summary['images']} images{none_kept} written to {out_dir}"
           f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped{deleted}", file=sys.stderr)
