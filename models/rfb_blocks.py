@@ -1,7 +1,8 @@
-"""Receptive Field Blocks as the authors built them (facts §3), all with scale 1.0.
+"""Receptive Field Blocks as the authors built them (facts §3).
 
 `i` below is the inter width in_channels // 8; "nr" = BasicConv without ReLU. Every block returns
-ReLU(scale * ConvLinear(concat(branches)) + shortcut(x)), with a 1x1 shortcut.
+ReLU(ConvLinear(concat(branches)) + shortcut(x)), with a 1x1 shortcut: the authors' residual scale is 1.0 in every
+block (the original RFBNet used 0.1), so there is none.
 """
 
 import torch
@@ -12,19 +13,18 @@ from models.blocks import BasicConv
 
 
 class _ResidualBranches(nn.Module):
-    """ReLU(scale * 1x1(concat(branches(x))) + 1x1 shortcut(x)); both 1x1 convs are BN without ReLU."""
+    """ReLU(1x1(concat(branches(x))) + 1x1 shortcut(x)); both 1x1 convs are BN without ReLU."""
 
     def __init__(self, branches: list[nn.Sequential], concat_channels: int, in_channels: int, out_channels: int,
-                 stride: int, scale: float) -> None:
+                 stride: int) -> None:
         super().__init__()
         self.branches = nn.ModuleList(branches)
         self.linear = BasicConv(concat_channels, out_channels, 1, relu=False)
         self.shortcut = BasicConv(in_channels, out_channels, 1, stride=stride, relu=False)
-        self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:
         merged = self.linear(torch.cat([branch(x) for branch in self.branches], dim=1))
-        return F.relu(self.scale * merged + self.shortcut(x))
+        return F.relu(merged + self.shortcut(x))
 
 
 class BasicRFB(_ResidualBranches):
@@ -33,8 +33,7 @@ class BasicRFB(_ResidualBranches):
     [B, in, H, W] -> [B, out, ceil(H / stride), ceil(W / stride)].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, scale: float = 1.0,
-                 compact: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, compact: bool = False) -> None:
         i = in_channels // 8
         branches = [
             nn.Sequential(BasicConv(in_channels, 2 * i, 1, stride=stride),
@@ -52,7 +51,7 @@ class BasicRFB(_ResidualBranches):
                                       BasicConv(i, 3 * (i // 2), (1, 7), padding=(0, 3)),
                                       BasicConv(3 * (i // 2), 2 * i, (7, 1), stride=stride, padding=(3, 0)),
                                       BasicConv(2 * i, 2 * i, 3, padding=7, dilation=7, relu=False)))
-        super().__init__(branches, 2 * i * len(branches), in_channels, out_channels, stride, scale)
+        super().__init__(branches, 2 * i * len(branches), in_channels, out_channels, stride)
 
 
 def _asymmetric_branch(in_channels: int, i: int, first: tuple[int, int] | None, dilation: int) -> nn.Sequential:
@@ -76,7 +75,7 @@ def _factorised_branch(in_channels: int, i: int, order: tuple[tuple[int, int], t
 class BasicRFBa(_ResidualBranches):
     """The stride-8 RFB block (BasicRFB_a), seven branches of width i, stride 1: [B, in, H, W] -> [B, out, H, W]."""
 
-    def __init__(self, in_channels: int, out_channels: int, scale: float = 1.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         i = in_channels // 8
         branches = [
             _asymmetric_branch(in_channels, i, None, 1),
@@ -87,4 +86,4 @@ class BasicRFBa(_ResidualBranches):
             _factorised_branch(in_channels, i, ((1, 3), (3, 1))),
             _factorised_branch(in_channels, i, ((3, 1), (1, 3))),
         ]
-        super().__init__(branches, 7 * i, in_channels, out_channels, 1, scale)
+        super().__init__(branches, 7 * i, in_channels, out_channels, 1)
