@@ -155,11 +155,9 @@ def _first_in_chain(error: BaseException, kind: type[BaseException]) -> BaseExce
     return seen
 
 
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", source: str = "the checkpoint path given"
-) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``; ``source`` says where ``path``
-    came from (e.g. ``--trained_model``), for the message when it does not exist.
+def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path given") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU with ``weights_only=True``; ``source`` says
+    where ``path`` came from (e.g. ``--trained_model``), for the message when it does not exist.
 
     Raises :class:`CheckpointError`, one line naming the file and what to do, for a path that is missing or not a
     regular file, a file that cannot be read or is not one main.py wrote (a bare state dict, another format version),
@@ -182,7 +180,7 @@ def load_checkpoint(
     try:
         with warnings.catch_warnings():  # torch warns of a file it then refuses (a plain pickle): one line says it
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a checkpoint
         raise CheckpointError(f"cannot read checkpoint {path}: it is not a file torch.save wrote, or holds objects "
                               "other than tensors and plain values; pass a .pth file saved by main.py") from error

@@ -46,11 +46,11 @@ class DecodedDetector(nn.Module):
     The same decode and clamp as ``PostProcessor`` steps 1-2, before the scaling to pixels.
     """
 
-    def __init__(self, model: nn.Module, priors: Tensor, box_coder: BoxCoder | None = None) -> None:
+    def __init__(self, model: nn.Module, priors: Tensor) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("priors", priors.float(), persistent=False)  # [A, 4] cxcywh normalised
-        self.box_coder = box_coder or BoxCoder()
+        self.box_coder = BoxCoder()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         loc, conf = self.model(images)

@@ -42,7 +42,6 @@ def run_inference(
     postprocessor: PostProcessor | None = None,
     amp_dtype: torch.dtype | None = None,
     cuda_graph: bool = False,
-    desc: str = "Evaluating",
     progress: bool = True,
 ) -> list[Detections | None]:
     """Detections for the images the loader yields, in batches, under ``torch.inference_mode``.
@@ -60,7 +59,6 @@ def run_inference(
         amp_dtype: ``torch.float16`` / ``torch.bfloat16`` to run the model under autocast; None for float32.
         cuda_graph: replay the forward pass and post-processing from a CUDA graph captured at the first batch
             (:class:`utils.cuda_graph.CUDAGraphDetector`; CUDA only). Same detections, fewer kernel launches.
-        desc: the tqdm bar's label.
         progress: whether to draw the bar (under ``torchrun``, rank 0 alone draws one).
 
     Returns:
@@ -77,7 +75,8 @@ def run_inference(
     network = fold_batchnorm(model, channels_last)  # a copy: the caller's model, which may be training, is left as is
     graphed: CUDAGraphDetector | None = None
     with torch.inference_mode():
-        for images, _, indices in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, disable=not progress):
+        batches = tqdm(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
+        for images, _, indices in batches:
             indices = [int(i) for i in indices]
             image_sizes = torch.tensor([dataset.image_size(i) for i in indices])  # [B, 2] (h, w)
             if cuda_graph:

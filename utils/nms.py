@@ -63,12 +63,12 @@ def nms_steps(keep: Tensor, suppresses: Tensor, valid: Tensor, steps: int) -> tu
     return keep, (keep == previous).all(dim=1)
 
 
-def settle_nms(suppresses: Tensor, valid: Tensor, keep: Tensor | None = None) -> Tensor:
-    """Fixed-point steps from ``keep`` (default ``valid``) until no image changes: greedy NMS's kept set ``[B, K]``.
+def settle_nms(suppresses: Tensor, valid: Tensor) -> Tensor:
+    """Fixed-point steps from ``valid`` until no image changes: greedy NMS's kept set ``[B, K]``.
 
     Checks convergence every ``STEPS_PER_CHECK`` steps (a host sync on CUDA); settled after at most K + 1 steps.
     """
-    keep = valid if keep is None else keep
+    keep = valid
     for _ in range(0, suppresses.shape[1] + 1, STEPS_PER_CHECK):
         keep, settled = nms_steps(keep, suppresses, valid, STEPS_PER_CHECK)
         if bool(settled.all()):

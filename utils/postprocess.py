@@ -141,7 +141,6 @@ class PostProcessor:
         max_per_image: detections kept per image after NMS.
         max_pre_nms_topk: the largest top-k of the re-runs that make ``__call__`` exact (module docstring, step 6);
             ``None``: up to every candidate; ``pre_nms_topk`` itself: no re-run (a plain top-k).
-        box_coder: decodes ``loc``; default ``BoxCoder()`` with variances (0.1, 0.2).
         dense_nms: run NMS with :func:`utils.nms.dense_batched_nms` (True) or ``torchvision.ops.batched_nms``
             (False); None picks dense on CUDA when ``pre_nms_topk`` is at most ``DENSE_NMS_MAX_CANDIDATES``.
     """
@@ -153,7 +152,6 @@ class PostProcessor:
         nms_thresh: float = 0.5,
         pre_nms_topk: int | None = PRE_NMS_TOPK,
         max_per_image: int = 300,
-        box_coder: BoxCoder | None = None,
         dense_nms: bool | None = None,
         max_pre_nms_topk: int | None = MAX_PRE_NMS_TOPK,
     ) -> None:
@@ -168,7 +166,7 @@ class PostProcessor:
         self.pre_nms_topk = pre_nms_topk
         self.max_per_image = max_per_image
         self.max_pre_nms_topk = max_pre_nms_topk
-        self.box_coder = box_coder or BoxCoder()
+        self.box_coder = BoxCoder()  # variances (0.1, 0.2)
         self.dense_nms = dense_nms
         if dense_nms:
             self._check_fits_dense_nms("dense_nms")
