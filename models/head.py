@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-ANCHORS_PER_CELL = 6
+from utils.box.prior_box import ANCHORS_PER_CELL  # one output group per anchor of a cell, in PriorBox's order
+
 PRIOR_PROBABILITY = 0.01  # the classification bias starts every sigmoid at this probability
 
 
