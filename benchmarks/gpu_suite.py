@@ -361,6 +361,10 @@ def _innermost_repo_frame(stack: traceback.StackSummary) -> str:
 
 def measure_training(version: str, backbone: str, size: int, batch: int, mutual_guide: bool, options: StepOptions,
                      warmup: int, iters: int, device: torch.device, count_syncs: bool = False) -> dict:
+    """One :class:`TrainingStep` case timed: ``step_ms`` (the mean of ``iters`` steps after ``warmup``; the first
+    step when ``iters`` is 0), ``images_per_s``, ``tflops`` (3 x the forward FLOPs per image, for forward and
+    backward), ``peak_mem_mib`` (``None`` on CPU), ``first_step_s`` (with cuDNN autotuning and compilation) and,
+    with ``count_syncs``, the host syncs of one step and where they happen."""
     step = TrainingStep(version, backbone, size, batch, mutual_guide, options, device)
     first_start = time.perf_counter()
     step()
@@ -526,6 +530,9 @@ def run_inference_cases(report: Report, budget: Budget, settings: Settings, devi
 
 
 def headline_inference_modes(device: torch.device, largest_batch: int) -> Callable[[int, str], list[str]]:
+    """``modes(batch, precision)``: the inference modes timed for that case; fp32 end to end only, reduced
+    precision every mode (CUDA graph on CUDA, ``torch.compile`` on CUDA at ``largest_batch`` alone)."""
+
     def modes(batch: int, precision: str) -> list[str]:
         if precision == "fp32":
             return ["end to end"]

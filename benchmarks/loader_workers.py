@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import cpu_model, input_size, int_at_least  # noqa: E402
 
-from data import DataError, build_dataset, build_loader  # noqa: E402
+from data import DataError, DetectionDataset, build_dataset, build_loader  # noqa: E402
 from data.loader import usable_cores  # noqa: E402
 
 UNTIMED_BATCHES = 20  # worker start-up and the first prefetch
@@ -42,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def loader_images_per_second(dataset, batch_size: int, workers: int, batches: int) -> float:
+def loader_images_per_second(dataset: DetectionDataset, batch_size: int, workers: int, batches: int) -> float:
     """Images/s of ``batches`` training batches after the untimed first ones, with ``workers`` processes."""
     loader = build_loader(dataset, batch_size, train=True, workers=workers, max_iter=UNTIMED_BATCHES + batches,
                           pin_memory=torch.cuda.is_available())

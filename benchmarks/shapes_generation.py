@@ -23,6 +23,9 @@ from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, SHAPES_CLASSES, 
 
 
 def read_split(root: Path, split: str) -> list[list[dict]]:
+    """Per image of ``split`` (``ImageSets/Main/<split>.txt``), its objects as read from the VOC XML:
+    ``{"name", "difficult", "truncated", "side"}``, ``side`` the longer box side in pixels (devkit values are
+    1-based inclusive, hence the + 1)."""
     images = []
     for image_id in (root / "ImageSets/Main" / f"{split}.txt").read_text().split():
         xml = ET.parse(root / "Annotations" / f"{image_id}.xml").getroot()
@@ -45,6 +48,8 @@ def read_split(root: Path, split: str) -> list[list[dict]]:
 
 
 def print_statistics(root: Path) -> None:
+    """Markdown tables of the set at ``root``: per split, image, object, difficult, truncated and per-class counts;
+    then the histogram of the longer box side over both splits."""
     header = (
         "| split | images | objects | objects/image (max) | empty | >= 50 obj | difficult | truncated | "
         + " | ".join(SHAPES_CLASSES)
