@@ -3,7 +3,8 @@
     python benchmarks/evaluation.py [--images 5000] [--batches 3] [--device cpu|cuda]
 
 Synthetic data with COCO-like counts: about 7.3 objects per image (val2017: 36,781 boxes / 5,000 images),
-detections = jittered copies of the objects plus random boxes, 100 per image. Post-processing runs on head
+detections = jittered copies of the objects plus random boxes, 300 per image for the VOC metric (the paper's
+max_per_image) and 100 for the COCO metric (its maxDets). Post-processing runs on head
 outputs of the paper's 320 model (12,750 anchors, batch 32) with untrained-like logits (sigmoid near 0.01,
 so every (anchor, class) pair passes the 0.005 threshold and the pre-NMS top-k binds).
 """
@@ -33,7 +34,9 @@ from utils.postprocess import PRE_NMS_TOPK, PostProcessor  # noqa: E402
 
 def synthetic_set(num_images: int, num_classes: int, dets_per_image: int,
                   seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Ground truth (x1y1x2y2 continuous pixels, labels) and detections per image, COCO-like counts."""
+    """Per image: ground truth (float64 boxes ``[n, 4]`` x1y1x2y2 continuous pixels of a 640 x 640 image, int64 labels
+    ``[n]``), n ~ Poisson(7.3) as COCO's, and ``dets_per_image`` detections (``{"boxes", "scores", "labels"}``), half
+    jittered copies of the objects (none in an image without objects), the rest random boxes."""
     rng = np.random.default_rng(seed)
     ground_truth, detections = [], []
     for _ in range(num_images):
