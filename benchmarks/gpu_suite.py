@@ -178,7 +178,7 @@ ESTIMATE_S = {"train": 6.0, "train512": 10.0, "per_image": 15.0, "inference": 4.
 class Budget:
     """Wall-clock budget of the run; ``fits(estimate)`` says whether a case of that cost can still start."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.start = time.perf_counter()
 
@@ -193,7 +193,7 @@ class Report:
     """The JSON record: environment, settings, rows per section, the profile, skipped cases and errors.
     Rewritten (atomically) after every change, so a run killed midway leaves a valid file."""
 
-    def __init__(self, path: Path | None, header: dict):
+    def __init__(self, path: Path | None, header: dict) -> None:
         self.path = path
         self.data = header | {"train": [], "inference": [], "profile": [], "ladder": [], "loader": [],
                               "skipped": [], "errors": [], "targets": []}
@@ -284,7 +284,7 @@ class TrainingStep:
     """
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, mutual_guide: bool,
-                 options: StepOptions, device: torch.device):
+                 options: StepOptions, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = options.cudnn_benchmark
         torch.manual_seed(0)
         with torch.device(device):
@@ -434,7 +434,7 @@ class Inference:
 
     def __init__(self, version: str, backbone: str, size: int, batch: int, precision: str, channels_last: bool,
                  device: torch.device, dense_nms: bool | None = None, fold: bool = True, compile_model: bool = False,
-                 cast_weights: bool = False):
+                 cast_weights: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         with torch.device(device):
@@ -548,7 +548,7 @@ class PhaseClock:
     """Device time between consecutive ``mark(name)`` calls: CUDA events on CUDA (no host sync until
     :meth:`durations_ms`), ``perf_counter`` on CPU."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.marks: list[tuple[str, object]] = [("start", self._now())]
 
@@ -622,7 +622,7 @@ def profiler_table(function: Callable[[], object], calls: int, device: torch.dev
 class MetricsLog:
     """Stands in for ``utils.logging.RunLog`` in :func:`utils.engine.train`: keeps the train rows in memory."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rows: list[dict] = []
 
     def info(self, message: str) -> None:

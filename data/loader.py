@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
+from typing import Any
 
 import cv2
 import numpy as np
@@ -190,7 +191,7 @@ class WorkerLoader(DataLoader):
     itself continued the line of a progress bar drawn here.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # where main.py shows data warnings on one line, the workers' lines are printed by this process (__iter__)
         shows_lines = data_warnings_shown() is not None and kwargs.get("num_workers", 0) > 0
         self._worker_lines = SharedLines() if shows_lines else None
