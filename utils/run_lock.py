@@ -39,9 +39,9 @@ def exclusive_run(
     what: str = "the checkpoint",
     advice: str = "give this run another --name (or --save_folder)",
 ) -> Iterator[None]:
-    """Hold the lock of ``path`` (a run's checkpoint, or its log folder) for the block; raise ``ValueError`` naming
-    the process that holds it when another run does, with ``advice`` (under torchrun the main process alone takes it,
-    see ``utils.training_run.run_training``)."""
+    """Hold the lock of ``path`` (a run's checkpoint, its best checkpoint or its log folder) for the block; raise
+    ``ValueError`` naming ``path`` as ``what`` and the process that holds it when another run does, with ``advice``
+    (under torchrun the main process alone takes it, see ``utils.training_run.run_training``)."""
     with _locked(path) as handle:
         if handle is not None and not _try_lock(handle):
             raise ValueError(
