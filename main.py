@@ -30,7 +30,7 @@ import torch
 from data import DataError, check_dataset, reads_class_list
 from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message
 from data.loader import single_thread_opencv
-from models import PretrainedWeightsError
+from models import BACKBONES, NECKS, PretrainedWeightsError
 from utils.checkpoint import (
     CheckpointError,
     check_architecture,
@@ -112,9 +112,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--version", type=str.lower, choices=("fssd", "retinanet", "rfbnet", "pafpn"), default=None,
+    model.add_argument("--version", type=str.lower, choices=tuple(NECKS), default=None,
                        help="detector (default: pafpn; fssd for shapes; read from --trained_model)")
-    model.add_argument("--backbone", type=str.lower, choices=("vgg16", "resnet18"), default=None,
+    model.add_argument("--backbone", type=str.lower, choices=tuple(BACKBONES), default=None,
                        help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
     model.add_argument("--size", type=int, default=None,
                        help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from "
