@@ -30,7 +30,7 @@ from utils.loss import MultiBoxLoss  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
-def random_targets(batch: int, num_classes: int, generator: torch.Generator) -> list[torch.Tensor]:
+def three_boxes_per_image(batch: int, num_classes: int, generator: torch.Generator) -> list[torch.Tensor]:
     """3 boxes per image, x1y1x2y2 normalised, sides 0.1..0.5, labels 0..C-1."""
     targets = []
     for _ in range(batch):
@@ -59,7 +59,7 @@ def images_per_second(version: str, backbone: str, size: int, mutual_guide: bool
     images = (torch.rand(batch, 3, size, size, generator=generator) * 255 - 117).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = [t.to(device) for t in random_targets(batch, num_classes, generator)]
+    targets = [t.to(device) for t in three_boxes_per_image(batch, num_classes, generator)]
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
