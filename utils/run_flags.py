@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from data import DATASET_NAMES
 from data.loader import default_workers, usable_cores
 from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
@@ -25,7 +26,7 @@ from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
 from utils.messages import first_line
 
-DATASETS = ("voc", "coco", "shapes", "custom")
+DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
 AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
 
 # Defaults that depend on --dataset; a flag given on the command line always wins.
