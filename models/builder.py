@@ -10,7 +10,7 @@ from models.detector import Detector
 from models.head import DetectionHead
 from models.necks import FSSDNeck, PAFPNNeck, RetinaNetNeck, RFBNetNeck
 from models.pretrained import load_backbone_weights
-from utils.box.prior_box import num_levels
+from utils.box.prior_box import SIZE_MULTIPLE, num_levels
 
 BACKBONES: dict[str, type[nn.Module]] = {"vgg16": VGG16BN, "resnet18": ResNet18}
 NECKS: dict[str, type[nn.Module]] = {
@@ -32,8 +32,9 @@ def build_detector(version: str, backbone: str, size: int, num_classes: int,
     """
     _check_choice("version", version, NECKS)
     _check_choice("backbone", backbone, BACKBONES)
-    if not isinstance(size, int) or size < MIN_SIZE or size % 64:
-        raise ValueError(f"unknown size {size!r}; use a multiple of 64 >= {MIN_SIZE} (the paper uses 320 or 512)")
+    if not isinstance(size, int) or size < MIN_SIZE or size % SIZE_MULTIPLE:
+        raise ValueError(f"unknown size {size!r}; use a multiple of {SIZE_MULTIPLE} >= {MIN_SIZE} "
+                         "(the paper uses 320 or 512)")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (foreground classes, no background); got {num_classes}")
     backbone_net = BACKBONES[backbone]()

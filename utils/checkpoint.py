@@ -27,6 +27,7 @@ import torch
 from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
+from utils.box.prior_box import SIZE_MULTIPLE
 from utils.messages import first_line, preview_names
 from utils.names import folded_name, same_classes
 
@@ -223,14 +224,15 @@ def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path 
 def _check_architecture_config(path: Path, config: Mapping[str, Any]) -> None:
     """Refuse a checkpoint whose architecture flags (:data:`ARCHITECTURE_KEYS`, which every reader builds the model
     from) are missing or hold a value ``main.py`` refuses: an unknown version or backbone, a size that is not an
-    integer multiple of 64 from ``MIN_SIZE``, an anchor size that is not a number from 1 to below the size."""
+    integer multiple of ``SIZE_MULTIPLE`` (64) from ``MIN_SIZE``, an anchor size that is not a number from 1 to below
+    the size."""
     version, backbone, size, anchor = (config.get(key) for key in ARCHITECTURE_KEYS)
-    size_ok = type(size) is int and size >= MIN_SIZE and size % 64 == 0
+    size_ok = type(size) is int and size >= MIN_SIZE and size % SIZE_MULTIPLE == 0
     anchor_ok = type(anchor) in (int, float) and math.isfinite(anchor) and (not size_ok or 1 <= anchor < size)
     problems = {
         "version": None if version in NECKS else f"--version {version!r}, not one of {', '.join(NECKS)}",
         "backbone": None if backbone in BACKBONES else f"--backbone {backbone!r}, not one of {', '.join(BACKBONES)}",
-        "size": None if size_ok else f"--size {size!r}, not a multiple of 64 from {MIN_SIZE}",
+        "size": None if size_ok else f"--size {size!r}, not a multiple of {SIZE_MULTIPLE} from {MIN_SIZE}",
         "base_anchor_size": None if anchor_ok else (f"--base_anchor_size {anchor!r}, not from 1 to below its "
                                                     f"--size {size}"),
     }

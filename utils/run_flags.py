@@ -22,6 +22,7 @@ from data import DATASET_NAMES
 from data.loader import default_workers, usable_cores
 from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
+from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
 from utils.messages import first_line
@@ -392,9 +393,9 @@ def check_flag_values(args: argparse.Namespace) -> None:
                                                   "and a value >= 0")
     if args.expand_prob is not None and not 0.0 <= args.expand_prob <= 1.0:
         raise FlagValueError("expand_prob", f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
-    if args.size is not None and (args.size % 64 or args.size < MIN_SIZE):
-        raise FlagValueError("size", f"--size {args.size} is not a multiple of 64 from {MIN_SIZE}; use e.g. 320 or "
-                                     "512")
+    if args.size is not None and (args.size % SIZE_MULTIPLE or args.size < MIN_SIZE):
+        raise FlagValueError("size", f"--size {args.size} is not a multiple of {SIZE_MULTIPLE} from {MIN_SIZE}; "
+                                     "use e.g. 320 or 512")
     # --size still None: not given, and maybe read from --trained_model's checkpoint
     if args.base_anchor_size is not None and not 1 <= args.base_anchor_size < (args.size or math.inf):
         size = "the input size" if args.size is None else f"the --size {args.size} input"
