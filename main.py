@@ -50,9 +50,9 @@ from utils.distributed import (
     resolve_device,
     say_start_refusal,
 )
-from utils.engine import format_metrics, termination_as_interrupt
+from utils.engine import termination_as_interrupt
 from utils.export import export_onnx
-from utils.inference import evaluate_results_file, results_to_score
+from utils.inference import evaluate_results_file, format_metrics, results_to_score
 from utils.logging import RunLog
 from utils.messages import first_line
 from utils.run_data import check_splits, make_dataset

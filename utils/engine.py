@@ -1,4 +1,4 @@
-"""Training loop and evaluation entry of ``main.py``.
+"""The training loop of ``main.py`` and how it stops: the NaN/inf guard, Ctrl-C and SIGTERM.
 
 The run is counted in iterations (facts §6); its batches come from ``data.loader.build_loader(train=True)``, a pure
 function of ``(seed, iteration)``, so a run resumed at iteration ``k`` sees exactly the batches the uninterrupted run
@@ -6,7 +6,6 @@ saw.
 """
 from __future__ import annotations
 
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -340,13 +339,3 @@ def _train_step(
     scaler.step(optimizer)
     scaler.update()
     return loss_l, loss_c, stats
-
-
-def format_metrics(metrics: dict) -> str:
-    """``mAP=0.4123 AP50=0.7012 AP75=0.4410`` (fractions, as the authors print them)."""
-    shown = [key for key in ("mAP", "AP50", "AP75") if key in metrics and _is_number(metrics[key])]
-    return " ".join(f"{key}={metrics[key]:.4f}" for key in shown)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not math.isnan(value)

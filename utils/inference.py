@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -227,6 +230,17 @@ def format_voc_report(metrics: dict) -> str:
         "per-class AP@0.5 (VOC07 11-point):",
         *(f"  {name:<{width}}  {ap:.4f}" for name, ap in metrics["per_class_AP50"].items()),
     ])
+
+
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+    """``mAP=0.4123 AP50=0.7012 AP75=0.4410`` (fractions, as the authors print them); keys that are missing or not a
+    number (NaN) are left out."""
+    shown = [key for key in ("mAP", "AP50", "AP75") if key in metrics and _is_number(metrics[key])]
+    return " ".join(f"{key}={metrics[key]:.4f}" for key in shown)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
 
 
 def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) -> Path:

@@ -17,8 +17,7 @@ from data.errors import data_error_elsewhere
 from utils.best_checkpoint import is_best_checkpoint
 from utils.checkpoint import CheckpointError
 from utils.distributed import DistributedContext, broadcast_buffers, raise_if_any_process_failed, unwrap_model
-from utils.engine import format_metrics
-from utils.inference import evaluate_detections, gather_detections, run_inference
+from utils.inference import evaluate_detections, format_metrics, gather_detections, run_inference
 from utils.logging import RunLog
 from utils.postprocess import PostProcessor
 from utils.run_data import absolute_data_paths
