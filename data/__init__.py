@@ -214,10 +214,13 @@ def _build_coco(root: Path, split: str, **options) -> COCODetection:
     hint = ("download it with `bash data/scripts/COCO2017.sh`, or pass --data_root a COCO 2017 folder "
             "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use "
             "--dataset custom")
-    return COCODetection(
+    dataset = COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
         **options
     )
+    if split == "train":  # trained from flat arrays; the json's index is the evaluation's
+        dataset.release_ground_truth()
+    return dataset
 
 
 def _layout_hint(root: Path, split: str) -> str:
@@ -275,6 +278,8 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
     if classes is not None and not same_classes(classes, dataset.class_names):
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}; "
                         "a COCO-layout set takes its classes from its json: leave out --classes")
+    if split == "train":  # trained from flat arrays; the json's index is the evaluation's
+        dataset.release_ground_truth()
     return dataset
 
 
@@ -300,7 +305,8 @@ def build_dataset(
       COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
       ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a train split that shares an image
       with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises
-      :class:`DataError`.
+      :class:`DataError`. A COCO-layout training split drops the json's pycocotools index (``dataset.coco`` is
+      ``None``; :meth:`COCODetection.release_ground_truth`): only the evaluation reads it.
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of

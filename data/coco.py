@@ -599,7 +599,8 @@ class COCODetection(DetectionDataset):
         coco = load_coco_json(annotation_file, download_hint)
         if not image_folder.is_dir():
             raise DatasetNotFoundError(f"{image_folder} not found: {download_hint}")
-        self.coco = coco
+        self.coco: COCO | None = coco
+        self.annotation_file = annotation_file
         self.category_ids: list[int] = list(coco.getCatIds())
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         files = ImageFiles(image_folder)
@@ -643,11 +644,25 @@ class COCODetection(DetectionDataset):
 
     def annotation_source(self, index: int) -> str:
         """``image id <id> in <json>``: the entry that gives item ``index``'s size and boxes."""
-        return f"image id {self.image_ids[index]} in {self.coco.source_file}"
+        return f"image id {self.image_ids[index]} in {self.annotation_file}"
+
+    def release_ground_truth(self) -> None:
+        """Drop ``coco``, the json's pycocotools index, which only the evaluation and the split checks read: kept by
+        a training split, its one dict per annotation (about 1.7 GB for COCO train2017's 860k annotations) would stay
+        in the main process for the whole run, be copied page by page into each forked DataLoader worker as Python's
+        garbage collector walks it, and be pickled into each worker started by spawn / forkserver (350 MB, 12 s to
+        load in each). The items, sizes, boxes and counts come from flat arrays and stay; ``coco`` becomes ``None``
+        and :meth:`objects_to_score_per_class` raises."""
+        self.coco = None
 
     def objects_to_score_per_class(self) -> np.ndarray:
         """int64 ``[C]``: per class, the objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on
-        this dataset's images, including the boxes too small to train on (pycocotools scores them)."""
+        this dataset's images, including the boxes too small to train on (pycocotools scores them).
+        :class:`ValueError` after :meth:`release_ground_truth`."""
+        if self.coco is None:
+            raise ValueError(f"{self.annotation_file}: this training split of build_dataset drops the json's index "
+                             "(release_ground_truth), which the objects to score are counted from: build it with "
+                             "COCODetection to evaluate it")
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         labels = [label_of[a["category_id"]] for a in annotations_to_score(self.coco, self.image_ids)]
         return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)

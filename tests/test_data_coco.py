@@ -1,6 +1,7 @@
 """COCO-format datasets on a tiny json written by the tests."""
 import json
 import os
+import pickle
 from pathlib import Path
 
 import cv2
@@ -74,6 +75,26 @@ def test_coco2017_train_drops_empty_images_and_test_keeps_all(tmp_path):
     train = build_dataset("coco", "train", 32, data_root=str(tmp_path))
     test = build_dataset("coco", "test", 32, data_root=str(tmp_path))
     assert train.image_ids == [7, 3] and test.image_ids == [7, 3, 9]
+
+
+@pytest.mark.parametrize("name, train_json, test_json", [("coco", "train2017", "val2017"), ("custom", "train", "val")])
+def test_a_training_split_keeps_arrays_only_not_the_json_index(tmp_path, name, train_json, test_json):
+    """The json's pycocotools index (one dict per annotation: 1.7 GB for COCO train2017) is read by the evaluation
+    only: a training split built by build_dataset drops it, so DataLoader workers neither copy it (fork) nor unpickle
+    it (spawn); the boxes, sizes and the messages' source are those of the split built with its index."""
+    train_file = write_coco(tmp_path, train_json, coco_json(GOOD_ANNOTATIONS))
+    write_coco(tmp_path, test_json, coco_json(GOOD_ANNOTATIONS), image_folder=None if name == "coco" else "images")
+    train = build_dataset(name, "train", 32, data_root=str(tmp_path))
+    test = build_dataset(name, "test", 32, data_root=str(tmp_path))
+    kept = COCODetection(train_file, tmp_path / train_json, TestTransform(32), drop_empty=name == "coco",
+                         require_boxes=True)
+    assert train.coco is None and test.coco is not None and kept.coco is not None
+    assert b"iscrowd" not in pickle.dumps(train) and b"iscrowd" in pickle.dumps(test)  # no annotation dict left
+    assert train.image_ids == kept.image_ids and train.fingerprint() == kept.fingerprint()
+    assert train.annotation_source(1) == kept.annotation_source(1) == f"image id 3 in {train_file}"
+    assert (train.small_boxes_dropped, train.crowd_objects) == (kept.small_boxes_dropped, kept.crowd_objects) == (1, 1)
+    with pytest.raises(ValueError, match=r"training split .* drops the json's index .*: build it with COCODetection"):
+        train.objects_to_score_per_class()
 
 
 def test_crowd_boxes_can_be_left_out(tmp_path):
