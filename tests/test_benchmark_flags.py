@@ -6,12 +6,13 @@ import torch
 
 from data.shapes import ensure_shapes_dataset
 
-from benchmarks import (assignment_loss, data_loading, evaluation, inference_speed, loader_workers, shapes_generation,
-                        training_speed)
+from benchmarks import (assignment_loss, data_loading, data_scale, evaluation, inference_speed, loader_workers,
+                        shapes_generation, training_speed)
 
 SCRIPTS = {
     "assignment_loss": assignment_loss.main,
     "data_loading": data_loading.main,
+    "data_scale": data_scale.main,
     "evaluation": evaluation.main,
     "inference_speed": lambda: inference_speed.main(inference_speed.get_args_parser().parse_args()),
     "loader_workers": lambda: loader_workers.main(loader_workers.get_args_parser().parse_args()),
@@ -53,6 +54,8 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("loader_workers", ["--workers", "4", "0"], "argument --workers: must be at least 1, got 0"),
     ("loader_workers", ["--size", "200"], "argument --size: 200 is not an input size"),
     ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
+    ("data_scale", ["--root", "x", "--scale", "0"], "argument --scale: must be above 0, got 0"),
+    ("data_scale", ["--scale", "0.1"], "the following arguments are required: --root"),
 ])  # fmt: skip
 def test_bad_flag_is_one_line_naming_it(name, flags, message, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -74,7 +77,7 @@ def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"{name}.py: error: --device cuda: {NO_CUDA}"
 
 
-@pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "evaluation", "inference_speed",
+@pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "data_scale", "evaluation", "inference_speed",
                                   "loader_workers", "shapes_generation", "training_speed", "demo_export"])
 def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -126,3 +129,15 @@ def test_device_and_precision_flags_take_any_letter_case_as_main_py_does(monkeyp
     with pytest.raises(SystemExit):  # --amp BF16 is read; the error is the next flag's
         run_script("training_speed", ["--amp", "BF16", "--repeats", "0"], monkeypatch)
     assert "argument --repeats: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_data_scale_measures_both_layouts_on_a_small_synthetic_set(tmp_path, monkeypatch, capsys):
+    run_script("data_scale", ["--root", str(tmp_path), "--scale", "0.002"], monkeypatch)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    figures = {what: figure for what, figure in (row.strip("| ").split(" | ") for row in rows)}
+    # VOC2007 trainval 5,011 and VOC2012 11,540 images x 0.002: 10 + 23; COCO train2017 118,287 less 1,021 empty: 235
+    names = "\n".join(figures)
+    assert "voc train: build (33 images, " in names and "coco train: build (235 images, " in names
+    assert figures["voc metric (paper protocol), 10 x 300 detections"].endswith(" s")
+    assert figures["coco metric (pycocotools evaluate + accumulate + summarize)"].endswith(" s")
+    assert (tmp_path / "voc_scale0.002" / "VOCdevkit" / "VOC2007" / "Annotations").is_dir()
