@@ -618,7 +618,6 @@ def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(
     assert str(error.value) == f"{classes}:2: 'cat,dog' holds a comma; the file takes one class name per line"
 
 
-
 def test_a_comment_after_a_class_name_is_an_error_naming_the_file_and_line(tmp_path):
     """Only whole lines starting with # are comments: "dog  # the pets" would be a class of that name, which no
     object has, so every dog would be an unknown class."""

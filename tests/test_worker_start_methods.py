@@ -18,6 +18,16 @@ from tests.test_data_checks import corrupt_the_middle, make_dataset, write_jpeg
 from utils.messages import SharedLines, SharedSeen
 
 
+def dataset_with_a_corrupt_jpeg(tmp_path) -> tuple:
+    """The VOC-layout test set of tests/test_data_checks.py with its image 1, b.jpg, cut short in the middle:
+    (dataset, the path of b.jpg)."""
+    root, dataset = make_dataset(tmp_path)
+    bad = root / "JPEGImages" / "b.jpg"
+    write_jpeg(bad, 40, 50)
+    corrupt_the_middle(bad)
+    return dataset, bad
+
+
 @contextmanager
 def default_start_method(method: str):
     """Make ``method`` the start method of the loaders built inside the block (Python's default, as on 3.14)."""
@@ -35,10 +45,7 @@ def test_workers_that_do_not_fork_name_a_corrupt_jpeg_on_one_line_once_per_run(t
     """Without main.py's display, a spawned worker printed Python's warning: file, line number and source excerpt.
     With it, each worker made its own record of the lines shown: every worker that read the file printed the line
     again (and every evaluation's new workers again)."""
-    root, dataset = make_dataset(tmp_path)
-    bad = root / "JPEGImages" / "b.jpg"
-    write_jpeg(bad, 40, 50)
-    corrupt_the_middle(bad)
+    dataset, bad = dataset_with_a_corrupt_jpeg(tmp_path)
     capfd.readouterr()
     with warnings.catch_warnings(), default_start_method(method):
         warnings.simplefilter("always")
@@ -143,10 +150,8 @@ def test_a_run_that_starts_no_worker_starts_no_resource_tracker(tmp_path):
     forkserver (macOS, Linux from Python 3.14; one code path) is a named semaphore, whose making starts
     multiprocessing's resource tracker process: `main.py --help`, and every run without DataLoader workers, started
     one for nothing."""
-    root, _ = make_dataset(tmp_path)
-    bad = root / "JPEGImages" / "b.jpg"
-    write_jpeg(bad, 40, 50)
-    corrupt_the_middle(bad)
+    _, bad = dataset_with_a_corrupt_jpeg(tmp_path)
+    root = bad.parents[1]  # the dataset folder holding JPEGImages/
     result = subprocess.run([sys.executable, "-c", NO_WORKER_RUN, "spawn"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env={**os.environ, "ROOT": str(root)})
     assert result.returncode == 0, result.stderr
@@ -190,10 +195,7 @@ def test_a_warning_in_a_worker_gets_a_line_of_its_own_below_the_progress_bar(tmp
     showed `  0%|          | 0/3 [00:00<?, ?it/s]warning: ...b.jpg: corrupt JPEG data ...`. The main process now
     prints the workers' lines (a data warning's line, another warning's Python text) through tqdm, which lifts the bar
     off the line first and redraws it below."""
-    root, dataset = make_dataset(tmp_path)
-    bad = root / "JPEGImages" / "b.jpg"
-    write_jpeg(bad, 40, 50)
-    corrupt_the_middle(bad)
+    dataset, bad = dataset_with_a_corrupt_jpeg(tmp_path)
     capfd.readouterr()
     with warnings.catch_warnings(), default_start_method(method):
         warnings.simplefilter("always")
@@ -216,10 +218,7 @@ def test_under_torchrun_another_process_line_does_not_continue_rank_0s_bar(tmp_p
     """The processes of torchrun share one terminal, where rank 0 alone draws the progress bar; process 1's line about
     an image in its share continued the bar's line: `  50%|█████     | 2/4warning: ...`. It now starts on a line of
     its own (the bar as it was stays above it; rank 0 redraws it below)."""
-    root, dataset = make_dataset(tmp_path)
-    bad = root / "JPEGImages" / "b.jpg"
-    write_jpeg(bad, 40, 50)
-    corrupt_the_middle(bad)
+    dataset, bad = dataset_with_a_corrupt_jpeg(tmp_path)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     capfd.readouterr()
