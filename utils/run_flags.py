@@ -198,8 +198,7 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
         if (given is not None and given is not False) or value is None:  # given (a store_true flag: True), or unset
             continue
         if not _written_by_main(value, kind):
-            raise CheckpointError(f"{args.resume} records --{key} {value!r}, which main.py never writes; it was edited "
-                                  f"or damaged: give --{key} to resume with, or use a checkpoint as main.py saved it")
+            raise stored_value_error(args.resume, key, value, "which main.py never writes", "resume with")
         setattr(args, key, value)
         taken_keys.append(key)
         if value is not False:
@@ -209,9 +208,8 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
     except FlagValueError as error:
         if error.flag not in taken_keys:  # a flag given, out of range with the values taken: the flag's error
             raise
-        raise CheckpointError(f"{args.resume} records --{error.flag} {config[error.flag]!r}, which main.py never "
-                              f"writes ({error}); it was edited or damaged: give --{error.flag} to resume with, or "
-                              "use a checkpoint as main.py saved it") from None
+        raise stored_value_error(args.resume, error.flag, config[error.flag], f"which main.py never writes ({error})",
+                                 "resume with") from None
     return ", ".join(taken)
 
 
@@ -268,10 +266,16 @@ def _stored_nms_thresh_problem(args: argparse.Namespace, config: Mapping[str, An
     return None
 
 
+def stored_value_error(path: str, key: str, value: Any, problem: str, use: str) -> CheckpointError:
+    """The error for the checkpoint ``path`` recording ``--key value``, a value main.py never writes (``problem``
+    says why), which the flag given would replace to ``use`` it (e.g. "resume with")."""
+    return CheckpointError(f"{path} records --{key} {value!r}, {problem}; it was edited or damaged: give --{key} to "
+                           f"{use}, or use a checkpoint as main.py saved it")
+
+
 def _refuse_stored_value(args: argparse.Namespace, config: Mapping[str, Any], key: str, problem: str) -> None:
     use = "detect with" if args.demo else "export with" if args.export else "evaluate with"
-    raise CheckpointError(f"{args.trained_model} records --{key} {config[key]!r}, {problem}; it was edited or "
-                          f"damaged: give --{key} to {use}, or use a checkpoint as main.py saved it")
+    raise stored_value_error(args.trained_model, key, config[key], problem, use)
 
 
 def _take_nms_thresh(args: argparse.Namespace, config: Mapping[str, Any]) -> list[str]:
