@@ -256,14 +256,16 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if taken_flags:
                 resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
         evaluated_state, taken = None, ""
-        if args.trained_model and not (args.demo or args.export):
-            evaluated_state = load_checkpoint(args.trained_model, source="--trained_model")
+        if args.trained_model and reads_trained_config(args):
+            state = load_checkpoint(args.trained_model, source="--trained_model")
             # a given architecture flag that differs is refused now, not after the test split is read
-            check_architecture(args.trained_model, evaluated_state["config"], requested_architecture(args))
-            taken = take_evaluation_settings_from_checkpoint(args, evaluated_state["config"])
-        elif args.trained_model and (args.demo or args.export_nms) and args.nms_thresh is None:
-            taken = take_nms_thresh_from_checkpoint(
-                args, load_checkpoint(args.trained_model, source="--trained_model")["config"])
+            check_architecture(args.trained_model, state["config"], requested_architecture(args))
+            if args.demo or args.export:  # the checkpoint is read again by run_demo / export_onnx, from its path
+                if args.demo or args.export_nms:  # their NMS as the run's evaluation, unless --nms_thresh is given
+                    taken = take_nms_thresh_from_checkpoint(args, state["config"])
+            else:
+                evaluated_state = state
+                taken = take_evaluation_settings_from_checkpoint(args, state["config"])
         if args.eval_results:
             taken = take_dataset_from_summary(args)
         fill_dataset_defaults(args)
@@ -316,12 +318,19 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         cleanup_distributed()
 
 
+def reads_trained_config(args: argparse.Namespace) -> bool:
+    """Whether ``main`` reads ``--trained_model``'s checkpoint before the mode runs: always to evaluate; for
+    ``--demo`` / ``--export``, which read it themselves, only to check a given architecture flag or to take the NMS
+    threshold of its run (``--nms_thresh`` not given, the demo or an export with NMS)."""
+    if not (args.demo or args.export):
+        return True
+    takes_nms_thresh = (args.demo or args.export_nms) and args.nms_thresh is None
+    return takes_nms_thresh or any(value is not None for value in requested_architecture(args).values())
+
+
 def run_use(args: argparse.Namespace, device: torch.device) -> int:
-    """``--demo`` / ``--export`` with ``--trained_model``: the checkpoint alone defines the model and the classes."""
-    requested = requested_architecture(args)
-    if any(value is not None for value in requested.values()):  # the checkpoint defines them: refuse a mismatch
-        state = load_checkpoint(args.trained_model, source="--trained_model")
-        check_architecture(args.trained_model, state["config"], requested)
+    """``--demo`` / ``--export`` with ``--trained_model`` (a given architecture flag already checked against the
+    checkpoint by ``main``): the checkpoint alone defines the model and the classes."""
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
                     score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
