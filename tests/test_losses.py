@@ -8,6 +8,8 @@ from torchvision.ops import box_iou
 from torchvision.ops import sigmoid_focal_loss as dense_sigmoid_focal_loss
 
 from tests.mg_reference import (
+    IGNORE,
+    NEGATIVE,
     POSITIVE,
     plain_decode,
     random_targets,
@@ -59,6 +61,36 @@ def test_focal_loss_equals_dense_torchvision_form(gamma):
     one_hot[positive, labels[positive]] = 1.0
     dense = dense_sigmoid_focal_loss(logits[keep], one_hot[keep], alpha=0.25, gamma=gamma, reduction="sum")
     torch.testing.assert_close(sigmoid_focal_loss(logits, labels, keep, 0.25, gamma), dense)
+
+
+def test_focal_loss_of_infinite_logits_whose_terms_are_finite_is_their_limit_with_zero_gradient():
+    """An fp16 head can output +-inf. Where the loss term is finite in the limit (any logit of an ignored anchor,
+    -inf with target 0, +inf with target 1) the loss is that limit (0, or the anchor left out) and the gradient 0;
+    computing the masked or saturated terms and zeroing them afterwards gave 0 * inf = NaN gradients (and
+    inf - inf = NaN as the loss of a positive anchor with +inf at its own class)."""
+    logits = torch.tensor([[0.5, -1.0, 2.0], [math.inf, -math.inf, 1.0], [-math.inf, 0.3, -0.7],
+                           [1.5, -math.inf, 0.2], [-0.4, math.inf, -math.inf], [0.9, -2.0, -1.2]])
+    labels = torch.tensor([2, 0, BACKGROUND, BACKGROUND, 1, BACKGROUND])
+    keep = torch.tensor([True, False, True, True, True, True])
+    limit = logits.nan_to_num(posinf=1e4, neginf=-1e4).double()  # the terms of +-1e4 are 0 in float64 too
+    loss = sigmoid_focal_loss(logits.requires_grad_(True), labels, keep)
+    expected = sigmoid_focal_loss(limit.requires_grad_(True), labels, keep)
+    loss.backward()
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.isfinite(logits.grad).all()
+    assert torch.all(logits.grad[~logits.isfinite()] == 0) and torch.all(logits.grad[1] == 0)
+    torch.testing.assert_close(logits.grad, limit.grad.float(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("logit, label", [(math.inf, BACKGROUND), (math.inf, 0), (-math.inf, 1)])
+def test_focal_loss_of_an_infinite_logit_with_an_infinite_term_is_inf(logit, label):
+    """+inf with target 0, or -inf with target 1, at a kept anchor: the loss is +inf (never NaN), which the training
+    loop's NaN/inf guard turns into NonFiniteLossError (utils/engine.py)."""
+    logits = torch.tensor([[0.2, -1.0], [-0.5, 0.7]])
+    logits[0, 1] = logit
+    loss = sigmoid_focal_loss(logits, torch.tensor([label, 0]), torch.ones(2, dtype=torch.bool))
+    assert loss.item() == math.inf
 
 
 def test_focal_sum_over_a_whole_batch_stays_float32_exact():
@@ -183,6 +215,41 @@ def test_a_wild_offset_on_an_anchor_that_is_not_a_regression_positive_gets_no_gr
     torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
     assert torch.equal(loc.grad[:, -1], torch.zeros(2, 4))
     torch.testing.assert_close(loc.grad, loc_ref.grad, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_infinite_logits_whose_focal_terms_are_finite_give_the_reference_loss_and_zero_gradient(mutual_guide):
+    """fp16 logits that overflowed to +-inf at ignored anchors (any class), at negatives (-inf) and at positives
+    (+inf at the own class, -inf elsewhere): loss_c is the reference's for +-1e4 there (whose terms are 0), and
+    the gradient is finite, 0 at the infinite logits. NaN gradients there made every weight of the head NaN behind
+    a finite loss."""
+    targets, loc, conf = random_predictions([6, 11], seed=23)
+    limit = conf.clone()
+    generator = torch.Generator().manual_seed(24)
+    for b, target in enumerate(targets):
+        boxes, labels = target[:, :4], target[:, 4].long()
+        if mutual_guide:
+            (gt_index, state), _ = reference_mg_assign(ANCHORS_320, boxes, labels, loc[b], conf[b])
+        else:
+            gt_index, state = reference_iou_assign(ANCHORS_320, boxes)
+        ignored, positive = torch.nonzero(state == IGNORE)[:, 0], torch.nonzero(state == POSITIVE)[:, 0]
+        negative = torch.nonzero(state == NEGATIVE)[:, 0][:500]
+        assert len(ignored) > 0 and len(positive) > 0
+        conf[b, ignored, 0::2], conf[b, ignored, 1::2] = math.inf, -math.inf
+        columns = torch.randint(0, NUM_CLASSES, (len(negative),), generator=generator)
+        conf[b, negative, columns] = limit[b, negative, columns] = -math.inf
+        own = labels[gt_index[positive]]
+        conf[b, positive, own] = limit[b, positive, own] = math.inf
+        conf[b, positive, (own + 1) % NUM_CLASSES] = limit[b, positive, (own + 1) % NUM_CLASSES] = -math.inf
+    limit = limit.nan_to_num(posinf=1e4, neginf=-1e4).requires_grad_(True)
+    conf.requires_grad_(True)
+    _, loss_c = MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, targets)
+    loss_c.backward()
+    _, reference_c = reference_multibox_loss(loc, limit, ANCHORS_320, targets, mutual_guide)
+    reference_c.backward()
+    torch.testing.assert_close(loss_c, reference_c, rtol=5e-5, atol=0)
+    assert torch.isfinite(conf.grad).all() and torch.all(conf.grad[~conf.isfinite()] == 0)
+    torch.testing.assert_close(conf.grad, limit.grad, rtol=1e-4, atol=1e-9)
 
 
 def test_batch_without_objects_gives_zero_box_loss_and_finite_class_loss():

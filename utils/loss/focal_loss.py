@@ -4,12 +4,18 @@ Per logit x with target t in {0, 1}, p = sigmoid(x):
     loss = BCEWithLogits(x, t) * (alpha t + (1 - alpha)(1 - t)) * ((1 - p) t + p (1 - t)) ** gamma,
 the same formula as ``torchvision.ops.sigmoid_focal_loss``. Written with f(x) = softplus(x) * sigmoid(x) ** gamma,
 the t = 0 loss is (1 - alpha) f(x) and the t = 1 loss is alpha f(-x). A one-hot target over C classes is almost
-all zeros, so instead of materialising a ``[B, A, C]`` target the sum is taken as
+all zeros, so instead of materialising a ``[B, A, C]`` float target the sum is taken as
 
-    (1 - alpha) * sum over kept anchors and all classes of f(x)
-    + sum over positive anchors, at their own class, of alpha f(-x) - (1 - alpha) f(x),
+    (1 - alpha) * sum over kept anchors and their classes of target 0 of f(x)
+    + alpha * sum over positive anchors, at their own class, of f(-x).
 
-which is exact and needs a fraction of the dense form's passes over the logits.
+Infinite logits (an fp16 head that overflowed): the terms left out (ignored anchors, the own class of positives in
+the first sum, non-positives in the second) are evaluated as f(-inf) = 0 exactly, never at the logit itself, and
+``torch.where`` passes their logits no gradient: they add 0 to the loss and exactly 0 to the gradient. Computing
+them and zeroing them afterwards gave NaN gradients (0 * inf) behind a finite loss. A kept term whose limit is
+finite (-inf with target 0, +inf with target 1) is 0, with gradient 0 for gamma >= 1 (NaN for gamma < 1, where the
+derivative of p ** gamma at p = 0 is infinite); one whose limit is infinite (+inf with target 0, -inf with target 1)
+makes the loss +inf, which the training loop's NaN/inf guard stops on (:class:`utils.engine.NonFiniteLossError`).
 """
 import torch
 import torch.nn.functional as F
@@ -39,10 +45,13 @@ def sigmoid_focal_loss(
     Returns:
         0-d tensor, the loss summed over kept anchors and all classes (not normalised).
     """
-    # per-anchor class sums, then a masked sum over anchors: torch's pairwise sum keeps float32 exact to ~1e-7 over
-    # the batch's millions of terms (a [N] @ [N, C] product accumulated row after row drifted by ~1e-4)
-    kept_sum = torch.where(keep, _focal_term(logits, gamma).sum(dim=-1), 0.0).sum()
     is_positive = keep & (labels >= 0)
+    classes = torch.arange(logits.shape[-1], device=logits.device)
+    target_zero = keep.unsqueeze(-1) & (classes != labels.unsqueeze(-1))  # [..., C]; BACKGROUND matches no class
+    # the stand-in of every term left out is f(-inf) = 0, and the where gives its logit gradient 0 (module docstring)
+    negative_terms = _focal_term(torch.where(target_zero, logits, -torch.inf), gamma)
     own_logit = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [...]
-    correction = alpha * _focal_term(-own_logit, gamma) - (1.0 - alpha) * _focal_term(own_logit, gamma)
-    return (1.0 - alpha) * kept_sum + torch.where(is_positive, correction, 0.0).sum()
+    positive_terms = _focal_term(-torch.where(is_positive, own_logit, torch.inf), gamma)
+    # per-anchor class sums, then a sum over anchors: torch's pairwise sum keeps float32 exact to ~1e-7 over the
+    # batch's millions of terms (a [N] @ [N, C] product accumulated row after row drifted by ~1e-4)
+    return (1.0 - alpha) * negative_terms.sum(dim=-1).sum() + alpha * positive_terms.sum()
