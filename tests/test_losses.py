@@ -104,6 +104,20 @@ def test_focal_sum_over_a_whole_batch_stays_float32_exact():
     assert sigmoid_focal_loss(logits, labels, keep).double().item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_balanced_l1_of_a_huge_finite_difference_has_the_linear_gradient():
+    """From |d| of about 2e36 on, the small-d branch, computed everywhere and then dropped by torch.where, overflowed
+    (ln(b d / beta + 1) = inf) and its zeroed gradient became 0 * inf = NaN behind a finite loss. The gradient of the
+    linear branch is +-gamma = +-1.5 wherever d >= beta."""
+    pred = torch.tensor([1e37, -3e37, 1e38, 0.05, 0.5], requires_grad=True)
+    loss = balanced_l1_loss(pred, torch.zeros(5))
+    loss.sum().backward()
+    b = math.exp(3) - 1
+    assert loss[:3].tolist() == pytest.approx([1.5 * abs(d) + 1.5 / b - 0.5 * 0.11 for d in (1e37, -3e37, 1e38)])
+    assert pred.grad[[0, 1, 2, 4]].tolist() == [1.5, -1.5, 1.5, 1.5]
+    small = 0.5 * math.log(b * 0.05 / 0.11 + 1) + 0.5 * (b * 0.05 + 1) / (b * 0.05 + 0.11) - 0.5  # d/dd, d < beta
+    assert pred.grad[3].item() == pytest.approx(small, rel=1e-6)
+
+
 def test_balanced_l1_at_hand_picked_points():
     alpha, gamma, beta = 0.5, 1.5, 0.11
     b = math.exp(3) - 1  # 19.0855, from alpha * log(b + 1) = gamma

@@ -19,6 +19,9 @@ def balanced_l1_loss(
         raise ValueError(f"balanced_l1_loss: beta={beta} must be > 0.")
     diff = (pred - target).abs()
     b = math.exp(gamma / alpha) - 1.0
-    inner = (alpha / b) * (b * diff + 1.0) * torch.log1p(b * diff / beta) - alpha * diff
+    # the small-d branch sees d clamped to beta: where the linear branch is taken it is dropped anyway, and at
+    # d >~ 2e36 it would overflow to inf, whose zeroed gradient is 0 * inf = NaN (behind a finite loss)
+    small = diff.clamp(max=beta)
+    inner = (alpha / b) * (b * small + 1.0) * torch.log1p(b * small / beta) - alpha * small
     outer = gamma * diff + (gamma / b - alpha * beta)
     return torch.where(diff < beta, inner, outer)
