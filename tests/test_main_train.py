@@ -288,6 +288,25 @@ def test_trained_model_evaluates_at_its_runs_nms_threshold(shapes_root, tmp_path
     assert thresholds == [0.6, 0.6]
 
 
+def test_an_evaluation_says_how_many_images_the_largest_pre_nms_top_k_left_inexact(trained, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """An image with more candidates than the largest pre-NMS top-k that keeps fewer than 300 detections from them
+    may lack lower-scoring detections (utils/postprocess.py); the evaluation says how many such images it had, in one
+    line. With a largest top-k of 1 every one of the 6 test images is one."""
+    real_postprocessor = run_evaluation.PostProcessor
+
+    def postprocessor(*args, **kwargs):
+        return real_postprocessor(*args, **kwargs, pre_nms_topk=1, max_pre_nms_topk=1)
+
+    monkeypatch.setattr(run_evaluation, "PostProcessor", postprocessor)
+    checkpoint = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, ["--trained_model", str(checkpoint), "--workers", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: 6 of 6 test images had more than 1 (anchor, class) pairs scoring above 0.005 and fewer "
+                     "than 300 detections from the best 1: their detections are those, the best of the exact ones, "
+                     "and may lack lower-scoring ones") == 1
+
+
 def test_resume_path_refuses_a_flag_given_that_differs_from_its_run(shapes_root, trained, tmp_path, capsys):
     """The flags given with --resume PATH keep their value: one that differs from the run's is refused as before."""
     checkpoint = trained / "weights" / CKPT.format("")

@@ -418,3 +418,30 @@ def test_an_image_with_exactly_k_candidates_above_the_threshold_is_complete(prio
         assert padded.complete.tolist() == [complete] and padded.counts.tolist() == [k]
     detections = PostProcessor(priors, score_thresh=0.5, pre_nms_topk=2)(loc, conf, IMAGE_SIZES[:1])[0]
     assert detections["scores"].tolist() == pytest.approx([1 / (1 + math.exp(-x)) for x in (3.0, 2.0, 1.0)])
+
+
+def test_images_the_largest_top_k_leaves_inexact_are_counted(priors):
+    """Image 0: 510 anchors x 40 classes = 20,400 candidates above the threshold (more than MAX_PRE_NMS_TOPK), every
+    anchor decoding to the same box, and class c scoring above class c + 1 everywhere. The best 16,000 pairs hold
+    classes 0..31 only, so even the largest re-run keeps one box per class for 32 of them, where NMS over every
+    candidate keeps 40. That result is the exact one's best 32 detections; the image is counted in
+    ``inexact_images`` (each call adds its own), and an image with few candidates (image 1) is not."""
+    num_classes = 40
+    coder = BoxCoder()
+    same_box = torch.tensor([[0.2, 0.3, 0.6, 0.8]]).expand(len(priors), 4)
+    loc = torch.stack([coder.encode(same_box, priors), torch.zeros(len(priors), 4)])
+    conf = torch.full((2, len(priors), num_classes), -30.0)
+    conf[0] = 4.0 - 0.1 * torch.arange(num_classes) - 1e-4 * torch.arange(len(priors)).unsqueeze(1)
+    conf[1, [0, len(priors) // 2, len(priors) - 1], 2] = 1.0  # far apart: NMS keeps all three
+    assert len(priors) * 32 > MAX_PRE_NMS_TOPK > len(priors) * 31
+    post = PostProcessor(priors)
+    assert post.inexact_images == 0
+    detections = post(loc, conf, IMAGE_SIZES[:2])
+    exact = PostProcessor(priors, max_pre_nms_topk=None)(loc, conf, IMAGE_SIZES[:2])
+    assert detections[0]["labels"].tolist() == list(range(32)) and exact[0]["labels"].tolist() == list(range(40))
+    assert same_detections({key: value[:32] for key, value in exact[0].items()}, detections[0])
+    assert same_detections(detections[1], exact[1]) and len(detections[1]["scores"]) == 3
+    assert post.inexact_images == 1
+    post(loc, conf, IMAGE_SIZES[:2])
+    assert post.inexact_images == 2
+    assert PostProcessor(priors, max_pre_nms_topk=None).inexact_images == 0

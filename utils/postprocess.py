@@ -25,10 +25,14 @@ every candidate, as the authors) when it keeps at least ``max_per_image`` detect
 at most k candidates above the threshold. Where neither holds (e.g. many overlapping high scores around
 large objects push a small object's box below rank k), the image is post-processed again with 4x the
 candidates, until one of the two holds or k reaches ``max_pre_nms_topk`` (16,000; None: all candidates).
-So ``__call__`` is exact for every image with at most 16,000 candidates above the threshold, and the first
-pass with k = 1000 (detectron2 and mmdetection keep 1000 per pyramid level) keeps the common case fast: with no
-top-k at all, an untrained or weak model passes all A * C pairs (1,020,000 per image on COCO at 320) to NMS,
-which then takes minutes. ``PaddedDetections.complete`` tells which images the first pass already got exactly.
+So ``__call__`` is exact for every image with at most 16,000 candidates above the threshold. Beyond that, an image
+that keeps fewer than ``max_per_image`` detections from its best 16,000 candidates (heavy suppression among them,
+e.g. an untrained or diverged model) gets those detections, which are the exact result's best ones, but may miss
+lower-scoring ones (NMS over every candidate could take minutes). ``PostProcessor.inexact_images`` counts such
+images and an evaluation prints their number (``utils/run_evaluation.py``). The first pass with k = 1000 (detectron2
+and mmdetection keep 1000 per pyramid level) keeps the common case fast: with no top-k at all, an untrained or weak
+model passes all A * C pairs (1,020,000 per image on COCO at 320) to NMS, which then takes minutes.
+``PaddedDetections.complete`` tells which images the first pass already got exactly.
 
 Differences from the authors, on purpose: torchvision's NMS measures IoU on continuous coordinates (the
 authors' NumPy NMS added 1 pixel to widths and heights), and the per-image cap keeps exactly 300 boxes
@@ -143,6 +147,10 @@ class PostProcessor:
             ``None``: up to every candidate; ``pre_nms_topk`` itself: no re-run (a plain top-k).
         dense_nms: run NMS with :func:`utils.nms.dense_batched_nms` (True) or ``torchvision.ops.batched_nms``
             (False); None picks dense on CUDA when ``pre_nms_topk`` is at most ``DENSE_NMS_MAX_CANDIDATES``.
+
+    Attributes:
+        inexact_images: how many images ``__call__`` has returned whose detections may lack lower-scoring ones
+            because even the largest top-k (``max_pre_nms_topk``) left their result inexact (module docstring).
     """
 
     def __init__(
@@ -168,6 +176,7 @@ class PostProcessor:
         self.max_pre_nms_topk = max_pre_nms_topk
         self.box_coder = BoxCoder()  # variances (0.1, 0.2)
         self.dense_nms = dense_nms
+        self.inexact_images = 0
         if dense_nms:
             self._check_fits_dense_nms("dense_nms")
 
@@ -183,11 +192,15 @@ class PostProcessor:
         Returns:
             ``B`` dicts on ``loc``'s device: ``"boxes"`` float32 ``[n, 4]`` x1y1x2y2 0-based continuous pixels
             of the original image, ``"scores"`` float32 ``[n]`` (descending), ``"labels"`` int64 ``[n]`` 0..C-1.
+            Images whose result the largest top-k leaves inexact are added to ``inexact_images``.
         """
         boxes, scores = self._boxes_and_scores(loc, conf, image_sizes)
         k = self.pre_nms_topk
         detections, complete = self._first_pass(boxes, scores)
-        while not bool(complete.all()) and (k := self._wider_topk(k, scores)) is not None:
+        while not bool(complete.all()):
+            if (k := self._wider_topk(k, scores)) is None:
+                self.inexact_images += int((~complete).sum())
+                break
             redo = torch.nonzero(~complete).squeeze(1)  # torchvision's NMS: the dense one's memory grows with k^2
             again, complete[redo] = self._torchvision_detections(boxes[redo], scores[redo], k)
             for image, result in zip(redo.tolist(), again):

@@ -16,7 +16,13 @@ from data.dataset import DetectionDataset
 from data.errors import data_error_elsewhere
 from utils.best_checkpoint import is_best_checkpoint
 from utils.checkpoint import CheckpointError
-from utils.distributed import DistributedContext, broadcast_buffers, raise_if_any_process_failed, unwrap_model
+from utils.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    broadcast_buffers,
+    raise_if_any_process_failed,
+    unwrap_model,
+)
 from utils.inference import evaluate_detections, format_metrics, gather_detections, run_inference
 from utils.logging import RunLog
 from utils.postprocess import PostProcessor
@@ -50,9 +56,12 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     except DataError as error:  # in this process's shard: the others must learn it before they wait in the gather
         failure = error
     raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the evaluation"))
+    inexact = int(all_reduce_sum(torch.tensor(postprocessor.inexact_images, device=device), ctx).item())
     detections = gather_detections(detections)
     if not ctx.is_main:
         return None
+    if inexact:
+        log.info(inexact_images_note(inexact, len(dataset), postprocessor))
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
     evaluated_with |= absolute_data_paths(args)
@@ -62,6 +71,17 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     when = "" if after is None else f" after iteration {after}"
     log.info(f"{dataset_tag(args)} test{when}: {format_metrics(metrics)}")
     return metrics
+
+
+def inexact_images_note(inexact: int, total: int, postprocessor: PostProcessor) -> str:
+    """The line that says how many of ``total`` evaluated images ``postprocessor`` left inexact (its
+    ``inexact_images``: more candidates than its largest pre-NMS top-k, see :mod:`utils.postprocess`)."""
+    largest = postprocessor.max_pre_nms_topk
+    return (f"note: {inexact} of {total} test images had more than {largest:,} (anchor, class) pairs scoring above "
+            f"{postprocessor.score_thresh:g} and fewer than {postprocessor.max_per_image} detections from the best "
+            f"{largest:,}: their detections are those, the best of the exact ones, and may lack lower-scoring ones, so "
+            "the metrics may be slightly low (usual for an untrained or diverging model; MAX_PRE_NMS_TOPK in "
+            "utils/postprocess.py sets the limit)")
 
 
 def eval_folder(args: argparse.Namespace, run_name: str | None = None) -> Path:
