@@ -26,6 +26,7 @@ from data.dataset import (
     opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
+from utils.messages import exact_number
 from utils.names import compose_name, folded_name
 
 VOC_CLASSES = (
@@ -643,7 +644,7 @@ def _swapped_box_name(image: _ReadImage, place: int) -> str:
     ``Annotations/a.xml object 2 'dog' (xmin 40 > xmax 20)``."""
     obj = image.parsed.objects[place - 1]
     xmin, ymin, xmax, ymax = obj.box
-    swapped = [f"{low} {first:g} > {high} {second:g}"
+    swapped = [f"{low} {exact_number(first)} > {high} {exact_number(second)}"
                for low, first, high, second in (("xmin", xmin, "xmax", xmax), ("ymin", ymin, "ymax", ymax))
                if first - 1 > second]
     return f"{image.xml_path} object {place} {obj.written_name!r} ({', '.join(swapped)})"

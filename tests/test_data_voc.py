@@ -500,6 +500,13 @@ def test_a_box_whose_coordinates_look_swapped_is_dropped_with_a_warning_naming_t
     assert len(dataset.ground_truth()[0]["boxes"]) == 5  # the evaluation still scores the XML as written
 
 
+def test_the_swapped_box_warning_quotes_the_xml_values_exactly(tmp_path):
+    """``:g`` rounded xmin 40.123456789 to 40.1235, a value the XML does not hold."""
+    root = write_voc_folder(tmp_path, {"a": [("cat", (40.123456789, 10, 20.5, 30), 0)]}, {"trainval": ["a"]})
+    with pytest.warns(DataWarning, match=r"object 1 'cat' \(xmin 40\.123456789 > xmax 20\.5\)"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+
+
 def test_the_evaluation_scores_the_xml_boxes_as_written_as_the_devkit_does(tmp_path):
     """A box past the image edge and a degenerate one: training clips and drops them, the devkit scores the XML. A
     detection equal to the first box is a true positive at every threshold (clipped, its IoU at 0.95 would be 0.5);

@@ -283,6 +283,7 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         (["--base_anchor_size", "0.5", "--size", "512"], "--base_anchor_size 0.5: the smallest anchors' side in pixels "
                                                          "must be from 1 to below the --size 512 input"),
         (["--base_anchor_size", "nan"], "--base_anchor_size nan: the smallest anchors' side"),
+        (["--base_anchor_size", "0.123456789"], "--base_anchor_size 0.123456789: the smallest anchors' side"),
         (["--eval_results", "no/such/eval"], "--eval_results no/such/eval: no such file or folder; give the "
                                              "eval/<DATASET> folder an evaluation wrote (or its results file)"),
     ],
@@ -821,7 +822,8 @@ def test_trained_model_evaluates_at_the_nms_threshold_of_its_run():
     """A run trained with --nms_thresh 0.6 evaluated at 0.6; --trained_model of its checkpoint evaluated at 0.5, so it
     did not print the run's final scores again. It takes the run's threshold, naming it unless it is the default."""
     config = {"dataset": "shapes", "data_root": "/data/shapes", "amp": None}
-    for saved, expected, named in ((0.6, 0.6, "--nms_thresh 0.6"), (0.5, 0.5, ""), (None, None, "")):
+    for saved, expected, named in ((0.6, 0.6, "--nms_thresh 0.6"), (0.5, 0.5, ""), (None, None, ""),
+                                   (0.123456789, 0.123456789, "--nms_thresh 0.123456789")):  # exact, not :g's 0.123457
         args = parse("--trained_model", "w.pth")
         taken = take_evaluation_settings_from_checkpoint(args, config | {"nms_thresh": saved})
         data = "--dataset shapes, --data_root /data/shapes"

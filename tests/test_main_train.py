@@ -775,6 +775,12 @@ def test_the_divergence_advice_names_the_flags_to_change(amp_dtype, precision):
         "--check_data")
 
 
+def test_the_divergence_advice_quotes_the_learning_rate_exactly():
+    """``:g`` rounded --lr 0.0012345678 to "peak 0.00123457", not the value the run used."""
+    args = cli.get_args_parser().parse_args(["--lr", "0.0012345678", "--warm_iter", "100"])
+    assert "a lower --lr (peak 0.0012345678) or" in divergence_advice(args, None)
+
+
 def disk_full_after_the_first_save(monkeypatch) -> list[int]:
     """Make every checkpoint write after the first meet a full disk (ENOSPC inside torch.save). Returns the list that
     records the iteration of each write tried."""

@@ -4,6 +4,7 @@ leaf module: data/, models/ and utils/ import it)."""
 
 import contextlib
 import hashlib
+import math
 import multiprocessing
 from collections.abc import Sequence
 
@@ -18,6 +19,14 @@ def preview_names(names: Sequence[str], limit: int = 4) -> str:
     """The first ``limit`` of ``names``, comma-separated, then "..." when there are more."""
     shown = ", ".join(names[:limit])
     return shown + (", ..." if len(names) > limit else "")
+
+
+def exact_number(value: float) -> str:
+    """``value`` as text that reads back as the same float, for messages that quote a flag's or a file's value: the
+    ``:g`` form when it is exact (``0.5``, ``24``, ``1e-05``, ``inf``, ``nan``), else the shortest that is
+    (``0.0012345678``, where ``:g`` rounds to 6 significant digits: ``0.00123457``)."""
+    short = f"{value:g}"
+    return short if float(short) == value or math.isnan(value) else repr(float(value))
 
 
 def joined_lines(error: BaseException, limit: int = 400) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from utils.distributed import DistributedContext
+from utils.messages import exact_number
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
 EXIT_REFUSED_BY_SYSTEM, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -115,5 +116,5 @@ def divergence_advice(args: argparse.Namespace, amp_dtype: torch.dtype | None) -
         torch.float16: ", use --amp bf16 (float16 overflows above 65504) or float32 (no --amp)",
         torch.bfloat16: ", train in float32 (no --amp)",
     }.get(amp_dtype, "")
-    return (f"Start again with a lower --lr (peak {args.lr:g}) or a longer --warm_iter ({args.warm_iter}){precision}, "
-            "or check the data with --check_data")
+    return (f"Start again with a lower --lr (peak {exact_number(args.lr)}) or a longer --warm_iter "
+            f"({args.warm_iter}){precision}, or check the data with --check_data")

@@ -25,7 +25,7 @@ from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
-from utils.messages import first_line
+from utils.messages import exact_number, first_line
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
 AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
@@ -283,7 +283,7 @@ def _take_nms_thresh(args: argparse.Namespace, config: Mapping[str, Any]) -> lis
     if args.nms_thresh is not None or config.get("nms_thresh") is None:
         return []
     args.nms_thresh = float(config["nms_thresh"])
-    return [f"--nms_thresh {args.nms_thresh:g}"] if args.nms_thresh != DEFAULT_NMS_THRESH else []
+    return [f"--nms_thresh {exact_number(args.nms_thresh)}"] if args.nms_thresh != DEFAULT_NMS_THRESH else []
 
 
 def take_dataset_from_summary(args: argparse.Namespace) -> str:
@@ -403,10 +403,10 @@ def check_flag_values(args: argparse.Namespace) -> None:
     # --size still None: not given, and maybe read from --trained_model's checkpoint
     if args.base_anchor_size is not None and not 1 <= args.base_anchor_size < (args.size or math.inf):
         size = "the input size" if args.size is None else f"the --size {args.size} input"
-        raise FlagValueError("base_anchor_size", f"--base_anchor_size {args.base_anchor_size:g}: the smallest anchors' "
-                                                 f"side in pixels must be from 1 to below {size} (at or above it every "
-                                                 "anchor covers the whole image); the default is "
-                                                 f"{DEFAULT_BASE_ANCHOR_SIZE:g}")
+        given = exact_number(args.base_anchor_size)
+        raise FlagValueError("base_anchor_size", f"--base_anchor_size {given}: the smallest anchors' side in pixels "
+                                                 f"must be from 1 to below {size} (at or above it every anchor covers "
+                                                 f"the whole image); the default is {DEFAULT_BASE_ANCHOR_SIZE:g}")
     if args.classes and args.dataset in ("shapes", "coco"):
         raise FlagValueError("classes", f"--classes is for VOC and custom data; the {args.dataset} dataset has its "
                                         "own classes: drop --classes")
