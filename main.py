@@ -255,17 +255,16 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
             if taken_flags:
                 resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
-        evaluated_state, taken = None, ""
+        trained_state, taken = None, ""
         if args.trained_model and reads_trained_config(args):
-            state = load_checkpoint(args.trained_model, source="--trained_model")
+            trained_state = load_checkpoint(args.trained_model, source="--trained_model")
             # a given architecture flag that differs is refused now, not after the test split is read
-            check_architecture(args.trained_model, state["config"], requested_architecture(args))
-            if args.demo or args.export:  # the checkpoint is read again by run_demo / export_onnx, from its path
+            check_architecture(args.trained_model, trained_state["config"], requested_architecture(args))
+            if args.demo or args.export:  # run_demo / export_onnx build the model from this state
                 if args.demo or args.export_nms:  # their NMS as the run's evaluation, unless --nms_thresh is given
-                    taken = take_nms_thresh_from_checkpoint(args, state["config"])
+                    taken = take_nms_thresh_from_checkpoint(args, trained_state["config"])
             else:
-                evaluated_state = state
-                taken = take_evaluation_settings_from_checkpoint(args, state["config"])
+                taken = take_evaluation_settings_from_checkpoint(args, trained_state["config"])
         if args.eval_results:
             taken = take_dataset_from_summary(args)
         fill_dataset_defaults(args)
@@ -288,9 +287,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         if args.eval_results:
             return run_eval_results(args, log)
         if args.demo or args.export:
-            return run_use(args, device)
+            return run_use(args, device, trained_state)
         if args.trained_model:
-            return run_evaluation_only(args, device, ctx, evaluated_state)
+            return run_evaluation_only(args, device, ctx, trained_state)
         return run_training(args, device, ctx, init_state, resume_state, resumed_with)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
@@ -320,26 +319,28 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
 
 def reads_trained_config(args: argparse.Namespace) -> bool:
     """Whether ``main`` reads ``--trained_model``'s checkpoint before the mode runs: always to evaluate; for
-    ``--demo`` / ``--export``, which read it themselves, only to check a given architecture flag or to take the NMS
-    threshold of its run (``--nms_thresh`` not given, the demo or an export with NMS)."""
+    ``--demo`` / ``--export`` only to check a given architecture flag or to take the NMS threshold of its run
+    (``--nms_thresh`` not given, the demo or an export with NMS), and they then take the state read; otherwise they
+    read it themselves, after checking their inputs and output."""
     if not (args.demo or args.export):
         return True
     takes_nms_thresh = (args.demo or args.export_nms) and args.nms_thresh is None
     return takes_nms_thresh or any(value is not None for value in requested_architecture(args).values())
 
 
-def run_use(args: argparse.Namespace, device: torch.device) -> int:
+def run_use(args: argparse.Namespace, device: torch.device, state: dict | None) -> int:
     """``--demo`` / ``--export`` with ``--trained_model`` (a given architecture flag already checked against the
-    checkpoint by ``main``): the checkpoint alone defines the model and the classes."""
+    checkpoint by ``main``): the checkpoint alone defines the model and the classes. ``state``: the checkpoint when
+    ``main`` read it (:func:`reads_trained_config`), else None (read by ``run_demo`` / ``export_onnx``)."""
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
-                    score_thresh=args.score_thresh, nms_thresh=args.nms_thresh)
+                    score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, state=state)
     else:
         try:
             with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
                 run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
                          score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
-                         cuda_graph=args.cuda_graph)
+                         cuda_graph=args.cuda_graph, state=state)
         except KeyboardInterrupt:
             out_dir = args.demo_output or default_demo_output(args.trained_model)
             print(f"--demo interrupted: {out_dir} holds the drawn copies written so far, without this run's "

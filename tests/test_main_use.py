@@ -124,6 +124,32 @@ def test_demo_and_export_nms_use_the_nms_threshold_the_checkpoint_was_trained_wi
     assert exported_nms_thresh("--nms_thresh", "0.6") == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize("mode", ["demo", "export"])
+def test_demo_and_export_read_the_checkpoint_once(tmp_path, monkeypatch, mode):
+    """main read --trained_model's checkpoint for the run's NMS threshold, then run_demo / export_onnx read it again
+    from its path: the file was loaded twice (once with an architecture flag given too, as read after it)."""
+    import torch
+
+    if mode == "export":
+        pytest.importorskip("onnx", reason="onnx is a test/export dependency (requirements-export.txt)")
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+    real_load, loaded = torch.load, []
+
+    def counted_load(f, *args, **kwargs):
+        loaded.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted_load)
+    use = (["--demo", str(tmp_path / "in"), "--demo_output", str(tmp_path / "out"), "--workers", "0"]
+           if mode == "demo" else ["--export", "onnx", "--export_nms", "--export_path", str(tmp_path / "t.onnx")])
+    for flags in ([], ["--size", "128"], ["--nms_thresh", "0.4"]):  # main reads it; reads it to check; does not
+        loaded.clear()
+        assert run_main("--trained_model", str(checkpoint), *use, *flags) == 0
+        assert loaded == [str(checkpoint)], flags
+
+
 def stop_there(signum: int):
     """A stand-in for the work of --demo / --trained_model that receives ``signum`` as a terminal or a scheduler
     sends it: the handler the process holds then is called as Python calls it (Ctrl-C without one raises

@@ -49,7 +49,7 @@ from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from utils.messages import preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
-from utils.trained_model import load_trained_detector
+from utils.trained_model import detector_from_state, load_trained_detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GLOB_CHARACTERS = "*?["
@@ -209,6 +209,7 @@ def run_demo(
     max_per_image: int = 100,
     workers: int = 0,
     cuda_graph: bool = False,
+    state: dict | None = None,
 ) -> dict:
     """Detect objects in ``inputs`` (see :func:`collect_images`) and write drawn images and ``detections.json``.
 
@@ -221,6 +222,8 @@ def run_demo(
         max_per_image: at most this many detections per image, the highest scores.
         cuda_graph: replay the network and post-processing from a CUDA graph of ``batch_size`` images
             (:class:`utils.cuda_graph.CUDAGraphDetector`; CUDA devices only).
+        state: the checkpoint already read from ``checkpoint_path`` with ``load_checkpoint`` (``main.py`` reads it
+            first when it needs its flags); None: read it here, once the inputs and ``output_dir`` are checked.
 
     Returns:
         ``{"images": readable images, "unreadable": skipped files, "detections": total detections, "removed": drawn
@@ -240,7 +243,8 @@ def run_demo(
     names = output_names(paths)
     check_output_folder(out_dir, paths, names)
     device = torch.device(device)
-    detector = load_trained_detector(checkpoint_path, device)
+    detector = (load_trained_detector(checkpoint_path, device) if state is None
+                else detector_from_state(state, checkpoint_path, device))
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
     detect = _batch_detector(detector.model, postprocessor, device, batch_size, detector.size, cuda_graph)

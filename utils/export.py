@@ -33,7 +33,7 @@ from utils.box import BoxCoder
 from utils.checkpoint import check_writable_folder
 from utils.files import naming_file
 from utils.postprocess import PRE_NMS_TOPK, top_candidates
-from utils.trained_model import load_trained_detector
+from utils.trained_model import detector_from_state, load_trained_detector
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11
@@ -91,6 +91,7 @@ def export_onnx(
     include_nms: bool = False,
     score_thresh: float = 0.005,
     nms_thresh: float = 0.5,
+    state: dict | None = None,
 ) -> Path:
     """Write the checkpoint's detector as ONNX (see the module docstring) and return the file's path.
 
@@ -100,6 +101,8 @@ def export_onnx(
     (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing, before any work) and
     the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS
     are compared with PyTorch's on two random images and the largest absolute difference is printed.
+    ``state``: the checkpoint already read from ``checkpoint_path`` with ``load_checkpoint`` (``main.py`` reads it
+    first when it needs its flags); None: read it here, once ``output_path`` is checked.
     """
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -115,7 +118,8 @@ def export_onnx(
     if path.suffix.lower() != ".onnx":  # e.g. another checkpoint, which the graph would replace
         raise ValueError(f"--export_path {path} does not end in .onnx; give a file name ending in .onnx")
     check_writable_folder(path.parent, "the folder of --export_path")
-    detector = load_trained_detector(checkpoint_path, "cpu")
+    detector = (load_trained_detector(checkpoint_path, "cpu") if state is None
+                else detector_from_state(state, checkpoint_path, "cpu"))
     if include_nms:
         graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
         output_names = ["detections", "batch_index"]
