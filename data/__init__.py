@@ -214,13 +214,10 @@ def _build_coco(root: Path, split: str, **options) -> COCODetection:
     hint = ("download it with `bash data/scripts/COCO2017.sh`, or pass --data_root a COCO 2017 folder "
             "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use "
             "--dataset custom")
-    dataset = COCODetection(
+    return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
         **options
     )
-    if split == "train":  # trained from flat arrays; the json's index is the evaluation's
-        dataset.release_ground_truth()
-    return dataset
 
 
 def _layout_hint(root: Path, split: str) -> str:
@@ -278,8 +275,6 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
     if classes is not None and not same_classes(classes, dataset.class_names):
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}; "
                         "a COCO-layout set takes its classes from its json: leave out --classes")
-    if split == "train":  # trained from flat arrays; the json's index is the evaluation's
-        dataset.release_ground_truth()
     return dataset
 
 
@@ -328,7 +323,17 @@ def build_dataset(
     if isinstance(classes, str):
         classes = parse_class_list(classes)
     transform = TrainTransform(size, expand_probability) if augment else TestTransform(size)
-    options = {"transform": transform, "seed": seed}
+    dataset = _build_named(name, split, data_root, classes, transform=transform, seed=seed,
+                           skip_unknown_classes=skip_unknown_classes)
+    if split == "train" and isinstance(dataset, COCODetection):  # coco, or custom in COCO layout
+        dataset.release_ground_truth()  # trained from flat arrays; the json's index is the evaluation's
+    return dataset
+
+
+def _build_named(name: str, split: str, data_root: str | None, classes: list[str] | None, *,
+                 skip_unknown_classes: bool, **options) -> DetectionDataset:
+    """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
+    and ``seed``."""
     if name == "coco":
         return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, **options)
     options["skip_unknown_classes"] = skip_unknown_classes
