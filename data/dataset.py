@@ -41,6 +41,9 @@ EXIF_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that swap width
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
 _TIFF_IMAGE_WIDTH, _TIFF_IMAGE_LENGTH = 256, 257
 _TIFF_INTEGER_TYPES = {3: "H", 4: "I"}  # SHORT (the specification's type for the orientation) and LONG
+# the image file types read_image is used for, by preference: the --demo's inputs and the extensions a VOC-layout
+# image id is looked up with (data/voc.py FileFinder.candidates); read_image decodes by content, not by extension
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 OPENCV_PIXEL_LIMIT = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS (environment: OPENCV_IO_MAX_IMAGE_PIXELS)
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")  # PIL's DecompressionBombError
 

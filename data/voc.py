@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from data.dataset import (
-    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, has_extent, image_header_size,
-    opencv_pixel_limit,
+    IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, has_extent,
+    image_header_size, opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
 from utils.messages import exact_number
@@ -33,7 +33,6 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 EMPTY_FILE = "the file is empty, not {} (an interrupted copy or export?): write it again"
 DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": True}
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
@@ -272,7 +271,7 @@ class FileFinder:
         """The names of the folder's files ``<stem>.<any extension>`` (the stem in any letter case and Unicode normal
         form), sorted: for the message of an image not found, one in an extension that is not tried. Looked up in an
         index of the listing by stem, built once: a folder of images all in an extension not tried (VOC's 17k JPEGs
-        converted to WebP) asks for every image's."""
+        converted to AVIF) asks for every image's."""
         if self._by_folded_stem is None:
             self._by_folded_stem = {}
             for key, name in self._listing().items():
@@ -560,7 +559,7 @@ def _read_listed_image(
         if in_folder is not None:
             unusable += (f"; <filename> is read in {finder.folder}, which holds {in_folder.name}: write "
                          f"<filename>{in_folder.name}</filename> in {xml_path}")
-        elif other_extensions := finder.same_stem(image_id):  # e.g. a.tif
+        elif other_extensions := finder.same_stem(image_id):  # e.g. a.avif
             unusable += (f"; {finder.folder} holds {', '.join(other_extensions)}: write "
                          f"<filename>{other_extensions[0]}</filename> in {xml_path}")
         problems.append(

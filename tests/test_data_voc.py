@@ -13,7 +13,7 @@ import pytest
 from data import (
     DEFAULT_ROOTS, VOC_CLASSES, DataError, DatasetNotFoundError, DataWarning, build_dataset, parse_class_list,
 )
-from data.dataset import DEGENERATE_BOX_DROPPED, read_image
+from data.dataset import DEGENERATE_BOX_DROPPED, IMAGE_EXTENSIONS, read_image
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 from data.voc import SWAPPED_BOX_DROPPED, FileFinder, from_devkit_pixels
 from data.voc_eval import evaluate_voc
@@ -215,7 +215,8 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
     with pytest.raises(DataError, match="1 problem") as error:
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert f"{images / 'c'}.jpg: image file not found (listed in {root / 'ImageSets/Main/trainval.txt'}); " \
-           f"tried c.jpg, x.jpg, c.jpeg, c.png, c.bmp in {images}, in any letter case" in str(error.value)
+           f"tried c.jpg, x.jpg, c.jpeg, c.png, c.bmp, c.tif, c.tiff, c.webp, c.ppm, c.pgm, c.pbm in {images}, " \
+           "in any letter case" in str(error.value)
     cv2.imwrite(str(images / "c.jpeg"), np.zeros((48, 64, 3), np.uint8))
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert [dataset.image_path(i).name for i in range(3)] == ["a.JPG", "b.Png", "c.jpeg"]
@@ -223,26 +224,52 @@ def test_image_extensions_match_in_any_letter_case(tmp_path):
 
 
 
+def test_images_of_every_type_the_demo_reads_are_found_by_id_without_a_filename(tmp_path):
+    """The demo reads .tif/.tiff/.webp/.ppm/... images, but a VOC-layout image id was looked up as .jpg, .jpeg,
+    .png and .bmp only: a set converted to WebP or TIFF whose XMLs have no <filename> stopped with "image file not
+    found". Every type of IMAGE_EXTENSIONS is tried, in any letter case, and its size read from the header."""
+    ids = [extension[1:] for extension in IMAGE_EXTENSIONS]
+    root = write_voc_folder(tmp_path, {image_id: voc_xml(64, 48, [("cat", (1, 1, 10, 10), 0)], size=False)
+                                       .replace("<filename>x.jpg</filename>", "") for image_id in ids},
+                            {"trainval": ids})
+    images = root / "JPEGImages"
+    for image_id, extension in zip(ids, IMAGE_EXTENSIONS):
+        image = cv2.imread(str(images / f"{image_id}.jpg"))
+        (images / f"{image_id}.jpg").unlink()
+        name = f"{image_id}{extension.upper() if extension == '.webp' else extension}"
+        assert cv2.imwrite(str(images / name), image[:, :, 0] if extension in (".pgm", ".pbm") else image)
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"], augment=False)
+    assert [dataset.image_path(i).name for i in range(len(ids))] == ["jpg.jpg", "jpeg.jpeg", "png.png", "bmp.bmp",
+                                                                   "tif.tif", "tiff.tiff", "webp.WEBP", "ppm.ppm",
+                                                                   "pgm.pgm", "pbm.pbm"]
+    for index in range(len(ids)):
+        image, target, _ = dataset[index]
+        assert image.shape == (3, 64, 64)
+        np.testing.assert_allclose(target[:, :4], [[0, 0, 10 / 64, 10 / 48]])
+
+
 def test_an_image_of_an_extension_not_tried_is_named_with_the_filename_to_write(tmp_path):
-    """Images converted to TIFF (or WebP) beside XMLs naming a .jpg: the images are there, in an extension the
-    loader does not try; the error names the file found and the <filename> that reads it (which works)."""
+    """Images converted to a type not tried by id (Sun raster .ras, which OpenCV reads) beside XMLs naming a .jpg: the
+    images are there, in an extension the loader does not try; the error names the file found and the <filename>
+    that reads it (which works)."""
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
     images = root / "JPEGImages"
-    cv2.imwrite(str(images / "a.TIF"), cv2.imread(str(images / "a.jpg")))
+    cv2.imwrite(str(images / "a.RAS"), cv2.imread(str(images / "a.jpg")))
     (images / "a.jpg").unlink()
     with pytest.raises(DataError, match="1 problem") as error:
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     xml = root / "Annotations" / "a.xml"
-    assert f"tried a.jpg, x.jpg, a.jpeg, a.png, a.bmp in {images}, in any letter case; {images} holds a.TIF: write " \
-           f"<filename>a.TIF</filename> in {xml}" in str(error.value)
-    xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", "<filename>a.TIF</filename>"))
+    tried = ", ".join(["a.jpg", "x.jpg"] + [f"a{extension}" for extension in IMAGE_EXTENSIONS[1:]])
+    assert f"tried {tried} in {images}, in any letter case; {images} holds a.RAS: write <filename>a.RAS</filename> " \
+           f"in {xml}" in str(error.value)
+    xml.write_text(xml.read_text().replace("<filename>x.jpg</filename>", "<filename>a.RAS</filename>"))
     dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
-    assert dataset.image_path(0).name == "a.TIF" and dataset[0][0].shape == (3, 64, 64)
+    assert dataset.image_path(0).name == "a.RAS" and dataset[0][0].shape == (3, 64, 64)
 
 
 def test_the_other_extensions_of_missing_images_are_found_without_a_scan_of_the_folder_per_image(tmp_path,
                                                                                                  monkeypatch):
-    """A folder of images all converted to another format (VOC's 17k JPEGs as .webp, COCO's 118k): each missing
+    """A folder of images all converted to a format not tried (VOC's 17k JPEGs as .avif, COCO's 118k): each missing
     image's message names its file, found in an index of the folder's listing by stem built once, not in a scan of
     the whole listing per image (quadratic: 30 s for VOC2007 test, hours for COCO train2017)."""
     names = ["a.TIF", "A.webp", "a", "a.b.png", ".a", "b.jpg", "\u00e9.png"] + [f"{i:03d}.webp" for i in range(200)]
@@ -311,8 +338,8 @@ def test_a_symlink_loop_among_the_images_is_skipped_and_a_listed_one_named_with_
         build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
     assert str(error.value).endswith(f"{images / 'b'}.jpg: image file not found (listed in "
                                      f"{root / 'ImageSets/Main/trainval.txt'}); tried b.jpg, x.jpg, b.jpeg, b.png, "
-                                     f"b.bmp in {images}, in any letter case; b.jpg cannot be read (Too many levels "
-                                     "of symbolic links)")
+                                     f"b.bmp, b.tif, b.tiff, b.webp, b.ppm, b.pgm, b.pbm in {images}, in any letter "
+                                     "case; b.jpg cannot be read (Too many levels of symbolic links)")
 
 
 def test_broken_symbolic_links_are_named_as_such_with_their_target(tmp_path):

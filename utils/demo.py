@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.dataset import exif_orientation, read_image
+from data.dataset import IMAGE_EXTENSIONS, exif_orientation, read_image
 from data.errors import DataError
 from data.loader import WorkerLoader
 from data.transforms import normalize_image, resize
@@ -51,7 +51,6 @@ from utils.messages import preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.trained_model import detector_from_state, load_trained_detector
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 GLOB_CHARACTERS = "*?["
 SUBFOLDER_SCAN_LIMIT = 10_000  # entries below a folder without images that the "its sub-folders hold" hint looks at
 DETECTIONS_FILE = "detections.json"
@@ -74,7 +73,7 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     ``photos/a.jpg`` and ``/home/me/photos/a.jpg`` or through a link, is kept once, as first named).
 
     A file is taken whatever its suffix (an unreadable one is reported later); a folder gives its files with an
-    image suffix (:data:`IMAGE_SUFFIXES`, any case), sorted; a glob gives its matching image files, sorted
+    image suffix (:data:`IMAGE_EXTENSIONS`, any case), sorted; a glob gives its matching image files, sorted
     (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a path the system does
     not let us look into (no permission), a folder or glob without images, or no source at all.
     """
@@ -98,17 +97,17 @@ def _expand(source: str) -> list[Path]:
     path = Path(source)
     if path.is_file():
         return [path]
-    suffixes = ", ".join(IMAGE_SUFFIXES)
+    suffixes = ", ".join(IMAGE_EXTENSIONS)
     if path.is_dir():
         files = [p for p in sorted(path.iterdir()) if p.is_file()]
-        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not images:
             raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files)"
                                  + (_images_below(path) or f"; images need one of the suffixes {suffixes}"))
         return images
     if any(character in source for character in GLOB_CHARACTERS):
         matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
-        images = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not images:
             raise DemoInputError(f"--demo {source}: the pattern matches no image files ({len(matches)} other files); "
                                  f"images need one of the suffixes {suffixes}")
@@ -125,7 +124,7 @@ def _images_below(folder: Path) -> str:
                                SUBFOLDER_SCAN_LIMIT + 1)  # one more: whether the walk stopped early
     looked_at = list(entries)
     counts = Counter(name for name, path in looked_at[:SUBFOLDER_SCAN_LIMIT]
-                     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+                     if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
     if not counts:
         return ""
     total = sum(counts.values())
