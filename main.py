@@ -356,7 +356,9 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     splits, problems = {}, []
     for split in ("train", "test"):
         try:
-            splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+            train_classes = splits["train"].class_names if "train" in splits else None  # the test split's order
+            splits[split] = make_dataset(args, split, args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
+                                         class_order=train_classes)
             for note in splits[split].notes:
                 log.info(note)
             report = check_dataset(splits[split], workers=max(args.workers, 1))
@@ -396,7 +398,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
         check_writable_folder(out_dir, "--eval_dir")
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
         args.classes = ",".join(state["class_names"])
-    dataset = make_dataset(args, "test", size, train=False)
+    dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
     trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)

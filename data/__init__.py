@@ -209,14 +209,14 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
     return _voc_dataset(root, split, False, classes, **options)
 
 
-def _build_coco(root: Path, split: str, **options) -> COCODetection:
+def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
     hint = ("download it with `bash data/scripts/COCO2017.sh`, or pass --data_root a COCO 2017 folder "
             "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use "
             "--dataset custom")
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
-        **options
+        class_order=class_order, **options
     )
 
 
@@ -247,7 +247,8 @@ def _layout_hint(root: Path, split: str) -> str:
     return ""
 
 
-def _build_custom(root: Path, split: str, classes: list[str] | None, **options) -> DetectionDataset:
+def _build_custom(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None,
+                  **options) -> DetectionDataset:
     if _is_voc_folder(root):
         if classes is None:
             raise DataError(
@@ -268,7 +269,8 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, **options) 
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
-    dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", **options)
+    dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", class_order=class_order,
+                            **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
@@ -289,6 +291,7 @@ def build_dataset(
     seed: int = 0,
     skip_unknown_classes: bool = False,
     expand_probability: float = EXPAND_PROBABILITY,
+    class_order: Sequence[str] | None = None,
 ) -> DetectionDataset:
     """Build a dataset whose items are ``(image float32 [3, size, size], target float32 [n, 5], index)``.
 
@@ -307,6 +310,11 @@ def build_dataset(
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of
       classes not in ``classes`` (counted in one warning) instead of raising; ``expand_probability``: how often the
       augmentation zooms out (the paper's 0.6).
+    - ``class_order`` (COCO layouts; VOC layouts take theirs from ``classes``): the class names whose order the labels
+      follow when the json names the same classes (compared ignoring letter case) in another order, under any ids:
+      main.py gives a test split its training split's ``class_names``, and a ``--trained_model`` evaluation the
+      checkpoint's. ``category_ids`` still name the json's own ids (the results are scored against it). A json naming
+      other classes keeps its own order: :func:`utils.run_data.check_splits` or the checkpoint's check refuses it.
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
     (also for a ``data_root`` that is a file).
@@ -335,7 +343,7 @@ def _build_named(name: str, split: str, data_root: str | None, classes: list[str
     """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
     and ``seed``."""
     if name == "coco":
-        return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, **options)
+        return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, class_order, **options)
     options["skip_unknown_classes"] = skip_unknown_classes
     if name == "voc":
         return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
@@ -348,4 +356,4 @@ def _build_named(name: str, split: str, data_root: str | None, classes: list[str
         return _voc_dataset(Path(root), split, False, SHAPES_CLASSES, **options)
     if data_root is None:
         raise DataError("--dataset custom needs --data_root (a VOC-layout or COCO-layout folder)")
-    return _build_custom(Path(data_root), split, classes, **options)
+    return _build_custom(Path(data_root), split, classes, class_order, **options)

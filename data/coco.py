@@ -1,7 +1,8 @@
 """COCO-format detection (COCO 2017 or any ``instances``-style json + image folder), through pycocotools.
 
 Facts §5: labels are positions in the json's ``getCatIds()`` order (contiguous 0..C-1 here; ``category_ids`` maps
-back). Boxes are cleaned as the authors do, in the project's 0-based continuous frame (COCO's own): ``[x, y, w, h]``
+back), or in a given ``class_order`` naming the same classes (a custom test split takes its training split's order).
+Boxes are cleaned as the authors do, in the project's 0-based continuous frame (COCO's own): ``[x, y, w, h]``
 becomes ``(x, y, x + w, y + h)`` clipped to the image, kept when ``area > 0`` and both sides exceed 7 px. The authors
 used the inclusive ``x2 = x1 + w - 1`` and wrote results with ``w + 1``; in the continuous frame both are exact
 without the +-1, which removes their 1-pixel shrink of every box. Their filter ``x2 - x1 > 6`` on that inclusive
@@ -175,10 +176,28 @@ def category_problems(categories: list[dict]) -> list[str]:
     ]
 
 
-def coco_class_names(coco: COCO) -> list[str]:
-    """The class names of a COCO ground truth, in label order (0..C-1, the json's ``getCatIds()`` order): its
-    categories' names without surrounding spaces and in Unicode's composed form, as VOC object names are read."""
-    return [compose_name(coco.cats[category_id]["name"].strip()) for category_id in coco.getCatIds()]
+def coco_class_names(coco: COCO, category_ids: Sequence[int] | None = None) -> list[str]:
+    """The class names of a COCO ground truth, in label order (0..C-1: ``category_ids``, by default the json's
+    ``getCatIds()`` order): its categories' names without surrounding spaces and in Unicode's composed form, as VOC
+    object names are read."""
+    ids = coco.getCatIds() if category_ids is None else category_ids
+    return [compose_name(coco.cats[category_id]["name"].strip()) for category_id in ids]
+
+
+def ordered_category_ids(coco: COCO, class_order: Sequence[str] | None = None) -> list[int]:
+    """The category ids of a COCO ground truth in label order (label i is category ``ids[i]``): the json's
+    ``getCatIds()`` order, or the order of ``class_order`` (the training split's or a checkpoint's class names) when
+    it names the json's classes in another order, compared as :func:`utils.names.folded_name` reads names; each name
+    takes this json's own id for it, whatever id the json that gave the order has. A ``class_order`` naming other
+    classes leaves the json's order: the caller compares the classes and says what differs."""
+    ids = list(coco.getCatIds())
+    if class_order is None:
+        return ids
+    id_of = {folded_name(name): category_id for name, category_id in zip(coco_class_names(coco, ids), ids)}
+    wanted = [folded_name(name) for name in class_order]
+    if sorted(wanted) != sorted(id_of):  # other names, or a name given twice
+        return ids
+    return [id_of[name] for name in wanted]
 
 
 def _id_and_name(category: dict) -> str:
@@ -564,7 +583,10 @@ def _per_image_annotations(
 class COCODetection(DetectionDataset):
     """Images of a COCO instances json, read from ``image_folder / file_name`` (in any letter case of the file's
     name, :class:`ImageFiles`). ``class_names`` are the categories' names without surrounding spaces (as VOC object
-    names are read), in ``category_ids`` order.
+    names are read), in ``category_ids`` order: the json's ``getCatIds()`` order, or ``class_order``'s (the training
+    split's or a checkpoint's class names) when it names the same classes in another order
+    (:func:`ordered_category_ids`): labels are then positions in ``class_order``, and the results written for
+    scoring still name this json's ids.
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
     non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image file, one
@@ -594,6 +616,7 @@ class COCODetection(DetectionDataset):
         download_hint: str = "check --data_root",
         seed: int = 0,
         require_objects_to_score: bool | None = None,
+        class_order: Sequence[str] | None = None,
     ) -> None:
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
         coco = load_coco_json(annotation_file, download_hint)
@@ -601,7 +624,7 @@ class COCODetection(DetectionDataset):
             raise DatasetNotFoundError(f"{image_folder} not found: {download_hint}")
         self.coco: COCO | None = coco
         self.annotation_file = annotation_file
-        self.category_ids: list[int] = list(coco.getCatIds())
+        self.category_ids: list[int] = ordered_category_ids(coco, class_order)
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         files = ImageFiles(image_folder)
         problems = _coco_problems(coco, label_of, files, annotation_file)
@@ -637,7 +660,7 @@ class COCODetection(DetectionDataset):
             _per_image_annotations(
                 coco, files, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
             ),
-            coco_class_names(coco),
+            coco_class_names(coco, self.category_ids),
             transform,
             seed,
         )

@@ -91,7 +91,8 @@ def write_coco_results(results: list[dict], path: Path) -> Path:
 
 
 def evaluate_coco(
-    results: str | Path | list[dict], coco_gt: COCO, image_ids: Sequence[int] | None = None
+    results: str | Path | list[dict], coco_gt: COCO, image_ids: Sequence[int] | None = None,
+    category_ids: Sequence[int] | None = None,
 ) -> dict:
     """Runs pycocotools' bbox evaluation (evaluate, accumulate, summarize).
 
@@ -100,13 +101,16 @@ def evaluate_coco(
             lists its entries that pycocotools would fail on, see :func:`result_problem`).
         coco_gt: the ground truth.
         image_ids: images to evaluate; default all images of ``coco_gt``.
+        category_ids: the model's label order (label -> category id of ``coco_gt``, as the dataset's
+            ``category_ids``), which orders ``per_class_AP``; default the json's ``getCatIds()`` order.
 
     Returns:
         The 12 standard numbers under ``STAT_NAMES`` (``"AP"``, ``"AP50"``, ... ``"AR_large"``) and as
         ``"stats"`` (list, pycocotools' order); ``"mAP"``, ``"AP50"``, ``"AP75"`` (= stats 0..2);
         ``"per_class_AP"``: class name -> AP@[.50:.95] (area all, 100 detections; NaN for a category without
-        ground truth), in the model's class order with its names (:func:`data.coco.coco_class_names`: the json's
-        order, names without surrounding spaces), not pycocotools' order of ascending category id. With no
+        ground truth), in the model's class order (``category_ids``) with the json's names
+        (:func:`data.coco.coco_class_names`: without surrounding spaces), not pycocotools' order of ascending category
+        id. With no
         detection at all, pycocotools' numbers for an empty result set: 0 where there are objects to find, -1
         (stats) or NaN (per class) where there are none.
 
@@ -130,7 +134,8 @@ def evaluate_coco(
     precision = evaluator.eval["precision"]  # [T IoU, R recall, K categories (params.catIds), A areas, M maxDets]
     column = {category_id: k for k, category_id in enumerate(evaluator.params.catIds)}  # ascending ids
     per_class = {}
-    for name, category_id in zip(coco_class_names(coco_gt), coco_gt.getCatIds()):  # the labels' order
+    category_ids = coco_gt.getCatIds() if category_ids is None else category_ids  # the labels' order
+    for name, category_id in zip(coco_class_names(coco_gt, category_ids), category_ids):
         p = precision[:, :, column[category_id], 0, -1]
         per_class[name] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
     return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class)

@@ -153,7 +153,7 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
         report = format_voc_report(metrics)
     elif dataset.kind == "coco":
         results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
-        metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids)
+        metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids, category_ids=dataset.category_ids)
         results_file = out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json"
 
         def write_results() -> list[Path]:
@@ -194,7 +194,7 @@ def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
                                dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))
     else:
-        metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids)
+        metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids, category_ids=dataset.category_ids)
         print(format_coco_report(metrics))
     return metrics
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from data import DataError, build_dataset
+from data import COCODetection, DataError, build_dataset
 from data.dataset import DetectionDataset
 from utils.logging import RunLog
-from utils.names import same_classes
+from utils.names import folded_name, same_classes
 
 
-def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool) -> DetectionDataset:
-    """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``."""
+def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
+                 class_order: Sequence[str] | None = None) -> DetectionDataset:
+    """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``; a COCO
+    layout's labels in ``class_order`` (the training split's or a checkpoint's class names) when its json names the
+    same classes in another order (:func:`data.build_dataset`)."""
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
-                         skip_unknown_classes=args.skip_unknown_classes)
+                         skip_unknown_classes=args.skip_unknown_classes, class_order=class_order)
 
 
 def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
@@ -36,15 +40,14 @@ def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
 
 def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:
     """Before training: both splits have the same classes in the same order, compared ignoring letter case as
-    everywhere else (the model's label i is scored as the test split's class i), the training split has objects and
+    everywhere else (the model's label i is scored as the test split's class i; a COCO-layout test split built with
+    the training split's ``class_names`` as ``class_order`` has them in its order when its json names the same
+    categories, in any order and under any ids), the training split has objects and
     the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning:
     the model cannot learn them; so do classes without an object to score in the test split: their AP is undefined."""
     if not same_classes(train_dataset.class_names, test_dataset.class_names):
-        raise DataError(
-            f"the training split's classes {train_dataset.class_names} differ from the test split's "
-            f"{test_dataset.class_names}: give both splits the same classes in the same order (for COCO-layout "
-            "data, the same categories in both jsons)"
-        )
+        raise DataError(f"the training split's classes {train_dataset.class_names} differ from the test split's "
+                        f"{test_dataset.class_names}: {_how_to_match_classes(train_dataset, test_dataset)}")
     if len(test_dataset) == 0:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
@@ -65,3 +68,20 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     if missing:
         log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
                  "(their AP will be 0 or undefined)")
+
+
+def _how_to_match_classes(train_dataset: DetectionDataset, test_dataset: DetectionDataset) -> str:
+    """What to do about splits whose classes differ (:func:`check_splits`): for two COCO-layout splits, the jsons
+    whose category names must be the same and the names that only one of them has."""
+    if not (isinstance(train_dataset, COCODetection) and isinstance(test_dataset, COCODetection)):
+        return "give both splits the same classes in the same order"
+    train_file, test_file = train_dataset.annotation_file, test_dataset.annotation_file
+    train_names, test_names = ({folded_name(name) for name in names}
+                               for names in (train_dataset.class_names, test_dataset.class_names))
+    if train_names == test_names:  # built without the training split's order
+        return (f"{train_file} and {test_file} list the same categories in another order: build the test split with "
+                "class_order=<the training split's class_names> (data.build_dataset)")
+    only_train = [name for name in train_dataset.class_names if folded_name(name) not in test_names]
+    only_test = [name for name in test_dataset.class_names if folded_name(name) not in train_names]
+    return (f"the categories of {train_file} and {test_file} must have the same names (in any order, under any ids); "
+            f"only in the training json: {only_train}, only in the test json: {only_test}")

@@ -160,7 +160,7 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     dataset = make_dataset(args, "train", args.size, train=True)
     for note in dataset.notes:
         log.info(note)
-    test_dataset = make_dataset(args, "test", args.size, train=False)
+    test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names)
     check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size

@@ -1,0 +1,165 @@
+"""Custom COCO-layout data whose training and test jsons list the same categories in another order (or under other
+ids): the test split's labels, and the category ids of the results it scores, follow the training split's classes
+(or a checkpoint's), as mmdetection / torchvision users expect; jsons naming other classes are still refused."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main as cli
+from data import DataError, build_dataset
+from tests.test_data_coco import write_coco
+from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.inference import evaluate_detections
+from utils.logging import RunLog
+from utils.run_data import check_splits
+
+TRAIN_CATEGORIES = [{"id": 5, "name": "bus"}, {"id": 1, "name": "person"}, {"id": 90, "name": "toothbrush"}]
+# the same classes listed in another order: with the training json's ids, and under ids of the test json's own
+TEST_CATEGORIES = {
+    "same ids": [{"id": 90, "name": "toothbrush"}, {"id": 1, "name": "person"}, {"id": 5, "name": "bus"}],
+    "other ids": [{"id": 12, "name": "Toothbrush"}, {"id": 13, "name": "bus"}, {"id": 11, "name": "person"}],
+}
+TEST_IMAGES = [
+    {"id": 7, "file_name": "t7.jpg", "height": 40, "width": 60},
+    {"id": 3, "file_name": "t3.jpg", "height": 50, "width": 50},
+    {"id": 9, "file_name": "t9.jpg", "height": 30, "width": 30},
+]
+# (image id, class name, bbox): every side > 7 px, so each object is an item's box and is scored
+TEST_OBJECTS = [(7, "person", [2, 4, 30, 20]), (7, "toothbrush", [35, 10, 20, 25]), (3, "bus", [10, 10, 20, 30]),
+                (9, "toothbrush", [5, 5, 20, 20])]
+
+
+def train_json() -> dict:
+    images = [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}]
+    annotations = [{"id": n, "image_id": 1, "category_id": c["id"], "bbox": [2 + 10 * n, 5, 9, 20], "area": 180,
+                    "iscrowd": 0} for n, c in enumerate(TRAIN_CATEGORIES, 1)]
+    return {"images": images, "annotations": annotations, "categories": TRAIN_CATEGORIES}
+
+
+def val_json(categories: list[dict]) -> dict:
+    id_of = {category["name"].lower(): category["id"] for category in categories}
+    annotations = [{"id": n, "image_id": image_id, "category_id": id_of[name], "bbox": box, "area": box[2] * box[3],
+                    "iscrowd": 0} for n, (image_id, name, box) in enumerate(TEST_OBJECTS, 1)]
+    return {"images": TEST_IMAGES, "annotations": annotations, "categories": categories}
+
+
+def write_folder(root: Path, test_categories: list[dict]) -> tuple[Path, Path]:
+    return write_coco(root, "train", train_json()), write_coco(root, "val", val_json(test_categories))
+
+
+@pytest.mark.parametrize("ids", list(TEST_CATEGORIES))
+def test_the_test_split_takes_the_training_splits_class_order_and_scores_with_its_own_ids(ids, tmp_path):
+    write_folder(tmp_path, TEST_CATEGORIES[ids])
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert train.class_names == ["bus", "person", "toothbrush"] and train.category_ids == [5, 1, 90]
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), class_order=train.class_names)
+    id_of = {category["name"].lower(): category["id"] for category in TEST_CATEGORIES[ids]}
+    assert [name.lower() for name in test.class_names] == ["bus", "person", "toothbrush"]
+    assert test.category_ids == [id_of["bus"], id_of["person"], id_of["toothbrush"]]
+    assert test.image_ids == [7, 3, 9]
+    # label i is the training split's class i: person 1 and toothbrush 2 in image 7, bus 0 in 3, toothbrush 2 in 9
+    assert [test.annotation(i)[1].tolist() for i in range(3)] == [[1, 2], [0], [2]]
+    check_splits(train, test, RunLog(None))
+
+    # the ground truth's own boxes and labels as detections: the results name the test json's ids, and score 1.0
+    detections = [{"boxes": test.annotation(i)[0], "labels": test.annotation(i)[1], "scores": np.ones(len(labels))}
+                  for i, labels in enumerate(test.annotation(i)[1] for i in range(3))]
+    metrics = evaluate_detections(test, detections, tmp_path / "eval", run_info={"split": "test"})
+    written = json.loads((tmp_path / "eval" / "detections_test_results.json").read_text())
+    assert [(r["image_id"], r["category_id"]) for r in written] == [
+        (image_id, id_of[name]) for image_id, name, _ in TEST_OBJECTS
+    ]
+    assert metrics["mAP"] == 1.0 and metrics["AP50"] == 1.0
+    assert list(metrics["per_class_AP"].values()) == pytest.approx([1.0, 1.0, 1.0])
+    assert [name.lower() for name in metrics["per_class_AP"]] == ["bus", "person", "toothbrush"]  # the labels' order
+
+
+def test_without_a_class_order_the_labels_follow_the_jsons_own_order(tmp_path):
+    write_folder(tmp_path, TEST_CATEGORIES["other ids"])
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path))
+    assert test.class_names == ["Toothbrush", "bus", "person"] and test.category_ids == [12, 13, 11]
+    assert [test.annotation(i)[1].tolist() for i in range(3)] == [[2, 0], [1], [0]]
+
+
+def test_jsons_naming_other_classes_are_refused_naming_both_files(tmp_path):
+    categories = [{"id": 5, "name": "bus"}, {"id": 1, "name": "person"}, {"id": 90, "name": "car"}]
+    data = val_json(TEST_CATEGORIES["same ids"])
+    data["categories"] = categories
+    train_file, test_file = write_coco(tmp_path, "train", train_json()), write_coco(tmp_path, "val", data)
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), class_order=train.class_names)
+    assert test.class_names == ["bus", "person", "car"]  # another set of names: the json's own order
+    with pytest.raises(DataError) as error:
+        check_splits(train, test, RunLog(None))
+    assert str(error.value) == (
+        f"the training split's classes ['bus', 'person', 'toothbrush'] differ from the test split's ['bus', 'person', "
+        f"'car']: the categories of {train_file} and {test_file} must have the same names (in any order, under any "
+        "ids); only in the training json: ['toothbrush'], only in the test json: ['car']"
+    )
+
+
+def test_check_data_and_training_accept_jsons_listing_the_categories_in_another_order(tmp_path, capsys):
+    write_folder(tmp_path, TEST_CATEGORIES["other ids"])
+    assert cli.main(cli.get_args_parser().parse_args([
+        "--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0"])) == 0
+    assert "differ" not in capsys.readouterr().err
+
+
+def only_class_scored(checkpoint: Path, label: int, path: Path) -> Path:
+    """``checkpoint`` with a classification head that scores class ``label`` 0.9 at every anchor and every other
+    class 0.001 (below the evaluation's 0.005): zero weights, biases ``logit(score)``; saved to ``path``."""
+    state = load_checkpoint(checkpoint)
+    model = dict(state["model"])
+    classes = len(state["class_names"])
+    for key in [k for k in model if k.startswith("head.conf.")]:
+        if key.endswith("bias"):  # channel a * C + c scores class c at the cell's anchor a
+            scores = torch.full((model[key].numel() // classes, classes), 0.001)
+            scores[:, label] = 0.9
+            model[key] = torch.log(scores / (1 - scores)).flatten()
+        else:
+            model[key] = torch.zeros_like(model[key])
+    save_checkpoint({**state, "model": model}, path)
+    return path
+
+
+def test_a_checkpoint_is_evaluated_in_its_own_class_order_on_a_json_listing_them_in_another(tmp_path):
+    """The tiny checkpoint's classes are circle, square, triangle; the test json lists them as triangle 30, circle 10,
+    square 20. Only the checkpoint's label 1 (square) scores above the threshold, so every detection written must be
+    of category 20, and only square's AP is defined by detections (the others have no detection: AP 0)."""
+    assert CLASS_NAMES == ["circle", "square", "triangle"]
+    checkpoint = only_class_scored(write_tiny_checkpoint(tmp_path / "tiny.pth"), 1, tmp_path / "square.pth")
+    categories = [{"id": 30, "name": "triangle"}, {"id": 10, "name": "circle"}, {"id": 20, "name": "square"}]
+    annotations = [{"id": n, "image_id": 7, "category_id": c, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0}
+                   for n, c in enumerate((10, 20, 30), 1)]
+    write_coco(tmp_path / "data", "val", {"images": TEST_IMAGES[:1], "annotations": annotations,
+                                          "categories": categories})
+    eval_dir = tmp_path / "eval"
+    assert cli.main(cli.get_args_parser().parse_args([
+        "--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(tmp_path / "data"),
+        "--workers", "0", "--device", "cpu", "--eval_dir", str(eval_dir)])) == 0
+    written = json.loads((eval_dir / "detections_test_results.json").read_text())
+    assert len(written) > 0 and {r["category_id"] for r in written} == {20}
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    per_class = summary["metrics"]["per_class_AP"]
+    assert list(per_class) == CLASS_NAMES and per_class["circle"] == per_class["triangle"] == 0.0
+    assert not math.isnan(per_class["square"])
+
+
+def test_training_builds_its_test_split_in_the_training_splits_class_order(tmp_path):
+    from utils.distributed import DistributedContext
+    from utils.run_flags import fill_dataset_defaults
+    from utils.training_setup import build_training
+
+    write_folder(tmp_path, TEST_CATEGORIES["other ids"])
+    args = cli.get_args_parser().parse_args([
+        "--dataset", "custom", "--data_root", str(tmp_path), "--workers", "0", "--version", "fssd", "--backbone",
+        "resnet18", "--size", "128", "--no-pretrained", "--max_iter", "1", "--batch_size", "1"])
+    fill_dataset_defaults(args)
+    setup = build_training(args, torch.device("cpu"), DistributedContext(), RunLog(None))
+    assert setup.test_dataset.class_names == ["bus", "person", "Toothbrush"]
+    assert setup.test_dataset.category_ids == [13, 11, 12]
