@@ -42,7 +42,8 @@ from utils.trained_model import load_trained_detector  # noqa: E402
 def write_checkpoint(path: Path, version: str, backbone: str, size: int) -> Path:
     model = build_detector(version, backbone, size, len(SHAPES_CLASSES))
     config = {"version": version, "backbone": backbone, "size": size, "base_anchor_size": 24.0}
-    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "iteration": 0, "max_iter": 0, "config": config,
+    # a finished run of one iteration: load_checkpoint refuses a run of 0 iterations as a damaged file
+    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "iteration": 1, "max_iter": 1, "config": config,
                      "class_names": list(SHAPES_CLASSES)}, path)
     return path
 

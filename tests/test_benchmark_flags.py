@@ -1,4 +1,5 @@
 """The benchmark scripts refuse bad flags with argparse's one-line error naming the flag, before any work starts."""
+import datetime
 import sys
 
 import pytest
@@ -8,6 +9,7 @@ from data.shapes import ensure_shapes_dataset
 
 from benchmarks import (assignment_loss, data_loading, data_scale, evaluation, inference_speed, loader_workers,
                         shapes_generation, training_speed)
+from benchmarks.common import cpu_model
 
 SCRIPTS = {
     "assignment_loss": assignment_loss.main,
@@ -141,3 +143,16 @@ def test_data_scale_measures_both_layouts_on_a_small_synthetic_set(tmp_path, mon
     assert figures["voc metric (paper protocol), 10 x 300 detections"].endswith(" s")
     assert figures["coco metric (pycocotools evaluate + accumulate + summarize)"].endswith(" s")
     assert (tmp_path / "voc_scale0.002" / "VOCdevkit" / "VOC2007" / "Annotations").is_dir()
+
+
+def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeypatch, capsys):
+    flags = ["--size", "128", "--images", "1", "--batch_sizes", "1", "--repeats", "1", "--device", "cpu"]
+    run_script("demo_export", flags, monkeypatch)
+    out = capsys.readouterr().out
+    heading = next(line for line in out.splitlines() if line.startswith("fssd-resnet18 at 128, 1 images; "))
+    assert datetime.date.today().isoformat() in heading and f"CPU {cpu_model()}" in heading
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [(what.strip(), where.strip(), batch.strip()) for what, where, batch, _, _ in rows] == [
+        ("demo (end to end)", "cpu", "1"), ("load checkpoint + build model (once per run)", "cpu", "-"),
+        ("pytorch decode graph", "cpu", "1"), ("onnxruntime decode graph", "cpu", "1")]
+    assert all(float(ms) > 0 for _, _, _, ms, _ in rows)
