@@ -11,15 +11,18 @@ each split with ``build_dataset``, what a forked DataLoader worker copies of it 
 annotation as ``__getitem__`` does, then after a full ``gc.collect()``), the size of the dataset pickled for a
 spawn / forkserver worker, and the evaluation paths on synthetic detections: VOC (300 per image) metric and devkit
 files written and read back (``--eval_results``), COCO (100 per image) results conversion, json writing, loading and
-checking, and pycocotools' metric.
+checking, and pycocotools' metric. Prints each figure as it is measured, then a markdown table headed by the date,
+the CPU and the versions.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import os
 import pickle
+import platform
 import resource
 import sys
 import tempfile
@@ -29,9 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import positive_float  # noqa: E402
+from benchmarks.common import cpu_model, positive_float  # noqa: E402
 
 from data import build_dataset  # noqa: E402
 from data.coco_eval import _load_results, detections_to_coco_results, evaluate_coco, write_coco_results  # noqa: E402
@@ -183,7 +187,7 @@ def measure_splits(name: str, root: Path, rows: list[tuple[str, str]]) -> Detect
         rows.append((f"{name} {split}: forked worker copies (read all items / then gc.collect())",
                      f"{walked:.0f} / {collected:.0f} MiB"))
         rows.append((f"{name} {split}: pickled for a spawn worker", f"{pickled:.1f} MiB"))
-        print(*rows[-3:], sep="\n", flush=True)
+        print(*(f"{what}: {figure}" for what, figure in rows[-3:]), sep="\n", flush=True)
         test = dataset
     return test
 
@@ -221,7 +225,10 @@ def main() -> None:
             timed(rows, "coco results json read and checked (--eval_results)", lambda: _load_results(path, test.coco))
             timed(rows, "coco metric (pycocotools evaluate + accumulate + summarize)",
                   lambda: evaluate_coco(results, test.coco, test.image_ids))
-    print("\n| what | figure |\n|---|---|")
+    print(f"\n# data and evaluation at {args.scale:g} x the real datasets' scale, "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, CPU {cpu_model()} "
+          f"({os.cpu_count()} cores), torch {torch.__version__}, python {platform.python_version()}")
+    print("| what | figure |\n|---|---|")
     print("\n".join(f"| {what} | {figure} |" for what, figure in rows))
     print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

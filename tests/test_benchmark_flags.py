@@ -135,7 +135,14 @@ def test_device_and_precision_flags_take_any_letter_case_as_main_py_does(monkeyp
 
 def test_data_scale_measures_both_layouts_on_a_small_synthetic_set(tmp_path, monkeypatch, capsys):
     run_script("data_scale", ["--root", str(tmp_path), "--scale", "0.002"], monkeypatch)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    out = capsys.readouterr().out.splitlines()
+    heading = out[out.index("| what | figure |") - 1]
+    assert heading.startswith(f"# data and evaluation at 0.002 x the real datasets' scale, "
+                              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}")
+    assert f"CPU {cpu_model()}" in heading and f"torch {torch.__version__}" in heading
+    # the progress lines read as the table's rows do, "what: figure", not as Python tuples
+    assert "voc train: pickled for a spawn worker: 0.0 MiB" in out and not any(line.startswith("(") for line in out)
+    rows = [line for line in out if line.startswith("| ")][1:]
     figures = {what: figure for what, figure in (row.strip("| ").split(" | ") for row in rows)}
     # VOC2007 trainval 5,011 and VOC2012 11,540 images x 0.002: 10 + 23; COCO train2017 118,287 less 1,021 empty: 235
     names = "\n".join(figures)
