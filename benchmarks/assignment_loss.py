@@ -129,7 +129,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int_at_least(1), default=4, help="timed calls of the batched criterion")
     parser.add_argument("--reference-repeats", type=int_at_least(1), default=3,
                         help="timed calls of the slow reference")
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cuda is skipped when unavailable")
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"],
+                        help="cpu, cuda or cuda:N, in any letter case (default: cpu cuda); without CUDA, a plain cuda "
+                             "beside another device is left out")
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
     parser.add_argument("--focal-bound", action="store_true",
                         help="time the all-logits focal term alone (eager and torch.compile): the bound on any "
@@ -138,7 +140,10 @@ def main() -> None:
                         help="also time MultiBoxLoss(compile=True): assignment + losses as one torch.compile graph")
     args = parser.parse_args()
 
-    devices = [device_flag(parser, d, "--devices") for d in args.devices if d != "cuda" or torch.cuda.is_available()]
+    requested = [name.lower() for name in args.devices]
+    if not torch.cuda.is_available() and set(requested) != {"cuda"}:  # alone, it is refused: no row to measure
+        requested = [name for name in requested if name != "cuda"]
+    devices = [device_flag(parser, name, "--devices") for name in requested]
     print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}, torch {torch.__version__}, "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -110,7 +111,7 @@ def device_flag(parser: argparse.ArgumentParser, requested: str, flag: str = "--
     try:
         return resolve_device(requested.lower())
     except ValueError as error:
-        parser.error(str(error).replace("--device", flag, 1))
+        parser.error(re.sub(r"--device\b", flag, str(error)))  # the flag's own name, in the fix too
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

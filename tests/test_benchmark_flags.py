@@ -163,3 +163,17 @@ def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeyp
         ("demo (end to end)", "cpu", "1"), ("load checkpoint + build model (once per run)", "cpu", "-"),
         ("pytorch decode graph", "cpu", "1"), ("onnxruntime decode graph", "cpu", "1")]
     assert all(float(ms) > 0 for _, _, _, ms, _ in rows)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("devices", [["cuda"], ["CUDA"], ["cuda:0"], ["cpu", "cuda:0"]])
+def test_assignment_loss_names_its_devices_flag_when_cuda_is_asked_for_without_cuda(devices, monkeypatch, capsys):
+    # plain cuda is left out when other devices remain (the default: cpu cuda); alone it would leave an empty table
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("assignment_loss", ["--devices", *devices], monkeypatch)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines()[-1] == (
+        f"assignment_loss.py: error: --devices {devices[-1].lower()}: CUDA is not available on this machine; "
+        "use --devices cpu")
