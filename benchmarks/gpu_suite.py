@@ -59,7 +59,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import call_latencies, environment, seconds_per_call, synchronize  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    call_latencies,
+    environment,
+    int_at_least,
+    positive_float,
+    seconds_per_call,
+    synchronize,
+)
 from benchmarks.data_loading import write_voc_sized_set  # noqa: E402
 from benchmarks.inference_speed import model_cost  # noqa: E402
 from data import build_dataset, build_loader  # noqa: E402
@@ -754,10 +761,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes (ResNet18 at 128, batch 1-2), one timed iteration per case: checks the code "
                              "paths on any device (90 s on a busy 2-core CPU); the figures mean nothing")
-    parser.add_argument("--budget-s", type=float, default=420.0,
+    parser.add_argument("--budget-s", type=positive_float, default=420.0,
                         help="skip the cases that no longer fit in this many seconds of wall time (default: 420)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--device", type=str.lower, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cuda, cuda:N or cpu, in any letter case")
+    parser.add_argument("--workers", type=int_at_least(0), default=None,
                         help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; "
                              "0 in --dry-run)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),

@@ -205,3 +205,23 @@ def test_detections_to_numpy_matches_per_image_copies():
             assert got[key].dtype == value.numpy().dtype and got[key].shape == tuple(value.shape)
             np.testing.assert_array_equal(got[key], value.numpy())
     assert detections_to_numpy([]) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_is_read_in_any_letter_case_as_the_other_scripts_read_it():
+    args = gpu_suite.get_args_parser().parse_args(["--device", "CUDA"])
+    with pytest.raises(SystemExit, match="^--device cuda: CUDA is not available here; run with --device cpu --dry-run$"):
+        gpu_suite.main(args)
+    assert gpu_suite.get_args_parser().parse_args(["--device", "CPU"]).device == "cpu"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--budget-s", "0"], "argument --budget-s: must be above 0, got 0"),
+    (["--budget-s", "-60"], "argument --budget-s: must be above 0, got -60"),
+    (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+])  # fmt: skip
+def test_budget_and_workers_out_of_range_are_refused_by_the_parser(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_suite.get_args_parser().parse_args(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
