@@ -8,10 +8,20 @@
 #      running: `timeout --foreground` signals main.py alone, not Inductor's compile workers (pytorch#189290),
 #   4. benchmarks/gpu_suite.py (issue 8: training and inference speed), with any extra arguments given.
 # Usage: bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]; each step's output lands in OUT_DIR.
+# -h or --help prints this.
 # ASSIGNMENT_ARGS replaces the assignment benchmark's arguments; MAIN_TIMEOUT_S=0 skips step 3. PYTHON names the
 # interpreter; by default the repository's .venv/bin/python where it exists (README's setup), else python3.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]}
+usage="usage: bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments] (docs/gpu_suite.md; -h for more)"
+case "${1:-}" in
+    -h | --help)  # the comment above, less its '# '
+        sed -n '2,/^set /p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+        exit 0 ;;
+    "" | -*)  # no OUT_DIR, or a flag where it goes: say so rather than make a folder named after the flag
+        echo "$usage" >&2
+        exit 2 ;;
+esac
+out=$1
 shift
 mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 1
 export PYTHONUNBUFFERED=1

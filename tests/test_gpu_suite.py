@@ -2,7 +2,9 @@
 rows."""
 import json
 import math
+import subprocess
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +227,13 @@ def test_budget_and_workers_out_of_range_are_refused_by_the_parser(flags, messag
         gpu_suite.get_args_parser().parse_args(flags)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags, code", [(["--help"], 0), (["-h"], 0), ([], 2), (["--sections", "train"], 2)])
+def test_gpu_check_sh_prints_its_usage_instead_of_taking_a_flag_for_its_out_dir(flags, code, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(["bash", str(script), *flags], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    shown = result.stdout if code == 0 else result.stderr
+    assert "bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]" in shown
+    assert "mkdir" not in shown and list(tmp_path.iterdir()) == []  # no folder named after the flag, nothing run
