@@ -38,7 +38,7 @@ echo "python: $python"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/nvidia_smi.txt"
 "$python" -m pytest -q -p no:cacheprovider -rs -k "cuda or host_syncs" \
     tests/test_assigners.py tests/test_losses.py tests/test_postprocess.py tests/test_cuda_graph.py \
-    tests/test_inference.py tests/test_demo.py tests/test_gpu_suite.py 2>&1 \
+    tests/test_inference.py tests/test_demo.py tests/test_gpu_suite.py tests/test_benchmark_timing.py 2>&1 \
     | tee "$out/cuda_tests.txt"
 # shellcheck disable=SC2086  # ASSIGNMENT_ARGS is a list of arguments
 "$python" benchmarks/assignment_loss.py --devices cuda ${ASSIGNMENT_ARGS:---profile --compile} 2>&1 \

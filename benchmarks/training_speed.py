@@ -1,5 +1,6 @@
 """Training throughput (images/s) of one full training step: forward, MultiBoxLoss (IoU or Mutual Guidance
-assignment), backward and the SGD step, on random images with random boxes (3 objects per image).
+assignment), backward and the SGD step, on random images with random boxes (3 objects per image). The images are on
+the device, the boxes on the host, handed to the loss as main.py's training loop hands them (the loss copies them).
 
     python benchmarks/training_speed.py   # every detector, 320 and 512, MG off/on, fp32 (+AMP on CUDA)
     python benchmarks/training_speed.py --device cpu --batch_size 2 --iters 2 --versions fssd --sizes 320
@@ -59,7 +60,7 @@ def images_per_second(version: str, backbone: str, size: int, mutual_guide: bool
     images = (torch.rand(batch, 3, size, size, generator=generator) * 255 - 117).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = [t.to(device) for t in three_boxes_per_image(batch, num_classes, generator)]
+    targets = three_boxes_per_image(batch, num_classes, generator)  # on the host, as main.py's loader gives them
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

@@ -2,6 +2,7 @@
 the authors timed CUDA work unsynchronised, so their figures covered the kernel launches, not the work)."""
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from benchmarks import common
@@ -45,3 +46,22 @@ def test_synchronize_waits_for_a_cuda_device_and_is_a_no_op_on_cpu(monkeypatch):
     assert waited == []
     common.synchronize(CUDA)
     assert waited == [CUDA]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_training_speed_hands_the_loss_host_targets_as_main_py_s_loop_does(device, monkeypatch):
+    # on CUDA, targets already on the device make the MG criterion's quota prefetch wait for the forward pass
+    # (utils/assign/prefetch.py), a stall main.py's loop, which passes the loader's host targets, does not have
+    from benchmarks import training_speed
+
+    seen: list[str] = []
+
+    class RecordingLoss(training_speed.MultiBoxLoss):
+        def forward(self, predictions, priors, targets, with_stats=False):
+            seen.extend(target.device.type for target in targets)
+            return super().forward(predictions, priors, targets, with_stats)
+
+    monkeypatch.setattr(training_speed, "MultiBoxLoss", RecordingLoss)
+    rate = training_speed.images_per_second("fssd", "resnet18", 128, True, None, torch.device(device), 2, 1, 0, 3)
+    assert rate > 0 and seen == ["cpu", "cpu"]
