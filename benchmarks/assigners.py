@@ -124,7 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "from its last save (default: main.py's, %(default)s; no effect on the results)")
     parser.add_argument("--amp", type=str.lower, choices=("bf16", "fp16", "none"), default=None,
                         help="mixed precision (case-insensitive)")
-    parser.add_argument("--device", type=str.lower, default=None, help="cpu, cuda or cuda:N (case-insensitive)")
+    parser.add_argument("--device", type=str.lower, default=None, help="auto, cpu, cuda or cuda:N (case-insensitive)")
     parser.add_argument("--out_dir", type=str, default="runs/assigner_study", help="results folder")
     return parser
 
@@ -146,6 +146,8 @@ def fill_preset(args: argparse.Namespace) -> None:
     if args.amp == "none":
         args.amp = None
     resolve_device(args.device)  # ValueError naming --device for a name that is no device, or CUDA without CUDA
+    if args.device == "auto":  # the runs, the heading and the record name the device it stands for
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if len(set(args.seeds)) != len(args.seeds):
         seeds = " ".join(map(str, args.seeds))
         raise ValueError(f"--seeds {seeds}: give every seed once (a repeated seed would repeat its runs)")

@@ -247,6 +247,17 @@ def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, mess
         assigners.main(assigners.get_args_parser().parse_args(argv))
 
 
+def test_device_auto_which_the_device_error_suggests_runs_on_the_machine_s_device(shapes_root, tmp_path, monkeypatch,
+                                                                                    capsys):
+    # the study once passed "auto" to torch.device for its heading: a RuntimeError traceback before any run
+    machine = "cuda" if torch.cuda.is_available() else "cpu"
+    devices = []
+    monkeypatch.setattr(assigners, "run_regime", lambda args, *rest: devices.append(args.device) or {"table": ""})
+    assigners.main(study_args(shapes_root, tmp_path, "--device", "AUTO"))
+    out = capsys.readouterr().out
+    assert devices == [machine] and out.startswith("# IoU vs MG study, ") and f", device {machine} (" in out
+
+
 @pytest.mark.parametrize("flag, value, choices", [("--version", "fsd", "'fssd', 'retinanet', 'rfbnet', 'pafpn'"),
                                                   ("--backbone", "resnet19", "'vgg16', 'resnet18'")])
 def test_an_unknown_detector_is_refused_by_the_study_s_parser(flag, value, choices, capsys):
