@@ -144,7 +144,8 @@ def main() -> None:
     if not torch.cuda.is_available() and set(requested) != {"cuda"}:  # alone, it is refused: no row to measure
         requested = [name for name in requested if name != "cuda"]
     devices = [device_flag(parser, name, "--devices") for name in requested]
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}, torch {torch.__version__}, "
+    now = datetime.datetime.now(datetime.timezone.utc)
+    print(f"date {now.isoformat(timespec='seconds')}, torch {torch.__version__}, "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():
         print(f"CUDA device {torch.cuda.get_device_name()}")

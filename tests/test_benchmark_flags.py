@@ -177,3 +177,14 @@ def test_assignment_loss_names_its_devices_flag_when_cuda_is_asked_for_without_c
     assert captured.err.strip().splitlines()[-1] == (
         f"assignment_loss.py: error: --devices {devices[-1].lower()}: CUDA is not available on this machine; "
         "use --devices cpu")
+
+
+def test_assignment_loss_prints_its_table_with_the_cpu_and_the_utc_date(monkeypatch, capsys):
+    flags = ["--devices", "cpu", "--sizes", "128", "--classes", "2", "--batch", "1", "--repeats", "1",
+             "--reference-repeats", "1"]
+    run_script("assignment_loss", flags, monkeypatch)
+    heading, *lines = capsys.readouterr().out.splitlines()
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    assert heading.startswith(f"date {today}T") and "+00:00, " in heading and f"CPU {cpu_model()} (" in heading
+    rows = [line.split("|")[1:5] for line in lines if line.startswith("| cpu ")]
+    assert [[cell.strip() for cell in row] for row in rows] == [["cpu", "128", "2", "IoU"], ["cpu", "128", "2", "MG"]]
