@@ -90,7 +90,7 @@ def print_statistics(root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="generator seed (default: 0, main.py's)")
     parser.add_argument("--num_trainval", type=int_at_least(2), default=DEFAULT_NUM_TRAINVAL,
                         help=f"at least 2 (one empty image, one crowded); default {DEFAULT_NUM_TRAINVAL}")
     parser.add_argument("--num_test", type=int_at_least(2), default=DEFAULT_NUM_TEST,

@@ -37,6 +37,7 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
 
 @pytest.mark.parametrize("name, flags, message", [
     ("shapes_generation", ["--num_trainval", "1"], "argument --num_trainval: must be at least 2, got 1"),
+    ("shapes_generation", ["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
     ("data_loading", ["--images", "0"], "argument --images: must be at least 2, got 0"),
     ("data_loading", ["--seconds", "0"], "argument --seconds: must be above 0, got 0"),
     ("evaluation", ["--batches", "0"], "argument --batches: must be at least 1, got 0"),
