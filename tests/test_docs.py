@@ -234,3 +234,15 @@ def test_every_checkpoint_a_command_reads_is_one_a_command_of_the_pages_writes()
             if path and path.startswith("weights/") and not re.fullmatch(r"[A-Z]+", Path(path).stem)}
     assert len(read) >= 4
     assert sorted(f"{page}: {path}" for page, path in read if path not in written) == []
+
+
+def test_the_assigner_study_s_cpu_figures_show_the_same_commands_on_both_pages():
+    # docs/benchmarks.md repeats docs/assigner_study.md's CPU results; its commands once left out --expand_prob 0.6,
+    # which those runs trained with (the study's zoom-out for shapes subsets is now none, main.py's shapes default)
+    def study_commands(page: str, heading: str) -> list[str]:
+        block = FENCE.search(page_text(REPO / "docs" / page).split(heading, 1)[1]).group(1)
+        return [line for line in block.splitlines() if "benchmarks/assigners.py" in line]
+
+    commands = study_commands("assigner_study.md", "## Results on `shapes` (CPU)")
+    assert len(commands) == 4 and all(line.endswith(" --expand_prob 0.6") for line in commands)
+    assert study_commands("benchmarks.md", "## Assigner study") == commands
