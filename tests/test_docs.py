@@ -246,3 +246,26 @@ def test_the_assigner_study_s_cpu_figures_show_the_same_commands_on_both_pages()
     commands = study_commands("assigner_study.md", "## Results on `shapes` (CPU)")
     assert len(commands) == 4 and all(line.endswith(" --expand_prob 0.6") for line in commands)
     assert study_commands("benchmarks.md", "## Assigner study") == commands
+
+
+def readme_section(title: str) -> str:
+    """The text of README.md's ``## <title>`` section, up to the next ``## `` heading."""
+    return page_text(REPO / "README.md").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_folder_layout_names_every_utils_module():
+    """README's folder layout lists ``utils/``'s modules by name (``nms``, ``run_flags``, ...): a module added to
+    ``utils/`` without a word there leaves the layout stale (docs/architecture.md's module map has its own test)."""
+    layout = readme_section("Folder layout")
+    modules = sorted(path.stem for path in (REPO / "utils").glob("*.py") if path.name != "__init__.py")
+    assert [module for module in modules if not re.search(rf"(?<![\w/]){module}(?!\w)", layout)] == []
+
+
+def test_every_main_flag_is_named_in_the_readme():
+    """Every flag of main.py's parser (but ``-h``/``--help``'s short form) is named in README.md, so a new flag
+    is documented where users read first; ``main.py --help`` gives its details."""
+    readme = page_text(REPO / "README.md")
+    flags = [flag for action in project_parsers()["main"]._actions for flag in action.option_strings
+             if flag.startswith("--")]
+    assert len(flags) > 40
+    assert [flag for flag in flags if not re.search(rf"{re.escape(flag)}(?![\w-])", readme)] == []
