@@ -269,3 +269,19 @@ def test_every_main_flag_is_named_in_the_readme():
              if flag.startswith("--")]
     assert len(flags) > 40
     assert [flag for flag in flags if not re.search(rf"{re.escape(flag)}(?![\w-])", readme)] == []
+
+
+def test_the_readme_lists_every_flag_resume_takes_from_a_checkpoint():
+    """README's ``python main.py --resume weights/RUN.pth`` sentence lists the run flags taken from the checkpoint
+    (``utils.run_flags.RESUMED_FLAGS``; the three ``*_interval`` flags as "the log, checkpoint and evaluation
+    intervals"): a flag added there and not to the list would make the README's "every run flag" wrong."""
+    from utils.run_flags import RESUMED_FLAGS
+
+    text = " ".join(page_text(REPO / "README.md").split())
+    passage = text.split("takes every run flag not given from it", 1)[1].split("logs one line naming them", 1)[0]
+    named_in_words = {"dataset": " (dataset,", "log_interval": "the log, checkpoint and evaluation intervals",
+                      "checkpoint_interval": "the log, checkpoint and evaluation intervals",
+                      "eval_interval": "the log, checkpoint and evaluation intervals"}
+    missing = [flag for flag in RESUMED_FLAGS
+               if f"`--{flag}`" not in passage and named_in_words.get(flag, f"`--{flag}`") not in passage]
+    assert missing == []
