@@ -285,3 +285,19 @@ def test_the_readme_lists_every_flag_resume_takes_from_a_checkpoint():
     missing = [flag for flag in RESUMED_FLAGS
                if f"`--{flag}`" not in passage and named_in_words.get(flag, f"`--{flag}`") not in passage]
     assert missing == []
+
+
+def test_the_readme_quotes_the_latest_shapes_main_job_run():
+    """The README's first command shows the scores, and its Benchmarks headline the wall time, of the current code's
+    run of that command: the last row of docs/benchmarks.md's "The shapes main job" table. A new row (a change that
+    moves the trajectory) must update both."""
+    section = page_text(REPO / "docs" / "benchmarks.md").split("\n## The shapes main job\n", 1)[1].split("\n## ", 1)[0]
+    last_row = [line for line in section.splitlines() if line.startswith("| ")][-1].split(" | ")
+    wall_time = re.match(r"\**(\d+ min \d+ s)", last_row[3]).group(1)
+    scores = [cell.strip(" |*\n") for cell in last_row[-3:]]
+    readme = page_text(REPO / "README.md")
+    shown = re.search(r"mAP = (\S+)  AP50 = (\S+)  AP75 = (\S+)", FENCE.findall(readme)[1])
+    assert list(shown.groups()) == scores
+    headline = " ".join(readme_section("Benchmarks").split())
+    assert f"{wall_time} for the current code's run" in headline
+    assert "mAP {:.3f} / AP50 {:.3f} / AP75 {:.3f} with the current code".format(*map(float, scores)) in headline
