@@ -331,15 +331,15 @@ def build_dataset(
     if isinstance(classes, str):
         classes = parse_class_list(classes)
     transform = TrainTransform(size, expand_probability) if augment else TestTransform(size)
-    dataset = _build_named(name, split, data_root, classes, transform=transform, seed=seed,
+    dataset = _build_named(name, split, data_root, classes, class_order, transform=transform, seed=seed,
                            skip_unknown_classes=skip_unknown_classes)
     if split == "train" and isinstance(dataset, COCODetection):  # coco, or custom in COCO layout
         dataset.release_ground_truth()  # trained from flat arrays; the json's index is the evaluation's
     return dataset
 
 
-def _build_named(name: str, split: str, data_root: str | None, classes: list[str] | None, *,
-                 skip_unknown_classes: bool, **options) -> DetectionDataset:
+def _build_named(name: str, split: str, data_root: str | None, classes: list[str] | None,
+                 class_order: Sequence[str] | None, *, skip_unknown_classes: bool, **options) -> DetectionDataset:
     """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
     and ``seed``."""
     if name == "coco":

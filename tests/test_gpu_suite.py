@@ -212,7 +212,8 @@ def test_detections_to_numpy_matches_per_image_copies():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_is_read_in_any_letter_case_as_the_other_scripts_read_it():
     args = gpu_suite.get_args_parser().parse_args(["--device", "CUDA"])
-    with pytest.raises(SystemExit, match="^--device cuda: CUDA is not available here; run with --device cpu --dry-run$"):
+    message = "^--device cuda: CUDA is not available here; run with --device cpu --dry-run$"
+    with pytest.raises(SystemExit, match=message):
         gpu_suite.main(args)
     assert gpu_suite.get_args_parser().parse_args(["--device", "CPU"]).device == "cpu"
 
