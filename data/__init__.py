@@ -312,9 +312,11 @@ def build_dataset(
       augmentation zooms out (the paper's 0.6).
     - ``class_order`` (COCO layouts; VOC layouts take theirs from ``classes``): the class names whose order the labels
       follow when the json names the same classes (compared ignoring letter case) in another order, under any ids:
-      main.py gives a test split its training split's ``class_names``, and a ``--trained_model`` evaluation the
-      checkpoint's. ``category_ids`` still name the json's own ids (the results are scored against it). A json naming
-      other classes keeps its own order: :func:`utils.run_data.check_splits` or the checkpoint's check refuses it.
+      main.py gives a test split its training split's ``class_names``, a training split of ``--resume`` or
+      ``--init_from`` the checkpoint's, and a ``--trained_model`` evaluation the checkpoint's. ``category_ids`` still
+      name the json's own ids (the results are scored against it). A json naming other classes keeps its own order:
+      :func:`utils.run_data.check_splits` or the checkpoint's check refuses it (``--init_from`` starts its classifier
+      afresh).
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
     (also for a ``data_root`` that is a file).

@@ -1,6 +1,8 @@
 """Custom COCO-layout data whose training and test jsons list the same categories in another order (or under other
 ids): the test split's labels, and the category ids of the results it scores, follow the training split's classes
-(or a checkpoint's), as mmdetection / torchvision users expect; jsons naming other classes are still refused."""
+(or a checkpoint's), as mmdetection / torchvision users expect; jsons naming other classes are still refused. A
+training json listing a ``--resume`` or ``--init_from`` checkpoint's classes in another order is read in the
+checkpoint's."""
 import json
 import math
 from pathlib import Path
@@ -163,3 +165,99 @@ def test_training_builds_its_test_split_in_the_training_splits_class_order(tmp_p
     setup = build_training(args, torch.device("cpu"), DistributedContext(), RunLog(None))
     assert setup.test_dataset.class_names == ["bus", "person", "Toothbrush"]
     assert setup.test_dataset.category_ids == [13, 11, 12]
+
+
+# the training json of a later run: the checkpoint's classes listed in another order, under other ids (and letter case)
+REORDERED_TRAIN_CATEGORIES = [{"id": 12, "name": "Toothbrush"}, {"id": 13, "name": "bus"}, {"id": 11, "name": "person"}]
+
+
+def training_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    """A one-iteration FSSD-ResNet18 run at 128 px on the COCO-layout folder ``root``, writing under ``out``."""
+    return ["--dataset", "custom", "--data_root", str(root), "--version", "fssd", "--backbone", "resnet18", "--size",
+            "128", "--no-pretrained", "--batch_size", "1", "--max_iter", "1", "--warm_iter", "0", "--workers", "0",
+            "--device", "cpu", "--save_folder", str(out / "weights"), "--run_dir", str(out / "run"), "--eval_dir",
+            str(out / "eval"), "--name", "run", *extra]  # fmt: skip
+
+
+def folder_with_training_categories(root: Path, categories: list[dict], renamed: dict[str, str] | None = None) -> Path:
+    """A COCO-layout folder whose training json holds :func:`train_json`'s objects (one per class, by name) under
+    ``categories``, and whose test json is ``val_json(TEST_CATEGORIES["same ids"])``; ``renamed`` (old name -> new)
+    names other classes in both jsons."""
+    renamed = renamed or {}
+    data = train_json()
+    id_of = {category["name"].lower(): category["id"] for category in categories}
+    name_of = {category["id"]: renamed.get(category["name"], category["name"]) for category in TRAIN_CATEGORIES}
+    for annotation in data["annotations"]:
+        annotation["category_id"] = id_of[name_of[annotation["category_id"]]]
+    data["categories"] = categories
+    test_data = val_json(TEST_CATEGORIES["same ids"])
+    test_data["categories"] = [{**category, "name": renamed.get(category["name"], category["name"])}
+                               for category in test_data["categories"]]
+    write_coco(root, "train", data)
+    write_coco(root, "val", test_data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, one_torch_thread) -> Path:
+    """The checkpoint of a finished one-iteration run on a training json listing bus 5, person 1, toothbrush 90."""
+    out = tmp_path_factory.mktemp("trained")
+    root = folder_with_training_categories(out / "data", TRAIN_CATEGORIES)
+    assert cli.main(cli.get_args_parser().parse_args(training_argv(root, out))) == 0
+    return out / "weights" / "run.pth"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_continues_on_a_training_json_listing_the_checkpoints_classes_in_another_order(trained_run, tmp_path,
+                                                                                              capsys):
+    """The same set of names is the same classes: the training split is built in the checkpoint's order, so its
+    labels (and the annotation fingerprint the checkpoint recorded) are those of the run, which goes on (here: a
+    finished run, evaluated again, with its per-class table in the checkpoint's order)."""
+    root = folder_with_training_categories(tmp_path / "data", REORDERED_TRAIN_CATEGORIES)
+    assert cli.main(cli.get_args_parser().parse_args(training_argv(root, tmp_path, "--resume", str(trained_run)))) == 0
+    captured = capsys.readouterr()
+    assert f"resumed from {trained_run} at iteration 1/1" in captured.out and "error" not in captured.err
+    assert load_checkpoint(tmp_path / "weights" / "run.pth")["class_names"] == ["bus", "person", "Toothbrush"]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert list(summary["metrics"]["per_class_AP"]) == ["bus", "person", "toothbrush"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_on_a_training_json_naming_other_classes_is_still_refused(trained_run, tmp_path, capsys):
+    categories = [{"id": 12, "name": "Toothbrush"}, {"id": 13, "name": "car"}, {"id": 11, "name": "person"}]
+    folder_with_training_categories(tmp_path / "data", categories, {"bus": "car"})
+    argv = training_argv(tmp_path / "data", tmp_path, "--resume", str(trained_run))
+    assert cli.main(cli.get_args_parser().parse_args(argv)) == 2
+    assert (f"error: {trained_run} was trained on 3 classes (bus, person, toothbrush), but the dataset has 3 classes "
+            "(Toothbrush, car, person); use it with the classes it was trained on") in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_init_from_keeps_every_class_head_on_a_training_json_listing_its_classes_in_another_order(trained_run,
+                                                                                                 tmp_path, capsys):
+    """At lr 1e-12 one step leaves the weights where they were: the classification layers are the checkpoint's, each
+    class's channels at its label in the checkpoint's order."""
+    root = folder_with_training_categories(tmp_path / "data", REORDERED_TRAIN_CATEGORIES)
+    argv = training_argv(root, tmp_path, "--init_from", str(trained_run), "--lr", "1e-12")
+    assert cli.main(cli.get_args_parser().parse_args(argv)) == 0
+    assert "start afresh" not in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / "run.pth"), load_checkpoint(trained_run)
+    assert state["class_names"] == ["bus", "person", "Toothbrush"]
+    classifier = [key for key in start["model"] if key.startswith("head.conf.")]
+    assert len(classifier) == 8
+    for key in classifier:
+        torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_init_from_on_a_training_json_sharing_some_classes_starts_the_classifier_afresh(trained_run, tmp_path,
+                                                                                        capsys):
+    """Partly the same names (person, bus; car is new) are another class list: as for VOC-layout data, every weight
+    but the classification layers comes from the checkpoint, in the json's own class order."""
+    categories = [{"id": 11, "name": "person"}, {"id": 13, "name": "car"}, {"id": 12, "name": "bus"}]
+    folder_with_training_categories(tmp_path / "data", categories, {"toothbrush": "car"})
+    argv = training_argv(tmp_path / "data", tmp_path, "--init_from", str(trained_run), "--lr", "1e-12")
+    assert cli.main(cli.get_args_parser().parse_args(argv)) == 0
+    assert ("it was trained on 3 classes (bus, person, toothbrush), this dataset has 3 (person, car, bus): its "
+            "classification layers (8 tensors) start afresh") in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "weights" / "run.pth")["class_names"] == ["person", "car", "bus"]

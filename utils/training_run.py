@@ -166,7 +166,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         log.info(f"note: {resume_path} was saved by this run in {saved_in}, but its relative folders "
                  f"({', '.join(relative)}) are taken in the current folder, {Path.cwd()}: it continues there, apart "
                  f"from its files; run the command from {saved_in} to continue them")
-    setup = build_training(args, device, ctx, log)
+    checkpoint_state = resume_state if resume_state is not None else init_state
+    class_order = None if checkpoint_state is None else checkpoint_state["class_names"]  # the same classes as trained
+    setup = build_training(args, device, ctx, log, class_order)
     if resume_path is not None:
         start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)
     else:  # a new run: its id marks its checkpoints and its run folder

@@ -42,7 +42,9 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
                          log: RunLog) -> None:
     """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture (main.py
     refused a differing architecture flag before reading the data). On another class list every weight but the
-    classification layers is taken, and those start afresh (fine-tuning on new classes)."""
+    classification layers is taken, and those start afresh (fine-tuning on new classes); a COCO layout whose training
+    json names the checkpoint's classes in another order is built in the checkpoint's (:func:`build_training`), the
+    same class list."""
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
     same = same_classes(state["class_names"], class_names)
     try:
@@ -151,13 +153,15 @@ class TrainingSetup:
     config: dict  # run_config's, plus "run_id" once the run is started or resumed
 
 
-def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                   log: RunLog) -> TrainingSetup:
+def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
+                   class_order: list[str] | None = None) -> TrainingSetup:
     """The splits (checked to fit training, :func:`check_splits`, before the model is built), the run's length, then
     the detector, anchors, criterion, optimizer and AMP scaler that ``args`` ask for on ``device``; seeded by
-    ``--seed``."""
+    ``--seed``. ``class_order``: the ``--resume`` or ``--init_from`` checkpoint's class names, the order of a COCO
+    layout's labels when its training json names the same classes in another order or under other ids (the test
+    split takes the training split's)."""
     torch.manual_seed(args.seed)
-    dataset = make_dataset(args, "train", args.size, train=True)
+    dataset = make_dataset(args, "train", args.size, train=True, class_order=class_order)
     for note in dataset.notes:
         log.info(note)
     test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names)
