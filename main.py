@@ -23,6 +23,7 @@ import argparse
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -74,6 +75,7 @@ from utils.run_flags import (
     check_flag_combinations,
     check_flag_values,
     check_no_empty_values,
+    evaluated_class_order,
     fill_dataset_defaults,
     requested_architecture,
     take_architecture_from_checkpoint,
@@ -377,11 +379,15 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
 
 
 def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
-    """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics."""
+    """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics;
+    a COCO layout's per-class table in the class order of the evaluation that wrote them
+    (:func:`evaluated_class_order`), which its numbers do not depend on."""
     layout = {"voc": "voc", "shapes": "voc", "coco": "coco"}.get(args.dataset)  # custom: known once its split is read
     if layout is not None:  # results of the wrong kind refused before the test split is read
         results_to_score(args.eval_results, layout)
-    dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False)
+    # a COCO layout's labels in the evaluation's class order: its per-class table, whatever the test json's order
+    dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
+                           class_order=evaluated_class_order(Path(args.eval_results)))
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")
     return 0

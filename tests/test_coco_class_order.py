@@ -261,3 +261,27 @@ def test_init_from_on_a_training_json_sharing_some_classes_starts_the_classifier
     assert ("it was trained on 3 classes (bus, person, toothbrush), this dataset has 3 (person, car, bus): its "
             "classification layers (8 tensors) start afresh") in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "weights" / "run.pth")["class_names"] == ["person", "car", "bus"]
+
+
+def test_eval_results_prints_the_per_class_table_in_the_order_of_the_evaluation_that_wrote_them(tmp_path, capsys):
+    """An evaluation in the training order (bus, person, toothbrush) of a test json listing Toothbrush 12, bus 13,
+    person 11; --eval_results of its folder re-scores it with the same numbers in the same table, in that order."""
+    write_folder(tmp_path, TEST_CATEGORIES["other ids"])
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), class_order=["bus", "person", "toothbrush"])
+    # the objects of the first two images detected: image 9's toothbrush is missed (toothbrush AP 0.5, the others 1)
+    detections = [{"boxes": boxes, "labels": labels, "scores": np.full(len(labels), 0.9)}
+                  for boxes, labels, _ in (test.annotation(i) for i in range(2))]
+    detections.append({"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "scores": np.zeros(0)})
+    evaluated_with = {"dataset": "custom", "data_root": str(tmp_path), "classes": None, "skip_unknown_classes": False}
+    metrics = evaluate_detections(test, detections, tmp_path / "eval", run_info={
+        "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
+    assert list(metrics["per_class_AP"]) == ["bus", "person", "Toothbrush"]
+    assert [metrics["per_class_AP"][name] for name in ("bus", "person")] == pytest.approx([1.0, 1.0])
+    assert metrics["per_class_AP"]["Toothbrush"] == pytest.approx(0.5, abs=0.01)
+    table = capsys.readouterr().out.split("per-class AP@[.50:.95]:\n")[1]
+
+    assert cli.main(cli.get_args_parser().parse_args(["--eval_results", str(tmp_path / "eval"), "--workers",
+                                                      "0"])) == 0
+    out = capsys.readouterr().out
+    assert out.split("per-class AP@[.50:.95]:\n")[1].startswith(table)
+    assert table.splitlines()[:3] == ["  bus         1.000", "  person      1.000", "  Toothbrush  0.505"]

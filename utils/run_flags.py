@@ -296,7 +296,7 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
     if not results.exists():
         raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
                          "evaluation wrote (or its results file)")
-    summary_file = (results if results.is_dir() else results.parent) / "summary.json"
+    summary_file = summary_beside(results)
     if args.dataset is not None:
         return ""
     taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
@@ -311,6 +311,26 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
         raise ValueError(f"--eval_results {results}: {summary_file} {problem}, so the dataset the results are of is "
                          "unknown; give --dataset (and --data_root, --classes as the evaluation had them)")
     return f"{', '.join(taken)} (from {summary_file})"
+
+
+def summary_beside(results: Path) -> Path:
+    """The ``summary.json`` that the evaluation which wrote the results ``results`` (its folder, or a file in it)
+    wrote beside them."""
+    return (results if results.is_dir() else results.parent) / "summary.json"
+
+
+def evaluated_class_order(results: Path) -> list[str] | None:
+    """``--eval_results``: the class names, in label order, of the evaluation that wrote the results ``results``:
+    the order of its per-class AP table in the ``summary.json`` beside them (the training split's or the checkpoint's
+    order, where a COCO-layout test json may list its categories in another). ``None`` when that file is missing or
+    unreadable, or holds no such table (a VOC layout's, whose order is its class list's)."""
+    try:
+        summary = json.loads(summary_beside(results).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    per_class = metrics.get("per_class_AP") if isinstance(metrics, dict) else None
+    return list(per_class) if isinstance(per_class, dict) and per_class else None
 
 
 def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
