@@ -338,6 +338,100 @@ def test_reading_results_lines_with_bad_numbers_names_each_file_and_line(tmp_pat
     assert "comp4_det_test_dog.txt:3: the score and coordinates must be finite" in str(error.value)
 
 
+TRICKY_CLASSES = ["cat", "dog", "bird"]
+TRICKY_IDS = ["000001", "café_ü-2", "a.b#c'1", "nan", "1e5"]  # any text without white space is an image id
+
+
+def tricky_detections() -> list[dict]:
+    """Scores and coordinates needing every digit: float32 1e-7 and thirds, 0.1 + 0.2 (float32 and float64), a
+    coordinate at 3.4e38 and at 2**24, a negative zero; an image without detections, a class without any, and one
+    image of float64 boxes (the writer takes any float dtype)."""
+    f32 = np.float32
+    return [
+        dets([[0, 0, 0.1, 0.2], [1e-7, 2.5e-8, 1234567.9, 3.4e38], [-1, -0.5, -0.0, 7]], [1e-7, 1 / 3, 1.0], [0, 2, 0]),
+        dets(np.zeros((0, 4)), [], []),
+        {"boxes": np.array([[0.1 + 0.2, 1e16, 123456789.123456789, 2.0**53 + 1], [5e-324, 1e-7, 0.1 + 0.2, 99.99]]),
+         "scores": np.array([0.1 + 0.2, 0.0], np.float32), "labels": np.array([2, 0])},
+        dets([[10, 20, 30, 40]], [f32(0.1) + f32(0.2)], [2]),
+        dets([[0.5, 1.25, 16777215, 16777216]], [0.99999994], [0]),
+    ]
+
+
+def test_devkit_files_hold_these_exact_bytes(tmp_path):
+    """The bytes of the results files, pinned: ``%.9g`` of the float32 score, ``repr`` of the float64 devkit
+    coordinate, classes in file order, images in dataset order, an empty file for a class without detections."""
+    write_voc_results(tricky_detections(), TRICKY_IDS, TRICKY_CLASSES, tmp_path)
+    assert (tmp_path / "comp4_det_test_cat.txt").read_bytes() == (
+        b"000001 1.00000001e-07 1.0 1.0 0.10000000149011612 0.20000000298023224\n"
+        b"000001 1 0.0 0.5 0.0 7.0\n"
+        b"a.b#c'1 0 1.0 1.0000001 0.30000000000000004 99.99\n"
+        b"1e5 0.99999994 1.5 2.25 16777215.0 16777216.0\n"
+    )
+    assert (tmp_path / "comp4_det_test_dog.txt").read_bytes() == b""
+    assert (tmp_path / "comp4_det_test_bird.txt").read_bytes() == (
+        b"000001 0.333333343 1.0000001000000012 1.0000000250000003 1234567.875 3.3999999521443642e+38\n"
+        b"a.b#c'1 0.300000012 1.3 1e+16 123456789.12345679 9007199254740992.0\n"
+        b"nan 0.300000012 11.0 21.0 30.0 40.0\n"
+    )
+
+
+def test_devkit_files_give_back_tricky_detections_as_float32(tmp_path):
+    """Read back, every image's detections (grouped by class file) are the written ones as float32, bit for bit."""
+    detections = tricky_detections()
+    write_voc_results(detections, TRICKY_IDS, TRICKY_CLASSES, tmp_path)
+    back = read_voc_results(tmp_path, TRICKY_IDS, TRICKY_CLASSES)
+    assert len(back) == len(detections)
+    for original, read in zip(detections, back):
+        order = np.argsort(original["labels"], kind="stable")
+        assert read["boxes"].dtype == np.float32 and read["boxes"].shape == (len(order), 4)
+        assert read["scores"].dtype == np.float32 and read["labels"].dtype == np.int64
+        np.testing.assert_array_equal(read["boxes"], original["boxes"][order].astype(np.float32))
+        np.testing.assert_array_equal(read["scores"], original["scores"][order])
+        np.testing.assert_array_equal(read["labels"], original["labels"][order])
+    assert back[0]["boxes"][2].tolist() == [1.0000000116860974e-07, 2.5000000292152436e-08, 1234567.875,
+                                            3.3999999521443642e+38]
+
+
+def test_reading_results_files_takes_any_white_space_and_python_numbers(tmp_path):
+    """A byte-order mark, CRLF, tabs, blank lines, no final newline, and every number Python's ``float`` reads
+    (``+.25``, ``1_0``, ``1E1``, Arabic-Indic digits, ``12.``)."""
+    (tmp_path / "comp4_det_test_cat.txt").write_bytes(
+        "\ufeff000001\t0.5  1 1 5 5\r\n\r\ncafé_ü-2 +.25 1_0 1E1 ١٢ 12.\n \t\n000001 0.75 2 2 6 6".encode())
+    (tmp_path / "comp4_det_test_dog.txt").write_bytes(b"")
+    (tmp_path / "comp4_det_test_bird.txt").write_bytes(b"\n000001 0.125 3 3 7 7\n")
+    back = read_voc_results(tmp_path, ["000001", "café_ü-2"], TRICKY_CLASSES)
+    assert back[0]["boxes"].tolist() == [[0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 7, 7]]
+    assert back[0]["scores"].tolist() == [0.5, 0.75, 0.125] and back[0]["labels"].tolist() == [0, 0, 2]
+    assert back[1]["boxes"].tolist() == [[9, 9, 12, 12]]
+    assert back[1]["scores"].tolist() == [0.25] and back[1]["labels"].tolist() == [0]
+
+
+def test_reading_malformed_results_lines_lists_every_file_and_line(tmp_path):
+    """Every kind of bad line, with its file and line number (blank lines counted), in class-file order; the good
+    lines and files around them do not hide or shift them."""
+    (tmp_path / "comp4_det_test_cat.txt").write_bytes(
+        b"000001 0.5 1 1 5 5\r\n\r\n000001 0.5 1 1 5\n000001 0.5 1 1 5 5\n")
+    (tmp_path / "comp4_det_test_dog.txt").write_bytes(b"000001 0.5 1 1 5 5\n" * 3)
+    (tmp_path / "comp4_det_test_bird.txt").write_bytes(
+        b"000001 0.5 1 1 5 5 6\n000002 0.5 1 1 5 5\n000001 0x1 1 1 5 5\n000001 0.5 1 1 inf 5\n000001 -nan 1 1 5 5\n")
+    with pytest.raises(DataError) as error:
+        read_voc_results(tmp_path, ["000001"], TRICKY_CLASSES)
+    write = "; write 'image_id score x1 y1 x2 y2'"
+    assert str(error.value) == "\n".join([
+        f"VOC results in {tmp_path}: 6 problem(s)",
+        f"  - {tmp_path}/comp4_det_test_cat.txt:3: 5 fields instead of 6 in '000001 0.5 1 1 5'{write}",
+        f"  - {tmp_path}/comp4_det_test_bird.txt:1: 7 fields instead of 6 in '000001 0.5 1 1 5 5 6'{write}",
+        f"  - {tmp_path}/comp4_det_test_bird.txt:2: image id '000002' is not in this dataset in "
+        f"'000002 0.5 1 1 5 5'{write}",
+        f"  - {tmp_path}/comp4_det_test_bird.txt:3: the score and coordinates must be numbers in "
+        f"'000001 0x1 1 1 5 5'{write}",
+        f"  - {tmp_path}/comp4_det_test_bird.txt:4: the score and coordinates must be finite in "
+        f"'000001 0.5 1 1 inf 5'{write}",
+        f"  - {tmp_path}/comp4_det_test_bird.txt:5: the score and coordinates must be finite in "
+        f"'000001 -nan 1 1 5 5'{write}",
+    ])
+
+
 def test_two_degenerate_boxes_have_iou_zero_without_a_numpy_warning():
     """Boxes of zero +1-pixel width (x2 = x1 - 1, only an annotation can hold one): the union is 0, the devkit's 0/0
     matches nothing; the IoU is 0, with no RuntimeWarning from numpy."""
