@@ -280,17 +280,25 @@ def write_voc_results(
     boxes, scores, labels, image = _concatenate(detections, ("boxes", "scores", "labels"))
     boxes = to_devkit_pixels(boxes)
     labels = labels.astype(np.int64)
+    ids = np.array([str(image_id) for image_id in image_ids], dtype=object)
     paths = []
     for c, name in enumerate(class_names):
         rows = np.flatnonzero(labels == c)
-        lines = [
-            f"{image_ids[i]} {score:.9g} {x1!r} {y1!r} {x2!r} {y2!r}\n"
-            for i, score, (x1, y1, x2, y2) in zip(image[rows].tolist(), scores[rows].tolist(), boxes[rows].tolist())
-        ]
         path = out_dir / DEVKIT_RESULTS_TEMPLATE.format(name)
-        write_text(path, "".join(lines))
+        write_text(path, _results_text(ids[image[rows]], scores[rows], boxes[rows]))
         paths.append(path)
     return paths
+
+
+def _results_text(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> str:
+    """The lines ``image_id score x1 y1 x2 y2`` of ``[N]`` ids (object array of str), ``[N]`` scores and ``[N, 4]``
+    float64 devkit boxes: the score as ``%.9g``, each coordinate as ``%r`` (its shortest exact form), all the lines
+    formatted by one ``%`` of a table of Python objects rather than one f-string per line."""
+    table = np.empty((len(scores), 6), dtype=object)
+    table[:, 0] = image_ids
+    table[:, 1] = np.asarray(scores, dtype=np.float64)  # Python floats, as float32 .tolist() gives
+    table[:, 2:] = boxes
+    return ("%s %.9g %r %r %r %r\n" * len(table)) % tuple(table.ravel().tolist())
 
 
 def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequence[str]) -> list[dict]:
@@ -315,39 +323,70 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
             "pass the folder the evaluation wrote"
         )
     position = {str(image_id): i for i, image_id in enumerate(image_ids)}
-    per_image: list[list[tuple[float, list[float], int]]] = [[] for _ in image_ids]
+    images, values, labels = [], [], []
     problems: list[str] = []
     for c, path in paths.items():
-        for line_number, line in enumerate(read_utf8_text(path).splitlines(), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            values, problem = _parse_results_line(fields, position)
-            if problem:
-                problems.append(f"{path}:{line_number}: {problem} in {line!r}; write 'image_id score x1 y1 x2 y2'")
-                continue
-            per_image[position[fields[0]]].append((values[0], values[1:], c))
+        text = read_utf8_text(path)
+        parsed = _parse_results_text(text, position)
+        if parsed is None:  # a malformed line: read again line by line, naming each one that is
+            problems += _results_line_problems(text, position, path)
+            continue
+        images.append(parsed[0])
+        values.append(parsed[1])
+        labels.append(np.full(len(parsed[0]), c, dtype=np.int64))
     if problems:
         raise DataError(format_problems(f"VOC results in {folder}", problems))
+    image, value, label = np.concatenate(images), np.concatenate(values), np.concatenate(labels)
+    order = np.argsort(image, kind="stable")  # per image: the class files in order, each file's lines in order
+    boxes = from_devkit_pixels(value[order, 1:]).astype(np.float32)
+    scores, label = value[order, 0].astype(np.float32), label[order]
+    ends = np.cumsum(np.bincount(image, minlength=len(image_ids)))
     return [
-        {
-            "boxes": from_devkit_pixels(np.array([d[1] for d in dets])).astype(np.float32),
-            "scores": np.array([d[0] for d in dets], dtype=np.float32),
-            "labels": np.array([d[2] for d in dets], dtype=np.int64),
-        }
-        for dets in per_image
+        {"boxes": boxes[start:end], "scores": scores[start:end], "labels": label[start:end]}
+        for start, end in zip([0, *ends[:-1].tolist()], ends.tolist())
     ]
 
 
-def _parse_results_line(fields: Sequence[str], position: dict[str, int]) -> tuple[list[float], str | None]:
-    """The score and box ``[score, x1, y1, x2, y2]`` of a results line's fields and ``None``, or ``[]`` and what is
-    wrong with them."""
+def _parse_results_text(text: str, position: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``[N]`` image indices and ``[N, 5]`` float64 ``score x1 y1 x2 y2`` of a results file's lines (blank lines
+    skipped), parsed a column at a time; ``None`` if any line is malformed (``_results_line_problems`` names it).
+
+    Every line break of ``str.splitlines`` is white space to ``str.split``, so once each line has 6 fields (or none)
+    the fields of the whole text are those of its lines, in order. No list per line is kept: millions of them would
+    make Python's garbage collector walk them all again and again.
+    """
+    if not set(map(len, map(str.split, text.splitlines()))) <= {0, 6}:
+        return None
+    fields = text.split()
+    try:
+        image = np.array(list(map(position.__getitem__, fields[0::6])), dtype=np.int64)
+        del fields[0::6]
+        values = np.array(list(map(float, fields)), dtype=np.float64).reshape(-1, 5)
+    except (KeyError, ValueError):
+        return None
+    return (image, values) if np.isfinite(values).all() else None
+
+
+def _results_line_problems(text: str, position: dict[str, int], path: Path) -> list[str]:
+    """What is wrong with each malformed line of a results file, named ``path:line`` (blank lines counted): the lines
+    ``_parse_results_text`` refuses the file for, as it splits each line the same way."""
+    problems = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        problem = _results_line_problem(fields, position) if fields else None
+        if problem:
+            problems.append(f"{path}:{line_number}: {problem} in {line!r}; write 'image_id score x1 y1 x2 y2'")
+    return problems
+
+
+def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> str | None:
+    """What is wrong with a results line's fields, or ``None`` if they are ``image_id score x1 y1 x2 y2``."""
     if len(fields) != 6:
-        return [], f"{len(fields)} fields instead of 6"
+        return f"{len(fields)} fields instead of 6"
     if fields[0] not in position:
-        return [], f"image id {fields[0]!r} is not in this dataset"
+        return f"image id {fields[0]!r} is not in this dataset"
     try:
         values = [float(field) for field in fields[1:]]
     except ValueError:
-        return [], "the score and coordinates must be numbers"
-    return (values, None) if all(np.isfinite(values)) else ([], "the score and coordinates must be finite")
+        return "the score and coordinates must be numbers"
+    return None if all(np.isfinite(values)) else "the score and coordinates must be finite"

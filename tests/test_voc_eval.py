@@ -409,8 +409,9 @@ def test_reading_results_files_takes_any_white_space_and_python_numbers(tmp_path
 def test_reading_malformed_results_lines_lists_every_file_and_line(tmp_path):
     """Every kind of bad line, with its file and line number (blank lines counted), in class-file order; the good
     lines and files around them do not hide or shift them."""
+    # lines 3 and 4: 5 + 7 fields, 24 in the file as 4 good lines would have
     (tmp_path / "comp4_det_test_cat.txt").write_bytes(
-        b"000001 0.5 1 1 5 5\r\n\r\n000001 0.5 1 1 5\n000001 0.5 1 1 5 5\n")
+        b"000001 0.5 1 1 5 5\r\n\r\n000001 0.5 1 1 5\n000001 0.5 1 1 5 5 6\n000001 0.5 1 1 5 5\n")
     (tmp_path / "comp4_det_test_dog.txt").write_bytes(b"000001 0.5 1 1 5 5\n" * 3)
     (tmp_path / "comp4_det_test_bird.txt").write_bytes(
         b"000001 0.5 1 1 5 5 6\n000002 0.5 1 1 5 5\n000001 0x1 1 1 5 5\n000001 0.5 1 1 inf 5\n000001 -nan 1 1 5 5\n")
@@ -418,8 +419,9 @@ def test_reading_malformed_results_lines_lists_every_file_and_line(tmp_path):
         read_voc_results(tmp_path, ["000001"], TRICKY_CLASSES)
     write = "; write 'image_id score x1 y1 x2 y2'"
     assert str(error.value) == "\n".join([
-        f"VOC results in {tmp_path}: 6 problem(s)",
+        f"VOC results in {tmp_path}: 7 problem(s)",
         f"  - {tmp_path}/comp4_det_test_cat.txt:3: 5 fields instead of 6 in '000001 0.5 1 1 5'{write}",
+        f"  - {tmp_path}/comp4_det_test_cat.txt:4: 7 fields instead of 6 in '000001 0.5 1 1 5 5 6'{write}",
         f"  - {tmp_path}/comp4_det_test_bird.txt:1: 7 fields instead of 6 in '000001 0.5 1 1 5 5 6'{write}",
         f"  - {tmp_path}/comp4_det_test_bird.txt:2: image id '000002' is not in this dataset in "
         f"'000002 0.5 1 1 5 5'{write}",
