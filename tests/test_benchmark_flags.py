@@ -8,7 +8,7 @@ import torch
 from data.shapes import ensure_shapes_dataset
 
 from benchmarks import (assignment_loss, data_loading, data_scale, evaluation, inference_speed, loader_workers,
-                        shapes_generation, training_speed)
+                        shapes_generation, training_speed, voc_results_files)
 from benchmarks.common import cpu_model
 
 SCRIPTS = {
@@ -20,6 +20,7 @@ SCRIPTS = {
     "loader_workers": lambda: loader_workers.main(loader_workers.get_args_parser().parse_args()),
     "shapes_generation": shapes_generation.main,
     "training_speed": training_speed.main,
+    "voc_results_files": voc_results_files.main,
 }
 NO_CUDA = "CUDA is not available on this machine; use --device cpu"
 
@@ -59,6 +60,8 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
     ("data_scale", ["--root", "x", "--scale", "0"], "argument --scale: must be above 0, got 0"),
     ("data_scale", ["--scale", "0.1"], "the following arguments are required: --root"),
+    ("voc_results_files", ["--images", "0"], "argument --images: must be at least 1, got 0"),
+    ("voc_results_files", ["--repeats", "x"], "argument --repeats: 'x' is not a whole number"),
 ])  # fmt: skip
 def test_bad_flag_is_one_line_naming_it(name, flags, message, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -81,7 +84,8 @@ def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "data_scale", "evaluation", "inference_speed",
-                                  "loader_workers", "shapes_generation", "training_speed", "demo_export"])
+                                  "loader_workers", "shapes_generation", "training_speed", "demo_export",
+                                  "voc_results_files"])
 def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_script(name, ["--help"], monkeypatch)
@@ -151,6 +155,17 @@ def test_data_scale_measures_both_layouts_on_a_small_synthetic_set(tmp_path, mon
     assert figures["voc metric (paper protocol), 10 x 300 detections"].endswith(" s")
     assert figures["coco metric (pycocotools evaluate + accumulate + summarize)"].endswith(" s")
     assert (tmp_path / "voc_scale0.002" / "VOCdevkit" / "VOC2007" / "Annotations").is_dir()
+
+
+def test_voc_results_files_times_both_ways_and_checks_the_round_trip(monkeypatch, capsys):
+    run_script("voc_results_files", ["--images", "4", "--repeats", "1"], monkeypatch)
+    heading, files, written, read, checked = capsys.readouterr().out.splitlines()
+    assert heading.startswith(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}")
+    assert f"CPU {cpu_model()}, " in heading and heading.endswith(", best of 1")
+    assert files.startswith("4 images x 300 = 1,200 lines in 20 files (0 MiB), sha256 ")
+    assert len(files.split()[-1]) == 64
+    assert written.startswith("written: ") and read.startswith("read back: ") and written.endswith(" s")
+    assert checked == "read back = written detections: yes"
 
 
 def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeypatch, capsys):
