@@ -23,9 +23,10 @@ from data.coco import (
     NO_OBJECT_TO_SCORE, box_problem, coco_class_names, count_objects_to_score, is_number, read_json_file,
 )
 from data.errors import DataError, format_problems
-from utils.files import write_text
+from utils.files import write_arrays, write_text
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+PR_CURVES_FILE = "detection_results.npz"  # the accumulated COCOeval arrays (the authors pickled the object)
 
 STAT_NAMES = (
     "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -117,6 +118,15 @@ def evaluate_coco(
     Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
     (none, or all ``iscrowd`` 1): every AP would be undefined (pycocotools prints -1).
     """
+    return evaluate_coco_with_curves(results, coco_gt, image_ids, category_ids)[0]
+
+
+def evaluate_coco_with_curves(
+    results: str | Path | list[dict], coco_gt: COCO, image_ids: Sequence[int] | None = None,
+    category_ids: Sequence[int] | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """:func:`evaluate_coco`'s metrics and the arrays of the same ``COCOeval`` run that ``detection_results.npz``
+    holds (:func:`coco_curves`)."""
     if isinstance(results, (str, Path)):
         results = _load_results(Path(results), coco_gt)
     check_objects_to_score(coco_gt, image_ids)
@@ -138,7 +148,37 @@ def evaluate_coco(
     for name, category_id in zip(coco_class_names(coco_gt, category_ids), category_ids):
         p = precision[:, :, column[category_id], 0, -1]
         per_class[name] = float(p[p > -1].mean()) if np.any(p > -1) else float("nan")
-    return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class)
+    return _metrics(np.asarray(evaluator.stats, dtype=np.float64), per_class), coco_curves(evaluator, coco_gt)
+
+
+def coco_curves(evaluator: COCOeval, coco_gt: COCO) -> dict[str, np.ndarray]:
+    """The accumulated arrays of ``evaluator`` (after ``accumulate``) and the parameters that index them, none an
+    object array (``np.load`` reads them without pickle):
+
+    ``precision [T, R, K, A, M]`` and ``scores [T, R, K, A, M]`` (the precision and the score at each recall threshold;
+    -1 where undefined), ``recall [T, K, A, M]`` (the highest recall; -1 for a category without ground truth), with
+    ``iouThrs [T]``, ``recThrs [R]``, ``catIds [K]`` (ascending, pycocotools' order), ``class_names [K]`` (those
+    categories' names, as :func:`data.coco.coco_class_names`), ``areaRng [A, 2]`` (square pixels), ``areaRngLbl [A]``
+    (``all``, ``small``, ``medium``, ``large``) and ``maxDets [M]``."""
+    params = evaluator.params
+    arrays = {name: np.asarray(evaluator.eval[name], dtype=np.float64) for name in ("precision", "recall", "scores")}
+    return arrays | {
+        "iouThrs": np.asarray(params.iouThrs, dtype=np.float64),
+        "recThrs": np.asarray(params.recThrs, dtype=np.float64),
+        "catIds": np.asarray(params.catIds, dtype=np.int64),
+        "class_names": np.asarray(coco_class_names(coco_gt, params.catIds), dtype=str),
+        "areaRng": np.asarray(params.areaRng, dtype=np.float64),
+        "areaRngLbl": np.asarray(params.areaRngLbl, dtype=str),
+        "maxDets": np.asarray(params.maxDets, dtype=np.int64),
+    }
+
+
+def write_coco_pr_curves(curves: dict[str, np.ndarray], out_dir: Path) -> Path:
+    """Writes :func:`coco_curves`'s arrays to ``out_dir/detection_results.npz``; returns its path."""
+    path = Path(out_dir) / PR_CURVES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_arrays(path, curves)
+    return path
 
 
 def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None) -> None:

@@ -31,6 +31,7 @@ authors added 1 to all four coordinates, which is right only for 0-based *inclus
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,10 +39,11 @@ import numpy as np
 
 from data.errors import DataError, DataWarning, format_problems
 from data.voc import from_devkit_pixels, read_utf8_text, to_devkit_pixels
-from utils.files import write_text
+from utils.files import write_arrays, write_text
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
+PR_CURVES_TEMPLATE = "{}_pr.npz"  # named after the class, as the devkit results files
 
 
 def iou_plus_one(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -122,7 +124,33 @@ def _best_ground_truth(
     return best_iou, best_gt
 
 
-def _class_average_precisions(
+@dataclass(frozen=True)
+class PRCurves:
+    """One class's precision-recall curves at every IoU threshold, walked as the metric walks them.
+
+    Attributes:
+        iou_thresholds: ``[T]`` the thresholds (a match needs IoU strictly above).
+        scores: ``[N]`` the class's detection scores in the metric's order: descending, equal scores in the results
+            file's order (images in dataset order).
+        recall: ``[T, N]`` cumulative recall after each detection (NaN for a class without a non-difficult object).
+        precision: ``[T, N]`` cumulative precision after each detection (a detection of a difficult object counts
+            for neither, so it repeats the value before it).
+        ap: ``[T]`` the AP the metric reports from these curves (NaN for a class without a non-difficult object).
+    """
+
+    iou_thresholds: np.ndarray
+    scores: np.ndarray
+    recall: np.ndarray
+    precision: np.ndarray
+    ap: np.ndarray
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The five arrays by name, as ``<class>_pr.npz`` holds them (all float64)."""
+        return {name: np.asarray(getattr(self, name), dtype=np.float64)
+                for name in ("iou_thresholds", "scores", "recall", "precision", "ap")}
+
+
+def _class_curves(
     scores: np.ndarray,
     best_iou: np.ndarray,
     best_gt: np.ndarray,
@@ -130,16 +158,16 @@ def _class_average_precisions(
     num_positives: int,
     iou_thresholds: np.ndarray,
     use_07_metric: bool,
-) -> np.ndarray:
-    """AP of one class at every threshold; ``[T]``, NaN when the class has no non-difficult box."""
-    if num_positives == 0:
-        return np.full(len(iou_thresholds), np.nan)
+) -> PRCurves:
+    """The PR curves and AP of one class at every threshold (AP NaN when the class has no non-difficult box)."""
     order = np.argsort(-scores, kind="stable")
     best_iou, best_gt = best_iou[order], best_gt[order]
     hits_difficult = np.zeros(len(order), dtype=bool)
     hits_difficult[best_gt >= 0] = gt_difficult[best_gt[best_gt >= 0]]
 
-    aps = np.empty(len(iou_thresholds))
+    shape = (len(iou_thresholds), len(order))
+    recall, precision = np.full(shape, np.nan), np.empty(shape)
+    aps = np.full(len(iou_thresholds), np.nan)
     for t, threshold in enumerate(iou_thresholds):
         above = best_iou > threshold
         candidate = np.flatnonzero(above & ~hits_difficult)
@@ -149,10 +177,11 @@ def _class_average_precisions(
         fp = (~above).astype(np.float64)
         fp[candidate] = 1.0 - tp[candidate]
         tp, fp = np.cumsum(tp), np.cumsum(fp)
-        recall = tp / num_positives
-        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        aps[t] = voc_ap(recall, precision, use_07_metric)
-    return aps
+        precision[t] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        if num_positives:
+            recall[t] = tp / num_positives
+            aps[t] = voc_ap(recall[t], precision[t], use_07_metric)
+    return PRCurves(iou_thresholds, scores[order], recall, precision, aps)
 
 
 def evaluate_voc(
@@ -181,6 +210,20 @@ def evaluate_voc(
         ``"per_threshold_AP"`` (``[T][C]`` nested lists). Classes without a non-difficult box have
         AP NaN and are left out of every mean.
     """
+    return evaluate_voc_with_curves(detections, ground_truth, class_names, iou_thresholds=iou_thresholds,
+                                    use_07_metric=use_07_metric)[0]
+
+
+def evaluate_voc_with_curves(
+    detections: Sequence[dict],
+    ground_truth: Sequence[dict],
+    class_names: Sequence[str],
+    *,
+    iou_thresholds: np.ndarray = PAPER_IOU_THRESHOLDS,
+    use_07_metric: bool = True,
+) -> tuple[dict, dict[str, PRCurves]]:
+    """:func:`evaluate_voc`'s metrics and, from the same matching, every class's :class:`PRCurves` (class name ->
+    curves, in class order; their ``ap`` is the metric's: ``per_threshold_AP``'s column of the class)."""
     if len(detections) != len(ground_truth):
         raise ValueError(
             f"evaluate_voc: {len(detections)} detection entries but {len(ground_truth)} ground-truth entries; "
@@ -212,6 +255,7 @@ def evaluate_voc(
     reuse_for_voc07 = use_07_metric and i50 is not None
     ap = np.empty((len(iou_thresholds), num_classes))
     voc07_ap50 = np.empty(num_classes)
+    curves = {}
     for c in range(num_classes):
         gts = slice(gt_bounds[c], gt_bounds[c + 1])
         dets = slice(det_bounds[c], det_bounds[c + 1])
@@ -219,12 +263,13 @@ def evaluate_voc(
         gt_start = np.cumsum(gt_count) - gt_count
         best_iou, best_gt = _best_ground_truth(det_image[dets], det_boxes[dets], gt_start, gt_count, gt_boxes[gts])
         match = (det_scores[dets], best_iou, best_gt, gt_difficult[gts], int(np.count_nonzero(~gt_difficult[gts])))
-        ap[:, c] = _class_average_precisions(*match, iou_thresholds, use_07_metric)
-        voc07_ap50[c] = ap[i50, c] if reuse_for_voc07 else _class_average_precisions(*match, np.array([0.5]), True)[0]
+        curves[class_names[c]] = _class_curves(*match, iou_thresholds, use_07_metric)
+        ap[:, c] = curves[class_names[c]].ap
+        voc07_ap50[c] = ap[i50, c] if reuse_for_voc07 else _class_curves(*match, np.array([0.5]), True).ap[0]
 
     mean_ap = _mean_over_classes(ap)  # [T]
     i75 = _threshold_index(iou_thresholds, 0.75)
-    return {
+    metrics = {
         "mAP": float(mean_ap.mean()),
         "AP50": float(mean_ap[i50]) if i50 is not None else float("nan"),
         "AP75": float(mean_ap[i75]) if i75 is not None else float("nan"),
@@ -233,6 +278,7 @@ def evaluate_voc(
         "iou_thresholds": [float(t) for t in iou_thresholds],
         "per_threshold_AP": ap.tolist(),
     }
+    return metrics, curves
 
 
 def _threshold_index(iou_thresholds: np.ndarray, value: float) -> int | None:
@@ -299,6 +345,19 @@ def _results_text(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray) 
     table[:, 1] = np.asarray(scores, dtype=np.float64)  # Python floats, as float32 .tolist() gives
     table[:, 2:] = boxes
     return ("%s %.9g %r %r %r %r\n" * len(table)) % tuple(table.ravel().tolist())
+
+
+def write_voc_pr_curves(curves: dict[str, PRCurves], out_dir: Path) -> list[Path]:
+    """Writes each class's curves (:func:`evaluate_voc_with_curves`) to ``out_dir/<class>_pr.npz``
+    (:meth:`PRCurves.arrays`, no object array: ``np.load(path)`` reads it without pickle). Returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, class_curves in curves.items():
+        path = out_dir / PR_CURVES_TEMPLATE.format(name)
+        write_arrays(path, class_curves.arrays())
+        paths.append(path)
+    return paths
 
 
 def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequence[str]) -> list[dict]:

@@ -2,6 +2,7 @@
 import errno
 import os
 
+import numpy as np
 import pytest
 
 from utils import files
@@ -63,3 +64,13 @@ def test_a_refused_rename_names_the_file_not_the_temporary_one(tmp_path):
 def test_json_safe_makes_nan_and_inf_null_at_any_depth():
     value = {"mAP": float("nan"), 3: [1.5, float("inf"), (float("-inf"), "x")], "ok": {"n": 2, "f": 0.25}}
     assert json_safe(value) == {"mAP": None, "3": [1.5, None, [None, "x"]], "ok": {"n": 2, "f": 0.25}}
+
+
+def test_arrays_are_written_as_an_npz_that_loads_without_pickle_and_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "curves.npz"
+    files.write_arrays(path, {"recall": np.array([0.5, 1.0]), "labels": np.array(["all", "small"])})
+    with np.load(path, allow_pickle=False) as saved:
+        assert saved["recall"].tolist() == [0.5, 1.0] and saved["labels"].tolist() == ["all", "small"]
+    with pytest.raises(TypeError, match=r"other\.npz: names would need pickle to load"):
+        files.write_arrays(tmp_path / "other.npz", {"names": np.array(["a", None], dtype=object)})
+    assert not (tmp_path / "other.npz").exists()

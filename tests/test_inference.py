@@ -1,4 +1,6 @@
 """Batched inference over a DataLoader and dataset-level evaluation, with a fake model and tiny fake datasets."""
+import contextlib
+import io
 import json
 import shutil
 
@@ -7,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from pycocotools.cocoeval import COCOeval
 from torch.utils.data.distributed import DistributedSampler
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco
-from data.voc_eval import evaluate_voc
+from data.voc_eval import evaluate_voc, voc_ap
 from tests.test_coco_eval import CATEGORY_IDS, CATEGORY_NAMES, make_ground_truth, random_detections
 from utils.box import PriorBox
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
@@ -218,6 +221,55 @@ def test_voc_evaluation_writes_devkit_files_summary_and_prints_both_protocols(tm
     assert json.dumps(evaluate_results_file(tmp_path, dataset)) == json.dumps(metrics)
 
 
+def voc_evaluation(folder):
+    """The fake VOC set, the fake detector's detections, and their evaluation written to ``folder``."""
+    dataset = FakeVocDataset()
+    detections = run_inference(FakeDetector(), DataLoader(dataset, batch_size=4, collate_fn=collate), PRIORS,
+                               torch.device("cpu"))
+    return dataset, detections, evaluate_detections(dataset, detections, folder, run_info={"split": "test"})
+
+
+def test_voc_pr_curves_are_saved_without_pickle_and_give_back_the_reported_ap(tmp_path):
+    """Each class's <class>_pr.npz loads with allow_pickle=False; voc_ap of its saved recall and precision is the AP
+    the evaluation reported at every threshold (per_threshold_AP, and per_class_AP50 at 0.5), the scores are the
+    class's detections in descending order; --eval_results writes the same files again from the devkit files."""
+    dataset, detections, metrics = voc_evaluation(tmp_path)
+    saved = {}
+    for c, name in enumerate(dataset.class_names):
+        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as curves:
+            saved[name] = {key: curves[key] for key in curves.files}
+        curves = saved[name]
+        count = sum(int((d["labels"] == c).sum()) for d in detections)
+        assert curves["recall"].shape == curves["precision"].shape == (10, count) and count > 10
+        np.testing.assert_array_equal(curves["iou_thresholds"], metrics["iou_thresholds"])
+        assert np.all(np.diff(curves["scores"]) <= 0)
+        np.testing.assert_array_equal(np.sort(curves["scores"]),
+                                      np.sort(np.concatenate([d["scores"][d["labels"] == c] for d in detections])))
+        recomputed = [voc_ap(recall, precision) for recall, precision in zip(curves["recall"], curves["precision"])]
+        assert recomputed == [row[c] for row in metrics["per_threshold_AP"]] == curves["ap"].tolist()
+        assert recomputed[0] == metrics["per_class_AP50"][name] and recomputed[-1] < recomputed[0] < 1
+
+    for path in tmp_path.glob("*_pr.npz"):
+        path.unlink()
+    evaluate_results_file(tmp_path, dataset)
+    for name in dataset.class_names:
+        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as curves:
+            for key, value in saved[name].items():
+                np.testing.assert_array_equal(curves[key], value)
+
+
+def test_eval_results_that_cannot_write_its_curves_warns_and_keeps_the_scores(tmp_path, monkeypatch, capsys):
+    dataset, _, metrics = voc_evaluation(tmp_path)
+
+    def refuse(path, arrays):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("data.voc_eval.write_arrays", refuse)
+    assert json.dumps(evaluate_results_file(tmp_path, dataset)) == json.dumps(metrics)
+    assert (f"warning: --eval_results {tmp_path}: the precision-recall curves could not be written to {tmp_path} "
+            f"({tmp_path / 'circle_pr.npz'}: Permission denied)") in capsys.readouterr().err
+
+
 def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, capsys):
     dataset = FakeCocoDataset()
     detections = random_detections(dataset.coco, 0)
@@ -231,6 +283,35 @@ def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, c
     assert evaluate_results_file(tmp_path / "detections_val2017_results.json", dataset)["stats"] == metrics["stats"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["metrics"]["stats"] == metrics["stats"] and summary["checkpoint"] is None
+
+
+def test_coco_pr_curves_are_pycocotools_accumulated_arrays_saved_without_pickle(tmp_path):
+    """detection_results.npz holds COCOeval's accumulated precision, recall and scores as pycocotools gives them run
+    here on the same detections, and the parameters that index them, loadable with allow_pickle=False; --eval_results
+    writes it again."""
+    dataset = FakeCocoDataset()
+    evaluate_detections(dataset, random_detections(dataset.coco, 0), tmp_path, run_info={"split": "val2017"})
+    results = json.loads((tmp_path / "detections_val2017_results.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(dataset.coco, dataset.coco.loadRes(results), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+    with np.load(tmp_path / "detection_results.npz", allow_pickle=False) as saved:
+        curves = {key: saved[key] for key in saved.files}
+    assert curves["precision"].shape == (10, 101, 3, 4, 3) and curves["recall"].shape == (10, 3, 4, 3)
+    for key in ("precision", "recall", "scores"):
+        np.testing.assert_array_equal(curves[key], evaluator.eval[key])
+    assert 0.3 < curves["precision"][0, :, :, 0, -1].mean() < 1
+    np.testing.assert_array_equal(curves["iouThrs"], evaluator.params.iouThrs)
+    np.testing.assert_array_equal(curves["recThrs"], evaluator.params.recThrs)
+    assert curves["catIds"].tolist() == [1, 3, 7] and curves["class_names"].tolist() == ["person", "car", "dog"]
+    assert curves["areaRngLbl"].tolist() == ["all", "small", "medium", "large"]
+    assert curves["areaRng"].tolist() == evaluator.params.areaRng and curves["maxDets"].tolist() == [1, 10, 100]
+
+    (tmp_path / "detection_results.npz").unlink()
+    evaluate_results_file(tmp_path, dataset)
+    with np.load(tmp_path / "detection_results.npz", allow_pickle=False) as saved:
+        np.testing.assert_array_equal(saved["precision"], curves["precision"])
 
 
 def test_coco_results_folder_is_read_through_its_one_results_json(tmp_path):
@@ -258,10 +339,32 @@ def test_an_evaluation_folder_holds_the_latest_evaluations_results_only(tmp_path
     coco = FakeCocoDataset()
     evaluate_detections(coco, random_detections(coco.coco, 0), tmp_path, run_info={"split": "test"})
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
-        "detections_test_results.json", "notes.txt", "summary.json"]
+        "detection_results.npz", "detections_test_results.json", "notes.txt", "summary.json"]
     evaluate_detections(voc, voc_detections, tmp_path, run_info={"split": "test"})
     assert sorted(tmp_path.glob("comp4_det_test_*.txt")) == voc_files
-    assert not list(tmp_path.glob("detections_*_results.json"))
+    assert not list(tmp_path.glob("detections_*_results.json")) and not (tmp_path / "detection_results.npz").exists()
+    assert sorted(p.name for p in tmp_path.glob("*_pr.npz")) == ["circle_pr.npz", "square_pr.npz", "star_pr.npz"]
+
+
+def test_the_pr_curves_of_a_class_an_evaluation_no_longer_has_are_removed(tmp_path):
+    """A folder's <class>_pr.npz are those of its latest evaluation: after one of other classes the curves of a class
+    it lacks are gone, by evaluate_detections (with that class's devkit file) and by --eval_results (which leaves
+    the devkit files it reads as they are)."""
+    _, detections, _ = voc_evaluation(tmp_path)
+
+    class Renamed(FakeVocDataset):
+        class_names = ["circle", "square", "triangle"]
+
+    evaluate_detections(Renamed(), detections, tmp_path, run_info={"split": "test"})
+    assert sorted(p.name for p in tmp_path.glob("*_pr.npz")) == ["circle_pr.npz", "square_pr.npz", "triangle_pr.npz"]
+    assert not (tmp_path / "comp4_det_test_star.txt").exists()
+
+    voc_evaluation(tmp_path)
+    (tmp_path / "comp4_det_test_triangle.txt").write_text("")
+    (tmp_path / "triangle_pr.npz").write_bytes(b"an earlier evaluation's")
+    evaluate_results_file(tmp_path, FakeVocDataset())
+    assert sorted(p.name for p in tmp_path.glob("*_pr.npz")) == ["circle_pr.npz", "square_pr.npz", "star_pr.npz"]
+    assert (tmp_path / "comp4_det_test_triangle.txt").exists()
 
 
 def test_an_evaluation_keeps_its_own_results_file_that_the_folder_lists_under_an_earlier_letter_case(tmp_path):

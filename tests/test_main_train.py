@@ -107,11 +107,16 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert "with --trained_model the flags --no-pretrained, --lr, --max_iter, --seed are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
     assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
+    curves = workdir / "eval" / "CUSTOM" / f"{SHAPES_CLASSES[0]}_pr.npz"
+    assert sorted(workdir.glob("eval/CUSTOM/*_pr.npz")) == sorted(curves.with_name(f"{name}_pr.npz")
+                                                                 for name in SHAPES_CLASSES)
+    curves.unlink()
 
-    # the saved results files give the same numbers without the model
+    # the saved results files give the same numbers without the model, and the curves again
     assert run(workdir, ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                          "--eval_results", "eval/CUSTOM", "--size", SIZE]) == 0
     assert f"eval/CUSTOM: {scores}" in capsys.readouterr().out
+    assert curves.is_file()
     # and without the dataset flags, read from the summary.json the evaluation wrote beside them
     assert run(workdir, ["--eval_results", "eval/CUSTOM"]) == 0
     out = capsys.readouterr().out

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from data.errors import DataError, DataWarning
-from data.voc_eval import evaluate_voc, iou_plus_one, read_voc_results, voc_ap, write_voc_results
+from data.voc_eval import (
+    evaluate_voc, evaluate_voc_with_curves, iou_plus_one, read_voc_results, voc_ap, write_voc_pr_curves,
+    write_voc_results,
+)
 
 CLASSES = ["cat", "dog"]
 
@@ -113,6 +116,39 @@ def test_class_without_ground_truth_is_left_out_of_the_mean():
     result = evaluate_voc(det, gt, CLASSES)
     assert result["mAP"] == 1.0
     assert np.isnan(result["per_class_AP50"]["dog"])
+
+
+def test_pr_curves_of_a_hand_worked_example(tmp_path):
+    """Image 0: A = devkit [1,1,10,10] and B (difficult, far away); image 1: C = [1,1,10,10]. Detections, by score:
+    0.9 on A (IoU 1, TP), 0.8 on A again (IoU 0.9, duplicate: FP), 0.7 on B (difficult: neither), 0.6 far from C (FP),
+    0.5 on C with IoU 0.6 (TP at 0.50, FP at 0.75). Two positives.
+    IoU 0.50: tp 1 1 1 1 2, fp 0 1 1 2 2 -> recall .5 .5 .5 .5 1, precision 1 .5 .5 1/3 .5;
+    11-point AP = (6 points up to recall .5 at precision 1 + 5 points at .5) / 11.
+    IoU 0.75: tp 1 1 1 1 1, fp 0 1 1 2 3 -> recall .5 everywhere, precision 1 .5 .5 1/3 .25; AP = 6 / 11."""
+    gt = [gts([[1, 1, 10, 10], [51, 51, 60, 60]], [0, 0], difficult=[False, True]), gts([[1, 1, 10, 10]], [0])]
+    det = [dets([[0, 0, 10, 9], [50, 50, 60, 60], [0, 0, 10, 10]], [0.8, 0.7, 0.9], [0, 0, 0]),
+           dets([[0, 0, 10, 6], [80, 80, 90, 90]], [0.5, 0.6], [0, 0])]
+    metrics, curves = evaluate_voc_with_curves(det, gt, ["cat"], iou_thresholds=np.array([0.5, 0.75]))
+    (path,) = write_voc_pr_curves(curves, tmp_path)
+    assert path == tmp_path / "cat_pr.npz"
+    with np.load(path, allow_pickle=False) as saved:
+        assert sorted(saved.files) == ["ap", "iou_thresholds", "precision", "recall", "scores"]
+        np.testing.assert_array_equal(saved["iou_thresholds"], [0.5, 0.75])
+        np.testing.assert_allclose(saved["scores"], [0.9, 0.8, 0.7, 0.6, 0.5], rtol=1e-7)
+        np.testing.assert_array_equal(saved["recall"], [[0.5, 0.5, 0.5, 0.5, 1.0], [0.5] * 5])
+        np.testing.assert_allclose(saved["precision"], [[1, 0.5, 0.5, 1 / 3, 0.5], [1, 0.5, 0.5, 1 / 3, 0.25]],
+                                   rtol=0, atol=1e-15)
+        np.testing.assert_allclose(saved["ap"], [8.5 / 11, 6 / 11], rtol=0, atol=1e-15)
+        assert saved["ap"].tolist() == [row[0] for row in metrics["per_threshold_AP"]]
+
+
+def test_pr_curves_of_a_class_without_ground_truth_have_nan_recall_and_ap():
+    gt = [gts([[1, 1, 50, 50]], [0])]
+    det = [dets([[0, 0, 50, 50], [0, 0, 50, 50]], [0.9, 0.8], [0, 1])]
+    _, curves = evaluate_voc_with_curves(det, gt, CLASSES)
+    dog = curves["dog"]
+    assert dog.recall.shape == dog.precision.shape == (10, 1) and np.isnan(dog.recall).all() and np.isnan(dog.ap).all()
+    assert dog.precision.tolist() == [[0.0]] * 10 and curves["cat"].ap.tolist() == [1.0] * 10
 
 
 def test_equal_scores_are_taken_in_dataset_order_as_the_devkit_reads_the_results_file():

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -29,6 +31,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` (UTF-8, line endings as given), replacing it; a refused write names ``path``."""
     with naming_file(path), open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
+
+
+def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` as an ``.npz`` archive (``np.savez``, replacing the file), each under its name; a
+    refused write names ``path``. Object arrays are refused: ``np.load(path)`` reads the file without pickle."""
+    objects = [name for name, array in arrays.items() if np.asarray(array).dtype.hasobject]
+    if objects:
+        raise TypeError(f"write_arrays: {path}: {', '.join(objects)} would need pickle to load; give numeric or "
+                        "string arrays")
+    with naming_file(path), open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def append_text(path: str | os.PathLike, text: str) -> None:

@@ -1,17 +1,18 @@
 """Batched inference over a DataLoader and dataset-level evaluation (VOC devkit metric or COCO).
 
 ``run_inference`` -> ``gather_detections`` (a no-op without torch.distributed) -> ``evaluate_detections``,
-which writes ``out_dir/comp4_det_test_<class>.txt`` (VOC) or ``out_dir/detections_<split>_results.json``
-(COCO), prints the tables and writes ``out_dir/summary.json``. ``evaluate_results_file`` re-evaluates
-those files without a model (``--eval_results``).
+which writes ``out_dir/comp4_det_test_<class>.txt`` and ``<class>_pr.npz`` (VOC) or
+``out_dir/detections_<split>_results.json`` and ``detection_results.npz`` (COCO), prints the tables and writes
+``out_dir/summary.json``. ``evaluate_results_file`` re-evaluates those results files without a model
+(``--eval_results``) and writes the precision-recall curves beside them again.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import math
+import sys
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.coco_eval import detections_to_coco_results, evaluate_coco, format_coco_report, write_coco_results
+from data.coco_eval import (
+    PR_CURVES_FILE, detections_to_coco_results, evaluate_coco_with_curves, format_coco_report, write_coco_pr_curves,
+    write_coco_results,
+)
 from data.dataset import DetectionDataset
-from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results
+from data.voc_eval import (
+    PR_CURVES_TEMPLATE, evaluate_voc_with_curves, read_voc_results, write_voc_pr_curves, write_voc_results,
+)
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
@@ -148,16 +154,20 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
         )
     out_dir = Path(out_dir)
     if dataset.kind == "voc":
-        metrics = evaluate_voc(detections, dataset.ground_truth(), dataset.class_names)
-        write_results = partial(write_voc_results, detections, dataset.image_ids, dataset.class_names, out_dir)
+        metrics, curves = evaluate_voc_with_curves(detections, dataset.ground_truth(), dataset.class_names)
+
+        def write_results() -> list[Path]:
+            return (write_voc_results(detections, dataset.image_ids, dataset.class_names, out_dir)
+                    + write_voc_pr_curves(curves, out_dir))
         report = format_voc_report(metrics)
     elif dataset.kind == "coco":
         results = detections_to_coco_results(detections, dataset.image_ids, dataset.category_ids)
-        metrics = evaluate_coco(results, dataset.coco, image_ids=dataset.image_ids, category_ids=dataset.category_ids)
+        metrics, curves = evaluate_coco_with_curves(results, dataset.coco, image_ids=dataset.image_ids,
+                                                    category_ids=dataset.category_ids)
         results_file = out_dir / f"detections_{run_info.get('split', 'val2017')}_results.json"
 
         def write_results() -> list[Path]:
-            return [write_coco_results(results, results_file)]
+            return [write_coco_results(results, results_file), write_coco_pr_curves(curves, out_dir)]
         report = format_coco_report(metrics)
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
@@ -168,17 +178,19 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
     return metrics
 
 
-RESULTS_FILE_PATTERNS = ("comp4_det_test_*.txt", "detections_*_results.json")  # what evaluate_detections writes
+CURVES_FILE_PATTERNS = (PR_CURVES_TEMPLATE.format("*"), PR_CURVES_FILE)  # the precision-recall curves
+RESULTS_FILE_PATTERNS = ("comp4_det_test_*.txt", "detections_*_results.json", *CURVES_FILE_PATTERNS)  # all written
 
 
-def remove_earlier_results(out_dir: Path, keep: list[Path]) -> list[Path]:
-    """Deletes the results files (``RESULTS_FILE_PATTERNS``) in ``out_dir`` other than ``keep``: those an earlier
-    evaluation wrote for classes, a layout or a split this one does not have, which would otherwise sit beside its
-    own files (and be read by the devkit or ``--eval_results`` as if they were its). A file of ``keep`` is kept under
-    any of its names (on a case-insensitive disk, an earlier ``..._Cat.txt`` that this evaluation's ``..._cat.txt``
-    was written into). Returns the paths deleted."""
+def remove_earlier_results(out_dir: Path, keep: list[Path],
+                           patterns: tuple[str, ...] = RESULTS_FILE_PATTERNS) -> list[Path]:
+    """Deletes the results files (``patterns``: by default all that ``evaluate_detections`` writes) in ``out_dir``
+    other than ``keep``: those an earlier evaluation wrote for classes, a layout or a split this one does not have,
+    which would otherwise sit beside its own files (and be read by the devkit, ``--eval_results`` or a plotting script
+    as if they were its). A file of ``keep`` is kept under any of its names (on a case-insensitive disk, an earlier
+    ``..._Cat.txt`` that this evaluation's ``..._cat.txt`` was written into). Returns the paths deleted."""
     kept = {file_identity(Path(path)) for path in keep} - {None}
-    removed = [path for pattern in RESULTS_FILE_PATTERNS for path in sorted(Path(out_dir).glob(pattern))
+    removed = [path for pattern in patterns for path in sorted(Path(out_dir).glob(pattern))
                if path.is_file() and file_identity(path) not in kept]
     for path in removed:
         path.unlink(missing_ok=True)
@@ -187,15 +199,31 @@ def remove_earlier_results(out_dir: Path, keep: list[Path]) -> list[Path]:
 
 def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
     """Evaluates saved results without a model: a folder of VOC ``comp4_det_test_<class>.txt`` files or a COCO
-    results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict."""
+    results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict.
+
+    The precision-recall curves of this scoring (``<class>_pr.npz`` / ``detection_results.npz``) are written beside
+    the results, replacing the curves files an earlier evaluation left there (the results files themselves are left
+    as they are); a folder that cannot be written gets a ``warning:`` line on stderr instead, the scores unchanged."""
     path = results_to_score(path, dataset.kind)
     if dataset.kind == "voc":
-        metrics = evaluate_voc(read_voc_results(path, dataset.image_ids, dataset.class_names),
-                               dataset.ground_truth(), dataset.class_names)
+        metrics, curves = evaluate_voc_with_curves(read_voc_results(path, dataset.image_ids, dataset.class_names),
+                                                   dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))
+        folder = path
     else:
-        metrics = evaluate_coco(path, dataset.coco, image_ids=dataset.image_ids, category_ids=dataset.category_ids)
+        metrics, curves = evaluate_coco_with_curves(path, dataset.coco, image_ids=dataset.image_ids,
+                                                    category_ids=dataset.category_ids)
         print(format_coco_report(metrics))
+        folder = path.parent
+    try:
+        with one_writer(folder):
+            written = write_voc_pr_curves(curves, folder) if dataset.kind == "voc" else [
+                write_coco_pr_curves(curves, folder)]
+            remove_earlier_results(folder, keep=written, patterns=CURVES_FILE_PATTERNS)
+    except OSError as error:
+        print(f"warning: --eval_results {path}: the precision-recall curves could not be written to {folder} "
+              f"({error.filename or folder}: {error.strerror or error}); the scores above are unaffected",
+              file=sys.stderr)
     return metrics
 
 
