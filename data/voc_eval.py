@@ -124,30 +124,81 @@ def _best_ground_truth(
     return best_iou, best_gt
 
 
+TRUE_POSITIVE, FALSE_POSITIVE, NEITHER = 1, 0, -1  # a detection's outcome (NEITHER: it matched a difficult box)
+PR_CURVES_KEYS = ("iou_thresholds", "scores", "outcome", "num_positives", "ap")  # the arrays of <class>_pr.npz
+
+
 @dataclass(frozen=True)
 class PRCurves:
-    """One class's precision-recall curves at every IoU threshold, walked as the metric walks them.
+    """One class's detections as the metric walks them, from which its precision-recall curves follow.
 
     Attributes:
-        iou_thresholds: ``[T]`` the thresholds (a match needs IoU strictly above).
-        scores: ``[N]`` the class's detection scores in the metric's order: descending, equal scores in the results
-            file's order (images in dataset order).
-        recall: ``[T, N]`` cumulative recall after each detection (NaN for a class without a non-difficult object).
-        precision: ``[T, N]`` cumulative precision after each detection (a detection of a difficult object counts
-            for neither, so it repeats the value before it).
-        ap: ``[T]`` the AP the metric reports from these curves (NaN for a class without a non-difficult object).
+        iou_thresholds: ``[T]`` float64, the thresholds (a match needs IoU strictly above).
+        scores: ``[N]`` float32, the class's detection scores in the metric's order: descending, equal scores in the
+            results file's order (images in dataset order).
+        outcome: ``[T, N]`` int8, each detection's outcome at each threshold: ``TRUE_POSITIVE`` (1),
+            ``FALSE_POSITIVE`` (0: no box above the threshold, or a duplicate) or ``NEITHER`` (-1: matched a difficult
+            box).
+        num_positives: the class's non-difficult boxes (the denominator of recall).
+        ap: ``[T]`` float64, the AP the metric reports (NaN for a class without a non-difficult object).
     """
 
     iou_thresholds: np.ndarray
     scores: np.ndarray
-    recall: np.ndarray
-    precision: np.ndarray
+    outcome: np.ndarray
+    num_positives: int
     ap: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The five arrays by name, as ``<class>_pr.npz`` holds them (all float64)."""
-        return {name: np.asarray(getattr(self, name), dtype=np.float64)
-                for name in ("iou_thresholds", "scores", "recall", "precision", "ap")}
+        """The arrays by name, as ``<class>_pr.npz`` holds them (:data:`PR_CURVES_KEYS`; 14 bytes a detection at
+        T = 10)."""
+        return {
+            "iou_thresholds": np.asarray(self.iou_thresholds, dtype=np.float64),
+            "scores": np.asarray(self.scores, dtype=np.float32),
+            "outcome": np.asarray(self.outcome, dtype=np.int8),
+            "num_positives": np.int64(self.num_positives),
+            "ap": np.asarray(self.ap, dtype=np.float64),
+        }
+
+
+def recall_precision(outcome: np.ndarray, num_positives: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cumulative recall and precision after each detection, as the metric computes them.
+
+    Args:
+        outcome: ``[..., N]`` each detection's outcome in the metric's order (:class:`PRCurves`: 1 true positive,
+            0 false positive, -1 neither).
+        num_positives: the class's non-difficult boxes.
+
+    Returns:
+        ``recall [..., N]`` (NaN everywhere when ``num_positives`` is 0) and ``precision [..., N]`` (0 before the first
+        true or false positive; a detection of a difficult object repeats the value before it), float64.
+    """
+    tp = np.cumsum(outcome == TRUE_POSITIVE, axis=-1, dtype=np.float64)
+    fp = np.cumsum(outcome == FALSE_POSITIVE, axis=-1, dtype=np.float64)
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    recall = tp / num_positives if num_positives else np.full(tp.shape, np.nan)
+    return recall, precision
+
+
+def read_pr_curves(path: str | Path) -> dict[str, np.ndarray]:
+    """Reads a ``<class>_pr.npz`` (:func:`write_voc_pr_curves`) without pickle and computes its curves.
+
+    Returns:
+        The file's arrays (:class:`PRCurves`: ``iou_thresholds [T]``, ``scores [N]``, ``outcome [T, N]``,
+        ``num_positives`` (0-d), ``ap [T]``) and ``recall [T, N]`` and ``precision [T, N]``
+        (:func:`recall_precision`): ``voc_ap(recall[t], precision[t])`` is ``ap[t]``.
+
+    Raises :class:`DataError` naming the file when it lacks one of those arrays.
+    """
+    with np.load(path, allow_pickle=False) as saved:
+        missing = [key for key in sorted(PR_CURVES_KEYS) if key not in saved.files]
+        if missing:
+            raise DataError(f"{path}: not a precision-recall curves file: no {', '.join(missing)}; an evaluation "
+                            "writes <class>_pr.npz beside its comp4_det_test_<class>.txt (--eval_results <folder> "
+                            "writes them again)")
+        arrays = {key: saved[key] for key in PR_CURVES_KEYS}
+    arrays["recall"], arrays["precision"] = recall_precision(arrays["outcome"], int(arrays["num_positives"]))
+    return arrays
 
 
 def _class_curves(
@@ -159,29 +210,25 @@ def _class_curves(
     iou_thresholds: np.ndarray,
     use_07_metric: bool,
 ) -> PRCurves:
-    """The PR curves and AP of one class at every threshold (AP NaN when the class has no non-difficult box)."""
+    """Each detection's outcome and the AP of one class at every threshold (AP NaN when the class has no
+    non-difficult box)."""
     order = np.argsort(-scores, kind="stable")
     best_iou, best_gt = best_iou[order], best_gt[order]
     hits_difficult = np.zeros(len(order), dtype=bool)
     hits_difficult[best_gt >= 0] = gt_difficult[best_gt[best_gt >= 0]]
 
-    shape = (len(iou_thresholds), len(order))
-    recall, precision = np.full(shape, np.nan), np.empty(shape)
-    aps = np.full(len(iou_thresholds), np.nan)
+    outcome = np.full((len(iou_thresholds), len(order)), FALSE_POSITIVE, dtype=np.int8)
     for t, threshold in enumerate(iou_thresholds):
         above = best_iou > threshold
         candidate = np.flatnonzero(above & ~hits_difficult)
         _, first = np.unique(best_gt[candidate], return_index=True)
-        tp = np.zeros(len(order))
-        tp[candidate[first]] = 1.0
-        fp = (~above).astype(np.float64)
-        fp[candidate] = 1.0 - tp[candidate]
-        tp, fp = np.cumsum(tp), np.cumsum(fp)
-        precision[t] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        if num_positives:
-            recall[t] = tp / num_positives
-            aps[t] = voc_ap(recall[t], precision[t], use_07_metric)
-    return PRCurves(iou_thresholds, scores[order], recall, precision, aps)
+        outcome[t, above & hits_difficult] = NEITHER
+        outcome[t, candidate[first]] = TRUE_POSITIVE
+    aps = np.full(len(iou_thresholds), np.nan)
+    if num_positives:
+        recall, precision = recall_precision(outcome, num_positives)
+        aps = np.array([voc_ap(r, p, use_07_metric) for r, p in zip(recall, precision)])
+    return PRCurves(iou_thresholds, scores[order].astype(np.float32), outcome, num_positives, aps)
 
 
 def evaluate_voc(
@@ -349,7 +396,8 @@ def _results_text(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray) 
 
 def write_voc_pr_curves(curves: dict[str, PRCurves], out_dir: Path) -> list[Path]:
     """Writes each class's curves (:func:`evaluate_voc_with_curves`) to ``out_dir/<class>_pr.npz``
-    (:meth:`PRCurves.arrays`, no object array: ``np.load(path)`` reads it without pickle). Returns the paths written."""
+    (:meth:`PRCurves.arrays`, no object array; :func:`read_pr_curves` reads it back with its recall and precision).
+    Returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -13,7 +13,7 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data.distributed import DistributedSampler
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco
-from data.voc_eval import evaluate_voc, voc_ap
+from data.voc_eval import evaluate_voc, read_pr_curves, voc_ap
 from tests.test_coco_eval import CATEGORY_IDS, CATEGORY_NAMES, make_ground_truth, random_detections
 from utils.box import PriorBox
 from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
@@ -230,17 +230,20 @@ def voc_evaluation(folder):
 
 
 def test_voc_pr_curves_are_saved_without_pickle_and_give_back_the_reported_ap(tmp_path):
-    """Each class's <class>_pr.npz loads with allow_pickle=False; voc_ap of its saved recall and precision is the AP
-    the evaluation reported at every threshold (per_threshold_AP, and per_class_AP50 at 0.5), the scores are the
-    class's detections in descending order; --eval_results writes the same files again from the devkit files."""
+    """Each class's <class>_pr.npz loads with allow_pickle=False; voc_ap of the recall and precision read_pr_curves
+    gives back is the AP the evaluation reported at every threshold (per_threshold_AP, and per_class_AP50 at 0.5), the
+    scores are the class's detections in descending order; --eval_results writes the same files again from the
+    devkit files."""
     dataset, detections, metrics = voc_evaluation(tmp_path)
     saved = {}
     for c, name in enumerate(dataset.class_names):
-        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as curves:
-            saved[name] = {key: curves[key] for key in curves.files}
-        curves = saved[name]
+        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as arrays:
+            saved[name] = {key: arrays[key] for key in arrays.files}
+        curves = read_pr_curves(tmp_path / f"{name}_pr.npz")
         count = sum(int((d["labels"] == c).sum()) for d in detections)
-        assert curves["recall"].shape == curves["precision"].shape == (10, count) and count > 10
+        assert curves["recall"].shape == curves["precision"].shape == saved[name]["outcome"].shape == (10, count)
+        assert count > 10 and saved[name]["num_positives"] == sum(
+            int(((g["labels"] == c) & ~g["difficult"]).sum()) for g in dataset.ground_truth())
         np.testing.assert_array_equal(curves["iou_thresholds"], metrics["iou_thresholds"])
         assert np.all(np.diff(curves["scores"]) <= 0)
         np.testing.assert_array_equal(np.sort(curves["scores"]),
@@ -253,9 +256,9 @@ def test_voc_pr_curves_are_saved_without_pickle_and_give_back_the_reported_ap(tm
         path.unlink()
     evaluate_results_file(tmp_path, dataset)
     for name in dataset.class_names:
-        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as curves:
+        with np.load(tmp_path / f"{name}_pr.npz", allow_pickle=False) as arrays:
             for key, value in saved[name].items():
-                np.testing.assert_array_equal(curves[key], value)
+                np.testing.assert_array_equal(arrays[key], value)
 
 
 def test_eval_results_that_cannot_write_its_curves_warns_and_keeps_the_scores(tmp_path, monkeypatch, capsys):
