@@ -30,7 +30,6 @@ A diverged run (NaN/inf loss) is not resumed, as it would diverge again: rerun w
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import main as cli  # noqa: E402
-from benchmarks.common import environment  # noqa: E402
+from benchmarks.common import environment, utc_stamp  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
 from models.builder import BACKBONES, NECKS  # noqa: E402
@@ -457,8 +456,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         record = run_regime(args, data, regime, out_dir)
         print(record["table"], flush=True)
         records.append(record)
-    print(f"finished {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; "
-          f"results in {out_dir}")
+    print(f"finished {utc_stamp()}; results in {out_dir}")
     return records
 
 

@@ -20,7 +20,6 @@ the compiling call, and how long that first call took; ``--profile`` then profil
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least, utc_stamp  # noqa: E402
 
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
@@ -144,8 +143,7 @@ def main() -> None:
     if not torch.cuda.is_available() and set(requested) != {"cuda"}:  # alone, it is refused: no row to measure
         requested = [name for name in requested if name != "cuda"]
     devices = [device_flag(parser, name, "--devices") for name in requested]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    print(f"date {now.isoformat(timespec='seconds')}, torch {torch.__version__}, "
+    print(f"date {utc_stamp()}, torch {torch.__version__}, "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():
         print(f"CUDA device {torch.cuda.get_device_name()}")

@@ -42,10 +42,17 @@ def nvidia_driver_version() -> str | None:
     return result.stdout.strip().splitlines()[0] if result.stdout.strip() else None
 
 
+def utc_stamp() -> str:
+    """Now as every benchmark prints its date: UTC to the minute, ``YYYY-MM-DD HH:MM UTC`` (e.g. 2026-11-27 03:17
+    UTC), whatever the machine's time zone, so figures measured on different machines read on one clock."""
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
 def environment(device: torch.device) -> dict:
-    """Where and when a benchmark ran: date, card, driver, CUDA/cuDNN/torch versions, CPU, precision flags."""
+    """Where and when a benchmark ran: date (:func:`utc_stamp`), card, driver, CUDA/cuDNN/torch versions, CPU,
+    precision flags."""
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_stamp(),
         "device": str(device),
         "torch": torch.__version__,
         "cpu": cpu_model(),

@@ -11,7 +11,6 @@ Target (issue 5): >= 150 images/s at 320 through the full training path (decode 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, int_at_least, positive_float  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least, positive_float, utc_stamp  # noqa: E402
 
 from data import build_dataset, detection_collate  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
@@ -93,7 +92,7 @@ def main() -> None:
                     "decode + train augmentation": images_per_second(train.__getitem__, n, args.seconds),
                     "train + collate (batch 32)": BATCH * images_per_second(batch, n, args.seconds),
                 }))
-    print(f"# data loading throughput, one core: {cpu_model()}, {datetime.date.today()}, "
+    print(f"# data loading throughput, one core: {cpu_model()}, {utc_stamp()}, "
           f"torch {torch.__version__}, OpenCV {cv2.__version__}")
     columns = list(rows[0][2])
     print("| image set | size | " + " | ".join(columns) + " |")

@@ -17,7 +17,6 @@ the CPU and the versions.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, positive_float  # noqa: E402
+from benchmarks.common import cpu_model, positive_float, utc_stamp  # noqa: E402
 
 from data import build_dataset  # noqa: E402
 from data.coco_eval import _load_results, detections_to_coco_results, evaluate_coco, write_coco_results  # noqa: E402
@@ -226,7 +225,7 @@ def main() -> None:
             timed(rows, "coco metric (pycocotools evaluate + accumulate + summarize)",
                   lambda: evaluate_coco(results, test.coco, test.image_ids))
     print(f"\n# data and evaluation at {args.scale:g} x the real datasets' scale, "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, CPU {cpu_model()} "
+          f"{utc_stamp()}, CPU {cpu_model()} "
           f"({os.cpu_count()} cores), torch {torch.__version__}, python {platform.python_version()}")
     print("| what | figure |\n|---|---|")
     print("\n".join(f"| {what} | {figure} |" for what, figure in rows))

@@ -16,7 +16,6 @@ The weights are random (speed does not depend on them). Prints the CPU / GPU mod
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least  # noqa: E402
+from benchmarks.common import call_latencies, cpu_model, device_flag, input_size, int_at_least, utc_stamp  # noqa: E402
 
 from data.shapes import SHAPES_CLASSES, render_sample  # noqa: E402
 from models import BACKBONES, NECKS, build_detector  # noqa: E402
@@ -108,7 +107,7 @@ def main() -> None:
         diff = onnx_max_abs_diff(onnx_path, cpu_graph, torch.randn(2, 3, args.size, args.size) * 60)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    print(f"\n{args.version}-{args.backbone} at {args.size}, {args.images} images; {datetime.date.today()}; "
+    print(f"\n{args.version}-{args.backbone} at {args.size}, {args.images} images; {utc_stamp()}; "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads); GPU {gpu}; torch {torch.__version__}")
     print(f"ONNX export {export_seconds:.1f} s; ONNX vs PyTorch max abs diff {diff:.2e}\n")
     print("| what | device | batch | ms / image | images / s |")

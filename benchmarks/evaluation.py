@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import sys
 import time
@@ -24,7 +23,7 @@ import torch
 from pycocotools.coco import COCO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, device_flag, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, int_at_least, utc_stamp  # noqa: E402
 
 from data.coco_eval import detections_to_coco_results, evaluate_coco  # noqa: E402
 from data.voc_eval import evaluate_voc  # noqa: E402
@@ -90,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     device = device_flag(parser, args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    print(f"date {datetime.date.today()}  device {device} ({card})  CPU {cpu_model()}  torch {torch.__version__}")
+    print(f"date {utc_stamp()}  device {device} ({card})  CPU {cpu_model()}  torch {torch.__version__}")
 
     rows = []
     priors = PriorBox(size=320).forward()

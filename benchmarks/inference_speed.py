@@ -14,7 +14,6 @@ matrix products only (BN, ReLU, upsampling and adds are not counted); 1 multiply
 """
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/inference_speed.py`
-from benchmarks.common import cpu_model, device_flag, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, int_at_least, utc_stamp  # noqa: E402
 from models import BACKBONES, NECKS, SIZES, build_detector
 from models.memory_format import memory_format
 
@@ -104,7 +103,7 @@ def main(args: argparse.Namespace) -> None:
     modes = args.modes or (["fp32", "fp32-cl", "fp16-cl", "bf16-cl"] if on_cuda else ["fp32", "fp32-cl", "bf16-cl"])
     warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
     iters = args.iters if args.iters is not None else (50 if on_cuda else 3)
-    print(f"# {datetime.date.today()} | {device_name(device)} | torch {torch.__version__} | "
+    print(f"# {utc_stamp()} | {device_name(device)} | torch {torch.__version__} | "
           f"warmup {warmup}, iters {iters}, {args.num_classes} classes")
     if args.flops_only:
         print("| model | GFLOPs/img | params (M) |")

@@ -14,7 +14,6 @@ Compare with the loop's own images/s (``main.py --log_interval``) to see whether
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, input_size, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, input_size, int_at_least, utc_stamp  # noqa: E402
 
 from data import DataError, DetectionDataset, build_dataset, build_loader  # noqa: E402
 from data.loader import usable_cores  # noqa: E402
@@ -69,7 +68,7 @@ def main(args: argparse.Namespace) -> None:
               f"{args.batch_size}", file=sys.stderr)
         sys.exit(2)
     print(f"# training loader alone: {args.dataset} ({len(dataset)} images) at {size} px, batch {args.batch_size}; "
-          f"{cpu_model()}, {usable_cores()} usable cores, {datetime.date.today()}, torch {torch.__version__}")
+          f"{cpu_model()}, {usable_cores()} usable cores, {utc_stamp()}, torch {torch.__version__}")
     print("| workers | images/s |")
     print("|---:|---:|")
     for workers in args.workers:

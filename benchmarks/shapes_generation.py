@@ -6,7 +6,6 @@
 Target: the default size in under 60 s on one CPU core (generation is single-process).
 """
 import argparse
-import datetime
 import platform
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least, utc_stamp  # noqa: E402
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, SHAPES_CLASSES, generate_shapes_dataset  # noqa: E402
 
 
@@ -105,7 +104,7 @@ def main() -> None:
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         total = args.num_trainval + args.num_test
         print(
-            f"\n{datetime.date.today().isoformat()} | {cpu_model()} | 1 process | "
+            f"\n{utc_stamp()} | {cpu_model()} | 1 process | "
             f"python {platform.python_version()}\n"
         )
         print("| images | wall seconds | CPU seconds | images/s (wall) | target |")

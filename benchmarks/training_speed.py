@@ -13,7 +13,6 @@ Prints a markdown table, the CPU model / GPU name, torch version and the date. C
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, device_flag, input_size, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, device_flag, input_size, int_at_least, utc_stamp  # noqa: E402
 
 from models import BACKBONES, NECKS, build_detector  # noqa: E402
 from models.memory_format import prefers_channels_last  # noqa: E402
@@ -122,7 +121,7 @@ def main() -> None:
     precisions = args.amp or (["fp32", "bf16"] if on_cuda else ["fp32"])
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     where = torch.cuda.get_device_name(device) if on_cuda else f"{cpu_model()}, {torch.get_num_threads()} threads"
-    print(f"# training throughput, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# training throughput, {utc_stamp()}")
     print(f"device: {where}; torch {torch.__version__}; batch {batch}, {warmup} warm-up + {iters} timed iterations")
     print()
     print("| detector | backbone | size | assignment | precision | memory format | images/s |")

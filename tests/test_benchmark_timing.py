@@ -1,5 +1,7 @@
 """The benchmarks' timers wait for the device before reading the clock (README, fixes to the authors' code, item 12:
 the authors timed CUDA work unsynchronised, so their figures covered the kernel launches, not the work)."""
+import datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -65,3 +67,25 @@ def test_training_speed_hands_the_loss_host_targets_as_main_py_s_loop_does(devic
     monkeypatch.setattr(training_speed, "MultiBoxLoss", RecordingLoss)
     rate = training_speed.images_per_second("fssd", "resnet18", 128, True, None, torch.device(device), 2, 1, 0, 3)
     assert rate > 0 and seen == ["cpu", "cpu"]
+
+
+class EveningInBerlin(datetime.datetime):
+    """A clock that reads 2031-01-02 23:59:30 UTC: 2031-01-03 on a machine an hour east of UTC."""
+
+    @classmethod
+    def now(cls, tz=None):
+        moment = datetime.datetime(2031, 1, 2, 23, 59, 30, tzinfo=datetime.timezone.utc)
+        return moment.astimezone(tz or datetime.timezone(datetime.timedelta(hours=1)))
+
+
+def test_benchmark_dates_are_utc_to_the_minute_whatever_the_machine_s_time_zone(monkeypatch):
+    monkeypatch.setattr(common, "datetime", SimpleNamespace(datetime=EveningInBerlin, timezone=datetime.timezone))
+    assert common.utc_stamp() == "2031-01-02 23:59 UTC"
+    assert common.environment(torch.device("cpu"))["date"] == "2031-01-02 23:59 UTC"  # the JSON records' date too
+
+
+def test_every_benchmark_prints_its_date_through_the_one_helper():
+    # a script reading the clock itself printed the machine's local date (datetime.date.today()) or an ISO stamp
+    scripts = sorted(Path(common.__file__).parent.glob("*.py"))
+    readers = [script.name for script in scripts if script.name != "common.py" and "datetime" in script.read_text()]
+    assert len(scripts) > 10 and readers == []
