@@ -1,7 +1,7 @@
 """Assignment + loss speed: batched ``MultiBoxLoss`` against the plain per-image reference of the tests.
 
-    python benchmarks/assignment_loss.py [--batch 32] [--repeats 4] [--reference-repeats 3] [--devices cpu cuda]
-                                         [--profile] [--focal-bound]
+    python benchmarks/assignment_loss.py [--batch 32] [--repeats 4] [--reference_repeats 3] [--devices cpu cuda]
+                                         [--profile] [--focal_bound]
 
 One forward of the criterion (assignment, focal and balanced-L1 losses; no backward) on random head outputs,
 batch 32, 1-20 objects per image (uniform), sizes 320 and 512, C = 20 and 80, IoU and Mutual-Guidance
@@ -11,7 +11,7 @@ an H100/H200. Times are the best (minimum) of the repeats after one warm-up call
 calls interleaved: on a shared machine the minimum is the least disturbed by other jobs. The batched criterion gets
 the targets on the host, as in training (it copies them itself); the reference gets them on the device.
 ``--profile`` adds, per device, torch.profiler's top operations of the Mutual-Guidance criterion at the first size
-and class count, by self device time. ``--focal-bound`` adds, per device, the time of the one term every criterion
+and class count, by self device time. ``--focal_bound`` adds, per device, the time of the one term every criterion
 must compute over all ``[B, A, C]`` logits (the target-0 focal loss, summed), eager and fused by ``torch.compile``
 (needs a C++ compiler on CPU): reference time / that time bounds the speed-up of any batched criterion.
 ``--compile`` adds ``MultiBoxLoss(..., compile=True)`` (assignment + losses as one graph): its best time after
@@ -126,13 +126,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=input_size, nargs="+", default=[320, 512])
     parser.add_argument("--classes", type=int_at_least(1), nargs="+", default=[20, 80])
     parser.add_argument("--repeats", type=int_at_least(1), default=4, help="timed calls of the batched criterion")
-    parser.add_argument("--reference-repeats", type=int_at_least(1), default=3,
+    parser.add_argument("--reference_repeats", "--reference-repeats", type=int_at_least(1), default=3,
                         help="timed calls of the slow reference")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"],
                         help="cpu, cuda or cuda:N, in any letter case (default: cpu cuda); without CUDA, a plain cuda "
                              "beside another device is left out")
     parser.add_argument("--profile", action="store_true", help="print the MG criterion's top operations per device")
-    parser.add_argument("--focal-bound", action="store_true",
+    parser.add_argument("--focal_bound", "--focal-bound", action="store_true",
                         help="time the all-logits focal term alone (eager and torch.compile): the bound on any "
                              "speed-up")
     parser.add_argument("--compile", action="store_true",

@@ -1,9 +1,9 @@
 """GPU speed suite (issue 8): training and inference speed of the detectors, in one call to a GPU machine.
 
     python benchmarks/gpu_suite.py --out $OUT/gpu_suite.json             # H100/H200: about 7 minutes
-    python benchmarks/gpu_suite.py --dry-run --out /tmp/gpu_suite.json   # CPU, tiny sizes: runs every code path
+    python benchmarks/gpu_suite.py --dry_run --out /tmp/gpu_suite.json   # CPU, tiny sizes: runs every code path
 
-Sections, most important first. ``--budget-s`` (default 420) skips every case whose estimated cost no longer
+Sections, most important first. ``--budget_s`` (default 420) skips every case whose estimated cost no longer
 fits, and the JSON is rewritten after every case, so a run stopped early keeps what it measured.
 
 1. ``train``: RetinaNet-VGG16-320, batch 32, IoU / Mutual Guidance x fp32 / AMP (bf16): model, assignment,
@@ -758,16 +758,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_suite.json"),
                         help="JSON record (default: gpu_suite.json)")
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry_run", "--dry-run", action="store_true",
                         help="tiny sizes (ResNet18 at 128, batch 1-2), one timed iteration per case: checks the code "
                              "paths on any device (90 s on a busy 2-core CPU); the figures mean nothing")
-    parser.add_argument("--budget-s", type=positive_float, default=420.0,
+    parser.add_argument("--budget_s", "--budget-s", type=positive_float, default=420.0,
                         help="skip the cases that no longer fit in this many seconds of wall time (default: 420)")
     parser.add_argument("--device", type=str.lower, default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cuda, cuda:N or cpu, in any letter case")
     parser.add_argument("--workers", type=int_at_least(0), default=None,
                         help="DataLoader workers of the loader section (default: CPU cores - 2, at most 12; "
-                             "0 in --dry-run)")
+                             "0 in --dry_run)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to run, always in this order: " + " ".join(SECTIONS) + " (default: all; the dry run "
                              "leaves out compile)")
@@ -776,13 +776,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available here; run with --device cpu --dry-run")
+        raise SystemExit(f"--device {args.device}: CUDA is not available here; run with --device cpu --dry_run")
     try:
         device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     if device.type == "cpu" and not args.dry_run:
-        raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry-run to check the code paths")
+        raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry_run to check the code paths")
     settings = DRY if args.dry_run else FULL
     workers = (args.workers if args.workers is not None
                else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2))))

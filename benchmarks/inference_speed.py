@@ -3,7 +3,7 @@
     python benchmarks/inference_speed.py                      # CPU defaults: VGG16-320, batch 1 and 2
     python benchmarks/inference_speed.py --device cuda        # batch 1 and 32, fp32 / fp16 / bf16, synchronised
     python benchmarks/inference_speed.py --backbones vgg16 resnet18 --sizes 320 512 --iters 50
-    python benchmarks/inference_speed.py --flops-only --backbones vgg16 resnet18 --sizes 320 512
+    python benchmarks/inference_speed.py --flops_only --backbones vgg16 resnet18 --sizes 320 512
 
 Times the model forward only (images [B, 3, S, S] -> (loc, conf)), in eval mode under inference_mode, with random
 weights (speed does not depend on their values). Decode and NMS are excluded, as in the paper's FPS (facts §10).
@@ -37,16 +37,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
     parser.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(BACKBONES))
     parser.add_argument("--sizes", nargs="+", type=int, default=[320], choices=list(SIZES))
-    parser.add_argument("--batch-sizes", nargs="+", type=int_at_least(1), help="default: 1 2 on CPU, 1 32 on CUDA")
+    parser.add_argument("--batch_sizes", "--batch-sizes", nargs="+", type=int_at_least(1),
+                        help="default: 1 2 on CPU, 1 32 on CUDA")
     parser.add_argument("--modes", nargs="+", type=mode,
                         help="precision[-cl] entries, cl = channels_last; precisions: fp32, bf16, fp16 (autocast). "
                              "Default: fp32 fp32-cl bf16-cl on CPU, fp32 fp32-cl fp16-cl bf16-cl on CUDA")
-    parser.add_argument("--num-classes", type=int_at_least(1), default=80, help="80 = COCO, as the paper's FPS")
+    parser.add_argument("--num_classes", "--num-classes", type=int_at_least(1), default=80,
+                        help="80 = COCO, as the paper's FPS")
     parser.add_argument("--warmup", type=int_at_least(0),
                         help="untimed batches per configuration (default 2 CPU, 10 CUDA)")
     parser.add_argument("--iters", type=int_at_least(1),
                         help="timed batches per configuration (default 3 CPU, 50 CUDA)")
-    parser.add_argument("--flops-only", action="store_true", help="FLOPs and parameters only, no timing")
+    parser.add_argument("--flops_only", "--flops-only", action="store_true",
+                        help="FLOPs and parameters only, no timing")
     return parser
 
 

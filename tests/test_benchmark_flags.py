@@ -55,7 +55,8 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("demo_export", ["--size", "64"], "argument --size: 64 is not an input size"),
     ("demo_export", ["--backbone", "resnet19"], "argument --backbone: invalid choice: 'resnet19'"),
     ("assignment_loss", ["--devices", "cpu", "gpu"], "error: --devices gpu is not a device this program runs on"),
-    ("assignment_loss", ["--reference-repeats", "0"], "argument --reference-repeats: must be at least 1, got 0"),
+    ("assignment_loss", ["--reference_repeats", "0"],
+     "argument --reference_repeats/--reference-repeats: must be at least 1, got 0"),
     ("loader_workers", ["--workers", "4", "0"], "argument --workers: must be at least 1, got 0"),
     ("loader_workers", ["--size", "200"], "argument --size: 200 is not an input size"),
     ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
@@ -198,7 +199,7 @@ def test_assignment_loss_names_its_devices_flag_when_cuda_is_asked_for_without_c
 
 def test_assignment_loss_prints_its_table_with_the_cpu_and_the_utc_date(monkeypatch, capsys):
     flags = ["--devices", "cpu", "--sizes", "128", "--classes", "2", "--batch", "1", "--repeats", "1",
-             "--reference-repeats", "1"]
+             "--reference_repeats", "1"]
     run_script("assignment_loss", flags, monkeypatch)
     heading, *lines = capsys.readouterr().out.splitlines()
     assert re.match(f"date {UTC_STAMP}, torch ", heading) and f"CPU {cpu_model()} (" in heading

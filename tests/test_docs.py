@@ -135,16 +135,38 @@ def parser_built_by(script_main: Callable[[], object]) -> argparse.ArgumentParse
     raise AssertionError(f"{script_main.__module__}.main() parsed no arguments")
 
 
+def long_flags(action: argparse.Action) -> list[str]:
+    """An option's ``--`` spellings, the one ``--help`` shows first first (``-h`` left out)."""
+    return [flag for flag in action.option_strings if flag.startswith("--")]
+
+
 def test_every_flag_named_exists():
-    """Every ``--flag`` the pages name is a flag of main.py or of a benchmark script."""
-    flags = {flag for parser in project_parsers().values() for action in parser._actions
-             for flag in action.option_strings}
+    """Every ``--flag`` the pages name is a flag of main.py or of a benchmark script, in its first spelling (the one
+    ``--help`` shows first): a script that also takes an older spelling (``--batch-sizes``) is shown in its own."""
+    flags = {long_flags(action)[0] for parser in project_parsers().values() for action in parser._actions
+             if long_flags(action)}
     unknown = set()
     for page in DOCS:
         for flag in re.findall(r"(?<![\w-])(--[A-Za-z][\w-]*)", page_text(page)):
             if flag not in flags | OTHER_PROGRAMS_FLAGS:
                 unknown.add(f"{page.name}: {flag}")
     assert sorted(unknown) == []
+
+
+# the benchmarks' flags once spelled with hyphens; main.py's and the other scripts' are spelled with underscores
+HYPHENATED = {"inference_speed": ["--batch-sizes", "1", "--num-classes", "2", "--flops-only"],
+              "assignment_loss": ["--reference-repeats", "2", "--focal-bound"],
+              "gpu_suite": ["--dry-run", "--budget-s", "60"]}
+
+
+def test_every_benchmark_flag_is_spelled_with_underscores_and_the_hyphenated_spelling_still_works():
+    parsers = project_parsers()
+    hyphenated = [f"{script}: {long_flags(action)[0]}" for script, parser in parsers.items() if script != "main"
+                  for action in parser._actions if long_flags(action) and "-" in long_flags(action)[0].lstrip("-")]
+    assert hyphenated == []
+    for script, flags in HYPHENATED.items():
+        underscored = [flag.replace("-", "_").replace("__", "--", 1) for flag in flags]
+        assert parsers[script].parse_args(flags) == parsers[script].parse_args(underscored)
 
 
 def shown_commands() -> list[tuple[str, str, list[str]]]:

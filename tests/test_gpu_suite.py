@@ -18,7 +18,7 @@ from utils.postprocess import detections_to_numpy
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_suite") / "gpu_suite.json"
-    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "cpu", "--out", str(out)])
+    args = gpu_suite.get_args_parser().parse_args(["--dry_run", "--device", "cpu", "--out", str(out)])
     returned = gpu_suite.main(args)
     return returned, json.loads(out.read_text())
 
@@ -61,7 +61,7 @@ def test_dry_run_measures_every_section_without_errors(dry_run):
 
 
 def test_sections_choose_what_runs(tmp_path):
-    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "cpu", "--out", str(tmp_path / "r.json"),
+    args = gpu_suite.get_args_parser().parse_args(["--dry_run", "--device", "cpu", "--out", str(tmp_path / "r.json"),
                                                    "--sections", "train"])
     record = gpu_suite.main(args)
     assert [(row["assignment"], row["precision"]) for row in record["train"]] == [("IoU", "bf16"), ("MG", "bf16")]
@@ -89,12 +89,12 @@ def test_bf16_weights_give_the_autocast_outputs_exactly():
 
 def test_full_run_needs_a_gpu():
     args = gpu_suite.get_args_parser().parse_args(["--device", "cpu"])
-    with pytest.raises(SystemExit, match="--dry-run"):
+    with pytest.raises(SystemExit, match="--dry_run"):
         gpu_suite.main(args)
 
 
 def test_unknown_device_is_refused_in_one_line(tmp_path):
-    args = gpu_suite.get_args_parser().parse_args(["--dry-run", "--device", "gpu", "--out", str(tmp_path / "r.json")])
+    args = gpu_suite.get_args_parser().parse_args(["--dry_run", "--device", "gpu", "--out", str(tmp_path / "r.json")])
     with pytest.raises(SystemExit, match="^--device gpu is not a device this program runs on; use auto, cpu, cuda"):
         gpu_suite.main(args)
     assert not (tmp_path / "r.json").exists()
@@ -212,15 +212,15 @@ def test_detections_to_numpy_matches_per_image_copies():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_is_read_in_any_letter_case_as_the_other_scripts_read_it():
     args = gpu_suite.get_args_parser().parse_args(["--device", "CUDA"])
-    message = "^--device cuda: CUDA is not available here; run with --device cpu --dry-run$"
+    message = "^--device cuda: CUDA is not available here; run with --device cpu --dry_run$"
     with pytest.raises(SystemExit, match=message):
         gpu_suite.main(args)
     assert gpu_suite.get_args_parser().parse_args(["--device", "CPU"]).device == "cpu"
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--budget-s", "0"], "argument --budget-s: must be above 0, got 0"),
-    (["--budget-s", "-60"], "argument --budget-s: must be above 0, got -60"),
+    (["--budget_s", "0"], "argument --budget_s/--budget-s: must be above 0, got 0"),
+    (["--budget_s", "-60"], "argument --budget_s/--budget-s: must be above 0, got -60"),
     (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
 ])  # fmt: skip
 def test_budget_and_workers_out_of_range_are_refused_by_the_parser(flags, message, capsys):

@@ -510,7 +510,7 @@ def test_cuda_loss_on_host_targets_waits_for_the_gpu_only_for_the_mg_quota(mutua
 
 
 def test_the_fused_focal_term_of_the_bound_benchmark_equals_the_loss_formula():
-    # benchmarks/assignment_loss.py --focal-bound times this one-exp form; it must be the loss's target-0 term
+    # benchmarks/assignment_loss.py --focal_bound times this one-exp form; it must be the loss's target-0 term
     from benchmarks.assignment_loss import eager_focal_term_sum, focal_term_sum
 
     logits = torch.cat([torch.linspace(-30, 30, 601), torch.randn(2000) * 4]).double()
