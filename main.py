@@ -238,11 +238,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
     try:
-        check_no_empty_values(args)
-        ignored = check_flag_combinations(args, parser or get_args_parser())
+        ignored = check_flags(args, parser or get_args_parser())
         if ignored:
             log.info(ignored)
-        check_flag_values(args)  # the values given, and the device, before any checkpoint is read
         device = resolve_device(args.device, local_rank_from_env())
         if args.cuda_graph and device.type != "cuda":
             raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
@@ -317,6 +315,17 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         return EXIT_REFUSED_BY_SYSTEM
     finally:
         cleanup_distributed()
+
+
+def check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """main.py's checks of the flags alone, before any file is read: empty values, flags that contradict each other,
+    values out of their range (a ``ValueError`` naming the flag). Returns the line naming the flags given that the
+    mode asked for does not read ("" when none). ``parser``: the parser that read ``args``. Programs that run
+    :func:`main` (``benchmarks/assigners.py``) call it on their runs' flags before making any data."""
+    check_no_empty_values(args)
+    ignored = check_flag_combinations(args, parser)
+    check_flag_values(args)
+    return ignored
 
 
 def reads_trained_config(args: argparse.Namespace) -> bool:

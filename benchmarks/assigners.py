@@ -337,6 +337,34 @@ def without_flag(argv: list[str], flag: str) -> list[str]:
     return argv if index is None else argv[:index] + argv[index + 2:]
 
 
+def main_argv(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
+              extra: tuple[str, ...] = ()) -> list[str]:
+    """main.py's flags for one run of the study in ``work`` (``data``: its data flags, ``extra``: the arm's)."""
+    return data + [
+        "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
+        "--batch_size", str(args.batch_size), "--max_iter", str(max_iter), "--warm_iter", str(args.lr_warmup),
+        "--lr", str(args.lr), "--workers", str(args.workers), "--seed", str(seed), "--device", args.device,
+        "--log_interval", str(args.log_interval), "--assign_stats",
+        "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
+        *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
+    ]  # fmt: skip
+
+
+def check_main_flags(args: argparse.Namespace) -> None:
+    """main.py's own checks (its parser, then :func:`main.check_flags`) of the flags every run of the study will
+    pass it, so that a value main.py refuses (``--size 100``) stops the study at once with main.py's message, not
+    after the data is generated or linked. The data flags are checked as given (``--dataset``, ``--classes``): their
+    folders are checked when the data is made."""
+    parser = cli.get_args_parser()
+    data = ["--dataset", args.dataset, *(["--classes", args.classes] if args.classes else [])]
+    work = Path(args.out_dir)
+    runs = [(seed, plan) for regime in args.regime for seed in args.seeds
+            for plan in regime_plan(regime, args.iters, args.warm_iters, args.long_factor)]
+    for seed, plan in runs:
+        argv = main_argv(args, data, seed, plan.max_iter, work, plan.flags)
+        cli.check_flags(parser.parse_args(argv + ["--checkpoint_interval", str(args.checkpoint_interval)]), parser)
+
+
 def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
                        extra: tuple[str, ...] = (), fork_of: str | None = None) -> dict:
     """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds.
@@ -346,14 +374,7 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
     saving a checkpoint (Ctrl-C, an error, a kill after a periodic save) continues from it (``main.py --resume``: the
     same batches and learning rates; a run started ``--init_from`` resumes its own checkpoint instead).
     """
-    argv = data + [
-        "--version", args.version, "--backbone", args.backbone, "--size", str(args.size),
-        "--batch_size", str(args.batch_size), "--max_iter", str(max_iter), "--warm_iter", str(args.lr_warmup),
-        "--lr", str(args.lr), "--workers", str(args.workers), "--seed", str(seed), "--device", args.device,
-        "--log_interval", str(args.log_interval), "--assign_stats",
-        "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
-        *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
-    ]  # fmt: skip
+    argv = main_argv(args, data, seed, max_iter, work, extra)
     key = {"argv": argv, "fork_of": fork_of}
     if (result := finished_result(work, key)) is not None:
         print(f"{work}: finished earlier with the same flags, its result is reused", flush=True)
@@ -442,6 +463,7 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
 
 def main(args: argparse.Namespace) -> list[dict]:
     fill_preset(args)
+    check_main_flags(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir)

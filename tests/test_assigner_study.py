@@ -319,14 +319,31 @@ def test_subsets_of_different_sets_get_different_folders(shapes_root, tmp_path):
     assert assigners.data_flags(args, tmp_path) != flags
 
 
-def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(shapes_root, tmp_path, monkeypatch,
-                                                                               capsys):
-    # --size 100 passes the study's own checks; main.py refuses it (exit code 2) before the first run reads any data
+@pytest.mark.parametrize("flags, message", [
+    (("--size", "100"), r"^--size 100 is not a multiple of 64 from 128; use e.g. 320 or 512$"),
+    (("--batch_size", "0"), r"^--batch_size must be >= 1, got 0$"),
+    (("--lr", "-1"), r"^--lr must be a number > 0 and at most"),
+    (("--log_interval", "0"), r"^--log_interval must be >= 1, got 0$"),
+])  # fmt: skip
+def test_flags_main_py_would_refuse_are_refused_with_its_message_before_the_data_is_made(tmp_path, flags, message,
+                                                                                         monkeypatch):
+    # --size 100 passes the study's own parser; main.py refused it only in the first run, after the shapes set (minutes
+    # to generate) or a subset was made; now main.py's own checks read every run's flags first
+    monkeypatch.setattr(assigners, "run_main", lambda *run: pytest.fail(f"a run started: {run}"))
+    argv = ["--preset", "tiny", "--dataset", "shapes", "--data_root", str(tmp_path / "shapes"),
+            "--out_dir", str(tmp_path / "out"), *flags]
+    with pytest.raises(ValueError, match=message):
+        assigners.main(assigners.get_args_parser().parse_args(argv))
+    assert not (tmp_path / "shapes").exists() and not (tmp_path / "out").exists()
+
+
+def test_flags_main_py_refuses_are_reported_as_such_not_as_a_run_to_continue(shapes_root, tmp_path, monkeypatch):
+    # main.py refused the run (exit code 2: a flag or the data; here stood in for) after the study's checks passed
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "main", lambda args: cli.EXIT_BAD_INPUT)
     with pytest.raises(assigners.RunFailed) as failure:
-        assigners.main(study_args(shapes_root, tmp_path / "out", "--regime", "scratch", "--size", "100"))
+        assigners.main(study_args(shapes_root, tmp_path / "out", "--regime", "scratch"))
     message = str(failure.value)
-    assert "--size 100 is not a multiple of 64" in capsys.readouterr().err  # main.py's line, above the study's
     assert message.startswith("main.py refused the flags or data of the run in ")
     assert "seed0/IoU (exit code 2, its error is above): fix what it names" in message
     assert "continues" not in message  # the same command would stop at the same place
