@@ -55,7 +55,7 @@ from utils.engine import termination_as_interrupt
 from utils.export import export_onnx
 from utils.inference import evaluate_results_file, format_metrics, results_to_score
 from utils.logging import RunLog
-from utils.messages import first_line
+from utils.messages import counted, first_line
 from utils.run_data import check_splits, make_dataset
 from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name
 from utils.run_exit import (
@@ -418,7 +418,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
-             f"on {len(dataset)} images, results to {out_dir}")
+             f"on {counted(len(dataset), 'image')}, results to {out_dir}")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
     try:
         with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill

@@ -35,6 +35,7 @@ from models import BACKBONES, NECKS, build_detector  # noqa: E402
 from utils.checkpoint import FORMAT, save_checkpoint  # noqa: E402
 from utils.demo import run_demo  # noqa: E402
 from utils.export import DecodedDetector, export_onnx, onnx_max_abs_diff  # noqa: E402
+from utils.messages import counted  # noqa: E402
 from utils.trained_model import load_trained_detector  # noqa: E402
 
 
@@ -107,7 +108,7 @@ def main() -> None:
         diff = onnx_max_abs_diff(onnx_path, cpu_graph, torch.randn(2, 3, args.size, args.size) * 60)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    print(f"\n{args.version}-{args.backbone} at {args.size}, {args.images} images; {utc_stamp()}; "
+    print(f"\n{args.version}-{args.backbone} at {args.size}, {counted(args.images, 'image')}; {utc_stamp()}; "
           f"CPU {cpu_model()} ({torch.get_num_threads()} threads); GPU {gpu}; torch {torch.__version__}")
     print(f"ONNX export {export_seconds:.1f} s; ONNX vs PyTorch max abs diff {diff:.2e}\n")
     print("| what | device | batch | ms / image | images / s |")

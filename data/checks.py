@@ -11,6 +11,7 @@ from tqdm import tqdm
 from data.dataset import DetectionDataset, has_extent
 from data.errors import CorruptImageWarning, DataError, format_problems
 from data.loader import WorkerLoader, single_thread_opencv
+from utils.messages import counted
 
 CHECK_BATCH = 32  # images per task handed to a checking process
 
@@ -35,14 +36,9 @@ class DataReport:
         fixed = f"\nannotations fixed on reading: {fixups}" if fixups else ""
         flagged = f"{self.num_difficult} difficult" if self.num_crowd is None else f"{self.num_crowd} iscrowd"
         return (
-            f"{_count(self.num_images, 'image')}, {_count(self.num_objects, 'object')} ({flagged}), "
-            f"{_count(self.empty_images, 'image')} without objects{fixed}\nobjects per class: {per_class}"
+            f"{counted(self.num_images, 'image')}, {counted(self.num_objects, 'object')} ({flagged}), "
+            f"{counted(self.empty_images, 'image')} without objects{fixed}\nobjects per class: {per_class}"
         )
-
-
-def _count(number: int, noun: str) -> str:
-    """``number`` and ``noun``, plural unless ``number`` is 1: "1 image", "3 images"."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 ShownWarning = tuple[Warning, type[Warning], str, int]  # what ``warnings.warn_explicit`` takes to show it again
@@ -121,7 +117,7 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
                 problems += [problem] if problem else []
             bar.update(len(batch))
     if problems:
-        raise DataError(format_problems(f"--check_data on {len(dataset)} images", problems))
+        raise DataError(format_problems(f"--check_data on {counted(len(dataset), 'image')}", problems))
     annotations = dataset.annotations
     counts = np.bincount(annotations.labels, minlength=dataset.num_classes)
     return DataReport(

@@ -32,6 +32,7 @@ from data.dataset import (
 )
 from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
+from utils.messages import counted
 from utils.names import compose_name, folded_name
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
@@ -48,11 +49,14 @@ OUTSIDE_TOLERANCE_PIXELS = 1.0
 # arithmetic on it would overflow; ids must fit in 64 bits (numpy arrays hold them)
 MAX_PIXELS = 2**31 - 1
 ID_RANGE = range(-(2**63), 2**63)
-# what COCO's metric scores: objects with iscrowd 0 (crowd regions only excuse detections), as VOC's non-difficult ones
-NO_OBJECT_TO_SCORE = (
-    "hold no object to score (none, or all marked iscrowd=1, which COCO's metric ignores), so every AP would be "
-    "undefined: annotate the test images (objects with iscrowd 0)"
-)
+
+
+def no_object_to_score(count: int, images: str) -> str:
+    """The refusal of ``count`` ``images`` (a noun: "evaluated image") that hold nothing COCO's metric scores: it
+    scores objects with iscrowd 0 (crowd regions only excuse detections), as VOC's non-difficult ones."""
+    return (f"{counted(count, images)} {'holds' if count == 1 else 'hold'} no object to score (none, or all marked "
+            "iscrowd=1, which COCO's metric ignores), so every AP would be undefined: annotate the test images "
+            "(objects with iscrowd 0)")
 
 
 def read_json_file(path: Path) -> object:
@@ -675,7 +679,7 @@ class COCODetection(DetectionDataset):
         if require_objects_to_score is None:
             require_objects_to_score = not training
         if require_objects_to_score and coco.dataset["annotations"] and not count_objects_to_score(coco):
-            raise DataError(f"{annotation_file}: the test split's {len(coco.imgs)} images {NO_OBJECT_TO_SCORE}")
+            raise DataError(f"{annotation_file}: the test split's {no_object_to_score(len(coco.imgs), 'image')}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
         heights, widths = _image_sizes(coco)
         owner, xywh, area, labels = _annotation_arrays(coco, annotations, label_of)

@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from data.coco import (
-    NO_OBJECT_TO_SCORE, box_problem, coco_class_names, count_objects_to_score, is_number, read_json_file,
+    box_problem, coco_class_names, count_objects_to_score, is_number, no_object_to_score, read_json_file,
 )
 from data.errors import DataError, format_problems
 from utils.files import write_arrays, write_text
@@ -188,7 +188,7 @@ def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None
         return
     source = getattr(coco_gt, "source_file", "the COCO ground truth")
     count = len(coco_gt.imgs) if image_ids is None else len(image_ids)
-    raise DataError(f"{source}: the {count} evaluated images {NO_OBJECT_TO_SCORE}")
+    raise DataError(f"{source}: the {no_object_to_score(count, 'evaluated image')}")
 
 
 def _no_results(coco_gt: COCO) -> COCO:

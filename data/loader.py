@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
 from data.errors import data_warnings_shown, one_line_data_warnings, relay_worker_lines, show_worker_lines
-from utils.messages import SharedLines, SharedSeen
+from utils.messages import SharedLines, SharedSeen, counted
 
 
 def detection_collate(
@@ -48,8 +48,9 @@ def iterations_per_epoch(num_images: int, batch_size: int, world_size: int = 1) 
     epoch_size = num_images // (batch_size * world_size)
     if epoch_size == 0:
         raise ValueError(
-            f"the training set has {num_images} images, fewer than one global batch of {batch_size * world_size} "
-            f"(--batch_size {batch_size} x {world_size} processes); lower --batch_size"
+            f"the training set has {counted(num_images, 'image')}, fewer than one global batch of "
+            f"{batch_size * world_size} (--batch_size {batch_size} x {counted(world_size, 'process')}); "
+            "lower --batch_size"
         )
     return epoch_size
 

@@ -174,7 +174,7 @@ def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeyp
     flags = ["--size", "128", "--images", "1", "--batch_sizes", "1", "--repeats", "1", "--device", "cpu"]
     run_script("demo_export", flags, monkeypatch)
     out = capsys.readouterr().out
-    heading = next(line for line in out.splitlines() if line.startswith("fssd-resnet18 at 128, 1 images; "))
+    heading = next(line for line in out.splitlines() if line.startswith("fssd-resnet18 at 128, 1 image; "))
     assert re.search(f"; {UTC_STAMP}; ", heading) and f"CPU {cpu_model()}" in heading
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [(what.strip(), where.strip(), batch.strip()) for what, where, batch, _, _ in rows] == [

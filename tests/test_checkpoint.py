@@ -299,7 +299,7 @@ def test_check_compatible_names_the_flag_and_the_fix():
     with pytest.raises(CheckpointError, match="--size 320, but --size 512"):
         check_compatible("w.pth", saved, classes, {"size": 512}, classes)
     with pytest.raises(CheckpointError,
-                       match=r"trained on 2 classes \(circle, square\), but the dataset has 1 classes"):
+                       match=r"trained on 2 classes \(circle, square\), but the dataset has 1 class \("):
         check_compatible("w.pth", saved, classes, {}, ["circle"])
     check_compatible("w.pth", saved, classes, {}, ["Circle", "SQUARE"])  # the VOC loader ignores letter case
     with pytest.raises(CheckpointError, match=r"trained on 2 classes \(circle, square\), but the dataset has 2 "):

@@ -143,7 +143,7 @@ def test_evaluating_images_without_an_object_to_score_is_an_error(tmp_path):
     dataset = COCODetection(path, tmp_path / "val", TestTransform(32))
     results = perfect_results(dataset.coco)
     assert evaluate_coco(results, dataset.coco, image_ids=[7, 9])["mAP"] == pytest.approx(1.0)
-    expected = rf"{path}: the 1 evaluated images hold no object to score \(none, or all marked iscrowd=1"
+    expected = rf"{path}: the 1 evaluated image holds no object to score \(none, or all marked iscrowd=1"
     for found in (results, []):
         with pytest.raises(DataError, match=expected):
             evaluate_coco(found, dataset.coco, image_ids=[9])

@@ -51,6 +51,13 @@ def test_iterations_per_epoch_drops_the_partial_batch_and_rejects_tiny_sets():
     assert iterations_per_epoch(100, 8, world_size=2) == 6
     with pytest.raises(ValueError, match="lower --batch_size"):
         iterations_per_epoch(20, 32)
+    # counts in the singular where they are 1 ("1 images", "x 1 processes" before)
+    with pytest.raises(ValueError, match=r"^the training set has 1 image, fewer than one global batch of 2 "
+                                         r"\(--batch_size 2 x 1 process\); lower --batch_size$"):
+        iterations_per_epoch(1, 2)
+    with pytest.raises(ValueError, match=r"^the training set has 3 images, fewer than one global batch of 4 "
+                                         r"\(--batch_size 2 x 2 processes\); lower --batch_size$"):
+        iterations_per_epoch(3, 2, world_size=2)
 
 
 def test_sampler_epochs_are_permutations_without_the_remainder():

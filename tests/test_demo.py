@@ -300,6 +300,18 @@ def test_demo_score_threshold_filters(checkpoint, photos, tmp_path, capsys, scor
             "weaker detections) written to") in capsys.readouterr().err  # what to change, not just a count of 0
 
 
+def test_demo_summary_counts_one_image_one_detection_and_one_unreadable_file_in_the_singular(checkpoint, photos,
+                                                                                              tmp_path, capsys):
+    run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=0.0, max_per_image=1)  # draws tall.jpg, wide.jpg
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    capsys.readouterr()
+    run_demo(checkpoint, [str(photos / "wide.png"), str(photos / "broken.jpg")], tmp_path / "out", score_thresh=0.0,
+             max_per_image=1)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"demo: 1 detection in 1 image written to {tmp_path / 'out'} (detections.json); 1 unreadable file skipped; "
+        "1 drawn copy of earlier runs deleted (tall.jpg)")
+
+
 def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     (photos / "garbage.png").write_bytes(b"plain text, not a png")
@@ -423,7 +435,7 @@ def test_an_image_too_wide_for_jpeg_keeps_its_detections_without_a_drawn_copy(ch
 
 def test_demo_with_only_unreadable_files_fails_clearly(checkpoint, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"")
-    with pytest.raises(DemoInputError, match=r"none of the 1 files could be read as an image"):
+    with pytest.raises(DemoInputError, match=r"^--demo: the one file given could not be read as an image; "):
         run_demo(checkpoint, str(tmp_path / "bad.jpg"), tmp_path / "out")
     report = json.loads((tmp_path / "out" / "detections.json").read_text())
     bad = tmp_path / "bad.jpg"

@@ -1399,6 +1399,6 @@ def test_relative_data_paths_are_found_again_from_another_folder(shapes_root, tm
 def test_an_eval_interval_as_long_as_the_run_is_named(shapes_root, tmp_path, capsys):
     # was accepted silently: the run only evaluated at its end, and its best checkpoint was the final model
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--eval_interval", "1")) == 0
-    assert ("warning: --eval_interval 1 epochs (8 iterations) is not shorter than the run (1 iterations): only the "
+    assert ("warning: --eval_interval 1 epoch (8 iterations) is not shorter than the run (1 iteration): only the "
             "final evaluation runs, and the best checkpoint is the final model; lower --eval_interval to evaluate "
             "during training") in capsys.readouterr().out

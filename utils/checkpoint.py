@@ -32,7 +32,7 @@ from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
 from utils.box.prior_box import SIZE_MULTIPLE
-from utils.messages import first_line, preview_names
+from utils.messages import counted, first_line, preview_names
 from utils.names import folded_name, same_classes
 
 _FORMAT_FAMILY = "mutual-guidance-checkpoint-"  # then the version of the format
@@ -267,9 +267,9 @@ def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, 
     outputs = model_state[classifier].shape[0]
     if outputs != ANCHORS_PER_CELL * len(class_names):
         raise CheckpointError(
-            f"{path} names {len(class_names)} classes ({preview_names(class_names)}), but its classification layers "
-            f"score {outputs / ANCHORS_PER_CELL:g} ({classifier}: {outputs} outputs, {ANCHORS_PER_CELL} anchors per "
-            f"cell); {_EDITED}")
+            f"{path} names {counted(len(class_names), 'class')} ({preview_names(class_names)}), but its classification "
+            f"layers score {outputs / ANCHORS_PER_CELL:g} ({classifier}: {outputs} outputs, {ANCHORS_PER_CELL} anchors "
+            f"per cell); {_EDITED}")
 
 
 def non_finite_entries(model_state: Mapping[str, Any]) -> list[str]:
@@ -385,8 +385,9 @@ def check_compatible(
     check_architecture(path, saved_config, requested)
     if not same_classes(saved_classes, class_names):
         raise CheckpointError(
-            f"{path} was trained on {len(saved_classes)} classes ({preview_names(saved_classes)}), but the dataset "
-            f"has {len(class_names)} classes ({preview_names(class_names)}); use it with the classes it was trained on"
+            f"{path} was trained on {counted(len(saved_classes), 'class')} ({preview_names(saved_classes)}), "
+            f"but the dataset has {counted(len(class_names), 'class')} ({preview_names(class_names)}); use "
+            "it with the classes it was trained on"
         )
 
 
@@ -440,9 +441,9 @@ def check_same_length(path: str | os.PathLike, saved_max_iter: int, max_iter: in
     spans the whole run. The same length given another way (``--epochs`` instead of ``--max_iter``) continues."""
     if saved_max_iter != max_iter:
         raise CheckpointError(
-            f"{path} was saved by a run of {saved_max_iter} iterations, this run has {max_iter} (--epochs or "
-            f"--max_iter); resume with the same run length (the learning rate's schedule spans the run), or "
-            f"{_fork(path)}"
+            f"{path} was saved by a run of {counted(saved_max_iter, 'iteration')}, this run has {max_iter} "
+            f"(--epochs or --max_iter); resume with the same run length (the learning rate's schedule spans the "
+            f"run), or {_fork(path)}"
         )
 
 

@@ -47,7 +47,7 @@ from utils.cuda_graph import CUDAGraphDetector
 from utils.files import file_identity, write_text
 from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from utils.messages import preview_names
+from utils.messages import counted, preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.trained_model import detector_from_state, load_trained_detector
 
@@ -289,15 +289,16 @@ def run_demo(
         "output_dir": str(out_dir),
         "json": str(json_path),
     }
-    deleted = (f"; {len(removed)} drawn {'copy' if len(removed) == 1 else 'copies'} of earlier runs deleted "
+    deleted = (f"; {counted(len(removed), 'drawn copy')} of earlier runs deleted "
                f"({preview_names([path.name for path in removed])})" if removed else "")
     none_kept = (f" (no box scored above --score_thresh {score_thresh}: a lower one shows weaker detections)"
                  if images_done and not summary["detections"] else "")
-    print(f"demo: {summary['detections']} detections in {summary['images']} images{none_kept} written to {out_dir}"
-          f" ({DETECTIONS_FILE}); {summary['unreadable']} unreadable files skipped{deleted}", file=sys.stderr)
+    print(f"demo: {counted(summary['detections'], 'detection')} in {counted(summary['images'], 'image')}{none_kept} "
+          f"written to {out_dir} ({DETECTIONS_FILE}); {counted(summary['unreadable'], 'unreadable file')} "
+          f"skipped{deleted}", file=sys.stderr)
     if not images_done:
-        raise DemoInputError(f"--demo: none of the {len(paths)} files could be read as an image; "
-                             f"see the reasons above and in {json_path}")
+        unread = "the one file given could not" if len(paths) == 1 else f"none of the {len(paths)} files could"
+        raise DemoInputError(f"--demo: {unread} be read as an image; see the reasons above and in {json_path}")
     return summary
 
 

@@ -21,6 +21,18 @@ def preview_names(names: Sequence[str], limit: int = 4) -> str:
     return shown + (", ..." if len(names) > limit else "")
 
 
+def counted(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless ``number`` is 1, by the English rule for regular nouns: "1 image",
+    "0 images", "3 classes", "2 processes", "2 drawn copies"."""
+    if number == 1:
+        return f"{number} {noun}"
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return f"{number} {noun}es"
+    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
+        return f"{number} {noun[:-1]}ies"
+    return f"{number} {noun}s"
+
+
 def exact_number(value: float) -> str:
     """``value`` as text that reads back as the same float, for messages that quote a flag's or a file's value: the
     ``:g`` form when it is exact (``0.5``, ``24``, ``1e-05``, ``inf``, ``nan``), else the shortest that is

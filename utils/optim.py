@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from utils.messages import counted
+
 MIN_LR = 1e-6
 
 
@@ -53,7 +55,8 @@ def warmup_cosine_lr(
     """
     if not 0 <= warm_iter < max_iter:
         raise ValueError(
-            f"warm-up ({warm_iter} iterations) must be shorter than the run ({max_iter} iterations); "
+            f"warm-up ({counted(warm_iter, 'iteration')}) must be shorter than the run "
+            f"({counted(max_iter, 'iteration')}); "
             "lower --warm_iter or raise --epochs/--max_iter"
         )
     if iteration < warm_iter:

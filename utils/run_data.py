@@ -13,6 +13,7 @@ import numpy as np
 from data import COCODetection, DataError, build_dataset
 from data.dataset import DetectionDataset
 from utils.logging import RunLog
+from utils.messages import counted
 from utils.names import folded_name, same_classes
 
 
@@ -53,8 +54,10 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
     scored = test_dataset.objects_to_score_per_class()
     if not scored.any():
-        raise DataError(f"the test split's {len(test_dataset)} images hold no object to score (none, or all marked "
-                        "difficult or iscrowd), so every AP would be undefined: annotate the test images")
+        images = len(test_dataset)
+        raise DataError(f"the test split's {counted(images, 'image')} {'holds' if images == 1 else 'hold'} no object "
+                        "to score (none, or all marked difficult or iscrowd), so every AP would be undefined: annotate "
+                        "the test images")
     unscored = [name for name, count in zip(test_dataset.class_names, scored) if count == 0]
     if unscored:
         log.info(f"warning: the test split holds no object to score of the classes {unscored} (none, or all marked "
@@ -62,8 +65,9 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
                  "images to the test split")
     per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
     if not per_class.any():
-        raise DataError(f"the training split's {len(train_dataset)} images hold no object: there is nothing to learn; "
-                        "annotate the training images")
+        images = len(train_dataset)
+        raise DataError(f"the training split's {counted(images, 'image')} {'holds' if images == 1 else 'hold'} no "
+                        "object: there is nothing to learn; annotate the training images")
     missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
     if missing:
         log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "

@@ -25,7 +25,7 @@ from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
-from utils.messages import exact_number, first_line
+from utils.messages import counted, exact_number, first_line
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
 AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
@@ -458,12 +458,13 @@ def check_run_length(args: argparse.Namespace, max_iter: int) -> None:
         raise ValueError(f"the run's {max_iter} iterations are more than the {sys.maxsize} the data loader counts; "
                          f"lower {run_length_flag(args)}")
     if not 0 <= args.warm_iter < max_iter:
-        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run ({max_iter} iterations); "
+        raise ValueError(f"--warm_iter {args.warm_iter} must be shorter than the run "
+                         f"({counted(max_iter, 'iteration')}); "
                          f"lower --warm_iter or raise {run_length_flag(args)}")
     if args.mutual_guide_from is not None and args.mutual_guide_from >= max_iter:
-        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run ({max_iter} "
-                         f"iterations), so Mutual Guidance would never be used; lower it or raise "
-                         f"{run_length_flag(args)}")
+        raise ValueError(f"--mutual_guide_from {args.mutual_guide_from} is not before the end of the run "
+                         f"({counted(max_iter, 'iteration')}), so Mutual Guidance would never be used; lower it or "
+                         f"raise {run_length_flag(args)}")
 
 
 def run_length_flag(args: argparse.Namespace) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data import voc_folder_list
+from utils.messages import counted
 
 ARMS = ("IoU", "MG")
 REGIMES = ("scratch", "warm", "switch", "long")
@@ -73,8 +74,8 @@ def make_subset_root(source: str | Path, dest: str | Path, num_train: int | None
         ids = [line.strip() for line in (source / "ImageSets" / "Main" / f"{name}.txt").read_text().splitlines()]
         ids = [image_id for image_id in ids if image_id]
         if count is not None and not 0 < count <= len(ids):
-            raise ValueError(f"--num_{split} {count}: {source} lists {len(ids)} {name} images; give at most "
-                             f"{len(ids)}, or --full_data")
+            raise ValueError(f"--num_{split} {count}: {source} lists {counted(len(ids), f'{name} image')}; give at "
+                             f"most {len(ids)}, or --full_data")
         (dest / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids[:count]) + "\n")
     for folder in ("Annotations", "JPEGImages"):
         link = dest / folder

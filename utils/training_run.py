@@ -46,7 +46,7 @@ from utils.engine import (
     train,
 )
 from utils.logging import RunLog
-from utils.messages import first_line
+from utils.messages import counted, first_line
 from utils.optim import warmup_cosine_lr
 from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
@@ -194,8 +194,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         channels_last=setup.channels_last, assign_stats=args.assign_stats, mutual_guide_from=args.mutual_guide_from,
     )
     log.info(
-        f"training {checkpoint_path.name} on {len(setup.dataset)} images ({setup.dataset.num_classes} classes) on "
-        f"{device} x{ctx.world_size}: {setup.max_iter} iterations ({setup.epoch_size} per epoch), batch "
+        f"training {checkpoint_path.name} on {counted(len(setup.dataset), 'image')} "
+        f"({counted(setup.dataset.num_classes, 'class')}) on {device} x{ctx.world_size}: "
+        f"{counted(setup.max_iter, 'iteration')} ({setup.epoch_size} per epoch), batch "
         f"{args.batch_size} per process, run folder {run_dir}, evaluations in {eval_folder(args, args.name)}"
     )
     log.info(assignment_line(args.mutual_guide, args.mutual_guide_from))

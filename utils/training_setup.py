@@ -30,7 +30,7 @@ from utils.checkpoint import (
 from utils.distributed import DistributedContext, broadcast_object, raise_if_any_process_failed
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
-from utils.messages import joined_lines, preview_names
+from utils.messages import counted, joined_lines, preview_names
 from utils.names import same_classes
 from utils.optim import build_optimizer
 from utils.run_data import absolute_data_paths, check_splits, make_dataset
@@ -57,9 +57,10 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     if same:
         log.info(source)
         return
-    log.info(f"{source}; it was trained on {len(state['class_names'])} classes ({preview_names(state['class_names'])}),"
-             f" this dataset has {len(class_names)} ({preview_names(class_names)}): its classification "
-             f"layers ({len(fresh)} tensors) start afresh, the rest comes from the checkpoint")
+    log.info(f"{source}; it was trained on {counted(len(state['class_names']), 'class')} "
+             f"({preview_names(state['class_names'])}), this dataset has {len(class_names)} "
+             f"({preview_names(class_names)}): its classification layers ({counted(len(fresh), 'tensor')}) start "
+             "afresh, the rest comes from the checkpoint")
 
 
 def restore_training_state(state: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -171,8 +172,9 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     if not args.max_iter:  # a given --max_iter was checked before the data was read
         check_run_length(args, max_iter)
     if args.eval_interval and args.eval_interval * epoch_size >= max_iter:
-        log.info(f"warning: --eval_interval {args.eval_interval} epochs ({args.eval_interval * epoch_size} iterations) "
-                 f"is not shorter than the run ({max_iter} iterations): only the final evaluation runs, and the best "
+        log.info(f"warning: --eval_interval {counted(args.eval_interval, 'epoch')} "
+                 f"({counted(args.eval_interval * epoch_size, 'iteration')}) is not shorter than the run "
+                 f"({counted(max_iter, 'iteration')}): only the final evaluation runs, and the best "
                  "checkpoint is the final model; lower --eval_interval to evaluate during training")
 
     model = build_detector_fetching_once(args, dataset.num_classes, ctx).to(device)
