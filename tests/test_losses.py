@@ -50,7 +50,7 @@ def test_focal_loss_at_hand_picked_points():
     assert sigmoid_focal_loss(logits, labels, keep).item() == pytest.approx(expected[0] + expected[2], rel=1e-6)
 
 
-@pytest.mark.parametrize("gamma", [1.0, 2.0])
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 0.5, 0.25])
 def test_focal_loss_equals_dense_torchvision_form(gamma):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 50, 7, generator=generator) * 3
@@ -63,24 +63,49 @@ def test_focal_loss_equals_dense_torchvision_form(gamma):
     torch.testing.assert_close(sigmoid_focal_loss(logits, labels, keep, 0.25, gamma), dense)
 
 
-def test_focal_loss_of_infinite_logits_whose_terms_are_finite_is_their_limit_with_zero_gradient():
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 0.5, 0.25])
+def test_focal_loss_of_infinite_logits_whose_terms_are_finite_is_their_limit_with_zero_gradient(gamma):
     """An fp16 head can output +-inf. Where the loss term is finite in the limit (any logit of an ignored anchor,
     -inf with target 0, +inf with target 1) the loss is that limit (0, or the anchor left out) and the gradient 0;
     computing the masked or saturated terms and zeroing them afterwards gave 0 * inf = NaN gradients (and
-    inf - inf = NaN as the loss of a positive anchor with +inf at its own class)."""
+    inf - inf = NaN as the loss of a positive anchor with +inf at its own class). With gamma < 1 the derivative of
+    p ** gamma at p = 0 is infinite: the saturated terms' gradients were inf * 0 = NaN there too."""
     logits = torch.tensor([[0.5, -1.0, 2.0], [math.inf, -math.inf, 1.0], [-math.inf, 0.3, -0.7],
                            [1.5, -math.inf, 0.2], [-0.4, math.inf, -math.inf], [0.9, -2.0, -1.2]])
     labels = torch.tensor([2, 0, BACKGROUND, BACKGROUND, 1, BACKGROUND])
     keep = torch.tensor([True, False, True, True, True, True])
     limit = logits.nan_to_num(posinf=1e4, neginf=-1e4).double()  # the terms of +-1e4 are 0 in float64 too
-    loss = sigmoid_focal_loss(logits.requires_grad_(True), labels, keep)
-    expected = sigmoid_focal_loss(limit.requires_grad_(True), labels, keep)
+    loss = sigmoid_focal_loss(logits.requires_grad_(True), labels, keep, gamma=gamma)
+    expected = sigmoid_focal_loss(limit.requires_grad_(True), labels, keep, gamma=gamma)
     loss.backward()
     expected.backward()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.isfinite(logits.grad).all()
     assert torch.all(logits.grad[~logits.isfinite()] == 0) and torch.all(logits.grad[1] == 0)
     torch.testing.assert_close(logits.grad, limit.grad.float(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.1])
+def test_focal_gradient_with_gamma_below_1_is_finite_where_the_sigmoid_underflows(gamma):
+    """sigmoid(x) is 0 in float32 below x = -104 (a denormal below -87): p ** gamma, whose derivative
+    gamma * p ** (gamma - 1) is infinite at p = 0 (or overflows near it), gave NaN (or inf) gradients to logits
+    whose terms' exact derivative is about exp((1 + gamma) x), 0 in float32. The loss values stay p ** gamma's."""
+    logits = torch.tensor([[-120.0, -95.0, 2.0, -3.0], [-90.0, 150.0, 0.5, -200.0]], requires_grad=True)
+    labels = torch.tensor([2, 1])
+    loss = sigmoid_focal_loss(logits, labels, torch.ones(2, dtype=torch.bool), gamma=gamma)
+    loss.backward()
+    target = torch.zeros(2, 4)
+    target[0, 2] = target[1, 1] = 1.0
+    dense = dense_sigmoid_focal_loss(logits.detach(), target, alpha=0.25, gamma=gamma, reduction="sum")
+    assert loss.item() == pytest.approx(dense.item(), rel=1e-6)
+    # the reference in float64, p ** gamma written exp(gamma log p), whose derivative is finite everywhere
+    reference = logits.detach().double().requires_grad_(True)
+    signed = torch.where(target.bool(), -reference, reference)  # a target-1 term is the target-0 term of -x
+    terms = torch.nn.functional.softplus(signed) * torch.exp(gamma * torch.nn.functional.logsigmoid(signed))
+    (torch.where(target.bool(), 0.25, 0.75) * terms).sum().backward()
+    underflowed = torch.tensor([[True, True, False, False], [True, True, False, True]])
+    assert torch.isfinite(logits.grad).all() and torch.all(logits.grad[underflowed] == 0)
+    torch.testing.assert_close(logits.grad, reference.grad.float(), rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize("logit, label", [(math.inf, BACKGROUND), (math.inf, 0), (-math.inf, 1)])

@@ -13,8 +13,9 @@ Infinite logits (an fp16 head that overflowed): the terms left out (ignored anch
 the first sum, non-positives in the second) are evaluated as f(-inf) = 0 exactly, never at the logit itself, and
 ``torch.where`` passes their logits no gradient: they add 0 to the loss and exactly 0 to the gradient. Computing
 them and zeroing them afterwards gave NaN gradients (0 * inf) behind a finite loss. A kept term whose limit is
-finite (-inf with target 0, +inf with target 1) is 0, with gradient 0 for gamma >= 1 (NaN for gamma < 1, where the
-derivative of p ** gamma at p = 0 is infinite); one whose limit is infinite (+inf with target 0, -inf with target 1)
+finite (-inf with target 0, +inf with target 1) is 0, with gradient 0, for gamma < 1 too: there the derivative of
+p ** gamma at p = 0 is infinite, and :func:`_focal_term` passes no gradient through a p that underflowed (a finite
+logit below about -88 in float32 as well); one whose limit is infinite (+inf with target 0, -inf with target 1)
 makes the loss +inf, which the training loop's NaN/inf guard stops on (:class:`utils.engine.NonFiniteLossError`).
 """
 import torch
@@ -27,7 +28,18 @@ BACKGROUND = -1
 def _focal_term(logits: Tensor, gamma: float) -> Tensor:
     """``softplus(x) * sigmoid(x) ** gamma``: the focal loss of target 0, before the alpha weight."""
     probability = torch.sigmoid(logits)
-    return F.softplus(logits) * (probability if gamma == 1.0 else probability.pow(gamma))
+    if gamma == 1.0:
+        return F.softplus(logits) * probability
+    if not 0.0 < gamma < 1.0:
+        return F.softplus(logits) * probability.pow(gamma)
+    # 0 < gamma < 1: the derivative gamma * p ** (gamma - 1) is infinite at p = 0 (a logit below about -88 in float32,
+    # or -inf) and overflows for a denormal p; times sigmoid'(x) = 0 it made NaN gradients. Below the smallest normal
+    # number the value is p ** gamma as elsewhere but passes no gradient: the term's exact derivative there, about
+    # exp((1 + gamma) x), is below that number too (0 exactly at -inf); above it p ** (gamma - 1) stays finite.
+    underflowed = probability < torch.finfo(probability.dtype).tiny
+    powered = torch.where(underflowed, probability.detach().pow(gamma),
+                          torch.where(underflowed, 1.0, probability).pow(gamma))
+    return F.softplus(logits) * powered
 
 
 def sigmoid_focal_loss(
