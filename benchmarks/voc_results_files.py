@@ -11,7 +11,6 @@ written ones, bit for bit.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import platform
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, int_at_least  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least, utc_stamp  # noqa: E402
 from benchmarks.evaluation import synthetic_set, timed  # noqa: E402
 
 from data.voc import VOC_CLASSES  # noqa: E402
@@ -59,7 +58,7 @@ def main() -> None:
         size = sum(path.stat().st_size for path in paths) / 2**20
     check_round_trip(detections, back)
     lines = sum(len(d["scores"]) for d in detections)
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, CPU {cpu_model()}, "
+    print(f"{utc_stamp()}, CPU {cpu_model()}, "
           f"python {platform.python_version()}, numpy {np.__version__}, best of {args.repeats}")
     print(f"{args.images:,} images x 300 = {lines:,} lines in {len(paths)} files ({size:.0f} MiB), sha256 {digest}")
     print(f"written: {write_seconds:.2f} s\nread back: {read_seconds:.2f} s\nread back = written detections: yes")
