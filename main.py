@@ -24,7 +24,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import torch
 
@@ -238,9 +238,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
     try:
-        ignored = check_flags(args, parser or get_args_parser())
-        if ignored:
-            log.info(ignored)
+        check_flags(args, parser or get_args_parser(), say_ignored=log.info)
         device = resolve_device(args.device, local_rank_from_env())
         if args.cuda_graph and device.type != "cuda":
             raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
@@ -317,15 +315,19 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         cleanup_distributed()
 
 
-def check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+def check_flags(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, say_ignored: Callable[[str], None] | None = None
+) -> None:
     """main.py's checks of the flags alone, before any file is read: empty values, flags that contradict each other,
-    values out of their range (a ``ValueError`` naming the flag). Returns the line naming the flags given that the
-    mode asked for does not read ("" when none). ``parser``: the parser that read ``args``. Programs that run
-    :func:`main` (``benchmarks/assigners.py``) call it on their runs' flags before making any data."""
+    values out of their range (a ``ValueError`` naming the flag). ``parser``: the parser that read ``args``.
+    ``say_ignored`` gets the line naming the flags given that the mode asked for does not read, before the values are
+    checked (so a refused value does not hide it); not called when there are none. Programs that run :func:`main`
+    (``benchmarks/assigners.py``) call it on their runs' flags before making any data."""
     check_no_empty_values(args)
     ignored = check_flag_combinations(args, parser)
+    if ignored and say_ignored is not None:
+        say_ignored(ignored)
     check_flag_values(args)
-    return ignored
 
 
 def reads_trained_config(args: argparse.Namespace) -> bool:
