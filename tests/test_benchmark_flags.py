@@ -7,12 +7,13 @@ import torch
 
 from data.shapes import ensure_shapes_dataset
 
-from benchmarks import (assignment_loss, data_loading, data_scale, evaluation, inference_speed, loader_workers,
-                        shapes_generation, training_speed, voc_results_files)
+from benchmarks import (assignment_loss, coco_build, data_loading, data_scale, evaluation, inference_speed,
+                        loader_workers, shapes_generation, training_speed, voc_results_files)
 from benchmarks.common import cpu_model
 
 SCRIPTS = {
     "assignment_loss": assignment_loss.main,
+    "coco_build": coco_build.main,
     "data_loading": data_loading.main,
     "data_scale": data_scale.main,
     "evaluation": evaluation.main,
@@ -62,6 +63,8 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
     ("data_scale", ["--root", "x", "--scale", "0"], "argument --scale: must be above 0, got 0"),
     ("data_scale", ["--scale", "0.1"], "the following arguments are required: --root"),
+    ("coco_build", ["--root", "x", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    ("coco_build", ["--root", "x", "--profile", "-1"], "argument --profile: must be at least 0, got -1"),
     ("voc_results_files", ["--images", "0"], "argument --images: must be at least 1, got 0"),
     ("voc_results_files", ["--repeats", "x"], "argument --repeats: 'x' is not a whole number"),
 ])  # fmt: skip
@@ -85,9 +88,9 @@ def test_cuda_without_cuda_is_refused_in_one_line(name, monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"{name}.py: error: --device cuda: {NO_CUDA}"
 
 
-@pytest.mark.parametrize("name", ["assignment_loss", "data_loading", "data_scale", "evaluation", "inference_speed",
-                                  "loader_workers", "shapes_generation", "training_speed", "demo_export",
-                                  "voc_results_files"])
+@pytest.mark.parametrize("name", ["assignment_loss", "coco_build", "data_loading", "data_scale", "evaluation",
+                                  "inference_speed", "loader_workers", "shapes_generation", "training_speed",
+                                  "demo_export", "voc_results_files"])
 def test_help_shows_the_whole_description_with_its_commands(name, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_script(name, ["--help"], monkeypatch)
@@ -125,6 +128,14 @@ def test_loader_workers_names_a_missing_set_and_a_set_smaller_than_a_batch(tmp_p
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "loader_workers.py: error: the set has 8 training images, fewer than --batch_size 32")
+
+
+def test_coco_build_times_a_small_set_and_prints_its_digest(tmp_path, monkeypatch, capsys):
+    run_script("coco_build", ["--root", str(tmp_path), "--scale", "0.0005", "--profile", "3"], monkeypatch)
+    out = capsys.readouterr().out
+    assert "build_dataset('coco', 'train'), 58 images, 411 boxes: " in out and "json.loads of the file alone" in out
+    assert "dataset SHA-256: " in out and "Ordered by: cumulative time" in out
+    assert (tmp_path / "coco_scale0.0005" / "complete").exists()  # written once, reused by the next run
 
 
 def test_device_and_precision_flags_take_any_letter_case_as_main_py_does(monkeypatch, capsys):

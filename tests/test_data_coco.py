@@ -637,3 +637,56 @@ def test_only_the_test_splits_box_warning_says_that_pycocotools_scores_the_boxes
         COCODetection(path, tmp_path / "x", TestTransform(32), require_boxes=True)
     assert all("evaluation" not in str(w.message) for w in caught) and "box clipped to the image: 1" in str(
         caught[0].message)
+
+
+TRICKY_IMAGES = [
+    {"id": 42, "file_name": "b.jpg", "height": 60, "width": 80},
+    {"id": 5, "file_name": "a.jpg", "height": 40.0, "width": 50},  # a float size, a whole number
+    {"id": 17, "file_name": "c.jpg", "height": 30, "width": 30},  # no annotation
+    {"id": 8, "file_name": "d.jpg", "height": 50, "width": 50},  # only boxes that are dropped
+]
+TRICKY_ANNOTATIONS = [
+    {"id": 11, "image_id": 42, "category_id": 90, "bbox": [10, 5, 30.5, 20], "area": 500.0, "iscrowd": 0},
+    {"id": 3, "image_id": 42, "category_id": 1, "bbox": [-4.0, 50.0, 20.0, 15.0], "area": 250, "iscrowd": 1},  # crowd
+    {"id": 12, "image_id": 5, "category_id": 5, "bbox": [2.25, 3.5, 47.75, 36.5]},  # no area / iscrowd: filled in
+    {"id": 4, "image_id": 5, "category_id": 1, "bbox": [1, 1, 20, 20], "area": 0, "iscrowd": 0},  # area 0: dropped
+    {"id": 7, "image_id": 8, "category_id": 90, "bbox": [5, 5, 0, 10], "area": 0.0, "iscrowd": 0},  # w 0: dropped
+    {"id": 9, "image_id": 8, "category_id": 5, "bbox": [5, 5, 7, 30], "area": 210, "iscrowd": 0},  # 7 px: dropped
+    {"id": 10, "image_id": 5, "category_id": 90, "bbox": [30, 20, 25, 25], "area": 400, "iscrowd": True},  # clipped
+]
+
+
+def test_a_json_of_tricky_entries_builds_these_pinned_arrays_and_warning(tmp_path):
+    """Pinned results of a build (values of the per-entry code before the checks were vectorised): categories listed
+    out of id order with non-contiguous ids, integer and float numbers, crowd boxes (``true`` too), a missing area
+    and iscrowd, boxes dropped for area 0, w 0 or a 7 px side, one clipped by more than 1 px, images without a box."""
+    path = write_coco(tmp_path, "train2017", coco_json(TRICKY_ANNOTATIONS, [dict(i, height=int(i["height"]))
+                                                                            for i in TRICKY_IMAGES]))
+    path.write_text(json.dumps(coco_json(TRICKY_ANNOTATIONS, TRICKY_IMAGES)))  # the float height stays in the json
+    with pytest.warns(DataWarning) as caught:
+        train = build_dataset("coco", "train", 32, data_root=str(tmp_path))
+    assert [str(w.message) for w in caught] == [
+        f"COCO dataset {path}: annotations fixed on reading: missing area set to the box's w * h: 1 (e.g. annotation "
+        "id 12); missing iscrowd set to 0: 1 (e.g. annotation id 12); degenerate box dropped (w <= 0 or h <= 0): 1 "
+        "(e.g. annotation id 7); box dropped for its area <= 0: 1 (e.g. annotation id 4); box clipped to the image: "
+        "2 (e.g. annotation id 3, annotation id 10); box with a side <= 7 px left out of training (the authors' rule):"
+        " 1 (e.g. annotation id 9)"
+    ]
+    assert train.class_names == ["bus", "person", "toothbrush"] and train.category_ids == [5, 1, 90]
+    assert train.image_ids == [42, 5] and [train.image_size(i) for i in range(2)] == [(60, 80), (40, 50)]
+    assert [train.image_path(i) for i in range(2)] == [tmp_path / "train2017" / name for name in ("b.jpg", "a.jpg")]
+    np.testing.assert_array_equal(train.annotations.boxes, np.array(
+        [[10, 5, 40.5, 25], [0, 50, 16, 60], [2.25, 3.5, 50, 40], [30, 20, 50, 40]], np.float32))
+    assert train.annotations.labels.tolist() == [2, 1, 0, 2] and train.annotations.offsets.tolist() == [0, 2, 4]
+    assert train.annotations.boxes.dtype == np.float32 and not train.annotations.difficult.any()
+    assert train.fixups == {
+        "missing area set to the box's w * h": 1, "missing iscrowd set to 0": 1,
+        "degenerate box dropped (w <= 0 or h <= 0)": 1, "box dropped for its area <= 0": 1,
+        "box clipped to the image": 2, "box with a side <= 7 px left out of training (the authors' rule)": 1,
+    }
+    assert (train.small_boxes_dropped, train.crowd_objects, train.coco) == (1, 2, None)
+    test = COCODetection(path, tmp_path / "train2017", TestTransform(32), include_crowd=False)
+    assert test.image_ids == [42, 5, 17, 8] and test.annotations.offsets.tolist() == [0, 1, 2, 2, 2]
+    assert test.annotations.labels.tolist() == [2, 0] and test.crowd_objects == 0
+    assert test.objects_to_score_per_class().tolist() == [2, 1, 2]  # the small and the dropped boxes are scored
+    assert [a["area"] for a in test.coco.loadAnns([12, 4])] == [47.75 * 36.5, 0]
