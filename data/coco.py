@@ -27,6 +27,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from pycocotools.coco import COCO
 
+from data.coco_columns import (
+    ID_RANGE, MAX_PIXELS, annotations_are_well_formed, distinct_plain_names, entries_are_well_formed, plain_images,
+    regular_file_names,
+)
 from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
 )
@@ -45,10 +49,6 @@ REQUIRED_KEYS = {
 }
 # COCO float boxes often overshoot the image by a fraction of a pixel; only larger overshoots are worth a warning
 OUTSIDE_TOLERANCE_PIXELS = 1.0
-# the largest image side and box coordinate accepted (pixels): beyond it a number is corrupt, and int64 / float
-# arithmetic on it would overflow; ids must fit in 64 bits (numpy arrays hold them)
-MAX_PIXELS = 2**31 - 1
-ID_RANGE = range(-(2**63), 2**63)
 
 
 def no_object_to_score(count: int, images: str) -> str:
@@ -131,7 +131,8 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise DataError(f"{annotation_file}: not a COCO instances file (no '{key}' list)")
-    problems = entry_problems(dataset) or category_problems(dataset["categories"])
+    problems = [] if entries_are_well_formed(dataset, REQUIRED_KEYS) else entry_problems(dataset)
+    problems = problems or category_problems(dataset["categories"])
     problems = [f"{annotation_file}: {problem}" for problem in problems]
     if problems:
         raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
@@ -348,11 +349,20 @@ class ImageFiles:
         self.folder = folder
         self._finders: dict[Path, FileFinder] = {}
         self._paths: dict[str, Path] = {}
+        self._regular_files: set[str] | None = None
+
+    def regular_files(self) -> set[str]:
+        """The names of the regular files (not links) in ``folder`` itself, read from one listing of it on the first
+        call (:func:`data.coco_columns.regular_file_names`): each is its own :meth:`path`, found without a ``stat``."""
+        if self._regular_files is None:
+            self._regular_files = regular_file_names(self.folder)
+        return self._regular_files
 
     def path(self, file_name: str) -> Path:
         """The file read for ``file_name``; ``folder / file_name`` when no file matches (the caller reports it)."""
         if file_name not in self._paths:
-            self._paths[file_name] = self._find(file_name)
+            listed = self._regular_files is not None and file_name in self._regular_files
+            self._paths[file_name] = self.folder / file_name if listed else self._find(file_name)
         return self._paths[file_name]
 
     def same_stem(self, file_name: str) -> list[str]:
@@ -504,10 +514,16 @@ def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -
 def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path) -> list[str]:
     """Every problem of a loaded json, each naming ``annotation_file``, in this order: its image entries
     (:func:`image_entry_problem`), image files used by two entries, then its annotations
-    (:func:`annotation_problems`)."""
-    problems = [image_entry_problem(coco.imgs[i], files, annotation_file) for i in coco.getImgIds()]
+    (:func:`annotation_problems`). The whole-list checks of :mod:`data.coco_columns` clear the entries without a
+    problem first; the per-entry code words the problems of the others."""
+    images = [coco.imgs[i] for i in coco.getImgIds()]
+    plain = plain_images(images, files.regular_files())
+    problems = [image_entry_problem(info, files, annotation_file) for info, ok in zip(images, plain) if not ok]
     problems = [problem for problem in problems if problem]
-    problems += shared_file_problems(coco.dataset["images"], files, annotation_file)
+    if not distinct_plain_names(images, plain):
+        problems += shared_file_problems(coco.dataset["images"], files, annotation_file)
+    if annotations_are_well_formed(coco.dataset["annotations"], label_of, coco.imgs):
+        return problems
     for annotation in coco.dataset["annotations"]:
         where = f"{annotation_file}: annotation id {annotation['id']} (image id {annotation['image_id']})"
         problems += [f"{where}: {problem}" for problem in annotation_problems(annotation, label_of, coco.imgs)]

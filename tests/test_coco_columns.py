@@ -1,0 +1,131 @@
+"""The whole-list checks of data/coco_columns.py agree with the per-entry checks of data/coco.py, which word the
+problems: a list passes them exactly when the per-entry code finds nothing in it."""
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data import build_dataset
+from data.coco import (
+    REQUIRED_KEYS, ImageFiles, annotation_problems, entry_problems, image_entry_problem, shared_file_problems,
+)
+from data.coco_columns import (
+    annotations_are_well_formed, distinct_plain_names, entries_are_well_formed, plain_images,
+)
+from tests.test_data_coco import TRICKY_ANNOTATIONS, TRICKY_IMAGES, coco_json, write_coco
+
+pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")
+
+NAN, INF = float("nan"), float("inf")
+LABEL_OF = {5: 0, 1: 1, 90: 2}
+
+
+def tricky_json() -> dict:
+    return copy.deepcopy(coco_json(TRICKY_ANNOTATIONS, TRICKY_IMAGES))
+
+
+def test_a_clean_json_is_built_without_the_per_entry_checks(tmp_path, monkeypatch):
+    images = [dict(info, height=int(info["height"])) for info in TRICKY_IMAGES]  # cv2 writes the images
+    path = write_coco(tmp_path, "train2017", coco_json(TRICKY_ANNOTATIONS, images))
+    path.write_text(json.dumps(tricky_json()))
+
+    def per_entry(*args):
+        raise AssertionError("a per-entry check ran on a clean json")
+
+    for name in ("entry_problems", "annotation_problems", "image_entry_problem", "shared_file_problems"):
+        monkeypatch.setattr(f"data.coco.{name}", per_entry)
+    assert build_dataset("coco", "train", 32, data_root=str(tmp_path)).image_ids == [42, 5]
+
+
+@pytest.mark.parametrize("list_name, position, key, value", [
+    ("images", 0, "id", True), ("images", 1, "id", 5.0), ("images", 2, "id", "17"), ("images", 3, "id", 2**63),
+    ("images", 3, "id", -(2**63) - 1), ("images", 3, "id", None), ("images", 1, "id", 42),
+    ("annotations", 0, "id", False), ("annotations", 2, "image_id", 5.5), ("annotations", 3, "category_id", [1]),
+    ("annotations", 4, "id", 3), ("annotations", 5, "bbox", None), ("categories", 0, "name", ""),
+    ("categories", 1, "name", " \t"), ("categories", 2, "name", 7), ("categories", 2, "id", 5),
+    ("images", 3, "id", -(2**63)), ("annotations", 1, "id", 2**63 - 1), ("annotations", 0, "bbox", "any"),
+])  # fmt: skip
+def test_entries_pass_the_whole_list_check_exactly_when_the_per_entry_check_finds_nothing(
+    list_name, position, key, value
+):
+    dataset = tricky_json()
+    assert entries_are_well_formed(dataset, REQUIRED_KEYS) and entry_problems(dataset) == []
+    dataset[list_name][position][key] = value
+    assert entries_are_well_formed(dataset, REQUIRED_KEYS) == (entry_problems(dataset) == [])
+
+
+@pytest.mark.parametrize("list_name, change", [
+    ("images", lambda entries: entries.append([1])), ("annotations", lambda entries: entries.append(None)),
+    ("annotations", lambda entries: entries[2].pop("bbox")), ("categories", lambda entries: entries[0].pop("name")),
+    ("images", lambda entries: entries.clear()), ("annotations", lambda entries: entries.clear()),
+])  # fmt: skip
+def test_entries_that_are_no_objects_or_lack_a_key_fail_the_whole_list_check(list_name, change):
+    dataset = tricky_json()
+    change(dataset[list_name])
+    assert entries_are_well_formed(dataset, REQUIRED_KEYS) == (entry_problems(dataset) == [])
+
+
+@pytest.mark.parametrize("key, value", [
+    ("category_id", 2), ("category_id", 1), ("image_id", 6), ("image_id", 17),
+    ("bbox", [1, 2, 3]), ("bbox", [1, 2, 3, 4, 5]), ("bbox", "1 2 3 4"), ("bbox", [1, 2, 3, "4"]),
+    ("bbox", [1, 2, True, 4]), ("bbox", [1, NAN, 3, 4]), ("bbox", [1, 2, INF, 4]), ("bbox", [1, 2, 3, 10**400]),
+    ("bbox", [1, 2, 3, 2**31 - 1]), ("bbox", [1, 2, 3, 2**31]), ("bbox", [-(2**31) + 1.0, 2, 3, 4]),
+    ("bbox", [-2147483648.0, 2, 3, 4]), ("bbox", [[1, 2, 3, 4]]), ("bbox", {"x": 1}), ("bbox", [1, None, 3, 4]),
+    ("area", None), ("area", "big"), ("area", NAN), ("area", -INF), ("area", True), ("area", 10**400), ("area", -3),
+    ("area", [1]), ("iscrowd", None), ("iscrowd", 2), ("iscrowd", 0.5), ("iscrowd", 1.0), ("iscrowd", -0.0),
+    ("iscrowd", False), ("iscrowd", "0"), ("iscrowd", NAN), ("iscrowd", [0]), ("iscrowd", {}),
+])  # fmt: skip
+def test_annotations_pass_the_whole_list_check_exactly_when_the_per_entry_check_finds_nothing(key, value):
+    dataset = tricky_json()
+    images = {info["id"]: info for info in dataset["images"]}
+    annotations = dataset["annotations"]
+    assert annotations_are_well_formed(annotations, LABEL_OF, images)
+    annotations[6][key] = value
+    clean = all(annotation_problems(annotation, LABEL_OF, images) == [] for annotation in annotations)
+    assert annotations_are_well_formed(annotations, LABEL_OF, images) == clean
+
+
+@pytest.mark.parametrize("key, value, plain", [
+    ("height", 40, True), ("height", 40.0, True), ("height", 1, True), ("height", 2**31 - 1, True),
+    ("height", 0, False), ("height", -40, False), ("height", 40.5, False), ("height", 0.5, False),
+    ("height", True, False), ("height", "40", False), ("height", None, False), ("height", NAN, False),
+    ("height", INF, False), ("height", 2**31, False), ("height", 10**400, False), ("width", [40], False),
+    ("width", 1e10, False), ("file_name", "x.jpg", False), ("file_name", "sub/e.jpg", False),
+    ("file_name", "link.jpg", False), ("file_name", "folder", False), ("file_name", " ", False),
+    ("file_name", 5, False), ("file_name", ["a.jpg"], False), ("file_name", None, False), ("file_name", "", False),
+    ("file_name", "a\x00.jpg", False), ("file_name", "\ud800.jpg", False), ("file_name", "./b.jpg", False),
+])  # fmt: skip
+def test_an_image_entry_is_plain_only_when_the_per_entry_check_finds_nothing(tmp_path, key, value, plain):
+    """A plain entry (a whole-number size and a file listed in the image folder) has no problem; the others are
+    left to the per-entry check: problems, and files found otherwise (a sub-folder, a link, another letter case)."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "folder").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "sub/e.jpg", " "):
+        (folder / name).write_bytes(b"\xff\xd8")
+    os.symlink(folder / "a.jpg", folder / "link.jpg")
+    images = tricky_json()["images"]
+    files = ImageFiles(folder)
+    assert plain_images(images, files.regular_files()).tolist() == [True] * 4
+    images[3][key] = value
+    flags = plain_images(images, files.regular_files())
+    assert flags.tolist() == [True] * 3 + [plain]
+    assert not plain or image_entry_problem(images[3], files, tmp_path / "x.json") is None
+    assert distinct_plain_names(images, flags) == plain
+
+
+def test_a_file_name_listed_twice_is_left_to_the_shared_files_check(tmp_path):
+    images = tricky_json()["images"]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for info in images:
+        (folder / info["file_name"]).write_bytes(b"")
+    images[2]["file_name"] = "a.jpg"
+    files = ImageFiles(folder)
+    flags = plain_images(images, files.regular_files())
+    assert flags.all() and not distinct_plain_names(images, flags)
+    assert len(shared_file_problems(images, files, tmp_path / "x.json")) == 1
+    assert ImageFiles(tmp_path / "missing").regular_files() == set()
+    assert np.array_equal(plain_images([], set()), np.zeros(0, bool))
