@@ -216,7 +216,7 @@ def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **opt
             "--dataset custom")
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
-        class_order=class_order, **options
+        class_order=class_order, index_annotations=split != "train", **options
     )
 
 
@@ -270,7 +270,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
     dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", class_order=class_order,
-                            **options)
+                            index_annotations=split != "train", **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
@@ -303,8 +303,8 @@ def build_dataset(
       COCO layout ``annotations/instances_<split>*.json``). A single VOC-layout folder tests on ``test.txt``, else
       ``val.txt``, and then trains on ``train.txt`` (noted in ``dataset.notes``); a train split that shares an image
       with the test split (VOC-layout lists, or custom COCO-layout jsons over one image folder) raises
-      :class:`DataError`. A COCO-layout training split drops the json's pycocotools index (``dataset.coco`` is
-      ``None``; :meth:`COCODetection.release_ground_truth`): only the evaluation reads it.
+      :class:`DataError`. A COCO-layout training split neither builds nor keeps the json's pycocotools index
+      (``dataset.coco`` is ``None``; :meth:`COCODetection.release_ground_truth`): only the evaluation reads it.
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of

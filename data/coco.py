@@ -115,11 +115,13 @@ def read_json_member(path: Path, key: str) -> object:
     return value.get(key) if isinstance(value, dict) else None
 
 
-def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
+def load_coco_json(annotation_file: Path, download_hint: str, index_annotations: bool = True) -> COCO:
     """Load an instances json into a pycocotools ``COCO`` (quietly); :class:`DataError` names the file and the line
     of a JSON syntax error, a text that is not UTF-8, a folder in place of the file, a value that is not an object
     (a results file's array says so) or the missing top-level key.
-    The file's path is kept as ``coco.source_file`` (the evaluator's messages name it)."""
+    The file's path is kept as ``coco.source_file`` (the evaluator's messages name it). ``index_annotations=False``
+    fills ``coco.imgs`` and ``coco.cats`` only: pycocotools' index of the annotations (``anns``, ``imgToAnns``,
+    ``catToImgs``; 1-2 s for COCO train2017), which the evaluation reads, is left empty."""
     if annotation_file.is_dir():
         raise DataError(f"{annotation_file} is a folder, not a COCO instances json file: put the json file there")
     if not annotation_file.is_file():
@@ -138,8 +140,12 @@ def load_coco_json(annotation_file: Path, download_hint: str) -> COCO:
         raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
     coco = COCO()
     coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    if index_annotations:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    else:
+        coco.imgs = {image["id"]: image for image in dataset["images"]}
+        coco.cats = {category["id"]: category for category in dataset["categories"]}
     coco.source_file = str(annotation_file)
     return coco
 
@@ -658,6 +664,9 @@ class COCODetection(DetectionDataset):
     ``require_boxes`` is set (a train split with nothing to train on), and when ``require_objects_to_score`` is set
     (default: neither of those, i.e. a split built for evaluation) and every annotation is ``iscrowd`` 1, which COCO's
     metric ignores (a split without any annotation is left to the caller, as for VOC).
+    ``index_annotations=False`` leaves pycocotools' index of the annotations in ``coco`` empty
+    (:func:`load_coco_json`): for a training split whose ``coco`` is dropped once built (:meth:`release_ground_truth`,
+    as :func:`data.build_dataset` does); its ``coco`` cannot be evaluated against.
     """
 
     kind = "coco"
@@ -675,9 +684,10 @@ class COCODetection(DetectionDataset):
         seed: int = 0,
         require_objects_to_score: bool | None = None,
         class_order: Sequence[str] | None = None,
+        index_annotations: bool = True,
     ) -> None:
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
-        coco = load_coco_json(annotation_file, download_hint)
+        coco = load_coco_json(annotation_file, download_hint, index_annotations)
         if not image_folder.is_dir():
             raise DatasetNotFoundError(f"{image_folder} not found: {download_hint}")
         self.coco: COCO | None = coco

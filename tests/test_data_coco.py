@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pycocotools.coco import COCO
 
 from data import COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
 from data.coco import clean_coco_boxes, find_coco_annotation, read_json_file, read_json_member
@@ -95,6 +96,27 @@ def test_a_training_split_keeps_arrays_only_not_the_json_index(tmp_path, name, t
     assert (train.small_boxes_dropped, train.crowd_objects) == (kept.small_boxes_dropped, kept.crowd_objects) == (1, 1)
     with pytest.raises(ValueError, match=r"training split .* drops the json's index .*: build it with COCODetection"):
         train.objects_to_score_per_class()
+
+
+@pytest.mark.parametrize("name, train_json, test_json", [("coco", "train2017", "val2017"), ("custom", "train", "val")])
+def test_a_training_split_does_not_build_the_annotation_index_it_drops(tmp_path, monkeypatch, name, train_json,
+                                                                       test_json):
+    """pycocotools' index of the annotations (1-2 s for COCO train2017) is the evaluation's: a training split built
+    by build_dataset, which drops it, does not build it; a test split and COCODetection by default do."""
+    write_coco(tmp_path, train_json, coco_json(GOOD_ANNOTATIONS))
+    test_file = write_coco(tmp_path, test_json, coco_json(GOOD_ANNOTATIONS),
+                           image_folder=None if name == "coco" else "images")
+    indexed = []
+    monkeypatch.setattr(COCO, "createIndex", lambda coco: indexed.append(coco.dataset["annotations"]))
+    train = build_dataset(name, "train", 32, data_root=str(tmp_path))
+    assert indexed == [] and train.image_ids == ([7, 3] if name == "coco" else [7, 3, 9])
+    assert train.annotations.labels.tolist() == [1, 0]
+    monkeypatch.undo()
+    test = build_dataset(name, "test", 32, data_root=str(tmp_path))
+    assert test.coco.getAnnIds(imgIds=[7]) == [1, 2] and test.objects_to_score_per_class().tolist() == [0, 1, 1]
+    kept = COCODetection(test_file, test_file.parent.parent / ("val2017" if name == "coco" else "images"),
+                         TestTransform(32), require_boxes=True)
+    assert kept.coco.getAnnIds(imgIds=[3]) == [3]
 
 
 def test_crowd_boxes_can_be_left_out(tmp_path):
