@@ -3,6 +3,7 @@ problems: a list passes them exactly when the per-entry code finds nothing in it
 import copy
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,18 @@ def test_a_file_name_listed_twice_is_left_to_the_shared_files_check(tmp_path):
     assert len(shared_file_problems(images, files, tmp_path / "x.json")) == 1
     assert ImageFiles(tmp_path / "missing").regular_files() == set()
     assert np.array_equal(plain_images([], set()), np.zeros(0, bool))
+
+
+@pytest.mark.parametrize("folder", ["images", ".", "images/", "./images/sub/.."])
+def test_image_paths_joined_as_text_are_the_paths_as_path_objects_print_them(tmp_path, monkeypatch, folder):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images" / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "B.JPG", "sub/c.jpg", " x.jpg"):
+        (tmp_path / "images" / name).write_bytes(b"")
+    files, plain = ImageFiles(Path(folder)), ImageFiles(Path(folder))
+    names = ["a.jpg", "b.jpg", "sub/c.jpg", "sub//c.jpg", "missing.jpg", " x.jpg"]
+    if folder == ".":
+        (tmp_path / "top.jpg").write_bytes(b"")
+        names = [f"images/{name}" for name in names] + ["images", "top.jpg"]
+    files.regular_files()  # listed: a name of the folder itself is then joined as text
+    assert [files.path_text(name) for name in names] == [str(plain.path(name)) for name in names]
