@@ -14,6 +14,7 @@ reads ``coco`` directly (a missing ``area`` / ``iscrowd`` filled in as ``w * h``
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import math
@@ -65,7 +66,8 @@ def read_json_file(path: Path) -> object:
     UTF-16 or Latin-1), a syntax error (with its line and column), nesting too deep to parse, an integer too long."""
     text = read_utf8_text(path)
     try:
-        return json.loads(text)
+        with _cycle_collection_paused():
+            return json.loads(text)
     except json.JSONDecodeError as error:
         if not text.strip():  # 0 bytes or blank lines: "Expecting value" at 1:1 hides it
             raise DataError(f"{path}: {EMPTY_FILE.format('JSON')}") from None
@@ -79,6 +81,20 @@ def read_json_file(path: Path) -> object:
         raise DataError(
             f"{path}: invalid JSON (a number of more than {sys.get_int_max_str_digits()} digits); re-export the file"
         ) from None
+
+
+@contextlib.contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector, when it is on, for the block: a decoded JSON value holds no reference
+    cycle, and the collector's passes over the tens of millions of objects a large json decodes into (COCO
+    train2017's numbers, lists and dicts) took about 40 % of its decoding (11-13 s instead of 7 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_json_member(path: Path, key: str) -> object:
