@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model, int_at_least, positive_float  # noqa: E402
+from benchmarks.common import cpu_model, int_at_least, positive_float, utc_stamp  # noqa: E402
 from benchmarks.data_scale import write_coco  # noqa: E402
 
 from data import COCODetection, build_dataset  # noqa: E402
@@ -81,7 +80,7 @@ def main() -> None:
         print(f"json.loads alone: {decoding[-1]:.1f} s, build: {seconds[-1]:.1f} s ({cpu_seconds[-1]:.1f} s CPU)",
               flush=True)
     print(f"\n# COCO train build at {args.scale:g} x COCO 2017, "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, CPU {cpu_model()} "
+          f"{utc_stamp()}, CPU {cpu_model()} "
           f"({os.cpu_count()} cores), python {platform.python_version()}, numpy {np.__version__}")
     best = seconds.index(min(seconds))
     print(f"build_dataset('coco', 'train'), {len(dataset):,} images, {len(dataset.annotations.labels):,} boxes: "
