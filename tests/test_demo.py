@@ -1,6 +1,10 @@
 """Demo on images and folders: input collection, bad files, pixel-exact detections, drawn output, flags."""
 import argparse
 import json
+import os
+import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +17,7 @@ from tests.tiny_checkpoint import CLASS_NAMES, SIZE, write_tiny_checkpoint
 from data.errors import DataError
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError
+from utils.run_lock import one_writer
 from utils.demo import (
     DETECTIONS_FILE,
     DemoInputError,
@@ -391,6 +396,27 @@ def test_a_rerun_keeps_its_own_drawn_copy_that_the_folder_lists_under_an_earlier
     summary = run_demo(checkpoint, str(photos / "tall.jpg"), out)
     assert summary["removed"] == 0 and (out / "Tall.jpg").is_file()
     assert cv2.imread(str(out / "Tall.jpg")).shape == (160, 90, 3)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_demo_waits_while_another_writes_its_output_folder(checkpoint, photos, tmp_path, capsys):
+    """Two runs into one folder would mix their files (one's clean-up deleting the other's fresh drawn copies, a
+    detections.json naming another run's images): a run waits, saying so, while another holds the folder's lock."""
+    out = tmp_path / "out"
+    summaries = []
+    demo = threading.Thread(target=lambda: summaries.append(run_demo(checkpoint, photos / "wide.png", out)))
+    with one_writer(out):  # this test is the other run, writing to out/
+        demo.start()
+        stderr, deadline = "", time.monotonic() + 60
+        while demo.is_alive() and "waiting for" not in stderr and time.monotonic() < deadline:
+            time.sleep(0.02)
+            stderr += capsys.readouterr().err
+        assert demo.is_alive(), "the demo ran to its end while another run held its output folder"
+        assert f"waiting for another demo run (process {os.getpid()}) to finish writing to {out}" in stderr
+        assert not out.exists()  # nothing written yet
+    demo.join(timeout=60)
+    assert [summary["images"] for summary in summaries] == [1]
+    assert sorted(path.name for path in out.iterdir()) == [DETECTIONS_FILE, "wide.jpg"]
 
 
 def test_demo_never_writes_through_a_link_named_as_its_drawn_copy(checkpoint, photos, tmp_path):

@@ -16,7 +16,8 @@ whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its 
 The output folder must not hold input images, nor other files named as a drawn copy that no demo run wrote (each
 drawn copy carries a JPEG comment saying so): the drawn copies would replace them. Like ``eval/<DATASET>/``, it holds
 the latest run's results alone: the drawn copies of earlier runs that a run does not rewrite are deleted (files that
-carry that comment only).
+carry that comment only). A run writing the folder while another does waits for it (``utils.run_lock.one_writer``),
+so the two runs' files never mix.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from utils.messages import counted, preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
-from utils.trained_model import detector_from_state, load_trained_detector
+from utils.run_lock import one_writer
+from utils.trained_model import TrainedDetector, detector_from_state, load_trained_detector
 
 GLOB_CHARACTERS = "*?["
 SUBFOLDER_SCAN_LIMIT = 10_000  # entries below a folder without images that the "its sub-folders hold" hint looks at
@@ -214,7 +216,8 @@ def run_demo(
 
     Args:
         checkpoint_path: a checkpoint saved by ``main.py``; architecture, anchors and class names are read from it.
-        output_dir: default :func:`default_demo_output`.
+        output_dir: default :func:`default_demo_output`; written while this run holds its lock
+            (:func:`utils.run_lock.one_writer`: it waits, saying so, while another run writes there).
         device: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
         batch_size: images per forward pass; workers: DataLoader processes reading the images (0 = this one).
         score_thresh: keep and draw detections scoring strictly above it; nms_thresh: per-class NMS IoU.
@@ -247,8 +250,41 @@ def run_demo(
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
     detect = _batch_detector(detector.model, postprocessor, device, batch_size, detector.size, cuda_graph)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / DETECTIONS_FILE
+    with one_writer(out_dir, "demo run"):  # the folder holds one run's files, whatever else writes there meanwhile
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records, unreadable = _detect_and_draw(paths, names, out_dir, detector, detect, batch_size, workers, device)
+        images_done = [record for record in records if record is not None]
+        settings = {"checkpoint": str(checkpoint_path), "class_names": detector.class_names,
+                    "input_size": detector.size, "score_thresh": score_thresh, "nms_thresh": nms_thresh}
+        write_text(json_path, json.dumps(settings | {"images": images_done, "unreadable": unreadable}, indent=1))
+        removed = remove_earlier_drawn_copies(out_dir, keep={record["output"] for record in images_done})
+    summary = {
+        "images": len(images_done),
+        "unreadable": len(unreadable),
+        "detections": sum(len(record["detections"]) for record in images_done),
+        "removed": len(removed),
+        "output_dir": str(out_dir),
+        "json": str(json_path),
+    }
+    deleted = (f"; {counted(len(removed), 'drawn copy')} of earlier runs deleted "
+               f"({preview_names([path.name for path in removed])})" if removed else "")
+    none_kept = (f" (no box scored above --score_thresh {score_thresh}: a lower one shows weaker detections)"
+                 if images_done and not summary["detections"] else "")
+    print(f"demo: {counted(summary['detections'], 'detection')} in {counted(summary['images'], 'image')}{none_kept} "
+          f"written to {out_dir} ({DETECTIONS_FILE}); {counted(summary['unreadable'], 'unreadable file')} "
+          f"skipped{deleted}", file=sys.stderr)
+    if not images_done:
+        unread = "the one file given could not" if len(paths) == 1 else f"none of the {len(paths)} files could"
+        raise DemoInputError(f"--demo: {unread} be read as an image; see the reasons above and in {json_path}")
+    return summary
 
+
+def _detect_and_draw(paths: Sequence[Path], names: Sequence[str], out_dir: Path, detector: TrainedDetector,
+                     detect: Callable[[torch.Tensor, list[np.ndarray]], list[dict]], batch_size: int, workers: int,
+                     device: torch.device) -> tuple[list[dict | None], list[dict]]:
+    """Run ``detect`` on the images ``paths`` and write each drawn copy to ``out_dir / names[i]``; returns the
+    ``detections.json`` record of each image (None: unreadable) and the unreadable files ``{"file", "error"}``."""
     colours = class_colours(len(detector.class_names))
     if undrawable := undrawable_names(detector.class_names):
         print(f"warning: OpenCV's font draws ASCII only: the captions of {preview_names(undrawable)} show '?' for "
@@ -274,32 +310,7 @@ def run_demo(
                     records[index] = _image_record(paths[index], None if problem else names[index], original.shape,
                                                    result, detector.class_names)
             bar.update(len(indices) + len(failures))
-
-    images_done = [record for record in records if record is not None]
-    json_path = out_dir / DETECTIONS_FILE
-    settings = {"checkpoint": str(checkpoint_path), "class_names": detector.class_names, "input_size": detector.size,
-                "score_thresh": score_thresh, "nms_thresh": nms_thresh}
-    write_text(json_path, json.dumps(settings | {"images": images_done, "unreadable": unreadable}, indent=1))
-    removed = remove_earlier_drawn_copies(out_dir, keep={record["output"] for record in images_done})
-    summary = {
-        "images": len(images_done),
-        "unreadable": len(unreadable),
-        "detections": sum(len(record["detections"]) for record in images_done),
-        "removed": len(removed),
-        "output_dir": str(out_dir),
-        "json": str(json_path),
-    }
-    deleted = (f"; {counted(len(removed), 'drawn copy')} of earlier runs deleted "
-               f"({preview_names([path.name for path in removed])})" if removed else "")
-    none_kept = (f" (no box scored above --score_thresh {score_thresh}: a lower one shows weaker detections)"
-                 if images_done and not summary["detections"] else "")
-    print(f"demo: {counted(summary['detections'], 'detection')} in {counted(summary['images'], 'image')}{none_kept} "
-          f"written to {out_dir} ({DETECTIONS_FILE}); {counted(summary['unreadable'], 'unreadable file')} "
-          f"skipped{deleted}", file=sys.stderr)
-    if not images_done:
-        unread = "the one file given could not" if len(paths) == 1 else f"none of the {len(paths)} files could"
-        raise DemoInputError(f"--demo: {unread} be read as an image; see the reasons above and in {json_path}")
-    return summary
+    return records, unreadable
 
 
 def _batch_detector(model: torch.nn.Module, postprocessor: PostProcessor, device: torch.device, batch_size: int,

@@ -1,12 +1,12 @@
 """Runs that must not write the same files at once on this machine.
 
 Two runs writing one checkpoint (two GPUs started with the same flags, say) would set each other's checkpoint and
-logs aside and overwrite them, and two evaluations writing one folder (``eval/VOC`` at the end of two trainings)
-would leave it holding some results files of each. Advisory locks (``flock``) prevent both: a lock file named after
-the path's absolute form, in a per-user folder of the system's temporary folder (so taking a lock changes none of
-the run's own folders). A lock goes with the process, however it ends (and with its DataLoader workers, which exit a
-few seconds after it). Where ``flock`` is missing (Windows), or there is no temporary folder this user alone owns,
-nothing is locked.
+logs aside and overwrite them, and two evaluations writing one folder (``eval/VOC`` at the end of two trainings), or
+two demo runs writing one ``--demo_output`` folder, would leave it holding some files of each (or delete the other's
+as an earlier run's). Advisory locks (``flock``) prevent these: a lock file named after the path's absolute form, in a
+per-user folder of the system's temporary folder (so taking a lock changes none of the run's own folders). A lock
+goes with the process, however it ends (and with its DataLoader workers, which exit a few seconds after it). Where
+``flock`` is missing (Windows), or there is no temporary folder this user alone owns, nothing is locked.
 """
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ def exclusive_run(
 
 
 @contextmanager
-def one_writer(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold the lock of ``folder`` for the block, waiting (and saying so on stderr) while another process holds it."""
+def one_writer(folder: str | os.PathLike, what: str = "evaluation") -> Iterator[None]:
+    """Hold the lock of ``folder`` for the block, waiting while another process holds it and saying so on stderr,
+    as "waiting for another ``what`` (process N) to finish writing to ``folder``" (``what``: "evaluation" for
+    ``eval/<DATASET>/``, "demo run" for ``--demo_output``)."""
     with _locked(folder) as handle:
         if handle is not None and not _try_lock(handle):
-            print(f"waiting for another evaluation ({_holder(handle)}) to finish writing to {folder}", file=sys.stderr)
+            print(f"waiting for another {what} ({_holder(handle)}) to finish writing to {folder}", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
             _claim(handle)
         yield
