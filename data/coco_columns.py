@@ -98,9 +98,9 @@ def annotations_are_well_formed(
 def plain_images(images: Sequence[dict], regular_files: Collection[str]) -> np.ndarray:
     """bool ``[N]``: the (well-formed) ``images`` entries in which :func:`data.coco.image_entry_problem` finds
     nothing, known without it: a height and width that are whole numbers of pixels in 1..:data:`MAX_PIXELS` and a
-    ``file_name`` of ``regular_files`` (names without a folder part found as regular files, not links, by one listing
-    of the image folder, :meth:`data.coco.ImageFiles.listed_files`). ``False`` leaves an entry to the per-entry
-    check."""
+    ``file_name`` of ``regular_files`` (names found as regular files, not links, by one listing of the image folder
+    and of each sub-folder the json names, :meth:`data.coco.ImageFiles.regular_files`). ``False`` leaves an entry
+    to the per-entry check."""
     names = optional_column(images, "file_name")
     plain = np.array([type(name) is str and name in regular_files and bool(name.strip()) for name in names], bool)
     for key in ("height", "width"):
@@ -114,17 +114,51 @@ def plain_images(images: Sequence[dict], regular_files: Collection[str]) -> np.n
 
 def distinct_plain_names(images: Sequence[dict], plain: np.ndarray) -> bool:
     """Whether every ``images`` entry is ``plain`` (:func:`plain_images`) and their ``file_name``s are distinct: they
-    then name distinct files of one folder, in which :func:`data.coco.shared_file_problems` finds nothing."""
+    then name distinct files (:func:`regular_file_names`), in which :func:`data.coco.shared_file_problems` finds
+    nothing."""
     names = optional_column(images, "file_name")
     return bool(plain.all()) and len(set(names)) == len(names)
 
 
-def regular_file_names(folder: os.PathLike | str) -> set[str]:
-    """The names of the regular files (not symbolic links, nor folders) in ``folder``, from one listing of it
-    (``os.scandir``: no ``stat`` per file where the file system gives each entry's type); empty when it cannot be
+def _listing(folder: os.PathLike | str) -> tuple[set[str], set[str]]:
+    """The names of the regular files and of the folders (neither a symbolic link) in ``folder``, from one
+    ``os.scandir`` (no ``stat`` per entry where the file system gives each entry's type); empty when it cannot be
     listed."""
+    files: set[str] = set()
+    folders: set[str] = set()
     try:
         with os.scandir(folder) as listing:
-            return {entry.name for entry in listing if entry.is_file(follow_symlinks=False)}
+            for entry in listing:
+                if entry.is_file(follow_symlinks=False):
+                    files.add(entry.name)
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.add(entry.name)
     except (OSError, ValueError):
-        return set()
+        pass
+    return files, folders
+
+
+def regular_file_names(folder: os.PathLike | str, file_names: Iterable[object] = ()) -> set[str]:
+    """The names, relative to ``folder``, of the regular files (not symbolic links, nor folders) in ``folder`` and
+    in each sub-folder named by a ``file_names`` entry ("train/0001.jpg": ``train``), from one listing of each
+    folder (:func:`_listing`). A sub-folder is listed only when it is reached from ``folder`` through real folders
+    (none a symbolic link) by its parts exactly as written (none empty, ``.`` or ``..``): each name is then the path
+    ``folder / name`` prints, and distinct names are distinct files. Names it leaves out are left to the per-image
+    check."""
+    listings = {"": _listing(folder)}
+
+    def listed(sub_folder: str) -> bool:  # each part a real folder of the one before, each folder listed once
+        reached = ""
+        for part in sub_folder.split("/"):
+            if part in ("", ".", "..") or part not in listings[reached][1]:
+                return False
+            reached = f"{reached}/{part}" if reached else part
+            if reached not in listings:
+                listings[reached] = _listing(os.path.join(folder, reached))
+        return True
+
+    names = set(listings[""][0])
+    for sub_folder in {name.rpartition("/")[0] for name in file_names if type(name) is str and "/" in name}:
+        if listed(sub_folder):
+            names.update(f"{sub_folder}/{name}" for name in listings[sub_folder][0])
+    return names

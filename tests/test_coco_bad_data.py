@@ -388,13 +388,24 @@ def test_an_empty_json_says_it_is_empty(tmp_path, content):
     ("sub\\a.jpg", "{folder}/sub\\a.jpg: image file not found (image id 5 in {json}); folders in file_name are "
                    "separated by /, not \\ (a Windows path): write \"sub/a.jpg\""),
     (" ", "{json}: image id 5 has no file_name"),
+    ("sub/missing.jpg", "{folder}/sub/missing.jpg: image file not found (image id 5 in {json})"),
+    ("sub/inner", "{folder}/sub/inner: image file is a folder, not a regular file: replace it with the file itself"),
+    ("sub/a.png", "{folder}/sub/a.png: image file not found (image id 5 in {json}); {folder}/sub holds a.jpg: write "
+                  "\"file_name\": \"sub/a.jpg\""),
+    ("sub/broken.jpg", "{folder}/sub/broken.jpg: image file is a broken symbolic link (to {folder}/sub/gone.jpg, "
+                       "which does not exist): fetch or copy its target"),
+    ("sub/a.jpg/b.jpg", "{folder}/sub/a.jpg/b.jpg: image file cannot be read (Not a directory) (image id 5 in "
+                        "{json})"),
 ])
 def test_a_file_name_naming_no_image_file_says_what_it_names(tmp_path, file_name, problem):
+    """The same messages whether or not the file's folder is listed (names in sub-folders are looked up in one
+    listing of each sub-folder the json names, the others one file at a time)."""
     path = write_coco(tmp_path, "test", coco_json(annotations_with_ids([1, 2, 3, 4]), TEST_IMAGES))
     folder = tmp_path / "test"
-    (folder / "sub").mkdir()
+    (folder / "sub" / "inner").mkdir(parents=True)
     (folder / "000000000003.jpg").rename(folder / "sub" / "a.jpg")
     os.symlink("loop.jpg", folder / "loop.jpg")
+    os.symlink("gone.jpg", folder / "sub" / "broken.jpg")
     data = json.loads(path.read_text())
     data["images"].append({"id": 5, "file_name": file_name, "height": 40, "width": 60})
     path.write_text(json.dumps(data))

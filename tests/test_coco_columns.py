@@ -17,6 +17,8 @@ from data.coco_columns import (
 )
 from tests.test_data_coco import TRICKY_ANNOTATIONS, TRICKY_IMAGES, coco_json, write_coco
 
+os_scandir = os.scandir
+
 pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")
 
 NAN, INF = float("nan"), float("inf")
@@ -38,6 +40,36 @@ def test_a_clean_json_is_built_without_the_per_entry_checks(tmp_path, monkeypatc
     for name in ("entry_problems", "annotation_problems", "image_entry_problem", "shared_file_problems"):
         monkeypatch.setattr(f"data.coco.{name}", per_entry)
     assert build_dataset("coco", "train", 32, data_root=str(tmp_path)).image_ids == [42, 5]
+
+
+def test_file_names_in_sub_folders_are_found_by_listing_each_sub_folder_once(tmp_path, monkeypatch):
+    """Names such as "train/a.jpg" (custom datasets) are found in one listing per sub-folder the json names, not by
+    a ``stat`` per image: neither the per-entry checks nor a file-type check runs, and the paths are the same."""
+    images = [dict(info, height=int(info["height"])) for info in TRICKY_IMAGES]
+    for info, sub in zip(images, ["train", "train", "train/deep", "other"]):
+        info["file_name"] = f"{sub}/{info['file_name']}"
+    for sub in ("train/deep", "other"):
+        (tmp_path / "train2017" / sub).mkdir(parents=True)
+    path = write_coco(tmp_path, "train2017", coco_json(TRICKY_ANNOTATIONS, images))
+    data = tricky_json()
+    data["images"] = [dict(info, file_name=new["file_name"]) for info, new in zip(data["images"], images)]
+    path.write_text(json.dumps(data))
+    (tmp_path / "train2017" / "unnamed").mkdir()
+    listed = []
+    monkeypatch.setattr("data.coco_columns.os.scandir", lambda folder: listed.append(str(folder)) or os_scandir(folder))
+
+    def per_entry(*args):
+        raise AssertionError("a per-entry check ran on a clean json")
+
+    for name in ("entry_problems", "annotation_problems", "image_entry_problem", "shared_file_problems",
+                 "file_type_problem"):
+        monkeypatch.setattr(f"data.coco.{name}", per_entry)
+    dataset = build_dataset("coco", "train", 32, data_root=str(tmp_path))
+    assert dataset.image_ids == [42, 5]
+    folder = tmp_path / "train2017"
+    assert sorted(listed) == sorted(str(folder / sub).rstrip("/.") for sub in (".", "train", "train/deep", "other"))
+    paths = [str(folder / "train" / name) for name in ("b.jpg", "a.jpg")]
+    assert [str(p) for p in dataset.annotations.image_paths] == paths
 
 
 @pytest.mark.parametrize("list_name, position, key, value", [
@@ -93,23 +125,31 @@ def test_annotations_pass_the_whole_list_check_exactly_when_the_per_entry_check_
     ("height", 0, False), ("height", -40, False), ("height", 40.5, False), ("height", 0.5, False),
     ("height", True, False), ("height", "40", False), ("height", None, False), ("height", NAN, False),
     ("height", INF, False), ("height", 2**31, False), ("height", 10**400, False), ("width", [40], False),
-    ("width", 1e10, False), ("file_name", "x.jpg", False), ("file_name", "sub/e.jpg", False),
+    ("width", 1e10, False), ("file_name", "x.jpg", False), ("file_name", "sub/e.jpg", True),
+    ("file_name", "sub/deep/f.jpg", True), ("file_name", "sub/x.jpg", False), ("file_name", "sub/deep", False),
+    ("file_name", "sub/link.jpg", False), ("file_name", "linked/e.jpg", False), ("file_name", "sub//e.jpg", False),
+    ("file_name", "sub/./e.jpg", False), ("file_name", "sub/../a.jpg", False), ("file_name", "./sub/e.jpg", False),
+    ("file_name", "/sub/e.jpg", False), ("file_name", "Sub/e.jpg", False), ("file_name", "sub/", False),
+    ("file_name", "a.jpg/e.jpg", False), ("file_name", "sub\\e.jpg", False),
     ("file_name", "link.jpg", False), ("file_name", "folder", False), ("file_name", " ", False),
     ("file_name", 5, False), ("file_name", ["a.jpg"], False), ("file_name", None, False), ("file_name", "", False),
     ("file_name", "a\x00.jpg", False), ("file_name", "\ud800.jpg", False), ("file_name", "./b.jpg", False),
 ])  # fmt: skip
 def test_an_image_entry_is_plain_only_when_the_per_entry_check_finds_nothing(tmp_path, key, value, plain):
     """A plain entry (a whole-number size and a file listed in the image folder) has no problem; the others are
-    left to the per-entry check: problems, and files found otherwise (a sub-folder, a link, another letter case)."""
+    left to the per-entry check: problems, and files found otherwise (a link, a symlinked folder, another letter
+    case, a name with ``..`` or ``//``). Files of a sub-folder the json names are listed too."""
     folder = tmp_path / "images"
-    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "deep").mkdir(parents=True)
     (folder / "folder").mkdir()
-    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "sub/e.jpg", " "):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "sub/e.jpg", "sub/deep/f.jpg", " "):
         (folder / name).write_bytes(b"\xff\xd8")
     os.symlink(folder / "a.jpg", folder / "link.jpg")
+    os.symlink(folder / "sub" / "e.jpg", folder / "sub" / "link.jpg")
+    os.symlink(folder / "sub", folder / "linked")
     images = tricky_json()["images"]
     files = ImageFiles(folder)
-    assert plain_images(images, files.regular_files()).tolist() == [True] * 4
+    assert plain_images(images, files.regular_files([value])).tolist() == [True] * 4
     images[3][key] = value
     flags = plain_images(images, files.regular_files())
     assert flags.tolist() == [True] * 3 + [plain]
@@ -143,5 +183,6 @@ def test_image_paths_joined_as_text_are_the_paths_as_path_objects_print_them(tmp
     if folder == ".":
         (tmp_path / "top.jpg").write_bytes(b"")
         names = [f"images/{name}" for name in names] + ["images", "top.jpg"]
-    files.regular_files()  # listed: a name of the folder itself is then joined as text
+    files.regular_files(names)  # listed: a name of the folder or of a sub-folder named is then joined as text
+    assert {"a.jpg", "sub/c.jpg"} <= {name.removeprefix("images/") for name in files.regular_files()}
     assert [files.path_text(name) for name in names] == [str(plain.path(name)) for name in names]
