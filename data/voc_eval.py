@@ -7,15 +7,22 @@ Two numbers come out of the same matching (facts §8, §11.10):
   thresholds 0.50 / 0.75. This "mAP" is *not* the standard VOC number.
 * **the standard VOC07 mAP@0.5**: the mean over classes of the 11-point AP at IoU 0.5.
 
-Matching follows the VOC devkit (``VOCevaldet``) exactly, in the devkit's 1-based pixel frame:
+Matching follows the VOC devkit (``VOCevaldet.m``), in the devkit's 1-based pixel frame:
 
 * IoU uses the "+1" pixel convention (a box from x1 to x2 covers ``x2 - x1 + 1`` pixels);
 * each detection, in descending score order (equal scores in the results file's order: images in dataset order,
   as ``VOCevaldet``'s stable ``sort``), looks at the ground truth of its image and class
-  with the highest IoU (ties: the first box). It is a true positive if that IoU is strictly above
-  the threshold and the box is not yet taken, a false positive if the IoU is not above the threshold
+  with the highest IoU (ties: the first box). It is a true positive if that IoU reaches the threshold
+  and the box is not yet taken, a false positive if the IoU does not reach the threshold
   or the box is taken (a duplicate), and **neither** if the box is marked difficult;
 * difficult boxes do not count in the number of positives.
+
+"Reaches" differs between the official MATLAB devkit and the authors' Python port of it (py-faster-rcnn's
+``voc_eval.py``, facts §8): ``VOCevaldet.m`` matches at ``IoU >= threshold``, the port needs ``IoU > threshold``. The
+paper's protocol uses the port's rule, as the authors did; the standard VOC07 mAP@0.5 the devkit's, so an IoU of
+exactly 0.5 counts for it and not for ``AP50``. One more difference is kept in both: where a class's first detections
+all match difficult boxes, the devkit's precision is 0/0 (NaN, which MATLAB's ``max`` skips, so its AP is NaN only when
+every detection of the class does), here 0 as in the port.
 
 Because the best box of a detection does not depend on which boxes are taken, the greedy devkit
 loop is equivalent to: "among the detections whose best box is g and whose IoU is above the
@@ -76,8 +83,9 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
             precision at a recall >= that point, 0 where none) if True, else the VOC2010+ area under
             the monotone precision envelope.
 
-    The 11 points are the devkit's ``np.arange(0.0, 1.1, 0.1)``, kept bit for bit: its 0.3, 0.6 and 0.7
-    are a hair above the decimal values, so a recall of exactly 0.6 does not reach the point "0.6".
+    The 11 points are the authors' port's ``np.arange(0.0, 1.1, 0.1)`` (``0 + k * 0.1``; the devkit loops ``for
+    t=0:0.1:1``), kept bit for bit: its 0.3, 0.6 and 0.7 are a hair above the decimal values, so a recall of exactly
+    0.6 does not reach the point "0.6".
     """
     if use_07_metric:
         points = np.arange(0.0, 1.1, 0.1)
@@ -133,7 +141,7 @@ class PRCurves:
     """One class's detections as the metric walks them, from which its precision-recall curves follow.
 
     Attributes:
-        iou_thresholds: ``[T]`` float64, the thresholds (a match needs IoU strictly above).
+        iou_thresholds: ``[T]`` float64, the thresholds (the paper's protocol: a match needs IoU strictly above).
         scores: ``[N]`` float32, the class's detection scores in the metric's order: descending, equal scores in the
             results file's order (images in dataset order).
         outcome: ``[T, N]`` int8, each detection's outcome at each threshold: ``TRUE_POSITIVE`` (1),
@@ -209,9 +217,11 @@ def _class_curves(
     num_positives: int,
     iou_thresholds: np.ndarray,
     use_07_metric: bool,
+    inclusive: bool = False,
 ) -> PRCurves:
     """Each detection's outcome and the AP of one class at every threshold (AP NaN when the class has no
-    non-difficult box)."""
+    non-difficult box): a match needs ``IoU >= threshold`` if ``inclusive`` (the devkit), else ``IoU > threshold``
+    (the authors' port)."""
     order = np.argsort(-scores, kind="stable")
     best_iou, best_gt = best_iou[order], best_gt[order]
     hits_difficult = np.zeros(len(order), dtype=bool)
@@ -219,7 +229,7 @@ def _class_curves(
 
     outcome = np.full((len(iou_thresholds), len(order)), FALSE_POSITIVE, dtype=np.int8)
     for t, threshold in enumerate(iou_thresholds):
-        above = best_iou > threshold
+        above = best_iou >= threshold if inclusive else best_iou > threshold
         candidate = np.flatnonzero(above & ~hits_difficult)
         _, first = np.unique(best_gt[candidate], return_index=True)
         outcome[t, above & hits_difficult] = NEITHER
@@ -247,13 +257,14 @@ def evaluate_voc(
         ground_truth: one dict per image, in the same order, ``{"boxes": [m, 4] x1y1x2y2 1-based
             pixels as in the XML, "labels": int [m], "difficult": bool [m]}``.
         class_names: the ``C`` class names.
-        iou_thresholds: ``[T]`` thresholds; a match needs IoU strictly above the threshold.
+        iou_thresholds: ``[T]`` thresholds of the paper's protocol; a match needs IoU strictly above the threshold.
         use_07_metric: 11-point interpolated AP (VOC07, the paper) if True, else the area metric.
 
     Returns:
         ``{"mAP", "AP50", "AP75"}`` (the paper's protocol; ``AP50``/``AP75`` are NaN if 0.5/0.75 is
-        not among the thresholds), ``"VOC07_mAP50"`` (standard VOC07 11-point mAP at IoU 0.5),
-        ``"per_class_AP50"`` (class name -> VOC07 11-point AP at IoU 0.5), ``"iou_thresholds"`` and
+        not among the thresholds), ``"VOC07_mAP50"`` (standard VOC07 11-point mAP at IoU 0.5, matched at IoU >= 0.5
+        as the official devkit), ``"per_class_AP50"`` (class name -> that VOC07 11-point AP at IoU 0.5),
+        ``"iou_thresholds"`` and
         ``"per_threshold_AP"`` (``[T][C]`` nested lists). Classes without a non-difficult box have
         AP NaN and are left out of every mean.
     """
@@ -299,7 +310,6 @@ def evaluate_voc_with_curves(
 
     num_images = len(ground_truth)
     i50 = _threshold_index(iou_thresholds, 0.5)
-    reuse_for_voc07 = use_07_metric and i50 is not None
     ap = np.empty((len(iou_thresholds), num_classes))
     voc07_ap50 = np.empty(num_classes)
     curves = {}
@@ -312,7 +322,7 @@ def evaluate_voc_with_curves(
         match = (det_scores[dets], best_iou, best_gt, gt_difficult[gts], int(np.count_nonzero(~gt_difficult[gts])))
         curves[class_names[c]] = _class_curves(*match, iou_thresholds, use_07_metric)
         ap[:, c] = curves[class_names[c]].ap
-        voc07_ap50[c] = ap[i50, c] if reuse_for_voc07 else _class_curves(*match, np.array([0.5]), True).ap[0]
+        voc07_ap50[c] = _class_curves(*match, np.array([0.5]), True, inclusive=True).ap[0]
 
     mean_ap = _mean_over_classes(ap)  # [T]
     i75 = _threshold_index(iou_thresholds, 0.75)

@@ -239,8 +239,9 @@ def test_labels_outside_the_classes_are_rejected():
                                                               [0, -1, 1])], CLASSES)
 
 
-def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
-    """The VOC devkit's loop, written out plainly: one detection at a time, in score order."""
+def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric, official=False):
+    """The VOC devkit's loop, written out plainly: one detection at a time, in score order. A match needs
+    IoU >= threshold if ``official`` (VOCevaldet.m), IoU > threshold otherwise (the authors' Python port)."""
     positives = sum(int(np.sum((g["labels"] == class_index) & ~g["difficult"])) for g in gt)
     taken = [np.zeros(len(g["labels"]), bool) for g in gt]
     rows = [
@@ -263,7 +264,7 @@ def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
             iou = iw * ih / (union - iw * ih)
             if iou > best:
                 best, best_j = iou, j
-        if best > threshold:
+        if best >= threshold if official else best > threshold:
             if g["difficult"][best_j]:
                 continue
             if not taken[image][best_j]:
@@ -285,7 +286,9 @@ def plain_devkit_ap(det, gt, class_index, threshold, use_07_metric):
     return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
 
 
-def random_case(seed, num_images=12, num_classes=3):
+def random_case(seed, num_images=12, num_classes=3, whole_pixels=False):
+    """Random objects and detections; ``whole_pixels`` rounds the detections too, so that IoUs often equal a
+    threshold exactly."""
     rng = np.random.default_rng(seed)
     gt, det = [], []
     for _ in range(num_images):
@@ -303,22 +306,25 @@ def random_case(seed, num_images=12, num_classes=3):
         labels_copy = np.repeat(gt[-1]["labels"], rng.integers(0, 4, n)) if n else np.zeros(0, np.int64)
         labels_d = rng.integers(0, num_classes, len(boxes_d))
         labels_d[: min(len(labels_copy), len(labels_d))] = labels_copy[: len(labels_d)]
-        det.append(dets(boxes_d, rng.random(len(boxes_d)), labels_d))
+        det.append(dets(boxes_d.round() if whole_pixels else boxes_d, rng.random(len(boxes_d)), labels_d))
     return det, gt
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, "whole pixels"])
 @pytest.mark.parametrize("use_07_metric", [True, False])
 def test_matches_plain_devkit_loop_on_random_detections(seed, use_07_metric):
-    det, gt = random_case(seed)
+    """The paper's numbers against the loop with the authors' rule (IoU > threshold), the standard VOC07 ones against
+    the loop with the MATLAB devkit's (IoU >= 0.5). Whole-pixel detections (seed 20) put some IoUs exactly at 0.5, where
+    the two rules part (class "a": 0.312 by the devkit's, 0.260 by the authors')."""
+    det, gt = random_case(20, whole_pixels=True) if seed == "whole pixels" else random_case(seed)
     names = ["a", "b", "c"]
     result = evaluate_voc(det, gt, names, use_07_metric=use_07_metric)
     expected = np.array(
-        [[plain_devkit_ap(det, gt, c, t, use_07_metric) for c in range(3)] for t in np.arange(0.5, 0.96, 0.05)]
+        [[plain_devkit_ap(det, gt, c, t, use_07_metric) for c in range(3)] for t in result["iou_thresholds"]]
     )
     np.testing.assert_allclose(np.array(result["per_threshold_AP"]), expected, rtol=0, atol=1e-12)
     assert result["mAP"] == pytest.approx(np.nanmean(expected, axis=1).mean(), abs=1e-12)
-    voc07 = [plain_devkit_ap(det, gt, c, 0.5, True) for c in range(3)]
+    voc07 = [plain_devkit_ap(det, gt, c, 0.5, True, official=True) for c in range(3)]
     assert list(result["per_class_AP50"].values()) == pytest.approx(voc07, abs=1e-12)
     assert result["VOC07_mAP50"] == pytest.approx(np.mean(voc07), abs=1e-12)
 
@@ -519,3 +525,12 @@ def test_iou_plus_one_of_boxes_side_by_side_and_of_a_one_pixel_box():
     boxes = np.array([[1.0, 1.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [5.0, 5.0, 5.0, 5.0]])
     others = np.array([[12.0, 1.0, 20.0, 10.0], [1.0, 12.0, 10.0, 20.0], [5.0, 5.0, 5.0, 5.0]])
     assert iou_plus_one(boxes, others).tolist() == [0.0, 0.0, 1.0]
+
+
+def test_the_standard_voc07_number_matches_at_iou_equal_to_the_threshold_as_vocevaldet():
+    """The official devkit (VOCevaldet.m) matches at ``ovmax >= minoverlap``; the authors' Python port (the paper's
+    protocol) needs IoU strictly above. Devkit frame: the detection [1, 1, 10, 5] covers 50 of the object's 100 pixels,
+    IoU exactly 0.5: a hit for the standard VOC07 mAP@0.5 (AP 1), a miss for the paper's AP50 (AP 0)."""
+    result = evaluate_voc([dets([[0, 0, 10, 5]], [0.9], [0])], [gts([[1, 1, 10, 10]], [0])], ["cat"])
+    assert result["AP50"] == 0.0
+    assert result["VOC07_mAP50"] == 1.0 and result["per_class_AP50"] == {"cat": 1.0}
