@@ -153,6 +153,31 @@ def test_per_class_ap_counts_up_to_100_detections_per_image():
     assert metrics["mAP"] == pytest.approx(1 / 12, abs=1e-12) and metrics["AR10"] == 0.0
 
 
+def test_pycocotools_100_detections_are_per_image_and_category_so_300_per_image_all_count():
+    """pycocotools' maxDets 100 cuts each (image, category) pair, not the image: the up to 300 detections per image
+    that reach it (facts §7) all count when no category holds over 100. One image, a cat and a dog; 120 dog boxes
+    far from both score 0.9 down to 0.5, then the exact cat and dog boxes 0.4, the 121st and 122nd of the image. The
+    cat is found (AP 1: its category's only detection); the dog is its category's 121st, cut (AP 0). A cut to the
+    image's 100 best, as some toolkits make before scoring, would give the cat AP 0 too."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {
+            "images": [{"id": 1, "width": 640, "height": 480, "file_name": "1.jpg"}],
+            "annotations": [{"id": i, "image_id": 1, "category_id": i, "bbox": [100.0 * i, 0.0, 50.0, 50.0],
+                             "area": 2500.0, "iscrowd": 0} for i in (1, 2)],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+        }
+        coco.createIndex()
+    far = [[300.0 + 15 * (i % 10), 300.0 + 15 * (i // 10), 310.0 + 15 * (i % 10), 310.0 + 15 * (i // 10)]
+           for i in range(120)]
+    detections = [{"boxes": np.array(far + [[100.0, 0.0, 150.0, 50.0], [200.0, 0.0, 250.0, 50.0]]),
+                   "scores": np.concatenate([np.linspace(0.9, 0.5, 120), [0.4, 0.4]]),
+                   "labels": np.array([1] * 120 + [0, 1])}]
+    metrics = evaluate_coco(detections_to_coco_results(detections, [1], [1, 2]), coco)
+    assert metrics["per_class_AP"] == {"cat": pytest.approx(1.0, abs=1e-12), "dog": 0.0}
+    assert metrics["mAP"] == pytest.approx(0.5, abs=1e-12)
+
+
 def test_perfect_detections_of_small_boxes_score_one():
     # With continuous corners a perfect 10x10 detection has IoU 1; the authors' "+1" width would
     # make it 11x11 (IoU 100/121 = 0.83) and lose the thresholds 0.85..0.95.
