@@ -10,8 +10,9 @@ Two numbers come out of the same matching (facts §8, §11.10):
 Matching follows the VOC devkit (``VOCevaldet.m``), in the devkit's 1-based pixel frame:
 
 * IoU uses the "+1" pixel convention (a box from x1 to x2 covers ``x2 - x1 + 1`` pixels);
-* each detection, in descending score order (equal scores in the results file's order: images in dataset order,
-  as ``VOCevaldet``'s stable ``sort``), looks at the ground truth of its image and class
+* each detection, in descending score order (equal scores in the results file's line order, as ``VOCevaldet``'s
+  stable ``sort``: images in dataset order for the files this project writes and for detections scored in memory,
+  each line's place for a file ``read_voc_results`` reads), looks at the ground truth of its image and class
   with the highest IoU (ties: the first box). It is a true positive if that IoU reaches the threshold
   and the box is not yet taken, a false positive if the IoU does not reach the threshold
   or the box is taken (a duplicate), and **neither** if the box is marked difficult;
@@ -143,7 +144,7 @@ class PRCurves:
     Attributes:
         iou_thresholds: ``[T]`` float64, the thresholds (the paper's protocol: a match needs IoU strictly above).
         scores: ``[N]`` float32, the class's detection scores in the metric's order: descending, equal scores in the
-            results file's order (images in dataset order).
+            results file's line order (images in dataset order, unless the detections carry a ``rank``).
         outcome: ``[T, N]`` int8, each detection's outcome at each threshold: ``TRUE_POSITIVE`` (1),
             ``FALSE_POSITIVE`` (0: no box above the threshold, or a duplicate) or ``NEITHER`` (-1: matched a difficult
             box).
@@ -211,6 +212,7 @@ def read_pr_curves(path: str | Path) -> dict[str, np.ndarray]:
 
 def _class_curves(
     scores: np.ndarray,
+    rank: np.ndarray,
     best_iou: np.ndarray,
     best_gt: np.ndarray,
     gt_difficult: np.ndarray,
@@ -221,8 +223,8 @@ def _class_curves(
 ) -> PRCurves:
     """Each detection's outcome and the AP of one class at every threshold (AP NaN when the class has no
     non-difficult box): a match needs ``IoU >= threshold`` if ``inclusive`` (the devkit), else ``IoU > threshold``
-    (the authors' port)."""
-    order = np.argsort(-scores, kind="stable")
+    (the authors' port); equal ``scores`` [N] are taken in ascending ``rank`` [N]."""
+    order = np.lexsort((rank, -scores))
     best_iou, best_gt = best_iou[order], best_gt[order]
     hits_difficult = np.zeros(len(order), dtype=bool)
     hits_difficult[best_gt >= 0] = gt_difficult[best_gt[best_gt >= 0]]
@@ -253,7 +255,10 @@ def evaluate_voc(
 
     Args:
         detections: one dict per image, ``{"boxes": [n, 4] x1y1x2y2 0-based continuous pixels,
-            "scores": [n], "labels": int [n] in 0..C-1}`` (numpy arrays or CPU tensors).
+            "scores": [n], "labels": int [n] in 0..C-1}`` (numpy arrays or CPU tensors), and optionally, in every
+            dict, ``"rank": int [n]``: the order in which equal scores of a class are taken (a results file's line
+            order, as :func:`read_voc_results` gives it); without it, the order of the list (images in dataset order,
+            each image's detections in order).
         ground_truth: one dict per image, in the same order, ``{"boxes": [m, 4] x1y1x2y2 1-based
             pixels as in the XML, "labels": int [m], "difficult": bool [m]}``.
         class_names: the ``C`` class names.
@@ -291,6 +296,8 @@ def evaluate_voc_with_curves(
     num_classes = len(class_names)
 
     det_boxes, det_scores, det_labels, det_image = _concatenate(detections, ("boxes", "scores", "labels"))
+    ranked = bool(detections) and all("rank" in d for d in detections)
+    det_rank = _concatenate(detections, ("rank",))[0].astype(np.int64) if ranked else np.arange(len(det_scores))
     gt_boxes, gt_labels, gt_difficult, gt_image = _concatenate(ground_truth, ("boxes", "labels", "difficult"))
     det_labels, gt_labels = det_labels.astype(np.int64), gt_labels.astype(np.int64)
     det_boxes = to_devkit_pixels(det_boxes)
@@ -302,8 +309,8 @@ def evaluate_voc_with_curves(
     gt_order = np.lexsort((gt_image, gt_labels))  # group by class, then by image
     gt_boxes, gt_labels, gt_difficult, gt_image = (a[gt_order] for a in (gt_boxes, gt_labels, gt_difficult, gt_image))
     det_order = np.argsort(det_labels, kind="stable")
-    det_boxes, det_scores, det_labels, det_image = (
-        a[det_order] for a in (det_boxes, det_scores, det_labels, det_image)
+    det_boxes, det_scores, det_labels, det_image, det_rank = (
+        a[det_order] for a in (det_boxes, det_scores, det_labels, det_image, det_rank)
     )
     gt_bounds = np.searchsorted(gt_labels, np.arange(num_classes + 1))
     det_bounds = np.searchsorted(det_labels, np.arange(num_classes + 1))
@@ -319,7 +326,8 @@ def evaluate_voc_with_curves(
         gt_count = np.bincount(gt_image[gts], minlength=num_images)
         gt_start = np.cumsum(gt_count) - gt_count
         best_iou, best_gt = _best_ground_truth(det_image[dets], det_boxes[dets], gt_start, gt_count, gt_boxes[gts])
-        match = (det_scores[dets], best_iou, best_gt, gt_difficult[gts], int(np.count_nonzero(~gt_difficult[gts])))
+        num_positives = int(np.count_nonzero(~gt_difficult[gts]))
+        match = (det_scores[dets], det_rank[dets], best_iou, best_gt, gt_difficult[gts], num_positives)
         curves[class_names[c]] = _class_curves(*match, iou_thresholds, use_07_metric)
         ap[:, c] = curves[class_names[c]].ap
         voc07_ap50[c] = _class_curves(*match, np.array([0.5]), True, inclusive=True).ap[0]
@@ -419,7 +427,9 @@ def write_voc_pr_curves(curves: dict[str, PRCurves], out_dir: Path) -> list[Path
 
 
 def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequence[str]) -> list[dict]:
-    """Reads ``comp4_det_test_<class>.txt`` files back into per-image detections (0-based pixels).
+    """Reads ``comp4_det_test_<class>.txt`` files back into per-image detections (0-based pixels), each with the
+    ``rank`` of its line (its place among the files' lines, class file by class file), so that :func:`evaluate_voc`
+    takes equal scores in the file's line order, as ``VOCevaldet`` does, whatever order the file lists its images in.
 
     A missing class file means no detection of that class, with a :class:`DataWarning` naming the classes
     (:func:`write_voc_results` writes a file for every class, even an empty one). Raises :class:`DataError` naming
@@ -459,7 +469,7 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
     scores, label = value[order, 0].astype(np.float32), label[order]
     ends = np.cumsum(np.bincount(image, minlength=len(image_ids)))
     return [
-        {"boxes": boxes[start:end], "scores": scores[start:end], "labels": label[start:end]}
+        {"boxes": boxes[start:end], "scores": scores[start:end], "labels": label[start:end], "rank": order[start:end]}
         for start, end in zip([0, *ends[:-1].tolist()], ends.tolist())
     ]
 

@@ -534,3 +534,19 @@ def test_the_standard_voc07_number_matches_at_iou_equal_to_the_threshold_as_voce
     result = evaluate_voc([dets([[0, 0, 10, 5]], [0.9], [0])], [gts([[1, 1, 10, 10]], [0])], ["cat"])
     assert result["AP50"] == 0.0
     assert result["VOC07_mAP50"] == 1.0 and result["per_class_AP50"] == {"cat": 1.0}
+
+
+def test_equal_scores_of_a_results_file_count_in_its_line_order_as_vocevaldet(tmp_path):
+    """A results file from another tool need not list its images in dataset order. VOCevaldet sorts its lines stably,
+    so equal scores count in the file's line order. Two images with one cat each; the file lists image b's hit, then
+    image a's miss, both 0.5: hit first, precision 1 at recall 1/2, AP 6/11 (taken in dataset order, a's miss first:
+    precision 0 then 1/2, AP 3/11). Reversing the lines gives 3/11. A file of this project's (dataset order) reads
+    back as written: ``test_equal_scores_are_taken_in_dataset_order_as_the_devkit_reads_the_results_file``."""
+    gt = [gts([[1, 1, 10, 10]], [0]), gts([[1, 1, 10, 10]], [0])]
+    lines = ["b 0.5 1 1 10 10", "a 0.5 50 50 60 60"]
+    (tmp_path / "comp4_det_test_cat.txt").write_text("\n".join(lines) + "\n")
+    result = evaluate_voc(read_voc_results(tmp_path, ["a", "b"], ["cat"]), gt, ["cat"])
+    assert result["VOC07_mAP50"] == pytest.approx(6 / 11, abs=1e-12) and result["AP50"] == result["VOC07_mAP50"]
+    (tmp_path / "comp4_det_test_cat.txt").write_text("\n".join(lines[::-1]) + "\n")
+    result = evaluate_voc(read_voc_results(tmp_path, ["a", "b"], ["cat"]), gt, ["cat"])
+    assert result["VOC07_mAP50"] == pytest.approx(3 / 11, abs=1e-12)
