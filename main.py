@@ -128,8 +128,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     starting_weights.add_argument("--pretrained", type=str, default=None, metavar="PATH",
                                   help="ImageNet backbone state dict to start from (default: torchvision's ImageNet "
                                        "weights for voc/coco/custom, none for shapes)")
-    starting_weights.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                                  help="start the backbone from random weights")  # unset (None) as --pretrained
+    starting_weights.add_argument("--no_pretrained", "--no-pretrained", dest="pretrained", action="store_false",
+                                  default=None,  # unset (None) as --pretrained
+                                  help="start the backbone from random weights")
     model.add_argument("--sync_bn", action="store_true",
                        help="SyncBatchNorm across GPUs under torchrun with several processes (CUDA only)")
 

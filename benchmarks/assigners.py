@@ -346,7 +346,7 @@ def main_argv(args: argparse.Namespace, data: list[str], seed: int, max_iter: in
         "--lr", str(args.lr), "--workers", str(args.workers), "--seed", str(seed), "--device", args.device,
         "--log_interval", str(args.log_interval), "--assign_stats",
         "--save_folder", str(work), "--run_dir", str(work), "--eval_dir", str(work / "eval"),
-        *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no-pretrained"]), *extra,
+        *(["--amp", args.amp] if args.amp else []), *([] if args.pretrained else ["--no_pretrained"]), *extra,
     ]  # fmt: skip
 
 

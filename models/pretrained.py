@@ -29,7 +29,7 @@ def check_pretrained_file(source: str | os.PathLike, backbone_class: type[nn.Mod
                    else "not a regular file (a pipe, a device or a socket)")
         raise PretrainedWeightsError(
             f"--pretrained {source}: {problem}; give the path of a torchvision state dict "
-            f"(e.g. {os.path.basename(backbone_class.imagenet_weights.url)}) or pass --no-pretrained"
+            f"(e.g. {os.path.basename(backbone_class.imagenet_weights.url)}) or pass --no_pretrained"
         )
 
 
@@ -46,7 +46,7 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
     if pretrained is True:
         weights = backbone.imagenet_weights
         source = weights.url
-        instead = "--pretrained PATH to a local state dict, or --no-pretrained to start from random weights"
+        instead = "--pretrained PATH to a local state dict, or --no_pretrained to start from random weights"
         try:
             state_dict = weights.get_state_dict(progress=True, map_location="cpu")
         except OSError as error:  # URLError, HTTPError, timeouts, no network
@@ -68,7 +68,7 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
         except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
                                          "objects other than tensors and plain values, which are not loaded); give "
-                                         "a torchvision state dict, or pass --no-pretrained") from error
+                                         "a torchvision state dict, or pass --no_pretrained") from error
         except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
             reason = error.strerror or first_line(error)
             raise PretrainedWeightsError(f"--pretrained {source}: cannot read it ({reason}); check that the file is "
@@ -76,7 +76,7 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
         except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
             raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
                                          f"({type(error).__name__}: {first_line(error)}); give a torchvision state "
-                                         "dict, or pass --no-pretrained") from error
+                                         "dict, or pass --no_pretrained") from error
         if not isinstance(state_dict, dict):
             raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
                                          f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")
@@ -118,11 +118,11 @@ def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, f
     if not_float:
         raise PretrainedWeightsError(f"{file_holds} weights that are not floating point "
                                      f"({preview_names(not_float, 3)}): the file is damaged or was converted; "
-                                     f"{fix_converted}, or pass --no-pretrained")
+                                     f"{fix_converted}, or pass --no_pretrained")
     non_finite = [key for key, value in tensors.items() if value.is_floating_point() and not value.isfinite().all()]
     if non_finite:
         raise PretrainedWeightsError(f"{file_holds} NaN/inf weights ({preview_names(non_finite, 3)}): the file is "
-                                     f"damaged; {fix_damaged}, or pass --no-pretrained")
+                                     f"damaged; {fix_damaged}, or pass --no_pretrained")
 
 
 def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -160,7 +160,7 @@ def test_training_builds_its_test_split_in_the_training_splits_class_order(tmp_p
     write_folder(tmp_path, TEST_CATEGORIES["other ids"])
     args = cli.get_args_parser().parse_args([
         "--dataset", "custom", "--data_root", str(tmp_path), "--workers", "0", "--version", "fssd", "--backbone",
-        "resnet18", "--size", "128", "--no-pretrained", "--max_iter", "1", "--batch_size", "1"])
+        "resnet18", "--size", "128", "--no_pretrained", "--max_iter", "1", "--batch_size", "1"])
     fill_dataset_defaults(args)
     setup = build_training(args, torch.device("cpu"), DistributedContext(), RunLog(None))
     assert setup.test_dataset.class_names == ["bus", "person", "Toothbrush"]
@@ -174,7 +174,7 @@ REORDERED_TRAIN_CATEGORIES = [{"id": 12, "name": "Toothbrush"}, {"id": 13, "name
 def training_argv(root: Path, out: Path, *extra: str) -> list[str]:
     """A one-iteration FSSD-ResNet18 run at 128 px on the COCO-layout folder ``root``, writing under ``out``."""
     return ["--dataset", "custom", "--data_root", str(root), "--version", "fssd", "--backbone", "resnet18", "--size",
-            "128", "--no-pretrained", "--batch_size", "1", "--max_iter", "1", "--warm_iter", "0", "--workers", "0",
+            "128", "--no_pretrained", "--batch_size", "1", "--max_iter", "1", "--warm_iter", "0", "--workers", "0",
             "--device", "cpu", "--save_folder", str(out / "weights"), "--run_dir", str(out / "run"), "--eval_dir",
             str(out / "eval"), "--name", "run", *extra]  # fmt: skip
 

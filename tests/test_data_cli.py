@@ -139,7 +139,7 @@ def resize_behind_the_annotation(root: Path, iteration: int) -> tuple[Path, int,
 
 def bad_image_argv(root: Path) -> list[str]:
     return ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-            "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--batch_size", "2",
+            "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no_pretrained", "--batch_size", "2",
             "--max_iter", "4", "--warm_iter", "1", "--workers", "1", "--checkpoint_interval", "100", "--device", "cpu",
             "--save_folder", "weights", "--run_dir", "run"]
 

@@ -284,11 +284,11 @@ def test_the_readme_folder_layout_names_every_utils_module():
 
 
 def test_every_main_flag_is_named_in_the_readme():
-    """Every flag of main.py's parser (but ``-h``/``--help``'s short form) is named in README.md, so a new flag
-    is documented where users read first; ``main.py --help`` gives its details."""
+    """Every option of main.py's parser is named in README.md in its first spelling, so a new flag is documented where
+    users read first; ``main.py --help`` gives its details and the older spellings it also takes
+    (``--no-pretrained``)."""
     readme = page_text(REPO / "README.md")
-    flags = [flag for action in project_parsers()["main"]._actions for flag in action.option_strings
-             if flag.startswith("--")]
+    flags = [long_flags(action)[0] for action in project_parsers()["main"]._actions if long_flags(action)]
     assert len(flags) > 40
     assert [flag for flag in flags if not re.search(rf"{re.escape(flag)}(?![\w-])", readme)] == []
 

@@ -39,7 +39,7 @@ def test_help_explains_every_flag():
     flags = ["--version", "--backbone", "--dataset", "--size", "--mutual_guide", "--trained_model",
              "--base_anchor_size", "--nms_thresh", "--batch_size", "--lr", "--warm_iter", "--save_folder", "--epochs",
              "--device", "--workers", "--seed", "--amp", "--resume", "--eval_interval", "--data_root", "--pretrained",
-             "--no-pretrained", "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval",
+             "--no_pretrained", "--classes", "--check_data", "--eval_results", "--assign_stats", "--log_interval",
              "--checkpoint_interval", "--max_iter", "--sync_bn", "--run_dir", "--compile", "--compile_loss",
              "--cuda_graph", "--expand_prob", "--init_from", "--name"]
     for flag in flags:
@@ -65,7 +65,7 @@ def test_dataset_defaults_fill_only_missing_flags():
     assert (voc.version, voc.backbone, voc.size, voc.epochs, voc.warm_iter, voc.pretrained) == (
         "pafpn", "vgg16", 320, 250, 500, True)
     assert voc.expand_prob == 0.6  # the paper's zoom-out probability
-    coco = parse("--dataset", "coco", "--size", "512", "--no-pretrained")
+    coco = parse("--dataset", "coco", "--size", "512", "--no_pretrained")
     fill_dataset_defaults(coco)
     assert (coco.epochs, coco.size, coco.pretrained) == (140, 512, False)
     shapes = parse("--dataset", "shapes", "--pretrained", "r18.pth")
@@ -299,7 +299,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ("--trained_model", [], "a checkpoint file"),
     ("--eval_results", [], "the folder or file of saved detections"),
     ("--init_from", [], "a checkpoint file"),
-    ("--pretrained", [], "a backbone state dict file, or --no-pretrained"),  # random backbone weights
+    ("--pretrained", [], "a backbone state dict file, or --no_pretrained"),  # random backbone weights
     ("--data_root", [], "the dataset folder"),  # the default folder
     ("--classes", [], "class names (cat,dog) or a file of them"),  # voc's 20
     ("--save_folder", [], "a folder"),  # the current folder
@@ -376,7 +376,7 @@ def test_trained_model_refuses_another_architecture_before_reading_the_data(argv
      "with --demo the flags --dataset, --amp are ignored"),
     (["--trained_model", "w.pth", "--export", "onnx", "--batch_size", "4", "--epochs", "3"],
      "with --export the flags --batch_size, --epochs are ignored"),
-    (["--trained_model", "w.pth", "--export", "onnx", "--no-pretrained"], "with --export the flag --no-pretrained is "
+    (["--trained_model", "w.pth", "--export", "onnx", "--no_pretrained"], "with --export the flag --no_pretrained is "
                                                                           "ignored"),
     (["--check_data", "--dataset", "shapes", "--data_root", "d", "--workers", "0", "--size", "128"], ""),
     (["--dataset", "shapes", "--amp", "bf16", "--eval_dir", "e", "--batch_size", "4"], ""),  # training reads them all
@@ -423,13 +423,19 @@ def test_eval_results_of_the_wrong_kind_stop_before_the_test_split_is_read(datas
     assert capsys.readouterr().err == f"error: --eval_results {path}: {message}\n"
 
 
-@pytest.mark.parametrize("order", [("--pretrained", "r18.pth", "--no-pretrained"),
+@pytest.mark.parametrize("order", [("--pretrained", "r18.pth", "--no_pretrained"),
                                    ("--no-pretrained", "--pretrained", "r18.pth")])
 def test_pretrained_and_no_pretrained_together_are_refused(order, capsys):
+    """Either spelling of --no_pretrained (--no-pretrained was the only one before the other flags' underscores)."""
     with pytest.raises(SystemExit) as stop:
         cli.get_args_parser().parse_args(list(order))
     assert stop.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_no_pretrained_takes_both_spellings():
+    assert parse("--no_pretrained").pretrained is False and parse("--no-pretrained").pretrained is False
+    assert parse().pretrained is None
 
 
 def test_amp_choice():
@@ -606,7 +612,7 @@ def test_a_pretrained_file_that_cannot_be_read_stops_before_the_data_is_read(pat
     assert cli.main(parse("--dataset", "shapes", "--data_root", str(root), "--device", "cpu", "--pretrained",
                           str(weights), *folders)) == 2
     assert capsys.readouterr().err == (f"error: --pretrained {weights}: {problem}; give the path of a torchvision "
-                                       "state dict (e.g. resnet18-f37072fd.pth) or pass --no-pretrained\n")
+                                       "state dict (e.g. resnet18-f37072fd.pth) or pass --no_pretrained\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
 
 

@@ -21,7 +21,7 @@ def train_with_two_processes(workdir: Path, root: Path, *flags: str) -> subproce
     ``root`` as custom data, CPU, 2 images per process, checkpoints in ``weights/``, plus ``flags``."""
     argv = [
         "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no-pretrained", "--device", "cpu",
+        "--version", "fssd", "--backbone", "resnet18", "--size", "128", "--no_pretrained", "--device", "cpu",
         "--batch_size", "2", "--workers", "0", "--save_folder", "weights", *flags,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))

@@ -43,7 +43,7 @@ def shapes_root(tmp_path_factory) -> Path:
 def base_args(root: Path, *extra: str) -> list[str]:
     return [
         "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(SHAPES_CLASSES),
-        "--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained",
+        "--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no_pretrained",
         "--batch_size", "2", "--max_iter", str(ITERS), "--warm_iter", "2", "--lr", "0.01", "--workers", "0",
         "--log_interval", "1", "--checkpoint_interval", "4", "--save_folder", "weights", "--run_dir", "run",
         "--device", "cpu", *extra,
@@ -102,9 +102,9 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     evaluated_root = copy_of(shapes_root, tmp_path)
     assert run(workdir, ["--dataset", "custom", "--data_root", str(evaluated_root), "--trained_model", str(checkpoint),
                          "--workers", "0", "--device", "cpu", "--batch_size", "4", "--lr", "0.02",
-                         "--max_iter", "3", "--seed", "4", "--no-pretrained"]) == 0
+                         "--max_iter", "3", "--seed", "4", "--no_pretrained"]) == 0
     out = capsys.readouterr().out
-    assert "with --trained_model the flags --no-pretrained, --lr, --max_iter, --seed are ignored" in out
+    assert "with --trained_model the flags --no_pretrained, --lr, --max_iter, --seed are ignored" in out
     scores = out.split("CUSTOM test: ")[1].splitlines()[0]
     assert scores.startswith("mAP=") and "AP50=" in scores and "AP75=" in scores
     curves = workdir / "eval" / "CUSTOM" / f"{SHAPES_CLASSES[0]}_pr.npz"
@@ -196,10 +196,10 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
 
 def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(shapes_root, trained, tmp_path,
                                                                               monkeypatch, capsys):
-    """No architecture flags and no --no-pretrained: --resume PATH takes the checkpoint's architecture and fetches no
+    """No architecture flags and no --no_pretrained: --resume PATH takes the checkpoint's architecture and fetches no
     ImageNet weights (offline here), as --init_from did."""
     argv = [arg for arg in base_args(shapes_root, "--name", "tuned")
-            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no_pretrained")]
     source = trained / "weights" / CKPT.format("")
     monkeypatch.setattr(_SignalAt, "at", 2)
     monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
@@ -610,10 +610,10 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights_and_architecture
                                                                                  capsys):
     """--init_from alone (no --version/--backbone/--size: the dataset's defaults would be another model) takes the
     checkpoint's architecture and weights; at lr 1e-12 one step leaves the weights where they were. Without
-    --no-pretrained too: the ImageNet weights a custom dataset starts from by default are not fetched (offline here).
+    --no_pretrained too: the ImageNet weights a custom dataset starts from by default are not fetched (offline here).
     --classes in capitals name the same classes (the XML's names are matched ignoring case): the classifier is kept."""
     argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
-            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no-pretrained")]
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE, "--no_pretrained")]
     argv[argv.index("--classes") + 1] = ",".join(SHAPES_CLASSES).upper()
     source = trained / "weights" / CKPT.format("")
     assert run(tmp_path, argv + ["--init_from", str(source)]) == 0

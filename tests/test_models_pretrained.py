@@ -73,7 +73,7 @@ def test_offline_download_raises_one_line_instruction(hub_dir, monkeypatch):
     assert "\n" not in message
     assert "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth" in message
     assert f"place that file at {hub_dir / 'checkpoints' / 'vgg16_bn-6c64b313.pth'}" in message
-    assert "--pretrained PATH" in message and "--no-pretrained" in message
+    assert "--pretrained PATH" in message and "--no_pretrained" in message
     assert isinstance(error.value, RuntimeError)
 
 
@@ -91,7 +91,7 @@ def test_a_damaged_file_in_the_cache_is_one_line_naming_it(hub_dir, damage):
     message = str(error.value)
     assert message.startswith(f"the cached ImageNet weights {cached} cannot be read (") and "\n" not in message
     assert message.endswith("): the file is damaged; delete it so that it is downloaded again, or pass --pretrained "
-                            "PATH to a local state dict, or --no-pretrained to start from random weights")
+                            "PATH to a local state dict, or --no_pretrained to start from random weights")
 
 
 def test_missing_local_file(tmp_path):
@@ -119,7 +119,7 @@ def test_a_file_that_torch_cannot_read_is_one_line_naming_it(tmp_path, content):
         build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
     message = str(error.value)
     assert message.startswith(f"--pretrained {path} is not a file saved by torch.save (")
-    assert message.endswith("); give a torchvision state dict, or pass --no-pretrained") and "\n" not in message
+    assert message.endswith("); give a torchvision state dict, or pass --no_pretrained") and "\n" not in message
 
 
 def test_wrong_architecture_names_the_missing_keys(tmp_path):
@@ -166,7 +166,7 @@ def test_non_finite_weights_are_refused_naming_them(tmp_path, edit, named):
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(ResNet18(), str(path))
     assert str(error.value) == (f"--pretrained {path} holds NaN/inf weights ({named}): the file is damaged; download "
-                                "it again, or pass --no-pretrained")
+                                "it again, or pass --no_pretrained")
 
 
 def test_non_finite_weights_in_the_cache_name_the_cached_file_to_delete(hub_dir):
@@ -180,7 +180,7 @@ def test_non_finite_weights_in_the_cache_name_the_cached_file_to_delete(hub_dir)
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(ResNet18(), True)
     assert str(error.value) == (f"the cached ImageNet weights {cached} hold NaN/inf weights (conv1.weight): the file "
-                                "is damaged; delete it so that it is downloaded again, or pass --no-pretrained")
+                                "is damaged; delete it so that it is downloaded again, or pass --no_pretrained")
 
 
 def test_weights_that_are_not_floating_point_are_refused(tmp_path):
@@ -194,7 +194,7 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path):
         load_backbone_weights(ResNet18(), str(path))
     assert str(error.value) == (f"--pretrained {path} holds weights that are not floating point (conv1.weight "
                                 "torch.int32, bn1.weight torch.int32, bn1.bias torch.int32, ...): the file is damaged "
-                                "or was converted; give torchvision's float weights, or pass --no-pretrained")
+                                "or was converted; give torchvision's float weights, or pass --no_pretrained")
 
 
 def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false(tmp_path):
@@ -207,7 +207,7 @@ def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false
         load_backbone_weights(ResNet18(), str(path))
     assert str(error.value) == (f"--pretrained {path} is not a file saved by torch.save (or it holds objects other "
                                 "than tensors and plain values, which are not loaded); give a torchvision state dict, "
-                                "or pass --no-pretrained")
+                                "or pass --no_pretrained")
 
 
 def test_a_file_the_system_refuses_to_read_is_not_called_damaged(tmp_path, monkeypatch):
@@ -232,4 +232,4 @@ def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(ResNet18(), str(pipe))
     assert str(error.value) == (f"--pretrained {pipe}: not a regular file (a pipe, a device or a socket); give the "
-                                "path of a torchvision state dict (e.g. resnet18-f37072fd.pth) or pass --no-pretrained")
+                                "path of a torchvision state dict (e.g. resnet18-f37072fd.pth) or pass --no_pretrained")

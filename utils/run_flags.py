@@ -89,7 +89,7 @@ UNREAD_FLAGS = {
 # default folder, voc's classes, random backbone weights, training in place of --trained_model's evaluation)
 NON_EMPTY_FLAGS = {
     "trained_model": "a checkpoint file", "eval_results": "the folder or file of saved detections",
-    "init_from": "a checkpoint file", "pretrained": "a backbone state dict file, or --no-pretrained",
+    "init_from": "a checkpoint file", "pretrained": "a backbone state dict file, or --no_pretrained",
     "data_root": "the dataset folder", "classes": "class names (cat,dog) or a file of them", "save_folder": "a folder",
     "run_dir": "a folder", "eval_dir": "a folder", "demo": "image files or folders", "demo_output": "a folder",
     "export_path": "a file name ending in .onnx",
@@ -155,7 +155,7 @@ def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentP
         return "with --max_iter the flag --epochs is ignored" if None not in (args.max_iter, args.epochs) else ""
     given = [flag for flag in vars(args)
              if flag in UNREAD_FLAGS[mode] and getattr(args, flag) != parser.get_default(flag)]
-    names = ["--no-pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
+    names = ["--no_pretrained" if flag == "pretrained" and args.pretrained is False else f"--{flag}" for flag in given]
     if len(names) == 1:
         return f"with --{mode} the flag {names[0]} is ignored"
     return f"with --{mode} the flags {', '.join(names)} are ignored" if names else ""

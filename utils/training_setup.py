@@ -212,7 +212,7 @@ def build_detector_fetching_once(args: argparse.Namespace, num_classes: int,
             failure = error
     raise_if_any_process_failed(failure, ctx, lambda: PretrainedWeightsError(
         "another process of this job could not get the ImageNet weights on its machine; place them in its torch.hub "
-        "cache, or pass --pretrained PATH to a local state dict, or --no-pretrained to start from random weights"))
+        "cache, or pass --pretrained PATH to a local state dict, or --no_pretrained to start from random weights"))
     return model if model is not None else build()
 
 
