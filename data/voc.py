@@ -38,6 +38,7 @@ DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": Tr
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
 SWAPPED_BOX_DROPPED = ("box with swapped coordinates dropped (xmin > xmax + 1 or ymin > ymax + 1 in the XML's 1-based "
                        "pixels: swap them)")
 
@@ -144,6 +145,28 @@ def _annotation_not_found(xml_path: Path) -> DataError:
     return DataError(f"{xml_path}: annotation file not found{hint}")
 
 
+def _parsed_root(xml_path: Path) -> ET.Element:
+    """The root element of the XML file ``xml_path``, also of one in a multi-byte encoding that its declaration names
+    (GBK, Shift_JIS, Big5, ...), which expat cannot decode (it decodes UTF-8, UTF-16 and one-byte encodings): such a
+    file is decoded by Python's codec and parsed as UTF-8. Raises ``ET.ParseError``, ``LookupError`` (an unknown
+    encoding), ``OSError``, and :class:`DataError` naming the file when its bytes are not in the declared encoding."""
+    try:
+        return ET.parse(xml_path).getroot()
+    except ValueError as error:
+        declared = DECLARED_ENCODING.match(xml_path.read_bytes())
+        if isinstance(error, UnicodeError) or declared is None:
+            raise
+    encoding = declared[1].decode("ascii")
+    try:
+        text = xml_path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{xml_path}: not {encoding} text as its XML declaration says (byte "
+                        f"{error.object[error.start]:#04x} at offset {error.start}); save the file as UTF-8") from None
+    parser = ET.XMLParser(encoding="utf-8")  # overrides the declaration
+    parser.feed(text.encode("utf-8"))
+    return parser.close()
+
+
 def _xml_root(xml_path: Path) -> ET.Element:
     """The ``<annotation>`` root of ``xml_path``; :class:`DataError` naming the file (and line) when it is missing,
     not a regular file (a named pipe would block the read forever), unreadable, malformed, in an unknown encoding or
@@ -154,7 +177,7 @@ def _xml_root(xml_path: Path) -> ET.Element:
     if problem is not None:
         raise DataError(f"{xml_path}: annotation file {problem}")
     try:
-        root = ET.parse(xml_path).getroot()
+        root = _parsed_root(xml_path)
     except FileNotFoundError:
         raise _annotation_not_found(xml_path) from None
     except ET.ParseError as error:

@@ -721,6 +721,22 @@ def test_xml_encodings_declared_are_read_and_undeclared_ones_name_the_file(tmp_p
     assert re.search(r"c\.xml: unknown encoding: klingon in the XML declaration", str(error.value))
 
 
+
+def test_xml_in_a_declared_multi_byte_encoding_is_read_and_a_wrong_declaration_names_the_file(tmp_path):
+    # expat decodes UTF-8, UTF-16 and one-byte encodings only: ET.parse of a GBK file raised a bare ValueError
+    # ("multi-byte encodings are not supported"), which main.py printed without the file's name
+    declared = '<?xml version="1.0" encoding="{}"?>' + voc_xml(64, 48, [("猫", (2, 3, 10, 12), 0)])
+    root = write_voc_folder(tmp_path, {"a": "", "b": "", "c": ""}, {"trainval": ["a", "b"], "test": ["c"]})
+    (root / "Annotations/a.xml").write_bytes(declared.format("GBK").encode("gbk"))
+    (root / "Annotations/b.xml").write_bytes(declared.format("Shift_JIS").encode("shift_jis"))
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes=["猫"])
+    for truth in dataset.ground_truth():
+        assert truth["labels"].tolist() == [0] and truth["boxes"].tolist() == [[2, 3, 10, 12]]
+    (root / "Annotations/c.xml").write_bytes(declared.format("Big5").encode("utf-8"))  # declared wrongly
+    with pytest.raises(DataError, match=r"c\.xml: not Big5 text as its XML declaration says \(byte 0x\w\w at offset "
+                                        r"\d+\); save the file as UTF-8 \(listed in .*test\.txt\)"):
+        build_dataset("custom", "test", 64, data_root=str(root), classes=["猫"])
+
 @pytest.mark.parametrize("text, difficult",
                          [("1", True), (" TRUE ", True), ("false", False), ("0", False), ("", False)])
 def test_difficult_accepts_0_1_true_false(tmp_path, text, difficult):
