@@ -16,7 +16,7 @@ from data.dataset import DetectionDataset
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text, unusable_list_problem
 from utils.messages import preview_names
 from utils.names import compose_name, folded_name, same_classes
 
@@ -126,8 +126,13 @@ def voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
 
     test: ``test.txt``, else ``val.txt``. train: ``trainval.txt``, else ``train.txt``; but ``train.txt`` whenever the
     test split reads ``val.txt``, since in the VOC layout ``trainval = train + val`` would train on the test images.
+    :class:`DatasetNotFoundError` for a split without a list, and for any of those four lists that is there but cannot
+    be read (a broken symbolic link, a folder: :func:`data.voc.unusable_list_problem`), as it could change the choice.
     """
     lists = folder / "ImageSets" / "Main"
+    for name in (*VOC_LISTS["train"], *VOC_LISTS["test"]):  # which lists are there decides which one a split reads
+        if problem := unusable_list_problem(lists / f"{name}.txt"):
+            raise DatasetNotFoundError(problem)
     present = [name for name in (*VOC_LISTS["train"], *VOC_LISTS["test"]) if (lists / f"{name}.txt").is_file()]
     test = next((name for name in VOC_LISTS["test"] if name in present), None)
     if split == "train" and test == "val" and "train" in present:

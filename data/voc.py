@@ -459,7 +459,7 @@ def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     another form and the ids listed more than once (which would count their objects twice in the test split).
     """
     if not list_file.is_file():
-        raise DatasetNotFoundError(f"{list_file} not found: {download_hint}")
+        raise DatasetNotFoundError(unusable_list_problem(list_file) or f"{list_file} not found: {download_hint}")
     lines_of: dict[str, list[int]] = {}
     problems = []
     for line_number, line in enumerate(read_utf8_text(list_file).splitlines(), start=1):
@@ -481,6 +481,14 @@ def read_image_list(list_file: Path, download_hint: str) -> list[str]:
     if problems:
         raise DataError(format_problems(f"image list {list_file}", problems))
     return list(lines_of)
+
+
+def unusable_list_problem(list_file: Path) -> str | None:
+    """``<list_file>: image list file is a broken symbolic link (...)`` (or another :func:`file_type_problem`: a
+    folder, a named pipe, a link loop) when ``list_file`` is there but cannot be read as a list, as the lists of a
+    git-annex or DVC dataset whose files were not fetched; ``None`` for a regular file or a missing one."""
+    problem = file_type_problem(list_file)
+    return None if problem in (None, "not found") else f"{list_file}: image list file {problem}"
 
 
 def _annotation_named(list_file: Path, name: str) -> bool:

@@ -15,7 +15,7 @@ from data import (
 )
 from data.dataset import DEGENERATE_BOX_DROPPED, IMAGE_EXTENSIONS, read_image
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
-from data.voc import SWAPPED_BOX_DROPPED, FileFinder, from_devkit_pixels
+from data.voc import SWAPPED_BOX_DROPPED, FileFinder, from_devkit_pixels, read_image_list
 from data.voc_eval import evaluate_voc
 
 
@@ -359,6 +359,25 @@ def test_broken_symbolic_links_are_named_as_such_with_their_target(tmp_path):
             f"{tmp_path / 'missing/b.xml'}, which does not exist)") in str(error.value)
     with pytest.raises(DataError, match=r"a\.jpg: image file is a broken symbolic link \(to "):
         read_image(root / "JPEGImages" / "a.jpg")
+
+
+def test_an_image_list_that_is_a_broken_link_is_named_as_such_not_skipped(tmp_path):
+    """Under git-annex the lists are links too: trainval.txt was reported "not found" (which `ls` contradicts), or,
+    with train.txt fetched, silently replaced by that smaller list."""
+    root = write_voc_folder(tmp_path, {"a": [], "b": [], "c": []}, {"train": ["a"], "val": ["b"], "test": ["c"]})
+    lists = root / "ImageSets" / "Main"
+    os.symlink("../../.git/annex/objects/trainval.txt", lists / "trainval.txt")
+    broken = (f"{lists / 'trainval.txt'}: image list file is a broken symbolic link (to "
+              f"{root / '.git/annex/objects/trainval.txt'}, which does not exist): fetch or copy its target, or "
+              "replace the link with the file itself")
+    for split in ("train", "test"):  # the test split's lists decide which list the train split reads
+        with pytest.raises(DatasetNotFoundError) as error:
+            build_dataset("custom", split, 64, data_root=str(root), classes=["cat"])
+        assert str(error.value) == broken
+    (lists / "trainval.txt").unlink()
+    (lists / "trainval.txt").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"trainval\.txt: image list file is a folder, not a regular file"):
+        read_image_list(lists / "trainval.txt", "re-run data/scripts/VOC2007.sh")  # a VOCdevkit's fixed lists
 
 
 def test_a_folder_named_as_the_image_is_named_as_a_folder(tmp_path):
