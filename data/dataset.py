@@ -277,11 +277,14 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of the stored pixels from the image header only (for annotations that do not give the size):
     for a TIFF, its width and length tags, as Pillow 11 and later give the size after the orientation tag instead.
 
-    Raises :class:`DataError` naming the file when the header is unreadable or gives more pixels than PIL's limit.
+    Raises :class:`DataError` naming the file when it is empty, its header is unreadable or gives more pixels than
+    PIL's limit.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if os.stat(path).st_size == 0:  # PIL: "cannot identify image file"
+            raise DataError(f"{path}: image file is empty; re-download or re-encode the file")
         with _pil_header(path) as image:
             if image.format == "TIFF":
                 return image.tag_v2[_TIFF_IMAGE_LENGTH], image.tag_v2[_TIFF_IMAGE_WIDTH]
@@ -291,7 +294,7 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
         pixels, limit = (int(numbers[1]), int(numbers[2])) if numbers else (None, 2 * (Image.MAX_IMAGE_PIXELS or 0))
         raise DataError(pixel_limit_message(path, limit, pixels)) from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read the image header ({error})") from None
+        raise DataError(f"{path}: cannot read the image header ({error}); re-download or re-encode the file") from None
 
 
 def exif_orientation(path: str | Path) -> int | None:

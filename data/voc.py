@@ -603,7 +603,7 @@ def _read_listed_image(
         try:
             parsed.height, parsed.width = image_header_size(image_path)
         except DataError as error:
-            problems.append(str(error))
+            problems.append(f"{error} (its size is read from the image, as {xml_path} has no <size>)")
             return None
     return _ReadImage(image_id, xml_path, parsed, image_path)
 

@@ -593,6 +593,22 @@ def test_xml_without_size_reads_the_image_header(tmp_path):
     assert build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"]).image_size(0) == (30, 70)
 
 
+def test_xml_without_size_whose_image_header_cannot_be_read_says_why_it_is_read_and_the_fix(tmp_path):
+    """The error was PIL's "cannot read the image header (cannot identify image file ...)", also for an empty file,
+    without saying why the header was read (the dataset is built before --check_data decodes anything) or the fix."""
+    xml = voc_xml(0, 0, [("cat", (1, 1, 10, 10), 0)], size=False)
+    root = write_voc_folder(tmp_path, {"empty": xml, "junk": xml}, {"trainval": ["empty", "junk"]})
+    (root / "JPEGImages/empty.jpg").write_bytes(b"")
+    (root / "JPEGImages/junk.jpg").write_bytes(b"<html>404</html>")
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    size_read = "; re-download or re-encode the file (its size is read from the image, as {} has no <size>)"
+    assert (f"{root / 'JPEGImages/empty.jpg'}: image file is empty"
+            + size_read.format(root / "Annotations/empty.xml")) in str(error.value)
+    assert re.search(rf"{root / 'JPEGImages/junk.jpg'}: cannot read the image header \(cannot identify image file "
+                     rf".*\){re.escape(size_read.format(root / 'Annotations/junk.xml'))}", str(error.value))
+
+
 def test_a_size_written_as_a_float_is_read_and_a_fractional_or_negative_one_is_an_error(tmp_path):
     """LabelImg and CVAT write whole numbers, some tools "128.0": both are read. A fraction (truncated before) or a
     negative side (the image header read before) is a size no image has: an error naming the XML and the tag."""
