@@ -65,7 +65,9 @@ def is_truncated_jpeg(data: np.ndarray) -> bool:
     Walks the marker segments from the start as a decoder does: length-prefixed segments (an EXIF thumbnail's own
     ``FFD9`` included) are skipped, the entropy-coded data after each start-of-scan runs to the next marker, and
     bytes between segments are skipped up to the next ``FF``. Bytes after the end-of-image marker (padding, a camera's
-    trailer) are allowed. OpenCV decodes a truncated file partially and only warns on stderr.
+    trailer) are allowed. OpenCV decodes a truncated file partially and only warns on stderr. A segment whose length
+    runs past the end of a file that still holds an end-of-image marker after it has a damaged length, not a cut: the
+    file is not called truncated (OpenCV then reports it undecodable).
     """
     buffer = data.tobytes()
     if not buffer.startswith(_JPEG_START):
@@ -87,7 +89,10 @@ def is_truncated_jpeg(data: np.ndarray) -> bool:
             continue
         if position + 2 > size:
             return True
+        segment = position
         position += int.from_bytes(buffer[position:position + 2], "big")  # the length counts its own 2 bytes
+        if position >= size:  # cut inside the segment, or a damaged length: whole if the end marker is still there
+            return buffer.find(b"\xff\xd9", segment) < 0
         if code == _START_OF_SCAN:
             scan_end = _SCAN_END.search(buffer, position)
             if scan_end is None:

@@ -42,6 +42,23 @@ def test_truncated_jpeg_is_detected_although_opencv_decodes_it(tmp_path):
         read_image(path)
 
 
+def test_a_whole_jpeg_whose_header_is_damaged_is_undecodable_not_truncated(tmp_path):
+    """A damaged segment length that runs past the end of the file made the marker walk call a whole file (its
+    end-of-image marker there) "truncated JPEG (no end-of-image marker FFD9)"; the same file cut short still is."""
+    image = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    data = bytearray(cv2.imencode(".jpg", image)[1].tobytes())
+    huffman_table = data.index(b"\xff\xc4")
+    data[huffman_table + 2:huffman_table + 4] = (0xFFF0).to_bytes(2, "big")  # its length, past the end of the file
+    damaged, cut = tmp_path / "damaged.jpg", tmp_path / "cut.jpg"
+    damaged.write_bytes(bytes(data))
+    cut.write_bytes(bytes(data[:-100]))
+    with pytest.raises(DataError) as error:
+        read_image(damaged)
+    assert str(error.value).startswith(f"{damaged}: OpenCV cannot decode the file as an image")
+    with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker FFD9\)"):
+        read_image(cut)
+
+
 def test_jpeg_with_trailing_zero_padding_is_accepted(tmp_path):
     path = tmp_path / "padded.jpg"
     image = write_jpeg(path)
