@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,11 +137,17 @@ def _not_utf8_hint(xml_path: Path) -> str:
 
 
 def _annotation_not_found(xml_path: Path) -> DataError:
-    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id ends with an image or XML extension
-    (a list of file names, ``000001.jpg`` or ``000001.xml`` as ``ls`` writes them, where image ids go)."""
-    stem, extension = os.path.splitext(xml_path.name.removesuffix(".xml"))
+    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id holds an invisible character (a control
+    or format character: a UTF-8 byte-order mark inside a list, a zero-width space) or ends with an image or XML
+    extension (a list of file names, ``000001.jpg`` or ``000001.xml`` as ``ls`` writes them, where image ids go)."""
+    image_id = xml_path.name.removesuffix(".xml")
+    stem, extension = os.path.splitext(image_id)
+    invisible = [f"U+{ord(char):04X}" for char in dict.fromkeys(image_id) if unicodedata.category(char) in ("Cc", "Cf")]
     hint = ""
-    if stem and extension.lower() in (*IMAGE_EXTENSIONS, ".xml"):
+    if invisible:
+        hint = (f" (the image id {image_id!r} holds the invisible character(s) {', '.join(invisible)}, as a byte-order "
+                "mark where lists were joined, or a zero-width space: remove them from the list)")
+    elif stem and extension.lower() in (*IMAGE_EXTENSIONS, ".xml"):
         hint = f" (image ids are file names without extension: write {stem})"
     return DataError(f"{xml_path}: annotation file not found{hint}")
 

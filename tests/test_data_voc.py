@@ -500,6 +500,23 @@ def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
     assert str(error.value).endswith(f"{root / 'Annotations/a.b.xml'}: annotation file not found {listed}")
 
 
+def test_an_image_id_with_an_invisible_character_names_it(tmp_path):
+    """Lists joined with `cat` keep each file's UTF-8 byte-order mark at the start of a line, and ids pasted from a
+    web page can hold a zero-width space: the error printed `Annotations/b.xml: annotation file not found` (the
+    character invisible) of a b.xml that is there."""
+    samples = {name: [("cat", (1, 1, 10, 10), 0)] for name in ("a", "b", "c", "d")}
+    root = write_voc_folder(tmp_path, samples, {"trainval": ["a"]})
+    list_file = root / "ImageSets/Main/trainval.txt"
+    list_file.write_bytes(b"\xef\xbb\xbfa\n\xef\xbb\xbfb\nc\xe2\x80\x8b\nd\x1a\n")  # BOM, BOM, zero-width space, ^Z
+    with pytest.raises(DataError, match="3 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    for image_id, code in (("b", "U+FEFF"), ("c", "U+200B"), ("d", "U+001A")):
+        written = next(line for line in list_file.read_text("utf-8-sig").splitlines() if image_id in line)
+        assert (f"{root / 'Annotations' / written}.xml: annotation file not found (the image id {written!r} holds the "
+                f"invisible character(s) {code}, as a byte-order mark where lists were joined, or a zero-width "
+                f"space: remove them from the list) (listed in {list_file})") in str(error.value)
+
+
 @pytest.mark.parametrize("content", ["", "\n  \n"])
 def test_a_list_of_no_image_id_is_an_error_naming_the_list(tmp_path, content):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": [], "test": ["a"]})
