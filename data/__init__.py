@@ -33,6 +33,7 @@ DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 DEFAULT_ROOTS = {
     "voc": DATASETS_DIR / "VOCdevkit", "coco": DATASETS_DIR / "coco2017", "shapes": DATASETS_DIR / "shapes"
 }
+INVISIBLE_IN_NAMES = frozenset("\ufeff\u200b\u2060")  # byte-order mark, zero-width space, word joiner
 VOC_YEAR_FOLDER = re.compile(r"VOC\d{4}")
 # list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the
 # test list)
@@ -42,8 +43,8 @@ VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list, a name with a control character or a slash, or a file's line holding a comma or a
-    comment after its name."""
+    empty or repeating list, a name with a control or invisible character or a slash, or a file's line holding a
+    comma or a comment after its name."""
     path = Path(arg)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -67,7 +68,7 @@ def parse_class_list(arg: str) -> list[str]:
         where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
         raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
     else:
-        source = f"--classes {arg!r}" if _control_characters(arg) else f"--classes {arg}"
+        source = f"--classes {arg!r}" if _control_characters(arg) or _invisible_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
         line_numbers = None
     if not names:
@@ -90,9 +91,17 @@ def _control_characters(text: str) -> list[str]:
     return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if unicodedata.category(char) == "Cc"]
 
 
+def _invisible_characters(text: str) -> list[str]:
+    """The characters of ``text`` that print as nothing and belong to no name, as ``U+XXXX``: a byte-order mark
+    (U+FEFF, left at a line's start where UTF-8 files were joined), zero-width space (U+200B), word joiner (U+2060).
+    The zero-width (non-)joiners U+200C / U+200D are not among them: they write words of Persian and Indic scripts."""
+    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if char in INVISIBLE_IN_NAMES]
+
+
 def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
-    (a file in another encoding, or a stray escape), which no annotation can match and no log can print, or with a
+    (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
+    invisible one (:func:`_invisible_characters`), which would match no annotation's name printed alike, or with a
     comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name goes)."""
     for where, name in names:
         if "," in name:
@@ -101,6 +110,9 @@ def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
         if found:
             raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "
                             "give plain names (a class file must be UTF-8 text, one name per line)")
+        if found := _invisible_characters(name):
+            raise DataError(f"{where}: class name {name!r} contains the invisible character(s) {', '.join(found)} (a "
+                            "byte-order mark where files were joined, a zero-width space): remove them")
         if "/" in name or "\\" in name:
             raise DataError(f"{where}: class name {name!r} contains a slash, but each class names a VOC results "
                             "file (comp4_det_test_<class>.txt); rename the class in --classes and in the XML files")

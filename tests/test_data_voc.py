@@ -1079,6 +1079,23 @@ def test_a_class_file_with_nul_or_control_characters_is_an_error_naming_the_file
         parse_class_list("cat,d\x07og")
 
 
+def test_a_class_name_with_an_invisible_character_is_an_error_naming_the_line(tmp_path):
+    """Class files joined with `cat` keep each one's byte-order mark: '\\ufeffdog' matched no XML's dog, and the error
+    read "unknown class 'dog' (classes: cat, dog)", the mark invisible. ZWNJ / ZWJ, which write some languages'
+    words, stay allowed."""
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("cat\n\ufeffdog\nمی\u200cخواهم\n".encode("utf-8-sig"))
+    with pytest.raises(DataError) as error:
+        parse_class_list(str(classes))
+    assert str(error.value) == (f"{classes}:2: class name '\\ufeffdog' contains the invisible character(s) U+FEFF (a "
+                                "byte-order mark where files were joined, a zero-width space): remove them")
+    with pytest.raises(DataError, match=r"^--classes 'cat,dog\\u200b': class name 'dog\\u200b' contains the "
+                                        r"invisible character\(s\) U\+200B"):
+        parse_class_list("cat,dog\u200b")
+    classes.write_text("cat\nمی\u200cخواهم\n")
+    assert parse_class_list(str(classes)) == ["cat", "می\u200cخواهم"]
+
+
 @pytest.mark.parametrize("how", ["relative", "absolute", "symlink"])
 def test_a_train_annotation_using_a_test_image_through_its_filename_is_an_error(tmp_path, how):
     """a.jpg is missing, so a.xml's <filename> names its image: the test image b.jpg (by name, by absolute path, or a
