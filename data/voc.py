@@ -160,12 +160,13 @@ def _parsed_root(xml_path: Path) -> ET.Element:
     try:
         return ET.parse(xml_path).getroot()
     except ValueError as error:
-        declared = DECLARED_ENCODING.match(xml_path.read_bytes())
+        data = xml_path.read_bytes()
+        declared = DECLARED_ENCODING.match(data)
         if isinstance(error, UnicodeError) or declared is None:
             raise
     encoding = declared[1].decode("ascii")
     try:
-        text = xml_path.read_bytes().decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as error:
         raise DataError(f"{xml_path}: not {encoding} text as its XML declaration says (byte "
                         f"{error.object[error.start]:#04x} at offset {error.start}); save the file as UTF-8") from None
