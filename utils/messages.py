@@ -23,10 +23,10 @@ def preview_names(names: Sequence[str], limit: int = 4) -> str:
 
 def counted(number: int, noun: str) -> str:
     """``number`` and ``noun``, plural unless ``number`` is 1, by the English rule for regular nouns: "1 image",
-    "0 images", "3 classes", "2 processes", "2 drawn copies"."""
+    "0 images", "3 classes", "2 processes", "2 drawn copies"; "epoch", whose "ch" sounds as "k", takes "s"."""
     if number == 1:
         return f"{number} {noun}"
-    if noun.endswith(("s", "x", "ch", "sh")):
+    if noun.endswith(("s", "x", "ch", "sh")) and not noun.endswith("epoch"):
         return f"{number} {noun}es"
     if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
         return f"{number} {noun[:-1]}ies"
