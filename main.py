@@ -56,7 +56,7 @@ from utils.export import export_onnx
 from utils.inference import evaluate_results_file, format_metrics, results_to_score
 from utils.logging import RunLog
 from utils.messages import counted, first_line
-from utils.run_data import check_splits, make_dataset
+from utils.run_data import check_recorded_shapes_set, check_splits, make_dataset
 from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name
 from utils.run_exit import (
     EXIT_BAD_INPUT,
@@ -78,6 +78,7 @@ from utils.run_flags import (
     evaluated_class_order,
     fill_dataset_defaults,
     requested_architecture,
+    summary_beside,
     take_architecture_from_checkpoint,
     take_dataset_from_summary,
     take_evaluation_settings_from_checkpoint,
@@ -248,7 +249,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             check_architecture(args.init_from, init_state["config"], requested_architecture(args))
             take_architecture_from_checkpoint(args, init_state["config"])
         resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
-        resumed_with = ""
+        resumed_with, data_root_given = "", args.data_root  # given, or taken below from a checkpoint or summary
         if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
             taken_flags = take_run_from_checkpoint(args, resume_state["config"])
             check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
@@ -264,8 +265,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                     taken = take_nms_thresh_from_checkpoint(args, trained_state["config"])
             else:
                 taken = take_evaluation_settings_from_checkpoint(args, trained_state["config"])
+                check_recorded_shapes_set(args, data_root_given, args.trained_model)
         if args.eval_results:
             taken = take_dataset_from_summary(args)
+            check_recorded_shapes_set(args, data_root_given, str(summary_beside(Path(args.eval_results))))
         fill_dataset_defaults(args)
         if args.workers > 0:
             single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)

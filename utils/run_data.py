@@ -12,6 +12,7 @@ import numpy as np
 
 from data import COCODetection, DataError, build_dataset
 from data.dataset import DetectionDataset
+from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.logging import RunLog
 from utils.messages import counted
 from utils.names import folded_name, same_classes
@@ -25,6 +26,20 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes, class_order=class_order)
+
+
+def check_recorded_shapes_set(args: argparse.Namespace, data_root_given: str | None, source: str) -> None:
+    """``--dataset shapes`` whose ``--data_root`` was taken from ``source`` (a checkpoint's config, an evaluation's
+    ``summary.json``) rather than given (``data_root_given``): refuse a folder that holds no complete shapes set now
+    (moved or deleted), where building the dataset would generate seed 0's default set, other images than the run's
+    unless it used that one, and score them without a word. Raises :class:`DataError`."""
+    root = args.data_root
+    if args.dataset != "shapes" or root is None or root == data_root_given or generated_set_arguments(root):
+        return
+    raise DataError(f"{source} records the shapes set in --data_root {root}, which holds none now (moved or "
+                    f"deleted): give --data_root the folder that holds it now; --dataset shapes --data_root {root} "
+                    f"generates seed 0's default set there ({DEFAULT_NUM_TRAINVAL} + {DEFAULT_NUM_TEST} images), "
+                    "another set unless the run used that one")
 
 
 def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
