@@ -185,6 +185,17 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
         load_checkpoint(pickled)
 
 
+def test_an_empty_file_is_named_as_such(tmp_path):
+    """A 0-byte file (an interrupted copy or download, a touch) was "cannot read checkpoint X (EOFError)"."""
+    empty = tmp_path / "run.pth"
+    empty.touch()
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(empty, source="--trained_model")
+    assert str(error.value) == (f"checkpoint {empty} is empty (0 bytes): a copy or download of it that did not "
+                                "complete, not a file main.py saved (it writes its checkpoints whole); pass the "
+                                ".pth file main.py saved")
+
+
 def test_a_plain_pickle_file_is_refused_in_one_line_without_torchs_warning(tmp_path):
     """pickle.dump's file (protocol 4, Python's default) made torch.load warn first, on stderr, that it "detected
     pickle protocol 4" and to "please file an issue", before the refusal: two lines of noise naming torch's code."""

@@ -165,10 +165,11 @@ def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path 
     where ``path`` came from (e.g. ``--trained_model``), for the message when it does not exist.
 
     Raises :class:`CheckpointError`, one line naming the file and what to do, for a path that is missing or not a
-    regular file, a file that cannot be read or is not one main.py wrote (a bare state dict, another format version),
-    and content main.py never writes: a missing or mistyped entry, an iteration outside 0..max_iter, architecture
-    flags it would refuse, class names that are not distinct text or not as many as the classifier scores, model
-    entries that are not floating-point tensors (BatchNorm's batch counters aside) or hold NaN/inf.
+    regular file, an empty file, a file that cannot be read or is not one main.py wrote (a bare state dict, another
+    format version), and content main.py never writes: a missing or mistyped entry, an iteration outside
+    0..max_iter, architecture flags it would refuse, class names that are not distinct text or not as many as the
+    classifier scores, model entries that are not floating-point tensors (BatchNorm's batch counters aside) or hold
+    NaN/inf.
     """
     path = Path(path)
     if path.is_dir():
@@ -182,6 +183,10 @@ def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path 
                               "run's command without --resume (which removes that file)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check {source}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a copy or download of it that did not complete, "
+                              "not a file main.py saved (it writes its checkpoints whole); pass the .pth file main.py "
+                              "saved")
     try:
         with warnings.catch_warnings():  # torch warns of a file it then refuses (a plain pickle): one line says it
             warnings.simplefilter("ignore")
