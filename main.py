@@ -303,6 +303,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     except StoppedByAnotherProcess as error:
         log_error(ctx, f"stopped: {error}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
+    except KeyboardInterrupt:  # Ctrl-C before a mode's own handling (training's first iteration, the evaluation)
+        log_error(ctx, "interrupted (Ctrl-C) before it had anything to save; run the same command again")
+        return EXIT_INTERRUPTED
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise

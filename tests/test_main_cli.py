@@ -15,7 +15,7 @@ from utils import training_run
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
 from utils.run_evaluation import eval_folder, evaluated_run_name
-from utils.run_exit import EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
+from utils.run_exit import EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
 from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
@@ -871,3 +871,26 @@ def test_a_run_too_short_for_its_warm_up_names_the_flag_that_sets_its_length():
             check_run_length(args, 10)
         assert str(error.value) == ("--warm_iter 20 must be shorter than the run (10 iterations); lower --warm_iter "
                                     f"or raise {length_flag}")
+
+
+@pytest.mark.parametrize("mode", [[], ["--trained_model", "w.pth"]])
+def test_ctrl_c_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data was read (generating the shapes set, 30 s on first use; reading VOC's XML files or COCO's
+    json) or the model built printed a KeyboardInterrupt traceback from wherever it landed: the run's own handlers only
+    start with its first iteration, or with the evaluation."""
+    import data.shapes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", interrupted)
+    if mode:
+        from tests.tiny_checkpoint import write_tiny_checkpoint
+
+        mode = ["--trained_model", str(write_tiny_checkpoint(tmp_path / "w.pth"))]
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    assert cli.main(parse(*argv, *folders, *mode)) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == "interrupted (Ctrl-C) before it had anything to save; run the same command again\n"
