@@ -330,6 +330,21 @@ def test_demo_skips_unreadable_files_by_name(checkpoint, photos, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.json", "tall.jpg", "wide.jpg"]
 
 
+def test_images_behind_broken_links_are_named_skipped_and_counted(checkpoint, photos, tmp_path, capsys):
+    """Links to a drive that is not mounted were left out as if absent: a folder of them "holds no image files
+    (0 other files)", one given by name had "no such file or folder", and among good images they were not counted."""
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "a.jpg").symlink_to(tmp_path / "unmounted" / "a.jpg")
+    assert collect_images(str(album)) == collect_images(str(album / "*.jpg")) == [album / "a.jpg"]
+    assert collect_images(str(album / "a.jpg")) == [album / "a.jpg"]
+    (photos / "linked.jpg").symlink_to(tmp_path / "unmounted" / "b.jpg")
+    summary = run_demo(checkpoint, str(photos), tmp_path / "out", score_thresh=0.5)
+    assert (summary["images"], summary["unreadable"]) == (2, 1)
+    assert (f"skipped unreadable image: {photos / 'linked.jpg'}: image file is a broken symbolic link (to "
+            f"{tmp_path / 'unmounted' / 'b.jpg'}, which does not exist)") in capsys.readouterr().err
+
+
 def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
     before = {path.name: path.read_bytes() for path in photos.iterdir()}
     with pytest.raises(DemoInputError, match=rf"--demo_output {photos} holds input images \(tall\.jpg, \.\.\.\): "

@@ -74,10 +74,10 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     """The image files named by ``sources``, in order, without duplicates (one file named twice, also as
     ``photos/a.jpg`` and ``/home/me/photos/a.jpg`` or through a link, is kept once, as first named).
 
-    A file is taken whatever its suffix (an unreadable one is reported later); a folder gives its files with an
-    image suffix (:data:`IMAGE_EXTENSIONS`, any case), sorted; a glob gives its matching image files, sorted
-    (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a path the system does
-    not let us look into (no permission), a folder or glob without images, or no source at all.
+    A file is taken whatever its suffix (an unreadable one is reported later, as is a link to no file); a folder
+    gives its files with an image suffix (:data:`IMAGE_EXTENSIONS`, any case), sorted; a glob gives its matching image
+    files, sorted (``**`` descends into sub-folders). Raises :class:`DemoInputError` for a missing path, a path the
+    system does not let us look into (no permission), a folder or glob without images, or no source at all.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -95,20 +95,25 @@ def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return list(found.values())
 
 
+def _file_or_broken_link(path: Path) -> bool:
+    """A regular file, or a link to none (its reading names it as such; a pipe or a device is never read)."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
 def _expand(source: str) -> list[Path]:
     path = Path(source)
-    if path.is_file():
+    if _file_or_broken_link(path):
         return [path]
     suffixes = ", ".join(IMAGE_EXTENSIONS)
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir()) if p.is_file()]
+        files = [p for p in sorted(path.iterdir()) if _file_or_broken_link(p)]
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not images:
             raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files)"
                                  + (_images_below(path) or f"; images need one of the suffixes {suffixes}"))
         return images
     if any(character in source for character in GLOB_CHARACTERS):
-        matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
+        matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if _file_or_broken_link(Path(p))]
         images = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not images:
             raise DemoInputError(f"--demo {source}: the pattern matches no image files ({len(matches)} other files); "
