@@ -408,6 +408,21 @@ def test_check_same_length_compares_iterations_however_given():
         check_same_length("w.pth", 1000, 2000)
 
 
+def test_the_init_from_advice_quotes_a_path_the_shell_would_split(tmp_path):
+    """"--init_from my runs/w.pth" was given to copy: the shell reads it as --init_from my, then a stray runs/w.pth."""
+    path = "my runs/wëights.pth"
+    advice = "start a new run from its weights with --init_from 'my runs/wëights.pth'"
+    with pytest.raises(CheckpointError, match=re.escape(advice)):
+        check_same_length(path, 1000, 2000)
+    with pytest.raises(CheckpointError, match=re.escape(advice)):
+        check_same_run(path, {"train_images": 16}, {"train_images": 17})
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer.state[model.weight]["momentum_buffer"] = torch.full((1, 2), float("nan"))
+    with pytest.raises(CheckpointError, match=re.escape(advice)):
+        check_optimizer_state(path, model, optimizer)
+
+
 def test_check_compatible_refuses_another_anchor_size_and_accepts_a_checkpoint_without_a_key():
     classes = ["circle", "square"]
     saved = {"version": "pafpn", "backbone": "vgg16", "size": 320, "base_anchor_size": 24.0}

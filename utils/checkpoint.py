@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import random
+import shlex
 import tempfile
 import time
 import warnings
@@ -320,8 +321,7 @@ def check_optimizer_state(path: str | os.PathLike, model: torch.nn.Module, optim
     buffers = {f"{key} of {names.get(id(parameter), '?')}": (value, parameter)
                for parameter, state in optimizer.state.items() for key, value in state.items()
                if isinstance(value, torch.Tensor) and value.dim() > 0}
-    advice = ("a damaged or edited file: resume an earlier checkpoint with --resume PATH, or start a new run from its "
-              f"weights with --init_from {path}")
+    advice = f"a damaged or edited file: resume an earlier checkpoint with --resume PATH, or {init_from_advice(path)}"
     for what, (value, parameter) in buffers.items():
         if value.shape != parameter.shape:
             raise CheckpointError(f"{path} cannot be resumed: its optimizer state does not fit the model ({what} has "
@@ -421,7 +421,7 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
                       if key == "train_images" else "a run on other training annotations (images, boxes or labels)")
             raise CheckpointError(
                 f"{path} was saved by {change}: the training set changed, so the run cannot continue exactly; "
-                f"restore that set, or start a new run from its weights with --init_from {path}"
+                f"restore that set, or {init_from_advice(path)}"
             )
         if key == "world_size":
             raise CheckpointError(_other_process_count(path, saved_config[key], config.get(key)))
@@ -454,8 +454,13 @@ def check_same_length(path: str | os.PathLike, saved_max_iter: int, max_iter: in
 
 def _fork(path: str | os.PathLike) -> str:
     """The advice for a checkpoint that cannot be resumed with this run's flags."""
-    return (f"start a new run from its weights with --init_from {path} (a fresh optimizer and schedule, to train "
-            "longer, say)")
+    return f"{init_from_advice(path)} (a fresh optimizer and schedule, to train longer, say)"
+
+
+def init_from_advice(path: str | os.PathLike, weights: str = "its weights") -> str:
+    """The advice to start a new run from the ``weights`` of the checkpoint ``path``, the path quoted for the shell
+    (one with a space, say), as in the other commands the messages give."""
+    return f"start a new run from {weights} with --init_from {shlex.quote(str(path))}"
 
 
 def _differs(wanted: Any, have: Any) -> bool:

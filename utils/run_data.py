@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,9 +38,9 @@ def check_recorded_shapes_set(args: argparse.Namespace, data_root_given: str | N
     if args.dataset != "shapes" or root is None or root == data_root_given or generated_set_arguments(root):
         return
     raise DataError(f"{source} records the shapes set in --data_root {root}, which holds none now (moved or "
-                    f"deleted): give --data_root the folder that holds it now; --dataset shapes --data_root {root} "
-                    f"generates seed 0's default set there ({DEFAULT_NUM_TRAINVAL} + {DEFAULT_NUM_TEST} images), "
-                    "another set unless the run used that one")
+                    "deleted): give --data_root the folder that holds it now; --dataset shapes --data_root "
+                    f"{shlex.quote(root)} generates seed 0's default set there ({DEFAULT_NUM_TRAINVAL} + "
+                    f"{DEFAULT_NUM_TEST} images), another set unless the run used that one")
 
 
 def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:

@@ -25,6 +25,7 @@ from utils.checkpoint import (
     check_same_length,
     check_same_run,
     check_writable_folder,
+    init_from_advice,
     restore_rng_state,
 )
 from utils.distributed import DistributedContext, broadcast_object, raise_if_any_process_failed
@@ -70,7 +71,7 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
     if is_best_checkpoint(state):
         raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
                               f"{state['iteration']}), not a training state to resume: --resume the run's own "
-                              f"checkpoint, or start a new run from these weights with --init_from {path}")
+                              f"checkpoint, or {init_from_advice(path, 'these weights')}")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -79,8 +80,8 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
         restore_rng_state(state["rng"])
     except KeyError as error:
         raise CheckpointError(f"{path} cannot be resumed: it has no {error.args[0]!r} entry (a damaged or edited "
-                              "file); resume an earlier checkpoint with --resume PATH, or start a new run from its "
-                              f"weights with --init_from {path}") from error
+                              f"file); resume an earlier checkpoint with --resume PATH, or {init_from_advice(path)}"
+                              ) from error
     except (RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} cannot be resumed ({joined_lines(error)}; a damaged or edited file); resume an "
                               "earlier checkpoint with --resume PATH") from error
