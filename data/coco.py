@@ -321,8 +321,9 @@ def box_problem(value: object) -> str | None:
 
 def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict) -> list[str]:
     """What is wrong with one well-formed annotation: an unknown ``category_id`` / ``image_id``, a ``bbox`` that is
-    not 4 finite numbers, an ``area`` that is not a number or an ``iscrowd`` that is not 0 / 1 (both may be absent
-    or null: they are filled in by :func:`fill_area_and_crowd`)."""
+    not 4 finite numbers, an ``area`` that is not a number or is negative (pycocotools' ``COCOeval`` ignores an object
+    whose area is outside its area ranges, all of which start at 0, as a crowd region) or an ``iscrowd`` that is not
+    0 / 1 (both may be absent or null: they are filled in by :func:`fill_area_and_crowd`)."""
     problems = []
     if annotation["category_id"] not in label_of:
         category = annotation["category_id"]
@@ -337,6 +338,13 @@ def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict
     area, crowd = annotation.get("area"), annotation.get("iscrowd")
     if area is not None and not is_number(area):
         problems.append(f"area {area!r:.40} is not a finite number; give the object's area in pixels or leave it out")
+    elif area is not None and area < 0 and not box_problem(annotation["bbox"]):
+        width, height = annotation["bbox"][2:]
+        problems.append(
+            f"area {area!r} is negative: COCO's metric would ignore the object (as a crowd region) and training "
+            f"would drop its box; write the object's area in pixels (its box's w * h is "
+            f"{float(max(width, 0) * max(height, 0))}) or leave it out (it is then set to w * h)"
+        )
     if crowd is not None and not (isinstance(crowd, (int, float)) and crowd in (0, 1)):
         problems.append(f"iscrowd {crowd!r:.40} is not 0 or 1")
     return problems
@@ -686,9 +694,9 @@ class COCODetection(DetectionDataset):
     scoring still name this json's ids.
 
     Raises one :class:`DataError` listing problems (unknown ``category_id`` or ``image_id``, malformed ``bbox``,
-    non-numeric ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image file, one
-    file used by two image ids) before any training.
-    Raw boxes with ``w <= 0`` / ``h <= 0`` or ``area <= 0`` (dropped), reaching more than 1 px outside the image
+    non-numeric or negative ``area``, ``iscrowd`` other than 0 / 1, missing or out-of-range image size, missing image
+    file, one file used by two image ids) before any training.
+    Raw boxes with ``w <= 0`` / ``h <= 0`` or ``area`` 0 (dropped), reaching more than 1 px outside the image
     (clipped), or without ``area`` / ``iscrowd`` (filled in, also in ``coco``) give one counted :class:`DataWarning`;
     ``fixups`` holds the counts and ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side
     <= 7 px; counted in the warning of a training split, whose images they leave out of training; a test split's are

@@ -77,7 +77,7 @@ def annotations_are_well_formed(
 ) -> bool:
     """Whether :func:`data.coco.annotation_problems` finds nothing in any of the (well-formed) ``annotations``: known
     category and image ids, a ``bbox`` of 4 finite numbers within :data:`MAX_PIXELS`, an ``area`` absent, null or a
-    finite number, an ``iscrowd`` absent, null, 0 or 1."""
+    finite number >= 0, an ``iscrowd`` absent, null, 0 or 1."""
     if not (set(column(annotations, "category_id")) <= set(category_ids)
             and set(column(annotations, "image_id")) <= set(image_ids)):
         return False
@@ -89,7 +89,7 @@ def annotations_are_well_formed(
         return False
     areas = [area for area in optional_column(annotations, "area") if area is not None]
     numbers = _as_floats(areas)
-    if numbers is None or not np.isfinite(numbers).all():
+    if numbers is None or not (np.isfinite(numbers).all() and (numbers >= 0).all()):
         return False
     crowd = optional_column(annotations, "iscrowd")
     return _types(crowd) <= {int, float, bool, type(None)} and set(crowd) <= {0, 1, None}

@@ -412,3 +412,26 @@ def test_a_file_name_naming_no_image_file_says_what_it_names(tmp_path, file_name
     with pytest.raises(DataError) as error:
         COCODetection(path, folder, TestTransform(32))
     assert problem.format(folder=folder, json=path) in str(error.value)
+
+
+# -- 6. a negative area ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("area", [-1, -600.0])
+def test_a_negative_area_names_the_annotation_and_the_area_to_write(tmp_path, area):
+    """A negative ``area`` (e.g. a polygon's signed shoelace area, negative for a clockwise one) takes an object out
+    of COCO's metric: pycocotools ignores ground truth whose area is outside [0, 1e10], as a crowd region, so such an
+    object's detections are neither found nor missed; training would drop its box. Both splits stop on it."""
+    annotations = annotations_with_ids([1, 2, 3, 4])
+    annotations[2]["area"] = area
+    path = write_coco(tmp_path, "test", coco_json(annotations))
+    coco = in_memory_coco(annotations)
+    detections = perfect_results(coco)
+    detections[0]["bbox"] = [30.0, 25.0, 10.0, 10.0]  # the bus, of area < 0, is missed
+    assert pycocotools_map(coco, detections) == 1.0  # the object of area < 0 and the miss of it: neither scored
+    for drop_empty in (False, True):
+        with pytest.raises(DataError, match="1 problem") as error:
+            COCODetection(path, tmp_path / "test", TestTransform(32), drop_empty=drop_empty)
+        assert (f"{path}: annotation id 3 (image id 3): area {area!r} is negative: COCO's metric would ignore the "
+                "object (as a crowd region) and training would drop its box; write the object's area in pixels (its "
+                "box's w * h is 600.0) or leave it out (it is then set to w * h)") in str(error.value)
