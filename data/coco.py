@@ -703,8 +703,8 @@ class COCODetection(DetectionDataset):
     still scored by COCO's metric). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
     set, ~117k images). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
     ``require_boxes`` is set (a train split with nothing to train on), and when ``require_objects_to_score`` is set
-    (default: neither of those, i.e. a split built for evaluation) and every annotation is ``iscrowd`` 1, which COCO's
-    metric ignores (a split without any annotation is left to the caller, as for VOC).
+    (default: neither of those, i.e. a split built for evaluation) and its images hold no annotation, or only
+    ``iscrowd`` 1 ones, which COCO's metric ignores (a split without any image is left to the caller, as for VOC).
     ``index_annotations=False`` leaves pycocotools' index of the annotations in ``coco`` empty
     (:func:`load_coco_json`): for a training split whose ``coco`` is dropped once built (:meth:`release_ground_truth`,
     as :func:`data.build_dataset` does); its ``coco`` cannot be evaluated against.
@@ -745,7 +745,7 @@ class COCODetection(DetectionDataset):
         training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
         if require_objects_to_score is None:
             require_objects_to_score = not training
-        if require_objects_to_score and coco.dataset["annotations"] and not count_objects_to_score(coco):
+        if require_objects_to_score and coco.imgs and not count_objects_to_score(coco):
             raise DataError(f"{annotation_file}: the test split's {no_object_to_score(len(coco.imgs), 'image')}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
         heights, widths = _image_sizes(coco)

@@ -17,6 +17,7 @@ from data import COCODetection, DataError, DataWarning, build_dataset
 from data.coco_eval import detections_to_coco_results, evaluate_coco, with_positive_annotation_ids
 from data.transforms import TestTransform
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
+from tests.tiny_checkpoint import write_tiny_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")
 
@@ -149,6 +150,24 @@ def test_evaluating_images_without_an_object_to_score_is_an_error(tmp_path):
             evaluate_coco(found, dataset.coco, image_ids=[9])
     with pytest.raises(DataError, match=r"the COCO ground truth: the 3 evaluated images hold no object to score"):
         evaluate_coco(results, in_memory_coco(annotations_with_ids([1, 2, 3, 4], crowd=True)))
+
+
+def test_a_test_json_without_annotations_is_refused_naming_it_before_any_inference(tmp_path, monkeypatch, capsys):
+    """A test json listing images but no annotation (unlabelled images) has nothing to score: its split stops the
+    run when it is built, naming the json, as a crowd-only one does; ``--trained_model`` used to run the detector
+    over every image first, ``--check_data`` and training to name no file."""
+    path = write_coco(tmp_path / "data", "val", coco_json([]))
+    write_coco(tmp_path / "data", "train", coco_json(annotations_with_ids([1, 2, 3, 4])))
+    expected = (f"{path}: the test split's 3 images hold no object to score (none, or all marked iscrowd=1, which "
+                "COCO's metric ignores), so every AP would be undefined")
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "test", 32, data_root=str(tmp_path / "data"))
+    assert expected in str(error.value)
+    monkeypatch.setattr("utils.run_evaluation.run_inference", lambda *args, **kwargs: pytest.fail("inference ran"))
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    for flags in (["--trained_model", str(checkpoint), "--device", "cpu"], ["--check_data"]):
+        assert run_main(*flags, "--dataset", "custom", "--data_root", str(tmp_path / "data"), "--workers", "0") == 2
+        assert expected in capsys.readouterr().err
 
 
 def test_crowd_only_test_split_stops_check_data_with_exit_code_2(tmp_path, capsys):

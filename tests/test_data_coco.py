@@ -160,12 +160,17 @@ def test_several_train_jsons_say_how_to_choose_one_and_the_advice_works(tmp_path
     (tmp_path / "train2017").rename(tmp_path / "train")
     assert len(build_dataset("custom", "train", 32, data_root=str(tmp_path))) == 3
 
+# an object of image 9, for a test json of images 9 (and 3) beside a training json of images 7 and 3
+IMAGE_9_OBJECT = {"id": 1, "image_id": 9, "category_id": 1, "bbox": [2.0, 2.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0}
+
+
 def test_custom_coco_splits_sharing_an_image_are_an_error(tmp_path):
     both = coco_json(GOOD_ANNOTATIONS)
     write_coco(tmp_path, "train", both | {"images": both["images"][:2]}, image_folder="images")
-    write_coco(tmp_path, "val", both | {"images": both["images"][2:], "annotations": []}, image_folder="images")
+    val = both | {"images": both["images"][2:], "annotations": [IMAGE_9_OBJECT]}
+    write_coco(tmp_path, "val", val, image_folder="images")
     assert len(build_dataset("custom", "train", 32, data_root=str(tmp_path))) == 2  # images 7, 3 / 9: disjoint
-    write_coco(tmp_path, "val", both | {"images": both["images"][1:], "annotations": []}, image_folder="images")
+    write_coco(tmp_path, "val", val | {"images": both["images"][1:]}, image_folder="images")
     for split in ("train", "test"):
         with pytest.raises(DataError, match=r"instances_train\.json and .*instances_val\.json share 1 image\(s\) of "
                                             r".*images \(000000000003\.jpg\), so the model would be tested on images"):
@@ -178,7 +183,8 @@ def test_a_test_splits_check_of_shared_images_reads_the_training_jsons_images_al
     shows it, and the shared image is still found, also in a json listing its annotations before its images."""
     both = coco_json(GOOD_ANNOTATIONS)
     train_file = write_coco(tmp_path, "train", both | {"images": both["images"][:2]}, image_folder="images")
-    write_coco(tmp_path, "val", both | {"images": both["images"][1:], "annotations": []}, image_folder="images")
+    write_coco(tmp_path, "val", both | {"images": both["images"][1:], "annotations": [IMAGE_9_OBJECT]},
+               image_folder="images")
     images = json.dumps(both["images"][:2])
     train_file.write_text('\ufeff {"info": {"images": []}, "images" :\n' + images + ', "annotations": [{"id": 1,,}]}')
     with pytest.raises(DataError, match=r"instances_train\.json:2:\d+: invalid JSON"):
@@ -606,17 +612,17 @@ def test_json_without_categories_is_an_error(tmp_path):
 def test_train_split_without_any_box_is_an_error_and_the_test_split_is_not(tmp_path):
     small = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 20], "area": 100, "iscrowd": 0}]
     write_coco(tmp_path, "train2017", coco_json(small))
-    write_coco(tmp_path, "val2017", coco_json([]))
+    write_coco(tmp_path, "val2017", coco_json(small))
     expected = r"instances_train2017\.json: no image has a box to train on \(1 annotation\(s\), none left after"
     with pytest.raises(DataError, match=expected):
         build_dataset("coco", "train", 32, data_root=str(tmp_path))
     assert len(build_dataset("coco", "test", 32, data_root=str(tmp_path))) == 3  # val2017 keeps images without boxes
     path = tmp_path / "annotations" / "instances_val2017.json"
-    with pytest.raises(DataError, match=r"instances_val2017\.json: no image has a box to train on \(0 annotation"):
+    with pytest.raises(DataError, match=r"instances_val2017\.json: no image has a box to train on \(1 annotation"):
         COCODetection(path, tmp_path / "val2017", TestTransform(32), require_boxes=True)
     custom = tmp_path / "custom"
     write_coco(custom, "train", coco_json(small))
-    write_coco(custom, "val", coco_json([]))
+    write_coco(custom, "val", coco_json(small))
     with pytest.raises(DataError, match=r"instances_train\.json: no image has a box to train on"):
         build_dataset("custom", "train", 32, data_root=str(custom))
     assert len(build_dataset("custom", "test", 32, data_root=str(custom))) == 3
