@@ -18,8 +18,9 @@ CHECK_BATCH = 32  # images per task handed to a checking process
 
 @dataclass
 class DataReport:
-    """What a clean dataset holds (returned by :func:`check_dataset`). ``num_crowd``: the ``iscrowd`` boxes of
-    COCO-layout data, which has no difficult flag (``None`` for VOC-layout data)."""
+    """What a clean dataset holds (returned by :func:`check_dataset`): the objects of
+    :meth:`DetectionDataset.objects_to_report`. ``num_crowd``: the ``iscrowd`` boxes of COCO-layout data, which has no
+    difficult flag (``None`` for VOC-layout data)."""
 
     num_images: int
     num_objects: int
@@ -118,14 +119,15 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
             bar.update(len(batch))
     if problems:
         raise DataError(format_problems(f"--check_data on {counted(len(dataset), 'image')}", problems))
-    annotations = dataset.annotations
-    counts = np.bincount(annotations.labels, minlength=dataset.num_classes)
+    labels, owner, unscored = dataset.objects_to_report()
+    counts = np.bincount(labels, minlength=dataset.num_classes)
+    coco = dataset.kind == "coco"
     return DataReport(
         num_images=len(dataset),
-        num_objects=len(annotations.labels),
-        num_difficult=int(annotations.difficult.sum()),
-        empty_images=int((np.diff(annotations.offsets) == 0).sum()),
+        num_objects=len(labels),
+        num_difficult=0 if coco else unscored,
+        empty_images=len(dataset) - len(np.unique(owner)),
         objects_per_class=dict(zip(dataset.class_names, counts.tolist())),
         fixups=dict(getattr(dataset, "fixups", {})),
-        num_crowd=dataset.crowd_objects if dataset.kind == "coco" else None,
+        num_crowd=unscored if coco else None,
     )

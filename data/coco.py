@@ -759,6 +759,7 @@ class COCODetection(DetectionDataset):
         if hint := corner_boxes_hint(xywh, heights[owner], widths[owner]):
             warnings.warn(f"{annotation_file}: {hint}", DataWarning, stacklevel=2)
         self.fixups = dict(fixups.counts)
+        self._training = training
         if training and not keep.any():
             raise DataError(
                 f"{annotation_file}: no image has a box to train on ({len(annotations)} annotation(s)"
@@ -777,6 +778,21 @@ class COCODetection(DetectionDataset):
     def annotation_source(self, index: int) -> str:
         """``image id <id> in <json>``: the entry that gives item ``index``'s size and boxes."""
         return f"image id {self.image_ids[index]} in {self.annotation_file}"
+
+    def objects_to_report(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The objects ``--check_data`` counts (:meth:`DetectionDataset.objects_to_report`), the crowd ones being
+        those the evaluation does not score: a training split's kept boxes; a split built for evaluation, the json's
+        annotations on its images, as COCO's metric reads them (boxes too small to train on, or outside the image,
+        which the loader leaves out, are scored)."""
+        if self._training or self.coco is None:
+            labels, owner, _ = super().objects_to_report()
+            return labels, owner, self.crowd_objects
+        position = {image_id: index for index, image_id in enumerate(self.image_ids)}
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        annotations = [a for a in self.coco.dataset["annotations"] if a["image_id"] in position]
+        labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
+        owner = np.array([position[a["image_id"]] for a in annotations], dtype=np.int64)
+        return labels, owner, sum(1 for a in annotations if a["iscrowd"])
 
     def release_ground_truth(self) -> None:
         """Drop ``coco``, the json's pycocotools index, which only the evaluation and the split checks read: kept by

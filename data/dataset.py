@@ -502,6 +502,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         labels = self.annotations.labels[~self.annotations.difficult]
         return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
 
+    def objects_to_report(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The objects ``--check_data`` counts: their labels int64 ``[M]`` 0..C-1, the item of each int64 ``[M]`` and
+        how many of them the evaluation does not score (here the difficult ones): the loader's boxes."""
+        owner = np.repeat(np.arange(len(self)), np.diff(self.annotations.offsets))
+        return self.annotations.labels, owner, int(self.annotations.difficult.sum())
+
     def image_path(self, index: int) -> Path:
         """The image file of item ``index``."""
         return Path(self.annotations.image_paths[index])

@@ -203,6 +203,26 @@ def test_a_test_split_of_objects_too_small_to_train_on_is_still_scored(tmp_path,
     assert "hold no object to score" not in capsys.readouterr().err
 
 
+
+def test_check_data_counts_the_test_splits_objects_as_the_metric_scores_them(tmp_path, capsys):
+    """The report of a test split counts the json's objects, which COCO's metric scores (crowd ones apart), not the
+    loader's boxes: a 5 px object, one outside its image and a crowd one of the test json are counted, and their
+    image has objects; the training split's report counts what is trained on."""
+    objects = annotations_with_ids([1, 2, 3, 4])
+    objects[0]["bbox"] = [2.0, 4.0, 5.0, 20.0]  # image 7: too small to train on, scored
+    objects[2]["bbox"], objects[2]["iscrowd"] = [45.0, 45.0, 20.0, 20.0], 1  # image 3: crowd, past the image
+    objects[3]["bbox"] = [40.0, 40.0, 20.0, 12.0]  # image 9 (30x30): outside it altogether, scored (never matched)
+    write_coco(tmp_path, "train", coco_json(annotations_with_ids([1, 2, 3, 4])))
+    write_coco(tmp_path, "val", coco_json(objects))
+    assert run_main("--dataset", "custom", "--data_root", str(tmp_path), "--check_data", "--workers", "0") == 0
+    out = capsys.readouterr().out
+    assert ("custom train: 3 images, 4 objects (0 iscrowd), 0 images without objects\n"
+            "objects per class: bus 1, person 2, toothbrush 1") in out
+    assert ("custom test: 3 images, 4 objects (1 iscrowd), 0 images without objects\n"
+            "annotations fixed on reading: box clipped to the image: 2\n"
+            "objects per class: bus 1, person 2, toothbrush 1") in out
+
+
 # -- 3. split leaks and shared files ------------------------------------------------------------------------------
 
 
