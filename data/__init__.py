@@ -239,12 +239,11 @@ def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **opt
 
 def _layout_hint(root: Path, split: str) -> str:
     """What a ``--data_root`` of neither layout holds that comes close to one, as a clause for the error: jsons in
-    ``annotations/`` under other names, half a VOC layout, or a parent or sub-folder that is a dataset (``--data_root``
-    one level off). Empty when nothing comes close."""
-    jsons = sorted(path.name for path in (root / "annotations").glob("*.json"))
-    if jsons:
-        wanted = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
-        return f"; {root / 'annotations'} holds {preview_names(jsons, 5)}: name the {split} json {wanted}"
+    ``annotations/`` under other names (``.json`` in any letter case), or in a folder named so in another letter case
+    (``Annotations/``, as a layout made where letter case is ignored has it), half a VOC layout, or a parent or
+    sub-folder that is a dataset (``--data_root`` one level off). Empty when nothing comes close."""
+    if hint := _json_folder_hint(root, split):
+        return hint
     if (root / "Annotations").is_dir() != (root / "JPEGImages").is_dir():
         has, lacks = ("Annotations", "JPEGImages") if (root / "Annotations").is_dir() else ("JPEGImages", "Annotations")
         return f"; it has {has}/ but no {lacks}/ (the VOC layout's folder names, letter case included)"
@@ -261,6 +260,29 @@ def _layout_hint(root: Path, split: str) -> str:
     for sub in subfolders:
         if is_dataset(sub):
             return f"; its sub-folder {sub.name}/ is one: pass --data_root {sub}"
+    return ""
+
+
+def _json_folder_hint(root: Path, split: str) -> str:
+    """:func:`_layout_hint`'s clause for the jsons of ``root``'s folder named ``annotations`` in any letter case (the
+    exact name first), ``""`` when none holds a file named ``*.json`` in any letter case."""
+    try:
+        folders = sorted((path for path in root.iterdir() if path.name.lower() == "annotations" and path.is_dir()),
+                         key=lambda path: (path.name != "annotations", path.name))
+    except OSError:
+        return ""
+    for folder in folders:
+        try:
+            jsons = sorted(path.name for path in folder.iterdir() if path.name.lower().endswith(".json"))
+        except OSError:
+            continue
+        if not jsons:
+            continue
+        if folder.name != "annotations":
+            return (f"; {folder} holds {preview_names(jsons, 5)}: a COCO layout's jsons are read in annotations/, "
+                    f"letter case included: rename {folder.name}/ to annotations/")
+        wanted = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"
+        return f"; {folder} holds {preview_names(jsons, 5)}: name the {split} json {wanted} (letter case included)"
     return ""
 
 

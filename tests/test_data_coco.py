@@ -239,7 +239,7 @@ def test_custom_folder_of_neither_layout_says_what_comes_close(tmp_path):
     coco = tmp_path / "coco"
     write_coco(coco, "train", coco_json(GOOD_ANNOTATIONS)).rename(coco / "annotations" / "train.json")
     with pytest.raises(DatasetNotFoundError, match=r"coco/annotations holds train\.json: name the train json "
-                                                   r"instances_train\*\.json$"):
+                                                   r"instances_train\*\.json \(letter case included\)$"):
         build_dataset("custom", "train", 32, data_root=str(coco))
     voc = tmp_path / "voc"
     (voc / "Annotations").mkdir(parents=True)
@@ -251,6 +251,25 @@ def test_custom_folder_of_neither_layout_says_what_comes_close(tmp_path):
         build_dataset("custom", "train", 32, data_root=str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match=r"it is a folder of the dataset .*voc: pass --data_root .*voc$"):
         build_dataset("custom", "train", 32, data_root=str(voc / "JPEGImages"))
+
+
+def test_a_coco_folder_named_in_another_letter_case_says_what_to_rename(tmp_path):
+    """A COCO layout made on macOS or Windows, whose file systems ignore letter case, read on Linux: its
+    Annotations/ holding the jsons was called half a VOC layout, and an Instances_Train.JSON was left unnamed."""
+    coco = tmp_path / "coco"
+    write_coco(coco, "train", coco_json(GOOD_ANNOTATIONS))
+    write_coco(coco, "val", coco_json(GOOD_ANNOTATIONS[:1]))
+    (coco / "annotations").rename(coco / "Annotations")
+    with pytest.raises(DatasetNotFoundError, match=r"coco/Annotations holds instances_train\.json, instances_val\.json:"
+                                                   r" a COCO layout's jsons are read in annotations/, letter case "
+                                                   r"included: rename Annotations/ to annotations/$"):
+        build_dataset("custom", "train", 32, data_root=str(coco))
+    (coco / "Annotations").rename(coco / "annotations")
+    (coco / "annotations" / "instances_train.json").rename(coco / "annotations" / "Instances_Train.JSON")
+    expected = (r"coco/annotations holds Instances_Train\.JSON, instances_val\.json: name the train json "
+                r"instances_train\*\.json \(letter case included\)$")
+    with pytest.raises(DatasetNotFoundError, match=expected):
+        build_dataset("custom", "train", 32, data_root=str(coco))
 
 
 def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
