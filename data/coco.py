@@ -466,7 +466,11 @@ def image_entry_problem(info: dict, files: ImageFiles, annotation_file: Path) ->
     problem = f"{image_folder / name}: image file not found (image id {image_id} in {annotation_file})"
     base = os.path.basename(name)
     slashed = name.replace("\\", "/")
-    if base and base != name and os.path.isfile(image_folder / base):
+    images = annotation_file.parent.parent / "images"  # a custom layout's image folder without <root>/<json name>
+    if image_folder == image_folder_for(annotation_file) != images and os.path.isfile(images / name):
+        problem += (f"; {images} holds it, but the json's images are read in {image_folder}, which is used when it "
+                    f"exists: move the images there, or rename or remove {image_folder}")
+    elif base and base != name and os.path.isfile(image_folder / base):
         problem += f"; file_name is read in {image_folder}, which holds {base}: write \"file_name\": \"{base}\""
     elif slashed != name and os.path.isfile(image_folder / slashed):
         problem += f"; folders in file_name are separated by /, not \\ (a Windows path): write \"{slashed}\""

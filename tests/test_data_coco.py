@@ -316,6 +316,23 @@ def test_missing_image_file_and_invalid_json(tmp_path):
         COCODetection(path, tmp_path / "x", TestTransform(32))
 
 
+
+def test_images_in_images_beside_a_split_folder_say_which_folder_is_read(tmp_path):
+    """A custom COCO layout reads a json's images in the folder named after it when there is one, else in images/:
+    with the images in images/ and a folder train/ beside it (empty, or of other files), each image was 'not found' in
+    train/ without a word about images/."""
+    write_coco(tmp_path, "train", coco_json(GOOD_ANNOTATIONS), image_folder="images")
+    write_coco(tmp_path, "val", coco_json(GOOD_ANNOTATIONS), image_folder="val")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match="3 problem") as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert (f"{tmp_path / 'train' / '000000000007.jpg'}: image file not found (image id 7 in "
+            f"{tmp_path / 'annotations' / 'instances_train.json'}); {tmp_path / 'images'} holds it, but the json's "
+            f"images are read in {tmp_path / 'train'}, which is used when it exists: move the images there, or rename "
+            f"or remove {tmp_path / 'train'}") in str(error.value)
+    (tmp_path / "train").rmdir()
+    assert len(build_dataset("custom", "train", 32, data_root=str(tmp_path))) == 3
+
 def test_file_name_with_a_folder_the_image_folder_already_is_says_what_to_write(tmp_path):
     """Some exporters write file_name relative to the dataset (x/000000000007.jpg) or as an absolute path elsewhere;
     the loader reads it inside the image folder, which holds the file under its base name."""
