@@ -525,9 +525,14 @@ def resolved_image_paths(files: ImageFiles, images: Iterable[object]) -> list[tu
     return paths
 
 
-def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file: Path) -> list[str]:
+def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file: Path, training: bool) -> list[str]:
     """One problem per image entry whose file (resolved, see :func:`resolved_image_paths`) an earlier entry of the
-    same json already uses: that file would be trained with both images' boxes, each time with one image's only."""
+    same json already uses: in a ``training`` split that file would be trained with both images' boxes, each time
+    with one image's only; in a split built for evaluation its detections would be scored against each image id's
+    boxes, the other's objects missed."""
+    effect = ("so it would be trained with the boxes of one image at a time" if training else
+              "so its detections would be scored against the boxes of one image id at a time (the objects of each id "
+              "missed under the other, and their detections false positives there)")
     first: dict[str, dict] = {}
     problems = []
     for path, info in resolved_image_paths(files, images):
@@ -537,8 +542,8 @@ def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file:
         names = {first[path]["file_name"], info["file_name"]}
         problems.append(
             f"{annotation_file}: image ids {first[path]['id']} and {info['id']} both use the image file {path} "
-            f"(file_name {' / '.join(repr(n) for n in sorted(names))}), so it would be trained with the boxes of one "
-            "image at a time: list each image once, with all its annotations under one image id"
+            f"(file_name {' / '.join(repr(n) for n in sorted(names))}), {effect}: list each image once, with all its "
+            "annotations under one image id"
         )
     return problems
 
@@ -555,17 +560,18 @@ def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -
     return sum(1 for _ in annotations_to_score(coco, image_ids))
 
 
-def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path) -> list[str]:
-    """Every problem of a loaded json, each naming ``annotation_file``, in this order: its image entries
-    (:func:`image_entry_problem`), image files used by two entries, then its annotations
-    (:func:`annotation_problems`). The whole-list checks of :mod:`data.coco_columns` clear the entries without a
+def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path,
+                   training: bool) -> list[str]:
+    """Every problem of a loaded json (of a ``training`` split, or one built for evaluation), each naming
+    ``annotation_file``, in this order: its image entries (:func:`image_entry_problem`), image files used by two
+    entries, then its annotations (:func:`annotation_problems`). The whole-list checks of :mod:`data.coco_columns` clear the entries without a
     problem first; the per-entry code words the problems of the others."""
     images = [coco.imgs[i] for i in coco.getImgIds()]
     plain = plain_images(images, files.regular_files(optional_column(images, "file_name")))
     problems = [image_entry_problem(info, files, annotation_file) for info, ok in zip(images, plain) if not ok]
     problems = [problem for problem in problems if problem]
     if not distinct_plain_names(images, plain):
-        problems += shared_file_problems(coco.dataset["images"], files, annotation_file)
+        problems += shared_file_problems(coco.dataset["images"], files, annotation_file, training)
     if annotations_are_well_formed(coco.dataset["annotations"], label_of, coco.imgs):
         return problems
     for annotation in coco.dataset["annotations"]:
@@ -740,13 +746,13 @@ class COCODetection(DetectionDataset):
         self.category_ids: list[int] = ordered_category_ids(coco, class_order)
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         files = ImageFiles(image_folder)
-        problems = _coco_problems(coco, label_of, files, annotation_file)
+        training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
+        problems = _coco_problems(coco, label_of, files, annotation_file, training)
         if problems:
             raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
 
         fixups = FixupCounter()
         fill_area_and_crowd(coco.dataset["annotations"], fixups)
-        training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
         if require_objects_to_score is None:
             require_objects_to_score = not training
         if require_objects_to_score and coco.imgs and not count_objects_to_score(coco):

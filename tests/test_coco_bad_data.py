@@ -287,6 +287,11 @@ def test_two_image_ids_sharing_one_file_are_an_error(tmp_path, second_name):
     assert (f"{path}: image ids 7 and 11 both use the image file {tmp_path / 'x' / '000000000007.jpg'} (file_name "
             in str(error.value))
     assert "list each image once, with all its annotations under one image id" in str(error.value)
+    # a split built for evaluation says what the scoring would do, a training split what the training would
+    assert ("so its detections would be scored against the boxes of one image id at a time (the objects of each id "
+            "missed under the other, and their detections false positives there)") in str(error.value)
+    with pytest.raises(DataError, match="so it would be trained with the boxes of one image at a time"):
+        COCODetection(path, tmp_path / "x", TestTransform(32), drop_empty=True)
 
 
 # -- 4. numbers and nesting that overflowed -----------------------------------------------------------------------

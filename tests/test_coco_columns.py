@@ -167,7 +167,7 @@ def test_a_file_name_listed_twice_is_left_to_the_shared_files_check(tmp_path):
     files = ImageFiles(folder)
     flags = plain_images(images, files.regular_files())
     assert flags.all() and not distinct_plain_names(images, flags)
-    assert len(shared_file_problems(images, files, tmp_path / "x.json")) == 1
+    assert len(shared_file_problems(images, files, tmp_path / "x.json", training=False)) == 1
     assert ImageFiles(tmp_path / "missing").regular_files() == set()
     assert np.array_equal(plain_images([], set()), np.zeros(0, bool))
 
