@@ -619,23 +619,25 @@ def _clean_and_count_boxes(
     fixups: FixupCounter,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`clean_coco_boxes` of ``annotations``' boxes ``xywh`` ``[M, 4]`` (``area`` ``[M]``) in images of
-    ``heights`` / ``widths`` ``[M]``, counting in ``fixups`` the boxes dropped for w, h or area <= 0, those clipped
-    by more than :data:`OUTSIDE_TOLERANCE_PIXELS` and, in a ``training`` split, those dropped for a side <= 7 px.
+    ``heights`` / ``widths`` ``[M]``, counting in ``fixups`` the boxes dropped for w, h or area <= 0, those lying
+    wholly outside their image (dropped: nothing is left once clipped), those clipped by more than
+    :data:`OUTSIDE_TOLERANCE_PIXELS` and, in a ``training`` split, those dropped for a side <= 7 px.
     Returns the boxes float32 ``[M, 4]`` x1y1x2y2 0-based continuous, the keep mask ``[M]`` and the number of boxes
     dropped for a side <= 7 px alone."""
     degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
     no_area = ~degenerate & (area <= 0)
+    x, y, w, h = xywh.T
+    beyond = ~degenerate & ~no_area & ((x >= widths) | (y >= heights) | (x + w <= 0) | (y + h <= 0))
     tolerance = OUTSIDE_TOLERANCE_PIXELS
-    outside = ~degenerate & (
-        (xywh[:, 0] < -tolerance) | (xywh[:, 1] < -tolerance)
-        | (xywh[:, 0] + xywh[:, 2] > widths + tolerance)
-        | (xywh[:, 1] + xywh[:, 3] > heights + tolerance)
+    outside = ~degenerate & ~beyond & (
+        (x < -tolerance) | (y < -tolerance) | (x + w > widths + tolerance) | (y + h > heights + tolerance)
     )
     boxes, keep = clean_coco_boxes(xywh, area, heights, widths)
-    small = ~keep & ~degenerate & ~no_area
+    small = ~keep & ~degenerate & ~no_area & ~beyond
     counted = [
         ("degenerate box dropped (w <= 0 or h <= 0)", degenerate),
         ("box dropped for its area <= 0", no_area),
+        ("box outside its image dropped", beyond),
         ("box clipped to the image", outside),
     ]
     if training:  # a test split's small objects are still scored (pycocotools)

@@ -219,7 +219,7 @@ def test_check_data_counts_the_test_splits_objects_as_the_metric_scores_them(tmp
     assert ("custom train: 3 images, 4 objects (0 iscrowd), 0 images without objects\n"
             "objects per class: bus 1, person 2, toothbrush 1") in out
     assert ("custom test: 3 images, 4 objects (1 iscrowd), 0 images without objects\n"
-            "annotations fixed on reading: box clipped to the image: 2\n"
+            "annotations fixed on reading: box outside its image dropped: 1; box clipped to the image: 1\n"
             "objects per class: bus 1, person 2, toothbrush 1") in out
 
 

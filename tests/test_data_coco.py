@@ -567,6 +567,23 @@ def test_missing_or_null_area_and_iscrowd_are_filled_in_the_ground_truth_and_cou
     assert dataset.fixups["missing area set to the box's w * h"] == 2 and len(dataset.annotation(0)[0]) == 1
 
 
+
+def test_a_box_entirely_outside_its_image_is_counted_as_such(tmp_path):
+    """A box lying wholly outside its image (boxes of another image size, say) was counted as clipped and then as
+    'a side <= 7 px left out of training (the authors' rule)', though it is 20 px wide: it is counted apart, in both
+    splits (a test split's is scored as written, and can never be matched)."""
+    annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
+    annotations.append({"id": 4, "image_id": 9, "category_id": 1, "bbox": [35.0, 2.0, 20.0, 20.0], "area": 400.0,
+                        "iscrowd": 0})  # image 9 is 30x30
+    path = write_coco(tmp_path, "x", coco_json(annotations))
+    for drop_empty in (True, False):
+        with pytest.warns(DataWarning) as caught:
+            dataset = COCODetection(path, tmp_path / "x", TestTransform(32), drop_empty=drop_empty)
+        message = str(caught[0].message)
+        assert "box outside its image dropped: 1 (e.g. annotation id 4)" in message
+        assert "box clipped to the image: 1 (e.g. annotation id 1)" in message  # x = -2: clipped, kept
+        assert (dataset.small_boxes_dropped, dataset.fixups["box clipped to the image"]) == (1, 1)  # 5 px id 2
+
 def test_zero_area_drops_the_box_as_a_counted_fix_up(tmp_path):
     annotations = json.loads(json.dumps(GOOD_ANNOTATIONS))
     annotations[2]["area"] = 0
