@@ -564,8 +564,8 @@ def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, anno
                    training: bool) -> list[str]:
     """Every problem of a loaded json (of a ``training`` split, or one built for evaluation), each naming
     ``annotation_file``, in this order: its image entries (:func:`image_entry_problem`), image files used by two
-    entries, then its annotations (:func:`annotation_problems`). The whole-list checks of :mod:`data.coco_columns` clear the entries without a
-    problem first; the per-entry code words the problems of the others."""
+    entries, then its annotations (:func:`annotation_problems`). The whole-list checks of :mod:`data.coco_columns`
+    clear the entries without a problem first; the per-entry code words the problems of the others."""
     images = [coco.imgs[i] for i in coco.getImgIds()]
     plain = plain_images(images, files.regular_files(optional_column(images, "file_name")))
     problems = [image_entry_problem(info, files, annotation_file) for info, ok in zip(images, plain) if not ok]
