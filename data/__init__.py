@@ -260,7 +260,24 @@ def _layout_hint(root: Path, split: str) -> str:
     for sub in subfolders:
         if is_dataset(sub):
             return f"; its sub-folder {sub.name}/ is one: pass --data_root {sub}"
-    return ""
+    return _jsons_in_image_folders_hint(root, subfolders)
+
+
+def _jsons_in_image_folders_hint(root: Path, subfolders: list[Path]) -> str:
+    """:func:`_layout_hint`'s clause for the jsons in ``root``'s ``subfolders`` (``train/_annotations.coco.json``
+    beside its images, as some labelling tools export a COCO set), ``""`` when they hold none."""
+    jsons = []
+    for sub in subfolders:
+        try:
+            jsons += sorted(f"{sub.name}/{path.name}" for path in sub.iterdir() if path.name.lower().endswith(".json"))
+        except OSError:
+            continue
+    if not jsons:
+        return ""
+    folder, name = jsons[0].split("/")
+    return (f"; {root} has jsons in its image folders ({preview_names(jsons, 5)}): a COCO layout reads "
+            "annotations/instances_<folder>.json with its images in <folder>/: move each json there, e.g. "
+            f"{folder}/{name} to annotations/instances_{folder}.json")
 
 
 def _json_folder_hint(root: Path, split: str) -> str:

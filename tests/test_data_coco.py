@@ -272,6 +272,26 @@ def test_a_coco_folder_named_in_another_letter_case_says_what_to_rename(tmp_path
         build_dataset("custom", "train", 32, data_root=str(coco))
 
 
+
+def test_a_folder_of_split_folders_each_holding_its_json_says_where_to_move_them(tmp_path):
+    """The layout some labelling tools export (train/_annotations.coco.json beside its images, valid/, test/): the
+    error said only what layout it expects; it now names the jsons and where to move them."""
+    for split in ("train", "valid"):
+        write_coco(tmp_path, split, coco_json(GOOD_ANNOTATIONS)).rename(tmp_path / split / "_annotations.coco.json")
+    (tmp_path / "annotations").rmdir()
+    expected = (f"; {tmp_path} has jsons in its image folders (train/_annotations.coco.json, "
+                "valid/_annotations.coco.json): a COCO layout reads annotations/instances_<folder>.json with its "
+                "images in <folder>/: move each json there, e.g. train/_annotations.coco.json to "
+                "annotations/instances_train.json")
+    for split in ("train", "test"):
+        with pytest.raises(DatasetNotFoundError) as error:
+            build_dataset("custom", split, 32, data_root=str(tmp_path))
+        assert str(error.value).endswith(expected)
+    (tmp_path / "annotations").mkdir()
+    for split in ("train", "valid"):
+        (tmp_path / split / "_annotations.coco.json").rename(tmp_path / "annotations" / f"instances_{split}.json")
+    assert len(build_dataset("custom", "test", 32, data_root=str(tmp_path))) == 3  # instances_valid.json, valid/
+
 def test_custom_data_root_that_does_not_exist_says_so(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"--data_root .*missing not found"):
         build_dataset("custom", "train", 32, data_root=str(tmp_path / "missing"))
