@@ -428,18 +428,22 @@ def _image_files(image_sets: Sequence[tuple[Path, str]]) -> dict[tuple[int, int]
     return files
 
 
-def _shared_image_problems(listed: Sequence[ListedImage]) -> list[str]:
+def _shared_image_problems(listed: Sequence[ListedImage], test_split: bool) -> list[str]:
     """One problem per annotation of a split whose image path an earlier annotation of the split already uses: the
-    image would be trained with one annotation's boxes at a time (an XML whose ``<id>.jpg`` is missing names its
-    image in ``<filename>``, which may be another id's). Paths, not files, are compared: two ids whose images are
-    links to one stored copy (git-annex, DVC, a hub cache) are two images of the same pixels, as two copies would be."""
+    image would be trained with one annotation's boxes at a time, or in a ``test_split`` its detections scored against
+    one annotation's boxes at a time (an XML whose ``<id>.jpg`` is missing names its image in ``<filename>``, which
+    may be another id's). Paths, not files, are compared: two ids whose images are links to one stored copy
+    (git-annex, DVC, a hub cache) are two images of the same pixels, as two copies would be."""
+    effect = ("so its detections would be scored against the boxes of one annotation at a time (the objects of each "
+              "missed under the other, and their detections false positives there)" if test_split else
+              "so it would be trained with the boxes of one annotation at a time")
     first: dict[str, ListedImage] = {}
     problems = []
     for entry in listed:
         key = os.path.normcase(os.path.abspath(entry.image))
         if key in first:
-            problems.append(f"{_same_image(first[key], entry)}, so it would be trained with the boxes of one "
-                            "annotation at a time: give each annotation its own image, or fix the <filename>")
+            problems.append(f"{_same_image(first[key], entry)}, {effect}: give each annotation its own image, or fix "
+                            "the <filename>")
         else:
             first[key] = entry
     return problems
@@ -759,7 +763,7 @@ class VOCDetection(DetectionDataset):
                 xml_boxes, labels, difficult, places = _known_objects(image.parsed.objects, label_of)
                 scored.append((xml_boxes, labels, difficult))  # the devkit scores the XML as written
                 training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))
-        problems += _shared_image_problems(listed)
+        problems += _shared_image_problems(listed, test_split)
         if problems:
             raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
         if skipped:

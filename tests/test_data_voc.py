@@ -1152,3 +1152,20 @@ def test_two_annotations_of_a_split_using_one_image_file_are_an_error(tmp_path, 
     (tmp_path / "VOC2007/JPEGImages/1.jpg").unlink()
     (tmp_path / "VOC2007/JPEGImages/1.jpg").symlink_to(other / "JPEGImages/2.jpg")
     assert len(build_dataset("voc", "train", 64, data_root=str(tmp_path))) == 3
+
+
+def test_two_annotations_of_a_test_split_using_one_image_file_say_what_the_scoring_would_do(tmp_path):
+    """The test split is never trained on: its error said "it would be trained with the boxes of one annotation"."""
+    write_voc_folder(tmp_path / "VOC2007", {"1": [("cat", (1, 1, 10, 10), 0)], "2": [("dog", (2, 2, 9, 9), 0)]},
+                     {"trainval": ["3"], "test": ["1", "2"]})
+    write_voc_folder(tmp_path / "VOC2007", {"3": [("cat", (1, 1, 10, 10), 0)]}, {})
+    (tmp_path / "VOC2007/JPEGImages/1.jpg").unlink()
+    xml = tmp_path / "VOC2007/Annotations/1.xml"
+    xml.write_text(xml.read_text().replace("x.jpg", "2.jpg"))
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("voc", "test", 64, data_root=str(tmp_path))
+    assert str(error.value).endswith(
+        f"use the same image {tmp_path / 'VOC2007/JPEGImages/2.jpg'}, so its detections would be scored against the "
+        "boxes of one annotation at a time (the objects of each missed under the other, and their detections false "
+        "positives there): give each annotation its own image, or fix the <filename>"
+    )
