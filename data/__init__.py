@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text, unusable_list_problem
 from utils.messages import preview_names
-from utils.names import compose_name, folded_name, same_classes
+from utils.names import compose_name, control_characters, folded_name, invisible_characters, same_classes
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -33,7 +32,6 @@ DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 DEFAULT_ROOTS = {
     "voc": DATASETS_DIR / "VOCdevkit", "coco": DATASETS_DIR / "coco2017", "shapes": DATASETS_DIR / "shapes"
 }
-INVISIBLE_IN_NAMES = frozenset("\ufeff\u200b\u2060")  # byte-order mark, zero-width space, word joiner
 VOC_YEAR_FOLDER = re.compile(r"VOC\d{4}")
 # list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the
 # test list)
@@ -68,7 +66,7 @@ def parse_class_list(arg: str) -> list[str]:
         where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
         raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
     else:
-        source = f"--classes {arg!r}" if _control_characters(arg) or _invisible_characters(arg) else f"--classes {arg}"
+        source = f"--classes {arg!r}" if control_characters(arg) or invisible_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
         line_numbers = None
     if not names:
@@ -86,31 +84,20 @@ def parse_class_list(arg: str) -> list[str]:
     return names
 
 
-def _control_characters(text: str) -> list[str]:
-    """The control characters (Unicode category Cc: NUL, escape, ...) in ``text``, as ``U+XXXX``."""
-    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if unicodedata.category(char) == "Cc"]
-
-
-def _invisible_characters(text: str) -> list[str]:
-    """The characters of ``text`` that print as nothing and belong to no name, as ``U+XXXX``: a byte-order mark
-    (U+FEFF, left at a line's start where UTF-8 files were joined), zero-width space (U+200B), word joiner (U+2060).
-    The zero-width (non-)joiners U+200C / U+200D are not among them: they write words of Persian and Indic scripts."""
-    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if char in INVISIBLE_IN_NAMES]
-
-
 def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
     (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
-    invisible one (:func:`_invisible_characters`), which would match no annotation's name printed alike, or with a
-    comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name goes)."""
+    invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
+    or with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
+    goes)."""
     for where, name in names:
         if "," in name:
             raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line")
-        found = _control_characters(name)
+        found = control_characters(name)
         if found:
             raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "
                             "give plain names (a class file must be UTF-8 text, one name per line)")
-        if found := _invisible_characters(name):
+        if found := invisible_characters(name):
             raise DataError(f"{where}: class name {name!r} contains the invisible character(s) {', '.join(found)} (a "
                             "byte-order mark where files were joined, a zero-width space): remove them")
         if "/" in name or "\\" in name:

@@ -39,7 +39,7 @@ from data.dataset import (
 from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.messages import counted
-from utils.names import compose_name, folded_name
+from utils.names import compose_name, control_characters, folded_name, invisible_characters
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -228,14 +228,20 @@ def entry_problems(dataset: dict) -> list[str]:
 
 
 def category_problems(categories: list[dict]) -> list[str]:
-    """Problems of a well-formed ``categories`` list: it is empty, or two categories have one name (compared
-    case-insensitively, as reports and ``--classes`` compare them), which reports would merge into one class."""
+    """Problems of a well-formed ``categories`` list: it is empty, a name holds a control character (a newline breaks
+    every per-class table) or an invisible one (a byte-order mark, a zero-width space: ``--classes`` typed as the name
+    prints would not match it), or two categories have one name (compared case-insensitively, as reports and
+    ``--classes`` compare them), which reports would merge into one class."""
     if not categories:
         return ['has no categories; list the classes as "categories": [{"id": 1, "name": "..."}, ...]']
+    problems = []
     by_name: dict[str, list[dict]] = {}
     for category in categories:
+        if found := control_characters(category["name"]) + invisible_characters(category["name"]):
+            problems.append(f"category {_id_and_name(category)} contains the control or invisible character(s) "
+                            f"{', '.join(found)}; give plain names")
         by_name.setdefault(folded_name(category["name"].strip()), []).append(category)
-    return [
+    return problems + [
         f"categories {' and '.join(map(_id_and_name, same))} have the same name (compared "
         f"case-insensitively); give each category its own name, or merge them into one id"
         for same in by_name.values() if len(same) > 1

@@ -661,6 +661,19 @@ def test_categories_sharing_a_name_are_an_error(tmp_path):
             in str(error.value))
 
 
+def test_category_names_with_control_or_invisible_characters_are_an_error(tmp_path):
+    """A newline in a name broke every printed per-class table; a byte-order mark or zero-width space made a class that
+    --classes, typed as it prints, could not name."""
+    data = coco_json(GOOD_ANNOTATIONS)
+    data["categories"] = [{"id": 5, "name": "bus\nstop"}, {"id": 1, "name": "\ufeffperson"}, CATEGORIES[2]]
+    path = write_coco(tmp_path, "x", data)
+    with pytest.raises(DataError, match="2 problem") as error:
+        COCODetection(path, tmp_path / "x", TestTransform(32))
+    assert (f"{path}: category id 5 'bus\\nstop' contains the control or invisible character(s) U+000A; give "
+            "plain names" in str(error.value))
+    assert "category id 1 '\\ufeffperson' contains the control or invisible character(s) U+FEFF" in str(error.value)
+
+
 def test_category_names_lose_surrounding_spaces_as_voc_object_names_do(tmp_path):
     # one json written with "person " (a trailing space) and the other without: the same class in both splits,
     # named without the space in reports, the checkpoint and the demo's drawings

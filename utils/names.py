@@ -4,6 +4,8 @@ data/ and utils/ import it)."""
 import unicodedata
 from collections.abc import Sequence
 
+INVISIBLE_IN_NAMES = frozenset("\ufeff\u200b\u2060")  # byte-order mark, zero-width space, word joiner
+
 
 def compose_name(name: str) -> str:
     """``name`` in Unicode's composed normal form (NFC): ``"cafe\\u0301"`` -> ``"caf\\u00e9"``, which prints alike."""
@@ -21,3 +23,15 @@ def same_classes(names: Sequence[str], others: Sequence[str]) -> bool:
     (the loaders match ``--classes`` to the annotations' names so; a checkpoint saved with an accent written
     decomposed names the same class as the composed one)."""
     return [folded_name(name) for name in names] == [folded_name(name) for name in others]
+
+
+def control_characters(text: str) -> list[str]:
+    """The control characters (Unicode category Cc: NUL, newline, escape, ...) in ``text``, as ``U+XXXX``."""
+    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if unicodedata.category(char) == "Cc"]
+
+
+def invisible_characters(text: str) -> list[str]:
+    """The characters of ``text`` that print as nothing and belong to no name, as ``U+XXXX``: a byte-order mark
+    (U+FEFF, left at a line's start where UTF-8 files were joined), zero-width space (U+200B), word joiner (U+2060).
+    The zero-width (non-)joiners U+200C / U+200D are not among them: they write words of Persian and Indic scripts."""
+    return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if char in INVISIBLE_IN_NAMES]
