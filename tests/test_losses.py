@@ -458,6 +458,35 @@ def test_a_box_coordinate_that_is_not_finite_is_refused(value):
             MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, [torch.zeros(0, 5), bad])
 
 
+@pytest.mark.parametrize(("box", "message"), [
+    ([32.0, 48.0, 160.0, 200.0], r"targets\[1\] row 1 has box \[32.0, 48.0, 160.0, 200.0\] .* outside \[-0.5, 1.5\]"
+                                 r".* divide pixel x by the image width"),
+    ([0.5, 0.5, 0.3, 0.4], r"targets\[1\] row 1 has box \[0.5, 0.5, 0.3.*, 0.4.*\] with x2 < x1 or y2 < y1"
+                           r".* utils.box.corner_form"),
+    ([0.2, 0.6, 0.5, 0.3], r"with x2 < x1 or y2 < y1"),
+])
+def test_a_box_in_pixels_or_centre_size_form_is_refused(box, message):
+    """Pixel coordinates and (cx, cy, w, h) boxes were trained on silently: a pixel box overlaps every anchor by
+    almost nothing (loss 153 / 445 instead of 1.5 / 15 on a 128 x 128 batch, its objects trained on a forced anchor
+    each), and an inside-out box has IoU 0 with every anchor, so its object was left out of the loss."""
+    loc = torch.zeros(2, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(2, ANCHORS_320.shape[0], NUM_CLASSES)
+    bad = torch.tensor([[0.1, 0.1, 0.4, 0.4, 1.0], [*box, 2.0]])
+    for mutual_guide in (False, True):
+        with pytest.raises(ValueError, match=message):
+            MultiBoxLoss(NUM_CLASSES, mutual_guide)((loc, conf), ANCHORS_320, [torch.zeros(0, 5), bad])
+
+
+def test_boxes_at_the_image_border_a_little_outside_it_or_without_area_are_accepted():
+    """The check above leaves valid targets alone: a box touching the border, one a little outside the image (a
+    user's own loader that does not clip), a box without area (it forces no anchor, facts §11.7)."""
+    loc = torch.zeros(1, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(1, ANCHORS_320.shape[0], NUM_CLASSES)
+    targets = [torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0], [-0.1, 0.2, 0.3, 1.1, 1.0], [0.5, 0.5, 0.5, 0.7, 2.0]])]
+    loss_l, loss_c = MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, targets)
+    assert torch.isfinite(loss_l) and torch.isfinite(loss_c)
+
+
 def compiled_and_eager_losses(device: torch.device) -> list[tuple[tuple, tuple]]:
     """Losses of ``MultiBoxLoss(compile=True)`` and of the eager criterion, both modes, on batches whose object
     count, batch size and largest quota all change (small anchors and 3 classes keep the compilation short)."""

@@ -17,6 +17,9 @@ NEGATIVE = 0
 POSITIVE = 1
 
 TARGET_COLUMNS = 5
+# box coordinates accepted in targets: [0, 1] and some slack for a loader that does not clip to the image; a
+# pixel coordinate is far outside
+BOX_RANGE = (-0.5, 1.5)
 
 
 class Assignment(NamedTuple):
@@ -50,9 +53,10 @@ def pad_targets(
 ) -> PaddedTargets:
     """Pad a list of B targets ``[n_i, 5]`` = ``(x1, y1, x2, y2, class 0..C-1)`` into :class:`PaddedTargets`.
 
-    Checks the shapes, that all targets are on one device, that every box coordinate is finite and, when
-    ``num_classes`` is given, the class range (before moving to ``device``, so targets that come from a CPU
-    DataLoader are checked without a device sync).
+    Checks the shapes, that all targets are on one device, that every box coordinate is finite and in
+    ``BOX_RANGE`` (not pixels), that no box is inside out (``x2 < x1`` or ``y2 < y1``: not cxcywh; a box without area
+    is valid and forces no anchor) and, when ``num_classes`` is given, the class range (before moving to ``device``,
+    so targets that come from a CPU DataLoader are checked without a device sync).
     Images with no object (``[0, 5]``) are valid.
     """
     if len(targets) == 0:
@@ -90,26 +94,41 @@ def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
 def _check_values(padded: Tensor, mask: Tensor, num_classes: int | None) -> None:
     """Raise ValueError naming the first real object (``mask`` ``[B, G]``) of ``padded`` ``[B, G, 5]`` whose box has a
     coordinate that is not finite (a NaN one made every IoU of its image NaN, which silently emptied the other
-    objects' assignments) or, with ``num_classes``, whose class is not an integer in 0..C-1. One host sync on a GPU."""
+    objects' assignments), outside ``BOX_RANGE`` (pixel coordinates: the object was trained on one forced anchor of
+    almost no overlap) or inside out (``x2 < x1`` or ``y2 < y1``: a (cx, cy, w, h) box, whose IoU 0 with every anchor
+    left it out of the loss), or, with ``num_classes``, whose class is not an integer in 0..C-1. One host sync on a
+    GPU."""
     boxes, labels = padded[..., :4], padded[..., 4]
     bad_box = ~torch.isfinite(boxes).all(dim=2)
+    outside = ((boxes < BOX_RANGE[0]) | (boxes > BOX_RANGE[1])).any(dim=2)
+    inside_out = (boxes[..., 2:] < boxes[..., :2]).any(dim=2)
     bad_label = torch.zeros_like(bad_box)
     if num_classes is not None:
         bad_label = (labels < 0) | (labels > num_classes - 1) | (labels != labels.round())
-    bad = mask & (bad_box | bad_label)
+    bad = mask & (bad_box | outside | inside_out | bad_label)
     if not bool(bad.any()):
         return
     image, row = bad.nonzero()[0].tolist()
-    where = f"targets[{image}] row {row}"
+    where = f"targets[{image}] row {row} has box {boxes[image, row].tolist()}"
     if bool(bad_box[image, row]):
         raise ValueError(
-            f"{where} has box {boxes[image, row].tolist()} whose coordinates are not all finite; each object needs "
+            f"{where} whose coordinates are not all finite; each object needs "
             f"finite x1, y1, x2, y2 normalised by the image size in columns 0-3 (fix or drop it in the dataset)."
         )
+    if bool(outside[image, row]):
+        raise ValueError(
+            f"{where} with a coordinate outside [{BOX_RANGE[0]}, {BOX_RANGE[1]}]; boxes are x1, y1, x2, y2 "
+            f"normalised to [0, 1] by the image size: divide pixel x by the image width and y by its height."
+        )
+    if bool(inside_out[image, row]):
+        raise ValueError(
+            f"{where} with x2 < x1 or y2 < y1; columns 0-3 are the corners x1, y1, x2, y2 (convert (cx, cy, w, h) "
+            f"boxes with utils.box.corner_form)."
+        )
     raise ValueError(
-        f"{where} holds class index {labels[image, row].item()} but MultiBoxLoss(num_classes={num_classes}) "
-        f"expects foreground indices 0..{num_classes - 1} in column 4 (the authors' 1..C labels must be shifted by -1 "
-        f"in data/)."
+        f"targets[{image}] row {row} holds class index {labels[image, row].item()} but MultiBoxLoss("
+        f"num_classes={num_classes}) expects foreground indices 0..{num_classes - 1} in column 4 (the authors' 1..C "
+        f"labels must be shifted by -1 in data/)."
     )
 
 
