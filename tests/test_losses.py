@@ -2,6 +2,7 @@
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torchvision.ops import box_iou
@@ -198,7 +199,7 @@ def test_a_single_class_detector_matches_the_per_image_reference(mutual_guide):
     reference_l, reference_c = reference_multibox_loss(loc, conf, ANCHORS_320, targets, mutual_guide)
     torch.testing.assert_close(loss_l, reference_l, rtol=1e-5, atol=0)
     torch.testing.assert_close(loss_c, reference_c, rtol=5e-5, atol=0)
-    with pytest.raises(ValueError, match="num_classes=0 must be >= 1"):
+    with pytest.raises(ValueError, match="num_classes=0 must be an int >= 1"):
         MultiBoxLoss(0)
 
 
@@ -571,3 +572,15 @@ def test_the_fused_focal_term_of_the_bound_benchmark_equals_the_loss_formula():
     expected = sum(math.log1p(math.exp(x)) / (1 + math.exp(-x)) for x in logits.tolist())
     assert focal_term_sum(logits).item() == pytest.approx(expected, rel=1e-12)
     assert eager_focal_term_sum(logits).item() == pytest.approx(expected, rel=1e-9)  # softplus is linear above 20
+
+
+@pytest.mark.parametrize("num_classes", [2.5, "3", True])
+def test_a_class_count_that_is_not_an_int_is_refused(num_classes):
+    """"3" failed with a bare TypeError, 2.5 later as a conf shape of (B, A, 2.5), True counted one class."""
+    with pytest.raises(ValueError, match=rf"MultiBoxLoss: num_classes={num_classes!r} must be an int >= 1"):
+        MultiBoxLoss(num_classes)
+
+
+def test_a_numpy_integer_class_count_is_taken_as_an_int():
+    loss_fn = MultiBoxLoss(np.int64(NUM_CLASSES))
+    assert loss_fn.num_classes == NUM_CLASSES and type(loss_fn.num_classes) is int

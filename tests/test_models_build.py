@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,12 +97,34 @@ def test_detector_records_its_configuration():
         (("fssd", "resnet50", 320, 20), "unknown backbone 'resnet50'; choose one of vgg16, resnet18"),
         (("fssd", "vgg16", 300, 20), "unknown size 300; use a multiple of 64 >= 128"),
         (("fssd", "vgg16", 64, 20), "unknown size 64; use a multiple of 64 >= 128"),
-        (("fssd", "vgg16", 320, 0), "num_classes must be >= 1"),
+        (("fssd", "vgg16", 320, 0), "num_classes must be an int >= 1"),
     ],
 )
 def test_bad_choices_raise_value_error_naming_the_choices(args, message):
     with pytest.raises(ValueError, match=message):
         build_detector(*args)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        # a float class count failed deep in torch's Conv2d ("empty(): argument 'size' ... must be tuple of ints")
+        (("fssd", "resnet18", 128, 3.0), r"num_classes must be an int >= 1 .*; got 3.0 \(float\)"),
+        (("fssd", "resnet18", 128, "3"), r"num_classes must be an int >= 1 .*; got '3' \(str\)"),  # was a TypeError
+        (("fssd", "resnet18", 128, True), r"num_classes must be an int >= 1 .*; got True \(bool\)"),  # built 1 class
+        (("fssd", "resnet18", 320.0, 3), r"size 320.0 is not an int; use a multiple of 64 >= 128"),
+    ],
+)
+def test_a_class_count_or_size_that_is_not_an_int_is_refused_by_name(args, message):
+    with pytest.raises(ValueError, match=message):
+        build_on_meta(*args)
+
+
+def test_numpy_and_tensor_integers_are_taken_as_ints():
+    """A NumPy integer (a config read through NumPy) was refused as "unknown size np.int64(128)"."""
+    model = build_on_meta("fssd", "resnet18", np.int64(128), np.int64(3))
+    assert (model.size, model.num_classes) == (128, 3) and type(model.size) is type(model.num_classes) is int
+    assert build_on_meta("fssd", "resnet18", 128, torch.tensor(3)).num_classes == 3
 
 
 def test_neck_rejects_backbone_strides_it_cannot_use():

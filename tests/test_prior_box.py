@@ -1,6 +1,7 @@
 """PriorBox against the anchors of the authors' code (facts §1), written out by hand."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,6 +80,15 @@ def test_other_multiples_of_64():
 def test_rejects_sizes_that_are_not_positive_multiples_of_64(size):
     with pytest.raises(ValueError, match="multiple of 64"):
         PriorBox(24.0, size)
+
+
+def test_a_numpy_integer_size_is_taken_as_an_int():
+    """np.int64(320) was refused as "not a positive multiple of 64"; a float size is refused as not an int."""
+    prior_box = PriorBox(24.0, np.int64(320))
+    assert prior_box.size == 320 and type(prior_box.size) is int
+    torch.testing.assert_close(prior_box(), PriorBox(24.0, 320)())
+    with pytest.raises(ValueError, match=r"size=320.0 is not an int; use a positive multiple of 64"):
+        PriorBox(24.0, 320.0)
 
 
 def plain_anchors(base_anchor_size: float, size: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from utils.integers import as_int
+
 ANCHORS_PER_CELL = 6
 SIZE_MULTIPLE = 64
 DEFAULT_BASE_ANCHOR_SIZE = 24.0  # the original's --base_anchor_size: the first anchor's side at stride 8, in pixels
@@ -41,7 +43,7 @@ class PriorBox(nn.Module):
 
     Args:
         base_anchor_size: side in pixels of the first anchor at stride 8 (``--base_anchor_size``, 24).
-        size: square input side S in pixels, a positive multiple of 64.
+        size: square input side S in pixels, a positive multiple of 64 (an int; a NumPy integer too).
 
     ``forward()`` returns ``[A, 4]`` float32 anchors ``(cx, cy, w, h)`` normalised to [0, 1]
     (12,750 at S = 320, 32,736 at S = 512). ``num_anchors`` holds A.
@@ -49,7 +51,13 @@ class PriorBox(nn.Module):
 
     def __init__(self, base_anchor_size: float = DEFAULT_BASE_ANCHOR_SIZE, size: int = 320) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SIZE_MULTIPLE:
+        side = as_int(size)
+        if side is None:
+            raise ValueError(
+                f"PriorBox: size={size!r} is not an int; use a positive multiple of {SIZE_MULTIPLE} such as 320 or 512 "
+                f"(--size)."
+            )
+        if side <= 0 or side % SIZE_MULTIPLE:
             raise ValueError(
                 f"PriorBox: size={size!r} is not a positive multiple of {SIZE_MULTIPLE}; "
                 f"use an input size such as 320 or 512 (--size)."
@@ -59,7 +67,7 @@ class PriorBox(nn.Module):
                 f"PriorBox: base_anchor_size={base_anchor_size!r} must be > 0 pixels (--base_anchor_size)."
             )
         self.base_anchor_size = float(base_anchor_size)
-        self.size = size
+        self.size = side
         self.num_anchors = ANCHORS_PER_CELL * sum(side * side for side in feature_map_sides(size))
 
     def forward(self) -> Tensor:

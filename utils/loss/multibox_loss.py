@@ -29,6 +29,7 @@ from utils.assign import (
 )
 from utils.assign.assignment import assigner_inputs, concat_assignments
 from utils.box import BoxCoder, corner_form, elementwise_box_iou
+from utils.integers import as_int
 
 from .balanced_l1_loss import balanced_l1_loss
 from .focal_loss import BACKGROUND, sigmoid_focal_loss
@@ -100,9 +101,12 @@ class MultiBoxLoss(nn.Module):
         self, num_classes: int, mutual_guide: bool = False, compile: bool = False, sync_positives: bool = False
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"MultiBoxLoss: num_classes={num_classes} must be >= 1 (foreground classes only).")
-        self.num_classes = num_classes
+        classes = as_int(num_classes)
+        if classes is None or classes < 1:
+            raise ValueError(
+                f"MultiBoxLoss: num_classes={num_classes!r} must be an int >= 1 (foreground classes only)."
+            )
+        self.num_classes = classes
         self.mutual_guide = mutual_guide
         self.box_coder = BoxCoder()
         self.iou_assigner = IoUAssigner()
