@@ -218,3 +218,12 @@ def test_graph_detector_reads_weights_updated_in_place(cuda_detector):
     finally:
         with torch.no_grad():
             head_bias.sub_(1.0)
+
+
+@needs_cuda
+def test_graph_detector_refuses_image_sizes_that_are_not_one_pair_per_image(cuda_detector):
+    """Heights and widths as two rows ([2, 3]) were reshaped into wrong (height, width) pairs without a word."""
+    model, priors, images = cuda_detector
+    graphed = CUDAGraphDetector(model, PostProcessor(priors), batch_size=3, image_size=128)
+    with pytest.raises(ValueError, match=r"CUDAGraphDetector: image_sizes has shape \(2, 3\); expected \[B, 2\]"):
+        graphed(images, IMAGE_SIZES.T)

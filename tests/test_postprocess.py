@@ -1,5 +1,6 @@
 """Batched post-processing against a plain per-image, per-class reference."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -315,6 +316,28 @@ def test_the_nms_path_follows_dense_nms(priors, monkeypatch, dense_nms, expected
     detections = PostProcessor(priors, pre_nms_topk=len(priors) * 2, dense_nms=dense_nms)(loc, conf, IMAGE_SIZES[:1])
     assert calls == [expected]
     assert_same_detections(detections, reference(loc, conf, priors, IMAGE_SIZES[:1]))
+
+
+@pytest.mark.parametrize("sizes", [
+    IMAGE_SIZES.T,  # heights and widths stacked as two rows: [2, 3] was reshaped into the pairs (480, 333), ...
+    IMAGE_SIZES[0],  # one (height, width) for the whole batch: torch's "shape '[3, 2]' is invalid for input of size 2"
+    IMAGE_SIZES[:2],  # a size short
+    IMAGE_SIZES.flatten(),
+])
+def test_image_sizes_that_are_not_one_height_width_pair_per_image_are_refused(priors, sizes):
+    loc, conf = torch.zeros(3, len(priors), 4), torch.zeros(3, len(priors), 3)
+    shape = re.escape(str(tuple(sizes.shape)))
+    for call in (PostProcessor(priors), PostProcessor(priors).padded):
+        with pytest.raises(ValueError, match=rf"PostProcessor: image_sizes has shape {shape}; expected \[B, 2\] = "
+                                             r"\(3, 2\), the \(height, width\) of each image"):
+            call(loc, conf, sizes)
+
+
+def test_one_image_s_size_may_be_a_single_pair(priors):
+    generator = torch.Generator().manual_seed(4)
+    loc, conf = torch.randn(1, len(priors), 4, generator=generator), distinct_logits(generator, 1, len(priors), 3)
+    expected = PostProcessor(priors)(loc, conf, IMAGE_SIZES[:1])[0]
+    assert same_detections(PostProcessor(priors)(loc, conf, (480, 640))[0], expected)
 
 
 def test_dense_nms_needs_a_bounded_top_k(priors):

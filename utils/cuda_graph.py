@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from models.memory_format import memory_format, stores_channels_last
-from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy
+from utils.postprocess import PaddedDetections, PostProcessor, detections_to_numpy, image_size_pairs
 
 # fixed-point NMS steps inside the graph; untrained detectors settled within 12 (20 and 80 classes)
 GRAPH_NMS_STEPS = 16
@@ -91,7 +91,8 @@ class CUDAGraphDetector:
                 f"with 1 <= b <= {self.batch_size} (the captured batch)"
             )
         self.images[:count].copy_(images, non_blocking=True)
-        self.image_sizes[:count].copy_(torch.as_tensor(image_sizes).reshape(count, 2), non_blocking=True)
+        sizes = image_size_pairs(torch.as_tensor(image_sizes), count, "CUDAGraphDetector")
+        self.image_sizes[:count].copy_(sizes, non_blocking=True)
         self.graph.replay()
         outputs = self._to_host(self.outputs)
         results = [

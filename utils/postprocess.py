@@ -97,6 +97,18 @@ def detections_to_numpy(results: list[dict[str, Tensor]]) -> list[dict[str, np.n
     return [{key: parts[key][i] for key in parts} for i in range(len(results))]
 
 
+def image_size_pairs(image_sizes: Tensor, batch: int, owner: str) -> Tensor:
+    """``[batch, 2]`` (height, width) pairs from ``image_sizes`` of that shape, or of shape ``[2]`` when ``batch`` is 1;
+    any other shape (``[2, batch]`` heights and widths as rows, one pair for a whole batch) is a ValueError naming
+    ``owner``. Shapes only: no host sync."""
+    if image_sizes.shape != (batch, 2) and not (batch == 1 and image_sizes.shape == (2,)):
+        raise ValueError(
+            f"{owner}: image_sizes has shape {tuple(image_sizes.shape)}; expected [B, 2] = {(batch, 2)}, "
+            f"the (height, width) of each image in pixels (a single pair for one image)"
+        )
+    return image_sizes.reshape(batch, 2)
+
+
 def top_candidates(boxes: Tensor, scores: Tensor, score_thresh: float,
                    pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Step 3 of the module docstring, for a batch: per image the ``pre_nms_topk`` highest (anchor, class) scores
@@ -187,7 +199,8 @@ class PostProcessor:
         Args:
             loc: ``[B, A, 4]`` raw box offsets (any float dtype; decoded in float32).
             conf: ``[B, A, C]`` raw class logits, no background column.
-            image_sizes: ``[B, 2]`` (height, width) of each original image, in pixels.
+            image_sizes: ``[B, 2]`` (height, width) of each original image, in pixels (a tensor, array or list;
+                one pair ``(height, width)`` when B = 1). Any other shape is a ValueError.
 
         Returns:
             ``B`` dicts on ``loc``'s device: ``"boxes"`` float32 ``[n, 4]`` x1y1x2y2 0-based continuous pixels
@@ -283,7 +296,7 @@ class PostProcessor:
         device = loc.device
         if self.priors.device != device:
             self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
-        image_sizes = torch.as_tensor(image_sizes, device=device).reshape(batch, 2)
+        image_sizes = image_size_pairs(torch.as_tensor(image_sizes, device=device), batch, "PostProcessor")
         boxes = self.box_coder.decode(loc.float(), self.priors).clamp_(0.0, 1.0)  # [B, A, 4] normalised
         finite = torch.isfinite(boxes).all(dim=2, keepdim=True)  # [B, A, 1]; NaN survives the clamp
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
