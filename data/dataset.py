@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError
+from utils.integers import as_int
+from utils.messages import counted
 from utils.names import folded_name
 
 if TYPE_CHECKING:
@@ -543,7 +545,9 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Item ``index`` transformed with ``numpy.random.default_rng((seed, epoch, index))``:
-        ``(image float32 [3, S, S], target float32 [n, 5], index)``."""
+        ``(image float32 [3, S, S], target float32 [n, 5], index)``. As for a list, a negative ``index`` counts from
+        the end (the item and the returned index are those of ``len + index``); out of range is an IndexError."""
+        index = self._position(index)
         image = self.load_image(index)
         boxes, labels, _ = self.annotation(index)
         image, target = self.transform(image, boxes, labels, np.random.default_rng((self.seed, epoch, index)))
@@ -551,3 +555,13 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         return self.sample(index)
+
+    def _position(self, index: object) -> int:
+        """``index`` (an int, NumPy integer or integer 0-d tensor; negative from the end) as an int in 0..len-1."""
+        position = as_int(index)
+        if position is None:
+            raise TypeError(f"dataset indices are ints, got {index!r}")
+        position += len(self) if position < 0 else 0
+        if not 0 <= position < len(self):
+            raise IndexError(f"index {index} is out of range for a dataset of {counted(len(self), 'image')}")
+        return position

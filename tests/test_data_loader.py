@@ -196,6 +196,22 @@ def test_too_small_dataset_for_one_batch(voc_root):
         build_loader(train_set(voc_root), 32, train=True, workers=0)
 
 
+def test_a_negative_index_counts_from_the_end_as_for_a_list(voc_root):
+    """dataset[-1] failed in NumPy ("expected non-negative integer", the augmentation seed); out of range is an
+    IndexError naming the size (which also ends a plain ``for item in dataset`` loop)."""
+    dataset = build_dataset("voc", "test", 64, data_root=str(voc_root), classes=["cat", "dog"])
+    image, target, index = dataset[-1]
+    assert index == NUM_IMAGES - 1 and type(index) is int
+    assert torch.equal(image, dataset[NUM_IMAGES - 1][0]) and torch.equal(target, dataset[NUM_IMAGES - 1][1])
+    assert dataset[np.int64(2)][2] == 2 and dataset[torch.tensor(2)][2] == 2
+    for bad in (NUM_IMAGES, -NUM_IMAGES - 1):
+        with pytest.raises(IndexError, match=rf"index {bad} is out of range for a dataset of {NUM_IMAGES} images"):
+            dataset[bad]
+    with pytest.raises(TypeError, match=r"dataset indices are ints, got 1.0"):
+        dataset[1.0]
+    assert len(list(dataset)) == NUM_IMAGES
+
+
 WORKER_ERROR_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
