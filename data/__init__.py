@@ -16,6 +16,7 @@ from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text, unusable_list_problem
+from utils.integers import as_int
 from utils.messages import preview_names
 from utils.names import compose_name, control_characters, folded_name, invisible_characters, same_classes
 
@@ -362,7 +363,8 @@ def build_dataset(
       afresh).
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
-    (also for a ``data_root`` that is a file).
+    (also for a ``data_root`` that is a file); ValueError for an unknown name or split, or a ``size`` that is not a
+    positive int.
     """
     name = name.lower()
     if name not in DATASET_NAMES:
@@ -372,10 +374,14 @@ def build_dataset(
     if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
         raise DataError(f"--data_root {data_root} is a file, not a dataset folder: pass the folder that holds the "
                         "dataset (its Annotations/ or annotations/ and its images)")
+    side = as_int(size)
+    if side is None or side < 1:
+        raise ValueError(f"build_dataset: size={size!r} must be a positive int, the square side images are resized to "
+                         "(the model's --size)")
     augment = split == "train" if augment is None else augment
     if isinstance(classes, str):
         classes = parse_class_list(classes)
-    transform = TrainTransform(size, expand_probability) if augment else TestTransform(size)
+    transform = TrainTransform(side, expand_probability) if augment else TestTransform(side)
     dataset = _build_named(name, split, data_root, classes, class_order, transform=transform, seed=seed,
                            skip_unknown_classes=skip_unknown_classes)
     if split == "train" and isinstance(dataset, COCODetection):  # coco, or custom in COCO layout

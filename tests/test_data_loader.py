@@ -212,6 +212,13 @@ def test_a_negative_index_counts_from_the_end_as_for_a_list(voc_root):
     assert len(list(dataset)) == NUM_IMAGES
 
 
+@pytest.mark.parametrize("size", [0, -64, 64.0, "64"])
+def test_an_image_size_that_is_not_a_positive_int_is_refused_when_the_dataset_is_built(voc_root, size):
+    """size 0 or 64.0 built the dataset and failed at its first item, inside OpenCV's resize (in a worker)."""
+    with pytest.raises(ValueError, match=rf"build_dataset: size={size!r} must be a positive int"):
+        build_dataset("voc", "test", size, data_root=str(voc_root), classes=["cat", "dog"])
+
+
 WORKER_ERROR_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
