@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
 
 from data.errors import data_warnings_shown, one_line_data_warnings, relay_worker_lines, show_worker_lines
+from utils.integers import as_int
 from utils.messages import SharedLines, SharedSeen, counted
 
 
@@ -265,6 +266,15 @@ def default_workers() -> int:
     return max(2, min(12, per_process - 1))
 
 
+def _count(name: str, value: object, least: int, alternative: str = "") -> int:
+    """``value`` of :func:`build_loader`'s argument ``name`` as an int (:func:`utils.integers.as_int`); a ValueError
+    naming the argument when it is not an int of at least ``least``."""
+    number = as_int(value)
+    if number is None or number < least:
+        raise ValueError(f"build_loader: {name}={value!r} must be an int >= {least}{alternative}")
+    return number
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -292,8 +302,9 @@ def build_loader(
     ``workers > 0`` makes OpenCV single-threaded in this process first (:func:`single_thread_opencv`);
     ``pin_memory`` defaults to whether CUDA is available.
     """
-    if batch_size < 1 or workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    batch_size, workers = _count("batch_size", batch_size, 1), _count("workers", workers, 0)
+    start_iter = _count("start_iter", start_iter, 0)
+    max_iter = None if max_iter is None else _count("max_iter", max_iter, 0, " or None")
     if workers > 0:
         single_thread_opencv()
     pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory

@@ -219,6 +219,18 @@ def test_an_image_size_that_is_not_a_positive_int_is_refused_when_the_dataset_is
         build_dataset("voc", "test", size, data_root=str(voc_root), classes=["cat", "dog"])
 
 
+@pytest.mark.parametrize("arguments, message", [
+    ({"batch_size": 2.5}, r"batch_size=2.5 must be an int >= 1"),  # was NumPy's "seed must be integer"
+    ({"workers": 1.5}, r"workers=1.5 must be an int >= 0"),  # was accepted
+    ({"start_iter": -1}, r"start_iter=-1 must be an int >= 0"),  # was "'NoneType' object is not subscriptable"
+    ({"max_iter": 2.0}, r"max_iter=2.0 must be an int >= 0 or None"),
+])
+def test_build_loader_refuses_counts_that_are_not_ints_in_range(voc_root, arguments, message):
+    options = {"batch_size": 2, "workers": 0, "start_iter": 0, "max_iter": 4} | arguments
+    with pytest.raises(ValueError, match=f"build_loader: {message}"):
+        build_loader(train_set(voc_root), options.pop("batch_size"), train=True, **options)
+
+
 WORKER_ERROR_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
