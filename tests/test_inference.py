@@ -197,6 +197,32 @@ def test_anchor_count_mismatch_names_the_flag():
                       postprocessor=PostProcessor(PRIORS))
 
 
+def test_images_of_another_size_than_the_model_s_are_refused_naming_both_sizes(one_torch_thread):
+    """A 320 model given the loader of a 64 dataset (and 320 priors) was told to build PriorBox with the model's
+    --size, which it had; the images were the wrong size. (At 127 px the anchor count is 128's: it ran silently.)"""
+    from models import build_detector
+
+    model = build_detector("fssd", "resnet18", 128, NUM_CLASSES)
+    loader = DataLoader(FakeVocDataset(), batch_size=2, collate_fn=collate)  # 64 x 64 images
+    with pytest.raises(ValueError, match=r"run_inference: the loader gives 64 x 64 images but the model was built for "
+                                         r"128 x 128: build the dataset with size=128"):
+        run_inference(model, loader, PriorBox(size=128).forward(), torch.device("cpu"))
+
+
+def test_a_device_name_is_taken_and_a_training_loader_is_refused(tmp_path):
+    """device="cpu" failed with "'str' object has no attribute 'type'"; a training loader (its dataset yields
+    augmented images, without image_size) failed with "'EpochSamples' object has no attribute 'image_size'"."""
+    from data import build_loader
+
+    loader = DataLoader(FakeVocDataset(), batch_size=3, collate_fn=collate)
+    assert_detections_equal(run_inference(FakeDetector(), loader, PRIORS, "cpu", progress=False),
+                            run_inference(FakeDetector(), loader, PRIORS, torch.device("cpu"), progress=False))
+    train_loader = build_loader(FakeVocDataset(), 2, train=True, workers=0, max_iter=1)
+    with pytest.raises(ValueError, match=r"run_inference: the loader's dataset \(EpochSamples\) has no image_size\(i\)"
+                                         r".*build_loader\(dataset, batch_size, train=False"):
+        run_inference(FakeDetector(), train_loader, PRIORS, "cpu")
+
+
 def test_voc_evaluation_writes_devkit_files_summary_and_prints_both_protocols(tmp_path, capsys):
     dataset, model = FakeVocDataset(), FakeDetector()
     detections = run_inference(model, DataLoader(dataset, batch_size=4, collate_fn=collate), PRIORS,

@@ -46,7 +46,7 @@ def run_inference(
     model: nn.Module,
     loader: DataLoader,
     priors: Tensor,
-    device: torch.device,
+    device: torch.device | str,
     *,
     postprocessor: PostProcessor | None = None,
     amp_dtype: torch.dtype | None = None,
@@ -61,9 +61,11 @@ def run_inference(
 
     Args:
         model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``.
-        loader: yields ``(images, targets, indices)`` (``detection_collate``); its dataset has ``image_size(i)``.
+        loader: yields ``(images, targets, indices)`` (``detection_collate``); its dataset has ``image_size(i)`` (a
+            test loader; a ValueError otherwise). Images of another size than a :class:`models.Detector`'s ``size``
+            are a ValueError naming both.
         priors: ``[A, 4]`` anchors, cxcywh normalised; checked against the model's A.
-        device: where the model runs.
+        device: where the model runs (a ``torch.device`` or its name, e.g. ``"cuda"``).
         postprocessor: default ``PostProcessor(priors)`` (score 0.005, NMS 0.5, 300 per image).
         amp_dtype: ``torch.float16`` / ``torch.bfloat16`` to run the model under autocast; None for float32.
         cuda_graph: replay the forward pass and post-processing from a CUDA graph captured at the first batch
@@ -75,7 +77,13 @@ def run_inference(
         the original image, "scores" float32 [n], "labels" int64 [n]}`` for every image this process saw, ``None``
         for the others (another rank's share under a ``DistributedSampler``; see ``gather_detections``).
     """
-    dataset = loader.dataset
+    dataset, device = loader.dataset, torch.device(device)
+    if not hasattr(dataset, "image_size"):
+        raise ValueError(
+            f"run_inference: the loader's dataset ({type(dataset).__name__}) has no image_size(i), the original image "
+            "sizes detections are scaled to; pass a test loader of a dataset of data/: build_loader(dataset, "
+            "batch_size, train=False, workers=...) (a training loader yields augmented images)"
+        )
     postprocessor = postprocessor or PostProcessor(priors)
     detections: list[Detections | None] = [None] * len(dataset)
     was_training = model.training
@@ -86,6 +94,7 @@ def run_inference(
     with torch.inference_mode():
         batches = tqdm(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
         for images, _, indices in batches:
+            _check_image_size(images, getattr(model, "size", None))
             indices = [int(i) for i in indices]
             image_sizes = torch.tensor([dataset.image_size(i) for i in indices])  # [B, 2] (h, w)
             if cuda_graph:
@@ -101,6 +110,17 @@ def run_inference(
                 detections[index] = result
     model.train(was_training)
     return detections
+
+
+def _check_image_size(images: Tensor, model_size: int | None) -> None:
+    """ValueError when the images ``[B, 3, H, W]`` are not the ``model_size`` squares the model was built for (a
+    :class:`models.Detector` records it; None: not known)."""
+    if model_size is not None and tuple(images.shape[-2:]) != (model_size, model_size):
+        height, width = images.shape[-2:]
+        raise ValueError(
+            f"run_inference: the loader gives {height} x {width} images but the model was built for {model_size} x "
+            f"{model_size}: build the dataset with size={model_size} (the model's --size)"
+        )
 
 
 def _detect(model: nn.Module, images: Tensor, priors: Tensor, postprocessor: PostProcessor, image_sizes: Tensor,
