@@ -364,6 +364,20 @@ def test_cuda_dense_nms_equals_the_cpu_torchvision_path(priors):
         torch.testing.assert_close(cuda_detections["boxes"], cpu_detections["boxes"], rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("arguments, message", [
+    ({"score_thresh": 30.0}, r"score_thresh=30.0 must be a probability in \[0, 1\)"),  # a percentage: no detection
+    ({"score_thresh": math.nan}, r"score_thresh=nan must be a probability"),  # no detection, without a word
+    ({"nms_thresh": 45}, r"nms_thresh=45 must be an IoU in \(0, 1\]"),  # a percentage: NMS suppressed nothing
+    ({"nms_thresh": math.nan}, r"nms_thresh=nan must be an IoU"),
+    ({"max_per_image": 0}, r"max_per_image=0 must be an int >= 1"),  # no detection, without a word
+    ({"max_per_image": -1}, r"max_per_image=-1 must be an int >= 1"),  # torch's split_with_sizes error
+    ({"pre_nms_topk": 100.0}, r"pre_nms_topk=100.0 must be a positive count or None"),  # torch's topk TypeError
+])
+def test_thresholds_and_counts_out_of_range_are_refused_when_built(priors, arguments, message):
+    with pytest.raises(ValueError, match=f"PostProcessor: {message}"):
+        PostProcessor(priors, **arguments)
+
+
 @pytest.mark.parametrize("name", ["pre_nms_topk", "max_pre_nms_topk"])
 def test_top_k_counts_must_be_positive(priors, name):
     with pytest.raises(ValueError, match=f"{name}=0 must be a positive count or None"):

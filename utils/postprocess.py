@@ -48,6 +48,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
+from utils.integers import as_int
 from utils.nms import nms_steps, settle_nms, suppression_matrix
 
 PRE_NMS_TOPK = 1000
@@ -151,14 +152,16 @@ class PostProcessor:
 
     Args:
         priors: ``[A, 4]`` anchors, cxcywh normalised (``PriorBox().forward()``).
-        score_thresh: keep scores strictly above this.
-        nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
+        score_thresh: keep scores strictly above this, a probability in [0, 1).
+        nms_thresh: IoU above which a lower-scoring box of the same class is suppressed, in (0, 1].
         pre_nms_topk: candidates kept per image before NMS in the first pass; ``None`` keeps all (exact, slow).
-        max_per_image: detections kept per image after NMS.
+        max_per_image: detections kept per image after NMS (>= 1).
         max_pre_nms_topk: the largest top-k of the re-runs that make ``__call__`` exact (module docstring, step 6);
             ``None``: up to every candidate; ``pre_nms_topk`` itself: no re-run (a plain top-k).
         dense_nms: run NMS with :func:`utils.nms.dense_batched_nms` (True) or ``torchvision.ops.batched_nms``
             (False); None picks dense on CUDA when ``pre_nms_topk`` is at most ``DENSE_NMS_MAX_CANDIDATES``.
+
+    A threshold or count out of its range (a percentage, NaN) is a ValueError.
 
     Attributes:
         inexact_images: how many images ``__call__`` has returned whose detections may lack lower-scoring ones
@@ -178,8 +181,14 @@ class PostProcessor:
         if priors.dim() != 2 or priors.shape[1] != 4:
             raise ValueError(f"PostProcessor: priors must be [A, 4] cxcywh, got shape {tuple(priors.shape)}")
         for name, value in (("pre_nms_topk", pre_nms_topk), ("max_pre_nms_topk", max_pre_nms_topk)):
-            if value is not None and value < 1:
-                raise ValueError(f"PostProcessor: {name}={value} must be a positive count or None")
+            if value is not None and (as_int(value) is None or value < 1):
+                raise ValueError(f"PostProcessor: {name}={value!r} must be a positive count or None")
+        if not 0.0 <= score_thresh < 1.0:  # NaN too
+            raise ValueError(f"PostProcessor: score_thresh={score_thresh!r} must be a probability in [0, 1)")
+        if not 0.0 < nms_thresh <= 1.0:
+            raise ValueError(f"PostProcessor: nms_thresh={nms_thresh!r} must be an IoU in (0, 1]")
+        if as_int(max_per_image) is None or max_per_image < 1:
+            raise ValueError(f"PostProcessor: max_per_image={max_per_image!r} must be an int >= 1")
         self.priors = priors.float()
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
