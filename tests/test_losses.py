@@ -584,3 +584,18 @@ def test_a_class_count_that_is_not_an_int_is_refused(num_classes):
 def test_a_numpy_integer_class_count_is_taken_as_an_int():
     loss_fn = MultiBoxLoss(np.int64(NUM_CLASSES))
     assert loss_fn.num_classes == NUM_CLASSES and type(loss_fn.num_classes) is int
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_one_target_tensor_instead_of_a_list_is_refused_with_the_fix(batch):
+    """A bare [n, 5] tensor was read as n targets ("got 2 targets for a batch of 1 images") or, with n = B, as rows
+    of shape (5,); a [B, n, 5] stack of equal counts is one tensor per image and still works."""
+    loc = torch.zeros(batch, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(batch, ANCHORS_320.shape[0], NUM_CLASSES)
+    target = torch.tensor([[0.1, 0.1, 0.5, 0.5, 3.0], [0.2, 0.2, 0.6, 0.6, 1.0]])
+    with pytest.raises(ValueError, match=rf"MultiBoxLoss: targets is one tensor of shape \(2, 5\); pass a list of "
+                                         rf"B = {batch} tensors \[n_i, 5\], one per image"):
+        MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, target)
+    stacked = MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, target.expand(batch, 2, 5))
+    listed = MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, [target] * batch)
+    torch.testing.assert_close(stacked, listed)

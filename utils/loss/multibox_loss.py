@@ -271,5 +271,10 @@ class MultiBoxLoss(nn.Module):
                 f"MultiBoxLoss: priors has shape {tuple(priors.shape)} but the model predicts {loc.shape[1]} anchors; "
                 f"build PriorBox with the model's input size."
             )
+        if isinstance(targets, Tensor) and targets.dim() != 3:
+            raise ValueError(
+                f"MultiBoxLoss: targets is one tensor of shape {tuple(targets.shape)}; pass a list of "
+                f"B = {loc.shape[0]} tensors [n_i, 5], one per image (e.g. [target] for a batch of one)."
+            )
         if len(targets) != loc.shape[0]:
             raise ValueError(f"MultiBoxLoss: got {len(targets)} targets for a batch of {loc.shape[0]} images.")
