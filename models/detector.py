@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 
+import numpy as np
 from torch import Tensor, nn
 
 CLASSIFIER_PREFIX = "head.conf."  # the head's per-class layers: their output channels depend on the class count
@@ -10,7 +11,8 @@ CLASSIFIER_PREFIX = "head.conf."  # the head's per-class layers: their output ch
 class Detector(nn.Module):
     """images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C]), the same pair in train and eval mode.
 
-    images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image).
+    images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image); a NumPy array or
+    an integer tensor (a raw image batch) is a ValueError naming the conversion.
     loc: offsets encoded against PriorBox(size=S) anchors with variances (0.1, 0.2); conf: per-class logits, no
     background column. A follows PriorBox's order (level, row, column, anchor): 12,750 at 320 and 32,736 at 512.
     `version`, `backbone_name`, `size` and `num_classes` record the build, for checkpoints.
@@ -28,6 +30,7 @@ class Detector(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        _check_images(images)
         return self.head(self.neck(self.backbone(images)))
 
     def load_all_but_classifier(self, state_dict: Mapping[str, Tensor]) -> list[str]:
@@ -40,3 +43,19 @@ class Detector(nn.Module):
         if other:
             raise RuntimeError(f"the weights do not fit this detector outside its classifier: {sorted(other)[:5]}")
         return sorted(missing)
+
+
+def _check_images(images: object) -> None:
+    """ValueError for a NumPy array or an integer tensor (a raw uint8 image batch), which torch's convolution refuses
+    with messages that name neither the input nor the conversion. Attributes only: no host sync; a tracer's proxy
+    (``torch.fx``, which folds BatchNorm) is no Tensor and passes."""
+    if isinstance(images, np.ndarray):
+        kind = "a NumPy array"
+    elif isinstance(images, Tensor) and not images.is_floating_point():
+        kind = str(images.dtype)
+    else:
+        return
+    raise ValueError(
+        f"Detector: images are {kind}; the model takes a float tensor [B, 3, S, S] = BGR minus (104, 117, 123) "
+        "(data.transforms.normalize_image of each uint8 BGR [H, W, 3] image, resized to S x S)"
+    )

@@ -316,3 +316,17 @@ def test_pafpn_training_on_one_image_is_refused_with_advice_and_inference_is_not
     assert loc.shape == (2, 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 4) and conf.shape == (2, loc.shape[1], 2)
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 128, 128))[0].shape == (1, loc.shape[1], 4)
+
+
+@pytest.mark.parametrize("images, message", [
+    # a raw image batch (torchvision.io.read_image, cv2 and torch.from_numpy): torch's "expected scalar type Byte
+    # but found Float"
+    (torch.zeros(1, 3, 128, 128, dtype=torch.uint8, device="meta"), r"images are torch.uint8"),
+    (np.zeros((1, 3, 128, 128), np.float32), r"images are a NumPy array"),  # conv2d's "invalid combination of ..."
+])
+def test_images_that_are_not_a_float_tensor_are_refused_with_the_conversion(images, message):
+    model = build_on_meta("fssd", "resnet18", 128, 3).eval()
+    expected = (rf"Detector: {message}; the model takes a float tensor \[B, 3, S, S\] = BGR minus \(104, 117, 123\) "
+                r"\(data.transforms.normalize_image of each uint8 BGR")
+    with pytest.raises(ValueError, match=expected):
+        model(images)
