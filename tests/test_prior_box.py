@@ -119,6 +119,16 @@ def test_base_anchor_size_scales_the_anchors_of_every_level(base_anchor_size, si
         torch.testing.assert_close(anchors[6 * 40 * 40], torch.tensor([0.025, 0.025, 0.2, 0.2]))
 
 
+@pytest.mark.parametrize("base_anchor_size", [320, 512, math.inf])
+def test_a_size_given_as_the_first_argument_is_refused(base_anchor_size):
+    """PriorBox(512), meant as the input size, is base_anchor_size=512 at size 320: every anchor was clamped to the
+    whole image (w = h = 1) without a word. A stride-8 anchor at least the image's side is refused, as main.py
+    refuses --base_anchor_size from --size up."""
+    with pytest.raises(ValueError, match=rf"PriorBox: base_anchor_size={base_anchor_size!r} must be below "
+                                         r"size=320.*PriorBox\(size=...\) names the input size"):
+        PriorBox(base_anchor_size)
+
+
 @pytest.mark.parametrize("base_anchor_size", [0.0, -24.0, math.nan])
 def test_rejects_a_base_anchor_size_that_is_not_positive(base_anchor_size):
     with pytest.raises(ValueError, match="must be > 0 pixels"):

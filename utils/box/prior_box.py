@@ -42,7 +42,8 @@ class PriorBox(nn.Module):
     """Anchor generator of the paper's detectors (the authors' name ``PriorBox`` is kept).
 
     Args:
-        base_anchor_size: side in pixels of the first anchor at stride 8 (``--base_anchor_size``, 24).
+        base_anchor_size: side in pixels of the first anchor at stride 8 (``--base_anchor_size``, 24), above 0 and
+            below ``size`` (``PriorBox(512)`` is this argument, not the input size: refused).
         size: square input side S in pixels, a positive multiple of 64 (an int; a NumPy integer too).
 
     ``forward()`` returns ``[A, 4]`` float32 anchors ``(cx, cy, w, h)`` normalised to [0, 1]
@@ -65,6 +66,12 @@ class PriorBox(nn.Module):
         if not base_anchor_size > 0:
             raise ValueError(
                 f"PriorBox: base_anchor_size={base_anchor_size!r} must be > 0 pixels (--base_anchor_size)."
+            )
+        if not base_anchor_size < side:  # PriorBox(512): the input size given where the anchor size goes
+            raise ValueError(
+                f"PriorBox: base_anchor_size={base_anchor_size!r} must be below size={side}, the input side (every "
+                f"anchor would cover the whole image); PriorBox(size=...) names the input size, the first argument is "
+                f"the stride-8 anchor side in pixels (--base_anchor_size, {DEFAULT_BASE_ANCHOR_SIZE:g})."
             )
         self.base_anchor_size = float(base_anchor_size)
         self.size = side
