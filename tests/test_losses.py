@@ -599,3 +599,13 @@ def test_one_target_tensor_instead_of_a_list_is_refused_with_the_fix(batch):
     stacked = MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, target.expand(batch, 2, 5))
     listed = MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, [target] * batch)
     torch.testing.assert_close(stacked, listed)
+
+
+@pytest.mark.parametrize("target", [np.array([[0.1, 0.1, 0.5, 0.5, 3.0]], np.float32), [[0.1, 0.1, 0.5, 0.5, 3.0]]])
+def test_a_target_that_is_not_a_tensor_is_named_as_such(target):
+    """A NumPy or list target was said to 'have shape ndarray' / 'shape list'."""
+    loc = torch.zeros(1, ANCHORS_320.shape[0], 4)
+    conf = torch.zeros(1, ANCHORS_320.shape[0], NUM_CLASSES)
+    with pytest.raises(ValueError, match=rf"targets\[0\] is a {type(target).__name__}, not a tensor; convert it with "
+                                         r"torch\.as_tensor\(target, dtype=torch\.float32\)"):
+        MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, [target])

@@ -62,10 +62,14 @@ def pad_targets(
     if len(targets) == 0:
         raise ValueError("pad_targets: got an empty list of targets; pass one [n_i, 5] tensor per image.")
     for i, target in enumerate(targets):
-        if not isinstance(target, Tensor) or target.dim() != 2 or target.shape[1] != TARGET_COLUMNS:
-            shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        if not isinstance(target, Tensor):
             raise ValueError(
-                f"pad_targets: targets[{i}] has shape {shape}; expected a float tensor [n, 5] = "
+                f"pad_targets: targets[{i}] is a {type(target).__name__}, not a tensor; convert it with "
+                f"torch.as_tensor(target, dtype=torch.float32) (a float tensor [n, 5] per image)."
+            )
+        if target.dim() != 2 or target.shape[1] != TARGET_COLUMNS:
+            raise ValueError(
+                f"pad_targets: targets[{i}] has shape {tuple(target.shape)}; expected a float tensor [n, 5] = "
                 f"x1, y1, x2, y2 (normalised), class index (use a [0, 5] tensor for an image with no object)."
             )
         if target.device != targets[0].device:  # an attribute: no device sync
