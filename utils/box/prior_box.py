@@ -75,7 +75,7 @@ class PriorBox(nn.Module):
             )
         self.base_anchor_size = float(base_anchor_size)
         self.size = side
-        self.num_anchors = ANCHORS_PER_CELL * sum(side * side for side in feature_map_sides(size))
+        self.num_anchors = ANCHORS_PER_CELL * sum(cells * cells for cells in feature_map_sides(side))
 
     def forward(self) -> Tensor:
         """Return the anchors as ``[A, 4]`` float32 ``(cx, cy, w, h)``, normalised, in head-output order."""
