@@ -56,7 +56,7 @@ from utils.export import export_onnx
 from utils.inference import evaluate_results_file, format_metrics, results_to_score
 from utils.logging import RunLog
 from utils.messages import counted, first_line
-from utils.run_data import check_recorded_shapes_set, check_splits, make_dataset
+from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset
 from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name
 from utils.run_exit import (
     EXIT_BAD_INPUT,
@@ -406,6 +406,7 @@ def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
     # a COCO layout's labels in the evaluation's class order: its per-class table, whatever the test json's order
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
                            class_order=evaluated_class_order(Path(args.eval_results)))
+    check_test_split(dataset, log)
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")
     return 0
@@ -424,8 +425,9 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
         args.classes = ",".join(state["class_names"])
     dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
-    trained = detector_from_state(state, args.trained_model, device)
     log = RunLog(None, enabled=ctx.is_main)
+    check_test_split(dataset, log)
+    trained = detector_from_state(state, args.trained_model, device)
     log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
              f"on {counted(len(dataset), 'image')}, results to {out_dir}")
     run_info = {"checkpoint": str(args.trained_model), "config": config}

@@ -1300,6 +1300,36 @@ def test_splits_with_nothing_to_learn_or_score_stop_before_training(shapes_root,
     assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
 
 
+def test_evaluating_a_test_split_with_nothing_to_score_stops_with_the_training_runs_error(shapes_root, trained,
+                                                                                          tmp_path, capsys):
+    """--trained_model and --eval_results on a test split whose objects are all difficult: the error training gives
+    (exit 2, before any image is read), not a table of nan and an empty score line with exit 0; a split that scores
+    some classes only says which AP is nan and why, as training does."""
+    root = copy_of(shapes_root, tmp_path)
+    rewrite_annotations(root, "test.txt",
+                        lambda xml: re.sub(r"<difficult>\d</difficult>", "<difficult>1</difficult>", xml))
+    checkpoint = str(trained / "weights" / CKPT.format(""))
+    data = ["--dataset", "custom", "--data_root", str(root), "--workers", "0", "--device", "cpu"]
+    capsys.readouterr()
+    assert run(tmp_path, [*data, "--trained_model", checkpoint]) == EXIT_BAD_INPUT
+    refusal = "error: the test split's 6 images hold no object to score (none, or all marked difficult or iscrowd)"
+    captured = capsys.readouterr()
+    assert refusal in captured.err and "Evaluating" not in captured.err + captured.out
+    results = shutil.copytree(trained / "eval" / "CUSTOM", tmp_path / "results")
+    assert run(tmp_path, [*data, "--classes", ",".join(SHAPES_CLASSES), "--eval_results", str(results)]) == (
+        EXIT_BAD_INPUT
+    )
+    assert refusal in capsys.readouterr().err
+
+    first = SHAPES_CLASSES[0]  # every object of the first class scored, the others difficult
+    rewrite_annotations(root, "test.txt", lambda xml: re.sub(
+        r"(<name>(\w+)</name>.*?<difficult>)1(</difficult>)",
+        lambda m: m[1] + ("0" if m[2] == first else "1") + m[3], xml, flags=re.S))
+    assert run(tmp_path, [*data, "--trained_model", checkpoint]) == 0
+    assert (f"warning: the test split holds no object to score of the classes {list(SHAPES_CLASSES[1:])} (none, or all "
+            "marked difficult or iscrowd): their AP is undefined (nan)") in capsys.readouterr().out
+
+
 def test_a_class_without_training_objects_is_warned_about(shapes_root, tmp_path, capsys):
     argv = base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0")
     argv[argv.index("--classes") + 1] += ",hexagon"

@@ -65,6 +65,22 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     if not same_classes(train_dataset.class_names, test_dataset.class_names):
         raise DataError(f"the training split's classes {train_dataset.class_names} differ from the test split's "
                         f"{test_dataset.class_names}: {_how_to_match_classes(train_dataset, test_dataset)}")
+    check_test_split(test_dataset, log)
+    per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
+    if not per_class.any():
+        images = len(train_dataset)
+        raise DataError(f"the training split's {counted(images, 'image')} {'holds' if images == 1 else 'hold'} no "
+                        "object: there is nothing to learn; annotate the training images")
+    missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
+    if missing:
+        log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
+                 "(their AP will be 0 or undefined)")
+
+
+def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
+    """Before an evaluation (training's, ``--trained_model``'s, ``--eval_results``'): the test split has images and
+    objects to score (not difficult, not crowd), else :class:`DataError`, as every AP would be undefined; classes
+    without an object to score get a warning: their AP is undefined (nan) and left out of the means."""
     if len(test_dataset) == 0:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
@@ -79,15 +95,6 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
         log.info(f"warning: the test split holds no object to score of the classes {unscored} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
                  "images to the test split")
-    per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
-    if not per_class.any():
-        images = len(train_dataset)
-        raise DataError(f"the training split's {counted(images, 'image')} {'holds' if images == 1 else 'hold'} no "
-                        "object: there is nothing to learn; annotate the training images")
-    missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
-    if missing:
-        log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
-                 "(their AP will be 0 or undefined)")
 
 
 def _how_to_match_classes(train_dataset: DetectionDataset, test_dataset: DetectionDataset) -> str:
