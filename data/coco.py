@@ -682,16 +682,17 @@ def _per_image_annotations(
     owner: np.ndarray,
     boxes: np.ndarray,
     labels: np.ndarray,
-    drop_empty: bool,
+    dropped: np.ndarray | None,
 ) -> Annotations:
     """The flat :class:`Annotations` of the images of ``coco.getImgIds()`` (``heights`` / ``widths`` ``[I]``), read
     from their ``file_name``'s files (:meth:`ImageFiles.path`), given the kept boxes float32 ``[K, 4]`` x1y1x2y2
-    0-based continuous, their labels ``[K]`` and their image's position ``owner`` ``[K]``; ``drop_empty`` leaves out
-    the images without a box. No box is difficult (COCO has no such flag)."""
-    order = np.argsort(owner, kind="stable")  # by image; the images dropped by drop_empty have no box
+    0-based continuous, their labels ``[K]`` and their image's position ``owner`` ``[K]``; ``dropped`` (bool ``[I]``,
+    or ``None``: none) marks images to leave out, which hold no kept box. No box is difficult (COCO has no such
+    flag)."""
+    order = np.argsort(owner, kind="stable")  # by image; the images dropped hold no box
     image_ids = coco.getImgIds()
     counts = np.bincount(owner, minlength=len(image_ids))
-    kept = (np.flatnonzero(counts) if drop_empty else np.arange(len(image_ids))).tolist()
+    kept = (np.arange(len(image_ids)) if dropped is None else np.flatnonzero(~dropped)).tolist()
     return Annotations(
         image_paths=np.array([files.path_text(coco.imgs[image_ids[i]]["file_name"]) for i in kept], dtype=str),
         image_ids=[image_ids[i] for i in kept],
@@ -773,6 +774,14 @@ class COCODetection(DetectionDataset):
         )
         # the kept iscrowd boxes: trained on, ignored by COCO's metric (counted by --check_data)
         self.crowd_objects = int((np.array(column(annotations, "iscrowd"), dtype=bool) & keep).sum())
+        image_ids = coco.getImgIds()
+        boxes_left = np.bincount(owner[keep], minlength=len(image_ids))
+        # an image whose every box was dropped: kept without objects, they would be trained on as background
+        emptied = (np.bincount(owner, minlength=len(image_ids)) > 0) & (boxes_left == 0) if training else None
+        if emptied is not None:
+            fixups.add("image whose every box was dropped, left out of training", int(emptied.sum()),
+                       [f"image id {image_ids[i]}" for i in np.flatnonzero(emptied)[:FixupCounter.EXAMPLES_SHOWN]],
+                       changes_boxes=True)
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
         if hint := corner_boxes_hint(xywh, heights[owner], widths[owner]):
             warnings.warn(f"{annotation_file}: {hint}", DataWarning, stacklevel=2)
@@ -786,7 +795,8 @@ class COCODetection(DetectionDataset):
             )
         super().__init__(
             _per_image_annotations(
-                coco, files, heights, widths, owner[keep], boxes[keep], labels[keep], drop_empty
+                coco, files, heights, widths, owner[keep], boxes[keep], labels[keep],
+                boxes_left == 0 if drop_empty else emptied,
             ),
             coco_class_names(coco, self.category_ids),
             transform,

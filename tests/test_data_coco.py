@@ -143,6 +143,21 @@ def test_custom_coco_folder_with_train_and_val_files(tmp_path):
 
 
 
+def test_a_custom_training_image_whose_every_box_is_dropped_is_left_out_not_trained_as_background(tmp_path):
+    """Custom COCO layout: image 9's only object is 5 px, which training leaves out (the authors' rule); kept as an
+    image without objects, its object would be trained on as background. It is left out, as `coco`'s train split
+    leaves such images out, and counted in the warning; image 3, annotated with no object, stays (a negative)."""
+    small = {"id": 4, "image_id": 9, "category_id": 1, "bbox": [2.0, 2.0, 5.0, 5.0], "area": 25.0, "iscrowd": 0}
+    write_coco(tmp_path, "train", coco_json([GOOD_ANNOTATIONS[0], small]), image_folder="images")
+    write_coco(tmp_path, "val", coco_json([]) | {"images": [{"id": 11, "file_name": "11.jpg", "height": 20,
+                                                             "width": 20}]}, image_folder="images")
+    with pytest.warns(DataWarning, match=r"image whose every box was dropped, left out of training: 1 \(e\.g\. "
+                                         r"image id 9\)"):
+        train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert train.image_ids == [7, 3] and len(train) == 2
+    assert [len(train.annotation(i)[0]) for i in range(2)] == [1, 0]
+
+
 def test_several_train_jsons_say_how_to_choose_one_and_the_advice_works(tmp_path):
     """A backup beside the train json makes the choice ambiguous. Naming the one to use instances_train.json settles
     it, but its images are then read in train/ (or images/), not train2017/: the message says so, and following it
@@ -785,7 +800,7 @@ def test_a_json_of_tricky_entries_builds_these_pinned_arrays_and_warning(tmp_pat
         "id 12); missing iscrowd set to 0: 1 (e.g. annotation id 12); degenerate box dropped (w <= 0 or h <= 0): 1 "
         "(e.g. annotation id 7); box dropped for its area <= 0: 1 (e.g. annotation id 4); box clipped to the image: "
         "2 (e.g. annotation id 3, annotation id 10); box with a side <= 7 px left out of training (the authors' rule):"
-        " 1 (e.g. annotation id 9)"
+        " 1 (e.g. annotation id 9); image whose every box was dropped, left out of training: 1 (e.g. image id 8)"
     ]
     assert train.class_names == ["bus", "person", "toothbrush"] and train.category_ids == [5, 1, 90]
     assert train.image_ids == [42, 5] and [train.image_size(i) for i in range(2)] == [(60, 80), (40, 50)]
@@ -798,6 +813,7 @@ def test_a_json_of_tricky_entries_builds_these_pinned_arrays_and_warning(tmp_pat
         "missing area set to the box's w * h": 1, "missing iscrowd set to 0": 1,
         "degenerate box dropped (w <= 0 or h <= 0)": 1, "box dropped for its area <= 0": 1,
         "box clipped to the image": 2, "box with a side <= 7 px left out of training (the authors' rule)": 1,
+        "image whose every box was dropped, left out of training": 1,
     }
     assert (train.small_boxes_dropped, train.crowd_objects, train.coco) == (1, 2, None)
     test = COCODetection(path, tmp_path / "train2017", TestTransform(32), include_crowd=False)
