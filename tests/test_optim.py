@@ -80,6 +80,14 @@ def test_cosine_quarter_point():
     assert lr == pytest.approx(1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 4)))
 
 
+def test_a_base_rate_below_the_floor_is_never_exceeded():
+    """--lr 1e-8, below the schedule's 1e-6 floor: the warm-up fell from 1e-6 to 1e-8 and the cosine rose back, so
+    most of the run trained at up to 100x --lr. The floor is --lr itself then: the rate stays at --lr."""
+    rates = [warmup_cosine_lr(iteration, 1e-8, 10, 100) for iteration in range(100)]
+    assert rates == [1e-8] * 100
+    assert warmup_cosine_lr(0, 1e-6, 10, 100) == warmup_cosine_lr(99, 1e-6, 10, 100) == 1e-6
+
+
 def test_warmup_longer_than_run_is_rejected_with_the_flag_name():
     with pytest.raises(ValueError, match="--warm_iter"):
         warmup_cosine_lr(0, 0.01, 500, 400)

@@ -3,7 +3,7 @@
 SGD with momentum 0.9 and weight decay 5e-4 on conv/linear weights only: every bias and every 1-D parameter
 (BatchNorm weights and biases) gets no decay. The learning rate is set per iteration: a linear warm-up from
 ``min_lr`` to ``base_lr`` over ``warm_iter`` iterations, then a cosine from ``base_lr`` down to ``min_lr`` at
-``max_iter``.
+``max_iter`` (a ``base_lr`` below ``min_lr`` is the floor: the rate stays there).
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def warmup_cosine_lr(
     ``iteration < warm_iter``: ``min_lr + (base_lr - min_lr) * iteration / warm_iter``;
     from ``warm_iter`` on (both forms give ``base_lr`` there; without warm-up the run starts at ``base_lr``):
     ``min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (iteration - warm_iter) / (max_iter - warm_iter)))``.
+    A ``base_lr`` below ``min_lr`` is the floor itself (the rate stays at ``base_lr``): the warm-up would fall to it
+    and the cosine rise back above it.
     """
     if not 0 <= warm_iter < max_iter:
         raise ValueError(
@@ -59,6 +61,7 @@ def warmup_cosine_lr(
             f"({counted(max_iter, 'iteration')}); "
             "lower --warm_iter or raise --epochs/--max_iter"
         )
+    min_lr = min(min_lr, base_lr)
     if iteration < warm_iter:
         return min_lr + (base_lr - min_lr) * iteration / warm_iter
     progress = (iteration - warm_iter) / (max_iter - warm_iter)
