@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,15 +194,38 @@ def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], *
     return dataset
 
 
+def _download_command(script: str, root: Path, default_root: Path, folder_name: str) -> str:
+    """The command ``bash data/scripts/<script>`` (in backticks) with the datasets folder to download into when ``root`` (a ``--data_root``
+    named ``folder_name``, where the script writes) is not the default one; the script alone otherwise."""
+    target = f" {shlex.quote(str(root.parent))}" if root != default_root and root.name == folder_name else ""
+    return f"`bash data/scripts/{script}{target}`"
+
+
+def _missing_devkit_year_hint(root: Path, folder: Path) -> str:
+    """The clause for a VOCdevkit ``root`` that lacks the year ``folder``: the sub-folder holding that year one level
+    deeper (a tar extracted into ``VOCdevkit/`` gives ``VOCdevkit/VOCdevkit/VOC2007``, and ``--data_root`` the folder
+    above ``VOCdevkit`` has it too), or else the VOC2007 folder that trains alone when only VOC2012 is missing."""
+    try:
+        deeper = sorted(sub for sub in root.iterdir() if (sub / folder.name).is_dir())
+    except OSError:
+        deeper = []
+    if deeper:
+        return f"; {deeper[0] / folder.name} is there, one level deeper: pass --data_root {deeper[0]}"
+    if folder.name != "VOC2007" and _is_voc_folder(root / "VOC2007"):
+        return f"; to train on VOC2007 alone: --data_root {root / 'VOC2007'}"
+    return ""
+
+
 def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> VOCDetection:
     if (root / "VOC2007").is_dir() or not _is_voc_folder(root):
         for folder, _ in _voc_devkit_sets(root, split):
             if not folder.is_dir():
                 raise DatasetNotFoundError(
-                    f"{folder} not found: download it with `bash data/scripts/{folder.name}.sh` "
+                    f"{folder} not found: download it with "
+                    f"{_download_command(f'{folder.name}.sh', root, DEFAULT_ROOTS['voc'], 'VOCdevkit')} "
                     "(or pass --data_root a VOCdevkit or VOC-layout folder)"
                     + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
-                       "custom" if _is_coco_folder(root) else "")
+                       "custom" if _is_coco_folder(root) else _missing_devkit_year_hint(root, folder))
                 )
         hint = "re-run data/scripts/VOC2007.sh and VOC2012.sh"
         return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)

@@ -117,6 +117,34 @@ def test_missing_voc2012_names_its_download_script(tmp_path):
     assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
 
 
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_vocdevkit_one_level_off_names_the_folder_to_pass(tmp_path, nested):
+    """The trainval tar extracted inside VOCdevkit/ (VOCdevkit/VOCdevkit/VOC2007), or --data_root the folder above
+    VOCdevkit: the years are one level deeper, which the error says instead of asking for a download."""
+    root = tmp_path / "VOCdevkit" if nested else tmp_path
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(root / "VOCdevkit" / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    for split in ("train", "test"):
+        with pytest.raises(DatasetNotFoundError) as error:
+            build_dataset("voc", split, 64, data_root=str(root))
+        assert str(error.value).startswith(f"{root}/VOC2007 not found: ")
+        assert str(error.value).endswith(
+            f"; {root}/VOCdevkit/VOC2007 is there, one level deeper: pass --data_root {root}/VOCdevkit")
+
+
+def test_missing_voc2012_of_a_given_vocdevkit_names_the_script_target_and_voc2007_alone(tmp_path):
+    """A --data_root /data/VOCdevkit holding VOC2007 alone: the script downloads there when given /data, and VOC2007
+    alone is a VOC-layout folder that trains on its own trainval."""
+    root = tmp_path / "my data" / "VOCdevkit"
+    write_voc_folder(root / "VOC2007", {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root))
+    assert str(error.value) == (
+        f"{root}/VOC2012 not found: download it with `bash data/scripts/VOC2012.sh '{root.parent}'` (or pass "
+        f"--data_root a VOCdevkit or VOC-layout folder); to train on VOC2007 alone: --data_root {root}/VOC2007")
+    assert len(build_dataset("voc", "train", 64, data_root=str(root / "VOC2007"))) == 1
+
+
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text("{}")
