@@ -238,11 +238,38 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
     return _voc_dataset(root, split, False, classes, **options)
 
 
+def _coco_2017_hint(root: Path, name: str) -> str:
+    """The clause for a ``--dataset coco`` root that lacks ``annotations/instances_<name>.json`` or ``<name>/``: the
+    2014 release's jsons there (``--dataset custom`` reads them), the file one level deeper (``--data_root`` the folder
+    above ``coco2017``), or the zip of the missing part lying unextracted in ``root``, its parent or the scripts'
+    ``downloads/`` beside it. Empty when none applies."""
+    annotation = root / "annotations" / f"instances_{name}.json"
+    missing, archive = (annotation, "annotations_trainval2017.zip") if not annotation.is_file() else (
+        root / name, f"{name}.zip")
+    if missing == annotation:
+        other = sorted(path.name for path in (root / "annotations").glob("instances_*.json") if "2017" not in path.name)
+        if other:
+            return (f"; {root / 'annotations'} holds {preview_names(other, 5)}: --dataset coco reads COCO 2017's files; "
+                    f"read this set with --dataset custom --data_root {root}")
+        try:
+            deeper = sorted(sub for sub in root.iterdir() if (sub / "annotations" / annotation.name).is_file())
+        except OSError:
+            deeper = []
+        if deeper:
+            return (f"; {deeper[0] / 'annotations' / annotation.name} is there, one level deeper: pass --data_root "
+                    f"{deeper[0]}")
+    for folder in (root, root.parent, root.parent / "downloads"):
+        if (folder / archive).is_file():
+            zip_file = shlex.quote(str(folder / archive))
+            return f"; {folder / archive} is not extracted: `unzip -q {zip_file} -d {shlex.quote(str(root))}`"
+    return ""
+
+
 def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
-    hint = ("download it with `bash data/scripts/COCO2017.sh`, or pass --data_root a COCO 2017 folder "
-            "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use "
-            "--dataset custom")
+    hint = (f"download it with {_download_command('COCO2017.sh', root, DEFAULT_ROOTS['coco'], 'coco2017')}, or pass "
+            "--data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for your own "
+            f"COCO-format data use --dataset custom{_coco_2017_hint(root, name)}")
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
         class_order=class_order, index_annotations=split != "train", **options

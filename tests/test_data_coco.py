@@ -3,6 +3,7 @@ import gc
 import json
 import os
 import pickle
+import shlex
 from pathlib import Path
 
 import cv2
@@ -751,6 +752,55 @@ def test_a_missing_coco_2017_folder_names_the_file_and_both_ways_out(tmp_path):
         f"{tmp_path}/annotations/instances_train2017.json not found: download it with `bash data/scripts/COCO2017.sh`, "
         "or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for "
         "your own COCO-format data use --dataset custom")
+
+
+def test_coco_2014_files_under_dataset_coco_say_to_read_them_with_dataset_custom(tmp_path):
+    """instances_train2014.json / val2014 (the 2014 release) where --dataset coco reads the 2017 names."""
+    write_coco(tmp_path, "train2014", coco_json(GOOD_ANNOTATIONS))
+    write_coco(tmp_path, "val2014", coco_json(GOOD_ANNOTATIONS))
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("coco", "train", 64, data_root=str(tmp_path))
+    assert str(error.value).endswith(
+        f"; {tmp_path}/annotations holds instances_train2014.json, instances_val2014.json: --dataset coco reads COCO "
+        f"2017's files; read this set with --dataset custom --data_root {tmp_path}")
+    assert len(build_dataset("custom", "test", 64, data_root=str(tmp_path))) == 3
+
+
+def test_coco_folder_one_level_off_names_the_folder_to_pass(tmp_path):
+    """--data_root the folder above coco2017/ (or a zip extracted into coco2017/coco2017/)."""
+    write_coco(tmp_path / "coco2017", "train2017", coco_json(GOOD_ANNOTATIONS))
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("coco", "train", 64, data_root=str(tmp_path))
+    assert str(error.value).endswith(
+        f"; {tmp_path}/coco2017/annotations/instances_train2017.json is there, one level deeper: pass --data_root "
+        f"{tmp_path}/coco2017")
+    with pytest.raises(DatasetNotFoundError) as error:  # the script downloads into the folder above coco2017/
+        build_dataset("coco", "test", 64, data_root=str(tmp_path / "coco2017"))
+    assert f"not found: download it with `bash data/scripts/COCO2017.sh {tmp_path}`, or" in str(error.value)
+
+
+@pytest.mark.parametrize("where", [".", "..", "../downloads"])
+def test_coco_archives_not_extracted_are_named_with_the_unzip_command(tmp_path, where):
+    """annotations_trainval2017.zip / val2017.zip downloaded by hand (or kept by the script) but never unzipped."""
+    root = tmp_path / "coco 2017"
+    write_coco(root, "train2017", coco_json(GOOD_ANNOTATIONS))
+    (root / "annotations" / "instances_train2017.json").unlink()
+    archives = (root / where).resolve()
+    archives.mkdir(parents=True, exist_ok=True)
+    for name in ("annotations_trainval2017.zip", "val2017.zip"):
+        (archives / name).write_bytes(b"PK")
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("coco", "train", 64, data_root=str(root))
+    zip_file = shlex.quote(f"{archives}/annotations_trainval2017.zip")
+    assert str(error.value).endswith(
+        f"; {archives}/annotations_trainval2017.zip is not extracted: `unzip -q {zip_file} -d '{root}'`")
+    write_coco(root, "val2017", coco_json(GOOD_ANNOTATIONS))
+    (root / "val2017").rename(root / "val2017_")
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("coco", "test", 64, data_root=str(root))
+    assert str(error.value).startswith(f"{root}/val2017 not found: ")
+    zip_file = shlex.quote(f"{archives}/val2017.zip")
+    assert str(error.value).endswith(f"; {archives}/val2017.zip is not extracted: `unzip -q {zip_file} -d '{root}'`")
 
 
 def test_only_the_test_splits_box_warning_says_that_pycocotools_scores_the_boxes_as_written(tmp_path):
