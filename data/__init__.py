@@ -227,7 +227,13 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
                     + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
                        "custom" if _is_coco_folder(root) else _missing_devkit_year_hint(root, folder))
                 )
-        hint = "re-run data/scripts/VOC2007.sh and VOC2012.sh"
+        scripts = [_download_command(f"{year}.sh", root, DEFAULT_ROOTS["voc"], "VOCdevkit")
+                   for year in ("VOC2007", "VOC2012")]
+        if split == "test":  # the tar holds VOCdevkit/VOC2007/...
+            hint = (f"VOC2007's test set (VOCtest_06-Nov-2007.tar, extracted into {root.parent}) is missing: re-run "
+                    f"{scripts[0]}")
+        else:
+            hint = f"re-run {scripts[0]} and {scripts[1]}"
         return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)
     if classes is None:
         if not VOC_YEAR_FOLDER.fullmatch(root.name):

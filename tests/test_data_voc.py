@@ -145,6 +145,20 @@ def test_missing_voc2012_of_a_given_vocdevkit_names_the_script_target_and_voc200
     assert len(build_dataset("voc", "train", 64, data_root=str(root / "VOC2007"))) == 1
 
 
+def test_missing_voc2007_test_list_names_the_test_tar_and_the_script_target(tmp_path):
+    """VOCtest_06-Nov-2007.tar not extracted (or extracted elsewhere): the test split names the one script to re-run,
+    with the folder that holds this VOCdevkit, not VOC2012.sh, which has no test set."""
+    root = tmp_path / "VOCdevkit"
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(root / year, {"1": [], "2": []}, {"trainval": ["1"]})
+    assert len(build_dataset("voc", "train", 64, data_root=str(root))) == 2
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "test", 64, data_root=str(root))
+    assert str(error.value) == (
+        f"{root}/VOC2007/ImageSets/Main/test.txt not found: VOC2007's test set (VOCtest_06-Nov-2007.tar, extracted "
+        f"into {tmp_path}) is missing: re-run `bash data/scripts/VOC2007.sh {tmp_path}`")
+
+
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text("{}")
