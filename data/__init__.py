@@ -195,8 +195,8 @@ def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], *
 
 
 def _download_command(script: str, root: Path, default_root: Path, folder_name: str) -> str:
-    """The command ``bash data/scripts/<script>`` (in backticks) with the datasets folder to download into when ``root`` (a ``--data_root``
-    named ``folder_name``, where the script writes) is not the default one; the script alone otherwise."""
+    """The command ``bash data/scripts/<script>`` (in backticks), with the datasets folder to download into when
+    ``root`` (a ``--data_root`` named ``folder_name``, where the script writes) is not the default one."""
     target = f" {shlex.quote(str(root.parent))}" if root != default_root and root.name == folder_name else ""
     return f"`bash data/scripts/{script}{target}`"
 
@@ -255,8 +255,8 @@ def _coco_2017_hint(root: Path, name: str) -> str:
     if missing == annotation:
         other = sorted(path.name for path in (root / "annotations").glob("instances_*.json") if "2017" not in path.name)
         if other:
-            return (f"; {root / 'annotations'} holds {preview_names(other, 5)}: --dataset coco reads COCO 2017's files; "
-                    f"read this set with --dataset custom --data_root {root}")
+            return (f"; {root / 'annotations'} holds {preview_names(other, 5)}: --dataset coco reads COCO 2017's "
+                    f"files; read this set with --dataset custom --data_root {root}")
         try:
             deeper = sorted(sub for sub in root.iterdir() if (sub / "annotations" / annotation.name).is_file())
         except OSError:
