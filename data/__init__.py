@@ -12,7 +12,7 @@ from pathlib import Path
 
 from data.checks import DataReport, check_dataset
 from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
-from data.dataset import DetectionDataset
+from data.dataset import DetectionDataset, broken_link_message
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
@@ -220,13 +220,13 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
     if (root / "VOC2007").is_dir() or not _is_voc_folder(root):
         for folder, _ in _voc_devkit_sets(root, split):
             if not folder.is_dir():
-                raise DatasetNotFoundError(
+                raise DatasetNotFoundError(broken_link_message(folder) or (
                     f"{folder} not found: download it with "
                     f"{_download_command(f'{folder.name}.sh', root, DEFAULT_ROOTS['voc'], 'VOCdevkit')} "
                     "(or pass --data_root a VOCdevkit or VOC-layout folder)"
                     + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
                        "custom" if _is_coco_folder(root) else _missing_devkit_year_hint(root, folder))
-                )
+                ))
         scripts = [_download_command(f"{year}.sh", root, DEFAULT_ROOTS["voc"], "VOCdevkit")
                    for year in ("VOC2007", "VOC2012")]
         if split == "test":  # the tar holds VOCdevkit/VOC2007/...
@@ -357,7 +357,8 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
             )
         return _voc_dataset(root, split, False, classes, **options)
     if not root.is_dir():
-        raise DatasetNotFoundError(f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
+        raise DatasetNotFoundError(broken_link_message(root)
+                                   or f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
     annotation_file = find_coco_annotation(root, split)
     if annotation_file is None:
         jsons = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"

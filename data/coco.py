@@ -34,7 +34,7 @@ from data.coco_columns import (
     optional_column, plain_images, regular_file_names,
 )
 from data.dataset import (
-    Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, image_header_size,
+    Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem, image_header_size,
 )
 from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
@@ -142,7 +142,8 @@ def load_coco_json(annotation_file: Path, download_hint: str, index_annotations:
     if annotation_file.is_dir():
         raise DataError(f"{annotation_file} is a folder, not a COCO instances json file: put the json file there")
     if not annotation_file.is_file():
-        raise DatasetNotFoundError(f"{annotation_file} not found: {download_hint}")
+        raise DatasetNotFoundError(broken_link_message(annotation_file)
+                                   or f"{annotation_file} not found: {download_hint}")
     dataset = read_json_file(annotation_file)
     if not isinstance(dataset, dict):
         raise DataError(f"{annotation_file}: not a COCO instances file: it holds {_json_kind(dataset)}, not an object "
@@ -749,7 +750,8 @@ class COCODetection(DetectionDataset):
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
         coco = load_coco_json(annotation_file, download_hint, index_annotations)
         if not image_folder.is_dir():
-            raise DatasetNotFoundError(f"{image_folder} not found: {download_hint}")
+            raise DatasetNotFoundError(broken_link_message(image_folder)
+                                       or f"{image_folder} not found: {download_hint}")
         self.coco: COCO | None = coco
         self.annotation_file = annotation_file
         self.category_ids: list[int] = ordered_category_ids(coco, class_order)

@@ -253,6 +253,20 @@ def _broken_link_problem(path: str | Path) -> str | None:
             "link with the file itself")
 
 
+def broken_link_message(path: Path) -> str | None:
+    """``<link> is a broken symbolic link (to <target>, which does not exist): ...`` when the missing ``path`` or a
+    folder above it is a symbolic link whose target is missing (a dataset folder linked to a drive that is not
+    mounted), where a "not found: download it" would mislead; ``None`` otherwise."""
+    missing = Path(path)
+    while not missing.exists() and missing != missing.parent:
+        if missing.is_symlink():
+            target = os.path.normpath(os.path.join(missing.parent, os.readlink(missing)))
+            return (f"{missing} is a broken symbolic link (to {target}, which does not exist): mount or fetch its "
+                    "target, or replace the link with the data itself")
+        missing = missing.parent
+    return None
+
+
 _PIL_LIMIT_LOCK = threading.Lock()  # held while _pil_header(pixel_limit=False) has lifted PIL's pixel limit
 
 

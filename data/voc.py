@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from data.dataset import (
-    IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, file_type_problem, has_extent,
-    image_header_size, opencv_pixel_limit,
+    IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem,
+    has_extent, image_header_size, opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems
 from utils.messages import exact_number
@@ -513,7 +513,8 @@ def check_voc_folder(folder: Path, download_hint: str) -> None:
     """Raise :class:`DatasetNotFoundError` when ``folder`` lacks the VOC layout."""
     for part in ("Annotations", "JPEGImages", "ImageSets/Main"):
         if not (folder / part).is_dir():
-            raise DatasetNotFoundError(f"{folder / part} not found (VOC layout expected): {download_hint}")
+            raise DatasetNotFoundError(broken_link_message(folder / part)
+                                       or f"{folder / part} not found (VOC layout expected): {download_hint}")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """VOC-layout datasets: the synthetic shapes round trip, the VOCdevkit splits, custom folders and bad annotations."""
 import os
 import re
+import shutil
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
@@ -157,6 +158,31 @@ def test_missing_voc2007_test_list_names_the_test_tar_and_the_script_target(tmp_
     assert str(error.value) == (
         f"{root}/VOC2007/ImageSets/Main/test.txt not found: VOC2007's test set (VOCtest_06-Nov-2007.tar, extracted "
         f"into {tmp_path}) is missing: re-run `bash data/scripts/VOC2007.sh {tmp_path}`")
+
+
+@pytest.mark.parametrize("dataset, linked", [
+    ("voc", "VOCdevkit"), ("voc", "VOCdevkit/VOC2012"), ("voc", "VOCdevkit/VOC2007/JPEGImages"),
+    ("coco", "coco2017"), ("coco", "coco2017/train2017"), ("coco", "coco2017/annotations/instances_train2017.json"),
+    ("custom", "coco2017"),
+])
+def test_a_dataset_folder_linked_to_a_missing_target_is_named_a_broken_link(tmp_path, dataset, linked):
+    """datasets/ folders symbolically linked to a drive that is not mounted: the error names the link and its target
+    instead of asking for a download of what is there once the drive is."""
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(tmp_path / "VOCdevkit" / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    (tmp_path / "coco2017" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco2017" / "train2017").mkdir()
+    (tmp_path / "coco2017" / "annotations" / "instances_train2017.json").write_text(
+        '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "cat"}]}')
+    link = tmp_path / linked
+    (shutil.rmtree if link.is_dir() else Path.unlink)(link)
+    link.symlink_to(tmp_path / "unmounted" / link.name)
+    root = tmp_path / linked.split("/")[0]
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset(dataset, "train", 64, data_root=str(root))
+    assert str(error.value) == (
+        f"{link} is a broken symbolic link (to {tmp_path}/unmounted/{link.name}, which does not exist): mount or "
+        "fetch its target, or replace the link with the data itself")
 
 
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
