@@ -230,8 +230,7 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
         scripts = [_download_command(f"{year}.sh", root, DEFAULT_ROOTS["voc"], "VOCdevkit")
                    for year in ("VOC2007", "VOC2012")]
         if split == "test":  # the tar holds VOCdevkit/VOC2007/...
-            hint = (f"VOC2007's test set (VOCtest_06-Nov-2007.tar, extracted into {root.parent}) is missing: re-run "
-                    f"{scripts[0]}")
+            hint = f"re-run {scripts[0]} (VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {root.parent})"
         else:
             hint = f"re-run {scripts[0]} and {scripts[1]}"
         return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)

@@ -156,8 +156,8 @@ def test_missing_voc2007_test_list_names_the_test_tar_and_the_script_target(tmp_
     with pytest.raises(DatasetNotFoundError) as error:
         build_dataset("voc", "test", 64, data_root=str(root))
     assert str(error.value) == (
-        f"{root}/VOC2007/ImageSets/Main/test.txt not found: VOC2007's test set (VOCtest_06-Nov-2007.tar, extracted "
-        f"into {tmp_path}) is missing: re-run `bash data/scripts/VOC2007.sh {tmp_path}`")
+        f"{root}/VOC2007/ImageSets/Main/test.txt not found: re-run `bash data/scripts/VOC2007.sh {tmp_path}` "
+        f"(VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {tmp_path})")
 
 
 @pytest.mark.parametrize("dataset, linked", [
