@@ -135,6 +135,42 @@ def test_checksum_mismatch_stops_before_extraction(tmp_path, voc2007_server):
     assert (datasets / "downloads/VOCtrainval_06-Nov-2007.tar.corrupt").is_file()
 
 
+def stub_command(folder: Path, name: str, message: str, status: int) -> dict[str, str]:
+    """An environment whose PATH finds ``folder/name`` first: a stub printing ``message`` and exiting ``status``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stub = folder / name
+    stub.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit {status}\n")
+    stub.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_full_disk_during_the_download_says_so(tmp_path, voc2007_server):
+    """curl's exit 23 is a write error (a full disk), not the network or the URL."""
+    datasets = tmp_path / "data sets"
+    stub = stub_command(tmp_path / "stub", "curl", "curl: (23) Failure writing output to destination", 23)
+    result = run_script("VOC2007.sh", datasets, {**voc2007_server, **stub})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: could not write {datasets}/downloads/VOCtrainval_06-Nov-2007.tar.part (curl exit 23): is the disk "
+        f"full? free space in {datasets}/downloads (df -h shows it), then re-run to resume")
+
+
+def test_a_full_disk_during_the_extraction_keeps_the_verified_archive(tmp_path, voc2007_server):
+    """tar failing on a verified archive (a full disk) must not advise deleting it: a re-run reuses it."""
+    datasets = tmp_path / "data sets"
+    stub = stub_command(tmp_path / "stub", "tar", "tar: VOCdevkit/VOC2007: Cannot write: No space left on device", 2)
+    result = run_script("VOC2007.sh", datasets, {**voc2007_server, **stub})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: extracting {datasets}/downloads/VOCtrainval_06-Nov-2007.tar into {datasets} failed (the message "
+        "above says why): free space there if the disk is full, then re-run; the verified archive is kept and "
+        "reused")
+    assert (datasets / "downloads/VOCtrainval_06-Nov-2007.tar").is_file()
+    again = run_script("VOC2007.sh", datasets, voc2007_server)
+    assert again.returncode == 0, again.stderr
+    assert "VOCtrainval_06-Nov-2007.tar: already downloaded and verified" in again.stdout
+
+
 def test_missing_archive_fails_with_the_url(tmp_path):
     result = run_script("VOC2012.sh", tmp_path / "datasets", {"VOC_BASE_URL": (tmp_path / "empty").as_uri()})
     assert result.returncode != 0

@@ -62,15 +62,24 @@ expected_md5() {
     printf '%s\n' "${override:-$published}"
 }
 
+# fetch_failed URL FILE TOOL STATUS WRITE_ERROR_STATUS: the error for a failed download; a write error (curl 23,
+# wget 3: a full disk, most often) is not the network's.
+fetch_failed() {
+    local url=$1 file=$2 tool=$3 status=$4
+    if ((status == $5)); then
+        die "could not write $file ($tool exit $status): is the disk full? free space in $(dirname "$file") (df -h shows it), then re-run to resume"
+    fi
+    die "download of $url failed ($tool exit $status); check the network or the URL, then re-run to resume"
+}
+
 # fetch URL FILE: download URL to FILE, continuing a partial FILE.
 fetch() {
     local url=$1 file=$2
     if command -v curl >/dev/null 2>&1; then
         curl --fail --location --retry 3 --continue-at - --output "$file" "$url" ||
-            die "download of $url failed (curl exit $?); check the network or the URL, then re-run to resume"
+            fetch_failed "$url" "$file" curl $? 23
     elif command -v wget >/dev/null 2>&1; then
-        wget --continue --tries=3 --output-document="$file" "$url" ||
-            die "download of $url failed (wget exit $?); check the network or the URL, then re-run to resume"
+        wget --continue --tries=3 --output-document="$file" "$url" || fetch_failed "$url" "$file" wget $? 3
     else
         die "neither curl nor wget is installed; install one of them"
     fi
@@ -101,8 +110,11 @@ download_verified() {
 #   Downloads and verifies the archive, extracts it into EXTRACT_DIR (relative to DATASETS_DIR) and checks that
 #   EXTRACT_DIR/PRODUCES exists. Skipped when that folder holds the stamp of an earlier extraction.
 install_archive() {
-    local url=$1 md5=$2 root=$3 name archive target stamp
-    local extract_dir="$root/$4"
+    local url=$1 md5=$2 root=$3 name archive target stamp extract_failed
+    local extract_dir=$root
+    if [[ $4 != . ]]; then
+        extract_dir+="/$4"
+    fi
     name=$(basename "$url")
     target="$extract_dir/$5"
     stamp="$target/.$name.extracted"
@@ -114,9 +126,11 @@ install_archive() {
     download_verified "$url" "$md5" "$root/downloads"
     archive="$root/downloads/$name"
     info "extracting $name into $extract_dir"
+    # the archive's MD5 is verified: a failure is the disk's (full, read-only), and the archive stays for the re-run
+    extract_failed="extracting $archive into $extract_dir failed (the message above says why): free space there if the disk is full, then re-run; the verified archive is kept and reused"
     case $name in
-        *.tar) tar -xf "$archive" -C "$extract_dir" || die "extracting $archive failed; delete it and re-run" ;;
-        *.zip) unzip -q -o "$archive" -d "$extract_dir" || die "extracting $archive failed; delete it and re-run" ;;
+        *.tar) tar -xf "$archive" -C "$extract_dir" || die "$extract_failed" ;;
+        *.zip) unzip -q -o "$archive" -d "$extract_dir" || die "$extract_failed" ;;
         *) die "unknown archive type: $name" ;;
     esac
     [[ -d $target ]] || die "$name did not contain $5/; is it the right archive?"
