@@ -114,6 +114,20 @@ def test_voc2007_downloads_verifies_extracts_and_reruns(tmp_path, voc2007_server
     assert "downloading" not in again.stdout
 
 
+def test_a_rerun_extracts_again_an_archive_whose_stamped_files_went_missing(tmp_path, voc2007_server):
+    """A lost ImageSets/Main/test.txt under the stamp of an earlier extraction: the re-run (as the dataset's error
+    says to do) downloads and extracts the test tar again instead of stopping on 'missing after extraction'."""
+    datasets = tmp_path / "datasets"
+    assert run_script("VOC2007.sh", datasets, voc2007_server).returncode == 0
+    (datasets / "VOCdevkit/VOC2007/ImageSets/Main/test.txt").unlink()
+    again = run_script("VOC2007.sh", datasets, voc2007_server)
+    assert again.returncode == 0, again.stderr
+    assert "VOCtrainval_06-Nov-2007.tar: already extracted" in again.stdout
+    assert (f"VOCtest_06-Nov-2007.tar: extracted before, but {datasets}/VOCdevkit/VOC2007/ImageSets/Main/test.txt is "
+            "missing: extracting it again") in again.stdout
+    assert (datasets / "VOCdevkit/VOC2007/ImageSets/Main/test.txt").read_text() == "000001\n"
+
+
 def test_partial_download_is_resumed(tmp_path, voc2007_server):
     datasets = tmp_path / "datasets"
     full = (tmp_path / "server/voc2007/VOCtrainval_06-Nov-2007.tar").read_bytes()
@@ -211,3 +225,8 @@ def test_coco2017(tmp_path):
     assert (coco / "val2017/000000000139.jpg").is_file()
     assert (coco / "train2017/000000000009.jpg").is_file()
     assert "COCO 2017 ready" in result.stdout
+    (coco / "annotations/instances_train2017.json").unlink()  # lost under the stamp: the re-run extracts it again
+    again = run_script("COCO2017.sh", tmp_path / "datasets", env)
+    assert again.returncode == 0, again.stderr
+    assert (coco / "annotations/instances_train2017.json").read_bytes() == b"{}"
+    assert "val2017.zip: already extracted" in again.stdout

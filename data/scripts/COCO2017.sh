@@ -12,11 +12,8 @@ command -v unzip >/dev/null 2>&1 || die "unzip is not installed; install it (e.g
 root=$(datasets_dir "${1:-}")
 base=${COCO_BASE_URL:-http://images.cocodataset.org}
 # MD5s as published by the COCO download registries (e.g. PaddleDetection, torchgeo, the LVIS archives list).
-install_archive "$base/annotations/annotations_trainval2017.zip" f4bbac642086de4f52a3fdda2de5fa2c "$root" coco2017 annotations
+install_archive "$base/annotations/annotations_trainval2017.zip" f4bbac642086de4f52a3fdda2de5fa2c "$root" coco2017 annotations \
+    instances_train2017.json instances_val2017.json
 install_archive "$base/zips/val2017.zip" 442b8da7639aecaf257c1dceb8ba8c80 "$root" coco2017 val2017
 install_archive "$base/zips/train2017.zip" cced6f7f71b7629ddf16f17bbcfab6b2 "$root" coco2017 train2017
-for split in train val; do
-    [[ -f $root/coco2017/annotations/instances_${split}2017.json ]] ||
-        die "coco2017/annotations/instances_${split}2017.json is missing after extraction"
-done
 info "COCO 2017 ready in $root/coco2017"

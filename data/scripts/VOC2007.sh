@@ -11,7 +11,8 @@ parse_args "usage: bash data/scripts/VOC2007.sh [DATASETS_DIR]   (default: the r
 root=$(datasets_dir "${1:-}")
 base=${VOC_BASE_URL:-http://host.robots.ox.ac.uk/pascal/VOC}
 # MD5s as published with torchvision.datasets.VOCDetection.
-install_archive "$base/voc2007/VOCtrainval_06-Nov-2007.tar" c52e279531787c972589f7e41ab4ae64 "$root" . VOCdevkit/VOC2007
-install_archive "$base/voc2007/VOCtest_06-Nov-2007.tar" b6e924de25625d8de591ea690078ad9f "$root" . VOCdevkit/VOC2007
-[[ -f $root/VOCdevkit/VOC2007/ImageSets/Main/test.txt ]] || die "VOC2007 test.txt is missing after extraction"
+install_archive "$base/voc2007/VOCtrainval_06-Nov-2007.tar" c52e279531787c972589f7e41ab4ae64 "$root" . VOCdevkit/VOC2007 \
+    ImageSets/Main/trainval.txt
+install_archive "$base/voc2007/VOCtest_06-Nov-2007.tar" b6e924de25625d8de591ea690078ad9f "$root" . VOCdevkit/VOC2007 \
+    ImageSets/Main/test.txt
 info "VOC2007 ready in $root/VOCdevkit/VOC2007"

@@ -11,6 +11,6 @@ parse_args "usage: bash data/scripts/VOC2012.sh [DATASETS_DIR]   (default: the r
 root=$(datasets_dir "${1:-}")
 base=${VOC_BASE_URL:-http://host.robots.ox.ac.uk/pascal/VOC}
 # MD5 as published with torchvision.datasets.VOCDetection.
-install_archive "$base/voc2012/VOCtrainval_11-May-2012.tar" 6cd6e144f989b92b3379bac3b3de84fd "$root" . VOCdevkit/VOC2012
-[[ -f $root/VOCdevkit/VOC2012/ImageSets/Main/trainval.txt ]] || die "VOC2012 trainval.txt is missing after extraction"
+install_archive "$base/voc2012/VOCtrainval_11-May-2012.tar" 6cd6e144f989b92b3379bac3b3de84fd "$root" . VOCdevkit/VOC2012 \
+    ImageSets/Main/trainval.txt
 info "VOC2012 ready in $root/VOCdevkit/VOC2012"

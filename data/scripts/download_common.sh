@@ -106,18 +106,29 @@ download_verified() {
     mv -f "$archive.part" "$archive"
 }
 
-# install_archive URL PUBLISHED_MD5 DATASETS_DIR EXTRACT_DIR PRODUCES
+# install_archive URL PUBLISHED_MD5 DATASETS_DIR EXTRACT_DIR PRODUCES [REQUIRED...]
 #   Downloads and verifies the archive, extracts it into EXTRACT_DIR (relative to DATASETS_DIR) and checks that
-#   EXTRACT_DIR/PRODUCES exists. Skipped when that folder holds the stamp of an earlier extraction.
+#   EXTRACT_DIR/PRODUCES exists, and each file PRODUCES/REQUIRED. Skipped when that folder holds the stamp of an
+#   earlier extraction and every REQUIRED file is there (a lost one extracts the archive again).
 install_archive() {
-    local url=$1 md5=$2 root=$3 name archive target stamp extract_failed
+    local url=$1 md5=$2 root=$3 produces=$5 name archive target stamp extract_failed file
     local extract_dir=$root
     if [[ $4 != . ]]; then
         extract_dir+="/$4"
     fi
+    shift 5  # "$@": the REQUIRED files
     name=$(basename "$url")
-    target="$extract_dir/$5"
+    target="$extract_dir/$produces"
     stamp="$target/.$name.extracted"
+    if [[ -f $stamp ]]; then
+        for file in "$@"; do
+            if [[ ! -f $target/$file ]]; then
+                info "$name: extracted before, but $target/$file is missing: extracting it again"
+                rm -f "$stamp"
+                break
+            fi
+        done
+    fi
     if [[ -f $stamp ]]; then
         info "$name: already extracted into $target"
         return 0
@@ -133,7 +144,10 @@ install_archive() {
         *.zip) unzip -q -o "$archive" -d "$extract_dir" || die "$extract_failed" ;;
         *) die "unknown archive type: $name" ;;
     esac
-    [[ -d $target ]] || die "$name did not contain $5/; is it the right archive?"
+    [[ -d $target ]] || die "$name did not contain $produces/; is it the right archive?"
+    for file in "$@"; do
+        [[ -f $target/$file ]] || die "$name did not contain $produces/$file; is it the right archive?"
+    done
     touch "$stamp"
     if [[ ${KEEP_ARCHIVES:-0} != 1 ]]; then
         rm -f "$archive"
