@@ -233,7 +233,12 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
             hint = f"re-run {scripts[0]} (VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {root.parent})"
         else:
             hint = f"re-run {scripts[0]} and {scripts[1]}"
-        return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint, **options)
+        used = scripts[:1] if split == "test" else scripts
+        missing = (f"files are missing from {root}: if the extraction of a VOC tar was interrupted, re-run "
+                   f"{' and '.join(used)} to extract it again (after a finished one, delete {root / 'VOC2007'}"
+                   f"{'' if split == 'test' else ' or VOC2012'} first)")
+        return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint,
+                            missing_files_hint=missing, **options)
     if classes is None:
         if not VOC_YEAR_FOLDER.fullmatch(root.name):
             raise DataError(
@@ -275,9 +280,12 @@ def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **opt
     hint = (f"download it with {_download_command('COCO2017.sh', root, DEFAULT_ROOTS['coco'], 'coco2017')}, or pass "
             "--data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for your own "
             f"COCO-format data use --dataset custom{_coco_2017_hint(root, name)}")
+    script = _download_command("COCO2017.sh", root, DEFAULT_ROOTS["coco"], "coco2017")
+    missing = (f"files are missing from {root / name}: if the extraction of {name}.zip was interrupted, re-run "
+               f"{script} to extract it again (after a finished one, delete {root / name} first)")
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
-        class_order=class_order, index_annotations=split != "train", **options
+        missing_files_hint=missing, class_order=class_order, index_annotations=split != "train", **options
     )
 
 

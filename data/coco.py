@@ -36,7 +36,7 @@ from data.coco_columns import (
 from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem, image_header_size,
 )
-from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems
+from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems, with_missing_files_hint
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.messages import counted
 from utils.names import compose_name, control_characters, folded_name, invisible_characters
@@ -742,6 +742,7 @@ class COCODetection(DetectionDataset):
         require_boxes: bool = False,
         include_crowd: bool = True,
         download_hint: str = "check --data_root",
+        missing_files_hint: str | None = None,
         seed: int = 0,
         require_objects_to_score: bool | None = None,
         class_order: Sequence[str] | None = None,
@@ -760,7 +761,8 @@ class COCODetection(DetectionDataset):
         training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
         problems = _coco_problems(coco, label_of, files, annotation_file, training)
         if problems:
-            raise DataError(format_problems(f"COCO annotations {annotation_file}", problems))
+            message = format_problems(f"COCO annotations {annotation_file}", problems)
+            raise DataError(with_missing_files_hint(message, problems, missing_files_hint))
 
         fixups = FixupCounter()
         fill_area_and_crowd(coco.dataset["annotations"], fixups)

@@ -62,6 +62,15 @@ def format_problems(header: str, problems: Sequence[str], limit: int = PROBLEMS_
     return "\n".join(lines)
 
 
+def with_missing_files_hint(message: str, problems: Sequence[str], hint: str | None) -> str:
+    """``message`` (:func:`format_problems`'s) with ``hint`` on a last line when ``hint`` is given and one of
+    ``problems`` is a file not found, as an official dataset extracted in part has them (the hint says how to extract
+    it again)."""
+    if hint and any("file not found" in problem for problem in problems):
+        return f"{message}\n{hint}"
+    return message
+
+
 def original_message(error: BaseException) -> str:
     """The message ``error`` was raised with, also when a DataLoader worker raised it: PyTorch then re-raises the
     same type with "Caught DataError in DataLoader worker process N. Original Traceback ..." and the worker's

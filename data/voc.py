@@ -26,7 +26,7 @@ from data.dataset import (
     IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem,
     has_extent, image_header_size, opencv_pixel_limit,
 )
-from data.errors import DataError, DatasetNotFoundError, format_problems
+from data.errors import DataError, DatasetNotFoundError, format_problems, with_missing_files_hint
 from utils.messages import exact_number
 from utils.names import compose_name, folded_name
 
@@ -742,6 +742,7 @@ class VOCDetection(DetectionDataset):
         *,
         skip_unknown_classes: bool = False,
         download_hint: str = "check --data_root",
+        missing_files_hint: str | None = None,
         seed: int = 0,
         test_split: bool = False,
     ) -> None:
@@ -766,7 +767,8 @@ class VOCDetection(DetectionDataset):
                 training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))
         problems += _shared_image_problems(listed, test_split)
         if problems:
-            raise DataError(format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems))
+            message = format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems)
+            raise DataError(with_missing_files_hint(message, problems, missing_files_hint))
         if skipped:
             examples = [f"{name!r} x{count}" for name, count in skipped.items()]
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)

@@ -803,6 +803,19 @@ def test_coco_archives_not_extracted_are_named_with_the_unzip_command(tmp_path, 
     assert str(error.value).endswith(f"; {archives}/val2017.zip is not extracted: `unzip -q {zip_file} -d '{root}'`")
 
 
+def test_coco_train2017_extracted_in_part_says_how_to_extract_it_again(tmp_path):
+    """train2017.zip's extraction interrupted: the images missing under --dataset coco come with the way out."""
+    root = tmp_path / "coco2017"
+    write_coco(root, "train2017", coco_json(GOOD_ANNOTATIONS))
+    (root / "train2017" / "000000000003.jpg").unlink()
+    with pytest.raises(DataError) as error:
+        build_dataset("coco", "train", 64, data_root=str(root))
+    assert str(error.value).splitlines()[-1] == (
+        f"files are missing from {root}/train2017: if the extraction of train2017.zip was interrupted, re-run `bash "
+        f"data/scripts/COCO2017.sh {tmp_path}` to extract it again (after a finished one, delete {root}/train2017 "
+        "first)")
+
+
 def test_only_the_test_splits_box_warning_says_that_pycocotools_scores_the_boxes_as_written(tmp_path):
     """Annotation 1 starts 2 px left of the image: clipped for the loader. pycocotools scores the json as written, so
     the test split's warning says so; a train split's does not (its targets are what training uses)."""

@@ -185,6 +185,20 @@ def test_a_dataset_folder_linked_to_a_missing_target_is_named_a_broken_link(tmp_
         "fetch its target, or replace the link with the data itself")
 
 
+def test_a_vocdevkit_extracted_in_part_says_how_to_extract_it_again(tmp_path):
+    """A VOC tar's extraction interrupted: the images missing under --dataset voc come with the way out."""
+    root = tmp_path / "VOCdevkit"
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(root / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    (root / "VOC2012" / "JPEGImages" / "1.jpg").unlink()
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root))
+    assert str(error.value).splitlines()[-1] == (
+        f"files are missing from {root}: if the extraction of a VOC tar was interrupted, re-run `bash "
+        f"data/scripts/VOC2007.sh {tmp_path}` and `bash data/scripts/VOC2012.sh {tmp_path}` to extract it again (after "
+        f"a finished one, delete {root}/VOC2007 or VOC2012 first)")
+
+
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text("{}")
