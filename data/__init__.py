@@ -231,6 +231,10 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
                    for year in ("VOC2007", "VOC2012")]
         if split == "test":  # the tar holds VOCdevkit/VOC2007/...
             hint = f"re-run {scripts[0]} (VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {root.parent})"
+            deeper = min(root.glob("*/VOC2007/ImageSets/Main/test.txt"), default=None)  # the tar extracted in root
+            if deeper:
+                hint += (f"; {deeper} is there: the test tar was extracted into {root}, a level too deep: merge "
+                         f"{deeper.parents[2]} into {root / 'VOC2007'}")
         else:
             hint = f"re-run {scripts[0]} and {scripts[1]}"
         used = scripts[:1] if split == "test" else scripts

@@ -185,6 +185,20 @@ def test_a_dataset_folder_linked_to_a_missing_target_is_named_a_broken_link(tmp_
         "fetch its target, or replace the link with the data itself")
 
 
+def test_voc2007_test_tar_extracted_inside_vocdevkit_names_where_it_went(tmp_path):
+    """VOCtest_06-Nov-2007.tar extracted into VOCdevkit/ (it holds VOCdevkit/VOC2007/...): the test list is at
+    VOCdevkit/VOCdevkit/VOC2007, which the test split's error names, with the move that fixes it."""
+    root = tmp_path / "VOCdevkit"
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(root / year, {"1": []}, {"trainval": ["1"]})
+    write_voc_folder(root / "VOCdevkit" / "VOC2007", {"2": []}, {"test": ["2"]})
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "test", 64, data_root=str(root))
+    assert str(error.value).endswith(
+        f"; {root}/VOCdevkit/VOC2007/ImageSets/Main/test.txt is there: the test tar was extracted into {root}, a level "
+        f"too deep: merge {root}/VOCdevkit/VOC2007 into {root}/VOC2007")
+
+
 def test_a_vocdevkit_extracted_in_part_says_how_to_extract_it_again(tmp_path):
     """A VOC tar's extraction interrupted: the images missing under --dataset voc come with the way out."""
     root = tmp_path / "VOCdevkit"
