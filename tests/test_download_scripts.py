@@ -185,6 +185,21 @@ def test_a_full_disk_during_the_extraction_keeps_the_verified_archive(tmp_path, 
     assert "VOCtrainval_06-Nov-2007.tar: already downloaded and verified" in again.stdout
 
 
+def test_no_md5_tool_stops_before_the_download(tmp_path, voc2007_server):
+    """Without md5sum or md5 the archive cannot be verified: say so before downloading it, not after."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for path in Path(folder).glob("*") if Path(folder).is_dir() else ():
+            if path.name not in ("md5sum", "md5") and not (tools / path.name).exists():
+                (tools / path.name).symlink_to(path)
+    datasets = tmp_path / "datasets"
+    result = run_script("VOC2007.sh", datasets, {**voc2007_server, "PATH": str(tools)})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "error: neither md5sum nor md5 is installed; install coreutils"
+    assert "downloading" not in result.stdout and not list((datasets / "downloads").glob("*"))
+
+
 def test_missing_archive_fails_with_the_url(tmp_path):
     result = run_script("VOC2012.sh", tmp_path / "datasets", {"VOC_BASE_URL": (tmp_path / "empty").as_uri()})
     assert result.returncode != 0

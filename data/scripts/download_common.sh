@@ -42,13 +42,17 @@ parse_args() {
     fi
 }
 
+# require_md5_tool: stops (in this shell, not in a $(...) subshell, and before any download) without md5sum or md5.
+require_md5_tool() {
+    command -v md5sum >/dev/null 2>&1 || command -v md5 >/dev/null 2>&1 ||
+        die "neither md5sum nor md5 is installed; install coreutils"
+}
+
 md5_of() {
     if command -v md5sum >/dev/null 2>&1; then
         md5sum "$1" | cut -d ' ' -f 1
-    elif command -v md5 >/dev/null 2>&1; then
-        md5 -q "$1"
     else
-        die "neither md5sum nor md5 is installed; install coreutils"
+        md5 -q "$1"
     fi
 }
 
@@ -88,6 +92,7 @@ fetch() {
 # download_verified URL PUBLISHED_MD5 DIR: leaves DIR/<archive name>, whose MD5 has been checked.
 download_verified() {
     local url=$1 md5 name archive actual
+    require_md5_tool
     name=$(basename "$url")
     md5=$(expected_md5 "$name" "$2")
     archive="$3/$name"
