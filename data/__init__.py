@@ -195,10 +195,14 @@ def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], *
 
 
 def _download_command(script: str, root: Path, default_root: Path, folder_name: str) -> str:
-    """The command ``bash data/scripts/<script>`` (in backticks), with the datasets folder to download into when
-    ``root`` (a ``--data_root`` named ``folder_name``, where the script writes) is not the default one."""
-    target = f" {shlex.quote(str(root.parent))}" if root != default_root and root.name == folder_name else ""
-    return f"`bash data/scripts/{script}{target}`"
+    """The command ``bash data/scripts/<script>`` (in backticks) that downloads the dataset into ``root``: with the
+    datasets folder above it for a ``--data_root`` named ``folder_name`` (where the script writes) elsewhere than the
+    default, and with ``DIR`` and what it writes for a ``root`` of another name."""
+    if root == default_root:
+        return f"`bash data/scripts/{script}`"
+    if root.name == folder_name:
+        return f"`bash data/scripts/{script} {shlex.quote(str(root.parent))}`"
+    return f"`bash data/scripts/{script} DIR` (it writes DIR/{folder_name}, the --data_root to pass then)"
 
 
 def _missing_devkit_year_hint(root: Path, folder: Path) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from data import COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
+from data import DEFAULT_ROOTS, COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
 from data.coco import clean_coco_boxes, find_coco_annotation, read_json_file, read_json_member
 from data.transforms import TestTransform
 
@@ -127,10 +127,12 @@ def test_crowd_boxes_can_be_left_out(tmp_path):
     assert len(dataset.annotation(1)[0]) == 0
 
 
-def test_missing_coco_names_the_download_script(tmp_path):
-    expected = r"instances_train2017\.json not found: download it with `bash data/scripts/COCO2017\.sh`"
+def test_missing_coco_names_the_download_script(tmp_path, monkeypatch):
+    """The default folder (datasets/coco2017) is where the script downloads by default: the command takes no DIR."""
+    monkeypatch.setitem(DEFAULT_ROOTS, "coco", tmp_path / "coco2017")
+    expected = r"instances_train2017\.json not found: download it with `bash data/scripts/COCO2017\.sh`, or"
     with pytest.raises(DatasetNotFoundError, match=expected):
-        build_dataset("coco", "train", 32, data_root=str(tmp_path))
+        build_dataset("coco", "train", 32)
 
 
 def test_custom_coco_folder_with_train_and_val_files(tmp_path):
@@ -749,9 +751,10 @@ def test_a_missing_coco_2017_folder_names_the_file_and_both_ways_out(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         build_dataset("coco", "train", 64, data_root=str(tmp_path))
     assert str(error.value) == (
-        f"{tmp_path}/annotations/instances_train2017.json not found: download it with `bash data/scripts/COCO2017.sh`, "
-        "or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for "
-        "your own COCO-format data use --dataset custom")
+        f"{tmp_path}/annotations/instances_train2017.json not found: download it with `bash data/scripts/COCO2017.sh "
+        f"DIR` (it writes DIR/coco2017, the --data_root to pass then), or pass --data_root a COCO 2017 folder "
+        "(annotations/instances_train2017.json, train2017/, val2017/); for your own COCO-format data use --dataset "
+        "custom")
 
 
 def test_coco_2014_files_under_dataset_coco_say_to_read_them_with_dataset_custom(tmp_path):

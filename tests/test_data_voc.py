@@ -113,7 +113,8 @@ def test_voc_devkit_train_is_2007_plus_2012_trainval_and_test_is_2007_test(tmp_p
 def test_missing_voc2012_names_its_download_script(tmp_path):
     write_voc_folder(tmp_path / "VOC2007", {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
     with pytest.raises(DatasetNotFoundError,
-                       match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012.sh`"):
+                       match=r"VOC2012 not found: download it with `bash data/scripts/VOC2012\.sh DIR` \(it writes "
+                             r"DIR/VOCdevkit, the --data_root to pass then\)"):
         build_dataset("voc", "train", 64, data_root=str(tmp_path))
     assert len(build_dataset("voc", "test", 64, data_root=str(tmp_path))) == 1
 
