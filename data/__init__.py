@@ -259,8 +259,8 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
 def _coco_2017_hint(root: Path, name: str) -> str:
     """The clause for a ``--dataset coco`` root that lacks ``annotations/instances_<name>.json`` or ``<name>/``: the
     2014 release's jsons there (``--dataset custom`` reads them), the file one level deeper (``--data_root`` the folder
-    above ``coco2017``), or the zip of the missing part lying unextracted in ``root``, its parent or the scripts'
-    ``downloads/`` beside it. Empty when none applies."""
+    above ``coco2017``) or higher (``--data_root`` its ``annotations/``), or the zip of the missing part lying
+    unextracted in ``root``, its parent or the scripts' ``downloads/`` beside it. Empty when none applies."""
     annotation = root / "annotations" / f"instances_{name}.json"
     missing, archive = (annotation, "annotations_trainval2017.zip") if not annotation.is_file() else (
         root / name, f"{name}.zip")
@@ -276,6 +276,8 @@ def _coco_2017_hint(root: Path, name: str) -> str:
         if deeper:
             return (f"; {deeper[0] / 'annotations' / annotation.name} is there, one level deeper: pass --data_root "
                     f"{deeper[0]}")
+        if (root / annotation.name).is_file():  # --data_root coco2017/annotations
+            return f"; {root} holds {annotation.name}: pass --data_root {root.parent}"
     for folder in (root, root.parent, root.parent / "downloads"):
         if (folder / archive).is_file():
             zip_file = shlex.quote(str(folder / archive))

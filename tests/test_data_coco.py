@@ -770,13 +770,17 @@ def test_coco_2014_files_under_dataset_coco_say_to_read_them_with_dataset_custom
 
 
 def test_coco_folder_one_level_off_names_the_folder_to_pass(tmp_path):
-    """--data_root the folder above coco2017/ (or a zip extracted into coco2017/coco2017/)."""
+    """--data_root the folder above coco2017/ (or a zip extracted into coco2017/coco2017/), or its annotations/."""
     write_coco(tmp_path / "coco2017", "train2017", coco_json(GOOD_ANNOTATIONS))
     with pytest.raises(DatasetNotFoundError) as error:
         build_dataset("coco", "train", 64, data_root=str(tmp_path))
     assert str(error.value).endswith(
         f"; {tmp_path}/coco2017/annotations/instances_train2017.json is there, one level deeper: pass --data_root "
         f"{tmp_path}/coco2017")
+    with pytest.raises(DatasetNotFoundError) as error:  # one level too low: --data_root coco2017/annotations
+        build_dataset("coco", "train", 64, data_root=str(tmp_path / "coco2017" / "annotations"))
+    assert str(error.value).endswith(
+        f"; {tmp_path}/coco2017/annotations holds instances_train2017.json: pass --data_root {tmp_path}/coco2017")
     with pytest.raises(DatasetNotFoundError) as error:  # the script downloads into the folder above coco2017/
         build_dataset("coco", "test", 64, data_root=str(tmp_path / "coco2017"))
     assert f"not found: download it with `bash data/scripts/COCO2017.sh {tmp_path}`, or" in str(error.value)
