@@ -315,6 +315,9 @@ def _layout_hint(root: Path, split: str) -> str:
 
     if is_dataset(root.parent):
         return f"; it is a folder of the dataset {root.parent}: pass --data_root {root.parent}"
+    if _is_voc_folder(root / "VOC2007"):  # the official layout, which --dataset voc reads
+        return (f"; it is a VOCdevkit (VOC2007/): read it with --dataset voc --data_root {root} (VOC2007+2012 "
+                f"trainval, VOC2007 test), or one year with --dataset custom --data_root {root / 'VOC2007'}")
     try:
         subfolders = sorted(path for path in root.iterdir() if path.is_dir())
     except OSError:

@@ -214,6 +214,18 @@ def test_a_vocdevkit_extracted_in_part_says_how_to_extract_it_again(tmp_path):
         f"a finished one, delete {root}/VOC2007 or VOC2012 first)")
 
 
+def test_dataset_custom_on_a_vocdevkit_says_to_use_dataset_voc(tmp_path):
+    """--dataset custom --data_root VOCdevkit: the official layout is --dataset voc's (VOC2007+2012 trainval, VOC2007
+    test), which the error says before offering one year's folder."""
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(tmp_path / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("custom", "train", 64, data_root=str(tmp_path), classes=["dog"])
+    assert str(error.value).endswith(
+        f"; it is a VOCdevkit (VOC2007/): read it with --dataset voc --data_root {tmp_path} (VOC2007+2012 trainval, "
+        f"VOC2007 test), or one year with --dataset custom --data_root {tmp_path}/VOC2007")
+
+
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text("{}")
