@@ -4,22 +4,22 @@
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from data.checks import DataReport, check_dataset
+from data.class_list import parse_class_list
 from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
 from data.dataset import DetectionDataset, broken_link_message
 from data.errors import DataError, DatasetNotFoundError, DataWarning
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
-from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, read_utf8_text, unusable_list_problem
+from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, unusable_list_problem
 from utils.integers import as_int
 from utils.messages import preview_names
-from utils.names import compose_name, control_characters, folded_name, invisible_characters, same_classes
+from utils.names import same_classes
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -38,74 +38,6 @@ VOC_YEAR_FOLDER = re.compile(r"VOC\d{4}")
 # list files of a single VOC-layout folder, by preference (train.txt replaces trainval.txt when val.txt is the
 # test list)
 VOC_LISTS = {"train": ("trainval", "train"), "test": ("test", "val")}
-
-
-def parse_class_list(arg: str) -> list[str]:
-    """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
-    (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list, a name with a control or invisible character or a slash, or a file's line holding a
-    comma or a comment after its name."""
-    path = Path(arg)
-    try:
-        is_dir, is_file = path.is_dir(), path.is_file()
-    except OSError:  # a long comma list is too long a name to look up as a file
-        is_dir = is_file = False
-    if is_dir:
-        raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
-    if is_file:
-        lines = [line.strip() for line in read_utf8_text(path).splitlines()]
-        numbered = [(number, line) for number, line in enumerate(lines, 1) if line and not line.startswith("#")]
-        for number, line in numbered:
-            if re.search(r"\s#", line):  # "dog  # puppies": only lines starting with # are comments
-                raise DataError(f"{path}:{number}: {line!r} holds a comment after the name; a comment takes a line of "
-                                "its own, starting with #")
-        names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered])
-        line_numbers = [number for number, _ in numbered]
-        source = str(path)
-    elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
-        slash = "/" in arg or os.sep in arg
-        why = "a class name cannot hold a slash" if slash else f"a name ending in {path.suffix} is read as a file"
-        where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
-        raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
-    else:
-        source = f"--classes {arg!r}" if control_characters(arg) or invisible_characters(arg) else f"--classes {arg}"
-        names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
-        line_numbers = None
-    if not names:
-        raise DataError(f"{source}: no class names given")
-    names = [compose_name(name) for name in names]
-    folded = [folded_name(name) for name in names]
-    repeated = [key for key in dict.fromkeys(folded) if folded.count(key) > 1]
-    if repeated:
-        def where(key: str) -> str:
-            """`` (lines 1, 4)``: the class file's lines holding the name ``key`` (folded); "" for a comma list."""
-            found = [str(number) for number, name in zip(line_numbers or [], folded) if name == key]
-            return f" (lines {', '.join(found)})" if found else ""
-        described = ", ".join(f"{names[folded.index(key)]!r}{where(key)}" for key in repeated)
-        raise DataError(f"{source}: duplicate class names {described}; list each class once (letter case is ignored)")
-    return names
-
-
-def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
-    """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
-    (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
-    invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
-    or with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
-    goes)."""
-    for where, name in names:
-        if "," in name:
-            raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line")
-        found = control_characters(name)
-        if found:
-            raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "
-                            "give plain names (a class file must be UTF-8 text, one name per line)")
-        if found := invisible_characters(name):
-            raise DataError(f"{where}: class name {name!r} contains the invisible character(s) {', '.join(found)} (a "
-                            "byte-order mark where files were joined, a zero-width space): remove them")
-        if "/" in name or "\\" in name:
-            raise DataError(f"{where}: class name {name!r} contains a slash, but each class names a VOC results "
-                            "file (comp4_det_test_<class>.txt); rename the class in --classes and in the XML files")
-    return [name for _, name in names]
 
 
 def reads_class_list(name: str, data_root: str | None) -> bool:
