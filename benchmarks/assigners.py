@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
 from benchmarks.common import environment, utc_stamp  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
-from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset  # noqa: E402
+from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, set_arguments_for  # noqa: E402
 from models.builder import BACKBONES, NECKS  # noqa: E402
 from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
@@ -192,7 +192,7 @@ def dataset_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:
     """``--dataset`` (``custom`` for a subset), ``--data_root`` and ``--classes`` of main.py."""
     root, classes = args.data_root, args.classes
     if args.dataset == "shapes":
-        root = str(ensure_shapes_dataset(root or DEFAULT_ROOTS["shapes"], seed=0))
+        root = str(ensure_shapes_dataset(root or DEFAULT_ROOTS["shapes"], **set_arguments_for(root)))
     if args.num_train is None and args.num_test is None:  # the set itself (shapes has its own classes)
         flags = ["--dataset", args.dataset]
         return flags + (["--data_root", root] if root else []) + (["--classes", classes] if classes else [])

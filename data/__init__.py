@@ -409,11 +409,9 @@ def _build_named(name: str, split: str, data_root: str | None, classes: list[str
     if name == "voc":
         return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
     if name == "shapes":
-        from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, generated_set_arguments
+        from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, set_arguments_for
 
-        # a set the user generated in a folder of their choice (a small one, say) is used as it is, not replaced
-        arguments = (generated_set_arguments(data_root) if data_root else None) or {"seed": 0}
-        root = ensure_shapes_dataset(data_root or DEFAULT_ROOTS["shapes"], **arguments)
+        root = ensure_shapes_dataset(data_root or DEFAULT_ROOTS["shapes"], **set_arguments_for(data_root))
         return _voc_dataset(Path(root), split, False, SHAPES_CLASSES, **options)
     if data_root is None:
         raise DataError("--dataset custom needs --data_root (a VOC-layout or COCO-layout folder)")

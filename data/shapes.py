@@ -54,6 +54,7 @@ __all__ = [
     "generate_shapes_dataset",
     "ensure_shapes_dataset",
     "generated_set_arguments",
+    "set_arguments_for",
 ]
 
 GENERATOR_VERSION = 1
@@ -548,6 +549,12 @@ def generated_set_arguments(root: str | Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return arguments if _is_complete(Path(root), _manifest(**arguments)) else None
+
+
+def set_arguments_for(data_root: str | Path | None) -> dict:
+    """The :func:`ensure_shapes_dataset` arguments for a ``--data_root`` (None: the default folder): those of the
+    complete set it holds (a small one, say), so that set is used as it is, not replaced; else seed 0's default set."""
+    return (generated_set_arguments(data_root) if data_root else None) or {"seed": 0}
 
 
 def ensure_shapes_dataset(

@@ -488,7 +488,7 @@ def test_whole_shapes_splits_are_trained_as_shapes(shapes_root, tmp_path, monkey
     # --full_data (and the cuda preset, which sets no subset) hands main.py the shapes set itself, which takes no
     # --classes (main.py refuses them: the set has its own)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, **arguments: shapes_root)
     args = assigners.get_args_parser().parse_args([
         "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "shapes", "--full_data",
         "--seeds", "0", "--iters", "2", "--lr_warmup", "0", "--regime", "scratch", "--out_dir", str(tmp_path / "out"),
@@ -505,7 +505,7 @@ def test_shapes_subsets_train_with_the_shapes_augmentation(shapes_root, tmp_path
     # a subset (--num_train/--num_test; the cpu preset's 100 test images) is read as a custom VOC-layout folder, whose
     # main.py default is zoom-out with p 0.6; a study of shapes trains as main.py trains shapes: without zoom-out
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, **arguments: shapes_root)
     args = assigners.get_args_parser().parse_args([
         "--preset", "tiny", "--version", "fssd", "--backbone", "resnet18", "--dataset", "shapes", "--num_train", "8",
         "--num_test", "3", "--seeds", "0", "--iters", "2", "--lr_warmup", "0", "--out_dir", str(tmp_path / "out"),
@@ -518,7 +518,7 @@ def test_shapes_subsets_train_with_the_shapes_augmentation(shapes_root, tmp_path
 
 
 def test_expand_prob_goes_to_every_run_where_it_differs_from_main_py_default(shapes_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, seed: shapes_root)
+    monkeypatch.setattr(assigners, "ensure_shapes_dataset", lambda root, **arguments: shapes_root)
     args = study_args(shapes_root, tmp_path, "--dataset", "shapes")  # a subset: custom data, main.py's default 0.6
     assigners.fill_preset(args)
     assert assigners.data_flags(args, tmp_path)[-4:] == ["--classes", ",".join(SHAPES_CLASSES), "--expand_prob", "0.0"]
@@ -597,3 +597,19 @@ def test_diverged_run_is_not_resumed_by_the_same_command_and_a_lower_lr_trains_i
     assert "resumed from" not in (work / "log.txt").read_text()
     assert len(list(work.glob("*.earlier-*.pth"))) == 1
     assert not (work / assigners.ATTEMPT_FILE).exists() and record["per_seed"][0]["MG"]["metrics"]["mAP"] >= 0
+
+
+def test_shapes_data_root_holding_a_set_of_other_arguments_is_used_as_it_is(tmp_path):
+    """``--dataset shapes --data_root DIR`` of a small set (docs/shapes.md: ``generate_shapes_dataset(DIR, seed=1,
+    num_trainval=30, num_test=10)``), which main.py trains on as it is: the study replaced it with seed 0's
+    2,000 + 500 images without a word, deleting the user's set."""
+    root = generate_shapes_dataset(tmp_path / "tiny", seed=1, num_trainval=8, num_test=4)  # the tiny preset's subset
+    manifest = (root / "shapes_manifest.json").read_text()
+    args = assigners.get_args_parser().parse_args(["--preset", "tiny", "--dataset", "shapes", "--data_root", str(root)])
+    assigners.fill_preset(args)
+    subset = assigners.data_flags(args, tmp_path)[3]
+    assert (Path(subset) / "JPEGImages").resolve() == (root / "JPEGImages").resolve()
+    args.full_data = True
+    args.num_train = args.num_test = None
+    assert assigners.data_flags(args, tmp_path) == ["--dataset", "shapes", "--data_root", str(root)]
+    assert (root / "shapes_manifest.json").read_text() == manifest
