@@ -502,18 +502,24 @@ def _results_line_problems(text: str, position: dict[str, int], path: Path) -> l
         fields = line.split()
         problem = _results_line_problem(fields, position) if fields else None
         if problem:
-            problems.append(f"{path}:{line_number}: {problem} in {line!r}; write 'image_id score x1 y1 x2 y2'")
+            problems.append(f"{path}:{line_number}: {problem[0]} in {line!r}; {problem[1]}")
     return problems
 
 
-def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> str | None:
-    """What is wrong with a results line's fields, or ``None`` if they are ``image_id score x1 y1 x2 y2``."""
+def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> tuple[str, str] | None:
+    """What is wrong with a results line's fields and the fix, or ``None`` if they are ``image_id score x1 y1 x2 y2``
+    of an image scored."""
+    write = "write 'image_id score x1 y1 x2 y2'"
     if len(fields) != 6:
-        return f"{len(fields)} fields instead of 6"
-    if fields[0] not in position:
-        return f"image id {fields[0]!r} is not in this dataset"
+        return f"{len(fields)} fields instead of 6", write
     try:
         values = [float(field) for field in fields[1:]]
     except ValueError:
-        return "the score and coordinates must be numbers"
-    return None if all(np.isfinite(values)) else "the score and coordinates must be finite"
+        return "the score and coordinates must be numbers", write
+    if not all(np.isfinite(values)):
+        return "the score and coordinates must be finite", write
+    if fields[0] not in position:  # a well-formed line: the results are of other images
+        return (f"image id {fields[0]!r} is not among the images scored",
+                "results of another dataset or split? score them on the dataset their evaluation had "
+                "(--dataset, --data_root)")
+    return None
