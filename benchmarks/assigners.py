@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import main as cli  # noqa: E402
 from benchmarks.common import environment, utc_stamp  # noqa: E402
 from data import DEFAULT_ROOTS  # noqa: E402
+from data.errors import DataError  # noqa: E402
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, set_arguments_for  # noqa: E402
 from models.builder import BACKBONES, NECKS  # noqa: E402
 from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
@@ -482,11 +483,17 @@ def main(args: argparse.Namespace) -> list[dict]:
     return records
 
 
-if __name__ == "__main__":
+def run_from_command_line(argv: list[str] | None = None) -> None:
+    """:func:`main` on ``argv`` (the command line's when None); a refusal (bad flags or data, a failed run) stops
+    it with one ``error:`` line on stderr and an exit code, not a traceback."""
     try:
-        main(get_args_parser().parse_args())
+        main(get_args_parser().parse_args(argv))
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, DataError) as error:
         sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    run_from_command_line()

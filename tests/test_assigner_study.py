@@ -613,3 +613,15 @@ def test_shapes_data_root_holding_a_set_of_other_arguments_is_used_as_it_is(tmp_
     args.num_train = args.num_test = None
     assert assigners.data_flags(args, tmp_path) == ["--dataset", "shapes", "--data_root", str(root)]
     assert (root / "shapes_manifest.json").read_text() == manifest
+
+
+def test_a_shapes_data_root_the_generator_did_not_make_is_one_error_line(tmp_path):
+    """``--dataset shapes --data_root DIR`` of a folder of other files: the study stopped with a DataError traceback
+    where main.py says in one line to move the folder away or pass another --data_root."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as stopped:
+        assigners.run_from_command_line(["--preset", "tiny", "--dataset", "shapes", "--data_root",
+                                         str(tmp_path / "photos"), "--out_dir", str(tmp_path / "out")])
+    assert stopped.value.code == (f"error: {tmp_path / 'photos'} exists but has no shapes_manifest.json, so it was "
+                                  "not made by the shapes generator; move it away or pass another --data_root")
