@@ -253,6 +253,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
             taken_flags = take_run_from_checkpoint(args, resume_state["config"])
             check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
+            check_recorded_shapes_set(args, data_root_given, args.resume)  # not seed 0's set generated, then refused
             if taken_flags:
                 resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
         trained_state, taken = None, ""

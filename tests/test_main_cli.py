@@ -625,7 +625,8 @@ def test_a_pretrained_file_that_cannot_be_read_stops_before_the_data_is_read(pat
 ])
 def test_resume_path_refuses_another_schedule_before_reading_the_data(argv, change, tmp_path, monkeypatch, capsys):
     """A flag that changes the schedule or data stream was refused by resume_run, after both splits were read and the
-    model built (here: a shapes set generated at an absent --data_root)."""
+    model built (here: a shapes set generated at an absent --data_root, given: one taken from the checkpoint is
+    refused before, see tests/test_main_recorded_shapes.py)."""
     from tests.tiny_checkpoint import write_tiny_checkpoint
     from utils.checkpoint import load_checkpoint, save_checkpoint
 
@@ -637,7 +638,7 @@ def test_resume_path_refuses_another_schedule_before_reading_the_data(argv, chan
     save_checkpoint(state, checkpoint)
     monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
     folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
-               "--eval_dir", str(tmp_path / "e")]
+               "--eval_dir", str(tmp_path / "e"), "--data_root", str(tmp_path / "shapes")]
     assert cli.main(parse("--resume", str(checkpoint), "--device", "cpu", "--workers", "0", *folders, *argv)) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {checkpoint} {change}") and err.count("\n") == 1

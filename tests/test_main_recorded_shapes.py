@@ -1,6 +1,6 @@
-"""--trained_model and --eval_results without --dataset take the shapes set's --data_root that the checkpoint or
-summary.json records: a folder that no longer holds that set is refused, not filled with another set and scored.
-(--resume PATH may generate it again: resume_run refuses a set whose training annotations differ from the run's.)"""
+"""--trained_model, --eval_results and --resume PATH without --data_root take the shapes set's --data_root that the
+checkpoint or summary.json records: a folder that no longer holds that set is refused, not filled with another set
+and scored (or, for --resume, generated for half a minute and then refused as another training set)."""
 import json
 
 import pytest
@@ -73,3 +73,19 @@ def test_a_recorded_shapes_folder_is_taken_while_it_holds_a_set_and_a_given_one_
         check_recorded_shapes_set(args, None, "w.pth")
     args.dataset = "custom"
     check_recorded_shapes_set(args, None, "w.pth")  # other datasets are never generated: their readers say what lacks
+
+
+def test_a_resumed_runs_shapes_folder_that_no_longer_holds_its_set_is_refused_before_generating(
+        tmp_path, no_generation, capsys):
+    # was: seed 0's default set (2,000 + 500 images, about 30 s) generated in the missing folder, and only then
+    # resume_run refused the run's training set as changed (its 30 images against those 2,000)
+    gone = tmp_path / "tiny_set"
+    checkpoint = checkpoint_on(tmp_path, gone)
+    assert run_main("--resume", str(checkpoint)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {checkpoint} records the shapes set in --data_root {gone}, which holds none now (moved or deleted): "
+        f"give --data_root the folder that holds it now; --dataset shapes --data_root {gone} generates seed 0's "
+        "default set there (2000 + 500 images), another set unless the run used that one")
+    assert not gone.exists()
+    with pytest.raises(AssertionError, match="a shapes set was generated in"):  # given: generated there, as asked
+        run_main("--resume", str(checkpoint), "--data_root", str(gone))

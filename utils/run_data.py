@@ -33,7 +33,8 @@ def check_recorded_shapes_set(args: argparse.Namespace, data_root_given: str | N
     """``--dataset shapes`` whose ``--data_root`` was taken from ``source`` (a checkpoint's config, an evaluation's
     ``summary.json``) rather than given (``data_root_given``): refuse a folder that holds no complete shapes set now
     (moved or deleted), where building the dataset would generate seed 0's default set, other images than the run's
-    unless it used that one, and score them without a word. Raises :class:`DataError`."""
+    unless it used that one, and score them without a word (``--resume PATH``: generate them for half a minute, then
+    refuse them as another training set). Raises :class:`DataError`."""
     root = args.data_root
     if args.dataset != "shapes" or root is None or root == data_root_given or generated_set_arguments(root):
         return
