@@ -418,6 +418,27 @@ def test_an_image_gets_the_same_detections_alone_and_at_the_end_of_a_large_batch
     assert_same_detections(PostProcessor(priors)(loc, conf, sizes)[7:], [alone])
 
 
+def test_tied_scores_keep_the_same_detections_alone_and_in_a_batch(priors):
+    """A diverged model's saturated scores: 510 non-overlapping boxes of image 0 all score sigmoid(30) = 1.0 in
+    float32, 300 are kept. Which 300, and in which order, must not depend on the other images of the batch (a
+    training run evaluates with its --batch_size, --trained_model with another) nor on the NMS path: ties keep the
+    top-k's order. torchvision's batched NMS ends with an unstable sort by score when the batch has more than
+    1,000 candidates, which reordered the ties by the batch's size."""
+    batch, side = 4, 1000.0
+    corner = torch.stack([torch.arange(len(priors)) % 25, torch.arange(len(priors)) // 25], 1).float() * 40
+    pixels = torch.cat([corner, corner + 20], 1)  # [510, 4] 20 px boxes 40 px apart
+    loc = BoxCoder().encode(pixels / side, priors).expand(batch, -1, -1).clone()
+    conf = torch.full((batch, len(priors), 2), 30.0)
+    sizes = torch.tensor([1000, 1000]).expand(batch, 2)
+    alone = PostProcessor(priors, dense_nms=False)(loc[:1], conf[:1], sizes[:1])[0]
+    assert len(alone["scores"]) == 300 and bool((alone["scores"] == 1.0).all())
+    in_batch = PostProcessor(priors, dense_nms=False)(loc, conf, sizes)
+    dense = PostProcessor(priors, dense_nms=True)(loc, conf, sizes)
+    for result in in_batch + dense:
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(result[key], alone[key]), key
+
+
 def test_a_score_equal_to_the_threshold_is_no_candidate(priors):
     # sigmoid(0) = 1 / (1 + 1) = 0.5 exactly in float32: with score_thresh 0.5 that pair must be dropped (the authors
     # keep scores strictly above the threshold), while sigmoid(0.25) = 0.562 passes. The two boxes are far apart.

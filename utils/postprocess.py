@@ -11,7 +11,8 @@ Steps, for the whole batch at once:
 4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
    (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
-5. at most ``max_per_image`` (300) detections per image, the highest scores first;
+5. at most ``max_per_image`` (300) detections per image, the highest scores first; tied scores (a diverged model's
+   1.0) in the top-k's order on every path, so an image's detections do not depend on the rest of its batch;
 6. images whose result the top-k may have changed are run again with 4x the candidates (see below), with
    ``torchvision.ops.batched_nms`` (the dense NMS's ``[B, k, k]`` matrix grows with k^2).
 
@@ -252,8 +253,11 @@ class PostProcessor:
         # float64: torchvision may separate the groups by shifting boxes (group * (largest coordinate + 1)), which in
         # float32 would round a large batch's pixel coordinates by up to a quarter pixel
         groups = image_index * num_classes + labels
-        kept = batched_nms(candidate_boxes.double(), candidate_scores.double(), groups, self.nms_thresh)
-        kept = kept[torch.sort(image_index[kept], stable=True).indices]  # by image, scores still descending
+        # NMS ranks each image's candidates by their position (already by descending score, ties in the top-k's
+        # order, as the dense NMS does): with the scores, tied ones (a diverged model's 1.0) would be ordered by
+        # torchvision's sorts, which are not stable, so an image's detections would depend on the rest of its batch
+        position = torch.arange(len(candidate_scores), 0, -1, dtype=torch.float64, device=boxes.device)
+        kept = batched_nms(candidate_boxes.double(), position, groups, self.nms_thresh)  # by image, scores descending
         kept_image = image_index[kept]
         counts = torch.bincount(kept_image, minlength=batch)  # [B]
         rank = torch.arange(len(kept), device=boxes.device) - (counts.cumsum(0) - counts)[kept_image]
