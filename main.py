@@ -163,7 +163,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--mutual_guide_from", type=int, default=None, metavar="ITER",
                           help="with --mutual_guide: IoU assignment for the first ITER iterations, Mutual Guidance "
                                "after them (the logs' iterations ITER+1 on)")
-    schedule.add_argument("--batch_size", type=int, default=None, help="images per iteration per process (default: 32)")
+    schedule.add_argument("--batch_size", type=int, default=None,
+                          help="images per iteration per process (default: 32; with --trained_model, the checkpoint's)")
     schedule.add_argument("--lr", type=float, default=None,
                           help="peak learning rate after warm-up (default: 1e-2, the paper's; 6e-2 for shapes)")
     schedule.add_argument("--warm_iter", type=int, default=None,

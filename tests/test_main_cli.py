@@ -843,6 +843,28 @@ def test_trained_model_evaluates_at_the_nms_threshold_of_its_run():
     assert no_record.nms_thresh == 0.5
 
 
+def test_trained_model_evaluates_with_the_batch_size_of_its_run():
+    """A run trained with --batch_size 4 evaluated 4 images at a time; --trained_model of its checkpoint 32 at a time.
+    The CPU convolutions round an image's outputs differently in batches of other sizes (by 1.5e-5 here on a
+    2-iteration shapes run), enough to move a diverged model's boxes and change its AP50 (0.0007 vs 0.0008), so it
+    did not print the run's final scores again. It takes the run's batch size, naming it unless it is the default."""
+    config = {"dataset": "shapes", "data_root": "/data/shapes", "amp": None}
+    data = "--dataset shapes, --data_root /data/shapes"
+    for saved, expected, named in ((4, 4, "--batch_size 4"), (32, 32, ""), (None, None, "")):
+        args = parse("--trained_model", "w.pth")
+        taken = take_evaluation_settings_from_checkpoint(args, config | {"batch_size": saved})
+        assert args.batch_size == expected and taken == ", ".join(filter(None, [data, named]))
+    args = parse("--trained_model", "w.pth", "--batch_size", "8")  # given: the flag wins
+    assert take_evaluation_settings_from_checkpoint(args, config | {"batch_size": 4}) == data
+    assert args.batch_size == 8
+    for edited in (0, 2.5, "4", True):
+        with pytest.raises(CheckpointError) as error:
+            take_evaluation_settings_from_checkpoint(parse("--trained_model", "w.pth"), config | {"batch_size": edited})
+        assert str(error.value) == (f"w.pth records --batch_size {edited!r}, not a positive integer; it was edited or "
+                                    "damaged: give --batch_size to evaluate with, or use a checkpoint as main.py "
+                                    "saved it")
+
+
 def test_a_run_too_long_for_the_data_loader_names_the_flag_that_sets_its_length(tmp_path, monkeypatch, capsys):
     """A run of 2**63 iterations or more stopped with a traceback once the data was read: the batch sampler's len()
     is an index-sized integer ("OverflowError: cannot fit 'int' into an index-sized integer")."""

@@ -288,8 +288,8 @@ def test_trained_model_evaluates_at_its_runs_nms_threshold(shapes_root, tmp_path
     assert run(tmp_path, argv) == 0
     capsys.readouterr()
     assert run(tmp_path, ["--trained_model", str(Path("weights") / "n.pth"), "--workers", "0", "--device", "cpu"]) == 0
-    assert (f"evaluating as the checkpoint was trained: --dataset custom, --data_root {shapes_root}, --nms_thresh "
-            "0.6\n") in capsys.readouterr().out
+    assert (f"evaluating as the checkpoint was trained: --dataset custom, --data_root {shapes_root}, --batch_size 2, "
+            "--nms_thresh 0.6\n") in capsys.readouterr().out
     assert thresholds == [0.6, 0.6]
 
 

@@ -225,8 +225,10 @@ def _written_by_main(value: Any, kind: Any) -> bool:
 def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
     """``--trained_model``: evaluate as the checkpoint was trained where the flags do not say otherwise. Without
     ``--dataset``, its dataset, ``--data_root`` and ``--skip_unknown_classes``; without ``--amp``, its mixed precision;
-    without ``--nms_thresh``, its NMS threshold (the printed metrics then equal those of the training run's final
-    evaluation). Returns what was taken, for the log ("" when nothing; the default NMS threshold is not named). Raises
+    without ``--batch_size``, its batch size (the convolutions round an image's outputs differently in batches of
+    other sizes); without ``--nms_thresh``, its NMS threshold (the printed metrics then equal those of the training
+    run's final evaluation). Returns what was taken, for the log ("" when nothing; the default batch size and NMS
+    threshold are not named). Raises
     :class:`CheckpointError` when a value it would take is not one main.py writes."""
     problems = {}  # the values that would be taken, and are not ones main.py writes
     if args.dataset is None and "dataset" in config and config["dataset"] not in DATASETS:
@@ -237,12 +239,18 @@ def take_evaluation_settings_from_checkpoint(args: argparse.Namespace, config: M
         problems["amp"] = f"not one of {', '.join(AMP_CHOICES)}"
     if problem := _stored_nms_thresh_problem(args, config):
         problems["nms_thresh"] = problem
+    batch_size = config.get("batch_size")
+    if args.batch_size is None and batch_size is not None and not (type(batch_size) is int and batch_size >= 1):
+        problems["batch_size"] = "not a positive integer"
     if problems:
         _refuse_stored_value(args, config, *next(iter(problems.items())))
     taken = take_data_flags(args, config, ("data_root",))  # the test split the training run evaluated on
     if args.amp is None and config.get("amp") is not None:
         args.amp = config["amp"]
         taken.append(f"--amp {args.amp}")
+    if args.batch_size is None and batch_size is not None:  # the CPU's convolutions round by batch size
+        args.batch_size = batch_size
+        taken += [f"--batch_size {batch_size}"] if batch_size != RUN_DEFAULTS["batch_size"] else []
     return ", ".join(taken + _take_nms_thresh(args, config))
 
 
