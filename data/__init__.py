@@ -219,10 +219,10 @@ def _coco_2017_hint(root: Path, name: str) -> str:
 
 def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
-    hint = (f"download it with {_download_command('COCO2017.sh', root, DEFAULT_ROOTS['coco'], 'coco2017')}, or pass "
-            "--data_root a COCO 2017 folder (annotations/instances_train2017.json, train2017/, val2017/); for your own "
-            f"COCO-format data use --dataset custom{_coco_2017_hint(root, name)}")
     script = _download_command("COCO2017.sh", root, DEFAULT_ROOTS["coco"], "coco2017")
+    hint = (f"download it with {script}, or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, "
+            "train2017/, val2017/); for your own COCO-format data use --dataset custom"
+            f"{_coco_2017_hint(root, name)}")
     missing = (f"files are missing from {root / name}: if the extraction of {name}.zip was interrupted, re-run "
                f"{script} to extract it again (after a finished one, delete {root / name} first)")
     return COCODetection(
@@ -263,18 +263,21 @@ def _layout_hint(root: Path, split: str) -> str:
 def _jsons_in_image_folders_hint(root: Path, subfolders: list[Path]) -> str:
     """:func:`_layout_hint`'s clause for the jsons in ``root``'s ``subfolders`` (``train/_annotations.coco.json``
     beside its images, as some labelling tools export a COCO set), ``""`` when they hold none."""
-    jsons = []
-    for sub in subfolders:
-        try:
-            jsons += sorted(f"{sub.name}/{path.name}" for path in sub.iterdir() if path.name.lower().endswith(".json"))
-        except OSError:
-            continue
+    jsons = [f"{sub.name}/{name}" for sub in subfolders for name in _json_names(sub)]
     if not jsons:
         return ""
     folder, name = jsons[0].split("/")
     return (f"; {root} has jsons in its image folders ({preview_names(jsons, 5)}): a COCO layout reads "
             "annotations/instances_<folder>.json with its images in <folder>/: move each json there, e.g. "
             f"{folder}/{name} to annotations/instances_{folder}.json")
+
+
+def _json_names(folder: Path) -> list[str]:
+    """The sorted names of ``folder``'s files named ``*.json`` in any letter case; ``[]`` when it cannot be listed."""
+    try:
+        return sorted(path.name for path in folder.iterdir() if path.name.lower().endswith(".json"))
+    except OSError:
+        return []
 
 
 def _json_folder_hint(root: Path, split: str) -> str:
@@ -286,10 +289,7 @@ def _json_folder_hint(root: Path, split: str) -> str:
     except OSError:
         return ""
     for folder in folders:
-        try:
-            jsons = sorted(path.name for path in folder.iterdir() if path.name.lower().endswith(".json"))
-        except OSError:
-            continue
+        jsons = _json_names(folder)
         if not jsons:
             continue
         if folder.name != "annotations":

@@ -241,14 +241,22 @@ def file_type_problem(path: str | Path) -> str | None:
     return f"is {kind}, not a regular file: replace it with the file itself"
 
 
-def _broken_link_problem(path: str | Path) -> str | None:
-    """``is a broken symbolic link (to <target>, which does not exist): ...`` when ``path`` is a symbolic link whose
-    target is missing (a relative target shown resolved from the link's folder); ``None`` otherwise."""
+def _link_target(path: str | Path) -> str | None:
+    """The target of the symbolic link ``path``, a relative one resolved from the link's folder; ``None`` when
+    ``path`` is not a link (or not there at all)."""
     try:
         target = os.readlink(path)
-    except (OSError, ValueError):  # not a link, or not there at all
+    except (OSError, ValueError):
         return None
-    target = os.path.normpath(os.path.join(os.path.dirname(os.fspath(path)), target))
+    return os.path.normpath(os.path.join(os.path.dirname(os.fspath(path)), target))
+
+
+def _broken_link_problem(path: str | Path) -> str | None:
+    """``is a broken symbolic link (to <target>, which does not exist): ...`` when ``path`` is a symbolic link whose
+    target is missing; ``None`` otherwise."""
+    target = _link_target(path)
+    if target is None:
+        return None
     return (f"is a broken symbolic link (to {target}, which does not exist): fetch or copy its target, or replace the "
             "link with the file itself")
 
@@ -259,8 +267,7 @@ def broken_link_message(path: Path) -> str | None:
     mounted), where a "not found: download it" would mislead; ``None`` otherwise."""
     missing = Path(path)
     while not missing.exists() and missing != missing.parent:
-        if missing.is_symlink():
-            target = os.path.normpath(os.path.join(missing.parent, os.readlink(missing)))
+        if (target := _link_target(missing)) is not None:
             return (f"{missing} is a broken symbolic link (to {target}, which does not exist): mount or fetch its "
                     "target, or replace the link with the data itself")
         missing = missing.parent
