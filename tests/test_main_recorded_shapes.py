@@ -37,19 +37,6 @@ def run_main(*argv: str) -> int:
     return main(get_args_parser().parse_args([*argv, "--workers", "0", "--device", "cpu"]))
 
 
-def test_a_checkpoints_shapes_folder_that_no_longer_holds_its_set_is_refused(tmp_path, no_generation, capsys):
-    # was: seed 0's default set generated in the missing folder, and --trained_model printed the scores on those 500
-    # test images as if they were the run's (the run trained on 16 images of another seed, say)
-    gone = tmp_path / "tiny_set"
-    checkpoint = checkpoint_on(tmp_path, gone)
-    assert run_main("--trained_model", str(checkpoint)) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: {checkpoint} records the shapes set in --data_root {gone}, which holds none now (moved or deleted): "
-        f"give --data_root the folder that holds it now; --dataset shapes --data_root {gone} generates seed 0's "
-        "default set there (2000 + 500 images), another set unless the run used that one")
-    assert not gone.exists()
-
-
 def test_an_evaluations_shapes_folder_that_no_longer_holds_its_set_is_refused(tmp_path, no_generation, capsys):
     gone = tmp_path / "tiny_set"
     results = tmp_path / "eval"
@@ -75,17 +62,19 @@ def test_a_recorded_shapes_folder_is_taken_while_it_holds_a_set_and_a_given_one_
     check_recorded_shapes_set(args, None, "w.pth")  # other datasets are never generated: their readers say what lacks
 
 
-def test_a_resumed_runs_shapes_folder_that_no_longer_holds_its_set_is_refused_before_generating(
-        tmp_path, no_generation, capsys):
-    # was: seed 0's default set (2,000 + 500 images, about 30 s) generated in the missing folder, and only then
-    # resume_run refused the run's training set as changed (its 30 images against those 2,000)
+@pytest.mark.parametrize("mode", ["--trained_model", "--resume"])
+def test_a_checkpoints_shapes_folder_that_no_longer_holds_its_set_is_refused_before_generating(
+        tmp_path, no_generation, capsys, mode):
+    # was: seed 0's default set (2,000 + 500 images, about 30 s) generated in the missing folder; --trained_model then
+    # printed the scores on those 500 test images as if they were the run's (the run trained on 16 images of another
+    # seed, say), and --resume refused the run's training set as changed (its 30 images against those 2,000)
     gone = tmp_path / "tiny_set"
     checkpoint = checkpoint_on(tmp_path, gone)
-    assert run_main("--resume", str(checkpoint)) == 2
+    assert run_main(mode, str(checkpoint)) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {checkpoint} records the shapes set in --data_root {gone}, which holds none now (moved or deleted): "
         f"give --data_root the folder that holds it now; --dataset shapes --data_root {gone} generates seed 0's "
         "default set there (2000 + 500 images), another set unless the run used that one")
     assert not gone.exists()
     with pytest.raises(AssertionError, match="a shapes set was generated in"):  # given: generated there, as asked
-        run_main("--resume", str(checkpoint), "--data_root", str(gone))
+        run_main(mode, str(checkpoint), "--data_root", str(gone))
