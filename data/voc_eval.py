@@ -23,7 +23,10 @@ Matching follows the VOC devkit (``VOCevaldet.m``), in the devkit's 1-based pixe
 paper's protocol uses the port's rule, as the authors did; the standard VOC07 mAP@0.5 the devkit's, so an IoU of
 exactly 0.5 counts for it and not for ``AP50``. One more difference is kept in both: where a class's first detections
 all match difficult boxes, the devkit's precision is 0/0 (NaN, which MATLAB's ``max`` skips, so its AP is NaN only when
-every detection of the class does), here 0 as in the port.
+every detection of the class does), here 0 as in the port. The 11 recall points differ too: the devkit's ``for
+t=0:0.1:1`` builds MATLAB's colon range (its second half ``1 - k * 0.1``, so 0.6 and 0.7 are the decimal values),
+the port's ``np.arange(0.0, 1.1, 0.1)`` (``k * 0.1``: 0.6000000000000001, 0.7000000000000001); each number uses its
+reference's, so a class with 5 objects of which 3 are found reaches the point 0.6 only in the standard number.
 
 Because the best box of a detection does not depend on which boxes are taken, the greedy devkit
 loop is equivalent to: "among the detections whose best box is g and whose IoU is above the
@@ -74,23 +77,46 @@ def iou_plus_one(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
+def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """MATLAB's ``start:step:stop`` bit for bit (``n`` whole steps): the first half ``start + k * step``, the second
+    half ``stop - k * step``, the middle of an even count ``(start + stop) / 2`` (MathWorks' COLONOP description)."""
+    n = int(round((stop - start) / step))
+    k = np.arange(n // 2 + 1)
+    values = np.empty(n + 1)
+    values[k] = start + k * step
+    values[n - k] = stop - k * step
+    if n % 2 == 0:
+        values[n // 2] = (start + stop) / 2
+    return values
+
+
+PORT_RECALL_POINTS = np.arange(0.0, 1.1, 0.1)
+"""The 11 recall points of the authors' port (``np.arange``: ``0 + k * 0.1``, so 0.3, 0.6 and 0.7 are a hair above the
+decimal values)."""
+DEVKIT_RECALL_POINTS = _matlab_colon(0.0, 0.1, 1.0)
+"""The 11 recall points of the official devkit (``VOCevaldet.m``: ``for t=0:0.1:1``): only 0.3 is a hair above."""
+
+
+def voc_ap(
+    recall: np.ndarray,
+    precision: np.ndarray,
+    use_07_metric: bool = True,
+    recall_points: np.ndarray = PORT_RECALL_POINTS,
+) -> float:
     """Average precision of one PR curve.
 
     Args:
         recall: ``[N]`` cumulative recall, in detection order.
         precision: ``[N]`` cumulative precision, in detection order.
-        use_07_metric: VOC07 11-point interpolation (mean over recall 0, 0.1, ..., 1 of the highest
-            precision at a recall >= that point, 0 where none) if True, else the VOC2010+ area under
-            the monotone precision envelope.
-
-    The 11 points are the authors' port's ``np.arange(0.0, 1.1, 0.1)`` (``0 + k * 0.1``; the devkit loops ``for
-    t=0:0.1:1``), kept bit for bit: its 0.3, 0.6 and 0.7 are a hair above the decimal values, so a recall of exactly
-    0.6 does not reach the point "0.6".
+        use_07_metric: VOC07 11-point interpolation (mean over ``recall_points`` of the highest precision at a
+            recall >= that point, 0 where none) if True, else the VOC2010+ area under the monotone precision
+            envelope.
+        recall_points: ``[11]`` the points 0, 0.1, ..., 1 as float64 values: :data:`PORT_RECALL_POINTS` (the
+            authors' port, the paper's protocol) or :data:`DEVKIT_RECALL_POINTS` (the official devkit). They differ
+            at 0.6 and 0.7: with the port's, a recall of exactly 0.6 (3 of 5 objects) does not reach the point "0.6".
     """
     if use_07_metric:
-        points = np.arange(0.0, 1.1, 0.1)
-        reached = recall[None, :] >= points[:, None]  # [11, N]
+        reached = recall[None, :] >= recall_points[:, None]  # [11, N]
         best = np.where(reached, precision[None, :], 0.0).max(axis=1, initial=0.0)
         return float(best.mean())
     mrec = np.concatenate(([0.0], recall, [1.0]))
@@ -219,11 +245,12 @@ def _class_curves(
     num_positives: int,
     iou_thresholds: np.ndarray,
     use_07_metric: bool,
-    inclusive: bool = False,
+    devkit: bool = False,
 ) -> PRCurves:
     """Each detection's outcome and the AP of one class at every threshold (AP NaN when the class has no
-    non-difficult box): a match needs ``IoU >= threshold`` if ``inclusive`` (the devkit), else ``IoU > threshold``
-    (the authors' port); equal ``scores`` [N] are taken in ascending ``rank`` [N]."""
+    non-difficult box): as the official devkit if ``devkit`` (a match needs ``IoU >= threshold``, the devkit's 11
+    recall points), else as the authors' port (``IoU > threshold``, the port's points); equal ``scores`` [N] are
+    taken in ascending ``rank`` [N]."""
     order = np.lexsort((rank, -scores))
     best_iou, best_gt = best_iou[order], best_gt[order]
     hits_difficult = np.zeros(len(order), dtype=bool)
@@ -231,7 +258,7 @@ def _class_curves(
 
     outcome = np.full((len(iou_thresholds), len(order)), FALSE_POSITIVE, dtype=np.int8)
     for t, threshold in enumerate(iou_thresholds):
-        above = best_iou >= threshold if inclusive else best_iou > threshold
+        above = best_iou >= threshold if devkit else best_iou > threshold
         candidate = np.flatnonzero(above & ~hits_difficult)
         _, first = np.unique(best_gt[candidate], return_index=True)
         outcome[t, above & hits_difficult] = NEITHER
@@ -239,7 +266,8 @@ def _class_curves(
     aps = np.full(len(iou_thresholds), np.nan)
     if num_positives:
         recall, precision = recall_precision(outcome, num_positives)
-        aps = np.array([voc_ap(r, p, use_07_metric) for r, p in zip(recall, precision)])
+        points = DEVKIT_RECALL_POINTS if devkit else PORT_RECALL_POINTS
+        aps = np.array([voc_ap(r, p, use_07_metric, points) for r, p in zip(recall, precision)])
     return PRCurves(iou_thresholds, scores[order].astype(np.float32), outcome, num_positives, aps)
 
 
@@ -330,7 +358,7 @@ def evaluate_voc_with_curves(
         match = (det_scores[dets], det_rank[dets], best_iou, best_gt, gt_difficult[gts], num_positives)
         curves[class_names[c]] = _class_curves(*match, iou_thresholds, use_07_metric)
         ap[:, c] = curves[class_names[c]].ap
-        voc07_ap50[c] = _class_curves(*match, np.array([0.5]), True, inclusive=True).ap[0]
+        voc07_ap50[c] = _class_curves(*match, np.array([0.5]), True, devkit=True).ap[0]
 
     mean_ap = _mean_over_classes(ap)  # [T]
     i75 = _threshold_index(iou_thresholds, 0.75)

@@ -6,8 +6,8 @@ import pytest
 
 from data.errors import DataError, DataWarning
 from data.voc_eval import (
-    evaluate_voc, evaluate_voc_with_curves, iou_plus_one, read_pr_curves, read_voc_results, voc_ap,
-    write_voc_pr_curves, write_voc_results,
+    DEVKIT_RECALL_POINTS, evaluate_voc, evaluate_voc_with_curves, iou_plus_one, read_pr_curves, read_voc_results,
+    voc_ap, write_voc_pr_curves, write_voc_results,
 )
 
 CLASSES = ["cat", "dog"]
@@ -80,10 +80,32 @@ def test_eleven_point_interpolation_on_a_known_curve():
     assert voc_ap(recall, precision, use_07_metric=False) == pytest.approx(0.7, abs=1e-12)
 
 
-def test_eleven_point_grid_is_the_devkits_arange():
+def test_eleven_point_grid_is_the_ports_arange_by_default():
     # np.arange(0, 1.1, 0.1)[6] is 0.6000000000000001: a recall of exactly 3/5 reaches only points 0..0.5.
     assert voc_ap(np.array([3 / 5]), np.array([1.0]), use_07_metric=True) == pytest.approx(6.0 / 11.0, abs=1e-12)
     assert voc_ap(np.array([2 / 5]), np.array([1.0]), use_07_metric=True) == pytest.approx(5.0 / 11.0, abs=1e-12)
+    assert voc_ap(np.array([7 / 10]), np.array([1.0])) == pytest.approx(7.0 / 11.0, abs=1e-12)  # 0.7 missed too
+
+
+def test_devkit_grid_is_matlabs_colon_range():
+    # MATLAB's 0:0.1:1 computes its first half as k * 0.1 and its second half as 1 - k * 0.1 (MathWorks' COLONOP).
+    third = 3 * 0.1  # 0.30000000000000004, a hair above 0.3 in both grids
+    expected = [0.0, 0.1, 0.2, third, 0.4, 0.5, 1 - 0.4, 1 - third, 1 - 0.2, 1 - 0.1, 1.0]
+    assert DEVKIT_RECALL_POINTS.tolist() == expected
+    assert DEVKIT_RECALL_POINTS[6] == 0.6 and DEVKIT_RECALL_POINTS[7] == 0.7 and DEVKIT_RECALL_POINTS[3] > 0.3
+    assert voc_ap(np.array([3 / 5]), np.array([1.0]), recall_points=DEVKIT_RECALL_POINTS) == pytest.approx(7.0 / 11.0)
+    assert voc_ap(np.array([7 / 10]), np.array([1.0]), recall_points=DEVKIT_RECALL_POINTS) == pytest.approx(8.0 / 11.0)
+    assert voc_ap(np.array([3 / 10]), np.array([1.0]), recall_points=DEVKIT_RECALL_POINTS) == pytest.approx(3.0 / 11.0)
+
+
+def test_standard_number_uses_the_devkit_grid_and_the_paper_protocol_the_ports():
+    # Five images with one cat each; three are found exactly: recall 1/5, 2/5, 3/5 at precision 1.
+    gt = [gts([[1, 1, 10, 10]], [0]) for _ in range(5)]
+    det = [dets([[0, 0, 10, 10]], [0.9], [0]) for _ in range(3)] + [dets(np.zeros((0, 4)), [], []) for _ in range(2)]
+    result = evaluate_voc(det, gt, ["cat"], iou_thresholds=np.array([0.5]))
+    assert result["AP50"] == pytest.approx(6.0 / 11.0, abs=1e-12)  # the port: 0.6000000000000001 not reached
+    assert result["VOC07_mAP50"] == pytest.approx(7.0 / 11.0, abs=1e-12)  # the devkit: 0.6 reached
+    assert result["per_class_AP50"]["cat"] == result["VOC07_mAP50"]
 
 
 def test_paper_summary_averages_the_ten_thresholds():
