@@ -278,6 +278,20 @@ def test_an_unwritable_folder_is_named_with_its_flag(tmp_path):
         check_writable_folder(tmp_path / "afile", "--eval_dir")
 
 
+def test_a_folder_that_is_a_broken_symbolic_link_is_refused_at_the_check(tmp_path):
+    """A link to a folder that is gone (a scratch disk cleaned or not mounted) passed the check, which walked up to
+    the link's writable parent, and the final evaluation then failed to create it with 'File exists'."""
+    (tmp_path / "eval").symlink_to(tmp_path / "scratch" / "eval")
+    for folder in (tmp_path / "eval", tmp_path / "eval" / "CUSTOM"):
+        with pytest.raises(ValueError, match=rf"--eval_dir {re.escape(str(folder))}: cannot write there \("
+                                             rf"{re.escape(str(tmp_path / 'eval'))} is a symbolic link to "
+                                             rf"{re.escape(str(tmp_path / 'scratch' / 'eval'))}, which does not exist"
+                                             r"\); create that folder or give another one"):
+            check_writable_folder(folder, "--eval_dir")
+    (tmp_path / "scratch" / "eval").mkdir(parents=True)
+    check_writable_folder(tmp_path / "eval" / "CUSTOM", "--eval_dir")
+
+
 def test_rng_state_roundtrip_through_a_file(tmp_path):
     random.seed(1)
     np.random.seed(2)

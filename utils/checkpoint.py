@@ -72,10 +72,15 @@ def checkpoint_name(
 def check_writable_folder(folder: Path, flag: str) -> None:
     """Check that ``folder`` can be written, or created, without creating it: a probe file is written (and removed)
     in the folder or, when it does not exist yet, in its nearest existing parent. Raises ``ValueError`` naming
-    ``flag`` when that fails (a file in the way, no permission, a read-only disk)."""
+    ``flag`` when that fails (a file in the way, no permission, a read-only disk) or when the folder or a parent is
+    a symbolic link to a missing folder."""
     existing = Path(folder).absolute()
-    while not existing.exists():
+    while not os.path.lexists(existing):
         existing = existing.parent
+    if not existing.exists():  # a link to a folder that is gone: creating the folder would fail at the first save
+        raise ValueError(f"{flag} {folder}: cannot write there ({existing} is a symbolic link to "
+                         f"{existing.parent / os.readlink(existing)}, which does not exist); create that folder or "
+                         "give another one")
     try:
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
