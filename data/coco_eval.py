@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Sequence
 
@@ -234,9 +234,9 @@ def _metrics(stats: np.ndarray, per_class: dict) -> dict:
 
 def result_problem(entry: object, coco_gt: COCO) -> str | None:
     """What is wrong with one entry of a results list, ``None`` when nothing: not an object, a key of
-    :data:`RESULT_KEYS` missing, an ``image_id`` or ``category_id`` not in ``coco_gt``, a ``bbox`` that is not 4
-    finite numbers, a ``score`` that is not a finite number (pycocotools fails on these with a bare AssertionError
-    or KeyError)."""
+    :data:`RESULT_KEYS` missing, an ``image_id`` or ``category_id`` not in ``coco_gt`` (or one of its ids written as a
+    string, ``"10"``), a ``bbox`` that is not 4 finite numbers, a ``score`` that is not a finite number (pycocotools
+    fails on these with a bare AssertionError or KeyError)."""
     if not isinstance(entry, dict):
         return f"{type(entry).__name__} {entry!r:.40} is not an object {{image_id, category_id, bbox, score}}"
     missing = [key for key in RESULT_KEYS if key not in entry]
@@ -244,14 +244,31 @@ def result_problem(entry: object, coco_gt: COCO) -> str | None:
         return f"no {', '.join(repr(key) for key in missing)} (needs {', '.join(RESULT_KEYS)})"
     image_id, category_id = entry["image_id"], entry["category_id"]
     if not (isinstance(image_id, Hashable) and image_id in coco_gt.imgs):
-        return f"image_id {image_id!r:.40} is not an image of the ground truth; were the results made on another split?"
+        return f"image_id {image_id!r:.40} " + (_quoted_id(image_id, coco_gt.imgs, "image") or
+                                                "is not an image of the ground truth; were the results made on "
+                                                "another split?")
     if not (isinstance(category_id, Hashable) and category_id in coco_gt.cats):
-        return f"category_id {category_id!r:.40} is not in the categories {coco_gt.getCatIds()}"
+        return f"category_id {category_id!r:.40} " + (_quoted_id(category_id, coco_gt.cats, "category") or
+                                                      f"is not in the categories {coco_gt.getCatIds()}")
     if problem := box_problem(entry["bbox"]):
         return problem
     if not is_number(entry["score"]):
         return f"score {entry['score']!r:.40} is not a finite number"
     return None
+
+
+def _quoted_id(value: object, ids: Mapping[int, dict], kind: str) -> str | None:
+    """``is a string: the ground truth's <kind> id is the number N; ...`` when ``value`` is a string holding one of
+    ``ids`` (``"10"``, or a file stem ``"000000000010"``, as some tools write ids); ``None`` otherwise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    if number not in ids:
+        return None
+    return f"is a string: the ground truth's {kind} id is the number {number}; write the ids as numbers, without quotes"
 
 
 def _load_results(path: Path, coco_gt: COCO) -> list[dict]:

@@ -321,6 +321,30 @@ def test_bad_results_entries_name_the_file_entry_and_problem(tmp_path):
     ]
 
 
+def test_ids_written_as_strings_are_named_as_such_not_as_ids_of_another_split(tmp_path):
+    """A tool that writes ids as JSON strings ("10", or a file stem "000000000010") had them called images of another
+    split; they are the ground truth's ids, quoted."""
+    coco = make_ground_truth(0)
+    good = {"image_id": 10, "category_id": 3, "bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.5}
+    entries = [good | {"image_id": "10"}, good | {"image_id": "000000000010"}, good | {"category_id": " 7"},
+               good | {"image_id": "11"}, good | {"category_id": "two"}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(DataError, match="5 problem") as error:
+        evaluate_coco(path, coco)
+    assert str(error.value).splitlines()[1:] == [
+        f"  - {path}: entry 0: image_id '10' is a string: the ground truth's image id is the number 10; write the "
+        "ids as numbers, without quotes",
+        f"  - {path}: entry 1: image_id '000000000010' is a string: the ground truth's image id is the number 10; "
+        "write the ids as numbers, without quotes",
+        f"  - {path}: entry 2: category_id ' 7' is a string: the ground truth's category id is the number 7; write "
+        "the ids as numbers, without quotes",
+        f"  - {path}: entry 3: image_id '11' is not an image of the ground truth; were the results made on another "
+        "split?",
+        f"  - {path}: entry 4: category_id 'two' is not in the categories [1, 3, 7]",
+    ]
+
+
 def test_ground_truth_without_area_and_iscrowd_scores_as_pycocotools_with_them(tmp_path):
     full = make_ground_truth(0).dataset
     for annotation in full["annotations"]:
