@@ -526,17 +526,19 @@ def _results_line_problems(text: str, position: dict[str, int], path: Path) -> l
     """What is wrong with each malformed line of a results file, named ``path:line`` (blank lines counted): the lines
     ``_parse_results_text`` refuses the file for, as it splits each line the same way."""
     problems = []
+    numbered = {_number_text(image_id): image_id for image_id in position if _number_text(image_id) is not None}
     for line_number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
-        problem = _results_line_problem(fields, position) if fields else None
+        problem = _results_line_problem(fields, position, numbered) if fields else None
         if problem:
             problems.append(f"{path}:{line_number}: {problem[0]} in {line!r}; {problem[1]}")
     return problems
 
 
-def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> tuple[str, str] | None:
+def _results_line_problem(fields: Sequence[str], position: dict[str, int],
+                          numbered: dict[str, str]) -> tuple[str, str] | None:
     """What is wrong with a results line's fields and the fix, or ``None`` if they are ``image_id score x1 y1 x2 y2``
-    of an image scored."""
+    of an image scored (``position``'s ids; ``numbered``: its ids of digits alone, by :func:`_number_text`)."""
     write = "write 'image_id score x1 y1 x2 y2'"
     if len(fields) != 6:
         return f"{len(fields)} fields instead of 6", write
@@ -546,8 +548,27 @@ def _results_line_problem(fields: Sequence[str], position: dict[str, int]) -> tu
         return "the score and coordinates must be numbers", write
     if not all(np.isfinite(values)):
         return "the score and coordinates must be finite", write
-    if fields[0] not in position:  # a well-formed line: the results are of other images
-        return (f"image id {fields[0]!r} is not among the images scored",
-                "results of another dataset or split? score them on the dataset their evaluation had "
-                "(--dataset, --data_root)")
+    if fields[0] not in position:  # a well-formed line: the results are of other images, or ids written otherwise
+        return (f"image id {fields[0]!r} is not among the images scored", _other_image_id_fix(fields[0], position,
+                                                                                              numbered))
     return None
+
+
+def _other_image_id_fix(image_id: str, position: dict[str, int], numbered: dict[str, str]) -> str:
+    """The fix for a results line of an ``image_id`` not among the images scored: an image id another tool wrote
+    otherwise (its file name ``000123.jpg``, or a number that lost its leading zeros ``123``), or else results of
+    other images."""
+    stem = image_id.rpartition(".")[0]
+    if stem in position:
+        return f"the images scored include {stem!r}: write the ids without a file extension"
+    same_number = numbered.get(_number_text(image_id))
+    if same_number is not None:
+        return f"the images scored include {same_number!r}: write the ids as the image list does, leading zeros kept"
+    return ("results of another dataset or split? score them on the dataset their evaluation had "
+            "(--dataset, --data_root)")
+
+
+def _number_text(image_id: str) -> str | None:
+    """An id of ASCII digits alone without its leading zeros (``"000123"``: ``"123"``), the number it reads as;
+    ``None`` for any other id."""
+    return image_id.lstrip("0") if image_id.isascii() and image_id.isdigit() else None

@@ -413,6 +413,25 @@ def test_reading_a_results_line_with_an_unknown_image_names_file_and_line(tmp_pa
         "of another dataset or split? score them on the dataset their evaluation had (--dataset, --data_root)")
 
 
+def test_results_ids_that_lost_their_leading_zeros_or_carry_an_extension_are_named_as_such(tmp_path):
+    """Another tool's ids read as numbers ("123" for "000123") or written as file names ("000123.jpg") were called
+    images of another dataset or split."""
+    (tmp_path / "comp4_det_test_cat.txt").write_text("123 0.5 1 1 5 5\n000123.jpg 0.5 1 1 5 5\n7 0.5 1 1 5 5\n")
+    (tmp_path / "comp4_det_test_dog.txt").write_text("a.b.jpg 0.5 1 1 5 5\n")
+    with pytest.raises(DataError, match="4 problem") as error:
+        read_voc_results(tmp_path, ["000123", "a.b", "x.jpg"], CLASSES)
+    assert [line.split(": ", 1)[1] for line in str(error.value).splitlines()[1:]] == [
+        "image id '123' is not among the images scored in '123 0.5 1 1 5 5'; the images scored include '000123': "
+        "write the ids as the image list does, leading zeros kept",
+        "image id '000123.jpg' is not among the images scored in '000123.jpg 0.5 1 1 5 5'; the images scored include "
+        "'000123': write the ids without a file extension",
+        "image id '7' is not among the images scored in '7 0.5 1 1 5 5'; results of another dataset or split? score "
+        "them on the dataset their evaluation had (--dataset, --data_root)",
+        "image id 'a.b.jpg' is not among the images scored in 'a.b.jpg 0.5 1 1 5 5'; the images scored include "
+        "'a.b': write the ids without a file extension",
+    ]
+
+
 def test_reading_a_folder_without_results_files_names_the_folder(tmp_path):
     (tmp_path / "comp4_det_test_zebra.txt").write_text("000001 0.5 1 1 5 5\n")
     with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes "
