@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -405,6 +406,30 @@ def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, ca
     assert cli.main(parse("--eval_results", str(folder))) == 2
     assert (f"{folder / 'summary.json'} names no dataset (no 'evaluated_with' entry), so the dataset the results are "
             "of is unknown; give --dataset") in capsys.readouterr().err
+
+
+def test_eval_results_of_the_folder_above_named_runs_names_their_folders(tmp_path, monkeypatch, capsys):
+    """`--eval_results eval/CUSTOM` after runs given --name (their results in eval/CUSTOM/<name>/) asked for --dataset,
+    then, given it, said the folder held no results: neither named the folders that do."""
+    monkeypatch.setattr(cli, "make_dataset", lambda *_, **__: pytest.fail("the dataset was read"))
+    folder = tmp_path / "eval" / "CUSTOM"
+    for name in ("pets_best", "pets", "notes"):
+        (folder / name).mkdir(parents=True)
+    for name in ("pets_best", "pets"):
+        (folder / name / "summary.json").write_text('{"evaluated_with": {"dataset": "custom"}}')
+        (folder / name / "detections_test_results.json").write_text("[]")
+    written_to = "(an evaluation writes to eval/<DATASET>, or to eval/<DATASET>/<name> for a run given --name)"
+    expected = (f"error: --eval_results {folder}: no evaluation wrote its results there, but one did in each of its "
+                f"folders pets, pets_best {written_to}: give one of them, e.g. --eval_results {folder / 'pets'}\n")
+    for extra in ([], ["--dataset", "custom", "--data_root", str(tmp_path)]):
+        assert cli.main(parse("--eval_results", str(folder), *extra)) == 2
+        assert capsys.readouterr().err == expected
+    shutil.rmtree(folder / "pets_best")
+    pets = Path("CUSTOM") / "pets"
+    assert cli.main(parse("--eval_results", str(folder.parent))) == 2  # eval itself: two levels up
+    assert capsys.readouterr().err == (f"error: --eval_results {folder.parent}: no evaluation wrote its results there, "
+                                       f"but one did in its folder {pets} {written_to}: give --eval_results "
+                                       f"{folder.parent / pets}\n")
 
 
 @pytest.mark.parametrize("dataset, results, message", [

@@ -25,6 +25,7 @@ from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
+from utils.inference import RESULTS_FILE_PATTERNS
 from utils.messages import counted, exact_number, first_line
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
@@ -305,6 +306,7 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
         raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
                          "evaluation wrote (or its results file)")
     summary_file = summary_beside(results)
+    check_not_above_evaluations(results)
     if args.dataset is not None:
         return ""
     taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
@@ -325,6 +327,24 @@ def summary_beside(results: Path) -> Path:
     """The ``summary.json`` that the evaluation which wrote the results ``results`` (its folder, or a file in it)
     wrote beside them."""
     return (results if results.is_dir() else results.parent) / "summary.json"
+
+
+def check_not_above_evaluations(results: Path) -> None:
+    """``--eval_results`` of a folder that holds no evaluation (no ``summary.json``, no results file) but whose folders
+    do, up to two levels down (``eval/<DATASET>`` above the ``eval/<DATASET>/<name>`` of runs given ``--name``, or
+    ``eval`` itself): ``ValueError`` naming them, rather than asking for ``--dataset`` and then finding no results."""
+    if not results.is_dir() or summary_beside(results).exists():
+        return
+    if any(path.is_file() for pattern in RESULTS_FILE_PATTERNS for path in results.glob(pattern)):
+        return
+    inside = sorted(str(path.parent.relative_to(results)) for pattern in ("*/summary.json", "*/*/summary.json")
+                    for path in results.glob(pattern) if path.is_file())
+    if inside:
+        where = f"its folder {inside[0]}" if len(inside) == 1 else f"each of its folders {', '.join(inside)}"
+        raise ValueError(f"--eval_results {results}: no evaluation wrote its results there, but one did in {where} "
+                         "(an evaluation writes to eval/<DATASET>, or to eval/<DATASET>/<name> for a run given "
+                         f"--name): give {'' if len(inside) == 1 else 'one of them, e.g. '}--eval_results "
+                         f"{results / inside[0]}")
 
 
 def evaluated_class_order(results: Path) -> list[str] | None:
