@@ -299,6 +299,34 @@ def test_eval_results_that_cannot_write_its_curves_warns_and_keeps_the_scores(tm
             f"({tmp_path / 'circle_pr.npz'}: Permission denied)") in capsys.readouterr().err
 
 
+def test_eval_results_on_a_test_split_that_changed_since_its_evaluation_says_so(tmp_path, capsys):
+    """Results re-scored after an image was added to the test split scored it as detecting nothing, and so other
+    numbers than the evaluation that wrote them, without a word; its summary.json records how many images it ran on."""
+    dataset, _, metrics = voc_evaluation(tmp_path)
+    capsys.readouterr()
+    assert json.dumps(evaluate_results_file(tmp_path, dataset)) == json.dumps(metrics)
+    assert "warning" not in capsys.readouterr().err
+
+    class Grown(FakeVocDataset):  # one more image, with one object
+        def __init__(self):
+            super().__init__()
+            self.image_ids = [*self.image_ids, "000099"]
+
+        def __len__(self):
+            return NUM_IMAGES + 1
+
+        def ground_truth(self):
+            added = {"boxes": np.array([[1.0, 1.0, 20.0, 20.0]]), "labels": np.array([0]), "difficult": np.array([0])}
+            return [*FakeVocDataset().ground_truth(), added]
+
+    assert evaluate_results_file(tmp_path, Grown())["per_class_AP50"]["circle"] < metrics["per_class_AP50"]["circle"]
+    assert capsys.readouterr().err == (
+        f"warning: --eval_results {tmp_path}: the evaluation that wrote these results ran on {NUM_IMAGES} test images "
+        f"({tmp_path / 'summary.json'}), the test split has {NUM_IMAGES + 1} now: an image added since has no "
+        "detection in them, so these numbers are not that evaluation's; evaluate the checkpoint again "
+        "(--trained_model) on the split as it is\n")
+
+
 def test_coco_evaluation_writes_results_json_and_matches_pycocotools(tmp_path, capsys):
     dataset = FakeCocoDataset()
     detections = random_detections(dataset.coco, 0)

@@ -225,16 +225,17 @@ def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
     the results, replacing the curves files an earlier evaluation left there (the results files themselves are left
     as they are); a folder that cannot be written gets a ``warning:`` line on stderr instead, the scores unchanged."""
     path = results_to_score(path, dataset.kind)
+    folder = path if dataset.kind == "voc" else path.parent
+    if note := changed_split_note(folder / "summary.json", len(dataset)):
+        print(f"warning: --eval_results {path}: {note}", file=sys.stderr)
     if dataset.kind == "voc":
         metrics, curves = evaluate_voc_with_curves(read_voc_results(path, dataset.image_ids, dataset.class_names),
                                                    dataset.ground_truth(), dataset.class_names)
         print(format_voc_report(metrics))
-        folder = path
     else:
         metrics, curves = evaluate_coco_with_curves(path, dataset.coco, image_ids=dataset.image_ids,
                                                     category_ids=dataset.category_ids)
         print(format_coco_report(metrics))
-        folder = path.parent
     try:
         with one_writer(folder):
             written = write_voc_pr_curves(curves, folder) if dataset.kind == "voc" else [
@@ -245,6 +246,23 @@ def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
               f"({error.filename or folder}: {error.strerror or error}); the scores above are unaffected",
               file=sys.stderr)
     return metrics
+
+
+def changed_split_note(summary_file: Path, num_images: int) -> str | None:
+    """What to know when the evaluation whose ``summary.json`` is ``summary_file`` ran on another number of test
+    images than the ``num_images`` the split has now (images added since have no detection in its results, so they
+    score other numbers); ``None`` when it ran on as many, or the file is missing, unreadable or records no count."""
+    try:
+        evaluated = json.loads(summary_file.read_text(encoding="utf-8")).get("num_images")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(evaluated, int) or isinstance(evaluated, bool) or evaluated == num_images:
+        return None
+    change = ("an image added since has no detection in them" if num_images > evaluated
+              else "images were removed from it since")
+    return (f"the evaluation that wrote these results ran on {evaluated} test images ({summary_file}), the test split "
+            f"has {num_images} now: {change}, so these numbers are not that evaluation's; evaluate the checkpoint "
+            "again (--trained_model) on the split as it is")
 
 
 def results_to_score(path: str | Path, kind: str) -> Path:
