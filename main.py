@@ -76,6 +76,7 @@ from utils.run_flags import (
     check_flag_values,
     check_no_empty_values,
     evaluated_class_order,
+    expand_home,
     fill_dataset_defaults,
     requested_architecture,
     summary_beside,
@@ -333,6 +334,7 @@ def check_flags(
     checked (so a refused value does not hide it); not called when there are none. Programs that run :func:`main`
     (``benchmarks/assigners.py``) call it on their runs' flags before making any data."""
     check_no_empty_values(args)
+    expand_home(args)
     ignored = check_flag_combinations(args, parser)
     if ignored and say_ignored is not None:
         say_ignored(ignored)

@@ -317,6 +317,22 @@ def test_an_empty_path_is_refused_not_taken_for_the_default(flag, argv, run, mon
     assert capsys.readouterr().err == f"error: {flag} '' is empty: give {run}, or leave {flag} out\n"
 
 
+def test_a_path_given_with_a_tilde_the_shell_left_is_taken_in_the_home_folder(monkeypatch, tmp_path):
+    """`--eval_dir=~/results` (the shell expands no '~' after '--flag=', nor in quotes) wrote the evaluation to a folder
+    named '~' in the current folder, without a word."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = parse("--dataset", "shapes", "--eval_dir=~/results", "--save_folder", "~", "--run_dir=~/runs/a",
+                 "--data_root=~/shapes", "--resume=~/w.pth")
+    cli.check_flags(args, cli.get_args_parser())
+    assert (args.eval_dir, args.save_folder, args.run_dir, args.data_root, args.resume) == (
+        str(tmp_path / "results"), str(tmp_path), str(tmp_path / "runs" / "a"), str(tmp_path / "shapes"),
+        str(tmp_path / "w.pth"))
+    args = parse("--trained_model=~/w.pth", "--demo", "~/a.jpg", "b~.jpg", "--demo_output=~/d")
+    cli.check_flags(args, cli.get_args_parser())
+    assert (args.trained_model, args.demo, args.demo_output) == (
+        str(tmp_path / "w.pth"), [str(tmp_path / "a.jpg"), "b~.jpg"], str(tmp_path / "d"))
+
+
 @pytest.mark.parametrize("argv, message", [
     # reported only after the checkpoint was read (minutes for a large one), or hidden by its missing-file error
     (["--trained_model", "no/such.pth", "--nms_thresh", "2"], "--nms_thresh 2.0 must be an IoU in (0, 1]"),

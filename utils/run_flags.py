@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -117,6 +118,24 @@ def check_no_empty_values(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value == "" or (isinstance(value, list) and "" in value):
             raise ValueError(f"--{flag} '' is empty: give {takes}, or leave --{flag} out")
+
+
+HOME_PATH_FLAGS = (*(flag for flag in NON_EMPTY_FLAGS if flag != "classes"), "resume")  # those of a path (or paths)
+
+
+def expand_home(args: argparse.Namespace) -> None:
+    """Take the paths of :data:`HOME_PATH_FLAGS` given as ``~/...`` (or ``~user/...``) in the home folder, as the shell
+    does for ``--eval_dir ~/results`` but not for ``--eval_dir=~/results`` nor in quotes, where a folder named ``~``
+    in the current folder would be written silently."""
+    def expanded(path: str) -> str:
+        return os.path.expanduser(path) if path.startswith("~") else path
+
+    for flag in HOME_PATH_FLAGS:
+        value = getattr(args, flag)
+        if isinstance(value, str):
+            setattr(args, flag, expanded(value))
+        elif isinstance(value, list):
+            setattr(args, flag, [expanded(path) if isinstance(path, str) else path for path in value])
 
 
 def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
