@@ -23,7 +23,7 @@ from data.coco import (
     box_problem, coco_class_names, count_objects_to_score, is_number, no_object_to_score, read_json_file,
 )
 from data.errors import DataError, format_problems
-from utils.files import write_arrays, write_text
+from utils.files import replace_text, write_arrays
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 PR_CURVES_FILE = "detection_results.npz"  # the accumulated COCOeval arrays (the authors pickled the object)
@@ -87,7 +87,7 @@ def write_coco_results(results: list[dict], path: Path) -> Path:
     """Writes a results list as JSON (the file pycocotools' ``loadRes`` and the COCO server read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(results))
+    replace_text(path, json.dumps(results))
     return path
 
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from data.errors import DataError, DataWarning, format_problems
 from data.voc import from_devkit_pixels, read_utf8_text, to_devkit_pixels
-from utils.files import write_arrays, write_text
+from utils.files import replace_text, write_arrays
 
 PAPER_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 DEVKIT_RESULTS_TEMPLATE = "comp4_det_test_{}.txt"
@@ -424,7 +424,7 @@ def write_voc_results(
     for c, name in enumerate(class_names):
         rows = np.flatnonzero(labels == c)
         path = out_dir / DEVKIT_RESULTS_TEMPLATE.format(name)
-        write_text(path, _results_text(ids[image[rows]], scores[rows], boxes[rows]))
+        replace_text(path, _results_text(ids[image[rows]], scores[rows], boxes[rows]))
         paths.append(path)
     return paths
 

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -16,7 +17,9 @@ from data.coco_eval import detections_to_coco_results, evaluate_coco
 from data.voc_eval import evaluate_voc, read_pr_curves, voc_ap
 from tests.test_coco_eval import CATEGORY_IDS, CATEGORY_NAMES, make_ground_truth, random_detections
 from utils.box import PriorBox
-from utils.inference import evaluate_detections, evaluate_results_file, gather_detections, run_inference
+from utils.inference import (
+    evaluate_detections, evaluate_results_file, gather_detections, remove_earlier_results, run_inference,
+)
 from utils.postprocess import PostProcessor
 
 SIZE, NUM_CLASSES, NUM_IMAGES = 64, 3, 7
@@ -424,17 +427,50 @@ def test_the_pr_curves_of_a_class_an_evaluation_no_longer_has_are_removed(tmp_pa
     assert (tmp_path / "comp4_det_test_triangle.txt").exists()
 
 
+def test_an_evaluation_replaces_linked_results_files_and_leaves_what_they_link_to(tmp_path):
+    """Results files that are links (a DVC or git-annex tracked folder links each file into its cache; a folder set up
+    from another run's files) were written through: the other run's files, or the cache, took the new results."""
+    dataset, detections, _ = voc_evaluation(tmp_path / "first")
+    first = {path.name: path.read_bytes() for path in (tmp_path / "first").iterdir() if path.is_file()}
+    folder = tmp_path / "second"
+    folder.mkdir()
+    for name in ("comp4_det_test_circle.txt", "summary.json"):
+        (folder / name).symlink_to(tmp_path / "first" / name)
+    os.link(tmp_path / "first" / "circle_pr.npz", folder / "circle_pr.npz")
+    fewer = [{key: value[:1] for key, value in d.items()} for d in detections]
+    evaluate_detections(dataset, fewer, folder, run_info={"split": "test"})
+    assert {path.name: path.read_bytes() for path in (tmp_path / "first").iterdir() if path.is_file()} == first
+    assert not any(path.is_symlink() for path in folder.iterdir())
+    assert len((folder / "comp4_det_test_circle.txt").read_text().splitlines()) == sum(
+        int((d["labels"] == 0).sum()) for d in fewer)
+
+    coco = FakeCocoDataset()
+    evaluate_detections(coco, random_detections(coco.coco, 0), tmp_path / "coco", run_info={"split": "val"})
+    linked = tmp_path / "coco_linked"
+    linked.mkdir()
+    for name in ("detections_val_results.json", "detection_results.npz"):
+        (linked / name).symlink_to(tmp_path / "coco" / name)
+    kept = {name: (tmp_path / "coco" / name).read_bytes() for name in ("detections_val_results.json",
+                                                                        "detection_results.npz")}
+    evaluate_detections(coco, random_detections(coco.coco, 1), linked, run_info={"split": "val"})
+    assert {name: (tmp_path / "coco" / name).read_bytes() for name in kept} == kept
+    assert not any(path.is_symlink() for path in linked.iterdir())
+
+
 def test_an_evaluation_keeps_its_own_results_file_that_the_folder_lists_under_an_earlier_letter_case(tmp_path):
-    """On a case-insensitive disk (macOS, Windows) writing comp4_det_test_star.txt over an earlier evaluation's
-    comp4_det_test_Star.txt keeps the name ..._Star.txt, which the clean-up then deleted as an earlier evaluation's
-    file: the class's results were gone. A hard link stands in for that second name of the same file here."""
+    """On a case-insensitive disk (macOS, Windows) comp4_det_test_star.txt written over an earlier evaluation's
+    comp4_det_test_Star.txt can keep the name ..._Star.txt, which the clean-up then deleted as an earlier evaluation's
+    file: the class's results were gone. A hard link stands in for that second name of the same file here (the
+    evaluation writes each file anew, so the clean-up is checked on the folder as such a disk leaves it)."""
     voc = FakeVocDataset()
     detections = run_inference(FakeDetector(), DataLoader(voc, batch_size=4, collate_fn=collate), PRIORS,
                                torch.device("cpu"))
-    evaluate_detections(voc, detections, tmp_path, run_info={"split": "test"})
+    written = evaluate_detections(voc, detections, tmp_path, run_info={"split": "test"})
     name = f"comp4_det_test_{voc.class_names[0]}.txt"
     earlier = tmp_path / name.replace(voc.class_names[0], voc.class_names[0].upper())
     (tmp_path / name).rename(earlier)
     (tmp_path / name).hardlink_to(earlier)
-    evaluate_detections(voc, detections, tmp_path, run_info={"split": "test"})
+    kept = [tmp_path / f"comp4_det_test_{class_name}.txt" for class_name in voc.class_names]
+    assert remove_earlier_results(tmp_path, keep=kept, patterns=("comp4_det_test_*.txt",)) == []
     assert earlier.is_file() and (tmp_path / name).samefile(earlier)
+    assert evaluate_results_file(tmp_path, voc)["mAP"] == written["mAP"]

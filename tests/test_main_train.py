@@ -1062,10 +1062,11 @@ needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="nee
 
 @needs_dev_full
 def test_a_full_disk_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, capsys):
-    """summary.json on a full disk: the write() itself is refused (an OSError without a file name from Python)."""
+    """summary.json on a full disk: the write() itself is refused (an OSError without a file name from Python). The
+    summary is written to a temporary file beside it, then renamed: that file is the one on the full disk here."""
     summary = Path("eval") / "CUSTOM" / "summary.json"
     (tmp_path / summary).parent.mkdir(parents=True)
-    (tmp_path / summary).symlink_to("/dev/full")
+    (tmp_path / summary).with_name(f".summary.json.tmp{os.getpid()}").symlink_to("/dev/full")
     assert run(tmp_path, base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1")) == EXIT_REFUSED_BY_SYSTEM
     assert (f"error: {summary}: No space left on device; training is complete and saved in weights/{CKPT.format('')}, "
             "but its evaluation stopped: free space or fix the folder, then evaluate it with: python main.py "

@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -34,13 +34,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` as an ``.npz`` archive (``np.savez``, replacing the file), each under its name; a
-    refused write names ``path``. Object arrays are refused: ``np.load(path)`` reads the file without pickle."""
+    """Write ``arrays`` to ``path`` as an ``.npz`` archive (``np.savez``), each under its name, replacing the file as
+    :func:`replace_text` does; a refused write names ``path``. Object arrays are refused: ``np.load(path)`` reads the
+    file without pickle."""
     objects = [name for name, array in arrays.items() if np.asarray(array).dtype.hasobject]
     if objects:
         raise TypeError(f"write_arrays: {path}: {', '.join(objects)} would need pickle to load; give numeric or "
                         "string arrays")
-    with naming_file(path), open(path, "wb") as handle:
+    with _replaced(path, "wb") as handle:
         np.savez(handle, **arrays)
 
 
@@ -51,14 +52,23 @@ def append_text(path: str | os.PathLike, text: str) -> None:
 
 
 def replace_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in its folder, fsync and a rename, so a crash or a refused
-    write leaves the old file or the new one, whole. A refused step raises an ``OSError`` naming ``path`` (not the
-    temporary file, which is removed)."""
+    """Write ``text`` to ``path`` (UTF-8, line endings as given) through a temporary file in its folder, fsync and a
+    rename, so a crash or a refused write leaves the old file or the new one, whole, and a ``path`` that is a link
+    (symbolic or hard: a DVC or git-annex tracked file, another run's file) is replaced, not written through. A
+    refused step raises an ``OSError`` naming ``path`` (not the temporary file, which is removed)."""
+    with _replaced(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+
+
+@contextlib.contextmanager
+def _replaced(path: str | os.PathLike, mode: str, **open_args: Any) -> Iterator[IO]:
+    """The temporary file ``.<name>.tmp<pid>`` beside ``path``, opened with ``mode``, fsynced and renamed onto
+    ``path`` once the block has written it (removed when the block or a step fails); see :func:`replace_text`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with open(tmp, mode, **open_args) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

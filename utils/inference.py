@@ -35,7 +35,7 @@ from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
 from utils.distributed import joined_group
-from utils.files import file_identity, json_safe, write_text
+from utils.files import file_identity, json_safe, replace_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.run_lock import one_writer
 
@@ -325,5 +325,5 @@ def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) ->
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
+    replace_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return path
