@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Sequence
@@ -20,9 +21,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from data.coco import (
-    box_problem, coco_class_names, count_objects_to_score, is_number, no_object_to_score, read_json_file,
+    box_problem, coco_class_names, corner_boxes_hint, count_objects_to_score, is_number, no_object_to_score,
+    read_json_file,
 )
-from data.errors import DataError, format_problems
+from data.errors import DataError, DataWarning, format_problems
 from utils.files import replace_text, write_arrays
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
@@ -290,4 +292,18 @@ def _load_results(path: Path, coco_gt: COCO) -> list[dict]:
             problems.append(f"{path}: entry {index}: {problem}")
     if problems:
         raise DataError(format_problems(f"COCO results {path}", problems))
+    if hint := _corner_results_hint(results, coco_gt):
+        warnings.warn(f"{path}: {hint}", DataWarning, stacklevel=3)
     return results
+
+
+def _corner_results_hint(results: list[dict], coco_gt: COCO) -> str | None:
+    """:func:`data.coco.corner_boxes_hint` of the results' boxes in their images (each image's ``height`` and
+    ``width`` in ``coco_gt``): what to check when they look written as [x1, y1, x2, y2]; ``None`` otherwise, or when
+    an image has no size."""
+    images = [coco_gt.imgs[entry["image_id"]] for entry in results]
+    if not images or not all(is_number(image.get("height")) and is_number(image.get("width")) for image in images):
+        return None
+    xywh = np.array([entry["bbox"] for entry in results], dtype=np.float64).reshape(-1, 4)
+    heights, widths = (np.array([image[key] for image in images], dtype=np.float64) for key in ("height", "width"))
+    return corner_boxes_hint(xywh, heights, widths)

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -343,6 +344,26 @@ def test_ids_written_as_strings_are_named_as_such_not_as_ids_of_another_split(tm
         "split?",
         f"  - {path}: entry 4: category_id 'two' is not in the categories [1, 3, 7]",
     ]
+
+
+def test_results_written_as_corners_get_a_warning_naming_the_file(tmp_path):
+    """Another tool's results file with [x1, y1, x2, y2] in bbox (a common slip) scored near 0 without a word; the
+    ground truth's loader has warned of such boxes, the results file now gets the same check."""
+    coco = make_ground_truth(0)
+    corners = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+                "bbox": [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]}
+               for a in coco.dataset["annotations"]]
+    path = tmp_path / "corners.json"
+    path.write_text(json.dumps(corners))
+    with pytest.warns(DataWarning, match=rf"^{path}: \d+ of the {len(corners)} boxes extend past their image, and "
+                                         r"each fits it read as \[x1, y1, x2, y2\]: COCO's bbox is \[x, y, width, "
+                                         r"height\]"):
+        assert evaluate_coco(path, coco)["AP"] < 0.5
+    boxes = [dict(entry, bbox=a["bbox"]) for entry, a in zip(corners, coco.dataset["annotations"])]
+    path.write_text(json.dumps(boxes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evaluate_coco(path, coco)["AP"] == pytest.approx(1.0)
 
 
 def test_ground_truth_without_area_and_iscrowd_scores_as_pycocotools_with_them(tmp_path):
