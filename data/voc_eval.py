@@ -494,12 +494,26 @@ def read_voc_results(folder: Path, image_ids: Sequence[str], class_names: Sequen
     image, value, label = np.concatenate(images), np.concatenate(values), np.concatenate(labels)
     order = np.argsort(image, kind="stable")  # per image: the class files in order, each file's lines in order
     boxes = from_devkit_pixels(value[order, 1:]).astype(np.float32)
+    if hint := _width_height_hint(boxes):
+        warnings.warn(f"{folder}: {hint}", DataWarning, stacklevel=2)
     scores, label = value[order, 0].astype(np.float32), label[order]
     ends = np.cumsum(np.bincount(image, minlength=len(image_ids)))
     return [
         {"boxes": boxes[start:end], "scores": scores[start:end], "labels": label[start:end], "rank": order[start:end]}
         for start, end in zip([0, *ends[:-1].tolist()], ends.tolist())
     ]
+
+
+def _width_height_hint(boxes: np.ndarray) -> str | None:
+    """What to check when the results' boxes ``[N, 4]`` (0-based x1y1x2y2) look written as ``x y width height``: at
+    least 3 of them, and a tenth, with x2 < x1 or y2 < y1, which no detector writes (a degenerate box has x2 = x1);
+    ``None`` otherwise."""
+    inverted = int(np.count_nonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])))
+    if inverted < 3 or inverted * 10 < len(boxes):
+        return None
+    return (f"{inverted} of the {len(boxes)} detections have x2 < x1 or y2 < y1: the lines are "
+            "'image_id score x1 y1 x2 y2' (corners); if they hold x y width height, write the corners "
+            "x2 = x1 + width - 1, y2 = y1 + height - 1 (the devkit's pixels)")
 
 
 def _parse_results_text(text: str, position: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -432,6 +432,23 @@ def test_results_ids_that_lost_their_leading_zeros_or_carry_an_extension_are_nam
     ]
 
 
+def test_results_files_of_width_and_height_instead_of_corners_get_a_warning(tmp_path):
+    """Another tool's lines 'image_id score x y width height' scored near 0 without a word: most of their boxes have
+    x2 < x1 or y2 < y1, which no detector writes. A few such boxes (a detector's degenerate ones) are no sign."""
+    xywh = "000001 0.9 30 40 10 12\n000001 0.8 50 20 8 8\n000002 0.7 60 60 20 5\n000002 0.6 2 3 10 10\n"
+    (tmp_path / "comp4_det_test_cat.txt").write_text(xywh)
+    (tmp_path / "comp4_det_test_dog.txt").write_text("")
+    with pytest.warns(DataWarning, match=rf"^{tmp_path}: 3 of the 4 detections have x2 < x1 or y2 < y1: the lines are "
+                                         r"'image_id score x1 y1 x2 y2' \(corners\); if they hold x y width height, "
+                                         r"write the corners x2 = x1 \+ width - 1, y2 = y1 \+ height - 1"):
+        read_voc_results(tmp_path, ["000001", "000002"], CLASSES)
+    corners = "".join(f"00000{i % 2 + 1} 0.5 {i} {i} {i + 10} {i + 10}\n" for i in range(40))
+    (tmp_path / "comp4_det_test_cat.txt").write_text(xywh[: xywh.index("000002")] + corners)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(read_voc_results(tmp_path, ["000001", "000002"], CLASSES)[0]["scores"]) == 22
+
+
 def test_reading_a_folder_without_results_files_names_the_folder(tmp_path):
     (tmp_path / "comp4_det_test_zebra.txt").write_text("000001 0.5 1 1 5 5\n")
     with pytest.raises(DataError, match=rf"^{tmp_path}: no results file of this dataset's classes "
