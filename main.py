@@ -51,7 +51,7 @@ from utils.distributed import (
     resolve_device,
     say_start_refusal,
 )
-from utils.engine import termination_as_interrupt
+from utils.engine import Terminated, termination_as_interrupt
 from utils.export import export_onnx
 from utils.inference import evaluate_results_file, format_metrics, results_to_score
 from utils.logging import RunLog
@@ -242,60 +242,63 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
     try:
-        check_flags(args, parser or get_args_parser(), say_ignored=log.info)
-        device = resolve_device(args.device, local_rank_from_env())
-        if args.cuda_graph and device.type != "cuda":
-            raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
-        init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
-        if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
-            check_architecture(args.init_from, init_state["config"], requested_architecture(args))
-            take_architecture_from_checkpoint(args, init_state["config"])
-        resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
-        resumed_with, data_root_given = "", args.data_root  # given, or taken below from a checkpoint or summary
-        if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
-            taken_flags = take_run_from_checkpoint(args, resume_state["config"])
-            check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
-            check_recorded_shapes_set(args, data_root_given, args.resume)  # not seed 0's set generated, then refused
-            if taken_flags:
-                resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
-        trained_state, taken = None, ""
-        if args.trained_model and reads_trained_config(args):
-            trained_state = load_checkpoint(args.trained_model, source="--trained_model")
-            # a given architecture flag that differs is refused now, not after the test split is read
-            check_architecture(args.trained_model, trained_state["config"], requested_architecture(args))
-            if args.demo or args.export:  # run_demo / export_onnx build the model from this state
-                if args.demo or args.export_nms:  # their NMS as the run's evaluation, unless --nms_thresh is given
-                    taken = take_nms_thresh_from_checkpoint(args, trained_state["config"])
-            else:
-                taken = take_evaluation_settings_from_checkpoint(args, trained_state["config"])
-                check_recorded_shapes_set(args, data_root_given, args.trained_model)
-        if args.eval_results:
-            taken = take_dataset_from_summary(args)
-            check_recorded_shapes_set(args, data_root_given, str(summary_beside(Path(args.eval_results))))
-        fill_dataset_defaults(args)
-        if args.workers > 0:
-            single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
-        torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: autotuned kernels hold for every step
-        ctx = init_distributed(device)
-        log = RunLog(None, enabled=ctx.is_main)
-        if resumed_with:
-            log.info(resumed_with)  # now, before the data is read; the run's log.txt records it too
-        if taken:
-            source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
-            doing = "detecting" if args.demo else "exporting" if args.export else "evaluating"
-            log.info(f"{doing} as {source}: {taken}")
-        if args.amp == "fp16" and device.type == "cpu":
-            log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
-                     "use --amp bf16, or bare --amp, which picks bf16 here")
-        if args.check_data:
-            return run_check_data(args, log)
-        if args.eval_results:
-            return run_eval_results(args, log)
-        if args.demo or args.export:
-            return run_use(args, device, trained_state)
-        if args.trained_model:
-            return run_evaluation_only(args, device, ctx, trained_state)
-        return run_training(args, device, ctx, init_state, resume_state, resumed_with)
+        with termination_as_interrupt():  # SIGTERM as Ctrl-C until a mode takes it: one line, not a silent kill
+            check_flags(args, parser or get_args_parser(), say_ignored=log.info)
+            device = resolve_device(args.device, local_rank_from_env())
+            if args.cuda_graph and device.type != "cuda":
+                raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
+            init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
+            if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
+                check_architecture(args.init_from, init_state["config"], requested_architecture(args))
+                take_architecture_from_checkpoint(args, init_state["config"])
+            resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
+            resumed_with, data_root_given = "", args.data_root  # given, or taken below from a checkpoint or summary
+            if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
+                taken_flags = take_run_from_checkpoint(args, resume_state["config"])
+                check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
+                # not seed 0's set generated, then refused
+                check_recorded_shapes_set(args, data_root_given, args.resume)
+                if taken_flags:
+                    resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
+            trained_state, taken = None, ""
+            if args.trained_model and reads_trained_config(args):
+                trained_state = load_checkpoint(args.trained_model, source="--trained_model")
+                # a given architecture flag that differs is refused now, not after the test split is read
+                check_architecture(args.trained_model, trained_state["config"], requested_architecture(args))
+                if args.demo or args.export:  # run_demo / export_onnx build the model from this state
+                    if args.demo or args.export_nms:  # their NMS as the run's evaluation, unless --nms_thresh is given
+                        taken = take_nms_thresh_from_checkpoint(args, trained_state["config"])
+                else:
+                    taken = take_evaluation_settings_from_checkpoint(args, trained_state["config"])
+                    check_recorded_shapes_set(args, data_root_given, args.trained_model)
+            if args.eval_results:
+                taken = take_dataset_from_summary(args)
+                check_recorded_shapes_set(args, data_root_given, str(summary_beside(Path(args.eval_results))))
+            fill_dataset_defaults(args)
+            if args.workers > 0:
+                single_thread_opencv()  # before any DataLoader worker forks (see data/loader.py)
+            # one input size: autotuned kernels hold for every step
+            torch.backends.cudnn.benchmark = device.type == "cuda"
+            ctx = init_distributed(device)
+            log = RunLog(None, enabled=ctx.is_main)
+            if resumed_with:
+                log.info(resumed_with)  # now, before the data is read; the run's log.txt records it too
+            if taken:
+                source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
+                doing = "detecting" if args.demo else "exporting" if args.export else "evaluating"
+                log.info(f"{doing} as {source}: {taken}")
+            if args.amp == "fp16" and device.type == "cpu":
+                log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
+                         "use --amp bf16, or bare --amp, which picks bf16 here")
+            if args.check_data:
+                return run_check_data(args, log)
+            if args.eval_results:
+                return run_eval_results(args, log)
+            if args.demo or args.export:
+                return run_use(args, device, trained_state)
+            if args.trained_model:
+                return run_evaluation_only(args, device, ctx, trained_state)
+            return run_training(args, device, ctx, init_state, resume_state, resumed_with)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
         if joined_group():
@@ -306,8 +309,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     except StoppedByAnotherProcess as error:
         log_error(ctx, f"stopped: {error}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
-    except KeyboardInterrupt:  # Ctrl-C before a mode's own handling (training's first iteration, the evaluation)
-        log_error(ctx, "interrupted (Ctrl-C) before it had anything to save; run the same command again")
+    except KeyboardInterrupt as stop:  # before a mode's own handling (training's first iteration, the evaluation)
+        by = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        log_error(ctx, f"interrupted ({by}) before it had anything to save; run the same command again")
         return EXIT_INTERRUPTED
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more

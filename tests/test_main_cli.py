@@ -1,7 +1,9 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -958,3 +960,40 @@ def test_ctrl_c_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, monk
     assert cli.main(parse(*argv, *folders, *mode)) == EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert err == "interrupted (Ctrl-C) before it had anything to save; run the same command again\n"
+
+
+class _Killed(Exception):
+    """What SIGTERM's default action (the process ends at once, without a word) stands for in a test."""
+
+
+@pytest.mark.parametrize("mode", [[], ["--trained_model"], ["--check_data"]])
+def test_sigterm_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM while the data was read or generated or the model built ended the process without a
+    word (exit 143): SIGTERM was taken as Ctrl-C only from training's first iteration, or in the evaluation. Now it
+    stops as Ctrl-C does there, naming the signal, and the caller's SIGTERM handler is back afterwards."""
+    import data.shapes
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    def default_action(signum, frame):
+        raise _Killed
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", terminated)
+    if mode == ["--trained_model"]:
+        from tests.tiny_checkpoint import write_tiny_checkpoint
+
+        mode = ["--trained_model", str(write_tiny_checkpoint(tmp_path / "w.pth"))]
+    folders = [] if "--check_data" in mode else ["--save_folder", str(tmp_path / "w"), "--run_dir",
+                                                 str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e")]
+    argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    previous = signal.signal(signal.SIGTERM, default_action)
+    try:
+        assert cli.main(parse(*argv, *folders, *mode)) == EXIT_INTERRUPTED
+        assert signal.getsignal(signal.SIGTERM) is default_action
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == ("interrupted (SIGTERM) before it had anything to save; run the same command "
+                                       "again\n")
+

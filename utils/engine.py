@@ -130,12 +130,18 @@ class StopSignal:
         self.received = signal.Signals(signum).name
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM taken as Ctrl-C by :func:`termination_as_interrupt`: caught where a KeyboardInterrupt is; its type tells
+    a message that names the signal which one stopped the work."""
+
+
 @contextmanager
 def termination_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM (a scheduler's stop, ``kill``) raises KeyboardInterrupt as Ctrl-C does, so work that
-    has no clean stopping point ends with the caller's interrupt message instead of a silent kill."""
+    """Inside the block SIGTERM (a scheduler's stop, ``kill``) raises :class:`Terminated`, a KeyboardInterrupt, as
+    Ctrl-C does, so work that has no clean stopping point ends with the caller's interrupt message instead of a
+    silent kill."""
     def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
