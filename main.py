@@ -20,27 +20,52 @@ len(dataset) // global batch iterations. Training ends with an evaluation, as in
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, NoReturn
 
-import torch
+# how main.py's messages name the signals that stop it
+STOP_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
-from data import DataError, check_dataset, reads_class_list
-from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message
-from data.loader import single_thread_opencv
-from models import BACKBONES, NECKS, PretrainedWeightsError
-from utils.checkpoint import (
+
+def stop_before_the_run(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGINT/SIGTERM while main.py, run as a script, loads its modules (seconds: torch, torchvision, the project's)
+    or reads its flags: one line (from the first process alone under torchrun) and exit code 130, where Ctrl-C
+    printed a KeyboardInterrupt traceback from inside an import and SIGTERM ended the process without a word.
+    The process ends at once: an exception raised inside an import can be swallowed by a library's broad ``except``
+    there, and the run would go on with a half-imported module (numpy's, say). :func:`main` handles both itself."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"interrupted ({STOP_SIGNAL_NAMES[signum]}) before the run started (main.py was loading "
+              "its modules); run the same command again", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # utils.run_exit.EXIT_INTERRUPTED, which cannot be imported before torch
+
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    signal.signal(signal.SIGINT, stop_before_the_run)
+    signal.signal(signal.SIGTERM, stop_before_the_run)
+
+import torch  # noqa: E402
+
+from data import DataError, check_dataset, reads_class_list  # noqa: E402
+from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message  # noqa: E402
+from data.loader import single_thread_opencv  # noqa: E402
+from models import BACKBONES, NECKS, PretrainedWeightsError  # noqa: E402
+from utils.checkpoint import (  # noqa: E402
     CheckpointError,
     check_architecture,
     check_compatible,
     check_writable_folder,
     load_checkpoint,
 )
-from utils.demo import add_use_arguments, default_demo_output, run_demo
-from utils.distributed import (
+from utils.demo import add_use_arguments, default_demo_output, run_demo  # noqa: E402
+from utils.distributed import (  # noqa: E402
     DistributedContext,
     StoppedByAnotherProcess,
     cleanup_distributed,
@@ -51,14 +76,14 @@ from utils.distributed import (
     resolve_device,
     say_start_refusal,
 )
-from utils.engine import Terminated, termination_as_interrupt
-from utils.export import export_onnx
-from utils.inference import evaluate_results_file, format_metrics, results_to_score
-from utils.logging import RunLog
-from utils.messages import counted, first_line
-from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset
-from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name
-from utils.run_exit import (
+from utils.engine import Terminated, termination_as_interrupt  # noqa: E402
+from utils.export import export_onnx  # noqa: E402
+from utils.inference import evaluate_results_file, format_metrics, results_to_score  # noqa: E402
+from utils.logging import RunLog  # noqa: E402
+from utils.messages import counted, first_line  # noqa: E402
+from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset  # noqa: E402
+from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name  # noqa: E402
+from utils.run_exit import (  # noqa: E402
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_REFUSED_BY_SYSTEM,
@@ -66,7 +91,7 @@ from utils.run_exit import (
     log_error,
     refused_file_operation,
 )
-from utils.run_flags import (
+from utils.run_flags import (  # noqa: E402
     AMP_CHOICES,
     DATASETS,
     DATASET_DEFAULTS,
@@ -86,8 +111,8 @@ from utils.run_flags import (
     take_nms_thresh_from_checkpoint,
     take_run_from_checkpoint,
 )
-from utils.trained_model import detector_from_state
-from utils.training_run import run_training
+from utils.trained_model import detector_from_state  # noqa: E402
+from utils.training_run import run_training  # noqa: E402
 
 # a negative number as float() writes it: argparse's own pattern knows -1 and -.5 alone, and reads -1e-3 or -inf as
 # a flag
@@ -453,4 +478,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
 if __name__ == "__main__":
     warnings.showwarning = one_line_data_warnings(warnings.showwarning)
     cli_parser = get_args_parser()
-    sys.exit(main(cli_parser.parse_args(), cli_parser))
+    cli_args = cli_parser.parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() handles them from here on
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(main(cli_args, cli_parser))

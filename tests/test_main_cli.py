@@ -997,3 +997,34 @@ def test_sigterm_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, mon
     assert capsys.readouterr().err == ("interrupted (SIGTERM) before it had anything to save; run the same command "
                                        "again\n")
 
+
+STOPPED_WHILE_LOADING = """
+import os, runpy, signal, sys
+
+STOP = getattr(signal, sys.argv[1])
+
+class StopAtTorch:
+    \"\"\"The signal arrives as main.py imports torch, the first of the modules it takes seconds to load.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), STOP)
+        return None
+
+
+sys.meta_path.insert(0, StopAtTorch())
+sys.argv = ["main.py", "--dataset", "shapes"]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("signame, said", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+def test_a_stop_while_main_py_loads_its_modules_is_one_line_and_exit_130(signame, said):
+    """Ctrl-C in the seconds main.py spends importing torch, torchvision and the project's modules printed a
+    KeyboardInterrupt traceback, and SIGTERM there ended it without a word: both now stop as they do while the data
+    is read, with one line."""
+    result = subprocess.run([sys.executable, "-c", STOPPED_WHILE_LOADING, signame], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (EXIT_INTERRUPTED, ""), result.stderr
+    assert result.stderr == (f"interrupted ({said}) before the run started (main.py was loading its modules); run the "
+                             "same command again\n")
