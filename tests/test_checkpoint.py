@@ -481,6 +481,29 @@ def test_load_refuses_class_names_of_another_count_than_the_classifier(tmp_path)
     assert load_checkpoint(tmp_path / "whole.pth")["class_names"] == ["cat", "dog", "bird"]
 
 
+@pytest.mark.parametrize("prefix, wrapper", [("module.", "DistributedDataParallel (or DataParallel)"),
+                                             ("_orig_mod.", "torch.compile")])
+def test_load_refuses_the_weights_of_a_wrapped_model_naming_the_prefix_to_remove(tmp_path, prefix, wrapper):
+    """A checkpoint in main.py's format whose weights another script saved from the DDP (or torch.compile) wrapper
+    of the model: --trained_model and --init_from refused it only after reading the dataset, as weights that "do not
+    fit" with a list of missing keys and "the file is damaged"; now every reader refuses it on reading, naming the
+    prefix and how to remove it."""
+    state = _state(1.0)
+    state["model"] = {f"{prefix}head.conf.0.weight": torch.zeros(6, 4, 3, 3),
+                      f"{prefix}head.conf.0.bias": torch.zeros(6)}
+    save_checkpoint(state, tmp_path / "wrapped.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "wrapped.pth")
+    assert str(error.value) == (
+        f"{tmp_path / 'wrapped.pth'} holds the weights of a model wrapped by {wrapper}: every key of 'model' starts "
+        f"with {prefix!r} (e.g. '{prefix}head.conf.0.weight'), which main.py never saves; save "
+        f"the unwrapped model's state dict instead, or remove the prefix from every key: state['model'] = "
+        f"{{k.removeprefix({prefix!r}): v for k, v in state['model'].items()}}")
+    state["model"] = {key.removeprefix(prefix): value for key, value in state["model"].items()}
+    save_checkpoint(state, tmp_path / "unwrapped.pth")
+    assert sorted(load_checkpoint(tmp_path / "unwrapped.pth")["model"]) == ["head.conf.0.bias", "head.conf.0.weight"]
+
+
 @pytest.mark.parametrize("key, value, problem", [
     ("version", None, "no --version"),
     ("version", "yolo", "--version 'yolo', not one of fssd, retinanet, rfbnet, pafpn"),

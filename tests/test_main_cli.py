@@ -18,7 +18,14 @@ from utils import training_run
 from utils.checkpoint import CheckpointError
 from utils.distributed import unwrap_model
 from utils.run_evaluation import eval_folder, evaluated_run_name
-from utils.run_exit import EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, how_to_continue, log_error, stopped_run_advice
+from utils.run_exit import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED_BY_SYSTEM,
+    how_to_continue,
+    log_error,
+    stopped_run_advice,
+)
 from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
@@ -960,6 +967,31 @@ def test_ctrl_c_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, monk
     assert cli.main(parse(*argv, *folders, *mode)) == EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert err == "interrupted (Ctrl-C) before it had anything to save; run the same command again\n"
+
+
+@pytest.mark.parametrize("flag", ["--trained_model", "--init_from", "--resume"])
+def test_a_checkpoint_of_a_ddp_wrapped_model_is_refused_before_the_data_is_read(flag, tmp_path, monkeypatch, capsys):
+    """A checkpoint in main.py's format whose weights carry DDP's 'module.' prefix (saved from the wrapper by another
+    script) was refused only after the dataset was read (slow on VOC or COCO), as weights that do not fit."""
+    import data.shapes
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    def data_read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
+    checkpoint = write_tiny_checkpoint(tmp_path / "w.pth")
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"] = {f"module.{key}": value for key, value in state["model"].items()}
+    torch.save(state, checkpoint)
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    assert cli.main(parse(*argv, *folders, flag, str(checkpoint))) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint} holds the weights of a model wrapped by DistributedDataParallel (or "
+                          "DataParallel): every key of 'model' starts with 'module.' (e.g. "
+                          "'module.backbone.conv1.weight'), which main.py never saves; ")
 
 
 class _Killed(Exception):

@@ -53,6 +53,8 @@ _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 # BatchNorm's count of training batches: the one integer tensor of a model's state dict
 _BATCH_COUNTER = "num_batches_tracked"
+# the prefix a wrapper of the model adds to every key of its state dict, and the wrapper; main.py saves the model's own
+_WRAPPER_PREFIXES = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.": "torch.compile"}
 # the end of the message for a checkpoint whose content main.py never writes
 _EDITED = "it was edited or damaged: use a checkpoint as main.py saved it"
 
@@ -174,8 +176,8 @@ def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path 
     regular file, an empty file, a file that cannot be read or is not one main.py wrote (a bare state dict, another
     format version), and content main.py never writes: a missing or mistyped entry, an iteration outside
     0..max_iter, architecture flags it would refuse, class names that are not distinct text or not as many as the
-    classifier scores, model entries that are not floating-point tensors (BatchNorm's batch counters aside) or hold
-    NaN/inf.
+    classifier scores, model entries that all carry a wrapper's prefix (DDP's ``module.``), that are not
+    floating-point tensors (BatchNorm's batch counters aside) or hold NaN/inf.
     """
     path = Path(path)
     if path.is_dir():
@@ -230,6 +232,7 @@ def load_checkpoint(path: str | os.PathLike, source: str = "the checkpoint path 
         raise CheckpointError(f"{path} records iteration {iteration!r} of a run of {max_iter!r} (whole numbers, "
                               f"0 <= iteration <= max_iter, max_iter >= 1); {_EDITED}")
     _check_architecture_config(path, state["config"])
+    _check_unwrapped(path, state["model"])
     _check_class_names(path, state["class_names"], state["model"])
     _check_weight_types(path, state["model"])
     _check_finite_weights(path, state["model"])
@@ -256,6 +259,19 @@ def _check_architecture_config(path: Path, config: Mapping[str, Any]) -> None:
             raise CheckpointError(f"{path} records no --{key}; {_EDITED}")
         if problem:
             raise CheckpointError(f"{path} records {problem}; {_EDITED}")
+
+
+def _check_unwrapped(path: Path, model_state: Mapping[str, Any]) -> None:
+    """Refuse the weights of a wrapped model (every key with the prefix of :data:`_WRAPPER_PREFIXES`, e.g. DDP's
+    ``module.``), which another script saved from the wrapper: every reader would find none of the model's keys,
+    only after reading the dataset; the message says how to remove the prefix."""
+    for prefix, wrapper in _WRAPPER_PREFIXES.items():
+        if model_state and all(str(key).startswith(prefix) for key in model_state):
+            raise CheckpointError(
+                f"{path} holds the weights of a model wrapped by {wrapper}: every key of 'model' starts with "
+                f"{prefix!r} (e.g. {next(iter(model_state))!r}), which main.py never saves; save the unwrapped "
+                f"model's state dict instead, or remove the prefix from every key: state['model'] = "
+                f"{{k.removeprefix({prefix!r}): v for k, v in state['model'].items()}}")
 
 
 def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, Any]) -> None:
