@@ -994,6 +994,27 @@ def test_a_checkpoint_of_a_ddp_wrapped_model_is_refused_before_the_data_is_read(
                           "'module.backbone.conv1.weight'), which main.py never saves; ")
 
 
+def test_resume_of_a_best_checkpoint_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    """--resume of a run's <name>_best.pth (weights of one evaluation, no training state) was refused only after both
+    splits were read and the model built (its ImageNet weights fetched)."""
+    import data.shapes
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    def data_read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
+    best = write_tiny_checkpoint(tmp_path / "w_best.pth")
+    torch.save(torch.load(best, weights_only=True) | {"best_metrics": {"mAP": 0.5}}, best)
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    assert cli.main(parse(*argv, *folders, "--resume", str(best))) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (
+        f"error: {best} holds the weights of its run's best evaluation (after iteration 1), not a training state to "
+        f"resume: --resume the run's own checkpoint, or start a new run from these weights with --init_from {best}\n")
+
+
 class _Killed(Exception):
     """What SIGTERM's default action (the process ends at once, without a word) stands for in a test."""
 

@@ -68,10 +68,6 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
                            scaler: torch.amp.GradScaler) -> None:
     """``--resume``: the checkpoint ``state``'s model, optimizer, AMP scaler and random states; a
     :class:`CheckpointError` naming ``path`` when an entry is missing or does not fit (a damaged or edited file)."""
-    if is_best_checkpoint(state):
-        raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
-                              f"{state['iteration']}), not a training state to resume: --resume the run's own "
-                              f"checkpoint, or {init_from_advice(path, 'these weights')}")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -126,10 +122,14 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
 
 
 def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext) -> None:
-    """Before any data is read: a :class:`CheckpointError` for a flag of ``args`` that changes the schedule, the data
-    stream or the process count of the run the checkpoint ``state`` (read from ``path``) continues, or a
-    ``--max_iter`` of another length. What only the data (its images, ``--epochs``' length) or the device (``--amp``'s
-    precision) tell is checked by :func:`resume_run`."""
+    """Before any data is read: a :class:`CheckpointError` for a best checkpoint (weights without a training state),
+    or for a flag of ``args`` that changes the schedule, the data stream or the process count of the run the
+    checkpoint ``state`` (read from ``path``) continues, or a ``--max_iter`` of another length. What only the data (its
+    images, ``--epochs``' length) or the device (``--amp``'s precision) tell is checked by :func:`resume_run`."""
+    if is_best_checkpoint(state):
+        raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
+                              f"{state['iteration']}), not a training state to resume: --resume the run's own "
+                              f"checkpoint, or {init_from_advice(path, 'these weights')}")
     saved = state["config"]
     given = {key: getattr(args, key) for key in RUN_KEYS if hasattr(args, key)} | {"world_size": ctx.world_size}
     check_same_run(path, saved, dict(saved) | given)
