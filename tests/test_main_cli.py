@@ -685,7 +685,7 @@ def test_resume_path_refuses_another_schedule_before_reading_the_data(argv, chan
     state["config"] |= dict(batch_size=4, lr=0.02, warm_iter=5, seed=7, mutual_guide=False, mutual_guide_from=None,
                             expand_prob=0.0, world_size=1, max_iter=40, epochs=12, data_root=str(tmp_path / "shapes"))
     state["max_iter"] = 40
-    save_checkpoint(state, checkpoint)
+    save_checkpoint(state | {"optimizer": {}, "scaler": {}, "rng": {}}, checkpoint)  # a training state, as resumed
     monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
     folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
                "--eval_dir", str(tmp_path / "e"), "--data_root", str(tmp_path / "shapes")]
@@ -1013,6 +1013,26 @@ def test_resume_of_a_best_checkpoint_is_refused_before_the_data_is_read(tmp_path
     assert capsys.readouterr().err == (
         f"error: {best} holds the weights of its run's best evaluation (after iteration 1), not a training state to "
         f"resume: --resume the run's own checkpoint, or start a new run from these weights with --init_from {best}\n")
+
+
+def test_resume_of_weights_without_an_optimizer_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    """--resume of a checkpoint whose optimizer state was stripped (to share a smaller file) was refused only after
+    both splits were read and the model built."""
+    import data.shapes
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    def data_read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
+    weights = write_tiny_checkpoint(tmp_path / "w.pth")  # model, config, classes, iteration: no training state
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    assert cli.main(parse(*argv, *folders, "--resume", str(weights))) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (
+        f"error: {weights} cannot be resumed: it has no 'optimizer' entry (a damaged or edited file); resume an "
+        f"earlier checkpoint with --resume PATH, or start a new run from its weights with --init_from {weights}\n")
 
 
 class _Killed(Exception):

@@ -29,7 +29,7 @@ def checkpoint_on(tmp_path, data_root):
     model = build_detector("fssd", "resnet18", 128, len(SHAPES_CLASSES))
     path = tmp_path / "run.pth"
     save_checkpoint({"format": FORMAT, "model": model.state_dict(), "iteration": 1, "max_iter": 1, "config": config,
-                     "class_names": list(SHAPES_CLASSES)}, path)
+                     "class_names": list(SHAPES_CLASSES), "optimizer": {}, "scaler": {}, "rng": {}}, path)
     return path
 
 

@@ -38,6 +38,9 @@ from utils.run_data import absolute_data_paths, check_splits, make_dataset
 from utils.run_evaluation import eval_folder
 from utils.run_flags import amp_dtype_for, check_run_length, requested_architecture
 
+# what --resume restores besides the weights (``utils/checkpoint.py``'s format)
+TRAINING_STATE_ENTRIES = ("optimizer", "scaler", "rng")
+
 
 def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Namespace, class_names: list[str],
                          log: RunLog) -> None:
@@ -64,6 +67,13 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
              "afresh, the rest comes from the checkpoint")
 
 
+def no_entry_to_resume(path: Path, entry: str) -> CheckpointError:
+    """The refusal of ``--resume`` of the checkpoint ``path``, which has no ``entry`` (a damaged or edited file, or
+    one whose training state was stripped to share its weights)."""
+    return CheckpointError(f"{path} cannot be resumed: it has no {entry!r} entry (a damaged or edited file); resume an "
+                           f"earlier checkpoint with --resume PATH, or {init_from_advice(path)}")
+
+
 def restore_training_state(state: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                            scaler: torch.amp.GradScaler) -> None:
     """``--resume``: the checkpoint ``state``'s model, optimizer, AMP scaler and random states; a
@@ -74,10 +84,8 @@ def restore_training_state(state: dict, path: Path, model: torch.nn.Module, opti
         if state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
-    except KeyError as error:
-        raise CheckpointError(f"{path} cannot be resumed: it has no {error.args[0]!r} entry (a damaged or edited "
-                              f"file); resume an earlier checkpoint with --resume PATH, or {init_from_advice(path)}"
-                              ) from error
+    except KeyError as error:  # within an entry (the random states'): check_resumed_flags found the entries
+        raise no_entry_to_resume(path, error.args[0]) from error
     except (RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} cannot be resumed ({joined_lines(error)}; a damaged or edited file); resume an "
                               "earlier checkpoint with --resume PATH") from error
@@ -123,13 +131,16 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
 
 def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext) -> None:
     """Before any data is read: a :class:`CheckpointError` for a best checkpoint (weights without a training state),
-    or for a flag of ``args`` that changes the schedule, the data stream or the process count of the run the
-    checkpoint ``state`` (read from ``path``) continues, or a ``--max_iter`` of another length. What only the data (its
-    images, ``--epochs``' length) or the device (``--amp``'s precision) tell is checked by :func:`resume_run`."""
+    a checkpoint without one of :data:`TRAINING_STATE_ENTRIES`, a flag of ``args`` that changes the schedule, the
+    data stream or the process count of the run the checkpoint ``state`` (read from ``path``) continues, or a
+    ``--max_iter`` of another length. What only the data (its images, ``--epochs``' length) or the device (``--amp``'s
+    precision) tell is checked by :func:`resume_run`."""
     if is_best_checkpoint(state):
         raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
                               f"{state['iteration']}), not a training state to resume: --resume the run's own "
                               f"checkpoint, or {init_from_advice(path, 'these weights')}")
+    if missing := [entry for entry in TRAINING_STATE_ENTRIES if entry not in state]:
+        raise no_entry_to_resume(path, missing[0])
     saved = state["config"]
     given = {key: getattr(args, key) for key in RUN_KEYS if hasattr(args, key)} | {"world_size": ctx.world_size}
     check_same_run(path, saved, dict(saved) | given)
