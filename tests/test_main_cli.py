@@ -1035,6 +1035,30 @@ def test_resume_of_weights_without_an_optimizer_is_refused_before_the_data_is_re
         f"earlier checkpoint with --resume PATH, or start a new run from its weights with --init_from {weights}\n")
 
 
+def test_resume_with_another_precision_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    """--resume of a run trained with --amp bf16 with another --amp (or, bare --resume, with --amp forgotten) was
+    refused only after both splits were read and the model built: --amp's precision depends on the device alone."""
+    import data.shapes
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+    from utils.checkpoint import capture_rng_state
+
+    def data_read(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
+    checkpoint = write_tiny_checkpoint(tmp_path / "w.pth")
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"] |= {"amp": "bf16", "amp_dtype": "bf16"}
+    torch.save(state | {"optimizer": {}, "scaler": {}, "rng": capture_rng_state()}, checkpoint)
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
+    assert cli.main(parse(*argv, *folders, "--resume", str(checkpoint), "--amp", "fp16")) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith(
+        f"error: {checkpoint} was saved by a run with mixed precision (--amp) bf16, this run has fp16; resume with the "
+        "same flags")
+
+
 class _Killed(Exception):
     """What SIGTERM's default action (the process ends at once, without a word) stands for in a test."""
 

@@ -156,7 +156,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
             "--resume without PATH, which reads this run's checkpoint (named by --name, or by --dataset and the "
             "architecture flags): give the same flags as the run, or --resume PATH"))
     if resume_state is not None:
-        check_resumed_flags(resume_path, resume_state, args, ctx)
+        check_resumed_flags(resume_path, resume_state, args, ctx, device)
     log = RunLog(run_dir, enabled=ctx.is_main, hold_lines=True)  # written once we know whose folder it is
     if resumed_with:
         log.record(resumed_with)

@@ -98,11 +98,16 @@ def run_config(args: argparse.Namespace, ctx: DistributedContext, dataset: Detec
     ("bf16", "fp16" or None: bare ``--amp`` is either), the world size and the training set's image count and
     annotation fingerprint."""
     config = {key: value for key, value in vars(args).items()} | absolute_data_paths(args)
-    config["amp_dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
+    config["amp_dtype"] = precision_name(amp_dtype)
     config["world_size"] = ctx.world_size
     config["train_images"] = len(dataset)
     config["train_fingerprint"] = dataset.fingerprint()
     return config
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str | None:
+    """How a run's config records the mixed precision ``amp_dtype``: "bf16", "fp16", or None (float32)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
 
 
 def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
@@ -129,12 +134,13 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
         check_run_length(args, args.max_iter)
 
 
-def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext) -> None:
+def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext,
+                        device: torch.device) -> None:
     """Before any data is read: a :class:`CheckpointError` for a best checkpoint (weights without a training state),
     a checkpoint without one of :data:`TRAINING_STATE_ENTRIES`, a flag of ``args`` that changes the schedule, the
-    data stream or the process count of the run the checkpoint ``state`` (read from ``path``) continues, or a
-    ``--max_iter`` of another length. What only the data (its images, ``--epochs``' length) or the device (``--amp``'s
-    precision) tell is checked by :func:`resume_run`."""
+    data stream, the precision (``--amp`` on ``device``) or the process count of the run the checkpoint ``state``
+    (read from ``path``) continues, or a ``--max_iter`` of another length. What only the data tells (its images,
+    ``--epochs``' length) is checked by :func:`resume_run`."""
     if is_best_checkpoint(state):
         raise CheckpointError(f"{path} holds the weights of its run's best evaluation (after iteration "
                               f"{state['iteration']}), not a training state to resume: --resume the run's own "
@@ -142,7 +148,8 @@ def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: 
     if missing := [entry for entry in TRAINING_STATE_ENTRIES if entry not in state]:
         raise no_entry_to_resume(path, missing[0])
     saved = state["config"]
-    given = {key: getattr(args, key) for key in RUN_KEYS if hasattr(args, key)} | {"world_size": ctx.world_size}
+    given = {key: getattr(args, key) for key in RUN_KEYS if hasattr(args, key)} | {
+        "world_size": ctx.world_size, "amp_dtype": precision_name(amp_dtype_for(args.amp, device))}
     check_same_run(path, saved, dict(saved) | given)
     if args.max_iter:
         check_same_length(path, state["max_iter"], args.max_iter)
