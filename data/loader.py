@@ -15,6 +15,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -163,6 +164,11 @@ def _stop_signals_blocked(start_method: str) -> Iterator[None]:
     """Inside the block SIGINT/SIGTERM wait (blocked) in this thread; the processes it starts by ``start_method``
     inherit the block.
 
+    Another thread of the process (tqdm's monitor, torch's) still receives them, and Python then runs their handler
+    in the main thread at once: in the main thread the block also holds their handlers, and a signal received meanwhile
+    is raised again as the block ends. Its handler raised KeyboardInterrupt inside the DataLoader's half-built
+    iterator, whose clean-up then failed with an AttributeError traceback.
+
     Processes started by ``spawn``/``forkserver`` need multiprocessing's resource tracker, whose first start unblocks
     the two signals in this thread as it ends: it is started before the block, not inside it.
     """
@@ -171,11 +177,20 @@ def _stop_signals_blocked(start_method: str) -> Iterator[None]:
         return
     if start_method != "fork":
         resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    received: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # where Python runs handlers, and may replace them
+        handlers = {signum: signal.signal(signum, lambda held, frame: received.append(held)) for signum in stop_signals}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(stop_signals))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in received:  # to the handlers of the block's caller (a KeyboardInterrupt, training's stop)
+            signal.raise_signal(signum)
 
 
 class WorkerLoader(DataLoader):

@@ -1,7 +1,13 @@
 """Collate, the training stream (sampler, per-epoch augmentation) and DataLoader construction: shapes, determinism,
 resuming mid-run, sharding, empty targets, errors from workers."""
+import gc
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +15,7 @@ import pytest
 import torch
 
 from data import DataError, build_dataset, build_loader, detection_collate
-from data.loader import EpochSamples, ResumableBatchSampler, iterations_per_epoch
+from data.loader import EpochSamples, ResumableBatchSampler, WorkerLoader, iterations_per_epoch
 from tests.test_data_voc import write_voc_folder
 
 NUM_IMAGES = 10
@@ -261,3 +267,36 @@ def test_an_error_from_a_training_worker_does_not_hang_the_exit():
     assert result.returncode == 1
     assert "DataError: image" in result.stderr and "cannot be read" in result.stderr
     assert "killed by signal" not in result.stderr
+
+
+class _CtrlCAsWorkersStart(type(multiprocessing.get_context("fork"))):
+    """The fork context, but Ctrl-C arrives while the DataLoader's iterator is being built, before its workers
+    start; the handler has run when the iterator goes on."""
+
+    def Queue(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return super().Queue(*args, **kwargs)
+
+
+def test_ctrl_c_while_the_workers_start_stops_after_the_loader_is_whole(monkeypatch):
+    """The main thread blocks Ctrl-C while the workers start, but another thread of the process (tqdm's monitor,
+    torch's) received it, and the main thread's handler raised KeyboardInterrupt inside the half-built iterator:
+    its clean-up then printed 'Exception ignored ... AttributeError: ... no attribute _shutdown' after the run's
+    interrupt line. The signal now waits for the iterator to be whole, then stops the run as before."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    other_thread_runs = threading.Event()
+    other_thread = threading.Thread(target=other_thread_runs.wait)
+    other_thread.start()
+    try:
+        loader = WorkerLoader(list(range(8)), batch_size=2, num_workers=2,
+                              multiprocessing_context=_CtrlCAsWorkersStart())
+        with pytest.raises(KeyboardInterrupt):
+            iter(loader)
+        gc.collect()
+    finally:
+        other_thread_runs.set()
+        other_thread.join()
+    assert [repr(hook.exc_value) for hook in unraisable] == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
