@@ -47,9 +47,19 @@ def stop_before_the_run(signum: int, frame: FrameType | None) -> NoReturn:
     os._exit(130)  # utils.run_exit.EXIT_INTERRUPTED, which cannot be imported before torch
 
 
-if __name__ == "__main__":  # before the imports below, which take seconds
-    signal.signal(signal.SIGINT, stop_before_the_run)
-    signal.signal(signal.SIGTERM, stop_before_the_run)
+def stop_signals_before_the_run() -> dict[int, Any]:
+    """Run as a script, before the imports, which take seconds: SIGINT/SIGTERM end main.py with one line
+    (:func:`stop_before_the_run`) until :func:`main` takes them over, but for a signal the process was started
+    ignoring (Ctrl-C in a shell script's background job), which stays ignored. Returns the handlers to give back."""
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNAL_NAMES}
+    for signum, handler in handlers.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, stop_before_the_run)
+    return handlers
+
+
+if __name__ == "__main__":
+    startup_handlers = stop_signals_before_the_run()
 
 import torch  # noqa: E402
 
@@ -479,6 +489,6 @@ if __name__ == "__main__":
     warnings.showwarning = one_line_data_warnings(warnings.showwarning)
     cli_parser = get_args_parser()
     cli_args = cli_parser.parse_args()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # main() handles them from here on
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for stop_signal, handler in startup_handlers.items():  # main() handles them from here on
+        signal.signal(stop_signal, handler)
     sys.exit(main(cli_args, cli_parser))

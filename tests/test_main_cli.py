@@ -1125,3 +1125,33 @@ def test_a_stop_while_main_py_loads_its_modules_is_one_line_and_exit_130(signame
     assert (result.returncode, result.stdout) == (EXIT_INTERRUPTED, ""), result.stderr
     assert result.stderr == (f"interrupted ({said}) before the run started (main.py was loading its modules); run the "
                              "same command again\n")
+
+
+HANDLERS_WHILE_LOADING = """
+import os, runpy, signal, sys
+
+
+class ReportAtTorch:
+    \"\"\"As main.py imports torch: a Ctrl-C arrives, then the handlers main.py holds are printed (and it ends).\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), signal.SIGINT)
+            print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM).__name__,
+                  flush=True)
+            os._exit(0)
+        return None
+
+
+sys.meta_path.insert(0, ReportAtTorch())
+sys.argv = ["main.py", "--help"]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+def test_a_ctrl_c_that_the_process_was_started_ignoring_stays_ignored():
+    """A background job of a shell script starts with Ctrl-C ignored: main.py's handler for the seconds it loads its
+    modules made it stop on one (and main() then got Python's default_int_handler); SIGTERM's is still installed."""
+    result = subprocess.run([sys.executable, "-c", HANDLERS_WHILE_LOADING], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "True stop_before_the_run\n", "")
