@@ -726,6 +726,24 @@ def test_errors_one_process_may_meet_alone_are_printed_by_every_process(capsys):
     assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
 
 
+def test_an_error_is_recorded_in_the_runs_log_when_it_can_be(tmp_path, capsys):
+    from utils.distributed import DistributedContext
+    from utils.logging import RunLog
+
+    log_error(DistributedContext(), "error: the loss became NaN/inf at iteration 6", log=RunLog(tmp_path / "run"))
+    assert capsys.readouterr().err == "error: the loss became NaN/inf at iteration 6\n"
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" error: the loss became NaN/inf at iteration 6\n")
+
+
+    class FullDisk(RunLog):
+        def record(self, message):
+            raise OSError(28, "No space left on device", str(tmp_path / "run" / "log.txt"))
+
+    # a full disk: the line on stderr is all there is, and the run goes on to say and do what it does after it
+    log_error(DistributedContext(), "error: img.jpg: cannot be read", log=FullDisk(tmp_path / "run"))
+    assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
+
+
 def test_data_warnings_are_one_line_for_the_user(capsys):
     passed = []
     show = cli.one_line_data_warnings(lambda *args: passed.append(args))

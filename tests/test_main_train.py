@@ -708,9 +708,11 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     assert run(tmp_path, base_args(shapes_root)) == EXIT_DIVERGED
     checkpoint = tmp_path / "weights" / CKPT.format("")
     # iteration 6 of 8 after a warm-up of 2: lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + cos(pi * 3 / 6)) = 0.005
-    assert (f"error: the loss became NaN/inf at iteration 6 (lr 0.005); the checkpoint of iteration 4, "
-            f"{Path('weights') / checkpoint.name}, is kept (finite weights). Start again with a lower --lr (peak 0.01) "
-            "or a longer --warm_iter (2), or check the data with --check_data\n") in capsys.readouterr().err
+    error = (f"error: the loss became NaN/inf at iteration 6 (lr 0.005); the checkpoint of iteration 4, "
+             f"{Path('weights') / checkpoint.name}, is kept (finite weights). Start again with a lower --lr "
+             "(peak 0.01) or a longer --warm_iter (2), or check the data with --check_data\n")
+    assert error in capsys.readouterr().err
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" " + error)  # why the run stopped, in its log too
     state = load_checkpoint(checkpoint)
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -733,9 +735,11 @@ class _OutOfMemoryAt(MultiBoxLoss):
 def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training_setup, "MultiBoxLoss", _OutOfMemoryAt)
     assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
-    assert capsys.readouterr().err.endswith(
-        "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue with "
-        "the same command plus --resume (from iteration 4); or start again with a lower --batch_size or --size\n")
+    error = ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue "
+             "with the same command plus --resume (from iteration 4); or start again with a lower --batch_size or "
+             "--size\n")
+    assert capsys.readouterr().err.endswith(error)
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" " + error)
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
 
 
@@ -751,6 +755,8 @@ def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_
         f"error: out of memory (CUDA out of memory. Tried to allocate 1.00 GiB.); training is complete and saved in "
         f"{checkpoint}, but its evaluation stopped: evaluate it with fewer images per batch: python main.py "
         f"--trained_model {checkpoint} --batch_size 1\n")
+    assert "error: out of memory (CUDA out of memory. Tried to allocate 1.00 GiB.)" in (
+        tmp_path / "run" / "log.txt").read_text()
     assert load_checkpoint(tmp_path / checkpoint)["iteration"] == 2
 
 
@@ -1032,6 +1038,7 @@ def test_a_data_error_during_training_saves_the_iterations_done_and_resume_conti
     assert run(tmp_path, base_args(shapes_root)) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert "(the test's broken disk)" in captured.err
+    assert "(the test's broken disk)" in (tmp_path / "run" / "log.txt").read_text()
     checkpoint = tmp_path / "weights" / CKPT.format("")
     if saved is None:
         assert "training stopped by a data error: no checkpoint was saved" in captured.out and not checkpoint.exists()
@@ -1051,6 +1058,7 @@ def test_a_data_error_in_the_final_evaluation_says_how_to_evaluate_the_saved_run
     assert run(tmp_path, base_args(tmp_path / "data", "--max_iter", "2", "--warm_iter", "1")) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert f"{image}: OpenCV cannot decode the file as an image" in captured.err
+    assert f"error: {image}: OpenCV cannot decode the file as an image" in (tmp_path / "run" / "log.txt").read_text()
     assert (f"training is complete and saved in weights/{CKPT.format('')}, but its evaluation stopped: fix or replace "
             f"the file, then evaluate it with: python main.py --trained_model weights/{CKPT.format('')}"
             ) in captured.out

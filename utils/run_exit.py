@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from utils.distributed import DistributedContext
+from utils.logging import RunLog
 from utils.messages import exact_number
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
@@ -84,12 +85,19 @@ def refused_file_operation(error: OSError) -> str:
     return f"{error.filename}: {error.strerror or error}"
 
 
-def log_error(ctx: DistributedContext, message: str, every_process: bool = False) -> None:
+def log_error(ctx: DistributedContext, message: str, every_process: bool = False, log: RunLog | None = None) -> None:
     """Print ``message`` on stderr from the main process, or from every process (prefixed with its rank under
-    ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch."""
+    ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch;
+    with ``log`` (a training run's), record it in its ``log.txt`` too, so the run's log says why it stopped (a log
+    that cannot be written, a full disk, leaves the line on stderr alone: what the run does next is unchanged)."""
     if ctx.is_main or every_process:
         prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
         print(prefix + message, file=sys.stderr, flush=True)
+    if log is not None:
+        try:
+            log.record(message)  # the main process's RunLog alone writes
+        except OSError:
+            pass
 
 
 def how_to_evaluate(args: argparse.Namespace, checkpoint_path: Path) -> str:

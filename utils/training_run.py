@@ -379,7 +379,7 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
     except NonFiniteLossError as error:
         lr = warmup_cosine_lr(error.iteration, args.lr, args.warm_iter, max_iter)
         kept = checkpoints.kept(" (finite weights)")
-        log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}")
+        log_error(ctx, f"error: {error} (lr {lr:.3g}); {kept}. {divergence_advice(args, amp_dtype)}", log=log)
         return EXIT_DIVERGED
     except TrainingInterrupted as stop:
         log.info(f"{stop}; checkpoint {checkpoint_path} saved, {how_to_continue(args, checkpoint_path)}")
@@ -389,7 +389,7 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
                  f"{checkpoints.how_to_go_on(args)}")
         return EXIT_INTERRUPTED
     except DataError as error:  # an image that fails to load (found by --check_data before training)
-        log_error(ctx, f"error: {original_message(error)}", every_process=True)
+        log_error(ctx, f"error: {original_message(error)}", every_process=True, log=log)
         done = error.iteration if isinstance(error, EvaluationDataError) else start_iter + loader.delivered
         finite = not any_process(bool(non_finite_weights(setup.model)), ctx)  # as every process sees it
         fix_the_file = "fix or replace the file (--check_data scans every image)"
@@ -426,7 +426,7 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
         advice = ("lower --batch_size or --size, then run again" if checkpoints.last_saved is None else
                   f"free the memory, then {checkpoints.how_to_go_on(args)}; or "
                   "start again with a lower --batch_size or --size")
-        log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True)
+        log_error(ctx, f"error: out of memory ({first_line(error)}); {advice}", every_process=True, log=log)
         return EXIT_REFUSED_BY_SYSTEM
     return None
 
@@ -446,7 +446,7 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
                 raise KeyboardInterrupt
             metrics = evaluation.metrics()
     except DataError as error:
-        log_error(ctx, f"error: {original_message(error)}", every_process=True)
+        log_error(ctx, f"error: {original_message(error)}", every_process=True, log=log)
         log.info(f"training is complete and saved in {checkpoint_path}, but its evaluation stopped: fix or replace the "
                  f"file, then {evaluate_later}")
         return EXIT_BAD_INPUT
@@ -468,7 +468,7 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
         then = (f"evaluate it with fewer images per batch: {shlex.join(fewer)}"
                 if args.batch_size > 1 and outer_command() is None else f"free the memory, then {evaluate_later}")
         log_error(ctx, f"error: out of memory ({first_line(error)}); training is complete and saved in "
-                       f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True)
+                       f"{checkpoint_path}, but its evaluation stopped: {then}", every_process=True, log=log)
         return EXIT_REFUSED_BY_SYSTEM
     try:
         with termination_as_interrupt():  # a scheduler's SIGTERM while the best checkpoint is written: as Ctrl-C
