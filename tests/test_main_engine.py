@@ -44,6 +44,44 @@ def test_stop_signal_turns_sigint_and_sigterm_into_a_flag_and_restores_handlers(
     assert signal.getsignal(signal.SIGINT) is previous
 
 
+def test_a_first_stop_signal_says_at_once_what_the_run_will_do(capfd):
+    """The first signal is acknowledged on stderr when it arrives (a long evaluation or save may run on for minutes
+    before the run stops, and a user who sees nothing presses Ctrl-C again, which stops without saving)."""
+    with StopSignal("the run stops once its checkpoint is saved") as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.received == "SIGINT"
+        assert capfd.readouterr().err == (
+            "\nSIGINT received: the run stops once its checkpoint is saved; a second Ctrl-C or SIGTERM stops it at "
+            "once, without saving\n")
+    with StopSignal() as quiet:  # the other processes of a torchrun job: rank 0 alone says it
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert quiet.received == "SIGTERM" and capfd.readouterr().err == ""
+
+
+def test_a_stop_signal_during_an_evaluation_is_acknowledged_before_it_ends(tmp_path, capfd):
+    """Ctrl-C during the evaluation after iteration 3: the line comes while it runs; the run stops after iteration 4."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=100, eval_interval=3)
+    model = _OneWeight()
+    optimizer = torch.optim.SGD([model.w], lr=0.0)
+    loss_fn = _ScriptedLoss()
+    loss_fn.optimizer = optimizer
+    batches = [(torch.ones(2, 3, 4, 4), [torch.zeros(0, 5)] * 2, [0, 1])] * 9
+    said_during_evaluation, saves = [], []
+
+    def evaluate(done):
+        os.kill(os.getpid(), signal.SIGINT)
+        said_during_evaluation.append(capfd.readouterr().err)
+
+    with pytest.raises(engine.TrainingInterrupted, match="SIGINT received: stopped after iteration 4"):
+        train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches, 0,
+              settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path), saves.append, evaluate)
+    assert saves == [4]
+    assert said_during_evaluation[0].endswith(
+        "\nSIGINT received: the run stops after this iteration or evaluation, once a checkpoint is saved; a second "
+        "Ctrl-C or SIGTERM stops it at once, without saving\n")
+
+
 class _OneWeight(nn.Module):
     """The smallest "detector": one weight, ``(loc [1, 1, 4], conf [1, 1, 2])`` that depend on it."""
 

@@ -6,6 +6,7 @@ saw.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -108,10 +109,16 @@ def check_finite(guard: NonFiniteGuard, model: nn.Module, done: int, ctx: Distri
 
 
 class StopSignal:
-    """Context manager: SIGINT/SIGTERM set ``received`` instead of killing the process; a second one kills."""
+    """Context manager: SIGINT/SIGTERM set ``received`` instead of killing the process; a second one kills.
 
-    def __init__(self) -> None:
+    ``notice``: what the run does after a first signal, written on stderr as it arrives (``"SIGINT received:
+    <notice>; a second ..."``), since an evaluation or a save may run on for minutes before the run stops; ``None`` on
+    the processes that say nothing (those of a torchrun job other than rank 0).
+    """
+
+    def __init__(self, notice: str | None = None) -> None:
         self.received: str | None = None
+        self.notice = notice
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignal":
@@ -128,6 +135,19 @@ class StopSignal:
             signal.signal(signum, self._previous[signum])
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
+        if self.notice:
+            _write_at_once(f"\n{self.received} received: {self.notice}; a second Ctrl-C or SIGTERM stops it at once, "
+                           "without saving\n")
+
+
+def _write_at_once(text: str) -> None:
+    """``text`` on stderr from a signal handler: one ``write`` on file descriptor 2, not through ``sys.stderr``, whose
+    buffer raises "reentrant call" when the signal came while the main code (a tqdm bar) was writing to it. A closed
+    stderr (a vanished terminal) drops the line: the run's own lines say how it stopped."""
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
 
 
 class Terminated(KeyboardInterrupt):
@@ -218,7 +238,8 @@ def train(
     stats_names: list[str] = []
     interval_start, interval_iters = time.perf_counter(), 0
     bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
-    with StopSignal() as stop, bar:
+    notice = "the run stops after this iteration or evaluation, once a checkpoint is saved" if ctx.is_main else None
+    with StopSignal(notice) as stop, bar:
         if evaluate is not None and evaluate_first:
             evaluate(start_iter)
             model.train()

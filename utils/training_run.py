@@ -210,7 +210,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     if not continues_logs and (earlier_logs := log.begin_new_run(setup.config["run_id"])):
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
     checkpoints.prepare(continues_checkpoint, args.eval_interval)
-    final_save = StopSignal()  # Ctrl-C or SIGTERM during the final save: the evaluation after it is skipped
+    # Ctrl-C or SIGTERM during the final save: the evaluation after it is skipped
+    final_save = StopSignal("the run stops once its final checkpoint is saved, before the evaluation" if ctx.is_main
+                            else None)
     stopped = train_to_the_end(args, device, ctx, log, setup, train_model, loader, settings, start_iter, checkpoints,
                                evaluation, final_save)
     if stopped is not None:
