@@ -237,3 +237,13 @@ def test_train_loop_switches_to_mutual_guidance_at_the_given_iteration(tmp_path)
     loss_fn = _ScriptedLoss()
     _run_loop(tmp_path, settings, loss_fn)
     assert loss_fn.guides == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("intervals, said", [(1, "mean over 1 log interval: "), (2, "mean over 2 log intervals: ")])
+def test_assignment_summary_counts_its_log_intervals(tmp_path, capsys, intervals, said):
+    log = RunLog(tmp_path)
+    for i in range(intervals):
+        log.metrics("train", {"iteration": 10 * (i + 1), "positives": 4.0 + i})
+    engine._log_stats_summary(["positives"], 10 * intervals, log)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"assignment statistics, {said}positives={4.0 + (intervals - 1) / 2:.3f}"

@@ -31,7 +31,7 @@ from utils.distributed import (
 )
 from utils.checkpoint import non_finite_entries
 from utils.logging import RunLog
-from utils.messages import preview_names
+from utils.messages import counted, preview_names
 from utils.loss.stats import stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
 
@@ -320,7 +320,7 @@ def _log_stats_summary(names: list[str], max_iter: int, log: RunLog) -> None:
         return
     summary = {name: sum(row[name] for row in logged) / len(logged) for name in names}
     log.metrics("assign_summary", {"iteration": max_iter, "log_intervals": len(logged)} | summary)
-    log.info(f"assignment statistics, mean over {len(logged)} log intervals: "
+    log.info(f"assignment statistics, mean over {counted(len(logged), 'log interval')}: "
              + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))
 
 
