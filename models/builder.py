@@ -1,9 +1,9 @@
 """`build_detector`: pick a backbone and a neck from two dicts, add the head, return a `Detector`."""
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
-from torch import nn
+from torch import Tensor, nn
 
 from models.backbones import ResNet18, VGG16BN
 from models.detector import Detector
@@ -22,14 +22,15 @@ MIN_SIZE = 128
 
 
 def build_detector(version: str, backbone: str, size: int, num_classes: int,
-                   pretrained: bool | str | os.PathLike | None = False) -> Detector:
+                   pretrained: bool | str | os.PathLike | Mapping[str, Tensor] | None = False) -> Detector:
     """Build `version` (fssd | retinanet | rfbnet | pafpn) on `backbone` (vgg16 | resnet18) for S x S input.
 
     size: the square input side, 320 or 512 in the paper; any multiple of 64 >= 128 works (smaller sizes suit
     quick CPU runs on the synthetic set). num_classes: foreground classes (VOC 20, COCO 80). Both are ints (NumPy
     integers too).
     pretrained: True = torchvision ImageNet backbone weights (weights API and cache), a path = a local torchvision
-    state dict, False/None = random init. Raises ValueError on an unknown choice, PretrainedWeightsError when the
+    state dict, a mapping = the weights ``models.pretrained.read_backbone_weights`` read from one, False/None =
+    random init. Raises ValueError on an unknown choice, PretrainedWeightsError when the
     weights cannot be loaded.
     """
     _check_choice("version", version, NECKS)

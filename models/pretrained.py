@@ -2,13 +2,20 @@
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from utils.messages import first_line, joined_lines, preview_names
+from utils.messages import first_line, preview_names
+
+
+# the prefix a wrapper of a model adds to every key of its state dict, and the wrapper: torchvision's files and
+# main.py's checkpoints hold the model's own keys
+WRAPPER_PREFIXES = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.": "torch.compile"}
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -33,19 +40,68 @@ def check_pretrained_file(source: str | os.PathLike, backbone_class: type[nn.Mod
         )
 
 
-def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathLike | None) -> None:
+def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Module]) -> dict[str, torch.Tensor]:
+    """Read the torchvision state dict ``source`` (``--pretrained PATH``, saved with torch.save) and check that it fits
+    ``backbone_class`` (e.g. ``ResNet18``) without building the backbone: every key present, with its shape, float and
+    finite values; only the keys under ``backbone_class.dropped_prefixes`` may be extra, and are left out of the
+    weights returned. main.py calls it before any data is read. Raises PretrainedWeightsError, one line naming the file
+    and the fix, for a file that is not such a state dict: missing, unreadable, not a dict, empty, a detector
+    checkpoint, a wrapped model's weights (DDP's ``module.`` keys), another backbone's."""
+    source = os.fspath(source)
+    check_pretrained_file(source, backbone_class)
+    try:
+        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download
+        raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
+                                     "objects other than tensors and plain values, which are not loaded); give "
+                                     "a torchvision state dict, or pass --no_pretrained") from error
+    except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
+        reason = error.strerror or first_line(error)
+        raise PretrainedWeightsError(f"--pretrained {source}: cannot read it ({reason}); check that the file is "
+                                     "readable (its permissions, the disk)") from error
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
+        raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
+                                     f"({type(error).__name__}: {first_line(error)}); give a torchvision state "
+                                     "dict, or pass --no_pretrained") from error
+    file_name = os.path.basename(backbone_class.imagenet_weights.url)
+    give = f"give a torchvision state dict (e.g. {file_name}), or pass --no_pretrained"
+    if not isinstance(state_dict, dict):
+        raise PretrainedWeightsError(f"--pretrained {source} holds a {type(state_dict).__name__}, not a state dict "
+                                     f"(torch.save(model.state_dict())); {give}")
+    if not state_dict:
+        raise PretrainedWeightsError(f"--pretrained {source} holds no weights (an empty state dict); {give}")
+    if {"model", "config"} <= state_dict.keys():
+        raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
+                                     f"a backbone's ImageNet weights: start from its weights with --init_from "
+                                     f"{source}, or continue its run with --resume {source}")
+    for prefix, wrapper in WRAPPER_PREFIXES.items():
+        if all(str(key).startswith(prefix) for key in state_dict):
+            raise PretrainedWeightsError(
+                f"--pretrained {source} holds the weights of a model wrapped by {wrapper}: every key starts with "
+                f"{prefix!r} (e.g. {next(iter(state_dict))!r}), which torchvision's files do not have; remove the "
+                f"prefix from every key: state = {{k.removeprefix({prefix!r}): v for k, v in state.items()}}, or "
+                "pass --no_pretrained")
+    with torch.device("meta"):  # the backbone's keys and shapes, without allocating or initialising its weights
+        layout = backbone_class().state_dict()
+    kept = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}")
+    _check_float_weights(kept, f"--pretrained {source} holds", "download it again", "give torchvision's float weights")
+    return kept
+
+
+def load_backbone_weights(backbone: nn.Module,
+                          pretrained: bool | str | os.PathLike | Mapping[str, torch.Tensor] | None) -> None:
     """Fill `backbone` with ImageNet weights, in place.
 
     pretrained: True = the backbone's torchvision ImageNet weights (downloaded once into torch.hub's cache);
-    a path = a torchvision-format state dict saved with torch.save; False/None = keep the random init.
-    Every backbone key must be present (strict); only the keys under `backbone.dropped_prefixes` may be extra.
-    Raises PretrainedWeightsError with a one-line message on a failed download, a missing file or a key mismatch.
+    a path = a torchvision-format state dict saved with torch.save (:func:`read_backbone_weights`); a mapping = the
+    weights :func:`read_backbone_weights` returned; False/None = keep the random init.
+    Every backbone key must be present with its shape (strict); only the keys under `backbone.dropped_prefixes` may be
+    extra. Raises PretrainedWeightsError with a one-line message on a failed download, a missing file or a mismatch.
     """
     if pretrained is None or pretrained is False:
         return
     if pretrained is True:
         weights = backbone.imagenet_weights
-        source = weights.url
         instead = "--pretrained PATH to a local state dict, or --no_pretrained to start from random weights"
         try:
             state_dict = weights.get_state_dict(progress=True, map_location="cpu")
@@ -60,50 +116,40 @@ def load_backbone_weights(backbone: nn.Module, pretrained: bool | str | os.PathL
                 f"({type(error).__name__}: {first_line(error)}): the file is damaged; delete it so that it is "
                 f"downloaded again, or pass {instead}"
             ) from error
+        kept = _fitting_weights(state_dict, backbone.state_dict(), type(backbone), weights.url)
+        # torchvision reads the cached file again on every run: only deleting it downloads anew
+        redownload = "delete it so that it is downloaded again"
+        _check_float_weights(kept, f"the cached ImageNet weights {cached_weights_path(weights.url)} hold", redownload,
+                             redownload)
+    elif isinstance(pretrained, Mapping):
+        kept = _fitting_weights(pretrained, backbone.state_dict(), type(backbone), "the backbone weights given")
     else:
-        source = os.fspath(pretrained)
-        check_pretrained_file(source, type(backbone))
-        try:
-            state_dict = torch.load(source, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download
-            raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
-                                         "objects other than tensors and plain values, which are not loaded); give "
-                                         "a torchvision state dict, or pass --no_pretrained") from error
-        except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
-            reason = error.strerror or first_line(error)
-            raise PretrainedWeightsError(f"--pretrained {source}: cannot read it ({reason}); check that the file is "
-                                         "readable (its permissions, the disk)") from error
-        except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
-            raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
-                                         f"({type(error).__name__}: {first_line(error)}); give a torchvision state "
-                                         "dict, or pass --no_pretrained") from error
-        if not isinstance(state_dict, dict):
-            raise PretrainedWeightsError(f"--pretrained {source}: expected a state dict "
-                                         f"(torch.save(model.state_dict())), got {type(state_dict).__name__}")
-        if {"model", "config"} <= state_dict.keys():
-            raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
-                                         f"a backbone's ImageNet weights: start from its weights with --init_from "
-                                         f"{source}, or continue its run with --resume {source}")
-    kept = {k: v for k, v in state_dict.items() if not k.startswith(backbone.dropped_prefixes)}
-    missing, unexpected = _key_mismatch(backbone, kept)
+        kept = read_backbone_weights(pretrained, type(backbone))
+    backbone.load_state_dict(kept, strict=True)
+
+
+def _fitting_weights(state_dict: Mapping[str, Any], layout: Mapping[str, torch.Tensor], backbone_class: type[nn.Module],
+                     source: str) -> dict[str, Any]:
+    """The entries of ``state_dict`` that ``backbone_class`` loads (those under its ``dropped_prefixes`` left out),
+    checked against its ``layout`` (its state dict, on any device): the same keys, each a tensor of its shape.
+    ``source`` names the weights in the PretrainedWeightsError."""
+    kept = {k: v for k, v in state_dict.items() if not str(k).startswith(backbone_class.dropped_prefixes)}
+    missing, unexpected = sorted(layout.keys() - kept.keys()), sorted(kept.keys() - layout.keys(), key=str)
     if missing or unexpected:
         raise PretrainedWeightsError(
-            f"{source} does not fit the {type(backbone).__name__} backbone: missing keys {missing[:5]}, "
+            f"{source} does not fit the {backbone_class.__name__} backbone: missing keys {missing[:5]}, "
             f"unexpected keys {unexpected[:5]}; expected the layout of torchvision's "
-            f"{os.path.basename(backbone.imagenet_weights.url)}"
+            f"{os.path.basename(backbone_class.imagenet_weights.url)}, or pass --no_pretrained"
         )
-    if pretrained is True:  # torchvision reads the cached file again on every run: only deleting it downloads anew
-        redownload = "delete it so that it is downloaded again"
-        _check_float_weights(kept, f"the cached ImageNet weights {cached_weights_path(source)} hold", redownload,
-                             redownload)
-    else:
-        _check_float_weights(kept, f"--pretrained {source} holds", "download it again",
-                             "give torchvision's float weights")
-    try:
-        backbone.load_state_dict(kept, strict=True)
-    except RuntimeError as error:  # a tensor of the wrong shape
-        raise PretrainedWeightsError(f"{source} does not fit the {type(backbone).__name__} backbone: "
-                                     f"{joined_lines(error)}") from error
+    for key, expected in layout.items():
+        found = kept[key]
+        if not isinstance(found, torch.Tensor) or found.shape != expected.shape:
+            held = f"shape {tuple(found.shape)}" if isinstance(found, torch.Tensor) else f"a {type(found).__name__}"
+            raise PretrainedWeightsError(
+                f"{source} does not fit the {backbone_class.__name__} backbone: size mismatch for {key}: it holds "
+                f"{held}, the backbone takes shape {tuple(expected.shape)}; expected the layout of torchvision's "
+                f"{os.path.basename(backbone_class.imagenet_weights.url)}, or pass --no_pretrained")
+    return kept
 
 
 def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, fix_damaged: str,
@@ -123,9 +169,3 @@ def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, f
     if non_finite:
         raise PretrainedWeightsError(f"{file_holds} NaN/inf weights ({preview_names(non_finite, 3)}): the file is "
                                      f"damaged; {fix_damaged}, or pass --no_pretrained")
-
-
-def _key_mismatch(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """(missing keys, unexpected keys) of `state_dict` against `module.state_dict()`, each sorted."""
-    expected = set(module.state_dict())
-    return sorted(expected - state_dict.keys()), sorted(state_dict.keys() - expected)

@@ -34,6 +34,7 @@ from utils.run_flags import (
     take_evaluation_settings_from_checkpoint,
     take_run_from_checkpoint,
 )
+from models.backbones import ResNet18
 from utils.training_setup import check_training_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1173,3 +1174,64 @@ def test_a_ctrl_c_that_the_process_was_started_ignoring_stays_ignored():
     result = subprocess.run([sys.executable, "-c", HANDLERS_WHILE_LOADING], cwd=ROOT, capture_output=True, text=True,
                             timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert (result.returncode, result.stdout, result.stderr) == (0, "True stop_before_the_run\n", "")
+
+
+def resnet18_keys(prefix: str = "") -> dict[str, torch.Tensor]:
+    """torchvision resnet18's state dict keys, each with a 1-value tensor (the keys are what is checked first)."""
+    import torchvision
+
+    return {prefix + key: torch.zeros(1) for key in torchvision.models.resnet18().state_dict()}
+
+
+@pytest.mark.parametrize("content, backbone, problem", [
+    (lambda: {"model": {}, "config": {}, "iteration": 3}, "resnet18",
+     "is a detector checkpoint (main.py saves these), not a backbone's ImageNet weights: start from its weights with "
+     "--init_from {path}, or continue its run with --resume {path}"),
+    (resnet18_keys, "vgg16", "does not fit the VGG16BN backbone: missing keys ['features.0.bias'"),
+    (lambda: resnet18_keys("module."), "resnet18",
+     "holds the weights of a model wrapped by DistributedDataParallel (or DataParallel): every key starts with "
+     "'module.' (e.g. 'module.conv1.weight'), which torchvision's files do not have; remove the prefix from every "
+     "key: state = {{k.removeprefix('module.'): v for k, v in state.items()}}, or pass --no_pretrained"),
+    (dict, "resnet18", "holds no weights (an empty state dict); give a torchvision state dict (e.g. "
+                     "resnet18-f37072fd.pth), or pass --no_pretrained"),
+    (lambda: [torch.zeros(1)], "resnet18", "holds a list, not a state dict (torch.save(model.state_dict())); give a "
+                                   "torchvision state dict (e.g. resnet18-f37072fd.pth), or pass --no_pretrained"),
+])
+def test_pretrained_weights_that_do_not_fit_stop_before_the_data_is_read(content, backbone, problem, tmp_path,
+                                                                         monkeypatch, capsys):
+    """The file's content was read when the model was built, after both splits were read (minutes on VOC or COCO):
+    only a missing file or a folder was refused before."""
+    monkeypatch.setattr(training_run, "build_training", lambda *_: pytest.fail("the data was read"))
+    weights = tmp_path / "weights.pth"
+    torch.save(content(), weights)
+    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
+               "--eval_dir", str(tmp_path / "e")]
+    assert cli.main(parse("--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu",
+                          "--backbone", backbone, "--pretrained", str(weights), *folders)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --pretrained {weights} ") and err.count("\n") == 1
+    assert problem.format(path=weights) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
+def test_pretrained_weights_are_read_once_and_given_to_the_model(tmp_path, monkeypatch):
+    """check_training_flags reads and checks the file before the data; the model is built from what it read."""
+    import torchvision
+
+    from models.pretrained import read_backbone_weights
+    from utils.distributed import DistributedContext
+
+    state = torchvision.models.resnet18().state_dict()
+    weights = tmp_path / "resnet18.pth"
+    torch.save(state, weights)
+    args = parse("--dataset", "shapes", "--pretrained", str(weights), "--save_folder", str(tmp_path / "w"),
+                 "--run_dir", str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e"))
+    fill_dataset_defaults(args)
+    read = check_training_flags(args, torch.device("cpu"), DistributedContext(), tmp_path / "w" / "x.pth",
+                                tmp_path / "r")
+    assert read.keys() == read_backbone_weights(weights, ResNet18).keys() == state.keys() - {"fc.weight", "fc.bias"}
+    weights.unlink()  # not read again
+    from utils.training_setup import build_detector_fetching_once
+
+    model = build_detector_fetching_once(args, 3, DistributedContext(), read)
+    assert all(torch.equal(value, state[key]) for key, value in model.backbone.state_dict().items())

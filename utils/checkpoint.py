@@ -32,6 +32,7 @@ import torch
 from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
+from models.pretrained import WRAPPER_PREFIXES
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.messages import counted, first_line, preview_names
 from utils.names import folded_name, same_classes
@@ -53,8 +54,6 @@ _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 # BatchNorm's count of training batches: the one integer tensor of a model's state dict
 _BATCH_COUNTER = "num_batches_tracked"
-# the prefix a wrapper of the model adds to every key of its state dict, and the wrapper; main.py saves the model's own
-_WRAPPER_PREFIXES = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.": "torch.compile"}
 # the end of the message for a checkpoint whose content main.py never writes
 _EDITED = "it was edited or damaged: use a checkpoint as main.py saved it"
 
@@ -262,10 +261,10 @@ def _check_architecture_config(path: Path, config: Mapping[str, Any]) -> None:
 
 
 def _check_unwrapped(path: Path, model_state: Mapping[str, Any]) -> None:
-    """Refuse the weights of a wrapped model (every key with the prefix of :data:`_WRAPPER_PREFIXES`, e.g. DDP's
+    """Refuse the weights of a wrapped model (every key with the prefix of :data:`WRAPPER_PREFIXES`, e.g. DDP's
     ``module.``), which another script saved from the wrapper: every reader would find none of the model's keys,
     only after reading the dataset; the message says how to remove the prefix."""
-    for prefix, wrapper in _WRAPPER_PREFIXES.items():
+    for prefix, wrapper in WRAPPER_PREFIXES.items():
         if model_state and all(str(key).startswith(prefix) for key in model_state):
             raise CheckpointError(
                 f"{path} holds the weights of a model wrapped by {wrapper}: every key of 'model' starts with "

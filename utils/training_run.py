@@ -146,7 +146,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                        run_dir: Path, init_state: dict | None, resume_state: dict | None,
                        resumed_with: str = "") -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
-    check_training_flags(args, device, ctx, checkpoint_path, run_dir)
+    backbone_weights = check_training_flags(args, device, ctx, checkpoint_path, run_dir)
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
     # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
     # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)
@@ -168,7 +168,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                  f"from its files; run the command from {saved_in} to continue them")
     checkpoint_state = resume_state if resume_state is not None else init_state
     class_order = None if checkpoint_state is None else checkpoint_state["class_names"]  # the same classes as trained
-    setup = build_training(args, device, ctx, log, class_order)
+    setup = build_training(args, device, ctx, log, class_order, backbone_weights)
     if resume_path is not None:
         start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)
     else:  # a new run: its id marks its checkpoints and its run folder

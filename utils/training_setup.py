@@ -14,7 +14,7 @@ from data.loader import iterations_per_epoch
 from models import PretrainedWeightsError, build_detector
 from models.builder import BACKBONES
 from models.memory_format import prefers_channels_last
-from models.pretrained import check_pretrained_file
+from models.pretrained import read_backbone_weights
 from utils.best_checkpoint import is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -111,16 +111,16 @@ def precision_name(amp_dtype: torch.dtype | None) -> str | None:
 
 
 def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                         checkpoint_path: Path, run_dir: Path) -> None:
+                         checkpoint_path: Path, run_dir: Path) -> dict[str, torch.Tensor] | None:
     """Before any data is read: a ``ValueError`` when the folders the run writes (``checkpoint_path``'s, ``run_dir``,
     the evaluation's; checked on rank 0) cannot be written, or the flags do not fit this device or a given
-    ``--max_iter``; a ``PretrainedWeightsError`` when ``--pretrained PATH`` is no file."""
+    ``--max_iter``; a ``PretrainedWeightsError`` when ``--pretrained PATH`` is not the backbone's state dict
+    (:func:`read_backbone_weights`). Returns the weights read from ``--pretrained PATH`` for
+    :func:`build_training` (None without a path)."""
     if ctx.is_main:  # found now, not at the first save or the evaluation hours later
         check_writable_folder(checkpoint_path.parent, "--save_folder")
         check_writable_folder(run_dir, "--run_dir")
         check_writable_folder(eval_folder(args, args.name), "--eval_dir")
-    if isinstance(args.pretrained, str):  # read when the model is built, after the data
-        check_pretrained_file(args.pretrained, BACKBONES[args.backbone])
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
@@ -132,6 +132,9 @@ def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: Di
                          "add --sync_bn under torchrun with several GPUs")
     if args.max_iter:  # known without the data: refused before it is read (or the shapes set generated)
         check_run_length(args, args.max_iter)
+    if not isinstance(args.pretrained, str):
+        return None
+    return read_backbone_weights(args.pretrained, BACKBONES[args.backbone])  # not after the data: minutes on VOC
 
 
 def check_resumed_flags(path: Path, state: dict, args: argparse.Namespace, ctx: DistributedContext,
@@ -174,12 +177,14 @@ class TrainingSetup:
 
 
 def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
-                   class_order: list[str] | None = None) -> TrainingSetup:
+                   class_order: list[str] | None = None,
+                   backbone_weights: dict[str, torch.Tensor] | None = None) -> TrainingSetup:
     """The splits (checked to fit training, :func:`check_splits`, before the model is built), the run's length, then
     the detector, anchors, criterion, optimizer and AMP scaler that ``args`` ask for on ``device``; seeded by
     ``--seed``. ``class_order``: the ``--resume`` or ``--init_from`` checkpoint's class names, the order of a COCO
     layout's labels when its training json names the same classes in another order or under other ids (the test
-    split takes the training split's)."""
+    split takes the training split's). ``backbone_weights``: those :func:`check_training_flags` read from
+    ``--pretrained PATH``."""
     torch.manual_seed(args.seed)
     dataset = make_dataset(args, "train", args.size, train=True, class_order=class_order)
     for note in dataset.notes:
@@ -196,7 +201,7 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
                  f"({counted(max_iter, 'iteration')}): only the final evaluation runs, and the best "
                  "checkpoint is the final model; lower --eval_interval to evaluate during training")
 
-    model = build_detector_fetching_once(args, dataset.num_classes, ctx).to(device)
+    model = build_detector_fetching_once(args, dataset.num_classes, ctx, backbone_weights).to(device)
     amp_dtype = amp_dtype_for(args.amp, device)
     channels_last = prefers_channels_last(device, amp_dtype)
     if channels_last:
@@ -211,15 +216,17 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
                          optimizer, scaler, config)
 
 
-def build_detector_fetching_once(args: argparse.Namespace, num_classes: int,
-                                 ctx: DistributedContext) -> torch.nn.Module:
+def build_detector_fetching_once(args: argparse.Namespace, num_classes: int, ctx: DistributedContext,
+                                 backbone_weights: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """``build_detector`` as ``args`` ask. With torchvision's ImageNet weights (``--pretrained`` by default) under
     ``torchrun``, each machine's first process (``LOCAL_RANK`` 0) builds it first, downloading the weights into
     torch.hub's cache, and the other processes then read that file: started together, every process found no file
     and downloaded it (N times the traffic, N progress bars). Raises :class:`PretrainedWeightsError` on every process
-    when one could not get the weights."""
+    when one could not get the weights. ``backbone_weights``: those read from ``--pretrained PATH``
+    (:func:`check_training_flags`), which the backbone starts from instead of reading the file again."""
     def build() -> torch.nn.Module:
-        return build_detector(args.version, args.backbone, args.size, num_classes, pretrained=args.pretrained)
+        pretrained = args.pretrained if backbone_weights is None else backbone_weights
+        return build_detector(args.version, args.backbone, args.size, num_classes, pretrained=pretrained)
 
     if not (ctx.is_distributed and args.pretrained is True):
         return build()
