@@ -88,7 +88,7 @@ from utils.distributed import (  # noqa: E402
 )
 from utils.engine import Terminated, termination_as_interrupt  # noqa: E402
 from utils.export import export_onnx  # noqa: E402
-from utils.inference import evaluate_results_file, format_metrics, results_to_score  # noqa: E402
+from utils.inference import evaluate_results_file, format_metrics, results_to_score, summary_beside  # noqa: E402
 from utils.logging import RunLog  # noqa: E402
 from utils.messages import counted, first_line  # noqa: E402
 from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset  # noqa: E402
@@ -114,7 +114,6 @@ from utils.run_flags import (  # noqa: E402
     expand_home,
     fill_dataset_defaults,
     requested_architecture,
-    summary_beside,
     take_architecture_from_checkpoint,
     take_dataset_from_summary,
     take_evaluation_settings_from_checkpoint,

@@ -20,6 +20,7 @@ from utils.box import PriorBox
 from utils.inference import (
     evaluate_detections, evaluate_results_file, gather_detections, remove_earlier_results, run_inference,
 )
+from utils.files import replace_text
 from utils.postprocess import PostProcessor
 
 SIZE, NUM_CLASSES, NUM_IMAGES = 64, 3, 7
@@ -474,3 +475,39 @@ def test_an_evaluation_keeps_its_own_results_file_that_the_folder_lists_under_an
     assert remove_earlier_results(tmp_path, keep=kept, patterns=("comp4_det_test_*.txt",)) == []
     assert earlier.is_file() and (tmp_path / name).samefile(earlier)
     assert evaluate_results_file(tmp_path, voc)["mAP"] == written["mAP"]
+
+
+def test_eval_results_refuses_a_folder_whose_evaluation_did_not_finish_writing(tmp_path, monkeypatch):
+    """An evaluation whose writing failed after its first class file (a full disk) left that file beside the earlier
+    evaluation's other files and its summary.json: --eval_results scored the mix as one evaluation without a word."""
+    import errno
+
+    import data.voc_eval
+
+    dataset, detections, _ = voc_evaluation(tmp_path)
+    written = []
+
+    def full_disk_after_one_file(path, text):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        replace_text(path, text)
+
+    monkeypatch.setattr(data.voc_eval, "replace_text", full_disk_after_one_file)
+    fewer = [{key: value[:1] for key, value in d.items()} for d in detections]
+    with pytest.raises(OSError, match="No space left on device"):
+        evaluate_detections(dataset, fewer, tmp_path, run_info={"split": "test"})
+    assert written == [tmp_path / "comp4_det_test_circle.txt"]
+    summary = tmp_path / "summary.json"
+    with pytest.raises(ValueError) as error:
+        evaluate_results_file(tmp_path, dataset)
+    assert str(error.value) == (
+        f"--eval_results {tmp_path}: {summary} records an evaluation that did not finish writing its results there "
+        "(stopped by a full disk, a refused write or a crash, or still running), so the folder may hold a mix of its "
+        "files and an earlier evaluation's; evaluate the checkpoint again (--trained_model), which writes the folder "
+        "whole, or wait for the one still running")
+
+    monkeypatch.undo()  # writing again completes the folder: it is scored
+    metrics = evaluate_detections(dataset, fewer, tmp_path, run_info={"split": "test"})
+    assert json.loads(summary.read_text())["complete"] is True
+    assert json.dumps(evaluate_results_file(tmp_path, dataset)) == json.dumps(metrics)

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -432,6 +433,25 @@ def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, ca
     assert cli.main(parse("--eval_results", str(folder))) == 2
     assert (f"{folder / 'summary.json'} names no dataset (no 'evaluated_with' entry), so the dataset the results are "
             "of is unknown; give --dataset") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--dataset", "custom"]])
+def test_eval_results_of_a_folder_whose_evaluation_did_not_finish_stops_before_the_data_is_read(extra, tmp_path,
+                                                                                               monkeypatch, capsys):
+    """A custom dataset's test split is read before its results are (minutes on a large COCO-layout set): the folder's
+    summary.json, which says its evaluation did not finish writing, is read first."""
+    monkeypatch.setattr(cli, "make_dataset", lambda *_, **__: pytest.fail("the dataset was read"))
+    folder = tmp_path / "eval" / "CUSTOM"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"complete": False, "evaluated_with": {
+        "dataset": "custom", "data_root": str(tmp_path / "data")}}))
+    (folder / "detections_test_results.json").write_text("[]")
+    assert cli.main(parse("--eval_results", str(folder), "--data_root", str(tmp_path / "data"), *extra)) == 2
+    assert capsys.readouterr().err == (
+        f"error: --eval_results {folder}: {folder / 'summary.json'} records an evaluation that did not finish writing "
+        "its results there (stopped by a full disk, a refused write or a crash, or still running), so the folder may "
+        "hold a mix of its files and an earlier evaluation's; evaluate the checkpoint again (--trained_model), which "
+        "writes the folder whole, or wait for the one still running\n")
 
 
 def test_eval_results_of_the_folder_above_named_runs_names_their_folders(tmp_path, monkeypatch, capsys):

@@ -192,8 +192,11 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
     else:
         raise ValueError(f"evaluate_detections: dataset.kind={dataset.kind!r}; expected 'voc' or 'coco'")
     with one_writer(out_dir):  # the folder holds one evaluation's files, whatever else evaluates at the time
+        # marked incomplete until every file is written: a write that fails partway (a full disk) leaves a folder that
+        # --eval_results refuses (check_complete_results), not a mix of files scored as one evaluation
+        write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset), complete=False)
         remove_earlier_results(out_dir, keep=write_results())
-        write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset))
+        write_summary(out_dir / "summary.json", metrics, run_info, num_images=len(dataset), complete=True)
     print(report)
     return metrics
 
@@ -225,8 +228,9 @@ def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
     the results, replacing the curves files an earlier evaluation left there (the results files themselves are left
     as they are); a folder that cannot be written gets a ``warning:`` line on stderr instead, the scores unchanged."""
     path = results_to_score(path, dataset.kind)
+    check_complete_results(path)
     folder = path if dataset.kind == "voc" else path.parent
-    if note := changed_split_note(folder / "summary.json", len(dataset)):
+    if note := changed_split_note(summary_beside(path), len(dataset)):
         print(f"warning: --eval_results {path}: {note}", file=sys.stderr)
     if dataset.kind == "voc":
         metrics, curves = evaluate_voc_with_curves(read_voc_results(path, dataset.image_ids, dataset.class_names),
@@ -246,6 +250,29 @@ def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
               f"({error.filename or folder}: {error.strerror or error}); the scores above are unaffected",
               file=sys.stderr)
     return metrics
+
+
+def summary_beside(results: Path) -> Path:
+    """The ``summary.json`` that the evaluation which wrote the results ``results`` (its folder, or a file in it)
+    wrote beside them."""
+    return (results if results.is_dir() else results.parent) / "summary.json"
+
+
+def check_complete_results(results: Path) -> None:
+    """``--eval_results``: a ``ValueError`` naming the ``summary.json`` beside ``results`` (an evaluation's folder, or
+    a file in it) when it records an evaluation that did not finish writing its files there (``"complete": false``,
+    see :func:`evaluate_detections`). A folder without a ``summary.json`` (another tool's results) or one written
+    before the entry existed passes."""
+    summary_file = summary_beside(results)
+    try:
+        complete = json.loads(summary_file.read_text(encoding="utf-8")).get("complete", True)
+    except (OSError, ValueError, AttributeError):
+        return
+    if complete is False:
+        raise ValueError(f"--eval_results {results}: {summary_file} records an evaluation that did not finish writing "
+                         "its results there (stopped by a full disk, a refused write or a crash, or still running), so "
+                         "the folder may hold a mix of its files and an earlier evaluation's; evaluate the checkpoint "
+                         "again (--trained_model), which writes the folder whole, or wait for the one still running")
 
 
 def changed_split_note(summary_file: Path, num_images: int) -> str | None:
@@ -309,11 +336,13 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value)
 
 
-def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int) -> Path:
+def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int, complete: bool) -> Path:
     """``summary.json``: dataset, split, the data flags it was evaluated with (``evaluated_with``: dataset, data_root,
-    classes, skip_unknown_classes, which ``--eval_results`` reuses), model config, checkpoint, date, image count and
-    every metric (NaN -> null)."""
+    classes, skip_unknown_classes, which ``--eval_results`` reuses), model config, checkpoint, date, image count,
+    every metric (NaN -> null) and ``complete``: whether the folder holds every results file of the evaluation
+    (false while they are written)."""
     summary = {
+        "complete": complete,
         "dataset": run_info.get("dataset"),
         "split": run_info.get("split"),
         "evaluated_with": run_info.get("evaluated_with"),

@@ -26,7 +26,7 @@ from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
 from utils.demo import DEFAULT_SCORE_THRESH
-from utils.inference import RESULTS_FILE_PATTERNS
+from utils.inference import RESULTS_FILE_PATTERNS, check_complete_results, summary_beside
 from utils.messages import counted, exact_number, first_line
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
@@ -318,14 +318,16 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
     """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
     ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
     (its ``evaluated_with``). Returns what was taken, for the log ("" when ``--dataset`` is given). Raises
-    ``ValueError`` when the results path does not exist, or without ``--dataset`` when the ``summary.json`` is
-    missing, unreadable or names no dataset."""
+    ``ValueError`` when the results path does not exist or its ``summary.json`` records an evaluation that did not
+    finish writing them, or without ``--dataset`` when the ``summary.json`` is missing, unreadable or names no
+    dataset."""
     results = Path(args.eval_results)
     if not results.exists():
         raise ValueError(f"--eval_results {results}: no such file or folder; give the eval/<DATASET> folder an "
                          "evaluation wrote (or its results file)")
     summary_file = summary_beside(results)
     check_not_above_evaluations(results)
+    check_complete_results(results)  # before the test split is read
     if args.dataset is not None:
         return ""
     taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
@@ -340,12 +342,6 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
         raise ValueError(f"--eval_results {results}: {summary_file} {problem}, so the dataset the results are of is "
                          "unknown; give --dataset (and --data_root, --classes as the evaluation had them)")
     return f"{', '.join(taken)} (from {summary_file})"
-
-
-def summary_beside(results: Path) -> Path:
-    """The ``summary.json`` that the evaluation which wrote the results ``results`` (its folder, or a file in it)
-    wrote beside them."""
-    return (results if results.is_dir() else results.parent) / "summary.json"
 
 
 def check_not_above_evaluations(results: Path) -> None:
