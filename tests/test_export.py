@@ -33,7 +33,7 @@ def random_images(batch: int, seed: int) -> torch.Tensor:
 
 def test_decode_graph_matches_pytorch_for_any_batch(checkpoint, detector, tmp_path, capsys):
     path = export_onnx(checkpoint, tmp_path / "model.onnx", opset=17)
-    assert path == tmp_path / "model.onnx"
+    assert path == tmp_path / "model.onnx" and list(tmp_path.iterdir()) == [path]  # no temporary file left
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version == 17
@@ -153,3 +153,28 @@ def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
     for opset in (10, 21):
         with pytest.raises(ValueError, match=rf"--opset {opset} is not supported; use 11..20"):
             export_onnx(checkpoint, tmp_path / "x.onnx", opset=opset)
+
+
+@pytest.mark.parametrize("step", ["onnx.checker", "onnxruntime"])
+def test_ctrl_c_during_the_checks_leaves_no_unchecked_file(step, checkpoint, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in onnx.checker or the onnxruntime comparison, after the graph was written to --export_path: main.py
+    said the export stopped 'before it had anything to save' beside a complete, unchecked .onnx file (and one cut in
+    its write was left as it was). The file is now checked before it takes its name; an earlier export stays."""
+    import main as cli
+    import utils.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if step == "onnx.checker":
+        monkeypatch.setattr(onnx.checker, "check_model", interrupted)
+    else:
+        monkeypatch.setattr(utils.export, "onnx_max_abs_diff", interrupted)
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"an earlier export")
+    argv = ["--trained_model", str(checkpoint), "--export", "onnx", "--device", "cpu", "--export_path", str(target)]
+    assert cli.main(cli.get_args_parser().parse_args(argv)) == 130
+    assert capsys.readouterr().err.endswith("interrupted (Ctrl-C) before it had anything to save; run the same "
+                                            "command again\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]
+    assert target.read_bytes() == b"an earlier export"

@@ -66,12 +66,15 @@ def test_export_to_a_full_disk_is_one_line_and_exit_1(tmp_path, capsys):
         pytest.skip("needs /dev/full (always full)")
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
     target = tmp_path / "tiny.onnx"
-    target.symlink_to("/dev/full")
+    target.write_bytes(b"an earlier export")
+    # the graph is written to a temporary file beside it, then renamed: that file is the one on the full disk here
+    (tmp_path / f".tiny.onnx.tmp{os.getpid()}").symlink_to("/dev/full")
     assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--export_path", str(target),
                     "--workers", "0") == 1
     assert capsys.readouterr().err == (f"error: {target}: No space left on device; free space or fix the folder, "
                                        "then run again\n")
-    assert not target.is_symlink()  # the partial file is removed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.onnx", "tiny.pth"]  # the partial file removed
+    assert target.read_bytes() == b"an earlier export"
 
 
 def test_architecture_flags_given_with_demo_or_export_must_match_the_checkpoint(tmp_path, capsys):

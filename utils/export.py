@@ -129,32 +129,49 @@ def export_onnx(
         output_names = ["boxes", "scores"]
         dynamic_axes = {"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, detector.size, detector.size)
+    # written and checked under a temporary name, then renamed: a failure or Ctrl-C before the rename leaves no
+    # partial or unchecked file at ``path`` (an earlier export there stays)
+    unchecked = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        _write_graph(graph, unchecked, path, detector.size, opset, output_names, dynamic_axes)
+        notes = _check_graph(unchecked, graph, detector.size, opset, include_nms)
+        os.replace(unchecked, path)
+    finally:
+        unchecked.unlink(missing_ok=True)
+    print(f"export: wrote {path} ({', '.join(notes)})", file=sys.stderr)
+    return path
+
+
+def _write_graph(graph: DecodedDetector, file: Path, path: Path, size: int, opset: int, output_names: list[str],
+                 dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Write ``graph`` (input ``images [B, 3, size, size]``) as ONNX to ``file``; an ``OSError`` without a file
+    name (a full disk) names ``path``, the file the user asked for."""
+    example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
-        try:
-            with naming_file(path):  # a full disk: one line naming the file, not a traceback
-                torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset,
-                                  input_names=["images"], output_names=output_names, dynamic_axes=dynamic_axes)
-        except OSError:
-            path.unlink(missing_ok=True)  # a partial file is not a model
-            raise
+        with naming_file(path):  # a full disk: one line naming the file, not a traceback
+            torch.onnx.export(graph, (example,), str(file), dynamo=False, opset_version=opset, input_names=["images"],
+                              output_names=output_names, dynamic_axes=dynamic_axes)
+
+
+def _check_graph(file: Path, graph: DecodedDetector, size: int, opset: int, include_nms: bool) -> list[str]:
+    """Check the ONNX ``file`` written from ``graph`` with ``onnx.checker`` and, without NMS and with onnxruntime
+    installed, compare its outputs with PyTorch's on two random images; returns the notes of the export's line."""
     import onnx
 
-    onnx.checker.check_model(str(path))
-    notes = [f"opset {opset}", f"input images [B, 3, {detector.size}, {detector.size}]", "onnx.checker passed"]
+    onnx.checker.check_model(str(file))
+    notes = [f"opset {opset}", f"input images [B, 3, {size}, {size}]", "onnx.checker passed"]
     if include_nms:
         notes.append("not compared with PyTorch (the NMS graph's output sizes depend on the scores)")
     elif _installed("onnxruntime"):
-        images = torch.randn(2, 3, detector.size, detector.size, generator=torch.Generator().manual_seed(0)) * 60
-        notes.append(f"max abs diff vs PyTorch {onnx_max_abs_diff(path, graph, images):.2e} on 2 random images")
+        images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)) * 60
+        notes.append(f"max abs diff vs PyTorch {onnx_max_abs_diff(file, graph, images):.2e} on 2 random images")
     else:
         notes.append("not compared with PyTorch: pip install onnxruntime to check the file's outputs")
-    print(f"export: wrote {path} ({', '.join(notes)})", file=sys.stderr)
-    return path
+    return notes
 
 
 def run_onnx(path: str | os.PathLike, images: Tensor) -> list[np.ndarray]:
