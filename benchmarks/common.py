@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import platform
 import re
 import subprocess
@@ -135,13 +136,15 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def positive_float(text: str) -> float:
-    """An argparse ``type``: a number > 0, else argparse's one-line error naming the flag."""
+    """An argparse ``type``: a finite number > 0, else argparse's one-line error naming the flag."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    if math.isinf(value):  # an infinite scale or time: no count to make, no end to wait for
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 

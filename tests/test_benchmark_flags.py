@@ -62,6 +62,10 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("loader_workers", ["--size", "200"], "argument --size: 200 is not an input size"),
     ("loader_workers", ["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
     ("data_scale", ["--root", "x", "--scale", "0"], "argument --scale: must be above 0, got 0"),
+    # an infinite scale crashed converting counts to integers, infinite seconds never ended the measurement
+    ("data_scale", ["--root", "x", "--scale", "inf"], "argument --scale: must be a finite number, got inf"),
+    ("coco_build", ["--root", "x", "--scale", "Infinity"], "argument --scale: must be a finite number, got Infinity"),
+    ("data_loading", ["--seconds", "inf"], "argument --seconds: must be a finite number, got inf"),
     ("data_scale", ["--scale", "0.1"], "the following arguments are required: --root"),
     ("coco_build", ["--root", "x", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
     ("coco_build", ["--root", "x", "--profile", "-1"], "argument --profile: must be at least 0, got -1"),
