@@ -12,10 +12,12 @@ Rows:
   runs after warm-up; onnxruntime runs on the CPU (``CPUExecutionProvider``), so compare it with the CPU rows.
 
 The weights are random (speed does not depend on them). Prints the CPU / GPU model, the date and the versions.
+Needs the optional export packages onnx and onnxruntime (``pip install -r requirements-export.txt``).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import tempfile
@@ -24,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +54,18 @@ def timed(function: Callable[[], object], repeats: int, warmup: int, device: tor
     return statistics.median(call_latencies(function, device, warmup, repeats))
 
 
+def missing_export_packages() -> list[str]:
+    """Which of the export packages this benchmark needs (onnx to write the file, onnxruntime to run it) do not
+    import."""
+    missing = []
+    for package in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", default="fssd", choices=list(NECKS))
@@ -65,6 +78,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args()
     device = device_flag(parser, args.device)
+    if missing := missing_export_packages():
+        parser.error(f"the export benchmark needs the {' and '.join(map(repr, missing))} "
+                     f"package{'s' if len(missing) > 1 else ''}; install with `pip install -r requirements-export.txt`")
+    import onnxruntime
+
     torch.manual_seed(0)
 
     rows = []

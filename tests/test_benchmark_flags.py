@@ -28,8 +28,7 @@ UTC_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"  # benchmarks.common.utc_stamp: eve
 
 
 def run_script(name: str, flags: list[str], monkeypatch) -> None:
-    if name == "demo_export":
-        pytest.importorskip("onnxruntime")
+    if name == "demo_export":  # imports without onnx and onnxruntime: it names them when it needs them
         from benchmarks import demo_export
         main = demo_export.main
     else:
@@ -185,7 +184,24 @@ def test_voc_results_files_times_both_ways_and_checks_the_round_trip(monkeypatch
     assert checked == "read back = written detections: yes"
 
 
+@pytest.mark.parametrize("missing", [["onnx", "onnxruntime"], ["onnxruntime"]])
+def test_demo_export_without_the_export_packages_names_the_pip_command_before_any_work(missing, monkeypatch, capsys):
+    for package in missing:
+        monkeypatch.setitem(sys.modules, package, None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("demo_export", ["--size", "128", "--images", "1", "--batch_sizes", "1", "--device", "cpu"],
+                   monkeypatch)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err and "demo:" not in captured.err  # no demo ran
+    names = " and ".join(f"'{package}'" for package in missing)
+    assert captured.err.strip().splitlines()[-1] == (
+        f"demo_export.py: error: the export benchmark needs the {names} "
+        f"package{'s' if len(missing) > 1 else ''}; install with `pip install -r requirements-export.txt`")
+
+
 def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeypatch, capsys):
+    pytest.importorskip("onnxruntime", reason="the export benchmark needs onnxruntime (requirements-export.txt)")
     flags = ["--size", "128", "--images", "1", "--batch_sizes", "1", "--repeats", "1", "--device", "cpu"]
     run_script("demo_export", flags, monkeypatch)
     out = capsys.readouterr().out

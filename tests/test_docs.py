@@ -5,7 +5,6 @@ import argparse
 import contextlib
 import functools
 import importlib
-import importlib.util
 import io
 import re
 import shlex
@@ -46,7 +45,6 @@ FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 # flags of other programs that the pages show (torchrun, timeout, pip)
 OTHER_PROGRAMS_FLAGS = {"--nproc_per_node", "--foreground", "--no-deps", "--only-binary", "--python-version",
                         "--implementation", "--platform", "--no-index", "--target"}
-OPTIONAL_DEPENDENCIES = {"demo_export": ("onnxruntime",)}
 SCRIPT = re.compile(r"(?:^|\s)(?:main\.py|benchmarks/(\w+)\.py)(?=\s|$)")
 
 
@@ -94,14 +92,13 @@ def test_every_repository_path_named_exists():
 
 @functools.cache
 def project_parsers() -> dict[str, argparse.ArgumentParser]:
-    """main.py's and every benchmark script's argument parser, by script name (``main`` or the benchmark's); a
-    script whose optional dependency is not installed (demo_export.py without onnxruntime) is left out."""
+    """main.py's and every benchmark script's argument parser, by script name (``main`` or the benchmark's); every
+    script imports without the optional packages (demo_export.py asks for onnx and onnxruntime once it runs)."""
     import main
 
     parsers = {"main": main.get_args_parser()}
     for script in sorted((REPO / "benchmarks").glob("*.py")):
-        if script.stem == "common" or any(importlib.util.find_spec(package) is None
-                                          for package in OPTIONAL_DEPENDENCIES.get(script.stem, ())):
+        if script.stem == "common":
             continue
         module = importlib.import_module(f"benchmarks.{script.stem}")
         if hasattr(module, "get_args_parser"):
