@@ -76,6 +76,7 @@ from models.fold import fold_batchnorm  # noqa: E402
 from models.memory_format import memory_format  # noqa: E402
 from tests.mg_reference import random_targets, reference_multibox_loss  # noqa: E402
 from utils.box import PriorBox  # noqa: E402
+from utils.checkpoint import check_writable_folder  # noqa: E402
 from utils.cuda_graph import CUDAGraphDetector  # noqa: E402
 from utils.distributed import DistributedContext, resolve_device  # noqa: E402
 from utils.engine import TrainSettings, train  # noqa: E402
@@ -783,6 +784,12 @@ def main(args: argparse.Namespace) -> dict:
         raise SystemExit(str(error)) from None
     if device.type == "cpu" and not args.dry_run:
         raise SystemExit("the full suite needs a GPU (hours on a CPU); add --dry_run to check the code paths")
+    if args.out.is_dir():  # e.g. --out $OUT, the folder gpu_check.sh takes
+        raise SystemExit(f"--out {args.out} is a folder; give a file name such as {args.out / 'gpu_suite.json'}")
+    try:
+        check_writable_folder(args.out.parent, "the folder of --out")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     settings = DRY if args.dry_run else FULL
     workers = (args.workers if args.workers is not None
                else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2))))

@@ -100,6 +100,23 @@ def test_unknown_device_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_an_out_that_cannot_be_the_json_file_is_refused_in_one_line_before_any_case(where, tmp_path):
+    # a folder (as `--out $OUT`, the folder gpu_check.sh takes) or a path under a file: an IsADirectoryError or
+    # FileExistsError traceback when the record was first saved, and a stray <out>.partial beside the folder
+    out = tmp_path if where == "folder" else tmp_path / "notes.txt" / "gpu_suite.json"
+    (tmp_path / "notes.txt").write_text("mine")
+    args = gpu_suite.get_args_parser().parse_args(["--dry_run", "--device", "cpu", "--out", str(out),
+                                                   "--sections", "train"])
+    message = (f"--out {out} is a folder; give a file name such as {out / 'gpu_suite.json'}" if where == "folder" else
+               f"the folder of --out {out.parent}: cannot write there ({out.parent} is a file); give a writable folder")
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_suite.main(args)
+    assert exit_info.value.code == message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+    assert not tmp_path.with_name(tmp_path.name + ".partial").exists()
+
+
 def test_budget_fits_only_what_is_left():
     budget = Budget(60.0)
     assert budget.fits(50.0)
