@@ -31,6 +31,7 @@ from benchmarks.common import cpu_model, int_at_least, positive_float, utc_stamp
 from benchmarks.data_scale import write_coco  # noqa: E402
 
 from data import COCODetection, build_dataset  # noqa: E402
+from utils.checkpoint import check_writable_folder  # noqa: E402
 
 
 def dataset_digest(dataset: COCODetection) -> str:
@@ -61,6 +62,10 @@ def main() -> None:
     parser.add_argument("--profile", type=int_at_least(0), default=0, metavar="N",
                         help="profile one more build and print its N costliest functions (default 0: none)")
     args = parser.parse_args()
+    try:
+        check_writable_folder(args.root, "--root")
+    except ValueError as error:
+        parser.error(str(error))
     root = args.root / f"coco_scale{args.scale:g}"
     if not (root / "complete").exists():
         start = time.perf_counter()

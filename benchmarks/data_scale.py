@@ -41,6 +41,7 @@ from data.coco_eval import _load_results, detections_to_coco_results, evaluate_c
 from data.dataset import DetectionDataset  # noqa: E402
 from data.voc import VOC_CLASSES  # noqa: E402
 from data.voc_eval import evaluate_voc, read_voc_results, write_voc_results  # noqa: E402
+from utils.checkpoint import check_writable_folder  # noqa: E402
 
 COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]  # 80 ids
 # (images, annotations, images without annotation) of COCO 2017
@@ -192,7 +193,12 @@ def measure_splits(name: str, root: Path, rows: list[tuple[str, str]]) -> Detect
 
 
 def main() -> None:
-    args = get_args_parser().parse_args()
+    parser = get_args_parser()
+    args = parser.parse_args()
+    try:
+        check_writable_folder(args.root, "--root")
+    except ValueError as error:
+        parser.error(str(error))
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str]] = []
     rows.append(("a forked worker's copy without a dataset (read nothing / then gc.collect())",

@@ -133,6 +133,21 @@ def test_loader_workers_names_a_missing_set_and_a_set_smaller_than_a_batch(tmp_p
         "loader_workers.py: error: the set has 8 training images, fewer than --batch_size 32")
 
 
+@pytest.mark.parametrize("name", ["coco_build", "data_scale"])
+def test_a_root_under_a_file_is_refused_in_one_line_before_any_work(name, tmp_path, monkeypatch, capsys):
+    # a NotADirectoryError traceback once the synthetic set was being written (data_scale after its first figure)
+    (tmp_path / "notes.txt").write_text("mine")
+    root = tmp_path / "notes.txt" / "scale"
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(name, ["--root", str(root), "--scale", "0.0001"], monkeypatch)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.strip().splitlines()[-1] == (
+        f"{name}.py: error: --root {root}: cannot write there ({tmp_path / 'notes.txt'} is a file); "
+        "give a writable folder")
+
+
 def test_coco_build_times_a_small_set_and_prints_its_digest(tmp_path, monkeypatch, capsys):
     run_script("coco_build", ["--root", str(tmp_path), "--scale", "0.0005", "--profile", "3"], monkeypatch)
     out = capsys.readouterr().out
