@@ -24,8 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/inference_speed.py`
-from benchmarks.common import cpu_model, device_flag, int_at_least, utc_stamp  # noqa: E402
-from models import BACKBONES, NECKS, SIZES, build_detector
+from benchmarks.common import cpu_model, device_flag, input_size, int_at_least, utc_stamp  # noqa: E402
+from models import BACKBONES, NECKS, build_detector
 from models.memory_format import memory_format
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,11 +36,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto, CUDA when available)")
     parser.add_argument("--versions", nargs="+", default=list(NECKS), choices=list(NECKS))
     parser.add_argument("--backbones", nargs="+", default=["vgg16"], choices=list(BACKBONES))
-    parser.add_argument("--sizes", nargs="+", type=int, default=[320], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", type=input_size, default=[320],
+                        help="input sizes: 320 (default) and 512 are the paper's, any multiple of 64 from 128 builds")
     parser.add_argument("--batch_sizes", "--batch-sizes", nargs="+", type=int_at_least(1),
                         help="default: 1 2 on CPU, 1 32 on CUDA")
     parser.add_argument("--modes", nargs="+", type=mode,
-                        help="precision[-cl] entries, cl = channels_last; precisions: fp32, bf16, fp16 (autocast). "
+                        help="precision[-cl] entries in any letter case, cl = channels_last; precisions: fp32, bf16, "
+                             "fp16 (autocast). "
                              "Default: fp32 fp32-cl bf16-cl on CPU, fp32 fp32-cl fp16-cl bf16-cl on CUDA")
     parser.add_argument("--num_classes", "--num-classes", type=int_at_least(1), default=80,
                         help="80 = COCO, as the paper's FPS")
@@ -54,12 +56,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def mode(text: str) -> str:
-    """An argparse ``type`` for a ``--modes`` entry: a precision of ``PRECISIONS``, optionally ``-cl``."""
-    precision, dash, layout = text.partition("-")
+    """An argparse ``type`` for a ``--modes`` entry: a precision of ``PRECISIONS``, optionally ``-cl``, in any letter
+    case; returned in lower case."""
+    precision, dash, layout = text.lower().partition("-")
     if precision not in PRECISIONS or (dash and layout != "cl"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a mode; use fp32, bf16 or fp16, each optionally with -cl "
                                          "(channels_last), e.g. bf16-cl")
-    return text
+    return text.lower()
 
 
 def device_name(device: torch.device) -> str:

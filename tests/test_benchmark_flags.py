@@ -49,6 +49,7 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("inference_speed", ["--modes", "fp33"], "argument --modes: 'fp33' is not a mode; use fp32, bf16 or fp16"),
     ("inference_speed", ["--modes", "bf16-nhwc"], "argument --modes: 'bf16-nhwc' is not a mode"),
     ("inference_speed", ["--iters", "0"], "argument --iters: must be at least 1, got 0"),
+    ("inference_speed", ["--sizes", "200"], "argument --sizes: 200 is not an input size"),
     ("training_speed", ["--versions", "fsd"], "argument --versions: invalid choice: 'fsd'"),
     ("training_speed", ["--sizes", "320", "200"], "argument --sizes: 200 is not an input size; use 320 or 512"),
     ("training_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
@@ -241,6 +242,20 @@ def test_assignment_loss_names_its_devices_flag_when_cuda_is_asked_for_without_c
     assert captured.err.strip().splitlines()[-1] == (
         f"assignment_loss.py: error: --devices {devices[-1].lower()}: CUDA is not available on this machine; "
         "use --devices cpu")
+
+
+def test_inference_speed_times_any_input_size_and_reads_modes_in_any_letter_case(monkeypatch, capsys):
+    # --sizes took 320 and 512 alone ("invalid choice: 192"), not the 192 of the shapes model, which every other
+    # script (and main.py) takes; --modes refused BF16-CL, unlike the other scripts' precision flags
+    flags = ["--device", "cpu", "--versions", "fssd", "--backbones", "resnet18", "--sizes", "128", "--batch_sizes", "1",
+             "--modes", "FP32", "BF16-CL", "--warmup", "0", "--iters", "1", "--num_classes", "2"]
+    run_script("inference_speed", flags, monkeypatch)
+    heading, columns, rule, *rows = capsys.readouterr().out.splitlines()
+    assert re.match(f"# {UTC_STAMP} [|] {re.escape(cpu_model())}, ", heading)
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    assert [(row[0], row[3], row[4]) for row in cells] == [("fssd-resnet18-128", "1", "fp32"),
+                                                           ("fssd-resnet18-128", "1", "bf16-cl")]
+    assert all(float(row[5]) > 0 for row in cells)
 
 
 def test_assignment_loss_prints_its_table_with_the_cpu_and_the_utc_date(monkeypatch, capsys):
