@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int_at_least(0), default=None,
                         help="untimed iterations first (default: 5 on CUDA, 1 on CPU)")
     parser.add_argument("--num_classes", type=int_at_least(1), default=20)
-    parser.add_argument("--amp", nargs="*", default=None, type=str.lower, choices=["fp32", "bf16", "fp16"],
+    parser.add_argument("--amp", nargs="+", default=None, type=str.lower, choices=["fp32", "bf16", "fp16"],
                         help="precisions to time (default: fp32 and bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--memory_format", nargs="+", default=["auto"], choices=list(LAYOUTS),
                         help="layouts to time: auto (main.py's choice), nchw, channels_last")

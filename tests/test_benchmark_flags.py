@@ -53,6 +53,8 @@ def run_script(name: str, flags: list[str], monkeypatch) -> None:
     ("training_speed", ["--versions", "fsd"], "argument --versions: invalid choice: 'fsd'"),
     ("training_speed", ["--sizes", "320", "200"], "argument --sizes: 200 is not an input size; use 320 or 512"),
     ("training_speed", ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    # bare --amp timed fp32 alone on a CPU, the opposite of main.py's bare --amp (bf16 autocast)
+    ("training_speed", ["--amp"], "argument --amp: expected at least one argument"),
     ("demo_export", ["--size", "64"], "argument --size: 64 is not an input size"),
     ("demo_export", ["--backbone", "resnet19"], "argument --backbone: invalid choice: 'resnet19'"),
     ("assignment_loss", ["--devices", "cpu", "gpu"], "error: --devices gpu is not a device this program runs on"),
