@@ -98,6 +98,31 @@ def test_collect_images_errors_name_the_input(tmp_path, monkeypatch):
         collect_images([])
 
 
+def test_a_folder_named_with_brackets_gets_a_glob_that_works(tmp_path):
+    # "Trip [2020]": glob reads "[2020]" as one of the characters 2 and 0, so a pattern through the folder matched
+    # nothing ("images need one of the suffixes", though it holds JPEGs), and the sub-folder hint gave such a pattern
+    trip = tmp_path / "Trip [2020]"
+    (trip / "day1").mkdir(parents=True)
+    write_image(trip / "day1" / "beach.jpg", 20, 30, seed=4)
+    with pytest.raises(DemoInputError) as error:
+        collect_images(str(trip))
+    hinted = f"{tmp_path}/Trip [[]2020]/**/*"
+    assert str(error.value) == (
+        f"--demo {trip}: the folder holds no image files (0 other files), but its sub-folders hold 1 (day1/): "
+        f"pass '{hinted}' (quoted) for all of them, or one sub-folder"
+    )
+    assert collect_images(hinted) == [trip / "day1" / "beach.jpg"]
+    pattern = f"{trip}/day1/*.jpg"
+    with pytest.raises(DemoInputError) as error:
+        collect_images(pattern)
+    escaped = f"{tmp_path}/Trip [[]2020]/day1/*.jpg"
+    assert str(error.value) == (
+        f"--demo {pattern}: the pattern matches no file, but {trip} exists: the pattern reads the [ ] in its name as "
+        f"a choice of characters; pass '{escaped}' (quoted) to match it as written"
+    )
+    assert collect_images(escaped) == [trip / "day1" / "beach.jpg"]
+
+
 def test_collect_images_keeps_one_file_named_twice_once(photos, monkeypatch):
     monkeypatch.chdir(photos.parent)
     same = ["photos/wide.png", str(photos / "wide.png"), "photos/../photos/wide.png", "./photos"]

@@ -115,11 +115,32 @@ def _expand(source: str) -> list[Path]:
     if any(character in source for character in GLOB_CHARACTERS):
         matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if _file_or_broken_link(Path(p))]
         images = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not matches and (hint := _literal_glob_characters(source)):
+            raise DemoInputError(f"--demo {source}: the pattern matches no file, but {hint}")
         if not images:
             raise DemoInputError(f"--demo {source}: the pattern matches no image files ({len(matches)} other files); "
                                  f"images need one of the suffixes {suffixes}")
         return images
     raise DemoInputError(f"--demo {source}: no such file or folder; check the path")
+
+
+def _literal_glob_characters(pattern: str) -> str | None:
+    """For a pattern that matches nothing: a clause naming the leading part of ``pattern`` that exists as written
+    although its name holds a glob character (a folder ``Trip [2020]``, whose ``[2020]`` glob reads as one of the
+    characters 2 and 0) and the pattern with that part escaped (``Trip [[]2020]``); None when there is no such part."""
+    for part in (Path(pattern), *Path(pattern).parents):
+        if any(character in part.name for character in GLOB_CHARACTERS) and part.exists():
+            rest = pattern[len(str(part)):] if pattern.startswith(str(part)) else f"/{Path(pattern).relative_to(part)}"
+            return (f"{part} exists: the pattern reads the {_glob_characters_in(part.name)} in its name as "
+                    f"{'a choice of characters' if '[' in part.name else 'a wildcard'}; "
+                    f"pass '{glob.escape(str(part))}{rest}' (quoted) to match it as written")
+    return None
+
+
+def _glob_characters_in(name: str) -> str:
+    """The glob characters ``name`` holds, as the message shows them: ``[ ]``, ``*``, ``?``."""
+    shown = ["[ ]" if character == "[" else character for character in GLOB_CHARACTERS if character in name]
+    return " and ".join(shown)
 
 
 def _images_below(folder: Path) -> str:
@@ -138,7 +159,7 @@ def _images_below(folder: Path) -> str:
     amount = f"at least {total}" if len(looked_at) > SUBFOLDER_SCAN_LIMIT else str(total)
     holding = [f"{name}/" for name in counts]  # in the sub-folders' order
     return (f", but its sub-folders hold {amount} ({preview_names(holding)}): "
-            f"pass '{folder}/**/*' (quoted) for all of them, or one sub-folder")
+            f"pass '{glob.escape(str(folder))}/**/*' (quoted) for all of them, or one sub-folder")
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
