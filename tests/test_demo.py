@@ -123,6 +123,17 @@ def test_a_folder_named_with_brackets_gets_a_glob_that_works(tmp_path):
     assert collect_images(escaped) == [trip / "day1" / "beach.jpg"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_a_pipe_given_as_input_is_named_as_such_not_as_missing(tmp_path):
+    # `--demo <(curl ...)` passes /dev/fd/N, a pipe: it exists, yet the demo said "no such file or folder"
+    pipe = tmp_path / "photo.jpg"
+    os.mkfifo(pipe)
+    with pytest.raises(DemoInputError) as error:
+        collect_images(str(pipe))
+    assert str(error.value) == (f"--demo {pipe}: is a named pipe (FIFO), not a regular file: save the image to a file "
+                                "and pass that file")
+
+
 def test_collect_images_keeps_one_file_named_twice_once(photos, monkeypatch):
     monkeypatch.chdir(photos.parent)
     same = ["photos/wide.png", str(photos / "wide.png"), "photos/../photos/wide.png", "./photos"]

@@ -26,6 +26,7 @@ import glob
 import itertools
 import json
 import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -112,6 +113,10 @@ def _expand(source: str) -> list[Path]:
             raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files)"
                                  + (_images_below(path) or f"; images need one of the suffixes {suffixes}"))
         return images
+    if path.exists():  # neither file nor folder: `--demo <(curl ...)` gives a pipe, which is never read
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(path.stat().st_mode) else "a device or socket"
+        raise DemoInputError(f"--demo {source}: is {kind}, not a regular file: save the image to a file and pass "
+                             "that file")
     if any(character in source for character in GLOB_CHARACTERS):
         matches = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if _file_or_broken_link(Path(p))]
         images = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
