@@ -1,6 +1,7 @@
 """The benchmark scripts refuse bad flags with argparse's one-line error naming the flag, before any work starts."""
 import re
 import sys
+import types
 
 import pytest
 import torch
@@ -204,8 +205,8 @@ def test_voc_results_files_times_both_ways_and_checks_the_round_trip(monkeypatch
 
 @pytest.mark.parametrize("missing", [["onnx", "onnxruntime"], ["onnxruntime"]])
 def test_demo_export_without_the_export_packages_names_the_pip_command_before_any_work(missing, monkeypatch, capsys):
-    for package in missing:
-        monkeypatch.setitem(sys.modules, package, None)  # `import onnxruntime` raises ImportError
+    for package in ("onnx", "onnxruntime"):  # None: `import onnxruntime` raises ImportError; a stub imports
+        monkeypatch.setitem(sys.modules, package, None if package in missing else types.ModuleType(package))
     with pytest.raises(SystemExit) as exit_info:
         run_script("demo_export", ["--size", "128", "--images", "1", "--batch_sizes", "1", "--device", "cpu"],
                    monkeypatch)
@@ -219,7 +220,8 @@ def test_demo_export_without_the_export_packages_names_the_pip_command_before_an
 
 
 def test_demo_export_runs_and_prints_its_table_with_the_machine_and_date(monkeypatch, capsys):
-    pytest.importorskip("onnxruntime", reason="the export benchmark needs onnxruntime (requirements-export.txt)")
+    for package in ("onnx", "onnxruntime"):
+        pytest.importorskip(package, reason=f"the export benchmark needs {package} (requirements-export.txt)")
     flags = ["--size", "128", "--images", "1", "--batch_sizes", "1", "--repeats", "1", "--device", "cpu"]
     run_script("demo_export", flags, monkeypatch)
     out = capsys.readouterr().out
