@@ -136,16 +136,10 @@ def _literal_glob_characters(pattern: str) -> str | None:
     for part in (Path(pattern), *Path(pattern).parents):
         if any(character in part.name for character in GLOB_CHARACTERS) and part.exists():
             rest = pattern[len(str(part)):] if pattern.startswith(str(part)) else f"/{Path(pattern).relative_to(part)}"
-            return (f"{part} exists: the pattern reads the {_glob_characters_in(part.name)} in its name as "
-                    f"{'a choice of characters' if '[' in part.name else 'a wildcard'}; "
+            read_as = "the [ ] in its name as a choice of characters" if "[" in part.name else "its * or ? as wildcards"
+            return (f"{part} exists: the pattern reads {read_as}; "
                     f"pass '{glob.escape(str(part))}{rest}' (quoted) to match it as written")
     return None
-
-
-def _glob_characters_in(name: str) -> str:
-    """The glob characters ``name`` holds, as the message shows them: ``[ ]``, ``*``, ``?``."""
-    shown = ["[ ]" if character == "[" else character for character in GLOB_CHARACTERS if character in name]
-    return " and ".join(shown)
 
 
 def _images_below(folder: Path) -> str:
