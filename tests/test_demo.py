@@ -389,6 +389,25 @@ def test_demo_refuses_an_output_folder_holding_its_inputs(checkpoint, photos):
     assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
 
 
+def test_the_same_command_runs_again_when_its_glob_takes_in_the_output_folder(checkpoint, photos, capsys):
+    """`--demo 'photos/**/*' --demo_output photos/detected` ran once; run again, its glob took in the drawn copies
+    and the demo refused, calling them "input images" that "the drawn copies would replace"."""
+    out = photos / "detected"
+    pattern = f"{photos}/**/*"
+    first = run_demo(checkpoint, pattern, out, score_thresh=0.0)
+    capsys.readouterr()
+    again = run_demo(checkpoint, pattern, out, score_thresh=0.0)
+    assert (first["images"], first["detections"]) == (again["images"], again["detections"]) == (2, 200)
+    assert (f"demo: left out 2 drawn copies that earlier runs wrote to --demo_output {out} (tall.jpg, wide.jpg), "
+            "which the inputs take in") in capsys.readouterr().err
+    report = json.loads((out / DETECTIONS_FILE).read_text())
+    assert [image["file"] for image in report["images"]] == [str(photos / "tall.jpg"), str(photos / "wide.png")]
+    assert sorted(path.name for path in out.iterdir()) == [DETECTIONS_FILE, "tall.jpg", "wide.jpg"]
+    with pytest.raises(DemoInputError, match=rf"^--demo: every input is a drawn copy that an earlier run wrote to "
+                                             rf"--demo_output {out} \(tall\.jpg, wide\.jpg\); pass the original images$"):
+        run_demo(checkpoint, str(out), out)
+
+
 def test_demo_never_replaces_a_file_it_did_not_draw(checkpoint, photos, tmp_path):
     from PIL import Image
 

@@ -14,7 +14,8 @@ folder receives
 Files that cannot be decoded are reported by name, skipped and listed under ``"unreadable"`` in the JSON. An image
 whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
 The output folder must not hold input images, nor other files named as a drawn copy that no demo run wrote (each
-drawn copy carries a JPEG comment saying so): the drawn copies would replace them. Like ``eval/<DATASET>/``, it holds
+drawn copy carries a JPEG comment saying so): the drawn copies would replace them. Drawn copies there that the inputs
+take in (a glob through the folder) are left out of the inputs, with a line saying so. Like ``eval/<DATASET>/``, it holds
 the latest run's results alone: the drawn copies of earlier runs that a run does not rewrite are deleted (files that
 carry that comment only). A run writing the folder while another does waits for it (``utils.run_lock.one_writer``),
 so the two runs' files never mix.
@@ -264,8 +265,8 @@ def run_demo(
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"--score_thresh {score_thresh} must be in [0, 1)")
-    paths = collect_images(inputs)
     out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
+    paths = leave_out_drawn_copies(collect_images(inputs), out_dir)
     check_writable_folder(out_dir, "--demo_output")
     names = output_names(paths)
     check_output_folder(out_dir, paths, names)
@@ -368,6 +369,25 @@ def _image_record(path: Path, output_name: str | None, shape: tuple[int, ...], r
     ]
     return {"file": str(path), "output": output_name, "width": int(shape[1]), "height": int(shape[0]),
             "detections": detections}
+
+
+def leave_out_drawn_copies(paths: Sequence[Path], out_dir: Path) -> list[Path]:
+    """``paths`` less the drawn copies (:func:`drawn_by_demo`) that earlier runs wrote to ``out_dir``, which a glob
+    through it takes in (``'photos/**/*'`` with ``--demo_output photos/detected``, run again): they are not inputs
+    but the results a run replaces. Says on stderr which were left out; raises :class:`DemoInputError` when every
+    path is such a copy."""
+    folder = out_dir.resolve()
+    drawn = {path for path in paths if path.resolve().parent == folder and drawn_by_demo(path)}
+    if not drawn:
+        return list(paths)
+    shown = preview_names(sorted(path.name for path in drawn))
+    kept = [path for path in paths if path not in drawn]
+    if not kept:
+        raise DemoInputError(f"--demo: every input is a drawn copy that an earlier run wrote to --demo_output {out_dir} "
+                             f"({shown}); pass the original images")
+    print(f"demo: left out {counted(len(drawn), 'drawn copy')} that earlier runs wrote to --demo_output {out_dir} "
+          f"({shown}), which the inputs take in", file=sys.stderr)
+    return kept
 
 
 def check_output_folder(out_dir: Path, paths: Sequence[Path], names: Sequence[str]) -> None:
