@@ -403,9 +403,10 @@ def test_the_same_command_runs_again_when_its_glob_takes_in_the_output_folder(ch
     report = json.loads((out / DETECTIONS_FILE).read_text())
     assert [image["file"] for image in report["images"]] == [str(photos / "tall.jpg"), str(photos / "wide.png")]
     assert sorted(path.name for path in out.iterdir()) == [DETECTIONS_FILE, "tall.jpg", "wide.jpg"]
-    with pytest.raises(DemoInputError, match=rf"^--demo: every input is a drawn copy that an earlier run wrote to "
-                                             rf"--demo_output {out} \(tall\.jpg, wide\.jpg\); pass the original images$"):
+    with pytest.raises(DemoInputError) as error:
         run_demo(checkpoint, str(out), out)
+    assert str(error.value) == (f"--demo: every input is a drawn copy that an earlier run wrote to --demo_output {out} "
+                                "(tall.jpg, wide.jpg); pass the original images")
 
 
 def test_demo_never_replaces_a_file_it_did_not_draw(checkpoint, photos, tmp_path):

@@ -15,9 +15,9 @@ Files that cannot be decoded are reported by name, skipped and listed under ``"u
 whose drawn copy cannot be written (e.g. wider than JPEG's 65,500 px) keeps its detections, with ``"output": null``.
 The output folder must not hold input images, nor other files named as a drawn copy that no demo run wrote (each
 drawn copy carries a JPEG comment saying so): the drawn copies would replace them. Drawn copies there that the inputs
-take in (a glob through the folder) are left out of the inputs, with a line saying so. Like ``eval/<DATASET>/``, it holds
-the latest run's results alone: the drawn copies of earlier runs that a run does not rewrite are deleted (files that
-carry that comment only). A run writing the folder while another does waits for it (``utils.run_lock.one_writer``),
+take in (a glob through the folder) are left out of the inputs, with a line saying so. Like ``eval/<DATASET>/``, it
+holds the latest run's results alone: the drawn copies of earlier runs that a run does not rewrite are deleted (files
+that carry that comment only). A run writing the folder while another does waits for it (``utils.run_lock.one_writer``),
 so the two runs' files never mix.
 """
 from __future__ import annotations
@@ -383,8 +383,8 @@ def leave_out_drawn_copies(paths: Sequence[Path], out_dir: Path) -> list[Path]:
     shown = preview_names(sorted(path.name for path in drawn))
     kept = [path for path in paths if path not in drawn]
     if not kept:
-        raise DemoInputError(f"--demo: every input is a drawn copy that an earlier run wrote to --demo_output {out_dir} "
-                             f"({shown}); pass the original images")
+        raise DemoInputError(f"--demo: every input is a drawn copy that an earlier run wrote to --demo_output "
+                             f"{out_dir} ({shown}); pass the original images")
     print(f"demo: left out {counted(len(drawn), 'drawn copy')} that earlier runs wrote to --demo_output {out_dir} "
           f"({shown}), which the inputs take in", file=sys.stderr)
     return kept
