@@ -34,6 +34,8 @@ else
     python=python3
 fi
 echo "python: $python"
+# gpu_suite.py's arguments are checked before the steps before it: a typo is refused in seconds of device time
+"$python" benchmarks/gpu_suite.py --check_only --out "$out/gpu_suite.json" "$@" || exit 2
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/nvidia_smi.txt"
 "$python" -m pytest -q -p no:cacheprovider -rs -k "cuda or host_syncs" \

@@ -772,10 +772,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to run, always in this order: " + " ".join(SECTIONS) + " (default: all; the dry run "
                              "leaves out compile)")
+    parser.add_argument("--check_only", "--check-only", action="store_true",
+                        help="check the arguments, the device and --out, then stop without running anything "
+                             "(gpu_check.sh does this first, so a typo costs seconds, not minutes of device time)")
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Run the sections of ``args`` and return the report's data (``{}`` after ``--check_only``'s checks)."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here; run with --device cpu --dry_run")
     try:
@@ -790,6 +794,8 @@ def main(args: argparse.Namespace) -> dict:
         check_writable_folder(args.out.parent, "the folder of --out")
     except ValueError as error:
         raise SystemExit(str(error)) from None
+    if args.check_only:
+        return {}
     settings = DRY if args.dry_run else FULL
     workers = (args.workers if args.workers is not None
                else (0 if args.dry_run else max(1, min(12, (os.cpu_count() or 4) - 2))))

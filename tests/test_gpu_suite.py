@@ -2,6 +2,7 @@
 rows."""
 import json
 import math
+import os
 import subprocess
 import traceback
 from pathlib import Path
@@ -255,3 +256,27 @@ def test_gpu_check_sh_prints_its_usage_instead_of_taking_a_flag_for_its_out_dir(
     shown = result.stdout if code == 0 else result.stderr
     assert "bash benchmarks/gpu_check.sh OUT_DIR [gpu_suite.py arguments]" in shown
     assert "mkdir" not in shown and list(tmp_path.iterdir()) == []  # no folder named after the flag, nothing run
+
+
+def test_check_only_checks_the_arguments_and_runs_nothing(tmp_path):
+    out = tmp_path / "gpu_suite.json"
+    args = gpu_suite.get_args_parser().parse_args(["--check_only", "--device", "cpu", "--dry_run", "--out", str(out)])
+    assert gpu_suite.main(args) == {} and not out.exists()
+    with pytest.raises(SystemExit, match="the full suite needs a GPU"):  # the same checks as a real run's
+        gpu_suite.main(gpu_suite.get_args_parser().parse_args(["--check_only", "--device", "cpu"]))
+
+
+def test_gpu_check_sh_refuses_gpu_suite_arguments_before_its_first_step(tmp_path):
+    # a stand-in interpreter that refuses every call, as gpu_suite.py refuses `--sections trian`: the script must stop
+    # there, before nvidia-smi, the CUDA tests and the benchmarks (minutes of a device's time)
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls.txt"\nexit 2\n')
+    python.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(script), str(out), "--sections", "trian"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHON": str(python)})
+    assert result.returncode == 2
+    assert (tmp_path / "calls.txt").read_text().splitlines() == [
+        f"benchmarks/gpu_suite.py --check_only --out {out}/gpu_suite.json --sections trian"]
+    assert sorted(path.name for path in out.iterdir()) == []  # no step's output: nothing ran
