@@ -170,7 +170,8 @@ def mirror(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def shrink(image: np.ndarray, boxes: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """An image whose longer side exceeds ``max_side`` scaled down to it (``INTER_AREA``, aspect ratio kept, each side
-    rounded), its pixel boxes ``[n, 4]`` scaled with it; other images are returned unchanged."""
+    rounded), its pixel boxes ``[n, 4]`` scaled with it and clipped to it (a float32 factor can put a box on the edge
+    one ulp past it); other images are returned unchanged."""
     height, width = image.shape[:2]
     if max(height, width) <= max_side:
         return image, boxes
@@ -178,7 +179,7 @@ def shrink(image: np.ndarray, boxes: np.ndarray, max_side: int) -> tuple[np.ndar
     new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
     image = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
     factors = np.array([new_width / width, new_height / height] * 2, dtype=boxes.dtype)
-    return image, boxes * factors
+    return image, np.minimum(boxes * factors, np.array([new_width, new_height] * 2, dtype=boxes.dtype))
 
 
 def resize(image: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:

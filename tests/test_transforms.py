@@ -328,6 +328,21 @@ def test_a_training_image_far_larger_than_the_input_is_shrunk_first_with_its_box
     assert peak < 5e6  # the 3.2 MB image zoomed out at full size: up to 52 MB
 
 
+def test_a_shrunk_box_on_the_image_edge_stays_inside_the_image():
+    """A 3000 x 43 image shrinks to 2048 x 29: its float32 factor 29/43 times 43 is 29.000002, one ulp past the
+    bottom edge, which gave a target y2 of 1.0000001 (and -1e-7 after a flip) in 18 of 300 training samples."""
+    image = np.zeros((43, 3000, 3), np.uint8)
+    boxes = np.array([[0, 0, 3000, 43], [1000, 10, 2000, 43]], np.float32)
+    shrunk, scaled = T.shrink(image, boxes, 2048)
+    assert shrunk.shape == (29, 2048, 3)
+    assert scaled[:, 3].max() <= 29 and scaled[:, 2].max() <= 2048
+    np.testing.assert_allclose(scaled, [[0, 0, 2048, 29], [1000 * 2048 / 3000, 10 * 29 / 43, 4096 / 3, 29]], rtol=1e-6)
+    transform = T.TrainTransform(64)
+    for seed in range(40):
+        target = transform(image, boxes, np.array([0, 1]), np.random.default_rng(seed))[1]
+        assert 0 <= target[:, :4].min() and target[:, :4].max() <= 1, seed
+
+
 def test_train_transform_falls_back_to_original_when_no_box_survives():
     """A 2-pixel box in a 400-pixel image is below the 0.01 minimum side after any augmentation."""
     image = coordinate_image(200, 250)
