@@ -35,8 +35,27 @@ RESIZE_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.
 _MEAN_BGR_F32 = np.array(PIXEL_MEAN_BGR, dtype=np.float32)  # [3]
 
 
+def check_bgr_image(image: np.ndarray, where: str) -> None:
+    """ValueError naming ``where`` and the conversion when ``image`` is not uint8 BGR ``[H, W, 3]`` (a grayscale, BGRA
+    or 16-bit array, as ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` gives; ``read_image`` always gives uint8 BGR)."""
+    shape = tuple(image.shape)
+    if len(shape) == 3 and shape[2] == 3 and image.dtype == np.uint8:
+        return
+    channels = 1 if len(shape) == 2 else shape[2] if len(shape) == 3 else None
+    if channels in (1, 4):
+        fix = f"convert it with cv2.cvtColor(image, cv2.COLOR_{'GRAY' if channels == 1 else 'BGRA'}2BGR)"
+    elif channels == 3:
+        fix = "convert it to uint8 0..255 (a 16-bit image: (image >> 8).astype(np.uint8))"
+    else:
+        fix = "pass one image, [H, W, 3]"
+    raise ValueError(f"{where}: image of shape {shape} {image.dtype}, expected uint8 BGR [H, W, 3]: {fix}; "
+                     "cv2.imread(path) and data.dataset.read_image(path) read any image file as uint8 BGR")
+
+
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """uint8 BGR ``[H, W, 3]`` -> float32 ``[3, H, W]`` BGR minus ``PIXEL_MEAN_BGR`` (no /255, no std)."""
+    """uint8 BGR ``[H, W, 3]`` -> float32 ``[3, H, W]`` BGR minus ``PIXEL_MEAN_BGR`` (no /255, no std); other arrays
+    are a ValueError naming the conversion (:func:`check_bgr_image`)."""
+    check_bgr_image(image, "normalize_image")
     chw = np.empty((3, *image.shape[:2]), dtype=np.float32)
     np.subtract(image.transpose(2, 0, 1), _MEAN_BGR_F32[:, None, None], out=chw)
     return chw
@@ -211,7 +230,8 @@ class TrainTransform:
     none of VOC's or COCO's) is first shrunk to that side (:func:`shrink`), which bounds the memory and time of the
     steps above (the authors' code augments it at full size).
 
-    ``__call__(image, boxes, labels, rng) -> (image float32 [3, S, S], target float32 [n, 5])``.
+    ``__call__(image, boxes, labels, rng) -> (image float32 [3, S, S], target float32 [n, 5])``; an image that is not
+    uint8 BGR ``[H, W, 3]`` is a ValueError naming the conversion (:func:`check_bgr_image`).
     """
 
     def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY) -> None:
@@ -223,6 +243,7 @@ class TrainTransform:
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
+        check_bgr_image(image, "TrainTransform")
         image, boxes = shrink(image, boxes, max(TRAIN_MAX_SIDE, TRAIN_MAX_SIDE_PER_SIZE * self.size))
         original_image, original_boxes, original_labels = image, boxes, labels
         image, boxes, labels = random_crop(image, boxes, labels, rng)
@@ -246,7 +267,8 @@ class TrainTransform:
 
 class TestTransform:
     """The authors' ``BaseTransform``: resize ``S x S`` (INTER_LINEAR), mean subtraction, boxes normalised by the
-    original image. ``__call__(image, boxes, labels, rng=None) -> (image float32 [3, S, S], target float32 [n, 5])``.
+    original image. ``__call__(image, boxes, labels, rng=None) -> (image float32 [3, S, S], target float32 [n, 5])``;
+    an image that is not uint8 BGR ``[H, W, 3]`` is a ValueError naming the conversion (:func:`check_bgr_image`).
     """
 
     __test__ = False  # not a pytest test class
@@ -257,5 +279,6 @@ class TestTransform:
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        check_bgr_image(image, "TestTransform")
         height, width = image.shape[:2]
         return normalize_image(resize(image, self.size)), normalized_target(boxes, labels, height, width)

@@ -1,4 +1,5 @@
 """Each augmentation step keeps boxes consistent with the pixels, on images whose pixels encode where they come from."""
+import re
 import tracemalloc
 
 import cv2
@@ -503,3 +504,24 @@ def test_zoom_out_has_probability_0_6_and_the_mirror_0_5(monkeypatch, expand_dra
     draws = ScriptedDraws([expand_draw, mirror_draw])
     T.TrainTransform(32)(coordinate_image(40, 50), np.array([[5, 5, 30, 30]], np.float32), np.array([0]), draws)
     assert steps == expected and draws.uniforms == []
+
+
+@pytest.mark.parametrize("shape, dtype, fix", [
+    ((20, 30), np.uint8, "cv2.COLOR_GRAY2BGR"), ((20, 30, 1), np.uint8, "cv2.COLOR_GRAY2BGR"),
+    ((20, 30, 4), np.uint8, "cv2.COLOR_BGRA2BGR"), ((20, 30, 3), np.uint16, "(image >> 8).astype(np.uint8)"),
+    ((20, 30, 3), np.float32, "uint8 0..255"),
+])
+def test_an_image_that_is_not_uint8_bgr_is_refused_with_the_conversion(shape, dtype, fix):
+    """A grayscale, BGRA or 16-bit array (``cv2.imread(path, cv2.IMREAD_UNCHANGED)``; the loaders' ``read_image``
+    always gives uint8 BGR) failed with numpy's "axes don't match array", a broadcast error or an OpenCV assertion, or
+    was trained on as BGRA through the distortion's colour conversion."""
+    image = np.zeros(shape, dtype)
+    boxes, labels = np.array([[2, 2, 12, 12]], np.float32), np.array([0])
+    calls = {
+        "normalize_image": lambda: T.normalize_image(image),
+        "TestTransform": lambda: T.TestTransform(16)(image, boxes, labels),
+        "TrainTransform": lambda: T.TrainTransform(16)(image, boxes, labels, np.random.default_rng(0)),
+    }
+    for where, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{where}: .*{re.escape(str(shape))}.*{re.escape(fix)}"):
+            call()
