@@ -76,6 +76,7 @@ from utils.checkpoint import (  # noqa: E402
 )
 from utils.demo import add_use_arguments, default_demo_output, run_demo  # noqa: E402
 from utils.distributed import (  # noqa: E402
+    LOST_PROCESS,
     DistributedContext,
     StoppedByAnotherProcess,
     cleanup_distributed,
@@ -83,6 +84,7 @@ from utils.distributed import (  # noqa: E402
     joined_group,
     launch_context,
     local_rank_from_env,
+    lost_another_process,
     resolve_device,
     say_start_refusal,
 )
@@ -354,6 +356,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                   every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
+        if lost_another_process(error):  # in a collective after training (the final evaluation) or with no training
+            log_error(ctx, f"stopped: {LOST_PROCESS}", every_process=True)
+            return EXIT_REFUSED_BY_SYSTEM
         if not is_out_of_memory(error):
             raise
         log_error(ctx, f"error: out of memory ({first_line(error)}); lower --batch_size or --size, then run again",

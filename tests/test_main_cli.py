@@ -858,6 +858,27 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
     assert err == f"error: out of memory ({first}); lower --batch_size or --size, then run again\n"
 
 
+# what gloo raises in this process's collective when another process was killed (SIGKILL, the out-of-memory killer)
+LOST_PEER = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                         "[127.0.0.1]:33694: Connection reset by peer. This is typically caused by a remote worker "
+                         "hanging or bugs in the application. Check the logs of the remote worker before reporting an "
+                         "error. GLHF!")
+
+
+def test_a_process_killed_under_torchrun_is_one_line_on_the_others(monkeypatch, capsys):
+    """Another process killed without a word (kill -9, the out-of-memory killer) during the final evaluation: this
+    one's collective fails with gloo's closed connection, which used to be a 20-line traceback on every other
+    process; it is one line saying what happened and where to look."""
+    def run_training(*_):
+        raise LOST_PEER
+
+    monkeypatch.setattr(cli, "run_training", run_training)
+    assert cli.main(parse("--dataset", "shapes", "--device", "cpu")) == EXIT_REFUSED_BY_SYSTEM
+    assert capsys.readouterr().err == (
+        "stopped: another process has gone (its connection closed): its line says why, or, if it was killed, "
+        "torchrun's summary gives its exit code (-9: SIGKILL, which the out-of-memory killer sends)\n")
+
+
 @pytest.mark.parametrize("flags,advice", [
     ((), "continue with the same command plus --resume"),
     (("--resume",), "continue with the same command"),

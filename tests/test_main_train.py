@@ -743,6 +743,36 @@ def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_r
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
 
 
+class _PeerKilledAt(MultiBoxLoss):
+    """MultiBoxLoss whose 4th call meets gloo's closed connection, as a collective does under torchrun when another
+    process was killed (iteration 4, after the checkpoint of iteration 2)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 4:
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                               "[127.0.0.1]:29500")
+        return super().forward(*args, **kwargs)
+
+
+def test_a_process_killed_mid_run_is_one_line_saying_how_to_continue(shapes_root, tmp_path, monkeypatch, capsys):
+    """Under torchrun, another process killed without a word used to leave a gloo traceback on this one; it now says
+    what happened and how to go on from the last checkpoint, which is whole."""
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _PeerKilledAt)
+    argv = base_args(shapes_root, "--max_iter", "6", "--warm_iter", "1", "--checkpoint_interval", "2")
+    assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
+    checkpoint = Path("weights") / CKPT.format("")
+    assert capsys.readouterr().err.endswith(
+        "stopped: another process has gone (its connection closed): its line says why, or, if it was killed, "
+        "torchrun's summary gives its exit code (-9: SIGKILL, which the out-of-memory killer sends); the checkpoint "
+        f"of iteration 2, {checkpoint}, is kept; continue with the same command plus --resume (from iteration 2)\n")
+    assert load_checkpoint(tmp_path / checkpoint)["iteration"] == 2
+
+
 def test_out_of_memory_in_the_final_evaluation_gives_the_command_that_evaluates_in_smaller_batches(
         shapes_root, tmp_path, monkeypatch, capsys):
     def out_of_memory(*_):

@@ -44,6 +44,19 @@ class StoppedByAnotherProcess(Exception):
     rank, that points to that message)."""
 
 
+# what gloo's TCP transport says in a collective when another process has gone (killed, crashed): its socket closed
+LOST_PROCESS_ERRORS = ("Connection closed by peer", "Connection reset by peer")
+LOST_PROCESS = ("another process has gone (its connection closed): its line says why, or, if it was killed, torchrun's "
+                "summary gives its exit code (-9: SIGKILL, which the out-of-memory killer sends)")
+
+
+def lost_another_process(error: BaseException) -> bool:
+    """Whether ``error`` is gloo's report, in a collective of this process (DDP's gradient all-reduce, an agreement
+    on a flag, the evaluation's gather), that another process has gone (it stopped on an error of its own, or was
+    killed): :data:`LOST_PROCESS`."""
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in LOST_PROCESS_ERRORS)
+
+
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
     if requested == "auto":

@@ -27,10 +27,12 @@ from utils.checkpoint import (
     set_aside_earlier_checkpoint,
 )
 from utils.distributed import (
+    LOST_PROCESS,
     DistributedContext,
     StoppedByAnotherProcess,
     any_process,
     broadcast_object,
+    lost_another_process,
     raise_if_any_process_failed,
     unwrap_model,
     wrap_model,
@@ -424,6 +426,10 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
                        f"{checkpoints.how_to_go_on(args)}", every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
+        if lost_another_process(error):  # its own line, if any, or torchrun's summary says why
+            log_error(ctx, f"stopped: {LOST_PROCESS}; {checkpoints.kept()}; {checkpoints.how_to_go_on(args)}",
+                      every_process=True)
+            return EXIT_REFUSED_BY_SYSTEM
         if not is_out_of_memory(error):
             raise
         advice = ("lower --batch_size or --size, then run again" if checkpoints.last_saved is None else
