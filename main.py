@@ -280,6 +280,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     try:
         with termination_as_interrupt():  # SIGTERM as Ctrl-C until a mode takes it: one line, not a silent kill
             check_flags(args, parser or get_args_parser(), say_ignored=log.info)
+            check_one_process_mode(args, ctx)
             device = resolve_device(args.device, local_rank_from_env())
             if args.cuda_graph and device.type != "cuda":
                 raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
@@ -382,6 +383,15 @@ def check_flags(
     if ignored and say_ignored is not None:
         say_ignored(ignored)
     check_flag_values(args)
+
+
+def check_one_process_mode(args: argparse.Namespace, ctx: DistributedContext) -> None:
+    """Refuse ``--demo``, ``--export`` and ``--eval_results`` under ``torchrun`` (``ctx``: :func:`launch_context`):
+    they do not share their work among processes, so each would run it whole and write the same files."""
+    mode = next((f"--{flag}" for flag in ("demo", "export", "eval_results") if getattr(args, flag)), None)
+    if mode is not None and ctx.is_distributed:
+        raise ValueError(f"{mode} runs in one process, not under torchrun (each of the {ctx.world_size} processes "
+                         "would run it whole and write the same files): run it with python main.py")
 
 
 def reads_trained_config(args: argparse.Namespace) -> bool:

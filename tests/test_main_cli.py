@@ -858,6 +858,24 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
     assert err == f"error: out of memory ({first}); lower --batch_size or --size, then run again\n"
 
 
+@pytest.mark.parametrize("mode, argv", [
+    ("--demo", ("--trained_model", "w.pth", "--demo", "images")),
+    ("--export", ("--trained_model", "w.pth", "--export", "onnx")),
+    ("--eval_results", ("--eval_results", "eval/SHAPES")),
+])
+def test_a_one_process_mode_under_torchrun_is_refused_at_start(monkeypatch, capsys, mode, argv):
+    """Under torchrun every process used to run --demo, --export or --eval_results whole: the same tables printed
+    once per process, the same files written by each in turn ('waiting for another evaluation ... to finish writing'),
+    N times the work. Refused before any file is read, said once by rank 0."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(cli, "load_checkpoint", lambda *_, **__: pytest.fail("read a checkpoint before refusing"))
+    assert cli.main(parse(*argv, "--device", "cpu")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {mode} runs in one process, not under torchrun (each of the 2 processes would run it whole and write "
+        f"the same files): run it with python main.py\n")
+
+
 # what gloo raises in this process's collective when another process was killed (SIGKILL, the out-of-memory killer)
 LOST_PEER = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
                          "[127.0.0.1]:33694: Connection reset by peer. This is typically caused by a remote worker "
