@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, default_collate
 
 from data.errors import data_warnings_shown, one_line_data_warnings, relay_worker_lines, show_worker_lines
 from utils.integers import as_int
@@ -118,6 +118,22 @@ class ResumableBatchSampler(Sampler):
                 permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_images)
             positions = range(step * global_batch + self.rank, (step + 1) * global_batch, self.world_size)
             yield [(int(permutation[p]), epoch) for p in positions]
+
+
+class ShardSampler(Sampler):
+    """Process ``rank``'s shard of ``num_images`` test images, ``rank, rank + world_size, ...`` in order: every image
+    in one shard alone (a ``DistributedSampler`` pads the shards to one length with repeated images, which the
+    evaluation would run, and count, twice). Shards may differ in length by one; the evaluation runs the plain
+    model, which holds no collective per batch."""
+
+    def __init__(self, num_images: int, rank: int, world_size: int) -> None:
+        self.num_images, self.rank, self.world_size = num_images, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_images, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_images, self.world_size))
 
 
 class EpochSamples(Dataset):
@@ -310,8 +326,8 @@ def build_loader(
     ``e``'s order and augmentation; ``loader.batch_sampler.set_epoch(e)`` picks one; persistent workers); with
     ``distributed``, this process's share of each global batch (``batch_size`` per process; rank and world size from
     the initialised ``torch.distributed`` group).
-    Test: every image in dataset order; ``distributed``: a ``DistributedSampler`` per rank (it pads the last ranks
-    with repeated images), with persistent workers.
+    Test: every image in dataset order; ``distributed``: this process's :class:`ShardSampler` shard (every image in
+    one process's shard), with persistent workers.
     Workers leave Ctrl-C/SIGTERM to the main process (:class:`WorkerLoader`).
 
     ``workers > 0`` makes OpenCV single-threaded in this process first (:func:`single_thread_opencv`);
@@ -334,7 +350,8 @@ def build_loader(
             persistent_workers=workers > 0 and max_iter is None,  # one pass per epoch: keep the workers between
             generator=torch.Generator().manual_seed(seed),
         )
-    sampler = DistributedSampler(dataset, shuffle=False, drop_last=False) if distributed else SequentialSampler(dataset)
+    sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size()) if distributed else \
+        SequentialSampler(dataset)
     return WorkerLoader(
         dataset,
         batch_size=batch_size,

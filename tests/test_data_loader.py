@@ -188,6 +188,21 @@ def test_a_distributed_train_loader_takes_its_rank_share_of_the_global_batch(voc
         assert share.tolist() == whole[1::2].tolist()
 
 
+def test_the_distributed_test_loaders_run_every_image_once_over_the_processes(voc_root, monkeypatch):
+    """10 test images on 3 processes: shards of 4, 3 and 3 images, each image in one, in order within a shard. A
+    DistributedSampler padded them to 4 each, running images 0 and 1 a second time: the evaluation's count of images
+    the largest pre-NMS top-k left inexact, summed over the processes, counted those twice (under torchrun, "6 of 5
+    test images" for 5 inexact images on 2 processes), and a data error in image 0 was reported by two processes."""
+    dataset = build_dataset("voc", "test", 64, data_root=str(voc_root), classes=["cat", "dog"])
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 3)
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+        loader = build_loader(dataset, 2, train=False, workers=0, distributed=True)
+        shards.append(torch.cat([indices for _, _, indices in loader]).tolist())
+    assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+
+
 def test_a_corrupt_image_in_a_worker_is_reported_with_its_file(voc_root):
     dataset = train_set(voc_root)
     path = voc_root / "JPEGImages" / "004.jpg"

@@ -31,7 +31,7 @@ def train_with_two_processes(workdir: Path, root: Path, *flags: str) -> subproce
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
-    # 5 test images: the DistributedSampler pads process 1's shard with image 0, scored once all the same
+    # 5 test images: shards of 3 and 2 images, each image run by one process
     root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=16, num_test=5)
     result = train_with_two_processes(tmp_path, root, "--max_iter", "3", "--warm_iter", "1", "--log_interval", "1",
                                       "--checkpoint_interval", "2", "--run_dir", "run", "--mutual_guide",

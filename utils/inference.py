@@ -75,7 +75,7 @@ def run_inference(
     Returns:
         A list indexed like ``loader.dataset``: ``{"boxes" float32 [n, 4] x1y1x2y2 0-based continuous pixels of
         the original image, "scores" float32 [n], "labels" int64 [n]}`` for every image this process saw, ``None``
-        for the others (another rank's share under a ``DistributedSampler``; see ``gather_detections``).
+        for the others (another rank's share under ``build_loader(..., distributed=True)``; see ``gather_detections``).
     """
     dataset, device = loader.dataset, torch.device(device)
     if not hasattr(dataset, "image_size"):
