@@ -85,6 +85,7 @@ from utils.distributed import (  # noqa: E402
     launch_context,
     local_rank_from_env,
     lost_another_process,
+    refused_on_main,
     resolve_device,
     say_start_refusal,
 )
@@ -476,8 +477,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     requested = requested_architecture(args)
     size = args.size or config["size"]
     out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model))  # a named run's: eval/<DATASET>/<name>
-    if ctx.is_main:
-        check_writable_folder(out_dir, "--eval_dir")
+    refused_on_main(lambda: check_writable_folder(out_dir, "--eval_dir"), ctx)  # rank 0 writes the results
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
         args.classes = ",".join(state["class_names"])
     dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained

@@ -647,16 +647,15 @@ def test_sync_bn_in_one_process_is_refused_at_start(tmp_path):
 
     args = parse("--dataset", "shapes", "--sync_bn", "--eval_dir", str(tmp_path / "e"))
     fill_dataset_defaults(args)
-    folders = (tmp_path / "w" / "run.pth", tmp_path / "r")
     cuda = torch.device("cuda", 0)  # only compared, never used: no GPU needed
     # one CUDA process: SyncBatchNorm had nothing to synchronise with and the flag was silently ignored
     with pytest.raises(ValueError, match=r"^--sync_bn synchronises BatchNorm across the processes of torchrun, and "
                                          r"this run is a single process: start it with torchrun --nproc_per_node=N "
                                          r"\(N > 1\) or drop --sync_bn$"):
-        check_training_flags(args, cuda, DistributedContext(), *folders)
-    check_training_flags(args, cuda, DistributedContext(rank=0, world_size=2), *folders)
+        check_training_flags(args, cuda, DistributedContext())
+    check_training_flags(args, cuda, DistributedContext(rank=0, world_size=2))
     with pytest.raises(ValueError, match="--sync_bn needs CUDA devices"):
-        check_training_flags(args, torch.device("cpu"), DistributedContext(), *folders)
+        check_training_flags(args, torch.device("cpu"), DistributedContext())
     assert list(tmp_path.iterdir()) == []  # checked, nothing created
 
 
@@ -874,6 +873,43 @@ def test_a_one_process_mode_under_torchrun_is_refused_at_start(monkeypatch, caps
     assert capsys.readouterr().err == (
         f"error: {mode} runs in one process, not under torchrun (each of the 2 processes would run it whole and write "
         f"the same files): run it with python main.py\n")
+
+
+def exchange_as_rank(monkeypatch, rank: int, sent: list) -> None:
+    """``torch.distributed.broadcast_object_list`` of a 2-process group faked for process ``rank``: rank 0's objects
+    are recorded in ``sent``, rank 1 receives those recorded (rank 0 is simulated first)."""
+    def broadcast_object_list(objects: list, src: int = 0, **_) -> None:
+        if rank == 0:
+            sent.append(list(objects))
+        else:
+            objects[:] = sent.pop(0)
+
+    monkeypatch.setattr(torch.distributed, "broadcast_object_list", broadcast_object_list)
+
+
+@pytest.mark.parametrize("mode", ["training", "--trained_model"])
+def test_a_folder_rank_0_cannot_write_stops_every_process_at_start(tmp_path, monkeypatch, mode):
+    """Rank 0 alone checks the folders it writes; it refused an unwritable one alone, and the other processes went on
+    reading the data into the first collective, where they died on rank 0's exit (a gloo traceback). Rank 0's refusal
+    is now sent to every process, which refuses alike (main.py prints it once, from rank 0)."""
+    from utils.distributed import DistributedContext
+
+    (tmp_path / "afile").write_text("in the way")
+    folder = tmp_path / "afile" / "out"
+    flag = "--save_folder" if mode == "training" else "--eval_dir"
+    args = parse("--dataset", "shapes", "--data_root", str(tmp_path / "never_read"), flag, str(folder))
+    fill_dataset_defaults(args)
+    if mode == "training":
+        start = lambda ctx: training_run.run_training(args, torch.device("cpu"), ctx)  # noqa: E731
+    else:
+        start = lambda ctx: cli.run_evaluation_only(args, torch.device("cpu"), ctx, {"config": {}})  # noqa: E731
+    sent = []
+    refusal = rf"^{flag} {folder}: cannot write there \({tmp_path / 'afile'} is a file\); give a writable folder$"
+    for rank in (0, 1):
+        exchange_as_rank(monkeypatch, rank, sent)
+        with pytest.raises(ValueError, match=refusal):
+            start(DistributedContext(rank=rank, world_size=2))
+    assert not (tmp_path / "never_read").exists()
 
 
 # what gloo raises in this process's collective when another process was killed (SIGKILL, the out-of-memory killer)

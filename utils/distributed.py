@@ -197,6 +197,21 @@ def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     return holder[0]
 
 
+def refused_on_main(check: Callable[[], None], ctx: DistributedContext) -> None:
+    """Run ``check`` on rank 0 alone (a check of what rank 0 alone writes or holds: its output folders, its run
+    locks) and raise the ``ValueError`` it raises on every process, so that none goes on alone into a collective
+    that rank 0 has left (main.py prints the refusal once, from rank 0)."""
+    refusal = None
+    if ctx.is_main:
+        try:
+            check()
+        except ValueError as error:
+            refusal = str(error)
+    refusal = broadcast_object(refusal, ctx)
+    if refusal is not None:
+        raise ValueError(refusal)
+
+
 def broadcast_buffers(model: nn.Module, ctx: DistributedContext) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every process, as DDP's next forward makes them: after a
     step each process holds the statistics of its own share of the batch, and the checkpoint holds rank 0's. An

@@ -33,6 +33,7 @@ from utils.distributed import (
     any_process,
     broadcast_object,
     lost_another_process,
+    refused_on_main,
     raise_if_any_process_failed,
     unwrap_model,
     wrap_model,
@@ -71,6 +72,7 @@ from utils.training_setup import (
     TrainingSetup,
     build_training,
     check_resumed_flags,
+    check_output_folders,
     check_training_flags,
     load_initial_weights,
     resume_run,
@@ -110,21 +112,16 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
     checkpoint_path = Path(args.save_folder) / name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / checkpoint_path.stem
     with ExitStack() as held:
-        refusal = None
-        if ctx.is_main:  # the main process holds the locks; every process stops when it cannot
-            try:
-                held.enter_context(exclusive_run(checkpoint_path))
-                # the best checkpoint's name is that of a run named <name>_best, whose checkpoint it would replace
-                held.enter_context(exclusive_run(best_checkpoint_path(checkpoint_path), "a checkpoint",
-                                                 "this run would keep its best evaluation there; give this run "
-                                                 "another --name (or --save_folder)"))
-                held.enter_context(exclusive_run(run_dir, "the log folder",
-                                                 "give this run another --run_dir (or --name)"))
-            except ValueError as error:
-                refusal = str(error)
-        refusal = broadcast_object(refusal, ctx)
-        if refusal:
-            raise ValueError(refusal)
+        def check_folders_and_lock() -> None:  # rank 0 writes the files and holds the locks; every process stops
+            check_output_folders(args, checkpoint_path, run_dir)  # found now, not at a save hours later
+            held.enter_context(exclusive_run(checkpoint_path))
+            # the best checkpoint's name is that of a run named <name>_best, whose checkpoint it would replace
+            held.enter_context(exclusive_run(best_checkpoint_path(checkpoint_path), "a checkpoint",
+                                             "this run would keep its best evaluation there; give this run "
+                                             "another --name (or --save_folder)"))
+            held.enter_context(exclusive_run(run_dir, "the log folder", "give this run another --run_dir (or --name)"))
+
+        refused_on_main(check_folders_and_lock, ctx)
         return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with)
 
 
@@ -148,7 +145,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                        run_dir: Path, init_state: dict | None, resume_state: dict | None,
                        resumed_with: str = "") -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
-    backbone_weights = check_training_flags(args, device, ctx, checkpoint_path, run_dir)
+    backbone_weights = check_training_flags(args, device, ctx)
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
     # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
     # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)

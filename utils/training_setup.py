@@ -110,17 +110,20 @@ def precision_name(amp_dtype: torch.dtype | None) -> str | None:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[amp_dtype]
 
 
-def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                         checkpoint_path: Path, run_dir: Path) -> dict[str, torch.Tensor] | None:
-    """Before any data is read: a ``ValueError`` when the folders the run writes (``checkpoint_path``'s, ``run_dir``,
-    the evaluation's; checked on rank 0) cannot be written, or the flags do not fit this device or a given
-    ``--max_iter``; a ``PretrainedWeightsError`` when ``--pretrained PATH`` is not the backbone's state dict
+def check_output_folders(args: argparse.Namespace, checkpoint_path: Path, run_dir: Path) -> None:
+    """A ``ValueError`` when a folder the run writes (``checkpoint_path``'s, ``run_dir``, the evaluation's) cannot be
+    written: found before any data is read, not at the first save or the evaluation hours later."""
+    check_writable_folder(checkpoint_path.parent, "--save_folder")
+    check_writable_folder(run_dir, "--run_dir")
+    check_writable_folder(eval_folder(args, args.name), "--eval_dir")
+
+
+def check_training_flags(args: argparse.Namespace, device: torch.device,
+                         ctx: DistributedContext) -> dict[str, torch.Tensor] | None:
+    """Before any data is read: a ``ValueError`` when the flags do not fit this device or a given ``--max_iter``; a
+    ``PretrainedWeightsError`` when ``--pretrained PATH`` is not the backbone's state dict
     (:func:`read_backbone_weights`). Returns the weights read from ``--pretrained PATH`` for
     :func:`build_training` (None without a path)."""
-    if ctx.is_main:  # found now, not at the first save or the evaluation hours later
-        check_writable_folder(checkpoint_path.parent, "--save_folder")
-        check_writable_folder(run_dir, "--run_dir")
-        check_writable_folder(eval_folder(args, args.name), "--eval_dir")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
