@@ -221,3 +221,27 @@ def test_the_imagenet_weights_are_downloaded_once_per_machine(tmp_path):
     models = [torch.load(tmp_path / f"model{rank}.pt", weights_only=True) for rank in (0, 1)]
     backbone = [key for key in models[0] if key.startswith("backbone.")]
     assert backbone and all(torch.equal(models[0][key], models[1][key]) for key in backbone)
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_the_shapes_set_is_generated_once_per_machine(tmp_path, monkeypatch, local_rank):
+    """Under torchrun every process found no shapes set and generated all 2,500 images into a temp folder of its own
+    (N times the work, the 'Generating' line N times). Each machine's first process now makes the training split
+    first (generating the set); the others wait for it (the all-reduce that says whether it could), then read the set
+    it made. The exchange is faked for one process of two."""
+    import torch.distributed as dist
+
+    from utils import run_data
+    from utils.distributed import DistributedContext
+    from utils.run_data import make_training_split
+
+    events = []
+    monkeypatch.setattr(run_data, "make_dataset", lambda *args, **kwargs: events.append("made") or "dataset")
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, **_: events.append("agreed"))
+    args = argparse.Namespace(dataset="shapes", size=128)
+    ctx = DistributedContext(rank=local_rank, world_size=2, local_rank=local_rank)
+    assert make_training_split(args, ctx, None) == "dataset"
+    assert events == (["made", "agreed"] if local_rank == 0 else ["agreed", "made"])
+    events.clear()
+    assert make_training_split(argparse.Namespace(dataset="voc", size=128), ctx, None) == "dataset"
+    assert events == ["made"]  # a dataset on disk: every process reads it at once

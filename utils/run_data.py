@@ -14,6 +14,7 @@ import numpy as np
 from data import COCODetection, DataError, build_dataset
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
+from utils.distributed import DistributedContext, raise_if_any_process_failed
 from utils.logging import RunLog
 from utils.messages import counted
 from utils.names import folded_name, same_classes
@@ -27,6 +28,28 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes, class_order=class_order)
+
+
+def make_training_split(args: argparse.Namespace, ctx: DistributedContext,
+                        class_order: Sequence[str] | None) -> DetectionDataset:
+    """The training split (:func:`make_dataset`, augmented). Under ``torchrun``, ``--dataset shapes`` makes it in each
+    machine's first process (``LOCAL_RANK`` 0) first, which generates the set when its folder holds none, and the
+    other processes then read that set: started together, each generated the whole set (N times the work). Raises
+    :class:`DataError` on every process when that process could not make it (it says why)."""
+    def make() -> DetectionDataset:
+        return make_dataset(args, "train", args.size, train=True, class_order=class_order)
+
+    if not (ctx.is_distributed and args.dataset == "shapes"):
+        return make()
+    dataset, failure = None, None
+    if ctx.local_rank == 0:
+        try:
+            dataset = make()
+        except DataError as error:  # every process must learn it before the others look for the set
+            failure = error
+    raise_if_any_process_failed(failure, ctx, lambda: DataError(
+        "another process of this job could not make the shapes set on its machine (its message says why)"))
+    return dataset if dataset is not None else make()
 
 
 def check_recorded_shapes_set(args: argparse.Namespace, data_root_given: str | None, source: str) -> None:

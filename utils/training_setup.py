@@ -34,7 +34,7 @@ from utils.loss import MultiBoxLoss
 from utils.messages import counted, joined_lines, preview_names
 from utils.names import same_classes
 from utils.optim import build_optimizer
-from utils.run_data import absolute_data_paths, check_splits, make_dataset
+from utils.run_data import absolute_data_paths, check_splits, make_dataset, make_training_split
 from utils.run_evaluation import eval_folder
 from utils.run_flags import amp_dtype_for, check_run_length, requested_architecture
 
@@ -189,7 +189,7 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     split takes the training split's). ``backbone_weights``: those :func:`check_training_flags` read from
     ``--pretrained PATH``."""
     torch.manual_seed(args.seed)
-    dataset = make_dataset(args, "train", args.size, train=True, class_order=class_order)
+    dataset = make_training_split(args, ctx, class_order)  # under torchrun, a shapes set generated once per machine
     for note in dataset.notes:
         log.info(note)
     test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names)
