@@ -20,6 +20,7 @@ from utils.distributed import (
     all_reduce_mean,
     any_process,
     raise_if_any_process_failed,
+    resolve_device,
 )
 from utils.loss import MultiBoxLoss
 
@@ -168,3 +169,21 @@ def test_a_failure_on_any_process_is_raised_on_every_process(monkeypatch):
     peer_failed[0] = 1
     with pytest.raises(RuntimeError, match="a peer's image"):
         raise_if_any_process_failed(None, two, elsewhere)
+
+
+@pytest.mark.parametrize("requested", ["auto", "cuda"])
+def test_more_torchrun_processes_than_gpus_is_refused_naming_nproc_per_node(monkeypatch, requested):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: process 1 takes cuda:1, which is not there. The refusal said
+    '--device cuda: this machine has 1 CUDA device(s), numbered from cuda:0' (also for --device auto, which the user
+    never wrote as cuda), not that the machine runs more processes than it has GPUs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    assert resolve_device(requested, local_rank=0) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"^torchrun started process LOCAL_RANK 1 on this machine, which has 1 CUDA "
+                                         r"device\(s\): each process takes the GPU of its LOCAL_RANK, so start at most "
+                                         r"1 process per machine \(--nproc_per_node 1\)$"):
+        resolve_device(requested, local_rank=1)
+    with pytest.raises(ValueError, match=r"^--device cuda:1: this machine has 1 CUDA device\(s\), numbered from "
+                                         r"cuda:0$"):
+        resolve_device("cuda:1", local_rank=0)  # an index given: the flag's own

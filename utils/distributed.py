@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from utils.messages import counted
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -58,7 +60,8 @@ def lost_another_process(error: BaseException) -> bool:
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``."""
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``. A
+    ``ValueError`` names the flag, or, for a ``local_rank`` past the machine's GPUs, torchrun's ``--nproc_per_node``."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -72,6 +75,10 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
             raise ValueError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+            if local_rank >= (count := torch.cuda.device_count()):
+                raise ValueError(f"torchrun started process LOCAL_RANK {local_rank} on this machine, which has {count} "
+                                 "CUDA device(s): each process takes the GPU of its LOCAL_RANK, so start at most "
+                                 f"{counted(count, 'process')} per machine (--nproc_per_node {count})")
         if device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                              f"numbered from cuda:0")
