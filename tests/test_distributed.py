@@ -187,3 +187,17 @@ def test_more_torchrun_processes_than_gpus_is_refused_naming_nproc_per_node(monk
     with pytest.raises(ValueError, match=r"^--device cuda:1: this machine has 1 CUDA device\(s\), numbered from "
                                          r"cuda:0$"):
         resolve_device("cuda:1", local_rank=0)  # an index given: the flag's own
+
+
+def test_one_gpu_named_for_several_torchrun_processes_of_a_machine_is_refused(monkeypatch):
+    """--device cuda:0 under torchrun --nproc_per_node 2 put both processes on cuda:0, which NCCL refuses at the first
+    collective with a traceback ('Duplicate GPU detected'); one process per machine may name its GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    with pytest.raises(ValueError, match=r"^--device cuda:0 would put the 2 torchrun processes of this machine on one "
+                                         r"GPU; use --device cuda \(or auto\): each process takes the GPU of its "
+                                         r"LOCAL_RANK$"):
+        resolve_device("cuda:0", local_rank=1, local_world_size=2)
+    assert resolve_device("cuda:1", local_rank=0, local_world_size=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=1, local_world_size=2) == torch.device("cuda", 1)

@@ -59,8 +59,9 @@ def lost_another_process(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(text in str(error) for text in LOST_PROCESS_ERRORS)
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``. A
+def resolve_device(requested: str, local_rank: int = 0, local_world_size: int = 1) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``;
+    ``cuda:N`` for one process per machine (``local_world_size``: torchrun's processes on this machine). A
     ``ValueError`` names the flag, or, for a ``local_rank`` past the machine's GPUs, torchrun's ``--nproc_per_node``."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,6 +74,10 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and local_world_size > 1:  # NCCL refuses two processes on one GPU
+            raise ValueError(f"--device {requested} would put the {local_world_size} torchrun processes of this "
+                             "machine on one GPU; use --device cuda (or auto): each process takes the GPU of its "
+                             "LOCAL_RANK")
         if device.index is None:
             device = torch.device("cuda", local_rank)
             if local_rank >= (count := torch.cuda.device_count()):
@@ -124,6 +129,11 @@ def say_start_refusal(message: str) -> None:
         return
     time.sleep(START_REFUSAL_WAIT_S)
     print(f"[rank {ctx.rank}] {message}", file=sys.stderr, flush=True)
+
+
+def local_world_size_from_env() -> int:
+    """``LOCAL_WORLD_SIZE`` set by ``torchrun``, its processes on this machine (1 otherwise)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def local_rank_from_env() -> int:
