@@ -1322,8 +1322,7 @@ def test_pretrained_weights_are_read_once_and_given_to_the_model(tmp_path, monke
     args = parse("--dataset", "shapes", "--pretrained", str(weights), "--save_folder", str(tmp_path / "w"),
                  "--run_dir", str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e"))
     fill_dataset_defaults(args)
-    read = check_training_flags(args, torch.device("cpu"), DistributedContext(), tmp_path / "w" / "x.pth",
-                                tmp_path / "r")
+    read = check_training_flags(args, torch.device("cpu"), DistributedContext())
     assert read.keys() == read_backbone_weights(weights, ResNet18).keys() == state.keys() - {"fc.weight", "fc.bias"}
     weights.unlink()  # not read again
     from utils.training_setup import build_detector_fetching_once
