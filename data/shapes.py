@@ -488,14 +488,13 @@ def generate_shapes_dataset(
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise DataError(f"{root} is not empty; the shapes generator writes only into a new or empty folder")
-    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-
-    jobs = [
+    jobs = [  # before any folder is made: split_layouts refuses a split count too small
         (split, index, layout)
         for split, count in zip(SPLITS, (num_trainval, num_test))
         for index, layout in enumerate(split_layouts(seed, split, count))
     ]
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
     ids: dict[str, list[str]] = {split: [] for split in SPLITS}
     num_objects = 0
     for number, (split, index, layout) in enumerate(tqdm(jobs, desc="shapes", unit="img"), start=1):

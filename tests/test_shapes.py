@@ -129,6 +129,13 @@ def test_layouts_need_two_images():
     assert sorted(split_layouts(0, "trainval", 250)).count("crowded") == 2
 
 
+def test_a_too_small_split_is_refused_before_any_folder_is_made(tmp_path):
+    # empty folders left behind would hold no manifest: later runs would refuse the folder as not a shapes set
+    with pytest.raises(ValueError, match="test split needs at least 2 images"):
+        shapes.generate_shapes_dataset(tmp_path / "shapes", num_trainval=2, num_test=1)
+    assert not (tmp_path / "shapes").exists()
+
+
 def test_unknown_split_and_layout_are_rejected():
     with pytest.raises(ValueError, match="unknown split 'val'"):
         render_sample(0, "val", 0)
