@@ -485,14 +485,16 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run_from_command_line(argv: list[str] | None = None) -> None:
     """:func:`main` on ``argv`` (the command line's when None); a refusal (bad flags or data, a failed run) stops
-    it with one ``error:`` line on stderr and an exit code, not a traceback."""
+    it with one ``error:`` line on stderr and an exit code, not a traceback: a failed run's, else main.py's for bad
+    input (:data:`EXIT_BAD_INPUT`), as main.py itself refuses those flags and data."""
     try:
         main(get_args_parser().parse_args(argv))
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     except (ValueError, FileNotFoundError, DataError) as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import utils.training_run as training_run
 from benchmarks import assigners
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from utils.run_exit import (
+    EXIT_BAD_INPUT,
     continued_by,
     divergence_advice,
     how_to_continue,
@@ -615,7 +616,7 @@ def test_shapes_data_root_holding_a_set_of_other_arguments_is_used_as_it_is(tmp_
     assert (root / "shapes_manifest.json").read_text() == manifest
 
 
-def test_a_shapes_data_root_the_generator_did_not_make_is_one_error_line(tmp_path):
+def test_a_shapes_data_root_the_generator_did_not_make_is_one_error_line(tmp_path, capsys):
     """``--dataset shapes --data_root DIR`` of a folder of other files: the study stopped with a DataError traceback
     where main.py says in one line to move the folder away or pass another --data_root."""
     (tmp_path / "photos").mkdir()
@@ -623,5 +624,17 @@ def test_a_shapes_data_root_the_generator_did_not_make_is_one_error_line(tmp_pat
     with pytest.raises(SystemExit) as stopped:
         assigners.run_from_command_line(["--preset", "tiny", "--dataset", "shapes", "--data_root",
                                          str(tmp_path / "photos"), "--out_dir", str(tmp_path / "out")])
-    assert stopped.value.code == (f"error: {tmp_path / 'photos'} exists but has no shapes_manifest.json, so it was "
-                                  "not made by the shapes generator; move it away or pass another --data_root")
+    assert stopped.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'photos'} exists but has no shapes_manifest.json, so it "
+                                       "was not made by the shapes generator; move it away or pass another "
+                                       "--data_root\n")
+
+
+def test_flags_main_py_refuses_stop_the_study_with_main_py_s_exit_code(tmp_path, capsys):
+    """docs/assigner_study.md: flags main.py refuses before training (a --size no multiple of 64) stop the study with
+    exit code 2, as main.py's refusal does; the study's own check of them exited 1 (``sys.exit`` of the message)."""
+    with pytest.raises(SystemExit) as stopped:
+        assigners.run_from_command_line(["--preset", "tiny", "--size", "100", "--out_dir", str(tmp_path / "out")])
+    assert stopped.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "error: --size 100 is not a multiple of 64 from 128; use e.g. 320 or 512\n"
+    assert not (tmp_path / "out").exists()
