@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import functools
 import importlib
+import inspect
 import io
 import re
 import shlex
@@ -36,6 +38,70 @@ def test_module_map_names_every_module_of_the_tree():
     unlisted = [module for module in modules
                 if not any(module == path or (path.endswith("/") and module.startswith(path)) for path in listed)]
     assert unlisted == []
+
+
+
+def module_map_rows() -> list[tuple[list[str], str]]:
+    """``(paths, public names)`` of each row of docs/architecture.md's module map."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    cells = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    return [(re.findall(r"`([\w/.]+)`", row[0]), row[2]) for row in cells]
+
+
+def top_level_parts(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets (``boxes1 [B, N, 4], boxes2`` -> 2 parts)."""
+    parts, depth, part = [], 0, ""
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth == 0:
+            parts.append(part.strip())
+            part = ""
+        else:
+            part += char
+    return [part for part in [*parts, part.strip()] if part]
+
+
+# the map's calls of an object rather than of a public name: the criterion built by MultiBoxLoss
+CALLS_OF_INSTANCES = {"loss_fn"}
+
+
+def test_every_call_of_the_module_map_names_a_public_name_with_its_arguments_and_defaults():
+    """Every ``name(arg, key=default)`` of the module map's public names is a module-level name, or a method of a class,
+    of the row's modules; the arguments it shows are that callable's, and a default it shows is the code's."""
+    wrong = []
+    for paths, names in module_map_rows():
+        modules = [importlib.import_module(path.rstrip("/").removesuffix(".py").replace("/", ".")) for path in paths]
+        scope: dict[str, object] = {}
+        for module in modules:
+            for name, value in vars(module).items():
+                scope.setdefault(name, value)
+                for attribute in vars(value) if isinstance(value, type) else ():
+                    scope.setdefault(attribute, getattr(value, attribute))
+        for call in re.findall(r"`([A-Za-z_][\w.]*)\((.*?)\)", names):
+            dotted, arguments = call
+            if dotted in CALLS_OF_INSTANCES:
+                continue
+            head, *attributes = dotted.split(".")
+            target = functools.reduce(lambda value, attribute: getattr(value, attribute, None), attributes,
+                                      scope.get(head))
+            if target is None:
+                wrong.append(f"{paths}: {dotted} is not a public name of these modules")
+                continue
+            parameters = inspect.signature(target).parameters
+            for part in top_level_parts(arguments):
+                name, _, default = (side.strip() for side in part.partition("="))
+                if name in ("...", "*"):
+                    continue
+                if not re.fullmatch(r"\w+(?: \[.*\].*)?", name):
+                    wrong.append(f"{dotted}: {part!r} names no argument (a parameter's name, its shape in [ ])")
+                    continue
+                name = name.split()[0]
+                if name not in parameters:
+                    wrong.append(f"{dotted}: no argument {name} in {inspect.signature(target)}")
+                elif default not in ("", "...") and parameters[name].default != ast.literal_eval(default):
+                    wrong.append(f"{dotted}: {name}={default} shown, {parameters[name].default!r} in the code")
+    assert wrong == []
 
 
 # --- links, paths, flags and commands of README.md and docs/*.md ---
