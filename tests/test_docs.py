@@ -6,6 +6,7 @@ import ast
 import contextlib
 import functools
 import importlib
+import importlib.util
 import inspect
 import io
 import re
@@ -153,6 +154,30 @@ def test_every_repository_path_named_exists():
                                page_text(page)):
             if not (REPO / path.split("::")[0]).exists():
                 missing.add(f"{page.name}: {path}")
+    assert sorted(missing) == []
+
+
+
+def test_every_dotted_python_name_named_exists():
+    """A ``package.module.name`` of the project that the pages name in Python's dotted form
+    (``utils.postprocess.PostProcessor``, ``data.build_loader``) is an attribute of that module."""
+    missing = set()
+    for page in DOCS:
+        for dotted in re.findall(r"(?<![\w./-])((?:utils|models|data|benchmarks|main)(?:\.[A-Za-z_]\w*)+)(?![\w/-])",
+                                 page_text(page)):
+            if dotted.rsplit(".", 1)[1] in ("py", "md", "sh", "json", "txt", "csv", "pth"):  # a file's name
+                continue
+            module, name = dotted.rsplit(".", 1)
+            try:  # a module (data.coco_eval), or a name in one
+                found = importlib.util.find_spec(dotted) is not None
+            except ModuleNotFoundError:
+                found = False
+            try:
+                found = found or hasattr(importlib.import_module(module), name)
+            except ModuleNotFoundError:
+                pass
+            if not found:
+                missing.add(f"{page.name}: {dotted}")
     assert sorted(missing) == []
 
 
