@@ -74,7 +74,7 @@ from utils.checkpoint import (  # noqa: E402
     check_writable_folder,
     load_checkpoint,
 )
-from utils.demo import add_use_arguments, default_demo_output, run_demo  # noqa: E402
+from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, default_demo_output, run_demo  # noqa: E402
 from utils.distributed import (  # noqa: E402
     LOST_PROCESS,
     DistributedContext,
@@ -412,14 +412,15 @@ def run_use(args: argparse.Namespace, device: torch.device, state: dict | None) 
     """``--demo`` / ``--export`` with ``--trained_model`` (a given architecture flag already checked against the
     checkpoint by ``main``): the checkpoint alone defines the model and the classes. ``state``: the checkpoint when
     ``main`` read it (:func:`reads_trained_config`), else None (read by ``run_demo`` / ``export_onnx``)."""
+    score_thresh = DEFAULT_SCORE_THRESH if args.score_thresh is None else args.score_thresh
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
-                    score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, state=state)
+                    score_thresh=score_thresh, nms_thresh=args.nms_thresh, state=state)
     else:
         try:
             with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
                 run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
-                         score_thresh=args.score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
+                         score_thresh=score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
                          cuda_graph=args.cuda_graph, state=state)
         except KeyboardInterrupt:
             out_dir = args.demo_output or default_demo_output(args.trained_model)

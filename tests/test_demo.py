@@ -560,7 +560,7 @@ def test_default_output_folder_and_flags():
     assert (args.export, args.export_path, args.opset, args.export_nms) == ("onnx", "m.onnx", 13, True)
     defaults = parser.parse_args([])
     assert (defaults.demo, defaults.demo_output, defaults.score_thresh, defaults.export, defaults.opset) == (
-        None, None, 0.3, None, None)  # --opset not given: export_onnx's DEFAULT_OPSET (17)
+        None, None, None, None, None)  # not given: DEFAULT_SCORE_THRESH (0.3), export_onnx's DEFAULT_OPSET (17)
 
 
 def test_class_names_opencv_cannot_draw_get_one_warning_and_stay_intact_in_the_json(checkpoint, photos, tmp_path,

@@ -266,6 +266,10 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
                                     "(evaluation keeps every detection scoring above 0.005); add one or drop "
                                     "--score_thresh"),
         (["--trained_model", "w.pth", "--score_thresh", "0.5"], "--score_thresh applies to --demo and --export_nms"),
+        # given at --demo's default it was taken for not given: the evaluation ran, keeping its 0.005, without a word
+        (["--trained_model", "w.pth", "--score_thresh", "0.3"], "--score_thresh applies to --demo and --export_nms"),
+        (["--trained_model", "w.pth", "--export", "onnx", "--score_thresh", "0.3"],
+         "--score_thresh applies to --demo and --export_nms"),
         (["--trained_model", "w.pth", "--export", "onnx", "--score_thresh", "0.5"],
          "--score_thresh applies to --demo and --export_nms"),
         (["--trained_model", "w.pth", "--export", "onnx", "--nms_thresh", "0.6"],

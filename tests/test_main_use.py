@@ -32,6 +32,23 @@ def test_demo_through_main_writes_images_and_json(tmp_path):
     assert {d["class_name"] for image in report["images"] for d in image["detections"]} <= set(CLASS_NAMES)
 
 
+@pytest.mark.parametrize("argv, score_thresh", [
+    ([], 0.3), (["--score_thresh", "0.05"], 0.05),
+])
+def test_demo_and_the_nms_export_take_score_thresh_0_3_unless_given(argv, score_thresh, tmp_path, monkeypatch):
+    """--score_thresh is left None by the parser when not given (so that one given to a mode that does not read it is
+    refused whatever its value); --demo and --export_nms then use 0.3."""
+    import main as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "run_demo", lambda *args, **kwargs: calls.append(kwargs["score_thresh"]))
+    monkeypatch.setattr(cli, "export_onnx", lambda *args, **kwargs: calls.append(kwargs["score_thresh"]))
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    assert run_main("--trained_model", str(checkpoint), "--demo", "a.jpg", "--workers", "0", *argv) == 0
+    assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--export_nms", *argv) == 0
+    assert calls == [score_thresh, score_thresh]
+
+
 def test_demo_on_a_folder_without_images_is_one_line_and_exit_2(tmp_path, capsys):
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
     (tmp_path / "empty").mkdir()

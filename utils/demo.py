@@ -484,7 +484,7 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                             "images and detections.json to --demo_output")
     group.add_argument("--demo_output", type=str, default=None, metavar="DIR",
                        help="folder for the demo results (default: eval/demo/<checkpoint stem>/)")
-    group.add_argument("--score_thresh", type=float, default=DEFAULT_SCORE_THRESH,
+    group.add_argument("--score_thresh", type=float, default=None,  # None: not given (DEFAULT_SCORE_THRESH)
                        help="--demo: keep and draw detections scoring above this; --export_nms: the graph's score "
                             f"threshold (default: {DEFAULT_SCORE_THRESH:g})")
     group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,

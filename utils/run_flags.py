@@ -25,7 +25,6 @@ from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
-from utils.demo import DEFAULT_SCORE_THRESH
 from utils.inference import RESULTS_FILE_PATTERNS, check_complete_results, summary_beside
 from utils.messages import counted, exact_number, first_line
 
@@ -160,7 +159,7 @@ def check_flag_combinations(args: argparse.Namespace, parser: argparse.ArgumentP
                         ("opset", "export")):
         if getattr(args, flag) is not None and getattr(args, flag) is not False and not getattr(args, needs):
             raise ValueError(f"--{flag} applies to --{needs}, which was not given; add --{needs} or drop --{flag}")
-    if args.score_thresh != DEFAULT_SCORE_THRESH and not (args.demo or args.export_nms):
+    if args.score_thresh is not None and not (args.demo or args.export_nms):
         raise ValueError("--score_thresh applies to --demo and --export_nms, neither of which was given (evaluation "
                          f"keeps every detection scoring above {EVAL_SCORE_THRESH:g}); add one or drop --score_thresh")
     if args.export and not args.export_nms and args.nms_thresh is not None:
@@ -452,7 +451,7 @@ def check_flag_values(args: argparse.Namespace) -> None:
                                    f"{args.lr}")
     if args.nms_thresh is not None and not 0.0 < args.nms_thresh <= 1.0:
         raise FlagValueError("nms_thresh", f"--nms_thresh {args.nms_thresh} must be an IoU in (0, 1]")
-    if not 0.0 <= args.score_thresh < 1.0:
+    if args.score_thresh is not None and not 0.0 <= args.score_thresh < 1.0:
         raise FlagValueError("score_thresh", f"--score_thresh {args.score_thresh} must be a probability in [0, 1)")
     # --mutual_guide still None: not given, and maybe taken from a --resume PATH checkpoint
     if args.mutual_guide_from is not None and (args.mutual_guide is False or args.mutual_guide_from < 0):
