@@ -74,9 +74,9 @@ def test_collect_images_errors_name_the_input(tmp_path, monkeypatch):
     empty = tmp_path / "docs"
     empty.mkdir()
     (empty / "a.txt").write_text("x")
-    with pytest.raises(DemoInputError, match=r"--demo .*docs: the folder holds no image files \(1 other files\)"):
+    with pytest.raises(DemoInputError, match=r"--demo .*docs: the folder holds no image files \(1 other file\)"):
         collect_images(str(empty))
-    with pytest.raises(DemoInputError, match=r"the pattern matches no image files \(1 other files\)"):
+    with pytest.raises(DemoInputError, match=r"the pattern matches no image files \(1 other file\)"):
         collect_images(str(empty / "*"))
     # images in sub-folders only (a dataset's train/ and test/): the message says where they are and what to pass
     for sub, count in (("train", 2), ("test", 1)):
@@ -86,7 +86,7 @@ def test_collect_images_errors_name_the_input(tmp_path, monkeypatch):
     with pytest.raises(DemoInputError) as error:
         collect_images(str(empty))
     assert str(error.value) == (
-        f"--demo {empty}: the folder holds no image files (1 other files), but its sub-folders hold 3 (test/, train/): "
+        f"--demo {empty}: the folder holds no image files (1 other file), but its sub-folders hold 3 (test/, train/): "
         f"pass '{empty}/**/*' (quoted) for all of them, or one sub-folder"
     )
     assert len(collect_images(f"{empty}/**/*")) == 3

@@ -111,7 +111,8 @@ def _expand(source: str) -> list[Path]:
         files = [p for p in sorted(path.iterdir()) if _file_or_broken_link(p)]
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not images:
-            raise DemoInputError(f"--demo {source}: the folder holds no image files ({len(files)} other files)"
+            others = counted(len(files), "other file")
+            raise DemoInputError(f"--demo {source}: the folder holds no image files ({others})"
                                  + (_images_below(path) or f"; images need one of the suffixes {suffixes}"))
         return images
     if path.exists():  # neither file nor folder: `--demo <(curl ...)` gives a pipe, which is never read
@@ -124,7 +125,8 @@ def _expand(source: str) -> list[Path]:
         if not matches and (hint := _literal_glob_characters(source)):
             raise DemoInputError(f"--demo {source}: the pattern matches no file, but {hint}")
         if not images:
-            raise DemoInputError(f"--demo {source}: the pattern matches no image files ({len(matches)} other files); "
+            others = counted(len(matches), "other file")
+            raise DemoInputError(f"--demo {source}: the pattern matches no image files ({others}); "
                                  f"images need one of the suffixes {suffixes}")
         return images
     raise DemoInputError(f"--demo {source}: no such file or folder; check the path")
