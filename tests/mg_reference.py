@@ -130,8 +130,11 @@ def reference_mg_assign(
     for g in range(len(boxes)):
         num_pos = int((anchor_iou[g] >= positive_threshold).sum())
         num_ign = int((anchor_iou[g] >= ignore_threshold).sum())
-        cls_marks[g, top_nonzero_anchors(pred_iou[g], num_ign)] = 1
-        cls_marks[g, top_nonzero_anchors(pred_iou[g], num_pos)] = 2
+        # one ranking for both quotas: with ties at rank num_pos, a second topk(num_pos) may pick a tied anchor
+        # outside topk(num_ign), giving more than num_ign positive or ignored anchors
+        ranked = top_nonzero_anchors(pred_iou[g], num_ign)
+        cls_marks[g, ranked] = 1
+        cls_marks[g, ranked[:num_pos]] = 2
         reg_marks[g, top_nonzero_anchors(amplified[g], num_pos)] = 2
     return marks_to_assignment(cls_marks), marks_to_assignment(reg_marks)
 

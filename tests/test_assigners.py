@@ -462,3 +462,23 @@ def test_thresholds_are_inclusive_at_exactly_0_5_and_0_4():
     mg = MutualGuidanceAssigner()(anchors, gt.boxes, gt.labels, gt.mask, loc, conf)
     assert mg.cls.state.tolist() == [[POSITIVE, POSITIVE, IGNORE, NEGATIVE]]
     assert mg.reg.state.tolist() == [[POSITIVE, POSITIVE, NEGATIVE, NEGATIVE]]
+
+
+def test_tied_predicted_ious_at_the_positive_quota_select_exactly_the_ignore_quota():
+    """Every prediction shifted 3 anchor widths right of its anchor (conf at the prior): many decoded boxes meet the
+    whole-image object with the same IoU, ties that straddle rank K_pos = 16. The assigner ranks the row once, so
+    K_ign = 24 anchors are selected, the first 16 positive; the reference ranked it twice (topk(24), then
+    topk(16)), and the second topk chose tied anchors outside the first, giving 16 positives and 10 ignored."""
+    anchors = PriorBox(24.0, 512)()
+    targets = [torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]])]
+    gt = pad_targets(targets, NUM_CLASSES)
+    loc = torch.zeros(1, anchors.shape[0], 4)
+    loc[..., 0] = 30.0
+    conf = torch.full((1, anchors.shape[0], NUM_CLASSES), -math.log(99.0))
+    assigner = MutualGuidanceAssigner()
+    quotas = assigner.quotas(anchors, gt.boxes, gt.mask)
+    assert (quotas.num_positive.item(), quotas.num_ignored_or_positive.item()) == (16, 24)
+    mg = assigner(anchors, gt.boxes, gt.labels, gt.mask, loc, conf)
+    assert (int((mg.cls.state == POSITIVE).sum()), int((mg.cls.state == IGNORE).sum())) == (16, 8)
+    reference_cls, _ = reference_mg_assign(anchors, gt.boxes[0], gt.labels[0], loc[0], conf[0])
+    assert_same_assignment(mg.cls, 0, reference_cls)
