@@ -609,3 +609,25 @@ def test_a_target_that_is_not_a_tensor_is_named_as_such(target):
     with pytest.raises(ValueError, match=rf"targets\[0\] is a {type(target).__name__}, not a tensor; convert it with "
                                          r"torch\.as_tensor\(target, dtype=torch\.float32\)"):
         MultiBoxLoss(NUM_CLASSES)((loc, conf), ANCHORS_320, [target])
+
+
+@pytest.mark.parametrize("mutual_guide", [False, True])
+def test_targets_that_require_grad_are_constants_of_the_loss(mutual_guide):
+    """Boxes that still carry a graph (pseudo-labels from a teacher that was not detached, a differentiable
+    augmentation) are ground truth, not parameters: the loss and the prediction gradients are those of the detached
+    boxes, and no gradient flows back into them (it did: the regression targets were encoded from the live boxes,
+    so a backward pass pulled the ground truth toward the predictions)."""
+    anchors = PriorBox(24.0, 64)()
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.randn(1, anchors.shape[0], 4, generator=generator)
+    conf = torch.randn(1, anchors.shape[0], NUM_CLASSES, generator=generator)
+    source = torch.tensor([[0.1, 0.1, 0.6, 0.7, 3.0], [0.5, 0.2, 0.9, 0.5, 7.0]], requires_grad=True)
+    criterion = MultiBoxLoss(NUM_CLASSES, mutual_guide=mutual_guide)
+    loc_live, loc_constant = loc.clone().requires_grad_(True), loc.clone().requires_grad_(True)
+    live = criterion((loc_live, conf), anchors, [source * 1.0])
+    constant = criterion((loc_constant, conf), anchors, [source.detach()])
+    sum(live).backward()
+    sum(constant).backward()
+    assert source.grad is None
+    torch.testing.assert_close(torch.stack(live).detach(), torch.stack(constant), rtol=0, atol=0)
+    torch.testing.assert_close(loc_live.grad, loc_constant.grad, rtol=0, atol=0)

@@ -57,7 +57,8 @@ def pad_targets(
     ``BOX_RANGE`` (not pixels), that no box is inside out (``x2 < x1`` or ``y2 < y1``: not cxcywh; a box without area
     is valid and forces no anchor) and, when ``num_classes`` is given, the class range (before moving to ``device``,
     so targets that come from a CPU DataLoader are checked without a device sync).
-    Images with no object (``[0, 5]``) are valid.
+    Images with no object (``[0, 5]``) are valid. Targets that require grad are detached: they are ground truth,
+    and no gradient of the loss flows back into them.
     """
     if len(targets) == 0:
         raise ValueError("pad_targets: got an empty list of targets; pass one [n_i, 5] tensor per image.")
@@ -78,7 +79,8 @@ def pad_targets(
                 "targets on one device (the DataLoader gives them on the host; ``device`` moves them together)."
             )
     counts = torch.tensor([len(target) for target in targets])
-    padded = pad_sequence([target.float() for target in targets], batch_first=True)  # [B, n_max, 5]
+    # ground truth is a constant of the loss: no gradient flows back into boxes that still carry a graph
+    padded = pad_sequence([target.detach().float() for target in targets], batch_first=True)  # [B, n_max, 5]
     if padded.shape[1] == 0:
         padded = padded.new_zeros(len(targets), 1, TARGET_COLUMNS)
     mask = torch.arange(padded.shape[1]) < counts.unsqueeze(1)  # [B, G]

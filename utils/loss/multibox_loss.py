@@ -83,7 +83,8 @@ class MultiBoxLoss(nn.Module):
     Call ``loss_fn((loc, conf), priors, targets)`` with
         loc: ``[B, A, 4]`` predicted offsets; conf: ``[B, A, C]`` logits (any float dtype);
         priors: ``[A, 4]`` anchors cxcywh normalised (:class:`utils.box.PriorBox`);
-        targets: B float tensors ``[n_i, 5]`` = x1, y1, x2, y2 normalised, class 0..C-1 (``[0, 5]`` if no object).
+        targets: B float tensors ``[n_i, 5]`` = x1, y1, x2, y2 normalised, class 0..C-1 (``[0, 5]`` if no object);
+            constants of the loss: detached, so no gradient flows into targets that require grad.
     It returns ``(loss_l, loss_c)`` 0-d float32 tensors, or ``(loss_l, loss_c, stats)`` with ``with_stats=True``;
     ``stats`` holds 0-d float32 device tensors (no host sync): num_objects, num_pos_cls, num_pos_reg,
     pos_per_object (classification positives per object), num_images, cls_pos_per_image, reg_pos_per_image
