@@ -12,7 +12,8 @@ class Detector(nn.Module):
     """images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C]), the same pair in train and eval mode.
 
     images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image); a NumPy array or
-    an integer tensor (a raw image batch) is a ValueError naming the conversion.
+    an integer tensor (a raw image batch) is a ValueError naming the conversion, and so is any shape other than
+    [B, 3, S, S] with S = `size` (another side would give another anchor count, or the same count on shifted cells).
     loc: offsets encoded against PriorBox(size=S) anchors with variances (0.1, 0.2); conf: per-class logits, no
     background column. A follows PriorBox's order (level, row, column, anchor): 12,750 at 320 and 32,736 at 512.
     `version`, `backbone_name`, `size` and `num_classes` record the build, for checkpoints.
@@ -31,7 +32,21 @@ class Detector(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         _check_images(images)
+        self._check_shape(images)
         return self.head(self.neck(self.backbone(images)))
+
+    def _check_shape(self, images: object) -> None:
+        """ValueError unless ``images`` is [B, 3, size, size]; shapes only, no host sync (a ``torch.fx`` proxy
+        passes)."""
+        if not isinstance(images, Tensor):
+            return
+        if images.dim() == 4 and tuple(images.shape[1:]) == (3, self.size, self.size):
+            return
+        raise ValueError(
+            f"Detector: images are [{', '.join(map(str, images.shape))}]; this {self.version}-{self.backbone_name} "
+            f"was built for [B, 3, {self.size}, {self.size}] (size={self.size}): resize each image to {self.size} x "
+            f"{self.size} (data.transforms), or build the detector with the images' size"
+        )
 
     def load_all_but_classifier(self, state_dict: Mapping[str, Tensor]) -> list[str]:
         """Load every weight of ``state_dict`` (a detector of the same architecture, any class count) except the

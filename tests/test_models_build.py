@@ -49,14 +49,15 @@ def test_full_size_output_shapes_match_prior_box(version, backbone, size):
 
 @pytest.mark.parametrize("version,backbone,size", COMBINATIONS)
 def test_cpu_forward_backward_reaches_every_parameter(version, backbone, size):
-    """Real CPU arithmetic at batch 2 on a 64 px input (levels 8, 4, 2, 1[, 1]) to keep the suite fast.
+    """Real CPU arithmetic at batch 2 on a 64 px input (levels 8, 4, 2, 1[, 1]) through the backbone, neck and head
+    to keep the suite fast.
 
     Individual gradients may be exactly 0 (a bias feeding a train-mode BN linearly cancels in the mean), so the
     check is: every parameter takes part, and every part of the model gets a gradient.
     """
     torch.manual_seed(0)
     model = build_detector(version, backbone, size, num_classes=3)
-    loc, conf = model(torch.randn(2, 3, 64, 64))
+    loc, conf = model.head(model.neck(model.backbone(torch.randn(2, 3, 64, 64))))  # Detector itself takes size only
     cells = [8, 4, 2, 1, 1][: len(model.head.loc)]
     assert loc.shape == (2, 6 * sum(c * c for c in cells), 4)
     assert conf.shape == (2, loc.shape[1], 3)
@@ -79,7 +80,7 @@ def test_cpu_full_size_resnet18_320(version):
 
 
 def test_eval_mode_returns_the_same_pair():
-    model = build_detector("pafpn", "resnet18", 320, num_classes=2).eval()
+    model = build_detector("pafpn", "resnet18", 128, num_classes=2).eval()
     with torch.no_grad():
         loc, conf = model(torch.randn(1, 3, 128, 128))
     assert loc.shape == (1, 6 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 4) and conf.shape == (1, loc.shape[1], 2)
@@ -330,3 +331,19 @@ def test_images_that_are_not_a_float_tensor_are_refused_with_the_conversion(imag
                 r"\(data.transforms.normalize_image of each uint8 BGR")
     with pytest.raises(ValueError, match=expected):
         model(images)
+
+
+@pytest.mark.parametrize("shape", [
+    (1, 3, 129, 128),  # torch's "Sizes of tensors must match except in dimension 1. Expected size 17 but got size 18"
+    (2, 3, 127, 127),  # ran silently: 128's anchor count, each anchor a little off its PriorBox position
+    (1, 3, 192, 192),  # ran silently: 4,590 anchors, which PriorBox(size=128)'s 2,040 do not describe
+    (1, 128, 128, 3),  # channels last in the shape (an HWC image batch): conv2d's "expected input to have 3 channels"
+    (3, 128, 128),  # one image without its batch dimension
+])
+def test_images_of_another_shape_than_b_3_s_s_are_refused_naming_the_built_size(shape):
+    model = build_on_meta("fssd", "resnet18", 128, 3).eval()
+    expected = (rf"Detector: images are \[{', '.join(map(str, shape))}\]; this fssd-resnet18 was built for "
+                r"\[B, 3, 128, 128\] \(size=128\): resize each image to 128 x 128 \(data.transforms\)")
+    with pytest.raises(ValueError, match=expected):
+        model(torch.zeros(shape, device="meta"))
+    assert model(torch.zeros(2, 3, 128, 128, device="meta"))[0].shape == (2, 2040, 4)
