@@ -149,6 +149,31 @@ def test_a_real_detector_runs_channels_last_on_the_cpu_and_leaves_the_callers_mo
         np.testing.assert_allclose(got["scores"][:20], want["scores"][:20].numpy(), rtol=1e-4)
 
 
+class TwoRandomImages(RandomImages):
+    def __len__(self):
+        return 2
+
+
+def test_a_detector_with_bf16_weights_gets_images_of_its_dtype(one_torch_thread):
+    """model.to(torch.bfloat16) (or float64) failed with torch's "Input type (float) and bias type (c10::BFloat16)
+    should be the same": the loader's images are float32. They are now cast to the weights' dtype; a CUDA graph,
+    whose captured input is float32, refuses such a model naming amp_dtype."""
+    from models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("fssd", "resnet18", 128, NUM_CLASSES).eval()
+    priors = PriorBox(size=128).forward()
+    loader = DataLoader(TwoRandomImages(), batch_size=2, collate_fn=collate)
+    reference = run_inference(model, loader, priors, "cpu", progress=False)
+    detections = run_inference(model.to(torch.bfloat16), loader, priors, "cpu", progress=False)
+    for got, want in zip(detections, reference):
+        assert got["scores"].dtype == np.float32 and len(got["scores"]) > 0
+        np.testing.assert_allclose(got["scores"][:5], want["scores"][:5], atol=2e-2)
+    with pytest.raises(ValueError, match=r"run_inference: cuda_graph captures float32 images but the model's weights "
+                                         r"are torch.bfloat16; keep float32 weights and pass amp_dtype=torch.bfloat16"):
+        run_inference(model, loader, priors, "cpu", cuda_graph=True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_inference_equals_the_eager_cpu_path():
     dataset = FakeVocDataset()

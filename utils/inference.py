@@ -60,7 +60,8 @@ def run_inference(
     faster (:func:`models.memory_format.prefers_channels_last`: on the CPU, and under autocast on CUDA).
 
     Args:
-        model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``.
+        model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``; the images are cast to its
+            weights' dtype (``model.to(torch.bfloat16)`` runs in bf16; not with ``cuda_graph``, a ValueError).
         loader: yields ``(images, targets, indices)`` (``detection_collate``); its dataset has ``image_size(i)`` (a
             test loader; a ValueError otherwise). Images of another size than a :class:`models.Detector`'s ``size``
             are a ValueError naming both.
@@ -84,6 +85,12 @@ def run_inference(
             "sizes detections are scaled to; pass a test loader of a dataset of data/: build_loader(dataset, "
             "batch_size, train=False, workers=...) (a training loader yields augmented images)"
         )
+    weights_dtype = next(model.parameters(), torch.empty(0)).dtype  # the loader's float32 images are cast to it
+    if cuda_graph and weights_dtype != torch.float32:
+        raise ValueError(
+            f"run_inference: cuda_graph captures float32 images but the model's weights are {weights_dtype}; keep "
+            f"float32 weights and pass amp_dtype={weights_dtype} (autocast), or run without cuda_graph"
+        )
     postprocessor = postprocessor or PostProcessor(priors)
     detections: list[Detections | None] = [None] * len(dataset)
     was_training = model.training
@@ -103,7 +110,8 @@ def run_inference(
                                                 images.shape[-1], amp_dtype=amp_dtype)
                 results = graphed(images, image_sizes)
             else:
-                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(channels_last))
+                images = images.to(device, weights_dtype, non_blocking=True).contiguous(
+                    memory_format=memory_format(channels_last))
                 results = detections_to_numpy(_detect(network, images, priors, postprocessor, image_sizes.to(device),
                                                       amp_dtype))
             for index, result in zip(indices, results):
