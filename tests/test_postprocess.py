@@ -227,15 +227,20 @@ def test_re_runs_recover_a_detection_a_plain_top_k_loses(priors):
     assert same_detections(PostProcessor(priors, max_pre_nms_topk=None)(loc, conf, sizes)[0], exact)
 
 
-@pytest.mark.parametrize("nan_offsets", [[0, 1, 2, 3], [0]])  # a NaN x offset leaves y1 and y2 finite
-def test_non_finite_boxes_are_no_candidates(priors, nan_offsets):
+@pytest.mark.parametrize("nan_offsets, value", [
+    ([0, 1, 2, 3], math.nan), ([0], math.nan),  # a NaN x offset leaves y1 and y2 finite
+    # exp(0.2 * 1000) overflows: corners -inf and inf, which the clamp to [0, 1] turned into a whole-image box
+    ([2, 3], 1000.0),
+    ([0], math.inf),  # cx = inf: x1 = x2 = inf, clamped to a zero-width box on the right edge
+])
+def test_non_finite_boxes_are_no_candidates(priors, nan_offsets, value):
     # A diverged model's NaN box must not poison NMS (torchvision's batched_nms offsets boxes by their maximum)
     generator = torch.Generator().manual_seed(9)
     loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
     conf = distinct_logits(generator, 1, len(priors), 3)
     best = int(conf[0].max(dim=1).values.argmax())  # the anchor of the top candidate
     broken = loc.clone()
-    broken[0, best, nan_offsets] = float("nan")
+    broken[0, best, nan_offsets] = value
     without = conf.clone()
     without[0, best] = -30.0  # the same anchor, scoring nothing
     expected = PostProcessor(priors)(loc, without, IMAGE_SIZES[:1])[0]

@@ -7,7 +7,8 @@ Steps, for the whole batch at once:
 2. ``scores = sigmoid(conf)``, one score per (anchor, class) pair;
 3. **pre-NMS top-k** (not in the authors' code): keep the ``pre_nms_topk`` highest (anchor, class) scores
    of each image, then those strictly above ``score_thresh`` (0.005, as the authors); a box or a logit that is not
-   finite (a diverged model's NaN) is no candidate;
+   finite (a diverged model's NaN, or an offset so large that the decoded box overflows before step 1's clamp) is
+   no candidate;
 4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
    (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
@@ -310,8 +311,11 @@ class PostProcessor:
         if self.priors.device != device:
             self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
         image_sizes = image_size_pairs(torch.as_tensor(image_sizes, device=device), batch, "PostProcessor")
-        boxes = self.box_coder.decode(loc.float(), self.priors).clamp_(0.0, 1.0)  # [B, A, 4] normalised
-        finite = torch.isfinite(boxes).all(dim=2, keepdim=True)  # [B, A, 1]; NaN survives the clamp
+        boxes = self.box_coder.decode(loc.float(), self.priors)  # [B, A, 4] normalised
+        # [B, A, 1], before the clamp, which turns an overflowing width (exp of a large offset: corners -inf and inf)
+        # into a whole-image box; NaN survives the clamp
+        finite = torch.isfinite(boxes).all(dim=2, keepdim=True)
+        boxes = boxes.clamp_(0.0, 1.0)
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
         boxes = torch.where(finite, boxes, 0.0) * scale[:, None, :]
         # a NaN logit would outrank every real score in the top-k: like a non-finite box, it is no candidate
