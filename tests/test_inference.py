@@ -174,6 +174,20 @@ def test_a_detector_with_bf16_weights_gets_images_of_its_dtype(one_torch_thread)
         run_inference(model, loader, priors, "cpu", cuda_graph=True)
 
 
+def test_a_compiled_or_data_parallel_model_is_run_as_the_module_it_wraps(one_torch_thread):
+    """A researcher's torch.compile(model) failed in the BatchNorm folding with 'Module [OptimizedModule] is missing
+    the required "forward" function', nn.DataParallel(model) with torch.fx's 'Proxy object cannot be iterated'."""
+    from models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("fssd", "resnet18", 128, NUM_CLASSES).eval()
+    priors = PriorBox(size=128).forward()
+    loader = DataLoader(TwoRandomImages(), batch_size=2, collate_fn=collate)
+    reference = run_inference(model, loader, priors, "cpu", progress=False)
+    for wrapped in (torch.compile(model, backend="eager"), nn.DataParallel(model)):
+        assert_detections_equal(run_inference(wrapped, loader, priors, "cpu", progress=False), reference)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_inference_equals_the_eager_cpu_path():
     dataset = FakeVocDataset()

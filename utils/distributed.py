@@ -250,6 +250,6 @@ def wrap_model(model: nn.Module, device: torch.device, ctx: DistributedContext, 
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside ``torch.compile`` and DistributedDataParallel wrappers."""
+    """The plain module inside ``torch.compile``, DistributedDataParallel and DataParallel wrappers."""
     model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model

@@ -34,7 +34,7 @@ from data.voc_eval import (
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
-from utils.distributed import joined_group
+from utils.distributed import joined_group, unwrap_model
 from utils.files import file_identity, json_safe, replace_text
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.run_lock import one_writer
@@ -61,7 +61,8 @@ def run_inference(
 
     Args:
         model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``; the images are cast to its
-            weights' dtype (``model.to(torch.bfloat16)`` runs in bf16; not with ``cuda_graph``, a ValueError).
+            weights' dtype (``model.to(torch.bfloat16)`` runs in bf16; not with ``cuda_graph``, a ValueError). A
+            ``torch.compile``, DistributedDataParallel or DataParallel wrapper runs as the module it wraps.
         loader: yields ``(images, targets, indices)`` (``detection_collate``); its dataset has ``image_size(i)`` (a
             test loader; a ValueError otherwise). Images of another size than a :class:`models.Detector`'s ``size``
             are a ValueError naming both.
@@ -85,6 +86,7 @@ def run_inference(
             "sizes detections are scaled to; pass a test loader of a dataset of data/: build_loader(dataset, "
             "batch_size, train=False, workers=...) (a training loader yields augmented images)"
         )
+    model = unwrap_model(model)  # BatchNorm folding traces the plain module; a wrapper's forward does not trace
     weights_dtype = next(model.parameters(), torch.empty(0)).dtype  # the loader's float32 images are cast to it
     if cuda_graph and weights_dtype != torch.float32:
         raise ValueError(
