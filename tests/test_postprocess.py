@@ -508,3 +508,24 @@ def test_images_the_largest_top_k_leaves_inexact_are_counted(priors):
     post(loc, conf, IMAGE_SIZES[:2])
     assert post.inexact_images == 2
     assert PostProcessor(priors, max_pre_nms_topk=None).inexact_images == 0
+
+
+def test_nms_runs_a_few_images_at_a_time_with_the_same_detections(priors, monkeypatch):
+    """torchvision's CPU batched_nms loops over its (image, class) groups scanning every candidate for each: one call
+    for the whole batch grew as batch^2 (512 images x 20 classes: 10.5 s against 0.33 s for 64). It now runs on
+    NMS_IMAGES_PER_CALL images at a time (here 2), with the detections of one call per image."""
+    from utils import postprocess
+
+    generator = torch.Generator().manual_seed(3)
+    batch = 5
+    loc = torch.randn(batch, len(priors), 4, generator=generator) * 0.5
+    conf = torch.randn(batch, len(priors), 4, generator=generator)
+    sizes = IMAGE_SIZES[:1].expand(batch, 2)
+    one_at_a_time = [PostProcessor(priors)(loc[i:i + 1], conf[i:i + 1], sizes[:1])[0] for i in range(batch)]
+    groups_per_call = []
+    monkeypatch.setattr(postprocess, "NMS_IMAGES_PER_CALL", 2)
+    monkeypatch.setattr(postprocess, "batched_nms",
+                        lambda boxes, scores, groups, iou: groups_per_call.append(len(set((groups // 4).tolist())))
+                        or batched_nms(boxes, scores, groups, iou))
+    assert_same_detections(PostProcessor(priors)(loc, conf, sizes), one_at_a_time)
+    assert groups_per_call[:3] == [2, 2, 1] and max(groups_per_call) == 2  # the first pass, then step 6's re-runs

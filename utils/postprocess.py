@@ -10,7 +10,8 @@ Steps, for the whole batch at once:
    finite (a diverged model's NaN, or an offset so large that the decoded box overflows before step 1's clamp) is
    no candidate;
 4. per-class NMS at ``nms_thresh``, one group per (image, class): on CUDA :func:`utils.nms.dense_batched_nms`
-   (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms``; both are exact greedy NMS
+   (every image at once, no per-group loop), on CPU ``torchvision.ops.batched_nms`` (16 images per call: its cost
+   grows with candidates x groups, so one call over a whole batch grows as the batch squared); both are exact greedy NMS
    and give the same detections (``tests/test_postprocess.py``);
 5. at most ``max_per_image`` (300) detections per image, the highest scores first; tied scores (a diverged model's
    1.0) in the top-k's order on every path, so an image's detections do not depend on the rest of its batch;
@@ -57,6 +58,7 @@ PRE_NMS_TOPK = 1000
 MAX_PRE_NMS_TOPK = 16_000  # the re-runs' largest top-k (step 6)
 TOPK_GROWTH = 4
 DENSE_NMS_MAX_CANDIDATES = 4096  # per image; the dense NMS holds a [B, k, k] matrix
+NMS_IMAGES_PER_CALL = 16  # images per torchvision batched_nms call (see nms_by_image_chunks)
 
 
 class PaddedDetections(NamedTuple):
@@ -147,6 +149,26 @@ def ranked_pairs(scores: Tensor, pre_nms_topk: int | None) -> tuple[Tensor, Tens
     top_scores, top_columns = flat.topk(k, dim=1)  # [B, k], descending
     anchors = torch.div(top_columns, num_classes, rounding_mode="floor")  # exportable floor division
     return top_scores, anchors, top_columns % num_classes
+
+
+def nms_by_image_chunks(boxes: Tensor, ranks: Tensor, groups: Tensor, image_index: Tensor, batch: int,
+                        iou_threshold: float) -> Tensor:
+    """``torchvision.ops.batched_nms`` over ``NMS_IMAGES_PER_CALL`` images at a time.
+
+    Args:
+        boxes ``[N, 4]``, ranks ``[N]`` (higher first), groups ``[N]``: as ``batched_nms`` takes them, the candidates
+            of ``batch`` images one image after the other; image_index ``[N]``: each candidate's image.
+
+    Returns:
+        int64 ``[K]`` indices of the kept candidates, image by image, each image's by descending rank. On the CPU,
+        ``batched_nms`` scans every candidate once per group, so one call over a whole batch grows as batch^2.
+    """
+    per_image = torch.bincount(image_index, minlength=batch)
+    starts = torch.cat([per_image.new_zeros(1), per_image.cumsum(0)]).tolist()  # [B + 1] candidate offsets
+    bounds = starts[::NMS_IMAGES_PER_CALL] + ([starts[-1]] if batch % NMS_IMAGES_PER_CALL else [])
+    kept = [start + batched_nms(boxes[start:end], ranks[start:end], groups[start:end], iou_threshold)
+            for start, end in zip(bounds, bounds[1:]) if end > start]
+    return torch.cat(kept) if kept else image_index.new_zeros(0)
 
 
 class PostProcessor:
@@ -258,7 +280,7 @@ class PostProcessor:
         # order, as the dense NMS does): with the scores, tied ones (a diverged model's 1.0) would be ordered by
         # torchvision's sorts, which are not stable, so an image's detections would depend on the rest of its batch
         position = torch.arange(len(candidate_scores), 0, -1, dtype=torch.float64, device=boxes.device)
-        kept = batched_nms(candidate_boxes.double(), position, groups, self.nms_thresh)  # by image, scores descending
+        kept = nms_by_image_chunks(candidate_boxes.double(), position, groups, image_index, batch, self.nms_thresh)
         kept_image = image_index[kept]
         counts = torch.bincount(kept_image, minlength=batch)  # [B]
         rank = torch.arange(len(kept), device=boxes.device) - (counts.cumsum(0) - counts)[kept_image]
