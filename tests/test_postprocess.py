@@ -529,3 +529,11 @@ def test_nms_runs_a_few_images_at_a_time_with_the_same_detections(priors, monkey
                         or batched_nms(boxes, scores, groups, iou))
     assert_same_detections(PostProcessor(priors)(loc, conf, sizes), one_at_a_time)
     assert groups_per_call[:3] == [2, 2, 1] and max(groups_per_call) == 2  # the first pass, then step 6's re-runs
+
+
+@pytest.mark.parametrize("dense_nms", [False, True])
+def test_outputs_with_zero_anchors_give_no_detections(dense_nms):
+    """The dense path failed with 'IndexError: index 0 is out of bounds for dimension 1 with size 0'."""
+    post = PostProcessor(torch.zeros(0, 4), dense_nms=dense_nms)
+    detections = post(torch.zeros(2, 0, 4), torch.zeros(2, 0, 3), IMAGE_SIZES[:2])
+    assert [(tuple(d["boxes"].shape), len(d["scores"]), len(d["labels"])) for d in detections] == [((0, 4), 0, 0)] * 2

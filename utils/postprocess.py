@@ -367,7 +367,7 @@ class PostProcessor:
         valid = top_scores > self.score_thresh
         suppresses = suppression_matrix(top_boxes, top_labels, valid, self.nms_thresh)
         if steps is None:
-            kept, settled = settle_nms(suppresses, valid), torch.ones_like(valid[:, 0])
+            kept, settled = settle_nms(suppresses, valid), valid.new_ones(valid.shape[0])
         else:
             kept, settled = nms_steps(valid, suppresses, valid, steps)
         kept &= kept.cumsum(dim=1) <= self.max_per_image  # candidates are by descending score already
