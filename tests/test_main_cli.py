@@ -1087,91 +1087,76 @@ def test_ctrl_c_while_a_run_starts_is_one_line_and_exit_130(mode, tmp_path, monk
     assert err == "interrupted (Ctrl-C) before it had anything to save; run the same command again\n"
 
 
-@pytest.mark.parametrize("flag", ["--trained_model", "--init_from", "--resume"])
-def test_a_checkpoint_of_a_ddp_wrapped_model_is_refused_before_the_data_is_read(flag, tmp_path, monkeypatch, capsys):
-    """A checkpoint in main.py's format whose weights carry DDP's 'module.' prefix (saved from the wrapper by another
-    script) was refused only after the dataset was read (slow on VOC or COCO), as weights that do not fit."""
+@pytest.fixture
+def data_not_read(monkeypatch):
+    """main.py must refuse before it reads (or generates) the shapes set: reading it fails the test."""
     import data.shapes
-    from tests.tiny_checkpoint import write_tiny_checkpoint
 
     def data_read(*args, **kwargs):
         raise AssertionError("the data was read")
 
     monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
+
+
+def shapes_run_flags(tmp_path) -> list[str]:
+    """A CPU run on a shapes set under ``tmp_path`` (never made: see ``data_not_read``), writing only there."""
+    return ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0",
+            "--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"), "--eval_dir", str(tmp_path / "e")]
+
+
+@pytest.mark.parametrize("flag", ["--trained_model", "--init_from", "--resume"])
+def test_a_checkpoint_of_a_ddp_wrapped_model_is_refused_before_the_data_is_read(flag, tmp_path, data_not_read, capsys):
+    """A checkpoint in main.py's format whose weights carry DDP's 'module.' prefix (saved from the wrapper by another
+    script) was refused only after the dataset was read (slow on VOC or COCO), as weights that do not fit."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
     checkpoint = write_tiny_checkpoint(tmp_path / "w.pth")
     state = torch.load(checkpoint, weights_only=True)
     state["model"] = {f"module.{key}": value for key, value in state["model"].items()}
     torch.save(state, checkpoint)
-    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
-               "--eval_dir", str(tmp_path / "e")]
-    argv = ["--dataset", "shapes", "--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
-    assert cli.main(parse(*argv, *folders, flag, str(checkpoint))) == EXIT_BAD_INPUT
+    assert cli.main(parse(*shapes_run_flags(tmp_path), flag, str(checkpoint))) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith(f"error: {checkpoint} holds the weights of a model wrapped by DistributedDataParallel (or "
                           "DataParallel): every key of 'model' starts with 'module.' (e.g. "
                           "'module.backbone.conv1.weight'), which main.py never saves; ")
 
 
-def test_resume_of_a_best_checkpoint_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+def test_resume_of_a_best_checkpoint_is_refused_before_the_data_is_read(tmp_path, data_not_read, capsys):
     """--resume of a run's <name>_best.pth (weights of one evaluation, no training state) was refused only after both
     splits were read and the model built (its ImageNet weights fetched)."""
-    import data.shapes
     from tests.tiny_checkpoint import write_tiny_checkpoint
 
-    def data_read(*args, **kwargs):
-        raise AssertionError("the data was read")
-
-    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
     best = write_tiny_checkpoint(tmp_path / "w_best.pth")
     torch.save(torch.load(best, weights_only=True) | {"best_metrics": {"mAP": 0.5}}, best)
-    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
-               "--eval_dir", str(tmp_path / "e")]
-    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
-    assert cli.main(parse(*argv, *folders, "--resume", str(best))) == EXIT_BAD_INPUT
+    assert cli.main(parse(*shapes_run_flags(tmp_path), "--resume", str(best))) == EXIT_BAD_INPUT
     assert capsys.readouterr().err == (
         f"error: {best} holds the weights of its run's best evaluation (after iteration 1), not a training state to "
         f"resume: --resume the run's own checkpoint, or start a new run from these weights with --init_from {best}\n")
 
 
-def test_resume_of_weights_without_an_optimizer_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+def test_resume_of_weights_without_an_optimizer_is_refused_before_the_data_is_read(tmp_path, data_not_read, capsys):
     """--resume of a checkpoint whose optimizer state was stripped (to share a smaller file) was refused only after
     both splits were read and the model built."""
-    import data.shapes
     from tests.tiny_checkpoint import write_tiny_checkpoint
 
-    def data_read(*args, **kwargs):
-        raise AssertionError("the data was read")
-
-    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
     weights = write_tiny_checkpoint(tmp_path / "w.pth")  # model, config, classes, iteration: no training state
-    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
-               "--eval_dir", str(tmp_path / "e")]
-    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
-    assert cli.main(parse(*argv, *folders, "--resume", str(weights))) == EXIT_BAD_INPUT
+    assert cli.main(parse(*shapes_run_flags(tmp_path), "--resume", str(weights))) == EXIT_BAD_INPUT
     assert capsys.readouterr().err == (
         f"error: {weights} cannot be resumed: it has no 'optimizer' entry (a damaged or edited file); resume an "
         f"earlier checkpoint with --resume PATH, or start a new run from its weights with --init_from {weights}\n")
 
 
-def test_resume_with_another_precision_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+def test_resume_with_another_precision_is_refused_before_the_data_is_read(tmp_path, data_not_read, capsys):
     """--resume of a run trained with --amp bf16 with another --amp (or, bare --resume, with --amp forgotten) was
     refused only after both splits were read and the model built: --amp's precision depends on the device alone."""
-    import data.shapes
     from tests.tiny_checkpoint import write_tiny_checkpoint
     from utils.checkpoint import capture_rng_state
 
-    def data_read(*args, **kwargs):
-        raise AssertionError("the data was read")
-
-    monkeypatch.setattr(data.shapes, "ensure_shapes_dataset", data_read)
     checkpoint = write_tiny_checkpoint(tmp_path / "w.pth")
     state = torch.load(checkpoint, weights_only=True)
     state["config"] |= {"amp": "bf16", "amp_dtype": "bf16"}
     torch.save(state | {"optimizer": {}, "scaler": {}, "rng": capture_rng_state()}, checkpoint)
-    folders = ["--save_folder", str(tmp_path / "w"), "--run_dir", str(tmp_path / "r"),
-               "--eval_dir", str(tmp_path / "e")]
-    argv = ["--data_root", str(tmp_path / "shapes"), "--device", "cpu", "--workers", "0"]
-    assert cli.main(parse(*argv, *folders, "--resume", str(checkpoint), "--amp", "fp16")) == EXIT_BAD_INPUT
+    assert cli.main(parse(*shapes_run_flags(tmp_path), "--resume", str(checkpoint), "--amp", "fp16")) == EXIT_BAD_INPUT
     assert capsys.readouterr().err.startswith(
         f"error: {checkpoint} was saved by a run with mixed precision (--amp) bf16, this run has fp16; resume with the "
         "same flags")
