@@ -18,6 +18,15 @@ from utils.messages import first_line, preview_names
 WRAPPER_PREFIXES = {"module.": "DistributedDataParallel (or DataParallel)", "_orig_mod.": "torch.compile"}
 
 
+def wrapper_prefix(state_dict: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(prefix, wrapper)`` of :data:`WRAPPER_PREFIXES` when every key of a non-empty ``state_dict`` carries that
+    prefix (weights saved from the wrapper, not from the model), else None."""
+    for prefix, wrapper in WRAPPER_PREFIXES.items():
+        if state_dict and all(str(key).startswith(prefix) for key in state_dict):
+            return prefix, wrapper
+    return None
+
+
 class PretrainedWeightsError(RuntimeError):
     """The backbone weights could not be obtained or do not fit; the message is one line meant for the user."""
 
@@ -74,13 +83,13 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
         raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
                                      f"a backbone's ImageNet weights: start from its weights with --init_from "
                                      f"{source}, or continue its run with --resume {source}")
-    for prefix, wrapper in WRAPPER_PREFIXES.items():
-        if all(str(key).startswith(prefix) for key in state_dict):
-            raise PretrainedWeightsError(
-                f"--pretrained {source} holds the weights of a model wrapped by {wrapper}: every key starts with "
-                f"{prefix!r} (e.g. {next(iter(state_dict))!r}), which torchvision's files do not have; remove the "
-                f"prefix from every key: state = {{k.removeprefix({prefix!r}): v for k, v in state.items()}}, or "
-                "pass --no_pretrained")
+    if wrapped := wrapper_prefix(state_dict):
+        prefix, wrapper = wrapped
+        raise PretrainedWeightsError(
+            f"--pretrained {source} holds the weights of a model wrapped by {wrapper}: every key starts with "
+            f"{prefix!r} (e.g. {next(iter(state_dict))!r}), which torchvision's files do not have; remove the "
+            f"prefix from every key: state = {{k.removeprefix({prefix!r}): v for k, v in state.items()}}, or "
+            "pass --no_pretrained")
     with torch.device("meta"):  # the backbone's keys and shapes, without allocating or initialising its weights
         layout = backbone_class().state_dict()
     kept = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}")

@@ -32,7 +32,7 @@ import torch
 from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
-from models.pretrained import WRAPPER_PREFIXES
+from models.pretrained import wrapper_prefix
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.messages import counted, first_line, preview_names
 from utils.names import folded_name, same_classes
@@ -261,16 +261,16 @@ def _check_architecture_config(path: Path, config: Mapping[str, Any]) -> None:
 
 
 def _check_unwrapped(path: Path, model_state: Mapping[str, Any]) -> None:
-    """Refuse the weights of a wrapped model (every key with the prefix of :data:`WRAPPER_PREFIXES`, e.g. DDP's
+    """Refuse the weights of a wrapped model (every key with the prefix of a wrapper, :func:`wrapper_prefix`, e.g. DDP's
     ``module.``), which another script saved from the wrapper: every reader would find none of the model's keys,
     only after reading the dataset; the message says how to remove the prefix."""
-    for prefix, wrapper in WRAPPER_PREFIXES.items():
-        if model_state and all(str(key).startswith(prefix) for key in model_state):
-            raise CheckpointError(
-                f"{path} holds the weights of a model wrapped by {wrapper}: every key of 'model' starts with "
-                f"{prefix!r} (e.g. {next(iter(model_state))!r}), which main.py never saves; save the unwrapped "
-                f"model's state dict instead, or remove the prefix from every key: state['model'] = "
-                f"{{k.removeprefix({prefix!r}): v for k, v in state['model'].items()}}")
+    if wrapped := wrapper_prefix(model_state):
+        prefix, wrapper = wrapped
+        raise CheckpointError(
+            f"{path} holds the weights of a model wrapped by {wrapper}: every key of 'model' starts with "
+            f"{prefix!r} (e.g. {next(iter(model_state))!r}), which main.py never saves; save the unwrapped "
+            f"model's state dict instead, or remove the prefix from every key: state['model'] = "
+            f"{{k.removeprefix({prefix!r}): v for k, v in state['model'].items()}}")
 
 
 def _check_class_names(path: Path, class_names: list, model_state: Mapping[str, Any]) -> None:
