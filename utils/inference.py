@@ -268,17 +268,23 @@ def summary_beside(results: Path) -> Path:
     return (results if results.is_dir() else results.parent) / "summary.json"
 
 
+def _recorded(summary_file: Path, key: str) -> Any:
+    """The ``key`` entry of the evaluation summary ``summary_file``; None when the file is missing or unreadable, is
+    not a JSON object, or has no such entry (another tool's results, an older summary)."""
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary.get(key) if isinstance(summary, dict) else None
+
+
 def check_complete_results(results: Path) -> None:
     """``--eval_results``: a ``ValueError`` naming the ``summary.json`` beside ``results`` (an evaluation's folder, or
     a file in it) when it records an evaluation that did not finish writing its files there (``"complete": false``,
     see :func:`evaluate_detections`). A folder without a ``summary.json`` (another tool's results) or one written
     before the entry existed passes."""
     summary_file = summary_beside(results)
-    try:
-        complete = json.loads(summary_file.read_text(encoding="utf-8")).get("complete", True)
-    except (OSError, ValueError, AttributeError):
-        return
-    if complete is False:
+    if _recorded(summary_file, "complete") is False:
         raise ValueError(f"--eval_results {results}: {summary_file} records an evaluation that did not finish writing "
                          "its results there (stopped by a full disk, a refused write or a crash, or still running), so "
                          "the folder may hold a mix of its files and an earlier evaluation's; evaluate the checkpoint "
@@ -289,10 +295,7 @@ def changed_split_note(summary_file: Path, num_images: int) -> str | None:
     """What to know when the evaluation whose ``summary.json`` is ``summary_file`` ran on another number of test
     images than the ``num_images`` the split has now (images added since have no detection in its results, so they
     score other numbers); ``None`` when it ran on as many, or the file is missing, unreadable or records no count."""
-    try:
-        evaluated = json.loads(summary_file.read_text(encoding="utf-8")).get("num_images")
-    except (OSError, ValueError, AttributeError):
-        return None
+    evaluated = _recorded(summary_file, "num_images")
     if not isinstance(evaluated, int) or isinstance(evaluated, bool) or evaluated == num_images:
         return None
     change = ("an image added since has no detection in them" if num_images > evaluated
