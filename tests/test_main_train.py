@@ -1296,6 +1296,20 @@ def test_unwritable_output_folders_stop_before_training(shapes_root, tmp_path, c
     assert not list(tmp_path.glob("weights/*.pth"))  # no checkpoint written
 
 
+@pytest.mark.parametrize("best", ["", "_best"])
+def test_a_folder_at_the_checkpoint_path_stops_before_training(shapes_root, tmp_path, capsys, best):
+    """A folder named like the run's checkpoint (or best checkpoint) is not an earlier run's checkpoint to set aside:
+    the run stops before the data, naming it, and leaves it where it is."""
+    folder = tmp_path / "weights" / CKPT.format(best)
+    (folder / "notes").mkdir(parents=True)
+    assert run(tmp_path, base_args(shapes_root, "--eval_interval", "1")) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert (f"error: weights/{CKPT.format(best)} is a folder, where this run writes its "
+            f"{'best ' if best else ''}checkpoint: move it, or give this run another --name (or --save_folder)") in err
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [CKPT.format(best)]
+    assert (folder / "notes").is_dir()
+
+
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_stop_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path, monkeypatch, capsys,
                                                                            stop):

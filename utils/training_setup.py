@@ -15,7 +15,7 @@ from models import PretrainedWeightsError, build_detector
 from models.builder import BACKBONES
 from models.memory_format import prefers_channels_last
 from models.pretrained import read_backbone_weights
-from utils.best_checkpoint import is_best_checkpoint
+from utils.best_checkpoint import best_checkpoint_path, is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
     RUN_KEYS,
@@ -112,8 +112,13 @@ def precision_name(amp_dtype: torch.dtype | None) -> str | None:
 
 def check_output_folders(args: argparse.Namespace, checkpoint_path: Path, run_dir: Path) -> None:
     """A ``ValueError`` when a folder the run writes (``checkpoint_path``'s, ``run_dir``, the evaluation's) cannot be
-    written: found before any data is read, not at the first save or the evaluation hours later."""
+    written, or when a folder stands where the run writes its checkpoint or best checkpoint (not an earlier run's
+    checkpoint to set aside): found before any data is read, not at the first save or the evaluation hours later."""
     check_writable_folder(checkpoint_path.parent, "--save_folder")
+    for path, kind in ((checkpoint_path, "checkpoint"), (best_checkpoint_path(checkpoint_path), "best checkpoint")):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, where this run writes its {kind}: move it, or give this run another "
+                             "--name (or --save_folder)")
     check_writable_folder(run_dir, "--run_dir")
     check_writable_folder(eval_folder(args, args.name), "--eval_dir")
 
