@@ -416,6 +416,14 @@ def has_extent(boxes: np.ndarray, height: int | np.ndarray, width: int | np.ndar
             & (normalised[:, 2] > normalised[:, 0]) & (normalised[:, 3] > normalised[:, 1]))
 
 
+def clip_to_image(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loaders' rule for boxes outside the image: pixel boxes ``[n, 4]`` x1y1x2y2 clipped to ``[0, W] x [0, H]``
+    (a new array of their dtype) and the keep mask bool ``[n]`` of those left with extent (:func:`has_extent`; a box
+    wholly outside the image has none once clipped)."""
+    clipped = np.clip(boxes, 0, np.array([width, height, width, height], dtype=boxes.dtype))
+    return clipped, has_extent(clipped, height, width)
+
+
 class FixupCounter:
     """Counts recoverable box problems while annotations are parsed, and warns once with the total and examples."""
 
@@ -441,14 +449,12 @@ class FixupCounter:
         self, boxes: np.ndarray, height: int, width: int, where: str, counted: np.ndarray | None = None
     ) -> np.ndarray:
         """Clip pixel boxes ``[n, 4]`` to ``[0, W] x [0, H]`` and return a keep mask ``[n]`` that drops degenerate
-        boxes (:func:`has_extent`). ``boxes`` (float64 holds any finite coordinate) is clipped in place; both fix-ups
+        boxes (:func:`clip_to_image`). ``boxes`` (float64 holds any finite coordinate) is clipped in place; both fix-ups
         are counted, but for the boxes without extent that ``counted`` (bool ``[n]``) marks: the caller counted
         their drop under a kind of its own."""
-        limits = np.array([width, height, width, height], dtype=boxes.dtype)
-        clipped = np.clip(boxes, 0, limits)
+        clipped, keep = clip_to_image(boxes, height, width)
         self.add("box clipped to the image", int((clipped != boxes).any(axis=1).sum()), [where], changes_boxes=True)
         boxes[:] = clipped
-        keep = has_extent(boxes, height, width)
         uncounted = ~keep if counted is None else ~keep & ~counted
         self.add(DEGENERATE_BOX_DROPPED, int(uncounted.sum()), [where], changes_boxes=True)
         return keep

@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from data.dataset import clip_to_image
+
 PIXEL_MEAN_BGR = (104, 117, 123)
 
 # Crop modes of the authors' _crop: None = keep the image, otherwise the minimum IoU every GT box must
@@ -220,8 +222,19 @@ def normalized_target(boxes: np.ndarray, labels: np.ndarray, height: int, width:
     return target
 
 
+def boxes_in_image(
+    boxes: np.ndarray, labels: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel boxes ``[n, 4]`` and labels ``[n]`` as the loaders read them (:func:`data.dataset.clip_to_image`): boxes
+    clipped to the ``height x width`` image, those left without extent (wholly outside it) dropped with their labels;
+    the loaders' boxes, already so, come back unchanged, for a transform called directly."""
+    clipped, keep = clip_to_image(boxes, height, width)
+    return clipped[keep], labels[keep]
+
+
 class TrainTransform:
-    """The authors' ``preproc``: crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) ->
+    """The authors' ``preproc`` on boxes clipped to the image as the loaders clip them (:func:`boxes_in_image`; a
+    box wholly outside it is dropped): crop -> distort -> expand (p 0.6, ``expand_probability``) -> mirror (p 0.5) ->
     resize with a random interpolation -> mean subtraction; boxes are normalised by the augmented image (in float64, as
     the authors) and those with ``min(w, h) <= MIN_BOX_SIDE`` are dropped. When an image had boxes and none survive,
     the sample falls back to the un-augmented image (resize with a random interpolation + mean) with all its original
@@ -244,6 +257,7 @@ class TrainTransform:
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         check_bgr_image(image, "TrainTransform")
+        boxes, labels = boxes_in_image(boxes, labels, *image.shape[:2])
         image, boxes = shrink(image, boxes, max(TRAIN_MAX_SIDE, TRAIN_MAX_SIDE_PER_SIZE * self.size))
         original_image, original_boxes, original_labels = image, boxes, labels
         image, boxes, labels = random_crop(image, boxes, labels, rng)
@@ -266,9 +280,10 @@ class TrainTransform:
 
 
 class TestTransform:
-    """The authors' ``BaseTransform``: resize ``S x S`` (INTER_LINEAR), mean subtraction, boxes normalised by the
-    original image. ``__call__(image, boxes, labels, rng=None) -> (image float32 [3, S, S], target float32 [n, 5])``;
-    an image that is not uint8 BGR ``[H, W, 3]`` is a ValueError naming the conversion (:func:`check_bgr_image`).
+    """The authors' ``BaseTransform``: resize ``S x S`` (INTER_LINEAR), mean subtraction, boxes clipped to the image
+    as the loaders clip them (:func:`boxes_in_image`; a box wholly outside it is dropped) and normalised by it.
+    ``__call__(image, boxes, labels, rng=None) -> (image float32 [3, S, S], target float32 [n, 5])``; an image that is
+    not uint8 BGR ``[H, W, 3]`` is a ValueError naming the conversion (:func:`check_bgr_image`).
     """
 
     __test__ = False  # not a pytest test class
@@ -281,4 +296,5 @@ class TestTransform:
     ) -> tuple[np.ndarray, np.ndarray]:
         check_bgr_image(image, "TestTransform")
         height, width = image.shape[:2]
+        boxes, labels = boxes_in_image(boxes, labels, height, width)
         return normalize_image(resize(image, self.size)), normalized_target(boxes, labels, height, width)

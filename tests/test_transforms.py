@@ -525,3 +525,18 @@ def test_an_image_that_is_not_uint8_bgr_is_refused_with_the_conversion(shape, dt
     for where, call in calls.items():
         with pytest.raises(ValueError, match=rf"^{where}: .*{re.escape(str(shape))}.*{re.escape(fix)}"):
             call()
+
+
+def test_both_transforms_clip_boxes_to_the_image_and_drop_those_left_without_extent():
+    """Called directly (the loaders pass boxes already clipped), the transforms read boxes partly outside the image
+    as the loaders do (data.dataset.clip_to_image): clipped to [0, W] x [0, H], those wholly outside dropped; a
+    TestTransform target read 1.05 and -0.05 and a TrainTransform target kept label 1, out of the image."""
+    image = coordinate_image(100, 200)
+    boxes = np.array([[-10, 20, 50, 120], [250, 10, 300, 50], [10, 10, 60, 60], [180, 30, 210, 80]], np.float32)
+    labels = np.array([0, 1, 2, 3])
+    _, target = T.TestTransform(32)(image, boxes, labels)
+    np.testing.assert_allclose(target, [[0, 0.2, 0.25, 1, 0], [0.05, 0.1, 0.3, 0.6, 2], [0.9, 0.3, 1, 0.8, 3]])
+    transform = T.TrainTransform(32)
+    for seed in range(30):
+        target = transform(image, boxes, labels, np.random.default_rng(seed))[1]
+        assert 0 <= target[:, :4].min() and target[:, :4].max() <= 1 and 1 not in target[:, 4], seed
