@@ -8,7 +8,7 @@ from pathlib import Path
 
 from data.errors import DataError
 from data.voc import read_utf8_text
-from utils.names import compose_name, control_characters, folded_name, invisible_characters
+from utils.names import compose_name, control_characters, folded_name, invisible_characters, unprintable_characters
 
 
 def parse_class_list(arg: str) -> list[str]:
@@ -39,7 +39,7 @@ def parse_class_list(arg: str) -> list[str]:
         where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
         raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
     else:
-        source = f"--classes {arg!r}" if control_characters(arg) or invisible_characters(arg) else f"--classes {arg}"
+        source = f"--classes {arg!r}" if unprintable_characters(arg) else f"--classes {arg}"
         names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
         line_numbers = None
     if not names:

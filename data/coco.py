@@ -39,7 +39,7 @@ from data.dataset import (
 from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems, with_missing_files_hint
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.messages import counted
-from utils.names import compose_name, control_characters, folded_name, invisible_characters
+from utils.names import compose_name, folded_name, unprintable_characters
 
 # a box is trained on when both sides exceed this (continuous frame): the authors' "x2 - x1 > 6" on inclusive indices
 MIN_BOX_SIDE_PIXELS = 7
@@ -238,7 +238,7 @@ def category_problems(categories: list[dict]) -> list[str]:
     problems = []
     by_name: dict[str, list[dict]] = {}
     for category in categories:
-        if found := control_characters(category["name"]) + invisible_characters(category["name"]):
+        if found := unprintable_characters(category["name"]):
             problems.append(f"category {_id_and_name(category)} contains the control or invisible character(s) "
                             f"{', '.join(found)}; give plain names")
         by_name.setdefault(folded_name(category["name"].strip()), []).append(category)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from data.dataset import (
 )
 from data.errors import DataError, DatasetNotFoundError, format_problems, with_missing_files_hint
 from utils.messages import exact_number
-from utils.names import compose_name, folded_name
+from utils.names import compose_name, folded_name, unprintable_characters
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -137,12 +136,13 @@ def _not_utf8_hint(xml_path: Path) -> str:
 
 
 def _annotation_not_found(xml_path: Path) -> DataError:
-    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id holds an invisible character (a control
-    or format character: a UTF-8 byte-order mark inside a list, a zero-width space) or ends with an image or XML
-    extension (a list of file names, ``000001.jpg`` or ``000001.xml`` as ``ls`` writes them, where image ids go)."""
+    """The error for a missing ``Annotations/<id>.xml``, with a hint when the id holds an invisible character
+    (:func:`utils.names.unprintable_characters`: a UTF-8 byte-order mark inside a list, a zero-width space, a
+    control character) or ends with an image or XML extension (a list of file names, ``000001.jpg`` or ``000001.xml``
+    as ``ls`` writes them, where image ids go)."""
     image_id = xml_path.name.removesuffix(".xml")
     stem, extension = os.path.splitext(image_id)
-    invisible = [f"U+{ord(char):04X}" for char in dict.fromkeys(image_id) if unicodedata.category(char) in ("Cc", "Cf")]
+    invisible = unprintable_characters(image_id)
     hint = ""
     if invisible:
         hint = (f" (the image id {image_id!r} holds the invisible character(s) {', '.join(invisible)}, as a byte-order "

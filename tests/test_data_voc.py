@@ -626,6 +626,19 @@ def test_an_image_id_with_an_invisible_character_names_it(tmp_path):
                 f"space: remove them from the list) (listed in {list_file})") in str(error.value)
 
 
+def test_an_image_id_with_a_zero_width_non_joiner_is_not_called_invisible(tmp_path):
+    """The hint read any format character (Unicode Cf) as invisible, where class and category names use
+    utils.names.unprintable_characters: a Persian id written with its zero-width non-joiner (U+200C), whose XML is
+    missing, was told to remove the character from the list, which would make it another word."""
+    persian = "می\u200cخواهم"
+    root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a", persian]})
+    list_file = root / "ImageSets/Main/trainval.txt"
+    with pytest.raises(DataError, match="1 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(f"{root / 'Annotations' / persian}.xml: annotation file not found (listed in "
+                                     f"{list_file})")
+
+
 @pytest.mark.parametrize("content", ["", "\n  \n"])
 def test_a_list_of_no_image_id_is_an_error_naming_the_list(tmp_path, content):
     root = write_voc_folder(tmp_path, {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": [], "test": ["a"]})

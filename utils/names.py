@@ -35,3 +35,10 @@ def invisible_characters(text: str) -> list[str]:
     (U+FEFF, left at a line's start where UTF-8 files were joined), zero-width space (U+200B), word joiner (U+2060).
     The zero-width (non-)joiners U+200C / U+200D are not among them: they write words of Persian and Indic scripts."""
     return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if char in INVISIBLE_IN_NAMES]
+
+
+def unprintable_characters(text: str) -> list[str]:
+    """The characters of ``text`` that no name (a class, a category, an image id) holds, as ``U+XXXX``: its
+    :func:`control_characters` and then its :func:`invisible_characters` (a format character such as the zero-width
+    non-joiner U+200C, which writes Persian words, is not one)."""
+    return control_characters(text) + invisible_characters(text)
