@@ -13,7 +13,7 @@ from data.checks import DataReport, check_dataset
 from data.class_list import parse_class_list
 from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
 from data.dataset import DetectionDataset, broken_link_message
-from data.errors import DataError, DatasetNotFoundError, DataWarning
+from data.errors import DataError, DatasetNotFoundError, DataWarning, LazyText
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, unusable_list_problem
@@ -152,6 +152,36 @@ def _missing_devkit_year_hint(root: Path, folder: Path) -> str:
     return ""
 
 
+def _voc_scripts(root: Path, split: str) -> list[str]:
+    """The download commands of a VOCdevkit ``root``'s ``split``: VOC2007's for the test split, and VOC2012's too for
+    the train split."""
+    years = ("VOC2007",) if split == "test" else ("VOC2007", "VOC2012")
+    return [_download_command(f"{year}.sh", root, DEFAULT_ROOTS["voc"], "VOCdevkit") for year in years]
+
+
+def _voc_download_hint(root: Path, split: str) -> str:
+    """What to run for a list or folder missing from a VOCdevkit ``root``'s ``split`` (built only for the error: it
+    looks for a test tar extracted a level too deep)."""
+    scripts = _voc_scripts(root, split)
+    if split != "test":
+        return f"re-run {' and '.join(scripts)}"
+    # the test tar holds VOCdevkit/VOC2007/...
+    hint = f"re-run {scripts[0]} (VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {root.parent})"
+    deeper = min(root.glob("*/VOC2007/ImageSets/Main/test.txt"), default=None)  # the tar extracted in root
+    if deeper:
+        hint += (f"; {deeper} is there: the test tar was extracted into {root}, a level too deep: merge "
+                 f"{deeper.parents[2]} into {root / 'VOC2007'}")
+    return hint
+
+
+def _voc_missing_files_hint(root: Path, split: str) -> str:
+    """The last line of the bad-data error of a VOCdevkit ``root``'s ``split`` missing images or annotations: the
+    scripts that extract its tars again."""
+    return (f"files are missing from {root}: if the extraction of a VOC tar was interrupted, re-run "
+            f"{' and '.join(_voc_scripts(root, split))} to extract it again (after a finished one, delete "
+            f"{root / 'VOC2007'}{'' if split == 'test' else ' or VOC2012'} first)")
+
+
 def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> VOCDetection:
     if (root / "VOC2007").is_dir() or not _is_voc_folder(root):
         for folder, _ in _voc_devkit_sets(root, split):
@@ -163,22 +193,9 @@ def _build_voc(root: Path, split: str, classes: list[str] | None, **options) -> 
                     + (f"; {root} is a COCO-layout folder (annotations/instances_*.json): read it with --dataset "
                        "custom" if _is_coco_folder(root) else _missing_devkit_year_hint(root, folder))
                 ))
-        scripts = [_download_command(f"{year}.sh", root, DEFAULT_ROOTS["voc"], "VOCdevkit")
-                   for year in ("VOC2007", "VOC2012")]
-        if split == "test":  # the tar holds VOCdevkit/VOC2007/...
-            hint = f"re-run {scripts[0]} (VOC2007's test set is VOCtest_06-Nov-2007.tar, extracted into {root.parent})"
-            deeper = min(root.glob("*/VOC2007/ImageSets/Main/test.txt"), default=None)  # the tar extracted in root
-            if deeper:
-                hint += (f"; {deeper} is there: the test tar was extracted into {root}, a level too deep: merge "
-                         f"{deeper.parents[2]} into {root / 'VOC2007'}")
-        else:
-            hint = f"re-run {scripts[0]} and {scripts[1]}"
-        used = scripts[:1] if split == "test" else scripts
-        missing = (f"files are missing from {root}: if the extraction of a VOC tar was interrupted, re-run "
-                   f"{' and '.join(used)} to extract it again (after a finished one, delete {root / 'VOC2007'}"
-                   f"{'' if split == 'test' else ' or VOC2012'} first)")
-        return _voc_dataset(root, split, True, classes or VOC_CLASSES, download_hint=hint,
-                            missing_files_hint=missing, **options)
+        return _voc_dataset(root, split, True, classes or VOC_CLASSES,
+                            download_hint=LazyText(lambda: _voc_download_hint(root, split)),
+                            missing_files_hint=LazyText(lambda: _voc_missing_files_hint(root, split)), **options)
     if classes is None:
         if not VOC_YEAR_FOLDER.fullmatch(root.name):
             raise DataError(
@@ -217,17 +234,30 @@ def _coco_2017_hint(root: Path, name: str) -> str:
     return ""
 
 
+def _coco_download_hint(root: Path, name: str) -> str:
+    """What to do about a json or image folder ``name`` (``train2017``, ``val2017``) missing from a ``--dataset coco``
+    ``root`` (built only for the error: :func:`_coco_2017_hint` looks through the folders)."""
+    script = _download_command("COCO2017.sh", root, DEFAULT_ROOTS["coco"], "coco2017")
+    return (f"download it with {script}, or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json,"
+            " train2017/, val2017/); for your own COCO-format data use --dataset custom"
+            f"{_coco_2017_hint(root, name)}")
+
+
+def _coco_missing_files_hint(root: Path, name: str) -> str:
+    """The last line of the bad-data error of a ``--dataset coco`` split ``name`` missing images: the script that
+    extracts its zip again."""
+    script = _download_command("COCO2017.sh", root, DEFAULT_ROOTS["coco"], "coco2017")
+    return (f"files are missing from {root / name}: if the extraction of {name}.zip was interrupted, re-run "
+            f"{script} to extract it again (after a finished one, delete {root / name} first)")
+
+
 def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
-    script = _download_command("COCO2017.sh", root, DEFAULT_ROOTS["coco"], "coco2017")
-    hint = (f"download it with {script}, or pass --data_root a COCO 2017 folder (annotations/instances_train2017.json, "
-            "train2017/, val2017/); for your own COCO-format data use --dataset custom"
-            f"{_coco_2017_hint(root, name)}")
-    missing = (f"files are missing from {root / name}: if the extraction of {name}.zip was interrupted, re-run "
-               f"{script} to extract it again (after a finished one, delete {root / name} first)")
     return COCODetection(
-        root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train", download_hint=hint,
-        missing_files_hint=missing, class_order=class_order, index_annotations=split != "train", **options
+        root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train",
+        download_hint=LazyText(lambda: _coco_download_hint(root, name)),
+        missing_files_hint=LazyText(lambda: _coco_missing_files_hint(root, name)), class_order=class_order,
+        index_annotations=split != "train", **options
     )
 
 

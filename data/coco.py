@@ -36,7 +36,7 @@ from data.coco_columns import (
 from data.dataset import (
     Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem, image_header_size,
 )
-from data.errors import DataError, DatasetNotFoundError, DataWarning, format_problems, with_missing_files_hint
+from data.errors import DataError, DatasetNotFoundError, DataWarning, Hint, format_problems, with_missing_files_hint
 from data.voc import EMPTY_FILE, FileFinder, read_utf8_text
 from utils.messages import counted
 from utils.names import compose_name, folded_name, unprintable_characters
@@ -132,7 +132,7 @@ def read_json_member(path: Path, key: str) -> object:
     return value.get(key) if isinstance(value, dict) else None
 
 
-def load_coco_json(annotation_file: Path, download_hint: str, index_annotations: bool = True) -> COCO:
+def load_coco_json(annotation_file: Path, download_hint: Hint, index_annotations: bool = True) -> COCO:
     """Load an instances json into a pycocotools ``COCO`` (quietly); :class:`DataError` names the file and the line
     of a JSON syntax error, a text that is not UTF-8, a folder in place of the file, a value that is not an object
     (a results file's array says so) or the missing top-level key.
@@ -741,8 +741,8 @@ class COCODetection(DetectionDataset):
         drop_empty: bool = False,
         require_boxes: bool = False,
         include_crowd: bool = True,
-        download_hint: str = "check --data_root",
-        missing_files_hint: str | None = None,
+        download_hint: Hint = "check --data_root",
+        missing_files_hint: Hint | None = None,
         seed: int = 0,
         require_objects_to_score: bool | None = None,
         class_order: Sequence[str] | None = None,

@@ -30,6 +30,24 @@ class DatasetNotFoundError(DataError):
     """A dataset folder or annotation file is missing. One line: the expected path and the script that provides it."""
 
 
+class LazyText:
+    """Text built when first printed (``str(text)``, an f-string) and kept: a hint that looks through folders to be
+    precise, given to a loader that prints it only in an error it may never raise, e.g.
+    ``LazyText(lambda: download_hint(root))``."""
+
+    def __init__(self, build: Callable[[], str]) -> None:
+        self._build = build
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._build()
+        return self._text
+
+
+Hint = str | LazyText  # a hint a loader prints in its errors: plain text, or built only then
+
+
 class DataWarning(UserWarning):
     """A recoverable annotation problem was fixed up (e.g. a box clipped to the image); the message counts them."""
 
@@ -62,11 +80,11 @@ def format_problems(header: str, problems: Sequence[str], limit: int = PROBLEMS_
     return "\n".join(lines)
 
 
-def with_missing_files_hint(message: str, problems: Sequence[str], hint: str | None) -> str:
+def with_missing_files_hint(message: str, problems: Sequence[str], hint: Hint | None) -> str:
     """``message`` (:func:`format_problems`'s) with ``hint`` on a last line when ``hint`` is given and one of
     ``problems`` is a file not found, as an official dataset extracted in part has them (the hint says how to extract
-    it again)."""
-    if hint and any("file not found" in problem for problem in problems):
+    it again; a :class:`LazyText` is built then)."""
+    if hint and any("file not found" in problem for problem in problems) and str(hint):
         return f"{message}\n{hint}"
     return message
 

@@ -25,7 +25,7 @@ from data.dataset import (
     IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem,
     has_extent, image_header_size, opencv_pixel_limit,
 )
-from data.errors import DataError, DatasetNotFoundError, format_problems, with_missing_files_hint
+from data.errors import DataError, DatasetNotFoundError, Hint, format_problems, with_missing_files_hint
 from utils.messages import exact_number
 from utils.names import compose_name, folded_name, unprintable_characters
 
@@ -462,7 +462,7 @@ def _listed_image(finder: FileFinder, image_id: str, xml_path: Path) -> Path | N
     return finder.find(FileFinder.candidates(image_id, filename))
 
 
-def read_image_list(list_file: Path, download_hint: str) -> list[str]:
+def read_image_list(list_file: Path, download_hint: Hint) -> list[str]:
     """Image ids of an ``ImageSets/Main/*.txt`` file: one ``<id>`` or ``<id> <-1|0|1>`` (a class-specific list) per
     non-empty line, UTF-8 with or without a byte-order mark. A line such as ``photo 1`` whose whole text names an
     annotation (``Annotations/photo 1.xml``) is an id with a space, which the format cannot hold, not a class flag.
@@ -509,7 +509,7 @@ def _annotation_named(list_file: Path, name: str) -> bool:
     return (Path(list_file).parent.parent.parent / "Annotations" / f"{name}.xml").is_file()
 
 
-def check_voc_folder(folder: Path, download_hint: str) -> None:
+def check_voc_folder(folder: Path, download_hint: Hint) -> None:
     """Raise :class:`DatasetNotFoundError` when ``folder`` lacks the VOC layout."""
     for part in ("Annotations", "JPEGImages", "ImageSets/Main"):
         if not (folder / part).is_dir():
@@ -553,7 +553,7 @@ def _class_labels(class_names: Sequence[str]) -> dict[str, int]:
     return label_of
 
 
-def _listed_ids(folder: Path, list_name: str, download_hint: str, problems: list[str]) -> tuple[Path, list[str]]:
+def _listed_ids(folder: Path, list_name: str, download_hint: Hint, problems: list[str]) -> tuple[Path, list[str]]:
     """The list file ``ImageSets/Main/<list_name>.txt`` of the VOC-layout ``folder`` and its image ids; a list of no
     id is appended to ``problems``. :class:`DatasetNotFoundError` when the layout or the list is missing."""
     check_voc_folder(folder, download_hint)
@@ -741,8 +741,8 @@ class VOCDetection(DetectionDataset):
         transform: Transform,
         *,
         skip_unknown_classes: bool = False,
-        download_hint: str = "check --data_root",
-        missing_files_hint: str | None = None,
+        download_hint: Hint = "check --data_root",
+        missing_files_hint: Hint | None = None,
         seed: int = 0,
         test_split: bool = False,
     ) -> None:

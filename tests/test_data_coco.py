@@ -810,6 +810,31 @@ def test_coco_archives_not_extracted_are_named_with_the_unzip_command(tmp_path, 
     assert str(error.value).endswith(f"; {archives}/val2017.zip is not extracted: `unzip -q {zip_file} -d '{root}'`")
 
 
+def test_the_coco_2017_download_hints_are_built_only_for_an_error(tmp_path, monkeypatch):
+    """The hints (which look for 2014 jsons, a folder one level off and unextracted zips) were built for every
+    --dataset coco split read, also one without a problem: now when an error prints them, with the same text."""
+    import data
+
+    built = []
+    for name in ("_coco_download_hint", "_coco_missing_files_hint"):
+        def counted_hint(*args, hint=getattr(data, name), name=name):
+            built.append(name)
+            return hint(*args)
+
+        monkeypatch.setattr(data, name, counted_hint)
+    root = tmp_path / "coco2017"
+    write_coco(root, "train2017", coco_json(GOOD_ANNOTATIONS))
+    assert len(build_dataset("coco", "train", 32, data_root=str(root))) == 2 and built == []
+    with pytest.raises(DatasetNotFoundError, match=r"instances_val2017\.json not found: download it with `bash "
+                                                   r"data/scripts/COCO2017\.sh "):
+        build_dataset("coco", "test", 32, data_root=str(root))
+    assert built == ["_coco_download_hint"]
+    (root / "train2017" / "000000000003.jpg").unlink()
+    with pytest.raises(DataError, match=r"\nfiles are missing from .*train2017: if the extraction of train2017\.zip"):
+        build_dataset("coco", "train", 32, data_root=str(root))
+    assert built == ["_coco_download_hint", "_coco_missing_files_hint"]
+
+
 def test_coco_train2017_extracted_in_part_says_how_to_extract_it_again(tmp_path):
     """train2017.zip's extraction interrupted: the images missing under --dataset coco come with the way out."""
     root = tmp_path / "coco2017"

@@ -200,6 +200,33 @@ def test_voc2007_test_tar_extracted_inside_vocdevkit_names_where_it_went(tmp_pat
         f"too deep: merge {root}/VOCdevkit/VOC2007 into {root}/VOC2007")
 
 
+def test_the_vocdevkit_download_hints_are_built_only_for_an_error(tmp_path, monkeypatch):
+    """The hints (which list the folders to name a test tar extracted a level too deep) were built for every VOCdevkit
+    split read, also one without a problem: now when an error prints them, with the same text."""
+    import data
+
+    built = []
+    for name in ("_voc_download_hint", "_voc_missing_files_hint"):
+        def counted_hint(*args, hint=getattr(data, name), name=name):
+            built.append(name)
+            return hint(*args)
+
+        monkeypatch.setattr(data, name, counted_hint)
+    root = tmp_path / "VOCdevkit"
+    for year in ("VOC2007", "VOC2012"):
+        write_voc_folder(root / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    assert len(build_dataset("voc", "train", 64, data_root=str(root))) == 2
+    assert len(build_dataset("voc", "test", 64, data_root=str(root))) == 1 and built == []
+    (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"test\.txt not found: re-run `bash data/scripts/VOC2007\.sh "):
+        build_dataset("voc", "test", 64, data_root=str(root))
+    assert built == ["_voc_download_hint"]
+    (root / "VOC2012" / "JPEGImages" / "1.jpg").unlink()
+    with pytest.raises(DataError, match=r"\nfiles are missing from .*: if the extraction of a VOC tar was interrupted"):
+        build_dataset("voc", "train", 64, data_root=str(root))
+    assert built == ["_voc_download_hint", "_voc_missing_files_hint"]
+
+
 def test_a_vocdevkit_extracted_in_part_says_how_to_extract_it_again(tmp_path):
     """A VOC tar's extraction interrupted: the images missing under --dataset voc come with the way out."""
     root = tmp_path / "VOCdevkit"
