@@ -56,6 +56,9 @@ _OPENCV_LOG_PREFIX = re.compile(r"^\[\s*[A-Z]+:[^\]]*\]\s+(?:global\s+)?\S+:\d+\
 LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
 _STDERR_CAPTURE_FILES: dict[int, int] = {}  # process id -> descriptor (a forked child must not share its offset)
 
+# the share of a training split's boxes below the augmentation's minimum side (TrainTransform.min_box_side) from
+# which loading warns that they are rarely trained on
+RARELY_TRAINED_SHARE_WARNED = 0.05
 DEGENERATE_BOX_DROPPED = "degenerate box dropped (x2 <= x1 or y2 <= y1, in pixels or once normalised)"
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -482,7 +485,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     Augmentation randomness is drawn from ``numpy.random.default_rng((seed, epoch, i))`` (:meth:`sample`;
     ``dataset[i]`` is epoch 0): the same sample gets the same augmentation whatever the number of workers, and the
     training loader asks for each epoch's (``data/loader.py``). ``notes``: plain-word lines on how the split was
-    chosen, for the run log.
+    chosen, for the run log. A ``transform`` with a ``min_box_side`` (:class:`data.transforms.TrainTransform`) gets a
+    :class:`DataWarning` when at least ``RARELY_TRAINED_SHARE_WARNED`` of the boxes are that small
+    (:meth:`warn_rarely_trained_boxes`).
     """
 
     kind: str = ""
@@ -497,6 +502,33 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.class_names = list(class_names)
         self.transform = transform
         self.seed = seed
+        min_box_side = getattr(transform, "min_box_side", None)
+        if min_box_side is not None:
+            self.warn_rarely_trained_boxes(min_box_side)
+
+    def warn_rarely_trained_boxes(self, min_side: float) -> None:
+        """One :class:`DataWarning` when at least ``RARELY_TRAINED_SHARE_WARNED`` of the boxes have a width or height
+        of at most ``min_side`` of their image's (normalised as the augmentation normalises them, in float64), which
+        the paper's augmentation drops from every sample that no crop enlarges past it: it says their share, where
+        one is, why they are rarely trained on and what trains on them."""
+        annotations = self.annotations
+        if len(annotations.boxes) == 0:
+            return
+        owner = np.repeat(np.arange(len(annotations.sizes)), np.diff(annotations.offsets))  # [M]
+        heights, widths = annotations.sizes[owner].astype(np.float64).T  # [M] each
+        boxes = annotations.boxes.astype(np.float64)  # [M, 4] pixels
+        sides = np.minimum((boxes[:, 2] - boxes[:, 0]) / widths, (boxes[:, 3] - boxes[:, 1]) / heights)
+        small = sides <= min_side
+        if small.mean() < RARELY_TRAINED_SHARE_WARNED:
+            return
+        index = int(owner[np.argmax(small)])
+        where = self.annotation_source(index) or str(self.image_path(index))
+        warnings.warn(
+            f"{small.sum()} of the {len(small)} training boxes ({100 * small.mean():.1f} %) have a width or height of "
+            f"at most {100 * min_side:g} % of their image's (e.g. {where}): the augmentation drops such a box from "
+            "every sample in which a random crop does not enlarge it past that (the paper's minimum-side rule, kept "
+            "as the authors wrote it), so these objects are rarely trained on and seldom detected; to learn them, "
+            "cut the images into tiles in which they are larger", DataWarning, stacklevel=4)
 
     @property
     def num_classes(self) -> int:

@@ -247,6 +247,9 @@ class TrainTransform:
     uint8 BGR ``[H, W, 3]`` is a ValueError naming the conversion (:func:`check_bgr_image`).
     """
 
+    # the minimum normalised side of a box kept in a sample (the loaders warn when many boxes are that small)
+    min_box_side: float = MIN_BOX_SIDE
+
     def __init__(self, size: int, expand_probability: float = EXPAND_PROBABILITY) -> None:
         if not 0.0 <= expand_probability <= 1.0:
             raise ValueError(f"TrainTransform: expand_probability={expand_probability} must be in [0, 1]")
@@ -269,7 +272,7 @@ class TrainTransform:
         height, width = image.shape[:2]
         normalized = normalized_boxes(boxes, height, width)  # [n, 4] float64
         sides = np.minimum(normalized[:, 2] - normalized[:, 0], normalized[:, 3] - normalized[:, 1])
-        keep = sides > MIN_BOX_SIDE
+        keep = sides > self.min_box_side
         target = normalized_target(boxes[keep], labels[keep], height, width)
         if len(target) == 0 and len(original_boxes) > 0:
             image = original_image
