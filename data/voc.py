@@ -39,6 +39,9 @@ CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: ab
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+# a training image whose every box the fix-ups dropped: it would be trained on as showing nothing
+EMPTIED_IMAGE = ("image left without a box by these drops, trained on as background (no object): fix its boxes in the "
+                 "XML, or leave its id out of the list (an image without <object> is the way to train on a negative)")
 SWAPPED_BOX_DROPPED = ("box with swapped coordinates dropped (xmin > xmax + 1 or ymin > ymax + 1 in the XML's 1-based "
                        "pixels: swap them)")
 
@@ -728,7 +731,8 @@ class VOCDetection(DetectionDataset):
     them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``.
     Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
     normalised by the image size) dropped, with one counted :class:`DataWarning` (boxes whose coordinates look swapped
-    counted apart, named by XML file and object); ``fixups`` holds the counts. For a ``test_split`` the warning adds
+    counted apart, named by XML file and object; a training image left without a box by these drops is counted and
+    named too, as it is trained on as background); ``fixups`` holds the counts. For a ``test_split`` the warning adds
     that the evaluation scores the boxes as the XML writes them.
     """
 
@@ -753,6 +757,7 @@ class VOCDetection(DetectionDataset):
         scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         listed: list[ListedImage] = []
         training: list[_TrainingImage] = []
+        emptied: list[str] = []  # the XML files of training images whose every box was dropped
         for folder, list_name in image_sets:
             folder = Path(folder)
             list_file, image_ids = _listed_ids(folder, list_name, download_hint, problems)
@@ -765,10 +770,13 @@ class VOCDetection(DetectionDataset):
                 xml_boxes, labels, difficult, places = _known_objects(image.parsed.objects, label_of)
                 scored.append((xml_boxes, labels, difficult))  # the devkit scores the XML as written
                 training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))
+                if not test_split and len(labels) and not len(training[-1].labels):
+                    emptied.append(str(image.xml_path))
         problems += _shared_image_problems(listed, test_split)
         if problems:
             message = format_problems(f"VOC annotations in {', '.join(str(f) for f, _ in image_sets)}", problems)
             raise DataError(with_missing_files_hint(message, problems, missing_files_hint))
+        fixups.add(EMPTIED_IMAGE, len(emptied), emptied[:FixupCounter.EXAMPLES_SHOWN])
         if skipped:
             examples = [f"{name!r} x{count}" for name, count in skipped.items()]
             fixups.add("object of an unknown class skipped", sum(skipped.values()), examples)

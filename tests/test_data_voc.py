@@ -743,6 +743,25 @@ def test_a_box_whose_coordinates_look_swapped_is_dropped_with_a_warning_naming_t
     assert len(dataset.ground_truth()[0]["boxes"]) == 5  # the evaluation still scores the XML as written
 
 
+def test_a_training_image_left_without_a_box_by_the_drops_is_named_as_trained_on_as_background(tmp_path):
+    """a.xml's one box lies right of the 64 px wide image and c.xml's has xmin > xmax: both images trained on as
+    images without objects (the cat they show learnt as background), and the warning counted the dropped boxes
+    alone, without saying so or how to fix it. The test split's warning does not say it: it trains on nothing."""
+    samples = {"a": [("cat", (70, 10, 90, 20), 0)], "b": [("cat", (5, 5, 30, 30), 0), ("cat", (30, 10, 10, 20), 0)],
+               "c": [("cat", (30, 10, 10, 20), 0)], "t": [("cat", (70, 10, 90, 20), 0)]}
+    root = write_voc_folder(tmp_path, samples, {"trainval": ["a", "b", "c"], "test": ["t"]})
+    kind = ("image left without a box by these drops, trained on as background (no object): fix its boxes in the "
+            "XML, or leave its id out of the list (an image without <object> is the way to train on a negative)")
+    with pytest.warns(DataWarning) as caught:
+        train = build_dataset("custom", "train", 64, data_root=str(root), classes="cat")
+    assert str(caught[0].message).endswith(
+        f"; {kind}: 2 (e.g. {root / 'Annotations/a.xml'}, {root / 'Annotations/c.xml'})")
+    assert train.fixups[kind] == 2 and [len(train.annotation(i)[0]) for i in range(3)] == [0, 1, 0]
+    with pytest.warns(DataWarning) as caught:
+        test = build_dataset("custom", "test", 64, data_root=str(root), classes="cat")
+    assert "background" not in str(caught[0].message) and kind not in test.fixups
+
+
 def test_the_swapped_box_warning_quotes_the_xml_values_exactly(tmp_path):
     """``:g`` rounded xmin 40.123456789 to 40.1235, a value the XML does not hold."""
     root = write_voc_folder(tmp_path, {"a": [("cat", (40.123456789, 10, 20.5, 30), 0)]}, {"trainval": ["a"]})
