@@ -66,6 +66,7 @@ import torch  # noqa: E402
 from data import DataError, check_dataset, reads_class_list  # noqa: E402
 from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message  # noqa: E402
 from data.loader import single_thread_opencv  # noqa: E402
+from data.transforms import MIN_BOX_SIDE  # noqa: E402
 from models import BACKBONES, NECKS, PretrainedWeightsError  # noqa: E402
 from utils.checkpoint import (  # noqa: E402
     CheckpointError,
@@ -432,8 +433,9 @@ def run_use(args: argparse.Namespace, device: torch.device, state: dict | None) 
 
 def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     """Decode every image of both splits and check every box, then what training checks of the two splits
-    (:func:`check_splits`). Problems raise one DataError (exit code 2) listing those of both splits: the test split is
-    checked even when the train split has problems, so one run reports everything to fix."""
+    (:func:`check_splits`); the train split warns as training does of boxes below the augmentation's minimum side.
+    Problems raise one DataError (exit code 2) listing those of both splits: the test split is checked even when the
+    train split has problems, so one run reports everything to fix."""
     splits, problems = {}, []
     for split in ("train", "test"):
         try:
@@ -442,6 +444,8 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
                                          class_order=train_classes)
             for note in splits[split].notes:
                 log.info(note)
+            if split == "train":  # read unaugmented here: the warning training gives of boxes it rarely trains on
+                splits[split].warn_rarely_trained_boxes(MIN_BOX_SIDE)
             report = check_dataset(splits[split], workers=max(args.workers, 1))
         except DataError as error:
             if isinstance(error, DatasetNotFoundError) and not problems:  # one line: missing for both splits

@@ -49,6 +49,22 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     assert "--skip_unknown_classes" in cli.get_args_parser().format_help()
 
 
+def test_check_data_warns_when_many_training_boxes_are_below_the_minimum_side(tmp_path, capsys):
+    """--check_data reads the training split unaugmented, so the warning that training gives at loading (boxes of at
+    most 1 % of their image's side, rarely trained on) was missing where a user vets the data; the test split, which
+    is not trained on, gets none."""
+    small = [("cat", (11, 11, 200, 13), 0)]  # 3 px high in a 300 px high image: 1 %
+    root = write_voc_folder(tmp_path / "data", {"a": small, "b": small}, {"trainval": ["a"], "test": ["b"]},
+                            size=(300, 400))
+    with pytest.warns(DataWarning) as warned:
+        assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data",
+                   "--workers", "0") == 0
+    assert [str(w.message).split(": the augmentation")[0] for w in warned if "rarely trained" in str(w.message)] == [
+        f"1 of the 1 training boxes (100.0 %) have a width or height of at most 1 % of their image's (e.g. "
+        f"{root / 'Annotations/a.xml'})"]
+    assert "--check_data found no problem" in capsys.readouterr().out
+
+
 def test_check_data_names_every_bad_image(tmp_path, capsys):
     samples = {name: [] for name in ("ok", "resized", "cut", "empty", "text", "corrupt", "held_out")}
     root = write_voc_folder(tmp_path / "data", samples, {"train": list(samples)[:-1], "test": ["held_out"]},
