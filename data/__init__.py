@@ -12,7 +12,7 @@ from pathlib import Path
 from data.checks import DataReport, check_dataset
 from data.class_list import parse_class_list
 from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
-from data.dataset import DetectionDataset, broken_link_message
+from data.dataset import IMAGE_EXTENSIONS, DetectionDataset, broken_link_message
 from data.errors import DataError, DatasetNotFoundError, DataWarning, LazyText
 from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
@@ -265,7 +265,8 @@ def _layout_hint(root: Path, split: str) -> str:
     """What a ``--data_root`` of neither layout holds that comes close to one, as a clause for the error: jsons in
     ``annotations/`` under other names (``.json`` in any letter case), or in a folder named so in another letter case
     (``Annotations/``, as a layout made where letter case is ignored has it), half a VOC layout, or a parent or
-    sub-folder that is a dataset (``--data_root`` one level off). Empty when nothing comes close."""
+    sub-folder that is a dataset (``--data_root`` one level off), jsons or VOC XML files beside the images. Empty when
+    nothing comes close."""
     if hint := _json_folder_hint(root, split):
         return hint
     if (root / "Annotations").is_dir() != (root / "JPEGImages").is_dir():
@@ -287,7 +288,7 @@ def _layout_hint(root: Path, split: str) -> str:
     for sub in subfolders:
         if is_dataset(sub):
             return f"; its sub-folder {sub.name}/ is one: pass --data_root {sub}"
-    return _jsons_in_image_folders_hint(root, subfolders)
+    return _jsons_in_image_folders_hint(root, subfolders) or _xmls_beside_images_hint(root, subfolders)
 
 
 def _jsons_in_image_folders_hint(root: Path, subfolders: list[Path]) -> str:
@@ -302,12 +303,33 @@ def _jsons_in_image_folders_hint(root: Path, subfolders: list[Path]) -> str:
             f"{folder}/{name} to annotations/instances_{folder}.json")
 
 
-def _json_names(folder: Path) -> list[str]:
-    """The sorted names of ``folder``'s files named ``*.json`` in any letter case; ``[]`` when it cannot be listed."""
+def _xmls_beside_images_hint(root: Path, subfolders: list[Path]) -> str:
+    """:func:`_layout_hint`'s clause for the XML files lying beside images in ``root`` or its ``subfolders`` (as
+    LabelImg saves them, or a tool exports VOC XML in train/ and valid/ folders), ``""`` when no folder holds both."""
+    xmls = []
+    for folder in (root, *subfolders):
+        names = _names(folder)
+        if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in names):
+            prefix = "" if folder == root else f"{folder.name}/"
+            xmls += [f"{prefix}{name}" for name in names if name.lower().endswith(".xml")]
+    if not xmls:
+        return ""
+    return (f"; {root} holds VOC XML files beside their images ({preview_names(xmls)}): the VOC layout reads "
+            "Annotations/<id>.xml and JPEGImages/<id>.jpg of one folder, with each split's ids (file names without "
+            "extension) listed in ImageSets/Main/trainval.txt and test.txt: move the files there and write the lists")
+
+
+def _names(folder: Path) -> list[str]:
+    """The sorted names in ``folder``; ``[]`` when it cannot be listed."""
     try:
-        return sorted(path.name for path in folder.iterdir() if path.name.lower().endswith(".json"))
+        return sorted(path.name for path in folder.iterdir())
     except OSError:
         return []
+
+
+def _json_names(folder: Path) -> list[str]:
+    """The sorted names of ``folder``'s files named ``*.json`` in any letter case; ``[]`` when it cannot be listed."""
+    return [name for name in _names(folder) if name.lower().endswith(".json")]
 
 
 def _json_folder_hint(root: Path, split: str) -> str:

@@ -284,6 +284,24 @@ def test_dataset_custom_on_a_vocdevkit_says_to_use_dataset_voc(tmp_path):
         f"VOC2007 test), or one year with --dataset custom --data_root {tmp_path}/VOC2007")
 
 
+@pytest.mark.parametrize("folders", [[""], ["train/", "valid/"]])
+def test_xml_files_beside_their_images_say_how_to_make_the_voc_layout(tmp_path, folders):
+    """LabelImg saves each image's XML beside it, and some labelling tools export VOC XML so in train/ and valid/
+    folders: the error said only which layouts it reads; it now names the XML files and how to arrange them."""
+    write_voc_folder(tmp_path / "voc", {"a": [("cat", (2, 2, 20, 20), 0)], "b": []}, {})
+    for folder in folders:
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+        for path in [*(tmp_path / "voc/JPEGImages").iterdir(), *(tmp_path / "voc/Annotations").iterdir()]:
+            shutil.copy(path, tmp_path / "data" / folder / path.name)
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("custom", "train", 64, data_root=str(tmp_path / "data"), classes="cat")
+    xmls = ", ".join(f"{folder}{name}.xml" for folder in folders for name in "ab")
+    assert str(error.value).endswith(
+        f"; {tmp_path / 'data'} holds VOC XML files beside their images ({xmls}): the VOC layout reads "
+        "Annotations/<id>.xml and JPEGImages/<id>.jpg of one folder, with each split's ids (file names without "
+        "extension) listed in ImageSets/Main/trainval.txt and test.txt: move the files there and write the lists")
+
+
 def test_dataset_voc_on_a_coco_layout_folder_says_to_use_dataset_custom(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train.json").write_text("{}")
