@@ -65,6 +65,31 @@ def test_decoded_outputs_are_postprocessor_inputs(detector):
     torch.testing.assert_close(scores, torch.sigmoid(conf), rtol=0, atol=0)
 
 
+def test_the_exported_graph_drops_overflowing_boxes_as_postprocessor_does(tmp_path):
+    """An offset whose exp overflows (corners -inf and inf) came out of the ONNX graph as a whole-image box with its
+    full score; PostProcessor drops it (no candidate), and so does the graph now: the box and its scores are 0."""
+    from tests.test_postprocess import FixedOutputs
+    from utils.box import PriorBox
+    from utils.export import _write_graph
+
+    priors = PriorBox(size=64).forward()  # [510, 4]
+    generator = torch.Generator().manual_seed(2)
+    loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
+    conf = torch.randn(1, len(priors), 3, generator=generator)
+    loc[0, 5, 2:] = 1000.0  # exp(0.2 * 1000) overflows float32
+    loc[0, 9] = float("nan")
+    graph = DecodedDetector(FixedOutputs(loc, conf), priors).eval()
+    path = tmp_path / "fixed.onnx"
+    _write_graph(graph, path, path, 64, 17, ["boxes", "scores"], {"images": {0: "batch"}, "boxes": {0: "batch"},
+                                                                   "scores": {0: "batch"}})
+    boxes, scores = run_onnx(path, torch.zeros(2, 3, 64, 64))
+    assert np.isfinite(boxes).all()
+    assert (boxes[:, [5, 9]] == 0).all() and (scores[:, [5, 9]] == 0).all()
+    pixels = PostProcessor(priors)._boxes_and_scores(loc, conf, torch.tensor([[1, 1]]))
+    for got, expected in zip((boxes, scores), pixels):
+        np.testing.assert_allclose(got, expected.expand(2, -1, -1).numpy(), rtol=0, atol=1e-6)
+
+
 def per_image(detections: np.ndarray, batch_index: np.ndarray, image: int) -> np.ndarray:
     """The rows of one image, highest score first ([n, 6]); ties across images may interleave in the raw output."""
     rows = detections[batch_index == image]

@@ -250,6 +250,45 @@ def test_non_finite_boxes_are_no_candidates(priors, nan_offsets, value):
         assert same_detections(detections, expected)
 
 
+class FixedOutputs(torch.nn.Module):
+    """A stand-in network: the same ``(loc [1, A, 4], conf [1, A, C])`` for every image of the batch."""
+
+    def __init__(self, loc, conf):
+        super().__init__()
+        self.loc, self.conf = loc, conf
+
+    def forward(self, images):
+        batch = images.shape[0]
+        return self.loc.expand(batch, -1, -1), self.conf.expand(batch, -1, -1)
+
+
+@pytest.mark.parametrize("nan_offsets, value", [([0, 1, 2, 3], math.nan), ([2, 3], 1000.0), ([0], math.inf)])
+def test_the_export_graphs_drop_non_finite_boxes_as_postprocessor_does(priors, nan_offsets, value):
+    """The ONNX export's decoding (utils/export.py) clamped an overflowing box (exp(0.2 * 1000): corners -inf and
+    inf) into a whole-image box with its full score, and passed a NaN box on; PostProcessor drops both."""
+    from utils.export import DecodedDetector, DetectorWithNMS
+
+    generator = torch.Generator().manual_seed(9)
+    loc = torch.randn(1, len(priors), 4, generator=generator) * 0.5
+    conf = distinct_logits(generator, 1, len(priors), 3)
+    best = int(conf[0].max(dim=1).values.argmax())  # the anchor of the top candidate
+    loc[0, best, nan_offsets] = value
+    images = torch.zeros(2, 3, 64, 64)
+    with torch.no_grad():
+        boxes, scores = DecodedDetector(FixedOutputs(loc, conf), priors)(images)
+        detections, batch_index = DetectorWithNMS(FixedOutputs(loc, conf), priors)(images)
+    assert boxes[:, best].eq(0).all() and scores[:, best].eq(0).all()  # no box, no score
+    assert torch.isfinite(boxes).all()
+    # the graph's plain top-k (no wider re-run), boxes normalised
+    post = PostProcessor(priors, max_per_image=10_000, max_pre_nms_topk=PRE_NMS_TOPK)
+    expected = post(loc, conf, torch.tensor([[1, 1]]))[0]
+    assert len(expected["scores"]) > 0
+    for image in range(2):
+        rows = detections[batch_index == image]
+        got = {"boxes": rows[:, :4], "scores": rows[:, 4], "labels": rows[:, 5].long()}
+        assert same_detections(got, expected)
+
+
 def test_default_score_threshold_is_0_005(priors):
     """Facts §7: scores strictly above 0.005. A pair scoring 0.0055 is kept by default, one scoring 0.0045 is not."""
     loc = torch.zeros(1, len(priors), 4)

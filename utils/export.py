@@ -5,7 +5,8 @@ Two graphs, both with a dynamic batch axis and the input ``images`` float32 ``[B
 
 - default (:class:`DecodedDetector`): network + box decoding. Outputs ``boxes`` ``[B, A, 4]`` x1y1x2y2 normalised
   to [0, 1] (multiply by the original width/height for pixels) and ``scores`` ``[B, A, C]`` sigmoid
-  probabilities. Threshold and per-class NMS run after it, e.g. ``torchvision.ops.batched_nms`` or
+  probabilities; as in ``PostProcessor``, a box that is not finite after decoding is all zeros, scoring 0.
+  Threshold and per-class NMS run after it, e.g. ``torchvision.ops.batched_nms`` or
   ``utils.postprocess.PostProcessor`` (which takes the raw outputs) - as most deployment runtimes prefer.
 - ``include_nms`` (:class:`DetectorWithNMS`): adds the pre-NMS top-k, the score threshold and per-class NMS
   (ONNX ``NonMaxSuppression``, from torchvision's exportable ``batched_nms``). Outputs ``detections`` ``[N, 6]``
@@ -32,7 +33,7 @@ from torchvision.ops import batched_nms
 from utils.box import BoxCoder
 from utils.checkpoint import check_writable_folder
 from utils.files import naming_file
-from utils.postprocess import PRE_NMS_TOPK, top_candidates
+from utils.postprocess import PRE_NMS_TOPK, decoded_boxes_and_scores, top_candidates
 from utils.trained_model import detector_from_state, load_trained_detector
 
 DEFAULT_OPSET = 17
@@ -43,7 +44,9 @@ MAX_OPSET = 20  # the newest opset PyTorch's TorchScript exporter writes
 class DecodedDetector(nn.Module):
     """``images [B, 3, S, S]`` -> ``(boxes [B, A, 4] x1y1x2y2 normalised clamped to [0, 1], scores [B, A, C] sigmoid)``.
 
-    The same decode and clamp as ``PostProcessor`` steps 1-2, before the scaling to pixels.
+    The same decode and clamp as ``PostProcessor`` steps 1-2, before the scaling to pixels
+    (:func:`utils.postprocess.decoded_boxes_and_scores`): a box that is not finite after decoding (NaN, or an offset
+    that overflows ``exp``) is all zeros with every score 0, and a NaN logit scores 0.
     """
 
     def __init__(self, model: nn.Module, priors: Tensor) -> None:
@@ -54,8 +57,7 @@ class DecodedDetector(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         loc, conf = self.model(images)
-        boxes = self.box_coder.decode(loc.float(), self.priors).clamp(0.0, 1.0)
-        return boxes, conf.float().sigmoid()
+        return decoded_boxes_and_scores(self.box_coder, loc, conf, self.priors)
 
 
 class DetectorWithNMS(DecodedDetector):

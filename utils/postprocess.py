@@ -114,6 +114,25 @@ def image_size_pairs(image_sizes: Tensor, batch: int, owner: str) -> Tensor:
     return image_sizes.reshape(batch, 2)
 
 
+def decoded_boxes_and_scores(box_coder: BoxCoder, loc: Tensor, conf: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
+    """Steps 1-2 before the scaling to pixels, for ``PostProcessor`` and the ONNX export's graphs (``utils/export.py``).
+
+    Args:
+        loc: ``[B, A, 4]`` raw offsets (decoded in float32); conf: ``[B, A, C]`` raw logits; priors: ``[A, 4]``
+            cxcywh normalised, on ``loc``'s device.
+
+    Returns:
+        ``(boxes [B, A, 4] x1y1x2y2 normalised, clamped to [0, 1], scores [B, A, C] sigmoid)``, float32. A box that is
+        not finite after decoding (a diverged model's NaN, or an offset so large that ``exp`` overflows: corners -inf
+        and inf, which the clamp would turn into a whole-image box) is all zeros with every score 0, and a NaN logit
+        (which would outrank every real score in a top-k) scores 0: neither is a candidate above any threshold.
+    """
+    boxes = box_coder.decode(loc.float(), priors)
+    finite = torch.isfinite(boxes).all(dim=2, keepdim=True)  # [B, A, 1], before the clamp; NaN survives the clamp
+    boxes = torch.where(finite, boxes.clamp_(0.0, 1.0), 0.0)
+    return boxes, torch.where(finite, conf.float().sigmoid().nan_to_num(nan=0.0), 0.0)
+
+
 def top_candidates(boxes: Tensor, scores: Tensor, score_thresh: float,
                    pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Step 3 of the module docstring, for a batch: per image the ``pre_nms_topk`` highest (anchor, class) scores
@@ -333,15 +352,9 @@ class PostProcessor:
         if self.priors.device != device:
             self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
         image_sizes = image_size_pairs(torch.as_tensor(image_sizes, device=device), batch, "PostProcessor")
-        boxes = self.box_coder.decode(loc.float(), self.priors)  # [B, A, 4] normalised
-        # [B, A, 1], before the clamp, which turns an overflowing width (exp of a large offset: corners -inf and inf)
-        # into a whole-image box; NaN survives the clamp
-        finite = torch.isfinite(boxes).all(dim=2, keepdim=True)
-        boxes = boxes.clamp_(0.0, 1.0)
+        boxes, scores = decoded_boxes_and_scores(self.box_coder, loc, conf, self.priors)
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
-        boxes = torch.where(finite, boxes, 0.0) * scale[:, None, :]
-        # a NaN logit would outrank every real score in the top-k: like a non-finite box, it is no candidate
-        return boxes, torch.where(finite, conf.float().sigmoid().nan_to_num(nan=0.0), 0.0)
+        return boxes * scale[:, None, :], scores
 
     def _use_dense_nms(self, device: torch.device) -> bool:
         if self.dense_nms is not None:
