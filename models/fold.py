@@ -15,6 +15,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from models.memory_format import memory_format, stores_channels_last
+from utils.distributed import unwrap_model
 
 
 def fold_batchnorm(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
@@ -26,8 +27,11 @@ def fold_batchnorm(model: nn.Module, channels_last: bool | None = None) -> nn.Mo
     ``images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C])`` for this project's detectors. ``SyncBatchNorm``
     layers (``--sync_bn``) fold like ``BatchNorm2d``. A model without BatchNorm has nothing to fold: it is returned
     unchanged (not copied, in its own training or evaluation mode) when its memory format is kept, and as a copy in
-    the asked format otherwise; the caller sets the mode.
+    the asked format otherwise; the caller sets the mode. A ``torch.compile``, DistributedDataParallel or
+    DataParallel wrapper is taken off first (:func:`utils.distributed.unwrap_model`): what is folded, or returned,
+    is the plain module.
     """
+    model = unwrap_model(model)  # torch.fx traces the plain module; a wrapper's forward does not trace
     keep_format = channels_last is None or channels_last == stores_channels_last(model)
     channels_last = stores_channels_last(model) if channels_last is None else channels_last
     if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):

@@ -94,3 +94,30 @@ def test_sync_batchnorm_folds_too(one_torch_thread):
     with torch.no_grad():
         for got, expected in zip(folded(images), model(images)):
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_a_wrapped_model_folds_as_the_module_it_wraps(tmp_path, one_torch_thread):
+    """fold_batchnorm(torch.compile(model)) failed with 'Module [OptimizedModule] is missing the required "forward"
+    function' and fold_batchnorm(nn.DataParallel(model)) with torch.fx's 'Proxy object cannot be iterated';
+    run_inference unwrapped them first, a user calling fold_batchnorm did not."""
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model.eval()(images)
+    model.train()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        wrappers = [torch.compile(model, backend="eager"), nn.DataParallel(model),
+                    nn.parallel.DistributedDataParallel(model), nn.DataParallel(torch.compile(model, backend="eager"))]
+        for wrapped in wrappers:
+            folded = fold_batchnorm(wrapped)
+            assert batchnorm_count(folded) == 0 and not folded.training and model.training
+            with torch.no_grad():
+                torch.testing.assert_close(folded(images), expected, rtol=1e-5, atol=1e-6)
+    finally:
+        dist.destroy_process_group()

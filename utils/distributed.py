@@ -250,6 +250,12 @@ def wrap_model(model: nn.Module, device: torch.device, ctx: DistributedContext, 
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside ``torch.compile``, DistributedDataParallel and DataParallel wrappers."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    """The plain module inside ``torch.compile``, DistributedDataParallel and DataParallel wrappers, in any nesting
+    (``torch.compile(DDP(model))``, ``DDP(torch.compile(model))``)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
