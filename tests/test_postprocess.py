@@ -377,6 +377,23 @@ def test_image_sizes_that_are_not_one_height_width_pair_per_image_are_refused(pr
             call(loc, conf, sizes)
 
 
+@pytest.mark.parametrize("sizes, row, shown", [
+    ([[480, 640], [0, 500], [100, 90]], 1, "(0, 500)"),  # a height of 0: every box collapsed to y = 0, silently
+    (np.array([[480, 640], [333, 500], [100, -90]]), 2, "(100, -90)"),  # boxes mirrored to negative x
+    (torch.tensor([[480.0, 640.0], [333.0, 500.0], [math.nan, 90.0]]), 2, "(nan, 90.0)"),
+    ((0, 0), 0, "(0, 0)"),  # one pair for one image
+])
+def test_image_sizes_that_are_not_positive_are_refused(priors, sizes, row, shown):
+    """A zero or negative height or width gave detections scaled to nothing or mirrored, without a word."""
+    batch = 1 if len(sizes) == 2 and row == 0 else 3
+    loc, conf = torch.zeros(batch, len(priors), 4), torch.zeros(batch, len(priors), 3)
+    for call in (PostProcessor(priors), PostProcessor(priors).padded):
+        with pytest.raises(ValueError, match=rf"^PostProcessor: image_sizes\[{row}\] = {re.escape(shown)}: a height "
+                                             r"or width that is not a positive number of pixels; give each original "
+                                             r"image's \(height, width\)"):
+            call(loc, conf, sizes)
+
+
 def test_one_image_s_size_may_be_a_single_pair(priors):
     generator = torch.Generator().manual_seed(4)
     loc, conf = torch.randn(1, len(priors), 4, generator=generator), distinct_logits(generator, 1, len(priors), 3)

@@ -105,13 +105,25 @@ def detections_to_numpy(results: list[dict[str, Tensor]]) -> list[dict[str, np.n
 def image_size_pairs(image_sizes: Tensor, batch: int, owner: str) -> Tensor:
     """``[batch, 2]`` (height, width) pairs from ``image_sizes`` of that shape, or of shape ``[2]`` when ``batch`` is 1;
     any other shape (``[2, batch]`` heights and widths as rows, one pair for a whole batch) is a ValueError naming
-    ``owner``. Shapes only: no host sync."""
+    ``owner``, and so is, in a CPU tensor, a height or width that is not a positive number (0, negative, NaN, inf:
+    boxes scaled to nothing or mirrored). A CUDA tensor's values are not checked: that would wait for the device
+    (a host sync), which a CUDA graph cannot capture."""
     if image_sizes.shape != (batch, 2) and not (batch == 1 and image_sizes.shape == (2,)):
         raise ValueError(
             f"{owner}: image_sizes has shape {tuple(image_sizes.shape)}; expected [B, 2] = {(batch, 2)}, "
             f"the (height, width) of each image in pixels (a single pair for one image)"
         )
-    return image_sizes.reshape(batch, 2)
+    pairs = image_sizes.reshape(batch, 2)
+    if pairs.device.type == "cpu":  # read on the host as NumPy: no tensor op
+        values = pairs.detach().numpy()
+        bad = ~(np.isfinite(values) & (values > 0)).all(axis=1)
+        if bad.any():
+            row = int(bad.argmax())
+            raise ValueError(
+                f"{owner}: image_sizes[{row}] = {tuple(values[row].tolist())}: a height or width that is not a "
+                f"positive number of pixels; give each original image's (height, width), e.g. dataset.image_size(i)"
+            )
+    return pairs
 
 
 def decoded_boxes_and_scores(box_coder: BoxCoder, loc: Tensor, conf: Tensor, priors: Tensor) -> tuple[Tensor, Tensor]:
@@ -252,7 +264,9 @@ class PostProcessor:
             loc: ``[B, A, 4]`` raw box offsets (any float dtype; decoded in float32).
             conf: ``[B, A, C]`` raw class logits, no background column.
             image_sizes: ``[B, 2]`` (height, width) of each original image, in pixels (a tensor, array or list;
-                one pair ``(height, width)`` when B = 1). Any other shape is a ValueError.
+                one pair ``(height, width)`` when B = 1). Any other shape is a ValueError, and so is a height or
+                width that is not a positive number in a list, an array or a CPU tensor; a CUDA tensor's values are
+                taken as they are, so that nothing waits for the device (no host sync: what ``padded`` needs).
 
         Returns:
             ``B`` dicts on ``loc``'s device: ``"boxes"`` float32 ``[n, 4]`` x1y1x2y2 0-based continuous pixels
@@ -328,7 +342,8 @@ class PostProcessor:
         """The dense-NMS detections of every image in fixed-size tensors.
 
         Args:
-            loc, conf, image_sizes: as for ``__call__``; ``image_sizes`` a ``[B, 2]`` tensor on ``loc``'s device.
+            loc, conf, image_sizes: as for ``__call__``; ``image_sizes`` a ``[B, 2]`` tensor on ``loc``'s device
+                (on CUDA its values are not checked: nothing here waits for the device).
             nms_steps: None runs NMS to its end (exact; a host sync every few steps on CUDA). A number runs that
                 many fixed-point steps and nothing else syncs with the host, so the call can be captured in a
                 CUDA graph; ``settled`` then says which images finished, and only those are exact.
@@ -351,7 +366,8 @@ class PostProcessor:
         device = loc.device
         if self.priors.device != device:
             self.priors = self.priors.to(device)  # moved once: a CUDA graph must not capture a host copy
-        image_sizes = image_size_pairs(torch.as_tensor(image_sizes, device=device), batch, "PostProcessor")
+        # checked on the host when given there (a list, an array, a CPU tensor), then moved
+        image_sizes = image_size_pairs(torch.as_tensor(image_sizes), batch, "PostProcessor").to(device)
         boxes, scores = decoded_boxes_and_scores(self.box_coder, loc, conf, self.priors)
         scale = image_sizes.flip(-1).repeat(1, 2).float()  # [B, 4] (w, h, w, h)
         return boxes * scale[:, None, :], scores
