@@ -14,6 +14,10 @@ class Detector(nn.Module):
     images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image); a NumPy array or
     an integer tensor (a raw image batch) is a ValueError naming the conversion, and so is any shape other than
     [B, 3, S, S] with S = `size` (another side would give another anchor count, or the same count on shifted cells).
+    The checks read attributes and static shapes, so `torch.compile` traces them and the ValueError comes out as it
+    is; under `torch.compile(fullgraph=True)` Dynamo lets no exception out of the graph and raises its own error
+    ("Observed exception"), whose text holds this message (torch 2.14). `run_inference` checks the image size
+    before it calls the model, compiled or not.
     loc: offsets encoded against PriorBox(size=S) anchors with variances (0.1, 0.2); conf: per-class logits, no
     background column. A follows PriorBox's order (level, row, column, anchor): 12,750 at 320 and 32,736 at 512.
     `version`, `backbone_name`, `size` and `num_classes` record the build, for checkpoints.

@@ -247,9 +247,11 @@ def test_images_of_another_size_than_the_model_s_are_refused_naming_both_sizes(o
 
     model = build_detector("fssd", "resnet18", 128, NUM_CLASSES)
     loader = DataLoader(FakeVocDataset(), batch_size=2, collate_fn=collate)  # 64 x 64 images
-    with pytest.raises(ValueError, match=r"run_inference: the loader gives 64 x 64 images but the model was built for "
-                                         r"128 x 128: build the dataset with size=128"):
-        run_inference(model, loader, PriorBox(size=128).forward(), torch.device("cpu"))
+    # a torch.compile(fullgraph=True) model too: checked before the call, whose Dynamo error would wrap the message
+    for wrapped in (model, torch.compile(model, fullgraph=True)):
+        with pytest.raises(ValueError, match=r"run_inference: the loader gives 64 x 64 images but the model was built "
+                                             r"for 128 x 128: build the dataset with size=128"):
+            run_inference(wrapped, loader, PriorBox(size=128).forward(), torch.device("cpu"))
 
 
 def test_a_device_name_is_taken_and_a_training_loader_is_refused(tmp_path):

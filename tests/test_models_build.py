@@ -347,3 +347,22 @@ def test_images_of_another_shape_than_b_3_s_s_are_refused_naming_the_built_size(
     with pytest.raises(ValueError, match=expected):
         model(torch.zeros(shape, device="meta"))
     assert model(torch.zeros(2, 3, 128, 128, device="meta"))[0].shape == (2, 2040, 4)
+
+
+def test_a_compiled_detector_still_names_the_built_size_for_images_of_another_shape(one_torch_thread):
+    """torch.compile traces Detector.forward's shape check on static shapes: without fullgraph the ValueError comes out
+    as it is. Under fullgraph=True Dynamo lets no exception out of the graph (torch._check and torch._check_value fare
+    the same in torch 2.14): its Unsupported error carries the message in its text, which must stay traceable."""
+    model = build_on_meta("fssd", "resnet18", 128, 3).eval()
+    images = torch.zeros(1, 3, 160, 160, device="meta")
+    expected = (r"Detector: images are \[1, 3, 160, 160\]; this fssd-resnet18 was built for \[B, 3, 128, 128\] "
+                r"\(size=128\): resize each image to 128 x 128")
+    torch._dynamo.reset()  # Dynamo's caches of earlier tests' frames would change what it does here
+    try:
+        with pytest.raises((RuntimeError, ValueError), match=expected):  # torch._dynamo.exc.Unsupported, for now
+            torch.compile(model, backend="eager", fullgraph=True)(images)
+        torch._dynamo.reset()
+        with pytest.raises(ValueError, match=expected):
+            torch.compile(model, backend="eager")(images)
+    finally:
+        torch._dynamo.reset()
