@@ -180,6 +180,22 @@ def test_export_defaults_and_bad_opset(checkpoint, tmp_path):
             export_onnx(checkpoint, tmp_path / "x.onnx", opset=opset)
 
 
+@pytest.mark.parametrize("thresholds, message", [
+    ({"score_thresh": 30}, r"score_thresh=30 must be a probability in \[0, 1\)"),  # a percentage: finds nothing
+    ({"score_thresh": -0.1}, r"score_thresh=-0.1 must be a probability"),  # kept the zero-score boxes
+    ({"nms_thresh": 45}, r"nms_thresh=45 must be an IoU in \(0, 1\]"),  # suppressed nothing
+    ({"nms_thresh": float("nan")}, r"nms_thresh=nan must be an IoU"),
+])
+def test_thresholds_out_of_range_are_refused_before_the_checkpoint_is_read(thresholds, message, detector, tmp_path):
+    """export_onnx(..., include_nms=True, score_thresh=30) wrote a graph that never detects anything, without a word
+    (main.py checks --score_thresh, the API did not; PostProcessor refuses such values)."""
+    with pytest.raises(ValueError, match=rf"^export_onnx: {message}"):
+        export_onnx(tmp_path / "missing.pth", tmp_path / "x.onnx", include_nms=True, **thresholds)
+    with pytest.raises(ValueError, match=rf"^DetectorWithNMS: {message}"):
+        DetectorWithNMS(detector.model, detector.priors, **thresholds)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("step", ["onnx.checker", "onnxruntime"])
 def test_ctrl_c_during_the_checks_leaves_no_unchecked_file(step, checkpoint, tmp_path, monkeypatch, capsys):
     """Ctrl-C in onnx.checker or the onnxruntime comparison, after the graph was written to --export_path: main.py

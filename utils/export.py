@@ -33,7 +33,7 @@ from torchvision.ops import batched_nms
 from utils.box import BoxCoder
 from utils.checkpoint import check_writable_folder
 from utils.files import naming_file
-from utils.postprocess import PRE_NMS_TOPK, decoded_boxes_and_scores, top_candidates
+from utils.postprocess import PRE_NMS_TOPK, check_thresholds, decoded_boxes_and_scores, top_candidates
 from utils.trained_model import detector_from_state, load_trained_detector
 
 DEFAULT_OPSET = 17
@@ -70,6 +70,7 @@ class DetectorWithNMS(DecodedDetector):
     def __init__(self, model: nn.Module, priors: Tensor, score_thresh: float = 0.005, nms_thresh: float = 0.5,
                  pre_nms_topk: int = PRE_NMS_TOPK) -> None:
         super().__init__(model, priors)
+        check_thresholds("DetectorWithNMS", score_thresh, nms_thresh)
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.pre_nms_topk = pre_nms_topk
@@ -99,13 +100,15 @@ def export_onnx(
 
     ``output_path`` (a name ending in ``.onnx``, checked before the checkpoint is read) defaults to the checkpoint
     path with ``.onnx``; ``opset`` to :data:`DEFAULT_OPSET`.
-    ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms``. The ``onnx`` package is required
+    ``score_thresh``/``nms_thresh`` are baked into the graph with ``include_nms`` (a probability in [0, 1) and an
+    IoU in (0, 1], as for ``PostProcessor``: a ValueError otherwise, before any work). The ``onnx`` package is required
     (PyTorch's exporter imports it; a ValueError names the requirements file when it is missing, before any work) and
     the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS
     are compared with PyTorch's on two random images and the largest absolute difference is printed.
     ``state``: the checkpoint already read from ``checkpoint_path`` with ``load_checkpoint`` (``main.py`` reads it
     first when it needs its flags); None: read it here, once ``output_path`` is checked.
     """
+    check_thresholds("export_onnx", score_thresh, nms_thresh)
     opset = DEFAULT_OPSET if opset is None else opset
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")

@@ -145,6 +145,15 @@ def decoded_boxes_and_scores(box_coder: BoxCoder, loc: Tensor, conf: Tensor, pri
     return boxes, torch.where(finite, conf.float().sigmoid().nan_to_num(nan=0.0), 0.0)
 
 
+def check_thresholds(owner: str, score_thresh: float, nms_thresh: float) -> None:
+    """ValueError naming ``owner`` unless ``score_thresh`` is a probability in [0, 1) and ``nms_thresh`` an IoU in
+    (0, 1] (a percentage such as 30 finds nothing; NaN fails both)."""
+    if not 0.0 <= score_thresh < 1.0:  # NaN too
+        raise ValueError(f"{owner}: score_thresh={score_thresh!r} must be a probability in [0, 1)")
+    if not 0.0 < nms_thresh <= 1.0:
+        raise ValueError(f"{owner}: nms_thresh={nms_thresh!r} must be an IoU in (0, 1]")
+
+
 def top_candidates(boxes: Tensor, scores: Tensor, score_thresh: float,
                    pre_nms_topk: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Step 3 of the module docstring, for a batch: per image the ``pre_nms_topk`` highest (anchor, class) scores
@@ -238,10 +247,7 @@ class PostProcessor:
         for name, value in (("pre_nms_topk", pre_nms_topk), ("max_pre_nms_topk", max_pre_nms_topk)):
             if value is not None and (as_int(value) is None or value < 1):
                 raise ValueError(f"PostProcessor: {name}={value!r} must be a positive count or None")
-        if not 0.0 <= score_thresh < 1.0:  # NaN too
-            raise ValueError(f"PostProcessor: score_thresh={score_thresh!r} must be a probability in [0, 1)")
-        if not 0.0 < nms_thresh <= 1.0:
-            raise ValueError(f"PostProcessor: nms_thresh={nms_thresh!r} must be an IoU in (0, 1]")
+        check_thresholds("PostProcessor", score_thresh, nms_thresh)
         if as_int(max_per_image) is None or max_per_image < 1:
             raise ValueError(f"PostProcessor: max_per_image={max_per_image!r} must be an int >= 1")
         self.priors = priors.float()
