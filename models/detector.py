@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 CLASSIFIER_PREFIX = "head.conf."  # the head's per-class layers: their output channels depend on the class count
@@ -12,7 +13,8 @@ class Detector(nn.Module):
     """images [B, 3, S, S] -> (loc [B, A, 4], conf [B, A, C]), the same pair in train and eval mode.
 
     images: float32, BGR minus (104, 117, 123), no scaling (`data/transforms.py` normalize_image); a NumPy array or
-    an integer tensor (a raw image batch) is a ValueError naming the conversion, and so is any shape other than
+    an integer tensor (a raw image batch), or float images of another dtype than the weights outside autocast
+    (float64 from NumPy arithmetic), is a ValueError naming the conversion, and so is any shape other than
     [B, 3, S, S] with S = `size` (another side would give another anchor count, or the same count on shifted cells).
     The checks read attributes and static shapes, so `torch.compile` traces them and the ValueError comes out as it
     is; under `torch.compile(fullgraph=True)` Dynamo lets no exception out of the graph and raises its own error
@@ -37,7 +39,25 @@ class Detector(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         _check_images(images)
         self._check_shape(images)
+        self._check_dtype(images)
         return self.head(self.neck(self.backbone(images)))
+
+    def _check_dtype(self, images: object) -> None:
+        """ValueError when float ``images`` are of another dtype than the weights and autocast does not run the model
+        (a float64 batch from NumPy arithmetic with a float mean, which torch refuses with "expected scalar type
+        Double but found Float"). Under autocast float16, bfloat16 and float32 images are taken; float64 is not."""
+        weights = next(self.parameters(), None)
+        if not isinstance(images, Tensor) or weights is None or images.dtype == weights.dtype:
+            return
+        device = images.device.type
+        autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        if autocast and images.dtype != torch.float64:
+            return
+        conversion = "images.float()" if weights.dtype == torch.float32 else f"images.to({weights.dtype})"
+        raise ValueError(
+            f"Detector: images are {images.dtype} but the model's weights are {weights.dtype}: convert them with "
+            f"{conversion} (data.transforms.normalize_image gives float32), or run the model under torch.autocast"
+        )
 
     def _check_shape(self, images: object) -> None:
         """ValueError unless ``images`` is [B, 3, size, size]; shapes only, no host sync (a ``torch.fx`` proxy

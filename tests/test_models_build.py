@@ -333,6 +333,33 @@ def test_images_that_are_not_a_float_tensor_are_refused_with_the_conversion(imag
         model(images)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_images_of_another_float_dtype_than_the_weights_are_refused_naming_both(dtype):
+    """A float64 batch (NumPy arithmetic with a float mean: image - np.array([104.0, 117.0, 123.0])) failed with
+    torch's "expected scalar type Double but found Float", a half one with "... Half but found Float"."""
+    model = build_on_meta("fssd", "resnet18", 128, 3).eval()
+    images = torch.zeros(1, 3, 128, 128, dtype=dtype, device="meta")
+    with pytest.raises(ValueError, match=rf"^Detector: images are {dtype} but the model's weights are torch.float32: "
+                                         r"convert them with images.float\(\) \(data.transforms.normalize_image gives "
+                                         r"float32\), or run the model under torch.autocast"):
+        model(images)
+    assert model.to(dtype)(images)[1].dtype == dtype  # weights of the images' dtype
+    with pytest.raises(ValueError, match=rf"^Detector: images are torch.float32 but the model's weights are {dtype}: "
+                                         rf"convert them with images.to\({dtype}\)"):
+        model(images.float())
+
+
+def test_under_autocast_half_images_are_taken_and_float64_ones_refused(one_torch_thread):
+    torch.manual_seed(0)
+    model = build_detector("fssd", "resnet18", 128, 3).eval()
+    images = torch.zeros(1, 3, 128, 128)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(images.bfloat16())[0].shape == (1, 2040, 4)
+        # torch's "expected scalar type Double but found BFloat16"
+        with pytest.raises(ValueError, match=r"^Detector: images are torch.float64 but"):
+            model(images.double())
+
+
 @pytest.mark.parametrize("shape", [
     (1, 3, 129, 128),  # torch's "Sizes of tensors must match except in dimension 1. Expected size 17 but got size 18"
     (2, 3, 127, 127),  # ran silently: 128's anchor count, each anchor a little off its PriorBox position
