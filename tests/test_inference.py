@@ -252,6 +252,8 @@ def test_images_of_another_size_than_the_model_s_are_refused_naming_both_sizes(o
         with pytest.raises(ValueError, match=r"run_inference: the loader gives 64 x 64 images but the model was built "
                                              r"for 128 x 128: build the dataset with size=128"):
             run_inference(wrapped, loader, PriorBox(size=128).forward(), torch.device("cpu"))
+        # the refusal left a training model in eval mode: training on in a notebook froze its BatchNorm statistics
+        assert model.training
 
 
 def test_a_device_name_is_taken_and_a_training_loader_is_refused(tmp_path):

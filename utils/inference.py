@@ -57,7 +57,8 @@ def run_inference(
 
     The network runs with its BatchNorm folded into its convolutions (:func:`models.fold.fold_batchnorm`, on a copy):
     the same outputs up to float rounding, one kernel fewer per convolution. The copy is channels-last where that is
-    faster (:func:`models.memory_format.prefers_channels_last`: on the CPU, and under autocast on CUDA).
+    faster (:func:`models.memory_format.prefers_channels_last`: on the CPU, and under autocast on CUDA). ``model`` is
+    left in its own training or evaluation mode, also when the call raises (a refusal, Ctrl-C).
 
     Args:
         model: returns ``(loc [B, A, 4], conf [B, A, C])`` for images ``[B, 3, S, S]``; the images are cast to its
@@ -97,28 +98,30 @@ def run_inference(
     detections: list[Detections | None] = [None] * len(dataset)
     was_training = model.training
     model.eval()
-    channels_last = prefers_channels_last(device, amp_dtype)
-    network = fold_batchnorm(model, channels_last)  # a copy: the caller's model, which may be training, is left as is
-    graphed: CUDAGraphDetector | None = None
-    with torch.inference_mode():
-        batches = tqdm(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
-        for images, _, indices in batches:
-            _check_image_size(images, getattr(model, "size", None))
-            indices = [int(i) for i in indices]
-            image_sizes = torch.tensor([dataset.image_size(i) for i in indices])  # [B, 2] (h, w)
-            if cuda_graph:
-                if graphed is None:
-                    graphed = CUDAGraphDetector(network, postprocessor, max(loader.batch_size or 0, len(images)),
-                                                images.shape[-1], amp_dtype=amp_dtype)
-                results = graphed(images, image_sizes)
-            else:
-                images = images.to(device, weights_dtype, non_blocking=True).contiguous(
-                    memory_format=memory_format(channels_last))
-                results = detections_to_numpy(_detect(network, images, priors, postprocessor, image_sizes.to(device),
-                                                      amp_dtype))
-            for index, result in zip(indices, results):
-                detections[index] = result
-    model.train(was_training)
+    try:  # a refusal (images of another size) or Ctrl-C leaves a training model training
+        channels_last = prefers_channels_last(device, amp_dtype)
+        network = fold_batchnorm(model, channels_last)  # a copy: the caller's model is left as it is
+        graphed: CUDAGraphDetector | None = None
+        with torch.inference_mode():
+            batches = tqdm(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
+            for images, _, indices in batches:
+                _check_image_size(images, getattr(model, "size", None))
+                indices = [int(i) for i in indices]
+                image_sizes = torch.tensor([dataset.image_size(i) for i in indices])  # [B, 2] (h, w)
+                if cuda_graph:
+                    if graphed is None:
+                        graphed = CUDAGraphDetector(network, postprocessor, max(loader.batch_size or 0, len(images)),
+                                                    images.shape[-1], amp_dtype=amp_dtype)
+                    results = graphed(images, image_sizes)
+                else:
+                    images = images.to(device, weights_dtype, non_blocking=True).contiguous(
+                        memory_format=memory_format(channels_last))
+                    results = detections_to_numpy(_detect(network, images, priors, postprocessor,
+                                                          image_sizes.to(device), amp_dtype))
+                for index, result in zip(indices, results):
+                    detections[index] = result
+    finally:
+        model.train(was_training)
     return detections
 
 
