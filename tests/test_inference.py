@@ -206,8 +206,25 @@ def test_distributed_share_leaves_other_images_empty_and_gather_is_a_no_op_witho
     loader = DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate)
     detections = gather_detections(run_inference(model, loader, PRIORS, torch.device("cpu")))
     assert [i for i, d in enumerate(detections) if d is not None] == [0, 1, 3, 5]  # 7 images padded to 8
-    with pytest.raises(ValueError, match="3 missing; call gather_detections"):
+    with pytest.raises(ValueError, match=r"3 missing \(images 2, 4, 6\): .* call gather_detections after"):
         evaluate_detections(dataset, detections, "unused", run_info={})
+
+
+def test_images_a_loader_did_not_yield_are_named_without_blaming_distribution():
+    """A loader with drop_last=True (or a sampler over part of the dataset) left the last images without detections;
+    evaluate_detections then told a single-process user to call gather_detections after a distributed run."""
+    dataset = FakeVocDataset()  # 7 images
+    loader = DataLoader(dataset, batch_size=3, drop_last=True, collate_fn=collate)
+    detections = gather_detections(run_inference(FakeDetector(), loader, PRIORS, "cpu", progress=False))
+    with pytest.raises(ValueError, match=r"^evaluate_detections: need one entry per image of the dataset \(7\), got 7 "
+                                         r"with 1 missing \(image 6\): the loader did not yield them \(drop_last=True, "
+                                         r"or a sampler over part of the dataset\): pass run_inference a loader over "
+                                         r"every image, build_loader\(dataset, batch_size, train=False, workers=...\); "
+                                         r"under torch.distributed, call gather_detections after run_inference$"):
+        evaluate_detections(dataset, detections, "unused", run_info={})
+    with pytest.raises(ValueError, match=r"dataset \(7\), got 5: pass the list run_inference returned for this "
+                                         r"dataset$"):  # another dataset's list
+        evaluate_detections(dataset, detections[:5], "unused", run_info={})
 
 
 def test_gather_gives_each_image_its_own_detections_from_whichever_process_ran_it(monkeypatch):

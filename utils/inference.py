@@ -180,10 +180,19 @@ def evaluate_detections(dataset: DetectionDataset, detections: list[Detections |
         ``evaluate_coco``).
     """
     missing = [i for i, d in enumerate(detections) if d is None]
-    if len(detections) != len(dataset) or missing:
+    if len(detections) != len(dataset):
+        raise ValueError(
+            f"evaluate_detections: need one entry per image of the dataset ({len(dataset)}), got {len(detections)}: "
+            "pass the list run_inference returned for this dataset"
+        )
+    if missing:
+        shown = ("image " if len(missing) == 1 else "images ") + ", ".join(map(str, missing[:5]))
+        shown += ", ..." if len(missing) > 5 else ""
         raise ValueError(
             f"evaluate_detections: need one entry per image of the dataset ({len(dataset)}), got {len(detections)} "
-            f"with {len(missing)} missing; call gather_detections after a distributed run_inference"
+            f"with {len(missing)} missing ({shown}): the loader did not yield them (drop_last=True, or a sampler over "
+            "part of the dataset): pass run_inference a loader over every image, build_loader(dataset, batch_size, "
+            "train=False, workers=...); under torch.distributed, call gather_detections after run_inference"
         )
     out_dir = Path(out_dir)
     if dataset.kind == "voc":
