@@ -11,6 +11,7 @@ of x1/y1 that this fixes. :meth:`VOCDetection.ground_truth` returns the XML valu
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -26,7 +27,7 @@ from data.dataset import (
     has_extent, image_header_size, opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, Hint, format_problems, with_missing_files_hint
-from utils.messages import exact_number
+from utils.messages import exact_number, preview_names
 from utils.names import compose_name, folded_name, unprintable_characters
 
 VOC_CLASSES = (
@@ -38,6 +39,7 @@ DIFFICULT_VALUES = {"": False, "0": False, "false": False, "1": True, "true": Tr
 CLASS_LIST_FLAGS = ("-1", "0", "1")  # second field of a class-specific list: absent, difficult only, present
 UTF16_BYTE_ORDER_MARKS = (b"\xff\xfe", b"\xfe\xff")
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+CLASSES_LISTED = 20  # an unknown-class error lists the classes up to this many, else the closest names
 DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
 # a training image whose every box the fix-ups dropped: it would be trained on as showing nothing
 EMPTIED_IMAGE = ("image left without a box by these drops, trained on as background (no object): fix its boxes in the "
@@ -640,12 +642,24 @@ def _unknown_class_problems(
         times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
         compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         problems.append(
-            f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} (classes: "
-            f"{', '.join(label_of)}){_one_class_of_several_names(name, label_of)}; "
+            f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} ({_known_classes(name, label_of)})"
+            f"{_one_class_of_several_names(name, label_of)}; "
             "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
             "(counted in one warning)"
         )
     return problems
+
+
+def _known_classes(name: str, classes: Sequence[str]) -> str:
+    """What an unknown class ``name`` is told about the ``classes`` (as compared): ``classes: cat, dog`` for up to
+    :data:`CLASSES_LISTED` of them; for more, their count and the names closest to ``name`` (a typo), or the first
+    few when none is close: a line listing 1,000 classes would be 11,000 characters."""
+    if len(classes) <= CLASSES_LISTED:
+        return f"classes: {', '.join(classes)}"
+    closest = difflib.get_close_matches(name, classes, n=3)
+    if closest:
+        return f"not among the {len(classes)} classes; the closest: {', '.join(map(repr, closest))}"
+    return f"not among the {len(classes)} classes: {preview_names(list(classes))}"
 
 
 def _one_class_of_several_names(name: str, classes: Iterable[str]) -> str:

@@ -610,6 +610,24 @@ def test_unknown_class_is_named_as_the_xml_writes_it(tmp_path):
 
 
 
+def test_an_unknown_class_among_many_classes_names_the_closest_not_every_class(tmp_path):
+    """With 1,000 classes each unknown-class line listed all of them (11,000 characters a line, up to 10 lines):
+    past 20 classes the line gives their count and the closest names instead."""
+    classes = ["cat", "dog", *(f"class {i}" for i in range(998))]
+    root = write_voc_folder(tmp_path, {"a": [("doggo", (1, 1, 10, 10), 0)], "b": [("zebra", (1, 1, 10, 10), 0)]},
+                            {"trainval": ["a", "b"]})
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=classes)
+    lines = str(error.value).splitlines()
+    assert f"{root / 'Annotations/a.xml'}: unknown class 'doggo' (not among the 1000 classes; the closest: 'dog'); " \
+           "add it to --classes" in lines[1]
+    assert f"{root / 'Annotations/b.xml'}: unknown class 'zebra' (not among the 1000 classes: cat, dog, class 0, " \
+           "class 1, ...); add it to --classes" in lines[2]
+    assert max(map(len, lines)) < 300
+    with pytest.raises(DataError, match=r"unknown class 'zebra' \(classes: " + ", ".join(classes[:19]) + r", doggo\)"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=[*classes[:19], "doggo"])
+
+
 def test_class_names_written_on_one_line_of_a_class_file_are_one_class_and_the_error_says_so(tmp_path):
     """"cat dog" on one line is one class name (a name may hold a space: COCO's "traffic light"), so every cat and
     dog is unknown; the message says which class holds them and how to list them, and following it loads the set."""
