@@ -21,7 +21,8 @@ def parse_class_list(arg: str) -> list[str]:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError:  # a long comma list is too long a name to look up as a file
         is_dir = is_file = False
-    if is_dir:
+    # a bare name that is also a folder here (``cat/`` of images sorted by class) is a class name: no folder is a list
+    if is_dir and ("/" in arg or os.sep in arg or arg in (".", "..")):
         raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
     if is_file:
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]

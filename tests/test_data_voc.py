@@ -931,6 +931,17 @@ def test_a_class_file_repeating_a_name_names_the_lines(tmp_path):
     assert str(error.value) == "--classes cat,dog,Cat: duplicate class names 'cat'; list each class once (letter " \
                                "case is ignored)"
 
+def test_a_single_class_named_as_a_folder_of_the_current_directory_is_the_class(tmp_path, monkeypatch):
+    """``--classes cat`` run beside a folder ``cat/`` (images sorted by class) was refused as "a folder"; so was
+    ``--trained_model`` of a one-class checkpoint there, which passes the checkpoint's class as ``--classes``. A
+    bare name is never read as a folder; a path to one still is an error."""
+    (tmp_path / "cat").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse_class_list("cat") == ["cat"]
+    with pytest.raises(DataError, match=r"--classes \./cat is a folder; give the class names"):
+        parse_class_list("./cat")
+
+
 def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("# pets\ncat,dog\n")
