@@ -8,12 +8,13 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.dataset import DetectionDataset, has_extent
-from data.errors import CorruptImageWarning, DataError, format_problems
+from data.dataset import DetectionDataset, exif_orientation, has_extent
+from data.errors import CorruptImageWarning, DataError, DataWarning, format_problems
 from data.loader import WorkerLoader, single_thread_opencv
 from utils.messages import counted
 
 CHECK_BATCH = 32  # images per task handed to a checking process
+EXAMPLES_SHOWN = 3  # images named in a warning
 
 
 @dataclass
@@ -79,9 +80,12 @@ class _ImageProblems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[str, list[ShownWarning]]:
+    def __getitem__(self, index: int) -> tuple[str, list[ShownWarning], int | None]:
+        """The problem of image ``index`` (or ""), the warnings met decoding it and, for an image without problem,
+        its EXIF orientation (:func:`data.dataset.exif_orientation`)."""
         problem, others = image_problem(self.dataset, index)
-        return problem or "", others
+        orientation = None if problem else exif_orientation(self.dataset.image_path(index))
+        return problem or "", others, orientation
 
 
 def _annotation_problems(dataset: DetectionDataset) -> list[str]:
@@ -111,14 +115,26 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     if workers > 0:
         single_thread_opencv()  # before the checking processes fork (see data/loader.py)
     loader = WorkerLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
+    turned: list[str] = []  # "<image>: orientation N" for the images a viewer shows turned or mirrored
+    checked = 0
     with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
-            for problem, others in batch:
+            for index, (problem, others, orientation) in enumerate(batch, start=checked):
                 _show(others)
                 problems += [problem] if problem else []
+                if orientation not in (None, 1):
+                    turned.append(f"{dataset.image_path(index)}: orientation {orientation}")
             bar.update(len(batch))
+            checked += len(batch)
     if problems:
         raise DataError(format_problems(f"--check_data on {counted(len(dataset), 'image')}", problems))
+    if turned:
+        warnings.warn(f"{counted(len(turned), 'image')} with an EXIF orientation tag, which viewers apply (e.g. "
+                      f"{', '.join(turned[:EXAMPLES_SHOWN])}): training and evaluation read the stored pixels, as VOC "
+                      "and COCO annotate them, so the boxes of such an image must be drawn on its stored pixels. If "
+                      "your annotation tool showed it turned, its boxes miss their objects: save such images turned "
+                      "upright without the tag (PIL: ImageOps.exif_transpose) and keep the annotations", DataWarning,
+                      stacklevel=2)
     labels, owner, unscored = dataset.objects_to_report()
     counts = np.bincount(labels, minlength=dataset.num_classes)
     coco = dataset.kind == "coco"

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data import COCODetection, DataError, TestTransform, build_dataset, check_dataset
+from data import COCODetection, DataError, DataWarning, TestTransform, build_dataset, check_dataset
+from data import checks
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import CorruptImageWarning, original_message
 from main import one_line_data_warnings
@@ -277,6 +278,34 @@ def test_size_mismatch_of_an_exif_rotated_image_names_the_rotation(tmp_path):
     with pytest.raises(DataError, match=r"b\.jpg: image is 60x40 \(WxH\) but its annotation says 40x60 \(.*b\.xml\); "
                                         "fix the annotation's"):
         dataset.load_image(1)
+
+
+def test_check_dataset_warns_about_images_whose_exif_orientation_no_size_check_can_catch(tmp_path, monkeypatch):
+    """Images are read in stored pixel order. A photo turned 180 degrees by its EXIF tag (3), or a square one turned
+    90 degrees (6), has the same size either way, so boxes drawn on what a viewer shows passed every check and trained
+    on the wrong pixels without a word: --check_data names such images (a warning: the boxes may be on the stored
+    pixels, which is right)."""
+    objects = {"a": [("cat", (1, 2, 10, 12), 0)], "b": [("cat", (3, 3, 9, 9), 0)], "c": [], "d": []}
+    root = write_voc_folder(tmp_path, objects, {"trainval": list(objects)}, size=(40, 40))
+    for name, orientation in (("a", 3), ("b", 6), ("c", 1)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.new("RGB", (40, 40)).save(root / "JPEGImages" / f"{name}.jpg", exif=exif)
+    dataset = build_dataset("voc", "train", 64, data_root=str(root), classes=["cat"])
+    monkeypatch.setattr(checks, "CHECK_BATCH", 1)  # each image its own batch: named after its place in the split
+    with pytest.warns(DataWarning) as caught:
+        check_dataset(dataset, workers=0, progress=False)
+    assert [str(warning.message) for warning in caught] == [
+        f"2 images with an EXIF orientation tag, which viewers apply (e.g. {root / 'JPEGImages/a.jpg'}: "
+        f"orientation 3, {root / 'JPEGImages/b.jpg'}: orientation 6): training and evaluation read the stored "
+        "pixels, as VOC and COCO annotate them, so the boxes of such an image must be drawn on its stored pixels. "
+        "If your annotation tool showed it turned, its boxes miss their objects: save such images turned upright "
+        "without the tag (PIL: ImageOps.exif_transpose) and keep the annotations"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_dataset(build_dataset("voc", "train", 64, data_root=str(make_dataset(tmp_path / "plain")[0]),
+                                    classes=["cat", "dog"]), workers=0, progress=False)
 
 
 def test_check_dataset_reports_boxes_without_width_once_normalised(tmp_path):
