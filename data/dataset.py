@@ -24,7 +24,9 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError
+from data.errors import (
+    CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError, ImageWarning,
+)
 from utils.integers import as_int
 from utils.messages import counted
 from utils.names import folded_name
@@ -54,6 +56,7 @@ _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 _OPENCV_LOG_PREFIX = re.compile(r"^\[\s*[A-Z]+:[^\]]*\]\s+(?:global\s+)?\S+:\d+\s+\S+\s+")
 # libjpeg's warnings for damaged entropy-coded data; it prints them on stderr and OpenCV still returns an image
 LIBJPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+NEARLY_BLACK = 16  # an 8-bit image whose every value is below this reads nearly black (a 16-bit one: below 4096)
 _STDERR_CAPTURE_FILES: dict[int, int] = {}  # process id -> descriptor (a forked child must not share its offset)
 
 # the share of a training split's boxes below the augmentation's minimum side (TrainTransform.min_box_side) from
@@ -185,12 +188,14 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: image file is empty")
     if is_truncated_jpeg(data):
         raise DataError(f"{path}: truncated JPEG (no end-of-image marker FFD9); re-download or re-encode the file")
-    refused = None
+    refused = deep_max = None
     # the capture redirects the process's stderr: only the main thread (of a process, or a DataLoader worker) does so
     main_thread = threading.current_thread() is threading.main_thread()
     with captured_stderr_fd() if main_thread else contextlib.nullcontext([]) as messages:
         try:
-            image = cv2.imdecode(tiff_in_stored_order(data), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            stored = tiff_in_stored_order(data)
+            image = cv2.imdecode(stored, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            deep_max = _unused_high_byte(stored, image)
         except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
             image, refused = None, error
     corrupt = [line for line in messages if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
@@ -208,10 +213,27 @@ def read_image(path: str | Path) -> np.ndarray:
         said = "; ".join(repr(line) for line in other)
         warnings.warn(f"{path}: the image decoder says {said} (the image is read; re-save it to silence this)",
                       ImageDecoderWarning, stacklevel=2)
+    if deep_max:
+        warnings.warn(f"{path}: a 16-bit image whose values reach only {deep_max} of 65535 (data of 12 bits or fewer): "
+                      f"read as 8 bits, the high byte of each value, it is nearly black (0..{deep_max >> 8} of 255); "
+                      f"rescale its values to 8 bits (e.g. value * 255 // {deep_max}) or to the 16-bit range and save "
+                      "it again", ImageWarning, stacklevel=2)
     if corrupt:
         warnings.warn(f"{path}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
                       "re-download or re-encode the file", CorruptImageWarning, stacklevel=2)
     return image
+
+
+def _unused_high_byte(data: np.ndarray, image: np.ndarray | None) -> int | None:
+    """For the bytes ``data`` of an image file decoded as 8 bits into ``image`` (uint8 ``[H, W, 3]``): the largest
+    value of a 16-bit image whose values stay below 4096 (12-bit data, which the high byte that 8 bits keep turns
+    into 0..15), else ``None``. Decodes the file a second time, at its depth, only when ``image`` is that dark."""
+    if image is None or image.max(initial=0) >= NEARLY_BLACK:
+        return None
+    deep = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if deep is None or deep.dtype != np.uint16:
+        return None
+    return int(deep.max(initial=0)) or None
 
 
 def opencv_pixel_limit() -> int:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from data import COCODetection, DataError, DataWarning, TestTransform, build_dataset, check_dataset
 from data import checks
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
-from data.errors import CorruptImageWarning, original_message
+from data.errors import CorruptImageWarning, ImageWarning, original_message
 from main import one_line_data_warnings
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from tests.test_data_voc import voc_xml, write_png_header, write_voc_folder
@@ -156,6 +156,33 @@ def test_a_decoder_warning_about_an_image_that_decodes_names_the_file_once(tmp_p
             assert read_image(path).shape == (20, 30, 3)
     assert capfd.readouterr().err == (f"warning: {path}: the image decoder says 'libpng warning: iCCP: too short' "
                                       "(the image is read; re-save it to silence this)\n")
+
+
+def test_a_16_bit_image_of_12_bit_data_that_reads_nearly_black_is_a_warning_naming_the_file(tmp_path):
+    """A 16-bit PNG or TIFF is read as 8 bits, the high byte of each value: a camera's or microscope's 12-bit data
+    (0..4095) read as 0..15, so the network trained on black images without a word. It still reads so, with a warning
+    naming the file, its range and the fix; full-range 16-bit images and black 8-bit ones give none."""
+    rng = np.random.default_rng(0)
+    twelve_bit = rng.integers(0, 4000, (20, 30), np.uint16)
+    twelve_bit[0, 0] = 4000
+    for suffix in (".png", ".tif"):
+        path = tmp_path / f"raw{suffix}"
+        cv2.imwrite(str(path), twelve_bit)
+        with pytest.warns(ImageWarning) as caught:
+            image = read_image(path)
+        np.testing.assert_array_equal(image, np.repeat((twelve_bit >> 8).astype(np.uint8)[..., None], 3, axis=2))
+        assert [str(warning.message) for warning in caught] == [
+            f"{path}: a 16-bit image whose values reach only 4000 of 65535 (data of 12 bits or fewer): read as 8 bits, "
+            "the high byte of each value, it is nearly black (0..15 of 255); rescale its values to 8 bits (e.g. "
+            "value * 255 // 4000) or to the 16-bit range and save it again"
+        ]
+    cv2.imwrite(str(tmp_path / "full.png"), rng.integers(0, 65536, (20, 30, 3), np.uint16))
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((20, 30, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "blank16.png"), np.zeros((20, 30, 3), np.uint16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("full.png", "black.png", "blank16.png"):
+            read_image(tmp_path / name)
 
 
 def make_dataset(tmp_path):
