@@ -103,6 +103,25 @@ def test_check_data_warns_about_a_class_without_an_object_to_score_in_the_test_s
             "images to the test split") in out
 
 
+def test_the_warnings_about_classes_without_objects_name_the_first_20_of_a_long_class_list(tmp_path, capsys):
+    """With 1,000 classes and a few annotated, each warning listed every missing class: 12,000 characters at every
+    training start and evaluation. Past 20 names they give the first 20, the count of the others and where every
+    class's count is printed."""
+    samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    classes = ["cat", *(f"class {i}" for i in range(998))]
+    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", ",".join(classes), "--check_data",
+            "--workers", "0"]
+    assert run(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    first = ", ".join(repr(name) for name in classes[1:21])
+    assert (f"warning: the test split holds no object to score of 998 classes ({first} and 978 more; --check_data "
+            "prints every class's count) (none, or all marked difficult or iscrowd)") in out
+    assert (f"warning: no training image holds an object of 998 classes ({first} and 978 more; --check_data prints "
+            "every class's count): the model cannot learn them") in out
+    assert max(len(line) for line in out.splitlines() if line.startswith("warning:")) < 600
+
+
 def test_check_data_reports_the_problems_of_both_splits_in_one_run(tmp_path, capsys):
     samples = {"a": [("dog", (1, 1, 30, 30), 0)], "b": [("cat", (3, 3, 25, 25), 0)]}
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b.jpg"]})

@@ -19,6 +19,8 @@ from utils.logging import RunLog
 from utils.messages import counted
 from utils.names import folded_name, same_classes
 
+CLASSES_NAMED = 20  # a warning about classes without objects names this many of them
+
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
                  class_order: Sequence[str] | None = None) -> DetectionDataset:
@@ -97,7 +99,7 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
                         "object: there is nothing to learn; annotate the training images")
     missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
     if missing:
-        log.info(f"warning: no training image holds an object of the classes {missing}: the model cannot learn them "
+        log.info(f"warning: no training image holds an object of {_class_list(missing)}: the model cannot learn them "
                  "(their AP will be 0 or undefined)")
 
 
@@ -116,9 +118,19 @@ def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
                         "the test images")
     unscored = [name for name, count in zip(test_dataset.class_names, scored) if count == 0]
     if unscored:
-        log.info(f"warning: the test split holds no object to score of the classes {unscored} (none, or all marked "
+        log.info(f"warning: the test split holds no object to score of {_class_list(unscored)} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
                  "images to the test split")
+
+
+def _class_list(names: list[str]) -> str:
+    """``the classes ['cat', 'dog']`` for a warning, or for over :data:`CLASSES_NAMED` names the first ones and the
+    count of the others (1,000 classes made a line of 12,000 characters)."""
+    if len(names) <= CLASSES_NAMED:
+        return f"the classes {names}"
+    first = ", ".join(repr(name) for name in names[:CLASSES_NAMED])
+    return (f"{len(names)} classes ({first} and {len(names) - CLASSES_NAMED} more; --check_data prints every class's "
+            "count)")
 
 
 def _how_to_match_classes(train_dataset: DetectionDataset, test_dataset: DetectionDataset) -> str:
