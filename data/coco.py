@@ -616,6 +616,23 @@ def _positions(ids: Sequence[int], wanted: Sequence[int]) -> np.ndarray:
     return sorter[np.searchsorted(ids_array, np.array(wanted, dtype=np.int64).reshape(-1), sorter=sorter)]
 
 
+def _nothing_to_train_on(annotation_file: Path, annotations: int, small: int, include_crowd: bool) -> str:
+    """The error of a training json left without a box out of ``annotations`` (those not crowd unless
+    ``include_crowd``), ``small`` of them dropped by the small-box rule alone: when that rule dropped them, it says
+    so and which layout keeps such boxes, rather than to annotate images that are annotated."""
+    counted_ones = f"{annotations} annotation(s){'' if include_crowd else ' not crowd'}"
+    keeps_small = ("which COCO-layout training leaves out (the authors' rule for COCO); a VOC-layout copy of the set "
+                   "(Annotations/<id>.xml, README 'Datasets') trains on boxes of any size")
+    if annotations and small == annotations:
+        return (f"{annotation_file}: no image has a box to train on: all {counted_ones} have a side <= "
+                f"{MIN_BOX_SIDE_PIXELS} px, {keeps_small}")
+    message = (f"{annotation_file}: no image has a box to train on ({counted_ones}, none left after dropping boxes "
+               f"with w, h or area <= 0 or a side <= {MIN_BOX_SIDE_PIXELS} px)")
+    if small:
+        return f"{message}; {small} of them only for a side <= {MIN_BOX_SIDE_PIXELS} px, {keeps_small}"
+    return f"{message}; annotate the training images"
+
+
 def _clean_and_count_boxes(
     annotations: Sequence[dict],
     xywh: np.ndarray,
@@ -792,11 +809,8 @@ class COCODetection(DetectionDataset):
         self.fixups = dict(fixups.counts)
         self._training = training
         if training and not keep.any():
-            raise DataError(
-                f"{annotation_file}: no image has a box to train on ({len(annotations)} annotation(s)"
-                f"{'' if include_crowd else ' not crowd'}, none left after dropping boxes with w, h or area <= 0 or a "
-                f"side <= {MIN_BOX_SIDE_PIXELS} px); annotate the training images"
-            )
+            raise DataError(_nothing_to_train_on(annotation_file, len(annotations), self.small_boxes_dropped,
+                                                 include_crowd))
         super().__init__(
             _per_image_annotations(
                 coco, files, heights, widths, owner[keep], boxes[keep], labels[keep],

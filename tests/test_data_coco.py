@@ -717,12 +717,12 @@ def test_train_split_without_any_box_is_an_error_and_the_test_split_is_not(tmp_p
     small = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 20], "area": 100, "iscrowd": 0}]
     write_coco(tmp_path, "train2017", coco_json(small))
     write_coco(tmp_path, "val2017", coco_json(small))
-    expected = r"instances_train2017\.json: no image has a box to train on \(1 annotation\(s\), none left after"
+    expected = r"instances_train2017\.json: no image has a box to train on: all 1 annotation\(s\) have a side <= 7 px"
     with pytest.raises(DataError, match=expected):
         build_dataset("coco", "train", 32, data_root=str(tmp_path))
     assert len(build_dataset("coco", "test", 32, data_root=str(tmp_path))) == 3  # val2017 keeps images without boxes
     path = tmp_path / "annotations" / "instances_val2017.json"
-    with pytest.raises(DataError, match=r"instances_val2017\.json: no image has a box to train on \(1 annotation"):
+    with pytest.raises(DataError, match=r"instances_val2017\.json: no image has a box to train on: all 1 annotation"):
         COCODetection(path, tmp_path / "val2017", TestTransform(32), require_boxes=True)
     custom = tmp_path / "custom"
     write_coco(custom, "train", coco_json(small))
@@ -730,6 +730,31 @@ def test_train_split_without_any_box_is_an_error_and_the_test_split_is_not(tmp_p
     with pytest.raises(DataError, match=r"instances_train\.json: no image has a box to train on"):
         build_dataset("custom", "train", 32, data_root=str(custom))
     assert len(build_dataset("custom", "test", 32, data_root=str(custom))) == 3
+
+
+def test_a_training_split_of_objects_all_too_small_for_the_coco_rule_says_so_not_to_annotate_it(tmp_path):
+    """A set of small objects (32 px images, 6 px objects) in the COCO layout: every box has a side <= 7 px, which
+    the COCO layout leaves out of training. The error said "annotate the training images", which are annotated; it
+    now names the rule and the layout that keeps such boxes."""
+    small = [{"id": i, "image_id": image, "category_id": 1, "bbox": [1, 1, 6, 6], "area": 36, "iscrowd": 0}
+             for i, image in enumerate((7, 3, 9), 1)]
+    write_coco(tmp_path, "train", coco_json(small))
+    write_coco(tmp_path, "val", coco_json(small))
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    assert str(error.value) == (
+        f"{tmp_path / 'annotations' / 'instances_train.json'}: no image has a box to train on: all 3 annotation(s) "
+        "have a side <= 7 px, which COCO-layout training leaves out (the authors' rule for COCO); a VOC-layout copy "
+        "of the set (Annotations/<id>.xml, README 'Datasets') trains on boxes of any size"
+    )
+    write_coco(tmp_path, "train", coco_json([dict(small[0], bbox=[1, 1, 0, 6], area=0), *small[1:]]))
+    with pytest.raises(DataError, match=r"\(3 annotation\(s\), none left after dropping boxes with w, h or area <= 0 "
+                                        r"or a side <= 7 px\); 2 of them only for a side <= 7 px, which COCO-layout "
+                                        "training leaves out"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    write_coco(tmp_path, "train", coco_json([dict(small[0], bbox=[1, 1, 0, 6], area=0)]))
+    with pytest.raises(DataError, match=r"\(1 annotation\(s\), none left .*7 px\); annotate the training images$"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path))
 
 
 def test_the_test_split_prefers_a_test_json_over_a_val_json(tmp_path):
