@@ -385,7 +385,22 @@ def size_mismatch_message(
             "images are read in their stored pixel order, as VOC and COCO annotate them: save the image turned "
             "upright without the EXIF orientation tag, or annotate the stored pixels"
         )
+    if _resized(stored_hw, annotated_hw):
+        scale = f"{width / expected_w:.3g}"
+        return (f"{message}: it looks resized by {scale} after it was annotated, and its boxes are in the annotated "
+                "size's pixels: use the image at its annotated size, or scale the annotation's size and every box of "
+                f"the image by {scale}")
     return f"{message}; fix the annotation's size"
+
+
+def _resized(stored_hw: tuple[int, int], annotated_hw: tuple[int, int]) -> bool:
+    """Whether an image of (height, width) ``stored_hw`` is one of ``annotated_hw`` resized: both sides differ by more
+    than a pixel and by one scale (up to each side's rounding to whole pixels)."""
+    (height, width), (expected_h, expected_w) = stored_hw, annotated_hw
+    if min(expected_h, expected_w) <= 0 or abs(height - expected_h) <= 1 or abs(width - expected_w) <= 1:
+        return False
+    scale = width / expected_w  # known to within 0.5 / expected_w: the width was rounded too
+    return abs(height - expected_h * scale) <= 0.5 + 0.5 * expected_h / expected_w
 
 
 @dataclass(frozen=True)

@@ -895,6 +895,27 @@ def test_a_size_that_disagrees_with_the_image_names_the_xml_file_and_the_image(t
                                 f"({root / 'Annotations/b.xml'}); fix the annotation's size")
 
 
+@pytest.mark.parametrize("stored, annotated, scale", [((24, 32), (48, 64), "0.5"), ((480, 640), (375, 500), "1.28"),
+                                                    ((188, 250), (375, 500), "0.5")])
+def test_an_image_resized_after_it_was_annotated_is_told_to_scale_its_boxes_not_to_fix_the_size(tmp_path, stored,
+                                                                                                  annotated, scale):
+    """Images shrunk to save space (or to 640 px) after annotation: both sides scaled alike. "fix the annotation's
+    size" made the boxes, in the annotated size's pixels, land on the wrong objects (clipped with a mere count); the
+    error says the image looks resized and that its boxes need the same scale."""
+    (height, width), (annotated_h, annotated_w) = stored, annotated
+    root = write_voc_folder(tmp_path, {"a": voc_xml(annotated_w, annotated_h, [("cat", (1, 1, 10, 10), 0)])},
+                            {"trainval": ["a"]}, size=stored)
+    dataset = build_dataset("custom", "train", 64, data_root=str(root), classes="cat", augment=False)
+    with pytest.raises(DataError) as error:
+        dataset.load_image(0)
+    assert str(error.value) == (
+        f"{root / 'JPEGImages/a.jpg'}: image is {width}x{height} (WxH) but its annotation says "
+        f"{annotated_w}x{annotated_h} ({root / 'Annotations/a.xml'}): it looks resized by {scale} after it was "
+        "annotated, and its boxes are in the annotated size's pixels: use the image at its annotated size, or scale "
+        f"the annotation's size and every box of the image by {scale}"
+    )
+
+
 def test_parse_class_list(tmp_path):
     assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
     (tmp_path / "classes.txt").write_text("# my classes\ncat\n\n  dog  \n#bird\n")
