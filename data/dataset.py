@@ -233,7 +233,9 @@ def _unused_high_byte(data: np.ndarray, image: np.ndarray | None) -> int | None:
     deep = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if deep is None or deep.dtype != np.uint16:
         return None
-    return int(deep.max(initial=0)) or None
+    colour = deep[..., :3] if deep.ndim == 3 else deep  # not an alpha channel, which the 8 bits read drop
+    largest = int(colour.max(initial=0))
+    return largest if 0 < largest < NEARLY_BLACK << 8 else None
 
 
 def opencv_pixel_limit() -> int:

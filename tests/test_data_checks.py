@@ -176,6 +176,10 @@ def test_a_16_bit_image_of_12_bit_data_that_reads_nearly_black_is_a_warning_nami
             "the high byte of each value, it is nearly black (0..15 of 255); rescale its values to 8 bits (e.g. "
             "value * 255 // 4000) or to the 16-bit range and save it again"
         ]
+    with_alpha = tmp_path / "raw_alpha.png"  # an opaque alpha channel (65535) is no image value
+    cv2.imwrite(str(with_alpha), np.dstack([twelve_bit] * 3 + [np.full_like(twelve_bit, 65535)]))
+    with pytest.warns(ImageWarning, match="values reach only 4000 of 65535"):
+        read_image(with_alpha)
     cv2.imwrite(str(tmp_path / "full.png"), rng.integers(0, 65536, (20, 30, 3), np.uint16))
     cv2.imwrite(str(tmp_path / "black.png"), np.zeros((20, 30, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "blank16.png"), np.zeros((20, 30, 3), np.uint16))
