@@ -643,7 +643,7 @@ def _unknown_class_problems(
         compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         problems.append(
             f"{image.xml_path}: unknown class {written[name]!r}{times}{compared} ({_known_classes(name, label_of)})"
-            f"{_one_class_of_several_names(name, label_of)}; "
+            f"{_class_written_in_quotes(name, label_of) or _one_class_of_several_names(name, label_of)}; "
             "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
             "(counted in one warning)"
         )
@@ -660,6 +660,22 @@ def _known_classes(name: str, classes: Sequence[str]) -> str:
     if closest:
         return f"not among the {len(classes)} classes; the closest: {', '.join(map(repr, closest))}"
     return f"not among the {len(classes)} classes: {preview_names(list(classes))}"
+
+
+LIST_MARKS = " \t'\"`[]{}-"  # what a Python, JSON or YAML list pasted into --classes leaves around each name
+
+
+def _class_written_in_quotes(name: str, classes: Iterable[str]) -> str:
+    """For an unknown class ``name`` that a class name is once the quotes, brackets or list marks around it are
+    removed (``'cat'`` of ``--classes "'cat','dog'"``, ``["cat"`` of a JSON list, ``- cat`` of a YAML one): a clause
+    saying how ``--classes`` wrote it and to give the names bare; "" otherwise."""
+    classes = list(classes)
+    bare = [known.strip(LIST_MARKS) for known in classes]
+    if name not in bare or name in classes:
+        return ""
+    shown = ",".join(bare) if len(bare) <= CLASSES_LISTED else ",".join(bare[:4]) + ",..."
+    return (f"; --classes writes it {classes[bare.index(name)]!r}: give the names bare, without quotes, brackets or "
+            f"list marks ({shown})")
 
 
 def _one_class_of_several_names(name: str, classes: Iterable[str]) -> str:

@@ -628,6 +628,23 @@ def test_an_unknown_class_among_many_classes_names_the_closest_not_every_class(t
         build_dataset("voc", "train", 64, data_root=str(root), classes=[*classes[:19], "doggo"])
 
 
+@pytest.mark.parametrize("written, shown", [("'cat','dog'", "\"'cat'\""), ('["cat","dog"]', "'[\"cat\"'"),
+                                            ("['cat', 'dog']", "\"['cat'\""), ("- cat\n- dog\n", "'- cat'")])
+def test_class_names_given_in_quotes_or_as_a_list_say_so_where_cat_was_unknown_among_cat_and_dog(tmp_path, written,
+                                                                                                    shown):
+    """A Python, JSON or YAML list pasted into --classes (or a class file) made the names keep their quotes, so
+    every object was "unknown class 'cat' (classes: 'cat', 'dog')": cat seemed listed. The error says how the name was
+    written and to give the names bare."""
+    root = write_voc_folder(tmp_path / "data", {"a": [("cat", (1, 1, 10, 10), 0)]}, {"trainval": ["a"]})
+    if "\n" in written:
+        (tmp_path / "classes.txt").write_text(written)
+        written = str(tmp_path / "classes.txt")
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root), classes=parse_class_list(written))
+    assert (f"unknown class 'cat' (classes: {', '.join(parse_class_list(written))}); --classes writes it {shown}: give "
+            "the names bare, without quotes, brackets or list marks (cat,dog); add it to --classes") in str(error.value)
+
+
 def test_class_names_written_on_one_line_of_a_class_file_are_one_class_and_the_error_says_so(tmp_path):
     """"cat dog" on one line is one class name (a name may hold a space: COCO's "traffic light"), so every cat and
     dog is unknown; the message says which class holds them and how to list them, and following it loads the set."""
