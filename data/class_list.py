@@ -66,7 +66,9 @@ def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
     goes)."""
     for where, name in names:
         if "," in name:
-            raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line")
+            raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line, and a class "
+                            "name cannot hold a comma (a class of the XML files named so, 'hot, dog', needs another "
+                            "name there and here)")
         found = control_characters(name)
         if found:
             raise DataError(f"{where}: class name {name!r} contains the control character(s) {', '.join(found)}; "

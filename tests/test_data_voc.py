@@ -985,7 +985,9 @@ def test_a_class_file_line_holding_a_comma_is_an_error_naming_the_file_and_line(
     classes.write_text("# pets\ncat,dog\n")
     with pytest.raises(DataError) as error:
         parse_class_list(str(classes))
-    assert str(error.value) == f"{classes}:2: 'cat,dog' holds a comma; the file takes one class name per line"
+    assert str(error.value) == (f"{classes}:2: 'cat,dog' holds a comma; the file takes one class name per line, and "
+                                "a class name cannot hold a comma (a class of the XML files named so, 'hot, dog', "
+                                "needs another name there and here)")
 
 
 def test_a_comment_after_a_class_name_is_an_error_naming_the_file_and_line(tmp_path):
