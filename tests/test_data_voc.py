@@ -645,6 +645,23 @@ def test_class_names_given_in_quotes_or_as_a_list_say_so_where_cat_was_unknown_a
             "the names bare, without quotes, brackets or list marks (cat,dog); add it to --classes") in str(error.value)
 
 
+def test_the_closest_class_names_are_looked_for_once_per_unknown_name_not_once_per_file(tmp_path, monkeypatch):
+    """Looking for the closest of 1,000 names, and for the hints, takes about 8 ms: a set of 10,000 files holding
+    one misspelt class took 80 s to report it. They are looked for once per unknown name."""
+    import difflib
+
+    calls = []
+    close_matches = difflib.get_close_matches
+    monkeypatch.setattr(difflib, "get_close_matches", lambda *args, **kwargs: calls.append(args[0]) or
+                        close_matches(*args, **kwargs))
+    samples = {f"a{i}": [("dogo", (1, 1, 10, 10), 0)] for i in range(5)}
+    root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)})
+    classes = ["cat", "dog", *(f"kind {i}" for i in range(40))]
+    with pytest.raises(DataError, match="5 problem"):
+        build_dataset("voc", "train", 64, data_root=str(root), classes=classes)
+    assert calls == ["dogo"]
+
+
 def test_class_names_written_on_one_line_of_a_class_file_are_one_class_and_the_error_says_so(tmp_path):
     """"cat dog" on one line is one class name (a name may hold a space: COCO's "traffic light"), so every cat and
     dog is unknown; the message says which class holds them and how to list them, and following it loads the set."""
