@@ -158,6 +158,30 @@ def test_a_decoder_warning_about_an_image_that_decodes_names_the_file_once(tmp_p
                                       "(the image is read; re-save it to silence this)\n")
 
 
+@pytest.mark.parametrize("kind", ["png", "bmp", "gray_jpeg", "gray_png", "cmyk_jpeg", "png16", "rgba_png"])
+def test_every_image_kind_of_a_researchers_own_set_reads_as_the_8_bit_bgr_pillow_shows(tmp_path, kind):
+    """The image kinds README "Datasets" lists are read as uint8 BGR with the pixels Pillow gives (its RGB
+    conversion; a 16-bit PNG's high bytes; the colour under an alpha channel), so boxes and colours line up."""
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), np.uint8)
+    picture = Image.fromarray(rgb)
+    name = {"bmp": "a.bmp", "gray_jpeg": "a.jpg", "cmyk_jpeg": "a.jpg"}.get(kind, "a.png")
+    path = tmp_path / name
+    if kind == "png16":
+        assert cv2.imwrite(str(path), rgb[..., ::-1].astype(np.uint16) * 257)
+        expected = rgb
+    elif kind == "rgba_png":
+        picture.putalpha(Image.fromarray(np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)))
+        picture.save(path)
+        expected = rgb
+    else:
+        {"gray_jpeg": picture.convert("L"), "gray_png": picture.convert("L"),
+         "cmyk_jpeg": picture.convert("CMYK")}.get(kind, picture).save(path)
+        expected = np.asarray(Image.open(path).convert("RGB"))
+    image = read_image(path)
+    assert image.shape == (12, 16, 3) and image.dtype == np.uint8
+    assert np.abs(image[..., ::-1].astype(int) - expected).mean() < 1.5
+
+
 def test_a_16_bit_image_of_12_bit_data_that_reads_nearly_black_is_a_warning_naming_the_file(tmp_path):
     """A 16-bit PNG or TIFF is read as 8 bits, the high byte of each value: a camera's or microscope's 12-bit data
     (0..4095) read as 0..15, so the network trained on black images without a word. It still reads so, with a warning
