@@ -424,3 +424,36 @@ def test_the_readme_quotes_the_latest_shapes_main_job_run():
     headline = " ".join(readme_section("Benchmarks").split())
     assert f"{wall_time} for the current code's run" in headline
     assert "mAP {:.3f} / AP50 {:.3f} / AP75 {:.3f} with the current code".format(*map(float, scores)) in headline
+
+
+# the import name of a distribution of requirements*.txt where it differs from the distribution's name
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "pillow": "PIL"}
+PYTHON_BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
+
+
+def test_every_package_a_python_example_imports_is_installed_by_the_setup_or_the_page_says_how():
+    """A ``python`` block of the pages (README.md, docs/*.md and the READMEs of the output folders, such as
+    eval/README.md's plot of the precision-recall curves) imports the project's modules, the standard library's and
+    the packages of requirements*.txt; a package the README's setup does not install is named with the ``pip
+    install`` that adds it on the same page, so that a user who copies the example does not meet a
+    ``ModuleNotFoundError``."""
+    import sys
+
+    required = {IMPORT_NAMES.get(name.lower(), name.lower()) for path in REPO.glob("requirements*.txt")
+                for name in re.findall(r"^([A-Za-z][\w.-]*)", path.read_text(encoding="utf-8"), re.M)}
+    project = {path.stem for path in REPO.iterdir() if path.is_dir() or path.suffix == ".py"}
+    pages = [*DOCS, *sorted(REPO.glob("*/README.md"))]
+    missing = []
+    for page in pages:
+        text = page_text(page)
+        for indent, block in PYTHON_BLOCK.findall(text):
+            tree = ast.parse("\n".join(line.removeprefix(indent) for line in block.splitlines()))
+            modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                       for alias in node.names}
+            modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                        if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+            missing += [f"{page.relative_to(REPO)}: {module}" for module in sorted(modules)
+                        if module not in required | project | sys.stdlib_module_names
+                        and not re.search(rf"pip install[^`\n]*\b{re.escape(module)}\b", text)]
+    assert len(pages) > 8
+    assert missing == []
