@@ -738,7 +738,7 @@ class COCODetection(DetectionDataset):
     ``fixups`` holds the counts and ``small_boxes_dropped`` the number removed by the authors' small-box rule (a side
     <= 7 px; counted in the warning of a training split, whose images they leave out of training; a test split's are
     still scored by COCO's metric). ``drop_empty=True`` removes images left without boxes (the authors' COCO train
-    set, ~117k images). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
+    set, ~117k images; counted). A :class:`DataError` names the file when no box is left and ``drop_empty`` or
     ``require_boxes`` is set (a train split with nothing to train on), and when ``require_objects_to_score`` is set
     (default: neither of those, i.e. a split built for evaluation) and its images hold no annotation, or only
     ``iscrowd`` 1 ones, which COCO's metric ignores (a split without any image is left to the caller, as for VOC).
@@ -798,11 +798,16 @@ class COCODetection(DetectionDataset):
         image_ids = coco.getImgIds()
         boxes_left = np.bincount(owner[keep], minlength=len(image_ids))
         # an image whose every box was dropped: kept without objects, they would be trained on as background
-        emptied = (np.bincount(owner, minlength=len(image_ids)) > 0) & (boxes_left == 0) if training else None
+        annotated = np.bincount(owner, minlength=len(image_ids)) > 0
+        emptied = annotated & (boxes_left == 0) if training else None
         if emptied is not None:
             fixups.add("image whose every box was dropped, left out of training", int(emptied.sum()),
                        [f"image id {image_ids[i]}" for i in np.flatnonzero(emptied)[:FixupCounter.EXAMPLES_SHOWN]],
                        changes_boxes=True)
+        if drop_empty:  # counted, or the run's image count would differ from the json's without a word
+            fixups.add("image without annotations left out of training (the authors' COCO train set)",
+                       int((~annotated).sum()),
+                       [f"image id {image_ids[i]}" for i in np.flatnonzero(~annotated)[:FixupCounter.EXAMPLES_SHOWN]])
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)
         if hint := corner_boxes_hint(xywh, heights[owner], widths[owner]):
             warnings.warn(f"{annotation_file}: {hint}", DataWarning, stacklevel=2)
