@@ -27,7 +27,7 @@ def dry_run(tmp_path_factory):
 def test_dry_run_measures_every_section_without_errors(dry_run):
     returned, record = dry_run
     assert record == json.loads(json.dumps(returned, default=str))  # the file holds what main returned
-    assert record["errors"] == [] and record["skipped"] == []
+    assert record["errors"] == [] and [case["section"] for case in record["skipped"]] == ["compile"]
     assert record["dry_run"] is True and record["environment"]["card"] is None
     assert record["environment"]["torch"] == torch.__version__
 
@@ -72,6 +72,17 @@ def test_sections_choose_what_runs(tmp_path):
         "MG training, AMP, >= 5x the authors' 193 images/s",
         "MG costs <= 5 % of the step over IoU (AMP)",
     ]
+
+
+def test_the_dry_run_says_it_leaves_out_the_compile_section(tmp_path, capsys):
+    """``--dry_run --sections compile`` once ran nothing and said nothing: an empty record ("skipped": []) and no
+    line, though docs/gpu_suite.md said the dry run runs every code path. The section is listed as skipped, with why."""
+    args = gpu_suite.get_args_parser().parse_args(["--dry_run", "--device", "cpu", "--out", str(tmp_path / "r.json"),
+                                                   "--sections", "compile"])
+    record = gpu_suite.main(args)
+    reason = "dry run: torch.compile takes minutes to compile even at its tiny sizes; run the section on a GPU"
+    assert record["skipped"] == [{"section": "compile", "reason": reason}]
+    assert f"[compile] skipped ({reason})" in capsys.readouterr().out.splitlines()
 
 
 def test_bf16_weights_give_the_autocast_outputs_exactly():
