@@ -33,6 +33,26 @@ def test_non_finite_guard_names_the_first_bad_iteration():
     assert info.value.iteration == 1
 
 
+def test_non_finite_guard_names_the_first_iteration_that_left_non_finite_buffers():
+    """As CUDA runs check: updated every iteration without a sync, checked later. The earliest bad iteration wins;
+    a NaN loss in the same iteration as the overflowed buffers is the loss's error."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    ctx, finite = DistributedContext(), torch.tensor(1.0)
+    guard = NonFiniteGuard(torch.device("cpu"), model)
+    guard.update(finite, 0)
+    model[1].running_var[1] = float("inf")
+    guard.update(finite, 1)
+    guard.update(torch.tensor(float("nan")), 2)
+    with pytest.raises(NonFiniteLossError) as info:
+        guard.check(ctx)
+    assert info.value.iteration == 1 and info.value.names == ["1.running_var"]
+    assert str(info.value).startswith("the weights hold NaN/inf after iteration 2 although every loss was finite")
+    same_iteration = NonFiniteGuard(torch.device("cpu"), model)
+    same_iteration.update(torch.tensor(float("inf")), 0)
+    with pytest.raises(NonFiniteLossError, match="^the loss became NaN/inf at iteration 1$"):
+        same_iteration.check(ctx)
+
+
 def test_stop_signal_turns_sigint_and_sigterm_into_a_flag_and_restores_handlers():
     previous = signal.getsignal(signal.SIGINT)
     with StopSignal() as stop:
@@ -208,6 +228,40 @@ def test_weights_an_overflowing_gradient_made_non_finite_are_never_saved(tmp_pat
     assert error is not None and error.iteration == overflow_at
     assert str(error) == (f"the weights hold NaN/inf after iteration {overflow_at + 1} although every loss was finite "
                           "(w): a gradient, the update or a BatchNorm running statistic overflowed float32")
+
+
+class _OneWeightAfterBatchNorm(_OneWeight):
+    """:class:`_OneWeight` fed through a BatchNorm: in training its output, normalised by the batch's own statistics,
+    stays finite when the running variance it updates overflows float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, images):
+        return super().forward(self.bn(images))
+
+
+def test_a_batchnorm_statistic_that_overflows_stops_the_run_at_that_iteration(tmp_path):
+    """Iteration 3 (0-based 2) feeds values of 1e21: the running variance overflows to inf while every loss stays
+    finite. The run stops after that iteration, naming it and the tensor, not at the next save (after 8) with its
+    iteration, having trained on a model that can no longer be evaluated."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=8)
+    model, loss_fn = _OneWeightAfterBatchNorm(), _ScriptedLoss()
+    optimizer = torch.optim.SGD([model.w], lr=0.0)
+    loss_fn.optimizer = optimizer
+    ramp = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    batches = [(ramp * (1e21 if iteration == 2 else 1.0), [torch.zeros(0, 5)] * 2, [0, 1]) for iteration in range(9)]
+    saves = []
+    with pytest.raises(NonFiniteLossError) as info:
+        train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches, 0,
+              settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path), saves.append)
+    assert loss_fn.calls == 3 and saves == []
+    assert info.value.iteration == 2
+    assert str(info.value) == ("the weights hold NaN/inf after iteration 3 although every loss was finite "
+                               "(bn.running_var): a gradient, the update or a BatchNorm running statistic overflowed "
+                               "float32")
 
 
 def test_non_finite_weights_names_parameters_and_buffers_through_wrappers():

@@ -68,28 +68,47 @@ class TrainingInterrupted(RuntimeError):
 
 
 class NonFiniteGuard:
-    """Records on the device the first iteration whose loss is not finite; :meth:`check` syncs and raises.
+    """Records on the device the first iteration whose loss is not finite, and the first after which the model's
+    floating-point buffers (BatchNorm running statistics) are not; :meth:`check` syncs and raises.
 
-    ``update`` costs two tiny kernels and no host sync, so CUDA runs check at log intervals and before every save,
+    A running variance that overflows leaves the training loss finite (training normalises by the batch's own
+    statistics), so only this check stops the run then, at that iteration, instead of at the next save or
+    evaluation, up to ``--checkpoint_interval`` iterations of training a model that can no longer be evaluated later.
+    ``update`` costs a few tiny kernels and no host sync, so CUDA runs check at log intervals and before every save,
     and still name the exact iteration. On CPU there is nothing to overlap, so the loop checks every iteration.
     """
 
     NONE = torch.iinfo(torch.int64).max
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, model: nn.Module | None = None) -> None:
         self.first_bad = torch.full((), self.NONE, dtype=torch.int64, device=device)
+        self.first_bad_buffers = torch.full((), self.NONE, dtype=torch.int64, device=device)
+        # updated in place by the forward pass (and by DDP's broadcast), so these references follow them
+        self.buffers = {name: buffer for name, buffer in unwrap_model(model).named_buffers()
+                        if buffer.is_floating_point()} if model is not None else {}
 
     def update(self, loss: torch.Tensor, iteration: int) -> None:
-        """Record ``iteration`` (0-based) if the 0-d ``loss`` is NaN/inf and no earlier iteration was; no host sync."""
+        """Record ``iteration`` (0-based) if the 0-d ``loss`` is NaN/inf, or the buffers are after it, and no earlier
+        iteration was; no host sync."""
         bad_now = ~torch.isfinite(loss.detach())
         self.first_bad = torch.where(bad_now & (self.first_bad == self.NONE), iteration, self.first_bad)
+        if self.buffers:
+            buffers_bad = ~torch.isfinite(torch.cat([buffer.reshape(-1) for buffer in self.buffers.values()])).all()
+            self.first_bad_buffers = torch.where(buffers_bad & (self.first_bad_buffers == self.NONE), iteration,
+                                                 self.first_bad_buffers)
 
     def check(self, ctx: DistributedContext) -> None:
-        """Raise :class:`NonFiniteLossError` naming the earliest iteration any process recorded, if one did (a sync)."""
-        first_bad = -all_reduce_max(-self.first_bad.clone(), ctx)  # the earliest bad iteration over all processes
-        value = int(first_bad.item())
-        if value != self.NONE:
-            raise NonFiniteLossError(value)
+        """Raise :class:`NonFiniteLossError` naming the earliest iteration any process recorded a non-finite loss at,
+        or :class:`NonFiniteWeightsError` after the earliest one that left non-finite buffers (the loss first when
+        both came in the same iteration), if one did (a sync)."""
+        # the earliest bad iterations over all processes
+        first_bad = -all_reduce_max(-torch.stack([self.first_bad, self.first_bad_buffers]), ctx)
+        loss_at, buffers_at = first_bad.tolist()
+        if loss_at != self.NONE and loss_at <= buffers_at:
+            raise NonFiniteLossError(loss_at)
+        if buffers_at != self.NONE:
+            bad = [name for name, buffer in self.buffers.items() if not bool(torch.isfinite(buffer).all())]
+            raise NonFiniteWeightsError(buffers_at + 1, bad or ["on another process"])
 
 
 def non_finite_weights(model: nn.Module) -> list[str]:
@@ -228,11 +247,12 @@ def train(
     ``eval_interval`` iterations, and first, at ``start_iter``, with ``evaluate_first`` (a resumed run whose
     stopped attempt saved that iteration but did not evaluate it). Raises :class:`NonFiniteLossError` (nothing is
     saved or evaluated after a bad iteration; :class:`NonFiniteWeightsError` for weights that a finite loss's step made
-    NaN/inf, found before each save, evaluation and the return) or :class:`TrainingInterrupted` after saving on
+    NaN/inf, found before each save, evaluation and the return, and for BatchNorm statistics, found after the iteration
+    that overflowed them) or :class:`TrainingInterrupted` after saving on
     SIGINT/SIGTERM.
     """
     model.train()
-    guard = NonFiniteGuard(device)
+    guard = NonFiniteGuard(device, model)
     check_every_iteration = device.type == "cpu"
     loss_sums = torch.zeros(2, device=device)
     stats_names: list[str] = []
