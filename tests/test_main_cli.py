@@ -16,7 +16,7 @@ from data import DataWarning
 from data.errors import CorruptImageWarning
 from data.loader import default_workers
 from utils import training_run
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import RUN_KEYS, CheckpointError, check_same_run
 from utils.distributed import unwrap_model
 from utils.run_evaluation import eval_folder, evaluated_run_name
 from utils.run_exit import (
@@ -142,6 +142,22 @@ def test_resume_path_takes_the_evaluation_folder_and_nms_threshold_of_its_run():
     take_run_from_checkpoint(unset, SAVED_RUN | {"eval_dir": None})  # a run without --eval_dir: eval/<DATASET>...
     fill_dataset_defaults(unset)
     assert (unset.eval_dir, unset.nms_thresh) == (None, 0.5)
+
+
+def test_resume_continues_batchnorm_synchronised_as_its_run_did():
+    """A torchrun run of --sync_bn resumed by `--resume PATH` alone went on with per-process BatchNorm statistics, and
+    a run resumed with --sync_bn added or dropped mixed both: another arithmetic than the run's, silently. --resume
+    PATH takes --sync_bn from the checkpoint, and adding it to a run trained without is refused, as --mutual_guide."""
+    args = parse("--resume", "r.pth")
+    taken = take_run_from_checkpoint(args, SAVED_RUN | {"sync_bn": True})
+    assert args.sync_bn is True and ", --sync_bn" in taken
+    unsynchronised = parse("--resume", "r.pth")
+    assert "--sync_bn" not in take_run_from_checkpoint(unsynchronised, SAVED_RUN | {"sync_bn": False})
+    assert unsynchronised.sync_bn is False
+    saved = {key: SAVED_RUN.get(key) for key in RUN_KEYS} | {"sync_bn": False, "world_size": 2}
+    with pytest.raises(CheckpointError, match=r"^r\.pth was saved by a run with --sync_bn False, this run has True; "
+                                              r"resume with the same flags"):
+        check_same_run("r.pth", saved, saved | {"sync_bn": True})
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", "4"), ("mutual_guide", 1), ("amp", "fp8"), ("dataset", "kitti"),

@@ -42,11 +42,12 @@ FORMAT = f"{_FORMAT_FAMILY}v1"
 
 # Flags that fix the network; a checkpoint only loads into a model built with the same values.
 ARCHITECTURE_KEYS = ("version", "backbone", "size", "base_anchor_size")
-# Flags that fix the data stream, the schedule and the arithmetic; ``--resume`` continues exactly only when they are
-# unchanged. (Not ``--data_root``: the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
+# Flags that fix the data stream, the schedule and the arithmetic (``--sync_bn``: BatchNorm's statistics over the
+# global batch, not each process's); ``--resume`` continues exactly only when they are unchanged. (Not ``--data_root``:
+# the same data may have moved; not ``--workers``: augmentation is drawn per sample.)
 RUN_KEYS = (
     "dataset", "train_images", "train_fingerprint", "mutual_guide", "mutual_guide_from", "batch_size", "world_size",
-    "lr", "warm_iter", "seed", "expand_prob", "amp_dtype",
+    "lr", "warm_iter", "seed", "expand_prob", "amp_dtype", "sync_bn",
 )  # and the run's length in iterations, however given (--epochs or --max_iter): see check_same_length
 # how check_same_run names a RUN_KEYS entry that is not a flag of its own
 _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}

@@ -58,6 +58,7 @@ RESUMED_FLAGS: dict[str, Any] = {
     "mutual_guide_from": int, "batch_size": int, "lr": float, "warm_iter": int, "seed": int, "expand_prob": float,
     "amp": AMP_CHOICES, "name": str, "save_folder": str, "run_dir": str, "eval_interval": int,
     "checkpoint_interval": int, "log_interval": int, "assign_stats": bool, "eval_dir": str, "nms_thresh": float,
+    "sync_bn": bool,
 }
 RESUMED_DATA_FLAGS = ("data_root", "classes", "skip_unknown_classes")
 
