@@ -183,15 +183,13 @@ def test_interrupt_saves_and_resume_continues_exactly(shapes_root, trained, tmp_
     assert not partial.exists()
     # resumed, not set aside
     assert not [path.name for path in (tmp_path / "weights").iterdir() if ".earlier-" in path.name]
+    # bit for bit on a CPU: the same batches, learning rates, momentum and random states give the same arithmetic
     resumed, reference = logged_losses(tmp_path / "run"), logged_losses(trained / "run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
-    for (it, loss_l, loss_c), (_, ref_l, ref_c) in zip(resumed, reference):
-        assert loss_l == pytest.approx(ref_l, rel=1e-6, abs=1e-7), it
-        assert loss_c == pytest.approx(ref_c, rel=1e-6, abs=1e-7), it
+    assert resumed == reference
     final = load_checkpoint(tmp_path / "weights" / CKPT.format(""))["model"]
     expected = load_checkpoint(trained / "weights" / CKPT.format(""))["model"]
-    for key, value in expected.items():
-        assert torch.allclose(final[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+    assert [key for key, value in expected.items() if not torch.equal(final[key], value)] == []
 
 
 def test_a_run_started_with_init_from_continues_as_the_interrupt_message_says(shapes_root, trained, tmp_path,
@@ -243,13 +241,11 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
     assert out.count("with its run's flags not given here: ") == 1
     resumed, reference = logged_losses(tmp_path / "cut" / "mine_run"), logged_losses(tmp_path / "whole" / "mine_run")
     assert [it for it, _, _ in resumed] == list(range(1, ITERS + 1))
-    assert [loss for row in resumed for loss in row[1:]] == pytest.approx(
-        [loss for row in reference for loss in row[1:]], rel=1e-6, abs=1e-7)
+    assert resumed == reference  # bit for bit, in bf16 and with zoom-out too
     final = load_checkpoint(tmp_path / "cut" / "weights" / "mine.pth")
     expected = load_checkpoint(tmp_path / "whole" / "weights" / "mine.pth")
     assert final["iteration"] == ITERS and final["config"]["mutual_guide_from"] == 2
-    for key, value in expected["model"].items():
-        assert torch.allclose(final["model"][key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+    assert [key for key, value in expected["model"].items() if not torch.equal(final["model"][key], value)] == []
 
 
 def test_resume_path_evaluates_where_and_as_its_run_did(shapes_root, tmp_path, capsys):
