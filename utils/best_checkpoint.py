@@ -34,11 +34,14 @@ def is_best_checkpoint(state: Mapping[str, Any]) -> bool:
 
 @dataclass
 class BestEvaluation:
-    """The best evaluation of a run so far: its ``score`` (``mAP``) and ``iteration``, ``None`` before the first."""
+    """The best evaluation of a run so far: its ``score`` (``mAP``) and ``iteration``, ``None`` before the first;
+    ``path``: where a better one is written, ``saved_in``: the file that holds the best so far (``path``, or the best
+    checkpoint of the run under another ``--name`` or ``--save_folder`` before a resume)."""
 
     path: Path
     score: float | None = None
     iteration: int | None = None
+    saved_in: Path | None = None
 
     @classmethod
     def of_run(cls, path: Path, run_id: str | None) -> BestEvaluation:
@@ -58,8 +61,17 @@ class BestEvaluation:
         if isinstance(config, dict) and config.get("run_id") == run_id and isinstance(metrics, dict):
             score, iteration = metrics.get(SCORE), state.get("iteration")
             if isinstance(score, float) and math.isfinite(score) and isinstance(iteration, int):
-                found.score, found.iteration = score, iteration
+                found.score, found.iteration, found.saved_in = score, iteration, path
         return found
+
+    def take_if_better(self, other: BestEvaluation) -> None:
+        """Take ``other``'s record (the same run's best, saved elsewhere) when it scores higher, or as high at an
+        earlier iteration (the first evaluation to reach a score stays the best); new bests still go to ``path``."""
+        if other.score is None or other.iteration is None:
+            return
+        mine = None if self.score is None or self.iteration is None else (self.score, -self.iteration)
+        if mine is None or (other.score, -other.iteration) > mine:
+            self.score, self.iteration, self.saved_in = other.score, other.iteration, other.saved_in
 
     def improves(self, metrics: Mapping[str, Any]) -> bool:
         """Whether ``metrics`` (one evaluation's) score strictly higher than the best so far; a NaN score (no
@@ -79,4 +91,4 @@ class BestEvaluation:
 
     def record(self, metrics: Mapping[str, Any], iteration: int) -> None:
         """Make ``metrics``, the evaluation after ``iteration`` iterations, the best so far (once it is saved)."""
-        self.score, self.iteration = float(metrics[SCORE]), iteration
+        self.score, self.iteration, self.saved_in = float(metrics[SCORE]), iteration, self.path

@@ -5,7 +5,8 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only, so t
 
     {"model": state_dict, "optimizer": state_dict, "scaler": state_dict or {},
      "iteration": completed iterations, "max_iter": int, "rng": capture_rng_state(),
-     "config": dict of plain values (the run's flags), "class_names": list[str], "format": FORMAT}
+     "config": dict of plain values (the run's flags), "class_names": list[str], "format": FORMAT,
+     "best_checkpoint": path of the run's best checkpoint, once it has one}
 
 A run's best checkpoint (``utils/best_checkpoint.py``, ``--eval_interval``) holds ``model``, ``iteration``,
 ``max_iter``, ``config``, ``class_names`` and ``format`` too, with ``best_metrics`` instead of the optimizer, scaler

@@ -209,7 +209,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     # after every process has read --resume / --init_from (wrap_model synchronises them)
     if not continues_logs and (earlier_logs := log.begin_new_run(setup.config["run_id"])):
         log.info(f"an earlier run's logs were in {run_dir}: moved to {earlier_logs}")
-    checkpoints.prepare(continues_checkpoint, args.eval_interval)
+    recorded_best = None if resume_state is None else resume_state.get("best_checkpoint")
+    checkpoints.prepare(continues_checkpoint, args.eval_interval,
+                        Path(recorded_best) if isinstance(recorded_best, str) else None)
     # Ctrl-C or SIGTERM during the final save: the evaluation after it is skipped
     final_save = StopSignal("the run stops once its final checkpoint is saved, before the evaluation" if ctx.is_main
                             else None)
@@ -237,18 +239,23 @@ class RunCheckpoints:
         self.best = BestEvaluation(best_checkpoint_path(path))  # read on rank 0 by prepare, before training starts
         self.keeps_best = False
 
-    def prepare(self, continues_checkpoint: bool, eval_interval: int) -> None:
+    def prepare(self, continues_checkpoint: bool, eval_interval: int, recorded_best: Path | None = None) -> None:
         """Before training: set aside another run's checkpoint (unless the run continues the file at ``path``,
-        ``continues_checkpoint``) and best checkpoint, read this run's best evaluation, decide whether the run keeps
-        a best checkpoint (it evaluates every ``eval_interval`` epochs, or has one) and remove partial files."""
+        ``continues_checkpoint``) and best checkpoint, read this run's best evaluation (beside ``path``, or at
+        ``recorded_best``, where the resumed checkpoint says it is: saved under another ``--name`` or
+        ``--save_folder``), decide whether the run keeps a best checkpoint (it evaluates every ``eval_interval``
+        epochs, or has one) and remove partial files."""
         log = self.log
         if self.ctx.is_main:  # the files are rank 0's to read, move and remove
             if not continues_checkpoint and (earlier := set_aside_earlier_checkpoint(self.path)):
                 log.info(f"an earlier run's checkpoint was at {self.path}: kept as {earlier}")
             # a resumed run goes on comparing with its best evaluation; another run's best is set aside
-            self.best = BestEvaluation.of_run(self.best.path, self.setup.config["run_id"])
+            run_id = self.setup.config["run_id"]
+            self.best = BestEvaluation.of_run(self.best.path, run_id)
             if self.best.score is None and (earlier_best := set_aside_earlier_checkpoint(self.best.path)):
                 log.info(f"an earlier run's best checkpoint was at {self.best.path}: kept as {earlier_best}")
+            if recorded_best is not None and recorded_best != self.best.path:
+                self.best.take_if_better(BestEvaluation.of_run(recorded_best, run_id))
             if partial := remove_partial_checkpoints(self.path) + remove_partial_checkpoints(self.best.path):
                 log.info(f"removed {len(partial)} partial checkpoint file(s) of a save that was cut short: "
                          f"{', '.join(map(str, partial))}")
@@ -270,7 +277,7 @@ class RunCheckpoints:
         """At the end of the run: its best evaluation and where it is saved, when the run keeps one."""
         if self.keeps_best and self.best.iteration is not None:
             self.log.info(f"best evaluation: {SCORE} {self.best.score:.4f} after iteration {self.best.iteration}, "
-                          f"saved in {self.best.path}")
+                          f"saved in {self.best.saved_in}")
 
     def kept(self, note: str = "") -> str:
         """What a stopped run leaves to go on from: its checkpoint of iteration ``last_saved`` (with ``note``), when
@@ -296,8 +303,10 @@ class RunCheckpoints:
             f"the main process could not save {what} (its message says why)"))
 
     def _write_checkpoint(self, done: int) -> None:
-        """The training state after ``done`` iterations into the file at ``path``."""
+        """The training state after ``done`` iterations into the file at ``path``, with where the run's best
+        checkpoint is, when it has one (a resume under another ``--name`` goes on comparing with it)."""
         setup = self.setup
+        best = {} if self.best.saved_in is None else {"best_checkpoint": str(self.best.saved_in)}
         save_checkpoint(
             {
                 "format": FORMAT,
@@ -309,7 +318,7 @@ class RunCheckpoints:
                 "rng": capture_rng_state(),
                 "config": setup.config,
                 "class_names": setup.dataset.class_names,
-            },
+            } | best,
             self.path,
         )
 
