@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from data.errors import DataError
 from utils import engine
 from utils.distributed import DistributedContext
 from utils.engine import (
@@ -215,6 +216,35 @@ def test_train_loop_stops_at_the_first_nan_and_saves_nothing_after_it(tmp_path):
     assert error is not None and error.iteration == 4
     assert saves == [1, 2, 3, 4] and evaluations == [3]
     assert [row["iteration"] for row in rows] == [2, 4]
+
+
+def test_a_nan_loss_before_an_unreadable_image_is_reported_as_the_divergence(tmp_path, monkeypatch):
+    """Checking at log intervals only (as on CUDA): the loss goes NaN at iteration 3 (0-based 2), then the batch of
+    iteration 5 cannot be read. The run reports the NaN at iteration 3 (so main.py saves no checkpoint past it for the
+    data error), not the data error."""
+    monkeypatch.setattr(engine, "checks_every_iteration", lambda device: False)
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=100,
+                             checkpoint_interval=100)
+    model = _OneWeight()
+    optimizer = torch.optim.SGD([model.w], lr=0.0)
+    loss_fn = _ScriptedLoss(nan_from=2)
+    loss_fn.optimizer = optimizer
+
+    def batches():
+        for _ in range(4):
+            yield torch.ones(2, 3, 4, 4), [torch.zeros(0, 5)] * 2, [0, 1]
+        raise DataError("img5.jpg: cannot be read")
+
+    with pytest.raises(NonFiniteLossError) as info:
+        train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches(), 0,
+              settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path), lambda done: None)
+    assert loss_fn.calls == 4 and info.value.iteration == 2
+    assert isinstance(info.value.__context__, DataError)
+    finite = _ScriptedLoss()  # no NaN before it: the data error itself
+    finite.optimizer = optimizer
+    with pytest.raises(DataError, match="img5.jpg"):
+        train(model, finite, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches(), 0,
+              settings, torch.device("cpu"), DistributedContext(), RunLog(tmp_path / "b"), lambda done: None)
 
 
 @pytest.mark.parametrize("overflow_at, expected_saves", [(2, [1, 2]), (8, [1, 2, 3, 4, 5, 6, 7, 8])])

@@ -253,7 +253,7 @@ def train(
     """
     model.train()
     guard = NonFiniteGuard(device, model)
-    check_every_iteration = device.type == "cpu"
+    check_every_iteration = checks_every_iteration(device)
     loss_sums = torch.zeros(2, device=device)
     stats_names: list[str] = []
     interval_start, interval_iters = time.perf_counter(), 0
@@ -263,7 +263,10 @@ def train(
         if evaluate is not None and evaluate_first:
             evaluate(start_iter)
             model.train()
-        for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), agreed_batches(loader, ctx)):
+        # a loss or BatchNorm statistic gone NaN/inf since the last check (CUDA checks at log intervals), then an
+        # unreadable image: the divergence is reported, and no checkpoint saved after it for the data error
+        batches = agreed_batches(loader, ctx, on_data_error=lambda: guard.check(ctx))
+        for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), batches):
             lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
             set_lr(optimizer, lr)
             if settings.mutual_guide_from is not None:
@@ -312,12 +315,19 @@ def train(
         _log_stats_summary(stats_names, settings.max_iter, log)
 
 
-def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
+def checks_every_iteration(device: torch.device) -> bool:
+    """Whether the training loop syncs for the NaN/inf check after every iteration on ``device``: on CPU, where there
+    is nothing to overlap; elsewhere at log intervals and before saves and evaluations (:class:`NonFiniteGuard`)."""
+    return device.type == "cpu"
+
+
+def agreed_batches(loader: Iterable, ctx: DistributedContext,
+                   on_data_error: Callable[[], None] = lambda: None) -> Iterator:
     """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
     unreadable image) in one process's share raises in every process before any of them enters the step, whose
     collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
-    a lost connection with a traceback). When another process has already stopped, :func:`any_process` raises
-    :class:`StoppedByAnotherProcess`."""
+    a lost connection with a traceback); every process calls ``on_data_error()`` first (it may raise instead). When
+    another process has already stopped, :func:`any_process` raises :class:`StoppedByAnotherProcess`."""
     batches = iter(loader)
     while True:
         failure = None
@@ -327,7 +337,11 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext) -> Iterator:
             return
         except DataError as error:
             failure = error
-        raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the batch"))
+        try:
+            raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the batch"))
+        except DataError:
+            on_data_error()
+            raise
         yield batch
 
 
