@@ -21,22 +21,42 @@ def jsonl_rows(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_rows_go_to_the_jsonl_and_to_one_csv_per_kind_with_the_first_rows_columns(tmp_path, capsys):
+def test_rows_go_to_the_jsonl_and_to_one_csv_per_kind_whose_columns_grow_with_new_keys(tmp_path, capsys):
     log = RunLog(tmp_path / "run")
     assert not (tmp_path / "run").exists()  # created by the first line written, not by a start that fails earlier
     log.info("starting")
     log.metrics("train", {"iteration": 1, "loss": 0.5})
     log.metrics("train", {"iteration": 2, "loss": 0.25, "extra": 3})
     log.metrics("eval", {"iteration": 2, "mAP": 0.125})
+    log.metrics("train", {"iteration": 3, "loss": 0.125})
     assert "starting" in capsys.readouterr().out
     assert (tmp_path / "run" / "log.txt").read_text().endswith(" starting\n")
     assert csv_rows(tmp_path / "run" / "train.csv") == [
-        {"iteration": "1", "loss": "0.5"}, {"iteration": "2", "loss": "0.25"}]
+        {"iteration": "1", "loss": "0.5", "extra": ""}, {"iteration": "2", "loss": "0.25", "extra": "3"},
+        {"iteration": "3", "loss": "0.125", "extra": ""}]
     assert jsonl_rows(tmp_path / "run" / "metrics.jsonl") == [
         {"kind": "train", "iteration": 1, "loss": 0.5},
         {"kind": "train", "iteration": 2, "loss": 0.25, "extra": 3},
         {"kind": "eval", "iteration": 2, "mAP": 0.125},
+        {"kind": "train", "iteration": 3, "loss": 0.125},
     ]
+
+
+def test_statistics_that_a_resumed_attempt_adds_get_columns_of_their_own_in_the_csv(tmp_path):
+    """A run started without --assign_stats and resumed with it: the statistics of the rows logged after the resume
+    are in train.csv too (they were left out of it, kept in metrics.jsonl alone), the earlier rows' cells empty."""
+    run = tmp_path / "run"
+    RunLog(run).metrics("train", {"iteration": 2, "loss_l": 1.5})
+    resumed = RunLog(run)
+    resumed.rewind(2)
+    resumed.metrics("train", {"iteration": 4, "loss_l": 1.25, "pos_per_object": 7.5, "disagree_with_iou": 0.25})
+    assert csv_rows(run / "train.csv") == [
+        {"iteration": "2", "loss_l": "1.5", "pos_per_object": "", "disagree_with_iou": ""},
+        {"iteration": "4", "loss_l": "1.25", "pos_per_object": "7.5", "disagree_with_iou": "0.25"},
+    ]
+    assert resumed.rewind(2) == 1  # the widened file rewinds as before
+    assert csv_rows(run / "train.csv") == [
+        {"iteration": "2", "loss_l": "1.5", "pos_per_object": "", "disagree_with_iou": ""}]
 
 
 def test_a_disabled_log_writes_nothing(tmp_path, capsys):

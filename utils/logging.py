@@ -101,7 +101,8 @@ class RunLog:
     def metrics(self, kind: str, row: Mapping[str, Any]) -> None:
         """Append ``row`` to ``metrics.jsonl`` (with ``kind``) and to ``<kind>.csv``.
 
-        The CSV's columns are those of its first row; later keys that are not columns are kept in the JSONL only.
+        The CSV's columns are those of its first row, then each key a later row brings (e.g. the statistics of
+        ``--assign_stats`` given to a ``--resume``) is added as a column, empty in the rows before it.
         """
         if not ROW_KIND.fullmatch(kind):
             raise ValueError(f"row kind {kind!r} must be letters, digits and underscores (it names {kind}.csv)")
@@ -114,8 +115,10 @@ class RunLog:
         append_text(self._file("metrics.jsonl"), json.dumps({"kind": kind, **row}) + "\n")
         csv_path = self._file(f"{kind}.csv")
         columns = _csv_header(csv_path)
+        if columns and (added := [key for key in row if key not in columns]):
+            columns = _widen_csv(csv_path, columns + added)
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=columns or list(row), extrasaction="ignore", restval="")
+        writer = csv.DictWriter(text, fieldnames=columns or list(row), restval="")
         if not columns:
             writer.writeheader()
         writer.writerow(row)
@@ -194,6 +197,16 @@ def _rewind_csv(path: Path, repeated: Callable[[str], bool]) -> int:
         csv.writer(rewritten).writerows(kept)
         replace_text(path, rewritten.getvalue())
     return len(rows) - len(kept)
+
+
+def _widen_csv(path: Path, columns: list[str]) -> list[str]:
+    """Rewrite the CSV at ``path`` under the header ``columns`` (its own followed by new ones), its rows padded with
+    empty cells; returns ``columns``."""
+    rows = list(csv.reader(io.StringIO(_complete_lines(_read_text(path)), newline="")))[1:]
+    rewritten = io.StringIO(newline="")
+    csv.writer(rewritten).writerows([columns] + [row + [""] * (len(columns) - len(row)) for row in rows])
+    replace_text(path, rewritten.getvalue())
+    return columns
 
 
 def _rewind_jsonl(path: Path, repeated: Callable[[dict], bool]) -> None:
