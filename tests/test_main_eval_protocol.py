@@ -1,6 +1,7 @@
 """main.py's evaluation applies the authors' post-processing (facts §7): at most 300 detections per image, per-class
 NMS at --nms_thresh 0.5, boxes in each original image's pixels. The post-processing itself is tested in
 test_postprocess.py; this checks what main.py hands it, through the devkit files a --trained_model run writes."""
+import json
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from main import get_args_parser, main
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.inference import replaced_evaluation_note, write_summary
 
 SIZES = {"a": (48, 64), "b": (90, 40)}  # (height, width), one per image
 
@@ -100,3 +102,43 @@ def test_trained_model_evaluation_keeps_the_scores_above_0_005(tmp_path):
         counts[score] = sum(map(len, detections.values()))
         assert all(found == pytest.approx(score, abs=1e-4) for rows in detections.values() for _, found, _ in rows)
     assert counts[0.0051] > 0 and counts[0.0049] == 0
+
+
+
+def test_an_evaluation_replacing_another_runs_evaluation_in_its_folder_says_so(tmp_path, capsys):
+    """Runs without --name (an IoU and a --mutual_guide run, say) evaluate into one folder, eval/<DATASET>/: an
+    evaluation of the MG run's checkpoint where the IoU run's evaluation is replaces its files with a note naming the
+    IoU run's checkpoint, not silently (the note's cases: test_replaced_evaluation_note_...)."""
+    state = load_checkpoint(write_tiny_checkpoint(tmp_path / "tiny.pth"))
+    mg = tmp_path / "mg.pth"
+    save_checkpoint({**state, "config": {**state["config"], "run_id": "run-mg"}}, mg)
+    root = write_voc_folder(tmp_path / "data", {"a": [("circle", (5, 6, 30, 40), 0)]}, {"test": ["a"], "train": []})
+    eval_dir = tmp_path / "eval"
+    write_summary(eval_dir / "summary.json", {"mAP": 0.25}, {"checkpoint": "weights/iou.pth",
+                                                             "config": {"run_id": "run-iou"}}, 1, complete=True)
+    assert main(get_args_parser().parse_args([
+        "--trained_model", str(mg), "--dataset", "custom", "--data_root", str(root), "--workers", "0",
+        "--device", "cpu", "--eval_dir", str(eval_dir)])) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: {eval_dir} holds the evaluation of another run's checkpoint, weights/iou.pth: this evaluation "
+        "replaces its files; give each run its own --name (or --eval_dir) to keep both (runs without --name, an IoU "
+        "and a --mutual_guide run say, share eval/<DATASET>/)"]
+    assert json.loads((eval_dir / "summary.json").read_text())["checkpoint"] == str(mg)
+
+
+def test_replaced_evaluation_note_is_for_another_runs_evaluation_alone(tmp_path):
+    """No note for an empty folder, for an evaluation of the same run (its checkpoint again, its best checkpoint, an
+    evaluation during training), of an earlier run of the same checkpoint path (trained again: its start said where
+    the earlier checkpoint went) or one whose run is not known (a checkpoint saved before run ids)."""
+    folder = tmp_path / "eval"
+    assert replaced_evaluation_note(folder, {"config": {"run_id": "a"}}) is None
+    write_summary(folder / "summary.json", {}, {"checkpoint": "weights/a.pth", "config": {"run_id": "a"}}, 1, True)
+    assert replaced_evaluation_note(folder, {"checkpoint": "weights/a_best.pth", "config": {"run_id": "a"}}) is None
+    assert replaced_evaluation_note(folder, {"checkpoint": "weights/b.pth", "config": {}}) is None
+    assert replaced_evaluation_note(folder, {"checkpoint": "./weights/a.pth", "config": {"run_id": "b"}}) is None
+    assert "another run's checkpoint, weights/a.pth:" in replaced_evaluation_note(folder, {"config": {"run_id": "b"}})
+    write_summary(folder / "summary.json", {}, {"checkpoint": "weights/old.pth", "config": {}}, 1, True)
+    assert replaced_evaluation_note(folder, {"config": {"run_id": "b"}}) is None
+    (folder / "summary.json").write_text("{not json")
+    assert replaced_evaluation_note(folder, {"config": {"run_id": "b"}}) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -301,6 +302,25 @@ def check_complete_results(results: Path) -> None:
                          "its results there (stopped by a full disk, a refused write or a crash, or still running), so "
                          "the folder may hold a mix of its files and an earlier evaluation's; evaluate the checkpoint "
                          "again (--trained_model), which writes the folder whole, or wait for the one still running")
+
+
+def replaced_evaluation_note(out_dir: Path, run_info: Mapping[str, Any]) -> str | None:
+    """The note for an evaluation (``run_info`` as :func:`evaluate_detections`', its ``config`` holding the run id)
+    about to replace the files of another run's evaluation in ``out_dir``, as its ``summary.json`` records it: runs
+    without ``--name`` share ``eval/<DATASET>/``. None when the folder holds no evaluation, one of the same run (its
+    checkpoint again, its best one, an evaluation during training), one of an earlier run of the same checkpoint path
+    (a run trained again, whose start said where the earlier checkpoint was kept) or one whose run is not known
+    (saved before run ids)."""
+    summary_file = Path(out_dir) / "summary.json"
+    earlier_config, checkpoint = _recorded(summary_file, "config"), _recorded(summary_file, "checkpoint")
+    earlier_run = earlier_config.get("run_id") if isinstance(earlier_config, dict) else None
+    run = (run_info.get("config") or {}).get("run_id")
+    same_path = os.path.normpath(str(checkpoint)) == os.path.normpath(str(run_info.get("checkpoint")))
+    if earlier_run is None or run is None or earlier_run == run or same_path:
+        return None
+    return (f"note: {out_dir} holds the evaluation of another run's checkpoint, {checkpoint}: this evaluation replaces "
+            "its files; give each run its own --name (or --eval_dir) to keep both (runs without --name, an IoU and a "
+            "--mutual_guide run say, share eval/<DATASET>/)")
 
 
 def changed_split_note(summary_file: Path, num_images: int) -> str | None:

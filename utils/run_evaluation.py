@@ -23,7 +23,13 @@ from utils.distributed import (
     raise_if_any_process_failed,
     unwrap_model,
 )
-from utils.inference import evaluate_detections, format_metrics, gather_detections, run_inference
+from utils.inference import (
+    evaluate_detections,
+    format_metrics,
+    gather_detections,
+    replaced_evaluation_note,
+    run_inference,
+)
 from utils.logging import RunLog
 from utils.postprocess import PostProcessor
 from utils.run_data import absolute_data_paths
@@ -67,6 +73,8 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     evaluated_with |= absolute_data_paths(args)
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
                 "evaluated_with": evaluated_with} | run_info
+    if note := replaced_evaluation_note(out_dir, run_info):
+        log.info(note)
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
     when = "" if after is None else f" after iteration {after}"
     log.info(f"{dataset_tag(args)} test{when}: {format_metrics(metrics)}")
