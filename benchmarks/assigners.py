@@ -138,6 +138,7 @@ def fill_preset(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} '' is empty: give {takes}, or leave --{flag} out")
     if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise ValueError(f"--out_dir {args.out_dir} is a file; give a folder for the results")
+    from_preset = {key: PRESETS[args.preset][key] for key in ("warm_iters", "iters") if getattr(args, key) is None}
     for key, value in PRESETS[args.preset].items():
         if key in ("num_train", "num_test") and args.full_data:
             continue
@@ -160,23 +161,45 @@ def fill_preset(args: argparse.Namespace) -> None:
         raise ValueError(f"--expand_prob {args.expand_prob} must be a probability in [0, 1]")
     if args.lr_warmup >= args.iters:
         raise ValueError(f"--lr_warmup {args.lr_warmup} must be shorter than --iters {args.iters}")
-    check_regimes(args)
+    check_regimes(args, from_preset)
 
 
-def check_regimes(args: argparse.Namespace) -> None:
+def check_regimes(args: argparse.Namespace, from_preset: dict[str, int]) -> None:
     """``ValueError`` for a flag that a run of some ``--regime`` would refuse: found before the first run trains,
-    not after the earlier regimes (hours on VOC) have run."""
+    not after the earlier regimes (hours on VOC) have run. ``from_preset``: ``--warm_iters`` and ``--iters`` as
+    ``--preset`` set them, those not given."""
     for seed in args.seeds:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"--seeds: every seed must be from 0 to {MAX_SEED}, got {seed}")
     if "long" in args.regime and args.long_factor < 1:
         raise ValueError(f"--regime long needs --long_factor >= 1, got {args.long_factor}")
+    if "switch" in args.regime and not 0 < args.warm_iters < args.iters and (advice := switch_fix(args, from_preset)):
+        raise ValueError(f"--regime switch needs 0 < --warm_iters ({args.warm_iters}) < --iters ({args.iters}): "
+                         f"{advice}")
     for regime in args.regime:
         regime_plan(regime, args.iters, args.warm_iters, args.long_factor)
     if "warm" in args.regime and args.lr_warmup >= args.warm_iters:
         raise ValueError(f"--regime warm: --lr_warmup {args.lr_warmup} must be shorter than --warm_iters "
                          f"{args.warm_iters} (the shared IoU checkpoint's run); lower --lr_warmup or raise "
                          "--warm_iters")
+
+
+def switch_fix(args: argparse.Namespace, from_preset: dict[str, int]) -> str | None:
+    """What to give for ``--regime switch`` (IoU for ``--warm_iters`` of the ``--iters`` iterations, then MG) when
+    ``--preset`` set one of them unfit for it (the cpu and cuda presets' ``--warm_iters``, the warm regime's shared
+    checkpoint, is not below their ``--iters``), e.g. "--preset cpu sets ...; give --warm_iters below --iters, e.g.
+    --warm_iters 30 (...)"; None when the values given are what does not fit."""
+    if "warm_iters" in from_preset and args.iters >= 2:
+        warm_iters, iters, change = args.iters // 2, args.iters, "--warm_iters below --iters"
+    elif "iters" in from_preset and args.warm_iters >= 1:
+        warm_iters, iters, change = args.warm_iters, 2 * args.warm_iters, "--iters above --warm_iters"
+    else:
+        return None
+    sets = " and ".join(f"--{key} {value}" + (" (the warm regime's shared checkpoint)" if key == "warm_iters" else "")
+                        for key, value in from_preset.items())
+    example = f"--warm_iters {warm_iters}" if change.startswith("--warm_iters") else f"--iters {iters}"
+    return (f"--preset {args.preset} sets {sets}; give {change}, e.g. {example} (IoU for {warm_iters} of the {iters} "
+            "iterations, then MG)")
 
 
 def data_flags(args: argparse.Namespace, out_dir: Path) -> list[str]:

@@ -248,6 +248,26 @@ def test_bad_flags_are_refused_before_any_run(shapes_root, tmp_path, flags, mess
         assigners.main(assigners.get_args_parser().parse_args(argv))
 
 
+@pytest.mark.parametrize("flags, message", [
+    # the cpu preset's --warm_iters is the warm regime's shared checkpoint (240), longer than its --iters (60)
+    (("--preset", "cpu"), r"^--regime switch needs 0 < --warm_iters \(240\) < --iters \(60\): --preset cpu sets "
+                          r"--warm_iters 240 \(the warm regime's shared checkpoint\) and --iters 60; give --warm_iters "
+                          r"below --iters, e\.g\. --warm_iters 30 \(IoU for 30 of the 60 iterations, then MG\)$"),
+    (("--preset", "tiny", "--iters", "2", "--lr_warmup", "0"),
+     r": --preset tiny sets --warm_iters 2 \(the warm regime's shared checkpoint\); give --warm_iters below --iters, "
+     r"e\.g\. --warm_iters 1 \(IoU for 1 of the 2 iterations, then MG\)$"),
+    (("--preset", "tiny", "--warm_iters", "6"),
+     r": --preset tiny sets --iters 4; give --iters above --warm_iters, e\.g\. --iters 12 \(IoU for 6 of the 12 "
+     r"iterations, then MG\)$"),
+])  # fmt: skip
+def test_switch_with_a_presets_iterations_that_do_not_fit_it_names_the_preset_and_values_that_fit(flags, message,
+                                                                                               tmp_path):
+    """`--regime switch` alone with the cpu (or cuda) preset was refused with values the user never gave."""
+    argv = ["--regime", "switch", "--device", "cpu", "--out_dir", str(tmp_path), *flags]
+    with pytest.raises(ValueError, match=message):
+        assigners.fill_preset(assigners.get_args_parser().parse_args(argv))
+
+
 def test_device_auto_which_the_device_error_suggests_runs_on_the_machine_s_device(shapes_root, tmp_path, monkeypatch,
                                                                                     capsys):
     # the study once passed "auto" to torch.device for its heading: a RuntimeError traceback before any run
