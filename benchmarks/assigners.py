@@ -468,7 +468,7 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     iters = args.iters * args.long_factor if regime == "long" else args.iters
     title = (f"{regime}: {args.version}-{args.backbone} {args.size} px, {iters} iterations of batch {args.batch_size}"
              + (f" from one shared IoU checkpoint of {args.warm_iters} iterations" if warm else "")
-             + (f", MG from iteration {args.warm_iters}" if regime == "switch" else "")
+             + (f", IoU for iterations 1-{args.warm_iters} then MG" if regime == "switch" else "")
              + f", seeds {' '.join(map(str, args.seeds))}")
     table = format_table(title, list(args.seeds), summary)
     if warm:

@@ -86,6 +86,10 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
     assert summary["stats"]["disagree_with_iou"]["IoU"] == [0.0, 0.0]
     table = (tmp_path / "out" / "switch_fssd-resnet18-128.md").read_text()
     assert table == record["table"] and "| AP@0.95 |" in table and "| disagree_with_iou |" in table
+    # the heading counts iterations as the logs do (from 1): MG was first used in iteration 3 (it once said "MG from
+    # iteration 2", while the run's log said "IoU for iterations 1-2")
+    assert table.startswith("### switch: fssd-resnet18 128 px, 4 iterations of batch 2, IoU for iterations 1-2 then "
+                            "MG, seeds 0 1\n")
     assert "| cls_pos_per_image |" in table and "| reg_pos_per_image |" in table  # positives per image, both arms
     env = record["environment"]  # the results file says when, where and with which torch it was measured
     assert table.splitlines()[-1] == (f"Measured {env['date']} on {env['cpu']} (cpu, {torch.get_num_threads()} "
