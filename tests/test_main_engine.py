@@ -331,3 +331,22 @@ def test_assignment_summary_counts_its_log_intervals(tmp_path, capsys, intervals
     engine._log_stats_summary(["positives"], 10 * intervals, log)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == f"assignment statistics, {said}positives={4.0 + (intervals - 1) / 2:.3f}"
+
+
+def test_a_switched_runs_assignment_summary_gives_the_mean_after_the_switch_too(tmp_path, capsys):
+    """A run given --mutual_guide_from 4 logs at iterations 2, 4 (IoU: iterations 1-4) and 6, 8 (Mutual Guidance):
+    the run's mean mixes both assignments and says so, and a second line and an assign_summary_mg row give the mean
+    of the log intervals after the switch, MG's alone (a researcher once had to work it out from metrics.jsonl)."""
+    log = RunLog(tmp_path)
+    for iteration, disagree in ((2, 0.0), (4, 0.0), (6, 0.25), (8, 0.5)):
+        log.metrics("train", {"iteration": iteration, "disagree_with_iou": disagree})
+    engine._log_stats_summary(["disagree_with_iou"], 8, log, mutual_guide_from=4)
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == [
+        "assignment statistics, mean over 4 log intervals (IoU assignment for iterations 1-4, then Mutual Guidance): "
+        "disagree_with_iou=0.188",
+        "assignment statistics after the switch to Mutual Guidance (iterations 5-8), mean over 2 log intervals: "
+        "disagree_with_iou=0.375"]
+    assert log.rows("assign_summary") == [{"iteration": 8, "log_intervals": 4, "disagree_with_iou": 0.1875}]
+    assert log.rows("assign_summary_mg") == [{"iteration": 8, "log_intervals": 2, "disagree_with_iou": 0.375}]
+    assert (tmp_path / "assign_summary_mg.csv").read_text().splitlines() == [
+        "iteration,log_intervals,disagree_with_iou", "8,2,0.375"]

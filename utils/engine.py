@@ -312,7 +312,7 @@ def train(
                 model.train()
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
     if stats_names:
-        _log_stats_summary(stats_names, settings.max_iter, log)
+        _log_stats_summary(stats_names, settings.max_iter, log, settings.mutual_guide_from)
 
 
 def checks_every_iteration(device: torch.device) -> bool:
@@ -345,16 +345,32 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext,
         yield batch
 
 
-def _log_stats_summary(names: list[str], max_iter: int, log: RunLog) -> None:
+def _log_stats_summary(names: list[str], max_iter: int, log: RunLog, mutual_guide_from: int | None = None) -> None:
     """The assignment statistics ``names`` averaged over the run's log intervals, from its ``train`` rows (those of
     the attempts before a resume too): one ``assign_summary`` metrics row at ``max_iter`` (so a resume from an earlier
-    checkpoint drops it with the rows it repeats) and a line."""
+    checkpoint drops it with the rows it repeats) and a line. A run switched to Mutual Guidance after iteration
+    ``mutual_guide_from`` (> 0) also gets the mean over the intervals logged after the switch, MG's alone: an
+    ``assign_summary_mg`` row and a second line (a row of iteration i, counted from 1, holds that iteration's
+    statistics)."""
     logged = [row for row in log.rows("train") if all(name in row for name in names)]
     if not logged:  # another process than the main one, which alone reads and writes the logs
         return
-    summary = {name: sum(row[name] for row in logged) / len(logged) for name in names}
-    log.metrics("assign_summary", {"iteration": max_iter, "log_intervals": len(logged)} | summary)
-    log.info(f"assignment statistics, mean over {counted(len(logged), 'log interval')}: "
+    switched = bool(mutual_guide_from)
+    both = f" (IoU assignment for iterations 1-{mutual_guide_from}, then Mutual Guidance)" if switched else ""
+    _log_stats_mean(names, max_iter, log, "assign_summary", logged, "assignment statistics", both)
+    after = [row for row in logged if row["iteration"] > (mutual_guide_from or 0)]
+    if switched and after:  # the run's last row, at max_iter, is one
+        _log_stats_mean(names, max_iter, log, "assign_summary_mg", after, "assignment statistics after the switch to "
+                        f"Mutual Guidance (iterations {mutual_guide_from + 1}-{max_iter})")
+
+
+def _log_stats_mean(names: list[str], max_iter: int, log: RunLog, kind: str, rows: list[dict], what: str,
+                    qualifier: str = "") -> None:
+    """The mean of the statistics ``names`` over the ``rows`` (not empty) as a ``kind`` metrics row at ``max_iter``,
+    and the line "<what>, mean over N log intervals<qualifier>: name=value ..."."""
+    summary = {name: sum(row[name] for row in rows) / len(rows) for name in names}
+    log.metrics(kind, {"iteration": max_iter, "log_intervals": len(rows)} | summary)
+    log.info(f"{what}, mean over {counted(len(rows), 'log interval')}{qualifier}: "
              + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))
 
 
