@@ -359,10 +359,22 @@ def test_check_same_run_refuses_a_changed_schedule():
                                               "`torchrun --nproc_per_node=2 main.py ...`"):
         check_same_run("w.pth", saved | {"world_size": 2}, saved | {"world_size": 3})
     saved |= {"expand_prob": 0.6, "mutual_guide_from": None, "amp": None, "amp_dtype": None}
-    for changed in ({"expand_prob": 0.0}, {"mutual_guide_from": 500}):
-        key = next(iter(changed))
-        with pytest.raises(CheckpointError, match=f"with --{key} .*, this run has {changed[key]}"):
-            check_same_run("w.pth", saved, saved | changed)
+    with pytest.raises(CheckpointError, match="with --expand_prob 0.6, this run has 0.0; resume"):
+        check_same_run("w.pth", saved, saved | {"expand_prob": 0.0})
+    # a flag given or not reads as such ("--mutual_guide False, this run has True" and "--mutual_guide_from none" were
+    # no flags to give), and the assignment's refusal says how a run switches to Mutual Guidance partway
+    switch = "; to switch to Mutual Guidance partway, start a run with --mutual_guide --mutual_guide_from ITER"
+    with pytest.raises(CheckpointError, match=r"^w\.pth was saved by a run without --mutual_guide_from, this run has "
+                                              f"--mutual_guide_from 500{switch}; resume with the same flags"):
+        check_same_run("w.pth", saved, saved | {"mutual_guide_from": 500})
+    with pytest.raises(CheckpointError, match=r"with --mutual_guide_from 2, this run has 3; resume with"):
+        check_same_run("w.pth", saved | {"mutual_guide_from": 2}, saved | {"mutual_guide_from": 3})
+    with pytest.raises(CheckpointError, match=r"^w\.pth was saved by a run without --mutual_guide \(IoU assignment\), "
+                                              f"this run has --mutual_guide{switch}; resume with the same flags"):
+        check_same_run("w.pth", saved | {"mutual_guide": False}, saved)
+    with pytest.raises(CheckpointError, match=r"^w\.pth was saved by a run with --mutual_guide, this run has no "
+                                              r"--mutual_guide \(IoU assignment\); resume with the same flags"):
+        check_same_run("w.pth", saved, saved | {"mutual_guide": False})
     with pytest.raises(CheckpointError, match=r"with mixed precision \(--amp\) none, this run has bf16"):  # not None
         check_same_run("w.pth", saved, saved | {"amp": "bf16", "amp_dtype": "bf16"})
     # the precision is compared, not the spelling: bare --amp ("auto") chose bf16 here, as --amp bf16 does
@@ -403,15 +415,19 @@ def test_three_earlier_checkpoints_of_one_second_keep_three_files(tmp_path):
     assert len(list(tmp_path.iterdir())) == 3
 
 
-@pytest.mark.parametrize("key, saved_value, new_value", [
-    ("dataset", "shapes", "voc"), ("mutual_guide", True, False), ("lr", 0.01, 0.011), ("warm_iter", 500, 50),
-    ("seed", 0, 1),
+@pytest.mark.parametrize("key, saved_value, new_value, change", [
+    ("dataset", "shapes", "voc", "with --dataset shapes, this run has voc"),
+    ("mutual_guide", True, False, r"with --mutual_guide, this run has no --mutual_guide \(IoU assignment\)"),
+    ("lr", 0.01, 0.011, "with --lr 0.01, this run has 0.011"),
+    ("warm_iter", 500, 50, "with --warm_iter 500, this run has 50"),
+    ("seed", 0, 1, "with --seed 0, this run has 1"),  # 0 and 1 are no False and True
+    ("expand_prob", 0.0, 1.0, "with --expand_prob 0.0, this run has 1.0"),
 ])  # fmt: skip
-def test_check_same_run_refuses_each_changed_schedule_and_data_order_flag(key, saved_value, new_value):
+def test_check_same_run_refuses_each_changed_schedule_and_data_order_flag(key, saved_value, new_value, change):
     saved = {"dataset": "shapes", "mutual_guide": True, "lr": 0.01, "warm_iter": 500, "epochs": 250, "max_iter": 1000,
-             "seed": 0, "batch_size": 8, "world_size": 1}
+             "seed": 0, "batch_size": 8, "world_size": 1, "expand_prob": 0.0}
     check_same_run("w.pth", saved, dict(saved))
-    with pytest.raises(CheckpointError, match=f"with --{key} {saved_value}, this run has {new_value}; resume"):
+    with pytest.raises(CheckpointError, match=f"{change}; resume"):
         check_same_run("w.pth", saved, saved | {key: new_value})
 
 

@@ -710,7 +710,9 @@ def test_a_pretrained_file_that_cannot_be_read_stops_before_the_data_is_read(pat
     (["--lr", "0.5"], "was saved by a run with --lr 0.02, this run has 0.5; resume with the same flags"),
     (["--seed", "3"], "was saved by a run with --seed 7, this run has 3; resume with the same flags"),
     (["--batch_size", "8"], "was saved by a run with --batch_size 4, this run has 8; resume with the same flags"),
-    (["--mutual_guide"], "was saved by a run with --mutual_guide False, this run has True; resume with the same"),
+    (["--mutual_guide"], "was saved by a run without --mutual_guide (IoU assignment), this run has --mutual_guide; "
+                         "to switch to Mutual Guidance partway, start a run with --mutual_guide --mutual_guide_from "
+                         "ITER; resume with the same"),
     (["--max_iter", "80"], "was saved by a run of 40 iterations, this run has 80 (--epochs or --max_iter)"),
 ])
 def test_resume_path_refuses_another_schedule_before_reading_the_data(argv, change, tmp_path, monkeypatch, capsys):

@@ -52,6 +52,8 @@ RUN_KEYS = (
 )  # and the run's length in iterations, however given (--epochs or --max_iter): see check_same_length
 # how check_same_run names a RUN_KEYS entry that is not a flag of its own
 _RUN_KEY_NAMES = {"amp_dtype": "mixed precision (--amp)"}
+# RUN_KEYS whose None reads as a value ("--amp none": float32), not as the flag left out
+_VALUED_RUN_KEYS = ("amp_dtype", "amp")
 # what evaluation, --demo and --export read from a checkpoint, with the type each must have
 REQUIRED_ENTRIES = {"model": dict, "config": dict, "class_names": list, "iteration": int, "max_iter": int}
 # BatchNorm's count of training batches: the one integer tensor of a model's state dict
@@ -447,12 +449,30 @@ def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], con
             )
         if key == "world_size":
             raise CheckpointError(_other_process_count(path, saved_config[key], config.get(key)))
+        saved, now = saved_config[key], config.get(key)
         flag = _RUN_KEY_NAMES.get(key, f"--{key}")
+        presence = key not in _VALUED_RUN_KEYS and any(value is None or isinstance(value, bool)
+                                                       for value in (saved, now))
+        change = (_presence_change(key, saved, now) if presence
+                  else f"with {flag} {_flag_value(saved)}, this run has {_flag_value(now)}")
+        if (key == "mutual_guide" and now) or (key == "mutual_guide_from" and saved is None):
+            change += "; to switch to Mutual Guidance partway, start a run with --mutual_guide --mutual_guide_from ITER"
         raise CheckpointError(
-            f"{path} was saved by a run with {flag} {_flag_value(saved_config[key])}, this run has "
-            f"{_flag_value(config.get(key))}; "
+            f"{path} was saved by a run {change}; "
             f"resume with the same flags (an exact resume needs the same schedule and data order), or {_fork(path)}"
         )
+
+
+def _presence_change(key: str, saved: Any, now: Any) -> str:
+    """A change of a flag given or not (``--mutual_guide``, ``--mutual_guide_from``: False or None when not), as the
+    flags read: "without --mutual_guide (IoU assignment), this run has --mutual_guide"."""
+    def given(value: Any) -> str:
+        return f"--{key}" if value is True else f"--{key} {value}"
+
+    iou = " (IoU assignment)" if key == "mutual_guide" else ""
+    if saved is None or saved is False:
+        return f"without --{key}{iou}, this run has {given(now)}"
+    return f"with {given(saved)}, this run has no --{key}{iou}"
 
 
 def _other_process_count(path: str | os.PathLike, saved: int, now: int) -> str:
