@@ -350,3 +350,24 @@ def test_a_switched_runs_assignment_summary_gives_the_mean_after_the_switch_too(
     assert log.rows("assign_summary_mg") == [{"iteration": 8, "log_intervals": 2, "disagree_with_iou": 0.375}]
     assert (tmp_path / "assign_summary_mg.csv").read_text().splitlines() == [
         "iteration,log_intervals,disagree_with_iou", "8,2,0.375"]
+
+
+def test_the_assignment_summary_leaves_a_ratio_out_of_its_mean_where_it_was_over_nothing(tmp_path, capsys):
+    """A log interval whose last batch holds no object (a custom set with background images, a small batch) logs
+    its ratios over no positive (no object) as 0: they were averaged in as if its positives overlapped their objects
+    at IoU 0 (measured: 0.442 for a mean anchor IoU of 0.589). Each ratio's mean is over the rows where its count is
+    not 0; the counts' over every row."""
+    log = RunLog(tmp_path)
+    names = ["num_objects", "num_pos_cls", "cls_pos_anchor_iou", "pos_per_object", "num_images", "cls_pos_per_image"]
+    for iteration, objects, positives, iou in ((1, 1.0, 14.0, 0.6), (2, 0.0, 0.0, 0.0), (3, 2.0, 16.0, 0.5)):
+        log.metrics("train", {"iteration": iteration, "num_objects": objects, "num_pos_cls": positives,
+                              "cls_pos_anchor_iou": iou, "pos_per_object": positives / max(objects, 1.0),
+                              "num_images": 1.0, "cls_pos_per_image": positives})
+    engine._log_stats_summary(names, 3, log)
+    (row,) = log.rows("assign_summary")
+    assert row == pytest.approx({"iteration": 3, "log_intervals": 3, "num_objects": 1.0, "num_pos_cls": 10.0,
+                                 "cls_pos_anchor_iou": 0.55, "pos_per_object": 11.0, "num_images": 1.0,
+                                 "cls_pos_per_image": 10.0})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "assignment statistics, mean over 3 log intervals: num_objects=1.000 num_pos_cls=10.000 "
+        "cls_pos_anchor_iou=0.550 pos_per_object=11.000 num_images=1.000 cls_pos_per_image=10.000")
