@@ -435,6 +435,36 @@ def eval_rows(run_dir: Path) -> list[tuple[int, float]]:
     return [(row["iteration"], row["mAP"]) for row in RunLog(run_dir).rows("eval")]
 
 
+@pytest.mark.parametrize("config, best_at, said", [
+    ({"mutual_guide": True, "mutual_guide_from": 6}, 4,
+     "; it precedes the switch to Mutual Guidance (after iteration 6): its weights were trained with IoU assignment "
+     "alone"),
+    ({"mutual_guide": True, "mutual_guide_from": 6}, 6,  # iterations 1-6 are IoU's, 7 MG's
+     "; it precedes the switch to Mutual Guidance (after iteration 6): its weights were trained with IoU assignment "
+     "alone"),
+    ({"mutual_guide": True, "mutual_guide_from": 6}, 7, ""),
+    ({"mutual_guide": True, "mutual_guide_from": 6}, 8, ""),
+    ({"mutual_guide": True, "mutual_guide_from": None}, 4, ""),
+    ({"mutual_guide": False, "mutual_guide_from": None}, 4, ""),
+])  # fmt: skip
+def test_a_switched_runs_best_evaluation_before_the_switch_says_its_weights_are_iou_trained(config, best_at, said,
+                                                                                          tmp_path, capsys):
+    """The _best.pth of a --mutual_guide --mutual_guide_from run (its name ends _MG_best) may hold weights of an
+    evaluation before the switch, trained with IoU assignment alone: comparing it as the MG arm compares two IoU
+    models, so the run's last line about it says so (an evaluation after iteration 6 of a switch at 6 is one)."""
+    from types import SimpleNamespace
+
+    from utils.distributed import DistributedContext
+
+    checkpoints = training_run.RunCheckpoints(tmp_path / "r_MG.pth", SimpleNamespace(config=config), None,
+                                              DistributedContext(), RunLog(None), None)
+    checkpoints.keeps_best = True
+    checkpoints.best.record({"mAP": 0.5}, best_at)
+    checkpoints.log_best()
+    assert capsys.readouterr().out == (f"best evaluation: mAP 0.5000 after iteration {best_at}, saved in "
+                                       f"{tmp_path / 'r_MG_best.pth'}{said}\n")
+
+
 def test_the_best_evaluation_is_kept_as_its_own_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
     """Batch 8: --eval_interval 1 evaluates after iterations 2, 4, 6 and 8 (the final one). The second scores highest:
     <name>_best.pth holds the weights it evaluated, its iteration and scores; --trained_model evaluates it; --resume

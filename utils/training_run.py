@@ -274,10 +274,15 @@ class RunCheckpoints:
             self._agreed_write(lambda: self._write_if_best(done, metrics), "the best checkpoint")
 
     def log_best(self) -> None:
-        """At the end of the run: its best evaluation and where it is saved, when the run keeps one."""
+        """At the end of the run: its best evaluation and where it is saved, when the run keeps one; of a run switched
+        to Mutual Guidance after iteration N (``--mutual_guide_from``), whether it precedes the switch (its weights
+        then trained with IoU assignment alone, in a checkpoint named ``..._MG_best.pth``)."""
         if self.keeps_best and self.best.iteration is not None:
+            switch = self.setup.config.get("mutual_guide_from") if self.setup.config.get("mutual_guide") else None
+            before = (f"; it precedes the switch to Mutual Guidance (after iteration {switch}): its weights were "
+                      "trained with IoU assignment alone") if switch and self.best.iteration <= switch else ""
             self.log.info(f"best evaluation: {SCORE} {self.best.score:.4f} after iteration {self.best.iteration}, "
-                          f"saved in {self.best.saved_in}")
+                          f"saved in {self.best.saved_in}{before}")
 
     def kept(self, note: str = "") -> str:
         """What a stopped run leaves to go on from: its checkpoint of iteration ``last_saved`` (with ``note``), when
