@@ -1336,3 +1336,20 @@ def test_pretrained_weights_are_read_once_and_given_to_the_model(tmp_path, monke
 
     model = build_detector_fetching_once(args, 3, DistributedContext(), read)
     assert all(torch.equal(value, state[key]) for key, value in model.backbone.state_dict().items())
+
+
+def test_eval_results_of_an_assigner_study_regime_folder_names_its_runs_evaluations(tmp_path, monkeypatch, capsys):
+    """benchmarks/assigners.py keeps each run's detections in work/<regime>/seed<N>/<arm>/eval, three levels below
+    the regime folder: `--eval_results` of that folder asked for --dataset (then found no results) instead of naming
+    the evaluations inside it, as it does one or two levels up."""
+    monkeypatch.setattr(cli, "make_dataset", lambda *_, **__: pytest.fail("the dataset was read"))
+    regime = tmp_path / "work" / "switch_retinanet-resnet18-128"
+    for arm in ("IoU", "MG"):
+        (regime / "seed0" / arm / "eval").mkdir(parents=True)
+        (regime / "seed0" / arm / "eval" / "summary.json").write_text('{"evaluated_with": {"dataset": "shapes"}}')
+    assert cli.main(parse("--eval_results", str(regime))) == 2
+    inside = [Path("seed0") / arm / "eval" for arm in ("IoU", "MG")]
+    assert capsys.readouterr().err == (
+        f"error: --eval_results {regime}: no evaluation wrote its results there, but one did in each of its folders "
+        f"{inside[0]}, {inside[1]} (an evaluation writes to eval/<DATASET>, or to eval/<DATASET>/<name> for a run "
+        f"given --name): give one of them, e.g. --eval_results {regime / inside[0]}\n")

@@ -346,13 +346,14 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
 
 def check_not_above_evaluations(results: Path) -> None:
     """``--eval_results`` of a folder that holds no evaluation (no ``summary.json``, no results file) but whose folders
-    do, up to two levels down (``eval/<DATASET>`` above the ``eval/<DATASET>/<name>`` of runs given ``--name``, or
-    ``eval`` itself): ``ValueError`` naming them, rather than asking for ``--dataset`` and then finding no results."""
+    do, up to three levels down (``eval/<DATASET>`` above the ``eval/<DATASET>/<name>`` of runs given ``--name``,
+    ``eval`` itself, or a regime folder of ``benchmarks/assigners.py``, above its ``seed<N>/<arm>/eval``):
+    ``ValueError`` naming them, rather than asking for ``--dataset`` and then finding no results."""
     if not results.is_dir() or summary_beside(results).exists():
         return
     if any(path.is_file() for pattern in RESULTS_FILE_PATTERNS for path in results.glob(pattern)):
         return
-    inside = sorted(str(path.parent.relative_to(results)) for pattern in ("*/summary.json", "*/*/summary.json")
+    inside = sorted(str(path.parent.relative_to(results)) for pattern in ("*/summary.json", "*/*/summary.json", "*/*/*/summary.json")
                     for path in results.glob(pattern) if path.is_file())
     if inside:
         where = f"its folder {inside[0]}" if len(inside) == 1 else f"each of its folders {', '.join(inside)}"
