@@ -14,8 +14,9 @@ from utils.names import compose_name, control_characters, folded_name, invisible
 def parse_class_list(arg: str) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
-    empty or repeating list, a name with a control or invisible character or a slash, or a file's line holding a
-    comma or a comment after its name."""
+    empty or repeating list, a name with a control or invisible character or a slash, a softmax classifier's
+    ``__background__`` entry (this classifier has no background class), or a file's line holding a comma or a
+    comment after its name."""
     path = Path(arg)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -58,12 +59,19 @@ def parse_class_list(arg: str) -> list[str]:
     return names
 
 
+def is_background_entry(name: str) -> bool:
+    """Whether ``name`` is the background entry that starts a softmax classifier's class list: ``__background__``
+    (the authors', torchvision's, Detectron's), labelme's ``_background_``, ``__bg__``, in any letter case. Only
+    underscore-wrapped names: a plain ``background`` or ``bg`` may be a class of one's own data."""
+    return name.startswith("_") and name.endswith("_") and name.strip("_").lower() in ("background", "bg")
+
+
 def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
     (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
     invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
-    or with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
-    goes)."""
+    with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
+    goes), or a softmax classifier's background entry (:func:`is_background_entry`)."""
     for where, name in names:
         if "," in name:
             raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line, and a class "
@@ -76,6 +84,11 @@ def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
         if found := invisible_characters(name):
             raise DataError(f"{where}: class name {name!r} contains the invisible character(s) {', '.join(found)} (a "
                             "byte-order mark where files were joined, a zero-width space): remove them")
+        if is_background_entry(name):
+            raise DataError(f"{where}: {name!r} is the background class of a softmax classifier (the authors' "
+                            "VOC_CLASSES start with it), but this detector's classifier is sigmoid, with no background "
+                            "column: it would be a class of its own that no object has; remove it (labels 0..C-1 then "
+                            "follow the other names, as the authors' 1..C did)")
         if "/" in name or "\\" in name:
             raise DataError(f"{where}: class name {name!r} contains a slash, but each class names a VOC results "
                             "file (comp4_det_test_<class>.txt); rename the class in --classes and in the XML files")

@@ -972,6 +972,29 @@ def test_parse_class_list(tmp_path):
 
 
 
+def test_a_softmax_background_class_in_the_class_list_is_refused_naming_the_flag_or_line(tmp_path):
+    """The authors' VOC_CLASSES (and torchvision's, Detectron's, labelme's ``_background_``) start with a background
+    entry, label 0 of a softmax classifier; here the classifier is sigmoid with no background column, so a list
+    ported with it made a 21st class that no object has (one more output per anchor, an AP of nan). ``background``
+    alone may be a class of a user's own data: it stays a class."""
+    with pytest.raises(DataError) as error:
+        parse_class_list("__background__,aeroplane,bicycle")
+    assert str(error.value) == (
+        "--classes __background__,aeroplane,bicycle: '__background__' is the background class of a softmax "
+        "classifier (the authors' VOC_CLASSES start with it), but this detector's classifier is sigmoid, with no "
+        "background column: it would be a class of its own that no object has; remove it (labels 0..C-1 then "
+        "follow the other names, as the authors' 1..C did)")
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("# labelme's labels.txt\n_background_\ncat\ndog\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(class_file))}:2: '_background_' is the background class "
+                                        r"of a softmax classifier .*; remove it \(labels 0\.\.C-1"):
+        parse_class_list(str(class_file))
+    for name in ("__BACKGROUND__", "__bg__"):
+        with pytest.raises(DataError, match=rf"^--classes cat,{name}: '{name}' is the background class"):
+            parse_class_list(f"cat,{name}")
+    assert parse_class_list("background,bg,cat") == ["background", "bg", "cat"]  # a user's own classes
+
+
 def test_a_class_file_repeating_a_name_names_the_lines(tmp_path):
     """Blank lines and spaces around names are ignored; a name repeated (in any letter case, as the XML's names are
     compared) is an error naming the file and the lines to merge, and the comma list's error says the same."""
