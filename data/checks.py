@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.dataset import DetectionDataset, exif_orientation, has_extent
-from data.errors import CorruptImageWarning, DataError, DataWarning, format_problems
+from data.errors import (
+    IMAGE_WARNING_KINDS, IMAGE_WARNINGS_NAMED, CorruptImageWarning, DataError, DataWarning, ImageWarning,
+    format_problems, image_warning_kind, image_warnings_named,
+)
 from data.loader import WorkerLoader, single_thread_opencv
 from utils.messages import counted
 
@@ -108,7 +112,9 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
 
     Raises one :class:`DataError` listing the first problems with their file names and the total count
     (missing, empty, truncated, undecodable or corrupt images, images whose size differs from the annotation, invalid
-    boxes/labels); otherwise returns a :class:`DataReport`. Annotation-file problems were already raised when the
+    boxes/labels); otherwise returns a :class:`DataReport`. The images of a kind of :class:`ImageWarning` (a decoder's
+    warning, 12-bit data) met more often than the run's display still names them (the first
+    :data:`IMAGE_WARNINGS_NAMED` of each kind in a run) are counted in one :class:`DataWarning` per kind. Annotation-file problems were already raised when the
     dataset was built.
     """
     problems = _annotation_problems(dataset)
@@ -117,15 +123,24 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     loader = WorkerLoader(_ImageProblems(dataset), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=list)
     turned: list[str] = []  # "<image>: orientation N" for the images a viewer shows turned or mirrored
     checked = 0
+    warned: Counter[type[ImageWarning]] = Counter()  # images per kind of image warning
+    nameable = {kind: IMAGE_WARNINGS_NAMED - image_warnings_named(kind) for kind in IMAGE_WARNING_KINDS}
     with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
             for index, (problem, others, orientation) in enumerate(batch, start=checked):
                 _show(others)
+                warned.update({image_warning_kind(category) for _, category, _, _ in others
+                               if issubclass(category, ImageWarning)})
                 problems += [problem] if problem else []
                 if orientation not in (None, 1):
                     turned.append(f"{dataset.image_path(index)}: orientation {orientation}")
             bar.update(len(batch))
             checked += len(batch)
+    for kind, count in warned.items():
+        if count > nameable[kind]:  # the run's display named fewer (data.errors.one_line_data_warnings)
+            images = f"{count:,} {'image' if count == 1 else 'images'}"
+            warnings.warn(f"--check_data: {images} {kind.kind} among the {len(dataset):,} checked (a run names the "
+                          f"first {IMAGE_WARNINGS_NAMED} of each kind)", DataWarning, stacklevel=2)
     if problems:
         raise DataError(format_problems(f"--check_data on {counted(len(dataset), 'image')}", problems))
     if turned:

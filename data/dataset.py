@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from data.errors import (
-    CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError, ImageWarning,
+    CorruptImageWarning, DataError, DataWarning, ImageDecoderWarning, ImageSizeError, LowBitDepthWarning,
 )
 from utils.integers import as_int
 from utils.messages import counted
@@ -217,7 +217,7 @@ def read_image(path: str | Path) -> np.ndarray:
         warnings.warn(f"{path}: a 16-bit image whose values reach only {deep_max} of 65535 (data of 12 bits or fewer): "
                       f"read as 8 bits, the high byte of each value, it is nearly black (0..{deep_max >> 8} of 255); "
                       f"rescale its values to 8 bits (e.g. value * 255 // {deep_max}) or to the 16-bit range and save "
-                      "it again", ImageWarning, stacklevel=2)
+                      "it again", LowBitDepthWarning, stacklevel=2)
     if corrupt:
         warnings.warn(f"{path}: corrupt JPEG data (libjpeg: {corrupt[0]}); it decodes with damaged pixels: "
                       "re-download or re-encode the file", CorruptImageWarning, stacklevel=2)

@@ -11,7 +11,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from utils.distributed import launch_context
-from utils.messages import SharedLines, SharedSeen
+from utils.messages import SharedLines, SharedSeen, counted
 
 PROBLEMS_SHOWN = 10
 # how torch.utils.data re-raises an exception of a DataLoader worker: its type, with this text and the traceback
@@ -53,16 +53,41 @@ class DataWarning(UserWarning):
 
 
 class ImageWarning(DataWarning):
-    """A warning about one image file, met at every read of it: shown once per run. The message names the file."""
+    """A warning about one image file, met at every read of it: shown once per run, for the first
+    :data:`IMAGE_WARNINGS_NAMED` images of its kind (its class). The message names the file; ``kind`` completes
+    "N images ..." in the lines that count them."""
+
+    kind = "with a warning"
 
 
 class CorruptImageWarning(ImageWarning):
     """An image decoded with damaged pixels (libjpeg reported corrupt data); the message names the file."""
 
+    kind = "with corrupt JPEG data"
+
 
 class ImageDecoderWarning(ImageWarning):
     """A decoder printed a warning about an image it decoded (e.g. libpng's about a broken colour profile); the
     message names the file and quotes the decoder's line."""
+
+    kind = "with a warning of the image decoder"
+
+
+class LowBitDepthWarning(ImageWarning):
+    """A 16-bit image whose values use 12 bits or fewer, which reads nearly black as 8 bits; the message names the
+    file, its largest value and the fix."""
+
+    kind = "of 16 bits holding data of 12 bits or fewer"
+
+
+IMAGE_WARNINGS_NAMED = 10  # images of one kind of ImageWarning named in a run; --check_data counts them all
+IMAGE_WARNING_KINDS = (ImageWarning, CorruptImageWarning, ImageDecoderWarning, LowBitDepthWarning)
+
+
+def image_warning_kind(category: type[ImageWarning]) -> type[ImageWarning]:
+    """The kind an :class:`ImageWarning` of ``category`` is named and counted under: the class itself, or for a
+    subclass from elsewhere, the closest one above it of this module."""
+    return next(kind for kind in reversed(IMAGE_WARNING_KINDS) if issubclass(category, kind))
 
 
 def data_error_elsewhere(share: str) -> DataError:
@@ -107,10 +132,12 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     ``main.py`` installs it; DataLoader workers started by ``spawn`` or ``forkserver`` install their own with the main
     process's ``shown`` (:func:`data.loader.worker_init_fn`).
 
-    An :class:`ImageWarning` line (a corrupt JPEG, a decoder's warning about a file) is printed once per run: the
-    DataLoader workers started after this call, forked or spawned, share ``shown``, the record of the lines shown
-    (:class:`SharedSeen`, a new one by default), where each worker, and each evaluation's new ones, would show it
-    again. Under ``torchrun``, where each process makes its own record, a warning about the dataset as a whole (its
+    An :class:`ImageWarning` line (a corrupt JPEG, a decoder's warning about a file) is printed once per run, for the
+    first :data:`IMAGE_WARNINGS_NAMED` images of its kind (:func:`image_warning_kind`), the last of them followed by
+    a line saying that the others go unnamed (an own set of thousands of PNGs with a broken colour profile printed a
+    line each): the DataLoader workers started after this call, forked or spawned, share ``shown``, the record of the
+    lines shown and of the count of each kind (:class:`SharedSeen`, a new one by default), where each worker, and
+    each evaluation's new ones, would show it again. Under ``torchrun``, where each process makes its own record, a warning about the dataset as a whole (its
     fix-ups, which every process meets as it reads the annotations) is printed by rank 0 alone, an image's by each
     process that read it.
 
@@ -135,8 +162,16 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
-        if issubclass(category, DataWarning):
-            if shown.first(str(message)) if issubclass(category, ImageWarning) else prints_dataset_warnings:
+        if issubclass(category, ImageWarning):
+            kind = image_warning_kind(category)
+            number = shown.first_of_kind(str(message), IMAGE_WARNING_KINDS.index(kind), IMAGE_WARNINGS_NAMED)
+            if number:
+                show_line(f"warning: {message}")
+            if number == IMAGE_WARNINGS_NAMED:
+                show_line(f"warning: {counted(number, 'image')} {kind.kind} named; any more in this run are not named "
+                          "(--check_data counts them)")
+        elif issubclass(category, DataWarning):
+            if prints_dataset_warnings:
                 show_line(f"warning: {message}")
         elif _worker_lines is not None:  # a worker: Python's text of the warning, without its final newline
             show_line(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"))
@@ -173,6 +208,13 @@ def write_line(text: str) -> None:
     # nolock: taking tqdm's lock would make it, a multiprocessing lock whose making starts the resource tracker in a
     # run without workers; the bars are drawn by this thread too
     tqdm.write(text if launch_context().is_main else "\n" + text, file=sys.stderr, nolock=True)
+
+
+def image_warnings_named(kind: type[ImageWarning]) -> int:
+    """How many images of ``kind`` (one of :data:`IMAGE_WARNING_KINDS`) this run's :func:`one_line_data_warnings`
+    display has named so far, in any of its processes; 0 where data warnings are not shown on one line."""
+    shown = data_warnings_shown()
+    return 0 if shown is None else shown.kind_count(IMAGE_WARNING_KINDS.index(kind))
 
 
 def data_warnings_shown() -> SharedSeen | None:

@@ -9,10 +9,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+import torch
 from torch.utils.data import DataLoader
 
 from data import COCODetection, DataError, DataWarning, TestTransform, build_dataset, check_dataset
 from data import checks
+from data.loader import WorkerLoader
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import CorruptImageWarning, ImageWarning, original_message
 from main import one_line_data_warnings
@@ -512,3 +514,81 @@ def test_a_coco_image_without_size_is_told_the_stored_size_of_its_tiff(tmp_path)
         COCODetection(path, tmp_path / "x", TestTransform(32))
     assert (f"{path}: image id 1 ('a.tif') has no width: write the image's size in pixels, its file is 60x40 (WxH): "
             '"height": 40, "width": 60') in str(error.value)
+
+
+class _ReadsImages(torch.utils.data.Dataset):
+    """Item ``i``: the image file ``paths[i]`` read as training reads it (its warnings in the reading process)."""
+
+    def __init__(self, paths: list) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> int:
+        read_image(self.paths[index])
+        return index
+
+
+def write_profile_pngs(folder, count: int, suffix: str = ".png") -> list:
+    """``count`` PNGs (named ``p00<suffix>``...) with a broken colour profile, about which libpng warns at every read."""
+    paths = [folder / f"p{number:02d}{suffix}" for number in range(count)]
+    for path in paths:
+        Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(path, format="PNG", icc_profile=b"\0" * 300)
+    return paths
+
+
+def test_image_warnings_name_at_most_ten_images_of_a_kind_per_run_across_worker_processes(tmp_path, capfd):
+    """An own set of 13 PNGs saved with a broken colour profile (a common export) printed one line per image, over
+    two epochs read by two workers: on a set of thousands, thousands of lines, and past the record's 4,096 slots the
+    same lines again every epoch. A run now names the first 10 images of a kind, then says the others go unnamed;
+    another kind (16-bit images of 12-bit data) is named on its own count."""
+    profiles = write_profile_pngs(tmp_path, 13)
+    deep = [tmp_path / f"deep{number}.png" for number in range(2)]
+    for path in deep:
+        cv2.imwrite(str(path), np.full((8, 10), 4000, np.uint16))
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        for _ in range(2):  # two epochs, each with its own workers
+            loader = WorkerLoader(_ReadsImages(profiles + deep), batch_size=3, num_workers=2, collate_fn=list)
+            assert sum(len(batch) for batch in loader) == 15
+    lines = capfd.readouterr().err.splitlines()
+    named = [line for line in lines if "libpng warning: iCCP: too short" in line]
+    assert len(named) == 10 and len(set(named)) == 10
+    assert all(re.fullmatch(rf"warning: {re.escape(str(tmp_path))}/p\d\d\.png: the image decoder says 'libpng "
+                            r"warning: iCCP: too short' \(the image is read; re-save it to silence this\)", line)
+               for line in named)
+    assert lines.count("warning: 10 images with a warning of the image decoder named; any more in this run are not "
+                       "named (--check_data counts them)") == 1
+    assert sorted(line for line in lines if "16-bit" in line) == [
+        f"warning: {path}: a 16-bit image whose values reach only 4000 of 65535 (data of 12 bits or fewer): read as 8 "
+        "bits, the high byte of each value, it is nearly black (0..15 of 255); rescale its values to 8 bits (e.g. "
+        "value * 255 // 4000) or to the 16-bit range and save it again" for path in deep]
+    assert len(lines) == 13
+
+
+def test_check_data_counts_the_images_of_a_kind_that_a_run_does_not_name(tmp_path, capfd):
+    """--check_data of a set of 13 training images with a decoder's warning names the first 10 of them, then counts
+    all 13 in one line, so that the whole extent is known without 13 lines; the test split's 2 such images, which the
+    run no longer names, are counted in a line of their own."""
+    samples = {f"p{number:02d}": [("cat", (1, 1, 5, 5), 0)] for number in range(15)}
+    root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)[:13], "test": list(samples)[13:]},
+                            size=(8, 10))
+    write_profile_pngs(root / "JPEGImages", 15, suffix=".jpg")  # the decoder reads the content, a PNG
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = one_line_data_warnings(warnings.showwarning)
+        for split in ("train", "test"):
+            check_dataset(build_dataset("voc", split, 64, data_root=str(root), classes=["cat"]), workers=0,
+                          progress=False)
+    lines = capfd.readouterr().err.splitlines()
+    assert sum("libpng warning: iCCP: too short" in line for line in lines) == 10
+    assert lines[-2:] == [
+        "warning: --check_data: 13 images with a warning of the image decoder among the 13 checked (a run names the "
+        "first 10 of each kind)",
+        "warning: --check_data: 2 images with a warning of the image decoder among the 2 checked (a run names the "
+        "first 10 of each kind)"]
+    assert len(lines) == 13

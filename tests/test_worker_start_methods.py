@@ -81,6 +81,17 @@ def test_a_full_record_answers_first_rather_than_lose_a_line():
     assert seen.first("c.jpg") and seen.first("c.jpg")
 
 
+def test_a_kind_of_text_is_numbered_up_to_its_limit_and_takes_no_slot_past_it():
+    """first_of_kind numbers a kind's new texts 1, 2, ... up to the limit, each kind on its own count, and answers 0
+    for a text met before or past the limit, which is not recorded: a set of thousands of warned images leaves the
+    table's slots to the other lines."""
+    seen = SharedSeen(slots=4, kinds=2)
+    assert [seen.first_of_kind(text, 0, 2) for text in ("a.png", "a.png", "b.png", "c.png", "d.png")] == [1, 0, 2, 0, 0]
+    assert seen.first_of_kind("c.png", 1, 2) == 1  # another kind's count
+    assert seen.first("e") and not seen.first("e")  # a, b, c and e: d took no slot
+    assert seen.first("f") and seen.first("f")  # now the table is full
+
+
 def test_lines_handed_over_come_out_in_order_and_a_line_that_does_not_fit_is_refused():
     """Each line takes 4 bytes plus its UTF-8 bytes; a line too long for the room left is refused (its process prints
     it) and a taken mailbox has its room again. Several lines and a path's undecodable bytes (lone surrogates) come

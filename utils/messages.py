@@ -88,23 +88,48 @@ class SharedSeen(_SharedWithLaterProcesses):
     made) shares the table without it: two processes asking at the same instant may then both get True.
     """
 
-    def __init__(self, slots: int = 4096) -> None:
+    def __init__(self, slots: int = 4096, kinds: int = 8) -> None:
         super().__init__()
         self._hashes = multiprocessing.RawArray("Q", slots)
+        self._kinds = multiprocessing.RawArray("q", kinds)  # texts recorded per kind (first_of_kind)
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
-        data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
-        key = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1  # 0: empty
-        slots = len(self._hashes)
+        key = self._key(text)
         with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
-            for probe in range(slots):
-                slot = (key + probe) % slots
-                if self._hashes[slot] == key:
-                    return False
-                if self._hashes[slot] == 0:
-                    self._hashes[slot] = key
-                    return True
+            return self._record(key)
+
+    def first_of_kind(self, text: str, kind: int, limit: int) -> int:
+        """The number (1 for the first) of ``text`` among the texts of ``kind`` (0..``kinds`` - 1) recorded, when it is
+        asked about for the first time and fewer than ``limit`` texts of its kind were recorded before it; else 0.
+        Once ``limit`` are, the kind's texts are neither recorded nor counted: they take no slot of the table."""
+        key = self._key(text)
+        with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
+            if self._kinds[kind] >= limit or not self._record(key):
+                return 0
+            self._kinds[kind] += 1
+            return self._kinds[kind]
+
+    def kind_count(self, kind: int) -> int:
+        """How many texts of ``kind`` :meth:`first_of_kind` numbered (at most its ``limit``)."""
+        return self._kinds[kind]
+
+    @staticmethod
+    def _key(text: str) -> int:
+        """The 8-byte hash of ``text`` kept in the table (never 0, which marks an empty slot)."""
+        data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
+
+    def _record(self, key: int) -> bool:
+        """Record ``key`` (under the lock); False when it was recorded before. A full table answers True."""
+        slots = len(self._hashes)
+        for probe in range(slots):
+            slot = (key + probe) % slots
+            if self._hashes[slot] == key:
+                return False
+            if self._hashes[slot] == 0:
+                self._hashes[slot] = key
+                return True
         return True
 
 
