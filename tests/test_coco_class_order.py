@@ -285,3 +285,24 @@ def test_eval_results_prints_the_per_class_table_in_the_order_of_the_evaluation_
     out = capsys.readouterr().out
     assert out.split("per-class AP@[.50:.95]:\n")[1].startswith(table)
     assert table.splitlines()[:3] == ["  bus         1.000", "  person      1.000", "  Toothbrush  0.505"]
+
+
+def test_a_json_category_that_is_a_softmax_background_entry_gets_a_warning_saying_to_remove_it(tmp_path, capsys):
+    """labelme's labelme2coco writes its labels.txt's `_background_` as category 0, as a softmax classifier wants it;
+    here the classifier is sigmoid with no background column, so it was an extra class without objects, with the
+    warnings of any such class (the model cannot learn it, its AP undefined) but not why or what to do."""
+    background = [{"id": 0, "name": "_background_"}]
+    write_coco(tmp_path, "train", {**train_json(), "categories": background + TRAIN_CATEGORIES})
+    write_coco(tmp_path, "val", {**val_json(TRAIN_CATEGORIES), "categories": background + TRAIN_CATEGORIES})
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), class_order=train.class_names)
+    assert train.class_names == ["_background_", "bus", "person", "toothbrush"]
+    check_splits(train, test, RunLog(None))
+    hint = ("'_background_' is a softmax classifier's background entry, which this sigmoid classifier, with no "
+            "background column, does not use: remove it from the classes (a COCO-layout json: from its categories)")
+    assert capsys.readouterr().out.splitlines() == [
+        "warning: the test split holds no object to score of the classes ['_background_'] (none, or all marked "
+        "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their images to "
+        f"the test split; {hint}",
+        "warning: no training image holds an object of the classes ['_background_']: the model cannot learn them "
+        f"(their AP will be 0 or undefined); {hint}"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data import COCODetection, DataError, build_dataset
+from data.class_list import is_background_entry
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.distributed import DistributedContext, raise_if_any_process_failed
@@ -100,7 +101,7 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     missing = [name for name, count in zip(train_dataset.class_names, per_class) if count == 0]
     if missing:
         log.info(f"warning: no training image holds an object of {_class_list(missing)}: the model cannot learn them "
-                 "(their AP will be 0 or undefined)")
+                 f"(their AP will be 0 or undefined){_background_hint(missing)}")
 
 
 def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
@@ -120,7 +121,19 @@ def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
     if unscored:
         log.info(f"warning: the test split holds no object to score of {_class_list(unscored)} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
-                 "images to the test split")
+                 f"images to the test split{_background_hint(unscored)}")
+
+
+def _background_hint(names: list[str]) -> str:
+    """``; '_background_' is a softmax classifier's background entry ...: remove it`` for the first of the classes
+    ``names`` without objects that is one (:func:`data.class_list.is_background_entry`: a json of labelme's
+    labelme2coco has ``_background_``, a class list given through the API the authors' ``__background__``), else
+    ""."""
+    found = [name for name in names if is_background_entry(name)]
+    if not found:
+        return ""
+    return (f"; {found[0]!r} is a softmax classifier's background entry, which this sigmoid classifier, with no "
+            "background column, does not use: remove it from the classes (a COCO-layout json: from its categories)")
 
 
 def _class_list(names: list[str]) -> str:
