@@ -11,12 +11,12 @@ from data.voc import read_utf8_text
 from utils.names import compose_name, control_characters, folded_name, invisible_characters, unprintable_characters
 
 
-def parse_class_list(arg: str) -> list[str]:
+def parse_class_list(arg: str, allow_background: bool = False) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
     empty or repeating list, a name with a control or invisible character or a slash, a softmax classifier's
-    ``__background__`` entry (this classifier has no background class), or a file's line holding a comma or a
-    comment after its name."""
+    ``__background__`` entry (this classifier has no background class; ``allow_background``: the classes of a model
+    trained with one, which has that class), or a file's line holding a comma or a comment after its name."""
     path = Path(arg)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -32,7 +32,7 @@ def parse_class_list(arg: str) -> list[str]:
             if re.search(r"\s#", line):  # "dog  # puppies": only lines starting with # are comments
                 raise DataError(f"{path}:{number}: {line!r} holds a comment after the name; a comment takes a line of "
                                 "its own, starting with #")
-        names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered])
+        names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered], allow_background)
         line_numbers = [number for number, _ in numbered]
         source = str(path)
     elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
@@ -42,7 +42,8 @@ def parse_class_list(arg: str) -> list[str]:
         raise DataError(f"--classes {arg}: class list file not found ({why}{where})")
     else:
         source = f"--classes {arg!r}" if unprintable_characters(arg) else f"--classes {arg}"
-        names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()])
+        names = _checked_class_names([(source, name.strip()) for name in arg.split(",") if name.strip()],
+                                     allow_background)
         line_numbers = None
     if not names:
         raise DataError(f"{source}: no class names given")
@@ -66,12 +67,12 @@ def is_background_entry(name: str) -> bool:
     return name.startswith("_") and name.endswith("_") and name.strip("_").lower() in ("background", "bg")
 
 
-def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
+def _checked_class_names(names: list[tuple[str, str]], allow_background: bool) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
     (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
     invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
     with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
-    goes), or a softmax classifier's background entry (:func:`is_background_entry`)."""
+    goes), or, unless ``allow_background``, a softmax classifier's background entry (:func:`is_background_entry`)."""
     for where, name in names:
         if "," in name:
             raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line, and a class "
@@ -84,7 +85,7 @@ def _checked_class_names(names: list[tuple[str, str]]) -> list[str]:
         if found := invisible_characters(name):
             raise DataError(f"{where}: class name {name!r} contains the invisible character(s) {', '.join(found)} (a "
                             "byte-order mark where files were joined, a zero-width space): remove them")
-        if is_background_entry(name):
+        if is_background_entry(name) and not allow_background:
             raise DataError(f"{where}: {name!r} is the background class of a softmax classifier (the authors' "
                             "VOC_CLASSES start with it), but this detector's classifier is sigmoid, with no background "
                             "column: it would be a class of its own that no object has; remove it (labels 0..C-1 then "

@@ -225,3 +225,31 @@ def test_a_bad_image_met_in_training_stops_with_one_line_and_saves_the_state(tmp
     assert "Traceback" not in captured.err and "DataLoader worker" not in captured.err
     checkpoint = tmp_path / "weights" / "CUSTOM_fssd_resnet18_size128_anchor24.0.pth"
     assert load_checkpoint(checkpoint)["iteration"] == 2
+
+
+def test_a_checkpoint_trained_with_a_background_class_is_still_evaluated(tmp_path, capsys):
+    """--classes refuses a softmax background entry (__background__) for a new class list, but a model trained with
+    one before has that class: --trained_model passed the checkpoint's classes as --classes, and the refusal told a
+    user who gave no --classes to remove it from them. The checkpoint's classes are the model's: it is evaluated."""
+    import torch
+
+    from tests import tiny_checkpoint
+
+    classes = ["__background__", "cat", "dog"]
+    checkpoint = tmp_path / "bg.pth"
+    original = list(tiny_checkpoint.CLASS_NAMES)
+    tiny_checkpoint.CLASS_NAMES[:] = classes
+    try:
+        tiny_checkpoint.write_tiny_checkpoint(checkpoint)
+    finally:
+        tiny_checkpoint.CLASS_NAMES[:] = original
+    state = torch.load(checkpoint, weights_only=False)
+    state["config"]["dataset"] = "custom"
+    torch.save(state, checkpoint)
+    samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": [("dog", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"test": ["a", "b"]})
+    assert run(tmp_path, "--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
+               "--workers", "0", "--device", "cpu", "--eval_dir", str(tmp_path / "eval")) == 0
+    assert "background class of a softmax classifier" not in capsys.readouterr().err
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(classes),
+               "--check_data", "--workers", "0") == 2  # a new class list is still refused

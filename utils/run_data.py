@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data import COCODetection, DataError, build_dataset
-from data.class_list import is_background_entry
+from data.class_list import is_background_entry, parse_class_list
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.distributed import DistributedContext, raise_if_any_process_failed
@@ -27,8 +27,13 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
                  class_order: Sequence[str] | None = None) -> DetectionDataset:
     """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``; a COCO
     layout's labels in ``class_order`` (the training split's or a checkpoint's class names) when its json names the
-    same classes in another order (:func:`data.build_dataset`)."""
-    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=args.classes or None,
+    same classes in another order (:func:`data.build_dataset`). A trained model's classes (``--trained_model``,
+    ``--resume``, ``--eval_results``: its checkpoint's, or the ``--classes`` its class list is checked against) may
+    hold a softmax background entry (``__background__``, refused in a new class list): one trained with it has it."""
+    classes = args.classes or None
+    if classes and (args.trained_model or args.resume is not None or args.eval_results):
+        classes = parse_class_list(classes, allow_background=True)
+    return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes, class_order=class_order)
 
