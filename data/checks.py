@@ -114,8 +114,8 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     (missing, empty, truncated, undecodable or corrupt images, images whose size differs from the annotation, invalid
     boxes/labels); otherwise returns a :class:`DataReport`. The images of a kind of :class:`ImageWarning` (a decoder's
     warning, 12-bit data) met more often than the run's display still names them (the first
-    :data:`IMAGE_WARNINGS_NAMED` of each kind in a run) are counted in one :class:`DataWarning` per kind. Annotation-file problems were already raised when the
-    dataset was built.
+    :data:`IMAGE_WARNINGS_NAMED` of each kind in a run) are counted in one :class:`DataWarning` per kind.
+    Annotation-file problems were already raised when the dataset was built.
     """
     problems = _annotation_problems(dataset)
     if workers > 0:

@@ -137,9 +137,9 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     a line saying that the others go unnamed (an own set of thousands of PNGs with a broken colour profile printed a
     line each): the DataLoader workers started after this call, forked or spawned, share ``shown``, the record of the
     lines shown and of the count of each kind (:class:`SharedSeen`, a new one by default), where each worker, and
-    each evaluation's new ones, would show it again. Under ``torchrun``, where each process makes its own record, a warning about the dataset as a whole (its
-    fix-ups, which every process meets as it reads the annotations) is printed by rank 0 alone, an image's by each
-    process that read it.
+    each evaluation's new ones, would show it again. Under ``torchrun``, where each process makes its own record, a
+    warning about the dataset as a whole (its fix-ups, which every process meets as it reads the annotations) is
+    printed by rank 0 alone, an image's by each process that read it.
 
     In the process that made it the line goes through ``tqdm.write``, which lifts that process's progress bars
     (``--check_data``'s, the training bar) off the line and redraws them below it, instead of gluing the line to a

@@ -531,7 +531,7 @@ class _ReadsImages(torch.utils.data.Dataset):
 
 
 def write_profile_pngs(folder, count: int, suffix: str = ".png") -> list:
-    """``count`` PNGs (named ``p00<suffix>``...) with a broken colour profile, about which libpng warns at every read."""
+    """``count`` PNGs (``p00<suffix>``, ...) with a broken colour profile, about which libpng warns at every read."""
     paths = [folder / f"p{number:02d}{suffix}" for number in range(count)]
     for path in paths:
         Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(path, format="PNG", icc_profile=b"\0" * 300)
