@@ -95,7 +95,7 @@ from utils.engine import Terminated, termination_as_interrupt  # noqa: E402
 from utils.export import export_onnx  # noqa: E402
 from utils.inference import evaluate_results_file, format_metrics, results_to_score, summary_beside  # noqa: E402
 from utils.logging import RunLog  # noqa: E402
-from utils.messages import counted, first_line  # noqa: E402
+from utils.messages import counted, escape_unencodable_output, first_line  # noqa: E402
 from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset  # noqa: E402
 from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name  # noqa: E402
 from utils.run_exit import (  # noqa: E402
@@ -279,6 +279,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Run what ``args`` asks for; returns the process exit code. ``parser``: the parser that read ``args`` (its
     defaults tell the flags given from those left out), :func:`get_args_parser`'s when not given."""
+    escape_unencodable_output()
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
     try:

@@ -1,6 +1,8 @@
 """main.py on bad or tricky data: --skip_unknown_classes, --check_data's image scan, a bad image met in training,
 the notes on which image lists a VOC-layout folder uses."""
+import io
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -160,6 +162,18 @@ def test_check_data_logs_which_lists_a_folder_without_test_txt_uses(tmp_path, ca
     out = capsys.readouterr().out
     assert "val.txt is the test split and training reads train.txt instead of trainval.txt" in out
     assert "custom train: 1 image," in out and "custom test: 1 image," in out
+
+
+def test_class_names_that_standard_output_cannot_encode_print_escaped(tmp_path, monkeypatch):
+    """Under PYTHONIOENCODING=ascii (or a Windows console's code page), a class name its encoding lacks printed a
+    UnicodeEncodeError as a bad-input error (exit code 2): at the end of a training run, its evaluation's results."""
+    samples = {"a": [("caf\u00e9", (1, 1, 30, 30), 0)], "b": [("caf\u00e9", (3, 3, 25, 25), 0)]}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b"]})
+    output = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(output, encoding="ascii", write_through=True))
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "caf\u00e9", "--check_data",
+               "--workers", "0") == 0
+    assert "objects per class: caf\\xe9 1" in output.getvalue().decode("ascii")
 
 
 def resize_behind_the_annotation(root: Path, iteration: int) -> tuple[Path, int, int]:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import math
 import multiprocessing
+import sys
 from collections.abc import Sequence
 
 
@@ -13,6 +14,16 @@ def first_line(error: BaseException) -> str:
     """The first non-empty line of ``error``'s message (its type name when it has none)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def escape_unencodable_output() -> None:
+    """Make standard output write a character its encoding lacks as a backslash escape (``caf\\xe9``), as standard
+    error does, instead of raising UnicodeEncodeError: a class name or path outside ``PYTHONIOENCODING=ascii`` or a
+    Windows console's code page stopped a finished training run while it printed its evaluation's results. The log and
+    results files are written in UTF-8 whatever the console's encoding."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # absent on a stream that is not a TextIOWrapper
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def preview_names(names: Sequence[str], limit: int = 4) -> str:
