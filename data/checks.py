@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from data.dataset import DetectionDataset, exif_orientation, has_extent
 from data.errors import (
@@ -16,6 +15,7 @@ from data.errors import (
 )
 from data.loader import WorkerLoader, single_thread_opencv
 from utils.messages import counted
+from utils.progress import progress_bar
 
 CHECK_BATCH = 32  # images per task handed to a checking process
 EXAMPLES_SHOWN = 3  # images named in a warning
@@ -125,7 +125,7 @@ def check_dataset(dataset: DetectionDataset, workers: int = 4, progress: bool = 
     checked = 0
     warned: Counter[type[ImageWarning]] = Counter()  # images per kind of image warning
     nameable = {kind: IMAGE_WARNINGS_NAMED - image_warnings_named(kind) for kind in IMAGE_WARNING_KINDS}
-    with tqdm(total=len(dataset), desc="checking images", disable=not progress) as bar:
+    with progress_bar(total=len(dataset), desc="checking images", disable=not progress) as bar:
         for batch in loader:
             for index, (problem, others, orientation) in enumerate(batch, start=checked):
                 _show(others)

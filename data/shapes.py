@@ -35,10 +35,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from data.errors import DataError, DatasetNotFoundError
 from utils.files import write_text
+from utils.progress import progress_bar
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -497,7 +497,7 @@ def generate_shapes_dataset(
         (root / folder).mkdir(parents=True, exist_ok=True)
     ids: dict[str, list[str]] = {split: [] for split in SPLITS}
     num_objects = 0
-    for number, (split, index, layout) in enumerate(tqdm(jobs, desc="shapes", unit="img"), start=1):
+    for number, (split, index, layout) in enumerate(progress_bar(jobs, desc="shapes", unit="img"), start=1):
         image_id = f"{number:06d}"
         sample = render_sample(seed, split, index, layout)
         height, width = sample.image.shape[:2]

@@ -2,6 +2,7 @@
 import json
 import re
 import struct
+import sys
 import warnings
 import zlib
 
@@ -403,15 +404,29 @@ def test_original_message_of_an_error_raised_in_a_dataloader_worker(tmp_path):
     assert original_message(DataError("a\nb")) == "a\nb"
 
 
+class TerminalView:
+    """``stream`` as an interactive terminal, where progress bars are drawn."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def isatty(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_check_dataset_shows_a_decoder_warning_on_a_line_of_its_own_not_glued_to_the_progress_bar(
-        tmp_path, workers, capfd):
+        tmp_path, workers, capfd, monkeypatch):
     """--check_data's bar is drawn by the main process; the decoding (in worker processes) met a warning and printed
     it there, right after the bar's text on the same line. The main process now shows it, lifting the bar off."""
     root, dataset = make_dataset(tmp_path)
     path = root / "JPEGImages" / "b.jpg"  # the decoder reads the content, a PNG with a broken colour profile
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path, format="PNG", icc_profile=b"\0" * 300)
     capfd.readouterr()
+    monkeypatch.setattr(sys, "stderr", TerminalView(sys.stderr))  # the bar is drawn on a terminal alone
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.showwarning = one_line_data_warnings(warnings.showwarning)

@@ -1,13 +1,17 @@
+import io
 import json
 import math
 import os
+import re
 import signal
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from data.errors import DataError
+from tests.test_data_checks import TerminalView
 from utils import engine
 from utils.distributed import DistributedContext
 from utils.engine import (
@@ -184,6 +188,40 @@ def test_train_loop_sets_the_lr_logs_interval_means_and_saves_and_evaluates_at_t
     assert all(row["images_per_s"] > 0 for row in rows)
     csv_rows = (tmp_path / "train.csv").read_text().splitlines()
     assert csv_rows[0].split(",")[:4] == ["iteration", "epoch", "loss_l", "loss_c"] and len(csv_rows) == 4
+
+
+PROGRESS_LINE = re.compile(r"iteration (\d+)/9: loss_l ([\d.]+) loss_c ([\d.]+) lr ([\d.e+-]+), [\d.]+ images/s, "
+                           r"ETA \d+:\d\d:\d\d")
+
+
+def _progress_lines(text: str) -> list[tuple[int, float, float, float]]:
+    return [(int(it), float(l), float(c), float(lr)) for it, l, c, lr in PROGRESS_LINE.findall(text)]
+
+
+def test_without_a_terminal_the_loop_prints_a_line_per_log_interval_not_a_bar(tmp_path, capsys):
+    """Redirected to a file, piped to tee or run under nohup, tqdm's bar wrote a carriage-return redraw every 0.1 s: a
+    long run's output file held megabytes on one line, its losses only in the bar. Each log interval is one line
+    now, printed and in log.txt."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4, checkpoint_interval=9)
+    _run_loop(tmp_path, settings, _ScriptedLoss())
+    out, err = capsys.readouterr()
+    expected = [(4, 2.5, 25.0, pytest.approx(_paper_lr(3, 0.1, 2, 9), rel=1e-2)),
+                (8, 6.5, 65.0, pytest.approx(_paper_lr(7, 0.1, 2, 9), rel=1e-2)),
+                (9, 9.0, 90.0, pytest.approx(_paper_lr(8, 0.1, 2, 9), rel=1e-2))]
+    assert _progress_lines(out) == expected and len(out.splitlines()) == 3
+    assert "\r" not in err and "it/s" not in err
+    assert _progress_lines((tmp_path / "log.txt").read_text()) == expected
+
+
+def test_on_a_terminal_the_bar_shows_the_losses_and_log_txt_still_records_each_interval(tmp_path, capsys, monkeypatch):
+    """The log's lines do not depend on whether the run had a terminal."""
+    terminal = TerminalView(io.StringIO())
+    monkeypatch.setattr(sys, "stderr", terminal)
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4, checkpoint_interval=9)
+    _run_loop(tmp_path, settings, _ScriptedLoss())
+    assert "9/9" in terminal.getvalue() and "loss_l=9.0000" in terminal.getvalue()
+    assert capsys.readouterr().out == ""
+    assert [line[0] for line in _progress_lines((tmp_path / "log.txt").read_text())] == [4, 8, 9]
 
 
 def test_weights_are_scanned_for_nan_once_per_iteration_that_saves_or_evaluates(tmp_path, monkeypatch):

@@ -52,6 +52,7 @@ from utils.draw import class_colours, draw_detections, undrawable_names
 from utils.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from utils.messages import counted, preview_names
 from utils.postprocess import PostProcessor, detections_to_numpy
+from utils.progress import progress_bar
 from utils.run_lock import one_writer
 from utils.trained_model import TrainedDetector, detector_from_state, load_trained_detector
 
@@ -322,7 +323,8 @@ def _detect_and_draw(paths: Sequence[Path], names: Sequence[str], out_dir: Path,
                           collate_fn=collate_image_files, pin_memory=device.type == "cuda")
     records: list[dict | None] = [None] * len(paths)
     unreadable: list[dict] = []
-    with torch.inference_mode(), tqdm(total=len(paths), desc="Detecting", unit="img", dynamic_ncols=True) as bar:
+    bar = progress_bar(total=len(paths), desc="Detecting", unit="img", dynamic_ncols=True)
+    with torch.inference_mode(), bar:
         for images, originals, indices, failures in loader:
             for index, message in failures:
                 tqdm.write(f"skipped unreadable image: {message}", file=sys.stderr)

@@ -6,6 +6,7 @@ saw.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import time
@@ -17,7 +18,6 @@ from typing import Callable, Iterable, Iterator, NoReturn
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.errors import DataError, data_error_elsewhere
 from utils.distributed import (
@@ -34,6 +34,7 @@ from utils.logging import RunLog
 from utils.messages import counted, preview_names
 from utils.loss.stats import RATIO_COUNTS, stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
+from utils.progress import progress_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -257,7 +258,8 @@ def train(
     loss_sums = torch.zeros(2, device=device)
     stats_names: list[str] = []
     interval_start, interval_iters = time.perf_counter(), 0
-    bar = tqdm(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True, unit="it")
+    bar = progress_bar(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True,
+                       unit="it")
     notice = "the run stops after this iteration or evaluation, once a checkpoint is saved" if ctx.is_main else None
     with StopSignal(notice) as stop, bar:
         if evaluate is not None and evaluate_first:
@@ -292,6 +294,9 @@ def train(
                 bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{row['images_per_s']:.1f}")
                 log.metrics("train", row)
+                eta = (settings.max_iter - done) * elapsed / interval_iters
+                # printed where no bar shows the figures (output to a file or pipe), in log.txt either way
+                (log.info if bar.disable else log.record)(_progress_line(row, settings.max_iter, eta))
                 if stats is not None:
                     stats_names = list(stats)
                 loss_sums.zero_()
@@ -379,6 +384,13 @@ def _log_stats_mean(names: list[str], max_iter: int, log: RunLog, kind: str, row
     log.metrics(kind, {"iteration": max_iter, "log_intervals": len(rows)} | summary)
     log.info(f"{what}, mean over {counted(len(rows), 'log interval')}{qualifier}: "
              + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))
+
+
+def _progress_line(row: dict, max_iter: int, eta_s: float) -> str:
+    """A log interval's figures as one line: its ``row``'s iteration, mean losses, learning rate and speed, and the
+    time left (``eta_s`` seconds, at the interval's speed) as H:MM:SS."""
+    return (f"iteration {row['iteration']}/{max_iter}: loss_l {row['loss_l']:.4f} loss_c {row['loss_c']:.4f} "
+            f"lr {row['lr']:.2e}, {row['images_per_s']:.1f} images/s, ETA {datetime.timedelta(seconds=round(eta_s))}")
 
 
 def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,

@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.coco_eval import (
     PR_CURVES_FILE, detections_to_coco_results, evaluate_coco_with_curves, format_coco_report, write_coco_pr_curves,
@@ -38,6 +37,7 @@ from utils.cuda_graph import CUDAGraphDetector
 from utils.distributed import joined_group, unwrap_model
 from utils.files import file_identity, json_safe, replace_text
 from utils.postprocess import PostProcessor, detections_to_numpy
+from utils.progress import progress_bar
 from utils.run_lock import one_writer
 
 Detections = dict[str, np.ndarray]
@@ -104,7 +104,7 @@ def run_inference(
         network = fold_batchnorm(model, channels_last)  # a copy: the caller's model is left as it is
         graphed: CUDAGraphDetector | None = None
         with torch.inference_mode():
-            batches = tqdm(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
+            batches = progress_bar(loader, desc="Evaluating", unit="batch", dynamic_ncols=True, disable=not progress)
             for images, _, indices in batches:
                 _check_image_size(images, getattr(model, "size", None))
                 indices = [int(i) for i in indices]
