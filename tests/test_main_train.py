@@ -4,9 +4,12 @@ import errno
 import json
 import math
 import os
+import platform
 import re
+import shlex
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -123,6 +126,19 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert (f"evaluating as the evaluation that wrote them: --dataset custom, --data_root {evaluated_root}, --classes "
             f"{','.join(SHAPES_CLASSES)} (from {Path('eval/CUSTOM/summary.json')})") in out
     assert f"eval/CUSTOM: {scores}" in out
+
+
+def test_log_txt_records_the_command_config_software_and_code_that_ran(shapes_root, trained):
+    """log.txt named the run, its data size and schedule, but not the flags (seed, learning rate, data folder), the
+    versions or the code's commit needed to run it again."""
+    lines = [line.split(" ", 2)[2] for line in (trained / "run" / "log.txt").read_text().splitlines()]
+    config = json.loads(next(line for line in lines if line.startswith("config: ")).removeprefix("config: "))
+    assert config == json.loads(json.dumps(load_checkpoint(trained / "weights" / CKPT.format(""))["config"]))
+    assert config["seed"] == 0 and config["lr"] == 0.01 and config["data_root"] == str(shapes_root)
+    assert f"command: {shlex.join(sys.argv)} (in {trained})" in lines
+    assert any(line.startswith(f"software: python {platform.python_version()}, torch {torch.__version__}")
+               for line in lines)
+    assert any(line.startswith("code: git commit ") for line in lines)
 
 
 def test_resume_path_refuses_another_architecture_before_reading_the_data(trained, tmp_path, capsys):

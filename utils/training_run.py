@@ -51,6 +51,7 @@ from utils.engine import (
 from utils.logging import RunLog
 from utils.messages import counted, first_line
 from utils.optim import warmup_cosine_lr
+from utils.provenance import provenance_lines
 from utils.run_evaluation import eval_folder, evaluate
 from utils.run_exit import (
     EXIT_BAD_INPUT,
@@ -200,6 +201,9 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
         f"{args.batch_size} per process, run folder {run_dir}, evaluations in {eval_folder(args, args.name)}"
     )
     log.info(assignment_line(args.mutual_guide, args.mutual_guide_from))
+    if ctx.is_main:  # what reproduces the attempt: in log.txt alone, the lines are long
+        for line in provenance_lines(setup.config, device):
+            log.record(line)
     if ctx.is_distributed:
         log.info(f"global batch {args.batch_size * ctx.world_size}: the losses are normalised by its positive anchors "
                  f"(summed over the {ctx.world_size} processes), as one process holding the whole batch")
