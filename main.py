@@ -104,6 +104,7 @@ from utils.run_exit import (  # noqa: E402
     EXIT_REFUSED_BY_SYSTEM,
     is_out_of_memory,
     log_error,
+    refused_file_advice,
     refused_file_operation,
 )
 from utils.run_flags import (  # noqa: E402
@@ -358,7 +359,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
         if error.filename is None:  # not about a file (a network error, say): the traceback tells more
             raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then run again",
+        log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then run again",
                   every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:

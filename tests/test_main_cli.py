@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import shutil
@@ -784,6 +785,21 @@ def test_an_error_is_recorded_in_the_runs_log_when_it_can_be(tmp_path, capsys):
     # a full disk: the line on stderr is all there is, and the run goes on to say and do what it does after it
     log_error(DistributedContext(), "error: img.jpg: cannot be read", log=FullDisk(tmp_path / "run"))
     assert capsys.readouterr().err == "error: img.jpg: cannot be read\n"
+
+
+def test_an_error_whose_standard_error_reader_ended_is_still_recorded_in_the_runs_log(tmp_path, monkeypatch):
+    """``main.py ... 2>&1 | head``: printing the error raised BrokenPipeError, so log.txt never said why the run
+    stopped."""
+    from utils.distributed import DistributedContext
+    from utils.logging import RunLog
+
+    class ReaderGone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", ReaderGone())
+    log_error(DistributedContext(), "error: <standard output>: Broken pipe", log=RunLog(tmp_path / "run"))
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" error: <standard output>: Broken pipe\n")
 
 
 def test_data_warnings_are_one_line_for_the_user(capsys):

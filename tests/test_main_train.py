@@ -1,6 +1,7 @@
 """End-to-end runs of main.py on a tiny synthetic set (CPU): train, save, reload, evaluate, resume, guards."""
 import csv
 import errno
+import io
 import json
 import math
 import os
@@ -1183,6 +1184,34 @@ def test_a_full_disk_under_the_run_log_stops_with_one_line_naming_it(shapes_root
     assert (f"error: {Path('run') / 'log.txt'}: No space left on device; free space or fix the folder, then run again"
             ) in capsys.readouterr().err
     assert not (tmp_path / "weights").exists()
+
+
+class OutputReaderGone(io.StringIO):
+    """Standard output piped to a program that ended (``| head``, ``| less`` quit): from the line that starts with
+    ``broken_at``, every write raises BrokenPipeError, as Python's ``print`` does there."""
+
+    def __init__(self, broken_at: str):
+        super().__init__()
+        self.broken_at, self.broken = broken_at, False
+
+    def write(self, text: str) -> int:
+        self.broken = self.broken or text.startswith(self.broken_at)
+        if self.broken:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        return super().write(text)
+
+
+def test_output_whose_reader_ended_stops_the_run_with_advice_about_the_pipe_not_the_disk(
+        shapes_root, tmp_path, monkeypatch, capsys):
+    """It said "free space or fix the folder" and log.txt ended without a word about why the run stopped."""
+    monkeypatch.setattr(sys, "stdout", OutputReaderGone(broken_at="iteration 6/8"))  # saved after 4
+    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
+    error = ("error: <standard output>: Broken pipe; the program reading main.py's output ended (head or less, say) "
+             "or its terminal closed: send the output to a file (> train.out 2>&1, or run under nohup), then continue "
+             "with the same command plus --resume (from iteration 4)")
+    assert capsys.readouterr().err == error + "\n"
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(f" {error}\n")
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
 
 
 def test_a_warm_up_longer_than_max_iter_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):

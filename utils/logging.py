@@ -16,6 +16,7 @@ from tqdm import tqdm
 from utils.files import append_text, naming_file, replace_text, write_text
 
 ROW_KIND = re.compile(r"[A-Za-z0-9_]+")  # a row kind names its CSV file: no separators, no dots
+STANDARD_OUTPUT = "<standard output>"  # how a refused write of a printed line names the file it went to
 RUN_ID_FILE = "run_id.txt"  # the id of the run whose logs the folder holds (the checkpoint's config["run_id"])
 
 
@@ -43,7 +44,7 @@ class RunLog:
         """Print ``message`` (without breaking a tqdm bar) and append it to ``log.txt``."""
         if not self.enabled:
             return
-        with naming_file("<standard output>"):  # redirected to a full disk, say
+        with naming_file(STANDARD_OUTPUT):  # redirected to a full disk, or piped to a program that ended
             tqdm.write(message)
         self.record(message)
 

@@ -4,6 +4,7 @@ change after a diverged loss)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from utils.distributed import DistributedContext
-from utils.logging import RunLog
+from utils.logging import STANDARD_OUTPUT, RunLog
 from utils.messages import exact_number
 
 # Exit codes: 2 = bad input (flags, data, checkpoint), 3 = the loss diverged, 130 = stopped by a signal.
@@ -85,6 +86,16 @@ def refused_file_operation(error: OSError) -> str:
     return f"{error.filename}: {error.strerror or error}"
 
 
+def refused_file_advice(error: OSError) -> str:
+    """What to do about ``error``, a file operation the system refused: free space or fix the folder, or, when the
+    printed lines could not be written because the program reading them ended or their terminal closed, send them to
+    a file."""
+    if error.filename == STANDARD_OUTPUT and error.errno in (errno.EPIPE, errno.EIO):
+        return ("the program reading main.py's output ended (head or less, say) or its terminal closed: send the "
+                "output to a file (> train.out 2>&1, or run under nohup)")
+    return "free space or fix the folder"
+
+
 def log_error(ctx: DistributedContext, message: str, every_process: bool = False, log: RunLog | None = None) -> None:
     """Print ``message`` on stderr from the main process, or from every process (prefixed with its rank under
     ``torchrun``) for an error that one process may meet alone, such as an unreadable image in its share of a batch;
@@ -92,7 +103,10 @@ def log_error(ctx: DistributedContext, message: str, every_process: bool = False
     that cannot be written, a full disk, leaves the line on stderr alone: what the run does next is unchanged)."""
     if ctx.is_main or every_process:
         prefix = f"[rank {ctx.rank}] " if ctx.is_distributed else ""
-        print(prefix + message, file=sys.stderr, flush=True)
+        try:
+            print(prefix + message, file=sys.stderr, flush=True)
+        except OSError:  # standard error piped to a program that ended, as standard output: log.txt is left to say it
+            pass
     if log is not None:
         try:
             log.record(message)  # the main process's RunLog alone writes

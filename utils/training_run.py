@@ -65,6 +65,7 @@ from utils.run_exit import (
     is_out_of_memory,
     log_error,
     outer_command,
+    refused_file_advice,
     refused_file_operation,
     stopped_run_advice,
 )
@@ -421,8 +422,8 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
             except OSError as refused:  # the image and a full disk: both to mend before going on
                 if refused.filename is None:
                     raise
-                log_error(ctx, f"error: {refused_file_operation(refused)}; free space or fix the folder, "
-                               f"{fix_the_file}, then {checkpoints.how_to_go_on(args)}", every_process=True)
+                log_error(ctx, f"error: {refused_file_operation(refused)}; {refused_file_advice(refused)}, "
+                               f"{fix_the_file}, then {checkpoints.how_to_go_on(args)}", every_process=True, log=log)
                 return EXIT_REFUSED_BY_SYSTEM
             outcome = f"saved {checkpoint_path} after iteration {done}"
         else:
@@ -437,8 +438,8 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
     except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
         if error.filename is None:
             raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; free space or fix the folder, then "
-                       f"{checkpoints.how_to_go_on(args)}", every_process=True)
+        log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then "
+                       f"{checkpoints.how_to_go_on(args)}", every_process=True, log=log)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
         if lost_another_process(error):  # its own line, if any, or torchrun's summary says why
@@ -477,12 +478,12 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
     except KeyboardInterrupt:
         log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
         return EXIT_INTERRUPTED
-    except OSError as error:  # reported on stderr alone: a full disk would refuse log.txt too
+    except OSError as error:  # in log.txt too where it can be written (a full disk refuses it)
         if error.filename is None:
             raise
         log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"but its evaluation stopped: free space or fix the folder, then {evaluate_later}",
-                  every_process=True)
+                       f"but its evaluation stopped: {refused_file_advice(error)}, then {evaluate_later}",
+                  every_process=True, log=log)
         return EXIT_REFUSED_BY_SYSTEM
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
@@ -506,9 +507,9 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
         if error.filename is None:
             raise
         log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"and its final evaluation, which scored higher than the earlier ones, is in its log: free "
-                       f"space or fix the folder, then {how_to_continue(args, checkpoint_path)} to evaluate it again "
-                       f"and save the best checkpoint", every_process=True)
+                       f"and its final evaluation, which scored higher than the earlier ones, is in its log: "
+                       f"{refused_file_advice(error)}, then {how_to_continue(args, checkpoint_path)} to evaluate it "
+                       f"again and save the best checkpoint", every_process=True, log=log)
         return EXIT_REFUSED_BY_SYSTEM
     checkpoints.log_best()
     if metrics is not None:
