@@ -278,3 +278,16 @@ def test_standard_output_refused_is_named(tmp_path, monkeypatch):
     with pytest.raises(OSError) as raised:
         RunLog(tmp_path / "run").info("a line")
     assert raised.value.filename == "<standard output>" and raised.value.errno == errno.ENOSPC
+
+
+def test_a_line_naming_a_file_whose_name_is_not_utf8_is_recorded_with_the_bytes_escaped(tmp_path):
+    """A Linux file name in another encoding (``caf\\xe9``, Latin-1) reaches Python with a lone surrogate; writing it
+    to the UTF-8 log.txt raised UnicodeEncodeError, which stopped a training run given such a --data_root (its
+    command line is recorded) with exit code 2, or one whose data error named such an image."""
+    folder = os.fsdecode(b"/data/caf\xe9")
+    log = RunLog(tmp_path / "run")
+    log.record(f"command: main.py --data_root {folder}")
+    log.record(f"error: {folder}/1.jpg: cannot be read")
+    lines = (tmp_path / "run" / "log.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == ["command: main.py --data_root /data/caf\\udce9",
+                                                         "error: /data/caf\\udce9/1.jpg: cannot be read"]

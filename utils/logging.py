@@ -52,7 +52,8 @@ class RunLog:
         """Append ``message`` to ``log.txt`` without printing it: a line printed before the run folder was known."""
         if not self.enabled:
             return
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        # a file name in another encoding than UTF-8 holds lone surrogates: written as escapes, log.txt stays UTF-8
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n".encode("utf-8", "backslashreplace").decode("utf-8")
         if self._held_lines is not None:
             self._held_lines.append(line)
         elif self.run_dir is not None:
