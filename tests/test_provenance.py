@@ -1,5 +1,6 @@
 """The record of what ran that opens each training attempt in log.txt: command, config, software, git commit."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,21 @@ def test_the_code_line_names_the_commit_and_whether_tracked_files_changed(tmp_pa
     assert code_revision(tmp_path) == f"git commit {commit} of {tmp_path}"
     (tmp_path / "main.py").write_text("print(2)\n")
     assert code_revision(tmp_path) == f"git commit {commit} of {tmp_path}, with uncommitted changes to tracked files"
+
+
+@needs_git
+def test_reading_the_commit_leaves_the_checkouts_index_as_it_is(tmp_path):
+    """A tracked file touched (same content, new time): git status would rewrite .git/index to refresh it, under a
+    user's git command running in that checkout at the same time; the run's reading leaves it alone."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / "main.py").write_text("print(1)\n")
+    git(tmp_path, "add", "main.py")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    os.utime(tmp_path / "main.py", (1e9, 1e9))
+    index = tmp_path / ".git" / "index"
+    before = index.read_bytes()
+    assert code_revision(tmp_path).endswith(f"of {tmp_path}")
+    assert index.read_bytes() == before
 
 
 @needs_git

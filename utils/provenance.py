@@ -3,6 +3,7 @@ the software and the git commit of the code that ran."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -59,6 +60,7 @@ def code_revision(repository: Path) -> str:
 def _git(repository: Path, *command: str) -> str:
     """``git command`` run in ``repository``: its standard output, stripped. Raises ``CalledProcessError`` when git
     fails (not a checkout), ``TimeoutExpired``, or ``FileNotFoundError`` when there is no git program."""
+    # GIT_OPTIONAL_LOCKS=0: git status leaves the checkout's index as it is (no refresh written while training)
     done = subprocess.run(["git", "-C", str(repository), *command], capture_output=True, text=True, check=True,
-                          timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                          timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL, env=os.environ | {"GIT_OPTIONAL_LOCKS": "0"})
     return done.stdout.strip()
