@@ -156,7 +156,7 @@ def test_resume_continues_batchnorm_synchronised_as_its_run_did():
     assert "--sync_bn" not in take_run_from_checkpoint(unsynchronised, SAVED_RUN | {"sync_bn": False})
     assert unsynchronised.sync_bn is False
     saved = {key: SAVED_RUN.get(key) for key in RUN_KEYS} | {"sync_bn": False, "world_size": 2}
-    with pytest.raises(CheckpointError, match=r"^r\.pth was saved by a run with --sync_bn False, this run has True; "
+    with pytest.raises(CheckpointError, match=r"^r\.pth was saved by a run without --sync_bn, this run has --sync_bn; "
                                               r"resume with the same flags"):
         check_same_run("r.pth", saved, saved | {"sync_bn": True})
 
