@@ -120,11 +120,13 @@ class _OneWeight(nn.Module):
 
 class _ScriptedLoss(nn.Module):
     """Call k (0-based) returns loss_l = k + 1 and loss_c = 10 (k + 1), or NaN from call ``nan_from`` on; records the
-    learning rate the optimizer holds and the ``mutual_guide`` switch at each call. At call ``overflow_at`` the loss
-    stays finite but its gradient overflows float32 (4 x 3e38 on the weight), so an unscaled step makes it -inf."""
+    learning rate the optimizer holds and the ``mutual_guide`` switch at each call. At call ``overflow_at`` (or each
+    call of a tuple of them) the loss stays finite but its gradient overflows float32 (4 x 3e38 on the weight), so an
+    unscaled step makes it -inf."""
 
-    def __init__(self, nan_from: int | None = None, overflow_at: int | None = None):
+    def __init__(self, nan_from: int | None = None, overflow_at: int | tuple[int, ...] = ()):
         super().__init__()
+        overflow_at = (overflow_at,) if isinstance(overflow_at, int) else overflow_at
         self.calls, self.nan_from, self.overflow_at, self.optimizer = 0, nan_from, overflow_at, None
         self.lrs, self.guides = [], []
         self.mutual_guide = False
@@ -135,7 +137,7 @@ class _ScriptedLoss(nn.Module):
         self.guides.append(self.mutual_guide)
         k, self.calls = self.calls, self.calls + 1
         value = float("nan") if self.nan_from is not None and k >= self.nan_from else float(k + 1)
-        slope = 3e38 if k == self.overflow_at else 0.0  # the weight is 0 there, so the loss is unchanged
+        slope = 3e38 if k in self.overflow_at else 0.0  # the weight is 0 there, so the loss is unchanged
         return loc.sum() * slope + value, conf.sum() * 0 + 10 * value
 
 
@@ -351,6 +353,37 @@ def test_an_fp16_gradient_overflow_skips_the_step_and_training_goes_on(tmp_path)
     _, saves, _, error = _run_loop(tmp_path, settings, _ScriptedLoss(overflow_at=2), scaler=scaler, model=model)
     assert error is None and saves == list(range(1, 9))
     assert model.w.item() == 0.0 and scaler.get_scale() == 2.0**15
+
+
+def test_fp16_train_rows_count_the_steps_the_grad_scaler_skipped_and_warn_when_most_were(tmp_path):
+    """Steps 0, 1, 2 and 5 overflow: the GradScaler skips them, halving its scale from 2^16 each time. The rows after
+    iterations 4, 8 and 9 say 3, 1 and 0 skipped steps and the scale then (2^13, 2^12, 2^12); the first interval,
+    3 of its 4 steps skipped, gets a warning line, the others none."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4,
+                             checkpoint_interval=100)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    rows, _, _, error = _run_loop(tmp_path, settings, _ScriptedLoss(overflow_at=(0, 1, 2, 5)), scaler=scaler)
+    assert error is None
+    assert [(row["iteration"], row["skipped_steps"], row["loss_scale"]) for row in rows] == [
+        (4, 3, 2.0**13), (8, 1, 2.0**12), (9, 0, 2.0**12)]
+    header, *lines = (tmp_path / "train.csv").read_text().splitlines()
+    assert header.split(",")[-2:] == ["skipped_steps", "loss_scale"]
+    assert [line.split(",")[-2:] for line in lines] == [["3", "8192.0"], ["1", "4096.0"], ["0", "4096.0"]]
+    warnings = [line.split(" ", 2)[2] for line in (tmp_path / "log.txt").read_text().splitlines() if "warning" in line]
+    assert warnings == [
+        "warning: --amp fp16: the GradScaler skipped 3 of 4 optimizer steps in iterations 1-4 (their loss-scaled "
+        "gradients overflowed; a skipped step changes no weight and halves the loss scale, now 8192): the model is "
+        "barely training. A few skips at the start, while the scale settles, are normal; many mean the gradients are "
+        "too large: lower --lr, or use --amp bf16 where the GPU supports it (no loss scale to overflow)"]
+
+
+def test_train_rows_without_fp16_have_no_skipped_step_columns(tmp_path):
+    """bf16 and float32 runs have no GradScaler (disabled): their rows stay as they were."""
+    settings = TrainSettings(max_iter=2, epoch_size=2, base_lr=0.1, warm_iter=0, log_interval=1,
+                             checkpoint_interval=100)
+    rows, _, _, error = _run_loop(tmp_path, settings, _ScriptedLoss())
+    assert error is None
+    assert [list(row) for row in rows] == [["kind", "iteration", "epoch", "loss_l", "loss_c", "lr", "images_per_s"]] * 2
 
 
 def test_train_loop_switches_to_mutual_guidance_at_the_given_iteration(tmp_path):

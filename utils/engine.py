@@ -31,7 +31,7 @@ from utils.distributed import (
 )
 from utils.checkpoint import non_finite_entries
 from utils.logging import RunLog
-from utils.messages import counted, preview_names
+from utils.messages import counted, exact_number, iteration_span, preview_names
 from utils.loss.stats import RATIO_COUNTS, stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
 from utils.progress import progress_bar
@@ -110,6 +110,55 @@ class NonFiniteGuard:
         if buffers_at != self.NONE:
             bad = [name for name, buffer in self.buffers.items() if not bool(torch.isfinite(buffer).all())]
             raise NonFiniteWeightsError(buffers_at + 1, bad or ["on another process"])
+
+
+class SkippedSteps:
+    """Counts on the device the optimizer steps that an fp16 run's GradScaler skipped since the last :meth:`take`.
+
+    The scaler skips a step whose scaled gradients hold an inf or a NaN (no weight changes) and halves its loss scale;
+    the loss stays finite, so nothing else shows it. :meth:`record` adds the scaler's own verdict on the step (its
+    ``found_inf`` device tensors) without a host sync; :meth:`take` syncs, at log intervals. Under DDP the check
+    reads the all-reduced gradients, so every process skips the same steps. A disabled scaler (bf16, float32) counts
+    nothing.
+    """
+
+    def __init__(self, scaler: torch.amp.GradScaler, device: torch.device) -> None:
+        self.scaler = scaler
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+
+    def record(self, optimizer: torch.optim.Optimizer) -> None:
+        """Count the step if the scaler skipped it: call after ``scaler.step(optimizer)`` and before
+        ``scaler.update()``, which forgets the verdict (GradScaler keeps it in no public attribute)."""
+        if not self.scaler.is_enabled():
+            return
+        found_inf = self.scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values()
+        self.count += torch.stack([flag.to(self.count.device) for flag in found_inf]).sum() > 0
+
+    def take(self) -> tuple[int, float] | None:
+        """``(steps skipped since the last call, current loss scale)`` and a count from 0 again (a host sync), or
+        ``None`` when the scaler is disabled."""
+        if not self.scaler.is_enabled():
+            return None
+        skipped = int(self.count.item())
+        self.count.zero_()
+        return skipped, self.scaler.get_scale()
+
+
+def _scaler_columns(skipped: SkippedSteps, first: int, last: int, log: RunLog) -> dict:
+    """The ``skipped_steps`` and ``loss_scale`` columns of the train row of iterations ``first``-``last`` (counted from
+    1) for an fp16 run (none otherwise), and a warning line when the GradScaler skipped more than half its steps."""
+    taken = skipped.take()
+    if taken is None:
+        return {}
+    count, scale = taken
+    steps = last - first + 1
+    if 2 * count > steps:
+        log.info(f"warning: --amp fp16: the GradScaler skipped {count} of {counted(steps, 'optimizer step')} in "
+                 f"{iteration_span(first, last)} (their loss-scaled gradients overflowed; a skipped step changes no "
+                 f"weight and halves the loss scale, now {exact_number(scale)}): the model is barely training. A few "
+                 "skips at the start, while the scale settles, are normal; many mean the gradients are too large: "
+                 "lower --lr, or use --amp bf16 where the GPU supports it (no loss scale to overflow)")
+    return {"skipped_steps": count, "loss_scale": scale}
 
 
 def non_finite_weights(model: nn.Module) -> list[str]:
@@ -254,6 +303,7 @@ def train(
     """
     model.train()
     guard = NonFiniteGuard(device, model)
+    skipped = SkippedSteps(scaler, device)
     check_every_iteration = checks_every_iteration(device)
     loss_sums = torch.zeros(2, device=device)
     stats_names: list[str] = []
@@ -274,7 +324,7 @@ def train(
             if settings.mutual_guide_from is not None:
                 loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
             loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
-                                                device)
+                                                device, skipped)
             guard.update(loss_l + loss_c, iteration)
             loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
             interval_iters += 1
@@ -291,6 +341,7 @@ def train(
                 elapsed = time.perf_counter() - interval_start
                 row = _interval_row(done, settings, loss_sums / interval_iters, lr, stats, ctx,
                                     images_per_s=interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9))
+                row |= _scaler_columns(skipped, done - interval_iters + 1, done, log)
                 bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
                                 img_s=f"{row['images_per_s']:.1f}")
                 log.metrics("train", row)
@@ -415,9 +466,11 @@ def _train_step(
     targets: list[torch.Tensor],
     settings: TrainSettings,
     device: torch.device,
+    skipped: SkippedSteps,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
     """One forward/backward/step on ``images [B, 3, S, S]`` (host or device) and ``targets`` (host, ``[n_i, 5]`` each)
-    with ``priors [A, 4]`` cxcywh normalised; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced)."""
+    with ``priors [A, 4]`` cxcywh normalised; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced).
+    ``skipped`` counts the step if an fp16 GradScaler skipped it."""
     images = images.to(device, non_blocking=True)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -433,5 +486,6 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss_l + loss_c).backward()
     scaler.step(optimizer)
+    skipped.record(optimizer)
     scaler.update()
     return loss_l, loss_c, stats

@@ -44,6 +44,12 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}s"
 
 
+def iteration_span(first: int, last: int) -> str:
+    """Iterations ``first`` to ``last`` (counted from 1) as a log line names them: "iteration 3" when they are one,
+    else "iterations 1-4"."""
+    return f"iteration {first}" if first == last else f"iterations {first}-{last}"
+
+
 def exact_number(value: float) -> str:
     """``value`` as text that reads back as the same float, for messages that quote a flag's or a file's value: the
     ``:g`` form when it is exact (``0.5``, ``24``, ``1e-05``, ``inf``, ``nan``), else the shortest that is
