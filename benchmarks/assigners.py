@@ -52,6 +52,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.files import json_safe, replace_text  # noqa: E402
 from utils.logging import RUN_ID_FILE, logged_run_id  # noqa: E402
+from utils.messages import iteration_span  # noqa: E402
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, continued_by  # noqa: E402
 from utils.run_flags import DATASET_DEFAULTS, MAX_SEED, NON_EMPTY_FLAGS, RUN_DEFAULTS  # noqa: E402
 from utils.study import (  # noqa: E402
@@ -468,7 +469,7 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     iters = args.iters * args.long_factor if regime == "long" else args.iters
     title = (f"{regime}: {args.version}-{args.backbone} {args.size} px, {iters} iterations of batch {args.batch_size}"
              + (f" from one shared IoU checkpoint of {args.warm_iters} iterations" if warm else "")
-             + (f", IoU for iterations 1-{args.warm_iters} then MG" if regime == "switch" else "")
+             + (f", IoU for {iteration_span(1, args.warm_iters)} then MG" if regime == "switch" else "")
              + f", seeds {' '.join(map(str, args.seeds))}")
     table = format_table(title, list(args.seeds), summary)
     if warm:

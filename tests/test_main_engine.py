@@ -19,6 +19,7 @@ from utils.engine import (
     NonFiniteLossError,
     StopSignal,
     TrainSettings,
+    assignment_line,
     non_finite_weights,
     train,
 )
@@ -421,6 +422,22 @@ def test_a_switched_runs_assignment_summary_gives_the_mean_after_the_switch_too(
     assert log.rows("assign_summary_mg") == [{"iteration": 8, "log_intervals": 2, "disagree_with_iou": 0.375}]
     assert (tmp_path / "assign_summary_mg.csv").read_text().splitlines() == [
         "iteration,log_intervals,disagree_with_iou", "8,2,0.375"]
+
+
+def test_a_switch_after_one_iteration_or_before_the_last_names_that_one_iteration(tmp_path, capsys):
+    """--mutual_guide_from 1 of a 2-iteration run: the log said "for iterations 1-1" and "(iterations 2-2)"."""
+    iou = "IoU (anchor IoU >= 0.5 positive, [0.4, 0.5) ignored, each object's best anchor positive)"
+    assert assignment_line(True, 1).startswith(f"assignment: {iou} for iteration 1, then Mutual Guidance (sigma 2): ")
+    assert assignment_line(True, 3).startswith(f"assignment: {iou} for iterations 1-3, then Mutual Guidance ")
+    log = RunLog(tmp_path)
+    for iteration, disagree in ((1, 0.0), (2, 0.5)):
+        log.metrics("train", {"iteration": iteration, "disagree_with_iou": disagree})
+    engine._log_stats_summary(["disagree_with_iou"], 2, log, mutual_guide_from=1)
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == [
+        "assignment statistics, mean over 2 log intervals (IoU assignment for iteration 1, then Mutual Guidance): "
+        "disagree_with_iou=0.250",
+        "assignment statistics after the switch to Mutual Guidance (iteration 2), mean over 1 log interval: "
+        "disagree_with_iou=0.500"]
 
 
 def test_the_assignment_summary_leaves_a_ratio_out_of_its_mean_where_it_was_over_nothing(tmp_path, capsys):

@@ -268,7 +268,7 @@ def assignment_line(mutual_guide: bool, mutual_guide_from: int | None) -> str:
           "regression, p the predicted probability of the object's class")
     if not mutual_guide:
         return f"assignment: {iou}"
-    return f"assignment: {iou} for iterations 1-{mutual_guide_from}, then {mg}" if mutual_guide_from else (
+    return f"assignment: {iou} for {iteration_span(1, mutual_guide_from)}, then {mg}" if mutual_guide_from else (
         f"assignment: {mg}")
 
 
@@ -412,12 +412,12 @@ def _log_stats_summary(names: list[str], max_iter: int, log: RunLog, mutual_guid
     if not logged:  # another process than the main one, which alone reads and writes the logs
         return
     switched = bool(mutual_guide_from)
-    both = f" (IoU assignment for iterations 1-{mutual_guide_from}, then Mutual Guidance)" if switched else ""
+    both = f" (IoU assignment for {iteration_span(1, mutual_guide_from)}, then Mutual Guidance)" if switched else ""
     _log_stats_mean(names, max_iter, log, "assign_summary", logged, "assignment statistics", both)
     after = [row for row in logged if row["iteration"] > (mutual_guide_from or 0)]
     if switched and after:  # the run's last row, at max_iter, is one
         _log_stats_mean(names, max_iter, log, "assign_summary_mg", after, "assignment statistics after the switch to "
-                        f"Mutual Guidance (iterations {mutual_guide_from + 1}-{max_iter})")
+                        f"Mutual Guidance ({iteration_span(mutual_guide_from + 1, max_iter)})")
 
 
 def _log_stats_mean(names: list[str], max_iter: int, log: RunLog, kind: str, rows: list[dict], what: str,
