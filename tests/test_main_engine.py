@@ -378,6 +378,27 @@ def test_fp16_train_rows_count_the_steps_the_grad_scaler_skipped_and_warn_when_m
         "too large: lower --lr, or use --amp bf16 where the GPU supports it (no loss scale to overflow)"]
 
 
+def test_counting_a_skipped_step_reads_nothing_on_the_host(monkeypatch):
+    """SkippedSteps.record runs every iteration: it must not sync (on CUDA, item/bool/tolist would wait for the GPU);
+    the count comes to the host only in take(), at log intervals."""
+    weight = nn.Parameter(torch.zeros(()))
+    optimizer, scaler = torch.optim.SGD([weight], lr=0.1), torch.amp.GradScaler("cpu", init_scale=4.0)
+    skipped = engine.SkippedSteps(scaler, torch.device("cpu"))
+    for slope in (3e38, 1.0):  # the first step's gradient overflows, the second's does not
+        scaler.scale(weight * slope * 4).backward()
+        scaler.step(optimizer)
+
+        def host_read(*args, **kwargs):
+            raise AssertionError("a host read in SkippedSteps.record")
+        with monkeypatch.context() as patch:
+            for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+                patch.setattr(torch.Tensor, name, host_read)
+            skipped.record(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    assert skipped.take() == (1, 2.0) and skipped.take() == (0, 2.0)
+
+
 def test_train_rows_without_fp16_have_no_skipped_step_columns(tmp_path):
     """bf16 and float32 runs have no GradScaler (disabled): their rows stay as they were."""
     settings = TrainSettings(max_iter=2, epoch_size=2, base_lr=0.1, warm_iter=0, log_interval=1,
