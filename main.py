@@ -29,6 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, NoReturn
 
+from utils.environment import environment_problem  # the standard library alone: imported before torch
+
 # how main.py's messages name the signals that stop it
 STOP_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
@@ -58,8 +60,21 @@ def stop_signals_before_the_run() -> dict[int, Any]:
     return handlers
 
 
+def refuse_unfit_environment() -> None:
+    """Run as a script, before torch is imported: exit code 2 with one line (from the first process alone under
+    torchrun) naming what the environment lacks and the pip command (:func:`utils.environment.environment_problem`),
+    where an old torch failed with a traceback at the first forward pass."""
+    problem = environment_problem()
+    if problem is None:
+        return
+    if os.environ.get("RANK", "0") == "0":
+        print(problem, file=sys.stderr)
+    sys.exit(2)  # utils.run_exit.EXIT_BAD_INPUT, which cannot be imported before torch
+
+
 if __name__ == "__main__":
     startup_handlers = stop_signals_before_the_run()
+    refuse_unfit_environment()
 
 import torch  # noqa: E402
 

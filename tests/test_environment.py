@@ -1,0 +1,64 @@
+"""main.py in an environment that cannot run it (utils/environment.py): one line naming what is wrong and the pip
+command, exit code 2, before torch is imported; and requirements.txt's lower bounds admit no release the code
+cannot run on."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.environment import MIN_VERSIONS, environment_problem, release, too_old
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def requirement_floors(path: Path) -> dict[str, tuple[int, int]]:
+    """``{name: (major, minor)}`` of each ``name>=X.Y`` lower bound in a requirements file."""
+    floors = re.findall(r"^([\w-]+)>=(\d+\.\d+)", path.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: release(version) for name, version in floors}
+
+
+def run_main_with(tmp_path: Path, setup: str) -> subprocess.CompletedProcess:
+    """``python main.py --help`` run as a script (its folder first on ``sys.path``) from ``tmp_path`` after ``setup``
+    (Python code) ran."""
+    code = (f"import runpy, sys\nsys.path.insert(0, {str(REPO)!r})\n{setup}\nsys.argv = ['main.py', '--help']\n"
+            f"runpy.run_path({str(REPO / 'main.py')!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+def test_the_requirements_floors_are_the_releases_with_the_apis_the_code_calls():
+    """torch.amp.is_autocast_available and torch.is_autocast_enabled(device) (models/detector.py, every forward pass)
+    came with torch 2.4, torch.onnx.export(dynamo=...) (utils/export.py) with 2.5; torchvision 0.20 is 2.5's.
+    requirements.txt admitted torch 2.2 and torchvision 0.17."""
+    floors = requirement_floors(REPO / "requirements.txt")
+    assert {name: floors[name] for name in MIN_VERSIONS} == MIN_VERSIONS == {"torch": (2, 5), "torchvision": (0, 20)}
+
+
+@pytest.mark.parametrize("version, refused", [
+    ("2.3.1+cu121", True), ("2.4.0", True), ("2.5.0", False), ("2.14.1+cu130", False), ("3.0.0", False),
+    ("2.15.0.dev20261201", False), ("unknown", False),
+])
+def test_a_torch_older_than_the_floor_is_refused(version, refused):
+    problem = too_old("torch", version)
+    assert (problem is not None) == refused
+    if refused:
+        assert problem == f"torch {version} is older than the 2.5 this project needs"
+
+
+def test_this_environment_runs_main():
+    assert environment_problem() is None
+
+
+def test_main_refuses_an_old_torch_with_the_pip_command_before_importing_it(tmp_path):
+    """A torch 2.3 already installed (pip keeps it when told only ``torch``): main.py stopped at the first forward
+    pass, after the data was read, with ``AttributeError: module 'torch.amp' has no attribute
+    'is_autocast_available'``."""
+    setup = ("import importlib.metadata as m\nreal = m.version\n"
+             "m.version = lambda name: {'torch': '2.3.1', 'torchvision': '0.18.1'}.get(name) or real(name)")
+    done = run_main_with(tmp_path, setup + "\nsys.modules['torch'] = None  # `import torch` would fail")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "main.py cannot run in this environment: torch 2.3.1 is older than the 2.5 this project needs; torchvision "
+        f"0.18.1 is older than the 0.20 this project needs; install the requirements: {sys.executable} -m pip "
+        f"install -r {REPO / 'requirements.txt'}\n")

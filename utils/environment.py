@@ -1,0 +1,54 @@
+"""What ``main.py`` needs of the Python environment, checked before it imports torch and the project's modules.
+
+An installed torch older than the code's APIs failed at the first forward pass (``torch.amp.is_autocast_available``:
+torch 2.4, after the data was read) or at ``--export onnx`` (``torch.onnx.export(dynamo=False)``: torch 2.5) with an
+``AttributeError``/``TypeError`` traceback. :func:`environment_problem` says it in one line with the pip command
+instead. Standard library only: it runs before anything else is imported.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+# the oldest release of each package whose APIs the code calls, as requirements.txt's lower bounds give them
+MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
+
+
+def release(version: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a version string (``"2.14.1+cu130"`` -> ``(2, 14)``); None when it does not start so."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+def install_command() -> str:
+    """The pip command that installs requirements.txt into the running interpreter's environment."""
+    return f"{sys.executable} -m pip install -r {REQUIREMENTS}"
+
+
+def too_old(distribution: str, version: str) -> str | None:
+    """Why ``version`` of ``distribution`` (a key of :data:`MIN_VERSIONS`) cannot run the project; None if it can."""
+    found, needed = release(version), MIN_VERSIONS[distribution]
+    if found is None or found >= needed:
+        return None
+    return f"{distribution} {version} is older than the {'.'.join(map(str, needed))} this project needs"
+
+
+def environment_problem() -> str | None:
+    """One line saying what the running environment lacks for ``main.py`` and the command that fixes it; None when
+    nothing is found. A package installed without pip's metadata (a build from source) is taken as it is."""
+    problems = []
+    for distribution in MIN_VERSIONS:
+        try:
+            version = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+        problem = too_old(distribution, version)
+        if problem is not None:
+            problems.append(problem)
+    if not problems:
+        return None
+    return (f"main.py cannot run in this environment: {'; '.join(problems)}; "
+            f"install the requirements: {install_command()}")
