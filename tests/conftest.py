@@ -9,6 +9,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.environment import environment_problem  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An environment main.py refuses (an old Python or torch) stops the tests with its one line, exit code 2, where
+    every test module's import or first forward pass failed with a traceback."""
+    problem = environment_problem()
+    if problem is not None:
+        pytest.exit(problem.replace("main.py", "the tests", 1), returncode=2)
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -1,6 +1,7 @@
 """main.py in an environment that cannot run it (utils/environment.py): one line naming what is wrong and the pip
 command, exit code 2, before torch is imported; and requirements.txt's lower bounds admit no release the code
 cannot run on."""
+import ast
 import re
 import subprocess
 import sys
@@ -62,3 +63,32 @@ def test_main_refuses_an_old_torch_with_the_pip_command_before_importing_it(tmp_
         "main.py cannot run in this environment: torch 2.3.1 is older than the 2.5 this project needs; torchvision "
         f"0.18.1 is older than the 0.20 this project needs; install the requirements: {sys.executable} -m pip "
         f"install -r {REPO / 'requirements.txt'}\n")
+
+
+def test_main_refuses_a_python_older_than_3_10_before_importing_anything_it_cannot_parse(tmp_path):
+    """The project's annotations (``int | tuple[int, int]`` in models/blocks.py, evaluated without ``from __future__
+    import annotations``) need Python 3.10; torch 2.5-2.8 install on Python 3.9, where ``import models`` raised
+    ``TypeError: unsupported operand type(s) for |``."""
+    done = run_main_with(tmp_path, "sys.version_info = (3, 9, 18, 'final', 0)\nsys.modules['torch'] = None")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"main.py cannot run in this environment: Python 3.9.18 ({sys.executable}) is older than the 3.10 this "
+        "project needs; make the virtual environment with Python 3.10 or newer: python3.10 -m venv .venv && "
+        ".venv/bin/pip install -r requirements.txt\n")
+
+
+def test_the_test_suite_refuses_an_environment_main_refuses_in_one_line():
+    """tests/conftest.py runs the same check before the test modules are collected (an old Python is simulated
+    through an old torch here: pytest itself reads ``sys.version_info``)."""
+    code = ("import sys, pytest, importlib.metadata as m\nreal = m.version\n"
+            "m.version = lambda name: '2.3.1' if name == 'torch' else real(name)\n"
+            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {str(REPO / 'tests' / 'test_files.py')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output
+    assert "the tests cannot run in this environment: torch 2.3.1 is older than the 2.5 this project needs" in output
+
+
+@pytest.mark.parametrize("path", ["main.py", "utils/environment.py"])
+def test_what_runs_before_the_python_check_parses_on_python_3_8(path):
+    ast.parse((REPO / path).read_text(encoding="utf-8"), path, feature_version=(3, 8))

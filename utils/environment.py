@@ -3,7 +3,9 @@
 An installed torch older than the code's APIs failed at the first forward pass (``torch.amp.is_autocast_available``:
 torch 2.4, after the data was read) or at ``--export onnx`` (``torch.onnx.export(dynamo=False)``: torch 2.5) with an
 ``AttributeError``/``TypeError`` traceback. :func:`environment_problem` says it in one line with the pip command
-instead. Standard library only: it runs before anything else is imported.
+instead. The project's own modules need Python 3.10 (``int | tuple[int, int]`` annotations evaluated at import),
+where Python 3.9, on which torch 2.5-2.8 install, raised a ``TypeError`` traceback. Standard library only, and
+Python 3.8's syntax: it runs before anything else is imported.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+MIN_PYTHON = (3, 10)
 # the oldest release of each package whose APIs the code calls, as requirements.txt's lower bounds give them
 MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
 
@@ -36,9 +39,22 @@ def too_old(distribution: str, version: str) -> str | None:
     return f"{distribution} {version} is older than the {'.'.join(map(str, needed))} this project needs"
 
 
+def python_too_old() -> str | None:
+    """Why the running Python cannot run the project, with the fix; None if it can."""
+    if tuple(sys.version_info[:2]) >= MIN_PYTHON:
+        return None
+    needed = ".".join(map(str, MIN_PYTHON))
+    return (f"Python {'.'.join(map(str, sys.version_info[:3]))} ({sys.executable}) is older than the {needed} this "
+            f"project needs; make the virtual environment with Python {needed} or newer: python{needed} -m venv .venv "
+            "&& .venv/bin/pip install -r requirements.txt")
+
+
 def environment_problem() -> str | None:
     """One line saying what the running environment lacks for ``main.py`` and the command that fixes it; None when
     nothing is found. A package installed without pip's metadata (a build from source) is taken as it is."""
+    python = python_too_old()
+    if python is not None:
+        return f"main.py cannot run in this environment: {python}"
     problems = []
     for distribution in MIN_VERSIONS:
         try:
