@@ -3,13 +3,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.environment import environment_problem  # noqa: E402
+from utils.environment import environment_problem  # noqa: E402  (the standard library alone)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,6 +23,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def one_torch_thread():
     """One intra-op thread for a module of training runs: on a shared 2-core CPU, oversubscribed OpenMP threads
     run about 10x slower. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here, not at the top: pytest_configure's check runs before torch is imported
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.environment import MIN_VERSIONS, environment_problem, release, too_old
+from utils.environment import MIN_VERSIONS, REQUIRED_MODULES, environment_problem, release, too_old
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_main_refuses_an_old_torch_with_the_pip_command_before_importing_it(tmp_
     'is_autocast_available'``."""
     setup = ("import importlib.metadata as m\nreal = m.version\n"
              "m.version = lambda name: {'torch': '2.3.1', 'torchvision': '0.18.1'}.get(name) or real(name)")
-    done = run_main_with(tmp_path, setup + "\nsys.modules['torch'] = None  # `import torch` would fail")
+    done = run_main_with(tmp_path, setup)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (
         "main.py cannot run in this environment: torch 2.3.1 is older than the 2.5 this project needs; torchvision "
@@ -92,3 +92,18 @@ def test_the_test_suite_refuses_an_environment_main_refuses_in_one_line():
 @pytest.mark.parametrize("path", ["main.py", "utils/environment.py"])
 def test_what_runs_before_the_python_check_parses_on_python_3_8(path):
     ast.parse((REPO / path).read_text(encoding="utf-8"), path, feature_version=(3, 8))
+
+
+def test_main_names_the_pip_packages_of_missing_modules_before_importing_them(tmp_path):
+    """Without OpenCV or pycocotools (skipped on a machine where its build failed), even ``main.py --help`` stopped
+    with ``ModuleNotFoundError: No module named 'cv2'``, a module whose pip package has another name."""
+    done = run_main_with(tmp_path, "sys.modules['cv2'] = sys.modules['pycocotools'] = None")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "main.py cannot run in this environment: opencv-python-headless (module cv2), pycocotools not installed; "
+        f"install the requirements: {sys.executable} -m pip install -r {REPO / 'requirements.txt'}\n")
+
+
+def test_every_required_module_is_one_requirements_txt_installs():
+    requirements = re.findall(r"^([\w-]+)[<>=]", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.MULTILINE)
+    assert sorted(distribution for _, distribution in REQUIRED_MODULES) == sorted(requirements)

@@ -2,13 +2,15 @@
 
 An installed torch older than the code's APIs failed at the first forward pass (``torch.amp.is_autocast_available``:
 torch 2.4, after the data was read) or at ``--export onnx`` (``torch.onnx.export(dynamo=False)``: torch 2.5) with an
-``AttributeError``/``TypeError`` traceback. :func:`environment_problem` says it in one line with the pip command
-instead. The project's own modules need Python 3.10 (``int | tuple[int, int]`` annotations evaluated at import),
-where Python 3.9, on which torch 2.5-2.8 install, raised a ``TypeError`` traceback. Standard library only, and
-Python 3.8's syntax: it runs before anything else is imported.
+``AttributeError``/``TypeError`` traceback; a package left out (OpenCV, pycocotools) with a ``ModuleNotFoundError``
+naming a module (``cv2``) that is not its pip package; and Python 3.9, on which torch 2.5-2.8 install, with a
+``TypeError`` at import (``int | tuple[int, int]`` annotations need Python 3.10). :func:`environment_problem` says it
+in one line with the command that fixes it instead. Standard library only, and Python 3.8's syntax: it runs before
+anything else is imported.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from importlib import metadata
@@ -16,6 +18,10 @@ from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 MIN_PYTHON = (3, 10)
+# (module, the pip package of requirements.txt that installs it): OpenCV's and Pillow's modules are named otherwise
+REQUIRED_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"),
+                    ("cv2", "opencv-python-headless"), ("pycocotools", "pycocotools"), ("tqdm", "tqdm"),
+                    ("PIL", "pillow"))
 # the oldest release of each package whose APIs the code calls, as requirements.txt's lower bounds give them
 MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
 
@@ -49,13 +55,27 @@ def python_too_old() -> str | None:
             "&& .venv/bin/pip install -r requirements.txt")
 
 
+def not_installed() -> list[str]:
+    """The pip packages of :data:`REQUIRED_MODULES` whose module cannot be found (found, not imported: no cost)."""
+    missing = []
+    for module, distribution in REQUIRED_MODULES:
+        if module in sys.modules:
+            found = sys.modules[module] is not None  # None: an import of it was blocked
+        else:
+            found = importlib.util.find_spec(module) is not None
+        if not found:
+            missing.append(distribution if module == distribution else f"{distribution} (module {module})")
+    return missing
+
+
 def environment_problem() -> str | None:
     """One line saying what the running environment lacks for ``main.py`` and the command that fixes it; None when
     nothing is found. A package installed without pip's metadata (a build from source) is taken as it is."""
     python = python_too_old()
     if python is not None:
         return f"main.py cannot run in this environment: {python}"
-    problems = []
+    missing = not_installed()
+    problems = [f"{', '.join(missing)} not installed"] if missing else []
     for distribution in MIN_VERSIONS:
         try:
             version = metadata.version(distribution)
