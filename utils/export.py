@@ -21,8 +21,11 @@ install). Opset 17 by default; 11 is the lowest with ``NonMaxSuppression`` and d
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
+import importlib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +36,14 @@ from torchvision.ops import batched_nms
 from utils.box import BoxCoder
 from utils.checkpoint import check_writable_folder
 from utils.files import naming_file
+from utils.messages import first_line
 from utils.postprocess import PRE_NMS_TOPK, check_thresholds, decoded_boxes_and_scores, top_candidates
 from utils.trained_model import detector_from_state, load_trained_detector
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11
 MAX_OPSET = 20  # the newest opset PyTorch's TorchScript exporter writes
+ONNXRUNTIME_FOR_NUMPY_2 = (1, 19)  # older onnxruntime releases were built for NumPy 1 and fail to import beside 2
 
 
 class DecodedDetector(nn.Module):
@@ -171,12 +176,36 @@ def _check_graph(file: Path, graph: DecodedDetector, size: int, opset: int, incl
     notes = [f"opset {opset}", f"input images [B, 3, {size}, {size}]", "onnx.checker passed"]
     if include_nms:
         notes.append("not compared with PyTorch (the NMS graph's output sizes depend on the scores)")
-    elif _installed("onnxruntime"):
+    elif (unusable := onnxruntime_unusable()) is None:
         images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)) * 60
         notes.append(f"max abs diff vs PyTorch {onnx_max_abs_diff(file, graph, images):.2e} on 2 random images")
     else:
-        notes.append("not compared with PyTorch: pip install onnxruntime to check the file's outputs")
+        notes.append(f"not compared with PyTorch: {unusable}")
     return notes
+
+
+def onnxruntime_unusable() -> str | None:
+    """Why onnxruntime cannot run the exported file here, with the command that fixes it; None when it can. A release
+    built for NumPy 1 beside NumPy 2 is named from pip's metadata without being imported: the import printed NumPy's
+    "compiled using NumPy 1.x" warning with a traceback."""
+    try:
+        version = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is not None and int(np.__version__.split(".")[0]) >= 2:
+        found = re.match(r"(\d+)\.(\d+)", version)
+        if found is not None and (int(found[1]), int(found[2])) < ONNXRUNTIME_FOR_NUMPY_2:
+            return (f"onnxruntime {version} cannot run with NumPy {np.__version__} (onnxruntime "
+                    f"{'.'.join(map(str, ONNXRUNTIME_FOR_NUMPY_2))} or newer can): install it with "
+                    "`pip install -r requirements-export.txt`")
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError as error:
+        if version is None:
+            return "pip install onnxruntime to check the file's outputs"
+        return (f"onnxruntime {version} is installed but fails to import ({first_line(error)}): reinstall it with "
+                "`pip install --force-reinstall -r requirements-export.txt`")
+    return None
 
 
 def run_onnx(path: str | os.PathLike, images: Tensor) -> list[np.ndarray]:
