@@ -31,7 +31,7 @@ def test_draw_detections_draws_box_and_caption_in_class_colour():
     assert tuple(drawn[130, 150]) == tuple(drawn[180, 100]) == (0, 0, 0)  # nothing outside the box
     assert tuple(drawn[130, 100]) == (0, 0, 0)  # the inside stays clear
     # the caption "cat 0.90" sits on a filled band just above the box, starting at its left edge; the band ends at
-    # column 99 with OpenCV 5 and 110 with OpenCV 4.8-4.14 (requirements.txt admits both), whose font is wider
+    # column 99 with OpenCV 5 and 110 with OpenCV 4 (4.8, 4.10, 4.14; requirements.txt admits both), whose font is wider
     rows, cols = np.nonzero((drawn[:80] == dog).all(axis=2))
     assert (rows.max(), cols.min()) == (79, 50) and 60 < rows.min() < 75 and 80 < cols.max() < 120
     band = drawn[rows.min():80, 50:cols.max()]

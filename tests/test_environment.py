@@ -5,6 +5,7 @@ import ast
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,39 @@ def test_main_names_the_pip_packages_of_missing_modules_before_importing_them(tm
 def test_every_required_module_is_one_requirements_txt_installs():
     requirements = re.findall(r"^([\w-]+)[<>=]", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.MULTILINE)
     assert sorted(distribution for _, distribution in REQUIRED_MODULES) == sorted(requirements)
+
+
+def fake_versions(versions: dict[str, str]) -> str:
+    """Setup code for :func:`run_main_with`: pip's metadata reports ``versions`` for those packages."""
+    return (f"import importlib.metadata as m\nreal = m.version\nfake = {versions!r}\n"
+            "m.version = lambda name: fake.get(name) or real(name)")
+
+
+def test_main_names_packages_built_for_numpy_1_beside_numpy_2(tmp_path):
+    """pycocotools 2.0.7 and OpenCV 4.8 (requirements.txt's lower bounds) are built for NumPy 1: beside NumPy 2,
+    ``main.py --help`` stopped with ``ValueError: numpy.dtype size changed, may indicate binary incompatibility``
+    (pycocotools) or ``ImportError: numpy.core.multiarray failed to import`` (cv2)."""
+    setup = fake_versions({"numpy": "2.4.6", "pycocotools": "2.0.7", "opencv-python-headless": "4.8.1.78",
+                           "opencv-python": "4.9.0.80"})
+    done = run_main_with(tmp_path, setup)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "main.py cannot run in this environment: opencv-python-headless 4.8.1.78, opencv-python 4.9.0.80, "
+        "pycocotools 2.0.7 are built for NumPy 1 and fail to import beside NumPy 2.4.6 (opencv 4.10.0.84 and "
+        f"pycocotools 2.0.8 are the first built for NumPy 2); install the requirements: {sys.executable} -m pip "
+        f"install -r {REPO / 'requirements.txt'}, and upgrade opencv-python: {sys.executable} -m pip install -U "
+        "opencv-python\n")
+
+
+def test_packages_built_for_numpy_1_run_beside_numpy_1(monkeypatch):
+    versions = {"numpy": "1.24.4", "pycocotools": "2.0.7", "opencv-python-headless": "4.8.1.78"}
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: versions.get(name) or real(name))
+    assert environment_problem() is None
+
+
+def test_the_requirements_floors_are_built_for_the_numpy_they_admit():
+    floors = dict(re.findall(r"^([\w-]+)>=([\d.]+)", (REPO / "requirements.txt").read_text(encoding="utf-8"),
+                             re.MULTILINE))
+    assert release(floors["numpy"]) < (2,) and release(floors["opencv-python-headless"]) >= (4, 10, 0, 84)
+    assert release(floors["pycocotools"]) >= (2, 0, 8)

@@ -26,10 +26,27 @@ REQUIRED_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("numpy"
 MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
 
 
-def release(version: str) -> tuple[int, int] | None:
-    """``(major, minor)`` of a version string (``"2.14.1+cu130"`` -> ``(2, 14)``); None when it does not start so."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return None if match is None else (int(match[1]), int(match[2]))
+# releases built for NumPy 1, which fail to import beside NumPy 2: the first release of each package built for NumPy 2
+# (OpenCV's four packages install the same module cv2; requirements.txt names the headless one)
+BUILT_FOR_NUMPY_2 = {"opencv-python-headless": (4, 10, 0, 84), "opencv-python": (4, 10, 0, 84),
+                     "opencv-contrib-python": (4, 10, 0, 84), "opencv-contrib-python-headless": (4, 10, 0, 84),
+                     "pycocotools": (2, 0, 8)}
+
+
+def release(version: str) -> tuple[int, ...] | None:
+    """The numbers that a version string starts with (``"2.14.1+cu130"`` -> ``(2, 14, 1)``, ``"4.10.0.84"`` ->
+    ``(4, 10, 0, 84)``, ``"2.15.0.dev1"`` -> ``(2, 15, 0)``); None when it starts with no number."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return None if match is None else tuple(int(part) for part in match[0].split("."))
+
+
+def installed_version(distribution: str) -> str | None:
+    """The version pip's metadata gives for ``distribution``; None when it has none (not installed, or built from
+    source without metadata)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def install_command() -> str:
@@ -68,6 +85,30 @@ def not_installed() -> list[str]:
     return missing
 
 
+def built_for_numpy_1() -> list[tuple[str, str]]:
+    """``(distribution, version)`` of the installed releases of :data:`BUILT_FOR_NUMPY_2`'s packages that are built
+    for NumPy 1, when the installed NumPy is 2 or newer (beside NumPy 1 they run)."""
+    numpy = release(installed_version("numpy") or "")
+    if numpy is None or numpy < (2,):
+        return []
+    old = []
+    for distribution, first in BUILT_FOR_NUMPY_2.items():
+        version = installed_version(distribution)
+        found = None if version is None else release(version)
+        if found is not None and found < first:
+            old.append((distribution, version))
+    return old
+
+
+def numpy_1_builds(old: list[tuple[str, str]]) -> str:
+    """The problem :func:`built_for_numpy_1`'s ``old`` packages make, in words."""
+    firsts = sorted({("opencv" if name.startswith("opencv") else name, BUILT_FOR_NUMPY_2[name]) for name, _ in old})
+    packages = ", ".join(f"{name} {version}" for name, version in old)
+    first_builds = " and ".join(f"{name} {'.'.join(map(str, first))}" for name, first in firsts)
+    return (f"{packages} are built for NumPy 1 and fail to import beside NumPy {installed_version('numpy')} "
+            f"({first_builds} are the first built for NumPy 2)")
+
+
 def environment_problem() -> str | None:
     """One line saying what the running environment lacks for ``main.py`` and the command that fixes it; None when
     nothing is found. A package installed without pip's metadata (a build from source) is taken as it is."""
@@ -77,14 +118,17 @@ def environment_problem() -> str | None:
     missing = not_installed()
     problems = [f"{', '.join(missing)} not installed"] if missing else []
     for distribution in MIN_VERSIONS:
-        try:
-            version = metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-        problem = too_old(distribution, version)
+        version = installed_version(distribution)
+        problem = None if version is None else too_old(distribution, version)
         if problem is not None:
             problems.append(problem)
+    old = built_for_numpy_1()
+    if old:
+        problems.append(numpy_1_builds(old))
     if not problems:
         return None
+    required = {distribution for _, distribution in REQUIRED_MODULES}
+    others = [name for name, _ in old if name not in required]  # installed besides requirements.txt's packages
+    upgrade = f", and upgrade {', '.join(others)}: {sys.executable} -m pip install -U {' '.join(others)}"
     return (f"main.py cannot run in this environment: {'; '.join(problems)}; "
-            f"install the requirements: {install_command()}")
+            f"install the requirements: {install_command()}{upgrade if others else ''}")
