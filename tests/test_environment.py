@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from utils import environment
 from utils.environment import MIN_VERSIONS, REQUIRED_MODULES, environment_problem, release, too_old
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,3 +145,16 @@ def test_the_requirements_floors_are_built_for_the_numpy_they_admit():
                              re.MULTILINE))
     assert release(floors["numpy"]) < (2,) and release(floors["opencv-python-headless"]) >= (4, 10, 0, 84)
     assert release(floors["pycocotools"]) >= (2, 0, 8)
+
+
+def test_a_conda_build_of_an_old_release_is_taken_beside_numpy_2(monkeypatch):
+    """conda-forge rebuilds a package's releases for the NumPy of the environment: its pycocotools 2.0.7 can be built
+    for NumPy 2, so only what pip (or another wheel installer) installed is judged by its version."""
+    versions = {"numpy": "2.4.6", "pycocotools": "2.0.7"}
+    real_version, real_installer = metadata.version, environment.installer
+    monkeypatch.setattr(metadata, "version", lambda name: versions.get(name) or real_version(name))
+    monkeypatch.setattr(environment, "installer",
+                        lambda name: "conda" if name == "pycocotools" else real_installer(name))
+    assert environment.built_for_numpy_1() == []
+    monkeypatch.setattr(environment, "installer", lambda name: "pip")
+    assert environment.built_for_numpy_1() == [("pycocotools", "2.0.7")]

@@ -85,9 +85,18 @@ def not_installed() -> list[str]:
     return missing
 
 
+def installer(distribution: str) -> str:
+    """What installed ``distribution`` (its metadata's INSTALLER file: ``pip``, ``uv``, ``conda``); "" if unknown."""
+    try:
+        return (metadata.distribution(distribution).read_text("INSTALLER") or "").strip()
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 def built_for_numpy_1() -> list[tuple[str, str]]:
     """``(distribution, version)`` of the installed releases of :data:`BUILT_FOR_NUMPY_2`'s packages that are built
-    for NumPy 1, when the installed NumPy is 2 or newer (beside NumPy 1 they run)."""
+    for NumPy 1, when the installed NumPy is 2 or newer (beside NumPy 1 they run). A conda package is not judged by
+    its version: conda-forge rebuilds older releases for the environment's NumPy."""
     numpy = release(installed_version("numpy") or "")
     if numpy is None or numpy < (2,):
         return []
@@ -95,7 +104,7 @@ def built_for_numpy_1() -> list[tuple[str, str]]:
     for distribution, first in BUILT_FOR_NUMPY_2.items():
         version = installed_version(distribution)
         found = None if version is None else release(version)
-        if found is not None and found < first:
+        if found is not None and found < first and installer(distribution) != "conda":
             old.append((distribution, version))
     return old
 
