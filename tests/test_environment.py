@@ -127,7 +127,7 @@ def test_main_names_packages_built_for_numpy_1_beside_numpy_2(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (
         "main.py cannot run in this environment: opencv-python-headless 4.8.1.78, opencv-python 4.9.0.80, "
-        "pycocotools 2.0.7 are built for NumPy 1 and fail to import beside NumPy 2.4.6 (opencv 4.10.0.84 and "
+        "pycocotools 2.0.7 are built for NumPy 1 and cannot be imported beside NumPy 2.4.6 (opencv 4.10.0.84 and "
         f"pycocotools 2.0.8 are the first built for NumPy 2); install the requirements: {sys.executable} -m pip "
         f"install -r {REPO / 'requirements.txt'}, and upgrade opencv-python: {sys.executable} -m pip install -U "
         "opencv-python\n")
@@ -158,3 +158,11 @@ def test_a_conda_build_of_an_old_release_is_taken_beside_numpy_2(monkeypatch):
     assert environment.built_for_numpy_1() == []
     monkeypatch.setattr(environment, "installer", lambda name: "pip")
     assert environment.built_for_numpy_1() == [("pycocotools", "2.0.7")]
+
+
+def test_one_numpy_1_build_is_named_in_the_singular(monkeypatch):
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.4.6" if name == "numpy" else real(name))
+    assert environment.numpy_1_builds([("pycocotools", "2.0.7")]) == (
+        "pycocotools 2.0.7 is built for NumPy 1 and cannot be imported beside NumPy 2.4.6 (pycocotools 2.0.8 is the "
+        "first built for NumPy 2)")

@@ -24,8 +24,6 @@ REQUIRED_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("numpy"
                     ("PIL", "pillow"))
 # the oldest release of each package whose APIs the code calls, as requirements.txt's lower bounds give them
 MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
-
-
 # releases built for NumPy 1, which fail to import beside NumPy 2: the first release of each package built for NumPy 2
 # (OpenCV's four packages install the same module cv2; requirements.txt names the headless one)
 BUILT_FOR_NUMPY_2 = {"opencv-python-headless": (4, 10, 0, 84), "opencv-python": (4, 10, 0, 84),
@@ -114,8 +112,9 @@ def numpy_1_builds(old: list[tuple[str, str]]) -> str:
     firsts = sorted({("opencv" if name.startswith("opencv") else name, BUILT_FOR_NUMPY_2[name]) for name, _ in old})
     packages = ", ".join(f"{name} {version}" for name, version in old)
     first_builds = " and ".join(f"{name} {'.'.join(map(str, first))}" for name, first in firsts)
-    return (f"{packages} are built for NumPy 1 and fail to import beside NumPy {installed_version('numpy')} "
-            f"({first_builds} are the first built for NumPy 2)")
+    return (f"{packages} {'is' if len(old) == 1 else 'are'} built for NumPy 1 and cannot be imported beside NumPy "
+            f"{installed_version('numpy')} ({first_builds} {'is' if len(firsts) == 1 else 'are'} the first built for "
+            "NumPy 2)")
 
 
 def environment_problem() -> str | None:
