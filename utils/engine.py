@@ -308,8 +308,9 @@ def train(
     loss_sums = torch.zeros(2, device=device)
     stats_names: list[str] = []
     interval_start, interval_iters = time.perf_counter(), 0
+    # off a terminal the loop prints each log interval's line itself (bar.disable), not progress_bar's timed lines
     bar = progress_bar(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True,
-                       unit="it")
+                       unit="it", line_every=None)
     notice = "the run stops after this iteration or evaluation, once a checkpoint is saved" if ctx.is_main else None
     with StopSignal(notice) as stop, bar:
         if evaluate is not None and evaluate_first:
