@@ -19,6 +19,7 @@ from data.loader import WorkerLoader
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
 from data.errors import CorruptImageWarning, ImageWarning, original_message
 from main import one_line_data_warnings
+from tests.terminal_view import TerminalView
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from tests.test_data_voc import voc_xml, write_png_header, write_voc_folder
 
@@ -402,19 +403,6 @@ def test_original_message_of_an_error_raised_in_a_dataloader_worker(tmp_path):
     assert str(error.value).startswith("Caught DataError in DataLoader worker process 0.")
     assert original_message(error.value) == f"{root / 'JPEGImages/b.jpg'}: image file is empty"
     assert original_message(DataError("a\nb")) == "a\nb"
-
-
-class TerminalView:
-    """``stream`` as an interactive terminal, where progress bars are drawn."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def isatty(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

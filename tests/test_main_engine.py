@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from data.errors import DataError
-from tests.test_data_checks import TerminalView
+from tests.terminal_view import TerminalView
 from utils import engine
 from utils.distributed import DistributedContext
 from utils.engine import (

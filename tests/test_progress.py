@@ -8,6 +8,7 @@ import pytest
 from tqdm import tqdm
 
 from data.shapes import generate_shapes_dataset
+from tests.terminal_view import TerminalView
 from utils.progress import LINE_EVERY_S, ProgressLines, progress_bar
 
 
@@ -17,19 +18,6 @@ class FakeClock:
     def __init__(self, monkeypatch) -> None:
         self.now = 1000.0
         monkeypatch.setattr("utils.progress.time", SimpleNamespace(monotonic=lambda: self.now))
-
-
-class TerminalView:
-    """``stream`` as an interactive terminal, where progress bars are drawn."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def isatty(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
 
 
 def test_a_long_evaluation_off_a_terminal_prints_a_line_every_30_s_and_one_at_the_end(capsys, monkeypatch):
