@@ -311,8 +311,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 take_architecture_from_checkpoint(args, init_state["config"])
             resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
             resumed_with, data_root_given = "", args.data_root  # given, or taken below from a checkpoint or summary
+            sync_bn_from = None  # the checkpoint --sync_bn is taken from, named if this run cannot synchronise
             if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
+                sync_bn_given = args.sync_bn
                 taken_flags = take_run_from_checkpoint(args, resume_state["config"])
+                sync_bn_from = args.resume if args.sync_bn and not sync_bn_given else None
                 check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
                 # not seed 0's set generated, then refused
                 check_recorded_shapes_set(args, data_root_given, args.resume)
@@ -356,7 +359,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 return run_use(args, device, trained_state)
             if args.trained_model:
                 return run_evaluation_only(args, device, ctx, trained_state)
-            return run_training(args, device, ctx, init_state, resume_state, resumed_with)
+            return run_training(args, device, ctx, init_state, resume_state, resumed_with, sync_bn_from)
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
         if joined_group():

@@ -1196,6 +1196,30 @@ def test_resume_with_another_precision_is_refused_before_the_data_is_read(tmp_pa
         "same flags")
 
 
+def test_resume_of_a_sync_bn_run_in_one_process_names_the_checkpoint_not_a_flag_to_drop(tmp_path, data_not_read,
+                                                                                        capsys):
+    """--resume PATH of a torchrun --sync_bn run in a single CPU process said '--sync_bn needs CUDA devices ...; drop
+    --sync_bn': a flag the user never typed (taken from the checkpoint), and one that resuming may not drop."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+    from utils.checkpoint import capture_rng_state
+    from utils.distributed import DistributedContext
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "w.pth")
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"] |= {"sync_bn": True, "world_size": 2}
+    torch.save(state | {"optimizer": {}, "scaler": {}, "rng": capture_rng_state()}, checkpoint)
+    advice = (f"{checkpoint}'s run used --sync_bn (BatchNorm synchronised across the processes of torchrun on CUDA "
+              f"devices), taken by --resume PATH, and can only be resumed that way: torchrun --nproc_per_node=N "
+              f"main.py --resume {checkpoint} on N GPUs, as many as its run; or start a new run from its weights "
+              f"with --init_from {checkpoint}")
+    assert cli.main(parse(*shapes_run_flags(tmp_path), "--resume", str(checkpoint))) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == f"error: {advice}\n"
+    args = parse("--dataset", "shapes", "--sync_bn")
+    fill_dataset_defaults(args)
+    with pytest.raises(ValueError, match=r"^r\.pth's run used --sync_bn .* as many as its run; or start a new run"):
+        check_training_flags(args, torch.device("cuda", 0), DistributedContext(), sync_bn_from="r.pth")  # one GPU
+
+
 class _Killed(Exception):
     """What SIGTERM's default action (the process ends at once, without a word) stands for in a test."""
 

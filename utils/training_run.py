@@ -104,11 +104,12 @@ class BatchCounter:
 
 
 def run_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                 init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "") -> int:
+                 init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "",
+                 sync_bn_from: str | None = None) -> int:
     """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
     checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` took from its
-    checkpoint), while no other run on this machine writes the same checkpoint, best checkpoint or log folder;
-    returns the exit code."""
+    checkpoint; ``sync_bn_from``: that checkpoint when ``--sync_bn`` is one of them), while no other run on this
+    machine writes the same checkpoint, best checkpoint or log folder; returns the exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
@@ -124,7 +125,8 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
             held.enter_context(exclusive_run(run_dir, "the log folder", "give this run another --run_dir (or --name)"))
 
         refused_on_main(check_folders_and_lock, ctx)
-        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with)
+        return train_and_evaluate(args, device, ctx, checkpoint_path, run_dir, init_state, resume_state, resumed_with,
+                                  sync_bn_from)
 
 
 def folder_saved_in(resume_path: Path, save_folder: str, checkpoint_path: Path) -> Path | None:
@@ -145,9 +147,9 @@ def folder_saved_in(resume_path: Path, save_folder: str, checkpoint_path: Path) 
 
 def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, checkpoint_path: Path,
                        run_dir: Path, init_state: dict | None, resume_state: dict | None,
-                       resumed_with: str = "") -> int:
+                       resumed_with: str = "", sync_bn_from: str | None = None) -> int:
     """:func:`run_training`'s work: the run whose checkpoint is ``checkpoint_path`` and log folder ``run_dir``."""
-    backbone_weights = check_training_flags(args, device, ctx)
+    backbone_weights = check_training_flags(args, device, ctx, sync_bn_from)
     resume_path = None if args.resume is None else Path(args.resume) if args.resume else checkpoint_path
     # another file than the run's own checkpoint (a fresh start, or --resume of a copy or an .earlier- one) never
     # overwrites the checkpoint at the run's path: it is set aside, as are logs of another run (continues_logs)

@@ -4,6 +4,7 @@ folders it writes, the splits, the detector, anchors, criterion, optimizer, AMP 
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +124,19 @@ def check_output_folders(args: argparse.Namespace, checkpoint_path: Path, run_di
     check_writable_folder(eval_folder(args, args.name), "--eval_dir")
 
 
-def check_training_flags(args: argparse.Namespace, device: torch.device,
-                         ctx: DistributedContext) -> dict[str, torch.Tensor] | None:
+def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
+                         sync_bn_from: str | None = None) -> dict[str, torch.Tensor] | None:
     """Before any data is read: a ``ValueError`` when the flags do not fit this device or a given ``--max_iter``; a
     ``PretrainedWeightsError`` when ``--pretrained PATH`` is not the backbone's state dict
-    (:func:`read_backbone_weights`). Returns the weights read from ``--pretrained PATH`` for
-    :func:`build_training` (None without a path)."""
+    (:func:`read_backbone_weights`). ``sync_bn_from``: the checkpoint ``--resume PATH`` took ``--sync_bn`` from (None
+    when given, or not set), which a run that cannot synchronise names instead of a flag to drop. Returns the weights
+    read from ``--pretrained PATH`` for :func:`build_training` (None without a path)."""
+    if sync_bn_from is not None and (device.type != "cuda" or not ctx.is_distributed):
+        path = shlex.quote(sync_bn_from)
+        raise ValueError(f"{sync_bn_from}'s run used --sync_bn (BatchNorm synchronised across the processes of "
+                         f"torchrun on CUDA devices), taken by --resume PATH, and can only be resumed that way: "
+                         f"torchrun --nproc_per_node=N main.py --resume {path} on N GPUs, as many as its run; or "
+                         f"{init_from_advice(sync_bn_from)}")
     if args.sync_bn and device.type != "cuda":
         raise ValueError("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel); drop --sync_bn")
     if args.sync_bn and not ctx.is_distributed:  # SyncBatchNorm of one process is BatchNorm: the flag would do nothing
