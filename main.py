@@ -79,7 +79,12 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 from data import DataError, check_dataset, reads_class_list  # noqa: E402
-from data.errors import DatasetNotFoundError, one_line_data_warnings, original_message  # noqa: E402
+from data.errors import (  # noqa: E402
+    DatasetNotFoundError,
+    one_line_data_warnings,
+    original_message,
+    say_unnamed_image_warnings,
+)
 from data.loader import single_thread_opencv  # noqa: E402
 from data.transforms import MIN_BOX_SIDE  # noqa: E402
 from models import BACKBONES, NECKS, PretrainedWeightsError  # noqa: E402
@@ -357,9 +362,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 return run_eval_results(args, log)
             if args.demo or args.export:
                 return run_use(args, device, trained_state)
-            if args.trained_model:
-                return run_evaluation_only(args, device, ctx, trained_state)
-            return run_training(args, device, ctx, init_state, resume_state, resumed_with, sync_bn_from)
+            code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
+                    run_training(args, device, ctx, init_state, resume_state, resumed_with, sync_bn_from))
+            say_unnamed_image_warnings()  # the images of a kind past those named, once the run has read them
+            return code
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
         if joined_group():

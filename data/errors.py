@@ -217,6 +217,23 @@ def image_warnings_named(kind: type[ImageWarning]) -> int:
     return 0 if shown is None else shown.kind_count(IMAGE_WARNING_KINDS.index(kind))
 
 
+def say_unnamed_image_warnings() -> None:
+    """At the end of a run: for each kind of :class:`ImageWarning` of which this process and its DataLoader workers
+    met more images than :func:`one_line_data_warnings` names, one line counting them all (each image once, however
+    often it was read); nothing where data warnings are not shown on one line. Under ``torchrun`` each process counts
+    the images it read."""
+    shown = data_warnings_shown()
+    if shown is None:
+        return
+    ctx = launch_context()
+    where = f" (in its process of rank {ctx.rank})" if ctx.world_size > 1 else ""
+    for index, kind in enumerate(IMAGE_WARNING_KINDS):
+        total, complete = shown.kind_total(index)
+        if total > IMAGE_WARNINGS_NAMED:
+            write_line(f"warning: {'' if complete else 'at least '}{total:,} images {kind.kind} in this run{where}, of "
+                       f"which the first {IMAGE_WARNINGS_NAMED} were named (--check_data counts them in each split)")
+
+
 def data_warnings_shown() -> SharedSeen | None:
     """The record of the lines shown by this process's :func:`one_line_data_warnings` display; None where data
     warnings are not shown on one line."""

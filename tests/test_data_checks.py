@@ -17,7 +17,7 @@ from data import COCODetection, DataError, DataWarning, TestTransform, build_dat
 from data import checks
 from data.loader import WorkerLoader
 from data.dataset import DEGENERATE_BOX_DROPPED, Annotations, DetectionDataset, exif_orientation, read_image
-from data.errors import CorruptImageWarning, ImageWarning, original_message
+from data.errors import CorruptImageWarning, ImageWarning, original_message, say_unnamed_image_warnings
 from main import one_line_data_warnings
 from tests.terminal_view import TerminalView
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
@@ -557,7 +557,11 @@ def test_image_warnings_name_at_most_ten_images_of_a_kind_per_run_across_worker_
         for _ in range(2):  # two epochs, each with its own workers
             loader = WorkerLoader(_ReadsImages(profiles + deep), batch_size=3, num_workers=2, collate_fn=list)
             assert sum(len(batch) for batch in loader) == 15
-    lines = capfd.readouterr().err.splitlines()
+        # the run's count of the images it did not name, once all were read: a kind that named them all has none
+        say_unnamed_image_warnings()
+    *lines, counted_line = capfd.readouterr().err.splitlines()
+    assert counted_line == ("warning: 13 images with a warning of the image decoder in this run, of which the first "
+                            "10 were named (--check_data counts them in each split)")
     named = [line for line in lines if "libpng warning: iCCP: too short" in line]
     assert len(named) == 10 and len(set(named)) == 10
     assert all(re.fullmatch(rf"warning: {re.escape(str(tmp_path))}/p\d\d\.png: the image decoder says 'libpng "

@@ -1220,6 +1220,32 @@ def test_resume_of_a_sync_bn_run_in_one_process_names_the_checkpoint_not_a_flag_
         check_training_flags(args, torch.device("cuda", 0), DistributedContext(), sync_bn_from="r.pth")  # one GPU
 
 
+@pytest.mark.parametrize("mode", ["training", "evaluation"])
+def test_a_run_ends_counting_the_images_of_a_kind_it_did_not_name(mode, tmp_path, data_not_read, monkeypatch,
+                                                                   capsys):
+    """Past the first 10 images of a kind (corrupt JPEG data here) a run named none and counted none: only --check_data
+    told how many. A training or evaluation run now ends with one line counting them, each image once however often
+    it was read."""
+    def run(*_):
+        for epoch in range(2):  # every image read again: counted once
+            for number in range(13):
+                warnings.warn(f"{tmp_path}/{number}.jpg: corrupt JPEG data", CorruptImageWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "run_training" if mode == "training" else "run_evaluation_only", run)
+    monkeypatch.setattr(cli, "load_checkpoint", lambda *_, **__: {"config": {}})
+    monkeypatch.setattr(cli, "check_architecture", lambda *_: None)
+    monkeypatch.setattr(cli, "take_evaluation_settings_from_checkpoint", lambda *_: "")
+    trained = ["--trained_model", str(tmp_path / "w.pth")] if mode == "evaluation" else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
+        assert cli.main(parse(*shapes_run_flags(tmp_path), *trained)) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 12 and lines[-1] == ("warning: 13 images with corrupt JPEG data in this run, of which the "
+                                              "first 10 were named (--check_data counts them in each split)")
+
+
 class _Killed(Exception):
     """What SIGTERM's default action (the process ends at once, without a word) stands for in a test."""
 

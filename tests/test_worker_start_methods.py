@@ -92,6 +92,21 @@ def test_a_kind_of_text_is_numbered_up_to_its_limit_and_takes_no_slot_past_it():
     assert seen.first("f") and seen.first("f")  # now the table is full
 
 
+def test_a_kind_counts_its_texts_past_the_limit_once_each_in_a_table_of_their_own():
+    """Past the limit a kind's texts were neither recorded nor counted, so a run could not say how many images of a
+    kind warned: they are now counted once each (a named text met again is not counted again), in a table of their
+    own that leaves the named table's slots to the other lines; a kind with a text that found that table full has a
+    count that is a lower bound (complete: False)."""
+    seen = SharedSeen(slots=4, kinds=2, unnamed_slots=3)
+    for text in ("a.png", "b.png", "a.png", "c.png", "c.png", "b.png", "d.png"):
+        seen.first_of_kind(text, 0, 2)
+    assert seen.kind_total(0) == (4, True) and seen.kind_count(0) == 2
+    assert seen.first("e") and seen.first("f") and not seen.first("f")  # a, b, e, f: c and d took no named slot
+    assert [seen.first_of_kind(text, 1, 0) for text in ("x.png", "y.png", "x.png", "z.png")] == [0, 0, 0, 0]
+    assert seen.kind_total(1) == (1, False)  # c, d, x fill the table: y and z found no slot
+    assert seen.kind_total(0) == (4, True)
+
+
 def test_lines_handed_over_come_out_in_order_and_a_line_that_does_not_fit_is_refused():
     """Each line takes 4 bytes plus its UTF-8 bytes; a line too long for the room left is refused (its process prints
     it) and a taken mailbox has its room again. Several lines and a path's undecodable bytes (lone surrogates) come

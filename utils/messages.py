@@ -7,7 +7,7 @@ import hashlib
 import math
 import multiprocessing
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 
 
 def first_line(error: BaseException) -> str:
@@ -103,26 +103,38 @@ class SharedSeen(_SharedWithLaterProcesses):
     whatever the processes asking at once, one gets True. A full table answers True (a line shown again, never
     lost). A process without the lock (started by another start method than the one in use when the record was
     made) shares the table without it: two processes asking at the same instant may then both get True.
+    :meth:`first_of_kind` records the texts of a kind past its limit in a table of their own, of ``unnamed_slots``
+    hashes, only to count them (:meth:`kind_total`).
     """
 
-    def __init__(self, slots: int = 4096, kinds: int = 8) -> None:
+    def __init__(self, slots: int = 4096, kinds: int = 8, unnamed_slots: int = 65536) -> None:
         super().__init__()
         self._hashes = multiprocessing.RawArray("Q", slots)
         self._kinds = multiprocessing.RawArray("q", kinds)  # texts recorded per kind (first_of_kind)
+        self._unnamed_hashes = multiprocessing.RawArray("Q", unnamed_slots)  # the kinds' texts past their limit
+        self._unnamed = multiprocessing.RawArray("q", kinds)  # texts recorded there per kind
+        self._missed = multiprocessing.RawArray("b", kinds)  # 1: a text of the kind found that table full
 
     def first(self, text: str) -> bool:
         """Whether ``text`` is asked about for the first time (and record it)."""
         key = self._key(text)
         with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
-            return self._record(key)
+            return self._record(key, self._hashes) is not False
 
     def first_of_kind(self, text: str, kind: int, limit: int) -> int:
         """The number (1 for the first) of ``text`` among the texts of ``kind`` (0..``kinds`` - 1) recorded, when it is
         asked about for the first time and fewer than ``limit`` texts of its kind were recorded before it; else 0.
-        Once ``limit`` are, the kind's texts are neither recorded nor counted: they take no slot of the table."""
+        Once ``limit`` are, the kind's new texts take no slot of the table: they are counted in their own
+        (:meth:`kind_total`)."""
         key = self._key(text)
         with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
-            if self._kinds[kind] >= limit or not self._record(key):
+            if self._kinds[kind] >= limit:
+                if not self._holds(key, self._hashes):  # not one of those numbered
+                    recorded = self._record(key, self._unnamed_hashes)
+                    self._unnamed[kind] += recorded is True
+                    self._missed[kind] |= recorded is None
+                return 0
+            if self._record(key, self._hashes) is False:
                 return 0
             self._kinds[kind] += 1
             return self._kinds[kind]
@@ -131,23 +143,41 @@ class SharedSeen(_SharedWithLaterProcesses):
         """How many texts of ``kind`` :meth:`first_of_kind` numbered (at most its ``limit``)."""
         return self._kinds[kind]
 
+    def kind_total(self, kind: int) -> tuple[int, bool]:
+        """How many different texts of ``kind`` :meth:`first_of_kind` was asked about, numbered or not, and whether
+        that is all of them (False: some found the table of those past the limit full, so the count is a lower
+        bound)."""
+        return self._kinds[kind] + self._unnamed[kind], not self._missed[kind]
+
     @staticmethod
     def _key(text: str) -> int:
         """The 8-byte hash of ``text`` kept in the table (never 0, which marks an empty slot)."""
         data = text.encode("utf-8", "surrogatepass")  # a path's undecodable bytes come as lone surrogates
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
 
-    def _record(self, key: int) -> bool:
-        """Record ``key`` (under the lock); False when it was recorded before. A full table answers True."""
-        slots = len(self._hashes)
+    @staticmethod
+    def _record(key: int, table: MutableSequence[int]) -> bool | None:
+        """Record ``key`` in ``table`` (under the lock): True when new, False when recorded before, None when the
+        table is full."""
+        slots = len(table)
         for probe in range(slots):
             slot = (key + probe) % slots
-            if self._hashes[slot] == key:
+            if table[slot] == key:
                 return False
-            if self._hashes[slot] == 0:
-                self._hashes[slot] = key
+            if table[slot] == 0:
+                table[slot] = key
                 return True
-        return True
+        return None
+
+    @staticmethod
+    def _holds(key: int, table: Sequence[int]) -> bool:
+        """Whether ``key`` is recorded in ``table`` (under the lock)."""
+        slots = len(table)
+        for probe in range(slots):
+            slot = (key + probe) % slots
+            if table[slot] in (key, 0):
+                return table[slot] == key
+        return False
 
 
 class SharedLines(_SharedWithLaterProcesses):
