@@ -62,8 +62,10 @@ from utils.study import (  # noqa: E402
     make_subset_root,
     read_assign_summary,
     read_eval_metrics,
+    read_switch_phase_stats,
     regime_plan,
     summarise,
+    table_statistics,
 )
 
 # Flags left unset take these values; ``cpu`` was sized on 2 shared cores, ``cuda`` for one device call of <= 8 min.
@@ -391,8 +393,11 @@ def check_main_flags(args: argparse.Namespace) -> None:
 
 
 def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max_iter: int, work: Path,
-                       extra: tuple[str, ...] = (), fork_of: str | None = None) -> dict:
-    """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds.
+                       extra: tuple[str, ...] = (), fork_of: str | None = None,
+                       switch_after: int | None = None) -> dict:
+    """Train + evaluate one run in ``work``; returns its metrics, assignment statistics and wall seconds. A run of the
+    ``switch`` regime (MG after iteration ``switch_after`` in its MG arm) also keeps the statistics of MG's phase,
+    those iterations in either arm (``stats_mg_phase``, :func:`read_switch_phase_stats`).
 
     A run that finished earlier in ``work`` with the same main.py flags (and, for a fork, from the same warm run, id
     ``fork_of``) is not trained again: its saved result is returned. One that stopped there with the same flags after
@@ -431,6 +436,8 @@ def train_and_evaluate(args: argparse.Namespace, data: list[str], seed: int, max
         "stats": read_assign_summary(work / "metrics.jsonl"),
         "seconds": attempt["seconds"] + time.perf_counter() - start,
     }
+    if switch_after is not None:
+        result["stats_mg_phase"] = read_switch_phase_stats(work / "metrics.jsonl", switch_after)
     write_json(work / RESULT_FILE, {"key": key, "result": result})
     (work / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
@@ -449,7 +456,9 @@ def run_seed(args: argparse.Namespace, data: list[str], regime: str, seed: int, 
     """Both arms of ``regime`` for one seed; ``init_from``: the shared warm checkpoint both arms fork from, saved by
     the run of id ``fork_of``."""
     init = ("--init_from", str(init_from)) if init_from else ()
-    return {plan.arm: train_and_evaluate(args, data, seed, plan.max_iter, work / plan.arm, plan.flags + init, fork_of)
+    switch_after = args.warm_iters if regime == "switch" else None
+    return {plan.arm: train_and_evaluate(args, data, seed, plan.max_iter, work / plan.arm, plan.flags + init, fork_of,
+                                         switch_after)
             for plan in regime_plan(regime, args.iters, args.warm_iters, args.long_factor)}
 
 
@@ -465,13 +474,14 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
         fork_of = (work / "warm" / RUN_ID_FILE).read_text().strip()  # a new warm checkpoint: every fork trains again
     per_seed = {seed: run_seed(args, data, regime, seed, work / f"seed{seed}", init_from, fork_of)
                 for seed in args.seeds}
-    summary = summarise(per_seed)
+    shown, stats_caption = table_statistics(regime, per_seed, args.warm_iters, args.iters)
+    summary = summarise(shown)
     iters = args.iters * args.long_factor if regime == "long" else args.iters
     title = (f"{regime}: {args.version}-{args.backbone} {args.size} px, {iters} iterations of batch {args.batch_size}"
              + (f" from one shared IoU checkpoint of {args.warm_iters} iterations" if warm else "")
              + (f", IoU for {iteration_span(1, args.warm_iters)} then MG" if regime == "switch" else "")
              + f", seeds {' '.join(map(str, args.seeds))}")
-    table = format_table(title, list(args.seeds), summary)
+    table = format_table(title, list(args.seeds), summary, stats_caption)
     if warm:
         table += "\nThe shared IoU checkpoint before the fork: " + ", ".join(
             f"{name} {warm['metrics'][name] * 100:.1f}" for name in ("mAP", "AP50", "AP75")) + "\n"
@@ -479,7 +489,8 @@ def run_regime(args: argparse.Namespace, data: list[str], regime: str, out_dir: 
     table += (f"\nMeasured {env['date']} on {env['card'] or env['cpu']} ({args.device}, {torch.get_num_threads()} "
               f"threads), torch {env['torch']}.\n")
     record = {"regime": regime, "title": title, "args": vars(args), "environment": env,
-              "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "table": table}
+              "warm_checkpoint": warm, "per_seed": per_seed, "summary": summary, "stats_caption": stats_caption,
+              "table": table}
     stem = out_dir / f"{regime}_{tag}"
     stem.with_suffix(".md").write_text(table)
     stem.with_suffix(".json").write_text(json.dumps(json_safe(record), indent=2, default=str) + "\n")

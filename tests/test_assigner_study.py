@@ -26,7 +26,17 @@ from utils.run_exit import (
     stopped_run_advice,
 )
 from utils.run_flags import fill_dataset_defaults
-from utils.study import format_table, make_subset_root, mean_std, read_eval_metrics, regime_plan, summarise
+from utils.study import (
+    ASSIGN_STATS,
+    format_table,
+    make_subset_root,
+    mean_std,
+    read_eval_metrics,
+    read_switch_phase_stats,
+    regime_plan,
+    summarise,
+    table_statistics,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,6 +125,18 @@ def test_study_runs_both_arms_on_identical_batches(shapes_root, tmp_path, record
     for name in ("pos_per_object", "cls_pos_pred_iou", "disagree_with_iou"):
         assert summary_row[name] == pytest.approx((logged[0][name] + logged[1][name]) / 2)
     assert record["per_seed"][1]["MG"]["stats"]["disagree_with_iou"] == pytest.approx(summary_row["disagree_with_iou"])
+    # the table's statistics are MG's phase (iteration 4, after the switch), both arms: the MG arm's own row
+    (phase_row,) = [row for row in rows if row["kind"] == "assign_summary_mg"]
+    assert record["per_seed"][1]["MG"]["stats_mg_phase"] == {name: phase_row[name] for name in ASSIGN_STATS}
+    iou_logged = [row for row in map(json.loads, (work / "IoU" / "metrics.jsonl").read_text().splitlines())
+                  if row["kind"] == "train"]
+    assert [row["iteration"] for row in iou_logged] == [2, 4]  # the IoU arm's same iteration
+    assert record["per_seed"][1]["IoU"]["stats_mg_phase"] == pytest.approx(
+        {name: iou_logged[1][name] for name in ASSIGN_STATS})
+    assert summary["stats"]["disagree_with_iou"]["MG"][1] == phase_row["disagree_with_iou"] == logged[1][
+        "disagree_with_iou"]
+    assert ("| assignment statistic (mean over the log intervals after the switch to MG, iterations 3-4, both arms) |"
+            in table)
 
 
 def test_warm_regime_forks_both_arms_from_one_checkpoint(shapes_root, tmp_path, recorded_steps, monkeypatch):
@@ -208,6 +230,65 @@ def test_summary_and_table_numbers():
     table = format_table("t", [0, 1, 2], summary)  # seeds where MG scored higher: 3 of 3
     assert "| mAP | 20.0 ± 10.0 | 23.0 ± 11.1 | 3.0 ± 2.0 | 3/3 | +3.0 | +1.0 | +5.0 |" in table
     assert "| disagree_with_iou | 0.000 ± 0.000 | 0.100 ± 0.000 | 0.100 ± 0.000 |" in table
+
+
+def tiny_switch_results(with_mg_phase: bool) -> dict:
+    """``per_seed`` results as the tiny preset's switch regime saves them (seeds 0 and 1, 4 iterations, IoU for 1-2,
+    statistics logged at 2 and 4): whole-run ``stats``; with ``with_mg_phase``, ``stats_mg_phase`` over iteration 4,
+    as runs save them now (the MG arm's ``assign_summary_mg`` row, the IoU arm's same iterations)."""
+    per_seed = {}
+    for seed in (0, 1):
+        per_seed[seed] = {}
+        for arm in ("IoU", "MG"):
+            phase = dict.fromkeys(ASSIGN_STATS, 0.5) | {"disagree_with_iou": 0.4 * (arm == "MG") + 0.01 * seed}
+            whole = phase | {"disagree_with_iou": phase["disagree_with_iou"] / 2}  # iteration 2's IoU: 0 disagreement
+            per_seed[seed][arm] = {"metrics": {"mAP": 0.01}, "stats": whole, "seconds": 3.0}
+            if with_mg_phase:
+                per_seed[seed][arm]["stats_mg_phase"] = phase
+    return per_seed
+
+
+def test_switch_table_reports_the_mg_phase_statistics_when_the_runs_saved_them():
+    """The switch table's statistics averaged the whole run, so MG's disagreement with IoU assignment was halved by the
+    IoU phase (0 by definition) of the tiny run: it reports the intervals after the switch, for both arms, when the
+    results have them, and says so; results saved before that fall back to the whole run, and the heading says it."""
+    table_for = {}
+    for with_mg_phase in (True, False):
+        per_seed, caption = table_statistics("switch", tiny_switch_results(with_mg_phase), warm_iters=2, iters=4)
+        table_for[with_mg_phase] = format_table("t", [0, 1], summarise(per_seed), caption)
+    assert ("| assignment statistic (mean over the log intervals after the switch to MG, iterations 3-4, both arms) "
+            "| IoU | MG | MG − IoU |") in table_for[True]
+    assert "| disagree_with_iou | 0.005 ± 0.007 | 0.405 ± 0.007 | 0.400 ± 0.000 |" in table_for[True]
+    assert ("| assignment statistic (mean over the whole run's log intervals, the IoU phase of iterations 1-2 "
+            "included: these results were saved before runs kept the MG phase's) | IoU | MG | MG − IoU |"
+            ) in table_for[False]
+    assert "| disagree_with_iou | 0.003 ± 0.004 | 0.203 ± 0.004 | 0.200 ± 0.000 |" in table_for[False]
+    mixed = tiny_switch_results(True)
+    del mixed[1]["IoU"]["stats_mg_phase"]  # one run reused from before: the whole run for every run
+    assert table_statistics("switch", mixed, 2, 4)[1].startswith("mean over the whole run's log intervals")
+    scratch = tiny_switch_results(False)
+    assert table_statistics("scratch", scratch, 2, 4) == (scratch, "mean over log intervals")
+
+
+def test_switch_phase_statistics_are_the_mg_row_or_the_same_iterations_of_the_iou_arm(tmp_path):
+    """The MG arm's statistics after the switch are its assign_summary_mg row; the IoU arm, which has none, is
+    averaged over the same log intervals as main.py averages them (a ratio over the rows where its count is not 0)."""
+    def row(iteration, disagree, positives):  # a batch without positives logs their ratios as 0
+        return {"kind": "train", "iteration": iteration, "num_pos_cls": positives, "pos_per_object": 1.0 * iteration,
+                **{name: 0.5 * (positives > 0) for name in ASSIGN_STATS if name != "pos_per_object"},
+                "disagree_with_iou": disagree}
+
+    mg_row = {"kind": "assign_summary_mg", "iteration": 6, **dict.fromkeys(ASSIGN_STATS, 0.25)}
+    (tmp_path / "mg.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        row(2, 0.0, 9), row(4, 0.4, 9), row(6, 0.3, 9), {"kind": "assign_summary", **dict.fromkeys(ASSIGN_STATS, 0.1)},
+        mg_row)) + "\n")
+    assert read_switch_phase_stats(tmp_path / "mg.jsonl", 2) == dict.fromkeys(ASSIGN_STATS, 0.25)
+    (tmp_path / "iou.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        row(2, 0.0, 9), row(4, 0.0, 0), row(6, 0.0, 7), {"kind": "assign_summary", **dict.fromkeys(ASSIGN_STATS, 0.1)},
+        )) + "\n")
+    stats = read_switch_phase_stats(tmp_path / "iou.jsonl", 2)
+    assert stats["pos_per_object"] == 5.0 and stats["cls_pos_pred_iou"] == 0.5  # (4 + 6) / 2; iteration 4's excluded
+    assert stats["disagree_with_iou"] == 0.0
 
 
 def test_table_columns_follow_the_seeds_as_given():

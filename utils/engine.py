@@ -32,7 +32,7 @@ from utils.distributed import (
 from utils.checkpoint import non_finite_entries
 from utils.logging import RunLog
 from utils.messages import counted, exact_number, iteration_span, preview_names
-from utils.loss.stats import RATIO_COUNTS, stats_from_sums, summable_stats
+from utils.loss.stats import mean_over_rows, stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
 from utils.progress import progress_bar
 
@@ -423,16 +423,9 @@ def _log_stats_summary(names: list[str], max_iter: int, log: RunLog, mutual_guid
 
 def _log_stats_mean(names: list[str], max_iter: int, log: RunLog, kind: str, rows: list[dict], what: str,
                     qualifier: str = "") -> None:
-    """The mean of the statistics ``names`` over the ``rows`` (not empty) as a ``kind`` metrics row at ``max_iter``,
-    and the line "<what>, mean over N log intervals<qualifier>: name=value ...". A ratio (:data:`RATIO_COUNTS`) is
-    averaged over the rows where its count is not 0 (0 where none is): a batch without objects logs a ratio over no
-    positive as 0, which is no mean IoU of 0."""
-    def mean(name: str) -> float:
-        count = RATIO_COUNTS.get(name)
-        values = [row[name] for row in rows if count not in row or row[count] > 0]
-        return sum(values) / len(values) if values else 0.0
-
-    summary = {name: mean(name) for name in names}
+    """The mean of the statistics ``names`` over the ``rows`` (not empty; :func:`mean_over_rows`) as a ``kind``
+    metrics row at ``max_iter``, and the line "<what>, mean over N log intervals<qualifier>: name=value ..."."""
+    summary = mean_over_rows(rows, names)
     log.metrics(kind, {"iteration": max_iter, "log_intervals": len(rows)} | summary)
     log.info(f"{what}, mean over {counted(len(rows), 'log interval')}{qualifier}: "
              + " ".join(f"{name}={value:.3f}" for name, value in summary.items()))

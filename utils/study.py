@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from data import voc_folder_list
-from utils.messages import counted
+from utils.loss.stats import mean_over_rows
+from utils.messages import counted, iteration_span
 
 ARMS = ("IoU", "MG")
 REGIMES = ("scratch", "warm", "switch", "long")
@@ -111,6 +112,39 @@ def read_assign_summary(metrics_jsonl: str | Path) -> dict[str, float]:
     return {name: float(summaries[-1][name]) for name in ASSIGN_STATS}
 
 
+def read_switch_phase_stats(metrics_jsonl: str | Path, after: int) -> dict[str, float]:
+    """The assignment statistics of a run of the ``switch`` regime averaged over its log intervals after iteration
+    ``after`` (MG's phase): the ``assign_summary_mg`` row the MG arm's run writes, else (the IoU arm, which switches
+    nothing) the mean of its ``train`` rows of those iterations, taken as main.py takes that row's
+    (:func:`utils.loss.stats.mean_over_rows`)."""
+    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    if summaries := [row for row in rows if row.get("kind") == "assign_summary_mg"]:
+        return {name: float(summaries[-1][name]) for name in ASSIGN_STATS}
+    logged = [row for row in rows if row.get("kind") == "train" and row["iteration"] > after]
+    if not logged:
+        raise ValueError(f"{metrics_jsonl} has no train row after iteration {after}: log intervals longer than the "
+                         "MG phase (lower --log_interval)")
+    return mean_over_rows(logged, ASSIGN_STATS)
+
+
+def table_statistics(regime: str, per_seed: dict[int, dict[str, dict]], warm_iters: int,
+                     iters: int) -> tuple[dict[int, dict[str, dict]], str]:
+    """The results ``per_seed[seed][arm]`` whose ``stats`` the table of ``regime`` shows, and what they average (its
+    heading's words). ``switch``, whose runs assign by IoU for iterations 1..``warm_iters`` of ``iters``: the
+    ``stats_mg_phase`` of every run (MG's phase, the same iterations for the IoU arm) when each has them; results
+    saved before runs kept them give the whole run, the IoU phase included, which the heading says."""
+    if regime != "switch":
+        return per_seed, "mean over log intervals"
+    if all("stats_mg_phase" in result for arms in per_seed.values() for result in arms.values()):
+        phase = {seed: {arm: result | {"stats": result["stats_mg_phase"]} for arm, result in arms.items()}
+                 for seed, arms in per_seed.items()}
+        return phase, (f"mean over the log intervals after the switch to MG, "
+                       f"{iteration_span(warm_iters + 1, iters)}, both arms")
+    return per_seed, (f"mean over the whole run's log intervals, the IoU phase of {iteration_span(1, warm_iters)} "
+                      f"included: these results were saved before runs kept the MG "
+                      "phase's")
+
+
 def _float(value) -> float:
     return math.nan if value is None else float(value)
 
@@ -148,10 +182,11 @@ def summarise(per_seed: dict[int, dict[str, dict]]) -> dict:
     return summary
 
 
-def format_table(title: str, seeds: list[int], summary: dict) -> str:
+def format_table(title: str, seeds: list[int], summary: dict, stats_caption: str = "mean over log intervals") -> str:
     """The study's markdown: metrics (in %) per arm as mean ± std over seeds, then MG - IoU: its mean ± std, the
     number of seeds where MG scored higher, and its value per seed; a line saying what these are; then the
-    assignment statistics per arm and the training + evaluation time."""
+    assignment statistics per arm (``stats_caption``: what they average, :func:`table_statistics`) and the training +
+    evaluation time."""
     seed_heads = " | ".join(f"seed {s}" for s in seeds)
     lines = [f"### {title}", "",
              f"| metric (%) | IoU | MG | MG − IoU | seeds MG > IoU | {seed_heads} |",
@@ -167,7 +202,7 @@ def format_table(title: str, seeds: list[int], summary: dict) -> str:
                       "higher (a difference shown as +0.0 may count)."]
     else:
         lines += ["", "IoU, MG and MG − IoU: the values of the one seed (no std)."]
-    lines += ["", "| assignment statistic (mean over log intervals) | IoU | MG | MG − IoU |", "|---|---|---|---|"]
+    lines += ["", f"| assignment statistic ({stats_caption}) | IoU | MG | MG − IoU |", "|---|---|---|---|"]
     for name, entry in summary["stats"].items():
         lines.append(f"| {name} | {_pm(entry['IoU'], 1, 3)} | {_pm(entry['MG'], 1, 3)} | {_pm(entry['diff'], 1, 3)} |")
     seconds = summary["seconds"]

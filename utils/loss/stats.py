@@ -6,7 +6,7 @@ images then log what one process holding the N x B images would.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +22,18 @@ RATIO_COUNTS = {
     "reg_pos_pred_iou": "num_pos_reg",
     "disagree_with_iou": "num_pos_cls",
 }
+
+
+def mean_over_rows(rows: Sequence[Mapping[str, float]], names: Iterable[str]) -> dict[str, float]:
+    """The mean of each statistic of ``names`` over logged ``rows`` (log intervals' metrics rows). A ratio
+    (:data:`RATIO_COUNTS`) is averaged over the rows where its count is not 0 (0 where none is): a batch without
+    objects logs a ratio over no positive as 0, which is no mean IoU of 0."""
+    def mean(name: str) -> float:
+        count = RATIO_COUNTS.get(name)
+        values = [row[name] for row in rows if count not in row or row[count] > 0]
+        return sum(values) / len(values) if values else 0.0
+
+    return {name: mean(name) for name in names}
 
 
 def summable_stats(stats: Mapping[str, Tensor]) -> Tensor:
