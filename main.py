@@ -512,7 +512,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model))  # a named run's: eval/<DATASET>/<name>
     refused_on_main(lambda: check_writable_folder(out_dir, "--eval_dir"), ctx)  # rank 0 writes the results
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
-        args.classes = ",".join(state["class_names"])
+        args.classes = tuple(state["class_names"])  # names, not a --classes string: "person, sitting" is one
     dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
     log = RunLog(None, enabled=ctx.is_main)

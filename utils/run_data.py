@@ -29,9 +29,13 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     layout's labels in ``class_order`` (the training split's or a checkpoint's class names) when its json names the
     same classes in another order (:func:`data.build_dataset`). A trained model's classes (``--trained_model``,
     ``--resume``, ``--eval_results``: its checkpoint's, or the ``--classes`` its class list is checked against) may
-    hold a softmax background entry (``__background__``, refused in a new class list): one trained with it has it."""
+    hold a softmax background entry (``__background__``, refused in a new class list): one trained with it has it.
+    ``args.classes``: the ``--classes`` string as typed (a comma list or a file), or a tuple of the names taken from a
+    checkpoint or a ``summary.json``, used as they are (a name may hold a comma, or be that of a file here)."""
     classes = args.classes or None
-    if classes and (args.trained_model or args.resume is not None or args.eval_results):
+    if isinstance(classes, tuple):
+        classes = list(classes)
+    elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
@@ -79,8 +83,8 @@ def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
     """``--data_root`` and a ``--classes`` file as absolute paths, for the checkpoint's config and ``summary.json``:
     ``--trained_model`` and ``--eval_results`` take them from there, maybe run from another folder."""
     paths = {"data_root": os.path.abspath(args.data_root)} if args.data_root else {}
-    try:
-        if args.classes and Path(args.classes).is_file():
+    try:  # a tuple of names taken from a checkpoint names no file
+        if isinstance(args.classes, str) and args.classes and Path(args.classes).is_file():
             paths["classes"] = os.path.abspath(args.classes)
     except OSError:  # a comma list too long to be a file name
         pass

@@ -379,16 +379,20 @@ def evaluated_class_order(results: Path) -> list[str] | None:
 
 def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
     """Without ``--dataset``: ``settings``' dataset and, where the flags do not give them, its string ``flags`` (e.g.
-    ``data_root``) and ``skip_unknown_classes``. Returns what was taken (``--flag value``); nothing when ``--dataset``
-    was given or ``settings`` names no known dataset."""
+    ``data_root``) and ``skip_unknown_classes``; ``classes`` may also be a list of names (those a ``--trained_model``
+    evaluation took from its checkpoint), taken as a tuple of names, not re-read as a ``--classes`` string. Returns
+    what was taken (``--flag value``); nothing when ``--dataset`` was given or ``settings`` names no known dataset."""
     if args.dataset is not None or settings.get("dataset") not in DATASETS:
         return []
     args.dataset = settings["dataset"]
     taken = [f"--dataset {args.dataset}"]
     for key in flags:
-        if getattr(args, key) is None and isinstance(settings.get(key), str):
-            setattr(args, key, settings[key])
-            taken.append(f"--{key} {settings[key]}")
+        value = settings.get(key)
+        if key == "classes" and isinstance(value, list) and value and all(isinstance(name, str) for name in value):
+            value = tuple(value)
+        if getattr(args, key) is None and isinstance(value, (str, tuple)):
+            setattr(args, key, value)
+            taken.append(f"--{key} {list(value) if isinstance(value, tuple) else value}")
     if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
         args.skip_unknown_classes = True
         taken.append("--skip_unknown_classes")
