@@ -319,7 +319,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             sync_bn_from = None  # the checkpoint --sync_bn is taken from, named if this run cannot synchronise
             if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
                 sync_bn_given = args.sync_bn
-                taken_flags = take_run_from_checkpoint(args, resume_state["config"])
+                taken_flags = take_run_from_checkpoint(args, resume_state["config"], resume_state["class_names"])
                 sync_bn_from = args.resume if args.sync_bn and not sync_bn_given else None
                 check_architecture(args.resume, resume_state["config"], requested_architecture(args))  # before the data
                 # not seed 0's set generated, then refused

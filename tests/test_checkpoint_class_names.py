@@ -10,8 +10,10 @@ import main as cli
 from tests.test_coco_class_order import only_class_scored
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import write_tiny_checkpoint
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.run_flags import take_run_from_checkpoint
 
+RUN = {"version": "fssd", "backbone": "resnet18", "size": 128, "base_anchor_size": 24.0, "dataset": "custom"}
 OBJECTS = {"a": [("person, sitting", (4, 6, 30, 40), 0)], "b": [("car", (10, 8, 50, 40), 0)]}
 
 
@@ -50,7 +52,7 @@ def test_a_class_name_holding_a_comma_is_evaluated_and_rescored_as_one_class(tmp
     capsys.readouterr()
     assert run("--eval_results", str(tmp_path / "eval")) == 0
     captured = capsys.readouterr()
-    assert "error" not in captured.err
+    assert "error" not in captured.err and "--classes ['person, sitting', 'car'] (from " in captured.out
     assert f"mAP={summary['metrics']['mAP']:.4f}" in captured.out
 
 
@@ -68,3 +70,38 @@ def test_a_one_class_checkpoint_is_not_read_as_the_file_of_its_class_name_in_the
     assert list(json.loads(Path("eval/summary.json").read_text())["metrics"]["per_class_AP50"]) == ["dog"]
     assert run("--eval_results", "eval") == 0
     assert "error" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_of_a_one_class_run_is_not_read_as_the_file_of_its_class_name_in_the_working_folder(
+        tmp_path, monkeypatch, capsys):
+    """A run trained with ``--classes dog``, resumed where a file named ``dog`` (a list of other classes) has
+    appeared since: it continues on its class dog, and records it for the next resume."""
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)], "b": [("dog", (8, 4, 40, 44), 0)]},
+                            {"trainval": ["a"], "test": ["b"]})
+    monkeypatch.chdir(tmp_path)
+    argv = ("--dataset", "custom", "--data_root", str(root), "--version", "fssd", "--backbone", "resnet18", "--size",
+            "128", "--no_pretrained", "--batch_size", "1", "--max_iter", "1", "--warm_iter", "0", "--name", "run")
+    assert run(*argv, "--classes", "dog") == 0
+    Path("dog").write_text("cat\nhorse\n")
+    capsys.readouterr()
+    assert run("--resume", "weights/run.pth") == 0
+    captured = capsys.readouterr()
+    assert "resumed from weights/run.pth at iteration 1/1" in captured.out and "error" not in captured.err
+    assert "--classes dog," in captured.out
+
+
+def test_resume_takes_the_checkpoints_class_names_where_its_run_had_classes():
+    """The recorded ``--classes`` string is replaced by the checkpoint's names; a resumed run records those (a list),
+    which the next resume takes too; a run without --classes (a COCO layout) gets none."""
+    parser = cli.get_args_parser()
+    for recorded in ("dog", "/data/classes.txt", ["person, sitting", "car"], ("dog",)):
+        args = parser.parse_args(["--resume", "r.pth"])
+        taken = take_run_from_checkpoint(args, RUN | {"classes": recorded}, ["Dog, lying", "cat"])
+        assert args.classes == ("Dog, lying", "cat") and taken.endswith("--classes ['Dog, lying', 'cat']")
+    args = parser.parse_args(["--resume", "r.pth"])
+    take_run_from_checkpoint(args, RUN | {"classes": None}, ["person, sitting"])
+    assert args.classes is None
+    for damaged in ([], ["dog", 3], 7):
+        with pytest.raises(CheckpointError, match="records --classes .* which main.py never writes"):
+            take_run_from_checkpoint(parser.parse_args(["--resume", "r.pth"]), RUN | {"classes": damaged}, ["dog"])

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,10 @@ RUN_DEFAULTS = dict(mutual_guide=False, batch_size=32, seed=0, save_folder="weig
                     checkpoint_interval=500, log_interval=20, nms_thresh=DEFAULT_NMS_THRESH)
 # The run flags --resume PATH takes from its checkpoint's config when not given, with the values main.py writes there
 # (a type, or the choices); the data flags only for the checkpoint's dataset. The run's length, --max_iter or --epochs
-# as saved, and the architecture (ARCHITECTURE_KEYS) are taken too.
+# as saved, and the architecture (ARCHITECTURE_KEYS) are taken too. --classes: the string given (a comma list or a
+# file's absolute path), or the names a resumed run took (a list); the checkpoint's class names are taken in its place.
 RESUMED_FLAGS: dict[str, Any] = {
-    "dataset": DATASETS, "data_root": str, "classes": str, "skip_unknown_classes": bool, "mutual_guide": bool,
+    "dataset": DATASETS, "data_root": str, "classes": list, "skip_unknown_classes": bool, "mutual_guide": bool,
     "mutual_guide_from": int, "batch_size": int, "lr": float, "warm_iter": int, "seed": int, "expand_prob": float,
     "amp": AMP_CHOICES, "name": str, "save_folder": str, "run_dir": str, "eval_interval": int,
     "checkpoint_interval": int, "log_interval": int, "assign_stats": bool, "eval_dir": str, "nms_thresh": float,
@@ -195,13 +196,16 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
             setattr(args, key, config.get(key))
 
 
-def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]) -> str:
+def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any],
+                             class_names: Sequence[str] | None = None) -> str:
     """``--resume PATH``: set every run flag not given (:data:`RESUMED_FLAGS`, the architecture, the run's length as
     ``--max_iter`` or ``--epochs`` as saved) to the checkpoint ``config``'s, so that ``--resume PATH`` alone continues
     the run, its evaluations written where they were (``--eval_dir``) with the same ``--nms_thresh``; a flag given
     keeps its value (``resume_run`` refuses one that changes the schedule, data stream or precision,
     :data:`utils.checkpoint.RUN_KEYS`; another ``--name``, folder, interval or ``--nms_thresh`` applies from then on).
-    The data flags are taken only for the checkpoint's dataset. Returns what was taken, for the log ("" when nothing).
+    The data flags are taken only for the checkpoint's dataset; ``--classes`` as the checkpoint's ``class_names`` (a
+    tuple of names, not its ``--classes`` string re-read: a file named like its one class may be here now), where the
+    run had ``--classes``. Returns what was taken, for the log ("" when nothing).
     Raises :class:`CheckpointError` for a value to take that main.py never writes (an edited or damaged file: of
     another type, or out of the flag's range, e.g. ``--nms_thresh 2.0``), :class:`FlagValueError` for a flag given
     that is out of range with the values taken (``--base_anchor_size`` of another ``--size``)."""
@@ -219,10 +223,13 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
             continue
         if not _written_by_main(value, kind):
             raise stored_value_error(args.resume, key, value, "which main.py never writes", "resume with")
+        if key == "classes" and (class_names is not None or not isinstance(value, str)):
+            value = tuple(value if class_names is None else class_names)
         setattr(args, key, value)
         taken_keys.append(key)
         if value is not False:
-            taken.append(f"--{key}" if value is True else f"--{key} {value}")
+            shown = shown_class_names(value) if isinstance(value, tuple) else value
+            taken.append(f"--{key}" if value is True else f"--{key} {shown}")
     try:
         check_flag_values(args)  # the values taken, in the ranges of the flags given
     except FlagValueError as error:
@@ -233,10 +240,20 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
     return ", ".join(taken)
 
 
+def shown_class_names(names: Sequence[str]) -> str:
+    """Class names taken from a checkpoint or a ``summary.json``, for the log line of the flags taken: as the comma
+    list ``--classes`` takes (``cat,dog``), or as a Python list when a name holds a comma
+    (``['person, sitting', 'car']``)."""
+    return str(list(names)) if any("," in name for name in names) else ",".join(names)
+
+
 def _written_by_main(value: Any, kind: Any) -> bool:
     """Whether a checkpoint's flag ``value`` is one main.py writes for a flag of ``kind``: a type, or the choices."""
     if isinstance(kind, tuple):
         return value in kind
+    if kind is list:  # --classes: a string, or a list of names (a tuple as saved)
+        names = isinstance(value, (list, tuple)) and bool(value) and all(type(name) is str for name in value)
+        return type(value) is str or names
     if kind is float:
         return type(value) in (int, float)
     return type(value) is kind
@@ -392,7 +409,7 @@ def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags
             value = tuple(value)
         if getattr(args, key) is None and isinstance(value, (str, tuple)):
             setattr(args, key, value)
-            taken.append(f"--{key} {list(value) if isinstance(value, tuple) else value}")
+            taken.append(f"--{key} {shown_class_names(value) if isinstance(value, tuple) else value}")
     if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
         args.skip_unknown_classes = True
         taken.append("--skip_unknown_classes")
