@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import main as cli
-from tests.test_coco_class_order import only_class_scored
+from tests.test_coco_class_order import TEST_IMAGES, only_class_scored, training_argv
+from tests.test_data_coco import write_coco
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import write_tiny_checkpoint
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -105,3 +106,40 @@ def test_resume_takes_the_checkpoints_class_names_where_its_run_had_classes():
     for damaged in ([], ["dog", 3], 7):
         with pytest.raises(CheckpointError, match="records --classes .* which main.py never writes"):
             take_run_from_checkpoint(parser.parse_args(["--resume", "r.pth"]), RUN | {"classes": damaged}, ["dog"])
+
+
+@pytest.fixture(scope="module")
+def coco_comma_run(tmp_path_factory, one_torch_thread) -> Path:
+    """A finished one-iteration run on a COCO-layout folder whose category "person, sitting" holds a comma."""
+    out = tmp_path_factory.mktemp("comma")
+    categories = [{"id": 1, "name": "person, sitting"}, {"id": 2, "name": "car"}]
+    annotations = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [2, 4, 30, 20], "area": 600, "iscrowd": 0},
+                   {"id": 2, "image_id": 3, "category_id": 2, "bbox": [10, 10, 20, 30], "area": 600, "iscrowd": 0}]
+    data = {"images": TEST_IMAGES[:2], "annotations": annotations, "categories": categories}
+    write_coco(out / "data", "train", data)
+    write_coco(out / "data", "val", data)
+    assert cli.main(cli.get_args_parser().parse_args(training_argv(out / "data", out))) == 0
+    return out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_coco_category_holding_a_comma_is_evaluated_and_rescored_as_one_class(coco_comma_run, tmp_path, capsys):
+    """The checkpoint's evaluation scores two classes as the run's final one did; --eval_results re-scores it."""
+    checkpoint = coco_comma_run / "weights" / "run.pth"
+    assert load_checkpoint(checkpoint)["class_names"] == ["person, sitting", "car"]
+    capsys.readouterr()
+    assert run("--trained_model", str(checkpoint), "--eval_dir", str(tmp_path / "eval")) == 0
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())["metrics"]
+    assert list(evaluated["per_class_AP"]) == ["person, sitting", "car"]
+    assert evaluated == json.loads((coco_comma_run / "eval" / "summary.json").read_text())["metrics"]  # as trained
+    assert run("--eval_results", str(tmp_path / "eval")) == 0
+    assert f"mAP={evaluated['mAP']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_run_on_a_coco_category_holding_a_comma_resumes(coco_comma_run, capsys):
+    checkpoint = coco_comma_run / "weights" / "run.pth"
+    assert run("--resume", str(checkpoint)) == 0  # the finished run evaluated again
+    captured = capsys.readouterr()
+    assert f"resumed from {checkpoint} at iteration 1/1" in captured.out and "error" not in captured.err
+    assert "  person, sitting  " in captured.out
