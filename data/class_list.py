@@ -11,15 +11,17 @@ from data.voc import read_utf8_text
 from utils.names import compose_name, control_characters, folded_name, invisible_characters, unprintable_characters
 
 
-def parse_class_list(arg: str, allow_background: bool = False) -> list[str]:
+def parse_class_list(arg: str, allow_background: bool = False, names_only: bool = False) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
-    (lines starting with ``#`` are comments). :class:`DataError` naming the file (and line) or the argument for an
+    (lines starting with ``#`` are comments); ``names_only``: a comma list, whatever files are here (a list recorded
+    by an evaluation, whose file it would have recorded by its absolute path). :class:`DataError` naming the file (and
+    line) or the argument for an
     empty or repeating list, a name with a control or invisible character or a slash, a softmax classifier's
     ``__background__`` entry (this classifier has no background class; ``allow_background``: the classes of a model
     trained with one, which has that class), or a file's line holding a comma or a comment after its name."""
     path = Path(arg)
     try:
-        is_dir, is_file = path.is_dir(), path.is_file()
+        is_dir, is_file = (False, False) if names_only else (path.is_dir(), path.is_file())
     except OSError:  # a long comma list is too long a name to look up as a file
         is_dir = is_file = False
     # a bare name that is also a folder here (``cat/`` of images sorted by class) is a class name: no folder is a list
@@ -35,7 +37,7 @@ def parse_class_list(arg: str, allow_background: bool = False) -> list[str]:
         names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered], allow_background)
         line_numbers = [number for number, _ in numbered]
         source = str(path)
-    elif "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
+    elif not names_only and "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
         slash = "/" in arg or os.sep in arg
         why = "a class name cannot hold a slash" if slash else f"a name ending in {path.suffix} is read as a file"
         where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"

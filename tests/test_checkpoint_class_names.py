@@ -4,14 +4,17 @@ one class, and a one-class model's name stays a name when a file of that name is
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import main as cli
+from data import build_dataset
 from tests.test_coco_class_order import TEST_IMAGES, only_class_scored, training_argv
 from tests.test_data_coco import write_coco
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import write_tiny_checkpoint
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.inference import evaluate_detections
 from utils.run_flags import take_run_from_checkpoint
 
 RUN = {"version": "fssd", "backbone": "resnet18", "size": 128, "base_anchor_size": 24.0, "dataset": "custom"}
@@ -143,3 +146,22 @@ def test_a_run_on_a_coco_category_holding_a_comma_resumes(coco_comma_run, capsys
     captured = capsys.readouterr()
     assert f"resumed from {checkpoint} at iteration 1/1" in captured.out and "error" not in captured.err
     assert "  person, sitting  " in captured.out
+
+
+def test_eval_results_does_not_read_a_recorded_class_name_as_the_file_of_that_name_in_the_working_folder(
+        tmp_path, monkeypatch, capsys):
+    """An evaluation given ``--classes dog`` (no file of that name then: a file would be recorded by its absolute
+    path) records ``dog``; --eval_results, where a file named dog has appeared since, re-scores class dog."""
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
+    monkeypatch.chdir(tmp_path)
+    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes="dog")
+    detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])}]
+    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": "dog", "skip_unknown_classes": False}
+    evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
+        "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
+    Path("dog").write_text("cat\nhorse\n")
+    capsys.readouterr()
+    assert run("--eval_results", "eval") == 0
+    captured = capsys.readouterr()
+    assert "error" not in captured.err and "--classes dog (from " in captured.out
+    assert "eval: mAP=0.9000 AP50=1.0000 AP75=1.0000" in captured.out  # the box found: AP50 1

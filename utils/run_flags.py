@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from data import DATASET_NAMES
+from data import DATASET_NAMES, parse_class_list
 from data.loader import default_workers, usable_cores
 from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
@@ -396,9 +396,11 @@ def evaluated_class_order(results: Path) -> list[str] | None:
 
 def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
     """Without ``--dataset``: ``settings``' dataset and, where the flags do not give them, its string ``flags`` (e.g.
-    ``data_root``) and ``skip_unknown_classes``; ``classes`` may also be a list of names (those a ``--trained_model``
-    evaluation took from its checkpoint), taken as a tuple of names, not re-read as a ``--classes`` string. Returns
-    what was taken (``--flag value``); nothing when ``--dataset`` was given or ``settings`` names no known dataset."""
+    ``data_root``) and ``skip_unknown_classes``. ``classes``, a list of names (those a ``--trained_model`` evaluation
+    took from its checkpoint) or a comma list as given, is taken as a tuple of names, not re-read as a ``--classes``
+    string (which a file of that name here would replace); one recorded as a file's absolute path stays that path.
+    Returns what was taken (``--flag value``); nothing when ``--dataset`` was given or ``settings`` names no known
+    dataset."""
     if args.dataset is not None or settings.get("dataset") not in DATASETS:
         return []
     args.dataset = settings["dataset"]
@@ -407,6 +409,8 @@ def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags
         value = settings.get(key)
         if key == "classes" and isinstance(value, list) and value and all(isinstance(name, str) for name in value):
             value = tuple(value)
+        elif key == "classes" and isinstance(value, str) and not os.path.isabs(value):  # a comma list, not a file
+            value = tuple(parse_class_list(value, allow_background=True, names_only=True))
         if getattr(args, key) is None and isinstance(value, (str, tuple)):
             setattr(args, key, value)
             taken.append(f"--{key} {shown_class_names(value) if isinstance(value, tuple) else value}")
