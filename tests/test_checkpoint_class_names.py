@@ -13,7 +13,7 @@ from tests.test_coco_class_order import TEST_IMAGES, only_class_scored, training
 from tests.test_data_coco import write_coco
 from tests.test_data_voc import write_voc_folder
 from tests.tiny_checkpoint import write_tiny_checkpoint
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from utils.inference import evaluate_detections
 from utils.run_flags import take_run_from_checkpoint
 
@@ -165,3 +165,12 @@ def test_eval_results_does_not_read_a_recorded_class_name_as_the_file_of_that_na
     captured = capsys.readouterr()
     assert "error" not in captured.err and "--classes dog (from " in captured.out
     assert "eval: mAP=0.9000 AP50=1.0000 AP75=1.0000" in captured.out  # the box found: AP50 1
+
+
+def test_class_names_holding_a_comma_are_quoted_where_a_message_lists_them():
+    """'2 classes (person, sitting, car)' would read as three names; quoted, they read as two."""
+    with pytest.raises(CheckpointError) as error:
+        check_compatible("w.pth", RUN, ["person, sitting", "car"], {}, ["person", "sitting", "car"])
+    assert str(error.value) == (
+        "w.pth was trained on 2 classes ('person, sitting', 'car'), but the dataset has 3 classes (person, sitting, "
+        "car); use it with the classes it was trained on")

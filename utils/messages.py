@@ -27,8 +27,10 @@ def escape_unencodable_output() -> None:
 
 
 def preview_names(names: Sequence[str], limit: int = 4) -> str:
-    """The first ``limit`` of ``names``, comma-separated, then "..." when there are more."""
-    shown = ", ".join(names[:limit])
+    """The first ``limit`` of ``names``, comma-separated, then "..." when there are more; each in quotes when one
+    holds a comma (``'person, sitting', 'car'``: two names, not three)."""
+    quoted = any("," in name for name in names[:limit])
+    shown = ", ".join(repr(name) if quoted else name for name in names[:limit])
     return shown + (", ..." if len(names) > limit else "")
 
 
