@@ -99,10 +99,14 @@ def test_resume_takes_the_checkpoints_class_names_where_its_run_had_classes():
     """The recorded ``--classes`` string is replaced by the checkpoint's names; a resumed run records those (a list),
     which the next resume takes too; a run without --classes (a COCO layout) gets none."""
     parser = cli.get_args_parser()
-    for recorded in ("dog", "/data/classes.txt", ["person, sitting", "car"], ("dog",)):
+    for recorded, shown in (("dog,cat", "dog,cat"), ("/data/classes.txt", "/data/classes.txt"),
+                            (["person, sitting", "car"], "['Dog, lying', 'cat']"), (("dog",), "['Dog, lying', 'cat']")):
         args = parser.parse_args(["--resume", "r.pth"])
         taken = take_run_from_checkpoint(args, RUN | {"classes": recorded}, ["Dog, lying", "cat"])
-        assert args.classes == ("Dog, lying", "cat") and taken.endswith("--classes ['Dog, lying', 'cat']")
+        assert args.classes == ("Dog, lying", "cat") and taken.endswith(f"--classes {shown}")  # shown as recorded
+    many = [f"class{number}" for number in range(25)]
+    taken = take_run_from_checkpoint(parser.parse_args(["--resume", "r.pth"]), RUN | {"classes": many}, many)
+    assert taken.endswith(f"--classes {','.join(many[:20])} ... (25 classes)")
     args = parser.parse_args(["--resume", "r.pth"])
     take_run_from_checkpoint(args, RUN | {"classes": None}, ["person, sitting"])
     assert args.classes is None

@@ -62,6 +62,7 @@ RESUMED_FLAGS: dict[str, Any] = {
     "sync_bn": bool,
 }
 RESUMED_DATA_FLAGS = ("data_root", "classes", "skip_unknown_classes")
+CLASSES_SHOWN = 20  # the class names a log line of the flags taken shows of a recorded list
 
 WORKERS_PER_CORE = 4  # --workers' upper bound per usable core: more only compete for the cores (and memory)
 MAX_SEED = 2**32 - 1  # a 32-bit seed: every generator the run seeds accepts it
@@ -227,8 +228,8 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
             value = tuple(value if class_names is None else class_names)
         setattr(args, key, value)
         taken_keys.append(key)
-        if value is not False:
-            shown = shown_class_names(value) if isinstance(value, tuple) else value
+        if value is not False:  # --classes as recorded: the list or file given, or the names a resumed run took
+            shown = shown_class_names(value) if isinstance(config[key], (list, tuple)) else config[key]
             taken.append(f"--{key}" if value is True else f"--{key} {shown}")
     try:
         check_flag_values(args)  # the values taken, in the ranges of the flags given
@@ -241,10 +242,12 @@ def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any]
 
 
 def shown_class_names(names: Sequence[str]) -> str:
-    """Class names taken from a checkpoint or a ``summary.json``, for the log line of the flags taken: as the comma
-    list ``--classes`` takes (``cat,dog``), or as a Python list when a name holds a comma
-    (``['person, sitting', 'car']``)."""
-    return str(list(names)) if any("," in name for name in names) else ",".join(names)
+    """Class names a checkpoint or a ``summary.json`` recorded as a list, for the log line of the flags taken: as the
+    comma list ``--classes`` takes (``cat,dog``), or as a Python list when a name holds a comma
+    (``['person, sitting', 'car']``); over :data:`CLASSES_SHOWN` names, the first ones and the count."""
+    shown = list(names[:CLASSES_SHOWN])
+    text = str(shown) if any("," in name for name in shown) else ",".join(shown)
+    return text if len(names) <= CLASSES_SHOWN else f"{text} ... ({len(names)} classes)"
 
 
 def _written_by_main(value: Any, kind: Any) -> bool:
@@ -406,14 +409,15 @@ def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags
     args.dataset = settings["dataset"]
     taken = [f"--dataset {args.dataset}"]
     for key in flags:
-        value = settings.get(key)
-        if key == "classes" and isinstance(value, list) and value and all(isinstance(name, str) for name in value):
-            value = tuple(value)
-        elif key == "classes" and isinstance(value, str) and not os.path.isabs(value):  # a comma list, not a file
-            value = tuple(parse_class_list(value, allow_background=True, names_only=True))
-        if getattr(args, key) is None and isinstance(value, (str, tuple)):
-            setattr(args, key, value)
-            taken.append(f"--{key} {shown_class_names(value) if isinstance(value, tuple) else value}")
+        recorded = settings.get(key)
+        names = isinstance(recorded, list) and recorded and all(isinstance(name, str) for name in recorded)
+        if getattr(args, key) is not None or not (isinstance(recorded, str) or (key == "classes" and names)):
+            continue
+        value = tuple(recorded) if names else recorded
+        if key == "classes" and isinstance(recorded, str) and not os.path.isabs(recorded):  # a comma list, not a file
+            value = tuple(parse_class_list(recorded, allow_background=True, names_only=True))
+        setattr(args, key, value)
+        taken.append(f"--{key} {shown_class_names(value) if names else recorded}")
     if not args.skip_unknown_classes and settings.get("skip_unknown_classes") is True:
         args.skip_unknown_classes = True
         taken.append("--skip_unknown_classes")
