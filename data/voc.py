@@ -643,10 +643,10 @@ def _unknown_class_problems(
         times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
         compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         about = _about_classes(name, tuple(label_of))
+        fix = _comma_in_class_name(name, tuple(label_of)) if "," in name else "add it to --classes"
         problems.append(
             f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; "
-            "add it to --classes, or pass --skip_unknown_classes to leave such objects out "
-            "(counted in one warning)"
+            f"{fix}, or pass --skip_unknown_classes to leave such objects out (counted in one warning)"
         )
     return problems
 
@@ -670,6 +670,16 @@ def _known_classes(name: str, classes: Sequence[str]) -> str:
     if closest:
         return f"not among the {len(classes)} classes; the closest: {', '.join(map(repr, closest))}"
     return f"not among the {len(classes)} classes: {preview_names(list(classes))}"
+
+
+def _comma_in_class_name(name: str, classes: tuple[str, ...]) -> str:
+    """What to do about an unknown class ``name`` holding a comma, which no name given with ``--classes`` can hold
+    (a COCO-layout category or a checkpoint's class names can): rename it; and, where ``--classes`` holds each of its
+    parts, that it read the name as that many names."""
+    parts = [part.strip() for part in name.split(",") if part.strip()]
+    read = f"--classes read it as {len(parts)} names: " if all(part in classes for part in parts) else ""
+    return (f"{read}a name given with --classes cannot hold a comma, so rename the class in the XML files and in "
+            f"--classes (e.g. {'_'.join(parts)!r})")
 
 
 LIST_MARKS = " \t'\"`[]{}-"  # what a Python, JSON or YAML list pasted into --classes leaves around each name

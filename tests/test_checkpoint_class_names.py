@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import main as cli
-from data import build_dataset
+from data import DataError, build_dataset
 from tests.test_coco_class_order import TEST_IMAGES, only_class_scored, training_argv
 from tests.test_data_coco import write_coco
 from tests.test_data_voc import write_voc_folder
@@ -178,3 +178,17 @@ def test_class_names_holding_a_comma_are_quoted_where_a_message_lists_them():
     assert str(error.value) == (
         "w.pth was trained on 2 classes ('person, sitting', 'car'), but the dataset has 3 classes (person, sitting, "
         "car); use it with the classes it was trained on")
+
+
+def test_an_xml_class_holding_a_comma_that_classes_split_says_to_rename_it(tmp_path):
+    """``--classes "person, sitting,car"`` is three names: the XML's 'person, sitting' is unknown, and 'add it to
+    --classes' alone cannot be done; the error says how --classes read it and to rename the class."""
+    root = write_voc_folder(tmp_path, OBJECTS, {"trainval": ["a", "b"]})
+    with pytest.raises(DataError) as error:
+        build_dataset("voc", "train", 128, data_root=str(root), classes="person, sitting,car")
+    assert ("a.xml: unknown class 'person, sitting' (classes: person, sitting, car); --classes read it as 2 names: a "
+            "name given with --classes cannot hold a comma, so rename the class in the XML files and in --classes "
+            "(e.g. 'person_sitting'), or pass --skip_unknown_classes to leave such objects out") in str(error.value)
+    with pytest.raises(DataError, match=r"unknown class 'person, sitting' \(classes: car\); a name given with "
+                                        r"--classes cannot hold a comma, so rename"):
+        build_dataset("voc", "train", 128, data_root=str(root), classes="car")
