@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from data.errors import DataError
@@ -62,6 +63,14 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
     return names
 
 
+def checked_recorded_names(names: Sequence[str], source: str) -> list[str]:
+    """Class names a checkpoint or a ``summary.json`` recorded (``source`` says which), used as they are: a name may
+    hold a comma (a COCO-layout category's) or be a softmax background entry (a model trained with one has it), but
+    :class:`DataError` for a control or invisible character or a slash, as for ``--classes``
+    (:func:`parse_class_list`): a VOC layout names a results file after each class."""
+    return _checked_class_names([(source, name) for name in names], allow_background=True, allow_comma=True)
+
+
 def is_background_entry(name: str) -> bool:
     """Whether ``name`` is the background entry that starts a softmax classifier's class list: ``__background__``
     (the authors', torchvision's, Detectron's), labelme's ``_background_``, ``__bg__``, in any letter case. Only
@@ -69,14 +78,15 @@ def is_background_entry(name: str) -> bool:
     return name.startswith("_") and name.endswith("_") and name.strip("_").lower() in ("background", "bg")
 
 
-def _checked_class_names(names: list[tuple[str, str]], allow_background: bool) -> list[str]:
+def _checked_class_names(names: list[tuple[str, str]], allow_background: bool, allow_comma: bool = False) -> list[str]:
     """The names of ``(where, name)`` pairs; :class:`DataError` naming ``where`` for a name with a control character
     (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
     invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
     with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
-    goes), or, unless ``allow_background``, a softmax classifier's background entry (:func:`is_background_entry`)."""
+    goes; unless ``allow_comma``), or, unless ``allow_background``, a softmax classifier's background entry
+    (:func:`is_background_entry`)."""
     for where, name in names:
-        if "," in name:
+        if "," in name and not allow_comma:
             raise DataError(f"{where}: {name!r} holds a comma; the file takes one class name per line, and a class "
                             "name cannot hold a comma (a class of the XML files named so, 'hot, dog', needs another "
                             "name there and here)")

@@ -192,3 +192,15 @@ def test_an_xml_class_holding_a_comma_that_classes_split_says_to_rename_it(tmp_p
     with pytest.raises(DataError, match=r"unknown class 'person, sitting' \(classes: car\); a name given with "
                                         r"--classes cannot hold a comma, so rename"):
         build_dataset("voc", "train", 128, data_root=str(root), classes="car")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_checkpoint_class_name_holding_a_slash_is_refused_before_evaluating_on_voc_layout_data(tmp_path, capsys):
+    """A COCO-layout category 'a/b' cannot name a VOC results file (comp4_det_test_<class>.txt): one line naming the
+    checkpoint, before the model runs, not a missing-folder error when the results are written."""
+    checkpoint = checkpoint_with_classes(tmp_path / "w.pth", ["a/b", "car"])
+    root = write_voc_folder(tmp_path / "voc", {"a": [("a/b", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
+    assert run("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
+               "--eval_dir", str(tmp_path / "eval")) == 2
+    assert (f"error: the class names of {checkpoint}: class name 'a/b' contains a slash, but each class names a VOC "
+            "results file") in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data import COCODetection, DataError, build_dataset
-from data.class_list import is_background_entry, parse_class_list
+from data.class_list import checked_recorded_names, is_background_entry, parse_class_list
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.distributed import DistributedContext, raise_if_any_process_failed
@@ -34,7 +34,8 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     checkpoint or a ``summary.json``, used as they are (a name may hold a comma, or be that of a file here)."""
     classes = args.classes or None
     if isinstance(classes, tuple):
-        classes = list(classes)
+        recorded = args.trained_model or args.resume or f"the summary.json of {args.eval_results}"
+        classes = checked_recorded_names(classes, f"the class names of {recorded}")
     elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
