@@ -373,7 +373,8 @@ def check_not_above_evaluations(results: Path) -> None:
         return
     if any(path.is_file() for pattern in RESULTS_FILE_PATTERNS for path in results.glob(pattern)):
         return
-    inside = sorted(str(path.parent.relative_to(results)) for pattern in ("*/summary.json", "*/*/summary.json", "*/*/*/summary.json")
+    inside = sorted(str(path.parent.relative_to(results))
+                    for pattern in ("*/summary.json", "*/*/summary.json", "*/*/*/summary.json")
                     for path in results.glob(pattern) if path.is_file())
     if inside:
         where = f"its folder {inside[0]}" if len(inside) == 1 else f"each of its folders {', '.join(inside)}"

@@ -198,8 +198,8 @@ def format_table(title: str, seeds: list[int], summary: dict, stats_caption: str
                      f"{per_seed} |")
     if len(seeds) > 1:
         lines += ["", f"IoU, MG: mean ± sample std (ddof 1) over the {len(seeds)} seeds; MG − IoU: mean ± sample "
-                      "std of the per-seed paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value is "
-                      "higher (a difference shown as +0.0 may count)."]
+                      "std of the per-seed paired differences MG − IoU; seeds MG > IoU: seeds whose unrounded MG value "
+                      "is higher (a difference shown as +0.0 may count)."]
     else:
         lines += ["", "IoU, MG and MG − IoU: the values of the one seed (no std)."]
     lines += ["", f"| assignment statistic ({stats_caption}) | IoU | MG | MG − IoU |", "|---|---|---|---|"]
