@@ -6,7 +6,6 @@ saw.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import signal
 import time
@@ -34,7 +33,7 @@ from utils.logging import RunLog
 from utils.messages import counted, exact_number, iteration_span, preview_names
 from utils.loss.stats import mean_over_rows, stats_from_sums, summable_stats
 from utils.optim import set_lr, warmup_cosine_lr
-from utils.progress import progress_bar
+from utils.progress import clock, progress_bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -435,7 +434,7 @@ def _progress_line(row: dict, max_iter: int, eta_s: float) -> str:
     """A log interval's figures as one line: its ``row``'s iteration, mean losses, learning rate and speed, and the
     time left (``eta_s`` seconds, at the interval's speed) as H:MM:SS."""
     return (f"iteration {row['iteration']}/{max_iter}: loss_l {row['loss_l']:.4f} loss_c {row['loss_c']:.4f} "
-            f"lr {row['lr']:.2e}, {row['images_per_s']:.1f} images/s, ETA {datetime.timedelta(seconds=round(eta_s))}")
+            f"lr {row['lr']:.2e}, {row['images_per_s']:.1f} images/s, ETA {clock(eta_s)}")
 
 
 def _interval_row(done: int, settings: TrainSettings, mean_losses: torch.Tensor, lr: float, stats: dict | None,

@@ -97,11 +97,11 @@ class ProgressLines:
         parts = [f"{self.n:,}" if self.total is None else f"{self.n:,}/{self.total:,}"]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f} %)"
-        parts[0] += f" in {_clock(elapsed)}"
+        parts[0] += f" in {clock(elapsed)}"
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         parts.append(f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/{self.unit}")
         if self.total is not None and rate > 0 and self.n < self.total:
-            parts.append(f"ETA {_clock((self.total - self.n) / rate)}")
+            parts.append(f"ETA {clock((self.total - self.n) / rate)}")
         parts += [self.postfix] if self.postfix else []
         return (f"{self.desc}: " if self.desc else "") + ", ".join(parts)
 
@@ -111,6 +111,6 @@ class ProgressLines:
             print(self.line(now), file=sys.stderr, flush=True)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """``seconds`` as H:MM:SS, e.g. 0:01:48."""
     return str(timedelta(seconds=round(seconds)))
