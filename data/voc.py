@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from data.dataset import (
-    IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, file_type_problem,
-    has_extent, image_header_size, opencv_pixel_limit,
+    IMAGE_EXTENSIONS, Annotations, DetectionDataset, FixupCounter, Transform, broken_link_message, clip_to_image,
+    file_type_problem, image_header_size, opencv_pixel_limit,
 )
 from data.errors import DataError, DatasetNotFoundError, Hint, format_problems, with_missing_files_hint
 from utils.messages import exact_number, preview_names
@@ -728,11 +728,10 @@ def _swapped_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """bool ``[n]``: 0-based continuous pixel boxes ``[n, 4]`` that are inside out (``x2 < x1`` or ``y2 < y1``; in
     the XML's 1-based inclusive pixels ``xmin > xmax + 1`` or ``ymin > ymax + 1``, as ``xmax = xmin - 1`` is a box
     of no width) and that, with each axis's two coordinates in order and clipped to the image, have extent
-    (:func:`has_extent`): boxes whose coordinates look swapped."""
+    (:func:`data.dataset.clip_to_image`): boxes whose coordinates look swapped."""
     ordered = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
-    ordered = np.clip(ordered, 0, np.array([width, height, width, height], dtype=np.float64))
     inside_out = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    return inside_out & has_extent(ordered, height, width)
+    return inside_out & clip_to_image(ordered, height, width)[1]
 
 
 def _swapped_box_name(image: _ReadImage, place: int) -> str:
