@@ -21,11 +21,9 @@ install). Opset 17 by default; 11 is the lowest with ``NonMaxSuppression`` and d
 from __future__ import annotations
 
 import os
-import re
 import sys
 import warnings
 import importlib
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
 from utils.checkpoint import check_writable_folder
+from utils.environment import installed_version, release
 from utils.files import naming_file
 from utils.messages import first_line
 from utils.postprocess import PRE_NMS_TOPK, check_thresholds, decoded_boxes_and_scores, top_candidates
@@ -188,13 +187,10 @@ def onnxruntime_unusable() -> str | None:
     """Why onnxruntime cannot run the exported file here, with the command that fixes it; None when it can. A release
     built for NumPy 1 beside NumPy 2 is named from pip's metadata without being imported: the import printed NumPy's
     "compiled using NumPy 1.x" warning with a traceback."""
-    try:
-        version = metadata.version("onnxruntime")
-    except metadata.PackageNotFoundError:
-        version = None
-    if version is not None and int(np.__version__.split(".")[0]) >= 2:
-        found = re.match(r"(\d+)\.(\d+)", version)
-        if found is not None and (int(found[1]), int(found[2])) < ONNXRUNTIME_FOR_NUMPY_2:
+    version = installed_version("onnxruntime")
+    if version is not None and (release(np.__version__) or (0,)) >= (2,):
+        found = release(version)
+        if found is not None and found[:2] < ONNXRUNTIME_FOR_NUMPY_2:
             return (f"onnxruntime {version} cannot run with NumPy {np.__version__} (onnxruntime "
                     f"{'.'.join(map(str, ONNXRUNTIME_FOR_NUMPY_2))} or newer can): install it with "
                     "`pip install -r requirements-export.txt`")
