@@ -14,12 +14,12 @@ from utils.names import compose_name, control_characters, folded_name, invisible
 
 def parse_class_list(arg: str, allow_background: bool = False, names_only: bool = False) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
-    (lines starting with ``#`` are comments); ``names_only``: a comma list, whatever files are here (a list recorded
-    by an evaluation, whose file it would have recorded by its absolute path). :class:`DataError` naming the file (and
-    line) or the argument for an
-    empty or repeating list, a name with a control or invisible character or a slash, a softmax classifier's
-    ``__background__`` entry (this classifier has no background class; ``allow_background``: the classes of a model
-    trained with one, which has that class), or a file's line holding a comma or a comment after its name."""
+    (lines starting with ``#`` are comments); ``names_only``: a comma list, whatever files are here (a list recorded by
+    an evaluation, whose file it would have recorded by its absolute path). :class:`DataError` naming the file (and
+    line) or the argument for an empty or repeating list, a name with a control or invisible character or a slash, a
+    softmax classifier's ``__background__`` entry (this classifier has no background class; ``allow_background``: the
+    classes of a model trained with one, which has that class), or a file's line holding a comma or a comment after its
+    name."""
     path = Path(arg)
     try:
         is_dir, is_file = (False, False) if names_only else (path.is_dir(), path.is_file())
