@@ -195,7 +195,7 @@ def read_image(path: str | Path) -> np.ndarray:
         try:
             stored = tiff_in_stored_order(data)
             image = cv2.imdecode(stored, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-            deep_max = _unused_high_byte(stored, image)
+            deep_max = _low_bit_depth_maximum(stored, image)
         except cv2.error as error:  # e.g. more pixels than OpenCV's limit (2^30), before decoding anything
             image, refused = None, error
     corrupt = [line for line in messages if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
@@ -224,7 +224,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def _unused_high_byte(data: np.ndarray, image: np.ndarray | None) -> int | None:
+def _low_bit_depth_maximum(data: np.ndarray, image: np.ndarray | None) -> int | None:
     """For the bytes ``data`` of an image file decoded as 8 bits into ``image`` (uint8 ``[H, W, 3]``): the largest
     value of a 16-bit image whose values stay below 4096 (12-bit data, which the high byte that 8 bits keep turns
     into 0..15), else ``None``. Decodes the file a second time, at its depth, only when ``image`` is that dark."""
