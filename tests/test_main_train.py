@@ -582,20 +582,29 @@ def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_
     assert (best["iteration"], best["best_metrics"]["mAP"]) == (2, 0.1)
 
 
-def test_a_run_resumed_under_another_name_compares_with_its_best_evaluation(shapes_root, tmp_path, monkeypatch,
+@pytest.fixture(scope="module")
+def four_shapes_root(tmp_path_factory) -> Path:
+    """4 train + 2 test images: with ``--batch_size 2`` an epoch of 2 iterations, as ``shapes_root`` with 8, at a
+    quarter of the training and a third of the evaluation."""
+    return generate_shapes_dataset(tmp_path_factory.mktemp("four") / "shapes", num_trainval=4, num_test=2)
+
+
+def test_a_run_resumed_under_another_name_compares_with_its_best_evaluation(four_shapes_root, tmp_path, monkeypatch,
                                                                             capsys):
     """Evaluations at 2 (0.2) and 4 (0.5), SIGINT in iteration 6; resumed with --name renamed (which applies from then
     on), 6 (0.3) and 8 (0.45) score lower. The resumed run looked for its best only beside its new checkpoint, found
     none, took 0.3 for its best so far and ended naming renamed_best.pth (0.45) as the run's best: it goes on
     comparing with the best of iteration 4, where it is, and its checkpoint records where, for a later resume."""
-    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1")
-    scripted_scores(monkeypatch, [0.2, 0.5])
+    argv = base_args(four_shapes_root, "--warm_iter", "1", "--eval_interval", "1")
+    evaluated = scripted_scores(monkeypatch, [0.2, 0.5])
     monkeypatch.setattr(_SignalAt, "at", 5)
     monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
     assert run(tmp_path, argv) == EXIT_INTERRUPTED
+    assert len(evaluated) == 2
     monkeypatch.undo()
-    scripted_scores(monkeypatch, [0.3, 0.45])
+    evaluated = scripted_scores(monkeypatch, [0.3, 0.45])
     assert run(tmp_path, argv + ["--resume", str(Path("weights") / CKPT.format("")), "--name", "renamed"]) == 0
+    assert len(evaluated) == 2 and eval_rows(tmp_path / "run") == [(2, 0.2), (4, 0.5), (6, 0.3), (8, 0.45)]
     out = capsys.readouterr().out
     assert "best evaluation so far" not in out.split("resumed from")[1]
     assert f"best evaluation: mAP 0.5000 after iteration 4, saved in {Path('weights') / BEST}\n" in out
