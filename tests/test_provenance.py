@@ -1,13 +1,17 @@
 """The record of what ran that opens each training attempt in log.txt: command, config, software, git commit."""
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from utils.provenance import code_revision, provenance_lines
 
@@ -60,13 +64,17 @@ def test_without_a_git_program_the_code_line_says_so(tmp_path, monkeypatch):
 
 
 def test_the_lines_give_the_command_as_a_shell_reads_it_the_config_as_json_and_the_versions(tmp_path, monkeypatch):
+    """Every part of the software line (a CUDA build adds its CUDA and cuDNN) and the code line of ``repository``."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # a checkout above tmp_path is not looked for
     command, config, software, code = provenance_lines(
         {"seed": 3, "lr": 0.01, "data_root": "/data/my set"}, torch.device("cpu"),
         ["main.py", "--data_root", "/data/my set", "--seed", "3"], repository=tmp_path)
     assert command == f"command: main.py --data_root '/data/my set' --seed 3 (in {tmp_path})"
     assert json.loads(config.removeprefix("config: ")) == {"seed": 3, "lr": 0.01, "data_root": "/data/my set"}
     python = ".".join(map(str, sys.version_info[:3]))
-    assert software.startswith(f"software: python {python}, torch {torch.__version__}")
-    assert f"numpy {np.__version__}" in software
-    assert code.startswith("code: git commit ")
+    assert re.fullmatch(rf"software: python {re.escape(python)}, torch {re.escape(torch.__version__)}"
+                        rf"(, CUDA [\d.]+, cuDNN \d+)?, torchvision {re.escape(torchvision.__version__)}, numpy "
+                        rf"{re.escape(np.__version__)}, opencv {re.escape(cv2.__version__)}, "
+                        rf"{re.escape(platform.platform())}", software)
+    assert code.startswith("code: git commit unknown (") and f"{tmp_path}" in code  # not a checkout, or no git
