@@ -657,9 +657,14 @@ def test_the_closest_class_names_are_looked_for_once_per_unknown_name_not_once_p
     samples = {f"a{i}": [("dogo", (1, 1, 10, 10), 0)] for i in range(5)}
     root = write_voc_folder(tmp_path, samples, {"trainval": list(samples)})
     classes = ["cat", "dog", *(f"kind {i}" for i in range(40))]
-    with pytest.raises(DataError, match="5 problem"):
+    with pytest.raises(DataError, match="5 problem") as error:
         build_dataset("voc", "train", 64, data_root=str(root), classes=classes)
     assert calls == ["dogo"]
+    # each file still gets the hint looked for once, not only the first
+    assert str(error.value).splitlines()[1:] == [
+        f"  - {root / 'Annotations' / name}.xml: unknown class 'dogo' (not among the 42 classes; the closest: 'dog'); "
+        "add it to --classes, or pass --skip_unknown_classes to leave such objects out (counted in one warning)"
+        for name in samples]
 
 
 def test_class_names_written_on_one_line_of_a_class_file_are_one_class_and_the_error_says_so(tmp_path):
