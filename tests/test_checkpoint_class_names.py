@@ -71,9 +71,13 @@ def test_a_one_class_checkpoint_is_not_read_as_the_file_of_its_class_name_in_the
     Path("dog").write_text("cat\nhorse\n")
     assert run("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
                "--eval_dir", "eval") == 0
-    assert list(json.loads(Path("eval/summary.json").read_text())["metrics"]["per_class_AP50"]) == ["dog"]
+    metrics = json.loads(Path("eval/summary.json").read_text())["metrics"]
+    assert list(metrics["per_class_AP50"]) == ["dog"]
+    capsys.readouterr()
     assert run("--eval_results", "eval") == 0
-    assert "error" not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "error" not in captured.err and "--classes dog (from eval/summary.json)" in captured.out
+    assert f"mAP={metrics['mAP']:.4f} AP50={metrics['AP50']:.4f}" in captured.out  # re-scored as evaluated
 
 
 @pytest.mark.usefixtures("one_torch_thread")
