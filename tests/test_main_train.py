@@ -550,12 +550,19 @@ def test_named_runs_evaluate_into_folders_of_their_own(shapes_root, trained, tmp
         str(Path("weights") / CKPT.format("")))
 
 
+@pytest.fixture(scope="module")
+def four_shapes_root(tmp_path_factory) -> Path:
+    """4 train + 2 test images: with ``--batch_size 2`` an epoch of 2 iterations, as ``shapes_root`` with 8, at a
+    quarter of the training and a third of the evaluation."""
+    return generate_shapes_dataset(tmp_path_factory.mktemp("four") / "shapes", num_trainval=4, num_test=2)
+
+
 def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_best_aside(
-        shapes_root, tmp_path, monkeypatch, capsys):
+        four_shapes_root, tmp_path, monkeypatch, capsys):
     """SIGINT in iteration 6 stops the run after evaluations at 2 (0.2) and 4 (0.5); resumed, 6 (0.3) and 8 (0.45)
     score lower, so the best checkpoint stays that of 4. A new run of the same name sets it aside and keeps its own
     (a run of 2 iterations: its final evaluation is its best)."""
-    argv = base_args(shapes_root, "--batch_size", "8", "--warm_iter", "1", "--eval_interval", "1")
+    argv = base_args(four_shapes_root, "--warm_iter", "1", "--eval_interval", "1")
     scripted_scores(monkeypatch, [0.2, 0.5])
     monkeypatch.setattr(_SignalAt, "at", 5)
     monkeypatch.setattr(training_setup, "MultiBoxLoss", _SignalAt)
@@ -580,13 +587,6 @@ def test_a_resumed_run_compares_with_its_best_evaluation_and_a_new_run_sets_the_
     assert f"an earlier run's best checkpoint was at {Path('weights') / BEST}: kept as {kept_as}" in out
     best = load_checkpoint(tmp_path / "weights" / BEST)
     assert (best["iteration"], best["best_metrics"]["mAP"]) == (2, 0.1)
-
-
-@pytest.fixture(scope="module")
-def four_shapes_root(tmp_path_factory) -> Path:
-    """4 train + 2 test images: with ``--batch_size 2`` an epoch of 2 iterations, as ``shapes_root`` with 8, at a
-    quarter of the training and a third of the evaluation."""
-    return generate_shapes_dataset(tmp_path_factory.mktemp("four") / "shapes", num_trainval=4, num_test=2)
 
 
 def test_a_run_resumed_under_another_name_compares_with_its_best_evaluation(four_shapes_root, tmp_path, monkeypatch,
