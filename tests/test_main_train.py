@@ -1213,14 +1213,15 @@ class OutputReaderGone(io.StringIO):
 def test_output_whose_reader_ended_stops_the_run_with_advice_about_the_pipe_not_the_disk(
         shapes_root, tmp_path, monkeypatch, capsys):
     """It said "free space or fix the folder" and log.txt ended without a word about why the run stopped."""
-    monkeypatch.setattr(sys, "stdout", OutputReaderGone(broken_at="iteration 6/8"))  # saved after 4
-    assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
+    monkeypatch.setattr(sys, "stdout", OutputReaderGone(broken_at="iteration 3/4"))  # saved after 2
+    argv = base_args(shapes_root, "--max_iter", "4", "--checkpoint_interval", "2")
+    assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     error = ("error: <standard output>: Broken pipe; the program reading main.py's output ended (head or less, say) "
              "or its terminal closed: send the output to a file (> train.out 2>&1, or run under nohup), then continue "
-             "with the same command plus --resume (from iteration 4)")
+             "with the same command plus --resume (from iteration 2)")
     assert capsys.readouterr().err == error + "\n"
     assert (tmp_path / "run" / "log.txt").read_text().endswith(f" {error}\n")
-    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 2
 
 
 def test_a_warm_up_longer_than_max_iter_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
