@@ -1,6 +1,7 @@
 """main.py on bad or tricky data: --skip_unknown_classes, --check_data's image scan, a bad image met in training,
 the notes on which image lists a VOC-layout folder uses."""
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -265,5 +266,9 @@ def test_a_checkpoint_trained_with_a_background_class_is_still_evaluated(tmp_pat
     assert run(tmp_path, "--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root),
                "--workers", "0", "--device", "cpu", "--eval_dir", str(tmp_path / "eval")) == 0
     assert "background class of a softmax classifier" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert list(summary["metrics"]["per_class_AP50"]) == classes  # each of the model's classes scored
     assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", ",".join(classes),
                "--check_data", "--workers", "0") == 2  # a new class list is still refused
+    assert capsys.readouterr().err.startswith("error: --classes __background__,cat,dog: '__background__' is the "
+                                              "background class of a softmax classifier")
