@@ -158,28 +158,33 @@ class SharedSeen(_SharedWithLaterProcesses):
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
 
     @staticmethod
-    def _record(key: int, table: MutableSequence[int]) -> bool | None:
-        """Record ``key`` in ``table`` (under the lock): True when new, False when recorded before, None when the
-        table is full."""
-        slots = len(table)
-        for probe in range(slots):
-            slot = (key + probe) % slots
-            if table[slot] == key:
-                return False
-            if table[slot] == 0:
-                table[slot] = key
-                return True
-        return None
-
-    @staticmethod
-    def _holds(key: int, table: Sequence[int]) -> bool:
-        """Whether ``key`` is recorded in ``table`` (under the lock)."""
+    def _slot_of(key: int, table: Sequence[int]) -> int | None:
+        """The slot of ``table`` (open addressing, linear probing) that holds ``key``, or the empty one (0) where it
+        would go; None when the table is full without it."""
         slots = len(table)
         for probe in range(slots):
             slot = (key + probe) % slots
             if table[slot] in (key, 0):
-                return table[slot] == key
-        return False
+                return slot
+        return None
+
+    @classmethod
+    def _record(cls, key: int, table: MutableSequence[int]) -> bool | None:
+        """Record ``key`` in ``table`` (under the lock): True when new, False when recorded before, None when the
+        table is full."""
+        slot = cls._slot_of(key, table)
+        if slot is None:
+            return None
+        if table[slot] == key:
+            return False
+        table[slot] = key
+        return True
+
+    @classmethod
+    def _holds(cls, key: int, table: Sequence[int]) -> bool:
+        """Whether ``key`` is recorded in ``table`` (under the lock)."""
+        slot = cls._slot_of(key, table)
+        return slot is not None and table[slot] == key
 
 
 class SharedLines(_SharedWithLaterProcesses):
