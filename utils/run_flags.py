@@ -250,13 +250,18 @@ def shown_class_names(names: Sequence[str]) -> str:
     return text if len(names) <= CLASSES_SHOWN else f"{text} ... ({len(names)} classes)"
 
 
+def _is_name_list(value: Any) -> bool:
+    """Whether ``value`` is class names as a checkpoint or a ``summary.json`` records them: a non-empty list (a tuple
+    as saved) of strings."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(type(name) is str for name in value)
+
+
 def _written_by_main(value: Any, kind: Any) -> bool:
     """Whether a checkpoint's flag ``value`` is one main.py writes for a flag of ``kind``: a type, or the choices."""
     if isinstance(kind, tuple):
         return value in kind
     if kind is list:  # --classes: a string, or a list of names (a tuple as saved)
-        names = isinstance(value, (list, tuple)) and bool(value) and all(type(name) is str for name in value)
-        return type(value) is str or names
+        return type(value) is str or _is_name_list(value)
     if kind is float:
         return type(value) in (int, float)
     return type(value) is kind
@@ -411,7 +416,7 @@ def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags
     taken = [f"--dataset {args.dataset}"]
     for key in flags:
         recorded = settings.get(key)
-        names = isinstance(recorded, list) and recorded and all(isinstance(name, str) for name in recorded)
+        names = _is_name_list(recorded)
         if getattr(args, key) is not None or not (isinstance(recorded, str) or (key == "classes" and names)):
             continue
         value = tuple(recorded) if names else recorded
