@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from data import DEFAULT_ROOTS, COCODetection, DataError, DatasetNotFoundError, DataWarning, build_dataset
 from data.coco import clean_coco_boxes, find_coco_annotation, read_json_file, read_json_member
 from data.transforms import TestTransform
+from tests.test_data_voc import calls_recorded
 
 pytestmark = pytest.mark.filterwarnings("ignore::data.errors.DataWarning")  # asserted where they matter
 
@@ -845,13 +846,7 @@ def test_the_coco_2017_download_hints_are_built_only_for_an_error(tmp_path, monk
     --dataset coco split read, also one without a problem: now when an error prints them, with the same text."""
     import data
 
-    built = []
-    for name in ("_coco_download_hint", "_coco_missing_files_hint"):
-        def counted_hint(*args, hint=getattr(data, name), name=name):
-            built.append(name)
-            return hint(*args)
-
-        monkeypatch.setattr(data, name, counted_hint)
+    built = calls_recorded(monkeypatch, data, ("_coco_download_hint", "_coco_missing_files_hint"))
     root = tmp_path / "coco2017"
     write_coco(root, "train2017", coco_json(GOOD_ANNOTATIONS))
     assert len(build_dataset("coco", "train", 32, data_root=str(root))) == 2 and built == []

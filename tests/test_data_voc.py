@@ -231,18 +231,24 @@ def test_a_notable_share_of_boxes_below_the_minimum_side_is_warned_once_at_loadi
     assert rarely_trained_warnings(caught) == []
 
 
+def calls_recorded(monkeypatch, module, names: tuple[str, ...]) -> list[str]:
+    """The list that the functions ``names`` of ``module``, wrapped for the test, append their name to when called."""
+    called = []
+    for name in names:
+        def recorded(*args, function=getattr(module, name), name=name):
+            called.append(name)
+            return function(*args)
+
+        monkeypatch.setattr(module, name, recorded)
+    return called
+
+
 def test_the_vocdevkit_download_hints_are_built_only_for_an_error(tmp_path, monkeypatch):
     """The hints (which list the folders to name a test tar extracted a level too deep) were built for every VOCdevkit
     split read, also one without a problem: now when an error prints them, with the same text."""
     import data
 
-    built = []
-    for name in ("_voc_download_hint", "_voc_missing_files_hint"):
-        def counted_hint(*args, hint=getattr(data, name), name=name):
-            built.append(name)
-            return hint(*args)
-
-        monkeypatch.setattr(data, name, counted_hint)
+    built = calls_recorded(monkeypatch, data, ("_voc_download_hint", "_voc_missing_files_hint"))
     root = tmp_path / "VOCdevkit"
     for year in ("VOC2007", "VOC2012"):
         write_voc_folder(root / year, {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
