@@ -6,13 +6,20 @@ import re
 import signal
 import sys
 
+import contextlib
+import traceback
+
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from data.errors import DataError
+from models import build_detector
 from tests.terminal_view import TerminalView
 from utils import engine
+from utils.assign import assignment
+from utils.box import PriorBox
 from utils.distributed import DistributedContext
 from utils.engine import (
     NonFiniteGuard,
@@ -24,6 +31,8 @@ from utils.engine import (
     train,
 )
 from utils.logging import RunLog
+from utils.loss import MultiBoxLoss
+from utils.optim import build_optimizer
 
 
 def test_non_finite_guard_names_the_first_bad_iteration():
@@ -397,6 +406,56 @@ def test_counting_a_skipped_step_reads_nothing_on_the_host(monkeypatch):
         scaler.update()
         optimizer.zero_grad()
     assert skipped.take() == (1, 2.0) and skipped.take() == (0, 2.0)
+
+
+class _BlockingCopies(TorchFunctionMode):
+    """Records, as ``(function, file:line of its caller)``, the copies from host memory to another device that wait
+    for that device on CUDA: ``torch.tensor``/``as_tensor``/``new_tensor`` onto it, and ``.to``/``.copy_`` of a host
+    tensor without ``non_blocking`` (from pageable memory, a stream synchronisation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        from_host = name in ("to", "copy_") and any(isinstance(arg, torch.Tensor) and arg.device.type == "cpu"
+                                                    for arg in args)
+        on_device = isinstance(result, torch.Tensor) and result.device.type != "cpu"
+        if on_device and not kwargs.get("non_blocking") and (from_host or name in ("tensor", "as_tensor",
+                                                                                   "new_tensor")):
+            caller = traceback.extract_stack()[-2]
+            self.copies.append((name, f"{os.path.relpath(caller.filename)}:{caller.lineno}"))
+        return result
+
+
+@pytest.mark.parametrize("assign_stats", [False, True])
+def test_a_training_step_and_its_nan_check_never_wait_for_the_device(monkeypatch, assign_stats):
+    """README: no per-iteration host sync of the project's own under fp32. The step (IoU assignment; Mutual Guidance's
+    one sync runs on a side CUDA stream) and the NaN/inf guard's update run on the meta device, which holds no values,
+    so a read of one on the host (item, bool, tolist, nonzero) raises; the host-to-device copies that would wait on
+    CUDA are recorded. With --assign_stats the statistics' num_images was a torch.tensor made on the device: a
+    blocking copy, so the host waited for the forward pass at every iteration."""
+    # on CUDA the targets' one copy is pinned and non-blocking (test_losses checks it there); meta takes the same path
+    monkeypatch.setattr(assignment, "_to_device", lambda tensor, device: tensor.to(device, non_blocking=True))
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())  # none for meta
+    device = torch.device("meta")
+    with device:
+        model = build_detector("fssd", "resnet18", 128, 3).train()
+    priors = PriorBox(size=128).forward().to(device)
+    optimizer, scaler = build_optimizer(model, lr=0.01), torch.amp.GradScaler("cpu", enabled=False)
+    settings = TrainSettings(max_iter=2, epoch_size=2, base_lr=0.01, warm_iter=0, log_interval=1,
+                             checkpoint_interval=2, assign_stats=assign_stats)
+    guard, skipped = NonFiniteGuard(device, model), engine.SkippedSteps(scaler, device)
+    images, targets = torch.zeros(2, 3, 128, 128), [torch.tensor([[0.1, 0.2, 0.5, 0.6, 2.0]]), torch.zeros(0, 5)]
+    with _BlockingCopies() as recorder:
+        loss_l, loss_c, stats = engine._train_step(model, MultiBoxLoss(3), priors, optimizer, scaler, images,
+                                                   targets, settings, device, skipped)
+        guard.update(loss_l + loss_c, 0)
+    assert recorder.copies == []
+    assert (stats is not None) == assign_stats and loss_l.device == device
 
 
 def test_train_rows_without_fp16_have_no_skipped_step_columns(tmp_path):

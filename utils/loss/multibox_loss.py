@@ -249,7 +249,7 @@ class MultiBoxLoss(nn.Module):
             stats[f"{name}_pos_anchor_iou"] = mean_over(positive, elementwise_box_iou(anchors_xyxy, matched))
             stats[f"{name}_pos_pred_iou"] = mean_over(positive, elementwise_box_iou(pred_boxes, matched))
         stats["pos_per_object"] = stats["num_pos_cls"] / stats["num_objects"].clamp(min=1)
-        stats["num_images"] = torch.tensor(float(loc.shape[0]), device=loc.device)
+        stats["num_images"] = torch.full((), float(loc.shape[0]), device=loc.device)  # a fill: no blocking copy
         stats["cls_pos_per_image"] = stats["num_pos_cls"] / stats["num_images"]
         stats["reg_pos_per_image"] = stats["num_pos_reg"] / stats["num_images"]
         cls_positive = cls.state == POSITIVE
