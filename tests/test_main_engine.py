@@ -68,6 +68,40 @@ def test_non_finite_guard_names_the_first_iteration_that_left_non_finite_buffers
         same_iteration.check(ctx)
 
 
+class _BatchNormAndGrid(nn.Module):
+    """BatchNorm's 1-D buffers and a 2-D one stored transposed (not contiguous), as a model may register."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+        self.register_buffer("grid", torch.zeros(4, 2).t())
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+@pytest.mark.parametrize("where", ["norm.running_var", "grid"])
+def test_non_finite_guard_flags_exactly_the_non_finite_buffers_not_the_largest_finite_ones(bad, where):
+    """The update's check sums x * 0 (NaN exactly for an infinite or NaN x): finite extremes, whose plain sum would
+    overflow, pass; one bad value in a 1-D or a non-contiguous 2-D buffer is found, in the iteration it came in."""
+    model, ctx, finite = _BatchNormAndGrid(), DistributedContext(), torch.tensor(1.0)
+    largest, tiny = torch.finfo(torch.float32).max, torch.finfo(torch.float32).smallest_normal / 4  # a denormal
+    model.norm.running_var.copy_(torch.tensor([largest, largest, -0.0]))
+    model.grid.copy_(torch.tensor([[-largest, largest, tiny, -tiny], [largest, 0.0, -largest, 1.0]]))
+    guard = NonFiniteGuard(torch.device("cpu"), model)
+    guard.update(finite, 0)
+    guard.check(ctx)
+    buffer = model.get_buffer(where)
+    buffer[(0,) * (buffer.dim() - 1) + (1,)] = bad
+    guard.update(finite, 1)
+    guard.update(finite, 2)
+    with pytest.raises(NonFiniteLossError) as info:
+        guard.check(ctx)
+    assert info.value.iteration == 1 and info.value.names == [where]
+    with pytest.raises(NonFiniteLossError, match="^the loss became NaN/inf at iteration 1$"):
+        loss_guard = NonFiniteGuard(torch.device("cpu"))
+        loss_guard.update(torch.tensor(bad), 0)
+        loss_guard.check(ctx)
+
+
 def test_stop_signal_turns_sigint_and_sigterm_into_a_flag_and_restores_handlers():
     previous = signal.getsignal(signal.SIGINT)
     with StopSignal() as stop:
