@@ -486,10 +486,37 @@ def test_a_training_step_and_its_nan_check_never_wait_for_the_device(monkeypatch
     images, targets = torch.zeros(2, 3, 128, 128), [torch.tensor([[0.1, 0.2, 0.5, 0.6, 2.0]]), torch.zeros(0, 5)]
     with _BlockingCopies() as recorder:
         loss_l, loss_c, stats = engine._train_step(model, MultiBoxLoss(3), priors, optimizer, scaler, images,
-                                                   targets, settings, device, skipped)
+                                                   targets, settings, device, skipped, with_stats=assign_stats)
         guard.update(loss_l + loss_c, 0)
     assert recorder.copies == []
     assert (stats is not None) == assign_stats and loss_l.device == device
+
+
+class _StatsLoss(_ScriptedLoss):
+    """A :class:`_ScriptedLoss` with assignment statistics (call k's ``num_pos_cls`` is k + 1) that records the
+    ``with_stats`` of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.with_stats = []
+
+    def forward(self, outputs, priors, targets, with_stats=False):
+        self.with_stats.append(with_stats)
+        loss_l, loss_c = super().forward(outputs, priors, targets)
+        return (loss_l, loss_c, {"num_pos_cls": torch.tensor(float(self.calls))}) if with_stats else (loss_l, loss_c)
+
+
+def test_assignment_statistics_are_computed_only_for_the_iterations_that_log_them(tmp_path):
+    """--assign_stats logs the statistics of each log interval's last iteration: the loss computed them at every
+    iteration (IoUs of every decoded prediction, the IoU baseline under MG) and the loop dropped all but one in 20."""
+    settings = TrainSettings(max_iter=7, epoch_size=7, base_lr=0.1, warm_iter=0, log_interval=3,
+                             checkpoint_interval=100, assign_stats=True)
+    loss_fn = _StatsLoss()
+    rows, _, _, error = _run_loop(tmp_path, settings, loss_fn)
+    assert error is None
+    assert loss_fn.with_stats == [False, False, True, False, False, True, True]
+    assert [(row["iteration"], row["num_pos_cls"]) for row in rows if row["kind"] == "train"] == [
+        (3, 3.0), (6, 6.0), (7, 7.0)]
 
 
 def test_train_rows_without_fp16_have_no_skipped_step_columns(tmp_path):

@@ -264,6 +264,10 @@ class TrainSettings:
     assign_stats: bool = False
     mutual_guide_from: int | None = None  # IoU assignment before this iteration, Mutual Guidance from it
 
+    def logs_after(self, done: int) -> bool:
+        """Whether the loop logs (a train row, the progress line) after ``done`` completed iterations."""
+        return done % self.log_interval == 0 or done == self.max_iter
+
     def evaluates_after(self, done: int) -> bool:
         """Whether the loop evaluates after ``done`` completed iterations (the final evaluation is main.py's)."""
         return bool(self.eval_interval) and 0 < done < self.max_iter and done % self.eval_interval == 0
@@ -333,8 +337,10 @@ def train(
             set_lr(optimizer, lr)
             if settings.mutual_guide_from is not None:
                 loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
+            # assignment statistics are logged for an interval's last iteration alone: computed for it alone
+            with_stats = settings.assign_stats and settings.logs_after(iteration + 1)
             loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
-                                                device, skipped)
+                                                device, skipped, with_stats)
             guard.update(loss_l + loss_c, iteration)
             loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
             interval_iters += 1
@@ -343,7 +349,7 @@ def train(
             if check_every_iteration:
                 guard.check(ctx)
 
-            at_log = done % settings.log_interval == 0 or done == settings.max_iter
+            at_log = settings.logs_after(done)
             stop_requested = stop.received is not None
             if at_log:
                 guard.check(ctx)
@@ -470,10 +476,12 @@ def _train_step(
     settings: TrainSettings,
     device: torch.device,
     skipped: SkippedSteps,
+    with_stats: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
     """One forward/backward/step on ``images [B, 3, S, S]`` (host or device) and ``targets`` (host, ``[n_i, 5]`` each)
-    with ``priors [A, 4]`` cxcywh normalised; returns ``(loss_l, loss_c, stats or None)`` (0-d tensors, not synced).
-    ``skipped`` counts the step if an fp16 GradScaler skipped it."""
+    with ``priors [A, 4]`` cxcywh normalised; returns ``(loss_l, loss_c, stats)`` (0-d tensors, not synced), ``stats``
+    the assignment statistics with ``with_stats``, else None. ``skipped`` counts the step if an fp16 GradScaler skipped
+    it."""
     images = images.to(device, non_blocking=True)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -482,7 +490,7 @@ def _train_step(
         loc, conf = model(images)
     # Matching and the losses stay float32 under AMP.
     outputs = (loc.float(), conf.float())
-    if settings.assign_stats:
+    if with_stats:
         loss_l, loss_c, stats = loss_fn(outputs, priors, targets, with_stats=True)
     else:
         (loss_l, loss_c), stats = loss_fn(outputs, priors, targets), None
