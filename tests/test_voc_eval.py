@@ -118,6 +118,13 @@ def test_paper_summary_averages_the_ten_thresholds():
     assert result["AP50"] == 1.0 and result["AP75"] == 1.0 and result["VOC07_mAP50"] == 1.0
 
 
+def test_paper_thresholds_are_the_ten_decimal_values():
+    """``np.arange(0.5, 0.96, 0.05)`` alone gives 0.6000000000000001, ..., 0.9500000000000004: the thresholds a summary
+    reports (``iou_thresholds``, and ``summary.json``) and matches at are the decimal values 0.50, 0.55, ..., 0.95."""
+    result = evaluate_voc([dets([[0, 0, 10, 10]], [0.9], [0])], [gts([[1, 1, 10, 10]], [0])], ["cat"])
+    assert result["iou_thresholds"] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+
 def test_ap50_and_ap75_are_the_thresholds_0_50_and_0_75():
     # One object, one detection with IoU 0.72 (devkit frame gt [1,1,10,10] = 100 pixels, detection [1,1,9,8] = 9 x 8
     # = 72 pixels inside it). A match at 0.50, 0.55, 0.60, 0.65 and 0.70 (5 of 10 thresholds), a miss from 0.75 on:
