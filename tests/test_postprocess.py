@@ -227,6 +227,25 @@ def test_re_runs_recover_a_detection_a_plain_top_k_loses(priors):
     assert same_detections(PostProcessor(priors, max_pre_nms_topk=None)(loc, conf, sizes)[0], exact)
 
 
+def test_a_re_run_that_makes_an_image_exact_is_its_last_and_the_image_is_not_counted_inexact(priors, monkeypatch):
+    """The crowded image has 1,200 + 1 candidates above the threshold: the first pass (k = 1,000) is not exact, the
+    re-run with k = 4,000 holds them all, so it is exact. No further re-run (k = 16,000), and ``inexact_images`` stays
+    0: an evaluation would otherwise print that its metrics may be low for an image scored exactly."""
+    loc, conf, _ = crowded_image_outputs(priors)
+    post = PostProcessor(priors)
+    top_ks = []
+    run_with_top_k = post._torchvision_detections
+
+    def recording_top_k(boxes, scores, k):
+        top_ks.append(k)
+        return run_with_top_k(boxes, scores, k)
+
+    monkeypatch.setattr(post, "_torchvision_detections", recording_top_k)
+    detections = post(loc, conf, IMAGE_SIZES[:1])
+    assert top_ks == [PRE_NMS_TOPK, 4 * PRE_NMS_TOPK] and post.inexact_images == 0
+    assert same_detections(detections[0], PostProcessor(priors, pre_nms_topk=None)(loc, conf, IMAGE_SIZES[:1])[0])
+
+
 @pytest.mark.parametrize("nan_offsets, value", [
     ([0, 1, 2, 3], math.nan), ([0], math.nan),  # a NaN x offset leaves y1 and y2 finite
     # exp(0.2 * 1000) overflows: corners -inf and inf, which the clamp to [0, 1] turned into a whole-image box
