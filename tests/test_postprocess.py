@@ -8,7 +8,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou, nms
 
 from data.voc_eval import evaluate_voc
-from utils.box import BoxCoder, PriorBox
+from utils.box import BoxCoder, PriorBox, corner_form
 from utils.nms import suppression_matrix
 from utils.postprocess import MAX_PRE_NMS_TOPK, PRE_NMS_TOPK, PostProcessor
 
@@ -225,6 +225,27 @@ def test_re_runs_recover_a_detection_a_plain_top_k_loses(priors):
     assert padded.complete.tolist() == [False] and padded.settled.tolist() == [True]
     # max_pre_nms_topk=None: re-runs may grow up to every (anchor, class) pair (here 510 x 5 = 2,550)
     assert same_detections(PostProcessor(priors, max_pre_nms_topk=None)(loc, conf, sizes)[0], exact)
+
+
+def test_an_image_that_keeps_max_per_image_detections_from_its_top_k_is_exact(priors):
+    """3 anchors that do not overlap (the corner cells of the 8 x 8 level) x 5 classes = 15 candidates above the
+    threshold, more than the top-k of 10; per-class NMS suppresses none of them, so the top 10 give 10 detections,
+    at least max_per_image = 4: the best 4 of every candidate, whatever scores below rank 10. The image is complete,
+    needs no re-run (here none is allowed: max_pre_nms_topk = pre_nms_topk) and is not counted in
+    ``inexact_images``."""
+    far_apart = [0, 7 * 6, 56 * 6]  # level 0: cells (0, 0), (0, 7) and (7, 0), first shape
+    conf = torch.full((1, len(priors), 5), -30.0)
+    conf[0, far_apart] = torch.linspace(1.0, 2.4, 15).view(3, 5)
+    loc = torch.zeros(1, len(priors), 4)
+    sizes = IMAGE_SIZES[:1]
+    corners = corner_form(priors[far_apart])
+    assert torch.equal(box_iou(corners, corners), torch.eye(3))
+    expected = reference(loc, conf, priors, sizes, max_per_image=4)
+    for dense_nms in (False, True):
+        post = PostProcessor(priors, pre_nms_topk=10, max_per_image=4, max_pre_nms_topk=10, dense_nms=dense_nms)
+        assert_same_detections(post(loc, conf, sizes), expected)
+        assert post.inexact_images == 0
+    assert post.padded(loc, conf, sizes).complete.tolist() == [True]
 
 
 def test_a_re_run_that_makes_an_image_exact_is_its_last_and_the_image_is_not_counted_inexact(priors, monkeypatch):
