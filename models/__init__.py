@@ -6,7 +6,7 @@
 """
 
 from models.builder import BACKBONES, NECKS, SIZES, build_detector
-from models.detector import Detector
+from models.detector import Detector, reorder_classes
 from models.pretrained import PretrainedWeightsError
 
-__all__ = ["BACKBONES", "NECKS", "SIZES", "Detector", "PretrainedWeightsError", "build_detector"]
+__all__ = ["BACKBONES", "NECKS", "SIZES", "Detector", "PretrainedWeightsError", "build_detector", "reorder_classes"]

@@ -1,10 +1,12 @@
 """The single-stage detector: backbone -> neck -> head."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from models.head import ANCHORS_PER_CELL
 
 CLASSIFIER_PREFIX = "head.conf."  # the head's per-class layers: their output channels depend on the class count
 
@@ -82,6 +84,21 @@ class Detector(nn.Module):
         if other:
             raise RuntimeError(f"the weights do not fit this detector outside its classifier: {sorted(other)[:5]}")
         return sorted(missing)
+
+
+def reorder_classes(state_dict: Mapping[str, Tensor], order: Sequence[int]) -> dict[str, Tensor]:
+    """A detector's ``state_dict`` whose classification layers score its classes in another order: class ``i`` of
+    the result scores what class ``order[i]`` of ``state_dict`` scored (fine-tuning on the same classes listed in
+    another order). Each ``head.conf.*`` weight ``[ANCHORS_PER_CELL x C, ...]`` and bias ``[ANCHORS_PER_CELL x C]``
+    is read as ``[ANCHORS_PER_CELL, C, ...]`` (channel ``a x C + c`` is anchor ``a``'s class ``c``, as the head
+    flattens them) and indexed on ``C``; every other entry is ``state_dict``'s own."""
+    index = torch.as_tensor(list(order), dtype=torch.long)
+    reordered = dict(state_dict)
+    for key, value in state_dict.items():
+        if key.startswith(CLASSIFIER_PREFIX):
+            per_class = value.reshape(ANCHORS_PER_CELL, len(index), *value.shape[1:])
+            reordered[key] = per_class.index_select(1, index.to(value.device)).reshape(value.shape)
+    return reordered
 
 
 def _check_images(images: object) -> None:

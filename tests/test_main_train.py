@@ -730,6 +730,27 @@ def test_init_from_on_another_class_list_fine_tunes_with_a_fresh_classifier(shap
     assert "--skip_unknown_classes" in capsys.readouterr().out
 
 
+def test_init_from_on_the_same_classes_listed_in_another_order_keeps_each_class_classifier(shapes_root, trained,
+                                                                                          tmp_path, capsys):
+    """--classes naming the checkpoint's 6 classes in reverse (a VOC-layout set): the same classes, so each keeps the
+    classification channels it had, at its new label (a COCO layout is read in the checkpoint's order instead); they
+    were thrown away as for a new class list. At lr 1e-12 one step leaves the weights where they were."""
+    argv = base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12", "--eval_interval", "0")
+    argv[argv.index("--classes") + 1] = ",".join(reversed(SHAPES_CLASSES))
+    source = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, argv + ["--init_from", str(source)]) == 0
+    assert (f"model weights from {source} (iteration {ITERS}); fresh optimizer and schedule; it was trained on these "
+            "6 classes in another order (circle, square, triangle, star, ...): each class keeps its classification "
+            "weights, moved to its label here (ring, cross, star, triangle, ...)") in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / CKPT.format("")), load_checkpoint(source)
+    assert state["class_names"] == list(reversed(SHAPES_CLASSES))
+    for level in range(4):
+        weight = start["model"][f"head.conf.{level}.weight"]
+        per_class = weight.reshape(6, len(SHAPES_CLASSES), *weight.shape[1:])  # anchor, class, ...
+        torch.testing.assert_close(state["model"][f"head.conf.{level}.weight"],
+                                   per_class.flip(1).reshape(weight.shape), rtol=0, atol=1e-9)
+
+
 def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
         shapes_root, trained, tmp_path, capsys):
     state = load_checkpoint(trained / "weights" / CKPT.format(""))

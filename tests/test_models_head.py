@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from models import build_detector
+from models import build_detector, reorder_classes
 from models.head import DetectionHead, flatten_level_output
 from utils.box.prior_box import PriorBox
 
@@ -92,3 +92,23 @@ def test_load_all_but_classifier_takes_every_other_weight_and_refuses_another_ar
     other = build_detector("retinanet", "resnet18", 128, num_classes=6, pretrained=False)
     with pytest.raises(RuntimeError, match="the weights do not fit this detector outside its classifier"):
         target.load_all_but_classifier(other.state_dict())
+
+
+def test_reorder_classes_makes_each_class_score_what_it_scored_at_its_old_label():
+    """Fine-tuning on the same classes listed in another order: class i of the reordered weights scores, for every
+    anchor, what class order[i] scored (the head's channel a x C + c is anchor a's class c)."""
+    torch.manual_seed(0)
+    source = build_detector("fssd", "resnet18", 128, num_classes=3, pretrained=False).eval()
+    for conv in source.head.conf:  # distinct per-class outputs: the initial bias is the same for every class
+        torch.nn.init.normal_(conv.bias)
+    target = build_detector("fssd", "resnet18", 128, num_classes=3, pretrained=False).eval()
+    order = [2, 0, 1]  # the new list names the old class 2 first, then 0, then 1
+    target.load_state_dict(reorder_classes(source.state_dict(), order))
+    images = torch.randn(2, 3, 128, 128) * 50
+    with torch.no_grad():
+        (loc, conf), (new_loc, new_conf) = source(images), target(images)
+    assert torch.equal(new_loc, loc)
+    assert not torch.equal(new_conf, conf)
+    torch.testing.assert_close(new_conf, conf[..., order], rtol=0, atol=0)
+    kept = reorder_classes(source.state_dict(), [0, 1, 2])
+    assert all(torch.equal(kept[key], value) for key, value in source.state_dict().items())

@@ -25,6 +25,16 @@ def same_classes(names: Sequence[str], others: Sequence[str]) -> bool:
     return [folded_name(name) for name in names] == [folded_name(name) for name in others]
 
 
+def reordering(names: Sequence[str], others: Sequence[str]) -> list[int] | None:
+    """Where each of ``others`` is in ``names`` (``others[i]`` is ``names[order[i]]``) when both list the same distinct
+    classes in another order, compared as :func:`folded_name` reads them; None when they name other classes, or the
+    same classes in the same order."""
+    folded, wanted = [folded_name(name) for name in names], [folded_name(name) for name in others]
+    if folded == wanted or len(set(folded)) != len(folded) or sorted(folded) != sorted(wanted):
+        return None
+    return [folded.index(name) for name in wanted]
+
+
 def control_characters(text: str) -> list[str]:
     """The control characters (Unicode category Cc: NUL, newline, escape, ...) in ``text``, as ``U+XXXX``."""
     return [f"U+{ord(char):04X}" for char in dict.fromkeys(text) if unicodedata.category(char) == "Cc"]

@@ -12,7 +12,7 @@ import torch
 
 from data.dataset import DetectionDataset
 from data.loader import iterations_per_epoch
-from models import PretrainedWeightsError, build_detector
+from models import PretrainedWeightsError, build_detector, reorder_classes
 from models.builder import BACKBONES
 from models.memory_format import prefers_channels_last
 from models.pretrained import read_backbone_weights
@@ -33,7 +33,7 @@ from utils.distributed import DistributedContext, broadcast_object, raise_if_any
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.messages import counted, joined_lines, preview_names
-from utils.names import same_classes
+from utils.names import reordering, same_classes
 from utils.optim import build_optimizer
 from utils.run_data import absolute_data_paths, check_splits, make_dataset, make_training_split
 from utils.run_evaluation import eval_folder
@@ -47,25 +47,31 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
                          log: RunLog) -> None:
     """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture (main.py
     refused a differing architecture flag before reading the data). On another class list every weight but the
-    classification layers is taken, and those start afresh (fine-tuning on new classes); a COCO layout whose training
-    json names the checkpoint's classes in another order is built in the checkpoint's (:func:`build_training`), the
-    same class list."""
+    classification layers is taken, and those start afresh (fine-tuning on new classes); the same classes in another
+    order (a VOC layout's ``--classes``) keep their classification weights, each class's moved to its label here
+    (:func:`models.detector.reorder_classes`); a COCO layout whose training json names the checkpoint's classes in
+    another order is built in the checkpoint's (:func:`build_training`), the same class list."""
     source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
-    same = same_classes(state["class_names"], class_names)
+    trained_on = state["class_names"]
+    same = same_classes(trained_on, class_names)
+    order = None if same else reordering(trained_on, class_names)
     try:
-        if same:
-            model.load_state_dict(state["model"])
+        if same or order is not None:
+            model.load_state_dict(state["model"] if same else reorder_classes(state["model"], order))
         else:
             fresh = model.load_all_but_classifier(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
     if same:
         log.info(source)
-        return
-    log.info(f"{source}; it was trained on {counted(len(state['class_names']), 'class')} "
-             f"({preview_names(state['class_names'])}), this dataset has {len(class_names)} "
-             f"({preview_names(class_names)}): its classification layers ({counted(len(fresh), 'tensor')}) start "
-             "afresh, the rest comes from the checkpoint")
+    elif order is not None:
+        log.info(f"{source}; it was trained on these {len(class_names)} classes in another order "
+                 f"({preview_names(trained_on)}): each class keeps its classification weights, moved to its label "
+                 f"here ({preview_names(class_names)})")
+    else:
+        log.info(f"{source}; it was trained on {counted(len(trained_on), 'class')} ({preview_names(trained_on)}), "
+                 f"this dataset has {len(class_names)} ({preview_names(class_names)}): its classification layers "
+                 f"({counted(len(fresh), 'tensor')}) start afresh, the rest comes from the checkpoint")
 
 
 def no_entry_to_resume(path: Path, entry: str) -> CheckpointError:
