@@ -11,7 +11,13 @@ from pathlib import Path
 
 from data.checks import DataReport, check_dataset
 from data.class_list import parse_class_list
-from data.coco import COCODetection, check_disjoint_coco_splits, find_coco_annotation, image_folder_for
+from data.coco import (
+    COCODetection,
+    check_disjoint_coco_splits,
+    coco_class_names,
+    find_coco_annotation,
+    image_folder_for,
+)
 from data.dataset import IMAGE_EXTENSIONS, DetectionDataset, broken_link_message
 from data.errors import DataError, DatasetNotFoundError, DataWarning, LazyText
 from data.loader import build_loader, detection_collate
@@ -19,7 +25,7 @@ from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, T
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, unusable_list_problem
 from utils.integers import as_int
 from utils.messages import preview_names
-from utils.names import same_classes
+from utils.names import reordering, same_classes
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -380,8 +386,11 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
-    if classes is not None and not same_classes(classes, dataset.class_names):
-        raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {dataset.class_names}; "
+    json_order = coco_class_names(dataset.coco)  # not class_order's, which the labels may follow
+    # the labels follow the json's order, or class_order's when given: then --classes need only name the same classes
+    if classes is not None and not (same_classes(classes, json_order)
+                                    or class_order is not None and reordering(json_order, classes) is not None):
+        raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {json_order}; "
                         "a COCO-layout set takes its classes from its json: leave out --classes")
     return dataset
 

@@ -306,3 +306,24 @@ def test_a_json_category_that_is_a_softmax_background_entry_gets_a_warning_sayin
         f"the test split; {hint}",
         "warning: no training image holds an object of the classes ['_background_']: the model cannot learn them "
         f"(their AP will be 0 or undefined); {hint}"]
+
+
+def test_classes_in_the_jsons_order_are_taken_when_a_checkpoint_orders_the_labels(tmp_path):
+    """--classes naming the json's categories in its own order (as documented) beside --init_from or --trained_model
+    of a checkpoint listing them in another order: the labels follow the checkpoint, and --classes was compared with
+    that order, so it was refused with a message claiming the json lists them in the checkpoint's order. With a
+    class order given, --classes need only name the json's classes; other classes are refused, naming the json's."""
+    write_folder(tmp_path, TEST_CATEGORIES["other ids"])  # the test json: Toothbrush, bus, person
+    checkpoint_order = ["person", "toothbrush", "bus"]
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=["bus", "person", "toothbrush"],
+                          class_order=checkpoint_order)
+    assert train.class_names == ["person", "toothbrush", "bus"]
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), classes="toothbrush,bus,person",
+                         class_order=checkpoint_order)
+    assert test.class_names == ["person", "Toothbrush", "bus"]
+    assert build_dataset("custom", "test", 32, data_root=str(tmp_path), classes=checkpoint_order,
+                         class_order=checkpoint_order).class_names == ["person", "Toothbrush", "bus"]
+    with pytest.raises(DataError, match=r"^--classes \['person', 'car', 'bus'\] differ from the categories of "
+                                        r".*instances_val\.json: \['Toothbrush', 'bus', 'person'\]; "):
+        build_dataset("custom", "test", 32, data_root=str(tmp_path), classes="person,car,bus",
+                      class_order=checkpoint_order)
