@@ -116,7 +116,13 @@ from utils.export import export_onnx  # noqa: E402
 from utils.inference import evaluate_results_file, format_metrics, results_to_score, summary_beside  # noqa: E402
 from utils.logging import RunLog  # noqa: E402
 from utils.messages import counted, escape_unencodable_output, first_line  # noqa: E402
-from utils.run_data import check_recorded_shapes_set, check_splits, check_test_split, make_dataset  # noqa: E402
+from utils.run_data import (  # noqa: E402
+    check_recorded_shapes_set,
+    check_splits,
+    check_test_split,
+    make_dataset,
+    other_classes_advice,
+)
 from utils.run_evaluation import eval_folder, evaluate, evaluated_run_name  # noqa: E402
 from utils.run_exit import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -511,10 +517,13 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     size = args.size or config["size"]
     out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model))  # a named run's: eval/<DATASET>/<name>
     refused_on_main(lambda: check_writable_folder(out_dir, "--eval_dir"), ctx)  # rank 0 writes the results
+    classes_given = bool(args.classes)
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
         args.classes = tuple(state["class_names"])  # names, not a --classes string: "person, sitting" is one
     dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained
-    check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names)
+    check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names,
+                     other_classes_advice(dataset, state["class_names"], "--trained_model", classes_given,
+                                          args.trained_model))
     log = RunLog(None, enabled=ctx.is_main)
     check_test_split(dataset, log)
     trained = detector_from_state(state, args.trained_model, device)

@@ -208,3 +208,36 @@ def test_a_checkpoint_class_name_holding_a_slash_is_refused_before_evaluating_on
                "--eval_dir", str(tmp_path / "eval")) == 2
     assert (f"error: the class names of {checkpoint}: class name 'a/b' contains a slash, but each class names a VOC "
             "results file") in capsys.readouterr().err
+
+
+SHAPES = {"a": [("circle", (4, 6, 30, 40), 0), ("triangle", (30, 10, 60, 40), 0)], "b": [("square", (10, 8, 50, 40), 0)]}
+
+
+def test_trained_model_refusing_the_classes_given_says_to_drop_classes(tmp_path, capsys):
+    """A VOC-layout folder with --classes in another order than the checkpoint's (circle, square, triangle): refused
+    with "use it with the classes it was trained on", which did not say that dropping --classes, so that the
+    checkpoint's are taken, is the fix."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    root = write_voc_folder(tmp_path / "voc", SHAPES, {"test": ["a", "b"]})
+    assert run("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root), "--classes",
+               "triangle,square,circle") == 2
+    assert capsys.readouterr().err == (
+        f"error: {checkpoint} was trained on 3 classes (circle, square, triangle), but the dataset has 3 classes "
+        "(triangle, square, circle); drop --classes: --trained_model reads a VOC-layout folder with the checkpoint's "
+        "classes (and --skip_unknown_classes leaves out objects of other classes)\n")
+
+
+def test_trained_model_on_a_json_naming_other_categories_names_the_json_and_the_classes_that_differ(tmp_path,
+                                                                                                    capsys):
+    """A COCO-layout folder whose test json names two of the model's three classes and one more: the refusal named
+    no file and no class that differs."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    categories = [{"id": 1, "name": "square"}, {"id": 2, "name": "circle"}, {"id": 3, "name": "hexagon"}]
+    annotations = [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [2, 4, 30, 20], "area": 600, "iscrowd": 0}]
+    json_path = write_coco(tmp_path / "coco", "val", {"images": TEST_IMAGES[:1], "annotations": annotations,
+                                                       "categories": categories})
+    assert run("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(tmp_path / "coco")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {checkpoint} was trained on 3 classes (circle, square, triangle), but the dataset has 3 classes "
+        f"(square, circle, hexagon); evaluate it on a json whose categories are the classes it was trained on (in any "
+        f"order, under any ids): {json_path} names hexagon, which it was not trained on, and not triangle\n")

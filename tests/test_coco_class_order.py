@@ -228,8 +228,12 @@ def test_resume_on_a_training_json_naming_other_classes_is_still_refused(trained
     folder_with_training_categories(tmp_path / "data", categories, {"bus": "car"})
     argv = training_argv(tmp_path / "data", tmp_path, "--resume", str(trained_run))
     assert cli.main(cli.get_args_parser().parse_args(argv)) == 2
-    assert (f"error: {trained_run} was trained on 3 classes (bus, person, toothbrush), but the dataset has 3 classes "
-            "(Toothbrush, car, person); use it with the classes it was trained on") in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: {trained_run} was trained on 3 classes (bus, person, toothbrush), but the dataset has 3 classes "
+        "(Toothbrush, car, person); continue it on a json whose categories are the classes it was trained on (in any "
+        f"order, under any ids): {tmp_path / 'data' / 'annotations' / 'instances_train.json'} names car, which it was "
+        f"not trained on, and not bus; or start a new run from its weights with --init_from {trained_run} to train on "
+        "these classes\n")
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -751,6 +751,21 @@ def test_init_from_on_the_same_classes_listed_in_another_order_keeps_each_class_
                                    per_class.flip(1).reshape(weight.shape), rtol=0, atol=1e-9)
 
 
+def test_resume_with_classes_other_than_the_checkpoints_says_to_drop_classes_or_start_from_its_weights(
+        shapes_root, trained, tmp_path, capsys):
+    """"use it with the classes it was trained on" did not say that --resume without --classes takes the
+    checkpoint's, nor that --init_from trains its weights on other classes."""
+    argv = base_args(shapes_root)
+    argv[argv.index("--classes") + 1] = ",".join(reversed(SHAPES_CLASSES))
+    source = trained / "weights" / CKPT.format("")
+    assert run(tmp_path, argv + ["--resume", str(source)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.endswith(
+        f"error: {source} was trained on 6 classes (circle, square, triangle, star, ...), but the dataset has 6 "
+        "classes (ring, cross, star, triangle, ...); drop --classes: --resume reads a VOC-layout folder with the "
+        f"checkpoint's classes; or start a new run from its weights with --init_from {source} to train on these "
+        "classes\n")
+
+
 def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
         shapes_root, trained, tmp_path, capsys):
     state = load_checkpoint(trained / "weights" / CKPT.format(""))

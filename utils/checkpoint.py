@@ -405,18 +405,19 @@ def check_compatible(
     saved_classes: list[str],
     requested: Mapping[str, Any],
     class_names: list[str],
+    advice: str = "use it with the classes it was trained on",
 ) -> None:
     """Refuse a checkpoint whose architecture or classes differ from the requested run.
 
     ``requested`` maps the keys of :data:`ARCHITECTURE_KEYS` to the values given on the command line
-    (``None`` = not given, which always matches). Raises :class:`CheckpointError` with one line.
+    (``None`` = not given, which always matches); ``advice`` ends the message for other classes (what to do about
+    the dataset, :func:`utils.run_data.other_classes_advice`). Raises :class:`CheckpointError` with one line.
     """
     check_architecture(path, saved_config, requested)
     if not same_classes(saved_classes, class_names):
         raise CheckpointError(
             f"{path} was trained on {counted(len(saved_classes), 'class')} ({preview_names(saved_classes)}), "
-            f"but the dataset has {counted(len(class_names), 'class')} ({preview_names(class_names)}); use "
-            "it with the classes it was trained on"
+            f"but the dataset has {counted(len(class_names), 'class')} ({preview_names(class_names)}); {advice}"
         )
 
 

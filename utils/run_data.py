@@ -15,9 +15,10 @@ from data import COCODetection, DataError, build_dataset
 from data.class_list import checked_recorded_names, is_background_entry, parse_class_list
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
+from utils.checkpoint import init_from_advice
 from utils.distributed import DistributedContext, raise_if_any_process_failed
 from utils.logging import RunLog
-from utils.messages import counted
+from utils.messages import counted, preview_names
 from utils.names import folded_name, same_classes
 
 CLASSES_NAMED = 20  # a warning about classes without objects names this many of them
@@ -90,6 +91,28 @@ def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
     except OSError:  # a comma list too long to be a file name
         pass
     return paths
+
+
+def other_classes_advice(dataset: DetectionDataset, trained_on: Sequence[str], flag: str, classes_given: bool,
+                         path: str | os.PathLike) -> str:
+    """What to do about ``dataset``, whose classes are not ``trained_on``, those of the checkpoint ``path`` that
+    ``flag`` (``--trained_model`` or ``--resume``) reads: drop ``--classes`` (``classes_given``) from a VOC layout,
+    which is then read with the checkpoint's classes; give a COCO layout a json naming them (the message names the
+    json and the classes that differ); ``--resume`` can instead start a new run from the weights (``--init_from``)."""
+    restart = f"; or {init_from_advice(path)} to train on these classes" if flag == "--resume" else ""
+    if isinstance(dataset, COCODetection):
+        known, held = ({folded_name(name) for name in names} for names in (trained_on, dataset.class_names))
+        extra = [name for name in dataset.class_names if folded_name(name) not in known]
+        lacking = [name for name in trained_on if folded_name(name) not in held]
+        differs = ([f"names {preview_names(extra)}, which it was not trained on"] if extra else []) + (
+            [f"not {preview_names(lacking)}"] if lacking else [])
+        use = "evaluate it on" if flag == "--trained_model" else "continue it on"
+        return (f"{use} a json whose categories are the classes it was trained on (in any order, under any ids): "
+                f"{dataset.annotation_file} {', and '.join(differs)}{restart}")
+    if classes_given:
+        skip = " (and --skip_unknown_classes leaves out objects of other classes)" if flag == "--trained_model" else ""
+        return f"drop --classes: {flag} reads a VOC-layout folder with the checkpoint's classes{skip}{restart}"
+    return f"use it with the classes it was trained on{restart}"
 
 
 def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:

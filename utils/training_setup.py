@@ -35,7 +35,13 @@ from utils.loss import MultiBoxLoss
 from utils.messages import counted, joined_lines, preview_names
 from utils.names import reordering, same_classes
 from utils.optim import build_optimizer
-from utils.run_data import absolute_data_paths, check_splits, make_dataset, make_training_split
+from utils.run_data import (
+    absolute_data_paths,
+    check_splits,
+    make_dataset,
+    make_training_split,
+    other_classes_advice,
+)
 from utils.run_evaluation import eval_folder
 from utils.run_flags import amp_dtype_for, check_run_length, requested_architecture
 
@@ -272,7 +278,9 @@ def resume_run(args: argparse.Namespace, ctx: DistributedContext, log: RunLog, s
     ``continues_checkpoint``, and the folder records no run). Returns the iteration the run goes on from and whether
     its logs continue."""
     requested = requested_architecture(args)
-    check_compatible(resume_path, state["config"], state["class_names"], requested, setup.dataset.class_names)
+    check_compatible(resume_path, state["config"], state["class_names"], requested, setup.dataset.class_names,
+                     other_classes_advice(setup.dataset, state["class_names"], "--resume",
+                                          isinstance(args.classes, str), resume_path))
     check_same_run(resume_path, state["config"], setup.config)
     check_same_length(resume_path, state["max_iter"], setup.max_iter)
     restore_training_state(state, resume_path, setup.model, setup.optimizer, setup.scaler)
