@@ -92,7 +92,13 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
             "pass --no_pretrained")
     with torch.device("meta"):  # the backbone's keys and shapes, without allocating or initialising its weights
         layout = backbone_class().state_dict()
-    kept = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}")
+    try:
+        kept = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}")
+    except PretrainedWeightsError as error:
+        found = _weights_inside(state_dict, layout)
+        if found is None:
+            raise
+        raise PretrainedWeightsError(_how_to_take_out(source, backbone_class, *found)) from error
     _check_float_weights(kept, f"--pretrained {source} holds", "download it again", "give torchvision's float weights")
     return kept
 
@@ -159,6 +165,37 @@ def _fitting_weights(state_dict: Mapping[str, Any], layout: Mapping[str, torch.T
                 f"{held}, the backbone takes shape {tuple(expected.shape)}; expected the layout of torchvision's "
                 f"{os.path.basename(backbone_class.imagenet_weights.url)}, or pass --no_pretrained")
     return kept
+
+
+def _weights_inside(state_dict: Mapping[str, Any], layout: Mapping[str, Any]) -> tuple[str | None, str, str] | None:
+    """Where ``state_dict`` holds every key of the backbone's ``layout`` other than as it is: ``(entry, prefix,
+    example key)`` when they are under the ``entry`` of a training script's checkpoint (``{"state_dict": ...,
+    "epoch": ...}``; None: at the top level) and/or each key starts with ``prefix`` (a larger model's
+    ``"backbone."``, a wrapper's ``"module."``; "" for none); None when it holds them nowhere."""
+    held_in = [(None, state_dict)] + [(key, value) for key, value in state_dict.items() if isinstance(value, Mapping)]
+    for entry, weights in held_in:
+        keys = [key for key in weights if isinstance(key, str)]
+        for prefix in dict.fromkeys([""] + [key.split(".", 1)[0] + "." for key in keys if "." in key]):
+            if (entry, prefix) == (None, ""):
+                continue
+            under = [key for key in keys if key.startswith(prefix)]
+            if under and layout.keys() <= {key.removeprefix(prefix) for key in under}:
+                return entry, prefix, under[0]
+    return None
+
+
+def _how_to_take_out(source: str, backbone_class: type[nn.Module], entry: str | None, prefix: str, example: str) -> str:
+    """The refusal of ``--pretrained source``, whose backbone weights :func:`_weights_inside` found under ``entry``
+    and/or ``prefix`` (``example``: one of their keys), with the Python lines that save them alone."""
+    place = ", ".join(([f"under {entry!r}"] if entry is not None else []) +
+                      ([f"with keys starting {prefix!r}"] if prefix else []))
+    loaded = f"torch.load({source!r})" + (f"[{entry!r}]" if entry is not None else "")
+    state = (f"{{k.removeprefix({prefix!r}): v for k, v in {loaded}.items() if k.startswith({prefix!r})}}" if prefix
+             else loaded)
+    name = backbone_class.__name__.lower()
+    return (f"--pretrained {source} holds the {backbone_class.__name__} backbone's weights {place} (e.g. {example!r}), "
+            f"where torchvision's files hold them alone: save them alone, state = {state}; torch.save(state, "
+            f"'{name}_backbone.pth'), and pass that file, or pass --no_pretrained")
 
 
 def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, fix_damaged: str,

@@ -233,3 +233,31 @@ def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
         load_backbone_weights(ResNet18(), str(pipe))
     assert str(error.value) == (f"--pretrained {pipe}: not a regular file (a pipe, a device or a socket); give the "
                                 "path of a torchvision state dict (e.g. resnet18-f37072fd.pth) or pass --no_pretrained")
+
+
+@pytest.mark.parametrize("wrap, where, snippet", [
+    (lambda state: {"state_dict": state, "epoch": 90, "optimizer": {}}, "under 'state_dict' (e.g. 'conv1.weight')",
+     "state = torch.load('{path}')['state_dict']"),
+    (lambda state: {"model": {f"module.{key}": value for key, value in state.items()}},
+     "under 'model', with keys starting 'module.' (e.g. 'module.conv1.weight')",
+     "state = {{k.removeprefix('module.'): v for k, v in torch.load('{path}')['model'].items() "
+     "if k.startswith('module.')}}"),
+    (lambda state: {f"backbone.{key}": value for key, value in state.items()} | {"neck.conv.weight": torch.zeros(1)},
+     "with keys starting 'backbone.' (e.g. 'backbone.conv1.weight')",
+     "state = {{k.removeprefix('backbone.'): v for k, v in torch.load('{path}').items() "
+     "if k.startswith('backbone.')}}"),
+])
+def test_weights_held_in_a_wrapper_or_under_a_prefix_are_found_and_the_message_shows_how_to_take_them(
+        tmp_path, wrap, where, snippet):
+    """A training script's checkpoint ({'state_dict': ..., 'epoch': ...}, as torchvision's references, mmcv and
+    Lightning save them), a {'model': ...} wrapper around DDP keys, or a larger model's state dict with the backbone
+    under 'backbone.': the error listed "missing keys [...], unexpected keys ['epoch', 'optimizer', 'state_dict']"
+    and said to give torchvision's file, not where the weights are or how to take them out."""
+    path = tmp_path / "r18.pth"
+    torch.save(wrap(torchvision.models.resnet18().state_dict()), path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_detector("fssd", "resnet18", 128, num_classes=2, pretrained=str(path))
+    assert str(error.value) == (
+        f"--pretrained {path} holds the ResNet18 backbone's weights {where}, where torchvision's files hold them "
+        f"alone: save them alone, {snippet.format(path=path)}; torch.save(state, 'resnet18_backbone.pth'), and pass "
+        "that file, or pass --no_pretrained")
