@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ def wrapper_prefix(state_dict: Mapping[str, Any]) -> tuple[str, str] | None:
         if state_dict and all(str(key).startswith(prefix) for key in state_dict):
             return prefix, wrapper
     return None
+
+
+# the first bytes of the files torch.save writes: a zip archive's local header, or (the legacy format, e.g.
+# torchvision's resnet18-5c106cde.pth) pickle protocol 2 and torch's magic number 0x1950a86a20f9469cfc6c
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -65,10 +72,14 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
                                      "objects other than tensors and plain values, which are not loaded); give "
                                      "a torchvision state dict, or pass --no_pretrained") from error
     except OSError as error:  # the system refused the read (no permission, a disk error): the file may be fine
+        if not isinstance(error, PermissionError) and _cut_short(source):  # torch seeks past a zip's end: EINVAL
+            raise _cut_short_error(source, error, backbone_class) from error
         reason = error.strerror or first_line(error)
         raise PretrainedWeightsError(f"--pretrained {source}: cannot read it ({reason}); check that the file is "
                                      "readable (its permissions, the disk)") from error
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file"
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a torch file", or one cut short
+        if _cut_short(source):
+            raise _cut_short_error(source, error, backbone_class) from error
         raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save "
                                      f"({type(error).__name__}: {first_line(error)}); give a torchvision state "
                                      "dict, or pass --no_pretrained") from error
@@ -101,6 +112,27 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
         raise PretrainedWeightsError(_how_to_take_out(source, backbone_class, *found)) from error
     _check_float_weights(kept, f"--pretrained {source} holds", "download it again", "give torchvision's float weights")
     return kept
+
+
+def _cut_short(path: str) -> bool:
+    """Whether the file ``path``, which torch could not read, is one torch.save wrote but cut short (a copy or
+    download that stopped): it begins as a zip archive (torch's format since 1.6) that lacks the directory a zip ends
+    with, or with the legacy format's pickled magic number. False when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_TORCH_MAGIC))
+        return (head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path)) or head == _LEGACY_TORCH_MAGIC
+    except OSError:
+        return False
+
+
+def _cut_short_error(source: str, error: Exception, backbone_class: type[nn.Module]) -> PretrainedWeightsError:
+    """The refusal of ``--pretrained source``, a torch file cut short (:func:`_cut_short`) that torch refused with
+    ``error``: download it again (``backbone_class``'s ImageNet weights' address)."""
+    return PretrainedWeightsError(
+        f"--pretrained {source} is incomplete or damaged: it begins as a file torch.save wrote, but torch cannot read "
+        f"it ({type(error).__name__}: {first_line(error)}), as when a copy or download is cut short; download it "
+        f"again ({backbone_class.imagenet_weights.url}), or pass --no_pretrained")
 
 
 def load_backbone_weights(backbone: nn.Module,

@@ -111,7 +111,7 @@ def test_a_detector_checkpoint_is_pointed_to_init_from(tmp_path):
                                 f"continue its run with --resume {path}")
 
 
-@pytest.mark.parametrize("content", [b"hello, these are not weights\n", b"", b"PK\x03\x04 broken zip"])
+@pytest.mark.parametrize("content", [b"hello, these are not weights\n", b""])
 def test_a_file_that_torch_cannot_read_is_one_line_naming_it(tmp_path, content):
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
@@ -261,3 +261,23 @@ def test_weights_held_in_a_wrapper_or_under_a_prefix_are_found_and_the_message_s
         f"--pretrained {path} holds the ResNet18 backbone's weights {where}, where torchvision's files hold them "
         f"alone: save them alone, {snippet.format(path=path)}; torch.save(state, 'resnet18_backbone.pth'), and pass "
         "that file, or pass --no_pretrained")
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_torch_file_cut_short_is_called_incomplete_and_fetched_again(tmp_path, zip_format):
+    """A download of resnet18-f37072fd.pth interrupted half-way was "not a file saved by torch.save", which sent the
+    user looking for another format rather than downloading the file again."""
+    whole, path = tmp_path / "whole.pth", tmp_path / "resnet18-f37072fd.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, whole, _use_new_zipfile_serialization=zip_format)
+    path.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(PretrainedWeightsError) as error:
+        build_detector("fssd", "resnet18", 128, num_classes=2, pretrained=str(path))
+    message = str(error.value)
+    assert message.startswith(f"--pretrained {path} is incomplete or damaged: it begins as a file torch.save wrote, "
+                              "but torch cannot read it (")
+    assert message.endswith("), as when a copy or download is cut short; download it again "
+                            "(https://download.pytorch.org/models/resnet18-f37072fd.pth), or pass --no_pretrained")
+    assert "\n" not in message
+    path.write_bytes(b"PK\x03\x04 the first bytes of a zip")
+    with pytest.raises(PretrainedWeightsError, match="is incomplete or damaged: it begins as a file torch.save wrote"):
+        build_detector("fssd", "resnet18", 128, num_classes=2, pretrained=str(path))
