@@ -147,6 +147,7 @@ from utils.run_flags import (  # noqa: E402
     fill_dataset_defaults,
     requested_architecture,
     take_architecture_from_checkpoint,
+    take_dataset_from_checkpoint,
     take_dataset_from_summary,
     take_evaluation_settings_from_checkpoint,
     take_nms_thresh_from_checkpoint,
@@ -205,8 +206,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", type=str.lower, choices=DATASETS, default=None,
                       help="voc, coco, shapes (synthetic, generated offline) or custom (--data_root: VOC or COCO "
-                           "layout); case-insensitive (default: voc; with --trained_model, the checkpoint's, with its "
-                           "--data_root)")
+                           "layout); case-insensitive (default: voc; with --trained_model or --init_from, the "
+                           "checkpoint's, with its --data_root)")
     data.add_argument("--data_root", type=str, default=None,
                       help="dataset folder (default: the repository's datasets/VOCdevkit, datasets/coco2017, "
                            "datasets/shapes, wherever main.py is run from)")
@@ -268,7 +269,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<run name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
-                          "--version/--backbone/--size/--base_anchor_size default to the checkpoint's)")
+                          "--version/--backbone/--size/--base_anchor_size default to the checkpoint's, and without "
+                          "--dataset its dataset, --data_root and classes)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint, "
                           "found from the run's flags); a PATH given also supplies every run flag not given (dataset, "
@@ -316,12 +318,17 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             device = resolve_device(args.device, local_rank_from_env(), local_world_size_from_env())
             if args.cuda_graph and device.type != "cuda":
                 raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
+            # the flags taken from --init_from's or --resume's checkpoint (a line); --data_root given, or taken below
+            taken_from_checkpoint, data_root_given = "", args.data_root
             init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
             if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
                 check_architecture(args.init_from, init_state["config"], requested_architecture(args))
                 take_architecture_from_checkpoint(args, init_state["config"])
+                if taken_data := take_dataset_from_checkpoint(args, init_state["config"], init_state["class_names"]):
+                    check_recorded_shapes_set(args, data_root_given, args.init_from)
+                    taken_from_checkpoint = (f"starting from {args.init_from}'s weights on the data it was trained on: "
+                                             f"{taken_data}")
             resume_state = load_checkpoint(args.resume, source="--resume PATH") if args.resume else None
-            resumed_with, data_root_given = "", args.data_root  # given, or taken below from a checkpoint or summary
             sync_bn_from = None  # the checkpoint --sync_bn is taken from, named if this run cannot synchronise
             if resume_state is not None:  # an explicit PATH continues its run: its flags unless flags say otherwise
                 sync_bn_given = args.sync_bn
@@ -331,7 +338,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 # not seed 0's set generated, then refused
                 check_recorded_shapes_set(args, data_root_given, args.resume)
                 if taken_flags:
-                    resumed_with = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
+                    taken_from_checkpoint = f"resuming {args.resume} with its run's flags not given here: {taken_flags}"
             trained_state, taken = None, ""
             if args.trained_model and reads_trained_config(args):
                 trained_state = load_checkpoint(args.trained_model, source="--trained_model")
@@ -353,8 +360,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             torch.backends.cudnn.benchmark = device.type == "cuda"
             ctx = init_distributed(device)
             log = RunLog(None, enabled=ctx.is_main)
-            if resumed_with:
-                log.info(resumed_with)  # now, before the data is read; the run's log.txt records it too
+            if taken_from_checkpoint:
+                log.info(taken_from_checkpoint)  # now, before the data is read; the run's log.txt records it too
             if taken:
                 source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
                 doing = "detecting" if args.demo else "exporting" if args.export else "evaluating"
@@ -369,7 +376,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if args.demo or args.export:
                 return run_use(args, device, trained_state)
             code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
-                    run_training(args, device, ctx, init_state, resume_state, resumed_with, sync_bn_from))
+                    run_training(args, device, ctx, init_state, resume_state, taken_from_checkpoint, sync_bn_from))
             say_unnamed_image_warnings()  # the images of a kind past those named, once the run has read them
             return code
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:

@@ -1,6 +1,7 @@
-"""--trained_model, --eval_results and --resume PATH without --data_root take the shapes set's --data_root that the
-checkpoint or summary.json records: a folder that no longer holds that set is refused, not filled with another set
-and scored (or, for --resume, generated for half a minute and then refused as another training set)."""
+"""--trained_model, --eval_results, --resume PATH and --init_from without --data_root take the shapes set's
+--data_root that the checkpoint or summary.json records: a folder that no longer holds that set is refused, not
+filled with another set and scored (or, for --resume, generated for half a minute and then refused as another training
+set; for --init_from, trained on)."""
 import json
 
 import pytest
@@ -62,7 +63,7 @@ def test_a_recorded_shapes_folder_is_taken_while_it_holds_a_set_and_a_given_one_
     check_recorded_shapes_set(args, None, "w.pth")  # other datasets are never generated: their readers say what lacks
 
 
-@pytest.mark.parametrize("mode", ["--trained_model", "--resume"])
+@pytest.mark.parametrize("mode", ["--trained_model", "--resume", "--init_from"])
 def test_a_checkpoints_shapes_folder_that_no_longer_holds_its_set_is_refused_before_generating(
         tmp_path, no_generation, capsys, mode):
     # was: seed 0's default set (2,000 + 500 images, about 30 s) generated in the missing folder; --trained_model then

@@ -751,6 +751,26 @@ def test_init_from_on_the_same_classes_listed_in_another_order_keeps_each_class_
                                    per_class.flip(1).reshape(weight.shape), rtol=0, atol=1e-9)
 
 
+def test_init_from_alone_trains_on_the_data_the_checkpoint_was_trained_on(shapes_root, trained, tmp_path, capsys):
+    """``--init_from W`` without --dataset (to train a run longer, as the README offers) trained on the default
+    dataset, VOC: here "VOCdevkit/VOC2007 not found: download it", and with VOC at hand a fine-tuning of the model
+    on VOC's 20 classes. Like --trained_model and --resume, it now takes the checkpoint's dataset, --data_root and
+    classes, and says so; a --dataset given keeps its own data flags."""
+    source = trained / "weights" / CKPT.format("")
+    argv = ["--init_from", str(source), "--batch_size", "2", "--max_iter", "1", "--warm_iter", "0", "--workers", "0",
+            "--device", "cpu", "--save_folder", "weights", "--run_dir", "run", "--eval_interval", "0", "--name", "more"]
+    assert run(tmp_path, argv) == 0
+    out = capsys.readouterr().out
+    assert (f"starting from {source}'s weights on the data it was trained on: --dataset custom, --data_root "
+            f"{shapes_root}, --classes {','.join(SHAPES_CLASSES)}\n") in out
+    assert "start afresh" not in out
+    state = load_checkpoint(tmp_path / "weights" / "more.pth")
+    assert state["class_names"] == list(SHAPES_CLASSES)
+    assert (state["config"]["dataset"], state["config"]["data_root"]) == ("custom", str(shapes_root))
+    assert run(tmp_path, argv + ["--dataset", "voc", "--data_root", str(tmp_path / "VOCdevkit")]) == EXIT_BAD_INPUT
+    assert f"{tmp_path / 'VOCdevkit' / 'VOC2007'} not found" in capsys.readouterr().err
+
+
 def test_resume_with_classes_other_than_the_checkpoints_says_to_drop_classes_or_start_from_its_weights(
         shapes_root, trained, tmp_path, capsys):
     """"use it with the classes it was trained on" did not say that --resume without --classes takes the

@@ -35,7 +35,7 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     checkpoint or a ``summary.json``, used as they are (a name may hold a comma, or be that of a file here)."""
     classes = args.classes or None
     if isinstance(classes, tuple):
-        recorded = args.trained_model or args.resume or f"the summary.json of {args.eval_results}"
+        recorded = args.trained_model or args.resume or args.init_from or f"the summary.json of {args.eval_results}"
         classes = checked_recorded_names(classes, f"the class names of {recorded}")
     elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)

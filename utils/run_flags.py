@@ -197,6 +197,20 @@ def take_architecture_from_checkpoint(args: argparse.Namespace, config: Mapping[
             setattr(args, key, config.get(key))
 
 
+def take_dataset_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any],
+                                 class_names: Sequence[str]) -> str:
+    """``--init_from`` without ``--dataset``: the checkpoint ``config``'s dataset, ``--data_root`` and
+    ``--skip_unknown_classes`` where not given, and as ``--classes`` its ``class_names`` (names, not a string re-read)
+    where its run had ``--classes``, so that ``--init_from W`` alone trains on W's data (to train it longer), as
+    ``--trained_model W`` evaluates on it; the schedule is the dataset's default. Returns what was taken, for the log
+    ("" when ``--dataset`` is given, or the checkpoint names no known dataset: the default dataset then)."""
+    taken = take_data_flags(args, config, ("data_root",))
+    if taken and args.classes is None and config.get("classes") is not None:
+        args.classes = tuple(class_names)
+        taken.append(f"--classes {shown_class_names(args.classes)}")
+    return ", ".join(taken)
+
+
 def take_run_from_checkpoint(args: argparse.Namespace, config: Mapping[str, Any],
                              class_names: Sequence[str] | None = None) -> str:
     """``--resume PATH``: set every run flag not given (:data:`RESUMED_FLAGS`, the architecture, the run's length as

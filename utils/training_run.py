@@ -107,9 +107,10 @@ def run_training(args: argparse.Namespace, device: torch.device, ctx: Distribute
                  init_state: dict | None = None, resume_state: dict | None = None, resumed_with: str = "",
                  sync_bn_from: str | None = None) -> int:
     """Train as ``args`` asks (``init_state``, ``resume_state``: the ``--init_from`` and ``--resume PATH``
-    checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` took from its
-    checkpoint; ``sync_bn_from``: that checkpoint when ``--sync_bn`` is one of them), while no other run on this
-    machine writes the same checkpoint, best checkpoint or log folder; returns the exit code."""
+    checkpoints, loaded; ``resumed_with``: the line, already printed, naming the flags ``--resume PATH`` (or the data
+    flags ``--init_from``) took from its checkpoint; ``sync_bn_from``: that checkpoint when ``--sync_bn`` is one of
+    them), while no other run on this machine writes the same checkpoint, best checkpoint or log folder; returns the
+    exit code."""
     name = f"{args.name}.pth" if args.name else checkpoint_name(
         args.dataset, args.version, args.backbone, args.size, args.base_anchor_size, args.mutual_guide)
     checkpoint_path = Path(args.save_folder) / name
