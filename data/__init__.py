@@ -381,6 +381,7 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
     options.pop("skip_unknown_classes")
+    options.pop("classes_fixed_by")
     dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", class_order=class_order,
                             index_annotations=split != "train", **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
@@ -407,6 +408,7 @@ def build_dataset(
     skip_unknown_classes: bool = False,
     expand_probability: float = EXPAND_PROBABILITY,
     class_order: Sequence[str] | None = None,
+    classes_fixed_by: str | None = None,
 ) -> DetectionDataset:
     """Build a dataset whose items are ``(image float32 [3, size, size], target float32 [n, 5], index)``.
 
@@ -432,6 +434,8 @@ def build_dataset(
       name the json's own ids (the results are scored against it). A json naming other classes keeps its own order:
       :func:`utils.run_data.check_splits` or the checkpoint's check refuses it (``--init_from`` starts its classifier
       afresh).
+    - ``classes_fixed_by``: the trained model whose classes ``classes`` are (``--trained_model``'s or ``--resume``'s
+      checkpoint): a VOC object of another class is not told to join ``--classes``, only to be skipped.
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
     (also for a ``data_root`` that is a file); ValueError for an unknown name or split, or a ``size`` that is not a
@@ -454,19 +458,21 @@ def build_dataset(
         classes = parse_class_list(classes)
     transform = TrainTransform(side, expand_probability) if augment else TestTransform(side)
     dataset = _build_named(name, split, data_root, classes, class_order, transform=transform, seed=seed,
-                           skip_unknown_classes=skip_unknown_classes)
+                           skip_unknown_classes=skip_unknown_classes, classes_fixed_by=classes_fixed_by)
     if split == "train" and isinstance(dataset, COCODetection):  # coco, or custom in COCO layout
         dataset.release_ground_truth()  # trained from flat arrays; the json's index is the evaluation's
     return dataset
 
 
 def _build_named(name: str, split: str, data_root: str | None, classes: list[str] | None,
-                 class_order: Sequence[str] | None, *, skip_unknown_classes: bool, **options) -> DetectionDataset:
+                 class_order: Sequence[str] | None, *, skip_unknown_classes: bool, classes_fixed_by: str | None,
+                 **options) -> DetectionDataset:
     """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
     and ``seed``."""
     if name == "coco":
         return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, class_order, **options)
     options["skip_unknown_classes"] = skip_unknown_classes
+    options["classes_fixed_by"] = classes_fixed_by
     if name == "voc":
         return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
     if name == "shapes":

@@ -628,10 +628,13 @@ def _read_listed_image(
 
 
 def _unknown_class_problems(
-    image: _ReadImage, label_of: dict[str, int], skip_unknown_classes: bool, skipped: dict[str, int]
+    image: _ReadImage, label_of: dict[str, int], skip_unknown_classes: bool, skipped: dict[str, int],
+    classes_fixed_by: str | None = None,
 ) -> list[str]:
     """One problem per class of ``image``'s objects that is not in ``label_of`` (with its count and its name as the
-    XML first writes it); with ``skip_unknown_classes`` none, the objects are counted per class in ``skipped``."""
+    XML first writes it); with ``skip_unknown_classes`` none, the objects are counted per class in ``skipped``.
+    ``classes_fixed_by``: the trained model whose classes these are (a checkpoint's path), which cannot score another:
+    the problem says so instead of "add it to --classes"."""
     objects = image.parsed.objects
     unknown = [obj.name for obj in objects if obj.name not in label_of]
     written = {obj.name: obj.written_name for obj in reversed(objects)}  # each name's first form
@@ -643,11 +646,13 @@ def _unknown_class_problems(
         times = f" ({unknown.count(name)} objects)" if unknown.count(name) > 1 else ""
         compared = f", compared as {name!r}" if compose_name(written[name]) != name else ""
         about = _about_classes(name, tuple(label_of))
+        skip = "pass --skip_unknown_classes to leave such objects out (counted in one warning)"
+        if classes_fixed_by is not None:
+            problems.append(f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; "
+                            f"{classes_fixed_by} was not trained on it: {skip}")
+            continue
         fix = _comma_in_class_name(name, tuple(label_of)) if "," in name else "add it to --classes"
-        problems.append(
-            f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; "
-            f"{fix}, or pass --skip_unknown_classes to leave such objects out (counted in one warning)"
-        )
+        problems.append(f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; {fix}, or {skip}")
     return problems
 
 
@@ -777,7 +782,8 @@ class VOCDetection(DetectionDataset):
 
     Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name, a list of no
     image id, boxes normalised to [0, 1], two annotations using one image file) raise one :class:`DataError` listing
-    them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``.
+    them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``
+    (its problem advises that alone when ``classes_fixed_by`` names the trained model whose classes these are).
     Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
     normalised by the image size) dropped, with one counted :class:`DataWarning` (boxes whose coordinates look swapped
     counted apart, named by XML file and object; a training image left without a box by these drops is counted and
@@ -798,6 +804,7 @@ class VOCDetection(DetectionDataset):
         missing_files_hint: Hint | None = None,
         seed: int = 0,
         test_split: bool = False,
+        classes_fixed_by: str | None = None,
     ) -> None:
         label_of = _class_labels(class_names)
         problems: list[str] = []
@@ -815,7 +822,7 @@ class VOCDetection(DetectionDataset):
                 image = _read_listed_image(folder, finders, list_file, image_id, problems, listed)
                 if image is None:
                     continue
-                problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped)
+                problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped, classes_fixed_by)
                 xml_boxes, labels, difficult, places = _known_objects(image.parsed.objects, label_of)
                 scored.append((xml_boxes, labels, difficult))  # the devkit scores the XML as written
                 training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))

@@ -210,7 +210,8 @@ def test_a_checkpoint_class_name_holding_a_slash_is_refused_before_evaluating_on
             "results file") in capsys.readouterr().err
 
 
-SHAPES = {"a": [("circle", (4, 6, 30, 40), 0), ("triangle", (30, 10, 60, 40), 0)], "b": [("square", (10, 8, 50, 40), 0)]}
+SHAPES = {"a": [("circle", (4, 6, 30, 40), 0), ("triangle", (30, 10, 60, 40), 0)],
+          "b": [("square", (10, 8, 50, 40), 0)]}
 
 
 def test_trained_model_refusing_the_classes_given_says_to_drop_classes(tmp_path, capsys):
@@ -241,3 +242,17 @@ def test_trained_model_on_a_json_naming_other_categories_names_the_json_and_the_
         f"error: {checkpoint} was trained on 3 classes (circle, square, triangle), but the dataset has 3 classes "
         f"(square, circle, hexagon); evaluate it on a json whose categories are the classes it was trained on (in any "
         f"order, under any ids): {json_path} names hexagon, which it was not trained on, and not triangle\n")
+
+
+def test_an_object_of_a_class_the_model_was_not_trained_on_is_not_told_to_join_classes(tmp_path, capsys):
+    """--trained_model on a VOC-layout folder holding a class the model has no output for: "add it to --classes"
+    led to the refusal of a class list other than the checkpoint's; only --skip_unknown_classes evaluates there."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    objects = {**SHAPES, "c": [("hexagon", (4, 6, 30, 40), 0), ("circle", (30, 10, 60, 40), 0)]}
+    root = write_voc_folder(tmp_path / "voc", objects, {"test": ["a", "b", "c"]})
+    assert run("--trained_model", str(checkpoint), "--dataset", "custom", "--data_root", str(root)) == 2
+    err = capsys.readouterr().err
+    assert (f"{root / 'Annotations' / 'c.xml'}: unknown class 'hexagon' (classes: circle, square, triangle); "
+            f"{checkpoint} was not trained on it: pass --skip_unknown_classes to leave such objects out (counted in "
+            "one warning)\n") in err
+    assert "add it to --classes" not in err

@@ -39,9 +39,11 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
         classes = checked_recorded_names(classes, f"the class names of {recorded}")
     elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)
+    fixed_by = args.trained_model or args.resume  # a trained model's classes: it scores no other
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
-                         skip_unknown_classes=args.skip_unknown_classes, class_order=class_order)
+                         skip_unknown_classes=args.skip_unknown_classes, class_order=class_order,
+                         classes_fixed_by=fixed_by or None)
 
 
 def make_training_split(args: argparse.Namespace, ctx: DistributedContext,
