@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 import main as cli
 from data import DataError, DataWarning
 from data import dataset as dataset_module
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from models.backbones import ResNet18
+from models.pretrained import read_backbone_weights
 from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
 from utils import run_evaluation, training_run, training_setup
@@ -749,6 +752,26 @@ def test_init_from_on_the_same_classes_listed_in_another_order_keeps_each_class_
         per_class = weight.reshape(6, len(SHAPES_CLASSES), *weight.shape[1:])  # anchor, class, ...
         torch.testing.assert_close(state["model"][f"head.conf.{level}.weight"],
                                    per_class.flip(1).reshape(weight.shape), rtol=0, atol=1e-9)
+
+
+def test_a_new_run_says_what_its_weights_start_from(trained, tmp_path):
+    """--init_from logged where its weights came from; --pretrained PATH (or torchvision's weights, or none) was not
+    named anywhere but in log.txt's config: one line now says what the backbone starts from and that the neck and
+    head start from their initialisation."""
+    log = (trained / "run" / "log.txt").read_text()
+    assert "starting weights: resnet18 backbone, fssd neck and head from their initialisation (--no_pretrained)" in log
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    args = cli.get_args_parser().parse_args(["--version", "fssd", "--backbone", "resnet18", "--pretrained",
+                                             str(weights)])
+    read = read_backbone_weights(weights, ResNet18)
+    assert training_setup.starting_weights(args, read) == (
+        f"starting weights: resnet18 backbone from --pretrained {weights} (120 tensors); fssd neck and head from "
+        "their initialisation")
+    args.pretrained = True
+    assert training_setup.starting_weights(args, None) == (
+        "starting weights: resnet18 backbone from torchvision's ImageNet weights (resnet18-f37072fd.pth); fssd neck "
+        "and head from their initialisation")
 
 
 def test_init_from_alone_trains_on_the_data_the_checkpoint_was_trained_on(shapes_root, trained, tmp_path, capsys):

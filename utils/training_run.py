@@ -78,6 +78,7 @@ from utils.training_setup import (
     check_training_flags,
     load_initial_weights,
     resume_run,
+    starting_weights,
 )
 
 
@@ -173,6 +174,8 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
     checkpoint_state = resume_state if resume_state is not None else init_state
     class_order = None if checkpoint_state is None else checkpoint_state["class_names"]  # the same classes as trained
     setup = build_training(args, device, ctx, log, class_order, backbone_weights)
+    if checkpoint_state is None:  # --init_from and --resume name their checkpoint
+        log.info(starting_weights(args, backbone_weights))
     del backbone_weights  # copied into the model: its 45-58 MB are not held for the whole run
     if resume_path is not None:
         start_iter, continues_logs = resume_run(args, ctx, log, setup, resume_path, resume_state, continues_checkpoint)

@@ -4,6 +4,7 @@ folders it writes, the splits, the detector, anchors, criterion, optimizer, AMP 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,21 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
         log.info(f"{source}; it was trained on {counted(len(trained_on), 'class')} ({preview_names(trained_on)}), "
                  f"this dataset has {len(class_names)} ({preview_names(class_names)}): its classification layers "
                  f"({counted(len(fresh), 'tensor')}) start afresh, the rest comes from the checkpoint")
+
+
+def starting_weights(args: argparse.Namespace, backbone_weights: dict[str, torch.Tensor] | None) -> str:
+    """The line naming what a new run's weights start from, but ``--init_from``'s (it names its checkpoint): the
+    backbone's ImageNet weights (torchvision's, or ``backbone_weights`` read from ``--pretrained PATH``) or its
+    initialisation; the neck and head start from theirs."""
+    if args.pretrained is True:
+        source = f"torchvision's ImageNet weights ({os.path.basename(BACKBONES[args.backbone].imagenet_weights.url)})"
+    elif backbone_weights is not None:
+        source = f"--pretrained {args.pretrained} ({counted(len(backbone_weights), 'tensor')})"
+    else:
+        return (f"starting weights: {args.backbone} backbone, {args.version} neck and head from their initialisation "
+                "(--no_pretrained)")
+    return (f"starting weights: {args.backbone} backbone from {source}; {args.version} neck and head from their "
+            "initialisation")
 
 
 def no_entry_to_resume(path: Path, entry: str) -> CheckpointError:
