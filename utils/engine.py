@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, NoReturn
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from data.errors import DataError, data_error_elsewhere
 from utils.distributed import (
@@ -318,12 +319,10 @@ def train(
     guard = NonFiniteGuard(device, model)
     skipped = SkippedSteps(scaler, device)
     check_every_iteration = checks_every_iteration(device)
-    loss_sums = torch.zeros(2, device=device)
-    stats_names: list[str] = []
-    interval_start, interval_iters = time.perf_counter(), 0
     # off a terminal the loop prints each log interval's line itself (bar.disable), not progress_bar's timed lines
     bar = progress_bar(total=settings.max_iter, initial=start_iter, disable=not ctx.is_main, dynamic_ncols=True,
                        unit="it", line_every=None)
+    intervals = _LogIntervals(settings, device, ctx, log, skipped, bar)
     notice = "the run stops after this iteration or evaluation, once a checkpoint is saved" if ctx.is_main else None
     with StopSignal(notice) as stop, bar:
         if evaluate is not None and evaluate_first:
@@ -342,10 +341,8 @@ def train(
             loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
                                                 device, skipped, with_stats)
             guard.update(loss_l + loss_c, iteration)
-            loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
-            interval_iters += 1
+            intervals.add(loss_l, loss_c)
             done = iteration + 1
-            bar.update(1)
             if check_every_iteration:
                 guard.check(ctx)
 
@@ -354,20 +351,7 @@ def train(
             if at_log:
                 guard.check(ctx)
                 stop_requested = any_process(stop_requested, ctx)
-                elapsed = time.perf_counter() - interval_start
-                row = _interval_row(done, settings, loss_sums / interval_iters, lr, stats, ctx,
-                                    images_per_s=interval_iters * images.shape[0] * ctx.world_size / max(elapsed, 1e-9))
-                row |= _scaler_columns(skipped, done - interval_iters + 1, done, log)
-                bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
-                                img_s=f"{row['images_per_s']:.1f}")
-                log.metrics("train", row)
-                eta = (settings.max_iter - done) * elapsed / interval_iters
-                # printed where no bar shows the figures (output to a file or pipe), in log.txt either way
-                (log.info if bar.disable else log.record)(_progress_line(row, settings.max_iter, eta))
-                if stats is not None:
-                    stats_names = list(stats)
-                loss_sums.zero_()
-                interval_start, interval_iters = time.perf_counter(), 0
+                intervals.close(done, lr, stats, images.shape[0])
             elif ctx.is_distributed:
                 stop_requested = False  # processes agree on stopping only at log intervals
 
@@ -383,8 +367,8 @@ def train(
                 evaluate(done)
                 model.train()
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
-    if stats_names:
-        _log_stats_summary(stats_names, settings.max_iter, log, settings.mutual_guide_from)
+    if intervals.stats_names:
+        _log_stats_summary(intervals.stats_names, settings.max_iter, log, settings.mutual_guide_from)
 
 
 def checks_every_iteration(device: torch.device) -> bool:
@@ -415,6 +399,46 @@ def agreed_batches(loader: Iterable, ctx: DistributedContext,
             on_data_error()
             raise
         yield batch
+
+
+class _LogIntervals:
+    """The training loop's log intervals (``log_interval`` iterations, the last one up to ``max_iter``): sums the
+    losses of the current interval's iterations on the device and advances the progress bar; at the interval's end
+    writes its ``train`` metrics row, the bar's figures and the progress line, and starts the next interval."""
+
+    def __init__(self, settings: TrainSettings, device: torch.device, ctx: DistributedContext, log: RunLog,
+                 skipped: SkippedSteps, bar: tqdm) -> None:
+        self.settings, self.ctx, self.log, self.skipped, self.bar = settings, ctx, log, skipped, bar
+        self.loss_sums = torch.zeros(2, device=device)  # (loss_l, loss_c) summed over the interval
+        self.iterations = 0
+        self.start = time.perf_counter()
+        self.stats_names: list[str] = []  # the assignment statistics the rows hold, for the run's summary
+
+    def add(self, loss_l: torch.Tensor, loss_c: torch.Tensor) -> None:
+        """Count one more iteration of the interval, with its 0-d losses (no host sync)."""
+        self.loss_sums += torch.stack([loss_l.detach(), loss_c.detach()])
+        self.iterations += 1
+        self.bar.update(1)
+
+    def close(self, done: int, lr: float, stats: dict | None, batch_size: int) -> None:
+        """Log the interval that ends after ``done`` iterations: its row (losses averaged over the interval and the
+        processes, ``lr`` and ``stats`` of its last iteration, images/s at ``batch_size`` images per process and
+        iteration, an fp16 run's GradScaler columns), the bar's figures and the progress line with the ETA at the
+        interval's speed; every process calls it (collectives)."""
+        settings, elapsed = self.settings, time.perf_counter() - self.start
+        images_per_s = self.iterations * batch_size * self.ctx.world_size / max(elapsed, 1e-9)
+        row = _interval_row(done, settings, self.loss_sums / self.iterations, lr, stats, self.ctx, images_per_s)
+        row |= _scaler_columns(self.skipped, done - self.iterations + 1, done, self.log)
+        self.bar.set_postfix(loss_l=f"{row['loss_l']:.4f}", loss_c=f"{row['loss_c']:.4f}", lr=f"{lr:.2e}",
+                             img_s=f"{row['images_per_s']:.1f}")
+        self.log.metrics("train", row)
+        eta = (settings.max_iter - done) * elapsed / self.iterations
+        # printed where no bar shows the figures (output to a file or pipe), in log.txt either way
+        (self.log.info if self.bar.disable else self.log.record)(_progress_line(row, settings.max_iter, eta))
+        if stats is not None:
+            self.stats_names = list(stats)
+        self.loss_sums.zero_()
+        self.start, self.iterations = time.perf_counter(), 0
 
 
 def _log_stats_summary(names: list[str], max_iter: int, log: RunLog, mutual_guide_from: int | None = None) -> None:
