@@ -325,9 +325,9 @@ def train(
     intervals = _LogIntervals(settings, device, ctx, log, skipped, bar)
     notice = "the run stops after this iteration or evaluation, once a checkpoint is saved" if ctx.is_main else None
     with StopSignal(notice) as stop, bar:
+        hooks = _IterationHooks(settings, model, guard, ctx, stop, save, evaluate)
         if evaluate is not None and evaluate_first:
-            evaluate(start_iter)
-            model.train()
+            hooks.evaluation(start_iter)
         # a loss or BatchNorm statistic gone NaN/inf since the last check (CUDA checks at log intervals), then an
         # unreadable image: the divergence is reported, and no checkpoint saved after it for the data error
         batches = agreed_batches(loader, ctx, on_data_error=lambda: guard.check(ctx))
@@ -347,28 +347,58 @@ def train(
                 guard.check(ctx)
 
             at_log = settings.logs_after(done)
-            stop_requested = stop.received is not None
             if at_log:
                 guard.check(ctx)
-                stop_requested = any_process(stop_requested, ctx)
+            stop_requested = _stop_requested(stop, at_log, ctx)
+            if at_log:
                 intervals.close(done, lr, stats, images.shape[0])
-            elif ctx.is_distributed:
-                stop_requested = False  # processes agree on stopping only at log intervals
-
-            at_checkpoint = done % settings.checkpoint_interval == 0 and done < settings.max_iter
-            evaluates = evaluate is not None and settings.evaluates_after(done)
-            if at_checkpoint or stop_requested or evaluates:
-                check_finite(guard, model, done, ctx)  # once for the save and the evaluation of the same iteration
-            if at_checkpoint or stop_requested:
-                save(done)
-            if stop_requested:
-                raise TrainingInterrupted(done, stop.received or "SIGTERM")
-            if evaluates:
-                evaluate(done)
-                model.train()
+            hooks.after(done, stop_requested)
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
     if intervals.stats_names:
         _log_stats_summary(intervals.stats_names, settings.max_iter, log, settings.mutual_guide_from)
+
+
+def _stop_requested(stop: StopSignal, at_log: bool, ctx: DistributedContext) -> bool:
+    """Whether the run stops after this iteration for a SIGINT/SIGTERM: as soon as ``stop`` received one; under
+    torchrun only at log intervals (``at_log``), once any process received one (a collective, so that all stop after
+    the same iteration)."""
+    if at_log:
+        return any_process(stop.received is not None, ctx)
+    return stop.received is not None and not ctx.is_distributed
+
+
+@dataclass(frozen=True)
+class _IterationHooks:
+    """What the training loop does between iterations through ``train``'s callbacks: ``save`` every
+    ``checkpoint_interval`` iterations and when the run stops for ``stop``'s signal, ``evaluate`` (if any) every
+    ``eval_interval``; the losses and the weights are checked for NaN/inf first."""
+
+    settings: TrainSettings
+    model: nn.Module
+    guard: NonFiniteGuard
+    ctx: DistributedContext
+    stop: StopSignal
+    save: Callable[[int], None]
+    evaluate: Callable[[int], None] | None
+
+    def evaluation(self, done: int) -> None:
+        """Evaluate after ``done`` completed iterations, then put the model back in training mode."""
+        self.evaluate(done)
+        self.model.train()
+
+    def after(self, done: int, stop_requested: bool) -> None:
+        """The hooks due after ``done`` completed iterations: the NaN/inf check, the save, then
+        :class:`TrainingInterrupted` when ``stop_requested``, else the evaluation."""
+        at_checkpoint = done % self.settings.checkpoint_interval == 0 and done < self.settings.max_iter
+        evaluates = self.evaluate is not None and self.settings.evaluates_after(done)
+        if at_checkpoint or stop_requested or evaluates:  # once for the save and the evaluation of the same iteration
+            check_finite(self.guard, self.model, done, self.ctx)
+        if at_checkpoint or stop_requested:
+            self.save(done)
+        if stop_requested:  # another process's signal when this one received none
+            raise TrainingInterrupted(done, self.stop.received or "SIGTERM")
+        if evaluates:
+            self.evaluation(done)
 
 
 def checks_every_iteration(device: torch.device) -> bool:
