@@ -151,6 +151,41 @@ def test_a_stop_signal_during_an_evaluation_is_acknowledged_before_it_ends(tmp_p
         "Ctrl-C or SIGTERM stops it at once, without saving\n")
 
 
+@pytest.mark.parametrize("world_size, stopped_after", [(1, 2), (2, 4)])
+def test_under_torchrun_a_signal_stops_the_run_at_the_end_of_its_log_interval(tmp_path, world_size, stopped_after):
+    """Ctrl-C while the checkpoint of iteration 1 is saved: a lone process stops after the next iteration, 2; the
+    processes of a torchrun job agree on stopping only at log intervals (a collective there, none each iteration), so
+    they all stop after iteration 4. The job is this process in a gloo group of one, told it is one of two: the
+    collectives run, over itself."""
+    import torch.distributed as dist
+
+    model = _OneWeight()
+    optimizer = torch.optim.SGD([model.w], lr=0.0)
+    loss_fn = _ScriptedLoss()
+    loss_fn.optimizer = optimizer
+    batches = [(torch.ones(2, 3, 4, 4), [torch.zeros(0, 5)] * 2, [0, 1])] * 9
+    saves = []
+
+    def save(done):
+        saves.append(done)
+        if done == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=4,
+                             checkpoint_interval=1)
+    if world_size > 1:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(engine.TrainingInterrupted, match=f"SIGINT received: stopped after iteration "
+                                                             f"{stopped_after}$"):
+            train(model, loss_fn, torch.zeros(1, 4), optimizer, torch.amp.GradScaler("cpu", enabled=False), batches,
+                  0, settings, torch.device("cpu"), DistributedContext(world_size=world_size), RunLog(tmp_path), save)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+    assert loss_fn.calls == stopped_after and saves == list(range(1, stopped_after + 1))
+
+
 class _OneWeight(nn.Module):
     """The smallest "detector": one weight, ``(loc [1, 1, 4], conf [1, 1, 2])`` that depend on it."""
 
