@@ -332,10 +332,7 @@ def train(
         # unreadable image: the divergence is reported, and no checkpoint saved after it for the data error
         batches = agreed_batches(loader, ctx, on_data_error=lambda: guard.check(ctx))
         for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), batches):
-            lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
-            set_lr(optimizer, lr)
-            if settings.mutual_guide_from is not None:
-                loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
+            lr = _schedule(iteration, settings, optimizer, loss_fn)
             # assignment statistics are logged for an interval's last iteration alone: computed for it alone
             with_stats = settings.assign_stats and settings.logs_after(iteration + 1)
             loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
@@ -343,11 +340,8 @@ def train(
             guard.update(loss_l + loss_c, iteration)
             intervals.add(loss_l, loss_c)
             done = iteration + 1
-            if check_every_iteration:
-                guard.check(ctx)
-
             at_log = settings.logs_after(done)
-            if at_log:
+            if at_log or check_every_iteration:  # the NaN/inf check's sync: at log intervals, on CPU every iteration
                 guard.check(ctx)
             stop_requested = _stop_requested(stop, at_log, ctx)
             if at_log:
@@ -356,6 +350,17 @@ def train(
     check_finite(guard, model, settings.max_iter, ctx)  # before main.py's final save
     if intervals.stats_names:
         _log_stats_summary(intervals.stats_names, settings.max_iter, log, settings.mutual_guide_from)
+
+
+def _schedule(iteration: int, settings: TrainSettings, optimizer: torch.optim.Optimizer, loss_fn: nn.Module) -> float:
+    """Set the learning rate of ``iteration`` (0-based; facts §6's warm-up and cosine) in every parameter group, and
+    for a run that switches to Mutual Guidance at ``settings.mutual_guide_from`` the assignment ``loss_fn`` makes in
+    it; returns the rate."""
+    lr = warmup_cosine_lr(iteration, settings.base_lr, settings.warm_iter, settings.max_iter)
+    set_lr(optimizer, lr)
+    if settings.mutual_guide_from is not None:
+        loss_fn.mutual_guide = iteration >= settings.mutual_guide_from
+    return lr
 
 
 def _stop_requested(stop: StopSignal, at_log: bool, ctx: DistributedContext) -> bool:
