@@ -2,7 +2,9 @@
 
 The run is counted in iterations (facts §6); its batches come from ``data.loader.build_loader(train=True)``, a pure
 function of ``(seed, iteration)``, so a run resumed at iteration ``k`` sees exactly the batches the uninterrupted run
-saw.
+saw. Each iteration of :func:`train` sets the learning rate (``_schedule``), takes a step (``_train_step``), feeds the
+NaN/inf guard (:class:`NonFiniteGuard`), counts toward its log interval (``_LogIntervals``, which writes the ``train``
+rows and progress lines) and runs the saves, evaluations and signal stop due after it (``_IterationHooks``).
 """
 from __future__ import annotations
 
@@ -363,79 +365,6 @@ def _schedule(iteration: int, settings: TrainSettings, optimizer: torch.optim.Op
     return lr
 
 
-def _stop_requested(stop: StopSignal, at_log: bool, ctx: DistributedContext) -> bool:
-    """Whether the run stops after this iteration for a SIGINT/SIGTERM: as soon as ``stop`` received one; under
-    torchrun only at log intervals (``at_log``), once any process received one (a collective, so that all stop after
-    the same iteration)."""
-    if at_log:
-        return any_process(stop.received is not None, ctx)
-    return stop.received is not None and not ctx.is_distributed
-
-
-@dataclass(frozen=True)
-class _IterationHooks:
-    """What the training loop does between iterations through ``train``'s callbacks: ``save`` every
-    ``checkpoint_interval`` iterations and when the run stops for ``stop``'s signal, ``evaluate`` (if any) every
-    ``eval_interval``; the losses and the weights are checked for NaN/inf first."""
-
-    settings: TrainSettings
-    model: nn.Module
-    guard: NonFiniteGuard
-    ctx: DistributedContext
-    stop: StopSignal
-    save: Callable[[int], None]
-    evaluate: Callable[[int], None] | None
-
-    def evaluation(self, done: int) -> None:
-        """Evaluate after ``done`` completed iterations, then put the model back in training mode."""
-        self.evaluate(done)
-        self.model.train()
-
-    def after(self, done: int, stop_requested: bool) -> None:
-        """The hooks due after ``done`` completed iterations: the NaN/inf check, the save, then
-        :class:`TrainingInterrupted` when ``stop_requested``, else the evaluation."""
-        at_checkpoint = done % self.settings.checkpoint_interval == 0 and done < self.settings.max_iter
-        evaluates = self.evaluate is not None and self.settings.evaluates_after(done)
-        if at_checkpoint or stop_requested or evaluates:  # once for the save and the evaluation of the same iteration
-            check_finite(self.guard, self.model, done, self.ctx)
-        if at_checkpoint or stop_requested:
-            self.save(done)
-        if stop_requested:  # another process's signal when this one received none
-            raise TrainingInterrupted(done, self.stop.received or "SIGTERM")
-        if evaluates:
-            self.evaluation(done)
-
-
-def checks_every_iteration(device: torch.device) -> bool:
-    """Whether the training loop syncs for the NaN/inf check after every iteration on ``device``: on CPU, where there
-    is nothing to overlap; elsewhere at log intervals and before saves and evaluations (:class:`NonFiniteGuard`)."""
-    return device.type == "cpu"
-
-
-def agreed_batches(loader: Iterable, ctx: DistributedContext,
-                   on_data_error: Callable[[], None] = lambda: None) -> Iterator:
-    """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
-    unreadable image) in one process's share raises in every process before any of them enters the step, whose
-    collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
-    a lost connection with a traceback); every process calls ``on_data_error()`` first (it may raise instead). When
-    another process has already stopped, :func:`any_process` raises :class:`StoppedByAnotherProcess`."""
-    batches = iter(loader)
-    while True:
-        failure = None
-        try:
-            batch = next(batches)
-        except StopIteration:  # every process's loader yields the same number of batches
-            return
-        except DataError as error:
-            failure = error
-        try:
-            raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the batch"))
-        except DataError:
-            on_data_error()
-            raise
-        yield batch
-
-
 class _LogIntervals:
     """The training loop's log intervals (``log_interval`` iterations, the last one up to ``max_iter``): sums the
     losses of the current interval's iterations on the device and advances the progress bar; at the interval's end
@@ -474,6 +403,79 @@ class _LogIntervals:
             self.stats_names = list(stats)
         self.loss_sums.zero_()
         self.start, self.iterations = time.perf_counter(), 0
+
+
+def _stop_requested(stop: StopSignal, at_log: bool, ctx: DistributedContext) -> bool:
+    """Whether the run stops after this iteration for a SIGINT/SIGTERM: as soon as ``stop`` received one; under
+    torchrun only at log intervals (``at_log``), once any process received one (a collective, so that all stop after
+    the same iteration)."""
+    if at_log:
+        return any_process(stop.received is not None, ctx)
+    return stop.received is not None and not ctx.is_distributed
+
+
+@dataclass(frozen=True)
+class _IterationHooks:
+    """What the training loop does between iterations through ``train``'s callbacks: ``save`` every
+    ``checkpoint_interval`` iterations and when the run stops for ``stop``'s signal, ``evaluate`` (if any) every
+    ``eval_interval``; the losses and the weights are checked for NaN/inf first."""
+
+    settings: TrainSettings
+    model: nn.Module
+    guard: NonFiniteGuard
+    ctx: DistributedContext
+    stop: StopSignal
+    save: Callable[[int], None]
+    evaluate: Callable[[int], None] | None
+
+    def evaluation(self, done: int) -> None:
+        """Evaluate after ``done`` completed iterations, then put the model back in training mode."""
+        self.evaluate(done)
+        self.model.train()
+
+    def after(self, done: int, stop_requested: bool) -> None:
+        """The hooks due after ``done`` completed iterations: the NaN/inf check, the save, then
+        :class:`TrainingInterrupted` when ``stop_requested``, else the evaluation."""
+        at_checkpoint = done % self.settings.checkpoint_interval == 0 and done < self.settings.max_iter
+        evaluates = self.evaluate is not None and self.settings.evaluates_after(done)
+        if at_checkpoint or stop_requested or evaluates:  # once for the save and the evaluation of the same iteration
+            check_finite(self.guard, self.model, done, self.ctx)
+        if at_checkpoint or stop_requested:
+            self.save(done)
+        if stop_requested:  # named SIGTERM where only another process received a signal
+            raise TrainingInterrupted(done, self.stop.received or "SIGTERM")
+        if evaluates:
+            self.evaluation(done)
+
+
+def checks_every_iteration(device: torch.device) -> bool:
+    """Whether the training loop syncs for the NaN/inf check after every iteration on ``device``: on CPU, where there
+    is nothing to overlap; elsewhere at log intervals and before saves and evaluations (:class:`NonFiniteGuard`)."""
+    return device.type == "cpu"
+
+
+def agreed_batches(loader: Iterable, ctx: DistributedContext,
+                   on_data_error: Callable[[], None] = lambda: None) -> Iterator:
+    """``loader``'s batches, each handed out once every process has loaded its share of it. A :class:`DataError` (an
+    unreadable image) in one process's share raises in every process before any of them enters the step, whose
+    collectives the others would otherwise wait in for the failed process (until torchrun kills them, or gloo reports
+    a lost connection with a traceback); every process calls ``on_data_error()`` first (it may raise instead). When
+    another process has already stopped, :func:`any_process` raises :class:`StoppedByAnotherProcess`."""
+    batches = iter(loader)
+    while True:
+        failure = None
+        try:
+            batch = next(batches)
+        except StopIteration:  # every process's loader yields the same number of batches
+            return
+        except DataError as error:
+            failure = error
+        try:
+            raise_if_any_process_failed(failure, ctx, lambda: data_error_elsewhere("the batch"))
+        except DataError:
+            on_data_error()
+            raise
+        yield batch
 
 
 def _log_stats_summary(names: list[str], max_iter: int, log: RunLog, mutual_guide_from: int | None = None) -> None:
