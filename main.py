@@ -213,10 +213,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "datasets/shapes, wherever main.py is run from)")
     data.add_argument("--classes", type=str, default=None,
                       help="VOC and custom data: comma-separated class names or a file with one name per line "
-                           "(default: voc's 20; a COCO-layout folder's json; a VOC-layout custom folder needs it)")
+                           "(default: voc's 20; a COCO-layout folder's json; a VOC-layout custom folder needs it); "
+                           "COCO layouts (coco too) with --skip_unknown_classes: some of the json's categories")
     data.add_argument("--skip_unknown_classes", action="store_true",
-                      help="VOC-layout data: leave out the objects whose class is not in --classes (counted in one "
-                           "warning) instead of stopping with an error; e.g. to train on a few of the VOC classes")
+                      help="leave out the objects whose class is not in --classes, or not one of the model's "
+                           "(--trained_model, --resume, the training split's for the test split), counted in one "
+                           "warning, instead of stopping with an error; e.g. to train on a few of the VOC or COCO "
+                           "classes, or to score a person detector on COCO val2017")
     data.add_argument("--workers", type=int, default=None,
                       help="DataLoader worker processes, at most 4 per core (default: the cores per training "
                            "process - 1, from 2 to 12)")

@@ -25,7 +25,7 @@ from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, T
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, unusable_list_problem
 from utils.integers import as_int
 from utils.messages import preview_names
-from utils.names import reordering, same_classes
+from utils.names import folded_name, reordering, same_classes
 
 __all__ = [
     "PIXEL_MEAN_BGR", "VOC_CLASSES", "COCODetection", "DataError", "DataReport", "DataWarning", "DatasetNotFoundError",
@@ -257,14 +257,31 @@ def _coco_missing_files_hint(root: Path, name: str) -> str:
             f"{script} to extract it again (after a finished one, delete {root / name} first)")
 
 
-def _build_coco(root: Path, split: str, class_order: Sequence[str] | None, **options) -> COCODetection:
+def _build_coco(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None, *,
+                skip_unknown_classes: bool, classes_fixed_by: str | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train",
         download_hint=LazyText(lambda: _coco_download_hint(root, name)),
         missing_files_hint=LazyText(lambda: _coco_missing_files_hint(root, name)), class_order=class_order,
-        index_annotations=split != "train", **options
+        index_annotations=split != "train",
+        kept_classes=_kept_coco_classes(split, classes, class_order, skip_unknown_classes, classes_fixed_by),
+        **options
     )
+
+
+def _kept_coco_classes(split: str, classes: list[str] | None, class_order: Sequence[str] | None,
+                       skip_unknown_classes: bool, classes_fixed_by: str | None) -> Sequence[str] | None:
+    """The classes whose categories a COCO-layout split keeps under ``skip_unknown_classes`` (``None``: all of the
+    json's): ``classes`` (``--classes``, or a checkpoint's names taken for it), else the classes the model scores or
+    continues, ``class_order``: a test split's (the training split's, a checkpoint's or an evaluation's) and a
+    training split's of the model ``classes_fixed_by`` (``--resume``). ``--init_from``'s ``class_order`` is only an
+    order: a run that fine-tunes it on other classes keeps every category."""
+    if not skip_unknown_classes:
+        return None
+    if classes is not None:
+        return classes
+    return class_order if split == "test" or classes_fixed_by is not None else None
 
 
 def _layout_hint(root: Path, split: str) -> str:
@@ -380,19 +397,21 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
     if image_folder is None:
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
-    options.pop("skip_unknown_classes")
-    options.pop("classes_fixed_by")
+    kept = _kept_coco_classes(split, classes, class_order, options.pop("skip_unknown_classes"),
+                              options.pop("classes_fixed_by"))
     dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", class_order=class_order,
-                            index_annotations=split != "train", **options)
+                            index_annotations=split != "train", kept_classes=kept, **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:
         check_disjoint_coco_splits(split, annotation_file, dataset.coco, other_file)
     json_order = coco_class_names(dataset.coco)  # not class_order's, which the labels may follow
     # the labels follow the json's order, or class_order's when given: then --classes need only name the same classes
-    if classes is not None and not (same_classes(classes, json_order)
-                                    or class_order is not None and reordering(json_order, classes) is not None):
+    reordered = class_order is not None and reordering(json_order, classes or []) is not None
+    if kept is None and classes is not None and not (same_classes(classes, json_order) or reordered):
+        some = {folded_name(name) for name in classes} < {folded_name(name) for name in json_order}
+        skip = ", or add --skip_unknown_classes to train on these of its categories alone" if some else ""
         raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {json_order}; "
-                        "a COCO-layout set takes its classes from its json: leave out --classes")
+                        f"a COCO-layout set takes its classes from its json: leave out --classes{skip}")
     return dataset
 
 
@@ -425,8 +444,11 @@ def build_dataset(
     - ``classes``: class names, or the ``--classes`` string (parsed by :func:`parse_class_list`).
     - ``split``: ``train`` or ``test``; ``augment`` defaults to ``split == "train"`` (the paper's ``TrainTransform``).
     - ``seed``: the augmentation seed; ``skip_unknown_classes`` (``--skip_unknown_classes``): leave out VOC objects of
-      classes not in ``classes`` (counted in one warning) instead of raising; ``expand_probability``: how often the
-      augmentation zooms out (the paper's 0.6).
+      classes not in ``classes`` (counted in one warning) instead of raising, and likewise the objects of a COCO
+      json's categories not in ``classes``, or without ``classes`` in ``class_order`` for a test split or a
+      ``classes_fixed_by`` model's training split (their labels then follow that list, which the json must name
+      whole; the evaluation scores those categories alone); ``expand_probability``: how often the augmentation zooms
+      out (the paper's 0.6).
     - ``class_order`` (COCO layouts; VOC layouts take theirs from ``classes``): the class names whose order the labels
       follow when the json names the same classes (compared ignoring letter case) in another order, under any ids:
       main.py gives a test split its training split's ``class_names``, a training split of ``--resume`` or
@@ -469,10 +491,10 @@ def _build_named(name: str, split: str, data_root: str | None, classes: list[str
                  **options) -> DetectionDataset:
     """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
     and ``seed``."""
-    if name == "coco":
-        return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, class_order, **options)
     options["skip_unknown_classes"] = skip_unknown_classes
     options["classes_fixed_by"] = classes_fixed_by
+    if name == "coco":
+        return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, classes, class_order, **options)
     if name == "voc":
         return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
     if name == "shapes":

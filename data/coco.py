@@ -273,6 +273,34 @@ def ordered_category_ids(coco: COCO, class_order: Sequence[str] | None = None) -
     return [id_of[name] for name in wanted]
 
 
+def kept_category_ids(coco: COCO, annotation_file: Path, kept: Sequence[str],
+                      class_order: Sequence[str] | None = None) -> list[int]:
+    """``--skip_unknown_classes``: the category ids of a COCO ground truth named ``kept`` (class names, compared as
+    :func:`utils.names.folded_name` reads them), in label order: ``class_order``'s when it names the same classes in
+    another order (a checkpoint's), else ``kept``'s. :class:`DataError` naming ``annotation_file`` when a name of
+    ``kept`` is no category of the json: its label would have no category id to be scored under."""
+    ids = list(coco.getCatIds())
+    id_of = {folded_name(name): category_id for name, category_id in zip(coco_class_names(coco, ids), ids)}
+    lacking = [name for name in kept if folded_name(name) not in id_of]
+    if lacking:
+        raise DataError(f"{annotation_file} has no category {', '.join(lacking)}: --skip_unknown_classes keeps the "
+                        f"categories named {', '.join(kept)} and leaves out the others, so each needs one: name it "
+                        "as the json does, or add it to 'categories' (a class without objects)")
+    same = class_order is not None and sorted(map(folded_name, class_order)) == sorted(map(folded_name, kept))
+    return [id_of[folded_name(name)] for name in (class_order if same else kept)]
+
+
+def _skipped_objects(coco: COCO, annotations: Sequence[dict], fixups: FixupCounter) -> None:
+    """Count in ``fixups`` the ``annotations`` of categories that ``--skip_unknown_classes`` leaves out, per
+    category name (``'person' x2``)."""
+    per_name: dict[str, int] = {}
+    for annotation in annotations:
+        name = coco_class_names(coco, [annotation["category_id"]])[0]
+        per_name[name] = per_name.get(name, 0) + 1
+    fixups.add("object of an unknown class skipped", len(annotations),
+               [f"{name!r} x{count}" for name, count in per_name.items()])
+
+
 def _id_and_name(category: dict) -> str:
     return f"id {category['id']} {category['name']!r}"
 
@@ -336,7 +364,8 @@ def annotation_problems(annotation: dict, label_of: dict[int, int], images: dict
         category = annotation["category_id"]
         problems.append(
             f"category_id {category!r} is not in the categories {list(label_of)}; add category {category!r} to "
-            "'categories' or remove the annotation (--skip_unknown_classes applies to VOC-layout data only)"
+            "'categories' or remove the annotation (--skip_unknown_classes leaves out the objects of listed "
+            "categories, not of an id the json does not list)"
         )
     if annotation["image_id"] not in images:
         problems.append("image_id is not in the images list")
@@ -555,16 +584,21 @@ def shared_file_problems(images: list[dict], files: ImageFiles, annotation_file:
     return problems
 
 
-def annotations_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> Iterator[dict]:
-    """The annotations that COCO's metric scores (``iscrowd`` 0 or absent) on ``image_ids`` (default: all images)."""
+def annotations_to_score(coco: COCO, image_ids: Iterable[int] | None = None,
+                         category_ids: Iterable[int] | None = None) -> Iterator[dict]:
+    """The annotations that COCO's metric scores (``iscrowd`` 0 or absent) on ``image_ids`` (default: all images) of
+    ``category_ids`` (default: all categories; those kept by ``--skip_unknown_classes``)."""
     wanted = None if image_ids is None else set(image_ids)
+    categories = None if category_ids is None else set(category_ids)
     return (annotation for annotation in coco.dataset["annotations"]
-            if not annotation.get("iscrowd") and (wanted is None or annotation["image_id"] in wanted))
+            if not annotation.get("iscrowd") and (wanted is None or annotation["image_id"] in wanted)
+            and (categories is None or annotation["category_id"] in categories))
 
 
-def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None) -> int:
-    """How many annotations COCO's metric scores on ``image_ids`` (:func:`annotations_to_score`)."""
-    return sum(1 for _ in annotations_to_score(coco, image_ids))
+def count_objects_to_score(coco: COCO, image_ids: Iterable[int] | None = None,
+                           category_ids: Iterable[int] | None = None) -> int:
+    """How many annotations COCO's metric scores on ``image_ids`` of ``category_ids`` (:func:`annotations_to_score`)."""
+    return sum(1 for _ in annotations_to_score(coco, image_ids, category_ids))
 
 
 def _coco_problems(coco: COCO, label_of: dict[int, int], files: ImageFiles, annotation_file: Path,
@@ -744,7 +778,10 @@ class COCODetection(DetectionDataset):
     ``iscrowd`` 1 ones, which COCO's metric ignores (a split without any image is left to the caller, as for VOC).
     ``index_annotations=False`` leaves pycocotools' index of the annotations in ``coco`` empty
     (:func:`load_coco_json`): for a training split whose ``coco`` is dropped once built (:meth:`release_ground_truth`,
-    as :func:`data.build_dataset` does); its ``coco`` cannot be evaluated against.
+    as :func:`data.build_dataset` does); its ``coco`` cannot be evaluated against. ``kept_classes``
+    (``--skip_unknown_classes``): the class names whose categories are kept, in label order (``class_order``'s when it
+    names the same classes), each one a category of the json (:func:`kept_category_ids`); the annotations of the other
+    categories are left out and counted in the warning, and are not counted as objects to score.
     """
 
     kind = "coco"
@@ -764,6 +801,7 @@ class COCODetection(DetectionDataset):
         require_objects_to_score: bool | None = None,
         class_order: Sequence[str] | None = None,
         index_annotations: bool = True,
+        kept_classes: Sequence[str] | None = None,
     ) -> None:
         annotation_file, image_folder = Path(annotation_file), Path(image_folder)
         coco = load_coco_json(annotation_file, download_hint, index_annotations)
@@ -772,11 +810,13 @@ class COCODetection(DetectionDataset):
                                        or f"{image_folder} not found: {download_hint}")
         self.coco: COCO | None = coco
         self.annotation_file = annotation_file
-        self.category_ids: list[int] = ordered_category_ids(coco, class_order)
+        self.category_ids: list[int] = (ordered_category_ids(coco, class_order) if kept_classes is None
+                                        else kept_category_ids(coco, annotation_file, kept_classes, class_order))
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
         files = ImageFiles(image_folder)
         training = drop_empty or require_boxes  # a split to train on (else: to evaluate on)
-        problems = _coco_problems(coco, label_of, files, annotation_file, training)
+        listed = {category_id: None for category_id in coco.getCatIds()}  # an annotation's id must be one of them
+        problems = _coco_problems(coco, listed, files, annotation_file, training)
         if problems:
             message = format_problems(f"COCO annotations {annotation_file}", problems)
             raise DataError(with_missing_files_hint(message, problems, missing_files_hint))
@@ -785,9 +825,12 @@ class COCODetection(DetectionDataset):
         fill_area_and_crowd(coco.dataset["annotations"], fixups)
         if require_objects_to_score is None:
             require_objects_to_score = not training
-        if require_objects_to_score and coco.imgs and not count_objects_to_score(coco):
+        if require_objects_to_score and coco.imgs and not count_objects_to_score(coco, None, label_of):
             raise DataError(f"{annotation_file}: the test split's {no_object_to_score(len(coco.imgs), 'image')}")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
+        if kept_classes is not None:  # the objects of the other categories, counted in the warning
+            _skipped_objects(coco, [a for a in annotations if a["category_id"] not in label_of], fixups)
+            annotations = [a for a in annotations if a["category_id"] in label_of]
         heights, widths = _image_sizes(coco)
         owner, xywh, area, labels = _annotation_arrays(coco, annotations, label_of)
         boxes, keep, self.small_boxes_dropped = _clean_and_count_boxes(
@@ -840,7 +883,8 @@ class COCODetection(DetectionDataset):
             return labels, owner, self.crowd_objects
         position = {image_id: index for index, image_id in enumerate(self.image_ids)}
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        annotations = [a for a in self.coco.dataset["annotations"] if a["image_id"] in position]
+        annotations = [a for a in self.coco.dataset["annotations"]
+                       if a["image_id"] in position and a["category_id"] in label_of]
         labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
         owner = np.array([position[a["image_id"]] for a in annotations], dtype=np.int64)
         return labels, owner, sum(1 for a in annotations if a["iscrowd"])
@@ -863,7 +907,8 @@ class COCODetection(DetectionDataset):
                              "(release_ground_truth), which the objects to score are counted from: build it with "
                              "COCODetection to evaluate it")
         label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        labels = [label_of[a["category_id"]] for a in annotations_to_score(self.coco, self.image_ids)]
+        labels = [label_of[a["category_id"]]
+                  for a in annotations_to_score(self.coco, self.image_ids, self.category_ids)]
         return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)
 
 

@@ -105,7 +105,9 @@ def evaluate_coco(
         coco_gt: the ground truth.
         image_ids: images to evaluate; default all images of ``coco_gt``.
         category_ids: the model's label order (label -> category id of ``coco_gt``, as the dataset's
-            ``category_ids``), which orders ``per_class_AP``; default the json's ``getCatIds()`` order.
+            ``category_ids``), which orders ``per_class_AP``; default the json's ``getCatIds()`` order. Only these
+            categories are scored (pycocotools' ``params.catIds``): a json's other categories, left out by
+            ``--skip_unknown_classes``, count in no mean.
 
     Returns:
         The 12 standard numbers under ``STAT_NAMES`` (``"AP"``, ``"AP50"``, ... ``"AR_large"``) and as
@@ -118,7 +120,7 @@ def evaluate_coco(
         (stats) or NaN (per class) where there are none.
 
     Raises :class:`DataError` (naming the ground truth's file) when the evaluated images hold no object to score
-    (none, or all ``iscrowd`` 1): every AP would be undefined (pycocotools prints -1).
+    (none, or all ``iscrowd`` 1) of the categories scored: every AP would be undefined (pycocotools prints -1).
     """
     return evaluate_coco_with_curves(results, coco_gt, image_ids, category_ids)[0]
 
@@ -131,7 +133,7 @@ def evaluate_coco_with_curves(
     holds (:func:`coco_curves`)."""
     if isinstance(results, (str, Path)):
         results = _load_results(Path(results), coco_gt)
-    check_objects_to_score(coco_gt, image_ids)
+    check_objects_to_score(coco_gt, image_ids, category_ids)
     coco_gt = with_positive_annotation_ids(coco_gt)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the caller prints the table
         # loadRes adds keys to the dicts it gets, and fails on an empty list
@@ -139,6 +141,8 @@ def evaluate_coco_with_curves(
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        if category_ids is not None:  # the model's classes: a json's other categories are not scored
+            evaluator.params.catIds = sorted(int(i) for i in category_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -183,10 +187,12 @@ def write_coco_pr_curves(curves: dict[str, np.ndarray], out_dir: Path) -> Path:
     return path
 
 
-def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None) -> None:
+def check_objects_to_score(coco_gt: COCO, image_ids: Sequence[int] | None = None,
+                           category_ids: Sequence[int] | None = None) -> None:
     """Raise :class:`DataError` naming ``coco_gt``'s file when its images ``image_ids`` (default all) hold no
-    annotation that COCO's metric scores (one with ``iscrowd`` 0), as the VOC path does for difficult-only splits."""
-    if count_objects_to_score(coco_gt, image_ids):
+    annotation of ``category_ids`` (default all) that COCO's metric scores (one with ``iscrowd`` 0), as the VOC path
+    does for difficult-only splits."""
+    if count_objects_to_score(coco_gt, image_ids, category_ids):
         return
     source = getattr(coco_gt, "source_file", "the COCO ground truth")
     count = len(coco_gt.imgs) if image_ids is None else len(image_ids)

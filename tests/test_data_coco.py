@@ -344,7 +344,8 @@ def test_bad_category_and_image_ids_are_listed_with_the_file(tmp_path):
         COCODetection(path, tmp_path / "x", TestTransform(32))
     message = str(error.value)
     assert (f"{path}: annotation id 11 (image id 3): category_id 2 is not in the categories [5, 1, 90]; add category "
-            "2 to 'categories' or remove the annotation (--skip_unknown_classes applies to VOC-layout data only)\n"
+            "2 to 'categories' or remove the annotation (--skip_unknown_classes leaves out the objects of listed "
+            "categories, not of an id the json does not list)\n"
             in message)
     assert "annotation id 12 (image id 404): image_id is not in the images list" in message
     assert "annotation id 13 (image id 3): bbox [1, 1, 10] is not 4 finite numbers" in message

@@ -298,14 +298,14 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         # --resume replaces every weight too: the file was read (and a missing one stopped the run), then overwritten
         (["--resume", "--pretrained", "r18.pth"], "--pretrained is not used with --resume, whose checkpoint holds the "
                                                   "backbone weights; drop --pretrained"),
-        (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom data; the shapes dataset has "
-                                                      "its own classes: drop --classes"),
-        # did nothing: the coco and shapes readers leave no object out
-        (["--dataset", "coco", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC and custom data; the coco "
-                                                          "dataset has no objects of classes it does not know: drop "
-                                                          "--skip_unknown_classes"),
-        (["--dataset", "shapes", "--check_data", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC and "
-                                                                            "custom data; the shapes dataset has"),
+        (["--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC, COCO and custom data; the shapes dataset "
+                                                      "has its own classes: drop --classes"),
+        (["--dataset", "coco", "--classes", "person"], "the coco dataset takes its classes from its json: drop "
+                                                       "--classes, or add --skip_unknown_classes to train on these of "
+                                                       "its categories alone"),
+        # would do nothing: the shapes reader leaves no object out
+        (["--dataset", "shapes", "--check_data", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC, COCO "
+                                                                            "and custom data; the shapes dataset has"),
         (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
         (["--name", ".pth"], "--name '': use 1-200 letters"),
         (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
@@ -372,7 +372,8 @@ def test_a_path_given_with_a_tilde_the_shell_left_is_taken_in_the_home_folder(mo
     (["--resume", "no/such.pth", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
     (["--init_from", "no/such.pth", "--size", "300"], "--size 300 is not a multiple of 64 from 128"),
     (["--resume", "no/such.pth", "--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
-    (["--trained_model", "no/such.pth", "--dataset", "shapes", "--classes", "a,b"], "--classes is for VOC and custom"),
+    (["--trained_model", "no/such.pth", "--dataset", "shapes", "--classes", "a,b"],
+     "--classes is for VOC, COCO and custom"),
     (["--trained_model", "no/such.pth", "--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     (["--trained_model", "no/such.pth", "--device", "gpu"], "--device gpu is not a device this program runs on"),
     (["--trained_model", "no/such.pth", "--device", "cpu", "--cuda_graph"], "--cuda_graph needs a CUDA device"),

@@ -109,8 +109,10 @@ def other_classes_advice(dataset: DetectionDataset, trained_on: Sequence[str], f
         differs = ([f"names {preview_names(extra)}, which it was not trained on"] if extra else []) + (
             [f"not {preview_names(lacking)}"] if lacking else [])
         use = "evaluate it on" if flag == "--trained_model" else "continue it on"
+        skip = ("; or pass --skip_unknown_classes to leave out the objects of those categories (counted in one "
+                "warning) and score its classes alone") if flag == "--trained_model" and extra and not lacking else ""
         return (f"{use} a json whose categories are the classes it was trained on (in any order, under any ids): "
-                f"{dataset.annotation_file} {', and '.join(differs)}{restart}")
+                f"{dataset.annotation_file} {', and '.join(differs)}{restart}{skip}")
     if classes_given:
         skip = " (and --skip_unknown_classes leaves out objects of other classes)" if flag == "--trained_model" else ""
         return f"drop --classes: {flag} reads a VOC-layout folder with the checkpoint's classes{skip}{restart}"

@@ -520,13 +520,16 @@ def check_flag_values(args: argparse.Namespace) -> None:
         raise FlagValueError("base_anchor_size", f"--base_anchor_size {given}: the smallest anchors' side in pixels "
                                                  f"must be from 1 to below {size} (at or above it every anchor covers "
                                                  f"the whole image); the default is {DEFAULT_BASE_ANCHOR_SIZE:g}")
-    if args.classes and args.dataset in ("shapes", "coco"):
-        raise FlagValueError("classes", f"--classes is for VOC and custom data; the {args.dataset} dataset has its "
-                                        "own classes: drop --classes")
-    if args.skip_unknown_classes and args.dataset in ("shapes", "coco"):  # their readers leave no object out
-        raise FlagValueError("skip_unknown_classes", f"--skip_unknown_classes is for VOC and custom data; the "
-                                                     f"{args.dataset} dataset has no objects of classes it does not "
-                                                     "know: drop --skip_unknown_classes")
+    if args.classes and args.dataset == "coco" and not args.skip_unknown_classes:
+        raise FlagValueError("classes", "the coco dataset takes its classes from its json: drop --classes, or add "
+                                        "--skip_unknown_classes to train on these of its categories alone")
+    if args.classes and args.dataset == "shapes":
+        raise FlagValueError("classes", "--classes is for VOC, COCO and custom data; the shapes dataset has its own "
+                                        "classes: drop --classes")
+    if args.skip_unknown_classes and args.dataset == "shapes":  # its reader leaves no object out
+        raise FlagValueError("skip_unknown_classes", "--skip_unknown_classes is for VOC, COCO and custom data; the "
+                                                     "shapes dataset has no objects of classes it does not know: drop "
+                                                     "--skip_unknown_classes")
     name = None if args.name is None else args.name.removesuffix(".pth")
     if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
         raise FlagValueError("name", f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a "
