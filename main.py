@@ -92,6 +92,7 @@ from utils.checkpoint import (  # noqa: E402
     CheckpointError,
     check_architecture,
     check_compatible,
+    check_init_architecture,
     check_writable_folder,
     load_checkpoint,
 )
@@ -272,7 +273,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<run name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
-                          "--version/--backbone/--size/--base_anchor_size default to the checkpoint's, and without "
+                          "--version/--backbone/--size/--base_anchor_size default to the checkpoint's: another size "
+                          "of as many pyramid levels (128-448, or 512 and above) or anchor size fine-tunes it; without "
                           "--dataset its dataset, --data_root and classes)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint, "
@@ -325,7 +327,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             taken_from_checkpoint, data_root_given = "", args.data_root
             init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
             if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
-                check_architecture(args.init_from, init_state["config"], requested_architecture(args))
+                check_init_architecture(args.init_from, init_state["config"], requested_architecture(args))
                 take_architecture_from_checkpoint(args, init_state["config"])
                 if taken_data := take_dataset_from_checkpoint(args, init_state["config"], init_state["class_names"]):
                     check_recorded_shapes_set(args, data_root_given, args.init_from)

@@ -811,6 +811,9 @@ def test_resume_with_classes_other_than_the_checkpoints_says_to_drop_classes_or_
 
 def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_model_checks_a_given_one(
         shapes_root, trained, tmp_path, capsys):
+    """Another --base_anchor_size fine-tunes the checkpoint's weights (the layers do not depend on it: the same number
+    of anchors per location at every size) on the anchors given; --trained_model, which evaluates the weights on the
+    anchors they were trained with, refuses one."""
     state = load_checkpoint(trained / "weights" / CKPT.format(""))
     state["config"]["base_anchor_size"] = 32.0  # the head's shapes do not depend on it
     source = tmp_path / "anchor32.pth"
@@ -822,18 +825,43 @@ def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_mo
     assert saved["config"]["base_anchor_size"] == 32.0
     capsys.readouterr()
 
-    assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24"]) == EXIT_BAD_INPUT
-    assert (f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given"
-            ) in capsys.readouterr().err
-    absent = [str(tmp_path / "absent") if arg == str(shapes_root) else arg for arg in argv]
-    assert run(tmp_path, absent + ["--init_from", str(source), "--base_anchor_size", "24"]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err  # refused at the start, before the data (here absent) is read
-    assert f"{source} was trained with --base_anchor_size 32.0, but --base_anchor_size 24.0 was given" in err
+    assert run(tmp_path, argv + ["--init_from", str(source), "--base_anchor_size", "24", "--lr", "1e-12"]) == 0
+    assert (f"model weights from {source} (iteration {ITERS}), trained with --base_anchor_size 32, here 24 (the "
+            "layers are the same; the anchors are this run's); fresh optimizer and schedule") in capsys.readouterr().out
+    saved = load_checkpoint(tmp_path / "weights" / CKPT.format(""))
+    assert saved["config"]["base_anchor_size"] == 24.0
+    for key in [key for key in state["model"] if key.endswith(".weight")]:  # loaded whole (lr 1e-12: not moved)
+        torch.testing.assert_close(saved["model"][key], state["model"][key], rtol=0, atol=1e-9)
     evaluate = ["--dataset", "custom", "--data_root", str(shapes_root), "--classes", ",".join(SHAPES_CLASSES),
                 "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
     assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in err
+
+
+def test_init_from_fine_tunes_at_another_size_of_as_many_pyramid_levels_and_refuses_one_of_another_count(
+        shapes_root, trained, tmp_path, capsys):
+    """A 128-px checkpoint fine-tuned at 192 (both below 512: 4 pyramid levels, the same layers) loads every weight;
+    at 512 (5 levels) its layers lack the fifth level's: refused with that reason before the data (here absent) is
+    read."""
+    source = trained / "weights" / CKPT.format("")
+    argv = [arg for arg in base_args(shapes_root, "--max_iter", "1", "--warm_iter", "0", "--lr", "1e-12")
+            if arg not in ("--version", "fssd", "--backbone", "resnet18", "--size", SIZE)]
+    assert run(tmp_path, argv + ["--init_from", str(source), "--size", "192"]) == 0
+    assert (f"model weights from {source} (iteration {ITERS}), trained with --size 128, here 192 (the layers are the "
+            "same; the anchors are this run's); fresh optimizer and schedule") in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / "CUSTOM_fssd_resnet18_size192_anchor24.0.pth"), \
+        load_checkpoint(source)
+    assert state["config"]["size"] == 192
+    for key in [key for key in start["model"] if key.endswith(".weight")]:
+        torch.testing.assert_close(state["model"][key], start["model"][key], rtol=0, atol=1e-9)
+
+    absent = [str(tmp_path / "absent") if arg == str(shapes_root) else arg for arg in argv]
+    assert run(tmp_path, absent + ["--init_from", str(source), "--size", "512"]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (
+        f"error: {source} was trained with --size 128, whose model has 4 pyramid levels (strides 8 to 64), but "
+        "--size 512 builds 5 (strides 8 to 128): the layers of the fifth level would have no weights; fine-tune it "
+        "at a --size from 128 to 448 (4 levels: any multiple of 64 below 512), or drop --size\n")
 
 
 def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):

@@ -34,8 +34,8 @@ from models.builder import BACKBONES, MIN_SIZE, NECKS
 from models.detector import CLASSIFIER_PREFIX
 from models.head import ANCHORS_PER_CELL
 from models.pretrained import wrapper_prefix
-from utils.box.prior_box import SIZE_MULTIPLE
-from utils.messages import counted, first_line, preview_names
+from utils.box.prior_box import FIFTH_LEVEL_FROM, SIZE_MULTIPLE, level_strides, num_levels
+from utils.messages import counted, exact_number, first_line, preview_names
 from utils.names import folded_name, same_classes
 
 _FORMAT_FAMILY = "mutual-guidance-checkpoint-"  # then the version of the format
@@ -432,6 +432,41 @@ def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
                 f"{path} was trained with --{key} {have}, but --{key} {wanted} was given; "
                 f"drop --{key} or pass a checkpoint trained with --{key} {wanted}"
             )
+
+
+def check_init_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
+                            requested: Mapping[str, Any]) -> None:
+    """``--init_from``: :func:`check_architecture` for ``--version`` and ``--backbone``; another ``--size`` fits the
+    checkpoint's weights when its model has as many pyramid levels (every layer's shape is the same: the head has
+    :data:`models.head.ANCHORS_PER_CELL` anchors per location whatever the size), and is refused with that reason
+    otherwise; another ``--base_anchor_size`` changes the anchors alone, no layer, and is taken."""
+    check_architecture(path, saved_config, {key: requested.get(key) for key in ("version", "backbone")})
+    size, have = requested.get("size"), saved_config.get("size")
+    if size is None or type(have) is not int or num_levels(size) == num_levels(have):
+        return
+    gap = ("the layers of the fifth level would have no weights" if num_levels(size) > num_levels(have)
+           else "its fifth level's layers would have no place")
+    sizes = (f"from {MIN_SIZE} to {FIFTH_LEVEL_FROM - SIZE_MULTIPLE} (4 levels: any multiple of {SIZE_MULTIPLE} below "
+             f"{FIFTH_LEVEL_FROM})" if num_levels(have) == 4
+             else f"of {FIFTH_LEVEL_FROM} or more (5 levels: any multiple of {SIZE_MULTIPLE} from {FIFTH_LEVEL_FROM})")
+    raise CheckpointError(f"{path} was trained with --size {have}, whose model has {num_levels(have)} pyramid levels "
+                          f"(strides 8 to {level_strides(have)[-1]}), but --size {size} builds {num_levels(size)} "
+                          f"(strides 8 to {level_strides(size)[-1]}): {gap}; fine-tune it at a --size {sizes}, or "
+                          "drop --size")
+
+
+def changed_anchor_flags(saved_config: Mapping[str, Any], size: int, base_anchor_size: float) -> str:
+    """For ``--init_from``'s log line: ``, trained with --size 320, here 512 (...)`` when this run's ``size`` or
+    ``base_anchor_size`` (allowed by :func:`check_init_architecture`) differs from the checkpoint's ``saved_config``,
+    else ""."""
+    changed = [(flag, saved_config.get(key), now) for flag, key, now in (
+        ("--size", "size", size), ("--base_anchor_size", "base_anchor_size", base_anchor_size))
+        if saved_config.get(key) is not None and _differs(now, saved_config.get(key))]
+    if not changed:
+        return ""
+    flags = " and ".join(f"{flag} {exact_number(saved)}" for flag, saved, _ in changed)
+    values = " and ".join(exact_number(now) for _, _, now in changed)
+    return f", trained with {flags}, here {values} (the layers are the same; the anchors are this run's)"
 
 
 def check_same_run(path: str | os.PathLike, saved_config: Mapping[str, Any], config: Mapping[str, Any]) -> None:

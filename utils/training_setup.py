@@ -22,6 +22,7 @@ from utils.box import PriorBox
 from utils.checkpoint import (
     RUN_KEYS,
     CheckpointError,
+    changed_anchor_flags,
     check_compatible,
     check_optimizer_state,
     check_same_length,
@@ -52,13 +53,17 @@ TRAINING_STATE_ENTRIES = ("optimizer", "scaler", "rng")
 
 def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Namespace, class_names: list[str],
                          log: RunLog) -> None:
-    """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture (main.py
-    refused a differing architecture flag before reading the data). On another class list every weight but the
+    """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture or another
+    ``--size`` of as many pyramid levels or ``--base_anchor_size`` (the same layers: main.py refused another before
+    reading the data, :func:`utils.checkpoint.check_init_architecture`; the log line names the change). On another
+    class list every weight but the
     classification layers is taken, and those start afresh (fine-tuning on new classes); the same classes in another
     order (a VOC layout's ``--classes``) keep their classification weights, each class's moved to its label here
     (:func:`models.detector.reorder_classes`); a COCO layout whose training json names the checkpoint's classes in
     another order is built in the checkpoint's (:func:`build_training`), the same class list."""
-    source = f"model weights from {args.init_from} (iteration {state['iteration']}); fresh optimizer and schedule"
+    changed = changed_anchor_flags(state["config"], args.size, args.base_anchor_size)
+    source = (f"model weights from {args.init_from} (iteration {state['iteration']}){changed}; fresh optimizer and "
+              "schedule")
     trained_on = state["class_names"]
     same = same_classes(trained_on, class_names)
     order = None if same else reordering(trained_on, class_names)

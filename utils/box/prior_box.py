@@ -21,11 +21,12 @@ from utils.integers import as_int
 ANCHORS_PER_CELL = 6
 SIZE_MULTIPLE = 64
 DEFAULT_BASE_ANCHOR_SIZE = 24.0  # the original's --base_anchor_size: the first anchor's side at stride 8, in pixels
+FIFTH_LEVEL_FROM = 512  # the input side from which the pyramid has a fifth level (stride 128)
 
 
 def num_levels(size: int) -> int:
     """Number of pyramid levels for input side ``size``: 4 below 512, else 5."""
-    return 4 if size < 512 else 5
+    return 4 if size < FIFTH_LEVEL_FROM else 5
 
 
 def level_strides(size: int) -> list[int]:
