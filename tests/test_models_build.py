@@ -393,3 +393,19 @@ def test_a_compiled_detector_still_names_the_built_size_for_images_of_another_sh
             torch.compile(model, backend="eager")(images)
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("version", list(NECKS))
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_every_layer_has_the_same_shape_at_every_size_of_as_many_pyramid_levels(version, backbone):
+    """What lets ``--init_from`` fine-tune a checkpoint at another ``--size`` (``check_init_architecture``): the state
+    dicts of 128 and 448 (4 levels) have the same keys and shapes, as have 512 and 576 (5 levels); 448 and 512 do not
+    (the fifth level's layers)."""
+    def shapes(size: int) -> dict[str, tuple[int, ...]]:
+        with torch.device("meta"):  # the shapes alone: no weight is initialised
+            model = build_detector(version, backbone, size, 3)
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+    four, five = shapes(128), shapes(512)
+    assert shapes(448) == four and shapes(576) == five
+    assert set(four) < set(five)
