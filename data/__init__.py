@@ -457,7 +457,8 @@ def build_dataset(
       :func:`utils.run_data.check_splits` or the checkpoint's check refuses it (``--init_from`` starts its classifier
       afresh).
     - ``classes_fixed_by``: the trained model whose classes ``classes`` are (``--trained_model``'s or ``--resume``'s
-      checkpoint): a VOC object of another class is not told to join ``--classes``, only to be skipped.
+      checkpoint, or a phrase naming it: "the model that made the detections in eval/VOC" for ``--eval_results``): a
+      VOC object of another class is not told to join ``--classes``, only to be skipped.
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
     (also for a ``data_root`` that is a file); ValueError for an unknown name or split, or a ``size`` that is not a

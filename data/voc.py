@@ -633,8 +633,8 @@ def _unknown_class_problems(
 ) -> list[str]:
     """One problem per class of ``image``'s objects that is not in ``label_of`` (with its count and its name as the
     XML first writes it); with ``skip_unknown_classes`` none, the objects are counted per class in ``skipped``.
-    ``classes_fixed_by``: the trained model whose classes these are (a checkpoint's path), which cannot score another:
-    the problem says so instead of "add it to --classes"."""
+    ``classes_fixed_by``: the trained model whose classes these are (a checkpoint's path, or a phrase naming it),
+    which cannot score another: the problem says so instead of "add it to --classes"."""
     objects = image.parsed.objects
     unknown = [obj.name for obj in objects if obj.name not in label_of]
     written = {obj.name: obj.written_name for obj in reversed(objects)}  # each name's first form

@@ -256,3 +256,26 @@ def test_an_object_of_a_class_the_model_was_not_trained_on_is_not_told_to_join_c
             f"{checkpoint} was not trained on it: pass --skip_unknown_classes to leave such objects out (counted in "
             "one warning)\n") in err
     assert "add it to --classes" not in err
+
+
+def test_eval_results_on_an_object_of_a_class_the_results_lack_says_to_skip_it_not_to_add_it_to_classes(
+        tmp_path, monkeypatch, capsys):
+    """A test XML given an object of another class since the evaluation: --eval_results said "add it to --classes",
+    which scored that class as no detections (AP 0, halving the means); the detections are of the evaluation's
+    classes, so only --skip_unknown_classes re-scores them."""
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
+    monkeypatch.chdir(tmp_path)
+    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes="dog")
+    detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])}]
+    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": "dog", "skip_unknown_classes": False}
+    evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
+        "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
+    write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
+                     {"test": ["a"]})
+    capsys.readouterr()
+    assert run("--eval_results", "eval") == 2
+    err = capsys.readouterr().err
+    assert (f"{root / 'Annotations' / 'a.xml'}: unknown class 'cat' (classes: dog); the model that made the "
+            "detections in eval was not trained on it: pass --skip_unknown_classes to leave such objects out (counted "
+            "in one warning)\n") in err
+    assert "add it to --classes" not in err

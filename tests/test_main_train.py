@@ -1169,6 +1169,33 @@ def test_resume_on_a_changed_training_set_is_refused(shapes_root, trained, tmp_p
     assert "was saved by a run on other training annotations" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("path", [False, True])
+def test_resume_on_an_object_of_a_class_the_checkpoint_lacks_names_it_and_the_flag_not_classes(
+        path, shapes_root, trained, tmp_path, capsys):
+    """An object of a class the run was not trained on, added to a training XML since: bare --resume (the run's
+    flags) said "add it to --classes", which the checkpoint's classes then refused; as --resume PATH, it names the
+    checkpoint and --skip_unknown_classes, which leaves the object out and so reads the run's training set."""
+    root = copy_of(shapes_root, tmp_path)
+    first = root / "Annotations" / f"{(root / 'ImageSets' / 'Main' / 'trainval.txt').read_text().split()[0]}.xml"
+    xml = first.read_text()
+    added = xml[xml.index("<object>"):xml.index("</object>") + len("</object>")]
+    name = added.split("<name>")[1].split("</name>")[0]
+    first.write_text(xml.replace("</annotation>", added.replace(f"<name>{name}</name>", "<name>hexagon</name>")
+                                 + "\n</annotation>"))
+    shutil.copytree(trained / "weights", tmp_path / "weights")
+    checkpoint = Path("weights") / CKPT.format("")
+    resume = ["--resume", str(checkpoint)] if path else ["--resume"]
+    assert run(tmp_path, base_args(root, *resume)) == 2
+    err = capsys.readouterr().err
+    assert (f"{first}: unknown class 'hexagon' (classes: {', '.join(SHAPES_CLASSES)}); {checkpoint} was not trained "
+            "on it: pass --skip_unknown_classes to leave such objects out (counted in one warning)") in err
+    assert "add it to --classes" not in err
+    if not path:  # the advice continues the run: its training set without the object added
+        with pytest.warns(DataWarning, match=r"object of an unknown class skipped: 1 \(e.g. 'hexagon' x1\)"):
+            assert run(tmp_path, base_args(root, *resume, "--skip_unknown_classes")) == 0
+        assert f"resumed from {checkpoint} at iteration {ITERS}/{ITERS}" in capsys.readouterr().out
+
+
 def test_resume_with_the_classes_in_capitals_continues(shapes_root, trained, tmp_path, capsys):
     """The loaders match --classes to the XML's names ignoring letter case: the same classes, the same training set."""
     shutil.copytree(trained / "weights", tmp_path / "weights")

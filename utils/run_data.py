@@ -25,35 +25,43 @@ CLASSES_NAMED = 20  # a warning about classes without objects names this many of
 
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
-                 class_order: Sequence[str] | None = None) -> DetectionDataset:
+                 class_order: Sequence[str] | None = None,
+                 checkpoint: str | os.PathLike | None = None) -> DetectionDataset:
     """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``; a COCO
     layout's labels in ``class_order`` (the training split's or a checkpoint's class names) when its json names the
     same classes in another order (:func:`data.build_dataset`). A trained model's classes (``--trained_model``,
     ``--resume``, ``--eval_results``: its checkpoint's, or the ``--classes`` its class list is checked against) may
     hold a softmax background entry (``__background__``, refused in a new class list): one trained with it has it.
     ``args.classes``: the ``--classes`` string as typed (a comma list or a file), or a tuple of the names taken from a
-    checkpoint or a ``summary.json``, used as they are (a name may hold a comma, or be that of a file here)."""
+    checkpoint or a ``summary.json``, used as they are (a name may hold a comma, or be that of a file here).
+    ``checkpoint``: the file of the trained model whose classes these are when the flags do not name it (bare
+    ``--resume``, which finds the run's): an object of another class is not told to join ``--classes``, which that
+    model's classes would refuse; nor is one under ``--eval_results`` with the classes of the evaluation that wrote
+    the detections (taken from its ``summary.json``, or ``voc``'s): the detections hold none of another class."""
     classes = args.classes or None
     if isinstance(classes, tuple):
         recorded = args.trained_model or args.resume or args.init_from or f"the summary.json of {args.eval_results}"
         classes = checked_recorded_names(classes, f"the class names of {recorded}")
     elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)
-    fixed_by = args.trained_model or args.resume  # a trained model's classes: it scores no other
+    fixed_by = args.trained_model or args.resume or checkpoint  # a trained model's classes: it scores no other
+    if not fixed_by and args.eval_results and not isinstance(args.classes, str):  # the evaluation's, not typed here
+        fixed_by = f"the model that made the detections in {args.eval_results}"
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes, class_order=class_order,
-                         classes_fixed_by=fixed_by or None)
+                         classes_fixed_by=str(fixed_by) if fixed_by else None)
 
 
-def make_training_split(args: argparse.Namespace, ctx: DistributedContext,
-                        class_order: Sequence[str] | None) -> DetectionDataset:
+def make_training_split(args: argparse.Namespace, ctx: DistributedContext, class_order: Sequence[str] | None,
+                        checkpoint: str | os.PathLike | None = None) -> DetectionDataset:
     """The training split (:func:`make_dataset`, augmented). Under ``torchrun``, ``--dataset shapes`` makes it in each
     machine's first process (``LOCAL_RANK`` 0) first, which generates the set when its folder holds none, and the
-    other processes then read that set: started together, each generated the whole set (N times the work). Raises
+    other processes then read that set: started together, each generated the whole set (N times the work).
+    ``checkpoint``: the run's checkpoint that bare ``--resume`` continues (:func:`make_dataset`). Raises
     :class:`DataError` on every process when that process could not make it (it says why)."""
     def make() -> DetectionDataset:
-        return make_dataset(args, "train", args.size, train=True, class_order=class_order)
+        return make_dataset(args, "train", args.size, train=True, class_order=class_order, checkpoint=checkpoint)
 
     if not (ctx.is_distributed and args.dataset == "shapes"):
         return make()

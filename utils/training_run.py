@@ -173,7 +173,7 @@ def train_and_evaluate(args: argparse.Namespace, device: torch.device, ctx: Dist
                  f"from its files; run the command from {saved_in} to continue them")
     checkpoint_state = resume_state if resume_state is not None else init_state
     class_order = None if checkpoint_state is None else checkpoint_state["class_names"]  # the same classes as trained
-    setup = build_training(args, device, ctx, log, class_order, backbone_weights)
+    setup = build_training(args, device, ctx, log, class_order, backbone_weights, resume_path)
     if checkpoint_state is None:  # --init_from and --resume name their checkpoint
         log.info(starting_weights(args, backbone_weights))
     del backbone_weights  # copied into the model: its 45-58 MB are not held for the whole run

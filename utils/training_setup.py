@@ -227,18 +227,22 @@ class TrainingSetup:
 
 def build_training(args: argparse.Namespace, device: torch.device, ctx: DistributedContext, log: RunLog,
                    class_order: list[str] | None = None,
-                   backbone_weights: dict[str, torch.Tensor] | None = None) -> TrainingSetup:
+                   backbone_weights: dict[str, torch.Tensor] | None = None,
+                   resume_path: Path | None = None) -> TrainingSetup:
     """The splits (checked to fit training, :func:`check_splits`, before the model is built), the run's length, then
     the detector, anchors, criterion, optimizer and AMP scaler that ``args`` ask for on ``device``; seeded by
     ``--seed``. ``class_order``: the ``--resume`` or ``--init_from`` checkpoint's class names, the order of a COCO
     layout's labels when its training json names the same classes in another order or under other ids (the test
     split takes the training split's). ``backbone_weights``: those :func:`check_training_flags` read from
-    ``--pretrained PATH``."""
+    ``--pretrained PATH``. ``resume_path``: the checkpoint ``--resume`` continues, whose classes an object of another
+    class is told of (bare ``--resume`` names none)."""
     torch.manual_seed(args.seed)
-    dataset = make_training_split(args, ctx, class_order)  # under torchrun, a shapes set generated once per machine
+    # under torchrun, a shapes set generated once per machine
+    dataset = make_training_split(args, ctx, class_order, resume_path)
     for note in dataset.notes:
         log.info(note)
-    test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names)
+    test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names,
+                                checkpoint=resume_path)
     check_splits(dataset, test_dataset, log)  # before the model is built (and its ImageNet weights fetched)
     epoch_size = iterations_per_epoch(len(dataset), args.batch_size, ctx.world_size)
     max_iter = args.max_iter or args.epochs * epoch_size
