@@ -16,6 +16,7 @@ from utils.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_compatible,
+    check_init_architecture,
     check_optimizer_state,
     check_same_length,
     check_same_run,
@@ -650,3 +651,17 @@ def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
         load_checkpoint(pipe, source="--trained_model")
     assert str(error.value) == (f"checkpoint {pipe} is not a regular file (a pipe, a device or a socket); pass the "
                                 ".pth file main.py saved")
+
+
+def test_init_from_takes_a_size_of_as_many_pyramid_levels_and_refuses_another_count_either_way():
+    config = {"version": "pafpn", "backbone": "vgg16", "size": 512, "base_anchor_size": 24.0}
+    for size, anchor in ((512, 32.0), (640, None), (1024, 16.0), (None, None)):
+        check_init_architecture("w.pth", config, {"size": size, "base_anchor_size": anchor})
+    with pytest.raises(CheckpointError) as error:
+        check_init_architecture("w.pth", config, {"size": 320})
+    assert str(error.value) == (
+        "w.pth was trained with --size 512, whose model has 5 pyramid levels (strides 8 to 128), but --size 320 "
+        "builds 4 (strides 8 to 64): its fifth level's layers would have no place; fine-tune it at a --size of 512 or "
+        "more (5 levels: any multiple of 64 from 512), or drop --size")
+    with pytest.raises(CheckpointError, match="was trained with --backbone vgg16, but --backbone resnet18 was given"):
+        check_init_architecture("w.pth", config, {"backbone": "resnet18", "size": 640})
