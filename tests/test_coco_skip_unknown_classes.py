@@ -17,6 +17,8 @@ from data import DEFAULT_ROOTS, DataError, DataWarning, build_dataset
 from tests.test_data_coco import write_coco
 from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
 from utils.inference import evaluate_detections
+from utils.logging import RunLog
+from utils.run_data import check_splits
 
 # the model's three classes (tiny_checkpoint's) among five categories, person and hexagon not the model's
 CATEGORIES = [{"id": 1, "name": "Circle"}, {"id": 2, "name": "person"}, {"id": 3, "name": "square"},
@@ -164,3 +166,24 @@ def test_classes_naming_some_of_the_categories_without_the_flag_are_told_of_it(t
     with pytest.raises(DataError, match=r"leave out --classes, or add --skip_unknown_classes to train on these of its "
                                         r"categories alone$"):
         build_dataset("custom", "train", 64, data_root=str(tmp_path), classes="triangle,circle")
+
+
+def test_a_test_json_of_more_categories_than_the_training_json_is_scored_on_the_training_ones_with_the_flag(tmp_path):
+    """A training json of some of the test json's categories (a subset made for training, val2017 left whole): the
+    refusal of the splits says to pass the flag, which keeps the training json's categories in the test split."""
+    train_data = instances()
+    train_data["categories"] = [category for category in CATEGORIES if category["id"] in (1, 3)]
+    train_data["annotations"] = [a for a in train_data["annotations"] if a["category_id"] in (1, 3)]
+    train_file, test_file = write_coco(tmp_path, "train", train_data), write_coco(tmp_path, "val", instances())
+    train = build_dataset("custom", "train", 64, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 64, data_root=str(tmp_path), class_order=train.class_names)
+    with pytest.raises(DataError) as error:
+        check_splits(train, test, RunLog(None))
+    assert str(error.value).endswith(
+        f"only in the training json: [], only in the test json: ['person', 'triangle', 'hexagon']; or pass "
+        f"--skip_unknown_classes to score the categories of {train_file} alone in {test_file}")
+    with pytest.warns(DataWarning, match="object of an unknown class skipped: 4"):
+        test = build_dataset("custom", "test", 64, data_root=str(tmp_path), class_order=train.class_names,
+                             skip_unknown_classes=True)
+    check_splits(train, test, RunLog(None))
+    assert test.class_names == ["Circle", "square"]

@@ -204,5 +204,7 @@ def _how_to_match_classes(train_dataset: DetectionDataset, test_dataset: Detecti
                 "class_order=<the training split's class_names> (data.build_dataset)")
     only_train = [name for name in train_dataset.class_names if folded_name(name) not in test_names]
     only_test = [name for name in test_dataset.class_names if folded_name(name) not in train_names]
+    skip = (f"; or pass --skip_unknown_classes to score the categories of {train_file} alone in {test_file}"
+            if not only_train else "")
     return (f"the categories of {train_file} and {test_file} must have the same names (in any order, under any ids); "
-            f"only in the training json: {only_train}, only in the test json: {only_test}")
+            f"only in the training json: {only_train}, only in the test json: {only_test}{skip}")
