@@ -848,7 +848,8 @@ class COCODetection(DetectionDataset):
                        [f"image id {image_ids[i]}" for i in np.flatnonzero(emptied)[:FixupCounter.EXAMPLES_SHOWN]],
                        changes_boxes=True)
         if drop_empty:  # counted, or the run's image count would differ from the json's without a word
-            fixups.add("image without annotations left out of training (the authors' COCO train set)",
+            of_kept = "" if kept_classes is None else " of the classes kept"
+            fixups.add(f"image without annotations{of_kept} left out of training (the authors' COCO train set)",
                        int((~annotated).sum()),
                        [f"image id {image_ids[i]}" for i in np.flatnonzero(~annotated)[:FixupCounter.EXAMPLES_SHOWN]])
         fixups.warn(f"COCO dataset {annotation_file}", test_split=not training)

@@ -187,3 +187,14 @@ def test_a_test_json_of_more_categories_than_the_training_json_is_scored_on_the_
                              skip_unknown_classes=True)
     check_splits(train, test, RunLog(None))
     assert test.class_names == ["Circle", "square"]
+
+
+def test_coco_training_images_holding_only_other_categories_are_counted_as_such(tmp_path, monkeypatch):
+    """``--dataset coco`` training drops the images without annotations (the authors' train set); with --classes
+    person, images 3 and 4 hold annotations, of other categories: the warning said they had none."""
+    monkeypatch.setitem(DEFAULT_ROOTS, "coco", tmp_path)
+    write_coco(tmp_path, "train2017", instances())
+    with pytest.warns(DataWarning, match=r"image without annotations of the classes kept left out of training \(the "
+                                         r"authors' COCO train set\): 2 \(e.g. image id 3, image id 4\)"):
+        train = build_dataset("coco", "train", 64, classes=["person"], skip_unknown_classes=True)
+    assert train.image_ids == [1, 2]
