@@ -826,7 +826,13 @@ class COCODetection(DetectionDataset):
         if require_objects_to_score is None:
             require_objects_to_score = not training
         if require_objects_to_score and coco.imgs and not count_objects_to_score(coco, None, label_of):
-            raise DataError(f"{annotation_file}: the test split's {no_object_to_score(len(coco.imgs), 'image')}")
+            if kept_classes is None:
+                raise DataError(f"{annotation_file}: the test split's {no_object_to_score(len(coco.imgs), 'image')}")
+            hold = "holds" if len(coco.imgs) == 1 else "hold"
+            raise DataError(f"{annotation_file}: the test split's {counted(len(coco.imgs), 'image')} {hold} no object "
+                            f"of {', '.join(kept_classes)} to score (none, or all marked iscrowd=1; the objects of the "
+                            "other categories are left out by --skip_unknown_classes), so every AP would be undefined: "
+                            "annotate the test images, or evaluate on a json holding objects of these classes")
         annotations = [a for a in coco.dataset["annotations"] if include_crowd or not a["iscrowd"]]
         if kept_classes is not None:  # the objects of the other categories, counted in the warning
             _skipped_objects(coco, [a for a in annotations if a["category_id"] not in label_of], fixups)

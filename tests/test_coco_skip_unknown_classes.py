@@ -198,3 +198,16 @@ def test_coco_training_images_holding_only_other_categories_are_counted_as_such(
                                          r"authors' COCO train set\): 2 \(e.g. image id 3, image id 4\)"):
         train = build_dataset("coco", "train", 64, classes=["person"], skip_unknown_classes=True)
     assert train.image_ids == [1, 2]
+
+
+def test_a_test_json_without_objects_of_the_classes_kept_says_so(tmp_path):
+    data = instances()
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 4]  # no triangle
+    json_path = write_coco(tmp_path, "val", data)
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "test", 64, data_root=str(tmp_path), class_order=["triangle"],
+                      skip_unknown_classes=True)
+    assert str(error.value) == (
+        f"{json_path}: the test split's 4 images hold no object of triangle to score (none, or all marked iscrowd=1; "
+        "the objects of the other categories are left out by --skip_unknown_classes), so every AP would be undefined: "
+        "annotate the test images, or evaluate on a json holding objects of these classes")
