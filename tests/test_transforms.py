@@ -355,6 +355,15 @@ def test_train_transform_falls_back_to_original_when_no_box_survives():
     assert any(np.array_equal(out, candidate) for candidate in undistorted)
 
 
+def test_an_image_with_one_box_too_small_to_survive_falls_back_to_it_too():
+    """The fallback applies to any image that had boxes, a single one included: never an empty (background) target."""
+    image = coordinate_image(200, 250)
+    for seed in range(5):
+        target = T.TrainTransform(64)(image, np.array([[10, 10, 12, 12]], np.float32), np.array([3]),
+                                      np.random.default_rng(seed))[1]
+        np.testing.assert_allclose(target, [[10 / 250, 10 / 200, 12 / 250, 12 / 200, 3]], rtol=1e-6)
+
+
 def test_train_transform_passes_empty_targets():
     for seed in range(20):
         out, target = T.TrainTransform(64)(
