@@ -527,6 +527,37 @@ def test_a_training_step_and_its_nan_check_never_wait_for_the_device(monkeypatch
     assert (stats is not None) == assign_stats and loss_l.device == device
 
 
+class _TwoWeights(nn.Module):
+    """``loc [1, 1, 4]`` all ``a``, ``conf [1, 1, 2]`` all ``b``: each loss reaches its own weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.zeros(())), nn.Parameter(torch.zeros(()))
+
+    def forward(self, images):
+        return torch.zeros(1, 1, 4) + self.a, torch.zeros(1, 1, 2) + self.b
+
+
+def test_a_training_step_back_propagates_loss_l_plus_loss_c_with_weight_1_each():
+    """facts §4: loss = loss_l + loss_c, 1:1. loss_l = 3 sum(loc) gives a the gradient 4 x 3 = 12, loss_c = 5 sum(conf)
+    gives b 2 x 5 = 10; one plain SGD step at lr 0.1 from 0 moves them to -1.2 and -1.0 (dropping a term, or weighting
+    one, moves one of them elsewhere)."""
+    model = _TwoWeights()
+    optimizer, scaler = torch.optim.SGD(model.parameters(), lr=0.1), torch.amp.GradScaler("cpu", enabled=False)
+    settings = TrainSettings(max_iter=1, epoch_size=1, base_lr=0.1, warm_iter=0, log_interval=1, checkpoint_interval=1)
+    device = torch.device("cpu")
+
+    def loss_fn(outputs, priors, targets):
+        loc, conf = outputs
+        return 3 * loc.sum(), 5 * conf.sum()
+
+    loss_l, loss_c, stats = engine._train_step(model, loss_fn, torch.zeros(1, 4), optimizer, scaler,
+                                               torch.ones(1, 3, 4, 4), [torch.zeros(0, 5)], settings, device,
+                                               engine.SkippedSteps(scaler, device))
+    assert (loss_l.item(), loss_c.item(), stats) == (0.0, 0.0, None)
+    assert (model.a.item(), model.b.item()) == pytest.approx((-1.2, -1.0), rel=1e-6)
+
+
 class _StatsLoss(_ScriptedLoss):
     """A :class:`_ScriptedLoss` with assignment statistics (call k's ``num_pos_cls`` is k + 1) that records the
     ``with_stats`` of each call."""
