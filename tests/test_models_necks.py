@@ -96,6 +96,21 @@ def test_basic_conv_is_conv_bn_relu_upsample():
     torch.testing.assert_close(out[:, :, ::2, ::2], out[:, :, 1::2, 1::2])  # nearest neighbour
 
 
+def test_basic_conv_without_relu_is_conv_then_bn_alone():
+    """Facts §3, "nr": the last conv of each RFB branch, ConvLinear and the shortcut are conv + BN without ReLU, so
+    their outputs keep their negative values; with ReLU the same layer gives their positive part."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5)
+    linear = BasicConv(3, 4, 1, relu=False)
+    expected = linear.bn(linear.conv(x))
+    out = linear(x)
+    torch.testing.assert_close(out, expected)
+    assert (out < -0.5).any()
+    rectified = BasicConv(3, 4, 1)
+    rectified.load_state_dict(linear.state_dict())
+    torch.testing.assert_close(rectified(x), expected.clamp(min=0))
+
+
 def test_top_down_upsamples_with_nearest_neighbour():
     """A non-constant coarse level: each of its values must fill a 2 x 2 block of the finer level (no blending)."""
     path = TopDownPath(num_levels=2, channels=1)
