@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models import build_detector
-from models.blocks import BasicConv, TopDownPath
+from models.blocks import BasicConv, FeatureTransform, TopDownPath
 from models.necks import FSSDNeck, PAFPNNeck, RetinaNetNeck, RFBNetNeck
 from models.rfb_blocks import BasicRFB, BasicRFBa
 from utils.box.prior_box import feature_map_sides
@@ -58,6 +58,17 @@ def test_cem_is_the_sum_of_reduced_maps_and_global_context():
     fused = cem([c4, c5])
     torch.testing.assert_close(fused, expected)
     assert fused.shape == (2, 256, 8, 8)
+
+
+def test_the_feature_transform_concatenates_the_sources_finest_first():
+    """Facts §3: conv4_3's reduced map comes first in the concatenation (channels 0..255), then conv5_3's upsampled
+    one; a checkpoint's first extractor conv is trained on that channel order."""
+    torch.manual_seed(0)
+    transform = FeatureTransform([3, 5], [8, 16], channels=2)
+    fine, coarse = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)
+    out = transform([fine, coarse])
+    torch.testing.assert_close(out, torch.cat([transform.reduce[0](fine), transform.reduce[1](coarse)], dim=1))
+    assert out.shape == (2, 4, 4, 4) and transform.out_channels == 4
 
 
 def test_resnet18_maps_all_reach_stride_8():
