@@ -308,6 +308,22 @@ def test_vgg16_outputs_are_torchvision_vgg16_bn_features_up_to_conv4_3_and_conv5
     assert conv4_3.min() == 0 and conv5_3.min() == 0  # ReLU outputs
 
 
+def test_a_vgg16_built_without_pretrained_weights_has_torchvision_s_initialisation():
+    """torchvision's VGG init (the backbone's docstring): conv weights Kaiming-normal over fan_out (std sqrt(2 / (out
+    x 3 x 3)): 0.0589 for the 64-channel first conv, 0.0208 for the 512-channel ones), biases 0, BN weight 1, bias 0."""
+    from models.backbones import VGG16BN
+
+    torch.manual_seed(0)
+    features = VGG16BN().features
+    first, last = features[0], features[40]
+    assert (first.out_channels, last.in_channels, last.out_channels) == (64, 512, 512)
+    assert first.weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    assert last.weight.std().item() == pytest.approx((2 / (512 * 9)) ** 0.5, rel=0.01)
+    assert all(not conv.bias.any() for conv in features if isinstance(conv, torch.nn.Conv2d))
+    norms = [bn for bn in features if isinstance(bn, torch.nn.BatchNorm2d)]
+    assert len(norms) == 13 and all((bn.weight == 1).all() and not bn.bias.any() for bn in norms)
+
+
 def test_pafpn_training_on_one_image_is_refused_with_advice_and_inference_is_not():
     """The global-context BatchNorm sees one value per channel for a batch of 1 (torch's own error says only that)."""
     model = build_detector("pafpn", "resnet18", 128, num_classes=2).train()
