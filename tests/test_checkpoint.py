@@ -665,3 +665,45 @@ def test_init_from_takes_a_size_of_as_many_pyramid_levels_and_refuses_another_co
         "more (5 levels: any multiple of 64 from 512), or drop --size")
     with pytest.raises(CheckpointError, match="was trained with --backbone vgg16, but --backbone resnet18 was given"):
         check_init_architecture("w.pth", config, {"backbone": "resnet18", "size": 640})
+
+
+def test_resume_restores_the_weights_momentum_fp16_loss_scale_and_random_states(tmp_path):
+    """--resume (utils.training_setup.restore_training_state): after the restore the model, SGD's momentum buffers,
+    the fp16 GradScaler (its scale halved twice to 2^14, growth tracker 0) and the Python/NumPy/torch generators are
+    those saved, not those of the fresh run (scale 2^16, other seeds)."""
+    from utils.optim import build_optimizer
+    from utils.training_setup import restore_training_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer, scaler = build_optimizer(model, lr=0.1), torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for _ in range(2):  # two overflowing steps: skipped, scale 2^16 -> 2^14
+        optimizer.zero_grad()
+        scaler.scale(model(torch.ones(1, 3)).sum() * float("inf")).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad()
+    scaler.scale(model(torch.ones(1, 3)).sum()).backward()
+    scaler.step(optimizer)  # a real step: momentum buffers
+    scaler.update()
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    path = tmp_path / "run.pth"
+    save_checkpoint(_state(0.0) | {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scaler": scaler.state_dict(), "rng": capture_rng_state()}, path)
+    draws = (random.random(), np.random.rand(), torch.rand(2).tolist())
+
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer, fresh_scaler = build_optimizer(fresh, lr=0.1), torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    restore_training_state(load_checkpoint(path), path, fresh, fresh_optimizer, fresh_scaler)
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == draws
+    assert fresh_scaler.get_scale() == 2.0**14 and fresh_scaler.state_dict() == scaler.state_dict()
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in model.state_dict().items())
+    momentum = [fresh_optimizer.state[p]["momentum_buffer"] for p in fresh.parameters()]
+    saved_momentum = [optimizer.state[p]["momentum_buffer"].tolist() for p in model.parameters()]
+    assert [m.tolist() for m in momentum] == saved_momentum
+    assert momentum[0].abs().sum() > 0
