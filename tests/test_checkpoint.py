@@ -707,3 +707,43 @@ def test_resume_restores_the_weights_momentum_fp16_loss_scale_and_random_states(
     saved_momentum = [optimizer.state[p]["momentum_buffer"].tolist() for p in model.parameters()]
     assert [m.tolist() for m in momentum] == saved_momentum
     assert momentum[0].abs().sum() > 0
+
+
+def test_a_run_s_checkpoint_holds_its_fp16_loss_scale_momentum_iteration_and_random_states(tmp_path):
+    """What a training run writes (utils.training_run.RunCheckpoints.save), for --resume to restore: the GradScaler's
+    state (here its scale halved once to 2^15 by an overflowing step), SGD's momentum, the iteration done and the
+    generators' states (the next draws after a restore are those after the save)."""
+    from types import SimpleNamespace
+
+    from utils.distributed import DistributedContext
+    from utils.logging import RunLog
+    from utils.optim import build_optimizer
+    from utils.training_run import RunCheckpoints
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer, scaler = build_optimizer(model, lr=0.1), torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for factor in (float("inf"), 1.0):  # an overflow (skipped, scale 2^16 -> 2^15), then a real step
+        optimizer.zero_grad()
+        scaler.scale(model(torch.ones(1, 3)).sum() * factor).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    setup = SimpleNamespace(optimizer=optimizer, scaler=scaler, max_iter=9, config=ARCHITECTURE | {"run_id": "r"},
+                            dataset=SimpleNamespace(class_names=["cat"]))
+    path = tmp_path / "run.pth"
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    RunCheckpoints(path, setup, model, DistributedContext(), RunLog(tmp_path / "run"), None).save(4)
+    draws = (random.random(), np.random.rand(), torch.rand(2).tolist())
+    state = load_checkpoint(path)
+    assert state["iteration"] == 4 and state["max_iter"] == 9
+    assert state["scaler"] == scaler.state_dict() and state["scaler"]["scale"] == 2.0**15
+    assert state["scaler"]["_growth_tracker"] == 1
+    momentum = [buffer["momentum_buffer"] for buffer in state["optimizer"]["state"].values()]
+    assert len(momentum) == 2 and momentum[0].abs().sum() > 0
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_state(state["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == draws
