@@ -112,3 +112,16 @@ def test_reorder_classes_makes_each_class_score_what_it_scored_at_its_old_label(
     torch.testing.assert_close(new_conf, conf[..., order], rtol=0, atol=0)
     kept = reorder_classes(source.state_dict(), [0, 1, 2])
     assert all(torch.equal(kept[key], value) for key, value in source.state_dict().items())
+
+
+def test_the_head_convs_are_3x3_with_zero_padding():
+    """Facts §3: a single 3x3 conv, pad 1 (zeros) per branch: with all-ones weights and a map of ones, a corner cell
+    sums 4 of the 9 taps per input channel, an edge cell 6, an inner cell 9."""
+    head = DetectionHead([2], num_classes=1)
+    for conv in (head.loc[0], head.conf[0]):
+        torch.nn.init.ones_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    loc, conf = head([torch.ones(1, 2, 3, 3)])
+    sums = torch.tensor([[4.0, 6.0, 4.0], [6.0, 9.0, 6.0], [4.0, 6.0, 4.0]]) * 2  # [3, 3], 2 input channels
+    assert torch.equal(loc[0], sums.flatten().repeat_interleave(6 * 4).view(54, 4))
+    assert torch.equal(conf[0, :, 0], sums.flatten().repeat_interleave(6))
