@@ -132,6 +132,21 @@ def test_short_run_trains_saves_reloads_and_evaluates(mutual_guide, shapes_root,
     assert f"eval/CUSTOM: {scores}" in out
 
 
+def test_a_run_trains_with_the_paper_s_sgd(trained):
+    """Facts §6: SGD, momentum 0.9, weight decay 5e-4 on the conv weights, none on the biases and BatchNorm weights
+    (a group each), at the schedule's last rate, as the run's checkpoint holds them."""
+    state = load_checkpoint(trained / "weights" / CKPT.format(""))
+    model = state["model"]
+    groups = state["optimizer"]["param_groups"]
+    assert [(g["momentum"], g["weight_decay"], g["nesterov"], g["dampening"]) for g in groups] == [
+        (0.9, 5e-4, False, 0), (0.9, 0.0, False, 0)]
+    decayed = [key for key, value in model.items() if value.dtype.is_floating_point and value.ndim > 1]
+    assert [len(g["params"]) for g in groups] == [len(decayed), sum(k.endswith((".weight", ".bias")) for k in model)
+                                                  - len(decayed)]
+    last_lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (ITERS - 1 - 2) / (ITERS - 2)))  # iteration 7
+    assert [g["lr"] for g in groups] == pytest.approx([last_lr, last_lr], rel=1e-12)
+
+
 def test_log_txt_records_the_command_config_software_and_code_that_ran(shapes_root, trained):
     """log.txt named the run, its data size and schedule, but not the flags (seed, learning rate, data folder), the
     versions or the code's commit needed to run it again."""
