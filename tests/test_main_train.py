@@ -32,6 +32,7 @@ from utils.distributed import unwrap_model
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, divergence_advice
+from utils.run_flags import fill_dataset_defaults
 from utils.run_lock import exclusive_run
 
 SIZE = "128"  # a multiple of 64 small enough for CPU tests
@@ -145,6 +146,17 @@ def test_a_run_trains_with_the_paper_s_sgd(trained):
                                                   - len(decayed)]
     last_lr = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (ITERS - 1 - 2) / (ITERS - 2)))  # iteration 7
     assert [g["lr"] for g in groups] == pytest.approx([last_lr, last_lr], rel=1e-12)
+
+
+def test_the_training_split_zooms_out_with_the_expand_prob_given(shapes_root):
+    """--expand_prob reaches the training transform (the test split has none); 0.6, the paper's, when not given."""
+    from utils.run_data import make_dataset
+
+    for given, expected in ((["--expand_prob", "0.25"], 0.25), ([], 0.6)):
+        args = cli.get_args_parser().parse_args(base_args(shapes_root, *given))
+        fill_dataset_defaults(args)
+        assert make_dataset(args, "train", 128, train=True).transform.expand_probability == expected
+        assert not hasattr(make_dataset(args, "test", 128, train=False).transform, "expand_probability")
 
 
 def test_log_txt_records_the_command_config_software_and_code_that_ran(shapes_root, trained):
