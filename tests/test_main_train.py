@@ -148,14 +148,16 @@ def test_a_run_trains_with_the_paper_s_sgd(trained):
     assert [g["lr"] for g in groups] == pytest.approx([last_lr, last_lr], rel=1e-12)
 
 
-def test_the_training_split_zooms_out_with_the_expand_prob_given(shapes_root):
-    """--expand_prob reaches the training transform (the test split has none); 0.6, the paper's, when not given."""
+def test_the_training_split_augments_with_the_expand_prob_and_seed_given(shapes_root):
+    """--expand_prob reaches the training transform (the test split has none); 0.6, the paper's, when not given.
+    --seed is the dataset's augmentation seed (sample i of epoch e draws from (seed, e, i)); 0 when not given."""
     from utils.run_data import make_dataset
 
-    for given, expected in ((["--expand_prob", "0.25"], 0.25), ([], 0.6)):
+    for given, expected in ((["--expand_prob", "0.25", "--seed", "5"], (0.25, 5)), ([], (0.6, 0))):
         args = cli.get_args_parser().parse_args(base_args(shapes_root, *given))
         fill_dataset_defaults(args)
-        assert make_dataset(args, "train", 128, train=True).transform.expand_probability == expected
+        dataset = make_dataset(args, "train", 128, train=True)
+        assert (dataset.transform.expand_probability, dataset.seed) == expected
         assert not hasattr(make_dataset(args, "test", 128, train=False).transform, "expand_probability")
 
 
