@@ -266,6 +266,9 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
     argv = base_args(shapes_root, "--mutual_guide", "--mutual_guide_from", "2", "--seed", "5", "--expand_prob", "0.5",
                      "--amp", "bf16", "--name", "mine")
     argv[argv.index("--run_dir") + 1] = "mine_run"
+    seeds, build_loader = [], training_run.build_loader  # --seed orders the batches of every run here
+    monkeypatch.setattr(training_run, "build_loader", lambda *args, **kwargs: seeds.append(kwargs["seed"])
+                        or build_loader(*args, **kwargs))
     for name in ("whole", "cut"):
         (tmp_path / name).mkdir()
     assert run(tmp_path / "whole", argv) == 0
@@ -294,6 +297,7 @@ def test_resume_path_alone_continues_a_run_of_non_default_flags_exactly(shapes_r
     final = load_checkpoint(tmp_path / "cut" / "weights" / "mine.pth")
     expected = load_checkpoint(tmp_path / "whole" / "weights" / "mine.pth")
     assert final["iteration"] == ITERS and final["config"]["mutual_guide_from"] == 2
+    assert seeds == [5, 5, 5]
     assert [key for key, value in expected["model"].items() if not torch.equal(final["model"][key], value)] == []
 
 
