@@ -28,7 +28,7 @@ from tests.test_data_coco import GOOD_ANNOTATIONS, coco_json, write_coco
 from utils import checkpoint as checkpoint_module
 from utils import run_evaluation, training_run, training_setup
 from utils.checkpoint import load_checkpoint
-from utils.distributed import unwrap_model
+from utils.distributed import DistributedContext, unwrap_model
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.run_exit import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REFUSED_BY_SYSTEM, divergence_advice
@@ -159,6 +159,20 @@ def test_the_training_split_augments_with_the_expand_prob_and_seed_given(shapes_
         dataset = make_dataset(args, "train", 128, train=True)
         assert (dataset.transform.expand_probability, dataset.seed) == expected
         assert not hasattr(make_dataset(args, "test", 128, train=False).transform, "expand_probability")
+
+
+def test_the_seed_sets_the_detector_s_initial_weights(shapes_root, tmp_path):
+    """--seed seeds torch before the detector is built (without --pretrained every weight is drawn): the same seed gives
+    the same initial weights, another seed other ones."""
+    def initial_weights(seed: str) -> dict:
+        args = cli.get_args_parser().parse_args(base_args(shapes_root, "--seed", seed))
+        fill_dataset_defaults(args)
+        setup = training_setup.build_training(args, torch.device("cpu"), DistributedContext(), RunLog(tmp_path / seed))
+        return setup.model.state_dict()
+
+    first, again, other = initial_weights("5"), initial_weights("5"), initial_weights("6")
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not torch.equal(first["head.conf.0.weight"], other["head.conf.0.weight"])
 
 
 def test_log_txt_records_the_command_config_software_and_code_that_ran(shapes_root, trained):
