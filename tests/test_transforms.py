@@ -329,6 +329,16 @@ def test_a_training_image_far_larger_than_the_input_is_shrunk_first_with_its_box
     assert peak < 5e6  # the 3.2 MB image zoomed out at full size: up to 52 MB
 
 
+@pytest.mark.parametrize("size, max_side", [(64, 2048), (512, 2048), (640, 2560), (1024, 4096)])
+def test_the_training_images_longest_side_is_2048_or_4_times_the_input_size(monkeypatch, size, max_side):
+    """The shrink bound is max(TRAIN_MAX_SIDE, 4 x size): 2048 px up to a 512 input, 4 x size above it."""
+    sides = []
+    monkeypatch.setattr(T, "shrink", lambda image, boxes, side: sides.append(side) or (image, boxes))
+    T.TrainTransform(size)(coordinate_image(20, 30), np.array([[2, 2, 20, 15]], np.float32), np.array([0]),
+                           np.random.default_rng(0))
+    assert sides == [max_side]
+
+
 def test_a_shrunk_box_on_the_image_edge_stays_inside_the_image():
     """A 3000 x 43 image shrinks to 2048 x 29: its float32 factor 29/43 times 43 is 29.000002, one ulp past the
     bottom edge, which gave a target y2 of 1.0000001 (and -1e-7 after a flip) in 18 of 300 training samples."""
