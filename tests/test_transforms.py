@@ -235,6 +235,15 @@ def test_random_crop_of_empty_target_keeps_it_empty():
         assert kept.shape == (0, 4) and labels.shape == (0,) and cropped.size > 0
 
 
+def test_a_crop_of_a_tiny_image_without_boxes_is_never_empty():
+    """A 3 x 3 image draws windows of side int(0.21..1 x 3), 0 included: a window of side 0 is never taken (the crop
+    would be an empty image, which no resize takes)."""
+    for seed in range(40):
+        cropped = T.random_crop(coordinate_image(3, 3), np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                                np.random.default_rng(seed))[0]
+        assert min(cropped.shape[:2]) >= 1, seed
+
+
 def test_random_crop_is_bounded_when_no_window_fits():
     """A 1x1 image has no crop window of side >= 1: the authors loop forever, this returns the image."""
     image = np.full((1, 1, 3), 7, np.uint8)
