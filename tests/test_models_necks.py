@@ -38,6 +38,21 @@ def test_top_down_adds_every_coarser_level_into_finer_ones():
     assert [o.unique().tolist() for o in outputs] == [[7.0], [6.0], [4.0]]  # 1+2+4, 2+4, 4
 
 
+def test_top_down_is_lateral_1x1_then_add_then_output_3x3():
+    """Facts §3 (FPN top-down pass): lateral 1x1 convs on every level, the coarser sums added into the finer maps,
+    then the 3x3 output convs; written out here with the path's own layers."""
+    torch.manual_seed(0)
+    path = TopDownPath(num_levels=3, channels=2)
+    levels = [torch.randn(2, 2, 4, 4), torch.randn(2, 2, 2, 2), torch.randn(2, 2, 1, 1)]
+    got = path(levels)
+    lateral = [conv(x) for conv, x in zip(path.lateral, levels)]
+    middle = lateral[1] + lateral[2].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    fine = lateral[0] + middle.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    expected = [conv(x) for conv, x in zip(path.output, [fine, middle, lateral[2]])]
+    for got_level, expected_level in zip(got, expected):
+        torch.testing.assert_close(got_level, expected_level)
+
+
 def test_pafpn_bottom_up_is_sequential_and_out_of_place():
     neck = PAFPNNeck(*VGG, num_levels=3)
     levels = constant_levels()
