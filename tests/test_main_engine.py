@@ -337,6 +337,28 @@ def test_train_loop_stops_at_the_first_nan_and_saves_nothing_after_it(tmp_path):
     assert [row["iteration"] for row in rows] == [2, 4]
 
 
+class _ClassificationNaN(_ScriptedLoss):
+    """A :class:`_ScriptedLoss` whose loss_c alone turns NaN from call ``c_nan_from`` on (loss_l stays finite)."""
+
+    def __init__(self, c_nan_from: int):
+        super().__init__()
+        self.c_nan_from = c_nan_from
+
+    def forward(self, outputs, priors, targets):
+        loss_l, loss_c = super().forward(outputs, priors, targets)
+        return loss_l, loss_c * float("nan") if self.calls > self.c_nan_from else loss_c
+
+
+def test_train_loop_stops_at_the_first_nan_classification_loss_too(tmp_path):
+    """The guard watches loss_l + loss_c: a NaN focal loss with a finite box loss stops the run at that iteration
+    (no save scans the weights here; watching loss_l alone, the NaN weights made loss_l NaN one iteration later)."""
+    settings = TrainSettings(max_iter=9, epoch_size=3, base_lr=0.1, warm_iter=2, log_interval=2,
+                             checkpoint_interval=8)
+    rows, saves, evaluations, error = _run_loop(tmp_path, settings, _ClassificationNaN(c_nan_from=4))
+    assert error is not None and error.iteration == 4
+    assert saves == [] and evaluations == [] and [row["iteration"] for row in rows] == [2, 4]
+
+
 def test_a_nan_loss_before_an_unreadable_image_is_reported_as_the_divergence(tmp_path, monkeypatch):
     """Checking at log intervals only (as on CUDA): the loss goes NaN at iteration 3 (0-based 2), then the batch of
     iteration 5 cannot be read. The run reports the NaN at iteration 3 (so main.py saves no checkpoint past it for the
