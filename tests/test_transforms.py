@@ -83,6 +83,21 @@ def test_expand_canvas_follows_the_authors_sampling():
     assert min(left_fraction) < 0.05 and max(left_fraction) > 0.95
 
 
+def test_expand_draws_the_canvas_then_a_uniform_left_then_a_uniform_top():
+    """Facts §5 step 3 written out as a plain reference on the same generator: s ~ U(1, 4), r = sqrt(U(max(0.5,
+    1/s^2), min(2, s^2))), canvas int(s r W) x int(s/r H), left uniform in 0..canvas_w - W, top in 0..canvas_h - H."""
+    height, width = 30, 50
+    for seed in range(20):
+        reference = np.random.default_rng(seed)
+        scale = reference.uniform(1.0, 4.0)
+        ratio = np.sqrt(reference.uniform(max(0.5, 1 / scale**2), min(2.0, scale**2)))
+        canvas_w, canvas_h = int(scale * ratio * width), int(scale / ratio * height)
+        left, top = reference.integers(canvas_w - width + 1), reference.integers(canvas_h - height + 1)
+        canvas, moved = T.expand(coordinate_image(height, width), np.zeros((1, 4), np.float32),
+                                 np.random.default_rng(seed))
+        assert canvas.shape[:2] == (canvas_h, canvas_w) and moved[0].tolist() == [left, top, left, top], seed
+
+
 def test_box_window_iou_by_hand():
     boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], dtype=np.float32)
     windows = np.array([[0, 0, 10, 10], [0, 0, 20, 20]], dtype=np.float32)
