@@ -93,8 +93,11 @@ from utils.checkpoint import (  # noqa: E402
     check_architecture,
     check_compatible,
     check_init_architecture,
+    check_trained_architecture,
     check_writable_folder,
     load_checkpoint,
+    other_size_note,
+    other_size_suffix,
 )
 from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, default_demo_output, run_demo  # noqa: E402
 from utils.distributed import (  # noqa: E402
@@ -190,10 +193,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="backbone (default: vgg16; resnet18 for shapes; read from --trained_model)")
     model.add_argument("--size", type=int, default=None,
                        help="square input size, a multiple of 64 >= 128 (default: 320; 192 for shapes; read from "
-                            "--trained_model)")
+                            "--trained_model and --init_from, which take another of as many pyramid levels: 128-448, "
+                            "or 512 and above)")
     model.add_argument("--base_anchor_size", type=float, default=None,
-                       help="anchor side at stride 8 in pixels (default: 24, or the checkpoint's with --trained_model "
-                            "and --init_from)")
+                       help="anchor side at stride 8 in pixels (default: 24, or the checkpoint's with --trained_model, "
+                            "which refuses another, and --init_from)")
     starting_weights = model.add_mutually_exclusive_group()
     starting_weights.add_argument("--pretrained", type=str, default=None, metavar="PATH",
                                   help="ImageNet backbone state dict to start from (default: torchvision's ImageNet "
@@ -291,7 +295,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--assign_stats", action="store_true",
                      help="log assignment statistics (positives, IoUs) at log intervals")
     run.add_argument("--trained_model", type=str, default=None, metavar="PATH",
-                     help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75")
+                     help="evaluate this checkpoint only (no training) and print mAP/AP50/AP75; with --size S, at "
+                          "another input size of as many pyramid levels (128-448, or 512 and above), into an "
+                          "evaluation folder ending in _size<S>")
     run.add_argument("--eval_results", type=str, default=None, metavar="PATH",
                      help="score saved detections against the test split and exit: the folder an evaluation wrote "
                           "(see --eval_dir) of comp4_det_test_<class>.txt files (VOC layout) or a COCO results JSON; "
@@ -347,8 +353,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             trained_state, taken = None, ""
             if args.trained_model and reads_trained_config(args):
                 trained_state = load_checkpoint(args.trained_model, source="--trained_model")
-                # a given architecture flag that differs is refused now, not after the test split is read
-                check_architecture(args.trained_model, trained_state["config"], requested_architecture(args))
+                # a given architecture flag that differs is refused now, not after the test split is read; another
+                # --size of as many pyramid levels runs the same weights
+                use = "run the demo" if args.demo else "export it" if args.export else "evaluate it"
+                check_trained_architecture(args.trained_model, trained_state["config"], requested_architecture(args),
+                                           use)
                 if args.demo or args.export:  # run_demo / export_onnx build the model from this state
                     if args.demo or args.export_nms:  # their NMS as the run's evaluation, unless --nms_thresh is given
                         taken = take_nms_thresh_from_checkpoint(args, trained_state["config"])
@@ -371,6 +380,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 source = "the evaluation that wrote them" if args.eval_results else "the checkpoint was trained"
                 doing = "detecting" if args.demo else "exporting" if args.export else "evaluating"
                 log.info(f"{doing} as {source}: {taken}")
+            if (args.demo or args.export) and trained_state is not None and args.size is not None:
+                if other_size := other_size_note(trained_state["config"], args.size):
+                    log.info(f"{'detecting with' if args.demo else 'exporting'} {args.trained_model}{other_size}")
             if args.amp == "fp16" and device.type == "cpu":
                 log.info("warning: --amp fp16 on the CPU runs many times slower than bf16 (few CPU kernels take fp16); "
                          "use --amp bf16, or bare --amp, which picks bf16 here")
@@ -460,15 +472,16 @@ def run_use(args: argparse.Namespace, device: torch.device, state: dict | None) 
     score_thresh = DEFAULT_SCORE_THRESH if args.score_thresh is None else args.score_thresh
     if args.export:
         export_onnx(args.trained_model, args.export_path, opset=args.opset, include_nms=args.export_nms,
-                    score_thresh=score_thresh, nms_thresh=args.nms_thresh, state=state)
+                    score_thresh=score_thresh, nms_thresh=args.nms_thresh, state=state, size=args.size)
     else:
         try:
             with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
                 run_demo(args.trained_model, args.demo, args.demo_output, device=device, batch_size=args.batch_size,
                          score_thresh=score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
-                         cuda_graph=args.cuda_graph, state=state)
+                         cuda_graph=args.cuda_graph, state=state, size=args.size)
         except KeyboardInterrupt:
-            out_dir = args.demo_output or default_demo_output(args.trained_model)
+            suffix = "" if state is None else other_size_suffix(state["config"], args.size)
+            out_dir = args.demo_output or default_demo_output(args.trained_model, suffix)
             print(f"--demo interrupted: {out_dir} holds the drawn copies written so far, without this run's "
                   "detections.json; run the same command again (it replaces them)", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -525,22 +538,23 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
                         state: dict) -> int:
     """``--trained_model``: evaluate the checkpoint ``state`` (read from that file) on the test split."""
     config = state["config"]
-    requested = requested_architecture(args)
-    size = args.size or config["size"]
-    out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model))  # a named run's: eval/<DATASET>/<name>
+    requested = requested_architecture(args) | {"size": None}  # another size of as many levels: checked by main
+    args.size = args.size or config["size"]  # the input side, in summary.json
+    # a named run's: eval/<DATASET>/<name>; at another size than the trained one, <name>_size<S>
+    out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model, args.size))
     refused_on_main(lambda: check_writable_folder(out_dir, "--eval_dir"), ctx)  # rank 0 writes the results
     classes_given = bool(args.classes)
     if not args.classes and reads_class_list(args.dataset, args.data_root):  # VOC XML names classes: as trained
         args.classes = tuple(state["class_names"])  # names, not a --classes string: "person, sitting" is one
-    dataset = make_dataset(args, "test", size, train=False, class_order=state["class_names"])  # labels as trained
+    dataset = make_dataset(args, "test", args.size, train=False, class_order=state["class_names"])  # as trained
     check_compatible(args.trained_model, config, state["class_names"], requested, dataset.class_names,
                      other_classes_advice(dataset, state["class_names"], "--trained_model", classes_given,
                                           args.trained_model))
     log = RunLog(None, enabled=ctx.is_main)
     check_test_split(dataset, log)
-    trained = detector_from_state(state, args.trained_model, device)
-    log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']}) "
-             f"on {counted(len(dataset), 'image')}, results to {out_dir}")
+    trained = detector_from_state(state, args.trained_model, device, args.size)
+    log.info(f"evaluating {args.trained_model} (iteration {state['iteration']}/{state['max_iter']})"
+             f"{other_size_note(config, args.size)} on {counted(len(dataset), 'image')}, results to {out_dir}")
     run_info = {"checkpoint": str(args.trained_model), "config": config}
     try:
         with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill

@@ -20,6 +20,7 @@ from utils.checkpoint import (
     check_optimizer_state,
     check_same_length,
     check_same_run,
+    check_trained_architecture,
     check_writable_folder,
     checkpoint_name,
     load_checkpoint,
@@ -747,3 +748,22 @@ def test_a_run_s_checkpoint_holds_its_fp16_loss_scale_momentum_iteration_and_ran
     torch.manual_seed(9)
     restore_rng_state(state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == draws
+
+
+def test_trained_model_takes_a_size_of_as_many_levels_above_its_anchors_and_refuses_other_anchors():
+    """--trained_model (evaluation, --demo, --export) at another --size of as many pyramid levels runs the same
+    weights; the size must stay above the anchors it was trained with (PriorBox refused it with its own argument
+    names, after the test split was read), and other anchors are refused with the reason."""
+    config = {"version": "fssd", "backbone": "resnet18", "size": 320, "base_anchor_size": 150.0}
+    for size in (192, 448, 320, None):
+        check_trained_architecture("w.pth", config, {"size": size, "base_anchor_size": 150}, "evaluate it")
+    with pytest.raises(CheckpointError) as error:
+        check_trained_architecture("w.pth", config, {"size": 128}, "export it")
+    assert str(error.value) == ("w.pth was trained with --base_anchor_size 150, not below --size 128: every anchor "
+                                "would cover the whole image; export it at a --size above 150, or drop --size")
+    with pytest.raises(CheckpointError, match=r"but --size 512 builds 5 .*; run the demo at a --size from 128 to 448"):
+        check_trained_architecture("w.pth", config, {"size": 512}, "run the demo")
+    with pytest.raises(CheckpointError, match=r"^w\.pth was trained with --base_anchor_size 150\.0, but "
+                                              r"--base_anchor_size 24\.0 was given: the box offsets it predicts are "
+                                              r"relative to the anchors .* --init_from w\.pth --base_anchor_size 24$"):
+        check_trained_architecture("w.pth", config, {"size": 192, "base_anchor_size": 24.0}, "evaluate it")

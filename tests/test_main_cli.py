@@ -217,6 +217,13 @@ def test_trained_model_evaluates_under_the_name_of_the_checkpoints_run():
     assert evaluated_run_name({"config": {}}, "w.pth") is None  # saved before --name
     assert evaluated_run_name({"config": {"name": "pets"}}, "w.pth") == "pets"
     assert evaluated_run_name({"config": {"name": "pets"}, "best_metrics": {"mAP": 0.5}}, "w.pth") == "pets_best"
+    # at another --size than the trained one: a folder of its own, the trained size's evaluation kept
+    at_320 = {"name": "pets", "size": 320}
+    assert evaluated_run_name({"config": at_320}, "w.pth", 448) == "pets_size448"
+    assert evaluated_run_name({"config": at_320, "best_metrics": {"mAP": 0.5}}, "w.pth", 448) == "pets_best_size448"
+    assert evaluated_run_name({"config": at_320}, "w.pth", 320) == "pets"
+    assert evaluated_run_name({"config": {"name": None, "size": 320}}, "w.pth", 384) == "size384"
+    assert evaluated_run_name({"config": {"name": None, "size": 320}}, "w.pth", 320) is None
     for edited in ("../elsewhere", "", 3):  # would write outside eval/<DATASET>/, or is not a name
         with pytest.raises(CheckpointError, match=rf"^w\.pth records --name {edited!r}, which main\.py never writes; "
                                                   r"it was edited or damaged: give --eval_dir"):
@@ -386,11 +393,18 @@ def test_flag_values_are_checked_before_a_checkpoint_is_read(argv, message, caps
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--size", "256"], "tiny.pth was trained with --size 128, but --size 256 was given; drop --size or pass a "
-                        "checkpoint trained with --size 256"),
+    # another size of as many pyramid levels is evaluated (test_main_train.py); across the level boundary, refused
+    (["--size", "512"], "tiny.pth was trained with --size 128, whose model has 4 pyramid levels (strides 8 to 64), but "
+                        "--size 512 builds 5 (strides 8 to 128): the layers of the fifth level would have no weights; "
+                        "evaluate it at a --size from 128 to 448 (4 levels: any multiple of 64 below 512), or drop "
+                        "--size"),
     (["--version", "retinanet"], "tiny.pth was trained with --version fssd, but --version retinanet was given"),
+    # the layers fit, but the box offsets are relative to the anchors: --init_from takes it, evaluation refuses it
     (["--base_anchor_size", "32"], "tiny.pth was trained with --base_anchor_size 24.0, but --base_anchor_size 32.0 "
-                                   "was given"),
+                                   "was given: the box offsets it predicts are relative to the anchors it was trained "
+                                   "with, so other anchors would stretch every box (another --size keeps them: their "
+                                   "side is in pixels); drop --base_anchor_size, or fine-tune it on these anchors with "
+                                   "--init_from "),
     # was refused as trained with 24, "pass a checkpoint trained with --base_anchor_size -5.0"
     (["--base_anchor_size", "-5"], "--base_anchor_size -5: the smallest anchors' side in pixels must be from 1 to "
                                    "below the input size (at or above it every anchor covers the whole image); the "

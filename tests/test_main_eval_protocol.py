@@ -142,3 +142,19 @@ def test_replaced_evaluation_note_is_for_another_runs_evaluation_alone(tmp_path)
     assert replaced_evaluation_note(folder, {"config": {"run_id": "b"}}) is None
     (folder / "summary.json").write_text("{not json")
     assert replaced_evaluation_note(folder, {"config": {"run_id": "b"}}) is None
+
+
+def test_replaced_evaluation_note_names_the_same_runs_evaluation_at_another_input_size(tmp_path):
+    """--trained_model --size 448 --eval_dir a folder of the same checkpoint's evaluation at its trained size 320
+    replaced it without a word (the same run): the note names both sizes; a summary written before input_size was
+    recorded is read at its config's size."""
+    folder = tmp_path / "eval"
+    run = {"checkpoint": "weights/a.pth", "config": {"run_id": "a", "size": 320}}
+    write_summary(folder / "summary.json", {}, run | {"input_size": 320}, 1, True)
+    assert replaced_evaluation_note(folder, run | {"input_size": 320}) is None
+    expected = (f"note: {folder} holds the evaluation of weights/a.pth at --size 320: this one at --size 448 replaces "
+                "its files; give each its own --eval_dir to keep both (without --eval_dir, an evaluation at another "
+                "size than the trained one writes to a folder of its own, ending in _size<S>)")
+    assert replaced_evaluation_note(folder, run | {"input_size": 448}) == expected
+    write_summary(folder / "summary.json", {}, run, 1, True)  # no input_size: an evaluation at the config's size
+    assert replaced_evaluation_note(folder, run | {"input_size": 448}) == expected

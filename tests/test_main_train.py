@@ -883,7 +883,9 @@ def test_init_from_takes_the_checkpoints_anchor_size_unless_given_and_trained_mo
                 "--device", "cpu", "--workers", "0", "--trained_model", str(source)]
     assert run(tmp_path, evaluate + ["--base_anchor_size", "24"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
-    assert "drop --base_anchor_size or pass a checkpoint trained with --base_anchor_size 24.0" in err
+    assert ("the box offsets it predicts are relative to the anchors it was trained with, so other anchors would "
+            "stretch every box (another --size keeps them: their side is in pixels); drop --base_anchor_size, or "
+            f"fine-tune it on these anchors with --init_from {source} --base_anchor_size 24\n") in err
 
 
 def test_init_from_fine_tunes_at_another_size_of_as_many_pyramid_levels_and_refuses_one_of_another_count(
@@ -909,6 +911,36 @@ def test_init_from_fine_tunes_at_another_size_of_as_many_pyramid_levels_and_refu
         f"error: {source} was trained with --size 128, whose model has 4 pyramid levels (strides 8 to 64), but "
         "--size 512 builds 5 (strides 8 to 128): the layers of the fifth level would have no weights; fine-tune it "
         "at a --size from 128 to 448 (4 levels: any multiple of 64 below 512), or drop --size\n")
+
+
+def test_trained_model_evaluates_at_another_size_of_as_many_pyramid_levels_in_a_folder_of_its_own(
+        trained, tmp_path, capsys):
+    """A 128-px checkpoint evaluated at --size 192 (4 pyramid levels, the same layers): it was refused as trained
+    at another size. It runs on 192-px inputs with the anchors laid out for 192, into eval/CUSTOM/size192 (the
+    trained size's eval/CUSTOM kept), whose summary.json records both sizes and --eval_results re-scores alike."""
+    checkpoint = trained / "weights" / CKPT.format("")
+    shutil.copytree(trained / "eval", tmp_path / "eval")
+    at_trained_size = (tmp_path / "eval" / "CUSTOM" / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert run(tmp_path, ["--trained_model", str(checkpoint), "--size", "192", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    folder = Path("eval") / "CUSTOM" / "size192"
+    assert (f"evaluating {checkpoint} (iteration {ITERS}/{ITERS}) at --size 192, not the --size 128 it was trained at "
+            "(the same weights on a 192 x 192 input; the anchors keep their side in pixels) on 6 images, results to "
+            f"{folder}\n") in out
+    scores = out.split("CUSTOM test: ")[1].splitlines()[0]
+    summary = json.loads((tmp_path / folder / "summary.json").read_text())
+    assert (summary["input_size"], summary["config"]["size"], summary["num_images"]) == (192, 128, 6)
+    assert scores == (f"mAP={summary['metrics']['mAP']:.4f} AP50={summary['metrics']['AP50']:.4f} "
+                      f"AP75={summary['metrics']['AP75']:.4f}")
+    assert (tmp_path / "eval" / "CUSTOM" / "summary.json").read_bytes() == at_trained_size
+    assert json.loads(at_trained_size)["input_size"] == 128  # the training run's final evaluation
+    detections = sum(len((tmp_path / folder / f"comp4_det_test_{name}.txt").read_text().splitlines())
+                     for name in SHAPES_CLASSES)
+    assert detections > 0
+
+    assert run(tmp_path, ["--eval_results", str(folder)]) == 0  # the dataset from its summary.json; the size unused
+    assert f"{folder}: {scores}" in capsys.readouterr().out
 
 
 def test_resume_with_another_schedule_is_refused(shapes_root, trained, capsys):

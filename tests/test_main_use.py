@@ -102,7 +102,36 @@ def test_architecture_flags_given_with_demo_or_export_must_match_the_checkpoint(
             ) in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
     assert run_main("--trained_model", str(checkpoint), "--demo", str(tmp_path), "--size", "512") == 2
-    assert "but --size 512 was given" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: {checkpoint} was trained with --size 128, whose model has 4 pyramid levels (strides 8 to 64), but "
+        "--size 512 builds 5 (strides 8 to 128): the layers of the fifth level would have no weights; run the demo at "
+        "a --size from 128 to 448 (4 levels: any multiple of 64 below 512), or drop --size\n")
+
+
+def test_demo_and_export_at_another_size_of_as_many_pyramid_levels_run_there_and_keep_the_trained_sizes_files(
+        tmp_path, monkeypatch, capsys):
+    """--demo and --export of a 128-px checkpoint at --size 192 were refused as trained at another size; they run
+    the same weights on 192-px inputs (the export's input shape 192, its anchors those of 192), into
+    eval/demo/<stem>_size192 and <stem>_size192.onnx beside the trained size's, each saying so in a line."""
+    onnx = pytest.importorskip("onnx", reason="onnx is a test/export dependency (requirements-export.txt)")
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    note = (f"{checkpoint} at --size 192, not the --size 128 it was trained at (the same weights on a 192 x 192 input; "
+            "the anchors keep their side in pixels)\n")
+    assert run_main("--trained_model", str(checkpoint), "--demo", "in", "--size", "192", "--workers", "0") == 0
+    assert f"detecting with {note}" in capsys.readouterr().out
+    demo = json.loads((tmp_path / "eval" / "demo" / "tiny_size192" / "detections.json").read_text())
+    assert demo["input_size"] == 192 and demo["images"][0]["file"].endswith("a.jpg")
+
+    assert run_main("--trained_model", str(checkpoint), "--export", "onnx", "--size", "192") == 0
+    assert f"exporting {note}" in capsys.readouterr().out
+    graph = onnx.load(str(tmp_path / "tiny_size192.onnx")).graph
+    assert [dim.dim_value for dim in graph.input[0].type.tensor_type.shape.dim][1:] == [3, 192, 192]
+    anchors = 6 * sum(side * side for side in (24, 12, 6, 3))  # strides 8 to 64 at 192
+    assert [dim.dim_value for dim in graph.output[0].type.tensor_type.shape.dim][1:] == [anchors, 4]
+    assert not (tmp_path / "tiny.onnx").exists()
 
 
 def test_demo_and_export_nms_use_the_nms_threshold_the_checkpoint_was_trained_with(tmp_path, capsys):

@@ -437,11 +437,43 @@ def check_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
 def check_init_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
                             requested: Mapping[str, Any]) -> None:
     """``--init_from``: :func:`check_architecture` for ``--version`` and ``--backbone``; another ``--size`` fits the
-    checkpoint's weights when its model has as many pyramid levels (every layer's shape is the same: the head has
-    :data:`models.head.ANCHORS_PER_CELL` anchors per location whatever the size), and is refused with that reason
-    otherwise; another ``--base_anchor_size`` changes the anchors alone, no layer, and is taken."""
+    checkpoint's weights when its model has as many pyramid levels (:func:`check_pyramid_levels`); another
+    ``--base_anchor_size`` changes the anchors alone, no layer, and is taken (the fine-tuning learns them)."""
     check_architecture(path, saved_config, {key: requested.get(key) for key in ("version", "backbone")})
-    size, have = requested.get("size"), saved_config.get("size")
+    check_pyramid_levels(path, saved_config, requested.get("size"), "fine-tune it")
+
+
+def check_trained_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
+                               requested: Mapping[str, Any], use: str) -> None:
+    """``--trained_model`` (its evaluation, ``--demo``, ``--export``; ``use`` says which in the message, e.g.
+    "evaluate it"): :func:`check_architecture` for ``--version`` and ``--backbone``; another ``--size`` of as many
+    pyramid levels runs the same weights on a larger or smaller input (:func:`check_pyramid_levels`), the anchors
+    keeping their side in pixels (refused when not above the checkpoint's ``--base_anchor_size``); another
+    ``--base_anchor_size`` is refused: the box offsets the model predicts are relative to the anchors it was trained
+    with, so other anchors would stretch every box."""
+    wanted, have = requested.get("base_anchor_size"), saved_config.get("base_anchor_size")
+    if wanted is not None and have is not None and _differs(wanted, have):
+        raise CheckpointError(
+            f"{path} was trained with --base_anchor_size {have}, but --base_anchor_size {wanted} was given: the box "
+            "offsets it predicts are relative to the anchors it was trained with, so other anchors would stretch every "
+            "box (another --size keeps them: their side is in pixels); drop --base_anchor_size, or fine-tune it on "
+            f"these anchors with --init_from {path} --base_anchor_size {exact_number(wanted)}")
+    check_architecture(path, saved_config, {key: requested.get(key) for key in ("version", "backbone")})
+    size = requested.get("size")
+    check_pyramid_levels(path, saved_config, size, use)
+    if size is not None and type(have) in (int, float) and not have < size:
+        raise CheckpointError(f"{path} was trained with --base_anchor_size {exact_number(have)}, not below --size "
+                              f"{size}: every anchor would cover the whole image; {use} at a --size above "
+                              f"{exact_number(have)}, or drop --size")
+
+
+def check_pyramid_levels(path: str | os.PathLike, saved_config: Mapping[str, Any], size: int | None,
+                         use: str) -> None:
+    """Refuse a ``--size`` whose model has another number of pyramid levels than the one the checkpoint ``path``
+    (``saved_config``) was trained at, with that reason and the sizes that fit (``use``: what they fit for, e.g.
+    "fine-tune it"); one of as many levels fits its weights: every layer's shape is the same (the head has
+    :data:`models.head.ANCHORS_PER_CELL` anchors per location whatever the size). ``size`` None: not given."""
+    have = saved_config.get("size")
     if size is None or type(have) is not int or num_levels(size) == num_levels(have):
         return
     gap = ("the layers of the fifth level would have no weights" if num_levels(size) > num_levels(have)
@@ -451,8 +483,25 @@ def check_init_architecture(path: str | os.PathLike, saved_config: Mapping[str, 
              else f"of {FIFTH_LEVEL_FROM} or more (5 levels: any multiple of {SIZE_MULTIPLE} from {FIFTH_LEVEL_FROM})")
     raise CheckpointError(f"{path} was trained with --size {have}, whose model has {num_levels(have)} pyramid levels "
                           f"(strides 8 to {level_strides(have)[-1]}), but --size {size} builds {num_levels(size)} "
-                          f"(strides 8 to {level_strides(size)[-1]}): {gap}; fine-tune it at a --size {sizes}, or "
+                          f"(strides 8 to {level_strides(size)[-1]}): {gap}; {use} at a --size {sizes}, or "
                           "drop --size")
+
+
+def other_size_note(saved_config: Mapping[str, Any], size: int) -> str:
+    """For ``--trained_model``'s log lines: ``" at --size 448, not the --size 320 it was trained at (...)"`` when the
+    input side ``size`` (allowed by :func:`check_trained_architecture`) differs from the checkpoint's, else ""."""
+    have = saved_config.get("size")
+    if have is None or not _differs(size, have):
+        return ""
+    return (f" at --size {size}, not the --size {have} it was trained at (the same weights on a {size} x {size} input; "
+            "the anchors keep their side in pixels)")
+
+
+def other_size_suffix(saved_config: Mapping[str, Any], size: int | None) -> str:
+    """``"_size448"`` when the input side ``size`` differs from the one the checkpoint (``saved_config``) was trained
+    at, else "" (``size`` None: not given): what ends the names of the evaluation folder, demo folder and ONNX file of
+    ``--trained_model`` at another ``--size``, which then keep those at the trained size."""
+    return f"_size{size}" if size is not None and other_size_note(saved_config, size) else ""
 
 
 def changed_anchor_flags(saved_config: Mapping[str, Any], size: int, base_anchor_size: float) -> str:

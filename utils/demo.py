@@ -2,9 +2,9 @@
 
 Each PATH is an image, a folder (its images, not sub-folders) or a glob (``'photos/**/*.jpg'``, quoted so the
 program expands it; an unquoted glob expanded by the shell works too). Images are read upright, as image viewers show
-them (an EXIF orientation tag is applied, :func:`upright`), resized to the checkpoint's input size, run through
-the network in batches and post-processed (``PostProcessor``: decode, score threshold, per-class NMS). The output
-folder receives
+them (an EXIF orientation tag is applied, :func:`upright`), resized to the checkpoint's input size (or
+:func:`run_demo`'s ``size``), run through the network in batches and post-processed (``PostProcessor``: decode, score
+threshold, per-class NMS). The output folder receives
 
 - ``<image stem>.jpg``: the image with boxes, class names and scores drawn, one colour per class;
 - ``detections.json``: per image the file, its width and height and its detections
@@ -45,7 +45,7 @@ from data.loader import WorkerLoader
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
-from utils.checkpoint import check_writable_folder
+from utils.checkpoint import check_writable_folder, load_checkpoint, other_size_suffix
 from utils.cuda_graph import CUDAGraphDetector
 from utils.files import file_identity, write_text
 from utils.draw import class_colours, draw_detections, undrawable_names
@@ -68,9 +68,10 @@ class DemoInputError(DataError):
     """Nothing to run the demo on (missing path, folder without images, no readable image); one line with the fix."""
 
 
-def default_demo_output(checkpoint_path: str | os.PathLike) -> Path:
-    """``eval/demo/<checkpoint stem>/``."""
-    return Path("eval") / "demo" / Path(checkpoint_path).stem
+def default_demo_output(checkpoint_path: str | os.PathLike, suffix: str = "") -> Path:
+    """``eval/demo/<checkpoint stem><suffix>/``; ``suffix``: ``_size<S>`` at another input size than the checkpoint's
+    (:func:`utils.checkpoint.other_size_suffix`), "" at its own."""
+    return Path("eval") / "demo" / f"{Path(checkpoint_path).stem}{suffix}"
 
 
 def collect_images(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -240,6 +241,7 @@ def run_demo(
     workers: int = 0,
     cuda_graph: bool = False,
     state: dict | None = None,
+    size: int | None = None,
 ) -> dict:
     """Detect objects in ``inputs`` (see :func:`collect_images`) and write drawn images and ``detections.json``.
 
@@ -255,6 +257,9 @@ def run_demo(
             (:class:`utils.cuda_graph.CUDAGraphDetector`; CUDA devices only).
         state: the checkpoint already read from ``checkpoint_path`` with ``load_checkpoint`` (``main.py`` reads it
             first when it needs its flags); None: read it here, once the inputs and ``output_dir`` are checked.
+        size: the input side to run it at, of as many pyramid levels as the checkpoint's (the same layers: 128-448,
+            or 512 and above; ``CheckpointError`` otherwise); None: the checkpoint's. At another side the default
+            ``output_dir`` ends in ``_size<S>``, keeping the demo at the trained size.
 
     Returns:
         ``{"images": readable images, "unreadable": skipped files, "detections": total detections, "removed": drawn
@@ -268,14 +273,17 @@ def run_demo(
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"--score_thresh {score_thresh} must be in [0, 1)")
-    out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path)
+    if size is not None and state is None:  # whether it is another size than the checkpoint's names the folder
+        state = load_checkpoint(checkpoint_path, source="--trained_model")
+    suffix = "" if state is None else other_size_suffix(state["config"], size)
+    out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path, suffix)
     paths = leave_out_drawn_copies(collect_images(inputs), out_dir)
     check_writable_folder(out_dir, "--demo_output")
     names = output_names(paths)
     check_output_folder(out_dir, paths, names)
     device = torch.device(device)
     detector = (load_trained_detector(checkpoint_path, device) if state is None
-                else detector_from_state(state, checkpoint_path, device))
+                else detector_from_state(state, checkpoint_path, device, size))
     postprocessor = PostProcessor(detector.priors, score_thresh=score_thresh, nms_thresh=nms_thresh,
                                   max_per_image=max_per_image)
     detect = _batch_detector(detector.model, postprocessor, device, batch_size, detector.size, cuda_graph)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
-from utils.checkpoint import check_writable_folder
+from utils.checkpoint import check_writable_folder, load_checkpoint, other_size_suffix
 from utils.environment import installed_version, release
 from utils.files import naming_file
 from utils.messages import first_line
@@ -99,6 +99,7 @@ def export_onnx(
     score_thresh: float = 0.005,
     nms_thresh: float = 0.5,
     state: dict | None = None,
+    size: int | None = None,
 ) -> Path:
     """Write the checkpoint's detector as ONNX (see the module docstring) and return the file's path.
 
@@ -110,7 +111,10 @@ def export_onnx(
     the file is checked with ``onnx.checker``; when ``onnxruntime`` is installed, the outputs of the graph without NMS
     are compared with PyTorch's on two random images and the largest absolute difference is printed.
     ``state``: the checkpoint already read from ``checkpoint_path`` with ``load_checkpoint`` (``main.py`` reads it
-    first when it needs its flags); None: read it here, once ``output_path`` is checked.
+    first when it needs its flags); None: read it here, once ``output_path`` is checked. ``size``: the graph's input
+    side S, of as many pyramid levels as the checkpoint's (the same layers, the anchors laid out for S; a
+    ``CheckpointError`` otherwise); None: the checkpoint's. At another side the default ``output_path`` ends in
+    ``_size<S>.onnx``, keeping the export at the trained size.
     """
     check_thresholds("export_onnx", score_thresh, nms_thresh)
     opset = DEFAULT_OPSET if opset is None else opset
@@ -119,7 +123,11 @@ def export_onnx(
     if not _installed("onnx"):  # PyTorch's TorchScript exporter imports it to assemble the file
         raise ValueError("--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the file; "
                          "install it with `pip install -r requirements-export.txt`")
-    path = Path(output_path) if output_path is not None else Path(checkpoint_path).with_suffix(".onnx")
+    if size is not None and state is None:  # whether it is another size than the checkpoint's names the file
+        state = load_checkpoint(checkpoint_path, source="--trained_model")
+    suffix = "" if state is None else other_size_suffix(state["config"], size)
+    path = (Path(output_path) if output_path is not None
+            else Path(checkpoint_path).with_name(f"{Path(checkpoint_path).stem}{suffix}.onnx"))
     if path.resolve() == Path(checkpoint_path).resolve():
         raise ValueError(f"--export_path {path} is the checkpoint itself; give a file name ending in .onnx")
     if path.is_dir():
@@ -128,7 +136,7 @@ def export_onnx(
         raise ValueError(f"--export_path {path} does not end in .onnx; give a file name ending in .onnx")
     check_writable_folder(path.parent, "the folder of --export_path")
     detector = (load_trained_detector(checkpoint_path, "cpu") if state is None
-                else detector_from_state(state, checkpoint_path, "cpu"))
+                else detector_from_state(state, checkpoint_path, "cpu", size))
     if include_nms:
         graph = DetectorWithNMS(detector.model, detector.priors, score_thresh, nms_thresh).eval()
         output_names = ["detections", "batch_index"]

@@ -307,7 +307,9 @@ def check_complete_results(results: Path) -> None:
 def replaced_evaluation_note(out_dir: Path, run_info: Mapping[str, Any]) -> str | None:
     """The note for an evaluation (``run_info`` as :func:`evaluate_detections`', its ``config`` holding the run id)
     about to replace the files of another run's evaluation in ``out_dir``, as its ``summary.json`` records it: runs
-    without ``--name`` share ``eval/<DATASET>/``. None when the folder holds no evaluation, one of the same run (its
+    without ``--name`` share ``eval/<DATASET>/``; or of the same run's at another input size (``input_size``, or for
+    a summary written before it was recorded its config's ``size``: ``--trained_model --size S --eval_dir`` a folder
+    of the trained size's). None when the folder holds no evaluation, one of the same run at the same size (its
     checkpoint again, its best one, an evaluation during training), one of an earlier run of the same checkpoint path
     (a run trained again, whose start said where the earlier checkpoint was kept) or one whose run is not known
     (saved before run ids)."""
@@ -316,8 +318,16 @@ def replaced_evaluation_note(out_dir: Path, run_info: Mapping[str, Any]) -> str 
     earlier_run = earlier_config.get("run_id") if isinstance(earlier_config, dict) else None
     run = (run_info.get("config") or {}).get("run_id")
     same_path = os.path.normpath(str(checkpoint)) == os.path.normpath(str(run_info.get("checkpoint")))
-    if earlier_run is None or run is None or earlier_run == run or same_path:
+    if earlier_run is None or run is None:
         return None
+    if earlier_run == run or same_path:
+        earlier_size = _recorded(summary_file, "input_size") or earlier_config.get("size")
+        size = run_info.get("input_size")
+        if earlier_size is None or size is None or earlier_size == size:
+            return None
+        return (f"note: {out_dir} holds the evaluation of {checkpoint} at --size {earlier_size}: this one at --size "
+                f"{size} replaces its files; give each its own --eval_dir to keep both (without --eval_dir, an "
+                "evaluation at another size than the trained one writes to a folder of its own, ending in _size<S>)")
     return (f"note: {out_dir} holds the evaluation of another run's checkpoint, {checkpoint}: this evaluation replaces "
             "its files; give each run its own --name (or --eval_dir) to keep both (runs without --name, an IoU and a "
             "--mutual_guide run say, share eval/<DATASET>/)")
@@ -383,7 +393,8 @@ def _is_number(value: object) -> bool:
 
 def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int, complete: bool) -> Path:
     """``summary.json``: dataset, split, the data flags it was evaluated with (``evaluated_with``: dataset, data_root,
-    classes, skip_unknown_classes, which ``--eval_results`` reuses), model config, checkpoint, date, image count,
+    classes, skip_unknown_classes, which ``--eval_results`` reuses), model config, the side S the images were resized
+    to (``input_size``: the config's ``size`` but for ``--trained_model --size S``), checkpoint, date, image count,
     every metric (NaN -> null) and ``complete``: whether the folder holds every results file of the evaluation
     (false while they are written)."""
     summary = {
@@ -392,6 +403,7 @@ def write_summary(path: Path, metrics: dict, run_info: dict, num_images: int, co
         "split": run_info.get("split"),
         "evaluated_with": run_info.get("evaluated_with"),
         "config": run_info.get("config"),
+        "input_size": run_info.get("input_size"),
         "checkpoint": None if run_info.get("checkpoint") is None else str(run_info["checkpoint"]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "num_images": num_images,

@@ -15,7 +15,7 @@ from data import DataError, build_loader
 from data.dataset import DetectionDataset
 from data.errors import data_error_elsewhere
 from utils.best_checkpoint import is_best_checkpoint
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, other_size_suffix
 from utils.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -72,7 +72,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     evaluated_with = {key: getattr(args, key) for key in ("dataset", "data_root", "classes", "skip_unknown_classes")}
     evaluated_with |= absolute_data_paths(args)
     run_info = {"dataset": args.dataset, "split": "val2017" if args.dataset == "coco" else "test",
-                "evaluated_with": evaluated_with} | run_info
+                "evaluated_with": evaluated_with, "input_size": args.size} | run_info
     if note := replaced_evaluation_note(out_dir, run_info):
         log.info(note)
     metrics = evaluate_detections(dataset, detections, out_dir, run_info=run_info)
@@ -102,15 +102,18 @@ def eval_folder(args: argparse.Namespace, run_name: str | None = None) -> Path:
     return folder / run_name if run_name else folder
 
 
-def evaluated_run_name(state: Mapping[str, Any], path: str | os.PathLike) -> str | None:
+def evaluated_run_name(state: Mapping[str, Any], path: str | os.PathLike, size: int | None = None) -> str | None:
     """The run name under which ``--trained_model`` evaluates the checkpoint ``state`` read from ``path`` (see
     :func:`eval_folder`): as the run named its files, ``NAME`` for the checkpoint of a run trained with ``--name NAME``
-    and ``NAME_best`` for its best checkpoint; ``None`` for a run without ``--name``. Raises
-    :class:`CheckpointError` for a name main.py never writes (not a file name: the folder would be elsewhere)."""
+    and ``NAME_best`` for its best checkpoint; ``None`` for a run without ``--name``. At an input side ``size`` other
+    than the one it was trained at, ``_size<S>`` ends the name (``size<S>`` alone for a run without ``--name``), so
+    that evaluation keeps the one at the trained size. Raises :class:`CheckpointError` for a name main.py never
+    writes (not a file name: the folder would be elsewhere)."""
     name = state["config"].get("name")
+    suffix = other_size_suffix(state["config"], size)
     if name is None:
-        return None
+        return suffix.removeprefix("_") or None
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
         raise CheckpointError(f"{path} records --name {name!r}, which main.py never writes; it was edited or damaged: "
                               "give --eval_dir to write the evaluation to, or use a checkpoint as main.py saved it")
-    return f"{name}_best" if is_best_checkpoint(state) else name
+    return f"{name}_best{suffix}" if is_best_checkpoint(state) else f"{name}{suffix}"
