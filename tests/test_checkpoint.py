@@ -767,3 +767,17 @@ def test_trained_model_takes_a_size_of_as_many_levels_above_its_anchors_and_refu
                                               r"--base_anchor_size 24\.0 was given: the box offsets it predicts are "
                                               r"relative to the anchors .* --init_from w\.pth --base_anchor_size 24$"):
         check_trained_architecture("w.pth", config, {"size": 192, "base_anchor_size": 24.0}, "evaluate it")
+
+
+def test_init_from_at_a_size_not_above_the_checkpoints_anchors_names_where_the_anchor_size_came_from():
+    """--init_from of a checkpoint trained with --base_anchor_size 150 at --size 128: the refusal said
+    "--base_anchor_size 150: ... must be from 1 to below the --size 128 input", a flag that was not given (taken from
+    the checkpoint); it now names the checkpoint and both ways out. A --base_anchor_size given below 128 fits."""
+    config = {"version": "fssd", "backbone": "resnet18", "size": 320, "base_anchor_size": 150.0}
+    with pytest.raises(CheckpointError) as error:
+        check_init_architecture("w.pth", config, {"size": 128})
+    assert str(error.value) == ("w.pth was trained with --base_anchor_size 150, not below --size 128: every anchor "
+                                "would cover the whole image; fine-tune it at a --size above 150, or give a "
+                                "--base_anchor_size below 128")
+    check_init_architecture("w.pth", config, {"size": 128, "base_anchor_size": 32.0})
+    check_init_architecture("w.pth", config, {"size": 192})

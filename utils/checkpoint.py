@@ -438,9 +438,13 @@ def check_init_architecture(path: str | os.PathLike, saved_config: Mapping[str, 
                             requested: Mapping[str, Any]) -> None:
     """``--init_from``: :func:`check_architecture` for ``--version`` and ``--backbone``; another ``--size`` fits the
     checkpoint's weights when its model has as many pyramid levels (:func:`check_pyramid_levels`); another
-    ``--base_anchor_size`` changes the anchors alone, no layer, and is taken (the fine-tuning learns them)."""
+    ``--base_anchor_size`` changes the anchors alone, no layer, and is taken (the fine-tuning learns them); the
+    checkpoint's, taken when none is given, must be below the ``--size`` given."""
     check_architecture(path, saved_config, {key: requested.get(key) for key in ("version", "backbone")})
     check_pyramid_levels(path, saved_config, requested.get("size"), "fine-tune it")
+    if requested.get("base_anchor_size") is None:
+        _check_anchors_below(path, saved_config, requested.get("size"), "fine-tune it",
+                             f"give a --base_anchor_size below {requested.get('size')}")
 
 
 def check_trained_architecture(path: str | os.PathLike, saved_config: Mapping[str, Any],
@@ -459,12 +463,19 @@ def check_trained_architecture(path: str | os.PathLike, saved_config: Mapping[st
             "box (another --size keeps them: their side is in pixels); drop --base_anchor_size, or fine-tune it on "
             f"these anchors with --init_from {path} --base_anchor_size {exact_number(wanted)}")
     check_architecture(path, saved_config, {key: requested.get(key) for key in ("version", "backbone")})
-    size = requested.get("size")
-    check_pyramid_levels(path, saved_config, size, use)
+    check_pyramid_levels(path, saved_config, requested.get("size"), use)
+    _check_anchors_below(path, saved_config, requested.get("size"), use, "drop --size")
+
+
+def _check_anchors_below(path: str | os.PathLike, saved_config: Mapping[str, Any], size: int | None, use: str,
+                         other_fix: str) -> None:
+    """Refuse a ``--size`` not above the ``--base_anchor_size`` the checkpoint ``path`` was trained with (taken with
+    it): every anchor would cover the whole image. ``use`` and ``other_fix`` end the message."""
+    have = saved_config.get("base_anchor_size")
     if size is not None and type(have) in (int, float) and not have < size:
         raise CheckpointError(f"{path} was trained with --base_anchor_size {exact_number(have)}, not below --size "
                               f"{size}: every anchor would cover the whole image; {use} at a --size above "
-                              f"{exact_number(have)}, or drop --size")
+                              f"{exact_number(have)}, or {other_fix}")
 
 
 def check_pyramid_levels(path: str | os.PathLike, saved_config: Mapping[str, Any], size: int | None,
