@@ -305,7 +305,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval_dir", type=str, default=None, metavar="PATH",
                      help="folder for the evaluation's detections and summary.json (default: eval/<DATASET>/NAME for "
                           "a run given --name NAME, and for --trained_model of its checkpoint, NAME_best of its best "
-                          "checkpoint; else eval/<DATASET>)")
+                          "checkpoint; else eval/<DATASET>; --trained_model at another --size S than the trained one "
+                          "ends NAME in _size<S>, or writes to eval/<DATASET>/size<S> for a run without --name)")
     run.add_argument("--nms_thresh", type=float, default=None,
                      help=f"per-class NMS IoU threshold of evaluation, --demo and --export_nms (default: "
                           f"{DEFAULT_NMS_THRESH:g}; with --resume PATH and --trained_model, its run's)")

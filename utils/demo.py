@@ -495,14 +495,16 @@ def add_use_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="detect on images: files, folders or quoted globs ('photos/**/*.jpg'); writes drawn "
                             "images and detections.json to --demo_output")
     group.add_argument("--demo_output", type=str, default=None, metavar="DIR",
-                       help="folder for the demo results (default: eval/demo/<checkpoint stem>/)")
+                       help="folder for the demo results (default: eval/demo/<checkpoint stem>/; at another --size "
+                            "S than the trained one, eval/demo/<checkpoint stem>_size<S>/)")
     group.add_argument("--score_thresh", type=float, default=None,  # None: not given (DEFAULT_SCORE_THRESH)
                        help="--demo: keep and draw detections scoring above this; --export_nms: the graph's score "
                             f"threshold (default: {DEFAULT_SCORE_THRESH:g})")
     group.add_argument("--export", type=str.lower, choices=("onnx",), default=None,
                        help="export the network with box decoding and sigmoid scores to ONNX and exit")
     group.add_argument("--export_path", type=str, default=None, metavar="FILE",
-                       help="ONNX file to write, ending in .onnx (default: the checkpoint path with .onnx)")
+                       help="ONNX file to write, ending in .onnx (default: the checkpoint path with .onnx; at another "
+                            "--size S than the trained one, with _size<S>.onnx)")
     group.add_argument("--opset", type=int, default=None,
                        help=f"ONNX opset version, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
     group.add_argument("--export_nms", action="store_true",
