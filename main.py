@@ -136,6 +136,7 @@ from utils.run_exit import (  # noqa: E402
     log_error,
     refused_file_advice,
     refused_file_operation,
+    worker_failure,
 )
 from utils.run_flags import (  # noqa: E402
     AMP_CHOICES,
@@ -411,13 +412,16 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         by = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         log_error(ctx, f"interrupted ({by}) before it had anything to save; run the same command again")
         return EXIT_INTERRUPTED
-    except OSError as error:  # a file operation the system refused: a full disk, a permission, a vanished folder
-        if error.filename is None:  # not about a file (a network error, say): the traceback tells more
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then run again",
-                  every_process=True)
-        return EXIT_REFUSED_BY_SYSTEM
-    except (RuntimeError, MemoryError) as error:
+    except (OSError, RuntimeError, MemoryError) as error:
+        if failure := worker_failure(error, args.workers or 0):  # killed, out of shared memory or file descriptors
+            log_error(ctx, f"error: {failure}, then run again", every_process=True)
+            return EXIT_REFUSED_BY_SYSTEM
+        if isinstance(error, OSError):  # a file operation the system refused: a full disk, a permission, a folder gone
+            if error.filename is None:  # not about a file (a network error, say): the traceback tells more
+                raise
+            log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then run again",
+                      every_process=True)
+            return EXIT_REFUSED_BY_SYSTEM
         if lost_another_process(error):  # in a collective after training (the final evaluation) or with no training
             log_error(ctx, f"stopped: {LOST_PROCESS}", every_process=True)
             return EXIT_REFUSED_BY_SYSTEM

@@ -122,9 +122,10 @@ def test_every_call_of_the_module_map_names_a_public_name_with_its_arguments_and
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
-# flags of other programs that the pages show (torchrun, timeout, pip)
+# flags of other programs that the pages show (torchrun, timeout, pip, docker)
 OTHER_PROGRAMS_FLAGS = {"--nproc_per_node", "--foreground", "--no-deps", "--only-binary", "--python-version",
-                        "--implementation", "--platform", "--no-index", "--target"}
+                        "--implementation", "--platform", "--no-index", "--target",
+                        "--shm-size", "--ipc"}
 SCRIPT = re.compile(r"(?:^|\s)(?:main\.py|benchmarks/(\w+)\.py)(?=\s|$)")
 
 

@@ -910,6 +910,29 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, err
     assert err == f"error: out of memory ({first}); lower --batch_size or --size, then run again\n"
 
 
+@pytest.mark.parametrize("error, line", [
+    (RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "),
+     "error: a DataLoader worker process was killed (SIGKILL), most often by the system's out-of-memory killer or a "
+     "container's memory limit: lower --workers (2 here; 0 loads the data in this process), then run again\n"),
+    (RuntimeError("unable to open shared memory object </torch_8182_3567019908_2> in read-write mode: Too many open "
+                  "files (24)"),
+     "error: no file descriptor left for the batches the DataLoader workers hand over (each tensor holds one until "
+     "this process takes it): raise the limit (ulimit -n 65536 in the shell that starts main.py) or lower --workers "
+     "(2 here; 0 loads the data in this process), then run again\n"),
+])
+def test_a_worker_failure_outside_training_is_one_line_naming_the_cause_and_the_fix(monkeypatch, capsys, error, line):
+    """An evaluation (--trained_model) whose DataLoader worker is killed, or whose workers run out of file
+    descriptors: PyTorch's traceback before."""
+    def run_evaluation_only(*_):
+        raise error
+
+    monkeypatch.setattr(cli, "run_evaluation_only", run_evaluation_only)
+    monkeypatch.setattr(cli, "load_checkpoint", lambda path, source: {"config": {"dataset": "shapes"}})
+    evaluate = parse("--dataset", "shapes", "--device", "cpu", "--trained_model", "w.pth", "--workers", "2")
+    assert cli.main(evaluate) == EXIT_REFUSED_BY_SYSTEM
+    assert capsys.readouterr().err == line
+
+
 @pytest.mark.parametrize("mode, argv", [
     ("--demo", ("--trained_model", "w.pth", "--demo", "images")),
     ("--export", ("--trained_model", "w.pth", "--export", "onnx")),

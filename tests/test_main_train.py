@@ -1002,6 +1002,58 @@ def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_r
     assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
 
 
+# PyTorch's SIGCHLD handler raises it wherever the main process is when a worker is killed (here, in the loss)
+_WORKER_KILLED = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+
+class _WorkerKilledAt(MultiBoxLoss):
+    """MultiBoxLoss that meets a DataLoader worker killed by the out-of-memory killer at its 6th call (iteration 6,
+    after the checkpoint of iteration 4)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 6:
+            raise _WORKER_KILLED
+        return super().forward(*args, **kwargs)
+
+
+def test_a_worker_killed_mid_run_is_one_line_naming_the_cause_and_how_to_continue(shapes_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """It was PyTorch's traceback, in no log, without a word of the memory, --workers or the checkpoint kept."""
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _WorkerKilledAt)
+    assert run(tmp_path, base_args(shapes_root, "--workers", "2")) == EXIT_REFUSED_BY_SYSTEM
+    error = ("error: a DataLoader worker process was killed (SIGKILL), most often by the system's out-of-memory killer "
+             "or a container's memory limit: lower --workers (2 here; 0 loads the data in this process), then "
+             "continue with the same command plus --resume (from iteration 4)\n")
+    assert capsys.readouterr().err.endswith(error)
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" " + error)
+    assert load_checkpoint(tmp_path / "weights" / CKPT.format(""))["iteration"] == 4
+
+
+def test_a_worker_killed_in_the_final_evaluation_says_how_to_evaluate_the_saved_run(shapes_root, tmp_path,
+                                                                                    monkeypatch, capsys):
+    def worker_killed(*_):
+        raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly") from RuntimeError(
+            "DataLoader worker (pid 4242) is killed by signal: Bus error. It is possible that dataloader's workers are "
+            "out of shared memory. Please try to raise your shared memory limit.")
+
+    monkeypatch.setattr(training_run, "evaluate", worker_killed)
+    argv = base_args(shapes_root, "--max_iter", "2", "--warm_iter", "1", "--workers", "2")
+    assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
+    checkpoint = Path("weights") / CKPT.format("")
+    error = ("error: a DataLoader worker process died of a bus error: the shared memory (/dev/shm) through which the "
+             "workers hand over their batches is full; give the container more (docker run --shm-size 8g, or "
+             "--ipc=host) or lower --workers (2 here; 0 loads the data in this process); training is complete and "
+             f"saved in {checkpoint}, but its evaluation stopped: evaluate it with: python main.py --trained_model "
+             f"{checkpoint}\n")
+    assert capsys.readouterr().err.endswith(error)
+    assert (tmp_path / "run" / "log.txt").read_text().endswith(" " + error)
+
+
 class _PeerKilledAt(MultiBoxLoss):
     """MultiBoxLoss whose 4th call meets gloo's closed connection, as a collective does under torchrun when another
     process was killed (iteration 4, after the checkpoint of iteration 2)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,81 @@ def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation that failed: a CUDA out-of-memory error, Python's MemoryError, or the
     CPU allocator's RuntimeError."""
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
+
+
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: ([^.]+)\.")
+_WORKER_GONE = "DataLoader worker (pid"  # ... exited unexpectedly (with exit code N), or is killed by signal: NAME
+# PyTorch's shared memory files are /torch_<pid>_...; "unable to mmap" alone may be a checkpoint read with mmap=True
+_SHARED_MEMORY = ("shared memory object </torch_", "to file </torch_", "from file </torch_")
+_TOO_MANY_FILES = "Too many open files"
+_WORKERS_RUN_OUT = ("Caught MemoryError in DataLoader worker", "Caught OutOfMemoryError in DataLoader worker")
+# where this process takes a tensor from the worker that made it (its file descriptor, through a socket)
+_FROM_A_WORKER = tuple(os.path.join("multiprocessing", name) for name in ("resource_sharer.py", "reductions.py"))
+
+
+def _raised_in(error: BaseException, files: tuple[str, ...]) -> bool:
+    """Whether ``error``'s traceback passes through a file whose path ends with one of ``files``."""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(files):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then the error it was raised from or during, and so on."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def worker_failure(error: BaseException, workers: int) -> str | None:
+    """What stopped the DataLoader's worker processes (``workers``: ``--workers``) and what to change, in one line
+    to follow ``error: ``; None when ``error`` is not theirs. PyTorch reports them as RuntimeErrors without a word
+    of the fix: a worker killed by SIGKILL (the out-of-memory killer, a container's memory limit), one killed by
+    SIGBUS or an allocation refused in shared memory (``/dev/shm`` full: Docker gives 64 MB unless told more), no
+    file descriptor left (each tensor a worker hands over holds one until this process takes it), a worker that ran
+    out of memory, one that ended while this process took a batch from it (a ConnectionError), or one that exited or
+    died of another signal. The fixes leave the data stream unchanged, so ``--resume`` takes them."""
+    if workers == 0:
+        return None
+    fewer = f"lower --workers ({workers} here; 0 loads the data in this process)"
+    if isinstance(error, ConnectionError) and _raised_in(error, _FROM_A_WORKER):
+        return ("a DataLoader worker process ended while it handed over a batch (killed, often by the out-of-memory "
+                f"killer or a container's memory limit): {fewer}")
+    if not isinstance(error, (RuntimeError, MemoryError)):
+        return None
+    # the death PyTorch's SIGCHLD handler reports, raised while this process waited for a batch, is the cause of its
+    # "DataLoader worker (pid(s) N) exited unexpectedly"
+    text = "\n".join(str(link) for link in _chain(error))
+    if killed := _WORKER_KILLED.search(text):
+        signal_name = killed.group(1)
+        if signal_name == "Killed":
+            return ("a DataLoader worker process was killed (SIGKILL), most often by the system's out-of-memory killer "
+                    f"or a container's memory limit: {fewer}")
+        if signal_name == "Bus error":
+            return ("a DataLoader worker process died of a bus error: the shared memory (/dev/shm) through which the "
+                    "workers hand over their batches is full; give the container more (docker run --shm-size 8g, or "
+                    f"--ipc=host) or {fewer}")
+        return (f"a DataLoader worker process died of a signal ({signal_name}): run with --workers 0 to see where, in "
+                "this process")
+    if _TOO_MANY_FILES in text:
+        return ("no file descriptor left for the batches the DataLoader workers hand over (each tensor holds one until "
+                f"this process takes it): raise the limit (ulimit -n 65536 in the shell that starts main.py) or "
+                f"{fewer}")
+    if reason := next((line.strip() for line in text.splitlines() if any(m in line for m in _SHARED_MEMORY)), None):
+        return (f"the DataLoader workers ran out of shared memory (/dev/shm: {reason}); give the container more "
+                f"(docker run --shm-size 8g, or --ipc=host) or {fewer}")
+    if text.startswith(_WORKERS_RUN_OUT):
+        return f"a DataLoader worker process ran out of memory: {fewer}"
+    if _WORKER_GONE in text:
+        return ("a DataLoader worker process exited unexpectedly (killed, often by the out-of-memory killer, or ended "
+                f"by an error): {fewer}; --workers 0 shows an error where it happens")
+    return None
 
 
 def refused_file_operation(error: OSError) -> str:

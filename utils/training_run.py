@@ -68,6 +68,7 @@ from utils.run_exit import (
     refused_file_advice,
     refused_file_operation,
     stopped_run_advice,
+    worker_failure,
 )
 from utils.run_lock import exclusive_run
 from utils.training_setup import (
@@ -441,13 +442,17 @@ def train_to_the_end(args: argparse.Namespace, device: torch.device, ctx: Distri
                       "the same command again")
         log.info(f"training stopped by a data error: {outcome}; {fix_the_file}, then {go_on}")
         return EXIT_BAD_INPUT
-    except OSError as error:  # a full disk at a checkpoint or a log write: the last checkpoint is whole
-        if error.filename is None:
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then "
-                       f"{checkpoints.how_to_go_on(args)}", every_process=True, log=log)
-        return EXIT_REFUSED_BY_SYSTEM
-    except (RuntimeError, MemoryError) as error:
+    except (OSError, RuntimeError, MemoryError) as error:
+        if failure := worker_failure(error, args.workers):  # killed, out of shared memory: the last checkpoint is whole
+            go_on = "run again" if checkpoints.last_saved is None else checkpoints.how_to_go_on(args)  # other flags
+            log_error(ctx, f"error: {failure}, then {go_on}", every_process=True, log=log)
+            return EXIT_REFUSED_BY_SYSTEM
+        if isinstance(error, OSError):  # a full disk at a checkpoint or a log write: the last checkpoint is whole
+            if error.filename is None:
+                raise
+            log_error(ctx, f"error: {refused_file_operation(error)}; {refused_file_advice(error)}, then "
+                           f"{checkpoints.how_to_go_on(args)}", every_process=True, log=log)
+            return EXIT_REFUSED_BY_SYSTEM
         if lost_another_process(error):  # its own line, if any, or torchrun's summary says why
             log_error(ctx, f"stopped: {LOST_PROCESS}; {checkpoints.kept()}; {checkpoints.how_to_go_on(args)}",
                       every_process=True)
@@ -484,14 +489,18 @@ def evaluate_at_the_end(args: argparse.Namespace, ctx: DistributedContext, log: 
     except KeyboardInterrupt:
         log.info(f"evaluation interrupted; training is complete and saved in {checkpoint_path}: {evaluate_later}")
         return EXIT_INTERRUPTED
-    except OSError as error:  # in log.txt too where it can be written (a full disk refuses it)
-        if error.filename is None:
-            raise
-        log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in {checkpoint_path}, "
-                       f"but its evaluation stopped: {refused_file_advice(error)}, then {evaluate_later}",
-                  every_process=True, log=log)
-        return EXIT_REFUSED_BY_SYSTEM
-    except (RuntimeError, MemoryError) as error:
+    except (OSError, RuntimeError, MemoryError) as error:  # in log.txt too where it can be written
+        if failure := worker_failure(error, args.workers):
+            log_error(ctx, f"error: {failure}; training is complete and saved in {checkpoint_path}, but its evaluation "
+                           f"stopped: {evaluate_later}", every_process=True, log=log)
+            return EXIT_REFUSED_BY_SYSTEM
+        if isinstance(error, OSError):  # a full disk refuses log.txt's line
+            if error.filename is None:
+                raise
+            log_error(ctx, f"error: {refused_file_operation(error)}; training is complete and saved in "
+                           f"{checkpoint_path}, but its evaluation stopped: {refused_file_advice(error)}, then "
+                           f"{evaluate_later}", every_process=True, log=log)
+            return EXIT_REFUSED_BY_SYSTEM
         if not is_out_of_memory(error):
             raise
         # one image per batch already, or inside a program whose command continues the run: no fewer to give
