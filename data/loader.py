@@ -209,6 +209,13 @@ def _stop_signals_blocked(start_method: str) -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+# Seconds the main process waits for a batch from its workers before it stops with an error: PyTorch waits forever by
+# default, and a worker that hangs (on a stalled network file system, or whose batch was lost) held the run without a
+# word. Where SIGCHLD exists PyTorch still reports a dead worker at once; on Windows a timeout would delay that, as its
+# only check of the workers runs between waits: none there.
+WORKER_TIMEOUT_S = 600 if hasattr(signal, "SIGCHLD") else 0
+
+
 class WorkerLoader(DataLoader):
     """A DataLoader whose worker processes leave Ctrl-C/SIGTERM to the main process, from their start.
 
@@ -222,9 +229,13 @@ class WorkerLoader(DataLoader):
     Where data warnings are shown on one line (``main.py``), the workers hand their warning lines to this process,
     which prints them through tqdm as the batches come (:func:`_showing_worker_lines`): a worker printing to stderr
     itself continued the line of a progress bar drawn here.
+
+    With workers, a batch that takes more than :data:`WORKER_TIMEOUT_S` to come raises PyTorch's RuntimeError
+    "DataLoader timed out" (unless ``timeout`` is given).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", WORKER_TIMEOUT_S if kwargs.get("num_workers", 0) > 0 else 0)
         # where main.py shows data warnings on one line, the workers' lines are printed by this process (__iter__)
         shows_lines = data_warnings_shown() is not None and kwargs.get("num_workers", 0) > 0
         self._worker_lines = SharedLines() if shows_lines else None

@@ -1,12 +1,15 @@
 """DataLoader worker processes that fail the way containers and clusters make them (killed by the out-of-memory
 killer, a bus error from a full /dev/shm, no file descriptor left): PyTorch's RuntimeError turned into one line naming
 the cause and the fix (:func:`utils.run_exit.worker_failure`), in main.py and in a training run."""
+import multiprocessing
 import os
 import signal
 
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
+from data import loader as loader_module
+from data.loader import WorkerLoader
 from utils.run_exit import worker_failure
 
 
@@ -104,3 +107,42 @@ def test_shared_memory_descriptors_and_memory_of_the_workers_are_named_with_thei
 ])
 def test_other_errors_are_not_taken_for_the_workers(error, workers):
     assert worker_failure(error, workers) is None
+
+
+class _StuckDataset(Dataset):
+    """Items 0..3; the worker that loads item 1 waits for ``released`` (a file system that stalled)."""
+
+    def __init__(self, released) -> None:
+        self.released = released
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        if index == 1:
+            self.released.wait(30)
+        return index
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="POSIX: fork, and a timeout")
+def test_a_worker_that_hangs_stops_the_loader_with_a_line_naming_it(monkeypatch):
+    """A worker that never hands its batch over held the run forever (PyTorch waits without a timeout by default):
+    the loader now stops after ``WORKER_TIMEOUT_S`` without a batch (here 1 s)."""
+    assert WorkerLoader(_StuckDataset(None), num_workers=2).timeout == loader_module.WORKER_TIMEOUT_S == 600
+    assert WorkerLoader(_StuckDataset(None), num_workers=0).timeout == 0  # no worker to wait for
+    monkeypatch.setattr(loader_module, "WORKER_TIMEOUT_S", 1)
+    context = multiprocessing.get_context("fork")
+    released = context.Event()
+    batches = iter(WorkerLoader(_StuckDataset(released), batch_size=1, num_workers=1, collate_fn=list,
+                                multiprocessing_context=context))
+    try:
+        assert next(batches) == [0]
+        with pytest.raises(RuntimeError) as caught:
+            next(batches)
+    finally:
+        released.set()
+        batches._shutdown_workers()
+    assert worker_failure(caught.value, workers=1) == (
+        "no batch came from the DataLoader workers in 1 s: one is stuck (reading from a stalled file system, say) or "
+        "lost its batch (its error above says why); fix what holds it, or lower --workers (1 here; 0 loads the data "
+        "in this process)")

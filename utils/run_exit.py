@@ -87,6 +87,7 @@ _WORKER_GONE = "DataLoader worker (pid"  # ... exited unexpectedly (with exit co
 # PyTorch's shared memory files are /torch_<pid>_...; "unable to mmap" alone may be a checkpoint read with mmap=True
 _SHARED_MEMORY = ("shared memory object </torch_", "to file </torch_", "from file </torch_")
 _TOO_MANY_FILES = "Too many open files"
+_WORKERS_TIMED_OUT = re.compile(r"DataLoader timed out after ([\d.]+) seconds")  # data.loader.WORKER_TIMEOUT_S
 _WORKERS_RUN_OUT = ("Caught MemoryError in DataLoader worker", "Caught OutOfMemoryError in DataLoader worker")
 # where this process takes a tensor from the worker that made it (its file descriptor, through a socket)
 _FROM_A_WORKER = tuple(os.path.join("multiprocessing", name) for name in ("resource_sharer.py", "reductions.py"))
@@ -118,8 +119,9 @@ def worker_failure(error: BaseException, workers: int) -> str | None:
     of the fix: a worker killed by SIGKILL (the out-of-memory killer, a container's memory limit), one killed by
     SIGBUS or an allocation refused in shared memory (``/dev/shm`` full: Docker gives 64 MB unless told more), no
     file descriptor left (each tensor a worker hands over holds one until this process takes it), a worker that ran
-    out of memory, one that ended while this process took a batch from it (a ConnectionError), or one that exited or
-    died of another signal. The fixes leave the data stream unchanged, so ``--resume`` takes them."""
+    out of memory, one that ended while this process took a batch from it (a ConnectionError), workers that sent no
+    batch within the loader's timeout (hung), or one that exited or died of another signal. The fixes leave the data
+    stream unchanged, so ``--resume`` takes them."""
     if workers == 0:
         return None
     fewer = f"lower --workers ({workers} here; 0 loads the data in this process)"
@@ -142,6 +144,10 @@ def worker_failure(error: BaseException, workers: int) -> str | None:
                     f"--ipc=host) or {fewer}")
         return (f"a DataLoader worker process died of a signal ({signal_name}): run with --workers 0 to see where, in "
                 "this process")
+    if timed_out := _WORKERS_TIMED_OUT.search(text):
+        return (f"no batch came from the DataLoader workers in {timed_out.group(1)} s: one is stuck (reading from a "
+                "stalled file system, say) or lost its batch (its error above says why); fix what holds it, or "
+                f"{fewer}")
     if _TOO_MANY_FILES in text:
         return ("no file descriptor left for the batches the DataLoader workers hand over (each tensor holds one until "
                 f"this process takes it): raise the limit (ulimit -n 65536 in the shell that starts main.py) or "
