@@ -156,17 +156,23 @@ def test_a_run_on_a_coco_category_holding_a_comma_resumes(coco_comma_run, capsys
     assert "  person, sitting  " in captured.out
 
 
-def test_eval_results_does_not_read_a_recorded_class_name_as_the_file_of_that_name_in_the_working_folder(
-        tmp_path, monkeypatch, capsys):
-    """An evaluation given ``--classes dog`` (no file of that name then: a file would be recorded by its absolute
-    path) records ``dog``; --eval_results, where a file named dog has appeared since, re-scores class dog."""
+def _evaluate_one_dog_found(tmp_path: Path) -> None:
+    """eval/ under ``tmp_path``: the evaluation, recorded with ``--classes dog``, of one detection (score 0.9) that
+    finds the one dog of a VOC-layout test split under ``tmp_path / "voc"``."""
     root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
-    monkeypatch.chdir(tmp_path)
     dataset = build_dataset("custom", "test", 128, data_root=str(root), classes="dog")
     detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])}]
     evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": "dog", "skip_unknown_classes": False}
     evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
         "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
+
+
+def test_eval_results_does_not_read_a_recorded_class_name_as_the_file_of_that_name_in_the_working_folder(
+        tmp_path, monkeypatch, capsys):
+    """An evaluation given ``--classes dog`` (no file of that name then: a file would be recorded by its absolute
+    path) records ``dog``; --eval_results, where a file named dog has appeared since, re-scores class dog."""
+    monkeypatch.chdir(tmp_path)
+    _evaluate_one_dog_found(tmp_path)
     Path("dog").write_text("cat\nhorse\n")
     capsys.readouterr()
     assert run("--eval_results", "eval") == 0
@@ -263,15 +269,10 @@ def test_eval_results_on_an_object_of_a_class_the_results_lack_says_to_skip_it_n
     """A test XML given an object of another class since the evaluation: --eval_results said "add it to --classes",
     which scored that class as no detections (AP 0, halving the means); the detections are of the evaluation's
     classes, so only --skip_unknown_classes re-scores them."""
-    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
     monkeypatch.chdir(tmp_path)
-    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes="dog")
-    detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])}]
-    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": "dog", "skip_unknown_classes": False}
-    evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
-        "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
-    write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
-                     {"test": ["a"]})
+    _evaluate_one_dog_found(tmp_path)
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
+                            {"test": ["a"]})
     capsys.readouterr()
     assert run("--eval_results", "eval") == 2
     err = capsys.readouterr().err

@@ -977,22 +977,26 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(shape
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-class _OutOfMemoryAt(MultiBoxLoss):
-    """MultiBoxLoss that runs out of CUDA memory at its 6th call (iteration 6, after the checkpoint of iteration 4)."""
+def _loss_raising_at(call: int, error: BaseException) -> type[MultiBoxLoss]:
+    """A MultiBoxLoss that raises ``error`` at its ``call``-th call (iteration ``call``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.calls = 0
+    class RaisingAt(MultiBoxLoss):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls = 0
 
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == 6:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nSee documentation")
-        return super().forward(*args, **kwargs)
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == call:
+                raise error
+            return super().forward(*args, **kwargs)
+
+    return RaisingAt
 
 
 def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(training_setup, "MultiBoxLoss", _OutOfMemoryAt)
+    out_of_memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nSee documentation")
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _loss_raising_at(6, out_of_memory))
     assert run(tmp_path, base_args(shapes_root)) == EXIT_REFUSED_BY_SYSTEM
     error = ("error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.); free the memory, then continue "
              "with the same command plus --resume (from iteration 4); or start again with a lower --batch_size or "
@@ -1006,25 +1010,10 @@ def test_out_of_memory_mid_run_says_how_to_continue_from_its_checkpoint(shapes_r
 _WORKER_KILLED = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
 
 
-class _WorkerKilledAt(MultiBoxLoss):
-    """MultiBoxLoss that meets a DataLoader worker killed by the out-of-memory killer at its 6th call (iteration 6,
-    after the checkpoint of iteration 4)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.calls = 0
-
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == 6:
-            raise _WORKER_KILLED
-        return super().forward(*args, **kwargs)
-
-
 def test_a_worker_killed_mid_run_is_one_line_naming_the_cause_and_how_to_continue(shapes_root, tmp_path, monkeypatch,
                                                                                  capsys):
     """It was PyTorch's traceback, in no log, without a word of the memory, --workers or the checkpoint kept."""
-    monkeypatch.setattr(training_setup, "MultiBoxLoss", _WorkerKilledAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _loss_raising_at(6, _WORKER_KILLED))
     assert run(tmp_path, base_args(shapes_root, "--workers", "2")) == EXIT_REFUSED_BY_SYSTEM
     error = ("error: a DataLoader worker process was killed (SIGKILL), most often by the system's out-of-memory killer "
              "or a container's memory limit: lower --workers (2 here; 0 loads the data in this process), then "
@@ -1054,26 +1043,15 @@ def test_a_worker_killed_in_the_final_evaluation_says_how_to_evaluate_the_saved_
     assert (tmp_path / "run" / "log.txt").read_text().endswith(" " + error)
 
 
-class _PeerKilledAt(MultiBoxLoss):
-    """MultiBoxLoss whose 4th call meets gloo's closed connection, as a collective does under torchrun when another
-    process was killed (iteration 4, after the checkpoint of iteration 2)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.calls = 0
-
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == 4:
-            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
-                               "[127.0.0.1]:29500")
-        return super().forward(*args, **kwargs)
+# gloo's closed connection, as a collective meets it under torchrun when another process was killed
+_PEER_KILLED = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                            "[127.0.0.1]:29500")
 
 
 def test_a_process_killed_mid_run_is_one_line_saying_how_to_continue(shapes_root, tmp_path, monkeypatch, capsys):
     """Under torchrun, another process killed without a word used to leave a gloo traceback on this one; it now says
     what happened and how to go on from the last checkpoint, which is whole."""
-    monkeypatch.setattr(training_setup, "MultiBoxLoss", _PeerKilledAt)
+    monkeypatch.setattr(training_setup, "MultiBoxLoss", _loss_raising_at(4, _PEER_KILLED))
     argv = base_args(shapes_root, "--max_iter", "6", "--warm_iter", "1", "--checkpoint_interval", "2")
     assert run(tmp_path, argv) == EXIT_REFUSED_BY_SYSTEM
     checkpoint = Path("weights") / CKPT.format("")
