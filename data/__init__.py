@@ -260,13 +260,13 @@ def _coco_missing_files_hint(root: Path, name: str) -> str:
 def _build_coco(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None, *,
                 skip_unknown_classes: bool, classes_fixed_by: str | None, **options) -> COCODetection:
     name = "train2017" if split == "train" else "val2017"
+    kept = _kept_coco_classes(split, classes, class_order, skip_unknown_classes, classes_fixed_by)
     return COCODetection(
         root / "annotations" / f"instances_{name}.json", root / name, drop_empty=split == "train",
         download_hint=LazyText(lambda: _coco_download_hint(root, name)),
-        missing_files_hint=LazyText(lambda: _coco_missing_files_hint(root, name)), class_order=class_order,
-        index_annotations=split != "train",
-        kept_classes=_kept_coco_classes(split, classes, class_order, skip_unknown_classes, classes_fixed_by),
-        **options
+        missing_files_hint=LazyText(lambda: _coco_missing_files_hint(root, name)),
+        class_order=_label_order(split, classes, class_order, kept, classes_fixed_by),
+        index_annotations=split != "train", kept_classes=kept, **options
     )
 
 
@@ -282,6 +282,16 @@ def _kept_coco_classes(split: str, classes: list[str] | None, class_order: Seque
     if classes is not None:
         return classes
     return class_order if split == "test" or classes_fixed_by is not None else None
+
+
+def _label_order(split: str, classes: list[str] | None, class_order: Sequence[str] | None,
+                 kept: Sequence[str] | None, classes_fixed_by: str | None) -> Sequence[str] | None:
+    """The ``class_order`` a COCO-layout split's labels follow: ``None`` (``--classes``' order) for a new run's
+    training split of the categories ``--classes`` keeps (``--skip_unknown_classes``), whose ``--init_from``
+    checkpoint's order does not override the order typed (its classification weights are moved to these labels, as
+    on a VOC layout); else ``class_order``."""
+    typed = split == "train" and kept is not None and classes is not None and classes_fixed_by is None
+    return None if typed else class_order
 
 
 def _layout_hint(root: Path, split: str) -> str:
@@ -397,9 +407,10 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
     if image_folder is None:
         stem = annotation_file.stem.removeprefix("instances_")
         raise DatasetNotFoundError(f"{root / stem} (or {root / 'images'}) not found: the images of {annotation_file}")
-    kept = _kept_coco_classes(split, classes, class_order, options.pop("skip_unknown_classes"),
-                              options.pop("classes_fixed_by"))
-    dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train", class_order=class_order,
+    classes_fixed_by = options.pop("classes_fixed_by")
+    kept = _kept_coco_classes(split, classes, class_order, options.pop("skip_unknown_classes"), classes_fixed_by)
+    dataset = COCODetection(annotation_file, image_folder, require_boxes=split == "train",
+                            class_order=_label_order(split, classes, class_order, kept, classes_fixed_by),
                             index_annotations=split != "train", kept_classes=kept, **options)
     other_file = find_coco_annotation(root, "test" if split == "train" else "train")
     if other_file is not None:

@@ -211,3 +211,15 @@ def test_a_test_json_without_objects_of_the_classes_kept_says_so(tmp_path):
         f"{json_path}: the test split's 4 images hold no object of triangle to score (none, or all marked iscrowd=1; "
         "the objects of the other categories are left out by --skip_unknown_classes), so every AP would be undefined: "
         "annotate the test images, or evaluate on a json holding objects of these classes")
+
+
+def test_classes_keep_their_order_beside_an_init_from_checkpoint_of_the_same_classes_in_another(tmp_path):
+    """``--init_from`` (its class names the ``class_order``) with ``--classes circle,triangle --skip_unknown_classes``
+    on a json: the labels followed the checkpoint's order (triangle, Circle), not the order typed, as they do on a
+    VOC layout and without --init_from (the checkpoint's classification weights are moved to the labels typed)."""
+    write_coco(tmp_path, "train", instances())
+    with pytest.warns(DataWarning, match="object of an unknown class skipped: 4"):
+        train = build_dataset("custom", "train", 64, data_root=str(tmp_path), classes="circle,triangle",
+                              skip_unknown_classes=True, class_order=["triangle", "circle"])
+    assert train.class_names == ["Circle", "triangle"] and train.category_ids == [1, 4]
+    assert [train.annotation(i)[1].tolist() for i in range(len(train))] == [[0], [], [1], [0, 0]]

@@ -59,8 +59,9 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
     class list every weight but the
     classification layers is taken, and those start afresh (fine-tuning on new classes); the same classes in another
     order (a VOC layout's ``--classes``) keep their classification weights, each class's moved to its label here
-    (:func:`models.detector.reorder_classes`); a COCO layout whose training json names the checkpoint's classes in
-    another order is built in the checkpoint's (:func:`build_training`), the same class list."""
+    (:func:`models.detector.reorder_classes`), as do those of ``--classes`` kept from a COCO layout's json by
+    ``--skip_unknown_classes``; a COCO layout whose training json names the checkpoint's classes in another order is
+    built in the checkpoint's (:func:`build_training`), the same class list."""
     changed = changed_anchor_flags(state["config"], args.size, args.base_anchor_size)
     source = (f"model weights from {args.init_from} (iteration {state['iteration']}){changed}; fresh optimizer and "
               "schedule")
