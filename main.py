@@ -508,7 +508,7 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
                 log.info(note)
             if split == "train":  # read unaugmented here: the warning training gives of boxes it rarely trains on
                 splits[split].warn_rarely_trained_boxes(MIN_BOX_SIDE)
-            report = check_dataset(splits[split], workers=max(args.workers, 1))
+            report = check_dataset(splits[split], workers=args.workers)
         except DataError as error:
             if isinstance(error, DatasetNotFoundError) and not problems:  # one line: missing for both splits
                 raise

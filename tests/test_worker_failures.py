@@ -8,8 +8,12 @@ import signal
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
+import main as cli
+from data import checks
 from data import loader as loader_module
 from data.loader import WorkerLoader
+from tests.test_coco_skip_unknown_classes import instances
+from tests.test_data_coco import write_coco
 from utils.run_exit import worker_failure
 
 
@@ -146,3 +150,25 @@ def test_a_worker_that_hangs_stops_the_loader_with_a_line_naming_it(monkeypatch)
         "no batch came from the DataLoader workers in 1 s: one is stuck (reading from a stalled file system, say) or "
         "lost its batch (its error above says why); fix what holds it, or lower --workers (1 here; 0 loads the data "
         "in this process)")
+
+
+def test_check_data_with_no_worker_reads_the_images_in_this_process(tmp_path, monkeypatch, capsys):
+    """``--check_data --workers 0`` decoded the images in one worker process all the same (``max(workers, 1)``): a
+    worker killed there (the out-of-memory killer) ended in PyTorch's traceback, as no worker had been asked for,
+    and a worker's line advised the --workers 0 that was given. 0 now checks them here, as it loads them in training."""
+    write_coco(tmp_path, "train", instances())
+    write_coco(tmp_path, "val", instances())
+    readers = set()
+    read = checks._ImageProblems.__getitem__
+
+    def reading(self, index):
+        readers.add(os.getpid())
+        return read(self, index)
+
+    monkeypatch.setattr(checks._ImageProblems, "__getitem__", reading)
+    with pytest.warns(Warning):
+        assert cli.main(cli.get_args_parser().parse_args(
+            ["--check_data", "--dataset", "custom", "--data_root", str(tmp_path), "--classes", "circle,square",
+             "--skip_unknown_classes", "--workers", "0"])) == 0
+    assert readers == {os.getpid()}
+    assert "--check_data found no problem" in capsys.readouterr().out
