@@ -335,14 +335,13 @@ def train(
         batches = agreed_batches(loader, ctx, on_data_error=lambda: guard.check(ctx))
         for iteration, (images, targets, _) in zip(range(start_iter, settings.max_iter), batches):
             lr = _schedule(iteration, settings, optimizer, loss_fn)
-            # assignment statistics are logged for an interval's last iteration alone: computed for it alone
-            with_stats = settings.assign_stats and settings.logs_after(iteration + 1)
-            loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
-                                                device, skipped, with_stats)
-            guard.update(loss_l + loss_c, iteration)
-            intervals.add(loss_l, loss_c)
             done = iteration + 1
             at_log = settings.logs_after(done)
+            # assignment statistics are logged for an interval's last iteration alone: computed for it alone
+            loss_l, loss_c, stats = _train_step(model, loss_fn, priors, optimizer, scaler, images, targets, settings,
+                                                device, skipped, settings.assign_stats and at_log)
+            guard.update(loss_l + loss_c, iteration)
+            intervals.add(loss_l, loss_c)
             if at_log or check_every_iteration:  # the NaN/inf check's sync: at log intervals, on CPU every iteration
                 guard.check(ctx)
             stop_requested = _stop_requested(stop, at_log, ctx)
