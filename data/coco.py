@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path, PurePosixPath
@@ -294,9 +295,9 @@ def _skipped_objects(coco: COCO, annotations: Sequence[dict], fixups: FixupCount
     """Count in ``fixups`` the ``annotations`` of categories that ``--skip_unknown_classes`` leaves out, per
     category name (``'person' x2``)."""
     per_name: dict[str, int] = {}
-    for annotation in annotations:
-        name = coco_class_names(coco, [annotation["category_id"]])[0]
-        per_name[name] = per_name.get(name, 0) + 1
+    for category_id, count in Counter(annotation["category_id"] for annotation in annotations).items():
+        name = coco_class_names(coco, [category_id])[0]  # once per category, not per object
+        per_name[name] = per_name.get(name, 0) + count
     fixups.add("object of an unknown class skipped", len(annotations),
                [f"{name!r} x{count}" for name, count in per_name.items()])
 
