@@ -38,6 +38,16 @@ class PretrainedWeightsError(RuntimeError):
     """The backbone weights could not be obtained or do not fit; the message is one line meant for the user."""
 
 
+class BackboneWeights(dict):
+    """The backbone's state dict :func:`read_backbone_weights` read from a file, and ``where`` in the file it found
+    them: "" at the top level (torchvision's files), else e.g. ``"its 'state_dict' entry, prefix 'backbone.'
+    removed"``."""
+
+    def __init__(self, weights: Mapping[str, torch.Tensor], where: str) -> None:
+        super().__init__(weights)
+        self.where = where
+
+
 def cached_weights_path(url: str) -> Path:
     """Where torchvision's weights API looks for `url`: torch.hub.get_dir()/checkpoints/<file name>."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
@@ -56,13 +66,16 @@ def check_pretrained_file(source: str | os.PathLike, backbone_class: type[nn.Mod
         )
 
 
-def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Module]) -> dict[str, torch.Tensor]:
+def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Module]) -> BackboneWeights:
     """Read the torchvision state dict ``source`` (``--pretrained PATH``, saved with torch.save) and check that it fits
     ``backbone_class`` (e.g. ``ResNet18``) without building the backbone: every key present, with its shape, float and
     finite values; only the keys under ``backbone_class.dropped_prefixes`` may be extra, and are left out of the
-    weights returned. main.py calls it before any data is read. Raises PretrainedWeightsError, one line naming the file
-    and the fix, for a file that is not such a state dict: missing, unreadable, not a dict, empty, a detector
-    checkpoint, a wrapped model's weights (DDP's ``module.`` keys), another backbone's."""
+    weights returned. Weights held inside a training script's checkpoint (``{'state_dict': ...}``, ``{'model': ...}``)
+    and/or under a prefix (DDP's ``module.``, a larger model's ``backbone.``) are taken out, and the weights returned
+    say where (:class:`BackboneWeights`). main.py calls it before any data is read. Raises PretrainedWeightsError, one
+    line naming the file and the fix, for a file that holds no such weights: missing, unreadable, not a dict, empty, a
+    detector checkpoint, another backbone's, or several different sets of them (which one to start from is the
+    user's choice)."""
     source = os.fspath(source)
     check_pretrained_file(source, backbone_class)
     try:
@@ -94,24 +107,24 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
         raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
                                      f"a backbone's ImageNet weights: start from its weights with --init_from "
                                      f"{source}, or continue its run with --resume {source}")
-    if wrapped := wrapper_prefix(state_dict):
-        prefix, wrapper = wrapped
-        raise PretrainedWeightsError(
-            f"--pretrained {source} holds the weights of a model wrapped by {wrapper}: every key starts with "
-            f"{prefix!r} (e.g. {next(iter(state_dict))!r}), which torchvision's files do not have; remove the "
-            f"prefix from every key: state = {{k.removeprefix({prefix!r}): v for k, v in state.items()}}, or "
-            "pass --no_pretrained")
     with torch.device("meta"):  # the backbone's keys and shapes, without allocating or initialising its weights
         layout = backbone_class().state_dict()
+    where: str | None = None  # where in the file the weights are: "" at its top level, as torchvision saves them
     try:
-        kept = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}")
-    except PretrainedWeightsError as error:
+        kept, where = _fitting_weights(state_dict, layout, backbone_class, f"--pretrained {source}"), ""
+    except PretrainedWeightsError:
         found = _weights_inside(state_dict, layout)
-        if found is None:
+        if not found:
             raise
-        raise PretrainedWeightsError(_how_to_take_out(source, backbone_class, *found)) from error
-    _check_float_weights(kept, f"--pretrained {source} holds", "download it again", "give torchvision's float weights")
-    return kept
+    if where is None:  # held inside the file (a checkpoint's entry, a prefix): taken out, as in the one place found
+        if len(found) > 1:
+            raise PretrainedWeightsError(_ambiguity(source, backbone_class, found))
+        entry, prefix, weights = found[0]
+        where = _place(entry, prefix)
+        kept = _fitting_weights(weights, layout, backbone_class, f"--pretrained {source} ({where})")
+    named = f"--pretrained {source}" + (f" ({where})" if where else "")
+    _check_float_weights(kept, f"{named} holds", "download it again", "give torchvision's float weights")
+    return BackboneWeights(kept, where)
 
 
 def _cut_short(path: str) -> bool:
@@ -199,35 +212,56 @@ def _fitting_weights(state_dict: Mapping[str, Any], layout: Mapping[str, torch.T
     return kept
 
 
-def _weights_inside(state_dict: Mapping[str, Any], layout: Mapping[str, Any]) -> tuple[str | None, str, str] | None:
+def _weights_inside(state_dict: Mapping[str, Any],
+                    layout: Mapping[str, Any]) -> list[tuple[str | None, str, dict[str, Any]]]:
     """Where ``state_dict`` holds every key of the backbone's ``layout`` other than as it is: ``(entry, prefix,
-    example key)`` when they are under the ``entry`` of a training script's checkpoint (``{"state_dict": ...,
-    "epoch": ...}``; None: at the top level) and/or each key starts with ``prefix`` (a larger model's
-    ``"backbone."``, a wrapper's ``"module."``; "" for none); None when it holds them nowhere."""
+    weights)`` for each set found under the ``entry`` of a training script's checkpoint (``{"state_dict": ...,
+    "epoch": ...}``; None: at the top level) and/or with each key starting with ``prefix`` (a wrapper's ``"module."``,
+    a larger model's ``"backbone."``, both: ``"module.backbone."``; "" for none), ``weights`` holding the keys under
+    ``prefix`` without it. Sets of the same tensors (a file that holds them twice) are listed once; [] when it holds
+    them nowhere."""
+    anchor = next(iter(layout))  # e.g. "conv1.weight": each key ending with it gives a prefix to try
     held_in = [(None, state_dict)] + [(key, value) for key, value in state_dict.items() if isinstance(value, Mapping)]
-    for entry, weights in held_in:
-        keys = [key for key in weights if isinstance(key, str)]
-        for prefix in dict.fromkeys([""] + [key.split(".", 1)[0] + "." for key in keys if "." in key]):
-            if (entry, prefix) == (None, ""):
+    found: list[tuple[str | None, str, dict[str, Any]]] = []
+    for entry, held in held_in:
+        keys = [key for key in held if isinstance(key, str)]
+        for prefix in dict.fromkeys(key.removesuffix(anchor) for key in keys if key.endswith(anchor)):
+            if ((entry, prefix) == (None, "") or (prefix and not prefix.endswith("."))
+                    or not all(prefix + key in held for key in layout)):
                 continue
-            under = [key for key in keys if key.startswith(prefix)]
-            if under and layout.keys() <= {key.removeprefix(prefix) for key in under}:
-                return entry, prefix, under[0]
-    return None
+            weights = {key.removeprefix(prefix): held[key] for key in keys if key.startswith(prefix)}
+            if not any(_same_tensors(weights, other, layout) for _, _, other in found):
+                found.append((entry, prefix, weights))
+    return found
 
 
-def _how_to_take_out(source: str, backbone_class: type[nn.Module], entry: str | None, prefix: str, example: str) -> str:
-    """The refusal of ``--pretrained source``, whose backbone weights :func:`_weights_inside` found under ``entry``
-    and/or ``prefix`` (``example``: one of their keys), with the Python lines that save them alone."""
-    place = ", ".join(([f"under {entry!r}"] if entry is not None else []) +
-                      ([f"with keys starting {prefix!r}"] if prefix else []))
+def _same_tensors(weights: Mapping[str, Any], other: Mapping[str, Any], layout: Mapping[str, Any]) -> bool:
+    """Whether ``weights`` and ``other`` hold equal tensors (shape and values) at every key of ``layout``."""
+    return all(isinstance(weights[key], torch.Tensor) and isinstance(other[key], torch.Tensor)
+               and torch.equal(weights[key], other[key]) for key in layout)
+
+
+def _place(entry: str | None, prefix: str) -> str:
+    """Where :func:`_weights_inside` found weights, for the log and the errors: ``"its 'state_dict' entry, prefix
+    'backbone.' removed"``."""
+    held = "its keys" if entry is None else f"its {entry!r} entry"
+    return held + (f", prefix {prefix!r} removed" if prefix else "")
+
+
+def _ambiguity(source: str, backbone_class: type[nn.Module],
+               found: list[tuple[str | None, str, dict[str, Any]]]) -> str:
+    """The refusal of ``--pretrained source``, which holds several different sets of ``backbone_class``'s weights
+    (:func:`_weights_inside`, e.g. a checkpoint's ``'state_dict'`` and its exponential moving average's
+    ``'state_dict_ema'``): which to start from is the user's choice, with the Python line that saves the first alone."""
+    entry, prefix, _ = found[0]
     loaded = f"torch.load({source!r})" + (f"[{entry!r}]" if entry is not None else "")
     state = (f"{{k.removeprefix({prefix!r}): v for k, v in {loaded}.items() if k.startswith({prefix!r})}}" if prefix
              else loaded)
-    name = backbone_class.__name__.lower()
-    return (f"--pretrained {source} holds the {backbone_class.__name__} backbone's weights {place} (e.g. {example!r}), "
-            f"where torchvision's files hold them alone: save them alone, state = {state}; torch.save(state, "
-            f"'{name}_backbone.pth'), and pass that file, or pass --no_pretrained")
+    places = "; ".join(_place(entry, prefix) for entry, prefix, _ in found)
+    name = backbone_class.__name__
+    return (f"--pretrained {source} holds {len(found)} different sets of the {name} backbone's weights ({places}), "
+            f"and which one to start from is not known: save that one alone, e.g. state = {state}; "
+            f"torch.save(state, '{name.lower()}_backbone.pth'), and pass that file, or pass --no_pretrained")
 
 
 def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, fix_damaged: str,

@@ -1395,9 +1395,8 @@ def resnet18_keys(prefix: str = "") -> dict[str, torch.Tensor]:
      "--init_from {path}, or continue its run with --resume {path}"),
     (resnet18_keys, "vgg16", "does not fit the VGG16BN backbone: missing keys ['features.0.bias'"),
     (lambda: resnet18_keys("module."), "resnet18",
-     "holds the weights of a model wrapped by DistributedDataParallel (or DataParallel): every key starts with "
-     "'module.' (e.g. 'module.conv1.weight'), which torchvision's files do not have; remove the prefix from every "
-     "key: state = {{k.removeprefix('module.'): v for k, v in state.items()}}, or pass --no_pretrained"),
+     "(its keys, prefix 'module.' removed) does not fit the ResNet18 backbone: size mismatch for conv1.weight: it "
+     "holds shape (1,), the backbone takes shape (64, 3, 7, 7)"),
     (dict, "resnet18", "holds no weights (an empty state dict); give a torchvision state dict (e.g. "
                      "resnet18-f37072fd.pth), or pass --no_pretrained"),
     (lambda: [torch.zeros(1)], "resnet18", "holds a list, not a state dict (torch.save(model.state_dict())); give a "

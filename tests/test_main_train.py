@@ -815,6 +815,10 @@ def test_a_new_run_says_what_its_weights_start_from(trained, tmp_path):
     assert training_setup.starting_weights(args, read) == (
         f"starting weights: resnet18 backbone from --pretrained {weights} (120 tensors); fssd neck and head from "
         "their initialisation")
+    torch.save({"state_dict": {f"backbone.{key}": value for key, value in torch.load(weights).items()}}, weights)
+    assert training_setup.starting_weights(args, read_backbone_weights(weights, ResNet18)) == (
+        f"starting weights: resnet18 backbone from --pretrained {weights} (120 tensors, taken from its 'state_dict' "
+        "entry, prefix 'backbone.' removed); fssd neck and head from their initialisation")
     args.pretrained = True
     assert training_setup.starting_weights(args, None) == (
         "starting weights: resnet18 backbone from torchvision's ImageNet weights (resnet18-f37072fd.pth); fssd neck "

@@ -9,7 +9,7 @@ import torchvision
 
 from models import PretrainedWeightsError, build_detector
 from models.backbones import ResNet18, VGG16BN
-from models.pretrained import load_backbone_weights
+from models.pretrained import load_backbone_weights, read_backbone_weights
 
 
 @pytest.fixture
@@ -235,32 +235,110 @@ def test_a_path_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
                                 "path of a torchvision state dict (e.g. resnet18-f37072fd.pth) or pass --no_pretrained")
 
 
-@pytest.mark.parametrize("wrap, where, snippet", [
-    (lambda state: {"state_dict": state, "epoch": 90, "optimizer": {}}, "under 'state_dict' (e.g. 'conv1.weight')",
-     "state = torch.load('{path}')['state_dict']"),
-    (lambda state: {"model": {f"module.{key}": value for key, value in state.items()}},
-     "under 'model', with keys starting 'module.' (e.g. 'module.conv1.weight')",
-     "state = {{k.removeprefix('module.'): v for k, v in torch.load('{path}')['model'].items() "
-     "if k.startswith('module.')}}"),
-    (lambda state: {f"backbone.{key}": value for key, value in state.items()} | {"neck.conv.weight": torch.zeros(1)},
-     "with keys starting 'backbone.' (e.g. 'backbone.conv1.weight')",
-     "state = {{k.removeprefix('backbone.'): v for k, v in torch.load('{path}').items() "
-     "if k.startswith('backbone.')}}"),
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + key: value for key, value in state.items()}
+
+
+@pytest.fixture(scope="module")
+def resnet18_state() -> dict[str, torch.Tensor]:
+    """A randomly initialised torchvision resnet18 state dict, the same for every test of the module."""
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().state_dict()
+
+
+@pytest.mark.parametrize("wrap, where", [
+    (lambda state: {"state_dict": state, "epoch": 90, "optimizer": {"state": {}, "param_groups": []}},
+     "its 'state_dict' entry"),
+    (lambda state: {"model": state, "args": {"lr": 0.1}}, "its 'model' entry"),
+    (lambda state: prefixed(state, "module."), "its keys, prefix 'module.' removed"),
+    (lambda state: prefixed(state, "_orig_mod."), "its keys, prefix '_orig_mod.' removed"),
+    (lambda state: prefixed(state, "backbone.") | {"neck.conv.weight": torch.zeros(1)},
+     "its keys, prefix 'backbone.' removed"),
+    (lambda state: {"model": prefixed(state, "module.")}, "its 'model' entry, prefix 'module.' removed"),
+    (lambda state: {"state_dict": prefixed(state, "module.backbone.") | {"module.neck.conv.weight": torch.zeros(1)},
+                    "meta": {"epoch": 12}},
+     "its 'state_dict' entry, prefix 'module.backbone.' removed"),
 ])
-def test_weights_held_in_a_wrapper_or_under_a_prefix_are_found_and_the_message_shows_how_to_take_them(
-        tmp_path, wrap, where, snippet):
-    """A training script's checkpoint ({'state_dict': ..., 'epoch': ...}, as torchvision's references, mmcv and
-    Lightning save them), a {'model': ...} wrapper around DDP keys, or a larger model's state dict with the backbone
-    under 'backbone.': the error listed "missing keys [...], unexpected keys ['epoch', 'optimizer', 'state_dict']"
-    and said to give torchvision's file, not where the weights are or how to take them out."""
-    path = tmp_path / "r18.pth"
-    torch.save(wrap(torchvision.models.resnet18().state_dict()), path)
+def test_weights_held_in_a_wrapper_or_under_a_prefix_load_as_the_plain_file(tmp_path, resnet18_state, wrap, where):
+    """A training script's checkpoint ({'state_dict': ..., 'epoch': ...}, as torchvision's references, mmdetection
+    and Lightning save it; {'model': ...}), DDP's or torch.compile's key prefix, or a larger model's state dict with
+    the backbone under 'backbone.' was refused with the Python line that takes the weights out: they are now taken
+    out, the same tensors as from the plain file, and the weights read say where they were."""
+    plain, wrapped = tmp_path / "plain.pth", tmp_path / "wrapped.pth"
+    torch.save(resnet18_state, plain)
+    torch.save(wrap(resnet18_state), wrapped)
+    read, read_plain = read_backbone_weights(wrapped, ResNet18), read_backbone_weights(plain, ResNet18)
+    assert (read.where, read_plain.where) == (where, "")
+    assert read.keys() == read_plain.keys() and all(torch.equal(read[key], read_plain[key]) for key in read)
+    backbone = ResNet18()
+    load_backbone_weights(backbone, str(wrapped))
+    assert_backbone_equals(backbone, read_plain)
+
+
+def test_a_file_holding_the_same_weights_twice_loads_them(tmp_path, resnet18_state):
+    path = tmp_path / "twice.pth"
+    torch.save({"state_dict": resnet18_state, "model": prefixed(resnet18_state, "module.")}, path)
+    read = read_backbone_weights(path, ResNet18)
+    assert read.where == "its 'state_dict' entry"
+    assert all(torch.equal(read[key], resnet18_state[key]) for key in read)
+
+
+def test_a_file_holding_two_different_sets_of_weights_is_refused_naming_both(tmp_path, resnet18_state):
+    """A timm checkpoint holds the trained weights ('state_dict') and their moving average ('state_dict_ema'):
+    which one to start from is not guessed."""
+    average = {key: value + 1 if value.is_floating_point() else value for key, value in resnet18_state.items()}
+    path = tmp_path / "timm.pth"
+    torch.save({"epoch": 3, "state_dict": prefixed(resnet18_state, "module."), "state_dict_ema": average}, path)
     with pytest.raises(PretrainedWeightsError) as error:
         build_detector("fssd", "resnet18", 128, num_classes=2, pretrained=str(path))
     assert str(error.value) == (
-        f"--pretrained {path} holds the ResNet18 backbone's weights {where}, where torchvision's files hold them "
-        f"alone: save them alone, {snippet.format(path=path)}; torch.save(state, 'resnet18_backbone.pth'), and pass "
-        "that file, or pass --no_pretrained")
+        f"--pretrained {path} holds 2 different sets of the ResNet18 backbone's weights (its 'state_dict' entry, "
+        "prefix 'module.' removed; its 'state_dict_ema' entry), and which one to start from is not known: save that "
+        "one alone, e.g. state = {k.removeprefix('module.'): v for k, v in "
+        f"torch.load('{path}')['state_dict'].items() if k.startswith('module.')}}; torch.save(state, "
+        "'resnet18_backbone.pth'), and pass that file, or pass --no_pretrained")
+
+
+def test_wrapped_weights_that_do_not_fit_are_refused_naming_where_they_are(tmp_path, resnet18_state):
+    """A wrong shape, an extra layer or integer weights under the prefix are refused as in a plain file, the message
+    naming where in the file the weights were."""
+    path = tmp_path / "mmdet.pth"
+    wrong_shape = resnet18_state | {"conv1.weight": torch.zeros(64, 3, 3, 3)}
+    torch.save({"state_dict": prefixed(wrong_shape, "backbone.")}, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value) == (
+        f"--pretrained {path} (its 'state_dict' entry, prefix 'backbone.' removed) does not fit the ResNet18 backbone: "
+        "size mismatch for conv1.weight: it holds shape (64, 3, 3, 3), the backbone takes shape (64, 3, 7, 7); "
+        "expected the layout of torchvision's resnet18-f37072fd.pth, or pass --no_pretrained")
+    torch.save({"state_dict": prefixed(resnet18_state | {"layer5.weight": torch.zeros(1)}, "backbone.")}, path)
+    extra = r"\(its 'state_dict' entry, prefix 'backbone\.' removed\) does not fit the ResNet18 backbone: missing keys "
+    with pytest.raises(PretrainedWeightsError, match=extra + r"\[\], unexpected keys \['layer5\.weight'\]"):
+        load_backbone_weights(ResNet18(), str(path))
+    integers = {key: value.to(torch.int32) for key, value in resnet18_state.items()}
+    torch.save({"model": integers}, path)
+    with pytest.raises(PretrainedWeightsError, match=r"^--pretrained \S+ \(its 'model' entry\) holds weights that are "
+                                                     r"not floating point \(conv1\.weight torch\.int32"):
+        load_backbone_weights(ResNet18(), str(path))
+
+
+@pytest.mark.parametrize("content", [
+    lambda state: {"state_dict": {"fc.weight": state["fc.weight"]}, "epoch": 1},
+    lambda state: {"state_dict": {"features.0.weight": torch.zeros(64, 3, 3, 3), "features.0.bias": torch.zeros(64)}},
+    lambda state: {"model": {key: value for key, value in state.items() if key != "bn1.bias"}},
+])
+def test_a_wrapper_without_the_backbones_weights_is_refused_as_before(tmp_path, resnet18_state, content):
+    """No backbone weights, another architecture's, or a key missing: the weights are found nowhere, and the message
+    names the file's own keys."""
+    path = tmp_path / "wrapped.pth"
+    saved = content(resnet18_state)
+    torch.save(saved, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        load_backbone_weights(ResNet18(), str(path))
+    assert str(error.value).startswith(f"--pretrained {path} does not fit the ResNet18 backbone: missing keys "
+                                       "['bn1.bias', 'bn1.num_batches_tracked', 'bn1.running_mean', ")
+    assert f"unexpected keys {sorted(saved)}; expected the layout of torchvision's resnet18-f37072fd.pth" in str(
+        error.value)
 
 
 @pytest.mark.parametrize("zip_format", [True, False])

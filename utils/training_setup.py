@@ -16,7 +16,7 @@ from data.loader import iterations_per_epoch
 from models import PretrainedWeightsError, build_detector, reorder_classes
 from models.builder import BACKBONES
 from models.memory_format import prefers_channels_last
-from models.pretrained import read_backbone_weights
+from models.pretrained import BackboneWeights, read_backbone_weights
 from utils.best_checkpoint import best_checkpoint_path, is_best_checkpoint
 from utils.box import PriorBox
 from utils.checkpoint import (
@@ -87,14 +87,15 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
                  f"({counted(len(fresh), 'tensor')}) start afresh, the rest comes from the checkpoint")
 
 
-def starting_weights(args: argparse.Namespace, backbone_weights: dict[str, torch.Tensor] | None) -> str:
+def starting_weights(args: argparse.Namespace, backbone_weights: BackboneWeights | None) -> str:
     """The line naming what a new run's weights start from, but ``--init_from``'s (it names its checkpoint): the
-    backbone's ImageNet weights (torchvision's, or ``backbone_weights`` read from ``--pretrained PATH``) or its
-    initialisation; the neck and head start from theirs."""
+    backbone's ImageNet weights (torchvision's, or ``backbone_weights`` read from ``--pretrained PATH``, and where in
+    the file when not at its top level) or its initialisation; the neck and head start from theirs."""
     if args.pretrained is True:
         source = f"torchvision's ImageNet weights ({os.path.basename(BACKBONES[args.backbone].imagenet_weights.url)})"
     elif backbone_weights is not None:
-        source = f"--pretrained {args.pretrained} ({counted(len(backbone_weights), 'tensor')})"
+        taken = f", taken from {backbone_weights.where}" if backbone_weights.where else ""
+        source = f"--pretrained {args.pretrained} ({counted(len(backbone_weights), 'tensor')}{taken})"
     else:
         return (f"starting weights: {args.backbone} backbone, {args.version} neck and head from their initialisation "
                 "(--no_pretrained)")
@@ -159,7 +160,7 @@ def check_output_folders(args: argparse.Namespace, checkpoint_path: Path, run_di
 
 
 def check_training_flags(args: argparse.Namespace, device: torch.device, ctx: DistributedContext,
-                         sync_bn_from: str | None = None) -> dict[str, torch.Tensor] | None:
+                         sync_bn_from: str | None = None) -> BackboneWeights | None:
     """Before any data is read: a ``ValueError`` when the flags do not fit this device or a given ``--max_iter``; a
     ``PretrainedWeightsError`` when ``--pretrained PATH`` is not the backbone's state dict
     (:func:`read_backbone_weights`). ``sync_bn_from``: the checkpoint ``--resume PATH`` took ``--sync_bn`` from (None
