@@ -97,7 +97,7 @@ from utils.checkpoint import (  # noqa: E402
     check_writable_folder,
     load_checkpoint,
     other_size_note,
-    other_size_suffix,
+    size_suffix_of,
 )
 from utils.demo import DEFAULT_SCORE_THRESH, add_use_arguments, default_demo_output, run_demo  # noqa: E402
 from utils.distributed import (  # noqa: E402
@@ -485,7 +485,7 @@ def run_use(args: argparse.Namespace, device: torch.device, state: dict | None) 
                          score_thresh=score_thresh, nms_thresh=args.nms_thresh, workers=args.workers,
                          cuda_graph=args.cuda_graph, state=state, size=args.size)
         except KeyboardInterrupt:
-            suffix = "" if state is None else other_size_suffix(state["config"], args.size)
+            _, suffix = size_suffix_of(args.trained_model, state, args.size)
             out_dir = args.demo_output or default_demo_output(args.trained_model, suffix)
             print(f"--demo interrupted: {out_dir} holds the drawn copies written so far, without this run's "
                   "detections.json; run the same command again (it replaces them)", file=sys.stderr)

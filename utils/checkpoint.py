@@ -515,6 +515,17 @@ def other_size_suffix(saved_config: Mapping[str, Any], size: int | None) -> str:
     return f"_size{size}" if size is not None and other_size_note(saved_config, size) else ""
 
 
+def size_suffix_of(checkpoint_path: str | os.PathLike, state: dict | None,
+                   size: int | None) -> tuple[dict | None, str]:
+    """``(state, suffix)`` for ``--demo`` and ``--export`` of ``--trained_model checkpoint_path``: the
+    :func:`other_size_suffix` that ends their default output names at ``size``, and the checkpoint's ``state``, read
+    here when a ``size`` is given and ``state`` is None (not read yet: the size it was trained at decides the
+    suffix), else as given. Without ``size``, ``""``."""
+    if size is not None and state is None:
+        state = load_checkpoint(checkpoint_path, source="--trained_model")
+    return state, "" if state is None else other_size_suffix(state["config"], size)
+
+
 def changed_anchor_flags(saved_config: Mapping[str, Any], size: int, base_anchor_size: float) -> str:
     """For ``--init_from``'s log line: ``, trained with --size 320, here 512 (...)`` when this run's ``size`` or
     ``base_anchor_size`` (allowed by :func:`check_init_architecture`) differs from the checkpoint's ``saved_config``,

@@ -45,7 +45,7 @@ from data.loader import WorkerLoader
 from data.transforms import normalize_image, resize
 from models.fold import fold_batchnorm
 from models.memory_format import memory_format, prefers_channels_last
-from utils.checkpoint import check_writable_folder, load_checkpoint, other_size_suffix
+from utils.checkpoint import check_writable_folder, size_suffix_of
 from utils.cuda_graph import CUDAGraphDetector
 from utils.files import file_identity, write_text
 from utils.draw import class_colours, draw_detections, undrawable_names
@@ -273,9 +273,7 @@ def run_demo(
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"--score_thresh {score_thresh} must be in [0, 1)")
-    if size is not None and state is None:  # whether it is another size than the checkpoint's names the folder
-        state = load_checkpoint(checkpoint_path, source="--trained_model")
-    suffix = "" if state is None else other_size_suffix(state["config"], size)
+    state, suffix = size_suffix_of(checkpoint_path, state, size)
     out_dir = Path(output_dir) if output_dir is not None else default_demo_output(checkpoint_path, suffix)
     paths = leave_out_drawn_copies(collect_images(inputs), out_dir)
     check_writable_folder(out_dir, "--demo_output")

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from utils.box import BoxCoder
-from utils.checkpoint import check_writable_folder, load_checkpoint, other_size_suffix
+from utils.checkpoint import check_writable_folder, size_suffix_of
 from utils.environment import installed_version, release
 from utils.files import naming_file
 from utils.messages import first_line
@@ -123,9 +123,7 @@ def export_onnx(
     if not _installed("onnx"):  # PyTorch's TorchScript exporter imports it to assemble the file
         raise ValueError("--export onnx needs the 'onnx' package, which PyTorch's exporter imports to write the file; "
                          "install it with `pip install -r requirements-export.txt`")
-    if size is not None and state is None:  # whether it is another size than the checkpoint's names the file
-        state = load_checkpoint(checkpoint_path, source="--trained_model")
-    suffix = "" if state is None else other_size_suffix(state["config"], size)
+    state, suffix = size_suffix_of(checkpoint_path, state, size)
     path = (Path(output_path) if output_path is not None
             else Path(checkpoint_path).with_name(f"{Path(checkpoint_path).stem}{suffix}.onnx"))
     if path.resolve() == Path(checkpoint_path).resolve():
