@@ -34,6 +34,10 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
+# BatchNorm's batch counter, one per layer: ImageNet files saved before PyTorch 0.4 (2018) do not hold it
+_BATCH_COUNTER = "num_batches_tracked"
+
+
 class PretrainedWeightsError(RuntimeError):
     """The backbone weights could not be obtained or do not fit; the message is one line meant for the user."""
 
@@ -194,6 +198,9 @@ def _fitting_weights(state_dict: Mapping[str, Any], layout: Mapping[str, torch.T
     checked against its ``layout`` (its state dict, on any device): the same keys, each a tensor of its shape.
     ``source`` names the weights in the PretrainedWeightsError."""
     kept = {k: v for k, v in state_dict.items() if not str(k).startswith(backbone_class.dropped_prefixes)}
+    for key in layout.keys() - kept.keys():  # absent from files saved before PyTorch 0.4 (vgg16_bn-6c64b313.pth)
+        if key.endswith(_BATCH_COUNTER):
+            kept[key] = torch.tensor(0, dtype=torch.long)  # what BatchNorm's own loading fills in for them
     missing, unexpected = sorted(layout.keys() - kept.keys()), sorted(kept.keys() - layout.keys(), key=str)
     if missing or unexpected:
         raise PretrainedWeightsError(
@@ -227,7 +234,7 @@ def _weights_inside(state_dict: Mapping[str, Any],
         keys = [key for key in held if isinstance(key, str)]
         for prefix in dict.fromkeys(key.removesuffix(anchor) for key in keys if key.endswith(anchor)):
             if ((entry, prefix) == (None, "") or (prefix and not prefix.endswith("."))
-                    or not all(prefix + key in held for key in layout)):
+                    or not all(prefix + key in held for key in layout if not key.endswith(_BATCH_COUNTER))):
                 continue
             weights = {key.removeprefix(prefix): held[key] for key in keys if key.startswith(prefix)}
             if not any(_same_tensors(weights, other, layout) for _, _, other in found):
@@ -236,9 +243,11 @@ def _weights_inside(state_dict: Mapping[str, Any],
 
 
 def _same_tensors(weights: Mapping[str, Any], other: Mapping[str, Any], layout: Mapping[str, Any]) -> bool:
-    """Whether ``weights`` and ``other`` hold equal tensors (shape and values) at every key of ``layout``."""
-    return all(isinstance(weights[key], torch.Tensor) and isinstance(other[key], torch.Tensor)
-               and torch.equal(weights[key], other[key]) for key in layout)
+    """Whether ``weights`` and ``other`` hold equal tensors (shape and values) at every key of ``layout`` (a BatchNorm
+    counter that neither holds aside)."""
+    return all(isinstance(weights.get(key), torch.Tensor) and isinstance(other.get(key), torch.Tensor)
+               and torch.equal(weights[key], other[key]) for key in layout
+               if not key.endswith(_BATCH_COUNTER) or key in weights or key in other)
 
 
 def _place(entry: str | None, prefix: str) -> str:
@@ -272,7 +281,7 @@ def _check_float_weights(state_dict: dict[str, torch.Tensor], file_holds: str, f
     ``fix_converted`` say what to do about NaN/inf and about other types."""
     tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     not_float = [f"{key} {value.dtype}" for key, value in tensors.items()
-                 if not value.is_floating_point() and not key.endswith("num_batches_tracked")]
+                 if not value.is_floating_point() and not key.endswith(_BATCH_COUNTER)]
     if not_float:
         raise PretrainedWeightsError(f"{file_holds} weights that are not floating point "
                                      f"({preview_names(not_float, 3)}): the file is damaged or was converted; "

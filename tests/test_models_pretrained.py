@@ -52,6 +52,52 @@ def test_vgg16_from_local_file(tmp_path):
     assert_backbone_equals(model.backbone, state)
 
 
+def without_batch_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` as torchvision's ImageNet files written before PyTorch 0.4 hold it (vgg16_bn-6c64b313.pth,
+    resnet18-5c106cde.pth): no BatchNorm ``num_batches_tracked`` counters."""
+    return {key: value for key, value in state.items() if not key.endswith("num_batches_tracked")}
+
+
+@pytest.mark.parametrize("backbone, torchvision_model", [(VGG16BN, torchvision.models.vgg16_bn),
+                                                         (ResNet18, torchvision.models.resnet18)])
+def test_a_file_without_batchnorm_counters_loads_with_zero_counters(tmp_path, backbone, torchvision_model):
+    """PyTorch's own BatchNorm loading fills the counters such files lack; a strict key check must too. Every other
+    key stays required."""
+    state = without_batch_counters(torchvision_model().state_dict())
+    path = tmp_path / "imagenet.pth"
+    torch.save(state, path)
+    model = backbone()
+    load_backbone_weights(model, str(path))
+    counters = {key: value for key, value in model.state_dict().items() if key.endswith("num_batches_tracked")}
+    assert len(counters) == {VGG16BN: 13, ResNet18: 20}[backbone]
+    assert all(value.dtype == torch.long and value.item() == 0 for value in counters.values())
+    for key, value in model.state_dict().items():
+        assert key in counters or torch.equal(value, state[key]), key
+    del state[next(key for key in state if key.endswith("running_var"))]
+    torch.save(state, path)
+    with pytest.raises(PretrainedWeightsError, match="missing keys \\['[a-z0-9.]*running_var'\\]"):
+        load_backbone_weights(backbone(), str(path))
+
+
+def test_the_cached_imagenet_file_without_batchnorm_counters_loads(hub_dir):
+    """pretrained=True reads torchvision's vgg16_bn-6c64b313.pth (saved in 2017, before the counters existed)."""
+    state = without_batch_counters(small_vgg16_bn_state_dict())
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    torch.save(state, hub_dir / "checkpoints" / "vgg16_bn-6c64b313.pth")
+    model = build_detector("fssd", "vgg16", 320, num_classes=20, pretrained=True)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, state[key]) if key in state else value.item() == 0, key
+
+
+def test_wrapped_weights_without_batchnorm_counters_load(tmp_path, resnet18_state):
+    state = without_batch_counters(resnet18_state)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": prefixed(state, "backbone."), "epoch": 3}, path)
+    weights = read_backbone_weights(str(path), ResNet18)
+    assert weights.where == "its 'state_dict' entry, prefix 'backbone.' removed"
+    assert all(torch.equal(weights[key], value) for key, value in state.items() if not key.startswith("fc."))
+
+
 def test_resnet18_from_a_file_in_the_legacy_format(tmp_path):
     """The authors' resnet18-5c106cde.pth predates PyTorch's zip format; --pretrained reads such a file."""
     state = torchvision.models.resnet18().state_dict()
@@ -336,7 +382,7 @@ def test_a_wrapper_without_the_backbones_weights_is_refused_as_before(tmp_path, 
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(ResNet18(), str(path))
     assert str(error.value).startswith(f"--pretrained {path} does not fit the ResNet18 backbone: missing keys "
-                                       "['bn1.bias', 'bn1.num_batches_tracked', 'bn1.running_mean', ")
+                                       "['bn1.bias', 'bn1.running_mean', 'bn1.running_var', ")
     assert f"unexpected keys {sorted(saved)}; expected the layout of torchvision's resnet18-f37072fd.pth" in str(
         error.value)
 
