@@ -465,8 +465,8 @@ def build_dataset(
       main.py gives a test split its training split's ``class_names``, a training split of ``--resume`` or
       ``--init_from`` the checkpoint's, and a ``--trained_model`` evaluation the checkpoint's. ``category_ids`` still
       name the json's own ids (the results are scored against it). A json naming other classes keeps its own order:
-      :func:`utils.run_data.check_splits` or the checkpoint's check refuses it (``--init_from`` starts its classifier
-      afresh).
+      :func:`utils.run_data.check_splits` or the checkpoint's check refuses it (``--init_from`` keeps the
+      classification weights of the classes it shares, :func:`utils.training_setup.load_initial_weights`).
     - ``classes_fixed_by``: the trained model whose classes ``classes`` are (``--trained_model``'s or ``--resume``'s
       checkpoint, or a phrase naming it: "the model that made the detections in eval/VOC" for ``--eval_results``): a
       VOC object of another class is not told to join ``--classes``, only to be skipped.

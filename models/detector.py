@@ -86,18 +86,31 @@ class Detector(nn.Module):
         return sorted(missing)
 
 
-def reorder_classes(state_dict: Mapping[str, Tensor], order: Sequence[int]) -> dict[str, Tensor]:
-    """A detector's ``state_dict`` whose classification layers score its classes in another order: class ``i`` of
-    the result scores what class ``order[i]`` of ``state_dict`` scored (fine-tuning on the same classes listed in
-    another order). Each ``head.conf.*`` weight ``[ANCHORS_PER_CELL x C, ...]`` and bias ``[ANCHORS_PER_CELL x C]``
-    is read as ``[ANCHORS_PER_CELL, C, ...]`` (channel ``a x C + c`` is anchor ``a``'s class ``c``, as the head
-    flattens them) and indexed on ``C``; every other entry is ``state_dict``'s own."""
-    index = torch.as_tensor(list(order), dtype=torch.long)
+def reorder_classes(state_dict: Mapping[str, Tensor], order: Sequence[int | None],
+                    initial: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """A detector's ``state_dict`` whose classification layers score ``len(order)`` classes: class ``i`` of the result
+    scores what class ``order[i]`` of ``state_dict`` scored (fine-tuning on the same classes listed in another order,
+    on some of them, or on some of them and new ones), and a class whose ``order[i]`` is None (a new class) takes
+    its channels from ``initial``, the state dict of the detector to load it into (its classification layers'
+    initialisation), a ValueError when it is not given. Each ``head.conf.*`` weight ``[ANCHORS_PER_CELL x C, ...]``
+    and bias ``[ANCHORS_PER_CELL x C]`` is read as ``[ANCHORS_PER_CELL, C, ...]`` (channel ``a x C + c`` is anchor
+    ``a``'s class ``c``, as the head flattens them) and indexed on ``C``; every other entry is ``state_dict``'s own."""
+    new = [label for label, source in enumerate(order) if source is None]
+    if new and initial is None:
+        raise ValueError(f"reorder_classes: class {', '.join(map(str, new))} {'has' if len(new) == 1 else 'have'} no "
+                         "source in state_dict (None in order): give initial, the state dict of the detector to load "
+                         "(its classification layers' initialisation)")
+    labels = torch.as_tensor([label for label, source in enumerate(order) if source is not None], dtype=torch.long)
+    sources = torch.as_tensor([source for source in order if source is not None], dtype=torch.long)
     reordered = dict(state_dict)
     for key, value in state_dict.items():
         if key.startswith(CLASSIFIER_PREFIX):
-            per_class = value.reshape(ANCHORS_PER_CELL, len(index), *value.shape[1:])
-            reordered[key] = per_class.index_select(1, index.to(value.device)).reshape(value.shape)
+            per_class = value.reshape(ANCHORS_PER_CELL, -1, *value.shape[1:])
+            kept = per_class.index_select(1, sources.to(value.device))
+            if new:
+                kept = initial[key].to(value).reshape(ANCHORS_PER_CELL, len(order), *value.shape[1:]).index_copy(
+                    1, labels.to(value.device), kept)
+            reordered[key] = kept.reshape(ANCHORS_PER_CELL * len(order), *value.shape[1:])
     return reordered
 
 

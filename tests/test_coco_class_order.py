@@ -254,17 +254,24 @@ def test_init_from_keeps_every_class_head_on_a_training_json_listing_its_classes
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_init_from_on_a_training_json_sharing_some_classes_starts_the_classifier_afresh(trained_run, tmp_path,
-                                                                                        capsys):
-    """Partly the same names (person, bus; car is new) are another class list: as for VOC-layout data, every weight
-    but the classification layers comes from the checkpoint, in the json's own class order."""
+def test_init_from_on_a_training_json_sharing_some_classes_keeps_theirs_and_starts_the_new_one_afresh(trained_run,
+                                                                                                     tmp_path, capsys):
+    """Partly the same names (person, bus; car is new), in the json's own class order: person and bus keep their
+    classification weights at their labels there (at lr 1e-12 one step leaves them where they were), as on VOC-layout
+    data, and car starts from the head's initialisation (the prior bias)."""
     categories = [{"id": 11, "name": "person"}, {"id": 13, "name": "car"}, {"id": 12, "name": "bus"}]
     folder_with_training_categories(tmp_path / "data", categories, {"toothbrush": "car"})
     argv = training_argv(tmp_path / "data", tmp_path, "--init_from", str(trained_run), "--lr", "1e-12")
     assert cli.main(cli.get_args_parser().parse_args(argv)) == 0
-    assert ("it was trained on 3 classes (bus, person, toothbrush), this dataset has 3 (person, car, bus): its "
-            "classification layers (8 tensors) start afresh") in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "weights" / "run.pth")["class_names"] == ["person", "car", "bus"]
+    assert ("it was trained on 3 classes (bus, person, toothbrush), this dataset has 3 (person, car, bus): kept the "
+            "classifier of 2 of 3 classes (from the checkpoint's 3), each moved to its label here; new: car (from the "
+            "head's initialisation); the rest comes from the checkpoint") in capsys.readouterr().out
+    state, start = load_checkpoint(tmp_path / "weights" / "run.pth"), load_checkpoint(trained_run)
+    assert state["class_names"] == ["person", "car", "bus"]
+    for level in range(4):
+        tuned, trained = (entry["model"][f"head.conf.{level}.bias"].reshape(6, 3) for entry in (state, start))
+        torch.testing.assert_close(tuned[:, [0, 2]], trained[:, [1, 0]], rtol=0, atol=1e-9)
+        torch.testing.assert_close(tuned[:, 1], torch.full((6,), -math.log(99)), rtol=0, atol=1e-6)
 
 
 def test_eval_results_prints_the_per_class_table_in_the_order_of_the_evaluation_that_wrote_them(tmp_path, capsys):

@@ -5,6 +5,11 @@ import unicodedata
 from collections.abc import Sequence
 
 INVISIBLE_IN_NAMES = frozenset("\ufeff\u200b\u2060")  # byte-order mark, zero-width space, word joiner
+# VOC's classes (data/voc.py's VOC_CLASSES) that COCO names otherwise: VOC name -> the name of the category of
+# COCO's instances_*2017.json, as data/coco.py reads it (folded); VOC's other 14 classes are categories of that name
+VOC_COCO_SYNONYMS = {"aeroplane": "airplane", "diningtable": "dining table", "motorbike": "motorcycle",
+                     "pottedplant": "potted plant", "sofa": "couch", "tvmonitor": "tv"}
+_SYNONYMS = VOC_COCO_SYNONYMS | {coco: voc for voc, coco in VOC_COCO_SYNONYMS.items()}
 
 
 def compose_name(name: str) -> str:
@@ -33,6 +38,28 @@ def reordering(names: Sequence[str], others: Sequence[str]) -> list[int] | None:
     if folded == wanted or len(set(folded)) != len(folded) or sorted(folded) != sorted(wanted):
         return None
     return [folded.index(name) for name in wanted]
+
+
+def class_sources(names: Sequence[str], others: Sequence[str]) -> list[int | None]:
+    """Where each of ``others`` is in ``names`` (``others[i]`` is ``names[sources[i]]``; None where ``names`` lacks
+    it): the same name as :func:`folded_name` reads them, else its other name in VOC or COCO
+    (:data:`VOC_COCO_SYNONYMS`: ``aeroplane`` is COCO's ``airplane`` and back). Each of ``names`` is the source of one
+    of ``others`` at most, its own name first (``sofa`` and ``couch`` from a model of ``couch``: ``couch``'s); a name
+    that ``names`` holds twice is its first. ``--init_from``: ``others`` are this run's classes, ``names`` the
+    checkpoint's."""
+    position: dict[str, int] = {}
+    for index, name in enumerate(names):
+        position.setdefault(folded_name(name), index)
+    wanted = [folded_name(name) for name in others]
+    sources: list[int | None] = [None] * len(wanted)
+    taken: set[int] = set()
+    for candidates in (wanted, [_SYNONYMS.get(name) for name in wanted]):
+        for index, name in enumerate(candidates):
+            source = position.get(name)  # None for a name without a synonym
+            if sources[index] is None and source is not None and source not in taken:
+                sources[index] = source
+                taken.add(source)
+    return sources
 
 
 def control_characters(text: str) -> list[str]:

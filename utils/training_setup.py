@@ -35,7 +35,7 @@ from utils.distributed import DistributedContext, broadcast_object, raise_if_any
 from utils.logging import RunLog
 from utils.loss import MultiBoxLoss
 from utils.messages import counted, joined_lines, preview_names
-from utils.names import reordering, same_classes
+from utils.names import class_sources, folded_name, reordering, same_classes
 from utils.optim import build_optimizer
 from utils.run_data import (
     absolute_data_paths,
@@ -55,36 +55,57 @@ def load_initial_weights(model: torch.nn.Module, state: dict, args: argparse.Nam
                          log: RunLog) -> None:
     """``--init_from``: the checkpoint ``state``'s weights into ``model``, built with its architecture or another
     ``--size`` of as many pyramid levels or ``--base_anchor_size`` (the same layers: main.py refused another before
-    reading the data, :func:`utils.checkpoint.check_init_architecture`; the log line names the change). On another
-    class list every weight but the
-    classification layers is taken, and those start afresh (fine-tuning on new classes); the same classes in another
-    order (a VOC layout's ``--classes``) keep their classification weights, each class's moved to its label here
-    (:func:`models.detector.reorder_classes`), as do those of ``--classes`` kept from a COCO layout's json by
-    ``--skip_unknown_classes``; a COCO layout whose training json names the checkpoint's classes in another order is
-    built in the checkpoint's (:func:`build_training`), the same class list."""
+    reading the data, :func:`utils.checkpoint.check_init_architecture`; the log line names the change). Every weight
+    but the classification layers is taken; of those, each of this run's ``class_names`` that the checkpoint scores
+    (:func:`utils.names.class_sources`: the same name, letter case and accents aside, or VOC's name of a COCO class
+    and back) keeps its weights, moved to its label here (:func:`models.detector.reorder_classes`), and the others
+    (new classes) keep ``model``'s initialisation, as the whole classifier does when no class is shared. A COCO
+    layout whose training json names the checkpoint's classes in another order is built in the checkpoint's
+    (:func:`build_training`), the same class list; a VOC layout's ``--classes`` keeps the order typed, and so do
+    those kept from a COCO json by ``--skip_unknown_classes``."""
     changed = changed_anchor_flags(state["config"], args.size, args.base_anchor_size)
     source = (f"model weights from {args.init_from} (iteration {state['iteration']}){changed}; fresh optimizer and "
               "schedule")
     trained_on = state["class_names"]
     same = same_classes(trained_on, class_names)
-    order = None if same else reordering(trained_on, class_names)
+    sources = class_sources(trained_on, class_names)
+    kept = [index for index in sources if index is not None]
     try:
-        if same or order is not None:
-            model.load_state_dict(state["model"] if same else reorder_classes(state["model"], order))
+        if same:
+            model.load_state_dict(state["model"])
+        elif kept:
+            model.load_state_dict(reorder_classes(state["model"], sources, model.state_dict()))
         else:
             fresh = model.load_all_but_classifier(state["model"])
-    except RuntimeError as error:
+    except (RuntimeError, KeyError) as error:  # KeyError: a classification layer this architecture does not have
         raise CheckpointError(f"{args.init_from}: {joined_lines(error)}; the file is damaged or was edited") from error
+    compared = (f"it was trained on {counted(len(trained_on), 'class')} ({preview_names(trained_on)}), this dataset "
+                f"has {len(class_names)} ({preview_names(class_names)})")
     if same:
         log.info(source)
-    elif order is not None:
+    elif reordering(trained_on, class_names) is not None:
         log.info(f"{source}; it was trained on these {len(class_names)} classes in another order "
                  f"({preview_names(trained_on)}): each class keeps its classification weights, moved to its label "
                  f"here ({preview_names(class_names)})")
+    elif kept:
+        log.info(f"{source}; {compared}: {kept_classes_note(trained_on, class_names, sources)}; the rest comes from "
+                 "the checkpoint")
     else:
-        log.info(f"{source}; it was trained on {counted(len(trained_on), 'class')} ({preview_names(trained_on)}), "
-                 f"this dataset has {len(class_names)} ({preview_names(class_names)}): its classification layers "
-                 f"({counted(len(fresh), 'tensor')}) start afresh, the rest comes from the checkpoint")
+        log.info(f"{source}; {compared}: its classification layers ({counted(len(fresh), 'tensor')}) start afresh, "
+                 "the rest comes from the checkpoint")
+
+
+def kept_classes_note(trained_on: list[str], class_names: list[str], sources: list[int | None]) -> str:
+    """What ``--init_from``'s line says of the classification weights of ``class_names`` (``trained_on``'s class
+    ``sources[i]``, or None: a new class): how many classes kept theirs, those kept under another name (VOC's name of
+    a COCO class), and the new classes."""
+    renamed = ", ".join(f"{name} as its {trained_on[index]}" for name, index in zip(class_names, sources)
+                        if index is not None and folded_name(name) != folded_name(trained_on[index]))
+    new = [name for name, index in zip(class_names, sources) if index is None]
+    of_new = f"{preview_names(new)} (from the head's initialisation)" if new else "none"
+    return (f"kept the classifier of {len(class_names) - len(new)} of {len(class_names)} classes (from the "
+            f"checkpoint's {len(trained_on)}{': ' + renamed if renamed else ''}), each moved to its label here; new: "
+            f"{of_new}")
 
 
 def starting_weights(args: argparse.Namespace, backbone_weights: BackboneWeights | None) -> str:
