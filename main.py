@@ -280,7 +280,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="start from this checkpoint's model weights with a fresh optimizer and schedule (a fork; "
                           "--version/--backbone/--size/--base_anchor_size default to the checkpoint's: another size "
                           "of as many pyramid levels (128-448, or 512 and above) or anchor size fine-tunes it; without "
-                          "--dataset its dataset, --data_root and classes)")
+                          "--dataset its dataset, --data_root and classes; on other classes, each one it scores, by "
+                          "name or VOC's name of a COCO one, keeps its classification weights, new ones start afresh)")
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                      help="continue training exactly where a checkpoint stopped (default PATH: this run's checkpoint, "
                           "found from the run's flags); a PATH given also supplies every run flag not given (dataset, "
