@@ -546,7 +546,7 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
     config = state["config"]
     requested = requested_architecture(args) | {"size": None}  # another size of as many levels: checked by main
     args.size = args.size or config["size"]  # the input side, in summary.json
-    # a named run's: eval/<DATASET>/<name>; at another size than the trained one, <name>_size<S>
+    # a named run's: eval/<DATASET>/<name>; at another size than the trained one, <name or checkpoint file>_size<S>
     out_dir = eval_folder(args, evaluated_run_name(state, args.trained_model, args.size))
     refused_on_main(lambda: check_writable_folder(out_dir, "--eval_dir"), ctx)  # rank 0 writes the results
     classes_given = bool(args.classes)

@@ -222,8 +222,16 @@ def test_trained_model_evaluates_under_the_name_of_the_checkpoints_run():
     assert evaluated_run_name({"config": at_320}, "w.pth", 448) == "pets_size448"
     assert evaluated_run_name({"config": at_320, "best_metrics": {"mAP": 0.5}}, "w.pth", 448) == "pets_best_size448"
     assert evaluated_run_name({"config": at_320}, "w.pth", 320) == "pets"
-    assert evaluated_run_name({"config": {"name": None, "size": 320}}, "w.pth", 384) == "size384"
-    assert evaluated_run_name({"config": {"name": None, "size": 320}}, "w.pth", 320) is None
+    # a run without --name at another size: named after the checkpoint file, so two such checkpoints (an IoU and an
+    # MG run's, say) keep their evaluations apart, and none takes the folder of a run named "size384"
+    unnamed = {"config": {"name": None, "size": 320}}
+    assert evaluated_run_name(unnamed, "weights/VOC_pafpn_vgg16_size320_anchor24.0.pth", 384) == \
+        "VOC_pafpn_vgg16_size320_anchor24.0_size384"
+    assert evaluated_run_name(unnamed, "weights/VOC_pafpn_vgg16_size320_anchor24.0_MG.pth", 384) == \
+        "VOC_pafpn_vgg16_size320_anchor24.0_MG_size384"
+    assert evaluated_run_name(unnamed | {"best_metrics": {"mAP": 0.5}}, "VOC_fssd_vgg16_size320_anchor24.0_best.pth",
+                              384) == "VOC_fssd_vgg16_size320_anchor24.0_best_size384"
+    assert evaluated_run_name(unnamed, "w.pth", 320) is None  # at the trained size: eval/<DATASET>, as trained
     for edited in ("../elsewhere", "", 3):  # would write outside eval/<DATASET>/, or is not a name
         with pytest.raises(CheckpointError, match=rf"^w\.pth records --name {edited!r}, which main\.py never writes; "
                                                   r"it was edited or damaged: give --eval_dir"):

@@ -923,15 +923,16 @@ def test_init_from_fine_tunes_at_another_size_of_as_many_pyramid_levels_and_refu
 def test_trained_model_evaluates_at_another_size_of_as_many_pyramid_levels_in_a_folder_of_its_own(
         trained, tmp_path, capsys):
     """A 128-px checkpoint evaluated at --size 192 (4 pyramid levels, the same layers): it was refused as trained
-    at another size. It runs on 192-px inputs with the anchors laid out for 192, into eval/CUSTOM/size192 (the
-    trained size's eval/CUSTOM kept), whose summary.json records both sizes and --eval_results re-scores alike."""
+    at another size. It runs on 192-px inputs with the anchors laid out for 192, into
+    eval/CUSTOM/<checkpoint file name>_size192 (the trained size's eval/CUSTOM kept), whose summary.json records both
+    sizes and --eval_results re-scores alike."""
     checkpoint = trained / "weights" / CKPT.format("")
     shutil.copytree(trained / "eval", tmp_path / "eval")
     at_trained_size = (tmp_path / "eval" / "CUSTOM" / "summary.json").read_bytes()
     capsys.readouterr()
     assert run(tmp_path, ["--trained_model", str(checkpoint), "--size", "192", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    folder = Path("eval") / "CUSTOM" / "size192"
+    folder = Path("eval") / "CUSTOM" / f"{checkpoint.stem}_size192"  # its run had no --name
     assert (f"evaluating {checkpoint} (iteration {ITERS}/{ITERS}) at --size 192, not the --size 128 it was trained at "
             "(the same weights on a 192 x 192 input; the anchors keep their side in pixels) on 6 images, results to "
             f"{folder}\n") in out

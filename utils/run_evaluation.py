@@ -106,13 +106,15 @@ def evaluated_run_name(state: Mapping[str, Any], path: str | os.PathLike, size: 
     """The run name under which ``--trained_model`` evaluates the checkpoint ``state`` read from ``path`` (see
     :func:`eval_folder`): as the run named its files, ``NAME`` for the checkpoint of a run trained with ``--name NAME``
     and ``NAME_best`` for its best checkpoint; ``None`` for a run without ``--name``. At an input side ``size`` other
-    than the one it was trained at, ``_size<S>`` ends the name (``size<S>`` alone for a run without ``--name``), so
-    that evaluation keeps the one at the trained size. Raises :class:`CheckpointError` for a name main.py never
-    writes (not a file name: the folder would be elsewhere)."""
+    than the one it was trained at, ``_size<S>`` ends the name, so that evaluation keeps the one at the trained size;
+    a run without ``--name`` is then named after the checkpoint file (``<file name without .pth>_size<S>``, as
+    ``--demo`` names its folder), so that two such checkpoints evaluated at one size keep their evaluations apart.
+    Raises :class:`CheckpointError` for a name main.py never writes (not a file name: the folder would be
+    elsewhere)."""
     name = state["config"].get("name")
     suffix = other_size_suffix(state["config"], size)
     if name is None:
-        return suffix.removeprefix("_") or None
+        return f"{Path(path).stem}{suffix}" if suffix else None
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
         raise CheckpointError(f"{path} records --name {name!r}, which main.py never writes; it was edited or damaged: "
                               "give --eval_dir to write the evaluation to, or use a checkpoint as main.py saved it")
