@@ -334,6 +334,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 raise ValueError(f"--cuda_graph needs a CUDA device, but this run uses {device}; drop --cuda_graph")
             # the flags taken from --init_from's or --resume's checkpoint (a line); --data_root given, or taken below
             taken_from_checkpoint, data_root_given = "", args.data_root
+            classes_typed = args.classes is not None  # not those of a checkpoint or summary.json, taken below
             init_state = load_checkpoint(args.init_from, source="--init_from") if args.init_from else None
             if init_state is not None:  # a given architecture flag that differs is refused now, before any data is read
                 check_init_architecture(args.init_from, init_state["config"], requested_architecture(args))
@@ -392,7 +393,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if args.check_data:
                 return run_check_data(args, log)
             if args.eval_results:
-                return run_eval_results(args, log)
+                return run_eval_results(args, log, classes_typed)
             if args.demo or args.export:
                 return run_use(args, device, trained_state)
             code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
@@ -524,16 +525,17 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     return 0
 
 
-def run_eval_results(args: argparse.Namespace, log: RunLog) -> int:
+def run_eval_results(args: argparse.Namespace, log: RunLog, classes_typed: bool) -> int:
     """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics;
     a COCO layout's per-class table in the class order of the evaluation that wrote them
-    (:func:`evaluated_class_order`), which its numbers do not depend on."""
+    (:func:`evaluated_class_order`), which its numbers do not depend on. ``classes_typed``: whether ``--classes`` was
+    given here, rather than taken from the ``summary.json`` beside the results (see :func:`make_dataset`)."""
     layout = {"voc": "voc", "shapes": "voc", "coco": "coco"}.get(args.dataset)  # custom: known once its split is read
     if layout is not None:  # results of the wrong kind refused before the test split is read
         results_to_score(args.eval_results, layout)
     # a COCO layout's labels in the evaluation's class order: its per-class table, whatever the test json's order
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
-                           class_order=evaluated_class_order(Path(args.eval_results)))
+                           class_order=evaluated_class_order(Path(args.eval_results)), classes_typed=classes_typed)
     check_test_split(dataset, log)
     metrics = evaluate_results_file(args.eval_results, dataset)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")

@@ -156,13 +156,14 @@ def test_a_run_on_a_coco_category_holding_a_comma_resumes(coco_comma_run, capsys
     assert "  person, sitting  " in captured.out
 
 
-def _evaluate_one_dog_found(tmp_path: Path) -> None:
-    """eval/ under ``tmp_path``: the evaluation, recorded with ``--classes dog``, of one detection (score 0.9) that
-    finds the one dog of a VOC-layout test split under ``tmp_path / "voc"``."""
+def _evaluate_one_dog_found(tmp_path: Path, classes: str = "dog") -> None:
+    """eval/ under ``tmp_path``: the evaluation, recorded with ``--classes classes`` (``dog``, or the absolute path of
+    a file naming it), of one detection (score 0.9) that finds the one dog of a VOC-layout test split under
+    ``tmp_path / "voc"``."""
     root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)]}, {"test": ["a"]})
-    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes="dog")
+    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes=classes)
     detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])}]
-    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": "dog", "skip_unknown_classes": False}
+    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": classes, "skip_unknown_classes": False}
     evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
         "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
 
@@ -264,13 +265,18 @@ def test_an_object_of_a_class_the_model_was_not_trained_on_is_not_told_to_join_c
     assert "add it to --classes" not in err
 
 
+@pytest.mark.parametrize("recorded", ["dog", "file"])
 def test_eval_results_on_an_object_of_a_class_the_results_lack_says_to_skip_it_not_to_add_it_to_classes(
-        tmp_path, monkeypatch, capsys):
+        recorded, tmp_path, monkeypatch, capsys):
     """A test XML given an object of another class since the evaluation: --eval_results said "add it to --classes",
     which scored that class as no detections (AP 0, halving the means); the detections are of the evaluation's
-    classes, so only --skip_unknown_classes re-scores them."""
+    classes, so only --skip_unknown_classes re-scores them. Also for an evaluation given a --classes file, which its
+    summary.json records by its path (it said "add it to --classes" there, though no --classes was given)."""
     monkeypatch.chdir(tmp_path)
-    _evaluate_one_dog_found(tmp_path)
+    if recorded == "file":
+        recorded = str(tmp_path / "classes.txt")
+        Path(recorded).write_text("dog\n")
+    _evaluate_one_dog_found(tmp_path, recorded)
     root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
                             {"test": ["a"]})
     capsys.readouterr()

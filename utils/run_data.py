@@ -26,7 +26,7 @@ CLASSES_NAMED = 20  # a warning about classes without objects names this many of
 
 def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
                  class_order: Sequence[str] | None = None,
-                 checkpoint: str | os.PathLike | None = None) -> DetectionDataset:
+                 checkpoint: str | os.PathLike | None = None, classes_typed: bool = True) -> DetectionDataset:
     """The ``split`` of the dataset the flags name, at ``size`` px, augmented for training when ``train``; a COCO
     layout's labels in ``class_order`` (the training split's or a checkpoint's class names) when its json names the
     same classes in another order (:func:`data.build_dataset`). A trained model's classes (``--trained_model``,
@@ -37,7 +37,9 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     ``checkpoint``: the file of the trained model whose classes these are when the flags do not name it (bare
     ``--resume``, which finds the run's): an object of another class is not told to join ``--classes``, which that
     model's classes would refuse; nor is one under ``--eval_results`` with the classes of the evaluation that wrote
-    the detections (taken from its ``summary.json``, or ``voc``'s): the detections hold none of another class."""
+    the detections (taken from its ``summary.json``, or ``voc``'s): the detections hold none of another class.
+    ``classes_typed``: under ``--eval_results``, whether ``args.classes`` was given on the command line, not taken
+    from the ``summary.json`` (which records a ``--classes`` file by its path, a string as typed)."""
     classes = args.classes or None
     if isinstance(classes, tuple):
         recorded = args.trained_model or args.resume or args.init_from or f"the summary.json of {args.eval_results}"
@@ -45,7 +47,7 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     elif classes and (args.trained_model or args.resume is not None or args.eval_results):
         classes = parse_class_list(classes, allow_background=True)
     fixed_by = args.trained_model or args.resume or checkpoint  # a trained model's classes: it scores no other
-    if not fixed_by and args.eval_results and not isinstance(args.classes, str):  # the evaluation's, not typed here
+    if not fixed_by and args.eval_results and not classes_typed:  # the evaluation's classes, not typed here
         fixed_by = f"the model that made the detections in {args.eval_results}"
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
@@ -54,7 +56,7 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
 
 
 def make_training_split(args: argparse.Namespace, ctx: DistributedContext, class_order: Sequence[str] | None,
-                        checkpoint: str | os.PathLike | None = None) -> DetectionDataset:
+                        checkpoint: str | os.PathLike | None = None, classes_typed: bool = True) -> DetectionDataset:
     """The training split (:func:`make_dataset`, augmented). Under ``torchrun``, ``--dataset shapes`` makes it in each
     machine's first process (``LOCAL_RANK`` 0) first, which generates the set when its folder holds none, and the
     other processes then read that set: started together, each generated the whole set (N times the work).
