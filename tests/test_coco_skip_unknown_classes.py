@@ -14,11 +14,12 @@ from pycocotools.cocoeval import COCOeval
 
 import main as cli
 from data import DEFAULT_ROOTS, DataError, DataWarning, build_dataset
+from tests.test_coco_class_order import training_argv
 from tests.test_data_coco import write_coco
 from tests.tiny_checkpoint import CLASS_NAMES, write_tiny_checkpoint
 from utils.inference import evaluate_detections
 from utils.logging import RunLog
-from utils.run_data import check_splits
+from utils.run_data import categories_kept_note, check_splits
 
 # the model's three classes (tiny_checkpoint's) among five categories, person and hexagon not the model's
 CATEGORIES = [{"id": 1, "name": "Circle"}, {"id": 2, "name": "person"}, {"id": 3, "name": "square"},
@@ -223,3 +224,42 @@ def test_classes_keep_their_order_beside_an_init_from_checkpoint_of_the_same_cla
                               skip_unknown_classes=True, class_order=["triangle", "circle"])
     assert train.class_names == ["Circle", "triangle"] and train.category_ids == [1, 4]
     assert [train.annotation(i)[1].tolist() for i in range(len(train))] == [[0], [], [1], [0, 0]]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_init_from_without_classes_says_the_flag_keeps_every_training_category(tmp_path, capsys):
+    """``--init_from`` (circle, square, triangle) with ``--skip_unknown_classes`` and no ``--classes`` on a json of
+    five categories: the run trains on all five (the checkpoint's classes at most order a json's labels, a
+    deliberate choice: a fine-tuning run's classes are its data's), and the flag left nothing out without a word; a
+    note now says so, and which --classes would leave out the others."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pth")
+    train_json = write_coco(tmp_path / "coco", "train", instances())
+    write_coco(tmp_path / "coco", "val", instances())
+    assert cli.main(cli.get_args_parser().parse_args(
+        training_argv(tmp_path / "coco", tmp_path, "--init_from", str(checkpoint), "--skip_unknown_classes"))) == 0
+    assert (f"note: --skip_unknown_classes leaves out no category of {train_json} without --classes: --init_from "
+            f"{checkpoint}'s classes choose none (a fine-tuning run trains on its data's classes), so this run trains "
+            "on its 5 (Circle, person, square, triangle, ...); to train on those of its classes alone, give --classes "
+            "circle,square,triangle\n") in capsys.readouterr().out
+
+
+def test_the_note_of_categories_kept_names_the_classes_to_give(tmp_path):
+    """A checkpoint class holding a comma is named in a file (a comma list cannot hold it); one sharing no class
+    with the json leaves the choice to the user; one trained on every category of the json, or --classes given,
+    gets no note (the flag leaves out what a run asks it to)."""
+    data = instances()
+    data["categories"][1]["name"] = "person, sitting"
+    json_path = write_coco(tmp_path, "train", data)
+    dataset = build_dataset("custom", "train", 64, data_root=str(tmp_path))
+    args = cli.get_args_parser().parse_args(["--init_from", "w.pth", "--skip_unknown_classes"])
+    assert categories_kept_note(args, dataset, ["person, sitting", "dog", "circle"]).endswith(
+        "; to train on those of its classes alone, give --classes a file naming them, one per line ('person, "
+        "sitting', 'circle')")
+    assert categories_kept_note(args, dataset, ["dog"]) == (
+        f"note: --skip_unknown_classes leaves out no category of {json_path} without --classes: --init_from w.pth's "
+        "classes choose none (a fine-tuning run trains on its data's classes), so this run trains on its 5 ('Circle', "
+        "'person, sitting', 'square', 'triangle', ...); to train on some of them alone, give --classes naming those")
+    every = ["hexagon", "triangle", "square", "person, sitting", "circle", "dog"]
+    assert categories_kept_note(args, dataset, every) is None
+    args.classes = "circle"
+    assert categories_kept_note(args, dataset, ["circle"]) is None

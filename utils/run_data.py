@@ -129,6 +129,29 @@ def other_classes_advice(dataset: DetectionDataset, trained_on: Sequence[str], f
     return f"use it with the classes it was trained on{restart}"
 
 
+def categories_kept_note(args: argparse.Namespace, dataset: DetectionDataset, trained_on: Sequence[str]) -> str | None:
+    """``--init_from`` with ``--skip_unknown_classes`` and no ``--classes`` on a COCO-layout training json (``dataset``)
+    naming categories its checkpoint was not trained on (``trained_on``): the note that the flag leaves none out (the
+    checkpoint's classes at most order a json's labels: ``data._kept_coco_classes``), and the ``--classes`` that
+    would; None otherwise."""
+    if not (args.init_from and args.skip_unknown_classes and not args.classes and isinstance(dataset, COCODetection)):
+        return None
+    known, held = ({folded_name(name) for name in names} for names in (trained_on, dataset.class_names))
+    if held <= known:
+        return None
+    shared = [name for name in trained_on if folded_name(name) in held]
+    if not shared:
+        use = "to train on some of them alone, give --classes naming those"
+    elif len(shared) > CLASSES_NAMED or any("," in name for name in shared):
+        use = ("to train on those of its classes alone, give --classes a file naming them, one per line "
+               f"({preview_names(shared)})")
+    else:
+        use = f"to train on those of its classes alone, give --classes {','.join(shared)}"
+    return (f"note: --skip_unknown_classes leaves out no category of {dataset.annotation_file} without --classes: "
+            f"--init_from {args.init_from}'s classes choose none (a fine-tuning run trains on its data's classes), so "
+            f"this run trains on its {len(dataset.class_names)} ({preview_names(dataset.class_names)}); {use}")
+
+
 def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset, log: RunLog) -> None:
     """Before training: both splits have the same classes in the same order, compared ignoring letter case as
     everywhere else (the model's label i is scored as the test split's class i; a COCO-layout test split built with

@@ -39,6 +39,7 @@ from utils.names import class_sources, folded_name, reordering, same_classes
 from utils.optim import build_optimizer
 from utils.run_data import (
     absolute_data_paths,
+    categories_kept_note,
     check_splits,
     make_dataset,
     make_training_split,
@@ -263,6 +264,8 @@ def build_training(args: argparse.Namespace, device: torch.device, ctx: Distribu
     # under torchrun, a shapes set generated once per machine
     dataset = make_training_split(args, ctx, class_order, resume_path)
     for note in dataset.notes:
+        log.info(note)
+    if note := categories_kept_note(args, dataset, class_order or []):
         log.info(note)
     test_dataset = make_dataset(args, "test", args.size, train=False, class_order=dataset.class_names,
                                 checkpoint=resume_path)
