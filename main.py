@@ -117,7 +117,13 @@ from utils.distributed import (  # noqa: E402
 )
 from utils.engine import Terminated, termination_as_interrupt  # noqa: E402
 from utils.export import export_onnx  # noqa: E402
-from utils.inference import evaluate_results_file, format_metrics, results_to_score, summary_beside  # noqa: E402
+from utils.inference import (  # noqa: E402
+    EvaluationSummary,
+    evaluate_results_file,
+    format_metrics,
+    results_to_score,
+    summary_beside,
+)
 from utils.logging import RunLog  # noqa: E402
 from utils.messages import counted, escape_unencodable_output, first_line  # noqa: E402
 from utils.run_data import (  # noqa: E402
@@ -369,7 +375,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                     taken = take_evaluation_settings_from_checkpoint(args, trained_state["config"])
                     check_recorded_shapes_set(args, data_root_given, args.trained_model)
             if args.eval_results:
-                taken = take_dataset_from_summary(args)
+                taken, summary = take_dataset_from_summary(args)  # read once, for the whole of --eval_results
                 check_recorded_shapes_set(args, data_root_given, str(summary_beside(Path(args.eval_results))))
             fill_dataset_defaults(args)
             if args.workers > 0:
@@ -393,7 +399,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if args.check_data:
                 return run_check_data(args, log)
             if args.eval_results:
-                return run_eval_results(args, log, classes_typed)
+                return run_eval_results(args, log, classes_typed, summary)
             if args.demo or args.export:
                 return run_use(args, device, trained_state)
             code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
@@ -525,19 +531,20 @@ def run_check_data(args: argparse.Namespace, log: RunLog) -> int:
     return 0
 
 
-def run_eval_results(args: argparse.Namespace, log: RunLog, classes_typed: bool) -> int:
+def run_eval_results(args: argparse.Namespace, log: RunLog, classes_typed: bool, summary: EvaluationSummary) -> int:
     """``--eval_results PATH``: score saved detections against the test split, print the tables and the metrics;
     a COCO layout's per-class table in the class order of the evaluation that wrote them
     (:func:`evaluated_class_order`), which its numbers do not depend on. ``classes_typed``: whether ``--classes`` was
-    given here, rather than taken from the ``summary.json`` beside the results (see :func:`make_dataset`)."""
+    given here, rather than taken from the ``summary.json`` beside the results (see :func:`make_dataset`);
+    ``summary``: that file as :func:`take_dataset_from_summary` read it."""
     layout = {"voc": "voc", "shapes": "voc", "coco": "coco"}.get(args.dataset)  # custom: known once its split is read
     if layout is not None:  # results of the wrong kind refused before the test split is read
         results_to_score(args.eval_results, layout)
     # a COCO layout's labels in the evaluation's class order: its per-class table, whatever the test json's order
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
-                           class_order=evaluated_class_order(Path(args.eval_results)), classes_typed=classes_typed)
+                           class_order=evaluated_class_order(summary), classes_typed=classes_typed)
     check_test_split(dataset, log)
-    metrics = evaluate_results_file(args.eval_results, dataset)
+    metrics = evaluate_results_file(args.eval_results, dataset, summary)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")
     return 0
 

@@ -156,7 +156,7 @@ def test_a_run_on_a_coco_category_holding_a_comma_resumes(coco_comma_run, capsys
     assert "  person, sitting  " in captured.out
 
 
-def _evaluate_one_dog_found(tmp_path: Path, classes: str = "dog") -> None:
+def evaluate_one_dog_found(tmp_path: Path, classes: str = "dog") -> None:
     """eval/ under ``tmp_path``: the evaluation, recorded with ``--classes classes`` (``dog``, or the absolute path of
     a file naming it), of one detection (score 0.9) that finds the one dog of a VOC-layout test split under
     ``tmp_path / "voc"``."""
@@ -173,7 +173,7 @@ def test_eval_results_does_not_read_a_recorded_class_name_as_the_file_of_that_na
     """An evaluation given ``--classes dog`` (no file of that name then: a file would be recorded by its absolute
     path) records ``dog``; --eval_results, where a file named dog has appeared since, re-scores class dog."""
     monkeypatch.chdir(tmp_path)
-    _evaluate_one_dog_found(tmp_path)
+    evaluate_one_dog_found(tmp_path)
     Path("dog").write_text("cat\nhorse\n")
     capsys.readouterr()
     assert run("--eval_results", "eval") == 0
@@ -276,7 +276,7 @@ def test_eval_results_on_an_object_of_a_class_the_results_lack_says_to_skip_it_n
     if recorded == "file":
         recorded = str(tmp_path / "classes.txt")
         Path(recorded).write_text("dog\n")
-    _evaluate_one_dog_found(tmp_path, recorded)
+    evaluate_one_dog_found(tmp_path, recorded)
     root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
                             {"test": ["a"]})
     capsys.readouterr()

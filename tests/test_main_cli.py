@@ -16,6 +16,7 @@ import main as cli
 from data import DataWarning
 from data.errors import CorruptImageWarning
 from data.loader import default_workers
+from tests.test_checkpoint_class_names import evaluate_one_dog_found
 from utils import training_run
 from utils.checkpoint import RUN_KEYS, CheckpointError, check_same_run
 from utils.distributed import unwrap_model
@@ -477,6 +478,24 @@ def test_eval_results_without_dataset_needs_the_summary_beside_them(tmp_path, ca
     assert cli.main(parse("--eval_results", str(folder))) == 2
     assert (f"{folder / 'summary.json'} names no dataset (no 'evaluated_with' entry), so the dataset the results are "
             "of is unknown; give --dataset") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--dataset", "custom", "--data_root", "voc", "--classes", "dog"]])
+def test_eval_results_reads_the_summary_beside_the_results_once(extra, tmp_path, monkeypatch, capsys):
+    """--eval_results took its flags, its checks (the evaluation finished, on as many images) and the class order
+    from the summary.json beside the results, reading and parsing it for each: four or five times."""
+    monkeypatch.chdir(tmp_path)
+    evaluate_one_dog_found(tmp_path)
+    read_text, reads = Path.read_text, []
+
+    def counted_read_text(path: Path, *args, **kwargs) -> str:
+        reads.extend([path] if path.name == "summary.json" else [])
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted_read_text)
+    assert cli.main(parse("--eval_results", "eval", *extra, "--workers", "0")) == 0
+    assert reads == [Path("eval") / "summary.json"]
+    assert "eval: mAP=0.9000 AP50=1.0000 AP75=1.0000" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra", [[], ["--dataset", "custom"]])

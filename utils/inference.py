@@ -14,6 +14,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from models.memory_format import memory_format, prefers_channels_last
 from utils.cuda_graph import CUDAGraphDetector
 from utils.distributed import joined_group, unwrap_model
 from utils.files import file_identity, json_safe, replace_text
+from utils.messages import first_line
 from utils.postprocess import PostProcessor, detections_to_numpy
 from utils.progress import progress_bar
 from utils.run_lock import one_writer
@@ -243,17 +245,19 @@ def remove_earlier_results(out_dir: Path, keep: list[Path],
     return removed
 
 
-def evaluate_results_file(path: Path, dataset: DetectionDataset) -> dict:
+def evaluate_results_file(path: Path, dataset: DetectionDataset, summary: EvaluationSummary | None = None) -> dict:
     """Evaluates saved results without a model: a folder of VOC ``comp4_det_test_<class>.txt`` files or a COCO
-    results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict.
+    results JSON file. Prints the same tables as ``evaluate_detections`` and returns the metric dict. ``summary``:
+    the ``summary.json`` beside them as ``--eval_results`` read it (:func:`read_summary`); None: read here.
 
     The precision-recall curves of this scoring (``<class>_pr.npz`` / ``detection_results.npz``) are written beside
     the results, replacing the curves files an earlier evaluation left there (the results files themselves are left
     as they are); a folder that cannot be written gets a ``warning:`` line on stderr instead, the scores unchanged."""
     path = results_to_score(path, dataset.kind)
-    check_complete_results(path)
+    summary = read_summary(summary_beside(path)) if summary is None else summary
+    check_complete_results(path, summary)
     folder = path if dataset.kind == "voc" else path.parent
-    if note := changed_split_note(summary_beside(path), len(dataset)):
+    if note := changed_split_note(summary, len(dataset)):
         print(f"warning: --eval_results {path}: {note}", file=sys.stderr)
     if dataset.kind == "voc":
         metrics, curves = evaluate_voc_with_curves(read_voc_results(path, dataset.image_ids, dataset.class_names),
@@ -281,23 +285,38 @@ def summary_beside(results: Path) -> Path:
     return (results if results.is_dir() else results.parent) / "summary.json"
 
 
-def _recorded(summary_file: Path, key: str) -> Any:
-    """The ``key`` entry of the evaluation summary ``summary_file``; None when the file is missing or unreadable, is
-    not a JSON object, or has no such entry (another tool's results, an older summary)."""
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """An evaluation's ``summary.json`` (``file``), read once: its parsed JSON ``content``, or ``None`` with the
+    ``problem`` that kept it from being read ("not found", "unreadable (...)")."""
+    file: Path
+    content: Any = None
+    problem: str | None = None
+
+    def recorded(self, key: str) -> Any:
+        """The ``key`` entry; None when the file is missing or unreadable, is not a JSON object, or has no such entry
+        (another tool's results, an older summary)."""
+        return self.content.get(key) if isinstance(self.content, dict) else None
+
+
+def read_summary(summary_file: Path) -> EvaluationSummary:
+    """The evaluation summary ``summary_file`` read and parsed (a missing or unreadable file is no error: its
+    :class:`EvaluationSummary` says why it holds nothing)."""
     try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary.get(key) if isinstance(summary, dict) else None
+        return EvaluationSummary(summary_file, json.loads(summary_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        problem = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
+        return EvaluationSummary(summary_file, problem=problem)
 
 
-def check_complete_results(results: Path) -> None:
+def check_complete_results(results: Path, summary: EvaluationSummary | None = None) -> None:
     """``--eval_results``: a ``ValueError`` naming the ``summary.json`` beside ``results`` (an evaluation's folder, or
     a file in it) when it records an evaluation that did not finish writing its files there (``"complete": false``,
     see :func:`evaluate_detections`). A folder without a ``summary.json`` (another tool's results) or one written
-    before the entry existed passes."""
+    before the entry existed passes. ``summary``: that file as read (:func:`read_summary`); None: read here."""
     summary_file = summary_beside(results)
-    if _recorded(summary_file, "complete") is False:
+    summary = read_summary(summary_file) if summary is None else summary
+    if summary.recorded("complete") is False:
         raise ValueError(f"--eval_results {results}: {summary_file} records an evaluation that did not finish writing "
                          "its results there (stopped by a full disk, a refused write or a crash, or still running), so "
                          "the folder may hold a mix of its files and an earlier evaluation's; evaluate the checkpoint "
@@ -313,15 +332,15 @@ def replaced_evaluation_note(out_dir: Path, run_info: Mapping[str, Any]) -> str 
     checkpoint again, its best one, an evaluation during training), one of an earlier run of the same checkpoint path
     (a run trained again, whose start said where the earlier checkpoint was kept) or one whose run is not known
     (saved before run ids)."""
-    summary_file = Path(out_dir) / "summary.json"
-    earlier_config, checkpoint = _recorded(summary_file, "config"), _recorded(summary_file, "checkpoint")
+    summary = read_summary(Path(out_dir) / "summary.json")
+    earlier_config, checkpoint = summary.recorded("config"), summary.recorded("checkpoint")
     earlier_run = earlier_config.get("run_id") if isinstance(earlier_config, dict) else None
     run = (run_info.get("config") or {}).get("run_id")
     same_path = os.path.normpath(str(checkpoint)) == os.path.normpath(str(run_info.get("checkpoint")))
     if earlier_run is None or run is None:
         return None
     if earlier_run == run or same_path:
-        earlier_size = _recorded(summary_file, "input_size") or earlier_config.get("size")
+        earlier_size = summary.recorded("input_size") or earlier_config.get("size")
         size = run_info.get("input_size")
         if earlier_size is None or size is None or earlier_size == size:
             return None
@@ -333,16 +352,17 @@ def replaced_evaluation_note(out_dir: Path, run_info: Mapping[str, Any]) -> str 
             "--mutual_guide run say, share eval/<DATASET>/)")
 
 
-def changed_split_note(summary_file: Path, num_images: int) -> str | None:
-    """What to know when the evaluation whose ``summary.json`` is ``summary_file`` ran on another number of test
-    images than the ``num_images`` the split has now (images added since have no detection in its results, so they
-    score other numbers); ``None`` when it ran on as many, or the file is missing, unreadable or records no count."""
-    evaluated = _recorded(summary_file, "num_images")
+def changed_split_note(summary: EvaluationSummary, num_images: int) -> str | None:
+    """What to know when the evaluation whose ``summary.json`` is ``summary`` (:func:`read_summary`) ran on another
+    number of test images than the ``num_images`` the split has now (images added since have no detection in its
+    results, so they score other numbers); ``None`` when it ran on as many, or the file is missing, unreadable or
+    records no count."""
+    evaluated = summary.recorded("num_images")
     if not isinstance(evaluated, int) or isinstance(evaluated, bool) or evaluated == num_images:
         return None
     change = ("an image added since has no detection in them" if num_images > evaluated
               else "images were removed from it since")
-    return (f"the evaluation that wrote these results ran on {evaluated} test images ({summary_file}), the test split "
+    return (f"the evaluation that wrote these results ran on {evaluated} test images ({summary.file}), the test split "
             f"has {num_images} now: {change}, so these numbers are not that evaluation's; evaluate the checkpoint "
             "again (--trained_model) on the split as it is")
 

@@ -8,7 +8,6 @@ A flag left at ``None`` by the parser means "not given": :func:`fill_dataset_def
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -25,8 +24,14 @@ from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
-from utils.inference import RESULTS_FILE_PATTERNS, check_complete_results, summary_beside
-from utils.messages import counted, exact_number, first_line
+from utils.inference import (
+    RESULTS_FILE_PATTERNS,
+    EvaluationSummary,
+    check_complete_results,
+    read_summary,
+    summary_beside,
+)
+from utils.messages import counted, exact_number
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
 AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
@@ -353,10 +358,11 @@ def _take_nms_thresh(args: argparse.Namespace, config: Mapping[str, Any]) -> lis
     return [f"--nms_thresh {exact_number(args.nms_thresh)}"] if args.nms_thresh != DEFAULT_NMS_THRESH else []
 
 
-def take_dataset_from_summary(args: argparse.Namespace) -> str:
+def take_dataset_from_summary(args: argparse.Namespace) -> tuple[str, EvaluationSummary]:
     """``--eval_results`` without ``--dataset``: the dataset, ``--data_root``, ``--classes`` and
     ``--skip_unknown_classes`` the evaluation that wrote the results ran with, from the ``summary.json`` beside them
-    (its ``evaluated_with``). Returns what was taken, for the log ("" when ``--dataset`` is given). Raises
+    (its ``evaluated_with``). Returns what was taken, for the log ("" when ``--dataset`` is given), and that
+    ``summary.json`` as read (:func:`utils.inference.read_summary`), which the rest of ``--eval_results`` reads. Raises
     ``ValueError`` when the results path does not exist or its ``summary.json`` records an evaluation that did not
     finish writing them, or without ``--dataset`` when the ``summary.json`` is missing, unreadable or names no
     dataset."""
@@ -366,21 +372,17 @@ def take_dataset_from_summary(args: argparse.Namespace) -> str:
                          "evaluation wrote (or its results file)")
     summary_file = summary_beside(results)
     check_not_above_evaluations(results)
-    check_complete_results(results)  # before the test split is read
+    summary = read_summary(summary_file)
+    check_complete_results(results, summary)  # before the test split is read
     if args.dataset is not None:
-        return ""
-    taken, problem = [], "names no dataset (no 'evaluated_with' entry)"
-    try:
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        problem = "not found" if isinstance(error, FileNotFoundError) else f"unreadable ({first_line(error)})"
-    else:
-        settings = summary.get("evaluated_with") if isinstance(summary, dict) else None
-        taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
+        return "", summary
+    settings = summary.recorded("evaluated_with")
+    taken = take_data_flags(args, settings, ("data_root", "classes")) if isinstance(settings, dict) else []
     if not taken:
+        problem = summary.problem or "names no dataset (no 'evaluated_with' entry)"
         raise ValueError(f"--eval_results {results}: {summary_file} {problem}, so the dataset the results are of is "
                          "unknown; give --dataset (and --data_root, --classes as the evaluation had them)")
-    return f"{', '.join(taken)} (from {summary_file})"
+    return f"{', '.join(taken)} (from {summary_file})", summary
 
 
 def check_not_above_evaluations(results: Path) -> None:
@@ -403,16 +405,12 @@ def check_not_above_evaluations(results: Path) -> None:
                          f"{results / inside[0]}")
 
 
-def evaluated_class_order(results: Path) -> list[str] | None:
-    """``--eval_results``: the class names, in label order, of the evaluation that wrote the results ``results``:
-    the order of its per-class AP table in the ``summary.json`` beside them (the training split's or the checkpoint's
-    order, where a COCO-layout test json may list its categories in another). ``None`` when that file is missing or
-    unreadable, or holds no such table (a VOC layout's, whose order is its class list's)."""
-    try:
-        summary = json.loads(summary_beside(results).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+def evaluated_class_order(summary: EvaluationSummary) -> list[str] | None:
+    """``--eval_results``: the class names, in label order, of the evaluation that wrote the results: the order of
+    its per-class AP table in the ``summary.json`` beside them (``summary``, as read) (the training split's or the
+    checkpoint's order, where a COCO-layout test json may list its categories in another). ``None`` when that file is
+    missing or unreadable, or holds no such table (a VOC layout's, whose order is its class list's)."""
+    metrics = summary.recorded("metrics")
     per_class = metrics.get("per_class_AP") if isinstance(metrics, dict) else None
     return list(per_class) if isinstance(per_class, dict) and per_class else None
 
