@@ -1,7 +1,9 @@
 """Loading ImageNet weights into a backbone: torchvision's weights API (and its cache) or a local file."""
 
+import argparse
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +35,12 @@ def wrapper_prefix(state_dict: Mapping[str, Any]) -> tuple[str, str] | None:
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
+
+# objects that training scripts save beside the weights and that weights-only loading may build: the argparse
+# arguments of timm's train.py, torchvision's references and DINO ({'state_dict': ..., 'args': Namespace(...)}), a
+# plain attribute container that runs no code
+SAFE_OBJECTS = [argparse.Namespace]
+_SAFE_OBJECT_NAMES = {f"{kind.__module__}.{kind.__qualname__}" for kind in SAFE_OBJECTS}
 
 # BatchNorm's batch counter, one per layer: ImageNet files saved before PyTorch 0.4 (2018) do not hold it
 _BATCH_COUNTER = "num_batches_tracked"
@@ -76,15 +84,22 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
     finite values; only the keys under ``backbone_class.dropped_prefixes`` may be extra, and are left out of the
     weights returned. Weights held inside a training script's checkpoint (``{'state_dict': ...}``, ``{'model': ...}``)
     and/or under a prefix (DDP's ``module.``, a larger model's ``backbone.``) are taken out, and the weights returned
-    say where (:class:`BackboneWeights`). main.py calls it before any data is read. Raises PretrainedWeightsError, one
-    line naming the file and the fix, for a file that holds no such weights: missing, unreadable, not a dict, empty, a
-    detector checkpoint, another backbone's, or several different sets of them (which one to start from is the
-    user's choice)."""
+    say where (:class:`BackboneWeights`); the script's arguments saved beside them (:data:`SAFE_OBJECTS`) are read.
+    main.py calls it before any data is read. Raises PretrainedWeightsError, one line naming the file and the fix, for
+    a file that holds no such weights: missing, unreadable, holding other objects (named), not a dict, empty, a
+    detector checkpoint of main.py, another backbone's, or several different sets of them (which one to start from
+    is the user's choice)."""
     source = os.fspath(source)
     check_pretrained_file(source, backbone_class)
     try:
-        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_OBJECTS):
+            state_dict = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never for a download
+        if objects := _refused_objects(source, error):
+            raise PretrainedWeightsError(
+                f"--pretrained {source} holds objects other than tensors and plain values "
+                f"({preview_names(objects, 3)}), which are not loaded (unpickling them could run code): save the "
+                "backbone's state dict alone with torch.save and pass that file, or pass --no_pretrained") from error
         raise PretrainedWeightsError(f"--pretrained {source} is not a file saved by torch.save (or it holds "
                                      "objects other than tensors and plain values, which are not loaded); give "
                                      "a torchvision state dict, or pass --no_pretrained") from error
@@ -122,13 +137,25 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
             raise
     if where is None:  # held inside the file (a checkpoint's entry, a prefix): taken out, as in the one place found
         if len(found) > 1:
-            raise PretrainedWeightsError(_ambiguity(source, backbone_class, found))
+            holds_arguments = any(isinstance(value, argparse.Namespace) for value in state_dict.values())
+            raise PretrainedWeightsError(_ambiguity(source, backbone_class, found, holds_arguments))
         entry, prefix, weights = found[0]
         where = _place(entry, prefix)
         kept = _fitting_weights(weights, layout, backbone_class, f"--pretrained {source} ({where})")
     named = f"--pretrained {source}" + (f" ({where})" if where else "")
     _check_float_weights(kept, f"{named} holds", "download it again", "give torchvision's float weights")
     return BackboneWeights(kept, where)
+
+
+def _refused_objects(path: str, error: pickle.UnpicklingError) -> list[str]:
+    """The objects (``module.Class``) that torch's weights-only loading of the file ``path`` refused with ``error``:
+    every one, read from a zip-format file without unpickling it, else the one ``error`` names (the legacy format);
+    [] when ``error`` is about no object (a file that is no pickle)."""
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - the legacy format (ValueError), or a damaged archive: the error's own object
+        found = re.findall(r"Unsupported global: GLOBAL (\S+)", str(error))[:1]
+    return sorted(name for name in found if name not in _SAFE_OBJECT_NAMES)  # torch lists them in no fixed order
 
 
 def _cut_short(path: str) -> bool:
@@ -257,19 +284,22 @@ def _place(entry: str | None, prefix: str) -> str:
     return held + (f", prefix {prefix!r} removed" if prefix else "")
 
 
-def _ambiguity(source: str, backbone_class: type[nn.Module],
-               found: list[tuple[str | None, str, dict[str, Any]]]) -> str:
+def _ambiguity(source: str, backbone_class: type[nn.Module], found: list[tuple[str | None, str, dict[str, Any]]],
+               holds_arguments: bool) -> str:
     """The refusal of ``--pretrained source``, which holds several different sets of ``backbone_class``'s weights
     (:func:`_weights_inside`, e.g. a checkpoint's ``'state_dict'`` and its exponential moving average's
-    ``'state_dict_ema'``): which to start from is the user's choice, with the Python line that saves the first alone."""
+    ``'state_dict_ema'``): which to start from is the user's choice, with the Python line that saves the first alone
+    (allowing the argparse.Namespace of a training script's arguments, ``holds_arguments``, which torch.load refuses
+    by default)."""
     entry, prefix, _ = found[0]
+    allow = "import argparse; torch.serialization.add_safe_globals([argparse.Namespace]); " if holds_arguments else ""
     loaded = f"torch.load({source!r})" + (f"[{entry!r}]" if entry is not None else "")
     state = (f"{{k.removeprefix({prefix!r}): v for k, v in {loaded}.items() if k.startswith({prefix!r})}}" if prefix
              else loaded)
     places = "; ".join(_place(entry, prefix) for entry, prefix, _ in found)
     name = backbone_class.__name__
     return (f"--pretrained {source} holds {len(found)} different sets of the {name} backbone's weights ({places}), "
-            f"and which one to start from is not known: save that one alone, e.g. state = {state}; "
+            f"and which one to start from is not known: save that one alone, e.g. {allow}state = {state}; "
             f"torch.save(state, '{name.lower()}_backbone.pth'), and pass that file, or pass --no_pretrained")
 
 

@@ -1,8 +1,10 @@
 """ImageNet backbone weights: torchvision cache, local files, and the one-line errors when they are missing."""
 
+import argparse
 import os
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -243,17 +245,71 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path):
                                 "or was converted; give torchvision's float weights, or pass --no_pretrained")
 
 
-def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_file_holding_objects_beyond_tensors_is_not_offered_weights_only_false(tmp_path, zip_format):
     """torch's first line ("Weights only load failed. This file can still be loaded, to do so you have two options,
     <bold>do those steps only if you trust the source of the checkpoint<reset>.") was the reason given: advice the
-    CLI cannot follow, cut before the options, with terminal escape codes."""
+    CLI cannot follow, cut before the options, with terminal escape codes. The objects torch refused are named (an
+    mmdetection checkpoint's NumPy values, its message hub's HistoryBuffer), not called "not a file saved by
+    torch.save"."""
     path = tmp_path / "resnet18.pth"
-    torch.save({"conv1.weight": torch.zeros(1), "optimizer": torch.optim.SGD}, path)  # a class: refused by weights_only
+    torch.save({"conv1.weight": torch.zeros(1), "optimizer": torch.optim.SGD}, path,  # a class: refused by weights_only
+               _use_new_zipfile_serialization=zip_format)
     with pytest.raises(PretrainedWeightsError) as error:
         load_backbone_weights(ResNet18(), str(path))
-    assert str(error.value) == (f"--pretrained {path} is not a file saved by torch.save (or it holds objects other "
-                                "than tensors and plain values, which are not loaded); give a torchvision state dict, "
-                                "or pass --no_pretrained")
+    assert str(error.value) == (f"--pretrained {path} holds objects other than tensors and plain values "
+                                "(torch.optim.sgd.SGD), which are not loaded (unpickling them could run code): save "
+                                "the backbone's state dict alone with torch.save and pass that file, or pass "
+                                "--no_pretrained")
+
+
+def test_a_whole_model_saved_is_refused_naming_a_few_of_its_classes(tmp_path):
+    path = tmp_path / "resnet18_model.pth"
+    torch.save(torchvision.models.resnet18(), path)  # torch.save(model), not its state dict: 9 classes
+    with pytest.raises(PretrainedWeightsError) as error:
+        read_backbone_weights(path, ResNet18)
+    assert str(error.value) == (f"--pretrained {path} holds objects other than tensors and plain values "
+                                "(torch.nn.modules.activation.ReLU, torch.nn.modules.batchnorm.BatchNorm2d, "
+                                "torch.nn.modules.container.Sequential, ...), which are not loaded (unpickling them "
+                                "could run code): save the backbone's state dict alone with torch.save and pass that "
+                                "file, or pass --no_pretrained")
+
+
+def test_a_training_scripts_checkpoint_with_its_argparse_arguments_loads(tmp_path, resnet18_state):
+    """timm's train.py, torchvision's references and DINO save their argparse.Namespace beside the weights
+    ({'state_dict': ..., 'args': Namespace(...)}): torch's weights-only loading refused the Namespace, and such a file
+    was called "not a file saved by torch.save"; a Namespace of plain values holds no code to run."""
+    path = tmp_path / "checkpoint.pth"
+    arguments = argparse.Namespace(model="resnet18", lr=0.1, epochs=90, output_dir="out", sched=None)
+    torch.save({"model": prefixed(resnet18_state, "module."), "optimizer": {"state": {}, "param_groups": []},
+                "args": arguments, "epoch": 89}, path)
+    read = read_backbone_weights(path, ResNet18)
+    assert read.where == "its 'model' entry, prefix 'module.' removed"
+    assert all(torch.equal(read[key], resnet18_state[key]) for key in read)
+
+
+def test_only_the_objects_refused_are_named_beside_a_training_scripts_arguments(tmp_path):
+    path = tmp_path / "mmdet.pth"
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1), "meta": {"seed": np.int64(3)}}, path)
+    with pytest.raises(PretrainedWeightsError, match=r"holds objects other than tensors and plain values "
+                                                     r"\(numpy\._?core\.multiarray\.scalar, numpy\.dtype\), which"):
+        read_backbone_weights(path, ResNet18)
+
+
+def test_the_line_saving_one_set_of_a_timm_checkpoint_reads_its_arguments(tmp_path, resnet18_state, monkeypatch):
+    """timm saves 'state_dict', 'state_dict_ema' and its argparse arguments: the line offered to save one set alone
+    called torch.load, which refuses the Namespace, so that the line itself failed."""
+    average = {key: value + 1 if value.is_floating_point() else value for key, value in resnet18_state.items()}
+    path = tmp_path / "timm.pth"
+    torch.save({"state_dict": resnet18_state, "state_dict_ema": average, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(PretrainedWeightsError) as error:
+        read_backbone_weights(path, ResNet18)
+    line = str(error.value).split("save that one alone, e.g. ")[1].split(", and pass that file")[0]
+    assert line.startswith("import argparse; torch.serialization.add_safe_globals([argparse.Namespace]); state = ")
+    monkeypatch.chdir(tmp_path)
+    exec(line, {"torch": torch})  # noqa: S102 - the line the user is told to run
+    saved = torch.load("resnet18_backbone.pth")
+    assert all(torch.equal(saved[key], resnet18_state[key]) for key in resnet18_state)
 
 
 def test_a_file_the_system_refuses_to_read_is_not_called_damaged(tmp_path, monkeypatch):
