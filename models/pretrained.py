@@ -253,7 +253,9 @@ def _weights_inside(state_dict: Mapping[str, Any],
     "epoch": ...}``; None: at the top level) and/or with each key starting with ``prefix`` (a wrapper's ``"module."``,
     a larger model's ``"backbone."``, both: ``"module.backbone."``; "" for none), ``weights`` holding the keys under
     ``prefix`` without it. Sets of the same tensors (a file that holds them twice) are listed once; [] when it holds
-    them nowhere."""
+    them nowhere. Keys as they are at the top level (which failed the plain file's check for the keys beside them)
+    are listed last, ``(None, "", state_dict)``, when they are a set other than one found: which to load is then not
+    known."""
     anchor = next(iter(layout))  # e.g. "conv1.weight": each key ending with it gives a prefix to try
     held_in = [(None, state_dict)] + [(key, value) for key, value in state_dict.items() if isinstance(value, Mapping)]
     found: list[tuple[str | None, str, dict[str, Any]]] = []
@@ -266,6 +268,9 @@ def _weights_inside(state_dict: Mapping[str, Any],
             weights = {key.removeprefix(prefix): held[key] for key in keys if key.startswith(prefix)}
             if not any(_same_tensors(weights, other, layout) for _, _, other in found):
                 found.append((entry, prefix, weights))
+    top_level = all(key in state_dict for key in layout if not key.endswith(_BATCH_COUNTER))
+    if found and top_level and not any(_same_tensors(state_dict, other, layout) for _, _, other in found):
+        found.append((None, "", dict(state_dict)))
     return found
 
 
@@ -280,6 +285,8 @@ def _same_tensors(weights: Mapping[str, Any], other: Mapping[str, Any], layout: 
 def _place(entry: str | None, prefix: str) -> str:
     """Where :func:`_weights_inside` found weights, for the log and the errors: ``"its 'state_dict' entry, prefix
     'backbone.' removed"``."""
+    if (entry, prefix) == (None, ""):
+        return "its keys as they are"
     held = "its keys" if entry is None else f"its {entry!r} entry"
     return held + (f", prefix {prefix!r} removed" if prefix else "")
 

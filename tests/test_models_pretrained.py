@@ -401,6 +401,22 @@ def test_a_file_holding_two_different_sets_of_weights_is_refused_naming_both(tmp
         "'resnet18_backbone.pth'), and pass that file, or pass --no_pretrained")
 
 
+@pytest.mark.parametrize("other", [lambda state: prefixed(state, "module."), lambda state: {"ema": state}])
+def test_weights_at_the_top_level_beside_another_set_are_one_of_two_sets(tmp_path, resnet18_state, other):
+    """The backbone's keys as they are beside a different set under 'module.' or in an entry: the set inside was
+    loaded without a word, the top-level one passed over (the extra keys made it fail the plain file's check)."""
+    average = {key: value + 1 if value.is_floating_point() else value for key, value in resnet18_state.items()}
+    path = tmp_path / "two.pth"
+    torch.save(resnet18_state | other(average), path)
+    with pytest.raises(PretrainedWeightsError, match=r"holds 2 different sets of the ResNet18 backbone's weights "
+                                                     r"\(its (keys, prefix 'module\.'|'ema' entry)[^;]*; its keys as "
+                                                     r"they are\)"):
+        read_backbone_weights(path, ResNet18)
+    torch.save(resnet18_state | other(resnet18_state), path)  # the same tensors twice: loaded
+    read = read_backbone_weights(path, ResNet18)
+    assert all(torch.equal(read[key], resnet18_state[key]) for key in read)
+
+
 def test_wrapped_weights_that_do_not_fit_are_refused_naming_where_they_are(tmp_path, resnet18_state):
     """A wrong shape, an extra layer or integer weights under the prefix are refused as in a plain file, the message
     naming where in the file the weights were."""
