@@ -122,7 +122,7 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
                                      f"(torch.save(model.state_dict())); {give}")
     if not state_dict:
         raise PretrainedWeightsError(f"--pretrained {source} holds no weights (an empty state dict); {give}")
-    if {"model", "config"} <= state_dict.keys():
+    if {"model", "config", "class_names"} <= state_dict.keys():  # main.py's (other scripts' may hold a config too)
         raise PretrainedWeightsError(f"--pretrained {source} is a detector checkpoint (main.py saves these), not "
                                      f"a backbone's ImageNet weights: start from its weights with --init_from "
                                      f"{source}, or continue its run with --resume {source}")

@@ -1417,7 +1417,7 @@ def resnet18_keys(prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("content, backbone, problem", [
-    (lambda: {"model": {}, "config": {}, "iteration": 3}, "resnet18",
+    (lambda: {"model": {}, "config": {}, "class_names": ["dog"], "iteration": 3}, "resnet18",
      "is a detector checkpoint (main.py saves these), not a backbone's ImageNet weights: start from its weights with "
      "--init_from {path}, or continue its run with --resume {path}"),
     (resnet18_keys, "vgg16", "does not fit the VGG16BN backbone: missing keys ['features.0.bias'"),

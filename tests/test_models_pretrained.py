@@ -151,12 +151,23 @@ def test_missing_local_file(tmp_path):
 
 def test_a_detector_checkpoint_is_pointed_to_init_from(tmp_path):
     path = tmp_path / "VOC_fssd.pth"
-    torch.save({"model": {}, "config": {"version": "fssd"}, "iteration": 10}, path)
+    torch.save({"model": {}, "config": {"version": "fssd"}, "class_names": ["dog"], "iteration": 10}, path)
     with pytest.raises(PretrainedWeightsError) as error:
         build_detector("fssd", "resnet18", 320, num_classes=20, pretrained=str(path))
     assert str(error.value) == (f"--pretrained {path} is a detector checkpoint (main.py saves these), not a "
                                 f"backbone's ImageNet weights: start from its weights with --init_from {path}, or "
                                 f"continue its run with --resume {path}")
+
+
+def test_a_training_scripts_checkpoint_with_a_config_entry_is_not_called_a_detector_checkpoint(tmp_path,
+                                                                                               resnet18_state):
+    """{'model': weights, 'config': its settings} (as many training scripts save them) was refused as one of main.py's
+    checkpoints, the user sent to --init_from, which refuses it: main.py's also name the classes ('class_names')."""
+    path = tmp_path / "classifier.pth"
+    torch.save({"model": resnet18_state, "config": {"arch": "resnet18", "lr": 0.1}, "epoch": 90}, path)
+    read = read_backbone_weights(path, ResNet18)
+    assert read.where == "its 'model' entry"
+    assert all(torch.equal(read[key], resnet18_state[key]) for key in read)
 
 
 @pytest.mark.parametrize("content", [b"hello, these are not weights\n", b""])
