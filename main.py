@@ -404,7 +404,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 return run_use(args, device, trained_state)
             code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
                     run_training(args, device, ctx, init_state, resume_state, taken_from_checkpoint, sync_bn_from))
-            say_unnamed_image_warnings()  # the images of a kind past those named, once the run has read them
+            # the images of a kind past those named, once read; their counts joined when every process finished
+            say_unnamed_image_warnings(ctx, together=code == 0)
             return code
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback

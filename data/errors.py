@@ -10,7 +10,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from utils.distributed import launch_context
+from utils.distributed import DistributedContext, all_gather_objects, launch_context, lost_another_process
 from utils.messages import SharedLines, SharedSeen, counted
 
 PROBLEMS_SHOWN = 10
@@ -217,21 +217,52 @@ def image_warnings_named(kind: type[ImageWarning]) -> int:
     return 0 if shown is None else shown.kind_count(IMAGE_WARNING_KINDS.index(kind))
 
 
-def say_unnamed_image_warnings() -> None:
-    """At the end of a run: for each kind of :class:`ImageWarning` of which this process and its DataLoader workers
-    met more images than :func:`one_line_data_warnings` names, one line counting them all (each image once, however
-    often it was read); nothing where data warnings are not shown on one line. Under ``torchrun`` each process counts
-    the images it read."""
+def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: bool = True) -> None:
+    """At the end of a run, whether it finished or stopped on an error: for each kind of :class:`ImageWarning` of
+    which the run met more images than :func:`one_line_data_warnings` names, one line counting them all (each image
+    once, however often it was read); nothing where data warnings are not shown on one line.
+
+    Under ``torchrun`` (``ctx``: the run's context, its processes joined), where each process keeps its own record
+    and names the first images it reads, the processes join their records when ``together`` (every process calls
+    this at the same point: a run that finished) and rank 0 alone prints the whole run's count. A run stopped on an
+    error (``together`` False) may have left another process in a collective that this one's would wait on forever:
+    each process then prints the count of the images it read, saying so, as it does when the joining fails because
+    another process has gone."""
     shown = data_warnings_shown()
-    if shown is None:
+    if shown is None:  # every process of a run alike: main.py installs the display in each
         return
-    ctx = launch_context()
-    where = f" (in its process of rank {ctx.rank})" if ctx.world_size > 1 else ""
+    ctx = launch_context() if ctx is None else ctx
+    if ctx.is_distributed and together:
+        records = [shown.kind_hashes(index) for index in range(len(IMAGE_WARNING_KINDS))]
+        try:
+            gathered = all_gather_objects(records, ctx)
+        except RuntimeError as error:  # another process has gone: this one's count alone, below
+            if not lost_another_process(error):
+                raise
+        else:
+            if ctx.is_main:
+                _say_joined_image_warnings(gathered)
+            return
+    own = f" in its process of rank {ctx.rank} (this process's count alone)" if ctx.is_distributed else ""
     for index, kind in enumerate(IMAGE_WARNING_KINDS):
         total, complete = shown.kind_total(index)
         if total > IMAGE_WARNINGS_NAMED:
-            write_line(f"warning: {'' if complete else 'at least '}{total:,} images {kind.kind} in this run{where}, of "
+            write_line(f"warning: {'' if complete else 'at least '}{total:,} images {kind.kind} in this run{own}, of "
                        f"which the first {IMAGE_WARNINGS_NAMED} were named (--check_data counts them in each split)")
+
+
+def _say_joined_image_warnings(records: list[list[tuple[set[int], set[int], bool]]]) -> None:
+    """The lines of :func:`say_unnamed_image_warnings` for the records of all ``torchrun``'s processes, one per
+    process, each a :meth:`utils.messages.SharedSeen.kind_hashes` per kind: an image that several processes read
+    counted once, named when any process named it."""
+    for index, kind in enumerate(IMAGE_WARNING_KINDS):
+        named = set().union(*(record[index][0] for record in records))
+        met = named.union(*(record[index][1] for record in records))
+        complete = all(record[index][2] for record in records)
+        if len(met) > len(named):
+            write_line(f"warning: {'' if complete else 'at least '}{len(met):,} images {kind.kind} in this run (its "
+                       f"{len(records)} processes together), of which {len(named)} were named (each process names "
+                       f"the first {IMAGE_WARNINGS_NAMED} it reads; --check_data counts them in each split)")
 
 
 def data_warnings_shown() -> SharedSeen | None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 import torch
 
 from data.loader import ResumableBatchSampler
@@ -140,6 +141,22 @@ def test_an_unreadable_image_in_one_process_share_of_a_training_batch_stops_ever
     expected_weights = torch.load(tmp_path / "uninterrupted" / "weights" / checkpoint.name, weights_only=True)["model"]
     for key, value in expected_weights.items():
         assert torch.allclose(weights[key].float(), value.float(), rtol=1e-4, atol=1e-6), key
+
+
+def test_the_images_with_a_warning_are_counted_once_for_the_whole_run(tmp_path):
+    """24 training images saved with a broken colour profile (a decoder's warning each), 12 read by each process: each
+    process named its first 10 and printed its own count, "12 images ... (in its process of rank N)", twice short of
+    the run's 24. Rank 0 now prints one line counting the run's images, those of both processes."""
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=24, num_test=2)
+    for image_id in (root / "ImageSets" / "Main" / "trainval.txt").read_text().split():
+        path = root / "JPEGImages" / f"{image_id}.jpg"
+        Image.open(path).save(path, format="PNG", icc_profile=b"\0" * 300)  # the decoder reads the content, a PNG
+    result = train_with_two_processes(tmp_path, root, "--max_iter", "6", "--warm_iter", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("libpng warning: iCCP: too short") == 20  # each process names the first 10 it reads
+    assert [line for line in result.stderr.splitlines() if ", of which " in line] == [
+        "warning: 24 images with a warning of the image decoder in this run (its 2 processes together), of which 20 "
+        "were named (each process names the first 10 it reads; --check_data counts them in each split)"]
 
 
 def test_a_start_refused_before_the_processes_join_says_it_once(tmp_path):

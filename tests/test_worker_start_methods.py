@@ -107,6 +107,23 @@ def test_a_kind_counts_its_texts_past_the_limit_once_each_in_a_table_of_their_ow
     assert seen.kind_total(0) == (4, True)
 
 
+def test_a_kinds_hashes_are_those_of_its_texts_named_and_past_the_limit():
+    """kind_hashes hands over a kind's texts, named and past the limit, apart from another kind's and from first()'s
+    lines, so that the records of several processes join into one count; a text met twice is there once, and a kind
+    whose texts found the table past the limit full says that its hashes are not all."""
+    seen = SharedSeen(slots=8, kinds=2, unnamed_slots=3)
+    for text in ("a.png", "b.png", "a.png", "c.png", "c.png"):
+        seen.first_of_kind(text, 0, 2)
+    seen.first_of_kind("x.png", 1, 5)
+    assert seen.first("a line")
+    key = SharedSeen._key
+    assert seen.kind_hashes(0) == ({key("a.png"), key("b.png")}, {key("c.png")}, True)
+    assert seen.kind_hashes(1) == ({key("x.png")}, set(), True)
+    for text in ("d.png", "e.png", "f.png"):  # d and e fill the table past the limit (c holds a slot): f is lost
+        seen.first_of_kind(text, 0, 2)
+    assert seen.kind_hashes(0) == ({key("a.png"), key("b.png")}, {key(t) for t in ("c.png", "d.png", "e.png")}, False)
+
+
 def test_lines_handed_over_come_out_in_order_and_a_line_that_does_not_fit_is_refused():
     """Each line takes 4 bytes plus its UTF-8 bytes; a line too long for the room left is refused (its process prints
     it) and a taken mailbox has its room again. Several lines and a path's undecodable bytes (lone surrogates) come

@@ -214,6 +214,17 @@ def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
     return holder[0]
 
 
+def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order, on every process (``[obj]`` when not distributed): a
+    gather in ``ctx.host_group``, which moves it on the CPU, also under NCCL. Every process must call it at the same
+    point; gloo raises a ``RuntimeError`` (:func:`lost_another_process`) when another process has gone."""
+    if not ctx.is_distributed:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj, group=ctx.host_group)
+    return gathered
+
+
 def refused_on_main(check: Callable[[], None], ctx: DistributedContext) -> None:
     """Run ``check`` on rank 0 alone (a check of what rank 0 alone writes or holds: its output folders, its run
     locks) and raise the ``ValueError`` it raises on every process, so that none goes on alone into a collective

@@ -106,14 +106,18 @@ class SharedSeen(_SharedWithLaterProcesses):
     lost). A process without the lock (started by another start method than the one in use when the record was
     made) shares the table without it: two processes asking at the same instant may then both get True.
     :meth:`first_of_kind` records the texts of a kind past its limit in a table of their own, of ``unnamed_slots``
-    hashes, only to count them (:meth:`kind_total`).
+    hashes, only to count them (:meth:`kind_total`); each slot a kind's text takes in either table is marked with its
+    kind, so that the hashes of a kind can be handed to another record's owner (:meth:`kind_hashes`: ``torchrun``'s
+    processes count the images they read together, each image once).
     """
 
     def __init__(self, slots: int = 4096, kinds: int = 8, unnamed_slots: int = 65536) -> None:
         super().__init__()
         self._hashes = multiprocessing.RawArray("Q", slots)
+        self._hash_kinds = multiprocessing.RawArray("b", slots)  # per slot: 1 + the kind of its text, 0 for first()'s
         self._kinds = multiprocessing.RawArray("q", kinds)  # texts recorded per kind (first_of_kind)
         self._unnamed_hashes = multiprocessing.RawArray("Q", unnamed_slots)  # the kinds' texts past their limit
+        self._unnamed_kinds = multiprocessing.RawArray("b", unnamed_slots)  # per slot: 1 + the kind of its text
         self._unnamed = multiprocessing.RawArray("q", kinds)  # texts recorded there per kind
         self._missed = multiprocessing.RawArray("b", kinds)  # 1: a text of the kind found that table full
 
@@ -132,11 +136,11 @@ class SharedSeen(_SharedWithLaterProcesses):
         with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
             if self._kinds[kind] >= limit:
                 if not self._holds(key, self._hashes):  # not one of those numbered
-                    recorded = self._record(key, self._unnamed_hashes)
+                    recorded = self._record(key, self._unnamed_hashes, self._unnamed_kinds, kind + 1)
                     self._unnamed[kind] += recorded is True
                     self._missed[kind] |= recorded is None
                 return 0
-            if self._record(key, self._hashes) is False:
+            if self._record(key, self._hashes, self._hash_kinds, kind + 1) is False:
                 return 0
             self._kinds[kind] += 1
             return self._kinds[kind]
@@ -150,6 +154,15 @@ class SharedSeen(_SharedWithLaterProcesses):
         that is all of them (False: some found the table of those past the limit full, so the count is a lower
         bound)."""
         return self._kinds[kind] + self._unnamed[kind], not self._missed[kind]
+
+    def kind_hashes(self, kind: int) -> tuple[set[int], set[int], bool]:
+        """The hashes of the texts of ``kind`` that :meth:`first_of_kind` numbered, those of its texts past the limit,
+        and whether that is all of them (:meth:`kind_total`): the record of one process, which the records of other
+        processes (``torchrun``'s, each with its own) join to count each text once however many processes met it."""
+        with contextlib.nullcontext() if self._lock is None else self._lock:  # None: see the class docstring
+            named = {key for key, label in zip(self._hashes, self._hash_kinds) if label == kind + 1}
+            unnamed = {key for key, label in zip(self._unnamed_hashes, self._unnamed_kinds) if label == kind + 1}
+            return named, unnamed, not self._missed[kind]
 
     @staticmethod
     def _key(text: str) -> int:
@@ -169,15 +182,18 @@ class SharedSeen(_SharedWithLaterProcesses):
         return None
 
     @classmethod
-    def _record(cls, key: int, table: MutableSequence[int]) -> bool | None:
-        """Record ``key`` in ``table`` (under the lock): True when new, False when recorded before, None when the
-        table is full."""
+    def _record(cls, key: int, table: MutableSequence[int], labels: MutableSequence[int] | None = None,
+                label: int = 0) -> bool | None:
+        """Record ``key`` in ``table`` (under the lock), and ``label`` in the same slot of ``labels`` when given:
+        True when new, False when recorded before, None when the table is full."""
         slot = cls._slot_of(key, table)
         if slot is None:
             return None
         if table[slot] == key:
             return False
         table[slot] = key
+        if labels is not None:
+            labels[slot] = label
         return True
 
     @classmethod
