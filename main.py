@@ -331,6 +331,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
     escape_unencodable_output()
     ctx = launch_context()  # until the processes join their group: rank 0 alone prints what every process meets
     log = RunLog(None, enabled=ctx.is_main)
+    # whether a training or evaluation run has started reading images, and the code it returned (None: raised)
+    reads_images, code = False, None
     try:
         with termination_as_interrupt():  # SIGTERM as Ctrl-C until a mode takes it: one line, not a silent kill
             check_flags(args, parser or get_args_parser(), say_ignored=log.info)
@@ -402,10 +404,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                 return run_eval_results(args, log, classes_typed, summary)
             if args.demo or args.export:
                 return run_use(args, device, trained_state)
+            reads_images = True
             code = (run_evaluation_only(args, device, ctx, trained_state) if args.trained_model else
                     run_training(args, device, ctx, init_state, resume_state, taken_from_checkpoint, sync_bn_from))
-            # the images of a kind past those named, once read; their counts joined when every process finished
-            say_unnamed_image_warnings(ctx, together=code == 0)
             return code
     except (DataError, CheckpointError, PretrainedWeightsError, ValueError) as error:
         message = f"error: {original_message(error)}"  # a DataLoader worker's error without its traceback
@@ -440,6 +441,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                   every_process=True)
         return EXIT_REFUSED_BY_SYSTEM
     finally:
+        if reads_images:  # the images of a kind past those named, once read, also after the line of an error
+            try:
+                say_unnamed_image_warnings(ctx, together=code == 0)  # every process finished: their counts joined
+            except OSError:  # a closed standard error, where log_error prints nothing either
+                pass
         cleanup_distributed()
 
 

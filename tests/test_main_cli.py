@@ -14,7 +14,7 @@ import torch
 
 import main as cli
 from data import DataWarning
-from data.errors import CorruptImageWarning
+from data.errors import CorruptImageWarning, DataError
 from data.loader import default_workers
 from tests.test_checkpoint_class_names import evaluate_one_dog_found
 from utils import training_run
@@ -23,6 +23,7 @@ from utils.distributed import unwrap_model
 from utils.run_evaluation import eval_folder, evaluated_run_name
 from utils.run_exit import (
     EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
     EXIT_INTERRUPTED,
     EXIT_REFUSED_BY_SYSTEM,
     how_to_continue,
@@ -1309,6 +1310,44 @@ def test_a_run_ends_counting_the_images_of_a_kind_it_did_not_name(mode, tmp_path
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 12 and lines[-1] == ("warning: 13 images with corrupt JPEG data in this run, of which the "
                                               "first 10 were named (--check_data counts them in each split)")
+
+
+@pytest.mark.parametrize("stop", ["data error", "Ctrl-C", "diverged"])
+def test_a_run_stopped_on_an_error_still_counts_the_images_of_a_kind_it_did_not_name(stop, tmp_path, data_not_read,
+                                                                                    monkeypatch, capsys):
+    """A run that read 13 images with corrupt JPEG data, naming 10, then stopped on an error raised past its own
+    handling (an undecodable image in an evaluation, Ctrl-C before training took it) said the error and nothing of
+    the 3 it did not name, which may explain the error. It now counts them below the error line, once; so does a run
+    that returns its stop (a diverged loss: its own line said why)."""
+    def run(*_):
+        for number in range(13):
+            warnings.warn(f"{tmp_path}/{number}.jpg: corrupt JPEG data", CorruptImageWarning)
+        if stop == "data error":
+            raise DataError(f"{tmp_path}/13.jpg: OpenCV cannot decode the file as an image; re-download or re-encode "
+                            "the file")
+        if stop == "Ctrl-C":
+            raise KeyboardInterrupt
+        return EXIT_DIVERGED
+
+    evaluation = stop == "data error"  # training takes the data errors of its batches itself
+    monkeypatch.setattr(cli, "run_evaluation_only" if evaluation else "run_training", run)
+    monkeypatch.setattr(cli, "load_checkpoint", lambda *_, **__: {"config": {}})
+    monkeypatch.setattr(cli, "take_evaluation_settings_from_checkpoint", lambda *_: "")
+    trained = ["--trained_model", str(tmp_path / "w.pth")] if evaluation else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
+        code = cli.main(parse(*shapes_run_flags(tmp_path), *trained))
+    assert code == {"data error": EXIT_BAD_INPUT, "Ctrl-C": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}[stop]
+    error_line = {
+        "data error": f"error: {tmp_path}/13.jpg: OpenCV cannot decode the file as an image; re-download or re-encode "
+                      "the file",
+        "Ctrl-C": "interrupted (Ctrl-C) before it had anything to save; run the same command again",
+    }
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[11:] == [*([error_line[stop]] if stop in error_line else []), (
+        "warning: 13 images with corrupt JPEG data in this run, of which the first 10 were named (--check_data counts "
+        "them in each split)")]
 
 
 class _Killed(Exception):
