@@ -139,7 +139,8 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     lines shown and of the count of each kind (:class:`SharedSeen`, a new one by default), where each worker, and
     each evaluation's new ones, would show it again. Under ``torchrun``, where each process makes its own record, a
     warning about the dataset as a whole (its fix-ups, which every process meets as it reads the annotations) is
-    printed by rank 0 alone, an image's by each process that read it.
+    printed by rank 0 alone, an image's by each process that read it (each names the first images of a kind that it
+    reads, and its line after them says so).
 
     In the process that made it the line goes through ``tqdm.write``, which lifts that process's progress bars
     (``--check_data``'s, the training bar) off the line and redraws them below it, instead of gluing the line to a
@@ -149,7 +150,11 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
     another process started by this one (whose copy of tqdm's bar registry would redraw stale bars) prints them
     plainly."""
     shown = SharedSeen() if shown is None else shown
-    prints_dataset_warnings = launch_context().is_main
+    ctx = launch_context()
+    prints_dataset_warnings = ctx.is_main
+    # under torchrun each process names the first images of a kind that it reads
+    past_named = (f" by this process (rank {ctx.rank}); any more it reads" if ctx.is_distributed else
+                  "; any more in this run")
     owner = os.getpid()
 
     def show_line(text: str) -> None:
@@ -168,7 +173,7 @@ def one_line_data_warnings(show: Callable, shown: SharedSeen | None = None) -> C
             if number:
                 show_line(f"warning: {message}")
             if number == IMAGE_WARNINGS_NAMED:
-                show_line(f"warning: {counted(number, 'image')} {kind.kind} named; any more in this run are not named "
+                show_line(f"warning: {counted(number, 'image')} {kind.kind} named{past_named} are not named "
                           "(--check_data counts them)")
         elif issubclass(category, DataWarning):
             if prints_dataset_warnings:

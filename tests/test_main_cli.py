@@ -878,6 +878,21 @@ def test_under_torchrun_a_warning_about_the_whole_dataset_comes_from_rank_0_alon
         assert err.startswith("\n") == (rank == "1")
 
 
+def test_under_torchrun_the_line_ending_the_named_images_says_they_are_this_process_s(monkeypatch, capsys):
+    """Each torchrun process names the first 10 images of a kind it reads, and said then "any more in this run are not
+    named", which the next process's 10 named lines belied: the line now says it is this process's."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli.one_line_data_warnings(warnings.showwarning)
+        for number in range(11):
+            warnings.warn(f"img{number}.jpg: corrupt JPEG data (libjpeg: premature end)", CorruptImageWarning)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 11 and lines[-1] == ("warning: 10 images with corrupt JPEG data named by this process (rank "
+                                              "1); any more it reads are not named (--check_data counts them)")
+
+
 def test_a_corrupt_image_whose_path_is_not_utf8_is_named_once_and_does_not_stop_the_run(tmp_path, capfd):
     """A file name with bytes that are not UTF-8 (a Linux path from another encoding) reaches Python as lone
     surrogates; recording the line as shown encoded it as strict UTF-8, and the UnicodeEncodeError escaped from

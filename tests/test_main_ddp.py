@@ -154,6 +154,9 @@ def test_the_images_with_a_warning_are_counted_once_for_the_whole_run(tmp_path):
     result = train_with_two_processes(tmp_path, root, "--max_iter", "6", "--warm_iter", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("libpng warning: iCCP: too short") == 20  # each process names the first 10 it reads
+    for rank in (0, 1):
+        assert result.stderr.count(f"warning: 10 images with a warning of the image decoder named by this process "
+                                   f"(rank {rank}); any more it reads are not named (--check_data counts them)") == 1
     assert [line for line in result.stderr.splitlines() if ", of which " in line] == [
         "warning: 24 images with a warning of the image decoder in this run (its 2 processes together), of which 20 "
         "were named (each process names the first 10 it reads; --check_data counts them in each split)"]
