@@ -10,7 +10,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from utils.distributed import DistributedContext, all_gather_objects, launch_context, lost_another_process
+from utils.distributed import DistributedContext, all_gather_objects, launch_context
 from utils.messages import SharedLines, SharedSeen, counted
 
 PROBLEMS_SHOWN = 10
@@ -232,7 +232,7 @@ def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: 
     this at the same point: a run that finished) and rank 0 alone prints the whole run's count. A run stopped on an
     error (``together`` False) may have left another process in a collective that this one's would wait on forever:
     each process then prints the count of the images it read, saying so, as it does when the joining fails because
-    another process has gone."""
+    another process has gone (or does not come within the process group's timeout)."""
     shown = data_warnings_shown()
     if shown is None:  # every process of a run alike: main.py installs the display in each
         return
@@ -241,9 +241,8 @@ def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: 
         records = [shown.kind_hashes(index) for index in range(len(IMAGE_WARNING_KINDS))]
         try:
             gathered = all_gather_objects(records, ctx)
-        except RuntimeError as error:  # another process has gone: this one's count alone, below
-            if not lost_another_process(error):
-                raise
+        except RuntimeError:  # another process has gone, or did not come in the group's timeout: this one's count
+            pass
         else:
             if ctx.is_main:
                 _say_joined_image_warnings(gathered)

@@ -217,7 +217,8 @@ def broadcast_object(obj: Any, ctx: DistributedContext) -> Any:
 def all_gather_objects(obj: Any, ctx: DistributedContext) -> list[Any]:
     """Every process's ``obj`` (picklable), in rank order, on every process (``[obj]`` when not distributed): a
     gather in ``ctx.host_group``, which moves it on the CPU, also under NCCL. Every process must call it at the same
-    point; gloo raises a ``RuntimeError`` (:func:`lost_another_process`) when another process has gone."""
+    point; a ``RuntimeError`` when another process has gone (:func:`lost_another_process`) or does not come within
+    the group's timeout."""
     if not ctx.is_distributed:
         return [obj]
     gathered: list[Any] = [None] * ctx.world_size
