@@ -582,6 +582,9 @@ def run_evaluation_only(args: argparse.Namespace, device: torch.device, ctx: Dis
         with termination_as_interrupt():  # SIGTERM as Ctrl-C: one line, not a traceback or a silent kill
             evaluate(trained.model, dataset, args, trained.priors, device, ctx, amp_dtype_for(args.amp, device), log,
                      run_info, out_dir)
+    except DataError as error:  # an image of this process's shard (each process says which), or another's
+        log_error(ctx, f"error: {original_message(error)}", every_process=True)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         log.info(f"evaluation of {args.trained_model} interrupted before its results were written; run the same "
                  "command again")

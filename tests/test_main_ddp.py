@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from data.loader import ResumableBatchSampler
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
@@ -160,6 +162,45 @@ def test_the_images_with_a_warning_are_counted_once_for_the_whole_run(tmp_path):
     assert [line for line in result.stderr.splitlines() if ", of which " in line] == [
         "warning: 24 images with a warning of the image decoder in this run (its 2 processes together), of which 20 "
         "were named (each process names the first 10 it reads; --check_data counts them in each split)"]
+
+
+def evaluate_in_a_group(rank: int, init_file: str, workdir: str) -> None:
+    """Process ``rank`` of 2 (gloo) runs ``main.py --trained_model`` on ``<workdir>/w.pth`` and the shapes folder
+    ``<workdir>/shapes``, as under ``torchrun``; its standard error goes to ``rank<rank>.txt``, its exit code to
+    ``code<rank>.txt``."""
+    import main as cli
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    sys.stderr = open(Path(workdir) / f"rank{rank}.txt", "w", encoding="utf-8")  # noqa: SIM115 - closed at exit
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    args = cli.get_args_parser().parse_args([
+        "--trained_model", f"{workdir}/w.pth", "--dataset", "custom", "--data_root", f"{workdir}/shapes", "--classes",
+        "circle,square,triangle", "--skip_unknown_classes", "--device", "cpu", "--workers", "0", "--batch_size", "1",
+        "--eval_dir", f"{workdir}/eval"])  # fmt: skip
+    code = cli.main(args)
+    sys.stderr.flush()
+    (Path(workdir) / f"code{rank}.txt").write_text(str(code))
+
+
+def test_a_data_error_in_one_process_share_of_an_evaluation_of_a_trained_model_is_named(tmp_path):
+    """--trained_model under torchrun, an undecodable test image in process 1's shard: process 0 said "another process
+    met a data error ... (its message says which file)", but process 1 printed nothing (main.py printed the data
+    errors it took from rank 0 alone, as if every process met them alike): no message named the file. Process 1 now
+    names it, as a training run's evaluation does."""
+    from tests.tiny_checkpoint import write_tiny_checkpoint
+
+    write_tiny_checkpoint(tmp_path / "w.pth")
+    root = generate_shapes_dataset(tmp_path / "shapes", num_trainval=2, num_test=4)
+    last = (root / "ImageSets" / "Main" / "test.txt").read_text().split()[-1]  # image 3: process 1's shard (1, 3)
+    (root / "JPEGImages" / f"{last}.jpg").write_bytes(b"not an image")
+    mp.start_processes(evaluate_in_a_group, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="fork")
+    assert [(tmp_path / f"code{rank}.txt").read_text() for rank in (0, 1)] == ["2", "2"]
+    assert (f"[rank 1] error: {root}/JPEGImages/{last}.jpg: OpenCV cannot decode the file as an image; re-download "
+            "or re-encode the file") in (tmp_path / "rank1.txt").read_text().splitlines()
+    assert ("[rank 0] error: another process met a data error in its share of the evaluation (its message says which "
+            "file)") in (tmp_path / "rank0.txt").read_text().splitlines()
 
 
 def test_a_start_refused_before_the_processes_join_says_it_once(tmp_path):
