@@ -222,14 +222,15 @@ def image_warnings_named(kind: type[ImageWarning]) -> int:
     return 0 if shown is None else shown.kind_count(IMAGE_WARNING_KINDS.index(kind))
 
 
-def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: bool = True) -> None:
+def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: bool = False) -> None:
     """At the end of a run, whether it finished or stopped on an error: for each kind of :class:`ImageWarning` of
     which the run met more images than :func:`one_line_data_warnings` names, one line counting them all (each image
     once, however often it was read); nothing where data warnings are not shown on one line.
 
-    Under ``torchrun`` (``ctx``: the run's context, its processes joined), where each process keeps its own record
-    and names the first images it reads, the processes join their records when ``together`` (every process calls
-    this at the same point: a run that finished) and rank 0 alone prints the whole run's count. A run stopped on an
+    Under ``torchrun`` (``ctx``: the run's context, its processes joined; :func:`launch_context` by default), where
+    each process keeps its own record and names the first images it reads, the processes join their records when
+    ``together`` (every process calls this at the same point: a run that finished) and rank 0 alone prints the
+    whole run's count. A run stopped on an
     error (``together`` False) may have left another process in a collective that this one's would wait on forever:
     each process then prints the count of the images it read, saying so, as it does when the joining fails because
     another process has gone (or does not come within the process group's timeout)."""
