@@ -4,13 +4,14 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from data.checks import DataReport, check_dataset
-from data.class_list import parse_class_list
+from data.class_list import class_list_file, parse_class_list
 from data.coco import (
     COCODetection,
     check_disjoint_coco_splits,
@@ -385,14 +386,14 @@ def _json_folder_hint(root: Path, split: str) -> str:
     return ""
 
 
-def _build_custom(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None,
-                  **options) -> DetectionDataset:
+def _build_custom(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None, *,
+                  class_file: str | os.PathLike | None, **options) -> DetectionDataset:
     if _is_voc_folder(root):
         if classes is None:
             raise DataError(
                 f"--data_root {root} is a VOC-layout folder: give its class names with --classes a,b,c or a file"
             )
-        return _voc_dataset(root, split, False, classes, **options)
+        return _voc_dataset(root, split, False, classes, class_file=class_file, **options)
     if not root.is_dir():
         raise DatasetNotFoundError(broken_link_message(root)
                                    or f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
@@ -439,6 +440,7 @@ def build_dataset(
     expand_probability: float = EXPAND_PROBABILITY,
     class_order: Sequence[str] | None = None,
     classes_fixed_by: str | None = None,
+    class_file: str | os.PathLike | None = None,
 ) -> DetectionDataset:
     """Build a dataset whose items are ``(image float32 [3, size, size], target float32 [n, 5], index)``.
 
@@ -470,6 +472,8 @@ def build_dataset(
     - ``classes_fixed_by``: the trained model whose classes ``classes`` are (``--trained_model``'s or ``--resume``'s
       checkpoint, or a phrase naming it: "the model that made the detections in eval/VOC" for ``--eval_results``): a
       VOC object of another class is not told to join ``--classes``, only to be skipped.
+    - ``class_file``: the file the ``classes`` names were read from (``--classes FILE``; found here when ``classes``
+      is that file's path), which a VOC object of another class is told to join instead of ``--classes``.
 
     Raises :class:`DatasetNotFoundError` (one line: the expected path and the script to run) or :class:`DataError`
     (also for a ``data_root`` that is a file); ValueError for an unknown name or split, or a ``size`` that is not a
@@ -489,10 +493,12 @@ def build_dataset(
                          "(the model's --size)")
     augment = split == "train" if augment is None else augment
     if isinstance(classes, str):
+        class_file = class_file or class_list_file(classes)
         classes = parse_class_list(classes)
     transform = TrainTransform(side, expand_probability) if augment else TestTransform(side)
     dataset = _build_named(name, split, data_root, classes, class_order, transform=transform, seed=seed,
-                           skip_unknown_classes=skip_unknown_classes, classes_fixed_by=classes_fixed_by)
+                           skip_unknown_classes=skip_unknown_classes, classes_fixed_by=classes_fixed_by,
+                           class_file=class_file)
     if split == "train" and isinstance(dataset, COCODetection):  # coco, or custom in COCO layout
         dataset.release_ground_truth()  # trained from flat arrays; the json's index is the evaluation's
     return dataset
@@ -500,15 +506,15 @@ def build_dataset(
 
 def _build_named(name: str, split: str, data_root: str | None, classes: list[str] | None,
                  class_order: Sequence[str] | None, *, skip_unknown_classes: bool, classes_fixed_by: str | None,
-                 **options) -> DetectionDataset:
+                 class_file: str | os.PathLike | None, **options) -> DetectionDataset:
     """:func:`build_dataset`'s dataset ``name`` (checked) from its root; ``options``: the dataset's ``transform``
-    and ``seed``."""
+    and ``seed``; ``class_file`` only for a VOC layout's :class:`VOCDetection`."""
     options["skip_unknown_classes"] = skip_unknown_classes
     options["classes_fixed_by"] = classes_fixed_by
     if name == "coco":
         return _build_coco(Path(data_root or DEFAULT_ROOTS["coco"]), split, classes, class_order, **options)
     if name == "voc":
-        return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, **options)
+        return _build_voc(Path(data_root or DEFAULT_ROOTS["voc"]), split, classes, class_file=class_file, **options)
     if name == "shapes":
         from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset, set_arguments_for
 
@@ -516,4 +522,4 @@ def _build_named(name: str, split: str, data_root: str | None, classes: list[str
         return _voc_dataset(Path(root), split, False, SHAPES_CLASSES, **options)
     if data_root is None:
         raise DataError("--dataset custom needs --data_root (a VOC-layout or COCO-layout folder)")
-    return _build_custom(Path(data_root), split, classes, class_order, **options)
+    return _build_custom(Path(data_root), split, classes, class_order, class_file=class_file, **options)

@@ -63,6 +63,14 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
     return names
 
 
+def class_list_file(arg: str) -> Path | None:
+    """The file a ``--classes`` string names (a class list file here), None for a comma list."""
+    try:
+        return Path(arg) if arg and Path(arg).is_file() else None
+    except OSError:  # a long comma list is too long a name to look up as a file
+        return None
+
+
 def checked_recorded_names(names: Sequence[str], source: str) -> list[str]:
     """Class names a checkpoint or a ``summary.json`` recorded (``source`` says which), used as they are: a name may
     hold a comma (a COCO-layout category's) or be a softmax background entry (a model trained with one has it), but

@@ -629,12 +629,13 @@ def _read_listed_image(
 
 def _unknown_class_problems(
     image: _ReadImage, label_of: dict[str, int], skip_unknown_classes: bool, skipped: dict[str, int],
-    classes_fixed_by: str | None = None,
+    classes_fixed_by: str | None = None, class_file: str | os.PathLike | None = None,
 ) -> list[str]:
     """One problem per class of ``image``'s objects that is not in ``label_of`` (with its count and its name as the
     XML first writes it); with ``skip_unknown_classes`` none, the objects are counted per class in ``skipped``.
     ``classes_fixed_by``: the trained model whose classes these are (a checkpoint's path, or a phrase naming it),
-    which cannot score another: the problem says so instead of "add it to --classes"."""
+    which cannot score another: the problem says so instead of "add it to --classes". ``class_file``: the file
+    ``--classes`` read the classes from, which the problem names instead of the flag."""
     objects = image.parsed.objects
     unknown = [obj.name for obj in objects if obj.name not in label_of]
     written = {obj.name: obj.written_name for obj in reversed(objects)}  # each name's first form
@@ -651,7 +652,8 @@ def _unknown_class_problems(
             problems.append(f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; "
                             f"{classes_fixed_by} was not trained on it: {skip}")
             continue
-        fix = _comma_in_class_name(name, tuple(label_of)) if "," in name else "add it to --classes"
+        add = f"add it to the class file {class_file}, one name per line" if class_file else "add it to --classes"
+        fix = _comma_in_class_name(name, tuple(label_of)) if "," in name else add
         problems.append(f"{image.xml_path}: unknown class {written[name]!r}{times}{compared}{about}; {fix}, or {skip}")
     return problems
 
@@ -783,7 +785,8 @@ class VOCDetection(DetectionDataset):
     Problems that make the data wrong (malformed XML, missing image or annotation, unknown class name, a list of no
     image id, boxes normalised to [0, 1], two annotations using one image file) raise one :class:`DataError` listing
     them, before any training. An unknown class is skipped and counted instead with ``skip_unknown_classes=True``
-    (its problem advises that alone when ``classes_fixed_by`` names the trained model whose classes these are).
+    (its problem advises that alone when ``classes_fixed_by`` names the trained model whose classes these are, and
+    names ``class_file``, the file ``--classes`` read them from, as the place to add it).
     Boxes partly outside the image are clipped to it and boxes with ``x2 <= x1`` or ``y2 <= y1`` (in pixels, or once
     normalised by the image size) dropped, with one counted :class:`DataWarning` (boxes whose coordinates look swapped
     counted apart, named by XML file and object; a training image left without a box by these drops is counted and
@@ -805,6 +808,7 @@ class VOCDetection(DetectionDataset):
         seed: int = 0,
         test_split: bool = False,
         classes_fixed_by: str | None = None,
+        class_file: str | os.PathLike | None = None,
     ) -> None:
         label_of = _class_labels(class_names)
         problems: list[str] = []
@@ -822,7 +826,8 @@ class VOCDetection(DetectionDataset):
                 image = _read_listed_image(folder, finders, list_file, image_id, problems, listed)
                 if image is None:
                     continue
-                problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped, classes_fixed_by)
+                problems += _unknown_class_problems(image, label_of, skip_unknown_classes, skipped, classes_fixed_by,
+                                                    class_file)
                 xml_boxes, labels, difficult, places = _known_objects(image.parsed.objects, label_of)
                 scored.append((xml_boxes, labels, difficult))  # the devkit scores the XML as written
                 training.append(_training_image(image, xml_boxes, labels, difficult, places, fixups))

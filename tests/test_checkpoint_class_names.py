@@ -286,3 +286,17 @@ def test_eval_results_on_an_object_of_a_class_the_results_lack_says_to_skip_it_n
             "detections in eval was not trained on it: pass --skip_unknown_classes to leave such objects out (counted "
             "in one warning)\n") in err
     assert "add it to --classes" not in err
+
+
+def test_eval_results_given_a_class_file_names_that_file_for_an_object_of_another_class(tmp_path, monkeypatch, capsys):
+    """--eval_results given ``--classes classes.txt`` (its classes, not the evaluation's): an object of another class
+    is told to join that file, one name per line, not "--classes", the flag that names the file."""
+    monkeypatch.chdir(tmp_path)
+    evaluate_one_dog_found(tmp_path)
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0), ("cat", (30, 10, 60, 40), 0)]},
+                            {"test": ["a"]})
+    Path("classes.txt").write_text("dog\n")
+    capsys.readouterr()
+    assert run("--eval_results", "eval", "--classes", "classes.txt") == 2
+    assert (f"{root / 'Annotations' / 'a.xml'}: unknown class 'cat' (classes: dog); add it to the class file "
+            "classes.txt, one name per line, or pass --skip_unknown_classes") in capsys.readouterr().err

@@ -52,6 +52,21 @@ def test_skip_unknown_classes_flag_trains_on_a_subset_of_the_classes(tmp_path, c
     assert "--skip_unknown_classes" in cli.get_args_parser().format_help()
 
 
+@pytest.mark.parametrize("mode", [["--max_iter", "2", "--warm_iter", "1"], ["--check_data"]])
+def test_an_unknown_class_is_told_to_join_the_class_file_that_classes_names(mode, tmp_path, capsys):
+    """``--classes classes.txt``: an object of another class was told "add it to --classes", which reads as typing
+    a name into the flag that names the file; the advice names the file to add it to, one name per line."""
+    root = write_voc_folder(tmp_path / "data", {"a": [("cat", (1, 1, 30, 30), 0), ("dog", (5, 5, 40, 40), 0)],
+                                                "b": [("cat", (3, 3, 25, 25), 0)]}, {"trainval": ["a"], "test": ["b"]})
+    (tmp_path / "classes.txt").write_text("cat\n")
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(root), "--classes", "classes.txt", "--size", "128",
+               "--workers", "0", "--device", "cpu", *mode) == 2
+    err = capsys.readouterr().err
+    assert (f"{root / 'Annotations/a.xml'}: unknown class 'dog' (classes: cat); add it to the class file classes.txt, "
+            "one name per line, or pass --skip_unknown_classes to leave such objects out (counted in one warning)\n"
+            ) in err
+
+
 def test_check_data_warns_when_many_training_boxes_are_below_the_minimum_side(tmp_path, capsys):
     """--check_data reads the training split unaugmented, so the warning that training gives at loading (boxes of at
     most 1 % of their image's side, rarely trained on) was missing where a user vets the data; the test split, which

@@ -7,12 +7,11 @@ import argparse
 import os
 import shlex
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from data import COCODetection, DataError, build_dataset
-from data.class_list import checked_recorded_names, is_background_entry, parse_class_list
+from data.class_list import checked_recorded_names, class_list_file, is_background_entry, parse_class_list
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.checkpoint import init_from_advice
@@ -39,7 +38,8 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     model's classes would refuse; nor is one under ``--eval_results`` with the classes of the evaluation that wrote
     the detections (taken from its ``summary.json``, or ``voc``'s): the detections hold none of another class.
     ``classes_typed``: under ``--eval_results``, whether ``args.classes`` was given on the command line, not taken
-    from the ``summary.json`` (which records a ``--classes`` file by its path, a string as typed)."""
+    from the ``summary.json`` (which records a ``--classes`` file by its path, a string as typed). A ``--classes``
+    file is named by the advice to add an unknown VOC class to it."""
     classes = args.classes or None
     if isinstance(classes, tuple):
         recorded = args.trained_model or args.resume or args.init_from or f"the summary.json of {args.eval_results}"
@@ -52,11 +52,12 @@ def make_dataset(args: argparse.Namespace, split: str, size: int, train: bool,
     return build_dataset(args.dataset, split, size, data_root=args.data_root, classes=classes,
                          augment=train, seed=args.seed, expand_probability=args.expand_prob,
                          skip_unknown_classes=args.skip_unknown_classes, class_order=class_order,
-                         classes_fixed_by=str(fixed_by) if fixed_by else None)
+                         classes_fixed_by=str(fixed_by) if fixed_by else None,
+                         class_file=class_list_file(args.classes) if isinstance(args.classes, str) else None)
 
 
 def make_training_split(args: argparse.Namespace, ctx: DistributedContext, class_order: Sequence[str] | None,
-                        checkpoint: str | os.PathLike | None = None, classes_typed: bool = True) -> DetectionDataset:
+                        checkpoint: str | os.PathLike | None = None) -> DetectionDataset:
     """The training split (:func:`make_dataset`, augmented). Under ``torchrun``, ``--dataset shapes`` makes it in each
     machine's first process (``LOCAL_RANK`` 0) first, which generates the set when its folder holds none, and the
     other processes then read that set: started together, each generated the whole set (N times the work).
@@ -97,11 +98,9 @@ def absolute_data_paths(args: argparse.Namespace) -> dict[str, str]:
     """``--data_root`` and a ``--classes`` file as absolute paths, for the checkpoint's config and ``summary.json``:
     ``--trained_model`` and ``--eval_results`` take them from there, maybe run from another folder."""
     paths = {"data_root": os.path.abspath(args.data_root)} if args.data_root else {}
-    try:  # a tuple of names taken from a checkpoint names no file
-        if isinstance(args.classes, str) and args.classes and Path(args.classes).is_file():
-            paths["classes"] = os.path.abspath(args.classes)
-    except OSError:  # a comma list too long to be a file name
-        pass
+    # a tuple of names taken from a checkpoint names no file
+    if isinstance(args.classes, str) and (class_file := class_list_file(args.classes)):
+        paths["classes"] = os.path.abspath(class_file)
     return paths
 
 
