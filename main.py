@@ -153,6 +153,7 @@ from utils.run_flags import (  # noqa: E402
     check_flag_combinations,
     check_flag_values,
     check_no_empty_values,
+    check_recorded_class_file,
     evaluated_class_order,
     expand_home,
     fill_dataset_defaults,
@@ -378,6 +379,8 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                     check_recorded_shapes_set(args, data_root_given, args.trained_model)
             if args.eval_results:
                 taken, summary = take_dataset_from_summary(args)  # read once, for the whole of --eval_results
+                if not classes_typed:  # a class file it records may have been edited since
+                    check_recorded_class_file(args, summary)
                 check_recorded_shapes_set(args, data_root_given, str(summary_beside(Path(args.eval_results))))
             fill_dataset_defaults(args)
             if args.workers > 0:

@@ -300,3 +300,72 @@ def test_eval_results_given_a_class_file_names_that_file_for_an_object_of_anothe
     assert run("--eval_results", "eval", "--classes", "classes.txt") == 2
     assert (f"{root / 'Annotations' / 'a.xml'}: unknown class 'cat' (classes: dog); add it to the class file "
             "classes.txt, one name per line, or pass --skip_unknown_classes") in capsys.readouterr().err
+
+
+def evaluate_dog_found_cat_missed(tmp_path: Path) -> Path:
+    """eval/ under ``tmp_path``: the evaluation, recorded with ``--classes`` the class file ``tmp_path/classes.txt``
+    (dog, cat), of a VOC-layout test split of one dog (found: AP 1) and one cat (its one detection elsewhere: AP 0).
+    Returns the class file."""
+    class_file = tmp_path / "classes.txt"
+    class_file.write_text("dog\ncat\n")
+    root = write_voc_folder(tmp_path / "voc", {"a": [("dog", (4, 6, 30, 40), 0)], "b": [("cat", (30, 10, 60, 40), 0)]},
+                            {"test": ["a", "b"]})
+    dataset = build_dataset("custom", "test", 128, data_root=str(root), classes=str(class_file))
+    detections = [{"boxes": np.array([[4.0, 6.0, 30.0, 40.0]]), "labels": np.array([0]), "scores": np.array([0.9])},
+                  {"boxes": np.array([[70.0, 60.0, 90.0, 80.0]]), "labels": np.array([1]), "scores": np.array([0.8])}]
+    evaluated_with = {"dataset": "custom", "data_root": str(root), "classes": str(class_file),
+                      "skip_unknown_classes": False}
+    evaluate_detections(dataset, detections, tmp_path / "eval", run_info={
+        "dataset": "custom", "split": "test", "evaluated_with": evaluated_with})
+    return class_file
+
+
+@pytest.mark.parametrize(("edited", "differs"), [
+    ("dog\ncat\nbird\n", "it now names 'bird', which the evaluation did not have"),
+    ("dog\n", "it now lacks 'cat'"),
+    ("dog\nCat\n", "it now names 'Cat', which the evaluation did not have, and lacks 'cat'"),
+])
+def test_eval_results_refuses_a_recorded_class_file_edited_since_the_evaluation(edited, differs, tmp_path, capsys):
+    """The summary.json records a --classes file by its path, and --eval_results read it as it is now: a class added
+    since scored AP 0 (no results file of it), lowering the means; one removed refused its objects as of a class "the
+    model was not trained on". The file is compared with the classes of the evaluation's per-class table."""
+    class_file = evaluate_dog_found_cat_missed(tmp_path)
+    class_file.write_text(edited)
+    capsys.readouterr()
+    assert run("--eval_results", str(tmp_path / "eval")) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: --eval_results {tmp_path / 'eval'}: {class_file}, the --classes file recorded in "
+        f"{tmp_path / 'eval' / 'summary.json'}, was edited since that evaluation of 2 classes (dog, cat): {differs}; "
+        "give the file those classes again (the keys of its metrics' per_class_AP50, in order), one name per line, or "
+        "give them with --classes\n")
+    assert "mAP" not in captured.out
+
+
+def test_eval_results_refuses_a_recorded_class_file_deleted_since_the_evaluation(tmp_path, capsys):
+    """It said "--classes FILE: class list file not found (a class name cannot hold a slash)", of a --classes not
+    given; it names the summary.json that recorded the file, and the classes to give instead."""
+    class_file = evaluate_dog_found_cat_missed(tmp_path)
+    class_file.unlink()
+    capsys.readouterr()
+    assert run("--eval_results", str(tmp_path / "eval")) == 2
+    assert capsys.readouterr().err == (
+        f"error: --eval_results {tmp_path / 'eval'}: {class_file}, the --classes file recorded in "
+        f"{tmp_path / 'eval' / 'summary.json'}, is not found (moved or deleted): give --classes that evaluation's 2 "
+        "classes (dog, cat), as a comma list or a file of one name per line (the keys of its metrics' per_class_AP50, "
+        "in order)\n")
+
+
+def test_eval_results_scores_a_recorded_class_file_reordered_since_the_evaluation_by_class_name(tmp_path, capsys):
+    """Another order of the same classes in the recorded file scores each class's results file against that class's
+    objects (read by name): dog still found (AP 1), cat still missed (AP 0), the means unchanged."""
+    class_file = evaluate_dog_found_cat_missed(tmp_path)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["metrics"]["per_class_AP50"] == {"dog": 1.0, "cat": 0.0}
+    class_file.write_text("cat\ndog\n")
+    capsys.readouterr()
+    assert run("--eval_results", str(tmp_path / "eval")) == 0
+    captured = capsys.readouterr()
+    assert "error" not in captured.err
+    assert "  cat  0.0000\n  dog  1.0000\n" in captured.out
+    assert f"mAP={summary['metrics']['mAP']:.4f} AP50=0.5000" in captured.out

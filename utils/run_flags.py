@@ -31,7 +31,7 @@ from utils.inference import (
     read_summary,
     summary_beside,
 )
-from utils.messages import counted, exact_number
+from utils.messages import counted, exact_number, preview_names
 
 DATASETS = DATASET_NAMES  # --dataset's choices: the names build_dataset knows
 AMP_CHOICES = ("auto", "bf16", "fp16")  # --amp: bare --amp is "auto"
@@ -413,6 +413,41 @@ def evaluated_class_order(summary: EvaluationSummary) -> list[str] | None:
     metrics = summary.recorded("metrics")
     per_class = metrics.get("per_class_AP") if isinstance(metrics, dict) else None
     return list(per_class) if isinstance(per_class, dict) and per_class else None
+
+
+def check_recorded_class_file(args: argparse.Namespace, summary: EvaluationSummary) -> None:
+    """``--eval_results`` of a VOC-layout evaluation whose ``--classes`` file was taken from its ``summary.json``
+    (``summary``, as read; ``args.classes``: that file's absolute path): ``ValueError`` when the file is gone, or no
+    longer names the classes of the evaluation's per-class AP table (edited since: a class added would score AP 0
+    for want of a results file, one removed would refuse its objects as ones the model was not trained on, one
+    renamed both). Another order of the same classes passes: the results are read and scored class by class, by
+    name. Nothing to check for a list of names, or a summary without a VOC per-class table."""
+    metrics = summary.recorded("metrics")
+    table = metrics.get("per_class_AP50") if isinstance(metrics, dict) else None
+    if not isinstance(args.classes, str) or not isinstance(table, dict) or not table:
+        return
+    evaluated = list(table)
+    where = f"--eval_results {args.eval_results}: {args.classes}, the --classes file recorded in"
+    classes = f"{counted(len(evaluated), 'class')} ({preview_names(evaluated)})"
+    listed = "the keys of its metrics' per_class_AP50, in order"
+    if not Path(args.classes).is_file():
+        raise ValueError(f"{where} {summary.file}, is not found (moved or deleted): give --classes that evaluation's "
+                         f"{classes}, as a comma list or a file of one name per line ({listed})")
+    names = parse_class_list(args.classes, allow_background=True)
+    added = [name for name in names if name not in table]
+    lacking = [name for name in evaluated if name not in names]
+    if not (added or lacking):
+        return
+    differs = ([f"names {_quoted(added)}, which the evaluation did not have"] if added else []) + (
+        [f"lacks {_quoted(lacking)}"] if lacking else [])
+    raise ValueError(f"{where} {summary.file}, was edited since that evaluation of {classes}: it now "
+                     f"{', and '.join(differs)}; give the file those classes again ({listed}), one name per line, or "
+                     "give them with --classes")
+
+
+def _quoted(names: Sequence[str], limit: int = 4) -> str:
+    """The first ``limit`` of ``names``, each in quotes, then "..." when there are more."""
+    return ", ".join(map(repr, names[:limit])) + (", ..." if len(names) > limit else "")
 
 
 def take_data_flags(args: argparse.Namespace, settings: Mapping[str, Any], flags: tuple[str, ...]) -> list[str]:
