@@ -524,9 +524,10 @@ def _is_complete(root: Path, expected: dict) -> bool:
     return all(manifest.get(key) == value for key, value in expected.items())
 
 
-def _remove_stale_temp_dirs(root: Path) -> None:
-    """Removes temp folders left by generations that were killed (their process no longer exists)."""
-    for temp in root.parent.glob(f".{root.name}.tmp-*"):
+def _remove_stale_temp_dirs(folder: Path, prefix: str) -> None:
+    """Removes the temp folders ``folder/<prefix>.tmp-<pid>`` left by generations that were killed (their process no
+    longer exists)."""
+    for temp in folder.glob(f"{prefix}.tmp-*"):
         pid = temp.name.rsplit("-", 1)[-1]
         if not pid.isdigit():
             continue
@@ -565,24 +566,38 @@ def ensure_shapes_dataset(
     """Returns ``root`` holding a complete shapes dataset for these arguments, generating it if needed.
 
     Reuses ``root`` when its manifest matches (seed, counts, generator version, classes). Otherwise it
-    generates into a temp folder beside ``root`` and renames it into place, so an interrupted run never
-    leaves a folder that looks complete. A ``root`` made by this generator with other arguments is replaced;
-    a non-empty ``root`` without a manifest is not touched (:class:`DataError`). A ``root`` whose folder cannot be
-    created or written raises :class:`DatasetNotFoundError`, one line naming it.
+    generates into a temp folder and moves the set into place, its manifest last, so an interrupted run never
+    leaves a folder that looks complete: a missing ``root`` is the temp folder beside it, renamed; an existing
+    folder (empty, or a set of this generator made with other arguments, which is replaced) stays the same folder,
+    as a mount point or a symbolic link's target must: the set is generated in a temp folder inside it and moved up.
+    A non-empty ``root`` without a manifest is not touched (:class:`DataError`). A ``root`` whose folder cannot be
+    created or written, or a symbolic link to a missing folder, raises :class:`DatasetNotFoundError`, one line naming
+    it.
     """
     root = Path(root)
     expected = _manifest(seed, num_trainval, num_test)
     if _is_complete(root, expected):
         return root
-    if root.exists() and any(root.iterdir()) and not (root / MANIFEST_NAME).exists():
+    if root.exists() and not root.is_dir():
+        raise DatasetNotFoundError(f"{root}: the shapes dataset cannot be generated there ({root} is not a folder); "
+                                   "pass --data_root a folder that can be created and written")
+    if root.is_symlink() and not root.exists():
+        target = os.path.normpath(root.parent / os.readlink(root))
+        raise DatasetNotFoundError(f"{root} is a broken symbolic link (to {target}, which does not exist): "
+                                   "mount its drive or create that folder, where the shapes set is then generated, or "
+                                   "remove the link")
+    in_place = root.is_dir()  # a mount point or a link's target cannot be replaced: it is filled
+    if in_place:
+        _remove_stale_temp_dirs(root, ".shapes")
+    if in_place and any(root.iterdir()) and not (root / MANIFEST_NAME).exists():
         raise DataError(
             f"{root} exists but has no {MANIFEST_NAME}, so it was not made by the shapes generator; "
             "move it away or pass another --data_root"
         )
-    temp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    temp = root / f".shapes.tmp-{os.getpid()}" if in_place else root.parent / f".{root.name}.tmp-{os.getpid()}"
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temp_dirs(root)
+        _remove_stale_temp_dirs(root.parent, f".{root.name}")
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir()
     except OSError as error:  # a file in the way, no permission: missing and not to be made there (bad input)
@@ -599,11 +614,21 @@ def ensure_shapes_dataset(
         generate_shapes_dataset(temp, seed=seed, num_trainval=num_trainval, num_test=num_test)
         if _is_complete(root, expected):  # another process finished first
             return root
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            root.rename(old)
-            shutil.rmtree(old)
-        temp.rename(root)
+        if in_place:
+            _move_into(temp, root)
+        else:
+            temp.rename(root)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return root
+
+
+def _move_into(temp: Path, root: Path) -> None:
+    """Replaces the set in ``root`` (none, or one of other arguments) by the complete set generated in ``temp``, a
+    folder inside it: the old manifest goes first and the new one comes last, so ``root`` never looks complete with
+    another set's files."""
+    (root / MANIFEST_NAME).unlink(missing_ok=True)
+    for entry in sorted(temp.iterdir(), key=lambda path: path.name == MANIFEST_NAME):
+        if (root / entry.name).is_dir() and not (root / entry.name).is_symlink():
+            shutil.rmtree(root / entry.name)
+        entry.replace(root / entry.name)

@@ -236,6 +236,73 @@ def test_stale_temp_folder_of_a_dead_process_is_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
 
 
+def test_a_link_to_an_empty_folder_gets_the_set_in_its_target(tmp_path):
+    """datasets/shapes linked to a folder on a larger disk: the set is generated there and the link kept (it was
+    renamed away, the set thrown away and a traceback printed: rmtree refuses a link)."""
+    target = tmp_path / "big" / "shapes"
+    target.mkdir(parents=True)
+    link = tmp_path / "datasets" / "shapes"
+    link.parent.mkdir()
+    link.symlink_to(target, target_is_directory=True)
+    assert ensure_shapes_dataset(link, seed=1, num_trainval=3, num_test=2) == link
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert json.loads((target / MANIFEST_NAME).read_text())["num_trainval"] == 3
+    assert len(list((target / "JPEGImages").iterdir())) == 5
+    assert [p.name for p in link.parent.iterdir()] == ["shapes"] and [p.name for p in target.parent.iterdir()] == [
+        "shapes"]
+
+
+def test_an_existing_folder_is_filled_and_replaced_in_place(tmp_path):
+    """An existing folder stays the same folder (a mount point, a Docker volume, cannot be renamed: that failed with
+    'Device or resource busy' after the whole generation), when empty and when its set of other arguments is
+    replaced; nothing is left beside or inside it but the set."""
+    root = tmp_path / "shapes"
+    root.mkdir()
+    inode = root.stat().st_ino
+    ensure_shapes_dataset(root, seed=1, num_trainval=3, num_test=2)
+    ensure_shapes_dataset(root, seed=2, num_trainval=2, num_test=2)
+    assert root.stat().st_ino == inode
+    assert json.loads((root / MANIFEST_NAME).read_text())["seed"] == 2
+    assert len(list((root / "JPEGImages").iterdir())) == 4
+    assert sorted(p.name for p in root.iterdir()) == ["Annotations", "ImageSets", "JPEGImages", MANIFEST_NAME]
+    assert list(tmp_path.iterdir()) == [root]
+
+
+def test_a_stale_temp_folder_inside_an_existing_folder_is_removed(tmp_path):
+    dead_pid = 2**22 + 12345  # above the default pid_max, so no such process
+    root = tmp_path / "shapes"
+    (root / f".shapes.tmp-{dead_pid}" / "JPEGImages").mkdir(parents=True)
+    ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
+    assert sorted(p.name for p in root.iterdir()) == ["Annotations", "ImageSets", "JPEGImages", MANIFEST_NAME]
+
+
+def test_a_broken_link_is_named_before_generating(tmp_path, monkeypatch):
+    """A link to a drive not mounted: one line naming it and its target at once, not 30 s of generation and then
+    'Not a directory' about a temp folder."""
+    link = tmp_path / "shapes"
+    link.symlink_to(tmp_path / "drive" / "shapes")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("nothing can be generated through a broken link")
+
+    monkeypatch.setattr(shapes, "generate_shapes_dataset", must_not_run)
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        ensure_shapes_dataset(link, seed=0, num_trainval=2, num_test=2)
+    assert str(error.value) == (f"{link} is a broken symbolic link (to {tmp_path / 'drive' / 'shapes'}, which does not "
+                                "exist): mount its drive or create that folder, where the shapes set is then "
+                                "generated, or remove the link")
+    assert link.is_symlink() and list(tmp_path.iterdir()) == [link]
+
+
+def test_a_file_in_place_of_the_folder_is_named_before_generating(tmp_path, monkeypatch):
+    root = tmp_path / "shapes"
+    root.write_text("not a folder")
+    monkeypatch.setattr(shapes, "generate_shapes_dataset", lambda *args, **kwargs: pytest.fail("generated"))
+    with pytest.raises(data.DatasetNotFoundError, match=f"^{root}: the shapes dataset cannot be generated there "
+                                                        f"\\({root} is not a folder\\)"):
+        ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
+
+
 def test_foreign_folder_is_not_overwritten(tmp_path):
     root = tmp_path / "shapes"
     root.mkdir()
