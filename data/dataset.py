@@ -6,6 +6,7 @@ Annotations are parsed once at construction (in ``data/voc.py`` / ``data/coco.py
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -288,13 +289,26 @@ def _broken_link_problem(path: str | Path) -> str | None:
             "link with the file itself")
 
 
+def _in_a_loop(path: Path) -> bool:
+    """Whether following the symbolic link ``path`` comes back to a link already followed (the OS's ``ELOOP``)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
+
+
 def broken_link_message(path: Path) -> str | None:
     """``<link> is a broken symbolic link (to <target>, which does not exist): ...`` when the missing ``path`` or a
     folder above it is a symbolic link whose target is missing (a dataset folder linked to a drive that is not
-    mounted), where a "not found: download it" would mislead; ``None`` otherwise."""
+    mounted), where a "not found: download it" would mislead, or ``<link> is a symbolic link in a loop ...`` when
+    following it comes back to it; ``None`` otherwise."""
     missing = Path(path)
     while not missing.exists() and missing != missing.parent:
         if (target := _link_target(missing)) is not None:
+            if _in_a_loop(missing):
+                return (f"{missing} is a symbolic link in a loop (to {target}, a link that leads back to it, so no "
+                        "folder is ever reached): point it at the data folder itself")
             return (f"{missing} is a broken symbolic link (to {target}, which does not exist): mount or fetch its "
                     "target, or replace the link with the data itself")
         missing = missing.parent

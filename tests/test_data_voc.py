@@ -186,6 +186,18 @@ def test_a_dataset_folder_linked_to_a_missing_target_is_named_a_broken_link(tmp_
         "fetch its target, or replace the link with the data itself")
 
 
+def test_a_dataset_folder_linked_in_a_loop_is_named_a_loop(tmp_path):
+    """Two links to each other (a link made in the wrong folder, relative): the error said the first's target 'does not
+    exist', when it does, as a link back to the first."""
+    (tmp_path / "VOCdevkit").symlink_to("data")
+    (tmp_path / "data").symlink_to("VOCdevkit")
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "train", 64, data_root=str(tmp_path / "VOCdevkit"))
+    assert str(error.value) == (
+        f"{tmp_path}/VOCdevkit is a symbolic link in a loop (to {tmp_path}/data, a link that leads back to it, so no "
+        "folder is ever reached): point it at the data folder itself")
+
+
 def test_voc2007_test_tar_extracted_inside_vocdevkit_names_where_it_went(tmp_path):
     """VOCtest_06-Nov-2007.tar extracted into VOCdevkit/ (it holds VOCdevkit/VOC2007/...): the test list is at
     VOCdevkit/VOCdevkit/VOC2007, which the test split's error names, with the move that fixes it."""
