@@ -144,10 +144,12 @@ def _not_utf8_hint(xml_path: Path) -> str:
 def _annotation_not_found(xml_path: Path) -> DataError:
     """The error for a missing ``Annotations/<id>.xml``, with a hint when the id holds an invisible character
     (:func:`utils.names.unprintable_characters`: a UTF-8 byte-order mark inside a list, a zero-width space, a
-    control character) or ends with an image or XML extension (a list of file names, ``000001.jpg`` or ``000001.xml``
-    as ``ls`` writes them, where image ids go)."""
+    control character), ends with an image or XML extension (a list of file names, ``000001.jpg`` or ``000001.xml``
+    as ``ls`` writes them, where image ids go) or separates folders by ``\\`` (a list written on Windows) where the
+    file is there with ``/``."""
     image_id = xml_path.name.removesuffix(".xml")
     stem, extension = os.path.splitext(image_id)
+    slashed = image_id.replace("\\", "/")
     invisible = unprintable_characters(image_id)
     hint = ""
     if invisible:
@@ -155,6 +157,8 @@ def _annotation_not_found(xml_path: Path) -> DataError:
                 "mark where lists were joined, or a zero-width space: remove them from the list)")
     elif stem and extension.lower() in (*IMAGE_EXTENSIONS, ".xml"):
         hint = f" (image ids are file names without extension: write {stem})"
+    elif slashed != image_id and (xml_path.parent / f"{slashed}.xml").is_file():
+        hint = f" (folders in an image id are separated by /, not \\ as in a Windows path: write {slashed})"
     return DataError(f"{xml_path}: annotation file not found{hint}")
 
 

@@ -760,6 +760,23 @@ def test_an_image_id_written_with_its_extension_gets_a_hint(tmp_path):
     assert str(error.value).endswith(f"{root / 'Annotations/a.b.xml'}: annotation file not found {listed}")
 
 
+def test_an_image_id_with_windows_backslashes_says_to_write_slashes(tmp_path):
+    """A list written on Windows (os.path.join) with ids in sub-folders, `sub\\000001`: the error said only that
+    Annotations/sub\\000001.xml was not found, beside Annotations/sub/000001.xml."""
+    root = tmp_path
+    (root / "Annotations/sub").mkdir(parents=True)
+    (root / "JPEGImages/sub").mkdir(parents=True)
+    write_voc_folder(root, {"sub/000001": [("cat", (1, 1, 10, 10), 0)], "a\\2": [("cat", (1, 1, 10, 10), 0)]},
+                     {"trainval": ["sub\\000001", "a\\2", "sub\\none"]})
+    list_file = root / "ImageSets/Main/trainval.txt"
+    with pytest.raises(DataError, match="2 problem") as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert (f"{root}/Annotations/sub\\000001.xml: annotation file not found (folders in an image id are separated by "
+            f"/, not \\ as in a Windows path: write sub/000001) (listed in {list_file})") in str(error.value)
+    assert str(error.value).endswith(f"{root}/Annotations/sub\\none.xml: annotation file not found (listed in "
+                                     f"{list_file})")  # no such file either way: no hint
+
+
 def test_an_image_id_with_an_invisible_character_names_it(tmp_path):
     """Lists joined with `cat` keep each file's UTF-8 byte-order mark at the start of a line, and ids pasted from a
     web page can hold a zero-width space: the error printed `Annotations/b.xml: annotation file not found` (the
