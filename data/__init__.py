@@ -91,16 +91,43 @@ def voc_folder_list(folder: Path, split: str) -> tuple[str, str | None]:
 
 def _list_in_other_case(lists: Path, names: Sequence[str]) -> str:
     """A hint for a list file written in another letter case (``Test.txt`` from Windows, where ``test.txt`` is read):
-    `` (<lists> holds Test.txt: ... rename it test.txt)``, or "" when there is none."""
+    `` (<lists> holds Test.txt: ... rename it test.txt)``, or for a list folder of another case that holds one
+    (``ImageSets/main``, where ``ImageSets/Main`` is read): `` (<folder> holds test.txt: ... rename it
+    ImageSets/Main)``; "" when there is none."""
+    if found := _list_file_in_any_case(lists, names):
+        return f" ({lists} holds {found[0]}: list names are read in lower case, rename it {found[1]})"
+    if lists.is_dir():
+        return ""
+    for folder in _folders_in_any_case(lists.parent.parent, (lists.parent.name, lists.name)):
+        if found := _list_file_in_any_case(folder, names):
+            return (f" ({folder} holds {found[0]}: folder names are read in their letter case, rename it "
+                    f"{lists.parent.name}/{lists.name})")
+    return ""
+
+
+def _list_file_in_any_case(lists: Path, names: Sequence[str]) -> tuple[str, str] | None:
+    """``(file found, name read)`` of the first of ``names`` whose list ``<name>.txt`` is in the folder ``lists`` in
+    any letter case; None when none is (or the folder cannot be read)."""
     try:
         files = sorted(path.name for path in lists.iterdir() if path.is_file())
     except OSError:
-        return ""
+        return None
     for name in names:
-        found = next((file for file in files if file.lower() == f"{name}.txt"), None)
-        if found:
-            return f" ({lists} holds {found}: list names are read in lower case, rename it {name}.txt)"
-    return ""
+        if found := next((file for file in files if file.lower() == f"{name}.txt"), None):
+            return found, f"{name}.txt"
+    return None
+
+
+def _folders_in_any_case(root: Path, parts: Sequence[str]) -> list[Path]:
+    """The folders ``root/<parts[0]>/<parts[1]>/...`` whose names equal ``parts`` ignoring letter case."""
+    folders = [root]
+    for part in parts:
+        try:
+            folders = [child for folder in folders for child in folder.iterdir()
+                       if child.name.lower() == part.lower() and child.is_dir()]
+        except OSError:
+            return []
+    return folders
 
 
 def _is_voc_folder(folder: Path) -> bool:

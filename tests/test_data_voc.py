@@ -371,6 +371,23 @@ def test_a_missing_list_names_a_list_written_in_another_letter_case(tmp_path):
         )
 
 
+@pytest.mark.parametrize("folder", ["ImageSets/main", "imagesets/Main", "ImageSets/MAIN"])
+def test_a_missing_list_names_a_list_folder_written_in_another_letter_case(tmp_path, folder):
+    """Lists in ImageSets/main (a set copied from Windows or macOS, where letter case does not matter): the error asked
+    to list the ids in ImageSets/Main/trainval.txt, without a word about the folder holding them."""
+    root = write_voc_folder(tmp_path, {"a": [], "b": []}, {"trainval": ["a"], "test": ["b"]})
+    (root / "ImageSets/Main").rename(root / "ImageSets/moved")
+    (root / folder).parent.mkdir(exist_ok=True)
+    (root / "ImageSets/moved").rename(root / folder)
+    if folder.startswith("imagesets"):
+        (root / "ImageSets").rmdir()
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("custom", "train", 64, data_root=str(root), classes=["cat"])
+    assert str(error.value).endswith(
+        f"not found: list the train image ids there, one per line ({root / folder} holds trainval.txt: folder names "
+        "are read in their letter case, rename it ImageSets/Main)")
+
+
 def test_folder_with_test_txt_keeps_trainval(tmp_path):
     samples = {"a": [], "b": [], "c": []}
     root = write_voc_folder(tmp_path, samples, {"trainval": ["a", "b"], "train": ["a"], "val": ["b"], "test": ["c"]})
