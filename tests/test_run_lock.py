@@ -32,6 +32,17 @@ def test_the_lock_is_keyed_by_the_resolved_path_and_lives_outside_the_run_folder
         assert not (tmp_path / "weights").exists()
 
 
+def test_a_path_whose_name_is_not_utf8_has_a_lock(tmp_path):
+    """A folder named in another encoding's bytes (caf\\xe9, Latin-1), which Python reads as 'caf\\udce9': the lock's
+    key encoded it as UTF-8, so --save_folder there stopped with "'utf-8' codec can't encode character '\\udce9'"."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    assert lock_file_for(folder / "a.pth") != lock_file_for(tmp_path / "cafe" / "a.pth")
+    with exclusive_run(folder / "a.pth"):
+        with pytest.raises(ValueError, match="is the checkpoint of a run still going on"):
+            with exclusive_run(folder / "a.pth"):
+                pass
+
+
 def test_a_run_that_dies_releases_its_lock(tmp_path):
     checkpoint = tmp_path / "w.pth"
     script = (f"import sys, os; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"

@@ -28,7 +28,7 @@ except ImportError:  # Windows
 
 def lock_file_for(path: str | os.PathLike) -> Path:
     """The lock file of a path (its absolute, resolved form), in the user's lock folder."""
-    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
+    key = hashlib.sha1(os.fsencode(Path(path).resolve())).hexdigest()[:20]  # the bytes: a name need not be UTF-8
     user = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"mutual-guidance-runs-{user}" / f"{key}.lock"
 
