@@ -1,5 +1,6 @@
 """ONNX export: graph validity, dynamic batch, parity with PyTorch (onnxruntime, CPU), NMS graph == PostProcessor."""
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,20 @@ def test_decoded_outputs_are_postprocessor_inputs(detector):
     expected = torch.cat([centres - sides / 2, centres + sides / 2], -1).clamp(0, 1)
     torch.testing.assert_close(boxes, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(scores, torch.sigmoid(conf), rtol=0, atol=0)
+
+
+def test_a_folder_whose_name_is_not_utf8_takes_the_export(checkpoint, detector, tmp_path, capsys):
+    """A folder named in another encoding's bytes (caf\\xe9, Latin-1: 'caf\\udce9' in Python): PyTorch's exporter,
+    onnx.checker and onnxruntime take the path as UTF-8 in C++, and the export stopped with a TypeError and a
+    traceback of the whole weight dictionary."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    sys.stderr.reconfigure(errors="backslashreplace")  # as Python's own stderr, which prints the name as caf\\udce9
+    path = export_onnx(checkpoint, folder / "model.onnx", opset=17)
+    assert list(folder.iterdir()) == [path] and "onnx.checker passed" in capsys.readouterr().err
+    images = random_images(1, seed=0)
+    diff = onnx_max_abs_diff(path, DecodedDetector(detector.model, detector.priors).eval(), images)
+    assert diff < 1e-4
 
 
 def test_the_exported_graph_drops_overflowing_boxes_as_postprocessor_does(tmp_path):

@@ -24,6 +24,7 @@ import os
 import sys
 import warnings
 import importlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -160,16 +161,19 @@ def export_onnx(
 def _write_graph(graph: DecodedDetector, file: Path, path: Path, size: int, opset: int, output_names: list[str],
                  dynamic_axes: dict[str, dict[int, str]]) -> None:
     """Write ``graph`` (input ``images [B, 3, size, size]``) as ONNX to ``file``; an ``OSError`` without a file
-    name (a full disk) names ``path``, the file the user asked for."""
+    name (a full disk) names ``path``, the file the user asked for. The graph is assembled in memory and written by
+    Python: PyTorch's exporter takes a path as UTF-8, which a name in another encoding's bytes is not."""
     example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # batched_nms's empty-input branch
         warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")  # torchvision's NMS export
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")  # indices are >= 0
-        with naming_file(path):  # a full disk: one line naming the file, not a traceback
-            torch.onnx.export(graph, (example,), str(file), dynamo=False, opset_version=opset, input_names=["images"],
-                              output_names=output_names, dynamic_axes=dynamic_axes)
+        buffer = io.BytesIO()
+        torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+    with naming_file(path):  # a full disk: one line naming the file, not a traceback
+        file.write_bytes(buffer.getvalue())
 
 
 def _check_graph(file: Path, graph: DecodedDetector, size: int, opset: int, include_nms: bool) -> list[str]:
@@ -177,7 +181,7 @@ def _check_graph(file: Path, graph: DecodedDetector, size: int, opset: int, incl
     installed, compare its outputs with PyTorch's on two random images; returns the notes of the export's line."""
     import onnx
 
-    onnx.checker.check_model(str(file))
+    onnx.checker.check_model(onnx.load_model_from_string(file.read_bytes()))  # read by Python: any file name
     notes = [f"opset {opset}", f"input images [B, 3, {size}, {size}]", "onnx.checker passed"]
     if include_nms:
         notes.append("not compared with PyTorch (the NMS graph's output sizes depend on the scores)")
@@ -214,7 +218,7 @@ def run_onnx(path: str | os.PathLike, images: Tensor) -> list[np.ndarray]:
     """The ONNX file's outputs for ``images`` ``[B, 3, S, S]``, run by onnxruntime on the CPU."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(Path(path).read_bytes(), providers=["CPUExecutionProvider"])  # any name
     return session.run(None, {"images": images.detach().cpu().numpy().astype(np.float32)})
 
 
