@@ -20,13 +20,16 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
     softmax classifier's ``__background__`` entry (this classifier has no background class; ``allow_background``: the
     classes of a model trained with one, which has that class), or a file's line holding a comma or a comment after its
     name."""
-    path = Path(arg)
+    slash = "/" in arg or os.sep in arg
+    # ~/classes.txt where the shell leaves ~ (--classes=~/..., in quotes) is in the home folder, as the path flags';
+    # it cannot be a class name, which holds no slash
+    path = Path(os.path.expanduser(arg) if arg.startswith("~") and slash and not names_only else arg)
     try:
         is_dir, is_file = (False, False) if names_only else (path.is_dir(), path.is_file())
     except OSError:  # a long comma list is too long a name to look up as a file
         is_dir = is_file = False
     # a bare name that is also a folder here (``cat/`` of images sorted by class) is a class name: no folder is a list
-    if is_dir and ("/" in arg or os.sep in arg or arg in (".", "..")):
+    if is_dir and (slash or arg in (".", "..")):
         raise DataError(f"--classes {arg} is a folder; give the class names (cat,dog) or a text file of them")
     if is_file:
         lines = [line.strip() for line in read_utf8_text(path).splitlines()]
@@ -38,8 +41,7 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
         names = _checked_class_names([(f"{path}:{number}", line) for number, line in numbered], allow_background)
         line_numbers = [number for number, _ in numbered]
         source = str(path)
-    elif not names_only and "," not in arg and (path.suffix in (".txt", ".names") or "/" in arg or os.sep in arg):
-        slash = "/" in arg or os.sep in arg
+    elif not names_only and "," not in arg and (path.suffix in (".txt", ".names") or slash):
         why = "a class name cannot hold a slash" if slash else f"a name ending in {path.suffix} is read as a file"
         where = "" if path.is_absolute() else f"; looked for in {Path.cwd()}"
         raise DataError(f"--classes {arg}: class list file not found ({why}{where})")

@@ -1007,6 +1007,17 @@ def test_an_image_resized_after_it_was_annotated_is_told_to_scale_its_boxes_not_
     )
 
 
+def test_a_class_list_file_under_the_home_folder_given_as_tilde_is_read(tmp_path, monkeypatch):
+    """`--classes=~/classes.txt` or `--classes "~/classes.txt"`, where the shell leaves `~`: the file was looked for in
+    a folder named `~` of the current folder (class list file not found), where the path flags take the home folder;
+    a name without a slash stays a name."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    assert parse_class_list("~/classes.txt") == ["cat", "dog"]
+    assert parse_class_list("~cat,dog") == ["~cat", "dog"]
+
+
 def test_parse_class_list(tmp_path):
     assert parse_class_list("cat, dog,bird") == ["cat", "dog", "bird"]
     (tmp_path / "classes.txt").write_text("# my classes\ncat\n\n  dog  \n#bird\n")
