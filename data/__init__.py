@@ -163,12 +163,20 @@ def _voc_dataset(root: Path, split: str, devkit: bool, classes: Sequence[str], *
 def _download_command(script: str, root: Path, default_root: Path, folder_name: str) -> str:
     """The command ``bash data/scripts/<script>`` (in backticks) that downloads the dataset into ``root``: with the
     datasets folder above it for a ``--data_root`` named ``folder_name`` (where the script writes) elsewhere than the
-    default, and with ``DIR`` and what it writes for a ``root`` of another name."""
+    default, and with ``DIR`` and what it writes for a ``root`` of another name. The script's path is the absolute
+    one where the current folder is not the repository's (``python /path/to/main.py`` run from elsewhere)."""
+    path = f"data/scripts/{script}"
+    try:
+        in_repository = Path.cwd().resolve() == DATASETS_DIR.parent
+    except OSError:  # the current folder was deleted
+        in_repository = False
+    if not in_repository:
+        path = shlex.quote(str(DATASETS_DIR.parent / path))
     if root == default_root:
-        return f"`bash data/scripts/{script}`"
+        return f"`bash {path}`"
     if root.name == folder_name:
-        return f"`bash data/scripts/{script} {shlex.quote(str(root.parent))}`"
-    return f"`bash data/scripts/{script} DIR` (it writes DIR/{folder_name}, the --data_root to pass then)"
+        return f"`bash {path} {shlex.quote(str(root.parent))}`"
+    return f"`bash {path} DIR` (it writes DIR/{folder_name}, the --data_root to pass then)"
 
 
 def _missing_devkit_year_hint(root: Path, folder: Path) -> str:

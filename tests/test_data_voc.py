@@ -147,6 +147,19 @@ def test_missing_voc2012_of_a_given_vocdevkit_names_the_script_target_and_voc200
     assert len(build_dataset("voc", "train", 64, data_root=str(root / "VOC2007"))) == 1
 
 
+def test_the_download_command_works_from_the_folder_main_py_runs_in(tmp_path, monkeypatch):
+    """python /path/to/repo/main.py run from another folder: the error gave `bash data/scripts/VOC2012.sh ...`, a
+    script that is not there from that folder; it gives the script's absolute path there (data/scripts/... from the
+    repository)."""
+    root = tmp_path / "my data" / "VOCdevkit"
+    write_voc_folder(root / "VOC2007", {"1": [], "2": []}, {"trainval": ["1"], "test": ["2"]})
+    monkeypatch.chdir(tmp_path)
+    script = Path(__file__).resolve().parents[1] / "data" / "scripts" / "VOC2012.sh"
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("voc", "train", 64, data_root=str(root))
+    assert str(error.value).startswith(f"{root}/VOC2012 not found: download it with `bash {script} '{root.parent}'` ")
+
+
 def test_missing_voc2007_test_list_names_the_test_tar_and_the_script_target(tmp_path):
     """VOCtest_06-Nov-2007.tar not extracted (or extracted elsewhere): the test split names the one script to re-run,
     with the folder that holds this VOCdevkit, not VOC2012.sh, which has no test set."""
