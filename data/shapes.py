@@ -25,7 +25,6 @@ pixel is column 0 and rightmost column 9 is written ``xmin=1, xmax=10``.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -37,7 +36,7 @@ import cv2
 import numpy as np
 
 from data.errors import DataError, DatasetNotFoundError
-from utils.files import write_text
+from utils.files import naming_file, write_text
 from utils.progress import progress_bar
 
 __all__ = [
@@ -501,10 +500,13 @@ def generate_shapes_dataset(
         image_id = f"{number:06d}"
         sample = render_sample(seed, split, index, layout)
         height, width = sample.image.shape[:2]
-        if not cv2.imwrite(
-            str(root / "JPEGImages" / f"{image_id}.jpg"), sample.image, [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]
-        ):
-            raise OSError(errno.EIO, "OpenCV could not write the image", str(root / "JPEGImages" / f"{image_id}.jpg"))
+        # encoded here and written by Python: a full disk is named as such (cv2.imwrite only returns False), and a
+        # folder named in another encoding's bytes is written (cv2.imwrite crashed the process on its path)
+        encoded, jpeg = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality])
+        if not encoded:
+            raise ValueError(f"image {image_id}: OpenCV could not encode it as JPEG")
+        with naming_file(path := root / "JPEGImages" / f"{image_id}.jpg"):
+            path.write_bytes(jpeg.tobytes())
         annotation = voc_annotation_xml(image_id, width, height, sample.objects)
         write_text(root / "Annotations" / f"{image_id}.xml", annotation)
         ids[split].append(image_id)

@@ -1,4 +1,5 @@
 """The synthetic shapes dataset: geometry, VOC round trip, determinism, special images, atomic reuse."""
+import errno
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -301,6 +302,28 @@ def test_a_file_in_place_of_the_folder_is_named_before_generating(tmp_path, monk
     with pytest.raises(data.DatasetNotFoundError, match=f"^{root}: the shapes dataset cannot be generated there "
                                                         f"\\({root} is not a folder\\)"):
         ensure_shapes_dataset(root, seed=0, num_trainval=2, num_test=2)
+
+
+def test_a_set_is_generated_into_a_folder_whose_name_is_not_utf8(tmp_path):
+    """A folder named in another encoding's bytes (caf\\xe9): OpenCV's imwrite takes the path as UTF-8 and failed on
+    every image ('OpenCV could not write the image', as on a full disk, where the system's reason was lost too)."""
+    root = generate_shapes_dataset(tmp_path / os.fsdecode(b"caf\xe9"), seed=1, num_trainval=2, num_test=2)
+    images = sorted((root / "JPEGImages").iterdir())
+    assert [path.name for path in images] == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
+    assert cv2.imdecode(np.fromfile(images[0], np.uint8), cv2.IMREAD_COLOR).shape[2] == 3
+
+
+def test_a_full_disk_while_generating_is_named_with_the_image(tmp_path, monkeypatch):
+    """A full disk: the error said 'OpenCV could not write the image' (cv2.imwrite returns False without a reason); it
+    is the system's reason, naming the file, and nothing is left behind."""
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() refused, without a file name
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError) as error:
+        ensure_shapes_dataset(tmp_path / "shapes", seed=1, num_trainval=2, num_test=2)
+    assert (error.value.errno, Path(error.value.filename).name) == (errno.ENOSPC, "000001.jpg")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_foreign_folder_is_not_overwritten(tmp_path):
