@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,23 @@ def test_a_path_whose_name_is_not_utf8_has_a_lock(tmp_path):
         with pytest.raises(ValueError, match="is the checkpoint of a run still going on"):
             with exclusive_run(folder / "a.pth"):
                 pass
+
+
+def test_a_run_evaluating_into_its_own_log_folder_does_not_wait_for_itself(tmp_path):
+    """--run_dir out --eval_dir out (logs and results kept together): the run holds the log folder's lock, and its
+    final evaluation waited forever for that lock, its own, after saving the checkpoint. Another process still waits."""
+    finished = threading.Event()
+
+    def evaluate() -> None:
+        with one_writer(tmp_path / "out"):
+            finished.set()
+
+    with exclusive_run(tmp_path / "out", "the log folder"):
+        thread = threading.Thread(target=evaluate, daemon=True)
+        thread.start()
+        assert finished.wait(timeout=10), "the run's evaluation waits for the run's own lock"
+    with one_writer(tmp_path / "out"):  # released with the run
+        pass
 
 
 def test_a_run_that_dies_releases_its_lock(tmp_path):

@@ -26,6 +26,9 @@ except ImportError:  # Windows
     fcntl = None
 
 
+_HELD_BY_THIS_RUN: set[Path] = set()  # the lock files of the exclusive_run blocks this process is in
+
+
 def lock_file_for(path: str | os.PathLike) -> Path:
     """The lock file of a path (its absolute, resolved form), in the user's lock folder."""
     key = hashlib.sha1(os.fsencode(Path(path).resolve())).hexdigest()[:20]  # the bytes: a name need not be UTF-8
@@ -48,14 +51,24 @@ def exclusive_run(
                 f"{path} is {what} of a run still going on ({_holder(handle)}): {advice}, or wait for that run to end "
                 "(a run just stopped releases it within seconds)"
             )
-        yield
+        key = lock_file_for(path)
+        _HELD_BY_THIS_RUN.add(key)
+        try:
+            yield
+        finally:
+            _HELD_BY_THIS_RUN.discard(key)
 
 
 @contextmanager
 def one_writer(folder: str | os.PathLike, what: str = "evaluation") -> Iterator[None]:
     """Hold the lock of ``folder`` for the block, waiting while another process holds it and saying so on stderr,
     as "waiting for another ``what`` (process N) to finish writing to ``folder``" (``what``: "evaluation" for
-    ``eval/<DATASET>/``, "demo run" for ``--demo_output``)."""
+    ``eval/<DATASET>/``, "demo run" for ``--demo_output``). A folder whose :func:`exclusive_run` lock this process
+    holds (``--eval_dir`` the run's own ``--run_dir``) is written at once: the run holds it, so no other process
+    writes there, and waiting for that lock would wait forever."""
+    if lock_file_for(folder) in _HELD_BY_THIS_RUN:
+        yield
+        return
     with _locked(folder) as handle:
         if handle is not None and not _try_lock(handle):
             print(f"waiting for another {what} ({_holder(handle)}) to finish writing to {folder}", file=sys.stderr)
