@@ -27,6 +27,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import FrameType
+from collections.abc import Sequence
 from typing import Any, Callable, NoReturn
 
 from utils.environment import environment_problem  # the standard library alone: imported before torch
@@ -149,6 +150,7 @@ from utils.run_flags import (  # noqa: E402
     DATASETS,
     DATASET_DEFAULTS,
     DEFAULT_NMS_THRESH,
+    HOME_PATH_FLAGS,
     amp_dtype_for,
     check_flag_combinations,
     check_flag_values,
@@ -181,9 +183,28 @@ class OneLineErrorParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's test of "a negative number, not a flag"
 
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)  # for error()'s hint
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        say_start_refusal(f"{self.prog}: error: {message} (see --help)")  # under torchrun: rank 0 alone
+        hint = self._dash_value_hint(message)
+        say_start_refusal(f"{self.prog}: error: {message}{hint} (see --help)")  # under torchrun: rank 0 alone
         self.exit(EXIT_BAD_INPUT)
+
+    def _dash_value_hint(self, message: str) -> str:
+        """For "argument --flag: expected ... argument" of a path flag where the word after it starts with ``-`` (a
+        path such as ``-data``, which argparse reads as a flag): how to give it; "" otherwise."""
+        match = re.fullmatch(r"argument (--\w+)(?:/\S+)?: expected (?:one|at least one) argument", message)
+        given = getattr(self, "_given", [])
+        if match is None or match[1][2:] not in HOME_PATH_FLAGS or match[1] not in given:
+            return ""
+        position = given.index(match[1]) + 1
+        value = given[position] if position < len(given) else ""
+        if not value.startswith("-") or value.startswith("--"):
+            return ""
+        return f"; {value} starts with '-', so it is read as a flag: write {match[1]}={value} (or ./{value} for a path)"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -617,6 +617,20 @@ def test_a_dash_word_that_is_no_number_is_still_read_as_a_flag(capsys):
     assert "argument --lr: expected one argument" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--data_root", "-data", "argument --data_root: expected one argument; -data starts with '-', so it is read as "
+                             "a flag: write --data_root=-data (or ./-data for a path)"),
+    ("--demo", "-photo.jpg", "argument --demo: expected at least one argument; -photo.jpg starts with '-', so it is "
+                             "read as a flag: write --demo=-photo.jpg (or ./-photo.jpg for a path)"),
+])
+def test_a_path_starting_with_a_dash_says_how_to_give_it(flag, value, expected, capsys):
+    """A folder or file named -data: argparse said only 'expected one argument', without the way to pass it."""
+    with pytest.raises(SystemExit) as stop:
+        parse("--trained_model", "w.pth", flag, value)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"main.py: error: {expected} (see --help)\n"
+
+
 def test_unknown_dataset_is_one_line_naming_the_flag_and_exit_2(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.get_args_parser().parse_args(["--dataset", "imagenet"])
