@@ -25,6 +25,7 @@ pixel is column 0 and rightmost column 9 is written ``xmin=1, xmax=10``.
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -529,7 +530,7 @@ def _is_complete(root: Path, expected: dict) -> bool:
 def _remove_stale_temp_dirs(folder: Path, prefix: str) -> None:
     """Removes the temp folders ``folder/<prefix>.tmp-<pid>`` left by generations that were killed (their process no
     longer exists)."""
-    for temp in folder.glob(f"{prefix}.tmp-*"):
+    for temp in folder.glob(f"{glob.escape(prefix)}.tmp-*"):  # escaped: a folder named shapes[v2] is no pattern
         pid = temp.name.rsplit("-", 1)[-1]
         if not pid.isdigit():
             continue

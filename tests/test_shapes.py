@@ -227,14 +227,15 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stale_temp_folder_of_a_dead_process_is_removed(tmp_path):
+@pytest.mark.parametrize("name", ["shapes", "shapes[v2]"])  # [v2]: no glob pattern of a character set
+def test_stale_temp_folder_of_a_dead_process_is_removed(tmp_path, name):
     dead_pid = 2**22 + 12345  # above the default pid_max, so no such process
     with pytest.raises(ProcessLookupError):
         os.kill(dead_pid, 0)
-    stale = tmp_path / f".shapes.tmp-{dead_pid}"
+    stale = tmp_path / f".{name}.tmp-{dead_pid}"
     (stale / "JPEGImages").mkdir(parents=True)
-    ensure_shapes_dataset(tmp_path / "shapes", seed=0, num_trainval=2, num_test=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
+    ensure_shapes_dataset(tmp_path / name, seed=0, num_trainval=2, num_test=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 def test_a_link_to_an_empty_folder_gets_the_set_in_its_target(tmp_path):
