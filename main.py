@@ -301,7 +301,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="the run's name: its checkpoint is <save_folder>/NAME.pth, its logs runs/NAME/ and its "
                           "evaluations eval/<DATASET>/NAME/ (default: from dataset and architecture, e.g. "
                           "VOC_pafpn_vgg16_size320_anchor24.0_MG, evaluated in eval/VOC/); give each "
-                          "experiment its own, e.g. per seed or learning rate; letters, digits and . _ - + = @")
+                          "experiment its own, e.g. per seed or learning rate; ASCII letters, digits and . _ - + = @")
     run.add_argument("--run_dir", type=str, default=None,
                      help="folder for log.txt and the metrics CSV/JSONL (default: runs/<run name>/)")
     run.add_argument("--init_from", type=str, default=None, metavar="PATH",

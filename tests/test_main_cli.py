@@ -178,8 +178,9 @@ def test_resume_path_refuses_a_run_flag_main_never_writes(key, value):
     ("batch_size", 0, "--batch_size must be >= 1, got 0"),
     ("expand_prob", 1.5, "--expand_prob 1.5 must be a probability in [0, 1]"),
     ("seed", -1, "--seed must be an integer from 0 to 4294967295, got -1"),
-    ("name", "../elsewhere", "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting with a letter "
-                             "or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1"),
+    ("name", "../elsewhere", "--name '../elsewhere': use 1-200 ASCII letters (a-z, A-Z), digits and . _ - + = @, "
+                             "starting with a letter or digit (it names a file and a folder), e.g. --name "
+                             "voc_pafpn_mg_seed1"),
     ("mutual_guide", False, "--mutual_guide_from 10 needs --mutual_guide and a value >= 0"),
 ])
 def test_resume_path_refuses_a_run_flag_value_out_of_its_range(key, value, problem):
@@ -323,9 +324,12 @@ def test_trained_model_leaves_the_architecture_to_the_checkpoint():
         # would do nothing: the shapes reader leaves no object out
         (["--dataset", "shapes", "--check_data", "--skip_unknown_classes"], "--skip_unknown_classes is for VOC, COCO "
                                                                             "and custom data; the shapes dataset has"),
-        (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 letters, digits and . _ - + = @, starting"),
-        (["--name", ".pth"], "--name '': use 1-200 letters"),
-        (["--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
+        (["--name", "../elsewhere"], "--name '../elsewhere': use 1-200 ASCII letters (a-z, A-Z), digits and . _ - + = "
+                                     "@, starting"),
+        (["--name", ".pth"], "--name '': use 1-200 ASCII letters"),
+        (["--name", "seed 1"], "--name 'seed 1': use 1-200 ASCII letters"),
+        # 'letters' alone: é is one, and was refused without a word on why
+        (["--name", "été"], "--name 'été': use 1-200 ASCII letters (a-z, A-Z), digits"),
         (["--name", "x" * 201], "--name 'xxxx"),
         (["--base_anchor_size", "320"], "--base_anchor_size 320: the smallest anchors' side in pixels must be from 1 "
                                         "to below the --size 320 input (at or above it every anchor covers the whole "
@@ -388,7 +392,7 @@ def test_a_path_given_with_a_tilde_the_shell_left_is_taken_in_the_home_folder(mo
     (["--init_from", "no/such.pth", "--lr", "-1"], "--lr must be a number > 0 and at most 3.4e+38"),
     (["--resume", "no/such.pth", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
     (["--init_from", "no/such.pth", "--size", "300"], "--size 300 is not a multiple of 64 from 128"),
-    (["--resume", "no/such.pth", "--name", "seed 1"], "--name 'seed 1': use 1-200 letters"),
+    (["--resume", "no/such.pth", "--name", "seed 1"], "--name 'seed 1': use 1-200 ASCII letters"),
     (["--trained_model", "no/such.pth", "--dataset", "shapes", "--classes", "a,b"],
      "--classes is for VOC, COCO and custom"),
     (["--trained_model", "no/such.pth", "--batch_size", "0"], "--batch_size must be >= 1, got 0"),

@@ -565,8 +565,9 @@ def check_flag_values(args: argparse.Namespace) -> None:
                                                      "--skip_unknown_classes")
     name = None if args.name is None else args.name.removesuffix(".pth")
     if name is not None and names_a_run(args) and not RUN_NAME.fullmatch(name):
-        raise FlagValueError("name", f"--name {name!r}: use 1-200 letters, digits and . _ - + = @, starting with a "
-                                     "letter or digit (it names a file and a folder), e.g. --name voc_pafpn_mg_seed1")
+        raise FlagValueError("name", f"--name {name!r}: use 1-200 ASCII letters (a-z, A-Z), digits and . _ - + = @, "
+                                     "starting with a letter or digit (it names a file and a folder), e.g. --name "
+                                     "voc_pafpn_mg_seed1")
 
 
 def amp_dtype_for(choice: str | None, device: torch.device) -> torch.dtype | None:
