@@ -289,7 +289,7 @@ def _broken_link_problem(path: str | Path) -> str | None:
             "link with the file itself")
 
 
-def _in_a_loop(path: Path) -> bool:
+def link_loops(path: Path) -> bool:
     """Whether following the symbolic link ``path`` comes back to a link already followed (the OS's ``ELOOP``)."""
     try:
         os.stat(path)
@@ -306,7 +306,7 @@ def broken_link_message(path: Path) -> str | None:
     missing = Path(path)
     while not missing.exists() and missing != missing.parent:
         if (target := _link_target(missing)) is not None:
-            if _in_a_loop(missing):
+            if link_loops(missing):
                 return (f"{missing} is a symbolic link in a loop (to {target}, a link that leads back to it, so no "
                         "folder is ever reached): point it at the data folder itself")
             return (f"{missing} is a broken symbolic link (to {target}, which does not exist): mount or fetch its "

@@ -291,9 +291,19 @@ def test_a_broken_link_is_named_before_generating(tmp_path, monkeypatch):
     with pytest.raises(data.DatasetNotFoundError) as error:
         ensure_shapes_dataset(link, seed=0, num_trainval=2, num_test=2)
     assert str(error.value) == (f"{link} is a broken symbolic link (to {tmp_path / 'drive' / 'shapes'}, which does not "
-                                "exist): mount its drive or create that folder, where the shapes set is then "
-                                "generated, or remove the link")
+                                f"exist): mount its drive or create that folder (the shapes set is then generated in "
+                                f"{link}), or remove the link")
     assert link.is_symlink() and list(tmp_path.iterdir()) == [link]
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(data.DatasetNotFoundError, match=f"^{tmp_path / 'a'} is a symbolic link in a loop"):
+        ensure_shapes_dataset(tmp_path / "a", seed=0, num_trainval=2, num_test=2)
+    # datasets/ linked to a drive not mounted: was 'cannot be generated there (File exists)'
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        ensure_shapes_dataset(link / "shapes", seed=0, num_trainval=2, num_test=2)
+    assert str(error.value).startswith(f"{link} is a broken symbolic link (to {tmp_path / 'drive' / 'shapes'}, which "
+                                       f"does not exist): mount its drive or create that folder (the shapes set is "
+                                       f"then generated in {link / 'shapes'})")
 
 
 def test_a_file_in_place_of_the_folder_is_named_before_generating(tmp_path, monkeypatch):
