@@ -421,6 +421,24 @@ def _json_folder_hint(root: Path, split: str) -> str:
     return ""
 
 
+def spelt_otherwise(path: Path) -> Path | None:
+    """The folder that the missing ``path`` names in another letter case or Unicode form of its accents, each missing
+    part matched by :func:`utils.names.folded_name` (a folder copied from macOS keeps its accents decomposed, where a
+    name typed on Linux has them composed); None when there is none, or more than one."""
+    existing, missing = path, []
+    while not existing.exists() and existing != existing.parent:
+        existing, missing = existing.parent, [existing.name, *missing]
+    for name in missing:
+        try:
+            matches = [child for child in existing.iterdir() if folded_name(child.name) == folded_name(name)]
+        except OSError:
+            return None
+        if len(matches) != 1:
+            return None
+        existing = matches[0]
+    return existing if missing and existing.is_dir() else None
+
+
 def _build_custom(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None, *,
                   class_file: str | os.PathLike | None, **options) -> DetectionDataset:
     if _is_voc_folder(root):
@@ -430,8 +448,13 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
             )
         return _voc_dataset(root, split, False, classes, class_file=class_file, **options)
     if not root.is_dir():
+        found = spelt_otherwise(root)
+        hint = "" if found is None else (
+            f"; {found} is there, its name spelt otherwise (another letter case, or accents in another Unicode form, "
+            f"as macOS writes them, which print alike): pass --data_root {found} as it is spelt there (the shell's tab "
+            "completion writes it so), or rename the folder")
         raise DatasetNotFoundError(broken_link_message(root)
-                                   or f"--data_root {root} not found (a VOC-layout or COCO-layout folder)")
+                                   or f"--data_root {root} not found (a VOC-layout or COCO-layout folder){hint}")
     annotation_file = find_coco_annotation(root, split)
     if annotation_file is None:
         jsons = "instances_train*.json" if split == "train" else "instances_test*.json or instances_val*.json"

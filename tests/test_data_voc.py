@@ -147,6 +147,23 @@ def test_missing_voc2012_of_a_given_vocdevkit_names_the_script_target_and_voc200
     assert len(build_dataset("voc", "train", 64, data_root=str(root / "VOC2007"))) == 1
 
 
+@pytest.mark.parametrize("on_disk, given", [
+    ("donne\u0301es/VOC", "donn\u00e9es/VOC"),  # copied from macOS (decomposed accents), typed composed
+    ("Data/voc", "data/VOC"),
+])
+def test_a_missing_data_root_names_the_folder_spelt_otherwise(tmp_path, on_disk, given):
+    """A --data_root whose folder is there under its name in another Unicode form or letter case: the error said only
+    'not found' beside a folder that `ls` shows with the same name."""
+    write_voc_folder(tmp_path / on_disk, {"a": [], "b": []}, {"trainval": ["a"], "test": ["b"]})
+    with pytest.raises(DatasetNotFoundError) as error:
+        build_dataset("custom", "train", 64, data_root=str(tmp_path / given), classes=["cat"])
+    assert str(error.value) == (
+        f"--data_root {tmp_path / given} not found (a VOC-layout or COCO-layout folder); {tmp_path / on_disk} is "
+        "there, its name spelt otherwise (another letter case, or accents in another Unicode form, as macOS writes "
+        f"them, which print alike): pass --data_root {tmp_path / on_disk} as it is spelt there (the shell's tab "
+        "completion writes it so), or rename the folder")
+
+
 def test_the_download_command_works_from_the_folder_main_py_runs_in(tmp_path, monkeypatch):
     """python /path/to/repo/main.py run from another folder: the error gave `bash data/scripts/VOC2012.sh ...`, a
     script that is not there from that folder; it gives the script's absolute path there (data/scripts/... from the
