@@ -599,11 +599,13 @@ def ensure_shapes_dataset(
     in_place = root.is_dir()  # a mount point or a link's target cannot be replaced: it is filled
     if in_place:
         _remove_stale_temp_dirs(root, ".shapes")
-    if in_place and any(root.iterdir()) and not (root / MANIFEST_NAME).exists():
-        raise DataError(
-            f"{root} exists but has no {MANIFEST_NAME}, so it was not made by the shapes generator; "
-            "move it away or pass another --data_root"
-        )
+        # the temp folder of another run generating here now is no content: the first to finish moves its set up
+        contents = [path for path in root.iterdir() if not path.name.startswith(".shapes.tmp-")]
+        if contents and not (root / MANIFEST_NAME).exists():
+            raise DataError(
+                f"{root} exists but has no {MANIFEST_NAME}, so it was not made by the shapes generator; "
+                "move it away or pass another --data_root"
+            )
     temp = root / f".shapes.tmp-{os.getpid()}" if in_place else root.parent / f".{root.name}.tmp-{os.getpid()}"
     try:
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -278,6 +278,16 @@ def test_a_stale_temp_folder_inside_an_existing_folder_is_removed(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["Annotations", "ImageSets", "JPEGImages", MANIFEST_NAME]
 
 
+def test_another_run_generating_in_the_same_existing_folder_is_not_foreign_content(tmp_path):
+    """Two runs started together on an empty datasets/shapes (an IoU and an MG run, say): the second saw the first's
+    temp folder inside it and refused the folder as not made by the generator."""
+    root = tmp_path / "shapes"
+    other = root / f".shapes.tmp-{os.getppid()}"  # a live process's generation under way
+    (other / "JPEGImages").mkdir(parents=True)
+    ensure_shapes_dataset(root, seed=1, num_trainval=2, num_test=2)
+    assert json.loads((root / MANIFEST_NAME).read_text())["seed"] == 1 and other.is_dir()
+
+
 def test_a_broken_link_is_named_before_generating(tmp_path, monkeypatch):
     """A link to a drive not mounted: one line naming it and its target at once, not 30 s of generation and then
     'Not a directory' about a temp folder."""
