@@ -178,8 +178,9 @@ except SystemExit as stop:
     assert stop.code == 0, stop.code
 from data import build_dataset
 dataset = build_dataset("voc", "train", 64, data_root=os.environ["ROOT"], classes=["cat", "dog", "bird"])
-warnings.simplefilter("always")
-dataset.load_image(1), dataset.load_image(1)  # a corrupt JPEG met twice in this process, no worker started
+with warnings.catch_warnings():  # "always" for these reads alone: torch 2.5 makes a TemporaryDirectory when it
+    warnings.simplefilter("always")  # imports torch.distributed.nn.jit, whose cleanup at exit warns (ResourceWarning)
+    dataset.load_image(1), dataset.load_image(1)  # a corrupt JPEG met twice in this process, no worker started
 try:
     print("child process:", os.waitpid(-1, os.WNOHANG), file=sys.stderr)
 except ChildProcessError:
