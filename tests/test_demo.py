@@ -17,6 +17,7 @@ from tests.tiny_checkpoint import CLASS_NAMES, SIZE, write_tiny_checkpoint
 from data.errors import DataError
 from utils.box import PriorBox
 from utils.checkpoint import CheckpointError
+from utils.environment import release
 from utils.run_lock import one_writer
 from utils.demo import (
     DETECTIONS_FILE,
@@ -259,8 +260,11 @@ def test_a_tiff_is_turned_upright_once(tmp_path, orientation):
 def test_the_alpha_channel_is_dropped_as_docs_demo_md_says(tmp_path, suffix, under_transparent):
     """A transparent PNG or WebP gives the network the colour stored under its transparent pixels, not a background;
     OpenCV's TIFF decoder multiplies the colour by the alpha instead (docs/demo.md)."""
-    from PIL import Image
+    from PIL import Image, __version__ as pillow_version
 
+    if suffix == ".webp" and release(pillow_version) < (9, 4):
+        pytest.skip(f"Pillow {pillow_version} ignores exact=True (9.4 added it): its lossless WebP writer zeroes the "
+                    "colour under transparent pixels, which this test needs stored")
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., :3] = (200, 30, 10)  # RGB
     rgba[:, 3:, 3] = 255  # left half transparent, right half opaque
