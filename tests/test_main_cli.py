@@ -33,6 +33,7 @@ from utils.run_exit import (
 from utils.run_flags import (
     amp_dtype_for,
     check_flag_combinations,
+    check_flag_values,
     check_run_length,
     fill_dataset_defaults,
     take_evaluation_settings_from_checkpoint,
@@ -46,6 +47,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse(*argv: str):
     return cli.get_args_parser().parse_args(list(argv))
+
+
+def test_compile_loss_is_refused_before_any_file_is_read_on_a_torch_that_miscompiles_the_criterion(monkeypatch):
+    """torch 2.5.1 and 2.6.0 failed to build the compiled criterion's kernel on the CPU (a C++ error after the data
+    was read), 2.8.0 and 2.9.1 gave wrong IoU-assignment losses without a word: --compile_loss names the fix."""
+    monkeypatch.setattr(torch, "__version__", "2.9.1+cu128")
+    with pytest.raises(ValueError, match=r"^--compile_loss: torch 2\.9\.1\+cu128 miscompiles the criterion .*; "
+                                         r"compiling it needs torch 2\.14 or newer: .* -m pip install -U "
+                                         r"'torch>=2\.14,<2\.15' .*, or train without --compile_loss"):
+        check_flag_values(parse("--compile_loss"))
+    check_flag_values(parse("--compile"))  # the model alone is compiled as before
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
+    check_flag_values(parse("--compile_loss"))
 
 
 def test_help_explains_every_flag():

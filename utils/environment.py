@@ -24,6 +24,9 @@ REQUIRED_MODULES = (("torch", "torch"), ("torchvision", "torchvision"), ("numpy"
                     ("PIL", "pillow"))
 # the oldest release of each package whose APIs the code calls, as requirements.txt's lower bounds give them
 MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
+# the oldest torch whose torch.compile gives MultiBoxLoss(compile=True) (--compile_loss) the eager losses on the CPU:
+# 2.5.1 and 2.6.0 fail to build its focal-loss kernel (C++ error), 2.8.0 and 2.9.1 build a wrong IoU-assignment loss
+COMPILED_CRITERION_MIN_TORCH = (2, 14)
 # releases built for NumPy 1, which fail to import beside NumPy 2: the first release of each package built for NumPy 2
 # (OpenCV's four packages install the same module cv2; requirements.txt names the headless one)
 BUILT_FOR_NUMPY_2 = {"opencv-python-headless": (4, 10, 0, 84), "opencv-python": (4, 10, 0, 84),
@@ -58,6 +61,19 @@ def too_old(distribution: str, version: str) -> str | None:
     if found is None or found >= needed:
         return None
     return f"{distribution} {version} is older than the {'.'.join(map(str, needed))} this project needs"
+
+
+def compiled_criterion_problem(torch_version: str) -> str | None:
+    """Why ``torch_version`` (``torch.__version__``) cannot compile the criterion (``--compile_loss``), with the fix;
+    None if it can (:data:`COMPILED_CRITERION_MIN_TORCH`)."""
+    found, needed = release(torch_version), COMPILED_CRITERION_MIN_TORCH
+    if found is None or found >= needed:
+        return None
+    oldest = ".".join(map(str, needed))
+    return (f"torch {torch_version} miscompiles the criterion (torch 2.5-2.6: its kernel fails to build on the CPU; "
+            f"2.8-2.9: wrong IoU-assignment losses on the CPU); compiling it needs torch {oldest} or newer: "
+            f"{sys.executable} -m pip install -U 'torch>={oldest},<2.15' 'torchvision>=0.29,<0.30', or train "
+            "without --compile_loss (MultiBoxLoss(compile=False))")
 
 
 def python_too_old() -> str | None:

@@ -24,6 +24,7 @@ from models.builder import MIN_SIZE
 from utils.box import DEFAULT_BASE_ANCHOR_SIZE
 from utils.box.prior_box import SIZE_MULTIPLE
 from utils.checkpoint import ARCHITECTURE_KEYS, CheckpointError
+from utils.environment import compiled_criterion_problem
 from utils.inference import (
     RESULTS_FILE_PATTERNS,
     EvaluationSummary,
@@ -515,6 +516,9 @@ def check_flag_values(args: argparse.Namespace) -> None:
     reads any checkpoint, so a bad value given beside ``--trained_model``, ``--init_from`` or ``--resume PATH`` is
     reported at once (not after minutes of reading, nor hidden by a missing file's error); :func:`fill_dataset_defaults`
     calls it again on the flags filled, and :func:`take_run_from_checkpoint` on the values it took."""
+    problem = compiled_criterion_problem(torch.__version__) if getattr(args, "compile_loss", False) else None
+    if problem is not None:
+        raise FlagValueError("compile_loss", f"--compile_loss: {problem}")
     for flag in ("batch_size", "log_interval", "checkpoint_interval", "epochs", "max_iter"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise FlagValueError(flag, f"--{flag} must be >= 1, got {getattr(args, flag)}")

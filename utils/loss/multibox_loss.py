@@ -29,6 +29,7 @@ from utils.assign import (
 )
 from utils.assign.assignment import assigner_inputs, concat_assignments
 from utils.box import BoxCoder, corner_form, elementwise_box_iou
+from utils.environment import compiled_criterion_problem
 from utils.integers import as_int
 
 from .balanced_l1_loss import balanced_l1_loss
@@ -72,7 +73,8 @@ class MultiBoxLoss(nn.Module):
             shapes, so a new object count or batch size does not recompile). Fewer, fused kernels; the first call
             compiles for a while (about 30 s on a CPU), and so does the first call in each new mode (MG on/off,
             with stats). Results equal the eager criterion's up to float rounding. The quotas' host sync and the
-            target padding stay outside the graph.
+            target padding stay outside the graph. A RuntimeError on a torch older than
+            ``utils.environment.COMPILED_CRITERION_MIN_TORCH`` (2.14), which miscompiles it on the CPU.
         sync_positives: when a ``torch.distributed`` process group is initialised, normalise by the positive counts
             of the global batch: the counts are summed over the processes (one all-reduce of two numbers, on the
             device, no host sync) and each process's loss is its sums divided by ``max(N_global, 1) / world_size``.
@@ -113,6 +115,9 @@ class MultiBoxLoss(nn.Module):
         self.iou_assigner = IoUAssigner()
         self.mg_assigner = MutualGuidanceAssigner()
         self.quota_prefetcher = QuotaPrefetcher()
+        problem = compiled_criterion_problem(torch.__version__) if compile else None
+        if problem is not None:
+            raise RuntimeError(f"MultiBoxLoss(compile=True): {problem}")
         self.compiled = compile
         self.sync_positives = sync_positives
         self._chunk_terms = torch.compile(self._terms, dynamic=True, fullgraph=True) if compile else self._terms
