@@ -12,11 +12,18 @@ from data.voc import read_utf8_text
 from utils.names import compose_name, control_characters, folded_name, invisible_characters, unprintable_characters
 
 
+# The longest file an evaluation names after a class is the atomic write's temporary file
+# ``.comp4_det_test_<class>.txt.tmp<pid>`` (utils.files; a pid has up to 7 digits): 31 bytes more than the name,
+# within the 255 bytes a file name may hold (NAME_MAX of Linux, macOS and Windows file systems).
+MAX_CLASS_NAME_BYTES = 255 - len(".comp4_det_test_.txt.tmp") - 7
+
+
 def parse_class_list(arg: str, allow_background: bool = False, names_only: bool = False) -> list[str]:
     """``--classes``: a comma-separated list (``cat,dog``) or the path of a UTF-8 text file with one name per line
     (lines starting with ``#`` are comments); ``names_only``: a comma list, whatever files are here (a list recorded by
     an evaluation, whose file it would have recorded by its absolute path). :class:`DataError` naming the file (and
-    line) or the argument for an empty or repeating list, a name with a control or invisible character or a slash, a
+    line) or the argument for an empty or repeating list, a name with a control or invisible character or a slash or
+    longer than :data:`MAX_CLASS_NAME_BYTES` in UTF-8 (too long to name its results file), a
     softmax classifier's ``__background__`` entry (this classifier has no background class; ``allow_background``: the
     classes of a model trained with one, which has that class), or a file's line holding a comma or a comment after its
     name."""
@@ -76,7 +83,7 @@ def class_list_file(arg: str) -> Path | None:
 def checked_recorded_names(names: Sequence[str], source: str) -> list[str]:
     """Class names a checkpoint or a ``summary.json`` recorded (``source`` says which), used as they are: a name may
     hold a comma (a COCO-layout category's) or be a softmax background entry (a model trained with one has it), but
-    :class:`DataError` for a control or invisible character or a slash, as for ``--classes``
+    :class:`DataError` for a control or invisible character, a slash or a name too long, as for ``--classes``
     (:func:`parse_class_list`): a VOC layout names a results file after each class."""
     return _checked_class_names([(source, name) for name in names], allow_background=True, allow_comma=True)
 
@@ -93,7 +100,8 @@ def _checked_class_names(names: list[tuple[str, str]], allow_background: bool, a
     (a file in another encoding, or a stray escape), which no annotation can match and no log can print, with an
     invisible one (:func:`utils.names.invisible_characters`), which would match no annotation's name printed alike,
     with a comma (only a class file's line can hold one: ``cat,dog`` there is a comma list written where a name
-    goes; unless ``allow_comma``), or, unless ``allow_background``, a softmax classifier's background entry
+    goes; unless ``allow_comma``), with a slash or over :data:`MAX_CLASS_NAME_BYTES` (it names a results file), or,
+    unless ``allow_background``, a softmax classifier's background entry
     (:func:`is_background_entry`)."""
     for where, name in names:
         if "," in name and not allow_comma:
@@ -115,4 +123,15 @@ def _checked_class_names(names: list[tuple[str, str]], allow_background: bool, a
         if "/" in name or "\\" in name:
             raise DataError(f"{where}: class name {name!r} contains a slash, but each class names a VOC results "
                             "file (comp4_det_test_<class>.txt); rename the class in --classes and in the XML files")
+        if len(name.encode("utf-8")) > MAX_CLASS_NAME_BYTES:
+            raise DataError(f"{where}: class name {name!r} is {len(name.encode('utf-8'))} bytes long in UTF-8, but "
+                            "each class names a VOC results file (comp4_det_test_<class>.txt) and a file name holds "
+                            f"at most 255 bytes: shorten it to at most {MAX_CLASS_NAME_BYTES} bytes "
+                            f"({_characters_that_fit(name)}) in the class list and in the XML files")
     return [name for _, name in names]
+
+
+def _characters_that_fit(name: str) -> str:
+    """``here 112 characters``: how many of ``name``'s first characters fit in :data:`MAX_CLASS_NAME_BYTES`."""
+    fit = len(name.encode("utf-8")[:MAX_CLASS_NAME_BYTES].decode("utf-8", errors="ignore"))
+    return f"here {fit} characters"

@@ -17,7 +17,8 @@ from data import (
 from data.dataset import DEGENERATE_BOX_DROPPED, IMAGE_EXTENSIONS, read_image
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 from data.voc import SWAPPED_BOX_DROPPED, FileFinder, from_devkit_pixels, read_image_list
-from data.voc_eval import evaluate_voc
+from data.class_list import MAX_CLASS_NAME_BYTES, checked_recorded_names
+from data.voc_eval import evaluate_voc, evaluate_voc_with_curves, write_voc_pr_curves, write_voc_results
 
 
 def voc_xml(width: int, height: int, objects: list[tuple[str, tuple, int]], size: bool = True) -> str:
@@ -1067,6 +1068,31 @@ def test_parse_class_list(tmp_path):
         with pytest.raises(DataError, match=r"--classes .*: class name .* contains a slash, but each class names a "
                                             r"VOC results file \(comp4_det_test_<class>\.txt\)"):
             parse_class_list(f"{name},dog")
+
+
+def test_a_class_name_too_long_to_name_its_results_file_is_refused_before_training(tmp_path):
+    """A VOC layout names a results file after each class, and a file name holds at most 255 bytes: a class name of
+    130 'é' (260 bytes in UTF-8) trained to the end, then its evaluation stopped with 'File name too long' and was
+    told to free space. The name is refused up front, naming its length and the longest that fits; the longest
+    accepted name writes its results files (the atomic write's temporary file included)."""
+    longest = "a" * MAX_CLASS_NAME_BYTES
+    assert parse_class_list(f"{longest},dog") == [longest, "dog"]
+    detections = [{"boxes": np.array([[1.0, 2.0, 30.0, 40.0]]), "scores": np.array([0.5]), "labels": np.array([0])}]
+    assert len(write_voc_results(detections, ["a"], [longest], tmp_path)) == 1
+    truth = [{"boxes": np.array([[1.0, 2.0, 30.0, 40.0]]), "labels": np.array([0]), "difficult": np.array([False])}]
+    assert len(write_voc_pr_curves(evaluate_voc_with_curves(detections, truth, [longest])[1], tmp_path)) == 1
+    (tmp_path / "classes.txt").write_text("cat\n" + "é" * 130 + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as error:
+        parse_class_list(str(tmp_path / "classes.txt"))
+    assert str(error.value) == (
+        f"{tmp_path / 'classes.txt'}:2: class name {'é' * 130!r} is 260 bytes long in UTF-8, but each class names a "
+        f"VOC results file (comp4_det_test_<class>.txt) and a file name holds at most 255 bytes: shorten it to at "
+        f"most {MAX_CLASS_NAME_BYTES} bytes (here {MAX_CLASS_NAME_BYTES // 2} characters) in the class list and in "
+        "the XML files")
+    with pytest.raises(DataError, match=rf"^--classes {'b' * 225},dog: class name '{'b' * 225}' is 225 bytes long"):
+        parse_class_list(f"{'b' * 225},dog")
+    with pytest.raises(DataError, match=rf"^w\.pth: class name '{'b' * 225}' is 225 bytes long in UTF-8"):
+        checked_recorded_names(["b" * 225, "dog"], "w.pth")
 
 
 
