@@ -910,14 +910,24 @@ class COCODetection(DetectionDataset):
         """int64 ``[C]``: per class, the objects COCO's metric scores: the json's annotations with ``iscrowd`` 0 on
         this dataset's images, including the boxes too small to train on (pycocotools scores them).
         :class:`ValueError` after :meth:`release_ground_truth`."""
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        labels = [label_of[a["category_id"]] for a in self._annotations_to_score()]
+        return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)
+
+    def objects_to_score_per_image(self) -> np.ndarray:
+        """int64 ``[N]``: per item, the objects COCO's metric scores (:meth:`objects_to_score_per_class`).
+        :class:`ValueError` after :meth:`release_ground_truth`."""
+        position = {image_id: index for index, image_id in enumerate(self.image_ids)}
+        owners = [position[a["image_id"]] for a in self._annotations_to_score()]
+        return np.bincount(np.array(owners, dtype=np.int64), minlength=len(self.image_ids))
+
+    def _annotations_to_score(self) -> Iterator[dict]:
+        """The json's annotations COCO's metric scores on this split (:func:`annotations_to_score`)."""
         if self.coco is None:
             raise ValueError(f"{self.annotation_file}: this training split of build_dataset drops the json's index "
                              "(release_ground_truth), which the objects to score are counted from: build it with "
                              "COCODetection to evaluate it")
-        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
-        labels = [label_of[a["category_id"]]
-                  for a in annotations_to_score(self.coco, self.image_ids, self.category_ids)]
-        return np.bincount(np.array(labels, dtype=np.int64), minlength=self.num_classes)
+        return annotations_to_score(self.coco, self.image_ids, self.category_ids)
 
 
 def find_coco_annotation(folder: Path, split: str) -> Path | None:

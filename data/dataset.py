@@ -616,6 +616,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         labels = self.annotations.labels[~self.annotations.difficult]
         return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
 
+    def objects_to_score_per_image(self) -> np.ndarray:
+        """int64 ``[N]``: per item, the objects the evaluation scores (:meth:`objects_to_score_per_class`)."""
+        owner = np.repeat(np.arange(len(self)), np.diff(self.annotations.offsets))
+        return np.bincount(owner[~self.annotations.difficult], minlength=len(self)).astype(np.int64)
+
     def objects_to_report(self) -> tuple[np.ndarray, np.ndarray, int]:
         """The objects ``--check_data`` counts: their labels int64 ``[M]`` 0..C-1, the item of each int64 ``[M]`` and
         how many of them the evaluation does not score (here the difficult ones): the loader's boxes."""

@@ -869,3 +869,7 @@ class VOCDetection(DetectionDataset):
         difficult."""
         labels = [labels[~difficult] for _, labels, difficult in self._scored_objects]
         return np.bincount(np.concatenate([np.zeros(0, np.int64), *labels]), minlength=self.num_classes)
+
+    def objects_to_score_per_image(self) -> np.ndarray:
+        """int64 ``[N]``: per item, the objects of :meth:`ground_truth` not marked difficult."""
+        return np.array([np.count_nonzero(~difficult) for _, _, difficult in self._scored_objects], dtype=np.int64)

@@ -121,6 +121,28 @@ def test_check_data_warns_about_a_class_without_an_object_to_score_in_the_test_s
             "images to the test split") in out
 
 
+def test_a_test_image_holding_more_objects_than_the_detections_kept_per_image_is_warned_of(tmp_path, capsys):
+    """An evaluation keeps 300 detections per image (the authors' max_per_image): of a test image of 500 objects (cells,
+    a crowd) at most 300 can be found, so recall and AP were capped without a word. A warning counts such images,
+    names the fullest and the objects no model can find there; difficult objects, which are not scored, do not
+    count, and an image of exactly 300 is not one."""
+    def grid(count: int, difficult: int = 0) -> list:
+        return [("cat", (1 + i % 30 * 2, 1 + i // 30 * 2, 2 + i % 30 * 2, 2 + i // 30 * 2), int(i < difficult))
+                for i in range(count)]
+    samples = {"a": [("cat", (1, 1, 30, 30), 0)], "b": grid(303, difficult=2), "c": grid(300), "d": grid(305)}
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["b", "c", "d"]})
+    argv = ["--dataset", "custom", "--data_root", str(root), "--classes", "cat", "--check_data", "--workers", "0"]
+    assert run(tmp_path, *argv) == 0
+    assert ("warning: 2 test images hold more objects to score than the 300 detections an evaluation keeps per "
+            f"image (the authors' setting; the most: 305 in {root / 'Annotations/d.xml'}): 6 of the test split's 906 "
+            "objects to score count as missed whatever the model detects, which lowers recall and AP; cut such "
+            "images into tiles holding fewer objects") in capsys.readouterr().out
+    samples["d"] = grid(300)
+    root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["c", "d"]})
+    assert run(tmp_path, *argv) == 0
+    assert "detections an evaluation keeps" not in capsys.readouterr().out
+
+
 def test_the_warnings_about_classes_without_objects_name_the_first_20_of_a_long_class_list(tmp_path, capsys):
     """With 1,000 classes and a few annotated, each warning listed every missing class: 12,000 characters at every
     training start and evaluation. Past 20 names they give the first 20, the count of the others and where every

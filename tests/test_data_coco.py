@@ -73,6 +73,15 @@ def test_labels_follow_get_cat_ids_and_boxes_are_cleaned_in_the_continuous_frame
     assert dataset.coco.getAnnIds(imgIds=[7]) == [1, 2]  # the evaluator's ground truth is untouched
 
 
+def test_objects_to_score_per_image_counts_what_cocos_metric_scores(tmp_path):
+    """Per image, in the split's order, the annotations pycocotools scores: not iscrowd, small boxes included."""
+    path = write_coco(tmp_path, "val2017", coco_json(GOOD_ANNOTATIONS))
+    with pytest.warns(DataWarning):
+        dataset = COCODetection(path, tmp_path / "val2017", TestTransform(32))
+    assert dataset.image_ids == [7, 3, 9]
+    assert dataset.objects_to_score_per_image().tolist() == [2, 0, 0]  # image 3's one box is a crowd
+
+
 def test_coco2017_train_drops_empty_images_and_test_keeps_all(tmp_path):
     """train2017 leaves out image 9, which no annotation names (the authors' train set; 1,021 images of the real
     one), and counts it in the warning, as README says: the run's image count otherwise differs from the json's

@@ -56,6 +56,7 @@ from utils.nms import nms_steps, settle_nms, suppression_matrix
 
 PRE_NMS_TOPK = 1000
 MAX_PRE_NMS_TOPK = 16_000  # the re-runs' largest top-k (step 6)
+MAX_PER_IMAGE = 300  # the authors' max_per_image (step 5), which an evaluation keeps
 TOPK_GROWTH = 4
 DENSE_NMS_MAX_CANDIDATES = 4096  # per image; the dense NMS holds a [B, k, k] matrix
 NMS_IMAGES_PER_CALL = 16  # images per torchvision batched_nms call (see nms_by_image_chunks)
@@ -238,7 +239,7 @@ class PostProcessor:
         score_thresh: float = 0.005,
         nms_thresh: float = 0.5,
         pre_nms_topk: int | None = PRE_NMS_TOPK,
-        max_per_image: int = 300,
+        max_per_image: int = MAX_PER_IMAGE,
         dense_nms: bool | None = None,
         max_pre_nms_topk: int | None = MAX_PRE_NMS_TOPK,
     ) -> None:

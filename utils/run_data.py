@@ -19,6 +19,7 @@ from utils.distributed import DistributedContext, raise_if_any_process_failed
 from utils.logging import RunLog
 from utils.messages import counted, preview_names
 from utils.names import folded_name, same_classes
+from utils.postprocess import MAX_PER_IMAGE
 
 CLASSES_NAMED = 20  # a warning about classes without objects names this many of them
 
@@ -191,6 +192,25 @@ def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
         log.info(f"warning: the test split holds no object to score of {_class_list(unscored)} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
                  f"images to the test split{_background_hint(unscored)}")
+    if (warning := _capped_images_warning(test_dataset)) is not None:
+        log.info(warning)
+
+
+def _capped_images_warning(test_dataset: DetectionDataset) -> str | None:
+    """The warning for test images holding more objects to score than the :data:`MAX_PER_IMAGE` detections an
+    evaluation keeps of an image: the objects past it count as missed whatever the model detects. None if none."""
+    per_image = test_dataset.objects_to_score_per_image()
+    capped = np.flatnonzero(per_image > MAX_PER_IMAGE)
+    if not len(capped):
+        return None
+    fullest = int(capped[np.argmax(per_image[capped])])
+    where = test_dataset.annotation_source(fullest) or str(test_dataset.image_path(fullest))
+    missed = int((per_image[capped] - MAX_PER_IMAGE).sum())
+    return (f"warning: {counted(len(capped), 'test image')} {'holds' if len(capped) == 1 else 'hold'} more objects to "
+            f"score than the {MAX_PER_IMAGE} detections an evaluation keeps per image (the authors' setting; the "
+            f"most: {per_image[fullest]} in {where}): {missed} of the test split's {int(per_image.sum())} objects to "
+            "score count as missed whatever the model detects, which lowers recall and AP; cut such images into "
+            "tiles holding fewer objects")
 
 
 def _background_hint(names: list[str]) -> str:

@@ -31,7 +31,7 @@ from utils.inference import (
     run_inference,
 )
 from utils.logging import RunLog
-from utils.postprocess import PostProcessor
+from utils.postprocess import MAX_PER_IMAGE, PostProcessor
 from utils.run_data import absolute_data_paths
 from utils.run_flags import EVAL_SCORE_THRESH, RUN_NAME
 
@@ -51,7 +51,7 @@ def evaluate(model: torch.nn.Module, dataset: DetectionDataset, args: argparse.N
     loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers, distributed=ctx.is_distributed,
                           seed=args.seed, pin_memory=device.type == "cuda")
     postprocessor = PostProcessor(priors, score_thresh=EVAL_SCORE_THRESH, nms_thresh=args.nms_thresh,
-                                  max_per_image=300)
+                                  max_per_image=MAX_PER_IMAGE)
     model = unwrap_model(model)  # plain forward: DDP would broadcast buffers on shards of unequal length
     broadcast_buffers(model, ctx)  # rank 0's BatchNorm statistics, those of the checkpoint, on every shard
     model.eval()
