@@ -421,6 +421,9 @@ def _json_folder_hint(root: Path, split: str) -> str:
     return ""
 
 
+NAMES_SHOWN = 20  # a message about a class list names this many of its names
+
+
 def spelt_otherwise(path: Path) -> Path | None:
     """The folder that the missing ``path`` names in another letter case or Unicode form of its accents, each missing
     part matched by :func:`utils.names.folded_name` (a folder copied from macOS keeps its accents decomposed, where a
@@ -480,9 +483,40 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
     if kept is None and classes is not None and not (same_classes(classes, json_order) or reordered):
         some = {folded_name(name) for name in classes} < {folded_name(name) for name in json_order}
         skip = ", or add --skip_unknown_classes to train on these of its categories alone" if some else ""
-        raise DataError(f"--classes {classes} differ from the categories of {annotation_file}: {json_order}; "
-                        f"a COCO-layout set takes its classes from its json: leave out --classes{skip}")
+        raise DataError(f"--classes {_names_shown(classes)} differ from the categories of {annotation_file}: "
+                        f"{_names_shown(json_order)}; {_how_names_differ(classes, json_order)}; a COCO-layout set "
+                        f"takes its classes from its json: leave out --classes{skip}")
     return dataset
+
+
+def _names_shown(names: Sequence[str]) -> str:
+    """``['cat', 'dog']``, or past :data:`NAMES_SHOWN` names ``1000 names ('a', 'b', ... and 980 more)``: a list of
+    1,000 categories written out made a message of 13,000 characters."""
+    if len(names) <= NAMES_SHOWN:
+        return str(list(names))
+    first = ", ".join(repr(name) for name in names[:NAMES_SHOWN])
+    return f"{len(names)} names ({first} and {len(names) - NAMES_SHOWN} more)"
+
+
+def _how_names_differ(classes: Sequence[str], json_order: Sequence[str]) -> str:
+    """What differs between ``--classes`` and a json's category names, compared as :func:`folded_name` reads them:
+    the first position of the same names in another order, or the names only one side has."""
+    given, held = [folded_name(name) for name in classes], [folded_name(name) for name in json_order]
+    if sorted(given) == sorted(held):
+        at = next(i for i, (one, other) in enumerate(zip(given, held)) if one != other)
+        return (f"they are the same names in another order (the first that differs is the {_ordinal(at + 1)}: "
+                f"{classes[at]!r} in --classes, {json_order[at]!r} in the json)")
+    only_given = [name for name, key in zip(classes, given) if key not in held]
+    only_held = [name for name, key in zip(json_order, held) if key not in given]
+    sides = [f"only in {side}: {_names_shown(names)}"
+             for side, names in (("--classes", only_given), ("the json", only_held)) if names]
+    return ", ".join(sides)
+
+
+def _ordinal(number: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``21st``."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def build_dataset(

@@ -338,3 +338,29 @@ def test_classes_in_the_jsons_order_are_taken_when_a_checkpoint_orders_the_label
                                         r".*instances_val\.json: \['Toothbrush', 'bus', 'person'\]; "):
         build_dataset("custom", "test", 32, data_root=str(tmp_path), classes="person,car,bus",
                       class_order=checkpoint_order)
+
+
+def test_classes_differing_from_a_long_category_list_say_what_differs(tmp_path):
+    """--classes of 1,000 names with two swapped, beside a json of those categories, was refused with both lists
+    written out (26,000 characters, twice: both splits) and no word of the difference. Past 20 names each list shows
+    its first 20 and a count, and the message says what differs: the same names in another order (the first
+    position where they differ), or the names only one side has."""
+    names = [f"c{i:02d}" for i in range(30)]
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20], "area": 400,
+                             "iscrowd": 0}],
+            "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)]}
+    path = write_coco(tmp_path, "train", data)
+    swapped = [names[0], names[2], names[1], *names[3:]]
+    with pytest.raises(DataError) as error:
+        build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=swapped)
+    first = ", ".join(repr(name) for name in swapped[:20])
+    json_first = ", ".join(repr(name) for name in names[:20])
+    assert str(error.value) == (
+        f"--classes 30 names ({first} and 10 more) differ from the categories of {path}: 30 names ({json_first} and "
+        "10 more); they are the same names in another order (the first that differs is the 2nd: 'c02' in --classes, "
+        "'c01' in the json); a COCO-layout set takes its classes from its json: leave out --classes")
+    other = [*names[:29], "zebra", "Extra"]
+    with pytest.raises(DataError, match=r" and 11 more\) differ from the categories of .* and 10 more\); only in "
+                                        r"--classes: \['zebra', 'Extra'\], only in the json: \['c29'\]; a COCO-layout"):
+        build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=other)
