@@ -25,7 +25,7 @@ from data.loader import build_loader, detection_collate
 from data.transforms import EXPAND_PROBABILITY, PIXEL_MEAN_BGR, TestTransform, TrainTransform, normalize_image
 from data.voc import VOC_CLASSES, VOCDetection, check_disjoint_splits, unusable_list_problem
 from utils.integers import as_int
-from utils.messages import preview_names
+from utils.messages import listed_names, preview_names
 from utils.names import folded_name, reordering, same_classes
 
 __all__ = [
@@ -421,9 +421,6 @@ def _json_folder_hint(root: Path, split: str) -> str:
     return ""
 
 
-NAMES_SHOWN = 20  # a message about a class list names this many of its names
-
-
 def spelt_otherwise(path: Path) -> Path | None:
     """The folder that the missing ``path`` names in another letter case or Unicode form of its accents, each missing
     part matched by :func:`utils.names.folded_name` (a folder copied from macOS keeps its accents decomposed, where a
@@ -483,19 +480,10 @@ def _build_custom(root: Path, split: str, classes: list[str] | None, class_order
     if kept is None and classes is not None and not (same_classes(classes, json_order) or reordered):
         some = {folded_name(name) for name in classes} < {folded_name(name) for name in json_order}
         skip = ", or add --skip_unknown_classes to train on these of its categories alone" if some else ""
-        raise DataError(f"--classes {_names_shown(classes)} differ from the categories of {annotation_file}: "
-                        f"{_names_shown(json_order)}; {_how_names_differ(classes, json_order)}; a COCO-layout set "
+        raise DataError(f"--classes {listed_names(classes)} differ from the categories of {annotation_file}: "
+                        f"{listed_names(json_order)}; {_how_names_differ(classes, json_order)}; a COCO-layout set "
                         f"takes its classes from its json: leave out --classes{skip}")
     return dataset
-
-
-def _names_shown(names: Sequence[str]) -> str:
-    """``['cat', 'dog']``, or past :data:`NAMES_SHOWN` names ``1000 names ('a', 'b', ... and 980 more)``: a list of
-    1,000 categories written out made a message of 13,000 characters."""
-    if len(names) <= NAMES_SHOWN:
-        return str(list(names))
-    first = ", ".join(repr(name) for name in names[:NAMES_SHOWN])
-    return f"{len(names)} names ({first} and {len(names) - NAMES_SHOWN} more)"
 
 
 def _how_names_differ(classes: Sequence[str], json_order: Sequence[str]) -> str:
@@ -508,7 +496,7 @@ def _how_names_differ(classes: Sequence[str], json_order: Sequence[str]) -> str:
                 f"{classes[at]!r} in --classes, {json_order[at]!r} in the json)")
     only_given = [name for name, key in zip(classes, given) if key not in held]
     only_held = [name for name, key in zip(json_order, held) if key not in given]
-    sides = [f"only in {side}: {_names_shown(names)}"
+    sides = [f"only in {side}: {listed_names(names)}"
              for side, names in (("--classes", only_given), ("the json", only_held)) if names]
     return ", ".join(sides)
 

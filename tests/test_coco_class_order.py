@@ -364,3 +364,24 @@ def test_classes_differing_from_a_long_category_list_say_what_differs(tmp_path):
     with pytest.raises(DataError, match=r" and 11 more\) differ from the categories of .* and 10 more\); only in "
                                         r"--classes: \['zebra', 'Extra'\], only in the json: \['c29'\]; a COCO-layout"):
         build_dataset("custom", "train", 32, data_root=str(tmp_path), classes=other)
+
+
+def test_splits_whose_long_category_lists_differ_show_the_first_names_and_the_difference(tmp_path):
+    """A test json of 1,000 categories lacking one of the training json's: both lists were written out in full (a line
+    of 26,000 characters) before the one name that differs. Past 20 names each shows its first 20 and a count."""
+    names = [f"c{i:02d}" for i in range(30)]
+    def data(categories: list[str]) -> dict:
+        return {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 40}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20], "area": 400,
+                                 "iscrowd": 0}],
+                "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)]}
+    train_file, test_file = write_coco(tmp_path, "train", data(names)), write_coco(tmp_path, "val", data(names[:29]))
+    train = build_dataset("custom", "train", 32, data_root=str(tmp_path))
+    test = build_dataset("custom", "test", 32, data_root=str(tmp_path), class_order=train.class_names)
+    with pytest.raises(DataError) as error:
+        check_splits(train, test, RunLog(None))
+    first = ", ".join(repr(name) for name in names[:20])
+    assert str(error.value) == (
+        f"the training split's classes 30 names ({first} and 10 more) differ from the test split's 29 names ({first} "
+        f"and 9 more): the categories of {train_file} and {test_file} must have the same names (in any order, under "
+        "any ids); only in the training json: ['c29'], only in the test json: []")

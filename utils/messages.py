@@ -34,6 +34,15 @@ def preview_names(names: Sequence[str], limit: int = 4) -> str:
     return shown + (", ..." if len(names) > limit else "")
 
 
+def listed_names(names: Sequence[str], limit: int = 20) -> str:
+    """``['cat', 'dog']``, or past ``limit`` names ``1000 names ('a', 'b', ... and 980 more)``: a message writing out
+    a list of 1,000 classes was a line of 13,000 characters."""
+    if len(names) <= limit:
+        return str(list(names))
+    first = ", ".join(repr(name) for name in names[:limit])
+    return f"{len(names)} names ({first} and {len(names) - limit} more)"
+
+
 def counted(number: int, noun: str) -> str:
     """``number`` and ``noun``, plural unless ``number`` is 1, by the English rule for regular nouns: "1 image",
     "0 images", "3 classes", "2 processes", "2 drawn copies"; "epoch", whose "ch" sounds as "k", takes "s"."""

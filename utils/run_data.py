@@ -17,7 +17,7 @@ from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_ar
 from utils.checkpoint import init_from_advice
 from utils.distributed import DistributedContext, raise_if_any_process_failed
 from utils.logging import RunLog
-from utils.messages import counted, preview_names
+from utils.messages import counted, listed_names, preview_names
 from utils.names import folded_name, same_classes
 from utils.postprocess import MAX_PER_IMAGE
 
@@ -160,8 +160,9 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
     the test split has objects to score (not difficult, not crowd). Classes without a training object get a warning:
     the model cannot learn them; so do classes without an object to score in the test split: their AP is undefined."""
     if not same_classes(train_dataset.class_names, test_dataset.class_names):
-        raise DataError(f"the training split's classes {train_dataset.class_names} differ from the test split's "
-                        f"{test_dataset.class_names}: {_how_to_match_classes(train_dataset, test_dataset)}")
+        raise DataError(f"the training split's classes {listed_names(train_dataset.class_names)} differ from the test "
+                        f"split's {listed_names(test_dataset.class_names)}: "
+                        f"{_how_to_match_classes(train_dataset, test_dataset)}")
     check_test_split(test_dataset, log)
     per_class = np.bincount(train_dataset.annotations.labels, minlength=train_dataset.num_classes)
     if not per_class.any():
@@ -251,4 +252,5 @@ def _how_to_match_classes(train_dataset: DetectionDataset, test_dataset: Detecti
     skip = (f"; or pass --skip_unknown_classes to score the categories of {train_file} alone in {test_file}"
             if not only_train else "")
     return (f"the categories of {train_file} and {test_file} must have the same names (in any order, under any ids); "
-            f"only in the training json: {only_train}, only in the test json: {only_test}{skip}")
+            f"only in the training json: {listed_names(only_train)}, only in the test json: {listed_names(only_test)}"
+            f"{skip}")
