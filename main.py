@@ -574,7 +574,7 @@ def run_eval_results(args: argparse.Namespace, log: RunLog, classes_typed: bool,
     # a COCO layout's labels in the evaluation's class order: its per-class table, whatever the test json's order
     dataset = make_dataset(args, "test", args.size or DATASET_DEFAULTS[args.dataset]["size"], train=False,
                            class_order=evaluated_class_order(summary), classes_typed=classes_typed)
-    check_test_split(dataset, log)
+    check_test_split(dataset, log, detecting=False)
     metrics = evaluate_results_file(args.eval_results, dataset, summary)
     log.info(f"{args.eval_results}: {format_metrics(metrics)}")
     return 0

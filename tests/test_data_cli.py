@@ -13,6 +13,7 @@ import pytest
 import main as cli
 from data import DataWarning
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
+from data.voc_eval import write_voc_results
 from tests.test_data_checks import corrupt_the_middle, write_jpeg
 from tests.test_data_voc import write_voc_folder
 from utils.checkpoint import load_checkpoint
@@ -137,6 +138,11 @@ def test_a_test_image_holding_more_objects_than_the_detections_kept_per_image_is
             f"image (the authors' setting; the most: 305 in {root / 'Annotations/d.xml'}): 6 of the test split's 906 "
             "objects to score count as missed whatever the model detects, which lowers recall and AP; cut such "
             "images into tiles holding fewer objects") in capsys.readouterr().out
+    # --eval_results scores detections made already, by whatever tool and cap: not warned of
+    detections = [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0)}] * 3
+    write_voc_results(detections, ["b", "c", "d"], ["cat"], tmp_path / "results")
+    assert run(tmp_path, "--eval_results", str(tmp_path / "results"), *argv[:6]) == 0
+    assert "detections an evaluation keeps" not in capsys.readouterr().out
     samples["d"] = grid(300)
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["c", "d"]})
     assert run(tmp_path, *argv) == 0

@@ -175,10 +175,12 @@ def check_splits(train_dataset: DetectionDataset, test_dataset: DetectionDataset
                  f"(their AP will be 0 or undefined){_background_hint(missing)}")
 
 
-def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
+def check_test_split(test_dataset: DetectionDataset, log: RunLog, detecting: bool = True) -> None:
     """Before an evaluation (training's, ``--trained_model``'s, ``--eval_results``'): the test split has images and
     objects to score (not difficult, not crowd), else :class:`DataError`, as every AP would be undefined; classes
-    without an object to score get a warning: their AP is undefined (nan) and left out of the means."""
+    without an object to score get a warning: their AP is undefined (nan) and left out of the means. ``detecting``:
+    the evaluation runs a model here (not ``--eval_results``, which scores detections made already), so images holding
+    more objects to score than the detections it keeps of an image get a warning too."""
     if len(test_dataset) == 0:
         raise DataError("the test split has no images, so training could not be evaluated: list its images "
                         "(VOC layout: ImageSets/Main/test.txt or val.txt; COCO layout: the test json's images)")
@@ -193,7 +195,7 @@ def check_test_split(test_dataset: DetectionDataset, log: RunLog) -> None:
         log.info(f"warning: the test split holds no object to score of {_class_list(unscored)} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
                  f"images to the test split{_background_hint(unscored)}")
-    if (warning := _capped_images_warning(test_dataset)) is not None:
+    if detecting and (warning := _capped_images_warning(test_dataset)) is not None:
         log.info(warning)
 
 
