@@ -13,6 +13,7 @@ reads ``coco`` directly (a missing ``area`` / ``iscrowd`` filled in as ``w * h``
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import io
@@ -920,6 +921,16 @@ class COCODetection(DetectionDataset):
         position = {image_id: index for index, image_id in enumerate(self.image_ids)}
         owners = [position[a["image_id"]] for a in self._annotations_to_score()]
         return np.bincount(np.array(owners, dtype=np.int64), minlength=len(self.image_ids))
+
+    def objects_to_score_per_image_and_class(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The objects COCO's metric scores, counted per item and class, for the pairs that hold any: ``(items int64
+        [P], labels int64 [P], counts int64 [P])``. :class:`ValueError` after :meth:`release_ground_truth`."""
+        position = {image_id: index for index, image_id in enumerate(self.image_ids)}
+        label_of = {category_id: label for label, category_id in enumerate(self.category_ids)}
+        pairs = collections.Counter((position[a["image_id"]], label_of[a["category_id"]])
+                                    for a in self._annotations_to_score())
+        table = np.array([(item, label, count) for (item, label), count in pairs.items()], np.int64).reshape(-1, 3)
+        return table[:, 0], table[:, 1], table[:, 2]
 
     def _annotations_to_score(self) -> Iterator[dict]:
         """The json's annotations COCO's metric scores on this split (:func:`annotations_to_score`)."""

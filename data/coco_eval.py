@@ -30,6 +30,7 @@ from utils.files import replace_text, write_arrays
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 PR_CURVES_FILE = "detection_results.npz"  # the accumulated COCOeval arrays (the authors pickled the object)
 
+COCO_MAX_DETECTIONS = 100  # pycocotools' largest maxDets: the detections of an image and category it scores
 STAT_NAMES = (
     "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
     "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",

@@ -15,6 +15,7 @@ from data import DataWarning
 from data.shapes import SHAPES_CLASSES, generate_shapes_dataset
 from data.voc_eval import write_voc_results
 from tests.test_data_checks import corrupt_the_middle, write_jpeg
+from tests.test_data_coco import write_coco
 from tests.test_data_voc import write_voc_folder
 from utils.checkpoint import load_checkpoint
 from data.loader import ResumableBatchSampler
@@ -147,6 +148,34 @@ def test_a_test_image_holding_more_objects_than_the_detections_kept_per_image_is
     root = write_voc_folder(tmp_path / "data", samples, {"trainval": ["a"], "test": ["c", "d"]})
     assert run(tmp_path, *argv) == 0
     assert "detections an evaluation keeps" not in capsys.readouterr().out
+
+
+def test_a_coco_test_image_holding_over_100_objects_of_one_category_is_warned_of(tmp_path, capsys):
+    """COCO's metric scores at most 100 detections of an image and category (pycocotools' maxDets): of a shelf of 150
+    bottles at most 100 count, so AP and AR@100 were capped without a word. A warning counts such images (crowd
+    objects, not scored, do not count; an image of exactly 100 is not one) and names the fullest."""
+    def objects(image_id: int, count: int, category_id: int = 1, crowd: int = 0) -> list[dict]:
+        return [{"image_id": image_id, "category_id": category_id, "bbox": [i % 20 * 3, i // 20 * 3, 2, 2],
+                 "area": 4, "iscrowd": crowd} for i in range(count)]
+    categories = [{"id": 1, "name": "bottle"}, {"id": 2, "name": "can"}]
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 64, "width": 64} for i in (1, 2, 3)]
+    annotations = [*objects(1, 100, crowd=0), *objects(1, 3, crowd=1), *objects(2, 102), *objects(2, 50, 2),
+                   *objects(3, 100), *objects(3, 100, 2)]
+    for number, annotation in enumerate(annotations, 1):
+        annotation["id"] = number
+    train = {"images": images[:1], "annotations": [dict(annotations[0], id=1, bbox=[2, 2, 20, 20], area=400)],
+             "categories": categories}
+    write_coco(tmp_path / "data", "train", train)
+    test_file = write_coco(tmp_path / "data", "val", {"images": images, "annotations": annotations,
+                                                      "categories": categories})
+    assert run(tmp_path, "--dataset", "custom", "--data_root", str(tmp_path / "data"), "--check_data",
+               "--workers", "0") == 0
+    out = capsys.readouterr().out
+    assert ("warning: 1 test image holds more objects of one category to score than the 100 detections of an image "
+            "and category COCO's metric scores (pycocotools' maxDets; the most: 102 'bottle' in image id 2 in "
+            f"{test_file}): 2 of the test split's 452 objects to score count as missed whatever the model detects, "
+            "which lowers recall and AP; cut such images into tiles holding fewer objects") in out
+    assert "than the 300 detections" not in out  # 300 objects in image 3: not more than the 300 kept
 
 
 def test_the_warnings_about_classes_without_objects_name_the_first_20_of_a_long_class_list(tmp_path, capsys):

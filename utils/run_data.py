@@ -12,6 +12,7 @@ import numpy as np
 
 from data import COCODetection, DataError, build_dataset
 from data.class_list import checked_recorded_names, class_list_file, is_background_entry, parse_class_list
+from data.coco_eval import COCO_MAX_DETECTIONS
 from data.dataset import DetectionDataset
 from data.shapes import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAINVAL, generated_set_arguments
 from utils.checkpoint import init_from_advice
@@ -195,25 +196,47 @@ def check_test_split(test_dataset: DetectionDataset, log: RunLog, detecting: boo
         log.info(f"warning: the test split holds no object to score of {_class_list(unscored)} (none, or all marked "
                  "difficult or iscrowd): their AP is undefined (nan) and left out of the means; move some of their "
                  f"images to the test split{_background_hint(unscored)}")
-    if detecting and (warning := _capped_images_warning(test_dataset)) is not None:
-        log.info(warning)
+    if detecting:
+        for warning in _capped_images_warnings(test_dataset):
+            log.info(warning)
 
 
-def _capped_images_warning(test_dataset: DetectionDataset) -> str | None:
-    """The warning for test images holding more objects to score than the :data:`MAX_PER_IMAGE` detections an
-    evaluation keeps of an image: the objects past it count as missed whatever the model detects. None if none."""
+def _capped_images_warnings(test_dataset: DetectionDataset) -> list[str]:
+    """Warnings for test images holding more objects to score than the detections scored of an image: the
+    :data:`MAX_PER_IMAGE` an evaluation keeps, and for a COCO-layout split the :data:`COCO_MAX_DETECTIONS` of an image
+    and category that COCO's metric scores. The objects past a cap count as missed whatever the model detects."""
     per_image = test_dataset.objects_to_score_per_image()
-    capped = np.flatnonzero(per_image > MAX_PER_IMAGE)
+    total = int(per_image.sum())
+    warnings = [_capped_images_warning(test_dataset, np.arange(len(per_image)), per_image, None, total,
+                                       f"more objects to score than the {MAX_PER_IMAGE} detections an evaluation "
+                                       "keeps per image (the authors' setting", MAX_PER_IMAGE)]
+    if isinstance(test_dataset, COCODetection):
+        items, labels, per_pair = test_dataset.objects_to_score_per_image_and_class()
+        warnings.append(_capped_images_warning(test_dataset, items, per_pair, labels, total,
+                                               "more objects of one category to score than the "
+                                               f"{COCO_MAX_DETECTIONS} detections of an image and category COCO's "
+                                               "metric scores (pycocotools' maxDets", COCO_MAX_DETECTIONS))
+    return [warning for warning in warnings if warning is not None]
+
+
+def _capped_images_warning(test_dataset: DetectionDataset, items: np.ndarray, counts: np.ndarray,
+                           labels: np.ndarray | None, total: int, what: str, cap: int) -> str | None:
+    """The warning for test images whose objects to score, counted per item (``items`` and ``counts``, int64 ``[P]``)
+    or per item and class (``labels`` int64 ``[P]`` too), exceed a ``cap`` on the detections scored; ``total``: the
+    split's objects to score. None if none does."""
+    capped = np.flatnonzero(counts > cap)
     if not len(capped):
         return None
-    fullest = int(capped[np.argmax(per_image[capped])])
-    where = test_dataset.annotation_source(fullest) or str(test_dataset.image_path(fullest))
-    missed = int((per_image[capped] - MAX_PER_IMAGE).sum())
-    return (f"warning: {counted(len(capped), 'test image')} {'holds' if len(capped) == 1 else 'hold'} more objects to "
-            f"score than the {MAX_PER_IMAGE} detections an evaluation keeps per image (the authors' setting; the "
-            f"most: {per_image[fullest]} in {where}): {missed} of the test split's {int(per_image.sum())} objects to "
-            "score count as missed whatever the model detects, which lowers recall and AP; cut such images into "
-            "tiles holding fewer objects")
+    images = len(np.unique(items[capped]))
+    fullest = int(capped[np.argmax(counts[capped])])
+    item = int(items[fullest])
+    where = test_dataset.annotation_source(item) or str(test_dataset.image_path(item))
+    of_class = "" if labels is None else f" {test_dataset.class_names[int(labels[fullest])]!r}"
+    missed = int((counts[capped] - cap).sum())
+    return (f"warning: {counted(images, 'test image')} {'holds' if images == 1 else 'hold'} {what}; the most: "
+            f"{counts[fullest]}{of_class} in {where}): {missed} of the test split's {total} objects to score count as "
+            "missed whatever the model detects, which lowers recall and AP; cut such images into tiles holding fewer "
+            "objects")
 
 
 def _background_hint(names: list[str]) -> str:
