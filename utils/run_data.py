@@ -209,21 +209,21 @@ def _capped_images_warnings(test_dataset: DetectionDataset) -> list[str]:
     total = int(per_image.sum())
     warnings = [_capped_images_warning(test_dataset, np.arange(len(per_image)), per_image, None, total,
                                        f"more objects to score than the {MAX_PER_IMAGE} detections an evaluation "
-                                       "keeps per image (the authors' setting", MAX_PER_IMAGE)]
+                                       "keeps per image", "the authors' setting", MAX_PER_IMAGE)]
     if isinstance(test_dataset, COCODetection):
         items, labels, per_pair = test_dataset.objects_to_score_per_image_and_class()
         warnings.append(_capped_images_warning(test_dataset, items, per_pair, labels, total,
                                                "more objects of one category to score than the "
                                                f"{COCO_MAX_DETECTIONS} detections of an image and category COCO's "
-                                               "metric scores (pycocotools' maxDets", COCO_MAX_DETECTIONS))
+                                               "metric scores", "pycocotools' maxDets", COCO_MAX_DETECTIONS))
     return [warning for warning in warnings if warning is not None]
 
 
 def _capped_images_warning(test_dataset: DetectionDataset, items: np.ndarray, counts: np.ndarray,
-                           labels: np.ndarray | None, total: int, what: str, cap: int) -> str | None:
+                           labels: np.ndarray | None, total: int, what: str, whose: str, cap: int) -> str | None:
     """The warning for test images whose objects to score, counted per item (``items`` and ``counts``, int64 ``[P]``)
-    or per item and class (``labels`` int64 ``[P]`` too), exceed a ``cap`` on the detections scored; ``total``: the
-    split's objects to score. None if none does."""
+    or per item and class (``labels`` int64 ``[P]`` too), exceed a ``cap`` on the detections scored (``what`` it is,
+    ``whose`` rule); ``total``: the split's objects to score. None if none does."""
     capped = np.flatnonzero(counts > cap)
     if not len(capped):
         return None
@@ -233,7 +233,7 @@ def _capped_images_warning(test_dataset: DetectionDataset, items: np.ndarray, co
     where = test_dataset.annotation_source(item) or str(test_dataset.image_path(item))
     of_class = "" if labels is None else f" {test_dataset.class_names[int(labels[fullest])]!r}"
     missed = int((counts[capped] - cap).sum())
-    return (f"warning: {counted(images, 'test image')} {'holds' if images == 1 else 'hold'} {what}; the most: "
+    return (f"warning: {counted(images, 'test image')} {'holds' if images == 1 else 'hold'} {what} ({whose}; the most: "
             f"{counts[fullest]}{of_class} in {where}): {missed} of the test split's {total} objects to score count as "
             "missed whatever the model detects, which lowers recall and AP; cut such images into tiles holding fewer "
             "objects")
