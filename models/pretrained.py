@@ -149,7 +149,8 @@ def read_backbone_weights(source: str | os.PathLike, backbone_class: type[nn.Mod
 
 def _refused_objects(path: str, error: pickle.UnpicklingError) -> list[str]:
     """The objects (``module.Class``) that torch's weights-only loading of the file ``path`` refused with ``error``:
-    every one, read from a zip-format file without unpickling it, else the one ``error`` names (the legacy format);
+    every one, read from a zip-format file without unpickling it, else the one ``error`` names (the legacy format,
+    or a torch without ``get_unsafe_globals_in_checkpoint``: 2.5);
     [] when ``error`` is about no object (a file that is no pickle)."""
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
