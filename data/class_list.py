@@ -28,9 +28,7 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
     classes of a model trained with one, which has that class), or a file's line holding a comma or a comment after its
     name."""
     slash = "/" in arg or os.sep in arg
-    # ~/classes.txt where the shell leaves ~ (--classes=~/..., in quotes) is in the home folder, as the path flags';
-    # it cannot be a class name, which holds no slash
-    path = Path(os.path.expanduser(arg) if arg.startswith("~") and slash and not names_only else arg)
+    path = Path(arg) if names_only else _class_file_path(arg)
     try:
         is_dir, is_file = (False, False) if names_only else (path.is_dir(), path.is_file())
     except OSError:  # a long comma list is too long a name to look up as a file
@@ -72,10 +70,19 @@ def parse_class_list(arg: str, allow_background: bool = False, names_only: bool 
     return names
 
 
+def _class_file_path(arg: str) -> Path:
+    """The path a ``--classes`` string names if it is a file: ``~/classes.txt`` where the shell leaves ``~``
+    (``--classes=~/...``, in quotes) is in the home folder, as the path flags'; it cannot be a class name, which holds
+    no slash (``~cat`` stays a name)."""
+    slash = "/" in arg or os.sep in arg
+    return Path(os.path.expanduser(arg) if arg.startswith("~") and slash else arg)
+
+
 def class_list_file(arg: str) -> Path | None:
-    """The file a ``--classes`` string names (a class list file here), None for a comma list."""
+    """The file a ``--classes`` string names (a class list file here, ``~`` read as :func:`parse_class_list` reads
+    it), None for a comma list."""
     try:
-        return Path(arg) if arg and Path(arg).is_file() else None
+        return _class_file_path(arg) if arg and _class_file_path(arg).is_file() else None
     except OSError:  # a long comma list is too long a name to look up as a file
         return None
 

@@ -1,4 +1,5 @@
 """VOC-layout datasets: the synthetic shapes round trip, the VOCdevkit splits, custom folders and bad annotations."""
+import argparse
 import os
 import re
 import shutil
@@ -17,8 +18,9 @@ from data import (
 from data.dataset import DEGENERATE_BOX_DROPPED, IMAGE_EXTENSIONS, read_image
 from data.shapes import SHAPES_CLASSES, ensure_shapes_dataset
 from data.voc import SWAPPED_BOX_DROPPED, FileFinder, from_devkit_pixels, read_image_list
-from data.class_list import MAX_CLASS_NAME_BYTES, checked_recorded_names
+from data.class_list import MAX_CLASS_NAME_BYTES, checked_recorded_names, class_list_file
 from data.voc_eval import evaluate_voc, evaluate_voc_with_curves, write_voc_pr_curves, write_voc_results
+from utils.run_data import absolute_data_paths
 
 
 def voc_xml(width: int, height: int, objects: list[tuple[str, tuple, int]], size: bool = True) -> str:
@@ -1047,6 +1049,20 @@ def test_a_class_list_file_under_the_home_folder_given_as_tilde_is_read(tmp_path
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     assert parse_class_list("~/classes.txt") == ["cat", "dog"]
     assert parse_class_list("~cat,dog") == ["~cat", "dog"]
+
+
+def test_a_class_list_file_given_as_tilde_is_recorded_as_that_file(tmp_path, monkeypatch):
+    """The file `--classes=~/classes.txt` reads is the one a checkpoint's config and a summary.json record (by its
+    absolute path) and a VOC object of another class is told to join: `class_list_file` looked for a folder `~` here,
+    so the summary recorded `~/classes.txt`, which --eval_results then read as a class name holding a slash."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "classes.txt").write_text("cat\ndog\n")
+    assert class_list_file("~/classes.txt") == tmp_path / "home" / "classes.txt"
+    assert class_list_file("~cat,dog") is None
+    args = argparse.Namespace(data_root=None, classes="~/classes.txt")
+    assert absolute_data_paths(args) == {"classes": str(tmp_path / "home" / "classes.txt")}
 
 
 def test_parse_class_list(tmp_path):
