@@ -298,21 +298,31 @@ def link_loops(path: Path) -> bool:
     return False
 
 
-def broken_link_message(path: Path) -> str | None:
-    """``<link> is a broken symbolic link (to <target>, which does not exist): ...`` when the missing ``path`` or a
-    folder above it is a symbolic link whose target is missing (a dataset folder linked to a drive that is not
-    mounted), where a "not found: download it" would mislead, or ``<link> is a symbolic link in a loop ...`` when
-    following it comes back to it; ``None`` otherwise."""
+def dead_link(path: Path) -> tuple[Path, str, bool] | None:
+    """``(link, target, loops)`` when the missing ``path`` or a folder above it is a symbolic ``link`` to a ``target``
+    that does not exist (a dataset folder linked to a drive that is not mounted), ``loops`` when following it comes
+    back to it (:func:`link_loops`); ``None`` otherwise."""
     missing = Path(path)
     while not missing.exists() and missing != missing.parent:
         if (target := _link_target(missing)) is not None:
-            if link_loops(missing):
-                return (f"{missing} is a symbolic link in a loop (to {target}, a link that leads back to it, so no "
-                        "folder is ever reached): point it at the data folder itself")
-            return (f"{missing} is a broken symbolic link (to {target}, which does not exist): mount or fetch its "
-                    "target, or replace the link with the data itself")
+            return missing, target, link_loops(missing)
         missing = missing.parent
     return None
+
+
+def broken_link_message(path: Path) -> str | None:
+    """``<link> is a broken symbolic link (to <target>, which does not exist): ...`` when the missing ``path`` or a
+    folder above it is a symbolic link whose target is missing (:func:`dead_link`), where a "not found: download it"
+    would mislead, or ``<link> is a symbolic link in a loop ...`` when following it comes back to it; ``None``
+    otherwise."""
+    if (found := dead_link(path)) is None:
+        return None
+    link, target, loops = found
+    if loops:
+        return (f"{link} is a symbolic link in a loop (to {target}, a link that leads back to it, so no folder is ever "
+                "reached): point it at the data folder itself")
+    return (f"{link} is a broken symbolic link (to {target}, which does not exist): mount or fetch its target, or "
+            "replace the link with the data itself")
 
 
 _PIL_LIMIT_LOCK = threading.Lock()  # held while _pil_header(pixel_limit=False) has lifted PIL's pixel limit

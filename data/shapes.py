@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.dataset import link_loops
+from data.dataset import dead_link
 from data.errors import DataError, DatasetNotFoundError
 from utils.files import naming_file, write_text
 from utils.progress import progress_bar
@@ -585,17 +585,15 @@ def ensure_shapes_dataset(
     if root.exists() and not root.is_dir():
         raise DatasetNotFoundError(f"{root}: the shapes dataset cannot be generated there ({root} is not a folder); "
                                    "pass --data_root a folder that can be created and written")
-    missing = root  # root or a folder above it linked to a drive not mounted: named now, not after generating
-    while not missing.exists() and missing != missing.parent:
-        if missing.is_symlink():
-            target = os.path.normpath(missing.parent / os.readlink(missing))
-            if link_loops(missing):
-                raise DatasetNotFoundError(f"{missing} is a symbolic link in a loop (to {target}, a link that leads back "
-                                           "to it, so no folder is ever reached): point it at a folder, or remove it")
-            raise DatasetNotFoundError(f"{missing} is a broken symbolic link (to {target}, which does not exist): "
-                                       f"mount its drive or create that folder (the shapes set is then generated in "
-                                       f"{root}), or remove the link")
-        missing = missing.parent
+    # root or a folder above it linked to a drive not mounted: named now, not after generating
+    if (found := dead_link(root)) is not None:
+        link, target, loops = found
+        if loops:
+            raise DatasetNotFoundError(f"{link} is a symbolic link in a loop (to {target}, a link that leads back to "
+                                       "it, so no folder is ever reached): point it at a folder, or remove it")
+        raise DatasetNotFoundError(f"{link} is a broken symbolic link (to {target}, which does not exist): mount its "
+                                   f"drive or create that folder (the shapes set is then generated in {root}), or "
+                                   "remove the link")
     in_place = root.is_dir()  # a mount point or a link's target cannot be replaced: it is filled
     if in_place:
         _remove_stale_temp_dirs(root, ".shapes")
