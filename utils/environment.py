@@ -27,6 +27,8 @@ MIN_VERSIONS = {"torch": (2, 5), "torchvision": (0, 20)}
 # the oldest torch whose torch.compile gives MultiBoxLoss(compile=True) (--compile_loss) the eager losses on the CPU:
 # 2.5.1 and 2.6.0 fail to build its focal-loss kernel (C++ error), 2.8.0 and 2.9.1 build a wrong IoU-assignment loss
 COMPILED_CRITERION_MIN_TORCH = (2, 14)
+# the releases found to miscompile it (2.7 and 2.10-2.13 were not tried)
+MISCOMPILING_TORCH = {(2, 5), (2, 6), (2, 8), (2, 9)}
 # releases built for NumPy 1, which fail to import beside NumPy 2: the first release of each package built for NumPy 2
 # (OpenCV's four packages install the same module cv2; requirements.txt names the headless one)
 BUILT_FOR_NUMPY_2 = {"opencv-python-headless": (4, 10, 0, 84), "opencv-python": (4, 10, 0, 84),
@@ -70,8 +72,13 @@ def compiled_criterion_problem(torch_version: str) -> str | None:
     if found is None or found >= needed:
         return None
     oldest = ".".join(map(str, needed))
-    return (f"torch {torch_version} miscompiles the criterion (torch 2.5-2.6: its kernel fails to build on the CPU; "
-            f"2.8-2.9: wrong IoU-assignment losses on the CPU); compiling it needs torch {oldest} or newer: "
+    if found[:2] in MISCOMPILING_TORCH:
+        why = ("miscompiles the criterion (torch 2.5-2.6: its kernel fails to build on the CPU; 2.8-2.9: wrong "
+               "IoU-assignment losses on the CPU)")
+    else:
+        why = (f"was not checked with the compiled criterion (the oldest checked to give the eager losses is {oldest}; "
+               "on the CPU 2.5-2.6 failed to build its kernel, 2.8-2.9 gave wrong IoU-assignment losses)")
+    return (f"torch {torch_version} {why}; compiling it needs torch {oldest} or newer: "
             f"{sys.executable} -m pip install -U 'torch>={oldest},<2.15' 'torchvision>=0.29,<0.30', or train "
             "without --compile_loss (MultiBoxLoss(compile=False))")
 

@@ -74,7 +74,8 @@ class MultiBoxLoss(nn.Module):
             compiles for a while (about 30 s on a CPU), and so does the first call in each new mode (MG on/off,
             with stats). Results equal the eager criterion's up to float rounding. The quotas' host sync and the
             target padding stay outside the graph. A RuntimeError on a torch older than
-            ``utils.environment.COMPILED_CRITERION_MIN_TORCH`` (2.14), which miscompiles it on the CPU.
+            ``utils.environment.COMPILED_CRITERION_MIN_TORCH`` (2.14): 2.5-2.6 and 2.8-2.9 miscompile it on the
+            CPU, and the others were not checked.
         sync_positives: when a ``torch.distributed`` process group is initialised, normalise by the positive counts
             of the global batch: the counts are summed over the processes (one all-reduce of two numbers, on the
             device, no host sync) and each process's loss is its sums divided by ``max(N_global, 1) / world_size``.
