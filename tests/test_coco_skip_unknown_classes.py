@@ -263,3 +263,15 @@ def test_the_note_of_categories_kept_names_the_classes_to_give(tmp_path):
     assert categories_kept_note(args, dataset, every) is None
     args.classes = "circle"
     assert categories_kept_note(args, dataset, ["circle"]) is None
+
+
+def test_the_classes_the_note_of_categories_kept_gives_are_one_shell_word(tmp_path):
+    """COCO's categories hold spaces (traffic light, fire hydrant): the note said `give --classes circle,traffic
+    light`, which a shell splits into two arguments (argparse: unrecognized arguments: light). It quotes them."""
+    data = instances()
+    data["categories"][1]["name"] = "traffic light"
+    write_coco(tmp_path, "train", data)
+    dataset = build_dataset("custom", "train", 64, data_root=str(tmp_path))
+    args = cli.get_args_parser().parse_args(["--init_from", "w.pth", "--skip_unknown_classes"])
+    assert categories_kept_note(args, dataset, ["traffic light", "circle"]).endswith(
+        "; to train on those of its classes alone, give --classes 'traffic light,circle'")

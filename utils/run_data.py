@@ -147,7 +147,7 @@ def categories_kept_note(args: argparse.Namespace, dataset: DetectionDataset, tr
         use = ("to train on those of its classes alone, give --classes a file naming them, one per line "
                f"({preview_names(shared)})")
     else:
-        use = f"to train on those of its classes alone, give --classes {','.join(shared)}"
+        use = f"to train on those of its classes alone, give --classes {shlex.quote(','.join(shared))}"
     return (f"note: --skip_unknown_classes leaves out no category of {dataset.annotation_file} without --classes: "
             f"--init_from {args.init_from}'s classes choose none (a fine-tuning run trains on its data's classes), so "
             f"this run trains on its {len(dataset.class_names)} ({preview_names(dataset.class_names)}); {use}")
