@@ -230,10 +230,10 @@ def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: 
     Under ``torchrun`` (``ctx``: the run's context, its processes joined; :func:`launch_context` by default), where
     each process keeps its own record and names the first images it reads, the processes join their records when
     ``together`` (every process calls this at the same point: a run that finished) and rank 0 alone prints the
-    whole run's count. A run stopped on an
-    error (``together`` False) may have left another process in a collective that this one's would wait on forever:
-    each process then prints the count of the images it read, saying so, as it does when the joining fails because
-    another process has gone (or does not come within the process group's timeout)."""
+    whole run's count. A run stopped on an error (``together`` False) may have left another process in a collective
+    that this one's would wait on forever: each process then prints the count of the images it read, saying so, as it
+    does when the joining fails because another process has gone (or does not come within the process group's
+    timeout)."""
     shown = data_warnings_shown()
     if shown is None:  # every process of a run alike: main.py installs the display in each
         return
