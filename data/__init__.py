@@ -119,12 +119,13 @@ def _list_file_in_any_case(lists: Path, names: Sequence[str]) -> tuple[str, str]
 
 
 def _folders_in_any_case(root: Path, parts: Sequence[str]) -> list[Path]:
-    """The folders ``root/<parts[0]>/<parts[1]>/...`` whose names equal ``parts`` ignoring letter case."""
+    """The folders ``root/<parts[0]>/<parts[1]>/...`` whose names equal ``parts`` as :func:`utils.names.folded_name`
+    reads them (letter case, and the Unicode form of accents, aside)."""
     folders = [root]
     for part in parts:
         try:
             folders = [child for folder in folders for child in folder.iterdir()
-                       if child.name.lower() == part.lower() and child.is_dir()]
+                       if folded_name(child.name) == folded_name(part) and child.is_dir()]
         except OSError:
             return []
     return folders
@@ -428,15 +429,8 @@ def spelt_otherwise(path: Path) -> Path | None:
     existing, missing = path, []
     while not existing.exists() and existing != existing.parent:
         existing, missing = existing.parent, [existing.name, *missing]
-    for name in missing:
-        try:
-            matches = [child for child in existing.iterdir() if folded_name(child.name) == folded_name(name)]
-        except OSError:
-            return None
-        if len(matches) != 1:
-            return None
-        existing = matches[0]
-    return existing if missing and existing.is_dir() else None
+    matches = _folders_in_any_case(existing, missing) if missing else []
+    return matches[0] if len(matches) == 1 else None
 
 
 def _build_custom(root: Path, split: str, classes: list[str] | None, class_order: Sequence[str] | None, *,
