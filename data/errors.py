@@ -8,9 +8,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+import torch
 from tqdm import tqdm
 
 from utils.distributed import DistributedContext, all_gather_objects, launch_context
+from utils.environment import release
 from utils.messages import SharedLines, SharedSeen, counted
 
 PROBLEMS_SHOWN = 10
@@ -222,6 +224,19 @@ def image_warnings_named(kind: type[ImageWarning]) -> int:
     return 0 if shown is None else shown.kind_count(IMAGE_WARNING_KINDS.index(kind))
 
 
+# the oldest torch whose processes join their image-warning records at the end of a run: after that gather, torch
+# 2.5.1's gloo left one process of a finished torchrun run waiting forever in destroy_process_group (seen in
+# tests/test_main_ddp.py; 2.14.1 never did, intermediate releases untried); before it each process says its own count
+JOINED_COUNTS_MIN_TORCH = (2, 14)
+
+
+def joins_image_warning_counts(torch_version: str = torch.__version__) -> bool:
+    """Whether :func:`say_unnamed_image_warnings` joins the processes' records under ``torch_version``
+    (:data:`JOINED_COUNTS_MIN_TORCH`)."""
+    found = release(torch_version)
+    return found is None or found >= JOINED_COUNTS_MIN_TORCH
+
+
 def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: bool = False) -> None:
     """At the end of a run, whether it finished or stopped on an error: for each kind of :class:`ImageWarning` of
     which the run met more images than :func:`one_line_data_warnings` names, one line counting them all (each image
@@ -229,16 +244,16 @@ def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: 
 
     Under ``torchrun`` (``ctx``: the run's context, its processes joined; :func:`launch_context` by default), where
     each process keeps its own record and names the first images it reads, the processes join their records when
-    ``together`` (every process calls this at the same point: a run that finished) and rank 0 alone prints the
-    whole run's count. A run stopped on an error (``together`` False) may have left another process in a collective
-    that this one's would wait on forever: each process then prints the count of the images it read, saying so, as it
-    does when the joining fails because another process has gone (or does not come within the process group's
-    timeout)."""
+    ``together`` (every process calls this at the same point: a run that finished; on a torch from
+    :data:`JOINED_COUNTS_MIN_TORCH`) and rank 0 alone prints the whole run's count. A run stopped on an error
+    (``together`` False) may have left another process in a collective that this one's would wait on forever: each
+    process then prints the count of the images it read, saying so, as it does when the joining fails because another
+    process has gone (or does not come within the process group's timeout)."""
     shown = data_warnings_shown()
     if shown is None:  # every process of a run alike: main.py installs the display in each
         return
     ctx = launch_context() if ctx is None else ctx
-    if ctx.is_distributed and together:
+    if ctx.is_distributed and together and joins_image_warning_counts():
         records = [shown.kind_hashes(index) for index in range(len(IMAGE_WARNING_KINDS))]
         try:
             gathered = all_gather_objects(records, ctx)
