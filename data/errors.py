@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from utils.distributed import DistributedContext, all_gather_objects, launch_context
-from utils.environment import release
+from utils.environment import release_at_least
 from utils.messages import SharedLines, SharedSeen, counted
 
 PROBLEMS_SHOWN = 10
@@ -233,8 +233,7 @@ JOINED_COUNTS_MIN_TORCH = (2, 14)
 def joins_image_warning_counts(torch_version: str = torch.__version__) -> bool:
     """Whether :func:`say_unnamed_image_warnings` joins the processes' records under ``torch_version``
     (:data:`JOINED_COUNTS_MIN_TORCH`)."""
-    found = release(torch_version)
-    return found is None or found >= JOINED_COUNTS_MIN_TORCH
+    return release_at_least(torch_version, JOINED_COUNTS_MIN_TORCH)
 
 
 def say_unnamed_image_warnings(ctx: DistributedContext | None = None, together: bool = False) -> None:

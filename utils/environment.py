@@ -43,6 +43,13 @@ def release(version: str) -> tuple[int, ...] | None:
     return None if match is None else tuple(int(part) for part in match[0].split("."))
 
 
+def release_at_least(version: str, minimum: tuple[int, ...]) -> bool:
+    """Whether ``version`` is ``minimum`` or later by :func:`release`; True for a version starting with no number (a
+    build named otherwise, taken to be new)."""
+    found = release(version)
+    return found is None or found >= minimum
+
+
 def installed_version(distribution: str) -> str | None:
     """The version pip's metadata gives for ``distribution``; None when it has none (not installed, or built from
     source without metadata)."""
@@ -59,8 +66,8 @@ def install_command() -> str:
 
 def too_old(distribution: str, version: str) -> str | None:
     """Why ``version`` of ``distribution`` (a key of :data:`MIN_VERSIONS`) cannot run the project; None if it can."""
-    found, needed = release(version), MIN_VERSIONS[distribution]
-    if found is None or found >= needed:
+    needed = MIN_VERSIONS[distribution]
+    if release_at_least(version, needed):
         return None
     return f"{distribution} {version} is older than the {'.'.join(map(str, needed))} this project needs"
 
@@ -68,9 +75,10 @@ def too_old(distribution: str, version: str) -> str | None:
 def compiled_criterion_problem(torch_version: str) -> str | None:
     """Why ``torch_version`` (``torch.__version__``) cannot compile the criterion (``--compile_loss``), with the fix;
     None if it can (:data:`COMPILED_CRITERION_MIN_TORCH`)."""
-    found, needed = release(torch_version), COMPILED_CRITERION_MIN_TORCH
-    if found is None or found >= needed:
+    needed = COMPILED_CRITERION_MIN_TORCH
+    if release_at_least(torch_version, needed):
         return None
+    found = release(torch_version)
     oldest = ".".join(map(str, needed))
     if found[:2] in MISCOMPILING_TORCH:
         why = ("miscompiles the criterion (torch 2.5-2.6: its kernel fails to build on the CPU; 2.8-2.9: wrong "
